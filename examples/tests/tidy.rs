@@ -1,0 +1,453 @@
+//! Tidy: checks that enforce Synod's architecture on the source tree itself.
+//!
+//! These run with the normal test command. Each check prints every violation as
+//! `path:line: what is wrong` so that it can be fixed without hunting. The rules:
+//!
+//! 1. Every `.rs` file starts with a `//!` module doc.
+//! 2. Protocol code (`clocks`, `quorum`, `membership`, `partitioning`, `consensus`, under
+//!    `src/`) does no I/O and stays deterministic: no `SystemTime::now`, `Instant::now`,
+//!    `std::thread`, `std::net`, `std::fs`, and no `HashMap` or `HashSet` (their iteration
+//!    order changes from run to run; use `BTreeMap`, `BTreeSet` or a sorted `Vec`). A file
+//!    that is a driver says so with a line starting `// tidy: driver` followed by the reason;
+//!    `#[cfg(test)] mod ... { }` blocks are not protocol code and are skipped.
+//! 3. Dependencies follow `design.md`: library crates use only the chosen external crates
+//!    (optional peer baselines aside), and Synod crates depend on each other only along the
+//!    allowed edges.
+//! 4. Every library crate has a `README.md` and the crates.io metadata a published crate
+//!    needs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Crates whose `src/` is protocol code: no I/O, no hidden sources of nondeterminism.
+const PROTOCOL_CRATES: &[&str] = &[
+    "clocks",
+    "quorum",
+    "membership",
+    "partitioning",
+    "consensus",
+];
+
+/// Library crates: everything but `examples`.
+const LIBRARY_CRATES: &[&str] = &[
+    "wal",
+    "clocks",
+    "quorum",
+    "membership",
+    "partitioning",
+    "consensus",
+    "transport",
+    "sim",
+];
+
+/// External crates a library may depend on (non-optional `[dependencies]`).
+const ALLOWED_EXTERNAL: &[&str] = &["bytes", "crc32fast", "parking_lot", "serde", "postcard"];
+
+/// The Synod crates each library crate may depend on (`[dependencies]`, optional or not).
+const ALLOWED_SYNOD_EDGES: &[(&str, &[&str])] = &[
+    ("wal", &[]),
+    ("clocks", &[]),
+    ("transport", &[]),
+    ("quorum", &["clocks"]),
+    ("membership", &["clocks"]),
+    ("partitioning", &["clocks"]),
+    ("consensus", &["clocks", "quorum", "wal"]),
+    ("sim", &["wal", "clocks"]),
+];
+
+/// Forbidden in protocol code, with the reason printed next to a violation.
+const FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "SystemTime::now",
+        "reads the OS clock; take `now` as an argument",
+    ),
+    (
+        "Instant::now",
+        "reads the OS clock; take `now` as an argument",
+    ),
+    (
+        "std::thread",
+        "spawns or sleeps; protocol code is driven by its caller",
+    ),
+    ("thread::sleep", "sleeps; return how long to wait instead"),
+    (
+        "std::net",
+        "opens sockets; emit messages as effects instead",
+    ),
+    (
+        "std::fs",
+        "touches files; emit persistence requests as effects instead",
+    ),
+    (
+        "HashMap",
+        "iteration order is random; use BTreeMap or a sorted Vec",
+    ),
+    (
+        "HashSet",
+        "iteration order is random; use BTreeSet or a sorted Vec",
+    ),
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("examples/ has a parent")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Rule 1: the first line of a Rust file is a `//!` module doc.
+fn check_module_doc(path: &str, text: &str) -> Vec<String> {
+    match text.lines().next() {
+        Some(first) if first.starts_with("//!") => Vec::new(),
+        _ => vec![format!(
+            "{path}:1: file does not start with a `//!` module doc"
+        )],
+    }
+}
+
+/// The code part of a line: without a trailing `//` comment and without string literals,
+/// so that prose which names a forbidden item is not a violation.
+fn code_of(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '/' if chars.peek() == Some(&'/') => break,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn brace_delta(code: &str) -> i64 {
+    code.chars()
+        .map(|c| match c {
+            '{' => 1,
+            '}' => -1,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn has_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|w| w == word)
+}
+
+/// Rule 2: protocol code does no I/O and has no nondeterministic collections.
+fn check_protocol_code(path: &str, text: &str) -> Vec<String> {
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with("// tidy: driver"))
+    {
+        return Vec::new();
+    }
+    let mut violations = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let trimmed = lines[i].trim();
+        // Skip `#[cfg(test)] mod name { ... }` blocks: tests may use threads and clocks.
+        if trimmed == "#[cfg(test)]" {
+            let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+            if next.starts_with("mod ")
+                || next.starts_with("pub mod ")
+                || next.starts_with("pub(crate) mod ")
+            {
+                if next.ends_with(';') {
+                    i += 2;
+                    continue;
+                }
+                let mut depth = 0;
+                let mut j = i + 1;
+                while j < lines.len() {
+                    depth += brace_delta(&code_of(lines[j]));
+                    j += 1;
+                    if depth <= 0 && lines[j - 1].contains('}') {
+                        break;
+                    }
+                }
+                i = j;
+                continue;
+            }
+        }
+        if trimmed.starts_with("//") {
+            i += 1;
+            continue;
+        }
+        let code = code_of(lines[i]);
+        for (pattern, why) in FORBIDDEN {
+            if code.contains(pattern) {
+                violations.push(format!(
+                    "{path}:{}: `{pattern}` in protocol code: {why}",
+                    i + 1
+                ));
+            }
+        }
+        // Grouped imports such as `use std::{fs, net::TcpStream};`.
+        if let Some(group) = code.split("std::{").nth(1) {
+            for module in ["fs", "net", "thread"] {
+                if has_word(group, module) {
+                    violations.push(format!(
+                        "{path}:{}: `std::{module}` imported in protocol code: protocol code does no I/O",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        i += 1;
+    }
+    violations
+}
+
+/// The `name = ...` entries of one `[section]` of a Cargo.toml, with whether each is
+/// optional. A tiny parser for the shapes this workspace uses.
+fn toml_section_entries(manifest: &str, section: &str) -> Vec<(String, bool)> {
+    let mut entries = Vec::new();
+    let mut in_section = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == format!("[{section}]");
+            continue;
+        }
+        if !in_section || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line
+            .split(['=', '.', ' '])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if !key.is_empty() {
+            let optional = line.replace(' ', "").contains("optional=true");
+            entries.push((key, optional));
+        }
+    }
+    entries
+}
+
+/// Rule 3: library dependencies and the Synod crate graph.
+fn check_dependencies(krate: &str, manifest: &str) -> Vec<String> {
+    let path = format!("{krate}/Cargo.toml");
+    let allowed_synod: &[&str] = ALLOWED_SYNOD_EDGES
+        .iter()
+        .find(|(c, _)| *c == krate)
+        .map(|(_, deps)| *deps)
+        .unwrap_or(&[]);
+    let mut violations = Vec::new();
+    for (dep, optional) in toml_section_entries(manifest, "dependencies") {
+        if let Some(synod) = dep.strip_prefix("synod-") {
+            if !allowed_synod.contains(&synod) {
+                violations.push(format!(
+                    "{path}: depends on `{dep}`, but `{krate}` may depend only on {allowed_synod:?} (design.md, Dependencies)"
+                ));
+            }
+        } else if !optional && !ALLOWED_EXTERNAL.contains(&dep.as_str()) {
+            violations.push(format!(
+                "{path}: depends on `{dep}`; library crates use only {ALLOWED_EXTERNAL:?} (peer baselines must be optional)"
+            ));
+        }
+    }
+    violations
+}
+
+/// Rule 4: what a crate needs to be published.
+fn check_package_metadata(krate: &str, manifest: &str, root: &Path) -> Vec<String> {
+    let path = format!("{krate}/Cargo.toml");
+    let mut violations = Vec::new();
+    for field in [
+        "description",
+        "keywords",
+        "categories",
+        "readme",
+        "license.workspace",
+        "repository.workspace",
+    ] {
+        if !manifest.lines().any(|l| l.trim_start().starts_with(field)) {
+            violations.push(format!("{path}: missing `{field}`, which crates.io needs"));
+        }
+    }
+    if !root.join(krate).join("README.md").is_file() {
+        violations.push(format!("{krate}/README.md: missing"));
+    }
+    violations
+}
+
+fn report(rule: &str, violations: &[String]) {
+    if violations.is_empty() {
+        return;
+    }
+    let mut message = format!("tidy: {} violation(s) of {rule}:\n", violations.len());
+    for v in violations {
+        let _ = writeln!(message, "  {v}");
+    }
+    panic!("{message}");
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(
+        files.len() > 10,
+        "tidy found only {} .rs files under {}",
+        files.len(),
+        root.display()
+    );
+    let mut violations = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).expect("readable source file");
+        violations.extend(check_module_doc(&relative(file), &text));
+    }
+    report("rule 1 (module docs)", &violations);
+}
+
+#[test]
+fn protocol_code_does_no_io_and_is_deterministic() {
+    let root = workspace_root();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for krate in PROTOCOL_CRATES {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate).join("src"), &mut files);
+        for file in &files {
+            let text = fs::read_to_string(file).expect("readable source file");
+            violations.extend(check_protocol_code(&relative(file), &text));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= PROTOCOL_CRATES.len(),
+        "tidy checked only {checked} protocol files"
+    );
+    report("rule 2 (protocol code does no I/O)", &violations);
+}
+
+#[test]
+fn dependencies_follow_the_design() {
+    let root = workspace_root();
+    let mut violations = Vec::new();
+    for krate in LIBRARY_CRATES {
+        let manifest =
+            fs::read_to_string(root.join(krate).join("Cargo.toml")).expect("crate manifest");
+        violations.extend(check_dependencies(krate, &manifest));
+        violations.extend(check_package_metadata(krate, &manifest, &root));
+    }
+    report("rules 3 and 4 (dependencies and metadata)", &violations);
+}
+
+#[test]
+fn workspace_lists_every_crate() {
+    let root = workspace_root();
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("workspace manifest");
+    let mut missing = BTreeMap::new();
+    for krate in LIBRARY_CRATES.iter().chain(&["examples"]) {
+        if !manifest.contains(&format!("\"{krate}\"")) {
+            missing.insert(*krate, "not a workspace member");
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "tidy: crates missing from the workspace: {missing:?}"
+    );
+}
+
+// The checks themselves must be able to fail: each is run here on a known-bad input.
+
+#[test]
+fn protocol_check_flags_clock_reads_threads_and_hash_maps() {
+    let bad = "//! A protocol.\nuse std::collections::HashMap;\nfn f() { let _ = std::time::Instant::now(); }\nuse std::{fs, thread};\n";
+    let violations = check_protocol_code("x/src/lib.rs", bad);
+    let joined = violations.join("\n");
+    assert!(joined.contains("x/src/lib.rs:2: `HashMap`"), "{joined}");
+    assert!(
+        joined.contains("x/src/lib.rs:3: `Instant::now`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("x/src/lib.rs:4: `std::fs` imported"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("x/src/lib.rs:4: `std::thread` imported"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn protocol_check_ignores_comments_strings_tests_and_drivers() {
+    let fine = "//! Never calls Instant::now.\n// Not HashMap either.\nconst S: &str = \"std::fs\";\n#[cfg(test)]\nmod tests {\n    fn t() { std::thread::spawn(|| {}); }\n}\nfn g() {}\n";
+    assert_eq!(
+        check_protocol_code("x/src/lib.rs", fine),
+        Vec::<String>::new()
+    );
+    let after_tests = "//! Doc.\n#[cfg(test)]\nmod tests {\n    fn t() {}\n}\nfn g() { let _ = std::time::SystemTime::now(); }\n";
+    assert_eq!(check_protocol_code("x/src/lib.rs", after_tests).len(), 1);
+    let driver = "//! A driver.\n// tidy: driver: owns the socket.\nuse std::net::TcpStream;\n";
+    assert_eq!(
+        check_protocol_code("x/src/driver.rs", driver),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn module_doc_check_flags_a_file_without_one() {
+    assert_eq!(
+        check_module_doc("a.rs", "//! Doc.\nfn f() {}\n"),
+        Vec::<String>::new()
+    );
+    assert_eq!(check_module_doc("a.rs", "use std::fs;\n").len(), 1);
+    assert_eq!(check_module_doc("a.rs", "").len(), 1);
+}
+
+#[test]
+fn dependency_check_flags_forbidden_edges_and_crates() {
+    let manifest = "[package]\nname = \"synod-clocks\"\n\n[dependencies]\nserde.workspace = true\nsynod-consensus.workspace = true\ntokio = \"1\"\nokaywal = { version = \"0.3\", optional = true }\n\n[dev-dependencies]\nproptest.workspace = true\n";
+    let violations = check_dependencies("clocks", manifest);
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(violations[0].contains("synod-consensus"), "{violations:?}");
+    assert!(violations[1].contains("tokio"), "{violations:?}");
+}

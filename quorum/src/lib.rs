@@ -1,0 +1,26 @@
+//! Quorums and versioned values, as I/O-free state machines.
+//!
+//! # Patterns
+//!
+//! From *Patterns of Distributed Systems* (Unmesh Joshi):
+//!
+//! - **Majority Quorum**: decisions need `floor(n/2) + 1` acknowledgements; joint quorums
+//!   for membership changes; flexible read and write quorums.
+//! - **Versioned Value**: every write creates a new version; reads are "latest" or "as of".
+//!
+//! Beyond the book: a Dynamo-style quorum read/write coordinator (consistency levels, read
+//! repair, hinted writes) and its linearizable counterpart, the ABD register.
+//!
+//! # What it does not do
+//!
+//! No I/O: the coordinator and the register say what to send and decide from the
+//! responses they are given; the caller moves the bytes.
+//!
+//! # Status
+//!
+//! Under construction (issue 7).
+//!
+//! # Sibling crates
+//!
+//! `synod-consensus` counts votes and commits with this crate's trackers; `synod-clocks`
+//! provides the timestamps and version vectors that order versions.
