@@ -14,7 +14,12 @@ pub const EXIT_NOT_READY: u8 = 3;
 
 /// Synod: distributed-systems patterns you can run.
 #[derive(Debug, Parser)]
-#[command(name = "synod", version, about, long_about = None)]
+#[command(
+    name = "synod",
+    version,
+    about = "Synod: the patterns of distributed systems, as clusters you can run and break.",
+    long_about = None
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
