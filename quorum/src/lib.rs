@@ -18,9 +18,21 @@
 //!
 //! # Status
 //!
-//! Under construction (issue 7).
+//! Under construction (issue 7). Landed: quorum arithmetic ([`Threshold`],
+//! [`MajorityConfig`], [`JointConfig`], [`FlexibleConfig`]), the [`ResponseTracker`] and
+//! [`Quorum::committed_index`].
 //!
 //! # Sibling crates
 //!
 //! `synod-consensus` counts votes and commits with this crate's trackers; `synod-clocks`
 //! provides the timestamps and version vectors that order versions.
+
+mod config;
+mod node;
+mod tracker;
+
+pub use config::{
+    ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
+};
+pub use node::NodeId;
+pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};

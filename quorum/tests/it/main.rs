@@ -1,0 +1,3 @@
+//! Integration tests of synod-quorum, one binary with a module per area.
+
+mod arithmetic;
