@@ -1,9 +1,10 @@
 //! The identity of a node: [`NodeId`].
 //!
-//! Quorums count nodes, so they need a name for one. `synod-clocks` had not published a
-//! node identity when this crate was written, so `NodeId` lives here and `synod-consensus`
-//! (which depends on this crate) uses it too. It is a plain newtype over `u64`: the caller
-//! chooses the numbers (a configured id, a hash of an address) and this crate only compares
+//! Quorums count nodes, so they need a name for one. `synod-clocks` is adding its own
+//! `NodeId` (for hybrid timestamps and version vectors) with the same interface (`new`,
+//! `get`, ordered, `Display` as `n7`); once it lands this module becomes a re-export of it,
+//! so that the whole project has one node identity. Until then it lives here. The caller
+//! chooses the numbers (a configured id, a hash of an address); this crate only compares
 //! them.
 
 use std::fmt;
@@ -37,18 +38,6 @@ impl NodeId {
     #[must_use]
     pub const fn get(self) -> u64 {
         self.0
-    }
-}
-
-impl From<u64> for NodeId {
-    fn from(id: u64) -> Self {
-        Self(id)
-    }
-}
-
-impl From<NodeId> for u64 {
-    fn from(id: NodeId) -> Self {
-        id.0
     }
 }
 
