@@ -30,9 +30,11 @@
 mod config;
 mod node;
 mod tracker;
+mod versioned;
 
 pub use config::{
     ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
 };
 pub use node::NodeId;
 pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};
+pub use versioned::{GcStats, VersionedError, VersionedStore};
