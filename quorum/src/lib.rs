@@ -27,11 +27,13 @@
 //! `synod-consensus` counts votes and commits with this crate's trackers; `synod-clocks`
 //! provides the timestamps and version vectors that order versions.
 
+mod abd;
 mod config;
 mod node;
 mod tracker;
 mod versioned;
 
+pub use abd::{AbdConfig, AbdConfigError, AbdEffect, AbdError, AbdMessage, AbdNode, AbdOpId, Tag};
 pub use config::{
     ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
 };

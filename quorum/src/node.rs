@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// The identity of a node (a replica, a voter, an acceptor).
 ///
 /// A newtype rather than a bare `u64` so that an id is never passed where an index or a
-/// count is expected. Ordered, so that collections of ids iterate deterministically.
+/// count is expected. Ordered, so that collections of ids iterate deterministically. The
+/// default is node 0.
 ///
 /// ```
 /// use synod_quorum::NodeId;
@@ -24,7 +25,8 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(n.to_string(), "n7");
 /// assert!(NodeId::new(1) < n);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct NodeId(u64);
 
 impl NodeId {

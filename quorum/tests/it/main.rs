@@ -1,4 +1,6 @@
 //! Integration tests of synod-quorum, one binary with a module per area.
 
+mod abd;
 mod arithmetic;
+mod lin;
 mod versioned;
