@@ -1,0 +1,205 @@
+//! Time values: wall-clock and monotonic readings as nanosecond newtypes, and node ids.
+//!
+//! A reading is a value, not a call: protocol code receives a [`WallTime`] or a [`MonoTime`]
+//! as an argument and never asks the operating system for one. Durations are plain
+//! [`std::time::Duration`]s.
+
+use core::fmt;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Converts a duration to whole nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A wall-clock reading: nanoseconds since the Unix epoch (1970-01-01T00:00:00 UTC), leap
+/// seconds ignored as in POSIX time.
+///
+/// A `u64` of nanoseconds reaches the year 2554. Wall time can jump backwards and forwards
+/// when an administrator or NTP steps the clock; use [`MonoTime`] to measure intervals and a
+/// [`HybridClock`](crate::HybridClock) when you need timestamps that never go back.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct WallTime(u64);
+
+impl WallTime {
+    /// The Unix epoch itself.
+    pub const UNIX_EPOCH: WallTime = WallTime(0);
+    /// The largest representable wall time (in the year 2554).
+    pub const MAX: WallTime = WallTime(u64::MAX);
+
+    /// A wall time `nanos` nanoseconds after the Unix epoch.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        WallTime(nanos)
+    }
+
+    /// A wall time `secs` seconds after the Unix epoch, saturating at [`WallTime::MAX`].
+    pub const fn from_secs(secs: u64) -> Self {
+        WallTime(secs.saturating_mul(1_000_000_000))
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self + d`, or `None` past [`WallTime::MAX`].
+    pub fn checked_add(self, d: Duration) -> Option<Self> {
+        u64::try_from(d.as_nanos())
+            .ok()
+            .and_then(|n| self.0.checked_add(n))
+            .map(WallTime)
+    }
+
+    /// `self + d`, saturating at [`WallTime::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Self {
+        WallTime(self.0.saturating_add(duration_nanos(d)))
+    }
+
+    /// `self - d`, saturating at the Unix epoch.
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        WallTime(self.0.saturating_sub(duration_nanos(d)))
+    }
+
+    /// The time from `earlier` to `self`, or `None` if `earlier` is later than `self`.
+    pub fn duration_since(self, earlier: WallTime) -> Option<Duration> {
+        self.0.checked_sub(earlier.0).map(Duration::from_nanos)
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later than `self`.
+    pub fn saturating_duration_since(self, earlier: WallTime) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for WallTime {
+    /// Seconds since the epoch with nine decimals, for example `1700000000.000000123`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+/// A monotonic reading: nanoseconds since an unspecified origin fixed for the life of one
+/// clock (for [`SystemClock`](crate::SystemClock), the moment it was created).
+///
+/// Monotonic time never goes backwards, so it is the right source for timeouts and leases
+/// measured on one node. Readings from different clocks or processes are not comparable.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct MonoTime(u64);
+
+impl MonoTime {
+    /// The origin of the clock.
+    pub const ZERO: MonoTime = MonoTime(0);
+
+    /// A monotonic time `nanos` nanoseconds after the origin.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        MonoTime(nanos)
+    }
+
+    /// Nanoseconds since the origin.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self + d`, saturating at `u64::MAX` nanoseconds.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        MonoTime(self.0.saturating_add(duration_nanos(d)))
+    }
+
+    /// The time from `earlier` to `self`, or `None` if `earlier` is later than `self`.
+    pub fn duration_since(self, earlier: MonoTime) -> Option<Duration> {
+        self.0.checked_sub(earlier.0).map(Duration::from_nanos)
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later than `self`.
+    pub fn saturating_duration_since(self, earlier: MonoTime) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for MonoTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:09}s",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+/// The identity of a node (a process, replica or actor) in clocks and version vectors.
+///
+/// Synod's other crates use the same number for the same node. Any `u64` is valid;
+/// [`NodeId::UNSET`] (zero) is what a [`HybridTimestamp`](crate::HybridTimestamp) carries
+/// when its clock was given no node id.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    /// Node id zero, used where no node id was configured.
+    pub const UNSET: NodeId = NodeId(0);
+
+    /// The node with this number.
+    pub const fn new(id: u64) -> Self {
+        NodeId(id)
+    }
+
+    /// The number of this node.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_time_arithmetic_saturates_and_reports_order() {
+        let t = WallTime::from_secs(10);
+        assert_eq!(
+            t.saturating_add(Duration::from_nanos(5)).as_nanos(),
+            10_000_000_005
+        );
+        assert_eq!(
+            t.saturating_sub(Duration::from_secs(11)),
+            WallTime::UNIX_EPOCH
+        );
+        assert_eq!(
+            WallTime::MAX.saturating_add(Duration::from_secs(1)),
+            WallTime::MAX
+        );
+        assert_eq!(WallTime::MAX.checked_add(Duration::from_nanos(1)), None);
+        assert_eq!(t.duration_since(WallTime::from_secs(11)), None);
+        assert_eq!(
+            t.duration_since(WallTime::from_secs(9)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            WallTime::from_nanos(1_500_000_001).to_string(),
+            "1.500000001"
+        );
+    }
+}
