@@ -27,16 +27,23 @@
 //! `synod-consensus` counts votes and commits with this crate's trackers; `synod-clocks`
 //! provides the timestamps and version vectors that order versions.
 
-mod abd;
-mod config;
+pub mod abd;
+pub mod config;
+pub mod coordinator;
 mod node;
-mod tracker;
-mod versioned;
+pub mod resolve;
+pub mod tracker;
+pub mod versioned;
 
 pub use abd::{AbdConfig, AbdConfigError, AbdEffect, AbdError, AbdMessage, AbdNode, AbdOpId, Tag};
 pub use config::{
     ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
 };
+pub use coordinator::{
+    Consistency, Coordinator, CoordinatorConfig, Placement, ReadRepair, RequestId,
+    StoreConfigError, StoreEffect, StoreError, StoreMessage, StoreOpId, WriteReport,
+};
 pub use node::NodeId;
+pub use resolve::{LastWriteWins, ResolveError, Resolver};
 pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};
 pub use versioned::{GcStats, VersionedError, VersionedStore};

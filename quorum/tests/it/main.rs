@@ -2,5 +2,6 @@
 
 mod abd;
 mod arithmetic;
+mod coordinator;
 mod lin;
 mod versioned;

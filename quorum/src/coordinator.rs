@@ -1,0 +1,1026 @@
+//! A Dynamo-style quorum read/write coordinator for a leaderless store, without I/O.
+//!
+//! In a leaderless store (Dynamo, Cassandra, ScyllaDB, Riak) every node is a replica of
+//! some keys and can coordinate any client's request: it sends the request to the key's
+//! replicas and answers the client once as many have answered as the request's
+//! [`Consistency`] level requires. A [`Coordinator`] is one such node: it holds its local
+//! replica data and runs the reads and writes it coordinates.
+//!
+//! What it does:
+//!
+//! - **Consistency levels** per operation: [`Consistency::One`], [`Consistency::Quorum`]
+//!   and [`Consistency::All`] of the key's `N` replicas. A level that cannot be met with
+//!   the replicas believed alive fails at once with [`StoreError::Unavailable`]; one that
+//!   can no longer be met because replicas failed fails with
+//!   [`StoreError::QuorumUnreachable`], which says why. Never a silent downgrade.
+//! - **Conflict resolution** by a [`Resolver`]: last-write-wins on a timestamp, or version
+//!   vectors with siblings returned to the caller.
+//! - **Read repair**: after a read, replicas that answered with an older state are sent
+//!   the merged one, either before the read returns ([`ReadRepair::Blocking`]: the merged
+//!   state is then on enough replicas that the next read at the same level sees it) or
+//!   after ([`ReadRepair::Background`]).
+//! - **Hinted writes**: a write for a replica believed down goes to a fallback node as a
+//!   *hint*, which the fallback hands off when the replica is back
+//!   ([`Coordinator::hand_off_hints`]). A hint is reported, never counted as an
+//!   acknowledgement: a write at `Quorum` needs a quorum of the real replicas.
+//! - **Idempotent retries**: a write retried with the same [`RequestId`] is applied once;
+//!   the retry gets the first attempt's outcome. Replicas merge states, so duplicated
+//!   messages change nothing either.
+//!
+//! Quorum reads and writes are *not* linearizable, even at `Quorum` with `R + W > N`: two
+//! reads concurrent with a write can see new then old, and a failed write can still be
+//! applied later. For a linearizable register see [`AbdNode`](crate::AbdNode).
+//!
+//! # Driving it
+//!
+//! Start operations with [`Coordinator::read`] and [`Coordinator::write`], feed every
+//! message with [`Coordinator::handle`], call [`Coordinator::tick`] periodically, tell it
+//! about failed nodes with [`Coordinator::node_failed`], and drain
+//! [`Coordinator::poll_effect`]. Messages are never addressed to the coordinator itself:
+//! its own replica is read and written directly.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Quorum, Threshold};
+use crate::node::NodeId;
+use crate::resolve::{ResolveError, Resolver};
+use crate::tracker::{Outcome, QuorumUnreachable, Recorded, ResponseTracker};
+
+/// How many of a key's `N` replicas must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority, `floor(N/2) + 1`.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// The number of replicas this level needs out of `replicas`.
+    #[must_use]
+    pub fn required(self, replicas: usize) -> usize {
+        match self {
+            Self::One => 1.min(replicas),
+            Self::Quorum => crate::config::majority_of(replicas),
+            Self::All => replicas,
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::One => "ONE",
+            Self::Quorum => "QUORUM",
+            Self::All => "ALL",
+        })
+    }
+}
+
+/// When a read repairs the replicas that answered with an older state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRepair {
+    /// Before the read returns: the merged state is first held by as many replicas as the
+    /// read's consistency level needs (monotonic reads at that level).
+    Blocking,
+    /// After the read returns: repairs are sent and their answers ignored.
+    Background,
+    /// Never (anti-entropy elsewhere must converge the replicas).
+    Off,
+}
+
+/// A client's name for a request; a retry reuses it. Unique per coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The request with this number.
+    #[must_use]
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The request's number.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The coordinator's name for one of its operations, carried by its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoreOpId(u64);
+
+/// Where a key lives: its replicas (the preference list), which of them are believed down,
+/// and fallback nodes that may hold hints for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    replicas: Threshold,
+    down: Vec<NodeId>,
+    fallbacks: Vec<NodeId>,
+}
+
+impl Placement {
+    /// A key replicated on `replicas`, all believed alive, with no fallbacks.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an empty or duplicated replica list.
+    pub fn new(replicas: impl IntoIterator<Item = NodeId>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            replicas: Threshold::new(replicas, 1)?,
+            down: Vec::new(),
+            fallbacks: Vec::new(),
+        })
+    }
+
+    /// Marks replicas believed down (by a failure detector); other nodes are ignored.
+    #[must_use]
+    pub fn with_down(mut self, down: impl IntoIterator<Item = NodeId>) -> Self {
+        self.down = down
+            .into_iter()
+            .filter(|n| self.replicas.contains(*n))
+            .collect();
+        self.down.sort_unstable();
+        self.down.dedup();
+        self
+    }
+
+    /// Nodes, in order of preference, that may hold hints for down replicas; replicas
+    /// and duplicates are ignored.
+    #[must_use]
+    pub fn with_fallbacks(mut self, fallbacks: impl IntoIterator<Item = NodeId>) -> Self {
+        for node in fallbacks {
+            if !self.replicas.contains(node) && !self.fallbacks.contains(&node) {
+                self.fallbacks.push(node);
+            }
+        }
+        self
+    }
+
+    /// The replicas, ascending.
+    #[must_use]
+    pub fn replicas(&self) -> &[NodeId] {
+        self.replicas.voters()
+    }
+
+    fn is_down(&self, node: NodeId) -> bool {
+        self.down.binary_search(&node).is_ok()
+    }
+
+    fn alive(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas()
+            .iter()
+            .copied()
+            .filter(|n| !self.is_down(*n))
+    }
+}
+
+/// Configuration of a [`Coordinator`], validated at construction.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    node: NodeId,
+    ops_in_flight_max: usize,
+    timeout_ticks: u64,
+    hints_max: usize,
+    request_ids_remembered_max: usize,
+    read_repair: ReadRepair,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for node `node`: 1024 operations in flight, time out after 10 ticks, at most
+    /// 10 000 hints held for other nodes, the last 4096 write request ids remembered for
+    /// retries, blocking read repair.
+    #[must_use]
+    pub fn new(node: NodeId) -> Self {
+        Self {
+            node,
+            ops_in_flight_max: 1024,
+            timeout_ticks: 10,
+            hints_max: 10_000,
+            request_ids_remembered_max: 4096,
+            read_repair: ReadRepair::Blocking,
+        }
+    }
+
+    /// Sets the limits: operations in flight, ticks before an operation times out, hints
+    /// held for other nodes, and write request ids remembered to recognise retries.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreConfigError::ZeroLimit`] if a limit is zero.
+    pub fn limits(
+        mut self,
+        ops_in_flight_max: usize,
+        timeout_ticks: u64,
+        hints_max: usize,
+        request_ids_remembered_max: usize,
+    ) -> Result<Self, StoreConfigError> {
+        if ops_in_flight_max == 0
+            || timeout_ticks == 0
+            || hints_max == 0
+            || request_ids_remembered_max == 0
+        {
+            return Err(StoreConfigError::ZeroLimit);
+        }
+        self.ops_in_flight_max = ops_in_flight_max;
+        self.timeout_ticks = timeout_ticks;
+        self.hints_max = hints_max;
+        self.request_ids_remembered_max = request_ids_remembered_max;
+        Ok(self)
+    }
+
+    /// Sets when reads repair stale replicas.
+    #[must_use]
+    pub fn read_repair(mut self, repair: ReadRepair) -> Self {
+        self.read_repair = repair;
+        self
+    }
+
+    /// This node.
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+}
+
+/// Why a [`CoordinatorConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreConfigError {
+    /// Every limit must be at least 1.
+    ZeroLimit,
+}
+
+impl fmt::Display for StoreConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroLimit => write!(f, "coordinator limits must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for StoreConfigError {}
+
+/// Why a read or write failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Fewer replicas are believed alive than the consistency level needs; nothing was
+    /// sent. (Cassandra's `UnavailableException`.)
+    Unavailable {
+        /// The level asked for.
+        consistency: Consistency,
+        /// Replicas it needs.
+        required: usize,
+        /// Replicas believed alive.
+        alive: usize,
+    },
+    /// Enough replicas failed that the level can no longer be met; a write may still have
+    /// been applied on some replicas.
+    QuorumUnreachable {
+        /// The level asked for.
+        consistency: Consistency,
+        /// The counts.
+        why: QuorumUnreachable,
+    },
+    /// The replicas did not answer in time; a write may still have been applied on some.
+    /// (Cassandra's `WriteTimeoutException` / `ReadTimeoutException`.)
+    TimedOut {
+        /// The level asked for.
+        consistency: Consistency,
+        /// Replicas that answered.
+        answered: usize,
+        /// Replicas the level needs.
+        required: usize,
+    },
+    /// The coordinator already runs as many operations as its limit allows.
+    TooManyInFlight {
+        /// The limit.
+        ops_in_flight_max: usize,
+    },
+    /// The conflict resolver could not coordinate the write here.
+    Resolve(ResolveError),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable {
+                consistency,
+                required,
+                alive,
+            } => write!(
+                f,
+                "cannot achieve consistency level {consistency}: it needs {required} replicas \
+                 and only {alive} are alive"
+            ),
+            Self::QuorumUnreachable { consistency, why } => {
+                write!(f, "consistency level {consistency} failed: {why}")
+            }
+            Self::TimedOut {
+                consistency,
+                answered,
+                required,
+            } => write!(
+                f,
+                "consistency level {consistency} timed out: {answered} of the {required} \
+                 required replicas answered"
+            ),
+            Self::TooManyInFlight { ops_in_flight_max } => write!(
+                f,
+                "too many operations in flight on this coordinator (limit {ops_in_flight_max})"
+            ),
+            Self::Resolve(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::QuorumUnreachable { why, .. } => Some(why),
+            Self::Resolve(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What a successful write reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Replicas that acknowledged, ascending (at least as many as the level needs).
+    pub acknowledged: Vec<NodeId>,
+    /// Fallback nodes that stored a hint for a down replica (not acknowledgements).
+    pub hinted: Vec<NodeId>,
+    /// Whether this was a retry of a request already completed: nothing was applied again.
+    pub retried: bool,
+}
+
+/// What coordinators and replicas send each other. `S` is the resolver's state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StoreMessage<K, S> {
+    /// Send me your state of `key`.
+    Read {
+        /// The coordinator's operation.
+        op: StoreOpId,
+        /// The key.
+        key: K,
+    },
+    /// A replica's state of the key.
+    ReadReply {
+        /// The coordinator's operation.
+        op: StoreOpId,
+        /// The state (default if never written).
+        state: S,
+    },
+    /// Merge `state` into your state of `key` (a write, a read repair or a hint hand-off).
+    Write {
+        /// The coordinator's operation.
+        op: StoreOpId,
+        /// The key.
+        key: K,
+        /// The state to merge.
+        state: S,
+    },
+    /// The replica merged the write.
+    WriteAck {
+        /// The coordinator's operation.
+        op: StoreOpId,
+    },
+    /// Hold `state` of `key` for `replica`, which is down, and hand it off later.
+    Hint {
+        /// The coordinator's operation.
+        op: StoreOpId,
+        /// The replica the hint is for.
+        replica: NodeId,
+        /// The key.
+        key: K,
+        /// The state to hand off.
+        state: S,
+    },
+    /// The fallback stored the hint.
+    HintAck {
+        /// The coordinator's operation.
+        op: StoreOpId,
+    },
+}
+
+/// What a [`Coordinator`] wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEffect<K, S> {
+    /// Send `message` to `to`.
+    Send {
+        /// The destination (never this node).
+        to: NodeId,
+        /// The message.
+        message: StoreMessage<K, S>,
+    },
+    /// A write finished.
+    WriteDone {
+        /// The client's request.
+        request: RequestId,
+        /// Its outcome.
+        result: Result<WriteReport, StoreError>,
+    },
+    /// A read finished: the merged state of the replicas that answered (for version
+    /// vectors, every sibling, with the context to write back).
+    ReadDone {
+        /// The client's request.
+        request: RequestId,
+        /// Its outcome.
+        result: Result<S, StoreError>,
+    },
+}
+
+#[derive(Debug)]
+enum OpKind<S> {
+    Write {
+        hinted: Vec<NodeId>,
+    },
+    Read {
+        /// Each answering replica's state.
+        answers: BTreeMap<NodeId, S>,
+    },
+    /// A blocking read repair: waiting for enough replicas to hold `merged`.
+    Repair {
+        merged: S,
+    },
+    /// A hint being handed off to `replica`: the state sent.
+    HandOff {
+        replica: NodeId,
+        sent: S,
+    },
+}
+
+#[derive(Debug)]
+struct Op<K, S> {
+    /// The client's request (none for a hint hand-off).
+    request: RequestId,
+    key: K,
+    consistency: Consistency,
+    tracker: ResponseTracker<Threshold>,
+    kind: OpKind<S>,
+    started_tick: u64,
+}
+
+/// One node of a leaderless store: a replica of its keys and a coordinator of requests.
+/// See the [module documentation](self).
+///
+/// ```
+/// use synod_quorum::{
+///     Consistency, Coordinator, CoordinatorConfig, LastWriteWins, NodeId, Placement,
+///     RequestId, StoreEffect,
+/// };
+///
+/// // Three nodes; node 1 coordinates a QUORUM write and then a QUORUM read of "k".
+/// let ids = [1, 2, 3].map(NodeId::new);
+/// let mut nodes: Vec<_> = ids
+///     .iter()
+///     .map(|&id| Coordinator::new(CoordinatorConfig::new(id), LastWriteWins::<u64, &str>::new()))
+///     .collect();
+/// let placement = Placement::new(ids)?;
+/// nodes[0].write(RequestId::new(1), "k", (100, "v1"), Consistency::Quorum, &placement)?;
+/// nodes[0].read(RequestId::new(2), "k", Consistency::Quorum, &placement)?;
+///
+/// // A perfect network: deliver every message until nothing is left.
+/// let mut done = Vec::new();
+/// loop {
+///     let mut sent = Vec::new();
+///     for (i, node) in nodes.iter_mut().enumerate() {
+///         while let Some(effect) = node.poll_effect() {
+///             match effect {
+///                 StoreEffect::Send { to, message } => sent.push((ids[i], to, message)),
+///                 finished => done.push(finished),
+///             }
+///         }
+///     }
+///     if sent.is_empty() {
+///         break;
+///     }
+///     for (from, to, message) in sent {
+///         nodes[(to.get() - 1) as usize].handle(from, message);
+///     }
+/// }
+/// assert!(matches!(&done[0], StoreEffect::WriteDone { result: Ok(_), .. }));
+/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((100, "v1"))), .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Coordinator<K, R: Resolver> {
+    config: CoordinatorConfig,
+    resolver: R,
+    data: BTreeMap<K, R::State>,
+    /// Hints held for other replicas: replica -> key -> state.
+    hints: BTreeMap<NodeId, BTreeMap<K, R::State>>,
+    hints_held: usize,
+    ops: BTreeMap<StoreOpId, Op<K, R::State>>,
+    /// Write requests in flight, to recognise a retry that arrives before the outcome.
+    writes_in_flight: BTreeMap<RequestId, StoreOpId>,
+    /// Outcomes of recent writes, for retries; bounded, oldest forgotten first.
+    write_outcomes: BTreeMap<RequestId, Result<WriteReport, StoreError>>,
+    write_outcome_order: VecDeque<RequestId>,
+    next_op: u64,
+    tick: u64,
+    effects: VecDeque<StoreEffect<K, R::State>>,
+}
+
+impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
+    /// A node with no data.
+    pub fn new(config: CoordinatorConfig, resolver: R) -> Self {
+        Self {
+            config,
+            resolver,
+            data: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            hints_held: 0,
+            ops: BTreeMap::new(),
+            writes_in_flight: BTreeMap::new(),
+            write_outcomes: BTreeMap::new(),
+            write_outcome_order: VecDeque::new(),
+            next_op: 0,
+            tick: 0,
+            effects: VecDeque::new(),
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.config.node
+    }
+
+    /// Checks the level against the replicas believed alive and the in-flight limit, and
+    /// builds the tracker with down replicas already counted as failed.
+    fn admit(
+        &self,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> Result<ResponseTracker<Threshold>, StoreError> {
+        let n = placement.replicas().len();
+        let required = consistency.required(n);
+        let alive = placement.alive().count();
+        if alive < required {
+            return Err(StoreError::Unavailable {
+                consistency,
+                required,
+                alive,
+            });
+        }
+        if self.ops.len() >= self.config.ops_in_flight_max {
+            return Err(StoreError::TooManyInFlight {
+                ops_in_flight_max: self.config.ops_in_flight_max,
+            });
+        }
+        let quorum = Threshold::new(placement.replicas().iter().copied(), required)
+            .expect("1 <= required <= replicas");
+        let mut tracker = ResponseTracker::new(quorum);
+        for &down in &placement.down {
+            tracker.record(down, false);
+        }
+        Ok(tracker)
+    }
+
+    fn new_op(&mut self) -> StoreOpId {
+        let id = StoreOpId(self.next_op);
+        self.next_op += 1;
+        id
+    }
+
+    /// Starts a write of `write` to `key` at level `consistency`. The outcome arrives as
+    /// [`StoreEffect::WriteDone`]. A retry with the `request` of a write still in flight is
+    /// absorbed by it (one outcome); a retry of a completed write gets its outcome again.
+    ///
+    /// # Errors
+    ///
+    /// Fails at once, having sent nothing, with [`StoreError::Unavailable`],
+    /// [`StoreError::TooManyInFlight`] or [`StoreError::Resolve`].
+    pub fn write(
+        &mut self,
+        request: RequestId,
+        key: K,
+        write: R::Write,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> Result<(), StoreError> {
+        if self.writes_in_flight.contains_key(&request) {
+            return Ok(());
+        }
+        if let Some(outcome) = self.write_outcomes.get(&request) {
+            let result = outcome.clone().map(|report| WriteReport {
+                retried: true,
+                ..report
+            });
+            self.effects
+                .push_back(StoreEffect::WriteDone { request, result });
+            return Ok(());
+        }
+        let mut tracker = self.admit(consistency, placement)?;
+        let me = self.me();
+        let is_replica = placement.replicas.contains(me) && !placement.is_down(me);
+        let state = if is_replica {
+            let local = self.data.entry(key.clone()).or_default();
+            self.resolver
+                .coordinate(me, Some(local), write)
+                .map_err(StoreError::Resolve)?
+        } else {
+            self.resolver
+                .coordinate(me, None, write)
+                .map_err(StoreError::Resolve)?
+        };
+        if is_replica {
+            tracker.record(me, true);
+        }
+        let id = self.new_op();
+        for to in placement.alive().filter(|&n| n != me) {
+            self.effects.push_back(StoreEffect::Send {
+                to,
+                message: StoreMessage::Write {
+                    op: id,
+                    key: key.clone(),
+                    state: state.clone(),
+                },
+            });
+        }
+        // One fallback per down replica, in preference order.
+        let mut fallbacks = placement.fallbacks.iter().copied().filter(|&n| n != me);
+        for &replica in &placement.down {
+            if let Some(to) = fallbacks.next() {
+                self.effects.push_back(StoreEffect::Send {
+                    to,
+                    message: StoreMessage::Hint {
+                        op: id,
+                        replica,
+                        key: key.clone(),
+                        state: state.clone(),
+                    },
+                });
+            }
+        }
+        self.writes_in_flight.insert(request, id);
+        let op = Op {
+            request,
+            key,
+            consistency,
+            tracker,
+            kind: OpKind::Write { hinted: Vec::new() },
+            started_tick: self.tick,
+        };
+        self.ops.insert(id, op);
+        self.check(id);
+        Ok(())
+    }
+
+    /// Starts a read of `key` at level `consistency`. The merged state arrives as
+    /// [`StoreEffect::ReadDone`].
+    ///
+    /// # Errors
+    ///
+    /// Fails at once, having sent nothing, with [`StoreError::Unavailable`] or
+    /// [`StoreError::TooManyInFlight`].
+    pub fn read(
+        &mut self,
+        request: RequestId,
+        key: K,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> Result<(), StoreError> {
+        let mut tracker = self.admit(consistency, placement)?;
+        let me = self.me();
+        let mut answers = BTreeMap::new();
+        if placement.replicas.contains(me) && !placement.is_down(me) {
+            tracker.record(me, true);
+            answers.insert(me, self.data.get(&key).cloned().unwrap_or_default());
+        }
+        let id = self.new_op();
+        for to in placement.alive().filter(|&n| n != me) {
+            self.effects.push_back(StoreEffect::Send {
+                to,
+                message: StoreMessage::Read {
+                    op: id,
+                    key: key.clone(),
+                },
+            });
+        }
+        let op = Op {
+            request,
+            key,
+            consistency,
+            tracker,
+            kind: OpKind::Read { answers },
+            started_tick: self.tick,
+        };
+        self.ops.insert(id, op);
+        self.check(id);
+        Ok(())
+    }
+
+    /// Handles a message from `from`. Duplicates, late answers and answers from nodes that
+    /// are not replicas of the key are harmless: each replica counts once.
+    pub fn handle(&mut self, from: NodeId, message: StoreMessage<K, R::State>) {
+        match message {
+            StoreMessage::Read { op, key } => {
+                let state = self.data.get(&key).cloned().unwrap_or_default();
+                self.send(from, StoreMessage::ReadReply { op, state });
+            }
+            StoreMessage::Write { op, key, state } => {
+                self.merge_local(key, &state);
+                self.send(from, StoreMessage::WriteAck { op });
+            }
+            StoreMessage::Hint {
+                op,
+                replica,
+                key,
+                state,
+            } => {
+                let for_replica = self.hints.entry(replica).or_default();
+                if let Some(held) = for_replica.get_mut(&key) {
+                    self.resolver.merge(held, &state);
+                } else if self.hints_held < self.config.hints_max {
+                    for_replica.insert(key, state);
+                    self.hints_held += 1;
+                } else {
+                    // Full: no acknowledgement, so the coordinator does not report a hint.
+                    return;
+                }
+                self.send(from, StoreMessage::HintAck { op });
+            }
+            StoreMessage::ReadReply { op, state } => {
+                let Some(o) = self.ops.get_mut(&op) else {
+                    return;
+                };
+                let OpKind::Read { answers } = &mut o.kind else {
+                    return;
+                };
+                if o.tracker.record(from, true) == Recorded::Counted {
+                    answers.insert(from, state);
+                    self.check(op);
+                }
+            }
+            StoreMessage::WriteAck { op } => {
+                let Some(o) = self.ops.get_mut(&op) else {
+                    return;
+                };
+                if o.tracker.record(from, true) == Recorded::Counted {
+                    self.check(op);
+                }
+            }
+            StoreMessage::HintAck { op } => {
+                if let Some(Op {
+                    kind: OpKind::Write { hinted },
+                    ..
+                }) = self.ops.get_mut(&op)
+                    && !hinted.contains(&from)
+                {
+                    hinted.push(from);
+                    hinted.sort_unstable();
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: StoreMessage<K, R::State>) {
+        self.effects.push_back(StoreEffect::Send { to, message });
+    }
+
+    fn merge_local(&mut self, key: K, state: &R::State) {
+        let local = self.data.entry(key).or_default();
+        self.resolver.merge(local, state);
+    }
+
+    /// Tells the coordinator that `node` failed (a failure detector's verdict, a refused
+    /// connection): operations waiting on it count it as failed, and fail at once if their
+    /// level can no longer be met.
+    pub fn node_failed(&mut self, node: NodeId) {
+        let ids: Vec<StoreOpId> = self.ops.keys().copied().collect();
+        for id in ids {
+            let op = self.ops.get_mut(&id).expect("listed");
+            if op.tracker.record(node, false) == Recorded::Counted {
+                self.check(id);
+            }
+        }
+    }
+
+    /// Decides operation `id` if its responses allow.
+    fn check(&mut self, id: StoreOpId) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        match op.tracker.outcome() {
+            Outcome::Pending => {}
+            Outcome::Lost(why) => {
+                let consistency = op.consistency;
+                self.finish(id, Err(StoreError::QuorumUnreachable { consistency, why }));
+            }
+            Outcome::Won => self.won(id),
+        }
+    }
+
+    fn won(&mut self, id: StoreOpId) {
+        let op = self.ops.get_mut(&id).expect("checked");
+        match &mut op.kind {
+            OpKind::Write { .. } | OpKind::Repair { .. } | OpKind::HandOff { .. } => {
+                self.finish(id, Ok(()));
+            }
+            OpKind::Read { answers } => {
+                let answers = std::mem::take(answers);
+                let mut merged = R::State::default();
+                for state in answers.values() {
+                    self.resolver.merge(&mut merged, state);
+                }
+                let me = self.me();
+                let stale: Vec<NodeId> = answers
+                    .iter()
+                    .filter(|(_, s)| !self.resolver.includes(s, &merged))
+                    .map(|(&n, _)| n)
+                    .collect();
+                let op = self.ops.get_mut(&id).expect("checked");
+                let repair = self.config.read_repair;
+                // Our own replica is repaired directly.
+                let key = op.key.clone();
+                let mut repair_tracker = ResponseTracker::new(op.tracker.quorum().clone());
+                for (&node, _) in answers.iter().filter(|(n, _)| !stale.contains(n)) {
+                    repair_tracker.record(node, true);
+                }
+                if stale.contains(&me) {
+                    self.merge_local(key.clone(), &merged);
+                    repair_tracker.record(me, true);
+                }
+                if repair != ReadRepair::Off {
+                    for &to in stale.iter().filter(|&&n| n != me) {
+                        self.send(
+                            to,
+                            StoreMessage::Write {
+                                op: id,
+                                key: key.clone(),
+                                state: merged.clone(),
+                            },
+                        );
+                    }
+                }
+                let op = self.ops.get_mut(&id).expect("checked");
+                if repair == ReadRepair::Blocking && repair_tracker.outcome() != Outcome::Won {
+                    // Wait until enough replicas hold the merged state.
+                    op.tracker = repair_tracker;
+                    op.kind = OpKind::Repair { merged };
+                    return;
+                }
+                let request = op.request;
+                self.ops.remove(&id);
+                self.effects.push_back(StoreEffect::ReadDone {
+                    request,
+                    result: Ok(merged),
+                });
+            }
+        }
+    }
+
+    /// Ends operation `id` with `result` and reports it.
+    fn finish(&mut self, id: StoreOpId, result: Result<(), StoreError>) {
+        let op = self.ops.remove(&id).expect("finishing a live operation");
+        match op.kind {
+            OpKind::Write { hinted } => {
+                let result = result.map(|()| WriteReport {
+                    acknowledged: op.tracker.granted().collect(),
+                    hinted,
+                    retried: false,
+                });
+                self.writes_in_flight.remove(&op.request);
+                self.remember(op.request, result.clone());
+                self.effects.push_back(StoreEffect::WriteDone {
+                    request: op.request,
+                    result,
+                });
+            }
+            OpKind::Read { .. } => {
+                let result = result.map(|()| unreachable!("a won read is finished by `won`"));
+                self.effects.push_back(StoreEffect::ReadDone {
+                    request: op.request,
+                    result,
+                });
+            }
+            OpKind::Repair { merged } => {
+                self.effects.push_back(StoreEffect::ReadDone {
+                    request: op.request,
+                    result: result.map(|()| merged),
+                });
+            }
+            OpKind::HandOff { replica, sent } => {
+                // Drop the hint only if it did not grow since it was sent.
+                if result.is_ok()
+                    && let Some(for_replica) = self.hints.get_mut(&replica)
+                    && for_replica.get(&op.key) == Some(&sent)
+                {
+                    for_replica.remove(&op.key);
+                    self.hints_held -= 1;
+                    if for_replica.is_empty() {
+                        self.hints.remove(&replica);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, request: RequestId, outcome: Result<WriteReport, StoreError>) {
+        if self.write_outcome_order.len() >= self.config.request_ids_remembered_max
+            && let Some(oldest) = self.write_outcome_order.pop_front()
+        {
+            self.write_outcomes.remove(&oldest);
+        }
+        self.write_outcomes.insert(request, outcome);
+        self.write_outcome_order.push_back(request);
+    }
+
+    /// Advances time by one tick; operations older than the timeout fail with
+    /// [`StoreError::TimedOut`].
+    pub fn tick(&mut self) {
+        self.tick += 1;
+        let expired: Vec<StoreOpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| self.tick - op.started_tick >= self.config.timeout_ticks)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let op = &self.ops[&id];
+            let error = StoreError::TimedOut {
+                consistency: op.consistency,
+                answered: op.tracker.granted().count(),
+                required: op.tracker.quorum().needed(),
+            };
+            self.finish(id, Err(error));
+        }
+    }
+
+    /// Sends the hints held for `replica` to it (call when it is back up). Each hint is
+    /// dropped once the replica acknowledges it; unacknowledged hints stay for the next
+    /// hand-off.
+    pub fn hand_off_hints(&mut self, replica: NodeId) {
+        let Some(for_replica) = self.hints.get(&replica) else {
+            return;
+        };
+        let room = self.config.ops_in_flight_max.saturating_sub(self.ops.len());
+        let batch: Vec<(K, R::State)> = for_replica
+            .iter()
+            .take(room)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, state) in batch {
+            let id = self.new_op();
+            let quorum = Threshold::new([replica], 1).expect("one voter, threshold one");
+            self.send(
+                replica,
+                StoreMessage::Write {
+                    op: id,
+                    key: key.clone(),
+                    state: state.clone(),
+                },
+            );
+            self.ops.insert(
+                id,
+                Op {
+                    request: RequestId(u64::MAX),
+                    key,
+                    consistency: Consistency::One,
+                    tracker: ResponseTracker::new(quorum),
+                    kind: OpKind::HandOff {
+                        replica,
+                        sent: state,
+                    },
+                    started_tick: self.tick,
+                },
+            );
+        }
+    }
+
+    /// The next effect to carry out.
+    pub fn poll_effect(&mut self) -> Option<StoreEffect<K, R::State>> {
+        self.effects.pop_front()
+    }
+
+    /// This replica's state of `key` (default if never written).
+    pub fn local_state(&self, key: &K) -> Option<&R::State> {
+        self.data.get(key)
+    }
+
+    /// Hints held for other replicas.
+    #[must_use]
+    pub fn hints_held(&self) -> usize {
+        self.hints_held
+    }
+
+    /// Operations in flight.
+    #[must_use]
+    pub fn ops_in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,148 @@
+//! Conflict resolution for the leaderless store: how replicas' versions of a key combine.
+//!
+//! A leaderless store accepts writes at any replica, so replicas can hold different
+//! versions of a key. A [`Resolver`] says what a replica stores for a key (its *state*),
+//! how a client's write changes it, and how two replicas' states merge. Merging must be
+//! commutative, associative and idempotent, so that repairs, hints and duplicated messages
+//! can arrive in any order, any number of times, and every replica still converges.
+//!
+//! - [`LastWriteWins`]: each write carries a timestamp and the largest wins. Simple and
+//!   small (Cassandra and ScyllaDB resolve every cell this way), but a write stamped by a
+//!   clock that runs behind silently loses to an older write stamped by a clock that runs
+//!   ahead.
+//! - Version vectors (`VersionVectors`, once `synod-clocks` provides dotted version
+//!   vectors): writes carry the causal context their client read; concurrent writes are
+//!   all kept as *siblings* and returned to the caller to resolve, as Riak does.
+
+use std::fmt;
+
+use crate::node::NodeId;
+
+/// Why a replica refused to coordinate a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// This resolver issues versions from the coordinating replica's own state, so the
+    /// coordinator must be a replica of the key.
+    NotAReplica {
+        /// The coordinator.
+        node: NodeId,
+    },
+    /// The coordinator's version counter for this key is exhausted.
+    CounterOverflow {
+        /// The coordinator.
+        node: NodeId,
+    },
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAReplica { node } => write!(
+                f,
+                "node {node} is not a replica of this key and this conflict resolution needs the \
+                 coordinator to be one: forward the write to a replica"
+            ),
+            Self::CounterOverflow { node } => {
+                write!(f, "node {node}'s version counter for this key is exhausted")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// A conflict-resolution strategy: what replicas store per key and how it merges.
+pub trait Resolver {
+    /// What a replica stores for one key. `Default` is "never written".
+    type State: Clone + fmt::Debug + PartialEq + Default;
+    /// What a client hands the coordinator to write.
+    type Write: Clone + fmt::Debug;
+
+    /// Applies a client's write, coordinated by `node`, and returns the state to send to
+    /// the replicas. `local` is the coordinator's own state for the key if it is a
+    /// replica (and is updated in place); `None` if it is not.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError`] if this resolver cannot coordinate the write here.
+    fn coordinate(
+        &self,
+        node: NodeId,
+        local: Option<&mut Self::State>,
+        write: Self::Write,
+    ) -> Result<Self::State, ResolveError>;
+
+    /// Merges `other` into `into`. Commutative, associative and idempotent.
+    fn merge(&self, into: &mut Self::State, other: &Self::State);
+
+    /// Whether `state` already includes everything in `other` (merging would not change
+    /// it). Read repair sends the merged state to replicas for which this is false.
+    fn includes(&self, state: &Self::State, other: &Self::State) -> bool {
+        let mut merged = state.clone();
+        self.merge(&mut merged, other);
+        merged == *state
+    }
+}
+
+/// Last write wins: each write carries a timestamp `T`; the largest timestamp wins, ties
+/// (which unique timestamps such as hybrid timestamps with a node id never produce) go to
+/// the larger value so that replicas still converge.
+///
+/// The state is `Option<(T, V)>`: the winning write, if any.
+///
+/// ```
+/// use synod_quorum::{LastWriteWins, NodeId, Resolver};
+///
+/// let lww = LastWriteWins::new();
+/// let mut state = lww.coordinate(NodeId::new(1), None, (20u64, "late"))?;
+/// lww.merge(&mut state, &Some((10, "early")));
+/// assert_eq!(state, Some((20, "late")));
+/// # Ok::<(), synod_quorum::ResolveError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastWriteWins<T, V> {
+    _types: std::marker::PhantomData<fn() -> (T, V)>,
+}
+
+impl<T, V> LastWriteWins<T, V> {
+    /// The last-write-wins resolver.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T, V> Resolver for LastWriteWins<T, V>
+where
+    T: Ord + Clone + fmt::Debug,
+    V: Ord + Clone + fmt::Debug,
+{
+    type State = Option<(T, V)>;
+    type Write = (T, V);
+
+    fn coordinate(
+        &self,
+        _node: NodeId,
+        local: Option<&mut Self::State>,
+        write: Self::Write,
+    ) -> Result<Self::State, ResolveError> {
+        let state = Some(write);
+        if let Some(local) = local {
+            self.merge(local, &state);
+        }
+        Ok(state)
+    }
+
+    fn merge(&self, into: &mut Self::State, other: &Self::State) {
+        if let Some(incoming) = other {
+            // Tuples order by timestamp, then value: the tie-break that keeps replicas
+            // convergent even if two writes share a timestamp.
+            if into.as_ref().is_none_or(|current| incoming > current) {
+                *into = Some(incoming.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The Dynamo-style coordinator, driven step by step: consistency levels, failures, hints,
+//! read repair, retries and duplicates.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use synod_quorum::{
+    Consistency, Coordinator, CoordinatorConfig, LastWriteWins, NodeId, Placement, ReadRepair,
+    RequestId, ResolveError, Resolver, StoreEffect, StoreError, StoreMessage, WriteReport,
+};
+
+pub fn n(id: u64) -> NodeId {
+    NodeId::new(id)
+}
+
+/// A message on the test network: (from, to, message).
+pub type Envelope<S> = (NodeId, NodeId, StoreMessage<&'static str, S>);
+
+/// Nodes of one store and a network the test controls.
+pub struct Cluster<R: Resolver> {
+    pub nodes: BTreeMap<NodeId, Coordinator<&'static str, R>>,
+    /// Messages sent and not yet delivered: (from, to, message).
+    pub in_flight: Vec<Envelope<R::State>>,
+    pub done: Vec<(NodeId, StoreEffect<&'static str, R::State>)>,
+    /// Nodes whose incoming messages are dropped.
+    pub cut: BTreeSet<NodeId>,
+}
+
+impl<R: Resolver + Clone> Cluster<R> {
+    pub fn new(ids: &[u64], resolver: R, repair: ReadRepair) -> Self {
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let config = CoordinatorConfig::new(n(id)).read_repair(repair);
+                (n(id), Coordinator::new(config, resolver.clone()))
+            })
+            .collect();
+        Self {
+            nodes,
+            in_flight: Vec::new(),
+            done: Vec::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Coordinator<&'static str, R> {
+        self.nodes.get_mut(&n(id)).expect("a node of the cluster")
+    }
+
+    /// Moves every node's effects into `in_flight` and `done`.
+    pub fn collect(&mut self) {
+        for (&id, node) in &mut self.nodes {
+            while let Some(effect) = node.poll_effect() {
+                match effect {
+                    StoreEffect::Send { to, message } => self.in_flight.push((id, to, message)),
+                    finished => self.done.push((id, finished)),
+                }
+            }
+        }
+    }
+
+    /// Delivers everything, including what the deliveries send, until the network is quiet.
+    pub fn settle(&mut self) {
+        loop {
+            self.collect();
+            if self.in_flight.is_empty() {
+                return;
+            }
+            for (from, to, message) in std::mem::take(&mut self.in_flight) {
+                if !self.cut.contains(&to) {
+                    self.nodes
+                        .get_mut(&to)
+                        .expect("known node")
+                        .handle(from, message);
+                }
+            }
+        }
+    }
+
+    /// The outcome of the one finished operation; panics if there is not exactly one.
+    pub fn take_done(&mut self) -> StoreEffect<&'static str, R::State> {
+        self.collect();
+        assert_eq!(
+            self.done.len(),
+            1,
+            "expected one finished operation: {:?}",
+            self.done
+        );
+        self.done.pop().expect("one").1
+    }
+}
+
+fn lww() -> LastWriteWins<u64, &'static str> {
+    LastWriteWins::new()
+}
+
+fn write_ok(effect: StoreEffect<&'static str, Option<(u64, &'static str)>>) -> WriteReport {
+    match effect {
+        StoreEffect::WriteDone {
+            result: Ok(report), ..
+        } => report,
+        other => panic!("expected a successful write, got {other:?}"),
+    }
+}
+
+#[test]
+fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n))
+        .unwrap()
+        .with_down([n(2), n(3)]);
+    let err = c
+        .node(1)
+        .write(
+            RequestId::new(1),
+            "k",
+            (1, "v"),
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Unavailable {
+            consistency: Consistency::Quorum,
+            required: 2,
+            alive: 1
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot achieve consistency level QUORUM: it needs 2 replicas and only 1 are alive"
+    );
+    c.collect();
+    assert!(
+        c.in_flight.is_empty() && c.done.is_empty(),
+        "nothing may be sent"
+    );
+    // ONE is still possible, on the coordinator's own replica.
+    c.node(1)
+        .write(
+            RequestId::new(2),
+            "k",
+            (1, "v"),
+            Consistency::One,
+            &placement,
+        )
+        .unwrap();
+    assert_eq!(write_ok(c.take_done()).acknowledged, [n(1)]);
+    // ALL with one replica down is unavailable; a read too.
+    let one_down = Placement::new([1, 2, 3].map(n)).unwrap().with_down([n(3)]);
+    assert!(matches!(
+        c.node(1)
+            .read(RequestId::new(3), "k", Consistency::All, &one_down),
+        Err(StoreError::Unavailable {
+            required: 3,
+            alive: 2,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn failures_during_an_operation_explain_why_the_level_is_lost() {
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(1)
+        .write(
+            RequestId::new(1),
+            "k",
+            (1, "v"),
+            Consistency::All,
+            &placement,
+        )
+        .unwrap();
+    c.node(1).node_failed(n(3));
+    let StoreEffect::WriteDone {
+        result: Err(err), ..
+    } = c.take_done()
+    else {
+        panic!("expected a failed write");
+    };
+    assert!(matches!(err, StoreError::QuorumUnreachable { .. }));
+    assert!(
+        err.to_string()
+            .contains("consistency level ALL failed: quorum can no longer be met: the configuration needs 3 of 3 voters, 1 granted, 1 rejected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_silent_replica_times_out() {
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(1)
+        .read(RequestId::new(1), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    c.in_flight.clear(); // every request lost
+    for _ in 0..10 {
+        c.node(1).tick();
+    }
+    let StoreEffect::ReadDone {
+        result: Err(err), ..
+    } = c.take_done()
+    else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(
+        err,
+        StoreError::TimedOut {
+            consistency: Consistency::Quorum,
+            answered: 1,
+            required: 2
+        }
+    );
+}
+
+#[test]
+fn hinted_writes_are_reported_never_counted_and_handed_off() {
+    let mut c = Cluster::new(&[1, 2, 3, 4], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n))
+        .unwrap()
+        .with_down([n(3)])
+        .with_fallbacks([n(4)]);
+    c.cut.insert(n(3));
+    c.node(1)
+        .write(
+            RequestId::new(1),
+            "k",
+            (7, "v"),
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap();
+    c.collect();
+    // Deliver only the hint (to n4) and its acknowledgement: not a quorum.
+    let (hint, rest): (Vec<_>, Vec<_>) = c.in_flight.drain(..).partition(|(_, to, _)| *to == n(4));
+    assert_eq!(hint.len(), 1);
+    for (from, to, m) in hint {
+        c.node(to.get()).handle(from, m);
+    }
+    c.collect();
+    for (from, to, m) in std::mem::take(&mut c.in_flight) {
+        c.node(to.get()).handle(from, m);
+    }
+    c.collect();
+    assert!(
+        c.done.is_empty(),
+        "a hint counted as an acknowledgement: {:?}",
+        c.done
+    );
+    c.in_flight = rest;
+    c.settle();
+    let report = write_ok(c.take_done());
+    assert_eq!(report.acknowledged, [n(1), n(2)]);
+    assert_eq!(report.hinted, [n(4)]);
+    assert_eq!(c.node(4).hints_held(), 1);
+    assert_eq!(
+        c.node(4).local_state(&"k"),
+        None,
+        "a hint is not the fallback's data"
+    );
+    // n3 comes back: n4 hands the hint off.
+    c.cut.clear();
+    c.node(4).hand_off_hints(n(3));
+    c.settle();
+    assert_eq!(c.node(4).hints_held(), 0);
+    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((7, "v"))));
+
+    // ALL cannot be met with hints.
+    assert!(matches!(
+        c.node(1).write(
+            RequestId::new(2),
+            "k",
+            (8, "w"),
+            Consistency::All,
+            &placement
+        ),
+        Err(StoreError::Unavailable { .. })
+    ));
+}
+
+#[test]
+fn duplicated_and_late_acknowledgements_count_once() {
+    // n4 coordinates for replicas 1..=3 without being one: every acknowledgement is remote.
+    let mut c = Cluster::new(&[1, 2, 3, 4], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(4)
+        .write(
+            RequestId::new(1),
+            "k",
+            (1, "v"),
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap();
+    c.collect();
+    let writes = std::mem::take(&mut c.in_flight);
+    // n1 receives the write three times and acknowledges three times.
+    let to_n1 = writes
+        .iter()
+        .find(|(_, to, _)| *to == n(1))
+        .unwrap()
+        .clone();
+    for _ in 0..3 {
+        c.node(1).handle(to_n1.0, to_n1.2.clone());
+    }
+    c.collect();
+    for (from, to, m) in std::mem::take(&mut c.in_flight) {
+        c.node(to.get()).handle(from, m);
+    }
+    c.collect();
+    assert!(
+        c.done.is_empty(),
+        "one replica's acknowledgements counted more than once"
+    );
+    // A stranger's acknowledgement does not count either.
+    let StoreMessage::Write { op, .. } = to_n1.2 else {
+        unreachable!()
+    };
+    c.node(4).handle(n(9), StoreMessage::WriteAck { op });
+    c.collect();
+    assert!(c.done.is_empty());
+    c.in_flight = writes
+        .into_iter()
+        .filter(|(_, to, _)| *to == n(2))
+        .collect();
+    c.settle();
+    assert_eq!(write_ok(c.take_done()).acknowledged, [n(1), n(2)]);
+    // A late acknowledgement after the outcome changes nothing.
+    c.node(4).handle(n(3), StoreMessage::WriteAck { op });
+    c.collect();
+    assert!(c.done.is_empty());
+}
+
+/// A grow-only counter: each write adds to the coordinator's own entry, so applying a
+/// write twice is visible in the total.
+#[derive(Debug, Clone, Copy)]
+struct GCounter;
+
+impl Resolver for GCounter {
+    type State = BTreeMap<NodeId, u64>;
+    type Write = u64;
+
+    fn coordinate(
+        &self,
+        node: NodeId,
+        local: Option<&mut Self::State>,
+        add: u64,
+    ) -> Result<Self::State, ResolveError> {
+        let local = local.ok_or(ResolveError::NotAReplica { node })?;
+        *local.entry(node).or_default() += add;
+        Ok(local.clone())
+    }
+
+    fn merge(&self, into: &mut Self::State, other: &Self::State) {
+        for (&node, &count) in other {
+            let entry = into.entry(node).or_default();
+            *entry = (*entry).max(count);
+        }
+    }
+}
+
+#[test]
+fn a_retried_write_is_applied_once() {
+    let mut c = Cluster::new(&[1, 2, 3], GCounter, ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let request = RequestId::new(42);
+    c.node(1)
+        .write(request, "hits", 5, Consistency::Quorum, &placement)
+        .unwrap();
+    // Retried while in flight: absorbed.
+    c.node(1)
+        .write(request, "hits", 5, Consistency::Quorum, &placement)
+        .unwrap();
+    c.settle();
+    let StoreEffect::WriteDone {
+        result: Ok(first), ..
+    } = c.take_done()
+    else {
+        panic!("write failed");
+    };
+    assert!(!first.retried);
+    // Retried after completion (the client missed the answer): the same outcome, marked.
+    c.node(1)
+        .write(request, "hits", 5, Consistency::Quorum, &placement)
+        .unwrap();
+    c.settle();
+    let StoreEffect::WriteDone {
+        result: Ok(again), ..
+    } = c.take_done()
+    else {
+        panic!("retry failed");
+    };
+    assert!(again.retried);
+    assert_eq!(again.acknowledged, first.acknowledged);
+    // The count is 5, not 10 or 15, on every replica.
+    for id in 1..=3 {
+        let total: u64 = c.node(id).local_state(&"hits").unwrap().values().sum();
+        assert_eq!(total, 5, "replica n{id}");
+    }
+    // A non-replica cannot coordinate a counter write: it says so.
+    let mut other = Cluster::new(&[4], GCounter, ReadRepair::Blocking);
+    assert!(matches!(
+        other
+            .node(4)
+            .write(RequestId::new(1), "hits", 1, Consistency::One, &placement),
+        Err(StoreError::Resolve(ResolveError::NotAReplica { .. }))
+    ));
+}
+
+/// Writes "old" everywhere, then "new" with n3 cut off, so n3 is stale.
+fn stale_n3(repair: ReadRepair) -> Cluster<LastWriteWins<u64, &'static str>> {
+    let mut c = Cluster::new(&[1, 2, 3], lww(), repair);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(1)
+        .write(
+            RequestId::new(1),
+            "k",
+            (1, "old"),
+            Consistency::All,
+            &placement,
+        )
+        .unwrap();
+    c.settle();
+    c.take_done();
+    c.cut.insert(n(3));
+    c.node(1)
+        .write(
+            RequestId::new(2),
+            "k",
+            (2, "new"),
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap();
+    c.settle();
+    c.take_done();
+    c.cut.clear();
+    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((1, "old"))));
+    c
+}
+
+#[test]
+fn blocking_read_repair_answers_only_once_a_quorum_holds_the_result() {
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    // n2 coordinates; n2 is fresh, n3 stale, n1 silent.
+    c.node(2)
+        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    c.in_flight.retain(|(_, to, _)| *to == n(3));
+    // Deliver the read to n3 and its stale answer back.
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+    assert!(
+        c.done.is_empty(),
+        "answered before the repair was acknowledged"
+    );
+    assert_eq!(c.in_flight.len(), 1, "one repair, to n3");
+    c.settle();
+    let StoreEffect::ReadDone {
+        result: Ok(value), ..
+    } = c.take_done()
+    else {
+        panic!("read failed");
+    };
+    assert_eq!(value, Some((2, "new")));
+    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
+}
+
+#[test]
+fn background_read_repair_answers_at_once_and_repairs_after() {
+    let mut c = stale_n3(ReadRepair::Background);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(2)
+        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    c.in_flight.retain(|(_, to, _)| *to == n(3));
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+    let StoreEffect::ReadDone {
+        result: Ok(value), ..
+    } = c.done.pop().unwrap().1
+    else {
+        panic!("read failed");
+    };
+    assert_eq!(value, Some((2, "new")));
+    assert_eq!(
+        c.node(3).local_state(&"k"),
+        Some(&Some((1, "old"))),
+        "not yet repaired"
+    );
+    c.settle();
+    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
+}
