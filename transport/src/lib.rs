@@ -1,25 +1,26 @@
 //! How Synod's nodes talk: framing, single-socket channels, pipelining and batching, on
 //! std threads without an async runtime.
 //!
-//! # Patterns
-//!
-//! From *Patterns of Distributed Systems* (Unmesh Joshi):
-//!
-//! - **Single-Socket Channel**: one ordered connection per pair of nodes.
-//! - **Request Pipeline**: many requests in flight, matched by correlation id.
-//! - **Request Batch**: small messages combined into one frame.
-//! - **Singular Update Queue**: one thread owns the state and drains a bounded queue.
-//! - **Request Waiting List**: pending requests completed by a criterion or expired.
-//!
-//! # What it does not do
-//!
-//! No async runtime, no service discovery, no TLS.
-//!
-//! # Status
-//!
-//! Under construction (issue 5).
-//!
-//! # Sibling crates
-//!
-//! The reference systems in `synod-examples` run their nodes over this crate; `synod-sim`
-//! implements the same transport trait for simulation.
+//! (Guided tour below; written last.)
+
+pub mod completion;
+mod config;
+mod error;
+pub mod frame;
+pub mod handshake;
+mod ids;
+mod tcp;
+mod transport;
+mod update_queue;
+mod waiting_list;
+
+pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
+pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
+pub use error::{Disconnect, RequestError, SendError};
+pub use ids::{ClusterId, CorrelationId, NodeId};
+pub use tcp::{ConnectionEvent, EVENTS_RECENT_MAX, Handler, ResponseHandle, Stats, TcpTransport};
+pub use transport::{InProcessNetwork, InProcessTransport, Incoming, Transport};
+pub use update_queue::{
+    Shutdown, ShutdownMode, SingularUpdateQueue, SubmitError, UpdateError, UpdateHandle,
+};
+pub use waiting_list::{Criterion, Progress, Quorum, WaitError, WaitingList};

@@ -1,0 +1,552 @@
+//! The framing codec: length-prefixed, checksummed frames, decoded from arbitrary chunks of
+//! a byte stream, without any I/O.
+//!
+//! # Wire format, version 1
+//!
+//! Every frame is a 16-byte header followed by its payload. Integers are little-endian.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic: the bytes `S Y N D` (`0x53 0x59 0x4E 0x44`) |
+//! | 4 | 1 | format version: `1` |
+//! | 5 | 1 | frame kind: 1 hello, 2 welcome, 3 reject, 4 messages, 5 keep-alive |
+//! | 6 | 2 | reserved, must be zero |
+//! | 8 | 4 | payload length in bytes (`u32`), at most the decoder's `frame_bytes_max` |
+//! | 12 | 4 | CRC-32 (IEEE) of header bytes 4..12 followed by the payload |
+//! | 16 | length | payload |
+//!
+//! The checksum covers the version, kind and length as well as the payload, so a corrupted
+//! length is caught by the checksum too (after at most `frame_bytes_max` bytes), not only by
+//! the limit. The length is checked against the limit as soon as the 16 header bytes are in,
+//! **before** any room for the payload is reserved: a peer announcing a 4 GiB frame costs the
+//! receiver nothing but the error.
+//!
+//! A *messages* frame carries one or more [`Envelope`]s back to back, each encoded with
+//! postcard (see [`Envelope`] for its layout); this is how a [Request
+//! Batch](crate#request-batch) travels. A *keep-alive* frame has an empty payload. The
+//! handshake frames are described in [`crate::handshake`].
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CorrelationId, NodeId};
+
+/// The four bytes every frame starts with.
+pub const MAGIC: [u8; 4] = *b"SYND";
+/// The format version this crate writes and reads.
+pub const VERSION: u8 = 1;
+/// Bytes of frame header before the payload.
+pub const HEADER_BYTES: usize = 16;
+/// The largest `frame_bytes_max` a decoder accepts: 64 MiB.
+pub const FRAME_BYTES_MAX_LIMIT: usize = 64 << 20;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// The dialer's handshake: cluster id and node ids.
+    Hello,
+    /// The acceptor's positive answer to a hello.
+    Welcome,
+    /// A refused handshake, with the reason.
+    Reject,
+    /// One or more envelopes (a batch).
+    Messages,
+    /// Nothing: proves the sender is alive.
+    KeepAlive,
+}
+
+impl FrameKind {
+    fn code(self) -> u8 {
+        match self {
+            FrameKind::Hello => 1,
+            FrameKind::Welcome => 2,
+            FrameKind::Reject => 3,
+            FrameKind::Messages => 4,
+            FrameKind::KeepAlive => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => FrameKind::Hello,
+            2 => FrameKind::Welcome,
+            3 => FrameKind::Reject,
+            4 => FrameKind::Messages,
+            5 => FrameKind::KeepAlive,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// What the payload is.
+    pub kind: FrameKind,
+    /// The payload, checksum verified.
+    pub payload: Bytes,
+}
+
+/// Why bytes could not be framed or unframed. A decoder that returned one of these is
+/// poisoned: the stream has lost its framing, and the connection must be closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream does not start a frame with [`MAGIC`]: not a Synod peer, or garbage.
+    BadMagic {
+        /// The four bytes found instead.
+        found: [u8; 4],
+    },
+    /// A frame of a format version this crate does not read.
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+    },
+    /// An unknown frame kind.
+    UnknownKind {
+        /// The kind byte found.
+        found: u8,
+    },
+    /// The reserved header bytes are not zero.
+    ReservedNotZero,
+    /// A frame longer than the limit; refused before its payload was buffered.
+    TooLarge {
+        /// The announced (or attempted) payload length.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The checksum does not match: the frame was corrupted.
+    ChecksumMismatch {
+        /// The checksum in the header.
+        expected: u32,
+        /// The checksum of the bytes received.
+        actual: u32,
+    },
+    /// A messages frame whose envelopes do not decode.
+    BadEnvelope,
+    /// A handshake payload that does not decode.
+    BadHandshake,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::BadMagic { found } => {
+                write!(f, "bad frame magic {found:02x?}: not a Synod peer")
+            }
+            FrameError::UnsupportedVersion { found } => {
+                write!(
+                    f,
+                    "unsupported frame version {found} (this side reads {VERSION})"
+                )
+            }
+            FrameError::UnknownKind { found } => write!(f, "unknown frame kind {found}"),
+            FrameError::ReservedNotZero => write!(f, "reserved frame header bytes are not zero"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {max} bytes")
+            }
+            FrameError::ChecksumMismatch { expected, actual } => write!(
+                f,
+                "frame checksum mismatch: header says {expected:#010x}, payload has {actual:#010x}"
+            ),
+            FrameError::BadEnvelope => write!(f, "messages frame holds an undecodable envelope"),
+            FrameError::BadHandshake => write!(f, "handshake frame does not decode"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[4..12]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one frame holding `payload` to `out`.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] if the payload is longer than `frame_bytes_max`; `out` is then
+/// unchanged.
+pub fn encode_frame(
+    kind: FrameKind,
+    payload: &[u8],
+    frame_bytes_max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = begin_frame(out);
+    out.extend_from_slice(payload);
+    finish_frame(out, start, kind, frame_bytes_max).inspect_err(|_| out.truncate(start))
+}
+
+/// Starts a frame at the end of `out` by reserving its header; append the payload, then
+/// call [`finish_frame`] with the returned start offset. This lets a batch be written
+/// straight into the frame without copying it.
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    start
+}
+
+/// Completes the frame begun at `start` by [`begin_frame`]: fills in its header.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] if the payload appended since is longer than
+/// `frame_bytes_max`; the caller should truncate `out` back to `start`.
+///
+/// # Panics
+///
+/// If `start` is not the offset of a begun frame within `out`.
+pub fn finish_frame(
+    out: &mut [u8],
+    start: usize,
+    kind: FrameKind,
+    frame_bytes_max: usize,
+) -> Result<(), FrameError> {
+    assert!(
+        out.len() >= start + HEADER_BYTES,
+        "finish_frame: no header at {start}"
+    );
+    let len = out.len() - start - HEADER_BYTES;
+    if len > frame_bytes_max || len > u32::MAX as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max: frame_bytes_max,
+        });
+    }
+    let (header, payload) = out[start..].split_at_mut(HEADER_BYTES);
+    header[0..4].copy_from_slice(&MAGIC);
+    header[4] = VERSION;
+    header[5] = kind.code();
+    header[6..8].copy_from_slice(&[0, 0]);
+    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    let crc = checksum(header, payload);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Decodes frames from a byte stream fed in chunks of any size.
+///
+/// Feed bytes with [`extend`](Self::extend) and take frames with
+/// [`next_frame`](Self::next_frame) until it returns `Ok(None)`. Memory stays bounded:
+/// the buffer holds at most one header, one payload of at most `frame_bytes_max` and the
+/// last chunk, because a header announcing a longer frame is refused before its payload is
+/// buffered. Bytes of an unfinished frame at the end of the stream are never delivered.
+///
+/// ```
+/// use synod_transport::frame::{encode_frame, FrameDecoder, FrameKind};
+///
+/// let mut wire = Vec::new();
+/// encode_frame(FrameKind::Messages, b"hello", 1024, &mut wire)?;
+/// encode_frame(FrameKind::KeepAlive, b"", 1024, &mut wire)?;
+///
+/// let mut decoder = FrameDecoder::new(1024);
+/// let mut frames = Vec::new();
+/// for byte in &wire {
+///     decoder.extend(std::slice::from_ref(byte)); // one byte at a time
+///     while let Some(frame) = decoder.next_frame()? {
+///         frames.push(frame);
+///     }
+/// }
+/// assert_eq!(frames.len(), 2);
+/// assert_eq!(&frames[0].payload[..], b"hello");
+/// # Ok::<(), synod_transport::frame::FrameError>(())
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    frame_bytes_max: usize,
+    poisoned: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing frames longer than `frame_bytes_max` payload bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `frame_bytes_max` exceeds [`FRAME_BYTES_MAX_LIMIT`].
+    pub fn new(frame_bytes_max: usize) -> Self {
+        assert!(
+            frame_bytes_max <= FRAME_BYTES_MAX_LIMIT,
+            "frame_bytes_max {frame_bytes_max} above {FRAME_BYTES_MAX_LIMIT}"
+        );
+        FrameDecoder {
+            buf: BytesMut::new(),
+            frame_bytes_max,
+            poisoned: None,
+        }
+    }
+
+    /// Appends bytes received from the stream.
+    pub fn extend(&mut self, chunk: &[u8]) {
+        if self.poisoned.is_none() {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    /// Bytes buffered and not yet returned as frames.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether bytes of an unfinished frame are buffered (at the end of a stream, a
+    /// truncated frame).
+    pub fn is_mid_frame(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// A [`FrameError`] when the stream is not valid framing; every later call returns the
+    /// same error.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(err) = &self.poisoned {
+            return Err(err.clone());
+        }
+        match self.try_frame() {
+            Ok(frame) => Ok(frame),
+            Err(err) => {
+                self.poisoned = Some(err.clone());
+                // Release the buffer: nothing in it will ever be used.
+                self.buf = BytesMut::new();
+                Err(err)
+            }
+        }
+    }
+
+    fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        // Check whatever part of the magic has arrived, so that garbage is refused early.
+        let have = self.buf.len().min(4);
+        if self.buf[..have] != MAGIC[..have] {
+            let mut found = [0; 4];
+            found[..have].copy_from_slice(&self.buf[..have]);
+            return Err(FrameError::BadMagic { found });
+        }
+        if self.buf.len() < HEADER_BYTES {
+            return Ok(None);
+        }
+        let header = &self.buf[..HEADER_BYTES];
+        if header[4] != VERSION {
+            return Err(FrameError::UnsupportedVersion { found: header[4] });
+        }
+        let kind =
+            FrameKind::from_code(header[5]).ok_or(FrameError::UnknownKind { found: header[5] })?;
+        if header[6..8] != [0, 0] {
+            return Err(FrameError::ReservedNotZero);
+        }
+        let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        if len > self.frame_bytes_max {
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.frame_bytes_max,
+            });
+        }
+        let total = HEADER_BYTES + len;
+        if self.buf.len() < total {
+            // Now that the length is known to be within the limit, make room for the rest
+            // of the frame at once rather than growing the buffer chunk by chunk.
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        let expected = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        let actual = checksum(header, &self.buf[HEADER_BYTES..total]);
+        if expected != actual {
+            return Err(FrameError::ChecksumMismatch { expected, actual });
+        }
+        self.buf.advance(HEADER_BYTES);
+        let payload = self.buf.split_to(len).freeze();
+        Ok(Some(Frame { kind, payload }))
+    }
+}
+
+/// What an envelope is: the Request Pipeline needs to tell requests from responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// Expects a response with the same correlation id.
+    Request,
+    /// Answers the request with the same correlation id.
+    Response,
+    /// Expects nothing back; the correlation id is zero.
+    OneWay,
+}
+
+/// One message between two nodes: the unit the transport delivers.
+///
+/// Encoded with postcard, in field order: `correlation` (varint `u64`), `kind` (varint
+/// variant index: 0 request, 1 response, 2 one-way), `from` and `to` (varint `u64` each),
+/// `payload` (varint length, then the bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Pairs a response with its request; zero for one-way messages.
+    pub correlation: CorrelationId,
+    /// Request, response or one-way.
+    pub kind: MessageKind,
+    /// The sending node.
+    pub from: NodeId,
+    /// The receiving node.
+    pub to: NodeId,
+    /// The application's bytes, opaque to the transport.
+    #[serde(with = "bytes_serde")]
+    pub payload: Bytes,
+}
+
+/// Bytes a postcard envelope adds to its payload, at most (five varints of up to ten bytes).
+pub const ENVELOPE_OVERHEAD_BYTES_MAX: usize = 50;
+
+impl Envelope {
+    /// Appends this envelope's encoding to `out` (as inside a messages frame).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let taken = std::mem::take(out);
+        // Serializing into a Vec cannot fail: every field type is supported by postcard.
+        *out = postcard::to_extend(self, taken).expect("envelope serializes into a Vec");
+    }
+}
+
+/// Decodes the envelopes of a messages frame's payload, in order.
+///
+/// # Errors
+///
+/// [`FrameError::BadEnvelope`] if the payload is not a sequence of whole envelopes (an
+/// empty payload is one too: a messages frame carries at least one).
+pub fn decode_envelopes(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+    let mut rest = payload;
+    let mut out = Vec::new();
+    if rest.is_empty() {
+        return Err(FrameError::BadEnvelope);
+    }
+    while !rest.is_empty() {
+        let (envelope, tail) =
+            postcard::take_from_bytes::<Envelope>(rest).map_err(|_| FrameError::BadEnvelope)?;
+        out.push(envelope);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// Serde for `Bytes` as a byte string (postcard: varint length, then the bytes).
+mod bytes_serde {
+    use bytes::Bytes;
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::copy_from_slice(v))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(n: u64, len: usize) -> Envelope {
+        Envelope {
+            correlation: CorrelationId(n),
+            kind: MessageKind::Request,
+            from: NodeId(1),
+            to: NodeId(2),
+            payload: Bytes::from(vec![n as u8; len]),
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_and_overhead_is_bounded() {
+        let e = Envelope {
+            correlation: CorrelationId(u64::MAX),
+            kind: MessageKind::OneWay,
+            from: NodeId(u64::MAX),
+            to: NodeId(u64::MAX),
+            payload: Bytes::from_static(&[7; 300]),
+        };
+        let mut out = Vec::new();
+        e.encode_into(&mut out);
+        assert!(out.len() <= 300 + ENVELOPE_OVERHEAD_BYTES_MAX);
+        e.encode_into(&mut out);
+        assert_eq!(decode_envelopes(&out).unwrap(), vec![e.clone(), e]);
+    }
+
+    #[test]
+    fn corrupted_byte_is_caught_by_the_checksum() {
+        let mut wire = Vec::new();
+        let mut payload = Vec::new();
+        envelope(3, 10).encode_into(&mut payload);
+        encode_frame(FrameKind::Messages, &payload, 1024, &mut wire).unwrap();
+        for i in 4..wire.len() {
+            let mut bad = wire.clone();
+            bad[i] ^= 0x20;
+            let mut d = FrameDecoder::new(1024);
+            d.extend(&bad);
+            // Either refused, or (a larger length) still waiting: never a wrong frame.
+            assert!(
+                !matches!(d.next_frame(), Ok(Some(_))),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn oversize_frame_is_refused_from_its_header_alone() {
+        let mut header = Vec::new();
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&[VERSION, 4, 0, 0]);
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        header.extend_from_slice(&[0; 4]);
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&header);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: u64::from(u32::MAX),
+                max: 1024
+            })
+        );
+        assert_eq!(d.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn encoder_refuses_oversize_payload_and_leaves_output_unchanged() {
+        let mut out = vec![1, 2, 3];
+        let err = encode_frame(FrameKind::Messages, &[0; 11], 10, &mut out).unwrap_err();
+        assert_eq!(err, FrameError::TooLarge { len: 11, max: 10 });
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn garbage_is_refused_at_the_first_wrong_byte() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(b"GET / HTTP/1.1\r\n");
+        assert!(matches!(d.next_frame(), Err(FrameError::BadMagic { .. })));
+        // Poisoned: later calls fail the same way, and nothing is buffered.
+        d.extend(b"more");
+        assert!(d.next_frame().is_err());
+        assert_eq!(d.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn empty_messages_payload_is_refused() {
+        assert_eq!(decode_envelopes(&[]), Err(FrameError::BadEnvelope));
+        assert_eq!(decode_envelopes(&[0xff]), Err(FrameError::BadEnvelope));
+    }
+}

@@ -1,0 +1,272 @@
+//! The handshake that opens every connection: who is talking, in which cluster.
+//!
+//! The dialer sends a *hello* frame; the acceptor answers with a *welcome* frame or a
+//! *reject* frame and closes. Both sides check what they receive, so a mismatch is refused
+//! with a clear [`HandshakeError`] on both ends, never turned into silently misrouted
+//! messages. Payloads are postcard-encoded:
+//!
+//! - hello: `protocol` (varint `u16`, currently 1), `cluster` (varint `u64`), `from` and
+//!   `to` (varint `u64`: the dialer and the node it means to reach);
+//! - welcome: `cluster`, `node` (the acceptor);
+//! - reject: a [`RejectReason`] (varint variant index, then its fields).
+//!
+//! The logic here does no I/O; [`TcpTransport`](crate::TcpTransport) performs the exchange.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{FrameError, FrameKind, encode_frame};
+use crate::ids::{ClusterId, NodeId};
+
+/// The handshake protocol version carried in a hello.
+pub const PROTOCOL: u16 = 1;
+/// Handshake payloads are tiny; anything longer is refused.
+pub const HANDSHAKE_BYTES_MAX: usize = 256;
+
+/// The dialer's opening frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The handshake protocol version, [`PROTOCOL`].
+    pub protocol: u16,
+    /// The dialer's cluster.
+    pub cluster: ClusterId,
+    /// The dialer.
+    pub from: NodeId,
+    /// The node the dialer means to reach.
+    pub to: NodeId,
+}
+
+/// The acceptor's answer when it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The acceptor's cluster.
+    pub cluster: ClusterId,
+    /// The acceptor.
+    pub node: NodeId,
+}
+
+/// Why an acceptor refused a connection; sent to the dialer in a reject frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The two nodes belong to different clusters.
+    WrongCluster {
+        /// The acceptor's cluster.
+        expected: ClusterId,
+        /// The dialer's cluster.
+        got: ClusterId,
+    },
+    /// The dialer meant to reach another node (an address now used by someone else).
+    WrongNode {
+        /// The acceptor.
+        expected: NodeId,
+        /// The node the dialer meant to reach.
+        got: NodeId,
+    },
+    /// The dialer claims the acceptor's own id.
+    SameNode,
+    /// The acceptor dials this node itself (it has the higher id and knows the address):
+    /// accepting would make a second connection between the pair.
+    WrongDirection,
+    /// The acceptor is at its `connections_max`.
+    ConnectionLimit {
+        /// The limit in force.
+        max: usize,
+    },
+    /// The dialer speaks a handshake protocol the acceptor does not.
+    UnsupportedProtocol {
+        /// The version the dialer sent.
+        got: u16,
+    },
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::WrongCluster { expected, got } => write!(
+                f,
+                "wrong cluster id: the acceptor is in {expected}, the dialer in {got}"
+            ),
+            RejectReason::WrongNode { expected, got } => write!(
+                f,
+                "wrong node id: the acceptor is {expected}, the dialer meant {got}"
+            ),
+            RejectReason::SameNode => write!(f, "the dialer claims the acceptor's own node id"),
+            RejectReason::WrongDirection => write!(
+                f,
+                "wrong direction: the acceptor has the higher id and dials this node itself"
+            ),
+            RejectReason::ConnectionLimit { max } => {
+                write!(f, "connection limit of {max} reached")
+            }
+            RejectReason::UnsupportedProtocol { got } => write!(
+                f,
+                "unsupported handshake protocol {got} (the acceptor speaks {PROTOCOL})"
+            ),
+        }
+    }
+}
+
+/// A handshake that failed, on either side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// This side (the acceptor) refused the dialer, and told it why.
+    Refused(RejectReason),
+    /// The other side (the acceptor) refused this dialer, for the reason given.
+    RejectedByPeer(RejectReason),
+    /// The acceptor answered but is not who this dialer expected.
+    UnexpectedPeer {
+        /// The cluster and node this side expected.
+        expected: (ClusterId, NodeId),
+        /// The cluster and node that answered.
+        got: (ClusterId, NodeId),
+    },
+    /// The bytes received are not a handshake.
+    Malformed(FrameError),
+    /// The peer did not complete the handshake in time or closed the connection.
+    Incomplete,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Refused(reason) => write!(f, "handshake refused: {reason}"),
+            HandshakeError::RejectedByPeer(reason) => {
+                write!(f, "handshake rejected by the peer: {reason}")
+            }
+            HandshakeError::UnexpectedPeer { expected, got } => write!(
+                f,
+                "handshake answered by {} in {}, expected {} in {}",
+                got.1, got.0, expected.1, expected.0
+            ),
+            HandshakeError::Malformed(err) => write!(f, "malformed handshake: {err}"),
+            HandshakeError::Incomplete => {
+                write!(f, "handshake not completed: the peer closed or timed out")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Encodes a handshake frame (hello, welcome or reject) into `out`.
+pub(crate) fn encode<T: Serialize>(kind: FrameKind, value: &T, out: &mut Vec<u8>) {
+    let payload = postcard::to_allocvec(value).expect("handshake values serialize");
+    encode_frame(kind, &payload, HANDSHAKE_BYTES_MAX, out).expect("handshake payloads are small");
+}
+
+/// Decodes a handshake payload.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, HandshakeError> {
+    postcard::from_bytes(payload).map_err(|_| HandshakeError::Malformed(FrameError::BadHandshake))
+}
+
+/// The acceptor's decision on a hello. `dials` says whether the acceptor dials `hello.from`
+/// itself; `at_limit` gives the connection limit when it is reached.
+pub(crate) fn check_hello(
+    hello: &Hello,
+    cluster: ClusterId,
+    node: NodeId,
+    dials: bool,
+    at_limit: Option<usize>,
+) -> Result<(), RejectReason> {
+    if hello.protocol != PROTOCOL {
+        return Err(RejectReason::UnsupportedProtocol {
+            got: hello.protocol,
+        });
+    }
+    if hello.cluster != cluster {
+        return Err(RejectReason::WrongCluster {
+            expected: cluster,
+            got: hello.cluster,
+        });
+    }
+    if hello.to != node {
+        return Err(RejectReason::WrongNode {
+            expected: node,
+            got: hello.to,
+        });
+    }
+    if hello.from == node {
+        return Err(RejectReason::SameNode);
+    }
+    if dials {
+        return Err(RejectReason::WrongDirection);
+    }
+    if let Some(max) = at_limit {
+        return Err(RejectReason::ConnectionLimit { max });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            protocol: PROTOCOL,
+            cluster: ClusterId(7),
+            from: NodeId(2),
+            to: NodeId(1),
+        }
+    }
+
+    #[test]
+    fn acceptor_checks_each_field() {
+        let (c, n) = (ClusterId(7), NodeId(1));
+        assert_eq!(check_hello(&hello(), c, n, false, None), Ok(()));
+        assert_eq!(
+            check_hello(&hello(), ClusterId(8), n, false, None),
+            Err(RejectReason::WrongCluster {
+                expected: ClusterId(8),
+                got: ClusterId(7)
+            })
+        );
+        assert!(matches!(
+            check_hello(&hello(), c, NodeId(3), false, None),
+            Err(RejectReason::WrongNode { .. })
+        ));
+        assert_eq!(
+            check_hello(&hello(), c, NodeId(2), false, None),
+            Err(RejectReason::WrongNode {
+                expected: NodeId(2),
+                got: NodeId(1)
+            })
+        );
+        let mut same = hello();
+        same.from = NodeId(1);
+        assert_eq!(
+            check_hello(&same, c, n, false, None),
+            Err(RejectReason::SameNode)
+        );
+        assert_eq!(
+            check_hello(&hello(), c, n, true, None),
+            Err(RejectReason::WrongDirection)
+        );
+        assert_eq!(
+            check_hello(&hello(), c, n, false, Some(4)),
+            Err(RejectReason::ConnectionLimit { max: 4 })
+        );
+        let mut old = hello();
+        old.protocol = 9;
+        assert!(matches!(
+            check_hello(&old, c, n, false, None),
+            Err(RejectReason::UnsupportedProtocol { got: 9 })
+        ));
+    }
+
+    #[test]
+    fn reasons_read_clearly() {
+        let text = RejectReason::WrongCluster {
+            expected: ClusterId(1),
+            got: ClusterId(2),
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "wrong cluster id: the acceptor is in cluster 1, the dialer in cluster 2"
+        );
+    }
+}

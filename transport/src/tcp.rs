@@ -1,0 +1,1377 @@
+//! The TCP transport: Single-Socket Channels with a writer and a reader thread each, the
+//! Request Pipeline and Request Batch on top of them, and the accepting server side.
+//!
+//! # Threads
+//!
+//! - one *accept* thread per transport, which checks the connection limit and hands each
+//!   socket to a connection thread;
+//! - per connection, a *writer* thread (for a dialed connection, the same thread also
+//!   dials and reconnects) and a *reader* thread.
+//!
+//! # Locks
+//!
+//! Each channel has one mutex (its queue, pending requests and current connection) and one
+//! condition variable that every waiter on it uses. No code holds two channel locks, or a
+//! channel lock and the inbound-queue lock, at the same time.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::completion::{Completer, Completion, WaitOutcome, completion};
+use crate::config::{Backoff, Config, Overflow};
+use crate::error::{Disconnect, RequestError, SendError};
+use crate::frame::{
+    Envelope, Frame, FrameDecoder, FrameKind, HEADER_BYTES, MessageKind, begin_frame,
+    decode_envelopes, finish_frame,
+};
+use crate::handshake::{
+    self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, RejectReason, Welcome,
+};
+use crate::ids::{CorrelationId, NodeId};
+use crate::transport::{Incoming, Transport};
+
+/// How many connection events [`TcpTransport::recent_events`] keeps.
+pub const EVENTS_RECENT_MAX: usize = 64;
+/// Size of each connection's read buffer.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// Handles requests and one-way messages on the connection's reader thread instead of
+/// queueing them for [`TcpTransport::recv`]; for a request, the returned bytes are sent back
+/// as the response. Set with [`TcpTransport::bind_with_handler`].
+pub type Handler = Arc<dyn Fn(&Incoming) -> Option<Bytes> + Send + Sync>;
+
+/// Something that happened to a connection: why it ended or was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionEvent {
+    /// The peer, when known (after its hello).
+    pub peer: Option<NodeId>,
+    /// The remote address.
+    pub remote: Option<SocketAddr>,
+    /// Whether this side accepted (rather than dialed) the connection.
+    pub accepted: bool,
+    /// What happened.
+    pub reason: Disconnect,
+}
+
+/// Counters of a transport since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections that completed a handshake, either side.
+    pub connections_established: u64,
+    /// Connections refused or closed during the handshake (limit, wrong ids, garbage).
+    pub connections_refused: u64,
+    /// Established connections that ended.
+    pub connections_lost: u64,
+    /// Messages frames written (each a batch of one or more envelopes).
+    pub batches_sent: u64,
+    /// Envelopes written.
+    pub messages_sent: u64,
+    /// Envelopes received.
+    pub messages_received: u64,
+    /// Responses that arrived after their request timed out or was dropped.
+    pub late_responses: u64,
+    /// Queued messages discarded because their connection was lost.
+    pub messages_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections_established: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_lost: AtomicU64,
+    batches_sent: AtomicU64,
+    messages_sent: AtomicU64,
+    messages_received: AtomicU64,
+    late_responses: AtomicU64,
+    messages_dropped: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+struct Shared {
+    config: Config,
+    local_addr: SocketAddr,
+    started: Instant,
+    closing: AtomicBool,
+    channels: Mutex<HashMap<NodeId, Arc<Channel>>>,
+    inbound: Mutex<VecDeque<Incoming>>,
+    inbound_changed: Condvar,
+    sockets_accepted: AtomicUsize,
+    events: Mutex<VecDeque<ConnectionEvent>>,
+    counters: Counters,
+    handler: Option<Handler>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next_connection: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node", &self.config.node)
+            .field("local_addr", &self.local_addr)
+            .field("handler", &self.handler.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn millis(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn event(&self, event: ConnectionEvent) {
+        let mut events = self.events.lock();
+        if events.len() == EVENTS_RECENT_MAX {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// Spawns a thread the transport joins at shutdown; `false` if none could be spawned
+    /// (the connection it was for is then not served: its peer sees it close and retries).
+    fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce() + Send + 'static) -> bool {
+        let mut threads = self.threads.lock();
+        threads.retain(|t| !t.is_finished());
+        match std::thread::Builder::new().name(name).spawn(f) {
+            Ok(handle) => {
+                threads.push(handle);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn channel(&self, peer: NodeId) -> Option<Arc<Channel>> {
+        self.channels.lock().get(&peer).cloned()
+    }
+
+    fn channel_or_insert(&self, peer: NodeId) -> Arc<Channel> {
+        Arc::clone(
+            self.channels
+                .lock()
+                .entry(peer)
+                .or_insert_with(|| Arc::new(Channel::new(peer, None))),
+        )
+    }
+
+    /// Queues a received message for `recv`, waiting while the queue is full (so the
+    /// reader stops reading and TCP pushes back on the peer). Gives up if the connection
+    /// `connection` of `channel` is gone or the transport closes.
+    fn deliver(&self, channel: &Channel, connection: u64, incoming: Incoming) {
+        let mut inbound = self.inbound.lock();
+        while inbound.len() >= self.config.inbound_messages_max {
+            if self.is_closing() || !channel.is_current(connection) {
+                return;
+            }
+            self.inbound_changed
+                .wait_for(&mut inbound, self.config.keepalive_interval());
+        }
+        inbound.push_back(incoming);
+        self.inbound_changed.notify_all();
+    }
+}
+
+/// A connection being served.
+#[derive(Debug)]
+struct Live {
+    id: u64,
+    stream: Arc<TcpStream>,
+    remote: Option<SocketAddr>,
+    accepted: bool,
+}
+
+/// A message encoded with room for a frame header in front, so a lone message can be sent
+/// as its own frame without a copy.
+#[derive(Debug)]
+struct Queued {
+    framed: Vec<u8>,
+}
+
+impl Queued {
+    fn envelope_bytes(&self) -> usize {
+        self.framed.len() - HEADER_BYTES
+    }
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    conn: Option<Live>,
+    last_error: Option<Disconnect>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// When the oldest queued message was queued (for `batch_delay_us_max`).
+    batch_started: Option<Instant>,
+    /// Someone (the writer thread or a sender writing inline) is writing to the socket.
+    writing: bool,
+    last_write: Instant,
+    pending: HashMap<CorrelationId, Completer<Result<Bytes, RequestError>>>,
+    closed: bool,
+}
+
+/// The Single-Socket Channel to one peer: its outbound queue, its requests in flight, and
+/// its current connection, if any.
+#[derive(Debug)]
+struct Channel {
+    peer: NodeId,
+    /// The address this node dials; `None` if the peer dials this node.
+    dial: Option<SocketAddr>,
+    next_correlation: AtomicU64,
+    last_activity_ms: AtomicU64,
+    state: Mutex<ChannelState>,
+    changed: Condvar,
+}
+
+impl Channel {
+    fn new(peer: NodeId, dial: Option<SocketAddr>) -> Self {
+        Channel {
+            peer,
+            dial,
+            next_correlation: AtomicU64::new(1),
+            last_activity_ms: AtomicU64::new(0),
+            state: Mutex::new(ChannelState {
+                conn: None,
+                last_error: None,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                batch_started: None,
+                writing: false,
+                last_write: Instant::now(),
+                pending: HashMap::new(),
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn is_current(&self, connection: u64) -> bool {
+        self.state.lock().conn.as_ref().map(|c| c.id) == Some(connection)
+    }
+
+    /// Encodes a message with room for a frame header.
+    fn encode(
+        &self,
+        sh: &Shared,
+        kind: MessageKind,
+        correlation: CorrelationId,
+        payload: Bytes,
+    ) -> Result<Queued, SendError> {
+        let max = sh.config.payload_bytes_max();
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let envelope = Envelope {
+            correlation,
+            kind,
+            from: sh.config.node,
+            to: self.peer,
+            payload,
+        };
+        let mut framed = Vec::with_capacity(HEADER_BYTES + envelope.payload.len() + 24);
+        begin_frame(&mut framed);
+        envelope.encode_into(&mut framed);
+        Ok(Queued { framed })
+    }
+
+    /// Waits until the message may be queued (room in the queue and, for a request, in the
+    /// in-flight window), honouring the overflow policy.
+    fn admit<'a>(
+        &'a self,
+        sh: &Shared,
+        mut st: MutexGuard<'a, ChannelState>,
+        bytes: usize,
+        request: bool,
+    ) -> Result<MutexGuard<'a, ChannelState>, RequestError> {
+        let c = &sh.config;
+        loop {
+            if st.closed || sh.is_closing() {
+                return Err(RequestError::Shutdown);
+            }
+            if st.conn.is_none() && self.dial.is_none() {
+                return Err(SendError::NotConnected {
+                    peer: self.peer,
+                    last: st.last_error.clone(),
+                }
+                .into());
+            }
+            let window_full = request && st.pending.len() >= c.in_flight_max;
+            let queue_full = st.queue.len() >= c.outbound_messages_max
+                || st.queued_bytes + bytes > c.outbound_bytes_max;
+            if !window_full && !queue_full {
+                return Ok(st);
+            }
+            if c.overflow == Overflow::FailFast {
+                return Err(if window_full {
+                    RequestError::InFlightFull {
+                        peer: self.peer,
+                        max: c.in_flight_max,
+                    }
+                } else {
+                    SendError::QueueFull { peer: self.peer }.into()
+                });
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// Queues an admitted message, or writes it at once on the caller's thread when the
+    /// socket is idle, nothing is queued and batching does not ask to wait.
+    fn push<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, queued: Queued) {
+        // Writing on the caller's thread saves a thread hand-off per message. Only a caller
+        // that agreed to wait (`Overflow::Block`) does it: a full socket buffer blocks it.
+        let inline = st.queue.is_empty()
+            && !st.writing
+            && sh.config.batch_delay_us_max == 0
+            && sh.config.overflow == Overflow::Block
+            && st.conn.is_some();
+        if !inline {
+            st.queued_bytes += queued.envelope_bytes();
+            if st.queue.is_empty() {
+                st.batch_started = Some(Instant::now());
+            }
+            st.queue.push_back(queued);
+            drop(st);
+            self.changed.notify_all();
+            return;
+        }
+        let Some(conn) = st.conn.as_ref() else {
+            unreachable!("inline write without a connection");
+        };
+        let (id, stream) = (conn.id, Arc::clone(&conn.stream));
+        st.writing = true;
+        drop(st);
+        let mut framed = queued.framed;
+        let result = finish_frame(
+            &mut framed,
+            0,
+            FrameKind::Messages,
+            sh.config.frame_bytes_max,
+        )
+        .map_err(|_| unreachable!("payload limit keeps a message within a frame"))
+        .and_then(|()| (&*stream).write_all(&framed));
+        self.after_write(sh, id, 1, result);
+    }
+
+    /// Bookkeeping after a write by either the writer thread or an inline sender.
+    fn after_write(&self, sh: &Shared, connection: u64, messages: u64, result: io::Result<()>) {
+        let mut st = self.state.lock();
+        st.writing = false;
+        st.last_write = Instant::now();
+        let wake = !st.queue.is_empty();
+        drop(st);
+        if wake {
+            self.changed.notify_all();
+        }
+        match result {
+            Ok(()) => {
+                if messages > 0 {
+                    bump(&sh.counters.batches_sent, 1);
+                    bump(&sh.counters.messages_sent, messages);
+                    self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
+                }
+            }
+            Err(err) => {
+                let reason = if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    Disconnect::WriteStalled {
+                        stalled_ms: sh.config.keepalive_timeout_ms,
+                    }
+                } else {
+                    Disconnect::io(&err)
+                };
+                self.lost(sh, connection, reason);
+            }
+        }
+    }
+
+    fn send(
+        &self,
+        sh: &Shared,
+        kind: MessageKind,
+        correlation: CorrelationId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let queued = self.encode(sh, kind, correlation, payload)?;
+        let st = self.state.lock();
+        let st = self
+            .admit(sh, st, queued.envelope_bytes(), false)
+            .map_err(|err| match err {
+                RequestError::Send(err) => err,
+                _ => SendError::Shutdown,
+            })?;
+        self.push(sh, st, queued);
+        Ok(())
+    }
+
+    fn request(
+        self: &Arc<Self>,
+        sh: &Shared,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<ResponseHandle, RequestError> {
+        let deadline = Instant::now() + timeout;
+        let id = CorrelationId(self.next_correlation.fetch_add(1, Ordering::Relaxed));
+        let queued = self.encode(sh, MessageKind::Request, id, payload)?;
+        let (completer, completion) = completion();
+        let st = self.state.lock();
+        let mut st = self.admit(sh, st, queued.envelope_bytes(), true)?;
+        st.pending.insert(id, completer);
+        self.push(sh, st, queued);
+        Ok(ResponseHandle {
+            channel: Arc::clone(self),
+            id,
+            completion,
+            deadline,
+            timeout,
+            finished: false,
+        })
+    }
+
+    /// Ends connection `connection` (if it is still the current one): closes the socket,
+    /// fails every pending request and drops the queue, waking everyone who waits.
+    fn lost(&self, sh: &Shared, connection: u64, reason: Disconnect) {
+        let mut st = self.state.lock();
+        if st.conn.as_ref().map(|c| c.id) != Some(connection) {
+            return;
+        }
+        let live = st.conn.take().expect("checked above");
+        self.fail_all(sh, &mut st, &reason);
+        drop(st);
+        self.changed.notify_all();
+        // Wake readers blocked on a full inbound queue so that they notice.
+        sh.inbound_changed.notify_all();
+        let _ = live.stream.shutdown(Shutdown::Both);
+        if live.accepted {
+            sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+        bump(&sh.counters.connections_lost, 1);
+        sh.event(ConnectionEvent {
+            peer: Some(self.peer),
+            remote: live.remote,
+            accepted: live.accepted,
+            reason,
+        });
+    }
+
+    /// Fails pending requests and drops queued messages, recording `reason`.
+    fn fail_all(&self, sh: &Shared, st: &mut ChannelState, reason: &Disconnect) {
+        st.last_error = Some(reason.clone());
+        bump(&sh.counters.messages_dropped, st.queue.len() as u64);
+        st.queue.clear();
+        st.queued_bytes = 0;
+        st.batch_started = None;
+        for (_, completer) in st.pending.drain() {
+            completer.complete(Err(RequestError::ConnectionLost {
+                peer: self.peer,
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    /// Makes `stream` this channel's connection, replacing any older one, and returns its id.
+    fn install(&self, sh: &Shared, stream: &Arc<TcpStream>, accepted: bool) -> u64 {
+        let id = sh.next_connection.fetch_add(1, Ordering::Relaxed);
+        let old = self.state.lock().conn.as_ref().map(|c| c.id);
+        if let Some(old) = old {
+            self.lost(sh, old, Disconnect::Replaced);
+        }
+        let mut st = self.state.lock();
+        st.conn = Some(Live {
+            id,
+            stream: Arc::clone(stream),
+            remote: stream.peer_addr().ok(),
+            accepted,
+        });
+        st.last_error = None;
+        st.last_write = Instant::now();
+        drop(st);
+        self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
+        bump(&sh.counters.connections_established, 1);
+        self.changed.notify_all();
+        id
+    }
+
+    /// The writer loop of connection `connection`: batches queued messages into frames and
+    /// sends keep-alives on a quiet connection. Returns when the connection is gone.
+    fn write_loop(&self, sh: &Shared, connection: u64, stream: &TcpStream) {
+        let c = &sh.config;
+        let batch_delay = Duration::from_micros(c.batch_delay_us_max);
+        let mut frame = Vec::with_capacity(c.batch_bytes_max + HEADER_BYTES);
+        loop {
+            let mut st = self.state.lock();
+            // Wait for work: queued messages, or a keep-alive falling due.
+            let keepalive = loop {
+                if st.conn.as_ref().map(|c| c.id) != Some(connection) {
+                    return;
+                }
+                let due = st.last_write + c.keepalive_interval();
+                if !st.writing {
+                    if !st.queue.is_empty() {
+                        // Request Batch: wait a little for company unless the batch is full.
+                        let started = st.batch_started.unwrap_or_else(Instant::now);
+                        if st.queued_bytes >= c.batch_bytes_max
+                            || batch_delay.is_zero()
+                            || Instant::now() >= started + batch_delay
+                        {
+                            break false;
+                        }
+                        self.changed.wait_until(&mut st, started + batch_delay);
+                        continue;
+                    }
+                    if Instant::now() >= due {
+                        break true;
+                    }
+                }
+                self.changed.wait_until(&mut st, due);
+            };
+            frame.clear();
+            let start = begin_frame(&mut frame);
+            let mut messages = 0;
+            if !keepalive {
+                while let Some(next) = st.queue.front() {
+                    let len = next.envelope_bytes();
+                    if messages > 0 && frame.len() - HEADER_BYTES + len > c.batch_bytes_max {
+                        break;
+                    }
+                    let next = st.queue.pop_front().expect("front exists");
+                    frame.extend_from_slice(&next.framed[HEADER_BYTES..]);
+                    st.queued_bytes -= len;
+                    messages += 1;
+                }
+                st.batch_started = (!st.queue.is_empty()).then(Instant::now);
+            }
+            st.writing = true;
+            drop(st);
+            // Room was freed in the queue.
+            self.changed.notify_all();
+            let kind = if keepalive {
+                FrameKind::KeepAlive
+            } else {
+                FrameKind::Messages
+            };
+            // A batch is at most batch_bytes_max, or one message within payload_bytes_max.
+            finish_frame(&mut frame, start, kind, c.frame_bytes_max)
+                .expect("batches stay within frame_bytes_max");
+            let result = (&*stream).write_all(&frame);
+            self.after_write(sh, connection, messages, result);
+        }
+    }
+
+    /// The reader loop of connection `connection`: decodes frames, completes requests with
+    /// their responses and delivers everything else. Returns why the connection ended.
+    fn read_loop(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        connection: u64,
+        mut stream: &TcpStream,
+        mut decoder: FrameDecoder,
+    ) -> Disconnect {
+        let c = &sh.config;
+        // Wake at least every keep-alive interval to check the silence and idle bounds.
+        if let Err(err) = stream.set_read_timeout(Some(c.keepalive_interval())) {
+            return Disconnect::io(&err);
+        }
+        let mut last_received = Instant::now();
+        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        loop {
+            // Frames already buffered (for example right after the handshake) come first.
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Err(reason) = self.on_frame(sh, connection, frame) {
+                            return reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Disconnect::Protocol(err),
+                }
+            }
+            if let Some(idle_ms) = c.idle_timeout_ms {
+                let last = self.last_activity_ms.load(Ordering::Relaxed);
+                if sh.millis().saturating_sub(last) >= idle_ms {
+                    return Disconnect::IdleTimeout { idle_ms };
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) if decoder.is_mid_frame() => {
+                    return Disconnect::TruncatedFrame {
+                        bytes: decoder.buffered_bytes(),
+                    };
+                }
+                Ok(0) => return Disconnect::PeerClosed,
+                Ok(n) => {
+                    last_received = Instant::now();
+                    decoder.extend(&chunk[..n]);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if last_received.elapsed() >= c.keepalive_timeout() {
+                        return Disconnect::KeepAliveTimeout {
+                            silent_ms: c.keepalive_timeout_ms,
+                        };
+                    }
+                }
+                Err(err)
+                    if decoder.is_mid_frame() && err.kind() == io::ErrorKind::ConnectionReset =>
+                {
+                    return Disconnect::TruncatedFrame {
+                        bytes: decoder.buffered_bytes(),
+                    };
+                }
+                Err(err) => return Disconnect::io(&err),
+            }
+        }
+    }
+
+    fn on_frame(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        connection: u64,
+        frame: Frame,
+    ) -> Result<(), Disconnect> {
+        match frame.kind {
+            FrameKind::KeepAlive => Ok(()),
+            FrameKind::Messages => {
+                let envelopes = decode_envelopes(&frame.payload).map_err(Disconnect::Protocol)?;
+                bump(&sh.counters.messages_received, envelopes.len() as u64);
+                self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
+                for envelope in envelopes {
+                    if envelope.from != self.peer || envelope.to != sh.config.node {
+                        return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
+                    }
+                    self.on_envelope(sh, connection, envelope);
+                }
+                Ok(())
+            }
+            // Handshake frames after the handshake: the peer is confused.
+            _ => Err(Disconnect::Protocol(crate::frame::FrameError::BadHandshake)),
+        }
+    }
+
+    fn on_envelope(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelope: Envelope) {
+        match envelope.kind {
+            MessageKind::Response => {
+                let completer = self.state.lock().pending.remove(&envelope.correlation);
+                match completer {
+                    Some(completer) => {
+                        completer.complete(Ok(envelope.payload));
+                        self.changed.notify_all();
+                    }
+                    None => bump(&sh.counters.late_responses, 1),
+                }
+            }
+            MessageKind::Request | MessageKind::OneWay => {
+                let correlation =
+                    (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
+                let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
+                match &sh.handler {
+                    Some(handler) => {
+                        let reply = handler(&incoming);
+                        if let (Some(correlation), Some(reply)) = (correlation, reply) {
+                            // A lost connection fails the reply; the requester sees the loss.
+                            let _ = self.send(sh, MessageKind::Response, correlation, reply);
+                        }
+                    }
+                    None => sh.deliver(self, connection, incoming),
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight: wait on it for the response.
+///
+/// Dropping the handle abandons the request and frees its place in the in-flight window; a
+/// response arriving later is counted in [`Stats::late_responses`] and discarded.
+#[derive(Debug)]
+pub struct ResponseHandle {
+    channel: Arc<Channel>,
+    id: CorrelationId,
+    completion: Completion<Result<Bytes, RequestError>>,
+    deadline: Instant,
+    timeout: Duration,
+    finished: bool,
+}
+
+impl ResponseHandle {
+    /// The request's correlation id.
+    pub fn correlation(&self) -> CorrelationId {
+        self.id
+    }
+
+    /// Blocks until the response arrives, the deadline passes or the connection is lost.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Timeout`] after the deadline, [`RequestError::ConnectionLost`] as soon
+    /// as the connection drops, [`RequestError::Shutdown`] if the transport closes.
+    pub fn wait(mut self) -> Result<Bytes, RequestError> {
+        self.finished = true;
+        match self.completion.wait_until(self.deadline) {
+            WaitOutcome::Done(result) => result,
+            WaitOutcome::Canceled => Err(RequestError::Shutdown),
+            WaitOutcome::TimedOut => {
+                self.forget();
+                // The response may have raced the deadline; if so, take it.
+                match self.completion.try_take() {
+                    WaitOutcome::Done(result) => result,
+                    _ => Err(RequestError::Timeout {
+                        peer: self.channel.peer,
+                        after: self.timeout,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Whether the outcome is already there (`wait` would not block).
+    pub fn is_ready(&self) -> bool {
+        self.completion.is_ready()
+    }
+
+    fn forget(&self) {
+        let removed = self.channel.state.lock().pending.remove(&self.id);
+        if removed.is_some() {
+            // Dropping the completer only marks our own completion canceled; wake senders
+            // waiting for a place in the in-flight window.
+            drop(removed);
+            self.channel.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for ResponseHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.forget();
+        }
+    }
+}
+
+/// A node's TCP transport: Single-Socket Channels to its peers, the Request Pipeline and
+/// Request Batch over them, and a listener for peers that dial this node.
+///
+/// # Who dials whom
+///
+/// For each pair of nodes there is one connection. When a node learns a peer's address with
+/// [`add_peer`](Self::add_peer) and its own id is **higher**, it dials that peer and keeps
+/// the connection up, reconnecting with jittered exponential back-off. Otherwise it waits
+/// for the peer to dial. This is ZooKeeper's rule for its election connections; it also lets
+/// clients with high ids reach servers that do not know their addresses. A hello from a peer
+/// this node dials itself is refused as [`RejectReason::WrongDirection`].
+///
+/// # Delivery
+///
+/// Messages to one peer are written in the order they were queued, on one connection, and
+/// delivered in that order. When a connection is lost, its queued messages are dropped and
+/// its pending requests fail at once with [`RequestError::ConnectionLost`]: delivery is at
+/// most once, and a request whose connection was lost may or may not have been processed.
+#[derive(Debug)]
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+}
+
+impl TcpTransport {
+    /// Binds a listener on `addr` (port 0 picks a free port) and starts accepting peers.
+    /// Received requests and messages are queued for [`recv`](Self::recv).
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub fn bind(config: Config, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::start(config, addr, None)
+    }
+
+    /// Like [`bind`](Self::bind), but requests and messages are handed to `handler` on the
+    /// connection's reader thread, and a request's response is what the handler returns.
+    /// This saves a thread hand-off per request; the handler must be quick, since the
+    /// connection reads nothing else meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub fn bind_with_handler(
+        config: Config,
+        addr: impl ToSocketAddrs,
+        handler: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        Self::start(config, addr, Some(Arc::new(handler)))
+    }
+
+    fn start(
+        config: Config,
+        addr: impl ToSocketAddrs,
+        handler: Option<Handler>,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            local_addr,
+            started: Instant::now(),
+            closing: AtomicBool::new(false),
+            channels: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(VecDeque::new()),
+            inbound_changed: Condvar::new(),
+            sockets_accepted: AtomicUsize::new(0),
+            events: Mutex::new(VecDeque::new()),
+            counters: Counters::default(),
+            handler,
+            threads: Mutex::new(Vec::new()),
+            next_connection: AtomicU64::new(1),
+        });
+        let sh = Arc::clone(&shared);
+        shared.spawn(
+            format!("synod-accept-{}", shared.config.node.0),
+            move || accept_loop(&sh, &listener),
+        );
+        Ok(TcpTransport { shared })
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.shared.config.node
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Tells this node where `peer` listens. If this node's id is higher, it starts dialing
+    /// the peer now and keeps the connection up; otherwise the address is noted and the
+    /// peer is expected to dial. Adding a known peer again does nothing.
+    pub fn add_peer(&self, peer: NodeId, addr: SocketAddr) {
+        let sh = &self.shared;
+        let dials = sh.config.node > peer;
+        let channel = {
+            let mut channels = sh.channels.lock();
+            if channels.contains_key(&peer) {
+                return;
+            }
+            let channel = Arc::new(Channel::new(peer, dials.then_some(addr)));
+            channels.insert(peer, Arc::clone(&channel));
+            channel
+        };
+        if dials {
+            let sh2 = Arc::clone(sh);
+            sh.spawn(
+                format!("synod-dial-{}-{}", sh.config.node.0, peer.0),
+                move || {
+                    dial_loop(&sh2, &channel, addr);
+                },
+            );
+        }
+    }
+
+    /// Sends a one-way message to `to`.
+    ///
+    /// # Errors
+    ///
+    /// See [`SendError`]; with [`Overflow::Block`] this waits while the queue is full.
+    pub fn send(&self, to: NodeId, payload: Bytes) -> Result<(), SendError> {
+        let channel = self.channel_for(to)?;
+        channel.send(&self.shared, MessageKind::OneWay, CorrelationId(0), payload)
+    }
+
+    /// Sends a request to `to` and returns a handle to wait on for the response, which must
+    /// arrive within `timeout`. Many requests may be in flight at once (the Request
+    /// Pipeline), up to `in_flight_max` per peer.
+    ///
+    /// # Errors
+    ///
+    /// See [`RequestError`]; with [`Overflow::Block`] this waits while the in-flight window
+    /// or the queue is full.
+    pub fn request(
+        &self,
+        to: NodeId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<ResponseHandle, RequestError> {
+        let channel = self.channel_for(to)?;
+        channel.request(&self.shared, payload, timeout)
+    }
+
+    /// Sends `payload` as the response to `request`, which must be a request received by
+    /// this transport.
+    ///
+    /// # Errors
+    ///
+    /// See [`SendError`]. A request that is not one (a one-way message) is refused as
+    /// [`SendError::UnknownPeer`] of its sender.
+    pub fn respond(&self, request: &Incoming, payload: Bytes) -> Result<(), SendError> {
+        let Some(correlation) = request.correlation() else {
+            return Err(SendError::UnknownPeer(request.from()));
+        };
+        let channel = self.channel_for(request.from())?;
+        channel.send(&self.shared, MessageKind::Response, correlation, payload)
+    }
+
+    fn channel_for(&self, peer: NodeId) -> Result<Arc<Channel>, SendError> {
+        if self.shared.is_closing() {
+            return Err(SendError::Shutdown);
+        }
+        self.shared
+            .channel(peer)
+            .ok_or(SendError::NotConnected { peer, last: None })
+    }
+
+    /// The next received request or message, waiting at most `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Incoming> {
+        let deadline = Instant::now() + timeout;
+        let sh = &self.shared;
+        let mut inbound = sh.inbound.lock();
+        loop {
+            if let Some(incoming) = inbound.pop_front() {
+                drop(inbound);
+                sh.inbound_changed.notify_all();
+                return Some(incoming);
+            }
+            if sh.is_closing()
+                || sh
+                    .inbound_changed
+                    .wait_until(&mut inbound, deadline)
+                    .timed_out()
+            {
+                let incoming = inbound.pop_front();
+                if incoming.is_some() {
+                    drop(inbound);
+                    sh.inbound_changed.notify_all();
+                }
+                return incoming;
+            }
+        }
+    }
+
+    /// The next received request or message, if one is waiting.
+    pub fn try_recv(&self) -> Option<Incoming> {
+        let incoming = self.shared.inbound.lock().pop_front();
+        if incoming.is_some() {
+            self.shared.inbound_changed.notify_all();
+        }
+        incoming
+    }
+
+    /// Whether a connection to `peer` is up now.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.shared
+            .channel(peer)
+            .is_some_and(|c| c.state.lock().conn.is_some())
+    }
+
+    /// Waits until a connection to `peer` is up, at most `timeout`; returns whether it is.
+    pub fn wait_connected(&self, peer: NodeId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // The channel of a peer that dials this node appears with its first connection.
+            if let Some(channel) = self.shared.channel(peer) {
+                let mut st = channel.state.lock();
+                while st.conn.is_none() {
+                    if channel.changed.wait_until(&mut st, deadline).timed_out() {
+                        return st.conn.is_some();
+                    }
+                }
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let mut inbound = self.shared.inbound.lock();
+            let wait = (deadline - Instant::now()).min(Duration::from_millis(5));
+            self.shared.inbound_changed.wait_for(&mut inbound, wait);
+        }
+    }
+
+    /// Why the last connection to `peer` ended, if it did and none replaced it yet.
+    pub fn last_error(&self, peer: NodeId) -> Option<Disconnect> {
+        self.shared
+            .channel(peer)
+            .and_then(|c| c.state.lock().last_error.clone())
+    }
+
+    /// Encoded bytes queued for `peer` and not yet written (bounded by
+    /// `outbound_bytes_max`).
+    pub fn outbound_queued_bytes(&self, peer: NodeId) -> usize {
+        self.shared
+            .channel(peer)
+            .map_or(0, |c| c.state.lock().queued_bytes)
+    }
+
+    /// Requests to `peer` awaiting a response (bounded by `in_flight_max`).
+    pub fn in_flight(&self, peer: NodeId) -> usize {
+        self.shared
+            .channel(peer)
+            .map_or(0, |c| c.state.lock().pending.len())
+    }
+
+    /// The last [`EVENTS_RECENT_MAX`] connection events, oldest first: refused handshakes,
+    /// protocol errors, lost connections, each with its reason.
+    pub fn recent_events(&self) -> Vec<ConnectionEvent> {
+        self.shared.events.lock().iter().cloned().collect()
+    }
+
+    /// Counters since the transport started.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections_established: get(&c.connections_established),
+            connections_refused: get(&c.connections_refused),
+            connections_lost: get(&c.connections_lost),
+            batches_sent: get(&c.batches_sent),
+            messages_sent: get(&c.messages_sent),
+            messages_received: get(&c.messages_received),
+            late_responses: get(&c.late_responses),
+            messages_dropped: get(&c.messages_dropped),
+        }
+    }
+
+    /// Closes every connection, fails every pending request with
+    /// [`RequestError::ConnectionLost`] (reason [`Disconnect::Shutdown`]) and joins the
+    /// transport's threads. Dropping the transport does the same.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn close(&self) {
+        let sh = &self.shared;
+        if sh.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let channels: Vec<Arc<Channel>> = sh.channels.lock().values().cloned().collect();
+        for channel in channels {
+            let current = {
+                let mut st = channel.state.lock();
+                st.closed = true;
+                st.conn.as_ref().map(|c| c.id)
+            };
+            match current {
+                Some(id) => channel.lost(sh, id, Disconnect::Shutdown),
+                None => {
+                    let mut st = channel.state.lock();
+                    channel.fail_all(sh, &mut st, &Disconnect::Shutdown);
+                }
+            }
+            channel.changed.notify_all();
+        }
+        sh.inbound_changed.notify_all();
+        // Wake the accept thread, blocked in accept().
+        let _ = TcpStream::connect_timeout(&sh.local_addr, sh.config.connect_timeout());
+        loop {
+            let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *sh.threads.lock());
+            if threads.is_empty() {
+                break;
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Transport for TcpTransport {
+    fn local_id(&self) -> NodeId {
+        self.node()
+    }
+
+    fn send(&mut self, to: NodeId, payload: Bytes) -> Result<(), SendError> {
+        TcpTransport::send(self, to, payload)
+    }
+
+    fn try_recv(&mut self) -> Option<Incoming> {
+        TcpTransport::try_recv(self)
+    }
+}
+
+fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        if sh.is_closing() {
+            return;
+        }
+        let Ok(stream) = stream else {
+            // Accept errors (out of descriptors, a connection reset before accept) concern
+            // one connection; keep serving the others.
+            continue;
+        };
+        let remote = stream.peer_addr().ok();
+        let over = sh.sockets_accepted.fetch_add(1, Ordering::AcqRel) >= sh.config.connections_max;
+        let sh2 = Arc::clone(sh);
+        let spawned = sh.spawn(format!("synod-conn-{}", sh.config.node.0), move || {
+            serve_accepted(&sh2, stream, remote, over);
+        });
+        if !spawned {
+            sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn refuse(sh: &Shared, remote: Option<SocketAddr>, peer: Option<NodeId>, reason: Disconnect) {
+    bump(&sh.counters.connections_refused, 1);
+    sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+    sh.event(ConnectionEvent {
+        peer,
+        remote,
+        accepted: true,
+        reason,
+    });
+}
+
+/// Reads one handshake frame, leaving any bytes after it in the decoder.
+fn read_handshake_frame(
+    stream: &mut &TcpStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Frame, HandshakeError> {
+    let mut chunk = [0; 512];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(err) => return Err(HandshakeError::Malformed(err)),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(HandshakeError::Incomplete),
+            Ok(n) => decoder.extend(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(HandshakeError::Incomplete),
+        }
+    }
+}
+
+/// Handshake frames are small; everything after the handshake may use the full limit.
+fn handshake_decoder(sh: &Shared) -> FrameDecoder {
+    FrameDecoder::new(sh.config.frame_bytes_max.max(HANDSHAKE_BYTES_MAX))
+}
+
+fn serve_accepted(
+    sh: &Arc<Shared>,
+    stream: TcpStream,
+    remote: Option<SocketAddr>,
+    over_limit: bool,
+) {
+    let timeout = Some(sh.config.connect_timeout());
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        refuse(sh, remote, None, Disconnect::PeerClosed);
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut decoder = handshake_decoder(sh);
+    let hello = match read_handshake_frame(&mut &stream, &mut decoder) {
+        Ok(frame)
+            if frame.kind == FrameKind::Hello && frame.payload.len() <= HANDSHAKE_BYTES_MAX =>
+        {
+            handshake::decode::<Hello>(&frame.payload)
+        }
+        Ok(_) => Err(HandshakeError::Malformed(
+            crate::frame::FrameError::BadHandshake,
+        )),
+        Err(err) => Err(err),
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(err) => {
+            let reason = match err {
+                HandshakeError::Malformed(frame) => Disconnect::Protocol(frame),
+                other => Disconnect::Handshake(other),
+            };
+            let _ = stream.shutdown(Shutdown::Both);
+            refuse(sh, remote, None, reason);
+            return;
+        }
+    };
+    let dials = sh.channel(hello.from).is_some_and(|c| c.dial.is_some());
+    let at_limit = over_limit.then_some(sh.config.connections_max);
+    if let Err(reason) =
+        handshake::check_hello(&hello, sh.config.cluster, sh.config.node, dials, at_limit)
+    {
+        let mut out = Vec::new();
+        handshake::encode(FrameKind::Reject, &reason, &mut out);
+        let _ = (&stream).write_all(&out);
+        let _ = stream.shutdown(Shutdown::Write);
+        refuse(
+            sh,
+            remote,
+            Some(hello.from),
+            Disconnect::Handshake(HandshakeError::Refused(reason)),
+        );
+        return;
+    }
+    let mut out = Vec::new();
+    let welcome = Welcome {
+        cluster: sh.config.cluster,
+        node: sh.config.node,
+    };
+    handshake::encode(FrameKind::Welcome, &welcome, &mut out);
+    if let Err(err) = (&stream).write_all(&out) {
+        refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
+        return;
+    }
+    let channel = sh.channel_or_insert(hello.from);
+    run_connection(sh, &channel, stream, decoder, true);
+}
+
+/// Serves an established connection: spawns its reader and runs its writer on this thread
+/// until the connection is lost.
+fn run_connection(
+    sh: &Arc<Shared>,
+    channel: &Arc<Channel>,
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    accepted: bool,
+) {
+    // Writes that make no progress for the keep-alive bound mean the peer stopped reading.
+    let _ = stream.set_write_timeout(Some(sh.config.keepalive_timeout()));
+    let _ = stream.set_nodelay(true);
+    let stream = Arc::new(stream);
+    if sh.is_closing() {
+        if accepted {
+            sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+        return;
+    }
+    let id = channel.install(sh, &stream, accepted);
+    let (sh2, channel2, stream2) = (Arc::clone(sh), Arc::clone(channel), Arc::clone(&stream));
+    let spawned = sh.spawn(
+        format!("synod-read-{}-{}", sh.config.node.0, channel.peer.0),
+        move || {
+            let reason = channel2.read_loop(&sh2, id, &stream2, decoder);
+            channel2.lost(&sh2, id, reason);
+        },
+    );
+    if !spawned {
+        let err = io::Error::other("no thread for the connection's reader");
+        channel.lost(sh, id, Disconnect::io(&err));
+        return;
+    }
+    channel.write_loop(sh, id, &stream);
+}
+
+/// Dials `addr` and performs the dialer's side of the handshake.
+fn dial(
+    sh: &Shared,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> Result<(TcpStream, FrameDecoder), Disconnect> {
+    let c = &sh.config;
+    let stream =
+        TcpStream::connect_timeout(&addr, c.connect_timeout()).map_err(|e| Disconnect::io(&e))?;
+    stream
+        .set_read_timeout(Some(c.connect_timeout()))
+        .map_err(|e| Disconnect::io(&e))?;
+    stream
+        .set_write_timeout(Some(c.connect_timeout()))
+        .map_err(|e| Disconnect::io(&e))?;
+    let hello = Hello {
+        protocol: PROTOCOL,
+        cluster: c.cluster,
+        from: c.node,
+        to: peer,
+    };
+    let mut out = Vec::new();
+    handshake::encode(FrameKind::Hello, &hello, &mut out);
+    (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
+    let mut decoder = handshake_decoder(sh);
+    let frame = read_handshake_frame(&mut &stream, &mut decoder).map_err(Disconnect::Handshake)?;
+    let malformed = || {
+        Disconnect::Handshake(HandshakeError::Malformed(
+            crate::frame::FrameError::BadHandshake,
+        ))
+    };
+    match frame.kind {
+        FrameKind::Welcome => {
+            let welcome: Welcome =
+                handshake::decode(&frame.payload).map_err(Disconnect::Handshake)?;
+            if welcome.cluster != c.cluster || welcome.node != peer {
+                return Err(Disconnect::Handshake(HandshakeError::UnexpectedPeer {
+                    expected: (c.cluster, peer),
+                    got: (welcome.cluster, welcome.node),
+                }));
+            }
+            Ok((stream, decoder))
+        }
+        FrameKind::Reject => {
+            let reason: RejectReason =
+                handshake::decode(&frame.payload).map_err(Disconnect::Handshake)?;
+            Err(Disconnect::Handshake(HandshakeError::RejectedByPeer(
+                reason,
+            )))
+        }
+        _ => Err(malformed()),
+    }
+}
+
+/// Keeps a dialed channel connected: dial, serve until lost, back off, dial again.
+fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
+    let c = &sh.config;
+    let mut backoff = Backoff::new(
+        c.backoff_initial_ms,
+        c.backoff_max_ms,
+        c.seed ^ channel.peer.0.rotate_left(17),
+    );
+    while !sh.is_closing() {
+        match dial(sh, channel.peer, addr) {
+            Ok((stream, decoder)) => {
+                backoff.reset();
+                run_connection(sh, channel, stream, decoder, false);
+            }
+            Err(reason) => {
+                if matches!(reason, Disconnect::Handshake(_)) {
+                    bump(&sh.counters.connections_refused, 1);
+                }
+                let mut st = channel.state.lock();
+                // Messages queued while connecting cannot go anywhere: fail them now
+                // rather than let them wait an unknown time.
+                channel.fail_all(sh, &mut st, &reason);
+                drop(st);
+                channel.changed.notify_all();
+                sh.event(ConnectionEvent {
+                    peer: Some(channel.peer),
+                    remote: Some(addr),
+                    accepted: false,
+                    reason,
+                });
+            }
+        }
+        let until = Instant::now() + backoff.next_delay();
+        let mut st = channel.state.lock();
+        while !st.closed && !sh.is_closing() {
+            if channel.changed.wait_until(&mut st, until).timed_out() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Misbehaving peers: one that stops reading, one that stops answering, one whose
+//! connection resets mid-frame, one announcing a huge frame, one that truncates a frame.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use synod_transport::frame::{FrameError, MAGIC, MessageKind, VERSION};
+use synod_transport::{Disconnect, NodeId, Overflow, RequestError, SendError};
+
+use crate::support::{PATIENCE, config, message, raw_acceptor, raw_dial, start, wait_for};
+
+#[test]
+fn a_peer_that_stops_reading_never_grows_the_queue_past_its_bound() {
+    let (addr, raw) = raw_acceptor(1);
+    let bound = 256 << 10;
+    let b = start(
+        config(2)
+            .outbound_bytes_max(bound)
+            .overflow(Overflow::FailFast)
+            .keepalive_timeout_ms(60_000)
+            .keepalive_interval_ms(1000),
+    );
+    b.add_peer(NodeId(1), addr);
+    let _peer = raw.join().unwrap(); // welcomed, and never read from again
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let payload = Bytes::from(vec![0xAB; 16 << 10]);
+    let mut sent = 0usize;
+    let mut max_seen = 0;
+    let full = wait_for(|| {
+        let result = b.send(NodeId(1), payload.clone());
+        max_seen = max_seen.max(b.outbound_queued_bytes(NodeId(1)));
+        match result {
+            Ok(()) => {
+                sent += 1;
+                false
+            }
+            Err(SendError::QueueFull { peer }) => {
+                assert_eq!(peer, NodeId(1));
+                true
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    });
+    assert!(full, "the queue never filled");
+    assert!(max_seen <= bound, "queued {max_seen} bytes, bound {bound}");
+    println!(
+        "stopped reader: {sent} messages of 16 KiB accepted (socket buffers plus queue), then QueueFull; queued bytes peaked at {max_seen} <= {bound}"
+    );
+}
+
+#[test]
+fn a_peer_that_stops_answering_is_detected_by_the_keepalive_bound() {
+    let (addr, raw) = raw_acceptor(1);
+    let b = start(
+        config(2)
+            .keepalive_interval_ms(50)
+            .keepalive_timeout_ms(300),
+    );
+    b.add_peer(NodeId(1), addr);
+    let _silent = raw.join().unwrap(); // welcomed, then says nothing, ever
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    // The request's own deadline is far away: it fails because the keep-alive bound
+    // passed, not because of its deadline.
+    let handle = b
+        .request(NodeId(1), Bytes::from_static(b"hello?"), PATIENCE * 10)
+        .unwrap();
+    match handle.wait() {
+        Err(RequestError::ConnectionLost { reason, .. }) => {
+            assert_eq!(reason, Disconnect::KeepAliveTimeout { silent_ms: 300 });
+        }
+        other => panic!("expected a keep-alive timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_dropped_connection_fails_pending_requests_promptly() {
+    let (addr, raw) = raw_acceptor(1);
+    let b = start(config(2).backoff_initial_ms(1000).backoff_max_ms(1000));
+    b.add_peer(NodeId(1), addr);
+    let peer = raw.join().unwrap();
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let handles: Vec<_> = (0..5)
+        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE * 10).unwrap())
+        .collect();
+    assert!(wait_for(|| b.stats().messages_sent == 5));
+    drop(peer);
+    for h in handles {
+        match h.wait() {
+            Err(RequestError::ConnectionLost { reason, .. }) => {
+                assert!(
+                    matches!(reason, Disconnect::PeerClosed | Disconnect::Io { .. }),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_oversize_frame_closes_the_connection_without_allocating_it() {
+    let a = start(config(1).frame_bytes_max(64 << 10));
+    let mut raw = raw_dial(a.local_addr(), 2, 1);
+    // Announce a frame of 3 GiB and send nothing more.
+    let mut header = Vec::new();
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&[VERSION, 4, 0, 0]);
+    header.extend_from_slice(&(3u32 << 30).to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    raw.write_all(&header).unwrap();
+    assert!(crate::support::closed_by_server(&mut raw));
+    assert!(wait_for(|| a.recent_events().iter().any(|e| e.reason
+        == Disconnect::Protocol(FrameError::TooLarge {
+            len: 3 << 30,
+            max: 64 << 10
+        }))));
+}
+
+#[test]
+fn a_truncated_frame_delivers_nothing() {
+    let a = start(config(1));
+    let mut raw = raw_dial(a.local_addr(), 2, 1);
+    let whole = message(MessageKind::OneWay, 0, 2, 1, b"first");
+    let cut = message(MessageKind::OneWay, 0, 2, 1, b"second, cut short");
+    raw.write_all(&whole).unwrap();
+    raw.write_all(&cut[..cut.len() - 3]).unwrap();
+    drop(raw);
+    assert!(wait_for(|| a
+        .recent_events()
+        .iter()
+        .any(|e| matches!(e.reason, Disconnect::TruncatedFrame { .. }))));
+    // The connection is gone and everything it delivered is queued: only the whole frame.
+    assert_eq!(&a.try_recv().unwrap().payload()[..], b"first");
+    assert!(a.try_recv().is_none());
+}
+
+#[test]
+fn a_reset_mid_frame_delivers_nothing_and_closes_only_that_connection() {
+    let a = start(config(1));
+    let mut raw = raw_dial(a.local_addr(), 3, 1);
+    // Make the raw peer hold unread data, so that closing it sends a reset.
+    a.send(NodeId(3), Bytes::from_static(b"unread")).unwrap();
+    assert!(wait_for(|| a.stats().messages_sent == 1));
+    let cut = message(MessageKind::Request, 9, 3, 1, b"never whole");
+    raw.write_all(&cut[..cut.len() / 2]).unwrap();
+    drop(raw);
+    assert!(wait_for(|| a.recent_events().iter().any(|e| e.peer
+        == Some(NodeId(3))
+        && matches!(
+            e.reason,
+            Disconnect::TruncatedFrame { .. } | Disconnect::Io { .. }
+        ))));
+    assert!(a.try_recv().is_none());
+    // Another peer is served as before.
+    let b = start(config(2));
+    b.add_peer(NodeId(1), a.local_addr());
+    let h = b
+        .request(NodeId(1), Bytes::from_static(b"ok?"), PATIENCE)
+        .unwrap();
+    let req = a.recv(PATIENCE).unwrap();
+    a.respond(&req, Bytes::from_static(b"ok")).unwrap();
+    assert_eq!(&h.wait().unwrap()[..], b"ok");
+}
+
+#[test]
+fn an_envelope_claiming_another_sender_closes_the_connection() {
+    let a = start(config(1));
+    let mut raw = raw_dial(a.local_addr(), 2, 1);
+    raw.write_all(&message(MessageKind::OneWay, 0, 5, 1, b"spoofed"))
+        .unwrap();
+    assert!(crate::support::closed_by_server(&mut raw));
+    assert!(a.try_recv().is_none());
+}

@@ -1,0 +1,273 @@
+//! Two or more real transports over loopback: ordering, the Request Pipeline, Request
+//! Batch, deadlines, reconnects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use synod_transport::{NodeId, RequestError, TcpTransport};
+
+use crate::support::{PATIENCE, config, start, wait_for};
+
+/// Node 1 listens; node 2 (higher id) dials it.
+fn pair() -> (TcpTransport, TcpTransport) {
+    let a = start(config(1));
+    let b = start(config(2));
+    b.add_peer(NodeId(1), a.local_addr());
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    (a, b)
+}
+
+#[test]
+fn one_way_messages_arrive_in_order_both_ways() {
+    let (a, b) = pair();
+    for i in 0u32..2000 {
+        b.send(NodeId(1), Bytes::copy_from_slice(&i.to_le_bytes()))
+            .unwrap();
+    }
+    for i in 0u32..2000 {
+        let got = a.recv(PATIENCE).expect("message");
+        assert_eq!(got.from(), NodeId(2));
+        assert!(!got.is_request());
+        assert_eq!(&got.payload()[..], &i.to_le_bytes());
+    }
+    // The same connection carries node 1's messages back.
+    assert!(a.is_connected(NodeId(2)));
+    a.send(NodeId(2), Bytes::from_static(b"back")).unwrap();
+    assert_eq!(&b.recv(PATIENCE).unwrap().payload()[..], b"back");
+    assert_eq!(a.stats().connections_established, 1);
+    assert_eq!(b.stats().connections_established, 1);
+}
+
+#[test]
+fn pipelined_requests_complete_with_their_own_responses_under_load() {
+    let server = TcpTransport::bind_with_handler(
+        config(1).in_flight_max(64).build().unwrap(),
+        "127.0.0.1:0",
+        |req| {
+            // The response is the request reversed, so a mix-up is visible.
+            let mut v = req.payload().to_vec();
+            v.reverse();
+            Some(Bytes::from(v))
+        },
+    )
+    .unwrap();
+    let client = Arc::new(start(config(2).in_flight_max(64)));
+    client.add_peer(NodeId(1), server.local_addr());
+    let threads = 4;
+    let per_thread = 500u32;
+    let checked = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let client = Arc::clone(&client);
+            let checked = Arc::clone(&checked);
+            std::thread::spawn(move || {
+                let mut window = std::collections::VecDeque::new();
+                for i in 0..per_thread {
+                    let body = format!("t{t}-r{i}-payload");
+                    let handle = client
+                        .request(NodeId(1), Bytes::from(body.clone()), PATIENCE)
+                        .expect("queued");
+                    window.push_back((body, handle));
+                    if window.len() == 16 {
+                        let (body, handle) = window.pop_front().unwrap();
+                        let got = handle.wait().expect("response");
+                        assert_eq!(
+                            got.iter().rev().copied().collect::<Vec<u8>>(),
+                            body.as_bytes()
+                        );
+                        checked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for (body, handle) in window {
+                    let got = handle.wait().expect("response");
+                    assert_eq!(
+                        got.iter().rev().copied().collect::<Vec<u8>>(),
+                        body.as_bytes()
+                    );
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total = checked.load(Ordering::Relaxed);
+    assert_eq!(total, (threads * per_thread) as usize);
+    assert_eq!(client.in_flight(NodeId(1)), 0);
+    let stats = client.stats();
+    println!(
+        "pipeline: {total} requests from {threads} threads, all matched; {} frames carried {} messages",
+        stats.batches_sent, stats.messages_sent
+    );
+}
+
+#[test]
+fn requests_through_recv_and_respond() {
+    let (a, b) = pair();
+    let server = std::thread::spawn(move || {
+        for _ in 0..100 {
+            let req = a.recv(PATIENCE).expect("request");
+            assert!(req.is_request());
+            let mut reply = b"re:".to_vec();
+            reply.extend_from_slice(req.payload());
+            a.respond(&req, Bytes::from(reply)).unwrap();
+        }
+        a
+    });
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            (
+                i,
+                b.request(NodeId(1), Bytes::from(format!("{i}")), PATIENCE)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for (i, h) in handles {
+        assert_eq!(h.wait().unwrap(), Bytes::from(format!("re:{i}")));
+    }
+    let _a = server.join().unwrap();
+}
+
+#[test]
+fn a_request_past_its_deadline_fails_with_timeout_and_frees_its_slot() {
+    let (a, b) = pair();
+    let handle = b
+        .request(
+            NodeId(1),
+            Bytes::from_static(b"ignored"),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+    // Node 1 receives the request and never answers.
+    assert!(a.recv(PATIENCE).unwrap().is_request());
+    match handle.wait() {
+        Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId(1)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(b.in_flight(NodeId(1)), 0);
+    // A response arriving after the deadline is counted and dropped.
+    a.respond(&a_request(&a, &b), Bytes::new()).unwrap();
+}
+
+/// Sends one more request from `b` and returns it as `a` received it, having let it time
+/// out at `b`.
+fn a_request(a: &TcpTransport, b: &TcpTransport) -> synod_transport::Incoming {
+    let handle = b
+        .request(NodeId(1), Bytes::new(), Duration::from_millis(1))
+        .unwrap();
+    let req = a.recv(PATIENCE).unwrap();
+    assert!(matches!(handle.wait(), Err(RequestError::Timeout { .. })));
+    req
+}
+
+#[test]
+fn in_flight_window_is_bounded_and_fail_fast_says_so() {
+    let a = start(config(1));
+    let b = start(
+        config(2)
+            .in_flight_max(3)
+            .overflow(synod_transport::Overflow::FailFast),
+    );
+    b.add_peer(NodeId(1), a.local_addr());
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let held: Vec<_> = (0..3)
+        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE).unwrap())
+        .collect();
+    assert!(matches!(
+        b.request(NodeId(1), Bytes::new(), PATIENCE),
+        Err(RequestError::InFlightFull { max: 3, .. })
+    ));
+    drop(held);
+    assert_eq!(b.in_flight(NodeId(1)), 0);
+    assert!(b.request(NodeId(1), Bytes::new(), PATIENCE).is_ok());
+}
+
+#[test]
+fn batching_combines_messages_and_responses_into_fewer_frames() {
+    let server = TcpTransport::bind_with_handler(
+        config(1).batch_delay_us_max(2000).build().unwrap(),
+        "127.0.0.1:0",
+        |req| Some(req.payload().clone()),
+    )
+    .unwrap();
+    let client = start(config(2).batch_delay_us_max(2000));
+    client.add_peer(NodeId(1), server.local_addr());
+    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    let handles: Vec<_> = (0..500u32)
+        .map(|i| {
+            client
+                .request(
+                    NodeId(1),
+                    Bytes::copy_from_slice(&i.to_le_bytes()),
+                    PATIENCE,
+                )
+                .unwrap()
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(&h.wait().unwrap()[..], &(i as u32).to_le_bytes());
+    }
+    let (c, s) = (client.stats(), server.stats());
+    println!(
+        "batch: requests {} in {} frames; responses {} in {} frames",
+        c.messages_sent, c.batches_sent, s.messages_sent, s.batches_sent
+    );
+    assert_eq!(c.messages_sent, 500);
+    assert!(c.batches_sent < c.messages_sent, "requests were batched");
+    assert!(s.batches_sent < s.messages_sent, "responses were batched");
+}
+
+#[test]
+fn a_lost_connection_fails_pending_requests_at_once_and_the_dialer_reconnects() {
+    let a = start(config(1));
+    let addr = a.local_addr();
+    let b = start(config(2).backoff_initial_ms(5).backoff_max_ms(50));
+    b.add_peer(NodeId(1), addr);
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let pending: Vec<_> = (0..10)
+        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE * 10).unwrap())
+        .collect();
+    assert!(wait_for(|| a.stats().messages_received == 10));
+    a.shutdown();
+    for handle in pending {
+        match handle.wait() {
+            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+    }
+    // Node 1 comes back on the same address; node 2 reconnects by itself.
+    let a = TcpTransport::bind(config(1).build().unwrap(), addr).expect("rebind");
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let h = b
+        .request(NodeId(1), Bytes::from_static(b"again"), PATIENCE)
+        .unwrap();
+    let req = a.recv(PATIENCE).unwrap();
+    a.respond(&req, Bytes::from_static(b"ok")).unwrap();
+    assert_eq!(&h.wait().unwrap()[..], b"ok");
+}
+
+#[test]
+fn a_node_that_dials_refuses_to_be_dialed_by_the_same_peer() {
+    // Node 2 knows node 1's address and dials it; node 1 dialing node 2 would make a second
+    // connection, so node 2 refuses it.
+    let a = start(config(1));
+    let b = start(config(2));
+    b.add_peer(NodeId(1), a.local_addr());
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let mut raw = std::net::TcpStream::connect(b.local_addr()).unwrap();
+    use std::io::Write;
+    raw.write_all(&crate::support::hello(crate::support::CLUSTER, 1, 2))
+        .unwrap();
+    let answer = crate::support::read_frame(&mut raw).unwrap();
+    assert_eq!(answer.kind, synod_transport::frame::FrameKind::Reject);
+    let reason: synod_transport::handshake::RejectReason =
+        postcard::from_bytes(&answer.payload).unwrap();
+    assert_eq!(
+        reason,
+        synod_transport::handshake::RejectReason::WrongDirection
+    );
+}
