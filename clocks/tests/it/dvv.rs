@@ -1,0 +1,118 @@
+//! Dotted version vector sets against a model of which writes each client had seen.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use synod_clocks::{NodeId, Siblings, VersionVector};
+
+use crate::{Rng, seeds};
+
+/// One replica of one key, with the model's view: write ids it has seen and, per write,
+/// the write ids the writing client had seen (which that write supersedes).
+#[derive(Clone)]
+struct Replica {
+    state: Siblings<u64>,
+    seen: BTreeSet<u64>,
+}
+
+fn expected(replica: &Replica, superseded: &[BTreeSet<u64>]) -> Vec<u64> {
+    let mut dead = BTreeSet::new();
+    for w in &replica.seen {
+        dead.extend(&superseded[*w as usize]);
+    }
+    replica.seen.difference(&dead).copied().collect()
+}
+
+#[test]
+fn siblings_are_exactly_the_writes_not_superseded_by_a_write_that_saw_them() {
+    const REPLICAS: usize = 3;
+    let runs = seeds(30);
+    let mut max_siblings = 0;
+    let mut writes_total = 0;
+    for seed in 0..runs {
+        let mut rng = Rng::new(seed);
+        let mut replicas = vec![
+            Replica {
+                state: Siblings::new(),
+                seen: BTreeSet::new()
+            };
+            REPLICAS
+        ];
+        let mut superseded: Vec<BTreeSet<u64>> = Vec::new();
+        // Contexts held by clients between read and write: (context, seen write ids).
+        let mut clients: Vec<(VersionVector, BTreeSet<u64>)> = Vec::new();
+        for _ in 0..300 {
+            match rng.below(3) {
+                0 => {
+                    let r = rng.below(REPLICAS as u64) as usize;
+                    clients.push((
+                        replicas[r].state.context().clone(),
+                        replicas[r].seen.clone(),
+                    ));
+                }
+                1 if !clients.is_empty() => {
+                    // A client writes through any replica with the context it read.
+                    let (ctx, saw) = clients.swap_remove(rng.below(clients.len() as u64) as usize);
+                    let r = rng.below(REPLICAS as u64) as usize;
+                    let id = superseded.len() as u64;
+                    replicas[r]
+                        .state
+                        .write(NodeId::new(r as u64), &ctx, id)
+                        .unwrap();
+                    replicas[r].seen.extend(&saw);
+                    replicas[r].seen.insert(id);
+                    superseded.push(saw);
+                }
+                _ => {
+                    let (a, b) = (
+                        rng.below(REPLICAS as u64) as usize,
+                        rng.below(REPLICAS as u64) as usize,
+                    );
+                    let other = replicas[b].clone();
+                    replicas[a].state.merge(&other.state);
+                    replicas[a].seen.extend(&other.seen);
+                }
+            }
+            for (i, r) in replicas.iter().enumerate() {
+                let got: Vec<u64> = {
+                    let mut v: Vec<u64> = r.state.values().copied().collect();
+                    v.sort_unstable();
+                    v
+                };
+                assert_eq!(got, expected(r, &superseded), "seed {seed}, replica {i}");
+                assert!(
+                    r.state.context().len() <= REPLICAS,
+                    "context grew past the number of servers"
+                );
+                max_siblings = max_siblings.max(got.len());
+            }
+        }
+        writes_total += superseded.len();
+    }
+    println!(
+        "dotted version vectors: {runs} seeds, {writes_total} writes, at most {max_siblings} siblings, 0 lost or resurrected"
+    );
+}
+
+proptest! {
+    #[test]
+    fn merge_is_commutative_associative_and_idempotent(ops in prop::collection::vec((0u64..3, 0u64..3, any::<bool>()), 1..40)) {
+        // Build three replicas from a random op sequence, then check the merge laws.
+        let mut reps: Vec<Siblings<u64>> = vec![Siblings::new(); 3];
+        for (i, &(a, b, write)) in ops.iter().enumerate() {
+            let (a, b) = (a as usize, b as usize);
+            if write {
+                let ctx = if i % 2 == 0 { reps[b].context().clone() } else { VersionVector::new() };
+                reps[a].write(NodeId::new(a as u64), &ctx, i as u64).unwrap();
+            } else {
+                let other = reps[b].clone();
+                reps[a].merge(&other);
+            }
+        }
+        let m = |x: &Siblings<u64>, y: &Siblings<u64>| { let mut z = x.clone(); z.merge(y); z };
+        let (a, b, c) = (&reps[0], &reps[1], &reps[2]);
+        prop_assert_eq!(m(a, b), m(b, a));
+        prop_assert_eq!(m(&m(a, b), c), m(a, &m(b, c)));
+        prop_assert_eq!(m(a, a), a.clone());
+    }
+}
