@@ -1,18 +1,33 @@
 //! Deterministic simulation of distributed state machines, with faults and checkers.
-//!
-//! In the manner of FoundationDB's simulator and TigerBeetle's VOPR: many nodes run in one
-//! thread from one seed, over a simulated network, disks and clocks that misbehave on a
-//! schedule drawn from that seed. The same seed gives the same run, byte for byte.
-//!
-//! # What it does not do
-//!
-//! It runs I/O-free state machines only; code that opens sockets or reads the OS clock
-//! cannot be simulated.
-//!
-//! # Status
-//!
-//! Under construction (issue 6).
-//!
-//! # Sibling crates
-//!
-//! Uses `synod-wal`'s fault-injecting storage for disks and `synod-clocks`' manual clock.
+
+mod check;
+mod clock;
+mod disk;
+mod history;
+mod nemesis;
+mod net;
+mod node;
+mod rng;
+pub mod seeds;
+mod sim;
+mod time;
+mod trace;
+
+pub use check::{
+    HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_STEPS_MAX, Linearizability, Model,
+    OkInvariant, Verdict,
+};
+pub use disk::{CrashMode, Disk};
+pub use history::{History, HistoryError, OpId, Operation, Outcome};
+pub use nemesis::{
+    Counter, Coverage, FaultKind, FaultProfile, NemesisConfig, NemesisConfigBuilder,
+};
+pub use net::{Cut, DelayDistribution, LinkConfig, PartitionShape};
+pub use node::{ClientId, Context, Node, NodeId, RequestId, SyncToken, TimerId};
+pub use rng::{Probability, SimRng, splitmix64};
+pub use sim::{
+    CLIENTS_MAX, Completion, ConfigError, Failure, Invocation, NODES_MAX, NoClients, Phase,
+    RunReport, SimConfig, SimConfigBuilder, Simulation, View, Workload,
+};
+pub use time::SimTime;
+pub use trace::TraceHasher;

@@ -1,0 +1,451 @@
+//! History checkers: linearizability against a sequential model, and a hook for
+//! invariants over completed operations (such as a bank's constant total).
+//!
+//! # Linearizability
+//!
+//! A history is linearizable if every operation can be given a single instant between its
+//! invocation and its completion such that, taken in that order, the operations are legal
+//! for the sequential [`Model`]. [`Linearizability`] decides this with Wing and Gong's
+//! search, with Lowe's memoization of (set of linearized operations, model state) as in
+//! porcupine: an operation is linearized when its call is reached, the search backtracks
+//! when it reaches a return whose call is not yet linearized, and a configuration already
+//! seen is not explored twice.
+//!
+//! - **Per-key decomposition**: a model that maps each input to a partition (for a
+//!   key-value store, its key) is checked one partition at a time, which is exact for
+//!   models whose partitions are independent and turns one exponential search into many
+//!   small ones.
+//! - **Unknown operations** (no reply) may have taken effect at any time after their
+//!   invocation, or never: they get a return time of infinity and an unknown output, so
+//!   the search may place them anywhere after their call, including after everything else
+//!   (which is the same as never). Failed operations certainly had no effect and are left
+//!   out, and so are unanswered operations the model says are read-only.
+//! - **Bounded effort**: the search stops after [`Linearizability::steps_max`] steps per
+//!   partition and reports [`Verdict::GaveUp`] rather than hanging.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+
+use crate::history::{History, Outcome};
+use crate::time::SimTime;
+
+/// A sequential specification that [`Linearizability`] checks histories against.
+pub trait Model {
+    /// An operation's input.
+    type Input: fmt::Debug;
+    /// An operation's output.
+    type Output: fmt::Debug;
+    /// The model's state; small and cheap to clone and hash, since the search memoizes it.
+    type State: Clone + Eq + Hash;
+    /// The independent part of the state an input touches (a key), or `()`.
+    type Partition: Ord + Clone + fmt::Debug;
+
+    /// Which partition `input` touches.
+    fn partition(&self, input: &Self::Input) -> Self::Partition;
+
+    /// The initial state of every partition.
+    fn init(&self) -> Self::State;
+
+    /// Whether `input` never changes the state (a read). An unanswered read-only
+    /// operation constrains nothing, so the checker leaves it out. The default is `false`.
+    fn is_read_only(&self, input: &Self::Input) -> bool {
+        let _ = input;
+        false
+    }
+
+    /// The state after applying `input` in `state`, if returning `output` is legal there;
+    /// `output` is `None` for an operation whose reply never came (any output is then
+    /// acceptable). Returns `None` if the step is illegal.
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Option<Self::State>;
+}
+
+/// An operation on a key-value store of `u64` keys and values, each key a register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvInput {
+    /// Read `key`.
+    Read {
+        /// The key.
+        key: u64,
+    },
+    /// Set `key` to `value`.
+    Write {
+        /// The key.
+        key: u64,
+        /// The new value.
+        value: u64,
+    },
+    /// Set `key` to `new` if it currently holds `expect` (`None`: absent).
+    Cas {
+        /// The key.
+        key: u64,
+        /// The value required.
+        expect: Option<u64>,
+        /// The new value.
+        new: u64,
+    },
+}
+
+/// The result of a [`KvInput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvOutput {
+    /// The value read (`None`: absent).
+    Read(Option<u64>),
+    /// The write was applied.
+    Written,
+    /// Whether the compare-and-set applied.
+    Cas(bool),
+}
+
+/// The key-value register model: each key independent, initially absent.
+///
+/// ```
+/// use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
+/// let t = SimTime::from_micros;
+/// let mut h = History::new();
+/// let w = h.invoke(ClientId::new(0), KvInput::Write { key: 1, value: 5 }, t(0));
+/// h.ok(w, KvOutput::Written, t(10))?;
+/// let r = h.invoke(ClientId::new(1), KvInput::Read { key: 1 }, t(20));
+/// h.ok(r, KvOutput::Read(None), t(30))?; // a stale read after the write completed
+/// assert!(matches!(Linearizability::new(KvModel).check(&h), Verdict::Violation(_)));
+/// # Ok::<(), synod_sim::HistoryError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvModel;
+
+impl Model for KvModel {
+    type Input = KvInput;
+    type Output = KvOutput;
+    type State = Option<u64>;
+    type Partition = u64;
+
+    fn partition(&self, input: &KvInput) -> u64 {
+        match *input {
+            KvInput::Read { key } | KvInput::Write { key, .. } | KvInput::Cas { key, .. } => key,
+        }
+    }
+
+    fn init(&self) -> Option<u64> {
+        None
+    }
+
+    fn is_read_only(&self, input: &KvInput) -> bool {
+        matches!(input, KvInput::Read { .. })
+    }
+
+    fn step(
+        &self,
+        state: &Option<u64>,
+        input: &KvInput,
+        output: Option<&KvOutput>,
+    ) -> Option<Option<u64>> {
+        match (*input, output) {
+            (KvInput::Read { .. }, None) => Some(*state),
+            (KvInput::Read { .. }, Some(KvOutput::Read(v))) => (v == state).then_some(*state),
+            (KvInput::Write { value, .. }, None | Some(KvOutput::Written)) => Some(Some(value)),
+            (KvInput::Cas { expect, new, .. }, None) => {
+                Some(if *state == expect { Some(new) } else { *state })
+            }
+            (KvInput::Cas { expect, new, .. }, Some(KvOutput::Cas(applied))) => {
+                match (*state == expect, *applied) {
+                    (true, true) => Some(Some(new)),
+                    (false, false) => Some(*state),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a checker concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The history satisfies the property.
+    Pass,
+    /// The history violates it; the text says where.
+    Violation(String),
+    /// The checker stopped at its effort bound without deciding.
+    GaveUp(String),
+}
+
+impl Verdict {
+    /// Whether the verdict is [`Verdict::Pass`].
+    #[must_use]
+    pub fn is_pass(&self) -> bool {
+        *self == Verdict::Pass
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass => f.write_str("pass"),
+            Verdict::Violation(why) => write!(f, "violation: {why}"),
+            Verdict::GaveUp(why) => write!(f, "gave up: {why}"),
+        }
+    }
+}
+
+/// Something that checks a whole history after a run.
+pub trait HistoryChecker<I, O> {
+    /// A short name for reports.
+    fn name(&self) -> &str;
+    /// Checks `history`.
+    fn check_history(&mut self, history: &History<I, O>) -> Verdict;
+}
+
+/// The linearizability checker: Wing and Gong's search with memoization, per partition,
+/// bounded (see the crate documentation, "Checking histories").
+#[derive(Debug, Clone)]
+pub struct Linearizability<M> {
+    model: M,
+    steps_max: u64,
+}
+
+/// The default search bound per partition.
+pub const LINEARIZABILITY_STEPS_MAX: u64 = 2_000_000;
+
+impl<M: Model> Linearizability<M> {
+    /// A checker for `model` with the default effort bound
+    /// ([`LINEARIZABILITY_STEPS_MAX`] steps per partition).
+    #[must_use]
+    pub fn new(model: M) -> Self {
+        Linearizability {
+            model,
+            steps_max: LINEARIZABILITY_STEPS_MAX,
+        }
+    }
+
+    /// The same checker giving up after `steps` search steps per partition.
+    #[must_use]
+    pub fn steps_max(mut self, steps: u64) -> Self {
+        self.steps_max = steps.max(1);
+        self
+    }
+
+    /// Checks `history`.
+    pub fn check(&self, history: &History<M::Input, M::Output>) -> Verdict {
+        let mut parts: BTreeMap<M::Partition, Vec<usize>> = BTreeMap::new();
+        for (i, op) in history.operations().iter().enumerate() {
+            let unanswered = matches!(op.outcome, Outcome::Unknown | Outcome::Pending);
+            if matches!(op.outcome, Outcome::Fail)
+                || (unanswered && self.model.is_read_only(&op.input))
+            {
+                continue;
+            }
+            parts
+                .entry(self.model.partition(&op.input))
+                .or_default()
+                .push(i);
+        }
+        for (part, ops) in parts {
+            match self.check_partition(history, &ops) {
+                Search::Linearizable => {}
+                Search::Illegal { blocking, deepest } => {
+                    let op = &history.operations()[blocking];
+                    return Verdict::Violation(format!(
+                        "partition {part:?} ({} operations) is not linearizable: at most {deepest} \
+                         could be linearized; operation #{blocking} ({:?} -> {:?} by {} at {}) \
+                         could not be placed",
+                        ops.len(),
+                        op.input,
+                        op.outcome,
+                        op.client,
+                        op.invoked_at,
+                    ));
+                }
+                Search::GaveUp => {
+                    return Verdict::GaveUp(format!(
+                        "partition {part:?} ({} operations) not decided within {} steps",
+                        ops.len(),
+                        self.steps_max
+                    ));
+                }
+            }
+        }
+        Verdict::Pass
+    }
+
+    fn check_partition(&self, history: &History<M::Input, M::Output>, ops: &[usize]) -> Search {
+        const NIL: usize = usize::MAX;
+        let all = history.operations();
+        // Entries 1..=2m: (time, is_return, op). Entry 0 is the list head.
+        let mut entries: Vec<(SimTime, bool, usize)> = Vec::with_capacity(ops.len() * 2);
+        for (k, &i) in ops.iter().enumerate() {
+            let op = &all[i];
+            entries.push((op.invoked_at, false, k));
+            let ret = match op.outcome {
+                Outcome::Ok(_) => op.completed_at.unwrap_or(SimTime::MAX),
+                _ => SimTime::MAX,
+            };
+            entries.push((ret, true, k));
+        }
+        // Calls before returns at equal times: treat touching operations as concurrent.
+        entries.sort_unstable();
+        let len = entries.len() + 1;
+        let mut next = vec![NIL; len];
+        let mut prev = vec![0usize; len];
+        let mut matching = vec![NIL; len];
+        let mut call_of_op = vec![0usize; ops.len()];
+        for e in 1..len {
+            prev[e] = e - 1;
+            next[e - 1] = e;
+            let (_, is_return, k) = entries[e - 1];
+            if is_return {
+                matching[call_of_op[k]] = e;
+            } else {
+                call_of_op[k] = e;
+            }
+        }
+        let words = ops.len().div_ceil(64);
+        let mut linearized = vec![0u64; words];
+        let mut cache: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+        let mut stack: Vec<(usize, M::State)> = Vec::new();
+        let mut state = self.model.init();
+        let mut steps = 0u64;
+        let mut deepest = 0usize;
+        let mut blocking = ops.first().copied().unwrap_or(0);
+        let mut entry = next[0];
+        while next[0] != NIL {
+            steps += 1;
+            if steps > self.steps_max {
+                return Search::GaveUp;
+            }
+            let is_call = entry != NIL && !entries[entry - 1].1;
+            if is_call {
+                let k = entries[entry - 1].2;
+                let op = &all[ops[k]];
+                let output = match &op.outcome {
+                    Outcome::Ok(o) => Some(o),
+                    _ => None,
+                };
+                if let Some(new_state) = self.model.step(&state, &op.input, output) {
+                    linearized[k / 64] |= 1 << (k % 64);
+                    if cache.insert((linearized.clone(), new_state.clone())) {
+                        stack.push((entry, std::mem::replace(&mut state, new_state)));
+                        // Lift the call and its return out of the list.
+                        let m = matching[entry];
+                        next[prev[entry]] = next[entry];
+                        prev[next[entry]] = prev[entry];
+                        next[prev[m]] = next[m];
+                        if next[m] != NIL {
+                            prev[next[m]] = prev[m];
+                        }
+                        if stack.len() > deepest {
+                            deepest = stack.len();
+                        }
+                        entry = next[0];
+                        continue;
+                    }
+                    linearized[k / 64] &= !(1 << (k % 64));
+                }
+                entry = next[entry];
+            } else {
+                if entry != NIL && stack.len() >= deepest {
+                    blocking = ops[entries[entry - 1].2];
+                }
+                let Some((e, s)) = stack.pop() else {
+                    return Search::Illegal { blocking, deepest };
+                };
+                state = s;
+                let k = entries[e - 1].2;
+                linearized[k / 64] &= !(1 << (k % 64));
+                // Put the call and its return back.
+                let m = matching[e];
+                next[prev[m]] = m;
+                if next[m] != NIL {
+                    prev[next[m]] = m;
+                }
+                next[prev[e]] = e;
+                prev[next[e]] = e;
+                entry = next[e];
+            }
+        }
+        Search::Linearizable
+    }
+}
+
+enum Search {
+    Linearizable,
+    Illegal { blocking: usize, deepest: usize },
+    GaveUp,
+}
+
+impl<M: Model> HistoryChecker<M::Input, M::Output> for Linearizability<M> {
+    fn name(&self) -> &str {
+        "linearizability"
+    }
+
+    fn check_history(&mut self, history: &History<M::Input, M::Output>) -> Verdict {
+        self.check(history)
+    }
+}
+
+/// The invariant hook: a predicate every successfully completed operation must satisfy,
+/// given its input and output (for example, "every read of all accounts sums to the
+/// bank's total").
+///
+/// ```
+/// use synod_sim::{ClientId, History, HistoryChecker, OkInvariant, SimTime};
+/// // Input: a read of all balances; output: the balances.
+/// let mut h: History<(), Vec<i64>> = History::new();
+/// let r = h.invoke(ClientId::new(0), (), SimTime::ZERO);
+/// h.ok(r, vec![60, 41], SimTime::from_micros(5))?;
+/// let mut total = OkInvariant::new("bank total", |_: &(), balances: &Vec<i64>| {
+///     let sum: i64 = balances.iter().sum();
+///     if sum == 100 { Ok(()) } else { Err(format!("total {sum}, expected 100")) }
+/// });
+/// assert!(!total.check_history(&h).is_pass());
+/// # Ok::<(), synod_sim::HistoryError>(())
+/// ```
+pub struct OkInvariant<F> {
+    name: String,
+    predicate: F,
+}
+
+impl<F> fmt::Debug for OkInvariant<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OkInvariant")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> OkInvariant<F> {
+    /// An invariant called `name` checked by `predicate`.
+    pub fn new(name: &str, predicate: F) -> Self {
+        OkInvariant {
+            name: name.to_owned(),
+            predicate,
+        }
+    }
+}
+
+impl<I, O, F> HistoryChecker<I, O> for OkInvariant<F>
+where
+    F: FnMut(&I, &O) -> Result<(), String>,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_history(&mut self, history: &History<I, O>) -> Verdict {
+        for (i, op) in history.operations().iter().enumerate() {
+            if let Outcome::Ok(out) = &op.outcome
+                && let Err(why) = (self.predicate)(&op.input, out)
+            {
+                return Verdict::Violation(format!(
+                    "{}: operation #{i} by {} at {}: {why}",
+                    self.name, op.client, op.invoked_at
+                ));
+            }
+        }
+        Verdict::Pass
+    }
+}

@@ -1,0 +1,118 @@
+//! Choosing seeds, and printing how to replay a failing one.
+//!
+//! Simulation tests run many seeds and must say, when one fails, which seed it was and the
+//! exact command that replays it. [`SeedRunner`] does both, reading these environment
+//! variables:
+//!
+//! - `SYNOD_SEED=<u64>`: run only this seed (the replay variable).
+//! - `SYNOD_SEEDS=<count>`: run this many seeds instead of the test's CI default.
+//! - `SYNOD_SEED_BASE=<u64>`: start the seed range here (default 0), to explore new seeds
+//!   without re-running old ones.
+//!
+//! ```
+//! use synod_sim::seeds::SeedRunner;
+//! let runner = SeedRunner::new("synod-sim", "doc::example");
+//! assert!(runner.replay_command(42).starts_with("SYNOD_SEED=42 cargo test -p synod-sim"));
+//! let ran = runner.run(3, |seed| if seed < 1_000 { Ok(()) } else { Err("too big".into()) });
+//! assert!(ran >= 1);
+//! ```
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+/// Runs a test body over a set of seeds and reports the first failure with its replay
+/// command.
+#[derive(Debug, Clone)]
+pub struct SeedRunner {
+    package: String,
+    test: String,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+impl SeedRunner {
+    /// A runner for the test `test` (its full path in the `it` test binary, for example
+    /// `register::correct_register_is_linearizable`) of the package `package`.
+    #[must_use]
+    pub fn new(package: &str, test: &str) -> Self {
+        SeedRunner {
+            package: package.to_owned(),
+            test: test.to_owned(),
+        }
+    }
+
+    /// The seeds to run: `SYNOD_SEED` alone if set, otherwise `SYNOD_SEEDS` (or
+    /// `default_count`) seeds from `SYNOD_SEED_BASE` (or 0).
+    #[must_use]
+    pub fn seeds(&self, default_count: u64) -> Vec<u64> {
+        if let Some(seed) = env_u64("SYNOD_SEED") {
+            return vec![seed];
+        }
+        let count = env_u64("SYNOD_SEEDS").unwrap_or(default_count);
+        let base = env_u64("SYNOD_SEED_BASE").unwrap_or(0);
+        (0..count).map(|i| base.wrapping_add(i)).collect()
+    }
+
+    /// Whether a single seed was requested with `SYNOD_SEED`.
+    #[must_use]
+    pub fn replaying(&self) -> bool {
+        env_u64("SYNOD_SEED").is_some()
+    }
+
+    /// The shell command that replays `seed`.
+    #[must_use]
+    pub fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "SYNOD_SEED={seed} cargo test -p {} --test it {} -- --exact --nocapture",
+            self.package, self.test
+        )
+    }
+
+    /// Runs `body` for each seed of [`SeedRunner::seeds`] and returns how many ran.
+    ///
+    /// # Panics
+    ///
+    /// On the first seed whose body returns an error or panics, with the seed, the error
+    /// and the replay command in the message.
+    pub fn run(&self, default_count: u64, mut body: impl FnMut(u64) -> Result<(), String>) -> u64 {
+        let seeds = self.seeds(default_count);
+        for &seed in &seeds {
+            match catch_unwind(AssertUnwindSafe(|| body(seed))) {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => panic!(
+                    "seed {seed} failed: {why}\nreplay with: {}",
+                    self.replay_command(seed)
+                ),
+                Err(panic) => {
+                    eprintln!(
+                        "seed {seed} panicked\nreplay with: {}",
+                        self.replay_command(seed)
+                    );
+                    resume_unwind(panic);
+                }
+            }
+        }
+        seeds.len() as u64
+    }
+
+    /// Runs `body` for each seed until one fails, and returns that seed with its error and
+    /// how many seeds it took (for tests that must catch a deliberately broken system).
+    pub fn find_failure(
+        &self,
+        default_count: u64,
+        mut body: impl FnMut(u64) -> Result<(), String>,
+    ) -> Option<(u64, String, u64)> {
+        for (i, seed) in self.seeds(default_count).into_iter().enumerate() {
+            if let Err(why) = body(seed) {
+                return Some((seed, why, i as u64 + 1));
+            }
+        }
+        None
+    }
+}

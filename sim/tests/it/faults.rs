@@ -1,0 +1,243 @@
+//! The fault model seen from inside a node: a probe node that pings its peers, writes and
+//! syncs its disk, and records what it observes.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use synod_sim::{
+    Context, Counter, CrashMode, FaultKind, NemesisConfig, NoClients, Node, NodeId, RequestId,
+    SimConfig, SimTime, Simulation, SyncToken, TimerId,
+};
+
+#[derive(Debug, Default, Clone)]
+struct Observed {
+    /// Per node: pings received.
+    received: Vec<u64>,
+    /// Per node: pings sent.
+    sent: Vec<u64>,
+    /// Per node: bytes known durable (set on sync completion).
+    synced: Vec<usize>,
+    /// Per node: starts.
+    starts: Vec<u64>,
+    /// A node saw its clock go backwards.
+    clock_went_back: bool,
+}
+
+struct Probe {
+    seen: Rc<RefCell<Observed>>,
+    last_now: SimTime,
+    written: usize,
+}
+
+impl Node for Probe {
+    type Message = u64;
+    type Request = ();
+    type Response = ();
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        let len = ctx.disk().read("f").map_or(0, <[u8]>::len);
+        let me = ctx.id().index();
+        let mut seen = self.seen.borrow_mut();
+        assert!(len >= seen.synced[me], "restart lost synced bytes");
+        seen.starts[me] += 1;
+        drop(seen);
+        self.written = len;
+        self.last_now = ctx.now();
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _from: NodeId, _msg: u64) {
+        self.seen.borrow_mut().received[ctx.id().index()] += 1;
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
+        if ctx.now() < self.last_now {
+            self.seen.borrow_mut().clock_went_back = true;
+        }
+        self.last_now = ctx.now();
+        let me = ctx.id();
+        for to in ctx.node_ids().filter(|&n| n != me) {
+            ctx.send(to, 1);
+            self.seen.borrow_mut().sent[me.index()] += 1;
+        }
+        ctx.disk().append("f", &[7; 16]);
+        self.written += 16;
+        ctx.sync(SyncToken(self.written as u64));
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_request(&mut self, _: &mut Context<'_, Self>, _: RequestId, _: ()) {}
+
+    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        let me = ctx.id().index();
+        let mut seen = self.seen.borrow_mut();
+        seen.synced[me] = seen.synced[me].max(token.0 as usize);
+    }
+}
+
+fn probe_run(nemesis: NemesisConfig, seed: u64) -> (synod_sim::RunReport<(), ()>, Observed) {
+    let n = 5;
+    let seen = Rc::new(RefCell::new(Observed {
+        received: vec![0; n],
+        sent: vec![0; n],
+        synced: vec![0; n],
+        starts: vec![0; n],
+        clock_went_back: false,
+    }));
+    let config = SimConfig::builder(n)
+        .clients(0)
+        .safety_time(Duration::from_millis(500))
+        .nemesis(nemesis)
+        .build()
+        .expect("valid");
+    let for_nodes = Rc::clone(&seen);
+    let report = Simulation::new(
+        config,
+        seed,
+        move |_| Probe {
+            seen: Rc::clone(&for_nodes),
+            last_now: SimTime::ZERO,
+            written: 0,
+        },
+        NoClients,
+    )
+    // A trivially true progress condition: the run heals everything, then ends.
+    .progress(|_| true)
+    .run();
+    let observed = seen.borrow().clone();
+    (report, observed)
+}
+
+fn only(kinds: &[FaultKind]) -> NemesisConfig {
+    NemesisConfig::builder().swarm(false).kinds(kinds).build()
+}
+
+#[test]
+fn without_faults_every_message_arrives_and_nothing_fires() {
+    let (report, seen) = probe_run(NemesisConfig::disabled(), 1);
+    assert_eq!(report.failure, None);
+    assert_eq!(report.coverage, synod_sim::Coverage::default());
+    let sent: u64 = seen.sent.iter().sum();
+    let received: u64 = seen.received.iter().sum();
+    // Messages still in flight when the run ends are at most one tick's worth plus the tail.
+    assert!(
+        sent > 1000 && sent - received < 100,
+        "sent {sent} received {received}"
+    );
+    assert_eq!(seen.starts, vec![1; 5]);
+}
+
+#[test]
+fn partitions_of_every_shape_cut_messages_and_heal() {
+    let mut coverage = synod_sim::Coverage::default();
+    for seed in 0..10 {
+        let (report, _) = probe_run(only(&[FaultKind::Partition]), seed);
+        coverage.merge(&report.coverage);
+        assert_eq!(report.coverage.get(Counter::Crash), 0);
+        assert_eq!(report.coverage.get(Counter::MessageLost), 0);
+    }
+    for c in [
+        Counter::PartitionHalves,
+        Counter::PartitionIsolateOne,
+        Counter::PartitionOneWay,
+        Counter::PartitionBridge,
+        Counter::PartitionMajoritiesRing,
+        Counter::PartitionHealed,
+        Counter::MessageCut,
+    ] {
+        assert!(coverage.get(c) > 0, "{} never fired", c.name());
+    }
+}
+
+#[test]
+fn crashes_keep_synced_data_and_restart_through_on_start() {
+    let mut lost = 0;
+    for mode in CrashMode::ALL {
+        let nemesis = NemesisConfig::builder()
+            .swarm(false)
+            .kinds(&[FaultKind::Crash])
+            .crash_modes(&[mode])
+            .build();
+        let (report, seen) = probe_run(nemesis, 3);
+        let crashes = report.coverage.get(Counter::Crash);
+        assert!(crashes > 0, "{mode:?}");
+        let starts: u64 = seen.starts.iter().sum();
+        assert_eq!(starts, 5 + report.coverage.get(Counter::Restart));
+        assert_eq!(
+            report.coverage.get(Counter::Restart),
+            crashes,
+            "all restart by the end"
+        );
+        lost += report.coverage.get(Counter::DiskWritesLost);
+    }
+    assert!(lost > 0);
+}
+
+#[test]
+fn paused_nodes_receive_nothing_until_they_resume() {
+    let n = 3;
+    let config = SimConfig::builder(n)
+        .clients(0)
+        .safety_time(Duration::from_millis(500))
+        .nemesis(only(&[FaultKind::Pause]))
+        .build()
+        .expect("valid");
+    let seen = Rc::new(RefCell::new(Observed {
+        received: vec![0; n],
+        sent: vec![0; n],
+        synced: vec![0; n],
+        starts: vec![0; n],
+        clock_went_back: false,
+    }));
+    let for_nodes = Rc::clone(&seen);
+    let for_check = Rc::clone(&seen);
+    let mut at_pause: Vec<Option<u64>> = vec![None; n];
+    let report = Simulation::new(
+        config,
+        5,
+        move |_| Probe {
+            seen: Rc::clone(&for_nodes),
+            last_now: SimTime::ZERO,
+            written: 0,
+        },
+        NoClients,
+    )
+    .invariant(move |view| {
+        let seen = for_check.borrow();
+        for (i, slot) in at_pause.iter_mut().enumerate() {
+            let paused = view.is_paused(NodeId::new(i as u32));
+            match (*slot, paused) {
+                (None, true) => {
+                    *slot = Some(seen.received[i]);
+                }
+                (Some(count), true) if count != seen.received[i] => {
+                    return Err(format!("paused node {i} handled a message"));
+                }
+                (Some(_), false) => *slot = None,
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .progress(|_| true)
+    .run();
+    assert_eq!(report.failure, None);
+    assert!(report.coverage.get(Counter::Pause) > 0);
+    assert_eq!(
+        report.coverage.get(Counter::Pause),
+        report.coverage.get(Counter::Resume)
+    );
+}
+
+#[test]
+fn clock_jumps_are_visible_to_nodes() {
+    let went_back = (0..5).any(|seed| {
+        probe_run(only(&[FaultKind::ClockJump]), seed)
+            .1
+            .clock_went_back
+    });
+    assert!(went_back);
+    let (_, seen) = probe_run(NemesisConfig::disabled(), 0);
+    assert!(!seen.clock_went_back);
+}

@@ -1,0 +1,9 @@
+//! Integration tests of `synod-sim`: the checkers against known histories, the simulator's
+//! determinism and fault coverage, and a replicated register run under faults.
+
+mod checkers;
+mod determinism;
+mod faults;
+mod register;
+mod register_impl;
+mod regression;

@@ -1,0 +1,187 @@
+//! The register demonstration: ABD passes thousands of seeds; ABD without its write-back
+//! step, or acknowledging stores before they are durable, is caught, and the seed of the
+//! catch replays the same failure.
+
+use std::time::Duration;
+
+use synod_sim::seeds::SeedRunner;
+use synod_sim::{
+    Counter, Coverage, DelayDistribution, KvInput, KvModel, KvOutput, Linearizability, LinkConfig,
+    NodeId, Probability, RunReport, SimConfig, Simulation,
+};
+
+use crate::register_impl::{KEYS, RegisterNode, RegisterWorkload, Variant};
+
+/// Seeds the correct register runs in CI (`SYNOD_SEEDS` overrides).
+pub const CORRECT_SEEDS: u64 = 2_000;
+/// The broken registers must be caught within this many seeds.
+pub const CATCH_WITHIN: u64 = 500;
+
+pub fn config(nodes: usize) -> SimConfig {
+    SimConfig::builder(nodes)
+        .clients(6)
+        .safety_time(Duration::from_millis(300))
+        .liveness_time_max(Duration::from_secs(2))
+        .client_timeout(Duration::from_millis(100))
+        .link(LinkConfig::new(
+            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(2))
+                .with_tail(Probability::from_percent(5), Duration::from_millis(20)),
+        ))
+        .build()
+        .expect("valid config")
+}
+
+pub fn simulation(
+    variant: Variant,
+    nodes: usize,
+    seed: u64,
+) -> Simulation<RegisterNode, RegisterWorkload> {
+    Simulation::new(
+        config(nodes),
+        seed,
+        move |id| RegisterNode::new(variant, id, nodes),
+        RegisterWorkload::default(),
+    )
+    .invariant(|view| {
+        // Two replicas holding the same timestamp for a key hold the same value.
+        for key in 0..KEYS {
+            let mut seen: Vec<((u64, u64), Option<u64>)> = Vec::new();
+            for (id, node) in view.nodes() {
+                let (ts, value) = node.stored(key);
+                if let Some((_, other)) = seen.iter().find(|(t, _)| *t == ts)
+                    && *other != value
+                {
+                    return Err(format!(
+                        "key {key}: {id} holds {value:?} at {ts:?}, another node holds {other:?}"
+                    ));
+                }
+                seen.push((ts, value));
+            }
+        }
+        Ok(())
+    })
+    .progress(|view| {
+        // After healing, some operation invoked since then completes.
+        view.healed_at()
+            .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
+    })
+}
+
+pub fn run(variant: Variant, seed: u64) -> RunReport<KvInput, KvOutput> {
+    simulation(variant, 3, seed).run()
+}
+
+pub fn verdict(report: &RunReport<KvInput, KvOutput>) -> Result<(), String> {
+    report.check(&mut Linearizability::new(KvModel))
+}
+
+#[test]
+fn correct_register_is_linearizable_under_faults() {
+    let runner = SeedRunner::new(
+        "synod-sim",
+        "register::correct_register_is_linearizable_under_faults",
+    );
+    let mut coverage = Coverage::default();
+    let (mut events, mut ops, mut unknown) = (0u64, 0usize, 0usize);
+    let seeds = runner.run(CORRECT_SEEDS, |seed| {
+        let report = run(Variant::Correct, seed);
+        coverage.merge(&report.coverage);
+        events += report.events;
+        ops += report.history.len();
+        unknown += report.history.unknown_count();
+        verdict(&report)
+    });
+    println!(
+        "correct register: {seeds} seeds passed, {events} events, {ops} operations ({unknown} unknown)"
+    );
+    println!("coverage: {coverage}");
+    if !runner.replaying() {
+        assert!(ops > seeds as usize * 10, "the workload did run");
+        assert!(unknown > 0, "some operations timed out");
+        assert_eq!(
+            coverage.missing(),
+            Vec::<Counter>::new(),
+            "every fault fired"
+        );
+    }
+}
+
+#[test]
+fn five_node_register_is_linearizable_under_faults() {
+    let runner = SeedRunner::new(
+        "synod-sim",
+        "register::five_node_register_is_linearizable_under_faults",
+    );
+    let seeds = runner.run(200, |seed| {
+        verdict(&simulation(Variant::Correct, 5, seed).run())
+    });
+    println!("five-node correct register: {seeds} seeds passed");
+}
+
+fn catch(variant: Variant, test: &str) {
+    let runner = SeedRunner::new("synod-sim", test);
+    // A catch is a definite violation, not the checker giving up.
+    let Some((seed, why, tried)) =
+        runner.find_failure(CATCH_WITHIN, |seed| match verdict(&run(variant, seed)) {
+            Err(why) if !why.contains("gave up") => Err(why),
+            _ => Ok(()),
+        })
+    else {
+        panic!("{variant:?} register not caught within {CATCH_WITHIN} seeds");
+    };
+    println!("{variant:?} caught at seed {seed} after {tried} seeds: {why}");
+    println!("replay with: {}", runner.replay_command(seed));
+    // The seed of the catch replays the same run and the same failure.
+    let first = run(variant, seed);
+    let again = run(variant, seed);
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_eq!(first.events, again.events);
+    assert_eq!(verdict(&again), Err(why));
+    // And the correct register passes the same seed.
+    assert_eq!(verdict(&run(Variant::Correct, seed)), Ok(()));
+}
+
+#[test]
+fn register_without_write_back_is_caught() {
+    catch(
+        Variant::NoWriteBack,
+        "register::register_without_write_back_is_caught",
+    );
+}
+
+#[test]
+fn register_acking_before_sync_is_caught() {
+    catch(
+        Variant::AckBeforeSync,
+        "register::register_acking_before_sync_is_caught",
+    );
+}
+
+#[test]
+fn register_survives_a_fault_free_run_with_every_operation_ok() {
+    let config = SimConfig::builder(3)
+        .clients(4)
+        .safety_time(Duration::from_millis(200))
+        .nemesis(synod_sim::NemesisConfig::disabled())
+        .build()
+        .expect("valid");
+    let report = Simulation::new(
+        config,
+        7,
+        |id: NodeId| RegisterNode::new(Variant::Correct, id, 3),
+        RegisterWorkload::default(),
+    )
+    .run();
+    assert_eq!(report.failure, None);
+    assert_eq!(report.coverage, Coverage::default());
+    assert_eq!(
+        report.history.unknown_count(),
+        report.history.len() - report.history.ok_count()
+    );
+    assert!(
+        report.history.ok_count() > 100,
+        "{}",
+        report.history.ok_count()
+    );
+    assert_eq!(verdict(&report), Ok(()));
+}
