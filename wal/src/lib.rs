@@ -33,3 +33,25 @@
 //!
 //! `synod-consensus` offers a log store built on this crate; `synod-sim` uses its
 //! fault-injecting storage for simulated disks.
+
+mod config;
+mod error;
+pub mod format;
+mod index;
+mod inspect;
+mod scan;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod wal;
+
+pub use config::{
+    Clock, ManualClock, RecoveryMode, SyncPolicy, SystemClock, WalConfig, WalConfigBuilder,
+};
+pub use error::{Corruption, CorruptionKind, WalError};
+pub use index::LogIndex;
+pub use inspect::{
+    CheckReport, DumpReport, DumpedRecord, SegmentSummary, check, check_storage, dump, dump_storage,
+};
+pub use storage::{FileStorage, Storage, StorageFile};
+pub use wal::{Records, RecoveryReport, Wal};

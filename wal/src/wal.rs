@@ -1,0 +1,1176 @@
+//! [`Wal`]: the shared log handle (appends, durability, reads, truncation, purges).
+//!
+//! One mutex guards the in-memory state (segments, their record offsets, the pending
+//! records, the written and durable marks). File I/O never happens under it: whoever
+//! writes or syncs marks the log `busy`, releases the lock, does the I/O, and takes the lock
+//! again to publish the result. Only one thread is ever busy, so segment files are written by
+//! one thread at a time, while appenders keep queueing records and readers keep reading.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::config::{RecoveryMode, SyncPolicy, WalConfig};
+use crate::error::{Corruption, CorruptionKind};
+use crate::format::{
+    self, CORRUPT_SUFFIX, FLAG_BASE, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SPARE_SUFFIX,
+    SegmentHeader, TMP_SUFFIX,
+};
+use crate::scan::{self, Tail};
+use crate::storage::{Storage, StorageFile, read_exact_at, write_all_at};
+use crate::{LogIndex, WalError};
+
+/// Zeros written at a time when pre-writing a segment file.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// A segment as the log keeps it in memory: 4 bytes per record (its offset).
+#[derive(Debug)]
+struct Segment<F> {
+    name: String,
+    first: LogIndex,
+    created_ms: u64,
+    flags: u32,
+    tag: u32,
+    file: Arc<F>,
+    offsets: Vec<u32>,
+    /// Where the next record goes (just past the last record).
+    end: u64,
+}
+
+impl<F> Segment<F> {
+    fn next(&self) -> u64 {
+        self.first.get() + self.offsets.len() as u64
+    }
+}
+
+#[derive(Debug)]
+struct State<F> {
+    segments: VecDeque<Segment<F>>,
+    /// The index the next appended record gets.
+    next: u64,
+    /// Records below this are in segment files.
+    written: u64,
+    /// Records below this are durable.
+    durable: u64,
+    /// Records `written..next`, not yet in a file.
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// A thread is writing, syncing or maintaining segments with the lock released.
+    busy: bool,
+    /// Set by a failed write or sync; the log refuses writes from then on.
+    poisoned: Option<String>,
+    shutdown: bool,
+    /// A caller asked the group-commit thread to sync now.
+    sync_requested: bool,
+}
+
+type Listener = Box<dyn Fn(LogIndex) + Send + Sync>;
+
+struct Inner<S: Storage> {
+    storage: S,
+    config: WalConfig,
+    state: Mutex<State<S::File>>,
+    /// Signalled when `durable`, `busy` or `poisoned` change.
+    changed: Condvar,
+    /// Wakes the group-commit thread.
+    flusher_wake: Condvar,
+    next_generation: AtomicU64,
+    spares: Mutex<Vec<String>>,
+    /// Encoding buffer, used only by the busy thread.
+    scratch: Mutex<Vec<u8>>,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl<S: Storage> fmt::Debug for Inner<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("storage", &self.storage)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Shared<S: Storage> {
+    inner: Arc<Inner<S>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S: Storage> Drop for Shared<S> {
+    fn drop(&mut self) {
+        self.inner.state.lock().shutdown = true;
+        self.inner.flusher_wake.notify_all();
+        if let Some(handle) = self.flusher.lock().take() {
+            // A panicked flusher has nothing left to clean up.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// What opening a log found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments in the log after recovery.
+    pub segments: usize,
+    /// Records in the log after recovery.
+    pub records: u64,
+    /// The first index (equal to `next_index` when the log is empty).
+    pub first_index: LogIndex,
+    /// The index the next append gets.
+    pub next_index: LogIndex,
+    /// Where a torn tail was cut off (segment, offset), if one was.
+    pub torn_tail: Option<(String, u64)>,
+    /// Damage found ([`RecoveryMode::SkipAndReport`] only; the other modes fail instead).
+    pub corruption: Option<Corruption>,
+    /// Segments set aside as `*.corrupt` past the damage.
+    pub set_aside: Vec<String>,
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "recovered {} records in {} segments, indexes [{}, {})",
+            self.records, self.segments, self.first_index, self.next_index
+        )?;
+        if let Some((segment, offset)) = &self.torn_tail {
+            write!(f, "; torn tail cut at {segment} offset {offset}")?;
+        }
+        if let Some(c) = &self.corruption {
+            write!(f, "; corruption skipped: {c}")?;
+        }
+        if !self.set_aside.is_empty() {
+            write!(f, "; set aside: {}", self.set_aside.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A durable, segmented write-ahead log. Cheap to clone; clones share one log.
+///
+/// See the [crate documentation](crate) for a tour. All methods take `&self` and may be
+/// called from many threads at once.
+pub struct Wal<S: Storage> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Storage> Clone for Wal<S> {
+    fn clone(&self) -> Self {
+        Wal {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for Wal<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.inner.fmt(f)
+    }
+}
+
+fn io<T>(op: &'static str, name: &str, r: std::io::Result<T>) -> Result<T, WalError> {
+    r.map_err(|e| WalError::io(op, name, e))
+}
+
+impl<S: Storage> Wal<S> {
+    /// Opens the log in `storage`, creating it if the directory holds no segment, and
+    /// recovers it as [`WalConfig::recovery_mode`] says.
+    ///
+    /// Under [`SyncPolicy::Group`] this starts the group-commit thread; under the other
+    /// policies the log never starts a thread.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Corrupt`] for damage the recovery mode does not accept, naming segment and
+    /// offset; [`WalError::Io`] when storage fails.
+    pub fn open(storage: S, config: WalConfig) -> Result<(Wal<S>, RecoveryReport), WalError> {
+        let scan = scan::scan(&storage, config.record_bytes_max)?;
+        let mode = config.recovery_mode;
+        if mode != RecoveryMode::SkipAndReport
+            && let Some(c) = &scan.corruption
+        {
+            return Err(WalError::Corrupt(c.clone()));
+        }
+        if mode == RecoveryMode::Strict
+            && let Some((_, segment, offset)) = &scan.tail
+        {
+            return Err(WalError::Corrupt(Corruption {
+                segment: segment.clone(),
+                offset: *offset,
+                index: None,
+                kind: CorruptionKind::TornTail,
+            }));
+        }
+        // Tidy the directory: leftovers of interrupted preparations, segments made obsolete
+        // by a base segment, and (when salvaging) segments past the damage.
+        let mut dir_changed = false;
+        for name in &scan.tmp {
+            io("remove", name, storage.remove(name))?;
+            dir_changed = true;
+        }
+        for name in &scan.obsolete {
+            io("remove", name, storage.remove(name))?;
+            dir_changed = true;
+        }
+        let mut set_aside = Vec::new();
+        for name in &scan.past_cut {
+            let to = format!("{name}{CORRUPT_SUFFIX}");
+            io("rename", name, storage.rename(name, &to))?;
+            set_aside.push(to);
+            dir_changed = true;
+        }
+        let mut spares = scan.spares.clone();
+        while spares.len() > config.spare_segments_max {
+            let name = spares.pop().expect("non-empty");
+            io("remove", &name, storage.remove(&name))?;
+            dir_changed = true;
+        }
+        if dir_changed {
+            io("sync directory", "", storage.sync_dir())?;
+        }
+        let inner = Arc::new(Inner {
+            storage,
+            config,
+            state: Mutex::new(State {
+                segments: VecDeque::new(),
+                next: 0,
+                written: 0,
+                durable: 0,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                busy: false,
+                poisoned: None,
+                shutdown: false,
+                sync_requested: false,
+            }),
+            changed: Condvar::new(),
+            flusher_wake: Condvar::new(),
+            next_generation: AtomicU64::new(scan.max_generation + 1),
+            spares: Mutex::new(spares),
+            scratch: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+        });
+        let mut segments = VecDeque::new();
+        for s in &scan.segments {
+            let file = io("open", &s.name, inner.storage.open(&s.name))?;
+            segments.push_back(Segment {
+                name: s.name.clone(),
+                first: s.header.first,
+                created_ms: s.header.created_ms,
+                flags: s.header.flags,
+                tag: format::tag_of(s.header.generation),
+                file: Arc::new(file),
+                offsets: s.offsets.clone(),
+                end: s.end,
+            });
+        }
+        // What was read may be in the page cache only (a restart without a crash): make it
+        // durable before reporting it durable or building on it.
+        if let Some(last) = segments.back() {
+            io("sync", &last.name, last.file.sync_data())?;
+        }
+        let needs_new_segment = segments.is_empty()
+            || scan.corruption.is_some()
+            || matches!(scan.tail, Some((Tail::Torn | Tail::StaleRecords, _, _)));
+        if needs_new_segment {
+            let first = match segments.back() {
+                Some(last) => LogIndex::new(last.next()),
+                None => scan
+                    .past_cut
+                    .first()
+                    .and_then(|n| format::parse_segment_name(n))
+                    .unwrap_or(inner.config.first_index),
+            };
+            let flags = if segments.is_empty() { FLAG_BASE } else { 0 };
+            let seg = inner.create_segment(first, flags, None)?;
+            segments.push_back(seg);
+        } else {
+            io("sync directory", "", inner.storage.sync_dir())?;
+        }
+        let first = segments.front().expect("at least one segment").first;
+        let next = segments.back().expect("at least one segment").next();
+        let segment_count = segments.len();
+        {
+            let mut st = inner.state.lock();
+            st.segments = segments;
+            st.next = next;
+            st.written = next;
+            st.durable = next;
+        }
+        let report = RecoveryReport {
+            segments: segment_count,
+            records: next - first.get(),
+            first_index: first,
+            next_index: LogIndex::new(next),
+            torn_tail: scan.tail.as_ref().map(|(_, s, o)| (s.clone(), *o)),
+            corruption: scan.corruption.clone(),
+            set_aside,
+        };
+        let flusher = match inner.config.sync_policy {
+            SyncPolicy::Group {
+                batch_delay_us_max,
+                batch_bytes_max,
+            } => {
+                let inner = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name("synod-wal-group-commit".into())
+                    .spawn(move || {
+                        inner.group_commit(
+                            Duration::from_micros(batch_delay_us_max),
+                            batch_bytes_max,
+                        );
+                    })
+                    .map_err(|e| WalError::io("spawn the group-commit thread", "", e))?;
+                Some(handle)
+            }
+            SyncPolicy::Always | SyncPolicy::Manual => None,
+        };
+        let wal = Wal {
+            shared: Arc::new(Shared {
+                inner,
+                flusher: Mutex::new(flusher),
+            }),
+        };
+        Ok((wal, report))
+    }
+
+    fn inner(&self) -> &Inner<S> {
+        &self.shared.inner
+    }
+
+    /// Appends one record. Under [`SyncPolicy::Always`] and [`SyncPolicy::Group`] it returns
+    /// once the record is durable; under [`SyncPolicy::Manual`] once it is queued (call
+    /// [`Wal::sync`]). Returns the record's index.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`]; [`WalError::Poisoned`] after an earlier failure; the
+    /// I/O error of a failed write or sync (the record is then not durable, and the log
+    /// poisoned).
+    pub fn append(&self, payload: impl Into<Bytes>) -> Result<LogIndex, WalError> {
+        let index = self.submit(payload)?;
+        if self.inner().config.sync_policy != SyncPolicy::Manual {
+            self.wait_durable(index)?;
+        }
+        Ok(index)
+    }
+
+    /// Appends records as one batch with consecutive indexes, all or none accepted; waits
+    /// like [`Wal::append`]. Returns the index of the last record (the last index of the log
+    /// if the batch is empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; a too-large record rejects the whole batch.
+    pub fn append_batch<I>(&self, payloads: I) -> Result<LogIndex, WalError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        let last = self.submit_batch(payloads)?;
+        if self.inner().config.sync_policy != SyncPolicy::Manual {
+            self.wait_durable(last)?;
+        }
+        Ok(last)
+    }
+
+    /// Appends one record without waiting for it to become durable, and returns its index.
+    /// Learn when it is durable from [`Wal::durable_index`], [`Wal::wait_durable`] or a
+    /// [`Wal::set_durable_listener`] callback. Under [`SyncPolicy::Group`] the group-commit
+    /// thread makes it durable within `batch_delay_us_max`; under the other policies the
+    /// next sync does (any blocking append, [`Wal::sync`] or [`Wal::wait_durable`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`].
+    pub fn submit(&self, payload: impl Into<Bytes>) -> Result<LogIndex, WalError> {
+        self.submit_batch(std::iter::once(payload))
+    }
+
+    /// Appends a batch without waiting for durability; returns the last index (the last
+    /// index of the log if the batch is empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append_batch`].
+    pub fn submit_batch<I>(&self, payloads: I) -> Result<LogIndex, WalError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        let inner = self.inner();
+        let max = inner.config.record_bytes_max;
+        let records: Vec<Bytes> = payloads.into_iter().map(Into::into).collect();
+        let mut bytes = 0usize;
+        for r in &records {
+            if r.len() > max {
+                return Err(WalError::RecordTooLarge {
+                    bytes: r.len(),
+                    max,
+                });
+            }
+            bytes += format::record_bytes(r.len());
+        }
+        let mut st = inner.state.lock();
+        loop {
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.pending.is_empty() || st.pending_bytes + bytes <= inner.config.pending_bytes_max {
+                break;
+            }
+            // Too much pending: make room before queueing more.
+            match inner.config.sync_policy {
+                SyncPolicy::Group { .. } => {
+                    st.sync_requested = true;
+                    inner.flusher_wake.notify_one();
+                    inner.changed.wait(&mut st);
+                }
+                SyncPolicy::Always | SyncPolicy::Manual if !st.busy => {
+                    inner.flush(&mut st, inner.config.sync_policy == SyncPolicy::Always)?;
+                }
+                SyncPolicy::Always | SyncPolicy::Manual => inner.changed.wait(&mut st),
+            }
+        }
+        let was_empty = st.pending.is_empty();
+        st.next += records.len() as u64;
+        st.pending.extend(records);
+        st.pending_bytes += bytes;
+        let last = LogIndex::new(st.next - 1);
+        if let SyncPolicy::Group {
+            batch_bytes_max, ..
+        } = inner.config.sync_policy
+            && (was_empty || st.pending_bytes >= batch_bytes_max)
+        {
+            inner.flusher_wake.notify_one();
+        }
+        Ok(last)
+    }
+
+    /// Makes every record appended so far durable, and returns the durable index.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`], or the I/O error of the failed write or sync.
+    pub fn sync(&self) -> Result<LogIndex, WalError> {
+        let last = LogIndex::new(self.inner().state.lock().next.saturating_sub(1));
+        self.wait_durable(last)?;
+        Ok(self.durable_index())
+    }
+
+    /// Waits until every record up to `index` is durable. Under [`SyncPolicy::Always`] and
+    /// [`SyncPolicy::Manual`] the calling thread does the sync if no other thread is doing
+    /// one; under [`SyncPolicy::Group`] it asks the group-commit thread to sync now.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::OutOfRange`] if `index` has not been appended; [`WalError::Poisoned`] if
+    /// the log failed before `index` became durable; the I/O error of a failed sync.
+    pub fn wait_durable(&self, index: LogIndex) -> Result<(), WalError> {
+        let inner = self.inner();
+        let mut st = inner.state.lock();
+        if index.get() >= st.next {
+            return Err(inner.out_of_range(&st, index));
+        }
+        loop {
+            if index.get() < st.durable {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            match inner.config.sync_policy {
+                SyncPolicy::Group { .. } => {
+                    if !st.sync_requested {
+                        st.sync_requested = true;
+                        inner.flusher_wake.notify_one();
+                    }
+                    inner.changed.wait(&mut st);
+                }
+                SyncPolicy::Always | SyncPolicy::Manual if !st.busy => {
+                    inner.flush(&mut st, true)?;
+                }
+                SyncPolicy::Always | SyncPolicy::Manual => inner.changed.wait(&mut st),
+            }
+        }
+    }
+
+    /// Calls `listener` with the new durable index after every sync that moves it, from the
+    /// thread that did the sync, without any lock of the log held. Replaces any earlier one.
+    pub fn set_durable_listener(&self, listener: impl Fn(LogIndex) + Send + Sync + 'static) {
+        *self.inner().listener.lock() = Some(Box::new(listener));
+    }
+
+    /// The highest index up to which every record is durable (0, or the index before the
+    /// first, when none is). Never reports a record of a batch whose write or sync failed.
+    #[must_use]
+    pub fn durable_index(&self) -> LogIndex {
+        LogIndex::new(self.inner().state.lock().durable.saturating_sub(1))
+    }
+
+    /// The index of the first record (equal to [`Wal::next_index`] when the log is empty).
+    /// After a purge this may be below the purge mark: purges remove whole segments only.
+    #[must_use]
+    pub fn first_index(&self) -> LogIndex {
+        self.inner()
+            .state
+            .lock()
+            .segments
+            .front()
+            .expect("at least one segment")
+            .first
+    }
+
+    /// The index of the last record, or the index before the first when the log is empty
+    /// (0 for a new log).
+    #[must_use]
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex::new(self.inner().state.lock().next.saturating_sub(1))
+    }
+
+    /// The index the next appended record gets.
+    #[must_use]
+    pub fn next_index(&self) -> LogIndex {
+        LogIndex::new(self.inner().state.lock().next)
+    }
+
+    /// Whether the log holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        let st = self.inner().state.lock();
+        st.segments
+            .front()
+            .expect("at least one segment")
+            .first
+            .get()
+            == st.next
+    }
+
+    /// The number of segment files in the log.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.inner().state.lock().segments.len()
+    }
+
+    /// Bytes of memory the in-memory index of record positions takes (allocated capacity,
+    /// 4 bytes per record, at most 8 while a segment's vector grows).
+    #[must_use]
+    pub fn index_bytes(&self) -> usize {
+        let st = self.inner().state.lock();
+        st.segments
+            .iter()
+            .map(|s| s.offsets.capacity() * size_of::<u32>())
+            .sum()
+    }
+
+    /// The error that poisoned the log, if one did.
+    #[must_use]
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner().state.lock().poisoned.clone()
+    }
+
+    /// Reads the record at `index`, verifying its checksum.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::OutOfRange`]; [`WalError::Corrupt`] if the stored record is damaged;
+    /// [`WalError::Io`].
+    pub fn read(&self, index: LogIndex) -> Result<Bytes, WalError> {
+        let inner = self.inner();
+        let (file, name, offset, len, tag) = {
+            let st = inner.state.lock();
+            let first = st
+                .segments
+                .front()
+                .expect("at least one segment")
+                .first
+                .get();
+            let i = index.get();
+            if i < first || i >= st.next {
+                return Err(inner.out_of_range(&st, index));
+            }
+            if i >= st.written {
+                let at = usize::try_from(i - st.written).expect("pending fits in memory");
+                return Ok(st.pending[at].clone());
+            }
+            let pos = st.segments.partition_point(|s| s.first.get() <= i) - 1;
+            let seg = &st.segments[pos];
+            let k = usize::try_from(i - seg.first.get()).expect("segment offsets fit in memory");
+            let offset = u64::from(seg.offsets[k]);
+            let end = seg.offsets.get(k + 1).map_or(seg.end, |&o| u64::from(o));
+            let len = usize::try_from(end - offset).expect("a record fits in memory");
+            (
+                Arc::clone(&seg.file),
+                seg.name.clone(),
+                offset,
+                len,
+                seg.tag,
+            )
+        };
+        let mut buf = vec![0u8; len];
+        io("read", &name, read_exact_at(&*file, &mut buf, offset))?;
+        let corrupt = || {
+            WalError::Corrupt(Corruption {
+                segment: name.clone(),
+                offset,
+                index: Some(index),
+                kind: CorruptionKind::BadRecord,
+            })
+        };
+        let header = format::check_record(&buf).ok_or_else(corrupt)?;
+        if header.index != index || header.tag != tag {
+            return Err(corrupt());
+        }
+        let payload_len = header.len as usize;
+        Ok(Bytes::from(buf).slice(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload_len))
+    }
+
+    /// Iterates over the records in `from..to` (indexes), reading each when it is reached.
+    /// Indexes outside the log yield [`WalError::OutOfRange`].
+    #[must_use]
+    pub fn range(&self, from: LogIndex, to: LogIndex) -> Records<'_, S> {
+        Records {
+            wal: self,
+            next: from.get(),
+            end: to.get(),
+        }
+    }
+
+    /// Removes every record after `last_kept`, so that the next append gets `last_kept + 1`:
+    /// a consensus follower discarding a conflicting suffix. Durable when it returns: a crash
+    /// during it leaves the log with at least the records up to `last_kept` and nothing that
+    /// was not in the log before. Records up to `last_kept` are made durable as a side effect.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::OutOfRange`] if `last_kept` is below `first_index - 1` or after the last
+    /// index; [`WalError::Poisoned`]; an I/O error (which poisons the log).
+    pub fn truncate_after(&self, last_kept: LogIndex) -> Result<(), WalError> {
+        let inner = self.inner();
+        let mut st = inner.lock_idle()?;
+        let keep_next = last_kept.get() + 1;
+        let first = st
+            .segments
+            .front()
+            .expect("at least one segment")
+            .first
+            .get();
+        if keep_next < first || keep_next > st.next {
+            return Err(inner.out_of_range(&st, last_kept));
+        }
+        if keep_next == st.next {
+            return Ok(());
+        }
+        if keep_next >= st.written {
+            // Only queued records go: nothing on disk changes.
+            let keep = usize::try_from(keep_next - st.written).expect("pending fits in memory");
+            let dropped: Vec<Bytes> = st.pending.drain(keep..).collect();
+            st.pending_bytes -= dropped
+                .iter()
+                .map(|r| format::record_bytes(r.len()))
+                .sum::<usize>();
+            st.next = keep_next;
+            return Ok(());
+        }
+        st.pending.clear();
+        st.pending_bytes = 0;
+        st.next = st.written;
+        st.busy = true;
+        // Work out the plan under the lock, do the I/O without it.
+        let doomed: Vec<String> = st
+            .segments
+            .iter()
+            .filter(|s| s.first.get() > keep_next)
+            .map(|s| s.name.clone())
+            .collect();
+        let replace = st
+            .segments
+            .iter()
+            .find(|s| s.first.get() == keep_next)
+            .map(|s| (s.name.clone(), s.flags));
+        let keeper = st
+            .segments
+            .iter()
+            .rfind(|s| s.first.get() < keep_next)
+            .map(|s| (Arc::clone(&s.file), s.name.clone()));
+        let result = MutexGuard::unlocked(&mut st, || -> Result<Segment<S::File>, WalError> {
+            // Newest first, so that a crash part-way leaves a prefix of the log.
+            for name in doomed.iter().rev() {
+                io("remove", name, inner.storage.remove(name))?;
+            }
+            if !doomed.is_empty() {
+                io("sync directory", "", inner.storage.sync_dir())?;
+            }
+            match replace {
+                // A segment starts exactly at the cut: replace it with an empty one.
+                Some((name, flags)) => {
+                    inner.create_segment(LogIndex::new(keep_next), flags, Some(&name))
+                }
+                // The cut is inside a segment: it becomes closed, its range ending at the cut
+                // by the new segment's name, so its records up to the cut must be durable.
+                None => {
+                    let (file, name) = keeper.expect("a segment holds the cut");
+                    io("sync", &name, file.sync_data())?;
+                    inner.create_segment(LogIndex::new(keep_next), 0, None)
+                }
+            }
+        });
+        st.busy = false;
+        inner.changed.notify_all();
+        let seg = match result {
+            Ok(seg) => seg,
+            Err(e) => return Err(inner.poison(&mut st, e)),
+        };
+        st.segments.retain(|s| s.first.get() < keep_next);
+        if let Some(last) = st.segments.back_mut() {
+            let keep = usize::try_from(keep_next - last.first.get()).expect("fits");
+            last.offsets.truncate(keep);
+            last.offsets.shrink_to_fit();
+        }
+        st.segments.push_back(seg);
+        st.next = keep_next;
+        st.written = keep_next;
+        st.durable = keep_next;
+        Ok(())
+    }
+
+    /// Low-Water Mark: discards the records below `mark` (everything covered by a snapshot
+    /// at `mark - 1`, say), a whole segment at a time: a segment goes once all its records
+    /// are below the mark, so [`Wal::first_index`] may stay below it. If `mark` is past the
+    /// end of the log, the log becomes empty and the next append gets `mark`. Crash-safe: a
+    /// crash part-way leaves a contiguous log. Returns the new first index.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`]; an I/O error (which poisons the log).
+    pub fn purge_before(&self, mark: LogIndex) -> Result<LogIndex, WalError> {
+        let inner = self.inner();
+        let mut st = inner.lock_idle()?;
+        let first = st.segments.front().expect("at least one segment").first;
+        if mark <= first {
+            return Ok(first);
+        }
+        let last_first = st.segments.back().expect("at least one segment").first;
+        if mark.get() > st.next || (mark.get() == st.next && last_first < mark) {
+            return inner.reset(st, mark);
+        }
+        let count = st
+            .segments
+            .iter()
+            .skip(1)
+            .take_while(|s| s.first <= mark)
+            .count();
+        if count == 0 {
+            return Ok(first);
+        }
+        let names: Vec<String> = st
+            .segments
+            .iter()
+            .take(count)
+            .map(|s| s.name.clone())
+            .collect();
+        st.busy = true;
+        let result = MutexGuard::unlocked(&mut st, || inner.discard_segments(&names));
+        st.busy = false;
+        inner.changed.notify_all();
+        if let Err(e) = result {
+            return Err(inner.poison(&mut st, e));
+        }
+        st.segments.drain(..count);
+        Ok(st.segments.front().expect("the last segment stays").first)
+    }
+
+    /// Low-Water Mark by age: discards the closed segments whose records are all older than
+    /// `retention_ms` at `now_ms` (milliseconds of the configured [`crate::Clock`]). A segment's
+    /// records are as old as the creation of the segment after it. The last segment is never
+    /// discarded. Returns the new first index.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::purge_before`].
+    pub fn purge_older_than(&self, now_ms: u64, retention_ms: u64) -> Result<LogIndex, WalError> {
+        let mark = {
+            let st = self.inner().state.lock();
+            let cutoff = now_ms.saturating_sub(retention_ms);
+            st.segments
+                .iter()
+                .skip(1)
+                .take_while(|s| s.created_ms <= cutoff)
+                .last()
+                .map(|s| s.first)
+        };
+        match mark {
+            Some(mark) => self.purge_before(mark),
+            None => Ok(self.first_index()),
+        }
+    }
+
+    /// Makes everything appended durable and closes this handle (the log closes when its
+    /// last clone is dropped). Dropping a handle without closing it is like a crash of the
+    /// process: records not yet durable may be lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::sync`].
+    pub fn close(self) -> Result<(), WalError> {
+        self.sync().map(drop)
+    }
+}
+
+/// An iterator over records, from [`Wal::range`].
+#[derive(Debug)]
+pub struct Records<'a, S: Storage> {
+    wal: &'a Wal<S>,
+    next: u64,
+    end: u64,
+}
+
+impl<S: Storage> Iterator for Records<'_, S> {
+    type Item = Result<(LogIndex, Bytes), WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let index = LogIndex::new(self.next);
+        self.next += 1;
+        let result = self.wal.read(index).map(|b| (index, b));
+        if result.is_err() {
+            // One error ends the iteration.
+            self.next = self.end;
+        }
+        Some(result)
+    }
+}
+
+impl<S: Storage> Inner<S> {
+    fn out_of_range(&self, st: &State<S::File>, index: LogIndex) -> WalError {
+        WalError::OutOfRange {
+            index,
+            first: st.segments.front().expect("at least one segment").first,
+            next: LogIndex::new(st.next),
+        }
+    }
+
+    fn poison(&self, st: &mut State<S::File>, e: WalError) -> WalError {
+        if st.poisoned.is_none() {
+            st.poisoned = Some(e.to_string());
+        }
+        self.changed.notify_all();
+        e
+    }
+
+    /// Locks the state once no other thread is busy with I/O, and nothing is poisoned.
+    fn lock_idle(&self) -> Result<MutexGuard<'_, State<S::File>>, WalError> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(cause) = &st.poisoned {
+                return Err(WalError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if !st.busy {
+                return Ok(st);
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// Writes the pending records (and syncs, if `sync`) in the calling thread. The caller
+    /// holds the lock and checked that no other thread is busy.
+    fn flush(&self, st: &mut MutexGuard<'_, State<S::File>>, sync: bool) -> Result<(), WalError> {
+        assert!(!st.busy, "flush while another thread is busy");
+        if let Some(cause) = &st.poisoned {
+            return Err(WalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let batch: Vec<Bytes> = st.pending.iter().cloned().collect();
+        if batch.is_empty() && (!sync || st.durable == st.written) {
+            return Ok(());
+        }
+        let start = st.written;
+        let durable_before = st.durable;
+        let active = st.segments.back().expect("at least one segment");
+        let cursor = Cursor {
+            file: Arc::clone(&active.file),
+            name: active.name.clone(),
+            tag: active.tag,
+            end: active.end,
+            offsets: Vec::new(),
+            fresh: None,
+        };
+        st.busy = true;
+        let result = MutexGuard::unlocked(st, || {
+            self.write_batch(&batch, start, durable_before, cursor, sync)
+        });
+        st.busy = false;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => return Err(self.poison(st, e)),
+        };
+        // Publish: the records are now in files; readers find them there.
+        let mut done = done.into_iter();
+        let head = done.next().expect("the active cursor");
+        let active = st.segments.back_mut().expect("at least one segment");
+        active.offsets.extend_from_slice(&head.offsets);
+        active.end = head.end;
+        for c in done {
+            if let Some(last) = st.segments.back_mut() {
+                last.offsets.shrink_to_fit();
+            }
+            let mut seg = c.fresh.expect("rolled segments are fresh");
+            seg.offsets = c.offsets;
+            seg.end = c.end;
+            st.segments.push_back(seg);
+        }
+        st.pending.drain(..batch.len());
+        st.pending_bytes -= batch
+            .iter()
+            .map(|r| format::record_bytes(r.len()))
+            .sum::<usize>();
+        st.written = start + batch.len() as u64;
+        let moved = sync && st.durable != st.written;
+        if sync {
+            st.durable = st.written;
+        }
+        self.changed.notify_all();
+        if moved {
+            let durable = LogIndex::new(st.durable - 1);
+            MutexGuard::unlocked(st, || {
+                if let Some(listener) = &*self.listener.lock() {
+                    listener(durable);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes and writes `batch` (records `start..`) from the active segment on, rolling to
+    /// new segments as they fill; syncs the last one if `sync`. Returns a cursor per segment
+    /// written, the first being the active one.
+    fn write_batch(
+        &self,
+        batch: &[Bytes],
+        start: u64,
+        durable_before: u64,
+        mut cur: Cursor<S::File>,
+        sync: bool,
+    ) -> Result<Vec<Cursor<S::File>>, WalError> {
+        let mut scratch = self.scratch.lock();
+        let buf = &mut *scratch;
+        buf.clear();
+        let mut done = Vec::new();
+        let mut buf_at = cur.end;
+        // The last index known durable, carried in each record (see `format::encode_record`).
+        let mut durable_last = durable_before.saturating_sub(1);
+        let segment_bytes_max = self.config.segment_bytes_max;
+        for (k, payload) in batch.iter().enumerate() {
+            let index = start + k as u64;
+            let need = format::record_bytes(payload.len()) as u64;
+            if cur.end + need > segment_bytes_max {
+                // Roll over: the full segment is written and synced before the next one
+                // exists, so a closed segment always holds its whole range.
+                io("write", &cur.name, write_all_at(&*cur.file, buf, buf_at))?;
+                buf.clear();
+                io("sync", &cur.name, cur.file.sync_data())?;
+                durable_last = index - 1;
+                let seg = self.create_segment(LogIndex::new(index), 0, None)?;
+                let next = Cursor {
+                    file: Arc::clone(&seg.file),
+                    name: seg.name.clone(),
+                    tag: seg.tag,
+                    end: seg.end,
+                    offsets: Vec::new(),
+                    fresh: Some(seg),
+                };
+                done.push(std::mem::replace(&mut cur, next));
+                buf_at = cur.end;
+            }
+            let lag = u32::try_from(index - durable_last).unwrap_or(u32::MAX);
+            cur.offsets
+                .push(u32::try_from(cur.end).expect("segment_bytes_max fits in u32"));
+            format::encode_record(buf, LogIndex::new(index), cur.tag, lag, payload);
+            cur.end += need;
+        }
+        if !buf.is_empty() {
+            io("write", &cur.name, write_all_at(&*cur.file, buf, buf_at))?;
+        }
+        if sync {
+            io("sync", &cur.name, cur.file.sync_data())?;
+        }
+        done.push(cur);
+        Ok(done)
+    }
+
+    /// Prepares a segment file and makes it part of the log durably: a spare (recycled or
+    /// pre-written file) or a new pre-written one gets the header, is synced, renamed to
+    /// its name (replacing `replace` if given) and the directory synced.
+    fn create_segment(
+        &self,
+        first: LogIndex,
+        flags: u32,
+        replace: Option<&str>,
+    ) -> Result<Segment<S::File>, WalError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let header = SegmentHeader {
+            first,
+            generation,
+            created_ms: self.config.clock.now_ms(),
+            flags,
+        };
+        let name = format::segment_name(first);
+        let spare = self.spares.lock().pop();
+        let (file, from) = match spare {
+            Some(spare) => {
+                let file = io("open", &spare, self.storage.open(&spare))?;
+                (file, spare)
+            }
+            None => {
+                let tmp = format!("{:020}{TMP_SUFFIX}", first.get());
+                let file = io("create", &tmp, self.storage.create(&tmp))?;
+                let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+                let mut at = 0u64;
+                while at < self.config.segment_bytes_max {
+                    let n = usize::try_from(
+                        (self.config.segment_bytes_max - at).min(ZERO_CHUNK_BYTES as u64),
+                    )
+                    .expect("bounded");
+                    io("pre-write", &tmp, write_all_at(&file, &zeros[..n], at))?;
+                    at += n as u64;
+                }
+                (file, tmp)
+            }
+        };
+        io(
+            "write header",
+            &from,
+            write_all_at(&file, &header.encode(), 0),
+        )?;
+        io("sync", &from, file.sync_data())?;
+        io(
+            "rename",
+            &from,
+            self.storage.rename(&from, replace.unwrap_or(&name)),
+        )?;
+        io("sync directory", "", self.storage.sync_dir())?;
+        Ok(Segment {
+            name,
+            first,
+            created_ms: header.created_ms,
+            flags,
+            tag: format::tag_of(generation),
+            file: Arc::new(file),
+            offsets: Vec::new(),
+            end: SEGMENT_HEADER_BYTES as u64,
+        })
+    }
+
+    /// Removes segments oldest first (keeping up to `spare_segments_max` as spares for
+    /// reuse), then syncs the directory.
+    fn discard_segments(&self, names: &[String]) -> Result<(), WalError> {
+        for name in names {
+            let mut spares = self.spares.lock();
+            if spares.len() < self.config.spare_segments_max {
+                let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+                let spare = format!("{generation:020}{SPARE_SUFFIX}");
+                io("rename", name, self.storage.rename(name, &spare))?;
+                spares.push(spare);
+            } else {
+                io("remove", name, self.storage.remove(name))?;
+            }
+        }
+        io("sync directory", "", self.storage.sync_dir())
+    }
+
+    /// Empties the log so that the next append gets `mark`: a base segment at `mark` first
+    /// (which makes every earlier segment obsolete, even if a crash stops the removals),
+    /// then the old segments go.
+    fn reset(
+        &self,
+        mut st: MutexGuard<'_, State<S::File>>,
+        mark: LogIndex,
+    ) -> Result<LogIndex, WalError> {
+        st.pending.clear();
+        st.pending_bytes = 0;
+        st.next = st.written;
+        st.busy = true;
+        let names: Vec<String> = st.segments.iter().map(|s| s.name.clone()).collect();
+        let result = MutexGuard::unlocked(&mut st, || -> Result<Segment<S::File>, WalError> {
+            let replace = names
+                .iter()
+                .find(|n| format::parse_segment_name(n) == Some(mark))
+                .cloned();
+            let seg = self.create_segment(mark, FLAG_BASE, replace.as_deref())?;
+            let old: Vec<String> = names
+                .into_iter()
+                .filter(|n| Some(n) != replace.as_ref())
+                .collect();
+            self.discard_segments(&old)?;
+            Ok(seg)
+        });
+        st.busy = false;
+        self.changed.notify_all();
+        let seg = match result {
+            Ok(seg) => seg,
+            Err(e) => return Err(self.poison(&mut st, e)),
+        };
+        st.segments.clear();
+        st.segments.push_back(seg);
+        st.next = mark.get();
+        st.written = mark.get();
+        st.durable = mark.get();
+        Ok(mark)
+    }
+
+    /// The group-commit thread: waits for pending records, lets a batch gather for up to
+    /// `delay` (or until `batch_bytes_max` bytes are pending, or a caller asks for a sync),
+    /// then writes and syncs it.
+    fn group_commit(&self, delay: Duration, batch_bytes_max: usize) {
+        let mut st = self.state.lock();
+        loop {
+            if st.shutdown {
+                return;
+            }
+            if st.poisoned.is_some() || st.busy || (st.pending.is_empty() && !st.sync_requested) {
+                self.flusher_wake.wait(&mut st);
+                continue;
+            }
+            if !st.sync_requested && !delay.is_zero() {
+                let deadline = Instant::now() + delay;
+                while !st.shutdown && !st.sync_requested && st.pending_bytes < batch_bytes_max {
+                    if self.flusher_wake.wait_until(&mut st, deadline).timed_out() {
+                        break;
+                    }
+                }
+                if st.shutdown || st.busy {
+                    continue;
+                }
+            }
+            st.sync_requested = false;
+            // A failure poisons the log and wakes every waiter; nothing else to do here.
+            let _ = self.flush(&mut st, true);
+        }
+    }
+}
+
+/// A segment being written by [`Inner::write_batch`].
+struct Cursor<F> {
+    file: Arc<F>,
+    name: String,
+    tag: u32,
+    end: u64,
+    offsets: Vec<u32>,
+    /// The segment, when it was created during this batch.
+    fresh: Option<Segment<F>>,
+}

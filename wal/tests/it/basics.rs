@@ -1,0 +1,282 @@
+//! Appends, reads, segments, truncation and purges on real files and the simulated disk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use synod_wal::testing::FaultyStorage;
+use synod_wal::{FileStorage, LogIndex, ManualClock, SyncPolicy, Wal, WalConfig, WalError};
+
+use crate::util::{contents, payload, small_config};
+
+fn real(
+    dir: &std::path::Path,
+    policy: SyncPolicy,
+) -> (Wal<FileStorage>, synod_wal::RecoveryReport) {
+    let config = WalConfig::builder()
+        .segment_bytes_max(64 * 1024)
+        .record_bytes_max(4096)
+        .sync_policy(policy)
+        .build()
+        .unwrap();
+    Wal::open(FileStorage::new(dir).unwrap(), config).unwrap()
+}
+
+#[test]
+fn append_read_reopen_on_real_files_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, report) = real(dir.path(), SyncPolicy::Always);
+    assert_eq!(report.records, 0);
+    assert_eq!(wal.next_index(), LogIndex::new(1));
+    for i in 1..=500u64 {
+        assert_eq!(wal.append(payload(i, 300)).unwrap(), LogIndex::new(i));
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(500));
+    assert!(
+        wal.segment_count() > 2,
+        "300-byte records in 64 KiB segments roll over"
+    );
+    assert_eq!(
+        &wal.read(LogIndex::new(77)).unwrap()[..],
+        &payload(77, 300)[..]
+    );
+    drop(wal);
+    let (wal, report) = real(dir.path(), SyncPolicy::Always);
+    assert_eq!(report.records, 500);
+    assert_eq!(report.torn_tail, None);
+    let all: Vec<_> = wal
+        .range(LogIndex::new(1), LogIndex::new(501))
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(all.len(), 500);
+    for (i, b) in all {
+        assert_eq!(&b[..], &payload(i.get(), 300)[..]);
+    }
+    // Appends continue where the log ended.
+    assert_eq!(wal.append(payload(501, 10)).unwrap(), LogIndex::new(501));
+    let report = synod_wal::check(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records, 501);
+    let text = report.to_string();
+    assert!(text.contains("records: 501"), "{text}");
+    let dump = synod_wal::dump(dir.path(), LogIndex::new(499), 10).unwrap();
+    assert_eq!(
+        dump.records
+            .iter()
+            .map(|r| r.index.get())
+            .collect::<Vec<_>>(),
+        vec![499, 500, 501]
+    );
+    assert!(dump.to_string().contains("record 500:"), "{dump}");
+}
+
+#[test]
+fn group_commit_many_writers_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = SyncPolicy::Group {
+        batch_delay_us_max: 200,
+        batch_bytes_max: 64 * 1024,
+    };
+    let (wal, _) = real(dir.path(), policy);
+    let heard = Arc::new(AtomicU64::new(0));
+    let h = Arc::clone(&heard);
+    wal.set_durable_listener(move |i| {
+        h.fetch_max(i.get(), Ordering::SeqCst);
+    });
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for k in 0..50u64 {
+                    let i = wal.append(payload(t * 1000 + k, 100)).unwrap();
+                    assert!(
+                        wal.durable_index() >= i,
+                        "append returned before its record was durable"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(wal.last_index(), LogIndex::new(400));
+    assert_eq!(wal.durable_index(), LogIndex::new(400));
+    assert_eq!(heard.load(Ordering::SeqCst), 400);
+    // A non-blocking submit becomes durable without anyone waiting on it.
+    let i = wal.submit(payload(9, 10)).unwrap();
+    wal.wait_durable(i).unwrap();
+    assert_eq!(wal.durable_index(), i);
+}
+
+#[test]
+fn manual_policy_syncs_only_when_asked() {
+    let disk = FaultyStorage::new(1);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Manual)).unwrap();
+    let a = wal.append(b"a".to_vec()).unwrap();
+    assert_eq!(wal.durable_index(), LogIndex::new(0));
+    assert_eq!(
+        &wal.read(a).unwrap()[..],
+        b"a",
+        "a queued record is readable"
+    );
+    assert_eq!(wal.sync().unwrap(), a);
+    let b = wal.submit_batch([b"b".to_vec(), b"c".to_vec()]).unwrap();
+    assert_eq!(b, LogIndex::new(3));
+    wal.wait_durable(b).unwrap();
+    assert_eq!(wal.durable_index(), b);
+    assert!(matches!(
+        wal.wait_durable(LogIndex::new(9)),
+        Err(WalError::OutOfRange { .. })
+    ));
+}
+
+#[test]
+fn truncate_suffix_then_append_replaces_the_tail() {
+    let disk = FaultyStorage::new(2);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Always)).unwrap();
+    for i in 1..=100u64 {
+        wal.append(payload(i, 50)).unwrap();
+    }
+    wal.truncate_after(LogIndex::new(60)).unwrap();
+    assert_eq!(wal.last_index(), LogIndex::new(60));
+    assert!(matches!(
+        wal.read(LogIndex::new(61)),
+        Err(WalError::OutOfRange { .. })
+    ));
+    for i in 61..=70u64 {
+        wal.append(payload(i + 1000, 50)).unwrap();
+    }
+    drop(wal);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Always)).unwrap();
+    let got = contents(&wal);
+    assert_eq!(got.len(), 70);
+    assert_eq!(got[59].1, payload(60, 50));
+    assert_eq!(got[60].1, payload(1061, 50));
+    // Truncating everything leaves an empty log that continues at the first index.
+    wal.truncate_after(LogIndex::new(0)).unwrap();
+    assert!(wal.is_empty());
+    assert_eq!(wal.append(b"x".to_vec()).unwrap(), LogIndex::new(1));
+    drop(wal);
+    let (wal, _) = Wal::open(disk, small_config(SyncPolicy::Always)).unwrap();
+    assert_eq!(contents(&wal), vec![(1, b"x".to_vec())]);
+}
+
+#[test]
+fn purge_below_a_snapshot_and_past_the_end() {
+    let disk = FaultyStorage::new(3);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Always)).unwrap();
+    for i in 1..=200u64 {
+        wal.append(payload(i, 60)).unwrap();
+    }
+    let segments = wal.segment_count();
+    let first = wal.purge_before(LogIndex::new(120)).unwrap();
+    assert!(
+        first <= LogIndex::new(120) && first > LogIndex::new(1),
+        "first {first}"
+    );
+    assert!(wal.segment_count() < segments);
+    assert!(matches!(
+        wal.read(LogIndex::new(1)),
+        Err(WalError::OutOfRange { .. })
+    ));
+    assert_eq!(
+        &wal.read(LogIndex::new(150)).unwrap()[..],
+        &payload(150, 60)[..]
+    );
+    assert!(
+        disk.file_names().iter().any(|n| n.ends_with(".spare")),
+        "purged segments are kept as spares"
+    );
+    drop(wal);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Always)).unwrap();
+    assert_eq!(wal.first_index(), first);
+    assert_eq!(wal.last_index(), LogIndex::new(200));
+    // Spares are reused for new segments, and old records in them never come back.
+    for i in 201..=400u64 {
+        wal.append(payload(i, 60)).unwrap();
+    }
+    // A snapshot past the end: the log empties and continues after it.
+    assert_eq!(
+        wal.purge_before(LogIndex::new(1000)).unwrap(),
+        LogIndex::new(1000)
+    );
+    assert!(wal.is_empty());
+    assert_eq!(wal.append(b"after".to_vec()).unwrap(), LogIndex::new(1000));
+    drop(wal);
+    let (wal, _) = Wal::open(disk, small_config(SyncPolicy::Always)).unwrap();
+    assert_eq!(contents(&wal), vec![(1000, b"after".to_vec())]);
+}
+
+#[test]
+fn purge_by_retention_uses_the_clock_given() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = WalConfig::builder()
+        .segment_bytes_max(4096)
+        .record_bytes_max(1024)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (wal, _) = Wal::open(FaultyStorage::new(4), config).unwrap();
+    for i in 1..=300u64 {
+        clock.set(1_000 + i * 10);
+        wal.append(payload(i, 60)).unwrap();
+    }
+    let before = wal.first_index();
+    // Nothing is older than a day.
+    assert_eq!(wal.purge_older_than(4_000, 86_400_000).unwrap(), before);
+    // Everything sealed before t=2000 (index ~100) is older than 1 s at t=3000.
+    let first = wal.purge_older_than(3_000, 1_000).unwrap();
+    assert!(
+        first > before && first <= LogIndex::new(101),
+        "first {first}"
+    );
+}
+
+#[test]
+fn in_memory_index_costs_at_most_8_bytes_per_record() {
+    let disk = FaultyStorage::new(5);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(64)
+        .sync_policy(SyncPolicy::Manual)
+        .build()
+        .unwrap();
+    let (wal, _) = Wal::open(disk, config).unwrap();
+    let records = 100_000u64;
+    for chunk in 0..(records / 1000) {
+        wal.submit_batch((0..1000).map(|k| payload(chunk * 1000 + k, 8)))
+            .unwrap();
+        wal.sync().unwrap();
+    }
+    let bytes = wal.index_bytes();
+    let per_record = bytes as f64 / records as f64;
+    println!("in-memory index: {bytes} bytes for {records} records = {per_record:.2} bytes/record");
+    assert!(per_record <= 8.0, "{per_record} bytes per record");
+}
+
+#[test]
+fn oversized_records_are_refused_whole() {
+    let (wal, _) = Wal::open(FaultyStorage::new(6), small_config(SyncPolicy::Always)).unwrap();
+    let err = wal
+        .append_batch([vec![1u8; 10], vec![2u8; 5000]])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::RecordTooLarge {
+                bytes: 5000,
+                max: 1024
+            }
+        ),
+        "{err}"
+    );
+    assert!(wal.is_empty());
+    assert!(WalConfig::builder().segment_bytes_max(100).build().is_err());
+    assert!(
+        WalConfig::builder()
+            .segment_bytes_max(4096)
+            .record_bytes_max(8192)
+            .build()
+            .is_err()
+    );
+}
