@@ -23,6 +23,8 @@ use std::fmt;
 use std::hash::Hash;
 use std::time::Duration;
 
+use synod_clocks::ManualClock;
+
 use crate::disk::Disk;
 use crate::rng::SimRng;
 use crate::time::SimTime;
@@ -176,6 +178,7 @@ pub struct Context<'a, N: Node> {
     pub(crate) id: NodeId,
     pub(crate) nodes: usize,
     pub(crate) now: SimTime,
+    pub(crate) clock: &'a ManualClock,
     pub(crate) rng: &'a mut SimRng,
     pub(crate) disk: &'a mut Disk,
     pub(crate) effects: &'a mut Vec<Effect<N::Message, N::Response>>,
@@ -213,6 +216,15 @@ impl<N: Node> Context<'_, N> {
     #[must_use]
     pub fn now(&self) -> SimTime {
         self.now
+    }
+
+    /// This node's clock, for code that reads a `synod_clocks::PhysicalClock` itself (a
+    /// `HybridClock`, for example). Its true time is the event's virtual time; its wall
+    /// reading is what [`Context::now`] returns, in nanoseconds. Keep a clone if you like:
+    /// the simulator moves it forward before every call.
+    #[must_use]
+    pub fn clock(&self) -> &ManualClock {
+        self.clock
     }
 
     /// This node's random-number generator, seeded from the run's seed.

@@ -23,6 +23,8 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use crate::check::{HistoryChecker, Verdict};
+use synod_clocks::PhysicalClock;
+
 use crate::clock::{ClockModel, NodeClock};
 use crate::disk::{CrashMode, Disk};
 use crate::history::{History, OpId};
@@ -976,10 +978,12 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let Some(node) = slot.node.as_mut() else {
             return;
         };
+        let clock = slot.clock.at(self.now);
         let mut ctx = Context {
             id,
             nodes,
-            now: slot.clock.local(self.now),
+            now: SimTime::from_micros(clock.wall().as_nanos() / 1_000),
+            clock,
             rng: &mut slot.rng,
             disk: &mut slot.disk,
             effects: &mut self.effects,
@@ -1020,10 +1024,12 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let slot = &mut self.slots[id.index()];
         slot.state = NodeState::Up;
         let node = slot.node.insert(node);
+        let clock = slot.clock.at(self.now);
         let mut ctx = Context {
             id,
             nodes,
-            now: slot.clock.local(self.now),
+            now: SimTime::from_micros(clock.wall().as_nanos() / 1_000),
+            clock,
             rng: &mut slot.rng,
             disk: &mut slot.disk,
             effects: &mut self.effects,
