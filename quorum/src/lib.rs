@@ -44,6 +44,6 @@ pub use coordinator::{
     StoreConfigError, StoreEffect, StoreError, StoreMessage, StoreOpId, WriteReport,
 };
 pub use node::NodeId;
-pub use resolve::{LastWriteWins, ResolveError, Resolver};
+pub use resolve::{LastWriteWins, ResolveError, Resolver, VersionVectors};
 pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};
 pub use versioned::{GcStats, VersionedError, VersionedStore};

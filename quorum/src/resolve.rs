@@ -10,11 +10,14 @@
 //!   small (Cassandra and ScyllaDB resolve every cell this way), but a write stamped by a
 //!   clock that runs behind silently loses to an older write stamped by a clock that runs
 //!   ahead.
-//! - Version vectors (`VersionVectors`, once `synod-clocks` provides dotted version
-//!   vectors): writes carry the causal context their client read; concurrent writes are
-//!   all kept as *siblings* and returned to the caller to resolve, as Riak does.
+//! - [`VersionVectors`]: writes carry the causal context their client read; a write
+//!   replaces exactly the values its client saw, and concurrent writes are all kept as
+//!   *siblings* and returned to the caller to resolve, as Riak does. Built on
+//!   `synod-clocks`' dotted version vector sets ([`Siblings`]).
 
 use std::fmt;
+
+use synod_clocks::{Siblings, VersionVector};
 
 use crate::node::NodeId;
 
@@ -144,5 +147,76 @@ where
                 *into = Some(incoming.clone());
             }
         }
+    }
+}
+
+/// Version vectors with siblings: a replica keeps, per key, every value no write has yet
+/// replaced, as a dotted version vector set ([`Siblings`]).
+///
+/// A write is `(context, value)`: the [`Siblings::context`] of the client's last read of
+/// the key (an empty [`VersionVector`] for a blind write). It replaces the siblings that
+/// context covers and nothing else, whatever the clocks say. Reads return the merged
+/// [`Siblings`]: one value when there was no conflict, several when writes were concurrent,
+/// for the caller to resolve and write back with the read's context.
+///
+/// The coordinator of a write must be a replica of the key: it issues the new version's
+/// dot from its own state ([`ResolveError::NotAReplica`] otherwise).
+///
+/// ```
+/// use synod_clocks::VersionVector;
+/// use synod_quorum::{NodeId, Resolver, VersionVectors};
+///
+/// let vv = VersionVectors::new();
+/// let (a, b) = (NodeId::new(1), NodeId::new(2));
+/// // Two clients write blind (empty context) through different replicas.
+/// let mut at_a = Default::default();
+/// let mut at_b = Default::default();
+/// vv.coordinate(a, Some(&mut at_a), (VersionVector::new(), "x"))?;
+/// vv.coordinate(b, Some(&mut at_b), (VersionVector::new(), "y"))?;
+/// vv.merge(&mut at_a, &at_b);
+/// assert_eq!(at_a.values().collect::<Vec<_>>(), [&"x", &"y"]); // siblings
+/// // A client that read both writes a resolution with that context: one value again.
+/// let context = at_a.context().clone();
+/// vv.coordinate(a, Some(&mut at_a), (context, "x+y"))?;
+/// assert_eq!(at_a.values().collect::<Vec<_>>(), [&"x+y"]);
+/// # Ok::<(), synod_quorum::ResolveError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VersionVectors<V> {
+    _value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V> VersionVectors<V> {
+    /// The version-vector resolver.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            _value: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<V: Clone + fmt::Debug + PartialEq> Resolver for VersionVectors<V> {
+    type State = Siblings<V>;
+    type Write = (VersionVector, V);
+
+    fn coordinate(
+        &self,
+        node: NodeId,
+        local: Option<&mut Self::State>,
+        (context, value): Self::Write,
+    ) -> Result<Self::State, ResolveError> {
+        let local = local.ok_or(ResolveError::NotAReplica { node })?;
+        local
+            .write(node, &context, value)
+            .map_err(|_| ResolveError::CounterOverflow { node })?;
+        // The whole set goes to the replicas, not just the new value: a replica that
+        // receives this dot then also learns every older dot of this coordinator, which is
+        // what makes a context that covers the dot mean "saw those values".
+        Ok(local.clone())
+    }
+
+    fn merge(&self, into: &mut Self::State, other: &Self::State) {
+        into.merge(other);
     }
 }

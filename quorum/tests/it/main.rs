@@ -4,4 +4,5 @@ mod abd;
 mod arithmetic;
 mod coordinator;
 mod lin;
+mod skew;
 mod versioned;
