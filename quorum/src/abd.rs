@@ -36,17 +36,26 @@ use crate::config::{ConfigError, FlexibleConfig, Quorum, Threshold};
 use crate::node::NodeId;
 use crate::tracker::{Outcome, ResponseTracker};
 
-/// The version of a register value: a sequence number, ties broken by the writer's id.
+/// The version of a register value: a sequence number, then who wrote it.
 ///
-/// Two writers that pick the same sequence concurrently still get distinct, ordered tags.
+/// The fields after `sequence` make every write's tag unique, which the register needs:
+/// two different values under one tag would let replicas disagree forever. A sequence
+/// number alone is not unique (two writers can pick the same one concurrently), nor is
+/// `(sequence, writer)`: one node can run two writes at once, and a node that restarts
+/// can pick a sequence again after its earlier write reached only a minority. Hence the
+/// writer's incarnation (different on every start) and its operation number.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
 pub struct Tag {
     /// Larger is newer.
     pub sequence: u64,
-    /// The node that wrote the value (breaks ties between concurrent writers).
+    /// The node that wrote the value.
     pub writer: NodeId,
+    /// The writer's incarnation when it wrote.
+    pub incarnation: u64,
+    /// The writer's operation number within that incarnation.
+    pub op: u64,
 }
 
 /// Identifies one operation started on one node. Unique per node, never reused.
@@ -355,6 +364,7 @@ struct Op<V> {
 #[derive(Debug, Clone)]
 pub struct AbdNode<V> {
     config: AbdConfig,
+    incarnation: u64,
     tag: Tag,
     value: Option<V>,
     ops: BTreeMap<AbdOpId, Op<V>>,
@@ -364,18 +374,22 @@ pub struct AbdNode<V> {
 }
 
 impl<V: Clone> AbdNode<V> {
-    /// A node whose replica holds nothing yet.
+    /// A node starting for the first time: its replica holds nothing, its incarnation
+    /// is 0. A node that restarts must use [`AbdNode::recover`].
     #[must_use]
     pub fn new(config: AbdConfig) -> Self {
-        Self::recover(config, Tag::default(), None)
+        Self::recover(config, 0, Tag::default(), None)
     }
 
-    /// A node whose replica holds the durable state of a previous run (the last
-    /// [`AbdEffect::Persist`] carried out).
+    /// A node restarting with the durable replica state of a previous run (the last
+    /// [`AbdEffect::Persist`] carried out) and an `incarnation` it has never used before:
+    /// for example a `synod_clocks::Generation` incremented and persisted at every start.
+    /// Reusing an incarnation can give two writes the same [`Tag`].
     #[must_use]
-    pub fn recover(config: AbdConfig, tag: Tag, value: Option<V>) -> Self {
+    pub fn recover(config: AbdConfig, incarnation: u64, tag: Tag, value: Option<V>) -> Self {
         Self {
             config,
+            incarnation,
             tag,
             value,
             ops: BTreeMap::new(),
@@ -516,6 +530,8 @@ impl<V: Clone> AbdNode<V> {
             let tag = Tag {
                 sequence: best_tag.sequence + 1,
                 writer: self.config.node,
+                incarnation: self.incarnation,
+                op: id.0,
             };
             (tag, op.write_value.take())
         } else if !self.config.write_back {
