@@ -1,2 +1,355 @@
-//! Placeholder, replaced below.
-fn main() {}
+//! The headline benchmark of synod-transport, against raw TCP over loopback measured in
+//! the same run.
+//!
+//! Three figures, each a ratio of the transport to its raw baseline:
+//!
+//! - `transport.rtt_depth1_vs_raw`: round-trip time of one 64-byte request at a time,
+//!   against a blocking `TcpStream` ping-pong (lower is better; goal at most 1.3);
+//! - `transport.pipeline_depth64_64b_vs_raw`: requests per second with 64 in flight,
+//!   against a raw pipelined echo with a window of 64 (higher is better; goal at least 0.5);
+//! - `transport.batch_64b_vs_raw_stream`: one-way 64-byte messages per second with
+//!   batching, against a raw stream of length-prefixed 64-byte messages written through a
+//!   buffer (higher is better; goal at least 0.5).
+//!
+//! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 seconds in all).
+
+use std::collections::VecDeque;
+use std::io::{BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
+
+const MSG: usize = 64;
+const DEPTH: usize = 64;
+
+struct Plan {
+    reps: usize,
+    window: Duration,
+}
+
+fn plan() -> Plan {
+    if std::env::var_os("SYNOD_BENCH_QUICK").is_some() {
+        Plan {
+            reps: 5,
+            window: Duration::from_millis(300),
+        }
+    } else {
+        Plan {
+            reps: 9,
+            window: Duration::from_secs(2),
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(name: &str, unit: &str, v: &mut [f64]) -> f64 {
+    let m = median(v);
+    println!(
+        "{name:<44} median {m:>12.1} {unit}  (min {:.1}, max {:.1}, n={})",
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+    m
+}
+
+/// Runs `op` repeatedly for `window` and returns operations per second.
+fn rate(window: Duration, mut op: impl FnMut() -> u64) -> f64 {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < window {
+        n += op();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+// ---- raw baselines -------------------------------------------------------------------
+
+/// A raw echo server: echoes whatever it reads, in chunks.
+fn raw_echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                stream.set_nodelay(true).unwrap();
+                let mut buf = vec![0; 64 << 10];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Microseconds per blocking 64-byte round trip.
+fn raw_rtt_us(addr: std::net::SocketAddr, window: Duration) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let msg = [7u8; MSG];
+    let mut back = [0u8; MSG];
+    let per_sec = rate(window, || {
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut back).unwrap();
+        1
+    });
+    1e6 / per_sec
+}
+
+/// 64-byte messages per second echoed with at most `DEPTH` outstanding: a writer thread
+/// keeps the window full (writing as many as fit in one call), the reader counts echoes.
+fn raw_pipeline_rate(addr: std::net::SocketAddr, window: Duration) -> f64 {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let (received, stop) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let chunk = vec![7u8; MSG * DEPTH];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let room = DEPTH as u64 - (sent - received.load(Ordering::Acquire));
+                if room == 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                s.write_all(&chunk[..room as usize * MSG]).unwrap();
+                sent += room;
+            }
+        })
+    };
+    let mut s = s;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let n = s.read(&mut buf).unwrap();
+        bytes += n as u64;
+        received.store(bytes / MSG as u64, Ordering::Release);
+    }
+    let per_sec = (bytes / MSG as u64) as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    // Drain until the writer stops.
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while !writer.is_finished() {
+        if s.read(&mut buf).is_err() {
+            received.store(u64::MAX / 2, Ordering::Release);
+        }
+    }
+    writer.join().unwrap();
+    per_sec
+}
+
+/// One-way 64-byte messages per second, each prefixed with its length, written through a
+/// buffer and parsed by the receiver.
+fn raw_stream_rate(window: Duration) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pending = 0usize;
+        let mut messages = 0u64;
+        loop {
+            let n = match s.read(&mut buf[pending..]) {
+                Ok(0) | Err(_) => return messages,
+                Ok(n) => n,
+            };
+            let end = pending + n;
+            let mut at = 0;
+            while end - at >= 4 {
+                let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+                if end - at < 4 + len {
+                    break;
+                }
+                std::hint::black_box(&buf[at + 4..at + 4 + len]);
+                at += 4 + len;
+                messages += 1;
+            }
+            buf.copy_within(at..end, 0);
+            pending = end - at;
+        }
+    });
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = BufWriter::with_capacity(64 << 10, s);
+    let mut msg = Vec::with_capacity(4 + MSG);
+    msg.extend_from_slice(&(MSG as u32).to_le_bytes());
+    msg.extend_from_slice(&[7u8; MSG]);
+    let start = Instant::now();
+    while start.elapsed() < window {
+        for _ in 0..1000 {
+            w.write_all(&msg).unwrap();
+        }
+    }
+    w.flush().unwrap();
+    drop(w);
+    let messages = counter.join().unwrap();
+    messages as f64 / start.elapsed().as_secs_f64()
+}
+
+// ---- the transport ---------------------------------------------------------------------
+
+fn echo_pair(
+    builder: impl Fn(u64) -> synod_transport::ConfigBuilder,
+) -> (TcpTransport, TcpTransport) {
+    let server =
+        TcpTransport::bind_with_handler(builder(1).build().unwrap(), "127.0.0.1:0", |req| {
+            Some(req.payload().clone())
+        })
+        .unwrap();
+    let client = TcpTransport::bind(builder(2).build().unwrap(), "127.0.0.1:0").unwrap();
+    client.add_peer(NodeId(1), server.local_addr());
+    assert!(client.wait_connected(NodeId(1), Duration::from_secs(10)));
+    (server, client)
+}
+
+fn config(node: u64) -> synod_transport::ConfigBuilder {
+    Config::builder(ClusterId(1), NodeId(node))
+}
+
+fn transport_rtt_us(client: &TcpTransport, window: Duration) -> f64 {
+    let payload = Bytes::from_static(&[7u8; MSG]);
+    let per_sec = rate(window, || {
+        client
+            .request(NodeId(1), payload.clone(), Duration::from_secs(10))
+            .unwrap()
+            .wait()
+            .unwrap();
+        1
+    });
+    1e6 / per_sec
+}
+
+fn transport_pipeline_rate(client: &TcpTransport, window: Duration) -> f64 {
+    let payload = Bytes::from_static(&[7u8; MSG]);
+    let mut in_flight = VecDeque::with_capacity(DEPTH);
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < window {
+        while in_flight.len() < DEPTH {
+            in_flight.push_back(
+                client
+                    .request(NodeId(1), payload.clone(), Duration::from_secs(10))
+                    .unwrap(),
+            );
+        }
+        in_flight.pop_front().unwrap().wait().unwrap();
+        done += 1;
+    }
+    let per_sec = done as f64 / start.elapsed().as_secs_f64();
+    for h in in_flight {
+        h.wait().unwrap();
+    }
+    per_sec
+}
+
+fn transport_stream_rate(window: Duration) -> f64 {
+    let receiver = TcpTransport::bind(config(1).build().unwrap(), "127.0.0.1:0").unwrap();
+    let sender = TcpTransport::bind(
+        config(2).batch_delay_us_max(200).build().unwrap(),
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    sender.add_peer(NodeId(1), receiver.local_addr());
+    assert!(sender.wait_connected(NodeId(1), Duration::from_secs(10)));
+    let receiver = Arc::new(receiver);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = {
+        let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut batch = Vec::with_capacity(1024);
+            loop {
+                batch.clear();
+                let got = receiver.recv_batch(&mut batch, 1024, Duration::from_millis(20));
+                for m in &batch {
+                    std::hint::black_box(m.payload());
+                }
+                n += got as u64;
+                if got == 0 && stop.load(Ordering::Acquire) {
+                    return n;
+                }
+            }
+        })
+    };
+    let payload = Bytes::from_static(&[7u8; MSG]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < window {
+        for _ in 0..1000 {
+            sender.send(NodeId(1), payload.clone()).unwrap();
+        }
+        sent += 1000;
+    }
+    // Count what arrives: the rate is of messages delivered to the receiving application.
+    while receiver.stats().messages_received < sent {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Release);
+    let got = counter.join().unwrap();
+    assert_eq!(got, sent, "every message delivered");
+    got as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let plan = plan();
+    println!(
+        "synod-transport throughput: {} repetitions of {:?} each, 64-byte messages over loopback",
+        plan.reps, plan.window
+    );
+
+    let echo = raw_echo_server();
+    let (_server, client) = echo_pair(config);
+
+    let mut raw_rtt = Vec::new();
+    let mut rtt = Vec::new();
+    let mut raw_pipe = Vec::new();
+    let mut pipe = Vec::new();
+    let mut raw_stream = Vec::new();
+    let mut stream = Vec::new();
+    for _ in 0..plan.reps {
+        // Interleave baseline and component so that load on the machine hits both alike.
+        raw_rtt.push(raw_rtt_us(echo, plan.window));
+        rtt.push(transport_rtt_us(&client, plan.window));
+        raw_pipe.push(raw_pipeline_rate(echo, plan.window));
+        pipe.push(transport_pipeline_rate(&client, plan.window));
+        raw_stream.push(raw_stream_rate(plan.window));
+        stream.push(transport_stream_rate(plan.window));
+    }
+    let raw_rtt = report("raw ping-pong rtt", "us", &mut raw_rtt);
+    let rtt = report("transport request rtt (depth 1)", "us", &mut rtt);
+    let raw_pipe = report("raw pipelined echo (depth 64)", "msg/s", &mut raw_pipe);
+    let pipe = report("transport pipeline (depth 64)", "req/s", &mut pipe);
+    let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
+    let stream = report("transport batched one-way", "msg/s", &mut stream);
+    println!("ratio transport.rtt_depth1_vs_raw {:.3}", rtt / raw_rtt);
+    println!(
+        "ratio transport.pipeline_depth64_64b_vs_raw {:.3}",
+        pipe / raw_pipe
+    );
+    println!(
+        "ratio transport.batch_64b_vs_raw_stream {:.3}",
+        stream / raw_stream
+    );
+}

@@ -11,8 +11,9 @@
 //! # Locks
 //!
 //! Each channel has one mutex (its queue, pending requests and current connection) and one
-//! condition variable that every waiter on it uses. No code holds two channel locks, or a
-//! channel lock and the inbound-queue lock, at the same time.
+//! condition variable that every waiter on it uses. No code holds two channel locks at
+//! once; the inbound-queue lock may be held while a channel lock is taken briefly, never
+//! the other way round.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -40,6 +41,8 @@ use crate::transport::{Incoming, Transport};
 
 /// How many connection events [`TcpTransport::recent_events`] keeps.
 pub const EVENTS_RECENT_MAX: usize = 64;
+/// How long [`ResponseHandle::wait`] looks for a response before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// Size of each connection's read buffer.
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
@@ -169,19 +172,23 @@ impl Shared {
         )
     }
 
-    /// Queues a received message for `recv`, waiting while the queue is full (so the
-    /// reader stops reading and TCP pushes back on the peer). Gives up if the connection
+    /// Queues received messages for `recv`, waiting while the queue is full (so the reader
+    /// stops reading and TCP pushes back on the peer). Gives up if the connection
     /// `connection` of `channel` is gone or the transport closes.
-    fn deliver(&self, channel: &Channel, connection: u64, incoming: Incoming) {
+    fn deliver(&self, channel: &Channel, connection: u64, incoming: Vec<Incoming>) {
         let mut inbound = self.inbound.lock();
-        while inbound.len() >= self.config.inbound_messages_max {
-            if self.is_closing() || !channel.is_current(connection) {
-                return;
+        for incoming in incoming {
+            while inbound.len() >= self.config.inbound_messages_max {
+                if self.is_closing() || !channel.is_current(connection) {
+                    return;
+                }
+                self.inbound_changed.notify_all();
+                self.inbound_changed
+                    .wait_for(&mut inbound, self.config.keepalive_interval());
             }
-            self.inbound_changed
-                .wait_for(&mut inbound, self.config.keepalive_interval());
+            inbound.push_back(incoming);
         }
-        inbound.push_back(incoming);
+        drop(inbound);
         self.inbound_changed.notify_all();
     }
 }
@@ -195,16 +202,15 @@ struct Live {
     accepted: bool,
 }
 
-/// A message encoded with room for a frame header in front, so a lone message can be sent
-/// as its own frame without a copy.
+/// One encoded envelope waiting to be written.
 #[derive(Debug)]
 struct Queued {
-    framed: Vec<u8>,
+    envelope: Vec<u8>,
 }
 
 impl Queued {
     fn envelope_bytes(&self) -> usize {
-        self.framed.len() - HEADER_BYTES
+        self.envelope.len()
     }
 }
 
@@ -284,10 +290,9 @@ impl Channel {
             to: self.peer,
             payload,
         };
-        let mut framed = Vec::with_capacity(HEADER_BYTES + envelope.payload.len() + 24);
-        begin_frame(&mut framed);
-        envelope.encode_into(&mut framed);
-        Ok(Queued { framed })
+        let mut bytes = Vec::with_capacity(envelope.payload.len() + 24);
+        envelope.encode_into(&mut bytes);
+        Ok(Queued { envelope: bytes })
     }
 
     /// Waits until the message may be queued (room in the queue and, for a request, in the
@@ -327,46 +332,82 @@ impl Channel {
                     SendError::QueueFull { peer: self.peer }.into()
                 });
             }
+            // Whatever this caller queued before must reach the writer before it waits.
+            self.changed.notify_all();
             self.changed.wait(&mut st);
         }
     }
 
-    /// Queues an admitted message, or writes it at once on the caller's thread when the
-    /// socket is idle, nothing is queued and batching does not ask to wait.
+    /// Queues an admitted message and gets it written: by the caller itself when the channel
+    /// is idle, otherwise by the writer thread, which batches whatever has queued up.
     fn push<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, queued: Queued) {
-        // Writing on the caller's thread saves a thread hand-off per message. Only a caller
-        // that agreed to wait (`Overflow::Block`) does it: a full socket buffer blocks it.
-        let inline = st.queue.is_empty()
-            && !st.writing
-            && sh.config.batch_delay_us_max == 0
-            && sh.config.overflow == Overflow::Block
-            && st.conn.is_some();
-        if !inline {
-            st.queued_bytes += queued.envelope_bytes();
-            if st.queue.is_empty() {
-                st.batch_started = Some(Instant::now());
-            }
-            st.queue.push_back(queued);
-            drop(st);
-            self.changed.notify_all();
-            return;
+        self.enqueue(&mut st, queued);
+        self.flush(sh, st);
+    }
+
+    fn enqueue(&self, st: &mut ChannelState, queued: Queued) {
+        st.queued_bytes += queued.envelope_bytes();
+        if st.queue.is_empty() {
+            st.batch_started = Some(Instant::now());
         }
-        let Some(conn) = st.conn.as_ref() else {
-            unreachable!("inline write without a connection");
+        st.queue.push_back(queued);
+    }
+
+    /// Writes the queue on the caller's thread if the channel is idle (nothing being
+    /// written, no request of another caller in flight), else wakes the writer thread.
+    ///
+    /// Writing on the caller's thread saves a thread hand-off: it is what makes one request
+    /// at a time cost little more than a raw round trip. Under load (requests in flight,
+    /// messages queueing), the writer thread takes over and batches. Only a caller that
+    /// agreed to wait (`Overflow::Block`) writes: a full socket buffer blocks it.
+    fn flush<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>) {
+        let c = &sh.config;
+        let idle = !st.writing
+            && st.pending.len() <= 1
+            && c.batch_delay_us_max == 0
+            && c.overflow == Overflow::Block;
+        let conn = match &st.conn {
+            Some(conn) if idle => (conn.id, Arc::clone(&conn.stream)),
+            _ => {
+                drop(st);
+                self.changed.notify_all();
+                return;
+            }
         };
-        let (id, stream) = (conn.id, Arc::clone(&conn.stream));
         st.writing = true;
+        let mut frame = Vec::with_capacity(HEADER_BYTES + st.queued_bytes.min(c.batch_bytes_max));
+        let messages = self.take_batch(&mut st, &mut frame, c.batch_bytes_max);
         drop(st);
-        let mut framed = queued.framed;
-        let result = finish_frame(
-            &mut framed,
-            0,
-            FrameKind::Messages,
-            sh.config.frame_bytes_max,
-        )
-        .map_err(|_| unreachable!("payload limit keeps a message within a frame"))
-        .and_then(|()| (&*stream).write_all(&framed));
-        self.after_write(sh, id, 1, result);
+        finish_frame(&mut frame, 0, FrameKind::Messages, c.frame_bytes_max)
+            .expect("batches stay within frame_bytes_max");
+        let result = (&*conn.1).write_all(&frame);
+        self.after_write(sh, conn.0, messages, result);
+    }
+
+    /// Moves queued envelopes into `frame` (begun at offset 0) up to `batch_bytes_max`, at
+    /// least one, and returns how many.
+    fn take_batch(
+        &self,
+        st: &mut ChannelState,
+        frame: &mut Vec<u8>,
+        batch_bytes_max: usize,
+    ) -> u64 {
+        if frame.is_empty() {
+            begin_frame(frame);
+        }
+        let mut messages = 0;
+        while let Some(next) = st.queue.front() {
+            let len = next.envelope_bytes();
+            if messages > 0 && frame.len() - HEADER_BYTES + len > batch_bytes_max {
+                break;
+            }
+            let next = st.queue.pop_front().expect("front exists");
+            frame.extend_from_slice(&next.envelope);
+            st.queued_bytes -= len;
+            messages += 1;
+        }
+        st.batch_started = (!st.queue.is_empty()).then(Instant::now);
+        messages
     }
 
     /// Bookkeeping after a write by either the writer thread or an inline sender.
@@ -374,11 +415,9 @@ impl Channel {
         let mut st = self.state.lock();
         st.writing = false;
         st.last_write = Instant::now();
-        let wake = !st.queue.is_empty();
         drop(st);
-        if wake {
-            self.changed.notify_all();
-        }
+        // Room was freed in the queue, and the writer may have work.
+        self.changed.notify_all();
         match result {
             Ok(()) => {
                 if messages > 0 {
@@ -544,21 +583,12 @@ impl Channel {
                 self.changed.wait_until(&mut st, due);
             };
             frame.clear();
-            let start = begin_frame(&mut frame);
-            let mut messages = 0;
-            if !keepalive {
-                while let Some(next) = st.queue.front() {
-                    let len = next.envelope_bytes();
-                    if messages > 0 && frame.len() - HEADER_BYTES + len > c.batch_bytes_max {
-                        break;
-                    }
-                    let next = st.queue.pop_front().expect("front exists");
-                    frame.extend_from_slice(&next.framed[HEADER_BYTES..]);
-                    st.queued_bytes -= len;
-                    messages += 1;
-                }
-                st.batch_started = (!st.queue.is_empty()).then(Instant::now);
-            }
+            begin_frame(&mut frame);
+            let messages = if keepalive {
+                0
+            } else {
+                self.take_batch(&mut st, &mut frame, c.batch_bytes_max)
+            };
             st.writing = true;
             drop(st);
             // Room was freed in the queue.
@@ -569,7 +599,7 @@ impl Channel {
                 FrameKind::Messages
             };
             // A batch is at most batch_bytes_max, or one message within payload_bytes_max.
-            finish_frame(&mut frame, start, kind, c.frame_bytes_max)
+            finish_frame(&mut frame, 0, kind, c.frame_bytes_max)
                 .expect("batches stay within frame_bytes_max");
             let result = (&*stream).write_all(&frame);
             self.after_write(sh, connection, messages, result);
@@ -659,12 +689,13 @@ impl Channel {
                 let envelopes = decode_envelopes(&frame.payload).map_err(Disconnect::Protocol)?;
                 bump(&sh.counters.messages_received, envelopes.len() as u64);
                 self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
-                for envelope in envelopes {
-                    if envelope.from != self.peer || envelope.to != sh.config.node {
-                        return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
-                    }
-                    self.on_envelope(sh, connection, envelope);
+                if envelopes
+                    .iter()
+                    .any(|e| e.from != self.peer || e.to != sh.config.node)
+                {
+                    return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
                 }
+                self.on_envelopes(sh, connection, envelopes);
                 Ok(())
             }
             // Handshake frames after the handshake: the peer is confused.
@@ -672,34 +703,64 @@ impl Channel {
         }
     }
 
-    fn on_envelope(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelope: Envelope) {
-        match envelope.kind {
-            MessageKind::Response => {
-                let completer = self.state.lock().pending.remove(&envelope.correlation);
-                match completer {
-                    Some(completer) => {
-                        completer.complete(Ok(envelope.payload));
-                        self.changed.notify_all();
-                    }
-                    None => bump(&sh.counters.late_responses, 1),
-                }
-            }
-            MessageKind::Request | MessageKind::OneWay => {
-                let correlation =
-                    (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
-                let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
-                match &sh.handler {
-                    Some(handler) => {
-                        let reply = handler(&incoming);
-                        if let (Some(correlation), Some(reply)) = (correlation, reply) {
-                            // A lost connection fails the reply; the requester sees the loss.
-                            let _ = self.send(sh, MessageKind::Response, correlation, reply);
+    /// Handles the envelopes of one frame: responses complete their requests; requests and
+    /// messages go to the handler (whose responses leave together, as one batch) or to the
+    /// inbound queue (all at once).
+    fn on_envelopes(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelopes: Vec<Envelope>) {
+        let mut deliveries = Vec::new();
+        let mut replies = Vec::new();
+        for envelope in envelopes {
+            match envelope.kind {
+                MessageKind::Response => {
+                    let completer = self.state.lock().pending.remove(&envelope.correlation);
+                    match completer {
+                        Some(completer) => {
+                            completer.complete(Ok(envelope.payload));
+                            self.changed.notify_all();
                         }
+                        None => bump(&sh.counters.late_responses, 1),
                     }
-                    None => sh.deliver(self, connection, incoming),
+                }
+                MessageKind::Request | MessageKind::OneWay => {
+                    let correlation =
+                        (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
+                    let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
+                    match &sh.handler {
+                        Some(handler) => {
+                            let reply = handler(&incoming);
+                            if let (Some(correlation), Some(reply)) = (correlation, reply) {
+                                match self.encode(sh, MessageKind::Response, correlation, reply) {
+                                    Ok(queued) => replies.push(queued),
+                                    // A reply too large to send: the requester times out.
+                                    Err(_) => bump(&sh.counters.messages_dropped, 1),
+                                }
+                            }
+                        }
+                        None => deliveries.push(incoming),
+                    }
                 }
             }
         }
+        if !deliveries.is_empty() {
+            sh.deliver(self, connection, deliveries);
+        }
+        if !replies.is_empty() {
+            self.send_many(sh, replies);
+        }
+    }
+
+    /// Queues several messages and gets them written together.
+    fn send_many(&self, sh: &Shared, messages: Vec<Queued>) {
+        let mut st = self.state.lock();
+        for queued in messages {
+            match self.admit(sh, st, queued.envelope_bytes(), false) {
+                Ok(admitted) => st = admitted,
+                // The connection is gone or closing: the requester learns it from there.
+                Err(_) => return,
+            }
+            self.enqueue(&mut st, queued);
+        }
+        self.flush(sh, st);
     }
 }
 
@@ -731,6 +792,12 @@ impl ResponseHandle {
     /// as the connection drops, [`RequestError::Shutdown`] if the transport closes.
     pub fn wait(mut self) -> Result<Bytes, RequestError> {
         self.finished = true;
+        // A response often arrives within tens of microseconds: look for it a little while
+        // before sleeping, since waking a sleeping thread costs about as much again.
+        let spin_until = Instant::now() + SPIN_BEFORE_SLEEP;
+        while !self.completion.is_ready() && Instant::now() < spin_until.min(self.deadline) {
+            std::thread::yield_now();
+        }
         match self.completion.wait_until(self.deadline) {
             WaitOutcome::Done(result) => result,
             WaitOutcome::Canceled => Err(RequestError::Shutdown),
@@ -970,6 +1037,31 @@ impl TcpTransport {
                 return incoming;
             }
         }
+    }
+
+    /// Moves up to `max` received requests and messages into `out`, waiting at most
+    /// `timeout` for the first; returns how many were moved. Cheaper per message than
+    /// [`recv`](Self::recv) when many arrive.
+    pub fn recv_batch(&self, out: &mut Vec<Incoming>, max: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let sh = &self.shared;
+        let mut inbound = sh.inbound.lock();
+        while inbound.is_empty() && !sh.is_closing() {
+            if sh
+                .inbound_changed
+                .wait_until(&mut inbound, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        let n = inbound.len().min(max);
+        out.extend(inbound.drain(..n));
+        drop(inbound);
+        if n > 0 {
+            sh.inbound_changed.notify_all();
+        }
+        n
     }
 
     /// The next received request or message, if one is waiting.
