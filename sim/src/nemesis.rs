@@ -97,8 +97,8 @@ pub enum Counter {
     Crash,
     /// A node restarted.
     Restart,
-    /// A crash lost at least one unsynced disk write.
-    DiskWritesLost,
+    /// A node crashed with unsynced disk writes or directory changes.
+    DiskUnsyncedAtCrash,
     /// A crash tore a write.
     DiskTornWrite,
     /// A crash flipped a bit.
@@ -134,7 +134,7 @@ impl Counter {
         Counter::MessageReordered,
         Counter::Crash,
         Counter::Restart,
-        Counter::DiskWritesLost,
+        Counter::DiskUnsyncedAtCrash,
         Counter::DiskTornWrite,
         Counter::DiskBitFlip,
         Counter::Pause,
@@ -164,7 +164,7 @@ impl Counter {
             Counter::MessageReordered => "msg.reordered",
             Counter::Crash => "node.crash",
             Counter::Restart => "node.restart",
-            Counter::DiskWritesLost => "disk.writes_lost",
+            Counter::DiskUnsyncedAtCrash => "disk.unsynced_at_crash",
             Counter::DiskTornWrite => "disk.torn_write",
             Counter::DiskBitFlip => "disk.bit_flip",
             Counter::Pause => "node.pause",

@@ -170,7 +170,7 @@ pub(crate) enum Effect<M, R> {
     Send { to: NodeId, message: M },
     Timer { after: Duration, timer: TimerId },
     Reply { id: RequestId, response: R },
-    Sync { token: SyncToken, point: u64 },
+    Sync { token: SyncToken },
 }
 
 /// What a node can see and do during one call.
@@ -255,9 +255,9 @@ impl<N: Node> Context<'_, N> {
     }
 
     /// Asks the disk to make every write issued so far durable; [`Node::on_synced`] with
-    /// `token` follows when it has (unless the node crashes first).
+    /// `token` follows when it has (unless the node crashes first). Writes issued after
+    /// this call are not promised durable by it.
     pub fn sync(&mut self, token: SyncToken) {
-        let point = self.disk.sync_point();
-        self.effects.push(Effect::Sync { token, point });
+        self.effects.push(Effect::Sync { token });
     }
 }

@@ -98,7 +98,7 @@ struct Pending {
 }
 
 const TICK: TimerId = TimerId(0);
-const TICK_EVERY: Duration = Duration::from_millis(5);
+const TICK_EVERY: Duration = Duration::from_millis(10);
 const RECORD_BYTES: usize = 8 + 8 + 8 + 1 + 8 + 8;
 const LOG: &str = "register.log";
 
@@ -237,6 +237,7 @@ impl Node for RegisterNode {
         self.next_op = ctx.rng().next_u64() >> 16;
         let mut valid = 0usize;
         if let Some(log) = ctx.disk().read(LOG) {
+            let log = log.as_slice();
             for record in log.chunks(RECORD_BYTES) {
                 let Some((key, ts, value)) = decode(record) else {
                     break;
@@ -250,7 +251,9 @@ impl Node for RegisterNode {
             }
             if valid < log.len() {
                 // Cut off a torn or corrupt tail so that new records follow valid ones.
-                ctx.disk().truncate(LOG, valid as u64);
+                ctx.disk()
+                    .set_len(LOG, valid as u64)
+                    .expect("simulated disk");
             }
         }
         ctx.set_timer(TICK_EVERY, TICK);
@@ -270,7 +273,9 @@ impl Node for RegisterNode {
                 };
                 if ts > slot.0 {
                     *slot = (ts, value);
-                    ctx.disk().append(LOG, &encode(key, ts, value));
+                    ctx.disk()
+                        .append(LOG, &encode(key, ts, value))
+                        .expect("simulated disk");
                 }
                 if self.variant == Variant::AckBeforeSync {
                     ctx.send(from, Msg::PutAck { op });
