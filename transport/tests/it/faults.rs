@@ -138,6 +138,8 @@ fn a_truncated_frame_delivers_nothing() {
 fn a_reset_mid_frame_delivers_nothing_and_closes_only_that_connection() {
     let a = start(config(1));
     let mut raw = raw_dial(a.local_addr(), 3, 1);
+    // The welcome may arrive before node 1 has installed the connection.
+    assert!(a.wait_connected(NodeId(3), PATIENCE));
     // Make the raw peer hold unread data, so that closing it sends a reset.
     a.send(NodeId(3), Bytes::from_static(b"unread")).unwrap();
     assert!(wait_for(|| a.stats().messages_sent == 1));
