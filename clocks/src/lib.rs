@@ -15,7 +15,7 @@ pub mod physical;
 pub mod time;
 pub mod version_vector;
 
-pub use driver::system::SystemClock;
+pub use driver::system::{CachedSystemClock, SystemClock};
 pub use dvv::Siblings;
 pub use error::{ConfigError, DecodeError};
 pub use generation::{Generation, Incoming};
