@@ -322,6 +322,13 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
     debug_assert!(!CORRUPT_SUFFIX.ends_with(format::SEGMENT_SUFFIX));
     segments.sort();
     for spare in &result.spares {
+        // Spare names are numbered from the generation counter too: never reuse one.
+        if let Some(n) = spare
+            .strip_suffix(SPARE_SUFFIX)
+            .and_then(|d| d.parse::<u64>().ok())
+        {
+            result.max_generation = result.max_generation.max(n);
+        }
         if let Ok(file) = storage.open(spare)
             && let Ok(Ok(h)) = read_header(&file, spare)
         {

@@ -84,7 +84,9 @@ struct Inner<S: Storage> {
     spares: Mutex<Vec<String>>,
     /// Encoding buffer, used only by the busy thread.
     scratch: Mutex<Vec<u8>>,
-    listener: Mutex<Option<Listener>>,
+    /// The durable-index listener and the last index it was told, so that it only ever
+    /// hears increasing indexes even when two syncs finish close together.
+    listener: Mutex<(Option<Listener>, u64)>,
 }
 
 impl<S: Storage> fmt::Debug for Inner<S> {
@@ -254,7 +256,7 @@ impl<S: Storage> Wal<S> {
             next_generation: AtomicU64::new(scan.max_generation + 1),
             spares: Mutex::new(spares),
             scratch: Mutex::new(Vec::new()),
-            listener: Mutex::new(None),
+            listener: Mutex::new((None, 0)),
         });
         let mut segments = VecDeque::new();
         for s in &scan.segments {
@@ -506,9 +508,12 @@ impl<S: Storage> Wal<S> {
     }
 
     /// Calls `listener` with the new durable index after every sync that moves it, from the
-    /// thread that did the sync, without any lock of the log held. Replaces any earlier one.
+    /// thread that did the sync, with no lock on the log's state held (so the listener may
+    /// call the log, except `set_durable_listener`). Indexes it hears only increase; it may
+    /// hear of an index after a waiter on that index has already returned. Replaces any
+    /// earlier listener.
     pub fn set_durable_listener(&self, listener: impl Fn(LogIndex) + Send + Sync + 'static) {
-        *self.inner().listener.lock() = Some(Box::new(listener));
+        self.inner().listener.lock().0 = Some(Box::new(listener));
     }
 
     /// The highest index up to which every record is durable (0, or the index before the
@@ -948,8 +953,12 @@ impl<S: Storage> Inner<S> {
         if moved {
             let durable = LogIndex::new(st.durable - 1);
             MutexGuard::unlocked(st, || {
-                if let Some(listener) = &*self.listener.lock() {
-                    listener(durable);
+                let mut slot = self.listener.lock();
+                if durable.get() > slot.1 {
+                    slot.1 = durable.get();
+                    if let Some(listener) = &slot.0 {
+                        listener(durable);
+                    }
                 }
             });
         }

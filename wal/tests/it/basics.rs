@@ -1,7 +1,6 @@
 //! Appends, reads, segments, truncation and purges on real files and the simulated disk.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use synod_wal::testing::FaultyStorage;
 use synod_wal::{FileStorage, LogIndex, ManualClock, SyncPolicy, Wal, WalConfig, WalError};
@@ -77,10 +76,10 @@ fn group_commit_many_writers_share_syncs() {
         batch_bytes_max: 64 * 1024,
     };
     let (wal, _) = real(dir.path(), policy);
-    let heard = Arc::new(AtomicU64::new(0));
-    let h = Arc::clone(&heard);
+    let (tx, heard) = std::sync::mpsc::channel();
+    let tx = parking_lot::Mutex::new(tx);
     wal.set_durable_listener(move |i| {
-        h.fetch_max(i.get(), Ordering::SeqCst);
+        let _ = tx.lock().send(i.get());
     });
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -101,7 +100,15 @@ fn group_commit_many_writers_share_syncs() {
     }
     assert_eq!(wal.last_index(), LogIndex::new(400));
     assert_eq!(wal.durable_index(), LogIndex::new(400));
-    assert_eq!(heard.load(Ordering::SeqCst), 400);
+    // The listener hears of every durable index, in order, up to the last.
+    let mut last = 0;
+    while last < 400 {
+        let i = heard
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the listener hears of index 400");
+        assert!(i > last, "durable index went from {last} to {i}");
+        last = i;
+    }
     // A non-blocking submit becomes durable without anyone waiting on it.
     let i = wal.submit(payload(9, 10)).unwrap();
     wal.wait_durable(i).unwrap();

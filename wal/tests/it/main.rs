@@ -3,7 +3,7 @@
 //!
 //! Environment variables:
 //! - `SYNOD_WAL_CRASH_POINTS`: crash points in the sweep (default 12,000).
-//! - `SYNOD_WAL_PROPTEST_CASES`: cases of the model-based test (default 64).
+//! - `SYNOD_WAL_PROPTEST_CASES`: cases of the model-based test (default 256).
 
 mod bad_input;
 mod basics;
