@@ -1,0 +1,4 @@
+//! Integration tests of synod-consensus: one binary, one module per area.
+
+mod harness;
+mod raft_paper;
