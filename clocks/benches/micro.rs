@@ -35,6 +35,13 @@ fn lamport(c: &mut Criterion) {
 fn hlc(c: &mut Criterion) {
     let config = HybridClockConfig::new(NodeId::new(1), Duration::from_millis(500)).unwrap();
     let system = SystemClock::new();
+    c.bench_function("hlc/baseline_systemtime_now", |b| {
+        b.iter(|| black_box(std::time::SystemTime::now()));
+    });
+    let mut clock = HybridClock::new(system, config);
+    c.bench_function("hlc/now_system_clock", |b| {
+        b.iter(|| black_box(clock.now()))
+    });
     let mut clock = HybridClock::new(system, config);
     let received = HybridTimestamp::new(system.wall(), 3, NodeId::new(2));
     c.bench_function("hlc/update_system_clock", |b| {

@@ -60,7 +60,15 @@ fn monotonic_over_a_million_events_with_jumps_freezes_and_restarts() {
     let (mut restarts, mut updates, mut rejected, mut carries) = (0, 0, 0, 0);
     let mut max_wall = WallTime::UNIX_EPOCH;
     for i in 0..EVENTS {
-        disturb(&mut rng, &physical);
+        // A long freeze in every quarter of the run, long enough to overflow the counter.
+        match i % 250_000 {
+            0 => physical.freeze(),
+            100_000 => physical.unfreeze(),
+            1..=99_999 => physical.advance(Duration::from_nanos(rng.below(20_000))),
+            _ => {
+                disturb(&mut rng, &physical);
+            }
+        }
         peer.advance(Duration::from_nanos(rng.below(20_000)));
         max_wall = max_wall.max(physical.wall());
         let ts = if rng.chance(30) {
