@@ -40,7 +40,7 @@ fn hlc(c: &mut Criterion) {
     });
     let mut clock = HybridClock::new(system, config);
     c.bench_function("hlc/now_system_clock", |b| {
-        b.iter(|| black_box(clock.now()))
+        b.iter(|| black_box(clock.now()));
     });
     let mut clock = HybridClock::new(system, config);
     let received = HybridTimestamp::new(system.wall(), 3, NodeId::new(2));
