@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_sim::{
-    Context, Counter, CrashMode, FaultKind, NemesisConfig, NoClients, Node, NodeId, RequestId,
-    SimConfig, SimTime, Simulation, SyncToken, TimerId,
+    ConfigError, Context, Counter, CrashMode, Failure, FaultKind, NemesisConfig, NoClients, Node,
+    NodeId, RequestId, SimConfig, SimTime, Simulation, SyncToken, TimerId,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -240,4 +240,113 @@ fn clock_jumps_are_visible_to_nodes() {
     assert!(went_back);
     let (_, seen) = probe_run(NemesisConfig::disabled(), 0);
     assert!(!seen.clock_went_back);
+}
+
+#[test]
+fn a_failing_invariant_stops_the_run_at_its_event() {
+    let config = SimConfig::builder(3)
+        .clients(0)
+        .safety_time(Duration::from_millis(100))
+        .nemesis(NemesisConfig::disabled())
+        .build()
+        .expect("valid");
+    let seen = Rc::new(RefCell::new(Observed {
+        received: vec![0; 3],
+        sent: vec![0; 3],
+        synced: vec![0; 3],
+        starts: vec![0; 3],
+        clock_went_back: false,
+    }));
+    let for_nodes = Rc::clone(&seen);
+    let for_check = Rc::clone(&seen);
+    let report = Simulation::new(
+        config,
+        1,
+        move |_| Probe {
+            seen: Rc::clone(&for_nodes),
+            last_now: SimTime::ZERO,
+            written: 0,
+        },
+        NoClients,
+    )
+    .invariant(move |_| {
+        let received: u64 = for_check.borrow().received.iter().sum();
+        if received >= 10 {
+            Err(format!("{received} messages received"))
+        } else {
+            Ok(())
+        }
+    })
+    .run();
+    match report.failure {
+        Some(Failure::Invariant { event, message, .. }) => {
+            assert_eq!(message, "10 messages received");
+            assert_eq!(event, report.events, "the run stops at the failing event");
+        }
+        other => panic!("expected an invariant failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_progress_condition_that_never_holds_fails_the_liveness_phase() {
+    let config = SimConfig::builder(3)
+        .clients(0)
+        .safety_time(Duration::from_millis(50))
+        .liveness_time_max(Duration::from_millis(200))
+        .build()
+        .expect("valid");
+    let seen = Rc::new(RefCell::new(Observed {
+        received: vec![0; 3],
+        sent: vec![0; 3],
+        synced: vec![0; 3],
+        starts: vec![0; 3],
+        clock_went_back: false,
+    }));
+    let report = Simulation::new(
+        config,
+        2,
+        move |_| Probe {
+            seen: Rc::clone(&seen),
+            last_now: SimTime::ZERO,
+            written: 0,
+        },
+        NoClients,
+    )
+    .progress(|_| false)
+    .run();
+    let healed_at = report.healed_at.expect("the liveness phase began");
+    assert_eq!(healed_at, SimTime::from_micros(50_000));
+    assert_eq!(
+        report.failure,
+        Some(Failure::NoProgress {
+            healed_at,
+            deadline: SimTime::from_micros(250_000)
+        })
+    );
+    assert!(
+        report
+            .failure
+            .expect("failed")
+            .to_string()
+            .contains("no progress")
+    );
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    assert_eq!(
+        SimConfig::builder(0).build().err(),
+        Some(ConfigError::Nodes(0))
+    );
+    assert_eq!(
+        SimConfig::builder(3).clients(1_000_000).build().err(),
+        Some(ConfigError::Clients(1_000_000))
+    );
+    assert_eq!(
+        SimConfig::builder(3)
+            .client_timeout(Duration::ZERO)
+            .build()
+            .err(),
+        Some(ConfigError::ZeroDuration("client_timeout"))
+    );
 }
