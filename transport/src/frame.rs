@@ -282,6 +282,20 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limit for frames not yet decoded (a connection raises it once the
+    /// handshake, which uses a small limit, is done).
+    ///
+    /// # Panics
+    ///
+    /// If `frame_bytes_max` exceeds [`FRAME_BYTES_MAX_LIMIT`].
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        assert!(
+            frame_bytes_max <= FRAME_BYTES_MAX_LIMIT,
+            "frame_bytes_max {frame_bytes_max} above {FRAME_BYTES_MAX_LIMIT}"
+        );
+        self.frame_bytes_max = frame_bytes_max;
+    }
+
     /// Appends bytes received from the stream.
     pub fn extend(&mut self, chunk: &[u8]) {
         if self.poisoned.is_none() {

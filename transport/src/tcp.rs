@@ -527,13 +527,18 @@ impl Channel {
     }
 
     /// Makes `stream` this channel's connection, replacing any older one, and returns its id.
-    fn install(&self, sh: &Shared, stream: &Arc<TcpStream>, accepted: bool) -> u64 {
+    /// `None` if the transport is closing: `close` marks each channel closed under its
+    /// lock, so a connection is either installed before (and closed by `close`) or refused.
+    fn install(&self, sh: &Shared, stream: &Arc<TcpStream>, accepted: bool) -> Option<u64> {
         let id = sh.next_connection.fetch_add(1, Ordering::Relaxed);
         let old = self.state.lock().conn.as_ref().map(|c| c.id);
         if let Some(old) = old {
             self.lost(sh, old, Disconnect::Replaced);
         }
         let mut st = self.state.lock();
+        if st.closed || sh.is_closing() {
+            return None;
+        }
         st.conn = Some(Live {
             id,
             stream: Arc::clone(stream),
@@ -546,7 +551,7 @@ impl Channel {
         self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
         bump(&sh.counters.connections_established, 1);
         self.changed.notify_all();
-        id
+        Some(id)
     }
 
     /// The writer loop of connection `connection`: batches queued messages into frames and
@@ -614,6 +619,7 @@ impl Channel {
         connection: u64,
         mut stream: &TcpStream,
         mut decoder: FrameDecoder,
+        accepted: bool,
     ) -> Disconnect {
         let c = &sh.config;
         // Wake at least every keep-alive interval to check the silence and idle bounds.
@@ -635,7 +641,7 @@ impl Channel {
                     Err(err) => return Disconnect::Protocol(err),
                 }
             }
-            if let Some(idle_ms) = c.idle_timeout_ms {
+            if let (true, Some(idle_ms)) = (accepted, c.idle_timeout_ms) {
                 let last = self.last_activity_ms.load(Ordering::Relaxed);
                 if sh.millis().saturating_sub(last) >= idle_ms {
                     return Disconnect::IdleTimeout { idle_ms };
@@ -1264,9 +1270,10 @@ fn read_handshake_frame(
     }
 }
 
-/// Handshake frames are small; everything after the handshake may use the full limit.
-fn handshake_decoder(sh: &Shared) -> FrameDecoder {
-    FrameDecoder::new(sh.config.frame_bytes_max.max(HANDSHAKE_BYTES_MAX))
+/// Handshake frames are small: before a peer is known, it cannot make this side buffer more.
+/// After the handshake the limit is raised to `frame_bytes_max`.
+fn handshake_decoder() -> FrameDecoder {
+    FrameDecoder::new(HANDSHAKE_BYTES_MAX)
 }
 
 fn serve_accepted(
@@ -1281,7 +1288,7 @@ fn serve_accepted(
         return;
     }
     let _ = stream.set_nodelay(true);
-    let mut decoder = handshake_decoder(sh);
+    let mut decoder = handshake_decoder();
     let hello = match read_handshake_frame(&mut &stream, &mut decoder) {
         Ok(frame)
             if frame.kind == FrameKind::Hello && frame.payload.len() <= HANDSHAKE_BYTES_MAX =>
@@ -1342,25 +1349,25 @@ fn run_connection(
     sh: &Arc<Shared>,
     channel: &Arc<Channel>,
     stream: TcpStream,
-    decoder: FrameDecoder,
+    mut decoder: FrameDecoder,
     accepted: bool,
 ) {
+    decoder.set_frame_bytes_max(sh.config.frame_bytes_max);
     // Writes that make no progress for the keep-alive bound mean the peer stopped reading.
     let _ = stream.set_write_timeout(Some(sh.config.keepalive_timeout()));
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
-    if sh.is_closing() {
+    let Some(id) = channel.install(sh, &stream, accepted) else {
         if accepted {
             sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
         }
         return;
-    }
-    let id = channel.install(sh, &stream, accepted);
+    };
     let (sh2, channel2, stream2) = (Arc::clone(sh), Arc::clone(channel), Arc::clone(&stream));
     let spawned = sh.spawn(
         format!("synod-read-{}-{}", sh.config.node.0, channel.peer.0),
         move || {
-            let reason = channel2.read_loop(&sh2, id, &stream2, decoder);
+            let reason = channel2.read_loop(&sh2, id, &stream2, decoder, accepted);
             channel2.lost(&sh2, id, reason);
         },
     );
@@ -1396,7 +1403,7 @@ fn dial(
     let mut out = Vec::new();
     handshake::encode(FrameKind::Hello, &hello, &mut out);
     (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
-    let mut decoder = handshake_decoder(sh);
+    let mut decoder = handshake_decoder();
     let frame = read_handshake_frame(&mut &stream, &mut decoder).map_err(Disconnect::Handshake)?;
     let malformed = || {
         Disconnect::Handshake(HandshakeError::Malformed(

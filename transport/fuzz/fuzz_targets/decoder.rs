@@ -9,7 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use synod_transport::frame::{FrameDecoder, FrameKind, HEADER_BYTES, decode_envelopes, encode_frame};
+use synod_transport::frame::{
+    FrameDecoder, FrameKind, HEADER_BYTES, decode_envelopes, encode_frame,
+};
 use synod_transport::handshake::{Hello, RejectReason, Welcome};
 
 const MAX: usize = 4096;
@@ -47,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
                     }
                     // Round trip: re-encoded, the frame decodes to itself.
                     let mut wire = Vec::new();
-                    encode_frame(frame.kind, &frame.payload, MAX, &mut wire).expect("within the limit");
+                    encode_frame(frame.kind, &frame.payload, MAX, &mut wire)
+                        .expect("within the limit");
                     let mut again = FrameDecoder::new(MAX);
                     again.extend(&wire);
                     assert_eq!(again.next_frame(), Ok(Some(frame)));

@@ -145,3 +145,24 @@ fn an_idle_accepted_connection_is_closed() {
         .iter()
         .any(|e| e.reason == Disconnect::IdleTimeout { idle_ms: 200 })));
 }
+
+#[test]
+fn before_the_handshake_a_large_frame_is_refused_at_the_handshake_limit() {
+    let a = start(config(1));
+    let mut raw = TcpStream::connect(a.local_addr()).unwrap();
+    // A hello announcing 1 MiB: an unknown peer may not make the server buffer that much.
+    let mut header = Vec::new();
+    header.extend_from_slice(&synod_transport::frame::MAGIC);
+    header.extend_from_slice(&[synod_transport::frame::VERSION, 1, 0, 0]);
+    header.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    raw.write_all(&header).unwrap();
+    assert!(closed_by_server(&mut raw));
+    assert!(wait_for(|| a.recent_events().iter().any(|e| e.reason
+        == Disconnect::Protocol(
+            synod_transport::frame::FrameError::TooLarge {
+                len: 1 << 20,
+                max: synod_transport::handshake::HANDSHAKE_BYTES_MAX
+            }
+        ))));
+}
