@@ -38,6 +38,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::error::ConfigError;
+use crate::hlc::{HybridTimestamp, PHYSICAL_TICK};
 use crate::physical::PhysicalClock;
 use crate::time::WallTime;
 
@@ -217,6 +218,20 @@ impl<C: PhysicalClock, B: ErrorBoundSource> IntervalClock<C, B> {
         Ok(self.now()?.wait_until_after(ts))
     }
 
+    /// [`commit_wait`](Self::commit_wait) for a hybrid-clock commit timestamp: how long
+    /// until true time is certainly past every instant `ts` may stand for, the whole
+    /// [`PHYSICAL_TICK`] its physical part names.
+    ///
+    /// # Errors
+    ///
+    /// As [`now`](Self::now).
+    pub fn commit_wait_hybrid(&self, ts: HybridTimestamp) -> Result<Duration, ClockBoundError> {
+        let end_of_tick = ts
+            .physical()
+            .saturating_add(PHYSICAL_TICK - Duration::from_nanos(1));
+        self.commit_wait(end_of_tick)
+    }
+
     /// The physical clock.
     pub fn clock(&self) -> &C {
         &self.clock
@@ -329,6 +344,17 @@ mod tests {
             c.commit_wait(WallTime::from_secs(1)),
             Err(ClockBoundError::Unsynchronized)
         );
+    }
+
+    #[test]
+    fn commit_wait_on_a_hybrid_timestamp_covers_its_whole_tick() {
+        let wall = ManualClock::new(WallTime::from_nanos(10 << 16));
+        let clock = IntervalClock::new(wall.clone(), FixedErrorBound::new(Duration::ZERO).unwrap());
+        let ts = HybridTimestamp::new(WallTime::from_nanos(10 << 16), 5, crate::NodeId::UNSET);
+        // Earliest must pass the last nanosecond of the tick: 65,536 ns from its start.
+        assert_eq!(clock.commit_wait_hybrid(ts), Ok(PHYSICAL_TICK));
+        wall.advance(PHYSICAL_TICK);
+        assert_eq!(clock.commit_wait_hybrid(ts), Ok(Duration::ZERO));
     }
 
     #[test]
