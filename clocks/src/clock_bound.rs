@@ -55,6 +55,18 @@ impl<B: ErrorBoundSource + ?Sized> ErrorBoundSource for &B {
     }
 }
 
+impl<B: ErrorBoundSource + ?Sized> ErrorBoundSource for std::sync::Arc<B> {
+    fn error_bound(&self) -> Option<Duration> {
+        (**self).error_bound()
+    }
+}
+
+impl<B: ErrorBoundSource + ?Sized> ErrorBoundSource for Box<B> {
+    fn error_bound(&self) -> Option<Duration> {
+        (**self).error_bound()
+    }
+}
+
 /// A configured, constant error bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FixedErrorBound(Duration);

@@ -167,8 +167,8 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Generation
 }
 
 impl GenerationStore {
-    /// Opens the store in `dir` (created if missing). A directory without a generation file
-    /// holds [`Generation::ZERO`]. A leftover temporary file from an interrupted store is
+    /// Opens the store in `dir`. A missing directory is created (and its parent fsynced);
+    /// a directory without a generation file holds [`Generation::ZERO`]. A leftover temporary file from an interrupted store is
     /// removed.
     ///
     /// # Errors
@@ -177,7 +177,18 @@ impl GenerationStore {
     /// [`GenerationStoreError::Io`] if the directory or file cannot be read.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, GenerationStoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        match fs::metadata(&dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+                // Make the new directory's entry durable too, or a crash could take the
+                // directory, and the generation in it, away.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(io_err("inspect directory", &dir)(e)),
+        }
         let path = dir.join(FILE_NAME);
         let current = match fs::read(&path) {
             Ok(bytes) => decode(&bytes).map_err(|reason| GenerationStoreError::Corrupt {
@@ -280,10 +291,14 @@ pub(crate) fn write_durably(
     if last == Step::Rename {
         return Ok(());
     }
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory, making the entries in it (a rename, a new file) durable.
+fn sync_dir(dir: &Path) -> Result<(), GenerationStoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))?;
-    Ok(())
+        .map_err(io_err("fsync directory", dir))
 }
 
 #[cfg(test)]
@@ -359,6 +374,18 @@ mod tests {
         assert!(matches!(err, GenerationStoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("corrupt"));
         assert_eq!(rejected, FILE_LEN * 9);
+    }
+
+    #[test]
+    fn a_missing_directory_is_created() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node-1").join("term");
+        let mut store = GenerationStore::open(&dir).unwrap();
+        assert_eq!(store.increment().unwrap(), Generation::new(1));
+        assert_eq!(
+            GenerationStore::open(&dir).unwrap().current(),
+            Generation::new(1)
+        );
     }
 
     #[test]
