@@ -1,6 +1,7 @@
 //! Integration tests of `synod-sim`: the checkers against known histories, the simulator's
 //! determinism and fault coverage, and a replicated register run under faults.
 
+mod checker_model;
 mod checkers;
 mod determinism;
 mod faults;

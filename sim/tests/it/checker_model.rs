@@ -1,0 +1,141 @@
+//! The linearizability checker against a brute-force oracle on small random histories:
+//! both must agree on every history, linearizable or not.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use proptest::prelude::*;
+use synod_sim::{
+    ClientId, History, KvInput, KvModel, KvOutput, Linearizability, Model, Outcome, SimTime,
+    Verdict,
+};
+
+#[derive(Debug, Clone)]
+struct Op {
+    input: KvInput,
+    call: u64,
+    /// `None`: unknown outcome.
+    ret: Option<(u64, KvOutput)>,
+    failed: bool,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    (any::<bool>(), 0u64..4, 0u64..4, 0u64..60, 1u64..30, 0u8..10).prop_map(
+        |(is_read, value, seen, call, len, fate)| {
+            let input = if is_read {
+                KvInput::Read { key: 0 }
+            } else {
+                KvInput::Write { key: 0, value }
+            };
+            let output = if is_read {
+                KvOutput::Read((seen > 0).then_some(seen))
+            } else {
+                KvOutput::Written
+            };
+            Op {
+                input,
+                call,
+                ret: (fate >= 2).then_some((call + len, output)),
+                failed: fate == 1,
+            }
+        },
+    )
+}
+
+fn history_of(ops: &[Op]) -> History<KvInput, KvOutput> {
+    let mut sorted = ops.to_vec();
+    sorted.sort_by_key(|o| o.call);
+    let mut h = History::new();
+    for (i, op) in sorted.iter().enumerate() {
+        let id = h.invoke(
+            ClientId::new(i as u32),
+            op.input,
+            SimTime::from_micros(op.call),
+        );
+        match (op.failed, op.ret) {
+            (true, Some((ret, _))) => h.fail(id, SimTime::from_micros(ret)).expect("valid"),
+            (false, Some((ret, out))) => h.ok(id, out, SimTime::from_micros(ret)).expect("valid"),
+            (_, None) => h.unknown(id).expect("valid"),
+        }
+    }
+    h
+}
+
+/// Tries every order consistent with real time; unknown operations may also be left out.
+fn brute_force(history: &History<KvInput, KvOutput>) -> bool {
+    struct Entry {
+        input: KvInput,
+        call: u64,
+        ret: u64,
+        output: Option<KvOutput>,
+    }
+    let entries: Vec<Entry> = history
+        .operations()
+        .iter()
+        .filter(|o| !matches!(o.outcome, Outcome::Fail))
+        .map(|o| Entry {
+            input: o.input,
+            call: o.invoked_at.as_micros(),
+            ret: o.completed_at.map_or(u64::MAX, SimTime::as_micros),
+            output: match o.outcome {
+                Outcome::Ok(out) => Some(out),
+                _ => None,
+            },
+        })
+        .collect();
+    fn search(entries: &[Entry], done: &mut Vec<bool>, state: Option<u64>) -> bool {
+        let pending: Vec<usize> = (0..entries.len()).filter(|&i| !done[i]).collect();
+        if pending.iter().all(|&i| entries[i].output.is_none()) {
+            return true; // the rest never took effect
+        }
+        for &i in &pending {
+            // `i` can go next if no pending operation returned before `i` was called.
+            if pending.iter().any(|&j| entries[j].ret < entries[i].call) {
+                continue;
+            }
+            if let Some(next) = KvModel.step(&state, &entries[i].input, entries[i].output.as_ref())
+            {
+                done[i] = true;
+                let ok = search(entries, done, next);
+                done[i] = false;
+                if ok {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    search(&entries, &mut vec![false; entries.len()], None)
+}
+
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn checker_agrees_with_brute_force(ops in proptest::collection::vec(op_strategy(), 1..8)) {
+        let h = history_of(&ops);
+        let expected = brute_force(&h);
+        let got = Linearizability::new(KvModel).check(&h);
+        prop_assert!(!matches!(got, Verdict::GaveUp(_)));
+        prop_assert_eq!(got.is_pass(), expected, "history:\n{}", h);
+        if expected {
+            ACCEPTED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            REJECTED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn the_random_histories_include_both_verdicts() {
+    // Run the property first (it is cheap), then look at what it saw.
+    checker_agrees_with_brute_force();
+    let (a, r) = (
+        ACCEPTED.load(Ordering::Relaxed),
+        REJECTED.load(Ordering::Relaxed),
+    );
+    println!("checker vs brute force: {a} linearizable, {r} not, all agreeing");
+    assert!(a > 100 && r > 100, "accepted {a}, rejected {r}");
+}
