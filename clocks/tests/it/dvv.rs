@@ -23,75 +23,100 @@ fn expected(replica: &Replica, superseded: &[BTreeSet<u64>]) -> Vec<u64> {
     replica.seen.difference(&dead).copied().collect()
 }
 
-#[test]
-fn siblings_are_exactly_the_writes_not_superseded_by_a_write_that_saw_them() {
+/// Runs one seeded history of reads, writes and merges and returns (writes, the largest
+/// sibling count, the number of replica states that differ from the model). With
+/// `server_context`, writes use the server's context instead of the client's, the bug
+/// that per-server version vectors without dots have.
+fn run(seed: u64, server_context: bool) -> (usize, usize, usize) {
     const REPLICAS: usize = 3;
-    let runs = seeds(30);
     let mut max_siblings = 0;
-    let mut writes_total = 0;
-    for seed in 0..runs {
-        let mut rng = Rng::new(seed);
-        let mut replicas = vec![
-            Replica {
-                state: Siblings::new(),
-                seen: BTreeSet::new()
-            };
-            REPLICAS
-        ];
-        let mut superseded: Vec<BTreeSet<u64>> = Vec::new();
-        // Contexts held by clients between read and write: (context, seen write ids).
-        let mut clients: Vec<(VersionVector, BTreeSet<u64>)> = Vec::new();
-        for _ in 0..300 {
-            match rng.below(3) {
-                0 => {
-                    let r = rng.below(REPLICAS as u64) as usize;
-                    clients.push((
-                        replicas[r].state.context().clone(),
-                        replicas[r].seen.clone(),
-                    ));
-                }
-                1 if !clients.is_empty() => {
-                    // A client writes through any replica with the context it read.
-                    let (ctx, saw) = clients.swap_remove(rng.below(clients.len() as u64) as usize);
-                    let r = rng.below(REPLICAS as u64) as usize;
-                    let id = superseded.len() as u64;
-                    replicas[r]
-                        .state
-                        .write(NodeId::new(r as u64), &ctx, id)
-                        .unwrap();
-                    replicas[r].seen.extend(&saw);
-                    replicas[r].seen.insert(id);
-                    superseded.push(saw);
-                }
-                _ => {
-                    let (a, b) = (
-                        rng.below(REPLICAS as u64) as usize,
-                        rng.below(REPLICAS as u64) as usize,
-                    );
-                    let other = replicas[b].clone();
-                    replicas[a].state.merge(&other.state);
-                    replicas[a].seen.extend(&other.seen);
-                }
+    let mut wrong = 0;
+    let mut rng = Rng::new(seed);
+    let mut replicas = vec![
+        Replica {
+            state: Siblings::new(),
+            seen: BTreeSet::new()
+        };
+        REPLICAS
+    ];
+    let mut superseded: Vec<BTreeSet<u64>> = Vec::new();
+    // Contexts held by clients between read and write: (context, seen write ids).
+    let mut clients: Vec<(VersionVector, BTreeSet<u64>)> = Vec::new();
+    for _ in 0..300 {
+        match rng.below(3) {
+            0 => {
+                let r = rng.below(REPLICAS as u64) as usize;
+                clients.push((
+                    replicas[r].state.context().clone(),
+                    replicas[r].seen.clone(),
+                ));
             }
-            for (i, r) in replicas.iter().enumerate() {
-                let got: Vec<u64> = {
-                    let mut v: Vec<u64> = r.state.values().copied().collect();
-                    v.sort_unstable();
-                    v
+            1 if !clients.is_empty() => {
+                // A client writes through any replica with the context it read.
+                let (ctx, saw) = clients.swap_remove(rng.below(clients.len() as u64) as usize);
+                let r = rng.below(REPLICAS as u64) as usize;
+                let ctx = if server_context {
+                    replicas[r].state.context().clone()
+                } else {
+                    ctx
                 };
-                assert_eq!(got, expected(r, &superseded), "seed {seed}, replica {i}");
-                assert!(
-                    r.state.context().len() <= REPLICAS,
-                    "context grew past the number of servers"
+                let id = superseded.len() as u64;
+                replicas[r]
+                    .state
+                    .write(NodeId::new(r as u64), &ctx, id)
+                    .unwrap();
+                replicas[r].seen.extend(&saw);
+                replicas[r].seen.insert(id);
+                superseded.push(saw);
+            }
+            _ => {
+                let (a, b) = (
+                    rng.below(REPLICAS as u64) as usize,
+                    rng.below(REPLICAS as u64) as usize,
                 );
-                max_siblings = max_siblings.max(got.len());
+                let other = replicas[b].clone();
+                replicas[a].state.merge(&other.state);
+                replicas[a].seen.extend(&other.seen);
             }
         }
-        writes_total += superseded.len();
+        for r in &replicas {
+            let mut got: Vec<u64> = r.state.values().copied().collect();
+            got.sort_unstable();
+            wrong += usize::from(got != expected(r, &superseded));
+            assert!(
+                r.state.context().len() <= REPLICAS,
+                "context grew past the number of servers"
+            );
+            max_siblings = max_siblings.max(got.len());
+        }
+    }
+    (superseded.len(), max_siblings, wrong)
+}
+
+#[test]
+fn siblings_are_exactly_the_writes_not_superseded_by_a_write_that_saw_them() {
+    let runs = seeds(30);
+    let (mut writes, mut max_siblings) = (0, 0);
+    for seed in 0..runs {
+        let (w, m, wrong) = run(seed, false);
+        assert_eq!(
+            wrong, 0,
+            "seed {seed}: a replica's siblings differ from the model"
+        );
+        writes += w;
+        max_siblings = max_siblings.max(m);
     }
     println!(
-        "dotted version vectors: {runs} seeds, {writes_total} writes, at most {max_siblings} siblings, 0 lost or resurrected"
+        "dotted version vectors: {runs} seeds, {writes} writes, at most {max_siblings} siblings, 0 lost or resurrected"
     );
+}
+
+#[test]
+fn the_model_catches_writes_that_use_the_servers_context() {
+    // Using the server's context makes a write discard concurrent siblings its client
+    // never saw: lost updates, which the model must flag.
+    let wrong: usize = (0..5).map(|seed| run(seed, true).2).sum();
+    assert!(wrong > 0, "lost updates went unnoticed");
 }
 
 proptest! {

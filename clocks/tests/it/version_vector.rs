@@ -104,67 +104,103 @@ impl History {
     }
 }
 
+/// A simulated history: every event's version vector and causal history.
+fn simulate_history(seed: u64, nodes: usize, events_max: usize) -> Vec<(VersionVector, History)> {
+    let mut rng = Rng::new(seed);
+    let mut clocks = vec![VersionVector::new(); nodes];
+    let mut histories = vec![History::new(events_max); nodes];
+    // In-flight messages: (destination, vector, history).
+    let mut network: Vec<(usize, VersionVector, History)> = Vec::new();
+    let mut events: Vec<(VersionVector, History)> = Vec::new();
+    while events.len() < events_max {
+        let node = rng.below(nodes as u64) as usize;
+        let id = events.len();
+        match rng.below(3) {
+            0 if !network.is_empty() => {
+                let i = rng.below(network.len() as u64) as usize;
+                let (to, v, h) = network.swap_remove(i);
+                clocks[to].merge(&v);
+                histories[to].union(&h);
+                clocks[to].increment(NodeId::new(to as u64)).unwrap();
+                histories[to].insert(id);
+                events.push((clocks[to].clone(), histories[to].clone()));
+                continue;
+            }
+            1 => {
+                clocks[node].increment(NodeId::new(node as u64)).unwrap();
+                histories[node].insert(id);
+                let to = rng.below(nodes as u64) as usize;
+                network.push((to, clocks[node].clone(), histories[node].clone()));
+            }
+            _ => {
+                clocks[node].increment(NodeId::new(node as u64)).unwrap();
+                histories[node].insert(id);
+            }
+        }
+        events.push((clocks[node].clone(), histories[node].clone()));
+    }
+    events
+}
+
+/// Compares every pair of events with `compare` and the ground truth; returns
+/// (pairs, concurrent pairs, mismatches).
+fn check_history(
+    events: &[(VersionVector, History)],
+    compare: impl Fn(&VersionVector, &VersionVector) -> Causality,
+) -> (u64, u64, u64) {
+    let (mut pairs, mut concurrent, mut mismatches) = (0, 0, 0);
+    for (i, (vi, hi)) in events.iter().enumerate() {
+        for (j, (vj, hj)) in events.iter().enumerate() {
+            let truth = match (hj.contains(i), hi.contains(j)) {
+                _ if i == j => Causality::Equal,
+                (true, false) => Causality::Before,
+                (false, true) => Causality::After,
+                (false, false) => Causality::Concurrent,
+                (true, true) => unreachable!("a cycle in the history"),
+            };
+            pairs += 1;
+            concurrent += u64::from(truth == Causality::Concurrent);
+            mismatches += u64::from(compare(vi, vj) != truth);
+        }
+    }
+    (pairs, concurrent, mismatches)
+}
+
 #[test]
 fn causality_matches_the_ground_truth_of_simulated_histories() {
-    const NODES: usize = 5;
-    const EVENTS: usize = 300;
-    let mut pairs = 0u64;
-    let mut concurrent = 0u64;
     let runs = seeds(20);
+    let (mut pairs, mut concurrent) = (0, 0);
     for seed in 0..runs {
-        let mut rng = Rng::new(seed);
-        let mut clocks = vec![VersionVector::new(); NODES];
-        let mut histories = vec![History::new(EVENTS); NODES];
-        // In-flight messages: (destination, vector, history).
-        let mut network: Vec<(usize, VersionVector, History)> = Vec::new();
-        let mut events: Vec<(VersionVector, History)> = Vec::new();
-        while events.len() < EVENTS {
-            let node = rng.below(NODES as u64) as usize;
-            let id = events.len();
-            match rng.below(3) {
-                0 if !network.is_empty() => {
-                    let i = rng.below(network.len() as u64) as usize;
-                    let (to, v, h) = network.swap_remove(i);
-                    clocks[to].merge(&v);
-                    histories[to].union(&h);
-                    clocks[to].increment(NodeId::new(to as u64)).unwrap();
-                    histories[to].insert(id);
-                    events.push((clocks[to].clone(), histories[to].clone()));
-                    continue;
-                }
-                1 => {
-                    clocks[node].increment(NodeId::new(node as u64)).unwrap();
-                    histories[node].insert(id);
-                    let to = rng.below(NODES as u64) as usize;
-                    network.push((to, clocks[node].clone(), histories[node].clone()));
-                }
-                _ => {
-                    clocks[node].increment(NodeId::new(node as u64)).unwrap();
-                    histories[node].insert(id);
-                }
-            }
-            events.push((clocks[node].clone(), histories[node].clone()));
-        }
-        for (i, (vi, hi)) in events.iter().enumerate() {
-            for (j, (vj, hj)) in events.iter().enumerate() {
-                let truth = match (hj.contains(i), hi.contains(j)) {
-                    _ if i == j => Causality::Equal,
-                    (true, false) => Causality::Before,
-                    (false, true) => Causality::After,
-                    (false, false) => Causality::Concurrent,
-                    (true, true) => unreachable!("a cycle in the history"),
-                };
-                assert_eq!(
-                    vi.compare(vj),
-                    truth,
-                    "seed {seed}: events {i} and {j}: {vi} vs {vj}"
-                );
-                pairs += 1;
-                concurrent += u64::from(truth == Causality::Concurrent);
-            }
-        }
+        let events = simulate_history(seed, 5, 300);
+        let (p, c, mismatches) = check_history(&events, VersionVector::compare);
+        assert_eq!(mismatches, 0, "seed {seed}");
+        pairs += p;
+        concurrent += c;
     }
     println!(
         "version vectors: {runs} histories, {pairs} event pairs checked ({concurrent} concurrent), 0 mismatches"
+    );
+}
+
+#[test]
+fn the_history_check_catches_a_scalar_clock_posing_as_a_vector() {
+    // Comparing the sums of the counters is what a Lamport clock can do: it orders every
+    // pair, so it must get concurrent pairs wrong.
+    let scalar = |a: &VersionVector, b: &VersionVector| {
+        let (x, y) = (
+            a.iter().map(|e| e.1).sum::<u64>(),
+            b.iter().map(|e| e.1).sum::<u64>(),
+        );
+        match x.cmp(&y) {
+            core::cmp::Ordering::Less => Causality::Before,
+            core::cmp::Ordering::Greater => Causality::After,
+            core::cmp::Ordering::Equal => Causality::Equal,
+        }
+    };
+    let events = simulate_history(1, 5, 300);
+    let (_, concurrent, mismatches) = check_history(&events, scalar);
+    assert!(
+        concurrent > 0 && mismatches >= concurrent,
+        "{mismatches} mismatches"
     );
 }
