@@ -39,7 +39,7 @@
 //! - [`Workload`]: what clients ask, and what the answers mean for the history.
 //! - [`SimConfig`] (built by [`SimConfig::builder`]), [`Simulation`], [`RunReport`].
 //! - [`NemesisConfig`], [`FaultKind`], [`FaultProfile`], [`Coverage`], [`Counter`]: the
-//!   fault schedule and what fired. [`LinkConfig`], [`DelayDistribution`], [`Cut`],
+//!   fault schedule and what fired; [`Action`]: a fault scheduled by hand. [`LinkConfig`], [`DelayDistribution`], [`Cut`],
 //!   [`PartitionShape`]: the network. [`Disk`], [`CrashMode`]: the disks.
 //! - [`History`], [`Linearizability`], [`Model`], [`KvModel`], [`OkInvariant`],
 //!   [`HistoryChecker`], [`Verdict`]: histories and their checkers.
@@ -204,8 +204,8 @@
 //! command that replays a failure, for example:
 //!
 //! ```text
-//! seed 325 failed: linearizability: violation: partition 0 (28 operations) is not linearizable: ...
-//! replay with: SYNOD_SEED=325 cargo test -p synod-sim --test it register::register_without_write_back_is_caught -- --exact --nocapture
+//! seed 266 failed: linearizability: violation: partition 1 (29 operations) is not linearizable: ...
+//! replay with: SYNOD_SEED=266 cargo test -p synod-sim --test it register::register_without_write_back_is_caught -- --exact --nocapture
 //! ```
 //!
 //! To see what happened, set [`SimConfigBuilder::trace_lines_max`] to keep the last events
@@ -229,7 +229,8 @@
 //!   links ([`Cut`]); the nemesis draws the shapes of [`PartitionShape`]: halves, one node
 //!   isolated, one-way, a bridge node, and the majorities ring. A message is dropped if its
 //!   link is cut when it is sent or when it would arrive. A clogged link holds messages
-//!   until the clog ends. Client links have their own delays and loss but are never cut.
+//!   until the clog ends. Client links have their own delays and loss but are never cut
+//!   and never duplicate (a duplicated request is a retry, which is the workload's call).
 //! - **Disks** ([`Disk`]): `synod-wal`'s fault-injecting storage, one per node. At a
 //!   crash, unsynced writes are treated per a [`CrashMode`] drawn from the run's enabled
 //!   modes: all dropped, a prefix kept, the last one torn (at any byte, a 512-byte or a 4 KiB
@@ -253,9 +254,12 @@
 //!   testing (the default) each seed enables a random subset of the kinds and crash modes
 //!   with random intensities ([`FaultProfile`]). [`Coverage`] counts what fired, so a test
 //!   can assert that every fault really happened.
+//! - **Scripts**: [`Simulation::schedule`] runs an [`Action`] (a partition, a crash with a
+//!   given mode, a pause, a clock jump...) at a chosen time, for scenario tests; with the
+//!   nemesis disabled a run is a pure script.
 //! - **Phases**: a safety phase with faults, the invariant checked after every event; then
-//!   a liveness phase in which every fault is healed and the progress condition must hold
-//!   within [`SimConfigBuilder::liveness_time_max`].
+//!   a liveness phase in which every fault is healed (clocks keep their offset and drift)
+//!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
 //!
 //! Not modelled today: I/O errors (failed syncs, a full disk), slow disks beyond the sync
 //! delay distribution, frozen clocks, and message corruption on the wire.
@@ -319,7 +323,7 @@ pub use net::{Cut, DelayDistribution, LinkConfig, PartitionShape};
 pub use node::{ClientId, Context, Node, NodeId, RequestId, SyncToken, TimerId};
 pub use rng::{Probability, SimRng, splitmix64};
 pub use sim::{
-    CLIENTS_MAX, Completion, ConfigError, Failure, Invocation, NODES_MAX, NoClients, Phase,
+    Action, CLIENTS_MAX, Completion, ConfigError, Failure, Invocation, NODES_MAX, NoClients, Phase,
     RunReport, SimConfig, SimConfigBuilder, Simulation, View, Workload,
 };
 pub use time::SimTime;

@@ -172,7 +172,7 @@ impl fmt::Display for PartitionShape {
 }
 
 /// Which ordered links are cut: `cut[from * n + to]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cut {
     n: usize,
     cut: Vec<bool>,
@@ -227,6 +227,12 @@ impl Cut {
             }
         }
         c
+    }
+
+    /// The number of nodes this cut is for.
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.n
     }
 
     /// Whether any link is cut.

@@ -85,6 +85,41 @@ pub trait Workload<N: Node> {
     ) -> Completion<Self::Output>;
 }
 
+/// A fault scheduled by hand with [`Simulation::schedule`], for scenario tests ("isolate
+/// node 2 at 100 ms, heal at 300 ms"). Scheduled actions run in the safety phase, alongside
+/// the nemesis (disable it with [`NemesisConfig::disabled`] for a pure script); healing at
+/// the start of the liveness phase undoes them like any other fault.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Replace the network's cut links with these.
+    Partition(Cut),
+    /// Reconnect every link (cuts only; clogs, loss and the rest stay).
+    HealPartition,
+    /// Hold messages on the link from `from` to `to` for `duration`.
+    Clog {
+        /// The sending node.
+        from: NodeId,
+        /// The receiving node.
+        to: NodeId,
+        /// How long the clog lasts.
+        duration: Duration,
+    },
+    /// Crash a node, treating its unsynced writes as `CrashMode` says. It stays down until
+    /// an [`Action::Restart`] or the liveness phase.
+    Crash(NodeId, CrashMode),
+    /// Restart a crashed node.
+    Restart(NodeId),
+    /// Pause a node until an [`Action::Resume`] or the liveness phase.
+    Pause(NodeId),
+    /// Resume a paused node.
+    Resume(NodeId),
+    /// Step a node's wall clock by this many microseconds (negative: back).
+    ClockJump(NodeId, i64),
+    /// Set a node's clock drift, in parts per million.
+    ClockDrift(NodeId, i32),
+}
+
 /// A workload that sends nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoClients;
@@ -516,6 +551,7 @@ enum Event<N: Node> {
     Resume {
         node: NodeId,
     },
+    Scripted(Action),
 }
 
 impl<N: Node> fmt::Debug for Event<N> {
@@ -540,6 +576,7 @@ impl<N: Node> fmt::Debug for Event<N> {
             Event::Nemesis => f.write_str("nemesis"),
             Event::Restart { node } => write!(f, "restart {node}"),
             Event::Resume { node } => write!(f, "resume {node}"),
+            Event::Scripted(action) => write!(f, "scripted {action:?}"),
         }
     }
 }
@@ -595,6 +632,10 @@ impl<N: Node> Event<N> {
             Event::Resume { node } => {
                 h.write_u8(9);
                 node.hash(h);
+            }
+            Event::Scripted(action) => {
+                h.write_u8(10);
+                action.hash(h);
             }
         }
     }
@@ -768,6 +809,14 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self
     }
 
+    /// Schedules `action` at virtual time `at` (see [`Action`]). Actions for nodes out of
+    /// range are ignored.
+    #[must_use]
+    pub fn schedule(mut self, at: SimTime, action: Action) -> Self {
+        self.push(at, Event::Scripted(action));
+        self
+    }
+
     /// This run's fault profile.
     #[must_use]
     pub fn profile(&self) -> &FaultProfile {
@@ -927,6 +976,13 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     fn dispatch(&mut self, event: Event<N>) {
+        // A partition also kills messages in flight: check the link again on arrival.
+        if let Event::Deliver { from, to, .. } = &event
+            && self.net.cut.is_cut(*from, *to)
+        {
+            self.coverage.bump(Counter::MessageCut);
+            return;
+        }
         if let Some(node) = event.target() {
             self.deliver_to_node(node, event);
             return;
@@ -955,6 +1011,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 }
             }
             Event::Resume { node } => self.resume(node),
+            Event::Scripted(action) => self.scripted(action),
             Event::Deliver { .. }
             | Event::Timer { .. }
             | Event::Synced { .. }
@@ -1297,16 +1354,20 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     fn crash(&mut self, id: NodeId) {
-        let slot = &mut self.slots[id.index()];
-        slot.node = None;
-        slot.state = NodeState::Crashed;
-        slot.incarnation += 1;
-        slot.parked.clear();
         let mode = self
             .disk_rng
             .pick(&self.profile.crash_modes)
             .copied()
             .unwrap_or(CrashMode::DropUnsynced);
+        self.crash_with(id, mode);
+    }
+
+    fn crash_with(&mut self, id: NodeId, mode: CrashMode) {
+        let slot = &mut self.slots[id.index()];
+        slot.node = None;
+        slot.state = NodeState::Crashed;
+        slot.incarnation += 1;
+        slot.parked.clear();
         let outcome = slot.disk.crash(mode);
         self.coverage.bump(Counter::Crash);
         if outcome.unsynced {
@@ -1330,6 +1391,64 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let parked = std::mem::take(&mut slot.parked);
         for event in parked {
             self.push(self.now, event);
+        }
+    }
+
+    fn scripted(&mut self, action: Action) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let n = self.config.nodes;
+        let valid = |id: NodeId| id.index() < n;
+        match action {
+            Action::Partition(cut) => {
+                if cut.nodes() == n {
+                    self.net.cut = cut;
+                }
+            }
+            Action::HealPartition => self.net.cut = Cut::none(n),
+            Action::Clog { from, to, duration } => {
+                if valid(from) && valid(to) {
+                    let until = self.now.saturating_add(duration);
+                    let link = self.net.link_mut(from, to);
+                    link.clogged_until = link.clogged_until.max(until);
+                    self.coverage.bump(Counter::Clog);
+                }
+            }
+            Action::Crash(id, mode) => {
+                if valid(id) && self.slots[id.index()].state != NodeState::Crashed {
+                    self.crash_with(id, mode);
+                }
+            }
+            Action::Restart(id) => {
+                if valid(id) && self.slots[id.index()].state == NodeState::Crashed {
+                    self.coverage.bump(Counter::Restart);
+                    self.start_node(id);
+                }
+            }
+            Action::Pause(id) => {
+                if valid(id) && self.slots[id.index()].state == NodeState::Up {
+                    self.slots[id.index()].state = NodeState::Paused;
+                    self.coverage.bump(Counter::Pause);
+                }
+            }
+            Action::Resume(id) => {
+                if valid(id) {
+                    self.resume(id);
+                }
+            }
+            Action::ClockJump(id, delta_us) => {
+                if valid(id) {
+                    self.slots[id.index()].clock.jump(self.now, delta_us);
+                    self.coverage.bump(Counter::ClockJump);
+                }
+            }
+            Action::ClockDrift(id, ppm) => {
+                if valid(id) {
+                    self.slots[id.index()].clock.set_drift(self.now, ppm);
+                    self.coverage.bump(Counter::ClockDrift);
+                }
+            }
         }
     }
 
