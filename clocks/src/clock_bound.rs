@@ -230,6 +230,36 @@ impl<C: PhysicalClock, B: ErrorBoundSource> IntervalClock<C, B> {
         Ok(self.now()?.wait_until_after(ts))
     }
 
+    /// The uncertainty window of a read starting now: read at the clock's reading, with
+    /// uncertainty twice the error bound (two clocks each within the bound of true time
+    /// are within twice the bound of each other).
+    ///
+    /// # Errors
+    ///
+    /// As [`now`](Self::now).
+    pub fn read_window(&self) -> Result<UncertaintyWindow, ClockBoundError> {
+        let bound = self
+            .bound
+            .error_bound()
+            .ok_or(ClockBoundError::Unsynchronized)?;
+        Ok(UncertaintyWindow::new(
+            self.clock.wall(),
+            bound.saturating_mul(2),
+        ))
+    }
+
+    /// For a read that found a value in its uncertainty window
+    /// ([`ReadCheck::Uncertain`]): how long until the value's timestamp is certainly in
+    /// the past. After that wait a read at a fresh timestamp sees the value without
+    /// ambiguity; this is the waiting alternative to restarting at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`now`](Self::now).
+    pub fn read_wait(&self, value: WallTime) -> Result<Duration, ClockBoundError> {
+        self.commit_wait(value)
+    }
+
     /// [`commit_wait`](Self::commit_wait) for a hybrid-clock commit timestamp: how long
     /// until true time is certainly past every instant `ts` may stand for, the whole
     /// [`PHYSICAL_TICK`] its physical part names.
@@ -355,6 +385,28 @@ mod tests {
         assert_eq!(
             c.commit_wait(WallTime::from_secs(1)),
             Err(ClockBoundError::Unsynchronized)
+        );
+    }
+
+    #[test]
+    fn read_window_spans_twice_the_bound_and_read_wait_waits_out_a_value() {
+        let wall = ManualClock::new(WallTime::from_secs(100));
+        let clock = IntervalClock::new(
+            wall.clone(),
+            FixedErrorBound::new(Duration::from_millis(5)).unwrap(),
+        );
+        let w = clock.read_window().unwrap();
+        assert_eq!(w.read(), WallTime::from_secs(100));
+        assert_eq!(w.limit(), WallTime::from_nanos(100_010_000_000));
+        let value = WallTime::from_nanos(100_004_000_000);
+        assert_eq!(w.check(value), ReadCheck::Uncertain);
+        let wait = clock.read_wait(value).unwrap();
+        assert_eq!(wait, Duration::from_millis(9) + Duration::from_nanos(1));
+        wall.advance(wait);
+        assert!(clock.now().unwrap().is_after(value));
+        assert_eq!(
+            clock.read_window().unwrap().check(value),
+            ReadCheck::Visible
         );
     }
 

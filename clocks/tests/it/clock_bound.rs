@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use synod_clocks::clock_bound::{ReadCheck, UncertaintyWindow};
+use synod_clocks::clock_bound::ReadCheck;
 use synod_clocks::{FixedErrorBound, IntervalClock, ManualClock, PhysicalClock, WallTime};
 
 use crate::{Rng, seeds};
@@ -187,7 +187,9 @@ fn read_restart_never_misses_a_value_committed_before_the_read_started() {
         if rng.chance(50) {
             committed.push((clocks[n].wall(), truth.true_time()));
         } else {
-            let mut window = UncertaintyWindow::new(clocks[n].wall(), max_offset);
+            let bound = FixedErrorBound::new(Duration::from_nanos(skew)).unwrap();
+            let mut window = IntervalClock::new(&clocks[n], bound).read_window().unwrap();
+            assert_eq!(window.limit(), window.read().saturating_add(max_offset));
             // Values committed before this read started must be visible or uncertain.
             for &(ts, _) in committed.iter().rev().take(64) {
                 match window.check(ts) {
