@@ -267,31 +267,50 @@ fn classify_tail<F: StorageFile>(
     };
     let mut stale = false;
     let mut at = offset + RECORD_ALIGN as u64;
+    // Look at every aligned position after the bad record for a record of this generation,
+    // a chunk at a time: all-zero chunks (pre-written space) are skipped at memory speed,
+    // and only positions whose tag word matches are checked in full.
+    const CHUNK_BYTES: u64 = 64 * 1024;
     while at + RECORD_HEADER_BYTES as u64 <= win.file_len {
-        // Cheap test first: the tag word.
-        let head = win
-            .get(at, RECORD_HEADER_BYTES)
-            .map_err(io_err("read", name))?;
-        let Some(h) = head.and_then(RecordHeader::parse) else {
-            break;
-        };
-        if h.tag == tag
-            && h.index > expected
-            && let Step::Valid(h, _) =
-                check_at(win, at, tag, record_bytes_max).map_err(io_err("read", name))?
+        let n = (win.file_len - at).min(CHUNK_BYTES);
+        let n_usize = usize::try_from(n).expect("bounded by CHUNK_BYTES");
+        let mut candidates = Vec::new();
         {
-            if h.durable_mark().is_some_and(|m| m >= expected) {
-                let c = Corruption {
-                    segment: name.to_owned(),
-                    offset,
-                    index: Some(expected),
-                    kind: CorruptionKind::BadRecord,
-                };
-                return Ok((Some(c), Tail::StaleRecords));
+            let chunk = win
+                .get(at, n_usize)
+                .map_err(io_err("read", name))?
+                .unwrap_or(&[]);
+            if chunk.iter().any(|&b| b != 0) {
+                let mut k = 0;
+                while k + RECORD_HEADER_BYTES <= chunk.len() {
+                    if chunk[k + 16..k + 20] == tag.to_le_bytes() {
+                        candidates.push(at + k as u64);
+                    }
+                    k += RECORD_ALIGN;
+                }
             }
-            stale = true;
         }
-        at += RECORD_ALIGN as u64;
+        for candidate in candidates {
+            if let Step::Valid(h, _) =
+                check_at(win, candidate, tag, record_bytes_max).map_err(io_err("read", name))?
+                && h.index > expected
+            {
+                if h.durable_mark().is_some_and(|m| m >= expected) {
+                    let c = Corruption {
+                        segment: name.to_owned(),
+                        offset,
+                        index: Some(expected),
+                        kind: CorruptionKind::BadRecord,
+                    };
+                    return Ok((Some(c), Tail::StaleRecords));
+                }
+                stale = true;
+            }
+        }
+        // The next chunk starts at the first position this one could not hold a header for.
+        let scanned =
+            (n_usize.saturating_sub(RECORD_HEADER_BYTES) / RECORD_ALIGN + 1) * RECORD_ALIGN;
+        at += scanned as u64;
     }
     let tail = if stale {
         Tail::StaleRecords
