@@ -11,20 +11,38 @@
 //! a prefix. Synced data is never touched: a correct program that checksums its records
 //! recovers from every mode.
 //!
-//! A sync is asynchronous: the simulator performs it (`sync_data` of every file written
-//! since the last sync, then a directory sync) when it completes, after the configured
-//! sync delay, and then calls [`crate::Node::on_synced`]. A crash before completion loses
-//! what the sync would have made durable. (A write issued *between* a sync's request and
-//! its completion also becomes durable at the completion, earlier than a real disk
-//! promises; see the crate documentation, "Fault model".)
+//! A sync is asynchronous: it covers exactly the writes issued before it was requested, and
+//! makes them durable when it completes, after the configured sync delay; then the
+//! simulator calls [`crate::Node::on_synced`]. A crash before completion may lose them.
+//! Because the storage syncs whole files, writes issued *after* the request are set aside
+//! at the completion: the disk keeps, for every write not yet covered by a sync, the bytes
+//! it overwrote; at the completion it undoes the later writes, syncs, and redoes them, so
+//! that they stay unsynced. (Directory changes are synced whole at the completion.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
 pub use synod_wal::testing::CrashMode;
 use synod_wal::testing::{FaultyFile, FaultyStorage};
 use synod_wal::{Storage, StorageFile};
+
+/// A write or length change not yet covered by a completed sync, with what it replaced.
+#[derive(Debug, Clone)]
+struct Logged {
+    seq: u64,
+    op: LoggedOp,
+    /// The file's length before the op.
+    old_len: u64,
+    /// The bytes the op overwrote or cut off.
+    old: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum LoggedOp {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen { len: u64 },
+}
 
 /// What a crash did to a disk, for coverage counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,8 +63,10 @@ pub struct Disk {
     storage: FaultyStorage,
     /// Open handles, dropped at a crash (they stop working then).
     files: BTreeMap<String, FaultyFile>,
-    /// Files written since the last completed sync.
-    dirty: BTreeSet<String>,
+    /// Per file, the writes not yet covered by a completed sync, in issue order.
+    log: BTreeMap<String, Vec<Logged>>,
+    /// The sequence number of the next write.
+    next_seq: u64,
 }
 
 impl fmt::Debug for Disk {
@@ -65,7 +85,8 @@ impl Disk {
         Disk {
             storage: FaultyStorage::new(seed),
             files: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            log: BTreeMap::new(),
+            next_seq: 0,
         }
     }
 
@@ -102,15 +123,40 @@ impl Disk {
     /// The storage's error (none are injected today).
     pub fn write(&mut self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let handle = self.handle(file)?;
-        let mut done = 0usize;
-        while done < data.len() {
-            match handle.write_at(&data[done..], offset + done as u64)? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => done += n,
+        let old_len = handle.len()?;
+        let old = read_range(
+            handle,
+            offset,
+            offset.saturating_add(data.len() as u64).min(old_len),
+        )?;
+        write_all(handle, offset, data)?;
+        self.record(
+            file,
+            LoggedOp::Write {
+                offset,
+                data: data.to_vec(),
+            },
+            old_len,
+            old,
+        );
+        Ok(())
+    }
+
+    fn record(&mut self, file: &str, op: LoggedOp, old_len: u64, old: Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Logged {
+            seq,
+            op,
+            old_len,
+            old,
+        };
+        match self.log.get_mut(file) {
+            Some(ops) => ops.push(entry),
+            None => {
+                self.log.insert(file.to_owned(), vec![entry]);
             }
         }
-        self.dirty.insert(file.to_owned());
-        Ok(())
     }
 
     /// Appends `data` to `file`.
@@ -129,8 +175,11 @@ impl Disk {
     ///
     /// As for [`Disk::write`].
     pub fn set_len(&mut self, file: &str, len: u64) -> io::Result<()> {
-        self.handle(file)?.set_len(len)?;
-        self.dirty.insert(file.to_owned());
+        let handle = self.handle(file)?;
+        let old_len = handle.len()?;
+        let old = read_range(handle, len, old_len)?;
+        handle.set_len(len)?;
+        self.record(file, LoggedOp::SetLen { len }, old_len, old);
         Ok(())
     }
 
@@ -143,8 +192,9 @@ impl Disk {
         self.storage.rename(from, to)?;
         self.files.remove(from);
         self.files.remove(to);
-        if self.dirty.remove(from) {
-            self.dirty.insert(to.to_owned());
+        self.log.remove(to);
+        if let Some(ops) = self.log.remove(from) {
+            self.log.insert(to.to_owned(), ops);
         }
         Ok(())
     }
@@ -157,7 +207,7 @@ impl Disk {
     pub fn remove(&mut self, file: &str) -> io::Result<()> {
         self.storage.remove(file)?;
         self.files.remove(file);
-        self.dirty.remove(file);
+        self.log.remove(file);
         Ok(())
     }
 
@@ -173,21 +223,48 @@ impl Disk {
         self.storage.unsynced_ops()
     }
 
-    /// Makes everything written so far durable: every written file's data, then the
-    /// directory.
-    pub(crate) fn sync_all(&mut self) -> io::Result<()> {
-        for name in std::mem::take(&mut self.dirty) {
+    /// The point a sync requested now covers: every write issued before it.
+    pub(crate) fn sync_point(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Makes every write issued before `point` durable, and the directory; writes issued
+    /// since stay unsynced.
+    pub(crate) fn sync_through(&mut self, point: u64) -> io::Result<()> {
+        let names: Vec<String> = self.log.keys().cloned().collect();
+        for name in names {
             // A renamed file has no cached handle under its new name: open it again.
             if !self.files.contains_key(&name) {
                 match self.storage.open(&name) {
                     Ok(h) => {
                         self.files.insert(name.clone(), h);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.log.remove(&name);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             }
-            self.files[&name].sync_data()?;
+            let handle = &self.files[&name];
+            let ops = self.log.get_mut(&name).expect("listed above");
+            let covered = ops.iter().take_while(|o| o.seq < point).count();
+            if covered == 0 {
+                continue;
+            }
+            let late = ops.split_off(covered);
+            // Set the later writes aside, sync, and put them back: they stay unsynced.
+            for o in late.iter().rev() {
+                undo(handle, o)?;
+            }
+            handle.sync_data()?;
+            for o in &late {
+                redo(handle, &o.op)?;
+            }
+            *ops = late;
+            if ops.is_empty() {
+                self.log.remove(&name);
+            }
         }
         self.storage.sync_dir()
     }
@@ -197,7 +274,7 @@ impl Disk {
         let before = self.storage.stats();
         let unsynced = self.storage.unsynced_ops() > 0;
         self.files.clear();
-        self.dirty.clear();
+        self.log.clear();
         self.storage.crash(mode);
         let after = self.storage.stats();
         CrashOutcome {
@@ -208,6 +285,55 @@ impl Disk {
     }
 }
 
+fn write_all(file: &FaultyFile, offset: u64, data: &[u8]) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < data.len() {
+        match file.write_at(&data[done..], offset + done as u64)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of `file` in `[from, to)` (empty if `to <= from`).
+fn read_range(file: &FaultyFile, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
+    let mut buf = vec![0u8; len];
+    let mut done = 0usize;
+    while done < len {
+        match file.read_at(&mut buf[done..], from + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+fn undo(file: &FaultyFile, o: &Logged) -> io::Result<()> {
+    match o.op {
+        LoggedOp::Write { offset, .. } => {
+            write_all(file, offset, &o.old)?;
+            if file.len()? != o.old_len {
+                file.set_len(o.old_len)?;
+            }
+        }
+        LoggedOp::SetLen { len } => {
+            file.set_len(o.old_len)?;
+            write_all(file, len, &o.old)?;
+        }
+    }
+    Ok(())
+}
+
+fn redo(file: &FaultyFile, op: &LoggedOp) -> io::Result<()> {
+    match op {
+        LoggedOp::Write { offset, data } => write_all(file, *offset, data),
+        LoggedOp::SetLen { len } => file.set_len(*len),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +341,8 @@ mod tests {
     fn disk_with_synced_and_unsynced(seed: u64) -> Disk {
         let mut d = Disk::new(seed);
         d.append("log", b"synced--").expect("append");
-        d.sync_all().expect("sync");
+        let p = d.sync_point();
+        d.sync_through(p).expect("sync");
         d.append("log", b"unsynced1").expect("append");
         d.append("log", b"unsynced2").expect("append");
         d
@@ -229,7 +356,8 @@ mod tests {
             Some(&b"synced--unsynced1unsynced2"[..])
         );
         assert_eq!(d.unsynced_ops(), 2);
-        d.sync_all().expect("sync");
+        let p = d.sync_point();
+        d.sync_through(p).expect("sync");
         assert_eq!(d.unsynced_ops(), 0);
         let out = d.crash(CrashMode::DropUnsynced);
         assert!(!out.unsynced);
@@ -240,6 +368,42 @@ mod tests {
         // Handles are reopened after a crash.
         d.append("log", b"!").expect("append after crash");
         assert_eq!(d.len("log"), Some(27));
+    }
+
+    #[test]
+    fn a_sync_covers_exactly_the_writes_issued_before_it() {
+        for mode in CrashMode::ALL {
+            let mut d = Disk::new(3);
+            d.append("f", b"aaaa").expect("append");
+            let p = d.sync_point();
+            d.write("f", 1, b"bb").expect("overwrite");
+            d.append("f", b"cc").expect("append");
+            d.set_len("f", 5).expect("cut");
+            d.append("g", b"other").expect("another file");
+            assert_eq!(d.read("f").as_deref(), Some(&b"abbac"[..]));
+            d.sync_through(p).expect("sync");
+            // Reads still see everything; the later writes are still unsynced.
+            assert_eq!(d.read("f").as_deref(), Some(&b"abbac"[..]));
+            // Three on `f`, one on `g` (whose creation the directory sync made durable).
+            assert_eq!(d.unsynced_ops(), 4);
+            d.crash(mode);
+            let f = d.read("f").expect("f survives");
+            assert!(f.starts_with(b"a") && f.len() <= 6, "{mode:?}: {f:?}");
+            if mode == CrashMode::DropUnsynced {
+                assert_eq!(f, b"aaaa");
+                assert_eq!(d.read("g").as_deref(), Some(&b""[..]));
+            }
+        }
+        // A second sync then covers the rest.
+        let mut d = Disk::new(4);
+        d.append("f", b"aaaa").expect("append");
+        let p1 = d.sync_point();
+        d.write("f", 1, b"bb").expect("overwrite");
+        let p2 = d.sync_point();
+        d.sync_through(p1).expect("sync");
+        d.sync_through(p2).expect("sync");
+        d.crash(CrashMode::DropUnsynced);
+        assert_eq!(d.read("f").as_deref(), Some(&b"abba"[..]));
     }
 
     #[test]
@@ -284,7 +448,8 @@ mod tests {
         for seed in 0..50 {
             let mut d = Disk::new(seed);
             d.append("old", b"x").expect("append");
-            d.sync_all().expect("sync");
+            let p = d.sync_point();
+            d.sync_through(p).expect("sync");
             d.remove("old").expect("remove");
             assert_eq!(d.read("old"), None);
             d.crash(CrashMode::KeepPrefix);
@@ -294,7 +459,8 @@ mod tests {
         let mut d = Disk::new(1);
         d.append("tmp", b"new").expect("append");
         d.rename("tmp", "state").expect("rename");
-        d.sync_all().expect("sync");
+        let p = d.sync_point();
+        d.sync_through(p).expect("sync");
         d.crash(CrashMode::DropUnsynced);
         assert_eq!(d.read("state").as_deref(), Some(&b"new"[..]));
         assert_eq!(d.file_names(), vec!["state".to_owned()]);

@@ -236,11 +236,12 @@
 //!   modes: all dropped, a prefix kept, the last one torn (at any byte, a 512-byte or a 4 KiB
 //!   boundary), 4 KiB blocks kept independently, a bit flipped in the surviving unsynced
 //!   bytes, or all kept; unsynced creations, renames and removals survive as a prefix. A
-//!   sync ([`Context::sync`]) completes after the configured sync delay; the data it covers
-//!   is durable from then on, and a crash before then may lose it. The storage syncs whole
-//!   files, so writes issued between a sync's request and its completion also become
-//!   durable at the completion (a real disk may or may not keep them): a bug that relies
-//!   on exactly those writes being durable would go unseen.
+//!   sync ([`Context::sync`]) covers exactly the writes issued before it was requested and
+//!   completes after the configured sync delay; the data it covers is durable from then
+//!   on, and a crash before then may lose it. Writes issued after the request stay
+//!   unsynced (the disk sets them aside while it syncs), so a node that acknowledges them
+//!   on the strength of an earlier sync is caught. Directory changes (creations, renames,
+//!   removals) are synced whole at a sync's completion.
 //! - **Clocks**: each node's clock is a `synod_clocks::ManualClock` with an initial offset
 //!   (when clock faults are on), drift changes and wall-clock jumps forward and back.
 //!   Timers run on the node's monotonic clock: drift makes them fire early or late in true

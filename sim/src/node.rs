@@ -170,7 +170,7 @@ pub(crate) enum Effect<M, R> {
     Send { to: NodeId, message: M },
     Timer { after: Duration, timer: TimerId },
     Reply { id: RequestId, response: R },
-    Sync { token: SyncToken },
+    Sync { token: SyncToken, point: u64 },
 }
 
 /// What a node can see and do during one call.
@@ -258,6 +258,7 @@ impl<N: Node> Context<'_, N> {
     /// `token` follows when it has (unless the node crashes first). Writes issued after
     /// this call are not promised durable by it.
     pub fn sync(&mut self, token: SyncToken) {
-        self.effects.push(Effect::Sync { token });
+        let point = self.disk.sync_point();
+        self.effects.push(Effect::Sync { token, point });
     }
 }

@@ -528,6 +528,7 @@ enum Event<N: Node> {
         node: NodeId,
         incarnation: u32,
         token: SyncToken,
+        point: u64,
     },
     Request {
         node: NodeId,
@@ -1056,14 +1057,17 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 node.on_timer(&mut ctx, timer);
             }
             Event::Synced {
-                incarnation, token, ..
+                incarnation,
+                token,
+                point,
+                ..
             } => {
                 if incarnation != slot.incarnation {
                     return;
                 }
-                // The in-memory storage injects no I/O errors, so a sync cannot fail here.
+                // The simulator injects no I/O errors, so a sync cannot fail here.
                 ctx.disk
-                    .sync_all()
+                    .sync_through(point)
                     .expect("simulated disks inject no I/O errors");
                 node.on_synced(&mut ctx, token);
             }
@@ -1153,7 +1157,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     let at = self.after(delay);
                     self.push(at, Event::Reply { id, response });
                 }
-                Effect::Sync { token } => {
+                Effect::Sync { token, point } => {
                     let incarnation = self.slots[from.index()].incarnation;
                     let delay = self.config.sync_delay.sample_us(&mut self.disk_rng);
                     let at = self.after(delay);
@@ -1163,6 +1167,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                             node: from,
                             incarnation,
                             token,
+                            point,
                         },
                     );
                 }
