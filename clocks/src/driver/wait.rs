@@ -88,3 +88,44 @@ pub fn commit_wait_blocking<C: PhysicalClock, B: ErrorBoundSource>(
         std::thread::sleep(remaining);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock_bound::FixedErrorBound;
+    use crate::{ErrorBoundSource, ManualClock};
+
+    #[test]
+    fn gives_up_instead_of_sleeping_past_the_limit() {
+        let wall = ManualClock::new(WallTime::from_secs(10));
+        wall.freeze();
+        let clock = IntervalClock::new(
+            wall,
+            FixedErrorBound::new(Duration::from_millis(5)).unwrap(),
+        );
+        let ts = clock.now().unwrap().latest();
+        // Ten milliseconds to wait, one allowed: an error at once, without sleeping.
+        let err = commit_wait_blocking(&clock, ts, Duration::from_millis(1)).unwrap_err();
+        assert!(
+            matches!(err, CommitWaitError::TimedOut { remaining, .. } if remaining > Duration::from_millis(10)),
+            "{err}"
+        );
+        // Already past: returns at once.
+        let past = WallTime::from_secs(1);
+        assert!(commit_wait_blocking(&clock, past, Duration::ZERO).is_ok());
+    }
+
+    #[test]
+    fn reports_an_unsynchronised_clock() {
+        struct Unsynced;
+        impl ErrorBoundSource for Unsynced {
+            fn error_bound(&self) -> Option<Duration> {
+                None
+            }
+        }
+        let clock = IntervalClock::new(ManualClock::new(WallTime::from_secs(1)), Unsynced);
+        let err =
+            commit_wait_blocking(&clock, WallTime::UNIX_EPOCH, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err, CommitWaitError::Clock(ClockBoundError::Unsynchronized));
+    }
+}
