@@ -199,8 +199,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// The seed of the node's randomized election timeouts. Default: the node id. Give
-    /// each node a different seed.
+    /// The seed of the node's randomized election timeouts (mixed with the node id, so
+    /// nodes given the same seed still time out differently). Default: the node id.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;

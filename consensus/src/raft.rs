@@ -315,7 +315,10 @@ impl<S: LogStore> Node<S> {
             Some((i, m)) => (*i, m.clone()),
             None => (snapshot.meta.index, snapshot.meta.membership.clone()),
         };
-        let mut rng = SplitMix64::new(config.seed);
+        // The id is mixed in so that nodes given the same seed still draw different
+        // timeouts (identical timeouts split every vote).
+        let mut rng =
+            SplitMix64::new(config.seed ^ config.id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let election_timeout = rng.range(
             config.election_timeout_ticks.start,
             config.election_timeout_ticks.end,

@@ -2,3 +2,4 @@
 
 mod harness;
 mod raft_paper;
+mod random;
