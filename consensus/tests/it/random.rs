@@ -55,13 +55,7 @@ fn run(seed: u64, bugs: Bugs, events: u64) -> Result<Stats, String> {
     // check-quorum (both make elections rarer), short timeouts for contended elections,
     // one entry per message so that a new leader's old entries travel ahead of its no-op
     // (the window the old-term commit bug needs), and every fault enabled.
-    let nodes = if buggy {
-        3
-    } else if rng.range(0, 2) == 0 {
-        3
-    } else {
-        5
-    };
+    let nodes = if buggy || rng.range(0, 2) == 0 { 3 } else { 5 };
     let faults = if buggy {
         Faults {
             loss: true,
