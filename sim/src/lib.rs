@@ -204,8 +204,8 @@
 //! command that replays a failure, for example:
 //!
 //! ```text
-//! seed 266 failed: linearizability: violation: partition 1 (29 operations) is not linearizable: ...
-//! replay with: SYNOD_SEED=266 cargo test -p synod-sim --test it register::register_without_write_back_is_caught -- --exact --nocapture
+//! seed 102 failed: linearizability: violation: partition 1 (57 operations) is not linearizable: ...
+//! replay with: SYNOD_SEED=102 cargo test -p synod-sim --test it register::register_without_write_back_is_caught -- --exact --nocapture
 //! ```
 //!
 //! To see what happened, set [`SimConfigBuilder::trace_lines_max`] to keep the last events

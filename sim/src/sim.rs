@@ -1317,7 +1317,21 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 }
             }
             Some(FaultKind::Crash) if self.down_nodes() < down_max => {
-                if let Some(id) = self.random_up_node() {
+                // Half the time, aim at a node with unsynced writes: crashes matter most
+                // then, and a random instant often misses the short window.
+                let exposed: Vec<NodeId> = (0..n)
+                    .filter(|&i| {
+                        self.slots[i].state == NodeState::Up
+                            && self.slots[i].disk.unsynced_ops() > 0
+                    })
+                    .map(|i| NodeId::new(i as u32))
+                    .collect();
+                let target = if !exposed.is_empty() && self.nemesis_rng.below(2) == 0 {
+                    self.nemesis_rng.pick(&exposed).copied()
+                } else {
+                    self.random_up_node()
+                };
+                if let Some(id) = target {
                     self.crash(id);
                     let down = self.nemesis_rng.between(1, self.profile.down_time_max_us);
                     let at = self.after(down);

@@ -29,6 +29,10 @@ pub enum Variant {
     NoWriteBack,
     /// Replicas acknowledge a store before it is durable: a crash loses acknowledged data.
     AckBeforeSync,
+    /// Group commit off by one: a store arriving while a sync is in flight is acknowledged
+    /// when that sync completes, although the sync was requested before the store was
+    /// written and does not cover it.
+    AckOnEarlierSync,
 }
 
 /// The number of keys clients use.
@@ -115,6 +119,8 @@ pub struct RegisterNode {
     /// Acknowledgements waiting for a sync: (sync token, to, op).
     acks: Vec<(u64, NodeId, u64)>,
     next_sync: u64,
+    /// The last sync token completed.
+    synced: u64,
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
@@ -157,6 +163,7 @@ impl RegisterNode {
             next_op: 0,
             acks: Vec::new(),
             next_sync: 0,
+            synced: 0,
         }
     }
 
@@ -281,6 +288,11 @@ impl Node for RegisterNode {
                     ctx.send(from, Msg::PutAck { op });
                     return;
                 }
+                if self.variant == Variant::AckOnEarlierSync && self.next_sync > self.synced {
+                    // The bug: ride on the sync already in flight.
+                    self.acks.push((self.next_sync, from, op));
+                    return;
+                }
                 // Acknowledge only once everything written so far is durable.
                 self.next_sync += 1;
                 ctx.sync(SyncToken(self.next_sync));
@@ -347,6 +359,7 @@ impl Node for RegisterNode {
     }
 
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        self.synced = self.synced.max(token.0);
         let mut i = 0;
         while i < self.acks.len() {
             let (t, to, op) = self.acks[i];

@@ -25,6 +25,7 @@ fn regression_seeds_keep_their_outcome() {
             "correct" => Variant::Correct,
             "no-write-back" => Variant::NoWriteBack,
             "ack-before-sync" => Variant::AckBeforeSync,
+            "ack-on-earlier-sync" => Variant::AckOnEarlierSync,
             other => panic!("regression_seeds.txt:{}: unknown variant {other}", n + 1),
         };
         let seed: u64 = seed.parse().expect("a u64 seed");
