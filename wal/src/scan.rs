@@ -280,7 +280,9 @@ fn classify_tail<F: StorageFile>(
                 .get(at, n_usize)
                 .map_err(io_err("read", name))?
                 .unwrap_or(&[]);
-            if chunk.iter().any(|&b| b != 0) {
+            // A comparison with a zero block runs as `memcmp`, many bytes per cycle.
+            static ZEROS: [u8; CHUNK_BYTES as usize] = [0; CHUNK_BYTES as usize];
+            if chunk != &ZEROS[..chunk.len()] {
                 let mut k = 0;
                 while k + RECORD_HEADER_BYTES <= chunk.len() {
                     if chunk[k + 16..k + 20] == tag.to_le_bytes() {
