@@ -23,7 +23,7 @@ pub enum Overflow {
 /// |---|---|---|
 /// | `frame_bytes_max` | 1 MiB | longest frame payload sent or accepted; a longer incoming frame closes the connection |
 /// | `batch_bytes_max` | 64 KiB | a batch frame is closed once it holds this many bytes |
-/// | `batch_delay_us_max` | 0 | how long the writer waits for more messages before sending a batch that is not full; 0 sends whatever is queued at once |
+/// | `batch_delay_us_max` | 20 | on a busy channel (requests in flight, or a message written that recently), how long the writer waits for more messages before sending a batch that is not full; 0 sends whatever is queued at once. An idle channel's message goes out at once |
 /// | `outbound_bytes_max` | 4 MiB | encoded bytes queued per peer, not yet written |
 /// | `outbound_messages_max` | 4096 | messages queued per peer |
 /// | `overflow` | `Block` | what a sender does when a queue or the in-flight window is full |
@@ -66,7 +66,7 @@ impl Config {
                 node,
                 frame_bytes_max: 1 << 20,
                 batch_bytes_max: 64 << 10,
-                batch_delay_us_max: 0,
+                batch_delay_us_max: 20,
                 outbound_bytes_max: 4 << 20,
                 outbound_messages_max: 4096,
                 overflow: Overflow::Block,

@@ -437,6 +437,23 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// The length of this envelope's encoding, without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        varint_len(self.correlation.0)
+            + 1
+            + varint_len(self.from.0)
+            + varint_len(self.to.0)
+            + varint_len(self.payload.len() as u64)
+            + self.payload.len()
+    }
+}
+
+fn varint_len(value: u64) -> usize {
+    // Seven bits per byte; zero still takes one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Appends `value` as a LEB128 varint, as postcard encodes integers.
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -601,6 +618,7 @@ mod tests {
                 let mut ours = Vec::new();
                 e.encode_into(&mut ours);
                 assert_eq!(ours, postcard::to_allocvec(&e).unwrap());
+                assert_eq!(e.encoded_len(), ours.len());
             }
         }
     }

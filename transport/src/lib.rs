@@ -104,11 +104,13 @@
 //! ## Request Batch
 //!
 //! **What.** Small messages queued for the same peer leave together in one frame, up to
-//! `batch_bytes_max` bytes; with `batch_delay_us_max` above zero the writer waits that long
-//! for company before sending a batch that is not full. The receiver unpacks the batch and
-//! handles each message; the responses it produces while handling one batch leave
-//! together too. With the default delay of zero, batching still happens under load: while
-//! one frame is being written, the next messages queue up and form the next frame.
+//! `batch_bytes_max` bytes. A message on an idle channel is written at once, by the
+//! sending thread itself; on a busy channel (other requests in flight, or a message written
+//! less than `batch_delay_us_max` ago) the writer thread waits up to `batch_delay_us_max`
+//! (default 20 µs) for company before sending a batch that is not full: Nagle's algorithm
+//! with a bound. While one frame is being written the next messages queue up, so batches
+//! grow with load. The receiver unpacks the batch and handles each message; the responses
+//! it produces while handling one batch leave together too.
 //!
 //! **When.** Many small messages (heartbeats, votes, small writes) where per-message
 //! system-call and header costs dominate; a delay trades latency for fewer, fuller frames.

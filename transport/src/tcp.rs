@@ -202,15 +202,17 @@ struct Live {
     accepted: bool,
 }
 
-/// One encoded envelope waiting to be written.
+/// One envelope waiting to be written. It is encoded straight into the frame when its
+/// batch is written, outside the channel lock, so queueing a message allocates nothing.
 #[derive(Debug)]
 struct Queued {
-    envelope: Vec<u8>,
+    envelope: Envelope,
+    len: usize,
 }
 
 impl Queued {
     fn envelope_bytes(&self) -> usize {
-        self.envelope.len()
+        self.len
     }
 }
 
@@ -268,7 +270,7 @@ impl Channel {
         self.state.lock().conn.as_ref().map(|c| c.id) == Some(connection)
     }
 
-    /// Encodes a message with room for a frame header.
+    /// Checks a message's size and prepares it for the queue.
     fn encode(
         &self,
         sh: &Shared,
@@ -290,9 +292,8 @@ impl Channel {
             to: self.peer,
             payload,
         };
-        let mut bytes = Vec::with_capacity(envelope.payload.len() + 24);
-        envelope.encode_into(&mut bytes);
-        Ok(Queued { envelope: bytes })
+        let len = envelope.encoded_len();
+        Ok(Queued { envelope, len })
     }
 
     /// Waits until the message may be queued (room in the queue and, for a request, in the
@@ -341,8 +342,9 @@ impl Channel {
     /// Queues an admitted message and gets it written: by the caller itself when the channel
     /// is idle, otherwise by the writer thread, which batches whatever has queued up.
     fn push<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, queued: Queued) {
+        let kind = queued.envelope.kind;
         self.enqueue(&mut st, queued);
-        self.flush(sh, st);
+        self.flush(sh, st, kind);
     }
 
     fn enqueue(&self, st: &mut ChannelState, queued: Queued) {
@@ -353,19 +355,29 @@ impl Channel {
         st.queue.push_back(queued);
     }
 
-    /// Writes the queue on the caller's thread if the channel is idle (nothing being
-    /// written, no request of another caller in flight), else wakes the writer thread.
+    /// Writes the queue on the caller's thread if the channel is idle, else leaves it to
+    /// the writer thread (waking it).
     ///
     /// Writing on the caller's thread saves a thread hand-off: it is what makes one request
-    /// at a time cost little more than a raw round trip. Under load (requests in flight,
-    /// messages queueing), the writer thread takes over and batches. Only a caller that
-    /// agreed to wait (`Overflow::Block`) writes: a full socket buffer blocks it.
-    fn flush<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>) {
+    /// at a time cost little more than a raw round trip. Idle means nothing is being
+    /// written and, for a request, no other request is in flight; for responses (produced
+    /// one batch per received frame) nothing more; for a one-way message, no request in
+    /// flight and nothing written for `batch_delay_us_max`. Otherwise the writer thread
+    /// takes the queue, waiting up to `batch_delay_us_max` for company (Request Batch), like
+    /// Nagle's algorithm with a bound. Only a caller that agreed to wait
+    /// (`Overflow::Block`) writes: a full socket buffer blocks it.
+    fn flush<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, kind: MessageKind) {
         let c = &sh.config;
         let idle = !st.writing
-            && st.pending.len() <= 1
-            && c.batch_delay_us_max == 0
-            && c.overflow == Overflow::Block;
+            && c.overflow == Overflow::Block
+            && match kind {
+                MessageKind::Request => st.pending.len() <= 1,
+                MessageKind::Response => true,
+                MessageKind::OneWay => {
+                    st.pending.is_empty()
+                        && st.last_write.elapsed() >= Duration::from_micros(c.batch_delay_us_max)
+                }
+            };
         let conn = match &st.conn {
             Some(conn) if idle => (conn.id, Arc::clone(&conn.stream)),
             _ => {
@@ -375,39 +387,35 @@ impl Channel {
             }
         };
         st.writing = true;
-        let mut frame = Vec::with_capacity(HEADER_BYTES + st.queued_bytes.min(c.batch_bytes_max));
-        let messages = self.take_batch(&mut st, &mut frame, c.batch_bytes_max);
+        let mut batch = Vec::new();
+        let bytes = self.take_batch(&mut st, &mut batch, c.batch_bytes_max);
         drop(st);
-        finish_frame(&mut frame, 0, FrameKind::Messages, c.frame_bytes_max)
-            .expect("batches stay within frame_bytes_max");
+        let mut frame = Vec::with_capacity(HEADER_BYTES + bytes);
+        let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
         let result = (&*conn.1).write_all(&frame);
         self.after_write(sh, conn.0, messages, result);
     }
 
-    /// Moves queued envelopes into `frame` (begun at offset 0) up to `batch_bytes_max`, at
-    /// least one, and returns how many.
+    /// Moves queued envelopes into `batch`, up to `batch_bytes_max` encoded bytes and at
+    /// least one, and returns their encoded size.
     fn take_batch(
         &self,
         st: &mut ChannelState,
-        frame: &mut Vec<u8>,
+        batch: &mut Vec<Queued>,
         batch_bytes_max: usize,
-    ) -> u64 {
-        if frame.is_empty() {
-            begin_frame(frame);
-        }
-        let mut messages = 0;
+    ) -> usize {
+        let mut bytes = 0;
         while let Some(next) = st.queue.front() {
             let len = next.envelope_bytes();
-            if messages > 0 && frame.len() - HEADER_BYTES + len > batch_bytes_max {
+            if !batch.is_empty() && bytes + len > batch_bytes_max {
                 break;
             }
-            let next = st.queue.pop_front().expect("front exists");
-            frame.extend_from_slice(&next.envelope);
+            batch.push(st.queue.pop_front().expect("front exists"));
             st.queued_bytes -= len;
-            messages += 1;
+            bytes += len;
         }
         st.batch_started = (!st.queue.is_empty()).then(Instant::now);
-        messages
+        bytes
     }
 
     /// Bookkeeping after a write by either the writer thread or an inline sender.
@@ -560,6 +568,7 @@ impl Channel {
         let c = &sh.config;
         let batch_delay = Duration::from_micros(c.batch_delay_us_max);
         let mut frame = Vec::with_capacity(c.batch_bytes_max + HEADER_BYTES);
+        let mut batch = Vec::new();
         loop {
             let mut st = self.state.lock();
             // Wait for work: queued messages, or a keep-alive falling due.
@@ -587,25 +596,15 @@ impl Channel {
                 }
                 self.changed.wait_until(&mut st, due);
             };
-            frame.clear();
-            begin_frame(&mut frame);
-            let messages = if keepalive {
-                0
-            } else {
-                self.take_batch(&mut st, &mut frame, c.batch_bytes_max)
-            };
+            if !keepalive {
+                self.take_batch(&mut st, &mut batch, c.batch_bytes_max);
+            }
             st.writing = true;
             drop(st);
             // Room was freed in the queue.
             self.changed.notify_all();
-            let kind = if keepalive {
-                FrameKind::KeepAlive
-            } else {
-                FrameKind::Messages
-            };
-            // A batch is at most batch_bytes_max, or one message within payload_bytes_max.
-            finish_frame(&mut frame, 0, kind, c.frame_bytes_max)
-                .expect("batches stay within frame_bytes_max");
+            frame.clear();
+            let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
             let result = (&*stream).write_all(&frame);
             self.after_write(sh, connection, messages, result);
         }
@@ -766,7 +765,7 @@ impl Channel {
             }
             self.enqueue(&mut st, queued);
         }
-        self.flush(sh, st);
+        self.flush(sh, st, MessageKind::Response);
     }
 }
 
@@ -1214,6 +1213,24 @@ impl Transport for TcpTransport {
     fn try_recv(&mut self) -> Option<Incoming> {
         TcpTransport::try_recv(self)
     }
+}
+
+/// Encodes `batch` (emptying it) as one frame into the empty `frame`: a messages frame, or
+/// a keep-alive frame if the batch is empty. Returns how many messages it holds.
+fn encode_batch(frame: &mut Vec<u8>, batch: &mut Vec<Queued>, frame_bytes_max: usize) -> u64 {
+    begin_frame(frame);
+    let messages = batch.len() as u64;
+    for queued in batch.drain(..) {
+        queued.envelope.encode_into(frame);
+    }
+    let kind = if messages == 0 {
+        FrameKind::KeepAlive
+    } else {
+        FrameKind::Messages
+    };
+    // A batch is at most batch_bytes_max, or one message within payload_bytes_max.
+    finish_frame(frame, 0, kind, frame_bytes_max).expect("batches stay within frame_bytes_max");
+    messages
 }
 
 fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
