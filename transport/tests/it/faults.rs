@@ -173,3 +173,63 @@ fn an_envelope_claiming_another_sender_closes_the_connection() {
     assert!(crate::support::closed_by_server(&mut raw));
     assert!(a.try_recv().is_none());
 }
+
+#[test]
+fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
+    let (addr, raw) = raw_acceptor(1);
+    let bound = 64 << 10;
+    let b = std::sync::Arc::new(start(
+        config(2)
+            .outbound_bytes_max(bound)
+            .keepalive_timeout_ms(60_000)
+            .keepalive_interval_ms(1000),
+    ));
+    b.add_peer(NodeId(1), addr);
+    let mut peer = raw.join().unwrap();
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    // 64 MiB: far more than the queue and both sockets' buffers can hold.
+    let messages = 8192;
+    let sender = {
+        let b = std::sync::Arc::clone(&b);
+        std::thread::spawn(move || {
+            let payload = Bytes::from(vec![0x5A; 8 << 10]);
+            for _ in 0..messages {
+                b.send(NodeId(1), payload.clone())
+                    .expect("blocks, never fails");
+            }
+        })
+    };
+    // The peer is not reading: the queue fills up to its bound, and the sender waits.
+    let mut max_seen = 0;
+    assert!(wait_for(|| {
+        let queued = b.outbound_queued_bytes(NodeId(1));
+        max_seen = max_seen.max(queued);
+        queued + (9 << 10) > bound
+    }));
+    assert!(!sender.is_finished(), "the sender cannot have sent 64 MiB");
+    // The peer starts reading: the sender is released and finishes.
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        while let Ok(n) = std::io::Read::read(&mut peer, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+            if total >= messages * (8 << 10) {
+                break;
+            }
+        }
+        total
+    });
+    sender.join().unwrap();
+    let total = reader.join().unwrap();
+    assert!(
+        total >= messages * (8 << 10),
+        "all payload bytes arrived ({total})"
+    );
+    assert!(max_seen <= bound, "queued {max_seen} bytes, bound {bound}");
+    println!(
+        "blocking sender: {messages} x 8 KiB through a paused reader; queue peaked at {max_seen} <= {bound}"
+    );
+}
