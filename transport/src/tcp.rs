@@ -74,9 +74,9 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Established connections that ended.
     pub connections_lost: u64,
-    /// Messages frames written (each a batch of one or more envelopes).
+    /// Messages frames handed to the socket (each a batch of one or more envelopes).
     pub batches_sent: u64,
-    /// Envelopes written.
+    /// Envelopes handed to the socket.
     pub messages_sent: u64,
     /// Envelopes received.
     pub messages_received: u64,
@@ -392,6 +392,7 @@ impl Channel {
         drop(st);
         let mut frame = Vec::with_capacity(HEADER_BYTES + bytes);
         let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
+        Self::count_sent(sh, messages);
         let result = (&*conn.1).write_all(&frame);
         self.after_write(sh, conn.0, messages, result);
     }
@@ -419,6 +420,15 @@ impl Channel {
     }
 
     /// Bookkeeping after a write by either the writer thread or an inline sender.
+    /// Counts a frame about to be written. Counting before the write means a response can
+    /// never be seen before the request that caused it is counted.
+    fn count_sent(sh: &Shared, messages: u64) {
+        if messages > 0 {
+            bump(&sh.counters.batches_sent, 1);
+            bump(&sh.counters.messages_sent, messages);
+        }
+    }
+
     fn after_write(&self, sh: &Shared, connection: u64, messages: u64, result: io::Result<()>) {
         let mut st = self.state.lock();
         st.writing = false;
@@ -429,8 +439,6 @@ impl Channel {
         match result {
             Ok(()) => {
                 if messages > 0 {
-                    bump(&sh.counters.batches_sent, 1);
-                    bump(&sh.counters.messages_sent, messages);
                     self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
                 }
             }
@@ -605,6 +613,7 @@ impl Channel {
             self.changed.notify_all();
             frame.clear();
             let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
+            Self::count_sent(sh, messages);
             let result = (&*stream).write_all(&frame);
             self.after_write(sh, connection, messages, result);
         }
