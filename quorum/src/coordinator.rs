@@ -441,6 +441,9 @@ pub enum StoreEffect<K, S> {
 #[derive(Debug)]
 enum OpKind<S> {
     Write {
+        /// Fallbacks sent a hint; only their acknowledgements are reported.
+        hint_holders: Vec<NodeId>,
+        /// Fallbacks that acknowledged a hint, ascending.
         hinted: Vec<NodeId>,
     },
     Read {
@@ -448,14 +451,9 @@ enum OpKind<S> {
         answers: BTreeMap<NodeId, S>,
     },
     /// A blocking read repair: waiting for enough replicas to hold `merged`.
-    Repair {
-        merged: S,
-    },
+    Repair { merged: S },
     /// A hint being handed off to `replica`: the state sent.
-    HandOff {
-        replica: NodeId,
-        sent: S,
-    },
+    HandOff { replica: NodeId, sent: S },
 }
 
 #[derive(Debug)]
@@ -647,8 +645,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
         // One fallback per down replica, in preference order.
         let mut fallbacks = placement.fallbacks.iter().copied().filter(|&n| n != me);
+        let mut hint_holders = Vec::new();
         for &replica in &placement.down {
             if let Some(to) = fallbacks.next() {
+                hint_holders.push(to);
                 self.effects.push_back(StoreEffect::Send {
                     to,
                     message: StoreMessage::Hint {
@@ -666,7 +666,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             key,
             consistency,
             tracker,
-            kind: OpKind::Write { hinted: Vec::new() },
+            kind: OpKind::Write {
+                hint_holders,
+                hinted: Vec::new(),
+            },
             started_tick: self.tick,
         };
         self.ops.insert(id, op);
@@ -764,15 +767,25 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 let Some(o) = self.ops.get_mut(&op) else {
                     return;
                 };
+                // A write acknowledgement answers a write, a repair or a hand-off; for a
+                // read still collecting states it would count a replica without its state.
+                if matches!(o.kind, OpKind::Read { .. }) {
+                    return;
+                }
                 if o.tracker.record(from, true) == Recorded::Counted {
                     self.check(op);
                 }
             }
             StoreMessage::HintAck { op } => {
                 if let Some(Op {
-                    kind: OpKind::Write { hinted },
+                    kind:
+                        OpKind::Write {
+                            hint_holders,
+                            hinted,
+                        },
                     ..
                 }) = self.ops.get_mut(&op)
+                    && hint_holders.contains(&from)
                     && !hinted.contains(&from)
                 {
                     hinted.push(from);
@@ -882,7 +895,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     fn finish(&mut self, id: StoreOpId, result: Result<(), StoreError>) {
         let op = self.ops.remove(&id).expect("finishing a live operation");
         match op.kind {
-            OpKind::Write { hinted } => {
+            OpKind::Write { hinted, .. } => {
                 let result = result.map(|()| WriteReport {
                     acknowledged: op.tracker.granted().collect(),
                     hinted,
@@ -1001,7 +1014,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         self.effects.pop_front()
     }
 
-    /// This replica's state of `key` (default if never written).
+    /// This replica's state of `key`; `None` if it never stored anything for it.
     pub fn local_state(&self, key: &K) -> Option<&R::State> {
         self.data.get(key)
     }

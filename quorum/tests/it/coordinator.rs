@@ -504,3 +504,54 @@ fn background_read_repair_answers_at_once_and_repairs_after() {
     c.settle();
     assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
 }
+
+#[test]
+fn stray_messages_are_not_counted() {
+    let mut c = Cluster::new(&[1, 2, 3, 4], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    // n4 reads (not a replica): a write acknowledgement is not a read answer.
+    c.node(4)
+        .read(RequestId::new(1), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    let reads = std::mem::take(&mut c.in_flight);
+    let StoreMessage::Read { op, .. } = reads[0].2.clone() else {
+        panic!("expected a read");
+    };
+    c.node(4).handle(n(1), StoreMessage::WriteAck { op });
+    c.node(4).handle(n(2), StoreMessage::WriteAck { op });
+    c.collect();
+    assert!(
+        c.done.is_empty(),
+        "acknowledgements answered a read: {:?}",
+        c.done
+    );
+    c.in_flight = reads;
+    c.settle();
+    assert!(matches!(
+        c.take_done(),
+        StoreEffect::ReadDone {
+            result: Ok(None),
+            ..
+        }
+    ));
+
+    // A hint acknowledgement from a node that was sent no hint is not reported.
+    c.node(4)
+        .write(
+            RequestId::new(2),
+            "k",
+            (1, "v"),
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap();
+    c.collect();
+    let StoreMessage::Write { op, .. } = c.in_flight[0].2.clone() else {
+        panic!("expected a write");
+    };
+    c.node(4).handle(n(9), StoreMessage::HintAck { op });
+    c.settle();
+    let report = write_ok(c.take_done());
+    assert_eq!(report.hinted, Vec::<NodeId>::new());
+}
