@@ -91,6 +91,9 @@ pub enum MessageBody {
     HeartbeatResponse {
         /// The round being answered.
         round: u64,
+        /// The follower's last log index: a leader that streamed entries past it knows
+        /// they were lost and goes back to probing.
+        last_index: LogIndex,
     },
     /// A follower asks the leader for a read index on behalf of a client.
     ReadIndex {

@@ -604,10 +604,11 @@ impl<S: LogStore> Node<S> {
                 if commit > self.commit {
                     self.commit = commit;
                 }
-                self.send(from, MessageBody::HeartbeatResponse { round });
+                let last_index = self.store.last_index();
+                self.send(from, MessageBody::HeartbeatResponse { round, last_index });
             }
-            MessageBody::HeartbeatResponse { round } => {
-                self.handle_heartbeat_response(from, round);
+            MessageBody::HeartbeatResponse { round, last_index } => {
+                self.handle_heartbeat_response(from, round, last_index);
             }
             MessageBody::ReadIndex { id } => self.handle_read_index_request(from, id),
             MessageBody::ReadIndexResponse { id, index } => {
@@ -1374,7 +1375,13 @@ impl<S: LogStore> Node<S> {
                     .expect("progress checked above");
                 let next = k.next().min(rejected_prev).max(pr.match_index.next());
                 pr.probe(next);
-                self.send_append(from, false);
+                if next > rejected_prev {
+                    // The follower rejects what it already acknowledged: it is broken or
+                    // lost its disk. Retry at the next heartbeat rather than in a tight loop.
+                    pr.state = ProgressState::Probe { paused: true };
+                } else {
+                    self.send_append(from, false);
+                }
             }
         }
     }
@@ -1479,7 +1486,7 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, round: u64, last_index: LogIndex) {
         if self.role != Role::Leader {
             return;
         }
@@ -1488,8 +1495,15 @@ impl<S: LogStore> Node<S> {
         };
         pr.recent_active = true;
         pr.acked_round = pr.acked_round.max(round);
-        if let ProgressState::Probe { paused } = &mut pr.state {
-            *paused = false;
+        match &mut pr.state {
+            ProgressState::Probe { paused } => *paused = false,
+            ProgressState::Replicate if last_index < pr.next_index.prev() => {
+                // Appends streamed past the follower's log were lost (it restarted, or the
+                // link dropped them): start again from what it has.
+                let next = last_index.next();
+                pr.probe(next);
+            }
+            _ => {}
         }
         let needs_more = pr.match_index < self.store.last_index();
         let id = self.config.id;

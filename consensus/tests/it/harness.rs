@@ -230,6 +230,9 @@ impl Cluster {
         let mut guard = 0;
         while let Some(msg) = self.net.pop_front() {
             guard += 1;
+            if guard > 1_000_000 - 8 {
+                eprintln!("{msg:?}");
+            }
             assert!(guard < 1_000_000, "messages never stop");
             self.deliver(msg);
         }

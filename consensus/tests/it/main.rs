@@ -1,5 +1,6 @@
 //! Integration tests of synod-consensus: one binary, one module per area.
 
+mod features;
 mod harness;
 mod raft_paper;
 mod random;

@@ -83,7 +83,10 @@ fn s5_2_a_higher_term_makes_a_leader_step_down() {
         from: n(2),
         to: n(1),
         term: Term::new(term.get() + 5),
-        body: MessageBody::HeartbeatResponse { round: 0 },
+        body: MessageBody::HeartbeatResponse {
+            round: 0,
+            last_index: LogIndex::ZERO,
+        },
     });
     c.process(n(1));
     assert_eq!(c.node(n(1)).role(), Role::Follower);

@@ -1,0 +1,342 @@
+//! Reads (read index, lease, follower reads), snapshots with chunked transfer, membership
+//! changes and leader transfer, on the deterministic harness.
+
+use bytes::Bytes;
+use synod_consensus::{
+    CompactError, LogIndex, LogStore, Membership, MembershipError, MessageBody, NodeId,
+    ProposeError, ReadId, ReadWaitList, Role, TransferError,
+};
+
+use crate::harness::Cluster;
+
+fn n(id: u64) -> NodeId {
+    NodeId::new(id)
+}
+
+fn settle(c: &mut Cluster, ticks: u64) {
+    for _ in 0..ticks {
+        c.tick_all();
+        c.deliver_all();
+    }
+}
+
+// ----- Reads -------------------------------------------------------------------------------
+
+#[test]
+fn read_index_is_confirmed_by_a_quorum_round_at_the_commit_index() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    let index = c.propose(n(1), "x");
+    c.deliver_all();
+    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
+    c.process(n(1));
+    assert!(
+        c.reads.get(&n(1)).is_none_or(Vec::is_empty),
+        "not before the round"
+    );
+    c.deliver_all();
+    let reads = &c.reads[&n(1)];
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].id, ReadId(7));
+    assert_eq!(reads[0].index, Some(index));
+}
+
+#[test]
+fn read_index_on_a_follower_is_forwarded_to_the_leader() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    let index = c.propose(n(1), "x");
+    c.deliver_all();
+    c.node_mut(n(3)).read_index(ReadId(1)).unwrap();
+    c.process(n(3));
+    c.deliver_all();
+    assert_eq!(c.reads[&n(3)][0].index, Some(index));
+}
+
+#[test]
+fn a_deposed_leader_serves_no_stale_read() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    c.isolate(n(1));
+    c.node_mut(n(1)).read_index(ReadId(1)).unwrap();
+    c.process(n(1));
+    c.deliver_all();
+    // The majority elects node 2 and writes; node 1 cannot confirm its read.
+    c.elect(n(2));
+    c.propose(n(2), "newer");
+    c.deliver_all();
+    settle(&mut c, 40);
+    let reads = c.reads.get(&n(1)).cloned().unwrap_or_default();
+    assert!(
+        reads.iter().all(|r| r.index.is_none()),
+        "the old leader answered a read: {reads:?}"
+    );
+    assert_eq!(
+        reads.len(),
+        1,
+        "the read was failed when the leader stepped down"
+    );
+}
+
+#[test]
+fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    c.elect(n(2));
+    // Node 2's no-op is committed by the time the election settles; a read right after
+    // the election but before the no-op commits waits for it.
+    let mut c2 = Cluster::new(3, |b| b);
+    c2.auto_sync = true;
+    let term = c2.node(n(1)).term();
+    c2.node_mut(n(1)).step(synod_consensus::Message {
+        from: n(2),
+        to: n(1),
+        term,
+        body: MessageBody::TimeoutNow,
+    });
+    c2.process(n(1));
+    // Deliver the votes only, so node 1 is leader with its no-op uncommitted.
+    for _ in 0..2 {
+        let msgs: Vec<_> = c2.net.drain(..).collect();
+        for m in msgs {
+            if matches!(
+                m.body,
+                MessageBody::Vote { .. } | MessageBody::VoteResponse { .. }
+            ) {
+                c2.deliver(m);
+            }
+        }
+    }
+    assert_eq!(c2.node(n(1)).role(), Role::Leader);
+    c2.drop_all();
+    c2.node_mut(n(1)).read_index(ReadId(3)).unwrap();
+    c2.process(n(1));
+    assert!(c2.reads.get(&n(1)).is_none_or(Vec::is_empty));
+    settle(&mut c2, 4);
+    let noop = c2.node(n(1)).commit_index();
+    assert_eq!(c2.reads[&n(1)][0].index, Some(noop));
+    assert!(c.checker.violation.is_none());
+}
+
+#[test]
+fn lease_reads_hold_while_a_quorum_answers_and_lapse_when_isolated() {
+    let mut c = Cluster::new(3, |b| b.lease_reads(2));
+    c.elect(n(1));
+    c.deliver_all();
+    assert_eq!(
+        c.node(n(1)).read_lease(),
+        None,
+        "no lease before a heartbeat round"
+    );
+    settle(&mut c, 3);
+    let commit = c.node(n(1)).commit_index();
+    assert_eq!(c.node(n(1)).read_lease(), Some(commit));
+    c.isolate(n(1));
+    let min = c.node(n(1)).config().election_timeout_ticks().start;
+    for _ in 0..min {
+        c.tick(n(1));
+        c.drop_all();
+    }
+    assert_eq!(c.node(n(1)).read_lease(), None, "the lease lapsed");
+}
+
+#[test]
+fn follower_read_your_writes_waits_for_the_clients_index() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    c.blocked.insert((n(1), n(3)));
+    let write = c.propose(n(1), "mine");
+    c.deliver_all();
+    let mut waiting = ReadWaitList::new(16);
+    let applied = c.applied[&n(3)];
+    assert!(applied < write);
+    assert_eq!(waiting.wait(write, applied, "read").unwrap(), None);
+    c.heal();
+    settle(&mut c, 4);
+    let applied = c.applied[&n(3)];
+    assert!(applied >= write);
+    assert_eq!(waiting.applied(applied), vec!["read"]);
+    let mut full = ReadWaitList::new(1);
+    full.wait(LogIndex(10), LogIndex(0), 1).unwrap();
+    assert!(full.wait(LogIndex(10), LogIndex(0), 2).is_err());
+}
+
+// ----- Snapshots and compaction -------------------------------------------------------------
+
+#[test]
+fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
+    let mut c = Cluster::new(3, |b| b.snapshot_chunk_bytes_max(10));
+    c.elect(n(1));
+    c.deliver_all();
+    c.crash(n(3));
+    for i in 0..20 {
+        c.propose(n(1), &format!("v{i}"));
+    }
+    c.deliver_all();
+    let applied = c.node(n(1)).applied_index();
+    let state = Bytes::from(vec![7u8; 95]);
+    c.node_mut(n(1)).compact(applied, state.clone()).unwrap();
+    assert_eq!(c.node(n(1)).store().snapshot().meta.index, applied);
+    assert_eq!(
+        c.node_mut(n(1)).compact(applied, state.clone()),
+        Err(CompactError::AlreadyCompacted(applied))
+    );
+    c.propose(n(1), "after");
+    c.deliver_all();
+    c.restart(n(3));
+    c.record_delivered = true;
+    settle(&mut c, 10);
+    let chunks = c
+        .delivered
+        .iter()
+        .filter(|m| m.to == n(3) && matches!(m.body, MessageBody::Snapshot { .. }))
+        .count();
+    assert!(chunks >= 10, "95 bytes in chunks of 10: {chunks} chunks");
+    let follower = c.node(n(3));
+    assert_eq!(follower.store().snapshot().meta.index, applied);
+    assert_eq!(follower.store().snapshot().data, state);
+    assert_eq!(follower.last_index(), c.node(n(1)).last_index());
+    let cmds: Vec<&[u8]> = c.applied_commands[&n(3)]
+        .iter()
+        .map(|(_, d)| &d[..])
+        .collect();
+    assert_eq!(
+        cmds,
+        vec![&b"after"[..]],
+        "entries after the snapshot are applied"
+    );
+    assert!(c.checker.violation.is_none(), "{:?}", c.checker.violation);
+}
+
+#[test]
+fn compaction_above_the_applied_index_is_refused() {
+    let mut c = Cluster::new(1, |b| b);
+    assert_eq!(
+        c.run_until_leader(100),
+        Some(n(1)),
+        "a single node elects itself"
+    );
+    let applied = c.node(n(1)).applied_index();
+    let err = c
+        .node_mut(n(1))
+        .compact(applied.next(), Bytes::new())
+        .unwrap_err();
+    assert!(matches!(err, CompactError::NotApplied { .. }));
+}
+
+// ----- Membership -----------------------------------------------------------------------
+
+#[test]
+fn a_learner_receives_the_log_but_does_not_count() {
+    let mut c = Cluster::with_members(vec![n(1), n(2), n(3)], vec![n(4)], |b| b);
+    c.elect(n(1));
+    // Node 3 is down: nodes 1 and 2 form the majority; the learner does not count.
+    c.crash(n(3));
+    c.crash(n(2));
+    let index = c.propose(n(1), "x");
+    c.deliver_all();
+    assert_eq!(
+        c.node(n(4)).last_index(),
+        index,
+        "the learner holds the entry"
+    );
+    assert!(
+        c.node(n(1)).commit_index() < index,
+        "a learner's copy does not commit"
+    );
+    c.restart(n(2));
+    settle(&mut c, 4);
+    assert!(c.node(n(1)).commit_index() >= index);
+    // A learner never campaigns.
+    c.isolate(n(4));
+    settle(&mut c, 100);
+    assert_ne!(c.node(n(4)).role(), Role::Candidate);
+    assert_ne!(c.node(n(4)).role(), Role::PreCandidate);
+}
+
+#[test]
+fn single_server_changes_add_promote_and_remove() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    let start = Membership::new([n(1), n(2), n(3)], [n(4)]).unwrap();
+    c.add_node(n(4), c.node(n(1)).membership().clone(), |b| b);
+    c.node_mut(n(1)).propose_membership(start).unwrap();
+    c.process(n(1));
+    settle(&mut c, 4);
+    assert!(c.node(n(4)).membership().learners().contains(&n(4)));
+    // Two voters at once is refused.
+    let two = Membership::new([n(1), n(2), n(3), n(4), n(5)], []).unwrap();
+    assert_eq!(
+        c.node_mut(n(1)).propose_membership(two),
+        Err(ProposeError::Membership(
+            MembershipError::MoreThanOneVoterChanged
+        ))
+    );
+    // Promote the learner.
+    let four = Membership::new([n(1), n(2), n(3), n(4)], []).unwrap();
+    c.node_mut(n(1)).propose_membership(four.clone()).unwrap();
+    // A second change before the first commits is refused.
+    assert_eq!(
+        c.node_mut(n(1)).propose_membership(four.clone()),
+        Err(ProposeError::MembershipChangePending)
+    );
+    c.process(n(1));
+    settle(&mut c, 4);
+    for id in [1, 2, 3, 4] {
+        assert_eq!(c.node(n(id)).membership(), &four, "on n{id}");
+    }
+    // With four voters, three are needed: nodes 1, 2 and 4 suffice without node 3.
+    c.crash(n(3));
+    let index = c.propose(n(1), "with four");
+    settle(&mut c, 4);
+    assert!(c.node(n(1)).commit_index() >= index);
+    // Remove node 3 again.
+    let three = Membership::new([n(1), n(2), n(4)], []).unwrap();
+    c.node_mut(n(1)).propose_membership(three.clone()).unwrap();
+    c.process(n(1));
+    settle(&mut c, 4);
+    assert_eq!(c.node(n(2)).membership(), &three);
+    assert!(c.checker.violation.is_none(), "{:?}", c.checker.violation);
+}
+
+#[test]
+fn a_leader_removed_from_the_voters_steps_down_once_the_change_commits() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    let without_leader = Membership::new([n(2), n(3)], []).unwrap();
+    c.node_mut(n(1)).propose_membership(without_leader).unwrap();
+    c.process(n(1));
+    settle(&mut c, 2);
+    assert_ne!(c.node(n(1)).role(), Role::Leader);
+    let leader = c.run_until_leader(200).unwrap();
+    assert_ne!(leader, n(1));
+}
+
+#[test]
+fn leader_transfer_hands_over_and_refuses_proposals_meanwhile() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    c.node_mut(n(1)).transfer_leadership(n(3)).unwrap();
+    assert_eq!(
+        c.node_mut(n(1)).propose(Bytes::from_static(b"x")),
+        Err(ProposeError::TransferInProgress)
+    );
+    c.process(n(1));
+    c.deliver_all();
+    assert_eq!(c.leader(), Some(n(3)));
+    assert_eq!(c.node(n(1)).role(), Role::Follower);
+    assert_eq!(
+        c.node_mut(n(1)).transfer_leadership(n(2)),
+        Err(TransferError::NotLeader)
+    );
+    assert_eq!(
+        c.node_mut(n(3)).transfer_leadership(n(9)),
+        Err(TransferError::NotAVoter(n(9)))
+    );
+}
