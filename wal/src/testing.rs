@@ -118,6 +118,24 @@ pub struct DiskStats {
     pub bits_flipped: u64,
 }
 
+/// What one crash did to the unsynced state, for coverage counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrashReport {
+    /// Unsynced writes and length changes at the crash.
+    pub unsynced_ops: u64,
+    /// Of those, how many were lost entirely (a reordered write counts as lost if none of
+    /// its blocks survived).
+    pub ops_lost: u64,
+    /// Whether a write was torn.
+    pub torn: bool,
+    /// Bits flipped.
+    pub bits_flipped: u64,
+    /// Unsynced directory changes at the crash, and how many of them were lost.
+    pub dir_ops: u64,
+    /// Unsynced directory changes lost.
+    pub dir_ops_lost: u64,
+}
+
 /// A small, seeded pseudo-random generator (splitmix64).
 #[derive(Debug, Clone)]
 struct Rng(u64);
@@ -252,7 +270,8 @@ impl Disk {
         self.inodes.retain(|id, _| live.contains(id));
     }
 
-    fn crash(&mut self, mode: CrashMode) {
+    fn crash(&mut self, mode: CrashMode) -> CrashReport {
+        let mut report = CrashReport::default();
         self.stats.crashes += 1;
         self.epoch += 1;
         // Directory: a prefix of the unsynced changes survives, in order.
@@ -261,6 +280,8 @@ impl Disk {
             CrashMode::KeepAll => self.dir_ops.len(),
             _ => usize::try_from(self.rng.below(self.dir_ops.len() as u64 + 1)).unwrap_or(0),
         };
+        report.dir_ops = self.dir_ops.len() as u64;
+        report.dir_ops_lost = (self.dir_ops.len() - keep_dir) as u64;
         let mut dir = self.durable_dir.clone();
         for op in &self.dir_ops[..keep_dir] {
             apply_dir(&mut dir, op);
@@ -273,13 +294,15 @@ impl Disk {
             let mut inode = self.inodes.remove(&id).expect("listed");
             let mut result = inode.durable.clone();
             let pending = std::mem::take(&mut inode.pending);
+            report.unsynced_ops += pending.len() as u64;
             match mode {
-                CrashMode::DropUnsynced => {}
+                CrashMode::DropUnsynced => report.ops_lost += pending.len() as u64,
                 CrashMode::KeepAll => pending.iter().for_each(|op| apply_op(&mut result, op)),
                 CrashMode::KeepPrefix | CrashMode::FlipBit | CrashMode::TearLast => {
                     let keep =
                         usize::try_from(self.rng.below(pending.len() as u64 + 1)).unwrap_or(0);
                     let mut touched = Vec::new();
+                    report.ops_lost += (pending.len() - keep) as u64;
                     for op in &pending[..keep] {
                         apply_op(&mut result, op);
                         if let PendingOp::Write { offset, data } = op {
@@ -292,6 +315,8 @@ impl Disk {
                         let cut = self.tear_point(*offset, data.len());
                         write_into(&mut result, *offset, &data[..cut]);
                         self.stats.torn_writes += 1;
+                        report.torn = true;
+                        report.ops_lost = report.ops_lost.saturating_sub(1);
                     }
                     if mode == CrashMode::FlipBit {
                         let total: u64 = touched.iter().map(|(_, l)| *l as u64).sum();
@@ -303,6 +328,7 @@ impl Disk {
                                     if let Some(b) = result.get_mut(at) {
                                         *b ^= 1 << self.rng.below(8);
                                         self.stats.bits_flipped += 1;
+                                        report.bits_flipped += 1;
                                     }
                                     break;
                                 }
@@ -317,9 +343,12 @@ impl Disk {
                             PendingOp::SetLen(_) => {
                                 if self.rng.coin() {
                                     apply_op(&mut result, op);
+                                } else {
+                                    report.ops_lost += 1;
                                 }
                             }
                             PendingOp::Write { offset, data } => {
+                                let mut kept_any = false;
                                 let mut at = 0usize;
                                 while at < data.len() {
                                     let abs = offset + at as u64;
@@ -329,8 +358,12 @@ impl Disk {
                                         .min(data.len() - at);
                                     if self.rng.coin() {
                                         write_into(&mut result, abs, &data[at..at + len]);
+                                        kept_any = true;
                                     }
                                     at += len;
+                                }
+                                if !kept_any {
+                                    report.ops_lost += 1;
                                 }
                             }
                         }
@@ -342,6 +375,7 @@ impl Disk {
             self.inodes.insert(id, inode);
         }
         self.gc();
+        report
     }
 
     /// How many bytes of a torn write of `len` bytes at `offset` survive.
@@ -413,11 +447,13 @@ impl FaultyStorage {
     }
 
     /// Applies a crash: what was not synced is treated as `mode` says, and every file handle
-    /// opened before now stops working. Also clears [`FaultyStorage::halt_after`].
-    pub fn crash(&self, mode: CrashMode) {
+    /// opened before now stops working. Also clears [`FaultyStorage::halt_after`] and any
+    /// queued fault. Returns what the crash did.
+    pub fn crash(&self, mode: CrashMode) -> CrashReport {
         let mut disk = self.disk.lock();
         disk.halt_after_ops = None;
-        disk.crash(mode);
+        disk.faults.clear();
+        disk.crash(mode)
     }
 
     /// Queues a one-shot fault for the next operation it applies to.

@@ -61,13 +61,25 @@ struct Totals {
     recovered_records: u64,
     differing_recoveries: u64,
     not_writable_after: u64,
-    per_mode: BTreeMap<&'static str, u64>,
+    per_mode: BTreeMap<&'static str, ModeCounts>,
 }
 
-fn config(policy: SyncPolicy) -> WalConfig {
+/// What the crashes of one mode did, to show that each really fired.
+#[derive(Default, Debug)]
+struct ModeCounts {
+    crashes: u64,
+    unsynced_ops: u64,
+    ops_lost: u64,
+    torn: u64,
+    bits_flipped: u64,
+    dir_ops_lost: u64,
+}
+
+fn config(policy: SyncPolicy, pending_bytes_max: usize) -> WalConfig {
     WalConfig::builder()
         .segment_bytes_max(4096)
         .record_bytes_max(700)
+        .pending_bytes_max(pending_bytes_max)
         .spare_segments_max(1)
         .sync_policy(policy)
         .build()
@@ -143,7 +155,10 @@ fn one_crash_point(seed: u64, mode: CrashMode, totals: &mut Totals) {
     } else {
         SyncPolicy::Manual
     };
-    let cfg = config(policy);
+    // A small pending limit makes Manual appends write through without syncing, so that
+    // crashes find several unsynced writes to lose, tear, reorder and flip.
+    let pending = if (seed / 6) % 3 == 1 { 1024 } else { 64 * 1024 };
+    let cfg = config(policy, pending);
     let mut model = Model::default();
     {
         let (wal, _) = Wal::open(disk.clone(), cfg.clone()).expect("a new log opens");
@@ -153,9 +168,15 @@ fn one_crash_point(seed: u64, mode: CrashMode, totals: &mut Totals) {
         disk.halt_after(Some(rng.below(120)));
         workload(&wal, &mut rng, &mut model, 200);
     }
-    disk.crash(mode);
+    let crash = disk.crash(mode);
     totals.crash_points += 1;
-    *totals.per_mode.entry(mode.name()).or_default() += 1;
+    let counts = totals.per_mode.entry(mode.name()).or_default();
+    counts.crashes += 1;
+    counts.unsynced_ops += crash.unsynced_ops;
+    counts.ops_lost += crash.ops_lost;
+    counts.torn += u64::from(crash.torn);
+    counts.bits_flipped += crash.bits_flipped;
+    counts.dir_ops_lost += crash.dir_ops_lost;
     totals.acknowledged += model.acked.len() as u64;
     let (wal, _) = match Wal::open(disk.clone(), cfg.clone()) {
         Ok(w) => w,
@@ -228,7 +249,23 @@ fn crash_point_sweep_loses_nothing_acknowledged() {
         totals.differing_recoveries,
         totals.not_writable_after
     );
-    println!("crash points per mode: {:?}", totals.per_mode);
+    for (mode, c) in &totals.per_mode {
+        println!(
+            "  {mode:>13}: crashes {}, unsynced writes at the crash {}, lost {}, torn {}, bits flipped {}, directory changes lost {}",
+            c.crashes, c.unsynced_ops, c.ops_lost, c.torn, c.bits_flipped, c.dir_ops_lost
+        );
+    }
+    // Each crash mode really did what it says, or the sweep proves less than it claims.
+    let mode = |name: &str| &totals.per_mode[name];
+    assert!(mode("drop-unsynced").ops_lost > 0);
+    assert!(
+        mode("keep-prefix").ops_lost > 0
+            && mode("keep-prefix").ops_lost < mode("keep-prefix").unsynced_ops
+    );
+    assert!(mode("tear-last").torn > 0);
+    assert!(mode("reorder").ops_lost > 0);
+    assert!(mode("flip-bit").bits_flipped > 0);
+    assert_eq!(mode("keep-all").ops_lost, 0);
     assert!(totals.crash_points >= points);
     assert!(
         totals.acknowledged > 0,
