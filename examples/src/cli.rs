@@ -104,12 +104,12 @@ pub enum WalCommand {
     Dump {
         /// The log directory.
         dir: PathBuf,
-        /// First index to print.
-        #[arg(long)]
-        from: Option<u64>,
+        /// First index to print (default: the log's first).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
         /// Most records to print.
-        #[arg(long)]
-        limit: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -136,11 +136,55 @@ pub fn run(cli: Cli) -> ExitCode {
             "synod sim",
             "the simulator and a simulated reference system (issues 6 and 10)",
         ),
-        Command::Wal { .. } => not_ready(
-            "synod wal",
-            "synod-wal's check and dump functions (issue 3)",
-        ),
+        Command::Wal { command } => wal(command),
         Command::Bench => not_ready("synod bench", "the headline benchmarks (issues 3 to 8)"),
+    }
+}
+
+/// Exit code of `synod wal check` when the log is damaged.
+pub const EXIT_DAMAGED: u8 = 1;
+
+/// Exit code when a command cannot run at all (a missing directory, say).
+pub const EXIT_ERROR: u8 = 2;
+
+fn wal(command: WalCommand) -> ExitCode {
+    match command {
+        WalCommand::Check { dir } => match synod_wal::check(&dir) {
+            Ok(report) => {
+                print!("{report}");
+                if report.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!(
+                        "synod wal check: {} is damaged (see `corruption` above)",
+                        dir.display()
+                    );
+                    ExitCode::from(EXIT_DAMAGED)
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "synod wal check: cannot read the log in {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
+        WalCommand::Dump { dir, from, limit } => {
+            match synod_wal::dump(&dir, synod_wal::LogIndex::new(from), limit) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "synod wal dump: cannot read the log in {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
     }
 }
 

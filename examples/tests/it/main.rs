@@ -1,0 +1,4 @@
+//! End-to-end tests of the `synod` program: each runs the built binary as a user would.
+
+mod cli;
+mod wal_cli;
