@@ -10,8 +10,9 @@
 //!
 //! # Locks
 //!
-//! Each channel has one mutex (its queue, pending requests and current connection) and one
-//! condition variable that every waiter on it uses. No code holds two channel locks at
+//! Each channel has one mutex (its queue, pending requests and current connection) and two
+//! condition variables: one for its writer thread, one for everyone else, so that a
+//! completed request does not wake the writer for nothing. No code holds two channel locks at
 //! once; the inbound-queue lock may be held while a channel lock is taken briefly, never
 //! the other way round.
 
@@ -241,7 +242,11 @@ struct Channel {
     next_correlation: AtomicU64,
     last_activity_ms: AtomicU64,
     state: Mutex<ChannelState>,
-    changed: Condvar,
+    /// The writer thread waits here: for messages, a keep-alive, or its connection's end.
+    work: Condvar,
+    /// Senders wait here for room in the queue or the in-flight window; also waiters for a
+    /// connection and the dialer between attempts.
+    space: Condvar,
 }
 
 impl Channel {
@@ -262,7 +267,8 @@ impl Channel {
                 pending: HashMap::new(),
                 closed: false,
             }),
-            changed: Condvar::new(),
+            work: Condvar::new(),
+            space: Condvar::new(),
         }
     }
 
@@ -334,8 +340,8 @@ impl Channel {
                 });
             }
             // Whatever this caller queued before must reach the writer before it waits.
-            self.changed.notify_all();
-            self.changed.wait(&mut st);
+            self.work.notify_all();
+            self.space.wait(&mut st);
         }
     }
 
@@ -382,7 +388,7 @@ impl Channel {
             Some(conn) if idle => (conn.id, Arc::clone(&conn.stream)),
             _ => {
                 drop(st);
-                self.changed.notify_all();
+                self.work.notify_all();
                 return;
             }
         };
@@ -433,9 +439,12 @@ impl Channel {
         let mut st = self.state.lock();
         st.writing = false;
         st.last_write = Instant::now();
+        let more = !st.queue.is_empty();
         drop(st);
-        // Room was freed in the queue, and the writer may have work.
-        self.changed.notify_all();
+        if more {
+            // Messages queued while this write went on: the writer thread takes them.
+            self.work.notify_all();
+        }
         match result {
             Ok(()) => {
                 if messages > 0 {
@@ -511,7 +520,8 @@ impl Channel {
         let live = st.conn.take().expect("checked above");
         self.fail_all(sh, &mut st, &reason);
         drop(st);
-        self.changed.notify_all();
+        self.work.notify_all();
+        self.space.notify_all();
         // Wake readers blocked on a full inbound queue so that they notice.
         sh.inbound_changed.notify_all();
         let _ = live.stream.shutdown(Shutdown::Both);
@@ -566,7 +576,8 @@ impl Channel {
         drop(st);
         self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
         bump(&sh.counters.connections_established, 1);
-        self.changed.notify_all();
+        self.work.notify_all();
+        self.space.notify_all();
         Some(id)
     }
 
@@ -595,14 +606,14 @@ impl Channel {
                         {
                             break false;
                         }
-                        self.changed.wait_until(&mut st, started + batch_delay);
+                        self.work.wait_until(&mut st, started + batch_delay);
                         continue;
                     }
                     if Instant::now() >= due {
                         break true;
                     }
                 }
-                self.changed.wait_until(&mut st, due);
+                self.work.wait_until(&mut st, due);
             };
             if !keepalive {
                 self.take_batch(&mut st, &mut batch, c.batch_bytes_max);
@@ -610,7 +621,7 @@ impl Channel {
             st.writing = true;
             drop(st);
             // Room was freed in the queue.
-            self.changed.notify_all();
+            self.space.notify_all();
             frame.clear();
             let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
             Self::count_sent(sh, messages);
@@ -730,7 +741,7 @@ impl Channel {
                     match completer {
                         Some(completer) => {
                             completer.complete(Ok(envelope.payload));
-                            self.changed.notify_all();
+                            self.space.notify_all();
                         }
                         None => bump(&sh.counters.late_responses, 1),
                     }
@@ -840,7 +851,7 @@ impl ResponseHandle {
             // Dropping the completer only marks our own completion canceled; wake senders
             // waiting for a place in the in-flight window.
             drop(removed);
-            self.channel.changed.notify_all();
+            self.channel.space.notify_all();
         }
     }
 }
@@ -1102,7 +1113,7 @@ impl TcpTransport {
             if let Some(channel) = self.shared.channel(peer) {
                 let mut st = channel.state.lock();
                 while st.conn.is_none() {
-                    if channel.changed.wait_until(&mut st, deadline).timed_out() {
+                    if channel.space.wait_until(&mut st, deadline).timed_out() {
                         return st.conn.is_some();
                     }
                 }
@@ -1187,7 +1198,8 @@ impl TcpTransport {
                     channel.fail_all(sh, &mut st, &Disconnect::Shutdown);
                 }
             }
-            channel.changed.notify_all();
+            channel.work.notify_all();
+            channel.space.notify_all();
         }
         sh.inbound_changed.notify_all();
         // Wake the accept thread, blocked in accept().
@@ -1482,7 +1494,7 @@ fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
                 // rather than let them wait an unknown time.
                 channel.fail_all(sh, &mut st, &reason);
                 drop(st);
-                channel.changed.notify_all();
+                channel.space.notify_all();
                 sh.event(ConnectionEvent {
                     peer: Some(channel.peer),
                     remote: Some(addr),
@@ -1494,7 +1506,7 @@ fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
         let until = Instant::now() + backoff.next_delay();
         let mut st = channel.state.lock();
         while !st.closed && !sh.is_closing() {
-            if channel.changed.wait_until(&mut st, until).timed_out() {
+            if channel.space.wait_until(&mut st, until).timed_out() {
                 break;
             }
         }
