@@ -734,18 +734,29 @@ impl Channel {
     fn on_envelopes(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelopes: Vec<Envelope>) {
         let mut deliveries = Vec::new();
         let mut replies = Vec::new();
-        for envelope in envelopes {
-            match envelope.kind {
-                MessageKind::Response => {
-                    let completer = self.state.lock().pending.remove(&envelope.correlation);
-                    match completer {
-                        Some(completer) => {
-                            completer.complete(Ok(envelope.payload));
-                            self.space.notify_all();
-                        }
+        // Responses first take their requests out of the pending map, all under one lock;
+        // the waiters are woken after it is released.
+        let mut completed = Vec::new();
+        if envelopes.iter().any(|e| e.kind == MessageKind::Response) {
+            let mut st = self.state.lock();
+            for envelope in &envelopes {
+                if envelope.kind == MessageKind::Response {
+                    match st.pending.remove(&envelope.correlation) {
+                        Some(completer) => completed.push((completer, envelope.payload.clone())),
                         None => bump(&sh.counters.late_responses, 1),
                     }
                 }
+            }
+        }
+        if !completed.is_empty() {
+            for (completer, payload) in completed {
+                completer.complete(Ok(payload));
+            }
+            self.space.notify_all();
+        }
+        for envelope in envelopes {
+            match envelope.kind {
+                MessageKind::Response => {}
                 MessageKind::Request | MessageKind::OneWay => {
                     let correlation =
                         (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
