@@ -584,7 +584,7 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
             match next(&mut rng) % 10 {
                 // A new increment, or a retry of an earlier one at the same coordinator.
                 0 | 1 => {
-                    let (node, request) = if issued.is_empty() || next(&mut rng) % 2 == 0 {
+                    let (node, request) = if issued.is_empty() || next(&mut rng).is_multiple_of(2) {
                         let request = RequestId::new(seed * 1000 + step);
                         let node = 1 + next(&mut rng) % 3;
                         issued.push((node, request));
