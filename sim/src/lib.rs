@@ -282,9 +282,9 @@
 //! The event queue is a binary heap of small `(time, sequence, slot)` keys with payloads in
 //! a reused slab, so the loop allocates nothing per event beyond what messages own.
 //! `cargo bench -p synod-sim --bench sim` measures, against a bare heap push-and-pop
-//! baseline: about 2.7 million simulated events per second on the register workload and
-//! about 320 seeds per second for 3-node runs of 10,000 events (a shared 2-core machine;
-//! see `BENCHMARKS.md`).
+//! baseline: 2.3 to 4.3 million simulated events per second on the register workload and
+//! 230 to 400 seeds per second for 3-node runs of 10,000 events, on a shared 2-core machine
+//! under heavy load (see `BENCHMARKS.md`).
 //!
 //! # Crate features
 //!
