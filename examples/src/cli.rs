@@ -137,8 +137,90 @@ pub fn run(cli: Cli) -> ExitCode {
             "the simulator and a simulated reference system (issues 6 and 10)",
         ),
         Command::Wal { command } => wal(command),
-        Command::Bench => not_ready("synod bench", "the headline benchmarks (issues 3 to 8)"),
+        Command::Bench => {
+            print!("{}", bench_listing());
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// A benchmark target of the workspace, as `synod bench` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchTarget {
+    /// The package, e.g. `synod-wal`.
+    pub package: &'static str,
+    /// The `[[bench]]` name.
+    pub name: &'static str,
+    /// What it measures, and against which baseline.
+    pub measures: &'static str,
+}
+
+/// Every benchmark in the workspace. A test checks this list against the crates' manifests.
+pub const BENCHES: &[BenchTarget] = &[
+    BenchTarget {
+        package: "synod-wal",
+        name: "throughput",
+        measures: "synced appends vs raw pwrite+fdatasync; 64-writer group commit vs its ceiling; \
+                   recovery scan vs crc32",
+    },
+    BenchTarget {
+        package: "synod-wal",
+        name: "codec",
+        measures: "record encode/decode, ns per record (criterion)",
+    },
+    BenchTarget {
+        package: "synod-clocks",
+        name: "clocks",
+        measures: "hybrid clock now() vs SystemTime::now()",
+    },
+    BenchTarget {
+        package: "synod-clocks",
+        name: "micro",
+        measures: "Lamport tick, HLC update, version-vector merge/compare (criterion)",
+    },
+    BenchTarget {
+        package: "synod-transport",
+        name: "throughput",
+        measures: "request round trip, pipelining and batching vs raw TCP over loopback",
+    },
+    BenchTarget {
+        package: "synod-transport",
+        name: "codec",
+        measures: "frame encode/decode, ns per frame (criterion)",
+    },
+    BenchTarget {
+        package: "synod-quorum",
+        name: "micro",
+        measures: "quorum tracker decisions, ns per decision (criterion)",
+    },
+    BenchTarget {
+        package: "synod-quorum",
+        name: "versioned",
+        measures: "multi-version store put/get/scan vs a plain BTreeMap (criterion)",
+    },
+    BenchTarget {
+        package: "synod-sim",
+        name: "sim",
+        measures: "simulated events per second and seeds per second",
+    },
+];
+
+/// The text `synod bench` prints.
+pub fn bench_listing() -> String {
+    let mut out = String::from(
+        "Synod's benchmarks. Headline benchmarks measure their own baseline in the same run and print\n\
+         `ratio <name> <value>` lines; results are recorded in BENCHMARKS.md.\n\n",
+    );
+    for b in BENCHES {
+        out.push_str(&format!(
+            "  cargo bench -p {} --bench {}\n      {}\n",
+            b.package, b.name, b.measures
+        ));
+    }
+    out.push_str(
+        "\nSet SYNOD_BENCH_QUICK=1 for a run of under 30 seconds per headline benchmark.\n",
+    );
+    out
 }
 
 /// Exit code of `synod wal check` when the log is damaged.
