@@ -41,14 +41,12 @@ fn declared_benches(manifest: &str) -> Vec<String> {
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bench = line == "[[bench]]";
-        } else if in_bench {
-            if let Some(rest) = line.strip_prefix("name") {
-                names.push(
-                    rest.trim_start_matches([' ', '='])
-                        .trim_matches('"')
-                        .to_string(),
-                );
-            }
+        } else if in_bench && let Some(rest) = line.strip_prefix("name") {
+            names.push(
+                rest.trim_start_matches([' ', '='])
+                    .trim_matches('"')
+                    .to_string(),
+            );
         }
     }
     names
