@@ -19,16 +19,81 @@
 //! 3. Replicas exchange state with [`merge`](Siblings::merge), which keeps a sibling
 //!    unless the other side has already seen and discarded it.
 //!
-//! The number of siblings is bounded by the number of writes that were truly concurrent;
-//! this type does not cap it (a store that wants a cap resolves siblings on read, for
-//! example by the largest [`HybridTimestamp`](crate::HybridTimestamp)).
+//! # The sibling limit
+//!
+//! Every collection fed by remote input has a limit, and a set of siblings is fed by
+//! clients (writes) and by other replicas (merges and decoded states). The limit is
+//! [`SIBLINGS_MAX`] (100, Riak's default `max_siblings`), enforced at two places:
+//!
+//! - **Writes.** [`write`](Siblings::write) refuses, with
+//!   [`WriteError::TooManySiblings`] and without changing anything, a write that would leave
+//!   the set with more than [`SIBLINGS_MAX`] siblings after dropping those its context
+//!   covers. The way out is to resolve: read the siblings and write a value with the read's
+//!   context, which drops every sibling the read returned; a write whose context covers
+//!   every sibling always has room. Blind writes (an empty context) to a key in conflict
+//!   are the ones that get refused.
+//! - **Decoding.** A decoded set holding more than [`SIBLINGS_MAX`] siblings with dots of
+//!   one node is rejected ([`InvalidSiblings::TooManySiblings`]).
+//!
+//! [`merge`](Siblings::merge) never refuses and never drops a value that neither side has
+//! discarded: replicas only converge if merge is commutative, associative and idempotent,
+//! and a merge that refused or trimmed siblings would be none of these. So a merged set can
+//! hold more than [`SIBLINGS_MAX`] siblings in total, but never more than [`SIBLINGS_MAX`]
+//! *per coordinating node* when every replica follows the protocol: only node `s` issues
+//! dots of `s`, it issues one only when its own set, and so its own dots, fit in the limit,
+//! and a merge never adds a dot of `s` that a state descending from a later state of `s`
+//! has discarded. A merged set therefore always decodes, and with `n` replicas coordinating
+//! writes of a key a read returns at most `n * SIBLINGS_MAX` siblings. Merging states that
+//! break the protocol (a corrupt or malicious replica) is not re-checked; such a state is
+//! rejected by the decoding check above when it is next sent.
 
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::time::NodeId;
-use crate::version_vector::{CounterOverflow, Dot, VersionVector};
+use crate::version_vector::{Dot, VersionVector};
+
+/// The most siblings a [`write`](Siblings::write) may leave in a set, and the most siblings
+/// with dots of one node a decoded set may hold: 100, Riak's default `max_siblings`. See
+/// [the sibling limit](crate::dvv#the-sibling-limit).
+pub const SIBLINGS_MAX: usize = 100;
+
+/// Why [`Siblings::write`] refused a write. Nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The writing node's counter is at `u64::MAX`, so it has no next dot. Only a corrupt
+    /// or malicious context can cause this.
+    CounterOverflow {
+        /// The node that was to issue the dot.
+        node: NodeId,
+    },
+    /// After dropping the siblings the write's context covers, the set still holds
+    /// `siblings_max` siblings: the key is in conflict and a write that does not resolve
+    /// it is refused. Read the siblings and write with that read's context.
+    TooManySiblings {
+        /// The limit, [`SIBLINGS_MAX`].
+        siblings_max: usize,
+    },
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::CounterOverflow { node } => {
+                write!(f, "version vector counter of {node} is at u64::MAX")
+            }
+            WriteError::TooManySiblings { siblings_max } => write!(
+                f,
+                "write refused: the key already has {siblings_max} siblings its context does \
+                 not cover; read them and write with that read's context to resolve them"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// The siblings (concurrent values) of one key, with their dots and a causal context: a
 /// dotted version vector set.
@@ -36,7 +101,7 @@ use crate::version_vector::{CounterOverflow, Dot, VersionVector};
 /// ```
 /// use synod_clocks::{NodeId, Siblings};
 ///
-/// # fn main() -> Result<(), synod_clocks::CounterOverflow> {
+/// # fn main() -> Result<(), synod_clocks::dvv::WriteError> {
 /// let server = NodeId::new(1);
 /// let mut key: Siblings<&str> = Siblings::new();
 ///
@@ -82,6 +147,14 @@ pub enum InvalidSiblings {
         /// The dot.
         dot: Dot,
     },
+    /// More than [`SIBLINGS_MAX`] siblings have dots of one node, which no set built by
+    /// this type's writes and merges has.
+    TooManySiblings {
+        /// The node.
+        node: NodeId,
+        /// The limit, [`SIBLINGS_MAX`].
+        siblings_max: usize,
+    },
 }
 
 impl fmt::Display for InvalidSiblings {
@@ -93,6 +166,9 @@ impl fmt::Display for InvalidSiblings {
             InvalidSiblings::DotOutsideContext { dot } => {
                 write!(f, "sibling dot {dot} is not covered by the causal context")
             }
+            InvalidSiblings::TooManySiblings { node, siblings_max } => {
+                write!(f, "more than {siblings_max} siblings with dots of {node}")
+            }
         }
     }
 }
@@ -102,13 +178,28 @@ impl std::error::Error for InvalidSiblings {}
 impl<T> TryFrom<SiblingsRepr<T>> for Siblings<T> {
     type Error = InvalidSiblings;
 
+    /// Checks that siblings are strictly sorted by dot, that every dot is in the context,
+    /// and that no node has more than [`SIBLINGS_MAX`] siblings.
     fn try_from(repr: SiblingsRepr<T>) -> Result<Self, Self::Error> {
+        // Siblings of one node are adjacent (sorted by node, then counter).
+        let mut run = 0;
         for (i, (dot, _)) in repr.values.iter().enumerate() {
             if i > 0 && repr.values[i - 1].0 >= *dot {
                 return Err(InvalidSiblings::Unsorted { dot: *dot });
             }
             if dot.counter == 0 || !repr.context.contains(*dot) {
                 return Err(InvalidSiblings::DotOutsideContext { dot: *dot });
+            }
+            run = if i > 0 && repr.values[i - 1].0.node == dot.node {
+                run + 1
+            } else {
+                1
+            };
+            if run > SIBLINGS_MAX {
+                return Err(InvalidSiblings::TooManySiblings {
+                    node: dot.node,
+                    siblings_max: SIBLINGS_MAX,
+                });
             }
         }
         Ok(Siblings {
@@ -167,19 +258,35 @@ impl<T> Siblings<T> {
     ///
     /// # Errors
     ///
-    /// [`CounterOverflow`] if `node`'s counter is at `u64::MAX`; nothing is changed.
+    /// Nothing is changed on error.
+    ///
+    /// - [`WriteError::TooManySiblings`] if, after dropping the siblings `context` covers,
+    ///   the set still holds [`SIBLINGS_MAX`] siblings (see
+    ///   [the sibling limit](crate::dvv#the-sibling-limit)); a write whose context covers
+    ///   every sibling (a resolution written after reading them all) always has room.
+    /// - [`WriteError::CounterOverflow`] if `node`'s counter is at `u64::MAX`.
     pub fn write(
         &mut self,
         node: NodeId,
         context: &VersionVector,
         value: T,
-    ) -> Result<Dot, CounterOverflow> {
+    ) -> Result<Dot, WriteError> {
+        let kept = self
+            .values
+            .iter()
+            .filter(|(d, _)| !context.contains(*d))
+            .count();
+        if kept >= SIBLINGS_MAX {
+            return Err(WriteError::TooManySiblings {
+                siblings_max: SIBLINGS_MAX,
+            });
+        }
         let counter = self
             .context
             .get(node)
             .max(context.get(node))
             .checked_add(1)
-            .ok_or(CounterOverflow { node })?;
+            .ok_or(WriteError::CounterOverflow { node })?;
         let dot = Dot { node, counter };
         self.values.retain(|(d, _)| !context.contains(*d));
         self.context.merge(context);
@@ -188,6 +295,7 @@ impl<T> Siblings<T> {
         // follow it.
         let at = self.values.partition_point(|(d, _)| *d < dot);
         self.values.insert(at, (dot, value));
+        debug_assert!(self.values.len() <= SIBLINGS_MAX);
         Ok(dot)
     }
 
@@ -202,6 +310,11 @@ impl<T> Siblings<T> {
 impl<T: Clone> Siblings<T> {
     /// Merges another replica's state of the same key: keeps each sibling that both sides
     /// have, or that one side has and the other has not seen yet.
+    ///
+    /// Never refuses and never drops a sibling neither side discarded, so the result may
+    /// hold more than [`SIBLINGS_MAX`] siblings in total (at most [`SIBLINGS_MAX`] per
+    /// coordinating node for states that follow the protocol; see
+    /// [the sibling limit](crate::dvv#the-sibling-limit)).
     pub fn merge(&mut self, other: &Siblings<T>) {
         let mut out = Vec::with_capacity(self.values.len() + other.values.len());
         let (a, b) = (&self.values, &other.values);
@@ -252,6 +365,121 @@ mod tests {
         ba.merge(&a);
         assert_eq!(ab, ba);
         assert_eq!(ab.values().copied().collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    fn dot(node: u64, counter: u64) -> Dot {
+        Dot {
+            node: NodeId::new(node),
+            counter,
+        }
+    }
+
+    #[test]
+    fn a_write_past_the_limit_is_refused_and_changes_nothing() {
+        let (s1, s2) = (NodeId::new(1), NodeId::new(2));
+        let mut key: Siblings<usize> = Siblings::new();
+        let blind = VersionVector::new();
+        for i in 0..SIBLINGS_MAX {
+            key.write(s1, &blind, i).unwrap();
+        }
+        assert_eq!(key.len(), SIBLINGS_MAX);
+        let before = key.clone();
+        let err = key.write(s1, &blind, 999).unwrap_err();
+        assert_eq!(
+            err,
+            WriteError::TooManySiblings {
+                siblings_max: SIBLINGS_MAX
+            }
+        );
+        assert!(err.to_string().contains("resolve"), "{err}");
+        assert_eq!(key, before, "a refused write changed the set");
+        // Through another server too: the limit is on the set.
+        assert!(key.write(s2, &blind, 999).is_err());
+        assert_eq!(key, before);
+        // A write that covers one sibling makes room for itself.
+        let one = [(NodeId::new(1), 1)].into_iter().collect::<VersionVector>();
+        key.write(s2, &one, 1000).unwrap();
+        assert_eq!(key.len(), SIBLINGS_MAX);
+        // A resolution with the read's context replaces them all.
+        let ctx = key.context().clone();
+        key.write(s1, &ctx, 0).unwrap();
+        assert_eq!(key.values().collect::<Vec<_>>(), [&0]);
+    }
+
+    #[test]
+    fn merged_sets_may_exceed_the_limit_in_total_and_still_decode() {
+        // Two servers each take SIBLINGS_MAX blind writes; the merge keeps all of them
+        // (dropping any would lose a write and break convergence).
+        let mut a: Siblings<u64> = Siblings::new();
+        let mut b: Siblings<u64> = Siblings::new();
+        for i in 0..SIBLINGS_MAX as u64 {
+            a.write(NodeId::new(1), &VersionVector::new(), i).unwrap();
+            b.write(NodeId::new(2), &VersionVector::new(), 1_000 + i)
+                .unwrap();
+        }
+        a.merge(&b);
+        assert_eq!(a.len(), 2 * SIBLINGS_MAX);
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        assert_eq!(postcard::from_bytes::<Siblings<u64>>(&bytes).unwrap(), a);
+        // But a write that resolves nothing is refused.
+        assert!(a.write(NodeId::new(1), &VersionVector::new(), 7).is_err());
+    }
+
+    #[test]
+    fn decoding_rejects_more_than_the_limit_from_one_node() {
+        let n = SIBLINGS_MAX as u64;
+        let context: VersionVector = [(NodeId::new(1), n + 1), (NodeId::new(2), n)]
+            .into_iter()
+            .collect();
+        let at_limit: Vec<(Dot, u8)> = (1..=n).map(|c| (dot(1, c), 0)).collect();
+        let bytes = postcard::to_allocvec(&(&at_limit, &context)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Siblings<u8>>(&bytes).unwrap().len(),
+            SIBLINGS_MAX
+        );
+        let mut over = at_limit.clone();
+        over.push((dot(1, n + 1), 0));
+        // Other nodes' siblings do not count towards node 1's.
+        over.extend((1..=n).map(|c| (dot(2, c), 0)));
+        let bytes = postcard::to_allocvec(&(&over, &context)).unwrap();
+        assert!(postcard::from_bytes::<Siblings<u8>>(&bytes).is_err());
+        assert_eq!(
+            Siblings::try_from(SiblingsRepr {
+                values: over,
+                context
+            }),
+            Err(InvalidSiblings::TooManySiblings {
+                node: NodeId::new(1),
+                siblings_max: SIBLINGS_MAX
+            })
+        );
+    }
+
+    #[test]
+    fn decoding_rejects_unsorted_duplicate_and_zero_dots() {
+        let context: VersionVector = [(NodeId::new(1), 5)].into_iter().collect();
+        let decode = |values: Vec<(Dot, u8)>| {
+            Siblings::try_from(SiblingsRepr {
+                values,
+                context: context.clone(),
+            })
+        };
+        assert_eq!(
+            decode(vec![(dot(1, 3), 0), (dot(1, 2), 0)]),
+            Err(InvalidSiblings::Unsorted { dot: dot(1, 2) })
+        );
+        assert_eq!(
+            decode(vec![(dot(1, 3), 0), (dot(1, 3), 1)]),
+            Err(InvalidSiblings::Unsorted { dot: dot(1, 3) })
+        );
+        assert_eq!(
+            decode(vec![(dot(1, 0), 0)]),
+            Err(InvalidSiblings::DotOutsideContext { dot: dot(1, 0) })
+        );
+        assert_eq!(
+            decode(vec![(dot(1, 2), 0), (dot(1, 5), 0)]).map(|s| s.len()),
+            Ok(2)
+        );
     }
 
     #[test]

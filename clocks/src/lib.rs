@@ -191,7 +191,9 @@
 //! value keeps the dot (node, counter) of the write that made it, so clients writing
 //! through any server neither grow the vector nor overwrite each other. Vectors can be
 //! [pruned](version_vector#pruning-policy) only safely (retired nodes, covered by a stable
-//! vector). **When.** Leaderless replication that accepts concurrent writes and must keep
+//! vector). A set holds a bounded number of siblings: a write that would leave more than
+//! [`dvv::SIBLINGS_MAX`] is refused until a client resolves the conflict (see
+//! [the sibling limit](dvv#the-sibling-limit)). **When.** Leaderless replication that accepts concurrent writes and must keep
 //! every unresolved one (Dynamo-style stores), and replicated state that must detect
 //! conflicts. **Who.** Amazon Dynamo, Riak (dotted version vectors since 2.0), Voldemort,
 //! and CRDT libraries such as the `crdts` crate.
@@ -199,7 +201,7 @@
 //! ```
 //! use synod_clocks::{Causality, NodeId, Siblings, VersionVector};
 //!
-//! # fn main() -> Result<(), synod_clocks::CounterOverflow> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut a = VersionVector::new();
 //! a.increment(NodeId::new(1))?;
 //! let mut b = VersionVector::new();

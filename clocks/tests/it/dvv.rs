@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+use synod_clocks::dvv::{SIBLINGS_MAX, WriteError};
 use synod_clocks::{NodeId, Siblings, VersionVector};
 
 use crate::{Rng, seeds};
@@ -117,6 +118,118 @@ fn the_model_catches_writes_that_use_the_servers_context() {
     // never saw: lost updates, which the model must flag.
     let wrong: usize = (0..5).map(|seed| run(seed, true).2).sum();
     assert!(wrong > 0, "lost updates went unnoticed");
+}
+
+/// The largest number of siblings with dots of one node.
+fn siblings_per_node_max(state: &Siblings<u64>) -> usize {
+    let mut counts = std::collections::BTreeMap::new();
+    for (dot, _) in state.entries() {
+        *counts.entry(dot.node).or_insert(0) += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+/// A history crowded with blind writes, so that keys reach the sibling limit: returns
+/// (writes accepted, writes refused, the largest sibling count).
+fn run_crowded(seed: u64) -> (usize, usize, usize) {
+    const REPLICAS: usize = 3;
+    let mut rng = Rng::new(seed);
+    let mut replicas = vec![
+        Replica {
+            state: Siblings::new(),
+            seen: BTreeSet::new()
+        };
+        REPLICAS
+    ];
+    let mut superseded: Vec<BTreeSet<u64>> = Vec::new();
+    let mut clients: Vec<(VersionVector, BTreeSet<u64>)> = Vec::new();
+    let (mut refused, mut max_siblings) = (0, 0);
+    for op in 0..1_500 {
+        let r = rng.below(REPLICAS as u64) as usize;
+        match rng.below(10) {
+            0 => clients.push((
+                replicas[r].state.context().clone(),
+                replicas[r].seen.clone(),
+            )),
+            1..=6 => {
+                // Mostly blind writes; now and then one with a context read earlier.
+                let (ctx, saw) = if rng.chance(4) && !clients.is_empty() {
+                    clients.swap_remove(rng.below(clients.len() as u64) as usize)
+                } else {
+                    (VersionVector::new(), BTreeSet::new())
+                };
+                let before = replicas[r].state.clone();
+                let id = superseded.len() as u64;
+                match replicas[r].state.write(NodeId::new(r as u64), &ctx, id) {
+                    Ok(_) => {
+                        replicas[r].seen.extend(&saw);
+                        replicas[r].seen.insert(id);
+                        superseded.push(saw);
+                    }
+                    Err(WriteError::TooManySiblings { siblings_max }) => {
+                        assert_eq!(siblings_max, SIBLINGS_MAX);
+                        let uncovered = before
+                            .entries()
+                            .iter()
+                            .filter(|(d, _)| !ctx.contains(*d))
+                            .count();
+                        assert!(uncovered >= SIBLINGS_MAX, "refused with room left");
+                        assert_eq!(replicas[r].state, before, "a refused write changed the set");
+                        refused += 1;
+                    }
+                    Err(e) => panic!("seed {seed}: {e}"),
+                }
+            }
+            _ => {
+                let b = rng.below(REPLICAS as u64) as usize;
+                let other = replicas[b].clone();
+                replicas[r].state.merge(&other.state);
+                replicas[r].seen.extend(&other.seen);
+            }
+        }
+        for rep in &replicas {
+            max_siblings = max_siblings.max(rep.state.len());
+            assert!(
+                siblings_per_node_max(&rep.state) <= SIBLINGS_MAX,
+                "seed {seed}: a node has more than {SIBLINGS_MAX} siblings"
+            );
+        }
+        if op % 100 == 99 {
+            for rep in &replicas {
+                let mut got: Vec<u64> = rep.state.values().copied().collect();
+                got.sort_unstable();
+                assert_eq!(got, expected(rep, &superseded), "seed {seed}, op {op}");
+                // Whatever merges built, a peer can decode it.
+                let bytes = postcard::to_allocvec(&rep.state).unwrap();
+                assert_eq!(
+                    postcard::from_bytes::<Siblings<u64>>(&bytes).unwrap(),
+                    rep.state
+                );
+            }
+        }
+    }
+    (superseded.len(), refused, max_siblings)
+}
+
+#[test]
+fn the_sibling_limit_refuses_only_unresolving_writes_and_merged_sets_still_decode() {
+    let runs = seeds(4);
+    let (mut writes, mut refused, mut max_siblings) = (0, 0, 0);
+    for seed in 0..runs {
+        let (w, f, m) = run_crowded(seed);
+        writes += w;
+        refused += f;
+        max_siblings = max_siblings.max(m);
+    }
+    println!(
+        "sibling limit: {runs} seeds, {writes} writes accepted, {refused} refused at {SIBLINGS_MAX} siblings, \
+         at most {max_siblings} siblings after merges, 0 lost, every state decodes"
+    );
+    assert!(refused > 0, "the limit was never reached");
+    assert!(
+        max_siblings > SIBLINGS_MAX,
+        "no merge combined two full replicas"
+    );
 }
 
 proptest! {
