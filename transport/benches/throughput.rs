@@ -343,6 +343,12 @@ fn main() {
     let pipe = report("transport pipeline (depth 64)", "req/s", &mut pipe);
     let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
     let stream = report("transport batched one-way", "msg/s", &mut stream);
+    let (c, s) = (client.stats(), _server.stats());
+    println!(
+        "request batches (rtt and pipeline runs): {:.1} requests per frame, {:.1} responses per frame",
+        c.messages_sent as f64 / c.batches_sent.max(1) as f64,
+        s.messages_sent as f64 / s.batches_sent.max(1) as f64
+    );
     println!("ratio transport.rtt_depth1_vs_raw {:.3}", rtt / raw_rtt);
     println!(
         "ratio transport.pipeline_depth64_64b_vs_raw {:.3}",

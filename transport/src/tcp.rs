@@ -499,6 +499,10 @@ impl Channel {
         let st = self.state.lock();
         let mut st = self.admit(sh, st, queued.envelope_bytes(), true)?;
         st.pending.insert(id, completer);
+        // Alone in flight, the response comes back in about one round trip: worth looking
+        // for before sleeping. With others in flight, responses arrive in batches and the
+        // waiter is better off asleep.
+        let alone = st.pending.len() == 1;
         self.push(sh, st, queued);
         Ok(ResponseHandle {
             channel: Arc::clone(self),
@@ -507,6 +511,7 @@ impl Channel {
             deadline,
             timeout,
             finished: false,
+            spin: alone,
         })
     }
 
@@ -812,6 +817,7 @@ pub struct ResponseHandle {
     deadline: Instant,
     timeout: Duration,
     finished: bool,
+    spin: bool,
 }
 
 impl ResponseHandle {
@@ -830,7 +836,12 @@ impl ResponseHandle {
         self.finished = true;
         // A response often arrives within tens of microseconds: look for it a little while
         // before sleeping, since waking a sleeping thread costs about as much again.
-        let spin_until = Instant::now() + SPIN_BEFORE_SLEEP;
+        let spin_until = Instant::now()
+            + if self.spin {
+                SPIN_BEFORE_SLEEP
+            } else {
+                Duration::ZERO
+            };
         while !self.completion.is_ready() && Instant::now() < spin_until.min(self.deadline) {
             std::thread::yield_now();
         }
