@@ -14,6 +14,7 @@ mod progress;
 mod raft;
 pub mod reads;
 mod rng;
+pub mod session;
 mod storage;
 mod types;
 

@@ -4,3 +4,4 @@ mod features;
 mod harness;
 mod raft_paper;
 mod random;
+mod sessions;
