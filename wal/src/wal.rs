@@ -509,7 +509,8 @@ impl<S: Storage> Wal<S> {
 
     /// Calls `listener` with the new durable index after every sync that moves it, from the
     /// thread that did the sync, with no lock on the log's state held (so the listener may
-    /// call the log, except `set_durable_listener`). Indexes it hears only increase; it may
+    /// read the log, but must not append, sync or set a listener: that would wait on
+    /// itself). Indexes it hears only increase; it may
     /// hear of an index after a waiter on that index has already returned. Replaces any
     /// earlier listener.
     pub fn set_durable_listener(&self, listener: impl Fn(LogIndex) + Send + Sync + 'static) {

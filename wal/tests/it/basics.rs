@@ -287,3 +287,41 @@ fn oversized_records_are_refused_whole() {
             .is_err()
     );
 }
+
+#[test]
+fn check_and_dump_report_damage_in_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = real(dir.path(), SyncPolicy::Always);
+    for i in 1..=300u64 {
+        wal.append(payload(i, 300)).unwrap();
+    }
+    drop(wal);
+    let first = synod_wal::check(dir.path()).unwrap();
+    assert!(first.is_ok(), "{first}");
+    // Damage a record in the first (closed) segment on disk.
+    let name = &first.segments[0].name;
+    let path = dir.path().join(name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[48 + 10 * 328 + 100] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let report = synod_wal::check(dir.path()).unwrap();
+    let corruption = report.corruption.clone().expect("damage found");
+    assert_eq!(&corruption.segment, name);
+    assert_eq!(corruption.offset, 48 + 10 * 328);
+    assert_eq!(corruption.index, Some(LogIndex::new(11)));
+    assert_eq!(report.records, 10);
+    assert!(report.to_string().contains("corruption:"), "{report}");
+    let dump = synod_wal::dump(dir.path(), LogIndex::new(1), 100).unwrap();
+    assert_eq!(dump.records.len(), 10);
+    assert!(dump.corruption.is_some());
+    let config = WalConfig::builder()
+        .segment_bytes_max(64 * 1024)
+        .record_bytes_max(4096)
+        .build()
+        .unwrap();
+    match Wal::open(FileStorage::new(dir.path()).unwrap(), config) {
+        Err(WalError::Corrupt(c)) => assert_eq!(c, corruption),
+        other => panic!("opened a damaged log: {other:?}"),
+    }
+    assert!(synod_wal::check(dir.path().join("missing")).is_err());
+}

@@ -284,3 +284,53 @@ fn no_space_and_write_errors_poison_short_writes_do_not() {
         Err(WalError::Poisoned { .. })
     ));
 }
+
+/// Records of a torn batch that reached the disk past a gap are cut off, and must never come
+/// back: appends after recovery go to a new segment, so a new record that happens to fit
+/// the gap exactly cannot make the old ones after it valid again.
+#[test]
+fn stale_records_past_a_gap_never_come_back() {
+    use synod_wal::format::{self, FLAG_BASE, SegmentHeader, encode_record};
+    let header = SegmentHeader {
+        first: LogIndex::new(1),
+        generation: 1,
+        created_ms: 0,
+        flags: FLAG_BASE,
+    };
+    let mut bytes = header.encode().to_vec();
+    for i in 1..=10u64 {
+        // Nothing was durable when these were written: lag = index.
+        encode_record(
+            &mut bytes,
+            LogIndex::new(i),
+            format::tag_of(1),
+            i as u32,
+            &[i as u8; 40],
+        );
+    }
+    // Record 5 never reached the disk; 6 to 10 did (reordered blocks of one unsynced write).
+    let at = 48 + 4 * 64;
+    bytes[at..at + 64].fill(0);
+    bytes.resize(8192, 0);
+    let disk = FaultyStorage::new(3);
+    disk.put_durable(&format::segment_name(LogIndex::new(1)), &bytes);
+    let config = WalConfig::builder()
+        .segment_bytes_max(8192)
+        .sync_policy(SyncPolicy::Always)
+        .build()
+        .unwrap();
+    let (wal, report) = Wal::open(disk.clone(), config.clone()).unwrap();
+    assert_eq!(wal.last_index(), LogIndex::new(4));
+    assert!(report.torn_tail.is_some());
+    // A new record 5 of exactly the old one's size.
+    assert_eq!(wal.append(vec![0xee; 40]).unwrap(), LogIndex::new(5));
+    drop(wal);
+    disk.crash(CrashMode::DropUnsynced);
+    let (wal, _) = Wal::open(disk, config).unwrap();
+    assert_eq!(
+        wal.last_index(),
+        LogIndex::new(5),
+        "stale records 6 to 10 came back"
+    );
+    assert_eq!(&wal.read(LogIndex::new(5)).unwrap()[..], &[0xee; 40][..]);
+}
