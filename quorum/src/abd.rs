@@ -88,8 +88,8 @@ impl AbdConfig {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for an empty or duplicated voter list, or if `node` is not a voter
-    /// ([`ConfigError::ThresholdOutOfRange`] is not possible for majorities).
+    /// [`AbdConfigError::Quorum`] for an empty or duplicated voter list,
+    /// [`AbdConfigError::NotAVoter`] if `node` is not one of the voters.
     pub fn majority(
         node: NodeId,
         voters: impl IntoIterator<Item = NodeId>,
