@@ -178,6 +178,38 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! The Singular Update Queue is where a [Single-Socket Channel](#single-socket-channel)
+//! delivers: each connection's reader hands requests to the one thread that owns the state,
+//! so requests from every peer are applied one at a time, each connection's in order.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use synod_transport::{ClusterId, Config, NodeId, SingularUpdateQueue, TcpTransport};
+//!
+//! // The state: a counter that requests add to.
+//! let counter = SingularUpdateQueue::spawn(1024, 0u64, |total: &mut u64, add: u64| {
+//!     *total += add;
+//!     *total
+//! })?;
+//! let server = TcpTransport::bind_with_handler(
+//!     Config::builder(ClusterId(1), NodeId(1)).build()?,
+//!     "127.0.0.1:0",
+//!     move |request| {
+//!         let add = u64::from(*request.payload().first()?);
+//!         let total = counter.submit(add).ok()?.wait().ok()?;
+//!         Some(Bytes::copy_from_slice(&total.to_le_bytes()))
+//!     },
+//! )?;
+//! let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId(2)).build()?, "127.0.0.1:0")?;
+//! client.add_peer(NodeId(1), server.local_addr());
+//! for (add, total) in [(5u8, 5u64), (7, 12)] {
+//!     let reply = client.request(NodeId(1), Bytes::from(vec![add]), Duration::from_secs(10))?.wait()?;
+//!     assert_eq!(reply[..], total.to_le_bytes());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Request Waiting List
 //!
 //! **What.** Requests waiting for responses, keyed by id, each completed when its own

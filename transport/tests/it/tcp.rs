@@ -337,3 +337,36 @@ fn requests_reach_the_receiver_in_the_order_sent() {
         assert_eq!(&h.wait().unwrap()[..], &(i as u32).to_le_bytes());
     }
 }
+
+#[test]
+fn pipelined_responses_complete_in_the_order_sent() {
+    let server =
+        TcpTransport::bind_with_handler(config(1).build().unwrap(), "127.0.0.1:0", |req| {
+            Some(req.payload().clone())
+        })
+        .unwrap();
+    let client = start(config(2));
+    client.add_peer(NodeId(1), server.local_addr());
+    let handles: Vec<_> = (0u32..200)
+        .map(|i| {
+            client
+                .request(
+                    NodeId(1),
+                    Bytes::copy_from_slice(&i.to_le_bytes()),
+                    PATIENCE,
+                )
+                .unwrap()
+        })
+        .collect();
+    let last = handles.last().unwrap();
+    assert!(wait_for(|| last.is_ready()));
+    // One connection, answered in order: once the last response is in, so are all others.
+    assert!(
+        handles
+            .iter()
+            .all(synod_transport::ResponseHandle::is_ready)
+    );
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(&h.wait().unwrap()[..], &(i as u32).to_le_bytes());
+    }
+}
