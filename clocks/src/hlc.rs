@@ -29,7 +29,12 @@
 //! `last + 1` increments the logical counter; when the counter is at 65535, the `+ 1`
 //! carries into the physical part: **on logical overflow the timestamp moves to the next
 //! physical tick with counter zero**. The clock then runs at most one tick per 65,536
-//! events ahead of its physical clock, and catches up when the physical clock passes it.
+//! events ahead of the highest physical time it has seen, and the physical clock catches
+//! up with it. That highest time is the local physical clock's highest reading or a
+//! received timestamp's physical part, which the offset check keeps within `offset_max` of
+//! the local reading at the time; so after a backward step of the local clock, or a message
+//! from a peer that runs ahead, hybrid time is ahead of the local wall clock by that much
+//! until the wall clock catches up. That is the price of never going back.
 //! Timestamps never repeat and never go back. Only at the very end of the 64-bit space
 //! (the year 2554) is there no next timestamp: [`HybridClock::try_now`] returns
 //! [`HybridClockError::Exhausted`] there and [`HybridClock::now`] panics.

@@ -72,9 +72,13 @@
 //! # Hybrid Clock
 //!
 //! **What.** A hybrid logical clock (Kulkarni et al., 2014): timestamps that are a
-//! physical time plus a logical counter. They order causally like Lamport timestamps, stay
-//! within a tick of the physical clock, and never go back even when the physical clock
-//! does. A received timestamp further ahead than a configured maximum offset is rejected
+//! physical time plus a logical counter. They order causally like Lamport timestamps, never
+//! go back even when the physical clock does, and stay close to physical time: never
+//! behind the physical reading (rounded down to a tick), and ahead of the highest physical
+//! time the clock has seen, its own or a peer's, only by the ticks that logical-counter
+//! overflows carried into. So a hybrid clock runs ahead of its own physical clock by at most
+//! the maximum offset (a peer's lead) or a backward step of the physical clock, until the
+//! physical clock catches up. A received timestamp further ahead than a configured maximum offset is rejected
 //! with [`HybridClockError::TooFarAhead`] instead of dragging the clock forward.
 //! **When.** Versions and transaction timestamps that should mean roughly "when" (MVCC,
 //! last-writer-wins, time-travel reads) in a system whose clocks are loosely
