@@ -75,8 +75,10 @@
 //! Here segments are `segment_bytes_max` long ([`WalConfigBuilder::segment_bytes_max`]),
 //! named `<first index, 20 digits>.wal`, and pre-written with zeros (or recycled from purged
 //! segments) before use, because syncing a write into an already-written file costs about
-//! half as much as syncing one that grows the file. Reads by index and [`Wal::range`] cross
-//! segments transparently.
+//! half as much as syncing one that grows the file. Under [`SyncPolicy::Group`] the
+//! group-commit thread pre-writes the next segment while idle; under the other policies
+//! (which start no thread) a roll-over without a spare pre-writes it inline. Reads by index
+//! and [`Wal::range`] cross segments transparently.
 //!
 //! ```
 //! use synod_wal::{FileStorage, LogIndex, Wal, WalConfig};

@@ -1049,16 +1049,7 @@ impl<S: Storage> Inner<S> {
             None => {
                 let tmp = format!("{:020}{TMP_SUFFIX}", first.get());
                 let file = io("create", &tmp, self.storage.create(&tmp))?;
-                let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-                let mut at = 0u64;
-                while at < self.config.segment_bytes_max {
-                    let n = usize::try_from(
-                        (self.config.segment_bytes_max - at).min(ZERO_CHUNK_BYTES as u64),
-                    )
-                    .expect("bounded");
-                    io("pre-write", &tmp, write_all_at(&file, &zeros[..n], at))?;
-                    at += n as u64;
-                }
+                io("pre-write", &tmp, self.zero_fill(&file))?;
                 (file, tmp)
             }
         };
@@ -1084,6 +1075,50 @@ impl<S: Storage> Inner<S> {
             offsets: Vec::new(),
             end: SEGMENT_HEADER_BYTES as u64,
         })
+    }
+
+    /// Pre-writes a spare segment file, unless one exists. Returns whether another is still
+    /// wanted: false once one is ready, and false after a failure (a full disk), which is
+    /// left for the next roll-over to report.
+    fn prepare_spare(&self) -> bool {
+        if !self.spares.lock().is_empty() {
+            return false;
+        }
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let tmp = format!("{generation:020}{SPARE_SUFFIX}{TMP_SUFFIX}");
+        let spare = format!("{generation:020}{SPARE_SUFFIX}");
+        let result = (|| -> std::io::Result<()> {
+            let file = self.storage.create(&tmp)?;
+            self.zero_fill(&file)?;
+            file.sync_data()?;
+            self.storage.rename(&tmp, &spare)?;
+            self.storage.sync_dir()
+        })();
+        match result {
+            Ok(()) => {
+                self.spares.lock().push(spare);
+                false
+            }
+            Err(_) => {
+                // Best effort: leave the file for open to clean up.
+                let _ = self.storage.remove(&tmp);
+                false
+            }
+        }
+    }
+
+    /// Writes zeros over the whole segment length of `file`.
+    fn zero_fill(&self, file: &S::File) -> std::io::Result<()> {
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut at = 0u64;
+        while at < self.config.segment_bytes_max {
+            let n =
+                usize::try_from((self.config.segment_bytes_max - at).min(ZERO_CHUNK_BYTES as u64))
+                    .expect("bounded");
+            write_all_at(file, &zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// Removes segments oldest first (keeping up to `spare_segments_max` as spares for
@@ -1147,13 +1182,21 @@ impl<S: Storage> Inner<S> {
     /// `delay` (or until `batch_bytes_max` bytes are pending, or a caller asks for a sync),
     /// then writes and syncs it.
     fn group_commit(&self, delay: Duration, batch_bytes_max: usize) {
+        let mut spare_wanted = self.config.spare_segments_max > 0 && self.spares.lock().is_empty();
         let mut st = self.state.lock();
         loop {
             if st.shutdown {
                 return;
             }
             if st.poisoned.is_some() || st.busy || (st.pending.is_empty() && !st.sync_requested) {
+                if st.poisoned.is_none() && spare_wanted {
+                    // Idle: get the next segment file ready, so that a roll-over does not
+                    // stall appenders while a whole segment is pre-written.
+                    spare_wanted = MutexGuard::unlocked(&mut st, || self.prepare_spare());
+                    continue;
+                }
                 self.flusher_wake.wait(&mut st);
+                spare_wanted = self.config.spare_segments_max > 0 && self.spares.lock().is_empty();
                 continue;
             }
             if !st.sync_requested && !delay.is_zero() {
