@@ -653,17 +653,26 @@ impl Channel {
         let mut last_received = Instant::now();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
         loop {
-            // Frames already buffered (for example right after the handshake) come first.
-            loop {
+            // Every whole frame buffered (after a read, or right after the handshake) is
+            // handled as one batch, so that responses to all of it leave together.
+            let mut batch = Vec::new();
+            let failure = loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
-                        if let Err(reason) = self.on_frame(sh, connection, frame) {
-                            return reason;
+                        if let Err(reason) = self.on_frame(sh, frame, &mut batch) {
+                            break Some(reason);
                         }
                     }
-                    Ok(None) => break,
-                    Err(err) => return Disconnect::Protocol(err),
+                    Ok(None) => break None,
+                    Err(err) => break Some(Disconnect::Protocol(err)),
                 }
+            };
+            // Frames before a bad one were whole and valid: they are handled.
+            if !batch.is_empty() {
+                self.on_envelopes(sh, connection, batch);
+            }
+            if let Some(reason) = failure {
+                return reason;
             }
             if let (true, Some(idle_ms)) = (accepted, c.idle_timeout_ms) {
                 let last = self.last_activity_ms.load(Ordering::Relaxed);
@@ -707,11 +716,12 @@ impl Channel {
         }
     }
 
+    /// Checks one frame and adds its envelopes to `batch`.
     fn on_frame(
-        self: &Arc<Self>,
-        sh: &Arc<Shared>,
-        connection: u64,
+        &self,
+        sh: &Shared,
         frame: Frame,
+        batch: &mut Vec<Envelope>,
     ) -> Result<(), Disconnect> {
         match frame.kind {
             FrameKind::KeepAlive => Ok(()),
@@ -725,7 +735,7 @@ impl Channel {
                 {
                     return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
                 }
-                self.on_envelopes(sh, connection, envelopes);
+                batch.extend(envelopes);
                 Ok(())
             }
             // Handshake frames after the handshake: the peer is confused.
@@ -733,9 +743,9 @@ impl Channel {
         }
     }
 
-    /// Handles the envelopes of one frame: responses complete their requests; requests and
-    /// messages go to the handler (whose responses leave together, as one batch) or to the
-    /// inbound queue (all at once).
+    /// Handles the envelopes of the frames of one read: responses complete their requests;
+    /// requests and messages go to the handler (whose responses leave together, as one
+    /// batch) or to the inbound queue (all at once).
     fn on_envelopes(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelopes: Vec<Envelope>) {
         let mut deliveries = Vec::new();
         let mut replies = Vec::new();
