@@ -14,6 +14,7 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::ops::RangeBounds;
 
@@ -62,14 +63,98 @@ pub struct GcStats {
     pub keys_removed: usize,
 }
 
-/// One key's history: `(version, value)` sorted by version, `None` for a delete.
-type History<Ver, V> = Vec<(Ver, Option<V>)>;
+/// One key's versions, `None` for a delete. The newest is kept inline, so that reading
+/// the latest version (or any version at or after it) follows no further pointer, and a
+/// key with one version allocates nothing besides its map entry.
+#[derive(Debug, Clone)]
+struct History<Ver, V> {
+    /// Older versions, ascending, all below `newest`.
+    older: Vec<(Ver, Option<V>)>,
+    newest: (Ver, Option<V>),
+}
+
+impl<Ver: Ord, V> History<Ver, V> {
+    fn new(version: Ver, value: Option<V>) -> Self {
+        Self {
+            older: Vec::new(),
+            newest: (version, value),
+        }
+    }
+
+    /// Adds a version; gives it back if the key already has it.
+    fn insert(&mut self, version: Ver, value: Option<V>) -> Result<(), Ver> {
+        if version > self.newest.0 {
+            // Appending in version order is the common case.
+            let previous = std::mem::replace(&mut self.newest, (version, value));
+            self.older.push(previous);
+            return Ok(());
+        }
+        if version == self.newest.0 {
+            return Err(version);
+        }
+        match self.older.binary_search_by(|(v, _)| v.cmp(&version)) {
+            Ok(_) => Err(version),
+            Err(slot) => {
+                self.older.insert(slot, (version, value));
+                Ok(())
+            }
+        }
+    }
+
+    /// The newest entry at or below `version`, if it holds a value.
+    fn visible(&self, version: &Ver) -> Option<(&Ver, &V)> {
+        let (ver, value) = if self.newest.0 <= *version {
+            &self.newest
+        } else {
+            let upto = self.older.partition_point(|(v, _)| v <= version);
+            self.older.get(upto.checked_sub(1)?)?
+        };
+        Some((ver, value.as_ref()?))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Ver, Option<V>)> {
+        self.older.iter().chain(std::iter::once(&self.newest))
+    }
+
+    /// Removes what no read at or after `mark` can see; returns how many versions went
+    /// and whether the key has none left.
+    fn collect_garbage(&mut self, mark: &Ver) -> (usize, bool) {
+        if self.newest.0 < *mark {
+            // Everything older is superseded by `newest`, which is what the mark sees.
+            let removed = self.older.len();
+            self.older = Vec::new();
+            return if self.newest.1.is_none() {
+                (removed + 1, true)
+            } else {
+                (removed, false)
+            };
+        }
+        // Only `older` holds versions below the mark: older[..below]. A version exactly
+        // at the mark is always kept, so that a later write at the mark is still refused
+        // as a duplicate rather than silently rewriting what a read at the mark saw.
+        let below = self.older.partition_point(|(v, _)| v < mark);
+        if below == 0 {
+            return (0, false);
+        }
+        let next = self.older.get(below).map_or(&self.newest.0, |(v, _)| v);
+        // The newest version below the mark is what a read as of the mark sees, unless a
+        // version at the mark supersedes it or it is a delete.
+        let keep_from = if next == mark || self.older[below - 1].1.is_none() {
+            below
+        } else {
+            below - 1
+        };
+        self.older.drain(..keep_from);
+        (keep_from, false)
+    }
+}
 
 /// An ordered multi-version key-value store: `(key, version) -> value`.
 ///
-/// Each key's versions are kept in a small sorted vector (most keys have few live
-/// versions), under a `BTreeMap` of keys, so that latest and as-of reads are one map
-/// lookup and a binary search, and scans walk keys in order.
+/// Keys are in a `BTreeMap`; each key keeps its newest version inline and older ones in a
+/// small sorted vector (most keys have few live versions). A latest read is one map
+/// lookup, an as-of read adds a binary search when it needs an older version, and scans
+/// walk keys in order.
 ///
 /// ```
 /// use synod_quorum::VersionedStore;
@@ -143,17 +228,15 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         value: Option<V>,
     ) -> Result<(), VersionedError<Ver>> {
         self.check_mark(&version)?;
-        let history = self.keys.entry(key).or_default();
-        // Appending in version order is the common case: check the end first.
-        let slot = match history.last() {
-            Some((last, _)) if *last < version => history.len(),
-            None => 0,
-            Some(_) => match history.binary_search_by(|(v, _)| v.cmp(&version)) {
-                Ok(_) => return Err(VersionedError::VersionExists { version }),
-                Err(slot) => slot,
-            },
-        };
-        history.insert(slot, (version, value));
+        match self.keys.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(History::new(version, value));
+            }
+            Entry::Occupied(mut slot) => slot
+                .get_mut()
+                .insert(version, value)
+                .map_err(|version| VersionedError::VersionExists { version })?,
+        }
         self.versions += 1;
         Ok(())
     }
@@ -175,7 +258,7 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let (version, value) = self.keys.get(key)?.last()?;
+        let (version, value) = &self.keys.get(key)?.newest;
         Some((version, value.as_ref()?))
     }
 
@@ -195,7 +278,7 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         Q: Ord + ?Sized,
     {
         self.check_mark(version)?;
-        Ok(self.keys.get(key).and_then(|h| visible(h, version)))
+        Ok(self.keys.get(key).and_then(|h| h.visible(version)))
     }
 
     /// Every stored version of `key`, oldest first, with `None` for deletes.
@@ -207,7 +290,7 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         self.keys
             .get(key)
             .into_iter()
-            .flatten()
+            .flat_map(History::iter)
             .map(|(version, value)| (version, value.as_ref()))
     }
 
@@ -231,7 +314,7 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         Ok(self
             .keys
             .range(range)
-            .filter_map(move |(key, h)| visible(h, version).map(|(ver, value)| (key, ver, value))))
+            .filter_map(move |(key, h)| h.visible(version).map(|(ver, value)| (key, ver, value))))
     }
 
     /// The keys in `range`, in key order, each with its latest version and value; deleted
@@ -246,15 +329,16 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         R: RangeBounds<Q> + 'a,
     {
         self.keys.range(range).filter_map(|(key, h)| {
-            let (version, value) = h.last()?;
+            let (version, value) = &h.newest;
             Some((key, version, value.as_ref()?))
         })
     }
 
     /// Removes the versions that no read as of `mark` or later can see: for each key, every
     /// version below `mark` except the newest one, and that one too if it is a delete or a
-    /// version at exactly `mark` supersedes it. Afterwards reads as of versions below `mark` are refused. A mark lower than
-    /// the current one is ignored (the mark never goes back).
+    /// version at exactly `mark` supersedes it. Afterwards reads as of versions below
+    /// `mark` are refused. A mark lower than the current one is ignored (the mark never
+    /// goes back).
     pub fn collect_garbage(&mut self, mark: Ver) -> GcStats {
         if self
             .gc_mark
@@ -265,29 +349,10 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
         }
         let mut stats = GcStats::default();
         self.keys.retain(|_, history| {
-            // Versions strictly below the mark: history[..below]. A version exactly at the
-            // mark is always kept, so that a later write at the mark is still refused as a
-            // duplicate rather than silently rewriting what a read at the mark saw.
-            let below = history.partition_point(|(v, _)| *v < mark);
-            if below == 0 {
-                return true;
-            }
-            let superseded_at_mark = history.get(below).is_some_and(|(v, _)| *v == mark);
-            // The newest version below the mark is what a read as of the mark sees, unless
-            // a version at the mark supersedes it or it is a delete.
-            let keep_from = if superseded_at_mark || history[below - 1].1.is_none() {
-                below
-            } else {
-                below - 1
-            };
-            stats.versions_removed += keep_from;
-            history.drain(..keep_from);
-            if history.is_empty() {
-                stats.keys_removed += 1;
-                false
-            } else {
-                true
-            }
+            let (removed, empty) = history.collect_garbage(&mark);
+            stats.versions_removed += removed;
+            stats.keys_removed += usize::from(empty);
+            !empty
         });
         self.versions -= stats.versions_removed;
         self.gc_mark = Some(mark);
@@ -311,14 +376,4 @@ impl<K: Ord, V, Ver: Ord + Clone> VersionedStore<K, V, Ver> {
     pub fn version_count(&self) -> usize {
         self.versions
     }
-}
-
-/// The newest entry of `history` at or below `version`, if it holds a value.
-fn visible<'a, Ver: Ord, V>(
-    history: &'a [(Ver, Option<V>)],
-    version: &Ver,
-) -> Option<(&'a Ver, &'a V)> {
-    let upto = history.partition_point(|(v, _)| v <= version);
-    let (ver, value) = history.get(upto.checked_sub(1)?)?;
-    Some((ver, value.as_ref()?))
 }
