@@ -8,7 +8,8 @@
 //! Only then does [`GenerationStore::store`] return, so a generation is durable before the
 //! caller uses it. A crash at any point leaves either the old file or the new one (rename
 //! is atomic), possibly with a stray `generation.tmp`, which [`GenerationStore::open`]
-//! ignores and removes.
+//! ignores and removes. `open` then fsyncs the directory, so that a generation whose
+//! rename a crashed process did not make durable is durable before it is used again.
 //!
 //! # File format (version 1)
 //!
@@ -24,7 +25,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::generation::Generation;
@@ -168,13 +169,14 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Generation
 
 impl GenerationStore {
     /// Opens the store in `dir`. A missing directory is created (and its parent fsynced);
-    /// a directory without a generation file holds [`Generation::ZERO`]. A leftover temporary file from an interrupted store is
-    /// removed.
+    /// a directory without a generation file holds [`Generation::ZERO`]. A leftover
+    /// temporary file from an interrupted store is removed, and the directory is fsynced
+    /// so that the generation read is durable.
     ///
     /// # Errors
     ///
     /// [`GenerationStoreError::Corrupt`] if the file is not a valid record, and
-    /// [`GenerationStoreError::Io`] if the directory or file cannot be read.
+    /// [`GenerationStoreError::Io`] if the directory or file cannot be read or synced.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, GenerationStoreError> {
         let dir = dir.as_ref().to_path_buf();
         match fs::metadata(&dir) {
@@ -190,7 +192,7 @@ impl GenerationStore {
             Err(e) => return Err(io_err("inspect directory", &dir)(e)),
         }
         let path = dir.join(FILE_NAME);
-        let current = match fs::read(&path) {
+        let current = match read_record(&path) {
             Ok(bytes) => decode(&bytes).map_err(|reason| GenerationStoreError::Corrupt {
                 path: path.clone(),
                 reason,
@@ -204,6 +206,11 @@ impl GenerationStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("remove", &temp)(e)),
         }
+        // A previous process may have crashed after renaming a new generation into place
+        // but before fsyncing the directory: the generation just read would then be in
+        // the page cache only, and a power failure after this process used it could bring
+        // back the older one. Make what was read durable before it is used.
+        sync_dir(&dir)?;
         Ok(GenerationStore { dir, current })
     }
 
@@ -294,6 +301,16 @@ pub(crate) fn write_durably(
     sync_dir(dir)
 }
 
+/// Reads at most one byte more than a record, so that a damaged file of any size is
+/// reported as corrupt without being read whole.
+fn read_record(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(FILE_LEN + 1);
+    File::open(path)?
+        .take(FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Fsyncs a directory, making the entries in it (a rename, a new file) durable.
 fn sync_dir(dir: &Path) -> Result<(), GenerationStoreError> {
     File::open(dir)
@@ -373,6 +390,17 @@ mod tests {
         let err = GenerationStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, GenerationStoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("corrupt"));
+        // A valid record followed by garbage (a file of any length) is corrupt too.
+        let mut long = good.to_vec();
+        long.resize(1 << 20, 0xAB);
+        fs::write(dir.path().join(FILE_NAME), &long).unwrap();
+        assert!(matches!(
+            GenerationStore::open(dir.path()),
+            Err(GenerationStoreError::Corrupt {
+                reason: "wrong length",
+                ..
+            })
+        ));
         assert_eq!(rejected, FILE_LEN * 9);
     }
 
