@@ -229,9 +229,11 @@
 //!
 //! # Formats
 //!
-//! Timestamps, generations, vectors and sibling sets derive serde. Decoding a
-//! [`VersionVector`] or [`Siblings`] checks the representation (sorted, no zero counters,
-//! dots inside the context) and fails rather than building an invalid value. The
+//! Timestamps, generations, vectors and sibling sets implement serde. Decoding a
+//! [`VersionVector`] or [`Siblings`] checks the representation (sorted, no duplicates, no
+//! zero counters, dots inside the context) and the limits (at most
+//! [`VersionVector::ENTRIES_MAX`] entries, at most [`dvv::SIBLINGS_MAX`] siblings per
+//! node) and fails rather than building an invalid value. The
 //! [`HybridTimestamp`] byte encoding and the generation file
 //! ([`driver::generation_store`]) are documented as version 1.
 //!

@@ -29,7 +29,8 @@
 use core::cmp::Ordering;
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::time::NodeId;
 
@@ -94,6 +95,11 @@ pub enum InvalidVersionVector {
         /// The node with the zero counter.
         node: NodeId,
     },
+    /// More entries than [`VersionVector::ENTRIES_MAX`].
+    TooLong {
+        /// The limit.
+        entries_max: usize,
+    },
 }
 
 impl fmt::Display for InvalidVersionVector {
@@ -104,6 +110,9 @@ impl fmt::Display for InvalidVersionVector {
             }
             InvalidVersionVector::ZeroCounter { node } => {
                 write!(f, "version vector entry for {node} has a zero counter")
+            }
+            InvalidVersionVector::TooLong { entries_max } => {
+                write!(f, "version vector has more than {entries_max} entries")
             }
         }
     }
@@ -138,14 +147,27 @@ impl std::error::Error for InvalidVersionVector {}
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Vec<(NodeId, u64)>", into = "Vec<(NodeId, u64)>")]
+///
+/// # Encoding
+///
+/// With serde, a sequence of `(node, counter)` pairs, strictly sorted by node, without
+/// zero counters. Decoding checks all three rules and rejects a vector with more than
+/// [`ENTRIES_MAX`](Self::ENTRIES_MAX) entries as soon as it sees one entry too many.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector {
     /// Sorted by node, strictly; no zero counters.
     entries: Vec<(NodeId, u64)>,
 }
 
 impl VersionVector {
+    /// The most entries a decoded vector may have: 65,536 (1 MiB of entries).
+    ///
+    /// A vector has one entry per node that ever coordinated a write, so this is a bound
+    /// on the nodes of a system, not on its traffic; [`prune`](Self::prune) entries of
+    /// retired nodes to stay below it. Only decoding checks it: [`merge`](Self::merge) and
+    /// [`increment`](Self::increment) cannot refuse without losing events.
+    pub const ENTRIES_MAX: usize = 1 << 16;
+
     /// The empty vector (every counter zero).
     pub const fn new() -> Self {
         VersionVector {
@@ -336,20 +358,74 @@ impl PartialOrd for VersionVector {
     }
 }
 
+/// Checks that `(node, counter)` may follow `previous` in a vector of `len` entries.
+fn check_entry(
+    previous: Option<NodeId>,
+    len: usize,
+    (node, counter): (NodeId, u64),
+) -> Result<(), InvalidVersionVector> {
+    if len >= VersionVector::ENTRIES_MAX {
+        return Err(InvalidVersionVector::TooLong {
+            entries_max: VersionVector::ENTRIES_MAX,
+        });
+    }
+    if counter == 0 {
+        return Err(InvalidVersionVector::ZeroCounter { node });
+    }
+    if previous.is_some_and(|p| p >= node) {
+        return Err(InvalidVersionVector::Unsorted { node });
+    }
+    Ok(())
+}
+
 impl TryFrom<Vec<(NodeId, u64)>> for VersionVector {
     type Error = InvalidVersionVector;
 
-    /// Checks that entries are strictly sorted by node and have no zero counter.
+    /// Checks that entries are strictly sorted by node, have no zero counter and number
+    /// at most [`VersionVector::ENTRIES_MAX`].
     fn try_from(entries: Vec<(NodeId, u64)>) -> Result<Self, Self::Error> {
-        for (i, &(node, counter)) in entries.iter().enumerate() {
-            if counter == 0 {
-                return Err(InvalidVersionVector::ZeroCounter { node });
-            }
-            if i > 0 && entries[i - 1].0 >= node {
-                return Err(InvalidVersionVector::Unsorted { node });
-            }
+        for (i, &entry) in entries.iter().enumerate() {
+            check_entry(i.checked_sub(1).map(|p| entries[p].0), i, entry)?;
         }
         Ok(VersionVector { entries })
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(&self.entries)
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+
+        impl<'de> Visitor<'de> for Entries {
+            type Value = VersionVector;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "at most {} (node, counter) pairs sorted by node",
+                    VersionVector::ENTRIES_MAX
+                )
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VersionVector, A::Error> {
+                // The length prefix is remote input too: reserve no more than the limit.
+                let reserve = seq.size_hint().unwrap_or(0).min(VersionVector::ENTRIES_MAX);
+                let mut entries: Vec<(NodeId, u64)> = Vec::with_capacity(reserve);
+                while let Some(entry) = seq.next_element::<(NodeId, u64)>()? {
+                    check_entry(entries.last().map(|e| e.0), entries.len(), entry)
+                        .map_err(de::Error::custom)?;
+                    entries.push(entry);
+                }
+                Ok(VersionVector { entries })
+            }
+        }
+
+        deserializer.deserialize_seq(Entries)
     }
 }
 
@@ -424,9 +500,48 @@ mod tests {
         );
         let bytes = postcard::to_allocvec(&vec![(n(2), 1u64), (n(1), 1u64)]).unwrap();
         assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
+        let bytes = postcard::to_allocvec(&vec![(n(1), 1u64), (n(1), 1u64)]).unwrap();
+        assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
+        let bytes = postcard::to_allocvec(&vec![(n(1), 0u64)]).unwrap();
+        assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
+        // The encoding is that of the sorted pairs.
+        let pairs = vec![(n(1), 4u64), (n(9), 2u64)];
+        assert_eq!(
+            postcard::to_allocvec(&vv(&[(9, 2), (1, 4)])).unwrap(),
+            postcard::to_allocvec(&pairs).unwrap()
+        );
         let good = vv(&[(1, 4), (9, 2)]);
         let bytes = postcard::to_allocvec(&good).unwrap();
         assert_eq!(postcard::from_bytes::<VersionVector>(&bytes).unwrap(), good);
+    }
+
+    #[test]
+    fn decoding_rejects_more_than_entries_max() {
+        let max = VersionVector::ENTRIES_MAX as u64;
+        let at_limit: Vec<(NodeId, u64)> = (0..max).map(|n| (NodeId::new(n), 1)).collect();
+        let bytes = postcard::to_allocvec(&at_limit).unwrap();
+        let v = postcard::from_bytes::<VersionVector>(&bytes).unwrap();
+        assert_eq!(v.len(), VersionVector::ENTRIES_MAX);
+        let mut over = at_limit;
+        over.push((NodeId::new(max), 1));
+        let bytes = postcard::to_allocvec(&over).unwrap();
+        assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
+        assert_eq!(
+            VersionVector::try_from(over),
+            Err(InvalidVersionVector::TooLong {
+                entries_max: VersionVector::ENTRIES_MAX
+            })
+        );
+        // A length prefix claiming 2^60 entries, with nothing behind it: an error, not an
+        // allocation of the claimed size.
+        let mut lying = Vec::new();
+        let mut len: u64 = 1 << 60;
+        while len >= 0x80 {
+            lying.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        lying.push(len as u8);
+        assert!(postcard::from_bytes::<VersionVector>(&lying).is_err());
     }
 
     #[test]
