@@ -253,8 +253,12 @@
 //! `outbound_bytes_max`, `outbound_messages_max`, `in_flight_max`, `inbound_messages_max`,
 //! `keepalive_interval_ms`, `keepalive_timeout_ms`, `connect_timeout_ms`,
 //! `backoff_initial_ms`, `backoff_max_ms`, `connections_max`, `idle_timeout_ms`. Fixed
-//! limits: frames of at most 64 MiB ([`frame::FRAME_BYTES_MAX_LIMIT`]), handshake payloads
-//! of at most 256 bytes, [`EVENTS_RECENT_MAX`] recent connection events.
+//! limits: frames of at most 64 MiB ([`frame::FRAME_BYTES_MAX_LIMIT`]); handshake frames
+//! of at most 256 bytes ([`handshake::HANDSHAKE_BYTES_MAX`]), so a peer that has not said
+//! who it is cannot make this side buffer more; [`EVENTS_RECENT_MAX`] recent connection
+//! events; reads of at most 64 KiB per system call, the frames of one read handled as one
+//! batch; a waiter on a request alone in flight looks for its response for up to 50 µs
+//! before it sleeps.
 //!
 //! # The trait nodes are written against
 //!
