@@ -1,6 +1,9 @@
 //! Criterion micro-benchmarks of the Raft step function: nanoseconds per message handled
 //! (including draining the resulting ready).
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use synod_consensus::{
