@@ -201,7 +201,9 @@
 //!
 //! `cargo test -p synod-quorum` runs property tests of the quorum arithmetic against brute
 //! force over every subset of voters, a model-based test of the versioned store, scenario
-//! tests of the coordinator, the clock-skew demonstration (`tests/it/skew.rs`), and two
+//! tests of the coordinator and a randomised one (retries, duplicated, reordered and lost
+//! messages: no write applied twice or lost, over 300 schedules), the clock-skew
+//! demonstration (`tests/it/skew.rs`), and two
 //! simulations of the ABD register: a small one of this crate's own
 //! (`SYNOD_QUORUM_SEEDS=<n>`, default 2000 seeds) and one under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
