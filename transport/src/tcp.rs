@@ -17,6 +17,7 @@
 //! the other way round.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -99,6 +100,31 @@ struct Counters {
     messages_dropped: AtomicU64,
 }
 
+/// A map keyed by a `u64` id. Ids are hashed by one multiplication rather than SipHash:
+/// correlation ids are chosen by this side, and the node ids a peer can choose are at most
+/// `connections_max` live entries, so flooding a bucket gains an attacker nothing.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: spreads sequential ids over the high bits hashbrown uses.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
@@ -108,7 +134,7 @@ struct Shared {
     local_addr: SocketAddr,
     started: Instant,
     closing: AtomicBool,
-    channels: Mutex<HashMap<NodeId, Arc<Channel>>>,
+    channels: Mutex<IdMap<NodeId, Arc<Channel>>>,
     inbound: Mutex<VecDeque<Incoming>>,
     inbound_changed: Condvar,
     sockets_accepted: AtomicUsize,
@@ -164,13 +190,39 @@ impl Shared {
         self.channels.lock().get(&peer).cloned()
     }
 
-    fn channel_or_insert(&self, peer: NodeId) -> Arc<Channel> {
-        Arc::clone(
-            self.channels
-                .lock()
+    /// The channel for an accepted connection from `peer`, marked as being attached so
+    /// that it is not forgotten before [`Channel::install`] runs.
+    fn channel_for_accepted(&self, peer: NodeId) -> Arc<Channel> {
+        let mut channels = self.channels.lock();
+        let channel = Arc::clone(
+            channels
                 .entry(peer)
                 .or_insert_with(|| Arc::new(Channel::new(peer, None))),
-        )
+        );
+        channel.state.lock().attaching += 1;
+        channel
+    }
+
+    /// Forgets the channel of a peer that dials this node once its connection is gone, so
+    /// that peers that come and go (clients with fresh ids) leave nothing behind.
+    fn forget_if_idle(&self, channel: &Channel) {
+        if channel.dial.is_some() {
+            return;
+        }
+        let mut channels = self.channels.lock();
+        let Some(entry) = channels.get(&channel.peer) else {
+            return;
+        };
+        if !std::ptr::eq(Arc::as_ptr(entry), channel) {
+            return;
+        }
+        let idle = {
+            let st = channel.state.lock();
+            st.conn.is_none() && st.attaching == 0 && st.pending.is_empty()
+        };
+        if idle {
+            channels.remove(&channel.peer);
+        }
     }
 
     /// Queues received messages for `recv`, waiting while the queue is full (so the reader
@@ -228,8 +280,10 @@ struct ChannelState {
     /// Someone (the writer thread or a sender writing inline) is writing to the socket.
     writing: bool,
     last_write: Instant,
-    pending: HashMap<CorrelationId, Completer<Result<Bytes, RequestError>>>,
+    pending: IdMap<CorrelationId, Completer<Result<Bytes, RequestError>>>,
     closed: bool,
+    /// Accepted connections about to be installed (the channel must not be forgotten).
+    attaching: usize,
 }
 
 /// The Single-Socket Channel to one peer: its outbound queue, its requests in flight, and
@@ -264,8 +318,9 @@ impl Channel {
                 batch_started: None,
                 writing: false,
                 last_write: Instant::now(),
-                pending: HashMap::new(),
+                pending: IdMap::default(),
                 closed: false,
+                attaching: 0,
             }),
             work: Condvar::new(),
             space: Condvar::new(),
@@ -380,7 +435,9 @@ impl Channel {
                 MessageKind::Request => st.pending.len() <= 1,
                 MessageKind::Response => true,
                 MessageKind::OneWay => {
-                    st.pending.is_empty()
+                    // Cheapest test first: with others already queued the channel is busy.
+                    st.queue.len() == 1
+                        && st.pending.is_empty()
                         && st.last_write.elapsed() >= Duration::from_micros(c.batch_delay_us_max)
                 }
             };
@@ -540,6 +597,7 @@ impl Channel {
             accepted: live.accepted,
             reason,
         });
+        sh.forget_if_idle(self);
     }
 
     /// Fails pending requests and drops queued messages, recording `reason`.
@@ -567,7 +625,12 @@ impl Channel {
             self.lost(sh, old, Disconnect::Replaced);
         }
         let mut st = self.state.lock();
+        if accepted {
+            st.attaching -= 1;
+        }
         if st.closed || sh.is_closing() {
+            drop(st);
+            sh.forget_if_idle(self);
             return None;
         }
         st.conn = Some(Live {
@@ -958,7 +1021,7 @@ impl TcpTransport {
             local_addr,
             started: Instant::now(),
             closing: AtomicBool::new(false),
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(IdMap::default()),
             inbound: Mutex::new(VecDeque::new()),
             inbound_changed: Condvar::new(),
             sockets_accepted: AtomicUsize::new(0),
@@ -1128,6 +1191,14 @@ impl TcpTransport {
             self.shared.inbound_changed.notify_all();
         }
         incoming
+    }
+
+    /// The peers this node has a channel to: those given to [`add_peer`](Self::add_peer),
+    /// and those that dialed this node and are connected. Sorted by id.
+    pub fn peers(&self) -> Vec<NodeId> {
+        let mut peers: Vec<NodeId> = self.shared.channels.lock().keys().copied().collect();
+        peers.sort_unstable();
+        peers
     }
 
     /// Whether a connection to `peer` is up now.
@@ -1409,7 +1480,7 @@ fn serve_accepted(
         refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
         return;
     }
-    let channel = sh.channel_or_insert(hello.from);
+    let channel = sh.channel_for_accepted(hello.from);
     run_connection(sh, &channel, stream, decoder, true);
 }
 

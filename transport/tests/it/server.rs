@@ -166,3 +166,27 @@ fn before_the_handshake_a_large_frame_is_refused_at_the_handshake_limit() {
             }
         ))));
 }
+
+#[test]
+fn peers_that_come_and_go_leave_no_channel_behind() {
+    let a = start(config(1));
+    for id in 10..20 {
+        let mut raw = crate::support::raw_dial(a.local_addr(), id, 1);
+        assert!(a.wait_connected(NodeId(id), PATIENCE));
+        raw.write_all(&crate::support::message(
+            synod_transport::frame::MessageKind::OneWay,
+            0,
+            id,
+            1,
+            b"hi",
+        ))
+        .unwrap();
+        drop(raw);
+    }
+    assert!(wait_for(|| a.peers().is_empty()), "left: {:?}", a.peers());
+    assert_eq!(a.recv(PATIENCE).map(|m| m.from()), Some(NodeId(10)));
+    // A peer this node dials stays known while disconnected.
+    let b = start(config(5));
+    b.add_peer(NodeId(1), a.local_addr());
+    assert_eq!(b.peers(), vec![NodeId(1)]);
+}
