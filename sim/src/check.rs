@@ -12,16 +12,33 @@
 //! seen is not explored twice.
 //!
 //! - **Per-key decomposition**: a model that maps each input to a partition (for a
-//!   key-value store, its key) is checked one partition at a time, which is exact for
-//!   models whose partitions are independent and turns one exponential search into many
-//!   small ones.
+//!   key-value store, its key) is checked one partition at a time. Linearizability is
+//!   local (Herlihy and Wing), so this is exact *only* for models whose partitions are
+//!   independent objects: every operation touches exactly one partition, and whether a step
+//!   is legal depends on that partition's state alone. A model with operations spanning
+//!   keys (a multi-key transaction, a scan, a bank transfer) must use a single partition
+//!   (`type Partition = ()`); splitting it would accept non-linearizable histories.
 //! - **Unknown operations** (no reply) may have taken effect at any time after their
 //!   invocation, or never: they get a return time of infinity and an unknown output, so
 //!   the search may place them anywhere after their call, including after everything else
-//!   (which is the same as never). Failed operations certainly had no effect and are left
-//!   out, and so are unanswered operations the model says are read-only.
+//!   (which is the same as never). Unanswered operations the model says are read-only
+//!   constrain nothing and are left out.
+//! - **Failed operations** ([`Outcome::Fail`]) are left out: the checker takes a failure
+//!   as proof that the operation had no effect, now or later. That is only true if the
+//!   protocol guarantees it (a request refused before it was proposed, "not the leader"
+//!   from a node that never appended it). An error after which the operation might still
+//!   take effect (a timeout, a leader that lost its term with the entry in its log) must be
+//!   recorded as unknown instead: a workload returns [`crate::Completion::Unknown`] for it.
+//!   Recording such an error as a failure makes the checker report a violation when a
+//!   correct protocol applies the operation after all.
+//! - **Real-time order** is strict: an operation precedes another only if it returned
+//!   *before* the other was invoked. Operations that touch (one returns at the instant the
+//!   other is invoked) are treated as concurrent, which can only accept more histories,
+//!   never reject a linearizable one.
 //! - **Bounded effort**: the search stops after [`Linearizability::steps_max`] steps per
-//!   partition and reports [`Verdict::GaveUp`] rather than hanging.
+//!   partition and reports [`Verdict::GaveUp`] rather than hanging. Giving up is never a
+//!   pass ([`Verdict::is_pass`] is false, and [`crate::RunReport::check`] returns it as an
+//!   error); a violation found in another partition is still reported as a violation.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -39,6 +56,11 @@ pub trait Model {
     /// The model's state; small and cheap to clone and hash, since the search memoizes it.
     type State: Clone + Eq + Hash;
     /// The independent part of the state an input touches (a key), or `()`.
+    ///
+    /// The checker decides each partition on its own, which is exact only if partitions
+    /// are independent: every operation touches exactly one, and [`Model::step`] of an
+    /// operation depends only on its partition's state. If any operation spans several
+    /// (a transaction, a scan), use `()`.
     type Partition: Ord + Clone + fmt::Debug;
 
     /// Which partition `input` touches.
@@ -244,6 +266,9 @@ impl<M: Model> Linearizability<M> {
                 .or_default()
                 .push(i);
         }
+        // A partition the search gave up on must not hide a violation in another: check
+        // them all, and report giving up only if no partition is a violation.
+        let mut gave_up: Option<Verdict> = None;
         for (part, ops) in parts {
             match self.check_partition(history, &ops) {
                 Search::Linearizable => {}
@@ -261,15 +286,17 @@ impl<M: Model> Linearizability<M> {
                     ));
                 }
                 Search::GaveUp => {
-                    return Verdict::GaveUp(format!(
-                        "partition {part:?} ({} operations) not decided within {} steps",
-                        ops.len(),
-                        self.steps_max
-                    ));
+                    gave_up.get_or_insert_with(|| {
+                        Verdict::GaveUp(format!(
+                            "partition {part:?} ({} operations) not decided within {} steps",
+                            ops.len(),
+                            self.steps_max
+                        ))
+                    });
                 }
             }
         }
-        Verdict::Pass
+        gave_up.unwrap_or(Verdict::Pass)
     }
 
     fn check_partition(&self, history: &History<M::Input, M::Output>, ops: &[usize]) -> Search {

@@ -269,13 +269,30 @@
 //!
 //! Every client operation is recorded with its invocation and completion in virtual time:
 //! `Ok` with its output, `Fail` (certainly not applied), or `Unknown` (no answer before the
-//! client's timeout, or the run ended). [`Linearizability`] checks a history against a
-//! sequential [`Model`] with Wing and Gong's search and Lowe's memoization (as in
-//! porcupine), one partition (key) at a time, treating unknown operations as possibly
-//! applied at any point after their invocation, and giving up with [`Verdict::GaveUp`]
-//! after a bounded number of steps rather than hanging. [`OkInvariant`] is the hook for
-//! invariants over completed operations, such as a bank's constant total; anything
-//! implementing [`HistoryChecker`] can be used with [`RunReport::check`].
+//! client's timeout, an answer the workload maps to [`Completion::Unknown`], or the run
+//! ended). [`Linearizability`] checks a history against a sequential [`Model`] with Wing
+//! and Gong's search and Lowe's memoization (as in porcupine), one partition (key) at a
+//! time, treating unknown operations as possibly applied at any point after their
+//! invocation, and giving up with [`Verdict::GaveUp`] after a bounded number of steps
+//! rather than hanging. [`OkInvariant`] is the hook for invariants over completed
+//! operations, such as a bank's constant total; anything implementing [`HistoryChecker`]
+//! can be used with [`RunReport::check`] (pass or an error text) or [`RunReport::verdict`]
+//! (pass, violation or gave up, to tell them apart without matching on text).
+//!
+//! Two things are the workload's responsibility, and the checker trusts them:
+//!
+//! - **Failures are final.** The checker leaves `Fail` operations out, as if never
+//!   invoked. Map a response to [`Completion::Fail`] only if the protocol guarantees the
+//!   operation did not and will not take effect; anything weaker ("timed out", "leader
+//!   changed") is [`Completion::Unknown`]. The register in this crate's tests never
+//!   fails an operation; a Raft client would map "not the leader, never appended" to
+//!   `Fail` and "term ended before commit" to `Unknown`.
+//! - **Partitions are independent.** Checking per key is exact only if every operation
+//!   touches one key and its legality depends on that key alone (see [`Model::Partition`]);
+//!   [`KvModel`] is such a model.
+//!
+//! Giving up is never a pass: [`Verdict::is_pass`] is false for it and
+//! [`RunReport::check`] returns it as an error.
 //!
 //! # Performance
 //!

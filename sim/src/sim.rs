@@ -47,12 +47,21 @@ pub struct Invocation<R, I> {
 }
 
 /// How a response completes an operation in the history.
+///
+/// Which variant a response maps to is a claim about the protocol, and the checkers trust
+/// it: see the crate documentation, "Checking histories".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion<O> {
     /// The operation succeeded with this output.
     Ok(O),
-    /// The operation certainly had no effect (for example "not the leader").
+    /// The operation certainly had no effect and never will: only for errors the protocol
+    /// guarantees are final (a request refused before it was proposed, "not the leader"
+    /// from a node that never accepted it). The linearizability checker leaves it out.
     Fail,
+    /// The answer does not say whether the operation took effect, or it may still take
+    /// effect later (a timeout inside the cluster, a leader that lost its term with the
+    /// entry in its log): recorded as unknown, exactly like a request that got no answer.
+    Unknown,
 }
 
 /// The clients' behaviour: what they ask for, and what the answers mean.
@@ -408,7 +417,24 @@ pub struct RunReport<I, O> {
 }
 
 impl<I, O> RunReport<I, O> {
+    /// The verdict on this run: a [`Verdict::Violation`] if the run failed (an invariant
+    /// or the progress condition), otherwise what `checker` says of the history, with the
+    /// checker's name in front of the reason. Unlike [`RunReport::check`], it keeps
+    /// [`Verdict::GaveUp`] apart from a violation.
+    pub fn verdict(&self, checker: &mut dyn HistoryChecker<I, O>) -> Verdict {
+        if let Some(f) = &self.failure {
+            return Verdict::Violation(f.to_string());
+        }
+        match checker.check_history(&self.history) {
+            Verdict::Pass => Verdict::Pass,
+            Verdict::Violation(why) => Verdict::Violation(format!("{}: {why}", checker.name())),
+            Verdict::GaveUp(why) => Verdict::GaveUp(format!("{}: {why}", checker.name())),
+        }
+    }
+
     /// Ok if the run did not fail and `checker` passes its history; otherwise the reason.
+    /// A checker that gave up is an error too (its text contains "gave up"); use
+    /// [`RunReport::verdict`] to tell it from a violation.
     ///
     /// # Errors
     ///
@@ -1237,6 +1263,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let result = match self.workload.complete(client, input, response) {
             Completion::Ok(out) => self.history.ok(op, out, self.now),
             Completion::Fail => self.history.fail(op, self.now),
+            Completion::Unknown => self.history.unknown(op),
         };
         result.expect("a waiting client's operation is pending");
         self.schedule_client(client);

@@ -223,6 +223,50 @@ fn the_effort_bound_gives_up_instead_of_hanging() {
 }
 
 #[test]
+fn giving_up_on_one_key_does_not_hide_a_violation_on_another() {
+    // Key 0 is too hard for a bound of 200 steps; key 1 holds a plain stale read.
+    let mut h = hard_history(16);
+    write(&mut h, 0, 1, 10, 0, Some(5));
+    write(&mut h, 0, 1, 11, 6, Some(7));
+    read(&mut h, 1, 1, Some(10), 8, 9);
+    let bounded = Linearizability::new(KvModel).steps_max(200);
+    match bounded.check(&h) {
+        Verdict::Violation(why) => assert!(why.contains("partition 1"), "{why}"),
+        v => panic!("expected the violation on key 1, got {v}"),
+    }
+    // Without the bad key, the verdict is that it gave up, which is not a pass.
+    let v = bounded.check(&hard_history(16));
+    assert!(matches!(v, Verdict::GaveUp(_)) && !v.is_pass(), "{v}");
+}
+
+#[test]
+fn a_run_whose_checker_gave_up_is_not_a_pass() {
+    struct GivesUp;
+    impl HistoryChecker<(), ()> for GivesUp {
+        fn name(&self) -> &str {
+            "gives-up"
+        }
+        fn check_history(&mut self, _: &History<(), ()>) -> Verdict {
+            Verdict::GaveUp("bound reached".into())
+        }
+    }
+    let config = synod_sim::SimConfig::builder(1)
+        .nemesis(synod_sim::NemesisConfig::disabled())
+        .build()
+        .expect("valid");
+    let report =
+        synod_sim::Simulation::new(config, 1, |_| crate::faults::Quiet, synod_sim::NoClients).run();
+    assert_eq!(
+        report.verdict(&mut GivesUp),
+        Verdict::GaveUp("gives-up: bound reached".into())
+    );
+    let err = report
+        .check(&mut GivesUp)
+        .expect_err("giving up is not a pass");
+    assert!(err.contains("gave up"), "{err}");
+}
+
+#[test]
 fn invariant_hook_checks_a_bank_total() {
     #[derive(Debug, Clone)]
     #[allow(dead_code)]

@@ -6,8 +6,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_sim::{
-    ConfigError, Context, Counter, CrashMode, Failure, FaultKind, NemesisConfig, NoClients, Node,
-    NodeId, RequestId, SimConfig, SimTime, Simulation, SyncToken, TimerId,
+    ClientId, Completion, ConfigError, Context, Counter, CrashMode, Failure, FaultKind, Invocation,
+    NemesisConfig, NoClients, Node, NodeId, Outcome, RequestId, SimConfig, SimRng, SimTime,
+    Simulation, SyncToken, TimerId, Workload,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -424,4 +425,71 @@ fn a_scripted_scenario_runs_at_its_times() {
         seen.clock_went_back,
         "the scripted jump moved node 0's clock back"
     );
+}
+
+/// A node that does nothing, for tests that need a run but no behaviour.
+pub struct Quiet;
+
+impl Node for Quiet {
+    type Message = ();
+    type Request = u64;
+    type Response = u64;
+
+    fn on_start(&mut self, _: &mut Context<'_, Self>) {}
+    fn on_message(&mut self, _: &mut Context<'_, Self>, _: NodeId, _: ()) {}
+    fn on_timer(&mut self, _: &mut Context<'_, Self>, _: TimerId) {}
+    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: u64) {
+        ctx.reply(id, request);
+    }
+}
+
+/// Clients whose answers the workload maps to each kind of completion in turn.
+struct Mapping(u64);
+
+impl Workload<Quiet> for Mapping {
+    type Input = u64;
+    type Output = u64;
+
+    fn invoke(&mut self, _: ClientId, _: usize, _: &mut SimRng) -> Option<Invocation<u64, u64>> {
+        self.0 += 1;
+        (self.0 <= 30).then_some(Invocation {
+            node: NodeId::new(0),
+            request: self.0,
+            input: self.0,
+        })
+    }
+
+    fn complete(&mut self, _: ClientId, _: &u64, response: &u64) -> Completion<u64> {
+        match response % 3 {
+            0 => Completion::Ok(*response),
+            1 => Completion::Fail,
+            _ => Completion::Unknown,
+        }
+    }
+}
+
+#[test]
+fn a_workload_can_record_an_answer_as_unknown() {
+    let config = SimConfig::builder(1)
+        .clients(1)
+        .nemesis(NemesisConfig::disabled())
+        .build()
+        .expect("valid");
+    let report = Simulation::new(config, 3, |_| Quiet, Mapping(0)).run();
+    let ops = report.history.operations();
+    assert_eq!(
+        ops.len(),
+        30,
+        "every request was answered and the next one sent"
+    );
+    for op in ops {
+        match op.input % 3 {
+            0 => assert_eq!(op.outcome, Outcome::Ok(op.input)),
+            1 => assert_eq!(op.outcome, Outcome::Fail),
+            _ => {
+                assert_eq!(op.outcome, Outcome::Unknown);
+                assert_eq!(op.completed_at, None, "an unknown operation has no end");
+            }
+        }
+    }
 }
