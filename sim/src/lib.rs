@@ -341,8 +341,8 @@ pub use net::{Cut, DelayDistribution, LinkConfig, PartitionShape};
 pub use node::{ClientId, Context, Node, NodeId, RequestId, SyncToken, TimerId};
 pub use rng::{Probability, SimRng, splitmix64};
 pub use sim::{
-    Action, CLIENTS_MAX, Completion, ConfigError, Failure, Invocation, NODES_MAX, NoClients, Phase,
-    RunReport, SimConfig, SimConfigBuilder, Simulation, View, Workload,
+    Action, CLIENTS_MAX, Completion, ConfigError, DURATION_MAX, Failure, Invocation, NODES_MAX,
+    NoClients, Phase, RunReport, SimConfig, SimConfigBuilder, Simulation, View, Workload,
 };
 pub use time::SimTime;
 pub use trace::TraceHasher;

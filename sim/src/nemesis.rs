@@ -316,6 +316,19 @@ impl NemesisConfig {
         self.crashed_nodes_max
     }
 
+    /// Every duration setting with its builder name, in microseconds, for validation.
+    pub(crate) fn durations_us(&self) -> [(&'static str, u64); 7] {
+        [
+            ("nemesis interval_mean", self.interval_mean_us),
+            ("nemesis down_time_max", self.down_time_max_us),
+            ("nemesis pause_time_max", self.pause_time_max_us),
+            ("nemesis clog_time_max", self.clog_time_max_us),
+            ("nemesis clock_offset_max", self.clock_offset_max_us),
+            ("nemesis clock_jump_max", self.clock_jump_max_us),
+            ("nemesis reorder_delay_max", self.reorder_delay_max_us),
+        ]
+    }
+
     /// Draws this run's fault profile.
     pub(crate) fn draw(&self, rng: &mut SimRng) -> FaultProfile {
         let mut enabled = [false; FaultKind::ALL.len()];
@@ -482,8 +495,10 @@ impl NemesisConfigBuilder {
         self
     }
 
-    /// The configuration. Nothing here can be invalid: empty lists mean "nothing of that
-    /// kind" and every number is clamped to a sane range where it is used.
+    /// The configuration. Empty lists mean "nothing of that kind", and the drift is
+    /// clamped to 500,000 ppm here; durations are checked against
+    /// [`crate::DURATION_MAX`] when the configuration is given to a simulation
+    /// ([`crate::SimConfigBuilder::build`]).
     #[must_use]
     pub fn build(self) -> NemesisConfig {
         self.config

@@ -46,6 +46,12 @@ impl DelayDistribution {
         self
     }
 
+    /// The longest bound this distribution was given (its maximum or its tail), in
+    /// microseconds, for validation.
+    pub(crate) fn bound_us(&self) -> u64 {
+        self.max_us.max(self.tail_max_us)
+    }
+
     /// The smallest delay.
     #[must_use]
     pub fn min(&self) -> Duration {

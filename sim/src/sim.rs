@@ -161,6 +161,13 @@ pub enum ConfigError {
     Clients(usize),
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
+    /// A duration (or delay bound) is above [`DURATION_MAX`].
+    TooLong {
+        /// The setting, as named by its builder method.
+        what: &'static str,
+        /// The value given.
+        value: Duration,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -169,6 +176,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Nodes(n) => write!(f, "node count {n} is not in 1..={NODES_MAX}"),
             ConfigError::Clients(n) => write!(f, "client count {n} is above {CLIENTS_MAX}"),
             ConfigError::ZeroDuration(what) => write!(f, "{what} must be positive"),
+            ConfigError::TooLong { what, value } => {
+                write!(
+                    f,
+                    "{what} of {value:?} is above the limit of {DURATION_MAX:?}"
+                )
+            }
         }
     }
 }
@@ -179,6 +192,10 @@ impl std::error::Error for ConfigError {}
 pub const NODES_MAX: usize = 256;
 /// The most clients a simulation may have.
 pub const CLIENTS_MAX: usize = 4096;
+/// The longest duration any setting of a simulation may have (a million seconds of virtual
+/// time, about 11.6 days): far beyond any useful run, and small enough that sums and
+/// doublings of settings never overflow.
+pub const DURATION_MAX: Duration = Duration::from_secs(1_000_000);
 
 /// A simulation's configuration, validated once by [`SimConfigBuilder::build`].
 #[derive(Debug, Clone)]
@@ -320,9 +337,29 @@ impl SimConfigBuilder {
     /// # Errors
     ///
     /// If the node count is not in `1..=NODES_MAX`, the client count is above
-    /// `CLIENTS_MAX`, or the safety time, liveness bound or client timeout is zero.
+    /// `CLIENTS_MAX`, the safety time, liveness bound or client timeout is zero, or any
+    /// duration (including delay bounds of the links and disks, and the nemesis's
+    /// settings) is above [`DURATION_MAX`].
     pub fn build(self) -> Result<SimConfig, ConfigError> {
         let c = self.config;
+        let limit = duration_micros(DURATION_MAX);
+        let durations = [
+            ("safety_time", c.safety_time_us),
+            ("liveness_time_max", c.liveness_time_max_us),
+            ("client_timeout", c.client_timeout_us),
+            ("think_time_max", c.think_time_max_us),
+            ("link delay", c.link.delay().bound_us()),
+            ("client_link delay", c.client_link.delay().bound_us()),
+            ("sync_delay", c.sync_delay.bound_us()),
+        ];
+        for (what, us) in durations.into_iter().chain(c.nemesis.durations_us()) {
+            if us > limit {
+                return Err(ConfigError::TooLong {
+                    what,
+                    value: Duration::from_micros(us),
+                });
+            }
+        }
         if c.nodes == 0 || c.nodes > NODES_MAX {
             return Err(ConfigError::Nodes(c.nodes));
         }

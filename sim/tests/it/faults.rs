@@ -78,7 +78,17 @@ impl Node for Probe {
 }
 
 fn probe_run(nemesis: NemesisConfig, seed: u64) -> (synod_sim::RunReport<(), ()>, Observed) {
-    let n = 5;
+    let config = SimConfig::builder(5)
+        .clients(0)
+        .safety_time(Duration::from_millis(500))
+        .nemesis(nemesis)
+        .build()
+        .expect("valid");
+    probe_run_with(config, seed)
+}
+
+fn probe_run_with(config: SimConfig, seed: u64) -> (synod_sim::RunReport<(), ()>, Observed) {
+    let n = config.nodes();
     let seen = Rc::new(RefCell::new(Observed {
         received: vec![0; n],
         sent: vec![0; n],
@@ -86,12 +96,6 @@ fn probe_run(nemesis: NemesisConfig, seed: u64) -> (synod_sim::RunReport<(), ()>
         starts: vec![0; n],
         clock_went_back: false,
     }));
-    let config = SimConfig::builder(n)
-        .clients(0)
-        .safety_time(Duration::from_millis(500))
-        .nemesis(nemesis)
-        .build()
-        .expect("valid");
     let for_nodes = Rc::clone(&seen);
     let report = Simulation::new(
         config,
@@ -350,6 +354,62 @@ fn invalid_configurations_are_refused() {
             .err(),
         Some(ConfigError::ZeroDuration("client_timeout"))
     );
+    // Durations that would overflow the simulator's arithmetic are refused up front, with
+    // the setting named, rather than panicking in the middle of a run.
+    let huge = Duration::MAX;
+    let too_long = |config: Result<SimConfig, ConfigError>, what: &str| match config {
+        Err(ConfigError::TooLong { what: w, value }) => {
+            assert_eq!(w, what);
+            assert!(value > synod_sim::DURATION_MAX);
+        }
+        other => panic!("{what}: expected TooLong, got {other:?}"),
+    };
+    too_long(
+        SimConfig::builder(3).safety_time(huge).build(),
+        "safety_time",
+    );
+    too_long(
+        SimConfig::builder(3)
+            .link(synod_sim::LinkConfig::new(
+                synod_sim::DelayDistribution::uniform(Duration::ZERO, Duration::from_millis(1))
+                    .with_tail(synod_sim::Probability::from_percent(1), huge),
+            ))
+            .build(),
+        "link delay",
+    );
+    too_long(
+        SimConfig::builder(3)
+            .nemesis(NemesisConfig::builder().clock_jump_max(huge).build())
+            .build(),
+        "nemesis clock_jump_max",
+    );
+    too_long(
+        SimConfig::builder(3)
+            .nemesis(NemesisConfig::builder().interval_mean(huge).build())
+            .build(),
+        "nemesis interval_mean",
+    );
+    let err = SimConfig::builder(3)
+        .think_time_max(huge)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("think_time_max"), "{err}");
+    // At the limit a run works (no overflow in doubling or summing the settings).
+    let at_limit = SimConfig::builder(3)
+        .safety_time(Duration::from_millis(20))
+        .nemesis(
+            NemesisConfig::builder()
+                .clock_jump_max(synod_sim::DURATION_MAX)
+                .clock_offset_max(synod_sim::DURATION_MAX)
+                .interval_mean(Duration::from_millis(1))
+                .build(),
+        )
+        .build()
+        .expect("at the limit");
+    for seed in 0..20 {
+        let (report, _) = probe_run_with(at_limit.clone(), seed);
+        assert_eq!(report.failure, None);
+    }
 }
 
 #[test]
