@@ -256,6 +256,13 @@ impl<T> Siblings<T> {
     /// `node` must be the server that owns this replica of the key: only it issues dots
     /// with its id.
     ///
+    /// The context is trusted, as in every dotted-version-vector store: it deletes every
+    /// sibling it claims to cover, and the new dot is numbered above both this replica's
+    /// counter for `node` and the context's (so a replica that lost its state never
+    /// reissues a dot a client has seen). A context forged with a counter near `u64::MAX`
+    /// for `node` therefore exhausts `node`'s counter for this key; hand contexts to
+    /// clients you do not trust only with an integrity check (a MAC) of your own.
+    ///
     /// # Errors
     ///
     /// Nothing is changed on error.

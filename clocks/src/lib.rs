@@ -253,8 +253,11 @@
 //!
 //! # Status
 //!
-//! Complete for issue 4 except the off-by-default `peers` feature that would benchmark
-//! against `uhlc` (`ratio clocks.hlc_now_vs_uhlc`), which is not written yet.
+//! Complete for issue 4 except two things. The off-by-default `peers` feature that would
+//! benchmark against `uhlc` (`ratio clocks.hlc_now_vs_uhlc`) is not written: `uhlc` is not
+//! among the workspace's allowed dependencies. And the clock-bound clock does not read the
+//! kernel's error bound itself (`adjtimex` needs `libc` and `unsafe`): plug one in through
+//! [`ErrorBoundSource`].
 //!
 //! # Sibling crates
 //!
