@@ -68,7 +68,10 @@ impl std::error::Error for LamportOverflow {}
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// A clock is `Clone` but deliberately not `Copy`: a silent copy would be a second clock
+/// issuing the same timestamps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LamportClock {
     last: u64,
 }

@@ -9,7 +9,7 @@ use crate::Rng;
 #[test]
 fn every_receive_orders_after_its_send() {
     let mut rng = Rng::new(7);
-    let mut clocks = [LamportClock::new(); 4];
+    let mut clocks: [LamportClock; 4] = Default::default();
     let mut network: Vec<(usize, LamportTimestamp)> = Vec::new();
     let mut delivered = 0;
     for _ in 0..20_000 {
