@@ -246,7 +246,8 @@
 //!
 //! `cargo test -p synod-clocks` runs the unit, property and seeded simulation tests;
 //! `SYNOD_CLOCKS_SEEDS=<n>` raises the number of seeds of the seeded ones (version-vector
-//! histories, HLC message exchanges, clock-bound wait, dotted version vector sets).
+//! histories, HLC message exchanges, clock-bound wait and read restarts, dotted version
+//! vector sets with and without the sibling limit reached).
 //! `cargo bench -p synod-clocks --bench clocks` prints
 //! `ratio clocks.hlc_now_vs_systemtime` (`SYNOD_BENCH_QUICK=1` for a short run) and
 //! `--bench micro` runs criterion micro-benchmarks.
