@@ -197,8 +197,11 @@
 //! A run is a pure function of its configuration, its seed and the node and workload code:
 //! every random draw (network, nemesis, clients, disks, each node's [`Context::rng`]) comes
 //! from generators derived from the seed, time is virtual, and the event queue breaks ties
-//! by insertion order. [`RunReport::trace_hash`] digests every event processed; the tests
-//! run a sample of seeds twice and compare.
+//! by insertion order. [`RunReport::trace_hash`] digests every event processed (its time,
+//! kind, node and whole payload: messages, requests and replies through their `Hash`), every
+//! clock reading a node is given, what survived on a node's disk each time it starts, each
+//! crash's mode and effect, and each fault the nemesis picks; the tests run a sample of seeds
+//! twice and compare, and check that changing one delivered message changes the hash.
 //!
 //! Tests run seeds through [`seeds::SeedRunner`], which prints the seed and the exact
 //! command that replays a failure, for example:

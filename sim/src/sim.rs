@@ -432,7 +432,9 @@ impl fmt::Display for Failure {
 pub struct RunReport<I, O> {
     /// The run's seed.
     pub seed: u64,
-    /// The digest of every processed event: equal seeds give equal hashes.
+    /// The digest of the run: every processed event with its time and payload, the clock
+    /// readings and disk contents nodes were given, crashes and the nemesis's choices.
+    /// Equal seeds give equal hashes.
     pub trace_hash: u64,
     /// How many events were processed.
     pub events: u64,
@@ -664,10 +666,17 @@ impl<N: Node> Event<N> {
                 h.write_u32(*incarnation);
                 timer.hash(h);
             }
-            Event::Synced { node, token, .. } => {
+            Event::Synced {
+                node,
+                incarnation,
+                token,
+                point,
+            } => {
                 h.write_u8(2);
                 node.hash(h);
+                h.write_u32(*incarnation);
                 token.hash(h);
+                h.write_u64(*point);
             }
             Event::Request { node, id, request } => {
                 h.write_u8(3);
@@ -1100,10 +1109,13 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             return;
         };
         let clock = slot.clock.at(self.now);
+        let local = SimTime::from_micros(clock.wall().as_nanos() / 1_000);
+        // What the node reads from its clock is an input too.
+        self.hasher.write_u64(local.as_micros());
         let mut ctx = Context {
             id,
             nodes,
-            now: SimTime::from_micros(clock.wall().as_nanos() / 1_000),
+            now: local,
             clock,
             rng: &mut slot.rng,
             disk: &mut slot.disk,
@@ -1147,12 +1159,23 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let nodes = self.config.nodes;
         let slot = &mut self.slots[id.index()];
         slot.state = NodeState::Up;
+        // What survived on the disk is the node's input at a start: hash it (starts are
+        // rare, so copying the files here costs little).
+        self.hasher.write_u8(TRACE_START);
+        id.hash(&mut self.hasher);
+        for name in slot.disk.file_names() {
+            name.hash(&mut self.hasher);
+            slot.disk.read(&name).hash(&mut self.hasher);
+        }
         let node = slot.node.insert(node);
         let clock = slot.clock.at(self.now);
+        let local = SimTime::from_micros(clock.wall().as_nanos() / 1_000);
+        // What the node reads from its clock is an input too.
+        self.hasher.write_u64(local.as_micros());
         let mut ctx = Context {
             id,
             nodes,
-            now: SimTime::from_micros(clock.wall().as_nanos() / 1_000),
+            now: local,
             clock,
             rng: &mut slot.rng,
             disk: &mut slot.disk,
@@ -1327,6 +1350,8 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         }
         let kinds = self.profile.kinds();
         let kind = self.nemesis_rng.pick(&kinds).copied();
+        self.hasher.write_u8(TRACE_NEMESIS);
+        kind.hash(&mut self.hasher);
         let n = self.config.nodes;
         let down_max = self
             .config
@@ -1452,6 +1477,14 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         slot.incarnation += 1;
         slot.parked.clear();
         let outcome = slot.disk.crash(mode);
+        self.hasher.write_u8(TRACE_CRASH);
+        id.hash(&mut self.hasher);
+        mode.hash(&mut self.hasher);
+        self.hasher.write_u8(
+            u8::from(outcome.unsynced)
+                | u8::from(outcome.torn) << 1
+                | u8::from(outcome.bit_flipped) << 2,
+        );
         self.coverage.bump(Counter::Crash);
         if outcome.unsynced {
             self.coverage.bump(Counter::DiskUnsyncedAtCrash);
@@ -1553,6 +1586,11 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         }
     }
 }
+
+/// Tags of what the trace hash records besides events (events use 0 to 10).
+const TRACE_START: u8 = 11;
+const TRACE_CRASH: u8 = 12;
+const TRACE_NEMESIS: u8 = 13;
 
 enum After {
     Continue,
