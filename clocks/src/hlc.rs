@@ -358,6 +358,12 @@ impl<C: PhysicalClock> HybridClock<C> {
 
     /// A clock that will issue only timestamps after `high_water`, the highest timestamp
     /// the previous incarnation issued (or a persisted ceiling above it).
+    ///
+    /// `high_water` is trusted. When it comes from disk, check it first (a checksum, and
+    /// that it is not further ahead of the physical clock than your ceiling): a corrupt
+    /// value far in the future would keep this clock that far ahead of physical time,
+    /// and one at the end of the 64-bit space exhausts it ([`now`](Self::now) panics,
+    /// [`try_now`](Self::try_now) returns [`HybridClockError::Exhausted`]).
     pub fn resume(physical: C, config: HybridClockConfig, high_water: HybridTimestamp) -> Self {
         HybridClock {
             physical,
