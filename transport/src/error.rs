@@ -123,6 +123,9 @@ pub enum SendError {
     },
     /// No such peer (in-process transport).
     UnknownPeer(NodeId),
+    /// A response to something that is not a request (a one-way message has no
+    /// correlation id to answer).
+    NotARequest,
     /// The transport is shut down.
     Shutdown,
 }
@@ -143,6 +146,7 @@ impl fmt::Display for SendError {
                 write!(f, "connection to {peer} lost: {reason}")
             }
             SendError::UnknownPeer(peer) => write!(f, "unknown peer {peer}"),
+            SendError::NotARequest => write!(f, "only a request can be responded to"),
             SendError::Shutdown => write!(f, "the transport is shut down"),
         }
     }

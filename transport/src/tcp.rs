@@ -1113,11 +1113,10 @@ impl TcpTransport {
     ///
     /// # Errors
     ///
-    /// See [`SendError`]. A request that is not one (a one-way message) is refused as
-    /// [`SendError::UnknownPeer`] of its sender.
+    /// See [`SendError`]; [`SendError::NotARequest`] for a one-way message.
     pub fn respond(&self, request: &Incoming, payload: Bytes) -> Result<(), SendError> {
         let Some(correlation) = request.correlation() else {
-            return Err(SendError::UnknownPeer(request.from()));
+            return Err(SendError::NotARequest);
         };
         let channel = self.channel_for(request.from())?;
         channel.send(&self.shared, MessageKind::Response, correlation, payload)

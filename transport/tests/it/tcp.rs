@@ -370,3 +370,14 @@ fn pipelined_responses_complete_in_the_order_sent() {
         assert_eq!(&h.wait().unwrap()[..], &(i as u32).to_le_bytes());
     }
 }
+
+#[test]
+fn only_a_request_can_be_responded_to() {
+    let (a, b) = pair();
+    b.send(NodeId(1), Bytes::from_static(b"one-way")).unwrap();
+    let message = a.recv(PATIENCE).unwrap();
+    assert_eq!(
+        a.respond(&message, Bytes::new()),
+        Err(synod_transport::SendError::NotARequest)
+    );
+}
