@@ -59,7 +59,8 @@
 //! **Who uses it.** ZooKeeper keeps one connection between each pair of servers for leader
 //! election (the higher id dials, as here) and one per follower for replication; Kafka
 //! keeps a single connection from each client to each broker and from each follower to each
-//! leader; Cassandra's internode messaging and etcd's Raft transport do likewise.
+//! leader. Cassandra's internode messaging and etcd's Raft transport keep a few long-lived
+//! connections per peer, one per kind of traffic, each an ordered channel of this kind.
 //!
 //! The handshake on every connection carries the cluster id and both node ids; a node of
 //! another cluster, or one that dialed the wrong address, is refused with a
