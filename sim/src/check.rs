@@ -42,10 +42,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash};
 
 use crate::history::{History, Outcome};
 use crate::time::SimTime;
+use crate::trace::TraceHasher;
 
 /// A sequential specification that [`Linearizability`] checks histories against.
 pub trait Model {
@@ -332,7 +333,10 @@ impl<M: Model> Linearizability<M> {
         }
         let words = ops.len().div_ceil(64);
         let mut linearized = vec![0u64; words];
-        let mut cache: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+        // A seedless hasher: the set is only probed, never iterated, but this keeps the
+        // crate free of OS randomness and the checker's work identical from run to run.
+        let mut cache: HashSet<(Vec<u64>, M::State), BuildHasherDefault<TraceHasher>> =
+            HashSet::default();
         let mut stack: Vec<(usize, M::State)> = Vec::new();
         let mut state = self.model.init();
         let mut steps = 0u64;

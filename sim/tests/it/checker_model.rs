@@ -19,17 +19,24 @@ struct Op {
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
-    (any::<bool>(), 0u64..4, 0u64..4, 0u64..60, 1u64..30, 0u8..10).prop_map(
-        |(is_read, value, seen, call, len, fate)| {
-            let input = if is_read {
-                KvInput::Read { key: 0 }
-            } else {
-                KvInput::Write { key: 0, value }
-            };
-            let output = if is_read {
-                KvOutput::Read((seen > 0).then_some(seen))
-            } else {
-                KvOutput::Written
+    (0u8..5, 0u64..4, 0u64..4, 0u64..60, 1u64..30, 0u8..10).prop_map(
+        |(kind, value, seen, call, len, fate)| {
+            // Reads and writes, and a compare-and-set now and then (whose effect depends
+            // on the state, and whose output may claim it applied or not).
+            let (input, output) = match kind {
+                0 | 1 => (
+                    KvInput::Read { key: 0 },
+                    KvOutput::Read((seen > 0).then_some(seen)),
+                ),
+                2 | 3 => (KvInput::Write { key: 0, value }, KvOutput::Written),
+                _ => (
+                    KvInput::Cas {
+                        key: 0,
+                        expect: (seen > 0).then_some(seen),
+                        new: value,
+                    },
+                    KvOutput::Cas(value % 2 == 0),
+                ),
             };
             Op {
                 input,
