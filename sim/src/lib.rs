@@ -265,8 +265,19 @@
 //!   a liveness phase in which every fault is healed (clocks keep their offset and drift)
 //!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
 //!
-//! Not modelled today: I/O errors (failed syncs, a full disk), slow disks beyond the sync
-//! delay distribution, frozen clocks, and message corruption on the wire.
+//! Not modelled today:
+//!
+//! - **I/O errors.** Every simulated sync succeeds and every write fits: a node cannot
+//!   learn that a sync failed (`EIO` from `fsync`, after which Linux may have dropped the
+//!   dirty pages) or that the disk is full (`ENOSPC`), so code paths that handle those
+//!   errors are not exercised here. [`Disk`]'s operations already return `io::Result`, and
+//!   `synod-wal`'s fault-injecting storage can fail syncs and writes; what is missing is
+//!   the delivery: a `Node::on_sync_failed` call (or a result passed to
+//!   [`Node::on_synced`]), opt-in fault kinds or scripted actions, and their coverage
+//!   counters. Test a WAL's error handling with `synod-wal`'s own fault-injection tests
+//!   meanwhile.
+//! - Slow disks beyond the sync delay distribution, frozen clocks, and message corruption
+//!   on the wire.
 //!
 //! # Checking histories
 //!

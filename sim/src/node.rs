@@ -156,6 +156,9 @@ pub trait Node {
 
     /// A sync requested with [`Context::sync`] completed: every disk write issued before
     /// that request is now durable. The default ignores it.
+    ///
+    /// Simulated syncs always succeed today: there is no call for a failed sync (see the
+    /// crate documentation, "Fault model", for this known gap).
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken)
     where
         Self: Sized,
@@ -238,7 +241,8 @@ impl<N: Node> Context<'_, N> {
     }
 
     /// Sends `message` to `to`. The network may delay, drop, duplicate or reorder it.
-    /// A message to this node itself is delivered through the network too.
+    /// A message to this node itself is delivered through the network too. A message to a
+    /// node outside the cluster (`to.index() >= nodes()`) is dropped.
     pub fn send(&mut self, to: NodeId, message: N::Message) {
         self.effects.push(Effect::Send { to, message });
     }

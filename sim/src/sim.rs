@@ -38,7 +38,8 @@ use crate::trace::TraceHasher;
 /// One request a client sends, and how the history records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation<R, I> {
-    /// The node the request goes to.
+    /// The node the request goes to. A node outside the cluster never receives it: the
+    /// request counts as lost (`msg.lost`) and the operation ends unknown at the timeout.
     pub node: NodeId,
     /// The request itself.
     pub request: R,
@@ -883,7 +884,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     /// Schedules `action` at virtual time `at` (see [`Action`]). Actions for nodes out of
-    /// range are ignored.
+    /// range, and partitions whose [`Cut`] is for another number of nodes, are ignored.
     #[must_use]
     pub fn schedule(mut self, at: SimTime, action: Action) -> Self {
         self.push(at, Event::Scripted(action));
