@@ -381,3 +381,76 @@ fn only_a_request_can_be_responded_to() {
         Err(synod_transport::SendError::NotARequest)
     );
 }
+
+/// A quorum write: the coordinator sends to three replicas and waits, in a Request Waiting
+/// List, for two acknowledgements; a replica that is down costs nothing until too many are.
+#[test]
+fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete() {
+    use std::time::Instant;
+    use synod_transport::{Progress, Quorum, WaitingList};
+
+    let ack = |req: &synod_transport::Incoming| Some(req.payload().clone());
+    let r1 =
+        TcpTransport::bind_with_handler(config(1).build().unwrap(), "127.0.0.1:0", ack).unwrap();
+    let r2 =
+        TcpTransport::bind_with_handler(config(2).build().unwrap(), "127.0.0.1:0", ack).unwrap();
+    // Replica 3 is down: its address refuses connections.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let coordinator = start(config(9).backoff_initial_ms(5).backoff_max_ms(20));
+    coordinator.add_peer(NodeId(1), r1.local_addr());
+    coordinator.add_peer(NodeId(2), r2.local_addr());
+    coordinator.add_peer(NodeId(3), down);
+
+    let start_time = Instant::now();
+    let now_ms = || start_time.elapsed().as_millis() as u64;
+    let mut waiting = WaitingList::new(16);
+    let write = |key: &'static str, replicas: &[u64], waiting: &mut WaitingList<_, _, _>| {
+        waiting
+            .insert(key, Quorum::majority(3), now_ms() + 2_000)
+            .unwrap();
+        replicas
+            .iter()
+            .filter_map(|&r| {
+                coordinator
+                    .request(NodeId(r), Bytes::from_static(b"put"), PATIENCE)
+                    .ok()
+                    .map(|h| (r, h))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Two of three replicas answer: the write completes.
+    let mut handles = write("x=1", &[1, 2, 3], &mut waiting);
+    let mut outcome = None;
+    while outcome.is_none() {
+        let (r, h) = handles.remove(0);
+        if let Ok(reply) = h.wait()
+            && let Progress::Completed(acks) = waiting.on_response(&"x=1", NodeId(r), reply)
+        {
+            outcome = Some(acks.len());
+        }
+        assert!(
+            !handles.is_empty() || outcome.is_some(),
+            "ran out of replicas"
+        );
+    }
+    assert_eq!(outcome, Some(2));
+
+    // Only one replica is asked: the write cannot reach a quorum and expires.
+    let handles = write("y=2", &[1], &mut waiting);
+    for (r, h) in handles {
+        let reply = h.wait().unwrap();
+        assert_eq!(
+            waiting.on_response(&"y=2", NodeId(r), reply),
+            Progress::Pending
+        );
+    }
+    let deadline = waiting.next_deadline().unwrap();
+    let expired = waiting.expire(deadline);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].0, "y=2");
+    assert!(waiting.is_empty());
+}
