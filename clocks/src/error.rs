@@ -19,6 +19,11 @@ impl ConfigError {
     pub fn field(&self) -> &'static str {
         self.field
     }
+
+    /// What is wrong with it, for example "must be greater than zero".
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
 }
 
 impl fmt::Display for ConfigError {

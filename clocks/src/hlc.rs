@@ -609,6 +609,7 @@ mod tests {
         assert!(HybridClockConfig::new(NodeId::UNSET, Duration::from_secs(86_401)).is_err());
         let e = HybridClockConfig::new(NodeId::UNSET, Duration::ZERO).unwrap_err();
         assert_eq!(e.field(), "offset_max");
+        assert_eq!(e.reason(), "must be greater than zero");
         assert!(e.to_string().contains("offset_max"));
     }
 
