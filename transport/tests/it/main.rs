@@ -9,3 +9,4 @@ mod faults;
 mod server;
 mod support;
 mod tcp;
+mod waiting;
