@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::NodeId;
 
 /// A cluster configuration: voters and learners, disjoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
     voters: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,

@@ -21,7 +21,7 @@ pub const WIRE_VERSION: u8 = 1;
 pub struct ReadId(pub u64);
 
 /// A message from one node to another.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     /// The sender.
     pub from: NodeId,
@@ -34,7 +34,7 @@ pub struct Message {
 }
 
 /// The kinds of Raft message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MessageBody {
     /// "Would you vote for me in `term`?" Sent without raising the sender's term.
@@ -133,7 +133,7 @@ pub enum MessageBody {
 }
 
 /// The outcome of an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AppendResult {
     /// The follower's log matches the leader's up to `match_index`.
     Accepted {

@@ -24,7 +24,7 @@ use crate::types::{Entry, LogIndex, NodeId, Term};
 
 /// The state a node must persist before it uses it: its current term and its vote in that
 /// term.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HardState {
     /// The current term.
     pub term: Term,
@@ -34,7 +34,7 @@ pub struct HardState {
 
 /// What a snapshot covers: everything up to `index` (whose entry had `term`), and the
 /// configuration in effect there.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The last log index the snapshot includes.
     pub index: LogIndex,
@@ -46,7 +46,7 @@ pub struct SnapshotMeta {
 
 /// A snapshot of the application's state machine, with its metadata. The data is opaque
 /// to the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,

@@ -77,7 +77,7 @@ impl fmt::Display for LogIndex {
 }
 
 /// What an entry of the replicated log carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Payload {
     /// The empty entry every new leader appends at the start of its term, so that it can
     /// commit (and so learn the commit index of) everything before it.
@@ -90,7 +90,7 @@ pub enum Payload {
 }
 
 /// One entry of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     /// The term of the leader that created the entry.
     pub term: Term,

@@ -350,6 +350,8 @@ pub struct Checker {
     /// Every committed entry, by index (committed entries never change; state-machine
     /// safety).
     committed: BTreeMap<LogIndex, Entry>,
+    /// The term in which each committed entry was committed.
+    committed_in: BTreeMap<LogIndex, Term>,
     /// Per node: the last term, commit and applied seen (monotonic while it is up).
     last_seen: BTreeMap<NodeId, (Term, LogIndex)>,
     pub violation: Option<String>,
@@ -381,7 +383,7 @@ impl Checker {
         }
     }
 
-    pub fn check(&mut self, nodes: &[&Node<MemLogStore>]) {
+    pub fn check<S: LogStore>(&mut self, nodes: &[&Node<S>]) {
         self.checks += 1;
         // Log matching: an (index, term) pair identifies the entry and its whole prefix.
         let mut by_position: BTreeMap<(LogIndex, Term), (&Payload, Option<Term>)> = BTreeMap::new();
@@ -430,17 +432,26 @@ impl Checker {
                     Some(_) => {}
                     None => {
                         self.leaders.insert(node.term(), id);
-                        // Leader completeness: a new leader holds every committed entry.
+                        // Leader completeness: a new leader holds every entry committed in
+                        // an earlier term (terms are not ordered in real time: a leader of
+                        // an old term may win late, thanks to delayed votes, and rightly
+                        // lack entries a later term committed).
                         let store = node.store();
                         for (index, entry) in &self.committed {
-                            if *index < store.first_index() {
+                            if *index < store.first_index()
+                                || self
+                                    .committed_in
+                                    .get(index)
+                                    .is_none_or(|t| *t >= node.term())
+                            {
                                 continue;
                             }
                             if store.term(*index) != Some(entry.term) {
                                 self.violation.get_or_insert(format!(
-                                    "leader completeness: {id} leads {} without committed entry {}",
+                                    "leader completeness: {id} leads {} without entry {} committed in {}",
                                     node.term(),
-                                    index
+                                    index,
+                                    self.committed_in[index]
                                 ));
                             }
                         }
@@ -474,6 +485,9 @@ impl Checker {
                     Some(_) => {}
                     None => {
                         self.committed.insert(entry.index, entry.clone());
+                        // The first node to show an entry committed is the leader that
+                        // committed it: its term is the entry's commit term.
+                        self.committed_in.insert(entry.index, node.term());
                     }
                 }
             }

@@ -5,3 +5,4 @@ mod harness;
 mod raft_paper;
 mod random;
 mod sessions;
+mod sim;

@@ -1,0 +1,570 @@
+//! A Raft-replicated key-value store under synod-sim: every fault kind of the nemesis
+//! (partitions, clogs, loss, duplication, reordering, crashes with torn and lost disk
+//! writes, pauses, clock jumps and drift), Raft's safety properties checked after every
+//! event, linearizability of the client history checked at the end, and progress required
+//! after healing.
+//!
+//! Each node keeps its log in an in-memory store and journals every write to its simulated
+//! disk as checksummed records; a sync request follows each persistence request, and the
+//! node acknowledges `persisted` only when the simulator reports the sync done. On a
+//! restart the journal is replayed up to the first torn or corrupt record.
+//!
+//! `SYNOD_SEEDS` and `SYNOD_SEED` (synod-sim's seed runner) set the seed count or replay
+//! one seed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use synod_consensus::{
+    Config, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, Message, Node, NodeId,
+    Payload, PersistToken, ReadId, Snapshot, Term,
+};
+use synod_sim::seeds::SeedRunner;
+use synod_sim::{
+    ClientId, Completion, Context, Coverage, DelayDistribution, Invocation, KvInput, KvModel,
+    KvOutput, Linearizability, LinkConfig, Probability, RequestId, SimConfig, SimRng, Simulation,
+    SyncToken, TimerId, Workload,
+};
+
+use crate::harness::Checker;
+
+const JOURNAL: &str = "raft.journal";
+const TICK: Duration = Duration::from_millis(5);
+const KEYS: u64 = 3;
+
+/// One write to the log store, as journaled on disk.
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Append(Vec<Entry>),
+    TruncateAfter(LogIndex),
+    HardState(HardState),
+}
+
+/// A log store that records every write, to be journaled by the node.
+#[derive(Debug)]
+struct JournalStore {
+    mem: MemLogStore,
+    ops: Vec<Op>,
+}
+
+impl LogStore for JournalStore {
+    fn hard_state(&self) -> HardState {
+        self.mem.hard_state()
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        self.ops.push(Op::HardState(hard_state));
+        self.mem.set_hard_state(hard_state);
+    }
+    fn snapshot(&self) -> &Snapshot {
+        self.mem.snapshot()
+    }
+    fn last_index(&self) -> LogIndex {
+        self.mem.last_index()
+    }
+    fn term(&self, index: LogIndex) -> Option<Term> {
+        self.mem.term(index)
+    }
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
+        self.mem.entries(lo, hi, bytes_max, out);
+    }
+    fn append(&mut self, entries: &[Entry]) {
+        self.ops.push(Op::Append(entries.to_vec()));
+        self.mem.append(entries);
+    }
+    fn truncate_after(&mut self, index: LogIndex) {
+        self.ops.push(Op::TruncateAfter(index));
+        self.mem.truncate_after(index);
+    }
+    fn compact(&mut self, snapshot: Snapshot) {
+        // This test never compacts.
+        self.mem.compact(snapshot);
+    }
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        self.mem.install_snapshot(snapshot);
+    }
+}
+
+fn checksum(bytes: &[u8]) -> u32 {
+    // FNV-1a: enough to tell a torn or flipped record from a whole one in this test.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn frame(op: &Op, out: &mut Vec<u8>) {
+    let body = postcard::to_stdvec(op).expect("encodes");
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checksum(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// Replays the journal; returns the store and the length of the valid prefix.
+fn replay(bytes: &[u8], membership: &Membership) -> (MemLogStore, usize) {
+    let mut store = MemLogStore::new(membership.clone());
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let sum = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if checksum(body) != sum {
+            break;
+        }
+        let Ok(op) = postcard::from_bytes::<Op>(body) else {
+            break;
+        };
+        match op {
+            Op::Append(entries) => {
+                if entries.first().map(|e| e.index) != Some(store.last_index().next()) {
+                    break;
+                }
+                store.append(&entries);
+            }
+            Op::TruncateAfter(index) => store.truncate_after(index),
+            Op::HardState(hs) => store.set_hard_state(hs),
+        }
+        at += 8 + len;
+    }
+    store.sync();
+    (store, at)
+}
+
+#[derive(Clone, Debug, Hash, Serialize, Deserialize)]
+enum Command {
+    Write {
+        key: u64,
+        value: u64,
+    },
+    Cas {
+        key: u64,
+        expect: Option<u64>,
+        new: u64,
+    },
+}
+
+#[derive(Clone, Debug, Hash)]
+enum Request {
+    Read { key: u64 },
+    Command(Command),
+}
+
+#[derive(Clone, Debug, Hash)]
+enum Response {
+    Read(Option<u64>),
+    Written,
+    Cas(bool),
+    Refused,
+}
+
+/// A key-value store node: Raft plus the state machine.
+struct KvNode {
+    id: NodeId,
+    nodes: usize,
+    raft: Option<Node<JournalStore>>,
+    kv: BTreeMap<u64, u64>,
+    applied: LogIndex,
+    /// Proposals waiting to apply: index to (request, the exact entry payload).
+    proposals: BTreeMap<LogIndex, (RequestId, Bytes)>,
+    reads: BTreeMap<ReadId, (RequestId, u64)>,
+    /// Reads confirmed at an index, waiting for the state machine.
+    waiting_reads: Vec<(LogIndex, RequestId, u64)>,
+    next_read: u64,
+    syncs: BTreeMap<u64, PersistToken>,
+    next_sync: u64,
+    incarnation: u64,
+    /// (index, term) of every entry applied since the start, for the checker.
+    applied_log: Vec<(LogIndex, Term)>,
+}
+
+impl KvNode {
+    fn new(index: u32, nodes: usize) -> KvNode {
+        KvNode {
+            id: NodeId::new(u64::from(index) + 1),
+            nodes,
+            raft: None,
+            kv: BTreeMap::new(),
+            applied: LogIndex::ZERO,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            waiting_reads: Vec::new(),
+            next_read: 0,
+            syncs: BTreeMap::new(),
+            next_sync: 0,
+            incarnation: 0,
+            applied_log: Vec::new(),
+        }
+    }
+
+    fn membership(&self) -> Membership {
+        Membership::new((1..=self.nodes as u64).map(NodeId::new), []).expect("valid")
+    }
+
+    fn raft(&mut self) -> &mut Node<JournalStore> {
+        self.raft.as_mut().expect("started")
+    }
+
+    fn drive(&mut self, ctx: &mut Context<'_, Self>) {
+        while self.raft().has_ready() {
+            let ready = self.raft().ready();
+            let ops = std::mem::take(&mut self.raft().store_mut().ops);
+            if !ops.is_empty() {
+                let mut bytes = Vec::new();
+                for op in &ops {
+                    frame(op, &mut bytes);
+                }
+                ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
+            }
+            if let Some(token) = ready.persist {
+                self.next_sync += 1;
+                self.syncs.insert(self.next_sync, token);
+                ctx.sync(SyncToken(self.next_sync));
+            }
+            for msg in ready.messages {
+                let to = synod_sim::NodeId::new((msg.to.get() - 1) as u32);
+                ctx.send(to, msg);
+            }
+            for entry in ready.committed {
+                self.apply(ctx, &entry);
+            }
+            for read in ready.reads {
+                if let Some((req, key)) = self.reads.remove(&read.id) {
+                    match read.index {
+                        Some(index) => self.waiting_reads.push((index, req, key)),
+                        None => ctx.reply(req, Response::Refused),
+                    }
+                }
+            }
+            let applied = self.applied;
+            let (ready_reads, rest): (Vec<_>, Vec<_>) = self
+                .waiting_reads
+                .drain(..)
+                .partition(|(index, _, _)| *index <= applied);
+            self.waiting_reads = rest;
+            for (_, req, key) in ready_reads {
+                ctx.reply(req, Response::Read(self.kv.get(&key).copied()));
+            }
+        }
+    }
+
+    fn apply(&mut self, ctx: &mut Context<'_, Self>, entry: &Entry) {
+        self.applied = entry.index;
+        self.applied_log.push((entry.index, entry.term));
+        let Payload::Command(data) = &entry.payload else {
+            return;
+        };
+        let Ok((_, command)) = postcard::from_bytes::<(u64, Command)>(data) else {
+            return;
+        };
+        let response = match command {
+            Command::Write { key, value } => {
+                self.kv.insert(key, value);
+                Response::Written
+            }
+            Command::Cas { key, expect, new } => {
+                let ok = self.kv.get(&key).copied() == expect;
+                if ok {
+                    self.kv.insert(key, new);
+                }
+                Response::Cas(ok)
+            }
+        };
+        if let Some((req, payload)) = self.proposals.remove(&entry.index)
+            && payload == *data
+        {
+            ctx.reply(req, response);
+        }
+    }
+}
+
+impl synod_sim::Node for KvNode {
+    type Message = Message;
+    type Request = Request;
+    type Response = Response;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        self.incarnation = ctx.rng().next_u64();
+        let membership = self.membership();
+        let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
+        let (mem, valid) = replay(&journal, &membership);
+        if valid < journal.len() {
+            ctx.disk()
+                .set_len(JOURNAL, valid as u64)
+                .expect("simulated disk");
+        }
+        let seed = ctx.rng().next_u64();
+        let config = Config::builder(self.id)
+            .seed(seed)
+            .election_timeout_ticks(10..20)
+            .heartbeat_interval_ticks(2)
+            .in_flight_max(8)
+            .append_bytes_max(4096)
+            .build()
+            .expect("valid config");
+        self.raft = Some(Node::new(
+            config,
+            JournalStore {
+                mem,
+                ops: Vec::new(),
+            },
+        ));
+        ctx.set_timer(TICK, TimerId(0));
+        self.drive(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: synod_sim::NodeId, msg: Message) {
+        self.raft().step(msg);
+        self.drive(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
+        self.raft().tick();
+        ctx.set_timer(TICK, TimerId(0));
+        self.drive(ctx);
+    }
+
+    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: Request) {
+        match request {
+            Request::Read { key } => {
+                self.next_read += 1;
+                let read = ReadId(self.next_read);
+                if self.raft().read_index(read).is_ok() {
+                    self.reads.insert(read, (id, key));
+                } else {
+                    ctx.reply(id, Response::Refused);
+                }
+            }
+            Request::Command(command) => {
+                let op = ctx.rng().next_u64();
+                let payload = Bytes::from(postcard::to_stdvec(&(op, command)).expect("encodes"));
+                match self.raft().propose(payload.clone()) {
+                    Ok(index) => {
+                        self.proposals.insert(index, (id, payload));
+                    }
+                    Err(_) => ctx.reply(id, Response::Refused),
+                }
+            }
+        }
+        self.drive(ctx);
+    }
+
+    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        if let Some(persist) = self.syncs.remove(&token.0) {
+            self.raft().persisted(persist);
+            self.drive(ctx);
+        }
+    }
+}
+
+#[derive(Default)]
+struct KvWorkload {
+    next_value: u64,
+}
+
+impl Workload<KvNode> for KvWorkload {
+    type Input = KvInput;
+    type Output = KvOutput;
+
+    fn invoke(
+        &mut self,
+        _: ClientId,
+        nodes: usize,
+        rng: &mut SimRng,
+    ) -> Option<Invocation<Request, KvInput>> {
+        let node = synod_sim::NodeId::new(rng.below(nodes as u64) as u32);
+        let key = rng.below(KEYS);
+        self.next_value += 1;
+        let value = self.next_value;
+        Some(match rng.below(3) {
+            0 => Invocation {
+                node,
+                request: Request::Read { key },
+                input: KvInput::Read { key },
+            },
+            1 => Invocation {
+                node,
+                request: Request::Command(Command::Write { key, value }),
+                input: KvInput::Write { key, value },
+            },
+            _ => {
+                let expect = (rng.below(2) == 0).then(|| value.saturating_sub(rng.below(4) + 1));
+                Invocation {
+                    node,
+                    request: Request::Command(Command::Cas {
+                        key,
+                        expect,
+                        new: value,
+                    }),
+                    input: KvInput::Cas {
+                        key,
+                        expect,
+                        new: value,
+                    },
+                }
+            }
+        })
+    }
+
+    fn complete(&mut self, _: ClientId, _: &KvInput, response: &Response) -> Completion<KvOutput> {
+        match response {
+            Response::Read(v) => Completion::Ok(KvOutput::Read(*v)),
+            Response::Written => Completion::Ok(KvOutput::Written),
+            Response::Cas(ok) => Completion::Ok(KvOutput::Cas(*ok)),
+            Response::Refused => Completion::Fail,
+        }
+    }
+}
+
+fn config(nodes: usize) -> SimConfig {
+    SimConfig::builder(nodes)
+        .clients(5)
+        .safety_time(Duration::from_millis(1500))
+        .liveness_time_max(Duration::from_secs(3))
+        .client_timeout(Duration::from_millis(400))
+        .link(LinkConfig::new(
+            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(3))
+                .with_tail(Probability::from_percent(2), Duration::from_millis(30)),
+        ))
+        .client_link(LinkConfig::new(DelayDistribution::uniform(
+            Duration::from_micros(10),
+            Duration::from_micros(200),
+        )))
+        .sync_delay(DelayDistribution::uniform(
+            Duration::from_micros(100),
+            Duration::from_millis(5),
+        ))
+        .trace_lines_max(if std::env::var_os("SYNOD_DEBUG").is_some() {
+            60
+        } else {
+            0
+        })
+        .build()
+        .expect("valid config")
+}
+
+/// Per node: the incarnation last seen and how much of its applied log was checked.
+type Seen = BTreeMap<u32, (u64, usize)>;
+
+fn simulation(nodes: usize, seed: u64) -> Simulation<KvNode, KvWorkload> {
+    let mut checker = Checker::default();
+    let mut seen: Seen = BTreeMap::new();
+    Simulation::new(
+        config(nodes),
+        seed,
+        move |id| KvNode::new(id.get(), nodes),
+        KvWorkload::default(),
+    )
+    .invariant(move |view| {
+        let mut up = Vec::new();
+        for (id, node) in view.nodes() {
+            let Some(raft) = node.raft.as_ref() else {
+                continue;
+            };
+            let entry = seen.entry(id.get()).or_insert((node.incarnation, 0));
+            if entry.0 != node.incarnation {
+                *entry = (node.incarnation, 0);
+                checker.on_crash(raft.id());
+            }
+            up.push(raft);
+        }
+        checker.check(&up);
+        // State-machine safety: what each node applied is what was committed.
+        for (id, node) in view.nodes() {
+            let entry = seen.get_mut(&id.get()).expect("inserted above");
+            for (index, term) in &node.applied_log[entry.1..] {
+                match checker.committed().get(index) {
+                    Some(e) if e.term == *term => {}
+                    other => {
+                        return Err(format!(
+                            "{id} applied {index} of {term}, committed there: {:?}",
+                            other.map(|e| e.term)
+                        ));
+                    }
+                }
+            }
+            entry.1 = node.applied_log.len();
+        }
+        match &checker.violation {
+            Some(v) => {
+                if std::env::var_os("SYNOD_DEBUG").is_some() {
+                    for (id, node) in view.nodes() {
+                        if let Some(r) = node.raft.as_ref() {
+                            let mut log = Vec::new();
+                            let st = r.store();
+                            st.entries(st.first_index(), st.last_index(), u64::MAX, &mut log);
+                            let log: Vec<(u64, u64)> =
+                                log.iter().map(|e| (e.index.0, e.term.get())).collect();
+                            eprintln!(
+                                "{id}: {:?} {} vote {:?} commit {} durable {} hs {:?} durable hs {:?} log {log:?}",
+                                r.role(),
+                                r.term(),
+                                r.vote(),
+                                r.commit_index(),
+                                r.durable_index(),
+                                st.hard_state(),
+                                st.mem.durable_hard_state(),
+                            );
+                        } else {
+                            eprintln!("{id}: down");
+                        }
+                    }
+                }
+                Err(v.clone())
+            }
+            None => Ok(()),
+        }
+    })
+    .progress(|view| {
+        view.healed_at()
+            .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
+    })
+}
+
+#[test]
+fn raft_kv_is_safe_and_linearizable_under_every_fault() {
+    let runner = SeedRunner::new(
+        "synod-consensus",
+        "sim::raft_kv_is_safe_and_linearizable_under_every_fault",
+    );
+    let mut coverage = Coverage::default();
+    let (mut events, mut ops, mut ok, mut gave_up) = (0u64, 0usize, 0usize, 0u64);
+    let seeds = runner.run(100, |seed| {
+        let nodes = if seed % 4 == 3 { 5 } else { 3 };
+        let report = simulation(nodes, seed).run();
+        coverage.merge(&report.coverage);
+        events += report.events;
+        ops += report.history.len();
+        ok += report.history.ok_count();
+        if let Some(failure) = &report.failure {
+            return Err(format!("{failure}"));
+        }
+        match report.check(&mut Linearizability::new(KvModel)) {
+            Err(why) if why.contains("gave up") => {
+                gave_up += 1;
+                Ok(())
+            }
+            other => other,
+        }
+    });
+    println!(
+        "raft kv under synod-sim: {seeds} seeds, {events} events, {ops} operations ({ok} ok), \
+         0 safety violations, 0 linearizability violations, checker gave up on {gave_up}"
+    );
+    println!("coverage: {coverage}");
+    if !runner.replaying() {
+        assert!(ok > seeds as usize * 5, "the workload made progress");
+    }
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let a = simulation(3, 11).run();
+    let b = simulation(3, 11).run();
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.events, b.events);
+}
