@@ -226,9 +226,11 @@
 //!
 //! # Fault model
 //!
-//! - **Network** ([`LinkConfig`]): every ordered pair of nodes is a link with its own
+//! - **Network** ([`LinkConfig`], set for all links with [`SimConfigBuilder::link`] and per
+//!   link with [`SimConfigBuilder::link_between`]): every ordered pair of nodes is a link with its own
 //!   delay distribution ([`DelayDistribution`]: uniform, with an optional slow tail), loss
-//!   and duplication. Links are FIFO unless a reordering period is on. A partition cuts
+//!   and duplication. Links are FIFO unless a reordering period is on (the second copy of
+//!   a duplicated message gets its own delay, so it may arrive out of order). A partition cuts
 //!   links ([`Cut`]); the nemesis draws the shapes of [`PartitionShape`]: halves, one node
 //!   isolated, one-way, a bridge node, and the majorities ring. A message is dropped if its
 //!   link is cut when it is sent or when it would arrive. A clogged link holds messages

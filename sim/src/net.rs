@@ -1,10 +1,12 @@
 //! The simulated network: per-link delays, loss, duplication and reordering; partitions of
 //! the usual shapes; clogged links.
 //!
-//! Every ordered pair of nodes `(from, to)` is a link with its own [`LinkConfig`]. A
+//! Every ordered pair of nodes `(from, to)` is a link with its own [`LinkConfig`] (one
+//! for all by default; `SimConfigBuilder::link_between` sets a link's own). A
 //! message is dropped if its link is cut when it is sent or when it would arrive (a
 //! partition also kills messages in flight), is lost with the link's loss probability, and
-//! may be delivered twice. Links are FIFO unless reordering is on. A clogged link holds
+//! may be delivered twice. Links are FIFO unless reordering is on (the second copy of a
+//! duplicated message gets its own delay and may arrive out of order). A clogged link holds
 //! its messages until the clog ends, then delivers them.
 
 use std::fmt;
@@ -341,15 +343,25 @@ pub(crate) enum Fate {
 }
 
 impl Network {
-    pub(crate) fn new(n: usize, config: LinkConfig) -> Self {
+    /// A network of `n` nodes whose links behave as `config`, except those in `overrides`
+    /// (`from`, `to`, config), whose nodes are in range.
+    pub(crate) fn new(
+        n: usize,
+        config: LinkConfig,
+        overrides: &[(NodeId, NodeId, LinkConfig)],
+    ) -> Self {
         let link = Link {
             config,
             clogged_until: SimTime::ZERO,
             last_delivery: SimTime::ZERO,
         };
+        let mut links = vec![link; n * n];
+        for &(from, to, config) in overrides {
+            links[from.index() * n + to.index()].config = config;
+        }
         Network {
             n,
-            links: vec![link; n * n],
+            links,
             cut: Cut::none(n),
             extra_loss: Probability::NEVER,
             extra_duplicate: Probability::NEVER,
@@ -483,7 +495,7 @@ mod tests {
 
     #[test]
     fn fifo_links_keep_order_and_clogs_hold_messages() {
-        let mut net = Network::new(2, LinkConfig::default());
+        let mut net = Network::new(2, LinkConfig::default(), &[]);
         let mut rng = SimRng::new(1);
         let (a, b) = (NodeId::new(0), NodeId::new(1));
         let mut last = SimTime::ZERO;

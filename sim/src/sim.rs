@@ -162,6 +162,8 @@ pub enum ConfigError {
     Clients(usize),
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
+    /// [`SimConfigBuilder::link_between`] names a node outside the cluster.
+    LinkNode(NodeId),
     /// A duration (or delay bound) is above [`DURATION_MAX`].
     TooLong {
         /// The setting, as named by its builder method.
@@ -177,6 +179,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Nodes(n) => write!(f, "node count {n} is not in 1..={NODES_MAX}"),
             ConfigError::Clients(n) => write!(f, "client count {n} is above {CLIENTS_MAX}"),
             ConfigError::ZeroDuration(what) => write!(f, "{what} must be positive"),
+            ConfigError::LinkNode(id) => write!(f, "link_between names {id}, not in the cluster"),
             ConfigError::TooLong { what, value } => {
                 write!(
                     f,
@@ -209,6 +212,7 @@ pub struct SimConfig {
     client_timeout_us: u64,
     think_time_max_us: u64,
     link: LinkConfig,
+    link_overrides: Vec<(NodeId, NodeId, LinkConfig)>,
     client_link: LinkConfig,
     sync_delay: DelayDistribution,
     nemesis: NemesisConfig,
@@ -229,6 +233,7 @@ impl SimConfig {
                 client_timeout_us: 100_000,
                 think_time_max_us: 1_000,
                 link: LinkConfig::default(),
+                link_overrides: Vec::new(),
                 client_link: LinkConfig::default(),
                 sync_delay: DelayDistribution::uniform(
                     Duration::from_micros(100),
@@ -297,10 +302,23 @@ impl SimConfigBuilder {
         self
     }
 
-    /// Every node-to-node link's behaviour without faults (default [`LinkConfig::default`]).
+    /// Every node-to-node link's behaviour without faults (default [`LinkConfig::default`]),
+    /// except the links given their own with [`SimConfigBuilder::link_between`].
     #[must_use]
     pub fn link(mut self, link: LinkConfig) -> Self {
         self.config.link = link;
+        self
+    }
+
+    /// The link from `from` to `to` (one direction) behaves as `link` instead: a slow or
+    /// lossy path, a remote data centre. A later call for the same link replaces an
+    /// earlier one.
+    #[must_use]
+    pub fn link_between(mut self, from: NodeId, to: NodeId, link: LinkConfig) -> Self {
+        self.config
+            .link_overrides
+            .retain(|&(f, t, _)| (f, t) != (from, to));
+        self.config.link_overrides.push((from, to, link));
         self
     }
 
@@ -337,8 +355,9 @@ impl SimConfigBuilder {
     ///
     /// # Errors
     ///
-    /// If the node count is not in `1..=NODES_MAX`, the client count is above
-    /// `CLIENTS_MAX`, the safety time, liveness bound or client timeout is zero, or any
+    /// If the node count is not in `1..=NODES_MAX`, a link given with
+    /// [`SimConfigBuilder::link_between`] names a node outside the cluster, the client
+    /// count is above `CLIENTS_MAX`, the safety time, liveness bound or client timeout is zero, or any
     /// duration (including delay bounds of the links and disks, and the nemesis's
     /// settings) is above [`DURATION_MAX`].
     pub fn build(self) -> Result<SimConfig, ConfigError> {
@@ -353,7 +372,15 @@ impl SimConfigBuilder {
             ("client_link delay", c.client_link.delay().bound_us()),
             ("sync_delay", c.sync_delay.bound_us()),
         ];
-        for (what, us) in durations.into_iter().chain(c.nemesis.durations_us()) {
+        let overrides = c
+            .link_overrides
+            .iter()
+            .map(|(_, _, link)| ("link_between delay", link.delay().bound_us()));
+        for (what, us) in durations
+            .into_iter()
+            .chain(overrides)
+            .chain(c.nemesis.durations_us())
+        {
             if us > limit {
                 return Err(ConfigError::TooLong {
                     what,
@@ -363,6 +390,14 @@ impl SimConfigBuilder {
         }
         if c.nodes == 0 || c.nodes > NODES_MAX {
             return Err(ConfigError::Nodes(c.nodes));
+        }
+        if let Some(&(from, to, _)) = c
+            .link_overrides
+            .iter()
+            .find(|(f, t, _)| f.index() >= c.nodes || t.index() >= c.nodes)
+        {
+            let outside = if from.index() >= c.nodes { from } else { to };
+            return Err(ConfigError::LinkNode(outside));
         }
         if c.clients > CLIENTS_MAX {
             return Err(ConfigError::Clients(c.clients));
@@ -832,7 +867,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             config.clients
         ];
         Simulation {
-            net: Network::new(config.nodes, config.link),
+            net: Network::new(config.nodes, config.link, &config.link_overrides),
             config,
             seed,
             now: SimTime::ZERO,

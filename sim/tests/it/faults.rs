@@ -553,3 +553,99 @@ fn a_workload_can_record_an_answer_as_unknown() {
         }
     }
 }
+
+/// Nodes that send every other node their clock reading every millisecond, and record the
+/// delay of each message they receive, by link.
+struct Stamper {
+    delays: Rc<RefCell<Vec<(NodeId, NodeId, u64)>>>,
+}
+
+impl Node for Stamper {
+    type Message = u64;
+    type Request = ();
+    type Response = ();
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, sent: u64) {
+        let delay = ctx.now().as_micros() - sent;
+        self.delays.borrow_mut().push((from, ctx.id(), delay));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
+        let me = ctx.id();
+        for to in ctx.node_ids().filter(|&n| n != me) {
+            ctx.send(to, ctx.now().as_micros());
+        }
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_request(&mut self, _: &mut Context<'_, Self>, _: RequestId, _: ()) {}
+}
+
+#[test]
+fn one_link_can_have_its_own_delays() {
+    use synod_sim::{DelayDistribution, LinkConfig};
+    let fast = LinkConfig::new(DelayDistribution::uniform(
+        Duration::from_micros(100),
+        Duration::from_millis(2),
+    ));
+    let slow = LinkConfig::new(DelayDistribution::uniform(
+        Duration::from_millis(40),
+        Duration::from_millis(60),
+    ));
+    let (n0, n1) = (NodeId::new(0), NodeId::new(1));
+    let config = SimConfig::builder(3)
+        .clients(0)
+        .safety_time(Duration::from_millis(200))
+        .nemesis(NemesisConfig::disabled())
+        .link(fast)
+        .link_between(n0, n1, slow)
+        .build()
+        .expect("valid");
+    let delays = Rc::new(RefCell::new(Vec::new()));
+    let for_nodes = Rc::clone(&delays);
+    let report = Simulation::new(
+        config,
+        5,
+        move |_| Stamper {
+            delays: Rc::clone(&for_nodes),
+        },
+        NoClients,
+    )
+    .run();
+    assert_eq!(report.failure, None);
+    let delays = delays.borrow();
+    let on = |from, to| -> Vec<u64> {
+        delays
+            .iter()
+            .filter(|&&(f, t, _)| (f, t) == (from, to))
+            .map(|&(_, _, d)| d)
+            .collect()
+    };
+    let slow_link = on(n0, n1);
+    assert!(slow_link.len() > 100, "{}", slow_link.len());
+    assert!(
+        slow_link.iter().all(|&d| (40_000..=60_000).contains(&d)),
+        "{slow_link:?}"
+    );
+    // The other direction, and every other link, keep the default.
+    for (from, to) in [(n1, n0), (n0, NodeId::new(2)), (NodeId::new(2), n1)] {
+        let fast_link = on(from, to);
+        assert!(fast_link.len() > 100);
+        assert!(
+            fast_link.iter().all(|&d| d <= 2_000),
+            "{from}->{to}: {fast_link:?}"
+        );
+    }
+    // A link naming a node outside the cluster is refused.
+    assert_eq!(
+        SimConfig::builder(3)
+            .link_between(n0, NodeId::new(3), slow)
+            .build()
+            .err(),
+        Some(ConfigError::LinkNode(NodeId::new(3)))
+    );
+}
