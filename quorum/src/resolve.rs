@@ -17,6 +17,7 @@
 
 use std::fmt;
 
+use synod_clocks::dvv::WriteError;
 use synod_clocks::{Siblings, VersionVector};
 
 use crate::node::NodeId;
@@ -36,6 +37,12 @@ pub enum ResolveError {
         /// The coordinator.
         node: NodeId,
     },
+    /// The key already holds [`synod_clocks::dvv::SIBLINGS_MAX`] siblings that the write's
+    /// context does not cover: read them and write a resolution with that read's context.
+    TooManySiblings {
+        /// The limit.
+        siblings_max: usize,
+    },
 }
 
 impl fmt::Display for ResolveError {
@@ -49,6 +56,11 @@ impl fmt::Display for ResolveError {
             Self::CounterOverflow { node } => {
                 write!(f, "node {node}'s version counter for this key is exhausted")
             }
+            Self::TooManySiblings { siblings_max } => write!(
+                f,
+                "the key has {siblings_max} unresolved siblings: read them and write a \
+                 resolution with that read's context"
+            ),
         }
     }
 }
@@ -207,9 +219,12 @@ impl<V: Clone + fmt::Debug + PartialEq> Resolver for VersionVectors<V> {
         (context, value): Self::Write,
     ) -> Result<Self::State, ResolveError> {
         let local = local.ok_or(ResolveError::NotAReplica { node })?;
-        local
-            .write(node, &context, value)
-            .map_err(|_| ResolveError::CounterOverflow { node })?;
+        local.write(node, &context, value).map_err(|e| match e {
+            WriteError::TooManySiblings { siblings_max } => {
+                ResolveError::TooManySiblings { siblings_max }
+            }
+            _ => ResolveError::CounterOverflow { node },
+        })?;
         // The whole set goes to the replicas, not just the new value: a replica that
         // receives this dot then also learns every older dot of this coordinator, which is
         // what makes a context that covers the dot mean "saw those values".

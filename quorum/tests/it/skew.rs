@@ -210,3 +210,38 @@ fn version_vectors_keep_the_causally_later_write_and_the_concurrent_one_as_sibli
         );
     }
 }
+
+/// A key in unresolved conflict holds at most `SIBLINGS_MAX` siblings: one more blind write
+/// is refused with an error that says how to resolve it, and a write with the context of a
+/// read of those siblings resolves them.
+#[test]
+fn a_key_in_conflict_refuses_blind_writes_past_the_sibling_limit() {
+    use synod_clocks::dvv::SIBLINGS_MAX;
+    use synod_quorum::{ResolveError, Resolver};
+
+    let vv = VersionVectors::<u32>::new();
+    let mut state = Default::default();
+    for i in 0..SIBLINGS_MAX {
+        let value = u32::try_from(i).expect("small");
+        state = vv
+            .coordinate(n(1), Some(&mut state), (VersionVector::new(), value))
+            .expect("room");
+    }
+    let err = vv
+        .coordinate(n(1), Some(&mut state), (VersionVector::new(), 999))
+        .expect_err("one blind write too many");
+    assert_eq!(
+        err,
+        ResolveError::TooManySiblings {
+            siblings_max: SIBLINGS_MAX
+        }
+    );
+    assert!(err.to_string().contains("read them"), "{err}");
+
+    // A write that read everything resolves the conflict.
+    let context = state.context().clone();
+    let resolved = vv
+        .coordinate(n(1), Some(&mut state), (context, 7))
+        .expect("a resolution");
+    assert_eq!(resolved.values().copied().collect::<Vec<_>>(), vec![7]);
+}
