@@ -199,6 +199,16 @@ pub const BENCHES: &[BenchTarget] = &[
         measures: "multi-version store put/get/scan vs a plain BTreeMap (criterion)",
     },
     BenchTarget {
+        package: "synod-consensus",
+        name: "replicated_log",
+        measures: "committed writes/s of a three-node Raft group in one process, 1 to 4096 clients",
+    },
+    BenchTarget {
+        package: "synod-consensus",
+        name: "step",
+        measures: "Raft step function, ns per message handled (criterion)",
+    },
+    BenchTarget {
         package: "synod-sim",
         name: "sim",
         measures: "simulated events per second and seeds per second",
