@@ -121,6 +121,13 @@ pub enum WalError {
     },
     /// The configuration is not valid.
     InvalidConfig(String),
+    /// The record a blocking append was waiting on was removed by a concurrent
+    /// [`crate::Wal::truncate_after`] (or a purge past the end of the log) before it became
+    /// durable; it is not in the log, whatever record holds its index now.
+    Truncated {
+        /// The index the record had.
+        index: LogIndex,
+    },
 }
 
 impl fmt::Display for WalError {
@@ -147,6 +154,10 @@ impl fmt::Display for WalError {
                 write!(f, "wal: index {index} is outside the log [{first}, {next})")
             }
             WalError::InvalidConfig(why) => write!(f, "wal: invalid configuration: {why}"),
+            WalError::Truncated { index } => write!(
+                f,
+                "wal: record {index} was truncated before it became durable"
+            ),
         }
     }
 }

@@ -63,6 +63,11 @@ struct State<F> {
     pending_bytes: usize,
     /// A thread is writing, syncing or maintaining segments with the lock released.
     busy: bool,
+    /// A truncation or a purge past the end is under way (with `busy`): it will reset
+    /// `next`, so appends wait for it rather than take an index it is about to reuse.
+    cutting: bool,
+    /// The truncations so far, for writers waiting on records they appended.
+    cuts: Cuts,
     /// Set by a failed write or sync; the log refuses writes from then on.
     poisoned: Option<String>,
     shutdown: bool,
@@ -247,6 +252,8 @@ impl<S: Storage> Wal<S> {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 busy: false,
+                cutting: false,
+                cuts: Cuts::default(),
                 poisoned: None,
                 shutdown: false,
                 sync_requested: false,
@@ -356,11 +363,7 @@ impl<S: Storage> Wal<S> {
     /// I/O error of a failed write or sync (the record is then not durable, and the log
     /// poisoned).
     pub fn append(&self, payload: impl Into<Bytes>) -> Result<LogIndex, WalError> {
-        let index = self.submit(payload)?;
-        if self.inner().config.sync_policy != SyncPolicy::Manual {
-            self.wait_durable(index)?;
-        }
-        Ok(index)
+        self.append_batch(std::iter::once(payload))
     }
 
     /// Appends records as one batch with consecutive indexes, all or none accepted; waits
@@ -375,9 +378,9 @@ impl<S: Storage> Wal<S> {
         I: IntoIterator,
         I::Item: Into<Bytes>,
     {
-        let last = self.submit_batch(payloads)?;
+        let (last, epoch) = self.submit_inner(payloads)?;
         if self.inner().config.sync_policy != SyncPolicy::Manual {
-            self.wait_durable(last)?;
+            self.wait_inner(last, Some(epoch))?;
         }
         Ok(last)
     }
@@ -406,6 +409,15 @@ impl<S: Storage> Wal<S> {
         I: IntoIterator,
         I::Item: Into<Bytes>,
     {
+        self.submit_inner(payloads).map(|(last, _)| last)
+    }
+
+    /// Queues a batch; returns its last index and the truncation epoch it was queued in.
+    fn submit_inner<I>(&self, payloads: I) -> Result<(LogIndex, u64), WalError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
         let inner = self.inner();
         let max = inner.config.record_bytes_max;
         let records: Vec<Bytes> = payloads.into_iter().map(Into::into).collect();
@@ -425,6 +437,11 @@ impl<S: Storage> Wal<S> {
                 return Err(WalError::Poisoned {
                     cause: cause.clone(),
                 });
+            }
+            if st.cutting {
+                // The index this batch would get is about to be reset.
+                inner.changed.wait(&mut st);
+                continue;
             }
             if st.pending.is_empty() || st.pending_bytes + bytes <= inner.config.pending_bytes_max {
                 break;
@@ -454,7 +471,7 @@ impl<S: Storage> Wal<S> {
         {
             inner.flusher_wake.notify_one();
         }
-        Ok(last)
+        Ok((last, st.cuts.epoch))
     }
 
     /// Makes every record appended so far durable, and returns the durable index.
@@ -477,12 +494,27 @@ impl<S: Storage> Wal<S> {
     /// [`WalError::OutOfRange`] if `index` has not been appended; [`WalError::Poisoned`] if
     /// the log failed before `index` became durable; the I/O error of a failed sync.
     pub fn wait_durable(&self, index: LogIndex) -> Result<(), WalError> {
+        self.wait_inner(index, None)
+    }
+
+    /// Waits until `index` is durable. With `epoch` (the truncation epoch the caller's
+    /// record was queued in), fails with [`WalError::Truncated`] if a truncation since then
+    /// removed that record, even if another record has taken its index since.
+    fn wait_inner(&self, index: LogIndex, epoch: Option<u64>) -> Result<(), WalError> {
         let inner = self.inner();
         let mut st = inner.state.lock();
-        if index.get() >= st.next {
+        if epoch.is_none() && index.get() >= st.next {
             return Err(inner.out_of_range(&st, index));
         }
         loop {
+            if let Some(epoch) = epoch
+                && st
+                    .cuts
+                    .floor_since(epoch)
+                    .is_some_and(|floor| index.get() >= floor)
+            {
+                return Err(WalError::Truncated { index });
+            }
             if index.get() < st.durable {
                 return Ok(());
             }
@@ -490,6 +522,10 @@ impl<S: Storage> Wal<S> {
                 return Err(WalError::Poisoned {
                     cause: cause.clone(),
                 });
+            }
+            if index.get() >= st.next {
+                // A truncation removed it while this thread waited.
+                return Err(inner.out_of_range(&st, index));
             }
             match inner.config.sync_policy {
                 SyncPolicy::Group { .. } => {
@@ -657,6 +693,11 @@ impl<S: Storage> Wal<S> {
     /// during it leaves the log with at least the records up to `last_kept` and nothing that
     /// was not in the log before. Records up to `last_kept` are made durable as a side effect.
     ///
+    /// Appends made while it runs wait for it and get indexes after the cut. A blocking
+    /// append whose record it removes fails with [`WalError::Truncated`]; a
+    /// [`Wal::wait_durable`] on a removed index fails with [`WalError::OutOfRange`] unless a
+    /// new record has reached that index (it is about indexes, not records).
+    ///
     /// # Errors
     ///
     /// [`WalError::OutOfRange`] if `last_kept` is below `first_index - 1` or after the last
@@ -686,12 +727,15 @@ impl<S: Storage> Wal<S> {
                 .map(|r| format::record_bytes(r.len()))
                 .sum::<usize>();
             st.next = keep_next;
+            st.cuts.record(keep_next);
+            inner.changed.notify_all();
             return Ok(());
         }
         st.pending.clear();
         st.pending_bytes = 0;
         st.next = st.written;
         st.busy = true;
+        st.cutting = true;
         // Work out the plan under the lock, do the I/O without it.
         let doomed: Vec<String> = st
             .segments
@@ -731,8 +775,9 @@ impl<S: Storage> Wal<S> {
                 }
             }
         });
-        st.busy = false;
-        inner.changed.notify_all();
+        inner.end_maintenance(&mut st);
+        // Whatever happened, the records from the cut on are no longer the writers'.
+        st.cuts.record(keep_next);
         let seg = match result {
             Ok(seg) => seg,
             Err(e) => return Err(inner.poison(&mut st, e)),
@@ -787,8 +832,7 @@ impl<S: Storage> Wal<S> {
             .collect();
         st.busy = true;
         let result = MutexGuard::unlocked(&mut st, || inner.discard_segments(&names));
-        st.busy = false;
-        inner.changed.notify_all();
+        inner.end_maintenance(&mut st);
         if let Err(e) = result {
             return Err(inner.poison(&mut st, e));
         }
@@ -866,6 +910,16 @@ impl<S: Storage> Inner<S> {
             first: st.segments.front().expect("at least one segment").first,
             next: LogIndex::new(st.next),
         }
+    }
+
+    /// Ends a truncation's or purge's I/O: the log is idle again. Wakes waiters, and the
+    /// group-commit thread, which sleeps while another thread is busy and may have records
+    /// to sync that arrived meanwhile.
+    fn end_maintenance(&self, st: &mut State<S::File>) {
+        st.busy = false;
+        st.cutting = false;
+        self.changed.notify_all();
+        self.flusher_wake.notify_one();
     }
 
     fn poison(&self, st: &mut State<S::File>, e: WalError) -> WalError {
@@ -1150,6 +1204,7 @@ impl<S: Storage> Inner<S> {
         st.pending_bytes = 0;
         st.next = st.written;
         st.busy = true;
+        st.cutting = true;
         let names: Vec<String> = st.segments.iter().map(|s| s.name.clone()).collect();
         let result = MutexGuard::unlocked(&mut st, || -> Result<Segment<S::File>, WalError> {
             let replace = names
@@ -1164,8 +1219,9 @@ impl<S: Storage> Inner<S> {
             self.discard_segments(&old)?;
             Ok(seg)
         });
-        st.busy = false;
-        self.changed.notify_all();
+        self.end_maintenance(&mut st);
+        // Every record before the mark goes, synced or not: none is a writer's any more.
+        st.cuts.record(0);
         let seg = match result {
             Ok(seg) => seg,
             Err(e) => return Err(self.poison(&mut st, e)),
@@ -1226,4 +1282,81 @@ struct Cursor<F> {
     offsets: Vec<u32>,
     /// The segment, when it was created during this batch.
     fresh: Option<Segment<F>>,
+}
+
+/// The truncations a log has made, so that a writer waiting on its own record can tell
+/// whether a truncation removed it (even if a later record has taken its index since).
+///
+/// `epoch` counts truncations. `floors` holds `(epoch, floor)` pairs, the index from which a
+/// truncation removed records, kept as a stack of increasing epochs and strictly increasing
+/// floors: a truncation makes every earlier one with a floor at or above its own redundant,
+/// since a writer queued before either is affected by the later one's lower floor. So the
+/// lowest floor of all truncations after a given epoch is the floor of the first entry
+/// after it. The stack is bounded by merging its two oldest entries, which keeps the
+/// older floor with the newer epoch: a floor only ever errs low, so a writer may be told
+/// its record was truncated when it was not, never the reverse.
+#[derive(Debug, Default)]
+struct Cuts {
+    epoch: u64,
+    floors: VecDeque<(u64, u64)>,
+}
+
+impl Cuts {
+    /// Entries kept before the oldest are merged.
+    const FLOORS_MAX: usize = 64;
+
+    /// Records a truncation that removed every record from `floor` on.
+    fn record(&mut self, floor: u64) {
+        self.epoch += 1;
+        while self.floors.back().is_some_and(|&(_, f)| f >= floor) {
+            self.floors.pop_back();
+        }
+        self.floors.push_back((self.epoch, floor));
+        if self.floors.len() > Self::FLOORS_MAX {
+            let (_, oldest) = self.floors.pop_front().expect("over the limit");
+            self.floors.front_mut().expect("over the limit").1 = oldest;
+        }
+    }
+
+    /// The lowest index removed by any truncation after `epoch`, if any.
+    fn floor_since(&self, epoch: u64) -> Option<u64> {
+        if epoch == self.epoch {
+            return None;
+        }
+        let at = self.floors.partition_point(|&(e, _)| e <= epoch);
+        self.floors.get(at).map(|&(_, floor)| floor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cuts;
+
+    #[test]
+    fn cuts_give_the_lowest_floor_after_an_epoch() {
+        let mut cuts = Cuts::default();
+        assert_eq!(cuts.floor_since(0), None);
+        cuts.record(50); // epoch 1
+        cuts.record(80); // epoch 2
+        cuts.record(60); // epoch 3: makes the cut at 80 redundant
+        assert_eq!(cuts.floor_since(0), Some(50));
+        assert_eq!(cuts.floor_since(1), Some(60));
+        assert_eq!(cuts.floor_since(2), Some(60));
+        assert_eq!(cuts.floor_since(3), None);
+    }
+
+    #[test]
+    fn bounded_cuts_only_err_low() {
+        let mut cuts = Cuts::default();
+        for floor in 1..=1000u64 {
+            cuts.record(floor * 10);
+        }
+        assert!(cuts.floors.len() <= Cuts::FLOORS_MAX);
+        // The truth: after epoch e, the lowest floor is (e + 1) * 10.
+        for epoch in 0..1000u64 {
+            let floor = cuts.floor_since(epoch).expect("a later cut");
+            assert!(floor <= (epoch + 1) * 10, "epoch {epoch}: {floor}");
+        }
+        assert_eq!(cuts.floor_since(999), Some(10_000));
+    }
 }

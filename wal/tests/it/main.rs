@@ -10,4 +10,5 @@ mod basics;
 mod crash;
 mod damage;
 mod model;
+mod races;
 mod util;
