@@ -10,6 +10,7 @@
 mod config;
 pub mod membership;
 mod message;
+pub mod paxos;
 mod progress;
 mod raft;
 pub mod reads;
@@ -17,6 +18,8 @@ mod rng;
 pub mod session;
 mod storage;
 mod types;
+#[cfg(feature = "wal")]
+pub mod wal_store;
 
 pub use config::{Bugs, Config, ConfigBuilder, ConfigError};
 pub use membership::{Membership, MembershipError};
@@ -29,3 +32,5 @@ pub use reads::{ReadWaitError, ReadWaitList};
 pub use rng::SplitMix64;
 pub use storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
 pub use types::{Entry, LogIndex, NodeId, Payload, Term};
+#[cfg(feature = "wal")]
+pub use wal_store::{WalLogStore, WalStoreError};

@@ -2,7 +2,10 @@
 
 mod features;
 mod harness;
+mod paxos;
 mod raft_paper;
 mod random;
 mod sessions;
 mod sim;
+#[cfg(feature = "wal")]
+mod wal_store;
