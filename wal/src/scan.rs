@@ -154,7 +154,9 @@ fn check_at<F: StorageFile>(
         return Ok(Step::Invalid);
     };
     let len = h.len as usize;
-    if h.tag != tag || len > record_bytes_max {
+    // No record has index u64::MAX: the log never gets there (its next index would
+    // overflow), so one on disk is damage, and refusing it keeps `expected + 1` in range.
+    if h.tag != tag || len > record_bytes_max || h.index.get() == u64::MAX {
         return Ok(Step::Invalid);
     }
     let Some(frame) = win.get(offset, RECORD_HEADER_BYTES + len)? else {

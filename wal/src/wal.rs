@@ -260,7 +260,8 @@ impl<S: Storage> Wal<S> {
             }),
             changed: Condvar::new(),
             flusher_wake: Condvar::new(),
-            next_generation: AtomicU64::new(scan.max_generation + 1),
+            // A header or spare name may claim generation u64::MAX: wrap, as the counter would.
+            next_generation: AtomicU64::new(scan.max_generation.wrapping_add(1)),
             spares: Mutex::new(spares),
             scratch: Mutex::new(Vec::new()),
             listener: Mutex::new((None, 0)),
@@ -459,8 +460,20 @@ impl<S: Storage> Wal<S> {
                 SyncPolicy::Always | SyncPolicy::Manual => inner.changed.wait(&mut st),
             }
         }
+        let Some(next) = st
+            .next
+            .checked_add(records.len() as u64)
+            .filter(|&n| n < u64::MAX)
+        else {
+            // Only a log opened (or purged) near u64::MAX gets here.
+            return Err(WalError::OutOfRange {
+                index: LogIndex::new(u64::MAX),
+                first: st.segments.front().expect("at least one segment").first,
+                next: LogIndex::new(st.next),
+            });
+        };
         let was_empty = st.pending.is_empty();
-        st.next += records.len() as u64;
+        st.next = next;
         st.pending.extend(records);
         st.pending_bytes += bytes;
         let last = LogIndex::new(st.next - 1);

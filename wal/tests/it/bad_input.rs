@@ -101,7 +101,7 @@ fn image(first: u64, n: u64) -> Vec<u8> {
         flags: FLAG_BASE,
     };
     let mut out = header.encode().to_vec();
-    for i in first..first + n {
+    for i in (0..n).map(|k| first + k) {
         encode_record(
             &mut out,
             LogIndex::new(i),
@@ -355,4 +355,46 @@ fn fuzzed_segment_images_never_panic_or_overread() {
     }
     println!("fuzzed images: opened {opened}, refused as corrupt {refused}, panics 0");
     assert!(opened > 0 && refused > 0);
+}
+
+/// Regression: a segment whose records reach index u64::MAX made the scan compute the index
+/// after it and overflow (a panic in debug builds); a spare or header claiming generation
+/// u64::MAX overflowed the generation counter at open. Odd file names are left alone.
+#[test]
+fn indexes_and_generations_at_u64_max_and_odd_names_do_not_panic() {
+    let first = u64::MAX - 2;
+    let disk = disk_with(first, &image(first, 3));
+    disk.inner
+        .put_durable("18446744073709551615.spare", &[0u8; 64]);
+    for odd in [
+        "00000000000000000001.wal.tmp.x",
+        "99999999999999999999.wal",
+        "0000000000000000001.wal",
+        "-0000000000000000001.wal",
+        "00000000000000000001.WAL",
+    ] {
+        disk.inner.put_durable(odd, b"not a segment");
+    }
+    for mode in [
+        RecoveryMode::Strict,
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::SkipAndReport,
+    ] {
+        match open(&disk, mode) {
+            Ok((wal, _)) => {
+                assert!(wal.last_index().get() < u64::MAX);
+                // Appending past the end of the index space is an error, not a panic.
+                for _ in 0..4 {
+                    if wal.append(b"x".to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => assert!(matches!(e, WalError::Corrupt(_)), "{e}"),
+        }
+    }
+    // Files that are not the log's are not touched.
+    for odd in ["99999999999999999999.wal", "00000000000000000001.WAL"] {
+        assert!(disk.inner.contents(odd).is_some(), "{odd} kept");
+    }
 }
