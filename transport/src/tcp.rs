@@ -404,16 +404,25 @@ impl Channel {
     /// is idle, otherwise by the writer thread, which batches whatever has queued up.
     fn push<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, queued: Queued) {
         let kind = queued.envelope.kind;
-        self.enqueue(&mut st, queued);
-        self.flush(sh, st, kind);
+        let wake = self.enqueue(sh, &mut st, queued);
+        self.flush(sh, st, kind, wake);
     }
 
-    fn enqueue(&self, st: &mut ChannelState, queued: Queued) {
+    /// Appends a message to the queue; returns whether the writer thread has news: the
+    /// queue was empty (the writer sleeps until a keep-alive falls due), or the batch has
+    /// just become full (the writer may be waiting `batch_delay_us_max` for company). Any
+    /// other message joins a batch the writer already knows about, so waking it again
+    /// would only cost a context switch.
+    fn enqueue(&self, sh: &Shared, st: &mut ChannelState, queued: Queued) -> bool {
+        let batch_bytes_max = sh.config.batch_bytes_max;
+        let was_empty = st.queue.is_empty();
+        let was_full = st.queued_bytes >= batch_bytes_max;
         st.queued_bytes += queued.envelope_bytes();
-        if st.queue.is_empty() {
+        if was_empty {
             st.batch_started = Some(Instant::now());
         }
         st.queue.push_back(queued);
+        was_empty || (!was_full && st.queued_bytes >= batch_bytes_max)
     }
 
     /// Writes the queue on the caller's thread if the channel is idle, else leaves it to
@@ -427,7 +436,13 @@ impl Channel {
     /// takes the queue, waiting up to `batch_delay_us_max` for company (Request Batch), like
     /// Nagle's algorithm with a bound. Only a caller that agreed to wait
     /// (`Overflow::Block`) writes: a full socket buffer blocks it.
-    fn flush<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, kind: MessageKind) {
+    fn flush<'a>(
+        &'a self,
+        sh: &Shared,
+        mut st: MutexGuard<'a, ChannelState>,
+        kind: MessageKind,
+        wake: bool,
+    ) {
         let c = &sh.config;
         let idle = !st.writing
             && c.overflow == Overflow::Block
@@ -445,7 +460,9 @@ impl Channel {
             Some(conn) if idle => (conn.id, Arc::clone(&conn.stream)),
             _ => {
                 drop(st);
-                self.work.notify_all();
+                if wake {
+                    self.work.notify_all();
+                }
                 return;
             }
         };
@@ -866,15 +883,16 @@ impl Channel {
     /// Queues several messages and gets them written together.
     fn send_many(&self, sh: &Shared, messages: Vec<Queued>) {
         let mut st = self.state.lock();
+        let mut wake = false;
         for queued in messages {
             match self.admit(sh, st, queued.envelope_bytes(), false) {
                 Ok(admitted) => st = admitted,
                 // The connection is gone or closing: the requester learns it from there.
                 Err(_) => return,
             }
-            self.enqueue(&mut st, queued);
+            wake |= self.enqueue(sh, &mut st, queued);
         }
-        self.flush(sh, st, MessageKind::Response);
+        self.flush(sh, st, MessageKind::Response, wake);
     }
 }
 
