@@ -57,8 +57,9 @@ pub(crate) struct CrashOutcome {
 /// loses. Files are created by their first write.
 ///
 /// Reads see every write, synced or not (as a real page cache does). Operations return
-/// `io::Result` because the underlying storage can fail (the simulator does not inject
-/// I/O errors today; see the crate documentation).
+/// `io::Result`: when the disk is full ([`crate::Action::FillDisk`]) a write or length
+/// change that would grow the files fails with `io::ErrorKind::StorageFull` and changes
+/// nothing.
 pub struct Disk {
     storage: FaultyStorage,
     /// Open handles, dropped at a crash (they stop working then).
@@ -67,6 +68,8 @@ pub struct Disk {
     log: BTreeMap<String, Vec<Logged>>,
     /// The sequence number of the next write.
     next_seq: u64,
+    /// The capacity set by [`Disk::fill`], if the disk is full.
+    capacity_bytes: Option<u64>,
 }
 
 impl fmt::Debug for Disk {
@@ -87,6 +90,7 @@ impl Disk {
             files: BTreeMap::new(),
             log: BTreeMap::new(),
             next_seq: 0,
+            capacity_bytes: None,
         }
     }
 
@@ -120,7 +124,8 @@ impl Disk {
     ///
     /// # Errors
     ///
-    /// The storage's error (none are injected today).
+    /// `StorageFull` if the disk is full and the write would grow the file (nothing is
+    /// written then), or the storage's error.
     pub fn write(&mut self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let handle = self.handle(file)?;
         let old_len = handle.len()?;
@@ -231,20 +236,117 @@ impl Disk {
     /// Makes every write issued before `point` durable, and the directory; writes issued
     /// since stay unsynced.
     pub(crate) fn sync_through(&mut self, point: u64) -> io::Result<()> {
+        self.without_capacity(|d| d.sync_through_inner(point))
+    }
+
+    /// Runs `f` with the capacity limit lifted: the undo and redo steps of a sync are the
+    /// simulator's bookkeeping, not the node's writes, and must not fail for space.
+    fn without_capacity<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.storage.set_capacity_bytes(None);
+        let out = f(self);
+        self.storage.set_capacity_bytes(self.capacity_bytes);
+        out
+    }
+
+    /// Fills the disk: from now on, a write or length change that would make the files
+    /// hold more bytes than they do now fails with `StorageFull`. [`Disk::free`] undoes it.
+    pub(crate) fn fill(&mut self) {
+        let used: u64 = self
+            .storage
+            .file_names()
+            .iter()
+            .filter_map(|name| self.storage.contents(name))
+            .map(|c| c.len() as u64)
+            .sum();
+        self.capacity_bytes = Some(used);
+        self.storage.set_capacity_bytes(self.capacity_bytes);
+    }
+
+    /// Removes the limit set by [`Disk::fill`].
+    pub(crate) fn free(&mut self) {
+        self.capacity_bytes = None;
+        self.storage.set_capacity_bytes(None);
+    }
+
+    /// Whether the disk is full ([`crate::Action::FillDisk`]): writes that would grow its
+    /// files fail with `StorageFull`.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.capacity_bytes.is_some()
+    }
+
+    /// A failed sync of every write issued before `point`, as Linux may handle a failed
+    /// `fsync`: those writes are dropped from the page cache (the files read as if they had
+    /// never been made) and are not durable; writes issued since stay, unsynced, over the
+    /// older contents (a gap one leaves past the end of a file reads as zeros). Directory
+    /// changes are left unsynced.
+    pub(crate) fn fail_through(&mut self, point: u64) -> io::Result<()> {
+        self.without_capacity(|d| d.fail_through_inner(point))
+    }
+
+    fn fail_through_inner(&mut self, point: u64) -> io::Result<()> {
         let names: Vec<String> = self.log.keys().cloned().collect();
         for name in names {
-            // A renamed file has no cached handle under its new name: open it again.
-            if !self.files.contains_key(&name) {
-                match self.storage.open(&name) {
-                    Ok(h) => {
-                        self.files.insert(name.clone(), h);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.log.remove(&name);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
+            if !self.reopen(&name)? {
+                continue;
+            }
+            let handle = &self.files[&name];
+            let ops = self.log.get_mut(&name).expect("listed above");
+            let covered = ops.iter().take_while(|o| o.seq < point).count();
+            if covered == 0 {
+                continue;
+            }
+            let mut late = ops.split_off(covered);
+            for o in late.iter().rev().chain(ops.iter().rev()) {
+                undo(handle, o)?;
+            }
+            // Put the later writes back on what is left, noting afresh what each one
+            // overwrites, so that a later sync sets them aside correctly.
+            for o in &mut late {
+                let old_len = handle.len()?;
+                let (from, to) = match o.op {
+                    LoggedOp::Write { offset, ref data } => (
+                        offset,
+                        offset.saturating_add(data.len() as u64).min(old_len),
+                    ),
+                    LoggedOp::SetLen { len } => (len, old_len),
+                };
+                o.old = read_range(handle, from, to)?;
+                o.old_len = old_len;
+                redo(handle, &o.op)?;
+            }
+            *ops = late;
+            if ops.is_empty() {
+                self.log.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure `name` has a handle (a renamed file has none under its new name); false
+    /// if the file no longer exists, whose log entries are then dropped.
+    fn reopen(&mut self, name: &str) -> io::Result<bool> {
+        if self.files.contains_key(name) {
+            return Ok(true);
+        }
+        match self.storage.open(name) {
+            Ok(h) => {
+                self.files.insert(name.to_owned(), h);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.log.remove(name);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sync_through_inner(&mut self, point: u64) -> io::Result<()> {
+        let names: Vec<String> = self.log.keys().cloned().collect();
+        for name in names {
+            if !self.reopen(&name)? {
+                continue;
             }
             let handle = &self.files[&name];
             let ops = self.log.get_mut(&name).expect("listed above");
@@ -440,6 +542,66 @@ mod tests {
             );
         }
         assert!(torn > 10 && flipped > 10, "torn {torn} flipped {flipped}");
+    }
+
+    #[test]
+    fn a_failed_sync_drops_the_writes_it_covered_and_keeps_later_ones() {
+        for mode in CrashMode::ALL {
+            let mut d = Disk::new(7);
+            d.append("f", b"durable-").expect("append");
+            let p0 = d.sync_point();
+            d.sync_through(p0).expect("sync");
+            d.append("f", b"lost").expect("append");
+            d.write("f", 0, b"D").expect("overwrite");
+            let p = d.sync_point();
+            d.write("f", 1, b"U").expect("later overwrite");
+            d.append("f", b"late").expect("later append");
+            d.fail_through(p).expect("bookkeeping");
+            // The covered writes are gone; the later ones stay, over the older contents.
+            assert_eq!(d.read("f").as_deref(), Some(&b"dUrable-\0\0\0\0late"[..]));
+            // A later sync makes exactly the later writes durable.
+            let p2 = d.sync_point();
+            d.sync_through(p2).expect("sync");
+            d.crash(mode);
+            assert_eq!(
+                d.read("f").as_deref(),
+                Some(&b"dUrable-\0\0\0\0late"[..]),
+                "{mode:?}"
+            );
+        }
+        // Without a later sync, the failed writes are not durable.
+        let mut d = Disk::new(8);
+        d.append("f", b"aaaa").expect("append");
+        let p = d.sync_point();
+        d.fail_through(p).expect("bookkeeping");
+        assert_eq!(d.read("f").as_deref(), Some(&b""[..]));
+        d.crash(CrashMode::DropUnsynced);
+        // (Nor is the file's creation: the directory was not synced either.)
+        assert_eq!(d.read("f"), None);
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_but_not_overwrites() {
+        let mut d = Disk::new(9);
+        d.append("f", b"12345678").expect("append");
+        let p = d.sync_point();
+        d.fill();
+        assert!(d.is_full());
+        let err = d.append("f", b"9").expect_err("full");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            d.read("f").as_deref(),
+            Some(&b"12345678"[..]),
+            "nothing written"
+        );
+        d.write("f", 0, b"ab").expect("an overwrite needs no space");
+        // A later write set aside during a sync does not count against the space.
+        d.sync_through(p).expect("sync while full");
+        d.set_len("f", 4).expect("shrinking frees space");
+        d.append("f", b"xy").expect("room again");
+        d.free();
+        d.append("f", b"more").expect("freed");
+        assert_eq!(d.read("f").as_deref(), Some(&b"ab34xymore"[..]));
     }
 
     #[test]

@@ -181,7 +181,8 @@
 //!    gets a fresh value from the factory given to [`Simulation::new`], so nothing
 //!    volatile survives a crash; the node rebuilds its state from [`Context::disk`].
 //! 2. Then any number of [`Node::on_message`], [`Node::on_timer`], [`Node::on_request`]
-//!    and [`Node::on_synced`], one at a time, each running to completion.
+//!    [`Node::on_synced`] and [`Node::on_sync_failed`], one at a time, each running to
+//!    completion.
 //!
 //! Within a call a node reads its clock ([`Context::now`], [`Context::clock`]), draws
 //! randomness ([`Context::rng`]), and emits effects: sends ([`Context::send`]), timers
@@ -266,20 +267,15 @@
 //! - **Phases**: a safety phase with faults, the invariant checked after every event; then
 //!   a liveness phase in which every fault is healed (clocks keep their offset and drift)
 //!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
+//! - **I/O errors** are scripted, not drawn by the nemesis: [`Action::FailNextSync`] makes
+//!   a node's next sync fail as a failed `fsync` can (the writes it covered are dropped
+//!   from the page cache, and the node gets [`Node::on_sync_failed`]), and
+//!   [`Action::FillDisk`] makes writes that would grow its files fail with `StorageFull`
+//!   (`ENOSPC`, returned by the [`Disk`] call). They are opt-in because a node must be
+//!   written to handle them; they have no coverage counters.
 //!
-//! Not modelled today:
-//!
-//! - **I/O errors.** Every simulated sync succeeds and every write fits: a node cannot
-//!   learn that a sync failed (`EIO` from `fsync`, after which Linux may have dropped the
-//!   dirty pages) or that the disk is full (`ENOSPC`), so code paths that handle those
-//!   errors are not exercised here. [`Disk`]'s operations already return `io::Result`, and
-//!   `synod-wal`'s fault-injecting storage can fail syncs and writes; what is missing is
-//!   the delivery: a `Node::on_sync_failed` call (or a result passed to
-//!   [`Node::on_synced`]), opt-in fault kinds or scripted actions, and their coverage
-//!   counters. Test a WAL's error handling with `synod-wal`'s own fault-injection tests
-//!   meanwhile.
-//! - Slow disks beyond the sync delay distribution, frozen clocks, and message corruption
-//!   on the wire.
+//! Not modelled today: I/O errors drawn by the nemesis, failed reads, slow disks beyond
+//! the sync delay distribution, frozen clocks, and message corruption on the wire.
 //!
 //! # Checking histories
 //!

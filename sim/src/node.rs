@@ -7,8 +7,8 @@
 //! 1. [`Node::on_start`] once when the node boots, and again after every restart. A fresh
 //!    value from the node factory receives it, so nothing volatile survives a crash; the
 //!    node reads whatever survived on [`Context::disk`].
-//! 2. Then any number of [`Node::on_message`], [`Node::on_timer`], [`Node::on_request`] and
-//!    [`Node::on_synced`], one at a time, each running to completion. While a node is
+//! 2. Then any number of [`Node::on_message`], [`Node::on_timer`], [`Node::on_request`],
+//!    [`Node::on_synced`] and [`Node::on_sync_failed`], one at a time, each running to completion. While a node is
 //!    paused, its inputs wait and are delivered in order when it resumes. A crash drops
 //!    the node value, its pending timers, sync notifications and undelivered inputs.
 //!
@@ -157,9 +157,25 @@ pub trait Node {
     /// A sync requested with [`Context::sync`] completed: every disk write issued before
     /// that request is now durable. The default ignores it.
     ///
-    /// Simulated syncs always succeed today: there is no call for a failed sync (see the
-    /// crate documentation, "Fault model", for this known gap).
+    /// A sync fails only when a test schedules [`crate::Action::FailNextSync`]; then
+    /// [`Node::on_sync_failed`] is called instead.
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken)
+    where
+        Self: Sized,
+    {
+        let _ = (ctx, token);
+    }
+
+    /// A sync requested with [`Context::sync`] failed (an `fsync` returning `EIO`): the
+    /// writes it covered were dropped from the page cache and are not durable; writes
+    /// issued after the request are still there, unsynced. The node must not acknowledge
+    /// anything that depended on them; the usual answer is to rebuild its state from
+    /// [`Context::disk`] (as [`Node::on_start`] does) or to stop serving.
+    ///
+    /// Only [`crate::Action::FailNextSync`] makes a sync fail; the nemesis does not. The
+    /// default ignores it, so a node that waits for [`Node::on_synced`] for this token
+    /// waits forever (safe, but the liveness phase will notice).
+    fn on_sync_failed(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken)
     where
         Self: Sized,
     {

@@ -128,6 +128,17 @@ pub enum Action {
     ClockJump(NodeId, i64),
     /// Set a node's clock drift, in parts per million.
     ClockDrift(NodeId, i32),
+    /// The node's next sync to complete fails, as a failed `fsync` can: the writes it
+    /// covered are dropped from the page cache and are not durable, and the node gets
+    /// [`Node::on_sync_failed`] instead of [`Node::on_synced`].
+    FailNextSync(NodeId),
+    /// The node's disk is full from now on: its files may hold no more bytes than they
+    /// hold now, and a write or length change that would grow them fails with
+    /// `io::ErrorKind::StorageFull` (`ENOSPC`) and changes nothing. It lasts until
+    /// [`Action::FreeDisk`] or the liveness phase, across restarts.
+    FillDisk(NodeId),
+    /// Ends [`Action::FillDisk`].
+    FreeDisk(NodeId),
 }
 
 /// A workload that sends nothing.
@@ -610,6 +621,8 @@ struct Slot<N: Node> {
     disk: Disk,
     clock: NodeClock,
     incarnation: u32,
+    /// How many of the next sync completions fail ([`Action::FailNextSync`]).
+    failing_syncs: u32,
     state: NodeState,
     parked: Vec<Event<N>>,
 }
@@ -853,6 +866,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     disk: Disk::new(disk_seeds.next_u64()),
                     clock: NodeClock::new(offset),
                     incarnation: 0,
+                    failing_syncs: 0,
                     state: NodeState::Crashed,
                     parked: Vec::new(),
                 }
@@ -1176,11 +1190,20 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 if incarnation != slot.incarnation {
                     return;
                 }
-                // The simulator injects no I/O errors, so a sync cannot fail here.
-                ctx.disk
-                    .sync_through(point)
-                    .expect("simulated disks inject no I/O errors");
-                node.on_synced(&mut ctx, token);
+                // The disk's bookkeeping cannot fail: only a node's own writes meet a full
+                // disk, and its capacity is lifted for the sync's undo and redo steps.
+                if slot.failing_syncs > 0 {
+                    slot.failing_syncs -= 1;
+                    ctx.disk
+                        .fail_through(point)
+                        .expect("simulated disk bookkeeping");
+                    node.on_sync_failed(&mut ctx, token);
+                } else {
+                    ctx.disk
+                        .sync_through(point)
+                        .expect("simulated disk bookkeeping");
+                    node.on_synced(&mut ctx, token);
+                }
             }
             Event::Request {
                 id: req, request, ..
@@ -1601,6 +1624,21 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     self.coverage.bump(Counter::ClockDrift);
                 }
             }
+            Action::FailNextSync(id) => {
+                if valid(id) {
+                    self.slots[id.index()].failing_syncs += 1;
+                }
+            }
+            Action::FillDisk(id) => {
+                if valid(id) {
+                    self.slots[id.index()].disk.fill();
+                }
+            }
+            Action::FreeDisk(id) => {
+                if valid(id) {
+                    self.slots[id.index()].disk.free();
+                }
+            }
         }
     }
 
@@ -1611,6 +1649,8 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.net.heal(self.now);
         for i in 0..self.config.nodes {
             let id = NodeId::new(i as u32);
+            self.slots[i].failing_syncs = 0;
+            self.slots[i].disk.free();
             match self.slots[i].state {
                 NodeState::Crashed => {
                     self.coverage.bump(Counter::Restart);

@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_sim::{
-    ClientId, Completion, ConfigError, Context, Counter, CrashMode, Failure, FaultKind, Invocation,
-    NemesisConfig, NoClients, Node, NodeId, Outcome, RequestId, SimConfig, SimRng, SimTime,
-    Simulation, SyncToken, TimerId, Workload,
+    Action, ClientId, Completion, ConfigError, Context, Counter, CrashMode, Failure, FaultKind,
+    Invocation, NemesisConfig, NoClients, Node, NodeId, Outcome, RequestId, SimConfig, SimRng,
+    SimTime, Simulation, SyncToken, TimerId, Workload,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -414,7 +414,7 @@ fn invalid_configurations_are_refused() {
 
 #[test]
 fn a_scripted_scenario_runs_at_its_times() {
-    use synod_sim::{Action, Cut};
+    use synod_sim::Cut;
     let n = 3;
     let config = SimConfig::builder(n)
         .clients(0)
@@ -647,5 +647,115 @@ fn one_link_can_have_its_own_delays() {
             .build()
             .err(),
         Some(ConfigError::LinkNode(NodeId::new(3)))
+    );
+}
+
+#[derive(Debug, Default)]
+struct JournalSeen {
+    /// Tokens of syncs that failed, with whether the record they covered was still on disk.
+    failed: Vec<(u64, bool)>,
+    synced: u64,
+    /// Appends refused for lack of space, and when.
+    full: Vec<SimTime>,
+    appended_after_full: u64,
+}
+
+/// A node appending an 8-byte record every millisecond and syncing after each.
+struct Journal {
+    seen: Rc<RefCell<JournalSeen>>,
+    next: u64,
+}
+
+impl Node for Journal {
+    type Message = ();
+    type Request = ();
+    type Response = ();
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_message(&mut self, _: &mut Context<'_, Self>, _: NodeId, _: ()) {}
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
+        self.next += 1;
+        match ctx.disk().append("j", &self.next.to_le_bytes()) {
+            Ok(()) => {
+                let mut seen = self.seen.borrow_mut();
+                if !seen.full.is_empty() {
+                    seen.appended_after_full += 1;
+                }
+                drop(seen);
+                ctx.sync(SyncToken(self.next));
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+                self.seen.borrow_mut().full.push(ctx.now());
+            }
+        }
+        ctx.set_timer(Duration::from_millis(1), TimerId(0));
+    }
+
+    fn on_request(&mut self, _: &mut Context<'_, Self>, _: RequestId, _: ()) {}
+
+    fn on_synced(&mut self, _: &mut Context<'_, Self>, _: SyncToken) {
+        self.seen.borrow_mut().synced += 1;
+    }
+
+    fn on_sync_failed(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        let log = ctx.disk().read("j").unwrap_or_default();
+        let still_there = log
+            .chunks_exact(8)
+            .any(|r| u64::from_le_bytes(r.try_into().expect("8 bytes")) == token.0);
+        self.seen.borrow_mut().failed.push((token.0, still_there));
+    }
+}
+
+#[test]
+fn scripted_io_errors_reach_the_node() {
+    let config = SimConfig::builder(1)
+        .clients(0)
+        .safety_time(Duration::from_millis(60))
+        .nemesis(NemesisConfig::disabled())
+        .build()
+        .expect("valid");
+    let seen = Rc::new(RefCell::new(JournalSeen::default()));
+    let for_node = Rc::clone(&seen);
+    let ms = |n: u64| SimTime::from_micros(n * 1_000);
+    let n0 = NodeId::new(0);
+    let report = Simulation::new(
+        config,
+        4,
+        move |_| Journal {
+            seen: Rc::clone(&for_node),
+            next: 0,
+        },
+        NoClients,
+    )
+    .schedule(ms(10), Action::FailNextSync(n0))
+    .schedule(ms(20), Action::FillDisk(n0))
+    .schedule(ms(30), Action::FreeDisk(n0))
+    .run();
+    assert_eq!(report.failure, None);
+    let seen = seen.borrow();
+    // One sync failed, and the record it covered was gone from the disk when the node
+    // heard of it; every other sync succeeded.
+    assert_eq!(seen.failed.len(), 1, "{:?}", seen.failed);
+    assert!(
+        !seen.failed[0].1,
+        "the failed sync's record is still readable"
+    );
+    assert!(seen.synced > 40, "{}", seen.synced);
+    // The disk was full from 20 ms to 30 ms, and only then.
+    assert!(seen.full.len() >= 8, "{:?}", seen.full);
+    assert!(
+        seen.full.iter().all(|&t| t >= ms(20) && t < ms(31)),
+        "{:?}",
+        seen.full
+    );
+    assert!(
+        seen.appended_after_full > 20,
+        "{}",
+        seen.appended_after_full
     );
 }
