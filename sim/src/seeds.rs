@@ -27,10 +27,25 @@ pub struct SeedRunner {
     test: String,
 }
 
+/// The value of the environment variable `name` as a `u64` (decimal or `0x` hex), or
+/// `None` if it is not set.
+///
+/// # Panics
+///
+/// If it is set but is not such a number: a mistyped `SYNOD_SEED` must not silently run
+/// the default seeds instead of the one asked for.
 fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
+    let raw = std::env::var_os(name)?;
+    match raw.to_str().and_then(parse_u64) {
+        Some(n) => Some(n),
+        None => panic!("{name}={raw:?} is not a u64 (decimal, or hex with 0x)"),
+    }
+}
+
+/// A `u64` in decimal or in hex with `0x`, surrounding spaces allowed.
+fn parse_u64(v: &str) -> Option<u64> {
     let v = v.trim();
-    match v.strip_prefix("0x") {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => v.parse().ok(),
     }
@@ -49,6 +64,11 @@ impl SeedRunner {
 
     /// The seeds to run: `SYNOD_SEED` alone if set, otherwise `SYNOD_SEEDS` (or
     /// `default_count`) seeds from `SYNOD_SEED_BASE` (or 0).
+    ///
+    /// # Panics
+    ///
+    /// If one of these variables is set to something other than a `u64` (decimal, or hex
+    /// with `0x`).
     #[must_use]
     pub fn seeds(&self, default_count: u64) -> Vec<u64> {
         if let Some(seed) = env_u64("SYNOD_SEED") {
@@ -60,6 +80,10 @@ impl SeedRunner {
     }
 
     /// Whether a single seed was requested with `SYNOD_SEED`.
+    ///
+    /// # Panics
+    ///
+    /// As for [`SeedRunner::seeds`].
     #[must_use]
     pub fn replaying(&self) -> bool {
         env_u64("SYNOD_SEED").is_some()
@@ -79,7 +103,7 @@ impl SeedRunner {
     /// # Panics
     ///
     /// On the first seed whose body returns an error or panics, with the seed, the error
-    /// and the replay command in the message.
+    /// and the replay command in the message; and as for [`SeedRunner::seeds`].
     pub fn run(&self, default_count: u64, mut body: impl FnMut(u64) -> Result<(), String>) -> u64 {
         let seeds = self.seeds(default_count);
         for &seed in &seeds {
@@ -103,6 +127,10 @@ impl SeedRunner {
 
     /// Runs `body` for each seed until one fails, and returns that seed with its error and
     /// how many seeds it took (for tests that must catch a deliberately broken system).
+    ///
+    /// # Panics
+    ///
+    /// As for [`SeedRunner::seeds`].
     pub fn find_failure(
         &self,
         default_count: u64,
@@ -114,5 +142,26 @@ impl SeedRunner {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_in_decimal_and_hex_and_nothing_else() {
+        assert_eq!(parse_u64("102"), Some(102));
+        assert_eq!(parse_u64(" 0x66 "), Some(102));
+        assert_eq!(parse_u64("0XFF"), Some(255));
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "seed", "-1", "1e3", "0x", "0xg", "18446744073709551616"] {
+            assert_eq!(parse_u64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_unset_variable_is_none() {
+        assert_eq!(env_u64("SYNOD_SIM_TEST_SURELY_UNSET_VARIABLE"), None);
     }
 }
