@@ -77,7 +77,10 @@
 //! reason, rather than waiting for its deadline.
 //!
 //! **When.** A leader replicating to followers, a client with many independent requests:
-//! wherever round-trip time, not bandwidth, would otherwise limit throughput.
+//! wherever round-trip time, not bandwidth, would otherwise limit throughput. One thread
+//! can keep a whole window in flight: [`TcpTransport::request_batch`] sends many requests
+//! with one lock and, on an idle channel, one frame written by the caller itself; the
+//! caller then takes the responses as they complete and refills the window.
 //!
 //! **Who uses it.** Kafka producers (`max.in.flight.requests.per.connection`), Raft
 //! implementations pipelining AppendEntries, HTTP/2 and tarpc (per-request deadlines and a
@@ -258,8 +261,9 @@
 //! of at most 256 bytes ([`handshake::HANDSHAKE_BYTES_MAX`]), so a peer that has not said
 //! who it is cannot make this side buffer more; [`EVENTS_RECENT_MAX`] recent connection
 //! events; reads of at most 64 KiB per system call, the frames of one read handled as one
-//! batch; a waiter on a request alone in flight looks for its response for up to 50 µs
-//! before it sleeps.
+//! batch; a waiter on a request alone in flight, or sent with
+//! [`TcpTransport::request_batch`], looks for its response for up to 50 µs (yielding its
+//! core between looks) before it sleeps.
 //!
 //! # The trait nodes are written against
 //!

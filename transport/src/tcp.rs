@@ -403,9 +403,13 @@ impl Channel {
     /// Queues an admitted message and gets it written: by the caller itself when the channel
     /// is idle, otherwise by the writer thread, which batches whatever has queued up.
     fn push<'a>(&'a self, sh: &Shared, mut st: MutexGuard<'a, ChannelState>, queued: Queued) {
-        let kind = queued.envelope.kind;
+        let origin = match queued.envelope.kind {
+            MessageKind::Request => Origin::Request,
+            MessageKind::Response => Origin::Formed,
+            MessageKind::OneWay => Origin::OneWay,
+        };
         let wake = self.enqueue(sh, &mut st, queued);
-        self.flush(sh, st, kind, wake);
+        self.flush(sh, st, origin, wake);
     }
 
     /// Appends a message to the queue; returns whether the writer thread has news: the
@@ -430,9 +434,10 @@ impl Channel {
     ///
     /// Writing on the caller's thread saves a thread hand-off: it is what makes one request
     /// at a time cost little more than a raw round trip. Idle means nothing is being
-    /// written and, for a request, no other request is in flight; for responses (produced
-    /// one batch per received frame) nothing more; for a one-way message, no request in
-    /// flight and nothing written for `batch_delay_us_max`. Otherwise the writer thread
+    /// written and, for a request, no other request is in flight; for a batch the caller
+    /// formed itself (the responses to one read, or [`TcpTransport::request_batch`])
+    /// nothing more; for a one-way message, no request in flight and nothing written for
+    /// `batch_delay_us_max`. Otherwise the writer thread
     /// takes the queue, waiting up to `batch_delay_us_max` for company (Request Batch), like
     /// Nagle's algorithm with a bound. Only a caller that agreed to wait
     /// (`Overflow::Block`) writes: a full socket buffer blocks it.
@@ -440,16 +445,16 @@ impl Channel {
         &'a self,
         sh: &Shared,
         mut st: MutexGuard<'a, ChannelState>,
-        kind: MessageKind,
+        origin: Origin,
         wake: bool,
     ) {
         let c = &sh.config;
         let idle = !st.writing
             && c.overflow == Overflow::Block
-            && match kind {
-                MessageKind::Request => st.pending.len() <= 1,
-                MessageKind::Response => true,
-                MessageKind::OneWay => {
+            && match origin {
+                Origin::Request => st.pending.len() <= 1,
+                Origin::Formed => true,
+                Origin::OneWay => {
                     // Cheapest test first: with others already queued the channel is busy.
                     st.queue.len() == 1
                         && st.pending.is_empty()
@@ -587,6 +592,58 @@ impl Channel {
             finished: false,
             spin: alone,
         })
+    }
+
+    /// Sends one request per payload, all queued under one lock and written together: by
+    /// the caller when the channel is idle, as one frame and one system call (up to
+    /// `batch_bytes_max`). Pushes a handle per queued request onto `out`, in order.
+    fn request_batch(
+        self: &Arc<Self>,
+        sh: &Shared,
+        payloads: impl IntoIterator<Item = Bytes>,
+        timeout: Duration,
+        out: &mut Vec<ResponseHandle>,
+    ) -> Result<(), RequestError> {
+        let deadline = Instant::now() + timeout;
+        // Sizes are checked before anything is queued: a payload too large sends nothing.
+        let batch = payloads
+            .into_iter()
+            .map(|payload| self.encode(sh, MessageKind::Request, CorrelationId(0), payload))
+            .collect::<Result<Vec<Queued>, SendError>>()?;
+        let mut st = self.state.lock();
+        let mut wake = false;
+        let mut result = Ok(());
+        for mut queued in batch {
+            let id = CorrelationId(self.next_correlation.fetch_add(1, Ordering::Relaxed));
+            queued.envelope.correlation = id;
+            queued.len = queued.envelope.encoded_len();
+            st = match self.admit(sh, st, queued.envelope_bytes(), true) {
+                Ok(admitted) => admitted,
+                Err(err) => {
+                    // The requests queued so far stay queued (their handles are in `out`).
+                    result = Err(err);
+                    st = self.state.lock();
+                    break;
+                }
+            };
+            let (completer, completion) = completion();
+            st.pending.insert(id, completer);
+            wake |= self.enqueue(sh, &mut st, queued);
+            out.push(ResponseHandle {
+                channel: Arc::clone(self),
+                id,
+                completion,
+                deadline,
+                timeout,
+                finished: false,
+                spin: true,
+            });
+        }
+        if st.queue.is_empty() {
+            return result;
+        }
+        self.flush(sh, st, Origin::Formed, wake);
+        result
     }
 
     /// Ends connection `connection` (if it is still the current one): closes the socket,
@@ -892,8 +949,19 @@ impl Channel {
             }
             wake |= self.enqueue(sh, &mut st, queued);
         }
-        self.flush(sh, st, MessageKind::Response, wake);
+        self.flush(sh, st, Origin::Formed, wake);
     }
+}
+
+/// Who queued a message, which decides whether the caller may write it itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// One request.
+    Request,
+    /// A batch the caller formed: the responses to one read, or a request batch.
+    Formed,
+    /// One one-way message.
+    OneWay,
 }
 
 /// A request in flight: wait on it for the response.
@@ -1124,6 +1192,73 @@ impl TcpTransport {
     ) -> Result<ResponseHandle, RequestError> {
         let channel = self.channel_for(to)?;
         channel.request(&self.shared, payload, timeout)
+    }
+
+    /// Sends one request to `to` per payload, in order, each due within `timeout`, and
+    /// pushes a handle per request onto `out` (which is not cleared first).
+    ///
+    /// This is the Request Pipeline driven by one thread: the requests are queued under
+    /// one lock and, if nothing else is being written to `to`, written by the calling
+    /// thread as one frame in one system call, without waking the writer thread or
+    /// waiting `batch_delay_us_max`. A caller keeping a window of requests in flight
+    /// refills it with one call per batch of responses taken (see the example).
+    /// [`request`](Self::request) in a loop costs a lock per request and leaves batching
+    /// to the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// See [`RequestError`]. A payload too large fails the whole call before anything is
+    /// sent. Any other error (the connection is lost, the transport closes, or with
+    /// [`Overflow::FailFast`] the window or queue is full) stops the batch there: the
+    /// requests before it are sent and their handles are in `out`, the rest are not.
+    /// With [`Overflow::Block`] this waits while the in-flight window or the queue is
+    /// full, after handing what it queued so far to the writer thread.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::collections::VecDeque;
+    /// # use std::time::Duration;
+    /// # use bytes::Bytes;
+    /// # use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
+    /// # let server = TcpTransport::bind_with_handler(
+    /// #     Config::builder(ClusterId(1), NodeId(1)).build()?, "127.0.0.1:0",
+    /// #     |request| Some(request.payload().clone()))?;
+    /// # let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId(2)).build()?, "127.0.0.1:0")?;
+    /// # client.add_peer(NodeId(1), server.local_addr());
+    /// # assert!(client.wait_connected(NodeId(1), Duration::from_secs(10)));
+    /// // Keep up to 16 requests in flight from this one thread; 100 in all.
+    /// let (window, total) = (16, 100u32);
+    /// let (mut sent, mut done) = (0u32, 0u32);
+    /// let mut in_flight = VecDeque::new();
+    /// let mut fresh = Vec::new();
+    /// while done < total {
+    ///     let room = (window - in_flight.len()).min((total - sent) as usize);
+    ///     let payloads = (sent..sent + room as u32).map(|i| Bytes::from(i.to_le_bytes().to_vec()));
+    ///     client.request_batch(NodeId(1), payloads, Duration::from_secs(10), &mut fresh)?;
+    ///     sent += room as u32;
+    ///     in_flight.extend(fresh.drain(..));
+    ///     // Wait for the oldest, then take every response already there.
+    ///     loop {
+    ///         let handle: synod_transport::ResponseHandle = in_flight.pop_front().unwrap();
+    ///         assert_eq!(handle.wait()?[..], done.to_le_bytes()); // in order
+    ///         done += 1;
+    ///         if !in_flight.front().is_some_and(|h| h.is_ready()) {
+    ///             break;
+    ///         }
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn request_batch(
+        &self,
+        to: NodeId,
+        payloads: impl IntoIterator<Item = Bytes>,
+        timeout: Duration,
+        out: &mut Vec<ResponseHandle>,
+    ) -> Result<(), RequestError> {
+        let channel = self.channel_for(to)?;
+        channel.request_batch(&self.shared, payloads, timeout, out)
     }
 
     /// Sends `payload` as the response to `request`, which must be a request received by

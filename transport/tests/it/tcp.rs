@@ -454,3 +454,154 @@ fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete(
     assert_eq!(expired[0].0, "y=2");
     assert!(waiting.is_empty());
 }
+
+#[test]
+fn a_request_batch_is_one_frame_and_completes_in_order_with_its_own_responses() {
+    let server =
+        TcpTransport::bind_with_handler(config(1).build().unwrap(), "127.0.0.1:0", |req| {
+            let mut v = req.payload().to_vec();
+            v.reverse();
+            Some(Bytes::from(v))
+        })
+        .unwrap();
+    let client = start(config(2));
+    client.add_peer(NodeId(1), server.local_addr());
+    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    let mut handles = Vec::new();
+    let payloads = (0u32..64).map(|i| Bytes::from(format!("batch-{i}")));
+    client
+        .request_batch(NodeId(1), payloads, PATIENCE, &mut handles)
+        .unwrap();
+    assert_eq!(handles.len(), 64);
+    // Correlation ids are distinct and increase in submission order.
+    assert!(
+        handles
+            .windows(2)
+            .all(|w| w[0].correlation() < w[1].correlation())
+    );
+    for (i, handle) in handles.into_iter().enumerate() {
+        let got = handle.wait().unwrap();
+        let want: Vec<u8> = format!("batch-{i}").bytes().rev().collect();
+        assert_eq!(got[..], want[..]);
+    }
+    let stats = client.stats();
+    assert_eq!(stats.messages_sent, 64);
+    assert_eq!(
+        stats.batches_sent, 1,
+        "an idle channel writes the whole batch as one frame"
+    );
+    // An empty batch sends nothing and succeeds.
+    let mut none = Vec::new();
+    client
+        .request_batch(NodeId(1), std::iter::empty(), PATIENCE, &mut none)
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(client.stats().messages_sent, 64);
+}
+
+#[test]
+fn a_request_batch_with_a_payload_too_large_sends_nothing() {
+    let (_a, b) = pair();
+    let max = b.config().payload_bytes_max();
+    let payloads = vec![Bytes::new(), Bytes::from(vec![0u8; max + 1])];
+    let mut handles = Vec::new();
+    assert!(matches!(
+        b.request_batch(NodeId(1), payloads, PATIENCE, &mut handles),
+        Err(RequestError::Send(
+            synod_transport::SendError::TooLarge { .. }
+        ))
+    ));
+    assert!(handles.is_empty());
+    assert_eq!(b.in_flight(NodeId(1)), 0);
+    assert_eq!(b.stats().messages_sent, 0);
+}
+
+#[test]
+fn a_request_batch_beyond_the_window_fails_fast_after_sending_what_fits() {
+    let a = start(config(1));
+    let b = start(
+        config(2)
+            .in_flight_max(3)
+            .overflow(synod_transport::Overflow::FailFast),
+    );
+    b.add_peer(NodeId(1), a.local_addr());
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let mut handles = Vec::new();
+    let payloads = (0u8..5).map(|i| Bytes::from(vec![i]));
+    assert!(matches!(
+        b.request_batch(NodeId(1), payloads, PATIENCE, &mut handles),
+        Err(RequestError::InFlightFull { max: 3, .. })
+    ));
+    assert_eq!(handles.len(), 3, "the requests that fit were sent");
+    assert_eq!(b.in_flight(NodeId(1)), 3);
+    for i in 0u8..3 {
+        let req = a.recv(PATIENCE).expect("request");
+        assert_eq!(req.payload()[..], [i]);
+        a.respond(&req, Bytes::from(vec![i + 100])).unwrap();
+    }
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.wait().unwrap()[..], [i as u8 + 100]);
+    }
+    assert_eq!(b.in_flight(NodeId(1)), 0);
+}
+
+#[test]
+fn a_request_batch_blocks_for_the_window_and_each_request_keeps_its_deadline() {
+    // The server answers only payloads of 100 and more.
+    let server =
+        TcpTransport::bind_with_handler(config(1).build().unwrap(), "127.0.0.1:0", |req| {
+            (req.payload()[0] >= 100).then(|| req.payload().clone())
+        })
+        .unwrap();
+    let client = start(config(2).in_flight_max(4));
+    client.add_peer(NodeId(1), server.local_addr());
+    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    let mut handles = Vec::new();
+    // Unanswered requests fail at their deadline and free the window.
+    let payloads = (0u8..4).map(|i| Bytes::from(vec![i]));
+    client
+        .request_batch(NodeId(1), payloads, Duration::from_millis(20), &mut handles)
+        .unwrap();
+    assert_eq!(client.in_flight(NodeId(1)), 4);
+    for handle in handles.drain(..) {
+        match handle.wait() {
+            Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    assert_eq!(client.in_flight(NodeId(1)), 0);
+    // A batch larger than the window goes through by waiting for responses.
+    let payloads = (100u8..110).map(|i| Bytes::from(vec![i]));
+    client
+        .request_batch(NodeId(1), payloads, PATIENCE, &mut handles)
+        .unwrap();
+    assert_eq!(handles.len(), 10);
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.wait().unwrap()[..], [i as u8 + 100]);
+    }
+    assert_eq!(client.in_flight(NodeId(1)), 0);
+}
+
+#[test]
+fn a_lost_connection_fails_every_request_of_a_batch_at_once() {
+    let a = start(config(1));
+    let b = start(config(2).backoff_initial_ms(5).backoff_max_ms(50));
+    b.add_peer(NodeId(1), a.local_addr());
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let mut handles = Vec::new();
+    b.request_batch(
+        NodeId(1),
+        (0..10).map(|_| Bytes::new()),
+        PATIENCE * 10,
+        &mut handles,
+    )
+    .unwrap();
+    assert!(wait_for(|| a.stats().messages_received == 10));
+    a.shutdown();
+    for handle in handles {
+        match handle.wait() {
+            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+    }
+}
