@@ -223,7 +223,8 @@
 //! - `SYNOD_SEED_BASE=<n>`: start the range at `n`, to explore new seeds.
 //!
 //! This crate's own tests also read `SYNOD_CATCH_RATE=1` (count how many seeds catch each
-//! broken register) and `SYNOD_PRINT_RUNS=1` (print a summary of ten runs).
+//! broken register); `cargo test -p synod-sim --test it register::print_some_runs --
+//! --ignored --nocapture` prints a summary of ten runs.
 //!
 //! # Fault model
 //!
