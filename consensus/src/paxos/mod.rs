@@ -21,8 +21,9 @@
 //!
 //! Where it is used: Chubby and Spanner (Multi-Paxos per shard), Cassandra's lightweight
 //! transactions (a Paxos round per key, for compare-and-set), Megastore, and as the
-//! theory behind Raft and Zab. This module is single-decree only: the per-key register and
-//! the Multi-Paxos log of the issue are not implemented (see the crate documentation).
+//! theory behind Raft and Zab. [`register`] builds a per-key compare-and-set register on
+//! these rounds, like Cassandra's lightweight transactions. A Multi-Paxos log (a stable
+//! leader skipping phase one) is not implemented; Raft is this crate's replicated log.
 //!
 //! ```
 //! use synod_consensus::paxos::{Acceptor, Proposer};
@@ -53,6 +54,8 @@ use serde::{Deserialize, Serialize};
 use synod_quorum::{MajorityConfig, Outcome, Quorum};
 
 use crate::types::NodeId;
+
+pub mod register;
 
 /// A ballot: a round number and the proposer's id, compared in that order. Unique per
 /// proposer and totally ordered.

@@ -5,6 +5,7 @@ mod harness;
 mod paxos;
 mod raft_paper;
 mod random;
+mod register;
 mod sessions;
 mod sim;
 #[cfg(feature = "wal")]
