@@ -229,12 +229,13 @@
 //! # Fault model
 //!
 //! - **Network** ([`LinkConfig`], set for all links with [`SimConfigBuilder::link`] and per
-//!   link with [`SimConfigBuilder::link_between`]): every ordered pair of nodes is a link with its own
-//!   delay distribution ([`DelayDistribution`]: uniform, with an optional slow tail), loss
-//!   and duplication. Links are FIFO unless a reordering period is on (the second copy of
-//!   a duplicated message gets its own delay, so it may arrive out of order). A partition cuts
-//!   links ([`Cut`]); the nemesis draws the shapes of [`PartitionShape`]: halves, one node
-//!   isolated, one-way, a bridge node, and the majorities ring. A message is dropped if its
+//!   link with [`SimConfigBuilder::link_between`]): every ordered pair of nodes is a link
+//!   with its own delay distribution ([`DelayDistribution`]: uniform, with an optional slow
+//!   tail), loss and duplication. Links are FIFO unless a reordering period is on (the
+//!   second copy of a duplicated message gets its own delay, so it may arrive out of
+//!   order). A partition cuts links ([`Cut`]); the nemesis draws the shapes of
+//!   [`PartitionShape`]: halves, one node isolated, one-way, a bridge node, and the
+//!   majorities ring. A message is dropped if its
 //!   link is cut when it is sent or when it would arrive. A clogged link holds messages
 //!   until the clog ends. Client links have their own delays and loss but are never cut
 //!   and never duplicate (a duplicated request is a retry, which is the workload's call).

@@ -8,9 +8,10 @@
 //!    value from the node factory receives it, so nothing volatile survives a crash; the
 //!    node reads whatever survived on [`Context::disk`].
 //! 2. Then any number of [`Node::on_message`], [`Node::on_timer`], [`Node::on_request`],
-//!    [`Node::on_synced`] and [`Node::on_sync_failed`], one at a time, each running to completion. While a node is
-//!    paused, its inputs wait and are delivered in order when it resumes. A crash drops
-//!    the node value, its pending timers, sync notifications and undelivered inputs.
+//!    [`Node::on_synced`] and [`Node::on_sync_failed`], one at a time, each running to
+//!    completion. While a node is paused, its inputs wait and are delivered in order when
+//!    it resumes. A crash drops the node value, its pending timers, sync notifications and
+//!    undelivered inputs.
 //!
 //! Within a call the node acts only through the [`Context`]: it reads its clock
 //! ([`Context::now`]), draws randomness ([`Context::rng`]), sends ([`Context::send`]), sets

@@ -368,8 +368,8 @@ impl SimConfigBuilder {
     ///
     /// If the node count is not in `1..=NODES_MAX`, a link given with
     /// [`SimConfigBuilder::link_between`] names a node outside the cluster, the client
-    /// count is above `CLIENTS_MAX`, the safety time, liveness bound or client timeout is zero, or any
-    /// duration (including delay bounds of the links and disks, and the nemesis's
+    /// count is above `CLIENTS_MAX`, the safety time, liveness bound or client timeout is
+    /// zero, or any duration (including delay bounds of the links and disks, and the nemesis's
     /// settings) is above [`DURATION_MAX`].
     pub fn build(self) -> Result<SimConfig, ConfigError> {
         let c = self.config;
