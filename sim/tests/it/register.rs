@@ -245,7 +245,8 @@ fn print_some_runs() {
     for seed in 0..10 {
         let r = run(Variant::Correct, seed);
         println!(
-            "seed {seed}: events {} ops {} ok {} unknown {} end {} profile {}",
+            "seed {seed}: trace {:#018x} events {} ops {} ok {} unknown {} end {} profile {}",
+            r.trace_hash,
             r.events,
             r.history.len(),
             r.history.ok_count(),
