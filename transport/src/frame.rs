@@ -474,17 +474,35 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 /// [`FrameError::BadEnvelope`] if the payload is not a sequence of whole envelopes (an
 /// empty payload is one too: a messages frame carries at least one).
 pub fn decode_envelopes(payload: &Bytes) -> Result<Vec<Envelope>, FrameError> {
+    let mut out = Vec::new();
+    decode_envelopes_into(payload, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode_envelopes`], but appends the envelopes to `out` (so that a reader can
+/// reuse one vector for every frame) and returns how many it appended.
+///
+/// # Errors
+///
+/// As [`decode_envelopes`]; `out` is then left as it was.
+pub fn decode_envelopes_into(
+    payload: &Bytes,
+    out: &mut Vec<Envelope>,
+) -> Result<usize, FrameError> {
     if payload.is_empty() {
         return Err(FrameError::BadEnvelope);
     }
-    let mut out = Vec::new();
+    let before = out.len();
     let mut at = 0;
     while at < payload.len() {
-        let (envelope, next) = decode_envelope(payload, at).ok_or(FrameError::BadEnvelope)?;
+        let Some((envelope, next)) = decode_envelope(payload, at) else {
+            out.truncate(before);
+            return Err(FrameError::BadEnvelope);
+        };
         out.push(envelope);
         at = next;
     }
-    Ok(out)
+    Ok(out.len() - before)
 }
 
 /// One envelope starting at `at`; returns it and the offset after it.
@@ -690,6 +708,27 @@ mod tests {
             decode_envelopes(&Bytes::from_static(&[0xff])),
             Err(FrameError::BadEnvelope)
         );
+    }
+
+    #[test]
+    fn decoding_into_appends_and_leaves_the_vector_alone_on_error() {
+        let mut good = Vec::new();
+        envelope(1, 3).encode_into(&mut good);
+        envelope(2, 0).encode_into(&mut good);
+        let mut out = vec![envelope(9, 1)];
+        assert_eq!(
+            decode_envelopes_into(&Bytes::from(good.clone()), &mut out),
+            Ok(2)
+        );
+        assert_eq!(out, vec![envelope(9, 1), envelope(1, 3), envelope(2, 0)]);
+        // A whole envelope followed by a truncated one: nothing is appended.
+        let mut bad = good.clone();
+        bad.push(5);
+        assert_eq!(
+            decode_envelopes_into(&Bytes::from(bad), &mut out),
+            Err(FrameError::BadEnvelope)
+        );
+        assert_eq!(out.len(), 3);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::config::{Backoff, Config, Overflow};
 use crate::error::{Disconnect, RequestError, SendError};
 use crate::frame::{
     Envelope, Frame, FrameDecoder, FrameKind, HEADER_BYTES, MessageKind, begin_frame,
-    decode_envelopes, finish_frame,
+    decode_envelopes_into, finish_frame,
 };
 use crate::handshake::{
     self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, RejectReason, Welcome,
@@ -228,9 +228,10 @@ impl Shared {
     /// Queues received messages for `recv`, waiting while the queue is full (so the reader
     /// stops reading and TCP pushes back on the peer). Gives up if the connection
     /// `connection` of `channel` is gone or the transport closes.
-    fn deliver(&self, channel: &Channel, connection: u64, incoming: Vec<Incoming>) {
+    /// Empties `incoming` either way.
+    fn deliver(&self, channel: &Channel, connection: u64, incoming: &mut Vec<Incoming>) {
         let mut inbound = self.inbound.lock();
-        for incoming in incoming {
+        for incoming in incoming.drain(..) {
             while inbound.len() >= self.config.inbound_messages_max {
                 if self.is_closing() || !channel.is_current(connection) {
                     return;
@@ -789,10 +790,12 @@ impl Channel {
         }
         let mut last_received = Instant::now();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
+        // Reused for every read: the envelopes of its frames, and those to deliver.
+        let mut batch = Vec::new();
+        let mut deliveries = Vec::new();
         loop {
             // Every whole frame buffered (after a read, or right after the handshake) is
             // handled as one batch, so that responses to all of it leave together.
-            let mut batch = Vec::new();
             let failure = loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
@@ -806,7 +809,7 @@ impl Channel {
             };
             // Frames before a bad one were whole and valid: they are handled.
             if !batch.is_empty() {
-                self.on_envelopes(sh, connection, batch);
+                self.on_envelopes(sh, connection, &mut batch, &mut deliveries);
             }
             if let Some(reason) = failure {
                 return reason;
@@ -863,16 +866,19 @@ impl Channel {
         match frame.kind {
             FrameKind::KeepAlive => Ok(()),
             FrameKind::Messages => {
-                let envelopes = decode_envelopes(&frame.payload).map_err(Disconnect::Protocol)?;
-                bump(&sh.counters.messages_received, envelopes.len() as u64);
+                let before = batch.len();
+                let n =
+                    decode_envelopes_into(&frame.payload, batch).map_err(Disconnect::Protocol)?;
+                bump(&sh.counters.messages_received, n as u64);
                 self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
-                if envelopes
+                if batch[before..]
                     .iter()
                     .any(|e| e.from != self.peer || e.to != sh.config.node)
                 {
+                    // A bad frame's envelopes are not handled; those before it are.
+                    batch.truncate(before);
                     return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
                 }
-                batch.extend(envelopes);
                 Ok(())
             }
             // Handshake frames after the handshake: the peer is confused.
@@ -883,15 +889,21 @@ impl Channel {
     /// Handles the envelopes of the frames of one read: responses complete their requests;
     /// requests and messages go to the handler (whose responses leave together, as one
     /// batch) or to the inbound queue (all at once).
-    fn on_envelopes(self: &Arc<Self>, sh: &Arc<Shared>, connection: u64, envelopes: Vec<Envelope>) {
-        let mut deliveries = Vec::new();
+    /// Empties `envelopes`; `deliveries` is scratch space, empty before and after.
+    fn on_envelopes(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        connection: u64,
+        envelopes: &mut Vec<Envelope>,
+        deliveries: &mut Vec<Incoming>,
+    ) {
         let mut replies = Vec::new();
         // Responses first take their requests out of the pending map, all under one lock;
         // the waiters are woken after it is released.
         let mut completed = Vec::new();
         if envelopes.iter().any(|e| e.kind == MessageKind::Response) {
             let mut st = self.state.lock();
-            for envelope in &envelopes {
+            for envelope in envelopes.iter() {
                 if envelope.kind == MessageKind::Response {
                     match st.pending.remove(&envelope.correlation) {
                         Some(completer) => completed.push((completer, envelope.payload.clone())),
@@ -906,7 +918,7 @@ impl Channel {
             }
             self.space.notify_all();
         }
-        for envelope in envelopes {
+        for envelope in envelopes.drain(..) {
             match envelope.kind {
                 MessageKind::Response => {}
                 MessageKind::Request | MessageKind::OneWay => {
