@@ -93,6 +93,9 @@ fn config(policy: SyncPolicy, pending_bytes_max: usize) -> WalConfig {
 /// exercised (the writer then runs after the maintenance, which is also correct).
 const RACE_WINDOW: Duration = Duration::from_millis(200);
 
+/// A bound on waits that only a bug makes long (a hang becomes a failure).
+const GATE_WAIT: Duration = Duration::from_secs(60);
+
 /// Regression: a record submitted while a truncation had the lock released got an index
 /// from before the truncation, and the truncation then reset the next index under it, so
 /// the record was written (and read back) at another index than its writer was told.
@@ -110,7 +113,7 @@ fn a_submit_during_a_truncation_gets_the_index_after_the_cut() {
         thread::spawn(move || wal.truncate_after(LogIndex::new(5)))
     };
     gate.reached
-        .recv()
+        .recv_timeout(GATE_WAIT)
         .expect("the truncation reaches the directory sync");
     let (done_tx, done) = channel();
     let writer = {
@@ -163,7 +166,7 @@ fn a_waiter_on_a_record_truncated_under_it_gets_an_error() {
         thread::spawn(move || wal.truncate_after(LogIndex::new(5)))
     };
     gate.reached
-        .recv()
+        .recv_timeout(GATE_WAIT)
         .expect("the truncation reaches the directory sync");
     let (done_tx, done) = channel();
     let waiter = {
@@ -210,7 +213,7 @@ fn group_commit_resumes_after_a_purge_that_held_the_log() {
         thread::spawn(move || wal.purge_before(LogIndex::new(20)))
     };
     gate.reached
-        .recv()
+        .recv_timeout(GATE_WAIT)
         .expect("the purge reaches the directory sync");
     let (done_tx, done) = channel();
     let writer = {
@@ -226,7 +229,7 @@ fn group_commit_resumes_after_a_purge_that_held_the_log() {
     purging.join().expect("no panic").expect("purge");
     // A hang here is the bug; a generous bound turns it into a failure.
     if !early {
-        done.recv_timeout(Duration::from_secs(60))
+        done.recv_timeout(GATE_WAIT)
             .expect("the writer is released by a sync after the purge");
     }
     assert_eq!(
