@@ -228,10 +228,15 @@ impl Shared {
     /// Queues received messages for `recv`, waiting while the queue is full (so the reader
     /// stops reading and TCP pushes back on the peer). Gives up if the connection
     /// `connection` of `channel` is gone or the transport closes.
-    /// Empties `incoming` either way.
-    fn deliver(&self, channel: &Channel, connection: u64, incoming: &mut Vec<Incoming>) {
+    /// Takes every item of `incoming` either way (the rest are dropped if it gives up).
+    fn deliver(
+        &self,
+        channel: &Channel,
+        connection: u64,
+        incoming: impl Iterator<Item = Incoming>,
+    ) {
         let mut inbound = self.inbound.lock();
-        for incoming in incoming.drain(..) {
+        for incoming in incoming {
             while inbound.len() >= self.config.inbound_messages_max {
                 if self.is_closing() || !channel.is_current(connection) {
                     return;
@@ -790,9 +795,8 @@ impl Channel {
         }
         let mut last_received = Instant::now();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
-        // Reused for every read: the envelopes of its frames, and those to deliver.
+        // Reused for every read: the envelopes of its frames.
         let mut batch = Vec::new();
-        let mut deliveries = Vec::new();
         loop {
             // Every whole frame buffered (after a read, or right after the handshake) is
             // handled as one batch, so that responses to all of it leave together.
@@ -809,7 +813,7 @@ impl Channel {
             };
             // Frames before a bad one were whole and valid: they are handled.
             if !batch.is_empty() {
-                self.on_envelopes(sh, connection, &mut batch, &mut deliveries);
+                self.on_envelopes(sh, connection, &mut batch);
             }
             if let Some(reason) = failure {
                 return reason;
@@ -889,19 +893,22 @@ impl Channel {
     /// Handles the envelopes of the frames of one read: responses complete their requests;
     /// requests and messages go to the handler (whose responses leave together, as one
     /// batch) or to the inbound queue (all at once).
-    /// Empties `envelopes`; `deliveries` is scratch space, empty before and after.
+    /// Empties `envelopes`.
     fn on_envelopes(
         self: &Arc<Self>,
         sh: &Arc<Shared>,
         connection: u64,
         envelopes: &mut Vec<Envelope>,
-        deliveries: &mut Vec<Incoming>,
     ) {
         let mut replies = Vec::new();
         // Responses first take their requests out of the pending map, all under one lock;
         // the waiters are woken after it is released.
         let mut completed = Vec::new();
-        if envelopes.iter().any(|e| e.kind == MessageKind::Response) {
+        let responses = envelopes
+            .iter()
+            .filter(|e| e.kind == MessageKind::Response)
+            .count();
+        if responses > 0 {
             let mut st = self.state.lock();
             for envelope in envelopes.iter() {
                 if envelope.kind == MessageKind::Response {
@@ -918,6 +925,22 @@ impl Channel {
             }
             self.space.notify_all();
         }
+        if responses == envelopes.len() {
+            envelopes.clear();
+            return;
+        }
+        let Some(handler) = &sh.handler else {
+            // Everything but responses goes to the inbound queue, straight from the batch.
+            let incoming = envelopes
+                .drain(..)
+                .filter(|e| e.kind != MessageKind::Response)
+                .map(|e| {
+                    let correlation = (e.kind == MessageKind::Request).then_some(e.correlation);
+                    Incoming::new(e.from, e.payload, correlation)
+                });
+            sh.deliver(self, connection, incoming);
+            return;
+        };
         for envelope in envelopes.drain(..) {
             match envelope.kind {
                 MessageKind::Response => {}
@@ -925,24 +948,16 @@ impl Channel {
                     let correlation =
                         (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
                     let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
-                    match &sh.handler {
-                        Some(handler) => {
-                            let reply = handler(&incoming);
-                            if let (Some(correlation), Some(reply)) = (correlation, reply) {
-                                match self.encode(sh, MessageKind::Response, correlation, reply) {
-                                    Ok(queued) => replies.push(queued),
-                                    // A reply too large to send: the requester times out.
-                                    Err(_) => bump(&sh.counters.messages_dropped, 1),
-                                }
-                            }
+                    let reply = handler(&incoming);
+                    if let (Some(correlation), Some(reply)) = (correlation, reply) {
+                        match self.encode(sh, MessageKind::Response, correlation, reply) {
+                            Ok(queued) => replies.push(queued),
+                            // A reply too large to send: the requester times out.
+                            Err(_) => bump(&sh.counters.messages_dropped, 1),
                         }
-                        None => deliveries.push(incoming),
                     }
                 }
             }
-        }
-        if !deliveries.is_empty() {
-            sh.deliver(self, connection, deliveries);
         }
         if !replies.is_empty() {
             self.send_many(sh, replies);
