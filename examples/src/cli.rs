@@ -44,27 +44,47 @@ pub enum Command {
         #[arg(long)]
         keep_data: bool,
     },
-    /// Run one node of a Consistent Core cluster.
+    /// Run one node of a Consistent Core cluster (a replicated key-value store speaking RESP).
+    ///
+    /// Example, one of three nodes:
+    /// synod node --id 1 --listen 127.0.0.1:7001 --client 127.0.0.1:6001
+    ///   --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /tmp/synod/1
+    ///
+    /// Then `redis-cli -p 6001 set k v`, or `synod kv --addr 127.0.0.1:6001 get k`.
+    /// Restarting on the same --data-dir recovers the node's log and state.
     Node {
-        /// This node's id.
+        /// This node's id (1, 2, ...).
         #[arg(long)]
         id: u64,
-        /// Address to listen on for peers and clients.
+        /// Address to listen on for the other nodes.
         #[arg(long)]
         listen: String,
-        /// Every member of the cluster, as `ID=ADDR`, comma-separated.
+        /// Address to listen on for RESP clients (redis-cli, synod kv). Default: the
+        /// --listen host, with its port minus 1000 (7001 serves clients on 6001).
+        #[arg(long)]
+        client: Option<String>,
+        /// Every member of the cluster, this node included, as `ID=ADDR` (their --listen
+        /// addresses), comma-separated.
         #[arg(long)]
         peers: String,
-        /// Directory for this node's log and snapshots.
+        /// Directory for this node's log and snapshots; it remembers which node and
+        /// cluster it belongs to.
         #[arg(long)]
         data_dir: PathBuf,
     },
     /// A client for a running Consistent Core cluster.
+    ///
+    /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX [LIMIT], or
+    /// any RESP command (incr K, mget K..., info). Writes use a session, so a write
+    /// retried after a lost reply is applied once.
     Kv {
-        /// Address of any node.
-        #[arg(long, default_value = "127.0.0.1:7001")]
+        /// RESP address of any node (comma-separated to try several).
+        #[arg(long, default_value = "127.0.0.1:6001")]
         addr: String,
-        /// The command, for example `get key` or `set key value`.
+        /// Read mode: linearizable, lease or follower.
+        #[arg(long, default_value = "linearizable")]
+        read: String,
+        /// The command, for example `get key` or `put key value`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -125,12 +145,21 @@ pub fn run(cli: Cli) -> ExitCode {
             "synod demo",
             "the Consistent Core reference system (issues 9 and 10)",
         ),
-        Command::Node { .. } => not_ready(
-            "synod node",
-            "the Consistent Core reference system (issue 9)",
+        Command::Node {
+            id,
+            listen,
+            client,
+            peers,
+            data_dir,
+        } => crate::consistent_core::tool::run_node(
+            id,
+            &listen,
+            client.as_deref(),
+            &peers,
+            &data_dir,
         ),
-        Command::Kv { .. } => {
-            not_ready("synod kv", "the Consistent Core reference system (issue 9)")
+        Command::Kv { addr, read, args } => {
+            crate::consistent_core::tool::run_kv(&addr, &read, &args)
         }
         Command::Sim { .. } => not_ready(
             "synod sim",

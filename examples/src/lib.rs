@@ -13,3 +13,4 @@
 //! None of them exists yet; [`cli`] says so plainly when asked to run one.
 
 pub mod cli;
+pub mod consistent_core;

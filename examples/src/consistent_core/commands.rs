@@ -1,0 +1,399 @@
+//! The command table: RESP commands in, [`Request`]s to the node and RESP replies out.
+//!
+//! Pure functions over a connection's state ([`ConnState`]: its session and read mode),
+//! so that the table is tested without sockets. The server calls [`execute`] for each
+//! command, runs the [`Action`] it returns, and passes the node's [`Response`] back
+//! through [`ConnState::settle`], which turns it into a RESP [`Value`] and moves the
+//! session's sequence number on.
+//!
+//! | Command | Meaning |
+//! |---|---|
+//! | `PING [msg]` | `PONG` |
+//! | `GET k`, `MGET k...`, `EXISTS k...` | reads, in the connection's read mode |
+//! | `SET k v [NX\|XX]` | write; `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL` refused (no expiry until leases exist) |
+//! | `DEL k...`, `INCR k`, `INCRBY k n`, `DECR k` | writes |
+//! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
+//! | `SCAN prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
+//! | `INFO` | role, leader, term, commit and applied index |
+//! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried |
+//! | `CLIENT SESSION id next_seq` | resumes a session on a new connection; resend the unanswered write with it |
+//! | `CLIENT UNREGISTER` | closes the session |
+//! | `CLIENT INFO` | the session id and next sequence number |
+//! | `CLIENT READMODE linearizable\|lease\|follower` | how reads are served (default linearizable) |
+//! | `READONLY` / `READWRITE` | follower reads on / off (as Redis Cluster spells it) |
+//! | `QUIT` | closes the connection |
+
+use synod_consensus::session::SessionId;
+
+use super::kv::{KvCommand, KvQuery, KvReply, PutCondition};
+use super::node::{Info, ReadMode, Request, Response, SessionSeq};
+use super::resp::Value;
+
+/// Most pairs `SCAN` returns unless told.
+pub const SCAN_LIMIT_DEFAULT: usize = 1000;
+
+/// What a connection remembers between commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnState {
+    /// The session and its next sequence number.
+    pub session: Option<(SessionId, u64)>,
+    /// How reads are served.
+    pub read_mode: ReadMode,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState {
+            session: None,
+            read_mode: ReadMode::Linearizable,
+        }
+    }
+}
+
+/// What the server must do for a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Reply at once.
+    Reply(Value),
+    /// Reply and close the connection.
+    Close(Value),
+    /// Run the request through the node; reply with [`ConnState::settle`].
+    Call(Request),
+    /// Reply with the node's [`Info`], rendered by [`render_info`].
+    Info,
+}
+
+fn err(text: impl Into<String>) -> Action {
+    Action::Reply(Value::Error(text.into()))
+}
+
+fn arity(name: &str) -> Action {
+    err(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    ))
+}
+
+fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Decides what to do with one command.
+pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
+    let Some((name, rest)) = args.split_first() else {
+        return err("ERR empty command");
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+    let read = |query| {
+        Action::Call(Request::Read {
+            query,
+            mode: conn.read_mode,
+        })
+    };
+    let write = |conn: &ConnState, command| {
+        Action::Call(Request::Write {
+            command,
+            session: conn.session.map(|(session, seq)| SessionSeq {
+                session,
+                seq,
+                ack_below: seq,
+            }),
+        })
+    };
+    match (name.as_str(), rest) {
+        ("PING", []) => Action::Reply(Value::Simple("PONG".into())),
+        ("PING", [msg]) => Action::Reply(Value::Bulk(msg.clone())),
+        ("QUIT", _) => Action::Close(Value::Simple("OK".into())),
+        ("COMMAND", _) => Action::Reply(Value::Array(Vec::new())),
+        ("INFO", _) => Action::Info,
+        ("READONLY", []) => {
+            conn.read_mode = ReadMode::Follower;
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("READWRITE", []) => {
+            conn.read_mode = ReadMode::Linearizable;
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("GET", [k]) => read(KvQuery::Get(k.clone())),
+        ("MGET", keys) if !keys.is_empty() => read(KvQuery::MGet(keys.to_vec())),
+        ("EXISTS", keys) if !keys.is_empty() => read(KvQuery::Exists(keys.to_vec())),
+        ("SCAN", [prefix]) => read(KvQuery::Scan {
+            prefix: prefix.clone(),
+            limit: SCAN_LIMIT_DEFAULT,
+        }),
+        ("SCAN", [prefix, limit]) => match parse_i64(limit).and_then(|l| usize::try_from(l).ok()) {
+            Some(limit) => read(KvQuery::Scan {
+                prefix: prefix.clone(),
+                limit,
+            }),
+            None => err("ERR SCAN limit must be a non-negative integer"),
+        },
+        ("SET", [k, v, options @ ..]) => {
+            let mut condition = PutCondition::Always;
+            for option in options {
+                match String::from_utf8_lossy(option)
+                    .to_ascii_uppercase()
+                    .as_str()
+                {
+                    "NX" if condition == PutCondition::Always => condition = PutCondition::IfAbsent,
+                    "XX" if condition == PutCondition::Always => {
+                        condition = PutCondition::IfPresent;
+                    }
+                    "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
+                        return err(
+                            "ERR expiry (EX, PX, EXAT, PXAT, KEEPTTL) is not supported: keys cannot expire until leases exist",
+                        );
+                    }
+                    "GET" => return err("ERR SET ... GET is not supported"),
+                    _ => return err("ERR syntax error"),
+                }
+            }
+            write(
+                conn,
+                KvCommand::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                    condition,
+                },
+            )
+        }
+        ("DEL", keys) if !keys.is_empty() => write(
+            conn,
+            KvCommand::Delete {
+                keys: keys.to_vec(),
+            },
+        ),
+        ("INCR", [k]) => write(
+            conn,
+            KvCommand::Incr {
+                key: k.clone(),
+                by: 1,
+            },
+        ),
+        ("DECR", [k]) => write(
+            conn,
+            KvCommand::Incr {
+                key: k.clone(),
+                by: -1,
+            },
+        ),
+        ("INCRBY", [k, by]) => match parse_i64(by) {
+            Some(by) => write(conn, KvCommand::Incr { key: k.clone(), by }),
+            None => err("ERR value is not an integer or out of range"),
+        },
+        ("CAS", [k, expected, new]) => write(
+            conn,
+            KvCommand::Cas {
+                key: k.clone(),
+                expected: Some(expected.clone()),
+                new: new.clone(),
+            },
+        ),
+        ("CLIENT", [sub, rest @ ..]) => client(
+            conn,
+            &String::from_utf8_lossy(sub).to_ascii_uppercase(),
+            rest,
+        ),
+        (
+            "PING" | "GET" | "MGET" | "EXISTS" | "SCAN" | "SET" | "DEL" | "INCR" | "DECR"
+            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
+            _,
+        ) => arity(&name),
+        _ => err(format!(
+            "ERR unknown command '{}', with args beginning with: {}",
+            name.to_ascii_lowercase(),
+            rest.iter()
+                .take(3)
+                .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    }
+}
+
+fn client(conn: &mut ConnState, sub: &str, rest: &[Vec<u8>]) -> Action {
+    match (sub, rest) {
+        ("REGISTER", []) => Action::Call(Request::Register),
+        ("UNREGISTER", []) => match conn.session {
+            Some((session, _)) => Action::Call(Request::Unregister(session)),
+            None => err("ERR no session on this connection"),
+        },
+        ("SESSION", [id, seq]) => {
+            match (
+                parse_i64(id).and_then(|i| u64::try_from(i).ok()),
+                parse_i64(seq),
+            ) {
+                (Some(id), Some(seq)) if seq >= 1 => {
+                    conn.session = Some((SessionId(id), seq as u64));
+                    Action::Reply(Value::Simple("OK".into()))
+                }
+                _ => err("ERR usage: CLIENT SESSION <id> <next sequence number, from 1>"),
+            }
+        }
+        ("INFO", []) => Action::Reply(match conn.session {
+            Some((id, seq)) => Value::Bulk(format!("session={} next_seq={seq}", id.0).into_bytes()),
+            None => Value::Bulk(b"session=none".to_vec()),
+        }),
+        ("READMODE", [mode]) => {
+            let mode = match String::from_utf8_lossy(mode).to_ascii_lowercase().as_str() {
+                "linearizable" => ReadMode::Linearizable,
+                "lease" => ReadMode::Lease,
+                "follower" => ReadMode::Follower,
+                _ => return err("ERR read mode must be linearizable, lease or follower"),
+            };
+            conn.read_mode = mode;
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("SETNAME" | "SETINFO", _) => Action::Reply(Value::Simple("OK".into())),
+        _ => {
+            err("ERR unknown CLIENT subcommand; try REGISTER, SESSION, UNREGISTER, INFO, READMODE")
+        }
+    }
+}
+
+impl ConnState {
+    /// Turns the node's answer to `request` into a reply, and moves the session on
+    /// when the request took effect.
+    pub fn settle(&mut self, request: &Request, response: Response) -> Value {
+        let reply = match response {
+            Response::Kv(reply) => reply,
+            Response::NotLeader { .. } => {
+                return Value::Error("TRYAGAIN no leader; retry".into());
+            }
+            Response::Retry(why) => return Value::Error(format!("TRYAGAIN {why}")),
+        };
+        match request {
+            Request::Register => {
+                if let KvReply::Int(id) = reply {
+                    self.session = Some((SessionId(id as u64), 1));
+                }
+            }
+            Request::Unregister(_) => self.session = None,
+            Request::Write {
+                session: Some(s), ..
+            } => {
+                if !matches!(&reply, KvReply::Error(e) if e.starts_with("SESSION")) {
+                    self.session = Some((s.session, s.seq + 1));
+                }
+            }
+            Request::Write { .. } | Request::Read { .. } => {}
+        }
+        to_value(reply)
+    }
+}
+
+/// A state-machine reply as RESP.
+pub fn to_value(reply: KvReply) -> Value {
+    match reply {
+        KvReply::Ok => Value::Simple("OK".into()),
+        KvReply::Nil => Value::Nil,
+        KvReply::Int(n) => Value::Int(n),
+        KvReply::Bulk(b) => Value::Bulk(b),
+        KvReply::Values(vs) => Value::Array(
+            vs.into_iter()
+                .map(|v| v.map_or(Value::Nil, Value::Bulk))
+                .collect(),
+        ),
+        KvReply::Pairs(ps) => Value::Array(
+            ps.into_iter()
+                .flat_map(|(k, v)| [Value::Bulk(k), Value::Bulk(v)])
+                .collect(),
+        ),
+        KvReply::Error(e) if e.starts_with("ERR") || e.starts_with("SESSION") => Value::Error(e),
+        KvReply::Error(e) => Value::Error(format!("ERR {e}")),
+    }
+}
+
+/// `INFO`'s text, in Redis' `field:value` lines.
+pub fn render_info(info: &Info) -> String {
+    let role = format!("{:?}", info.role).to_ascii_lowercase();
+    let leader = info
+        .leader
+        .map_or_else(|| "none".to_string(), |l| l.to_string());
+    format!(
+        "# Consistent Core\r\nnode_id:{}\r\nrole:{role}\r\nleader:{leader}\r\nterm:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_index:{}\r\nfirst_index:{}\r\nkeys:{}\r\nsessions:{}\r\n",
+        info.id,
+        info.term.get(),
+        info.commit.0,
+        info.applied.0,
+        info.last.0,
+        info.first.0,
+        info.keys,
+        info.sessions
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<Vec<u8>> {
+        line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    fn is_error(action: &Action, starts: &str) -> bool {
+        matches!(action, Action::Reply(Value::Error(e)) if e.starts_with(starts))
+    }
+
+    #[test]
+    fn bad_commands_get_errors_and_leave_the_connection_usable() {
+        let mut conn = ConnState::default();
+        assert!(is_error(
+            &execute(&mut conn, &args("FLUSHALL")),
+            "ERR unknown command"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("GET")),
+            "ERR wrong number"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("GET a b")),
+            "ERR wrong number"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SET k v EX 10")),
+            "ERR expiry"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SET k v NX XX")),
+            "ERR syntax"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("INCRBY k x")),
+            "ERR value"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("CLIENT FOO")),
+            "ERR unknown CLIENT"
+        ));
+        assert_eq!(
+            execute(&mut conn, &args("PING")),
+            Action::Reply(Value::Simple("PONG".into()))
+        );
+    }
+
+    #[test]
+    fn session_writes_are_numbered_and_move_on_when_answered() {
+        let mut conn = ConnState::default();
+        let Action::Call(register) = execute(&mut conn, &args("CLIENT REGISTER")) else {
+            panic!("a call")
+        };
+        let v = conn.settle(&register, Response::Kv(KvReply::Int(7)));
+        assert_eq!(v, Value::Int(7));
+        let Action::Call(set) = execute(&mut conn, &args("SET k v")) else {
+            panic!("a call")
+        };
+        let Request::Write {
+            session: Some(s), ..
+        } = &set
+        else {
+            panic!("a session write")
+        };
+        assert_eq!((s.session, s.seq), (SessionId(7), 1));
+        // A timeout leaves the number as it is: the retry reuses it.
+        conn.settle(&set, Response::Retry("timed out".into()));
+        assert_eq!(conn.session, Some((SessionId(7), 1)));
+        conn.settle(&set, Response::Kv(KvReply::Ok));
+        assert_eq!(conn.session, Some((SessionId(7), 2)));
+    }
+}

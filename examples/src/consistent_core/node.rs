@@ -1,0 +1,430 @@
+//! The Consistent Core node as a sans-I/O state machine: Raft plus the key-value store.
+//!
+//! A [`CoreNode`] owns a `synod_consensus::Node` (Leader and Followers, Replicated Log,
+//! High-Water Mark) and the [`KvStore`] its committed entries drive. It takes [`Input`]s
+//! (a peer's message, a client's [`Request`], a clock tick, a persistence
+//! acknowledgement) through [`CoreNode::handle`] and returns [`Effect`]s (messages to send,
+//! a request to make the log durable, replies to clients). It reads no clock, opens no
+//! socket and touches no file, so the same node runs under `synod-sim` and inside the
+//! real-process driver ([`super::server`]), which owns the threads, the sockets and the
+//! write-ahead log.
+//!
+//! Clients are identified by an opaque [`Tag`] the caller chooses; every request gets
+//! exactly one [`Effect::Reply`] with its tag unless the node is dropped first (the
+//! caller keeps its own deadline: a message lost on the way to a leader leaves a
+//! forwarded read unanswered).
+//!
+//! Reads come in three modes ([`ReadMode`]): linearizable (Raft's read index: the leader
+//! confirms with a quorum that it still leads, then the read is served once this replica
+//! has applied that far; a follower asks the leader for the index and serves the read
+//! itself), lease (the leader's lease, falling back to a read index when it holds none),
+//! and follower reads (Follower Reads: this replica's state as applied, possibly stale).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use synod_consensus::session::{SessionEntry, SessionId};
+use synod_consensus::{
+    LogIndex, LogStore, Message, Node, NodeId, Payload, PersistToken, ProposeError, ReadId,
+    ReadWaitList, Role, Term,
+};
+
+use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
+
+/// The caller's id for a client request, echoed in its reply.
+pub type Tag = u64;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Linearizable: confirmed with a quorum (read index).
+    Linearizable,
+    /// The leader's lease if it holds one, else as `Linearizable`.
+    Lease,
+    /// This replica's applied state, without asking anyone (may be stale).
+    Follower,
+}
+
+/// A command's place in a client session: applied once however often it is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSeq {
+    /// The session (from [`Request::Register`]).
+    pub session: SessionId,
+    /// The request's sequence number in the session, from 1.
+    pub seq: u64,
+    /// The client holds the replies to every sequence number below this.
+    pub ack_below: u64,
+}
+
+/// What a client asks of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A command through the log, in a session or not.
+    Write {
+        /// The command.
+        command: KvCommand,
+        /// Its session and sequence number, if any.
+        session: Option<SessionSeq>,
+    },
+    /// Opens a session; the reply is its id as `Int`.
+    Register,
+    /// Closes a session.
+    Unregister(SessionId),
+    /// A query.
+    Read {
+        /// What to read.
+        query: KvQuery,
+        /// How fresh.
+        mode: ReadMode,
+    },
+}
+
+impl Request {
+    /// Whether only the leader can take it (a non-leader answers
+    /// [`Response::NotLeader`], and a driver forwards it).
+    #[must_use]
+    pub fn needs_leader(&self) -> bool {
+        !matches!(self, Request::Read { .. })
+    }
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The state machine's answer.
+    Kv(KvReply),
+    /// This node does not lead; `leader` is the one it knows of.
+    NotLeader {
+        /// Where to send it.
+        leader: Option<u64>,
+    },
+    /// Not done, and safe to retry (a proposal lost to a leader change, no leader known,
+    /// too much queued).
+    Retry(String),
+}
+
+/// Something that happened to the node.
+#[derive(Debug)]
+pub enum Input {
+    /// A message from a peer.
+    Peer(Message),
+    /// A client's request.
+    Client {
+        /// The caller's id for it.
+        tag: Tag,
+        /// The request.
+        request: Request,
+    },
+    /// One tick of the node's logical clock; `now_ms` is the caller's clock reading (it
+    /// stamps proposals so that session expiry runs on replicated time).
+    Tick {
+        /// Milliseconds on the caller's clock.
+        now_ms: u64,
+    },
+    /// Everything written to the store before the effect that carried the token is
+    /// durable.
+    Persisted(PersistToken),
+}
+
+/// Something the node wants done.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send this message to `message.to`.
+    Send(Message),
+    /// Make the store durable, then hand the token back as [`Input::Persisted`].
+    Persist(PersistToken),
+    /// Answer the client request with this tag.
+    Reply {
+        /// The request's tag.
+        tag: Tag,
+        /// The answer.
+        response: Response,
+    },
+    /// The node cannot continue (a snapshot that does not decode): stop it.
+    Fatal(String),
+}
+
+/// A summary of the node's state, for `INFO`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// This node.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Its term.
+    pub term: Term,
+    /// The commit index (High-Water Mark) it knows of.
+    pub commit: LogIndex,
+    /// The index its state machine has applied.
+    pub applied: LogIndex,
+    /// The last index in its log.
+    pub last: LogIndex,
+    /// The first index still in its log (above the snapshot: the Low-Water Mark).
+    pub first: LogIndex,
+    /// Keys in the map.
+    pub keys: usize,
+    /// Open client sessions.
+    pub sessions: usize,
+}
+
+/// Applied entries between snapshots, unless configured otherwise.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+
+/// Reads that may wait for this replica to apply their index.
+pub const READS_WAITING_MAX: usize = 4096;
+
+/// Raft plus the key-value store. See the module documentation.
+#[derive(Debug)]
+pub struct CoreNode<S: LogStore> {
+    raft: Node<S>,
+    kv: KvStore,
+    proposals: BTreeMap<LogIndex, (Term, Tag)>,
+    reads: BTreeMap<u64, (Tag, KvQuery)>,
+    read_wait: ReadWaitList<(Tag, KvQuery)>,
+    next_read: u64,
+    now_ms: u64,
+    snapshot_entries: u64,
+    effects: Vec<Effect>,
+}
+
+impl<S: LogStore> CoreNode<S> {
+    /// A node over `raft` (whose store may hold a snapshot and log from an earlier run:
+    /// the state machine is rebuilt from them); snapshots every `snapshot_entries`
+    /// applied entries (at least 1).
+    pub fn new(raft: Node<S>, snapshot_entries: u64) -> CoreNode<S> {
+        CoreNode {
+            raft,
+            kv: KvStore::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            read_wait: ReadWaitList::new(READS_WAITING_MAX),
+            next_read: 0,
+            now_ms: 0,
+            snapshot_entries: snapshot_entries.max(1),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The Raft node.
+    pub fn raft(&self) -> &Node<S> {
+        &self.raft
+    }
+
+    /// The log store, to make it durable on an [`Effect::Persist`].
+    pub fn store_mut(&mut self) -> &mut S {
+        self.raft.store_mut()
+    }
+
+    /// The state machine.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// The node's state in brief.
+    pub fn info(&self) -> Info {
+        Info {
+            id: self.raft.id().get(),
+            role: self.raft.role(),
+            leader: self.raft.leader().map(NodeId::get),
+            term: self.raft.term(),
+            commit: self.raft.commit_index(),
+            applied: self.raft.applied_index(),
+            last: self.raft.last_index(),
+            first: self.raft.store().first_index(),
+            keys: self.kv.len(),
+            sessions: self.kv.sessions(),
+        }
+    }
+
+    /// Handles one input and returns what the caller must do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Peer(message) => self.raft.step(message),
+            Input::Tick { now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.raft.tick();
+            }
+            Input::Persisted(token) => self.raft.persisted(token),
+            Input::Client { tag, request } => self.client(tag, request),
+        }
+        self.drain();
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Whatever the node has to hand out without a new input (call once after
+    /// construction: it loads the store's snapshot and replays committed entries).
+    pub fn poll(&mut self) -> Vec<Effect> {
+        self.drain();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn reply(&mut self, tag: Tag, response: Response) {
+        self.effects.push(Effect::Reply { tag, response });
+    }
+
+    fn client(&mut self, tag: Tag, request: Request) {
+        let command = match request {
+            Request::Read { query, mode } => return self.read(tag, query, mode),
+            Request::Write { command, session } => match session {
+                None => LogCommand::Plain {
+                    time: self.now_ms,
+                    command,
+                },
+                Some(s) => LogCommand::Session(SessionEntry::Request {
+                    session: s.session,
+                    seq: s.seq,
+                    ack_below: s.ack_below,
+                    time: self.now_ms,
+                    command,
+                }),
+            },
+            Request::Register => LogCommand::Session(SessionEntry::Register { time: self.now_ms }),
+            Request::Unregister(session) => LogCommand::Session(SessionEntry::Unregister {
+                session,
+                time: self.now_ms,
+            }),
+        };
+        match self.raft.propose(Bytes::from(command.encode())) {
+            Ok(index) => {
+                // An earlier proposal at this index was lost with a leadership change.
+                if let Some((_, lost)) = self.proposals.insert(index, (self.raft.term(), tag)) {
+                    self.reply(lost, lost_response());
+                }
+            }
+            Err(ProposeError::NotLeader { leader }) => self.reply(
+                tag,
+                Response::NotLeader {
+                    leader: leader.map(NodeId::get),
+                },
+            ),
+            Err(e) => self.reply(tag, Response::Retry(e.to_string())),
+        }
+    }
+
+    fn read(&mut self, tag: Tag, query: KvQuery, mode: ReadMode) {
+        match mode {
+            ReadMode::Follower => {
+                let reply = self.kv.query(&query);
+                self.reply(tag, Response::Kv(reply));
+            }
+            ReadMode::Lease if self.raft.read_lease().is_some() => {
+                let index = self.raft.read_lease().unwrap_or_default();
+                self.wait_applied(index, tag, query);
+            }
+            ReadMode::Lease | ReadMode::Linearizable => {
+                self.next_read += 1;
+                match self.raft.read_index(ReadId(self.next_read)) {
+                    Ok(()) => {
+                        self.reads.insert(self.next_read, (tag, query));
+                    }
+                    Err(e) => self.reply(tag, Response::Retry(e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn wait_applied(&mut self, index: LogIndex, tag: Tag, query: KvQuery) {
+        match self
+            .read_wait
+            .wait(index, self.raft.applied_index(), (tag, query))
+        {
+            Ok(Some((tag, query))) => {
+                let reply = self.kv.query(&query);
+                self.reply(tag, Response::Kv(reply));
+            }
+            Ok(None) => {}
+            Err(e) => self.reply(tag, Response::Retry(e.to_string())),
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            if let Some(token) = ready.persist {
+                self.effects.push(Effect::Persist(token));
+            }
+            self.effects
+                .extend(ready.messages.into_iter().map(Effect::Send));
+            if let Some(snapshot) = ready.snapshot {
+                match KvStore::restore(&snapshot.data) {
+                    Some(kv) => self.kv = kv,
+                    None => {
+                        self.effects.push(Effect::Fatal(format!(
+                            "the snapshot at index {} does not decode",
+                            snapshot.meta.index
+                        )));
+                        return;
+                    }
+                }
+                let rest = self.proposals.split_off(&snapshot.meta.index.next());
+                for (_, (_, tag)) in std::mem::replace(&mut self.proposals, rest) {
+                    self.reply(tag, lost_response());
+                }
+            }
+            let mut applied = None;
+            for entry in ready.committed {
+                applied = Some(entry.index);
+                let reply = match entry.payload {
+                    Payload::Command(bytes) => match LogCommand::decode(&bytes) {
+                        Some(command) => self.kv.apply(entry.index, command),
+                        None => KvReply::Error("ERR undecodable log entry".into()),
+                    },
+                    Payload::Noop | Payload::Membership(_) => KvReply::Ok,
+                };
+                // Proposals at or below this index are settled: ours if the term matches.
+                let rest = self.proposals.split_off(&entry.index.next());
+                for (index, (term, tag)) in std::mem::replace(&mut self.proposals, rest) {
+                    if index == entry.index && term == entry.term {
+                        self.reply(tag, Response::Kv(reply.clone()));
+                    } else {
+                        self.reply(tag, lost_response());
+                    }
+                }
+            }
+            for read in ready.reads {
+                let Some((tag, query)) = self.reads.remove(&read.id.0) else {
+                    continue;
+                };
+                match read.index {
+                    Some(index) => self.wait_applied(index, tag, query),
+                    None => self.reply(
+                        tag,
+                        Response::Retry("leadership not confirmed; retry".into()),
+                    ),
+                }
+            }
+            let applied_now = self.raft.applied_index();
+            for (tag, query) in self.read_wait.applied(applied_now) {
+                let reply = self.kv.query(&query);
+                self.reply(tag, Response::Kv(reply));
+            }
+            if let Some(index) = applied {
+                self.maybe_compact(index);
+            }
+        }
+        if self.raft.role() != Role::Leader
+            && !self.reads.is_empty()
+            && self.raft.leader().is_none()
+        {
+            // Reads waiting for a confirmation that will not come from this node.
+            for (_, (tag, _)) in std::mem::take(&mut self.reads) {
+                self.reply(tag, Response::Retry("no leader; retry".into()));
+            }
+        }
+    }
+
+    fn maybe_compact(&mut self, applied: LogIndex) {
+        let snapshot_index = self.raft.store().snapshot().meta.index;
+        if applied.0.saturating_sub(snapshot_index.0) >= self.snapshot_entries {
+            // Cannot fail: `applied` is applied and above the snapshot.
+            let _ = self.raft.compact(applied, Bytes::from(self.kv.snapshot()));
+        }
+    }
+}
+
+fn lost_response() -> Response {
+    Response::Retry("the proposal was lost in a leadership change; retry".into())
+}

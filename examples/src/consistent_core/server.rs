@@ -1,0 +1,721 @@
+//! The real-process driver: one Consistent Core node as an operating-system process.
+// tidy: driver: owns the threads, sockets, files and clock of a real node.
+//!
+//! How the book's patterns are wired here:
+//!
+//! - **Singular Update Queue**: the [`CoreNode`] and everything it owns live on the worker
+//!   thread of a `synod_transport::SingularUpdateQueue`. Peer messages (from the
+//!   transport's reader threads, via one pump thread), client requests (from one thread
+//!   per client connection) and ticks (from a timer thread) are queued to it and applied
+//!   one at a time; nothing else touches the node, so it needs no lock.
+//! - **Single-Socket Channel, Request Pipeline, Request Batch**: peers talk over one
+//!   `TcpTransport` connection per pair. Raft messages are one-way sends; a follower
+//!   forwards a client's write to the leader as a transport request and waits for its
+//!   response (many in flight at once).
+//! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
+//!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
+//!   snapshots of the key-value state are written to it when the log is compacted.
+//! - **Group commit**: when the node asks for persistence, the worker syncs only once the
+//!   queue has run dry (or after [`SYNC_DEFER_EVENTS_MAX`] events), so one `fdatasync`
+//!   covers every append made meanwhile, by many clients.
+//! - **Request Waiting List**: client requests wait, keyed by a tag, until their entry
+//!   commits or their read index is applied (in [`CoreNode`]), and here for their reply
+//!   with a deadline.
+//! - **Idempotent Receiver**: clients may open a session (`CLIENT REGISTER`); the server
+//!   numbers each write in it, so a write retried after a lost reply is applied once.
+//!
+//! The client side speaks RESP on its own address (`--client`): see [`super::resp`] and
+//! the command table in [`super`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use synod_clocks::{PhysicalClock, SystemClock};
+use synod_consensus::{Config, Membership, Message, Node, NodeId, PersistToken, WalLogStore};
+use synod_transport::{
+    ClusterId, Completer, Incoming, SingularUpdateQueue, TcpTransport, WaitOutcome, completion,
+};
+use synod_wal::FileStorage;
+
+use super::commands::{Action, ConnState, execute};
+use super::node::{
+    CoreNode, Effect, Info, Input, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
+};
+use super::resp::{Limits, Value, parse_command};
+
+/// Events the worker may handle before a sync it owes.
+pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
+/// Requests waiting in the Singular Update Queue.
+pub const QUEUE_EVENTS_MAX: usize = 4096;
+/// Open client connections.
+pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// How long a client request may take, forwarding and retries included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Peer messages taken from the transport at a time.
+const PEER_BATCH_MAX: usize = 512;
+/// The file in the data directory naming the node and its cluster.
+pub const IDENTITY_FILE: &str = "synod-node";
+
+/// Why a node did not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A command-line value is wrong; the text says which and how.
+    Usage(String),
+    /// The data directory belongs to another node or cluster.
+    ForeignDataDir(String),
+    /// An address could not be bound.
+    Bind {
+        /// What it was for (`--listen` or `--client`).
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// The data directory could not be read or written.
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        error: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Usage(m) | StartError::ForeignDataDir(m) => f.write_str(m),
+            StartError::Bind { what, addr, error } if error.kind() == io::ErrorKind::AddrInUse => {
+                write!(
+                    f,
+                    "{what} {addr}: the address is already in use (another synod node, or another program?); pick a free port"
+                )
+            }
+            StartError::Bind { what, addr, error } => write!(f, "{what} {addr}: {error}"),
+            StartError::DataDir { dir, error } => {
+                write!(f, "data directory {}: {error}", dir.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// How to run one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeOptions {
+    id: u64,
+    listen: String,
+    client: String,
+    peers: BTreeMap<u64, String>,
+    data_dir: PathBuf,
+    tick_ms: u64,
+}
+
+impl NodeOptions {
+    /// Checks and builds the options. `peers` is `ID=ADDR,...` naming every member,
+    /// this node included; `client` is where RESP clients connect (default: the
+    /// `listen` host with the port minus 1000, so 7001 serves clients on 6001).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Usage`] with what to fix.
+    pub fn new(
+        id: u64,
+        listen: &str,
+        client: Option<&str>,
+        peers: &str,
+        data_dir: &Path,
+    ) -> Result<NodeOptions, StartError> {
+        if id == 0 {
+            return Err(StartError::Usage("--id must be at least 1".into()));
+        }
+        let mut map = BTreeMap::new();
+        for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (pid, addr) = part.split_once('=').ok_or_else(|| {
+                StartError::Usage(format!(
+                    "--peers: `{part}` is not ID=ADDR (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)"
+                ))
+            })?;
+            let pid: u64 = pid.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| {
+                StartError::Usage(format!("--peers: `{pid}` is not a node id (1, 2, ...)"))
+            })?;
+            if map.insert(pid, addr.trim().to_string()).is_some() {
+                return Err(StartError::Usage(format!(
+                    "--peers: node {pid} is listed twice"
+                )));
+            }
+        }
+        if !map.contains_key(&id) {
+            return Err(StartError::Usage(format!(
+                "--peers does not include this node (--id {id}); list every member, this one too, as ID=ADDR"
+            )));
+        }
+        let client = match client {
+            Some(c) => c.to_string(),
+            None => {
+                let addr = listen
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        StartError::Usage(format!("--listen {listen} is not an address"))
+                    })?;
+                let port = addr
+                    .port()
+                    .checked_sub(1000)
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| {
+                        StartError::Usage(
+                            "--listen port below 1001: give --client explicitly".into(),
+                        )
+                    })?;
+                SocketAddr::new(addr.ip(), port).to_string()
+            }
+        };
+        Ok(NodeOptions {
+            id,
+            listen: listen.to_string(),
+            client,
+            peers: map,
+            data_dir: data_dir.to_path_buf(),
+            tick_ms: 20,
+        })
+    }
+
+    /// Sets the tick length (default 20 ms; elections time out after 10 to 20 ticks).
+    #[must_use]
+    pub fn tick_ms(mut self, tick_ms: u64) -> NodeOptions {
+        self.tick_ms = tick_ms.max(1);
+        self
+    }
+
+    /// The RESP client address.
+    #[must_use]
+    pub fn client_addr(&self) -> &str {
+        &self.client
+    }
+
+    fn cluster_id(&self) -> u64 {
+        // FNV-1a over the member ids: nodes configured with different member sets refuse
+        // each other at the transport handshake.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for id in self.peers.keys() {
+            for b in id.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    fn identity(&self) -> String {
+        let members: Vec<String> = self.peers.keys().map(u64::to_string).collect();
+        format!("node={}\nmembers={}\n", self.id, members.join(","))
+    }
+}
+
+fn data_err(dir: &Path, error: impl fmt::Display) -> StartError {
+    StartError::DataDir {
+        dir: dir.to_path_buf(),
+        error: error.to_string(),
+    }
+}
+
+fn check_identity(options: &NodeOptions) -> Result<(), StartError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| data_err(dir, e))?;
+    let path = dir.join(IDENTITY_FILE);
+    let want = options.identity();
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == want => Ok(()),
+        Ok(found) => Err(StartError::ForeignDataDir(format!(
+            "data directory {} belongs to another node or cluster: it says `{}`, but this node is `{}`; use a fresh --data-dir or the matching --id/--peers",
+            dir.display(),
+            found.trim().replace('\n', " "),
+            want.trim().replace('\n', " ")
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let has_log = dir.join("log").exists();
+            if has_log {
+                return Err(StartError::ForeignDataDir(format!(
+                    "data directory {} holds a log but no {IDENTITY_FILE} file; refusing to guess whose it is",
+                    dir.display()
+                )));
+            }
+            let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+            std::fs::write(&tmp, want)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| data_err(dir, e))
+        }
+        Err(e) => Err(data_err(dir, e)),
+    }
+}
+
+type Store = WalLogStore<FileStorage>;
+
+/// Who waits for a reply.
+enum Waiter {
+    Local(Completer<Response>),
+    Remote(Incoming),
+}
+
+enum Event {
+    Peers(Vec<Message>),
+    Client(Request, Waiter),
+    Tick,
+    Info,
+}
+
+struct Worker {
+    node: CoreNode<Store>,
+    transport: Arc<TcpTransport>,
+    waiters: BTreeMap<Tag, Waiter>,
+    next_tag: Tag,
+    owed: Option<PersistToken>,
+    deferred: usize,
+    queued: Arc<AtomicUsize>,
+    clock: SystemClock,
+}
+
+impl Worker {
+    fn handle(&mut self, event: Event) -> Info {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let effects = match event {
+            Event::Peers(messages) => {
+                let mut effects = Vec::new();
+                for m in messages {
+                    effects.extend(self.node.handle(Input::Peer(m)));
+                }
+                effects
+            }
+            Event::Client(request, waiter) => {
+                self.next_tag += 1;
+                let tag = self.next_tag;
+                self.waiters.insert(tag, waiter);
+                self.node.handle(Input::Client { tag, request })
+            }
+            Event::Tick => {
+                let now_ms = self.clock.wall().as_nanos() / 1_000_000;
+                self.node.handle(Input::Tick { now_ms })
+            }
+            Event::Info => Vec::new(),
+        };
+        self.run(effects);
+        self.deferred += 1;
+        if self.queued.load(Ordering::Acquire) == 0 || self.deferred >= SYNC_DEFER_EVENTS_MAX {
+            self.flush();
+        }
+        self.node.info()
+    }
+
+    fn run(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(m) => {
+                    let to = synod_transport::NodeId(m.to.get());
+                    // Lost messages are Raft's business: it resends.
+                    let _ = self.transport.send(to, Bytes::from(m.encode()));
+                }
+                Effect::Persist(token) => self.owed = Some(token),
+                Effect::Reply { tag, response } => match self.waiters.remove(&tag) {
+                    Some(Waiter::Local(c)) => c.complete(response),
+                    Some(Waiter::Remote(incoming)) => {
+                        let bytes = postcard::to_stdvec(&response).expect("encodes");
+                        let _ = self.transport.respond(&incoming, Bytes::from(bytes));
+                    }
+                    None => {}
+                },
+                Effect::Fatal(why) => fail_stop(&why),
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.deferred = 0;
+        while let Some(token) = self.owed.take() {
+            if let Err(e) = self.node.store_mut().sync() {
+                fail_stop(&format!("the write-ahead log failed: {e}"));
+            }
+            let effects = self.node.handle(Input::Persisted(token));
+            self.run(effects);
+        }
+    }
+}
+
+fn fail_stop(why: &str) -> ! {
+    eprintln!("synod node: stopping: {why}");
+    std::process::exit(2)
+}
+
+type Queue = SingularUpdateQueue<Worker, Event, Info>;
+
+struct Shared {
+    queue: Queue,
+    queued: Arc<AtomicUsize>,
+    transport: Arc<TcpTransport>,
+    id: u64,
+    stopping: AtomicBool,
+    connections: AtomicUsize,
+}
+
+impl Shared {
+    fn submit(&self, event: Event) -> Option<synod_transport::UpdateHandle<Info>> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        match self.queue.submit(event) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                None
+            }
+        }
+    }
+
+    fn info(&self) -> Option<Info> {
+        self.submit(Event::Info)?.wait().ok()
+    }
+
+    /// Runs a request to its end: at this node, forwarded to the leader, retried while
+    /// it is certain it was not applied, until [`REQUEST_TIMEOUT`].
+    fn call(&self, request: &Request) -> Response {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let mut last = String::from("no leader");
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return Response::Retry("the node is shutting down".into());
+            }
+            let (completer, done) = completion();
+            if self
+                .submit(Event::Client(request.clone(), Waiter::Local(completer)))
+                .is_none()
+            {
+                return Response::Retry("the node is shutting down".into());
+            }
+            let response = match done.wait_until(deadline) {
+                WaitOutcome::Done(r) => r,
+                WaitOutcome::Canceled => {
+                    return Response::Retry("the node is shutting down".into());
+                }
+                WaitOutcome::TimedOut => {
+                    return Response::Retry(format!("timed out ({last}); the outcome is unknown"));
+                }
+            };
+            match response {
+                Response::Kv(_) => return response,
+                Response::NotLeader { leader: Some(l) } if l != self.id => {
+                    match self.forward(l, request, deadline) {
+                        Ok(Response::Kv(r)) => return Response::Kv(r),
+                        Ok(Response::NotLeader { .. }) => {
+                            last = format!("node {l} no longer leads");
+                        }
+                        Ok(Response::Retry(why)) => last = why,
+                        Err(why) => {
+                            return Response::Retry(format!(
+                                "forwarding to the leader, node {l}, failed: {why}; the outcome is unknown"
+                            ));
+                        }
+                    }
+                }
+                Response::NotLeader { .. } => last = "no leader known".into(),
+                Response::Retry(why) => last = why,
+            }
+            if Instant::now() >= deadline {
+                return Response::Retry(format!("timed out: {last}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn forward(
+        &self,
+        leader: u64,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Response, String> {
+        let bytes = postcard::to_stdvec(request).expect("encodes");
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let reply = self
+            .transport
+            .request(synod_transport::NodeId(leader), Bytes::from(bytes), timeout)
+            .map_err(|e| e.to_string())?
+            .wait()
+            .map_err(|e| e.to_string())?;
+        postcard::from_bytes(&reply).map_err(|e| format!("undecodable reply: {e}"))
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Server {
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+}
+
+impl Server {
+    /// Where RESP clients connect.
+    #[must_use]
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where peers connect.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the node's threads and returns once it listens; the node runs until the
+/// process exits.
+///
+/// # Errors
+///
+/// A [`StartError`] a person can act on.
+pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
+    check_identity(options)?;
+    let dir = &options.data_dir;
+    let voters = options.peers.keys().map(|&id| NodeId::new(id));
+    let membership =
+        Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
+    let storage =
+        |name: &str| FileStorage::new(dir.join("log").join(name)).map_err(|e| data_err(dir, e));
+    let store = WalLogStore::open(storage("entries")?, storage("meta")?, membership)
+        .map_err(|e| data_err(dir, e))?;
+    let config = Config::builder(NodeId::new(options.id))
+        .election_timeout_ticks(10..20)
+        .heartbeat_interval_ticks(2)
+        .append_bytes_max(256 << 10)
+        .snapshot_chunk_bytes_max(256 << 10)
+        .seed(options.id ^ options.cluster_id())
+        .build()
+        .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
+    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT);
+
+    let transport_config = synod_transport::Config::builder(
+        ClusterId(options.cluster_id()),
+        synod_transport::NodeId(options.id),
+    )
+    .build()
+    .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
+    let bind = |what, addr: &str, error| StartError::Bind {
+        what,
+        addr: addr.to_string(),
+        error,
+    };
+    let transport = Arc::new(
+        TcpTransport::bind(transport_config, options.listen.as_str())
+            .map_err(|e| bind("--listen", &options.listen, e))?,
+    );
+    let listener = TcpListener::bind(options.client.as_str())
+        .map_err(|e| bind("--client", &options.client, e))?;
+    for (&id, addr) in &options.peers {
+        if id == options.id {
+            continue;
+        }
+        let resolved = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                StartError::Usage(format!(
+                    "--peers: node {id}'s address `{addr}` does not resolve"
+                ))
+            })?;
+        transport.add_peer(synod_transport::NodeId(id), resolved);
+    }
+
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut worker = Worker {
+        node: {
+            // Load the snapshot and replay the committed log before taking requests.
+            let effects = node.poll();
+            for e in &effects {
+                if let Effect::Fatal(why) = e {
+                    return Err(data_err(dir, why));
+                }
+            }
+            node
+        },
+        transport: Arc::clone(&transport),
+        waiters: BTreeMap::new(),
+        next_tag: 0,
+        owed: None,
+        deferred: 0,
+        queued: Arc::clone(&queued),
+        clock: SystemClock::new(),
+    };
+    worker.flush();
+    let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)
+        .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
+    let shared = Arc::new(Shared {
+        queue,
+        queued,
+        transport: Arc::clone(&transport),
+        id: options.id,
+        stopping: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
+    let client_addr = listener
+        .local_addr()
+        .map_err(|e| bind("--client", &options.client, e))?;
+    let peer_addr = transport.local_addr();
+
+    spawn("synod-tick", {
+        let shared = Arc::clone(&shared);
+        let tick = Duration::from_millis(options.tick_ms);
+        move || {
+            let mut next = Instant::now() + tick;
+            loop {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next += tick;
+                if Instant::now() > next + tick * 10 {
+                    next = Instant::now() + tick; // fell far behind (paused): do not burst
+                }
+                if shared.queued.load(Ordering::Acquire) < QUEUE_EVENTS_MAX / 2 {
+                    let _ = shared.submit(Event::Tick);
+                }
+            }
+        }
+    });
+    spawn("synod-peers", {
+        let shared = Arc::clone(&shared);
+        move || pump_peers(&shared)
+    });
+    spawn("synod-clients", {
+        let shared = Arc::clone(&shared);
+        move || accept_clients(&shared, &listener)
+    });
+    Ok(Server {
+        client_addr,
+        peer_addr,
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap_or_else(|e| fail_stop(&format!("cannot start a thread: {e}")));
+}
+
+fn pump_peers(shared: &Shared) {
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        shared
+            .transport
+            .recv_batch(&mut batch, PEER_BATCH_MAX, Duration::from_millis(100));
+        let mut messages = Vec::new();
+        for incoming in batch.drain(..) {
+            if incoming.is_request() {
+                match postcard::from_bytes::<Request>(incoming.payload()) {
+                    Ok(request) => {
+                        let _ = shared.submit(Event::Client(request, Waiter::Remote(incoming)));
+                    }
+                    Err(_) => {
+                        let reply = Response::Retry("undecodable forwarded request".into());
+                        let bytes = postcard::to_stdvec(&reply).expect("encodes");
+                        let _ = shared.transport.respond(&incoming, Bytes::from(bytes));
+                    }
+                }
+            } else if let Ok(m) = Message::decode(incoming.payload()) {
+                messages.push(m);
+            }
+        }
+        if !messages.is_empty() {
+            let _ = shared.submit(Event::Peers(messages));
+        }
+    }
+}
+
+fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        if shared.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        spawn("synod-client", move || {
+            let _ = serve_client(&shared, stream);
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let limits = Limits::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut conn = ConnState::default();
+    loop {
+        loop {
+            match parse_command(&buf, &limits) {
+                Ok(Some((args, used))) => {
+                    buf.drain(..used);
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let (value, close) = run_command(shared, &mut conn, &args);
+                    value.encode(&mut out);
+                    if close {
+                        stream.write_all(&out)?;
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Value::Error(format!("ERR {e}")).encode(&mut out);
+                    stream.write_all(&out)?;
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+            out.clear();
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Value, bool) {
+    match execute(conn, args) {
+        Action::Reply(v) => (v, false),
+        Action::Close(v) => (v, true),
+        Action::Info => match shared.info() {
+            Some(info) => (
+                Value::Bulk(super::commands::render_info(&info).into_bytes()),
+                false,
+            ),
+            None => (Value::Error("ERR the node is shutting down".into()), false),
+        },
+        Action::Call(request) => {
+            let response = shared.call(&request);
+            (conn.settle(&request, response), false)
+        }
+    }
+}
