@@ -24,7 +24,7 @@ pub enum Overflow {
 /// | `frame_bytes_max` | 1 MiB | longest frame payload sent or accepted; a longer incoming frame closes the connection |
 /// | `batch_bytes_max` | 64 KiB | a batch frame is closed once it holds this many bytes |
 /// | `batch_delay_us_max` | 20 | on a busy channel (requests in flight, or a message written that recently), how long the writer waits for more messages before sending a batch that is not full; 0 sends whatever is queued at once. An idle channel's message goes out at once |
-/// | `outbound_bytes_max` | 4 MiB | encoded bytes queued per peer, not yet written |
+/// | `outbound_bytes_max` | 4 MiB | encoded bytes queued per peer and not yet written, the write under way included |
 /// | `outbound_messages_max` | 4096 | messages queued per peer |
 /// | `overflow` | `Block` | what a sender does when a queue or the in-flight window is full |
 /// | `in_flight_max` | 1024 | requests awaiting a response per peer |

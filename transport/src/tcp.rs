@@ -261,8 +261,7 @@ struct Live {
     accepted: bool,
 }
 
-/// One envelope waiting to be written. It is encoded straight into the frame when its
-/// batch is written, outside the channel lock, so queueing a message allocates nothing.
+/// One envelope about to be queued, with its encoded length.
 #[derive(Debug)]
 struct Queued {
     envelope: Envelope,
@@ -275,12 +274,104 @@ impl Queued {
     }
 }
 
+/// A channel's outbound queue, already encoded: frames back to back in one buffer, ready
+/// to be written with one system call. Every frame but the last is finished (header and
+/// checksum filled in) when the next one begins; whoever takes the buffer finishes the
+/// last one outside the channel lock. Queueing a message copies it into the buffer, which
+/// is reused from write to write, so it allocates nothing in the steady state.
+#[derive(Debug, Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    /// Where the last (open) frame begins in `bytes`, if there is one.
+    open: Option<usize>,
+    /// Frames in `bytes`, the open one included.
+    frames: u64,
+    /// Messages in `bytes`.
+    messages: usize,
+    /// Encoded envelope bytes, frame headers excluded: what `outbound_bytes_max` bounds.
+    envelope_bytes: usize,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// Appends `queued`, in the open frame if it fits within `batch_bytes_max` (or the
+    /// frame is empty), else in a new one.
+    fn push(&mut self, queued: &Queued, batch_bytes_max: usize, frame_bytes_max: usize) {
+        let open = match self.open {
+            Some(start)
+                if self.bytes.len() - start - HEADER_BYTES + queued.len > batch_bytes_max =>
+            {
+                finish_frame(&mut self.bytes, start, FrameKind::Messages, frame_bytes_max)
+                    .expect("a frame holds at most batch_bytes_max, or one message");
+                None
+            }
+            open => open,
+        };
+        if open.is_none() {
+            self.open = Some(begin_frame(&mut self.bytes));
+            self.frames += 1;
+        }
+        queued.envelope.encode_into(&mut self.bytes);
+        self.messages += 1;
+        self.envelope_bytes += queued.len;
+    }
+
+    /// Moves the queue into `out` (which must be empty), leaving this outbox empty; returns
+    /// where the last, open frame begins in `out` and how many frames and messages it
+    /// holds. `None` if the outbox was empty.
+    fn take(&mut self, out: &mut Vec<u8>) -> Option<Taken> {
+        debug_assert!(out.is_empty());
+        let open = self.open.take()?;
+        std::mem::swap(&mut self.bytes, out);
+        let taken = Taken {
+            open,
+            frames: self.frames,
+            messages: self.messages as u64,
+            envelope_bytes: self.envelope_bytes,
+        };
+        self.frames = 0;
+        self.messages = 0;
+        self.envelope_bytes = 0;
+        Some(taken)
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.open = None;
+        self.frames = 0;
+        self.messages = 0;
+        self.envelope_bytes = 0;
+    }
+}
+
+/// What [`Outbox::take`] moved out.
+#[derive(Clone, Copy, Debug)]
+struct Taken {
+    open: usize,
+    frames: u64,
+    messages: u64,
+    envelope_bytes: usize,
+}
+
+/// A write buffer kept between writes is shrunk back to this many times
+/// `batch_bytes_max` (plus headers) if a burst grew it beyond, so that an idle channel
+/// does not hold on to up to `outbound_bytes_max` of memory twice.
+const SPARE_BATCHES_MAX: usize = 4;
+
 #[derive(Debug)]
 struct ChannelState {
     conn: Option<Live>,
     last_error: Option<Disconnect>,
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
+    outbox: Outbox,
+    /// The buffer the next taker swaps with the outbox's (empty; absent while a write is
+    /// under way).
+    spare: Vec<u8>,
+    /// Envelope bytes of the write under way: they count against `outbound_bytes_max`
+    /// until written, so that queue and write together stay within it.
+    writing_bytes: usize,
     /// When the oldest queued message was queued (for `batch_delay_us_max`).
     batch_started: Option<Instant>,
     /// Someone (the writer thread or a sender writing inline) is writing to the socket.
@@ -319,8 +410,9 @@ impl Channel {
             state: Mutex::new(ChannelState {
                 conn: None,
                 last_error: None,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
+                outbox: Outbox::default(),
+                spare: Vec::new(),
+                writing_bytes: 0,
                 batch_started: None,
                 writing: false,
                 last_write: Instant::now(),
@@ -385,8 +477,8 @@ impl Channel {
                 .into());
             }
             let window_full = request && st.pending.len() >= c.in_flight_max;
-            let queue_full = st.queue.len() >= c.outbound_messages_max
-                || st.queued_bytes + bytes > c.outbound_bytes_max;
+            let queue_full = st.outbox.messages >= c.outbound_messages_max
+                || st.outbox.envelope_bytes + st.writing_bytes + bytes > c.outbound_bytes_max;
             if !window_full && !queue_full {
                 return Ok(st);
             }
@@ -424,15 +516,15 @@ impl Channel {
     /// other message joins a batch the writer already knows about, so waking it again
     /// would only cost a context switch.
     fn enqueue(&self, sh: &Shared, st: &mut ChannelState, queued: Queued) -> bool {
-        let batch_bytes_max = sh.config.batch_bytes_max;
-        let was_empty = st.queue.is_empty();
-        let was_full = st.queued_bytes >= batch_bytes_max;
-        st.queued_bytes += queued.envelope_bytes();
+        let c = &sh.config;
+        let was_empty = st.outbox.is_empty();
+        let was_full = st.outbox.envelope_bytes >= c.batch_bytes_max;
+        st.outbox
+            .push(&queued, c.batch_bytes_max, c.frame_bytes_max);
         if was_empty {
             st.batch_started = Some(Instant::now());
         }
-        st.queue.push_back(queued);
-        was_empty || (!was_full && st.queued_bytes >= batch_bytes_max)
+        was_empty || (!was_full && st.outbox.envelope_bytes >= c.batch_bytes_max)
     }
 
     /// Writes the queue on the caller's thread if the channel is idle, else leaves it to
@@ -462,7 +554,7 @@ impl Channel {
                 Origin::Formed => true,
                 Origin::OneWay => {
                     // Cheapest test first: with others already queued the channel is busy.
-                    st.queue.len() == 1
+                    st.outbox.messages == 1
                         && st.pending.is_empty()
                         && st.last_write.elapsed() >= Duration::from_micros(c.batch_delay_us_max)
                 }
@@ -478,54 +570,64 @@ impl Channel {
             }
         };
         st.writing = true;
-        let mut batch = Vec::new();
-        let bytes = self.take_batch(&mut st, &mut batch, c.batch_bytes_max);
+        let (mut buf, taken) = Self::take_outbox(&mut st);
         drop(st);
-        let mut frame = Vec::with_capacity(HEADER_BYTES + bytes);
-        let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
-        Self::count_sent(sh, messages);
-        let result = (&*conn.1).write_all(&frame);
-        self.after_write(sh, conn.0, messages, result);
+        let messages = Self::finish_taken(sh, &mut buf, taken);
+        let result = (&*conn.1).write_all(&buf);
+        self.after_write(sh, conn.0, messages, buf, result);
     }
 
-    /// Moves queued envelopes into `batch`, up to `batch_bytes_max` encoded bytes and at
-    /// least one, and returns their encoded size.
-    fn take_batch(
+    /// Takes the whole outbox (in the spare buffer's place) for a write.
+    fn take_outbox(st: &mut ChannelState) -> (Vec<u8>, Option<Taken>) {
+        let mut buf = std::mem::take(&mut st.spare);
+        buf.clear();
+        let taken = st.outbox.take(&mut buf);
+        st.batch_started = None;
+        st.writing_bytes = taken.map_or(0, |t| t.envelope_bytes);
+        (buf, taken)
+    }
+
+    /// Finishes the last frame of a taken outbox, or makes `buf` a keep-alive frame if
+    /// nothing was taken, and counts the frames about to be written; returns how many
+    /// messages they hold. Counting before the write means a response can never be seen
+    /// before the request that caused it is counted.
+    fn finish_taken(sh: &Shared, buf: &mut Vec<u8>, taken: Option<Taken>) -> u64 {
+        let max = sh.config.frame_bytes_max;
+        let Some(taken) = taken else {
+            let start = begin_frame(buf);
+            finish_frame(buf, start, FrameKind::KeepAlive, max).expect("an empty frame fits");
+            return 0;
+        };
+        finish_frame(buf, taken.open, FrameKind::Messages, max)
+            .expect("a frame holds at most batch_bytes_max, or one message");
+        bump(&sh.counters.batches_sent, taken.frames);
+        bump(&sh.counters.messages_sent, taken.messages);
+        taken.messages
+    }
+
+    /// Bookkeeping after a write by either the writer thread or an inline sender; `buf`
+    /// becomes the spare buffer again.
+    fn after_write(
         &self,
-        st: &mut ChannelState,
-        batch: &mut Vec<Queued>,
-        batch_bytes_max: usize,
-    ) -> usize {
-        let mut bytes = 0;
-        while let Some(next) = st.queue.front() {
-            let len = next.envelope_bytes();
-            if !batch.is_empty() && bytes + len > batch_bytes_max {
-                break;
-            }
-            batch.push(st.queue.pop_front().expect("front exists"));
-            st.queued_bytes -= len;
-            bytes += len;
-        }
-        st.batch_started = (!st.queue.is_empty()).then(Instant::now);
-        bytes
-    }
-
-    /// Bookkeeping after a write by either the writer thread or an inline sender.
-    /// Counts a frame about to be written. Counting before the write means a response can
-    /// never be seen before the request that caused it is counted.
-    fn count_sent(sh: &Shared, messages: u64) {
-        if messages > 0 {
-            bump(&sh.counters.batches_sent, 1);
-            bump(&sh.counters.messages_sent, messages);
-        }
-    }
-
-    fn after_write(&self, sh: &Shared, connection: u64, messages: u64, result: io::Result<()>) {
+        sh: &Shared,
+        connection: u64,
+        messages: u64,
+        mut buf: Vec<u8>,
+        result: io::Result<()>,
+    ) {
+        buf.clear();
+        buf.shrink_to(SPARE_BATCHES_MAX * (sh.config.batch_bytes_max + HEADER_BYTES));
         let mut st = self.state.lock();
+        st.spare = buf;
         st.writing = false;
+        let freed = std::mem::take(&mut st.writing_bytes) > 0;
         st.last_write = Instant::now();
-        let more = !st.queue.is_empty();
+        let more = !st.outbox.is_empty();
         drop(st);
+        if freed {
+            // The bytes written no longer count against `outbound_bytes_max`.
+            self.space.notify_all();
+        }
         if more {
             // Messages queued while this write went on: the writer thread takes them.
             self.work.notify_all();
@@ -645,7 +747,7 @@ impl Channel {
                 spin: true,
             });
         }
-        if st.queue.is_empty() {
+        if st.outbox.is_empty() {
             return result;
         }
         self.flush(sh, st, Origin::Formed, wake);
@@ -683,9 +785,8 @@ impl Channel {
     /// Fails pending requests and drops queued messages, recording `reason`.
     fn fail_all(&self, sh: &Shared, st: &mut ChannelState, reason: &Disconnect) {
         st.last_error = Some(reason.clone());
-        bump(&sh.counters.messages_dropped, st.queue.len() as u64);
-        st.queue.clear();
-        st.queued_bytes = 0;
+        bump(&sh.counters.messages_dropped, st.outbox.messages as u64);
+        st.outbox.clear();
         st.batch_started = None;
         for (_, completer) in st.pending.drain() {
             completer.complete(Err(RequestError::ConnectionLost {
@@ -734,8 +835,6 @@ impl Channel {
     fn write_loop(&self, sh: &Shared, connection: u64, stream: &TcpStream) {
         let c = &sh.config;
         let batch_delay = Duration::from_micros(c.batch_delay_us_max);
-        let mut frame = Vec::with_capacity(c.batch_bytes_max + HEADER_BYTES);
-        let mut batch = Vec::new();
         loop {
             let mut st = self.state.lock();
             // Wait for work: queued messages, or a keep-alive falling due.
@@ -745,10 +844,10 @@ impl Channel {
                 }
                 let due = st.last_write + c.keepalive_interval();
                 if !st.writing {
-                    if !st.queue.is_empty() {
+                    if !st.outbox.is_empty() {
                         // Request Batch: wait a little for company unless the batch is full.
                         let started = st.batch_started.unwrap_or_else(Instant::now);
-                        if st.queued_bytes >= c.batch_bytes_max
+                        if st.outbox.envelope_bytes >= c.batch_bytes_max
                             || batch_delay.is_zero()
                             || Instant::now() >= started + batch_delay
                         {
@@ -763,18 +862,21 @@ impl Channel {
                 }
                 self.work.wait_until(&mut st, due);
             };
-            if !keepalive {
-                self.take_batch(&mut st, &mut batch, c.batch_bytes_max);
-            }
+            // Everything queued goes in one write: the whole outbox, or a keep-alive.
+            let (mut buf, taken) = if keepalive {
+                let mut buf = std::mem::take(&mut st.spare);
+                buf.clear();
+                (buf, None)
+            } else {
+                Self::take_outbox(&mut st)
+            };
             st.writing = true;
             drop(st);
             // Room was freed in the queue.
             self.space.notify_all();
-            frame.clear();
-            let messages = encode_batch(&mut frame, &mut batch, c.frame_bytes_max);
-            Self::count_sent(sh, messages);
-            let result = (&*stream).write_all(&frame);
-            self.after_write(sh, connection, messages, result);
+            let messages = Self::finish_taken(sh, &mut buf, taken);
+            let result = (&*stream).write_all(&buf);
+            self.after_write(sh, connection, messages, buf, result);
         }
     }
 
@@ -1422,7 +1524,7 @@ impl TcpTransport {
     pub fn outbound_queued_bytes(&self, peer: NodeId) -> usize {
         self.shared
             .channel(peer)
-            .map_or(0, |c| c.state.lock().queued_bytes)
+            .map_or(0, |c| c.state.lock().outbox.envelope_bytes)
     }
 
     /// Requests to `peer` awaiting a response (bounded by `in_flight_max`).
@@ -1516,24 +1618,6 @@ impl Transport for TcpTransport {
     fn try_recv(&mut self) -> Option<Incoming> {
         TcpTransport::try_recv(self)
     }
-}
-
-/// Encodes `batch` (emptying it) as one frame into the empty `frame`: a messages frame, or
-/// a keep-alive frame if the batch is empty. Returns how many messages it holds.
-fn encode_batch(frame: &mut Vec<u8>, batch: &mut Vec<Queued>, frame_bytes_max: usize) -> u64 {
-    begin_frame(frame);
-    let messages = batch.len() as u64;
-    for queued in batch.drain(..) {
-        queued.envelope.encode_into(frame);
-    }
-    let kind = if messages == 0 {
-        FrameKind::KeepAlive
-    } else {
-        FrameKind::Messages
-    };
-    // A batch is at most batch_bytes_max, or one message within payload_bytes_max.
-    finish_frame(frame, 0, kind, frame_bytes_max).expect("batches stay within frame_bytes_max");
-    messages
 }
 
 fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
