@@ -89,18 +89,49 @@ pub enum Command {
         args: Vec<String>,
     },
     /// Run seeded, deterministic simulations of a reference system with faults.
+    #[command(
+        long_about = crate::simulate::HELP,
+        group(clap::ArgGroup::new("which_seeds").required(true).args(["seed", "seeds"]))
+    )]
     Sim {
         /// The system to simulate.
-        system: String,
-        /// The seed of one run.
-        #[arg(long)]
+        #[arg(value_enum)]
+        system: crate::simulate::System,
+        /// The seed of one run, reported in full.
+        #[arg(long, value_name = "N")]
         seed: Option<u64>,
-        /// A range of seeds `A..B`, stopping at the first failure.
-        #[arg(long)]
-        seeds: Option<String>,
-        /// Events to simulate per run.
-        #[arg(long)]
-        events: Option<u64>,
+        /// Seeds A..B (B excluded) or A..=B, one line each, stopping at the first failure.
+        #[arg(long, value_name = "A..B", value_parser = crate::simulate::SeedRange::parse)]
+        seeds: Option<crate::simulate::SeedRange>,
+        /// Events of the safety phase (faults on) per run.
+        #[arg(
+            long,
+            value_name = "M",
+            default_value_t = crate::simulate::EVENTS_DEFAULT,
+            value_parser = crate::simulate::parse_events
+        )]
+        events: u64,
+        /// Nodes in the cluster (3 or 5).
+        #[arg(long, default_value_t = 3, value_parser = crate::simulate::parse_nodes)]
+        nodes: usize,
+        /// Fault kinds: `swarm` (each seed picks a random subset), `all`, `none`, or a list
+        /// such as `crash,partition,loss` (of partition, clog, loss, duplicate, reorder,
+        /// crash, pause, clock-jump, clock-drift).
+        #[arg(
+            long,
+            value_name = "KINDS",
+            default_value = "swarm",
+            value_parser = crate::simulate::FaultSelection::parse
+        )]
+        faults: crate::simulate::FaultSelection,
+        /// Also print the last N events of each reported run.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            value_parser = crate::simulate::parse_trace_lines
+        )]
+        trace: usize,
     },
     /// Inspect a write-ahead log directory.
     Wal {
@@ -161,10 +192,34 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Kv { addr, read, args } => {
             crate::consistent_core::tool::run_kv(&addr, &read, &args)
         }
-        Command::Sim { .. } => not_ready(
-            "synod sim",
-            "the simulator and a simulated reference system (issues 6 and 10)",
-        ),
+        Command::Sim {
+            system,
+            seed,
+            seeds,
+            events,
+            nodes,
+            faults,
+            trace,
+        } => {
+            use crate::simulate::{EXIT_USAGE, Seeds, Settings, run};
+            let which = match (seed, seeds) {
+                (Some(seed), None) => Seeds::One(seed),
+                (None, Some(range)) => Seeds::Range(range),
+                _ => {
+                    eprintln!("synod sim: give exactly one of --seed N and --seeds A..B");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match Settings::new(system, nodes, events, faults)
+                .and_then(|s| s.with_trace_lines(trace))
+            {
+                Ok(settings) => run(which, &settings),
+                Err(e) => {
+                    eprintln!("synod sim: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Command::Wal { command } => wal(command),
         Command::Bench => {
             print!("{}", bench_listing());

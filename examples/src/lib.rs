@@ -14,3 +14,4 @@
 
 pub mod cli;
 pub mod consistent_core;
+pub mod simulate;

@@ -1,0 +1,648 @@
+//! `synod sim`: seeded, deterministic simulations of a reference system under faults.
+//!
+//! One run puts a whole cluster in one thread under `synod-sim`: virtual time, a network
+//! that loses, duplicates, reorders, clogs and partitions, disks that lose or tear unsynced
+//! writes at a crash, clocks that drift and jump, processes that crash, restart and pause.
+//! Everything random is drawn from the seed, so a seed names a run exactly: the same seed
+//! prints the same trace hash, and a failure found once is found again by its replay
+//! command.
+//!
+//! A run has two phases. In the safety phase (`--events` events) the nemesis injects
+//! faults and an invariant is checked after every event. Then every fault is healed and
+//! some client operation must succeed within two seconds of virtual time (liveness).
+//! Finally the clients' history is checked for linearizability. The report shows:
+//!
+//! - **faults**: the fault kinds this seed enabled and their intensities (swarm testing:
+//!   each seed enables a random subset, unless `--faults` names the kinds);
+//! - **schedule**: every crash, restart, pause and resume with its virtual time. `synod-sim`
+//!   does not report when network and clock faults fired, only how often, so those appear
+//!   under coverage alone;
+//! - **coverage**: how often each fault fired;
+//! - **history** and **verdict**: the operations and what the checker concluded;
+//! - **trace hash**: a digest of every event, to compare two runs of one seed.
+//!
+//! Exit codes: 0 when every run passed, [`EXIT_VIOLATION`] for a violation (the history is
+//! not linearizable, the invariant broke, or there was no progress after healing),
+//! [`EXIT_GAVE_UP`] when the checker stopped at its effort bound without deciding, and 2
+//! for bad arguments.
+//!
+//! Systems (see [`System`]): `register`, the ABD register of `synod-quorum` (see
+//! [`register`]). A Raft key-value store is not offered yet.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use synod_sim::{
+    Counter, Coverage, DelayDistribution, FaultKind, FaultProfile, LinkConfig, NemesisConfig,
+    Probability, RunReport, SimConfig, SimTime, Verdict,
+};
+
+pub mod register;
+pub mod schedule;
+
+use schedule::ProcessLog;
+
+/// Exit code of a run that found a violation.
+pub const EXIT_VIOLATION: u8 = 1;
+/// Exit code of bad arguments (the same as the argument parser's).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a run whose checker gave up without deciding: not a pass, not a violation.
+pub const EXIT_GAVE_UP: u8 = 4;
+
+/// Safety-phase events per run unless `--events` says otherwise.
+pub const EVENTS_DEFAULT: u64 = 10_000;
+/// The most safety-phase events a run may ask for (a few minutes of wall time).
+pub const EVENTS_MAX: u64 = 1_000_000_000;
+/// The most trace lines `--trace` may ask for.
+pub const TRACE_LINES_MAX: usize = 100_000;
+/// The most seeds one `--seeds` range may hold.
+pub const SEEDS_MAX: u64 = 100_000_000;
+
+/// Virtual time the safety phase may last at most; `--events` normally ends it long before.
+const SAFETY_TIME_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// The text of `synod sim --help`.
+pub const HELP: &str = "\
+Run seeded, deterministic simulations of a reference system under faults.
+
+One run puts the whole cluster in one thread: virtual time, a network that loses, \
+duplicates, reorders and partitions, disks that tear or lose unsynced writes, clocks that \
+drift and jump, processes that crash, restart and pause. The seed decides everything: the \
+same seed gives the same run and the same trace hash.
+
+A run injects faults for --events events, checking an invariant after each, then heals \
+every fault and requires progress; finally the client history is checked for \
+linearizability. It prints the faults enabled, when nodes crashed, restarted, paused and \
+resumed, how often each fault fired, the verdict and the trace hash.
+
+Systems:
+  register   the ABD quorum register of synod-quorum (no leader), 3 or 5 nodes
+
+Examples:
+  synod sim register --seed 7
+  synod sim register --seeds 0..100 --nodes 5
+  synod sim register --seed 7 --faults crash,partition,loss
+
+Exit status: 0 pass, 1 violation, 2 bad arguments, 4 the checker gave up undecided.";
+
+/// A system `synod sim` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// The ABD quorum register of `synod-quorum`: linearizable reads and writes, no leader.
+    Register,
+}
+
+impl System {
+    /// The name on the command line.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            System::Register => "register",
+        }
+    }
+
+    fn describe(self, nodes: usize) -> String {
+        match self {
+            System::Register => format!(
+                "ABD registers (synod-quorum), {nodes} nodes, {} clients, {} keys",
+                register::CLIENTS,
+                register::KEYS
+            ),
+        }
+    }
+}
+
+/// A bad argument, as the user should read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArgError {
+    /// `--seeds` is not `A..B` or `A..=B` with numbers.
+    MalformedRange(String),
+    /// `--seeds` holds no seed, or too many.
+    RangeSize(String),
+    /// `--events` is zero or above [`EVENTS_MAX`].
+    Events(u64),
+    /// `--nodes` is neither 3 nor 5.
+    Nodes(usize),
+    /// `--faults` names an unknown kind, or mixes `swarm`/`all`/`none` with kinds.
+    Faults(String),
+    /// `--trace` is above [`TRACE_LINES_MAX`].
+    TraceLines(usize),
+    /// A count that is not a number.
+    NotANumber(String),
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgError::MalformedRange(s) => write!(
+                f,
+                "`{s}` is not a seed range: write A..B (B excluded) or A..=B, for example 0..100"
+            ),
+            ArgError::RangeSize(s) => write!(
+                f,
+                "the seed range `{s}` must hold between 1 and {SEEDS_MAX} seeds"
+            ),
+            ArgError::Events(n) => write!(
+                f,
+                "{n} events: a run needs between 1 and {EVENTS_MAX} events"
+            ),
+            ArgError::Nodes(n) => write!(f, "{n} nodes: the cluster has 3 or 5 nodes"),
+            ArgError::Faults(why) => write!(f, "{why}"),
+            ArgError::TraceLines(n) => {
+                write!(f, "{n} trace lines: at most {TRACE_LINES_MAX} can be kept")
+            }
+            ArgError::NotANumber(s) => write!(f, "`{s}` is not a whole number"),
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+/// A half-open range of seeds, non-empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedRange {
+    start: u64,
+    end: u64,
+}
+
+impl SeedRange {
+    /// Parses `A..B` (B excluded) or `A..=B`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::MalformedRange`] if the text is not such a range of decimal numbers,
+    /// [`ArgError::RangeSize`] if it is empty or holds more than [`SEEDS_MAX`] seeds.
+    pub fn parse(text: &str) -> Result<Self, ArgError> {
+        let malformed = || ArgError::MalformedRange(text.to_owned());
+        let (a, b, inclusive) = match text.split_once("..") {
+            Some((a, b)) => match b.strip_prefix('=') {
+                Some(b) => (a, b, true),
+                None => (a, b, false),
+            },
+            None => return Err(malformed()),
+        };
+        let seed = |s: &str| number::<u64>(s).map_err(|_| malformed());
+        let (start, last) = (seed(a)?, seed(b)?);
+        let end = if inclusive {
+            last.checked_add(1).ok_or_else(malformed)?
+        } else {
+            last
+        };
+        if end <= start || end - start > SEEDS_MAX {
+            return Err(ArgError::RangeSize(text.to_owned()));
+        }
+        Ok(SeedRange { start, end })
+    }
+
+    /// The seeds, in order.
+    pub fn seeds(self) -> impl Iterator<Item = u64> {
+        self.start..self.end
+    }
+
+    /// How many seeds.
+    #[must_use]
+    pub fn len(self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Always false: a range holds at least one seed.
+    #[must_use]
+    pub fn is_empty(self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for SeedRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// The fault kinds on the command line, in `FaultKind::ALL` order.
+const FAULT_NAMES: [(&str, FaultKind); 9] = [
+    ("partition", FaultKind::Partition),
+    ("clog", FaultKind::Clog),
+    ("loss", FaultKind::Loss),
+    ("duplicate", FaultKind::Duplicate),
+    ("reorder", FaultKind::Reorder),
+    ("crash", FaultKind::Crash),
+    ("pause", FaultKind::Pause),
+    ("clock-jump", FaultKind::ClockJump),
+    ("clock-drift", FaultKind::ClockDrift),
+];
+
+/// Which faults the nemesis may inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultSelection {
+    /// Swarm testing: each seed enables a random subset of every kind, with random
+    /// intensities.
+    Swarm,
+    /// No faults at all.
+    None,
+    /// Exactly these kinds, all enabled in every run, at full intensity.
+    Kinds(Vec<FaultKind>),
+}
+
+impl FaultSelection {
+    /// Parses `swarm`, `all`, `none`, or a comma-separated list of kinds (`partition`,
+    /// `clog`, `loss`, `duplicate`, `reorder`, `crash`, `pause`, `clock-jump`,
+    /// `clock-drift`).
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Faults`] for an unknown name or `swarm`, `all` or `none` inside a list.
+    pub fn parse(text: &str) -> Result<Self, ArgError> {
+        let known = || {
+            let names: Vec<&str> = FAULT_NAMES.iter().map(|(n, _)| *n).collect();
+            format!("swarm, all, none, or a list of {}", names.join(", "))
+        };
+        match text.trim() {
+            "swarm" => return Ok(FaultSelection::Swarm),
+            "none" => return Ok(FaultSelection::None),
+            "all" => return Ok(FaultSelection::Kinds(FaultKind::ALL.to_vec())),
+            _ => {}
+        }
+        let mut kinds = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            let Some((_, kind)) = FAULT_NAMES.iter().find(|(n, _)| *n == name) else {
+                return Err(ArgError::Faults(format!(
+                    "`{name}` is not a fault kind; --faults takes {}",
+                    known()
+                )));
+            };
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+        kinds.sort();
+        Ok(FaultSelection::Kinds(kinds))
+    }
+
+    /// The nemesis configuration this selection stands for.
+    #[must_use]
+    pub fn nemesis(&self) -> NemesisConfig {
+        match self {
+            FaultSelection::Swarm => NemesisConfig::default(),
+            FaultSelection::None => NemesisConfig::disabled(),
+            FaultSelection::Kinds(kinds) => {
+                NemesisConfig::builder().swarm(false).kinds(kinds).build()
+            }
+        }
+    }
+}
+
+impl fmt::Display for FaultSelection {
+    /// The form [`FaultSelection::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultSelection::Swarm => f.write_str("swarm"),
+            FaultSelection::None => f.write_str("none"),
+            FaultSelection::Kinds(kinds) => {
+                let names: Vec<&str> = kinds
+                    .iter()
+                    .filter_map(|k| FAULT_NAMES.iter().find(|(_, fk)| fk == k))
+                    .map(|(n, _)| *n)
+                    .collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
+/// Checks a node count (3 or 5).
+///
+/// # Errors
+///
+/// [`ArgError::Nodes`] otherwise.
+pub fn check_nodes(nodes: usize) -> Result<usize, ArgError> {
+    match nodes {
+        3 | 5 => Ok(nodes),
+        _ => Err(ArgError::Nodes(nodes)),
+    }
+}
+
+/// Checks an event count (1 to [`EVENTS_MAX`]).
+///
+/// # Errors
+///
+/// [`ArgError::Events`] otherwise.
+pub fn check_events(events: u64) -> Result<u64, ArgError> {
+    if (1..=EVENTS_MAX).contains(&events) {
+        Ok(events)
+    } else {
+        Err(ArgError::Events(events))
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, ArgError> {
+    text.trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| ArgError::NotANumber(text.to_owned()))
+}
+
+/// Parses `--nodes` (3 or 5).
+///
+/// # Errors
+///
+/// [`ArgError::NotANumber`], or as [`check_nodes`].
+pub fn parse_nodes(text: &str) -> Result<usize, ArgError> {
+    check_nodes(number(text)?)
+}
+
+/// Parses `--events` (1 to [`EVENTS_MAX`]; `_` separators allowed).
+///
+/// # Errors
+///
+/// [`ArgError::NotANumber`], or as [`check_events`].
+pub fn parse_events(text: &str) -> Result<u64, ArgError> {
+    check_events(number(text)?)
+}
+
+/// Parses `--trace` (0 to [`TRACE_LINES_MAX`]).
+///
+/// # Errors
+///
+/// [`ArgError::NotANumber`] or [`ArgError::TraceLines`].
+pub fn parse_trace_lines(text: &str) -> Result<usize, ArgError> {
+    let lines = number(text)?;
+    if lines > TRACE_LINES_MAX {
+        return Err(ArgError::TraceLines(lines));
+    }
+    Ok(lines)
+}
+
+/// Everything about a run except its seed, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    system: System,
+    nodes: usize,
+    events: u64,
+    faults: FaultSelection,
+    trace_lines: usize,
+}
+
+impl Settings {
+    /// Settings for `system` on `nodes` nodes, `events` safety-phase events, with `faults`.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_nodes`] and [`check_events`].
+    pub fn new(
+        system: System,
+        nodes: usize,
+        events: u64,
+        faults: FaultSelection,
+    ) -> Result<Self, ArgError> {
+        Ok(Settings {
+            system,
+            nodes: check_nodes(nodes)?,
+            events: check_events(events)?,
+            faults,
+            trace_lines: 0,
+        })
+    }
+
+    /// Also print the last `lines` events of each reported run.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::TraceLines`] above [`TRACE_LINES_MAX`].
+    pub fn with_trace_lines(mut self, lines: usize) -> Result<Self, ArgError> {
+        if lines > TRACE_LINES_MAX {
+            return Err(ArgError::TraceLines(lines));
+        }
+        self.trace_lines = lines;
+        Ok(self)
+    }
+
+    /// The number of nodes.
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// The command that runs `seed` again with these settings.
+    #[must_use]
+    pub fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "synod sim {} --seed {seed} --nodes {} --events {} --faults {}",
+            self.system.name(),
+            self.nodes,
+            self.events,
+            self.faults
+        )
+    }
+
+    fn sim_config(&self) -> SimConfig {
+        let link = DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(2))
+            .with_tail(Probability::from_percent(5), Duration::from_millis(20));
+        SimConfig::builder(self.nodes)
+            .clients(register::CLIENTS)
+            .safety_time(SAFETY_TIME_MAX)
+            .events_max(self.events)
+            .liveness_time_max(Duration::from_secs(2))
+            .client_timeout(Duration::from_millis(100))
+            .link(LinkConfig::new(link))
+            .nemesis(self.faults.nemesis())
+            .trace_lines_max(self.trace_lines)
+            .build()
+            .expect("settings within synod-sim's limits: nodes and durations are fixed here")
+    }
+}
+
+/// What one run found, for printing.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The seed.
+    pub seed: u64,
+    /// The digest of every event; equal for equal seeds and settings.
+    pub trace_hash: u64,
+    /// Events processed, both phases.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub end_time: SimTime,
+    /// The fault kinds and intensities this seed enabled.
+    pub profile: FaultProfile,
+    /// How often each fault fired.
+    pub coverage: Coverage,
+    /// Crashes, restarts, pauses and resumes with their times.
+    pub schedule: ProcessLog,
+    /// Client operations: invoked, ok, failed (certainly not applied), unknown.
+    pub operations: [usize; 4],
+    /// The verdict: the run's own failure (invariant, progress) or the checker's.
+    pub verdict: Verdict,
+    /// The last events as text, if asked for.
+    pub trace: Vec<String>,
+}
+
+impl RunSummary {
+    fn new<I, O>(report: &RunReport<I, O>, verdict: Verdict, schedule: ProcessLog) -> Self {
+        let history = &report.history;
+        let (ok, unknown) = (history.ok_count(), history.unknown_count());
+        RunSummary {
+            seed: report.seed,
+            trace_hash: report.trace_hash,
+            events: report.events,
+            end_time: report.end_time,
+            profile: report.profile.clone(),
+            coverage: report.coverage,
+            schedule,
+            operations: [history.len(), ok, history.len() - ok - unknown, unknown],
+            verdict,
+            trace: report.trace.clone(),
+        }
+    }
+
+    /// The exit code this run alone would give.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self.verdict {
+            Verdict::Pass => 0,
+            Verdict::Violation(_) => EXIT_VIOLATION,
+            Verdict::GaveUp(_) => EXIT_GAVE_UP,
+        }
+    }
+
+    /// One line: seed, verdict, size, trace hash.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let verdict = match self.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Violation(_) => "VIOLATION",
+            Verdict::GaveUp(_) => "GAVE UP",
+        };
+        let [ops, _, _, unknown] = self.operations;
+        format!(
+            "seed {:<6} {verdict:<9} {:>8} events {:>6} ops ({unknown} unknown)  trace hash {:#018x}",
+            self.seed, self.events, ops, self.trace_hash
+        )
+    }
+}
+
+/// Fired counters as `name=count`, a few per line.
+fn coverage_lines(coverage: &Coverage) -> Vec<String> {
+    let fired: Vec<String> = Counter::ALL
+        .into_iter()
+        .filter(|&c| coverage.get(c) > 0)
+        .map(|c| format!("{}={}", c.name(), coverage.get(c)))
+        .collect();
+    if fired.is_empty() {
+        return vec!["nothing fired".to_owned()];
+    }
+    fired.chunks(4).map(|c| c.join(" ")).collect()
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const INDENT: &str = "            ";
+        writeln!(f, "seed        {}", self.seed)?;
+        writeln!(f, "faults      {}", self.profile)?;
+        writeln!(
+            f,
+            "schedule    crashes, restarts, pauses and resumes (network and clock faults: see coverage)"
+        )?;
+        if self.schedule.entries().is_empty() && self.schedule.healed_at().is_none() {
+            writeln!(f, "  (none)")?;
+        }
+        write!(f, "{}", self.schedule)?;
+        for (i, line) in coverage_lines(&self.coverage).iter().enumerate() {
+            let head = if i == 0 { "coverage    " } else { INDENT };
+            writeln!(f, "{head}{line}")?;
+        }
+        writeln!(
+            f,
+            "events      {} in {} of virtual time",
+            self.events, self.end_time
+        )?;
+        let [ops, ok, failed, unknown] = self.operations;
+        writeln!(
+            f,
+            "history     {ops} operations: {ok} ok, {failed} failed, {unknown} unknown"
+        )?;
+        match &self.verdict {
+            Verdict::Pass => writeln!(
+                f,
+                "verdict     pass: linearizable, invariant held, progress after healing"
+            )?,
+            Verdict::Violation(why) => writeln!(f, "verdict     VIOLATION: {why}")?,
+            Verdict::GaveUp(why) => writeln!(f, "verdict     GAVE UP (undecided): {why}")?,
+        }
+        writeln!(f, "trace hash  {:#018x}", self.trace_hash)?;
+        if !self.trace.is_empty() {
+            writeln!(f, "last {} events:", self.trace.len())?;
+            for line in &self.trace {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `seed` once.
+#[must_use]
+pub fn run_seed(seed: u64, settings: &Settings) -> RunSummary {
+    match settings.system {
+        System::Register => register::run(seed, settings, settings.sim_config()),
+    }
+}
+
+/// Which seeds to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeds {
+    /// One seed, reported in full.
+    One(u64),
+    /// A range, one line per seed, stopping at the first failure (reported in full).
+    Range(SeedRange),
+}
+
+/// Runs `seeds` with `settings`, prints the reports, and returns the exit code.
+#[must_use]
+pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
+    println!(
+        "synod sim {}: {}",
+        settings.system.name(),
+        settings.system.describe(settings.nodes)
+    );
+    let range = match seeds {
+        Seeds::One(seed) => {
+            let summary = run_seed(seed, settings);
+            print!("{summary}");
+            if !summary.verdict.is_pass() {
+                println!("replay with: {}", settings.replay_command(seed));
+            }
+            return ExitCode::from(summary.exit_code());
+        }
+        Seeds::Range(range) => range,
+    };
+    let mut coverage = Coverage::default();
+    let (mut events, mut operations) = (0u64, 0usize);
+    for seed in range.seeds() {
+        let summary = run_seed(seed, settings);
+        println!("{}", summary.line());
+        if !summary.verdict.is_pass() {
+            println!();
+            print!("{summary}");
+            println!("replay with: {}", settings.replay_command(seed));
+            return ExitCode::from(summary.exit_code());
+        }
+        coverage.merge(&summary.coverage);
+        events += summary.events;
+        operations += summary.operations[0];
+    }
+    println!(
+        "all {} seeds of {range} passed: {events} events, {operations} operations",
+        range.len()
+    );
+    for (i, line) in coverage_lines(&coverage).iter().enumerate() {
+        let head = if i == 0 {
+            "coverage    "
+        } else {
+            "            "
+        };
+        println!("{head}{line}");
+    }
+    ExitCode::SUCCESS
+}

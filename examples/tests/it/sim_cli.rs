@@ -1,0 +1,154 @@
+//! `synod sim`: a seed names a run exactly (same seed, same trace hash), ranges of seeds
+//! pass, fault kinds can be chosen, and bad arguments get a clear error and a non-zero exit.
+
+use std::process::{Command, Output};
+
+use synod_examples::simulate::EXIT_USAGE;
+
+fn synod(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(args)
+        .output()
+        .expect("the synod binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The value of the report line starting with `label`.
+fn field(report: &str, label: &str) -> String {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{report}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn one_seed_passes_and_replays_to_the_same_trace_hash() {
+    let first = synod(&["sim", "register", "--seed", "7"]);
+    let report = stdout(&first);
+    assert_eq!(first.status.code(), Some(0), "{report}{}", stderr(&first));
+    assert!(field(&report, "verdict").starts_with("pass"), "{report}");
+    assert!(field(&report, "faults").starts_with("kinds=["), "{report}");
+    let hash = field(&report, "trace hash");
+    assert!(hash.starts_with("0x") && hash.len() == 18, "{hash}");
+
+    let again = synod(&["sim", "register", "--seed", "7"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(field(&stdout(&again), "trace hash"), hash);
+    // The whole report is a function of the seed, not only the hash.
+    assert_eq!(stdout(&again), report);
+
+    let other = synod(&["sim", "register", "--seed", "8"]);
+    assert_ne!(field(&stdout(&other), "trace hash"), hash, "seeds 7 and 8");
+}
+
+#[test]
+fn a_range_of_seeds_passes_on_three_and_five_nodes() {
+    for nodes in ["3", "5"] {
+        let out = synod(&[
+            "sim", "register", "--seeds", "0..6", "--nodes", nodes, "--events", "5000",
+        ]);
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+        let seeds: Vec<&str> = report.lines().filter(|l| l.starts_with("seed ")).collect();
+        assert_eq!(seeds.len(), 6, "{report}");
+        assert!(seeds.iter().all(|l| l.contains(" pass ")), "{report}");
+        assert!(report.contains("all 6 seeds of 0..6 passed"), "{report}");
+    }
+}
+
+#[test]
+fn chosen_fault_kinds_are_the_ones_enabled() {
+    let out = synod(&[
+        "sim",
+        "register",
+        "--seed",
+        "3",
+        "--faults",
+        "crash,partition,loss",
+    ]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+    assert!(
+        field(&report, "faults").starts_with("kinds=[Partition, Loss, Crash]"),
+        "{report}"
+    );
+    assert!(report.contains("crashed"), "crashes with times: {report}");
+
+    let calm = stdout(&synod(&[
+        "sim", "register", "--seed", "3", "--faults", "none",
+    ]));
+    assert_eq!(field(&calm, "coverage"), "nothing fired", "{calm}");
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error_and_a_non_zero_exit() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["sim", "paxos", "--seed", "1"], "invalid value 'paxos'"),
+        (
+            &["sim", "register", "--seeds", "5..x"],
+            "is not a seed range",
+        ),
+        (&["sim", "register", "--seeds", "9..3"], "between 1 and"),
+        (&["sim", "register", "--seeds", "10"], "is not a seed range"),
+        (
+            &["sim", "register", "--seed", "1", "--events", "0"],
+            "0 events",
+        ),
+        (
+            &["sim", "register", "--seed", "1", "--nodes", "4"],
+            "3 or 5 nodes",
+        ),
+        (
+            &["sim", "register", "--seed", "1", "--faults", "crash,meteor"],
+            "`meteor` is not a fault kind",
+        ),
+        (&["sim", "register"], "--seed"),
+        (
+            &["sim", "register", "--seed", "1", "--seeds", "0..2"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = synod(args);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(EXIT_USAGE)),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
+        assert!(stdout(&out).is_empty(), "{args:?} ran anyway");
+    }
+}
+
+#[test]
+fn help_explains_systems_faults_and_exit_codes() {
+    let out = synod(&["sim", "--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for needle in [
+        "register",
+        "--seeds",
+        "--faults",
+        "clock-jump",
+        "Exit status",
+    ] {
+        assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
+    }
+    assert!(
+        !help.contains("raft"),
+        "raft-kv is not offered yet:\n{help}"
+    );
+}
