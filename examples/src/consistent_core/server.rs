@@ -187,11 +187,11 @@ impl NodeOptions {
             client,
             peers: map,
             data_dir: data_dir.to_path_buf(),
-            tick_ms: 20,
+            tick_ms: 50,
         })
     }
 
-    /// Sets the tick length (default 20 ms; elections time out after 10 to 20 ticks).
+    /// Sets the tick length (default 50 ms: heartbeats every 2 ticks, elections after 10 to 20 ticks, as etcd's 100 ms and 1 s).
     #[must_use]
     pub fn tick_ms(mut self, tick_ms: u64) -> NodeOptions {
         self.tick_ms = tick_ms.max(1);

@@ -1,0 +1,401 @@
+//! A three-node Consistent Core cluster of real `synod node` processes on loopback: writes
+//! and reads over RESP through any node, the leader killed with SIGKILL, a new leader
+//! elected with every acknowledged write still readable, the killed node restarted on its
+//! data directory and caught up; bad client input answered with errors; start-up errors a
+//! person can act on. Every wait polls a condition against a deadline.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synod_examples::consistent_core::client::Client;
+use synod_examples::consistent_core::resp::Value;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    peers: String,
+    peer_ports: Vec<u16>,
+    client_ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn new(nodes: usize) -> Cluster {
+        let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let peers = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            peers,
+            peer_ports,
+            client_ports,
+            children: (0..nodes).map(|_| None).collect(),
+        };
+        for id in 1..=nodes {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    fn start(&mut self, id: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{}", self.peer_ports[id - 1]),
+                "--client",
+                &format!("127.0.0.1:{}", self.client_ports[id - 1]),
+                "--peers",
+                &self.peers,
+                "--data-dir",
+            ])
+            .arg(self.data_dir(id))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("synod node starts");
+        self.children[id - 1] = Some(child);
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id - 1].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+
+    fn addr(&self, id: usize) -> String {
+        format!("127.0.0.1:{}", self.client_ports[id - 1])
+    }
+
+    fn client(&self, id: usize) -> Client {
+        Client::new(&[self.addr(id)]).with_timeout(Duration::from_secs(20))
+    }
+
+    /// INFO of node `id` as `field -> value`, or `None` if it does not answer.
+    fn info(&self, id: usize) -> Option<Vec<(String, String)>> {
+        let mut client = Client::new(&[self.addr(id)]).with_timeout(Duration::from_secs(1));
+        let Ok(Value::Bulk(text)) = client.call(&[b"INFO"]) else {
+            return None;
+        };
+        Some(
+            String::from_utf8_lossy(&text)
+                .lines()
+                .filter_map(|l| l.trim().split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn field(&self, id: usize, name: &str) -> Option<String> {
+        self.info(id)?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Polls until one of `among` says it leads; returns its id.
+    fn wait_leader(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            for &id in among {
+                if self.field(id, "role").as_deref() == Some("leader") {
+                    return id;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no leader among {among:?} in {DEADLINE:?}; logs in {}",
+            self.dir.path().display()
+        );
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in 1..=self.children.len() {
+            let path = self.dir.path().join(format!("node{id}.log"));
+            out += &format!(
+                "--- node {id}\n{}",
+                std::fs::read_to_string(path).unwrap_or_default()
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() {
+            self.kill(id);
+        }
+    }
+}
+
+fn get(client: &mut Client, key: &str) -> Value {
+    client
+        .call(&[b"GET", key.as_bytes()])
+        .expect("GET answered")
+}
+
+fn bulk(s: &str) -> Value {
+    Value::Bulk(s.as_bytes().to_vec())
+}
+
+#[test]
+fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catches_up() {
+    let mut cluster = Cluster::new(3);
+    let first = cluster.wait_leader(&[1, 2, 3]);
+
+    // Writes through every node, in a session: followers forward them to the leader.
+    let mut acknowledged = Vec::new();
+    for id in 1..=3 {
+        let mut client = cluster.client(id);
+        client.register().expect("session");
+        for i in 0..20 {
+            let (key, value) = (format!("k{id}-{i}"), format!("v{i}"));
+            let reply = client
+                .call(&[b"SET", key.as_bytes(), value.as_bytes()])
+                .expect("SET answered");
+            assert_eq!(reply, Value::Simple("OK".into()), "{}", cluster.logs());
+            acknowledged.push((key, value));
+        }
+        let n = client.call(&[b"INCR", b"counter"]).expect("INCR");
+        assert_eq!(n, Value::Int(i64::try_from(id).expect("small")));
+    }
+    // Linearizable reads from every node see every write.
+    for id in 1..=3 {
+        let mut client = cluster.client(id);
+        for (key, value) in &acknowledged {
+            assert_eq!(get(&mut client, key), bulk(value), "node {id}, {key}");
+        }
+    }
+
+    // SIGKILL the leader.
+    cluster.kill(first);
+    let survivors: Vec<usize> = (1..=3).filter(|&id| id != first).collect();
+    let second = cluster.wait_leader(&survivors);
+    assert_ne!(second, first);
+    for &id in &survivors {
+        let mut client = cluster.client(id);
+        for (key, value) in &acknowledged {
+            assert_eq!(
+                get(&mut client, key),
+                bulk(value),
+                "after the kill, node {id}, {key}"
+            );
+        }
+        assert_eq!(get(&mut client, "counter"), bulk("3"));
+    }
+    // The cluster still takes writes with one node down.
+    let mut client = cluster.client(survivors[0]);
+    client.register().expect("session");
+    for i in 0..20 {
+        let key = format!("after-{i}");
+        let reply = client.call(&[b"SET", key.as_bytes(), b"x"]).expect("SET");
+        assert_eq!(reply, Value::Simple("OK".into()));
+    }
+    let commit: u64 = cluster
+        .field(second, "commit_index")
+        .and_then(|c| c.parse().ok())
+        .expect("commit index");
+
+    // Restart the killed node on its data directory: it recovers and catches up.
+    cluster.start(first);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let applied: Option<u64> = cluster
+            .field(first, "applied_index")
+            .and_then(|a| a.parse().ok());
+        if applied.is_some_and(|a| a >= commit) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {first} did not catch up to {commit} (at {applied:?})\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut follower = cluster.client(first);
+    assert_eq!(
+        follower
+            .call(&[b"CLIENT", b"READMODE", b"follower"])
+            .expect("READMODE"),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(get(&mut follower, "after-19"), bulk("x"));
+    assert_eq!(get(&mut follower, "k1-0"), bulk("v0"));
+}
+
+/// Sends raw bytes and reads until the reply holds `replies` complete values or the
+/// connection closes; returns the values and whether it closed.
+fn raw(stream: &mut TcpStream, bytes: &[u8], replies: usize) -> (Vec<Value>, bool) {
+    stream.write_all(bytes).expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let limits = synod_examples::consistent_core::resp::Limits::default();
+    loop {
+        let mut values = Vec::new();
+        let mut at = 0;
+        while let Ok(Some((v, used))) = Value::parse(&buf[at..], &limits) {
+            values.push(v);
+            at += used;
+        }
+        if values.len() >= replies {
+            return (values, false);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return (values, true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn bad_client_input_gets_errors_and_only_a_garbage_stream_is_closed() {
+    let cluster = Cluster::new(1);
+    cluster.wait_leader(&[1]);
+    let connect = || {
+        let s = TcpStream::connect(cluster.addr(1)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s
+    };
+    let mut good = connect();
+    // Unknown command, wrong arity, refused expiry, then a working command: one connection.
+    let (replies, closed) = raw(
+        &mut good,
+        b"*1\r\n$8\r\nFLUSHALL\r\n*1\r\n$3\r\nGET\r\n*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n10\r\nset k v\r\nget k\r\n",
+        5,
+    );
+    assert!(!closed);
+    assert!(matches!(&replies[0], Value::Error(e) if e.starts_with("ERR unknown command")));
+    assert!(matches!(&replies[1], Value::Error(e) if e.starts_with("ERR wrong number")));
+    assert!(matches!(&replies[2], Value::Error(e) if e.contains("expiry")));
+    assert_eq!(replies[3], Value::Simple("OK".into()));
+    assert_eq!(replies[4], bulk("v"));
+
+    // Garbage, and an oversize bulk length: an error, then that connection closes.
+    for bad in [
+        &b"*1\r\n$x\r\n"[..],
+        b"*1\r\n$999999999\r\n",
+        b"*2\r\n$3\r\nGET!!!!",
+    ] {
+        let mut conn = connect();
+        let (replies, closed) = raw(&mut conn, bad, 2);
+        assert!(closed, "{bad:?}");
+        assert!(
+            matches!(&replies[..], [Value::Error(e)] if e.contains("Protocol error")),
+            "{replies:?}"
+        );
+    }
+    // The first connection still works.
+    let (replies, _) = raw(&mut good, b"PING\r\n", 1);
+    assert_eq!(replies, [Value::Simple("PONG".into())]);
+}
+
+fn synod(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_up_errors_say_what_to_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = free_port();
+    let peers = format!("1=127.0.0.1:{p},2=127.0.0.1:{}", free_port());
+
+    let (code, err) = synod(
+        &[
+            "node",
+            "--id",
+            "3",
+            "--listen",
+            &format!("127.0.0.1:{p}"),
+            "--client",
+            "127.0.0.1:0",
+            "--peers",
+            &peers,
+        ],
+        &dir.path().join("a"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("does not include this node"), "{err}");
+
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_addr = busy.local_addr().expect("addr").to_string();
+    let (code, err) = synod(
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &busy_addr,
+            "--client",
+            "127.0.0.1:0",
+            "--peers",
+            &format!("1={busy_addr}"),
+        ],
+        &dir.path().join("b"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("already in use"), "{err}");
+
+    // A data directory made by node 1 of one cluster refuses node 2 of another.
+    let data = dir.path().join("c");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("synod-node"), "node=1\nmembers=1,2,3\n").expect("write");
+    let (code, err) = synod(
+        &[
+            "node",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--client",
+            "127.0.0.1:0",
+            "--peers",
+            &peers,
+        ],
+        &data,
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("belongs to another node or cluster"), "{err}");
+}
