@@ -149,9 +149,11 @@
 //! Consul, RabbitMQ quorum queues, Kafka KRaft's metadata log.
 //!
 //! **Paxos.** [`paxos`]: single-decree Paxos (proposers, acceptors, learners, ballots of
-//! round and node id) and, in [`paxos::register`], a per-key compare-and-set register run
-//! as Paxos rounds per key. Chubby and Spanner (Multi-Paxos), Cassandra's lightweight
-//! transactions (the register's model), Megastore.
+//! round and node id); in [`paxos::register`], a per-key compare-and-set register run as
+//! Paxos rounds per key; in [`paxos::multi`], a Multi-Paxos log whose stable leader runs
+//! phase one once for all slots, then one round trip per command, and fills gaps with
+//! no-ops. Chubby and Spanner (Multi-Paxos), Cassandra's lightweight transactions (the
+//! register's model), Megastore.
 //!
 //! **Idempotent Receiver.** [`session`]: client sessions registered through the log,
 //! per-session sequence numbers, saved responses returned for retries, expiry on time
@@ -175,15 +177,17 @@
 //! store's history, progress after healing); two reintroduced bugs (committing an
 //! old-term entry by counting replicas; not persisting the vote) caught within a stated
 //! number of seeds; Paxos choosing at most one value with duelling proposers; the register
-//! linearizable with duelling coordinators.
+//! linearizable with duelling coordinators; Multi-Paxos never choosing two values for a
+//! slot with competing leaders, and leaving no holes. Each of those checks also catches a
+//! deliberately broken variant.
 //!
 //! Not implemented:
 //!
 //! - **Joint consensus.** Membership changes are single-server (one voter added or
 //!   removed per change, thesis section 4.1), which needs no joint quorums; replacing
 //!   several voters takes several changes. See [`membership`].
-//! - **A Multi-Paxos log** (a stable leader skipping phase one, gaps filled with no-ops):
-//!   Paxos here is single-decree and the per-key register; Raft is the replicated log.
+//! - **Multi-Paxos beyond the core**: the log has no snapshots, no leases and no
+//!   membership changes; Raft is the crate's production replicated log.
 //! - **Flexible or weighted quorums** for Raft (majorities only), and **witnesses**.
 //! - The node keeps no metrics; the caller observes [`Node::role`], [`Node::term`],
 //!   [`Node::commit_index`], [`Node::match_index`] and friends.
@@ -200,7 +204,7 @@
 //! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 200) and
 //! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
 //! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 2000);
-//! `SYNOD_REGISTER_SEEDS` (default 1000). The WAL-backed store's tests need
+//! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_MULTI_PAXOS_SEEDS` (default 300). The WAL-backed store's tests need
 //! `--features wal`.
 //!
 //! # Crate features

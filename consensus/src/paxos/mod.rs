@@ -22,8 +22,8 @@
 //! Where it is used: Chubby and Spanner (Multi-Paxos per shard), Cassandra's lightweight
 //! transactions (a Paxos round per key, for compare-and-set), Megastore, and as the
 //! theory behind Raft and Zab. [`register`] builds a per-key compare-and-set register on
-//! these rounds, like Cassandra's lightweight transactions. A Multi-Paxos log (a stable
-//! leader skipping phase one) is not implemented; Raft is this crate's replicated log.
+//! these rounds, like Cassandra's lightweight transactions; [`multi`] is a Multi-Paxos log
+//! with a stable leader that skips phase one and fills gaps with no-ops.
 //!
 //! ```
 //! use synod_consensus::paxos::{Acceptor, Proposer};
@@ -55,6 +55,7 @@ use synod_quorum::{MajorityConfig, Outcome, Quorum};
 
 use crate::types::NodeId;
 
+pub mod multi;
 pub mod register;
 
 /// A ballot: a round number and the proposer's id, compared in that order. Unique per
