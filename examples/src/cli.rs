@@ -74,7 +74,7 @@ pub enum Command {
     },
     /// A client for a running Consistent Core cluster.
     ///
-    /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX [LIMIT], or
+    /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX (LIMIT), or
     /// any RESP command (incr K, mget K..., info). Writes use a session, so a write
     /// retried after a lost reply is applied once.
     Kv {

@@ -260,7 +260,9 @@ impl ConnState {
             Response::NotLeader { .. } => {
                 return Value::Error("TRYAGAIN no leader; retry".into());
             }
-            Response::Retry(why) => return Value::Error(format!("TRYAGAIN {why}")),
+            Response::Retry(why) | Response::Unknown(why) => {
+                return Value::Error(format!("TRYAGAIN {why}"));
+            }
         };
         match request {
             Request::Register => {

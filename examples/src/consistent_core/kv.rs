@@ -22,7 +22,7 @@ use synod_consensus::session::{SessionConfig, SessionEntry, SessionError, Sessio
 pub type Bytes = Vec<u8>;
 
 /// A condition on a put (Redis `SET ... NX` / `XX`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PutCondition {
     /// Always write.
     Always,
@@ -33,7 +33,7 @@ pub enum PutCondition {
 }
 
 /// A command that changes the map: it goes through the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvCommand {
     /// Sets `key` to `value` if `condition` holds. Replies `Ok` or `Nil` (condition failed).
     Put {
@@ -70,7 +70,7 @@ pub enum KvCommand {
 }
 
 /// A query: answered from a replica's applied state, never logged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvQuery {
     /// The value of a key: `Bulk` or `Nil`.
     Get(Bytes),
@@ -88,7 +88,7 @@ pub enum KvQuery {
 }
 
 /// What a command or query answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvReply {
     /// Done.
     Ok,

@@ -36,7 +36,7 @@ use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
 pub type Tag = u64;
 
 /// How fresh a read must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReadMode {
     /// Linearizable: confirmed with a quorum (read index).
     Linearizable,
@@ -47,7 +47,7 @@ pub enum ReadMode {
 }
 
 /// A command's place in a client session: applied once however often it is retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionSeq {
     /// The session (from [`Request::Register`]).
     pub session: SessionId,
@@ -58,7 +58,7 @@ pub struct SessionSeq {
 }
 
 /// What a client asks of the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Request {
     /// A command through the log, in a session or not.
     Write {
@@ -90,7 +90,7 @@ impl Request {
 }
 
 /// The answer to a [`Request`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Response {
     /// The state machine's answer.
     Kv(KvReply),
@@ -99,9 +99,12 @@ pub enum Response {
         /// Where to send it.
         leader: Option<u64>,
     },
-    /// Not done, and safe to retry (a proposal lost to a leader change, no leader known,
-    /// too much queued).
+    /// Certainly not done, and never will be: safe to retry (a proposal refused, or
+    /// overwritten by a committed entry; no leader known; too much queued).
     Retry(String),
+    /// Perhaps done, perhaps not, perhaps later (a proposal this node lost track of in a
+    /// leadership change): retry only within a session, which makes the retry safe.
+    Unknown(String),
 }
 
 /// Something that happened to the node.
@@ -290,8 +293,9 @@ impl<S: LogStore> CoreNode<S> {
         match self.raft.propose(Bytes::from(command.encode())) {
             Ok(index) => {
                 // An earlier proposal at this index was lost with a leadership change.
+                // (It may still commit through another leader's log: the outcome is unknown.)
                 if let Some((_, lost)) = self.proposals.insert(index, (self.raft.term(), tag)) {
-                    self.reply(lost, lost_response());
+                    self.reply(lost, unknown_response());
                 }
             }
             Err(ProposeError::NotLeader { leader }) => self.reply(
@@ -361,7 +365,7 @@ impl<S: LogStore> CoreNode<S> {
                 }
                 let rest = self.proposals.split_off(&snapshot.meta.index.next());
                 for (_, (_, tag)) in std::mem::replace(&mut self.proposals, rest) {
-                    self.reply(tag, lost_response());
+                    self.reply(tag, unknown_response());
                 }
             }
             let mut applied = None;
@@ -427,4 +431,8 @@ impl<S: LogStore> CoreNode<S> {
 
 fn lost_response() -> Response {
     Response::Retry("the proposal was lost in a leadership change; retry".into())
+}
+
+fn unknown_response() -> Response {
+    Response::Unknown("the proposal's fate is unknown after a leadership change".into())
 }

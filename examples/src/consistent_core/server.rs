@@ -405,11 +405,13 @@ impl Shared {
                     return Response::Retry("the node is shutting down".into());
                 }
                 WaitOutcome::TimedOut => {
-                    return Response::Retry(format!("timed out ({last}); the outcome is unknown"));
+                    return Response::Unknown(format!(
+                        "timed out ({last}); the outcome is unknown"
+                    ));
                 }
             };
             match response {
-                Response::Kv(_) => return response,
+                Response::Kv(_) | Response::Unknown(_) => return response,
                 Response::NotLeader { leader: Some(l) } if l != self.id => {
                     match self.forward(l, request, deadline) {
                         Ok(Response::Kv(r)) => return Response::Kv(r),
@@ -417,8 +419,9 @@ impl Shared {
                             last = format!("node {l} no longer leads");
                         }
                         Ok(Response::Retry(why)) => last = why,
+                        Ok(Response::Unknown(why)) => return Response::Unknown(why),
                         Err(why) => {
-                            return Response::Retry(format!(
+                            return Response::Unknown(format!(
                                 "forwarding to the leader, node {l}, failed: {why}; the outcome is unknown"
                             ));
                         }

@@ -1,6 +1,6 @@
 //! End-to-end tests of the `synod` program: each runs the built binary as a user would.
-
 mod cli;
 mod core_cluster;
+mod core_sim;
 mod sim_cli;
 mod wal_cli;
