@@ -112,8 +112,11 @@
 //! sending thread itself; on a busy channel (other requests in flight, or a message written
 //! less than `batch_delay_us_max` ago) the writer thread waits up to `batch_delay_us_max`
 //! (default 20 µs) for company before sending a batch that is not full: Nagle's algorithm
-//! with a bound. While one frame is being written the next messages queue up, so batches
-//! grow with load. The receiver unpacks the batch and handles each message; the responses
+//! with a bound. Only the first message of a batch, and the one that fills it, wake the
+//! writer thread; the others just join the queue. While one frame is being written the
+//! next messages queue up, so batches grow with load. A caller can also form a batch
+//! itself: [`TcpTransport::request_batch`] queues many requests at once and writes them as
+//! one frame. The receiver unpacks the batch and handles each message; the responses
 //! it produces while handling one batch leave together too.
 //!
 //! **When.** Many small messages (heartbeats, votes, small writes) where per-message
@@ -261,7 +264,8 @@
 //! of at most 256 bytes ([`handshake::HANDSHAKE_BYTES_MAX`]), so a peer that has not said
 //! who it is cannot make this side buffer more; [`EVENTS_RECENT_MAX`] recent connection
 //! events; reads of at most 64 KiB per system call, the frames of one read handled as one
-//! batch; a waiter on a request alone in flight, or sent with
+//! batch; writes of everything queued for a peer in one system call (messages are encoded
+//! into frames as they are queued, so the queue is a byte buffer ready to write); a waiter on a request alone in flight, or sent with
 //! [`TcpTransport::request_batch`], looks for its response for up to 50 µs (yielding its
 //! core between looks) before it sleeps.
 //!
@@ -297,7 +301,10 @@
 //! oversize frames, garbage, wrong cluster ids, a full connection limit. `transport/fuzz`
 //! holds a cargo-fuzz target for the decoder, outside the workspace. `cargo bench -p
 //! synod-transport --bench throughput` compares the transport with raw TCP measured in the
-//! same run (`SYNOD_BENCH_QUICK=1` for a run under 30 seconds). No environment variable
+//! same run, like with like (same message size, window and number of threads; the
+//! pipeline figure uses [`TcpTransport::request_batch`] from one thread, as the raw
+//! baseline refills its window with one write), and prints what it compares
+//! (`SYNOD_BENCH_QUICK=1` for a run under 30 seconds). No environment variable
 //! changes what the tests do.
 //!
 //! # Crate features
