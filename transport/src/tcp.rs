@@ -1519,12 +1519,13 @@ impl TcpTransport {
             .and_then(|c| c.state.lock().last_error.clone())
     }
 
-    /// Encoded bytes queued for `peer` and not yet written (bounded by
-    /// `outbound_bytes_max`).
+    /// Encoded bytes queued for `peer` and not yet written, those of a write under way
+    /// included (bounded by `outbound_bytes_max`).
     pub fn outbound_queued_bytes(&self, peer: NodeId) -> usize {
-        self.shared
-            .channel(peer)
-            .map_or(0, |c| c.state.lock().outbox.envelope_bytes)
+        self.shared.channel(peer).map_or(0, |c| {
+            let st = c.state.lock();
+            st.outbox.envelope_bytes + st.writing_bytes
+        })
     }
 
     /// Requests to `peer` awaiting a response (bounded by `in_flight_max`).
@@ -1876,5 +1877,72 @@ fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameDecoder;
+
+    fn queued(n: u64, len: usize) -> Queued {
+        let envelope = Envelope {
+            correlation: CorrelationId(n),
+            kind: MessageKind::OneWay,
+            from: NodeId(2),
+            to: NodeId(1),
+            payload: Bytes::from(vec![n as u8; len]),
+        };
+        let len = envelope.encoded_len();
+        Queued { envelope, len }
+    }
+
+    #[test]
+    fn the_outbox_lays_out_whole_frames_within_the_batch_limit_in_order() {
+        let batch_bytes_max = 100;
+        let mut outbox = Outbox::default();
+        // 10-byte payloads (15-byte envelopes), one larger than a batch, then small again.
+        let lens = [10, 10, 10, 10, 10, 10, 10, 300, 10, 10];
+        for (n, &len) in lens.iter().enumerate() {
+            outbox.push(&queued(n as u64, len), batch_bytes_max, 1 << 20);
+        }
+        assert_eq!(outbox.messages, lens.len());
+        let mut buf = Vec::new();
+        let taken = outbox.take(&mut buf).expect("not empty");
+        assert!(outbox.is_empty() && outbox.bytes.is_empty());
+        assert_eq!(outbox.take(&mut Vec::new()).map(|t| t.messages), None);
+        finish_frame(&mut buf, taken.open, FrameKind::Messages, 1 << 20).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&buf);
+        let mut envelopes = Vec::new();
+        let mut frames = 0;
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            frames += 1;
+            let before = envelopes.len();
+            decode_envelopes_into(&frame.payload, &mut envelopes).unwrap();
+            assert!(
+                frame.payload.len() <= batch_bytes_max || envelopes.len() - before == 1,
+                "a frame over the batch limit holds one message"
+            );
+        }
+        // 6 small envelopes fill a frame (90 bytes), the 7th starts another, the large one
+        // has its own, and the last two share one.
+        assert_eq!(frames, 4);
+        assert_eq!(taken.frames, 4);
+        assert_eq!(taken.messages, lens.len() as u64);
+        let got: Vec<(u64, usize)> = envelopes
+            .iter()
+            .map(|e| (e.correlation.0, e.payload.len()))
+            .collect();
+        let want: Vec<(u64, usize)> = lens
+            .iter()
+            .enumerate()
+            .map(|(n, &l)| (n as u64, l))
+            .collect();
+        assert_eq!(got, want);
+        // Cleared after a lost connection: nothing is left to write.
+        outbox.push(&queued(1, 10), batch_bytes_max, 1 << 20);
+        outbox.clear();
+        assert!(outbox.is_empty() && outbox.take(&mut Vec::new()).is_none());
     }
 }
