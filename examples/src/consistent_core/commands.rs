@@ -104,7 +104,8 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
         ("PING", []) => Action::Reply(Value::Simple("PONG".into())),
         ("PING", [msg]) => Action::Reply(Value::Bulk(msg.clone())),
         ("QUIT", _) => Action::Close(Value::Simple("OK".into())),
-        ("COMMAND", _) => Action::Reply(Value::Array(Vec::new())),
+        // Asked by redis-cli and redis-benchmark on connecting: nothing to report.
+        ("COMMAND" | "CONFIG", _) => Action::Reply(Value::Array(Vec::new())),
         ("INFO", _) => Action::Info,
         ("READONLY", []) => {
             conn.read_mode = ReadMode::Follower;

@@ -491,25 +491,6 @@ impl fmt::Debug for Shared {
 ///
 /// A [`StartError`] a person can act on.
 pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
-    check_identity(options)?;
-    let dir = &options.data_dir;
-    let voters = options.peers.keys().map(|&id| NodeId::new(id));
-    let membership =
-        Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
-    let storage =
-        |name: &str| FileStorage::new(dir.join("log").join(name)).map_err(|e| data_err(dir, e));
-    let store = WalLogStore::open(storage("entries")?, storage("meta")?, membership)
-        .map_err(|e| data_err(dir, e))?;
-    let config = Config::builder(NodeId::new(options.id))
-        .election_timeout_ticks(10..20)
-        .heartbeat_interval_ticks(2)
-        .append_bytes_max(256 << 10)
-        .snapshot_chunk_bytes_max(256 << 10)
-        .seed(options.id ^ options.cluster_id())
-        .build()
-        .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
-    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT);
-
     let transport_config = synod_transport::Config::builder(
         ClusterId(options.cluster_id()),
         synod_transport::NodeId(options.id),
@@ -527,6 +508,29 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     );
     let listener = TcpListener::bind(options.client.as_str())
         .map_err(|e| bind("--client", &options.client, e))?;
+    // Only once both addresses are ours does the data directory get touched.
+    check_identity(options)?;
+    let dir = &options.data_dir;
+    let voters = options.peers.keys().map(|&id| NodeId::new(id));
+    let membership =
+        Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
+    let storage =
+        |name: &str| FileStorage::new(dir.join("log").join(name)).map_err(|e| data_err(dir, e));
+    let store = WalLogStore::open(storage("entries")?, storage("meta")?, membership)
+        .map_err(|e| data_err(dir, e))?;
+    let config = Config::builder(NodeId::new(options.id))
+        .election_timeout_ticks(10..20)
+        .heartbeat_interval_ticks(2)
+        .append_bytes_max(256 << 10)
+        .snapshot_chunk_bytes_max(256 << 10)
+        // Lease reads (`CLIENT READMODE lease`) assume the nodes' tick rates drift apart
+        // by less than 3 ticks (150 ms) over one election timeout.
+        .lease_reads(3)
+        .seed(options.id ^ options.cluster_id())
+        .build()
+        .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
+    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT);
+
     for (&id, addr) in &options.peers {
         if id == options.id {
             continue;

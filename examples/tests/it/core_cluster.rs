@@ -85,6 +85,16 @@ impl Cluster {
         self.children[id - 1] = Some(child);
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to node `id` with the system's `kill` command.
+    fn signal(&self, id: usize, signal: &str) {
+        let pid = self.children[id - 1].as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     fn kill(&mut self, id: usize) {
         if let Some(mut child) = self.children[id - 1].take() {
             child.kill().expect("SIGKILL");
@@ -254,6 +264,25 @@ fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catch
     );
     assert_eq!(get(&mut follower, "after-19"), bulk("x"));
     assert_eq!(get(&mut follower, "k1-0"), bulk("v0"));
+
+    // Pause a follower with SIGSTOP: the others go on; resumed, it catches up.
+    let leader = cluster.wait_leader(&[1, 2, 3]);
+    let paused = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.signal(paused, "STOP");
+    let mut client = cluster.client(leader);
+    client.register().expect("session");
+    for i in 0..10 {
+        let key = format!("paused-{i}");
+        let reply = client.call(&[b"SET", key.as_bytes(), b"y"]).expect("SET");
+        assert_eq!(reply, Value::Simple("OK".into()));
+    }
+    cluster.signal(paused, "CONT");
+    let mut resumed = cluster.client(paused);
+    assert_eq!(
+        get(&mut resumed, "paused-9"),
+        bulk("y"),
+        "linearizable read on the resumed node"
+    );
 }
 
 /// Sends raw bytes and reads until the reply holds `replies` complete values or the

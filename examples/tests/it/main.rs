@@ -1,4 +1,5 @@
 //! End-to-end tests of the `synod` program: each runs the built binary as a user would.
+
 mod cli;
 mod core_cluster;
 mod core_sim;
