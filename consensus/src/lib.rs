@@ -237,7 +237,7 @@ pub use config::{Bugs, Config, ConfigBuilder, ConfigError};
 pub use membership::{Membership, MembershipError};
 pub use message::{AppendResult, DecodeError, Message, MessageBody, ReadId, WIRE_VERSION};
 pub use raft::{
-    CompactError, Node, PersistToken, ProposeError, ReadError, ReadState, Ready, Role,
+    CompactError, Node, PersistToken, ProposeError, ReadError, ReadState, Ready, Role, TERM_MAX,
     TransferError,
 };
 pub use reads::{ReadWaitError, ReadWaitList};

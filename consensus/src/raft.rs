@@ -31,6 +31,10 @@ use crate::rng::SplitMix64;
 use crate::storage::{HardState, LogStore, Snapshot, SnapshotMeta};
 use crate::types::{Entry, LogIndex, NodeId, Payload, Term, next_term};
 
+/// The highest term a node accepts from the network (2^63): more elections than could
+/// ever happen, with room for the node's own elections after it.
+pub const TERM_MAX: Term = Term::new(1 << 63);
+
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -291,8 +295,15 @@ impl<S: LogStore> Node<S> {
     /// A node over `store`, which must hold only durable state (a new store, or one
     /// recovered after a restart). The node starts as a follower; if the store has a
     /// snapshot, the first [`Ready`] hands it out for the state machine to load.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the store's term is above [`TERM_MAX`]: the store is corrupt (a store
+    /// that reads from disk should refuse such a term when it opens, as
+    /// `WalLogStore` does).
     pub fn new(config: Config, store: S) -> Node<S> {
         let hard = store.hard_state();
+        assert!(hard.term <= TERM_MAX, "corrupt store: term {}", hard.term);
         let snapshot = store.snapshot().clone();
         let mut membership_log = BTreeMap::new();
         let mut index = store.first_index();
@@ -1916,6 +1927,11 @@ impl<S: LogStore> Node<S> {
 
     /// Checks what a message from the network claims before trusting it.
     fn valid(&self, msg: &Message) -> bool {
+        // Terms grow by one per election: one near `u64::MAX` is corruption or malice,
+        // and adopting it would leave no room for the next elections.
+        if msg.term > TERM_MAX {
+            return false;
+        }
         match &msg.body {
             MessageBody::Append {
                 prev_index,

@@ -136,7 +136,12 @@ impl<S: Storage> WalLogStore<S> {
         for record in meta.range(meta.first_index(), meta.next_index()) {
             let (_, bytes) = record?;
             match decode_meta(&bytes)? {
-                MetaRecord::HardState(hs) => hard_state = hs,
+                MetaRecord::HardState(hs) => {
+                    if hs.term > crate::raft::TERM_MAX {
+                        return Err(WalStoreError::Corrupt(format!("term {}", hs.term)));
+                    }
+                    hard_state = hs;
+                }
                 MetaRecord::Snapshot { meta, data } => {
                     if !meta.membership.is_valid() {
                         return Err(WalStoreError::Corrupt("snapshot membership".into()));

@@ -7,6 +7,7 @@ mod paxos;
 mod raft_paper;
 mod random;
 mod register;
+mod robustness;
 mod sessions;
 mod sim;
 #[cfg(feature = "wal")]
