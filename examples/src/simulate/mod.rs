@@ -26,8 +26,22 @@
 //! [`EXIT_GAVE_UP`] when the checker stopped at its effort bound without deciding, and 2
 //! for bad arguments.
 //!
-//! Systems (see [`System`]): `register`, the ABD register of `synod-quorum` (see
-//! [`register`]). A Raft key-value store is not offered yet.
+//! Systems (see [`System`]):
+//!
+//! - `register` ([`register`]): the ABD register of `synod-quorum`, one per key, with a
+//!   small driver that persists its state on the simulated disk;
+//! - `raft-kv` ([`raft_kv`]): the Consistent Core node ([`crate::consistent_core::node`]),
+//!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
+//!   as a process, with a journaling driver in place of the write-ahead log and sockets.
+//!
+//! Each system's invariant: for `register`, replicas holding one tag for a key hold one
+//! value; for `raft-kv`, at most one leader per term.
+//!
+//! # Replaying from the test suite
+//!
+//! `tests/it/sim_cli.rs` runs the binary on a handful of seeds. For a long hunt, run the
+//! release binary on a large range (`cargo run --release -p synod-examples --bin synod --
+//! sim raft-kv --seeds 0..10000`); a failing seed prints the command that replays it.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -38,6 +52,7 @@ use synod_sim::{
     Probability, RunReport, SimConfig, SimTime, Verdict,
 };
 
+pub mod raft_kv;
 pub mod register;
 pub mod schedule;
 
@@ -77,12 +92,14 @@ linearizability. It prints the faults enabled, when nodes crashed, restarted, pa
 resumed, how often each fault fired, the verdict and the trace hash.
 
 Systems:
-  register   the ABD quorum register of synod-quorum (no leader), 3 or 5 nodes
+  register   the ABD quorum register of synod-quorum (no leader)
+  raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
 
 Examples:
   synod sim register --seed 7
   synod sim register --seeds 0..100 --nodes 5
   synod sim register --seed 7 --faults crash,partition,loss
+  synod sim raft-kv --seeds 0..20
 
 Exit status: 0 pass, 1 violation, 2 bad arguments, 4 the checker gave up undecided.";
 
@@ -91,6 +108,8 @@ Exit status: 0 pass, 1 violation, 2 bad arguments, 4 the checker gave up undecid
 pub enum System {
     /// The ABD quorum register of `synod-quorum`: linearizable reads and writes, no leader.
     Register,
+    /// The Consistent Core node: Raft from `synod-consensus` and its key-value store.
+    RaftKv,
 }
 
 impl System {
@@ -99,6 +118,7 @@ impl System {
     pub const fn name(self) -> &'static str {
         match self {
             System::Register => "register",
+            System::RaftKv => "raft-kv",
         }
     }
 
@@ -108,6 +128,11 @@ impl System {
                 "ABD registers (synod-quorum), {nodes} nodes, {} clients, {} keys",
                 register::CLIENTS,
                 register::KEYS
+            ),
+            System::RaftKv => format!(
+                "Consistent Core (Raft and a key-value store), {nodes} nodes, {} clients, {} keys",
+                register::CLIENTS,
+                raft_kv::KEYS
             ),
         }
     }
@@ -586,6 +611,7 @@ impl fmt::Display for RunSummary {
 pub fn run_seed(seed: u64, settings: &Settings) -> RunSummary {
     match settings.system {
         System::Register => register::run(seed, settings, settings.sim_config()),
+        System::RaftKv => raft_kv::run(seed, settings, settings.sim_config()),
     }
 }
 

@@ -51,6 +51,21 @@ fn one_seed_passes_and_replays_to_the_same_trace_hash() {
 }
 
 #[test]
+fn raft_kv_passes_and_replays_to_the_same_trace_hash() {
+    let run = || synod(&["sim", "raft-kv", "--seed", "7"]);
+    let (first, again) = (run(), run());
+    let report = stdout(&first);
+    assert_eq!(first.status.code(), Some(0), "{report}{}", stderr(&first));
+    assert!(field(&report, "verdict").starts_with("pass"), "{report}");
+    assert_eq!(stdout(&again), report);
+
+    let out = synod(&["sim", "raft-kv", "--seeds", "0..4", "--nodes", "5"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+    assert!(report.contains("all 4 seeds of 0..4 passed"), "{report}");
+}
+
+#[test]
 fn a_range_of_seeds_passes_on_three_and_five_nodes() {
     for nodes in ["3", "5"] {
         let out = synod(&[
@@ -140,6 +155,7 @@ fn help_explains_systems_faults_and_exit_codes() {
     let help = stdout(&out);
     for needle in [
         "register",
+        "raft-kv",
         "--seeds",
         "--faults",
         "clock-jump",
@@ -147,8 +163,4 @@ fn help_explains_systems_faults_and_exit_codes() {
     ] {
         assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
     }
-    assert!(
-        !help.contains("raft"),
-        "raft-kv is not offered yet:\n{help}"
-    );
 }
