@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
 use synod_examples::consistent_core::resp::Value;
+use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -427,4 +428,130 @@ fn start_up_errors_say_what_to_fix() {
     );
     assert_eq!(code, Some(2));
     assert!(err.contains("belongs to another node or cluster"), "{err}");
+}
+
+/// One client thread's workload: random reads, writes and compare-and-sets on a few keys,
+/// through its own session, recorded into the shared history.
+fn client_thread(
+    addrs: Vec<String>,
+    client: u32,
+    ops: usize,
+    history: &std::sync::Mutex<History<KvInput, KvOutput>>,
+    start: Instant,
+    values: &std::sync::atomic::AtomicU64,
+    ok_ops: &std::sync::atomic::AtomicUsize,
+) {
+    use std::sync::atomic::Ordering;
+    let now = || SimTime::from_micros(u64::try_from(start.elapsed().as_micros()).expect("small"));
+    let connect = || {
+        let mut c = Client::new(&addrs).with_timeout(Duration::from_secs(15));
+        c.register().expect("session");
+        c
+    };
+    let mut c = connect();
+    let mut seed = u64::from(client) * 0x9e37_79b9 + 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..ops {
+        let key = next() % 3;
+        let k = format!("lin-{key}");
+        let v = values.fetch_add(1, Ordering::Relaxed);
+        let vs = v.to_string();
+        let (input, args): (KvInput, Vec<&[u8]>) = match next() % 4 {
+            0 | 1 => (KvInput::Read { key }, vec![b"GET", k.as_bytes()]),
+            2 => (
+                KvInput::Write { key, value: v },
+                vec![b"SET", k.as_bytes(), vs.as_bytes()],
+            ),
+            _ => (
+                KvInput::Cas {
+                    key,
+                    expect: None,
+                    new: v,
+                },
+                vec![b"SET", k.as_bytes(), vs.as_bytes(), b"NX"],
+            ),
+        };
+        let op = history
+            .lock()
+            .expect("lock")
+            .invoke(ClientId::new(client), input, now());
+        let output = match (&input, c.call(&args)) {
+            (KvInput::Read { .. }, Ok(Value::Nil)) => Some(KvOutput::Read(None)),
+            (KvInput::Read { .. }, Ok(Value::Bulk(b))) => Some(KvOutput::Read(Some(
+                String::from_utf8_lossy(&b).parse().expect("a number"),
+            ))),
+            (KvInput::Write { .. }, Ok(Value::Simple(s))) if s == "OK" => Some(KvOutput::Written),
+            (KvInput::Cas { .. }, Ok(Value::Simple(s))) if s == "OK" => Some(KvOutput::Cas(true)),
+            (KvInput::Cas { .. }, Ok(Value::Nil)) => Some(KvOutput::Cas(false)),
+            _ => None,
+        };
+        let mut h = history.lock().expect("lock");
+        match output {
+            Some(output) => {
+                h.ok(op, output, now()).expect("recorded");
+                ok_ops.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                h.unknown(op).expect("recorded");
+                drop(h);
+                // The session's next number belongs to the unanswered write: start afresh.
+                c = connect();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_history_recorded_across_a_leader_kill_is_linearizable() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.wait_leader(&[1, 2, 3]);
+    let history = Arc::new(Mutex::new(History::new()));
+    let values = Arc::new(AtomicU64::new(1));
+    let ok_ops = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..4u32)
+        .map(|client| {
+            let mut addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+            addrs.rotate_left(client as usize % 3);
+            let (history, values, ok_ops) = (
+                Arc::clone(&history),
+                Arc::clone(&values),
+                Arc::clone(&ok_ops),
+            );
+            std::thread::spawn(move || {
+                client_thread(addrs, client, 80, &history, start, &values, &ok_ops);
+            })
+        })
+        .collect();
+    // Kill the leader once the workload is under way.
+    let deadline = Instant::now() + DEADLINE;
+    while ok_ops.load(Ordering::Relaxed) < 60 {
+        assert!(Instant::now() < deadline, "the workload made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.kill(leader);
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let history = history.lock().expect("lock");
+    let verdict = Linearizability::new(KvModel).check(&history);
+    println!(
+        "real cluster, leader {leader} killed mid-run: {} operations, {} ok, {} unknown: {verdict:?}",
+        history.len(),
+        history.ok_count(),
+        history.unknown_count()
+    );
+    assert!(
+        !matches!(verdict, Verdict::Violation(_)),
+        "{verdict:?}\n{}",
+        cluster.logs()
+    );
+    assert!(history.ok_count() > 200, "most operations completed");
 }
