@@ -171,9 +171,11 @@
 //! reported durable, waiters get an error, and the log refuses every later write
 //! ([`WalError::Poisoned`]) until it is reopened: after a failed `fsync` Linux may have
 //! dropped the dirty pages, so retrying until a sync succeeds would acknowledge data that is
-//! gone. After reopening, the batch is all there or all gone (the fault-injecting storage
-//! models the dropped pages; a real kernel that kept them in its cache makes the reopen's own
-//! sync write them).
+//! gone. After reopening, the batch is all there or all gone. Linux file systems may keep
+//! the failed batch readable in the page cache, marked clean but never written, so that no
+//! later sync writes it; [`Wal::open`] therefore writes again the records of the last segment
+//! that no later record proves synced (at most the last batch or two) before its own sync.
+//! The fault-injecting storage models both kernels' behaviours (pages dropped, or kept clean).
 //!
 //! Segment roll-over syncs the full segment before the next one exists, so a closed segment
 //! always holds its whole range; segment creation, renames and removals are followed by a

@@ -83,6 +83,8 @@ pub(crate) struct ScannedSegment {
     pub(crate) offsets: Vec<u32>,
     /// Offset just past the last valid record.
     pub(crate) end: u64,
+    /// The highest index the valid records' durable marks prove was synced, if any.
+    pub(crate) proven: Option<LogIndex>,
 }
 
 /// The result of scanning a directory.
@@ -183,16 +185,18 @@ fn scan_records<F: StorageFile>(
     let mut offsets = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut expected = header.first;
-    let seg = |offsets: Vec<u32>, end: u64| ScannedSegment {
+    let mut proven: Option<LogIndex> = None;
+    let seg = |offsets: Vec<u32>, end: u64, proven: Option<LogIndex>| ScannedSegment {
         name: name.to_owned(),
         header: *header,
         file_len,
         offsets,
         end,
+        proven,
     };
     loop {
         if until == Some(expected) {
-            return Ok((seg(offsets, offset), None, None));
+            return Ok((seg(offsets, offset, proven), None, None));
         }
         let step =
             check_at(&mut win, offset, tag, record_bytes_max).map_err(io_err("read", name))?;
@@ -208,6 +212,7 @@ fn scan_records<F: StorageFile>(
                 })?);
                 offset = next;
                 expected = expected.next();
+                proven = proven.max(h.durable_mark());
             }
             Step::Valid(h, _) => {
                 let c = Corruption {
@@ -219,7 +224,7 @@ fn scan_records<F: StorageFile>(
                         found: h.index,
                     },
                 };
-                return Ok((seg(offsets, offset), Some(c), None));
+                return Ok((seg(offsets, offset, proven), Some(c), None));
             }
             Step::Invalid => {
                 if until.is_some() {
@@ -234,12 +239,12 @@ fn scan_records<F: StorageFile>(
                         index: Some(expected),
                         kind,
                     };
-                    return Ok((seg(offsets, offset), Some(c), None));
+                    return Ok((seg(offsets, offset, proven), Some(c), None));
                 }
                 // The last segment: a torn tail, or damage to records that had been synced?
                 let (corruption, tail) =
                     classify_tail(&mut win, name, offset, expected, tag, record_bytes_max)?;
-                return Ok((seg(offsets, offset), corruption, Some(tail)));
+                return Ok((seg(offsets, offset, proven), corruption, Some(tail)));
             }
         }
     }

@@ -18,8 +18,9 @@
 //!   kept write torn at any byte, at a 512-byte or a 4 KiB boundary; unsynced 4 KiB blocks
 //!   kept or lost independently (reordering); a bit flipped in the surviving unsynced bytes;
 //! - bit flips anywhere at any time ([`FaultyStorage::flip_bit`]), synced data included;
-//! - injected faults ([`Fault`]): a sync that fails and drops the file's dirty data (as
-//!   Linux does after writeback errors), `ENOSPC`, short writes, I/O errors;
+//! - injected faults ([`Fault`]): a sync that fails and drops the file's dirty data, or
+//!   one that fails and leaves it readable in the cache but never written (as Linux file
+//!   systems do after writeback errors), `ENOSPC`, short writes, I/O errors;
 //! - a disk that stops after a given number of mutating operations
 //!   ([`FaultyStorage::halt_after`]), to crash a program at an exact point.
 
@@ -85,6 +86,11 @@ pub enum Fault {
     /// The next `sync_data` fails with an I/O error, and the file's unsynced data is dropped
     /// (reads then return the last synced contents).
     SyncError,
+    /// The next `sync_data` fails with an I/O error, and the file's unsynced data stays in
+    /// the page cache, marked clean but never written: reads (by this process and by a
+    /// reopened log) still return it, later syncs do not write it, and a crash loses it.
+    /// This is what ext4 and XFS do after a writeback error.
+    SyncErrorKeepsCache,
     /// The next `write_at` fails with `StorageFull` and writes nothing.
     NoSpace,
     /// The next `write_at` writes only part of its buffer (at least one byte).
@@ -714,8 +720,17 @@ impl StorageFile for FaultyFile {
             d.mutate()?;
             d.stats.syncs += 1;
             let failed = d.take_fault(|f| f == Fault::SyncError).is_some();
+            let failed_kept =
+                !failed && d.take_fault(|f| f == Fault::SyncErrorKeepsCache).is_some();
             let inode = d.inodes.get_mut(&self.inode).expect("checked");
             let pending = std::mem::take(&mut inode.pending);
+            if failed_kept {
+                // The pages are clean now: no later sync writes them, and a crash resets
+                // the file to its durable contents.
+                return Err(io::Error::other(
+                    "injected fsync error (dirty data kept in the cache, unwritten)",
+                ));
+            }
             if failed {
                 inode.current = inode.durable.clone();
                 return Err(io::Error::other(

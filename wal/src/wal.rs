@@ -281,8 +281,12 @@ impl<S: Storage> Wal<S> {
             });
         }
         // What was read may be in the page cache only (a restart without a crash): make it
-        // durable before reporting it durable or building on it.
-        if let Some(last) = segments.back() {
+        // durable before reporting it durable or building on it. A sync alone is not enough:
+        // after a failed fsync, Linux file systems keep the unwritten pages readable but mark
+        // them clean, so no later sync writes them. The records no later record proves
+        // synced are therefore written again (dirtying their pages) before the sync.
+        if let (Some(last), Some(scanned)) = (segments.back(), scan.segments.last()) {
+            rewrite_unproven(&*last.file, scanned)?;
             io("sync", &last.name, last.file.sync_data())?;
         }
         let needs_new_segment = segments.is_empty()
@@ -888,6 +892,31 @@ impl<S: Storage> Wal<S> {
     pub fn close(self) -> Result<(), WalError> {
         self.sync().map(drop)
     }
+}
+
+/// Writes again, byte for byte, the records of the last segment that no durable mark proves
+/// were synced: they may sit in clean, never-written pages after a failed sync.
+fn rewrite_unproven<F: StorageFile>(file: &F, seg: &scan::ScannedSegment) -> Result<(), WalError> {
+    let first = seg.header.first.get();
+    let from_index = seg
+        .proven
+        .map_or(first, |p| p.get().saturating_add(1))
+        .max(first);
+    let Some(&from) = usize::try_from(from_index - first)
+        .ok()
+        .and_then(|k| seg.offsets.get(k))
+    else {
+        return Ok(());
+    };
+    let mut buf = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = u64::from(from);
+    while at < seg.end {
+        let n = usize::try_from((seg.end - at).min(ZERO_CHUNK_BYTES as u64)).expect("bounded");
+        io("read", &seg.name, read_exact_at(file, &mut buf[..n], at))?;
+        io("rewrite", &seg.name, write_all_at(file, &buf[..n], at))?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// An iterator over records, from [`Wal::range`].

@@ -334,3 +334,43 @@ fn stale_records_past_a_gap_never_come_back() {
     );
     assert_eq!(&wal.read(LogIndex::new(5)).unwrap()[..], &[0xee; 40][..]);
 }
+
+/// Regression: after a failed fsync, Linux file systems keep the unwritten pages readable
+/// but clean, so a reopened log read the failed batch back, and its own sync at open wrote
+/// nothing: it reported records durable that a power loss then took. Open now writes the
+/// records no durable mark proves synced again before its sync.
+#[test]
+fn a_reopen_after_a_failed_sync_makes_what_it_reports_durable_really_durable() {
+    for policy in [SyncPolicy::Always, SyncPolicy::Manual] {
+        let disk = FaultyStorage::new(11);
+        let (wal, _) = Wal::open(disk.clone(), small_config(policy)).unwrap();
+        for i in 1..=5u64 {
+            wal.append(payload(i, 50)).unwrap();
+        }
+        wal.sync().unwrap();
+        disk.inject(Fault::SyncErrorKeepsCache);
+        wal.submit_batch((6..=9).map(|i| payload(i, 50))).unwrap();
+        assert!(wal.sync().is_err(), "{policy:?}: the failed sync succeeded");
+        assert_eq!(wal.durable_index(), LogIndex::new(5));
+        drop(wal);
+        // A restart without a crash: the failed batch is still in the cache.
+        let (wal, _) = Wal::open(disk.clone(), small_config(policy)).unwrap();
+        let reported = wal.durable_index();
+        let before = contents(&wal);
+        drop(wal);
+        disk.crash(CrashMode::DropUnsynced);
+        let (wal, _) = Wal::open(disk.clone(), small_config(policy)).unwrap();
+        let after = contents(&wal);
+        let owed: Vec<_> = before
+            .iter()
+            .filter(|(i, _)| *i <= reported.get())
+            .cloned()
+            .collect();
+        assert_eq!(
+            &after[..owed.len().min(after.len())],
+            &owed[..],
+            "{policy:?}: records reported durable at the reopen were lost"
+        );
+        assert!(after.len() >= owed.len(), "{policy:?}: lost records");
+    }
+}
