@@ -89,9 +89,10 @@ struct Inner<S: Storage> {
     spares: Mutex<Vec<String>>,
     /// Encoding buffer, used only by the busy thread.
     scratch: Mutex<Vec<u8>>,
-    /// The durable-index listener and the last index it was told, so that it only ever
-    /// hears increasing indexes even when two syncs finish close together.
-    listener: Mutex<(Option<Listener>, u64)>,
+    /// The durable-index listener, the last index it was told and the truncation epoch of
+    /// that news, so that it hears increasing indexes even when two syncs finish close
+    /// together, and hears again of indexes a truncation took back and new records reached.
+    listener: Mutex<(Option<Listener>, u64, u64)>,
 }
 
 impl<S: Storage> fmt::Debug for Inner<S> {
@@ -264,7 +265,7 @@ impl<S: Storage> Wal<S> {
             next_generation: AtomicU64::new(scan.max_generation.wrapping_add(1)),
             spares: Mutex::new(spares),
             scratch: Mutex::new(Vec::new()),
-            listener: Mutex::new((None, 0)),
+            listener: Mutex::new((None, 0, 0)),
         });
         let mut segments = VecDeque::new();
         for s in &scan.segments {
@@ -563,9 +564,10 @@ impl<S: Storage> Wal<S> {
     /// Calls `listener` with the new durable index after every sync that moves it, from the
     /// thread that did the sync, with no lock on the log's state held (so the listener may
     /// read the log, but must not append, sync or set a listener: that would wait on
-    /// itself). Indexes it hears only increase; it may
-    /// hear of an index after a waiter on that index has already returned. Replaces any
-    /// earlier listener.
+    /// itself). Indexes it hears only increase, except after a [`Wal::truncate_after`] or a
+    /// purge past the end, which start it again from the records that become durable next;
+    /// it may hear of an index after a waiter on that index has already returned. Replaces
+    /// any earlier listener.
     pub fn set_durable_listener(&self, listener: impl Fn(LogIndex) + Send + Sync + 'static) {
         self.inner().listener.lock().0 = Some(Box::new(listener));
     }
@@ -1049,10 +1051,13 @@ impl<S: Storage> Inner<S> {
         self.changed.notify_all();
         if moved {
             let durable = LogIndex::new(st.durable - 1);
+            let epoch = st.cuts.epoch;
             MutexGuard::unlocked(st, || {
                 let mut slot = self.listener.lock();
-                if durable.get() > slot.1 {
+                // News from before a truncation the listener already heard past is stale.
+                if epoch > slot.2 || (epoch == slot.2 && durable.get() > slot.1) {
                     slot.1 = durable.get();
+                    slot.2 = epoch;
                     if let Some(listener) = &slot.0 {
                         listener(durable);
                     }

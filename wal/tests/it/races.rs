@@ -238,3 +238,25 @@ fn group_commit_resumes_after_a_purge_that_held_the_log() {
     );
     assert_eq!(wal.durable_index(), LogIndex::new(41));
 }
+
+/// Regression: the durable listener filtered out every index at or below the highest it had
+/// heard, so after a truncation it never heard of the new records that reached those
+/// indexes: a pipelining caller waiting for that news stalled.
+#[test]
+fn the_listener_hears_of_records_that_replace_truncated_ones() {
+    let disk = FaultyStorage::new(5);
+    let (wal, _) = Wal::open(disk, config(SyncPolicy::Manual, 64 << 10)).expect("opens");
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&heard);
+    wal.set_durable_listener(move |i| h.lock().push(i.get()));
+    for i in 1..=10 {
+        wal.submit(payload(i, 100)).expect("submit");
+    }
+    wal.sync().expect("sync");
+    wal.truncate_after(LogIndex::new(5)).expect("truncate");
+    for i in 6..=8 {
+        wal.submit(payload(i + 100, 100)).expect("submit");
+    }
+    wal.sync().expect("sync");
+    assert_eq!(*heard.lock(), vec![10, 8]);
+}
