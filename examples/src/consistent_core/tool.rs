@@ -133,6 +133,9 @@ fn print_value(value: &Value, depth: usize) {
         Value::Simple(s) => println!("{pad}{s}"),
         Value::Error(e) => println!("{pad}(error) {e}"),
         Value::Int(n) => println!("{pad}(integer) {n}"),
+        Value::Bulk(b) if b.contains(&b'\n') => {
+            print!("{}", String::from_utf8_lossy(b).replace('\r', ""));
+        }
         Value::Bulk(b) => println!("{pad}\"{}\"", String::from_utf8_lossy(b)),
         Value::Nil => println!("{pad}(nil)"),
         Value::Array(items) if items.is_empty() => println!("{pad}(empty array)"),
