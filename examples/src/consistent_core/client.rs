@@ -43,6 +43,9 @@ pub struct Client {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     session: Option<(u64, u64)>,
+    /// A write in the session went unanswered: its sequence number is spent, so the next
+    /// write opens a new session first.
+    reregister: bool,
     /// How long one call may take, retries included.
     timeout: Duration,
 }
@@ -63,6 +66,7 @@ impl Client {
             stream: None,
             buf: Vec::new(),
             session: None,
+            reregister: false,
             timeout: Duration::from_secs(10),
         }
     }
@@ -150,16 +154,29 @@ impl Client {
 
     /// Sends one command and returns the reply, retrying on another node while the
     /// connection fails or the reply is `TRYAGAIN`. Without a session, a write whose
-    /// connection failed may be applied twice; with one, it is applied once.
+    /// connection failed may be applied twice; with one, it is applied once. A write that
+    /// fails for good (the timeout passed) may or may not have been applied; the next
+    /// write then opens a new session, since the old sequence number is spent.
     ///
     /// # Errors
     ///
     /// [`ClientError::Unavailable`] once the timeout passes.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
+        let is_write = is_write(args);
+        if is_write && self.reregister {
+            self.reregister = false;
+            self.register()?;
+        }
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
         loop {
             if Instant::now() >= deadline {
+                if is_write && self.session.is_some() {
+                    // The write's outcome is unknown; its number must not be reused for
+                    // another command.
+                    self.session = None;
+                    self.reregister = true;
+                }
                 return Err(ClientError::Unavailable(last));
             }
             if let Err(e) = self.connect() {
@@ -213,7 +230,7 @@ impl Client {
         }
     }
 
-    /// Opens a session, so that writes are applied once however often retried.
+    /// Opens a session (closing none: an old one expires by itself), so that writes are applied once however often retried.
     ///
     /// # Errors
     ///
@@ -226,4 +243,15 @@ impl Client {
             ))),
         }
     }
+}
+
+fn is_write(args: &[&[u8]]) -> bool {
+    let name = args
+        .first()
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
+    matches!(
+        name.as_slice(),
+        b"SET" | b"DEL" | b"INCR" | b"DECR" | b"INCRBY" | b"CAS"
+    )
 }
