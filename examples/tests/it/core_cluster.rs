@@ -555,3 +555,45 @@ fn a_history_recorded_across_a_leader_kill_is_linearizable() {
     );
     assert!(history.ok_count() > 200, "most operations completed");
 }
+
+#[test]
+fn synod_kv_puts_gets_cas_and_scans() {
+    let cluster = Cluster::new(1);
+    cluster.wait_leader(&[1]);
+    let kv = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["kv", "--addr", &cluster.addr(1)])
+            .args(args)
+            .output()
+            .expect("synod kv runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert_eq!(kv(&["put", "app/a", "1"]), (Some(0), "OK".into()));
+    assert_eq!(kv(&["put", "app/b", "2"]), (Some(0), "OK".into()));
+    assert_eq!(kv(&["get", "app/a"]), (Some(0), "\"1\"".into()));
+    assert_eq!(
+        kv(&["cas", "app/a", "1", "5"]),
+        (Some(0), "(integer) 1".into())
+    );
+    assert_eq!(
+        kv(&["cas", "app/a", "1", "6"]),
+        (Some(0), "(integer) 0".into())
+    );
+    assert_eq!(
+        kv(&["--read", "follower", "get", "app/a"]).1,
+        "\"5\"",
+        "a follower read on the only node"
+    );
+    let (code, scan) = kv(&["scan", "app/"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        scan.lines().map(str::trim).collect::<Vec<_>>(),
+        ["\"app/a\"", "\"5\"", "\"app/b\"", "\"2\""]
+    );
+    assert_eq!(kv(&["delete", "app/a"]), (Some(0), "(integer) 1".into()));
+    assert_eq!(kv(&["get", "app/a"]), (Some(0), "(nil)".into()));
+    assert_eq!(kv(&["get"]).0, Some(2), "usage error");
+}
