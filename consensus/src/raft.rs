@@ -1811,18 +1811,38 @@ impl<S: LogStore> Node<S> {
             meta: incoming.meta,
             data: Bytes::from(incoming.data),
         };
-        self.store.install_snapshot(snapshot.clone());
-        self.write_seq += 1;
-        self.commit = index;
-        self.applied = index;
-        self.durable_index = index;
-        for mark in &mut self.marks {
-            mark.1 = mark.1.min(index);
+        if self.term_of(index) == Some(snapshot.meta.term) {
+            // The log holds the snapshot's last entry, so it matches the leader's up to
+            // there: keep what follows (figure 13, step 6). Those entries may already have
+            // been acknowledged, with the acknowledgement still on its way to the leader,
+            // which will count them; throwing them away would lose committed entries.
+            self.store.compact(snapshot.clone());
+            self.write_seq += 1;
+            self.commit = index;
+            self.applied = index;
+            self.durable_index = self.durable_index.max(index);
+            self.membership_log = self.membership_log.split_off(&index.next());
+            let (i, m) = match self.membership_log.iter().next_back() {
+                Some((i, m)) => (*i, m.clone()),
+                None => (index, snapshot.meta.membership.clone()),
+            };
+            self.membership_index = i;
+            self.voters = majority(&m);
+            self.membership = m;
+        } else {
+            self.store.install_snapshot(snapshot.clone());
+            self.write_seq += 1;
+            self.commit = index;
+            self.applied = index;
+            self.durable_index = index;
+            for mark in &mut self.marks {
+                mark.1 = mark.1.min(index);
+            }
+            self.membership_log.clear();
+            self.membership = snapshot.meta.membership.clone();
+            self.voters = majority(&self.membership);
+            self.membership_index = index;
         }
-        self.membership_log.clear();
-        self.membership = snapshot.meta.membership.clone();
-        self.voters = majority(&self.membership);
-        self.membership_index = index;
         self.restore = Some(snapshot);
         self.send(
             from,

@@ -211,6 +211,78 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
     assert!(c.checker.violation.is_none(), "{:?}", c.checker.violation);
 }
 
+/// A snapshot that arrives after the follower already holds (and may have acknowledged)
+/// entries beyond it, as when the leader falls back to a snapshot while acknowledgements
+/// are still in flight: the follower keeps those entries (figure 13, step 6) instead of
+/// wiping its log, or the leader would count copies that no longer exist.
+#[test]
+fn a_snapshot_older_than_the_log_keeps_the_entries_after_it() {
+    use synod_consensus::{
+        Config, Entry, MemLogStore, Message, Node, Payload, Ready, Snapshot, SnapshotMeta, Term,
+    };
+    let members = Membership::new(vec![n(1), n(2), n(3)], Vec::new()).unwrap();
+    let config = Config::builder(n(2)).seed(5).build().unwrap();
+    let mut node = Node::new(config, MemLogStore::new(members.clone()));
+    let t1 = Term::new(1);
+    let entries: Vec<Entry> = (1..=20)
+        .map(|i| Entry {
+            term: t1,
+            index: LogIndex(i),
+            payload: Payload::Command(Bytes::from(format!("e{i}"))),
+        })
+        .collect();
+    let drain = |node: &mut Node<MemLogStore>| -> Ready {
+        let ready = node.ready();
+        if let Some(token) = ready.persist {
+            node.store_mut().sync();
+            node.persisted(token);
+        }
+        ready
+    };
+    node.step(Message {
+        from: n(1),
+        to: n(2),
+        term: t1,
+        body: MessageBody::Append {
+            prev_index: LogIndex(0),
+            prev_term: Term::ZERO,
+            entries,
+            commit: LogIndex(14),
+        },
+    });
+    drain(&mut node);
+    drain(&mut node);
+    assert_eq!(node.commit_index(), LogIndex(14));
+    node.step(Message {
+        from: n(1),
+        to: n(2),
+        term: t1,
+        body: MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(18),
+                term: t1,
+                membership: members,
+            },
+            offset: 0,
+            data: Bytes::from_static(b"state at 18"),
+            done: true,
+        },
+    });
+    let ready = drain(&mut node);
+    assert_eq!(
+        ready.snapshot.map(|s: Snapshot| s.meta.index),
+        Some(LogIndex(18))
+    );
+    assert_eq!(node.commit_index(), LogIndex(18));
+    assert_eq!(node.store().snapshot().meta.index, LogIndex(18));
+    assert_eq!(
+        node.last_index(),
+        LogIndex(20),
+        "entries 19 and 20 are kept"
+    );
+    assert_eq!(node.store().term(LogIndex(20)), Some(t1));
+}
+
 #[test]
 fn compaction_above_the_applied_index_is_refused() {
     let mut c = Cluster::new(1, |b| b);
