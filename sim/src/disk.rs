@@ -51,6 +51,8 @@ pub(crate) struct CrashOutcome {
     pub(crate) unsynced: bool,
     pub(crate) torn: bool,
     pub(crate) bit_flipped: bool,
+    /// The storage's own account of the crash, for the fault log.
+    pub(crate) report: synod_wal::testing::CrashReport,
 }
 
 /// A node's disk: a flat directory of named files, with a page cache that a crash partly
@@ -377,12 +379,13 @@ impl Disk {
         let unsynced = self.storage.unsynced_ops() > 0;
         self.files.clear();
         self.log.clear();
-        self.storage.crash(mode);
+        let report = self.storage.crash(mode);
         let after = self.storage.stats();
         CrashOutcome {
             unsynced,
             torn: after.torn_writes > before.torn_writes,
             bit_flipped: after.bits_flipped > before.bits_flipped,
+            report,
         }
     }
 }

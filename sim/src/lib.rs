@@ -39,8 +39,11 @@
 //! - [`Workload`]: what clients ask, and what the answers mean for the history.
 //! - [`SimConfig`] (built by [`SimConfig::builder`]), [`Simulation`], [`RunReport`].
 //! - [`NemesisConfig`], [`FaultKind`], [`FaultProfile`], [`Coverage`], [`Counter`]: the
-//!   fault schedule and what fired; [`Action`]: a fault scheduled by hand. [`LinkConfig`], [`DelayDistribution`], [`Cut`],
-//!   [`PartitionShape`]: the network. [`Disk`], [`CrashMode`]: the disks.
+//!   fault schedule and how often each fault fired; [`FaultLog`] of [`FaultEntry`]s, each
+//!   a [`Fault`] with its time and [`FaultSource`]: when each fault fired and what it did;
+//!   [`Action`]: a fault scheduled by hand. [`LinkConfig`], [`DelayDistribution`],
+//!   [`Cut`], [`PartitionShape`]: the network. [`Disk`], [`CrashMode`], [`CrashReport`]:
+//!   the disks.
 //! - [`History`], [`Linearizability`], [`Model`], [`KvModel`], [`OkInvariant`],
 //!   [`HistoryChecker`], [`Verdict`]: histories and their checkers.
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
@@ -212,8 +215,18 @@
 //! replay with: SYNOD_SEED=102 cargo test -p synod-sim --test it register::register_without_write_back_is_caught -- --exact --nocapture
 //! ```
 //!
-//! To see what happened, set [`SimConfigBuilder::trace_lines_max`] to keep the last events
-//! as text in [`RunReport::trace`], and print [`RunReport::history`].
+//! To see what happened, print [`RunReport::faults`], the run's fault schedule: one line
+//! per fault with its virtual time and details, for example
+//!
+//! ```text
+//! 0.012480s  partition isolate-one: n0<->n2 n1<->n2
+//! 0.031907s  crash n1 mode=tear-last disk: unsynced_ops=2 lost=1 torn
+//! 0.052210s  partition healed
+//! 0.166020s  restart n1
+//! ```
+//!
+//! Set [`SimConfigBuilder::trace_lines_max`] to keep the last events as text in
+//! [`RunReport::trace`], and print [`RunReport::history`].
 //!
 //! Environment variables read by [`seeds::SeedRunner`]:
 //!
@@ -262,7 +275,16 @@
 //!   enabled [`FaultKind`], or ends it (a partition heals, a lossy period ends). With swarm
 //!   testing (the default) each seed enables a random subset of the kinds and crash modes
 //!   with random intensities ([`FaultProfile`]). [`Coverage`] counts what fired, so a test
-//!   can assert that every fault really happened.
+//!   can assert that every fault really happened, and [`RunReport::faults`] lists each
+//!   fault applied, in order, with its virtual time and details: a partition's shape and
+//!   cut links, a clog's link and duration, the start and end of lossy, duplicating and
+//!   reordering periods with their intensity, a clock jump's size, a new drift, pauses and
+//!   resumes, each crash with its mode and what the disk did ([`CrashReport`]: unsynced
+//!   operations, how many were lost, a torn write, flipped bits), restarts, and the
+//!   healing at the start of the liveness phase. Scripted actions are logged too, marked
+//!   [`FaultSource::Scripted`]. The log is deterministic, bounded
+//!   ([`SimConfigBuilder::fault_log_max`], default [`FAULT_LOG_ENTRIES_DEFAULT`]; past it
+//!   the oldest entries are dropped and counted), and not part of the trace hash.
 //! - **Scripts**: [`Simulation::schedule`] runs an [`Action`] (a partition, a crash with a
 //!   given mode, a pause, a clock jump...) at a chosen time, for scenario tests; with the
 //!   nemesis disabled a run is a pure script.
@@ -274,7 +296,8 @@
 //!   from the page cache, and the node gets [`Node::on_sync_failed`]), and
 //!   [`Action::FillDisk`] makes writes that would grow its files fail with `StorageFull`
 //!   (`ENOSPC`, returned by the [`Disk`] call). They are opt-in because a node must be
-//!   written to handle them; they have no coverage counters.
+//!   written to handle them; they have no coverage counters, but the fault log records
+//!   them.
 //!
 //! Not modelled today: I/O errors drawn by the nemesis, failed reads, slow disks beyond
 //! the sync delay distribution, frozen clocks, and message corruption on the wire.
@@ -326,12 +349,13 @@
 //!
 //! `synod-wal` provides the disks and `synod-clocks` the clocks. `synod-quorum`,
 //! `synod-membership`, `synod-partitioning` and `synod-consensus` are tested under this
-//! simulator; the `synod sim` command of `synod-examples` is meant to run it on the
-//! reference systems.
+//! simulator; the `synod sim` command of `synod-examples` runs it on the reference
+//! systems and prints each run's fault schedule from [`RunReport::faults`].
 
 mod check;
 mod clock;
 mod disk;
+mod fault_log;
 mod history;
 mod nemesis;
 mod net;
@@ -347,6 +371,9 @@ pub use check::{
     OkInvariant, Verdict,
 };
 pub use disk::{CrashMode, Disk};
+pub use fault_log::{
+    CrashReport, FAULT_LOG_ENTRIES_DEFAULT, Fault, FaultEntry, FaultLog, FaultSource,
+};
 pub use history::{History, HistoryError, OpId, Operation, Outcome};
 pub use nemesis::{
     Counter, Coverage, FaultKind, FaultProfile, NemesisConfig, NemesisConfigBuilder,

@@ -308,6 +308,39 @@ impl Cut {
     }
 }
 
+impl fmt::Display for Cut {
+    /// The cut links in order of their sending node: `n0<->n1` when both directions are
+    /// cut, `n2->n0` when only one is; `no link cut` when none is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for a in 0..self.n as u32 {
+            for b in 0..self.n as u32 {
+                let (a, b) = (NodeId::new(a), NodeId::new(b));
+                if !self.is_cut(a, b) {
+                    continue;
+                }
+                let both = self.is_cut(b, a);
+                if both && b < a {
+                    continue; // shown as b<->a
+                }
+                if !first {
+                    f.write_str(" ")?;
+                }
+                first = false;
+                if both {
+                    write!(f, "{a}<->{b}")?;
+                } else {
+                    write!(f, "{a}->{b}")?;
+                }
+            }
+        }
+        if first {
+            f.write_str("no link cut")?;
+        }
+        Ok(())
+    }
+}
+
 /// Per-link state: configuration, clog, and the last delivery time for FIFO order.
 #[derive(Debug, Clone)]
 pub(crate) struct Link {

@@ -27,6 +27,7 @@ use synod_clocks::PhysicalClock;
 
 use crate::clock::{ClockModel, NodeClock};
 use crate::disk::{CrashMode, Disk};
+use crate::fault_log::{FAULT_LOG_ENTRIES_DEFAULT, Fault, FaultLog, FaultSource};
 use crate::history::{History, OpId};
 use crate::nemesis::{Counter, Coverage, FaultKind, FaultProfile, NemesisConfig};
 use crate::net::{Cut, DelayDistribution, Fate, LinkConfig, Network, PartitionShape};
@@ -228,6 +229,7 @@ pub struct SimConfig {
     sync_delay: DelayDistribution,
     nemesis: NemesisConfig,
     trace_lines_max: usize,
+    fault_log_max: usize,
 }
 
 impl SimConfig {
@@ -252,6 +254,7 @@ impl SimConfig {
                 ),
                 nemesis: NemesisConfig::default(),
                 trace_lines_max: 0,
+                fault_log_max: FAULT_LOG_ENTRIES_DEFAULT,
             },
         }
     }
@@ -359,6 +362,16 @@ impl SimConfigBuilder {
     #[must_use]
     pub fn trace_lines_max(mut self, lines: usize) -> Self {
         self.config.trace_lines_max = lines;
+        self
+    }
+
+    /// Keep at most `entries` faults in [`RunReport::faults`] (default
+    /// [`FAULT_LOG_ENTRIES_DEFAULT`], 4096; 0 keeps none). Past the cap the oldest entries
+    /// are dropped and counted. An entry is a few dozen bytes, plus `nodes * nodes` bytes
+    /// for a partition's cut.
+    #[must_use]
+    pub fn fault_log_max(mut self, entries: usize) -> Self {
+        self.config.fault_log_max = entries;
         self
     }
 
@@ -493,6 +506,10 @@ pub struct RunReport<I, O> {
     pub profile: FaultProfile,
     /// What fired.
     pub coverage: Coverage,
+    /// Every fault applied, in order, with its virtual time and details: the run's fault
+    /// schedule (bounded by [`SimConfigBuilder::fault_log_max`]). Not part of the trace
+    /// hash.
+    pub faults: FaultLog,
     /// The client operations.
     pub history: History<I, O>,
     /// Why the run failed, if it did.
@@ -808,6 +825,7 @@ pub struct Simulation<N: Node, W: Workload<N>> {
     history: History<W::Input, W::Output>,
     profile: FaultProfile,
     coverage: Coverage,
+    faults: FaultLog,
     hasher: TraceHasher,
     events: u64,
     phase: Phase,
@@ -880,6 +898,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             };
             config.clients
         ];
+        let faults = FaultLog::new(config.fault_log_max);
         Simulation {
             net: Network::new(config.nodes, config.link, &config.link_overrides),
             config,
@@ -901,6 +920,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             history: History::new(),
             profile,
             coverage: Coverage::default(),
+            faults,
             hasher: TraceHasher::new(),
             events: 0,
             phase: Phase::Safety,
@@ -977,6 +997,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             healed_at: self.healed_at,
             profile: self.profile,
             coverage: self.coverage,
+            faults: self.faults,
             history: self.history,
             failure,
             trace: self.trace.into_iter().collect(),
@@ -1129,11 +1150,10 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             Event::Nemesis => self.nemesis(),
             Event::Restart { node } => {
                 if self.slots[node.index()].state == NodeState::Crashed {
-                    self.coverage.bump(Counter::Restart);
-                    self.start_node(node);
+                    self.restart(node, FaultSource::Nemesis);
                 }
             }
-            Event::Resume { node } => self.resume(node),
+            Event::Resume { node } => self.resume(node, FaultSource::Nemesis),
             Event::Scripted(action) => self.scripted(action),
             Event::Deliver { .. }
             | Event::Timer { .. }
@@ -1422,6 +1442,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 if self.net.cut.any() {
                     self.net.cut = Cut::none(n);
                     self.coverage.bump(Counter::PartitionHealed);
+                    self.log(FaultSource::Nemesis, Fault::PartitionHealed);
                 } else if n >= 2 {
                     let shape = *self
                         .nemesis_rng
@@ -1429,6 +1450,14 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                         .expect("non-empty");
                     self.net.cut = Cut::draw(shape, n, &mut self.nemesis_rng);
                     self.coverage.bump(Counter::for_partition(shape));
+                    let cut = self.net.cut.clone();
+                    self.log(
+                        FaultSource::Nemesis,
+                        Fault::PartitionStart {
+                            shape: Some(shape),
+                            cut,
+                        },
+                    );
                 }
             }
             Some(FaultKind::Clog) if n >= 2 => {
@@ -1439,29 +1468,51 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 let link = self.net.link_mut(NodeId::new(a), NodeId::new(b));
                 link.clogged_until = link.clogged_until.max(until);
                 self.coverage.bump(Counter::Clog);
+                self.log(
+                    FaultSource::Nemesis,
+                    Fault::Clog {
+                        from: NodeId::new(a),
+                        to: NodeId::new(b),
+                        duration: Duration::from_micros(clog),
+                    },
+                );
             }
             Some(FaultKind::Loss) => {
                 if self.net.extra_loss == Probability::NEVER {
                     self.net.extra_loss = self.profile.loss;
                     self.coverage.bump(Counter::LossPeriod);
+                    let probability = self.profile.loss;
+                    self.log(FaultSource::Nemesis, Fault::LossStart { probability });
                 } else {
                     self.net.extra_loss = Probability::NEVER;
+                    self.log(FaultSource::Nemesis, Fault::LossEnd);
                 }
             }
             Some(FaultKind::Duplicate) => {
                 if self.net.extra_duplicate == Probability::NEVER {
                     self.net.extra_duplicate = self.profile.duplicate;
                     self.coverage.bump(Counter::DuplicatePeriod);
+                    let probability = self.profile.duplicate;
+                    self.log(FaultSource::Nemesis, Fault::DuplicateStart { probability });
                 } else {
                     self.net.extra_duplicate = Probability::NEVER;
+                    self.log(FaultSource::Nemesis, Fault::DuplicateEnd);
                 }
             }
             Some(FaultKind::Reorder) => {
                 if self.net.reorder_extra_us.is_none() {
-                    self.net.reorder_extra_us = Some(self.profile.reorder_delay_us.max(1));
+                    let extra_us = self.profile.reorder_delay_us.max(1);
+                    self.net.reorder_extra_us = Some(extra_us);
                     self.coverage.bump(Counter::ReorderPeriod);
+                    self.log(
+                        FaultSource::Nemesis,
+                        Fault::ReorderStart {
+                            extra_delay_max: Duration::from_micros(extra_us),
+                        },
+                    );
                 } else {
                     self.net.reorder_extra_us = None;
+                    self.log(FaultSource::Nemesis, Fault::ReorderEnd);
                 }
             }
             Some(FaultKind::Crash) if self.down_nodes() < down_max => {
@@ -1480,7 +1531,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     self.random_up_node()
                 };
                 if let Some(id) = target {
-                    self.crash(id);
+                    self.crash(id, FaultSource::Nemesis);
                     let down = self.nemesis_rng.between(1, self.profile.down_time_max_us);
                     let at = self.after(down);
                     self.push(at, Event::Restart { node: id });
@@ -1490,6 +1541,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 if let Some(id) = self.random_up_node() {
                     self.slots[id.index()].state = NodeState::Paused;
                     self.coverage.bump(Counter::Pause);
+                    self.log(FaultSource::Nemesis, Fault::Pause { node: id });
                     let pause = self.nemesis_rng.between(1, self.profile.pause_time_max_us);
                     let at = self.after(pause);
                     self.push(at, Event::Resume { node: id });
@@ -1501,15 +1553,28 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 let delta = self.nemesis_rng.between(0, 2 * max) as i64 - max as i64;
                 self.slots[id].clock.jump(self.now, delta);
                 self.coverage.bump(Counter::ClockJump);
+                self.log(
+                    FaultSource::Nemesis,
+                    Fault::ClockJump {
+                        node: NodeId::new(id as u32),
+                        delta_us: delta,
+                    },
+                );
             }
             Some(FaultKind::ClockDrift) => {
                 let id = self.nemesis_rng.below(n as u64) as usize;
                 let max = u64::from(self.profile.drift_ppm_max);
                 let drift = self.nemesis_rng.between(0, 2 * max) as i64 - max as i64;
-                self.slots[id]
-                    .clock
-                    .set_drift(self.now, i32::try_from(drift).unwrap_or(0));
+                let ppm = i32::try_from(drift).unwrap_or(0);
+                self.slots[id].clock.set_drift(self.now, ppm);
                 self.coverage.bump(Counter::ClockDrift);
+                self.log(
+                    FaultSource::Nemesis,
+                    Fault::ClockDrift {
+                        node: NodeId::new(id as u32),
+                        ppm,
+                    },
+                );
             }
             _ => {}
         }
@@ -1520,16 +1585,27 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.push(at, Event::Nemesis);
     }
 
-    fn crash(&mut self, id: NodeId) {
+    fn crash(&mut self, id: NodeId, source: FaultSource) {
         let mode = self
             .disk_rng
             .pick(&self.profile.crash_modes)
             .copied()
             .unwrap_or(CrashMode::DropUnsynced);
-        self.crash_with(id, mode);
+        self.crash_with(id, mode, source);
     }
 
-    fn crash_with(&mut self, id: NodeId, mode: CrashMode) {
+    /// Appends to the fault log at the current time.
+    fn log(&mut self, source: FaultSource, fault: Fault) {
+        self.faults.push(self.now, source, fault);
+    }
+
+    fn restart(&mut self, id: NodeId, source: FaultSource) {
+        self.coverage.bump(Counter::Restart);
+        self.log(source, Fault::Restart { node: id });
+        self.start_node(id);
+    }
+
+    fn crash_with(&mut self, id: NodeId, mode: CrashMode, source: FaultSource) {
         let slot = &mut self.slots[id.index()];
         slot.node = None;
         slot.state = NodeState::Crashed;
@@ -1554,16 +1630,26 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         if outcome.bit_flipped {
             self.coverage.bump(Counter::DiskBitFlip);
         }
+        self.log(
+            source,
+            Fault::Crash {
+                node: id,
+                mode,
+                disk: outcome.report,
+            },
+        );
     }
 
-    fn resume(&mut self, id: NodeId) {
+    fn resume(&mut self, id: NodeId, source: FaultSource) {
         let slot = &mut self.slots[id.index()];
         if slot.state != NodeState::Paused {
             return;
         }
         slot.state = NodeState::Up;
         self.coverage.bump(Counter::Resume);
-        let parked = std::mem::take(&mut slot.parked);
+        let parked = std::mem::take(&mut self.slots[id.index()].parked);
+        self.faults
+            .push(self.now, source, Fault::Resume { node: id });
         for event in parked {
             self.push(self.now, event);
         }
@@ -1573,70 +1659,81 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         if self.phase != Phase::Safety {
             return;
         }
+        const S: FaultSource = FaultSource::Scripted;
         let n = self.config.nodes;
         let valid = |id: NodeId| id.index() < n;
         match action {
             Action::Partition(cut) => {
                 if cut.nodes() == n {
-                    self.net.cut = cut;
+                    self.net.cut = cut.clone();
+                    self.log(S, Fault::PartitionStart { shape: None, cut });
                 }
             }
-            Action::HealPartition => self.net.cut = Cut::none(n),
+            Action::HealPartition => {
+                self.net.cut = Cut::none(n);
+                self.log(S, Fault::PartitionHealed);
+            }
             Action::Clog { from, to, duration } => {
                 if valid(from) && valid(to) {
                     let until = self.now.saturating_add(duration);
                     let link = self.net.link_mut(from, to);
                     link.clogged_until = link.clogged_until.max(until);
                     self.coverage.bump(Counter::Clog);
+                    self.log(S, Fault::Clog { from, to, duration });
                 }
             }
             Action::Crash(id, mode) => {
                 if valid(id) && self.slots[id.index()].state != NodeState::Crashed {
-                    self.crash_with(id, mode);
+                    self.crash_with(id, mode, S);
                 }
             }
             Action::Restart(id) => {
                 if valid(id) && self.slots[id.index()].state == NodeState::Crashed {
-                    self.coverage.bump(Counter::Restart);
-                    self.start_node(id);
+                    self.restart(id, S);
                 }
             }
             Action::Pause(id) => {
                 if valid(id) && self.slots[id.index()].state == NodeState::Up {
                     self.slots[id.index()].state = NodeState::Paused;
                     self.coverage.bump(Counter::Pause);
+                    self.log(S, Fault::Pause { node: id });
                 }
             }
             Action::Resume(id) => {
                 if valid(id) {
-                    self.resume(id);
+                    self.resume(id, S);
                 }
             }
             Action::ClockJump(id, delta_us) => {
                 if valid(id) {
                     self.slots[id.index()].clock.jump(self.now, delta_us);
                     self.coverage.bump(Counter::ClockJump);
+                    self.log(S, Fault::ClockJump { node: id, delta_us });
                 }
             }
             Action::ClockDrift(id, ppm) => {
                 if valid(id) {
                     self.slots[id.index()].clock.set_drift(self.now, ppm);
                     self.coverage.bump(Counter::ClockDrift);
+                    self.log(S, Fault::ClockDrift { node: id, ppm });
                 }
             }
             Action::FailNextSync(id) => {
                 if valid(id) {
                     self.slots[id.index()].failing_syncs += 1;
+                    self.log(S, Fault::FailNextSync { node: id });
                 }
             }
             Action::FillDisk(id) => {
                 if valid(id) {
                     self.slots[id.index()].disk.fill();
+                    self.log(S, Fault::DiskFull { node: id });
                 }
             }
             Action::FreeDisk(id) => {
                 if valid(id) {
                     self.slots[id.index()].disk.free();
+                    self.log(S, Fault::DiskFreed { node: id });
                 }
             }
         }
@@ -1647,16 +1744,14 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.phase = Phase::Liveness;
         self.healed_at = Some(self.now);
         self.net.heal(self.now);
+        self.log(FaultSource::Heal, Fault::AllHealed);
         for i in 0..self.config.nodes {
             let id = NodeId::new(i as u32);
             self.slots[i].failing_syncs = 0;
             self.slots[i].disk.free();
             match self.slots[i].state {
-                NodeState::Crashed => {
-                    self.coverage.bump(Counter::Restart);
-                    self.start_node(id);
-                }
-                NodeState::Paused => self.resume(id),
+                NodeState::Crashed => self.restart(id, FaultSource::Heal),
+                NodeState::Paused => self.resume(id, FaultSource::Heal),
                 NodeState::Up => {}
             }
         }

@@ -12,7 +12,7 @@ use synod_sim::{
 };
 
 #[derive(Debug, Default, Clone)]
-struct Observed {
+pub(crate) struct Observed {
     /// Per node: pings received.
     received: Vec<u64>,
     /// Per node: pings sent.
@@ -77,7 +77,10 @@ impl Node for Probe {
     }
 }
 
-fn probe_run(nemesis: NemesisConfig, seed: u64) -> (synod_sim::RunReport<(), ()>, Observed) {
+pub(crate) fn probe_run(
+    nemesis: NemesisConfig,
+    seed: u64,
+) -> (synod_sim::RunReport<(), ()>, Observed) {
     let config = SimConfig::builder(5)
         .clients(0)
         .safety_time(Duration::from_millis(500))
@@ -87,7 +90,10 @@ fn probe_run(nemesis: NemesisConfig, seed: u64) -> (synod_sim::RunReport<(), ()>
     probe_run_with(config, seed)
 }
 
-fn probe_run_with(config: SimConfig, seed: u64) -> (synod_sim::RunReport<(), ()>, Observed) {
+pub(crate) fn probe_run_with(
+    config: SimConfig,
+    seed: u64,
+) -> (synod_sim::RunReport<(), ()>, Observed) {
     let n = config.nodes();
     let seen = Rc::new(RefCell::new(Observed {
         received: vec![0; n],
@@ -478,6 +484,20 @@ fn a_scripted_scenario_runs_at_its_times() {
             c.get(Counter::Resume)
         ],
         [1, 1, 1, 1]
+    );
+    let log: Vec<String> = report.faults.entries().map(ToString::to_string).collect();
+    assert_eq!(
+        log,
+        [
+            "0.100000s  partition by hand: n0<->n1 n0<->n2 (scripted)",
+            "0.200000s  partition healed (scripted)",
+            "0.300000s  crash n1 mode=drop-unsynced disk: unsynced_ops=1 lost=1 (scripted)",
+            "0.350000s  restart n1 (scripted)",
+            "0.400000s  pause n2 (scripted)",
+            "0.450000s  resume n2 (scripted)",
+            "0.460000s  clock jump n0 by -1000000us (scripted)",
+        ],
+        "the fault log lists the script"
     );
     let seen = seen.borrow();
     assert_eq!(seen.starts, vec![1, 2, 1]);

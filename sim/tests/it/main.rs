@@ -4,6 +4,7 @@
 mod checker_model;
 mod checkers;
 mod determinism;
+mod fault_log;
 mod faults;
 mod register;
 mod register_impl;
