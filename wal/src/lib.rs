@@ -231,9 +231,10 @@
 //! | 24 | len | payload, then zeros up to a multiple of 8 |
 //!
 //! The tag makes records left over in a recycled file, or in a segment whose suffix was
-//! truncated, invalid for the segment's new generation. Spare files are `*.spare`, files
-//! being prepared `*.tmp` (removed at open). The [`format`](mod@format) module has the constants and
-//! codecs.
+//! truncated, invalid for the segment's new generation. Spare files are `<20 digits>.spare`,
+//! files being prepared `<20 digits>.tmp` or `<20 digits>.spare.tmp` (removed at open);
+//! other names in the directory are left alone. The [`format`](mod@format) module has the
+//! constants and codecs.
 //!
 //! # Memory
 //!

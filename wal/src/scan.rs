@@ -331,6 +331,11 @@ fn classify_tail<F: StorageFile>(
     Ok((None, tail))
 }
 
+/// Whether `stem` is the 20-digit number this crate puts in the names it makes.
+fn is_number(stem: &str) -> bool {
+    stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Scans the directory of `storage`, cutting the log at the first damage.
 pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<Scan, WalError> {
     let mut names = storage.list().map_err(io_err("list", ""))?;
@@ -340,12 +345,16 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
     for name in names {
         if let Some(first) = format::parse_segment_name(&name) {
             segments.push((first, name));
-        } else if name.ends_with(SPARE_SUFFIX) {
+        } else if name.strip_suffix(SPARE_SUFFIX).is_some_and(is_number) {
             result.spares.push(name);
-        } else if name.ends_with(TMP_SUFFIX) {
+        } else if name.strip_suffix(TMP_SUFFIX).is_some_and(|stem| {
+            is_number(stem) || stem.strip_suffix(SPARE_SUFFIX).is_some_and(is_number)
+        }) {
             result.tmp.push(name);
         }
-        // Anything else (`*.corrupt`, files of other programs) is not ours to touch.
+        // Anything else (`*.corrupt`, files of other programs, names this crate never makes
+        // such as `notes.tmp`) is not ours to touch: open would otherwise remove it, or
+        // reuse it as a segment file.
     }
     debug_assert!(!CORRUPT_SUFFIX.ends_with(format::SEGMENT_SUFFIX));
     segments.sort();

@@ -724,7 +724,9 @@ impl<S: Storage> Wal<S> {
     pub fn truncate_after(&self, last_kept: LogIndex) -> Result<(), WalError> {
         let inner = self.inner();
         let mut st = inner.lock_idle()?;
-        let keep_next = last_kept.get() + 1;
+        let Some(keep_next) = last_kept.get().checked_add(1) else {
+            return Err(inner.out_of_range(&st, last_kept));
+        };
         let first = st
             .segments
             .front()

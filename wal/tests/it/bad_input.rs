@@ -367,6 +367,9 @@ fn indexes_and_generations_at_u64_max_and_odd_names_do_not_panic() {
     disk.inner
         .put_durable("18446744073709551615.spare", &[0u8; 64]);
     for odd in [
+        "notes.tmp",
+        "notes.spare",
+        "1.spare",
         "00000000000000000001.wal.tmp.x",
         "99999999999999999999.wal",
         "0000000000000000001.wal",
@@ -383,6 +386,10 @@ fn indexes_and_generations_at_u64_max_and_odd_names_do_not_panic() {
         match open(&disk, mode) {
             Ok((wal, _)) => {
                 assert!(wal.last_index().get() < u64::MAX);
+                assert!(matches!(
+                    wal.truncate_after(LogIndex::new(u64::MAX)),
+                    Err(WalError::OutOfRange { .. })
+                ));
                 // Appending past the end of the index space is an error, not a panic.
                 for _ in 0..4 {
                     if wal.append(b"x".to_vec()).is_err() {
@@ -394,7 +401,13 @@ fn indexes_and_generations_at_u64_max_and_odd_names_do_not_panic() {
         }
     }
     // Files that are not the log's are not touched.
-    for odd in ["99999999999999999999.wal", "00000000000000000001.WAL"] {
+    for odd in [
+        "99999999999999999999.wal",
+        "00000000000000000001.WAL",
+        "notes.tmp",
+        "notes.spare",
+        "1.spare",
+    ] {
         assert!(disk.inner.contents(odd).is_some(), "{odd} kept");
     }
 }
