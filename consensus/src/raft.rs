@@ -268,6 +268,8 @@ pub struct Node<S: LogStore> {
 
     progress: BTreeMap<NodeId, Progress>,
     transfer: Option<(NodeId, u64)>,
+    /// Set once this leader has sent a `TimeoutNow` in its term: no more lease reads in it.
+    transfer_sent: bool,
     needs_broadcast: bool,
 
     round: u64,
@@ -361,6 +363,7 @@ impl<S: LogStore> Node<S> {
             self_vote_seq: 0,
             progress: BTreeMap::new(),
             transfer: None,
+            transfer_sent: false,
             needs_broadcast: false,
             round: 0,
             round_sent_tick: BTreeMap::new(),
@@ -727,11 +730,17 @@ impl<S: LogStore> Node<S> {
     /// starting), so the lease lasts until `t + election_timeout_min - drift_ticks`. If
     /// the assumption fails (a VM paused for seconds, a clock slewed), lease reads can be
     /// stale; [`Node::read_index`] makes no such assumption.
+    ///
+    /// A leader that has sent a `TimeoutNow` for a leadership transfer takes no more lease
+    /// reads for the rest of its term, even once the transfer is abandoned: the target's
+    /// election overrides the voters' check-quorum, so a `TimeoutNow` delayed in the
+    /// network could elect a new leader inside the old leader's lease.
     #[must_use]
     pub fn read_lease(&self) -> Option<LogIndex> {
         let drift = self.config.lease_drift_ticks?;
         if self.role != Role::Leader
             || self.transfer.is_some()
+            || self.transfer_sent
             || self.term_of(self.commit) != Some(self.term)
         {
             return None;
@@ -764,6 +773,7 @@ impl<S: LogStore> Node<S> {
             .get(&to)
             .is_some_and(|p| p.match_index == self.store.last_index());
         if caught_up {
+            self.transfer_sent = true;
             self.send_now(to, MessageBody::TimeoutNow);
         } else {
             self.send_append(to, true);
@@ -1060,6 +1070,7 @@ impl<S: LogStore> Node<S> {
         self.leader = Some(self.config.id);
         self.votes.clear();
         self.transfer = None;
+        self.transfer_sent = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.lease_start_tick = None;
@@ -1404,6 +1415,7 @@ impl<S: LogStore> Node<S> {
                 .get(&peer)
                 .is_some_and(|p| p.match_index == self.store.last_index());
             if to == peer && caught_up {
+                self.transfer_sent = true;
                 self.send_now(peer, MessageBody::TimeoutNow);
             }
         }

@@ -142,6 +142,44 @@ fn lease_reads_hold_while_a_quorum_answers_and_lapse_when_isolated() {
     assert_eq!(c.node(n(1)).read_lease(), None, "the lease lapsed");
 }
 
+/// A `TimeoutNow` delayed past the end of an abandoned transfer still elects its target,
+/// whose election overrides the voters' check-quorum: the old leader must not have taken
+/// lease reads again in the meantime.
+#[test]
+fn no_lease_reads_after_a_leadership_transfer_was_tried_in_the_term() {
+    let mut c = Cluster::new(3, |b| b.lease_reads(2));
+    c.elect(n(1));
+    c.deliver_all();
+    settle(&mut c, 3);
+    assert!(c.node(n(1)).read_lease().is_some());
+    c.node_mut(n(1)).transfer_leadership(n(3)).unwrap();
+    c.process(n(1));
+    let at = c
+        .net
+        .iter()
+        .position(|m| m.to == n(3) && matches!(m.body, MessageBody::TimeoutNow))
+        .expect("the target is caught up: TimeoutNow goes at once");
+    let delayed = c.net.remove(at).unwrap();
+    let min = c.node(n(1)).config().election_timeout_ticks().start;
+    settle(&mut c, min + 2);
+    assert_eq!(c.node(n(1)).role(), Role::Leader);
+    assert!(
+        c.node_mut(n(1)).propose(Bytes::from_static(b"x")).is_ok(),
+        "the transfer was abandoned"
+    );
+    settle(&mut c, 3);
+    assert_eq!(
+        c.node(n(1)).read_lease(),
+        None,
+        "no lease while a TimeoutNow may still be on its way"
+    );
+    // The delayed message arrives: the target wins despite check-quorum.
+    c.deliver(delayed);
+    c.deliver_all();
+    assert_eq!(c.node(n(3)).role(), Role::Leader);
+    assert!(c.node(n(3)).term() > c.node(n(1)).term() || c.node(n(1)).role() != Role::Leader);
+}
+
 #[test]
 fn follower_read_your_writes_waits_for_the_clients_index() {
     let mut c = Cluster::new(3, |b| b);
