@@ -14,9 +14,12 @@
 //!
 //! - **faults**: the fault kinds this seed enabled and their intensities (swarm testing:
 //!   each seed enables a random subset, unless `--faults` names the kinds);
-//! - **schedule**: every crash, restart, pause and resume with its virtual time. `synod-sim`
-//!   does not report when network and clock faults fired, only how often, so those appear
-//!   under coverage alone;
+//! - **schedule**: every fault the nemesis applied, in order, with its virtual time and
+//!   details, from `synod-sim`'s fault log ([`synod_sim::RunReport::faults`]): partitions
+//!   with their shape and cut links and their healing, clogged links and for how long,
+//!   lossy, duplicating and reordering periods, clock jumps and drift changes, pauses and
+//!   resumes, crashes with their crash mode and what the disk lost, tore or flipped, and
+//!   restarts, then the healing of everything that starts the liveness phase;
 //! - **coverage**: how often each fault fired;
 //! - **history** and **verdict**: the operations and what the checker concluded;
 //! - **trace hash**: a digest of every event, to compare two runs of one seed.
@@ -48,15 +51,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use synod_sim::{
-    Counter, Coverage, DelayDistribution, FaultKind, FaultProfile, LinkConfig, NemesisConfig,
-    Probability, RunReport, SimConfig, SimTime, Verdict,
+    Counter, Coverage, DelayDistribution, FaultKind, FaultLog, FaultProfile, LinkConfig,
+    NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict,
 };
 
 pub mod raft_kv;
 pub mod register;
-pub mod schedule;
-
-use schedule::ProcessLog;
 
 /// Exit code of a run that found a violation.
 pub const EXIT_VIOLATION: u8 = 1;
@@ -88,8 +88,10 @@ same seed gives the same run and the same trace hash.
 
 A run injects faults for --events events, checking an invariant after each, then heals \
 every fault and requires progress; finally the client history is checked for \
-linearizability. It prints the faults enabled, when nodes crashed, restarted, paused and \
-resumed, how often each fault fired, the verdict and the trace hash.
+linearizability. It prints the faults enabled, the schedule of every fault applied with \
+its virtual time (partitions and the nodes they cut, clogs, loss, duplication, reordering, \
+clock jumps and drift, pauses, crashes with what the disk lost, restarts), how often each \
+fault fired, the verdict and the trace hash.
 
 Systems:
   register   the ABD quorum register of synod-quorum (no leader)
@@ -493,8 +495,8 @@ pub struct RunSummary {
     pub profile: FaultProfile,
     /// How often each fault fired.
     pub coverage: Coverage,
-    /// Crashes, restarts, pauses and resumes with their times.
-    pub schedule: ProcessLog,
+    /// Every fault applied, with its virtual time and details.
+    pub schedule: FaultLog,
     /// Client operations: invoked, ok, failed (certainly not applied), unknown.
     pub operations: [usize; 4],
     /// The verdict: the run's own failure (invariant, progress) or the checker's.
@@ -504,7 +506,7 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    fn new<I, O>(report: &RunReport<I, O>, verdict: Verdict, schedule: ProcessLog) -> Self {
+    fn new<I, O>(report: &RunReport<I, O>, verdict: Verdict) -> Self {
         let history = &report.history;
         let (ok, unknown) = (history.ok_count(), history.unknown_count());
         RunSummary {
@@ -514,7 +516,7 @@ impl RunSummary {
             end_time: report.end_time,
             profile: report.profile.clone(),
             coverage: report.coverage,
-            schedule,
+            schedule: report.faults.clone(),
             operations: [history.len(), ok, history.len() - ok - unknown, unknown],
             verdict,
             trace: report.trace.clone(),
@@ -567,12 +569,23 @@ impl fmt::Display for RunSummary {
         writeln!(f, "faults      {}", self.profile)?;
         writeln!(
             f,
-            "schedule    crashes, restarts, pauses and resumes (network and clock faults: see coverage)"
+            "schedule    {} fault events, in virtual time",
+            self.schedule.len() as u64 + self.schedule.dropped()
         )?;
-        if self.schedule.entries().is_empty() && self.schedule.healed_at().is_none() {
+        if self.schedule.dropped() > 0 {
+            writeln!(
+                f,
+                "  ({} earlier faults not kept; the last {} follow)",
+                self.schedule.dropped(),
+                self.schedule.len()
+            )?;
+        }
+        if self.schedule.is_empty() {
             writeln!(f, "  (none)")?;
         }
-        write!(f, "{}", self.schedule)?;
+        for entry in self.schedule.entries() {
+            writeln!(f, "  {entry}")?;
+        }
         for (i, line) in coverage_lines(&self.coverage).iter().enumerate() {
             let head = if i == 0 { "coverage    " } else { INDENT };
             writeln!(f, "{head}{line}")?;

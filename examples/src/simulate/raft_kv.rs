@@ -23,9 +23,7 @@
 //! may still be applied, and no answer in time is unknown too. After every event an invariant checks
 //! that no two nodes lead in the same term (Raft's election safety).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +36,6 @@ use synod_sim::{
     RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
 };
 
-use super::schedule::ProcessLog;
 use super::{RunSummary, Settings};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use crate::consistent_core::node::{self as core_node, CoreNode, Input, ReadMode, Tag};
@@ -473,8 +470,6 @@ fn one_leader_per_term(leaders: impl Iterator<Item = (NodeId, Term)>) -> Result<
 /// Runs the cluster once with `seed`.
 pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSummary {
     let nodes = settings.nodes();
-    let log = Rc::new(RefCell::new(ProcessLog::new(nodes)));
-    let observer = Rc::clone(&log);
     let report = Simulation::new(
         config,
         seed,
@@ -482,7 +477,6 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
         Clients::default(),
     )
     .invariant(move |view| {
-        observer.borrow_mut().observe(view);
         one_leader_per_term(
             view.nodes()
                 .filter_map(|(id, node)| node.leading().map(|term| (id, term))),
@@ -494,8 +488,7 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
     })
     .run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    let schedule = log.borrow().clone();
-    RunSummary::new(&report, verdict, schedule)
+    RunSummary::new(&report, verdict)
 }
 
 #[cfg(test)]

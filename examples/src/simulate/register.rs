@@ -27,9 +27,7 @@
 //! a time, and after every event an invariant checks that replicas holding the same tag
 //! for a key hold the same value.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
 use std::time::Duration;
 
 use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, Tag};
@@ -38,7 +36,6 @@ use synod_sim::{
     NodeId, RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
 };
 
-use super::schedule::ProcessLog;
 use super::{RunSummary, Settings};
 
 /// Keys of the store, `0..KEYS`, each an independent register. More than one keeps the
@@ -473,8 +470,6 @@ fn same_tag_same_value(
 /// Runs the store once with `seed`.
 pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSummary {
     let nodes = settings.nodes();
-    let log = Rc::new(RefCell::new(ProcessLog::new(nodes)));
-    let observer = Rc::clone(&log);
     let report = Simulation::new(
         config,
         seed,
@@ -482,7 +477,6 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
         Clients::default(),
     )
     .invariant(move |view| {
-        observer.borrow_mut().observe(view);
         same_tag_same_value(
             view.nodes()
                 .flat_map(|(id, node)| node.stored().map(move |s| (id, s))),
@@ -495,8 +489,7 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
     })
     .run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    let schedule = log.borrow().clone();
-    RunSummary::new(&report, verdict, schedule)
+    RunSummary::new(&report, verdict)
 }
 
 #[cfg(test)]

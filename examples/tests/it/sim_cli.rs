@@ -30,6 +30,35 @@ fn field(report: &str, label: &str) -> String {
         .to_owned()
 }
 
+/// The lines of the schedule: after the `schedule` heading, up to `coverage`.
+fn schedule_lines(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("schedule"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The coverage lines, joined.
+fn coverage_of(report: &str) -> String {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("coverage"))
+        .take_while(|l| l.starts_with("coverage") || l.starts_with("            "))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The count of `name` in coverage text (0 if it did not fire).
+fn coverage_count(coverage: &str, name: &str) -> usize {
+    coverage
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
 #[test]
 fn one_seed_passes_and_replays_to_the_same_trace_hash() {
     let first = synod(&["sim", "register", "--seed", "7"]);
@@ -96,12 +125,60 @@ fn chosen_fault_kinds_are_the_ones_enabled() {
         field(&report, "faults").starts_with("kinds=[Partition, Loss, Crash]"),
         "{report}"
     );
-    assert!(report.contains("crashed"), "crashes with times: {report}");
+    // The schedule lists each fault with its time and details: seed 3 with these kinds
+    // both partitions and crashes.
+    let schedule = schedule_lines(&report);
+    assert!(
+        schedule
+            .iter()
+            .any(|l| l.contains("s  partition ") && l.contains("<->")),
+        "a partition with its cut links: {report}"
+    );
+    assert!(
+        schedule
+            .iter()
+            .any(|l| l.contains("s  crash n") && l.contains(" mode=") && l.contains(" disk: ")),
+        "a crash with its mode and disk effects: {report}"
+    );
+    assert!(
+        schedule.iter().any(|l| l.contains("s  restart n")),
+        "{report}"
+    );
+    assert!(
+        !schedule
+            .iter()
+            .any(|l| l.contains("clock jump") || l.contains("pause")),
+        "only the chosen kinds: {report}"
+    );
+    // The schedule agrees with the coverage counters.
+    let count = |needle: &str| schedule.iter().filter(|l| l.contains(needle)).count();
+    let coverage = coverage_of(&report);
+    assert_eq!(
+        count("s  crash n"),
+        coverage_count(&coverage, "node.crash"),
+        "{report}"
+    );
+    assert_eq!(
+        count("s  restart n"),
+        coverage_count(&coverage, "node.restart"),
+        "{report}"
+    );
+    assert_eq!(
+        count("s  partition healed"),
+        coverage_count(&coverage, "partition.healed"),
+        "{report}"
+    );
 
     let calm = stdout(&synod(&[
         "sim", "register", "--seed", "3", "--faults", "none",
     ]));
     assert_eq!(field(&calm, "coverage"), "nothing fired", "{calm}");
+    let calm_schedule = schedule_lines(&calm);
+    assert_eq!(calm_schedule.len(), 1, "{calm}");
+    assert!(
+        calm_schedule[0].ends_with("s  all faults healed (liveness phase)"),
+        "only the healing: {calm}"
+    );
 }
 
 #[test]
