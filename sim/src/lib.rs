@@ -216,13 +216,14 @@
 //! ```
 //!
 //! To see what happened, print [`RunReport::faults`], the run's fault schedule: one line
-//! per fault with its virtual time and details, for example
+//! per fault with its virtual time and details, for example (some lines of
+//! `synod sim register --seed 7`):
 //!
 //! ```text
-//! 0.012480s  partition isolate-one: n0<->n2 n1<->n2
-//! 0.031907s  crash n1 mode=tear-last disk: unsynced_ops=2 lost=1 torn
-//! 0.052210s  partition healed
-//! 0.166020s  restart n1
+//! 0.151582s  partition one-way: n0->n1 n2->n1
+//! 0.286749s  crash n0 mode=tear-last disk: unsynced_ops=1 lost=0 torn
+//! 0.327426s  restart n0
+//! 0.344372s  partition healed
 //! ```
 //!
 //! Set [`SimConfigBuilder::trace_lines_max`] to keep the last events as text in
