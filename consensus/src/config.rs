@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) apply_entries_max: usize,
     pub(crate) read_pending_max: usize,
     pub(crate) snapshot_chunk_bytes_max: u64,
+    pub(crate) snapshot_bytes_max: u64,
     pub(crate) pre_vote: bool,
     pub(crate) check_quorum: bool,
     pub(crate) lease_drift_ticks: Option<u64>,
@@ -54,6 +55,7 @@ impl Config {
                 apply_entries_max: 4096,
                 read_pending_max: 4096,
                 snapshot_chunk_bytes_max: 1 << 20,
+                snapshot_bytes_max: 1 << 32,
                 pre_vote: true,
                 check_quorum: true,
                 lease_drift_ticks: None,
@@ -172,6 +174,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// The largest snapshot a follower accepts from its leader, in bytes: chunks that
+    /// would take the snapshot being received past it are dropped, together with what was
+    /// received, so a broken or hostile sender cannot make the node buffer without end.
+    /// Set it above any snapshot the application takes (the leader cannot send a larger
+    /// one). Default 4 GiB.
+    #[must_use]
+    pub fn snapshot_bytes_max(mut self, bytes: u64) -> Self {
+        self.config.snapshot_bytes_max = bytes;
+        self
+    }
+
     /// Pre-vote (thesis 9.6): a node first asks whether it could win before it raises its
     /// term, so a node coming back from a partition does not depose a healthy leader.
     /// Default on.
@@ -241,6 +254,7 @@ impl ConfigBuilder {
             ("apply_entries_max", c.apply_entries_max as u64),
             ("read_pending_max", c.read_pending_max as u64),
             ("snapshot_chunk_bytes_max", c.snapshot_chunk_bytes_max),
+            ("snapshot_bytes_max", c.snapshot_bytes_max),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -142,7 +142,8 @@
 //! Appends are pipelined, at most [`ConfigBuilder::in_flight_max`] messages of at most
 //! [`ConfigBuilder::append_bytes_max`] bytes in flight per follower. A follower whose
 //! entries were compacted away receives a snapshot in chunks
-//! ([`ConfigBuilder::snapshot_chunk_bytes_max`]); [`Node::compact`] takes a snapshot and
+//! ([`ConfigBuilder::snapshot_chunk_bytes_max`], at most
+//! [`ConfigBuilder::snapshot_bytes_max`] in all); [`Node::compact`] takes a snapshot and
 //! moves the Low-Water Mark. Membership changes go through the log one voter at a time,
 //! with learners ([`membership`]). The store is a small trait, [`LogStore`], with
 //! [`MemLogStore`] and, behind the `wal` feature, a store on `synod-wal`. etcd, TiKV,

@@ -1791,6 +1791,10 @@ impl<S: LogStore> Node<S> {
             .as_mut()
             .expect("incoming snapshot set above");
         let have = incoming.data.len() as u64;
+        if have.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max {
+            self.incoming_snapshot = None;
+            return;
+        }
         if offset != have {
             self.send(
                 from,

@@ -321,6 +321,50 @@ fn a_snapshot_older_than_the_log_keeps_the_entries_after_it() {
     assert_eq!(node.store().term(LogIndex(20)), Some(t1));
 }
 
+/// Chunks past `snapshot_bytes_max` are dropped with what was received: a sender that
+/// never says `done` cannot make a follower buffer without end.
+#[test]
+fn a_snapshot_larger_than_snapshot_bytes_max_is_dropped() {
+    use synod_consensus::{Config, MemLogStore, Message, Node, SnapshotMeta, Term};
+    let members = Membership::new(vec![n(1), n(2), n(3)], Vec::new()).unwrap();
+    let config = Config::builder(n(2))
+        .snapshot_bytes_max(16)
+        .build()
+        .unwrap();
+    let mut node = Node::new(config, MemLogStore::new(members.clone()));
+    let chunk = |offset: u64, done: bool| Message {
+        from: n(1),
+        to: n(2),
+        term: Term::new(1),
+        body: MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(5),
+                term: Term::new(1),
+                membership: members.clone(),
+            },
+            offset,
+            data: Bytes::from_static(b"0123456789"),
+            done,
+        },
+    };
+    node.step(chunk(0, false));
+    node.step(chunk(10, false));
+    node.step(chunk(20, true));
+    let ready = node.ready();
+    assert!(ready.snapshot.is_none(), "nothing was installed");
+    assert_eq!(node.commit_index(), LogIndex(0));
+    assert_eq!(node.store().snapshot().meta.index, LogIndex(0));
+    // The same snapshot within the limit installs.
+    let config = Config::builder(n(2))
+        .snapshot_bytes_max(20)
+        .build()
+        .unwrap();
+    let mut node = Node::new(config, MemLogStore::new(members.clone()));
+    node.step(chunk(0, false));
+    node.step(chunk(10, true));
+    assert_eq!(node.commit_index(), LogIndex(5));
+}
+
 #[test]
 fn compaction_above_the_applied_index_is_refused() {
     let mut c = Cluster::new(1, |b| b);
