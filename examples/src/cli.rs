@@ -172,10 +172,12 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Demo { .. } => not_ready(
-            "synod demo",
-            "the Consistent Core reference system (issues 9 and 10)",
-        ),
+        Command::Demo {
+            duration_s,
+            clients,
+            nodes,
+            keep_data,
+        } => crate::demo::main(duration_s, clients, nodes, keep_data),
         Command::Node {
             id,
             listen,
@@ -362,10 +364,4 @@ fn wal(command: WalCommand) -> ExitCode {
             }
         }
     }
-}
-
-fn not_ready(what: &str, needs: &str) -> ExitCode {
-    eprintln!("{what}: not built yet. It needs {needs}, which has not landed.");
-    eprintln!("See README.md for what works today.");
-    ExitCode::from(EXIT_NOT_READY)
 }

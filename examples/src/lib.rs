@@ -14,4 +14,5 @@
 
 pub mod cli;
 pub mod consistent_core;
+pub mod demo;
 pub mod simulate;

@@ -1,5 +1,5 @@
-//! The program's help lists every subcommand, and subcommands that are not built yet say so
-//! and exit non-zero instead of pretending.
+//! The program's help lists every subcommand, and `synod bench` lists exactly the
+//! benchmarks that exist.
 
 use std::process::Command;
 
@@ -21,17 +21,6 @@ fn help_lists_every_subcommand() {
             "`{sub}` missing from:\n{help}"
         );
     }
-}
-
-#[test]
-fn demo_is_not_built_yet_and_says_so() {
-    let out = synod(&["demo"]);
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(synod_examples::cli::EXIT_NOT_READY))
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built yet"), "{err}");
 }
 
 /// The `[[bench]]` names declared in a crate's manifest.

@@ -3,5 +3,6 @@
 mod cli;
 mod core_cluster;
 mod core_sim;
+mod demo_cli;
 mod sim_cli;
 mod wal_cli;
