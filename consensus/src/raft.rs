@@ -278,7 +278,8 @@ pub struct Node<S: LogStore> {
     lease_start_tick: Option<u64>,
     reads_waiting_commit: VecDeque<PendingRead>,
     reads_pending: VecDeque<PendingRead>,
-    reads_forwarded: usize,
+    /// Reads forwarded to the leader, with the tick each was sent at.
+    reads_forwarded: BTreeMap<ReadId, u64>,
     read_states: Vec<ReadState>,
 
     write_seq: u64,
@@ -371,7 +372,7 @@ impl<S: LogStore> Node<S> {
             lease_start_tick: None,
             reads_waiting_commit: VecDeque::new(),
             reads_pending: VecDeque::new(),
-            reads_forwarded: 0,
+            reads_forwarded: BTreeMap::new(),
             read_states: Vec::new(),
             write_seq: 0,
             requested_seq: 0,
@@ -509,6 +510,7 @@ impl<S: LogStore> Node<S> {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.election_elapsed += 1;
+        self.expire_forwarded_reads();
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
             if self.election_elapsed >= self.config.election_timeout_ticks.start {
@@ -626,10 +628,10 @@ impl<S: LogStore> Node<S> {
             }
             MessageBody::ReadIndex { id } => self.handle_read_index_request(from, id),
             MessageBody::ReadIndexResponse { id, index } => {
-                if self.reads_forwarded > 0 {
-                    self.reads_forwarded -= 1;
+                // Only answers to reads this node forwarded and has not yet given up on.
+                if self.reads_forwarded.remove(&id).is_some() {
+                    self.read_states.push(ReadState { id, index });
                 }
-                self.read_states.push(ReadState { id, index });
             }
             MessageBody::Snapshot {
                 meta,
@@ -688,7 +690,11 @@ impl<S: LogStore> Node<S> {
     /// Asks for a linearizable read index. The answer arrives in [`Ready::reads`] once
     /// the leader has confirmed, by a quorum round of heartbeats, that it was still the
     /// leader when the request arrived; the caller serves the read after applying up to
-    /// the returned index. On a follower the request is forwarded to the leader.
+    /// the returned index. On a follower the request is forwarded to the leader; if no
+    /// answer comes within the longest election timeout (the request or the answer was
+    /// lost, or the leader changed), it is answered with `index: None`. Read ids must not
+    /// repeat, even across restarts: a late answer to an earlier read with the same id
+    /// would be taken for this one's.
     ///
     /// # Errors
     ///
@@ -707,10 +713,10 @@ impl<S: LogStore> Node<S> {
             }
             _ => {
                 let leader = self.leader.ok_or(ReadError::NoLeader)?;
-                if self.reads_forwarded >= self.config.read_pending_max {
+                if self.reads_forwarded.len() >= self.config.read_pending_max {
                     return Err(ReadError::Backpressure);
                 }
-                self.reads_forwarded += 1;
+                self.reads_forwarded.insert(id, self.ticks);
                 self.send_now(leader, MessageBody::ReadIndex { id });
                 Ok(())
             }
@@ -1912,6 +1918,28 @@ impl<S: LogStore> Node<S> {
             return;
         }
         self.add_read(id, ReadOrigin::Remote(from));
+    }
+
+    /// Answers `None` to forwarded reads the leader has not answered within the longest
+    /// election timeout: the request or its answer was lost, or the leader changed (an
+    /// answer from an earlier term is dropped), and the caller should retry.
+    fn expire_forwarded_reads(&mut self) {
+        if self.reads_forwarded.is_empty() {
+            return;
+        }
+        let timeout = self.config.election_timeout_ticks.end;
+        let ticks = self.ticks;
+        let read_states = &mut self.read_states;
+        self.reads_forwarded.retain(|id, sent| {
+            let keep = ticks - *sent < timeout;
+            if !keep {
+                read_states.push(ReadState {
+                    id: *id,
+                    index: None,
+                });
+            }
+            keep
+        });
     }
 
     fn finish_read(&mut self, read: PendingRead, index: Option<LogIndex>) {

@@ -180,6 +180,47 @@ fn no_lease_reads_after_a_leadership_transfer_was_tried_in_the_term() {
     assert!(c.node(n(3)).term() > c.node(n(1)).term() || c.node(n(1)).role() != Role::Leader);
 }
 
+/// A forwarded read whose answer never comes (here: the request is lost) is answered
+/// `None` after an election timeout, and frees its place: lost answers once leaked the
+/// follower's count of forwarded reads until every read was refused for backpressure.
+#[test]
+fn a_forwarded_read_that_gets_no_answer_fails_and_frees_its_place() {
+    let mut c = Cluster::new(3, |b| b.read_pending_max(1).check_quorum(false));
+    c.elect(n(1));
+    c.deliver_all();
+    c.node_mut(n(2)).read_index(ReadId(1)).unwrap();
+    assert_eq!(
+        c.node_mut(n(2)).read_index(ReadId(2)),
+        Err(synod_consensus::ReadError::Backpressure)
+    );
+    c.process(n(2));
+    c.drop_all();
+    let end = c.node(n(2)).config().election_timeout_ticks().end;
+    settle(&mut c, end);
+    assert_eq!(c.node(n(2)).leader(), Some(n(1)));
+    let reads = c.reads.get(&n(2)).cloned().unwrap_or_default();
+    assert!(
+        reads.iter().any(|r| r.id == ReadId(1) && r.index.is_none()),
+        "the lost read is failed: {reads:?}"
+    );
+    // A late answer to it is ignored.
+    c.deliver(synod_consensus::Message {
+        from: n(1),
+        to: n(2),
+        term: c.node(n(2)).term(),
+        body: MessageBody::ReadIndexResponse {
+            id: ReadId(1),
+            index: Some(LogIndex(1)),
+        },
+    });
+    let reads = c.reads.get(&n(2)).cloned().unwrap_or_default();
+    assert!(!reads.iter().any(|r| r.index.is_some()), "{reads:?}");
+    assert!(
+        c.node_mut(n(2)).read_index(ReadId(3)).is_ok(),
+        "its place is free"
+    );
+}
+
 #[test]
 fn follower_read_your_writes_waits_for_the_clients_index() {
     let mut c = Cluster::new(3, |b| b);
