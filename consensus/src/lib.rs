@@ -177,7 +177,9 @@
 //! fault kind, Raft's safety properties after every event, linearizability of a key-value
 //! store's history, progress after healing); two reintroduced bugs (committing an
 //! old-term entry by counting replicas; not persisting the vote) caught within a stated
-//! number of seeds; Paxos choosing at most one value with duelling proposers; the register
+//! number of seeds on the crate's harness, and the vote bug also under `synod-sim` in a
+//! storm of quick crashes (its default faults keep a node down longer than an election
+//! timeout, which hides it); Paxos choosing at most one value with duelling proposers; the register
 //! linearizable with duelling coordinators; Multi-Paxos never choosing two values for a
 //! slot with competing leaders, and leaving no holes. Each of those checks also catches a
 //! deliberately broken variant.
