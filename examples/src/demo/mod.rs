@@ -195,7 +195,8 @@ struct Output {
     tty: bool,
     /// Whether the last thing printed is a progress line without a newline.
     bar_shown: bool,
-    last_plain: Duration,
+    /// When the progress was last shown (workload time).
+    last_shown: Option<Duration>,
 }
 
 impl Output {
@@ -204,7 +205,7 @@ impl Output {
             start,
             tty: std::io::stdout().is_terminal(),
             bar_shown: false,
-            last_plain: Duration::ZERO,
+            last_shown: None,
         }
     }
 
@@ -231,6 +232,12 @@ impl Output {
         leader: &str,
     ) {
         let rate = ok as f64 / elapsed.as_secs_f64().max(1e-3);
+        // Redrawn ten times a second on a terminal; a plain line each second otherwise.
+        let every = Duration::from_millis(if self.tty { 100 } else { 1000 });
+        if self.last_shown.is_some_and(|t| elapsed < t + every) {
+            return;
+        }
+        self.last_shown = Some(elapsed);
         if self.tty {
             const WIDTH: usize = 30;
             let done = ((elapsed.as_secs_f64() / total.as_secs_f64()) * WIDTH as f64) as usize;
@@ -244,8 +251,7 @@ impl Output {
             );
             let _ = std::io::stdout().flush();
             self.bar_shown = true;
-        } else if elapsed >= self.last_plain + Duration::from_secs(1) {
-            self.last_plain = elapsed;
+        } else if elapsed >= every {
             self.event(&format!(
                 "workload {:.0}/{:.0} s: {ok} ops answered ({rate:.0}/s), {unknown} unanswered, leader {leader}",
                 elapsed.as_secs_f64(),
