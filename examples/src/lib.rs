@@ -3,14 +3,16 @@
 //! This crate is not published. It wires the library crates into small systems that run as
 //! real clusters of processes, and hosts the `synod` command-line program (`src/main.rs`).
 //!
-//! Planned systems, each in its own module as it lands:
+//! Systems, each in its own module:
 //!
-//! 1. Consistent Core: a Raft-replicated, WAL-backed key-value store like etcd.
-//! 2. A leaderless quorum store like Cassandra or Dynamo.
-//! 3. A partitioned transactional store like CockroachDB or Spanner.
-//! 4. A per-key Paxos register and a Multi-Paxos log.
-//!
-//! None of them exists yet; [`cli`] says so plainly when asked to run one.
+//! 1. Consistent Core ([`consistent_core`]): a Raft-replicated, WAL-backed key-value store like
+//!    etcd, speaking the Redis protocol; run a node with `synod node`, a client with `synod kv`,
+//!    the whole story with `synod demo` ([`demo`]) and seeded simulations with `synod sim`
+//!    ([`simulate`]).
+//! 2. A leaderless quorum store like Cassandra or Dynamo: not built yet.
+//! 3. A partitioned transactional store like CockroachDB or Spanner: not built yet.
+//! 4. A per-key Paxos register and a Multi-Paxos log as running systems: not built yet (the
+//!    protocols exist in `synod-consensus`).
 
 pub mod cli;
 pub mod consistent_core;
