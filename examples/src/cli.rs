@@ -299,6 +299,12 @@ pub const BENCHES: &[BenchTarget] = &[
         name: "sim",
         measures: "simulated events per second and seeds per second",
     },
+    BenchTarget {
+        package: "synod-examples",
+        name: "consistent_core",
+        measures: "three-node cluster of real processes: 1-client SET p50 vs fdatasync + 2 RTT; \
+                   64-client SETs/s vs the group-commit ceiling",
+    },
 ];
 
 /// The text `synod bench` prints.

@@ -1,0 +1,531 @@
+//! Headline benchmark: a three-node Consistent Core cluster of real `synod node` processes
+//! on loopback, with durable write-ahead logs, against the physical limits it sits on,
+//! every baseline measured in the same run.
+//!
+//! Prints one `ratio <name> <value>` line per figure:
+//!
+//! - `core.latency_1c_vs_floor`: p50 latency of a `SET` sent by one client to the leader
+//!   (it returns once the entry is committed: durable on the leader and on a follower),
+//!   over the floor: p50 of a raw `pwrite` + `fdatasync` of one such entry's WAL record
+//!   into a pre-written file, plus two p50 loopback TCP round trips (a blocking 64-byte
+//!   ping-pong: client to leader, leader to follower). Lower is better; the goal is 2.0
+//!   at most.
+//! - `core.throughput_64c_vs_ceiling`: committed `SET`s per second with 64 clients (one
+//!   connection and one blocking request in flight each), over the write-ahead log's
+//!   group-commit ceiling: 64 x the raw `pwrite` + `fdatasync` rate at the size of a batch
+//!   of 64 such records, the method of synod-wal's `throughput` bench. Higher is better;
+//!   the goal is 0.3 at least.
+//!
+//! Baseline and cluster repetitions alternate, so that both see the same machine; each
+//! figure is printed as median and min-max over the repetitions, and each ratio is the
+//! ratio of the medians.
+//!
+//! The nodes are the `synod` binary cargo builds for this package (`CARGO_BIN_EXE_synod`,
+//! set by cargo for benches), with their data directories and the raw baseline file in a
+//! temporary directory under Cargo's target directory (`CARGO_TARGET_TMPDIR`), on the
+//! same file system as the workspace (not a tmpfs); the bench prints the file system type.
+//! Each node runs under a small `sh` watchdog holding a pipe from the bench: when the bench
+//! ends, however it ends (a return, a panic, Ctrl-C, even SIGKILL), the pipe closes and
+//! the watchdog kills its node with SIGKILL. On a normal exit or a panic the data
+//! directories are removed too.
+//!
+//! `SYNOD_BENCH_QUICK=1` runs five short repetitions and finishes in well under 60
+//! seconds; without it, seven longer ones (about a minute and a half on a quiet machine).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use synod_consensus::{Entry, LogIndex, Payload, Term};
+use synod_examples::consistent_core::client::Client;
+use synod_examples::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
+use synod_examples::consistent_core::resp::Value;
+use synod_wal::format::record_bytes;
+
+/// Clients of the throughput figure.
+const CLIENTS: usize = 64;
+/// Bytes of each value written.
+const VALUE_BYTES: usize = 32;
+/// Keys per client in the throughput figure (the key space is bounded, as with
+/// `redis-benchmark -r`, so that snapshots stay small).
+const KEYS_PER_CLIENT: usize = 256;
+/// Bytes of one message of the TCP ping-pong baseline.
+const PING_BYTES: usize = 64;
+/// Size of the pre-written file of the raw baseline.
+const RAW_FILE_BYTES: usize = 64 << 20;
+/// How long the cluster may take to elect a leader.
+const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+struct Plan {
+    reps: usize,
+    /// Samples per repetition of a latency figure (fdatasync, ping-pong, 1-client SET).
+    samples: usize,
+    /// How long one repetition of a rate figure runs.
+    rep: Duration,
+}
+
+fn plan() -> Plan {
+    if std::env::var("SYNOD_BENCH_QUICK").is_ok_and(|v| v == "1") {
+        Plan {
+            reps: 5,
+            samples: 200,
+            rep: Duration::from_millis(700),
+        }
+    } else {
+        Plan {
+            reps: 7,
+            samples: 2000,
+            rep: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Median, min and max.
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Prints median and min-max of per-repetition figures; returns the median.
+fn report(label: &str, unit: &str, v: &[f64]) -> f64 {
+    let (median, min, max) = stats(v);
+    println!(
+        "{label}: median {median:.1} {unit} (min {min:.1}, max {max:.1}, {} reps)",
+        v.len()
+    );
+    median
+}
+
+/// p50 of durations, in microseconds.
+fn p50_us(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
+}
+
+/// The file system `path` lives on, from `/proc/self/mounts` (the longest mount point
+/// that is a prefix of it), or `unknown`.
+fn file_system(path: &Path) -> String {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "unknown".into();
+    };
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, at, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(at).then(|| (at.len(), kind.to_string()))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+/// The WAL record of a `SET` as the leader logs it: a plain (sessionless) put of a key
+/// like the ones the clients write, in an entry with a realistic index and clock.
+fn set_record_bytes() -> (usize, usize) {
+    let command = LogCommand::Plain {
+        time: 1_790_000_000_000,
+        command: KvCommand::Put {
+            key: key(CLIENTS - 1, KEYS_PER_CLIENT - 1).into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            condition: PutCondition::Always,
+        },
+    };
+    let entry = Entry {
+        term: Term::new(1),
+        index: LogIndex(100_000),
+        payload: Payload::Command(Bytes::from(command.encode())),
+    };
+    let payload = postcard::to_stdvec(&entry).expect("postcard encodes").len();
+    (payload, record_bytes(payload))
+}
+
+fn key(client: usize, i: usize) -> String {
+    format!("key:{client:02}:{:03}", i % KEYS_PER_CLIENT)
+}
+
+// ---------------------------------------------------------------------------------------
+// Baselines.
+
+/// A pre-written file (zeros, synced) for the raw baseline.
+fn prewritten(dir: &Path) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("raw.bin"))
+        .expect("raw baseline file");
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..RAW_FILE_BYTES).step_by(zeros.len()) {
+        file.write_all_at(&zeros, at as u64).expect("pre-write");
+    }
+    file.sync_all().expect("sync");
+    file
+}
+
+/// p50 latency of `pwrite` + `fdatasync` of `bytes`, written round and round the file.
+fn raw_fdatasync_p50_us(file: &File, bytes: usize, samples: usize) -> f64 {
+    let slots = RAW_FILE_BYTES / bytes;
+    let buf = vec![0x5au8; bytes];
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        file.write_all_at(&buf, ((i % slots) * bytes) as u64)
+            .expect("pwrite");
+        file.sync_data().expect("fdatasync");
+        times.push(start.elapsed());
+    }
+    p50_us(&mut times)
+}
+
+/// `pwrite` + `fdatasync` of `bytes` at a time, for `duration`: writes per second.
+fn raw_fdatasync_rate(file: &File, bytes: usize, duration: Duration) -> f64 {
+    let slots = RAW_FILE_BYTES / bytes;
+    let buf = vec![0x5au8; bytes];
+    let start = Instant::now();
+    let mut ops = 0usize;
+    while ops < 3 || start.elapsed() < duration {
+        file.write_all_at(&buf, ((ops % slots) * bytes) as u64)
+            .expect("pwrite");
+        file.sync_data().expect("fdatasync");
+        ops += 1;
+    }
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// p50 round trip of a blocking 64-byte ping-pong over loopback TCP (a fresh echo thread
+/// and connection per repetition).
+fn tcp_rtt_p50_us(samples: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut buf = [0u8; PING_BYTES];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut buf = [0x5au8; PING_BYTES];
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        s.write_all(&buf).expect("ping");
+        s.read_exact(&mut buf).expect("pong");
+        times.push(start.elapsed());
+    }
+    drop(s);
+    echo.join().expect("echo thread");
+    p50_us(&mut times)
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster.
+
+/// Runs the node (`$0 "$@"`) in the background and, beside it, a watchdog reading the
+/// bench's pipe on fd 3: end of file (the bench closed it, or died) kills the node. The
+/// script exits with the node's status when the node exits by itself.
+const WATCHDOG: &str = r#"exec 3<&0
+"$0" "$@" &
+node=$!
+( read -r _ <&3; kill -9 "$node" 2>/dev/null ) &
+watchdog=$!
+wait "$node"
+status=$?
+kill "$watchdog" 2>/dev/null
+exit "$status""#;
+
+struct Process {
+    sh: Child,
+    /// Closing it kills the node.
+    pipe: Option<ChildStdin>,
+}
+
+/// A three-node cluster of `synod node` processes. Dropping it kills them and removes
+/// their data.
+struct Cluster {
+    dir: tempfile::TempDir,
+    client_addrs: Vec<String>,
+    processes: Vec<Process>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Cluster {
+    fn start(root: &Path, nodes: usize) -> Cluster {
+        let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let client_addrs: Vec<String> = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir_in(root).expect("cluster dir"),
+            client_addrs,
+            processes: Vec::new(),
+        };
+        for id in 1..=nodes {
+            let log = File::create(cluster.log_path(id)).expect("node log");
+            let mut sh = Command::new("sh")
+                .arg("-c")
+                .arg(WATCHDOG)
+                .arg(env!("CARGO_BIN_EXE_synod"))
+                .args([
+                    "node",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &format!("127.0.0.1:{}", peer_ports[id - 1]),
+                    "--client",
+                    &cluster.client_addrs[id - 1],
+                    "--peers",
+                    &peers,
+                    "--data-dir",
+                ])
+                .arg(cluster.dir.path().join(format!("node{id}")))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("sh starts");
+            let pipe = sh.stdin.take();
+            cluster.processes.push(Process { sh, pipe });
+        }
+        cluster
+    }
+
+    fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.log"))
+    }
+
+    /// What the nodes wrote to stderr, for a failure message.
+    fn logs(&self) -> String {
+        (1..=self.client_addrs.len())
+            .map(|id| {
+                let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+                format!("--- node {id}\n{text}")
+            })
+            .collect()
+    }
+
+    /// Panics with the nodes' logs if a node has exited.
+    fn check_running(&mut self) {
+        for (i, p) in self.processes.iter_mut().enumerate() {
+            if let Ok(Some(status)) = p.sh.try_wait() {
+                let logs = self.logs();
+                panic!("node {} exited ({status}):\n{logs}", i + 1);
+            }
+        }
+    }
+
+    fn role(&self, id: usize) -> Option<String> {
+        let mut client =
+            Client::new(&[self.client_addrs[id - 1].clone()]).with_timeout(Duration::from_secs(1));
+        let Ok(Value::Bulk(text)) = client.call(&[b"INFO"]) else {
+            return None;
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(k, _)| *k == "role")
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// Polls until a node says it leads; returns its RESP address.
+    fn wait_leader(&mut self) -> String {
+        let deadline = Instant::now() + ELECTION_DEADLINE;
+        while Instant::now() < deadline {
+            self.check_running();
+            for id in 1..=self.client_addrs.len() {
+                if self.role(id).as_deref() == Some("leader") {
+                    return self.client_addrs[id - 1].clone();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no leader in {ELECTION_DEADLINE:?}; node logs:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipes makes every watchdog kill its node, then its script exits.
+        for p in &mut self.processes {
+            p.pipe = None;
+        }
+        for p in &mut self.processes {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(p.sh.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A script that did not end (it should not happen): end it, and reap it.
+            let _ = p.sh.kill();
+            let _ = p.sh.wait();
+        }
+        // The TempDir removes the data directories after this.
+    }
+}
+
+fn set(client: &mut Client, key: &str, value: &[u8]) -> bool {
+    matches!(
+        client.call(&[b"SET", key.as_bytes(), value]),
+        Ok(Value::Simple(ref ok)) if ok == "OK"
+    )
+}
+
+/// p50 latency of `samples` SETs, one at a time, by one client.
+fn core_1c_p50_us(client: &mut Client, samples: usize, failures: &mut u64) -> f64 {
+    let value = vec![b'v'; VALUE_BYTES];
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        if !set(client, &key(CLIENTS, i), &value) {
+            *failures += 1;
+        }
+        times.push(start.elapsed());
+    }
+    p50_us(&mut times)
+}
+
+/// `CLIENTS` clients, each with its own connection, SETting for `duration`: committed
+/// SETs per second.
+fn core_64c_rate(leader: &str, duration: Duration, failures: &mut u64) -> f64 {
+    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (barrier, done, failed) = (barrier.clone(), done.clone(), failed.clone());
+            let start_at = start_at.clone();
+            let leader = leader.to_string();
+            std::thread::spawn(move || {
+                let mut client = Client::new(&[leader]).with_timeout(Duration::from_secs(20));
+                let value = vec![b'v'; VALUE_BYTES];
+                // Connect (and warm the connection's server thread) before the clock runs.
+                let _ = client.call(&[b"PING"]);
+                barrier.wait();
+                let end = start_at
+                    .lock()
+                    .expect("lock")
+                    .expect("set before the start")
+                    + duration;
+                let mut i = 0;
+                while Instant::now() < end {
+                    if set(&mut client, &key(c, i), &value) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    *start_at.lock().expect("lock") = Some(start);
+    barrier.wait();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    *failures += failed.load(Ordering::Relaxed);
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let plan = plan();
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary directory");
+    let (payload, record) = set_record_bytes();
+    let batch = CLIENTS * record;
+    println!(
+        "synod consistent_core benchmark: 3 nodes of {}; data in {} ({}); {} reps",
+        env!("CARGO_BIN_EXE_synod"),
+        root.path().display(),
+        file_system(root.path()),
+        plan.reps
+    );
+    println!(
+        "a SET of a {VALUE_BYTES} B value is a {payload} B entry, a {record} B WAL record; \
+         a group-commit batch of {CLIENTS} is {batch} B"
+    );
+    let raw = prewritten(root.path());
+    let mut cluster = Cluster::start(root.path(), 3);
+    let leader = cluster.wait_leader();
+    println!("leader: {leader}");
+
+    let mut one = Client::new(std::slice::from_ref(&leader)).with_timeout(Duration::from_secs(20));
+    // Warm up: connections, server threads, the page cache, the log's first segment.
+    let mut failures = 0u64;
+    core_1c_p50_us(&mut one, plan.samples / 4, &mut failures);
+    core_64c_rate(&leader, plan.rep / 2, &mut failures);
+    failures = 0;
+
+    let (mut fsync, mut rtt, mut floor, mut lat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ceiling, mut rate) = (Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let f = raw_fdatasync_p50_us(&raw, record, plan.samples);
+        let r = tcp_rtt_p50_us(plan.samples);
+        fsync.push(f);
+        rtt.push(r);
+        floor.push(f + 2.0 * r);
+        lat.push(core_1c_p50_us(&mut one, plan.samples, &mut failures));
+        ceiling.push(CLIENTS as f64 * raw_fdatasync_rate(&raw, batch, plan.rep));
+        rate.push(core_64c_rate(&leader, plan.rep, &mut failures));
+        cluster.check_running();
+    }
+
+    report(
+        &format!("baseline pwrite+fdatasync {record} B p50"),
+        "us",
+        &fsync,
+    );
+    report(
+        &format!("baseline loopback TCP ping-pong {PING_BYTES} B RTT p50"),
+        "us",
+        &rtt,
+    );
+    let base = report("floor = fdatasync + 2 RTT", "us", &floor);
+    let got = report("core SET latency, 1 client, p50", "us", &lat);
+    println!("ratio core.latency_1c_vs_floor {:.3}", got / base);
+
+    let base = report(
+        &format!("ceiling {CLIENTS} x pwrite+fdatasync of {batch} B"),
+        "writes/s",
+        &ceiling,
+    );
+    let got = report(
+        &format!("core committed SETs, {CLIENTS} clients"),
+        "writes/s",
+        &rate,
+    );
+    println!("ratio core.throughput_64c_vs_ceiling {:.3}", got / base);
+    if failures > 0 {
+        println!("warning: {failures} SETs failed or were refused during the measurements");
+    }
+}
