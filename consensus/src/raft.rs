@@ -1510,7 +1510,10 @@ impl<S: LogStore> Node<S> {
                 self.send_append(peer, false);
             }
         }
-        if self.voters_len() == 1 {
+        // Only a leader that is itself the one voter confirms a round alone: a leader
+        // being removed, whose new configuration's one voter is another node, must hear
+        // from that node (which may already have elected itself under it).
+        if self.voters_len() == 1 && self.is_voter() {
             self.confirm_round(round);
         }
     }

@@ -79,6 +79,34 @@ fn a_deposed_leader_serves_no_stale_read() {
     );
 }
 
+/// A leader removing itself from two voters leaves one voter, another node, in the new
+/// configuration: that node is its quorum and may elect itself under it, so the leader
+/// must not confirm reads without hearing from it.
+#[test]
+fn a_leader_removing_itself_confirms_no_read_alone() {
+    let mut c = Cluster::new(2, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    settle(&mut c, 3);
+    let only_2 = Membership::new(vec![n(2)], Vec::new()).unwrap();
+    c.node_mut(n(1)).propose_membership(only_2).unwrap();
+    c.process(n(1));
+    // Node 2 takes the new configuration; its answers are lost from now on.
+    c.blocked.insert((n(2), n(1)));
+    c.deliver_all();
+    assert_eq!(c.node(n(1)).role(), Role::Leader);
+    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
+    for _ in 0..4 {
+        c.tick(n(1));
+        c.deliver_all();
+    }
+    let reads = c.reads.get(&n(1)).cloned().unwrap_or_default();
+    assert!(
+        reads.iter().all(|r| r.index.is_none()),
+        "read confirmed without the one voter: {reads:?}"
+    );
+}
+
 #[test]
 fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     let mut c = Cluster::new(3, |b| b);
