@@ -14,7 +14,7 @@ use synod_examples::consistent_core::client::Client;
 use synod_examples::consistent_core::resp::Value;
 use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -24,7 +24,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
     peer_ports: Vec<u16>,
@@ -33,7 +33,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(nodes: usize) -> Cluster {
+    pub(crate) fn new(nodes: usize) -> Cluster {
         let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let peers = peer_ports
@@ -103,7 +103,7 @@ impl Cluster {
         }
     }
 
-    fn addr(&self, id: usize) -> String {
+    pub(crate) fn addr(&self, id: usize) -> String {
         format!("127.0.0.1:{}", self.client_ports[id - 1])
     }
 
@@ -126,7 +126,7 @@ impl Cluster {
         )
     }
 
-    fn field(&self, id: usize, name: &str) -> Option<String> {
+    pub(crate) fn field(&self, id: usize, name: &str) -> Option<String> {
         self.info(id)?
             .into_iter()
             .find(|(k, _)| k == name)
@@ -134,7 +134,7 @@ impl Cluster {
     }
 
     /// Polls until one of `among` says it leads; returns its id.
-    fn wait_leader(&self, among: &[usize]) -> usize {
+    pub(crate) fn wait_leader(&self, among: &[usize]) -> usize {
         let deadline = Instant::now() + DEADLINE;
         while Instant::now() < deadline {
             for &id in among {
@@ -150,7 +150,7 @@ impl Cluster {
         );
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for id in 1..=self.children.len() {
             let path = self.dir.path().join(format!("node{id}.log"));
