@@ -211,6 +211,17 @@ impl<S: LogStore> CoreNode<S> {
         }
     }
 
+    /// Starts this incarnation's read ids at `base`. Raft requires read ids that never
+    /// repeat, even across restarts (a late answer to a read of an earlier incarnation would
+    /// otherwise be taken for a new read's), so a driver passes a value that grows from one
+    /// start to the next (the real process uses the wall clock in nanoseconds) or a random
+    /// one (the simulators draw it from the node's seeded generator).
+    #[must_use]
+    pub fn with_read_ids_from(mut self, base: u64) -> CoreNode<S> {
+        self.next_read = base;
+        self
+    }
+
     /// The Raft node.
     pub fn raft(&self) -> &Node<S> {
         &self.raft
@@ -319,7 +330,7 @@ impl<S: LogStore> CoreNode<S> {
                 self.wait_applied(index, tag, query);
             }
             ReadMode::Lease | ReadMode::Linearizable => {
-                self.next_read += 1;
+                self.next_read = self.next_read.wrapping_add(1);
                 match self.raft.read_index(ReadId(self.next_read)) {
                     Ok(()) => {
                         self.reads.insert(self.next_read, (tag, query));

@@ -529,7 +529,12 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         .seed(options.id ^ options.cluster_id())
         .build()
         .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
-    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT);
+    // Read ids must never repeat across restarts: start this incarnation's at the wall clock.
+    let read_id_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
+    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT)
+        .with_read_ids_from(read_id_base);
 
     for (&id, addr) in &options.peers {
         if id == options.id {

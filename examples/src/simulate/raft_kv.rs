@@ -342,7 +342,8 @@ impl synod_sim::Node for RaftKvNode {
             mem,
             written: Vec::new(),
         };
-        let mut core = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES);
+        let mut core = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES)
+            .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
         self.carry_out(ctx, effects);

@@ -237,7 +237,7 @@ impl synod_sim::Node for SimCore {
                 ops: Vec::new(),
             },
         );
-        let mut core = CoreNode::new(raft, u64::MAX);
+        let mut core = CoreNode::new(raft, u64::MAX).with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
         self.run(ctx, effects);
