@@ -495,6 +495,10 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         ClusterId(options.cluster_id()),
         synod_transport::NodeId(options.id),
     )
+    // The node's one thread sends Raft messages: it must never wait on a slow or stopped
+    // peer (a SIGSTOPped follower would stall the leader until check-quorum deposed it).
+    // A message that does not fit is dropped, and Raft resends what matters.
+    .overflow(synod_transport::Overflow::FailFast)
     .build()
     .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let bind = |what, addr: &str, error| StartError::Bind {
