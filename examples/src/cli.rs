@@ -1,16 +1,15 @@
 //! Argument parsing and dispatch for the `synod` program.
 //!
-//! Every subcommand is listed from the start so that `synod --help` shows the whole
-//! program. A subcommand whose system has not been built yet prints which piece of work
-//! it waits for and exits with [`EXIT_NOT_READY`]; none of them pretends to work.
+//! Each subcommand lives in its own module (`demo`, `consistent_core::tool`, `simulate`);
+//! this file parses the command line, hands over, and owns the small ones (`wal`, `bench`).
+//! Exit codes: 0 success, 1 a failed check (a damaged log, a lost write, a violation), 2 a
+//! usage error or a command that could not run, 4 a checker that gave up (`synod sim`),
+//! 141 a closed output pipe.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Exit code of a subcommand whose system does not exist yet.
-pub const EXIT_NOT_READY: u8 = 3;
 
 /// Synod: distributed-systems patterns you can run.
 #[derive(Debug, Parser)]
@@ -224,7 +223,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Wal { command } => wal(command),
         Command::Bench => {
-            print!("{}", bench_listing());
+            crate::out!("{}", bench_listing());
             ExitCode::SUCCESS
         }
     }
@@ -335,7 +334,7 @@ fn wal(command: WalCommand) -> ExitCode {
     match command {
         WalCommand::Check { dir } => match synod_wal::check(&dir) {
             Ok(report) => {
-                print!("{report}");
+                crate::out!("{report}");
                 if report.is_ok() {
                     ExitCode::SUCCESS
                 } else {
@@ -357,7 +356,7 @@ fn wal(command: WalCommand) -> ExitCode {
         WalCommand::Dump { dir, from, limit } => {
             match synod_wal::dump(&dir, synod_wal::LogIndex::new(from), limit) {
                 Ok(report) => {
-                    print!("{report}");
+                    crate::out!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

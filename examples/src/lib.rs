@@ -17,4 +17,5 @@
 pub mod cli;
 pub mod consistent_core;
 pub mod demo;
+pub mod output;
 pub mod simulate;

@@ -640,7 +640,7 @@ pub enum Seeds {
 /// Runs `seeds` with `settings`, prints the reports, and returns the exit code.
 #[must_use]
 pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
-    println!(
+    crate::outln!(
         "synod sim {}: {}",
         settings.system.name(),
         settings.system.describe(settings.nodes)
@@ -648,9 +648,9 @@ pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
     let range = match seeds {
         Seeds::One(seed) => {
             let summary = run_seed(seed, settings);
-            print!("{summary}");
+            crate::out!("{summary}");
             if !summary.verdict.is_pass() {
-                println!("replay with: {}", settings.replay_command(seed));
+                crate::outln!("replay with: {}", settings.replay_command(seed));
             }
             return ExitCode::from(summary.exit_code());
         }
@@ -660,18 +660,18 @@ pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
     let (mut events, mut operations) = (0u64, 0usize);
     for seed in range.seeds() {
         let summary = run_seed(seed, settings);
-        println!("{}", summary.line());
+        crate::outln!("{}", summary.line());
         if !summary.verdict.is_pass() {
-            println!();
-            print!("{summary}");
-            println!("replay with: {}", settings.replay_command(seed));
+            crate::outln!();
+            crate::out!("{summary}");
+            crate::outln!("replay with: {}", settings.replay_command(seed));
             return ExitCode::from(summary.exit_code());
         }
         coverage.merge(&summary.coverage);
         events += summary.events;
         operations += summary.operations[0];
     }
-    println!(
+    crate::outln!(
         "all {} seeds of {range} passed: {events} events, {operations} operations",
         range.len()
     );
@@ -681,7 +681,7 @@ pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
         } else {
             "            "
         };
-        println!("{head}{line}");
+        crate::outln!("{head}{line}");
     }
     ExitCode::SUCCESS
 }

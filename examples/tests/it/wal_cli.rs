@@ -124,3 +124,41 @@ fn check_of_a_missing_directory_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read the log"), "{err}");
 }
+
+/// A reader that stops early (`synod wal dump DIR | head -1`) ends the program quietly
+/// with the status of a process killed by SIGPIPE, not with a panic.
+#[test]
+fn dump_into_a_closed_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Far more output than a pipe buffers (64 KiB): about 1,500 lines of 100 bytes.
+    write_log(dir.path(), 1500);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args([
+            "wal",
+            "dump",
+            dir.path().to_str().expect("utf-8 path"),
+            "--limit",
+            "1500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the synod binary runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first)
+        .expect("a first line");
+    assert!(first.trim_start().starts_with("1 "), "{first}");
+    // The reader is dropped here: the program's next write finds the pipe closed.
+    let out = child.wait_with_output().expect("the program ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(synod_examples::output::EXIT_BROKEN_PIPE),
+        "{stderr}"
+    );
+}
