@@ -9,8 +9,8 @@
 //! notice and pass, so that a fresh checkout's `cargo test` works; CI sets
 //! `SYNOD_REQUIRE_REDIS_TOOLS=1`, which turns their absence into a failure.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::core_cluster::{Cluster, DEADLINE};
@@ -50,6 +50,82 @@ fn redis_tools_present(test: &str) -> bool {
     false
 }
 
+/// A three-node cluster whose every node is up and answering on its own ports, with the
+/// leader's id. The ports are picked free and then let go, so another program can take one
+/// before its node binds it; a cluster where that happened is thrown away for a new one.
+fn cluster() -> (Cluster, usize) {
+    for _ in 0..3 {
+        let cluster = Cluster::new(3);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            // Each node names itself: a port some other program holds does not pass.
+            let up = (1..=3).all(|id| {
+                cluster.field(id, "node_id") == Some(id.to_string())
+                    && cluster.field(id, "leader").is_some_and(|l| l != "none")
+            });
+            if up {
+                let leader = cluster.wait_leader(&[1, 2, 3]);
+                return (cluster, leader);
+            }
+            let logs = cluster.logs();
+            if logs.contains("already in use") {
+                println!("a port was taken before its node bound it; starting afresh:\n{logs}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not come up in {DEADLINE:?}\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("three clusters in a row lost a port to another program");
+}
+
+/// Runs `command` with `input` on its standard input; kills it and fails the test if it
+/// has not finished within [`DEADLINE`] (a client waiting on a stuck node would otherwise
+/// hang the test).
+fn run(mut command: Command, input: &str, cluster: &Cluster) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("input written");
+    drop(stdin);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish in {DEADLINE:?}\n{}",
+                cluster.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
 /// The client port of node `id`.
 fn port(cluster: &Cluster, id: usize) -> String {
     let addr = cluster.addr(id);
@@ -60,21 +136,11 @@ fn port(cluster: &Cluster, id: usize) -> String {
 /// with `script` on its standard input (one command a line, all on one connection).
 /// Returns its output, with error replies as `(error) ...` lines.
 fn redis_cli(cluster: &Cluster, id: usize, args: &[&str], script: &str) -> String {
-    let mut child = Command::new("redis-cli")
+    let mut command = Command::new("redis-cli");
+    command
         .args(["-h", "127.0.0.1", "-p", &port(cluster, id), "--no-raw"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redis-cli starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("script written");
-    let out = child.wait_with_output().expect("redis-cli finishes");
+        .args(args);
+    let out = run(command, script, cluster);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("Could not connect"),
@@ -142,8 +208,7 @@ fn redis_cli_commands_through_every_node_and_errors_for_what_is_refused() {
     {
         return;
     }
-    let cluster = Cluster::new(3);
-    let leader = cluster.wait_leader(&[1, 2, 3]);
+    let (cluster, leader) = cluster();
     let followers: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
     let (f1, f2) = (followers[0], followers[1]);
     println!("leader node {leader}, followers {f1} and {f2}");
@@ -280,21 +345,20 @@ fn redis_benchmark_through_a_follower_and_every_node_reads_back_what_it_wrote() 
     ) {
         return;
     }
-    let cluster = Cluster::new(3);
-    let leader = cluster.wait_leader(&[1, 2, 3]);
+    let (cluster, leader) = cluster();
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
 
     // SET key:__rand_int__ <3 bytes>, GET key:__rand_int__, INCR counter:__rand_int__, with
     // __rand_int__ a 12-digit number below -r: 8 connections to a follower, which forwards.
     // The value is the same for every SET of a run (redis-benchmark 7 draws its bytes at
     // random once; older versions send "xxx").
-    let out = Command::new("redis-benchmark")
+    let mut command = Command::new("redis-benchmark");
+    command
         .args(["-h", "127.0.0.1", "-p", &port(&cluster, follower)])
         .args(["-t", "set,get,incr", "-c", "8", "-d", "3", "--csv"])
         .args(["-n", &BENCH_REQUESTS.to_string()])
-        .args(["-r", &BENCH_KEYS.to_string()])
-        .output()
-        .expect("redis-benchmark runs");
+        .args(["-r", &BENCH_KEYS.to_string()]);
+    let out = run(command, "", &cluster);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!(
