@@ -55,6 +55,40 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster of `nodes` whose every node is up on its own ports and knows a leader, with
+    /// the leader's id. The ports are picked free and then let go, so another program (or
+    /// another test) can take one before its node binds it; a cluster where that happened is
+    /// thrown away for a new one, up to three times.
+    pub(crate) fn up(nodes: usize) -> (Cluster, usize) {
+        let all: Vec<usize> = (1..=nodes).collect();
+        for _ in 0..3 {
+            let cluster = Cluster::new(nodes);
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                // Each node names itself: a port some other program holds does not pass.
+                let up = all.iter().all(|&id| {
+                    cluster.field(id, "node_id") == Some(id.to_string())
+                        && cluster.field(id, "leader").is_some_and(|l| l != "none")
+                });
+                if up {
+                    let leader = cluster.wait_leader(&all);
+                    return (cluster, leader);
+                }
+                let logs = cluster.logs();
+                if logs.contains("already in use") {
+                    println!("a port was taken before its node bound it; starting afresh:\n{logs}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not come up in {DEADLINE:?}\n{logs}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("three clusters in a row lost a port to another program");
+    }
+
     fn data_dir(&self, id: usize) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
     }
@@ -183,8 +217,7 @@ fn bulk(s: &str) -> Value {
 
 #[test]
 fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catches_up() {
-    let mut cluster = Cluster::new(3);
-    let first = cluster.wait_leader(&[1, 2, 3]);
+    let (mut cluster, first) = Cluster::up(3);
 
     // Writes through every node, in a session: followers forward them to the leader.
     let mut acknowledged = Vec::new();
@@ -312,8 +345,7 @@ fn raw(stream: &mut TcpStream, bytes: &[u8], replies: usize) -> (Vec<Value>, boo
 
 #[test]
 fn bad_client_input_gets_errors_and_only_a_garbage_stream_is_closed() {
-    let cluster = Cluster::new(1);
-    cluster.wait_leader(&[1]);
+    let (cluster, _) = Cluster::up(1);
     let connect = || {
         let s = TcpStream::connect(cluster.addr(1)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20)))
@@ -510,8 +542,7 @@ fn client_thread(
 fn a_history_recorded_across_a_leader_kill_is_linearizable() {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    let mut cluster = Cluster::new(3);
-    let leader = cluster.wait_leader(&[1, 2, 3]);
+    let (mut cluster, leader) = Cluster::up(3);
     let history = Arc::new(Mutex::new(History::new()));
     let values = Arc::new(AtomicU64::new(1));
     let ok_ops = Arc::new(AtomicUsize::new(0));
@@ -558,8 +589,7 @@ fn a_history_recorded_across_a_leader_kill_is_linearizable() {
 
 #[test]
 fn synod_kv_puts_gets_cas_and_scans() {
-    let cluster = Cluster::new(1);
-    cluster.wait_leader(&[1]);
+    let (cluster, _) = Cluster::up(1);
     let kv = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["kv", "--addr", &cluster.addr(1)])

@@ -51,35 +51,9 @@ fn redis_tools_present(test: &str) -> bool {
 }
 
 /// A three-node cluster whose every node is up and answering on its own ports, with the
-/// leader's id. The ports are picked free and then let go, so another program can take one
-/// before its node binds it; a cluster where that happened is thrown away for a new one.
+/// leader's id (see [`Cluster::up`] for the retry when a port is taken).
 fn cluster() -> (Cluster, usize) {
-    for _ in 0..3 {
-        let cluster = Cluster::new(3);
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            // Each node names itself: a port some other program holds does not pass.
-            let up = (1..=3).all(|id| {
-                cluster.field(id, "node_id") == Some(id.to_string())
-                    && cluster.field(id, "leader").is_some_and(|l| l != "none")
-            });
-            if up {
-                let leader = cluster.wait_leader(&[1, 2, 3]);
-                return (cluster, leader);
-            }
-            let logs = cluster.logs();
-            if logs.contains("already in use") {
-                println!("a port was taken before its node bound it; starting afresh:\n{logs}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not come up in {DEADLINE:?}\n{logs}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("three clusters in a row lost a port to another program");
+    Cluster::up(3)
 }
 
 /// Runs `command` with `input` on its standard input; kills it and fails the test if it
