@@ -55,6 +55,7 @@ use synod_sim::{
     NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict,
 };
 
+pub mod journal;
 pub mod raft_kv;
 pub mod register;
 

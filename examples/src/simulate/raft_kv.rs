@@ -26,16 +26,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use synod_consensus::{
-    Config, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, Message, Node,
-    PersistToken, Role, Snapshot, Term,
-};
+use synod_consensus::{Config, Membership, Message, Node, PersistToken, Role, Term};
 use synod_sim::{
     ClientId, Completion, Context, Invocation, KvInput, KvModel, KvOutput, Linearizability, NodeId,
     RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
 };
 
+use super::journal::{JournalStore, frame, replay};
 use super::{RunSummary, Settings};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use crate::consistent_core::node::{self as core_node, CoreNode, Input, ReadMode, Tag};
@@ -55,121 +52,6 @@ const SNAPSHOT_ENTRIES: u64 = 200;
 /// Client requests a node remembers; a request whose client has long timed out is
 /// forgotten first.
 const REQUESTS_MAX: usize = 1024;
-/// The longest journal record accepted on replay (a snapshot of this small store is far
-/// smaller).
-const RECORD_BYTES_MAX: usize = 1 << 20;
-
-/// One write to the log store, as journaled.
-#[derive(Debug, Serialize, Deserialize)]
-enum JournalOp {
-    Append(Vec<Entry>),
-    TruncateAfter(LogIndex),
-    HardState(HardState),
-    Compact(Snapshot),
-    Install(Snapshot),
-}
-
-/// A log store in memory that also records every write, for the driver to journal.
-#[derive(Debug)]
-pub struct JournalStore {
-    mem: MemLogStore,
-    written: Vec<JournalOp>,
-}
-
-impl LogStore for JournalStore {
-    fn hard_state(&self) -> HardState {
-        self.mem.hard_state()
-    }
-    fn set_hard_state(&mut self, hard_state: HardState) {
-        self.written.push(JournalOp::HardState(hard_state));
-        self.mem.set_hard_state(hard_state);
-    }
-    fn snapshot(&self) -> &Snapshot {
-        self.mem.snapshot()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.mem.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.mem.term(index)
-    }
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        self.mem.entries(lo, hi, bytes_max, out);
-    }
-    fn append(&mut self, entries: &[Entry]) {
-        self.written.push(JournalOp::Append(entries.to_vec()));
-        self.mem.append(entries);
-    }
-    fn truncate_after(&mut self, index: LogIndex) {
-        self.written.push(JournalOp::TruncateAfter(index));
-        self.mem.truncate_after(index);
-    }
-    fn compact(&mut self, snapshot: Snapshot) {
-        self.written.push(JournalOp::Compact(snapshot.clone()));
-        self.mem.compact(snapshot);
-    }
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.written.push(JournalOp::Install(snapshot.clone()));
-        self.mem.install_snapshot(snapshot);
-    }
-}
-
-/// FNV-1a over 32 bits: enough to tell a torn or bit-flipped record from a whole one.
-fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// A record: body length and checksum (little-endian `u32`s), then the body (postcard).
-fn frame(op: &JournalOp, out: &mut Vec<u8>) {
-    let body = postcard::to_stdvec(op).expect("journal operations encode");
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-}
-
-/// Replays a journal up to its first torn or corrupt record; returns the store and the
-/// length of the good part.
-fn replay(journal: &[u8], membership: &Membership) -> (MemLogStore, usize) {
-    let mut store = MemLogStore::new(membership.clone());
-    let mut at = 0;
-    while let Some(header) = journal.get(at..at + 8) {
-        let word =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let (len, sum) = (word(0) as usize, word(4));
-        if len > RECORD_BYTES_MAX {
-            break;
-        }
-        let Some(body) = journal.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if checksum(body) != sum {
-            break;
-        }
-        let Ok(op) = postcard::from_bytes::<JournalOp>(body) else {
-            break;
-        };
-        match op {
-            JournalOp::Append(entries) => {
-                // A record that does not continue the log is damage, not data.
-                if entries.first().map(|e| e.index) != Some(store.last_index().next()) {
-                    break;
-                }
-                store.append(&entries);
-            }
-            JournalOp::TruncateAfter(index) => store.truncate_after(index),
-            JournalOp::HardState(hard_state) => store.set_hard_state(hard_state),
-            JournalOp::Compact(snapshot) => store.compact(snapshot),
-            JournalOp::Install(snapshot) => store.install_snapshot(snapshot),
-        }
-        at += 8 + len;
-    }
-    // Everything replayed is on disk: the in-memory store's own durability mark agrees.
-    store.sync();
-    (store, at)
-}
-
 /// What a client asks a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -259,7 +141,7 @@ impl RaftKvNode {
         };
         // The log writes go to disk before anything the node asks next, so that the
         // sync of a persist request covers them.
-        let written = std::mem::take(&mut core.store_mut().written);
+        let written = core.store_mut().take_written();
         if !written.is_empty() {
             let mut bytes = Vec::new();
             for op in &written {
@@ -338,10 +220,7 @@ impl synod_sim::Node for RaftKvNode {
             .seed(ctx.rng().next_u64())
             .build()
             .expect("a valid Raft configuration");
-        let store = JournalStore {
-            mem,
-            written: Vec::new(),
-        };
+        let store = JournalStore::new(mem);
         let mut core = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES)
             .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
@@ -495,42 +374,6 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_consensus::Payload;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index: LogIndex(index),
-            term: Term::new(term),
-            payload: Payload::Noop,
-        }
-    }
-
-    #[test]
-    fn replay_stops_at_the_first_torn_corrupt_or_out_of_place_record() {
-        let membership = Membership::new([synod_consensus::NodeId::new(1)], []).expect("valid");
-        let mut journal = Vec::new();
-        frame(
-            &JournalOp::Append(vec![entry(1, 1), entry(2, 1)]),
-            &mut journal,
-        );
-        frame(&JournalOp::TruncateAfter(LogIndex(1)), &mut journal);
-        let good = journal.len();
-        let (store, len) = replay(&journal, &membership);
-        assert_eq!((store.last_index(), len), (LogIndex(1), good));
-
-        let mut torn = journal.clone();
-        frame(&JournalOp::Append(vec![entry(2, 2)]), &mut torn);
-        torn.pop();
-        assert_eq!(replay(&torn, &membership).1, good);
-
-        let mut flipped = journal.clone();
-        flipped[10] ^= 1;
-        assert_eq!(replay(&flipped, &membership).1, 0);
-
-        let mut gap = journal.clone();
-        frame(&JournalOp::Append(vec![entry(5, 2)]), &mut gap);
-        assert_eq!(replay(&gap, &membership).1, good);
-    }
 
     #[test]
     fn election_safety_rejects_two_leaders_in_one_term() {

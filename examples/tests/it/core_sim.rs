@@ -14,15 +14,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use synod_consensus::{
-    Config, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, Message, Node, NodeId,
-    PersistToken, Snapshot, Term,
-};
+use synod_consensus::{Config, Membership, Message, Node, NodeId, PersistToken};
 use synod_examples::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use synod_examples::consistent_core::node::{
     CoreNode, Effect, Input, ReadMode, Request, Response, Tag,
 };
+use synod_examples::simulate::journal::{JournalStore, frame, replay};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
     ClientId, Completion, Context, Coverage, DelayDistribution, Invocation, KvInput, KvModel,
@@ -34,116 +31,6 @@ const JOURNAL: &str = "core.journal";
 const TICK: Duration = Duration::from_millis(5);
 const KEYS: u64 = 3;
 const SEEDS_CI: u64 = 1000;
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Op {
-    Append(Vec<Entry>),
-    TruncateAfter(LogIndex),
-    HardState(HardState),
-}
-
-/// A log store that records its writes, for the node to journal.
-#[derive(Debug)]
-struct JournalStore {
-    mem: MemLogStore,
-    ops: Vec<Op>,
-}
-
-impl LogStore for JournalStore {
-    fn hard_state(&self) -> HardState {
-        self.mem.hard_state()
-    }
-    fn set_hard_state(&mut self, hard_state: HardState) {
-        self.ops.push(Op::HardState(hard_state));
-        self.mem.set_hard_state(hard_state);
-    }
-    fn snapshot(&self) -> &Snapshot {
-        self.mem.snapshot()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.mem.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.mem.term(index)
-    }
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        self.mem.entries(lo, hi, bytes_max, out);
-    }
-    fn append(&mut self, entries: &[Entry]) {
-        self.ops.push(Op::Append(entries.to_vec()));
-        self.mem.append(entries);
-    }
-    fn truncate_after(&mut self, index: LogIndex) {
-        self.ops.push(Op::TruncateAfter(index));
-        self.mem.truncate_after(index);
-    }
-    fn compact(&mut self, snapshot: Snapshot) {
-        // Compaction is off in this test (snapshot_entries = u64::MAX).
-        self.mem.compact(snapshot);
-    }
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.mem.install_snapshot(snapshot);
-    }
-}
-
-fn checksum(bytes: &[u8]) -> u32 {
-    crc32(bytes)
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE): enough to tell a torn record from a whole one.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn frame(op: &Op, out: &mut Vec<u8>) {
-    let body = postcard::to_stdvec(op).expect("encodes");
-    out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_le_bytes());
-    out.extend_from_slice(&checksum(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-}
-
-/// Replays the journal up to the first torn record; returns the store and the valid length.
-fn replay(bytes: &[u8], membership: &Membership) -> (MemLogStore, usize) {
-    let mut store = MemLogStore::new(membership.clone());
-    let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let sum = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if checksum(body) != sum {
-            break;
-        }
-        let Ok(op) = postcard::from_bytes::<Op>(body) else {
-            break;
-        };
-        match op {
-            Op::Append(entries) => {
-                if entries.first().map(|e| e.index) != Some(store.last_index().next()) {
-                    break;
-                }
-                store.append(&entries);
-            }
-            Op::TruncateAfter(index) => store.truncate_after(index),
-            Op::HardState(hs) => store.set_hard_state(hs),
-        }
-        at += 8 + len;
-    }
-    store.sync();
-    (store, at)
-}
 
 /// The simulated process: a [`CoreNode`] and the plumbing a real process would have.
 struct SimCore {
@@ -177,7 +64,7 @@ impl SimCore {
 
     fn run(&mut self, ctx: &mut Context<'_, Self>, effects: Vec<Effect>) {
         let core = self.core.as_mut().expect("started");
-        let ops = std::mem::take(&mut core.store_mut().ops);
+        let ops = core.store_mut().take_written();
         if !ops.is_empty() {
             let mut bytes = Vec::new();
             for op in &ops {
@@ -230,13 +117,7 @@ impl synod_sim::Node for SimCore {
             .append_bytes_max(4096)
             .build()
             .expect("valid config");
-        let raft = Node::new(
-            config,
-            JournalStore {
-                mem,
-                ops: Vec::new(),
-            },
-        );
+        let raft = Node::new(config, JournalStore::new(mem));
         let mut core = CoreNode::new(raft, u64::MAX).with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
