@@ -201,6 +201,13 @@
 //! encoding of [`Message`]; [`Message::decode`] refuses other versions and malformed input
 //! with a [`DecodeError`], never a panic. Framing and checksums are the transport's job.
 //!
+//! # Log stores
+//!
+//! [`MemLogStore`] keeps everything in memory; [`journal::JournalStore`] does too and also
+//! records every write, so a driver that owns its "disk" as bytes (a simulator, a test)
+//! appends them with [`journal::encode`] and rebuilds the store at restart with
+//! [`journal::replay`]; `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
+//!
 //! # Tests and their knobs
 //!
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
@@ -223,6 +230,7 @@
 //! faults; `synod-transport` carries the messages between real processes.
 
 mod config;
+pub mod journal;
 pub mod membership;
 mod message;
 pub mod paxos;

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use synod_consensus::journal::{JournalStore, encode, replay};
 use synod_consensus::{
-    Bugs, Config, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, Message, Node,
-    NodeId, Payload, PersistToken, ReadId, Snapshot, Term,
+    Bugs, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
+    PersistToken, ReadId, Term,
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
@@ -33,107 +34,6 @@ use crate::harness::Checker;
 const JOURNAL: &str = "raft.journal";
 const TICK: Duration = Duration::from_millis(5);
 const KEYS: u64 = 3;
-
-/// One write to the log store, as journaled on disk.
-#[derive(Debug, Serialize, Deserialize)]
-enum Op {
-    Append(Vec<Entry>),
-    TruncateAfter(LogIndex),
-    HardState(HardState),
-}
-
-/// A log store that records every write, to be journaled by the node.
-#[derive(Debug)]
-struct JournalStore {
-    mem: MemLogStore,
-    ops: Vec<Op>,
-}
-
-impl LogStore for JournalStore {
-    fn hard_state(&self) -> HardState {
-        self.mem.hard_state()
-    }
-    fn set_hard_state(&mut self, hard_state: HardState) {
-        self.ops.push(Op::HardState(hard_state));
-        self.mem.set_hard_state(hard_state);
-    }
-    fn snapshot(&self) -> &Snapshot {
-        self.mem.snapshot()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.mem.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.mem.term(index)
-    }
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        self.mem.entries(lo, hi, bytes_max, out);
-    }
-    fn append(&mut self, entries: &[Entry]) {
-        self.ops.push(Op::Append(entries.to_vec()));
-        self.mem.append(entries);
-    }
-    fn truncate_after(&mut self, index: LogIndex) {
-        self.ops.push(Op::TruncateAfter(index));
-        self.mem.truncate_after(index);
-    }
-    fn compact(&mut self, snapshot: Snapshot) {
-        // This test never compacts.
-        self.mem.compact(snapshot);
-    }
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.mem.install_snapshot(snapshot);
-    }
-}
-
-fn checksum(bytes: &[u8]) -> u32 {
-    // FNV-1a: enough to tell a torn or flipped record from a whole one in this test.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-fn frame(op: &Op, out: &mut Vec<u8>) {
-    let body = postcard::to_stdvec(op).expect("encodes");
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-}
-
-/// Replays the journal; returns the store and the length of the valid prefix.
-fn replay(bytes: &[u8], membership: &Membership) -> (MemLogStore, usize) {
-    let mut store = MemLogStore::new(membership.clone());
-    let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let sum = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if checksum(body) != sum {
-            break;
-        }
-        let Ok(op) = postcard::from_bytes::<Op>(body) else {
-            break;
-        };
-        match op {
-            Op::Append(entries) => {
-                if entries.first().map(|e| e.index) != Some(store.last_index().next()) {
-                    break;
-                }
-                store.append(&entries);
-            }
-            Op::TruncateAfter(index) => store.truncate_after(index),
-            Op::HardState(hs) => store.set_hard_state(hs),
-        }
-        at += 8 + len;
-    }
-    store.sync();
-    (store, at)
-}
 
 #[derive(Clone, Debug, Hash, Serialize, Deserialize)]
 enum Command {
@@ -214,11 +114,11 @@ impl KvNode {
     fn drive(&mut self, ctx: &mut Context<'_, Self>) {
         while self.raft().has_ready() {
             let ready = self.raft().ready();
-            let ops = std::mem::take(&mut self.raft().store_mut().ops);
+            let ops = self.raft().store_mut().take_written();
             if !ops.is_empty() {
                 let mut bytes = Vec::new();
                 for op in &ops {
-                    frame(op, &mut bytes);
+                    encode(op, &mut bytes);
                 }
                 ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
             }
@@ -311,13 +211,7 @@ impl synod_sim::Node for KvNode {
             .bugs(self.setup.bugs)
             .build()
             .expect("valid config");
-        self.raft = Some(Node::new(
-            config,
-            JournalStore {
-                mem,
-                ops: Vec::new(),
-            },
-        ));
+        self.raft = Some(Node::new(config, JournalStore::new(mem)));
         ctx.set_timer(TICK, TimerId(0));
         self.drive(ctx);
     }
@@ -540,7 +434,7 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
                                 r.commit_index(),
                                 r.durable_index(),
                                 st.hard_state(),
-                                st.mem.durable_hard_state(),
+                                st.mem().durable_hard_state(),
                             );
                         } else {
                             eprintln!("{id}: down");

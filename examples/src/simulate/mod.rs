@@ -55,7 +55,6 @@ use synod_sim::{
     NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict,
 };
 
-pub mod journal;
 pub mod raft_kv;
 pub mod register;
 

@@ -26,13 +26,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use synod_consensus::journal::{JournalStore, encode, replay};
 use synod_consensus::{Config, Membership, Message, Node, PersistToken, Role, Term};
 use synod_sim::{
     ClientId, Completion, Context, Invocation, KvInput, KvModel, KvOutput, Linearizability, NodeId,
     RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
 };
 
-use super::journal::{JournalStore, frame, replay};
 use super::{RunSummary, Settings};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use crate::consistent_core::node::{self as core_node, CoreNode, Input, ReadMode, Tag};
@@ -145,7 +145,7 @@ impl RaftKvNode {
         if !written.is_empty() {
             let mut bytes = Vec::new();
             for op in &written {
-                frame(op, &mut bytes);
+                encode(op, &mut bytes);
             }
             if ctx.disk().append(JOURNAL, &bytes).is_err() {
                 self.core = None; // fail-stop: never acknowledge what could not be stored

@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use synod_consensus::journal::{JournalStore, encode, replay};
 use synod_consensus::{Config, Membership, Message, Node, NodeId, PersistToken};
 use synod_examples::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use synod_examples::consistent_core::node::{
     CoreNode, Effect, Input, ReadMode, Request, Response, Tag,
 };
-use synod_examples::simulate::journal::{JournalStore, frame, replay};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
     ClientId, Completion, Context, Coverage, DelayDistribution, Invocation, KvInput, KvModel,
@@ -68,7 +68,7 @@ impl SimCore {
         if !ops.is_empty() {
             let mut bytes = Vec::new();
             for op in &ops {
-                frame(op, &mut bytes);
+                encode(op, &mut bytes);
             }
             ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
         }

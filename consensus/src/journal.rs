@@ -1,24 +1,31 @@
-//! The journal a simulated Consistent Core node keeps on its simulated disk: every write to
-//! the Raft log store (entries, truncations, term and vote, snapshots) as a checksummed
-//! record, replayed at restart up to the first torn or damaged record.
+//! A journal of log-store writes: an in-memory [`LogStore`] that records every write, and a
+//! checksummed byte encoding of those writes that replays up to the first torn or damaged
+//! record.
 //!
-//! [`JournalStore`] is an in-memory [`LogStore`] that also records its writes; the driver
-//! takes them with [`JournalStore::take_written`], appends them with [`frame`] and syncs
-//! when the node asks. Both simulations of the Consistent Core (`synod sim raft-kv` and the
-//! crate's `core_sim` test) use this one journal.
+//! This is the store to reach for when the node's "disk" is something the caller owns as
+//! bytes: a simulator's disk, a test's buffer, a file the caller appends to. The driver
+//! takes the writes with [`JournalStore::take_written`] after each call into the node,
+//! appends them with [`encode`], and acknowledges persistence once its bytes are durable; at
+//! restart [`replay`] rebuilds the store from the bytes that survived. No I/O happens here.
+//!
+//! Record format: body length (`u32`, little-endian), CRC-32 of the body (`u32`,
+//! little-endian), then the body: a [`StoreWrite`] in postcard's format. Replay stops at a
+//! length over [`RECORD_BYTES_MAX`], a short or checksum-failing body, an undecodable body,
+//! or an append that does not continue the log: damage, never data.
 
+use crate::membership::Membership;
+use crate::storage::{HardState, LogStore, MemLogStore, Snapshot};
+use crate::types::{Entry, LogIndex, Term};
 use serde::{Deserialize, Serialize};
-use synod_consensus::{
-    Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, Snapshot, Term,
-};
 
-/// The longest journal record accepted on replay (a snapshot of this small store is far
-/// smaller).
-const RECORD_BYTES_MAX: usize = 1 << 20;
+/// The longest record [`encode`] writes and [`replay`] accepts (64 MiB): a bound on what
+/// one length field read back from damaged bytes can claim. A larger snapshot belongs in a
+/// store made for it (such as the `wal` feature's store), not in a journal.
+pub const RECORD_BYTES_MAX: usize = 64 << 20;
 
 /// One write to the log store, as journaled.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum JournalOp {
+pub enum StoreWrite {
     /// Entries appended.
     Append(Vec<Entry>),
     /// The log cut after an index.
@@ -35,7 +42,7 @@ pub enum JournalOp {
 #[derive(Debug)]
 pub struct JournalStore {
     mem: MemLogStore,
-    written: Vec<JournalOp>,
+    written: Vec<StoreWrite>,
 }
 
 impl JournalStore {
@@ -48,8 +55,14 @@ impl JournalStore {
         }
     }
 
-    /// The writes made since the last call, for the driver to [`frame`] onto its disk.
-    pub fn take_written(&mut self) -> Vec<JournalOp> {
+    /// The in-memory store underneath, which holds everything written so far.
+    #[must_use]
+    pub fn mem(&self) -> &MemLogStore {
+        &self.mem
+    }
+
+    /// The writes made since the last call, for the driver to [`encode`] onto its disk.
+    pub fn take_written(&mut self) -> Vec<StoreWrite> {
         std::mem::take(&mut self.written)
     }
 }
@@ -59,7 +72,7 @@ impl LogStore for JournalStore {
         self.mem.hard_state()
     }
     fn set_hard_state(&mut self, hard_state: HardState) {
-        self.written.push(JournalOp::HardState(hard_state));
+        self.written.push(StoreWrite::HardState(hard_state));
         self.mem.set_hard_state(hard_state);
     }
     fn snapshot(&self) -> &Snapshot {
@@ -75,39 +88,40 @@ impl LogStore for JournalStore {
         self.mem.entries(lo, hi, bytes_max, out);
     }
     fn append(&mut self, entries: &[Entry]) {
-        self.written.push(JournalOp::Append(entries.to_vec()));
+        self.written.push(StoreWrite::Append(entries.to_vec()));
         self.mem.append(entries);
     }
     fn truncate_after(&mut self, index: LogIndex) {
-        self.written.push(JournalOp::TruncateAfter(index));
+        self.written.push(StoreWrite::TruncateAfter(index));
         self.mem.truncate_after(index);
     }
     fn compact(&mut self, snapshot: Snapshot) {
-        self.written.push(JournalOp::Compact(snapshot.clone()));
+        self.written.push(StoreWrite::Compact(snapshot.clone()));
         self.mem.compact(snapshot);
     }
     fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.written.push(JournalOp::Install(snapshot.clone()));
+        self.written.push(StoreWrite::Install(snapshot.clone()));
         self.mem.install_snapshot(snapshot);
     }
 }
 
-/// FNV-1a over 32 bits: enough to tell a torn or bit-flipped record from a whole one.
-fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// A record: body length and checksum (little-endian `u32`s), then the body (postcard).
-pub fn frame(op: &JournalOp, out: &mut Vec<u8>) {
-    let body = postcard::to_stdvec(op).expect("journal operations encode");
-    out.extend_from_slice(
-        &u32::try_from(body.len())
-            .expect("a journal record is far below 4 GiB")
-            .to_le_bytes(),
+/// Appends `write` to `out` as one record: body length and CRC-32 of the body
+/// (little-endian `u32`s), then the body (postcard).
+///
+/// # Panics
+///
+/// If the encoded write is longer than [`RECORD_BYTES_MAX`]: [`replay`] would refuse it, so
+/// writing it would lose it.
+pub fn encode(write: &StoreWrite, out: &mut Vec<u8>) {
+    let body = postcard::to_stdvec(write).expect("store writes encode");
+    assert!(
+        body.len() <= RECORD_BYTES_MAX,
+        "a journal record of {} bytes is over RECORD_BYTES_MAX ({RECORD_BYTES_MAX})",
+        body.len()
     );
-    out.extend_from_slice(&checksum(&body).to_le_bytes());
+    let len = u32::try_from(body.len()).expect("RECORD_BYTES_MAX fits in a u32");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
 }
 
@@ -126,24 +140,24 @@ pub fn replay(journal: &[u8], membership: &Membership) -> (MemLogStore, usize) {
         let Some(body) = journal.get(at + 8..at + 8 + len) else {
             break;
         };
-        if checksum(body) != sum {
+        if crc32fast::hash(body) != sum {
             break;
         }
-        let Ok(op) = postcard::from_bytes::<JournalOp>(body) else {
+        let Ok(op) = postcard::from_bytes::<StoreWrite>(body) else {
             break;
         };
         match op {
-            JournalOp::Append(entries) => {
+            StoreWrite::Append(entries) => {
                 // A record that does not continue the log is damage, not data.
                 if entries.first().map(|e| e.index) != Some(store.last_index().next()) {
                     break;
                 }
                 store.append(&entries);
             }
-            JournalOp::TruncateAfter(index) => store.truncate_after(index),
-            JournalOp::HardState(hard_state) => store.set_hard_state(hard_state),
-            JournalOp::Compact(snapshot) => store.compact(snapshot),
-            JournalOp::Install(snapshot) => store.install_snapshot(snapshot),
+            StoreWrite::TruncateAfter(index) => store.truncate_after(index),
+            StoreWrite::HardState(hard_state) => store.set_hard_state(hard_state),
+            StoreWrite::Compact(snapshot) => store.compact(snapshot),
+            StoreWrite::Install(snapshot) => store.install_snapshot(snapshot),
         }
         at += 8 + len;
     }
@@ -155,7 +169,7 @@ pub fn replay(journal: &[u8], membership: &Membership) -> (MemLogStore, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_consensus::Payload;
+    use crate::types::Payload;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -167,19 +181,19 @@ mod tests {
 
     #[test]
     fn replay_stops_at_the_first_torn_corrupt_or_out_of_place_record() {
-        let membership = Membership::new([synod_consensus::NodeId::new(1)], []).expect("valid");
+        let membership = Membership::new([crate::types::NodeId::new(1)], []).expect("valid");
         let mut journal = Vec::new();
-        frame(
-            &JournalOp::Append(vec![entry(1, 1), entry(2, 1)]),
+        encode(
+            &StoreWrite::Append(vec![entry(1, 1), entry(2, 1)]),
             &mut journal,
         );
-        frame(&JournalOp::TruncateAfter(LogIndex(1)), &mut journal);
+        encode(&StoreWrite::TruncateAfter(LogIndex(1)), &mut journal);
         let good = journal.len();
         let (store, len) = replay(&journal, &membership);
         assert_eq!((store.last_index(), len), (LogIndex(1), good));
 
         let mut torn = journal.clone();
-        frame(&JournalOp::Append(vec![entry(2, 2)]), &mut torn);
+        encode(&StoreWrite::Append(vec![entry(2, 2)]), &mut torn);
         torn.pop();
         assert_eq!(replay(&torn, &membership).1, good);
 
@@ -188,7 +202,7 @@ mod tests {
         assert_eq!(replay(&flipped, &membership).1, 0);
 
         let mut gap = journal.clone();
-        frame(&JournalOp::Append(vec![entry(5, 2)]), &mut gap);
+        encode(&StoreWrite::Append(vec![entry(5, 2)]), &mut gap);
         assert_eq!(replay(&gap, &membership).1, good);
     }
 }
