@@ -13,7 +13,10 @@ pub enum Overflow {
     /// Wait for room: back-pressure reaches the caller. The wait ends when room frees, the
     /// connection is lost (queued messages are then failed), or the transport shuts down.
     Block,
-    /// Return [`SendError::QueueFull`](crate::SendError::QueueFull) at once.
+    /// Return [`SendError::QueueFull`](crate::SendError::QueueFull) at once. A sender that
+    /// finds its channel idle still writes its message on its own thread (no hand-off to
+    /// the writer thread); a peer that stopped reading holds it at most
+    /// [`INLINE_WRITE_WAIT`](crate::INLINE_WRITE_WAIT), once.
     FailFast,
 }
 

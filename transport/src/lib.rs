@@ -333,7 +333,10 @@ pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
 pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
 pub use error::{Disconnect, RequestError, SendError};
 pub use ids::{ClusterId, CorrelationId, NodeId};
-pub use tcp::{ConnectionEvent, EVENTS_RECENT_MAX, Handler, ResponseHandle, Stats, TcpTransport};
+pub use tcp::{
+    ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, ResponseHandle, Stats,
+    TcpTransport,
+};
 pub use transport::{InProcessNetwork, InProcessTransport, Incoming, Transport};
 pub use update_queue::{
     Shutdown, ShutdownMode, SingularUpdateQueue, SubmitError, UpdateError, UpdateHandle,

@@ -47,6 +47,10 @@ pub const EVENTS_RECENT_MAX: usize = 64;
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// Size of each connection's read buffer.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// The longest one write system call waits for room in a peer connection's socket buffer
+/// (its `SO_SNDTIMEO`): so the longest a sender writing on its own thread can be held by a
+/// peer that stopped reading. What it could not write, the writer thread finishes.
+pub const INLINE_WRITE_WAIT: Duration = Duration::from_millis(1);
 
 /// Handles requests and one-way messages on the connection's reader thread instead of
 /// queueing them for [`TcpTransport::recv`]; for a request, the returned bytes are sent back
@@ -86,6 +90,9 @@ pub struct Stats {
     pub late_responses: u64,
     /// Queued messages discarded because their connection was lost.
     pub messages_dropped: u64,
+    /// Writes a sender began on its own thread and the writer thread finished, because
+    /// the peer's socket buffer was full (see [`INLINE_WRITE_WAIT`]).
+    pub writes_handed_over: u64,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +105,7 @@ struct Counters {
     messages_received: AtomicU64,
     late_responses: AtomicU64,
     messages_dropped: AtomicU64,
+    writes_handed_over: AtomicU64,
 }
 
 /// A map keyed by a `u64` id. Ids are hashed by one multiplication rather than SipHash:
@@ -261,6 +269,18 @@ struct Live {
     accepted: bool,
 }
 
+/// The rest of a write a sender began on its own thread.
+#[derive(Debug)]
+struct Unfinished {
+    /// The connection it was begun on: only that connection may carry the rest.
+    connection: u64,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    written: usize,
+    /// Messages in `buf`.
+    messages: u64,
+}
+
 /// One envelope about to be queued, with its encoded length.
 #[derive(Debug)]
 struct Queued {
@@ -376,6 +396,9 @@ struct ChannelState {
     batch_started: Option<Instant>,
     /// Someone (the writer thread or a sender writing inline) is writing to the socket.
     writing: bool,
+    /// A write a sender began on its own thread and could not finish within
+    /// [`INLINE_WRITE_WAIT`]: the writer thread writes the rest before anything else.
+    unfinished: Option<Unfinished>,
     last_write: Instant,
     pending: IdMap<CorrelationId, Completer<Result<Bytes, RequestError>>>,
     closed: bool,
@@ -415,6 +438,7 @@ impl Channel {
                 writing_bytes: 0,
                 batch_started: None,
                 writing: false,
+                unfinished: None,
                 last_write: Instant::now(),
                 pending: IdMap::default(),
                 closed: false,
@@ -537,8 +561,9 @@ impl Channel {
     /// nothing more; for a one-way message, no request in flight and nothing written for
     /// `batch_delay_us_max`. Otherwise the writer thread
     /// takes the queue, waiting up to `batch_delay_us_max` for company (Request Batch), like
-    /// Nagle's algorithm with a bound. Only a caller that agreed to wait
-    /// (`Overflow::Block`) writes: a full socket buffer blocks it.
+    /// Nagle's algorithm with a bound. A full socket buffer holds the caller at most
+    /// [`INLINE_WRITE_WAIT`]: the writer thread writes whatever did not fit, so even an
+    /// `Overflow::FailFast` caller is never held longer by a peer that stopped reading.
     fn flush<'a>(
         &'a self,
         sh: &Shared,
@@ -548,7 +573,7 @@ impl Channel {
     ) {
         let c = &sh.config;
         let idle = !st.writing
-            && c.overflow == Overflow::Block
+            && st.unfinished.is_none()
             && match origin {
                 Origin::Request => st.pending.len() <= 1,
                 Origin::Formed => true,
@@ -573,8 +598,30 @@ impl Channel {
         let (mut buf, taken) = Self::take_outbox(&mut st);
         drop(st);
         let messages = Self::finish_taken(sh, &mut buf, taken);
-        let result = (&*conn.1).write_all(&buf);
-        self.after_write(sh, conn.0, messages, buf, result);
+        match write_some(&conn.1, &buf) {
+            Ok(written) if written < buf.len() => {
+                // The socket buffer is full: the writer thread finishes this write.
+                let mut st = self.state.lock();
+                if st.conn.as_ref().is_some_and(|live| live.id == conn.0) {
+                    st.writing = false;
+                    st.unfinished = Some(Unfinished {
+                        connection: conn.0,
+                        buf,
+                        written,
+                        messages,
+                    });
+                    drop(st);
+                    bump(&sh.counters.writes_handed_over, 1);
+                    self.work.notify_all();
+                } else {
+                    // The connection was lost meanwhile: account for the write as failed.
+                    drop(st);
+                    let gone = Err(io::ErrorKind::ConnectionAborted.into());
+                    self.after_write(sh, conn.0, messages, buf, gone);
+                }
+            }
+            result => self.after_write(sh, conn.0, messages, buf, result.map(drop)),
+        }
     }
 
     /// Takes the whole outbox (in the spare buffer's place) for a write.
@@ -788,6 +835,11 @@ impl Channel {
         bump(&sh.counters.messages_dropped, st.outbox.messages as u64);
         st.outbox.clear();
         st.batch_started = None;
+        // Half a frame must never reach the next connection.
+        if let Some(rest) = st.unfinished.take() {
+            bump(&sh.counters.messages_dropped, rest.messages);
+            st.writing_bytes = 0;
+        }
         for (_, completer) in st.pending.drain() {
             completer.complete(Err(RequestError::ConnectionLost {
                 peer: self.peer,
@@ -844,6 +896,9 @@ impl Channel {
                 }
                 let due = st.last_write + c.keepalive_interval();
                 if !st.writing {
+                    if st.unfinished.is_some() {
+                        break false;
+                    }
                     if !st.outbox.is_empty() {
                         // Request Batch: wait a little for company unless the batch is full.
                         let started = st.batch_started.unwrap_or_else(Instant::now);
@@ -862,6 +917,14 @@ impl Channel {
                 }
                 self.work.wait_until(&mut st, due);
             };
+            // A write a sender began comes first, and alone: the outbox after it.
+            if let Some(rest) = st.unfinished.take() {
+                st.writing = true;
+                drop(st);
+                let result = write_fully(stream, &rest.buf, rest.written, c.keepalive_timeout());
+                self.after_write(sh, rest.connection, rest.messages, rest.buf, result);
+                continue;
+            }
             // Everything queued goes in one write: the whole outbox, or a keep-alive.
             let (mut buf, taken) = if keepalive {
                 let mut buf = std::mem::take(&mut st.spare);
@@ -875,7 +938,7 @@ impl Channel {
             // Room was freed in the queue.
             self.space.notify_all();
             let messages = Self::finish_taken(sh, &mut buf, taken);
-            let result = (&*stream).write_all(&buf);
+            let result = write_fully(stream, &buf, 0, c.keepalive_timeout());
             self.after_write(sh, connection, messages, buf, result);
         }
     }
@@ -1554,6 +1617,7 @@ impl TcpTransport {
             messages_received: get(&c.messages_received),
             late_responses: get(&c.late_responses),
             messages_dropped: get(&c.messages_dropped),
+            writes_handed_over: get(&c.writes_handed_over),
         }
     }
 
@@ -1758,8 +1822,10 @@ fn run_connection(
     accepted: bool,
 ) {
     decoder.set_frame_bytes_max(sh.config.frame_bytes_max);
-    // Writes that make no progress for the keep-alive bound mean the peer stopped reading.
-    let _ = stream.set_write_timeout(Some(sh.config.keepalive_timeout()));
+    // One write call waits at most INLINE_WRITE_WAIT for room; the writer thread keeps
+    // trying, and writes that make no progress for the keep-alive bound mean the peer
+    // stopped reading.
+    let _ = stream.set_write_timeout(Some(INLINE_WRITE_WAIT.min(sh.config.keepalive_timeout())));
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     let Some(id) = channel.install(sh, &stream, accepted) else {
@@ -1782,6 +1848,49 @@ fn run_connection(
         return;
     }
     channel.write_loop(sh, id, &stream);
+}
+
+/// Writes as much of `buf` as the socket takes before one write waits
+/// [`INLINE_WRITE_WAIT`] for room; returns how many bytes that was.
+fn write_some(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < buf.len() {
+        match stream.write(&buf[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Writes `buf` from byte `from` on, failing with `TimedOut` once no byte has been taken
+/// for `stall`.
+fn write_fully(stream: &TcpStream, buf: &[u8], from: usize, stall: Duration) -> io::Result<()> {
+    let mut written = from;
+    let mut progress = Instant::now();
+    loop {
+        let n = write_some(stream, &buf[written..])?;
+        written += n;
+        if written == buf.len() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if n > 0 {
+            progress = now;
+        } else if now >= progress + stall {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+    }
 }
 
 /// Dials `addr` and performs the dialer's side of the handshake.

@@ -1,10 +1,12 @@
 //! Misbehaving peers: one that stops reading, one that stops answering, one whose
 //! connection resets mid-frame, one announcing a huge frame, one that truncates a frame.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use bytes::Bytes;
-use synod_transport::frame::{FrameError, MAGIC, MessageKind, VERSION};
+use synod_transport::frame::{
+    FrameDecoder, FrameError, FrameKind, MAGIC, MessageKind, VERSION, decode_envelopes,
+};
 use synod_transport::{Disconnect, NodeId, Overflow, RequestError, SendError};
 
 use crate::support::{PATIENCE, config, message, raw_acceptor, raw_dial, start, wait_for};
@@ -45,6 +47,75 @@ fn a_peer_that_stops_reading_never_grows_the_queue_past_its_bound() {
     assert!(max_seen <= bound, "queued {max_seen} bytes, bound {bound}");
     println!(
         "stopped reader: {sent} messages of 16 KiB accepted (socket buffers plus queue), then QueueFull; queued bytes peaked at {max_seen} <= {bound}"
+    );
+}
+
+#[test]
+fn writes_cut_short_by_a_full_socket_buffer_are_finished_whole_and_in_order() {
+    // A fail-fast sender writes on its own thread while the channel is idle; when the
+    // peer stops reading, a write is cut short by the full socket buffer and handed to the
+    // writer thread. Every message the transport accepted must still arrive, whole and in
+    // order, once the peer reads again.
+    let (addr, raw) = raw_acceptor(1);
+    let b = start(
+        config(2)
+            .outbound_bytes_max(1 << 20)
+            .overflow(Overflow::FailFast)
+            .batch_delay_us_max(0)
+            .keepalive_timeout_ms(60_000)
+            .keepalive_interval_ms(30_000),
+    );
+    b.add_peer(NodeId(1), addr);
+    let mut peer = raw.join().unwrap();
+    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    let mut accepted = 0u32;
+    let full = wait_for(|| {
+        // Each message carries its number, and is long enough to be cut mid-write.
+        let mut payload = vec![0x5A; 48 << 10];
+        payload[..4].copy_from_slice(&accepted.to_le_bytes());
+        match b.send(NodeId(1), Bytes::from(payload)) {
+            Ok(()) => {
+                accepted += 1;
+                false
+            }
+            Err(SendError::QueueFull { .. }) => true,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    });
+    assert!(full, "the queue never filled");
+    let handed_over = b.stats().writes_handed_over;
+    assert!(
+        handed_over > 0,
+        "no write was cut short: the test did not exercise the hand-over"
+    );
+    // The peer reads again: every accepted message, in order, nothing torn.
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut decoder = FrameDecoder::new(64 << 20);
+    let mut chunk = vec![0u8; 256 << 10];
+    let mut next = 0u32;
+    while next < accepted {
+        match decoder.next_frame().expect("a well-formed stream") {
+            Some(frame) if frame.kind == FrameKind::Messages => {
+                for envelope in decode_envelopes(&frame.payload).expect("whole envelopes") {
+                    assert_eq!(envelope.payload.len(), 48 << 10, "message {next} torn");
+                    let n = u32::from_le_bytes(envelope.payload[..4].try_into().unwrap());
+                    assert_eq!(n, next, "messages out of order");
+                    next += 1;
+                }
+            }
+            Some(_) => {}
+            None => {
+                let read = peer.read(&mut chunk).expect("the rest of the stream");
+                assert!(
+                    read > 0,
+                    "the stream ended after {next} of {accepted} messages"
+                );
+                decoder.extend(&chunk[..read]);
+            }
+        }
+    }
+    println!(
+        "stalled reader: {accepted} messages of 48 KiB accepted, {handed_over} writes cut short and finished by the writer thread, all {next} received whole and in order"
     );
 }
 
@@ -211,7 +282,7 @@ fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0usize;
-        while let Ok(n) = std::io::Read::read(&mut peer, &mut buf) {
+        while let Ok(n) = peer.read(&mut buf) {
             if n == 0 {
                 break;
             }
