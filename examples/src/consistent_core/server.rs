@@ -4,14 +4,21 @@
 //! How the book's patterns are wired here:
 //!
 //! - **Singular Update Queue**: the [`CoreNode`] and everything it owns live on the worker
-//!   thread of a `synod_transport::SingularUpdateQueue`. Peer messages (from the
-//!   transport's reader threads, via one pump thread), client requests (from one thread
-//!   per client connection) and ticks (from a timer thread) are queued to it and applied
-//!   one at a time; nothing else touches the node, so it needs no lock.
+//!   thread of a `synod_transport::SingularUpdateQueue`. Peer messages (queued by the
+//!   transport's reader threads themselves, through its handler), client requests (from
+//!   one thread per client connection) and ticks (from a timer thread) are queued to it and
+//!   applied one at a time; nothing else touches the node, so it needs no lock.
 //! - **Single-Socket Channel, Request Pipeline, Request Batch**: peers talk over one
-//!   `TcpTransport` connection per pair. Raft messages are one-way sends; a follower
-//!   forwards a client's write to the leader as a transport request and waits for its
-//!   response (many in flight at once).
+//!   `TcpTransport` connection per pair. Raft messages are one-way sends, written by the
+//!   worker itself when the connection is idle (the transport's fail-fast mode never holds
+//!   it longer than `synod_transport::INLINE_WRITE_WAIT`) and batched by the transport's
+//!   writer thread when it is busy; a follower forwards a client's write to the leader as a
+//!   transport request and waits for its response (many in flight at once).
+//!
+//! A write thus crosses four threads: the client's connection thread, the leader's worker
+//! (which writes the entry to both followers), each follower's worker (reached from its
+//! transport reader), and the leader's worker again (reached from its reader), which
+//! answers the connection thread.
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
 //!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
 //!   snapshots of the key-value state are written to it when the log is compacted.
@@ -32,8 +39,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,8 +65,6 @@ pub const QUEUE_EVENTS_MAX: usize = 4096;
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Peer messages taken from the transport at a time.
-const PEER_BATCH_MAX: usize = 512;
 /// The file in the data directory naming the node and its cluster.
 pub const IDENTITY_FILE: &str = "synod-node";
 
@@ -269,7 +274,7 @@ enum Waiter {
 }
 
 enum Event {
-    Peers(Vec<Message>),
+    Peer(Message),
     Client(Request, Waiter),
     Tick,
     Info,
@@ -290,13 +295,7 @@ impl Worker {
     fn handle(&mut self, event: Event) -> Info {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let effects = match event {
-            Event::Peers(messages) => {
-                let mut effects = Vec::new();
-                for m in messages {
-                    effects.extend(self.node.handle(Input::Peer(m)));
-                }
-                effects
-            }
+            Event::Peer(message) => self.node.handle(Input::Peer(message)),
             Event::Client(request, waiter) => {
                 self.next_tag += 1;
                 let tag = self.next_tag;
@@ -317,14 +316,14 @@ impl Worker {
         self.node.info()
     }
 
+    /// Carries out effects: answers first, so that a client is not kept waiting while the
+    /// worker tells the followers of a new commit index (the answers depend only on what
+    /// is committed or durable already, never on those messages), then messages to peers.
     fn run(&mut self, effects: Vec<Effect>) {
+        let mut sends = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Send(m) => {
-                    let to = synod_transport::NodeId(m.to.get());
-                    // Lost messages are Raft's business: it resends.
-                    let _ = self.transport.send(to, Bytes::from(m.encode()));
-                }
+                Effect::Send(m) => sends.push(m),
                 Effect::Persist(token) => self.owed = Some(token),
                 Effect::Reply { tag, response } => match self.waiters.remove(&tag) {
                     Some(Waiter::Local(c)) => c.complete(response),
@@ -336,6 +335,11 @@ impl Worker {
                 },
                 Effect::Fatal(why) => fail_stop(&why),
             }
+        }
+        for m in sends {
+            let to = synod_transport::NodeId(m.to.get());
+            // Lost messages are Raft's business: it resends.
+            let _ = self.transport.send(to, Bytes::from(m.encode()));
         }
     }
 
@@ -377,6 +381,28 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// Queues a peer's message or forwarded request (on the transport's reader thread);
+    /// returns an immediate answer only for a request that cannot be decoded. Raft's
+    /// messages that cannot be decoded are dropped, as lost ones are.
+    fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
+        if incoming.is_request() {
+            let Ok(request) = postcard::from_bytes::<Request>(incoming.payload()) else {
+                let reply = Response::Retry("undecodable forwarded request".into());
+                return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
+            };
+            if self
+                .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
+                .is_none()
+            {
+                let reply = Response::Retry("the node is shutting down".into());
+                return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
+            }
+        } else if let Ok(message) = Message::decode(incoming.payload()) {
+            let _ = self.submit(Event::Peer(message));
+        }
+        None
     }
 
     fn info(&self) -> Option<Info> {
@@ -506,9 +532,15 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         addr: addr.to_string(),
         error,
     };
+    // Peers' messages go straight from the transport's reader threads into the update
+    // queue, once it exists; until then they are dropped, and Raft resends.
+    let node_queue: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
     let transport = Arc::new(
-        TcpTransport::bind(transport_config, options.listen.as_str())
-            .map_err(|e| bind("--listen", &options.listen, e))?,
+        TcpTransport::bind_with_handler(transport_config, options.listen.as_str(), {
+            let node_queue = Arc::clone(&node_queue);
+            move |incoming| node_queue.get().and_then(|shared| shared.on_peer(incoming))
+        })
+        .map_err(|e| bind("--listen", &options.listen, e))?,
     );
     let listener = TcpListener::bind(options.client.as_str())
         .map_err(|e| bind("--client", &options.client, e))?;
@@ -587,6 +619,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         stopping: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     });
+    let _ = node_queue.set(Arc::clone(&shared));
     let client_addr = listener
         .local_addr()
         .map_err(|e| bind("--client", &options.client, e))?;
@@ -609,10 +642,6 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
             }
         }
     });
-    spawn("synod-peers", {
-        let shared = Arc::clone(&shared);
-        move || pump_peers(&shared)
-    });
     spawn("synod-clients", {
         let shared = Arc::clone(&shared);
         move || accept_clients(&shared, &listener)
@@ -628,36 +657,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
         .name(name.into())
         .spawn(f)
         .unwrap_or_else(|e| fail_stop(&format!("cannot start a thread: {e}")));
-}
-
-fn pump_peers(shared: &Shared) {
-    let mut batch = Vec::new();
-    loop {
-        batch.clear();
-        shared
-            .transport
-            .recv_batch(&mut batch, PEER_BATCH_MAX, Duration::from_millis(100));
-        let mut messages = Vec::new();
-        for incoming in batch.drain(..) {
-            if incoming.is_request() {
-                match postcard::from_bytes::<Request>(incoming.payload()) {
-                    Ok(request) => {
-                        let _ = shared.submit(Event::Client(request, Waiter::Remote(incoming)));
-                    }
-                    Err(_) => {
-                        let reply = Response::Retry("undecodable forwarded request".into());
-                        let bytes = postcard::to_stdvec(&reply).expect("encodes");
-                        let _ = shared.transport.respond(&incoming, Bytes::from(bytes));
-                    }
-                }
-            } else if let Ok(m) = Message::decode(incoming.payload()) {
-                messages.push(m);
-            }
-        }
-        if !messages.is_empty() {
-            let _ = shared.submit(Event::Peers(messages));
-        }
-    }
 }
 
 fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
