@@ -52,11 +52,14 @@ use std::time::Duration;
 
 use synod_sim::{
     Counter, Coverage, DelayDistribution, FaultKind, FaultLog, FaultProfile, LinkConfig,
-    NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict,
+    NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict, View,
 };
 
+pub mod clients;
 pub mod raft_kv;
 pub mod register;
+
+pub use clients::{Answer, KvClients, KvService, LeaderHint};
 
 /// Exit code of a run that found a violation.
 pub const EXIT_VIOLATION: u8 = 1;
@@ -619,12 +622,20 @@ impl fmt::Display for RunSummary {
     }
 }
 
+/// The progress condition of every system: after healing, some operation invoked from
+/// then on succeeds.
+#[must_use]
+pub fn progress_after_healing<N: synod_sim::Node, I, O>(view: &View<'_, N, I, O>) -> bool {
+    view.healed_at()
+        .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
+}
+
 /// Runs `seed` once.
 #[must_use]
 pub fn run_seed(seed: u64, settings: &Settings) -> RunSummary {
     match settings.system {
-        System::Register => register::run(seed, settings, settings.sim_config()),
-        System::RaftKv => raft_kv::run(seed, settings, settings.sim_config()),
+        System::Register => register::run(seed, settings.sim_config()),
+        System::RaftKv => raft_kv::run(seed, settings.sim_config()),
     }
 }
 

@@ -16,24 +16,33 @@
 //! - **Time.** A tick every 5 ms of the node's own clock (which the simulator may skew,
 //!   drift and jump) drives elections and heartbeats.
 //!
-//! Clients write and read (linearizably, through Raft's read index) eight keys, holding
-//! unique values. A client sends to the leader it last heard of, or to a random node.
-//! "Not the leader" and "retry" mean the command was not and will not be applied, so the
-//! operation failed; "unknown" (a proposal the node lost track of in a leadership change)
-//! may still be applied, and no answer in time is unknown too. After every event an invariant checks
-//! that no two nodes lead in the same term (Raft's election safety).
+//! - **Fail-stop.** A node whose disk fails, or that reports it cannot continue, stops
+//!   and answers nothing more; the simulator injects neither, so the invariant reports it.
+//!
+//! `synod sim raft-kv`'s clients ([`clients`]) write and read (linearizably, through Raft's
+//! read index) eight keys, holding unique values, each sent to the leader the client last
+//! heard of, or to a random node. "Not the leader" and "retry" mean the command was not and
+//! will not be applied, so the operation failed; "unknown" (a proposal the node lost track
+//! of in a leadership change) may still be applied, and no answer in time is unknown too.
+//! After every event an invariant checks that no node stopped and that no two nodes lead in
+//! the same term (Raft's election safety).
+//!
+//! The CI test `tests/it/core_sim.rs` runs the same cluster through [`simulation`], with
+//! its own timing, clients that also compare-and-set and read under the leader's lease
+//! (see [`KvClients`]), and [`NodeOptions`] of its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use synod_consensus::journal::{JournalStore, encode, replay};
-use synod_consensus::{Config, Membership, Message, Node, PersistToken, Role, Term};
+use synod_consensus::{Config, ConfigError, Membership, Message, Node, PersistToken, Role, Term};
 use synod_sim::{
-    ClientId, Completion, Context, Invocation, KvInput, KvModel, KvOutput, Linearizability, NodeId,
-    RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
+    Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
+    Simulation, SyncToken, TimerId, View,
 };
 
-use super::{RunSummary, Settings};
+use super::clients::{Answer, KvClients, KvService, LeaderHint};
+use super::{RunSummary, progress_after_healing};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use crate::consistent_core::node::{self as core_node, CoreNode, Input, ReadMode, Tag};
 
@@ -52,13 +61,36 @@ const SNAPSHOT_ENTRIES: u64 = 200;
 /// Client requests a node remembers; a request whose client has long timed out is
 /// forgotten first.
 const REQUESTS_MAX: usize = 1024;
+
 /// What a client asks a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Request {
-    /// Read a key, linearizably.
+    /// Read a key, linearizably (Raft's read index).
     Read(u64),
     /// Write a value to a key.
     Write(u64, u64),
+    /// Set a key to `new` if it holds `expect` (`None`: absent).
+    Cas {
+        /// The key.
+        key: u64,
+        /// The value it must hold.
+        expect: Option<u64>,
+        /// The value to set.
+        new: u64,
+    },
+    /// Read a key under the leader's lease if it holds one, else as [`Request::Read`].
+    LeaseRead(u64),
+    /// Read a key from the node's own applied state, possibly stale: not linearizable, for
+    /// showing that the checker catches it.
+    FollowerRead(u64),
+}
+
+impl Request {
+    /// A [`Request::Cas`] (a function, to hand to [`KvClients::with_cas`]).
+    #[must_use]
+    pub fn cas(key: u64, expect: Option<u64>, new: u64) -> Request {
+        Request::Cas { key, expect, new }
+    }
 }
 
 /// What a node answers.
@@ -77,10 +109,65 @@ pub enum Response {
     /// Perhaps done, perhaps later (a proposal the node lost track of in a leadership
     /// change), or an answer that makes no sense for the request.
     Unsure(String),
+    /// The compare-and-set is committed and applied; whether it set the key.
+    Cas(bool),
+}
+
+/// How each simulated node is set up, where `synod sim raft-kv` and the CI test
+/// (`tests/it/core_sim.rs`) differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeOptions {
+    snapshot_entries: u64,
+    raft_limits: Option<(usize, u64)>,
+}
+
+impl Default for NodeOptions {
+    /// `synod sim raft-kv`'s: a snapshot every 200 applied entries, Raft's default limits.
+    fn default() -> Self {
+        NodeOptions {
+            snapshot_entries: SNAPSHOT_ENTRIES,
+            raft_limits: None,
+        }
+    }
+}
+
+impl NodeOptions {
+    /// Never snapshots. The journal makes a snapshot durable at the next sync, not when
+    /// the store call returns as `synod-consensus`'s `LogStore` contract asks; the CI test
+    /// keeps to the contract (snapshots are tested in the Consistent Core's unit tests).
+    #[must_use]
+    pub fn without_snapshots(mut self) -> Self {
+        self.snapshot_entries = u64::MAX;
+        self
+    }
+
+    /// Raft sends at most `in_flight_max` appends to a follower before it answers, each of
+    /// at most `append_bytes_max` bytes of entries (small values exercise flow control and
+    /// catching up in many steps).
+    ///
+    /// # Errors
+    ///
+    /// The Raft configuration's error if either is zero.
+    pub fn with_raft_limits(
+        mut self,
+        in_flight_max: usize,
+        append_bytes_max: u64,
+    ) -> Result<Self, ConfigError> {
+        Config::builder(synod_consensus::NodeId::new(1))
+            .in_flight_max(in_flight_max)
+            .append_bytes_max(append_bytes_max)
+            .build()?;
+        self.raft_limits = Some((in_flight_max, append_bytes_max));
+        Ok(self)
+    }
 }
 
 fn key_bytes(key: u64) -> Vec<u8> {
     format!("k{key}").into_bytes()
+}
+
+fn value_bytes(value: u64) -> Vec<u8> {
+    value.to_string().into_bytes()
 }
 
 fn consensus_id(id: NodeId) -> synod_consensus::NodeId {
@@ -96,7 +183,10 @@ fn sim_id(id: u64) -> Option<NodeId> {
 pub struct RaftKvNode {
     id: NodeId,
     nodes: usize,
+    options: NodeOptions,
     core: Option<CoreNode<JournalStore>>,
+    /// Why the node stopped, if it did (see [`RaftKvNode::stopped`]).
+    stopped: Option<String>,
     /// The simulator's request behind each of the node's client tags.
     requests: BTreeMap<Tag, (RequestId, Request)>,
     next_tag: Tag,
@@ -108,11 +198,13 @@ pub struct RaftKvNode {
 impl RaftKvNode {
     /// Node `id` of a cluster of `nodes`.
     #[must_use]
-    pub fn new(id: NodeId, nodes: usize) -> Self {
+    pub fn new(id: NodeId, nodes: usize, options: NodeOptions) -> Self {
         RaftKvNode {
             id,
             nodes,
+            options,
             core: None,
+            stopped: None,
             requests: BTreeMap::new(),
             next_tag: 0,
             syncs: BTreeMap::new(),
@@ -125,6 +217,20 @@ impl RaftKvNode {
     pub fn leading(&self) -> Option<Term> {
         let raft = self.core.as_ref()?.raft();
         (raft.role() == Role::Leader).then(|| raft.term())
+    }
+
+    /// Why the node stopped (fail-stop), if it did: a disk operation failed, or the node
+    /// reported it cannot continue. The simulator injects no I/O errors and every record
+    /// is checksummed, so either is a bug, and the run's invariant reports it.
+    #[must_use]
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Stops the node: it never acknowledges anything again.
+    fn stop(&mut self, why: String) {
+        self.core = None;
+        self.stopped = Some(why);
     }
 
     /// Feeds `input` to the node and carries out what it asks.
@@ -147,9 +253,9 @@ impl RaftKvNode {
             for op in &written {
                 encode(op, &mut bytes);
             }
-            if ctx.disk().append(JOURNAL, &bytes).is_err() {
-                self.core = None; // fail-stop: never acknowledge what could not be stored
-                return;
+            if let Err(e) = ctx.disk().append(JOURNAL, &bytes) {
+                // Never acknowledge what could not be stored.
+                return self.stop(format!("journal append failed: {e}"));
             }
         }
         for effect in effects {
@@ -169,10 +275,7 @@ impl RaftKvNode {
                         ctx.reply(id, translate(request, response));
                     }
                 }
-                core_node::Effect::Fatal(_) => {
-                    self.core = None;
-                    return;
-                }
+                core_node::Effect::Fatal(why) => return self.stop(format!("fatal: {why}")),
             }
         }
     }
@@ -180,24 +283,55 @@ impl RaftKvNode {
 
 /// The node's answer in the simulator's terms.
 fn translate(request: Request, response: core_node::Response) -> Response {
+    use core_node::Response::Kv;
+    let read = matches!(
+        request,
+        Request::Read(_) | Request::LeaseRead(_) | Request::FollowerRead(_)
+    );
     match (request, response) {
-        (Request::Read(_), core_node::Response::Kv(KvReply::Nil)) => Response::Read(None),
-        (Request::Read(_), core_node::Response::Kv(KvReply::Bulk(bytes))) => {
-            match std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                Some(value) => Response::Read(Some(value)),
-                None => Response::Unsure(format!("unexpected value {bytes:?}")),
-            }
-        }
-        (Request::Write(..), core_node::Response::Kv(KvReply::Ok)) => Response::Written,
+        (_, Kv(KvReply::Nil)) if read => Response::Read(None),
+        (_, Kv(KvReply::Bulk(bytes))) if read => match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            Some(value) => Response::Read(Some(value)),
+            None => Response::Unsure(format!("unexpected value {bytes:?}")),
+        },
+        (Request::Write(..), Kv(KvReply::Ok)) => Response::Written,
+        (Request::Cas { .. }, Kv(KvReply::Int(n @ (0 | 1)))) => Response::Cas(n == 1),
         (_, core_node::Response::NotLeader { leader }) => {
             Response::NotLeader(leader.and_then(sim_id).map(NodeId::get))
         }
         (_, core_node::Response::Retry(why)) => Response::Refused(why),
         (_, core_node::Response::Unknown(why)) => Response::Unsure(why),
         (_, other) => Response::Unsure(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// The Consistent Core's request for `request`.
+fn core_request(request: Request) -> core_node::Request {
+    let read = |key, mode| core_node::Request::Read {
+        query: KvQuery::Get(key_bytes(key)),
+        mode,
+    };
+    let write = |command| core_node::Request::Write {
+        command,
+        session: None,
+    };
+    match request {
+        Request::Read(key) => read(key, ReadMode::Linearizable),
+        Request::LeaseRead(key) => read(key, ReadMode::Lease),
+        Request::FollowerRead(key) => read(key, ReadMode::Follower),
+        Request::Write(key, value) => write(KvCommand::Put {
+            key: key_bytes(key),
+            value: value_bytes(value),
+            condition: PutCondition::Always,
+        }),
+        Request::Cas { key, expect, new } => write(KvCommand::Cas {
+            key: key_bytes(key),
+            expected: expect.map(value_bytes),
+            new: value_bytes(new),
+        }),
     }
 }
 
@@ -211,17 +345,25 @@ impl synod_sim::Node for RaftKvNode {
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
         let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
         let (mem, good) = replay(&journal, &membership);
-        if good < journal.len() && ctx.disk().set_len(JOURNAL, good as u64).is_err() {
-            return; // fail-stop
+        if good < journal.len()
+            && let Err(e) = ctx.disk().set_len(JOURNAL, good as u64)
+        {
+            return self.stop(format!("cutting the journal's damaged tail failed: {e}"));
         }
-        let config = Config::builder(consensus_id(self.id))
+        let mut config = Config::builder(consensus_id(self.id))
             .election_timeout_ticks(10..20)
             .heartbeat_interval_ticks(2)
-            .seed(ctx.rng().next_u64())
+            .seed(ctx.rng().next_u64());
+        if let Some((in_flight_max, append_bytes_max)) = self.options.raft_limits {
+            config = config
+                .in_flight_max(in_flight_max)
+                .append_bytes_max(append_bytes_max);
+        }
+        let config = config
             .build()
-            .expect("a valid Raft configuration");
+            .expect("a valid Raft configuration: the limits were checked in NodeOptions");
         let store = JournalStore::new(mem);
-        let mut core = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES)
+        let mut core = CoreNode::new(Node::new(config, store), self.options.snapshot_entries)
             .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
@@ -258,82 +400,47 @@ impl synod_sim::Node for RaftKvNode {
         }
         self.next_tag += 1;
         self.requests.insert(self.next_tag, (id, request));
-        let request = match request {
-            Request::Read(key) => core_node::Request::Read {
-                query: KvQuery::Get(key_bytes(key)),
-                mode: ReadMode::Linearizable,
-            },
-            Request::Write(key, value) => core_node::Request::Write {
-                command: KvCommand::Put {
-                    key: key_bytes(key),
-                    value: value.to_string().into_bytes(),
-                    condition: PutCondition::Always,
-                },
-                session: None,
-            },
-        };
         let tag = self.next_tag;
-        self.handle(ctx, Input::Client { tag, request });
+        self.handle(
+            ctx,
+            Input::Client {
+                tag,
+                request: core_request(request),
+            },
+        );
     }
 }
 
-/// Clients writing unique values to and reading random keys, through the leader they
-/// last heard of.
-#[derive(Debug, Default)]
-pub struct Clients {
-    last_value: u64,
-    leader: Option<u32>,
-}
+impl KvService for RaftKvNode {
+    fn read(key: u64) -> Request {
+        Request::Read(key)
+    }
 
-impl Workload<RaftKvNode> for Clients {
-    type Input = KvInput;
-    type Output = KvOutput;
+    fn write(key: u64, value: u64) -> Request {
+        Request::Write(key, value)
+    }
 
-    fn invoke(
-        &mut self,
-        _: ClientId,
-        nodes: usize,
-        rng: &mut SimRng,
-    ) -> Option<Invocation<Request, KvInput>> {
-        let node = match self.leader {
-            Some(leader) if (leader as usize) < nodes => NodeId::new(leader),
-            _ => NodeId::new(rng.below(nodes as u64) as u32),
+    fn answer(response: &Response) -> Answer {
+        let (completion, leader) = match response {
+            Response::Read(value) => (Completion::Ok(KvOutput::Read(*value)), LeaderHint::Same),
+            Response::Written => (Completion::Ok(KvOutput::Written), LeaderHint::Same),
+            Response::Cas(set) => (Completion::Ok(KvOutput::Cas(*set)), LeaderHint::Same),
+            Response::NotLeader(leader) => (
+                Completion::Fail,
+                leader.map_or(LeaderHint::Unknown, |l| LeaderHint::Is(NodeId::new(l))),
+            ),
+            Response::Refused(_) => (Completion::Fail, LeaderHint::Unknown),
+            Response::Unsure(_) => (Completion::Unknown, LeaderHint::Unknown),
         };
-        let key = rng.below(KEYS);
-        if rng.below(2) == 0 {
-            return Some(Invocation {
-                node,
-                request: Request::Read(key),
-                input: KvInput::Read { key },
-            });
-        }
-        self.last_value += 1;
-        let value = self.last_value;
-        Some(Invocation {
-            node,
-            request: Request::Write(key, value),
-            input: KvInput::Write { key, value },
-        })
+        Answer { completion, leader }
     }
+}
 
-    fn complete(&mut self, _: ClientId, _: &KvInput, response: &Response) -> Completion<KvOutput> {
-        match response {
-            Response::Read(value) => Completion::Ok(KvOutput::Read(*value)),
-            Response::Written => Completion::Ok(KvOutput::Written),
-            Response::NotLeader(leader) => {
-                self.leader = *leader;
-                Completion::Fail
-            }
-            Response::Refused(_) => {
-                self.leader = None;
-                Completion::Fail
-            }
-            Response::Unsure(_) => {
-                self.leader = None;
-                Completion::Unknown
-            }
-        }
-    }
+/// `synod sim raft-kv`'s clients: linearizable reads and writes of [`KEYS`] keys, each
+/// sent to the leader the last answer named.
+#[must_use]
+pub fn clients() -> KvClients<RaftKvNode> {
+    KvClients::new(KEYS).following_the_leader()
 }
 
 /// Election safety: at most one leader per term among the nodes that are up.
@@ -347,26 +454,46 @@ fn one_leader_per_term(leaders: impl Iterator<Item = (NodeId, Term)>) -> Result<
     Ok(())
 }
 
-/// Runs the cluster once with `seed`.
-pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSummary {
-    let nodes = settings.nodes();
-    let report = Simulation::new(
+/// The invariant checked after every event: no node stopped, and election safety.
+fn invariant(view: &View<'_, RaftKvNode, KvInput, KvOutput>) -> Result<(), String> {
+    if let Some((id, why)) = view
+        .nodes()
+        .find_map(|(id, node)| node.stopped().map(|why| (id, why)))
+    {
+        return Err(format!("{id} stopped: {why}"));
+    }
+    one_leader_per_term(
+        view.nodes()
+            .filter_map(|(id, node)| node.leading().map(|term| (id, term))),
+    )
+}
+
+/// A cluster of `config.nodes()` [`RaftKvNode`]s set up by `options`, driven by `clients`
+/// with every randomness drawn from `seed`, checking after every event that no node
+/// stopped and that no two nodes lead in one term, and requiring some operation invoked
+/// after healing to succeed. Check the run's history with
+/// [`Linearizability`]`::new(`[`KvModel`]`)`.
+#[must_use]
+pub fn simulation(
+    config: SimConfig,
+    seed: u64,
+    options: NodeOptions,
+    clients: KvClients<RaftKvNode>,
+) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
+    let nodes = config.nodes();
+    Simulation::new(
         config,
         seed,
-        move |id| RaftKvNode::new(id, nodes),
-        Clients::default(),
+        move |id| RaftKvNode::new(id, nodes, options),
+        clients,
     )
-    .invariant(move |view| {
-        one_leader_per_term(
-            view.nodes()
-                .filter_map(|(id, node)| node.leading().map(|term| (id, term))),
-        )
-    })
-    .progress(|view| {
-        view.healed_at()
-            .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
-    })
-    .run();
+    .invariant(invariant)
+    .progress(progress_after_healing)
+}
+
+/// Runs the cluster once with `seed`.
+pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
+    let report = simulation(config, seed, NodeOptions::default(), clients()).run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
     RunSummary::new(&report, verdict)
 }

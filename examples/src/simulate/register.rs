@@ -20,10 +20,10 @@
 //!   persists `generation + 1` and serves nothing until that record is synced; a crash
 //!   before then means the number was never used, and the next start may pick it again.
 //!
-//! Clients read and write random keys with unique values through random nodes. A request
-//! the node refuses outright (still starting, or too many operations in flight) fails; an
-//! operation the node gave up on ends unknown, since a write may have reached some
-//! replicas. The history is checked with `synod-sim`'s linearizability checker, one key at
+//! Clients ([`KvClients`]) read and write random keys with unique values through random
+//! nodes. A request the node refuses outright (still starting, or too many operations in
+//! flight) fails; an operation the node gave up on ends unknown, since a write may have
+//! reached some replicas. The history is checked with `synod-sim`'s linearizability checker, one key at
 //! a time, and after every event an invariant checks that replicas holding the same tag
 //! for a key hold the same value.
 
@@ -32,11 +32,12 @@ use std::time::Duration;
 
 use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, Tag};
 use synod_sim::{
-    ClientId, Completion, Context, Invocation, KvInput, KvModel, KvOutput, Linearizability, Node,
-    NodeId, RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId, Workload,
+    Completion, Context, KvModel, KvOutput, Linearizability, Node, NodeId, RequestId, SimConfig,
+    Simulation, SyncToken, TimerId,
 };
 
-use super::{RunSummary, Settings};
+use super::clients::{Answer, KvClients, KvService};
+use super::{RunSummary, progress_after_healing};
 
 /// Keys of the store, `0..KEYS`, each an independent register. More than one keeps the
 /// operations per register, and so the checker's search, small.
@@ -401,48 +402,22 @@ impl Node for RegisterNode {
     }
 }
 
-/// Clients reading and writing random keys with unique values, each request to a random
-/// node.
-#[derive(Debug, Default)]
-pub struct Clients {
-    last_value: u64,
-}
-
-impl Workload<RegisterNode> for Clients {
-    type Input = KvInput;
-    type Output = KvOutput;
-
-    fn invoke(
-        &mut self,
-        _: ClientId,
-        nodes: usize,
-        rng: &mut SimRng,
-    ) -> Option<Invocation<Request, KvInput>> {
-        let node = NodeId::new(rng.below(nodes as u64) as u32);
-        let key = rng.below(KEYS);
-        if rng.below(2) == 0 {
-            return Some(Invocation {
-                node,
-                request: Request::Read(key),
-                input: KvInput::Read { key },
-            });
-        }
-        self.last_value += 1;
-        let value = self.last_value;
-        Some(Invocation {
-            node,
-            request: Request::Write(key, value),
-            input: KvInput::Write { key, value },
-        })
+impl KvService for RegisterNode {
+    fn read(key: u64) -> Request {
+        Request::Read(key)
     }
 
-    fn complete(&mut self, _: ClientId, _: &KvInput, response: &Response) -> Completion<KvOutput> {
-        match *response {
+    fn write(key: u64, value: u64) -> Request {
+        Request::Write(key, value)
+    }
+
+    fn answer(response: &Response) -> Answer {
+        Answer::new(match *response {
             Response::Read(value) => Completion::Ok(KvOutput::Read(value)),
             Response::Written => Completion::Ok(KvOutput::Written),
             Response::Refused => Completion::Fail,
             Response::GaveUp => Completion::Unknown,
-        }
+        })
     }
 }
 
@@ -468,13 +443,13 @@ fn same_tag_same_value(
 }
 
 /// Runs the store once with `seed`.
-pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSummary {
-    let nodes = settings.nodes();
+pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
+    let nodes = config.nodes();
     let report = Simulation::new(
         config,
         seed,
         move |id| RegisterNode::new(id, nodes),
-        Clients::default(),
+        KvClients::new(KEYS),
     )
     .invariant(move |view| {
         same_tag_same_value(
@@ -482,11 +457,7 @@ pub(super) fn run(seed: u64, settings: &Settings, config: SimConfig) -> RunSumma
                 .flat_map(|(id, node)| node.stored().map(move |s| (id, s))),
         )
     })
-    // After healing, some operation invoked from then on must succeed.
-    .progress(|view| {
-        view.healed_at()
-            .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
-    })
+    .progress(progress_after_healing)
     .run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
     RunSummary::new(&report, verdict)
