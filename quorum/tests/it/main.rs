@@ -3,7 +3,6 @@
 mod abd;
 mod arithmetic;
 mod coordinator;
-mod lin;
 mod sim_abd;
 mod skew;
 mod versioned;

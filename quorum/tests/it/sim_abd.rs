@@ -378,23 +378,29 @@ fn abd_is_linearizable_in_every_simulated_history() {
         "sim_abd::abd_is_linearizable_in_every_simulated_history",
     );
     let mut coverage = Coverage::default();
-    let (mut ops, mut unknown, mut events) = (0usize, 0usize, 0u64);
+    let (mut ops, mut ok, mut unknown, mut events) = (0usize, 0usize, 0usize, 0u64);
     let seeds = runner.run(CORRECT_SEEDS, |seed| {
         // Three nodes for most seeds (f = 1), five for every fourth (f = 2).
         let nodes = if seed % 4 == 3 { 5 } else { 3 };
         let report = simulation(Variant::Correct, nodes, seed).run();
         coverage.merge(&report.coverage);
         ops += report.history.len();
+        ok += report.history.ok_count();
         unknown += report.history.unknown_count();
         events += report.events;
         verdict(&report)
     });
     println!(
-        "synod-sim abd: {seeds} seeds linearizable, {events} events, {ops} operations ({unknown} unknown)"
+        "synod-sim abd: {seeds} seeds linearizable, {events} events, {ops} operations ({ok} ok, {unknown} unknown)"
     );
     println!("coverage: {coverage}");
     if !runner.replaying() {
         assert!(ops > seeds as usize * 10, "the workload ran");
+        // Most operations succeed through the faults, not only the one progress needs.
+        assert!(
+            ok > seeds as usize * 20,
+            "the register made progress: {ok} ok"
+        );
         assert_eq!(
             coverage.missing(),
             Vec::<Counter>::new(),
@@ -403,24 +409,27 @@ fn abd_is_linearizable_in_every_simulated_history() {
     }
 }
 
-fn catch(variant: Variant, test: &str) {
+/// Runs seeds of a broken `variant` on `nodes` nodes until the checker rejects a history;
+/// the same seed must pass with the correct register.
+fn catch(variant: Variant, nodes: usize, test: &str) {
     let runner = SeedRunner::new("synod-quorum", test);
     let Some((seed, why, tried)) = runner.find_failure(CATCH_WITHIN, |seed| {
-        // Only a real violation counts as a catch: a checker that gave up decided nothing.
-        match simulation(variant, 3, seed)
-            .run()
-            .verdict(&mut Linearizability::new(KvModel))
-        {
-            Verdict::Violation(why) => Err(why),
-            Verdict::Pass | Verdict::GaveUp(_) => Ok(()),
+        // Only the checker's violation counts as a catch: a checker that gave up decided
+        // nothing, and a failed run (invariant, progress) is another matter.
+        let report = simulation(variant, nodes, seed).run();
+        match report.verdict(&mut Linearizability::new(KvModel)) {
+            Verdict::Violation(why) if report.failure.is_none() => Err(why),
+            Verdict::Violation(_) | Verdict::Pass | Verdict::GaveUp(_) => Ok(()),
         }
     }) else {
-        panic!("{variant:?} not caught within {CATCH_WITHIN} seeds");
+        panic!("{variant:?} on {nodes} nodes not caught within {CATCH_WITHIN} seeds");
     };
-    println!("synod-sim abd {variant:?}: caught after {tried} seeds (seed {seed}): {why}");
+    println!(
+        "synod-sim abd {variant:?} on {nodes} nodes: caught after {tried} seeds (seed {seed}): {why}"
+    );
     // The same seed passes with the correct register.
     assert_eq!(
-        verdict(&simulation(Variant::Correct, 3, seed).run()),
+        verdict(&simulation(Variant::Correct, nodes, seed).run()),
         Ok(())
     );
 }
@@ -429,7 +438,18 @@ fn catch(variant: Variant, test: &str) {
 fn abd_without_overlapping_quorums_is_caught() {
     catch(
         Variant::NoOverlap,
+        3,
         "sim_abd::abd_without_overlapping_quorums_is_caught",
+    );
+}
+
+/// Five nodes with R = W = 2: a read quorum can miss every node of the last write's quorum.
+#[test]
+fn abd_without_overlapping_quorums_on_five_nodes_is_caught() {
+    catch(
+        Variant::NoOverlap,
+        5,
+        "sim_abd::abd_without_overlapping_quorums_on_five_nodes_is_caught",
     );
 }
 
@@ -437,6 +457,16 @@ fn abd_without_overlapping_quorums_is_caught() {
 fn abd_without_read_write_back_is_caught() {
     catch(
         Variant::NoWriteBack,
+        3,
         "sim_abd::abd_without_read_write_back_is_caught",
+    );
+}
+
+#[test]
+fn abd_without_read_write_back_on_five_nodes_is_caught() {
+    catch(
+        Variant::NoWriteBack,
+        5,
+        "sim_abd::abd_without_read_write_back_on_five_nodes_is_caught",
     );
 }
