@@ -9,6 +9,9 @@ use std::ops::Range;
 
 use crate::types::NodeId;
 
+/// The default of [`ConfigBuilder::entry_bytes_max`]: 1 MiB.
+pub const ENTRY_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+
 /// A validated node configuration. Build one with [`Config::builder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -17,6 +20,7 @@ pub struct Config {
     pub(crate) heartbeat_interval_ticks: u64,
     pub(crate) in_flight_max: usize,
     pub(crate) append_bytes_max: u64,
+    pub(crate) entry_bytes_max: u64,
     pub(crate) uncommitted_entries_max: u64,
     pub(crate) apply_entries_max: usize,
     pub(crate) read_pending_max: usize,
@@ -51,6 +55,7 @@ impl Config {
                 heartbeat_interval_ticks: 2,
                 in_flight_max: 64,
                 append_bytes_max: 1 << 20,
+                entry_bytes_max: ENTRY_BYTES_MAX_DEFAULT,
                 uncommitted_entries_max: 1 << 16,
                 apply_entries_max: 4096,
                 read_pending_max: 4096,
@@ -94,6 +99,12 @@ impl Config {
     #[must_use]
     pub fn append_bytes_max(&self) -> u64 {
         self.append_bytes_max
+    }
+
+    /// The most bytes of one proposed command; see [`ConfigBuilder::entry_bytes_max`].
+    #[must_use]
+    pub fn entry_bytes_max(&self) -> u64 {
+        self.entry_bytes_max
     }
 
     /// Whether lease reads are enabled, and the clock-drift allowance in ticks.
@@ -142,6 +153,17 @@ impl ConfigBuilder {
     #[must_use]
     pub fn append_bytes_max(mut self, bytes: u64) -> Self {
         self.config.append_bytes_max = bytes;
+        self
+    }
+
+    /// The most bytes of one proposed command: a bigger one is refused with
+    /// [`ProposeError::TooLarge`](crate::ProposeError::TooLarge) before it reaches the log,
+    /// so the log store must be able to hold an entry of this size
+    /// ([`WalStoreOptions::entry_bytes_max`](crate::WalStoreOptions::entry_bytes_max) for
+    /// the WAL store). Default 1 MiB.
+    #[must_use]
+    pub fn entry_bytes_max(mut self, bytes: u64) -> Self {
+        self.config.entry_bytes_max = bytes;
         self
     }
 
@@ -250,6 +272,7 @@ impl ConfigBuilder {
         for (name, value) in [
             ("in_flight_max", c.in_flight_max as u64),
             ("append_bytes_max", c.append_bytes_max),
+            ("entry_bytes_max", c.entry_bytes_max),
             ("uncommitted_entries_max", c.uncommitted_entries_max),
             ("apply_entries_max", c.apply_entries_max as u64),
             ("read_pending_max", c.read_pending_max as u64),

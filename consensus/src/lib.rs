@@ -244,7 +244,7 @@ mod types;
 #[cfg(feature = "wal")]
 pub mod wal_store;
 
-pub use config::{Bugs, Config, ConfigBuilder, ConfigError};
+pub use config::{Bugs, Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAULT};
 pub use membership::{Membership, MembershipError};
 pub use message::{AppendResult, DecodeError, Message, MessageBody, ReadId, WIRE_VERSION};
 pub use raft::{
@@ -256,4 +256,4 @@ pub use rng::SplitMix64;
 pub use storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
 pub use types::{Entry, LogIndex, NodeId, Payload, Term};
 #[cfg(feature = "wal")]
-pub use wal_store::{WalLogStore, WalStoreError};
+pub use wal_store::{WalLogStore, WalStoreError, WalStoreOptions};

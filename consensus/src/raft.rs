@@ -116,6 +116,13 @@ pub enum ProposeError {
     MembershipChangePending,
     /// The new membership is not acceptable.
     Membership(MembershipError),
+    /// The command is longer than the configured `entry_bytes_max`.
+    TooLarge {
+        /// The command's length.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 impl fmt::Display for ProposeError {
@@ -133,6 +140,10 @@ impl fmt::Display for ProposeError {
                 write!(f, "a membership change is still in progress")
             }
             ProposeError::Membership(e) => write!(f, "membership change refused: {e}"),
+            ProposeError::TooLarge { bytes, max } => write!(
+                f,
+                "a command of {bytes} bytes is longer than entry_bytes_max ({max} bytes)"
+            ),
         }
     }
 }
@@ -664,8 +675,13 @@ impl<S: LogStore> Node<S> {
     ///
     /// [`ProposeError::NotLeader`] with the known leader on a non-leader;
     /// [`ProposeError::TransferInProgress`] and [`ProposeError::Backpressure`] when the
-    /// leader cannot take it now.
+    /// leader cannot take it now; [`ProposeError::TooLarge`] (on any node) for a command
+    /// longer than the configured `entry_bytes_max`.
     pub fn propose(&mut self, data: Bytes) -> Result<LogIndex, ProposeError> {
+        let (bytes, max) = (data.len() as u64, self.config.entry_bytes_max);
+        if bytes > max {
+            return Err(ProposeError::TooLarge { bytes, max });
+        }
         self.check_can_propose()?;
         Ok(self.append_local(Payload::Command(data)))
     }

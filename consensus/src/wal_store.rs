@@ -7,9 +7,17 @@
 //!   encoding), so truncating a conflicting suffix is [`Wal::truncate_after`] and
 //!   compaction is [`Wal::purge_before`] (the Low-Water Mark);
 //! - the **meta log**: hard-state and snapshot records (`postcard`, format version 1 in
-//!   the first byte); on opening, the last of each wins. It is rewritten (the current
-//!   snapshot and hard state appended, older records purged) once it holds
+//!   the first byte); on opening, the last of each wins. A snapshot is written as a header
+//!   record followed by chunks of at most [`SNAPSHOT_CHUNK_BYTES`], so its size is bounded
+//!   by neither the log's record size nor its segment size; one whose chunks did not all
+//!   reach the log (a crash while it was written) does not count, and the one before it
+//!   stays in force. The log is rewritten (the current snapshot and hard state appended,
+//!   older records purged) whenever a snapshot is taken or installed, and once it holds
 //!   `META_RECORDS_MAX` records.
+//!
+//! [`WalStoreOptions`] sets the segment size of both logs and the longest entry the entry
+//! log accepts (which must be at least the Raft [`Config`](crate::Config)'s
+//! `entry_bytes_max`: a command is refused before it reaches the log if it is longer).
 //!
 //! Both use [`SyncPolicy::Manual`]: writes made while the node handles an input are
 //! buffered, and [`WalLogStore::sync`] makes them durable, which is what a [`Ready`]'s
@@ -35,11 +43,84 @@ use crate::types::{Entry, LogIndex, Term};
 
 const META_VERSION: u8 = 1;
 const META_RECORDS_MAX: u64 = 1024;
+/// Bytes of snapshot data in one meta-log record.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes an entry's encoding may add to its command (term, index, kind, length).
+const ENTRY_ENCODING_BYTES_MAX: usize = 64;
+/// Bytes a meta record's encoding may add to a snapshot chunk or header.
+const META_ENCODING_BYTES_MAX: usize = 4096;
 
+// The variants' order is the format: new ones go at the end.
 #[derive(Serialize, Deserialize)]
 enum MetaRecord {
     HardState(HardState),
-    Snapshot { meta: SnapshotMeta, data: Vec<u8> },
+    /// A whole snapshot in one record (still read; no longer written).
+    Snapshot {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+    /// The start of a snapshot of `bytes` bytes in `chunks` chunk records that follow.
+    SnapshotStart {
+        meta: SnapshotMeta,
+        bytes: u64,
+        chunks: u64,
+    },
+    /// The next chunk of the snapshot being written.
+    SnapshotChunk(Vec<u8>),
+}
+
+/// How a [`WalLogStore`] lays out its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalStoreOptions {
+    segment_bytes_max: u64,
+    entry_bytes_max: u64,
+}
+
+impl Default for WalStoreOptions {
+    fn default() -> Self {
+        WalStoreOptions {
+            segment_bytes_max: 64 << 20,
+            entry_bytes_max: crate::config::ENTRY_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl WalStoreOptions {
+    /// The size of every segment file of both logs (each is pre-written to this size, so an
+    /// empty store takes two segments of disk). Default 64 MiB. It must hold the longest
+    /// entry and a snapshot chunk: opening fails with [`WalStoreError::Wal`] otherwise.
+    #[must_use]
+    pub fn segment_bytes_max(mut self, bytes: u64) -> Self {
+        self.segment_bytes_max = bytes;
+        self
+    }
+
+    /// The longest command the entry log accepts; at least the Raft configuration's
+    /// `entry_bytes_max` (a longer entry stops the node). Default 1 MiB, as that.
+    #[must_use]
+    pub fn entry_bytes_max(mut self, bytes: u64) -> Self {
+        self.entry_bytes_max = bytes;
+        self
+    }
+
+    fn wal_config(&self, record_bytes_max: usize) -> Result<WalConfig, WalError> {
+        WalConfig::builder()
+            .sync_policy(SyncPolicy::Manual)
+            .first_index(WalIndex::new(1))
+            .segment_bytes_max(self.segment_bytes_max)
+            .record_bytes_max(record_bytes_max)
+            .pending_bytes_max(record_bytes_max.max(4 << 20))
+            .build()
+    }
+}
+
+/// A snapshot being read back from the meta log, chunk by chunk.
+struct PartialSnapshot {
+    meta: SnapshotMeta,
+    bytes: u64,
+    chunks: u64,
+    data: Vec<u8>,
+    seen: u64,
 }
 
 /// Why a WAL-backed store could not be opened or synced.
@@ -81,6 +162,9 @@ pub struct WalLogStore<S: Storage> {
     mem: MemLogStore,
     entries: Wal<S>,
     meta: Wal<S>,
+    /// The meta log's next index after its last rewrite: hard-state records written since
+    /// then are what `META_RECORDS_MAX` bounds (a snapshot's chunks do not count).
+    meta_rewritten: u64,
     failed: Option<WalStoreError>,
 }
 
@@ -91,13 +175,6 @@ impl<S: Storage> fmt::Debug for WalLogStore<S> {
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
-}
-
-fn wal_config() -> Result<WalConfig, WalError> {
-    WalConfig::builder()
-        .sync_policy(SyncPolicy::Manual)
-        .first_index(WalIndex::new(1))
-        .build()
 }
 
 fn encode_meta(record: &MetaRecord) -> Bytes {
@@ -129,10 +206,37 @@ impl<S: Storage> WalLogStore<S> {
         meta: S,
         membership: Membership,
     ) -> Result<WalLogStore<S>, WalStoreError> {
-        let (entries, _) = Wal::open(entries, wal_config()?)?;
-        let (meta, _) = Wal::open(meta, wal_config()?)?;
+        Self::open_with(entries, meta, membership, WalStoreOptions::default())
+    }
+
+    /// Like [`open`](Self::open), with the segment size and entry length of `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`WalStoreError::Wal`] also if `options` are out of range
+    /// (a segment too small for the longest entry, say).
+    pub fn open_with(
+        entries: S,
+        meta: S,
+        membership: Membership,
+        options: WalStoreOptions,
+    ) -> Result<WalLogStore<S>, WalStoreError> {
+        let entry_record = usize::try_from(options.entry_bytes_max)
+            .unwrap_or(usize::MAX)
+            .saturating_add(ENTRY_ENCODING_BYTES_MAX);
+        let (entries, _) = Wal::open(entries, options.wal_config(entry_record)?)?;
+        let meta_record = SNAPSHOT_CHUNK_BYTES + META_ENCODING_BYTES_MAX;
+        let (meta, _) = Wal::open(meta, options.wal_config(meta_record)?)?;
         let mut hard_state = HardState::default();
         let mut snapshot = None;
+        let mut partial: Option<PartialSnapshot> = None;
+        let valid = |meta: &SnapshotMeta| {
+            if meta.membership.is_valid() {
+                Ok(())
+            } else {
+                Err(WalStoreError::Corrupt("snapshot membership".into()))
+            }
+        };
         for record in meta.range(meta.first_index(), meta.next_index()) {
             let (_, bytes) = record?;
             match decode_meta(&bytes)? {
@@ -143,14 +247,52 @@ impl<S: Storage> WalLogStore<S> {
                     hard_state = hs;
                 }
                 MetaRecord::Snapshot { meta, data } => {
-                    if !meta.membership.is_valid() {
-                        return Err(WalStoreError::Corrupt("snapshot membership".into()));
-                    }
+                    valid(&meta)?;
                     snapshot = Some(Snapshot {
                         meta,
                         data: Bytes::from(data),
                     });
                 }
+                MetaRecord::SnapshotStart {
+                    meta,
+                    bytes,
+                    chunks,
+                } => {
+                    valid(&meta)?;
+                    // An unfinished snapshot before this one was cut short by a crash.
+                    partial = Some(PartialSnapshot {
+                        meta,
+                        bytes,
+                        chunks,
+                        data: Vec::new(),
+                        seen: 0,
+                    });
+                }
+                MetaRecord::SnapshotChunk(chunk) => {
+                    // Purging frees whole segments, so the log may begin with the last
+                    // chunks of a snapshot whose start is gone: they count for nothing.
+                    let Some(p) = partial.as_mut() else {
+                        continue;
+                    };
+                    if p.seen == p.chunks || (p.data.len() + chunk.len()) as u64 > p.bytes {
+                        return Err(WalStoreError::Corrupt(format!(
+                            "snapshot at {} has more data than its start announced",
+                            p.meta.index
+                        )));
+                    }
+                    p.data.extend_from_slice(&chunk);
+                    p.seen += 1;
+                }
+            }
+            if partial
+                .as_ref()
+                .is_some_and(|p| p.seen == p.chunks && p.data.len() as u64 == p.bytes)
+            {
+                let p = partial.take().expect("checked above");
+                snapshot = Some(Snapshot {
+                    meta: p.meta,
+                    data: Bytes::from(p.data),
+                });
             }
         }
         let mut mem = MemLogStore::new(membership);
@@ -172,10 +314,12 @@ impl<S: Storage> WalLogStore<S> {
             mem.append(std::slice::from_ref(&entry));
         }
         mem.sync();
+        let meta_rewritten = meta.next_index().get();
         Ok(WalLogStore {
             mem,
             entries,
             meta,
+            meta_rewritten,
             failed: None,
         })
     }
@@ -212,8 +356,7 @@ impl<S: Storage> WalLogStore<S> {
             self.fail(e);
             return;
         }
-        let records = self.meta.next_index().get() - self.meta.first_index().get();
-        if records >= META_RECORDS_MAX {
+        if self.meta.next_index().get() - self.meta_rewritten >= META_RECORDS_MAX {
             self.rewrite_meta();
         }
     }
@@ -222,20 +365,30 @@ impl<S: Storage> WalLogStore<S> {
     fn rewrite_meta(&mut self) {
         let snapshot = self.mem.snapshot().clone();
         let first = self.meta.next_index();
-        let records = [
-            MetaRecord::Snapshot {
-                meta: snapshot.meta,
-                data: snapshot.data.to_vec(),
-            },
-            MetaRecord::HardState(self.mem.hard_state()),
-        ];
-        let result = self
-            .meta
-            .submit_batch(records.iter().map(encode_meta))
+        let data = &snapshot.data;
+        let start = MetaRecord::SnapshotStart {
+            meta: snapshot.meta.clone(),
+            bytes: data.len() as u64,
+            chunks: data.len().div_ceil(SNAPSHOT_CHUNK_BYTES) as u64,
+        };
+        // One chunk at a time, so a big snapshot is never copied whole a second time.
+        let mut result = self.meta.submit(encode_meta(&start));
+        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
+            if result.is_err() {
+                break;
+            }
+            result = self
+                .meta
+                .submit(encode_meta(&MetaRecord::SnapshotChunk(chunk.to_vec())));
+        }
+        let hard_state = MetaRecord::HardState(self.mem.hard_state());
+        let result = result
+            .and_then(|_| self.meta.submit(encode_meta(&hard_state)))
             .and_then(|_| self.meta.sync())
             .and_then(|_| self.meta.purge_before(first));
-        if let Err(e) = result {
-            self.fail(e);
+        match result {
+            Ok(_) => self.meta_rewritten = self.meta.next_index().get(),
+            Err(e) => self.fail(e),
         }
     }
 }
@@ -319,5 +472,96 @@ impl<S: Storage> LogStore for WalLogStore<S> {
         if let Err(e) = result {
             self.fail(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NodeId;
+    use synod_wal::FileStorage;
+
+    fn meta_at(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term::new(1),
+            membership: Membership::new([NodeId::new(1)], []).expect("one voter"),
+        }
+    }
+
+    /// Writes `records` as the meta log of a store in `dir`, then opens the store.
+    fn open_with_meta(
+        dir: &std::path::Path,
+        records: &[MetaRecord],
+    ) -> Result<WalLogStore<FileStorage>, WalStoreError> {
+        let options = WalStoreOptions::default().segment_bytes_max(4 << 20);
+        let storage = |name: &str| FileStorage::new(dir.join(name)).expect("storage");
+        let config = options.wal_config(SNAPSHOT_CHUNK_BYTES + META_ENCODING_BYTES_MAX)?;
+        let (meta, _) = Wal::open(storage("meta"), config)?;
+        meta.submit_batch(records.iter().map(encode_meta))?;
+        meta.sync()?;
+        drop(meta);
+        let membership = Membership::new([NodeId::new(1)], []).expect("one voter");
+        WalLogStore::open_with(storage("entries"), storage("meta"), membership, options)
+    }
+
+    fn start(index: u64, bytes: u64, chunks: u64) -> MetaRecord {
+        MetaRecord::SnapshotStart {
+            meta: meta_at(index),
+            bytes,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_by_a_crash_leaves_the_one_before_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_meta(
+            dir.path(),
+            &[
+                start(5, 6, 2),
+                MetaRecord::SnapshotChunk(b"abc".to_vec()),
+                MetaRecord::SnapshotChunk(b"def".to_vec()),
+                // The next snapshot's writer crashed after one of its three chunks.
+                start(9, 9, 3),
+                MetaRecord::SnapshotChunk(b"ghi".to_vec()),
+            ],
+        )
+        .expect("opens");
+        assert_eq!(store.snapshot().meta.index, LogIndex(5));
+        assert_eq!(store.snapshot().data, Bytes::from_static(b"abcdef"));
+    }
+
+    #[test]
+    fn chunks_whose_start_was_purged_count_for_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_meta(
+            dir.path(),
+            &[
+                MetaRecord::SnapshotChunk(b"old".to_vec()),
+                start(7, 2, 1),
+                MetaRecord::SnapshotChunk(b"ok".to_vec()),
+            ],
+        )
+        .expect("opens");
+        assert_eq!(store.snapshot().meta.index, LogIndex(7));
+        assert_eq!(store.snapshot().data, Bytes::from_static(b"ok"));
+    }
+
+    #[test]
+    fn a_snapshot_with_more_data_than_announced_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let result = open_with_meta(
+            dir.path(),
+            &[
+                start(7, 2, 1),
+                MetaRecord::SnapshotChunk(b"toolong".to_vec()),
+            ],
+        );
+        assert!(
+            matches!(&result, Err(WalStoreError::Corrupt(why)) if why.contains("more data")),
+            "{:?}",
+            result.err()
+        );
     }
 }

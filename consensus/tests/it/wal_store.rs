@@ -1,9 +1,11 @@
 //! The WAL-backed log store (feature `wal`): a node's log, hard state and snapshot survive
-//! a restart from real files; a truncated suffix stays truncated.
+//! a restart from real files, a snapshot of any size included; a truncated suffix stays
+//! truncated; a command longer than the limit is refused before it reaches the log.
 
 use bytes::Bytes;
 use synod_consensus::{
-    Config, HardState, LogIndex, LogStore, Membership, Node, NodeId, Role, WalLogStore,
+    Config, HardState, LogIndex, LogStore, Membership, Node, NodeId, ProposeError, Role,
+    WalLogStore, WalStoreOptions,
 };
 use synod_wal::FileStorage;
 
@@ -85,4 +87,73 @@ fn a_truncated_suffix_stays_truncated_after_a_restart() {
     let store = open(dir.path());
     assert_eq!(store.last_index(), LogIndex(2));
     assert_eq!(store.term(LogIndex(2)), Some(synod_consensus::Term::new(2)));
+}
+
+#[test]
+fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalStoreOptions::default()
+        .segment_bytes_max(1 << 20)
+        .entry_bytes_max(64 << 10);
+    let open_small = || {
+        WalLogStore::open_with(
+            FileStorage::new(dir.path().join("entries")).unwrap(),
+            FileStorage::new(dir.path().join("meta")).unwrap(),
+            Membership::new([NodeId::new(1)], []).unwrap(),
+            options,
+        )
+        .unwrap()
+    };
+    let config = Config::builder(NodeId::new(1))
+        .entry_bytes_max(64 << 10)
+        .build()
+        .unwrap();
+    let mut node = Node::new(config.clone(), open_small());
+    for _ in 0..40 {
+        node.tick();
+        drive(&mut node);
+    }
+    assert_eq!(node.role(), Role::Leader);
+    // A command at the limit is stored; one byte more is refused before the log.
+    node.propose(Bytes::from(vec![7u8; 64 << 10])).unwrap();
+    assert_eq!(
+        node.propose(Bytes::from(vec![7u8; (64 << 10) + 1])),
+        Err(ProposeError::TooLarge {
+            bytes: (64 << 10) + 1,
+            max: 64 << 10
+        })
+    );
+    for i in 0..20 {
+        node.propose(Bytes::from(format!("v{i}"))).unwrap();
+    }
+    drive(&mut node);
+    // 5 MiB of state: five segments, twenty snapshot chunks.
+    let state: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+    node.compact(LogIndex(10), Bytes::from(state.clone()))
+        .unwrap();
+    drive(&mut node);
+    let last = node.last_index();
+    drop(node);
+
+    let store = open_small();
+    assert_eq!(store.snapshot().meta.index, LogIndex(10));
+    assert!(
+        store.snapshot().data == state,
+        "the snapshot came back different"
+    );
+    assert_eq!(store.last_index(), last);
+    // A second snapshot replaces the first, and hard-state writes after it do not rewrite it.
+    let mut node = Node::new(config, store);
+    for _ in 0..40 {
+        node.tick();
+        drive(&mut node);
+    }
+    assert!(node.applied_index() >= LogIndex(20));
+    let smaller = Bytes::from(vec![1u8; 300 << 10]);
+    node.compact(LogIndex(20), smaller.clone()).unwrap();
+    drive(&mut node);
+    drop(node);
+    let store = open_small();
+    assert_eq!(store.snapshot().meta.index, LogIndex(20));
+    assert_eq!(store.snapshot().data, smaller);
 }
