@@ -315,6 +315,13 @@ impl<S: LogStore> CoreNode<S> {
                     leader: leader.map(NodeId::get),
                 },
             ),
+            // Refused on any node, now and on every retry: a definite error.
+            Err(ProposeError::TooLarge { bytes, max }) => {
+                let why = format!(
+                    "ERR the command is too large: {bytes} bytes once encoded, at most {max}"
+                );
+                self.reply(tag, Response::Kv(KvReply::Error(why)));
+            }
             Err(e) => self.reply(tag, Response::Retry(e.to_string())),
         }
     }

@@ -45,7 +45,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_clocks::{PhysicalClock, SystemClock};
-use synod_consensus::{Config, Membership, Message, Node, NodeId, PersistToken, WalLogStore};
+use synod_consensus::{
+    Config, Membership, Message, Node, NodeId, PersistToken, WalLogStore, WalStoreOptions,
+};
 use synod_transport::{
     ClusterId, Completer, Incoming, SingularUpdateQueue, TcpTransport, WaitOutcome, completion,
 };
@@ -65,6 +67,11 @@ pub const QUEUE_EVENTS_MAX: usize = 4096;
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Size of each write-ahead log segment file (two are pre-written when the node starts).
+pub const SEGMENT_BYTES: u64 = 8 << 20;
+/// The longest command a client may send, once encoded for the log: a longer one is
+/// refused with an error before it reaches the log.
+pub const COMMAND_BYTES_MAX: u64 = 2 << 20;
 /// The file in the data directory naming the node and its cluster.
 pub const IDENTITY_FILE: &str = "synod-node";
 
@@ -552,12 +559,21 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
     let storage =
         |name: &str| FileStorage::new(dir.join("log").join(name)).map_err(|e| data_err(dir, e));
-    let store = WalLogStore::open(storage("entries")?, storage("meta")?, membership)
-        .map_err(|e| data_err(dir, e))?;
+    let store_options = WalStoreOptions::default()
+        .segment_bytes_max(SEGMENT_BYTES)
+        .entry_bytes_max(COMMAND_BYTES_MAX);
+    let store = WalLogStore::open_with(
+        storage("entries")?,
+        storage("meta")?,
+        membership,
+        store_options,
+    )
+    .map_err(|e| data_err(dir, e))?;
     let config = Config::builder(NodeId::new(options.id))
         .election_timeout_ticks(10..20)
         .heartbeat_interval_ticks(2)
         .append_bytes_max(256 << 10)
+        .entry_bytes_max(COMMAND_BYTES_MAX)
         .snapshot_chunk_bytes_max(256 << 10)
         // Lease reads (`CLIENT READMODE lease`) assume the nodes' tick rates drift apart
         // by less than 3 ticks (150 ms) over one election timeout.
