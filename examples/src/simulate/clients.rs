@@ -8,8 +8,6 @@
 //! compare-and-set takes the next number), which is what lets the checker tell every write
 //! apart.
 
-use std::fmt;
-
 use synod_sim::{ClientId, Completion, Invocation, KvInput, KvOutput, NodeId, SimRng, Workload};
 
 /// A simulated node that serves [`KvClients`]: the requests for a read and a write, and
@@ -67,6 +65,7 @@ pub type CasRequest<R> = fn(key: u64, expect: Option<u64>, new: u64) -> R;
 /// named instead, [`KvClients::with_reads`] chooses among several kinds of read, and
 /// [`KvClients::with_cas`] adds compare-and-sets (then reads, writes and compare-and-sets
 /// each take a third).
+#[derive(Debug)]
 pub struct KvClients<N: KvService> {
     keys: u64,
     follow_leader: bool,
@@ -74,19 +73,6 @@ pub struct KvClients<N: KvService> {
     cas: Option<CasRequest<N::Request>>,
     last_value: u64,
     leader: Option<NodeId>,
-}
-
-impl<N: KvService> fmt::Debug for KvClients<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KvClients")
-            .field("keys", &self.keys)
-            .field("follow_leader", &self.follow_leader)
-            .field("read_kinds", &self.reads.len())
-            .field("cas", &self.cas.is_some())
-            .field("last_value", &self.last_value)
-            .field("leader", &self.leader)
-            .finish()
-    }
 }
 
 impl<N: KvService> KvClients<N> {
