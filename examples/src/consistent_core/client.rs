@@ -187,8 +187,13 @@ impl Client {
             }
             match self.roundtrip(args) {
                 Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") => {
+                    if e.contains("shutting down") {
+                        // That node is going away: the next one, at once.
+                        self.drop_connection();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     last = e;
-                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Ok(value) => {
                     self.after(args, &value);

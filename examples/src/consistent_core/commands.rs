@@ -61,6 +61,10 @@ pub enum Action {
     Call(Request),
     /// Reply with the node's [`Info`], rendered by [`render_info`].
     Info,
+    /// Stop the node gracefully: refuse new requests, finish those in flight, hand the
+    /// leadership over, make the log durable, and exit (the connection closes without a
+    /// reply, as Redis's `SHUTDOWN` does).
+    Shutdown,
 }
 
 fn err(text: impl Into<String>) -> Action {
@@ -76,6 +80,26 @@ fn arity(name: &str) -> Action {
 
 fn parse_i64(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]`: the modifiers change nothing here (every
+/// acknowledged write is already durable, and the node never waits long), so they are
+/// accepted; `ABORT` is not (nothing can be called off).
+fn shutdown(modifiers: &[Vec<u8>]) -> Action {
+    for m in modifiers {
+        match String::from_utf8_lossy(m).to_ascii_uppercase().as_str() {
+            "NOSAVE" | "SAVE" | "NOW" | "FORCE" => {}
+            "ABORT" => {
+                return err("ERR SHUTDOWN ABORT is not supported: no shutdown can be called off");
+            }
+            other => {
+                return err(format!(
+                    "ERR syntax error: SHUTDOWN does not take `{other}`"
+                ));
+            }
+        }
+    }
+    Action::Shutdown
 }
 
 /// Decides what to do with one command.
@@ -107,6 +131,7 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
         // Asked by redis-cli and redis-benchmark on connecting: nothing to report.
         ("COMMAND" | "CONFIG", _) => Action::Reply(Value::Array(Vec::new())),
         ("INFO", _) => Action::Info,
+        ("SHUTDOWN", modifiers) => shutdown(modifiers),
         ("READONLY", []) => {
             conn.read_mode = ReadMode::Follower;
             Action::Reply(Value::Simple("OK".into()))
@@ -258,12 +283,7 @@ impl ConnState {
     pub fn settle(&mut self, request: &Request, response: Response) -> Value {
         let reply = match response {
             Response::Kv(reply) => reply,
-            Response::NotLeader { .. } => {
-                return Value::Error("TRYAGAIN no leader; retry".into());
-            }
-            Response::Retry(why) | Response::Unknown(why) => {
-                return Value::Error(format!("TRYAGAIN {why}"));
-            }
+            not_done => return refusal(not_done),
         };
         match request {
             Request::Register => {
@@ -282,6 +302,16 @@ impl ConnState {
             Request::Write { .. } | Request::Read { .. } => {}
         }
         to_value(reply)
+    }
+}
+
+/// The reply to a request the node did not (or may not have) run: `TRYAGAIN`, which
+/// clients retry, on another node if the text says this one is shutting down.
+pub fn refusal(response: Response) -> Value {
+    match response {
+        Response::Kv(reply) => to_value(reply),
+        Response::NotLeader { .. } => Value::Error("TRYAGAIN no leader; retry".into()),
+        Response::Retry(why) | Response::Unknown(why) => Value::Error(format!("TRYAGAIN {why}")),
     }
 }
 
@@ -336,6 +366,25 @@ mod tests {
 
     fn is_error(action: &Action, starts: &str) -> bool {
         matches!(action, Action::Reply(Value::Error(e)) if e.starts_with(starts))
+    }
+
+    #[test]
+    fn shutdown_takes_redis_modifiers_but_not_abort() {
+        let mut conn = ConnState::default();
+        for line in ["SHUTDOWN", "shutdown NOSAVE", "SHUTDOWN SAVE NOW FORCE"] {
+            assert!(
+                matches!(execute(&mut conn, &args(line)), Action::Shutdown),
+                "{line}"
+            );
+        }
+        assert!(is_error(
+            &execute(&mut conn, &args("SHUTDOWN ABORT")),
+            "ERR SHUTDOWN ABORT is not supported"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SHUTDOWN LATER")),
+            "ERR syntax error"
+        ));
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub enum Input {
     /// Everything written to the store before the effect that carried the token is
     /// durable.
     Persisted(PersistToken),
+    /// This node is about to stop: if it leads, hand the leadership to the most
+    /// up-to-date other voter, so the cluster need not wait out an election timeout.
+    HandOver,
 }
 
 /// Something the node wants done.
@@ -263,6 +266,7 @@ impl<S: LogStore> CoreNode<S> {
             }
             Input::Persisted(token) => self.raft.persisted(token),
             Input::Client { tag, request } => self.client(tag, request),
+            Input::HandOver => self.hand_over(),
         }
         self.drain();
         std::mem::take(&mut self.effects)
@@ -273,6 +277,22 @@ impl<S: LogStore> CoreNode<S> {
     pub fn poll(&mut self) -> Vec<Effect> {
         self.drain();
         std::mem::take(&mut self.effects)
+    }
+
+    fn hand_over(&mut self) {
+        let me = self.raft.id();
+        let best = self
+            .raft
+            .membership()
+            .voters()
+            .iter()
+            .copied()
+            .filter(|&v| v != me)
+            .max_by_key(|&v| self.raft.match_index(v).unwrap_or_default());
+        if let Some(to) = best {
+            // Refused only on a non-leader, which has nothing to hand over.
+            let _ = self.raft.transfer_leadership(to);
+        }
     }
 
     fn reply(&mut self, tag: Tag, response: Response) {

@@ -46,14 +46,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use synod_clocks::{PhysicalClock, SystemClock};
 use synod_consensus::{
-    Config, Membership, Message, Node, NodeId, PersistToken, WalLogStore, WalStoreOptions,
+    Config, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore, WalStoreOptions,
 };
 use synod_transport::{
     ClusterId, Completer, Incoming, SingularUpdateQueue, TcpTransport, WaitOutcome, completion,
 };
 use synod_wal::FileStorage;
 
-use super::commands::{Action, ConnState, execute};
+use super::commands::{Action, ConnState, execute, refusal};
 use super::node::{
     CoreNode, Effect, Info, Input, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
@@ -67,6 +67,11 @@ pub const QUEUE_EVENTS_MAX: usize = 4096;
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node shutting down waits for the leadership it hands over to be taken.
+pub const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
+/// How long a node shutting down keeps answering `TRYAGAIN` to clients still connected
+/// to it (so that they move to another node) before it exits anyway.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// Size of each write-ahead log segment file (two are pre-written when the node starts).
 pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// The longest command a client may send, once encoded for the log: a longer one is
@@ -285,6 +290,10 @@ enum Event {
     Client(Request, Waiter),
     Tick,
     Info,
+    /// Hand the leadership over (the node is shutting down).
+    HandOver,
+    /// Make everything durable now (the node is about to exit).
+    Stop,
 }
 
 struct Worker {
@@ -301,6 +310,7 @@ struct Worker {
 impl Worker {
     fn handle(&mut self, event: Event) -> Info {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+        let stop = matches!(event, Event::Stop);
         let effects = match event {
             Event::Peer(message) => self.node.handle(Input::Peer(message)),
             Event::Client(request, waiter) => {
@@ -313,11 +323,15 @@ impl Worker {
                 let now_ms = self.clock.wall().as_nanos() / 1_000_000;
                 self.node.handle(Input::Tick { now_ms })
             }
-            Event::Info => Vec::new(),
+            Event::Info | Event::Stop => Vec::new(),
+            Event::HandOver => self.node.handle(Input::HandOver),
         };
         self.run(effects);
         self.deferred += 1;
-        if self.queued.load(Ordering::Acquire) == 0 || self.deferred >= SYNC_DEFER_EVENTS_MAX {
+        if stop
+            || self.queued.load(Ordering::Acquire) == 0
+            || self.deferred >= SYNC_DEFER_EVENTS_MAX
+        {
             self.flush();
         }
         self.node.info()
@@ -376,6 +390,22 @@ struct Shared {
     id: u64,
     stopping: AtomicBool,
     connections: AtomicUsize,
+    /// Client requests being run (by [`Shared::call`]).
+    calls: AtomicUsize,
+}
+
+/// Polls `done` every few milliseconds until it holds or `deadline` passes; returns
+/// whether it held.
+fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 impl Shared {
@@ -403,13 +433,52 @@ impl Shared {
                 .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
                 .is_none()
             {
-                let reply = Response::Retry("the node is shutting down".into());
+                let reply = shutting_down(self.id);
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             }
         } else if let Ok(message) = Message::decode(incoming.payload()) {
             let _ = self.submit(Event::Peer(message));
         }
         None
+    }
+
+    /// Stops the node gracefully (a client sent `SHUTDOWN`): new requests are refused
+    /// with `TRYAGAIN`, those in flight finish, the leadership is handed over, clients
+    /// still connected get up to [`SHUTDOWN_DRAIN`] to move on, everything is made durable,
+    /// and the process exits with status 0. Returns only if a shutdown is already under way.
+    fn shutdown(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let id = self.id;
+        eprintln!("synod node {id}: shutting down (a client asked): finishing requests in flight");
+        poll_until(Instant::now() + REQUEST_TIMEOUT, || {
+            self.calls.load(Ordering::SeqCst) == 0
+        });
+        let leads = |info: Option<Info>| info.is_some_and(|i| i.role == Role::Leader);
+        if leads(self.info()) {
+            if let Some(handle) = self.submit(Event::HandOver) {
+                let _ = handle.wait();
+            }
+            let moved = poll_until(Instant::now() + HAND_OVER_WAIT, || !leads(self.info()));
+            eprintln!(
+                "synod node {id}: {}",
+                if moved {
+                    "leadership handed over"
+                } else {
+                    "no other node took the leadership in time; the cluster will elect one"
+                }
+            );
+        }
+        // The connection that asked is the one left when every other client has gone.
+        poll_until(Instant::now() + SHUTDOWN_DRAIN, || {
+            self.connections.load(Ordering::Acquire) <= 1
+        });
+        if let Some(handle) = self.submit(Event::Stop) {
+            let _ = handle.wait();
+        }
+        eprintln!("synod node {id}: stopped");
+        std::process::exit(0)
     }
 
     fn info(&self) -> Option<Info> {
@@ -422,20 +491,20 @@ impl Shared {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let mut last = String::from("no leader");
         loop {
-            if self.stopping.load(Ordering::Acquire) {
-                return Response::Retry("the node is shutting down".into());
+            if self.stopping.load(Ordering::SeqCst) {
+                return shutting_down(self.id);
             }
             let (completer, done) = completion();
             if self
                 .submit(Event::Client(request.clone(), Waiter::Local(completer)))
                 .is_none()
             {
-                return Response::Retry("the node is shutting down".into());
+                return shutting_down(self.id);
             }
             let response = match done.wait_until(deadline) {
                 WaitOutcome::Done(r) => r,
                 WaitOutcome::Canceled => {
-                    return Response::Retry("the node is shutting down".into());
+                    return shutting_down(self.id);
                 }
                 WaitOutcome::TimedOut => {
                     return Response::Unknown(format!(
@@ -634,6 +703,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         id: options.id,
         stopping: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
+        calls: AtomicUsize::new(0),
     });
     let _ = node_queue.set(Arc::clone(&shared));
     let client_addr = listener
@@ -742,11 +812,32 @@ fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Valu
                 Value::Bulk(super::commands::render_info(&info).into_bytes()),
                 false,
             ),
-            None => (Value::Error("ERR the node is shutting down".into()), false),
+            None => (refusal(shutting_down(shared.id)), true),
         },
         Action::Call(request) => {
-            let response = shared.call(&request);
-            (conn.settle(&request, response), false)
+            // SeqCst pairs with `shutdown`: either it sees this call, or this call sees it.
+            shared.calls.fetch_add(1, Ordering::SeqCst);
+            let response = if shared.stopping.load(Ordering::SeqCst) {
+                shutting_down(shared.id)
+            } else {
+                shared.call(&request)
+            };
+            shared.calls.fetch_sub(1, Ordering::SeqCst);
+            // A client of a node that is shutting down is sent on its way.
+            let close = shared.stopping.load(Ordering::SeqCst);
+            (conn.settle(&request, response), close)
+        }
+        Action::Shutdown => {
+            shared.shutdown();
+            // Another client's shutdown is under way.
+            (refusal(shutting_down(shared.id)), true)
         }
     }
+}
+
+/// The answer to a request that reaches a node shutting down: certainly not done.
+fn shutting_down(id: u64) -> Response {
+    Response::Retry(format!(
+        "node {id} is shutting down; send requests to another node"
+    ))
 }
