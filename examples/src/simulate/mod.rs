@@ -38,13 +38,17 @@
 //!   as a process, with a journaling driver in place of the write-ahead log and sockets.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
-//! value; for `raft-kv`, at most one leader per term.
+//! value; for `raft-kv`, no node stopped and at most one leader per term. Both systems'
+//! clients are [`KvClients`]; each system's node says through [`KvService`] how an
+//! operation becomes its request and what an answer means.
 //!
 //! # Replaying from the test suite
 //!
-//! `tests/it/sim_cli.rs` runs the binary on a handful of seeds. For a long hunt, run the
-//! release binary on a large range (`cargo run --release -p synod-examples --bin synod --
-//! sim raft-kv --seeds 0..10000`); a failing seed prints the command that replays it.
+//! `tests/it/sim_cli.rs` runs the binary on a handful of seeds, and `tests/it/core_sim.rs`
+//! runs the `raft-kv` cluster through [`raft_kv::simulation`] (with its own timing and
+//! clients) on 1,000 seeds. For a long hunt, run the release binary on a large range
+//! (`cargo run --release -p synod-examples --bin synod -- sim raft-kv --seeds 0..10000`); a
+//! failing seed prints the command that replays it.
 
 use std::fmt;
 use std::process::ExitCode;
