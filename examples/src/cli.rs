@@ -70,6 +70,10 @@ pub enum Command {
         /// cluster it belongs to.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Entries applied between snapshots of the key-value state; each snapshot lets
+        /// the log before it be deleted.
+        #[arg(long, default_value_t = crate::consistent_core::node::SNAPSHOT_ENTRIES_DEFAULT)]
+        snapshot_entries: u64,
     },
     /// A client for a running Consistent Core cluster.
     ///
@@ -183,12 +187,14 @@ pub fn run(cli: Cli) -> ExitCode {
             client,
             peers,
             data_dir,
+            snapshot_entries,
         } => crate::consistent_core::tool::run_node(
             id,
             &listen,
             client.as_deref(),
             &peers,
             &data_dir,
+            snapshot_entries,
         ),
         Command::Kv { addr, read, args } => {
             crate::consistent_core::tool::run_kv(&addr, &read, &args)

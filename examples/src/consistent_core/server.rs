@@ -135,6 +135,7 @@ pub struct NodeOptions {
     peers: BTreeMap<u64, String>,
     data_dir: PathBuf,
     tick_ms: u64,
+    snapshot_entries: u64,
 }
 
 impl NodeOptions {
@@ -205,6 +206,7 @@ impl NodeOptions {
             peers: map,
             data_dir: data_dir.to_path_buf(),
             tick_ms: 50,
+            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
         })
     }
 
@@ -212,6 +214,14 @@ impl NodeOptions {
     #[must_use]
     pub fn tick_ms(mut self, tick_ms: u64) -> NodeOptions {
         self.tick_ms = tick_ms.max(1);
+        self
+    }
+
+    /// Sets how many entries are applied between snapshots (default
+    /// [`SNAPSHOT_ENTRIES_DEFAULT`]); each snapshot lets the log before it be deleted.
+    #[must_use]
+    pub fn snapshot_entries(mut self, entries: u64) -> NodeOptions {
+        self.snapshot_entries = entries.max(1);
         self
     }
 
@@ -654,7 +664,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     let read_id_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
-    let mut node = CoreNode::new(Node::new(config, store), SNAPSHOT_ENTRIES_DEFAULT)
+    let mut node = CoreNode::new(Node::new(config, store), options.snapshot_entries)
         .with_read_ids_from(read_id_base);
 
     for (&id, addr) in &options.peers {

@@ -25,9 +25,10 @@ pub fn run_node(
     client: Option<&str>,
     peers: &str,
     data_dir: &Path,
+    snapshot_entries: u64,
 ) -> ExitCode {
     let options = match NodeOptions::new(id, listen, client, peers, data_dir) {
-        Ok(o) => o,
+        Ok(o) => o.snapshot_entries(snapshot_entries),
         Err(e) => {
             eprintln!("synod node: {e}");
             return ExitCode::from(EXIT_USAGE);
