@@ -159,8 +159,7 @@ impl ConfigBuilder {
     /// The most bytes of one proposed command: a bigger one is refused with
     /// [`ProposeError::TooLarge`](crate::ProposeError::TooLarge) before it reaches the log,
     /// so the log store must be able to hold an entry of this size
-    /// ([`WalStoreOptions::entry_bytes_max`](crate::WalStoreOptions::entry_bytes_max) for
-    /// the WAL store). Default 1 MiB.
+    /// (`WalStoreOptions::entry_bytes_max` for the WAL store). Default 1 MiB.
     #[must_use]
     pub fn entry_bytes_max(mut self, bytes: u64) -> Self {
         self.config.entry_bytes_max = bytes;
