@@ -17,18 +17,34 @@ use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A TCP port that was free on the local address `ip` a moment ago.
+pub(crate) fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port()
 }
 
+/// Where one node listens, and how its program is started.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeSpec {
+    /// Its `--listen` address, for the other nodes.
+    pub(crate) listen: String,
+    /// Its `--client` address, for RESP clients.
+    pub(crate) client: String,
+    /// A command that runs the program given after it (such as `ip netns exec NS`);
+    /// empty to run `synod` directly.
+    pub(crate) launcher: Vec<String>,
+}
+
 pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
-    peer_ports: Vec<u16>,
-    client_ports: Vec<u16>,
+    nodes: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
 }
 
@@ -36,23 +52,37 @@ impl Cluster {
     pub(crate) fn new(nodes: usize) -> Cluster {
         let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let peers = peer_ports
+        let specs = peer_ports
             .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            dir: tempfile::tempdir().expect("tempdir"),
-            peers,
-            peer_ports,
-            client_ports,
-            children: (0..nodes).map(|_| None).collect(),
-        };
+            .zip(&client_ports)
+            .map(|(p, c)| NodeSpec {
+                listen: format!("127.0.0.1:{p}"),
+                client: format!("127.0.0.1:{c}"),
+                launcher: Vec::new(),
+            })
+            .collect();
+        let mut cluster = Cluster::with_nodes(specs);
         for id in 1..=nodes {
             cluster.start(id);
         }
         cluster
+    }
+
+    /// A cluster of the nodes `nodes` (node `i + 1` at `nodes[i]`), none of them started:
+    /// the caller starts each with [`Cluster::start`], in the order it needs.
+    pub(crate) fn with_nodes(nodes: Vec<NodeSpec>) -> Cluster {
+        let peers = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}={}", i + 1, n.listen))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            peers,
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+        }
     }
 
     /// A cluster of `nodes` whose every node is up on its own ports and knows a leader, with
@@ -93,21 +123,31 @@ impl Cluster {
         self.dir.path().join(format!("node{id}"))
     }
 
-    fn start(&mut self, id: usize) {
+    /// Starts node `id` (again, on its data directory, if it ran before).
+    pub(crate) fn start(&mut self, id: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        let node = &self.nodes[id - 1];
+        let mut command = match node.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_synod"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_synod")),
+        };
+        let child = command
             .args([
                 "node",
                 "--id",
                 &id.to_string(),
                 "--listen",
-                &format!("127.0.0.1:{}", self.peer_ports[id - 1]),
+                &node.listen,
                 "--client",
-                &format!("127.0.0.1:{}", self.client_ports[id - 1]),
+                &node.client,
                 "--peers",
                 &self.peers,
                 "--data-dir",
@@ -130,15 +170,21 @@ impl Cluster {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
-    fn kill(&mut self, id: usize) {
+    /// Kills node `id` with SIGKILL, if it runs, and reaps it.
+    pub(crate) fn kill(&mut self, id: usize) {
         if let Some(mut child) = self.children[id - 1].take() {
             child.kill().expect("SIGKILL");
             child.wait().expect("reaped");
         }
     }
 
+    /// The process id of node `id`, if it was started and not killed since.
+    pub(crate) fn pid(&self, id: usize) -> Option<u32> {
+        self.children[id - 1].as_ref().map(Child::id)
+    }
+
     pub(crate) fn addr(&self, id: usize) -> String {
-        format!("127.0.0.1:{}", self.client_ports[id - 1])
+        self.nodes[id - 1].client.clone()
     }
 
     fn client(&self, id: usize) -> Client {
@@ -464,7 +510,7 @@ fn start_up_errors_say_what_to_fix() {
 
 /// One client thread's workload: random reads, writes and compare-and-sets on a few keys,
 /// through its own session, recorded into the shared history.
-fn client_thread(
+pub(crate) fn client_thread(
     addrs: Vec<String>,
     client: u32,
     ops: usize,
