@@ -203,11 +203,10 @@
 //! force over every subset of voters, a model-based test of the versioned store, scenario
 //! tests of the coordinator and a randomised one (retries, duplicated, reordered and lost
 //! messages: no write applied twice or lost, over 300 schedules), the clock-skew
-//! demonstration (`tests/it/skew.rs`), and two
-//! simulations of the ABD register: a small one of this crate's own
-//! (`SYNOD_QUORUM_SEEDS=<n>`, default 2000 seeds) and one under `synod-sim`
+//! demonstration (`tests/it/skew.rs`), and the ABD register under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
-//! the command).
+//! the command), where the broken variants (R + W <= N, no read write-back) are caught on
+//! three and five nodes.
 //!
 //! # Crate features
 //!

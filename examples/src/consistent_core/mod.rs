@@ -66,10 +66,11 @@
 //! - Unit tests: the state machine, the command table, the RESP codec (every prefix of a
 //!   command, malformed and oversize input, 20,000 mutated and random inputs), snapshots
 //!   (a follower catching up from one; a restart on a compacted store).
-//! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` with every fault kind,
-//!   1,000 seeds by default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one), each
-//!   history checked for linearizability, progress required after healing; the checker is
-//!   shown to catch stale follower reads.
+//! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
+//!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 1,000 seeds by
+//!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node
+//!   stopped and at most one leader per term, each history checked for linearizability,
+//!   progress required after healing; the checker is shown to catch stale follower reads.
 //! - `tests/it/core_cluster.rs`: real `synod node` processes on loopback: writes through
 //!   every node, the leader killed with SIGKILL, a new leader elected with no
 //!   acknowledged write lost, the killed node restarted on its data directory and caught

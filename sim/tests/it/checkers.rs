@@ -74,6 +74,15 @@ fn sequential_histories() {
 }
 
 #[test]
+fn a_read_of_a_value_written_only_after_it_returned_is_rejected() {
+    // The read returned at time 1; the write that produced its value began at time 2.
+    let mut h = Kv::new();
+    read(&mut h, 1, 0, Some(3), 0, 1);
+    write(&mut h, 0, 0, 3, 2, Some(3));
+    assert_rejected(&h);
+}
+
+#[test]
 fn concurrent_operations_may_take_effect_in_either_order() {
     // A read overlapping a write may see the old or the new value.
     for seen in [None, Some(10)] {
