@@ -427,3 +427,97 @@ fn redis_benchmark_through_a_follower_and_every_node_reads_back_what_it_wrote() 
     }
     println!("all three nodes agree at commit index {commit}");
 }
+
+#[test]
+fn shutdown_hands_over_the_leadership_and_tells_connected_clients_to_go_elsewhere() {
+    if !redis_tools_present("shutdown_hands_over_the_leadership...") {
+        return;
+    }
+    let (mut cluster, leader) = cluster();
+    assert_eq!(cli(&cluster, leader, &["SET", "before", "1"]), "OK");
+    // A client that stays connected to the leader while it shuts down.
+    let mut stays = std::net::TcpStream::connect(cluster.addr(leader)).expect("connect");
+    stays
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    stays.write_all(b"PING\r\n").expect("ping");
+    let mut buf = [0u8; 256];
+    let n = stays.read(&mut buf).expect("pong");
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+
+    // redis-cli's SHUTDOWN returns when the node closes its connection, which is once the
+    // node has handed over and the client above has gone: run it aside.
+    let port = port(&cluster, leader);
+    let shutdown = std::thread::spawn(move || {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port, "SHUTDOWN"])
+            .output()
+            .expect("redis-cli runs")
+    });
+    let said = |text: &str| {
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if cluster.logs().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    let shutting = format!("synod node {leader}: shutting down");
+    assert!(said(&shutting), "no shutdown began:\n{}", cluster.logs());
+    // The connected client's next request is refused, with where to go, and the node closes
+    // the connection; nothing of it was applied.
+    stays
+        .write_all(b"*3\r\n$3\r\nSET\r\n$7\r\nrefused\r\n$1\r\nx\r\n")
+        .expect("send");
+    let mut reply = Vec::new();
+    let _ = stays.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.starts_with(&format!("-TRYAGAIN node {leader} is shutting down")),
+        "{reply}"
+    );
+    drop(stays);
+    let out = shutdown.join().expect("redis-cli thread");
+    assert!(out.status.success(), "redis-cli SHUTDOWN: {out:?}");
+    assert!(
+        said(&format!("synod node {leader}: stopped")),
+        "{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster
+            .logs()
+            .contains(&format!("synod node {leader}: leadership handed over")),
+        "{}",
+        cluster.logs()
+    );
+
+    // The others carry on under a new leader, with the write made before and without the
+    // refused one.
+    let others: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = cluster.wait_leader(&others);
+    assert_ne!(new_leader, leader);
+    assert_eq!(cli(&cluster, new_leader, &["GET", "before"]), "\"1\"");
+    assert_eq!(
+        cli(&cluster, new_leader, &["EXISTS", "refused"]),
+        "(integer) 0"
+    );
+    assert_eq!(cli(&cluster, new_leader, &["SET", "after", "2"]), "OK");
+
+    // Restarted on its data directory, the node rejoins and serves what it missed.
+    cluster.start(leader);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = redis_cli(&cluster, leader, &[], "READONLY\nGET after\n");
+        if got.ends_with("\"2\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted node never caught up: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
