@@ -258,6 +258,15 @@ impl<S: LogStore> CoreNode<S> {
 
     /// Handles one input and returns what the caller must do, in order.
     pub fn handle(&mut self, input: Input) -> Vec<Effect> {
+        self.step(input);
+        self.poll()
+    }
+
+    /// Takes one input in without handing anything out yet: a driver with several inputs
+    /// waiting steps them all and then [`poll`](Self::poll)s once, so that the proposals
+    /// of many clients leave in one append message per follower, and the entries of many
+    /// appends are made durable by one persistence request.
+    pub fn step(&mut self, input: Input) {
         match input {
             Input::Peer(message) => self.raft.step(message),
             Input::Tick { now_ms } => {
@@ -268,8 +277,6 @@ impl<S: LogStore> CoreNode<S> {
             Input::Client { tag, request } => self.client(tag, request),
             Input::HandOver => self.hand_over(),
         }
-        self.drain();
-        std::mem::take(&mut self.effects)
     }
 
     /// Whatever the node has to hand out without a new input (call once after

@@ -22,9 +22,11 @@
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
 //!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
 //!   snapshots of the key-value state are written to it when the log is compacted.
-//! - **Group commit**: when the node asks for persistence, the worker syncs only once the
-//!   queue has run dry (or after [`SYNC_DEFER_EVENTS_MAX`] events), so one `fdatasync`
-//!   covers every append made meanwhile, by many clients.
+//! - **Group commit, Request Batch**: while events wait in the queue, the worker only
+//!   steps them into the node; once the queue has run dry (or after
+//!   [`SYNC_DEFER_EVENTS_MAX`] events) it hands out their effects together: one append per
+//!   follower carrying every client's proposal, and one `fdatasync` covering every entry
+//!   written meanwhile.
 //! - **Request Waiting List**: client requests wait, keyed by a tag, until their entry
 //!   commits or their read index is applied (in [`CoreNode`]), and here for their reply
 //!   with a deadline.
@@ -59,7 +61,7 @@ use super::node::{
 };
 use super::resp::{Limits, Value, parse_command};
 
-/// Events the worker may handle before a sync it owes.
+/// Events the worker may step into the node before it hands out their effects and syncs.
 pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
 /// Requests waiting in the Singular Update Queue.
 pub const QUEUE_EVENTS_MAX: usize = 4096;
@@ -321,27 +323,31 @@ impl Worker {
     fn handle(&mut self, event: Event) -> Info {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let stop = matches!(event, Event::Stop);
-        let effects = match event {
-            Event::Peer(message) => self.node.handle(Input::Peer(message)),
+        match event {
+            Event::Peer(message) => self.node.step(Input::Peer(message)),
             Event::Client(request, waiter) => {
                 self.next_tag += 1;
                 let tag = self.next_tag;
                 self.waiters.insert(tag, waiter);
-                self.node.handle(Input::Client { tag, request })
+                self.node.step(Input::Client { tag, request });
             }
             Event::Tick => {
                 let now_ms = self.clock.wall().as_nanos() / 1_000_000;
-                self.node.handle(Input::Tick { now_ms })
+                self.node.step(Input::Tick { now_ms });
             }
-            Event::Info | Event::Stop => Vec::new(),
-            Event::HandOver => self.node.handle(Input::HandOver),
-        };
-        self.run(effects);
+            Event::Info | Event::Stop => {}
+            Event::HandOver => self.node.step(Input::HandOver),
+        }
+        // Request Batch: while more events wait, their effects pile up in the node, so
+        // that one append per follower carries the proposals of many clients and one
+        // sync covers the entries of many appends (group commit).
         self.deferred += 1;
         if stop
             || self.queued.load(Ordering::Acquire) == 0
             || self.deferred >= SYNC_DEFER_EVENTS_MAX
         {
+            let effects = self.node.poll();
+            self.run(effects);
             self.flush();
         }
         self.node.info()
