@@ -79,6 +79,11 @@ pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// The longest command a client may send, once encoded for the log: a longer one is
 /// refused with an error before it reaches the log.
 pub const COMMAND_BYTES_MAX: u64 = 2 << 20;
+/// The longest frame a peer connection carries: the largest peer message is an append
+/// holding one command of [`COMMAND_BYTES_MAX`] (`append_bytes_max` never splits an entry,
+/// so one entry of any accepted size travels alone), or a follower's forwarded write of one;
+/// the rest of this bound is room for their headers. Snapshot chunks are 256 KiB.
+pub const PEER_FRAME_BYTES_MAX: usize = COMMAND_BYTES_MAX as usize + (64 << 10);
 /// The file in the data directory naming the node and its cluster.
 pub const IDENTITY_FILE: &str = "synod-node";
 
@@ -609,16 +614,8 @@ impl fmt::Debug for Shared {
 ///
 /// A [`StartError`] a person can act on.
 pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
-    let transport_config = synod_transport::Config::builder(
-        ClusterId(options.cluster_id()),
-        synod_transport::NodeId(options.id),
-    )
-    // The node's one thread sends Raft messages: it must never wait on a slow or stopped
-    // peer (a SIGSTOPped follower would stall the leader until check-quorum deposed it).
-    // A message that does not fit is dropped, and Raft resends what matters.
-    .overflow(synod_transport::Overflow::FailFast)
-    .build()
-    .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
+    let transport_config = transport_config(options.cluster_id(), options.id)
+        .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let bind = |what, addr: &str, error| StartError::Bind {
         what,
         addr: addr.to_string(),
@@ -754,6 +751,23 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     })
 }
 
+/// The peer transport's configuration: fail-fast, with frames for the largest peer message.
+fn transport_config(
+    cluster: u64,
+    id: u64,
+) -> Result<synod_transport::Config, synod_transport::ConfigError> {
+    synod_transport::Config::builder(ClusterId(cluster), synod_transport::NodeId(id))
+        // The node's one thread sends Raft messages: it must never wait on a slow or
+        // stopped peer (a SIGSTOPped follower would stall the leader until check-quorum
+        // deposed it). A message that does not fit is dropped, and Raft resends what matters.
+        .overflow(synod_transport::Overflow::FailFast)
+        // An append carrying the longest command must fit in one frame: one that does not
+        // is refused by the transport every time Raft resends it, and the log stalls there.
+        .frame_bytes_max(PEER_FRAME_BYTES_MAX)
+        .outbound_bytes_max(2 * PEER_FRAME_BYTES_MAX)
+        .build()
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     std::thread::Builder::new()
         .name(name.into())
@@ -856,4 +870,89 @@ fn shutting_down(id: u64) -> Response {
     Response::Retry(format!(
         "node {id} is shutting down; send requests to another node"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
+    use crate::consistent_core::node::SessionSeq;
+    use synod_consensus::session::{SessionEntry, SessionId};
+    use synod_consensus::{Entry, LogIndex, MessageBody, Payload, Term};
+
+    /// The longest `SET` the node accepts: its log encoding is [`COMMAND_BYTES_MAX`] long
+    /// (or a byte short, where a length's varint grows).
+    fn largest_put() -> KvCommand {
+        let mut value_bytes = COMMAND_BYTES_MAX as usize;
+        loop {
+            let command = KvCommand::Put {
+                key: b"k".to_vec(),
+                value: vec![b'v'; value_bytes],
+                condition: PutCondition::Always,
+            };
+            let encoded = LogCommand::Session(SessionEntry::Request {
+                session: SessionId(u64::MAX),
+                seq: u64::MAX,
+                ack_below: u64::MAX,
+                time: u64::MAX,
+                command: command.clone(),
+            })
+            .encode()
+            .len() as u64;
+            if encoded <= COMMAND_BYTES_MAX {
+                return command;
+            }
+            value_bytes -= usize::try_from(encoded - COMMAND_BYTES_MAX).expect("small");
+        }
+    }
+
+    #[test]
+    fn the_largest_command_fits_in_one_peer_message_both_as_an_append_and_forwarded() {
+        let config = transport_config(u64::MAX, u64::MAX).expect("valid");
+        let payload_max = config.payload_bytes_max();
+        let command = largest_put();
+        let session = Some(SessionSeq {
+            session: SessionId(u64::MAX),
+            seq: u64::MAX,
+            ack_below: u64::MAX,
+        });
+        let entry = LogCommand::Session(SessionEntry::Request {
+            session: SessionId(u64::MAX),
+            seq: u64::MAX,
+            ack_below: u64::MAX,
+            time: u64::MAX,
+            command: command.clone(),
+        })
+        .encode();
+        // Within a varint's width of the limit.
+        assert!((COMMAND_BYTES_MAX - 4..=COMMAND_BYTES_MAX).contains(&(entry.len() as u64)));
+        let big = u64::MAX >> 1;
+        let append = Message {
+            from: NodeId::new(big),
+            to: NodeId::new(big),
+            term: Term::new(big),
+            body: MessageBody::Append {
+                prev_index: LogIndex(big),
+                prev_term: Term::new(big),
+                entries: vec![Entry {
+                    term: Term::new(big),
+                    index: LogIndex(big),
+                    payload: Payload::Command(Bytes::from(entry)),
+                }],
+                commit: LogIndex(big),
+            },
+        }
+        .encode();
+        assert!(
+            append.len() <= payload_max,
+            "an append of the longest command is {} bytes; the transport carries {payload_max}",
+            append.len()
+        );
+        let forwarded = postcard::to_stdvec(&Request::Write { command, session }).expect("encodes");
+        assert!(
+            forwarded.len() <= payload_max,
+            "the longest forwarded write is {} bytes; the transport carries {payload_max}",
+            forwarded.len()
+        );
+    }
 }

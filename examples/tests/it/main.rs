@@ -2,6 +2,7 @@
 
 mod cli;
 mod core_cluster;
+mod core_limits;
 mod core_netns;
 mod core_redis;
 mod core_sim;
