@@ -3,9 +3,13 @@
 //!
 //! [`Client`] talks to any node of a cluster (followers forward to the leader). With a
 //! session ([`Client::register`]) a write that fails for any reason a retry can fix (the
-//! connection dropped, the node answered `TRYAGAIN`) is resent, on this node or the next,
-//! under the same session and sequence number, so it is applied once: the client side of
-//! the Idempotent Receiver pattern.
+//! connection dropped, the node answered `TRYAGAIN` or `UNKNOWN`) is resent, on this node
+//! or the next, under the same session and sequence number, so it is applied once: the
+//! client side of the Idempotent Receiver pattern. Without a session, a write is resent
+//! only when it certainly was not carried out (`TRYAGAIN`, or the command never left);
+//! once it may have been applied (an `UNKNOWN` answer, or the connection lost while
+//! waiting for the answer) the call fails with [`ClientError::OutcomeUnknown`] instead of
+//! risking applying it twice.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -22,6 +26,11 @@ pub enum ClientError {
     Unavailable(String),
     /// The server sent something that is not RESP.
     Protocol(RespError),
+    /// A write without a session may or may not have been applied (the node answered
+    /// `UNKNOWN`, or the connection was lost before the answer): resending it could apply
+    /// it twice, so the client does not. Use a session ([`Client::register`]) to have such
+    /// writes resent safely.
+    OutcomeUnknown(String),
 }
 
 impl fmt::Display for ClientError {
@@ -29,6 +38,10 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Unavailable(why) => write!(f, "cluster unavailable: {why}"),
             ClientError::Protocol(e) => write!(f, "bad reply from the server: {e}"),
+            ClientError::OutcomeUnknown(why) => write!(
+                f,
+                "the write may or may not have been applied ({why}); it was not resent, having no session"
+            ),
         }
     }
 }
@@ -117,11 +130,23 @@ impl Client {
     }
 
     fn roundtrip(&mut self, args: &[&[u8]]) -> io::Result<Value> {
+        self.send(args)?;
+        self.receive()
+    }
+
+    fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
         let stream = self
             .stream
             .as_mut()
             .ok_or_else(|| io::Error::other("not connected"))?;
-        stream.write_all(&encode(args))?;
+        stream.write_all(&encode(args))
+    }
+
+    fn receive(&mut self) -> io::Result<Value> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::other("not connected"))?;
         let limits = Limits {
             args_max: 1 << 20,
             ..Limits::default()
@@ -153,14 +178,18 @@ impl Client {
     }
 
     /// Sends one command and returns the reply, retrying on another node while the
-    /// connection fails or the reply is `TRYAGAIN`. Without a session, a write whose
-    /// connection failed may be applied twice; with one, it is applied once. A write that
-    /// fails for good (the timeout passed) may or may not have been applied; the next
-    /// write then opens a new session, since the old sequence number is spent.
+    /// connection fails or the reply is `TRYAGAIN`. A write in a session is also resent
+    /// after an `UNKNOWN` reply or a connection lost before the reply, under the same
+    /// sequence number, so it is applied once; a write without a session is not (see
+    /// [`ClientError::OutcomeUnknown`]). A write in a session that fails for good (the
+    /// timeout passed) may or may not have been applied; the next write then opens a new
+    /// session, since the old sequence number is spent.
     ///
     /// # Errors
     ///
-    /// [`ClientError::Unavailable`] once the timeout passes.
+    /// [`ClientError::Unavailable`] once the timeout passes;
+    /// [`ClientError::OutcomeUnknown`] for a write without a session that may have been
+    /// applied; [`ClientError::Protocol`] for a reply that is not RESP.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
         let is_write = is_write(args);
         if is_write && self.reregister {
@@ -185,8 +214,19 @@ impl Client {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            match self.roundtrip(args) {
-                Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") => {
+            if let Err(e) = self.send(args) {
+                // Not sent whole: a node never runs half a command.
+                last = e.to_string();
+                self.drop_connection();
+                continue;
+            }
+            // A write without a session must not be resent once it may have been applied.
+            let once = is_write && self.session.is_none();
+            match self.receive() {
+                Ok(Value::Error(e)) if e.starts_with("UNKNOWN") && once => {
+                    return Err(ClientError::OutcomeUnknown(e));
+                }
+                Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("UNKNOWN") => {
                     if e.contains("shutting down") {
                         // That node is going away: the next one, at once.
                         self.drop_connection();
@@ -200,8 +240,20 @@ impl Client {
                     return Ok(value);
                 }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.drop_connection();
+                    if is_write && self.session.is_some() {
+                        // The write's outcome is unknown: its number must not be reused.
+                        self.session = None;
+                        self.reregister = true;
+                    }
                     return Err(ClientError::Protocol(RespError::Malformed(
                         "unparsable reply",
+                    )));
+                }
+                Err(e) if once => {
+                    self.drop_connection();
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "the connection failed before the answer: {e}"
                     )));
                 }
                 Err(e) => {
@@ -259,4 +311,137 @@ fn is_write(args: &[&[u8]]) -> bool {
         name.as_slice(),
         b"SET" | b"DEL" | b"INCR" | b"DECR" | b"INCRBY" | b"CAS"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::consistent_core::commands::refusal;
+    use crate::consistent_core::node::Response;
+    use crate::consistent_core::resp::parse_command;
+
+    type Script = dyn Fn(usize, &str) -> Option<Value> + Send + Sync;
+
+    /// A stand-in node on loopback: it records every command it reads (as words joined by
+    /// spaces) and answers the `n`th with `script(n, command)`, or closes the connection
+    /// without an answer when the script says `None`.
+    fn fake_node(script: Arc<Script>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Ok(Some((args, used))) = parse_command(&buf, &Limits::default()) {
+                            buf.drain(..used);
+                            let words: Vec<String> = args
+                                .iter()
+                                .map(|a| String::from_utf8_lossy(a).into_owned())
+                                .collect();
+                            let command = words.join(" ");
+                            let n = {
+                                let mut log = log.lock().expect("lock");
+                                log.push(command.clone());
+                                log.len() - 1
+                            };
+                            let Some(reply) = script(n, &command) else {
+                                return;
+                            };
+                            let mut out = Vec::new();
+                            reply.encode(&mut out);
+                            if stream.write_all(&out).is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// What a node answers for a write whose outcome is unknown.
+    fn unknown() -> Value {
+        refusal(Response::Unknown(
+            "timed out; the outcome is unknown".into(),
+        ))
+    }
+
+    fn client(addr: &str) -> Client {
+        Client::new(&[addr.to_string()]).with_timeout(Duration::from_secs(20))
+    }
+
+    fn seen(log: &Mutex<Vec<String>>) -> Vec<String> {
+        log.lock().expect("lock").clone()
+    }
+
+    #[test]
+    fn without_a_session_a_write_that_may_have_been_applied_is_not_resent() {
+        // The node answers that the outcome is unknown (it may have been applied).
+        let (addr, log) = fake_node(Arc::new(|n, _: &str| {
+            Some(if n == 0 { unknown() } else { Value::Int(1) })
+        }));
+        let result = client(&addr).call(&[b"INCR", b"n"]);
+        assert!(
+            matches!(result, Err(ClientError::OutcomeUnknown(_))),
+            "{result:?}"
+        );
+        assert_eq!(seen(&log), ["INCR n"], "sent once");
+
+        // The connection is lost after the node read the write, before its answer.
+        let (addr, log) = fake_node(Arc::new(|n, _: &str| (n > 0).then_some(Value::Int(1))));
+        let result = client(&addr).call(&[b"INCR", b"n"]);
+        assert!(
+            matches!(result, Err(ClientError::OutcomeUnknown(_))),
+            "{result:?}"
+        );
+        assert_eq!(seen(&log), ["INCR n"], "sent once");
+
+        // A read is safe to repeat: resent after a lost connection.
+        let (addr, log) = fake_node(Arc::new(|n, _: &str| {
+            (n > 0).then(|| Value::Bulk(b"1".to_vec()))
+        }));
+        let result = client(&addr).call(&[b"GET", b"n"]);
+        assert_eq!(result.expect("answered"), Value::Bulk(b"1".to_vec()));
+        assert_eq!(seen(&log), ["GET n", "GET n"]);
+    }
+
+    #[test]
+    fn in_a_session_a_write_that_may_have_been_applied_is_resent_with_its_number() {
+        // An UNKNOWN answer, then the connection lost before the answer: the same write is
+        // resent each time, the second time on a new connection resuming the session.
+        let (addr, log) = fake_node(Arc::new(|n, command: &str| match (n, command) {
+            (_, "CLIENT REGISTER") => Some(Value::Int(7)),
+            (_, "CLIENT SESSION 7 1") => Some(Value::Simple("OK".into())),
+            (1, _) => Some(unknown()),
+            (2, _) => None,
+            _ => Some(Value::Int(1)),
+        }));
+        let mut c = client(&addr);
+        assert_eq!(c.register().expect("registered"), 7);
+        assert_eq!(c.call(&[b"INCR", b"n"]).expect("answered"), Value::Int(1));
+        assert_eq!(
+            seen(&log),
+            [
+                "CLIENT REGISTER",
+                "INCR n",
+                "INCR n",
+                "CLIENT SESSION 7 1",
+                "INCR n"
+            ]
+        );
+    }
 }

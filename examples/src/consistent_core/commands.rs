@@ -22,6 +22,15 @@
 //! | `CLIENT READMODE linearizable\|lease\|follower` | how reads are served (default linearizable) |
 //! | `READONLY` / `READWRITE` | follower reads on / off (as Redis Cluster spells it) |
 //! | `QUIT` | closes the connection |
+//!
+//! Two errors say whether a request may be sent again. `TRYAGAIN ...`: it was certainly
+//! not carried out (no leader, the node is shutting down...), so resending it is safe.
+//! `UNKNOWN ...`: a write that may or may not have been applied (the leader did not answer
+//! in time, or lost track of it in a leadership change). Resent in the same session (on
+//! this connection, or with `CLIENT SESSION` on another), it is applied at most once; the
+//! session's next write that is a different command takes the next sequence number, so it
+//! is never mistaken for the unanswered one. Without a session, resending it may apply it
+//! twice.
 
 use synod_consensus::session::SessionId;
 
@@ -39,6 +48,10 @@ pub struct ConnState {
     pub session: Option<(SessionId, u64)>,
     /// How reads are served.
     pub read_mode: ReadMode,
+    /// The session's write answered `UNKNOWN`: the session's sequence number is spent on
+    /// it. The same command sent again reuses the number (and is applied at most once);
+    /// any other write takes the next one.
+    pub unanswered: Option<KvCommand>,
 }
 
 impl Default for ConnState {
@@ -46,6 +59,7 @@ impl Default for ConnState {
         ConnState {
             session: None,
             read_mode: ReadMode::Linearizable,
+            unanswered: None,
         }
     }
 }
@@ -112,16 +126,6 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
         Action::Call(Request::Read {
             query,
             mode: conn.read_mode,
-        })
-    };
-    let write = |conn: &ConnState, command| {
-        Action::Call(Request::Write {
-            command,
-            session: conn.session.map(|(session, seq)| SessionSeq {
-                session,
-                seq,
-                ack_below: seq,
-            }),
         })
     };
     match (name.as_str(), rest) {
@@ -237,6 +241,28 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
     }
 }
 
+/// A write, numbered in the connection's session if it has one.
+fn write(conn: &mut ConnState, command: KvCommand) -> Action {
+    if let Some((session, seq)) = conn.session
+        && conn.unanswered.as_ref().is_some_and(|c| *c != command)
+    {
+        // The number belongs to a write whose outcome is unknown: reused for another
+        // command, the session table would answer it with that write's saved reply (if it
+        // was applied) and never apply it. The next number also acknowledges the old one,
+        // so that it is refused as stale if it ever reaches the log again.
+        conn.session = Some((session, seq + 1));
+        conn.unanswered = None;
+    }
+    Action::Call(Request::Write {
+        command,
+        session: conn.session.map(|(session, seq)| SessionSeq {
+            session,
+            seq,
+            ack_below: seq,
+        }),
+    })
+}
+
 fn client(conn: &mut ConnState, sub: &str, rest: &[Vec<u8>]) -> Action {
     match (sub, rest) {
         ("REGISTER", []) => Action::Call(Request::Register),
@@ -251,6 +277,7 @@ fn client(conn: &mut ConnState, sub: &str, rest: &[Vec<u8>]) -> Action {
             ) {
                 (Some(id), Some(seq)) if seq >= 1 => {
                     conn.session = Some((SessionId(id), seq as u64));
+                    conn.unanswered = None;
                     Action::Reply(Value::Simple("OK".into()))
                 }
                 _ => err("ERR usage: CLIENT SESSION <id> <next sequence number, from 1>"),
@@ -279,24 +306,41 @@ fn client(conn: &mut ConnState, sub: &str, rest: &[Vec<u8>]) -> Action {
 
 impl ConnState {
     /// Turns the node's answer to `request` into a reply, and moves the session on
-    /// when the request took effect.
+    /// when the request took effect (or remembers a write whose outcome is unknown).
     pub fn settle(&mut self, request: &Request, response: Response) -> Value {
         let reply = match response {
             Response::Kv(reply) => reply,
-            not_done => return refusal(not_done),
+            not_done => {
+                if let (
+                    Response::Unknown(_),
+                    Request::Write {
+                        command,
+                        session: Some(_),
+                    },
+                ) = (&not_done, request)
+                {
+                    self.unanswered = Some(command.clone());
+                }
+                return refusal(not_done);
+            }
         };
         match request {
             Request::Register => {
                 if let KvReply::Int(id) = reply {
                     self.session = Some((SessionId(id as u64), 1));
+                    self.unanswered = None;
                 }
             }
-            Request::Unregister(_) => self.session = None,
+            Request::Unregister(_) => {
+                self.session = None;
+                self.unanswered = None;
+            }
             Request::Write {
                 session: Some(s), ..
             } => {
                 if !matches!(&reply, KvReply::Error(e) if e.starts_with("SESSION")) {
                     self.session = Some((s.session, s.seq + 1));
+                    self.unanswered = None;
                 }
             }
             Request::Write { .. } | Request::Read { .. } => {}
@@ -305,13 +349,18 @@ impl ConnState {
     }
 }
 
-/// The reply to a request the node did not (or may not have) run: `TRYAGAIN`, which
-/// clients retry, on another node if the text says this one is shutting down.
+/// The reply to a request the node did not (or may not have) run: `TRYAGAIN` for one
+/// certainly not run, which clients retry (on another node if the text says this one is
+/// shutting down); `UNKNOWN` for a write that may have been applied, which only a client
+/// with a session may resend (see the module documentation).
 pub fn refusal(response: Response) -> Value {
     match response {
         Response::Kv(reply) => to_value(reply),
         Response::NotLeader { .. } => Value::Error("TRYAGAIN no leader; retry".into()),
-        Response::Retry(why) | Response::Unknown(why) => Value::Error(format!("TRYAGAIN {why}")),
+        Response::Retry(why) => Value::Error(format!("TRYAGAIN {why}")),
+        Response::Unknown(why) => Value::Error(format!(
+            "UNKNOWN {why}; it may have been applied (resent in its session, at most once)"
+        )),
     }
 }
 
@@ -359,6 +408,9 @@ pub fn render_info(info: &Info) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consistent_core::kv::{KvStore, LogCommand};
+    use synod_consensus::LogIndex;
+    use synod_consensus::session::SessionEntry;
 
     fn args(line: &str) -> Vec<Vec<u8>> {
         line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
@@ -422,6 +474,102 @@ mod tests {
             execute(&mut conn, &args("PING")),
             Action::Reply(Value::Simple("PONG".into()))
         );
+    }
+
+    /// What the node proposes for a write request (as `CoreNode` does).
+    fn logged(request: &Request) -> LogCommand {
+        let Request::Write { command, session } = request else {
+            panic!("a write")
+        };
+        match session {
+            Some(s) => LogCommand::Session(SessionEntry::Request {
+                session: s.session,
+                seq: s.seq,
+                ack_below: s.ack_below,
+                time: 1,
+                command: command.clone(),
+            }),
+            None => LogCommand::Plain {
+                time: 1,
+                command: command.clone(),
+            },
+        }
+    }
+
+    #[test]
+    fn after_an_unknown_outcome_the_next_different_write_is_applied_and_a_resend_is_not() {
+        let mut store = KvStore::new();
+        let mut conn = ConnState::default();
+        let Action::Call(register) = execute(&mut conn, &args("CLIENT REGISTER")) else {
+            panic!("a call")
+        };
+        let reply = store.apply(
+            LogIndex(1),
+            LogCommand::Session(SessionEntry::Register { time: 1 }),
+        );
+        conn.settle(&register, Response::Kv(reply));
+        // SET a 1 is applied, but the answer never reaches the client's node in time.
+        let Action::Call(set_a) = execute(&mut conn, &args("SET a 1")) else {
+            panic!("a call")
+        };
+        store.apply(LogIndex(2), logged(&set_a));
+        let unknown = conn.settle(&set_a, Response::Unknown("timed out".into()));
+        assert!(
+            matches!(&unknown, Value::Error(e) if e.starts_with("UNKNOWN")),
+            "an unknown outcome is not TRYAGAIN (which says resending is safe): {unknown:?}"
+        );
+        // The client resends it: answered from the session table, not applied again.
+        let Action::Call(again) = execute(&mut conn, &args("SET a 1")) else {
+            panic!("a call")
+        };
+        assert_eq!(logged(&again), logged(&set_a), "the same number");
+        let Action::Call(incr) = execute(&mut conn, &args("INCR a")) else {
+            panic!("a call")
+        };
+        let reply = store.apply(LogIndex(3), logged(&incr));
+        assert_eq!(
+            reply,
+            KvReply::Int(2),
+            "INCR applied, not taken for SET a 1"
+        );
+        conn.settle(&incr, Response::Kv(reply));
+        // A different write after an unknown outcome: it must not reuse the spent number.
+        let Action::Call(set_b) = execute(&mut conn, &args("SET b 2")) else {
+            panic!("a call")
+        };
+        store.apply(LogIndex(4), logged(&set_b));
+        conn.settle(&set_b, Response::Unknown("timed out".into()));
+        let Action::Call(set_c) = execute(&mut conn, &args("SET c 3")) else {
+            panic!("a call")
+        };
+        let reply = store.apply(LogIndex(5), logged(&set_c));
+        conn.settle(&set_c, Response::Kv(reply));
+        assert_eq!(
+            store.query(&KvQuery::Get(b"c".to_vec())),
+            KvReply::Bulk(b"3".to_vec()),
+            "SET c 3 was acknowledged, so it must be applied"
+        );
+        // SET b 2, should it reach the log again later, is refused as stale.
+        assert!(matches!(
+            store.apply(LogIndex(6), logged(&set_b)),
+            KvReply::Error(e) if e.starts_with("SESSION")
+        ));
+        // A refusal that is certainly not done leaves the number free for any command.
+        let Action::Call(set_d) = execute(&mut conn, &args("SET d 4")) else {
+            panic!("a call")
+        };
+        conn.settle(&set_d, Response::Retry("no leader".into()));
+        let Action::Call(set_e) = execute(&mut conn, &args("SET e 5")) else {
+            panic!("a call")
+        };
+        let (
+            LogCommand::Session(SessionEntry::Request { seq: d, .. }),
+            LogCommand::Session(SessionEntry::Request { seq: e, .. }),
+        ) = (logged(&set_d), logged(&set_e))
+        else {
+            panic!("session writes")
+        };
+        assert_eq!(d, e);
     }
 
     #[test]

@@ -80,9 +80,10 @@
 //! # What it does not do (yet)
 //!
 //! No expiry (`SET ... EX` is refused until leases exist), no membership changes from the
-//! client protocol, no authentication or TLS, no watches, no graceful shutdown (a node
-//! stops when killed; its WAL makes that safe), no lock against two processes sharing a
-//! data directory.
+//! client protocol, no authentication or TLS, no watches, no lock against two processes
+//! sharing a data directory. A write without a session whose outcome is unknown (answered
+//! `UNKNOWN`: see [`commands`]) is not resent by [`client::Client`], which cannot know
+//! whether it was applied; register a session to have it resent safely.
 
 pub mod client;
 pub mod commands;

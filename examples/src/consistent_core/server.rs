@@ -528,26 +528,23 @@ impl Shared {
                     return shutting_down(self.id);
                 }
                 WaitOutcome::TimedOut => {
-                    return Response::Unknown(format!(
-                        "timed out ({last}); the outcome is unknown"
-                    ));
+                    return unknown(
+                        request,
+                        format!("timed out ({last}); the outcome is unknown"),
+                    );
                 }
             };
             match response {
-                Response::Kv(_) | Response::Unknown(_) => return response,
+                Response::Kv(_) => return response,
+                Response::Unknown(why) => return unknown(request, why),
                 Response::NotLeader { leader: Some(l) } if l != self.id => {
                     match self.forward(l, request, deadline) {
-                        Ok(Response::Kv(r)) => return Response::Kv(r),
-                        Ok(Response::NotLeader { .. }) => {
+                        Response::Kv(r) => return Response::Kv(r),
+                        Response::NotLeader { .. } => {
                             last = format!("node {l} no longer leads");
                         }
-                        Ok(Response::Retry(why)) => last = why,
-                        Ok(Response::Unknown(why)) => return Response::Unknown(why),
-                        Err(why) => {
-                            return Response::Unknown(format!(
-                                "forwarding to the leader, node {l}, failed: {why}; the outcome is unknown"
-                            ));
-                        }
+                        Response::Retry(why) => last = why,
+                        Response::Unknown(why) => return unknown(request, why),
                     }
                 }
                 Response::NotLeader { .. } => last = "no leader known".into(),
@@ -560,21 +557,27 @@ impl Shared {
         }
     }
 
-    fn forward(
-        &self,
-        leader: u64,
-        request: &Request,
-        deadline: Instant,
-    ) -> Result<Response, String> {
+    /// Sends `request` to the leader and waits for its answer: `Retry` if it could not be
+    /// sent (the transport refused it at once: not connected, queue full), `Unknown` if it
+    /// was sent and no answer came.
+    fn forward(&self, leader: u64, request: &Request, deadline: Instant) -> Response {
         let bytes = postcard::to_stdvec(request).expect("encodes");
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let reply = self
-            .transport
-            .request(synod_transport::NodeId(leader), Bytes::from(bytes), timeout)
-            .map_err(|e| e.to_string())?
-            .wait()
-            .map_err(|e| e.to_string())?;
-        postcard::from_bytes(&reply).map_err(|e| format!("undecodable reply: {e}"))
+        let failed =
+            |e: &dyn fmt::Display| format!("forwarding to the leader, node {leader}, failed: {e}");
+        let handle = match self.transport.request(
+            synod_transport::NodeId(leader),
+            Bytes::from(bytes),
+            timeout,
+        ) {
+            Ok(handle) => handle,
+            Err(e) => return Response::Retry(failed(&e)),
+        };
+        match handle.wait() {
+            Ok(reply) => postcard::from_bytes(&reply)
+                .unwrap_or_else(|e| Response::Unknown(failed(&format!("undecodable reply: {e}")))),
+            Err(e) => Response::Unknown(format!("{}; the outcome is unknown", failed(&e))),
+        }
     }
 }
 
@@ -862,6 +865,16 @@ fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Valu
             // Another client's shutdown is under way.
             (refusal(shutting_down(shared.id)), true)
         }
+    }
+}
+
+/// The answer to a request whose outcome is unknown: `Unknown` for a write (resending it
+/// may apply it twice, unless in a session), `Retry` for anything that is safe to repeat (a
+/// read, or opening or closing a session).
+fn unknown(request: &Request, why: String) -> Response {
+    match request {
+        Request::Write { .. } => Response::Unknown(why),
+        Request::Read { .. } | Request::Register | Request::Unregister(_) => Response::Retry(why),
     }
 }
 
