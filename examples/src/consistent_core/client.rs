@@ -16,6 +16,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use super::commands::WRITE_COMMANDS;
 use super::resp::{Limits, RespError, Value};
 
 /// Why a call failed.
@@ -276,7 +277,9 @@ impl Client {
         match (name.as_slice(), sub.as_slice(), value) {
             (b"CLIENT", b"REGISTER", Value::Int(id)) => self.session = Some((*id as u64, 1)),
             (b"CLIENT", b"UNREGISTER", _) => self.session = None,
-            (b"SET" | b"DEL" | b"INCR" | b"DECR" | b"INCRBY" | b"CAS", _, v) => {
+            // Any answer to a write but a `SESSION` error spends its number, as the node
+            // counts (`TRYAGAIN` and `UNKNOWN` never get here: the write is resent).
+            (name, _, v) if is_write(&[name]) => {
                 if let Some((id, seq)) = self.session
                     && !matches!(v, Value::Error(e) if e.starts_with("SESSION"))
                 {
@@ -303,14 +306,11 @@ impl Client {
 }
 
 fn is_write(args: &[&[u8]]) -> bool {
-    let name = args
-        .first()
-        .map(|a| a.to_ascii_uppercase())
-        .unwrap_or_default();
-    matches!(
-        name.as_slice(),
-        b"SET" | b"DEL" | b"INCR" | b"DECR" | b"INCRBY" | b"CAS"
-    )
+    args.first().is_some_and(|name| {
+        WRITE_COMMANDS
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    })
 }
 
 #[cfg(test)]
@@ -319,9 +319,12 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::consistent_core::commands::refusal;
-    use crate::consistent_core::node::Response;
+    use crate::consistent_core::commands::{Action, ConnState, execute, refusal};
+    use crate::consistent_core::kv::{KvQuery, KvReply, KvStore, LogCommand};
+    use crate::consistent_core::node::{Request, Response};
     use crate::consistent_core::resp::parse_command;
+    use synod_consensus::LogIndex;
+    use synod_consensus::session::SessionEntry;
 
     type Script = dyn Fn(usize, &str) -> Option<Value> + Send + Sync;
 
@@ -371,6 +374,141 @@ mod tests {
             }
         });
         (addr, seen)
+    }
+
+    /// A one-node cluster in this process, made of the real command table and state
+    /// machine: each connection has its own [`ConnState`], every request is applied to one
+    /// [`KvStore`] at once. `drop_after(n, command)` says whether to apply the `n`th command
+    /// and then close the connection without answering (a reply lost on the way).
+    fn mini_node(
+        drop_after: impl Fn(usize, &str) -> bool + Send + Sync + 'static,
+    ) -> (String, Arc<Mutex<KvStore>>) {
+        let store = Arc::new(Mutex::new(KvStore::new()));
+        let index = Arc::new(Mutex::new(0u64));
+        let drop_after = Arc::new(drop_after);
+        let (node_store, count) = (Arc::clone(&store), Arc::new(Mutex::new(0usize)));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (store, index, count, drop_after) = (
+                    Arc::clone(&node_store),
+                    Arc::clone(&index),
+                    Arc::clone(&count),
+                    Arc::clone(&drop_after),
+                );
+                std::thread::spawn(move || {
+                    let mut conn = ConnState::default();
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Ok(Some((args, used))) = parse_command(&buf, &Limits::default()) {
+                            buf.drain(..used);
+                            let text: Vec<String> = args
+                                .iter()
+                                .map(|a| String::from_utf8_lossy(a).into_owned())
+                                .collect();
+                            let n = {
+                                let mut count = count.lock().expect("lock");
+                                *count += 1;
+                                *count - 1
+                            };
+                            let reply = match execute(&mut conn, &args) {
+                                Action::Reply(v) | Action::Close(v) => v,
+                                Action::Call(request) => {
+                                    let mut index = index.lock().expect("lock");
+                                    *index += 1;
+                                    let reply = store
+                                        .lock()
+                                        .expect("lock")
+                                        .apply(LogIndex(*index), logged(&request));
+                                    conn.settle(&request, Response::Kv(reply))
+                                }
+                                other => panic!("not served here: {other:?}"),
+                            };
+                            if drop_after(n, &text.join(" ")) {
+                                return;
+                            }
+                            let mut out = Vec::new();
+                            reply.encode(&mut out);
+                            if stream.write_all(&out).is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (addr, store)
+    }
+
+    /// What a node proposes for a request (as `CoreNode` does).
+    fn logged(request: &Request) -> LogCommand {
+        match request {
+            Request::Register => LogCommand::Session(SessionEntry::Register { time: 1 }),
+            Request::Unregister(session) => LogCommand::Session(SessionEntry::Unregister {
+                session: *session,
+                time: 1,
+            }),
+            Request::Write {
+                command,
+                session: Some(s),
+            } => LogCommand::Session(SessionEntry::Request {
+                session: s.session,
+                seq: s.seq,
+                ack_below: s.ack_below,
+                time: 1,
+                command: command.clone(),
+            }),
+            Request::Write {
+                command,
+                session: None,
+            } => LogCommand::Plain {
+                time: 1,
+                command: command.clone(),
+            },
+            Request::Read { .. } => panic!("a write"),
+        }
+    }
+
+    #[test]
+    fn a_write_refused_by_the_command_table_does_not_put_client_and_node_out_of_step() {
+        // The second INCR is applied, but its answer is lost with the connection: the
+        // client resends it, resuming its session on a new connection, and it must be
+        // answered from the session table, not applied again.
+        let incrs = Arc::new(Mutex::new(0));
+        let (addr, store) = mini_node(move |_, command| {
+            if command == "INCR n" {
+                let mut incrs = incrs.lock().expect("lock");
+                *incrs += 1;
+                return *incrs == 2;
+            }
+            false
+        });
+        let mut c = client(&addr);
+        c.register().expect("registered");
+        assert_eq!(c.call(&[b"INCR", b"n"]).expect("answered"), Value::Int(1));
+        // Refused before it reaches the node: the session's numbering must stay in step.
+        let refused = c.call(&[b"INCRBY", b"n", b"x"]).expect("answered");
+        assert!(matches!(refused, Value::Error(_)), "{refused:?}");
+        let refused = c
+            .call(&[b"SET", b"n", b"1", b"EX", b"10"])
+            .expect("answered");
+        assert!(matches!(refused, Value::Error(_)), "{refused:?}");
+        assert_eq!(c.call(&[b"INCR", b"n"]).expect("answered"), Value::Int(2));
+        assert_eq!(
+            store
+                .lock()
+                .expect("lock")
+                .query(&KvQuery::Get(b"n".to_vec())),
+            KvReply::Bulk(b"2".to_vec()),
+            "the INCR whose answer was lost was applied once"
+        );
     }
 
     /// What a node answers for a write whose outcome is unknown.

@@ -30,7 +30,8 @@
 //! this connection, or with `CLIENT SESSION` on another), it is applied at most once; the
 //! session's next write that is a different command takes the next sequence number, so it
 //! is never mistaken for the unanswered one. Without a session, resending it may apply it
-//! twice.
+//! twice. Any other answer to a write in a session, an error included (refused by this
+//! table or by the state machine), spends its sequence number.
 
 use synod_consensus::session::SessionId;
 
@@ -116,8 +117,32 @@ fn shutdown(modifiers: &[Vec<u8>]) -> Action {
     Action::Shutdown
 }
 
+/// The commands that change the store (numbered in a session).
+pub const WRITE_COMMANDS: [&str; 6] = ["SET", "DEL", "INCR", "DECR", "INCRBY", "CAS"];
+
 /// Decides what to do with one command.
 pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
+    let action = dispatch(conn, args);
+    if let (Action::Reply(Value::Error(_)), Some((session, seq)), Some(name)) =
+        (&action, conn.session, args.first())
+        && WRITE_COMMANDS
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    {
+        // A write refused here (syntax, arity) spends its sequence number, as one refused
+        // by the state machine does: a client moves its count on after any answer but
+        // `TRYAGAIN`, `UNKNOWN` and `SESSION` errors, and cannot tell the two refusals apart
+        // (`INCRBY k x` and `INCR` of a non-number say the same). Were the two counts out
+        // of step, a write resent on a new connection (`CLIENT SESSION` with the client's
+        // count) would carry another number than the one it was applied under, and be
+        // applied twice.
+        conn.session = Some((session, seq + 1));
+        conn.unanswered = None;
+    }
+    action
+}
+
+fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
     let Some((name, rest)) = args.split_first() else {
         return err("ERR empty command");
     };

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::client::Client;
+use super::commands::WRITE_COMMANDS;
 use super::resp::Value;
 use super::server::{NodeOptions, start};
 
@@ -103,8 +104,9 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
             }
         }
     }
-    let writes = ["SET", "DEL", "CAS", "INCR", "DECR", "INCRBY"];
-    if writes.iter().any(|w| command[0].eq_ignore_ascii_case(w))
+    if WRITE_COMMANDS
+        .iter()
+        .any(|w| command[0].eq_ignore_ascii_case(w))
         && let Err(e) = client.register()
     {
         eprintln!("synod kv: {e}");
