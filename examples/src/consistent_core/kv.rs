@@ -137,6 +137,21 @@ impl LogCommand {
     }
 }
 
+/// The most bytes a query's reply may hold, counting [`REPLY_ELEMENT_BYTES`] for each
+/// value or pair besides its own bytes: a larger one is refused with an error instead of
+/// being built (`MGET` of the same 1 MiB key 4096 times would otherwise take 4 GiB on the
+/// node's one thread, and `SCAN` with a large limit the whole store).
+pub const REPLY_BYTES_MAX: usize = 32 << 20;
+/// What each value or pair of a reply counts for against [`REPLY_BYTES_MAX`] besides its
+/// bytes (the memory of its allocation and of its RESP header).
+pub const REPLY_ELEMENT_BYTES: usize = 64;
+
+fn reply_too_large(what: &str) -> KvReply {
+    KvReply::Error(format!(
+        "ERR the reply would be larger than {REPLY_BYTES_MAX} bytes; {what}"
+    ))
+}
+
 /// Limits of the session table, in milliseconds of replicated time and counts.
 pub fn session_config() -> SessionConfig {
     SessionConfig::new(10 * 60 * 1000, 1024, 10_000).expect("nonzero limits")
@@ -217,7 +232,8 @@ impl KvStore {
         }
     }
 
-    /// Answers a query from the current state.
+    /// Answers a query from the current state; a reply that would be larger than
+    /// [`REPLY_BYTES_MAX`] is an error.
     #[must_use]
     pub fn query(&self, query: &KvQuery) -> KvReply {
         match query {
@@ -227,20 +243,36 @@ impl KvStore {
                 .cloned()
                 .map_or(KvReply::Nil, KvReply::Bulk),
             KvQuery::MGet(keys) => {
+                let bytes = keys.iter().fold(0usize, |sum, k| {
+                    let len = self.map.get(k).map_or(0, Vec::len);
+                    sum.saturating_add(len + REPLY_ELEMENT_BYTES)
+                });
+                if bytes > REPLY_BYTES_MAX {
+                    return reply_too_large("ask for fewer keys at a time");
+                }
                 KvReply::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
             }
             KvQuery::Exists(keys) => {
                 let n = keys.iter().filter(|k| self.map.contains_key(*k)).count();
                 KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
             }
-            KvQuery::Scan { prefix, limit } => KvReply::Pairs(
-                self.map
+            KvQuery::Scan { prefix, limit } => {
+                let mut bytes = 0usize;
+                let mut pairs = Vec::new();
+                let matching = self
+                    .map
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
-                    .take(*limit)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+                    .take(*limit);
+                for (k, v) in matching {
+                    bytes += k.len() + v.len() + REPLY_ELEMENT_BYTES;
+                    if bytes > REPLY_BYTES_MAX {
+                        return reply_too_large("give SCAN a lower limit or a longer prefix");
+                    }
+                    pairs.push((k.clone(), v.clone()));
+                }
+                KvReply::Pairs(pairs)
+            }
         }
     }
 
@@ -417,6 +449,44 @@ mod tests {
             },
         };
         assert_eq!(kv.apply(LogIndex(10), del), KvReply::Int(1));
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_bound_is_refused_before_it_is_built() {
+        let mut kv = KvStore::new();
+        let value = vec![b'v'; 1 << 20];
+        for i in 0..40 {
+            let command = LogCommand::Plain {
+                time: 1,
+                command: KvCommand::Put {
+                    key: format!("big/{i:02}").into_bytes(),
+                    value: value.clone(),
+                    condition: PutCondition::Always,
+                },
+            };
+            kv.apply(LogIndex(i + 1), command);
+        }
+        // The same 1 MiB key 40 times, and 40 keys of 1 MiB: over 32 MiB either way.
+        let mget = kv.query(&KvQuery::MGet(vec![b"big/00".to_vec(); 40]));
+        assert!(
+            matches!(&mget, KvReply::Error(e) if e.contains("larger than")),
+            "MGET answered {} bytes",
+            match &mget {
+                KvReply::Values(v) => v.iter().flatten().map(Vec::len).sum::<usize>(),
+                _ => 0,
+            }
+        );
+        let scan = |limit| {
+            kv.query(&KvQuery::Scan {
+                prefix: b"big/".to_vec(),
+                limit,
+            })
+        };
+        assert!(matches!(scan(40), KvReply::Error(e) if e.contains("larger than")));
+        // Within the bound, answered as before.
+        assert!(matches!(scan(20), KvReply::Pairs(p) if p.len() == 20));
+        let mget = kv.query(&KvQuery::MGet(vec![b"big/00".to_vec(), b"none".to_vec()]));
+        assert_eq!(mget, KvReply::Values(vec![Some(value), None]));
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
 pub const QUEUE_EVENTS_MAX: usize = 4096;
 /// Open client connections.
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// Replies to a client's pipelined commands are written once this many bytes wait, and a
+/// connection's buffers are shrunk back to it after a large request or reply, so that one
+/// connection holds about one command and one reply, whatever a client pipelines.
+pub const CLIENT_BUFFER_BYTES: usize = 64 << 10;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node shutting down waits for the leadership it hands over to be taken.
@@ -815,6 +819,13 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                         stream.write_all(&out)?;
                         return Ok(());
                     }
+                    if out.len() >= CLIENT_BUFFER_BYTES {
+                        // A client that pipelines large reads without reading the replies
+                        // is held here, instead of making this node hold every reply.
+                        stream.write_all(&out)?;
+                        out.clear();
+                        out.shrink_to(CLIENT_BUFFER_BYTES);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -827,6 +838,11 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();
+            out.shrink_to(CLIENT_BUFFER_BYTES);
+        }
+        if buf.is_empty() {
+            // Not while a command is part-way in: it would be copied again at every read.
+            buf.shrink_to(CLIENT_BUFFER_BYTES);
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {

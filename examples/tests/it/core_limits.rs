@@ -92,3 +92,67 @@ fn a_value_as_large_as_the_client_protocol_takes_reaches_every_node() {
     }
     println!("values of {big} bytes written through the leader and a follower: on every node");
 }
+
+/// The peak resident memory of process `pid`, in bytes (Linux's `VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib << 10
+}
+
+#[test]
+fn a_client_pipelining_large_reads_without_reading_costs_the_node_about_one_reply() {
+    use std::io::{Read, Write};
+    const VALUE_BYTES: usize = 1 << 20;
+    const KEYS_PER_MGET: usize = 24;
+    const MGETS: usize = 24;
+    let (cluster, _) = Cluster::up(1);
+    let pid = cluster.pid(1).expect("running");
+    let reply = client(&cluster, 1)
+        .call(&[b"SET", b"big", &vec![b'v'; VALUE_BYTES]])
+        .expect("SET answered");
+    assert_eq!(reply, Value::Simple("OK".into()));
+    let before = peak_rss(pid);
+    // 24 MGETs of 24 MiB each, pipelined in one write of a few KiB; the replies (576 MiB
+    // in all) are read only once every command is sent.
+    let mut mget = format!("*{}\r\n$4\r\nMGET\r\n", KEYS_PER_MGET + 1);
+    for _ in 0..KEYS_PER_MGET {
+        mget += "$3\r\nbig\r\n";
+    }
+    let mut stream = std::net::TcpStream::connect(cluster.addr(1)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream
+        .write_all(mget.repeat(MGETS).as_bytes())
+        .expect("pipelined");
+    let one_reply = format!("*{KEYS_PER_MGET}\r\n").len()
+        + KEYS_PER_MGET * (format!("${VALUE_BYTES}\r\n").len() + VALUE_BYTES + 2);
+    let mut left = one_reply * MGETS;
+    let mut chunk = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = stream.read(&mut chunk).expect("replies");
+        assert!(
+            n > 0,
+            "the node closed the connection with {left} bytes unread"
+        );
+        left = left.saturating_sub(n);
+    }
+    let peak = peak_rss(pid);
+    println!(
+        "{MGETS} pipelined MGETs of {} MiB each: node's peak memory {} MiB, {} MiB before",
+        one_reply >> 20,
+        peak >> 20,
+        before >> 20
+    );
+    assert!(
+        peak < before + 8 * (one_reply as u64),
+        "the node held {} MiB for replies of {} MiB each",
+        (peak - before) >> 20,
+        one_reply >> 20
+    );
+}
