@@ -209,18 +209,20 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
     }
     let line = &buf[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let args: Vec<Vec<u8>> = line
-        .split(u8::is_ascii_whitespace)
-        .filter(|w| !w.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    if args.len() > limits.args_max {
+    let words = || {
+        line.split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+    };
+    // Counted before anything is copied: a 4 MiB line of one-letter words would otherwise
+    // become two million allocations (over 100 MiB) before being refused.
+    let count = words().count();
+    if count > limits.args_max {
         return Err(RespError::TooManyArgs {
-            count: args.len() as u64,
+            count: count as u64,
             args_max: limits.args_max,
         });
     }
-    Ok(Some((args, end + 1)))
+    Ok(Some((words().map(<[u8]>::to_vec).collect(), end + 1)))
 }
 
 /// A RESP2 reply.
