@@ -304,3 +304,114 @@ fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
         "blocking sender: {messages} x 8 KiB through a paused reader; queue peaked at {max_seen} <= {bound}"
     );
 }
+
+/// Sends numbered 48 KiB messages of batch `batch` to `peer` until the queue is full;
+/// returns how many were accepted.
+fn fill_queue(t: &synod_transport::TcpTransport, peer: NodeId, batch: u32) -> u32 {
+    let mut accepted = 0u32;
+    let full = wait_for(|| {
+        let mut payload = vec![0x5A; 48 << 10];
+        payload[..4].copy_from_slice(&batch.to_le_bytes());
+        payload[4..8].copy_from_slice(&accepted.to_le_bytes());
+        match t.send(peer, Bytes::from(payload)) {
+            Ok(()) => {
+                accepted += 1;
+                false
+            }
+            Err(SendError::QueueFull { .. }) => true,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    });
+    assert!(full, "the queue never filled");
+    accepted
+}
+
+/// Reads `count` messages from a raw connection, which must be a well-formed stream from
+/// its first byte: each message whole, of batch `batch`, numbered in order from 0.
+fn read_batch(stream: &mut std::net::TcpStream, batch: u32, count: u32) {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut decoder = FrameDecoder::new(64 << 20);
+    let mut chunk = vec![0u8; 256 << 10];
+    let mut next = 0u32;
+    while next < count {
+        match decoder.next_frame().expect("a well-formed stream") {
+            Some(frame) if frame.kind == FrameKind::Messages => {
+                for envelope in decode_envelopes(&frame.payload).expect("whole envelopes") {
+                    let p = &envelope.payload;
+                    assert_eq!(p.len(), 48 << 10, "message {next} torn");
+                    let got = u32::from_le_bytes(p[..4].try_into().unwrap());
+                    assert_eq!(got, batch, "a message of batch {got} on this connection");
+                    let n = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                    assert_eq!(n, next, "messages out of order");
+                    next += 1;
+                }
+            }
+            Some(_) => {}
+            None => {
+                let read = stream.read(&mut chunk).expect("the rest of the stream");
+                assert!(
+                    read > 0,
+                    "the stream ended after {next} of {count} messages"
+                );
+                decoder.extend(&chunk[..read]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_connection_replaced_while_a_write_was_cut_short_gets_only_whole_frames_and_frees_its_bytes() {
+    // Node 1 (raw) dials the transport, which writes to it until its socket buffer and its
+    // queue are full (writes cut short and handed to the writer thread); then node 1 dials
+    // again. The old connection is replaced: the new one must start at a frame boundary
+    // and carry nothing of the old one's half-written frames, the bytes counted against
+    // the queue bound must all be freed, and the new connection must take a full queue.
+    let bound = 1 << 20;
+    let a = start(
+        config(2)
+            .outbound_bytes_max(bound)
+            .overflow(Overflow::FailFast)
+            .batch_delay_us_max(0)
+            .keepalive_timeout_ms(60_000)
+            .keepalive_interval_ms(30_000),
+    );
+    let mut rounds = Vec::new();
+    let mut old = None;
+    for batch in 0..3u32 {
+        let mut peer = raw_dial(a.local_addr(), 1, 2);
+        assert!(wait_for(
+            || a.stats().connections_established == u64::from(batch) + 1
+        ));
+        // Whatever the replaced connection left counted is freed by the time the new one
+        // is current and its writer idle.
+        assert!(
+            wait_for(|| a.outbound_queued_bytes(NodeId(1)) == 0),
+            "{} bytes still counted after the connection was replaced",
+            a.outbound_queued_bytes(NodeId(1))
+        );
+        drop(old.take());
+        let handed_over = a.stats().writes_handed_over;
+        let accepted = fill_queue(&a, NodeId(1), batch);
+        rounds.push((accepted, a.stats().writes_handed_over - handed_over));
+        if batch == 2 {
+            read_batch(&mut peer, batch, accepted);
+        }
+        old = Some(peer);
+    }
+    let handed_over: u64 = rounds.iter().map(|r| r.1).sum();
+    assert!(
+        handed_over > 0,
+        "no write was cut short: the test did not exercise the hand-over"
+    );
+    // Each connection took about as much as the first: nothing leaked from the bound.
+    let first = rounds[0].0;
+    for &(accepted, _) in &rounds[1..] {
+        assert!(
+            accepted + 2 >= first,
+            "a new connection took {accepted} messages, the first {first}: {rounds:?}"
+        );
+    }
+    println!(
+        "connection replaced twice after writes cut short: (messages accepted, writes handed over) per connection {rounds:?}; the last read whole and in order"
+    );
+}
