@@ -208,6 +208,15 @@
 //! appends them with [`journal::encode`] and rebuilds the store at restart with
 //! [`journal::replay`]; `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
 //!
+//! # Checking a cluster
+//!
+//! [`invariants::SafetyChecker`] checks the five safety properties of the Raft paper's
+//! Figure 3 (Election Safety, Leader Append-Only, Log Matching, Leader Completeness, State
+//! Machine Safety), and that commit and applied indexes never go back, over a whole
+//! cluster after every event of a test or a simulation. It reads the nodes through their
+//! accessors, remembers only digests of committed entries not yet compacted everywhere, and
+//! returns a typed [`invariants::Violation`].
+//!
 //! # Tests and their knobs
 //!
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
@@ -232,6 +241,7 @@
 //! faults; `synod-transport` carries the messages between real processes.
 
 mod config;
+pub mod invariants;
 pub mod journal;
 pub mod membership;
 mod message;

@@ -303,6 +303,11 @@ pub struct Node<S: LogStore> {
 
     incoming_snapshot: Option<IncomingSnapshot>,
     restore: Option<Snapshot>,
+
+    /// How many times the log lost entries from its end (see [`Node::truncations`]).
+    truncations: u64,
+    /// The index after which the latest of those cut the log.
+    truncated_after: Option<LogIndex>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -394,6 +399,8 @@ impl<S: LogStore> Node<S> {
             outbox: Vec::new(),
             incoming_snapshot: None,
             restore,
+            truncations: 0,
+            truncated_after: None,
             rng,
             store,
             config,
@@ -487,6 +494,26 @@ impl<S: LogStore> Node<S> {
             return Some(self.durable_index);
         }
         self.progress.get(&peer).map(|p| p.match_index)
+    }
+
+    /// How many times since it was created this node has cut entries off the end of its
+    /// log: a suffix that conflicted with its leader's log, or the whole log replaced by a
+    /// snapshot from the leader. Otherwise a node only appends at the end of its log and
+    /// compacts at its start, so an observer that mirrors the log (an invariant checker such
+    /// as [`invariants::SafetyChecker`](crate::invariants::SafetyChecker), a change feed)
+    /// need only read what lies past the last index it saw, unless this count has moved;
+    /// [`Node::truncated_after`] then says from where to read again.
+    #[must_use]
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
+    /// The index after which the latest cut counted by [`Node::truncations`] discarded the
+    /// log (for a snapshot from the leader, the snapshot's index), or `None` if the log has
+    /// not been cut since the node was created.
+    #[must_use]
+    pub fn truncated_after(&self) -> Option<LogIndex> {
+        self.truncated_after
     }
 
     /// The log store.
@@ -1223,6 +1250,8 @@ impl<S: LogStore> Node<S> {
         );
         self.store.truncate_after(index);
         self.write_seq += 1;
+        self.truncations += 1;
+        self.truncated_after = Some(index);
         self.durable_index = self.durable_index.min(index);
         for mark in &mut self.marks {
             mark.1 = mark.1.min(index);
@@ -1873,6 +1902,8 @@ impl<S: LogStore> Node<S> {
         } else {
             self.store.install_snapshot(snapshot.clone());
             self.write_seq += 1;
+            self.truncations += 1;
+            self.truncated_after = Some(index);
             self.commit = index;
             self.applied = index;
             self.durable_index = index;
