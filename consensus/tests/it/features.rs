@@ -145,7 +145,7 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     settle(&mut c2, 4);
     let noop = c2.node(n(1)).commit_index();
     assert_eq!(c2.reads[&n(1)][0].index, Some(noop));
-    assert!(c.checker.violation.is_none());
+    assert!(c.violation.is_none());
 }
 
 #[test]
@@ -315,7 +315,7 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
         vec![&b"after"[..]],
         "entries after the snapshot are applied"
     );
-    assert!(c.checker.violation.is_none(), "{:?}", c.checker.violation);
+    assert!(c.violation.is_none(), "{:?}", c.violation);
 }
 
 /// A snapshot that arrives after the follower already holds (and may have acknowledged)
@@ -523,7 +523,7 @@ fn single_server_changes_add_promote_and_remove() {
     c.process(n(1));
     settle(&mut c, 4);
     assert_eq!(c.node(n(2)).membership(), &three);
-    assert!(c.checker.violation.is_none(), "{:?}", c.checker.violation);
+    assert!(c.violation.is_none(), "{:?}", c.violation);
 }
 
 #[test]

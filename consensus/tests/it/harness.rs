@@ -1,6 +1,6 @@
 //! A small deterministic cluster harness: nodes with in-memory stores, a message queue the
-//! test controls, explicit or automatic syncs, crashes that lose unsynced writes, and a
-//! checker of Raft's safety properties run after every event.
+//! test controls, explicit or automatic syncs, crashes that lose unsynced writes, and the
+//! crate's checker of Raft's safety properties ([`SafetyChecker`]) run after every event.
 
 // Helpers used by some test modules only.
 #![allow(dead_code)]
@@ -8,9 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use synod_consensus::invariants::{SafetyChecker, Violation};
 use synod_consensus::{
     Config, ConfigBuilder, Entry, LogIndex, LogStore, MemLogStore, Membership, Message,
-    MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role, Term,
+    MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role,
 };
 
 /// The ids `1..=n`.
@@ -36,7 +37,9 @@ pub struct Cluster {
     /// The commands each node applied, in order (reset to empty by a snapshot restore).
     pub applied_commands: BTreeMap<NodeId, Vec<(LogIndex, Bytes)>>,
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
-    pub checker: Checker,
+    pub checker: SafetyChecker,
+    /// The first violation the checker found.
+    pub violation: Option<Violation>,
     /// Every message delivered, for tests that look at traffic.
     pub delivered: Vec<Message>,
     pub record_delivered: bool,
@@ -81,7 +84,8 @@ impl Cluster {
             applied: all.iter().map(|id| (*id, LogIndex::ZERO)).collect(),
             applied_commands: all.iter().map(|id| (*id, Vec::new())).collect(),
             reads: BTreeMap::new(),
-            checker: Checker::default(),
+            checker: SafetyChecker::new(),
+            violation: None,
             delivered: Vec::new(),
             record_delivered: false,
         }
@@ -144,7 +148,6 @@ impl Cluster {
                     self.pending_sync.insert(id, token);
                 }
             }
-            // The checker learns the new commit index before anything is applied.
             self.check();
             for msg in ready.messages {
                 self.net.push_back(msg);
@@ -154,12 +157,8 @@ impl Cluster {
                 self.applied_commands.insert(id, Vec::new());
             }
             for entry in ready.committed {
-                self.checker.on_apply(id, &entry);
                 let applied = self.applied.get_mut(&id).unwrap();
-                if entry.index != applied.next() {
-                    self.checker
-                        .fail(format!("{id} applied {} after {}", entry.index, applied));
-                }
+                assert_eq!(entry.index, applied.next(), "{id} applies in order");
                 *applied = entry.index;
                 if let Payload::Command(data) = &entry.payload {
                     self.applied_commands
@@ -287,7 +286,7 @@ impl Cluster {
             store.crash();
             self.down.insert(id, store);
             self.pending_sync.remove(&id);
-            self.checker.on_crash(id);
+            self.checker.crashed(id);
         }
     }
 
@@ -331,174 +330,14 @@ impl Cluster {
             .collect()
     }
 
-    /// Runs the safety checks; the first violation is kept in `checker.violation`.
+    /// Runs the safety checks; the first violation is kept in `violation`.
     pub fn check(&mut self) {
-        let nodes: Vec<&Node<MemLogStore>> = self.nodes.values().collect();
-        self.checker.check(&nodes);
+        if let Err(v) = self.checker.check(self.nodes.values()) {
+            self.violation.get_or_insert(v);
+        }
     }
 }
 
 fn node_into_store(node: Node<MemLogStore>) -> MemLogStore {
     node.store().clone()
-}
-
-/// Raft's safety properties, checked across the whole cluster after every event.
-#[derive(Default)]
-pub struct Checker {
-    /// The leader of each term seen so far (election safety).
-    leaders: BTreeMap<Term, NodeId>,
-    /// Every committed entry, by index (committed entries never change; state-machine
-    /// safety).
-    committed: BTreeMap<LogIndex, Entry>,
-    /// The term in which each committed entry was committed.
-    committed_in: BTreeMap<LogIndex, Term>,
-    /// Per node: the last term, commit and applied seen (monotonic while it is up).
-    last_seen: BTreeMap<NodeId, (Term, LogIndex)>,
-    pub violation: Option<String>,
-    pub checks: u64,
-}
-
-impl Checker {
-    pub fn fail(&mut self, what: String) {
-        if self.violation.is_none() {
-            self.violation = Some(what);
-        }
-    }
-
-    pub fn on_crash(&mut self, id: NodeId) {
-        self.last_seen.remove(&id);
-    }
-
-    pub fn on_apply(&mut self, id: NodeId, entry: &Entry) {
-        match self.committed.get(&entry.index) {
-            Some(c) if c != entry => self.fail(format!(
-                "state-machine safety: {id} applied {:?} at {} but {:?} was committed there",
-                entry.payload, entry.index, c.payload
-            )),
-            Some(_) => {}
-            None => self.fail(format!(
-                "{id} applied {} before it was known committed",
-                entry.index
-            )),
-        }
-    }
-
-    pub fn check<S: LogStore>(&mut self, nodes: &[&Node<S>]) {
-        self.checks += 1;
-        // Log matching: an (index, term) pair identifies the entry and its whole prefix.
-        let mut by_position: BTreeMap<(LogIndex, Term), (&Payload, Option<Term>)> = BTreeMap::new();
-        let mut logs = Vec::new();
-        for node in nodes {
-            let store = node.store();
-            let mut entries = Vec::new();
-            store.entries(
-                store.first_index(),
-                store.last_index(),
-                u64::MAX,
-                &mut entries,
-            );
-            logs.push((node.id(), entries));
-        }
-        for (id, entries) in &logs {
-            let node = nodes.iter().find(|n| n.id() == *id).unwrap();
-            for entry in entries {
-                let prev_term = node.store().term(entry.index.prev());
-                match by_position.get(&(entry.index, entry.term)) {
-                    Some((payload, prev)) => {
-                        if *payload != &entry.payload
-                            || (prev.is_some() && prev_term.is_some() && *prev != prev_term)
-                        {
-                            self.fail(format!(
-                                "log matching: two different entries at {} in {}",
-                                entry.index, entry.term
-                            ));
-                        }
-                    }
-                    None => {
-                        by_position.insert((entry.index, entry.term), (&entry.payload, prev_term));
-                    }
-                }
-            }
-        }
-        for node in nodes {
-            let id = node.id();
-            // Election safety: at most one leader per term.
-            if node.role() == Role::Leader {
-                match self.leaders.get(&node.term()) {
-                    Some(other) if *other != id => self.fail(format!(
-                        "election safety: {other} and {id} both led {}",
-                        node.term()
-                    )),
-                    Some(_) => {}
-                    None => {
-                        self.leaders.insert(node.term(), id);
-                        // Leader completeness: a new leader holds every entry committed in
-                        // an earlier term (terms are not ordered in real time: a leader of
-                        // an old term may win late, thanks to delayed votes, and rightly
-                        // lack entries a later term committed).
-                        let store = node.store();
-                        for (index, entry) in &self.committed {
-                            if *index < store.first_index()
-                                || self
-                                    .committed_in
-                                    .get(index)
-                                    .is_none_or(|t| *t >= node.term())
-                            {
-                                continue;
-                            }
-                            if store.term(*index) != Some(entry.term) {
-                                self.violation.get_or_insert(format!(
-                                    "leader completeness: {id} leads {} without entry {} committed in {}",
-                                    node.term(),
-                                    index,
-                                    self.committed_in[index]
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            // Monotonic term and commit while up.
-            let seen = (node.term(), node.commit_index());
-            if let Some(prev) = self.last_seen.get(&id)
-                && (seen.0 < prev.0 || seen.1 < prev.1)
-            {
-                self.fail(format!("{id} went back from {prev:?} to {seen:?}"));
-            }
-            self.last_seen.insert(id, seen);
-        }
-        // Committed entries never change.
-        for (id, entries) in &logs {
-            let node = nodes.iter().find(|n| n.id() == *id).unwrap();
-            for entry in entries
-                .iter()
-                .take_while(|e| e.index <= node.commit_index())
-            {
-                match self.committed.get(&entry.index) {
-                    Some(c) if c != entry => {
-                        let what = format!(
-                            "committed entry changed at {}: {:?} in {} then {:?} in {} (on {id})",
-                            entry.index, c.payload, c.term, entry.payload, entry.term
-                        );
-                        self.fail(what);
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.committed.insert(entry.index, entry.clone());
-                        // The first node to show an entry committed is the leader that
-                        // committed it: its term is the entry's commit term.
-                        self.committed_in.insert(entry.index, node.term());
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn committed_len(&self) -> usize {
-        self.committed.len()
-    }
-
-    pub fn committed(&self) -> &BTreeMap<LogIndex, Entry> {
-        &self.committed
-    }
 }

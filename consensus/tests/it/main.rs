@@ -2,6 +2,7 @@
 
 mod features;
 mod harness;
+mod invariants;
 mod multi_paxos;
 mod paxos;
 mod raft_paper;

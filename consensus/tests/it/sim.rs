@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalStore, encode, replay};
 use synod_consensus::{
     Bugs, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
-    PersistToken, ReadId, Term,
+    PersistToken, ReadId,
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
@@ -28,8 +29,6 @@ use synod_sim::{
     KvModel, KvOutput, Linearizability, LinkConfig, NemesisConfig, Probability, RequestId,
     SimConfig, SimRng, Simulation, SyncToken, TimerId, Verdict, Workload,
 };
-
-use crate::harness::Checker;
 
 const JOURNAL: &str = "raft.journal";
 const TICK: Duration = Duration::from_millis(5);
@@ -78,9 +77,9 @@ struct KvNode {
     next_read: u64,
     syncs: BTreeMap<u64, PersistToken>,
     next_sync: u64,
+    /// Drawn at each start, so that the invariant tells a restart from a node that stayed
+    /// up.
     incarnation: u64,
-    /// (index, term) of every entry applied since the start, for the checker.
-    applied_log: Vec<(LogIndex, Term)>,
 }
 
 impl KvNode {
@@ -99,7 +98,6 @@ impl KvNode {
             syncs: BTreeMap::new(),
             next_sync: 0,
             incarnation: 0,
-            applied_log: Vec::new(),
         }
     }
 
@@ -156,7 +154,6 @@ impl KvNode {
 
     fn apply(&mut self, ctx: &mut Context<'_, Self>, entry: &Entry) {
         self.applied = entry.index;
-        self.applied_log.push((entry.index, entry.term));
         let Payload::Command(data) = &entry.payload else {
             return;
         };
@@ -370,15 +367,15 @@ fn config(nodes: usize, setup: Setup) -> SimConfig {
         .expect("valid config")
 }
 
-/// Per node: the incarnation last seen and how much of its applied log was checked.
-type Seen = BTreeMap<u32, (u64, usize)>;
+/// Per node: the incarnation last seen.
+type Seen = BTreeMap<u32, u64>;
 
 fn simulation(nodes: usize, seed: u64) -> Simulation<KvNode, KvWorkload> {
     simulation_with(nodes, seed, Setup::default())
 }
 
 fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, KvWorkload> {
-    let mut checker = Checker::default();
+    let mut checker = SafetyChecker::new();
     let mut seen: Seen = BTreeMap::new();
     Simulation::new(
         config(nodes, setup),
@@ -387,64 +384,43 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
         KvWorkload::default(),
     )
     .invariant(move |view| {
-        let mut up = Vec::new();
         for (id, node) in view.nodes() {
-            let Some(raft) = node.raft.as_ref() else {
-                continue;
-            };
-            let entry = seen.entry(id.get()).or_insert((node.incarnation, 0));
-            if entry.0 != node.incarnation {
-                *entry = (node.incarnation, 0);
-                checker.on_crash(raft.id());
+            if let Some(raft) = node.raft.as_ref()
+                && seen.insert(id.get(), node.incarnation) != Some(node.incarnation)
+            {
+                checker.crashed(raft.id());
             }
-            up.push(raft);
         }
-        checker.check(&up);
-        // State-machine safety: what each node applied is what was committed.
-        for (id, node) in view.nodes() {
-            let entry = seen.get_mut(&id.get()).expect("inserted above");
-            for (index, term) in &node.applied_log[entry.1..] {
-                match checker.committed().get(index) {
-                    Some(e) if e.term == *term => {}
-                    other => {
-                        return Err(format!(
-                            "{id} applied {index} of {term}, committed there: {:?}",
-                            other.map(|e| e.term)
-                        ));
-                    }
+        // The checker walks the nodes more than once, so it takes an iterator it can clone.
+        let result = checker.check(
+            (0..nodes as u32)
+                .filter_map(|i| view.node(synod_sim::NodeId::new(i)))
+                .filter_map(|node| node.raft.as_ref()),
+        );
+        if result.is_err() && std::env::var_os("SYNOD_DEBUG").is_some() {
+            for (id, node) in view.nodes() {
+                if let Some(r) = node.raft.as_ref() {
+                    let mut log = Vec::new();
+                    let st = r.store();
+                    st.entries(st.first_index(), st.last_index(), u64::MAX, &mut log);
+                    let log: Vec<(u64, u64)> =
+                        log.iter().map(|e| (e.index.0, e.term.get())).collect();
+                    eprintln!(
+                        "{id}: {:?} {} vote {:?} commit {} durable {} hs {:?} durable hs {:?} log {log:?}",
+                        r.role(),
+                        r.term(),
+                        r.vote(),
+                        r.commit_index(),
+                        r.durable_index(),
+                        st.hard_state(),
+                        st.mem().durable_hard_state(),
+                    );
+                } else {
+                    eprintln!("{id}: down");
                 }
             }
-            entry.1 = node.applied_log.len();
         }
-        match &checker.violation {
-            Some(v) => {
-                if std::env::var_os("SYNOD_DEBUG").is_some() {
-                    for (id, node) in view.nodes() {
-                        if let Some(r) = node.raft.as_ref() {
-                            let mut log = Vec::new();
-                            let st = r.store();
-                            st.entries(st.first_index(), st.last_index(), u64::MAX, &mut log);
-                            let log: Vec<(u64, u64)> =
-                                log.iter().map(|e| (e.index.0, e.term.get())).collect();
-                            eprintln!(
-                                "{id}: {:?} {} vote {:?} commit {} durable {} hs {:?} durable hs {:?} log {log:?}",
-                                r.role(),
-                                r.term(),
-                                r.vote(),
-                                r.commit_index(),
-                                r.durable_index(),
-                                st.hard_state(),
-                                st.mem().durable_hard_state(),
-                            );
-                        } else {
-                            eprintln!("{id}: down");
-                        }
-                    }
-                }
-                Err(v.clone())
-            }
-            None => Ok(()),
-        }
+        result.map_err(|v| v.to_string())
     })
     .progress(|view| {
         view.healed_at()
