@@ -215,7 +215,8 @@
 //! Machine Safety), and that commit and applied indexes never go back, over a whole
 //! cluster after every event of a test or a simulation. It reads the nodes through their
 //! accessors, remembers only digests of committed entries not yet compacted everywhere, and
-//! returns a typed [`invariants::Violation`].
+//! returns a typed [`invariants::Violation`]. The crate's own randomized runs, its
+//! `synod-sim` runs and the Consistent Core's simulation (`synod sim raft-kv`) all use it.
 //!
 //! # Tests and their knobs
 //!
