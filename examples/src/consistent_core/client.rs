@@ -192,6 +192,9 @@ impl Client {
     /// [`ClientError::OutcomeUnknown`] for a write without a session that may have been
     /// applied; [`ClientError::Protocol`] for a reply that is not RESP.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
+        if self.addrs.is_empty() {
+            return Err(ClientError::Unavailable("no node address given".into()));
+        }
         let is_write = is_write(args);
         if is_write && self.reregister {
             self.reregister = false;
@@ -524,6 +527,15 @@ mod tests {
 
     fn seen(log: &Mutex<Vec<String>>) -> Vec<String> {
         log.lock().expect("lock").clone()
+    }
+
+    #[test]
+    fn a_client_without_addresses_says_so() {
+        let result = Client::new(&[]).call(&[b"GET", b"k"]);
+        assert!(
+            matches!(&result, Err(ClientError::Unavailable(why)) if why.contains("no node address")),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect();
+    if addrs.is_empty() {
+        eprintln!("synod kv: give the address of at least one node with --addr HOST:PORT[,...]");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let Some((verb, rest)) = args.split_first() else {
         eprintln!(
             "synod kv: give a command: put K V, get K, delete K, cas K EXPECTED NEW, scan PREFIX [LIMIT], incr K, or any RESP command"

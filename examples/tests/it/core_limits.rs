@@ -1,8 +1,10 @@
 //! The Consistent Core's limits, end to end through real `synod node` processes: the
 //! largest command the client protocol takes is replicated like any other (through the
 //! leader and through a follower that forwards it), and a command over the limit is
-//! refused with the same error on every node. Every wait polls a condition against a
-//! deadline.
+//! refused with the same error on every node; a client pipelining large reads without
+//! reading the replies costs the node about one reply of memory, not all of them (its peak
+//! resident memory is read from `/proc`); `synod kv` without an address is a usage error.
+//! Every wait polls a condition against a deadline.
 
 use std::time::{Duration, Instant};
 
@@ -154,5 +156,19 @@ fn a_client_pipelining_large_reads_without_reading_costs_the_node_about_one_repl
         "the node held {} MiB for replies of {} MiB each",
         (peak - before) >> 20,
         one_reply >> 20
+    );
+}
+
+#[test]
+fn synod_kv_without_an_address_is_a_usage_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["kv", "--addr", ",", "get", "k"])
+        .output()
+        .expect("synod kv runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("give the address of at least one node"),
+        "{err}"
     );
 }
