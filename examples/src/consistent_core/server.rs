@@ -784,7 +784,13 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 
 fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(mut stream) = stream else {
+            // Out of file descriptors (EMFILE), most likely: every accept fails at once
+            // until one is freed, so trying again without a pause spins a core (seen at
+            // 100% with `ulimit -n 40` and 60 clients).
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         if shared.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
