@@ -152,7 +152,9 @@ impl Client {
             args_max: 1 << 20,
             ..Limits::default()
         };
-        let mut chunk = [0u8; 16 << 10];
+        // Large reads: a reply is checked for completeness after each one, so a large
+        // reply of many small values costs a walk over them per read.
+        let mut chunk = vec![0u8; 256 << 10];
         loop {
             match Value::parse(&self.buf, &limits) {
                 Ok(Some((value, used))) => {
