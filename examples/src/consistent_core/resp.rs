@@ -149,7 +149,9 @@ fn parse_array(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
             args_max: limits.args_max,
         });
     }
-    let mut args = Vec::with_capacity(count as usize);
+    // Where each argument lies; copied out only once the command is whole, since a large
+    // command is parsed again after every read until it is.
+    let mut spans = Vec::with_capacity(count as usize);
     let mut at = end + 2;
     for _ in 0..count {
         if at > limits.request_bytes_max {
@@ -190,9 +192,10 @@ fn parse_array(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
         if &buf[start + len..start + len + 2] != b"\r\n" {
             return Err(RespError::Malformed("bulk string not followed by CRLF"));
         }
-        args.push(buf[start..start + len].to_vec());
+        spans.push(start..start + len);
         at = start + len + 2;
     }
+    let args = spans.into_iter().map(|span| buf[span].to_vec()).collect();
     Ok(Some((args, at)))
 }
 
