@@ -1593,7 +1593,7 @@ mod tests {
 
     #[test]
     fn a_committed_index_costs_32_bytes_as_documented() {
-        assert_eq!(std::mem::size_of::<Option<Committed>>(), 32);
+        assert_eq!(size_of::<Option<Committed>>(), 32);
     }
 
     #[test]
