@@ -629,12 +629,22 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         error,
     };
     // Peers' messages go straight from the transport's reader threads into the update
-    // queue, once it exists; until then they are dropped, and Raft resends.
+    // queue, once it exists; until then they are dropped, and Raft resends. A write a
+    // follower forwards meanwhile (it still takes this restarting node for its leader) is
+    // answered at once as not done, rather than left to time out with an unknown outcome.
     let node_queue: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
     let transport = Arc::new(
         TcpTransport::bind_with_handler(transport_config, options.listen.as_str(), {
             let node_queue = Arc::clone(&node_queue);
-            move |incoming| node_queue.get().and_then(|shared| shared.on_peer(incoming))
+            let id = options.id;
+            move |incoming| match node_queue.get() {
+                Some(shared) => shared.on_peer(incoming),
+                None if incoming.is_request() => {
+                    let reply = Response::Retry(format!("node {id} is starting"));
+                    Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")))
+                }
+                None => None,
+            }
         })
         .map_err(|e| bind("--listen", &options.listen, e))?,
     );
