@@ -532,10 +532,7 @@ impl Shared {
                     return shutting_down(self.id);
                 }
                 WaitOutcome::TimedOut => {
-                    return unknown(
-                        request,
-                        format!("timed out ({last}); the outcome is unknown"),
-                    );
+                    return unknown(request, format!("timed out ({last})"));
                 }
             };
             match response {
@@ -580,7 +577,7 @@ impl Shared {
         match handle.wait() {
             Ok(reply) => postcard::from_bytes(&reply)
                 .unwrap_or_else(|e| Response::Unknown(failed(&format!("undecodable reply: {e}")))),
-            Err(e) => Response::Unknown(format!("{}; the outcome is unknown", failed(&e))),
+            Err(e) => Response::Unknown(failed(&e)),
         }
     }
 }
@@ -905,7 +902,8 @@ fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Valu
 /// read, or opening or closing a session).
 fn unknown(request: &Request, why: String) -> Response {
     match request {
-        Request::Write { .. } => Response::Unknown(why),
+        Request::Write { .. } if why.contains("unknown") => Response::Unknown(why),
+        Request::Write { .. } => Response::Unknown(format!("{why}; the outcome is unknown")),
         Request::Read { .. } | Request::Register | Request::Unregister(_) => Response::Retry(why),
     }
 }
