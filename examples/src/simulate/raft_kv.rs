@@ -32,8 +32,10 @@
 //! while a node is up. A crashed node is missing from the check, so the checker knows that
 //! the node it sees next is a restart. The checker only reads the nodes: it draws no
 //! randomness and changes no event, so runs and trace hashes are the same as without it. A
-//! violation fails the run with its event, for example `invariant violated at 0.41s (event
-//! 5230): election safety: n2 and n3 both led g7`.
+//! violation fails the run with its event; with the vote-persistence bug of
+//! `synod-consensus` switched on (and pre-vote and check-quorum off), `core_sim` seed 2730
+//! ends with `invariant violated at 1.506138s (event 1885): election safety: n1 and n2
+//! both led g17`.
 //!
 //! The CI test `tests/it/core_sim.rs` runs the same cluster through [`simulation`], with
 //! its own timing, clients that also compare-and-set and read under the leader's lease
