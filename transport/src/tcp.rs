@@ -598,7 +598,10 @@ impl Channel {
         let (mut buf, taken) = Self::take_outbox(&mut st);
         drop(st);
         let messages = Self::finish_taken(sh, &mut buf, taken);
-        match write_some(&conn.1, &buf) {
+        // A slow reader must not hold the caller either: each write call waits at most
+        // INLINE_WRITE_WAIT for room, and no new one starts after it has passed.
+        let until = Instant::now() + INLINE_WRITE_WAIT;
+        match write_some(&conn.1, &buf, Some(until)) {
             Ok(written) if written < buf.len() => {
                 // The socket buffer is full: the writer thread finishes this write.
                 let mut st = self.state.lock();
@@ -1851,13 +1854,20 @@ fn run_connection(
 }
 
 /// Writes as much of `buf` as the socket takes before one write waits
-/// [`INLINE_WRITE_WAIT`] for room; returns how many bytes that was.
-fn write_some(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+/// [`INLINE_WRITE_WAIT`] for room, or (with `until`) before that time; returns how many
+/// bytes that was. Without `until`, a peer that reads slowly but steadily keeps the caller
+/// here until the whole buffer is written.
+fn write_some(mut stream: &TcpStream, buf: &[u8], until: Option<Instant>) -> io::Result<usize> {
     let mut written = 0;
     while written < buf.len() {
         match stream.write(&buf[written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                if until.is_some_and(|until| Instant::now() >= until) {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
@@ -1879,7 +1889,7 @@ fn write_fully(stream: &TcpStream, buf: &[u8], from: usize, stall: Duration) -> 
     let mut written = from;
     let mut progress = Instant::now();
     loop {
-        let n = write_some(stream, &buf[written..])?;
+        let n = write_some(stream, &buf[written..], None)?;
         written += n;
         if written == buf.len() {
             return Ok(());
