@@ -67,15 +67,21 @@
 //!   command, malformed and oversize input, 20,000 mutated and random inputs), snapshots
 //!   (a follower catching up from one; a restart on a compacted store).
 //! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
-//!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 1,000 seeds by
+//!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 2,000 seeds by
 //!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node
-//!   stopped and at most one leader per term, each history checked for linearizability,
+//!   stopped and Raft's safety properties held (`synod_consensus::invariants`), each history
+//!   checked for linearizability,
 //!   progress required after healing; the checker is shown to catch stale follower reads.
 //! - `tests/it/core_cluster.rs`: real `synod node` processes on loopback: writes through
 //!   every node, the leader killed with SIGKILL, a new leader elected with no
 //!   acknowledged write lost, the killed node restarted on its data directory and caught
 //!   up, a follower paused with SIGSTOP and resumed; a client history recorded across a
 //!   leader kill checked for linearizability; bad client input; start-up errors.
+//! - `tests/it/core_limits.rs`: the largest command (a 1 MiB value) replicated through the
+//!   leader and a follower and read back from every node, one over the limit refused alike
+//!   everywhere, and a client pipelining large reads costing a node about one reply of
+//!   memory; unit tests show the session numbering staying in step with the client
+//!   library across unknown outcomes and refused writes.
 //!
 //! # What it does not do (yet)
 //!
