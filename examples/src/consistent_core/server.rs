@@ -73,6 +73,12 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
 pub const CLIENT_BUFFER_BYTES: usize = 64 << 10;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Election timeout, in ticks (of 50 ms by default: 0.5 to 1 s, as etcd's).
+const ELECTION_TICKS: std::ops::Range<u64> = 10..20;
+/// The most ticks handed to the node at once after the process was paused or starved:
+/// twice the longest election timeout, which expires every timer and lease the node holds,
+/// without a burst of heartbeats for every tick missed.
+const TICKS_CATCH_UP_MAX: u64 = 2 * ELECTION_TICKS.end;
 /// How long a node shutting down waits for the leadership it hands over to be taken.
 pub const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
 /// How long a node shutting down keeps answering `TRYAGAIN` to clients still connected
@@ -243,12 +249,13 @@ impl NodeOptions {
     }
 
     fn cluster_id(&self) -> u64 {
-        // FNV-1a over the member ids: nodes configured with different member sets refuse
-        // each other at the transport handshake.
+        // FNV-1a over the members, ids and addresses: nodes configured with different
+        // clusters (even two clusters numbered 1, 2, 3, on other addresses) refuse each
+        // other at the transport handshake.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for id in self.peers.keys() {
-            for b in id.to_le_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        for (id, addr) in &self.peers {
+            for b in id.to_le_bytes().iter().chain(addr.as_bytes()).chain(b"\n") {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
             }
         }
         h
@@ -326,6 +333,28 @@ struct Worker {
     deferred: usize,
     queued: Arc<AtomicUsize>,
     clock: SystemClock,
+    ticks: TickCount,
+}
+
+/// The node's ticks, counted from a monotonic clock rather than from the tick events: a
+/// tick event dropped (the queue was busy) or late (the process was paused) loses no time,
+/// so a leader never believes its lease lasts longer than it does.
+struct TickCount {
+    origin: Instant,
+    tick: Duration,
+    delivered: u64,
+}
+
+impl TickCount {
+    /// Ticks due since the last call, `since_origin` after the first, at most
+    /// [`TICKS_CATCH_UP_MAX`].
+    fn due(&mut self, since_origin: Duration) -> u64 {
+        let tick_ns = self.tick.as_nanos().max(1);
+        let elapsed = u64::try_from(since_origin.as_nanos() / tick_ns).unwrap_or(u64::MAX);
+        let due = elapsed.saturating_sub(self.delivered);
+        self.delivered = elapsed;
+        due.min(TICKS_CATCH_UP_MAX)
+    }
 }
 
 impl Worker {
@@ -342,7 +371,9 @@ impl Worker {
             }
             Event::Tick => {
                 let now_ms = self.clock.wall().as_nanos() / 1_000_000;
-                self.node.step(Input::Tick { now_ms });
+                for _ in 0..self.ticks.due(self.ticks.origin.elapsed()) {
+                    self.node.step(Input::Tick { now_ms });
+                }
             }
             Event::Info | Event::Stop => {}
             Event::HandOver => self.node.step(Input::HandOver),
@@ -666,7 +697,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     )
     .map_err(|e| data_err(dir, e))?;
     let config = Config::builder(NodeId::new(options.id))
-        .election_timeout_ticks(10..20)
+        .election_timeout_ticks(ELECTION_TICKS)
         .heartbeat_interval_ticks(2)
         .append_bytes_max(256 << 10)
         .entry_bytes_max(COMMAND_BYTES_MAX)
@@ -719,6 +750,11 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         deferred: 0,
         queued: Arc::clone(&queued),
         clock: SystemClock::new(),
+        ticks: TickCount {
+            origin: Instant::now(),
+            tick: Duration::from_millis(options.tick_ms),
+            delivered: 0,
+        },
     };
     worker.flush();
     let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)
@@ -749,6 +785,8 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
                 if Instant::now() > next + tick * 10 {
                     next = Instant::now() + tick; // fell far behind (paused): do not burst
                 }
+                // A busy queue skips tick events, not time: the worker counts ticks from
+                // the clock (`TickCount`).
                 if shared.queued.load(Ordering::Acquire) < QUEUE_EVENTS_MAX / 2 {
                     let _ = shared.submit(Event::Tick);
                 }
@@ -918,6 +956,24 @@ fn shutting_down(id: u64) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_counted_from_the_clock_not_from_tick_events() {
+        let mut ticks = TickCount {
+            origin: Instant::now(),
+            tick: Duration::from_millis(50),
+            delivered: 0,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(ticks.due(ms(49)), 0);
+        assert_eq!(ticks.due(ms(120)), 2);
+        // Tick events lost while the queue was busy lose no time.
+        assert_eq!(ticks.due(ms(400)), 6);
+        assert_eq!(ticks.due(ms(410)), 0);
+        // After a long pause: enough ticks to expire every timer and lease, not a burst.
+        assert_eq!(ticks.due(ms(60_000)), TICKS_CATCH_UP_MAX);
+        assert_eq!(ticks.due(ms(60_050)), 1);
+    }
     use crate::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
     use crate::consistent_core::node::SessionSeq;
     use synod_consensus::session::{SessionEntry, SessionId};
