@@ -221,7 +221,7 @@
 //! # Tests and their knobs
 //!
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
-//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 200) and
+//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000) and
 //! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
 //! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 2000);
 //! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_MULTI_PAXOS_SEEDS` (default 300). The WAL-backed store's tests need

@@ -3,7 +3,7 @@
 //! writes, and restarts, with Raft's safety properties checked after every event and
 //! liveness required after healing. Two reintroduced bugs must be caught.
 //!
-//! `SYNOD_CONSENSUS_SEEDS` sets the number of seeds (default 200 for CI);
+//! `SYNOD_CONSENSUS_SEEDS` sets the number of seeds (default 2000 for CI);
 //! `SYNOD_CONSENSUS_SEED` replays one seed.
 //!
 //! These runs use the crate's own harness rather than synod-sim: they drive the node
@@ -43,7 +43,7 @@ fn seeds() -> Vec<u64> {
     let n = std::env::var("SYNOD_CONSENSUS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(2000);
     (0..n).collect()
 }
 

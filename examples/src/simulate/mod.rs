@@ -38,7 +38,8 @@
 //!   as a process, with a journaling driver in place of the write-ahead log and sockets.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
-//! value; for `raft-kv`, no node stopped and at most one leader per term. Both systems'
+//! value; for `raft-kv`, no node stopped and Raft's safety properties hold (`synod-consensus`'s
+//! `invariants::SafetyChecker`). Both systems'
 //! clients are [`KvClients`]; each system's node says through [`KvService`] how an
 //! operation becomes its request and what an answer means.
 //!

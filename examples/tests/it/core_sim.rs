@@ -2,8 +2,10 @@
 //! process runs, driven by simulated time, network and disk, with every fault kind of the
 //! nemesis (partitions, clogs, loss, duplication, reordering, crashes with torn and lost
 //! unsynced writes, pauses, clock jumps and drift). After every event no node may have
-//! stopped and no two nodes may lead in one term (Raft's election safety); each run's
-//! client history is checked for linearizability, and progress is required after healing.
+//! stopped and Raft's safety properties must hold (`synod_consensus::invariants`: election
+//! safety, leader append-only, log matching, leader completeness, state-machine safety,
+//! commit and applied indexes that never go back); each run's client history is checked
+//! for linearizability, and progress is required after healing.
 //!
 //! The driver is `synod sim raft-kv`'s ([`raft_kv::simulation`]): the log store journals
 //! every write to the simulated disk and replays it on restart, and a persistence request
@@ -26,7 +28,7 @@ use synod_sim::{
 };
 
 const KEYS: u64 = 3;
-const SEEDS_CI: u64 = 1000;
+const SEEDS_CI: u64 = 2000;
 
 /// Reads (linearizable or under the lease), writes and compare-and-sets of [`KEYS`] keys,
 /// each to a random node.
