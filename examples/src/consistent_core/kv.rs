@@ -157,11 +157,34 @@ pub fn session_config() -> SessionConfig {
     SessionConfig::new(10 * 60 * 1000, 1024, 10_000).expect("nonzero limits")
 }
 
+/// The most bytes of keys and values the store holds, as etcd's default storage quota: a
+/// write that would pass it is refused (deterministically, on every replica, when it is
+/// applied), so that filling the store cannot take every replica's memory at once.
+pub const STORE_BYTES_MAX: u64 = 2 << 30;
+
 /// The replicated map and session table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
-    map: BTreeMap<Bytes, Bytes>,
+    pairs: Pairs,
     sessions: Sessions<KvReply>,
+}
+
+/// The map, with its size against the quota. (Encoded as the map alone, the other two
+/// fields being derived and configured.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Pairs {
+    map: BTreeMap<Bytes, Bytes>,
+    /// Bytes of keys and values in `map` (not in snapshots: recounted on restore).
+    #[serde(skip)]
+    bytes: u64,
+    /// [`STORE_BYTES_MAX`], or less in tests.
+    #[serde(skip)]
+    quota: u64,
+}
+
+/// Bytes a key and its value count for against the quota.
+fn pair_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
 }
 
 impl Default for KvStore {
@@ -175,21 +198,40 @@ impl KvStore {
     #[must_use]
     pub fn new() -> KvStore {
         KvStore {
-            map: BTreeMap::new(),
+            pairs: Pairs {
+                map: BTreeMap::new(),
+                bytes: 0,
+                quota: STORE_BYTES_MAX,
+            },
             sessions: Sessions::new(session_config()),
         }
+    }
+
+    /// An empty store that holds at most `quota` bytes of keys and values (for tests; every
+    /// replica must use the same quota).
+    #[must_use]
+    pub fn with_quota(quota: u64) -> KvStore {
+        let mut store = KvStore::new();
+        store.pairs.quota = quota;
+        store
+    }
+
+    /// Bytes of keys and values held.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.pairs.bytes
     }
 
     /// Number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.pairs.map.len()
     }
 
     /// Whether the map is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.pairs.map.is_empty()
     }
 
     /// Open client sessions.
@@ -204,7 +246,7 @@ impl KvStore {
         match command {
             LogCommand::Plain { time, command } => {
                 self.sessions.advance(time);
-                apply_command(&mut self.map, command)
+                self.pairs.apply_command(command)
             }
             LogCommand::Session(SessionEntry::Register { time }) => {
                 let id = self.sessions.register(index, time);
@@ -221,9 +263,9 @@ impl KvStore {
                 time,
                 command,
             }) => {
-                let map = &mut self.map;
+                let pairs = &mut self.pairs;
                 match self.sessions.apply(session, seq, ack_below, time, || {
-                    apply_command(map, command)
+                    pairs.apply_command(command)
                 }) {
                     Ok(outcome) => outcome.into_response(),
                     Err(e) => KvReply::Error(session_error(&e)),
@@ -238,28 +280,37 @@ impl KvStore {
     pub fn query(&self, query: &KvQuery) -> KvReply {
         match query {
             KvQuery::Get(key) => self
+                .pairs
                 .map
                 .get(key)
                 .cloned()
                 .map_or(KvReply::Nil, KvReply::Bulk),
             KvQuery::MGet(keys) => {
                 let bytes = keys.iter().fold(0usize, |sum, k| {
-                    let len = self.map.get(k).map_or(0, Vec::len);
+                    let len = self.pairs.map.get(k).map_or(0, Vec::len);
                     sum.saturating_add(len + REPLY_ELEMENT_BYTES)
                 });
                 if bytes > REPLY_BYTES_MAX {
                     return reply_too_large("ask for fewer keys at a time");
                 }
-                KvReply::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
+                KvReply::Values(
+                    keys.iter()
+                        .map(|k| self.pairs.map.get(k).cloned())
+                        .collect(),
+                )
             }
             KvQuery::Exists(keys) => {
-                let n = keys.iter().filter(|k| self.map.contains_key(*k)).count();
+                let n = keys
+                    .iter()
+                    .filter(|k| self.pairs.map.contains_key(*k))
+                    .count();
                 KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
             }
             KvQuery::Scan { prefix, limit } => {
                 let mut bytes = 0usize;
                 let mut pairs = Vec::new();
                 let matching = self
+                    .pairs
                     .map
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
@@ -297,7 +348,92 @@ impl KvStore {
         }
         let mut store: KvStore = postcard::from_bytes(bytes).ok()?;
         store.sessions.set_config(session_config());
+        store.pairs.bytes = store.pairs.map.iter().map(|(k, v)| pair_bytes(k, v)).sum();
+        store.pairs.quota = STORE_BYTES_MAX;
         Some(store)
+    }
+}
+
+impl Pairs {
+    /// Puts `value` at `key` if the store stays within its quota.
+    fn insert(&mut self, key: Bytes, value: Bytes) -> Result<(), KvReply> {
+        let old = self.map.get(&key).map_or(0, |v| pair_bytes(&key, v));
+        let bytes = self.bytes - old + pair_bytes(&key, &value);
+        if bytes > self.quota && bytes > self.bytes {
+            return Err(KvReply::Error(format!(
+                "ERR the store is full: it holds at most {} bytes of keys and values; delete keys to make room",
+                self.quota
+            )));
+        }
+        self.bytes = bytes;
+        self.map.insert(key, value);
+        Ok(())
+    }
+
+    fn apply_command(&mut self, command: KvCommand) -> KvReply {
+        match command {
+            KvCommand::Put {
+                key,
+                value,
+                condition,
+            } => {
+                let exists = self.map.contains_key(&key);
+                let write = match condition {
+                    PutCondition::Always => true,
+                    PutCondition::IfAbsent => !exists,
+                    PutCondition::IfPresent => exists,
+                };
+                if !write {
+                    return KvReply::Nil;
+                }
+                match self.insert(key, value) {
+                    Ok(()) => KvReply::Ok,
+                    Err(full) => full,
+                }
+            }
+            KvCommand::Delete { keys } => {
+                let mut n = 0i64;
+                for key in &keys {
+                    if let Some(value) = self.map.remove(key) {
+                        self.bytes -= pair_bytes(key, &value);
+                        n = n.saturating_add(1);
+                    }
+                }
+                KvReply::Int(n)
+            }
+            KvCommand::Cas { key, expected, new } => {
+                if self.map.get(&key) != expected.as_ref() {
+                    return KvReply::Int(0);
+                }
+                match self.insert(key, new) {
+                    Ok(()) => KvReply::Int(1),
+                    Err(full) => full,
+                }
+            }
+            KvCommand::Incr { key, by } => {
+                let current = match self.map.get(&key) {
+                    None => 0,
+                    Some(v) => match std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                    {
+                        Some(n) => n,
+                        None => {
+                            return KvReply::Error(
+                                "ERR value is not an integer or out of range".into(),
+                            );
+                        }
+                    },
+                };
+                let Some(n) = current.checked_add(by) else {
+                    return KvReply::Error("ERR increment or decrement would overflow".into());
+                };
+                match self.insert(key, n.to_string().into_bytes()) {
+                    Ok(()) => KvReply::Int(n),
+                    Err(full) => full,
+                }
+            }
+        }
     }
 }
 
@@ -305,64 +441,6 @@ fn session_error(e: &SessionError) -> String {
     match e {
         SessionError::UnknownSession(_) => format!("SESSION {e}; register a new one"),
         _ => format!("SESSION {e}"),
-    }
-}
-
-fn apply_command(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> KvReply {
-    match command {
-        KvCommand::Put {
-            key,
-            value,
-            condition,
-        } => {
-            let exists = map.contains_key(&key);
-            let write = match condition {
-                PutCondition::Always => true,
-                PutCondition::IfAbsent => !exists,
-                PutCondition::IfPresent => exists,
-            };
-            if write {
-                map.insert(key, value);
-                KvReply::Ok
-            } else {
-                KvReply::Nil
-            }
-        }
-        KvCommand::Delete { keys } => {
-            let n = keys.iter().filter(|k| map.remove(*k).is_some()).count();
-            KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
-        }
-        KvCommand::Cas { key, expected, new } => {
-            if map.get(&key) == expected.as_ref() {
-                map.insert(key, new);
-                KvReply::Int(1)
-            } else {
-                KvReply::Int(0)
-            }
-        }
-        KvCommand::Incr { key, by } => {
-            let current = match map.get(&key) {
-                None => 0,
-                Some(v) => match std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                {
-                    Some(n) => n,
-                    None => {
-                        return KvReply::Error(
-                            "ERR value is not an integer or out of range".into(),
-                        );
-                    }
-                },
-            };
-            match current.checked_add(by) {
-                Some(n) => {
-                    map.insert(key, n.to_string().into_bytes());
-                    KvReply::Int(n)
-                }
-                None => KvReply::Error("ERR increment or decrement would overflow".into()),
-            }
-        }
     }
 }
 
@@ -379,6 +457,44 @@ mod tests {
                 condition: PutCondition::Always,
             },
         }
+    }
+
+    #[test]
+    fn writes_past_the_quota_are_refused_alike_everywhere_and_deletes_make_room() {
+        let plain = |command| LogCommand::Plain { time: 1, command };
+        let set = |k: &str, v: &str| {
+            plain(KvCommand::Put {
+                key: k.into(),
+                value: v.into(),
+                condition: PutCondition::Always,
+            })
+        };
+        let mut kv = KvStore::with_quota(10);
+        assert_eq!(kv.apply(LogIndex(1), set("a", "1234")), KvReply::Ok); // 5 bytes
+        assert_eq!(kv.apply(LogIndex(2), set("b", "123")), KvReply::Ok); // 9
+        let full = kv.apply(LogIndex(3), set("c", "12"));
+        assert!(
+            matches!(&full, KvReply::Error(e) if e.starts_with("ERR the store is full")),
+            "{full:?}"
+        );
+        assert_eq!(kv.query(&KvQuery::Get("c".into())), KvReply::Nil);
+        // Overwriting with a value no longer is within the quota; a counter too.
+        assert_eq!(kv.apply(LogIndex(4), set("a", "4321")), KvReply::Ok);
+        let incr = plain(KvCommand::Incr {
+            key: "b".into(),
+            by: 1,
+        });
+        assert_eq!(kv.apply(LogIndex(5), incr), KvReply::Int(124));
+        assert_eq!(kv.bytes(), 9);
+        // A delete frees room; a restored snapshot counts the same bytes.
+        let delete = plain(KvCommand::Delete {
+            keys: vec!["a".into()],
+        });
+        assert_eq!(kv.apply(LogIndex(6), delete), KvReply::Int(1));
+        assert_eq!(kv.apply(LogIndex(7), set("c", "12")), KvReply::Ok);
+        let restored = KvStore::restore(&kv.snapshot()).expect("restores");
+        assert_eq!(restored.bytes(), kv.bytes());
+        assert_eq!(kv.bytes(), 7);
     }
 
     #[test]

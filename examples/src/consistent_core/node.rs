@@ -179,6 +179,13 @@ pub struct Info {
 /// Applied entries between snapshots, unless configured otherwise.
 pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
 
+/// Bytes of applied commands that also trigger a snapshot, whatever their count: the log
+/// since the last snapshot (which the node keeps in memory) is bounded by this or by the
+/// size of the state, whichever is larger (so a snapshot is not rewritten more often than
+/// its own size in new log, and the log's memory is at most the state's, itself bounded
+/// by [`STORE_BYTES_MAX`](super::kv::STORE_BYTES_MAX)).
+pub const SNAPSHOT_LOG_BYTES_MIN: u64 = 64 << 20;
+
 /// Reads that may wait for this replica to apply their index.
 pub const READS_WAITING_MAX: usize = 4096;
 
@@ -193,6 +200,10 @@ pub struct CoreNode<S: LogStore> {
     next_read: u64,
     now_ms: u64,
     snapshot_entries: u64,
+    /// Bytes of commands applied since the last snapshot (or start).
+    applied_bytes: u64,
+    /// [`SNAPSHOT_LOG_BYTES_MIN`], unless configured otherwise.
+    snapshot_log_bytes_min: u64,
     effects: Vec<Effect>,
 }
 
@@ -210,8 +221,19 @@ impl<S: LogStore> CoreNode<S> {
             next_read: 0,
             now_ms: 0,
             snapshot_entries: snapshot_entries.max(1),
+            applied_bytes: 0,
+            snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN,
             effects: Vec::new(),
         }
+    }
+
+    /// Also snapshots once `bytes` of commands (or as many as the state holds, if more)
+    /// were applied since the last snapshot, whatever their count (default
+    /// [`SNAPSHOT_LOG_BYTES_MIN`]).
+    #[must_use]
+    pub fn with_snapshot_log_bytes(mut self, bytes: u64) -> CoreNode<S> {
+        self.snapshot_log_bytes_min = bytes.max(1);
+        self
     }
 
     /// Starts this incarnation's read ids at `base`. Raft requires read ids that never
@@ -417,10 +439,13 @@ impl<S: LogStore> CoreNode<S> {
             for entry in ready.committed {
                 applied = Some(entry.index);
                 let reply = match entry.payload {
-                    Payload::Command(bytes) => match LogCommand::decode(&bytes) {
-                        Some(command) => self.kv.apply(entry.index, command),
-                        None => KvReply::Error("ERR undecodable log entry".into()),
-                    },
+                    Payload::Command(bytes) => {
+                        self.applied_bytes += bytes.len() as u64;
+                        match LogCommand::decode(&bytes) {
+                            Some(command) => self.kv.apply(entry.index, command),
+                            None => KvReply::Error("ERR undecodable log entry".into()),
+                        }
+                    }
                     Payload::Noop | Payload::Membership(_) => KvReply::Ok,
                 };
                 // Proposals at or below this index are settled: ours if the term matches.
@@ -467,9 +492,12 @@ impl<S: LogStore> CoreNode<S> {
 
     fn maybe_compact(&mut self, applied: LogIndex) {
         let snapshot_index = self.raft.store().snapshot().meta.index;
-        if applied.0.saturating_sub(snapshot_index.0) >= self.snapshot_entries {
+        let entries = applied.0.saturating_sub(snapshot_index.0) >= self.snapshot_entries;
+        let bytes = self.applied_bytes >= self.snapshot_log_bytes_min.max(self.kv.bytes());
+        if (entries || bytes) && applied > snapshot_index {
             // Cannot fail: `applied` is applied and above the snapshot.
             let _ = self.raft.compact(applied, Bytes::from(self.kv.snapshot()));
+            self.applied_bytes = 0;
         }
     }
 }
@@ -599,6 +627,46 @@ mod tests {
             caught_up.kv().query(&KvQuery::Get(b"k49".to_vec())),
             KvReply::Bulk(b"v49".to_vec())
         );
+    }
+
+    #[test]
+    fn a_log_of_large_commands_is_compacted_before_its_entry_count_says_so() {
+        let mut cluster = Cluster::new(1, 1_000_000);
+        let node = cluster.nodes.remove(0).with_snapshot_log_bytes(8 << 10);
+        cluster.nodes.push(node);
+        cluster.tick_all(40);
+        let value = "v".repeat(1024);
+        let write = |cluster: &mut Cluster, tag: u64, key: String| {
+            cluster.run(
+                0,
+                Input::Client {
+                    tag,
+                    request: put(&key, &value),
+                },
+            );
+        };
+        // Four keys overwritten 40 times: a state of 4 KiB, 40 KiB of log.
+        for i in 0..40 {
+            write(&mut cluster, i, format!("k{}", i % 4));
+        }
+        let info = cluster.nodes[0].info();
+        assert!(
+            info.first.0 > 32,
+            "the log was not compacted by size: {info:?}"
+        );
+        // New keys only: the log since the last snapshot may grow as large as the state,
+        // no larger, so a snapshot costs no more than the log it replaces.
+        for i in 40..100 {
+            write(&mut cluster, i, format!("new{i}"));
+        }
+        let node = &cluster.nodes[0];
+        let log_bytes = node.applied_bytes;
+        assert!(
+            log_bytes <= node.kv().bytes() + 2048,
+            "{log_bytes} bytes of log since the snapshot, {} of state",
+            node.kv().bytes()
+        );
+        assert_eq!(node.kv().len(), 64);
     }
 
     #[test]
