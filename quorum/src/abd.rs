@@ -58,15 +58,27 @@ pub struct Tag {
     pub op: u64,
 }
 
-/// Identifies one operation started on one node. Unique per node, never reused.
+/// Identifies one operation started on one node. Unique per node, never reused, across
+/// restarts too: it carries the node's incarnation, so that a reply to an operation of an
+/// earlier life of the node (delayed in the network while it restarted) is never taken for
+/// a reply to the new operation that got the same number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AbdOpId(u64);
+pub struct AbdOpId {
+    incarnation: u64,
+    number: u64,
+}
 
 impl AbdOpId {
-    /// The operation's number on its node.
+    /// The operation's number on its node, within its incarnation.
     #[must_use]
     pub const fn get(self) -> u64 {
-        self.0
+        self.number
+    }
+
+    /// The incarnation of the node that started the operation.
+    #[must_use]
+    pub const fn incarnation(self) -> u64 {
+        self.incarnation
     }
 }
 
@@ -252,6 +264,13 @@ pub enum AbdError {
         /// The operation.
         op: AbdOpId,
     },
+    /// A write found the register's sequence number at `u64::MAX` (only a corrupt or
+    /// malicious replica can have put it there) and cannot order itself after it. Nothing
+    /// was stored.
+    SequenceExhausted {
+        /// The operation.
+        op: AbdOpId,
+    },
 }
 
 impl fmt::Display for AbdError {
@@ -264,7 +283,13 @@ impl fmt::Display for AbdError {
             Self::TimedOut { op } => write!(
                 f,
                 "register operation {} timed out before a quorum answered; a write may or may not have taken effect",
-                op.0
+                op.number
+            ),
+            Self::SequenceExhausted { op } => write!(
+                f,
+                "register write {} failed: the register's sequence number is exhausted \
+                 (u64::MAX, which only a corrupt replica can hold); nothing was stored",
+                op.number
             ),
         }
     }
@@ -384,7 +409,9 @@ impl<V: Clone> AbdNode<V> {
     /// A node restarting with the durable replica state of a previous run (the last
     /// [`AbdEffect::Persist`] carried out) and an `incarnation` it has never used before:
     /// for example a `synod_clocks::Generation` incremented and persisted at every start.
-    /// Reusing an incarnation can give two writes the same [`Tag`].
+    /// Reusing an incarnation can give two writes the same [`Tag`], and lets a reply
+    /// delayed in the network from the earlier life be counted for a new operation with the
+    /// same [`AbdOpId`] (a read could then miss a completed write).
     #[must_use]
     pub fn recover(config: AbdConfig, incarnation: u64, tag: Tag, value: Option<V>) -> Self {
         Self {
@@ -425,7 +452,10 @@ impl<V: Clone> AbdNode<V> {
                 ops_in_flight_max: self.config.ops_in_flight_max,
             });
         }
-        let id = AbdOpId(self.next_op);
+        let id = AbdOpId {
+            incarnation: self.incarnation,
+            number: self.next_op,
+        };
         self.next_op += 1;
         let op = Op {
             is_write,
@@ -527,11 +557,20 @@ impl<V: Clone> AbdNode<V> {
         }
         let (best_tag, best_value) = std::mem::take(best);
         let (tag, value) = if op.is_write {
+            // The sequence comes from the network: a buggy replica can send the largest.
+            let Some(sequence) = best_tag.sequence.checked_add(1) else {
+                self.ops.remove(&id);
+                self.effects.push_back(AbdEffect::Failed {
+                    op: id,
+                    error: AbdError::SequenceExhausted { op: id },
+                });
+                return;
+            };
             let tag = Tag {
-                sequence: best_tag.sequence + 1,
+                sequence,
                 writer: self.config.node,
                 incarnation: self.incarnation,
-                op: id.0,
+                op: id.number,
             };
             (tag, op.write_value.take())
         } else if !self.config.write_back {

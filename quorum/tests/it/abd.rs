@@ -111,3 +111,132 @@ fn a_silent_quorum_times_out_and_the_limit_refuses_more() {
     assert!(error.to_string().contains("timed out"), "{error}");
     assert_eq!(node.ops_in_flight(), 0);
 }
+
+/// Delivers every message in `sent` addressed to `to` (from `from`) and returns the replies.
+fn replies(
+    replica: &mut AbdNode<u64>,
+    from: NodeId,
+    sent: &[AbdEffect<u64>],
+) -> Vec<AbdMessage<u64>> {
+    let me = replica.config().node();
+    for effect in sent {
+        if let AbdEffect::Send { to, message } = effect
+            && *to == me
+        {
+            replica.handle(from, message.clone());
+        }
+    }
+    effects(replica)
+        .into_iter()
+        .filter_map(|e| match e {
+            AbdEffect::Send { to, message } if to == from => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers every message until none is left (a perfect network, except that messages to
+/// the node `down` are lost); returns what finished.
+fn settle(nodes: &mut [AbdNode<u64>], down: Option<NodeId>) -> Vec<AbdEffect<u64>> {
+    let mut done = Vec::new();
+    loop {
+        let mut sent = Vec::new();
+        for node in nodes.iter_mut() {
+            let from = node.config().node();
+            for effect in effects(node) {
+                match effect {
+                    AbdEffect::Send { to, message } => sent.push((from, to, message)),
+                    finished => done.push(finished),
+                }
+            }
+        }
+        if sent.is_empty() {
+            return done;
+        }
+        for (from, to, message) in sent {
+            if Some(to) != down {
+                nodes[to.get() as usize].handle(from, message);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
+    // n0 starts a read; n1's reply is delayed in the network while n0 crashes (having
+    // persisted nothing). A write of 7 then completes on n1 and n2. n0 restarts (a new
+    // incarnation) and starts a read, its first operation again. The delayed reply
+    // answers the *old* operation: counting it would let the new read miss the write.
+    let voters = [0, 1, 2].map(NodeId::new);
+    let [n0, n1, _] = voters;
+    let config = |me| AbdConfig::majority(me, voters).unwrap();
+    let mut nodes: Vec<AbdNode<u64>> = voters.iter().map(|&me| AbdNode::new(config(me))).collect();
+    let old_read = nodes[0].read().unwrap();
+    let queries = effects(&mut nodes[0]);
+    let delayed = replies(&mut nodes[1], n0, &queries);
+    assert_eq!(delayed.len(), 1);
+
+    let write = nodes[2].write(7).unwrap();
+    assert_eq!(
+        settle(&mut nodes, Some(n0)),
+        [AbdEffect::WriteDone { op: write }]
+    );
+
+    nodes[0] = AbdNode::recover(config(n0), 1, Default::default(), None);
+    let read = nodes[0].read().unwrap();
+    assert_eq!(
+        read.get(),
+        old_read.get(),
+        "the test needs the op number reused"
+    );
+    // The delayed reply from n0's previous life arrives first, then everything else.
+    nodes[0].handle(n1, delayed[0].clone());
+    let outcome = settle(&mut nodes, None);
+    assert_eq!(
+        outcome,
+        [AbdEffect::ReadDone {
+            op: read,
+            value: Some(7)
+        }],
+        "a read that started after a write completed missed it"
+    );
+}
+
+#[test]
+fn a_reply_with_the_largest_sequence_fails_the_write_without_a_panic() {
+    // A buggy or malicious replica answers a query with sequence u64::MAX: the writer
+    // cannot pick a larger one. The write fails with an error; the node does not panic.
+    let voters = [0, 1, 2].map(NodeId::new);
+    let [n0, n1, _] = voters;
+    let mut node: AbdNode<u64> = AbdNode::new(AbdConfig::majority(n0, voters).unwrap());
+    let op = node.write(1).unwrap();
+    let queries = effects(&mut node);
+    for reply in replies(&mut node.clone(), n0, &queries) {
+        node.handle(n0, reply);
+    }
+    node.handle(
+        n1,
+        AbdMessage::QueryReply {
+            op,
+            tag: synod_quorum::Tag {
+                sequence: u64::MAX,
+                writer: n1,
+                incarnation: 0,
+                op: 0,
+            },
+            value: Some(9),
+        },
+    );
+    let after = effects(&mut node);
+    match after.as_slice() {
+        [AbdEffect::Failed { op: failed, error }] => {
+            assert_eq!(*failed, op);
+            assert!(error.to_string().contains("sequence"), "{error}");
+        }
+        other => panic!("expected the write to fail, got {other:?}"),
+    }
+    assert_eq!(node.ops_in_flight(), 0);
+    // A read of that value still works: nothing needs a larger sequence.
+    let read = node.read().unwrap();
+    assert!(!effects(&mut node).is_empty(), "{read:?}");
+}
