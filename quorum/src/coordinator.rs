@@ -37,7 +37,9 @@
 //! message with [`Coordinator::handle`], call [`Coordinator::tick`] periodically, tell it
 //! about failed nodes with [`Coordinator::node_failed`], and drain
 //! [`Coordinator::poll_effect`]. Messages are never addressed to the coordinator itself:
-//! its own replica is read and written directly.
+//! its own replica is read and written directly. A node that restarts is built with an
+//! incarnation it has never used ([`CoordinatorConfig::incarnation`]), so that answers still
+//! in the network from before the restart are not counted for its new operations.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -112,9 +114,15 @@ impl RequestId {
     }
 }
 
-/// The coordinator's name for one of its operations, carried by its messages.
+/// The coordinator's name for one of its operations, carried by its messages. It carries
+/// the coordinator's incarnation ([`CoordinatorConfig::incarnation`]), so that an answer
+/// to an operation of an earlier life of the node, delayed in the network while it
+/// restarted, is never taken for an answer to the new operation with the same number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct StoreOpId(u64);
+pub struct StoreOpId {
+    incarnation: u64,
+    number: u64,
+}
 
 /// Where a key lives: its replicas (the preference list), which of them are believed down,
 /// and fallback nodes that may hold hints for them.
@@ -185,6 +193,7 @@ impl Placement {
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     node: NodeId,
+    incarnation: u64,
     ops_in_flight_max: usize,
     timeout_ticks: u64,
     hints_max: usize,
@@ -200,6 +209,7 @@ impl CoordinatorConfig {
     pub fn new(node: NodeId) -> Self {
         Self {
             node,
+            incarnation: 0,
             ops_in_flight_max: 1024,
             timeout_ticks: 10,
             hints_max: 10_000,
@@ -233,6 +243,18 @@ impl CoordinatorConfig {
         self.hints_max = hints_max;
         self.request_ids_remembered_max = request_ids_remembered_max;
         Ok(self)
+    }
+
+    /// Sets this start's incarnation (0 by default): a number the node has never used
+    /// before, for example a `synod_clocks::Generation` incremented and persisted at every
+    /// start. Operation ids carry it, so answers to operations started before a restart
+    /// are not counted for new ones. A node that restarts with the incarnation of an
+    /// earlier life can count such an answer, from another key even, and read-repair that
+    /// key's state into the one it reads.
+    #[must_use]
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
     }
 
     /// Sets when reads repair stale replicas.
@@ -583,7 +605,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     }
 
     fn new_op(&mut self) -> StoreOpId {
-        let id = StoreOpId(self.next_op);
+        let id = StoreOpId {
+            incarnation: self.config.incarnation,
+            number: self.next_op,
+        };
         self.next_op += 1;
         id
     }

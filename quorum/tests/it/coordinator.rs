@@ -660,3 +660,71 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
     );
     assert!(retries > 0 && duplicates > 0 && dropped > 0 && acked > 0 && failed > 0);
 }
+
+#[test]
+fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
+    // n1 reads "a"; n2's answer (the state of "a") is delayed in the network while n1
+    // restarts. The new n1 reads "b", and its first operation gets the same number as
+    // the old read. Counting the delayed answer would return "a"'s value for "b" and
+    // read-repair it into "b" on the other replicas.
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(2)
+        .write(
+            RequestId::new(1),
+            "a",
+            (5, "value of a"),
+            Consistency::All,
+            &placement,
+        )
+        .unwrap();
+    c.settle();
+    assert!(matches!(
+        c.take_done(),
+        StoreEffect::WriteDone { result: Ok(_), .. }
+    ));
+    c.node(1)
+        .read(RequestId::new(2), "a", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    let to_n2 = c
+        .in_flight
+        .iter()
+        .find(|(_, to, _)| *to == n(2))
+        .expect("a read to n2")
+        .2
+        .clone();
+    c.in_flight.clear();
+    c.node(2).handle(n(1), to_n2);
+    c.collect();
+    let delayed = c.in_flight.pop().expect("n2's answer");
+    assert!(matches!(delayed.2, StoreMessage::ReadReply { .. }));
+
+    // n1 restarts: a new incarnation (its replica data is gone with its memory).
+    let config = CoordinatorConfig::new(n(1))
+        .read_repair(ReadRepair::Blocking)
+        .incarnation(1);
+    c.nodes.insert(n(1), Coordinator::new(config, lww()));
+    c.node(1)
+        .read(RequestId::new(3), "b", Consistency::Quorum, &placement)
+        .unwrap();
+    c.in_flight.insert(0, delayed);
+    c.settle();
+    assert!(
+        matches!(
+            c.take_done(),
+            StoreEffect::ReadDone {
+                result: Ok(None),
+                ..
+            }
+        ),
+        "another key's value was returned"
+    );
+    for id in [1, 2, 3] {
+        assert_eq!(
+            c.node(id).local_state(&"b").copied().flatten(),
+            None,
+            "n{id} holds another key's value under \"b\""
+        );
+    }
+}
