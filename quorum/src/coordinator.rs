@@ -764,11 +764,11 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 key,
                 state,
             } => {
-                let for_replica = self.hints.entry(replica).or_default();
-                if let Some(held) = for_replica.get_mut(&key) {
+                if let Some(held) = self.hints.get_mut(&replica).and_then(|h| h.get_mut(&key)) {
                     self.resolver.merge(held, &state);
                 } else if self.hints_held < self.config.hints_max {
-                    for_replica.insert(key, state);
+                    // The replica's entry is made only here, so a refused hint leaves none.
+                    self.hints.entry(replica).or_default().insert(key, state);
                     self.hints_held += 1;
                 } else {
                     // Full: no acknowledgement, so the coordinator does not report a hint.
@@ -1060,5 +1060,37 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     #[must_use]
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::LastWriteWins;
+
+    #[test]
+    fn hints_refused_when_full_leave_nothing_behind() {
+        let config = CoordinatorConfig::new(NodeId::new(1))
+            .limits(8, 10, 1, 8)
+            .unwrap();
+        let mut node = Coordinator::new(config, LastWriteWins::<u64, u64>::new());
+        let hint = |replica: u64, key: u64| StoreMessage::Hint {
+            op: StoreOpId {
+                incarnation: 0,
+                number: key,
+            },
+            replica: NodeId::new(replica),
+            key,
+            state: Some((1, 1)),
+        };
+        node.handle(NodeId::new(2), hint(3, 0));
+        assert_eq!(node.hints_held(), 1);
+        // Full: hints for other replicas, each a different node id from the network, are
+        // refused and must not leave an empty entry per replica behind.
+        for replica in 100..1100 {
+            node.handle(NodeId::new(2), hint(replica, 1));
+        }
+        assert_eq!(node.hints_held(), 1);
+        assert_eq!(node.hints.len(), 1, "an empty entry per refused replica");
     }
 }
