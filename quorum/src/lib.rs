@@ -190,6 +190,10 @@
 //!
 //! - No I/O and no timers of its own: callers deliver messages, call `tick`, persist what
 //!   [`AbdEffect::Persist`] asks for, and decide which nodes are down.
+//! - No durable storage for the [`Coordinator`]'s replica data: it lives in memory, and a
+//!   node that restarts starts empty (with a fresh incarnation,
+//!   [`CoordinatorConfig::incarnation`], so that answers from before the restart are not
+//!   counted for its new operations).
 //! - No placement: the caller says which nodes replicate a key ([`Placement`]);
 //!   partitioning belongs to `synod-partitioning`.
 //! - No anti-entropy (Merkle-tree repair): replicas converge through read repair and
