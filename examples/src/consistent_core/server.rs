@@ -516,15 +516,27 @@ impl Shared {
             if let Some(handle) = self.submit(Event::HandOver) {
                 let _ = handle.wait();
             }
-            let moved = poll_until(Instant::now() + HAND_OVER_WAIT, || !leads(self.info()));
-            eprintln!(
-                "synod node {id}: {}",
-                if moved {
-                    "leadership handed over"
-                } else {
-                    "no other node took the leadership in time; the cluster will elect one"
-                }
-            );
+            // Handed over once another node leads; a node that lost its quorum meanwhile
+            // steps down without a successor.
+            let successor = |info: &Option<Info>| {
+                info.as_ref()
+                    .and_then(|i| i.leader)
+                    .filter(|&leader| leader != id)
+            };
+            let mut last = None;
+            poll_until(Instant::now() + HAND_OVER_WAIT, || {
+                last = self.info();
+                successor(&last).is_some()
+            });
+            match (successor(&last), leads(last)) {
+                (Some(to), _) => eprintln!("synod node {id}: leadership handed over to node {to}"),
+                (None, true) => eprintln!(
+                    "synod node {id}: no other node took the leadership in time; the cluster will elect one"
+                ),
+                (None, false) => eprintln!(
+                    "synod node {id}: stepped down; no other node leads (is a majority up?)"
+                ),
+            }
         }
         // The connection that asked is the one left when every other client has gone.
         poll_until(Instant::now() + SHUTDOWN_DRAIN, || {
