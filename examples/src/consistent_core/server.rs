@@ -829,6 +829,9 @@ fn transport_config(
         // is refused by the transport every time Raft resends it, and the log stalls there.
         .frame_bytes_max(PEER_FRAME_BYTES_MAX)
         .outbound_bytes_max(2 * PEER_FRAME_BYTES_MAX)
+        // A peer back from a partition or a restart is dialled again within half a second
+        // (the default backs off to 2 s), inside one election timeout.
+        .backoff_max_ms(500)
         .build()
 }
 
