@@ -77,9 +77,10 @@ pub enum Command {
     },
     /// A client for a running Consistent Core cluster.
     ///
-    /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX (LIMIT), or
-    /// any RESP command (incr K, mget K..., info). Writes use a session, so a write
-    /// retried after a lost reply is applied once.
+    /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX (LIMIT),
+    /// shutdown (stops the one node --addr names, gracefully), or any RESP command (incr K,
+    /// mget K..., info). Writes use a session, so a write retried after a lost reply is
+    /// applied once.
     Kv {
         /// RESP address of any node (comma-separated to try several).
         #[arg(long, default_value = "127.0.0.1:6001")]

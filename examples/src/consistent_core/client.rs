@@ -17,6 +17,13 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::commands::WRITE_COMMANDS;
+use super::server::{HAND_OVER_WAIT, REQUEST_TIMEOUT, SHUTDOWN_DRAIN};
+
+/// The longest a node takes to shut down: requests in flight, the hand-over, the drain,
+/// and a margin.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(
+    REQUEST_TIMEOUT.as_secs() + HAND_OVER_WAIT.as_secs() + SHUTDOWN_DRAIN.as_secs() + 5,
+);
 use super::resp::{Limits, RespError, Value};
 
 /// Why a call failed.
@@ -293,6 +300,46 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// Stops the node at the first address gracefully (`SHUTDOWN`: it finishes requests in
+    /// flight, hands its leadership over, and exits) and returns once it has closed the
+    /// connection; a node already shutting down counts as done. Never retried elsewhere: it
+    /// is about that one node.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] if the node cannot be reached or refuses (with its
+    /// answer); [`ClientError::Protocol`] if it answers something else.
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.stream = None;
+        self.current = 0;
+        let unavailable = |e: io::Error| ClientError::Unavailable(e.to_string());
+        self.connect().map_err(unavailable)?;
+        if let Some(stream) = &self.stream {
+            // Requests in flight, the hand-over and the clients' drain take a few seconds.
+            stream
+                .set_read_timeout(Some(SHUTDOWN_WAIT))
+                .map_err(unavailable)?;
+        }
+        let result = match self.roundtrip(&[b"SHUTDOWN"]) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(Value::Error(e)) if e.contains("shutting down") => Ok(()),
+            Ok(Value::Error(e)) => Err(ClientError::Unavailable(e)),
+            Ok(_) => Err(ClientError::Protocol(RespError::Malformed(
+                "SHUTDOWN was answered instead of closing the connection",
+            ))),
+            Err(e) => Err(unavailable(e)),
+        };
+        self.drop_connection();
+        result
     }
 
     /// Opens a session (closing none: an old one expires by itself), so that writes are applied once however often retried.

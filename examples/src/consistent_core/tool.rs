@@ -95,6 +95,24 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         _ => args.to_vec(),
     };
     let mut client = Client::new(&addrs);
+    if command[0].eq_ignore_ascii_case("shutdown") {
+        if addrs.len() != 1 || command.len() != 1 {
+            eprintln!(
+                "synod kv: shutdown stops one node: give only its address (--addr HOST:PORT) and no arguments"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        return match client.shutdown() {
+            Ok(()) => {
+                println!("OK: the node at {} has shut down", addrs[0]);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("synod kv: shutdown of {}: {e}", addrs[0]);
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        };
+    }
     if !read.eq_ignore_ascii_case("linearizable") {
         match client.call(&[b"CLIENT", b"READMODE", read.as_bytes()]) {
             Ok(Value::Error(e)) => {

@@ -684,6 +684,21 @@ fn synod_kv_puts_gets_cas_and_scans() {
     assert_eq!(kv(&["delete", "app/a"]), (Some(0), "(integer) 1".into()));
     assert_eq!(kv(&["get", "app/a"]), (Some(0), "(nil)".into()));
     assert_eq!(kv(&["get"]).0, Some(2), "usage error");
+    assert_eq!(kv(&["shutdown", "now"]).0, Some(2), "usage error");
+    // Shutdown returns once the node has gone, and says so.
+    assert_eq!(
+        kv(&["shutdown"]),
+        (
+            Some(0),
+            format!("OK: the node at {} has shut down", cluster.addr(1))
+        )
+    );
+    assert!(
+        cluster.logs().contains("synod node 1: stopped"),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.field(1, "node_id"), None, "the node still answers");
 }
 
 /// INFO field `name` of node `id` as a number (0 while it does not answer).
