@@ -36,7 +36,20 @@
 //! redis-cli -p 6002 set greeting hello      # any node: followers forward to the leader
 //! redis-cli -p 6003 get greeting
 //! synod kv --addr 127.0.0.1:6001 scan gr
+//! synod kv --addr 127.0.0.1:6001 shutdown  # graceful: hands the leadership over, exits 0
 //! ```
+//!
+//! # Limits
+//!
+//! Every bound is a named constant: a value of at most 1 MiB and a command of at most
+//! [`server::COMMAND_BYTES_MAX`] once encoded (refused with an error before it reaches the
+//! log); replies of at most [`kv::REPLY_BYTES_MAX`]; at most [`kv::STORE_BYTES_MAX`] of
+//! keys and values (writes past it refused alike on every replica); a snapshot every
+//! `--snapshot-entries` entries or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log (or the state's
+//! size, if larger); [`server::QUEUE_EVENTS_MAX`] events queued for the node's thread;
+//! [`server::CLIENT_CONNECTIONS_MAX`] client connections; [`server::REQUEST_TIMEOUT`] per
+//! request; peer frames of [`server::PEER_FRAME_BYTES_MAX`]; log segments of
+//! [`server::SEGMENT_BYTES`].
 //!
 //! # How the book's patterns map onto the code
 //!
@@ -45,7 +58,7 @@
 //! | Consistent Core | the whole module: three or five nodes serving a linearizable store |
 //! | Replicated Log, Leader and Followers, High-Water Mark | `synod_consensus::Node`, driven by [`node::CoreNode`] |
 //! | Write-Ahead Log, Segmented Log | `synod_consensus::WalLogStore` on `synod-wal`, opened by [`server::start`] |
-//! | Low-Water Mark | [`node::CoreNode`] compacts every [`node::SNAPSHOT_ENTRIES_DEFAULT`] applied entries into a [`kv::KvStore`] snapshot |
+//! | Low-Water Mark | [`node::CoreNode`] compacts every [`node::SNAPSHOT_ENTRIES_DEFAULT`] applied entries (or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log) into a [`kv::KvStore`] snapshot |
 //! | Idempotent Receiver | [`kv::KvStore`]'s session table; `CLIENT REGISTER` and [`client::Client`] |
 //! | Follower Reads | [`node::ReadMode::Follower`] (`READONLY` or `CLIENT READMODE follower`) |
 //! | Singular Update Queue | the node's worker thread in [`server`] |
