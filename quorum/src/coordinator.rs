@@ -18,7 +18,7 @@
 //! - **Read repair**: after a read, replicas that answered with an older state are sent
 //!   the merged one, either before the read returns ([`ReadRepair::Blocking`]: the merged
 //!   state is then on enough replicas that the next read at the same level sees it) or
-//!   after ([`ReadRepair::Background`]).
+//!   after ([`ReadRepair::Background`]). See [Blocking read repair](#blocking-read-repair).
 //! - **Hinted writes**: a write for a replica believed down goes to a fallback node as a
 //!   *hint*, which the fallback hands off when the replica is back
 //!   ([`Coordinator::hand_off_hints`]). A hint is reported, never counted as an
@@ -30,6 +30,28 @@
 //! Quorum reads and writes are *not* linearizable, even at `Quorum` with `R + W > N`: two
 //! reads concurrent with a write can see new then old, and a failed write can still be
 //! applied later. For a linearizable register see [`AbdNode`](crate::AbdNode).
+//!
+//! # Blocking read repair
+//!
+//! With [`ReadRepair::Blocking`], a read whose answers disagree returns once as many
+//! replicas as its consistency level needs are *known to hold* the merged state, whichever
+//! replicas they are:
+//!
+//! - a replica that answered the read with a state that includes the merged one counts at
+//!   once (so does this node, which repairs its own replica directly);
+//! - a replica that answered with an older state is sent the merged one and counts when it
+//!   acknowledges;
+//! - a replica whose read answer arrives after the read had enough answers is not ignored:
+//!   it counts at once if its state includes the merged one, and is repaired and counts on
+//!   its acknowledgement if not.
+//!
+//! So a repair that is lost, or a repaired replica that fails, does not hold the read
+//! until its deadline when other replicas make up the level. The read fails with
+//! [`StoreError::QuorumUnreachable`] as soon as too many replicas have failed
+//! ([`Coordinator::node_failed`], or down in the [`Placement`]) for the level to be met,
+//! and with [`StoreError::TimedOut`] at the read's deadline (counted from the read's start,
+//! not from the repair's). An acknowledgement from a replica that was sent no repair does
+//! not count it.
 //!
 //! # Driving it
 //!
@@ -88,7 +110,8 @@ impl fmt::Display for Consistency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadRepair {
     /// Before the read returns: the merged state is first held by as many replicas as the
-    /// read's consistency level needs (monotonic reads at that level).
+    /// read's consistency level needs (monotonic reads at that level). Any replicas count:
+    /// see [Blocking read repair](self#blocking-read-repair).
     Blocking,
     /// After the read returns: repairs are sent and their answers ignored.
     Background,
@@ -472,8 +495,13 @@ enum OpKind<S> {
         /// Each answering replica's state.
         answers: BTreeMap<NodeId, S>,
     },
-    /// A blocking read repair: waiting for enough replicas to hold `merged`.
-    Repair { merged: S },
+    /// A blocking read repair: waiting for enough replicas to hold `merged`. The tracker
+    /// grants a replica once it is known to hold `merged` and rejects one that failed.
+    Repair {
+        merged: S,
+        /// Replicas sent `merged`, ascending: only their acknowledgements count.
+        repairing: Vec<NodeId>,
+    },
     /// A hint being handed off to `replica`: the state sent.
     HandOff { replica: NodeId, sent: S },
 }
@@ -780,12 +808,39 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 let Some(o) = self.ops.get_mut(&op) else {
                     return;
                 };
-                let OpKind::Read { answers } = &mut o.kind else {
-                    return;
-                };
-                if o.tracker.record(from, true) == Recorded::Counted {
-                    answers.insert(from, state);
-                    self.check(op);
+                match &mut o.kind {
+                    OpKind::Read { answers } => {
+                        // Each replica's first answer only.
+                        let counted = o.tracker.record(from, true) == Recorded::Counted;
+                        if counted {
+                            answers.insert(from, state);
+                            self.check(op);
+                        }
+                    }
+                    OpKind::Repair { merged, repairing } => {
+                        // A replica that had not answered when the read had enough answers:
+                        // it counts at once if it holds the result, after a repair if not.
+                        if !o.tracker.quorum().contains(from)
+                            || o.tracker.response(from).is_some()
+                            || repairing.binary_search(&from).is_ok()
+                        {
+                            return;
+                        }
+                        if self.resolver.includes(&state, merged) {
+                            o.tracker.record(from, true);
+                            self.check(op);
+                        } else {
+                            let at = repairing.binary_search(&from).unwrap_err();
+                            repairing.insert(at, from);
+                            let message = StoreMessage::Write {
+                                op,
+                                key: o.key.clone(),
+                                state: merged.clone(),
+                            };
+                            self.send(from, message);
+                        }
+                    }
+                    _ => {}
                 }
             }
             StoreMessage::WriteAck { op } => {
@@ -793,9 +848,14 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     return;
                 };
                 // A write acknowledgement answers a write, a repair or a hand-off; for a
-                // read still collecting states it would count a replica without its state.
-                if matches!(o.kind, OpKind::Read { .. }) {
-                    return;
+                // read still collecting states it would count a replica without its state,
+                // and for a repair, one that was never sent the result.
+                match &o.kind {
+                    OpKind::Read { .. } => return,
+                    OpKind::Repair { repairing, .. } if repairing.binary_search(&from).is_err() => {
+                        return;
+                    }
+                    _ => {}
                 }
                 if o.tracker.record(from, true) == Recorded::Counted {
                     self.check(op);
@@ -880,6 +940,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 // Our own replica is repaired directly.
                 let key = op.key.clone();
                 let mut repair_tracker = ResponseTracker::new(op.tracker.quorum().clone());
+                // Replicas that failed (or were down) stay failed: they cannot count.
+                for node in op.tracker.rejected() {
+                    repair_tracker.record(node, false);
+                }
                 for (&node, _) in answers.iter().filter(|(n, _)| !stale.contains(n)) {
                     repair_tracker.record(node, true);
                 }
@@ -901,9 +965,13 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 }
                 let op = self.ops.get_mut(&id).expect("checked");
                 if repair == ReadRepair::Blocking && repair_tracker.outcome() != Outcome::Won {
-                    // Wait until enough replicas hold the merged state.
+                    // Wait until enough replicas hold the merged state: the repaired ones
+                    // when they acknowledge, and those whose read answers are still to come.
+                    // Not lost yet: the replicas that answered the read are a quorum and
+                    // none of them has failed.
+                    let repairing = stale.into_iter().filter(|&n| n != me).collect();
                     op.tracker = repair_tracker;
-                    op.kind = OpKind::Repair { merged };
+                    op.kind = OpKind::Repair { merged, repairing };
                     return;
                 }
                 let request = op.request;
@@ -940,7 +1008,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     result,
                 });
             }
-            OpKind::Repair { merged } => {
+            OpKind::Repair { merged, .. } => {
                 self.effects.push_back(StoreEffect::ReadDone {
                     request: op.request,
                     result: result.map(|()| merged),

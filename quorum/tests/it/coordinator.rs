@@ -474,6 +474,230 @@ fn blocking_read_repair_answers_only_once_a_quorum_holds_the_result() {
     assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
 }
 
+/// A message of a last-write-wins store.
+type LwwEnvelope = Envelope<Option<(u64, &'static str)>>;
+
+/// n2 coordinates a QUORUM read of [`stale_n3`]'s key and hears n3's stale answer first:
+/// the read has its two answers, n2 holds the merged state, and the repair goes to n3. The
+/// read to n1, which holds the merged state too, is still undelivered. Returns the repair.
+fn read_with_repair_to_n3(
+    c: &mut Cluster<LastWriteWins<u64, &'static str>>,
+    placement: &Placement,
+) -> (LwwEnvelope, LwwEnvelope) {
+    c.node(2)
+        .read(RequestId::new(3), "k", Consistency::Quorum, placement)
+        .unwrap();
+    c.collect();
+    let read_to_n1 = c
+        .in_flight
+        .iter()
+        .position(|(_, to, _)| *to == n(1))
+        .map(|i| c.in_flight.remove(i))
+        .expect("a read to n1");
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+    assert!(c.done.is_empty(), "answered before the repair");
+    assert_eq!(c.in_flight.len(), 1, "one repair, to n3");
+    let repair = c.in_flight.pop().expect("one");
+    assert_eq!(repair.1, n(3));
+    assert!(matches!(repair.2, StoreMessage::Write { .. }));
+    (read_to_n1, repair)
+}
+
+/// Delivers `read` to its replica and the answer back to the coordinator.
+fn deliver_round_trip(c: &mut Cluster<LastWriteWins<u64, &'static str>>, read: LwwEnvelope) {
+    c.in_flight.push(read);
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+}
+
+#[test]
+fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repair_is_lost() {
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let (read_to_n1, lost_repair) = read_with_repair_to_n3(&mut c, &placement);
+    // An acknowledgement from n1, which was sent no repair, does not count it.
+    let StoreMessage::Write { op, .. } = lost_repair.2 else {
+        panic!("expected a repair");
+    };
+    c.node(2).handle(n(1), StoreMessage::WriteAck { op });
+    c.collect();
+    assert!(c.done.is_empty(), "a stray acknowledgement counted n1");
+    // The repair to n3 is never acknowledged; n1 answers late with the merged state, so
+    // n1 and n2 make the quorum. No tick has passed: the read must not wait for the
+    // deadline.
+    deliver_round_trip(&mut c, read_to_n1);
+    let StoreEffect::ReadDone {
+        result: Ok(value), ..
+    } = c.take_done()
+    else {
+        panic!("the read did not complete on n1's and n2's answers");
+    };
+    assert_eq!(value, Some((2, "new")));
+    assert_eq!(c.node(2).ops_in_flight(), 0);
+    assert!(c.in_flight.is_empty(), "n1 needed no repair");
+}
+
+#[test]
+fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repaired_replica_fails() {
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let (read_to_n1, _lost_repair) = read_with_repair_to_n3(&mut c, &placement);
+    c.node(2).node_failed(n(3));
+    c.collect();
+    assert!(
+        c.done.is_empty(),
+        "n1 can still make the quorum: {:?}",
+        c.done
+    );
+    deliver_round_trip(&mut c, read_to_n1);
+    let StoreEffect::ReadDone {
+        result: Ok(value), ..
+    } = c.take_done()
+    else {
+        panic!("the read did not complete on n1's and n2's answers");
+    };
+    assert_eq!(value, Some((2, "new")));
+}
+
+#[test]
+fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgement() {
+    // "old" everywhere, then "new" on n2 alone: n1 and n3 are both stale.
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    for (request, value, level) in [(1, "old", Consistency::All), (2, "new", Consistency::One)] {
+        if value == "new" {
+            c.cut.extend([n(1), n(3)]);
+        }
+        c.node(2)
+            .write(
+                RequestId::new(request),
+                "k",
+                (request, value),
+                level,
+                &placement,
+            )
+            .unwrap();
+        c.settle();
+        write_ok(c.take_done());
+    }
+    c.cut.clear();
+    let (read_to_n1, _lost_repair) = read_with_repair_to_n3(&mut c, &placement);
+    c.node(2).node_failed(n(3));
+    // n1 answers late with the old state: the read needs it, so n1 is repaired too and
+    // counts once it acknowledges.
+    deliver_round_trip(&mut c, read_to_n1);
+    assert!(c.done.is_empty(), "answered before n1 held the result");
+    assert_eq!(c.in_flight.len(), 1, "one repair, to n1");
+    assert_eq!(c.in_flight[0].1, n(1));
+    c.settle();
+    let StoreEffect::ReadDone {
+        result: Ok(value), ..
+    } = c.take_done()
+    else {
+        panic!("read failed");
+    };
+    assert_eq!(value, Some((2, "new")));
+    assert_eq!(c.node(1).local_state(&"k"), Some(&Some((2, "new"))));
+}
+
+#[test]
+fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    // Both the late read to n1 and the repair to n3 are lost.
+    let _lost = read_with_repair_to_n3(&mut c, &placement);
+    for _ in 0..9 {
+        c.node(2).tick();
+    }
+    c.collect();
+    assert!(
+        c.done.is_empty(),
+        "failed before the deadline: {:?}",
+        c.done
+    );
+    c.node(2).tick();
+    let StoreEffect::ReadDone {
+        result: Err(err), ..
+    } = c.take_done()
+    else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(
+        err,
+        StoreError::TimedOut {
+            consistency: Consistency::Quorum,
+            answered: 1,
+            required: 2
+        }
+    );
+}
+
+#[test]
+fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
+    // n1 failed before the read had its answers, then the repaired n3 fails: only n2
+    // can hold the result, and the read fails at once, not at the deadline.
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.node(2)
+        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.node(2).node_failed(n(1));
+    c.collect();
+    c.in_flight.retain(|(_, to, _)| *to == n(3));
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+    assert!(c.done.is_empty(), "answered before the repair");
+    c.node(2).node_failed(n(3));
+    let StoreEffect::ReadDone {
+        result: Err(err), ..
+    } = c.take_done()
+    else {
+        panic!("expected a failed read");
+    };
+    assert!(matches!(err, StoreError::QuorumUnreachable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("needs 2 of 3 voters, 1 granted, 2 rejected"),
+        "{err}"
+    );
+
+    // The same with n1 believed down from the start.
+    let mut c = stale_n3(ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap().with_down([n(1)]);
+    c.node(2)
+        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.collect();
+    for _ in 0..2 {
+        for (from, to, m) in std::mem::take(&mut c.in_flight) {
+            c.node(to.get()).handle(from, m);
+        }
+        c.collect();
+    }
+    assert!(c.done.is_empty(), "answered before the repair");
+    c.node(2).node_failed(n(3));
+    assert!(matches!(
+        c.take_done(),
+        StoreEffect::ReadDone {
+            result: Err(StoreError::QuorumUnreachable { .. }),
+            ..
+        }
+    ));
+}
+
 #[test]
 fn background_read_repair_answers_at_once_and_repairs_after() {
     let mut c = stale_n3(ReadRepair::Background);
