@@ -249,7 +249,9 @@
 //!   second copy of a duplicated message gets its own delay, so it may arrive out of
 //!   order). A partition cuts links ([`Cut`]); the nemesis draws the shapes of
 //!   [`PartitionShape`]: halves, one node isolated, one-way, a bridge node, and the
-//!   majorities ring. A message is dropped if its
+//!   majorities ring. A shape that cuts no link on the cluster's size (a majorities ring
+//!   on 3 nodes, where each node's ring neighbours are all the others) is not applied nor
+//!   counted as a partition ([`PartitionShape::cuts_links`]). A message is dropped if its
 //!   link is cut when it is sent or when it would arrive. A clogged link holds messages
 //!   until the clog ends. Client links have their own delays and loss but are never cut
 //!   and never duplicate (a duplicated request is a retry, which is the workload's call).

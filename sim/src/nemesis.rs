@@ -73,7 +73,8 @@ pub enum Counter {
     PartitionOneWay,
     /// A bridge partition began.
     PartitionBridge,
-    /// A majorities-ring partition began.
+    /// A majorities-ring partition began (never on 2 or 3 nodes, where the shape cuts no
+    /// link: see [`PartitionShape::cuts_links`]).
     PartitionMajoritiesRing,
     /// A partition healed.
     PartitionHealed,

@@ -152,6 +152,10 @@ pub enum PartitionShape {
     Bridge,
     /// The nodes in a random ring, each talking only to its nearest neighbours so that each
     /// sees a majority but no two nodes see the same majority.
+    ///
+    /// On 2 or 3 nodes every node's ring neighbours already make up the whole cluster, so
+    /// the shape cuts no link (see [`PartitionShape::cuts_links`]); the nemesis then
+    /// applies, counts and logs nothing.
     MajoritiesRing,
 }
 
@@ -164,6 +168,29 @@ impl PartitionShape {
         PartitionShape::Bridge,
         PartitionShape::MajoritiesRing,
     ];
+
+    /// Whether a partition of this shape among `nodes` nodes cuts at least one link.
+    ///
+    /// Every shape needs 2 nodes; a bridge needs 3 (two halves and the bridge), and a
+    /// majorities ring needs 4 (on 3, each node's two ring neighbours are all the others).
+    /// When the nemesis draws a shape that cuts nothing, it does nothing: no partition
+    /// starts, and neither the coverage counter of the shape nor the fault log records one.
+    ///
+    /// ```
+    /// use synod_sim::PartitionShape;
+    /// assert!(PartitionShape::Halves.cuts_links(2));
+    /// assert!(!PartitionShape::MajoritiesRing.cuts_links(3));
+    /// assert!(PartitionShape::MajoritiesRing.cuts_links(4));
+    /// ```
+    #[must_use]
+    pub const fn cuts_links(self, nodes: usize) -> bool {
+        let least = match self {
+            PartitionShape::Halves | PartitionShape::IsolateOne | PartitionShape::OneWay => 2,
+            PartitionShape::Bridge => 3,
+            PartitionShape::MajoritiesRing => 4,
+        };
+        nodes >= least
+    }
 }
 
 impl fmt::Display for PartitionShape {
@@ -503,15 +530,26 @@ mod tests {
                 for a in 0..n {
                     assert!(reachable(&ring, n, a) > n / 2, "n={n}");
                 }
-                if n >= 5 {
-                    assert!(ring.any());
-                }
+                assert_eq!(ring.any(), n >= 4, "n={n}");
 
                 let bridge = Cut::draw(PartitionShape::Bridge, n, &mut rng);
                 let full = (0..n).filter(|&a| reachable(&bridge, n, a) == n).count();
                 assert!(full >= 1);
                 if n >= 3 {
                     assert!(bridge.any());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_links_says_whether_a_draw_cuts_anything() {
+        let mut rng = SimRng::new(3);
+        for n in 0..9 {
+            for shape in PartitionShape::ALL {
+                for _ in 0..20 {
+                    let cut = Cut::draw(shape, n, &mut rng);
+                    assert_eq!(cut.any(), shape.cuts_links(n), "{shape} on {n} nodes");
                 }
             }
         }

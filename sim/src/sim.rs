@@ -1448,16 +1448,21 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                         .nemesis_rng
                         .pick(&PartitionShape::ALL)
                         .expect("non-empty");
-                    self.net.cut = Cut::draw(shape, n, &mut self.nemesis_rng);
-                    self.coverage.bump(Counter::for_partition(shape));
-                    let cut = self.net.cut.clone();
-                    self.log(
-                        FaultSource::Nemesis,
-                        Fault::PartitionStart {
-                            shape: Some(shape),
-                            cut,
-                        },
-                    );
+                    let cut = Cut::draw(shape, n, &mut self.nemesis_rng);
+                    // A shape that cuts no link on this many nodes (a majorities ring on
+                    // 2 or 3, a bridge on 2) is no partition: the draw is kept (the run's
+                    // random draws do not depend on it) but nothing is counted or logged.
+                    if cut.any() {
+                        self.net.cut = cut.clone();
+                        self.coverage.bump(Counter::for_partition(shape));
+                        self.log(
+                            FaultSource::Nemesis,
+                            Fault::PartitionStart {
+                                shape: Some(shape),
+                                cut,
+                            },
+                        );
+                    }
                 }
             }
             Some(FaultKind::Clog) if n >= 2 => {

@@ -162,6 +162,47 @@ fn partitions_of_every_shape_cut_messages_and_heal() {
 }
 
 #[test]
+fn a_shape_that_cuts_no_link_is_not_counted_as_a_partition() {
+    // On 3 nodes a majorities ring cuts nothing (each node's two ring neighbours are all
+    // the others): the nemesis draws it but must neither count nor log a partition.
+    let mut coverage = synod_sim::Coverage::default();
+    let mut starts = 0;
+    for seed in 0..10 {
+        let config = SimConfig::builder(3)
+            .clients(0)
+            .safety_time(Duration::from_millis(500))
+            .nemesis(only(&[FaultKind::Partition]))
+            .build()
+            .expect("valid");
+        let (report, _) = probe_run_with(config, seed);
+        coverage.merge(&report.coverage);
+        for e in report.faults.entries() {
+            if let synod_sim::Fault::PartitionStart { shape, cut } = &e.fault {
+                assert!(cut.any(), "seed {seed}: {shape:?} started but cut no link");
+                starts += 1;
+            }
+        }
+    }
+    assert_eq!(
+        coverage.get(Counter::PartitionMajoritiesRing),
+        0,
+        "{coverage}"
+    );
+    assert!(!synod_sim::PartitionShape::MajoritiesRing.cuts_links(3));
+    for c in [
+        Counter::PartitionHalves,
+        Counter::PartitionIsolateOne,
+        Counter::PartitionOneWay,
+        Counter::PartitionBridge,
+        Counter::PartitionHealed,
+        Counter::MessageCut,
+    ] {
+        assert!(coverage.get(c) > 0, "{} never fired", c.name());
+    }
+    assert!(starts > 0);
+}
+
+#[test]
 fn crashes_keep_synced_data_and_restart_through_on_start() {
     let mut lost = 0;
     for mode in CrashMode::ALL {
