@@ -35,9 +35,11 @@
 //!   *before* the other was invoked. Operations that touch (one returns at the instant the
 //!   other is invoked) are treated as concurrent, which can only accept more histories,
 //!   never reject a linearizable one.
-//! - **Bounded effort**: the search stops after [`Linearizability::steps_max`] steps per
-//!   partition and reports [`Verdict::GaveUp`] rather than hanging. Giving up is never a
-//!   pass ([`Verdict::is_pass`] is false, and [`crate::RunReport::check`] returns it as an
+//! - **Bounded effort and memory**: the search stops after [`Linearizability::steps_max`]
+//!   steps per partition, or once its memo of configurations already seen holds more than
+//!   [`Linearizability::memo_bytes_max`] bytes (64 MiB by default), and reports [`Verdict::GaveUp`]
+//!   rather than hanging or exhausting memory. Giving up is never a pass
+//!   ([`Verdict::is_pass`] is false, and [`crate::RunReport::check`] returns it as an
 //!   error); a violation found in another partition is still reported as a violation.
 
 use std::collections::{BTreeMap, HashSet};
@@ -229,19 +231,28 @@ pub trait HistoryChecker<I, O> {
 pub struct Linearizability<M> {
     model: M,
     steps_max: u64,
+    memo_bytes_max: u64,
 }
 
 /// The default search bound per partition.
 pub const LINEARIZABILITY_STEPS_MAX: u64 = 2_000_000;
 
+/// The default memory bound of the search's memo per partition, in bytes: 64 MiB.
+///
+/// Without it, a search near its step bound could memoize up to
+/// [`LINEARIZABILITY_STEPS_MAX`] configurations, a few hundred MB for a partition of a
+/// thousand operations.
+pub const LINEARIZABILITY_MEMO_BYTES_MAX: u64 = 64 << 20;
+
 impl<M: Model> Linearizability<M> {
-    /// A checker for `model` with the default effort bound
-    /// ([`LINEARIZABILITY_STEPS_MAX`] steps per partition).
+    /// A checker for `model` with the default bounds ([`LINEARIZABILITY_STEPS_MAX`] steps
+    /// and a memo of [`LINEARIZABILITY_MEMO_BYTES_MAX`] bytes per partition).
     #[must_use]
     pub fn new(model: M) -> Self {
         Linearizability {
             model,
             steps_max: LINEARIZABILITY_STEPS_MAX,
+            memo_bytes_max: LINEARIZABILITY_MEMO_BYTES_MAX,
         }
     }
 
@@ -249,6 +260,22 @@ impl<M: Model> Linearizability<M> {
     #[must_use]
     pub fn steps_max(mut self, steps: u64) -> Self {
         self.steps_max = steps.max(1);
+        self
+    }
+
+    /// The same checker giving up on a partition once the memo of configurations it has
+    /// seen holds more than `bytes` bytes.
+    ///
+    /// The size is an estimate, counted as the search goes: the memo table's slots
+    /// (its capacity times the inline size of a `(bitset, Model::State)` entry, plus one
+    /// control byte each) and each entry's bitset of linearized operations on the heap
+    /// (one `u64` per 64 operations of the partition, plus 16 bytes of allocator
+    /// overhead). Heap memory owned by a [`Model::State`] itself is not counted, so a model
+    /// with a boxed or growing state should set a lower bound. The table grows by
+    /// doubling, so while it grows it briefly holds its old slots as well.
+    #[must_use]
+    pub fn memo_bytes_max(mut self, bytes: u64) -> Self {
+        self.memo_bytes_max = bytes;
         self
     }
 
@@ -286,13 +313,22 @@ impl<M: Model> Linearizability<M> {
                         op.invoked_at,
                     ));
                 }
-                Search::GaveUp => {
+                Search::GaveUp(bound) => {
                     gave_up.get_or_insert_with(|| {
-                        Verdict::GaveUp(format!(
-                            "partition {part:?} ({} operations) not decided within {} steps",
-                            ops.len(),
-                            self.steps_max
-                        ))
+                        Verdict::GaveUp(match bound {
+                            Bound::Steps => format!(
+                                "partition {part:?} ({} operations) not decided within {} steps",
+                                ops.len(),
+                                self.steps_max
+                            ),
+                            Bound::Memo { bytes, steps } => format!(
+                                "partition {part:?} ({} operations) not decided: after {steps} \
+                                 steps its memo held about {bytes} bytes, over memo_bytes_max \
+                                 ({})",
+                                ops.len(),
+                                self.memo_bytes_max
+                            ),
+                        })
                     });
                 }
             }
@@ -337,6 +373,9 @@ impl<M: Model> Linearizability<M> {
         // crate free of OS randomness and the checker's work identical from run to run.
         let mut cache: HashSet<(Vec<u64>, M::State), BuildHasherDefault<TraceHasher>> =
             HashSet::default();
+        // The memo's estimated size (see `memo_bytes_max`): slots, plus each bitset's heap.
+        let slot_bytes = size_of::<(Vec<u64>, M::State)>() as u64 + 1;
+        let bitset_bytes = words as u64 * 8 + 16;
         let mut stack: Vec<(usize, M::State)> = Vec::new();
         let mut state = self.model.init();
         let mut steps = 0u64;
@@ -346,7 +385,7 @@ impl<M: Model> Linearizability<M> {
         while next[0] != NIL {
             steps += 1;
             if steps > self.steps_max {
-                return Search::GaveUp;
+                return Search::GaveUp(Bound::Steps);
             }
             let is_call = entry != NIL && !entries[entry - 1].1;
             if is_call {
@@ -359,6 +398,12 @@ impl<M: Model> Linearizability<M> {
                 if let Some(new_state) = self.model.step(&state, &op.input, output) {
                     linearized[k / 64] |= 1 << (k % 64);
                     if cache.insert((linearized.clone(), new_state.clone())) {
+                        let bytes = (cache.capacity() as u64)
+                            .saturating_mul(slot_bytes)
+                            .saturating_add((cache.len() as u64).saturating_mul(bitset_bytes));
+                        if bytes > self.memo_bytes_max {
+                            return Search::GaveUp(Bound::Memo { bytes, steps });
+                        }
                         stack.push((entry, std::mem::replace(&mut state, new_state)));
                         // Lift the call and its return out of the list.
                         let m = matching[entry];
@@ -405,7 +450,13 @@ impl<M: Model> Linearizability<M> {
 enum Search {
     Linearizable,
     Illegal { blocking: usize, deepest: usize },
-    GaveUp,
+    GaveUp(Bound),
+}
+
+/// The bound a search gave up at.
+enum Bound {
+    Steps,
+    Memo { bytes: u64, steps: u64 },
 }
 
 impl<M: Model> HistoryChecker<M::Input, M::Output> for Linearizability<M> {

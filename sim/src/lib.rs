@@ -313,8 +313,8 @@
 //! ended). [`Linearizability`] checks a history against a sequential [`Model`] with Wing
 //! and Gong's search and Lowe's memoization (as in porcupine), one partition (key) at a
 //! time, treating unknown operations as possibly applied at any point after their
-//! invocation, and giving up with [`Verdict::GaveUp`] after a bounded number of steps
-//! rather than hanging. [`OkInvariant`] is the hook for invariants over completed
+//! invocation, and giving up with [`Verdict::GaveUp`] after a bounded number of steps, or
+//! once its memo reaches a bounded size in bytes, rather than hanging or exhausting memory. [`OkInvariant`] is the hook for invariants over completed
 //! operations, such as a bank's constant total; anything implementing [`HistoryChecker`]
 //! can be used with [`RunReport::check`] (pass or an error text) or [`RunReport::verdict`]
 //! (pass, violation or gave up, to tell them apart without matching on text).
@@ -370,8 +370,8 @@ mod time;
 mod trace;
 
 pub use check::{
-    HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_STEPS_MAX, Linearizability, Model,
-    OkInvariant, Verdict,
+    HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_MEMO_BYTES_MAX,
+    LINEARIZABILITY_STEPS_MAX, Linearizability, Model, OkInvariant, Verdict,
 };
 pub use disk::{CrashMode, Disk};
 pub use fault_log::{

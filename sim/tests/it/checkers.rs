@@ -207,6 +207,37 @@ fn concurrent_unknown_writes_are_decided() {
     assert_rejected(&h);
 }
 
+#[test]
+fn the_memory_bound_gives_up_where_the_search_would_decide() {
+    // Twelve unknown writes and reads that no order allows: the search decides it (a
+    // violation) but memoizes tens of thousands of configurations (about 6 MB) on the way.
+    let mut h = Kv::new();
+    for i in 0..12 {
+        let w = write(&mut h, i, 0, u64::from(i), 0, None);
+        h.unknown(w).expect("pending");
+    }
+    for (i, (value, at)) in [(3, 10), (3, 30), (5, 50), (5, 70), (3, 90)]
+        .into_iter()
+        .enumerate()
+    {
+        read(&mut h, 100 + i as u32, 0, Some(value), at, at + 10);
+    }
+    // The default bounds decide it.
+    assert!(matches!(check(&h), Verdict::Violation(_)));
+    let bounded = Linearizability::new(KvModel).memo_bytes_max(1 << 20);
+    let v = bounded.check(&h);
+    match &v {
+        Verdict::GaveUp(why) => assert!(why.contains("memo_bytes_max (1048576)"), "{why}"),
+        v => panic!("expected the memory bound to stop the search, got {v}"),
+    }
+    assert!(!v.is_pass());
+    // A bound only stops a search that needs more: a small history still passes.
+    let mut small = Kv::new();
+    write(&mut small, 0, 0, 1, 0, Some(5));
+    read(&mut small, 1, 0, Some(1), 6, 8);
+    assert_eq!(bounded.check(&small), Verdict::Pass);
+}
+
 fn hard_history(writes: u32) -> Kv {
     // Concurrent writes, then sequential reads seeing each value in turn and finally the
     // first one again, which no order allows; the search must try many orders to see it.
