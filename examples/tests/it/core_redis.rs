@@ -509,6 +509,15 @@ fn shutdown_hands_over_the_leadership_and_tells_connected_clients_to_go_elsewher
     // Restarted on its data directory, the node rejoins and serves what it missed.
     cluster.start(leader);
     let deadline = Instant::now() + DEADLINE;
+    // It answers once it has replayed its log and bound its ports (slower on a loaded machine).
+    while cluster.field(leader, "node_id").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "restarted node never answered:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     loop {
         let got = redis_cli(&cluster, leader, &[], "READONLY\nGET after\n");
         if got.ends_with("\"2\"") {
