@@ -702,7 +702,7 @@ fn synod_kv_puts_gets_cas_and_scans() {
 }
 
 /// INFO field `name` of node `id` as a number (0 while it does not answer).
-fn number(cluster: &Cluster, id: usize, name: &str) -> u64 {
+pub(crate) fn number(cluster: &Cluster, id: usize, name: &str) -> u64 {
     cluster
         .field(id, name)
         .and_then(|v| v.parse().ok())
@@ -710,7 +710,7 @@ fn number(cluster: &Cluster, id: usize, name: &str) -> u64 {
 }
 
 /// Polls until node `id` has applied index `index`.
-fn wait_applied(cluster: &Cluster, id: usize, index: u64) {
+pub(crate) fn wait_applied(cluster: &Cluster, id: usize, index: u64) {
     let deadline = Instant::now() + DEADLINE;
     while number(cluster, id, "applied_index") < index {
         assert!(

@@ -6,33 +6,12 @@
 //! resident memory is read from `/proc`); `synod kv` without an address is a usage error.
 //! Every wait polls a condition against a deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use synod_examples::consistent_core::client::Client;
 use synod_examples::consistent_core::resp::{Limits, Value};
 
-use super::core_cluster::{Cluster, DEADLINE};
-
-/// INFO field `name` of node `id` as a number (0 while it does not answer).
-fn number(cluster: &Cluster, id: usize, name: &str) -> u64 {
-    cluster
-        .field(id, name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Polls until node `id` has applied index `index`.
-fn wait_applied(cluster: &Cluster, id: usize, index: u64) {
-    let deadline = Instant::now() + DEADLINE;
-    while number(cluster, id, "applied_index") < index {
-        assert!(
-            Instant::now() < deadline,
-            "node {id} never applied index {index}\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use super::core_cluster::{Cluster, number, wait_applied};
 
 fn client(cluster: &Cluster, id: usize) -> Client {
     Client::new(&[cluster.addr(id)]).with_timeout(Duration::from_secs(20))
