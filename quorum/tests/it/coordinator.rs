@@ -76,6 +76,26 @@ impl<R: Resolver + Clone> Cluster<R> {
         }
     }
 
+    /// The value of the one finished operation, a successful read; panics otherwise.
+    pub fn take_read_ok(&mut self) -> R::State {
+        match self.take_done() {
+            StoreEffect::ReadDone {
+                result: Ok(value), ..
+            } => value,
+            other => panic!("expected a successful read, got {other:?}"),
+        }
+    }
+
+    /// The error of the one finished operation, a failed read; panics otherwise.
+    pub fn take_read_err(&mut self) -> StoreError {
+        match self.take_done() {
+            StoreEffect::ReadDone {
+                result: Err(err), ..
+            } => err,
+            other => panic!("expected a failed read, got {other:?}"),
+        }
+    }
+
     /// The outcome of the one finished operation; panics if there is not exactly one.
     pub fn take_done(&mut self) -> StoreEffect<&'static str, R::State> {
         self.collect();
@@ -199,12 +219,7 @@ fn a_silent_replica_times_out() {
     for _ in 0..10 {
         c.node(1).tick();
     }
-    let StoreEffect::ReadDone {
-        result: Err(err), ..
-    } = c.take_done()
-    else {
-        panic!("expected a timeout");
-    };
+    let err = c.take_read_err();
     assert_eq!(
         err,
         StoreError::TimedOut {
@@ -464,12 +479,7 @@ fn blocking_read_repair_answers_only_once_a_quorum_holds_the_result() {
     );
     assert_eq!(c.in_flight.len(), 1, "one repair, to n3");
     c.settle();
-    let StoreEffect::ReadDone {
-        result: Ok(value), ..
-    } = c.take_done()
-    else {
-        panic!("read failed");
-    };
+    let value = c.take_read_ok();
     assert_eq!(value, Some((2, "new")));
     assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
 }
@@ -535,12 +545,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repair_is_lost
     // n1 and n2 make the quorum. No tick has passed: the read must not wait for the
     // deadline.
     deliver_round_trip(&mut c, read_to_n1);
-    let StoreEffect::ReadDone {
-        result: Ok(value), ..
-    } = c.take_done()
-    else {
-        panic!("the read did not complete on n1's and n2's answers");
-    };
+    let value = c.take_read_ok();
     assert_eq!(value, Some((2, "new")));
     assert_eq!(c.node(2).ops_in_flight(), 0);
     assert!(c.in_flight.is_empty(), "n1 needed no repair");
@@ -559,12 +564,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repaired_repli
         c.done
     );
     deliver_round_trip(&mut c, read_to_n1);
-    let StoreEffect::ReadDone {
-        result: Ok(value), ..
-    } = c.take_done()
-    else {
-        panic!("the read did not complete on n1's and n2's answers");
-    };
+    let value = c.take_read_ok();
     assert_eq!(value, Some((2, "new")));
 }
 
@@ -599,12 +599,7 @@ fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgeme
     assert_eq!(c.in_flight.len(), 1, "one repair, to n1");
     assert_eq!(c.in_flight[0].1, n(1));
     c.settle();
-    let StoreEffect::ReadDone {
-        result: Ok(value), ..
-    } = c.take_done()
-    else {
-        panic!("read failed");
-    };
+    let value = c.take_read_ok();
     assert_eq!(value, Some((2, "new")));
     assert_eq!(c.node(1).local_state(&"k"), Some(&Some((2, "new"))));
 }
@@ -625,12 +620,7 @@ fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
         c.done
     );
     c.node(2).tick();
-    let StoreEffect::ReadDone {
-        result: Err(err), ..
-    } = c.take_done()
-    else {
-        panic!("expected a timeout");
-    };
+    let err = c.take_read_err();
     assert_eq!(
         err,
         StoreError::TimedOut {
@@ -661,12 +651,7 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
     }
     assert!(c.done.is_empty(), "answered before the repair");
     c.node(2).node_failed(n(3));
-    let StoreEffect::ReadDone {
-        result: Err(err), ..
-    } = c.take_done()
-    else {
-        panic!("expected a failed read");
-    };
+    let err = c.take_read_err();
     assert!(matches!(err, StoreError::QuorumUnreachable { .. }), "{err}");
     assert!(
         err.to_string()
