@@ -351,6 +351,26 @@ impl SimConfigBuilder {
         self
     }
 
+    /// Links and disks of one data centre, as the project's simulations use them: node links
+    /// of 0.1 to 3 ms with 2% of messages taking up to 30 ms more, client links of 10 to
+    /// 200 microseconds, syncs of 0.1 to 5 ms. Sets [`link`](Self::link),
+    /// [`client_link`](Self::client_link) and [`sync_delay`](Self::sync_delay).
+    #[must_use]
+    pub fn data_centre(self) -> Self {
+        self.link(LinkConfig::new(
+            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(3))
+                .with_tail(Probability::from_percent(2), Duration::from_millis(30)),
+        ))
+        .client_link(LinkConfig::new(DelayDistribution::uniform(
+            Duration::from_micros(10),
+            Duration::from_micros(200),
+        )))
+        .sync_delay(DelayDistribution::uniform(
+            Duration::from_micros(100),
+            Duration::from_millis(5),
+        ))
+    }
+
     /// The nemesis (default [`NemesisConfig::default`]: every fault, swarm testing).
     #[must_use]
     pub fn nemesis(mut self, nemesis: NemesisConfig) -> Self {

@@ -25,9 +25,9 @@ use synod_consensus::{
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    ClientId, Completion, Context, Coverage, DelayDistribution, FaultKind, Invocation, KvInput,
-    KvModel, KvOutput, Linearizability, LinkConfig, NemesisConfig, Probability, RequestId,
-    SimConfig, SimRng, Simulation, SyncToken, TimerId, Verdict, Workload,
+    ClientId, Completion, Context, Coverage, FaultKind, Invocation, KvInput, KvModel, KvOutput,
+    Linearizability, NemesisConfig, RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId,
+    Verdict, Workload,
 };
 
 const JOURNAL: &str = "raft.journal";
@@ -350,18 +350,7 @@ fn config(nodes: usize, setup: Setup) -> SimConfig {
         .safety_time(Duration::from_millis(1500))
         .liveness_time_max(Duration::from_secs(3))
         .client_timeout(Duration::from_millis(400))
-        .link(LinkConfig::new(
-            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(3))
-                .with_tail(Probability::from_percent(2), Duration::from_millis(30)),
-        ))
-        .client_link(LinkConfig::new(DelayDistribution::uniform(
-            Duration::from_micros(10),
-            Duration::from_micros(200),
-        )))
-        .sync_delay(DelayDistribution::uniform(
-            Duration::from_micros(100),
-            Duration::from_millis(5),
-        ))
+        .data_centre()
         .trace_lines_max(if std::env::var_os("SYNOD_DEBUG").is_some() {
             60
         } else {

@@ -22,10 +22,7 @@ use std::time::Duration;
 use synod_examples::simulate::KvClients;
 use synod_examples::simulate::raft_kv::{self, NodeOptions, RaftKvNode, Request};
 use synod_sim::seeds::SeedRunner;
-use synod_sim::{
-    Counter, Coverage, DelayDistribution, KvModel, Linearizability, LinkConfig, Probability,
-    SimConfig, Simulation, Verdict,
-};
+use synod_sim::{Counter, Coverage, KvModel, Linearizability, SimConfig, Simulation, Verdict};
 
 const KEYS: u64 = 3;
 const SEEDS_CI: u64 = 2000;
@@ -44,18 +41,7 @@ fn config(nodes: usize) -> SimConfig {
         .safety_time(Duration::from_millis(1500))
         .liveness_time_max(Duration::from_secs(3))
         .client_timeout(Duration::from_millis(400))
-        .link(LinkConfig::new(
-            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(3))
-                .with_tail(Probability::from_percent(2), Duration::from_millis(30)),
-        ))
-        .client_link(LinkConfig::new(DelayDistribution::uniform(
-            Duration::from_micros(10),
-            Duration::from_micros(200),
-        )))
-        .sync_delay(DelayDistribution::uniform(
-            Duration::from_micros(100),
-            Duration::from_millis(5),
-        ))
+        .data_centre()
         .build()
         .expect("valid config")
 }

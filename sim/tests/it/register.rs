@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    Counter, Coverage, DelayDistribution, KvInput, KvModel, KvOutput, Linearizability, LinkConfig,
-    NodeId, Probability, RunReport, SimConfig, Simulation, Verdict,
+    Counter, Coverage, KvInput, KvModel, KvOutput, Linearizability, NodeId, RunReport, SimConfig,
+    Simulation, Verdict,
 };
 
 use crate::register_impl::{KEYS, RegisterNode, RegisterWorkload, Variant};
@@ -26,18 +26,7 @@ pub fn config(nodes: usize) -> SimConfig {
         .safety_time(Duration::from_millis(500))
         .liveness_time_max(Duration::from_secs(2))
         .client_timeout(Duration::from_millis(100))
-        .link(LinkConfig::new(
-            DelayDistribution::uniform(Duration::from_micros(100), Duration::from_millis(3))
-                .with_tail(Probability::from_percent(2), Duration::from_millis(30)),
-        ))
-        .client_link(LinkConfig::new(DelayDistribution::uniform(
-            Duration::from_micros(10),
-            Duration::from_micros(200),
-        )))
-        .sync_delay(DelayDistribution::uniform(
-            Duration::from_micros(100),
-            Duration::from_millis(5),
-        ))
+        .data_centre()
         .build()
         .expect("valid config")
 }
