@@ -47,7 +47,7 @@
 //!
 //! `tests/it/sim_cli.rs` runs the binary on a handful of seeds, and `tests/it/core_sim.rs`
 //! runs the `raft-kv` cluster through [`raft_kv::simulation`] (with its own timing and
-//! clients) on 1,000 seeds. For a long hunt, run the release binary on a large range
+//! clients) on 2,000 seeds. For a long hunt, run the release binary on a large range
 //! (`cargo run --release -p synod-examples --bin synod -- sim raft-kv --seeds 0..10000`); a
 //! failing seed prints the command that replays it.
 
