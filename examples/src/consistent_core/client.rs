@@ -380,35 +380,26 @@ mod tests {
 
     type Script = dyn Fn(usize, &str) -> Option<Value> + Send + Sync;
 
-    /// A stand-in node on loopback: it records every command it reads (as words joined by
-    /// spaces) and answers the `n`th with `script(n, command)`, or closes the connection
-    /// without an answer when the script says `None`.
-    fn fake_node(script: Arc<Script>) -> (String, Arc<Mutex<Vec<String>>>) {
+    /// A stand-in server on loopback: each connection gets its own answerer from
+    /// `per_connection`, called with every command it reads; an answer of `None` closes the
+    /// connection without a reply.
+    fn serve<F>(per_connection: impl Fn() -> F + Send + 'static) -> String
+    where
+        F: FnMut(&[Vec<u8>]) -> Option<Value> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
-                let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+                let mut answer = per_connection();
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     loop {
                         while let Ok(Some((args, used))) = parse_command(&buf, &Limits::default()) {
                             buf.drain(..used);
-                            let words: Vec<String> = args
-                                .iter()
-                                .map(|a| String::from_utf8_lossy(a).into_owned())
-                                .collect();
-                            let command = words.join(" ");
-                            let n = {
-                                let mut log = log.lock().expect("lock");
-                                log.push(command.clone());
-                                log.len() - 1
-                            };
-                            let Some(reply) = script(n, &command) else {
+                            let Some(reply) = answer(&args) else {
                                 return;
                             };
                             let mut out = Vec::new();
@@ -425,6 +416,35 @@ mod tests {
                 });
             }
         });
+        addr
+    }
+
+    /// A command's words, joined by spaces.
+    fn text(args: &[Vec<u8>]) -> String {
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A stand-in node on loopback: it records every command it reads (as words joined by
+    /// spaces) and answers the `n`th with `script(n, command)`, or closes the connection
+    /// without an answer when the script says `None`.
+    fn fake_node(script: Arc<Script>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let addr = serve(move || {
+            let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+            move |args: &[Vec<u8>]| {
+                let command = text(args);
+                let n = {
+                    let mut log = log.lock().expect("lock");
+                    log.push(command.clone());
+                    log.len() - 1
+                };
+                script(n, &command)
+            }
+        });
         (addr, seen)
     }
 
@@ -439,61 +459,34 @@ mod tests {
         let index = Arc::new(Mutex::new(0u64));
         let drop_after = Arc::new(drop_after);
         let (node_store, count) = (Arc::clone(&store), Arc::new(Mutex::new(0usize)));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let (store, index, count, drop_after) = (
-                    Arc::clone(&node_store),
-                    Arc::clone(&index),
-                    Arc::clone(&count),
-                    Arc::clone(&drop_after),
-                );
-                std::thread::spawn(move || {
-                    let mut conn = ConnState::default();
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while let Ok(Some((args, used))) = parse_command(&buf, &Limits::default()) {
-                            buf.drain(..used);
-                            let text: Vec<String> = args
-                                .iter()
-                                .map(|a| String::from_utf8_lossy(a).into_owned())
-                                .collect();
-                            let n = {
-                                let mut count = count.lock().expect("lock");
-                                *count += 1;
-                                *count - 1
-                            };
-                            let reply = match execute(&mut conn, &args) {
-                                Action::Reply(v) | Action::Close(v) => v,
-                                Action::Call(request) => {
-                                    let mut index = index.lock().expect("lock");
-                                    *index += 1;
-                                    let reply = store
-                                        .lock()
-                                        .expect("lock")
-                                        .apply(LogIndex(*index), logged(&request));
-                                    conn.settle(&request, Response::Kv(reply))
-                                }
-                                other => panic!("not served here: {other:?}"),
-                            };
-                            if drop_after(n, &text.join(" ")) {
-                                return;
-                            }
-                            let mut out = Vec::new();
-                            reply.encode(&mut out);
-                            if stream.write_all(&out).is_err() {
-                                return;
-                            }
-                        }
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+        let addr = serve(move || {
+            let (store, index, count, drop_after) = (
+                Arc::clone(&node_store),
+                Arc::clone(&index),
+                Arc::clone(&count),
+                Arc::clone(&drop_after),
+            );
+            let mut conn = ConnState::default();
+            move |args: &[Vec<u8>]| {
+                let n = {
+                    let mut count = count.lock().expect("lock");
+                    *count += 1;
+                    *count - 1
+                };
+                let reply = match execute(&mut conn, args) {
+                    Action::Reply(v) | Action::Close(v) => v,
+                    Action::Call(request) => {
+                        let mut index = index.lock().expect("lock");
+                        *index += 1;
+                        let reply = store
+                            .lock()
+                            .expect("lock")
+                            .apply(LogIndex(*index), logged(&request));
+                        conn.settle(&request, Response::Kv(reply))
                     }
-                });
+                    other => panic!("not served here: {other:?}"),
+                };
+                (!drop_after(n, &text(args))).then_some(reply)
             }
         });
         (addr, store)
