@@ -4,13 +4,13 @@
 //! `path:line: what is wrong` so that it can be fixed without hunting. The rules:
 //!
 //! 1. Every `.rs` file starts with a `//!` module doc.
-//! 2. Protocol code (`clocks`, `quorum`, `membership`, `partitioning`, `consensus`, under
+//! 2. Protocol code (`node`, `clocks`, `quorum`, `membership`, `partitioning`, `consensus`, under
 //!    `src/`) does no I/O and stays deterministic: no `SystemTime::now`, `Instant::now`,
 //!    `std::thread`, `std::net`, `std::fs`, and no `HashMap` or `HashSet` (their iteration
 //!    order changes from run to run; use `BTreeMap`, `BTreeSet` or a sorted `Vec`). A file
 //!    that is a driver says so with a line starting `// tidy: driver` followed by the reason;
 //!    `#[cfg(test)] mod ... { }` blocks are not protocol code and are skipped.
-//! 3. Dependencies follow `design.md`: library crates use only the chosen external crates
+//! 3. Dependencies follow ARCHITECTURE.md's code map: library crates use only the chosen external crates
 //!    (optional peer baselines aside), and Synod crates depend on each other only along the
 //!    allowed edges.
 //! 4. Every library crate has a `README.md` and the crates.io metadata a published crate
@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 /// Crates whose `src/` is protocol code: no I/O, no hidden sources of nondeterminism.
 const PROTOCOL_CRATES: &[&str] = &[
+    "node",
     "clocks",
     "quorum",
     "membership",
@@ -32,6 +33,7 @@ const PROTOCOL_CRATES: &[&str] = &[
 
 /// Library crates: everything but `examples`.
 const LIBRARY_CRATES: &[&str] = &[
+    "node",
     "wal",
     "clocks",
     "quorum",
@@ -47,14 +49,15 @@ const ALLOWED_EXTERNAL: &[&str] = &["bytes", "crc32fast", "parking_lot", "serde"
 
 /// The Synod crates each library crate may depend on (`[dependencies]`, optional or not).
 const ALLOWED_SYNOD_EDGES: &[(&str, &[&str])] = &[
+    ("node", &[]),
     ("wal", &[]),
-    ("clocks", &[]),
-    ("transport", &[]),
-    ("quorum", &["clocks"]),
-    ("membership", &["clocks"]),
-    ("partitioning", &["clocks"]),
-    ("consensus", &["clocks", "quorum", "wal"]),
-    ("sim", &["wal", "clocks"]),
+    ("clocks", &["node"]),
+    ("transport", &["node"]),
+    ("quorum", &["node", "clocks"]),
+    ("membership", &["node", "clocks"]),
+    ("partitioning", &["node", "clocks"]),
+    ("consensus", &["node", "clocks", "quorum", "wal"]),
+    ("sim", &["node", "wal", "clocks"]),
 ];
 
 /// Forbidden in protocol code, with the reason printed next to a violation.
@@ -281,7 +284,7 @@ fn check_dependencies(krate: &str, manifest: &str) -> Vec<String> {
         if let Some(synod) = dep.strip_prefix("synod-") {
             if !allowed_synod.contains(&synod) {
                 violations.push(format!(
-                    "{path}: depends on `{dep}`, but `{krate}` may depend only on {allowed_synod:?} (design.md, Dependencies)"
+                    "{path}: depends on `{dep}`, but `{krate}` may depend only on {allowed_synod:?} (ARCHITECTURE.md, Code map)"
                 ));
             }
         } else if !optional && !ALLOWED_EXTERNAL.contains(&dep.as_str()) {
