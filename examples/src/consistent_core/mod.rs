@@ -21,7 +21,8 @@
 //! - [`server`]: the process: *Singular Update Queue* owning the node, *Single-Socket
 //!   Channel* / *Request Pipeline* to peers over `synod-transport`, *Write-Ahead Log*,
 //!   *Segmented Log* and *Low-Water Mark* via `synod_consensus::WalLogStore` on
-//!   `synod-wal`, group commit, the system clock, ticks from a timer.
+//!   `synod-wal`, group commit, the system clock (read as each input is taken up), ticks
+//!   from a timer.
 //! - [`resp`] and [`commands`]: the client protocol, RESP, so `redis-cli` works; the
 //!   command table lives in [`commands`].
 //! - [`client`]: a small blocking RESP client with sessions and retries, used by
@@ -78,7 +79,8 @@
 //!
 //! - Unit tests: the state machine, the command table, the RESP codec (every prefix of a
 //!   command, malformed and oversize input, 20,000 mutated and random inputs), snapshots
-//!   (a follower catching up from one; a restart on a compacted store).
+//!   (a follower catching up from one; a restart on a compacted store), a lease read on a
+//!   leader whose timer inputs stopped while a new leader committed (refused, not stale).
 //! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
 //!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 2,000 seeds by
 //!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node
@@ -88,7 +90,8 @@
 //! - `tests/it/core_cluster.rs`: real `synod node` processes on loopback: writes through
 //!   every node, the leader killed with SIGKILL, a new leader elected with no
 //!   acknowledged write lost, the killed node restarted on its data directory and caught
-//!   up, a follower paused with SIGSTOP and resumed; a client history recorded across a
+//!   up, a follower paused with SIGSTOP and resumed, a leader paused past its lease while
+//!   the others commit, then asked for a lease read (not stale); a client history recorded across a
 //!   leader kill checked for linearizability; bad client input; start-up errors.
 //! - `tests/it/core_limits.rs`: the largest command (a 1 MiB value) replicated through the
 //!   leader and a follower and read back from every node, one over the limit refused alike

@@ -2,12 +2,17 @@
 //!
 //! A [`CoreNode`] owns a `synod_consensus::Node` (Leader and Followers, Replicated Log,
 //! High-Water Mark) and the [`KvStore`] its committed entries drive. It takes [`Input`]s
-//! (a peer's message, a client's [`Request`], a clock tick, a persistence
-//! acknowledgement) through [`CoreNode::handle`] and returns [`Effect`]s (messages to send,
-//! a request to make the log durable, replies to clients). It reads no clock, opens no
-//! socket and touches no file, so the same node runs under `synod-sim` and inside the
-//! real-process driver ([`super::server`]), which owns the threads, the sockets and the
-//! write-ahead log.
+//! (a peer's message, a client's [`Request`], a timer's expiry, a persistence
+//! acknowledgement) through [`CoreNode::handle`], each with the time it is handed in at,
+//! and returns [`Effect`]s (messages to send, a request to make the log durable, replies to
+//! clients). It reads no clock, opens no socket and touches no file, so the same node runs
+//! under `synod-sim` and inside the real-process driver ([`super::server`]), which owns the
+//! threads, the sockets and the write-ahead log.
+//!
+//! Time is a value: the caller's monotonic clock, read when it hands an input in. Before
+//! the node looks at an input it runs Raft's ticks for the time passed since the last one,
+//! so nothing it decides (above all whether a lease still holds) rests on a clock that
+//! stopped while the process was paused, a sync stalled or the caller's timer was late.
 //!
 //! Clients are identified by an opaque [`Tag`] the caller chooses; every request gets
 //! exactly one [`Effect::Reply`] with its tag unless the node is dropped first (the
@@ -21,6 +26,7 @@
 //! and follower reads (Follower Reads: this replica's state as applied, possibly stale).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -119,10 +125,12 @@ pub enum Input {
         /// The request.
         request: Request,
     },
-    /// One tick of the node's logical clock; `now_ms` is the caller's clock reading (it
-    /// stamps proposals so that session expiry runs on replicated time).
+    /// The caller's timer went off: nothing arrived, but time passed. (Every input runs
+    /// the ticks its time brings; this one is for when no other input comes.) `now_ms` is
+    /// the caller's wall clock (it stamps proposals so that session expiry runs on
+    /// replicated time).
     Tick {
-        /// Milliseconds on the caller's clock.
+        /// Milliseconds on the caller's wall clock.
         now_ms: u64,
     },
     /// Everything written to the store before the effect that carried the token is
@@ -189,6 +197,36 @@ pub const SNAPSHOT_LOG_BYTES_MIN: u64 = 64 << 20;
 /// Reads that may wait for this replica to apply their index.
 pub const READS_WAITING_MAX: usize = 4096;
 
+/// Raft's logical clock, run from the time handed in with each input: every tick of
+/// `tick` that has passed on the caller's monotonic clock is run before the input is
+/// looked at, however few timer inputs arrived.
+#[derive(Debug)]
+struct TickClock {
+    /// The length of one Raft tick.
+    tick: Duration,
+    /// Whole ticks that had passed at the latest time handed in.
+    passed: u64,
+}
+
+impl TickClock {
+    /// How many ticks to run at `now` (time since the caller's origin): those passed since
+    /// the last call, at most `catch_up_max`. Time never runs backwards: an earlier `now`
+    /// runs none.
+    ///
+    /// The bound is for a process that was paused or starved for long: `catch_up_max`
+    /// ticks (twice the longest election timeout) expire every timer and lease the node
+    /// holds, without a burst of heartbeats and elections for every tick missed. The ticks
+    /// past it are dropped, never owed, so Raft's count stays behind real time after a
+    /// long pause and advances at the real rate from there.
+    fn due(&mut self, now: Duration, catch_up_max: u64) -> u64 {
+        let tick_ns = self.tick.as_nanos().max(1);
+        let passed = u64::try_from(now.as_nanos() / tick_ns).unwrap_or(u64::MAX);
+        let due = passed.saturating_sub(self.passed);
+        self.passed = self.passed.max(passed);
+        due.min(catch_up_max)
+    }
+}
+
 /// Raft plus the key-value store. See the module documentation.
 #[derive(Debug)]
 pub struct CoreNode<S: LogStore> {
@@ -199,6 +237,7 @@ pub struct CoreNode<S: LogStore> {
     read_wait: ReadWaitList<(Tag, KvQuery)>,
     next_read: u64,
     now_ms: u64,
+    clock: TickClock,
     snapshot_entries: u64,
     /// Bytes of commands applied since the last snapshot (or start).
     applied_bytes: u64,
@@ -209,9 +248,10 @@ pub struct CoreNode<S: LogStore> {
 
 impl<S: LogStore> CoreNode<S> {
     /// A node over `raft` (whose store may hold a snapshot and log from an earlier run:
-    /// the state machine is rebuilt from them); snapshots every `snapshot_entries`
-    /// applied entries (at least 1).
-    pub fn new(raft: Node<S>, snapshot_entries: u64) -> CoreNode<S> {
+    /// the state machine is rebuilt from them), whose Raft ticks last `tick` (at least 1 ns)
+    /// on the caller's monotonic clock, whose origin (time zero) is now; snapshots every
+    /// `snapshot_entries` applied entries (at least 1).
+    pub fn new(raft: Node<S>, tick: Duration, snapshot_entries: u64) -> CoreNode<S> {
         CoreNode {
             raft,
             kv: KvStore::new(),
@@ -220,6 +260,10 @@ impl<S: LogStore> CoreNode<S> {
             read_wait: ReadWaitList::new(READS_WAITING_MAX),
             next_read: 0,
             now_ms: 0,
+            clock: TickClock {
+                tick: tick.max(Duration::from_nanos(1)),
+                passed: 0,
+            },
             snapshot_entries: snapshot_entries.max(1),
             applied_bytes: 0,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN,
@@ -278,23 +322,30 @@ impl<S: LogStore> CoreNode<S> {
         }
     }
 
-    /// Handles one input and returns what the caller must do, in order.
-    pub fn handle(&mut self, input: Input) -> Vec<Effect> {
-        self.step(input);
+    /// Handles one input at `now` and returns what the caller must do, in order.
+    pub fn handle(&mut self, now: Duration, input: Input) -> Vec<Effect> {
+        self.step(now, input);
         self.poll()
     }
 
-    /// Takes one input in without handing anything out yet: a driver with several inputs
-    /// waiting steps them all and then [`poll`](Self::poll)s once, so that the proposals
-    /// of many clients leave in one append message per follower, and the entries of many
-    /// appends are made durable by one persistence request.
-    pub fn step(&mut self, input: Input) {
+    /// Takes one input in at `now` without handing anything out yet: a driver with several
+    /// inputs waiting steps them all and then [`poll`](Self::poll)s once, so that the
+    /// proposals of many clients leave in one append message per follower, and the entries
+    /// of many appends are made durable by one persistence request.
+    ///
+    /// `now` is the caller's monotonic clock read when it hands the input in, as time
+    /// since the node was created; it must not be read earlier (before a wait in a queue,
+    /// say), since a lease read is answered against it.
+    pub fn step(&mut self, now: Duration, input: Input) {
+        // Raft's clock first: a lease is checked against the time of the read, never
+        // against a count of the timer inputs that happened to arrive before it.
+        let catch_up_max = 2 * self.raft.config().election_timeout_ticks().end;
+        for _ in 0..self.clock.due(now, catch_up_max) {
+            self.raft.tick();
+        }
         match input {
             Input::Peer(message) => self.raft.step(message),
-            Input::Tick { now_ms } => {
-                self.now_ms = self.now_ms.max(now_ms);
-                self.raft.tick();
-            }
+            Input::Tick { now_ms } => self.now_ms = self.now_ms.max(now_ms),
             Input::Persisted(token) => self.raft.persisted(token),
             Input::Client { tag, request } => self.client(tag, request),
             Input::HandOver => self.hand_over(),
@@ -516,35 +567,49 @@ mod tests {
     use crate::consistent_core::kv::PutCondition;
     use synod_consensus::{Config, MemLogStore, Membership};
 
-    /// A cluster in memory: messages delivered at once unless the recipient is cut off,
-    /// every persistence request synced at once.
+    const TICK: Duration = Duration::from_millis(50);
+
+    /// A cluster in memory: messages delivered at once unless the sender or recipient is
+    /// cut off, every persistence request synced at once; one clock for every node.
     struct Cluster {
         nodes: Vec<CoreNode<MemLogStore>>,
         cut: Option<usize>,
         replies: Vec<(Tag, Response)>,
+        now: Duration,
     }
 
     impl Cluster {
         fn new(n: u64, snapshot_entries: u64) -> Cluster {
+            Cluster::with_config(n, snapshot_entries, |c| c)
+        }
+
+        fn with_config(
+            n: u64,
+            snapshot_entries: u64,
+            config: impl Fn(synod_consensus::ConfigBuilder) -> synod_consensus::ConfigBuilder,
+        ) -> Cluster {
             let membership = Membership::new((1..=n).map(NodeId::new), []).expect("valid");
             let nodes = (1..=n)
                 .map(|id| {
-                    let config = Config::builder(NodeId::new(id)).build().expect("valid");
+                    let config = config(Config::builder(NodeId::new(id)))
+                        .build()
+                        .expect("valid");
                     let raft = Node::new(config, MemLogStore::new(membership.clone()));
-                    CoreNode::new(raft, snapshot_entries)
+                    CoreNode::new(raft, TICK, snapshot_entries)
                 })
                 .collect();
             Cluster {
                 nodes,
                 cut: None,
                 replies: Vec::new(),
+                now: Duration::ZERO,
             }
         }
 
         fn run(&mut self, at: usize, input: Input) {
             let mut queue = vec![(at, input)];
             while let Some((at, input)) = queue.pop() {
-                for effect in self.nodes[at].handle(input) {
+                for effect in self.nodes[at].handle(self.now, input) {
                     match effect {
                         Effect::Send(m) => {
                             let to = usize::try_from(m.to.get() - 1).expect("small");
@@ -564,11 +629,25 @@ mod tests {
         }
 
         fn tick_all(&mut self, ticks: usize) {
-            for t in 0..ticks {
-                for i in 0..self.nodes.len() {
-                    self.run(i, Input::Tick { now_ms: t as u64 });
+            self.tick_all_but(None, ticks);
+        }
+
+        /// Moves the clock on by `ticks` ticks, handing a timer input to every node
+        /// except `withheld` at each.
+        fn tick_all_but(&mut self, withheld: Option<usize>, ticks: usize) {
+            for _ in 0..ticks {
+                self.now += TICK;
+                let now_ms = u64::try_from(self.now.as_millis()).expect("small");
+                for i in (0..self.nodes.len()).filter(|&i| Some(i) != withheld) {
+                    self.run(i, Input::Tick { now_ms });
                 }
             }
+        }
+
+        fn client(&mut self, at: usize, tag: Tag, request: Request) -> Option<Response> {
+            self.run(at, Input::Client { tag, request });
+            let i = self.replies.iter().position(|(t, _)| *t == tag)?;
+            Some(self.replies.remove(i).1)
         }
 
         fn leader(&self) -> usize {
@@ -576,6 +655,12 @@ mod tests {
                 .iter()
                 .position(|n| n.raft().role() == Role::Leader)
                 .expect("a leader")
+        }
+
+        fn leader_other_than(&self, old: usize) -> usize {
+            (0..self.nodes.len())
+                .find(|&i| i != old && self.nodes[i].raft().role() == Role::Leader)
+                .expect("a new leader")
         }
     }
 
@@ -588,6 +673,69 @@ mod tests {
             },
             session: None,
         }
+    }
+
+    fn lease_get(key: &str) -> Request {
+        Request::Read {
+            query: KvQuery::Get(key.into()),
+            mode: ReadMode::Lease,
+        }
+    }
+
+    #[test]
+    fn a_lease_read_is_checked_against_the_time_it_arrives_at_not_the_ticks_delivered() {
+        let mut cluster = Cluster::with_config(3, 1000, |c| c.lease_reads(3));
+        cluster.tick_all(40);
+        let old = cluster.leader();
+        let put_ok = cluster.client(old, 1, put("k", "old"));
+        assert_eq!(put_ok, Some(Response::Kv(KvReply::Ok)));
+        cluster.tick_all(4); // a heartbeat round: the lease starts
+        // Cut off, the leader still answers from its lease at once: no quorum round.
+        cluster.cut = Some(old);
+        assert_eq!(
+            cluster.client(old, 2, lease_get("k")),
+            Some(Response::Kv(KvReply::Bulk(b"old".to_vec()))),
+            "a lease read within the lease"
+        );
+        // The old leader's timer inputs stop (a paused process, a stalled sync, a starved
+        // ticker) while the others elect a leader and commit a write.
+        cluster.tick_all_but(Some(old), 40);
+        let new = cluster.leader_other_than(old);
+        let put_new = cluster.client(new, 3, put("k", "new"));
+        assert_eq!(put_new, Some(Response::Kv(KvReply::Ok)));
+        // The first thing the old leader hears of is a lease read, at the current time.
+        let answer = cluster.client(old, 4, lease_get("k"));
+        assert_ne!(
+            answer,
+            Some(Response::Kv(KvReply::Bulk(b"old".to_vec()))),
+            "a stale read from a lapsed lease"
+        );
+        assert_ne!(cluster.nodes[old].raft().role(), Role::Leader);
+        // Back in touch, the old leader serves the new value.
+        cluster.cut = None;
+        cluster.tick_all(40);
+        let answer = cluster.client(old, 5, lease_get("k"));
+        assert_eq!(answer, Some(Response::Kv(KvReply::Bulk(b"new".to_vec()))));
+    }
+
+    #[test]
+    fn ticks_run_from_the_time_handed_in_not_from_timer_inputs() {
+        let mut clock = TickClock {
+            tick: Duration::from_millis(50),
+            passed: 0,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(clock.due(ms(49), 40), 0);
+        assert_eq!(clock.due(ms(120), 40), 2);
+        // Timer inputs lost or late lose no time.
+        assert_eq!(clock.due(ms(400), 40), 6);
+        assert_eq!(clock.due(ms(410), 40), 0);
+        // Time handed in out of order never runs backwards, nor twice.
+        assert_eq!(clock.due(ms(300), 40), 0);
+        assert_eq!(clock.due(ms(450), 40), 1);
+        // After a long pause: enough ticks to expire every timer and lease, not a burst.
+        assert_eq!(clock.due(ms(60_000), 40), 40);
+        assert_eq!(clock.due(ms(60_050), 40), 1);
     }
 
     #[test]
@@ -686,22 +834,23 @@ mod tests {
         assert!(old.info().first.0 > 1, "compacted");
         let store = old.raft.store().clone();
         let config = Config::builder(NodeId::new(1)).build().expect("valid");
-        let mut restarted = CoreNode::new(Node::new(config, store), 10);
-        fn drive(node: &mut CoreNode<MemLogStore>, mut effects: Vec<Effect>) {
+        let mut restarted = CoreNode::new(Node::new(config, store), TICK, 10);
+        fn drive(node: &mut CoreNode<MemLogStore>, now: Duration, mut effects: Vec<Effect>) {
             while let Some(effect) = effects.pop() {
                 if let Effect::Persist(token) = effect {
                     node.store_mut().sync();
-                    effects.extend(node.handle(Input::Persisted(token)));
+                    effects.extend(node.handle(now, Input::Persisted(token)));
                 }
             }
         }
         let effects = restarted.poll();
-        drive(&mut restarted, effects);
+        drive(&mut restarted, Duration::ZERO, effects);
         // The snapshot is loaded at once; entries above it replay once committed again.
         assert!(restarted.kv().len() >= 10, "the snapshot is loaded");
-        for t in 0..40 {
-            let effects = restarted.handle(Input::Tick { now_ms: t });
-            drive(&mut restarted, effects);
+        for t in 1..=40 {
+            let now = TICK * t;
+            let effects = restarted.handle(now, Input::Tick { now_ms: t.into() });
+            drive(&mut restarted, now, effects);
         }
         assert_eq!(restarted.kv().len(), 25);
     }

@@ -75,10 +75,6 @@ pub const CLIENT_BUFFER_BYTES: usize = 64 << 10;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Election timeout, in ticks (of 50 ms by default: 0.5 to 1 s, as etcd's).
 const ELECTION_TICKS: std::ops::Range<u64> = 10..20;
-/// The most ticks handed to the node at once after the process was paused or starved:
-/// twice the longest election timeout, which expires every timer and lease the node holds,
-/// without a burst of heartbeats for every tick missed.
-const TICKS_CATCH_UP_MAX: u64 = 2 * ELECTION_TICKS.end;
 /// How long a node shutting down waits for the leadership it hands over to be taken.
 pub const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
 /// How long a node shutting down keeps answering `TRYAGAIN` to clients still connected
@@ -333,50 +329,37 @@ struct Worker {
     deferred: usize,
     queued: Arc<AtomicUsize>,
     clock: SystemClock,
-    ticks: TickCount,
-}
-
-/// The node's ticks, counted from a monotonic clock rather than from the tick events: a
-/// tick event dropped (the queue was busy) or late (the process was paused) loses no time,
-/// so a leader never believes its lease lasts longer than it does.
-struct TickCount {
+    /// The node's time zero on the monotonic clock: every input is handed to the node
+    /// with the time since, read as the worker takes the input up (see [`Worker::now`]).
     origin: Instant,
-    tick: Duration,
-    delivered: u64,
-}
-
-impl TickCount {
-    /// Ticks due since the last call, `since_origin` after the first, at most
-    /// [`TICKS_CATCH_UP_MAX`].
-    fn due(&mut self, since_origin: Duration) -> u64 {
-        let tick_ns = self.tick.as_nanos().max(1);
-        let elapsed = u64::try_from(since_origin.as_nanos() / tick_ns).unwrap_or(u64::MAX);
-        let due = elapsed.saturating_sub(self.delivered);
-        self.delivered = elapsed;
-        due.min(TICKS_CATCH_UP_MAX)
-    }
 }
 
 impl Worker {
+    /// The node's time, read now: never earlier, since the node checks a lease against it
+    /// (a time read by the thread that queued an event would be stale by the wait in the
+    /// queue, and a tick count kept by the timer thread by every tick it could not queue).
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
     fn handle(&mut self, event: Event) -> Info {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let stop = matches!(event, Event::Stop);
+        let now = self.now();
         match event {
-            Event::Peer(message) => self.node.step(Input::Peer(message)),
+            Event::Peer(message) => self.node.step(now, Input::Peer(message)),
             Event::Client(request, waiter) => {
                 self.next_tag += 1;
                 let tag = self.next_tag;
                 self.waiters.insert(tag, waiter);
-                self.node.step(Input::Client { tag, request });
+                self.node.step(now, Input::Client { tag, request });
             }
             Event::Tick => {
                 let now_ms = self.clock.wall().as_nanos() / 1_000_000;
-                for _ in 0..self.ticks.due(self.ticks.origin.elapsed()) {
-                    self.node.step(Input::Tick { now_ms });
-                }
+                self.node.step(now, Input::Tick { now_ms });
             }
             Event::Info | Event::Stop => {}
-            Event::HandOver => self.node.step(Input::HandOver),
+            Event::HandOver => self.node.step(now, Input::HandOver),
         }
         // Request Batch: while more events wait, their effects pile up in the node, so
         // that one append per follower carries the proposals of many clients and one
@@ -426,7 +409,7 @@ impl Worker {
             if let Err(e) = self.node.store_mut().sync() {
                 fail_stop(&format!("the write-ahead log failed: {e}"));
             }
-            let effects = self.node.handle(Input::Persisted(token));
+            let effects = self.node.handle(self.now(), Input::Persisted(token));
             self.run(effects);
         }
     }
@@ -724,7 +707,9 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     let read_id_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
-    let mut node = CoreNode::new(Node::new(config, store), options.snapshot_entries)
+    let origin = Instant::now();
+    let tick = Duration::from_millis(options.tick_ms);
+    let mut node = CoreNode::new(Node::new(config, store), tick, options.snapshot_entries)
         .with_read_ids_from(read_id_base);
 
     for (&id, addr) in &options.peers {
@@ -762,11 +747,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         deferred: 0,
         queued: Arc::clone(&queued),
         clock: SystemClock::new(),
-        ticks: TickCount {
-            origin: Instant::now(),
-            tick: Duration::from_millis(options.tick_ms),
-            delivered: 0,
-        },
+        origin,
     };
     worker.flush();
     let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)
@@ -797,8 +778,8 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
                 if Instant::now() > next + tick * 10 {
                     next = Instant::now() + tick; // fell far behind (paused): do not burst
                 }
-                // A busy queue skips tick events, not time: the worker counts ticks from
-                // the clock (`TickCount`).
+                // A busy queue skips tick events, not time: every event the worker takes
+                // up hands the node the time, and the node runs the ticks it brings.
                 if shared.queued.load(Ordering::Acquire) < QUEUE_EVENTS_MAX / 2 {
                     let _ = shared.submit(Event::Tick);
                 }
@@ -972,23 +953,6 @@ fn shutting_down(id: u64) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ticks_are_counted_from_the_clock_not_from_tick_events() {
-        let mut ticks = TickCount {
-            origin: Instant::now(),
-            tick: Duration::from_millis(50),
-            delivered: 0,
-        };
-        let ms = Duration::from_millis;
-        assert_eq!(ticks.due(ms(49)), 0);
-        assert_eq!(ticks.due(ms(120)), 2);
-        // Tick events lost while the queue was busy lose no time.
-        assert_eq!(ticks.due(ms(400)), 6);
-        assert_eq!(ticks.due(ms(410)), 0);
-        // After a long pause: enough ticks to expire every timer and lease, not a burst.
-        assert_eq!(ticks.due(ms(60_000)), TICKS_CATCH_UP_MAX);
-        assert_eq!(ticks.due(ms(60_050)), 1);
-    }
     use crate::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
     use crate::consistent_core::node::SessionSeq;
     use synod_consensus::session::{SessionEntry, SessionId};

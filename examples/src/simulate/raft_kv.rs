@@ -204,6 +204,11 @@ pub struct RaftKvNode {
     /// Persistence tokens waiting for a sync, by the sync's number.
     syncs: BTreeMap<u64, PersistToken>,
     next_sync: u64,
+    /// Timer expiries since the node (re)started: the node's monotonic clock is their
+    /// count times [`TICK_EVERY`], so it runs one Raft tick per expiry, as the simulator
+    /// schedules them (on this node's drifting clock). Its clock reading would not do: the
+    /// nemesis jumps it backwards, which would freeze the node's timers.
+    ticks: u64,
 }
 
 impl RaftKvNode {
@@ -220,6 +225,7 @@ impl RaftKvNode {
             next_tag: 0,
             syncs: BTreeMap::new(),
             next_sync: 0,
+            ticks: 0,
         }
     }
 
@@ -253,7 +259,8 @@ impl RaftKvNode {
     /// Feeds `input` to the node and carries out what it asks.
     fn handle(&mut self, ctx: &mut Context<'_, Self>, input: Input) {
         if let Some(core) = self.core.as_mut() {
-            let effects = core.handle(input);
+            let now = TICK_EVERY * u32::try_from(self.ticks).unwrap_or(u32::MAX);
+            let effects = core.handle(now, input);
             self.carry_out(ctx, effects);
         }
     }
@@ -380,8 +387,13 @@ impl synod_sim::Node for RaftKvNode {
             .build()
             .expect("a valid Raft configuration: the limits were checked in NodeOptions");
         let store = JournalStore::new(mem);
-        let mut core = CoreNode::new(Node::new(config, store), self.options.snapshot_entries)
-            .with_read_ids_from(ctx.rng().next_u64() >> 1);
+        self.ticks = 0;
+        let mut core = CoreNode::new(
+            Node::new(config, store),
+            TICK_EVERY,
+            self.options.snapshot_entries,
+        )
+        .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
         self.carry_out(ctx, effects);
@@ -394,6 +406,7 @@ impl synod_sim::Node for RaftKvNode {
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
         let now_ms = ctx.now().as_micros() / 1000;
+        self.ticks += 1;
         self.handle(ctx, Input::Tick { now_ms });
         if self.core.is_some() {
             ctx.set_timer(TICK_EVERY, TICK);

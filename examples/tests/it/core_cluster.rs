@@ -1,7 +1,8 @@
 //! A three-node Consistent Core cluster of real `synod node` processes on loopback: writes
 //! and reads over RESP through any node, the leader killed with SIGKILL, a new leader
 //! elected with every acknowledged write still readable, the killed node restarted on its
-//! data directory and caught up; bad client input answered with errors; start-up errors a
+//! data directory and caught up; a leader paused with SIGSTOP past its lease serving no
+//! stale lease read when resumed; bad client input answered with errors; start-up errors a
 //! person can act on. Every wait polls a condition against a deadline.
 
 use std::io::{Read, Write};
@@ -374,6 +375,40 @@ fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catch
         get(&mut resumed, "paused-9"),
         bulk("y"),
         "linearizable read on the resumed node"
+    );
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_serves_no_stale_lease_read_when_resumed() {
+    let (cluster, old) = Cluster::up(3);
+    let mut client = cluster.client(old);
+    let reply = client.call(&[b"SET", b"k", b"old"]).expect("SET");
+    assert_eq!(reply, Value::Simple("OK".into()));
+    // A client reading under the leader's lease, connected while the leader runs.
+    let mut reader = TcpStream::connect(cluster.addr(old)).expect("connect");
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (replies, _) = raw(&mut reader, b"CLIENT READMODE lease\r\nGET k\r\n", 2);
+    assert_eq!(replies, [Value::Simple("OK".into()), bulk("old")]);
+
+    // The leader stops (a VM paused, a process stopped) while the others elect a leader
+    // and acknowledge a write.
+    cluster.signal(old, "STOP");
+    let others: Vec<usize> = (1..=3).filter(|&id| id != old).collect();
+    let new = cluster.wait_leader(&others);
+    let mut client = cluster.client(new);
+    let reply = client.call(&[b"SET", b"k", b"new"]).expect("SET");
+    assert_eq!(reply, Value::Simple("OK".into()));
+    // The lease read waits in the paused leader's socket; the leader resumes.
+    reader.write_all(b"GET k\r\n").expect("write");
+    cluster.signal(old, "CONT");
+    let (replies, closed) = raw(&mut reader, b"", 1);
+    assert!(!closed, "the connection closed: {replies:?}");
+    assert_ne!(
+        replies[0],
+        bulk("old"),
+        "a stale read: node {old} answered from a lease that lapsed while it was paused"
     );
 }
 
