@@ -15,6 +15,12 @@
 //!   older records purged) whenever a snapshot is taken or installed, and once it holds
 //!   `META_RECORDS_MAX` records.
 //!
+//! The meta log is synced before the entry log changes for a snapshot, so opening
+//! reconciles the two: entries at or below the snapshot are skipped, and an entry log that
+//! ends before the snapshot, or holds another term at its index, is what a crash left of an
+//! install (whose snapshot replaces the whole log) before the entry log was emptied: those
+//! entries are discarded and the log restarts after the snapshot.
+//!
 //! [`WalStoreOptions`] sets the segment size of both logs and the longest entry the entry
 //! log accepts (which must be at least the Raft [`Config`](crate::Config)'s
 //! `entry_bytes_max`: a command is refused before it reaches the log if it is longer).
@@ -192,6 +198,45 @@ fn decode_meta(bytes: &[u8]) -> Result<MetaRecord, WalStoreError> {
     }
 }
 
+/// Whether the entry log lines up with the snapshot `snapshot` that the meta log holds:
+/// it starts right after the snapshot, or it holds the snapshot's last entry with the
+/// snapshot's term (a compaction whose purge had not yet happened, or is partial). It does
+/// not if it ends before the snapshot or holds another term there: a snapshot install whose
+/// reset of the entry log a crash cut short. Those entries are stale: the snapshot replaces
+/// them, and the caller discards them.
+///
+/// # Errors
+///
+/// [`WalStoreError::Corrupt`] if the entry log starts past the snapshot (entries between
+/// the two are missing) or the entry at the snapshot's index does not decode.
+fn reconcile<S: Storage>(entries: &Wal<S>, snapshot: &SnapshotMeta) -> Result<bool, WalStoreError> {
+    let (first, next) = (entries.first_index().get(), entries.next_index().get());
+    let at = snapshot.index.0;
+    if first > at + 1 {
+        return Err(WalStoreError::Corrupt(format!(
+            "the entry log starts at {first}, past the snapshot at {at}"
+        )));
+    }
+    if first == at + 1 {
+        return Ok(true);
+    }
+    if next <= at {
+        return Ok(false);
+    }
+    let bytes = entries.read(WalIndex::new(at))?;
+    let entry: Entry = postcard::from_bytes(&bytes)
+        .map_err(|e| WalStoreError::Corrupt(format!("entry {at}: {e}")))?;
+    Ok(entry.index == snapshot.index && entry.term == snapshot.term)
+}
+
+/// Empties the entry log so that its next entry is `next` (one past a snapshot). Durable
+/// when it returns; a crash part-way leaves a log that [`reconcile`] still refuses.
+fn reset_entries<S: Storage>(entries: &Wal<S>, next: LogIndex) -> Result<(), WalError> {
+    entries.truncate_after(WalIndex::new(entries.first_index().get().saturating_sub(1)))?;
+    entries.purge_before(WalIndex::new(next.0))?;
+    Ok(())
+}
+
 impl<S: Storage> WalLogStore<S> {
     /// Opens (or creates) the store: `entries` and `meta` are the storages of the two
     /// logs; `membership` is the initial configuration, used only if the store is new.
@@ -300,6 +345,9 @@ impl<S: Storage> WalLogStore<S> {
             mem.install_snapshot(snapshot);
         }
         mem.set_hard_state(hard_state);
+        if !reconcile(&entries, &mem.snapshot().meta)? {
+            reset_entries(&entries, mem.first_index())?;
+        }
         let from = mem.first_index().0.max(entries.first_index().get());
         for record in entries.range(WalIndex::new(from), entries.next_index()) {
             let (index, bytes) = record?;
@@ -463,13 +511,9 @@ impl<S: Storage> LogStore for WalLogStore<S> {
         if self.failed.is_some() {
             return;
         }
-        // Remove every entry, then move the next index past the snapshot.
-        let keep = WalIndex::new(self.entries.first_index().get().saturating_sub(1));
-        let result = self
-            .entries
-            .truncate_after(keep)
-            .and_then(|()| self.entries.purge_before(WalIndex::new(mark.0)));
-        if let Err(e) = result {
+        // Remove every entry, then move the next index past the snapshot. A crash before
+        // this is done leaves entries that do not follow the snapshot: opening discards them.
+        if let Err(e) = reset_entries(&self.entries, mark) {
             self.fail(e);
         }
     }
@@ -546,6 +590,28 @@ mod tests {
         .expect("opens");
         assert_eq!(store.snapshot().meta.index, LogIndex(7));
         assert_eq!(store.snapshot().data, Bytes::from_static(b"ok"));
+    }
+
+    #[test]
+    fn an_entry_log_that_starts_past_the_snapshot_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = WalStoreOptions::default()
+            .segment_bytes_max(4 << 20)
+            .wal_config(1024)
+            .expect("valid");
+        let (entries, _) = Wal::open(
+            FileStorage::new(dir.path().join("entries")).expect("storage"),
+            config,
+        )
+        .expect("opens");
+        entries.purge_before(WalIndex::new(20)).expect("purges");
+        drop(entries);
+        let result = open_with_meta(dir.path(), &[start(7, 0, 0)]);
+        assert!(
+            matches!(&result, Err(WalStoreError::Corrupt(why)) if why.contains("starts at 20")),
+            "{:?}",
+            result.err()
+        );
     }
 
     #[test]

@@ -157,3 +157,303 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
     assert_eq!(store.snapshot().meta.index, LogIndex(20));
     assert_eq!(store.snapshot().data, smaller);
 }
+
+/// Two disks (the entry log's and the meta log's) whose mutating operations draw on one
+/// shared budget: once it is spent, every further one fails, as if the process had died
+/// there. With `synod_wal::testing::FaultyStorage` underneath, a test crashes the store at
+/// any single write, sync, creation, rename or removal of either log.
+mod process {
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use synod_wal::testing::{FaultyFile, FaultyStorage};
+    use synod_wal::{Storage, StorageFile};
+
+    #[derive(Clone, Debug)]
+    pub struct Halting {
+        pub disk: FaultyStorage,
+        left: Arc<AtomicU64>,
+    }
+
+    #[derive(Debug)]
+    pub struct HaltingFile {
+        file: FaultyFile,
+        left: Arc<AtomicU64>,
+    }
+
+    fn spend(left: &AtomicU64) -> io::Result<()> {
+        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map(drop)
+            .map_err(|_| io::Error::other("the process has died"))
+    }
+
+    /// The two disks of one process, sharing `budget` operations (`u64::MAX`: no limit).
+    pub fn pair(
+        disks: &(FaultyStorage, FaultyStorage),
+        budget: u64,
+    ) -> (Halting, Halting, Arc<AtomicU64>) {
+        let left = Arc::new(AtomicU64::new(budget));
+        let halting = |disk: &FaultyStorage| Halting {
+            disk: disk.clone(),
+            left: Arc::clone(&left),
+        };
+        (halting(&disks.0), halting(&disks.1), left)
+    }
+
+    impl Storage for Halting {
+        type File = HaltingFile;
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.disk.list()
+        }
+        fn open(&self, name: &str) -> io::Result<HaltingFile> {
+            Ok(HaltingFile {
+                file: self.disk.open(name)?,
+                left: Arc::clone(&self.left),
+            })
+        }
+        fn create(&self, name: &str) -> io::Result<HaltingFile> {
+            spend(&self.left)?;
+            Ok(HaltingFile {
+                file: self.disk.create(name)?,
+                left: Arc::clone(&self.left),
+            })
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            spend(&self.left)?;
+            self.disk.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            spend(&self.left)?;
+            self.disk.remove(name)
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            spend(&self.left)?;
+            self.disk.sync_dir()
+        }
+    }
+
+    impl StorageFile for HaltingFile {
+        fn len(&self) -> io::Result<u64> {
+            self.file.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.file.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+            spend(&self.left)?;
+            self.file.write_at(buf, offset)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            spend(&self.left)?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            spend(&self.left)?;
+            self.file.sync_data()
+        }
+    }
+}
+
+mod crash {
+    use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
+    use synod_consensus::{
+        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Snapshot, SnapshotMeta,
+        Term, WalLogStore, WalStoreOptions,
+    };
+    use synod_wal::testing::{CrashMode, FaultyStorage};
+
+    use super::process::{Halting, pair};
+
+    type Disks = (FaultyStorage, FaultyStorage);
+
+    fn open_on(
+        disks: &Disks,
+        budget: u64,
+    ) -> Result<
+        (
+            WalLogStore<Halting>,
+            std::sync::Arc<std::sync::atomic::AtomicU64>,
+        ),
+        synod_consensus::WalStoreError,
+    > {
+        let (entries, meta, left) = pair(disks, budget);
+        let options = WalStoreOptions::default()
+            .segment_bytes_max(512 << 10)
+            .entry_bytes_max(1 << 10);
+        let membership = Membership::new([NodeId::new(1)], []).unwrap();
+        WalLogStore::open_with(entries, meta, membership, options).map(|s| (s, left))
+    }
+
+    fn open(disks: &Disks) -> WalLogStore<Halting> {
+        open_on(disks, u64::MAX).expect("the store opens").0
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term::new(term),
+            payload: Payload::Command(Bytes::from(format!("{index}/{term}"))),
+        }
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(index),
+                term: Term::new(term),
+                membership: Membership::new([NodeId::new(1)], []).unwrap(),
+            },
+            data: Bytes::from(format!("state at {index}/{term}").repeat(100)),
+        }
+    }
+
+    fn read(store: &WalLogStore<Halting>, index: u64) -> Option<Entry> {
+        let mut out = Vec::new();
+        store.entries(LogIndex(index), LogIndex(index), u64::MAX, &mut out);
+        out.pop()
+    }
+
+    /// The entries `first..=last` of the store, all of them, in order.
+    fn contents(store: &WalLogStore<Halting>) -> Vec<Entry> {
+        let mut out = Vec::new();
+        store.entries(store.first_index(), store.last_index(), u64::MAX, &mut out);
+        out
+    }
+
+    /// A store holding entries `1..=last` of term 1, a snapshot at 3 and hard state term 1,
+    /// all synced.
+    fn durable_store(seed: u64, last: u64) -> (Disks, HardState) {
+        let disks = (FaultyStorage::new(seed), FaultyStorage::new(seed ^ 0x5eed));
+        let mut store = open(&disks);
+        let hard_state = HardState {
+            term: Term::new(1),
+            vote: Some(NodeId::new(1)),
+        };
+        store.set_hard_state(hard_state);
+        let entries: Vec<Entry> = (1..=last).map(|i| entry(i, 1)).collect();
+        store.append(&entries);
+        store.sync().unwrap();
+        store.compact(snapshot(3, 1));
+        store.sync().unwrap();
+        (disks, hard_state)
+    }
+
+    fn crash(disks: &Disks, mode: CrashMode) {
+        disks.0.crash(mode);
+        disks.1.crash(mode);
+    }
+
+    /// After reopening, the store can append the entry after its last, sync, and read it
+    /// back from another reopening.
+    fn appends_after_reopening(disks: &Disks) {
+        let mut store = open(disks);
+        let next = store.last_index().next();
+        let new = entry(next.0, 7);
+        store.append(std::slice::from_ref(&new));
+        store.sync().expect("an append after the reopening syncs");
+        drop(store);
+        let store = open(disks);
+        assert_eq!(store.last_index(), next);
+        assert_eq!(read(&store, next.0), Some(new));
+    }
+
+    /// A crash after the meta log holds an installed snapshot but before the entry log was
+    /// reset: the entry log ends before the snapshot (a gap) or holds a stale suffix of
+    /// another term. Opening discards the entries and the log restarts after the snapshot.
+    #[test]
+    fn a_crash_between_a_snapshots_meta_and_the_entry_reset_leaves_a_working_store() {
+        // (entries before the install, snapshot index): a gap behind 8, a stale suffix past it.
+        for (last, at) in [(5, 8), (12, 8)] {
+            let (disks, _) = durable_store(1, last);
+            let mut store = open(&disks);
+            // Only the meta log's operations go through: the entry log's disk refuses every one.
+            disks.0.halt_after(Some(0));
+            store.install_snapshot(snapshot(at, 2));
+            drop(store);
+            crash(&disks, CrashMode::DropUnsynced);
+            let store = open(&disks);
+            assert_eq!(store.snapshot(), &snapshot(at, 2), "entries to {last}");
+            assert_eq!(store.last_index(), LogIndex(at), "entries to {last}");
+            drop(store);
+            appends_after_reopening(&disks);
+        }
+    }
+
+    /// A compaction whose purge of the entry log a crash cut short keeps every entry after
+    /// the snapshot: they follow it (same term at its index).
+    #[test]
+    fn a_crash_before_a_compactions_purge_keeps_the_entries_after_the_snapshot() {
+        let (disks, _) = durable_store(2, 12);
+        let mut store = open(&disks);
+        disks.0.halt_after(Some(0));
+        store.compact(snapshot(8, 1));
+        drop(store);
+        crash(&disks, CrashMode::DropUnsynced);
+        let store = open(&disks);
+        assert_eq!(store.snapshot().meta.index, LogIndex(8));
+        assert_eq!(
+            contents(&store),
+            (9..=12).map(|i| entry(i, 1)).collect::<Vec<_>>()
+        );
+    }
+
+    /// A crash at every storage operation of a snapshot install, in every crash mode: the
+    /// store opens, holds either the old state (snapshot at 3, the synced entries) or the
+    /// installed snapshot with nothing after it, never loses the hard state, and takes the
+    /// next append.
+    #[test]
+    fn a_crash_at_any_point_of_a_snapshot_install_leaves_a_consistent_store() {
+        let mut points = 0;
+        let mut installed = 0;
+        for (case, (last, at)) in [(5u64, 8u64), (12, 8)].into_iter().enumerate() {
+            // How many operations an install takes.
+            let (disks, _) = durable_store(10, last);
+            let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
+            let before = left.load(Ordering::SeqCst);
+            store.install_snapshot(snapshot(at, 2));
+            store.sync().unwrap();
+            let ops = before - left.load(Ordering::SeqCst);
+            assert!(ops > 4, "an install takes {ops} operations");
+            for point in 0..=ops {
+                for (m, &mode) in CrashMode::ALL.iter().enumerate() {
+                    let seed = 1000 * case as u64 + 10 * point + m as u64;
+                    let why = format!(
+                        "entries to {last}, crash at operation {point} of {ops}, {}",
+                        mode.name()
+                    );
+                    let (disks, hard_state) = durable_store(seed, last);
+                    let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
+                    left.store(point, Ordering::SeqCst);
+                    store.install_snapshot(snapshot(at, 2));
+                    let done = store.sync().is_ok();
+                    drop(store);
+                    crash(&disks, mode);
+                    let store = match open_on(&disks, u64::MAX) {
+                        Ok((store, _)) => store,
+                        Err(e) => panic!("{why}: the store does not open: {e}"),
+                    };
+                    assert_eq!(store.hard_state(), hard_state, "{why}");
+                    if store.snapshot().meta.index == LogIndex(at) {
+                        assert_eq!(store.snapshot(), &snapshot(at, 2), "{why}");
+                        assert_eq!(store.last_index(), LogIndex(at), "{why}");
+                        installed += 1;
+                    } else {
+                        assert!(!done, "{why}: an install that returned was lost");
+                        assert_eq!(store.snapshot(), &snapshot(3, 1), "{why}");
+                        let old: Vec<Entry> = (4..=last).map(|i| entry(i, 1)).collect();
+                        assert_eq!(contents(&store), old, "{why}");
+                    }
+                    drop(store);
+                    appends_after_reopening(&disks);
+                    points += 1;
+                }
+            }
+        }
+        eprintln!(
+            "snapshot install: {points} crash points, {installed} found the snapshot installed"
+        );
+    }
+}
