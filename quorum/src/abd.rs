@@ -33,7 +33,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, FlexibleConfig, Quorum, Threshold};
-use crate::node::NodeId;
+use crate::node::{Incarnation, NodeId};
 use crate::tracker::{Outcome, ResponseTracker};
 
 /// The version of a register value: a sequence number, then who wrote it.
@@ -52,7 +52,7 @@ pub struct Tag {
     pub sequence: u64,
     /// The node that wrote the value.
     pub writer: NodeId,
-    /// The writer's incarnation when it wrote.
+    /// The writer's incarnation when it wrote ([`Incarnation::get`]).
     pub incarnation: u64,
     /// The writer's operation number within that incarnation.
     pub op: u64,
@@ -64,7 +64,7 @@ pub struct Tag {
 /// a reply to the new operation that got the same number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AbdOpId {
-    incarnation: u64,
+    incarnation: Incarnation,
     number: u64,
 }
 
@@ -77,7 +77,7 @@ impl AbdOpId {
 
     /// The incarnation of the node that started the operation.
     #[must_use]
-    pub const fn incarnation(self) -> u64 {
+    pub const fn incarnation(self) -> Incarnation {
         self.incarnation
     }
 }
@@ -86,6 +86,7 @@ impl AbdOpId {
 #[derive(Debug, Clone)]
 pub struct AbdConfig {
     node: NodeId,
+    incarnation: Incarnation,
     quorums: FlexibleConfig,
     ops_in_flight_max: usize,
     retry_ticks: u64,
@@ -94,9 +95,19 @@ pub struct AbdConfig {
 }
 
 impl AbdConfig {
-    /// A register on `node` replicated over `voters` with majority quorums (tolerates
-    /// `(n - 1) / 2` crashes). Defaults: 64 operations in flight, retransmit every 2 ticks,
-    /// give up after 20 ticks.
+    /// A register on this start of `node`, whose `incarnation` it has never used before
+    /// (see [`Incarnation`]; there is no default, so that a restart cannot forget it),
+    /// replicated over `voters` with majority quorums (tolerates `(n - 1) / 2` crashes).
+    /// Defaults: 64 operations in flight, retransmit every 2 ticks, give up after 20 ticks.
+    ///
+    /// The incarnation cannot be left out:
+    ///
+    /// ```compile_fail,E0061
+    /// use synod_quorum::{AbdConfig, NodeId};
+    ///
+    /// let me = NodeId::new(1);
+    /// let config = AbdConfig::majority(me, [me]);
+    /// ```
     ///
     /// # Errors
     ///
@@ -104,16 +115,18 @@ impl AbdConfig {
     /// [`AbdConfigError::NotAVoter`] if `node` is not one of the voters.
     pub fn majority(
         node: NodeId,
+        incarnation: Incarnation,
         voters: impl IntoIterator<Item = NodeId>,
     ) -> Result<Self, AbdConfigError> {
         let majority = Threshold::majority(voters)?;
         let (n, q) = (majority.len(), majority.needed());
         let quorums = FlexibleConfig::new(majority.voters().iter().copied(), q, q)?;
         debug_assert!(q * 2 > n);
-        Self::with_quorums(node, quorums)
+        Self::with_quorums(node, incarnation, quorums)
     }
 
-    /// A register on `node` with explicit read (query) and write (update) quorums.
+    /// A register on this start of `node` (a new `incarnation`, as for
+    /// [`AbdConfig::majority`]) with explicit read (query) and write (update) quorums.
     ///
     /// A [`FlexibleConfig`] built with [`FlexibleConfig::new`] has `R + W > N`; one built
     /// with [`FlexibleConfig::without_overlap_check`] may not, and then the register is not
@@ -122,12 +135,17 @@ impl AbdConfig {
     /// # Errors
     ///
     /// [`AbdConfigError::NotAVoter`] if `node` is not one of the voters.
-    pub fn with_quorums(node: NodeId, quorums: FlexibleConfig) -> Result<Self, AbdConfigError> {
+    pub fn with_quorums(
+        node: NodeId,
+        incarnation: Incarnation,
+        quorums: FlexibleConfig,
+    ) -> Result<Self, AbdConfigError> {
         if !quorums.read_quorum().contains(node) {
             return Err(AbdConfigError::NotAVoter(node));
         }
         Ok(Self {
             node,
+            incarnation,
             quorums,
             ops_in_flight_max: 64,
             retry_ticks: 2,
@@ -170,6 +188,12 @@ impl AbdConfig {
     #[must_use]
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// This start of the node.
+    #[must_use]
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
     }
 
     /// The read (query) and write (update) quorums.
@@ -364,7 +388,7 @@ struct Op<V> {
 /// documentation](self) for how to drive it.
 ///
 /// ```
-/// use synod_quorum::{AbdConfig, AbdEffect, AbdNode, NodeId};
+/// use synod_quorum::{AbdConfig, AbdEffect, AbdNode, Incarnation, NodeId};
 ///
 /// // A single-node register, driven by hand: every message goes back to the node.
 /// fn run(node: &mut AbdNode<&'static str>) -> Vec<AbdEffect<&'static str>> {
@@ -379,7 +403,7 @@ struct Op<V> {
 ///     done
 /// }
 /// let me = NodeId::new(1);
-/// let mut node = AbdNode::new(AbdConfig::majority(me, [me])?);
+/// let mut node = AbdNode::new(AbdConfig::majority(me, Incarnation::new(1), [me])?);
 /// let write = node.write("hello")?;
 /// assert_eq!(run(&mut node), [AbdEffect::WriteDone { op: write }]);
 /// let read = node.read()?;
@@ -389,7 +413,6 @@ struct Op<V> {
 #[derive(Debug, Clone)]
 pub struct AbdNode<V> {
     config: AbdConfig,
-    incarnation: u64,
     tag: Tag,
     value: Option<V>,
     ops: BTreeMap<AbdOpId, Op<V>>,
@@ -399,24 +422,22 @@ pub struct AbdNode<V> {
 }
 
 impl<V: Clone> AbdNode<V> {
-    /// A node starting for the first time: its replica holds nothing, its incarnation
-    /// is 0. A node that restarts must use [`AbdNode::recover`].
+    /// A node starting for the first time: its replica holds nothing.
     #[must_use]
     pub fn new(config: AbdConfig) -> Self {
-        Self::recover(config, 0, Tag::default(), None)
+        Self::recover(config, Tag::default(), None)
     }
 
     /// A node restarting with the durable replica state of a previous run (the last
-    /// [`AbdEffect::Persist`] carried out) and an `incarnation` it has never used before:
-    /// for example a `synod_clocks::Generation` incremented and persisted at every start.
-    /// Reusing an incarnation can give two writes the same [`Tag`], and lets a reply
-    /// delayed in the network from the earlier life be counted for a new operation with the
-    /// same [`AbdOpId`] (a read could then miss a completed write).
+    /// [`AbdEffect::Persist`] carried out), configured with an incarnation it has never
+    /// used before ([`AbdConfig::incarnation`]). Reusing an incarnation can give two writes
+    /// the same [`Tag`], and lets a reply delayed in the network from the earlier life be
+    /// counted for a new operation with the same [`AbdOpId`] (a read could then miss a
+    /// completed write).
     #[must_use]
-    pub fn recover(config: AbdConfig, incarnation: u64, tag: Tag, value: Option<V>) -> Self {
+    pub fn recover(config: AbdConfig, tag: Tag, value: Option<V>) -> Self {
         Self {
             config,
-            incarnation,
             tag,
             value,
             ops: BTreeMap::new(),
@@ -453,7 +474,7 @@ impl<V: Clone> AbdNode<V> {
             });
         }
         let id = AbdOpId {
-            incarnation: self.incarnation,
+            incarnation: self.config.incarnation,
             number: self.next_op,
         };
         self.next_op += 1;
@@ -569,7 +590,7 @@ impl<V: Clone> AbdNode<V> {
             let tag = Tag {
                 sequence,
                 writer: self.config.node,
-                incarnation: self.incarnation,
+                incarnation: self.config.incarnation.get(),
                 op: id.number,
             };
             (tag, op.write_value.take())

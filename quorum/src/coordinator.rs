@@ -59,9 +59,10 @@
 //! message with [`Coordinator::handle`], call [`Coordinator::tick`] periodically, tell it
 //! about failed nodes with [`Coordinator::node_failed`], and drain
 //! [`Coordinator::poll_effect`]. Messages are never addressed to the coordinator itself:
-//! its own replica is read and written directly. A node that restarts is built with an
-//! incarnation it has never used ([`CoordinatorConfig::incarnation`]), so that answers still
-//! in the network from before the restart are not counted for its new operations.
+//! its own replica is read and written directly. Every start of a node is built with an
+//! [`Incarnation`] it has never used ([`CoordinatorConfig::new`] requires one), so that
+//! answers still in the network from before a restart are not counted for its new
+//! operations.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -69,7 +70,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Quorum, Threshold};
-use crate::node::NodeId;
+use crate::node::{Incarnation, NodeId};
 use crate::resolve::{ResolveError, Resolver};
 use crate::tracker::{Outcome, QuorumUnreachable, Recorded, ResponseTracker};
 
@@ -138,12 +139,12 @@ impl RequestId {
 }
 
 /// The coordinator's name for one of its operations, carried by its messages. It carries
-/// the coordinator's incarnation ([`CoordinatorConfig::incarnation`]), so that an answer
+/// the coordinator's [`Incarnation`], so that an answer
 /// to an operation of an earlier life of the node, delayed in the network while it
 /// restarted, is never taken for an answer to the new operation with the same number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StoreOpId {
-    incarnation: u64,
+    incarnation: Incarnation,
     number: u64,
 }
 
@@ -216,7 +217,7 @@ impl Placement {
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     node: NodeId,
-    incarnation: u64,
+    incarnation: Incarnation,
     ops_in_flight_max: usize,
     timeout_ticks: u64,
     hints_max: usize,
@@ -225,14 +226,24 @@ pub struct CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
-    /// Defaults for node `node`: 1024 operations in flight, time out after 10 ticks, at most
+    /// The configuration of this start of node `node`, whose `incarnation` it has never
+    /// used before (see [`Incarnation`]; there is no default, so that a restart cannot
+    /// forget it). Defaults: 1024 operations in flight, time out after 10 ticks, at most
     /// 10 000 hints held for other nodes, the last 4096 write request ids remembered for
     /// retries, blocking read repair.
+    ///
+    /// The incarnation cannot be left out:
+    ///
+    /// ```compile_fail,E0061
+    /// use synod_quorum::{CoordinatorConfig, NodeId};
+    ///
+    /// let config = CoordinatorConfig::new(NodeId::new(1));
+    /// ```
     #[must_use]
-    pub fn new(node: NodeId) -> Self {
+    pub fn new(node: NodeId, incarnation: Incarnation) -> Self {
         Self {
             node,
-            incarnation: 0,
+            incarnation,
             ops_in_flight_max: 1024,
             timeout_ticks: 10,
             hints_max: 10_000,
@@ -268,18 +279,6 @@ impl CoordinatorConfig {
         Ok(self)
     }
 
-    /// Sets this start's incarnation (0 by default): a number the node has never used
-    /// before, for example a `synod_clocks::Generation` incremented and persisted at every
-    /// start. Operation ids carry it, so answers to operations started before a restart
-    /// are not counted for new ones. A node that restarts with the incarnation of an
-    /// earlier life can count such an answer, from another key even, and read-repair that
-    /// key's state into the one it reads.
-    #[must_use]
-    pub fn incarnation(mut self, incarnation: u64) -> Self {
-        self.incarnation = incarnation;
-        self
-    }
-
     /// Sets when reads repair stale replicas.
     #[must_use]
     pub fn read_repair(mut self, repair: ReadRepair) -> Self {
@@ -291,6 +290,12 @@ impl CoordinatorConfig {
     #[must_use]
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// This start of the node.
+    #[must_use]
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
     }
 }
 
@@ -522,15 +527,15 @@ struct Op<K, S> {
 ///
 /// ```
 /// use synod_quorum::{
-///     Consistency, Coordinator, CoordinatorConfig, LastWriteWins, NodeId, Placement,
-///     RequestId, StoreEffect,
+///     Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId,
+///     Placement, RequestId, StoreEffect,
 /// };
 ///
 /// // Three nodes; node 1 coordinates a QUORUM write and then a QUORUM read of "k".
 /// let ids = [1, 2, 3].map(NodeId::new);
 /// let mut nodes: Vec<_> = ids
 ///     .iter()
-///     .map(|&id| Coordinator::new(CoordinatorConfig::new(id), LastWriteWins::<u64, &str>::new()))
+///     .map(|&id| Coordinator::new(CoordinatorConfig::new(id, Incarnation::new(1)), LastWriteWins::<u64, &str>::new()))
 ///     .collect();
 /// let placement = Placement::new(ids)?;
 /// nodes[0].write(RequestId::new(1), "k", (100, "v1"), Consistency::Quorum, &placement)?;
@@ -1138,13 +1143,13 @@ mod tests {
 
     #[test]
     fn hints_refused_when_full_leave_nothing_behind() {
-        let config = CoordinatorConfig::new(NodeId::new(1))
+        let config = CoordinatorConfig::new(NodeId::new(1), Incarnation::new(1))
             .limits(8, 10, 1, 8)
             .unwrap();
         let mut node = Coordinator::new(config, LastWriteWins::<u64, u64>::new());
         let hint = |replica: u64, key: u64| StoreMessage::Hint {
             op: StoreOpId {
-                incarnation: 0,
+                incarnation: Incarnation::new(1),
                 number: key,
             },
             replica: NodeId::new(replica),

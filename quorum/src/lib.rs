@@ -23,6 +23,7 @@
 //! | [`LastWriteWins`], [`VersionVectors`] | How the coordinator resolves conflicting versions ([`Resolver`]) |
 //! | [`AbdNode`] | One node of a linearizable ABD register |
 //! | [`NodeId`] | A node's identity (the same type as `synod_clocks::NodeId`) |
+//! | [`Incarnation`] | One start of a node, required by both protocols' configurations |
 //!
 //! # Majority Quorum
 //!
@@ -134,15 +135,18 @@
 //! ```
 //! use synod_clocks::VersionVector;
 //! use synod_quorum::{
-//!     Consistency, Coordinator, CoordinatorConfig, NodeId, Placement, RequestId, StoreEffect,
-//!     VersionVectors,
+//!     Consistency, Coordinator, CoordinatorConfig, Incarnation, NodeId, Placement, RequestId,
+//!     StoreEffect, VersionVectors,
 //! };
 //!
 //! // A three-replica leaderless store with version vectors; a perfect network.
 //! let ids = [1, 2, 3].map(NodeId::new);
 //! let mut nodes: Vec<_> = ids
 //!     .iter()
-//!     .map(|&id| Coordinator::new(CoordinatorConfig::new(id), VersionVectors::new()))
+//!     .map(|&id| {
+//!         let config = CoordinatorConfig::new(id, Incarnation::new(1)); // the first start
+//!         Coordinator::new(config, VersionVectors::new())
+//!     })
 //!     .collect();
 //! type Node = Coordinator<&'static str, VersionVectors<&'static str>>;
 //! let run = |nodes: &mut Vec<Node>| {
@@ -191,9 +195,8 @@
 //! - No I/O and no timers of its own: callers deliver messages, call `tick`, persist what
 //!   [`AbdEffect::Persist`] asks for, and decide which nodes are down.
 //! - No durable storage for the [`Coordinator`]'s replica data: it lives in memory, and a
-//!   node that restarts starts empty (with a fresh incarnation,
-//!   [`CoordinatorConfig::incarnation`], so that answers from before the restart are not
-//!   counted for its new operations).
+//!   node that restarts starts empty (with a fresh [`Incarnation`], so that answers from
+//!   before the restart are not counted for its new operations).
 //! - No placement: the caller says which nodes replicate a key ([`Placement`]);
 //!   partitioning belongs to `synod-partitioning`.
 //! - No anti-entropy (Merkle-tree repair): replicas converge through read repair and
@@ -240,7 +243,7 @@ pub use coordinator::{
     Consistency, Coordinator, CoordinatorConfig, Placement, ReadRepair, RequestId,
     StoreConfigError, StoreEffect, StoreError, StoreMessage, StoreOpId, WriteReport,
 };
-pub use node::NodeId;
+pub use node::{Incarnation, NodeId};
 pub use resolve::{LastWriteWins, ResolveError, Resolver, VersionVectors};
 pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};
 pub use versioned::{GcStats, VersionedError, VersionedStore};

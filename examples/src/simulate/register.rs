@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, Tag};
+use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, Incarnation, Tag};
 use synod_sim::{
     Completion, Context, KvModel, KvOutput, Linearizability, Node, NodeId, RequestId, SimConfig,
     Simulation, SyncToken, TimerId,
@@ -213,7 +213,8 @@ enum Phase {
 /// state on the simulated disk.
 #[derive(Debug)]
 pub struct RegisterNode {
-    config: AbdConfig,
+    me: synod_quorum::NodeId,
+    nodes: usize,
     phase: Phase,
     generation: u64,
     /// One register per key, once running.
@@ -234,12 +235,10 @@ impl RegisterNode {
     /// If `id` is not below `nodes`.
     #[must_use]
     pub fn new(id: NodeId, nodes: usize) -> Self {
-        let voters = (0..nodes as u64).map(synod_quorum::NodeId::new);
-        let config = AbdConfig::majority(quorum_id(id), voters)
-            .and_then(|c| c.limits(OPS_IN_FLIGHT_MAX, RETRY_TICKS, TIMEOUT_TICKS))
-            .expect("the node is one of the voters, and the limits are above zero");
+        assert!((id.get() as usize) < nodes, "node {id} of {nodes}");
         RegisterNode {
-            config,
+            me: quorum_id(id),
+            nodes,
             phase: Phase::New,
             generation: 0,
             registers: BTreeMap::new(),
@@ -248,6 +247,14 @@ impl RegisterNode {
             syncs_requested: 0,
             syncs_done: 0,
         }
+    }
+
+    /// The registers' configuration for this start, whose generation is its incarnation.
+    fn config(&self) -> AbdConfig {
+        let voters = (0..self.nodes as u64).map(synod_quorum::NodeId::new);
+        AbdConfig::majority(self.me, Incarnation::new(self.generation), voters)
+            .and_then(|c| c.limits(OPS_IN_FLIGHT_MAX, RETRY_TICKS, TIMEOUT_TICKS))
+            .expect("the node is one of the voters, and the limits are above zero")
     }
 
     /// Each key's replica tag and value (nothing until the node is serving).
@@ -344,9 +351,10 @@ impl Node for RegisterNode {
             && *sync <= token
         {
             let recovered = std::mem::take(recovered);
+            let config = self.config();
             for key in 0..KEYS {
                 let (tag, value) = recovered.registers.get(&key).copied().unwrap_or_default();
-                let abd = AbdNode::recover(self.config.clone(), self.generation, tag, value);
+                let abd = AbdNode::recover(config.clone(), tag, value);
                 self.registers.insert(key, abd);
             }
             self.phase = Phase::Running;

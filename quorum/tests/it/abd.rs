@@ -4,7 +4,10 @@
 //! The register under faults (the correct one linearizable, the broken variants caught) is
 //! tested under `synod-sim` in `sim_abd.rs`.
 
-use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, NodeId};
+use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, Incarnation, NodeId};
+
+/// The incarnation of every node's first start in these tests.
+const FIRST: Incarnation = Incarnation::new(1);
 
 /// Drains `node`'s effects, persisting nothing (this test does not crash nodes).
 fn effects(node: &mut AbdNode<u64>) -> Vec<AbdEffect<u64>> {
@@ -39,7 +42,7 @@ fn duplicated_and_late_replies_are_counted_once() {
     let voters = [0, 1, 2].map(NodeId::new);
     let mut nodes: Vec<AbdNode<u64>> = voters
         .iter()
-        .map(|&me| AbdNode::new(AbdConfig::majority(me, voters).unwrap()))
+        .map(|&me| AbdNode::new(AbdConfig::majority(me, FIRST, voters).unwrap()))
         .collect();
     let [n0, n1, n2] = voters;
     let op = nodes[0].write(5).unwrap();
@@ -81,7 +84,7 @@ fn duplicated_and_late_replies_are_counted_once() {
 #[test]
 fn a_silent_quorum_times_out_and_the_limit_refuses_more() {
     let voters = [0, 1, 2].map(NodeId::new);
-    let config = AbdConfig::majority(voters[0], voters)
+    let config = AbdConfig::majority(voters[0], FIRST, voters)
         .unwrap()
         .limits(1, 2, 5)
         .unwrap();
@@ -169,8 +172,11 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
     // answers the *old* operation: counting it would let the new read miss the write.
     let voters = [0, 1, 2].map(NodeId::new);
     let [n0, n1, _] = voters;
-    let config = |me| AbdConfig::majority(me, voters).unwrap();
-    let mut nodes: Vec<AbdNode<u64>> = voters.iter().map(|&me| AbdNode::new(config(me))).collect();
+    let config = |me, incarnation| AbdConfig::majority(me, incarnation, voters).unwrap();
+    let mut nodes: Vec<AbdNode<u64>> = voters
+        .iter()
+        .map(|&me| AbdNode::new(config(me, FIRST)))
+        .collect();
     let old_read = nodes[0].read().unwrap();
     let queries = effects(&mut nodes[0]);
     let delayed = replies(&mut nodes[1], n0, &queries);
@@ -182,7 +188,8 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
         [AbdEffect::WriteDone { op: write }]
     );
 
-    nodes[0] = AbdNode::recover(config(n0), 1, Default::default(), None);
+    let second = Incarnation::new(2);
+    nodes[0] = AbdNode::recover(config(n0, second), Default::default(), None);
     let read = nodes[0].read().unwrap();
     assert_eq!(
         read.get(),
@@ -208,7 +215,7 @@ fn a_reply_with_the_largest_sequence_fails_the_write_without_a_panic() {
     // cannot pick a larger one. The write fails with an error; the node does not panic.
     let voters = [0, 1, 2].map(NodeId::new);
     let [n0, n1, _] = voters;
-    let mut node: AbdNode<u64> = AbdNode::new(AbdConfig::majority(n0, voters).unwrap());
+    let mut node: AbdNode<u64> = AbdNode::new(AbdConfig::majority(n0, FIRST, voters).unwrap());
     let op = node.write(1).unwrap();
     let queries = effects(&mut node);
     for reply in replies(&mut node.clone(), n0, &queries) {

@@ -4,9 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use synod_quorum::{
-    Consistency, Coordinator, CoordinatorConfig, LastWriteWins, NodeId, Placement, ReadRepair,
-    RequestId, ResolveError, Resolver, StoreEffect, StoreError, StoreMessage, WriteReport,
+    Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId, Placement,
+    ReadRepair, RequestId, ResolveError, Resolver, StoreEffect, StoreError, StoreMessage,
+    WriteReport,
 };
+
+/// The incarnation of every node's first start in these tests.
+pub const FIRST: Incarnation = Incarnation::new(1);
 
 pub fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -30,7 +34,7 @@ impl<R: Resolver + Clone> Cluster<R> {
         let nodes = ids
             .iter()
             .map(|&id| {
-                let config = CoordinatorConfig::new(n(id)).read_repair(repair);
+                let config = CoordinatorConfig::new(n(id), FIRST).read_repair(repair);
                 (n(id), Coordinator::new(config, resolver.clone()))
             })
             .collect();
@@ -910,9 +914,8 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
     assert!(matches!(delayed.2, StoreMessage::ReadReply { .. }));
 
     // n1 restarts: a new incarnation (its replica data is gone with its memory).
-    let config = CoordinatorConfig::new(n(1))
-        .read_repair(ReadRepair::Blocking)
-        .incarnation(1);
+    let config =
+        CoordinatorConfig::new(n(1), Incarnation::new(2)).read_repair(ReadRepair::Blocking);
     c.nodes.insert(n(1), Coordinator::new(config, lww()));
     c.node(1)
         .read(RequestId::new(3), "b", Consistency::Quorum, &placement)

@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, FlexibleConfig, Tag};
+use synod_quorum::{
+    AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, FlexibleConfig, Incarnation, Tag,
+};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
     ClientId, Completion, Context, Counter, Coverage, DelayDistribution, Invocation, KvInput,
@@ -135,7 +137,9 @@ fn disk_ok(result: impl DiskOk) {
 /// One simulated node: an ABD replica and coordinator with a durable replica state.
 #[derive(Debug)]
 pub struct SimAbd {
-    config: AbdConfig,
+    variant: Variant,
+    me: synod_quorum::NodeId,
+    nodes: usize,
     node: Option<AbdNode<u64>>,
     clients: BTreeMap<AbdOpId, RequestId>,
     /// Effects held back until a sync completes, in order, with the sync they wait for.
@@ -147,30 +151,36 @@ pub struct SimAbd {
 
 impl SimAbd {
     pub fn new(variant: Variant, id: NodeId, nodes: usize) -> Self {
-        let voters = (0..nodes as u64).map(synod_quorum::NodeId::new);
-        let me = quorum_id(id);
-        let config = match variant {
-            Variant::NoOverlap => {
-                let q = nodes / 2;
-                let quorums = FlexibleConfig::without_overlap_check(voters, q, q).unwrap();
-                AbdConfig::with_quorums(me, quorums).unwrap()
-            }
-            _ => AbdConfig::majority(me, voters).unwrap(),
-        }
-        .limits(16, 2, 20)
-        .unwrap();
-        let config = if variant == Variant::NoWriteBack {
-            config.without_write_back()
-        } else {
-            config
-        };
         Self {
-            config,
+            variant,
+            me: quorum_id(id),
+            nodes,
             node: None,
             clients: BTreeMap::new(),
             held: Vec::new(),
             next_sync: 0,
             synced: 0,
+        }
+    }
+
+    /// The configuration of one start of this node.
+    fn config(&self, incarnation: Incarnation) -> AbdConfig {
+        let (me, nodes) = (self.me, self.nodes);
+        let voters = (0..nodes as u64).map(synod_quorum::NodeId::new);
+        let config = match self.variant {
+            Variant::NoOverlap => {
+                let q = nodes / 2;
+                let quorums = FlexibleConfig::without_overlap_check(voters, q, q).unwrap();
+                AbdConfig::with_quorums(me, incarnation, quorums).unwrap()
+            }
+            _ => AbdConfig::majority(me, incarnation, voters).unwrap(),
+        }
+        .limits(16, 2, 20)
+        .unwrap();
+        if self.variant == Variant::NoWriteBack {
+            config.without_write_back()
+        } else {
+            config
         }
     }
 
@@ -228,13 +238,8 @@ impl Node for SimAbd {
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
         let state = recover(ctx.disk().read(STATE_FILE));
         // A fresh incarnation on every start (see the module documentation).
-        let incarnation = ctx.rng().next_u64();
-        self.node = Some(AbdNode::recover(
-            self.config.clone(),
-            incarnation,
-            state.0,
-            state.1,
-        ));
+        let incarnation = Incarnation::new(ctx.rng().next_u64());
+        self.node = Some(AbdNode::recover(self.config(incarnation), state.0, state.1));
         ctx.set_timer(TICK_EVERY, TICK);
     }
 
