@@ -80,7 +80,9 @@
 //! - Unit tests: the state machine, the command table, the RESP codec (every prefix of a
 //!   command, malformed and oversize input, 20,000 mutated and random inputs), snapshots
 //!   (a follower catching up from one; a restart on a compacted store), a lease read on a
-//!   leader whose timer inputs stopped while a new leader committed (refused, not stale).
+//!   leader whose timer inputs stopped while a new leader committed (refused, not stale);
+//!   a node in the test process whose worker drops a write it took up (the client is told
+//!   `UNKNOWN`), and one in a child process whose worker panics (the process exits).
 //! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
 //!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 2,000 seeds by
 //!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node

@@ -33,6 +33,11 @@
 //! - **Idempotent Receiver**: clients may open a session (`CLIENT REGISTER`); the server
 //!   numbers each write in it, so a write retried after a lost reply is applied once.
 //!
+//! The node fails stop: a log write or sync that fails, a snapshot that does not decode, or
+//! a panic on any of its threads ends the process with [`EXIT_FAIL_STOP`], rather than
+//! leave a node up that holds its sockets and answers nothing. A client whose request the
+//! worker took up and never answered is told the outcome is unknown.
+//!
 //! The client side speaks RESP on its own address (`--client`): see [`super::resp`] and
 //! the command table in [`super`].
 
@@ -149,6 +154,18 @@ pub struct NodeOptions {
     data_dir: PathBuf,
     tick_ms: u64,
     snapshot_entries: u64,
+    #[cfg(test)]
+    fault: Option<TestFault>,
+}
+
+/// A fault a unit test makes the worker commit (compiled into tests only).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TestFault {
+    /// Drop every write's waiter once the write is proposed, as a dying worker does.
+    DropWrites,
+    /// Panic once a write is proposed.
+    PanicOnWrite,
 }
 
 impl NodeOptions {
@@ -220,6 +237,8 @@ impl NodeOptions {
             data_dir: data_dir.to_path_buf(),
             tick_ms: 50,
             snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
+            #[cfg(test)]
+            fault: None,
         })
     }
 
@@ -332,6 +351,8 @@ struct Worker {
     /// The node's time zero on the monotonic clock: every input is handed to the node
     /// with the time since, read as the worker takes the input up (see [`Worker::now`]).
     origin: Instant,
+    #[cfg(test)]
+    fault: Option<TestFault>,
 }
 
 impl Worker {
@@ -349,10 +370,16 @@ impl Worker {
         match event {
             Event::Peer(message) => self.node.step(now, Input::Peer(message)),
             Event::Client(request, waiter) => {
+                #[cfg(test)]
+                let write = matches!(request, Request::Write { .. });
                 self.next_tag += 1;
                 let tag = self.next_tag;
                 self.waiters.insert(tag, waiter);
                 self.node.step(now, Input::Client { tag, request });
+                #[cfg(test)]
+                if write {
+                    self.commit_fault(tag);
+                }
             }
             Event::Tick => {
                 let now_ms = self.clock.wall().as_nanos() / 1_000_000;
@@ -374,6 +401,15 @@ impl Worker {
             self.flush();
         }
         self.node.info()
+    }
+
+    #[cfg(test)]
+    fn commit_fault(&mut self, tag: Tag) {
+        match self.fault {
+            Some(TestFault::DropWrites) => drop(self.waiters.remove(&tag)),
+            Some(TestFault::PanicOnWrite) => panic!("a test made the worker panic"),
+            None => {}
+        }
     }
 
     /// Carries out effects: answers first, so that a client is not kept waiting while the
@@ -415,9 +451,40 @@ impl Worker {
     }
 }
 
+/// The exit status of a node that stopped itself because it cannot go on safely.
+pub const EXIT_FAIL_STOP: i32 = 2;
+
 fn fail_stop(why: &str) -> ! {
     eprintln!("synod node: stopping: {why}");
-    std::process::exit(2)
+    std::process::exit(EXIT_FAIL_STOP)
+}
+
+/// Every thread of a node is named with this prefix (the transport's and the update
+/// queue's too), which is how a panic is known to be the node's.
+const NODE_THREAD_PREFIX: &str = "synod-";
+
+/// Makes a panic on any of the node's threads stop the process (once per process).
+///
+/// A node whose worker died would otherwise stay up as a zombie: holding its sockets, so
+/// clients and peers keep talking to it, answering nothing, its queue filling until every
+/// reader thread blocks. A node that lost its transport's accept thread or its ticker would
+/// run on half blind. A process that stops is restarted, or replaced, and the cluster goes on
+/// without it at once. Threads of the process that are not the node's (a test harness's,
+/// when a node runs in a test) keep the usual behaviour.
+fn stop_on_panic() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The standard message first: the thread, the place and the payload.
+            previous(info);
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("<unnamed>");
+            if name.starts_with(NODE_THREAD_PREFIX) {
+                fail_stop(&format!("thread {name} panicked"));
+            }
+        }));
+    });
 }
 
 type Queue = SingularUpdateQueue<Worker, Event, Info>;
@@ -554,8 +621,10 @@ impl Shared {
             }
             let response = match done.wait_until(deadline) {
                 WaitOutcome::Done(r) => r,
+                // The worker dropped the request: it took it up (it may have proposed
+                // it) and then died, or the process is going down.
                 WaitOutcome::Canceled => {
-                    return shutting_down(self.id);
+                    return unknown(request, "the node's worker stopped".into());
                 }
                 WaitOutcome::TimedOut => {
                     return unknown(request, format!("timed out ({last})"));
@@ -640,10 +709,16 @@ impl fmt::Debug for Shared {
 /// Starts the node's threads and returns once it listens; the node runs until the
 /// process exits.
 ///
+/// The node fails stop: a panic on any of its threads (all named `synod-…`), or the end of
+/// one it cannot run without, stops the process with [`EXIT_FAIL_STOP`] and a message
+/// naming the thread, as a failed log write does. (This installs a panic hook, once; a
+/// panic on another thread of the process keeps the usual behaviour.)
+///
 /// # Errors
 ///
 /// A [`StartError`] a person can act on.
 pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
+    stop_on_panic();
     let transport_config = transport_config(options.cluster_id(), options.id)
         .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let bind = |what, addr: &str, error| StartError::Bind {
@@ -748,6 +823,8 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         queued: Arc::clone(&queued),
         clock: SystemClock::new(),
         origin,
+        #[cfg(test)]
+        fault: options.fault,
     };
     worker.flush();
     let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)
@@ -767,7 +844,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         .map_err(|e| bind("--client", &options.client, e))?;
     let peer_addr = transport.local_addr();
 
-    spawn("synod-tick", {
+    spawn_vital("synod-tick", {
         let shared = Arc::clone(&shared);
         let tick = Duration::from_millis(options.tick_ms);
         move || {
@@ -786,7 +863,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
             }
         }
     });
-    spawn("synod-clients", {
+    spawn_vital("synod-clients", {
         let shared = Arc::clone(&shared);
         move || accept_clients(&shared, &listener)
     });
@@ -817,10 +894,20 @@ fn transport_config(
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    debug_assert!(name.starts_with(NODE_THREAD_PREFIX));
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
         .unwrap_or_else(|e| fail_stop(&format!("cannot start a thread: {e}")));
+}
+
+/// Starts a thread the node cannot run without (the ticker, the client acceptor): if it
+/// ever returns, the process stops, as when it panics.
+fn spawn_vital(name: &'static str, f: impl FnOnce() + Send + 'static) {
+    spawn(name, move || {
+        f();
+        fail_stop(&format!("thread {name} ended"));
+    });
 }
 
 fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
@@ -952,6 +1039,104 @@ fn shutting_down(id: u64) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consistent_core::resp::Limits;
+
+    /// A one-node cluster running in this process on free ports, committing `fault`. The
+    /// node outlives the test (nothing stops a node but the process's end); idle, it
+    /// writes nothing more to its directory.
+    fn one_node(fault: Option<TestFault>) -> (Server, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = NodeOptions::new(
+            1,
+            "127.0.0.1:0",
+            Some("127.0.0.1:0"),
+            "1=127.0.0.1:0",
+            dir.path(),
+        )
+        .expect("valid options");
+        options.fault = fault;
+        let server = start(&options).expect("the node starts");
+        (server, dir)
+    }
+
+    fn connect(server: &Server) -> TcpStream {
+        let stream = TcpStream::connect(server.client_addr()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        stream
+    }
+
+    /// Reads one reply, or `None` if the connection closed (or timed out) first.
+    fn read_reply(stream: &mut TcpStream) -> Option<Value> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Ok(Some((value, _))) = Value::parse(&buf, &Limits::default()) {
+                return Some(value);
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_the_worker_dropped_after_taking_it_up_is_answered_unknown_not_tryagain() {
+        let (server, _dir) = one_node(Some(TestFault::DropWrites));
+        let mut stream = connect(&server);
+        stream.write_all(b"SET k v\r\n").expect("write");
+        let reply = read_reply(&mut stream);
+        // The worker had proposed it: it may be applied. TRYAGAIN would have the client
+        // library resend it, and apply it twice.
+        assert!(
+            matches!(&reply, Some(Value::Error(e)) if e.starts_with("UNKNOWN ")),
+            "{reply:?}"
+        );
+    }
+
+    /// Set in the child process that [`a_panic_on_the_worker_stops_the_process`] runs.
+    const CHILD_ENV: &str = "SYNOD_TEST_PANICKING_NODE";
+
+    /// The child of [`a_panic_on_the_worker_stops_the_process`]: a node whose worker panics
+    /// while it holds a write. Returns (exit status 0) only if the process outlived the
+    /// panic for 10 s.
+    #[test]
+    #[ignore = "run in a child process by a_panic_on_the_worker_stops_the_process"]
+    fn child_node_whose_worker_panics() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        let (server, _dir) = one_node(Some(TestFault::PanicOnWrite));
+        let mut stream = connect(&server);
+        stream.write_all(b"SET k v\r\n").expect("write");
+        let reply = read_reply(&mut stream);
+        eprintln!("the client's reply: {reply:?}");
+        poll_until(Instant::now() + Duration::from_secs(10), || false);
+        eprintln!("the process outlived its worker");
+    }
+
+    #[test]
+    fn a_panic_on_the_worker_stops_the_process() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "consistent_core::server::tests::child_node_whose_worker_panics",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .expect("the child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_FAIL_STOP), "{stderr}");
+        assert!(
+            stderr.contains("synod node: stopping: thread synod-update-queue panicked"),
+            "{stderr}"
+        );
+    }
 
     use crate::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
     use crate::consistent_core::node::SessionSeq;
