@@ -261,8 +261,8 @@ pub use config::{Bugs, Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAU
 pub use membership::{Membership, MembershipError};
 pub use message::{AppendResult, DecodeError, Message, MessageBody, ReadId, WIRE_VERSION};
 pub use raft::{
-    CompactError, Node, PersistToken, ProposeError, ReadError, ReadState, Ready, Role, TERM_MAX,
-    TransferError,
+    CompactError, INDEX_MAX, Node, PersistToken, ProposeError, ReadError, ReadState, Ready, Role,
+    TERM_MAX, TransferError,
 };
 pub use reads::{ReadWaitError, ReadWaitList};
 pub use rng::SplitMix64;

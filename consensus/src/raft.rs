@@ -35,6 +35,10 @@ use crate::types::{Entry, LogIndex, NodeId, Payload, Term, next_term};
 /// ever happen, with room for the node's own elections after it.
 pub const TERM_MAX: Term = Term::new(1 << 63);
 
+/// The highest log index a node accepts from the network (2^63): more entries than any log
+/// could ever hold, with room for the node's own appends and index arithmetic after it.
+pub const INDEX_MAX: LogIndex = LogIndex(1 << 63);
+
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -568,8 +572,9 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    /// Handles a message from another node. Messages that are malformed, stale or not for
-    /// this node are ignored; none can make the node panic.
+    /// Handles a message from another node. Messages that are malformed (a term above
+    /// [`TERM_MAX`], an index above [`INDEX_MAX`], entries that do not follow on), stale or
+    /// not for this node are ignored; none can make the node panic.
     pub fn step(&mut self, msg: Message) {
         if msg.to != self.config.id || msg.from == self.config.id || !self.valid(&msg) {
             return;
@@ -890,10 +895,11 @@ impl<S: LogStore> Node<S> {
             PersistToken(self.write_seq)
         });
         let snapshot = self.restore.take();
-        let hi = self
-            .commit
-            .min(self.durable_index)
-            .min(self.applied.plus(self.config.apply_entries_max as u64));
+        let hi = self.commit.min(self.durable_index).min(LogIndex(
+            self.applied
+                .0
+                .saturating_add(self.config.apply_entries_max as u64),
+        ));
         let mut committed = Vec::new();
         if hi > self.applied {
             self.store
@@ -2041,26 +2047,38 @@ impl<S: LogStore> Node<S> {
 
     /// Checks what a message from the network claims before trusting it.
     fn valid(&self, msg: &Message) -> bool {
-        // Terms grow by one per election: one near `u64::MAX` is corruption or malice,
-        // and adopting it would leave no room for the next elections.
+        // Terms grow by one per election and indexes by one per entry: one near `u64::MAX`
+        // is corruption or malice, and adopting it would leave no room for the next
+        // elections, or overflow the first index computed from it.
+        let index_ok = |index: LogIndex| index <= INDEX_MAX;
         if msg.term > TERM_MAX {
             return false;
         }
         match &msg.body {
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            }
+            | MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => index_ok(*last_index) && *last_term <= TERM_MAX,
             MessageBody::Append {
                 prev_index,
                 prev_term,
                 entries,
-                ..
+                commit,
             } => {
+                if !index_ok(*prev_index) || !index_ok(*commit) || *prev_term > msg.term {
+                    return false;
+                }
                 let mut index = *prev_index;
                 let mut term = *prev_term;
                 for e in entries {
-                    index = match index.0.checked_add(1) {
-                        Some(i) => LogIndex(i),
-                        None => return false,
-                    };
-                    if e.index != index || e.term < term || e.term > msg.term {
+                    // No overflow: `index` is at most `INDEX_MAX` here.
+                    index = LogIndex(index.0 + 1);
+                    if !index_ok(index) || e.index != index || e.term < term || e.term > msg.term {
                         return false;
                     }
                     if let Payload::Membership(m) = &e.payload
@@ -2070,10 +2088,36 @@ impl<S: LogStore> Node<S> {
                     }
                     term = e.term;
                 }
-                *prev_term <= msg.term
+                true
             }
-            MessageBody::Snapshot { meta, .. } => meta.membership.is_valid(),
-            _ => true,
+            MessageBody::AppendResponse {
+                result: AppendResult::Accepted { match_index },
+            } => index_ok(*match_index),
+            MessageBody::AppendResponse {
+                result:
+                    AppendResult::Rejected {
+                        rejected_prev,
+                        hint_index,
+                        hint_term,
+                    },
+            } => index_ok(*rejected_prev) && index_ok(*hint_index) && *hint_term <= TERM_MAX,
+            MessageBody::Heartbeat { commit: index, .. }
+            | MessageBody::HeartbeatResponse {
+                last_index: index, ..
+            }
+            | MessageBody::ReadIndexResponse {
+                index: Some(index), ..
+            }
+            | MessageBody::SnapshotResponse { index, .. } => index_ok(*index),
+            // The snapshot ends with an entry of the sender's log, as an append's entries.
+            MessageBody::Snapshot { meta, .. } => {
+                index_ok(meta.index) && meta.term <= msg.term && meta.membership.is_valid()
+            }
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::ReadIndex { .. }
+            | MessageBody::ReadIndexResponse { index: None, .. }
+            | MessageBody::TimeoutNow => true,
         }
     }
 }
