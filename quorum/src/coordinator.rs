@@ -538,7 +538,7 @@ struct Op<K, S> {
 ///     .map(|&id| Coordinator::new(CoordinatorConfig::new(id, Incarnation::new(1)), LastWriteWins::<u64, &str>::new()))
 ///     .collect();
 /// let placement = Placement::new(ids)?;
-/// nodes[0].write(RequestId::new(1), "k", (100, "v1"), Consistency::Quorum, &placement)?;
+/// nodes[0].write(RequestId::new(1), "k", (100, Some("v1")), Consistency::Quorum, &placement)?;
 /// nodes[0].read(RequestId::new(2), "k", Consistency::Quorum, &placement)?;
 ///
 /// // A perfect network: deliver every message until nothing is left.
@@ -561,7 +561,7 @@ struct Op<K, S> {
 ///     }
 /// }
 /// assert!(matches!(&done[0], StoreEffect::WriteDone { result: Ok(_), .. }));
-/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((100, "v1"))), .. }));
+/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((100, Some("v1")))), .. }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -1154,7 +1154,7 @@ mod tests {
             },
             replica: NodeId::new(replica),
             key,
-            state: Some((1, 1)),
+            state: Some((1, Some(1))),
         };
         node.handle(NodeId::new(2), hint(3, 0));
         assert_eq!(node.hints_held(), 1);

@@ -209,7 +209,9 @@
 //! `cargo test -p synod-quorum` runs property tests of the quorum arithmetic against brute
 //! force over every subset of voters, a model-based test of the versioned store, scenario
 //! tests of the coordinator and a randomised one (retries, duplicated, reordered and lost
-//! messages: no write applied twice or lost, over 300 schedules), the clock-skew
+//! messages: no write applied twice or lost, over 300 schedules), last-write-wins against a
+//! model (replicas merging in any order converge on the largest timestamp, and at a tie on
+//! the delete), the clock-skew
 //! demonstration (`tests/it/skew.rs`), and the ABD register under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
 //! the command), where the broken variants (R + W <= N, no read write-back) are caught on

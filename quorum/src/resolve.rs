@@ -6,15 +6,16 @@
 //! commutative, associative and idempotent, so that repairs, hints and duplicated messages
 //! can arrive in any order, any number of times, and every replica still converges.
 //!
-//! - [`LastWriteWins`]: each write carries a timestamp and the largest wins. Simple and
-//!   small (Cassandra and ScyllaDB resolve every cell this way), but a write stamped by a
-//!   clock that runs behind silently loses to an older write stamped by a clock that runs
-//!   ahead.
+//! - [`LastWriteWins`]: each write carries a timestamp and the largest wins; a delete is a
+//!   write too (a tombstone), and wins a tie. Simple and small (Cassandra and ScyllaDB
+//!   resolve every cell this way), but a write stamped by a clock that runs behind silently
+//!   loses to an older write stamped by a clock that runs ahead.
 //! - [`VersionVectors`]: writes carry the causal context their client read; a write
 //!   replaces exactly the values its client saw, and concurrent writes are all kept as
 //!   *siblings* and returned to the caller to resolve, as Riak does. Built on
 //!   `synod-clocks`' dotted version vector sets ([`Siblings`]).
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use synod_clocks::dvv::WriteError;
@@ -100,19 +101,31 @@ pub trait Resolver {
     }
 }
 
-/// Last write wins: each write carries a timestamp `T`; the largest timestamp wins, ties
-/// (which unique timestamps such as hybrid timestamps with a node id never produce) go to
-/// the larger value so that replicas still converge.
+/// Last write wins: each write carries a timestamp `T`, and the largest timestamp wins.
 ///
-/// The state is `Option<(T, V)>`: the winning write, if any.
+/// A write is `(timestamp, Some(value))`, a delete is `(timestamp, None)`: a *tombstone*,
+/// which must be kept and replicated like a value, or a replica that missed the delete
+/// would bring the old value back. The state is `Option<(T, Option<V>)>`: the winning
+/// write or tombstone, `None` if the key was never written.
+///
+/// Ties (equal timestamps, which unique timestamps such as hybrid timestamps carrying a
+/// node id never produce, but wall-clock ones can) are decided so that every replica picks
+/// the same winner whatever order it saw them in: **a delete wins** over a write, as in
+/// Cassandra, so a delete is never undone by a write that carries the same timestamp; then
+/// the larger value wins over the smaller.
 ///
 /// ```
 /// use synod_quorum::{LastWriteWins, NodeId, Resolver};
 ///
 /// let lww = LastWriteWins::new();
-/// let mut state = lww.coordinate(NodeId::new(1), None, (20u64, "late"))?;
-/// lww.merge(&mut state, &Some((10, "early")));
-/// assert_eq!(state, Some((20, "late")));
+/// let mut state = lww.coordinate(NodeId::new(1), None, (20u64, Some("late")))?;
+/// lww.merge(&mut state, &Some((10, Some("early"))));
+/// assert_eq!(state, Some((20, Some("late"))));
+/// // A delete at the same timestamp wins, whichever a replica hears of first.
+/// lww.merge(&mut state, &Some((20, None)));
+/// assert_eq!(state, Some((20, None)));
+/// lww.merge(&mut state, &Some((20, Some("late"))));
+/// assert_eq!(state, Some((20, None)));
 /// # Ok::<(), synod_quorum::ResolveError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,13 +143,26 @@ impl<T, V> LastWriteWins<T, V> {
     }
 }
 
+/// Whether write (or tombstone) `a` wins over `b`: the larger timestamp; at equal
+/// timestamps a tombstone, then the larger value. A total order, so merging by it is
+/// commutative, associative and idempotent.
+fn wins<T: Ord, V: Ord>(a: &(T, Option<V>), b: &(T, Option<V>)) -> bool {
+    let at_tie = || match (&a.1, &b.1) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => x.cmp(y),
+    };
+    a.0.cmp(&b.0).then_with(at_tie) == Ordering::Greater
+}
+
 impl<T, V> Resolver for LastWriteWins<T, V>
 where
     T: Ord + Clone + fmt::Debug,
     V: Ord + Clone + fmt::Debug,
 {
-    type State = Option<(T, V)>;
-    type Write = (T, V);
+    type State = Option<(T, Option<V>)>;
+    type Write = (T, Option<V>);
 
     fn coordinate(
         &self,
@@ -152,12 +178,10 @@ where
     }
 
     fn merge(&self, into: &mut Self::State, other: &Self::State) {
-        if let Some(incoming) = other {
-            // Tuples order by timestamp, then value: the tie-break that keeps replicas
-            // convergent even if two writes share a timestamp.
-            if into.as_ref().is_none_or(|current| incoming > current) {
-                *into = Some(incoming.clone());
-            }
+        if let Some(incoming) = other
+            && into.as_ref().is_none_or(|current| wins(incoming, current))
+        {
+            *into = Some(incoming.clone());
         }
     }
 }

@@ -113,11 +113,31 @@ impl<R: Resolver + Clone> Cluster<R> {
     }
 }
 
-fn lww() -> LastWriteWins<u64, &'static str> {
+/// The last-write-wins resolver of these tests: timestamps and string values.
+pub type Lww = LastWriteWins<u64, &'static str>;
+/// What a last-write-wins replica holds for a key.
+pub type LwwState = <Lww as Resolver>::State;
+
+fn lww() -> Lww {
     LastWriteWins::new()
 }
 
-fn write_ok(effect: StoreEffect<&'static str, Option<(u64, &'static str)>>) -> WriteReport {
+/// A last-write-wins write of `value` stamped `at`.
+pub fn put(at: u64, value: &'static str) -> <Lww as Resolver>::Write {
+    (at, Some(value))
+}
+
+/// A last-write-wins delete stamped `at`.
+pub fn delete(at: u64) -> <Lww as Resolver>::Write {
+    (at, None)
+}
+
+/// The state of a replica whose newest write is `put(at, value)`.
+pub fn holds(at: u64, value: &'static str) -> LwwState {
+    Some((at, Some(value)))
+}
+
+fn write_ok(effect: StoreEffect<&'static str, LwwState>) -> WriteReport {
     match effect {
         StoreEffect::WriteDone {
             result: Ok(report), ..
@@ -137,7 +157,7 @@ fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
         .write(
             RequestId::new(1),
             "k",
-            (1, "v"),
+            put(1, "v"),
             Consistency::Quorum,
             &placement,
         )
@@ -164,7 +184,7 @@ fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
         .write(
             RequestId::new(2),
             "k",
-            (1, "v"),
+            put(1, "v"),
             Consistency::One,
             &placement,
         )
@@ -191,7 +211,7 @@ fn failures_during_an_operation_explain_why_the_level_is_lost() {
         .write(
             RequestId::new(1),
             "k",
-            (1, "v"),
+            put(1, "v"),
             Consistency::All,
             &placement,
         )
@@ -246,7 +266,7 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
         .write(
             RequestId::new(1),
             "k",
-            (7, "v"),
+            put(7, "v"),
             Consistency::Quorum,
             &placement,
         )
@@ -284,14 +304,14 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
     c.node(4).hand_off_hints(n(3));
     c.settle();
     assert_eq!(c.node(4).hints_held(), 0);
-    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((7, "v"))));
+    assert_eq!(c.node(3).local_state(&"k"), Some(&holds(7, "v")));
 
     // ALL cannot be met with hints.
     assert!(matches!(
         c.node(1).write(
             RequestId::new(2),
             "k",
-            (8, "w"),
+            put(8, "w"),
             Consistency::All,
             &placement
         ),
@@ -308,7 +328,7 @@ fn duplicated_and_late_acknowledgements_count_once() {
         .write(
             RequestId::new(1),
             "k",
-            (1, "v"),
+            put(1, "v"),
             Consistency::Quorum,
             &placement,
         )
@@ -428,15 +448,55 @@ fn a_retried_write_is_applied_once() {
     ));
 }
 
+#[test]
+fn a_delete_wins_a_tie_with_a_write_on_every_replica() {
+    // While the network is split, one client writes "k" through n1 and another deletes it
+    // through n3, both stamped 5. A read at ALL through n2 merges the two: the delete must
+    // win (as in Cassandra), and the read repairs it onto n1, so no replica keeps the value.
+    let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    for (node, write, cut) in [(1, put(5, "v"), [2, 3]), (3, delete(5), [1, 2])] {
+        c.cut.extend(cut.map(n));
+        c.node(node)
+            .write(
+                RequestId::new(node),
+                "k",
+                write,
+                Consistency::One,
+                &placement,
+            )
+            .unwrap();
+        c.settle();
+        write_ok(c.take_done());
+        c.cut.clear();
+    }
+    c.node(2)
+        .read(RequestId::new(9), "k", Consistency::All, &placement)
+        .unwrap();
+    c.settle();
+    assert_eq!(
+        c.take_read_ok(),
+        Some((5, None)),
+        "the write beat the delete"
+    );
+    for id in 1..=3 {
+        assert_eq!(
+            c.node(id).local_state(&"k"),
+            Some(&Some((5, None))),
+            "n{id}"
+        );
+    }
+}
+
 /// Writes "old" everywhere, then "new" with n3 cut off, so n3 is stale.
-fn stale_n3(repair: ReadRepair) -> Cluster<LastWriteWins<u64, &'static str>> {
+fn stale_n3(repair: ReadRepair) -> Cluster<Lww> {
     let mut c = Cluster::new(&[1, 2, 3], lww(), repair);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     c.node(1)
         .write(
             RequestId::new(1),
             "k",
-            (1, "old"),
+            put(1, "old"),
             Consistency::All,
             &placement,
         )
@@ -448,7 +508,7 @@ fn stale_n3(repair: ReadRepair) -> Cluster<LastWriteWins<u64, &'static str>> {
         .write(
             RequestId::new(2),
             "k",
-            (2, "new"),
+            put(2, "new"),
             Consistency::Quorum,
             &placement,
         )
@@ -456,7 +516,7 @@ fn stale_n3(repair: ReadRepair) -> Cluster<LastWriteWins<u64, &'static str>> {
     c.settle();
     c.take_done();
     c.cut.clear();
-    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((1, "old"))));
+    assert_eq!(c.node(3).local_state(&"k"), Some(&holds(1, "old")));
     c
 }
 
@@ -484,18 +544,18 @@ fn blocking_read_repair_answers_only_once_a_quorum_holds_the_result() {
     assert_eq!(c.in_flight.len(), 1, "one repair, to n3");
     c.settle();
     let value = c.take_read_ok();
-    assert_eq!(value, Some((2, "new")));
-    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
+    assert_eq!(value, holds(2, "new"));
+    assert_eq!(c.node(3).local_state(&"k"), Some(&holds(2, "new")));
 }
 
 /// A message of a last-write-wins store.
-type LwwEnvelope = Envelope<Option<(u64, &'static str)>>;
+type LwwEnvelope = Envelope<LwwState>;
 
 /// n2 coordinates a QUORUM read of [`stale_n3`]'s key and hears n3's stale answer first:
 /// the read has its two answers, n2 holds the merged state, and the repair goes to n3. The
 /// read to n1, which holds the merged state too, is still undelivered. Returns the repair.
 fn read_with_repair_to_n3(
-    c: &mut Cluster<LastWriteWins<u64, &'static str>>,
+    c: &mut Cluster<Lww>,
     placement: &Placement,
 ) -> (LwwEnvelope, LwwEnvelope) {
     c.node(2)
@@ -523,7 +583,7 @@ fn read_with_repair_to_n3(
 }
 
 /// Delivers `read` to its replica and the answer back to the coordinator.
-fn deliver_round_trip(c: &mut Cluster<LastWriteWins<u64, &'static str>>, read: LwwEnvelope) {
+fn deliver_round_trip(c: &mut Cluster<Lww>, read: LwwEnvelope) {
     c.in_flight.push(read);
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
@@ -550,7 +610,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repair_is_lost
     // deadline.
     deliver_round_trip(&mut c, read_to_n1);
     let value = c.take_read_ok();
-    assert_eq!(value, Some((2, "new")));
+    assert_eq!(value, holds(2, "new"));
     assert_eq!(c.node(2).ops_in_flight(), 0);
     assert!(c.in_flight.is_empty(), "n1 needed no repair");
 }
@@ -569,7 +629,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repaired_repli
     );
     deliver_round_trip(&mut c, read_to_n1);
     let value = c.take_read_ok();
-    assert_eq!(value, Some((2, "new")));
+    assert_eq!(value, holds(2, "new"));
 }
 
 #[test]
@@ -585,7 +645,7 @@ fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgeme
             .write(
                 RequestId::new(request),
                 "k",
-                (request, value),
+                put(request, value),
                 level,
                 &placement,
             )
@@ -604,8 +664,8 @@ fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgeme
     assert_eq!(c.in_flight[0].1, n(1));
     c.settle();
     let value = c.take_read_ok();
-    assert_eq!(value, Some((2, "new")));
-    assert_eq!(c.node(1).local_state(&"k"), Some(&Some((2, "new"))));
+    assert_eq!(value, holds(2, "new"));
+    assert_eq!(c.node(1).local_state(&"k"), Some(&holds(2, "new")));
 }
 
 #[test]
@@ -708,14 +768,14 @@ fn background_read_repair_answers_at_once_and_repairs_after() {
     else {
         panic!("read failed");
     };
-    assert_eq!(value, Some((2, "new")));
+    assert_eq!(value, holds(2, "new"));
     assert_eq!(
         c.node(3).local_state(&"k"),
-        Some(&Some((1, "old"))),
+        Some(&holds(1, "old")),
         "not yet repaired"
     );
     c.settle();
-    assert_eq!(c.node(3).local_state(&"k"), Some(&Some((2, "new"))));
+    assert_eq!(c.node(3).local_state(&"k"), Some(&holds(2, "new")));
 }
 
 #[test]
@@ -754,7 +814,7 @@ fn stray_messages_are_not_counted() {
         .write(
             RequestId::new(2),
             "k",
-            (1, "v"),
+            put(1, "v"),
             Consistency::Quorum,
             &placement,
         )
@@ -886,7 +946,7 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
         .write(
             RequestId::new(1),
             "a",
-            (5, "value of a"),
+            put(5, "value of a"),
             Consistency::All,
             &placement,
         )

@@ -3,6 +3,7 @@
 mod abd;
 mod arithmetic;
 mod coordinator;
+mod lww;
 mod sim_abd;
 mod skew;
 mod versioned;

@@ -40,7 +40,7 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
 
     // 1. n1's clock is one second fast.
-    let draft = (stamp(101_000, 1), "draft");
+    let draft = (stamp(101_000, 1), Some("draft"));
     c.node(1)
         .write(
             RequestId::new(1),
@@ -62,7 +62,7 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
         .unwrap();
     c.settle();
     let StoreEffect::ReadDone {
-        result: Ok(Some((_, seen))),
+        result: Ok(Some((_, Some(seen)))),
         ..
     } = c.take_done()
     else {
@@ -73,7 +73,7 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
         .write(
             RequestId::new(3),
             "doc",
-            (stamp(100_500, 2), "final"),
+            (stamp(100_500, 2), Some("final")),
             Consistency::Quorum,
             &placement,
         )
@@ -90,7 +90,7 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
         .unwrap();
     c.settle();
     let StoreEffect::ReadDone {
-        result: Ok(Some((_, value))),
+        result: Ok(Some((_, Some(value)))),
         ..
     } = c.take_done()
     else {
@@ -101,7 +101,10 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
         "last-write-wins kept the write stamped by the fast clock"
     );
     for id in 1..=3 {
-        assert_eq!(c.node(id).local_state(&"doc").unwrap().unwrap().1, "draft");
+        assert_eq!(
+            c.node(id).local_state(&"doc").unwrap().unwrap().1,
+            Some("draft")
+        );
     }
 }
 
