@@ -26,6 +26,14 @@
 //! - **Idempotent retries**: a write retried with the same [`RequestId`] is applied once;
 //!   the retry gets the first attempt's outcome. Replicas merge states, so duplicated
 //!   messages change nothing either.
+//! - **A bound on clock drift** for resolvers that order writes by wall-clock time
+//!   ([`Resolver::wall_time`], as [`LastWriteWins`](crate::LastWriteWins) does): a state
+//!   stamped further ahead of this node's clock than
+//!   [`CoordinatorConfig::clock_drift_max_ms`] allows would win its key against every
+//!   later write until the clocks caught up, so it is refused, whether it comes from a
+//!   client ([`StoreError::TimestampTooFarAhead`]), a replicated write or hint
+//!   ([`StoreMessage::WriteRefused`]) or a read answer (which then counts as a failed
+//!   replica), and counted ([`CoordinatorStats::timestamps_refused`]).
 //!
 //! Quorum reads and writes are *not* linearizable, even at `Quorum` with `R + W > N`: two
 //! reads concurrent with a write can see new then old, and a failed write can still be
@@ -58,7 +66,9 @@
 //! Start operations with [`Coordinator::read`] and [`Coordinator::write`], feed every
 //! message with [`Coordinator::handle`], call [`Coordinator::tick`] periodically, tell it
 //! about failed nodes with [`Coordinator::node_failed`], and drain
-//! [`Coordinator::poll_effect`]. Messages are never addressed to the coordinator itself:
+//! [`Coordinator::poll_effect`]. Operations and messages are handed in with `now`, this
+//! node's wall clock (the clock that stamps its clients' last-write-wins writes), read
+//! just before the call. Messages are never addressed to the coordinator itself:
 //! its own replica is read and written directly. Every start of a node is built with an
 //! [`Incarnation`] it has never used ([`CoordinatorConfig::new`] requires one), so that
 //! answers still in the network from before a restart are not counted for its new
@@ -66,8 +76,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use synod_clocks::WallTime;
 
 use crate::config::{ConfigError, Quorum, Threshold};
 use crate::node::{Incarnation, NodeId};
@@ -223,14 +235,24 @@ pub struct CoordinatorConfig {
     hints_max: usize,
     request_ids_remembered_max: usize,
     read_repair: ReadRepair,
+    clock_drift_max_ms: u64,
 }
+
+/// The default [`CoordinatorConfig::clock_drift_max_ms`]: 500 ms, CockroachDB's default
+/// bound on the offset between its nodes' clocks.
+pub const CLOCK_DRIFT_MAX_MS: u64 = 500;
+
+/// The largest drift bound a [`CoordinatorConfig`] accepts: one day, past which the bound
+/// would no longer stop a mis-set clock from taking a key.
+pub const CLOCK_DRIFT_MAX_LIMIT_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl CoordinatorConfig {
     /// The configuration of this start of node `node`, whose `incarnation` it has never
     /// used before (see [`Incarnation`]; there is no default, so that a restart cannot
     /// forget it). Defaults: 1024 operations in flight, time out after 10 ticks, at most
     /// 10 000 hints held for other nodes, the last 4096 write request ids remembered for
-    /// retries, blocking read repair.
+    /// retries, blocking read repair, timestamps refused more than
+    /// [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock.
     ///
     /// The incarnation cannot be left out:
     ///
@@ -249,6 +271,7 @@ impl CoordinatorConfig {
             hints_max: 10_000,
             request_ids_remembered_max: 4096,
             read_repair: ReadRepair::Blocking,
+            clock_drift_max_ms: CLOCK_DRIFT_MAX_MS,
         }
     }
 
@@ -279,6 +302,27 @@ impl CoordinatorConfig {
         Ok(self)
     }
 
+    /// Sets how far ahead of this node's clock, in milliseconds, a write's timestamp may
+    /// be (for resolvers that order writes by wall-clock time, [`Resolver::wall_time`]).
+    /// A state stamped further ahead is refused: it would otherwise win its key against
+    /// every write made before the clocks catch up with it. Set it above the largest offset
+    /// between the clocks that stamp writes (clients' clocks too, if they stamp them).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreConfigError::ZeroLimit`] for 0, [`StoreConfigError::ClockDriftTooLarge`]
+    /// above [`CLOCK_DRIFT_MAX_LIMIT_MS`].
+    pub fn clock_drift_max_ms(mut self, clock_drift_max_ms: u64) -> Result<Self, StoreConfigError> {
+        if clock_drift_max_ms == 0 {
+            return Err(StoreConfigError::ZeroLimit);
+        }
+        if clock_drift_max_ms > CLOCK_DRIFT_MAX_LIMIT_MS {
+            return Err(StoreConfigError::ClockDriftTooLarge { clock_drift_max_ms });
+        }
+        self.clock_drift_max_ms = clock_drift_max_ms;
+        Ok(self)
+    }
+
     /// Sets when reads repair stale replicas.
     #[must_use]
     pub fn read_repair(mut self, repair: ReadRepair) -> Self {
@@ -305,12 +349,22 @@ impl CoordinatorConfig {
 pub enum StoreConfigError {
     /// Every limit must be at least 1.
     ZeroLimit,
+    /// The drift bound is above [`CLOCK_DRIFT_MAX_LIMIT_MS`].
+    ClockDriftTooLarge {
+        /// The bound asked for.
+        clock_drift_max_ms: u64,
+    },
 }
 
 impl fmt::Display for StoreConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ZeroLimit => write!(f, "coordinator limits must be at least 1"),
+            Self::ClockDriftTooLarge { clock_drift_max_ms } => write!(
+                f,
+                "clock_drift_max_ms is {clock_drift_max_ms} ms; at most \
+                 {CLOCK_DRIFT_MAX_LIMIT_MS} ms (one day) is accepted"
+            ),
         }
     }
 }
@@ -356,6 +410,17 @@ pub enum StoreError {
     },
     /// The conflict resolver could not coordinate the write here.
     Resolve(ResolveError),
+    /// The write's timestamp is further ahead of this node's clock than
+    /// [`CoordinatorConfig::clock_drift_max_ms`] allows: it would win its key against every
+    /// later write until the clocks caught up. Nothing was applied or sent.
+    TimestampTooFarAhead {
+        /// The write's timestamp, as wall-clock time.
+        timestamp: WallTime,
+        /// This node's clock.
+        now: WallTime,
+        /// The bound.
+        clock_drift_max_ms: u64,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -387,6 +452,19 @@ impl fmt::Display for StoreError {
                 "too many operations in flight on this coordinator (limit {ops_in_flight_max})"
             ),
             Self::Resolve(e) => e.fmt(f),
+            Self::TimestampTooFarAhead {
+                timestamp,
+                now,
+                clock_drift_max_ms,
+            } => {
+                let ahead = timestamp.saturating_duration_since(*now).as_millis();
+                write!(
+                    f,
+                    "write refused: its timestamp {timestamp} is {ahead} ms ahead of this \
+                     node's clock ({now}), more than clock_drift_max_ms ({clock_drift_max_ms} \
+                     ms); is the writer's clock set right?"
+                )
+            }
         }
     }
 }
@@ -459,6 +537,22 @@ pub enum StoreMessage<K, S> {
         /// The coordinator's operation.
         op: StoreOpId,
     },
+    /// The replica refused the write: its timestamp is further ahead of the replica's clock
+    /// than the replica's [`CoordinatorConfig::clock_drift_max_ms`] allows. The coordinator
+    /// counts the replica as failed for the operation.
+    WriteRefused {
+        /// The coordinator's operation.
+        op: StoreOpId,
+    },
+}
+
+/// What a [`Coordinator`] has counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CoordinatorStats {
+    /// States refused because their timestamp was too far ahead of this node's clock:
+    /// client writes, replicated writes, hints and read answers (its own replica's too).
+    pub timestamps_refused: u64,
 }
 
 /// What a [`Coordinator`] wants done.
@@ -526,6 +620,7 @@ struct Op<K, S> {
 /// See the [module documentation](self).
 ///
 /// ```
+/// use synod_clocks::WallTime;
 /// use synod_quorum::{
 ///     Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId,
 ///     Placement, RequestId, StoreEffect,
@@ -535,11 +630,15 @@ struct Op<K, S> {
 /// let ids = [1, 2, 3].map(NodeId::new);
 /// let mut nodes: Vec<_> = ids
 ///     .iter()
-///     .map(|&id| Coordinator::new(CoordinatorConfig::new(id, Incarnation::new(1)), LastWriteWins::<u64, &str>::new()))
+///     .map(|&id| {
+///         let config = CoordinatorConfig::new(id, Incarnation::new(1));
+///         Coordinator::new(config, LastWriteWins::<WallTime, &str>::new())
+///     })
 ///     .collect();
 /// let placement = Placement::new(ids)?;
-/// nodes[0].write(RequestId::new(1), "k", (100, Some("v1")), Consistency::Quorum, &placement)?;
-/// nodes[0].read(RequestId::new(2), "k", Consistency::Quorum, &placement)?;
+/// let now = WallTime::from_secs(1_700_000_000); // this node's wall clock
+/// nodes[0].write(now, RequestId::new(1), "k", (now, Some("v1")), Consistency::Quorum, &placement)?;
+/// nodes[0].read(now, RequestId::new(2), "k", Consistency::Quorum, &placement)?;
 ///
 /// // A perfect network: deliver every message until nothing is left.
 /// let mut done = Vec::new();
@@ -557,11 +656,11 @@ struct Op<K, S> {
 ///         break;
 ///     }
 ///     for (from, to, message) in sent {
-///         nodes[(to.get() - 1) as usize].handle(from, message);
+///         nodes[(to.get() - 1) as usize].handle(now, from, message);
 ///     }
 /// }
 /// assert!(matches!(&done[0], StoreEffect::WriteDone { result: Ok(_), .. }));
-/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((100, Some("v1")))), .. }));
+/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((_, Some("v1")))), .. }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -581,6 +680,7 @@ pub struct Coordinator<K, R: Resolver> {
     next_op: u64,
     tick: u64,
     effects: VecDeque<StoreEffect<K, R::State>>,
+    stats: CoordinatorStats,
 }
 
 impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
@@ -599,7 +699,20 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             next_op: 0,
             tick: 0,
             effects: VecDeque::new(),
+            stats: CoordinatorStats::default(),
         }
+    }
+
+    /// The wall-clock time of `state` if it is further ahead of `now` than the drift bound
+    /// allows; such a state is refused (and counted).
+    fn too_far_ahead(&mut self, now: WallTime, state: &R::State) -> Option<WallTime> {
+        let bound = Duration::from_millis(self.config.clock_drift_max_ms);
+        let at = self.resolver.wall_time(state)?;
+        if at <= now.saturating_add(bound) {
+            return None;
+        }
+        self.stats.timestamps_refused += 1;
+        Some(at)
     }
 
     fn me(&self) -> NodeId {
@@ -646,16 +759,19 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         id
     }
 
-    /// Starts a write of `write` to `key` at level `consistency`. The outcome arrives as
-    /// [`StoreEffect::WriteDone`]. A retry with the `request` of a write still in flight is
-    /// absorbed by it (one outcome); a retry of a completed write gets its outcome again.
+    /// Starts a write of `write` to `key` at level `consistency`, at `now` on this node's
+    /// wall clock. The outcome arrives as [`StoreEffect::WriteDone`]. A retry with the
+    /// `request` of a write still in flight is absorbed by it (one outcome); a retry of a
+    /// completed write gets its outcome again.
     ///
     /// # Errors
     ///
-    /// Fails at once, having sent nothing, with [`StoreError::Unavailable`],
-    /// [`StoreError::TooManyInFlight`] or [`StoreError::Resolve`].
+    /// Fails at once, having applied and sent nothing, with [`StoreError::Unavailable`],
+    /// [`StoreError::TooManyInFlight`], [`StoreError::Resolve`] or
+    /// [`StoreError::TimestampTooFarAhead`].
     pub fn write(
         &mut self,
+        now: WallTime,
         request: RequestId,
         key: K,
         write: R::Write,
@@ -677,17 +793,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         let mut tracker = self.admit(consistency, placement)?;
         let me = self.me();
         let is_replica = placement.replicas.contains(me) && !placement.is_down(me);
-        let state = if is_replica {
-            let local = self.data.entry(key.clone()).or_default();
-            self.resolver
-                .coordinate(me, Some(local), write)
-                .map_err(StoreError::Resolve)?
-        } else {
-            self.resolver
-                .coordinate(me, None, write)
-                .map_err(StoreError::Resolve)?
-        };
-        if is_replica {
+        // Coordinated on a copy of the local state, which replaces it only once the write
+        // is admitted.
+        let mut local = is_replica.then(|| self.data.get(&key).cloned().unwrap_or_default());
+        let state = self
+            .resolver
+            .coordinate(me, local.as_mut(), write)
+            .map_err(StoreError::Resolve)?;
+        if let Some(timestamp) = self.too_far_ahead(now, &state) {
+            return Err(StoreError::TimestampTooFarAhead {
+                timestamp,
+                now,
+                clock_drift_max_ms: self.config.clock_drift_max_ms,
+            });
+        }
+        if let Some(local) = local {
+            self.data.insert(key.clone(), local);
             tracker.record(me, true);
         }
         let id = self.new_op();
@@ -735,8 +856,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         Ok(())
     }
 
-    /// Starts a read of `key` at level `consistency`. The merged state arrives as
-    /// [`StoreEffect::ReadDone`].
+    /// Starts a read of `key` at level `consistency`, at `now` on this node's wall clock.
+    /// The merged state arrives as [`StoreEffect::ReadDone`]. This node's own replica
+    /// counts as failed if its state is stamped too far ahead of `now` (as any replica's
+    /// answer does).
     ///
     /// # Errors
     ///
@@ -744,6 +867,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     /// [`StoreError::TooManyInFlight`].
     pub fn read(
         &mut self,
+        now: WallTime,
         request: RequestId,
         key: K,
         consistency: Consistency,
@@ -753,8 +877,12 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         let me = self.me();
         let mut answers = BTreeMap::new();
         if placement.replicas.contains(me) && !placement.is_down(me) {
-            tracker.record(me, true);
-            answers.insert(me, self.data.get(&key).cloned().unwrap_or_default());
+            let state = self.data.get(&key).cloned().unwrap_or_default();
+            let refused = self.too_far_ahead(now, &state).is_some();
+            tracker.record(me, !refused);
+            if !refused {
+                answers.insert(me, state);
+            }
         }
         let id = self.new_op();
         for to in placement.alive().filter(|&n| n != me) {
@@ -779,15 +907,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         Ok(())
     }
 
-    /// Handles a message from `from`. Duplicates, late answers and answers from nodes that
-    /// are not replicas of the key are harmless: each replica counts once.
-    pub fn handle(&mut self, from: NodeId, message: StoreMessage<K, R::State>) {
+    /// Handles a message from `from`, at `now` on this node's wall clock. Duplicates, late
+    /// answers and answers from nodes that are not replicas of the key are harmless: each
+    /// replica counts once. A state stamped too far ahead of `now` is refused and counted:
+    /// a write or hint is not applied (a write is answered
+    /// [`StoreMessage::WriteRefused`]), and a read answer counts its replica as failed.
+    pub fn handle(&mut self, now: WallTime, from: NodeId, message: StoreMessage<K, R::State>) {
         match message {
             StoreMessage::Read { op, key } => {
                 let state = self.data.get(&key).cloned().unwrap_or_default();
                 self.send(from, StoreMessage::ReadReply { op, state });
             }
             StoreMessage::Write { op, key, state } => {
+                if self.too_far_ahead(now, &state).is_some() {
+                    self.send(from, StoreMessage::WriteRefused { op });
+                    return;
+                }
                 self.merge_local(key, &state);
                 self.send(from, StoreMessage::WriteAck { op });
             }
@@ -797,6 +932,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 key,
                 state,
             } => {
+                if self.too_far_ahead(now, &state).is_some() {
+                    // No acknowledgement, so the coordinator does not report a hint.
+                    return;
+                }
                 if let Some(held) = self.hints.get_mut(&replica).and_then(|h| h.get_mut(&key)) {
                     self.resolver.merge(held, &state);
                 } else if self.hints_held < self.config.hints_max {
@@ -810,6 +949,17 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 self.send(from, StoreMessage::HintAck { op });
             }
             StoreMessage::ReadReply { op, state } => {
+                let reading = self
+                    .ops
+                    .get(&op)
+                    .is_some_and(|o| matches!(o.kind, OpKind::Read { .. } | OpKind::Repair { .. }));
+                if !reading {
+                    return;
+                }
+                if self.too_far_ahead(now, &state).is_some() {
+                    self.replica_failed(op, from);
+                    return;
+                }
                 let Some(o) = self.ops.get_mut(&op) else {
                     return;
                 };
@@ -866,6 +1016,16 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     self.check(op);
                 }
             }
+            StoreMessage::WriteRefused { op } => {
+                // Only from a replica sent the write: a read's replicas were sent none, and
+                // a repair's only the ones it is repairing.
+                match self.ops.get(&op).map(|o| &o.kind) {
+                    None | Some(OpKind::Read { .. }) => {}
+                    Some(OpKind::Repair { repairing, .. })
+                        if repairing.binary_search(&from).is_err() => {}
+                    Some(_) => self.replica_failed(op, from),
+                }
+            }
             StoreMessage::HintAck { op } => {
                 if let Some(Op {
                     kind:
@@ -900,10 +1060,17 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     pub fn node_failed(&mut self, node: NodeId) {
         let ids: Vec<StoreOpId> = self.ops.keys().copied().collect();
         for id in ids {
-            let op = self.ops.get_mut(&id).expect("listed");
-            if op.tracker.record(node, false) == Recorded::Counted {
-                self.check(id);
-            }
+            self.replica_failed(id, node);
+        }
+    }
+
+    /// Counts `node` as failed for operation `id` (if it has not answered yet), and decides
+    /// the operation if that settles it.
+    fn replica_failed(&mut self, id: StoreOpId, node: NodeId) {
+        if let Some(op) = self.ops.get_mut(&id)
+            && op.tracker.record(node, false) == Recorded::Counted
+        {
+            self.check(id);
         }
     }
 
@@ -1117,6 +1284,12 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         self.data.get(key)
     }
 
+    /// What this node has counted since it started.
+    #[must_use]
+    pub fn stats(&self) -> &CoordinatorStats {
+        &self.stats
+    }
+
     /// Hints held for other replicas.
     #[must_use]
     pub fn hints_held(&self) -> usize {
@@ -1146,7 +1319,7 @@ mod tests {
         let config = CoordinatorConfig::new(NodeId::new(1), Incarnation::new(1))
             .limits(8, 10, 1, 8)
             .unwrap();
-        let mut node = Coordinator::new(config, LastWriteWins::<u64, u64>::new());
+        let mut node = Coordinator::new(config, LastWriteWins::<WallTime, u64>::new());
         let hint = |replica: u64, key: u64| StoreMessage::Hint {
             op: StoreOpId {
                 incarnation: Incarnation::new(1),
@@ -1154,14 +1327,15 @@ mod tests {
             },
             replica: NodeId::new(replica),
             key,
-            state: Some((1, Some(1))),
+            state: Some((WallTime::from_nanos(1), Some(1))),
         };
-        node.handle(NodeId::new(2), hint(3, 0));
+        let now = WallTime::from_secs(1);
+        node.handle(now, NodeId::new(2), hint(3, 0));
         assert_eq!(node.hints_held(), 1);
         // Full: hints for other replicas, each a different node id from the network, are
         // refused and must not leave an empty entry per replica behind.
         for replica in 100..1100 {
-            node.handle(NodeId::new(2), hint(replica, 1));
+            node.handle(now, NodeId::new(2), hint(replica, 1));
         }
         assert_eq!(node.hints_held(), 1);
         assert_eq!(node.hints.len(), 1, "an empty entry per refused replica");

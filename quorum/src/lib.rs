@@ -133,13 +133,15 @@
 //! the write-back or with quorums that need not overlap.
 //!
 //! ```
-//! use synod_clocks::VersionVector;
+//! use synod_clocks::{VersionVector, WallTime};
 //! use synod_quorum::{
 //!     Consistency, Coordinator, CoordinatorConfig, Incarnation, NodeId, Placement, RequestId,
 //!     StoreEffect, VersionVectors,
 //! };
 //!
-//! // A three-replica leaderless store with version vectors; a perfect network.
+//! // A three-replica leaderless store with version vectors; a perfect network, and one
+//! // clock reading for every node (version vectors do not look at it).
+//! let now = WallTime::from_secs(1_700_000_000);
 //! let ids = [1, 2, 3].map(NodeId::new);
 //! let mut nodes: Vec<_> = ids
 //!     .iter()
@@ -165,18 +167,19 @@
 //!             return done;
 //!         }
 //!         for (from, to, message) in sent {
-//!             nodes[to.get() as usize - 1].handle(from, message);
+//!             nodes[to.get() as usize - 1].handle(now, from, message);
 //!         }
 //!     }
 //! };
 //! let placement = Placement::new(ids)?;
 //! // Two clients write the same key without reading it first, through different nodes.
 //! let blind = VersionVector::new();
-//! nodes[0].write(RequestId::new(1), "cart", (blind.clone(), "milk"), Consistency::Quorum, &placement)?;
-//! nodes[1].write(RequestId::new(2), "cart", (blind, "eggs"), Consistency::Quorum, &placement)?;
+//! let quorum = Consistency::Quorum;
+//! nodes[0].write(now, RequestId::new(1), "cart", (blind.clone(), "milk"), quorum, &placement)?;
+//! nodes[1].write(now, RequestId::new(2), "cart", (blind, "eggs"), quorum, &placement)?;
 //! run(&mut nodes);
 //! // A read returns both as siblings, with the context to resolve them.
-//! nodes[2].read(RequestId::new(3), "cart", Consistency::Quorum, &placement)?;
+//! nodes[2].read(now, RequestId::new(3), "cart", quorum, &placement)?;
 //! let Some(StoreEffect::ReadDone { result: Ok(siblings), .. }) = run(&mut nodes).pop() else {
 //!     unreachable!()
 //! };
@@ -193,7 +196,9 @@
 //! # What it does not do
 //!
 //! - No I/O and no timers of its own: callers deliver messages, call `tick`, persist what
-//!   [`AbdEffect::Persist`] asks for, and decide which nodes are down.
+//!   [`AbdEffect::Persist`] asks for, and decide which nodes are down. The [`Coordinator`]
+//!   is handed its node's wall-clock time with each input, and refuses last-write-wins
+//!   timestamps further ahead of it than a configured drift bound.
 //! - No durable storage for the [`Coordinator`]'s replica data: it lives in memory, and a
 //!   node that restarts starts empty (with a fresh [`Incarnation`], so that answers from
 //!   before the restart are not counted for its new operations).
@@ -211,7 +216,7 @@
 //! tests of the coordinator and a randomised one (retries, duplicated, reordered and lost
 //! messages: no write applied twice or lost, over 300 schedules), last-write-wins against a
 //! model (replicas merging in any order converge on the largest timestamp, and at a tie on
-//! the delete), the clock-skew
+//! the delete), a clock far ahead refused wherever its timestamps arrive, the clock-skew
 //! demonstration (`tests/it/skew.rs`), and the ABD register under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
 //! the command), where the broken variants (R + W <= N, no read write-back) are caught on
@@ -242,10 +247,11 @@ pub use config::{
     ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
 };
 pub use coordinator::{
-    Consistency, Coordinator, CoordinatorConfig, Placement, ReadRepair, RequestId,
-    StoreConfigError, StoreEffect, StoreError, StoreMessage, StoreOpId, WriteReport,
+    CLOCK_DRIFT_MAX_LIMIT_MS, CLOCK_DRIFT_MAX_MS, Consistency, Coordinator, CoordinatorConfig,
+    CoordinatorStats, Placement, ReadRepair, RequestId, StoreConfigError, StoreEffect, StoreError,
+    StoreMessage, StoreOpId, WriteReport,
 };
 pub use node::{Incarnation, NodeId};
-pub use resolve::{LastWriteWins, ResolveError, Resolver, VersionVectors};
+pub use resolve::{LastWriteWins, ResolveError, Resolver, Timestamp, VersionVectors};
 pub use tracker::{Outcome, Part, QuorumUnreachable, Recorded, ResponseTracker};
 pub use versioned::{GcStats, VersionedError, VersionedStore};

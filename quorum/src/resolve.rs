@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use synod_clocks::dvv::WriteError;
-use synod_clocks::{Siblings, VersionVector};
+use synod_clocks::{HybridTimestamp, Siblings, VersionVector, WallTime};
 
 use crate::node::NodeId;
 
@@ -92,6 +92,16 @@ pub trait Resolver {
     /// Merges `other` into `into`. Commutative, associative and idempotent.
     fn merge(&self, into: &mut Self::State, other: &Self::State);
 
+    /// The wall-clock time of the newest write in `state`, for a resolver that orders writes
+    /// by wall-clock timestamps; `None` (the default) for one that does not. The
+    /// [`Coordinator`](crate::Coordinator) refuses a state whose time is further ahead of
+    /// its own clock than its drift bound allows, since such a write would win its key
+    /// against every later write until the clocks caught up.
+    fn wall_time(&self, state: &Self::State) -> Option<WallTime> {
+        let _ = state;
+        None
+    }
+
     /// Whether `state` already includes everything in `other` (merging would not change
     /// it). Read repair sends the merged state to replicas for which this is false.
     fn includes(&self, state: &Self::State, other: &Self::State) -> bool {
@@ -101,7 +111,28 @@ pub trait Resolver {
     }
 }
 
-/// Last write wins: each write carries a timestamp `T`, and the largest timestamp wins.
+/// A last-write-wins timestamp: a total order on writes, read from a wall clock, so that a
+/// replica can tell a timestamp from the far future ([`Resolver::wall_time`]).
+pub trait Timestamp: Ord + Clone + fmt::Debug {
+    /// The wall-clock time the timestamp was taken at.
+    fn wall_time(&self) -> WallTime;
+}
+
+impl Timestamp for WallTime {
+    fn wall_time(&self) -> WallTime {
+        *self
+    }
+}
+
+/// A hybrid timestamp's physical part; the logical counter and node id only break ties.
+impl Timestamp for HybridTimestamp {
+    fn wall_time(&self) -> WallTime {
+        self.physical()
+    }
+}
+
+/// Last write wins: each write carries a [`Timestamp`] `T` (a [`WallTime`] or a
+/// [`HybridTimestamp`]), and the largest timestamp wins.
 ///
 /// A write is `(timestamp, Some(value))`, a delete is `(timestamp, None)`: a *tombstone*,
 /// which must be kept and replicated like a value, or a replica that missed the delete
@@ -115,17 +146,19 @@ pub trait Resolver {
 /// the larger value wins over the smaller.
 ///
 /// ```
+/// use synod_clocks::WallTime;
 /// use synod_quorum::{LastWriteWins, NodeId, Resolver};
 ///
+/// let (early, late) = (WallTime::from_secs(10), WallTime::from_secs(20));
 /// let lww = LastWriteWins::new();
-/// let mut state = lww.coordinate(NodeId::new(1), None, (20u64, Some("late")))?;
-/// lww.merge(&mut state, &Some((10, Some("early"))));
-/// assert_eq!(state, Some((20, Some("late"))));
+/// let mut state = lww.coordinate(NodeId::new(1), None, (late, Some("late")))?;
+/// lww.merge(&mut state, &Some((early, Some("early"))));
+/// assert_eq!(state, Some((late, Some("late"))));
 /// // A delete at the same timestamp wins, whichever a replica hears of first.
-/// lww.merge(&mut state, &Some((20, None)));
-/// assert_eq!(state, Some((20, None)));
-/// lww.merge(&mut state, &Some((20, Some("late"))));
-/// assert_eq!(state, Some((20, None)));
+/// lww.merge(&mut state, &Some((late, None)));
+/// assert_eq!(state, Some((late, None)));
+/// lww.merge(&mut state, &Some((late, Some("late"))));
+/// assert_eq!(state, Some((late, None)));
 /// # Ok::<(), synod_quorum::ResolveError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,7 +191,7 @@ fn wins<T: Ord, V: Ord>(a: &(T, Option<V>), b: &(T, Option<V>)) -> bool {
 
 impl<T, V> Resolver for LastWriteWins<T, V>
 where
-    T: Ord + Clone + fmt::Debug,
+    T: Timestamp,
     V: Ord + Clone + fmt::Debug,
 {
     type State = Option<(T, Option<V>)>;
@@ -183,6 +216,10 @@ where
         {
             *into = Some(incoming.clone());
         }
+    }
+
+    fn wall_time(&self, state: &Self::State) -> Option<WallTime> {
+        state.as_ref().map(|(at, _)| at.wall_time())
     }
 }
 

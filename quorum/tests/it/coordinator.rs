@@ -2,12 +2,18 @@
 //! read repair, retries and duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use synod_clocks::WallTime;
 
 use synod_quorum::{
     Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId, Placement,
     ReadRepair, RequestId, ResolveError, Resolver, StoreEffect, StoreError, StoreMessage,
     WriteReport,
 };
+
+/// The wall-clock time of every test's start.
+pub const START: WallTime = WallTime::from_secs(1_000);
 
 /// The incarnation of every node's first start in these tests.
 pub const FIRST: Incarnation = Incarnation::new(1);
@@ -27,14 +33,27 @@ pub struct Cluster<R: Resolver> {
     pub done: Vec<(NodeId, StoreEffect<&'static str, R::State>)>,
     /// Nodes whose incoming messages are dropped.
     pub cut: BTreeSet<NodeId>,
+    /// The true time, which every node's clock reads unless it runs ahead.
+    pub now: WallTime,
+    /// Nodes whose clocks run ahead of the true time, and by how much.
+    pub ahead: BTreeMap<NodeId, Duration>,
 }
 
 impl<R: Resolver + Clone> Cluster<R> {
     pub fn new(ids: &[u64], resolver: R, repair: ReadRepair) -> Self {
+        Self::with_config(ids, resolver, |config| config.read_repair(repair))
+    }
+
+    /// A cluster whose nodes' configurations are `configure`d from the default.
+    pub fn with_config(
+        ids: &[u64],
+        resolver: R,
+        configure: impl Fn(CoordinatorConfig) -> CoordinatorConfig,
+    ) -> Self {
         let nodes = ids
             .iter()
             .map(|&id| {
-                let config = CoordinatorConfig::new(n(id), FIRST).read_repair(repair);
+                let config = configure(CoordinatorConfig::new(n(id), FIRST));
                 (n(id), Coordinator::new(config, resolver.clone()))
             })
             .collect();
@@ -43,11 +62,76 @@ impl<R: Resolver + Clone> Cluster<R> {
             in_flight: Vec::new(),
             done: Vec::new(),
             cut: BTreeSet::new(),
+            now: START,
+            ahead: BTreeMap::new(),
         }
     }
 
     pub fn node(&mut self, id: u64) -> &mut Coordinator<&'static str, R> {
         self.nodes.get_mut(&n(id)).expect("a node of the cluster")
+    }
+
+    /// What node `id`'s clock reads.
+    pub fn clock(&self, id: u64) -> WallTime {
+        self.now
+            .saturating_add(self.ahead.get(&n(id)).copied().unwrap_or_default())
+    }
+
+    /// Starts a write through node `id`, at its clock.
+    pub fn write(
+        &mut self,
+        id: u64,
+        request: RequestId,
+        key: &'static str,
+        write: R::Write,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> Result<(), StoreError> {
+        let now = self.clock(id);
+        self.node(id)
+            .write(now, request, key, write, consistency, placement)
+    }
+
+    /// Starts a read through node `id`, at its clock.
+    pub fn read(
+        &mut self,
+        id: u64,
+        request: RequestId,
+        key: &'static str,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> Result<(), StoreError> {
+        let now = self.clock(id);
+        self.node(id)
+            .read(now, request, key, consistency, placement)
+    }
+
+    /// Writes through node `id`, delivers everything, and returns the write's report;
+    /// panics if the write failed.
+    pub fn write_acked(
+        &mut self,
+        id: u64,
+        request: RequestId,
+        key: &'static str,
+        write: R::Write,
+        consistency: Consistency,
+        placement: &Placement,
+    ) -> WriteReport {
+        self.write(id, request, key, write, consistency, placement)
+            .expect("the write starts");
+        self.settle();
+        match self.take_done() {
+            StoreEffect::WriteDone {
+                result: Ok(report), ..
+            } => report,
+            other => panic!("expected a successful write, got {other:?}"),
+        }
+    }
+
+    /// Hands node `id` a message from `from`, at its clock.
+    pub fn handle(&mut self, id: u64, from: NodeId, message: StoreMessage<&'static str, R::State>) {
+        let now = self.clock(id);
+        self.node(id).handle(now, from, message);
     }
 
     /// Moves every node's effects into `in_flight` and `done`.
@@ -71,10 +155,7 @@ impl<R: Resolver + Clone> Cluster<R> {
             }
             for (from, to, message) in std::mem::take(&mut self.in_flight) {
                 if !self.cut.contains(&to) {
-                    self.nodes
-                        .get_mut(&to)
-                        .expect("known node")
-                        .handle(from, message);
+                    self.handle(to.get(), from, message);
                 }
             }
         }
@@ -113,8 +194,8 @@ impl<R: Resolver + Clone> Cluster<R> {
     }
 }
 
-/// The last-write-wins resolver of these tests: timestamps and string values.
-pub type Lww = LastWriteWins<u64, &'static str>;
+/// The last-write-wins resolver of these tests: wall-clock timestamps and string values.
+pub type Lww = LastWriteWins<WallTime, &'static str>;
 /// What a last-write-wins replica holds for a key.
 pub type LwwState = <Lww as Resolver>::State;
 
@@ -122,19 +203,24 @@ fn lww() -> Lww {
     LastWriteWins::new()
 }
 
-/// A last-write-wins write of `value` stamped `at`.
+/// A last-write-wins write of `value` stamped `at` ms after the epoch (long before [`START`]).
 pub fn put(at: u64, value: &'static str) -> <Lww as Resolver>::Write {
-    (at, Some(value))
+    (stamp(at), Some(value))
 }
 
-/// A last-write-wins delete stamped `at`.
+/// A last-write-wins delete stamped `at` ms after the epoch (long before [`START`]).
 pub fn delete(at: u64) -> <Lww as Resolver>::Write {
-    (at, None)
+    (stamp(at), None)
 }
 
 /// The state of a replica whose newest write is `put(at, value)`.
 pub fn holds(at: u64, value: &'static str) -> LwwState {
-    Some((at, Some(value)))
+    Some(put(at, value))
+}
+
+/// `at` milliseconds after the epoch.
+pub fn stamp(at: u64) -> WallTime {
+    WallTime::from_nanos(at * 1_000_000)
 }
 
 fn write_ok(effect: StoreEffect<&'static str, LwwState>) -> WriteReport {
@@ -153,8 +239,8 @@ fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
         .unwrap()
         .with_down([n(2), n(3)]);
     let err = c
-        .node(1)
         .write(
+            1,
             RequestId::new(1),
             "k",
             put(1, "v"),
@@ -180,21 +266,20 @@ fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
         "nothing may be sent"
     );
     // ONE is still possible, on the coordinator's own replica.
-    c.node(1)
-        .write(
-            RequestId::new(2),
-            "k",
-            put(1, "v"),
-            Consistency::One,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        1,
+        RequestId::new(2),
+        "k",
+        put(1, "v"),
+        Consistency::One,
+        &placement,
+    )
+    .unwrap();
     assert_eq!(write_ok(c.take_done()).acknowledged, [n(1)]);
     // ALL with one replica down is unavailable; a read too.
     let one_down = Placement::new([1, 2, 3].map(n)).unwrap().with_down([n(3)]);
     assert!(matches!(
-        c.node(1)
-            .read(RequestId::new(3), "k", Consistency::All, &one_down),
+        c.read(1, RequestId::new(3), "k", Consistency::All, &one_down),
         Err(StoreError::Unavailable {
             required: 3,
             alive: 2,
@@ -207,15 +292,15 @@ fn levels_that_cannot_be_met_fail_at_once_and_loudly() {
 fn failures_during_an_operation_explain_why_the_level_is_lost() {
     let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(1)
-        .write(
-            RequestId::new(1),
-            "k",
-            put(1, "v"),
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        1,
+        RequestId::new(1),
+        "k",
+        put(1, "v"),
+        Consistency::All,
+        &placement,
+    )
+    .unwrap();
     c.node(1).node_failed(n(3));
     let StoreEffect::WriteDone {
         result: Err(err), ..
@@ -235,8 +320,7 @@ fn failures_during_an_operation_explain_why_the_level_is_lost() {
 fn a_silent_replica_times_out() {
     let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(1)
-        .read(RequestId::new(1), "k", Consistency::Quorum, &placement)
+    c.read(1, RequestId::new(1), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     c.in_flight.clear(); // every request lost
@@ -262,25 +346,25 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
         .with_down([n(3)])
         .with_fallbacks([n(4)]);
     c.cut.insert(n(3));
-    c.node(1)
-        .write(
-            RequestId::new(1),
-            "k",
-            put(7, "v"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        1,
+        RequestId::new(1),
+        "k",
+        put(7, "v"),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
     c.collect();
     // Deliver only the hint (to n4) and its acknowledgement: not a quorum.
     let (hint, rest): (Vec<_>, Vec<_>) = c.in_flight.drain(..).partition(|(_, to, _)| *to == n(4));
     assert_eq!(hint.len(), 1);
     for (from, to, m) in hint {
-        c.node(to.get()).handle(from, m);
+        c.handle(to.get(), from, m);
     }
     c.collect();
     for (from, to, m) in std::mem::take(&mut c.in_flight) {
-        c.node(to.get()).handle(from, m);
+        c.handle(to.get(), from, m);
     }
     c.collect();
     assert!(
@@ -308,7 +392,8 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
 
     // ALL cannot be met with hints.
     assert!(matches!(
-        c.node(1).write(
+        c.write(
+            1,
             RequestId::new(2),
             "k",
             put(8, "w"),
@@ -324,15 +409,15 @@ fn duplicated_and_late_acknowledgements_count_once() {
     // n4 coordinates for replicas 1..=3 without being one: every acknowledgement is remote.
     let mut c = Cluster::new(&[1, 2, 3, 4], lww(), ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(4)
-        .write(
-            RequestId::new(1),
-            "k",
-            put(1, "v"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        4,
+        RequestId::new(1),
+        "k",
+        put(1, "v"),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
     c.collect();
     let writes = std::mem::take(&mut c.in_flight);
     // n1 receives the write three times and acknowledges three times.
@@ -342,11 +427,11 @@ fn duplicated_and_late_acknowledgements_count_once() {
         .unwrap()
         .clone();
     for _ in 0..3 {
-        c.node(1).handle(to_n1.0, to_n1.2.clone());
+        c.handle(1, to_n1.0, to_n1.2.clone());
     }
     c.collect();
     for (from, to, m) in std::mem::take(&mut c.in_flight) {
-        c.node(to.get()).handle(from, m);
+        c.handle(to.get(), from, m);
     }
     c.collect();
     assert!(
@@ -357,7 +442,7 @@ fn duplicated_and_late_acknowledgements_count_once() {
     let StoreMessage::Write { op, .. } = to_n1.2 else {
         unreachable!()
     };
-    c.node(4).handle(n(9), StoreMessage::WriteAck { op });
+    c.handle(4, n(9), StoreMessage::WriteAck { op });
     c.collect();
     assert!(c.done.is_empty());
     c.in_flight = writes
@@ -367,7 +452,7 @@ fn duplicated_and_late_acknowledgements_count_once() {
     c.settle();
     assert_eq!(write_ok(c.take_done()).acknowledged, [n(1), n(2)]);
     // A late acknowledgement after the outcome changes nothing.
-    c.node(4).handle(n(3), StoreMessage::WriteAck { op });
+    c.handle(4, n(3), StoreMessage::WriteAck { op });
     c.collect();
     assert!(c.done.is_empty());
 }
@@ -405,12 +490,10 @@ fn a_retried_write_is_applied_once() {
     let mut c = Cluster::new(&[1, 2, 3], GCounter, ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     let request = RequestId::new(42);
-    c.node(1)
-        .write(request, "hits", 5, Consistency::Quorum, &placement)
+    c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
         .unwrap();
     // Retried while in flight: absorbed.
-    c.node(1)
-        .write(request, "hits", 5, Consistency::Quorum, &placement)
+    c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
         .unwrap();
     c.settle();
     let StoreEffect::WriteDone {
@@ -421,8 +504,7 @@ fn a_retried_write_is_applied_once() {
     };
     assert!(!first.retried);
     // Retried after completion (the client missed the answer): the same outcome, marked.
-    c.node(1)
-        .write(request, "hits", 5, Consistency::Quorum, &placement)
+    c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
         .unwrap();
     c.settle();
     let StoreEffect::WriteDone {
@@ -441,9 +523,14 @@ fn a_retried_write_is_applied_once() {
     // A non-replica cannot coordinate a counter write: it says so.
     let mut other = Cluster::new(&[4], GCounter, ReadRepair::Blocking);
     assert!(matches!(
-        other
-            .node(4)
-            .write(RequestId::new(1), "hits", 1, Consistency::One, &placement),
+        other.write(
+            4,
+            RequestId::new(1),
+            "hits",
+            1,
+            Consistency::One,
+            &placement
+        ),
         Err(StoreError::Resolve(ResolveError::NotAReplica { .. }))
     ));
 }
@@ -457,32 +544,28 @@ fn a_delete_wins_a_tie_with_a_write_on_every_replica() {
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     for (node, write, cut) in [(1, put(5, "v"), [2, 3]), (3, delete(5), [1, 2])] {
         c.cut.extend(cut.map(n));
-        c.node(node)
-            .write(
-                RequestId::new(node),
-                "k",
-                write,
-                Consistency::One,
-                &placement,
-            )
-            .unwrap();
-        c.settle();
-        write_ok(c.take_done());
+        c.write_acked(
+            node,
+            RequestId::new(node),
+            "k",
+            write,
+            Consistency::One,
+            &placement,
+        );
         c.cut.clear();
     }
-    c.node(2)
-        .read(RequestId::new(9), "k", Consistency::All, &placement)
+    c.read(2, RequestId::new(9), "k", Consistency::All, &placement)
         .unwrap();
     c.settle();
     assert_eq!(
         c.take_read_ok(),
-        Some((5, None)),
+        Some(delete(5)),
         "the write beat the delete"
     );
     for id in 1..=3 {
         assert_eq!(
             c.node(id).local_state(&"k"),
-            Some(&Some((5, None))),
+            Some(&Some(delete(5))),
             "n{id}"
         );
     }
@@ -492,29 +575,23 @@ fn a_delete_wins_a_tie_with_a_write_on_every_replica() {
 fn stale_n3(repair: ReadRepair) -> Cluster<Lww> {
     let mut c = Cluster::new(&[1, 2, 3], lww(), repair);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(1)
-        .write(
-            RequestId::new(1),
-            "k",
-            put(1, "old"),
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    c.take_done();
+    c.write_acked(
+        1,
+        RequestId::new(1),
+        "k",
+        put(1, "old"),
+        Consistency::All,
+        &placement,
+    );
     c.cut.insert(n(3));
-    c.node(1)
-        .write(
-            RequestId::new(2),
-            "k",
-            put(2, "new"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    c.take_done();
+    c.write_acked(
+        1,
+        RequestId::new(2),
+        "k",
+        put(2, "new"),
+        Consistency::Quorum,
+        &placement,
+    );
     c.cut.clear();
     assert_eq!(c.node(3).local_state(&"k"), Some(&holds(1, "old")));
     c
@@ -525,15 +602,14 @@ fn blocking_read_repair_answers_only_once_a_quorum_holds_the_result() {
     let mut c = stale_n3(ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     // n2 coordinates; n2 is fresh, n3 stale, n1 silent.
-    c.node(2)
-        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(3), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     c.in_flight.retain(|(_, to, _)| *to == n(3));
     // Deliver the read to n3 and its stale answer back.
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -558,8 +634,7 @@ fn read_with_repair_to_n3(
     c: &mut Cluster<Lww>,
     placement: &Placement,
 ) -> (LwwEnvelope, LwwEnvelope) {
-    c.node(2)
-        .read(RequestId::new(3), "k", Consistency::Quorum, placement)
+    c.read(2, RequestId::new(3), "k", Consistency::Quorum, placement)
         .unwrap();
     c.collect();
     let read_to_n1 = c
@@ -570,7 +645,7 @@ fn read_with_repair_to_n3(
         .expect("a read to n1");
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -587,7 +662,7 @@ fn deliver_round_trip(c: &mut Cluster<Lww>, read: LwwEnvelope) {
     c.in_flight.push(read);
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -602,7 +677,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repair_is_lost
     let StoreMessage::Write { op, .. } = lost_repair.2 else {
         panic!("expected a repair");
     };
-    c.node(2).handle(n(1), StoreMessage::WriteAck { op });
+    c.handle(2, n(1), StoreMessage::WriteAck { op });
     c.collect();
     assert!(c.done.is_empty(), "a stray acknowledgement counted n1");
     // The repair to n3 is never acknowledged; n1 answers late with the merged state, so
@@ -641,17 +716,14 @@ fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgeme
         if value == "new" {
             c.cut.extend([n(1), n(3)]);
         }
-        c.node(2)
-            .write(
-                RequestId::new(request),
-                "k",
-                put(request, value),
-                level,
-                &placement,
-            )
-            .unwrap();
-        c.settle();
-        write_ok(c.take_done());
+        c.write_acked(
+            2,
+            RequestId::new(request),
+            "k",
+            put(request, value),
+            level,
+            &placement,
+        );
     }
     c.cut.clear();
     let (read_to_n1, _lost_repair) = read_with_repair_to_n3(&mut c, &placement);
@@ -701,15 +773,14 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
     // can hold the result, and the read fails at once, not at the deadline.
     let mut c = stale_n3(ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(2)
-        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(3), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.node(2).node_failed(n(1));
     c.collect();
     c.in_flight.retain(|(_, to, _)| *to == n(3));
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -726,13 +797,12 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
     // The same with n1 believed down from the start.
     let mut c = stale_n3(ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap().with_down([n(1)]);
-    c.node(2)
-        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(3), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -751,14 +821,13 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
 fn background_read_repair_answers_at_once_and_repairs_after() {
     let mut c = stale_n3(ReadRepair::Background);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(2)
-        .read(RequestId::new(3), "k", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(3), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     c.in_flight.retain(|(_, to, _)| *to == n(3));
     for _ in 0..2 {
         for (from, to, m) in std::mem::take(&mut c.in_flight) {
-            c.node(to.get()).handle(from, m);
+            c.handle(to.get(), from, m);
         }
         c.collect();
     }
@@ -783,16 +852,15 @@ fn stray_messages_are_not_counted() {
     let mut c = Cluster::new(&[1, 2, 3, 4], lww(), ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     // n4 reads (not a replica): a write acknowledgement is not a read answer.
-    c.node(4)
-        .read(RequestId::new(1), "k", Consistency::Quorum, &placement)
+    c.read(4, RequestId::new(1), "k", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     let reads = std::mem::take(&mut c.in_flight);
     let StoreMessage::Read { op, .. } = reads[0].2.clone() else {
         panic!("expected a read");
     };
-    c.node(4).handle(n(1), StoreMessage::WriteAck { op });
-    c.node(4).handle(n(2), StoreMessage::WriteAck { op });
+    c.handle(4, n(1), StoreMessage::WriteAck { op });
+    c.handle(4, n(2), StoreMessage::WriteAck { op });
     c.collect();
     assert!(
         c.done.is_empty(),
@@ -810,20 +878,20 @@ fn stray_messages_are_not_counted() {
     ));
 
     // A hint acknowledgement from a node that was sent no hint is not reported.
-    c.node(4)
-        .write(
-            RequestId::new(2),
-            "k",
-            put(1, "v"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        4,
+        RequestId::new(2),
+        "k",
+        put(1, "v"),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
     c.collect();
     let StoreMessage::Write { op, .. } = c.in_flight[0].2.clone() else {
         panic!("expected a write");
     };
-    c.node(4).handle(n(9), StoreMessage::HintAck { op });
+    c.handle(4, n(9), StoreMessage::HintAck { op });
     c.settle();
     let report = write_ok(c.take_done());
     assert_eq!(report.hinted, Vec::<NodeId>::new());
@@ -866,9 +934,7 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
                         retries += 1;
                         issued[(next(&mut rng) % issued.len() as u64) as usize]
                     };
-                    let _ = c
-                        .node(node)
-                        .write(request, "n", 1, Consistency::Quorum, &placement);
+                    let _ = c.write(node, request, "n", 1, Consistency::Quorum, &placement);
                 }
                 2 => {
                     for id in 1..=3 {
@@ -887,9 +953,9 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
                         1 => {
                             duplicates += 1;
                             c.in_flight.push((from, to, message.clone()));
-                            c.node(to.get()).handle(from, message);
+                            c.handle(to.get(), from, message);
                         }
-                        _ => c.node(to.get()).handle(from, message),
+                        _ => c.handle(to.get(), from, message),
                     }
                 }
             }
@@ -942,22 +1008,15 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
     // read-repair it into "b" on the other replicas.
     let mut c = Cluster::new(&[1, 2, 3], lww(), ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
-    c.node(2)
-        .write(
-            RequestId::new(1),
-            "a",
-            put(5, "value of a"),
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
-    c.node(1)
-        .read(RequestId::new(2), "a", Consistency::Quorum, &placement)
+    c.write_acked(
+        2,
+        RequestId::new(1),
+        "a",
+        put(5, "value of a"),
+        Consistency::All,
+        &placement,
+    );
+    c.read(1, RequestId::new(2), "a", Consistency::Quorum, &placement)
         .unwrap();
     c.collect();
     let to_n2 = c
@@ -968,7 +1027,7 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
         .2
         .clone();
     c.in_flight.clear();
-    c.node(2).handle(n(1), to_n2);
+    c.handle(2, n(1), to_n2);
     c.collect();
     let delayed = c.in_flight.pop().expect("n2's answer");
     assert!(matches!(delayed.2, StoreMessage::ReadReply { .. }));
@@ -977,8 +1036,7 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
     let config =
         CoordinatorConfig::new(n(1), Incarnation::new(2)).read_repair(ReadRepair::Blocking);
     c.nodes.insert(n(1), Coordinator::new(config, lww()));
-    c.node(1)
-        .read(RequestId::new(3), "b", Consistency::Quorum, &placement)
+    c.read(1, RequestId::new(3), "b", Consistency::Quorum, &placement)
         .unwrap();
     c.in_flight.insert(0, delayed);
     c.settle();

@@ -3,15 +3,26 @@
 //! larger value.
 
 use proptest::prelude::*;
-use synod_quorum::{LastWriteWins, NodeId, Resolver};
+use synod_clocks::WallTime;
+use synod_quorum::{LastWriteWins, NodeId, Resolver, Timestamp};
 
-type Lww = LastWriteWins<u8, u8>;
+/// A timestamp of whole seconds, from few values, so that ties are common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct At(u8);
+
+impl Timestamp for At {
+    fn wall_time(&self) -> WallTime {
+        WallTime::from_secs(u64::from(self.0))
+    }
+}
+
+type Lww = LastWriteWins<At, u8>;
 type State = <Lww as Resolver>::State;
 type Write = <Lww as Resolver>::Write;
 
 /// Few timestamps and values, so that ties are common.
 fn write() -> impl Strategy<Value = Write> {
-    (0u8..4, prop::option::of(0u8..3))
+    (0u8..4, prop::option::of(0u8..3)).prop_map(|(at, value)| (At(at), value))
 }
 
 fn state() -> impl Strategy<Value = State> {

@@ -1,32 +1,37 @@
-//! Last-write-wins under clock skew loses a write; version vectors keep it.
+//! Last-write-wins under clock skew loses a write; version vectors keep it. And a clock far
+//! ahead cannot take a key for good: its timestamps are refused.
 //!
-//! The story, on three replicas `n1..n3`. Node `n1`'s clock runs one second fast; `n2`'s
+//! The story, on three replicas `n1..n3`. Node `n1`'s clock runs 400 ms fast (within the
+//! coordinators' default drift bound of 500 ms, so its timestamps are accepted); `n2`'s
 //! is right. Real time is in seconds.
 //!
-//! 1. At 100.0 a client writes `"draft"` through `n1`, stamped 101.0 by `n1`'s fast clock,
+//! 1. At 100.0 a client writes `"draft"` through `n1`, stamped 100.4 by `n1`'s fast clock,
 //!    at consistency ALL. Acknowledged.
-//! 2. At 100.5 another client reads the key (it sees `"draft"`) and writes `"final"`
-//!    through `n2`, stamped 100.5. Acknowledged at QUORUM: the client is told it worked.
+//! 2. At 100.2 another client reads the key (it sees `"draft"`) and writes `"final"`
+//!    through `n2`, stamped 100.2. Acknowledged at QUORUM: the client is told it worked.
 //! 3. At 101.5 a third client writes `"other"` through `n3` (its clock is right too, so
 //!    101.5) without reading first: a blind write, concurrent with nothing it knows of.
 //!
-//! With last-write-wins, step 2's write is gone: every read returns `"draft"` (101.0 >
-//! 100.5) until step 3 overwrites it, even though `"final"` was acknowledged and written
+//! With last-write-wins, step 2's write is gone: every read returns `"draft"` (100.4 >
+//! 100.2) until step 3 overwrites it, even though `"final"` was acknowledged and written
 //! *after* its client had seen `"draft"`. Wall-clock timestamps cannot tell "later" from
 //! "stamped by a faster clock". (A hybrid clock that the client's read had advanced past
-//! 101.0 would have stamped step 2 correctly; but two truly concurrent writes still lose
+//! 100.4 would have stamped step 2 correctly; but two truly concurrent writes still lose
 //! one of them silently.)
 //!
 //! With version vectors, step 2 carries the context of its read and replaces `"draft"`
 //! whatever the clocks say, and the blind write of step 3 is kept beside it as a sibling:
 //! the read returns both, and nothing acknowledged is lost.
 
+use std::time::Duration;
+
 use synod_clocks::{HybridTimestamp, VersionVector, WallTime};
 use synod_quorum::{
-    Consistency, LastWriteWins, Placement, ReadRepair, RequestId, StoreEffect, VersionVectors,
+    CLOCK_DRIFT_MAX_LIMIT_MS, Consistency, CoordinatorConfig, Incarnation, LastWriteWins,
+    Placement, ReadRepair, RequestId, StoreConfigError, StoreEffect, StoreError, VersionVectors,
 };
 
-use crate::coordinator::{Cluster, n};
+use crate::coordinator::{Cluster, Lww, n};
 
 /// A timestamp from a node's wall clock, `millis` after the epoch.
 fn stamp(millis: u64, node: u64) -> HybridTimestamp {
@@ -39,27 +44,23 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
     let mut c = Cluster::new(&[1, 2, 3], lww, ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
 
-    // 1. n1's clock is one second fast.
-    let draft = (stamp(101_000, 1), Some("draft"));
-    c.node(1)
-        .write(
-            RequestId::new(1),
-            "doc",
-            draft,
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
+    // 1. n1's clock is 400 ms fast.
+    c.now = WallTime::from_secs(100);
+    c.ahead.insert(n(1), Duration::from_millis(400));
+    let draft = (stamp(100_400, 1), Some("draft"));
+    c.write_acked(
+        1,
+        RequestId::new(1),
+        "doc",
+        draft,
+        Consistency::All,
+        &placement,
+    );
 
     // 2. Read, then write "final" through n2: acknowledged.
-    c.node(2)
-        .read(RequestId::new(2), "doc", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(2), "doc", Consistency::Quorum, &placement)
         .unwrap();
+    c.now = WallTime::from_secs(100).saturating_add(Duration::from_millis(200));
     c.settle();
     let StoreEffect::ReadDone {
         result: Ok(Some((_, Some(seen)))),
@@ -69,15 +70,15 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
         panic!("read failed");
     };
     assert_eq!(seen, "draft");
-    c.node(2)
-        .write(
-            RequestId::new(3),
-            "doc",
-            (stamp(100_500, 2), Some("final")),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
+    c.write(
+        2,
+        RequestId::new(3),
+        "doc",
+        (stamp(100_200, 2), Some("final")),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
     c.settle();
     assert!(
         matches!(c.take_done(), StoreEffect::WriteDone { result: Ok(_), .. }),
@@ -85,8 +86,7 @@ fn last_write_wins_under_skew_loses_an_acknowledged_write() {
     );
 
     // Every read now returns the older value: "final" is lost.
-    c.node(3)
-        .read(RequestId::new(4), "doc", Consistency::All, &placement)
+    c.read(3, RequestId::new(4), "doc", Consistency::All, &placement)
         .unwrap();
     c.settle();
     let StoreEffect::ReadDone {
@@ -115,24 +115,17 @@ fn version_vectors_keep_the_causally_later_write_and_the_concurrent_one_as_sibli
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
 
     // 1. A blind write of "draft" through n1 (no clocks involved at all).
-    c.node(1)
-        .write(
-            RequestId::new(1),
-            "doc",
-            (VersionVector::new(), "draft"),
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
+    c.write_acked(
+        1,
+        RequestId::new(1),
+        "doc",
+        (VersionVector::new(), "draft"),
+        Consistency::All,
+        &placement,
+    );
 
     // 2. Read, then write "final" through n2 with the context of that read.
-    c.node(2)
-        .read(RequestId::new(2), "doc", Consistency::Quorum, &placement)
+    c.read(2, RequestId::new(2), "doc", Consistency::Quorum, &placement)
         .unwrap();
     c.settle();
     let StoreEffect::ReadDone {
@@ -142,40 +135,27 @@ fn version_vectors_keep_the_causally_later_write_and_the_concurrent_one_as_sibli
         panic!("read failed");
     };
     assert_eq!(seen.values().collect::<Vec<_>>(), [&"draft"]);
-    c.node(2)
-        .write(
-            RequestId::new(3),
-            "doc",
-            (seen.context().clone(), "final"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
+    c.write_acked(
+        2,
+        RequestId::new(3),
+        "doc",
+        (seen.context().clone(), "final"),
+        Consistency::Quorum,
+        &placement,
+    );
 
     // 3. A blind write through n3, concurrent with "final".
-    c.node(3)
-        .write(
-            RequestId::new(4),
-            "doc",
-            (VersionVector::new(), "other"),
-            Consistency::Quorum,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
+    c.write_acked(
+        3,
+        RequestId::new(4),
+        "doc",
+        (VersionVector::new(), "other"),
+        Consistency::Quorum,
+        &placement,
+    );
 
     // The read returns both acknowledged values as siblings; "draft" is replaced.
-    c.node(1)
-        .read(RequestId::new(5), "doc", Consistency::All, &placement)
+    c.read(1, RequestId::new(5), "doc", Consistency::All, &placement)
         .unwrap();
     c.settle();
     let StoreEffect::ReadDone {
@@ -190,20 +170,14 @@ fn version_vectors_keep_the_causally_later_write_and_the_concurrent_one_as_sibli
     assert_eq!(values, ["final", "other"]);
 
     // The caller resolves and writes back with the read's context: one value again.
-    c.node(1)
-        .write(
-            RequestId::new(6),
-            "doc",
-            (siblings.context().clone(), "final+other"),
-            Consistency::All,
-            &placement,
-        )
-        .unwrap();
-    c.settle();
-    assert!(matches!(
-        c.take_done(),
-        StoreEffect::WriteDone { result: Ok(_), .. }
-    ));
+    c.write_acked(
+        1,
+        RequestId::new(6),
+        "doc",
+        (siblings.context().clone(), "final+other"),
+        Consistency::All,
+        &placement,
+    );
     for id in 1..=3 {
         let state = c.node(id).local_state(&"doc").unwrap();
         assert_eq!(
@@ -247,4 +221,125 @@ fn a_key_in_conflict_refuses_blind_writes_past_the_sibling_limit() {
         .coordinate(n(1), Some(&mut state), (context, 7))
         .expect("a resolution");
     assert_eq!(resolved.values().copied().collect::<Vec<_>>(), vec![7]);
+}
+
+/// A write stamped an hour ahead, by a client's clock or a coordinator's, would win its key
+/// against every write of the next hour. It is refused: by the coordinator a client hands
+/// it to, by the replicas a coordinator sends it to, and as a read answer. A later write is
+/// what reads return.
+#[test]
+fn a_clock_far_ahead_cannot_take_a_key() {
+    let mut c = Cluster::new(&[1, 2, 3], Lww::new(), ReadRepair::Blocking);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let hour = Duration::from_secs(3600);
+
+    // A client whose clock is an hour fast stamps its own write: its coordinator refuses it.
+    let future = (c.now.saturating_add(hour), Some("future"));
+    let err = c
+        .write(
+            2,
+            RequestId::new(1),
+            "k",
+            future,
+            Consistency::Quorum,
+            &placement,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TimestampTooFarAhead {
+                clock_drift_max_ms: 500,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("3600000 ms ahead"), "{err}");
+    c.collect();
+    assert!(
+        c.in_flight.is_empty() && c.done.is_empty(),
+        "nothing may be sent"
+    );
+    assert_eq!(c.node(2).local_state(&"k"), None, "nothing may be applied");
+    assert_eq!(c.node(2).stats().timestamps_refused, 1);
+
+    // n1's own clock jumps an hour ahead, and stamps a write it coordinates: n2 and n3
+    // refuse it, so it fails, held by n1 alone.
+    c.ahead.insert(n(1), hour);
+    let future = (c.clock(1), Some("future"));
+    c.write(
+        1,
+        RequestId::new(2),
+        "k",
+        future,
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
+    c.settle();
+    let StoreEffect::WriteDone {
+        result: Err(err), ..
+    } = c.take_done()
+    else {
+        panic!("the replicas refused the write, and it succeeded");
+    };
+    assert!(matches!(err, StoreError::QuorumUnreachable { .. }), "{err}");
+    for id in [2, 3] {
+        assert_eq!(c.node(id).local_state(&"k"), None, "n{id} took the write");
+        assert_eq!(
+            c.node(id).stats().timestamps_refused,
+            u64::from(id == 2) + 1
+        );
+    }
+
+    // A second later, a write stamped by a right clock is acknowledged, and reads return it:
+    // n1's answer is refused (n1 counts as a failed replica) and never repaired onto others.
+    c.now = c.now.saturating_add(Duration::from_secs(1));
+    let later = (c.clock(2), Some("later"));
+    c.write_acked(
+        2,
+        RequestId::new(3),
+        "k",
+        later,
+        Consistency::Quorum,
+        &placement,
+    );
+    c.read(3, RequestId::new(4), "k", Consistency::Quorum, &placement)
+        .unwrap();
+    c.settle();
+    assert_eq!(
+        c.take_read_ok(),
+        Some(later),
+        "the far-future write won the key"
+    );
+    // At ALL the refused replica cannot make up the level: the read fails and says why.
+    c.read(2, RequestId::new(5), "k", Consistency::All, &placement)
+        .unwrap();
+    c.settle();
+    let err = c.take_read_err();
+    assert!(err.to_string().contains("1 rejected"), "{err}");
+    for id in [2, 3] {
+        assert_eq!(c.node(id).local_state(&"k"), Some(&Some(later)), "n{id}");
+    }
+}
+
+#[test]
+fn the_drift_bound_is_validated() {
+    let config = || CoordinatorConfig::new(n(1), Incarnation::new(1));
+    assert!(config().clock_drift_max_ms(1).is_ok());
+    assert!(
+        config()
+            .clock_drift_max_ms(CLOCK_DRIFT_MAX_LIMIT_MS)
+            .is_ok()
+    );
+    assert_eq!(
+        config().clock_drift_max_ms(0).unwrap_err(),
+        StoreConfigError::ZeroLimit
+    );
+    let err = config()
+        .clock_drift_max_ms(CLOCK_DRIFT_MAX_LIMIT_MS + 1)
+        .unwrap_err();
+    assert!(matches!(err, StoreConfigError::ClockDriftTooLarge { .. }));
+    assert!(err.to_string().contains("one day"), "{err}");
 }
