@@ -7,7 +7,9 @@
 //! `telnet`), `None` if more bytes are needed, or a [`RespError`] for a stream that
 //! cannot be a command. Every length is checked against [`Limits`] before anything is
 //! buffered for it, so a hostile client cannot make the server hold more than
-//! `request_bytes_max` bytes.
+//! `request_bytes_max` bytes. A server reading a connection uses a [`CommandParser`],
+//! which remembers how far it got, so that a command arriving in many small reads is
+//! scanned once rather than once per read.
 //!
 //! [`Value`] and [`Value::encode`] write replies (RESP2: simple strings, errors,
 //! integers, bulk strings, nil, arrays).
@@ -110,67 +112,168 @@ fn parse_decimal(bytes: &[u8]) -> Option<i64> {
 /// Parses one command from the front of `buf`: `Ok(Some((args, bytes used)))`,
 /// `Ok(None)` if `buf` holds only part of one, or an error if it cannot be one.
 ///
+/// It starts from the beginning every time: to parse a stream as it arrives, use a
+/// [`CommandParser`].
+///
 /// # Errors
 ///
 /// A [`RespError`] for malformed or oversize input.
 pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
-    match buf.first() {
+    CommandParser::default().parse(buf, limits)
+}
+
+/// Parses the commands of one connection as its bytes arrive, resuming where the last
+/// call stopped: a command that arrives a few bytes per read costs its length to parse,
+/// not its length once per read (quadratic for one slow client of a 4 MiB command).
+///
+/// Between calls, the caller may only append to the buffer, until a command is returned;
+/// then it removes that command's bytes from the front before the next call. After an
+/// error the connection cannot be resynchronised.
+///
+/// ```
+/// use synod_examples::consistent_core::resp::{CommandParser, Limits};
+///
+/// let mut parser = CommandParser::default();
+/// let mut buf = b"SET k ".to_vec();
+/// assert_eq!(parser.parse(&buf, &Limits::default())?, None);
+/// buf.extend_from_slice(b"v\r\n");
+/// let (args, used) = parser.parse(&buf, &Limits::default())?.expect("whole");
+/// assert_eq!((args.len(), used), (3, buf.len()));
+/// # Ok::<(), synod_examples::consistent_core::resp::RespError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandParser {
+    progress: Progress,
+    /// Bytes looked at, for the tests that check the parser never goes back over them.
+    #[cfg(test)]
+    examined: usize,
+}
+
+/// How far into the command at the front of the buffer a [`CommandParser`] got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Progress {
+    /// Nothing parsed yet.
+    #[default]
+    Start,
+    /// An inline command whose first `scanned` bytes hold no newline.
+    Inline { scanned: usize },
+    /// An array of `count` bulk strings, the first of which lie at `spans`; the next one's
+    /// header starts at `at`.
+    Array {
+        count: usize,
+        spans: Vec<std::ops::Range<usize>>,
+        at: usize,
+    },
+}
+
+impl CommandParser {
+    /// Parses the command at the front of `buf`, carrying on from the last call:
+    /// `Ok(Some((args, bytes used)))`, `Ok(None)` if `buf` holds only part of it, or an
+    /// error if it cannot be one.
+    ///
+    /// # Errors
+    ///
+    /// A [`RespError`] for malformed or oversize input.
+    pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
+        let mut examined = 0;
+        let parsed = resume(&mut self.progress, buf, limits, &mut examined);
+        #[cfg(test)]
+        {
+            self.examined += examined;
+        }
+        if !matches!(parsed, Ok(None)) {
+            self.progress = Progress::Start;
+        }
+        parsed
+    }
+}
+
+/// The longest length line (`*N` or `$N`) before its `\r\n`.
+const HEADER_BYTES_MAX: usize = 32;
+
+/// Carries on parsing the command at the front of `buf` from `progress`; adds the bytes
+/// it looks at to `examined`.
+fn resume(
+    progress: &mut Progress,
+    buf: &[u8],
+    limits: &Limits,
+    examined: &mut usize,
+) -> Result<Parsed, RespError> {
+    if *progress == Progress::Start {
+        match buf.first() {
+            None => return Ok(None),
+            Some(b'*') => {
+                let Some(end) = header_end(buf, 0, examined)? else {
+                    return Ok(None);
+                };
+                let count = parse_decimal(&buf[1..end])
+                    .ok_or(RespError::Malformed("invalid multibulk length"))?;
+                if count < 0 {
+                    // A null array: nothing to do; consume it.
+                    return Ok(Some((Vec::new(), end + 2)));
+                }
+                let count = count as u64;
+                if count > limits.args_max as u64 {
+                    return Err(RespError::TooManyArgs {
+                        count,
+                        args_max: limits.args_max,
+                    });
+                }
+                *progress = Progress::Array {
+                    count: count as usize,
+                    spans: Vec::new(),
+                    at: end + 2,
+                };
+            }
+            Some(_) => *progress = Progress::Inline { scanned: 0 },
+        }
+    }
+    match progress {
+        Progress::Start => Ok(None),
+        Progress::Inline { scanned } => inline(buf, scanned, limits, examined),
+        Progress::Array { count, spans, at } => array(buf, *count, spans, at, limits, examined),
+    }
+}
+
+/// The end of the length line at `at` (the index of its `\r`), `None` if it has not all
+/// arrived; it looks no further than a length line can be long.
+fn header_end(buf: &[u8], at: usize, examined: &mut usize) -> Result<Option<usize>, RespError> {
+    let window = &buf[..buf.len().min(at + HEADER_BYTES_MAX + 2)];
+    *examined += window.len() - at;
+    match line_end(window, at) {
+        Some(end) => Ok(Some(end)),
+        None if buf.len() - at > HEADER_BYTES_MAX => {
+            Err(RespError::Malformed("length line too long"))
+        }
         None => Ok(None),
-        Some(b'*') => parse_array(buf, limits),
-        Some(_) => parse_inline(buf, limits),
     }
 }
 
-fn too_large(bytes: usize, bytes_max: usize) -> RespError {
-    RespError::TooLarge {
-        bytes: bytes as u64,
-        bytes_max,
-    }
-}
-
-fn parse_array(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
-    let header_max = 32;
-    let Some(end) = line_end(buf, 0) else {
-        if buf.len() > header_max {
-            return Err(RespError::Malformed("array header too long"));
+/// Reads an array's bulk strings, from the one whose header starts at `at`; `spans` are
+/// where the earlier ones lie (copied out only once the command is whole).
+fn array(
+    buf: &[u8],
+    count: usize,
+    spans: &mut Vec<std::ops::Range<usize>>,
+    at: &mut usize,
+    limits: &Limits,
+    examined: &mut usize,
+) -> Result<Parsed, RespError> {
+    while spans.len() < count {
+        if *at > limits.request_bytes_max {
+            return Err(too_large(*at, limits.request_bytes_max));
         }
-        return Ok(None);
-    };
-    let count =
-        parse_decimal(&buf[1..end]).ok_or(RespError::Malformed("invalid multibulk length"))?;
-    if count < 0 {
-        // A null array: nothing to do; consume it.
-        return Ok(Some((Vec::new(), end + 2)));
-    }
-    let count = count as u64;
-    if count > limits.args_max as u64 {
-        return Err(RespError::TooManyArgs {
-            count,
-            args_max: limits.args_max,
-        });
-    }
-    // Where each argument lies; copied out only once the command is whole, since a large
-    // command is parsed again after every read until it is.
-    let mut spans = Vec::with_capacity(count as usize);
-    let mut at = end + 2;
-    for _ in 0..count {
-        if at > limits.request_bytes_max {
-            return Err(too_large(at, limits.request_bytes_max));
-        }
-        let Some(&first) = buf.get(at) else {
+        let Some(&first) = buf.get(*at) else {
             return Ok(None);
         };
         if first != b'$' {
             return Err(RespError::Malformed("expected '$'"));
         }
-        let Some(end) = line_end(buf, at) else {
-            if buf.len() - at > header_max {
-                return Err(RespError::Malformed("bulk header too long"));
-            }
+        let Some(end) = header_end(buf, *at, examined)? else {
             return Ok(None);
         };
         let len =
-            parse_decimal(&buf[at + 1..end]).ok_or(RespError::Malformed("invalid bulk length"))?;
+            parse_decimal(&buf[*at + 1..end]).ok_or(RespError::Malformed("invalid bulk length"))?;
         if len < 0 {
             return Err(RespError::Malformed("invalid bulk length"));
         }
@@ -193,20 +296,44 @@ fn parse_array(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
             return Err(RespError::Malformed("bulk string not followed by CRLF"));
         }
         spans.push(start..start + len);
-        at = start + len + 2;
+        *at = start + len + 2;
     }
-    let args = spans.into_iter().map(|span| buf[span].to_vec()).collect();
-    Ok(Some((args, at)))
+    let args = spans
+        .iter()
+        .map(|span| buf[span.clone()].to_vec())
+        .collect();
+    Ok(Some((args, *at)))
 }
 
-fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
-    let end = match buf.iter().position(|&b| b == b'\n') {
-        Some(end) => end,
-        None if buf.len() > limits.request_bytes_max => {
+/// Looks for an inline command's newline past the `scanned` bytes known to hold none.
+fn inline(
+    buf: &[u8],
+    scanned: &mut usize,
+    limits: &Limits,
+    examined: &mut usize,
+) -> Result<Parsed, RespError> {
+    let from = (*scanned).min(buf.len());
+    let Some(p) = buf[from..].iter().position(|&b| b == b'\n') else {
+        *examined += buf.len() - from;
+        *scanned = buf.len();
+        if buf.len() > limits.request_bytes_max {
             return Err(too_large(buf.len(), limits.request_bytes_max));
         }
-        None => return Ok(None),
+        return Ok(None);
     };
+    *examined += p + 1;
+    inline_command(buf, from + p, limits)
+}
+
+fn too_large(bytes: usize, bytes_max: usize) -> RespError {
+    RespError::TooLarge {
+        bytes: bytes as u64,
+        bytes_max,
+    }
+}
+
+/// The inline command whose line ends with the newline at `end`.
+fn inline_command(buf: &[u8], end: usize, limits: &Limits) -> Result<Parsed, RespError> {
     if end > limits.request_bytes_max {
         return Err(too_large(end, limits.request_bytes_max));
     }
@@ -487,6 +614,66 @@ mod tests {
         assert_eq!(&wire[used..], b"+next\r\n");
     }
 
+    /// Feeds `wire` to one parser `step` bytes at a time, as a slow client's reads arrive;
+    /// returns the commands parsed and the bytes the parser looked at.
+    fn trickle(wire: &[u8], step: usize) -> (Vec<Vec<Vec<u8>>>, usize) {
+        let mut parser = CommandParser::default();
+        let mut buf = Vec::new();
+        let mut commands = Vec::new();
+        for chunk in wire.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Some((args, used)) = parser.parse(&buf, &Limits::default()).expect("valid") {
+                buf.drain(..used);
+                commands.push(args);
+            }
+        }
+        assert!(buf.is_empty());
+        (commands, parser.examined)
+    }
+
+    #[test]
+    fn a_command_arriving_a_byte_at_a_time_is_scanned_once_not_once_per_read() {
+        // One inline line of 256 KiB, and an array of 4,096 arguments.
+        let mut line = vec![b'a'; 256 << 10];
+        line.extend_from_slice(b" b\r\n");
+        let (commands, examined) = trickle(&line, 1);
+        assert_eq!(commands.len(), 1);
+        assert_eq!(commands[0].len(), 2);
+        assert!(
+            examined <= 2 * line.len(),
+            "{examined} bytes looked at for a line of {}",
+            line.len()
+        );
+        let args: Vec<&[u8]> = (0..4096).map(|_| &b"xy"[..]).collect();
+        let array = encode_command(&args);
+        let (commands, examined) = trickle(&array, 1);
+        assert_eq!(
+            commands,
+            [args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()]
+        );
+        // Each read looks at most at one length line.
+        assert!(
+            examined <= (HEADER_BYTES_MAX + 2) * array.len(),
+            "{examined} bytes looked at for an array of {}",
+            array.len()
+        );
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_parses_to_the_same_commands() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(b"PING\r\n");
+        wire.extend(encode_command(&[b"SET", b"key", b"va\r\nlue"]));
+        wire.extend_from_slice(b"*-1\r\n  get   k \r\n");
+        wire.extend(encode_command(&[b"MGET", b"a", b"", b"ccc"]));
+        wire.extend_from_slice(b"\n");
+        let (whole, _) = trickle(&wire, wire.len());
+        assert_eq!(whole.len(), 6);
+        for step in 1..wire.len() {
+            assert_eq!(trickle(&wire, step).0, whole, "{step}");
+        }
+    }
+
     /// A small deterministic PRNG (splitmix64) for the fuzz-style test below.
     fn splitmix(state: &mut u64) -> u64 {
         *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -516,10 +703,29 @@ mod tests {
                 let n = (splitmix(&mut state) % 300) as usize;
                 input = (0..n).map(|_| splitmix(&mut state) as u8).collect();
             }
-            if let Ok(Some((args, used))) = parse_command(&input, &limits) {
-                assert!(used <= input.len());
+            let whole = parse_command(&input, &limits);
+            if let Ok(Some((args, used))) = &whole {
+                assert!(*used <= input.len());
                 assert!(args.len() <= limits.args_max);
                 assert!(args.iter().all(|a| a.len() <= limits.request_bytes_max));
+            }
+            // The same bytes in random reads: the same first command, or the same kind of
+            // error (an oversize line is refused as soon as it is too long, at whatever
+            // length the read that showed it brought).
+            let mut parser = CommandParser::default();
+            let mut first = Ok(None);
+            let mut fed = 0;
+            while fed < input.len() && first == Ok(None) {
+                fed = (fed + 1 + (splitmix(&mut state) % 8) as usize).min(input.len());
+                first = parser.parse(&input[..fed], &limits);
+            }
+            match (&first, &whole) {
+                (Err(a), Err(b)) => assert_eq!(
+                    std::mem::discriminant(a),
+                    std::mem::discriminant(b),
+                    "{input:?}"
+                ),
+                _ => assert_eq!(first, whole, "{input:?}"),
             }
             let _ = Value::parse(&input, &limits);
         }

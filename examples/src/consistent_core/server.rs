@@ -64,7 +64,7 @@ use super::commands::{Action, ConnState, execute, refusal};
 use super::node::{
     CoreNode, Effect, Info, Input, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
-use super::resp::{Limits, Value, parse_command};
+use super::resp::{CommandParser, Limits, Value};
 
 /// Events the worker may step into the node before it hands out their effects and syncs.
 pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
@@ -939,9 +939,10 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
     let mut out = Vec::new();
     let mut chunk = vec![0u8; 16 << 10];
     let mut conn = ConnState::default();
+    let mut parser = CommandParser::default();
     loop {
         loop {
-            match parse_command(&buf, &limits) {
+            match parser.parse(&buf, &limits) {
                 Ok(Some((args, used))) => {
                     buf.drain(..used);
                     if args.is_empty() {
