@@ -58,7 +58,7 @@ use synod_consensus::{
 use synod_transport::{
     ClusterId, Completer, Incoming, SingularUpdateQueue, TcpTransport, WaitOutcome, completion,
 };
-use synod_wal::FileStorage;
+use synod_wal::{FileStorage, Storage, StorageFile};
 
 use super::commands::{Action, ConnState, execute, refusal};
 use super::node::{
@@ -291,18 +291,18 @@ fn data_err(dir: &Path, error: impl fmt::Display) -> StartError {
 
 fn check_identity(options: &NodeOptions) -> Result<(), StartError> {
     let dir = &options.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| data_err(dir, e))?;
-    let path = dir.join(IDENTITY_FILE);
+    create_dir_durably(dir).map_err(|e| data_err(dir, e))?;
+    let storage = FileStorage::new(dir).map_err(|e| data_err(dir, e))?;
     let want = options.identity();
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == want => Ok(()),
-        Ok(found) => Err(StartError::ForeignDataDir(format!(
+    match read_identity(&storage) {
+        Ok(Some(found)) if found == want => Ok(()),
+        Ok(Some(found)) => Err(StartError::ForeignDataDir(format!(
             "data directory {} belongs to another node or cluster: it says `{}`, but this node is `{}`; use a fresh --data-dir or the matching --id/--peers",
             dir.display(),
             found.trim().replace('\n', " "),
             want.trim().replace('\n', " ")
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Ok(None) => {
             let has_log = dir.join("log").exists();
             if has_log {
                 return Err(StartError::ForeignDataDir(format!(
@@ -310,14 +310,79 @@ fn check_identity(options: &NodeOptions) -> Result<(), StartError> {
                     dir.display()
                 )));
             }
-            let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-            std::fs::write(&tmp, want)
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| data_err(dir, e))
+            write_identity(&storage, &want).map_err(|e| data_err(dir, e))
         }
         Err(e) => Err(data_err(dir, e)),
     }
+}
+
+/// The longest identity file read: a node id and a few hundred members.
+const IDENTITY_BYTES_MAX: u64 = 64 << 10;
+
+/// The identity file's contents, or `None` if there is none.
+fn read_identity(storage: &impl Storage) -> io::Result<Option<String>> {
+    let file = match storage.open(IDENTITY_FILE) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    if len > IDENTITY_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{IDENTITY_FILE} is {len} bytes long; an identity is a few lines"),
+        ));
+    }
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    let mut at = 0;
+    while at < bytes.len() {
+        match file.read_at(&mut bytes[at..], at as u64)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => at += n,
+        }
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{IDENTITY_FILE} is not text"),
+        )
+    })
+}
+
+/// Writes the identity file durably: under a temporary name, synced, renamed into place,
+/// and the directory synced. Without the last, a crash could lose the rename while the log
+/// written next survives, and the node would then refuse its own directory (a log but no
+/// identity) on every start. A crash at any point leaves the file whole or absent.
+fn write_identity(storage: &impl Storage, identity: &str) -> io::Result<()> {
+    let tmp = format!("{IDENTITY_FILE}.tmp");
+    let file = storage.create(&tmp)?;
+    let mut at = 0;
+    while at < identity.len() {
+        match file.write_at(&identity.as_bytes()[at..], at as u64)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => at += n,
+        }
+    }
+    file.sync_data()?;
+    storage.rename(&tmp, IDENTITY_FILE)?;
+    storage.sync_dir()
+}
+
+/// Creates `dir` and its missing parents, and syncs each new directory's entry in its
+/// parent, so that a crash cannot lose the directory holding a log that was synced.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
+        std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+    }
+    Ok(())
 }
 
 type Store = WalLogStore<FileStorage>;
@@ -754,8 +819,11 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     let voters = options.peers.keys().map(|&id| NodeId::new(id));
     let membership =
         Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
-    let storage =
-        |name: &str| FileStorage::new(dir.join("log").join(name)).map_err(|e| data_err(dir, e));
+    let storage = |name: &str| {
+        let path = dir.join("log").join(name);
+        create_dir_durably(&path).map_err(|e| data_err(dir, e))?;
+        FileStorage::new(path).map_err(|e| data_err(dir, e))
+    };
     let store_options = WalStoreOptions::default()
         .segment_bytes_max(SEGMENT_BYTES)
         .entry_bytes_max(COMMAND_BYTES_MAX);
@@ -1095,6 +1163,37 @@ mod tests {
             matches!(&reply, Some(Value::Error(e)) if e.starts_with("UNKNOWN ")),
             "{reply:?}"
         );
+    }
+
+    #[test]
+    fn the_identity_file_survives_a_crash_once_written_and_a_crash_while_writing_leaves_it_whole_or_absent()
+     {
+        use synod_wal::testing::{CrashMode, FaultyStorage};
+        let identity = "node=1\nmembers=1,2,3\n";
+        for mode in CrashMode::ALL {
+            let disk = FaultyStorage::new(7);
+            write_identity(&disk, identity).expect("written");
+            disk.crash(mode);
+            let found = read_identity(&disk).expect("readable");
+            assert_eq!(found.as_deref(), Some(identity), "{mode:?}");
+        }
+        // The process dies after each of the writing's storage operations in turn.
+        for ops in 0..8 {
+            for mode in CrashMode::ALL {
+                let disk = FaultyStorage::new(ops);
+                disk.halt_after(Some(ops));
+                let written = write_identity(&disk, identity);
+                disk.crash(mode);
+                let found = read_identity(&disk).expect("readable");
+                match written {
+                    Ok(()) => assert_eq!(found.as_deref(), Some(identity), "{ops} {mode:?}"),
+                    Err(_) => assert!(
+                        found.is_none() || found.as_deref() == Some(identity),
+                        "{ops} {mode:?}: {found:?}"
+                    ),
+                }
+            }
+        }
     }
 
     /// Set in the child process that [`a_panic_on_the_worker_stops_the_process`] runs.
