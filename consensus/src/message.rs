@@ -91,8 +91,9 @@ pub enum MessageBody {
     HeartbeatResponse {
         /// The round being answered.
         round: u64,
-        /// The follower's last log index: a leader that streamed entries past it knows
-        /// they were lost and goes back to probing.
+        /// The follower's last log index: a leader that had streamed entries past it
+        /// before sending the heartbeat knows they were lost (links deliver in order) and
+        /// goes back to probing.
         last_index: LogIndex,
     },
     /// A follower asks the leader for a read index on behalf of a client.

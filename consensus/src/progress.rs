@@ -45,6 +45,14 @@ pub(crate) struct Progress {
     pub(crate) acked_round: u64,
     /// The commit index the follower was last told (capped by what it held then).
     pub(crate) commit_sent: LogIndex,
+    /// The first heartbeat round sent in `Replicate` since the last answer checked, with
+    /// the last index streamed to the follower before it. Over a link that delivers in
+    /// order, an answer to that round (or a later one) reporting a shorter log means
+    /// appends were lost or forgotten; an answer reporting less than what was streamed
+    /// *after* the heartbeat means nothing, since those appends were still on their way. (A
+    /// link that reorders can make the leader probe and send entries again, never skip
+    /// them.)
+    pub(crate) heartbeat_check: Option<(u64, LogIndex)>,
 }
 
 impl Progress {
@@ -58,6 +66,7 @@ impl Progress {
             progress_tick: tick,
             acked_round: 0,
             commit_sent: LogIndex::ZERO,
+            heartbeat_check: None,
         }
     }
 
@@ -66,6 +75,29 @@ impl Progress {
         self.state = ProgressState::Probe { paused: false };
         self.next_index = next_index.max(self.match_index.next());
         self.in_flight.clear();
+        self.heartbeat_check = None;
+    }
+
+    /// Notes a heartbeat of `round` sent now, unless an earlier one still waits for its
+    /// answer to be checked (a lost answer must not keep the check from ever running: any
+    /// later answer checks the earlier round's figure, which is no higher).
+    pub(crate) fn heartbeat_sent(&mut self, round: u64) {
+        if self.state == ProgressState::Replicate && self.heartbeat_check.is_none() {
+            self.heartbeat_check = Some((round, self.next_index.prev()));
+        }
+    }
+
+    /// Checks the follower's answer to heartbeat `round`, which found its log ending at
+    /// `last_index`. Returns whether entries streamed before the heartbeat are missing
+    /// there: lost on the way, or forgotten by a follower that restarted.
+    pub(crate) fn heartbeat_answered(&mut self, round: u64, last_index: LogIndex) -> bool {
+        match self.heartbeat_check {
+            Some((sent_round, sent_last)) if round >= sent_round => {
+                self.heartbeat_check = None;
+                self.state == ProgressState::Replicate && last_index < sent_last
+            }
+            _ => false,
+        }
     }
 
     /// Records that the follower holds everything up to `index`. Returns whether that is

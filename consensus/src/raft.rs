@@ -1554,6 +1554,7 @@ impl<S: LogStore> Node<S> {
                     *acked = false;
                 }
             }
+            pr.heartbeat_sent(round);
             self.send_now(peer, MessageBody::Heartbeat { commit, round });
             if resend_snapshot {
                 self.send_snapshot_chunk(peer);
@@ -1578,15 +1579,12 @@ impl<S: LogStore> Node<S> {
         };
         pr.recent_active = true;
         pr.acked_round = pr.acked_round.max(round);
-        match &mut pr.state {
-            ProgressState::Probe { paused } => *paused = false,
-            ProgressState::Replicate if last_index < pr.next_index.prev() => {
-                // Appends streamed past the follower's log were lost (it restarted, or the
-                // link dropped them): start again from what it has.
-                let next = last_index.next();
-                pr.probe(next);
-            }
-            _ => {}
+        if let ProgressState::Probe { paused } = &mut pr.state {
+            *paused = false;
+        } else if pr.heartbeat_answered(round, last_index) {
+            // Appends streamed before the heartbeat are missing from the follower's log
+            // (it restarted, or the link dropped them): start again from what it has.
+            pr.probe(last_index.next());
         }
         let needs_more = pr.match_index < self.store.last_index();
         let id = self.config.id;

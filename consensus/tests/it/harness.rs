@@ -242,6 +242,16 @@ impl Cluster {
         }
     }
 
+    /// Delivers the messages in flight now, oldest first, and not those they cause: one
+    /// network hop, so that a test can keep messages in flight while it does more.
+    pub fn deliver_hop(&mut self) {
+        for _ in 0..self.net.len() {
+            if let Some(msg) = self.net.pop_front() {
+                self.deliver(msg);
+            }
+        }
+    }
+
     /// Drops every message in flight.
     pub fn drop_all(&mut self) {
         self.net.clear();

@@ -8,6 +8,7 @@ mod paxos;
 mod raft_paper;
 mod random;
 mod register;
+mod replication;
 mod robustness;
 mod sessions;
 mod sim;
