@@ -23,7 +23,9 @@ fn replay(c: &Cluster, id: NodeId) -> (u64, Vec<Result<Outcome<u64>, SessionErro
     for (index, data) in &c.applied_commands[&id] {
         match SessionEntry::<u64>::decode(data).expect("valid entry") {
             SessionEntry::Register { time } => {
-                sessions.register(*index, time);
+                sessions
+                    .register(*index, time)
+                    .expect("room for the session");
             }
             SessionEntry::Request {
                 session,
@@ -145,7 +147,7 @@ fn sessions_expire_on_replicated_time_at_the_same_entry_everywhere() {
 #[test]
 fn acknowledged_responses_are_dropped_and_outstanding_ones_are_bounded() {
     let mut s: Sessions<u64> = Sessions::new(SessionConfig::new(100, 2, 4).unwrap());
-    let id = s.register(LogIndex(1), 0);
+    let id = s.register(LogIndex(1), 0).expect("room");
     assert_eq!(s.apply(id, 1, 1, 1, || 10), Ok(Outcome::Applied(10)));
     assert_eq!(s.apply(id, 2, 1, 2, || 20), Ok(Outcome::Applied(20)));
     assert_eq!(
@@ -161,14 +163,46 @@ fn acknowledged_responses_are_dropped_and_outstanding_ones_are_bounded() {
             seq: 1
         })
     );
-    // Registering past the limit closes the least recently active session.
-    for i in 2..=5 {
-        s.register(LogIndex(i), 6);
+    // Registering past the limit is refused; the least recently active session stays.
+    for i in 2..=4 {
+        s.register(LogIndex(i), 6).expect("room");
     }
+    assert_eq!(
+        s.register(LogIndex(5), 6),
+        Err(SessionError::TableFull { sessions_max: 4 })
+    );
     assert_eq!(s.len(), 4);
-    assert!(!s.contains(id));
+    assert!(s.contains(id));
     // Time never goes backwards.
     s.advance(3);
     assert_eq!(s.now(), 6);
     assert!(SessionConfig::new(0, 1, 1).is_err());
+}
+
+#[test]
+fn a_flood_of_registrations_is_refused_and_closes_no_live_session() {
+    // One client's session, then another client registering in a loop.
+    let mut s: Sessions<u64> = Sessions::new(SessionConfig::new(1_000, 8, 16).unwrap());
+    let live = s.register(LogIndex(1), 0).expect("room");
+    assert_eq!(s.apply(live, 1, 1, 1, || 7), Ok(Outcome::Applied(7)));
+    let mut refused = 0;
+    for i in 2..=1_000 {
+        match s.register(LogIndex(i), 2) {
+            Ok(_) => {}
+            Err(SessionError::TableFull { sessions_max: 16 }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((s.len(), refused), (16, 1_000 - 16));
+    // The live session was not closed to make room: its retry is still deduplicated, and
+    // its next request is applied.
+    assert_eq!(s.apply(live, 1, 1, 3, || 99), Ok(Outcome::Duplicate(7)));
+    assert_eq!(s.apply(live, 2, 2, 4, || 8), Ok(Outcome::Applied(8)));
+    // Once the flood's sessions sit idle past the timeout, they expire and make room.
+    assert_eq!(s.apply(live, 3, 3, 900, || 9), Ok(Outcome::Applied(9)));
+    let fresh = s.register(LogIndex(1_001), 1_100).expect("room again");
+    assert_eq!(s.len(), 2);
+    assert!(s.contains(live) && s.contains(fresh));
+    let error = SessionError::TableFull { sessions_max: 16 }.to_string();
+    assert!(error.contains("full") && error.contains("16"), "{error}");
 }

@@ -152,9 +152,19 @@ fn reply_too_large(what: &str) -> KvReply {
     ))
 }
 
-/// Limits of the session table, in milliseconds of replicated time and counts.
+/// How long a session may sit idle before it expires, in milliseconds of replicated time.
+pub const SESSION_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Unacknowledged replies a session keeps for retries.
+pub const SESSION_RESPONSES_MAX: usize = 1024;
+/// Open sessions: a registration past it is refused with a `SESSION` error (until a session
+/// closes or expires), never paid for by closing another client's live session.
+pub const SESSIONS_MAX: usize = 10_000;
+
+/// Limits of the session table: [`SESSION_TIMEOUT_MS`], [`SESSION_RESPONSES_MAX`],
+/// [`SESSIONS_MAX`].
 pub fn session_config() -> SessionConfig {
-    SessionConfig::new(10 * 60 * 1000, 1024, 10_000).expect("nonzero limits")
+    SessionConfig::new(SESSION_TIMEOUT_MS, SESSION_RESPONSES_MAX, SESSIONS_MAX)
+        .expect("nonzero limits")
 }
 
 /// The most bytes of keys and values the store holds, as etcd's default storage quota: a
@@ -240,6 +250,13 @@ impl KvStore {
         self.sessions.len()
     }
 
+    /// The replicated time, in milliseconds: the latest time stamped on an applied entry
+    /// (see `synod_consensus::session::ReplicatedClock`).
+    #[must_use]
+    pub fn replicated_ms(&self) -> u64 {
+        self.sessions.now()
+    }
+
     /// Applies a committed log command at `index`. Deterministic: every replica returns
     /// the same reply.
     pub fn apply(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
@@ -249,8 +266,10 @@ impl KvStore {
                 self.pairs.apply_command(command)
             }
             LogCommand::Session(SessionEntry::Register { time }) => {
-                let id = self.sessions.register(index, time);
-                KvReply::Int(i64::try_from(id.0).unwrap_or(i64::MAX))
+                match self.sessions.register(index, time) {
+                    Ok(id) => KvReply::Int(i64::try_from(id.0).unwrap_or(i64::MAX)),
+                    Err(e) => KvReply::Error(session_error(&e)),
+                }
             }
             LogCommand::Session(SessionEntry::Unregister { session, time }) => {
                 self.sessions.unregister(session, time);
@@ -440,6 +459,10 @@ impl Pairs {
 fn session_error(e: &SessionError) -> String {
     match e {
         SessionError::UnknownSession(_) => format!("SESSION {e}; register a new one"),
+        SessionError::TableFull { .. } => format!(
+            "SESSION {e} (CLIENT UNREGISTER closes one; one idle for {} s expires)",
+            SESSION_TIMEOUT_MS / 1000
+        ),
         _ => format!("SESSION {e}"),
     }
 }
@@ -629,5 +652,79 @@ mod tests {
             KvReply::Bulk(b"1".to_vec())
         );
         assert!(KvStore::restore(b"\xff\xff\xff garbage").is_none());
+    }
+
+    #[test]
+    fn a_flood_of_registrations_is_refused_with_an_error_and_closes_no_live_session() {
+        let mut kv = KvStore::new();
+        let register = || LogCommand::Session(SessionEntry::Register { time: 1 });
+        assert_eq!(kv.apply(LogIndex(1), register()), KvReply::Int(1));
+        let incr = LogCommand::Session(SessionEntry::Request {
+            session: SessionId(1),
+            seq: 1,
+            ack_below: 1,
+            time: 1,
+            command: KvCommand::Incr {
+                key: b"n".to_vec(),
+                by: 1,
+            },
+        });
+        assert_eq!(kv.apply(LogIndex(2), incr.clone()), KvReply::Int(1));
+        // Another client registers in a loop, past the limit.
+        let mut refusals = Vec::new();
+        for i in 0..SESSIONS_MAX as u64 + 99 {
+            if let KvReply::Error(e) = kv.apply(LogIndex(i + 3), register()) {
+                refusals.push(e);
+            }
+        }
+        assert_eq!(kv.sessions(), SESSIONS_MAX);
+        assert_eq!(refusals.len(), 100);
+        assert!(
+            refusals[0].starts_with("SESSION the session table is full"),
+            "{}",
+            refusals[0]
+        );
+        // The first client's retry is still answered from its session, not applied again.
+        assert_eq!(kv.apply(LogIndex(20_000), incr), KvReply::Int(1));
+        assert_eq!(
+            kv.query(&KvQuery::Get(b"n".to_vec())),
+            KvReply::Bulk(b"1".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_an_earlier_version_restores_sessions_that_still_dedupe_and_expire() {
+        // Written by the store before sessions were indexed by activity: keys k = v and
+        // n = 5; session 1 (active at 3 s, its request 1 answered 5) and session 2 (active
+        // at 2 s); replicated time 4 s.
+        let earlier = [
+            0x02, 0x01, 0x6b, 0x01, 0x76, 0x01, 0x6e, 0x01, 0x35, 0xa0, 0x1f, 0x02, 0x01, 0xb8,
+            0x17, 0x01, 0x01, 0x01, 0x02, 0x0a, 0x02, 0xd0, 0x0f, 0x01, 0x00,
+        ];
+        let mut kv = KvStore::restore(&earlier).expect("restores");
+        assert_eq!(kv.snapshot(), earlier, "the encoding did not change");
+        assert_eq!((kv.len(), kv.sessions(), kv.replicated_ms()), (2, 2, 4_000));
+        let retry = LogCommand::Session(SessionEntry::Request {
+            session: SessionId(1),
+            seq: 1,
+            ack_below: 1,
+            time: 5_000,
+            command: KvCommand::Incr {
+                key: b"n".to_vec(),
+                by: 5,
+            },
+        });
+        assert_eq!(kv.apply(LogIndex(5), retry), KvReply::Int(5));
+        assert_eq!(
+            kv.query(&KvQuery::Get(b"n".to_vec())),
+            KvReply::Bulk(b"5".to_vec())
+        );
+        // Session 2 idles past the timeout; session 1, active at 5 s, does not yet.
+        let later = LogCommand::Plain {
+            time: 2_000 + SESSION_TIMEOUT_MS + 1,
+            command: KvCommand::Delete { keys: vec![] },
+        };
+        kv.apply(LogIndex(6), later);
+        assert!(kv.has_session(SessionId(1)) && !kv.has_session(SessionId(2)));
     }
 }
