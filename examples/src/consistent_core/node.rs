@@ -14,6 +14,12 @@
 //! so nothing it decides (above all whether a lease still holds) rests on a clock that
 //! stopped while the process was paused, a sync stalled or the caller's timer was late.
 //!
+//! The same clock stamps proposals with the replicated time that session expiry runs on
+//! (`synod_consensus::session::ReplicatedClock`): the latest replicated time this node has
+//! applied, moved on by the time passed on the caller's monotonic clock since. No wall
+//! clock enters the node, so a leader whose clock is set minutes ahead cannot expire every
+//! session on every replica, and a new leader carries on from where the log left off.
+//!
 //! Clients are identified by an opaque [`Tag`] the caller chooses; every request gets
 //! exactly one [`Effect::Reply`] with its tag unless the node is dropped first (the
 //! caller keeps its own deadline: a message lost on the way to a leader leaves a
@@ -30,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use synod_consensus::session::{SessionEntry, SessionId};
+use synod_consensus::session::{ReplicatedClock, SessionEntry, SessionId};
 use synod_consensus::{
     LogIndex, LogStore, Message, Node, NodeId, Payload, PersistToken, ProposeError, ReadId,
     ReadWaitList, Role, Term,
@@ -126,13 +132,8 @@ pub enum Input {
         request: Request,
     },
     /// The caller's timer went off: nothing arrived, but time passed. (Every input runs
-    /// the ticks its time brings; this one is for when no other input comes.) `now_ms` is
-    /// the caller's wall clock (it stamps proposals so that session expiry runs on
-    /// replicated time).
-    Tick {
-        /// Milliseconds on the caller's wall clock.
-        now_ms: u64,
-    },
+    /// the ticks its time brings; this one is for when no other input comes.)
+    Tick,
     /// Everything written to the store before the effect that carried the token is
     /// durable.
     Persisted(PersistToken),
@@ -236,8 +237,9 @@ pub struct CoreNode<S: LogStore> {
     reads: BTreeMap<u64, (Tag, KvQuery)>,
     read_wait: ReadWaitList<(Tag, KvQuery)>,
     next_read: u64,
-    now_ms: u64,
     clock: TickClock,
+    /// Replicated time to stamp on proposals, in milliseconds.
+    replicated: ReplicatedClock,
     snapshot_entries: u64,
     /// Bytes of commands applied since the last snapshot (or start).
     applied_bytes: u64,
@@ -259,11 +261,11 @@ impl<S: LogStore> CoreNode<S> {
             reads: BTreeMap::new(),
             read_wait: ReadWaitList::new(READS_WAITING_MAX),
             next_read: 0,
-            now_ms: 0,
             clock: TickClock {
                 tick: tick.max(Duration::from_nanos(1)),
                 passed: 0,
             },
+            replicated: ReplicatedClock::new(),
             snapshot_entries: snapshot_entries.max(1),
             applied_bytes: 0,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN,
@@ -343,9 +345,11 @@ impl<S: LogStore> CoreNode<S> {
         for _ in 0..self.clock.due(now, catch_up_max) {
             self.raft.tick();
         }
+        self.replicated
+            .tick(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
         match input {
             Input::Peer(message) => self.raft.step(message),
-            Input::Tick { now_ms } => self.now_ms = self.now_ms.max(now_ms),
+            Input::Tick => {}
             Input::Persisted(token) => self.raft.persisted(token),
             Input::Client { tag, request } => self.client(tag, request),
             Input::HandOver => self.hand_over(),
@@ -380,26 +384,23 @@ impl<S: LogStore> CoreNode<S> {
     }
 
     fn client(&mut self, tag: Tag, request: Request) {
+        let time = self.replicated.now();
         let command = match request {
             Request::Read { query, mode } => return self.read(tag, query, mode),
             Request::Write { command, session } => match session {
-                None => LogCommand::Plain {
-                    time: self.now_ms,
-                    command,
-                },
+                None => LogCommand::Plain { time, command },
                 Some(s) => LogCommand::Session(SessionEntry::Request {
                     session: s.session,
                     seq: s.seq,
                     ack_below: s.ack_below,
-                    time: self.now_ms,
+                    time,
                     command,
                 }),
             },
-            Request::Register => LogCommand::Session(SessionEntry::Register { time: self.now_ms }),
-            Request::Unregister(session) => LogCommand::Session(SessionEntry::Unregister {
-                session,
-                time: self.now_ms,
-            }),
+            Request::Register => LogCommand::Session(SessionEntry::Register { time }),
+            Request::Unregister(session) => {
+                LogCommand::Session(SessionEntry::Unregister { session, time })
+            }
         };
         match self.raft.propose(Bytes::from(command.encode())) {
             Ok(index) => {
@@ -530,6 +531,8 @@ impl<S: LogStore> CoreNode<S> {
                 self.maybe_compact(index);
             }
         }
+        // The next proposal is stamped no earlier than what this replica has applied.
+        self.replicated.observe(self.kv.replicated_ms());
         if self.raft.role() != Role::Leader
             && !self.reads.is_empty()
             && self.raft.leader().is_none()
@@ -570,12 +573,14 @@ mod tests {
     const TICK: Duration = Duration::from_millis(50);
 
     /// A cluster in memory: messages delivered at once unless the sender or recipient is
-    /// cut off, every persistence request synced at once; one clock for every node.
+    /// cut off, every persistence request synced at once; one clock for every node, which
+    /// each node reads with its own offset.
     struct Cluster {
         nodes: Vec<CoreNode<MemLogStore>>,
         cut: Option<usize>,
         replies: Vec<(Tag, Response)>,
         now: Duration,
+        offsets: Vec<Duration>,
     }
 
     impl Cluster {
@@ -603,13 +608,15 @@ mod tests {
                 cut: None,
                 replies: Vec::new(),
                 now: Duration::ZERO,
+                offsets: vec![Duration::ZERO; usize::try_from(n).expect("small")],
             }
         }
 
         fn run(&mut self, at: usize, input: Input) {
             let mut queue = vec![(at, input)];
             while let Some((at, input)) = queue.pop() {
-                for effect in self.nodes[at].handle(self.now, input) {
+                let now = self.now + self.offsets[at];
+                for effect in self.nodes[at].handle(now, input) {
                     match effect {
                         Effect::Send(m) => {
                             let to = usize::try_from(m.to.get() - 1).expect("small");
@@ -637,9 +644,8 @@ mod tests {
         fn tick_all_but(&mut self, withheld: Option<usize>, ticks: usize) {
             for _ in 0..ticks {
                 self.now += TICK;
-                let now_ms = u64::try_from(self.now.as_millis()).expect("small");
                 for i in (0..self.nodes.len()).filter(|&i| Some(i) != withheld) {
-                    self.run(i, Input::Tick { now_ms });
+                    self.run(i, Input::Tick);
                 }
             }
         }
@@ -664,6 +670,10 @@ mod tests {
         }
     }
 
+    fn ms(time: Duration) -> u64 {
+        u64::try_from(time.as_millis()).expect("small")
+    }
+
     fn put(key: &str, value: &str) -> Request {
         Request::Write {
             command: KvCommand::Put {
@@ -679,6 +689,74 @@ mod tests {
         Request::Read {
             query: KvQuery::Get(key.into()),
             mode: ReadMode::Lease,
+        }
+    }
+
+    /// Hands the leadership to node `to` (an index), through Raft's leader transfer.
+    fn hand_to(cluster: &mut Cluster, to: usize) {
+        let from = cluster.leader();
+        if from != to {
+            let to_id = NodeId::new(u64::try_from(to).expect("small") + 1);
+            cluster.nodes[from]
+                .raft
+                .transfer_leadership(to_id)
+                .expect("the leader hands over");
+            cluster.tick_all(20);
+        }
+        assert_eq!(cluster.leader(), to);
+    }
+
+    #[test]
+    fn replicated_time_follows_time_elapsed_whatever_the_leaders_clocks_read() {
+        const MINUTE: Duration = Duration::from_secs(60);
+        let mut cluster = Cluster::new(3, 1_000_000);
+        // Node 2's clock reads 15 minutes ahead of node 1's, node 3's 15 minutes behind.
+        cluster.offsets = vec![15 * MINUTE, 30 * MINUTE, Duration::ZERO];
+        cluster.tick_all(40);
+        // A session opened under the node whose clock is furthest behind.
+        hand_to(&mut cluster, 2);
+        let Some(Response::Kv(KvReply::Int(id))) = cluster.client(2, 1, Request::Register) else {
+            panic!("registered")
+        };
+        let session = SessionId(u64::try_from(id).expect("an id"));
+        let (mut seq, mut last) = (0u64, [0u64; 3]);
+        // Every node leads in turn, the one 30 minutes ahead first, for 30 s each, while the
+        // client writes every 10 s (the session would expire after 10 minutes idle).
+        for leader in [1, 0, 2, 1] {
+            hand_to(&mut cluster, leader);
+            for _ in 0..3 {
+                cluster.tick_all(200);
+                seq += 1;
+                let incr = Request::Write {
+                    command: KvCommand::Incr {
+                        key: b"n".to_vec(),
+                        by: 1,
+                    },
+                    session: Some(SessionSeq {
+                        session,
+                        seq,
+                        ack_below: seq,
+                    }),
+                };
+                let reply = cluster.client(leader, 1 + seq, incr);
+                let want = Response::Kv(KvReply::Int(i64::try_from(seq).expect("small")));
+                assert_eq!(reply, Some(want), "node {} leads", leader + 1);
+                // Replicated time never goes back, never runs ahead of the time elapsed (the
+                // cluster started at replicated time 0), and follows it closely.
+                let elapsed_ms = ms(cluster.now);
+                for (i, node) in cluster.nodes.iter().enumerate() {
+                    let replicated_ms = node.kv().replicated_ms();
+                    assert!(
+                        (last[i]..=elapsed_ms).contains(&replicated_ms),
+                        "node {} reads {replicated_ms} ms (before: {}) after {elapsed_ms} ms",
+                        i + 1,
+                        last[i]
+                    );
+                    last[i] = replicated_ms;
+                }
+                let lag_ms = elapsed_ms - cluster.nodes[leader].kv().replicated_ms();
+                assert!(lag_ms <= 1_000, "replicated time {lag_ms} ms behind");
+            }
         }
     }
 
@@ -849,7 +927,7 @@ mod tests {
         assert!(restarted.kv().len() >= 10, "the snapshot is loaded");
         for t in 1..=40 {
             let now = TICK * t;
-            let effects = restarted.handle(now, Input::Tick { now_ms: t.into() });
+            let effects = restarted.handle(now, Input::Tick);
             drive(&mut restarted, now, effects);
         }
         assert_eq!(restarted.kv().len(), 25);

@@ -51,7 +51,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use synod_clocks::{PhysicalClock, SystemClock};
 use synod_consensus::{
     Config, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore, WalStoreOptions,
 };
@@ -412,7 +411,6 @@ struct Worker {
     owed: Option<PersistToken>,
     deferred: usize,
     queued: Arc<AtomicUsize>,
-    clock: SystemClock,
     /// The node's time zero on the monotonic clock: every input is handed to the node
     /// with the time since, read as the worker takes the input up (see [`Worker::now`]).
     origin: Instant,
@@ -446,10 +444,7 @@ impl Worker {
                     self.commit_fault(tag);
                 }
             }
-            Event::Tick => {
-                let now_ms = self.clock.wall().as_nanos() / 1_000_000;
-                self.node.step(now, Input::Tick { now_ms });
-            }
+            Event::Tick => self.node.step(now, Input::Tick),
             Event::Info | Event::Stop => {}
             Event::HandOver => self.node.step(now, Input::HandOver),
         }
@@ -889,7 +884,6 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         owed: None,
         deferred: 0,
         queued: Arc::clone(&queued),
-        clock: SystemClock::new(),
         origin,
         #[cfg(test)]
         fault: options.fault,

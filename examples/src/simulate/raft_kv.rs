@@ -405,9 +405,8 @@ impl synod_sim::Node for RaftKvNode {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
-        let now_ms = ctx.now().as_micros() / 1000;
         self.ticks += 1;
-        self.handle(ctx, Input::Tick { now_ms });
+        self.handle(ctx, Input::Tick);
         if self.core.is_some() {
             ctx.set_timer(TICK_EVERY, TICK);
         }
