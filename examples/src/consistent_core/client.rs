@@ -10,6 +10,14 @@
 //! once it may have been applied (an `UNKNOWN` answer, or the connection lost while
 //! waiting for the answer) the call fails with [`ClientError::OutcomeUnknown`] instead of
 //! risking applying it twice.
+//!
+//! A write in a session that may have been applied but is still unanswered when the
+//! call's time is up fails with [`ClientError::OutcomeUnknown`] too, and the client keeps
+//! its session and the write's sequence number: calling it again with the same command
+//! resends it under that number, so it is applied at most once, however it went the first
+//! time. A different write moves the session on to the next number first (which also
+//! tells the cluster the unanswered one is settled, so that it is refused should it reach
+//! the log later).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -34,11 +42,15 @@ pub enum ClientError {
     Unavailable(String),
     /// The server sent something that is not RESP.
     Protocol(RespError),
-    /// A write without a session may or may not have been applied (the node answered
-    /// `UNKNOWN`, or the connection was lost before the answer): resending it could apply
-    /// it twice, so the client does not. Use a session ([`Client::register`]) to have such
-    /// writes resent safely.
+    /// A write may or may not have been applied (the node answered `UNKNOWN`, or the
+    /// connection was lost before the answer). Without a session it was not resent, since
+    /// that could apply it twice: use a session ([`Client::register`]) to have such writes
+    /// resent safely. In a session it was resent until the call's time was up; the
+    /// session is kept, and the same write called again is applied at most once.
     OutcomeUnknown(String),
+    /// The cluster refused the request for a reason a retry will not fix soon (a full
+    /// session table, say); the text is its answer.
+    Refused(String),
 }
 
 impl fmt::Display for ClientError {
@@ -46,10 +58,10 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Unavailable(why) => write!(f, "cluster unavailable: {why}"),
             ClientError::Protocol(e) => write!(f, "bad reply from the server: {e}"),
-            ClientError::OutcomeUnknown(why) => write!(
-                f,
-                "the write may or may not have been applied ({why}); it was not resent, having no session"
-            ),
+            ClientError::OutcomeUnknown(why) => {
+                write!(f, "the write may or may not have been applied: {why}")
+            }
+            ClientError::Refused(why) => write!(f, "refused by the cluster: {why}"),
         }
     }
 }
@@ -64,9 +76,10 @@ pub struct Client {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     session: Option<(u64, u64)>,
-    /// A write in the session went unanswered: its sequence number is spent, so the next
-    /// write opens a new session first.
-    reregister: bool,
+    /// A write in the session whose outcome is unknown (its call failed after it may have
+    /// been applied): the session's sequence number is spent on it. Sent again, it reuses
+    /// the number; any other write takes the next one.
+    unanswered: Option<Vec<Vec<u8>>>,
     /// How long one call may take, retries included.
     timeout: Duration,
 }
@@ -87,7 +100,7 @@ impl Client {
             stream: None,
             buf: Vec::new(),
             session: None,
-            reregister: false,
+            unanswered: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -191,33 +204,36 @@ impl Client {
     /// connection fails or the reply is `TRYAGAIN`. A write in a session is also resent
     /// after an `UNKNOWN` reply or a connection lost before the reply, under the same
     /// sequence number, so it is applied once; a write without a session is not (see
-    /// [`ClientError::OutcomeUnknown`]). A write in a session that fails for good (the
-    /// timeout passed) may or may not have been applied; the next write then opens a new
-    /// session, since the old sequence number is spent.
+    /// [`ClientError::OutcomeUnknown`]). A write in a session that may have been applied
+    /// but is unanswered when the timeout passes keeps its sequence number: the same write
+    /// called again is resent under it, and applied at most once.
     ///
     /// # Errors
     ///
-    /// [`ClientError::Unavailable`] once the timeout passes;
-    /// [`ClientError::OutcomeUnknown`] for a write without a session that may have been
-    /// applied; [`ClientError::Protocol`] for a reply that is not RESP.
+    /// [`ClientError::Unavailable`] once the timeout passes, the command certainly not
+    /// carried out; [`ClientError::OutcomeUnknown`] for a write that may have been applied
+    /// (at once without a session, once the timeout passes in one);
+    /// [`ClientError::Protocol`] for a reply that is not RESP.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
         if self.addrs.is_empty() {
             return Err(ClientError::Unavailable("no node address given".into()));
         }
         let is_write = is_write(args);
-        if is_write && self.reregister {
-            self.reregister = false;
-            self.register()?;
+        if is_write {
+            self.move_past_unanswered(args);
         }
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
+        // Whether an attempt may have been carried out (an `UNKNOWN` answer, or the
+        // connection lost after the command was sent).
+        let mut maybe_applied = false;
         loop {
             if Instant::now() >= deadline {
-                if is_write && self.session.is_some() {
-                    // The write's outcome is unknown; its number must not be reused for
-                    // another command.
-                    self.session = None;
-                    self.reregister = true;
+                if is_write && maybe_applied {
+                    self.unanswered = Some(args.iter().map(|a| a.to_vec()).collect());
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "{last}; call the same write again to resend it in its session, applied at most once"
+                    )));
                 }
                 return Err(ClientError::Unavailable(last));
             }
@@ -237,9 +253,12 @@ impl Client {
             let once = is_write && self.session.is_none();
             match self.receive() {
                 Ok(Value::Error(e)) if e.starts_with("UNKNOWN") && once => {
-                    return Err(ClientError::OutcomeUnknown(e));
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "{e}; not resent: without a session, that could apply it twice"
+                    )));
                 }
                 Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("UNKNOWN") => {
+                    maybe_applied |= e.starts_with("UNKNOWN");
                     if e.contains("shutting down") {
                         // That node is going away: the next one, at once.
                         self.drop_connection();
@@ -255,9 +274,8 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     self.drop_connection();
                     if is_write && self.session.is_some() {
-                        // The write's outcome is unknown: its number must not be reused.
-                        self.session = None;
-                        self.reregister = true;
+                        // The write's outcome is unknown: its number is kept for it.
+                        self.unanswered = Some(args.iter().map(|a| a.to_vec()).collect());
                     }
                     return Err(ClientError::Protocol(RespError::Malformed(
                         "unparsable reply",
@@ -266,15 +284,35 @@ impl Client {
                 Err(e) if once => {
                     self.drop_connection();
                     return Err(ClientError::OutcomeUnknown(format!(
-                        "the connection failed before the answer: {e}"
+                        "the connection failed before the answer: {e}; not resent: without a session, that could apply it twice"
                     )));
                 }
                 Err(e) => {
+                    maybe_applied |= is_write;
                     last = e.to_string();
                     self.drop_connection();
                 }
             }
         }
+    }
+
+    /// Before a write: if another write's outcome is unknown, its sequence number stays
+    /// spent on it, so this one takes the next (which also acknowledges the old number, so
+    /// that the old write is refused as stale should it reach the log later). The node
+    /// learns the number on a fresh connection (`CLIENT SESSION`), whatever it counted on
+    /// this one. The same write sent again keeps the number.
+    fn move_past_unanswered(&mut self, args: &[&[u8]]) {
+        let Some(unanswered) = &self.unanswered else {
+            return;
+        };
+        if same_command(unanswered, args) {
+            return;
+        }
+        if let Some((id, seq)) = self.session {
+            self.session = Some((id, seq + 1));
+        }
+        self.unanswered = None;
+        self.stream = None;
     }
 
     fn after(&mut self, args: &[&[u8]], value: &Value) {
@@ -287,11 +325,19 @@ impl Client {
             .map(|a| a.to_ascii_uppercase())
             .unwrap_or_default();
         match (name.as_slice(), sub.as_slice(), value) {
-            (b"CLIENT", b"REGISTER", Value::Int(id)) => self.session = Some((*id as u64, 1)),
-            (b"CLIENT", b"UNREGISTER", _) => self.session = None,
+            (b"CLIENT", b"REGISTER", Value::Int(id)) => {
+                self.session = Some((*id as u64, 1));
+                self.unanswered = None;
+            }
+            (b"CLIENT", b"UNREGISTER", _) => {
+                self.session = None;
+                self.unanswered = None;
+            }
             // Any answer to a write but a `SESSION` error spends its number, as the node
-            // counts (`TRYAGAIN` and `UNKNOWN` never get here: the write is resent).
+            // counts (`TRYAGAIN` and `UNKNOWN` never get here: the write is resent). An
+            // unanswered write is answered now, or was moved past.
             (name, _, v) if is_write(&[name]) => {
+                self.unanswered = None;
                 if let Some((id, seq)) = self.session
                     && !matches!(v, Value::Error(e) if e.starts_with("SESSION"))
                 {
@@ -346,15 +392,29 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::call`]; or an unexpected reply.
+    /// As [`Client::call`]; [`ClientError::Refused`] if the cluster refuses (its session
+    /// table is full); or an unexpected reply.
     pub fn register(&mut self) -> Result<u64, ClientError> {
         match self.call(&[b"CLIENT", b"REGISTER"])? {
             Value::Int(id) => Ok(id as u64),
+            Value::Error(e) => Err(ClientError::Refused(e)),
             other => Err(ClientError::Unavailable(format!(
                 "CLIENT REGISTER answered {other:?}"
             ))),
         }
     }
+}
+
+/// Whether `args` is the command `sent`: the same words, the command's name in any case.
+fn same_command(sent: &[Vec<u8>], args: &[&[u8]]) -> bool {
+    sent.len() == args.len()
+        && sent.iter().zip(args).enumerate().all(|(i, (a, b))| {
+            if i == 0 {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        })
 }
 
 fn is_write(args: &[&[u8]]) -> bool {
@@ -448,23 +508,32 @@ mod tests {
         (addr, seen)
     }
 
+    /// How [`mini_node`] serves a command.
+    enum Serve {
+        /// Runs it and answers.
+        Answer,
+        /// Runs it, then closes the connection without answering (a reply lost on the way).
+        Drop,
+        /// Answers this without running it (a node with no leader, say).
+        Refuse(Value),
+    }
+
     /// A one-node cluster in this process, made of the real command table and state
     /// machine: each connection has its own [`ConnState`], every request is applied to one
-    /// [`KvStore`] at once. `drop_after(n, command)` says whether to apply the `n`th command
-    /// and then close the connection without answering (a reply lost on the way).
+    /// [`KvStore`] at once. `script(n, command)` says how to serve the `n`th command.
     fn mini_node(
-        drop_after: impl Fn(usize, &str) -> bool + Send + Sync + 'static,
+        script: impl Fn(usize, &str) -> Serve + Send + Sync + 'static,
     ) -> (String, Arc<Mutex<KvStore>>) {
         let store = Arc::new(Mutex::new(KvStore::new()));
         let index = Arc::new(Mutex::new(0u64));
-        let drop_after = Arc::new(drop_after);
+        let script = Arc::new(script);
         let (node_store, count) = (Arc::clone(&store), Arc::new(Mutex::new(0usize)));
         let addr = serve(move || {
-            let (store, index, count, drop_after) = (
+            let (store, index, count, script) = (
                 Arc::clone(&node_store),
                 Arc::clone(&index),
                 Arc::clone(&count),
-                Arc::clone(&drop_after),
+                Arc::clone(&script),
             );
             let mut conn = ConnState::default();
             move |args: &[Vec<u8>]| {
@@ -473,6 +542,10 @@ mod tests {
                     *count += 1;
                     *count - 1
                 };
+                let serve = script(n, &text(args));
+                if let Serve::Refuse(answer) = serve {
+                    return Some(answer);
+                }
                 let reply = match execute(&mut conn, args) {
                     Action::Reply(v) | Action::Close(v) => v,
                     Action::Call(request) => {
@@ -486,7 +559,7 @@ mod tests {
                     }
                     other => panic!("not served here: {other:?}"),
                 };
-                (!drop_after(n, &text(args))).then_some(reply)
+                (!matches!(serve, Serve::Drop)).then_some(reply)
             }
         });
         (addr, store)
@@ -531,9 +604,11 @@ mod tests {
             if command == "INCR n" {
                 let mut incrs = incrs.lock().expect("lock");
                 *incrs += 1;
-                return *incrs == 2;
+                if *incrs == 2 {
+                    return Serve::Drop;
+                }
             }
-            false
+            Serve::Answer
         });
         let mut c = client(&addr);
         c.register().expect("registered");
@@ -634,6 +709,94 @@ mod tests {
                 "CLIENT SESSION 7 1",
                 "INCR n"
             ]
+        );
+    }
+
+    /// A stand-in node that runs `write` once and loses its answer with the connection,
+    /// then answers `TRYAGAIN` to every write until `up`: longer than a client's timeout.
+    fn node_down_after_applying(
+        write: &'static str,
+        up: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> (String, Arc<Mutex<KvStore>>) {
+        use std::sync::atomic::Ordering;
+        let (up, applied) = (Arc::clone(up), Arc::new(Mutex::new(false)));
+        mini_node(move |_, command| {
+            let mut applied = applied.lock().expect("lock");
+            if command == write && !*applied {
+                *applied = true;
+                return Serve::Drop;
+            }
+            let name = command.split(' ').next().unwrap_or_default();
+            if *applied && !up.load(Ordering::SeqCst) && is_write(&[name.as_bytes()]) {
+                return Serve::Refuse(refusal(Response::Retry("no leader".into())));
+            }
+            Serve::Answer
+        })
+    }
+
+    fn get(store: &Mutex<KvStore>, key: &str) -> KvReply {
+        store
+            .lock()
+            .expect("lock")
+            .query(&KvQuery::Get(key.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn a_session_write_unanswered_past_the_timeout_keeps_its_session_and_its_retry_is_applied_once()
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let up = Arc::new(AtomicBool::new(false));
+        let (addr, store) = node_down_after_applying("INCR n", &up);
+        let mut c = Client::new(&[addr]).with_timeout(Duration::from_millis(300));
+        let session = c.register().expect("registered");
+        // Applied, the answer lost, and the node unavailable until the call gives up.
+        let first = c.call(&[b"INCR", b"n"]);
+        up.store(true, Ordering::SeqCst);
+        // The natural retry: the same write again, on the same client.
+        let retry = c.call(&[b"INCR", b"n"]);
+        assert_eq!(
+            get(&store, "n"),
+            KvReply::Bulk(b"1".to_vec()),
+            "applied once"
+        );
+        assert!(
+            matches!(&first, Err(ClientError::OutcomeUnknown(why)) if why.contains("again")),
+            "{first:?}"
+        );
+        assert_eq!(c.session(), Some(session), "the session is kept");
+        assert_eq!(retry.expect("answered"), Value::Int(1), "the saved answer");
+        // The session goes on.
+        assert_eq!(c.call(&[b"INCR", b"n"]).expect("answered"), Value::Int(2));
+        assert_eq!(get(&store, "n"), KvReply::Bulk(b"2".to_vec()));
+    }
+
+    #[test]
+    fn after_a_session_write_of_unknown_outcome_a_different_write_takes_the_next_number() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let up = Arc::new(AtomicBool::new(false));
+        let (addr, store) = node_down_after_applying("SET a 1", &up);
+        let mut c = Client::new(&[addr]).with_timeout(Duration::from_millis(300));
+        c.register().expect("registered");
+        let first = c.call(&[b"SET", b"a", b"1"]);
+        assert!(
+            matches!(first, Err(ClientError::OutcomeUnknown(_))),
+            "{first:?}"
+        );
+        up.store(true, Ordering::SeqCst);
+        // Under SET's number, INCR would be answered with SET's saved reply and not run.
+        assert_eq!(c.call(&[b"INCR", b"b"]).expect("answered"), Value::Int(1));
+        assert_eq!(get(&store, "b"), KvReply::Bulk(b"1".to_vec()));
+        assert_eq!(c.call(&[b"INCR", b"b"]).expect("answered"), Value::Int(2));
+    }
+
+    #[test]
+    fn a_registration_the_cluster_refuses_is_an_error_that_says_why() {
+        let full = "SESSION the session table is full (10000 sessions are open)";
+        let (addr, _) = fake_node(Arc::new(move |_, _: &str| Some(Value::Error(full.into()))));
+        let result = client(&addr).register();
+        assert!(
+            matches!(&result, Err(ClientError::Refused(why)) if why == full),
+            "{result:?}"
         );
     }
 }

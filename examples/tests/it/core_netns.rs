@@ -437,7 +437,8 @@ impl Writes {
 
 /// Writes `netns-I = I` for I = 1, 2, ... through `addrs` in a session, one at a time,
 /// until `stop` (or [`DEADLINE`], should the test have failed without stopping it). After
-/// a write with no answer, the client opens a new session by itself.
+/// a write with no answer, the client's next write takes the session's next number by
+/// itself.
 fn unique_writer(addrs: &[String], stop: &AtomicBool, writes: &Mutex<Writes>) {
     let began = Instant::now();
     let running = || !stop.load(Ordering::Acquire) && began.elapsed() < DEADLINE;
