@@ -34,6 +34,7 @@
 //!   client ([`StoreError::TimestampTooFarAhead`]), a replicated write or hint
 //!   ([`StoreMessage::WriteRefused`]) or a read answer (which then counts as a failed
 //!   replica), and counted ([`CoordinatorStats::timestamps_refused`]).
+//! - **Collection**: see [What is kept, and for how long](#what-is-kept-and-for-how-long).
 //!
 //! Quorum reads and writes are *not* linearizable, even at `Quorum` with `R + W > N`: two
 //! reads concurrent with a write can see new then old, and a failed write can still be
@@ -61,6 +62,31 @@
 //! not from the repair's). An acknowledgement from a replica that was sent no repair does
 //! not count it.
 //!
+//! # What is kept, and for how long
+//!
+//! - **Replica data**: one state per key, in memory. A key whose state is only a delete
+//!   (a *tombstone*, [`Resolver::tombstone`]) is forgotten once the delete is older than
+//!   [`CoordinatorConfig::tombstone_grace_ms`] (ten days by default, Cassandra's
+//!   `gc_grace_seconds`), at the next [`Coordinator::tick`]
+//!   ([`CoordinatorStats::tombstones_collected`]). Forgetting it is safe once every replica
+//!   has the delete, and the grace period is the bound on how long that may take: a
+//!   replica gets it from the write itself, from a hint (hints live no longer than the
+//!   grace period, below) or from a read repair. A replica that may have missed it for
+//!   longer, partitioned off for more than the grace period with its data, must be emptied
+//!   before it rejoins, or it brings the deleted value back; a replica that restarts here
+//!   starts empty anyway. A state that holds nothing (a merge of nothing) is never stored.
+//! - **Hints** held for other replicas: at most `hints_max`, and each is dropped, not
+//!   handed off, once it is older than the grace period
+//!   ([`CoordinatorStats::hints_expired`]), as Cassandra's hints live no longer than
+//!   `gc_grace_seconds`: handed off later, it could bring back a value whose tombstone the
+//!   replicas have already collected. Its age counts from its write's timestamp (for a
+//!   resolver that orders writes by time; from when this node stored it otherwise), like a
+//!   tombstone's, so a hint of a value expires before the tombstone of a later delete is
+//!   collected, however late the hint arrived.
+//! - **Operations**: at most `ops_in_flight_max`, each gone once it finishes or times out;
+//!   a finished write leaves only its outcome, in a list of the last
+//!   `request_ids_remembered_max` (for retries).
+//!
 //! # Driving it
 //!
 //! Start operations with [`Coordinator::read`] and [`Coordinator::write`], feed every
@@ -74,7 +100,7 @@
 //! answers still in the network from before a restart are not counted for its new
 //! operations.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -236,11 +262,16 @@ pub struct CoordinatorConfig {
     request_ids_remembered_max: usize,
     read_repair: ReadRepair,
     clock_drift_max_ms: u64,
+    tombstone_grace_ms: u64,
 }
 
 /// The default [`CoordinatorConfig::clock_drift_max_ms`]: 500 ms, CockroachDB's default
 /// bound on the offset between its nodes' clocks.
 pub const CLOCK_DRIFT_MAX_MS: u64 = 500;
+
+/// The default [`CoordinatorConfig::tombstone_grace_ms`]: ten days, Cassandra's default
+/// `gc_grace_seconds`.
+pub const TOMBSTONE_GRACE_MS: u64 = 10 * 24 * 60 * 60 * 1000;
 
 /// The largest drift bound a [`CoordinatorConfig`] accepts: one day, past which the bound
 /// would no longer stop a mis-set clock from taking a key.
@@ -252,7 +283,8 @@ impl CoordinatorConfig {
     /// forget it). Defaults: 1024 operations in flight, time out after 10 ticks, at most
     /// 10 000 hints held for other nodes, the last 4096 write request ids remembered for
     /// retries, blocking read repair, timestamps refused more than
-    /// [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock.
+    /// [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, tombstones and hints kept for
+    /// [`TOMBSTONE_GRACE_MS`].
     ///
     /// The incarnation cannot be left out:
     ///
@@ -272,6 +304,7 @@ impl CoordinatorConfig {
             request_ids_remembered_max: 4096,
             read_repair: ReadRepair::Blocking,
             clock_drift_max_ms: CLOCK_DRIFT_MAX_MS,
+            tombstone_grace_ms: TOMBSTONE_GRACE_MS,
         }
     }
 
@@ -320,6 +353,23 @@ impl CoordinatorConfig {
             return Err(StoreConfigError::ClockDriftTooLarge { clock_drift_max_ms });
         }
         self.clock_drift_max_ms = clock_drift_max_ms;
+        Ok(self)
+    }
+
+    /// Sets the grace period, in milliseconds, after which a delete's tombstone is collected
+    /// and a hint is dropped: the bound on how long a replica may go without receiving a
+    /// write, after which it must be emptied before it rejoins (see [What is kept, and for
+    /// how long](Coordinator#what-is-kept-and-for-how-long)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreConfigError::ZeroLimit`] for 0: tombstones must outlive the write that
+    /// carries them to the replicas.
+    pub fn tombstone_grace_ms(mut self, tombstone_grace_ms: u64) -> Result<Self, StoreConfigError> {
+        if tombstone_grace_ms == 0 {
+            return Err(StoreConfigError::ZeroLimit);
+        }
+        self.tombstone_grace_ms = tombstone_grace_ms;
         Ok(self)
     }
 
@@ -553,6 +603,25 @@ pub struct CoordinatorStats {
     /// States refused because their timestamp was too far ahead of this node's clock:
     /// client writes, replicated writes, hints and read answers (its own replica's too).
     pub timestamps_refused: u64,
+    /// Tombstones forgotten once older than the grace period.
+    pub tombstones_collected: u64,
+    /// Hints dropped, or refused on arrival, for being older than the grace period.
+    pub hints_expired: u64,
+}
+
+/// A hint held for a replica: the state to hand off, and the time its age counts from.
+#[derive(Debug)]
+struct Hint<S> {
+    state: S,
+    /// See [`hint_since`].
+    since: WallTime,
+}
+
+/// The time a hint of `state`, stored at `now`, is old from: its write's timestamp if the
+/// resolver orders writes by time (then a hint of a value expires no later than the
+/// tombstone of a later delete is collected, however late the hint arrived), else `now`.
+fn hint_since<R: Resolver>(resolver: &R, state: &R::State, now: WallTime) -> WallTime {
+    resolver.wall_time(state).map_or(now, |at| at.min(now))
 }
 
 /// What a [`Coordinator`] wants done.
@@ -668,9 +737,13 @@ pub struct Coordinator<K, R: Resolver> {
     config: CoordinatorConfig,
     resolver: R,
     data: BTreeMap<K, R::State>,
-    /// Hints held for other replicas: replica -> key -> state.
-    hints: BTreeMap<NodeId, BTreeMap<K, R::State>>,
-    hints_held: usize,
+    /// The keys of `data` whose state is a tombstone, by the delete's time: collection
+    /// takes the oldest first and never walks the live keys.
+    tombstones: BTreeSet<(WallTime, K)>,
+    /// Hints held for other replicas: replica -> key -> hint.
+    hints: BTreeMap<NodeId, BTreeMap<K, Hint<R::State>>>,
+    /// Every hint in `hints`, by the time it was stored: expiry takes the oldest first.
+    hints_by_age: BTreeSet<(WallTime, NodeId, K)>,
     ops: BTreeMap<StoreOpId, Op<K, R::State>>,
     /// Write requests in flight, to recognise a retry that arrives before the outcome.
     writes_in_flight: BTreeMap<RequestId, StoreOpId>,
@@ -690,8 +763,9 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             config,
             resolver,
             data: BTreeMap::new(),
+            tombstones: BTreeSet::new(),
             hints: BTreeMap::new(),
-            hints_held: 0,
+            hints_by_age: BTreeSet::new(),
             ops: BTreeMap::new(),
             writes_in_flight: BTreeMap::new(),
             write_outcomes: BTreeMap::new(),
@@ -808,7 +882,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             });
         }
         if let Some(local) = local {
-            self.data.insert(key.clone(), local);
+            self.update_local(key.clone(), |_, state| *state = local);
             tracker.record(me, true);
         }
         let id = self.new_op();
@@ -936,12 +1010,26 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     // No acknowledgement, so the coordinator does not report a hint.
                     return;
                 }
+                if self.past_grace(hint_since(&self.resolver, &state, now), now) {
+                    // Already too old to hand off: not stored, nor acknowledged.
+                    self.stats.hints_expired += 1;
+                    return;
+                }
                 if let Some(held) = self.hints.get_mut(&replica).and_then(|h| h.get_mut(&key)) {
-                    self.resolver.merge(held, &state);
-                } else if self.hints_held < self.config.hints_max {
+                    let before = held.state.clone();
+                    self.resolver.merge(&mut held.state, &state);
+                    let since = hint_since(&self.resolver, &held.state, now);
+                    if held.state != before && since != held.since {
+                        let old = std::mem::replace(&mut held.since, since);
+                        self.hints_by_age.remove(&(old, replica, key.clone()));
+                        self.hints_by_age.insert((since, replica, key));
+                    }
+                } else if self.hints_by_age.len() < self.config.hints_max {
                     // The replica's entry is made only here, so a refused hint leaves none.
-                    self.hints.entry(replica).or_default().insert(key, state);
-                    self.hints_held += 1;
+                    let since = hint_since(&self.resolver, &state, now);
+                    self.hints_by_age.insert((since, replica, key.clone()));
+                    let hint = Hint { state, since };
+                    self.hints.entry(replica).or_default().insert(key, hint);
                 } else {
                     // Full: no acknowledgement, so the coordinator does not report a hint.
                     return;
@@ -1050,8 +1138,27 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     }
 
     fn merge_local(&mut self, key: K, state: &R::State) {
-        let local = self.data.entry(key).or_default();
-        self.resolver.merge(local, state);
+        self.update_local(key, |resolver, local| resolver.merge(local, state));
+    }
+
+    /// Changes this replica's state of `key` with `update`, keeping the tombstone index in
+    /// step. A key whose state ends up holding nothing is not kept.
+    fn update_local(&mut self, key: K, update: impl FnOnce(&R, &mut R::State)) {
+        let mut state = self.data.remove(&key).unwrap_or_default();
+        let before = self.resolver.tombstone(&state);
+        update(&self.resolver, &mut state);
+        let after = self.resolver.tombstone(&state);
+        if before != after {
+            if let Some(at) = before {
+                self.tombstones.remove(&(at, key.clone()));
+            }
+            if let Some(at) = after {
+                self.tombstones.insert((at, key.clone()));
+            }
+        }
+        if state != R::State::default() {
+            self.data.insert(key, state);
+        }
     }
 
     /// Tells the coordinator that `node` failed (a failure detector's verdict, a refused
@@ -1188,15 +1295,13 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             }
             OpKind::HandOff { replica, sent } => {
                 // Drop the hint only if it did not grow since it was sent.
-                if result.is_ok()
-                    && let Some(for_replica) = self.hints.get_mut(&replica)
-                    && for_replica.get(&op.key) == Some(&sent)
-                {
-                    for_replica.remove(&op.key);
-                    self.hints_held -= 1;
-                    if for_replica.is_empty() {
-                        self.hints.remove(&replica);
-                    }
+                let unchanged = self
+                    .hints
+                    .get(&replica)
+                    .and_then(|for_replica| for_replica.get(&op.key))
+                    .is_some_and(|hint| hint.state == sent);
+                if result.is_ok() && unchanged {
+                    self.drop_hint(replica, &op.key);
                 }
             }
         }
@@ -1212,9 +1317,44 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         self.write_outcome_order.push_back(request);
     }
 
-    /// Advances time by one tick; operations older than the timeout fail with
-    /// [`StoreError::TimedOut`].
-    pub fn tick(&mut self) {
+    /// Forgets the hint held for `replica` under `key`.
+    fn drop_hint(&mut self, replica: NodeId, key: &K) {
+        let Some(for_replica) = self.hints.get_mut(&replica) else {
+            return;
+        };
+        if let Some(hint) = for_replica.remove(key) {
+            self.hints_by_age
+                .remove(&(hint.since, replica, key.clone()));
+        }
+        if for_replica.is_empty() {
+            self.hints.remove(&replica);
+        }
+    }
+
+    /// Whether something stored at `since` is older than the grace period at `now`.
+    fn past_grace(&self, since: WallTime, now: WallTime) -> bool {
+        since.saturating_add(Duration::from_millis(self.config.tombstone_grace_ms)) <= now
+    }
+
+    /// Advances time by one tick, at `now` on this node's wall clock: operations older than
+    /// the timeout fail with [`StoreError::TimedOut`], and tombstones and hints older than
+    /// the grace period are collected (see [What is kept, and for how
+    /// long](self#what-is-kept-and-for-how-long)).
+    pub fn tick(&mut self, now: WallTime) {
+        while let Some((at, _)) = self.tombstones.first()
+            && self.past_grace(*at, now)
+        {
+            let (_, key) = self.tombstones.pop_first().expect("the first exists");
+            self.data.remove(&key);
+            self.stats.tombstones_collected += 1;
+        }
+        while let Some((since, _, _)) = self.hints_by_age.first()
+            && self.past_grace(*since, now)
+        {
+            let (_, replica, key) = self.hints_by_age.pop_first().expect("the first exists");
+            self.drop_hint(replica, &key);
+            self.stats.hints_expired += 1;
+        }
         self.tick += 1;
         let expired: Vec<StoreOpId> = self
             .ops
@@ -1233,18 +1373,20 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
     }
 
-    /// Sends the hints held for `replica` to it (call when it is back up). Each hint is
-    /// dropped once the replica acknowledges it; unacknowledged hints stay for the next
-    /// hand-off.
-    pub fn hand_off_hints(&mut self, replica: NodeId) {
+    /// Sends the hints held for `replica` to it (call when it is back up), at `now` on this
+    /// node's wall clock. Each hint is dropped once the replica acknowledges it;
+    /// unacknowledged hints stay for the next hand-off. Hints older than the grace period
+    /// are not sent (the next [`Coordinator::tick`] drops them).
+    pub fn hand_off_hints(&mut self, now: WallTime, replica: NodeId) {
         let Some(for_replica) = self.hints.get(&replica) else {
             return;
         };
         let room = self.config.ops_in_flight_max.saturating_sub(self.ops.len());
         let batch: Vec<(K, R::State)> = for_replica
             .iter()
+            .filter(|(_, hint)| !self.past_grace(hint.since, now))
             .take(room)
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .map(|(k, hint)| (k.clone(), hint.state.clone()))
             .collect();
         for (key, state) in batch {
             let id = self.new_op();
@@ -1293,7 +1435,25 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     /// Hints held for other replicas.
     #[must_use]
     pub fn hints_held(&self) -> usize {
-        self.hints_held
+        self.hints_by_age.len()
+    }
+
+    /// Write request ids whose outcome is remembered for retries.
+    #[must_use]
+    pub fn request_ids_remembered(&self) -> usize {
+        self.write_outcomes.len()
+    }
+
+    /// Keys this replica holds a state for, tombstones included.
+    #[must_use]
+    pub fn keys_held(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Keys whose state is a tombstone, waiting for their grace period to end.
+    #[must_use]
+    pub fn tombstones_held(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// Operations in flight.

@@ -216,7 +216,9 @@
 //! tests of the coordinator and a randomised one (retries, duplicated, reordered and lost
 //! messages: no write applied twice or lost, over 300 schedules), last-write-wins against a
 //! model (replicas merging in any order converge on the largest timestamp, and at a tie on
-//! the delete), a clock far ahead refused wherever its timestamps arrive, the clock-skew
+//! the delete), a clock far ahead refused wherever its timestamps arrive, tombstones and
+//! hints collected after their grace period with every entry count bounded over a long
+//! run, the clock-skew
 //! demonstration (`tests/it/skew.rs`), and the ABD register under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
 //! the command), where the broken variants (R + W <= N, no read write-back) are caught on

@@ -102,6 +102,15 @@ pub trait Resolver {
         None
     }
 
+    /// If `state` holds only a delete (a tombstone), the wall-clock time of that delete: a
+    /// replica may forget the key once it is older than the grace period
+    /// ([`CoordinatorConfig::tombstone_grace_ms`](crate::CoordinatorConfig::tombstone_grace_ms)).
+    /// `None` (the default) if it holds a value, or the resolver has no deletes.
+    fn tombstone(&self, state: &Self::State) -> Option<WallTime> {
+        let _ = state;
+        None
+    }
+
     /// Whether `state` already includes everything in `other` (merging would not change
     /// it). Read repair sends the merged state to replicas for which this is false.
     fn includes(&self, state: &Self::State, other: &Self::State) -> bool {
@@ -220,6 +229,13 @@ where
 
     fn wall_time(&self, state: &Self::State) -> Option<WallTime> {
         state.as_ref().map(|(at, _)| at.wall_time())
+    }
+
+    fn tombstone(&self, state: &Self::State) -> Option<WallTime> {
+        match state {
+            Some((at, None)) => Some(at.wall_time()),
+            _ => None,
+        }
     }
 }
 

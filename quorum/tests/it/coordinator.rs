@@ -23,14 +23,14 @@ pub fn n(id: u64) -> NodeId {
 }
 
 /// A message on the test network: (from, to, message).
-pub type Envelope<S> = (NodeId, NodeId, StoreMessage<&'static str, S>);
+pub type Envelope<S, K = &'static str> = (NodeId, NodeId, StoreMessage<K, S>);
 
-/// Nodes of one store and a network the test controls.
-pub struct Cluster<R: Resolver> {
-    pub nodes: BTreeMap<NodeId, Coordinator<&'static str, R>>,
+/// Nodes of one store, with keys of type `K`, and a network the test controls.
+pub struct Cluster<R: Resolver, K = &'static str> {
+    pub nodes: BTreeMap<NodeId, Coordinator<K, R>>,
     /// Messages sent and not yet delivered: (from, to, message).
-    pub in_flight: Vec<Envelope<R::State>>,
-    pub done: Vec<(NodeId, StoreEffect<&'static str, R::State>)>,
+    pub in_flight: Vec<Envelope<R::State, K>>,
+    pub done: Vec<(NodeId, StoreEffect<K, R::State>)>,
     /// Nodes whose incoming messages are dropped.
     pub cut: BTreeSet<NodeId>,
     /// The true time, which every node's clock reads unless it runs ahead.
@@ -39,7 +39,7 @@ pub struct Cluster<R: Resolver> {
     pub ahead: BTreeMap<NodeId, Duration>,
 }
 
-impl<R: Resolver + Clone> Cluster<R> {
+impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
     pub fn new(ids: &[u64], resolver: R, repair: ReadRepair) -> Self {
         Self::with_config(ids, resolver, |config| config.read_repair(repair))
     }
@@ -67,7 +67,7 @@ impl<R: Resolver + Clone> Cluster<R> {
         }
     }
 
-    pub fn node(&mut self, id: u64) -> &mut Coordinator<&'static str, R> {
+    pub fn node(&mut self, id: u64) -> &mut Coordinator<K, R> {
         self.nodes.get_mut(&n(id)).expect("a node of the cluster")
     }
 
@@ -82,7 +82,7 @@ impl<R: Resolver + Clone> Cluster<R> {
         &mut self,
         id: u64,
         request: RequestId,
-        key: &'static str,
+        key: K,
         write: R::Write,
         consistency: Consistency,
         placement: &Placement,
@@ -97,7 +97,7 @@ impl<R: Resolver + Clone> Cluster<R> {
         &mut self,
         id: u64,
         request: RequestId,
-        key: &'static str,
+        key: K,
         consistency: Consistency,
         placement: &Placement,
     ) -> Result<(), StoreError> {
@@ -112,7 +112,7 @@ impl<R: Resolver + Clone> Cluster<R> {
         &mut self,
         id: u64,
         request: RequestId,
-        key: &'static str,
+        key: K,
         write: R::Write,
         consistency: Consistency,
         placement: &Placement,
@@ -128,8 +128,14 @@ impl<R: Resolver + Clone> Cluster<R> {
         }
     }
 
+    /// Ticks node `id`, at its clock.
+    pub fn tick(&mut self, id: u64) {
+        let now = self.clock(id);
+        self.node(id).tick(now);
+    }
+
     /// Hands node `id` a message from `from`, at its clock.
-    pub fn handle(&mut self, id: u64, from: NodeId, message: StoreMessage<&'static str, R::State>) {
+    pub fn handle(&mut self, id: u64, from: NodeId, message: StoreMessage<K, R::State>) {
         let now = self.clock(id);
         self.node(id).handle(now, from, message);
     }
@@ -182,7 +188,7 @@ impl<R: Resolver + Clone> Cluster<R> {
     }
 
     /// The outcome of the one finished operation; panics if there is not exactly one.
-    pub fn take_done(&mut self) -> StoreEffect<&'static str, R::State> {
+    pub fn take_done(&mut self) -> StoreEffect<K, R::State> {
         self.collect();
         assert_eq!(
             self.done.len(),
@@ -325,7 +331,7 @@ fn a_silent_replica_times_out() {
     c.collect();
     c.in_flight.clear(); // every request lost
     for _ in 0..10 {
-        c.node(1).tick();
+        c.tick(1);
     }
     let err = c.take_read_err();
     assert_eq!(
@@ -376,7 +382,6 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
     c.settle();
     let report = write_ok(c.take_done());
     assert_eq!(report.acknowledged, [n(1), n(2)]);
-    assert_eq!(report.hinted, [n(4)]);
     assert_eq!(c.node(4).hints_held(), 1);
     assert_eq!(
         c.node(4).local_state(&"k"),
@@ -385,7 +390,8 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
     );
     // n3 comes back: n4 hands the hint off.
     c.cut.clear();
-    c.node(4).hand_off_hints(n(3));
+    let now = c.clock(4);
+    c.node(4).hand_off_hints(now, n(3));
     c.settle();
     assert_eq!(c.node(4).hints_held(), 0);
     assert_eq!(c.node(3).local_state(&"k"), Some(&holds(7, "v")));
@@ -571,6 +577,273 @@ fn a_delete_wins_a_tie_with_a_write_on_every_replica() {
     }
 }
 
+/// A cluster of `ids` whose tombstones and hints live for `grace_ms`.
+fn with_grace<K: Ord + Clone + std::fmt::Debug>(ids: &[u64], grace_ms: u64) -> Cluster<Lww, K> {
+    Cluster::with_config(ids, lww(), |config| {
+        config.tombstone_grace_ms(grace_ms).expect("above zero")
+    })
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[test]
+fn a_tombstone_is_collected_after_its_grace_period_and_a_value_never() {
+    let mut c = with_grace(&[1, 2, 3], 1_000);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let all = Consistency::All;
+    let at = c.now;
+    c.write_acked(
+        1,
+        RequestId::new(1),
+        "kept",
+        (at, Some("v")),
+        all,
+        &placement,
+    );
+    c.write_acked(
+        1,
+        RequestId::new(2),
+        "gone",
+        (at, Some("v")),
+        all,
+        &placement,
+    );
+    let deleted = at.saturating_add(ms(1));
+    c.write_acked(
+        2,
+        RequestId::new(3),
+        "gone",
+        (deleted, None),
+        all,
+        &placement,
+    );
+    for id in 1..=3 {
+        assert_eq!(
+            (c.node(id).keys_held(), c.node(id).tombstones_held()),
+            (2, 1)
+        );
+    }
+    // A millisecond before the grace period ends: kept.
+    c.now = deleted.saturating_add(ms(999));
+    for id in 1..=3 {
+        c.tick(id);
+        assert_eq!(
+            c.node(id).local_state(&"gone"),
+            Some(&Some((deleted, None)))
+        );
+    }
+    // At its end: collected, on every replica; the value, as old, stays.
+    c.now = deleted.saturating_add(ms(1_000));
+    for id in 1..=3 {
+        c.tick(id);
+        let node = c.node(id);
+        assert_eq!(node.local_state(&"gone"), None, "n{id}");
+        assert_eq!((node.keys_held(), node.tombstones_held()), (1, 0), "n{id}");
+        assert_eq!(node.stats().tombstones_collected, 1);
+        assert_eq!(node.local_state(&"kept"), Some(&Some((at, Some("v")))));
+    }
+    // A write over a tombstone takes it out of the collection.
+    let again = c.now;
+    c.write_acked(3, RequestId::new(4), "kept", (again, None), all, &placement);
+    c.write_acked(
+        3,
+        RequestId::new(5),
+        "kept",
+        (again.saturating_add(ms(1)), Some("w")),
+        all,
+        &placement,
+    );
+    c.now = again.saturating_add(ms(5_000));
+    for id in 1..=3 {
+        c.tick(id);
+        assert_eq!(c.node(id).keys_held(), 1, "n{id} collected a live value");
+        assert_eq!(c.node(id).tombstones_held(), 0);
+    }
+}
+
+#[test]
+fn a_hint_older_than_the_grace_period_is_dropped_not_handed_off() {
+    let mut c = with_grace(&[1, 2, 3, 4], 1_000);
+    let placement = Placement::new([1, 2, 3].map(n))
+        .unwrap()
+        .with_down([n(3)])
+        .with_fallbacks([n(4)]);
+    c.cut.insert(n(3));
+    let at = c.now;
+    c.write_acked(
+        1,
+        RequestId::new(1),
+        "k",
+        (at, Some("v")),
+        Consistency::Quorum,
+        &placement,
+    );
+    assert_eq!(c.node(4).hints_held(), 1);
+    // n3 is back after the grace period: the hint is not handed off, and is dropped.
+    c.cut.clear();
+    c.now = at.saturating_add(ms(1_000));
+    let now = c.clock(4);
+    c.node(4).hand_off_hints(now, n(3));
+    c.collect();
+    assert!(c.in_flight.is_empty(), "an expired hint was handed off");
+    c.tick(4);
+    assert_eq!(c.node(4).hints_held(), 0);
+    assert_eq!(c.node(4).stats().hints_expired, 1);
+    assert_eq!(c.node(3).local_state(&"k"), None);
+
+    // A hint that reaches the fallback only after the grace period is not stored.
+    c.cut.insert(n(3));
+    let at = c.now;
+    c.write(
+        1,
+        RequestId::new(2),
+        "k",
+        (at, Some("w")),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
+    c.collect();
+    let (hint, rest): (Vec<_>, Vec<_>) = c.in_flight.drain(..).partition(|(_, to, _)| *to == n(4));
+    c.in_flight = rest;
+    c.settle();
+    c.now = at.saturating_add(ms(1_000));
+    for (from, _, message) in hint {
+        c.handle(4, from, message);
+    }
+    c.collect();
+    assert!(c.in_flight.is_empty(), "a late hint was acknowledged");
+    assert_eq!(c.node(4).hints_held(), 0);
+    assert_eq!(c.node(4).stats().hints_expired, 2);
+}
+
+#[test]
+fn a_write_of_nothing_stores_nothing() {
+    // A replicated write whose state is empty (a merge of nothing) leaves no entry behind,
+    // whatever key it names: keys from the network must not grow the replica's map.
+    let mut c: Cluster<Lww, u64> = with_grace(&[1, 2, 3], 1_000);
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    c.write(
+        1,
+        RequestId::new(1),
+        0,
+        put(1, "v"),
+        Consistency::Quorum,
+        &placement,
+    )
+    .unwrap();
+    c.collect();
+    let Some((_, _, StoreMessage::Write { op, .. })) = c.in_flight.first().cloned() else {
+        panic!("expected a write");
+    };
+    for key in 1..=1_000 {
+        c.handle(
+            2,
+            n(1),
+            StoreMessage::Write {
+                op,
+                key,
+                state: None,
+            },
+        );
+    }
+    assert_eq!(c.node(2).keys_held(), 0);
+}
+
+/// Thirty simulated seconds of writes, each key deleted ten writes later, with a replica
+/// down for good halfway through (its fallback holding hints for it), a grace period of one
+/// second, and every node ticking every 100 ms: every entry count stays within what the
+/// grace period and the limits allow, however long the run.
+#[test]
+fn replica_data_hints_and_operations_stay_bounded_over_a_long_run() {
+    const GRACE_MS: u64 = 1_000;
+    const STEP_MS: u64 = 10;
+    const ROUNDS: u64 = 3_000;
+    const LIVE: u64 = 10;
+    const TICK_EVERY: u64 = 10;
+    const REMEMBERED: usize = 64;
+    let mut c: Cluster<Lww, u64> = Cluster::with_config(&[1, 2, 3, 4], lww(), |config| {
+        let config = config.tombstone_grace_ms(GRACE_MS).expect("above zero");
+        config
+            .limits(1024, 10, 10_000, REMEMBERED)
+            .expect("above zero")
+    });
+    let healthy = Placement::new([1, 2, 3].map(n)).unwrap();
+    let n3_down = healthy.clone().with_down([n(3)]).with_fallbacks([n(4)]);
+    let (mut keys_peak, mut hints_peak) = (0, 0);
+    for round in 0..ROUNDS {
+        c.now = c.now.saturating_add(ms(STEP_MS));
+        let placement = if round < ROUNDS / 2 {
+            &healthy
+        } else {
+            c.cut.insert(n(3));
+            &n3_down
+        };
+        let through = 1 + round % 2;
+        let write = (c.clock(through), Some("v"));
+        let quorum = Consistency::Quorum;
+        c.write_acked(
+            through,
+            RequestId::new(2 * round),
+            round,
+            write,
+            quorum,
+            placement,
+        );
+        if let Some(key) = round.checked_sub(LIVE) {
+            let delete = (c.clock(through), None);
+            c.write_acked(
+                through,
+                RequestId::new(2 * round + 1),
+                key,
+                delete,
+                quorum,
+                placement,
+            );
+        }
+        if round % TICK_EVERY == 0 {
+            for id in 1..=4 {
+                c.tick(id);
+            }
+        }
+        for id in 1..=3 {
+            keys_peak = keys_peak.max(c.node(id).keys_held());
+        }
+        hints_peak = hints_peak.max(c.node(4).hints_held());
+    }
+    // Live keys, plus tombstones younger than the grace period or a tick interval more.
+    let deletes_per_grace = (GRACE_MS / STEP_MS) as usize;
+    let keys_bound = LIVE as usize + deletes_per_grace + TICK_EVERY as usize + 1;
+    // Two hinted writes a round (the write and the delete), for as long.
+    let hints_bound = 2 * (deletes_per_grace + TICK_EVERY as usize + 1);
+    let writes = 2 * ROUNDS - LIVE;
+    let collected = c.node(1).stats().tombstones_collected;
+    let expired = c.node(4).stats().hints_expired;
+    println!(
+        "coordinator long run: {writes} writes over {} s, grace {GRACE_MS} ms: at most \
+         {keys_peak} keys held by a replica (bound {keys_bound}), {hints_peak} hints held \
+         (bound {hints_bound}); n1 collected {collected} tombstones, n4 dropped {expired} \
+         expired hints",
+        ROUNDS * STEP_MS / 1_000,
+    );
+    assert!(
+        keys_peak <= keys_bound,
+        "{keys_peak} keys held, bound {keys_bound}"
+    );
+    assert!(
+        hints_peak <= hints_bound,
+        "{hints_peak} hints held, bound {hints_bound}"
+    );
+    assert!(expired > 0 && collected > 0);
+    for id in 1..=4 {
+        let node = c.node(id);
+        assert_eq!(node.ops_in_flight(), 0, "n{id}");
+        assert!(node.request_ids_remembered() <= REMEMBERED, "n{id}");
+    }
+}
+
 /// Writes "old" everywhere, then "new" with n3 cut off, so n3 is stale.
 fn stale_n3(repair: ReadRepair) -> Cluster<Lww> {
     let mut c = Cluster::new(&[1, 2, 3], lww(), repair);
@@ -747,7 +1020,7 @@ fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
     // Both the late read to n1 and the repair to n3 are lost.
     let _lost = read_with_repair_to_n3(&mut c, &placement);
     for _ in 0..9 {
-        c.node(2).tick();
+        c.tick(2);
     }
     c.collect();
     assert!(
@@ -755,7 +1028,7 @@ fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
         "failed before the deadline: {:?}",
         c.done
     );
-    c.node(2).tick();
+    c.tick(2);
     let err = c.take_read_err();
     assert_eq!(
         err,
@@ -938,7 +1211,7 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
                 }
                 2 => {
                     for id in 1..=3 {
-                        c.node(id).tick();
+                        c.tick(id);
                     }
                 }
                 _ => {
