@@ -205,8 +205,9 @@
 //!
 //! [`MemLogStore`] keeps everything in memory; [`journal::JournalStore`] does too and also
 //! records every write, so a driver that owns its "disk" as bytes (a simulator, a test)
-//! appends them with [`journal::encode`] and rebuilds the store at restart with
-//! [`journal::replay`]; `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
+//! appends them with [`journal::JournalWriter`] and rebuilds the store at restart with
+//! [`journal::replay`], which cuts a torn tail and reports damage to synced records;
+//! `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
 //!
 //! # Checking a cluster
 //!

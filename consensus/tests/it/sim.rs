@@ -7,7 +7,8 @@
 //! Each node keeps its log in an in-memory store and journals every write to its simulated
 //! disk as checksummed records; a sync request follows each persistence request, and the
 //! node acknowledges `persisted` only when the simulator reports the sync done. On a
-//! restart the journal is replayed up to the first torn or corrupt record.
+//! restart the journal is replayed up to its torn tail; damage to synced records would
+//! stop the run (the simulated disk never corrupts synced data).
 //!
 //! `SYNOD_SEEDS` and `SYNOD_SEED` (synod-sim's seed runner) set the seed count or replay
 //! one seed.
@@ -18,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalStore, encode, replay};
+use synod_consensus::journal::{JournalStore, JournalWriter, replay};
 use synod_consensus::{
     Bugs, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
     PersistToken, ReadId,
@@ -75,8 +76,11 @@ struct KvNode {
     /// Reads confirmed at an index, waiting for the state machine.
     waiting_reads: Vec<(LogIndex, RequestId, u64)>,
     next_read: u64,
-    syncs: BTreeMap<u64, PersistToken>,
+    /// Persistence tokens waiting for a sync, by the sync's number, with the journal's
+    /// length when it was asked for.
+    syncs: BTreeMap<u64, (PersistToken, u64)>,
     next_sync: u64,
+    journal: JournalWriter,
     /// Drawn at each start, so that the invariant tells a restart from a node that stayed
     /// up; also where this incarnation's read ids start.
     incarnation: u64,
@@ -97,6 +101,7 @@ impl KvNode {
             next_read: 0,
             syncs: BTreeMap::new(),
             next_sync: 0,
+            journal: JournalWriter::new(0),
             incarnation: 0,
         }
     }
@@ -115,14 +120,13 @@ impl KvNode {
             let ops = self.raft().store_mut().take_written();
             if !ops.is_empty() {
                 let mut bytes = Vec::new();
-                for op in &ops {
-                    encode(op, &mut bytes);
-                }
+                self.journal.encode(&ops, &mut bytes);
                 ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
             }
             if let Some(token) = ready.persist {
                 self.next_sync += 1;
-                self.syncs.insert(self.next_sync, token);
+                self.syncs
+                    .insert(self.next_sync, (token, self.journal.end()));
                 ctx.sync(SyncToken(self.next_sync));
             }
             for msg in ready.messages {
@@ -194,12 +198,14 @@ impl synod_sim::Node for KvNode {
         self.next_read = self.incarnation >> 1;
         let membership = self.membership();
         let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
-        let (mem, valid) = replay(&journal, &membership);
+        let (mem, valid) =
+            replay(&journal, &membership).unwrap_or_else(|e| panic!("node {}: {e}", self.id));
         if valid < journal.len() {
             ctx.disk()
                 .set_len(JOURNAL, valid as u64)
                 .expect("simulated disk");
         }
+        self.journal = JournalWriter::new(valid as u64);
         let seed = ctx.rng().next_u64();
         let config = Config::builder(self.id)
             .seed(seed)
@@ -254,7 +260,8 @@ impl synod_sim::Node for KvNode {
     }
 
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        if let Some(persist) = self.syncs.remove(&token.0) {
+        if let Some((persist, len)) = self.syncs.remove(&token.0) {
+            self.journal.synced(len);
             self.raft().persisted(persist);
             self.drive(ctx);
         }

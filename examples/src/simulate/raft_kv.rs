@@ -8,11 +8,14 @@
 //!
 //! - **A durable log.** Every write the node makes to its log store (appends, truncations,
 //!   the term and vote, snapshots) is recorded by [`JournalStore`] and appended to the
-//!   simulated disk as a checksummed, length-prefixed record. When the node asks for
+//!   simulated disk as a checksummed, length-prefixed record that carries how much of the
+//!   journal was durable when it was written ([`JournalWriter`]). When the node asks for
 //!   persistence ([`core_node::Effect::Persist`]) the driver syncs the disk and hands the token back
 //!   only once the sync is done: Raft must not vote or acknowledge entries it could lose.
-//! - **Recovery.** On start the journal is replayed up to the first torn or corrupt
-//!   record and cut there; everything after it was never synced, so never acknowledged.
+//! - **Recovery.** On start the journal is replayed up to its torn tail and cut there;
+//!   everything after it was never synced, so never acknowledged. Damage to records that
+//!   had been synced (which the simulated disk never does) stops the node, with the
+//!   offset, and cuts nothing.
 //! - **Time.** A tick every 5 ms of the node's own clock (which the simulator may skew,
 //!   drift and jump) drives elections and heartbeats.
 //!
@@ -45,7 +48,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalStore, encode, replay};
+use synod_consensus::journal::{JournalStore, JournalWriter, replay};
 use synod_consensus::{Config, ConfigError, Membership, Message, Node, PersistToken, Role, Term};
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
@@ -201,9 +204,11 @@ pub struct RaftKvNode {
     /// The simulator's request behind each of the node's client tags.
     requests: BTreeMap<Tag, (RequestId, Request)>,
     next_tag: Tag,
-    /// Persistence tokens waiting for a sync, by the sync's number.
-    syncs: BTreeMap<u64, PersistToken>,
+    /// Persistence tokens waiting for a sync, by the sync's number, with the journal's
+    /// length when it was asked for.
+    syncs: BTreeMap<u64, (PersistToken, u64)>,
     next_sync: u64,
+    journal: JournalWriter,
     /// Timer expiries since the node (re)started: the node's monotonic clock is their
     /// count times [`TICK_EVERY`], so it runs one Raft tick per expiry, as the simulator
     /// schedules them (on this node's drifting clock). Its clock reading would not do: the
@@ -225,6 +230,7 @@ impl RaftKvNode {
             next_tag: 0,
             syncs: BTreeMap::new(),
             next_sync: 0,
+            journal: JournalWriter::new(0),
             ticks: 0,
         }
     }
@@ -274,9 +280,7 @@ impl RaftKvNode {
         let written = core.store_mut().take_written();
         if !written.is_empty() {
             let mut bytes = Vec::new();
-            for op in &written {
-                encode(op, &mut bytes);
-            }
+            self.journal.encode(&written, &mut bytes);
             if let Err(e) = ctx.disk().append(JOURNAL, &bytes) {
                 // Never acknowledge what could not be stored.
                 return self.stop(format!("journal append failed: {e}"));
@@ -291,7 +295,8 @@ impl RaftKvNode {
                 }
                 core_node::Effect::Persist(token) => {
                     self.next_sync += 1;
-                    self.syncs.insert(self.next_sync, token);
+                    self.syncs
+                        .insert(self.next_sync, (token, self.journal.end()));
                     ctx.sync(SyncToken(self.next_sync));
                 }
                 core_node::Effect::Reply { tag, response } => {
@@ -368,12 +373,16 @@ impl synod_sim::Node for RaftKvNode {
         let voters = (0..self.nodes as u32).map(|i| consensus_id(NodeId::new(i)));
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
         let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
-        let (mem, good) = replay(&journal, &membership);
+        let (mem, good) = match replay(&journal, &membership) {
+            Ok(replayed) => replayed,
+            Err(e) => return self.stop(e.to_string()),
+        };
         if good < journal.len()
             && let Err(e) = ctx.disk().set_len(JOURNAL, good as u64)
         {
-            return self.stop(format!("cutting the journal's damaged tail failed: {e}"));
+            return self.stop(format!("cutting the journal's torn tail failed: {e}"));
         }
+        self.journal = JournalWriter::new(good as u64);
         let mut config = Config::builder(consensus_id(self.id))
             .election_timeout_ticks(10..20)
             .heartbeat_interval_ticks(2)
@@ -415,7 +424,8 @@ impl synod_sim::Node for RaftKvNode {
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
         // A sync covers every write issued before it, so it settles earlier syncs too.
         let later = self.syncs.split_off(&(token.0 + 1));
-        for (_, persisted) in std::mem::replace(&mut self.syncs, later) {
+        for (_, (persisted, len)) in std::mem::replace(&mut self.syncs, later) {
+            self.journal.synced(len);
             self.handle(ctx, Input::Persisted(persisted));
         }
     }
