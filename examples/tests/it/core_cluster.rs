@@ -558,6 +558,102 @@ fn start_up_errors_say_what_to_fix() {
     assert!(err.contains("belongs to another node or cluster"), "{err}");
 }
 
+/// A node whose log has a flipped bit in a record that had been synced, with synced records
+/// after it, refuses to start: the error names the segment and the offset, and the log is
+/// left as it was (nothing after the damage is cut off).
+#[test]
+fn a_flipped_bit_in_the_middle_of_a_nodes_log_stops_its_start_with_the_location() {
+    use synod_consensus::{
+        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Term, WalLogStore,
+        WalStoreOptions,
+    };
+    use synod_examples::consistent_core::server::{COMMAND_BYTES_MAX, SEGMENT_BYTES};
+    use synod_wal::FileStorage;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("n1");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("synod-node"), "node=1\nmembers=1\n").expect("identity");
+    // Twenty entries in two synced batches, laid out as the node lays out its log. (The
+    // second batch, written once the first was durable, is what proves the first was.)
+    let storage = |name: &str| FileStorage::new(data.join("log").join(name)).expect("log dir");
+    let options = WalStoreOptions::default()
+        .segment_bytes_max(SEGMENT_BYTES)
+        .entry_bytes_max(COMMAND_BYTES_MAX);
+    let membership = Membership::new([NodeId::new(1)], []).expect("one voter");
+    let mut store =
+        WalLogStore::open_with(storage("entries"), storage("meta"), membership, options)
+            .expect("a new store");
+    store.set_hard_state(HardState {
+        term: Term::new(1),
+        vote: Some(NodeId::new(1)),
+    });
+    let entries: Vec<Entry> = (1..=20)
+        .map(|i| Entry {
+            index: LogIndex(i),
+            term: Term::new(1),
+            payload: Payload::Command(bytes::Bytes::from(vec![b'x'; 200])),
+        })
+        .collect();
+    store.append(&entries[..10]);
+    store.sync().expect("synced");
+    store.append(&entries[10..]);
+    store.sync().expect("synced");
+    drop(store);
+    let segment = std::fs::read_dir(data.join("log").join("entries"))
+        .expect("entry log")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    // Past the segment header and a few records, inside the fifth or so.
+    bytes[48 + 4 * 240] ^= 0x10;
+    std::fs::write(&segment, &bytes).expect("damaged");
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["node", "--id", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--client", "127.0.0.1:0", "--peers"])
+        .arg(format!("1=127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            panic!("a node on a damaged log kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(2), "{err}");
+    let name = segment.file_name().expect("name").to_string_lossy();
+    assert!(
+        err.contains(&*name) && err.contains("at offset") && err.contains("followed by synced"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read(&segment).expect("segment"),
+        bytes,
+        "the log changed"
+    );
+}
+
 /// One client thread's workload: random reads, writes and compare-and-sets on a few keys,
 /// through its own session, recorded into the shared history.
 pub(crate) fn client_thread(
