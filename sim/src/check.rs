@@ -5,11 +5,17 @@
 //!
 //! A history is linearizable if every operation can be given a single instant between its
 //! invocation and its completion such that, taken in that order, the operations are legal
-//! for the sequential [`Model`]. [`Linearizability`] decides this with Wing and Gong's
-//! search, with Lowe's memoization of (set of linearized operations, model state) as in
-//! porcupine: an operation is linearized when its call is reached, the search backtracks
-//! when it reaches a return whose call is not yet linearized, and a configuration already
-//! seen is not explored twice.
+//! for the sequential [`Model`]. [`Linearizability`] decides this with a depth-first search
+//! in the line of Wing and Gong's, with Lowe's memoization of (operations linearized, model
+//! state) as in porcupine, that linearizes operations just in time as Lowe's and Knossos's
+//! checkers do: the completed operations are taken in order of return, and the search
+//! places operations only until the earliest returning one not yet placed is. Operations
+//! with an unknown outcome are tried after the completed ones, and only where they can
+//! matter: when they change the state, when the operation placed next needs that change,
+//! and once for each class of identical ones. A configuration that one seen before can do
+//! all of (the same completed operations placed and the same state, with a subset of the
+//! unknown ones) is not explored. A history where no read saw an unknown write costs about
+//! one step per operation, however many writes ended unknown.
 //!
 //! - **Per-key decomposition**: a model that maps each input to a partition (for a
 //!   key-value store, its key) is checked one partition at a time. Linearizability is
@@ -19,10 +25,10 @@
 //!   keys (a multi-key transaction, a scan, a bank transfer) must use a single partition
 //!   (`type Partition = ()`); splitting it would accept non-linearizable histories.
 //! - **Unknown operations** (no reply) may have taken effect at any time after their
-//!   invocation, or never: they get a return time of infinity and an unknown output, so
-//!   the search may place them anywhere after their call, including after everything else
-//!   (which is the same as never). Unanswered operations the model says are read-only
-//!   constrain nothing and are left out.
+//!   invocation, or never: the search may place them anywhere after their call, with an
+//!   unknown output, or leave them out. Unanswered operations the model says are
+//!   read-only constrain nothing and are left out from the start; unknown operations with
+//!   equal inputs ([`Model::Input`] is `Eq`) are interchangeable.
 //! - **Failed operations** ([`Outcome::Fail`]) are left out: the checker takes a failure
 //!   as proof that the operation had no effect, now or later. That is only true if the
 //!   protocol guarantees it (a request refused before it was proposed, "not the leader"
@@ -42,18 +48,18 @@
 //!   ([`Verdict::is_pass`] is false, and [`crate::RunReport::check`] returns it as an
 //!   error); a violation found in another partition is still reported as a violation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash};
+use std::hash::Hash;
 
 use crate::history::{History, Outcome};
-use crate::time::SimTime;
-use crate::trace::TraceHasher;
+use crate::linearize::{Bound, Limits, Search, search};
 
 /// A sequential specification that [`Linearizability`] checks histories against.
 pub trait Model {
-    /// An operation's input.
-    type Input: fmt::Debug;
+    /// An operation's input. Unknown operations with equal inputs are interchangeable, so
+    /// the checker tells them apart only by when they were invoked.
+    type Input: fmt::Debug + Eq + Hash;
     /// An operation's output.
     type Output: fmt::Debug;
     /// The model's state; small and cheap to clone and hash, since the search memoizes it.
@@ -225,8 +231,9 @@ pub trait HistoryChecker<I, O> {
     fn check_history(&mut self, history: &History<I, O>) -> Verdict;
 }
 
-/// The linearizability checker: Wing and Gong's search with memoization, per partition,
-/// bounded (see the crate documentation, "Checking histories").
+/// The linearizability checker: a just-in-time, memoized search per partition, cheap on
+/// operations with unknown outcomes, bounded (see the module documentation above and the
+/// crate documentation, "Checking histories").
 #[derive(Debug, Clone)]
 pub struct Linearizability<M> {
     model: M,
@@ -266,13 +273,14 @@ impl<M: Model> Linearizability<M> {
     /// The same checker giving up on a partition once the memo of configurations it has
     /// seen holds more than `bytes` bytes.
     ///
-    /// The size is an estimate, counted as the search goes: the memo table's slots
-    /// (its capacity times the inline size of a `(bitset, Model::State)` entry, plus one
-    /// control byte each) and each entry's bitset of linearized operations on the heap
-    /// (one `u64` per 64 operations of the partition, plus 16 bytes of allocator
-    /// overhead). Heap memory owned by a [`Model::State`] itself is not counted, so a model
-    /// with a boxed or growing state should set a lower bound. The table grows by
-    /// doubling, so while it grows it briefly holds its old slots as well.
+    /// The size is an estimate, counted as the search goes: the memo table's slots (its
+    /// capacity times the inline size of an entry, a bitset of the completed operations
+    /// placed, a [`Model::State`] and a list of bitsets of the unknown operations placed,
+    /// plus one control byte each), and on the heap each bitset (one `u64` per 64
+    /// operations, plus 16 bytes of allocator overhead) and each list slot. Heap memory
+    /// owned by a [`Model::State`] itself is not counted, so a model with a boxed or
+    /// growing state should set a lower bound. The table grows by doubling, so while it
+    /// grows it briefly holds its old slots as well.
     #[must_use]
     pub fn memo_bytes_max(mut self, bytes: u64) -> Self {
         self.memo_bytes_max = bytes;
@@ -298,14 +306,18 @@ impl<M: Model> Linearizability<M> {
         // them all, and report giving up only if no partition is a violation.
         let mut gave_up: Option<Verdict> = None;
         for (part, ops) in parts {
-            match self.check_partition(history, &ops) {
+            let limits = Limits {
+                steps_max: self.steps_max,
+                memo_bytes_max: self.memo_bytes_max,
+            };
+            match search(&self.model, history.operations(), &ops, limits) {
                 Search::Linearizable => {}
                 Search::Illegal { blocking, deepest } => {
                     let op = &history.operations()[blocking];
                     return Verdict::Violation(format!(
-                        "partition {part:?} ({} operations) is not linearizable: at most {deepest} \
-                         could be linearized; operation #{blocking} ({:?} -> {:?} by {} at {}) \
-                         could not be placed",
+                        "partition {part:?} ({} operations) is not linearizable: at most the \
+                         first {deepest} operations to complete could be linearized; operation \
+                         #{blocking} ({:?} -> {:?} by {} at {}) could not follow them",
                         ops.len(),
                         op.input,
                         op.outcome,
@@ -335,128 +347,6 @@ impl<M: Model> Linearizability<M> {
         }
         gave_up.unwrap_or(Verdict::Pass)
     }
-
-    fn check_partition(&self, history: &History<M::Input, M::Output>, ops: &[usize]) -> Search {
-        const NIL: usize = usize::MAX;
-        let all = history.operations();
-        // Entries 1..=2m: (time, is_return, op). Entry 0 is the list head.
-        let mut entries: Vec<(SimTime, bool, usize)> = Vec::with_capacity(ops.len() * 2);
-        for (k, &i) in ops.iter().enumerate() {
-            let op = &all[i];
-            entries.push((op.invoked_at, false, k));
-            let ret = match op.outcome {
-                Outcome::Ok(_) => op.completed_at.unwrap_or(SimTime::MAX),
-                _ => SimTime::MAX,
-            };
-            entries.push((ret, true, k));
-        }
-        // Calls before returns at equal times: treat touching operations as concurrent.
-        entries.sort_unstable();
-        let len = entries.len() + 1;
-        let mut next = vec![NIL; len];
-        let mut prev = vec![0usize; len];
-        let mut matching = vec![NIL; len];
-        let mut call_of_op = vec![0usize; ops.len()];
-        for e in 1..len {
-            prev[e] = e - 1;
-            next[e - 1] = e;
-            let (_, is_return, k) = entries[e - 1];
-            if is_return {
-                matching[call_of_op[k]] = e;
-            } else {
-                call_of_op[k] = e;
-            }
-        }
-        let words = ops.len().div_ceil(64);
-        let mut linearized = vec![0u64; words];
-        // A seedless hasher: the set is only probed, never iterated, but this keeps the
-        // crate free of OS randomness and the checker's work identical from run to run.
-        let mut cache: HashSet<(Vec<u64>, M::State), BuildHasherDefault<TraceHasher>> =
-            HashSet::default();
-        // The memo's estimated size (see `memo_bytes_max`): slots, plus each bitset's heap.
-        let slot_bytes = size_of::<(Vec<u64>, M::State)>() as u64 + 1;
-        let bitset_bytes = words as u64 * 8 + 16;
-        let mut stack: Vec<(usize, M::State)> = Vec::new();
-        let mut state = self.model.init();
-        let mut steps = 0u64;
-        let mut deepest = 0usize;
-        let mut blocking = ops.first().copied().unwrap_or(0);
-        let mut entry = next[0];
-        while next[0] != NIL {
-            steps += 1;
-            if steps > self.steps_max {
-                return Search::GaveUp(Bound::Steps);
-            }
-            let is_call = entry != NIL && !entries[entry - 1].1;
-            if is_call {
-                let k = entries[entry - 1].2;
-                let op = &all[ops[k]];
-                let output = match &op.outcome {
-                    Outcome::Ok(o) => Some(o),
-                    _ => None,
-                };
-                if let Some(new_state) = self.model.step(&state, &op.input, output) {
-                    linearized[k / 64] |= 1 << (k % 64);
-                    if cache.insert((linearized.clone(), new_state.clone())) {
-                        let bytes = (cache.capacity() as u64)
-                            .saturating_mul(slot_bytes)
-                            .saturating_add((cache.len() as u64).saturating_mul(bitset_bytes));
-                        if bytes > self.memo_bytes_max {
-                            return Search::GaveUp(Bound::Memo { bytes, steps });
-                        }
-                        stack.push((entry, std::mem::replace(&mut state, new_state)));
-                        // Lift the call and its return out of the list.
-                        let m = matching[entry];
-                        next[prev[entry]] = next[entry];
-                        prev[next[entry]] = prev[entry];
-                        next[prev[m]] = next[m];
-                        if next[m] != NIL {
-                            prev[next[m]] = prev[m];
-                        }
-                        if stack.len() > deepest {
-                            deepest = stack.len();
-                        }
-                        entry = next[0];
-                        continue;
-                    }
-                    linearized[k / 64] &= !(1 << (k % 64));
-                }
-                entry = next[entry];
-            } else {
-                if entry != NIL && stack.len() >= deepest {
-                    blocking = ops[entries[entry - 1].2];
-                }
-                let Some((e, s)) = stack.pop() else {
-                    return Search::Illegal { blocking, deepest };
-                };
-                state = s;
-                let k = entries[e - 1].2;
-                linearized[k / 64] &= !(1 << (k % 64));
-                // Put the call and its return back.
-                let m = matching[e];
-                next[prev[m]] = m;
-                if next[m] != NIL {
-                    prev[next[m]] = m;
-                }
-                next[prev[e]] = e;
-                prev[next[e]] = e;
-                entry = next[e];
-            }
-        }
-        Search::Linearizable
-    }
-}
-
-enum Search {
-    Linearizable,
-    Illegal { blocking: usize, deepest: usize },
-    GaveUp(Bound),
-}
-
-/// The bound a search gave up at.
-enum Bound {
-    Steps,
-    Memo { bytes: u64, steps: u64 },
 }
 
 impl<M: Model> HistoryChecker<M::Input, M::Output> for Linearizability<M> {

@@ -310,11 +310,13 @@
 //! Every client operation is recorded with its invocation and completion in virtual time:
 //! `Ok` with its output, `Fail` (certainly not applied), or `Unknown` (no answer before the
 //! client's timeout, an answer the workload maps to [`Completion::Unknown`], or the run
-//! ended). [`Linearizability`] checks a history against a sequential [`Model`] with Wing
-//! and Gong's search and Lowe's memoization (as in porcupine), one partition (key) at a
+//! ended). [`Linearizability`] checks a history against a sequential [`Model`] with a
+//! search in the line of Wing and Gong's, Lowe's memoization (as in porcupine) and
+//! just-in-time linearization (as in Lowe's checker and Knossos), one partition (key) at a
 //! time, treating unknown operations as possibly applied at any point after their
-//! invocation, and giving up with [`Verdict::GaveUp`] after a bounded number of steps, or
-//! once its memo reaches a bounded size in bytes, rather than hanging or exhausting memory. [`OkInvariant`] is the hook for invariants over completed
+//! invocation and trying them only where they can change what follows, and giving up with
+//! [`Verdict::GaveUp`] after a bounded number of steps, or once its memo reaches a bounded
+//! size in bytes, rather than hanging or exhausting memory. [`OkInvariant`] is the hook for invariants over completed
 //! operations, such as a bank's constant total; anything implementing [`HistoryChecker`]
 //! can be used with [`RunReport::check`] (pass or an error text) or [`RunReport::verdict`]
 //! (pass, violation or gave up, to tell them apart without matching on text).
@@ -360,6 +362,7 @@ mod clock;
 mod disk;
 mod fault_log;
 mod history;
+mod linearize;
 mod nemesis;
 mod net;
 mod node;
