@@ -411,6 +411,8 @@ struct Worker {
     owed: Option<PersistToken>,
     deferred: usize,
     queued: Arc<AtomicUsize>,
+    /// Forwarded requests not answered yet (see [`Shared::on_peer`]).
+    forwarded: Arc<AtomicUsize>,
     /// The node's time zero on the monotonic clock: every input is handed to the node
     /// with the time since, read as the worker takes the input up (see [`Worker::now`]).
     origin: Instant,
@@ -486,6 +488,7 @@ impl Worker {
                     Some(Waiter::Remote(incoming)) => {
                         let bytes = postcard::to_stdvec(&response).expect("encodes");
                         let _ = self.transport.respond(&incoming, Bytes::from(bytes));
+                        self.forwarded.fetch_sub(1, Ordering::SeqCst);
                     }
                     None => {}
                 },
@@ -558,6 +561,8 @@ struct Shared {
     connections: AtomicUsize,
     /// Client requests being run (by [`Shared::call`]).
     calls: AtomicUsize,
+    /// Requests forwarded by followers that the worker has not answered yet.
+    forwarded: Arc<AtomicUsize>,
 }
 
 /// Polls `done` every few milliseconds until it holds or `deadline` passes; returns
@@ -587,18 +592,27 @@ impl Shared {
     }
 
     /// Queues a peer's message or forwarded request (on the transport's reader thread);
-    /// returns an immediate answer only for a request that cannot be decoded. Raft's
-    /// messages that cannot be decoded are dropped, as lost ones are.
+    /// returns an immediate answer only for a request that cannot be decoded, or that
+    /// reaches a node shutting down. Raft's messages that cannot be decoded are dropped, as
+    /// lost ones are.
     fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
         if incoming.is_request() {
             let Ok(request) = postcard::from_bytes::<Request>(incoming.payload()) else {
                 let reply = Response::Retry("undecodable forwarded request".into());
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             };
-            if self
-                .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
-                .is_none()
+            // A node shutting down takes no new work from followers either: it might exit
+            // before the write commits, and the follower could only call it unknown. Refused,
+            // it is certainly not done, and the follower retries it at the next leader.
+            // SeqCst pairs with `shutdown`, as for `calls`: either it waits for this
+            // request, or this request sees it stopping.
+            self.forwarded.fetch_add(1, Ordering::SeqCst);
+            if self.stopping.load(Ordering::SeqCst)
+                || self
+                    .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
+                    .is_none()
             {
+                self.forwarded.fetch_sub(1, Ordering::SeqCst);
                 let reply = shutting_down(self.id);
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             }
@@ -619,7 +633,7 @@ impl Shared {
         let id = self.id;
         eprintln!("synod node {id}: shutting down (a client asked): finishing requests in flight");
         poll_until(Instant::now() + REQUEST_TIMEOUT, || {
-            self.calls.load(Ordering::SeqCst) == 0
+            self.calls.load(Ordering::SeqCst) == 0 && self.forwarded.load(Ordering::SeqCst) == 0
         });
         let leads = |info: Option<Info>| info.is_some_and(|i| i.role == Role::Leader);
         if leads(self.info()) {
@@ -742,6 +756,8 @@ impl Shared {
 pub struct Server {
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    #[cfg(test)]
+    shared: Arc<Shared>,
 }
 
 impl Server {
@@ -867,6 +883,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     }
 
     let queued = Arc::new(AtomicUsize::new(0));
+    let forwarded = Arc::new(AtomicUsize::new(0));
     let mut worker = Worker {
         node: {
             // Load the snapshot and replay the committed log before taking requests.
@@ -884,6 +901,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         owed: None,
         deferred: 0,
         queued: Arc::clone(&queued),
+        forwarded: Arc::clone(&forwarded),
         origin,
         #[cfg(test)]
         fault: options.fault,
@@ -899,6 +917,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         stopping: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        forwarded,
     });
     let _ = node_queue.set(Arc::clone(&shared));
     let client_addr = listener
@@ -932,6 +951,8 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
     Ok(Server {
         client_addr,
         peer_addr,
+        #[cfg(test)]
+        shared,
     })
 }
 
@@ -1102,12 +1123,19 @@ fn shutting_down(id: u64) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consistent_core::kv::KvReply;
     use crate::consistent_core::resp::Limits;
 
     /// A one-node cluster running in this process on free ports, committing `fault`. The
     /// node outlives the test (nothing stops a node but the process's end); idle, it
     /// writes nothing more to its directory.
     fn one_node(fault: Option<TestFault>) -> (Server, tempfile::TempDir) {
+        let (server, dir, _) = one_node_with(fault);
+        (server, dir)
+    }
+
+    /// [`one_node`], and the options it was started with.
+    fn one_node_with(fault: Option<TestFault>) -> (Server, tempfile::TempDir, NodeOptions) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut options = NodeOptions::new(
             1,
@@ -1119,7 +1147,7 @@ mod tests {
         .expect("valid options");
         options.fault = fault;
         let server = start(&options).expect("the node starts");
-        (server, dir)
+        (server, dir, options)
     }
 
     fn connect(server: &Server) -> TcpStream {
@@ -1188,6 +1216,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_node_shutting_down_refuses_writes_forwarded_by_followers() {
+        let (server, _dir, options) = one_node_with(None);
+        // A follower, as the transport sees one: node 2 of the same cluster.
+        let config = transport_config(options.cluster_id(), 2).expect("valid");
+        let follower = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
+        follower.add_peer(synod_transport::NodeId(1), server.peer_addr());
+        let forward = |key: &str| -> Option<Response> {
+            let request = Request::Write {
+                command: KvCommand::Put {
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    condition: PutCondition::Always,
+                },
+                session: None,
+            };
+            let payload = Bytes::from(postcard::to_stdvec(&request).expect("encodes"));
+            let to = synod_transport::NodeId(1);
+            let reply = follower.request(to, payload, REQUEST_TIMEOUT).ok()?.wait();
+            postcard::from_bytes(&reply.ok()?).ok()
+        };
+        // Once it leads (and the follower is connected), the node takes forwarded writes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(
+            poll_until(deadline, || forward("before")
+                == Some(Response::Kv(KvReply::Ok))),
+            "no forwarded write was taken"
+        );
+        // Shutting down (SHUTDOWN sets this, then waits for what is in flight, hands over
+        // the leadership and lets clients leave), it takes none.
+        server.shared.stopping.store(true, Ordering::SeqCst);
+        assert_eq!(forward("during"), Some(shutting_down(1)));
+        let keys = server.shared.info().expect("the worker answers").keys;
+        assert_eq!(keys, 1, "the refused write was applied");
     }
 
     /// Set in the child process that [`a_panic_on_the_worker_stops_the_process`] runs.
