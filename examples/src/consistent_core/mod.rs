@@ -51,7 +51,10 @@
 //! idle and keeping at most [`kv::SESSION_RESPONSES_MAX`] unacknowledged replies; a snapshot every
 //! `--snapshot-entries` entries or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log (or the state's
 //! size, if larger); [`server::QUEUE_EVENTS_MAX`] events queued for the node's thread;
-//! [`server::CLIENT_CONNECTIONS_MAX`] client connections; [`server::REQUEST_TIMEOUT`] per
+//! [`server::CLIENT_CONNECTIONS_MAX`] client connections (past it, a new one closes the
+//! connection that has waited longest for its client, so idle ones never lock others
+//! out), each closed after [`server::CLIENT_IDLE_TIMEOUT`] waiting on its client;
+//! [`server::REQUEST_TIMEOUT`] per
 //! request; peer frames of [`server::PEER_FRAME_BYTES_MAX`]; log segments of
 //! [`server::SEGMENT_BYTES`].
 //!
@@ -85,7 +88,10 @@
 //!   (a follower catching up from one; a restart on a compacted store), a lease read on a
 //!   leader whose timer inputs stopped while a new leader committed (refused, not stale);
 //!   a node in the test process whose worker drops a write it took up (the client is told
-//!   `UNKNOWN`), and one in a child process whose worker panics (the process exits).
+//!   `UNKNOWN`), and one in a child process whose worker panics (the process exits); a
+//!   node shutting down refusing forwarded writes; idle client connections closed after
+//!   the idle timeout, and closed for a new client at the connection limit; the identity
+//!   file written durably (crash tests through `synod-wal`'s fault-injecting storage).
 //! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
 //!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 2,000 seeds by
 //!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node

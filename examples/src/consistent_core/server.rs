@@ -69,8 +69,21 @@ use super::resp::{CommandParser, Limits, Value};
 pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
 /// Requests waiting in the Singular Update Queue.
 pub const QUEUE_EVENTS_MAX: usize = 4096;
-/// Open client connections.
+/// Open client connections, unless configured otherwise
+/// ([`NodeOptions::client_connections_max`]). A connection past it closes the one that has
+/// waited longest for its client (to send a command, or to take a reply), as nginx closes
+/// idle keep-alive connections when it runs out, so idle connections never lock other
+/// clients out; it is refused only while every connection has a request in progress.
 pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// How long a client connection may sit without sending a byte, or without taking a byte
+/// of its replies, before the node closes it, unless configured otherwise
+/// ([`NodeOptions::client_idle_timeout_ms`]). Redis never closes an idle client by default
+/// (its `timeout` is 0) and probes it with TCP keep-alives every 300 s; a node here holds a
+/// thread per connection, so the idle one is closed after the same five minutes: long
+/// enough that no interactive user or pooled client in use is cut off (pools dial again),
+/// short enough that connections of clients gone without a word (a host that crashed,
+/// a pool that leaked) do not pile up.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Replies to a client's pipelined commands are written once this many bytes wait, and a
 /// connection's buffers are shrunk back to it after a large request or reply, so that one
 /// connection holds about one command and one reply, whatever a client pipelines.
@@ -153,6 +166,8 @@ pub struct NodeOptions {
     data_dir: PathBuf,
     tick_ms: u64,
     snapshot_entries: u64,
+    client_connections_max: usize,
+    client_idle_timeout_ms: u64,
     #[cfg(test)]
     fault: Option<TestFault>,
 }
@@ -236,6 +251,8 @@ impl NodeOptions {
             data_dir: data_dir.to_path_buf(),
             tick_ms: 50,
             snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
+            client_connections_max: CLIENT_CONNECTIONS_MAX,
+            client_idle_timeout_ms: CLIENT_IDLE_TIMEOUT.as_millis() as u64,
             #[cfg(test)]
             fault: None,
         })
@@ -253,6 +270,22 @@ impl NodeOptions {
     #[must_use]
     pub fn snapshot_entries(mut self, entries: u64) -> NodeOptions {
         self.snapshot_entries = entries.max(1);
+        self
+    }
+
+    /// Sets how many client connections may be open at once (default
+    /// [`CLIENT_CONNECTIONS_MAX`], at least 1).
+    #[must_use]
+    pub fn client_connections_max(mut self, connections: usize) -> NodeOptions {
+        self.client_connections_max = connections.max(1);
+        self
+    }
+
+    /// Sets how long a client connection may wait on its client before it is closed
+    /// (default [`CLIENT_IDLE_TIMEOUT`]); 0 never closes one.
+    #[must_use]
+    pub fn client_idle_timeout_ms(mut self, ms: u64) -> NodeOptions {
+        self.client_idle_timeout_ms = ms;
         self
     }
 
@@ -558,7 +591,9 @@ struct Shared {
     transport: Arc<TcpTransport>,
     id: u64,
     stopping: AtomicBool,
-    connections: AtomicUsize,
+    connections: Connections,
+    /// How long a connection may wait on its client; `None`: for ever.
+    client_idle_timeout: Option<Duration>,
     /// Client requests being run (by [`Shared::call`]).
     calls: AtomicUsize,
     /// Requests forwarded by followers that the worker has not answered yet.
@@ -664,7 +699,7 @@ impl Shared {
         }
         // The connection that asked is the one left when every other client has gone.
         poll_until(Instant::now() + SHUTDOWN_DRAIN, || {
-            self.connections.load(Ordering::Acquire) <= 1
+            self.connections.len() <= 1
         });
         if let Some(handle) = self.submit(Event::Stop) {
             let _ = handle.wait();
@@ -915,7 +950,9 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         transport: Arc::clone(&transport),
         id: options.id,
         stopping: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
+        connections: Connections::new(options.client_connections_max),
+        client_idle_timeout: (options.client_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(options.client_idle_timeout_ms)),
         calls: AtomicUsize::new(0),
         forwarded,
     });
@@ -1002,21 +1039,98 @@ fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
-        if shared.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
+        let Some(id) = shared.connections.admit(&stream) else {
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
             continue;
-        }
+        };
         let shared = Arc::clone(shared);
         spawn("synod-client", move || {
-            let _ = serve_client(&shared, stream);
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            let _ = serve_client(&shared, id, stream);
+            shared.connections.close(id);
         });
     }
 }
 
-fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
+/// The client connections, with what each is doing, for [`CLIENT_CONNECTIONS_MAX`].
+///
+/// At the limit, a new connection closes the one that has waited longest for its client
+/// (for the next command, or for more of one), as nginx closes idle keep-alive connections
+/// when it runs out: so idle connections can never lock every other client out. Only
+/// connections with a request in progress are never closed for another; when all of them
+/// are, the new one is refused, as Redis refuses every client past `maxclients`.
+struct Connections {
+    max: usize,
+    open: std::sync::Mutex<ConnectionTable>,
+}
+
+#[derive(Default)]
+struct ConnectionTable {
+    next_id: u64,
+    /// Each open connection: a handle to close it by, and since when it has been waiting
+    /// on its client (`None` while the node works on its request).
+    by_id: BTreeMap<u64, (TcpStream, Option<Instant>)>,
+}
+
+impl Connections {
+    fn new(max: usize) -> Connections {
+        Connections {
+            max,
+            open: std::sync::Mutex::new(ConnectionTable::default()),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, ConnectionTable> {
+        // The table is consistent after every statement: a panic elsewhere stops the
+        // process anyway (see `stop_on_panic`).
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits `stream`, closing the connection that has waited longest for its client if
+    /// the table is full: the new connection's id, or `None` if it is refused.
+    fn admit(&self, stream: &TcpStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let mut table = self.table();
+        if table.by_id.len() >= self.max {
+            let idlest = table
+                .by_id
+                .iter()
+                .filter_map(|(&id, (_, since))| Some((since.as_ref()?, id)))
+                .min()
+                .map(|(_, id)| id)?;
+            if let Some((evicted, _)) = table.by_id.remove(&idlest) {
+                // Its thread's read fails, and the thread ends.
+                let _ = evicted.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        table.next_id += 1;
+        let id = table.next_id;
+        table.by_id.insert(id, (handle, Some(Instant::now())));
+        Some(id)
+    }
+
+    /// Notes whether connection `id` is waiting on its client.
+    fn waiting(&self, id: u64, waiting: bool) {
+        if let Some((_, since)) = self.table().by_id.get_mut(&id) {
+            *since = waiting.then(Instant::now);
+        }
+    }
+
+    fn close(&self, id: u64) {
+        self.table().by_id.remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        self.table().by_id.len()
+    }
+}
+
+fn serve_client(shared: &Shared, id: u64, mut stream: TcpStream) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    // A client that sends nothing, or takes none of its replies, for this long is gone.
+    stream.set_read_timeout(shared.client_idle_timeout)?;
+    stream.set_write_timeout(shared.client_idle_timeout)?;
     let limits = Limits::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
@@ -1034,13 +1148,13 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                     let (value, close) = run_command(shared, &mut conn, &args);
                     value.encode(&mut out);
                     if close {
-                        stream.write_all(&out)?;
+                        send(shared, id, &mut stream, &out)?;
                         return Ok(());
                     }
                     if out.len() >= CLIENT_BUFFER_BYTES {
                         // A client that pipelines large reads without reading the replies
                         // is held here, instead of making this node hold every reply.
-                        stream.write_all(&out)?;
+                        send(shared, id, &mut stream, &out)?;
                         out.clear();
                         out.shrink_to(CLIENT_BUFFER_BYTES);
                     }
@@ -1048,13 +1162,13 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 Ok(None) => break,
                 Err(e) => {
                     Value::Error(format!("ERR {e}")).encode(&mut out);
-                    stream.write_all(&out)?;
+                    send(shared, id, &mut stream, &out)?;
                     return Ok(());
                 }
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out)?;
+            send(shared, id, &mut stream, &out)?;
             out.clear();
             out.shrink_to(CLIENT_BUFFER_BYTES);
         }
@@ -1062,12 +1176,31 @@ fn serve_client(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             // Not while a command is part-way in: it would be copied again at every read.
             buf.shrink_to(CLIENT_BUFFER_BYTES);
         }
-        let n = stream.read(&mut chunk)?;
+        shared.connections.waiting(id, true);
+        let n = loop {
+            match stream.read(&mut chunk) {
+                // A read with a timeout returns EINTR when the process is stopped and
+                // resumed (SIGSTOP, SIGCONT): the client is still there.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Past the idle timeout (`WouldBlock`), or the connection failed.
+                read => break read?,
+            }
+        };
+        shared.connections.waiting(id, false);
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Writes `bytes` to the client; meanwhile the connection counts as waiting on its client
+/// (one that takes none of its replies may be closed for a new connection).
+fn send(shared: &Shared, id: u64, stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    shared.connections.waiting(id, true);
+    let written = stream.write_all(bytes);
+    shared.connections.waiting(id, false);
+    written
 }
 
 fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Value, bool) {
@@ -1130,14 +1263,17 @@ mod tests {
     /// node outlives the test (nothing stops a node but the process's end); idle, it
     /// writes nothing more to its directory.
     fn one_node(fault: Option<TestFault>) -> (Server, tempfile::TempDir) {
-        let (server, dir, _) = one_node_with(fault);
+        let (server, dir, _) = one_node_with(fault, |o| o);
         (server, dir)
     }
 
-    /// [`one_node`], and the options it was started with.
-    fn one_node_with(fault: Option<TestFault>) -> (Server, tempfile::TempDir, NodeOptions) {
+    /// [`one_node`] with `options` changed, and the options it was started with.
+    fn one_node_with(
+        fault: Option<TestFault>,
+        change: impl FnOnce(NodeOptions) -> NodeOptions,
+    ) -> (Server, tempfile::TempDir, NodeOptions) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut options = NodeOptions::new(
+        let options = NodeOptions::new(
             1,
             "127.0.0.1:0",
             Some("127.0.0.1:0"),
@@ -1145,6 +1281,7 @@ mod tests {
             dir.path(),
         )
         .expect("valid options");
+        let mut options = change(options);
         options.fault = fault;
         let server = start(&options).expect("the node starts");
         (server, dir, options)
@@ -1220,7 +1357,7 @@ mod tests {
 
     #[test]
     fn a_node_shutting_down_refuses_writes_forwarded_by_followers() {
-        let (server, _dir, options) = one_node_with(None);
+        let (server, _dir, options) = one_node_with(None, |o| o);
         // A follower, as the transport sees one: node 2 of the same cluster.
         let config = transport_config(options.cluster_id(), 2).expect("valid");
         let follower = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
@@ -1252,6 +1389,73 @@ mod tests {
         assert_eq!(forward("during"), Some(shutting_down(1)));
         let keys = server.shared.info().expect("the worker answers").keys;
         assert_eq!(keys, 1, "the refused write was applied");
+    }
+
+    /// Whether the node closed `stream`: a read returns its end (or a reset) within the
+    /// stream's read timeout, rather than timing out.
+    fn closed_by_node(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        loop {
+            match stream.read(&mut byte) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        }
+    }
+
+    fn ping(stream: &mut TcpStream) -> Option<Value> {
+        stream.write_all(b"PING\r\n").ok()?;
+        read_reply(stream)
+    }
+
+    #[test]
+    fn a_client_connection_idle_past_the_timeout_is_closed() {
+        let (server, _dir, _) = one_node_with(None, |o| o.client_idle_timeout_ms(50));
+        let mut stream = connect(&server);
+        assert_eq!(ping(&mut stream), Some(Value::Simple("PONG".into())));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert!(
+            closed_by_node(&mut stream),
+            "the idle connection stayed open"
+        );
+    }
+
+    #[test]
+    fn idle_connections_at_the_limit_make_room_for_a_new_client() {
+        let (server, _dir, _) = one_node_with(None, |o| o.client_connections_max(2));
+        let mut idle: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+        for stream in &mut idle {
+            assert_eq!(ping(stream), Some(Value::Simple("PONG".into())));
+        }
+        // Both sit idle: a new client is served (once the node has seen them wait), and
+        // one of them is closed for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut new = None;
+        assert!(
+            poll_until(deadline, || {
+                let mut stream = connect(&server);
+                let served = ping(&mut stream) == Some(Value::Simple("PONG".into()));
+                new = served.then_some(stream);
+                served
+            }),
+            "a new client was locked out by two idle ones"
+        );
+        let answered: Vec<bool> = idle
+            .iter_mut()
+            .map(|s| ping(s) == Some(Value::Simple("PONG".into())))
+            .collect();
+        assert_eq!(answered.iter().filter(|&&a| a).count(), 1, "{answered:?}");
+        let mut new = new.expect("served");
+        assert_eq!(ping(&mut new), Some(Value::Simple("PONG".into())));
     }
 
     /// Set in the child process that [`a_panic_on_the_worker_stops_the_process`] runs.
