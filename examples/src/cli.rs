@@ -42,6 +42,9 @@ pub enum Command {
         /// Keep the data directory after the run.
         #[arg(long)]
         keep_data: bool,
+        /// Where to write the checked history for other checkers.
+        #[command(flatten)]
+        history: crate::history_file::HistoryArgs,
     },
     /// Run one node of a Consistent Core cluster (a replicated key-value store speaking RESP).
     ///
@@ -136,6 +139,9 @@ pub enum Command {
             value_parser = crate::simulate::parse_trace_lines
         )]
         trace: usize,
+        /// Where to write the checked history for other checkers.
+        #[command(flatten)]
+        history: crate::history_file::HistoryArgs,
     },
     /// Inspect a write-ahead log directory.
     Wal {
@@ -181,7 +187,17 @@ pub fn run(cli: Cli) -> ExitCode {
             clients,
             nodes,
             keep_data,
-        } => crate::demo::main(duration_s, clients, nodes, keep_data),
+            history,
+        } => {
+            let history = match history.file() {
+                Ok(history) => history,
+                Err(e) => {
+                    eprintln!("synod demo: {e}");
+                    return ExitCode::from(crate::demo::EXIT_USAGE);
+                }
+            };
+            crate::demo::main(duration_s, clients, nodes, keep_data, history)
+        }
         Command::Node {
             id,
             listen,
@@ -208,6 +224,7 @@ pub fn run(cli: Cli) -> ExitCode {
             nodes,
             faults,
             trace,
+            history,
         } => {
             use crate::simulate::{EXIT_USAGE, Seeds, Settings, run};
             let which = match (seed, seeds) {
@@ -218,9 +235,15 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            match Settings::new(system, nodes, events, faults)
+            let settings = Settings::new(system, nodes, events, faults)
                 .and_then(|s| s.with_trace_lines(trace))
-            {
+                .map_err(|e| e.to_string())
+                .and_then(|s| match history.file() {
+                    Ok(Some(file)) => Ok(s.with_history(file)),
+                    Ok(None) => Ok(s),
+                    Err(e) => Err(e.to_string()),
+                });
+            match settings {
                 Ok(settings) => run(which, &settings),
                 Err(e) => {
                     eprintln!("synod sim: {e}");

@@ -17,5 +17,6 @@
 pub mod cli;
 pub mod consistent_core;
 pub mod demo;
+pub mod history_file;
 pub mod output;
 pub mod simulate;

@@ -45,7 +45,9 @@
 //!   [`Cut`], [`PartitionShape`]: the network. [`Disk`], [`CrashMode`], [`CrashReport`]:
 //!   the disks.
 //! - [`History`], [`Linearizability`], [`Model`], [`KvModel`], [`OkInvariant`],
-//!   [`HistoryChecker`], [`Verdict`]: histories and their checkers.
+//!   [`HistoryChecker`], [`Verdict`]: histories and their checkers; [`HistoryFormat`]:
+//!   a key-value history written for checkers Synod did not write (Jepsen's EDN history,
+//!   porcupine's operations as JSON).
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
 //! - [`SimRng`] (xoshiro256** seeded by splitmix64), [`SimTime`], [`TraceHasher`].
 //!
@@ -336,6 +338,10 @@
 //! Giving up is never a pass: [`Verdict::is_pass`] is false for it and
 //! [`RunReport::check`] returns it as an error.
 //!
+//! A key-value history can also be written for a checker Synod did not write, with
+//! [`HistoryFormat::write`]: Jepsen's EDN history (as Knossos and Elle read it) or
+//! porcupine's operations as JSON.
+//!
 //! # Performance
 //!
 //! The event queue is a binary heap of small `(time, sequence, slot)` keys with payloads in
@@ -360,6 +366,7 @@
 mod check;
 mod clock;
 mod disk;
+mod export;
 mod fault_log;
 mod history;
 mod linearize;
@@ -377,6 +384,7 @@ pub use check::{
     LINEARIZABILITY_STEPS_MAX, Linearizability, Model, OkInvariant, Verdict,
 };
 pub use disk::{CrashMode, Disk};
+pub use export::HistoryFormat;
 pub use fault_log::{
     CrashReport, FAULT_LOG_ENTRIES_DEFAULT, Fault, FaultEntry, FaultLog, FaultSource,
 };

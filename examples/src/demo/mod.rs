@@ -19,7 +19,9 @@
 //! 5. After the workload, reads every key back, checks the history (the final reads
 //!    included) with synod-sim's linearizability checker, where an operation whose reply
 //!    never came is unknown (it may or may not have taken effect), counts acknowledged
-//!    writes the final values do not account for, and prints a summary table.
+//!    writes the final values do not account for, and prints a summary table. With
+//!    `--history FILE` it writes the history it checked for other checkers
+//!    ([`crate::history_file`]).
 //!
 //! It exits 0 only if every step worked, no acknowledged write was lost and the checker
 //! passed; 1 otherwise; 2 for bad options.
@@ -51,6 +53,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use synod_sim::{KvModel, Linearizability, Verdict};
+
+use crate::history_file::{HistoryFile, HistoryWriter};
 
 use cluster::{Cluster, NodeInfo};
 use workload::{KEYS, Running};
@@ -111,6 +115,7 @@ pub struct Options {
     clients: u32,
     nodes: usize,
     keep_data: bool,
+    history: Option<HistoryFile>,
 }
 
 impl Options {
@@ -139,13 +144,31 @@ impl Options {
             clients,
             nodes: nodes as usize,
             keep_data,
+            history: None,
         })
+    }
+
+    /// Also write the checked history to `file`, for other checkers.
+    #[must_use]
+    pub fn with_history(mut self, file: HistoryFile) -> Options {
+        self.history = Some(file);
+        self
     }
 }
 
 /// Runs `synod demo` with its command-line options.
-pub fn main(duration_s: u64, clients: u32, nodes: u32, keep_data: bool) -> ExitCode {
-    match Options::new(duration_s, clients, nodes, keep_data) {
+pub fn main(
+    duration_s: u64,
+    clients: u32,
+    nodes: u32,
+    keep_data: bool,
+    history: Option<HistoryFile>,
+) -> ExitCode {
+    let options = Options::new(duration_s, clients, nodes, keep_data).map(|o| match history {
+        Some(file) => o.with_history(file),
+        None => o,
+    });
+    match options {
         Ok(options) => run(&options),
         Err(e) => {
             eprintln!("synod demo: {e}");
@@ -157,6 +180,19 @@ pub fn main(duration_s: u64, clients: u32, nodes: u32, keep_data: bool) -> ExitC
 /// Runs the demo; see the module documentation. The nodes are this program run again
 /// (`std::env::current_exe()`) with the `node` subcommand.
 pub fn run(options: &Options) -> ExitCode {
+    // Created first, so that a path that cannot be written fails before the cluster starts.
+    let history = match options
+        .history
+        .as_ref()
+        .map(HistoryFile::create)
+        .transpose()
+    {
+        Ok(writer) => writer,
+        Err(e) => {
+            eprintln!("synod demo: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let start = Instant::now();
     let mut out = Output::new(start);
     let mut cluster = match Cluster::new(options.nodes, options.keep_data) {
@@ -172,7 +208,7 @@ pub fn run(options: &Options) -> ExitCode {
         out: &mut out,
         start,
     }
-    .run();
+    .run(history);
     if let Err(e) = &result {
         out.clear();
         eprintln!("\nsynod demo: FAILED: {e}");
@@ -329,7 +365,7 @@ impl Demo<'_> {
         Err("the cluster did not start".into())
     }
 
-    fn run(mut self) -> Result<bool, String> {
+    fn run(mut self, history_file: Option<HistoryWriter>) -> Result<bool, String> {
         let opts = self.options;
         println!(
             "synod demo: a {}-node Consistent Core cluster (Raft, durable logs) on this machine;\n\
@@ -388,6 +424,13 @@ impl Demo<'_> {
         let check_start = Instant::now();
         let verdict = Linearizability::new(KvModel).check(&history);
         let check_time = check_start.elapsed();
+        if let (Some(writer), Some(file)) = (history_file, &opts.history) {
+            writer.write(&history).map_err(|e| e.to_string())?;
+            self.out.event(&format!(
+                "history written to {file}: {} operations",
+                history.len()
+            ));
+        }
 
         let mut latencies: Vec<Duration> = records
             .iter()

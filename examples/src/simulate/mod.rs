@@ -24,6 +24,9 @@
 //! - **history** and **verdict**: the operations and what the checker concluded;
 //! - **trace hash**: a digest of every event, to compare two runs of one seed.
 //!
+//! With `--history FILE` a run of one seed also writes its history for a checker Synod did
+//! not write ([`crate::history_file`]).
+//!
 //! Exit codes: 0 when every run passed, [`EXIT_VIOLATION`] for a violation (the history is
 //! not linearizable, the invariant broke, or there was no progress after healing),
 //! [`EXIT_GAVE_UP`] when the checker stopped at its effort bound without deciding, and 2
@@ -56,9 +59,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use synod_sim::{
-    Counter, Coverage, DelayDistribution, FaultKind, FaultLog, FaultProfile, LinkConfig,
-    NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict, View,
+    Counter, Coverage, DelayDistribution, FaultKind, FaultLog, FaultProfile, History, KvInput,
+    KvOutput, LinkConfig, NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict, View,
 };
+
+use crate::history_file::{HistoryFile, HistoryWriter};
 
 pub mod clients;
 pub mod raft_kv;
@@ -105,13 +110,21 @@ Systems:
   register   the ABD quorum register of synod-quorum (no leader)
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
 
+With --seed, --history FILE also writes the history the checker decided, for a checker \
+Synod did not write: Jepsen's EDN history (FILE.edn: one :invoke and one :ok, :fail or \
+:info event per operation, keys as [key value] tuples, as Knossos and Elle read it) or \
+porcupine's operations (FILE.json: ClientId, Input, Call, Output, Return), or the format \
+--history-format names. Times are in nanoseconds of virtual time.
+
 Examples:
   synod sim register --seed 7
   synod sim register --seeds 0..100 --nodes 5
   synod sim register --seed 7 --faults crash,partition,loss
   synod sim raft-kv --seeds 0..20
+  synod sim raft-kv --seed 7 --history run.edn
 
-Exit status: 0 pass, 1 violation, 2 bad arguments, 4 the checker gave up undecided.";
+Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
+not be written), 4 the checker gave up undecided.";
 
 /// A system `synod sim` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -417,6 +430,7 @@ pub struct Settings {
     events: u64,
     faults: FaultSelection,
     trace_lines: usize,
+    history: Option<HistoryFile>,
 }
 
 impl Settings {
@@ -437,7 +451,15 @@ impl Settings {
             events: check_events(events)?,
             faults,
             trace_lines: 0,
+            history: None,
         })
+    }
+
+    /// Also write the history of a run of one seed to `file`, for other checkers.
+    #[must_use]
+    pub fn with_history(mut self, file: HistoryFile) -> Self {
+        self.history = Some(file);
+        self
     }
 
     /// Also print the last `lines` events of each reported run.
@@ -511,23 +533,26 @@ pub struct RunSummary {
     pub verdict: Verdict,
     /// The last events as text, if asked for.
     pub trace: Vec<String>,
+    /// The clients' history, as the checker decided it.
+    pub history: History<KvInput, KvOutput>,
 }
 
 impl RunSummary {
-    fn new<I, O>(report: &RunReport<I, O>, verdict: Verdict) -> Self {
-        let history = &report.history;
+    fn new(report: RunReport<KvInput, KvOutput>, verdict: Verdict) -> Self {
+        let history = report.history;
         let (ok, unknown) = (history.ok_count(), history.unknown_count());
         RunSummary {
             seed: report.seed,
             trace_hash: report.trace_hash,
             events: report.events,
             end_time: report.end_time,
-            profile: report.profile.clone(),
+            profile: report.profile,
             coverage: report.coverage,
-            schedule: report.faults.clone(),
+            schedule: report.faults,
             operations: [history.len(), ok, history.len() - ok - unknown, unknown],
             verdict,
-            trace: report.trace.clone(),
+            trace: report.trace,
+            history,
         }
     }
 
@@ -653,23 +678,63 @@ pub enum Seeds {
     Range(SeedRange),
 }
 
+/// Runs `seed`, prints its report, writes its history to `history` if given, and returns
+/// the exit code: the run's, or [`EXIT_USAGE`] for a passing run whose history could not be
+/// written.
+fn run_one(
+    seed: u64,
+    settings: &Settings,
+    history: Option<(HistoryWriter, &HistoryFile)>,
+) -> ExitCode {
+    let summary = run_seed(seed, settings);
+    crate::out!("{summary}");
+    if !summary.verdict.is_pass() {
+        crate::outln!("replay with: {}", settings.replay_command(seed));
+    }
+    let mut code = summary.exit_code();
+    if let Some((writer, file)) = history {
+        match writer.write(&summary.history) {
+            Ok(()) => crate::outln!(
+                "history written to {file}: {} operations",
+                summary.history.len()
+            ),
+            Err(e) => {
+                eprintln!("synod sim: {e}");
+                if code == 0 {
+                    code = EXIT_USAGE;
+                }
+            }
+        }
+    }
+    ExitCode::from(code)
+}
+
 /// Runs `seeds` with `settings`, prints the reports, and returns the exit code.
 #[must_use]
 pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
+    // The history file is created before anything runs, so that a path that cannot be
+    // written fails at once.
+    let history = match (seeds, &settings.history) {
+        (_, None) => None,
+        (Seeds::Range(_), Some(_)) => {
+            eprintln!("synod sim: --history writes the history of one run: give --seed N");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        (Seeds::One(_), Some(file)) => match file.create() {
+            Ok(writer) => Some((writer, file)),
+            Err(e) => {
+                eprintln!("synod sim: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
     crate::outln!(
         "synod sim {}: {}",
         settings.system.name(),
         settings.system.describe(settings.nodes)
     );
     let range = match seeds {
-        Seeds::One(seed) => {
-            let summary = run_seed(seed, settings);
-            crate::out!("{summary}");
-            if !summary.verdict.is_pass() {
-                crate::outln!("replay with: {}", settings.replay_command(seed));
-            }
-            return ExitCode::from(summary.exit_code());
-        }
+        Seeds::One(seed) => return run_one(seed, settings, history),
         Seeds::Range(range) => range,
     };
     let mut coverage = Coverage::default();

@@ -533,5 +533,5 @@ pub fn simulation(
 pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
     let report = simulation(config, seed, NodeOptions::default(), clients()).run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    RunSummary::new(&report, verdict)
+    RunSummary::new(report, verdict)
 }

@@ -468,7 +468,7 @@ pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
     .progress(progress_after_healing)
     .run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    RunSummary::new(&report, verdict)
+    RunSummary::new(report, verdict)
 }
 
 #[cfg(test)]

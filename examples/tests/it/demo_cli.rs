@@ -1,6 +1,7 @@
 //! `synod demo` end to end: a short run of a real three-node cluster with its leader
 //! killed completes with no acknowledged write lost and a passing linearizability verdict,
-//! and cleans up its directory; a cluster of 4 nodes is refused.
+//! writes the history it checked for other checkers, and cleans up its directory; a
+//! cluster of 4 nodes is refused.
 
 use std::process::Command;
 
@@ -20,7 +21,17 @@ fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
-    let out = synod(&["demo", "--duration-s", "4", "--clients", "4"]);
+    let files = tempfile::tempdir().expect("a temporary directory");
+    let history = files.path().join("demo.edn");
+    let out = synod(&[
+        "demo",
+        "--duration-s",
+        "4",
+        "--clients",
+        "4",
+        "--history",
+        history.to_str().expect("a UTF-8 path"),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let both = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -44,6 +55,27 @@ fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
         .and_then(|n| n.parse().ok())
         .expect("an operation count");
     assert!(operations > 0, "{both}");
+
+    // The history checked (the workload and the final reads), as Jepsen's: an invocation
+    // and a completion per operation.
+    let checked: usize = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("checking ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the number of operations checked");
+    assert!(
+        stdout.contains(&format!("(Jepsen's EDN history): {checked} operations")),
+        "{both}"
+    );
+    let edn = std::fs::read_to_string(&history).expect("the history was written");
+    assert_eq!(edn.lines().count(), 2 * checked);
+    assert_eq!(edn.matches(":type :invoke,").count(), checked);
 
     // The temporary directory is gone.
     let dir = stdout
@@ -71,4 +103,17 @@ fn even_node_counts_and_bad_options_are_refused() {
     }
     let err = String::from_utf8_lossy(&synod(&["demo", "--nodes", "4"]).stderr).into_owned();
     assert!(err.contains("3 or 5"), "{err}");
+    // A history file whose format cannot be told, or that cannot be written, is refused
+    // before any node starts.
+    for (path, expected) in [
+        ("h.txt", "cannot tell the history format of h.txt"),
+        ("/nonexistent/dir/h.json", "cannot write the history to"),
+    ] {
+        let out = synod(&["demo", "--history", path]);
+        assert_eq!(out.status.code(), Some(2), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("synod demo: "), "{path}: {err}");
+        assert!(err.contains(expected), "{path}: {err}");
+        assert!(out.stdout.is_empty(), "{path}: started anyway");
+    }
 }

@@ -208,6 +208,38 @@ fn bad_arguments_get_a_clear_error_and_a_non_zero_exit() {
             &["sim", "register", "--seed", "1", "--seeds", "0..2"],
             "cannot be used with",
         ),
+        (
+            &["sim", "register", "--seeds", "0..2", "--history", "h.edn"],
+            "--seed",
+        ),
+        (
+            &["sim", "register", "--seed", "1", "--history", "h.txt"],
+            "cannot tell the history format of h.txt",
+        ),
+        (
+            &[
+                "sim",
+                "register",
+                "--seed",
+                "1",
+                "--history",
+                "/nonexistent/dir/h.edn",
+            ],
+            "cannot write the history to /nonexistent/dir/h.edn",
+        ),
+        (
+            &[
+                "sim",
+                "register",
+                "--seed",
+                "1",
+                "--history",
+                "h",
+                "--history-format",
+                "elle",
+            ],
+            "jepsen or porcupine",
+        ),
     ];
     for (args, expected) in cases {
         let out = synod(args);
@@ -236,8 +268,68 @@ fn help_explains_systems_faults_and_exit_codes() {
         "--seeds",
         "--faults",
         "clock-jump",
+        "--history",
+        "Jepsen's EDN history",
+        "porcupine's operations",
         "Exit status",
     ] {
         assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
     }
+}
+
+#[test]
+fn a_run_writes_its_history_for_other_checkers() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run = |file: &str, format: Option<&str>| {
+        let path = dir.path().join(file);
+        let mut args = vec!["sim", "raft-kv", "--seed", "7", "--history"];
+        args.push(path.to_str().expect("a UTF-8 path"));
+        if let Some(format) = format {
+            args.extend(["--history-format", format]);
+        }
+        let out = synod(&args);
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+        let written = std::fs::read_to_string(&path).expect("the history was written");
+        (report, written)
+    };
+    // The report's counts: `history     N operations: A ok, B failed, C unknown`.
+    let counts = |report: &str| -> Vec<usize> {
+        field(report, "history")
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+
+    // Jepsen's: an invocation and a completion per operation, one map per line, in order.
+    let (report, edn) = run("run.edn", None);
+    let [ops, ok, failed, unknown] = counts(&report)[..] else {
+        panic!("no counts in {report}")
+    };
+    assert!(
+        report.contains(&format!("(Jepsen's EDN history): {ops} operations")),
+        "{report}"
+    );
+    assert_eq!(edn.lines().count(), 2 * ops);
+    for (i, line) in edn.lines().enumerate() {
+        assert!(line.starts_with(&format!("{{:index {i}, :time ")), "{line}");
+    }
+    let typed = |t: &str| edn.matches(&format!(":type :{t},")).count();
+    assert_eq!(typed("invoke"), ops);
+    assert_eq!(typed("info"), unknown);
+    // Failures, and compare-and-sets that did not apply (none here: no CAS in the workload).
+    assert_eq!((typed("ok"), typed("fail")), (ok, failed));
+
+    // porcupine's: one object per operation that did not fail.
+    let (report, json) = run("run.json", None);
+    assert!(report.contains("(porcupine's JSON operations)"), "{report}");
+    assert_eq!(json.matches(r#"{"ClientId": "#).count(), ops - failed);
+    assert_eq!(
+        json.matches(r#""Output": null, "Return": 9223372036854775807}"#)
+            .count(),
+        unknown
+    );
+    // The same, named by --history-format whatever the extension.
+    let (_, named) = run("run.txt", Some("porcupine"));
+    assert_eq!(named, json);
 }

@@ -4,6 +4,7 @@
 mod checker_model;
 mod checkers;
 mod determinism;
+mod export;
 mod fault_log;
 mod faults;
 mod register;
