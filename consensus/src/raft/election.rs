@@ -1,0 +1,275 @@
+//! Elections: terms and votes, pre-vote, check-quorum, becoming follower or leader, and
+//! leader transfer.
+
+use synod_quorum::{Outcome, Quorum};
+
+use super::{Node, Role, TransferError};
+use crate::message::{Message, MessageBody};
+use crate::storage::{HardState, LogStore};
+use crate::types::{LogIndex, NodeId, Payload, Term, next_term};
+
+impl<S: LogStore> Node<S> {
+    pub(super) fn is_voter(&self) -> bool {
+        self.membership.is_voter(self.config.id)
+    }
+
+    pub(super) fn voters_len(&self) -> usize {
+        self.membership.voters().len()
+    }
+
+    pub(super) fn in_lease(&self) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        if self.ticks < self.lease_guard_until_tick {
+            return true;
+        }
+        self.leader.is_some() && self.election_elapsed < self.config.election_timeout_ticks.start
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.range(
+            self.config.election_timeout_ticks.start,
+            self.config.election_timeout_ticks.end,
+        );
+    }
+
+    pub(super) fn campaign(&mut self, transfer: bool) {
+        if self.config.pre_vote && !transfer {
+            self.role = Role::PreCandidate;
+            self.leader = None;
+            self.votes.clear();
+            self.reset_election_timer();
+            self.fail_reads();
+            self.votes.insert(self.config.id, true);
+            let (last_index, last_term) = self.last_entry();
+            let ask = next_term(self.term);
+            for voter in self.other_voters() {
+                self.outbox.push(Message {
+                    from: self.config.id,
+                    to: voter,
+                    term: ask,
+                    body: MessageBody::PreVote {
+                        last_index,
+                        last_term,
+                    },
+                });
+            }
+            self.tally_votes();
+        } else {
+            self.campaign_now(transfer);
+        }
+    }
+
+    pub(super) fn campaign_now(&mut self, transfer: bool) {
+        let term = next_term(self.term);
+        self.set_term(term, Some(self.config.id));
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.fail_reads();
+        self.self_vote_seq = self.write_seq;
+        let (last_index, last_term) = self.last_entry();
+        for voter in self.other_voters() {
+            self.send(
+                voter,
+                MessageBody::Vote {
+                    last_index,
+                    last_term,
+                    transfer,
+                },
+            );
+        }
+        self.tally_votes();
+    }
+
+    pub(super) fn tally_votes(&mut self) {
+        // A candidate counts its own vote only once it is durable, so that a crash cannot
+        // leave it leader of a term it has forgotten.
+        let self_durable = self.role == Role::PreCandidate
+            || self.durable_seq >= self.self_vote_seq
+            || self.config.bugs.skip_vote_persistence;
+        let id = self.config.id;
+        let outcome = self.voters.tally(|voter| {
+            if voter == id {
+                self_durable.then_some(true)
+            } else {
+                self.votes.get(&voter).copied()
+            }
+        });
+        match outcome {
+            Outcome::Won => match self.role {
+                Role::PreCandidate => self.campaign_now(false),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            },
+            Outcome::Lost(_) => self.become_follower(self.term, None),
+            Outcome::Pending => {}
+        }
+    }
+
+    pub(super) fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_index: LogIndex,
+        last_term: Term,
+    ) {
+        let granted =
+            term > self.term && !self.in_lease() && self.log_up_to_date(last_index, last_term);
+        let reply_term = if granted { term } else { self.term };
+        self.outbox.push(Message {
+            from: self.config.id,
+            to: from,
+            term: reply_term,
+            body: MessageBody::PreVoteResponse { granted },
+        });
+    }
+
+    pub(super) fn handle_vote(&mut self, from: NodeId, last_index: LogIndex, last_term: Term) {
+        let can_vote = self.vote.is_none_or(|v| v == from) && self.leader.is_none();
+        let granted = can_vote && self.log_up_to_date(last_index, last_term);
+        if granted {
+            self.reset_election_timer();
+            if self.vote != Some(from) {
+                self.set_term(self.term, Some(from));
+            }
+        }
+        if self.config.bugs.skip_vote_persistence {
+            self.send_now(from, MessageBody::VoteResponse { granted });
+        } else {
+            self.send(from, MessageBody::VoteResponse { granted });
+        }
+    }
+
+    /// Raft's up-to-date check: a candidate's log must end in a later term, or the same
+    /// term and at least as far, for this node to vote for it.
+    fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        let (our_index, our_term) = self.last_entry();
+        (last_term, last_index) >= (our_term, our_index)
+    }
+
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.membership
+            .voters()
+            .iter()
+            .copied()
+            .filter(|v| *v != self.config.id)
+            .collect()
+    }
+
+    fn set_term(&mut self, term: Term, vote: Option<NodeId>) {
+        self.term = term;
+        self.vote = vote;
+        let stored_vote = if self.config.bugs.skip_vote_persistence {
+            None
+        } else {
+            vote
+        };
+        self.store.set_hard_state(HardState {
+            term,
+            vote: stored_vote,
+        });
+        self.write_seq += 1;
+    }
+
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term || self.role != Role::Follower {
+            self.reset_election_timer();
+        }
+        if term > self.term {
+            self.set_term(term, None);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.transfer = None;
+        self.lease_start_tick = None;
+        self.round_sent_tick.clear();
+        self.fail_reads();
+    }
+
+    /// Hears from the leader of the current term.
+    pub(super) fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.leader = Some(leader);
+        self.election_elapsed = 0;
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        self.transfer = None;
+        self.transfer_sent = false;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.lease_start_tick = None;
+        self.round_sent_tick.clear();
+        self.confirmed_round = self.round;
+        self.progress.clear();
+        self.sync_progress();
+        // The no-op lets the new leader commit, and so learn the commit index of,
+        // everything its predecessors left uncommitted (the paper's section 8).
+        self.append_local(Payload::Noop);
+        self.needs_broadcast = true;
+    }
+
+    pub(super) fn quorum_active(&mut self) -> bool {
+        let id = self.config.id;
+        let progress = &self.progress;
+        let active = self.voters.tally(|voter| {
+            Some(voter == id || progress.get(&voter).is_some_and(|p| p.recent_active))
+        });
+        for p in self.progress.values_mut() {
+            p.recent_active = false;
+        }
+        active == Outcome::Won
+    }
+
+    /// Hands leadership to `to`: the leader stops taking proposals, brings `to` up to date
+    /// and tells it to campaign at once. Abandoned after an election timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`TransferError::NotLeader`] or [`TransferError::NotAVoter`].
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader);
+        }
+        if to == self.config.id || !self.membership.is_voter(to) {
+            return Err(TransferError::NotAVoter(to));
+        }
+        self.transfer = Some((to, self.ticks));
+        self.election_elapsed = 0;
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == self.store.last_index());
+        if caught_up {
+            self.transfer_sent = true;
+            self.send_now(to, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to, true);
+        }
+        Ok(())
+    }
+
+    pub(super) fn maybe_send_timeout_now(&mut self, peer: NodeId) {
+        if let Some((to, _)) = self.transfer {
+            let caught_up = self
+                .progress
+                .get(&peer)
+                .is_some_and(|p| p.match_index == self.store.last_index());
+            if to == peer && caught_up {
+                self.transfer_sent = true;
+                self.send_now(peer, MessageBody::TimeoutNow);
+            }
+        }
+    }
+}

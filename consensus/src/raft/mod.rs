@@ -1,0 +1,618 @@
+//! The Raft node: a state machine that does no I/O.
+//!
+//! See the crate documentation for a guided tour. In short, a [`Node`] takes inputs
+//! ([`Node::tick`], [`Node::step`], [`Node::propose`], [`Node::read_index`]) and collects
+//! what it wants done; [`Node::ready`] hands that out as a [`Ready`]; the caller makes the
+//! store durable, acknowledges with [`Node::persisted`], sends the messages and applies the
+//! committed entries.
+//!
+//! # Persistence before use
+//!
+//! Every write to the store gets a sequence number. A message whose truth depends on a
+//! write (a vote grant, an append acknowledgement, anything carrying a newly raised term)
+//! is held inside the node until the caller has acknowledged a [`PersistToken`] covering
+//! that write, so it cannot leave too early whatever order the caller does things in. Only
+//! a leader's own replication messages (appends, heartbeats, snapshot chunks) leave at
+//! once: the leader's term is already durable (it could not have won otherwise), and it
+//! counts its own copy of an entry towards the commit only once that copy is durable, so
+//! the leader's sync runs in parallel with its followers'.
+//!
+//! # Where things are
+//!
+//! The node is split along its seams, one file each, all `impl` blocks of [`Node`]:
+//!
+//! - this file: the node's state, its construction, what it shows, [`Node::tick`],
+//!   [`Node::step`] (which checks a message's term and hands it on) and [`Node::ready`];
+//! - `election`: terms and votes, pre-vote, check-quorum, becoming follower or leader,
+//!   leader transfer;
+//! - `log`: proposals and every change to the log (appends, truncation, the membership
+//!   in effect);
+//! - `replication`: log shipping, the leader's side (progress of each follower, appends,
+//!   heartbeats, the commit index) and the follower's (accepting or rejecting appends);
+//! - `reads`: read index and lease reads, and the heartbeat rounds that confirm them;
+//! - `durability`: persist tokens, and the messages that wait for them;
+//! - `snapshot`: compaction, and snapshots sent and received in chunks;
+//! - `validate`: what a message from the network must satisfy to be handled at all;
+//! - `errors`: why a request was refused.
+
+mod durability;
+mod election;
+mod errors;
+mod log;
+mod reads;
+mod replication;
+mod snapshot;
+mod validate;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use synod_quorum::MajorityConfig;
+
+use crate::config::Config;
+use crate::membership::Membership;
+use crate::message::{AppendResult, Message, MessageBody, ReadId};
+use crate::progress::Progress;
+use crate::rng::SplitMix64;
+use crate::storage::{LogStore, Snapshot};
+use crate::types::{Entry, LogIndex, NodeId, Payload, Term, next_term};
+
+pub use durability::PersistToken;
+pub use errors::{CompactError, ProposeError, ReadError, TransferError};
+use reads::PendingRead;
+pub use reads::ReadState;
+use snapshot::IncomingSnapshot;
+
+/// The highest term a node accepts from the network (2^63): more elections than could
+/// ever happen, with room for the node's own elections after it.
+pub const TERM_MAX: Term = Term::new(1 << 63);
+
+/// The highest log index a node accepts from the network (2^63): more entries than any log
+/// could ever hold, with room for the node's own appends and index arithmetic after it.
+pub const INDEX_MAX: LogIndex = LogIndex(1 << 63);
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks whether it could win an election, without raising its term.
+    PreCandidate,
+    /// Campaigns in a new term.
+    Candidate,
+    /// Leads its term: the only node that appends new entries.
+    Leader,
+}
+
+/// Everything the node wants done, handed out by [`Node::ready`].
+///
+/// Handle it in this order: persist (if [`Ready::persist`] is set, make the store durable
+/// and call [`Node::persisted`]; this may be batched with later readies), send
+/// [`Ready::messages`] (they are safe to send at once), restore [`Ready::snapshot`] into the
+/// state machine if set, apply [`Ready::committed`] in order, and serve [`Ready::reads`]
+/// once their index is applied.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Messages to send. Each carries its recipient.
+    pub messages: Vec<Message>,
+    /// Set when the store has writes that are not yet acknowledged as durable.
+    pub persist: Option<PersistToken>,
+    /// A snapshot to load into the state machine before applying `committed`: one received
+    /// from the leader, or the store's snapshot when the node starts.
+    pub snapshot: Option<Snapshot>,
+    /// Committed entries to apply, in log order, continuing exactly where the previous
+    /// ready (or `snapshot`) left off.
+    pub committed: Vec<Entry>,
+    /// Confirmed read indexes.
+    pub reads: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.persist.is_none()
+            && self.snapshot.is_none()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+    }
+}
+
+/// A Raft node over the log store `S`. See the module and crate documentation.
+#[derive(Debug)]
+pub struct Node<S: LogStore> {
+    config: Config,
+    store: S,
+    rng: SplitMix64,
+
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+
+    membership: Membership,
+    /// The voters of `membership`, as the quorum that counts votes and acknowledgements.
+    voters: MajorityConfig,
+    membership_index: LogIndex,
+    /// Membership entries above the snapshot, by index.
+    membership_log: BTreeMap<LogIndex, Membership>,
+
+    commit: LogIndex,
+    applied: LogIndex,
+
+    ticks: u64,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    election_timeout: u64,
+    /// Vote requests are ignored until this tick after a start (the lease a crashed
+    /// follower must still honour).
+    lease_guard_until_tick: u64,
+
+    votes: BTreeMap<NodeId, bool>,
+    self_vote_seq: u64,
+
+    progress: BTreeMap<NodeId, Progress>,
+    transfer: Option<(NodeId, u64)>,
+    /// Set once this leader has sent a `TimeoutNow` in its term: no more lease reads in it.
+    transfer_sent: bool,
+    needs_broadcast: bool,
+
+    round: u64,
+    round_sent_tick: BTreeMap<u64, u64>,
+    confirmed_round: u64,
+    lease_start_tick: Option<u64>,
+    reads_waiting_commit: VecDeque<PendingRead>,
+    reads_pending: VecDeque<PendingRead>,
+    /// Reads forwarded to the leader, with the tick each was sent at.
+    reads_forwarded: BTreeMap<ReadId, u64>,
+    read_states: Vec<ReadState>,
+
+    write_seq: u64,
+    requested_seq: u64,
+    durable_seq: u64,
+    marks: VecDeque<(u64, LogIndex)>,
+    durable_index: LogIndex,
+    held: VecDeque<(u64, Message)>,
+    outbox: Vec<Message>,
+
+    incoming_snapshot: Option<IncomingSnapshot>,
+    restore: Option<Snapshot>,
+
+    /// How many times the log lost entries from its end (see [`Node::truncations`]).
+    truncations: u64,
+    /// The index after which the latest of those cut the log.
+    truncated_after: Option<LogIndex>,
+}
+
+impl<S: LogStore> Node<S> {
+    /// A node over `store`, which must hold only durable state (a new store, or one
+    /// recovered after a restart). The node starts as a follower; if the store has a
+    /// snapshot, the first [`Ready`] hands it out for the state machine to load.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the store's term is above [`TERM_MAX`]: the store is corrupt (a store
+    /// that reads from disk should refuse such a term when it opens, as
+    /// `WalLogStore` does).
+    pub fn new(config: Config, store: S) -> Node<S> {
+        let hard = store.hard_state();
+        assert!(hard.term <= TERM_MAX, "corrupt store: term {}", hard.term);
+        let snapshot = store.snapshot().clone();
+        let mut membership_log = BTreeMap::new();
+        let mut index = store.first_index();
+        let last = store.last_index();
+        let mut batch = Vec::new();
+        while index <= last {
+            batch.clear();
+            store.entries(index, last, 1 << 20, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            for entry in &batch {
+                if let Payload::Membership(m) = &entry.payload {
+                    membership_log.insert(entry.index, m.clone());
+                }
+            }
+            index = batch[batch.len() - 1].index.next();
+        }
+        let (membership_index, membership) = match membership_log.iter().next_back() {
+            Some((i, m)) => (*i, m.clone()),
+            None => (snapshot.meta.index, snapshot.meta.membership.clone()),
+        };
+        // The id is mixed in so that nodes given the same seed still draw different
+        // timeouts (identical timeouts split every vote).
+        let mut rng =
+            SplitMix64::new(config.seed ^ config.id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let election_timeout = rng.range(
+            config.election_timeout_ticks.start,
+            config.election_timeout_ticks.end,
+        );
+        let lease_guard_until_tick = if config.check_quorum {
+            config.election_timeout_ticks.start
+        } else {
+            0
+        };
+        let restore = (snapshot.meta.index > LogIndex::ZERO).then_some(snapshot.clone());
+        let voters = majority(&membership);
+        Node {
+            voters,
+            term: hard.term,
+            vote: hard.vote,
+            role: Role::Follower,
+            leader: None,
+            membership,
+            membership_index,
+            membership_log,
+            commit: snapshot.meta.index,
+            applied: snapshot.meta.index,
+            ticks: 0,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            election_timeout,
+            lease_guard_until_tick,
+            votes: BTreeMap::new(),
+            self_vote_seq: 0,
+            progress: BTreeMap::new(),
+            transfer: None,
+            transfer_sent: false,
+            needs_broadcast: false,
+            round: 0,
+            round_sent_tick: BTreeMap::new(),
+            confirmed_round: 0,
+            lease_start_tick: None,
+            reads_waiting_commit: VecDeque::new(),
+            reads_pending: VecDeque::new(),
+            reads_forwarded: BTreeMap::new(),
+            read_states: Vec::new(),
+            write_seq: 0,
+            requested_seq: 0,
+            durable_seq: 0,
+            marks: VecDeque::new(),
+            durable_index: last,
+            held: VecDeque::new(),
+            outbox: Vec::new(),
+            incoming_snapshot: None,
+            restore,
+            truncations: 0,
+            truncated_after: None,
+            rng,
+            store,
+            config,
+        }
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current term (possibly not yet durable).
+    #[must_use]
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The vote cast in the current term.
+    #[must_use]
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// The current role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node knows of in its current term.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The commit index (the High-Water Mark).
+    #[must_use]
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// The last index handed out for applying.
+    #[must_use]
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// The index of the last entry in the log (possibly not yet durable).
+    #[must_use]
+    pub fn last_index(&self) -> LogIndex {
+        self.store.last_index()
+    }
+
+    /// The highest index known to be durable in this node's log.
+    #[must_use]
+    pub fn durable_index(&self) -> LogIndex {
+        self.durable_index
+    }
+
+    /// The membership in effect (the newest in the log, committed or not).
+    #[must_use]
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Ticks since this node last heard from its leader (or, on a leader, since its last
+    /// quorum check). A follower read from a node whose figure is large may be stale; see
+    /// [`crate::reads`] (Follower Reads).
+    #[must_use]
+    pub fn ticks_since_leader_contact(&self) -> u64 {
+        self.election_elapsed
+    }
+
+    /// The match index the leader knows for `peer`, or `None` if this node is not the
+    /// leader or `peer` is not a member.
+    #[must_use]
+    pub fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        if peer == self.config.id {
+            return Some(self.durable_index);
+        }
+        self.progress.get(&peer).map(|p| p.match_index)
+    }
+
+    /// How many times since it was created this node has cut entries off the end of its
+    /// log: a suffix that conflicted with its leader's log, or the whole log replaced by a
+    /// snapshot from the leader. Otherwise a node only appends at the end of its log and
+    /// compacts at its start, so an observer that mirrors the log (an invariant checker such
+    /// as [`invariants::SafetyChecker`](crate::invariants::SafetyChecker), a change feed)
+    /// need only read what lies past the last index it saw, unless this count has moved;
+    /// [`Node::truncated_after`] then says from where to read again.
+    #[must_use]
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
+    /// The index after which the latest cut counted by [`Node::truncations`] discarded the
+    /// log (for a snapshot from the leader, the snapshot's index), or `None` if the log has
+    /// not been cut since the node was created.
+    #[must_use]
+    pub fn truncated_after(&self) -> Option<LogIndex> {
+        self.truncated_after
+    }
+
+    /// The log store.
+    #[must_use]
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The log store, mutably: for making it durable (for example
+    /// [`MemLogStore::sync`](crate::MemLogStore::sync)) and nothing else. Writing entries
+    /// through it behind the node's back breaks the node.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Whether [`Node::ready`] has something to hand out.
+    #[must_use]
+    pub fn has_ready(&self) -> bool {
+        !self.outbox.is_empty()
+            || self.needs_broadcast
+            || self.write_seq > self.requested_seq
+            || self.restore.is_some()
+            || !self.read_states.is_empty()
+            || self.reads_pending.iter().any(|r| r.round == 0)
+            || self.applied < self.commit.min(self.durable_index)
+    }
+
+    /// Advances the node's logical clock by one tick: drives election timeouts, heartbeats
+    /// and check-quorum.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.election_elapsed += 1;
+        self.expire_forwarded_reads();
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            if self.election_elapsed >= self.config.election_timeout_ticks.start {
+                self.election_elapsed = 0;
+                self.transfer = None;
+                if self.config.check_quorum && !self.quorum_active() {
+                    self.become_follower(self.term, None);
+                    return;
+                }
+            }
+            if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+                self.heartbeat_elapsed = 0;
+                self.broadcast_heartbeat();
+            }
+        } else if self.election_elapsed >= self.election_timeout && self.is_voter() {
+            self.campaign(false);
+        }
+    }
+
+    /// Handles a message from another node. Messages that are malformed (a term above
+    /// [`TERM_MAX`], an index above [`INDEX_MAX`], entries that do not follow on), stale or
+    /// not for this node are ignored; none can make the node panic.
+    pub fn step(&mut self, msg: Message) {
+        if msg.to != self.config.id || msg.from == self.config.id || !self.valid(&msg) {
+            return;
+        }
+        if msg.term > self.term {
+            match &msg.body {
+                // A pre-vote neither raises the receiver's term nor the candidate's.
+                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::Vote { transfer, .. } if !transfer && self.in_lease() => {
+                    // A follower that hears from a live leader ignores disruptive
+                    // elections (check-quorum); the leader will step down by itself if it
+                    // has really lost its quorum.
+                    return;
+                }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
+                    self.become_follower(msg.term, Some(msg.from));
+                }
+                _ => self.become_follower(msg.term, None),
+            }
+        } else if msg.term < self.term {
+            match &msg.body {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
+                    // Tell a deposed leader about the newer term so that it steps down.
+                    self.send(
+                        msg.from,
+                        MessageBody::AppendResponse {
+                            result: AppendResult::Accepted {
+                                match_index: LogIndex::ZERO,
+                            },
+                        },
+                    );
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                MessageBody::Vote { .. } => {
+                    self.send(msg.from, MessageBody::VoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            return;
+        }
+        let from = msg.from;
+        let term = msg.term;
+        match msg.body {
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => self.handle_pre_vote(from, term, last_index, last_term),
+            MessageBody::PreVoteResponse { granted } => {
+                if self.role == Role::PreCandidate
+                    && (term == next_term(self.term) || (!granted && term == self.term))
+                {
+                    self.votes.insert(from, granted);
+                    self.tally_votes();
+                }
+            }
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote(from, last_index, last_term),
+            MessageBody::VoteResponse { granted } => {
+                if self.role == Role::Candidate {
+                    self.votes.insert(from, granted);
+                    self.tally_votes();
+                }
+            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.follow(from);
+                self.handle_append(from, prev_index, prev_term, entries, commit);
+            }
+            MessageBody::AppendResponse { result } => self.handle_append_response(from, result),
+            MessageBody::Heartbeat { commit, round } => {
+                self.follow(from);
+                let commit = commit.min(self.store.last_index());
+                if commit > self.commit {
+                    self.commit = commit;
+                }
+                let last_index = self.store.last_index();
+                self.send(from, MessageBody::HeartbeatResponse { round, last_index });
+            }
+            MessageBody::HeartbeatResponse { round, last_index } => {
+                self.handle_heartbeat_response(from, round, last_index);
+            }
+            MessageBody::ReadIndex { id } => self.handle_read_index_request(from, id),
+            MessageBody::ReadIndexResponse { id, index } => {
+                // Only answers to reads this node forwarded and has not yet given up on.
+                if self.reads_forwarded.remove(&id).is_some() {
+                    self.read_states.push(ReadState { id, index });
+                }
+            }
+            MessageBody::Snapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                self.follow(from);
+                self.handle_snapshot(from, meta, offset, &data, done);
+            }
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset,
+                done,
+            } => self.handle_snapshot_response(from, index, next_offset, done),
+            MessageBody::TimeoutNow => {
+                if self.role != Role::Leader && self.is_voter() {
+                    self.campaign_now(true);
+                }
+            }
+        }
+    }
+
+    /// Takes everything the node wants done. See [`Ready`] for the order to handle it in.
+    pub fn ready(&mut self) -> Ready {
+        if self.needs_broadcast {
+            self.needs_broadcast = false;
+            if self.role == Role::Leader {
+                let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                for peer in peers {
+                    self.send_appends(peer);
+                }
+            }
+        }
+        if self.role == Role::Leader && self.reads_pending.iter().any(|r| r.round == 0) {
+            self.start_read_round();
+        }
+        let persist = (self.write_seq > self.requested_seq).then(|| {
+            self.requested_seq = self.write_seq;
+            self.marks
+                .push_back((self.write_seq, self.store.last_index()));
+            PersistToken(self.write_seq)
+        });
+        let snapshot = self.restore.take();
+        let hi = self.commit.min(self.durable_index).min(LogIndex(
+            self.applied
+                .0
+                .saturating_add(self.config.apply_entries_max as u64),
+        ));
+        let mut committed = Vec::new();
+        if hi > self.applied {
+            self.store
+                .entries(self.applied.next(), hi, u64::MAX, &mut committed);
+            assert_eq!(
+                committed.last().map(|e| e.index),
+                Some(hi),
+                "committed entries must be in the log"
+            );
+            self.applied = hi;
+        }
+        Ready {
+            messages: std::mem::take(&mut self.outbox),
+            persist,
+            snapshot,
+            committed,
+            reads: std::mem::take(&mut self.read_states),
+        }
+    }
+}
+
+/// The quorum of a membership's voters.
+fn majority(membership: &Membership) -> MajorityConfig {
+    MajorityConfig::new(membership.voters().iter().copied())
+        .expect("a membership has at least one voter")
+}

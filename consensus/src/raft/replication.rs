@@ -1,0 +1,427 @@
+//! Log shipping. The leader's side: the progress of each follower, appends within flow
+//! control, heartbeats, and the commit index. The follower's side: accepting or rejecting
+//! an append.
+
+use synod_quorum::Quorum;
+
+use super::{Node, PendingRead, Role};
+use crate::message::{AppendResult, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::storage::LogStore;
+use crate::types::{Entry, LogIndex, NodeId, Term};
+
+impl<S: LogStore> Node<S> {
+    pub(super) fn sync_progress(&mut self) {
+        let next = self.store.last_index().next();
+        let ticks = self.ticks;
+        let members: Vec<NodeId> = self.membership.members().collect();
+        self.progress.retain(|id, _| members.contains(id));
+        for id in members {
+            if id != self.config.id {
+                self.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next, ticks));
+            }
+        }
+    }
+
+    /// Sends `peer` what it lacks, within flow control. Returns whether it sent anything.
+    pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
+        let last = self.store.last_index();
+        let commit = self.commit;
+        let Some(pr) = self.progress.get(&peer) else {
+            return false;
+        };
+        match pr.state {
+            ProgressState::Snapshot { .. } | ProgressState::Probe { paused: true } => return false,
+            ProgressState::Replicate if pr.in_flight.len() >= self.config.in_flight_max => {
+                return false;
+            }
+            _ => {}
+        }
+        let next = pr.next_index;
+        let prev_index = next.prev();
+        let Some(prev_term) = self.term_of(prev_index) else {
+            self.start_snapshot(peer);
+            return true;
+        };
+        let mut entries = Vec::new();
+        if next <= last {
+            self.store
+                .entries(next, last, self.config.append_bytes_max, &mut entries);
+            if entries.is_empty() {
+                // The entries were compacted between the term lookup and now.
+                self.start_snapshot(peer);
+                return true;
+            }
+        }
+        let probing = matches!(pr.state, ProgressState::Probe { .. });
+        if entries.is_empty() && !allow_empty && !probing {
+            return false;
+        }
+        let msg_last = prev_index.plus(entries.len() as u64);
+        let pr = self
+            .progress
+            .get_mut(&peer)
+            .expect("progress checked above");
+        pr.commit_sent = pr.commit_sent.max(commit.min(msg_last));
+        match pr.state {
+            ProgressState::Probe { .. } => pr.state = ProgressState::Probe { paused: true },
+            ProgressState::Replicate if !entries.is_empty() => {
+                pr.next_index = msg_last.next();
+                pr.in_flight.push_back(msg_last);
+            }
+            _ => {}
+        }
+        let sent_entries = !entries.is_empty();
+        self.send_now(
+            peer,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+        sent_entries || probing || allow_empty
+    }
+
+    /// Fills the follower's pipeline; if there was nothing to send, tells it about a
+    /// commit index it has not heard of yet.
+    pub(super) fn send_appends(&mut self, peer: NodeId) {
+        let mut sent = false;
+        while self.send_append(peer, false) {
+            sent = true;
+            let pipelined = self
+                .progress
+                .get(&peer)
+                .is_some_and(|p| p.state == ProgressState::Replicate);
+            if !pipelined {
+                break;
+            }
+        }
+        if !sent {
+            self.send_commit(peer);
+        }
+    }
+
+    /// An empty append at the follower's match index, carrying the commit index: it
+    /// cannot be rejected, whatever else is in flight.
+    fn send_commit(&mut self, peer: NodeId) {
+        let commit = self.commit;
+        let Some(pr) = self.progress.get(&peer) else {
+            return;
+        };
+        let target = commit.min(pr.match_index);
+        if pr.state != ProgressState::Replicate || pr.commit_sent >= target {
+            return;
+        }
+        let prev_index = pr.match_index;
+        let Some(prev_term) = self.term_of(prev_index) else {
+            return;
+        };
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.commit_sent = target;
+        }
+        self.send_now(
+            peer,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries: Vec::new(),
+                commit,
+            },
+        );
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, result: AppendResult) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let ticks = self.ticks;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        match result {
+            AppendResult::Accepted { match_index } => {
+                if match_index > self.store.last_index() {
+                    return;
+                }
+                let advanced = pr.accept(match_index, ticks);
+                match pr.state {
+                    ProgressState::Probe { .. } => {
+                        pr.state = ProgressState::Replicate;
+                        pr.next_index = pr.match_index.next();
+                        pr.in_flight.clear();
+                    }
+                    ProgressState::Snapshot { index, .. } if pr.match_index >= index => {
+                        pr.probe(pr.match_index.next());
+                    }
+                    _ => {}
+                }
+                if advanced && self.maybe_commit() {
+                    self.needs_broadcast = true;
+                }
+                self.send_appends(from);
+                self.maybe_send_timeout_now(from);
+            }
+            AppendResult::Rejected {
+                rejected_prev,
+                hint_index,
+                hint_term,
+            } => {
+                let stale = match pr.state {
+                    ProgressState::Replicate => rejected_prev <= pr.match_index,
+                    ProgressState::Probe { .. } => rejected_prev != pr.next_index.prev(),
+                    ProgressState::Snapshot { .. } => true,
+                };
+                if stale {
+                    return;
+                }
+                // Fast backtracking: skip back over the follower's whole conflicting term
+                // at once, to the last index where the leader's term is no later than the
+                // follower's, instead of one entry per round trip.
+                let mut k = hint_index.min(rejected_prev.prev());
+                let floor = self.store.snapshot().meta.index;
+                while k > floor {
+                    match self.store.term(k) {
+                        Some(t) if t > hint_term => k = k.prev(),
+                        _ => break,
+                    }
+                }
+                let pr = self
+                    .progress
+                    .get_mut(&from)
+                    .expect("progress checked above");
+                let next = k.next().min(rejected_prev).max(pr.match_index.next());
+                pr.probe(next);
+                if next > rejected_prev {
+                    // The follower rejects what it already acknowledged: it is broken or
+                    // lost its disk. Retry at the next heartbeat rather than in a tight loop.
+                    pr.state = ProgressState::Probe { paused: true };
+                } else {
+                    self.send_append(from, false);
+                }
+            }
+        }
+    }
+
+    /// Advances the commit index to the highest index stored durably on a majority of
+    /// voters, if that entry is of the leader's own term. Returns whether it moved.
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let id = self.config.id;
+        let durable = self.durable_index;
+        let progress = &self.progress;
+        let candidate = self
+            .voters
+            .committed_index(|voter| {
+                if voter == id {
+                    Some(durable)
+                } else {
+                    progress.get(&voter).map(|p| p.match_index)
+                }
+            })
+            .unwrap_or(LogIndex::ZERO);
+        if candidate <= self.commit {
+            return false;
+        }
+        // Figure 8 of the paper: an entry of an earlier term stored on a majority can
+        // still be overwritten, so only an entry of the current term commits by counting;
+        // earlier ones commit with it.
+        let own_term = self.term_of(candidate) == Some(self.term);
+        if !own_term && !self.config.bugs.commit_old_term_by_counting {
+            return false;
+        }
+        self.commit = candidate;
+        self.on_commit_advanced();
+        true
+    }
+
+    fn on_commit_advanced(&mut self) {
+        if self.term_of(self.commit) == Some(self.term) {
+            let waiting: Vec<PendingRead> = self.reads_waiting_commit.drain(..).collect();
+            for mut read in waiting {
+                read.index = self.commit;
+                self.reads_pending.push_back(read);
+            }
+        }
+        if self.role == Role::Leader && !self.is_voter() && self.commit >= self.membership_index {
+            // A leader removed from the voters leads until the change commits, then steps
+            // down (thesis, section 4.2.2).
+            self.become_follower(self.term, None);
+        }
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        self.round += 1;
+        let round = self.round;
+        self.round_sent_tick.insert(round, self.ticks);
+        while self.round_sent_tick.len() > 64 {
+            self.round_sent_tick.pop_first();
+        }
+        let ticks = self.ticks;
+        let stall_ticks = self.config.election_timeout_ticks.start;
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            let pr = self.progress.get_mut(&peer).expect("peer listed above");
+            let commit = self.commit.min(pr.match_index);
+            let mut resend_snapshot = false;
+            match &mut pr.state {
+                ProgressState::Probe { paused } => *paused = false,
+                ProgressState::Replicate => {
+                    // The last append of a burst may have been lost: nothing would then
+                    // trigger a rejection, so fall back to probing after a quiet spell.
+                    if !pr.in_flight.is_empty() && ticks - pr.progress_tick >= stall_ticks {
+                        let next = pr.match_index.next();
+                        pr.probe(next);
+                        pr.progress_tick = ticks;
+                    }
+                }
+                ProgressState::Snapshot { acked, .. } => {
+                    resend_snapshot = !*acked;
+                    *acked = false;
+                }
+            }
+            pr.heartbeat_sent(round);
+            self.send_now(peer, MessageBody::Heartbeat { commit, round });
+            if resend_snapshot {
+                self.send_snapshot_chunk(peer);
+            } else {
+                self.send_append(peer, false);
+            }
+        }
+        // Only a leader that is itself the one voter confirms a round alone: a leader
+        // being removed, whose new configuration's one voter is another node, must hear
+        // from that node (which may already have elected itself under it).
+        if self.voters_len() == 1 && self.is_voter() {
+            self.confirm_round(round);
+        }
+    }
+
+    pub(super) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        round: u64,
+        last_index: LogIndex,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.acked_round = pr.acked_round.max(round);
+        if let ProgressState::Probe { paused } = &mut pr.state {
+            *paused = false;
+        } else if pr.heartbeat_answered(round, last_index) {
+            // Appends streamed before the heartbeat are missing from the follower's log
+            // (it restarted, or the link dropped them): start again from what it has.
+            pr.probe(last_index.next());
+        }
+        let needs_more = pr.match_index < self.store.last_index();
+        let id = self.config.id;
+        let own = self.round;
+        let progress = &self.progress;
+        let confirmed = self
+            .voters
+            .committed_index(|voter| {
+                if voter == id {
+                    Some(own)
+                } else {
+                    progress.get(&voter).map(|p| p.acked_round)
+                }
+            })
+            .unwrap_or(0);
+        self.confirm_round(confirmed);
+        if needs_more {
+            self.send_append(from, false);
+        }
+    }
+
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        mut prev_index: LogIndex,
+        mut prev_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        let msg_last = prev_index.plus(entries.len() as u64);
+        if prev_index < self.commit {
+            // Entries up to the commit index are known to match the leader's.
+            if msg_last <= self.commit {
+                self.send(
+                    from,
+                    MessageBody::AppendResponse {
+                        result: AppendResult::Accepted {
+                            match_index: msg_last,
+                        },
+                    },
+                );
+                return;
+            }
+            let skip = usize::try_from(self.commit.0 - prev_index.0).unwrap_or(usize::MAX);
+            entries.drain(..skip.min(entries.len()));
+            prev_index = self.commit;
+            prev_term = self.term_of(prev_index).unwrap_or(Term::ZERO);
+        }
+        match self.term_of(prev_index) {
+            Some(t) if t == prev_term => {}
+            _ => {
+                let last = self.store.last_index();
+                let mut hint_index = prev_index.min(last);
+                while hint_index > self.commit {
+                    match self.term_of(hint_index) {
+                        Some(t) if t > prev_term => hint_index = hint_index.prev(),
+                        _ => break,
+                    }
+                }
+                let hint_term = self.term_of(hint_index).unwrap_or(Term::ZERO);
+                self.send(
+                    from,
+                    MessageBody::AppendResponse {
+                        result: AppendResult::Rejected {
+                            rejected_prev: prev_index,
+                            hint_index,
+                            hint_term,
+                        },
+                    },
+                );
+                return;
+            }
+        }
+        // Find the first entry we do not already hold; truncate a conflicting suffix.
+        let last = self.store.last_index();
+        let mut start = entries.len();
+        for (at, entry) in entries.iter().enumerate() {
+            if entry.index > last {
+                start = at;
+                break;
+            }
+            if self.term_of(entry.index) != Some(entry.term) {
+                if entry.index <= self.commit {
+                    // A leader that contradicts a committed entry is broken; refuse.
+                    return;
+                }
+                self.truncate_after(entry.index.prev());
+                start = at;
+                break;
+            }
+        }
+        self.append_entries(&entries[start..]);
+        let new_commit = leader_commit.min(msg_last);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+        }
+        self.send(
+            from,
+            MessageBody::AppendResponse {
+                result: AppendResult::Accepted {
+                    match_index: msg_last,
+                },
+            },
+        );
+    }
+}

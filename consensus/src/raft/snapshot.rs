@@ -1,0 +1,271 @@
+//! Snapshots: compaction of the log, and snapshots sent and received in chunks.
+
+use bytes::Bytes;
+
+use super::{CompactError, Node, Role, majority};
+use crate::message::MessageBody;
+use crate::progress::ProgressState;
+use crate::storage::{LogStore, Snapshot, SnapshotMeta};
+use crate::types::{LogIndex, NodeId};
+
+/// A snapshot being received in chunks.
+#[derive(Debug)]
+pub(super) struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl<S: LogStore> Node<S> {
+    /// Takes a snapshot at `index` (at most the applied index) with the state machine's
+    /// serialized state, and purges the log up to it (the Low-Water Mark moves).
+    ///
+    /// # Errors
+    ///
+    /// [`CompactError::NotApplied`] above the applied index,
+    /// [`CompactError::AlreadyCompacted`] at or below the current snapshot.
+    pub fn compact(&mut self, index: LogIndex, data: Bytes) -> Result<(), CompactError> {
+        if index > self.applied {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.applied,
+            });
+        }
+        let snapshot_index = self.store.snapshot().meta.index;
+        if index <= snapshot_index {
+            return Err(CompactError::AlreadyCompacted(index));
+        }
+        let term = self
+            .term_of(index)
+            .ok_or(CompactError::AlreadyCompacted(index))?;
+        let membership = self.membership_log.range(..=index).next_back().map_or_else(
+            || self.store.snapshot().meta.membership.clone(),
+            |(_, m)| m.clone(),
+        );
+        self.store.compact(Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                membership,
+            },
+            data,
+        });
+        self.membership_log = self.membership_log.split_off(&index.next());
+        Ok(())
+    }
+
+    pub(super) fn start_snapshot(&mut self, peer: NodeId) {
+        let index = self.store.snapshot().meta.index;
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.state = ProgressState::Snapshot {
+                index,
+                offset: 0,
+                acked: true,
+            };
+            pr.in_flight.clear();
+        }
+        self.send_snapshot_chunk(peer);
+    }
+
+    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let snapshot = self.store.snapshot();
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        let ProgressState::Snapshot { index, offset, .. } = pr.state else {
+            return;
+        };
+        let (index, offset) = if index == snapshot.meta.index {
+            (index, offset)
+        } else {
+            (snapshot.meta.index, 0)
+        };
+        pr.state = ProgressState::Snapshot {
+            index,
+            offset,
+            acked: true,
+        };
+        let len = snapshot.data.len() as u64;
+        let start = offset.min(len);
+        let end = (start + self.config.snapshot_chunk_bytes_max).min(len);
+        let (Ok(start_at), Ok(end_at)) = (usize::try_from(start), usize::try_from(end)) else {
+            return;
+        };
+        let data = snapshot.data.slice(start_at..end_at);
+        let meta = snapshot.meta.clone();
+        self.send_now(
+            peer,
+            MessageBody::Snapshot {
+                meta,
+                offset: start,
+                data,
+                done: end == len,
+            },
+        );
+    }
+
+    pub(super) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let ticks = self.ticks;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        let ProgressState::Snapshot { index: sending, .. } = pr.state else {
+            return;
+        };
+        if sending != index {
+            return;
+        }
+        if done {
+            pr.accept(index, ticks);
+            pr.probe(index.next());
+            if self.maybe_commit() {
+                self.needs_broadcast = true;
+            }
+            self.send_append(from, false);
+        } else {
+            pr.state = ProgressState::Snapshot {
+                index,
+                offset: next_offset,
+                acked: true,
+            };
+            self.send_snapshot_chunk(from);
+        }
+    }
+
+    pub(super) fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) {
+        let index = meta.index;
+        if index <= self.commit {
+            self.incoming_snapshot = None;
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset: 0,
+                    done: true,
+                },
+            );
+            return;
+        }
+        if self
+            .incoming_snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta != meta)
+        {
+            if offset != 0 {
+                self.send(
+                    from,
+                    MessageBody::SnapshotResponse {
+                        index,
+                        next_offset: 0,
+                        done: false,
+                    },
+                );
+                return;
+            }
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let incoming = self
+            .incoming_snapshot
+            .as_mut()
+            .expect("incoming snapshot set above");
+        let have = incoming.data.len() as u64;
+        if have.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max {
+            self.incoming_snapshot = None;
+            return;
+        }
+        if offset != have {
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset: have,
+                    done: false,
+                },
+            );
+            return;
+        }
+        incoming.data.extend_from_slice(data);
+        let next_offset = incoming.data.len() as u64;
+        if !done {
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset,
+                    done: false,
+                },
+            );
+            return;
+        }
+        let incoming = self
+            .incoming_snapshot
+            .take()
+            .expect("incoming snapshot set above");
+        let snapshot = Snapshot {
+            meta: incoming.meta,
+            data: Bytes::from(incoming.data),
+        };
+        if self.term_of(index) == Some(snapshot.meta.term) {
+            // The log holds the snapshot's last entry, so it matches the leader's up to
+            // there: keep what follows (figure 13, step 6). Those entries may already have
+            // been acknowledged, with the acknowledgement still on its way to the leader,
+            // which will count them; throwing them away would lose committed entries.
+            self.store.compact(snapshot.clone());
+            self.write_seq += 1;
+            self.commit = index;
+            self.applied = index;
+            self.durable_index = self.durable_index.max(index);
+            self.membership_log = self.membership_log.split_off(&index.next());
+            let (i, m) = match self.membership_log.iter().next_back() {
+                Some((i, m)) => (*i, m.clone()),
+                None => (index, snapshot.meta.membership.clone()),
+            };
+            self.membership_index = i;
+            self.voters = majority(&m);
+            self.membership = m;
+        } else {
+            self.store.install_snapshot(snapshot.clone());
+            self.write_seq += 1;
+            self.truncations += 1;
+            self.truncated_after = Some(index);
+            self.commit = index;
+            self.applied = index;
+            self.durable_index = index;
+            for mark in &mut self.marks {
+                mark.1 = mark.1.min(index);
+            }
+            self.membership_log.clear();
+            self.membership = snapshot.meta.membership.clone();
+            self.voters = majority(&self.membership);
+            self.membership_index = index;
+        }
+        self.restore = Some(snapshot);
+        self.send(
+            from,
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset,
+                done: true,
+            },
+        );
+    }
+}
