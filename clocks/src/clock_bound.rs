@@ -414,7 +414,7 @@ mod tests {
     fn commit_wait_on_a_hybrid_timestamp_covers_its_whole_tick() {
         let wall = ManualClock::new(WallTime::from_nanos(10 << 16));
         let clock = IntervalClock::new(wall.clone(), FixedErrorBound::new(Duration::ZERO).unwrap());
-        let ts = HybridTimestamp::new(WallTime::from_nanos(10 << 16), 5, crate::NodeId::UNSET);
+        let ts = HybridTimestamp::new(WallTime::from_nanos(10 << 16), 5, None);
         // Earliest must pass the last nanosecond of the tick: 65,536 ns from its start.
         assert_eq!(clock.commit_wait_hybrid(ts), Ok(PHYSICAL_TICK));
         wall.advance(PHYSICAL_TICK);

@@ -90,25 +90,43 @@ pub const PHYSICAL_TICK: Duration = Duration::from_nanos(1 << LOGICAL_BITS);
 )]
 pub struct HybridTimestamp {
     time: u64,
-    node: NodeId,
+    #[serde(with = "node_or_zero")]
+    node: Option<NodeId>,
+}
+
+/// A timestamp's node on the wire: the node's number, or 0 for none, as the byte
+/// encoding has it.
+mod node_or_zero {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::NodeId;
+
+    pub(super) fn serialize<S: Serializer>(node: &Option<NodeId>, s: S) -> Result<S::Ok, S::Error> {
+        node.map_or(0, NodeId::get).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeId>, D::Error> {
+        u64::deserialize(d).map(NodeId::try_new)
+    }
 }
 
 impl HybridTimestamp {
     /// The smallest timestamp.
     pub const ZERO: HybridTimestamp = HybridTimestamp {
         time: 0,
-        node: NodeId::UNSET,
+        node: None,
     };
     /// The largest timestamp.
     pub const MAX: HybridTimestamp = HybridTimestamp {
         time: u64::MAX,
-        node: NodeId::new(u64::MAX),
+        node: Some(NodeId::new(u64::MAX)),
     };
     /// Length of the [byte encoding](Self::to_bytes).
     pub const ENCODED_LEN: usize = 16;
 
     /// A timestamp from its parts. `physical` is rounded down to a [`PHYSICAL_TICK`].
-    pub const fn new(physical: WallTime, logical: u16, node: NodeId) -> Self {
+    pub fn new(physical: WallTime, logical: u16, node: impl Into<Option<NodeId>>) -> Self {
+        let node = node.into();
         HybridTimestamp {
             time: (physical.as_nanos() & !LOGICAL_MASK) | logical as u64,
             node,
@@ -116,7 +134,8 @@ impl HybridTimestamp {
     }
 
     /// A timestamp from its packed 64-bit time (see the module docs) and a node id.
-    pub const fn from_time(time: u64, node: NodeId) -> Self {
+    pub fn from_time(time: u64, node: impl Into<Option<NodeId>>) -> Self {
+        let node = node.into();
         HybridTimestamp { time, node }
     }
 
@@ -137,13 +156,14 @@ impl HybridTimestamp {
         (self.time & LOGICAL_MASK) as u16
     }
 
-    /// The node that issued the timestamp ([`NodeId::UNSET`] if its clock had none).
-    pub const fn node(self) -> NodeId {
+    /// The node that issued the timestamp, if its clock had one.
+    pub const fn node(self) -> Option<NodeId> {
         self.node
     }
 
     /// The same time with another node id.
-    pub const fn with_node(self, node: NodeId) -> Self {
+    pub fn with_node(self, node: impl Into<Option<NodeId>>) -> Self {
+        let node = node.into();
         HybridTimestamp { node, ..self }
     }
 
@@ -152,7 +172,12 @@ impl HybridTimestamp {
     pub fn to_bytes(self) -> [u8; 16] {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&self.time.to_be_bytes());
-        out[8..].copy_from_slice(&self.node.get().to_be_bytes());
+        // No node is encoded as 0, which no node can be, and sorts first as `None` does.
+        let node = match self.node {
+            Some(node) => node.get(),
+            None => 0,
+        };
+        out[8..].copy_from_slice(&node.to_be_bytes());
         out
     }
 
@@ -164,7 +189,7 @@ impl HybridTimestamp {
         node.copy_from_slice(&bytes[8..]);
         HybridTimestamp {
             time: u64::from_be_bytes(time),
-            node: NodeId::new(u64::from_be_bytes(node)),
+            node: NodeId::try_new(u64::from_be_bytes(node)),
         }
     }
 
@@ -185,14 +210,17 @@ impl HybridTimestamp {
 impl fmt::Display for HybridTimestamp {
     /// `physical+logical@node`, for example `1700000000.000065536+3@n7`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}+{}@{}", self.physical(), self.logical(), self.node)
+        match self.node {
+            Some(node) => write!(f, "{}+{}@{node}", self.physical(), self.logical()),
+            None => write!(f, "{}+{}", self.physical(), self.logical()),
+        }
     }
 }
 
 /// Configuration of a hybrid clock, validated once by [`HybridClockConfig::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HybridClockConfig {
-    node: NodeId,
+    node: Option<NodeId>,
     offset_max: Duration,
 }
 
@@ -202,14 +230,15 @@ impl HybridClockConfig {
 
     /// A configuration for node `node` that rejects received timestamps whose physical part
     /// is more than `offset_max` ahead of the local physical clock. CockroachDB's default
-    /// for the same setting is 500 ms. Pass [`NodeId::UNSET`] if you do not need
+    /// for the same setting is 500 ms. Pass `None` as the node if you do not need
     /// timestamps from different nodes to be distinct.
     ///
     /// # Errors
     ///
     /// If `offset_max` is zero (every message from a clock a nanosecond ahead would be
     /// rejected) or longer than [`Self::OFFSET_MAX_LIMIT`].
-    pub fn new(node: NodeId, offset_max: Duration) -> Result<Self, ConfigError> {
+    pub fn new(node: impl Into<Option<NodeId>>, offset_max: Duration) -> Result<Self, ConfigError> {
+        let node = node.into();
         if offset_max.is_zero() {
             return Err(ConfigError::new("offset_max", "must be greater than zero"));
         }
@@ -219,8 +248,8 @@ impl HybridClockConfig {
         Ok(HybridClockConfig { node, offset_max })
     }
 
-    /// The node id stamped on every timestamp.
-    pub fn node(&self) -> NodeId {
+    /// The node id stamped on every timestamp, if any.
+    pub fn node(&self) -> Option<NodeId> {
         self.node
     }
 
@@ -605,9 +634,9 @@ mod tests {
 
     #[test]
     fn config_rejects_zero_and_huge_offsets() {
-        assert!(HybridClockConfig::new(NodeId::UNSET, Duration::ZERO).is_err());
-        assert!(HybridClockConfig::new(NodeId::UNSET, Duration::from_secs(86_401)).is_err());
-        let e = HybridClockConfig::new(NodeId::UNSET, Duration::ZERO).unwrap_err();
+        assert!(HybridClockConfig::new(None, Duration::ZERO).is_err());
+        assert!(HybridClockConfig::new(None, Duration::from_secs(86_401)).is_err());
+        let e = HybridClockConfig::new(None, Duration::ZERO).unwrap_err();
         assert_eq!(e.field(), "offset_max");
         assert_eq!(e.reason(), "must be greater than zero");
         assert!(e.to_string().contains("offset_max"));
@@ -636,7 +665,7 @@ mod tests {
     fn encoding_test_vectors() {
         let hex = |b: [u8; 16]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let v = |p: u64, l: u16, n: u64| {
-            hex(HybridTimestamp::new(WallTime::from_nanos(p), l, NodeId::new(n)).to_bytes())
+            hex(HybridTimestamp::new(WallTime::from_nanos(p), l, NodeId::try_new(n)).to_bytes())
         };
         assert_eq!(v(0, 0, 0), "00000000000000000000000000000000");
         assert_eq!(v(0, 1, 1), "00000000000000010000000000000001");
@@ -650,12 +679,8 @@ mod tests {
             "ffffffffffffffffffffffffffffffff"
         );
         assert_eq!(
-            HybridTimestamp::new(
-                WallTime::from_nanos(1_700_000_000_123_456_789),
-                0,
-                NodeId::UNSET
-            )
-            .physical(),
+            HybridTimestamp::new(WallTime::from_nanos(1_700_000_000_123_456_789), 0, None)
+                .physical(),
             WallTime::from_nanos(1_700_000_000_123_404_288)
         );
         assert_eq!(

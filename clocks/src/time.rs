@@ -140,37 +140,9 @@ impl fmt::Display for MonoTime {
     }
 }
 
-/// The identity of a node (a process, replica or actor) in clocks and version vectors.
-///
-/// Synod's other crates use the same number for the same node. Any `u64` is valid;
-/// [`NodeId::UNSET`] (zero) is what a [`HybridTimestamp`](crate::HybridTimestamp) carries
-/// when its clock was given no node id.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct NodeId(u64);
-
-impl NodeId {
-    /// Node id zero, used where no node id was configured.
-    pub const UNSET: NodeId = NodeId(0);
-
-    /// The node with this number.
-    pub const fn new(id: u64) -> Self {
-        NodeId(id)
-    }
-
-    /// The number of this node.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
-}
+/// The identity of a node in clocks and version vectors: `synod-node`'s, the one every Synod
+/// crate uses (numbered from 1; zero cannot be built).
+pub use synod_node::NodeId;
 
 #[cfg(test)]
 mod tests {

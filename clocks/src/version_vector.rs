@@ -518,12 +518,12 @@ mod tests {
     #[test]
     fn decoding_rejects_more_than_entries_max() {
         let max = VersionVector::ENTRIES_MAX as u64;
-        let at_limit: Vec<(NodeId, u64)> = (0..max).map(|n| (NodeId::new(n), 1)).collect();
+        let at_limit: Vec<(NodeId, u64)> = (1..=max).map(|n| (NodeId::new(n), 1)).collect();
         let bytes = postcard::to_allocvec(&at_limit).unwrap();
         let v = postcard::from_bytes::<VersionVector>(&bytes).unwrap();
         assert_eq!(v.len(), VersionVector::ENTRIES_MAX);
         let mut over = at_limit;
-        over.push((NodeId::new(max), 1));
+        over.push((NodeId::new(max + 1), 1));
         let bytes = postcard::to_allocvec(&over).unwrap();
         assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
         assert_eq!(

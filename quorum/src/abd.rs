@@ -50,8 +50,8 @@ use crate::tracker::{Outcome, ResponseTracker};
 pub struct Tag {
     /// Larger is newer.
     pub sequence: u64,
-    /// The node that wrote the value.
-    pub writer: NodeId,
+    /// The node that wrote the value; `None` in the initial tag, which no write has.
+    pub writer: Option<NodeId>,
     /// The writer's incarnation when it wrote ([`Incarnation::get`]).
     pub incarnation: u64,
     /// The writer's operation number within that incarnation.
@@ -589,7 +589,7 @@ impl<V: Clone> AbdNode<V> {
             };
             let tag = Tag {
                 sequence,
-                writer: self.config.node,
+                writer: Some(self.config.node),
                 incarnation: self.config.incarnation.get(),
                 op: id.number,
             };

@@ -331,7 +331,7 @@ mod tests {
                 SimTime::from_micros(u64::from(i)),
                 FaultSource::Nemesis,
                 Fault::Pause {
-                    node: NodeId::new(i),
+                    node: NodeId::new(u64::from(i) + 1),
                 },
             );
         }
@@ -367,13 +367,13 @@ mod tests {
             "1.500000s  crash n1 mode=tear-last disk: unsynced_ops=3 lost=1 torn (scripted)"
         );
         let mut cut = Cut::none(3);
-        cut.cut_both(NodeId::new(0), NodeId::new(1));
-        cut.cut_one_way(NodeId::new(2), NodeId::new(0));
+        cut.cut_both(NodeId::new(1), NodeId::new(2));
+        cut.cut_one_way(NodeId::new(3), NodeId::new(1));
         let p = Fault::PartitionStart {
             shape: Some(PartitionShape::OneWay),
             cut,
         };
-        assert_eq!(p.to_string(), "partition one-way: n0<->n1 n2->n0");
+        assert_eq!(p.to_string(), "partition one-way: n1<->n2 n3->n1");
         assert_eq!(
             Fault::ClockJump {
                 node: NodeId::new(2),

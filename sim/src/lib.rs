@@ -135,7 +135,7 @@
 //!         } else {
 //!             KvInput::Write { key: 0, value: self.0 }
 //!         };
-//!         Some(Invocation { node: NodeId::new(0), request: op, input: op })
+//!         Some(Invocation { node: NodeId::new(1), request: op, input: op })
 //!     }
 //!
 //!     fn complete(&mut self, _: ClientId, _: &KvInput, out: &KvOutput) -> Completion<KvOutput> {
@@ -222,9 +222,9 @@
 //! `synod sim register --seed 7`):
 //!
 //! ```text
-//! 0.151582s  partition one-way: n0->n1 n2->n1
-//! 0.286749s  crash n0 mode=tear-last disk: unsynced_ops=1 lost=0 torn
-//! 0.327426s  restart n0
+//! 0.151582s  partition one-way: n1->n2 n3->n2
+//! 0.286749s  crash n1 mode=tear-last disk: unsynced_ops=1 lost=0 torn
+//! 0.327426s  restart n1
 //! 0.344372s  partition healed
 //! ```
 //!

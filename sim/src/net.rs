@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::node::NodeId;
+use crate::node::{NodeId, node_at, slot_of};
 use crate::rng::{Probability, SimRng};
 use crate::time::{SimTime, duration_micros};
 
@@ -227,7 +227,7 @@ impl Cut {
     #[must_use]
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.cut
-            .get(from.index() * self.n + to.index())
+            .get(slot_of(from) * self.n + slot_of(to))
             .copied()
             .unwrap_or(false)
     }
@@ -235,7 +235,7 @@ impl Cut {
     /// Cuts the link from `from` to `to` (one way).
     pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
         if from != to
-            && let Some(c) = self.cut.get_mut(from.index() * self.n + to.index())
+            && let Some(c) = self.cut.get_mut(slot_of(from) * self.n + slot_of(to))
         {
             *c = true;
         }
@@ -255,7 +255,7 @@ impl Cut {
         let mut c = Cut::none(n);
         for a in 0..n as u32 {
             for b in 0..n as u32 {
-                let (a, b) = (NodeId::new(a), NodeId::new(b));
+                let (a, b) = (node_at(a as usize), node_at(b as usize));
                 if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
                     c.cut_one_way(a, b);
                 }
@@ -278,7 +278,7 @@ impl Cut {
 
     /// A random partition of `shape` among `n` nodes.
     pub fn draw(shape: PartitionShape, n: usize, rng: &mut SimRng) -> Self {
-        let mut ids: Vec<NodeId> = (0..n as u32).map(NodeId::new).collect();
+        let mut ids: Vec<NodeId> = (0..n).map(node_at).collect();
         rng.shuffle(&mut ids);
         let mut c = Cut::none(n);
         if n < 2 {
@@ -336,13 +336,13 @@ impl Cut {
 }
 
 impl fmt::Display for Cut {
-    /// The cut links in order of their sending node: `n0<->n1` when both directions are
-    /// cut, `n2->n0` when only one is; `no link cut` when none is.
+    /// The cut links in order of their sending node: `n1<->n2` when both directions are
+    /// cut, `n3->n1` when only one is; `no link cut` when none is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
         for a in 0..self.n as u32 {
             for b in 0..self.n as u32 {
-                let (a, b) = (NodeId::new(a), NodeId::new(b));
+                let (a, b) = (node_at(a as usize), node_at(b as usize));
                 if !self.is_cut(a, b) {
                     continue;
                 }
@@ -417,7 +417,7 @@ impl Network {
         };
         let mut links = vec![link; n * n];
         for &(from, to, config) in overrides {
-            links[from.index() * n + to.index()].config = config;
+            links[slot_of(from) * n + slot_of(to)].config = config;
         }
         Network {
             n,
@@ -430,7 +430,7 @@ impl Network {
     }
 
     pub(crate) fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut Link {
-        &mut self.links[from.index() * self.n + to.index()]
+        &mut self.links[slot_of(from) * self.n + slot_of(to)]
     }
 
     /// Decides the fate of a message sent now from `from` to `to`.
@@ -497,7 +497,7 @@ mod tests {
 
     fn reachable(c: &Cut, n: usize, a: usize) -> usize {
         (0..n)
-            .filter(|&b| !c.is_cut(NodeId::new(a as u32), NodeId::new(b as u32)))
+            .filter(|&b| !c.is_cut(node_at(a), node_at(b)))
             .count()
     }
 
@@ -521,7 +521,7 @@ mod tests {
                 assert!(one_way.any());
                 for a in 0..n as u32 {
                     for b in 0..n as u32 {
-                        let (a, b) = (NodeId::new(a), NodeId::new(b));
+                        let (a, b) = (node_at(a as usize), node_at(b as usize));
                         assert!(!(one_way.is_cut(a, b) && one_way.is_cut(b, a)));
                     }
                 }
@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn groups_cut_between_groups_only() {
-        let ids: Vec<NodeId> = (0..4).map(NodeId::new).collect();
+        let ids: Vec<NodeId> = (1..=4).map(NodeId::new).collect();
         let c = Cut::groups(4, &[&ids[..2], &ids[2..3]]);
         assert!(!c.is_cut(ids[0], ids[1]));
         assert!(c.is_cut(ids[1], ids[2]));
@@ -568,7 +568,7 @@ mod tests {
     fn fifo_links_keep_order_and_clogs_hold_messages() {
         let mut net = Network::new(2, LinkConfig::default(), &[]);
         let mut rng = SimRng::new(1);
-        let (a, b) = (NodeId::new(0), NodeId::new(1));
+        let (a, b) = (NodeId::new(1), NodeId::new(2));
         let mut last = SimTime::ZERO;
         for t in 0..1000 {
             match net.route(SimTime::from_micros(t), a, b, &mut rng) {

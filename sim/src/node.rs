@@ -30,34 +30,20 @@ use crate::disk::Disk;
 use crate::rng::SimRng;
 use crate::time::SimTime;
 
-/// A simulated node, numbered from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(u32);
+/// A simulated node: `synod-node`'s `NodeId`, the one every Synod crate uses. A cluster of
+/// `n` nodes is numbered `1..=n`, as a real cluster is, so a node's id in a simulation is the
+/// id its protocol sees.
+pub use synod_node::NodeId;
 
-impl NodeId {
-    /// The node with index `index`.
-    #[must_use]
-    pub const fn new(index: u32) -> Self {
-        NodeId(index)
-    }
-
-    /// The node's index, usable to index a slice of nodes.
-    #[must_use]
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-
-    /// The node's number.
-    #[must_use]
-    pub const fn get(self) -> u32 {
-        self.0
-    }
+/// The node at position `i` (from 0) of the simulator's tables.
+pub(crate) fn node_at(i: usize) -> NodeId {
+    NodeId::new(i as u64 + 1)
 }
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
+/// The position (from 0) of node `id` in the simulator's tables; ids past the cluster give
+/// positions past its end, which callers check.
+pub(crate) fn slot_of(id: NodeId) -> usize {
+    usize::try_from(id.get() - 1).unwrap_or(usize::MAX)
 }
 
 /// A simulated client, numbered from 0.
@@ -221,7 +207,7 @@ impl<N: Node> Context<'_, N> {
         self.id
     }
 
-    /// How many nodes the cluster has (ids `0..nodes`).
+    /// How many nodes the cluster has (ids `1..=nodes`).
     #[must_use]
     pub fn nodes(&self) -> usize {
         self.nodes
@@ -229,7 +215,7 @@ impl<N: Node> Context<'_, N> {
 
     /// Every node id of the cluster, this one included.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + use<N> {
-        (0..self.nodes as u32).map(NodeId::new)
+        (0..self.nodes).map(node_at)
     }
 
     /// This node's clock reading, which may be offset from true time, drift and jump.
@@ -259,7 +245,7 @@ impl<N: Node> Context<'_, N> {
 
     /// Sends `message` to `to`. The network may delay, drop, duplicate or reorder it.
     /// A message to this node itself is delivered through the network too. A message to a
-    /// node outside the cluster (`to.index() >= nodes()`) is dropped.
+    /// node outside the cluster (an id above `nodes()`) is dropped.
     pub fn send(&mut self, to: NodeId, message: N::Message) {
         self.effects.push(Effect::Send { to, message });
     }

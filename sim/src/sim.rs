@@ -31,7 +31,9 @@ use crate::fault_log::{FAULT_LOG_ENTRIES_DEFAULT, Fault, FaultLog, FaultSource};
 use crate::history::{History, OpId};
 use crate::nemesis::{Counter, Coverage, FaultKind, FaultProfile, NemesisConfig};
 use crate::net::{Cut, DelayDistribution, Fate, LinkConfig, Network, PartitionShape};
-use crate::node::{ClientId, Context, Effect, Node, NodeId, RequestId, SyncToken, TimerId};
+use crate::node::{
+    ClientId, Context, Effect, Node, NodeId, RequestId, SyncToken, TimerId, node_at, slot_of,
+};
 use crate::rng::{Probability, SimRng, splitmix64};
 use crate::time::{SimTime, duration_micros};
 use crate::trace::TraceHasher;
@@ -438,9 +440,9 @@ impl SimConfigBuilder {
         if let Some(&(from, to, _)) = c
             .link_overrides
             .iter()
-            .find(|(f, t, _)| f.index() >= c.nodes || t.index() >= c.nodes)
+            .find(|(f, t, _)| slot_of(*f) >= c.nodes || slot_of(*t) >= c.nodes)
         {
-            let outside = if from.index() >= c.nodes { from } else { to };
+            let outside = if slot_of(from) >= c.nodes { from } else { to };
             return Err(ConfigError::LinkNode(outside));
         }
         if c.clients > CLIENTS_MAX {
@@ -595,7 +597,7 @@ impl<'a, N: Node, I, O> View<'a, N, I, O> {
     /// Node `id`, or `None` if it is crashed (or out of range).
     #[must_use]
     pub fn node(&self, id: NodeId) -> Option<&'a N> {
-        self.slots.get(id.index()).and_then(|s| s.node.as_ref())
+        self.slots.get(slot_of(id)).and_then(|s| s.node.as_ref())
     }
 
     /// Every node that is not crashed, with its id.
@@ -603,20 +605,20 @@ impl<'a, N: Node, I, O> View<'a, N, I, O> {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.node.as_ref().map(|n| (NodeId::new(i as u32), n)))
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (node_at(i), n)))
     }
 
     /// Node `id`'s disk (crashed nodes keep theirs).
     #[must_use]
     pub fn disk(&self, id: NodeId) -> Option<&'a Disk> {
-        self.slots.get(id.index()).map(|s| &s.disk)
+        self.slots.get(slot_of(id)).map(|s| &s.disk)
     }
 
     /// Whether node `id` is paused.
     #[must_use]
     pub fn is_paused(&self, id: NodeId) -> bool {
         self.slots
-            .get(id.index())
+            .get(slot_of(id))
             .is_some_and(|s| s.state == NodeState::Paused)
     }
 
@@ -1026,7 +1028,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
 
     fn run_loop(&mut self) -> Option<Failure> {
         for i in 0..self.config.nodes {
-            self.start_node(NodeId::new(i as u32));
+            self.start_node(node_at(i));
         }
         for c in 0..self.config.clients {
             let t = self.client_rng.between(0, self.config.think_time_max_us);
@@ -1169,7 +1171,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             Event::ClientNext { client } => self.client_next(client),
             Event::Nemesis => self.nemesis(),
             Event::Restart { node } => {
-                if self.slots[node.index()].state == NodeState::Crashed {
+                if self.slots[slot_of(node)].state == NodeState::Crashed {
                     self.restart(node, FaultSource::Nemesis);
                 }
             }
@@ -1185,7 +1187,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     fn deliver_to_node(&mut self, id: NodeId, event: Event<N>) {
-        let slot = &mut self.slots[id.index()];
+        let slot = &mut self.slots[slot_of(id)];
         match slot.state {
             NodeState::Crashed => return,
             NodeState::Paused => {
@@ -1256,7 +1258,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     fn start_node(&mut self, id: NodeId) {
         let node = (self.factory)(id);
         let nodes = self.config.nodes;
-        let slot = &mut self.slots[id.index()];
+        let slot = &mut self.slots[slot_of(id)];
         slot.state = NodeState::Up;
         // What survived on the disk is the node's input at a start: hash it (starts are
         // rare, so copying the files here costs little).
@@ -1289,7 +1291,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => {
-                    if to.index() >= self.config.nodes {
+                    if slot_of(to) >= self.config.nodes {
                         continue;
                     }
                     match self.net.route(self.now, from, to, &mut self.net_rng) {
@@ -1319,7 +1321,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     }
                 }
                 Effect::Timer { after, timer } => {
-                    let slot = &self.slots[from.index()];
+                    let slot = &self.slots[slot_of(from)];
                     let span = slot.clock.true_span(after);
                     let incarnation = slot.incarnation;
                     let at = self.now.saturating_add(span);
@@ -1343,7 +1345,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     self.push(at, Event::Reply { id, response });
                 }
                 Effect::Sync { token, point } => {
-                    let incarnation = self.slots[from.index()].incarnation;
+                    let incarnation = self.slots[slot_of(from)].incarnation;
                     let delay = self.config.sync_delay.sample_us(&mut self.disk_rng);
                     let at = self.after(delay);
                     self.push(
@@ -1390,7 +1392,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         let timeout = self.after(self.config.client_timeout_us);
         self.push(timeout, Event::ClientTimeout { id });
         let link = self.config.client_link;
-        if inv.node.index() >= self.config.nodes || self.link_lost(&link) {
+        if slot_of(inv.node) >= self.config.nodes || self.link_lost(&link) {
             self.coverage.bump(Counter::MessageLost);
             return;
         }
@@ -1438,7 +1440,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     fn random_up_node(&mut self) -> Option<NodeId> {
         let up: Vec<NodeId> = (0..self.config.nodes)
             .filter(|&i| self.slots[i].state == NodeState::Up)
-            .map(|i| NodeId::new(i as u32))
+            .map(node_at)
             .collect();
         self.nemesis_rng.pick(&up).copied()
     }
@@ -1490,14 +1492,14 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 let b = (a + 1 + self.nemesis_rng.below(n as u64 - 1) as u32) % n as u32;
                 let clog = self.nemesis_rng.between(1, self.profile.clog_time_max_us);
                 let until = self.after(clog);
-                let link = self.net.link_mut(NodeId::new(a), NodeId::new(b));
+                let link = self.net.link_mut(node_at(a as usize), node_at(b as usize));
                 link.clogged_until = link.clogged_until.max(until);
                 self.coverage.bump(Counter::Clog);
                 self.log(
                     FaultSource::Nemesis,
                     Fault::Clog {
-                        from: NodeId::new(a),
-                        to: NodeId::new(b),
+                        from: node_at(a as usize),
+                        to: node_at(b as usize),
                         duration: Duration::from_micros(clog),
                     },
                 );
@@ -1548,7 +1550,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                         self.slots[i].state == NodeState::Up
                             && self.slots[i].disk.unsynced_ops() > 0
                     })
-                    .map(|i| NodeId::new(i as u32))
+                    .map(node_at)
                     .collect();
                 let target = if !exposed.is_empty() && self.nemesis_rng.below(2) == 0 {
                     self.nemesis_rng.pick(&exposed).copied()
@@ -1564,7 +1566,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             }
             Some(FaultKind::Pause) if self.down_nodes() < down_max => {
                 if let Some(id) = self.random_up_node() {
-                    self.slots[id.index()].state = NodeState::Paused;
+                    self.slots[slot_of(id)].state = NodeState::Paused;
                     self.coverage.bump(Counter::Pause);
                     self.log(FaultSource::Nemesis, Fault::Pause { node: id });
                     let pause = self.nemesis_rng.between(1, self.profile.pause_time_max_us);
@@ -1581,7 +1583,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 self.log(
                     FaultSource::Nemesis,
                     Fault::ClockJump {
-                        node: NodeId::new(id as u32),
+                        node: node_at(id),
                         delta_us: delta,
                     },
                 );
@@ -1596,7 +1598,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 self.log(
                     FaultSource::Nemesis,
                     Fault::ClockDrift {
-                        node: NodeId::new(id as u32),
+                        node: node_at(id),
                         ppm,
                     },
                 );
@@ -1631,7 +1633,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     fn crash_with(&mut self, id: NodeId, mode: CrashMode, source: FaultSource) {
-        let slot = &mut self.slots[id.index()];
+        let slot = &mut self.slots[slot_of(id)];
         slot.node = None;
         slot.state = NodeState::Crashed;
         slot.incarnation += 1;
@@ -1666,13 +1668,13 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     }
 
     fn resume(&mut self, id: NodeId, source: FaultSource) {
-        let slot = &mut self.slots[id.index()];
+        let slot = &mut self.slots[slot_of(id)];
         if slot.state != NodeState::Paused {
             return;
         }
         slot.state = NodeState::Up;
         self.coverage.bump(Counter::Resume);
-        let parked = std::mem::take(&mut self.slots[id.index()].parked);
+        let parked = std::mem::take(&mut self.slots[slot_of(id)].parked);
         self.faults
             .push(self.now, source, Fault::Resume { node: id });
         for event in parked {
@@ -1686,7 +1688,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         }
         const S: FaultSource = FaultSource::Scripted;
         let n = self.config.nodes;
-        let valid = |id: NodeId| id.index() < n;
+        let valid = |id: NodeId| slot_of(id) < n;
         match action {
             Action::Partition(cut) => {
                 if cut.nodes() == n {
@@ -1708,18 +1710,18 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 }
             }
             Action::Crash(id, mode) => {
-                if valid(id) && self.slots[id.index()].state != NodeState::Crashed {
+                if valid(id) && self.slots[slot_of(id)].state != NodeState::Crashed {
                     self.crash_with(id, mode, S);
                 }
             }
             Action::Restart(id) => {
-                if valid(id) && self.slots[id.index()].state == NodeState::Crashed {
+                if valid(id) && self.slots[slot_of(id)].state == NodeState::Crashed {
                     self.restart(id, S);
                 }
             }
             Action::Pause(id) => {
-                if valid(id) && self.slots[id.index()].state == NodeState::Up {
-                    self.slots[id.index()].state = NodeState::Paused;
+                if valid(id) && self.slots[slot_of(id)].state == NodeState::Up {
+                    self.slots[slot_of(id)].state = NodeState::Paused;
                     self.coverage.bump(Counter::Pause);
                     self.log(S, Fault::Pause { node: id });
                 }
@@ -1731,33 +1733,33 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             }
             Action::ClockJump(id, delta_us) => {
                 if valid(id) {
-                    self.slots[id.index()].clock.jump(self.now, delta_us);
+                    self.slots[slot_of(id)].clock.jump(self.now, delta_us);
                     self.coverage.bump(Counter::ClockJump);
                     self.log(S, Fault::ClockJump { node: id, delta_us });
                 }
             }
             Action::ClockDrift(id, ppm) => {
                 if valid(id) {
-                    self.slots[id.index()].clock.set_drift(self.now, ppm);
+                    self.slots[slot_of(id)].clock.set_drift(self.now, ppm);
                     self.coverage.bump(Counter::ClockDrift);
                     self.log(S, Fault::ClockDrift { node: id, ppm });
                 }
             }
             Action::FailNextSync(id) => {
                 if valid(id) {
-                    self.slots[id.index()].failing_syncs += 1;
+                    self.slots[slot_of(id)].failing_syncs += 1;
                     self.log(S, Fault::FailNextSync { node: id });
                 }
             }
             Action::FillDisk(id) => {
                 if valid(id) {
-                    self.slots[id.index()].disk.fill();
+                    self.slots[slot_of(id)].disk.fill();
                     self.log(S, Fault::DiskFull { node: id });
                 }
             }
             Action::FreeDisk(id) => {
                 if valid(id) {
-                    self.slots[id.index()].disk.free();
+                    self.slots[slot_of(id)].disk.free();
                     self.log(S, Fault::DiskFreed { node: id });
                 }
             }
@@ -1771,7 +1773,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.net.heal(self.now);
         self.log(FaultSource::Heal, Fault::AllHealed);
         for i in 0..self.config.nodes {
-            let id = NodeId::new(i as u32);
+            let id = node_at(i);
             self.slots[i].failing_syncs = 0;
             self.slots[i].disk.free();
             match self.slots[i].state {

@@ -15,8 +15,8 @@ fn envelope(n: u64) -> Envelope {
     Envelope {
         correlation: CorrelationId(n),
         kind: MessageKind::Request,
-        from: NodeId(2),
-        to: NodeId(1),
+        from: NodeId::new(2),
+        to: NodeId::new(1),
         payload: Bytes::from_static(&[7; 64]),
     }
 }

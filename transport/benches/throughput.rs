@@ -224,20 +224,20 @@ fn echo_pair(
         })
         .unwrap();
     let client = TcpTransport::bind(builder(2).build().unwrap(), "127.0.0.1:0").unwrap();
-    client.add_peer(NodeId(1), server.local_addr());
-    assert!(client.wait_connected(NodeId(1), Duration::from_secs(10)));
+    client.add_peer(NodeId::new(1), server.local_addr());
+    assert!(client.wait_connected(NodeId::new(1), Duration::from_secs(10)));
     (server, client)
 }
 
 fn config(node: u64) -> synod_transport::ConfigBuilder {
-    Config::builder(ClusterId(1), NodeId(node))
+    Config::builder(ClusterId(1), NodeId::new(node))
 }
 
 fn transport_rtt_us(client: &TcpTransport, window: Duration) -> f64 {
     let payload = Bytes::from_static(&[7u8; MSG]);
     let per_sec = rate(window, || {
         client
-            .request(NodeId(1), payload.clone(), Duration::from_secs(10))
+            .request(NodeId::new(1), payload.clone(), Duration::from_secs(10))
             .unwrap()
             .wait()
             .unwrap();
@@ -255,7 +255,7 @@ fn transport_pipeline_rate(client: &TcpTransport, window: Duration) -> f64 {
         while in_flight.len() < DEPTH {
             in_flight.push_back(
                 client
-                    .request(NodeId(1), payload.clone(), Duration::from_secs(10))
+                    .request(NodeId::new(1), payload.clone(), Duration::from_secs(10))
                     .unwrap(),
             );
         }
@@ -282,7 +282,7 @@ fn transport_pipeline_batch_rate(client: &TcpTransport, window: Duration) -> f64
         let room = DEPTH - in_flight.len();
         client
             .request_batch(
-                NodeId(1),
+                NodeId::new(1),
                 std::iter::repeat_n(payload.clone(), room),
                 Duration::from_secs(10),
                 &mut fresh,
@@ -311,8 +311,8 @@ fn transport_stream_rate(window: Duration) -> f64 {
         "127.0.0.1:0",
     )
     .unwrap();
-    sender.add_peer(NodeId(1), receiver.local_addr());
-    assert!(sender.wait_connected(NodeId(1), Duration::from_secs(10)));
+    sender.add_peer(NodeId::new(1), receiver.local_addr());
+    assert!(sender.wait_connected(NodeId::new(1), Duration::from_secs(10)));
     let receiver = Arc::new(receiver);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counter = {
@@ -338,7 +338,7 @@ fn transport_stream_rate(window: Duration) -> f64 {
     let mut sent = 0u64;
     while start.elapsed() < window {
         for _ in 0..1000 {
-            sender.send(NodeId(1), payload.clone()).unwrap();
+            sender.send(NodeId::new(1), payload.clone()).unwrap();
         }
         sent += 1000;
     }

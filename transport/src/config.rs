@@ -82,7 +82,7 @@ impl Config {
                 backoff_max_ms: 2000,
                 connections_max: 256,
                 idle_timeout_ms: None,
-                seed: node.0 ^ 0x5EED_5EED_5EED_5EED,
+                seed: node.get() ^ 0x5EED_5EED_5EED_5EED,
             },
         }
     }
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_bad_limits_are_named() {
-        let b = Config::builder(ClusterId(1), NodeId(1));
+        let b = Config::builder(ClusterId(1), NodeId::new(1));
         assert!(b.clone().build().is_ok());
         let e = b.clone().batch_bytes_max(2 << 20).build().unwrap_err();
         assert_eq!(e.setting(), "batch_bytes_max");

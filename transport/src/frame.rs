@@ -430,8 +430,8 @@ impl Envelope {
                 MessageKind::OneWay => 2,
             },
         );
-        put_varint(out, self.from.0);
-        put_varint(out, self.to.0);
+        put_varint(out, self.from.get());
+        put_varint(out, self.to.get());
         put_varint(out, self.payload.len() as u64);
         out.extend_from_slice(&self.payload);
     }
@@ -442,8 +442,8 @@ impl Envelope {
     pub fn encoded_len(&self) -> usize {
         varint_len(self.correlation.0)
             + 1
-            + varint_len(self.from.0)
-            + varint_len(self.to.0)
+            + varint_len(self.from.get())
+            + varint_len(self.to.get())
             + varint_len(self.payload.len() as u64)
             + self.payload.len()
     }
@@ -514,8 +514,9 @@ fn decode_envelope(buf: &Bytes, mut at: usize) -> Option<(Envelope, usize)> {
         2 => MessageKind::OneWay,
         _ => return None,
     };
-    let from = NodeId(get_varint(buf, &mut at)?);
-    let to = NodeId(get_varint(buf, &mut at)?);
+    // Node ids start at 1: an envelope naming node 0 is malformed.
+    let from = NodeId::try_new(get_varint(buf, &mut at)?)?;
+    let to = NodeId::try_new(get_varint(buf, &mut at)?)?;
     let len = usize::try_from(get_varint(buf, &mut at)?).ok()?;
     let end = at.checked_add(len).filter(|&end| end <= buf.len())?;
     let payload = buf.slice(at..end);
@@ -593,8 +594,8 @@ mod tests {
         Envelope {
             correlation: CorrelationId(n),
             kind: MessageKind::Request,
-            from: NodeId(1),
-            to: NodeId(2),
+            from: NodeId::new(1),
+            to: NodeId::new(2),
             payload: Bytes::from(vec![n as u8; len]),
         }
     }
@@ -604,8 +605,8 @@ mod tests {
         let e = Envelope {
             correlation: CorrelationId(u64::MAX),
             kind: MessageKind::OneWay,
-            from: NodeId(u64::MAX),
-            to: NodeId(u64::MAX),
+            from: NodeId::new(u64::MAX),
+            to: NodeId::new(u64::MAX),
             payload: Bytes::from_static(&[7; 300]),
         };
         let mut out = Vec::new();
@@ -629,8 +630,8 @@ mod tests {
                 let e = Envelope {
                     correlation: CorrelationId(n),
                     kind,
-                    from: NodeId(n / 3),
-                    to: NodeId(n ^ 0x55),
+                    from: NodeId::new(n / 3 + 1),
+                    to: NodeId::new((n ^ 0x55).max(1)),
                     payload: Bytes::from(vec![n as u8; len]),
                 };
                 let mut ours = Vec::new();

@@ -208,14 +208,14 @@ mod tests {
         Hello {
             protocol: PROTOCOL,
             cluster: ClusterId(7),
-            from: NodeId(2),
-            to: NodeId(1),
+            from: NodeId::new(2),
+            to: NodeId::new(1),
         }
     }
 
     #[test]
     fn acceptor_checks_each_field() {
-        let (c, n) = (ClusterId(7), NodeId(1));
+        let (c, n) = (ClusterId(7), NodeId::new(1));
         assert_eq!(check_hello(&hello(), c, n, false, None), Ok(()));
         assert_eq!(
             check_hello(&hello(), ClusterId(8), n, false, None),
@@ -225,18 +225,18 @@ mod tests {
             })
         );
         assert!(matches!(
-            check_hello(&hello(), c, NodeId(3), false, None),
+            check_hello(&hello(), c, NodeId::new(3), false, None),
             Err(RejectReason::WrongNode { .. })
         ));
         assert_eq!(
-            check_hello(&hello(), c, NodeId(2), false, None),
+            check_hello(&hello(), c, NodeId::new(2), false, None),
             Err(RejectReason::WrongNode {
-                expected: NodeId(2),
-                got: NodeId(1)
+                expected: NodeId::new(2),
+                got: NodeId::new(1)
             })
         );
         let mut same = hello();
-        same.from = NodeId(1);
+        same.from = NodeId::new(1);
         assert_eq!(
             check_hello(&same, c, n, false, None),
             Err(RejectReason::SameNode)

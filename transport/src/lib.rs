@@ -17,7 +17,7 @@
 //! let cluster = ClusterId(1);
 //! // Node 1 answers each request on its connection's reader thread.
 //! let node1 = TcpTransport::bind_with_handler(
-//!     Config::builder(cluster, NodeId(1)).build()?,
+//!     Config::builder(cluster, NodeId::new(1)).build()?,
 //!     "127.0.0.1:0",
 //!     |request| {
 //!         let mut reply = b"hello, ".to_vec();
@@ -26,11 +26,11 @@
 //!     },
 //! )?;
 //! // Node 2 learns where node 1 listens; having the higher id, it dials.
-//! let node2 = TcpTransport::bind(Config::builder(cluster, NodeId(2)).build()?, "127.0.0.1:0")?;
-//! node2.add_peer(NodeId(1), node1.local_addr());
+//! let node2 = TcpTransport::bind(Config::builder(cluster, NodeId::new(2)).build()?, "127.0.0.1:0")?;
+//! node2.add_peer(NodeId::new(1), node1.local_addr());
 //!
 //! let response = node2
-//!     .request(NodeId(1), Bytes::from_static(b"node 2"), Duration::from_secs(10))?
+//!     .request(NodeId::new(1), Bytes::from_static(b"node 2"), Duration::from_secs(10))?
 //!     .wait()?;
 //! assert_eq!(&response[..], b"hello, node 2");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -91,13 +91,13 @@
 //! # use bytes::Bytes;
 //! # use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
 //! # let echo = TcpTransport::bind_with_handler(
-//! #     Config::builder(ClusterId(1), NodeId(1)).build()?, "127.0.0.1:0",
+//! #     Config::builder(ClusterId(1), NodeId::new(1)).build()?, "127.0.0.1:0",
 //! #     |request| Some(request.payload().clone()))?;
-//! # let node2 = TcpTransport::bind(Config::builder(ClusterId(1), NodeId(2)).build()?, "127.0.0.1:0")?;
-//! # node2.add_peer(NodeId(1), echo.local_addr());
+//! # let node2 = TcpTransport::bind(Config::builder(ClusterId(1), NodeId::new(2)).build()?, "127.0.0.1:0")?;
+//! # node2.add_peer(NodeId::new(1), echo.local_addr());
 //! // Ten requests in flight at once on one connection.
 //! let handles: Vec<_> = (0..10u8)
-//!     .map(|i| node2.request(NodeId(1), Bytes::from(vec![i]), Duration::from_secs(10)))
+//!     .map(|i| node2.request(NodeId::new(1), Bytes::from(vec![i]), Duration::from_secs(10)))
 //!     .collect::<Result<_, _>>()?;
 //! for (i, handle) in handles.into_iter().enumerate() {
 //!     assert_eq!(handle.wait()?[..], [i as u8]); // each response matches its request
@@ -139,8 +139,8 @@
 //!     let envelope = Envelope {
 //!         correlation: CorrelationId(n),
 //!         kind: MessageKind::Request,
-//!         from: NodeId(2),
-//!         to: NodeId(1),
+//!         from: NodeId::new(2),
+//!         to: NodeId::new(1),
 //!         payload: Bytes::from(vec![n as u8; 8]),
 //!     };
 //!     envelope.encode_into(&mut wire);
@@ -200,7 +200,7 @@
 //!     *total
 //! })?;
 //! let server = TcpTransport::bind_with_handler(
-//!     Config::builder(ClusterId(1), NodeId(1)).build()?,
+//!     Config::builder(ClusterId(1), NodeId::new(1)).build()?,
 //!     "127.0.0.1:0",
 //!     move |request| {
 //!         let add = u64::from(*request.payload().first()?);
@@ -208,10 +208,10 @@
 //!         Some(Bytes::copy_from_slice(&total.to_le_bytes()))
 //!     },
 //! )?;
-//! let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId(2)).build()?, "127.0.0.1:0")?;
-//! client.add_peer(NodeId(1), server.local_addr());
+//! let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId::new(2)).build()?, "127.0.0.1:0")?;
+//! client.add_peer(NodeId::new(1), server.local_addr());
 //! for (add, total) in [(5u8, 5u64), (7, 12)] {
-//!     let reply = client.request(NodeId(1), Bytes::from(vec![add]), Duration::from_secs(10))?.wait()?;
+//!     let reply = client.request(NodeId::new(1), Bytes::from(vec![add]), Duration::from_secs(10))?.wait()?;
 //!     assert_eq!(reply[..], total.to_le_bytes());
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -237,9 +237,9 @@
 //! let mut waiting = WaitingList::new(1000);
 //! waiting.insert("put k", Quorum::majority(5), 250u64)?; // deadline at t = 250 ms
 //! for node in 1..=2 {
-//!     assert_eq!(waiting.on_response(&"put k", NodeId(node), ()), Progress::Pending);
+//!     assert_eq!(waiting.on_response(&"put k", NodeId::new(node), ()), Progress::Pending);
 //! }
-//! assert!(matches!(waiting.on_response(&"put k", NodeId(3), ()), Progress::Completed(_)));
+//! assert!(matches!(waiting.on_response(&"put k", NodeId::new(3), ()), Progress::Completed(_)));
 //! assert!(waiting.expire(1_000).is_empty()); // nothing left to expire
 //! # Ok::<(), synod_transport::WaitError>(())
 //! ```

@@ -1314,7 +1314,7 @@ impl TcpTransport {
         });
         let sh = Arc::clone(&shared);
         shared.spawn(
-            format!("synod-accept-{}", shared.config.node.0),
+            format!("synod-accept-{}", shared.config.node.get()),
             move || accept_loop(&sh, &listener),
         );
         Ok(TcpTransport { shared })
@@ -1353,7 +1353,7 @@ impl TcpTransport {
         if dials {
             let sh2 = Arc::clone(sh);
             sh.spawn(
-                format!("synod-dial-{}-{}", sh.config.node.0, peer.0),
+                format!("synod-dial-{}-{}", sh.config.node.get(), peer.get()),
                 move || {
                     dial_loop(&sh2, &channel, addr);
                 },
@@ -1417,11 +1417,11 @@ impl TcpTransport {
     /// # use bytes::Bytes;
     /// # use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
     /// # let server = TcpTransport::bind_with_handler(
-    /// #     Config::builder(ClusterId(1), NodeId(1)).build()?, "127.0.0.1:0",
+    /// #     Config::builder(ClusterId(1), NodeId::new(1)).build()?, "127.0.0.1:0",
     /// #     |request| Some(request.payload().clone()))?;
-    /// # let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId(2)).build()?, "127.0.0.1:0")?;
-    /// # client.add_peer(NodeId(1), server.local_addr());
-    /// # assert!(client.wait_connected(NodeId(1), Duration::from_secs(10)));
+    /// # let client = TcpTransport::bind(Config::builder(ClusterId(1), NodeId::new(2)).build()?, "127.0.0.1:0")?;
+    /// # client.add_peer(NodeId::new(1), server.local_addr());
+    /// # assert!(client.wait_connected(NodeId::new(1), Duration::from_secs(10)));
     /// // Keep up to 16 requests in flight from this one thread; 100 in all.
     /// let (window, total) = (16, 100u32);
     /// let (mut sent, mut done) = (0u32, 0u32);
@@ -1430,7 +1430,7 @@ impl TcpTransport {
     /// while done < total {
     ///     let room = (window - in_flight.len()).min((total - sent) as usize);
     ///     let payloads = (sent..sent + room as u32).map(|i| Bytes::from(i.to_le_bytes().to_vec()));
-    ///     client.request_batch(NodeId(1), payloads, Duration::from_secs(10), &mut fresh)?;
+    ///     client.request_batch(NodeId::new(1), payloads, Duration::from_secs(10), &mut fresh)?;
     ///     sent += room as u32;
     ///     in_flight.extend(fresh.drain(..));
     ///     // Wait for the oldest, then take every response already there.
@@ -1701,7 +1701,7 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
         let remote = stream.peer_addr().ok();
         let over = sh.sockets_accepted.fetch_add(1, Ordering::AcqRel) >= sh.config.connections_max;
         let sh2 = Arc::clone(sh);
-        let spawned = sh.spawn(format!("synod-conn-{}", sh.config.node.0), move || {
+        let spawned = sh.spawn(format!("synod-conn-{}", sh.config.node.get()), move || {
             serve_accepted(&sh2, stream, remote, over);
         });
         if !spawned {
@@ -1839,7 +1839,7 @@ fn run_connection(
     };
     let (sh2, channel2, stream2) = (Arc::clone(sh), Arc::clone(channel), Arc::clone(&stream));
     let spawned = sh.spawn(
-        format!("synod-read-{}-{}", sh.config.node.0, channel.peer.0),
+        format!("synod-read-{}-{}", sh.config.node.get(), channel.peer.get()),
         move || {
             let reason = channel2.read_loop(&sh2, id, &stream2, decoder, accepted);
             channel2.lost(&sh2, id, reason);
@@ -1963,7 +1963,7 @@ fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
     let mut backoff = Backoff::new(
         c.backoff_initial_ms,
         c.backoff_max_ms,
-        c.seed ^ channel.peer.0.rotate_left(17),
+        c.seed ^ channel.peer.get().rotate_left(17),
     );
     while !sh.is_closing() {
         match dial(sh, channel.peer, addr) {
@@ -2008,8 +2008,8 @@ mod tests {
         let envelope = Envelope {
             correlation: CorrelationId(n),
             kind: MessageKind::OneWay,
-            from: NodeId(2),
-            to: NodeId(1),
+            from: NodeId::new(2),
+            to: NodeId::new(1),
             payload: Bytes::from(vec![n as u8; len]),
         };
         let len = envelope.encoded_len();

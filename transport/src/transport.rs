@@ -103,11 +103,11 @@ struct Hub {
 /// use synod_transport::{InProcessNetwork, NodeId, Transport};
 ///
 /// let net = InProcessNetwork::new(16);
-/// let mut a = net.endpoint(NodeId(1));
-/// let mut b = net.endpoint(NodeId(2));
-/// a.send(NodeId(2), Bytes::from_static(b"ping"))?;
+/// let mut a = net.endpoint(NodeId::new(1));
+/// let mut b = net.endpoint(NodeId::new(2));
+/// a.send(NodeId::new(2), Bytes::from_static(b"ping"))?;
 /// let got = b.try_recv().expect("delivered");
-/// assert_eq!((got.from(), &got.payload()[..]), (NodeId(1), &b"ping"[..]));
+/// assert_eq!((got.from(), &got.payload()[..]), (NodeId::new(1), &b"ping"[..]));
 /// # Ok::<(), synod_transport::SendError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -195,25 +195,27 @@ mod tests {
     #[test]
     fn bounded_inbox_unknown_peer_and_cut_links() {
         let net = InProcessNetwork::new(2);
-        let mut a = net.endpoint(NodeId(1));
-        let mut b = net.endpoint(NodeId(2));
+        let mut a = net.endpoint(NodeId::new(1));
+        let mut b = net.endpoint(NodeId::new(2));
         let m = || Bytes::from_static(b"m");
         assert_eq!(
-            a.send(NodeId(9), m()),
-            Err(SendError::UnknownPeer(NodeId(9)))
+            a.send(NodeId::new(9), m()),
+            Err(SendError::UnknownPeer(NodeId::new(9)))
         );
-        a.send(NodeId(2), m()).unwrap();
-        a.send(NodeId(2), m()).unwrap();
+        a.send(NodeId::new(2), m()).unwrap();
+        a.send(NodeId::new(2), m()).unwrap();
         assert_eq!(
-            a.send(NodeId(2), m()),
-            Err(SendError::QueueFull { peer: NodeId(2) })
+            a.send(NodeId::new(2), m()),
+            Err(SendError::QueueFull {
+                peer: NodeId::new(2)
+            })
         );
         assert!(b.try_recv().is_some() && b.try_recv().is_some() && b.try_recv().is_none());
-        net.cut(NodeId(1), NodeId(2));
-        a.send(NodeId(2), m()).unwrap();
+        net.cut(NodeId::new(1), NodeId::new(2));
+        a.send(NodeId::new(2), m()).unwrap();
         assert!(b.try_recv().is_none());
         net.heal();
-        b.send(NodeId(1), m()).unwrap();
-        assert_eq!(a.try_recv().map(|i| i.from()), Some(NodeId(2)));
+        b.send(NodeId::new(1), m()).unwrap();
+        assert_eq!(a.try_recv().map(|i| i.from()), Some(NodeId::new(2)));
     }
 }

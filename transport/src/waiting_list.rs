@@ -120,10 +120,10 @@ struct Entry<C, T> {
 /// // A write to three replicas completes on two acknowledgements.
 /// let mut list = WaitingList::new(1024);
 /// list.insert(7u64, Quorum::majority(3), 100u64)?; // key 7, deadline at t = 100
-/// assert_eq!(list.on_response(&7, NodeId(1), "ack"), Progress::Pending);
-/// assert_eq!(list.on_response(&7, NodeId(1), "ack"), Progress::Pending); // duplicate: counted once
-/// assert!(matches!(list.on_response(&7, NodeId(2), "ack"), Progress::Completed(_)));
-/// assert_eq!(list.on_response(&7, NodeId(3), "ack"), Progress::Unknown); // late
+/// assert_eq!(list.on_response(&7, NodeId::new(1), "ack"), Progress::Pending);
+/// assert_eq!(list.on_response(&7, NodeId::new(1), "ack"), Progress::Pending); // duplicate: counted once
+/// assert!(matches!(list.on_response(&7, NodeId::new(2), "ack"), Progress::Completed(_)));
+/// assert_eq!(list.on_response(&7, NodeId::new(3), "ack"), Progress::Unknown); // late
 ///
 /// // Another request expires: the caller fails it with a timeout.
 /// list.insert(8, Quorum::majority(3), 100)?;
@@ -268,10 +268,10 @@ mod tests {
         list.insert("a", Quorum::new(1), 10).unwrap();
         list.insert("b", Quorum::new(2), 20).unwrap();
         assert!(matches!(
-            list.on_response(&"a", NodeId(1), 1),
+            list.on_response(&"a", NodeId::new(1), 1),
             Progress::Completed(_)
         ));
-        assert_eq!(list.on_response(&"b", NodeId(1), 1), Progress::Pending);
+        assert_eq!(list.on_response(&"b", NodeId::new(1), 1), Progress::Pending);
         let keys: Vec<_> = list.expire(30).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["b", "c"]);
         assert!(list.is_empty());

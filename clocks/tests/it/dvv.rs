@@ -64,7 +64,7 @@ fn run(seed: u64, server_context: bool) -> (usize, usize, usize) {
                 let id = superseded.len() as u64;
                 replicas[r]
                     .state
-                    .write(NodeId::new(r as u64), &ctx, id)
+                    .write(NodeId::new(r as u64 + 1), &ctx, id)
                     .unwrap();
                 replicas[r].seen.extend(&saw);
                 replicas[r].seen.insert(id);
@@ -160,7 +160,7 @@ fn run_crowded(seed: u64) -> (usize, usize, usize) {
                 };
                 let before = replicas[r].state.clone();
                 let id = superseded.len() as u64;
-                match replicas[r].state.write(NodeId::new(r as u64), &ctx, id) {
+                match replicas[r].state.write(NodeId::new(r as u64 + 1), &ctx, id) {
                     Ok(_) => {
                         replicas[r].seen.extend(&saw);
                         replicas[r].seen.insert(id);
@@ -241,7 +241,7 @@ proptest! {
             let (a, b) = (a as usize, b as usize);
             if write {
                 let ctx = if i % 2 == 0 { reps[b].context().clone() } else { VersionVector::new() };
-                reps[a].write(NodeId::new(a as u64), &ctx, i as u64).unwrap();
+                reps[a].write(NodeId::new(a as u64 + 1), &ctx, i as u64).unwrap();
             } else {
                 let other = reps[b].clone();
                 reps[a].merge(&other);

@@ -324,13 +324,13 @@ proptest! {
         b_node in prop_oneof![Just(None), any::<u64>().prop_map(Some)],
     ) {
         let b_time = a_time.wrapping_add_signed(b_delta);
-        let a = HybridTimestamp::from_time(a_time, NodeId::new(a_node));
-        let b = HybridTimestamp::from_time(b_time, NodeId::new(b_node.unwrap_or(a_node)));
+        let a = HybridTimestamp::from_time(a_time, NodeId::try_new(a_node));
+        let b = HybridTimestamp::from_time(b_time, NodeId::try_new(b_node.unwrap_or(a_node)));
         prop_assert_eq!(HybridTimestamp::from_bytes(a.to_bytes()), a);
         prop_assert_eq!(HybridTimestamp::decode(&a.to_bytes()).unwrap(), a);
         prop_assert_eq!(a.cmp(&b), a.to_bytes().cmp(&b.to_bytes()));
         // Nearby times too, where the logical counter decides.
-        let c = HybridTimestamp::from_time(a_time ^ 1, NodeId::new(a_node));
+        let c = HybridTimestamp::from_time(a_time ^ 1, NodeId::try_new(a_node));
         prop_assert_eq!(a.cmp(&c), a.to_bytes().cmp(&c.to_bytes()));
         let bytes = postcard::to_allocvec(&a).unwrap();
         prop_assert_eq!(postcard::from_bytes::<HybridTimestamp>(&bytes).unwrap(), a);
@@ -338,10 +338,10 @@ proptest! {
 
     #[test]
     fn parts_round_trip(physical: u64, logical: u16, node: u64) {
-        let ts = HybridTimestamp::new(WallTime::from_nanos(physical), logical, NodeId::new(node));
+        let ts = HybridTimestamp::new(WallTime::from_nanos(physical), logical, NodeId::try_new(node));
         prop_assert_eq!(ts.physical().as_nanos(), physical & !0xFFFF);
         prop_assert_eq!(ts.logical(), logical);
-        prop_assert_eq!(ts.node(), NodeId::new(node));
+        prop_assert_eq!(ts.node(), NodeId::try_new(node));
         prop_assert!(ts.physical() <= WallTime::from_nanos(physical));
     }
 }

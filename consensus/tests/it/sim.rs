@@ -87,9 +87,9 @@ struct KvNode {
 }
 
 impl KvNode {
-    fn new(index: u32, nodes: usize, setup: Setup) -> KvNode {
+    fn new(id: NodeId, nodes: usize, setup: Setup) -> KvNode {
         KvNode {
-            id: NodeId::new(u64::from(index) + 1),
+            id,
             nodes,
             setup,
             raft: None,
@@ -130,8 +130,7 @@ impl KvNode {
                 ctx.sync(SyncToken(self.next_sync));
             }
             for msg in ready.messages {
-                let to = synod_sim::NodeId::new((msg.to.get() - 1) as u32);
-                ctx.send(to, msg);
+                ctx.send(msg.to, msg);
             }
             for entry in ready.committed {
                 self.apply(ctx, &entry);
@@ -223,7 +222,7 @@ impl synod_sim::Node for KvNode {
         self.drive(ctx);
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: synod_sim::NodeId, msg: Message) {
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: NodeId, msg: Message) {
         self.raft().step(msg);
         self.drive(ctx);
     }
@@ -283,7 +282,7 @@ impl Workload<KvNode> for KvWorkload {
         nodes: usize,
         rng: &mut SimRng,
     ) -> Option<Invocation<Request, KvInput>> {
-        let node = synod_sim::NodeId::new(rng.below(nodes as u64) as u32);
+        let node = NodeId::new(rng.below(nodes as u64) + 1);
         let key = rng.below(KEYS);
         self.next_value += 1;
         let value = self.next_value;
@@ -368,7 +367,7 @@ fn config(nodes: usize, setup: Setup) -> SimConfig {
 }
 
 /// Per node: the incarnation last seen.
-type Seen = BTreeMap<u32, u64>;
+type Seen = BTreeMap<u64, u64>;
 
 fn simulation(nodes: usize, seed: u64) -> Simulation<KvNode, KvWorkload> {
     simulation_with(nodes, seed, Setup::default())
@@ -380,7 +379,7 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
     Simulation::new(
         config(nodes, setup),
         seed,
-        move |id| KvNode::new(id.get(), nodes, setup),
+        move |id| KvNode::new(id, nodes, setup),
         KvWorkload::default(),
     )
     .invariant(move |view| {
@@ -393,8 +392,8 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
         }
         // The checker walks the nodes more than once, so it takes an iterator it can clone.
         let result = checker.check(
-            (0..nodes as u32)
-                .filter_map(|i| view.node(synod_sim::NodeId::new(i)))
+            (1..=nodes as u64)
+                .filter_map(|i| view.node(NodeId::new(i)))
                 .filter_map(|node| node.raft.as_ref()),
         );
         if result.is_err() && std::env::var_os("SYNOD_DEBUG").is_some() {

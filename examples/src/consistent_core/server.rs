@@ -529,7 +529,7 @@ impl Worker {
             }
         }
         for m in sends {
-            let to = synod_transport::NodeId(m.to.get());
+            let to = m.to;
             // Lost messages are Raft's business: it resends.
             let _ = self.transport.send(to, Bytes::from(m.encode()));
         }
@@ -770,11 +770,10 @@ impl Shared {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let failed =
             |e: &dyn fmt::Display| format!("forwarding to the leader, node {leader}, failed: {e}");
-        let handle = match self.transport.request(
-            synod_transport::NodeId(leader),
-            Bytes::from(bytes),
-            timeout,
-        ) {
+        let handle = match self
+            .transport
+            .request(NodeId::new(leader), Bytes::from(bytes), timeout)
+        {
             Ok(handle) => handle,
             Err(e) => return Response::Retry(failed(&e)),
         };
@@ -914,7 +913,7 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
                     "--peers: node {id}'s address `{addr}` does not resolve"
                 ))
             })?;
-        transport.add_peer(synod_transport::NodeId(id), resolved);
+        transport.add_peer(NodeId::new(id), resolved);
     }
 
     let queued = Arc::new(AtomicUsize::new(0));
@@ -998,7 +997,7 @@ fn transport_config(
     cluster: u64,
     id: u64,
 ) -> Result<synod_transport::Config, synod_transport::ConfigError> {
-    synod_transport::Config::builder(ClusterId(cluster), synod_transport::NodeId(id))
+    synod_transport::Config::builder(ClusterId(cluster), NodeId::new(id))
         // The node's one thread sends Raft messages: it must never wait on a slow or
         // stopped peer (a SIGSTOPped follower would stall the leader until check-quorum
         // deposed it). A message that does not fit is dropped, and Raft resends what matters.

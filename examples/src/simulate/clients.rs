@@ -139,8 +139,8 @@ impl<N: KvService> Workload<N> for KvClients<N> {
         rng: &mut SimRng,
     ) -> Option<Invocation<N::Request, KvInput>> {
         let node = match self.leader {
-            Some(leader) if self.follow_leader && leader.index() < nodes => leader,
-            _ => NodeId::new(u32::try_from(rng.below(nodes as u64)).expect("few nodes")),
+            Some(leader) if self.follow_leader && leader.get() <= nodes as u64 => leader,
+            _ => NodeId::new(rng.below(nodes as u64) + 1),
         };
         let key = rng.below(self.keys);
         let kinds = if self.cas.is_some() { 3 } else { 2 };
@@ -243,7 +243,8 @@ mod tests {
         let mut rng = SimRng::new(1);
         let client = ClientId::new(0);
         let read = KvInput::Read { key: 0 };
-        let completion = clients.complete(client, &read, &Response::NotLeader(Some(2)));
+        let completion =
+            clients.complete(client, &read, &Response::NotLeader(Some(NodeId::new(2))));
         assert_eq!(completion, Completion::Fail);
         assert!((0..20).all(|_| invoke(&mut clients, &mut rng).node == NodeId::new(2)));
         // A success keeps the leader; an uncertain answer forgets it.
@@ -261,7 +262,7 @@ mod tests {
 
         // Clients that do not follow the leader spread their requests whatever they hear.
         let mut spread = KvClients::<RaftKvNode>::new(8);
-        spread.complete(client, &read, &Response::NotLeader(Some(2)));
+        spread.complete(client, &read, &Response::NotLeader(Some(NodeId::new(2))));
         let nodes: Vec<NodeId> = (0..30)
             .map(|_| invoke(&mut spread, &mut rng).node)
             .collect();

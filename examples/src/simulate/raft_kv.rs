@@ -114,9 +114,9 @@ pub enum Response {
     Read(Option<u64>),
     /// The write is committed and applied.
     Written,
-    /// This node does not lead; it names the leader it knows of (a simulator node index).
-    /// The command was not appended anywhere.
-    NotLeader(Option<u32>),
+    /// This node does not lead; it names the leader it knows of. The command was not
+    /// appended anywhere.
+    NotLeader(Option<NodeId>),
     /// Certainly not done, and never will be (refused, or its log slot taken by another
     /// committed entry).
     Refused(String),
@@ -167,7 +167,7 @@ impl NodeOptions {
         in_flight_max: usize,
         append_bytes_max: u64,
     ) -> Result<Self, ConfigError> {
-        Config::builder(synod_consensus::NodeId::new(1))
+        Config::builder(NodeId::new(1))
             .in_flight_max(in_flight_max)
             .append_bytes_max(append_bytes_max)
             .build()?;
@@ -182,14 +182,6 @@ fn key_bytes(key: u64) -> Vec<u8> {
 
 fn value_bytes(value: u64) -> Vec<u8> {
     value.to_string().into_bytes()
-}
-
-fn consensus_id(id: NodeId) -> synod_consensus::NodeId {
-    synod_consensus::NodeId::new(u64::from(id.get()) + 1)
-}
-
-fn sim_id(id: u64) -> Option<NodeId> {
-    u32::try_from(id.checked_sub(1)?).ok().map(NodeId::new)
 }
 
 /// One simulated node: a [`CoreNode`] over a journaled log store.
@@ -289,9 +281,7 @@ impl RaftKvNode {
         for effect in effects {
             match effect {
                 core_node::Effect::Send(message) => {
-                    if let Some(to) = sim_id(message.to.get()) {
-                        ctx.send(to, message);
-                    }
+                    ctx.send(message.to, message);
                 }
                 core_node::Effect::Persist(token) => {
                     self.next_sync += 1;
@@ -329,7 +319,7 @@ fn translate(request: Request, response: core_node::Response) -> Response {
         (Request::Write(..), Kv(KvReply::Ok)) => Response::Written,
         (Request::Cas { .. }, Kv(KvReply::Int(n @ (0 | 1)))) => Response::Cas(n == 1),
         (_, core_node::Response::NotLeader { leader }) => {
-            Response::NotLeader(leader.and_then(sim_id).map(NodeId::get))
+            Response::NotLeader(leader.and_then(NodeId::try_new))
         }
         (_, core_node::Response::Retry(why)) => Response::Refused(why),
         (_, core_node::Response::Unknown(why)) => Response::Unsure(why),
@@ -370,7 +360,7 @@ impl synod_sim::Node for RaftKvNode {
     type Response = Response;
 
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        let voters = (0..self.nodes as u32).map(|i| consensus_id(NodeId::new(i)));
+        let voters = (1..=self.nodes as u64).map(NodeId::new);
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
         let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
         let (mem, good) = match replay(&journal, &membership) {
@@ -383,7 +373,7 @@ impl synod_sim::Node for RaftKvNode {
             return self.stop(format!("cutting the journal's torn tail failed: {e}"));
         }
         self.journal = JournalWriter::new(good as u64);
-        let mut config = Config::builder(consensus_id(self.id))
+        let mut config = Config::builder(self.id)
             .election_timeout_ticks(10..20)
             .heartbeat_interval_ticks(2)
             .seed(ctx.rng().next_u64());
@@ -466,7 +456,7 @@ impl KvService for RaftKvNode {
             Response::Cas(set) => (Completion::Ok(KvOutput::Cas(*set)), LeaderHint::Same),
             Response::NotLeader(leader) => (
                 Completion::Fail,
-                leader.map_or(LeaderHint::Unknown, |l| LeaderHint::Is(NodeId::new(l))),
+                leader.map_or(LeaderHint::Unknown, LeaderHint::Is),
             ),
             Response::Refused(_) => (Completion::Fail, LeaderHint::Unknown),
             Response::Unsure(_) => (Completion::Unknown, LeaderHint::Unknown),
@@ -497,7 +487,7 @@ fn invariant(
         }
         // The checker walks the nodes more than once, so it takes an iterator it can
         // clone (and this allocates nothing).
-        let up = (0..nodes as u32)
+        let up = (1..=nodes as u64)
             .filter_map(|i| view.node(NodeId::new(i)))
             .filter_map(RaftKvNode::raft);
         checker.check(up).map_err(|violation| violation.to_string())

@@ -117,7 +117,7 @@ impl Record {
             self.generation,
             self.key,
             self.tag.sequence,
-            self.tag.writer.get(),
+            self.tag.writer.map_or(0, NodeId::get),
             self.tag.incarnation,
             self.tag.op,
             u64::from(self.value.is_some()),
@@ -150,7 +150,7 @@ impl Record {
             key: word(1),
             tag: Tag {
                 sequence: word(2),
-                writer: synod_quorum::NodeId::new(word(3)),
+                writer: NodeId::try_new(word(3)),
                 incarnation: word(4),
                 op: word(5),
             },
@@ -187,10 +187,6 @@ fn recover(file: Option<&[u8]>) -> (Recovered, u64) {
     (state, good)
 }
 
-fn quorum_id(id: NodeId) -> synod_quorum::NodeId {
-    synod_quorum::NodeId::new(u64::from(id.get()))
-}
-
 /// Where a node is in its life.
 #[derive(Debug)]
 enum Phase {
@@ -213,7 +209,7 @@ enum Phase {
 /// state on the simulated disk.
 #[derive(Debug)]
 pub struct RegisterNode {
-    me: synod_quorum::NodeId,
+    me: NodeId,
     nodes: usize,
     phase: Phase,
     generation: u64,
@@ -228,16 +224,16 @@ pub struct RegisterNode {
 }
 
 impl RegisterNode {
-    /// Node `id` of a store replicated on nodes `0..nodes` with majority quorums.
+    /// Node `id` of a store replicated on nodes `1..=nodes` with majority quorums.
     ///
     /// # Panics
     ///
-    /// If `id` is not below `nodes`.
+    /// If `id` is above `nodes`.
     #[must_use]
     pub fn new(id: NodeId, nodes: usize) -> Self {
-        assert!((id.get() as usize) < nodes, "node {id} of {nodes}");
+        assert!(id.get() <= nodes as u64, "node {id} of {nodes}");
         RegisterNode {
-            me: quorum_id(id),
+            me: id,
             nodes,
             phase: Phase::New,
             generation: 0,
@@ -251,7 +247,7 @@ impl RegisterNode {
 
     /// The registers' configuration for this start, whose generation is its incarnation.
     fn config(&self) -> AbdConfig {
-        let voters = (0..self.nodes as u64).map(synod_quorum::NodeId::new);
+        let voters = (1..=self.nodes as u64).map(NodeId::new);
         AbdConfig::majority(self.me, Incarnation::new(self.generation), voters)
             .and_then(|c| c.limits(OPS_IN_FLIGHT_MAX, RETRY_TICKS, TIMEOUT_TICKS))
             .expect("the node is one of the voters, and the limits are above zero")
@@ -304,7 +300,7 @@ impl RegisterNode {
     fn apply(&mut self, ctx: &mut Context<'_, Self>, key: u64, effect: AbdEffect<u64>) {
         let (op, response) = match effect {
             AbdEffect::Send { to, message } => {
-                ctx.send(NodeId::new(to.get() as u32), Keyed { key, message });
+                ctx.send(to, Keyed { key, message });
                 return;
             }
             AbdEffect::Persist { .. } => unreachable!("persists are carried out by drain"),
@@ -371,7 +367,7 @@ impl Node for RegisterNode {
         // Before the node runs (and for keys it does not have) a message is dropped; its
         // sender retransmits.
         if let Some(abd) = self.registers.get_mut(&keyed.key) {
-            abd.handle(quorum_id(from), keyed.message);
+            abd.handle(from, keyed.message);
             self.drain(ctx, keyed.key);
         }
     }
@@ -481,7 +477,7 @@ mod tests {
             key,
             tag: Tag {
                 sequence: generation + 10,
-                writer: synod_quorum::NodeId::new(2),
+                writer: Some(NodeId::new(2)),
                 incarnation: generation,
                 op: 5,
             },
@@ -537,12 +533,12 @@ mod tests {
         let tag = Tag::default();
         let n = NodeId::new;
         let ok = [
-            (n(0), (0, tag, Some(1))),
             (n(1), (0, tag, Some(1))),
-            (n(2), (1, tag, None)),
+            (n(2), (0, tag, Some(1))),
+            (n(3), (1, tag, None)),
         ];
         assert!(same_tag_same_value(ok.into_iter()).is_ok());
-        let bad = [(n(0), (0, tag, Some(1))), (n(1), (0, tag, Some(2)))];
+        let bad = [(n(1), (0, tag, Some(1))), (n(2), (0, tag, Some(2)))];
         assert!(same_tag_same_value(bad.into_iter()).is_err());
     }
 }

@@ -39,7 +39,7 @@ fn reply_of(
 
 #[test]
 fn duplicated_and_late_replies_are_counted_once() {
-    let voters = [0, 1, 2].map(NodeId::new);
+    let voters = [1, 2, 3].map(NodeId::new);
     let mut nodes: Vec<AbdNode<u64>> = voters
         .iter()
         .map(|&me| AbdNode::new(AbdConfig::majority(me, FIRST, voters).unwrap()))
@@ -78,12 +78,12 @@ fn duplicated_and_late_replies_are_counted_once() {
     nodes[0].handle(n2, ack);
     assert_eq!(effects(&mut nodes[0]), vec![]);
     let (tag, value) = nodes[1].replica_state();
-    assert_eq!((tag.sequence, tag.writer, value), (1, n0, Some(&5)));
+    assert_eq!((tag.sequence, tag.writer, value), (1, Some(n0), Some(&5)));
 }
 
 #[test]
 fn a_silent_quorum_times_out_and_the_limit_refuses_more() {
-    let voters = [0, 1, 2].map(NodeId::new);
+    let voters = [1, 2, 3].map(NodeId::new);
     let config = AbdConfig::majority(voters[0], FIRST, voters)
         .unwrap()
         .limits(1, 2, 5)
@@ -158,7 +158,7 @@ fn settle(nodes: &mut [AbdNode<u64>], down: Option<NodeId>) -> Vec<AbdEffect<u64
         }
         for (from, to, message) in sent {
             if Some(to) != down {
-                nodes[to.get() as usize].handle(from, message);
+                nodes[to.get() as usize - 1].handle(from, message);
             }
         }
     }
@@ -170,7 +170,7 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
     // persisted nothing). A write of 7 then completes on n1 and n2. n0 restarts (a new
     // incarnation) and starts a read, its first operation again. The delayed reply
     // answers the *old* operation: counting it would let the new read miss the write.
-    let voters = [0, 1, 2].map(NodeId::new);
+    let voters = [1, 2, 3].map(NodeId::new);
     let [n0, n1, _] = voters;
     let config = |me, incarnation| AbdConfig::majority(me, incarnation, voters).unwrap();
     let mut nodes: Vec<AbdNode<u64>> = voters
@@ -213,7 +213,7 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
 fn a_reply_with_the_largest_sequence_fails_the_write_without_a_panic() {
     // A buggy or malicious replica answers a query with sequence u64::MAX: the writer
     // cannot pick a larger one. The write fails with an error; the node does not panic.
-    let voters = [0, 1, 2].map(NodeId::new);
+    let voters = [1, 2, 3].map(NodeId::new);
     let [n0, n1, _] = voters;
     let mut node: AbdNode<u64> = AbdNode::new(AbdConfig::majority(n0, FIRST, voters).unwrap());
     let op = node.write(1).unwrap();
@@ -227,7 +227,7 @@ fn a_reply_with_the_largest_sequence_fails_the_write_without_a_panic() {
             op,
             tag: synod_quorum::Tag {
                 sequence: u64::MAX,
-                writer: n1,
+                writer: Some(n1),
                 incarnation: 0,
                 op: 0,
             },

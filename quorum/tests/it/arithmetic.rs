@@ -10,13 +10,14 @@ use synod_quorum::{
     ResponseTracker, Threshold,
 };
 
-/// Node ids 0..UNIVERSE appear in tests; voters are subsets of them.
+/// Node ids 1..=UNIVERSE appear in tests (bit `i` of a mask is node `i + 1`); voters are
+/// subsets of them.
 const UNIVERSE: u32 = 7;
 
 fn ids(mask: u32) -> Vec<NodeId> {
     (0..UNIVERSE)
         .filter(|i| mask & (1 << i) != 0)
-        .map(|i| NodeId::new(u64::from(i)))
+        .map(|i| NodeId::new(u64::from(i) + 1))
         .collect()
 }
 
@@ -81,7 +82,7 @@ impl Model {
             if sub != 0 && self.is_quorum(sub) {
                 let held = ids(sub)
                     .into_iter()
-                    .map(|n| acked[n.get() as usize])
+                    .map(|n| acked[n.get() as usize - 1])
                     .min()
                     .expect("non-empty");
                 best = best.max(held);
@@ -127,7 +128,7 @@ impl Real {
     }
 
     fn tally(&self, votes: &[Option<bool>]) -> Outcome {
-        let lookup = |n: NodeId| votes[n.get() as usize];
+        let lookup = |n: NodeId| votes[n.get() as usize - 1];
         match self {
             Self::Threshold(q) => q.tally(lookup),
             Self::Majority(q) => q.tally(lookup),
@@ -136,7 +137,7 @@ impl Real {
     }
 
     fn committed(&self, acked: &[Option<u8>]) -> Option<u8> {
-        let lookup = |n: NodeId| acked[n.get() as usize];
+        let lookup = |n: NodeId| acked[n.get() as usize - 1];
         match self {
             Self::Threshold(q) => q.committed_index(lookup),
             Self::Majority(q) => q.committed_index(lookup),
@@ -254,7 +255,7 @@ fn check_tracker<Q: Quorum>(
     let mut first: Vec<Option<bool>> = vec![None; UNIVERSE as usize + 2];
     let mut decided: Option<&'static str> = None;
     for &(node, granted) in responses {
-        let node_id = NodeId::new(u64::from(node));
+        let node_id = NodeId::new(u64::from(node) + 1);
         let expected = if !voters.contains(&node_id) {
             Recorded::NotAVoter
         } else if first[node as usize].is_some() {
@@ -360,8 +361,8 @@ fn joint_loss_names_the_configuration_that_cannot_decide() {
 #[test]
 fn committed_index_beyond_the_stack_buffer() {
     // 20 voters: the heap path. Voter i acknowledged index i.
-    let config = MajorityConfig::new((0..20).map(NodeId::new)).unwrap();
+    let config = MajorityConfig::new((1..=20).map(NodeId::new)).unwrap();
     // A majority of 20 is 11: indexes 9..=19 are held by 11 voters.
-    assert_eq!(config.committed_index(|n| Some(n.get())), Some(9));
+    assert_eq!(config.committed_index(|n| Some(n.get() - 1)), Some(9));
     assert_eq!(config.committed_index(|_| None::<u64>), None);
 }

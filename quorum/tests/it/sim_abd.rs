@@ -58,10 +58,6 @@ const RECORD_BYTES: usize = 8 * 4 + 1 + 8 + 8;
 const TICK: TimerId = TimerId(0);
 const TICK_EVERY: Duration = Duration::from_millis(5);
 
-fn quorum_id(id: NodeId) -> synod_quorum::NodeId {
-    synod_quorum::NodeId::new(u64::from(id.get()))
-}
-
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -71,7 +67,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 fn encode(tag: Tag, value: Option<u64>) -> [u8; RECORD_BYTES] {
     let mut r = [0u8; RECORD_BYTES];
     r[0..8].copy_from_slice(&tag.sequence.to_le_bytes());
-    r[8..16].copy_from_slice(&tag.writer.get().to_le_bytes());
+    r[8..16].copy_from_slice(&tag.writer.map_or(0, NodeId::get).to_le_bytes());
     r[16..24].copy_from_slice(&tag.incarnation.to_le_bytes());
     r[24..32].copy_from_slice(&tag.op.to_le_bytes());
     r[32] = u8::from(value.is_some());
@@ -88,7 +84,7 @@ fn decode(r: &[u8]) -> Option<(Tag, Option<u64>)> {
     }
     let tag = Tag {
         sequence: word(0),
-        writer: synod_quorum::NodeId::new(word(8)),
+        writer: NodeId::try_new(word(8)),
         incarnation: word(16),
         op: word(24),
     };
@@ -138,7 +134,7 @@ fn disk_ok(result: impl DiskOk) {
 #[derive(Debug)]
 pub struct SimAbd {
     variant: Variant,
-    me: synod_quorum::NodeId,
+    me: NodeId,
     nodes: usize,
     node: Option<AbdNode<u64>>,
     clients: BTreeMap<AbdOpId, RequestId>,
@@ -153,7 +149,7 @@ impl SimAbd {
     pub fn new(variant: Variant, id: NodeId, nodes: usize) -> Self {
         Self {
             variant,
-            me: quorum_id(id),
+            me: id,
             nodes,
             node: None,
             clients: BTreeMap::new(),
@@ -166,7 +162,7 @@ impl SimAbd {
     /// The configuration of one start of this node.
     fn config(&self, incarnation: Incarnation) -> AbdConfig {
         let (me, nodes) = (self.me, self.nodes);
-        let voters = (0..nodes as u64).map(synod_quorum::NodeId::new);
+        let voters = (1..=nodes as u64).map(NodeId::new);
         let config = match self.variant {
             Variant::NoOverlap => {
                 let q = nodes / 2;
@@ -211,7 +207,7 @@ impl SimAbd {
     fn apply(&mut self, ctx: &mut Context<'_, Self>, effect: AbdEffect<u64>) {
         match effect {
             AbdEffect::Persist { .. } => unreachable!("handled in drain"),
-            AbdEffect::Send { to, message } => ctx.send(NodeId::new(to.get() as u32), message),
+            AbdEffect::Send { to, message } => ctx.send(to, message),
             AbdEffect::ReadDone { op, value } => {
                 if let Some(client) = self.clients.remove(&op) {
                     ctx.reply(client, Response::Read(value));
@@ -245,7 +241,7 @@ impl Node for SimAbd {
 
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, message: AbdMessage<u64>) {
         if let Some(node) = self.node.as_mut() {
-            node.handle(quorum_id(from), message);
+            node.handle(from, message);
         }
         self.drain(ctx);
     }
@@ -301,7 +297,7 @@ impl Workload<SimAbd> for Clients {
         nodes: usize,
         rng: &mut SimRng,
     ) -> Option<Invocation<Request, KvInput>> {
-        let node = NodeId::new(rng.below(nodes as u64) as u32);
+        let node = NodeId::new(rng.below(nodes as u64) + 1);
         Some(if rng.below(2) == 0 {
             Invocation {
                 node,

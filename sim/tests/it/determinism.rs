@@ -63,12 +63,12 @@ impl Node for Pinger {
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
         self.sent += 1;
-        let extra = if ctx.id().index() == 0 && self.sent == self.nth {
+        let extra = if ctx.id() == NodeId::new(1) && self.sent == self.nth {
             self.tweak
         } else {
             0
         };
-        let to = NodeId::new((ctx.id().get() + 1) % ctx.nodes() as u32);
+        let to = NodeId::new(ctx.id().get() % ctx.nodes() as u64 + 1);
         ctx.send(to, self.sent + extra);
         ctx.set_timer(Duration::from_millis(1), TimerId(0));
     }

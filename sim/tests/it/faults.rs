@@ -38,7 +38,7 @@ impl Node for Probe {
 
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
         let len = ctx.disk().read("f").map_or(0, |f| f.len());
-        let me = ctx.id().index();
+        let me = pos(ctx.id());
         let mut seen = self.seen.borrow_mut();
         assert!(len >= seen.synced[me], "restart lost synced bytes");
         seen.starts[me] += 1;
@@ -49,7 +49,7 @@ impl Node for Probe {
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, _from: NodeId, _msg: u64) {
-        self.seen.borrow_mut().received[ctx.id().index()] += 1;
+        self.seen.borrow_mut().received[pos(ctx.id())] += 1;
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
@@ -60,7 +60,7 @@ impl Node for Probe {
         let me = ctx.id();
         for to in ctx.node_ids().filter(|&n| n != me) {
             ctx.send(to, 1);
-            self.seen.borrow_mut().sent[me.index()] += 1;
+            self.seen.borrow_mut().sent[pos(me)] += 1;
         }
         ctx.disk().append("f", &[7; 16]).expect("simulated disk");
         self.written += 16;
@@ -71,7 +71,7 @@ impl Node for Probe {
     fn on_request(&mut self, _: &mut Context<'_, Self>, _: RequestId, _: ()) {}
 
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        let me = ctx.id().index();
+        let me = pos(ctx.id());
         let mut seen = self.seen.borrow_mut();
         seen.synced[me] = seen.synced[me].max(token.0 as usize);
     }
@@ -118,6 +118,11 @@ pub(crate) fn probe_run_with(
     .run();
     let observed = seen.borrow().clone();
     (report, observed)
+}
+
+/// Where node `id` sits in a test's per-node tables.
+fn pos(id: NodeId) -> usize {
+    (id.get() - 1) as usize
 }
 
 fn only(kinds: &[FaultKind]) -> NemesisConfig {
@@ -258,7 +263,7 @@ fn paused_nodes_receive_nothing_until_they_resume() {
     .invariant(move |view| {
         let seen = for_check.borrow();
         for (i, slot) in at_pause.iter_mut().enumerate() {
-            let paused = view.is_paused(NodeId::new(i as u32));
+            let paused = view.is_paused(NodeId::new(i as u64 + 1));
             match (*slot, paused) {
                 (None, true) => {
                     *slot = Some(seen.received[i]);
@@ -478,7 +483,7 @@ fn a_scripted_scenario_runs_at_its_times() {
     }));
     let for_nodes = Rc::clone(&seen);
     let for_check = Rc::clone(&seen);
-    let ids: Vec<NodeId> = (0..3).map(NodeId::new).collect();
+    let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
     let ms = |m: u64| SimTime::from_micros(m * 1_000);
     let mut isolated_count = None;
     let report = Simulation::new(
@@ -502,12 +507,12 @@ fn a_scripted_scenario_runs_at_its_times() {
     .schedule(ms(450), Action::Resume(ids[2]))
     .schedule(ms(460), Action::ClockJump(ids[0], -1_000_000))
     .invariant(move |view| {
-        // While isolated, node 0 hears nothing, not even messages already in flight.
+        // While isolated, node 1 hears nothing, not even messages already in flight.
         let received = for_check.borrow().received[0];
         if view.now() >= ms(100) && view.now() < ms(200) {
             match isolated_count {
                 None => isolated_count = Some(received),
-                Some(c) if c != received => return Err("isolated node 0 got a message".into()),
+                Some(c) if c != received => return Err("isolated node 1 got a message".into()),
                 Some(_) => {}
             }
         }
@@ -530,13 +535,13 @@ fn a_scripted_scenario_runs_at_its_times() {
     assert_eq!(
         log,
         [
-            "0.100000s  partition by hand: n0<->n1 n0<->n2 (scripted)",
+            "0.100000s  partition by hand: n1<->n2 n1<->n3 (scripted)",
             "0.200000s  partition healed (scripted)",
-            "0.300000s  crash n1 mode=drop-unsynced disk: unsynced_ops=1 lost=1 (scripted)",
-            "0.350000s  restart n1 (scripted)",
-            "0.400000s  pause n2 (scripted)",
-            "0.450000s  resume n2 (scripted)",
-            "0.460000s  clock jump n0 by -1000000us (scripted)",
+            "0.300000s  crash n2 mode=drop-unsynced disk: unsynced_ops=1 lost=1 (scripted)",
+            "0.350000s  restart n2 (scripted)",
+            "0.400000s  pause n3 (scripted)",
+            "0.450000s  resume n3 (scripted)",
+            "0.460000s  clock jump n1 by -1000000us (scripted)",
         ],
         "the fault log lists the script"
     );
@@ -544,7 +549,7 @@ fn a_scripted_scenario_runs_at_its_times() {
     assert_eq!(seen.starts, vec![1, 2, 1]);
     assert!(
         seen.clock_went_back,
-        "the scripted jump moved node 0's clock back"
+        "the scripted jump moved node 1's clock back"
     );
 }
 
@@ -574,7 +579,7 @@ impl Workload<Quiet> for Mapping {
     fn invoke(&mut self, _: ClientId, _: usize, _: &mut SimRng) -> Option<Invocation<u64, u64>> {
         self.0 += 1;
         (self.0 <= 30).then_some(Invocation {
-            node: NodeId::new(0),
+            node: NodeId::new(1),
             request: self.0,
             input: self.0,
         })
@@ -657,13 +662,14 @@ fn one_link_can_have_its_own_delays() {
         Duration::from_millis(40),
         Duration::from_millis(60),
     ));
-    let (n0, n1) = (NodeId::new(0), NodeId::new(1));
+    let (n1, n2) = (NodeId::new(1), NodeId::new(2));
+    let n3 = NodeId::new(3);
     let config = SimConfig::builder(3)
         .clients(0)
         .safety_time(Duration::from_millis(200))
         .nemesis(NemesisConfig::disabled())
         .link(fast)
-        .link_between(n0, n1, slow)
+        .link_between(n1, n2, slow)
         .build()
         .expect("valid");
     let delays = Rc::new(RefCell::new(Vec::new()));
@@ -686,14 +692,14 @@ fn one_link_can_have_its_own_delays() {
             .map(|&(_, _, d)| d)
             .collect()
     };
-    let slow_link = on(n0, n1);
+    let slow_link = on(n1, n2);
     assert!(slow_link.len() > 100, "{}", slow_link.len());
     assert!(
         slow_link.iter().all(|&d| (40_000..=60_000).contains(&d)),
         "{slow_link:?}"
     );
     // The other direction, and every other link, keep the default.
-    for (from, to) in [(n1, n0), (n0, NodeId::new(2)), (NodeId::new(2), n1)] {
+    for (from, to) in [(n2, n1), (n1, n3), (n3, n2)] {
         let fast_link = on(from, to);
         assert!(fast_link.len() > 100);
         assert!(
@@ -704,10 +710,10 @@ fn one_link_can_have_its_own_delays() {
     // A link naming a node outside the cluster is refused.
     assert_eq!(
         SimConfig::builder(3)
-            .link_between(n0, NodeId::new(3), slow)
+            .link_between(n1, NodeId::new(4), slow)
             .build()
             .err(),
-        Some(ConfigError::LinkNode(NodeId::new(3)))
+        Some(ConfigError::LinkNode(NodeId::new(4)))
     );
 }
 
@@ -783,7 +789,7 @@ fn scripted_io_errors_reach_the_node() {
     let seen = Rc::new(RefCell::new(JournalSeen::default()));
     let for_node = Rc::clone(&seen);
     let ms = |n: u64| SimTime::from_micros(n * 1_000);
-    let n0 = NodeId::new(0);
+    let n1 = NodeId::new(1);
     let report = Simulation::new(
         config,
         4,
@@ -793,9 +799,9 @@ fn scripted_io_errors_reach_the_node() {
         },
         NoClients,
     )
-    .schedule(ms(10), Action::FailNextSync(n0))
-    .schedule(ms(20), Action::FillDisk(n0))
-    .schedule(ms(30), Action::FreeDisk(n0))
+    .schedule(ms(10), Action::FailNextSync(n1))
+    .schedule(ms(20), Action::FillDisk(n1))
+    .schedule(ms(30), Action::FreeDisk(n1))
     .run();
     assert_eq!(report.failure, None);
     let seen = seen.borrow();

@@ -389,7 +389,7 @@ impl Workload<RegisterNode> for RegisterWorkload {
         nodes: usize,
         rng: &mut SimRng,
     ) -> Option<Invocation<Request, KvInput>> {
-        let node = NodeId::new(rng.below(nodes as u64) as u32);
+        let node = NodeId::new(rng.below(nodes as u64) + 1);
         let key = rng.below(KEYS);
         Some(if rng.below(2) == 0 {
             Invocation {

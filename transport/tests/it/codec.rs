@@ -26,8 +26,8 @@ fn envelope_strategy() -> impl Strategy<Value = Envelope> {
                 MessageKind::Response,
                 MessageKind::OneWay,
             ][k as usize],
-            from: NodeId(from),
-            to: NodeId(to),
+            from: NodeId::new(from),
+            to: NodeId::new(to),
             payload: Bytes::from(payload),
         })
 }
@@ -129,8 +129,8 @@ fn a_stream_split_at_every_byte_boundary_decodes_the_same() {
         .map(|n| Envelope {
             correlation: CorrelationId(n * 1000),
             kind: MessageKind::Request,
-            from: NodeId(1),
-            to: NodeId(2),
+            from: NodeId::new(1),
+            to: NodeId::new(2),
             payload: Bytes::from(vec![n as u8; (n * 37) as usize]),
         })
         .collect();
@@ -180,8 +180,8 @@ fn truncated_frame_delivers_nothing() {
         &[Envelope {
             correlation: CorrelationId(1),
             kind: MessageKind::OneWay,
-            from: NodeId(1),
-            to: NodeId(2),
+            from: NodeId::new(1),
+            to: NodeId::new(2),
             payload: Bytes::from_static(b"payload"),
         }],
         1,

@@ -22,22 +22,22 @@ fn a_peer_that_stops_reading_never_grows_the_queue_past_its_bound() {
             .keepalive_timeout_ms(60_000)
             .keepalive_interval_ms(1000),
     );
-    b.add_peer(NodeId(1), addr);
+    b.add_peer(NodeId::new(1), addr);
     let _peer = raw.join().unwrap(); // welcomed, and never read from again
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let payload = Bytes::from(vec![0xAB; 16 << 10]);
     let mut sent = 0usize;
     let mut max_seen = 0;
     let full = wait_for(|| {
-        let result = b.send(NodeId(1), payload.clone());
-        max_seen = max_seen.max(b.outbound_queued_bytes(NodeId(1)));
+        let result = b.send(NodeId::new(1), payload.clone());
+        max_seen = max_seen.max(b.outbound_queued_bytes(NodeId::new(1)));
         match result {
             Ok(()) => {
                 sent += 1;
                 false
             }
             Err(SendError::QueueFull { peer }) => {
-                assert_eq!(peer, NodeId(1));
+                assert_eq!(peer, NodeId::new(1));
                 true
             }
             Err(other) => panic!("unexpected {other}"),
@@ -65,11 +65,11 @@ fn writes_cut_short_by_a_full_socket_buffer_are_finished_whole_and_in_order() {
             .keepalive_timeout_ms(60_000)
             .keepalive_interval_ms(30_000),
     );
-    b.add_peer(NodeId(1), addr);
+    b.add_peer(NodeId::new(1), addr);
     let mut peer = raw.join().unwrap();
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     // Each message carries its number, and is long enough to be cut mid-write.
-    let accepted = fill_queue(&b, NodeId(1), 0);
+    let accepted = fill_queue(&b, NodeId::new(1), 0);
     let handed_over = b.stats().writes_handed_over;
     assert!(
         handed_over > 0,
@@ -90,13 +90,13 @@ fn a_peer_that_stops_answering_is_detected_by_the_keepalive_bound() {
             .keepalive_interval_ms(50)
             .keepalive_timeout_ms(300),
     );
-    b.add_peer(NodeId(1), addr);
+    b.add_peer(NodeId::new(1), addr);
     let _silent = raw.join().unwrap(); // welcomed, then says nothing, ever
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     // The request's own deadline is far away: it fails because the keep-alive bound
     // passed, not because of its deadline.
     let handle = b
-        .request(NodeId(1), Bytes::from_static(b"hello?"), PATIENCE * 10)
+        .request(NodeId::new(1), Bytes::from_static(b"hello?"), PATIENCE * 10)
         .unwrap();
     match handle.wait() {
         Err(RequestError::ConnectionLost { reason, .. }) => {
@@ -110,11 +110,14 @@ fn a_peer_that_stops_answering_is_detected_by_the_keepalive_bound() {
 fn a_dropped_connection_fails_pending_requests_promptly() {
     let (addr, raw) = raw_acceptor(1);
     let b = start(config(2).backoff_initial_ms(1000).backoff_max_ms(1000));
-    b.add_peer(NodeId(1), addr);
+    b.add_peer(NodeId::new(1), addr);
     let peer = raw.join().unwrap();
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let handles: Vec<_> = (0..5)
-        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE * 10).unwrap())
+        .map(|_| {
+            b.request(NodeId::new(1), Bytes::new(), PATIENCE * 10)
+                .unwrap()
+        })
         .collect();
     assert!(wait_for(|| b.stats().messages_sent == 5));
     drop(peer);
@@ -173,15 +176,16 @@ fn a_reset_mid_frame_delivers_nothing_and_closes_only_that_connection() {
     let a = start(config(1));
     let mut raw = raw_dial(a.local_addr(), 3, 1);
     // The welcome may arrive before node 1 has installed the connection.
-    assert!(a.wait_connected(NodeId(3), PATIENCE));
+    assert!(a.wait_connected(NodeId::new(3), PATIENCE));
     // Make the raw peer hold unread data, so that closing it sends a reset.
-    a.send(NodeId(3), Bytes::from_static(b"unread")).unwrap();
+    a.send(NodeId::new(3), Bytes::from_static(b"unread"))
+        .unwrap();
     assert!(wait_for(|| a.stats().messages_sent == 1));
     let cut = message(MessageKind::Request, 9, 3, 1, b"never whole");
     raw.write_all(&cut[..cut.len() / 2]).unwrap();
     drop(raw);
     assert!(wait_for(|| a.recent_events().iter().any(|e| e.peer
-        == Some(NodeId(3))
+        == Some(NodeId::new(3))
         && matches!(
             e.reason,
             Disconnect::TruncatedFrame { .. } | Disconnect::Io { .. }
@@ -189,9 +193,9 @@ fn a_reset_mid_frame_delivers_nothing_and_closes_only_that_connection() {
     assert!(a.try_recv().is_none());
     // Another peer is served as before.
     let b = start(config(2));
-    b.add_peer(NodeId(1), a.local_addr());
+    b.add_peer(NodeId::new(1), a.local_addr());
     let h = b
-        .request(NodeId(1), Bytes::from_static(b"ok?"), PATIENCE)
+        .request(NodeId::new(1), Bytes::from_static(b"ok?"), PATIENCE)
         .unwrap();
     let req = a.recv(PATIENCE).unwrap();
     a.respond(&req, Bytes::from_static(b"ok")).unwrap();
@@ -218,9 +222,9 @@ fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
             .keepalive_timeout_ms(60_000)
             .keepalive_interval_ms(1000),
     ));
-    b.add_peer(NodeId(1), addr);
+    b.add_peer(NodeId::new(1), addr);
     let mut peer = raw.join().unwrap();
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     // 64 MiB: far more than the queue and both sockets' buffers can hold.
     let messages = 8192;
     let sender = {
@@ -228,7 +232,7 @@ fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
         std::thread::spawn(move || {
             let payload = Bytes::from(vec![0x5A; 8 << 10]);
             for _ in 0..messages {
-                b.send(NodeId(1), payload.clone())
+                b.send(NodeId::new(1), payload.clone())
                     .expect("blocks, never fails");
             }
         })
@@ -236,7 +240,7 @@ fn a_blocking_sender_waits_for_a_slow_reader_and_memory_stays_bounded() {
     // The peer is not reading: the queue fills up to its bound, and the sender waits.
     let mut max_seen = 0;
     assert!(wait_for(|| {
-        let queued = b.outbound_queued_bytes(NodeId(1));
+        let queued = b.outbound_queued_bytes(NodeId::new(1));
         max_seen = max_seen.max(queued);
         queued + (9 << 10) > bound
     }));
@@ -348,13 +352,13 @@ fn a_connection_replaced_while_a_write_was_cut_short_gets_only_whole_frames_and_
         // Whatever the replaced connection left counted is freed by the time the new one
         // is current and its writer idle.
         assert!(
-            wait_for(|| a.outbound_queued_bytes(NodeId(1)) == 0),
+            wait_for(|| a.outbound_queued_bytes(NodeId::new(1)) == 0),
             "{} bytes still counted after the connection was replaced",
-            a.outbound_queued_bytes(NodeId(1))
+            a.outbound_queued_bytes(NodeId::new(1))
         );
         drop(old.take());
         let handed_over = a.stats().writes_handed_over;
-        let accepted = fill_queue(&a, NodeId(1), batch);
+        let accepted = fill_queue(&a, NodeId::new(1), batch);
         rounds.push((accepted, a.stats().writes_handed_over - handed_over));
         if batch == 2 {
             read_batch(&mut peer, batch, accepted);

@@ -23,7 +23,9 @@ fn handshake_failure(result: Result<Bytes, RequestError>) -> HandshakeError {
 /// Requests from `client` to node 1 until one fails with a handshake error (the first
 /// may be queued after the first refusal, and fail at the next attempt).
 fn refused(client: &TcpTransport) -> HandshakeError {
-    let handle = client.request(NodeId(1), Bytes::new(), PATIENCE).unwrap();
+    let handle = client
+        .request(NodeId::new(1), Bytes::new(), PATIENCE)
+        .unwrap();
     handshake_failure(handle.wait())
 }
 
@@ -31,11 +33,13 @@ fn refused(client: &TcpTransport) -> HandshakeError {
 fn a_wrong_cluster_id_is_refused_with_a_clear_error_on_both_sides() {
     let a = start(config(1));
     let stranger = TcpTransport::bind(
-        Config::builder(ClusterId(99), NodeId(2)).build().unwrap(),
+        Config::builder(ClusterId(99), NodeId::new(2))
+            .build()
+            .unwrap(),
         "127.0.0.1:0",
     )
     .unwrap();
-    stranger.add_peer(NodeId(1), a.local_addr());
+    stranger.add_peer(NodeId::new(1), a.local_addr());
     let expected = RejectReason::WrongCluster {
         expected: ClusterId(7),
         got: ClusterId(99),
@@ -51,8 +55,8 @@ fn a_wrong_cluster_id_is_refused_with_a_clear_error_on_both_sides() {
         )))));
     let event = a.recent_events().into_iter().next().unwrap();
     println!("acceptor sees: {} from {:?}", event.reason, event.peer);
-    assert_eq!(event.peer, Some(NodeId(2)));
-    assert!(!a.is_connected(NodeId(2)));
+    assert_eq!(event.peer, Some(NodeId::new(2)));
+    assert!(!a.is_connected(NodeId::new(2)));
 }
 
 #[test]
@@ -60,13 +64,13 @@ fn a_dialer_reaching_the_wrong_node_is_refused() {
     let a = start(config(1));
     let b = start(config(5));
     // Node 5 believes node 3 lives at node 1's address.
-    b.add_peer(NodeId(3), a.local_addr());
-    let handle = b.request(NodeId(3), Bytes::new(), PATIENCE).unwrap();
+    b.add_peer(NodeId::new(3), a.local_addr());
+    let handle = b.request(NodeId::new(3), Bytes::new(), PATIENCE).unwrap();
     assert_eq!(
         handshake_failure(handle.wait()),
         HandshakeError::RejectedByPeer(RejectReason::WrongNode {
-            expected: NodeId(1),
-            got: NodeId(3)
+            expected: NodeId::new(1),
+            got: NodeId::new(3)
         })
     );
 }
@@ -76,12 +80,12 @@ fn the_connection_limit_refuses_extra_peers_and_keeps_serving_the_others() {
     let a = start(config(1).connections_max(2));
     let b = start(config(2));
     let c = start(config(3));
-    b.add_peer(NodeId(1), a.local_addr());
-    c.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
-    assert!(c.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    c.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    assert!(c.wait_connected(NodeId::new(1), PATIENCE));
     let d = start(config(4));
-    d.add_peer(NodeId(1), a.local_addr());
+    d.add_peer(NodeId::new(1), a.local_addr());
     assert_eq!(
         refused(&d),
         HandshakeError::RejectedByPeer(RejectReason::ConnectionLimit { max: 2 })
@@ -89,7 +93,7 @@ fn the_connection_limit_refuses_extra_peers_and_keeps_serving_the_others() {
     // The two admitted peers still work.
     for client in [&b, &c] {
         let h = client
-            .request(NodeId(1), Bytes::from_static(b"q"), PATIENCE)
+            .request(NodeId::new(1), Bytes::from_static(b"q"), PATIENCE)
             .unwrap();
         let req = a.recv(PATIENCE).unwrap();
         a.respond(&req, Bytes::from_static(b"a")).unwrap();
@@ -97,7 +101,7 @@ fn the_connection_limit_refuses_extra_peers_and_keeps_serving_the_others() {
     }
     // When one leaves, the refused one gets in on its next attempt.
     drop(b);
-    assert!(d.wait_connected(NodeId(1), PATIENCE));
+    assert!(d.wait_connected(NodeId::new(1), PATIENCE));
 }
 
 #[test]
@@ -117,9 +121,9 @@ fn garbage_on_the_port_closes_that_connection_and_the_server_keeps_serving() {
     assert!(closed_by_server(&mut raw));
     // A well-behaved peer is served.
     let b = start(config(2));
-    b.add_peer(NodeId(1), a.local_addr());
+    b.add_peer(NodeId::new(1), a.local_addr());
     let h = b
-        .request(NodeId(1), Bytes::from_static(b"hi"), PATIENCE)
+        .request(NodeId::new(1), Bytes::from_static(b"hi"), PATIENCE)
         .unwrap();
     let req = a.recv(PATIENCE).unwrap();
     a.respond(&req, Bytes::from_static(b"hello")).unwrap();
@@ -172,7 +176,7 @@ fn peers_that_come_and_go_leave_no_channel_behind() {
     let a = start(config(1));
     for id in 10..20 {
         let mut raw = crate::support::raw_dial(a.local_addr(), id, 1);
-        assert!(a.wait_connected(NodeId(id), PATIENCE));
+        assert!(a.wait_connected(NodeId::new(id), PATIENCE));
         raw.write_all(&crate::support::message(
             synod_transport::frame::MessageKind::OneWay,
             0,
@@ -186,12 +190,12 @@ fn peers_that_come_and_go_leave_no_channel_behind() {
     assert!(wait_for(|| a.peers().is_empty()), "left: {:?}", a.peers());
     // Each said hello before leaving (connections are served in parallel: any order).
     let mut senders: Vec<u64> = (10..20)
-        .map(|_| a.recv(PATIENCE).unwrap().from().0)
+        .map(|_| a.recv(PATIENCE).unwrap().from().get())
         .collect();
     senders.sort_unstable();
     assert_eq!(senders, (10..20).collect::<Vec<_>>());
     // A peer this node dials stays known while disconnected.
     let b = start(config(5));
-    b.add_peer(NodeId(1), a.local_addr());
-    assert_eq!(b.peers(), vec![NodeId(1)]);
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert_eq!(b.peers(), vec![NodeId::new(1)]);
 }

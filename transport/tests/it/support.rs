@@ -17,7 +17,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub const CLUSTER: ClusterId = ClusterId(7);
 
 pub fn config(node: u64) -> ConfigBuilder {
-    Config::builder(CLUSTER, NodeId(node))
+    Config::builder(CLUSTER, NodeId::new(node))
 }
 
 pub fn start(builder: ConfigBuilder) -> TcpTransport {
@@ -47,8 +47,8 @@ pub fn hello(cluster: ClusterId, from: u64, to: u64) -> Vec<u8> {
     let hello = Hello {
         protocol: PROTOCOL,
         cluster,
-        from: NodeId(from),
-        to: NodeId(to),
+        from: NodeId::new(from),
+        to: NodeId::new(to),
     };
     frame(FrameKind::Hello, &postcard::to_allocvec(&hello).unwrap())
 }
@@ -56,7 +56,7 @@ pub fn hello(cluster: ClusterId, from: u64, to: u64) -> Vec<u8> {
 pub fn welcome(cluster: ClusterId, node: u64) -> Vec<u8> {
     let welcome = Welcome {
         cluster,
-        node: NodeId(node),
+        node: NodeId::new(node),
     };
     frame(
         FrameKind::Welcome,
@@ -69,8 +69,8 @@ pub fn message(kind: MessageKind, correlation: u64, from: u64, to: u64, payload:
     let envelope = Envelope {
         correlation: CorrelationId(correlation),
         kind,
-        from: NodeId(from),
-        to: NodeId(to),
+        from: NodeId::new(from),
+        to: NodeId::new(to),
         payload: Bytes::copy_from_slice(payload),
     };
     let mut body = Vec::new();

@@ -14,8 +14,8 @@ use crate::support::{PATIENCE, config, start, wait_for};
 fn pair() -> (TcpTransport, TcpTransport) {
     let a = start(config(1));
     let b = start(config(2));
-    b.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     (a, b)
 }
 
@@ -23,18 +23,18 @@ fn pair() -> (TcpTransport, TcpTransport) {
 fn one_way_messages_arrive_in_order_both_ways() {
     let (a, b) = pair();
     for i in 0u32..2000 {
-        b.send(NodeId(1), Bytes::copy_from_slice(&i.to_le_bytes()))
+        b.send(NodeId::new(1), Bytes::copy_from_slice(&i.to_le_bytes()))
             .unwrap();
     }
     for i in 0u32..2000 {
         let got = a.recv(PATIENCE).expect("message");
-        assert_eq!(got.from(), NodeId(2));
+        assert_eq!(got.from(), NodeId::new(2));
         assert!(!got.is_request());
         assert_eq!(&got.payload()[..], &i.to_le_bytes());
     }
     // The same connection carries node 1's messages back.
-    assert!(a.is_connected(NodeId(2)));
-    a.send(NodeId(2), Bytes::from_static(b"back")).unwrap();
+    assert!(a.is_connected(NodeId::new(2)));
+    a.send(NodeId::new(2), Bytes::from_static(b"back")).unwrap();
     assert_eq!(&b.recv(PATIENCE).unwrap().payload()[..], b"back");
     assert_eq!(a.stats().connections_established, 1);
     assert_eq!(b.stats().connections_established, 1);
@@ -54,7 +54,7 @@ fn pipelined_requests_complete_with_their_own_responses_under_load() {
     )
     .unwrap();
     let client = Arc::new(start(config(2).in_flight_max(64)));
-    client.add_peer(NodeId(1), server.local_addr());
+    client.add_peer(NodeId::new(1), server.local_addr());
     let threads = 4;
     let per_thread = 500u32;
     let checked = Arc::new(AtomicUsize::new(0));
@@ -67,7 +67,7 @@ fn pipelined_requests_complete_with_their_own_responses_under_load() {
                 for i in 0..per_thread {
                     let body = format!("t{t}-r{i}-payload");
                     let handle = client
-                        .request(NodeId(1), Bytes::from(body.clone()), PATIENCE)
+                        .request(NodeId::new(1), Bytes::from(body.clone()), PATIENCE)
                         .expect("queued");
                     window.push_back((body, handle));
                     if window.len() == 16 {
@@ -96,7 +96,7 @@ fn pipelined_requests_complete_with_their_own_responses_under_load() {
     }
     let total = checked.load(Ordering::Relaxed);
     assert_eq!(total, (threads * per_thread) as usize);
-    assert_eq!(client.in_flight(NodeId(1)), 0);
+    assert_eq!(client.in_flight(NodeId::new(1)), 0);
     let stats = client.stats();
     println!(
         "pipeline: {total} requests from {threads} threads, all matched; {} frames carried {} messages",
@@ -121,7 +121,7 @@ fn requests_through_recv_and_respond() {
         .map(|i| {
             (
                 i,
-                b.request(NodeId(1), Bytes::from(format!("{i}")), PATIENCE)
+                b.request(NodeId::new(1), Bytes::from(format!("{i}")), PATIENCE)
                     .unwrap(),
             )
         })
@@ -137,7 +137,7 @@ fn a_request_past_its_deadline_fails_with_timeout_and_frees_its_slot() {
     let (a, b) = pair();
     let handle = b
         .request(
-            NodeId(1),
+            NodeId::new(1),
             Bytes::from_static(b"ignored"),
             Duration::from_millis(50),
         )
@@ -145,10 +145,10 @@ fn a_request_past_its_deadline_fails_with_timeout_and_frees_its_slot() {
     // Node 1 receives the request and never answers.
     assert!(a.recv(PATIENCE).unwrap().is_request());
     match handle.wait() {
-        Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId(1)),
+        Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId::new(1)),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert_eq!(b.in_flight(NodeId(1)), 0);
+    assert_eq!(b.in_flight(NodeId::new(1)), 0);
     // A response arriving after the deadline is counted and dropped.
     a.respond(&a_request(&a, &b), Bytes::new()).unwrap();
 }
@@ -157,7 +157,7 @@ fn a_request_past_its_deadline_fails_with_timeout_and_frees_its_slot() {
 /// out at `b`.
 fn a_request(a: &TcpTransport, b: &TcpTransport) -> synod_transport::Incoming {
     let handle = b
-        .request(NodeId(1), Bytes::new(), Duration::from_millis(1))
+        .request(NodeId::new(1), Bytes::new(), Duration::from_millis(1))
         .unwrap();
     let req = a.recv(PATIENCE).unwrap();
     assert!(matches!(handle.wait(), Err(RequestError::Timeout { .. })));
@@ -172,18 +172,18 @@ fn in_flight_window_is_bounded_and_fail_fast_says_so() {
             .in_flight_max(3)
             .overflow(synod_transport::Overflow::FailFast),
     );
-    b.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let held: Vec<_> = (0..3)
-        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE).unwrap())
+        .map(|_| b.request(NodeId::new(1), Bytes::new(), PATIENCE).unwrap())
         .collect();
     assert!(matches!(
-        b.request(NodeId(1), Bytes::new(), PATIENCE),
+        b.request(NodeId::new(1), Bytes::new(), PATIENCE),
         Err(RequestError::InFlightFull { max: 3, .. })
     ));
     drop(held);
-    assert_eq!(b.in_flight(NodeId(1)), 0);
-    assert!(b.request(NodeId(1), Bytes::new(), PATIENCE).is_ok());
+    assert_eq!(b.in_flight(NodeId::new(1)), 0);
+    assert!(b.request(NodeId::new(1), Bytes::new(), PATIENCE).is_ok());
 }
 
 #[test]
@@ -195,13 +195,13 @@ fn batching_combines_messages_and_responses_into_fewer_frames() {
     )
     .unwrap();
     let client = start(config(2).batch_delay_us_max(2000));
-    client.add_peer(NodeId(1), server.local_addr());
-    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    client.add_peer(NodeId::new(1), server.local_addr());
+    assert!(client.wait_connected(NodeId::new(1), PATIENCE));
     let handles: Vec<_> = (0..500u32)
         .map(|i| {
             client
                 .request(
-                    NodeId(1),
+                    NodeId::new(1),
                     Bytes::copy_from_slice(&i.to_le_bytes()),
                     PATIENCE,
                 )
@@ -226,24 +226,27 @@ fn a_lost_connection_fails_pending_requests_at_once_and_the_dialer_reconnects() 
     let a = start(config(1));
     let addr = a.local_addr();
     let b = start(config(2).backoff_initial_ms(5).backoff_max_ms(50));
-    b.add_peer(NodeId(1), addr);
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), addr);
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let pending: Vec<_> = (0..10)
-        .map(|_| b.request(NodeId(1), Bytes::new(), PATIENCE * 10).unwrap())
+        .map(|_| {
+            b.request(NodeId::new(1), Bytes::new(), PATIENCE * 10)
+                .unwrap()
+        })
         .collect();
     assert!(wait_for(|| a.stats().messages_received == 10));
     a.shutdown();
     for handle in pending {
         match handle.wait() {
-            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId::new(1)),
             other => panic!("expected a lost connection, got {other:?}"),
         }
     }
     // Node 1 comes back on the same address; node 2 reconnects by itself.
     let a = TcpTransport::bind(config(1).build().unwrap(), addr).expect("rebind");
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let h = b
-        .request(NodeId(1), Bytes::from_static(b"again"), PATIENCE)
+        .request(NodeId::new(1), Bytes::from_static(b"again"), PATIENCE)
         .unwrap();
     let req = a.recv(PATIENCE).unwrap();
     a.respond(&req, Bytes::from_static(b"ok")).unwrap();
@@ -256,8 +259,8 @@ fn a_node_that_dials_refuses_to_be_dialed_by_the_same_peer() {
     // connection, so node 2 refuses it.
     let a = start(config(1));
     let b = start(config(2));
-    b.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let mut raw = std::net::TcpStream::connect(b.local_addr()).unwrap();
     use std::io::Write;
     raw.write_all(&crate::support::hello(crate::support::CLUSTER, 1, 2))
@@ -289,15 +292,15 @@ fn pong_step(node: &mut impl Transport) -> usize {
 fn the_same_node_code_runs_in_process_and_over_tcp() {
     // In process.
     let net = InProcessNetwork::new(64);
-    let mut a = net.endpoint(NodeId(1));
-    let mut b = net.endpoint(NodeId(2));
-    Transport::send(&mut b, NodeId(1), Bytes::from_static(b"ping")).unwrap();
+    let mut a = net.endpoint(NodeId::new(1));
+    let mut b = net.endpoint(NodeId::new(2));
+    Transport::send(&mut b, NodeId::new(1), Bytes::from_static(b"ping")).unwrap();
     assert_eq!(pong_step(&mut a), 1);
     assert_eq!(&Transport::try_recv(&mut b).unwrap().payload()[..], b"pong");
 
     // Over TCP: the node code is unchanged; only the driver waits for arrivals.
     let (mut a, mut b) = pair();
-    Transport::send(&mut b, NodeId(1), Bytes::from_static(b"ping")).unwrap();
+    Transport::send(&mut b, NodeId::new(1), Bytes::from_static(b"ping")).unwrap();
     assert!(wait_for(|| pong_step(&mut a) == 1));
     let mut got = None;
     assert!(wait_for(|| {
@@ -305,7 +308,7 @@ fn the_same_node_code_runs_in_process_and_over_tcp() {
         got.is_some()
     }));
     assert_eq!(&got.unwrap().payload()[..], b"pong");
-    assert_eq!(Transport::local_id(&a), NodeId(1));
+    assert_eq!(Transport::local_id(&a), NodeId::new(1));
 }
 
 #[test]
@@ -314,7 +317,7 @@ fn requests_reach_the_receiver_in_the_order_sent() {
     let handles: Vec<_> = (0u32..300)
         .map(|i| {
             b.request(
-                NodeId(1),
+                NodeId::new(1),
                 Bytes::copy_from_slice(&i.to_le_bytes()),
                 PATIENCE,
             )
@@ -346,12 +349,12 @@ fn pipelined_responses_complete_in_the_order_sent() {
         })
         .unwrap();
     let client = start(config(2));
-    client.add_peer(NodeId(1), server.local_addr());
+    client.add_peer(NodeId::new(1), server.local_addr());
     let handles: Vec<_> = (0u32..200)
         .map(|i| {
             client
                 .request(
-                    NodeId(1),
+                    NodeId::new(1),
                     Bytes::copy_from_slice(&i.to_le_bytes()),
                     PATIENCE,
                 )
@@ -374,7 +377,8 @@ fn pipelined_responses_complete_in_the_order_sent() {
 #[test]
 fn only_a_request_can_be_responded_to() {
     let (a, b) = pair();
-    b.send(NodeId(1), Bytes::from_static(b"one-way")).unwrap();
+    b.send(NodeId::new(1), Bytes::from_static(b"one-way"))
+        .unwrap();
     let message = a.recv(PATIENCE).unwrap();
     assert_eq!(
         a.respond(&message, Bytes::new()),
@@ -400,9 +404,9 @@ fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete(
         .local_addr()
         .unwrap();
     let coordinator = start(config(9).backoff_initial_ms(5).backoff_max_ms(20));
-    coordinator.add_peer(NodeId(1), r1.local_addr());
-    coordinator.add_peer(NodeId(2), r2.local_addr());
-    coordinator.add_peer(NodeId(3), down);
+    coordinator.add_peer(NodeId::new(1), r1.local_addr());
+    coordinator.add_peer(NodeId::new(2), r2.local_addr());
+    coordinator.add_peer(NodeId::new(3), down);
 
     let start_time = Instant::now();
     let now_ms = || start_time.elapsed().as_millis() as u64;
@@ -415,7 +419,7 @@ fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete(
             .iter()
             .filter_map(|&r| {
                 coordinator
-                    .request(NodeId(r), Bytes::from_static(b"put"), PATIENCE)
+                    .request(NodeId::new(r), Bytes::from_static(b"put"), PATIENCE)
                     .ok()
                     .map(|h| (r, h))
             })
@@ -428,7 +432,7 @@ fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete(
     while outcome.is_none() {
         let (r, h) = handles.remove(0);
         if let Ok(reply) = h.wait()
-            && let Progress::Completed(acks) = waiting.on_response(&"x=1", NodeId(r), reply)
+            && let Progress::Completed(acks) = waiting.on_response(&"x=1", NodeId::new(r), reply)
         {
             outcome = Some(acks.len());
         }
@@ -444,7 +448,7 @@ fn a_waiting_list_completes_a_quorum_write_and_expires_one_that_cannot_complete(
     for (r, h) in handles {
         let reply = h.wait().unwrap();
         assert_eq!(
-            waiting.on_response(&"y=2", NodeId(r), reply),
+            waiting.on_response(&"y=2", NodeId::new(r), reply),
             Progress::Pending
         );
     }
@@ -465,12 +469,12 @@ fn a_request_batch_is_one_frame_and_completes_in_order_with_its_own_responses() 
         })
         .unwrap();
     let client = start(config(2));
-    client.add_peer(NodeId(1), server.local_addr());
-    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    client.add_peer(NodeId::new(1), server.local_addr());
+    assert!(client.wait_connected(NodeId::new(1), PATIENCE));
     let mut handles = Vec::new();
     let payloads = (0u32..64).map(|i| Bytes::from(format!("batch-{i}")));
     client
-        .request_batch(NodeId(1), payloads, PATIENCE, &mut handles)
+        .request_batch(NodeId::new(1), payloads, PATIENCE, &mut handles)
         .unwrap();
     assert_eq!(handles.len(), 64);
     // Correlation ids are distinct and increase in submission order.
@@ -493,7 +497,7 @@ fn a_request_batch_is_one_frame_and_completes_in_order_with_its_own_responses() 
     // An empty batch sends nothing and succeeds.
     let mut none = Vec::new();
     client
-        .request_batch(NodeId(1), std::iter::empty(), PATIENCE, &mut none)
+        .request_batch(NodeId::new(1), std::iter::empty(), PATIENCE, &mut none)
         .unwrap();
     assert!(none.is_empty());
     assert_eq!(client.stats().messages_sent, 64);
@@ -506,13 +510,13 @@ fn a_request_batch_with_a_payload_too_large_sends_nothing() {
     let payloads = vec![Bytes::new(), Bytes::from(vec![0u8; max + 1])];
     let mut handles = Vec::new();
     assert!(matches!(
-        b.request_batch(NodeId(1), payloads, PATIENCE, &mut handles),
+        b.request_batch(NodeId::new(1), payloads, PATIENCE, &mut handles),
         Err(RequestError::Send(
             synod_transport::SendError::TooLarge { .. }
         ))
     ));
     assert!(handles.is_empty());
-    assert_eq!(b.in_flight(NodeId(1)), 0);
+    assert_eq!(b.in_flight(NodeId::new(1)), 0);
     assert_eq!(b.stats().messages_sent, 0);
 }
 
@@ -524,16 +528,16 @@ fn a_request_batch_beyond_the_window_fails_fast_after_sending_what_fits() {
             .in_flight_max(3)
             .overflow(synod_transport::Overflow::FailFast),
     );
-    b.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let mut handles = Vec::new();
     let payloads = (0u8..5).map(|i| Bytes::from(vec![i]));
     assert!(matches!(
-        b.request_batch(NodeId(1), payloads, PATIENCE, &mut handles),
+        b.request_batch(NodeId::new(1), payloads, PATIENCE, &mut handles),
         Err(RequestError::InFlightFull { max: 3, .. })
     ));
     assert_eq!(handles.len(), 3, "the requests that fit were sent");
-    assert_eq!(b.in_flight(NodeId(1)), 3);
+    assert_eq!(b.in_flight(NodeId::new(1)), 3);
     for i in 0u8..3 {
         let req = a.recv(PATIENCE).expect("request");
         assert_eq!(req.payload()[..], [i]);
@@ -542,7 +546,7 @@ fn a_request_batch_beyond_the_window_fails_fast_after_sending_what_fits() {
     for (i, handle) in handles.into_iter().enumerate() {
         assert_eq!(handle.wait().unwrap()[..], [i as u8 + 100]);
     }
-    assert_eq!(b.in_flight(NodeId(1)), 0);
+    assert_eq!(b.in_flight(NodeId::new(1)), 0);
 }
 
 #[test]
@@ -554,43 +558,48 @@ fn a_request_batch_blocks_for_the_window_and_each_request_keeps_its_deadline() {
         })
         .unwrap();
     let client = start(config(2).in_flight_max(4));
-    client.add_peer(NodeId(1), server.local_addr());
-    assert!(client.wait_connected(NodeId(1), PATIENCE));
+    client.add_peer(NodeId::new(1), server.local_addr());
+    assert!(client.wait_connected(NodeId::new(1), PATIENCE));
     let mut handles = Vec::new();
     // Unanswered requests fail at their deadline and free the window.
     let payloads = (0u8..4).map(|i| Bytes::from(vec![i]));
     client
-        .request_batch(NodeId(1), payloads, Duration::from_millis(20), &mut handles)
+        .request_batch(
+            NodeId::new(1),
+            payloads,
+            Duration::from_millis(20),
+            &mut handles,
+        )
         .unwrap();
-    assert_eq!(client.in_flight(NodeId(1)), 4);
+    assert_eq!(client.in_flight(NodeId::new(1)), 4);
     for handle in handles.drain(..) {
         match handle.wait() {
-            Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            Err(RequestError::Timeout { peer, .. }) => assert_eq!(peer, NodeId::new(1)),
             other => panic!("expected a timeout, got {other:?}"),
         }
     }
-    assert_eq!(client.in_flight(NodeId(1)), 0);
+    assert_eq!(client.in_flight(NodeId::new(1)), 0);
     // A batch larger than the window goes through by waiting for responses.
     let payloads = (100u8..110).map(|i| Bytes::from(vec![i]));
     client
-        .request_batch(NodeId(1), payloads, PATIENCE, &mut handles)
+        .request_batch(NodeId::new(1), payloads, PATIENCE, &mut handles)
         .unwrap();
     assert_eq!(handles.len(), 10);
     for (i, handle) in handles.into_iter().enumerate() {
         assert_eq!(handle.wait().unwrap()[..], [i as u8 + 100]);
     }
-    assert_eq!(client.in_flight(NodeId(1)), 0);
+    assert_eq!(client.in_flight(NodeId::new(1)), 0);
 }
 
 #[test]
 fn a_lost_connection_fails_every_request_of_a_batch_at_once() {
     let a = start(config(1));
     let b = start(config(2).backoff_initial_ms(5).backoff_max_ms(50));
-    b.add_peer(NodeId(1), a.local_addr());
-    assert!(b.wait_connected(NodeId(1), PATIENCE));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
     let mut handles = Vec::new();
     b.request_batch(
-        NodeId(1),
+        NodeId::new(1),
         (0..10).map(|_| Bytes::new()),
         PATIENCE * 10,
         &mut handles,
@@ -600,7 +609,7 @@ fn a_lost_connection_fails_every_request_of_a_batch_at_once() {
     a.shutdown();
     for handle in handles {
         match handle.wait() {
-            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId(1)),
+            Err(RequestError::ConnectionLost { peer, .. }) => assert_eq!(peer, NodeId::new(1)),
             other => panic!("expected a lost connection, got {other:?}"),
         }
     }

@@ -31,8 +31,8 @@ fn op() -> impl Strategy<Value = Op> {
             needed,
             deadline
         }),
-        (0u8..8, 0u64..5).prop_map(|(key, from)| Op::Respond { key, from }),
-        (0u8..8, 0u64..5).prop_map(|(key, from)| Op::Respond { key, from }),
+        (0u8..8, 1u64..6).prop_map(|(key, from)| Op::Respond { key, from }),
+        (0u8..8, 1u64..6).prop_map(|(key, from)| Op::Respond { key, from }),
         (0u64..120).prop_map(|now| Op::Expire { now }),
         (0u8..8).prop_map(|key| Op::Remove { key }),
     ]
@@ -68,7 +68,7 @@ proptest! {
                     prop_assert_eq!(real.insert(key, Quorum::new(needed), deadline), expected);
                 }
                 Op::Respond { key, from } => {
-                    let got = real.on_response(&key, NodeId(from), from);
+                    let got = real.on_response(&key, NodeId::new(from), from);
                     match model.iter().position(|e| e.key == key) {
                         None => prop_assert_eq!(got, Progress::Unknown),
                         Some(i) => {
@@ -79,9 +79,9 @@ proptest! {
                                     return Err(TestCaseError::fail("expected completion"));
                                 };
                                 // Each node counted once, with its own response.
-                                let nodes: BTreeSet<u64> = acks.keys().map(|n| n.0).collect();
+                                let nodes: BTreeSet<u64> = acks.keys().map(|n| n.get()).collect();
                                 prop_assert_eq!(&nodes, &entry.from);
-                                prop_assert!(acks.iter().all(|(n, r)| n.0 == *r));
+                                prop_assert!(acks.iter().all(|(n, r)| n.get() == *r));
                             } else {
                                 prop_assert_eq!(got, Progress::Pending);
                             }
