@@ -1360,7 +1360,7 @@ mod tests {
         // A follower, as the transport sees one: node 2 of the same cluster.
         let config = transport_config(options.cluster_id(), 2).expect("valid");
         let follower = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
-        follower.add_peer(synod_transport::NodeId(1), server.peer_addr());
+        follower.add_peer(NodeId::new(1), server.peer_addr());
         let forward = |key: &str| -> Option<Response> {
             let request = Request::Write {
                 command: KvCommand::Put {
@@ -1371,7 +1371,7 @@ mod tests {
                 session: None,
             };
             let payload = Bytes::from(postcard::to_stdvec(&request).expect("encodes"));
-            let to = synod_transport::NodeId(1);
+            let to = NodeId::new(1);
             let reply = follower.request(to, payload, REQUEST_TIMEOUT).ok()?.wait();
             postcard::from_bytes(&reply.ok()?).ok()
         };
