@@ -207,7 +207,7 @@ impl RegisterNode {
             Phase::Query => {
                 p.store = match p.write {
                     Some(v) => {
-                        let tag = (u64::from(self.id.get()) << 48) | (p.op & ((1 << 48) - 1));
+                        let tag = (self.id.get() << 48) | (p.op & ((1 << 48) - 1));
                         (((p.best.0).0 + 1, tag), Some(v))
                     }
                     None => p.best,
