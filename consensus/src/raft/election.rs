@@ -1,35 +1,87 @@
 //! Elections: terms and votes, pre-vote, check-quorum, becoming follower or leader, and
 //! leader transfer.
 
+use std::collections::BTreeMap;
+
 use synod_quorum::{Outcome, Quorum};
 
 use super::{Node, Role, TransferError};
+use crate::config::Config;
 use crate::message::{Message, MessageBody};
+use crate::rng::SplitMix64;
 use crate::storage::{HardState, LogStore};
 use crate::types::{LogIndex, NodeId, Payload, Term, next_term};
 
+/// The election timer, and the votes of an election this node runs.
+#[derive(Debug)]
+pub(super) struct Election {
+    /// Ticks since this node last heard from its leader (on a leader: since its last
+    /// quorum check).
+    pub(super) elapsed: u64,
+    /// The randomized timeout after which a follower campaigns, drawn again at each reset.
+    pub(super) timeout: u64,
+    /// Vote requests are ignored until this tick after a start (the lease a crashed
+    /// follower must still honour).
+    lease_guard_until_tick: u64,
+    /// The answers to this node's vote or pre-vote requests.
+    votes: BTreeMap<NodeId, bool>,
+    /// The write that recorded a candidate's vote for itself: counted once durable.
+    self_vote_seq: u64,
+}
+
+impl Election {
+    /// The timer of a node that just started, its first timeout drawn from `rng`.
+    pub(super) fn new(config: &Config, rng: &mut SplitMix64) -> Election {
+        let timeout = rng.range(
+            config.election_timeout_ticks.start,
+            config.election_timeout_ticks.end,
+        );
+        let lease_guard_until_tick = if config.check_quorum {
+            config.election_timeout_ticks.start
+        } else {
+            0
+        };
+        Election {
+            elapsed: 0,
+            timeout,
+            lease_guard_until_tick,
+            votes: BTreeMap::new(),
+            self_vote_seq: 0,
+        }
+    }
+}
+
+/// A leadership transfer in progress, and whether one was tried in this term.
+#[derive(Debug, Default)]
+pub(super) struct Transfer {
+    /// The node leadership is being handed to.
+    pub(super) to: Option<NodeId>,
+    /// Set once this leader has sent a `TimeoutNow` in its term: no more lease reads in it.
+    pub(super) tried_in_term: bool,
+}
+
 impl<S: LogStore> Node<S> {
     pub(super) fn is_voter(&self) -> bool {
-        self.membership.is_voter(self.config.id)
+        self.membership.current().is_voter(self.config.id)
     }
 
     pub(super) fn voters_len(&self) -> usize {
-        self.membership.voters().len()
+        self.membership.current().voters().len()
     }
 
     pub(super) fn in_lease(&self) -> bool {
         if !self.config.check_quorum {
             return false;
         }
-        if self.ticks < self.lease_guard_until_tick {
+        if self.ticks < self.election.lease_guard_until_tick {
             return true;
         }
-        self.leader.is_some() && self.election_elapsed < self.config.election_timeout_ticks.start
+        self.leader.is_some() && self.election.elapsed < self.config.election_timeout_ticks.start
     }
 
     fn reset_election_timer(&mut self) {
-        self.election_elapsed = 0;
-        self.election_timeout = self.rng.range(
+        self.election.elapsed = 0;
+        self.election.timeout = self.rng.range(
             self.config.election_timeout_ticks.start,
             self.config.election_timeout_ticks.end,
         );
@@ -39,10 +91,10 @@ impl<S: LogStore> Node<S> {
         if self.config.pre_vote && !transfer {
             self.role = Role::PreCandidate;
             self.leader = None;
-            self.votes.clear();
+            self.election.votes.clear();
             self.reset_election_timer();
             self.fail_reads();
-            self.votes.insert(self.config.id, true);
+            self.election.votes.insert(self.config.id, true);
             let (last_index, last_term) = self.last_entry();
             let ask = next_term(self.term);
             for voter in self.other_voters() {
@@ -67,10 +119,10 @@ impl<S: LogStore> Node<S> {
         self.set_term(term, Some(self.config.id));
         self.role = Role::Candidate;
         self.leader = None;
-        self.votes.clear();
+        self.election.votes.clear();
         self.reset_election_timer();
         self.fail_reads();
-        self.self_vote_seq = self.write_seq;
+        self.election.self_vote_seq = self.durability.written();
         let (last_index, last_term) = self.last_entry();
         for voter in self.other_voters() {
             self.send(
@@ -89,14 +141,14 @@ impl<S: LogStore> Node<S> {
         // A candidate counts its own vote only once it is durable, so that a crash cannot
         // leave it leader of a term it has forgotten.
         let self_durable = self.role == Role::PreCandidate
-            || self.durable_seq >= self.self_vote_seq
+            || self.durability.is_durable(self.election.self_vote_seq)
             || self.config.bugs.skip_vote_persistence;
         let id = self.config.id;
-        let outcome = self.voters.tally(|voter| {
+        let outcome = self.membership.voters().tally(|voter| {
             if voter == id {
                 self_durable.then_some(true)
             } else {
-                self.votes.get(&voter).copied()
+                self.election.votes.get(&voter).copied()
             }
         });
         match outcome {
@@ -144,6 +196,24 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// An answer to this node's pre-vote request for `term`.
+    pub(super) fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        if self.role == Role::PreCandidate
+            && (term == next_term(self.term) || (!granted && term == self.term))
+        {
+            self.election.votes.insert(from, granted);
+            self.tally_votes();
+        }
+    }
+
+    /// An answer to this node's vote request.
+    pub(super) fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        if self.role == Role::Candidate {
+            self.election.votes.insert(from, granted);
+            self.tally_votes();
+        }
+    }
+
     /// Raft's up-to-date check: a candidate's log must end in a later term, or the same
     /// term and at least as far, for this node to vote for it.
     fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
@@ -153,6 +223,7 @@ impl<S: LogStore> Node<S> {
 
     fn other_voters(&self) -> Vec<NodeId> {
         self.membership
+            .current()
             .voters()
             .iter()
             .copied()
@@ -172,7 +243,7 @@ impl<S: LogStore> Node<S> {
             term,
             vote: stored_vote,
         });
-        self.write_seq += 1;
+        self.durability.wrote();
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -184,11 +255,10 @@ impl<S: LogStore> Node<S> {
         }
         self.role = Role::Follower;
         self.leader = leader;
-        self.votes.clear();
+        self.election.votes.clear();
         self.progress.clear();
-        self.transfer = None;
-        self.lease_start_tick = None;
-        self.round_sent_tick.clear();
+        self.transfer.to = None;
+        self.reads.end_lease();
         self.fail_reads();
     }
 
@@ -198,20 +268,17 @@ impl<S: LogStore> Node<S> {
             self.become_follower(self.term, Some(leader));
         }
         self.leader = Some(leader);
-        self.election_elapsed = 0;
+        self.election.elapsed = 0;
     }
 
     fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
-        self.votes.clear();
-        self.transfer = None;
-        self.transfer_sent = false;
-        self.election_elapsed = 0;
+        self.election.votes.clear();
+        self.transfer = Transfer::default();
+        self.election.elapsed = 0;
         self.heartbeat_elapsed = 0;
-        self.lease_start_tick = None;
-        self.round_sent_tick.clear();
-        self.confirmed_round = self.round;
+        self.reads.start_term();
         self.progress.clear();
         self.sync_progress();
         // The no-op lets the new leader commit, and so learn the commit index of,
@@ -223,7 +290,7 @@ impl<S: LogStore> Node<S> {
     pub(super) fn quorum_active(&mut self) -> bool {
         let id = self.config.id;
         let progress = &self.progress;
-        let active = self.voters.tally(|voter| {
+        let active = self.membership.voters().tally(|voter| {
             Some(voter == id || progress.get(&voter).is_some_and(|p| p.recent_active))
         });
         for p in self.progress.values_mut() {
@@ -242,17 +309,17 @@ impl<S: LogStore> Node<S> {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader);
         }
-        if to == self.config.id || !self.membership.is_voter(to) {
+        if to == self.config.id || !self.membership.current().is_voter(to) {
             return Err(TransferError::NotAVoter(to));
         }
-        self.transfer = Some((to, self.ticks));
-        self.election_elapsed = 0;
+        self.transfer.to = Some(to);
+        self.election.elapsed = 0;
         let caught_up = self
             .progress
             .get(&to)
             .is_some_and(|p| p.match_index == self.store.last_index());
         if caught_up {
-            self.transfer_sent = true;
+            self.transfer.tried_in_term = true;
             self.send_now(to, MessageBody::TimeoutNow);
         } else {
             self.send_append(to, true);
@@ -261,13 +328,13 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(super) fn maybe_send_timeout_now(&mut self, peer: NodeId) {
-        if let Some((to, _)) = self.transfer {
+        if let Some(to) = self.transfer.to {
             let caught_up = self
                 .progress
                 .get(&peer)
                 .is_some_and(|p| p.match_index == self.store.last_index());
             if to == peer && caught_up {
-                self.transfer_sent = true;
+                self.transfer.tried_in_term = true;
                 self.send_now(peer, MessageBody::TimeoutNow);
             }
         }

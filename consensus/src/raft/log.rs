@@ -1,12 +1,145 @@
 //! The log: proposals, and every change to the log and to the membership it holds
 //! (appends, truncation).
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
 
-use super::{Node, ProposeError, Role, majority};
+use bytes::Bytes;
+use synod_quorum::MajorityConfig;
+
+use super::{Node, ProposeError, Role};
 use crate::membership::Membership;
-use crate::storage::LogStore;
+use crate::storage::{LogStore, SnapshotMeta};
 use crate::types::{Entry, LogIndex, Payload, Term};
+
+/// How many bytes of entries a starting node reads from its store at a time, looking for
+/// memberships.
+const START_SCAN_BYTES_MAX: u64 = 1 << 20;
+
+/// The memberships in the log: the one in effect (the newest, committed or not, in effect
+/// from the moment it is appended) and every one above the snapshot, so that the one in
+/// effect can be found again when the log is cut.
+#[derive(Debug)]
+pub(super) struct MembershipLog {
+    /// The membership in effect.
+    current: Membership,
+    /// Its voters, as the quorum that counts votes and acknowledgements.
+    voters: MajorityConfig,
+    /// The index of the entry that holds it (or of the snapshot, if no entry above does).
+    index: LogIndex,
+    /// Membership entries above the snapshot, by index.
+    above_snapshot: BTreeMap<LogIndex, Membership>,
+}
+
+impl MembershipLog {
+    /// The memberships in `store`: its snapshot's, and any in its entries.
+    pub(super) fn from_store<S: LogStore>(store: &S) -> MembershipLog {
+        let mut above_snapshot = BTreeMap::new();
+        let mut index = store.first_index();
+        let last = store.last_index();
+        let mut batch = Vec::new();
+        while index <= last {
+            batch.clear();
+            store.entries(index, last, START_SCAN_BYTES_MAX, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            for entry in &batch {
+                if let Payload::Membership(m) = &entry.payload {
+                    above_snapshot.insert(entry.index, m.clone());
+                }
+            }
+            index = batch[batch.len() - 1].index.next();
+        }
+        let meta = &store.snapshot().meta;
+        let mut log = MembershipLog {
+            voters: majority(&meta.membership),
+            current: meta.membership.clone(),
+            index: meta.index,
+            above_snapshot,
+        };
+        log.find_current(meta);
+        log
+    }
+
+    /// The membership in effect.
+    pub(super) fn current(&self) -> &Membership {
+        &self.current
+    }
+
+    /// The voters of the membership in effect.
+    pub(super) fn voters(&self) -> &MajorityConfig {
+        &self.voters
+    }
+
+    /// The index of the membership in effect.
+    pub(super) fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// The membership in effect at `index` (at least the snapshot's, `snapshot`).
+    pub(super) fn at(&self, index: LogIndex, snapshot: &SnapshotMeta) -> Membership {
+        self.above_snapshot
+            .range(..=index)
+            .next_back()
+            .map_or_else(|| snapshot.membership.clone(), |(_, m)| m.clone())
+    }
+
+    /// `membership` was appended at `index`, and is in effect.
+    fn appended(&mut self, index: LogIndex, membership: &Membership) {
+        self.above_snapshot.insert(index, membership.clone());
+        self.current = membership.clone();
+        self.voters = majority(membership);
+        self.index = index;
+    }
+
+    /// The log lost its entries after `index`: the membership in effect is the newest left,
+    /// in the entries or in `snapshot`.
+    fn cut_after(&mut self, index: LogIndex, snapshot: &SnapshotMeta) {
+        if self.index > index {
+            self.above_snapshot.split_off(&index.next());
+            self.find_current(snapshot);
+        }
+    }
+
+    /// The log's start moved to a snapshot at `index`: the memberships at or below it are
+    /// in the snapshot now. The one in effect does not change.
+    pub(super) fn compacted_to(&mut self, index: LogIndex) {
+        self.above_snapshot = self.above_snapshot.split_off(&index.next());
+    }
+
+    /// The log's start moved to `snapshot`, and the one in effect is found again (the
+    /// snapshot's, unless an entry kept after it holds a newer one).
+    pub(super) fn compacted_to_snapshot(&mut self, snapshot: &SnapshotMeta) {
+        self.compacted_to(snapshot.index);
+        self.find_current(snapshot);
+    }
+
+    /// The whole log was replaced by `snapshot`.
+    pub(super) fn replaced_by_snapshot(&mut self, snapshot: &SnapshotMeta) {
+        self.above_snapshot.clear();
+        self.current = snapshot.membership.clone();
+        self.voters = majority(&self.current);
+        self.index = snapshot.index;
+    }
+
+    /// Makes the newest membership above the snapshot the one in effect, or `snapshot`'s
+    /// if there is none.
+    fn find_current(&mut self, snapshot: &SnapshotMeta) {
+        let (index, membership) = match self.above_snapshot.iter().next_back() {
+            Some((i, m)) => (*i, m.clone()),
+            None => (snapshot.index, snapshot.membership.clone()),
+        };
+        self.index = index;
+        self.voters = majority(&membership);
+        self.current = membership;
+    }
+}
+
+/// The quorum of a membership's voters.
+fn majority(membership: &Membership) -> MajorityConfig {
+    MajorityConfig::new(membership.voters().iter().copied())
+        .expect("a membership has at least one voter")
+}
 
 impl<S: LogStore> Node<S> {
     pub(super) fn term_of(&self, index: LogIndex) -> Option<Term> {
@@ -19,9 +152,10 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Proposes a command. On the leader, appends it and returns its index; the command is
-    /// applied once that index is handed out in [`Ready::committed`](super::Ready::committed) with this node's term
-    /// (if another entry turns up at that index, the proposal was lost with a leadership
-    /// change and may be retried).
+    /// applied once that index is handed out in
+    /// [`Ready::committed`](super::Ready::committed) with this node's term (if another
+    /// entry turns up at that index, the proposal was lost with a leadership change and
+    /// may be retried).
     ///
     /// # Errors
     ///
@@ -46,10 +180,11 @@ impl<S: LogStore> Node<S> {
     /// change is uncommitted or before the leader has committed an entry of its term.
     pub fn propose_membership(&mut self, next: Membership) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
-        if self.membership_index > self.commit || self.term_of(self.commit) != Some(self.term) {
+        if self.membership.index() > self.commit || self.term_of(self.commit) != Some(self.term) {
             return Err(ProposeError::MembershipChangePending);
         }
         self.membership
+            .current()
             .check_change(&next)
             .map_err(ProposeError::Membership)?;
         Ok(self.append_local(Payload::Membership(next)))
@@ -61,7 +196,7 @@ impl<S: LogStore> Node<S> {
                 leader: self.leader,
             });
         }
-        if self.transfer.is_some() {
+        if self.transfer.to.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
         if self.store.last_index().0 - self.commit.0 >= self.config.uncommitted_entries_max {
@@ -87,14 +222,11 @@ impl<S: LogStore> Node<S> {
             return;
         }
         self.store.append(entries);
-        self.write_seq += 1;
+        self.durability.wrote();
         let mut changed = false;
         for entry in entries {
             if let Payload::Membership(m) = &entry.payload {
-                self.membership_log.insert(entry.index, m.clone());
-                self.membership = m.clone();
-                self.voters = majority(m);
-                self.membership_index = entry.index;
+                self.membership.appended(entry.index, m);
                 changed = true;
             }
         }
@@ -110,29 +242,11 @@ impl<S: LogStore> Node<S> {
             self.commit
         );
         self.store.truncate_after(index);
-        self.write_seq += 1;
+        self.durability.wrote();
         self.truncations += 1;
         self.truncated_after = Some(index);
-        self.durable_index = self.durable_index.min(index);
-        for mark in &mut self.marks {
-            mark.1 = mark.1.min(index);
-        }
-        if self.membership_index > index {
-            self.membership_log = {
-                let mut kept = std::mem::take(&mut self.membership_log);
-                kept.split_off(&index.next());
-                kept
-            };
-            let (i, m) = match self.membership_log.iter().next_back() {
-                Some((i, m)) => (*i, m.clone()),
-                None => {
-                    let meta = &self.store.snapshot().meta;
-                    (meta.index, meta.membership.clone())
-                }
-            };
-            self.membership_index = i;
-            self.voters = majority(&m);
-            self.membership = m;
-        }
+        self.durability.cut_after(index);
+        self.membership
+            .cut_after(index, &self.store.snapshot().meta);
     }
 }

@@ -44,22 +44,23 @@ mod replication;
 mod snapshot;
 mod validate;
 
-use std::collections::{BTreeMap, VecDeque};
-
-use synod_quorum::MajorityConfig;
+use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::membership::Membership;
-use crate::message::{AppendResult, Message, MessageBody, ReadId};
+use crate::message::{AppendResult, Message, MessageBody};
 use crate::progress::Progress;
 use crate::rng::SplitMix64;
 use crate::storage::{LogStore, Snapshot};
-use crate::types::{Entry, LogIndex, NodeId, Payload, Term, next_term};
+use crate::types::{Entry, LogIndex, NodeId, Term};
 
+use durability::Durability;
 pub use durability::PersistToken;
+use election::{Election, Transfer};
 pub use errors::{CompactError, ProposeError, ReadError, TransferError};
-use reads::PendingRead;
+use log::MembershipLog;
 pub use reads::ReadState;
+use reads::Reads;
 use snapshot::IncomingSnapshot;
 
 /// The highest term a node accepts from the network (2^63): more elections than could
@@ -122,60 +123,49 @@ impl Ready {
 #[derive(Debug)]
 pub struct Node<S: LogStore> {
     config: Config,
+    /// The log, the hard state and the snapshot, as far as the node wrote them.
     store: S,
+    /// Draws the election timeouts.
     rng: SplitMix64,
 
+    /// The current term and the vote cast in it (written to the store before use).
     term: Term,
     vote: Option<NodeId>,
     role: Role,
+    /// The leader of the current term, if known.
     leader: Option<NodeId>,
 
-    membership: Membership,
-    /// The voters of `membership`, as the quorum that counts votes and acknowledgements.
-    voters: MajorityConfig,
-    membership_index: LogIndex,
-    /// Membership entries above the snapshot, by index.
-    membership_log: BTreeMap<LogIndex, Membership>,
+    /// The memberships in the log, and the one in effect.
+    membership: MembershipLog,
 
+    /// The High-Water Mark.
     commit: LogIndex,
+    /// The last index handed out to be applied.
     applied: LogIndex,
 
+    /// Ticks since the node was created: its logical clock.
     ticks: u64,
-    election_elapsed: u64,
+    /// The election timer and the votes of an election in progress.
+    election: Election,
+    /// On a leader, ticks since the last heartbeat.
     heartbeat_elapsed: u64,
-    election_timeout: u64,
-    /// Vote requests are ignored until this tick after a start (the lease a crashed
-    /// follower must still honour).
-    lease_guard_until_tick: u64,
-
-    votes: BTreeMap<NodeId, bool>,
-    self_vote_seq: u64,
-
+    /// On a leader, what it knows of each other member's log.
     progress: BTreeMap<NodeId, Progress>,
-    transfer: Option<(NodeId, u64)>,
-    /// Set once this leader has sent a `TimeoutNow` in its term: no more lease reads in it.
-    transfer_sent: bool,
+    /// On a leader, whether the followers' pipelines should be filled at the next ready.
     needs_broadcast: bool,
+    transfer: Transfer,
 
-    round: u64,
-    round_sent_tick: BTreeMap<u64, u64>,
-    confirmed_round: u64,
-    lease_start_tick: Option<u64>,
-    reads_waiting_commit: VecDeque<PendingRead>,
-    reads_pending: VecDeque<PendingRead>,
-    /// Reads forwarded to the leader, with the tick each was sent at.
-    reads_forwarded: BTreeMap<ReadId, u64>,
-    read_states: Vec<ReadState>,
+    /// Reads in progress, and the heartbeat rounds that confirm them and the lease.
+    reads: Reads,
 
-    write_seq: u64,
-    requested_seq: u64,
-    durable_seq: u64,
-    marks: VecDeque<(u64, LogIndex)>,
-    durable_index: LogIndex,
-    held: VecDeque<(u64, Message)>,
+    /// Writes to the store, and the messages that wait for them to be durable.
+    durability: Durability,
+    /// Messages that may leave, handed out in the next ready.
     outbox: Vec<Message>,
 
+    /// A snapshot being received from the leader.
     incoming_snapshot: Option<IncomingSnapshot>,
+    /// A snapshot for the state machine to load, handed out in the next ready.
     restore: Option<Snapshot>,
 
     /// How many times the log lost entries from its end (see [`Node::truncations`]).
@@ -198,78 +188,30 @@ impl<S: LogStore> Node<S> {
         let hard = store.hard_state();
         assert!(hard.term <= TERM_MAX, "corrupt store: term {}", hard.term);
         let snapshot = store.snapshot().clone();
-        let mut membership_log = BTreeMap::new();
-        let mut index = store.first_index();
+        let membership = MembershipLog::from_store(&store);
         let last = store.last_index();
-        let mut batch = Vec::new();
-        while index <= last {
-            batch.clear();
-            store.entries(index, last, 1 << 20, &mut batch);
-            if batch.is_empty() {
-                break;
-            }
-            for entry in &batch {
-                if let Payload::Membership(m) = &entry.payload {
-                    membership_log.insert(entry.index, m.clone());
-                }
-            }
-            index = batch[batch.len() - 1].index.next();
-        }
-        let (membership_index, membership) = match membership_log.iter().next_back() {
-            Some((i, m)) => (*i, m.clone()),
-            None => (snapshot.meta.index, snapshot.meta.membership.clone()),
-        };
         // The id is mixed in so that nodes given the same seed still draw different
         // timeouts (identical timeouts split every vote).
         let mut rng =
             SplitMix64::new(config.seed ^ config.id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let election_timeout = rng.range(
-            config.election_timeout_ticks.start,
-            config.election_timeout_ticks.end,
-        );
-        let lease_guard_until_tick = if config.check_quorum {
-            config.election_timeout_ticks.start
-        } else {
-            0
-        };
+        let election = Election::new(&config, &mut rng);
         let restore = (snapshot.meta.index > LogIndex::ZERO).then_some(snapshot.clone());
-        let voters = majority(&membership);
         Node {
-            voters,
             term: hard.term,
             vote: hard.vote,
             role: Role::Follower,
             leader: None,
             membership,
-            membership_index,
-            membership_log,
             commit: snapshot.meta.index,
             applied: snapshot.meta.index,
             ticks: 0,
-            election_elapsed: 0,
+            election,
             heartbeat_elapsed: 0,
-            election_timeout,
-            lease_guard_until_tick,
-            votes: BTreeMap::new(),
-            self_vote_seq: 0,
             progress: BTreeMap::new(),
-            transfer: None,
-            transfer_sent: false,
+            transfer: Transfer::default(),
             needs_broadcast: false,
-            round: 0,
-            round_sent_tick: BTreeMap::new(),
-            confirmed_round: 0,
-            lease_start_tick: None,
-            reads_waiting_commit: VecDeque::new(),
-            reads_pending: VecDeque::new(),
-            reads_forwarded: BTreeMap::new(),
-            read_states: Vec::new(),
-            write_seq: 0,
-            requested_seq: 0,
-            durable_seq: 0,
-            marks: VecDeque::new(),
-            durable_index: last,
-            held: VecDeque::new(),
+            reads: Reads::default(),
+            durability: Durability::new(last),
             outbox: Vec::new(),
             incoming_snapshot: None,
             restore,
@@ -338,13 +280,13 @@ impl<S: LogStore> Node<S> {
     /// The highest index known to be durable in this node's log.
     #[must_use]
     pub fn durable_index(&self) -> LogIndex {
-        self.durable_index
+        self.durability.durable_index()
     }
 
     /// The membership in effect (the newest in the log, committed or not).
     #[must_use]
     pub fn membership(&self) -> &Membership {
-        &self.membership
+        self.membership.current()
     }
 
     /// Ticks since this node last heard from its leader (or, on a leader, since its last
@@ -352,7 +294,7 @@ impl<S: LogStore> Node<S> {
     /// [`crate::reads`] (Follower Reads).
     #[must_use]
     pub fn ticks_since_leader_contact(&self) -> u64 {
-        self.election_elapsed
+        self.election.elapsed
     }
 
     /// The match index the leader knows for `peer`, or `None` if this node is not the
@@ -363,7 +305,7 @@ impl<S: LogStore> Node<S> {
             return None;
         }
         if peer == self.config.id {
-            return Some(self.durable_index);
+            return Some(self.durability.durable_index());
         }
         self.progress.get(&peer).map(|p| p.match_index)
     }
@@ -406,24 +348,24 @@ impl<S: LogStore> Node<S> {
     pub fn has_ready(&self) -> bool {
         !self.outbox.is_empty()
             || self.needs_broadcast
-            || self.write_seq > self.requested_seq
+            || self.durability.has_unrequested()
             || self.restore.is_some()
-            || !self.read_states.is_empty()
-            || self.reads_pending.iter().any(|r| r.round == 0)
-            || self.applied < self.commit.min(self.durable_index)
+            || self.reads.has_answers()
+            || self.reads.need_round()
+            || self.applied < self.commit.min(self.durability.durable_index())
     }
 
     /// Advances the node's logical clock by one tick: drives election timeouts, heartbeats
     /// and check-quorum.
     pub fn tick(&mut self) {
         self.ticks += 1;
-        self.election_elapsed += 1;
+        self.election.elapsed += 1;
         self.expire_forwarded_reads();
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
-            if self.election_elapsed >= self.config.election_timeout_ticks.start {
-                self.election_elapsed = 0;
-                self.transfer = None;
+            if self.election.elapsed >= self.config.election_timeout_ticks.start {
+                self.election.elapsed = 0;
+                self.transfer.to = None;
                 if self.config.check_quorum && !self.quorum_active() {
                     self.become_follower(self.term, None);
                     return;
@@ -433,7 +375,7 @@ impl<S: LogStore> Node<S> {
                 self.heartbeat_elapsed = 0;
                 self.broadcast_heartbeat();
             }
-        } else if self.election_elapsed >= self.election_timeout && self.is_voter() {
+        } else if self.election.elapsed >= self.election.timeout && self.is_voter() {
             self.campaign(false);
         }
     }
@@ -495,24 +437,14 @@ impl<S: LogStore> Node<S> {
                 last_term,
             } => self.handle_pre_vote(from, term, last_index, last_term),
             MessageBody::PreVoteResponse { granted } => {
-                if self.role == Role::PreCandidate
-                    && (term == next_term(self.term) || (!granted && term == self.term))
-                {
-                    self.votes.insert(from, granted);
-                    self.tally_votes();
-                }
+                self.handle_pre_vote_response(from, term, granted);
             }
             MessageBody::Vote {
                 last_index,
                 last_term,
                 ..
             } => self.handle_vote(from, last_index, last_term),
-            MessageBody::VoteResponse { granted } => {
-                if self.role == Role::Candidate {
-                    self.votes.insert(from, granted);
-                    self.tally_votes();
-                }
-            }
+            MessageBody::VoteResponse { granted } => self.handle_vote_response(from, granted),
             MessageBody::Append {
                 prev_index,
                 prev_term,
@@ -537,10 +469,7 @@ impl<S: LogStore> Node<S> {
             }
             MessageBody::ReadIndex { id } => self.handle_read_index_request(from, id),
             MessageBody::ReadIndexResponse { id, index } => {
-                // Only answers to reads this node forwarded and has not yet given up on.
-                if self.reads_forwarded.remove(&id).is_some() {
-                    self.read_states.push(ReadState { id, index });
-                }
+                self.handle_read_index_response(id, index);
             }
             MessageBody::Snapshot {
                 meta,
@@ -575,21 +504,19 @@ impl<S: LogStore> Node<S> {
                 }
             }
         }
-        if self.role == Role::Leader && self.reads_pending.iter().any(|r| r.round == 0) {
+        if self.role == Role::Leader && self.reads.need_round() {
             self.start_read_round();
         }
-        let persist = (self.write_seq > self.requested_seq).then(|| {
-            self.requested_seq = self.write_seq;
-            self.marks
-                .push_back((self.write_seq, self.store.last_index()));
-            PersistToken(self.write_seq)
-        });
+        let persist = self.durability.request(self.store.last_index());
         let snapshot = self.restore.take();
-        let hi = self.commit.min(self.durable_index).min(LogIndex(
-            self.applied
-                .0
-                .saturating_add(self.config.apply_entries_max as u64),
-        ));
+        let hi = self
+            .commit
+            .min(self.durability.durable_index())
+            .min(LogIndex(
+                self.applied
+                    .0
+                    .saturating_add(self.config.apply_entries_max as u64),
+            ));
         let mut committed = Vec::new();
         if hi > self.applied {
             self.store
@@ -606,13 +533,7 @@ impl<S: LogStore> Node<S> {
             persist,
             snapshot,
             committed,
-            reads: std::mem::take(&mut self.read_states),
+            reads: self.reads.take_answers(),
         }
     }
-}
-
-/// The quorum of a membership's voters.
-fn majority(membership: &Membership) -> MajorityConfig {
-    MajorityConfig::new(membership.voters().iter().copied())
-        .expect("a membership has at least one voter")
 }

@@ -3,10 +3,16 @@
 //! while), and reads forwarded by followers. The heartbeat rounds that confirm both are
 //! counted here.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use super::{Node, ReadError, Role};
 use crate::message::{MessageBody, ReadId};
 use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId};
+
+/// How many of its latest heartbeat rounds a leader remembers the send tick of: a round
+/// confirmed later than that many rounds after it was sent does not extend the lease.
+const ROUNDS_REMEMBERED_MAX: usize = 64;
 
 /// The answer to a read-index request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,29 +26,159 @@ pub struct ReadState {
 
 /// Who asked for a read index: this node's caller, or a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ReadOrigin {
+enum ReadOrigin {
     Local,
     Remote(NodeId),
 }
 
+/// A read index waiting on the leader.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct PendingRead {
-    pub(super) id: ReadId,
-    pub(super) origin: ReadOrigin,
-    pub(super) index: LogIndex,
+struct PendingRead {
+    id: ReadId,
+    origin: ReadOrigin,
+    index: LogIndex,
     /// The heartbeat round that must be confirmed by a quorum; 0 until one is assigned.
-    pub(super) round: u64,
+    round: u64,
+}
+
+/// The reads in progress, and the heartbeat rounds that confirm a leader's leadership
+/// for them and for its lease.
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    /// The last heartbeat round sent. Rounds are numbered across terms.
+    round: u64,
+    /// The tick each of the latest rounds was sent at.
+    round_sent_tick: BTreeMap<u64, u64>,
+    /// The highest round a quorum answered.
+    confirmed_round: u64,
+    /// The tick the latest round a quorum answered was sent at: the lease runs from there.
+    lease_start_tick: Option<u64>,
+    /// Reads on a leader that has not yet committed an entry of its term.
+    waiting_commit: VecDeque<PendingRead>,
+    /// Reads waiting for a quorum to answer a round sent after they arrived.
+    pending: VecDeque<PendingRead>,
+    /// Reads forwarded to the leader, with the tick each was sent at.
+    forwarded: BTreeMap<ReadId, u64>,
+    /// Answers for this node's caller, handed out in `Ready::reads`.
+    answered: Vec<ReadState>,
+}
+
+impl Reads {
+    /// The reads waiting on this leader.
+    fn queued(&self) -> usize {
+        self.waiting_commit.len() + self.pending.len()
+    }
+
+    /// Whether reads arrived since the last round was sent, and need one of their own.
+    pub(super) fn need_round(&self) -> bool {
+        self.pending.iter().any(|r| r.round == 0)
+    }
+
+    /// Whether there are answers to hand out.
+    pub(super) fn has_answers(&self) -> bool {
+        !self.answered.is_empty()
+    }
+
+    /// Takes the answers to hand out.
+    pub(super) fn take_answers(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.answered)
+    }
+
+    /// The last heartbeat round sent.
+    pub(super) fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Starts a new heartbeat round, sent at `tick`, and returns its number.
+    pub(super) fn next_round(&mut self, tick: u64) -> u64 {
+        self.round += 1;
+        self.round_sent_tick.insert(self.round, tick);
+        while self.round_sent_tick.len() > ROUNDS_REMEMBERED_MAX {
+            self.round_sent_tick.pop_first();
+        }
+        self.round
+    }
+
+    /// Ends the lease and forgets when the rounds sent so far left (on stepping down).
+    pub(super) fn end_lease(&mut self) {
+        self.lease_start_tick = None;
+        self.round_sent_tick.clear();
+    }
+
+    /// A new term of leadership: no lease, and no round sent before counts.
+    pub(super) fn start_term(&mut self) {
+        self.end_lease();
+        self.confirmed_round = self.round;
+    }
+
+    /// The leader committed an entry of its term at `commit`: the reads that waited for
+    /// that wait for a round now, at that index.
+    pub(super) fn committed_in_term(&mut self, commit: LogIndex) {
+        for mut read in self.waiting_commit.drain(..) {
+            read.index = commit;
+            self.pending.push_back(read);
+        }
+    }
+
+    /// Gives the reads that have no round yet the last round sent.
+    fn assign_round(&mut self) {
+        for read in &mut self.pending {
+            if read.round == 0 {
+                read.round = self.round;
+            }
+        }
+    }
+
+    /// A quorum answered `round`: extends the lease from the round's send tick, and
+    /// returns the reads the round confirms, oldest first.
+    fn confirm(&mut self, round: u64) -> Vec<PendingRead> {
+        if round <= self.confirmed_round {
+            return Vec::new();
+        }
+        self.confirmed_round = round;
+        if let Some(&sent) = self.round_sent_tick.get(&round) {
+            self.lease_start_tick = Some(self.lease_start_tick.map_or(sent, |s| s.max(sent)));
+        }
+        let confirmed = self
+            .pending
+            .iter()
+            .take_while(|r| r.round != 0 && r.round <= round)
+            .count();
+        self.pending.drain(..confirmed).collect()
+    }
+
+    /// Takes the answer to forwarded read `id`, if it is still waited for.
+    fn answer_forwarded(&mut self, id: ReadId, index: Option<LogIndex>) {
+        if self.forwarded.remove(&id).is_some() {
+            self.answered.push(ReadState { id, index });
+        }
+    }
+
+    /// Answers `None` to forwarded reads sent at least `timeout_ticks` before `tick`.
+    fn expire_forwarded(&mut self, tick: u64, timeout_ticks: u64) {
+        let answered = &mut self.answered;
+        self.forwarded.retain(|id, sent| {
+            let keep = tick - *sent < timeout_ticks;
+            if !keep {
+                answered.push(ReadState {
+                    id: *id,
+                    index: None,
+                });
+            }
+            keep
+        });
+    }
 }
 
 impl<S: LogStore> Node<S> {
-    /// Asks for a linearizable read index. The answer arrives in [`Ready::reads`](super::Ready::reads) once
-    /// the leader has confirmed, by a quorum round of heartbeats, that it was still the
-    /// leader when the request arrived; the caller serves the read after applying up to
-    /// the returned index. On a follower the request is forwarded to the leader; if no
-    /// answer comes within the longest election timeout (the request or the answer was
-    /// lost, or the leader changed), it is answered with `index: None`. Read ids must not
-    /// repeat, even across restarts: a late answer to an earlier read with the same id
-    /// would be taken for this one's.
+    /// Asks for a linearizable read index. The answer arrives in
+    /// [`Ready::reads`](super::Ready::reads) once the leader has confirmed, by a quorum
+    /// round of heartbeats, that it was still the leader when the request arrived; the
+    /// caller serves the read after applying up to the returned index. On a follower the
+    /// request is forwarded to the leader; if no answer comes within the longest election
+    /// timeout (the request or the answer was lost, or the leader changed), it is answered
+    /// with `index: None`. Read ids must not repeat, even across restarts: a late answer to
+    /// an earlier read with the same id would be taken for this one's.
     ///
     /// # Errors
     ///
@@ -51,9 +187,7 @@ impl<S: LogStore> Node<S> {
     pub fn read_index(&mut self, id: ReadId) -> Result<(), ReadError> {
         match self.role {
             Role::Leader => {
-                if self.reads_waiting_commit.len() + self.reads_pending.len()
-                    >= self.config.read_pending_max
-                {
+                if self.reads.queued() >= self.config.read_pending_max {
                     return Err(ReadError::Backpressure);
                 }
                 self.add_read(id, ReadOrigin::Local);
@@ -61,10 +195,10 @@ impl<S: LogStore> Node<S> {
             }
             _ => {
                 let leader = self.leader.ok_or(ReadError::NoLeader)?;
-                if self.reads_forwarded.len() >= self.config.read_pending_max {
+                if self.reads.forwarded.len() >= self.config.read_pending_max {
                     return Err(ReadError::Backpressure);
                 }
-                self.reads_forwarded.insert(id, self.ticks);
+                self.reads.forwarded.insert(id, self.ticks);
                 self.send_now(leader, MessageBody::ReadIndex { id });
                 Ok(())
             }
@@ -93,8 +227,8 @@ impl<S: LogStore> Node<S> {
     pub fn read_lease(&self) -> Option<LogIndex> {
         let drift = self.config.lease_drift_ticks?;
         if self.role != Role::Leader
-            || self.transfer.is_some()
-            || self.transfer_sent
+            || self.transfer.to.is_some()
+            || self.transfer.tried_in_term
             || self.term_of(self.commit) != Some(self.term)
         {
             return None;
@@ -102,7 +236,7 @@ impl<S: LogStore> Node<S> {
         if self.voters_len() == 1 && self.is_voter() {
             return Some(self.commit);
         }
-        let start = self.lease_start_tick?;
+        let start = self.reads.lease_start_tick?;
         let end = start + self.config.election_timeout_ticks.start - drift;
         (self.ticks < end).then_some(self.commit)
     }
@@ -118,50 +252,36 @@ impl<S: LogStore> Node<S> {
             if self.voters_len() == 1 && self.is_voter() {
                 self.finish_read(read, Some(read.index));
             } else {
-                self.reads_pending.push_back(read);
+                self.reads.pending.push_back(read);
             }
         } else {
             // Until it commits an entry of its own term, a new leader does not know the
             // true commit index.
-            self.reads_waiting_commit.push_back(read);
+            self.reads.waiting_commit.push_back(read);
         }
     }
 
     pub(super) fn start_read_round(&mut self) {
         self.heartbeat_elapsed = 0;
         self.broadcast_heartbeat();
-        let round = self.round;
-        for read in &mut self.reads_pending {
-            if read.round == 0 {
-                read.round = round;
-            }
+        self.reads.assign_round();
+    }
+
+    /// A quorum answered heartbeat `round`: answers the reads it confirms.
+    pub(super) fn confirm_round(&mut self, round: u64) {
+        for read in self.reads.confirm(round) {
+            self.finish_read(read, Some(read.index));
         }
     }
 
-    pub(super) fn confirm_round(&mut self, round: u64) {
-        if round <= self.confirmed_round {
-            return;
-        }
-        self.confirmed_round = round;
-        if let Some(&sent) = self.round_sent_tick.get(&round) {
-            self.lease_start_tick = Some(self.lease_start_tick.map_or(sent, |s| s.max(sent)));
-        }
-        while self
-            .reads_pending
-            .front()
-            .is_some_and(|r| r.round != 0 && r.round <= round)
-        {
-            if let Some(read) = self.reads_pending.pop_front() {
-                self.finish_read(read, Some(read.index));
-            }
-        }
+    /// The leader's answer to a read this node forwarded.
+    pub(super) fn handle_read_index_response(&mut self, id: ReadId, index: Option<LogIndex>) {
+        // Only answers to reads this node forwarded and has not yet given up on.
+        self.reads.answer_forwarded(id, index);
     }
 
     pub(super) fn handle_read_index_request(&mut self, from: NodeId, id: ReadId) {
-        if self.role != Role::Leader
-            || self.reads_waiting_commit.len() + self.reads_pending.len()
-                >= self.config.read_pending_max
-        {
+        if self.role != Role::Leader || self.reads.queued() >= self.config.read_pending_max {
             self.send_now(from, MessageBody::ReadIndexResponse { id, index: None });
             return;
         }
@@ -172,38 +292,27 @@ impl<S: LogStore> Node<S> {
     /// election timeout: the request or its answer was lost, or the leader changed (an
     /// answer from an earlier term is dropped), and the caller should retry.
     pub(super) fn expire_forwarded_reads(&mut self) {
-        if self.reads_forwarded.is_empty() {
-            return;
-        }
-        let timeout = self.config.election_timeout_ticks.end;
-        let ticks = self.ticks;
-        let read_states = &mut self.read_states;
-        self.reads_forwarded.retain(|id, sent| {
-            let keep = ticks - *sent < timeout;
-            if !keep {
-                read_states.push(ReadState {
-                    id: *id,
-                    index: None,
-                });
-            }
-            keep
-        });
+        self.reads
+            .expire_forwarded(self.ticks, self.config.election_timeout_ticks.end);
     }
 
     fn finish_read(&mut self, read: PendingRead, index: Option<LogIndex>) {
         match read.origin {
-            ReadOrigin::Local => self.read_states.push(ReadState { id: read.id, index }),
+            ReadOrigin::Local => self.reads.answered.push(ReadState { id: read.id, index }),
             ReadOrigin::Remote(peer) => {
                 self.send_now(peer, MessageBody::ReadIndexResponse { id: read.id, index });
             }
         }
     }
 
+    /// Answers `None` to every read waiting on this node, which is no longer (or not yet)
+    /// a leader that can confirm them.
     pub(super) fn fail_reads(&mut self) {
         let reads: Vec<PendingRead> = self
-            .reads_waiting_commit
+            .reads
+            .waiting_commit
             .drain(..)
-            .chain(self.reads_pending.drain(..))
+            .chain(self.reads.pending.drain(..))
             .collect();
         for read in reads {
             self.finish_read(read, None);

@@ -4,7 +4,7 @@
 
 use synod_quorum::Quorum;
 
-use super::{Node, PendingRead, Role};
+use super::{Node, Role};
 use crate::message::{AppendResult, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::storage::LogStore;
@@ -14,7 +14,7 @@ impl<S: LogStore> Node<S> {
     pub(super) fn sync_progress(&mut self) {
         let next = self.store.last_index().next();
         let ticks = self.ticks;
-        let members: Vec<NodeId> = self.membership.members().collect();
+        let members: Vec<NodeId> = self.membership.current().members().collect();
         self.progress.retain(|id, _| members.contains(id));
         for id in members {
             if id != self.config.id {
@@ -211,10 +211,11 @@ impl<S: LogStore> Node<S> {
     /// voters, if that entry is of the leader's own term. Returns whether it moved.
     pub(super) fn maybe_commit(&mut self) -> bool {
         let id = self.config.id;
-        let durable = self.durable_index;
+        let durable = self.durability.durable_index();
         let progress = &self.progress;
         let candidate = self
-            .voters
+            .membership
+            .voters()
             .committed_index(|voter| {
                 if voter == id {
                     Some(durable)
@@ -240,13 +241,9 @@ impl<S: LogStore> Node<S> {
 
     fn on_commit_advanced(&mut self) {
         if self.term_of(self.commit) == Some(self.term) {
-            let waiting: Vec<PendingRead> = self.reads_waiting_commit.drain(..).collect();
-            for mut read in waiting {
-                read.index = self.commit;
-                self.reads_pending.push_back(read);
-            }
+            self.reads.committed_in_term(self.commit);
         }
-        if self.role == Role::Leader && !self.is_voter() && self.commit >= self.membership_index {
+        if self.role == Role::Leader && !self.is_voter() && self.commit >= self.membership.index() {
             // A leader removed from the voters leads until the change commits, then steps
             // down (thesis, section 4.2.2).
             self.become_follower(self.term, None);
@@ -254,12 +251,7 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
-        self.round += 1;
-        let round = self.round;
-        self.round_sent_tick.insert(round, self.ticks);
-        while self.round_sent_tick.len() > 64 {
-            self.round_sent_tick.pop_first();
-        }
+        let round = self.reads.next_round(self.ticks);
         let ticks = self.ticks;
         let stall_ticks = self.config.election_timeout_ticks.start;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
@@ -322,10 +314,11 @@ impl<S: LogStore> Node<S> {
         }
         let needs_more = pr.match_index < self.store.last_index();
         let id = self.config.id;
-        let own = self.round;
+        let own = self.reads.round();
         let progress = &self.progress;
         let confirmed = self
-            .voters
+            .membership
+            .voters()
             .committed_index(|voter| {
                 if voter == id {
                     Some(own)

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{CompactError, Node, Role, majority};
+use super::{CompactError, Node, Role};
 use crate::message::MessageBody;
 use crate::progress::ProgressState;
 use crate::storage::{LogStore, Snapshot, SnapshotMeta};
@@ -37,10 +37,7 @@ impl<S: LogStore> Node<S> {
         let term = self
             .term_of(index)
             .ok_or(CompactError::AlreadyCompacted(index))?;
-        let membership = self.membership_log.range(..=index).next_back().map_or_else(
-            || self.store.snapshot().meta.membership.clone(),
-            |(_, m)| m.clone(),
-        );
+        let membership = self.membership.at(index, &self.store.snapshot().meta);
         self.store.compact(Snapshot {
             meta: SnapshotMeta {
                 index,
@@ -49,7 +46,7 @@ impl<S: LogStore> Node<S> {
             },
             data,
         });
-        self.membership_log = self.membership_log.split_off(&index.next());
+        self.membership.compacted_to(index);
         Ok(())
     }
 
@@ -230,33 +227,20 @@ impl<S: LogStore> Node<S> {
             // been acknowledged, with the acknowledgement still on its way to the leader,
             // which will count them; throwing them away would lose committed entries.
             self.store.compact(snapshot.clone());
-            self.write_seq += 1;
+            self.durability.wrote();
             self.commit = index;
             self.applied = index;
-            self.durable_index = self.durable_index.max(index);
-            self.membership_log = self.membership_log.split_off(&index.next());
-            let (i, m) = match self.membership_log.iter().next_back() {
-                Some((i, m)) => (*i, m.clone()),
-                None => (index, snapshot.meta.membership.clone()),
-            };
-            self.membership_index = i;
-            self.voters = majority(&m);
-            self.membership = m;
+            self.durability.compacted_to(index);
+            self.membership.compacted_to_snapshot(&snapshot.meta);
         } else {
             self.store.install_snapshot(snapshot.clone());
-            self.write_seq += 1;
+            self.durability.wrote();
             self.truncations += 1;
             self.truncated_after = Some(index);
             self.commit = index;
             self.applied = index;
-            self.durable_index = index;
-            for mark in &mut self.marks {
-                mark.1 = mark.1.min(index);
-            }
-            self.membership_log.clear();
-            self.membership = snapshot.meta.membership.clone();
-            self.voters = majority(&self.membership);
-            self.membership_index = index;
+            self.durability.replaced_by_snapshot(index);
+            self.membership.replaced_by_snapshot(&snapshot.meta);
         }
         self.restore = Some(snapshot);
         self.send(
