@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::error::Corruption;
 use crate::format::{self, RECORD_HEADER_BYTES};
 use crate::scan::{self, Tail};
-use crate::storage::{FileStorage, Storage, read_exact_at};
+use crate::storage::{FileStorage, Storage, read_full_at};
 use crate::{LogIndex, WalError};
 
 /// The largest record `check` and `dump` accept: the format's own limit, since they do not
@@ -243,7 +243,9 @@ pub fn dump_storage<S: Storage>(
             let want = usize::try_from(end - u64::from(offset))
                 .unwrap_or(usize::MAX)
                 .min(head.len());
-            read_exact_at(&file, &mut head[..want], u64::from(offset))
+            // Short only if the file ends inside the zero padding after the last record,
+            // which the scan checked holds the whole header and payload.
+            let want = read_full_at(&file, &mut head[..want], u64::from(offset))
                 .map_err(|e| WalError::io("read", &seg.name, e))?;
             let h = format::RecordHeader::parse(&head).expect("a full header was read");
             let shown = (h.len as usize)

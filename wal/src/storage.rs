@@ -106,26 +106,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug + 'static {
     fn sync_data(&self) -> io::Result<()>;
 }
 
-/// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub(crate) fn read_exact_at<F: StorageFile + ?Sized>(
-    file: &F,
-    mut buf: &mut [u8],
-    mut offset: u64,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        match file.read_at(buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Reads up to `buf.len()` bytes at `offset`, stopping early only at end of file.
 pub(crate) fn read_full_at<F: StorageFile + ?Sized>(
     file: &F,

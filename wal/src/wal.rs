@@ -23,7 +23,7 @@ use crate::format::{
     SegmentHeader, TMP_SUFFIX,
 };
 use crate::scan::{self, Tail};
-use crate::storage::{Storage, StorageFile, read_exact_at, write_all_at};
+use crate::storage::{Storage, StorageFile, read_full_at, write_all_at};
 use crate::{LogIndex, WalError};
 
 /// Zeros written at a time when pre-writing a segment file.
@@ -679,7 +679,11 @@ impl<S: Storage> Wal<S> {
             )
         };
         let mut buf = vec![0u8; len];
-        io("read", &name, read_exact_at(&*file, &mut buf, offset))?;
+        // The file may end inside the zero padding after its last record (a write torn
+        // after the payload): the record is whole without it, and `check_record` refuses
+        // anything shorter.
+        let got = io("read", &name, read_full_at(&*file, &mut buf, offset))?;
+        buf.truncate(got);
         let corrupt = || {
             WalError::Corrupt(Corruption {
                 segment: name.clone(),
@@ -916,8 +920,12 @@ fn rewrite_unproven<F: StorageFile>(file: &F, seg: &scan::ScannedSegment) -> Res
     let mut at = u64::from(from);
     while at < seg.end {
         let n = usize::try_from((seg.end - at).min(ZERO_CHUNK_BYTES as u64)).expect("bounded");
-        io("read", &seg.name, read_exact_at(file, &mut buf[..n], at))?;
-        io("rewrite", &seg.name, write_all_at(file, &buf[..n], at))?;
+        // The file may end inside the zero padding after the last record.
+        let got = io("read", &seg.name, read_full_at(file, &mut buf[..n], at))?;
+        io("rewrite", &seg.name, write_all_at(file, &buf[..got], at))?;
+        if got < n {
+            break;
+        }
         at += n as u64;
     }
     Ok(())

@@ -189,6 +189,51 @@ fn a_record_running_past_the_end_of_the_file_is_a_torn_tail() {
     assert!(report.torn_tail.is_some());
 }
 
+/// Regression (found by the `segment_scan` fuzz target): a file that ends inside the zero
+/// padding after its last record (a write torn after the payload) holds that record whole;
+/// the log refused to open (an I/O error, end of file, rewriting it), opened and failed to
+/// read it back, or failed to dump it, as each read the padding too.
+#[test]
+fn a_file_ending_inside_the_last_records_padding_reads_back() {
+    let mut bytes = image(1, 2);
+    let mut rec = Vec::new();
+    encode_record(&mut rec, LogIndex::new(3), format::tag_of(1), 1, &[3u8; 3]);
+    assert_eq!(rec.len(), 32, "24 + 3 bytes, padded to 32");
+    bytes.extend_from_slice(&rec[..27]);
+    let dump = synod_wal::dump_storage(&disk_with(1, &bytes), LogIndex::new(0), 10).unwrap();
+    assert_eq!(dump.records.len(), 3);
+    assert_eq!(dump.records[2].preview, [3u8; 3]);
+    for mode in [
+        RecoveryMode::Strict,
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::SkipAndReport,
+    ] {
+        let disk = disk_with(1, &bytes);
+        let (wal, _) = open(&disk, mode).unwrap();
+        assert_eq!(wal.last_index(), LogIndex::new(3), "{mode:?}");
+        assert_eq!(
+            &wal.read(LogIndex::new(3)).unwrap()[..],
+            &[3u8; 3],
+            "{mode:?}"
+        );
+        // Appending after it and reopening keeps both.
+        wal.append(bytes::Bytes::from_static(b"four")).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, _) = open(&disk, mode).unwrap();
+        assert_eq!(
+            &wal.read(LogIndex::new(3)).unwrap()[..],
+            &[3u8; 3],
+            "{mode:?}"
+        );
+        assert_eq!(
+            &wal.read(LogIndex::new(4)).unwrap()[..],
+            b"four",
+            "{mode:?}"
+        );
+    }
+}
+
 #[test]
 fn zero_filled_and_garbage_tails() {
     // Zeros after the last record: a pre-written segment, a clean end.
