@@ -49,6 +49,8 @@
 //!   a key-value history written for checkers Synod did not write (Jepsen's EDN history,
 //!   porcupine's operations as JSON).
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
+//! - [`mutate`]: bit flips, truncations, splices and length fields set to 0 or huge, for
+//!   testing decoders of bytes from disk or network.
 //! - [`SimRng`] (xoshiro256** seeded by splitmix64), [`SimTime`], [`TraceHasher`].
 //!
 //! # Putting a state machine under simulation
@@ -370,6 +372,7 @@ mod export;
 mod fault_log;
 mod history;
 mod linearize;
+pub mod mutate;
 mod nemesis;
 mod net;
 mod node;
