@@ -11,12 +11,31 @@
 //! - reject: a [`RejectReason`] (varint variant index, then its fields).
 //!
 //! The logic here does no I/O; [`TcpTransport`](crate::TcpTransport) performs the exchange.
+//! What each side makes of the frame it receives is public ([`decode_hello`] and
+//! [`check_hello`] for the acceptor, [`decode_answer`] for the dialer), so that the exact
+//! code a connection runs on a peer's bytes can be fuzzed and tested without a socket:
+//!
+//! ```
+//! use synod_transport::frame::{FrameDecoder, FrameKind, encode_frame};
+//! use synod_transport::handshake::{self, HANDSHAKE_BYTES_MAX};
+//! use synod_transport::{ClusterId, NodeId};
+//!
+//! // Bytes from a dialer that are not a hello are refused, whatever they hold.
+//! let mut wire = Vec::new();
+//! encode_frame(FrameKind::KeepAlive, &[], HANDSHAKE_BYTES_MAX, &mut wire)?;
+//! let mut decoder = FrameDecoder::new(HANDSHAKE_BYTES_MAX);
+//! decoder.extend(&wire);
+//! let frame = decoder.next_frame()?.expect("a whole frame");
+//! assert!(handshake::decode_hello(&frame).is_err());
+//! assert!(handshake::decode_answer(&frame, ClusterId(1), NodeId(2)).is_err());
+//! # Ok::<(), synod_transport::frame::FrameError>(())
+//! ```
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{FrameError, FrameKind, encode_frame};
+use crate::frame::{Frame, FrameError, FrameKind, encode_frame};
 use crate::ids::{ClusterId, NodeId};
 
 /// The handshake protocol version carried in a hello.
@@ -158,13 +177,70 @@ pub(crate) fn encode<T: Serialize>(kind: FrameKind, value: &T, out: &mut Vec<u8>
 }
 
 /// Decodes a handshake payload.
-pub(crate) fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, HandshakeError> {
-    postcard::from_bytes(payload).map_err(|_| HandshakeError::Malformed(FrameError::BadHandshake))
+fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, HandshakeError> {
+    postcard::from_bytes(payload).map_err(|_| malformed())
 }
 
-/// The acceptor's decision on a hello. `dials` says whether the acceptor dials `hello.from`
-/// itself; `at_limit` gives the connection limit when it is reached.
-pub(crate) fn check_hello(
+fn malformed() -> HandshakeError {
+    HandshakeError::Malformed(FrameError::BadHandshake)
+}
+
+/// The acceptor's reading of the first frame a dialer sends (read with a
+/// [`FrameDecoder`](crate::frame::FrameDecoder) limited to [`HANDSHAKE_BYTES_MAX`]): the
+/// hello it carries. Whether to accept that hello is [`check_hello`]'s decision.
+///
+/// # Errors
+///
+/// [`HandshakeError::Malformed`] for a frame of another kind, a payload over
+/// [`HANDSHAKE_BYTES_MAX`], or one that does not decode as a [`Hello`].
+pub fn decode_hello(frame: &Frame) -> Result<Hello, HandshakeError> {
+    if frame.kind != FrameKind::Hello || frame.payload.len() > HANDSHAKE_BYTES_MAX {
+        return Err(malformed());
+    }
+    decode(&frame.payload)
+}
+
+/// The dialer's reading of the acceptor's answer to a hello sent to node `peer` of
+/// `cluster`: the welcome, if the acceptor is that node.
+///
+/// # Errors
+///
+/// [`HandshakeError::RejectedByPeer`] for a reject frame, with its reason;
+/// [`HandshakeError::UnexpectedPeer`] for a welcome from another cluster or node;
+/// [`HandshakeError::Malformed`] for a frame of another kind, or a payload that does not
+/// decode.
+pub fn decode_answer(
+    frame: &Frame,
+    cluster: ClusterId,
+    peer: NodeId,
+) -> Result<Welcome, HandshakeError> {
+    if frame.payload.len() > HANDSHAKE_BYTES_MAX {
+        return Err(malformed());
+    }
+    match frame.kind {
+        FrameKind::Welcome => {
+            let welcome: Welcome = decode(&frame.payload)?;
+            if welcome.cluster != cluster || welcome.node != peer {
+                return Err(HandshakeError::UnexpectedPeer {
+                    expected: (cluster, peer),
+                    got: (welcome.cluster, welcome.node),
+                });
+            }
+            Ok(welcome)
+        }
+        FrameKind::Reject => Err(HandshakeError::RejectedByPeer(decode(&frame.payload)?)),
+        _ => Err(malformed()),
+    }
+}
+
+/// The acceptor's decision on a hello from a peer: this node is `node` of `cluster`;
+/// `dials` says whether it dials `hello.from` itself; `at_limit` gives the connection limit
+/// when it is reached.
+///
+/// # Errors
+///
+/// The [`RejectReason`] to send back.
+pub fn check_hello(
     hello: &Hello,
     cluster: ClusterId,
     node: NodeId,

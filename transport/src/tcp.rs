@@ -35,9 +35,7 @@ use crate::frame::{
     Envelope, Frame, FrameDecoder, FrameKind, HEADER_BYTES, MessageKind, begin_frame,
     decode_envelopes_into, finish_frame,
 };
-use crate::handshake::{
-    self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, RejectReason, Welcome,
-};
+use crate::handshake::{self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, Welcome};
 use crate::ids::{CorrelationId, NodeId};
 use crate::transport::{Incoming, Transport};
 
@@ -1250,7 +1248,8 @@ impl Drop for ResponseHandle {
 /// the connection up, reconnecting with jittered exponential back-off. Otherwise it waits
 /// for the peer to dial. This is ZooKeeper's rule for its election connections; it also lets
 /// clients with high ids reach servers that do not know their addresses. A hello from a peer
-/// this node dials itself is refused as [`RejectReason::WrongDirection`].
+/// this node dials itself is refused as
+/// [`RejectReason::WrongDirection`](crate::handshake::RejectReason::WrongDirection).
 ///
 /// # Delivery
 ///
@@ -1761,17 +1760,8 @@ fn serve_accepted(
     }
     let _ = stream.set_nodelay(true);
     let mut decoder = handshake_decoder();
-    let hello = match read_handshake_frame(&mut &stream, &mut decoder) {
-        Ok(frame)
-            if frame.kind == FrameKind::Hello && frame.payload.len() <= HANDSHAKE_BYTES_MAX =>
-        {
-            handshake::decode::<Hello>(&frame.payload)
-        }
-        Ok(_) => Err(HandshakeError::Malformed(
-            crate::frame::FrameError::BadHandshake,
-        )),
-        Err(err) => Err(err),
-    };
+    let hello = read_handshake_frame(&mut &stream, &mut decoder)
+        .and_then(|frame| handshake::decode_hello(&frame));
     let hello = match hello {
         Ok(hello) => hello,
         Err(err) => {
@@ -1929,32 +1919,8 @@ fn dial(
     (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
     let mut decoder = handshake_decoder();
     let frame = read_handshake_frame(&mut &stream, &mut decoder).map_err(Disconnect::Handshake)?;
-    let malformed = || {
-        Disconnect::Handshake(HandshakeError::Malformed(
-            crate::frame::FrameError::BadHandshake,
-        ))
-    };
-    match frame.kind {
-        FrameKind::Welcome => {
-            let welcome: Welcome =
-                handshake::decode(&frame.payload).map_err(Disconnect::Handshake)?;
-            if welcome.cluster != c.cluster || welcome.node != peer {
-                return Err(Disconnect::Handshake(HandshakeError::UnexpectedPeer {
-                    expected: (c.cluster, peer),
-                    got: (welcome.cluster, welcome.node),
-                }));
-            }
-            Ok((stream, decoder))
-        }
-        FrameKind::Reject => {
-            let reason: RejectReason =
-                handshake::decode(&frame.payload).map_err(Disconnect::Handshake)?;
-            Err(Disconnect::Handshake(HandshakeError::RejectedByPeer(
-                reason,
-            )))
-        }
-        _ => Err(malformed()),
-    }
+    handshake::decode_answer(&frame, c.cluster, peer).map_err(Disconnect::Handshake)?;
+    Ok((stream, decoder))
 }
 
 /// Keeps a dialed channel connected: dial, serve until lost, back off, dial again.
