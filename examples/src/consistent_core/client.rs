@@ -84,6 +84,16 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// The limits the client reads replies under ([`Value::parse`]): bulk strings of at most
+/// 1 MiB (as values are), and up to 2^20 elements in an array (a long `SCAN` or `MGET`).
+#[must_use]
+pub fn reply_limits() -> Limits {
+    Limits {
+        args_max: 1 << 20,
+        ..Limits::default()
+    }
+}
+
 fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     Value::Array(args.iter().map(|a| Value::Bulk(a.to_vec())).collect()).encode(&mut out);
@@ -168,10 +178,7 @@ impl Client {
             .stream
             .as_mut()
             .ok_or_else(|| io::Error::other("not connected"))?;
-        let limits = Limits {
-            args_max: 1 << 20,
-            ..Limits::default()
-        };
+        let limits = reply_limits();
         // Large reads: a reply is checked for completeness after each one, so a large
         // reply of many small values costs a walk over them per read.
         let mut chunk = vec![0u8; 256 << 10];

@@ -1,11 +1,17 @@
-//! End-to-end tests of the `synod` program: each runs the built binary as a user would.
+//! End-to-end tests of the `synod` program: each runs the built binary as a user would;
+//! and the decoders of bytes from clients, peers and disk under random and damaged input.
 
+// The counting allocator of synod-consensus' tests, shared rather than copied (this crate
+// is not published, so the path outside it is never packaged).
+#[path = "../../../consensus/tests/it/alloc.rs"]
+mod alloc;
 mod cli;
 mod core_cluster;
 mod core_limits;
 mod core_netns;
 mod core_redis;
 mod core_sim;
+mod decoders;
 mod demo_cli;
 mod sim_cli;
 mod wal_cli;

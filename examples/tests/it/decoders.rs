@@ -1,0 +1,250 @@
+//! Every decoder of bytes a Consistent Core node or its client reads, fed random bytes and
+//! damaged valid encodings (bit flips, truncations, splices, length fields set to 0 or
+//! huge: `synod_sim::mutate`): client requests as the server reads them
+//! (`resp::parse_command`, in chunks), replies as the client library reads them
+//! (`Value::parse` under `client::reply_limits`), and what peers send: forwarded requests
+//! and their answers, committed log commands, snapshots of the state machine. Each answers
+//! with an error or a valid value, never panics, and holds at most [`ALLOC_FACTOR`] times
+//! its input plus [`ALLOC_SLACK_BYTES`] allocated at once, measured by the counting
+//! allocator of `alloc.rs`. The cargo-fuzz targets in `examples/fuzz` run the same
+//! decoders with coverage feedback.
+
+use proptest::prelude::*;
+use synod_consensus::LogIndex;
+use synod_consensus::session::{SessionEntry, SessionId};
+use synod_examples::consistent_core::client::reply_limits;
+use synod_examples::consistent_core::kv::{
+    KvCommand, KvQuery, KvReply, KvStore, LogCommand, PutCondition,
+};
+use synod_examples::consistent_core::node::{ReadMode, Request, Response, SessionSeq};
+use synod_examples::consistent_core::resp::{Limits, Value, parse_command};
+use synod_sim::SimRng;
+use synod_sim::mutate::mutate;
+
+use crate::alloc::peak;
+
+/// A value may take this many times its encoding in memory (a one-byte RESP argument is a
+/// 24-byte `Vec` plus its allocation, in a vector that may have doubled).
+const ALLOC_FACTOR: usize = 64;
+/// What a decoder may hold whatever its input: the argument list reserved up front for
+/// the count a command announces (at most `args_max`, 4,096 by default, of 24 bytes), and
+/// serde's cap of 1 MiB on what it reserves for a sequence whose length a postcard
+/// encoding claims (`size_hint::cautious`), for each of two nested sequences.
+const ALLOC_SLACK_BYTES: usize = 2 << 20;
+
+fn alloc_bound(input: usize) -> usize {
+    input * ALLOC_FACTOR + ALLOC_SLACK_BYTES
+}
+
+fn random_bytes(rng: &mut SimRng) -> Vec<u8> {
+    (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect()
+}
+
+fn word(rng: &mut SimRng) -> Vec<u8> {
+    (0..rng.below(12))
+        .map(|_| b"ab\r\n $*:-+0123456789"[rng.below(20) as usize])
+        .collect()
+}
+
+fn value(rng: &mut SimRng, depth: u32) -> Value {
+    match rng.below(if depth > 2 { 5 } else { 6 }) {
+        0 => Value::Simple("OK".into()),
+        1 => Value::Error("ERR no".into()),
+        2 => Value::Int(rng.next_u64() as i64),
+        3 => Value::Bulk(word(rng)),
+        4 => Value::Nil,
+        _ => Value::Array((0..rng.below(4)).map(|_| value(rng, depth + 1)).collect()),
+    }
+}
+
+/// A few client commands, pipelined as clients send them.
+fn commands(rng: &mut SimRng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rng.between(1, 3) {
+        if rng.below(4) == 0 {
+            out.extend_from_slice(b"GET key\r\n");
+            continue;
+        }
+        let args = (0..rng.between(1, 4))
+            .map(|_| Value::Bulk(word(rng)))
+            .collect();
+        Value::Array(args).encode(&mut out);
+    }
+    out
+}
+
+/// Reads `stream` `chunk` bytes at a time as the server does; the commands and whether it
+/// ended in an error.
+fn read_commands(stream: &[u8], chunk: usize, limits: &Limits) -> (Vec<Vec<Vec<u8>>>, bool) {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for piece in stream.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match parse_command(&buf, limits) {
+                Ok(Some((args, used))) => {
+                    assert!(used > 0 && used <= buf.len());
+                    assert!(args.len() <= limits.args_max);
+                    buf.drain(..used);
+                    out.push(args);
+                }
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+fn read_replies(stream: &[u8], chunk: usize) -> (Vec<Value>, bool) {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for piece in stream.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match Value::parse(&buf, &reply_limits()) {
+                Ok(Some((value, used))) => {
+                    assert!(used > 0 && used <= buf.len());
+                    buf.drain(..used);
+                    out.push(value);
+                }
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+fn kv_command(rng: &mut SimRng) -> KvCommand {
+    let key = word(rng);
+    match rng.below(3) {
+        0 => KvCommand::Put {
+            key,
+            value: word(rng),
+            condition: PutCondition::Always,
+        },
+        1 => KvCommand::Delete {
+            keys: vec![key.clone(), key],
+        },
+        _ => KvCommand::Cas {
+            key,
+            expected: Some(word(rng)),
+            new: word(rng),
+        },
+    }
+}
+
+/// A valid encoding of each thing a node decodes from its peers, and from its disk.
+fn peer_payloads(rng: &mut SimRng) -> [Vec<u8>; 4] {
+    let request = Request::Write {
+        command: kv_command(rng),
+        session: Some(SessionSeq {
+            session: SessionId(rng.below(9)),
+            seq: rng.between(1, 9),
+            ack_below: 1,
+        }),
+    };
+    let read = Request::Read {
+        query: KvQuery::Get(word(rng)),
+        mode: ReadMode::Follower,
+    };
+    let response = Response::Kv(KvReply::Values(vec![Some(word(rng)), None]));
+    let logged = if rng.below(2) == 0 {
+        LogCommand::Plain {
+            time: rng.next_u64(),
+            command: kv_command(rng),
+        }
+    } else {
+        LogCommand::Session(SessionEntry::Request {
+            session: SessionId(3),
+            seq: 1,
+            ack_below: 1,
+            time: 5,
+            command: kv_command(rng),
+        })
+    };
+    let mut store = KvStore::new();
+    store.apply(
+        LogIndex(1),
+        LogCommand::Session(SessionEntry::Register { time: 1 }),
+    );
+    for i in 2..rng.between(2, 6) {
+        store.apply(
+            LogIndex(i),
+            LogCommand::Plain {
+                time: i,
+                command: kv_command(rng),
+            },
+        );
+    }
+    let encode = |r: &Request| postcard::to_stdvec(r).expect("encodes");
+    [
+        if rng.below(2) == 0 {
+            encode(&request)
+        } else {
+            encode(&read)
+        },
+        postcard::to_stdvec(&response).expect("encodes"),
+        logged.encode(),
+        store.snapshot(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn client_requests_read_in_any_chunks_are_commands_or_errors(seed in any::<u64>()) {
+        let mut rng = SimRng::new(seed);
+        let valid = commands(&mut rng);
+        let small = Limits { args_max: 4, bulk_bytes_max: 8, request_bytes_max: 64 };
+        for stream in [random_bytes(&mut rng), mutate(&valid, &mut rng), valid] {
+            for limits in [Limits::default(), small] {
+                let chunk = rng.between(1, 16) as usize;
+                let ((chunked, failed), held) = peak(|| read_commands(&stream, chunk, &limits));
+                prop_assert!(held <= alloc_bound(stream.len()), "{held} bytes for {}", stream.len());
+                let (whole, whole_failed) = read_commands(&stream, stream.len(), &limits);
+                prop_assert_eq!(chunked, whole);
+                prop_assert_eq!(failed, whole_failed);
+            }
+        }
+    }
+
+    #[test]
+    fn replies_read_in_any_chunks_are_values_or_errors(seed in any::<u64>()) {
+        let mut rng = SimRng::new(seed);
+        let mut valid = Vec::new();
+        for _ in 0..rng.between(1, 3) {
+            value(&mut rng, 0).encode(&mut valid);
+        }
+        for stream in [random_bytes(&mut rng), mutate(&valid, &mut rng), valid] {
+            let chunk = rng.between(1, 16) as usize;
+            let ((chunked, failed), held) = peak(|| read_replies(&stream, chunk));
+            prop_assert!(held <= alloc_bound(stream.len()), "{held} bytes for {}", stream.len());
+            let (whole, whole_failed) = read_replies(&stream, stream.len());
+            prop_assert_eq!(chunked, whole);
+            prop_assert_eq!(failed, whole_failed);
+        }
+    }
+
+    #[test]
+    fn what_peers_send_decodes_to_an_error_or_a_value_in_bounded_memory(seed in any::<u64>()) {
+        let mut rng = SimRng::new(seed);
+        let valid = peer_payloads(&mut rng);
+        for (kind, valid) in valid.iter().enumerate() {
+            for bytes in [random_bytes(&mut rng), mutate(valid, &mut rng), valid.clone()] {
+                let (ok, held) = peak(|| match kind {
+                    0 => postcard::from_bytes::<Request>(&bytes).is_ok(),
+                    1 => postcard::from_bytes::<Response>(&bytes).is_ok(),
+                    2 => LogCommand::decode(&bytes).is_some(),
+                    _ => KvStore::restore(&bytes).is_some(),
+                });
+                prop_assert!(held <= alloc_bound(bytes.len()), "{held} bytes for {}", bytes.len());
+                if &bytes == valid {
+                    prop_assert!(ok, "a valid encoding of kind {kind} decodes");
+                }
+            }
+        }
+    }
+}
