@@ -4,8 +4,9 @@
 //! record bodies (a length byte, then the body) given a valid header and CRC-32 each, so
 //! that replay meets bodies that pass the checksum and then must be decoded and applied.
 //!
-//! Checks: nothing panics; the good length returned lies within the input; replaying just
-//! the good part gives the same length and the same store. Run from `consensus/fuzz` with
+//! Checks: nothing panics; damage is reported at an offset before its proof, inside the
+//! input; otherwise the good length returned lies within the input, and replaying just the
+//! good part gives the same length and the same store. Run from `consensus/fuzz` with
 //! `cargo fuzz run journal`.
 
 #![no_main]
@@ -14,12 +15,23 @@ use libfuzzer_sys::fuzz_target;
 use synod_consensus::journal::replay;
 use synod_consensus::{LogIndex, LogStore, Membership, NodeId};
 
-/// Each body (a length byte, then that many bytes) as a journal record with a valid header.
+/// Each body (a length byte, then that many bytes) as a journal record with a valid
+/// header; the length byte's top bit says whether the record's durable mark is its own
+/// offset (everything before it synced) or 0.
 fn framed(mut bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    while let Some((&len, rest)) = bytes.split_first() {
-        let (body, rest) = rest.split_at(usize::from(len).min(rest.len()));
+    while let Some((&control, rest)) = bytes.split_first() {
+        let (body, rest) = rest.split_at(usize::from(control & 0x7f).min(rest.len()));
+        let durable = if control & 0x80 != 0 {
+            out.len() as u64
+        } else {
+            0
+        };
+        let start = out.len();
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&durable.to_le_bytes());
+        let header_crc = crc32fast::hash(&out[start..start + 12]);
+        out.extend_from_slice(&header_crc.to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         out.extend_from_slice(body);
         bytes = rest;
@@ -38,9 +50,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let voters = [NodeId::new(1), NodeId::new(2), NodeId::new(3)];
     let membership = Membership::new(voters, []).expect("three voters");
-    let (store, good) = replay(&journal, &membership);
+    let (store, good) = match replay(&journal, &membership) {
+        Ok(replayed) => replayed,
+        Err(damage) => {
+            assert!(damage.offset < damage.proof && damage.proof < journal.len() as u64);
+            let _ = damage.to_string();
+            return;
+        }
+    };
     assert!(good <= journal.len());
-    let (again, good_again) = replay(&journal[..good], &membership);
+    let (again, good_again) = replay(&journal[..good], &membership).expect("the good part replays");
     assert_eq!(good_again, good);
     assert_eq!(again.hard_state(), store.hard_state());
     assert_eq!(again.snapshot(), store.snapshot());
