@@ -299,7 +299,8 @@
 //! The integration tests (`tests/it`) run real sockets on 127.0.0.1 against misbehaving
 //! peers: one that stops reading, one that goes silent, resets and truncations mid-frame,
 //! oversize frames, garbage, wrong cluster ids, a full connection limit. `transport/fuzz`
-//! holds a cargo-fuzz target for the decoder, outside the workspace. `cargo bench -p
+//! holds cargo-fuzz targets for the frame decoder and the handshake, outside the workspace.
+//! `cargo bench -p
 //! synod-transport --bench throughput` compares the transport with raw TCP measured in the
 //! same run, like with like (same message size, window and number of threads; the
 //! pipeline figure uses [`TcpTransport::request_batch`] from one thread, as the raw
