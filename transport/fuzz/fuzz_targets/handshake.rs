@@ -18,8 +18,8 @@ use synod_transport::handshake::{
 use synod_transport::{ClusterId, NodeId};
 
 const CLUSTER: ClusterId = ClusterId(7);
-const ME: NodeId = NodeId(1);
-const PEER: NodeId = NodeId(2);
+const ME: NodeId = NodeId::new(1);
+const PEER: NodeId = NodeId::new(2);
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, bytes)) = data.split_first() else {

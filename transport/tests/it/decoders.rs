@@ -34,8 +34,8 @@ fn frames(rng: &mut SimRng) -> Vec<u8> {
             Envelope {
                 correlation: CorrelationId(rng.next_u64()),
                 kind: MessageKind::Request,
-                from: NodeId(2),
-                to: NodeId(1),
+                from: NodeId::new(2),
+                to: NodeId::new(1),
                 payload: Bytes::from(vec![n as u8; rng.below(60) as usize]),
             }
             .encode_into(&mut payload);
@@ -54,15 +54,15 @@ fn handshake_frame(rng: &mut SimRng) -> Vec<u8> {
             let hello = Hello {
                 protocol: PROTOCOL,
                 cluster: CLUSTER,
-                from: NodeId(2),
-                to: NodeId(1),
+                from: NodeId::new(2),
+                to: NodeId::new(1),
             };
             (FrameKind::Hello, postcard::to_allocvec(&hello))
         }
         1 => {
             let welcome = Welcome {
                 cluster: CLUSTER,
-                node: NodeId(2),
+                node: NodeId::new(2),
             };
             (FrameKind::Welcome, postcard::to_allocvec(&welcome))
         }
@@ -119,13 +119,13 @@ proptest! {
             // The acceptor's side.
             if let Ok(hello) = handshake::decode_hello(&frame) {
                 prop_assert_eq!(frame.kind, FrameKind::Hello);
-                if handshake::check_hello(&hello, CLUSTER, NodeId(1), false, None).is_ok() {
-                    prop_assert_eq!((hello.cluster, hello.to), (CLUSTER, NodeId(1)));
+                if handshake::check_hello(&hello, CLUSTER, NodeId::new(1), false, None).is_ok() {
+                    prop_assert_eq!((hello.cluster, hello.to), (CLUSTER, NodeId::new(1)));
                 }
             }
             // The dialer's side.
-            match handshake::decode_answer(&frame, CLUSTER, NodeId(2)) {
-                Ok(welcome) => prop_assert_eq!((welcome.cluster, welcome.node), (CLUSTER, NodeId(2))),
+            match handshake::decode_answer(&frame, CLUSTER, NodeId::new(2)) {
+                Ok(welcome) => prop_assert_eq!((welcome.cluster, welcome.node), (CLUSTER, NodeId::new(2))),
                 Err(HandshakeError::RejectedByPeer(_)) => prop_assert_eq!(frame.kind, FrameKind::Reject),
                 Err(_) => {}
             }
