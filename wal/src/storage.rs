@@ -106,8 +106,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug + 'static {
     fn sync_data(&self) -> io::Result<()>;
 }
 
-/// Reads up to `buf.len()` bytes at `offset`, stopping early only at end of file.
-pub(crate) fn read_full_at<F: StorageFile + ?Sized>(
+/// Reads up to `buf.len()` bytes at `offset`, stopping early only at end of file; returns
+/// how many it read.
+///
+/// # Errors
+///
+/// The underlying I/O error.
+pub fn read_full_at<F: StorageFile + ?Sized>(
     file: &F,
     buf: &mut [u8],
     offset: u64,
@@ -125,7 +130,11 @@ pub(crate) fn read_full_at<F: StorageFile + ?Sized>(
 }
 
 /// Writes all of `buf` at `offset`, continuing after short writes.
-pub(crate) fn write_all_at<F: StorageFile + ?Sized>(
+///
+/// # Errors
+///
+/// `WriteZero` if the file takes no more bytes; otherwise the underlying I/O error.
+pub fn write_all_at<F: StorageFile + ?Sized>(
     file: &F,
     mut buf: &[u8],
     mut offset: u64,

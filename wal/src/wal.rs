@@ -634,6 +634,13 @@ impl<S: Storage> Wal<S> {
             .sum()
     }
 
+    /// The storage the log lives in. A caller may keep files of its own there, under names
+    /// the log never makes (it leaves such files alone): a snapshot beside a log, say.
+    #[must_use]
+    pub fn storage(&self) -> &S {
+        &self.inner().storage
+    }
+
     /// The error that poisoned the log, if one did.
     #[must_use]
     pub fn poisoned(&self) -> Option<String> {
