@@ -231,8 +231,9 @@
 //! # Crate features
 //!
 //! - `wal`: `WalLogStore` (module `wal_store`), a [`LogStore`] on two
-//!   `synod-wal` logs (entries aligned with Raft indexes; hard state and snapshots, the
-//!   latter as chunked records of any total size), laid out by `WalStoreOptions`
+//!   `synod-wal` logs (entries aligned with Raft indexes; hard state and snapshot records,
+//!   each snapshot's data in a file of its own beside them, of any size), laid out by
+//!   `WalStoreOptions`
 //!   (segment size, longest entry: at least [`Config::entry_bytes_max`]).
 //!
 //! # Sibling crates

@@ -7,13 +7,28 @@
 //!   encoding), so truncating a conflicting suffix is [`Wal::truncate_after`] and
 //!   compaction is [`Wal::purge_before`] (the Low-Water Mark);
 //! - the **meta log**: hard-state and snapshot records (`postcard`, format version 1 in
-//!   the first byte); on opening, the last of each wins. A snapshot is written as a header
-//!   record followed by chunks of at most [`SNAPSHOT_CHUNK_BYTES`], so its size is bounded
-//!   by neither the log's record size nor its segment size; one whose chunks did not all
-//!   reach the log (a crash while it was written) does not count, and the one before it
-//!   stays in force. The log is rewritten (the current snapshot and hard state appended,
-//!   older records purged) whenever a snapshot is taken or installed, and once it holds
-//!   `META_RECORDS_MAX` records.
+//!   the first byte); on opening, the last of each wins.
+//!
+//! A snapshot's data is not in the log but in a file of its own beside the meta log,
+//! `snapshot-<20 digits>.bin` in its directory (synod-wal leaves names it does not make
+//! alone), written as `snapshot-<20 digits>.bin.partial`, synced, renamed into place and
+//! the directory synced, all before the record that names it (with its length and CRC-32)
+//! is written; so its size is bounded by neither the log's record size nor its segment
+//! size. Files no record in force names (left by a crash before the record, or the
+//! snapshot before the last) are removed on opening. A snapshot with no data is a record
+//! alone.
+//!
+//! The meta log is compacted (the snapshot's record and the hard state appended, older
+//! records purged) whenever a snapshot is taken or installed, and once `META_RECORDS_MAX`
+//! (1,024) hard-state records have followed the last compaction. That writes two small
+//! records and no snapshot data, so it costs one sync of a few hundred bytes however large
+//! the state, and the log holds little more than the records since the last compaction.
+//!
+//! Meta logs written before snapshots had files of their own hold the data in the log
+//! itself, as a header record followed by chunks of 256 KiB; one whose chunks did not all
+//! reach the log (a crash while it was written) does not count, and the one before it
+//! stays in force. They are still read, and their snapshot moves to a file at the first
+//! compaction; earlier versions cannot read a meta log this one has written.
 //!
 //! The meta log is synced before the entry log changes for a snapshot, so opening
 //! reconciles the two: entries at or below the snapshot are skipped, and an entry log that
@@ -37,11 +52,12 @@
 //!
 //! [`Ready`]: crate::Ready
 
-use std::fmt;
+use std::{fmt, io};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use synod_wal::{LogIndex as WalIndex, Storage, SyncPolicy, Wal, WalConfig, WalError};
+use synod_wal::storage::{read_full_at, write_all_at};
+use synod_wal::{LogIndex as WalIndex, Storage, StorageFile, SyncPolicy, Wal, WalConfig, WalError};
 
 use crate::membership::Membership;
 use crate::storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
@@ -49,8 +65,13 @@ use crate::types::{Entry, LogIndex, Term};
 
 const META_VERSION: u8 = 1;
 const META_RECORDS_MAX: u64 = 1024;
-/// Bytes of snapshot data in one meta-log record.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes of snapshot data in one chunk record, in meta logs written before snapshots had
+/// files of their own (read, no longer written).
+const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// How a snapshot file's name starts; it ends with its id in 20 digits and `.bin`.
+const SNAPSHOT_FILE_PREFIX: &str = "snapshot-";
+/// What a snapshot file being written is called until it is complete and synced.
+const PARTIAL_SUFFIX: &str = ".partial";
 /// Bytes an entry's encoding may add to its command (term, index, kind, length).
 const ENTRY_ENCODING_BYTES_MAX: usize = 64;
 /// Bytes a meta record's encoding may add to a snapshot chunk or header.
@@ -73,6 +94,108 @@ enum MetaRecord {
     },
     /// The next chunk of the snapshot being written.
     SnapshotChunk(Vec<u8>),
+    /// A snapshot whose data is in a file of its own.
+    SnapshotInFile {
+        meta: SnapshotMeta,
+        file: SnapshotFile,
+    },
+}
+
+/// A snapshot's data file: its name's id, length and CRC-32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotFile {
+    id: u64,
+    bytes: u64,
+    crc: u32,
+}
+
+impl SnapshotFile {
+    fn name(&self) -> String {
+        snapshot_file_name(self.id)
+    }
+}
+
+fn snapshot_file_name(id: u64) -> String {
+    format!("{SNAPSHOT_FILE_PREFIX}{id:020}.bin")
+}
+
+fn io_err(op: &'static str, file: &str) -> impl FnOnce(io::Error) -> WalStoreError {
+    let file = file.to_owned();
+    move |source| WalStoreError::Io { op, file, source }
+}
+
+/// Writes `data` to the snapshot file `id`: into a partial file, synced, renamed into
+/// place, the directory synced. Durable when it returns.
+fn write_snapshot_file<S: Storage>(
+    storage: &S,
+    id: u64,
+    data: &[u8],
+) -> Result<SnapshotFile, WalStoreError> {
+    let name = snapshot_file_name(id);
+    let partial = format!("{name}{PARTIAL_SUFFIX}");
+    let file = storage
+        .create(&partial)
+        .map_err(io_err("create", &partial))?;
+    write_all_at(&file, data, 0).map_err(io_err("write", &partial))?;
+    file.sync_data().map_err(io_err("sync", &partial))?;
+    storage
+        .rename(&partial, &name)
+        .map_err(io_err("rename", &partial))?;
+    storage
+        .sync_dir()
+        .map_err(io_err("sync the directory of", &name))?;
+    Ok(SnapshotFile {
+        id,
+        bytes: data.len() as u64,
+        crc: crc32fast::hash(data),
+    })
+}
+
+/// Reads the snapshot file `file` names, checking its length and checksum.
+fn read_snapshot_file<S: Storage>(storage: &S, file: SnapshotFile) -> Result<Bytes, WalStoreError> {
+    let name = file.name();
+    let handle = storage.open(&name).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            WalStoreError::Corrupt(format!("snapshot file {name} is missing"))
+        } else {
+            io_err("open", &name)(e)
+        }
+    })?;
+    let len = handle.len().map_err(io_err("stat", &name))?;
+    if len != file.bytes {
+        return Err(WalStoreError::Corrupt(format!(
+            "snapshot file {name} holds {len} bytes, its record says {}",
+            file.bytes
+        )));
+    }
+    // The length is the file's own, so this allocates no more than what is on disk.
+    let mut data = vec![
+        0;
+        usize::try_from(len).map_err(|_| {
+            WalStoreError::Corrupt(format!("snapshot file {name} is too long to read"))
+        })?
+    ];
+    let read = read_full_at(&handle, &mut data, 0).map_err(io_err("read", &name))?;
+    if read != data.len() || crc32fast::hash(&data) != file.crc {
+        return Err(WalStoreError::Corrupt(format!(
+            "snapshot file {name} fails its checksum"
+        )));
+    }
+    Ok(Bytes::from(data))
+}
+
+/// Removes every snapshot file, complete or partial, except `keep`'s.
+fn remove_snapshot_files<S: Storage>(
+    storage: &S,
+    keep: Option<SnapshotFile>,
+) -> Result<(), WalStoreError> {
+    let keep = keep.map(|f| f.name());
+    for name in storage.list().map_err(io_err("list", ""))? {
+        if name.starts_with(SNAPSHOT_FILE_PREFIX) && keep.as_ref() != Some(&name) {
+            storage.remove(&name).map_err(io_err("remove", &name))?;
+        }
+    }
+    Ok(())
 }
 
 /// How a [`WalLogStore`] lays out its logs.
@@ -135,8 +258,18 @@ struct PartialSnapshot {
 pub enum WalStoreError {
     /// The write-ahead log failed.
     Wal(WalError),
-    /// A record did not decode, or the entry log does not line up with the snapshot.
+    /// A record did not decode, the entry log does not line up with the snapshot, or the
+    /// snapshot's file is missing or damaged.
     Corrupt(String),
+    /// A snapshot file could not be written, read or removed.
+    Io {
+        /// What the store was doing.
+        op: &'static str,
+        /// The file, in the meta log's directory.
+        file: String,
+        /// The underlying error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for WalStoreError {
@@ -144,6 +277,7 @@ impl fmt::Display for WalStoreError {
         match self {
             WalStoreError::Wal(e) => write!(f, "write-ahead log: {e}"),
             WalStoreError::Corrupt(what) => write!(f, "corrupt raft log: {what}"),
+            WalStoreError::Io { op, file, source } => write!(f, "{op} {file}: {source}"),
         }
     }
 }
@@ -153,6 +287,7 @@ impl std::error::Error for WalStoreError {
         match self {
             WalStoreError::Wal(e) => Some(e),
             WalStoreError::Corrupt(_) => None,
+            WalStoreError::Io { source, .. } => Some(source),
         }
     }
 }
@@ -168,6 +303,10 @@ pub struct WalLogStore<S: Storage> {
     mem: MemLogStore,
     entries: Wal<S>,
     meta: Wal<S>,
+    /// The file holding the snapshot in force, if its data is in one: not when it has no
+    /// data, when it was read from a meta log of the older format, or when it has just
+    /// been taken and is not written yet.
+    snapshot_file: Option<SnapshotFile>,
     /// The meta log's next index after its last rewrite: hard-state records written since
     /// then are what `META_RECORDS_MAX` bounds (a snapshot's chunks do not count).
     meta_rewritten: u64,
@@ -273,7 +412,8 @@ impl<S: Storage> WalLogStore<S> {
         let meta_record = SNAPSHOT_CHUNK_BYTES + META_ENCODING_BYTES_MAX;
         let (meta, _) = Wal::open(meta, options.wal_config(meta_record)?)?;
         let mut hard_state = HardState::default();
-        let mut snapshot = None;
+        let mut snapshot: Option<Snapshot> = None;
+        let mut snapshot_file: Option<SnapshotFile> = None;
         let mut partial: Option<PartialSnapshot> = None;
         let valid = |meta: &SnapshotMeta| {
             if meta.membership.is_valid() {
@@ -297,6 +437,17 @@ impl<S: Storage> WalLogStore<S> {
                         meta,
                         data: Bytes::from(data),
                     });
+                    snapshot_file = None;
+                }
+                MetaRecord::SnapshotInFile { meta, file } => {
+                    valid(&meta)?;
+                    // Its data is read once the last snapshot record is known.
+                    snapshot = Some(Snapshot {
+                        meta,
+                        data: Bytes::new(),
+                    });
+                    snapshot_file = Some(file);
+                    partial = None;
                 }
                 MetaRecord::SnapshotStart {
                     meta,
@@ -338,8 +489,13 @@ impl<S: Storage> WalLogStore<S> {
                     meta: p.meta,
                     data: Bytes::from(p.data),
                 });
+                snapshot_file = None;
             }
         }
+        if let (Some(snapshot), Some(file)) = (snapshot.as_mut(), snapshot_file) {
+            snapshot.data = read_snapshot_file(meta.storage(), file)?;
+        }
+        remove_snapshot_files(meta.storage(), snapshot_file)?;
         let mut mem = MemLogStore::new(membership);
         if let Some(snapshot) = snapshot {
             mem.install_snapshot(snapshot);
@@ -367,6 +523,7 @@ impl<S: Storage> WalLogStore<S> {
             mem,
             entries,
             meta,
+            snapshot_file,
             meta_rewritten,
             failed: None,
         })
@@ -409,35 +566,58 @@ impl<S: Storage> WalLogStore<S> {
         }
     }
 
-    /// Appends the current snapshot and hard state, syncs, and purges what came before.
+    /// Compacts the meta log: appends the snapshot in force and the hard state, syncs, and
+    /// purges what came before. The snapshot's data goes to a file of its own first, if it
+    /// is not in one yet (a snapshot just taken or installed, or one read from a meta log of
+    /// the older format); otherwise this writes two small records.
     fn rewrite_meta(&mut self) {
-        let snapshot = self.mem.snapshot().clone();
-        let first = self.meta.next_index();
-        let data = &snapshot.data;
-        let start = MetaRecord::SnapshotStart {
-            meta: snapshot.meta.clone(),
-            bytes: data.len() as u64,
-            chunks: data.len().div_ceil(SNAPSHOT_CHUNK_BYTES) as u64,
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.try_rewrite_meta() {
+            self.fail(e);
+        }
+    }
+
+    fn try_rewrite_meta(&mut self) -> Result<(), WalStoreError> {
+        let snapshot = self.mem.snapshot();
+        let replaced = self.snapshot_file;
+        if self.snapshot_file.is_none() && !snapshot.data.is_empty() {
+            // The meta log's next index names the file: it only grows, and a file named by
+            // an index whose record a crash lost was removed at opening.
+            let id = self.meta.next_index().get();
+            let file = write_snapshot_file(self.meta.storage(), id, &snapshot.data)?;
+            self.snapshot_file = Some(file);
+        }
+        let record = match self.snapshot_file {
+            Some(file) => MetaRecord::SnapshotInFile {
+                meta: snapshot.meta.clone(),
+                file,
+            },
+            None => MetaRecord::SnapshotStart {
+                meta: snapshot.meta.clone(),
+                bytes: 0,
+                chunks: 0,
+            },
         };
-        // One chunk at a time, so a big snapshot is never copied whole a second time.
-        let mut result = self.meta.submit(encode_meta(&start));
-        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            if result.is_err() {
-                break;
-            }
-            result = self
-                .meta
-                .submit(encode_meta(&MetaRecord::SnapshotChunk(chunk.to_vec())));
+        let first = self.meta.next_index();
+        self.meta.submit(encode_meta(&record))?;
+        self.meta
+            .submit(encode_meta(&MetaRecord::HardState(self.mem.hard_state())))?;
+        self.meta.sync()?;
+        self.meta.purge_before(first)?;
+        self.meta_rewritten = self.meta.next_index().get();
+        // No record in force names the file of the snapshot replaced any more.
+        if let Some(old) = replaced
+            && Some(old) != self.snapshot_file
+        {
+            let name = old.name();
+            self.meta
+                .storage()
+                .remove(&name)
+                .map_err(io_err("remove", &name))?;
         }
-        let hard_state = MetaRecord::HardState(self.mem.hard_state());
-        let result = result
-            .and_then(|_| self.meta.submit(encode_meta(&hard_state)))
-            .and_then(|_| self.meta.sync())
-            .and_then(|_| self.meta.purge_before(first));
-        match result {
-            Ok(_) => self.meta_rewritten = self.meta.next_index().get(),
-            Err(e) => self.fail(e),
-        }
+        Ok(())
     }
 }
 
@@ -494,7 +674,12 @@ impl<S: Storage> LogStore for WalLogStore<S> {
 
     fn compact(&mut self, snapshot: Snapshot) {
         let mark = snapshot.meta.index.next();
+        let before = self.mem.snapshot().meta.index;
         self.mem.compact(snapshot);
+        if self.mem.snapshot().meta.index == before {
+            return; // not past the snapshot in force: nothing changed
+        }
+        self.snapshot_file = None;
         // The snapshot must be durable before the entries it replaces go.
         self.rewrite_meta();
         if self.failed.is_none()
@@ -507,6 +692,7 @@ impl<S: Storage> LogStore for WalLogStore<S> {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let mark = snapshot.meta.index.next();
         self.mem.install_snapshot(snapshot);
+        self.snapshot_file = None;
         self.rewrite_meta();
         if self.failed.is_some() {
             return;
@@ -555,6 +741,95 @@ mod tests {
             bytes,
             chunks,
         }
+    }
+
+    fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("meta"))
+            .expect("meta directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(SNAPSHOT_FILE_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A store in `dir` with a snapshot of `data` at 2, closed; and its snapshot file.
+    fn with_snapshot_file(dir: &std::path::Path, data: &'static [u8]) -> String {
+        let mut store = open_with_meta(dir, &[]).expect("opens");
+        store.compact(Snapshot {
+            meta: meta_at(2),
+            data: Bytes::from_static(data),
+        });
+        store.sync().expect("synced");
+        drop(store);
+        let files = snapshot_files(dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    #[test]
+    fn a_snapshot_in_the_older_format_moves_to_a_file_at_the_next_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunk = |b: &[u8]| MetaRecord::SnapshotChunk(b.to_vec());
+        let mut store = open_with_meta(dir.path(), &[start(5, 6, 2), chunk(b"abc"), chunk(b"def")])
+            .expect("opens");
+        assert_eq!(store.snapshot().data, Bytes::from_static(b"abcdef"));
+        assert!(snapshot_files(dir.path()).is_empty());
+        for term in 1..=META_RECORDS_MAX {
+            store.set_hard_state(HardState {
+                term: Term::new(term),
+                vote: None,
+            });
+        }
+        store.sync().expect("synced");
+        assert_eq!(snapshot_files(dir.path()).len(), 1);
+        drop(store);
+        let store = open_with_meta(dir.path(), &[]).expect("reopens");
+        assert_eq!(store.snapshot().meta.index, LogIndex(5));
+        assert_eq!(store.snapshot().data, Bytes::from_static(b"abcdef"));
+        assert_eq!(store.hard_state().term, Term::new(META_RECORDS_MAX));
+    }
+
+    #[test]
+    fn a_missing_short_or_damaged_snapshot_file_is_an_error_naming_it() {
+        type Damage = fn(&std::path::Path);
+        let cases: [(Damage, &str); 3] = [
+            (|p| std::fs::remove_file(p).expect("removed"), "is missing"),
+            (
+                |p| std::fs::write(p, b"stat").expect("written"),
+                "holds 4 bytes",
+            ),
+            (
+                |p| std::fs::write(p, b"STATE").expect("written"),
+                "fails its checksum",
+            ),
+        ];
+        for (damage, what) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let name = with_snapshot_file(dir.path(), b"state");
+            damage(&dir.path().join("meta").join(&name));
+            let result = open_with_meta(dir.path(), &[]);
+            assert!(
+                matches!(&result, Err(WalStoreError::Corrupt(why))
+                    if why.contains(what) && why.contains(&name)),
+                "{:?}",
+                result.err()
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_files_no_record_names_are_removed_on_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = with_snapshot_file(dir.path(), b"state");
+        let meta = dir.path().join("meta");
+        // What a crash before the record of a newer snapshot leaves, or before a rename.
+        let orphan = snapshot_file_name(99);
+        std::fs::write(meta.join(&orphan), b"newer").expect("written");
+        std::fs::write(meta.join(format!("{orphan}{PARTIAL_SUFFIX}")), b"new").expect("written");
+        let store = open_with_meta(dir.path(), &[]).expect("opens");
+        assert_eq!(store.snapshot().data, Bytes::from_static(b"state"));
+        assert_eq!(snapshot_files(dir.path()), [name]);
     }
 
     #[test]

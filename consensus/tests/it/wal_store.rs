@@ -256,7 +256,8 @@ mod process {
 }
 
 mod crash {
-    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use bytes::Bytes;
     use synod_consensus::{
@@ -272,13 +273,7 @@ mod crash {
     fn open_on(
         disks: &Disks,
         budget: u64,
-    ) -> Result<
-        (
-            WalLogStore<Halting>,
-            std::sync::Arc<std::sync::atomic::AtomicU64>,
-        ),
-        synod_consensus::WalStoreError,
-    > {
+    ) -> Result<(WalLogStore<Halting>, Arc<AtomicU64>), synod_consensus::WalStoreError> {
         let (entries, meta, left) = pair(disks, budget);
         let options = WalStoreOptions::default()
             .segment_bytes_max(512 << 10)
@@ -323,15 +318,19 @@ mod crash {
         out
     }
 
+    fn hard_state(term: u64) -> HardState {
+        HardState {
+            term: Term::new(term),
+            vote: Some(NodeId::new(1)),
+        }
+    }
+
     /// A store holding entries `1..=last` of term 1, a snapshot at 3 and hard state term 1,
     /// all synced.
     fn durable_store(seed: u64, last: u64) -> (Disks, HardState) {
         let disks = (FaultyStorage::new(seed), FaultyStorage::new(seed ^ 0x5eed));
         let mut store = open(&disks);
-        let hard_state = HardState {
-            term: Term::new(1),
-            vote: Some(NodeId::new(1)),
-        };
+        let hard_state = hard_state(1);
         store.set_hard_state(hard_state);
         let entries: Vec<Entry> = (1..=last).map(|i| entry(i, 1)).collect();
         store.append(&entries);
@@ -400,6 +399,49 @@ mod crash {
         );
     }
 
+    /// A store prepared for a sweep: its disks, the store open on them, and the shared
+    /// budget of storage operations its process has left.
+    type Prepared = (Disks, WalLogStore<Halting>, Arc<AtomicU64>);
+
+    /// Crashes `act` at each of its storage operations in turn, in every crash mode, on a
+    /// store `prepare` made; then the store must open, pass `check` (told whether `act`
+    /// had returned with its writes synced), take an append and read it back. Returns the
+    /// crash points tried.
+    fn sweep(
+        prepare: impl Fn(u64) -> Prepared,
+        act: impl Fn(&mut WalLogStore<Halting>),
+        check: impl Fn(&WalLogStore<Halting>, bool, &str),
+    ) -> u64 {
+        // How many operations `act` takes.
+        let (_, mut store, left) = prepare(0);
+        let before = left.load(Ordering::SeqCst);
+        act(&mut store);
+        store.sync().expect("no crash, no failure");
+        let ops = before - left.load(Ordering::SeqCst);
+        assert!(ops >= 2, "{ops} operations");
+        let mut points = 0;
+        for point in 0..=ops {
+            for (m, &mode) in CrashMode::ALL.iter().enumerate() {
+                let why = format!("crash at operation {point} of {ops}, {}", mode.name());
+                let (disks, mut store, left) = prepare(1 + 10 * point + m as u64);
+                left.store(point, Ordering::SeqCst);
+                act(&mut store);
+                let done = store.sync().is_ok();
+                drop(store);
+                crash(&disks, mode);
+                let store = match open_on(&disks, u64::MAX) {
+                    Ok((store, _)) => store,
+                    Err(e) => panic!("{why}: the store does not open: {e}"),
+                };
+                check(&store, done, &why);
+                drop(store);
+                appends_after_reopening(&disks);
+                points += 1;
+            }
+        }
+        points
+    }
+
     /// A crash at every storage operation of a snapshot install, in every crash mode: the
     /// store opens, holds either the old state (snapshot at 3, the synced entries) or the
     /// installed snapshot with nothing after it, never loses the hard state, and takes the
@@ -407,53 +449,140 @@ mod crash {
     #[test]
     fn a_crash_at_any_point_of_a_snapshot_install_leaves_a_consistent_store() {
         let mut points = 0;
-        let mut installed = 0;
-        for (case, (last, at)) in [(5u64, 8u64), (12, 8)].into_iter().enumerate() {
-            // How many operations an install takes.
-            let (disks, _) = durable_store(10, last);
-            let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
-            let before = left.load(Ordering::SeqCst);
-            store.install_snapshot(snapshot(at, 2));
-            store.sync().unwrap();
-            let ops = before - left.load(Ordering::SeqCst);
-            assert!(ops > 4, "an install takes {ops} operations");
-            for point in 0..=ops {
-                for (m, &mode) in CrashMode::ALL.iter().enumerate() {
-                    let seed = 1000 * case as u64 + 10 * point + m as u64;
-                    let why = format!(
-                        "entries to {last}, crash at operation {point} of {ops}, {}",
-                        mode.name()
-                    );
-                    let (disks, hard_state) = durable_store(seed, last);
-                    let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
-                    left.store(point, Ordering::SeqCst);
-                    store.install_snapshot(snapshot(at, 2));
-                    let done = store.sync().is_ok();
-                    drop(store);
-                    crash(&disks, mode);
-                    let store = match open_on(&disks, u64::MAX) {
-                        Ok((store, _)) => store,
-                        Err(e) => panic!("{why}: the store does not open: {e}"),
-                    };
-                    assert_eq!(store.hard_state(), hard_state, "{why}");
+        // A gap behind the snapshot, and a stale suffix past it.
+        for (last, at) in [(5u64, 8u64), (12, 8)] {
+            points += sweep(
+                |seed| {
+                    let (disks, _) = durable_store(seed, last);
+                    let (store, left) = open_on(&disks, u64::MAX).unwrap();
+                    (disks, store, left)
+                },
+                |store| store.install_snapshot(snapshot(at, 2)),
+                |store, done, why| {
+                    assert_eq!(store.hard_state(), hard_state(1), "{why}");
                     if store.snapshot().meta.index == LogIndex(at) {
                         assert_eq!(store.snapshot(), &snapshot(at, 2), "{why}");
                         assert_eq!(store.last_index(), LogIndex(at), "{why}");
-                        installed += 1;
                     } else {
                         assert!(!done, "{why}: an install that returned was lost");
                         assert_eq!(store.snapshot(), &snapshot(3, 1), "{why}");
                         let old: Vec<Entry> = (4..=last).map(|i| entry(i, 1)).collect();
-                        assert_eq!(contents(&store), old, "{why}");
+                        assert_eq!(contents(store), old, "{why}");
                     }
-                    drop(store);
-                    appends_after_reopening(&disks);
-                    points += 1;
-                }
-            }
+                },
+            );
         }
-        eprintln!(
-            "snapshot install: {points} crash points, {installed} found the snapshot installed"
+        eprintln!("snapshot install: {points} crash points");
+    }
+
+    /// A crash at every storage operation of a compaction (the snapshot's file written and
+    /// renamed into place, the meta log compacted, the entries purged, the replaced file
+    /// removed): the store holds the old snapshot or the new one, every entry after it, and
+    /// the hard state.
+    #[test]
+    fn a_crash_at_any_point_of_a_compaction_leaves_a_consistent_store() {
+        let points = sweep(
+            |seed| {
+                let (disks, _) = durable_store(seed, 12);
+                let (store, left) = open_on(&disks, u64::MAX).unwrap();
+                (disks, store, left)
+            },
+            |store| store.compact(snapshot(8, 1)),
+            |store, done, why| {
+                assert_eq!(store.hard_state(), hard_state(1), "{why}");
+                let at = store.snapshot().meta.index.0;
+                if at == 8 {
+                    assert_eq!(store.snapshot(), &snapshot(8, 1), "{why}");
+                } else {
+                    assert!(!done, "{why}: a compaction that returned was lost");
+                    assert_eq!(store.snapshot(), &snapshot(3, 1), "{why}");
+                }
+                let kept: Vec<Entry> = (at + 1..=12).map(|i| entry(i, 1)).collect();
+                assert_eq!(contents(store), kept, "{why}");
+            },
         );
+        eprintln!("compaction: {points} crash points");
+    }
+
+    /// A crash at every storage operation of the hard-state write that compacts the meta
+    /// log, once the log has rolled over to a second segment (so the compaction removes
+    /// the first): the store holds the snapshot, its entries, and the hard state
+    /// acknowledged before (or the new one).
+    #[test]
+    fn a_crash_at_any_point_of_a_meta_log_compaction_leaves_a_consistent_store() {
+        let segments = |disk: &FaultyStorage| {
+            disk.file_names()
+                .iter()
+                .filter(|n| n.ends_with(".wal"))
+                .count()
+        };
+        let last = std::cell::Cell::new(0);
+        let points = sweep(
+            |seed| {
+                let (disks, _) = durable_store(seed, 12);
+                let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
+                // Every 1,024th hard-state write after opening compacts the meta log: stop
+                // just before one, once the log spans two segments.
+                let mut term = 1;
+                // (Synced now and then, so that the log rolls over between compactions:
+                // one that rolled it over would remove the first segment at once.)
+                while term % 1024 != 0 || segments(&disks.1) < 2 {
+                    term += 1;
+                    store.set_hard_state(hard_state(term));
+                    if term % 8 == 0 {
+                        store.sync().unwrap();
+                    }
+                }
+                store.sync().unwrap();
+                last.set(term);
+                (disks, store, left)
+            },
+            |store| store.set_hard_state(hard_state(last.get() + 1)),
+            |store, done, why| {
+                let term = store.hard_state().term.get();
+                // The new hard state may survive unsynced; once synced it must.
+                assert!(
+                    term == last.get() + 1 || (term == last.get() && !done),
+                    "{why}: hard state {:?} after {}",
+                    store.hard_state(),
+                    last.get()
+                );
+                assert_eq!(store.hard_state(), hard_state(term), "{why}");
+                assert_eq!(store.snapshot(), &snapshot(3, 1), "{why}");
+                let kept: Vec<Entry> = (4..=12).map(|i| entry(i, 1)).collect();
+                assert_eq!(contents(store), kept, "{why}");
+            },
+        );
+        eprintln!("meta log compaction: {points} crash points");
+    }
+
+    /// The meta log's compaction every 1,024 hard-state writes writes the hard state, not
+    /// the snapshot again: no synced hard-state write costs more than a few kilobytes,
+    /// whatever the state's size.
+    #[test]
+    fn a_hard_state_write_never_rewrites_the_snapshot() {
+        let disks = (FaultyStorage::new(5), FaultyStorage::new(6));
+        let mut store = open(&disks);
+        store.append(&(1..=4).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        store.sync().unwrap();
+        let state = Bytes::from(vec![7u8; 2 << 20]);
+        store.compact(Snapshot {
+            data: state.clone(),
+            ..snapshot(4, 1)
+        });
+        store.sync().unwrap();
+        let written = || disks.0.stats().bytes_written + disks.1.stats().bytes_written;
+        let mut most = 0;
+        for term in 1..=2100 {
+            let before = written();
+            store.set_hard_state(hard_state(term));
+            store.sync().unwrap();
+            most = most.max(written() - before);
+        }
+        assert!(most < 16 << 10, "a hard-state write wrote {most} bytes");
+        drop(store);
+        let store = open(&disks);
+        assert_eq!(store.hard_state(), hard_state(2100));
+        assert_eq!(store.snapshot().data, state);
     }
 }

@@ -859,7 +859,7 @@ pub(crate) fn wait_applied(cluster: &Cluster, id: usize, index: u64) {
 #[test]
 fn megabytes_of_state_survive_snapshots_a_snapshot_install_and_a_whole_cluster_restart() {
     // Snapshots every 300 entries, of a state of about 6 MiB: many times the 256 KiB chunk
-    // a snapshot is stored and sent in, and than the log's 1 MiB records.
+    // a snapshot is sent in, and than the log's 1 MiB records.
     const KEYS: usize = 1500;
     let value = |i: usize| format!("{i:06}-{}", "v".repeat(4096));
     let (mut cluster, leader) = Cluster::up_with(3, &["--snapshot-entries", "300"]);
