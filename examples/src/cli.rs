@@ -324,6 +324,11 @@ pub const BENCHES: &[BenchTarget] = &[
         measures: "Raft step function, ns per message handled (criterion)",
     },
     BenchTarget {
+        package: "synod-consensus",
+        name: "wal_store",
+        measures: "WAL-backed Raft store: synced hard-state writes and the stall a meta-log compaction adds",
+    },
+    BenchTarget {
         package: "synod-sim",
         name: "sim",
         measures: "simulated events per second and seeds per second",
