@@ -27,7 +27,7 @@
 //! decoder.extend(&wire);
 //! let frame = decoder.next_frame()?.expect("a whole frame");
 //! assert!(handshake::decode_hello(&frame).is_err());
-//! assert!(handshake::decode_answer(&frame, ClusterId(1), NodeId(2)).is_err());
+//! assert!(handshake::decode_answer(&frame, ClusterId(1), NodeId::new(2)).is_err());
 //! # Ok::<(), synod_transport::frame::FrameError>(())
 //! ```
 
