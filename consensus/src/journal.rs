@@ -22,12 +22,23 @@
 //! A crash can leave the last records partly written, or (on a disk that writes blocks out
 //! of order) leave a gap followed by later records; none of those had been synced. A
 //! flipped bit in a record that had been synced is another thing: the records after it may
-//! have been acknowledged. The durable mark tells the two apart, as synod-wal's does: a bad
-//! record at offset `x` followed, anywhere later, by a header whose durable mark is past `x`
-//! had been synced, and [`replay`] refuses the journal with a [`JournalDamage`] naming
-//! both offsets, so that the operator sees it and nothing acknowledged is cut off. A bad
-//! record that no later header proves synced is a torn tail: replay stops before it and
-//! returns the length of the good part, for the driver to cut the file there.
+//! have been acknowledged. The durable mark tells the two apart, as synod-wal's does, but
+//! only where a later record vouches for the sync:
+//!
+//! - **Detected**: a bad record at offset `x` followed, anywhere later, by a good header
+//!   whose durable mark is past `x`. That header was written after a sync covering `x`, so
+//!   [`replay`] refuses the journal with a [`JournalDamage`] naming both offsets, and the
+//!   operator sees it instead of losing what follows.
+//! - **Not detected**: damage in records written after the last sync that a surviving
+//!   header records. That takes in a real torn tail, but also damage to the *last synced*
+//!   records when nothing was written after their sync completed (or when everything
+//!   written after it is damaged or lost too): no later header carries a durable mark past
+//!   them, so they look exactly like an unsynced tail. Replay stops before the first bad
+//!   record and returns the length of the good part, for the driver to cut the file there;
+//!   records in that part may have been acknowledged, and are cut off without an error.
+//!
+//! So a record's damage is reported once a later record proves it was synced; the
+//! journal's final synced stretch has no such proof until the next record is written.
 //!
 //! A record is bad if its header checksum fails, its length is over [`RECORD_BYTES_MAX`],
 //! its body is cut short, fails its checksum or does not decode, its durable mark is behind
@@ -267,8 +278,9 @@ fn synced_proof(journal: &[u8], at: usize) -> Option<usize> {
     })
 }
 
-/// A journal damaged in a part that had been synced: [`replay`] refuses it rather than
-/// cut off what follows.
+/// A journal damaged in a part that a later record proves had been synced: [`replay`]
+/// refuses it rather than cut off what follows. (Damage that no later record proves synced
+/// is taken for a torn tail: see the module docs.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalDamage {
     /// The offset of the bad record.
@@ -293,7 +305,9 @@ impl fmt::Display for JournalDamage {
 impl std::error::Error for JournalDamage {}
 
 /// Replays a journal: returns the store and the length of the good part, which ends at the
-/// journal's end or at a torn tail (the driver cuts the journal there).
+/// journal's end or at the first bad record that no later record proves synced (the driver
+/// cuts the journal there). That bad tail may hold the last synced records, if nothing was
+/// written after their sync: see the module documentation.
 ///
 /// # Errors
 ///
