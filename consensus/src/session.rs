@@ -22,10 +22,17 @@
 //!   the latest replicated time it has applied, moved on by its own *monotonic* clock.
 //!   A leader whose wall clock is set minutes ahead cannot expire every session at once,
 //!   and a new leader carries on from where the log left off, not from its own clock.
-//! - **Bounded, and cheap to expire.** At most `sessions_max` sessions exist: a
-//!   registration past that is refused ([`SessionError::TableFull`]), never paid for by
-//!   closing a live session. Sessions are also indexed by their last activity, so
-//!   expiring them costs the sessions that expire, not a walk over every session.
+//! - **Bounded, and cheap to expire.** At most `sessions_max` sessions exist. A
+//!   registration past that closes the least recently active session that has never
+//!   applied a request: it holds no saved response, so closing it cannot let a retry be
+//!   applied twice (its first request is refused as [`SessionError::UnknownSession`] and
+//!   never applied). A flood of registrations that are never used so cannot lock other
+//!   clients out, and sessions registered by retries that were never used make room. A
+//!   session that has applied a request is never closed to make room: only when every
+//!   open session has is a registration refused ([`SessionError::TableFull`]). Sessions
+//!   are indexed by their last activity, so expiring them costs the sessions that expire,
+//!   not a walk over every session; the choice depends only on the table, so every
+//!   replica makes the same one.
 //!
 //! ```
 //! use synod_consensus::session::{Outcome, SessionConfig, Sessions};
@@ -123,8 +130,9 @@ impl std::error::Error for SessionConfigError {}
 impl SessionConfig {
     /// Sessions idle for `timeout` (in the unit of the entries' `time`) expire; each keeps
     /// at most `responses_per_session_max` unacknowledged responses; at most
-    /// `sessions_max` sessions exist (a registration past it is refused with
-    /// [`SessionError::TableFull`] until a session closes or expires).
+    /// `sessions_max` sessions exist (a registration past it closes the least recently
+    /// active session that has never applied a request, and is refused with
+    /// [`SessionError::TableFull`] if every open session has).
     ///
     /// # Errors
     ///
@@ -185,8 +193,9 @@ pub enum SessionError {
     },
     /// The session already holds `responses_per_session_max` unacknowledged responses.
     TooManyOutstanding(SessionId),
-    /// A registration found `sessions_max` sessions open: it is refused (closing another
-    /// client's live session instead would let its retries be applied twice).
+    /// A registration found `sessions_max` sessions open, each of which has applied a
+    /// request: it is refused (closing one of them would let its retries be applied
+    /// twice).
     TableFull {
         /// The configured limit.
         sessions_max: usize,
@@ -206,7 +215,7 @@ impl fmt::Display for SessionError {
             }
             SessionError::TableFull { sessions_max } => write!(
                 f,
-                "the session table is full ({sessions_max} sessions are open); close a session or wait for an idle one to expire"
+                "the session table is full ({sessions_max} sessions are open and in use); close a session or wait for an idle one to expire"
             ),
         }
     }
@@ -219,6 +228,15 @@ struct Session<R> {
     last_active: u64,
     ack_below: u64,
     responses: BTreeMap<u64, R>,
+}
+
+impl<R> Session<R> {
+    /// Whether the session holds deduplication state: it has applied a request (a saved
+    /// response, or one acknowledged and dropped). One that has not may be closed to make
+    /// room without a retry ever being applied twice.
+    fn in_use(&self) -> bool {
+        self.ack_below > 1 || !self.responses.is_empty()
+    }
 }
 
 /// The session table of a replicated state machine. Part of the state machine: include it
@@ -238,6 +256,10 @@ pub struct Sessions<R> {
     /// from `sessions`, so not encoded.
     #[serde(skip)]
     by_activity: BTreeSet<(u64, SessionId)>,
+    /// The sessions not [`in use`](Session::in_use) by `(last_active, id)`: the first is
+    /// the one closed to make room for a registration. Derived, so not encoded.
+    #[serde(skip)]
+    unused: BTreeSet<(u64, SessionId)>,
     /// Sessions looked at by expiry, to show its cost in tests.
     #[cfg(test)]
     #[serde(skip)]
@@ -258,11 +280,18 @@ impl<R> From<SessionsWire<R>> for Sessions<R> {
             .iter()
             .map(|(id, s)| (s.last_active, *id))
             .collect();
+        let unused = wire
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.in_use())
+            .map(|(id, s)| (s.last_active, *id))
+            .collect();
         Sessions {
             config: None,
             now: wire.now,
             sessions: wire.sessions,
             by_activity,
+            unused,
             #[cfg(test)]
             expiry_visits: 0,
         }
@@ -287,6 +316,7 @@ impl<R: Clone> Sessions<R> {
             now: 0,
             sessions: BTreeMap::new(),
             by_activity: BTreeSet::new(),
+            unused: BTreeSet::new(),
             #[cfg(test)]
             expiry_visits: 0,
         }
@@ -346,6 +376,7 @@ impl<R: Clone> Sessions<R> {
                 break;
             }
             self.by_activity.pop_first();
+            self.unused.remove(&(last_active, id));
             self.sessions.remove(&id);
             expired.push(id);
         }
@@ -353,18 +384,24 @@ impl<R: Clone> Sessions<R> {
     }
 
     /// Applies a committed [`SessionEntry::Register`] at `index`: opens the session whose
-    /// id is `index`.
+    /// id is `index`. If `sessions_max` sessions are open (after those idle for longer
+    /// than the timeout expired), the least recently active session that has never
+    /// applied a request is closed to make room.
     ///
     /// # Errors
     ///
-    /// [`SessionError::TableFull`] if `sessions_max` sessions are open (after those idle
-    /// for longer than the timeout expired): no session is opened, and none is closed.
+    /// [`SessionError::TableFull`] if `sessions_max` sessions are open and every one has
+    /// applied a request: no session is opened, and none is closed.
     pub fn register(&mut self, index: LogIndex, time: u64) -> Result<SessionId, SessionError> {
         self.advance(time);
         let id = SessionId(index.0);
         let sessions_max = self.config().sessions_max;
         if self.sessions.len() >= sessions_max && !self.sessions.contains_key(&id) {
-            return Err(SessionError::TableFull { sessions_max });
+            let Some((last_active, unused)) = self.unused.pop_first() else {
+                return Err(SessionError::TableFull { sessions_max });
+            };
+            self.by_activity.remove(&(last_active, unused));
+            self.sessions.remove(&unused);
         }
         let session = Session {
             last_active: self.now,
@@ -372,9 +409,10 @@ impl<R: Clone> Sessions<R> {
             responses: BTreeMap::new(),
         };
         if let Some(old) = self.sessions.insert(id, session) {
-            self.by_activity.remove(&(old.last_active, id));
+            self.forget(id, &old);
         }
         self.by_activity.insert((self.now, id));
+        self.unused.insert((self.now, id));
         Ok(id)
     }
 
@@ -382,8 +420,14 @@ impl<R: Clone> Sessions<R> {
     pub fn unregister(&mut self, session: SessionId, time: u64) {
         self.advance(time);
         if let Some(old) = self.sessions.remove(&session) {
-            self.by_activity.remove(&(old.last_active, session));
+            self.forget(session, &old);
         }
+    }
+
+    /// Removes a session no longer in the table from the indexes.
+    fn forget(&mut self, id: SessionId, old: &Session<R>) {
+        self.by_activity.remove(&(old.last_active, id));
+        self.unused.remove(&(old.last_active, id));
     }
 
     /// Applies a committed [`SessionEntry::Request`]: runs `apply` unless the request is a
@@ -408,27 +452,30 @@ impl<R: Clone> Sessions<R> {
             .sessions
             .get_mut(&session)
             .ok_or(SessionError::UnknownSession(session))?;
-        if s.last_active != now {
-            self.by_activity.remove(&(s.last_active, session));
-            self.by_activity.insert((now, session));
-            s.last_active = now;
-        }
+        // Out of the indexes while it changes, back in under its new activity after.
+        self.by_activity.remove(&(s.last_active, session));
+        self.unused.remove(&(s.last_active, session));
+        s.last_active = now;
         if ack_below > s.ack_below {
             s.ack_below = ack_below;
             s.responses = s.responses.split_off(&ack_below);
         }
-        if let Some(saved) = s.responses.get(&seq) {
-            return Ok(Outcome::Duplicate(saved.clone()));
+        let outcome = if let Some(saved) = s.responses.get(&seq) {
+            Ok(Outcome::Duplicate(saved.clone()))
+        } else if seq < s.ack_below {
+            Err(SessionError::Stale { session, seq })
+        } else if s.responses.len() >= responses_max {
+            Err(SessionError::TooManyOutstanding(session))
+        } else {
+            let response = apply();
+            s.responses.insert(seq, response.clone());
+            Ok(Outcome::Applied(response))
+        };
+        self.by_activity.insert((now, session));
+        if !s.in_use() {
+            self.unused.insert((now, session));
         }
-        if seq < s.ack_below {
-            return Err(SessionError::Stale { session, seq });
-        }
-        if s.responses.len() >= responses_max {
-            return Err(SessionError::TooManyOutstanding(session));
-        }
-        let response = apply();
-        s.responses.insert(seq, response.clone());
-        Ok(Outcome::Applied(response))
+        outcome
     }
 }
 
@@ -567,11 +614,12 @@ mod tests {
 
     /// The sessions that should be open, by brute force: registered, not closed, and not
     /// idle for longer than the timeout at any time since (replicated time only grows, so
-    /// checking at the end is enough, given `last_active` is the latest activity).
+    /// checking at the end is enough, given `last_active` is the latest activity). Each
+    /// with its last activity and whether it has applied a request.
     #[derive(Clone, Debug, Default)]
     struct Model {
         now: u64,
-        open: BTreeMap<SessionId, u64>,
+        open: BTreeMap<SessionId, (u64, bool)>,
     }
 
     impl Model {
@@ -581,14 +629,24 @@ mod tests {
             let mut expired: Vec<(u64, SessionId)> = self
                 .open
                 .iter()
-                .filter(|&(_, &active)| now.saturating_sub(active) > timeout)
-                .map(|(&id, &active)| (active, id))
+                .filter(|&(_, &(active, _))| now.saturating_sub(active) > timeout)
+                .map(|(&id, &(active, _))| (active, id))
                 .collect();
             expired.sort_unstable();
             for (_, id) in &expired {
                 self.open.remove(id);
             }
             expired.into_iter().map(|(_, id)| id).collect()
+        }
+
+        /// The least recently active session that has applied nothing, by a walk.
+        fn unused_first(&self) -> Option<SessionId> {
+            self.open
+                .iter()
+                .filter(|&(_, &(_, used))| !used)
+                .map(|(&id, &(active, _))| (active, id))
+                .min()
+                .map(|(_, id)| id)
         }
     }
 
@@ -613,16 +671,21 @@ mod tests {
                 let pick = |r: u64| known.get(r as usize % known.len().max(1)).copied();
                 match next(10) {
                     0..=3 => {
-                        let full = {
-                            model.advance(time, timeout);
-                            model.open.len() >= max
-                        };
+                        model.advance(time, timeout);
+                        let full = model.open.len() >= max;
                         let result = s.register(LogIndex(index), time);
-                        if full {
-                            assert_eq!(result, Err(SessionError::TableFull { sessions_max: max }));
-                        } else {
-                            assert_eq!(result, Ok(SessionId(index)));
-                            model.open.insert(SessionId(index), model.now);
+                        match (full, model.unused_first()) {
+                            (true, None) => assert_eq!(
+                                result,
+                                Err(SessionError::TableFull { sessions_max: max })
+                            ),
+                            (full, unused) => {
+                                assert_eq!(result, Ok(SessionId(index)));
+                                if let (true, Some(evicted)) = (full, unused) {
+                                    model.open.remove(&evicted);
+                                }
+                                model.open.insert(SessionId(index), (model.now, false));
+                            }
                         }
                     }
                     4..=6 => {
@@ -631,8 +694,9 @@ mod tests {
                         model.advance(time, timeout);
                         let result = s.apply(id, index, index, time, || index);
                         match model.open.get_mut(&id) {
-                            Some(active) => {
-                                *active = model.now;
+                            Some(entry) => {
+                                // Applied (or answered as a duplicate): in use.
+                                *entry = (model.now, true);
                                 assert!(result.is_ok(), "{result:?}");
                             }
                             None => assert_eq!(result, Err(SessionError::UnknownSession(id))),
@@ -662,6 +726,16 @@ mod tests {
                 let index_ids: BTreeSet<SessionId> = s.by_activity.iter().map(|e| e.1).collect();
                 assert_eq!(index_ids.len(), s.by_activity.len(), "one index entry each");
                 assert!(index_ids.into_iter().eq(open), "seed {seed}, entry {index}");
+                let unused: Vec<SessionId> = s.unused.iter().map(|e| e.1).collect();
+                let mut expected: Vec<(u64, SessionId)> = model
+                    .open
+                    .iter()
+                    .filter(|&(_, &(_, used))| !used)
+                    .map(|(&id, &(active, _))| (active, id))
+                    .collect();
+                expected.sort_unstable();
+                let expected: Vec<SessionId> = expected.into_iter().map(|e| e.1).collect();
+                assert_eq!(unused, expected, "seed {seed}, entry {index}");
             }
         }
     }

@@ -163,46 +163,87 @@ fn acknowledged_responses_are_dropped_and_outstanding_ones_are_bounded() {
             seq: 1
         })
     );
-    // Registering past the limit is refused; the least recently active session stays.
+    // Registering past the limit closes the least recently active session that has
+    // applied nothing (2), never the one that has (the least recently active of all).
     for i in 2..=4 {
         s.register(LogIndex(i), 6).expect("room");
     }
+    assert_eq!(s.register(LogIndex(5), 7), Ok(SessionId(5)));
+    assert_eq!(s.len(), 4);
+    assert!(s.contains(id) && !s.contains(SessionId(2)));
+    // Once every open session has applied a request, a registration is refused.
+    for i in 3..=5 {
+        assert_eq!(
+            s.apply(SessionId(i), 1, 1, 7, || 1),
+            Ok(Outcome::Applied(1))
+        );
+    }
     assert_eq!(
-        s.register(LogIndex(5), 6),
+        s.register(LogIndex(6), 7),
         Err(SessionError::TableFull { sessions_max: 4 })
     );
     assert_eq!(s.len(), 4);
-    assert!(s.contains(id));
     // Time never goes backwards.
     s.advance(3);
-    assert_eq!(s.now(), 6);
+    assert_eq!(s.now(), 7);
     assert!(SessionConfig::new(0, 1, 1).is_err());
 }
 
 #[test]
-fn a_flood_of_registrations_is_refused_and_closes_no_live_session() {
-    // One client's session, then another client registering in a loop.
+fn a_flood_of_unused_registrations_locks_no_one_out_and_closes_no_session_in_use() {
+    // Two clients' sessions in use, then another client registering in a loop and never
+    // using what it registers (or retries that left sessions behind).
     let mut s: Sessions<u64> = Sessions::new(SessionConfig::new(1_000, 8, 16).unwrap());
     let live = s.register(LogIndex(1), 0).expect("room");
     assert_eq!(s.apply(live, 1, 1, 1, || 7), Ok(Outcome::Applied(7)));
-    let mut refused = 0;
-    for i in 2..=1_000 {
-        match s.register(LogIndex(i), 2) {
-            Ok(_) => {}
-            Err(SessionError::TableFull { sessions_max: 16 }) => refused += 1,
-            Err(e) => panic!("{e}"),
-        }
+    // This one's answer was acknowledged: it holds no saved response, but is in use.
+    let acked = s.register(LogIndex(2), 1).expect("room");
+    assert_eq!(s.apply(acked, 1, 1, 1, || 5), Ok(Outcome::Applied(5)));
+    assert_eq!(s.apply(acked, 2, 2, 1, || 6), Ok(Outcome::Applied(6)));
+    assert_eq!(s.apply(acked, 3, 3, 1, || 0), Ok(Outcome::Applied(0)));
+    for i in 3..=1_000 {
+        s.register(LogIndex(i), 2)
+            .expect("an unused session makes room");
     }
-    assert_eq!((s.len(), refused), (16, 1_000 - 16));
-    // The live session was not closed to make room: its retry is still deduplicated, and
-    // its next request is applied.
-    assert_eq!(s.apply(live, 1, 1, 3, || 99), Ok(Outcome::Duplicate(7)));
+    assert_eq!(s.len(), 16);
+    // Another client can still register (at once, not after the timeout), and use it.
+    let fresh = s.register(LogIndex(1_001), 3).expect("room");
+    assert_eq!(s.apply(fresh, 1, 1, 3, || 11), Ok(Outcome::Applied(11)));
+    // The sessions in use were not closed to make room: their retries are still
+    // deduplicated, and their next requests are applied.
+    assert_eq!(s.apply(live, 1, 1, 4, || 99), Ok(Outcome::Duplicate(7)));
     assert_eq!(s.apply(live, 2, 2, 4, || 8), Ok(Outcome::Applied(8)));
-    // Once the flood's sessions sit idle past the timeout, they expire and make room.
-    assert_eq!(s.apply(live, 3, 3, 900, || 9), Ok(Outcome::Applied(9)));
-    let fresh = s.register(LogIndex(1_001), 1_100).expect("room again");
-    assert_eq!(s.len(), 2);
-    assert!(s.contains(live) && s.contains(fresh));
+    assert_eq!(
+        s.apply(acked, 2, 3, 4, || 99),
+        Err(SessionError::Stale {
+            session: acked,
+            seq: 2
+        })
+    );
+    // The flood closed its own sessions, least recently active first: its latest are open.
+    assert!(s.contains(SessionId(1_000)) && !s.contains(SessionId(3)));
+    // The same decisions after a snapshot: the index of unused sessions is rebuilt.
+    let bytes = postcard::to_stdvec(&s).unwrap();
+    let mut restored: Sessions<u64> = postcard::from_bytes(&bytes).unwrap();
+    restored.set_config(SessionConfig::new(1_000, 8, 16).unwrap());
+    for i in 1_002..=1_100 {
+        s.register(LogIndex(i), 5).expect("room");
+        restored.register(LogIndex(i), 5).expect("room");
+    }
+    assert_eq!(restored, s);
+    assert!(s.contains(live) && s.contains(acked) && s.contains(fresh));
+    // Only when every open session has applied a request is a registration refused.
+    for i in 1_088..=1_100 {
+        assert_eq!(
+            s.apply(SessionId(i), 1, 1, 6, || 1),
+            Ok(Outcome::Applied(1))
+        );
+    }
+    assert_eq!(
+        s.register(LogIndex(1_101), 6),
+        Err(SessionError::TableFull { sessions_max: 16 })
+    );
+    assert_eq!(s.len(), 16);
     let error = SessionError::TableFull { sessions_max: 16 }.to_string();
     assert!(error.contains("full") && error.contains("16"), "{error}");
 }

@@ -15,7 +15,7 @@
 //! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
 //! | `SCAN prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
 //! | `INFO` | role, leader, term, commit and applied index |
-//! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (a `SESSION` error while [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) sessions are open) |
+//! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (past [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) open sessions it closes the least recently active one that never applied a write, or is refused with a `SESSION` error if all have) |
 //! | `CLIENT SESSION id next_seq` | resumes a session on a new connection; resend the unanswered write with it |
 //! | `CLIENT UNREGISTER` | closes the session |
 //! | `CLIENT INFO` | the session id and next sequence number |

@@ -46,8 +46,9 @@
 //! [`server::COMMAND_BYTES_MAX`] once encoded (refused with an error before it reaches the
 //! log); replies of at most [`kv::REPLY_BYTES_MAX`]; at most [`kv::STORE_BYTES_MAX`] of
 //! keys and values (writes past it refused alike on every replica); at most
-//! [`kv::SESSIONS_MAX`] open sessions (a registration past it refused with a `SESSION`
-//! error, no session closed to make room), each expiring after [`kv::SESSION_TIMEOUT_MS`]
+//! [`kv::SESSIONS_MAX`] open sessions (a registration past it closes the least recently
+//! active session that has never applied a write, or is refused with a `SESSION` error if
+//! every open session has), each expiring after [`kv::SESSION_TIMEOUT_MS`]
 //! idle and keeping at most [`kv::SESSION_RESPONSES_MAX`] unacknowledged replies; a snapshot every
 //! `--snapshot-entries` entries or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log (or the state's
 //! size, if larger); [`server::QUEUE_EVENTS_MAX`] events queued for the node's thread;
