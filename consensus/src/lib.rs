@@ -206,7 +206,9 @@
 //! [`MemLogStore`] keeps everything in memory; [`journal::JournalStore`] does too and also
 //! records every write, so a driver that owns its "disk" as bytes (a simulator, a test)
 //! appends them with [`journal::JournalWriter`] and rebuilds the store at restart with
-//! [`journal::replay`], which cuts a torn tail and reports damage to synced records;
+//! [`journal::replay`], which reports damage to records that a later record proves synced
+//! and cuts off a bad tail that none does (a torn tail, or damage to the last synced
+//! records when nothing was written after their sync);
 //! `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
 //!
 //! # Checking a cluster

@@ -7,8 +7,8 @@
 //! Each node keeps its log in an in-memory store and journals every write to its simulated
 //! disk as checksummed records; a sync request follows each persistence request, and the
 //! node acknowledges `persisted` only when the simulator reports the sync done. On a
-//! restart the journal is replayed up to its torn tail; damage to synced records would
-//! stop the run (the simulated disk never corrupts synced data).
+//! restart the journal is replayed up to its torn tail; damage to records a later record
+//! proves synced would stop the run (the simulated disk never corrupts synced data).
 //!
 //! `SYNOD_SEEDS` and `SYNOD_SEED` (synod-sim's seed runner) set the seed count or replay
 //! one seed.
