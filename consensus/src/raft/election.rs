@@ -214,6 +214,14 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// The leader hands over to this node: it campaigns at once, and its vote requests say
+    /// so, for the voters to set their leader lease aside.
+    pub(super) fn handle_timeout_now(&mut self) {
+        if self.role != Role::Leader && self.is_voter() {
+            self.campaign_now(true);
+        }
+    }
+
     /// Raft's up-to-date check: a candidate's log must end in a later term, or the same
     /// term and at least as far, for this node to vote for it.
     fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {

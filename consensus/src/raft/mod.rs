@@ -19,18 +19,21 @@
 //!
 //! # Where things are
 //!
-//! The node is split along its seams, one file each, all `impl` blocks of [`Node`]:
+//! The node is split along its seams, one file each; each part of the state lives with the
+//! code that owns it:
 //!
 //! - this file: the node's state, its construction, what it shows, [`Node::tick`],
-//!   [`Node::step`] (which checks a message's term and hands it on) and [`Node::ready`];
+//!   [`Node::step`] (which checks a message's term and hands it to its handler) and
+//!   [`Node::ready`];
 //! - `election`: terms and votes, pre-vote, check-quorum, becoming follower or leader,
-//!   leader transfer;
-//! - `log`: proposals and every change to the log (appends, truncation, the membership
-//!   in effect);
+//!   leader transfer (`Election`, `Transfer`);
+//! - `log`: proposals and every change to the log, and the memberships it holds
+//!   (`MembershipLog`);
 //! - `replication`: log shipping, the leader's side (progress of each follower, appends,
 //!   heartbeats, the commit index) and the follower's (accepting or rejecting appends);
-//! - `reads`: read index and lease reads, and the heartbeat rounds that confirm them;
-//! - `durability`: persist tokens, and the messages that wait for them;
+//! - `reads`: read index and lease reads ([`Node::read_lease`]), and the heartbeat rounds
+//!   that confirm them (`Reads`);
+//! - `durability`: persist tokens, and the messages that wait for them (`Durability`);
 //! - `snapshot`: compaction, and snapshots sent and received in chunks;
 //! - `validate`: what a message from the network must satisfy to be handled at all;
 //! - `errors`: why a request was refused.
@@ -384,9 +387,19 @@ impl<S: LogStore> Node<S> {
     /// [`TERM_MAX`], an index above [`INDEX_MAX`], entries that do not follow on), stale or
     /// not for this node are ignored; none can make the node panic.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.config.id || msg.from == self.config.id || !self.valid(&msg) {
+        if msg.to != self.config.id || msg.from == self.config.id || !validate::valid(&msg) {
             return;
         }
+        if self.check_term(&msg) {
+            self.dispatch(msg);
+        }
+    }
+
+    /// Raft's rule for terms: a message of a later term makes this node a follower in that
+    /// term (except a pre-vote, and a vote request while it hears from a leader); one of an
+    /// earlier term is answered so that its sender learns of the newer term, and dropped.
+    /// Returns whether to handle the message.
+    fn check_term(&mut self, msg: &Message) -> bool {
         if msg.term > self.term {
             match &msg.body {
                 // A pre-vote neither raises the receiver's term nor the candidate's.
@@ -395,7 +408,7 @@ impl<S: LogStore> Node<S> {
                     // A follower that hears from a live leader ignores disruptive
                     // elections (check-quorum); the leader will step down by itself if it
                     // has really lost its quorum.
-                    return;
+                    return false;
                 }
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
@@ -427,8 +440,13 @@ impl<S: LogStore> Node<S> {
                 }
                 _ => {}
             }
-            return;
+            return false;
         }
+        true
+    }
+
+    /// Hands a message of the current term to its handler.
+    fn dispatch(&mut self, msg: Message) {
         let from = msg.from;
         let term = msg.term;
         match msg.body {
@@ -457,12 +475,7 @@ impl<S: LogStore> Node<S> {
             MessageBody::AppendResponse { result } => self.handle_append_response(from, result),
             MessageBody::Heartbeat { commit, round } => {
                 self.follow(from);
-                let commit = commit.min(self.store.last_index());
-                if commit > self.commit {
-                    self.commit = commit;
-                }
-                let last_index = self.store.last_index();
-                self.send(from, MessageBody::HeartbeatResponse { round, last_index });
+                self.handle_heartbeat(from, commit, round);
             }
             MessageBody::HeartbeatResponse { round, last_index } => {
                 self.handle_heartbeat_response(from, round, last_index);
@@ -485,11 +498,7 @@ impl<S: LogStore> Node<S> {
                 next_offset,
                 done,
             } => self.handle_snapshot_response(from, index, next_offset, done),
-            MessageBody::TimeoutNow => {
-                if self.role != Role::Leader && self.is_voter() {
-                    self.campaign_now(true);
-                }
-            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
         }
     }
 

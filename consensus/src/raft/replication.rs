@@ -138,72 +138,91 @@ impl<S: LogStore> Node<S> {
         if self.role != Role::Leader {
             return;
         }
-        let ticks = self.ticks;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         match result {
-            AppendResult::Accepted { match_index } => {
-                if match_index > self.store.last_index() {
-                    return;
-                }
-                let advanced = pr.accept(match_index, ticks);
-                match pr.state {
-                    ProgressState::Probe { .. } => {
-                        pr.state = ProgressState::Replicate;
-                        pr.next_index = pr.match_index.next();
-                        pr.in_flight.clear();
-                    }
-                    ProgressState::Snapshot { index, .. } if pr.match_index >= index => {
-                        pr.probe(pr.match_index.next());
-                    }
-                    _ => {}
-                }
-                if advanced && self.maybe_commit() {
-                    self.needs_broadcast = true;
-                }
-                self.send_appends(from);
-                self.maybe_send_timeout_now(from);
-            }
+            AppendResult::Accepted { match_index } => self.append_accepted(from, match_index),
             AppendResult::Rejected {
                 rejected_prev,
                 hint_index,
                 hint_term,
-            } => {
-                let stale = match pr.state {
-                    ProgressState::Replicate => rejected_prev <= pr.match_index,
-                    ProgressState::Probe { .. } => rejected_prev != pr.next_index.prev(),
-                    ProgressState::Snapshot { .. } => true,
-                };
-                if stale {
-                    return;
-                }
-                // Fast backtracking: skip back over the follower's whole conflicting term
-                // at once, to the last index where the leader's term is no later than the
-                // follower's, instead of one entry per round trip.
-                let mut k = hint_index.min(rejected_prev.prev());
-                let floor = self.store.snapshot().meta.index;
-                while k > floor {
-                    match self.store.term(k) {
-                        Some(t) if t > hint_term => k = k.prev(),
-                        _ => break,
-                    }
-                }
-                let pr = self
-                    .progress
-                    .get_mut(&from)
-                    .expect("progress checked above");
-                let next = k.next().min(rejected_prev).max(pr.match_index.next());
-                pr.probe(next);
-                if next > rejected_prev {
-                    // The follower rejects what it already acknowledged: it is broken or
-                    // lost its disk. Retry at the next heartbeat rather than in a tight loop.
-                    pr.state = ProgressState::Probe { paused: true };
-                } else {
-                    self.send_append(from, false);
-                }
+            } => self.append_rejected(from, rejected_prev, hint_index, hint_term),
+        }
+    }
+
+    /// `from` holds the leader's log up to `match_index`.
+    fn append_accepted(&mut self, from: NodeId, match_index: LogIndex) {
+        if match_index > self.store.last_index() {
+            return;
+        }
+        let ticks = self.ticks;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        let advanced = pr.accept(match_index, ticks);
+        match pr.state {
+            ProgressState::Probe { .. } => {
+                pr.state = ProgressState::Replicate;
+                pr.next_index = pr.match_index.next();
+                pr.in_flight.clear();
             }
+            ProgressState::Snapshot { index, .. } if pr.match_index >= index => {
+                pr.probe(pr.match_index.next());
+            }
+            _ => {}
+        }
+        if advanced && self.maybe_commit() {
+            self.needs_broadcast = true;
+        }
+        self.send_appends(from);
+        self.maybe_send_timeout_now(from);
+    }
+
+    /// `from` rejected an append after `rejected_prev`: its log differs there, and it
+    /// holds an entry of `hint_term` at `hint_index`.
+    fn append_rejected(
+        &mut self,
+        from: NodeId,
+        rejected_prev: LogIndex,
+        hint_index: LogIndex,
+        hint_term: Term,
+    ) {
+        let Some(pr) = self.progress.get(&from) else {
+            return;
+        };
+        let stale = match pr.state {
+            ProgressState::Replicate => rejected_prev <= pr.match_index,
+            ProgressState::Probe { .. } => rejected_prev != pr.next_index.prev(),
+            ProgressState::Snapshot { .. } => true,
+        };
+        if stale {
+            return;
+        }
+        // Fast backtracking: skip back over the follower's whole conflicting term at once,
+        // to the last index where the leader's term is no later than the follower's,
+        // instead of one entry per round trip.
+        let mut k = hint_index.min(rejected_prev.prev());
+        let floor = self.store.snapshot().meta.index;
+        while k > floor {
+            match self.store.term(k) {
+                Some(t) if t > hint_term => k = k.prev(),
+                _ => break,
+            }
+        }
+        let pr = self
+            .progress
+            .get_mut(&from)
+            .expect("progress checked above");
+        let next = k.next().min(rejected_prev).max(pr.match_index.next());
+        pr.probe(next);
+        if next > rejected_prev {
+            // The follower rejects what it already acknowledged: it is broken or lost its
+            // disk. Retry at the next heartbeat rather than in a tight loop.
+            pr.state = ProgressState::Probe { paused: true };
+        } else {
+            self.send_append(from, false);
         }
     }
 
@@ -333,6 +352,17 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// The leader's heartbeat: learns the commit index (no further than its log goes) and
+    /// answers with how far its log goes.
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, round: u64) {
+        let commit = commit.min(self.store.last_index());
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        let last_index = self.store.last_index();
+        self.send(from, MessageBody::HeartbeatResponse { round, last_index });
+    }
+
     pub(super) fn handle_append(
         &mut self,
         from: NodeId,
@@ -360,50 +390,13 @@ impl<S: LogStore> Node<S> {
             prev_index = self.commit;
             prev_term = self.term_of(prev_index).unwrap_or(Term::ZERO);
         }
-        match self.term_of(prev_index) {
-            Some(t) if t == prev_term => {}
-            _ => {
-                let last = self.store.last_index();
-                let mut hint_index = prev_index.min(last);
-                while hint_index > self.commit {
-                    match self.term_of(hint_index) {
-                        Some(t) if t > prev_term => hint_index = hint_index.prev(),
-                        _ => break,
-                    }
-                }
-                let hint_term = self.term_of(hint_index).unwrap_or(Term::ZERO);
-                self.send(
-                    from,
-                    MessageBody::AppendResponse {
-                        result: AppendResult::Rejected {
-                            rejected_prev: prev_index,
-                            hint_index,
-                            hint_term,
-                        },
-                    },
-                );
-                return;
-            }
+        if self.term_of(prev_index) != Some(prev_term) {
+            self.reject_append(from, prev_index, prev_term);
+            return;
         }
-        // Find the first entry we do not already hold; truncate a conflicting suffix.
-        let last = self.store.last_index();
-        let mut start = entries.len();
-        for (at, entry) in entries.iter().enumerate() {
-            if entry.index > last {
-                start = at;
-                break;
-            }
-            if self.term_of(entry.index) != Some(entry.term) {
-                if entry.index <= self.commit {
-                    // A leader that contradicts a committed entry is broken; refuse.
-                    return;
-                }
-                self.truncate_after(entry.index.prev());
-                start = at;
-                break;
-            }
+        if !self.append_new_entries(&entries) {
+            return;
         }
-        self.append_entries(&entries[start..]);
         let new_commit = leader_commit.min(msg_last);
         if new_commit > self.commit {
             self.commit = new_commit;
@@ -416,5 +409,54 @@ impl<S: LogStore> Node<S> {
                 },
             },
         );
+    }
+
+    /// Answers an append whose previous entry this node does not hold with the leader's
+    /// `prev_term`, with a hint for fast backtracking: the last index at or below
+    /// `prev_index` (and above the commit index) whose term is no later than `prev_term`.
+    fn reject_append(&mut self, from: NodeId, prev_index: LogIndex, prev_term: Term) {
+        let last = self.store.last_index();
+        let mut hint_index = prev_index.min(last);
+        while hint_index > self.commit {
+            match self.term_of(hint_index) {
+                Some(t) if t > prev_term => hint_index = hint_index.prev(),
+                _ => break,
+            }
+        }
+        let hint_term = self.term_of(hint_index).unwrap_or(Term::ZERO);
+        self.send(
+            from,
+            MessageBody::AppendResponse {
+                result: AppendResult::Rejected {
+                    rejected_prev: prev_index,
+                    hint_index,
+                    hint_term,
+                },
+            },
+        );
+    }
+
+    /// Appends the entries of a matching append that this node does not hold yet, cutting
+    /// off a suffix that conflicts with them. Returns `false`, appending nothing, if they
+    /// contradict a committed entry: the leader is broken.
+    fn append_new_entries(&mut self, entries: &[Entry]) -> bool {
+        let last = self.store.last_index();
+        let mut start = entries.len();
+        for (at, entry) in entries.iter().enumerate() {
+            if entry.index > last {
+                start = at;
+                break;
+            }
+            if self.term_of(entry.index) != Some(entry.term) {
+                if entry.index <= self.commit {
+                    return false;
+                }
+                self.truncate_after(entry.index.prev());
+                start = at;
+                break;
+            }
+        }
+        self.append_entries(&entries[start..]);
+        true
     }
 }

@@ -138,6 +138,8 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// A chunk of the leader's snapshot: once all of it is in, it replaces the log it
+    /// covers and goes to the state machine in the next ready.
     pub(super) fn handle_snapshot(
         &mut self,
         from: NodeId,
@@ -149,31 +151,39 @@ impl<S: LogStore> Node<S> {
         let index = meta.index;
         if index <= self.commit {
             self.incoming_snapshot = None;
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset: 0,
-                    done: true,
-                },
-            );
+            self.send_snapshot_response(from, index, 0, true);
             return;
         }
+        let Some(snapshot) = self.receive_chunk(from, meta, offset, data, done) else {
+            return;
+        };
+        let next_offset = snapshot.data.len() as u64;
+        self.install_received(&snapshot);
+        self.restore = Some(snapshot);
+        self.send_snapshot_response(from, index, next_offset, true);
+    }
+
+    /// Adds a chunk to the snapshot being received from `from`. Returns the whole snapshot
+    /// once its last chunk is in; otherwise answers with the offset it wants next (from
+    /// the start, for a chunk of a snapshot it has not seen begin), or drops what it
+    /// received if the snapshot grows past `snapshot_bytes_max`.
+    fn receive_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Option<Snapshot> {
+        let index = meta.index;
         if self
             .incoming_snapshot
             .as_ref()
             .is_none_or(|s| s.meta != meta)
         {
             if offset != 0 {
-                self.send(
-                    from,
-                    MessageBody::SnapshotResponse {
-                        index,
-                        next_offset: 0,
-                        done: false,
-                    },
-                );
-                return;
+                self.send_snapshot_response(from, index, 0, false);
+                return None;
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta,
@@ -187,40 +197,31 @@ impl<S: LogStore> Node<S> {
         let have = incoming.data.len() as u64;
         if have.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max {
             self.incoming_snapshot = None;
-            return;
+            return None;
         }
         if offset != have {
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset: have,
-                    done: false,
-                },
-            );
-            return;
+            self.send_snapshot_response(from, index, have, false);
+            return None;
         }
         incoming.data.extend_from_slice(data);
         let next_offset = incoming.data.len() as u64;
         if !done {
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset,
-                    done: false,
-                },
-            );
-            return;
+            self.send_snapshot_response(from, index, next_offset, false);
+            return None;
         }
         let incoming = self
             .incoming_snapshot
             .take()
             .expect("incoming snapshot set above");
-        let snapshot = Snapshot {
+        Some(Snapshot {
             meta: incoming.meta,
             data: Bytes::from(incoming.data),
-        };
+        })
+    }
+
+    /// Puts a snapshot received from the leader in place of the log it covers.
+    fn install_received(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.meta.index;
         if self.term_of(index) == Some(snapshot.meta.term) {
             // The log holds the snapshot's last entry, so it matches the leader's up to
             // there: keep what follows (figure 13, step 6). Those entries may already have
@@ -242,13 +243,22 @@ impl<S: LogStore> Node<S> {
             self.durability.replaced_by_snapshot(index);
             self.membership.replaced_by_snapshot(&snapshot.meta);
         }
-        self.restore = Some(snapshot);
+    }
+
+    /// Answers the leader's snapshot chunk; the answer leaves once the store is durable.
+    fn send_snapshot_response(
+        &mut self,
+        to: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
         self.send(
-            from,
+            to,
             MessageBody::SnapshotResponse {
                 index,
                 next_offset,
-                done: true,
+                done,
             },
         );
     }
