@@ -268,6 +268,9 @@ pub struct BenchTarget {
     pub name: &'static str,
     /// What it measures, and against which baseline.
     pub measures: &'static str,
+    /// The features it needs (its `required-features`), as `--features` takes them; empty
+    /// for none.
+    pub features: &'static str,
 }
 
 /// Every benchmark in the workspace. A test checks this list against the crates' manifests.
@@ -275,67 +278,81 @@ pub const BENCHES: &[BenchTarget] = &[
     BenchTarget {
         package: "synod-wal",
         name: "throughput",
+        features: "",
         measures: "synced appends vs raw pwrite+fdatasync; 64-writer group commit vs its ceiling; \
                    recovery scan vs crc32",
     },
     BenchTarget {
         package: "synod-wal",
         name: "codec",
+        features: "",
         measures: "record encode/decode, ns per record (criterion)",
     },
     BenchTarget {
         package: "synod-clocks",
         name: "clocks",
+        features: "",
         measures: "hybrid clock now() vs SystemTime::now()",
     },
     BenchTarget {
         package: "synod-clocks",
         name: "micro",
+        features: "",
         measures: "Lamport tick, HLC update, version-vector merge/compare (criterion)",
     },
     BenchTarget {
         package: "synod-transport",
         name: "throughput",
+        features: "",
         measures: "request round trip, pipelining and batching vs raw TCP over loopback",
     },
     BenchTarget {
         package: "synod-transport",
         name: "codec",
+        features: "",
         measures: "frame encode/decode, ns per frame (criterion)",
     },
     BenchTarget {
         package: "synod-quorum",
         name: "micro",
+        features: "",
         measures: "quorum tracker decisions, ns per decision (criterion)",
     },
     BenchTarget {
         package: "synod-quorum",
         name: "versioned",
+        features: "",
         measures: "multi-version store put/get/scan vs a plain BTreeMap (criterion)",
     },
     BenchTarget {
         package: "synod-consensus",
         name: "replicated_log",
+        features: "",
         measures: "committed writes/s of a three-node Raft group in one process, 1 to 4096 clients",
     },
     BenchTarget {
         package: "synod-consensus",
         name: "step",
+        features: "",
         measures: "Raft step function, ns per message handled (criterion)",
     },
     BenchTarget {
         package: "synod-consensus",
         name: "wal_store",
-        measures: "WAL-backed Raft store: synced hard-state writes and the stall a meta-log compaction adds",
+        features: "wal",
+        measures: "the WAL-backed store's synced hard-state writes: the one that compacts the meta \
+                   log vs the median, with snapshots of 0 to 64 MiB",
     },
     BenchTarget {
         package: "synod-sim",
         name: "sim",
+        features: "",
         measures: "simulated events per second and seeds per second",
     },
     BenchTarget {
         package: "synod-examples",
         name: "consistent_core",
+        features: "",
         measures: "three-node cluster of real processes: 1-client SET p50 vs fdatasync + 2 RTT; \
                    64-client SETs/s vs the group-commit ceiling",
     },
@@ -348,8 +365,13 @@ pub fn bench_listing() -> String {
          `ratio <name> <value>` lines; results are recorded in BENCHMARKS.md.\n\n",
     );
     for b in BENCHES {
+        let features = if b.features.is_empty() {
+            String::new()
+        } else {
+            format!(" --features {}", b.features)
+        };
         out.push_str(&format!(
-            "  cargo bench -p {} --bench {}\n      {}\n",
+            "  cargo bench -p {} --bench {}{features}\n      {}\n",
             b.package, b.name, b.measures
         ));
     }
