@@ -171,6 +171,20 @@ impl std::error::Error for WalError {
     }
 }
 
+/// An I/O error from outside the log, such as opening its storage
+/// (`FileStorage::new(dir)?` in a function that returns `Result<_, WalError>`). The error
+/// names no operation or file beyond what the `io::Error` itself says; errors from the
+/// log's own operations carry both.
+impl From<io::Error> for WalError {
+    fn from(source: io::Error) -> WalError {
+        WalError::Io {
+            op: "storage",
+            file: String::new(),
+            source,
+        }
+    }
+}
+
 impl WalError {
     pub(crate) fn io(op: &'static str, file: &str, source: io::Error) -> WalError {
         WalError::Io {

@@ -158,6 +158,7 @@
 //! - [`SyncPolicy::Group`]: group commit by one background thread, which syncs once
 //!   `batch_bytes_max` bytes are pending or the oldest pending record has waited
 //!   `batch_delay_us_max`. A writer is released only by a sync that covered its record.
+//!   [`SyncPolicy::group()`] gives the values to start from (1 ms, 1 MiB) and why.
 //! - [`SyncPolicy::Manual`]: nothing is written or synced until [`Wal::sync`] (or
 //!   [`Wal::wait_durable`]). The log then does all its I/O in the caller's thread and never
 //!   starts one, which is what a deterministic simulator needs.

@@ -325,3 +325,31 @@ fn check_and_dump_report_damage_in_real_files() {
     }
     assert!(synod_wal::check(dir.path().join("missing")).is_err());
 }
+
+/// Opening a log in a function that returns `WalError` needs no error mapping: the
+/// storage's `io::Error` converts, and names what failed.
+fn open_with_question_marks(
+    dir: &std::path::Path,
+) -> Result<(Wal<FileStorage>, synod_wal::RecoveryReport), WalError> {
+    let config = WalConfig::builder()
+        .sync_policy(SyncPolicy::group())
+        .build()?;
+    let storage = FileStorage::new(dir)?;
+    Wal::open(storage, config)
+}
+
+#[test]
+fn the_recommended_group_policy_is_a_valid_configuration_and_a_missing_directory_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open_with_question_marks(dir.path()).unwrap();
+    let i = wal.append(payload(1, 100)).unwrap();
+    assert!(wal.durable_index() >= i);
+    drop(wal);
+
+    // A path under a regular file cannot be a log directory.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = open_with_question_marks(&file.join("log")).unwrap_err();
+    assert!(matches!(err, WalError::Io { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("wal: storage: "), "{err}");
+}
