@@ -272,9 +272,10 @@
 //! # The trait nodes are written against
 //!
 //! [`Transport`] is deliberately small: send a message, take what arrived, nothing that
-//! blocks or names a thread. [`TcpTransport`] implements it, [`InProcessNetwork`] gives an
-//! in-process implementation for tests, and `synod-sim` implements it over its simulated
-//! network, so one node's code runs in all three.
+//! blocks or names a thread. [`TcpTransport`] implements it and [`InProcessNetwork`] gives
+//! an in-process implementation for tests, so one node's code runs over both. (synod-sim
+//! does not implement it: a simulated node receives its messages from the simulator as
+//! inputs, as the node contract of `synod-node` describes.)
 //!
 //! # What it does not do
 //!
@@ -314,10 +315,10 @@
 //!
 //! # Sibling crates
 //!
-//! Depends on no other Synod crate. The reference systems in `synod-examples` run their
-//! nodes over [`TcpTransport`]; `synod-sim` implements [`Transport`] for simulation;
+//! Depends only on `synod-node`, for the one [`NodeId`] every Synod crate uses. The
+//! reference systems in `synod-examples` run their nodes over [`TcpTransport`];
 //! `synod-quorum` and `synod-consensus` keep their own pure logic and are driven over this
-//! crate.
+//! crate by those systems' process runtimes.
 
 pub mod completion;
 mod config;

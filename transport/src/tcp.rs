@@ -53,6 +53,11 @@ pub const INLINE_WRITE_WAIT: Duration = Duration::from_millis(1);
 /// Handles requests and one-way messages on the connection's reader thread instead of
 /// queueing them for [`TcpTransport::recv`]; for a request, the returned bytes are sent back
 /// as the response. Set with [`TcpTransport::bind_with_handler`].
+///
+/// A handler that returns `None` for a request sends nothing back: the caller waits until
+/// its deadline and gets [`RequestError::Timeout`]. Return `None` only for one-way messages
+/// (whose return value is ignored), or answer a request you refuse with bytes that say so
+/// in your protocol, so the caller learns at once.
 pub type Handler = Arc<dyn Fn(&Incoming) -> Option<Bytes> + Send + Sync>;
 
 /// Something that happened to a connection: why it ended or was refused.
@@ -1182,8 +1187,11 @@ impl ResponseHandle {
     ///
     /// # Errors
     ///
-    /// [`RequestError::Timeout`] after the deadline, [`RequestError::ConnectionLost`] as soon
-    /// as the connection drops, [`RequestError::Shutdown`] if the transport closes.
+    /// [`RequestError::Timeout`] after the deadline; [`RequestError::ConnectionLost`] as soon
+    /// as the connection drops, with reason [`Disconnect::Shutdown`] when it drops because
+    /// this transport shuts down while the request is in flight (see
+    /// [`TcpTransport::shutdown`]); [`RequestError::Shutdown`] if the request was abandoned
+    /// without an answer by a transport already shut down.
     pub fn wait(mut self) -> Result<Bytes, RequestError> {
         self.finished = true;
         // A response often arrives within tens of microseconds: look for it a little while
