@@ -1,0 +1,576 @@
+//! A connection's threads: the acceptor and the handshake of an accepted socket, the dialer
+//! with its back-off, and each connection's writer and reader loops.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::Backoff;
+use crate::error::Disconnect;
+use crate::frame::{Envelope, Frame, FrameDecoder, FrameKind, MessageKind, decode_envelopes_into};
+use crate::handshake::{self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, Welcome};
+use crate::ids::NodeId;
+use crate::transport::Incoming;
+
+use super::channel::{Channel, Origin};
+use super::outbox::Queued;
+use super::shared::{Shared, bump};
+use super::{ConnectionEvent, INLINE_WRITE_WAIT, READ_CHUNK_BYTES};
+
+impl Channel {
+    /// The writer loop of connection `connection`: batches queued messages into frames and
+    /// sends keep-alives on a quiet connection. Returns when the connection is gone.
+    pub(super) fn write_loop(&self, sh: &Shared, connection: u64, stream: &TcpStream) {
+        let c = &sh.config;
+        let batch_delay = Duration::from_micros(c.batch_delay_us_max);
+        loop {
+            let mut st = self.state.lock();
+            // Wait for work: queued messages, or a keep-alive falling due.
+            let keepalive = loop {
+                if st.conn.as_ref().map(|c| c.id) != Some(connection) {
+                    return;
+                }
+                let due = st.last_write + c.keepalive_interval();
+                if !st.writing {
+                    if st.unfinished.is_some() {
+                        break false;
+                    }
+                    if !st.outbox.is_empty() {
+                        // Request Batch: wait a little for company unless the batch is full.
+                        let started = st.batch_started.unwrap_or_else(Instant::now);
+                        if st.outbox.envelope_bytes >= c.batch_bytes_max
+                            || batch_delay.is_zero()
+                            || Instant::now() >= started + batch_delay
+                        {
+                            break false;
+                        }
+                        self.work.wait_until(&mut st, started + batch_delay);
+                        continue;
+                    }
+                    if Instant::now() >= due {
+                        break true;
+                    }
+                }
+                self.work.wait_until(&mut st, due);
+            };
+            // A write a sender began comes first, and alone: the outbox after it.
+            if let Some(rest) = st.unfinished.take() {
+                st.writing = true;
+                drop(st);
+                let result = write_fully(stream, &rest.buf, rest.written, c.keepalive_timeout());
+                self.after_write(sh, rest.connection, rest.messages, rest.buf, result);
+                continue;
+            }
+            // Everything queued goes in one write: the whole outbox, or a keep-alive.
+            let (mut buf, taken) = if keepalive {
+                let mut buf = std::mem::take(&mut st.spare);
+                buf.clear();
+                (buf, None)
+            } else {
+                Self::take_outbox(&mut st)
+            };
+            st.writing = true;
+            drop(st);
+            // Room was freed in the queue.
+            self.space.notify_all();
+            let messages = Self::finish_taken(sh, &mut buf, taken);
+            let result = write_fully(stream, &buf, 0, c.keepalive_timeout());
+            self.after_write(sh, connection, messages, buf, result);
+        }
+    }
+
+    /// The reader loop of connection `connection`: decodes frames, completes requests with
+    /// their responses and delivers everything else. Returns why the connection ended.
+    pub(super) fn read_loop(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        connection: u64,
+        mut stream: &TcpStream,
+        mut decoder: FrameDecoder,
+        accepted: bool,
+    ) -> Disconnect {
+        let c = &sh.config;
+        // Wake at least every keep-alive interval to check the silence and idle bounds.
+        if let Err(err) = stream.set_read_timeout(Some(c.keepalive_interval())) {
+            return Disconnect::io(&err);
+        }
+        let mut last_received = Instant::now();
+        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        // Reused for every read: the envelopes of its frames.
+        let mut batch = Vec::new();
+        loop {
+            // Every whole frame buffered (after a read, or right after the handshake) is
+            // handled as one batch, so that responses to all of it leave together.
+            let failure = loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Err(reason) = self.on_frame(sh, frame, &mut batch) {
+                            break Some(reason);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(err) => break Some(Disconnect::Protocol(err)),
+                }
+            };
+            // Frames before a bad one were whole and valid: they are handled.
+            if !batch.is_empty() {
+                self.on_envelopes(sh, connection, &mut batch);
+            }
+            if let Some(reason) = failure {
+                return reason;
+            }
+            if let (true, Some(idle_ms)) = (accepted, c.idle_timeout_ms) {
+                let last = self.last_activity_ms.load(Ordering::Relaxed);
+                if sh.millis().saturating_sub(last) >= idle_ms {
+                    return Disconnect::IdleTimeout { idle_ms };
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) if decoder.is_mid_frame() => {
+                    return Disconnect::TruncatedFrame {
+                        bytes: decoder.buffered_bytes(),
+                    };
+                }
+                Ok(0) => return Disconnect::PeerClosed,
+                Ok(n) => {
+                    last_received = Instant::now();
+                    decoder.extend(&chunk[..n]);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if last_received.elapsed() >= c.keepalive_timeout() {
+                        return Disconnect::KeepAliveTimeout {
+                            silent_ms: c.keepalive_timeout_ms,
+                        };
+                    }
+                }
+                Err(err)
+                    if decoder.is_mid_frame() && err.kind() == io::ErrorKind::ConnectionReset =>
+                {
+                    return Disconnect::TruncatedFrame {
+                        bytes: decoder.buffered_bytes(),
+                    };
+                }
+                Err(err) => return Disconnect::io(&err),
+            }
+        }
+    }
+
+    /// Checks one frame and adds its envelopes to `batch`.
+    pub(super) fn on_frame(
+        &self,
+        sh: &Shared,
+        frame: Frame,
+        batch: &mut Vec<Envelope>,
+    ) -> Result<(), Disconnect> {
+        match frame.kind {
+            FrameKind::KeepAlive => Ok(()),
+            FrameKind::Messages => {
+                let before = batch.len();
+                let n =
+                    decode_envelopes_into(&frame.payload, batch).map_err(Disconnect::Protocol)?;
+                bump(&sh.counters.messages_received, n as u64);
+                self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
+                if batch[before..]
+                    .iter()
+                    .any(|e| e.from != self.peer || e.to != sh.config.node)
+                {
+                    // A bad frame's envelopes are not handled; those before it are.
+                    batch.truncate(before);
+                    return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
+                }
+                Ok(())
+            }
+            // Handshake frames after the handshake: the peer is confused.
+            _ => Err(Disconnect::Protocol(crate::frame::FrameError::BadHandshake)),
+        }
+    }
+
+    /// Handles the envelopes of the frames of one read: responses complete their requests;
+    /// requests and messages go to the handler (whose responses leave together, as one
+    /// batch) or to the inbound queue (all at once).
+    /// Empties `envelopes`.
+    pub(super) fn on_envelopes(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        connection: u64,
+        envelopes: &mut Vec<Envelope>,
+    ) {
+        let mut replies = Vec::new();
+        // Responses first take their requests out of the pending map, all under one lock;
+        // the waiters are woken after it is released.
+        let mut completed = Vec::new();
+        let responses = envelopes
+            .iter()
+            .filter(|e| e.kind == MessageKind::Response)
+            .count();
+        if responses > 0 {
+            let mut st = self.state.lock();
+            for envelope in envelopes.iter() {
+                if envelope.kind == MessageKind::Response {
+                    match st.pending.remove(&envelope.correlation) {
+                        Some(completer) => completed.push((completer, envelope.payload.clone())),
+                        None => bump(&sh.counters.late_responses, 1),
+                    }
+                }
+            }
+        }
+        if !completed.is_empty() {
+            for (completer, payload) in completed {
+                completer.complete(Ok(payload));
+            }
+            self.space.notify_all();
+        }
+        if responses == envelopes.len() {
+            envelopes.clear();
+            return;
+        }
+        let Some(handler) = &sh.handler else {
+            // Everything but responses goes to the inbound queue, straight from the batch.
+            let incoming = envelopes
+                .drain(..)
+                .filter(|e| e.kind != MessageKind::Response)
+                .map(|e| {
+                    let correlation = (e.kind == MessageKind::Request).then_some(e.correlation);
+                    Incoming::new(e.from, e.payload, correlation)
+                });
+            sh.deliver(self, connection, incoming);
+            return;
+        };
+        for envelope in envelopes.drain(..) {
+            match envelope.kind {
+                MessageKind::Response => {}
+                MessageKind::Request | MessageKind::OneWay => {
+                    let correlation =
+                        (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
+                    let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
+                    let reply = handler(&incoming);
+                    if let (Some(correlation), Some(reply)) = (correlation, reply) {
+                        match self.encode(sh, MessageKind::Response, correlation, reply) {
+                            Ok(queued) => replies.push(queued),
+                            // A reply too large to send: the requester times out.
+                            Err(_) => bump(&sh.counters.messages_dropped, 1),
+                        }
+                    }
+                }
+            }
+        }
+        if !replies.is_empty() {
+            self.send_many(sh, replies);
+        }
+    }
+
+    /// Queues several messages and gets them written together.
+    pub(super) fn send_many(&self, sh: &Shared, messages: Vec<Queued>) {
+        let mut st = self.state.lock();
+        let mut wake = false;
+        for queued in messages {
+            match self.admit(sh, st, queued.envelope_bytes(), false) {
+                Ok(admitted) => st = admitted,
+                // The connection is gone or closing: the requester learns it from there.
+                Err(_) => return,
+            }
+            wake |= self.enqueue(sh, &mut st, queued);
+        }
+        self.flush(sh, st, Origin::Formed, wake);
+    }
+}
+
+pub(super) fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        if sh.is_closing() {
+            return;
+        }
+        let Ok(stream) = stream else {
+            // Accept errors (out of descriptors, a connection reset before accept) concern
+            // one connection; keep serving the others.
+            continue;
+        };
+        let remote = stream.peer_addr().ok();
+        let over = sh.sockets_accepted.fetch_add(1, Ordering::AcqRel) >= sh.config.connections_max;
+        let sh2 = Arc::clone(sh);
+        let spawned = sh.spawn(format!("synod-conn-{}", sh.config.node.get()), move || {
+            serve_accepted(&sh2, stream, remote, over);
+        });
+        if !spawned {
+            sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+pub(super) fn refuse(
+    sh: &Shared,
+    remote: Option<SocketAddr>,
+    peer: Option<NodeId>,
+    reason: Disconnect,
+) {
+    bump(&sh.counters.connections_refused, 1);
+    sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+    sh.event(ConnectionEvent {
+        peer,
+        remote,
+        accepted: true,
+        reason,
+    });
+}
+
+/// Reads one handshake frame, leaving any bytes after it in the decoder.
+pub(super) fn read_handshake_frame(
+    stream: &mut &TcpStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Frame, HandshakeError> {
+    let mut chunk = [0; 512];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(err) => return Err(HandshakeError::Malformed(err)),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(HandshakeError::Incomplete),
+            Ok(n) => decoder.extend(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(HandshakeError::Incomplete),
+        }
+    }
+}
+
+/// Handshake frames are small: before a peer is known, it cannot make this side buffer more.
+/// After the handshake the limit is raised to `frame_bytes_max`.
+pub(super) fn handshake_decoder() -> FrameDecoder {
+    FrameDecoder::new(HANDSHAKE_BYTES_MAX)
+}
+
+pub(super) fn serve_accepted(
+    sh: &Arc<Shared>,
+    stream: TcpStream,
+    remote: Option<SocketAddr>,
+    over_limit: bool,
+) {
+    let timeout = Some(sh.config.connect_timeout());
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        refuse(sh, remote, None, Disconnect::PeerClosed);
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut decoder = handshake_decoder();
+    let hello = read_handshake_frame(&mut &stream, &mut decoder)
+        .and_then(|frame| handshake::decode_hello(&frame));
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(err) => {
+            let reason = match err {
+                HandshakeError::Malformed(frame) => Disconnect::Protocol(frame),
+                other => Disconnect::Handshake(other),
+            };
+            let _ = stream.shutdown(Shutdown::Both);
+            refuse(sh, remote, None, reason);
+            return;
+        }
+    };
+    let dials = sh.channel(hello.from).is_some_and(|c| c.dial.is_some());
+    let at_limit = over_limit.then_some(sh.config.connections_max);
+    if let Err(reason) =
+        handshake::check_hello(&hello, sh.config.cluster, sh.config.node, dials, at_limit)
+    {
+        let mut out = Vec::new();
+        handshake::encode(FrameKind::Reject, &reason, &mut out);
+        let _ = (&stream).write_all(&out);
+        let _ = stream.shutdown(Shutdown::Write);
+        refuse(
+            sh,
+            remote,
+            Some(hello.from),
+            Disconnect::Handshake(HandshakeError::Refused(reason)),
+        );
+        return;
+    }
+    let mut out = Vec::new();
+    let welcome = Welcome {
+        cluster: sh.config.cluster,
+        node: sh.config.node,
+    };
+    handshake::encode(FrameKind::Welcome, &welcome, &mut out);
+    if let Err(err) = (&stream).write_all(&out) {
+        refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
+        return;
+    }
+    let channel = sh.channel_for_accepted(hello.from);
+    run_connection(sh, &channel, stream, decoder, true);
+}
+
+/// Serves an established connection: spawns its reader and runs its writer on this thread
+/// until the connection is lost.
+pub(super) fn run_connection(
+    sh: &Arc<Shared>,
+    channel: &Arc<Channel>,
+    stream: TcpStream,
+    mut decoder: FrameDecoder,
+    accepted: bool,
+) {
+    decoder.set_frame_bytes_max(sh.config.frame_bytes_max);
+    // One write call waits at most INLINE_WRITE_WAIT for room; the writer thread keeps
+    // trying, and writes that make no progress for the keep-alive bound mean the peer
+    // stopped reading.
+    let _ = stream.set_write_timeout(Some(INLINE_WRITE_WAIT.min(sh.config.keepalive_timeout())));
+    let _ = stream.set_nodelay(true);
+    let stream = Arc::new(stream);
+    let Some(id) = channel.install(sh, &stream, accepted) else {
+        if accepted {
+            sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+        return;
+    };
+    let (sh2, channel2, stream2) = (Arc::clone(sh), Arc::clone(channel), Arc::clone(&stream));
+    let spawned = sh.spawn(
+        format!("synod-read-{}-{}", sh.config.node.get(), channel.peer.get()),
+        move || {
+            let reason = channel2.read_loop(&sh2, id, &stream2, decoder, accepted);
+            channel2.lost(&sh2, id, reason);
+        },
+    );
+    if !spawned {
+        let err = io::Error::other("no thread for the connection's reader");
+        channel.lost(sh, id, Disconnect::io(&err));
+        return;
+    }
+    channel.write_loop(sh, id, &stream);
+}
+
+/// Writes as much of `buf` as the socket takes before one write waits
+/// [`INLINE_WRITE_WAIT`] for room, or (with `until`) before that time; returns how many
+/// bytes that was. Without `until`, a peer that reads slowly but steadily keeps the caller
+/// here until the whole buffer is written.
+pub(super) fn write_some(
+    mut stream: &TcpStream,
+    buf: &[u8],
+    until: Option<Instant>,
+) -> io::Result<usize> {
+    let mut written = 0;
+    while written < buf.len() {
+        match stream.write(&buf[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                if until.is_some_and(|until| Instant::now() >= until) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Writes `buf` from byte `from` on, failing with `TimedOut` once no byte has been taken
+/// for `stall`.
+pub(super) fn write_fully(
+    stream: &TcpStream,
+    buf: &[u8],
+    from: usize,
+    stall: Duration,
+) -> io::Result<()> {
+    let mut written = from;
+    let mut progress = Instant::now();
+    loop {
+        let n = write_some(stream, &buf[written..], None)?;
+        written += n;
+        if written == buf.len() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if n > 0 {
+            progress = now;
+        } else if now >= progress + stall {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+    }
+}
+
+/// Dials `addr` and performs the dialer's side of the handshake.
+pub(super) fn dial(
+    sh: &Shared,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> Result<(TcpStream, FrameDecoder), Disconnect> {
+    let c = &sh.config;
+    let stream =
+        TcpStream::connect_timeout(&addr, c.connect_timeout()).map_err(|e| Disconnect::io(&e))?;
+    stream
+        .set_read_timeout(Some(c.connect_timeout()))
+        .map_err(|e| Disconnect::io(&e))?;
+    stream
+        .set_write_timeout(Some(c.connect_timeout()))
+        .map_err(|e| Disconnect::io(&e))?;
+    let hello = Hello {
+        protocol: PROTOCOL,
+        cluster: c.cluster,
+        from: c.node,
+        to: peer,
+    };
+    let mut out = Vec::new();
+    handshake::encode(FrameKind::Hello, &hello, &mut out);
+    (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
+    let mut decoder = handshake_decoder();
+    let frame = read_handshake_frame(&mut &stream, &mut decoder).map_err(Disconnect::Handshake)?;
+    handshake::decode_answer(&frame, c.cluster, peer).map_err(Disconnect::Handshake)?;
+    Ok((stream, decoder))
+}
+
+/// Keeps a dialed channel connected: dial, serve until lost, back off, dial again.
+pub(super) fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAddr) {
+    let c = &sh.config;
+    let mut backoff = Backoff::new(
+        c.backoff_initial_ms,
+        c.backoff_max_ms,
+        c.seed ^ channel.peer.get().rotate_left(17),
+    );
+    while !sh.is_closing() {
+        match dial(sh, channel.peer, addr) {
+            Ok((stream, decoder)) => {
+                backoff.reset();
+                run_connection(sh, channel, stream, decoder, false);
+            }
+            Err(reason) => {
+                if matches!(reason, Disconnect::Handshake(_)) {
+                    bump(&sh.counters.connections_refused, 1);
+                }
+                let mut st = channel.state.lock();
+                // Messages queued while connecting cannot go anywhere: fail them now
+                // rather than let them wait an unknown time.
+                channel.fail_all(sh, &mut st, &reason);
+                drop(st);
+                channel.space.notify_all();
+                sh.event(ConnectionEvent {
+                    peer: Some(channel.peer),
+                    remote: Some(addr),
+                    accepted: false,
+                    reason,
+                });
+            }
+        }
+        let until = Instant::now() + backoff.next_delay();
+        let mut st = channel.state.lock();
+        while !st.closed && !sh.is_closing() {
+            if channel.space.wait_until(&mut st, until).timed_out() {
+                break;
+            }
+        }
+    }
+}
