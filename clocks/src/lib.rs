@@ -254,11 +254,10 @@
 //!
 //! # Status
 //!
-//! Complete for issue 4 except two things. The off-by-default `peers` feature that would
-//! benchmark against `uhlc` (`ratio clocks.hlc_now_vs_uhlc`) is not written: `uhlc` is not
-//! among the workspace's allowed dependencies. And the clock-bound clock does not read the
-//! kernel's error bound itself (`adjtimex` needs `libc` and `unsafe`): plug one in through
-//! [`ErrorBoundSource`].
+//! Not done yet: the benchmark against `uhlc` (`ratio clocks.hlc_now_vs_uhlc`, behind an
+//! off-by-default `peers` feature) is not written. And the clock-bound clock does not read
+//! the kernel's error bound itself (`adjtimex` needs `libc` and `unsafe`, which the crate
+//! does not take on): plug one in through [`ErrorBoundSource`].
 //!
 //! # Sibling crates
 //!
