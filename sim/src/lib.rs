@@ -36,6 +36,9 @@
 //! # Main types
 //!
 //! - [`Node`]: what a simulated node implements; [`Context`]: what it acts through.
+//! - [`ProtocolNode`]: any `synod_node::Protocol` as a [`Node`], given a [`ProtocolStore`]
+//!   (how its writes are laid out on the [`Disk`], how it is built from what the disk holds,
+//!   with a [`Boot`]). Every Synod state machine on the node contract is simulated through it.
 //! - [`Workload`]: what clients ask, and what the answers mean for the history.
 //! - [`SimConfig`] (built by [`SimConfig::builder`]), [`Simulation`], [`RunReport`].
 //! - [`NemesisConfig`], [`FaultKind`], [`FaultProfile`], [`Coverage`], [`Counter`]: the
@@ -175,6 +178,9 @@
 //! assert!(caught.is_some(), "answering before the sync loses acknowledged writes");
 //! # Ok::<(), synod_sim::ConfigError>(())
 //! ```
+//!
+//! A state machine written on `synod-node`'s contract needs no [`Node`] of its own:
+//! [`ProtocolNode`] drives it (its documentation runs the contract's register this way).
 //!
 //! For more nodes, send messages with [`Context::send`], keep timers with
 //! [`Context::set_timer`], and check an invariant over all nodes after every event with
@@ -376,6 +382,7 @@ pub mod mutate;
 mod nemesis;
 mod net;
 mod node;
+mod protocol;
 mod rng;
 pub mod seeds;
 mod sim;
@@ -397,6 +404,7 @@ pub use nemesis::{
 };
 pub use net::{Cut, DelayDistribution, LinkConfig, PartitionShape};
 pub use node::{ClientId, Context, Node, NodeId, RequestId, SyncToken, TimerId};
+pub use protocol::{Boot, ProtocolNode, ProtocolStore};
 pub use rng::{Probability, SimRng, splitmix64};
 pub use sim::{
     Action, CLIENTS_MAX, Completion, ConfigError, DURATION_MAX, Failure, Invocation, NODES_MAX,

@@ -7,6 +7,7 @@ mod determinism;
 mod export;
 mod fault_log;
 mod faults;
+mod protocol;
 mod register;
 mod register_impl;
 mod regression;
