@@ -51,7 +51,7 @@ use bytes::Bytes;
 use synod_consensus::{Entry, LogIndex, Payload, Term};
 use synod_examples::consistent_core::client::Client;
 use synod_examples::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
-use synod_examples::consistent_core::resp::Value;
+use synod_examples::resp::Value;
 use synod_wal::format::record_bytes;
 
 /// Clients of the throughput figure.

@@ -19,4 +19,6 @@ pub mod consistent_core;
 pub mod demo;
 pub mod history_file;
 pub mod output;
+pub mod resp;
+pub mod runtime;
 pub mod simulate;

@@ -1,5 +1,5 @@
 //! Fuzz target: replies as the Consistent Core's client library reads them
-//! (`resp::Value::parse` under `client::reply_limits`, after every read).
+//! (`resp::Value::parse` under `resp::client::reply_limits`, after every read).
 //!
 //! The first byte chooses the chunk size; the rest is what the server sent. Checks: nothing
 //! panics; a reply never takes more bytes than were received; a stream read chunk by chunk
@@ -10,8 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use synod_examples::consistent_core::client::reply_limits;
-use synod_examples::consistent_core::resp::{RespError, Value};
+use synod_examples::resp::client::reply_limits;
+use synod_examples::resp::{RespError, Value};
 
 fn read(stream: &[u8], chunk: usize) -> (Vec<Value>, Option<RespError>) {
     let limits = reply_limits();

@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use synod_examples::consistent_core::commands::{ConnState, execute};
-use synod_examples::consistent_core::resp::{Limits, RespError, parse_command};
+use synod_examples::resp::{Limits, RespError, parse_command};
 
 type Commands = (Vec<Vec<Vec<u8>>>, Option<RespError>);
 

@@ -1,5 +1,8 @@
-//! A small blocking RESP client for the Consistent Core, used by `synod kv` and tests.
-// tidy: driver: opens sockets.
+//! A small blocking client for the Consistent Core, used by `synod kv` and tests.
+// tidy: driver: connects to nodes (through RESP's client connection) and waits between retries.
+//!
+//! It is built on RESP's [`Connection`], and adds what is the Consistent Core's: sessions,
+//! retries, and moving to another node.
 //!
 //! [`Client`] talks to any node of a cluster (followers forward to the leader). With a
 //! session ([`Client::register`]) a write that fails for any reason a retry can fix (the
@@ -20,8 +23,7 @@
 //! the log later).
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::time::{Duration, Instant};
 
 use super::commands::WRITE_COMMANDS;
@@ -32,7 +34,8 @@ use super::server::{HAND_OVER_WAIT, REQUEST_TIMEOUT, SHUTDOWN_DRAIN};
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(
     REQUEST_TIMEOUT.as_secs() + HAND_OVER_WAIT.as_secs() + SHUTDOWN_DRAIN.as_secs() + 5,
 );
-use super::resp::{Limits, RespError, Value};
+use crate::resp::client::Connection;
+use crate::resp::{RespError, Value};
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -73,8 +76,7 @@ impl std::error::Error for ClientError {}
 pub struct Client {
     addrs: Vec<String>,
     current: usize,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
+    stream: Option<Connection>,
     session: Option<(u64, u64)>,
     /// A write in the session whose outcome is unknown (its call failed after it may have
     /// been applied): the session's sequence number is spent on it. Sent again, it reuses
@@ -82,22 +84,6 @@ pub struct Client {
     unanswered: Option<Vec<Vec<u8>>>,
     /// How long one call may take, retries included.
     timeout: Duration,
-}
-
-/// The limits the client reads replies under ([`Value::parse`]): bulk strings of at most
-/// 1 MiB (as values are), and up to 2^20 elements in an array (a long `SCAN` or `MGET`).
-#[must_use]
-pub fn reply_limits() -> Limits {
-    Limits {
-        args_max: 1 << 20,
-        ..Limits::default()
-    }
-}
-
-fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    Value::Array(args.iter().map(|a| Value::Bulk(a.to_vec())).collect()).encode(&mut out);
-    out
 }
 
 impl Client {
@@ -108,7 +94,6 @@ impl Client {
             addrs: addrs.to_vec(),
             current: 0,
             stream: None,
-            buf: Vec::new(),
             session: None,
             unanswered: None,
             timeout: Duration::from_secs(10),
@@ -137,15 +122,7 @@ impl Client {
             .get(self.current % self.addrs.len().max(1))
             .cloned();
         let addr = addr.ok_or_else(|| io::Error::other("no addresses"))?;
-        let sock = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other(format!("{addr} does not resolve")))?;
-        let stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let _ = stream.set_nodelay(true);
-        self.stream = Some(stream);
-        self.buf.clear();
+        self.stream = Some(Connection::open(&addr)?);
         if let Some((id, seq)) = self.session {
             let reply = self.roundtrip(&[
                 b"CLIENT",
@@ -165,41 +142,18 @@ impl Client {
         self.receive()
     }
 
-    fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
-        let stream = self
-            .stream
+    fn connection(&mut self) -> io::Result<&mut Connection> {
+        self.stream
             .as_mut()
-            .ok_or_else(|| io::Error::other("not connected"))?;
-        stream.write_all(&encode(args))
+            .ok_or_else(|| io::Error::other("not connected"))
+    }
+
+    fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
+        self.connection()?.send(args)
     }
 
     fn receive(&mut self) -> io::Result<Value> {
-        let stream = self
-            .stream
-            .as_mut()
-            .ok_or_else(|| io::Error::other("not connected"))?;
-        let limits = reply_limits();
-        // Large reads: a reply is checked for completeness after each one, so a large
-        // reply of many small values costs a walk over them per read.
-        let mut chunk = vec![0u8; 256 << 10];
-        loop {
-            match Value::parse(&self.buf, &limits) {
-                Ok(Some((value, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(value);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-            }
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the node closed the connection",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.connection()?.receive()
     }
 
     fn drop_connection(&mut self) {
@@ -372,7 +326,7 @@ impl Client {
         if let Some(stream) = &self.stream {
             // Requests in flight, the hand-over and the clients' drain take a few seconds.
             stream
-                .set_read_timeout(Some(SHUTDOWN_WAIT))
+                .set_read_timeout(SHUTDOWN_WAIT)
                 .map_err(unavailable)?;
         }
         let result = match self.roundtrip(&[b"SHUTDOWN"]) {
@@ -434,6 +388,7 @@ fn is_write(args: &[&[u8]]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
 
@@ -441,7 +396,7 @@ mod tests {
     use crate::consistent_core::commands::{Action, ConnState, execute, refusal};
     use crate::consistent_core::kv::{KvQuery, KvReply, KvStore, LogCommand};
     use crate::consistent_core::node::{Request, Response};
-    use crate::consistent_core::resp::parse_command;
+    use crate::resp::{Limits, parse_command};
     use synod_consensus::LogIndex;
     use synod_consensus::session::SessionEntry;
 

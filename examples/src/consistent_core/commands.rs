@@ -37,7 +37,7 @@ use synod_consensus::session::SessionId;
 
 use super::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use super::node::{Info, ReadMode, Request, Response, SessionSeq};
-use super::resp::Value;
+use crate::resp::Value;
 
 /// Most pairs `SCAN` returns unless told.
 pub const SCAN_LIMIT_DEFAULT: usize = 1000;

@@ -18,15 +18,18 @@
 //! - [`node`]: [`node::CoreNode`], Raft (*Replicated Log*, *Leader and Followers*,
 //!   *High-Water Mark*, *Follower Reads*) plus the state machine, as a sans-I/O state
 //!   machine: inputs in, effects out. It runs under `synod-sim` and as a process alike.
-//! - [`server`]: the process: *Singular Update Queue* owning the node, *Single-Socket
-//!   Channel* / *Request Pipeline* to peers over `synod-transport`, *Write-Ahead Log*,
+//! - [`server`]: the node as a process, on the shared process runtime
+//!   ([`crate::runtime`], which owns the threads, the client listener, the group commit,
+//!   the ticks and fail-stop): what is the Consistent Core's in it, the node as the
+//!   *Singular Update Queue*'s state machine, writes forwarded to the leader over
+//!   `synod-transport` (*Single-Socket Channel*, *Request Pipeline*), *Write-Ahead Log*,
 //!   *Segmented Log* and *Low-Water Mark* via `synod_consensus::WalLogStore` on
-//!   `synod-wal`, group commit, the system clock (read as each input is taken up), ticks
-//!   from a timer.
-//! - [`resp`] and [`commands`]: the client protocol, RESP, so `redis-cli` works; the
-//!   command table lives in [`commands`].
-//! - [`client`]: a small blocking RESP client with sessions and retries, used by
-//!   `synod kv` and the tests; [`tool`]: the `synod node` and `synod kv` subcommands.
+//!   `synod-wal`, and the graceful shutdown.
+//! - [`commands`]: the command table of the client protocol, RESP ([`crate::resp`],
+//!   shared by every system), so `redis-cli` works.
+//! - [`client`]: a small blocking client with sessions and retries on RESP's client
+//!   connection, used by `synod kv` and the tests; [`tool`]: the `synod node` and
+//!   `synod kv` subcommands.
 //!
 //! # Running a cluster by hand
 //!
@@ -51,10 +54,12 @@
 //! every open session has), each expiring after [`kv::SESSION_TIMEOUT_MS`]
 //! idle and keeping at most [`kv::SESSION_RESPONSES_MAX`] unacknowledged replies; a snapshot every
 //! `--snapshot-entries` entries or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log (or the state's
-//! size, if larger); [`server::QUEUE_EVENTS_MAX`] events queued for the node's thread;
-//! [`server::CLIENT_CONNECTIONS_MAX`] client connections (past it, a new one closes the
-//! connection that has waited longest for its client, so idle ones never lock others
-//! out), each closed after [`server::CLIENT_IDLE_TIMEOUT`] waiting on its client;
+//! size, if larger); [`QUEUE_EVENTS_MAX`](crate::runtime::QUEUE_EVENTS_MAX) events
+//! queued for the node's thread;
+//! [`CLIENT_CONNECTIONS_MAX`](crate::runtime::CLIENT_CONNECTIONS_MAX) client connections
+//! (past it, a new one closes the connection that has waited longest for its client, so
+//! idle ones never lock others out), each closed after
+//! [`CLIENT_IDLE_TIMEOUT`](crate::runtime::CLIENT_IDLE_TIMEOUT) waiting on its client;
 //! [`server::REQUEST_TIMEOUT`] per
 //! request; peer frames of [`server::PEER_FRAME_BYTES_MAX`]; log segments of
 //! [`server::SEGMENT_BYTES`].
@@ -69,7 +74,7 @@
 //! | Low-Water Mark | [`node::CoreNode`] compacts every [`node::SNAPSHOT_ENTRIES_DEFAULT`] applied entries (or [`node::SNAPSHOT_LOG_BYTES_MIN`] of log) into a [`kv::KvStore`] snapshot |
 //! | Idempotent Receiver | [`kv::KvStore`]'s session table; `CLIENT REGISTER` and [`client::Client`] |
 //! | Follower Reads | [`node::ReadMode::Follower`] (`READONLY` or `CLIENT READMODE follower`) |
-//! | Singular Update Queue | the node's worker thread in [`server`] |
+//! | Singular Update Queue | the runtime's worker thread ([`crate::runtime::UpdateQueue`]), owning the node as [`server`] plugs it in |
 //! | Request Waiting List | proposals and reads waiting in [`node::CoreNode`]; replies waited for with a deadline in [`server`] |
 //! | Single-Socket Channel, Request Pipeline, Request Batch | peers over `synod_transport::TcpTransport` |
 //!
@@ -84,15 +89,18 @@
 //!
 //! # How it is tested
 //!
-//! - Unit tests: the state machine, the command table, the RESP codec (every prefix of a
-//!   command, malformed and oversize input, 20,000 mutated and random inputs), snapshots
+//! - Unit tests: the state machine, the command table, the RESP codec (in
+//!   [`crate::resp`]: every prefix of a command, malformed and oversize input, 20,000
+//!   mutated and random inputs), snapshots
 //!   (a follower catching up from one; a restart on a compacted store), a lease read on a
 //!   leader whose timer inputs stopped while a new leader committed (refused, not stale);
 //!   a node in the test process whose worker drops a write it took up (the client is told
 //!   `UNKNOWN`), and one in a child process whose worker panics (the process exits); a
 //!   node shutting down refusing forwarded writes; idle client connections closed after
-//!   the idle timeout, and closed for a new client at the connection limit; the identity
-//!   file written durably (crash tests through `synod-wal`'s fault-injecting storage).
+//!   the idle timeout, and closed for a new client at the connection limit (the runtime's
+//!   listener, through a Consistent Core node); the identity file written durably (in
+//!   [`crate::runtime::data_dir`]: crash tests through `synod-wal`'s fault-injecting
+//!   storage).
 //! - `tests/it/core_sim.rs`: [`node::CoreNode`] under `synod-sim` through `synod sim raft-kv`'s
 //!   driver ([`crate::simulate::raft_kv::simulation`]) with every fault kind, 2,000 seeds by
 //!   default (`SYNOD_SEEDS` for more, `SYNOD_SEED` to replay one): after every event no node
@@ -123,6 +131,5 @@ pub mod client;
 pub mod commands;
 pub mod kv;
 pub mod node;
-pub mod resp;
 pub mod server;
 pub mod tool;

@@ -1,13 +1,16 @@
-//! The real-process driver: one Consistent Core node as an operating-system process.
-// tidy: driver: owns the threads, sockets, files and clock of a real node.
+//! The real-process driver of the Consistent Core: what is Raft's and the key-value
+//! store's in running one node, on the shared process runtime ([`crate::runtime`]).
+// tidy: driver: owns the Raft log's files and talks to peers and clients.
 //!
-//! How the book's patterns are wired here:
+//! The runtime owns the process: the data directory, the client listener, the worker
+//! thread with its group commit, the ticker, the peer transport, fail-stop. This module
+//! plugs the Consistent Core into it:
 //!
-//! - **Singular Update Queue**: the [`CoreNode`] and everything it owns live on the worker
-//!   thread of a `synod_transport::SingularUpdateQueue`. Peer messages (queued by the
-//!   transport's reader threads themselves, through its handler), client requests (from
-//!   one thread per client connection) and ticks (from a timer thread) are queued to it and
-//!   applied one at a time; nothing else touches the node, so it needs no lock.
+//! - **Singular Update Queue**: [`CoreNode`] and everything it owns are the worker's
+//!   [`Machine`]. Peer messages (queued by the transport's reader threads themselves,
+//!   through its handler), client requests (from one thread per client connection) and
+//!   ticks are queued to it and applied one at a time; nothing else touches the node, so
+//!   it needs no lock.
 //! - **Single-Socket Channel, Request Pipeline, Request Batch**: peers talk over one
 //!   `TcpTransport` connection per pair. Raft messages are one-way sends, written by the
 //!   worker itself when the connection is idle (the transport's fail-fast mode never holds
@@ -24,9 +27,9 @@
 //!   snapshots of the key-value state are written to it when the log is compacted.
 //! - **Group commit, Request Batch**: while events wait in the queue, the worker only
 //!   steps them into the node; once the queue has run dry (or after
-//!   [`SYNC_DEFER_EVENTS_MAX`] events) it hands out their effects together: one append per
-//!   follower carrying every client's proposal, and one `fdatasync` covering every entry
-//!   written meanwhile.
+//!   [`SYNC_DEFER_EVENTS_MAX`](crate::runtime::SYNC_DEFER_EVENTS_MAX) events) it hands out
+//!   their effects together: one append per follower carrying every client's proposal, and
+//!   one `fdatasync` covering every entry written meanwhile.
 //! - **Request Waiting List**: client requests wait, keyed by a tag, until their entry
 //!   commits or their read index is applied (in [`CoreNode`]), and here for their reply
 //!   with a deadline.
@@ -35,61 +38,40 @@
 //!
 //! The node fails stop: a log write or sync that fails, a snapshot that does not decode, or
 //! a panic on any of its threads but a client connection's ends the process with
-//! [`EXIT_FAIL_STOP`], rather than leave a node up that holds its sockets and answers
-//! nothing. A panic while serving one client closes that connection only: a client must not
-//! be able to stop the node. A client whose request the worker took up and never answered
-//! is told the outcome is unknown.
+//! [`EXIT_FAIL_STOP`](crate::runtime::EXIT_FAIL_STOP), rather than leave a node up that
+//! holds its sockets and answers nothing. A panic while serving one client closes that
+//! connection only: a client must not be able to stop the node. A client whose request the
+//! worker took up and never answered is told the outcome is unknown.
 //!
-//! The client side speaks RESP on its own address (`--client`): see [`super::resp`] and
-//! the command table in [`super`].
+//! The client side speaks RESP on its own address (`--client`): see [`crate::resp`] and
+//! the command table in [`super::commands`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_consensus::{
     Config, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore, WalStoreOptions,
 };
-use synod_transport::{
-    ClusterId, Completer, Incoming, SingularUpdateQueue, TcpTransport, WaitOutcome, completion,
-};
-use synod_wal::{FileStorage, Storage, StorageFile};
+use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
+use synod_wal::FileStorage;
 
 use super::commands::{Action, ConnState, execute, refusal};
 use super::node::{
     CoreNode, Effect, Info, Input, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
-use super::resp::{CommandParser, Limits, Value};
+use crate::resp::{self, Commands, Reply, Value};
+use crate::runtime::{
+    self, ClientConn, Connections, Counted, Machine, NodeOptions, PeerHandler, ServeClient,
+    StartError, UpdateQueue, data_dir, peers, poll_until,
+};
 
-/// Events the worker may step into the node before it hands out their effects and syncs.
-pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
-/// Requests waiting in the Singular Update Queue.
-pub const QUEUE_EVENTS_MAX: usize = 4096;
-/// Open client connections, unless configured otherwise
-/// ([`NodeOptions::client_connections_max`]). A connection past it closes the one that has
-/// waited longest for its client (to send a command, or to take a reply), as nginx closes
-/// idle keep-alive connections when it runs out, so idle connections never lock other
-/// clients out; it is refused only while every connection has a request in progress.
-pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
-/// How long a client connection may sit without sending a byte, or without taking a byte
-/// of its replies, before the node closes it, unless configured otherwise
-/// ([`NodeOptions::client_idle_timeout_ms`]). Redis never closes an idle client by default
-/// (its `timeout` is 0) and probes it with TCP keep-alives every 300 s; a node here holds a
-/// thread per connection, so the idle one is closed after the same five minutes: long
-/// enough that no interactive user or pooled client in use is cut off (pools dial again),
-/// short enough that connections of clients gone without a word (a host that crashed,
-/// a pool that leaked) do not pile up.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Replies to a client's pipelined commands are written once this many bytes wait, and a
-/// connection's buffers are shrunk back to it after a large request or reply, so that one
-/// connection holds about one command and one reply, whatever a client pipelines.
-pub const CLIENT_BUFFER_BYTES: usize = 64 << 10;
 /// How long a client request may take, forwarding and retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Election timeout, in ticks (of 50 ms by default: 0.5 to 1 s, as etcd's).
@@ -109,69 +91,36 @@ pub const COMMAND_BYTES_MAX: u64 = 2 << 20;
 /// so one entry of any accepted size travels alone), or a follower's forwarded write of one;
 /// the rest of this bound is room for their headers. Snapshot chunks are 256 KiB.
 pub const PEER_FRAME_BYTES_MAX: usize = COMMAND_BYTES_MAX as usize + (64 << 10);
-/// The file in the data directory naming the node and its cluster.
-pub const IDENTITY_FILE: &str = "synod-node";
+/// What the node keeps in its data directory besides the identity file: a directory
+/// holding either is never taken for a fresh one.
+const STATE: &[&str] = &["log"];
 
-/// Why a node did not start.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StartError {
-    /// A command-line value is wrong; the text says which and how.
-    Usage(String),
-    /// The data directory belongs to another node or cluster.
-    ForeignDataDir(String),
-    /// An address could not be bound.
-    Bind {
-        /// What it was for (`--listen` or `--client`).
-        what: &'static str,
-        /// The address.
-        addr: String,
-        /// The error.
-        error: io::Error,
-    },
-    /// The data directory could not be read or written.
-    DataDir {
-        /// The directory.
-        dir: PathBuf,
-        /// The error.
-        error: String,
-    },
+/// The Consistent Core's own settings for a node, beside the runtime's [`NodeOptions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreOptions {
+    snapshot_entries: u64,
+    #[cfg(test)]
+    fault: Option<TestFault>,
 }
 
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Usage(m) | StartError::ForeignDataDir(m) => f.write_str(m),
-            StartError::Bind { what, addr, error } if error.kind() == io::ErrorKind::AddrInUse => {
-                write!(
-                    f,
-                    "{what} {addr}: the address is already in use (another synod node, or another program?); pick a free port"
-                )
-            }
-            StartError::Bind { what, addr, error } => write!(f, "{what} {addr}: {error}"),
-            StartError::DataDir { dir, error } => {
-                write!(f, "data directory {}: {error}", dir.display())
-            }
+impl Default for CoreOptions {
+    fn default() -> Self {
+        CoreOptions {
+            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
+            #[cfg(test)]
+            fault: None,
         }
     }
 }
 
-impl std::error::Error for StartError {}
-
-/// How to run one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeOptions {
-    id: u64,
-    listen: String,
-    client: String,
-    peers: BTreeMap<u64, String>,
-    data_dir: PathBuf,
-    tick_ms: u64,
-    snapshot_entries: u64,
-    client_connections_max: usize,
-    client_idle_timeout_ms: u64,
-    #[cfg(test)]
-    fault: Option<TestFault>,
+impl CoreOptions {
+    /// Sets how many entries are applied between snapshots (default
+    /// [`SNAPSHOT_ENTRIES_DEFAULT`]); each snapshot lets the log before it be deleted.
+    #[must_use]
+    pub fn snapshot_entries(mut self, entries: u64) -> CoreOptions {
+        self.snapshot_entries = entries.max(1);
+        self
+    }
 }
 
 /// A fault a unit test makes the worker commit (compiled into tests only).
@@ -184,241 +133,6 @@ enum TestFault {
     PanicOnWrite,
     /// Panic on the client's connection thread when it runs a request on the key `panic`.
     PanicOnClientKey,
-}
-
-impl NodeOptions {
-    /// Checks and builds the options. `peers` is `ID=ADDR,...` naming every member,
-    /// this node included; `client` is where RESP clients connect (default: the
-    /// `listen` host with the port minus 1000, so 7001 serves clients on 6001).
-    ///
-    /// # Errors
-    ///
-    /// [`StartError::Usage`] with what to fix.
-    pub fn new(
-        id: u64,
-        listen: &str,
-        client: Option<&str>,
-        peers: &str,
-        data_dir: &Path,
-    ) -> Result<NodeOptions, StartError> {
-        if id == 0 {
-            return Err(StartError::Usage("--id must be at least 1".into()));
-        }
-        let mut map = BTreeMap::new();
-        for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (pid, addr) = part.split_once('=').ok_or_else(|| {
-                StartError::Usage(format!(
-                    "--peers: `{part}` is not ID=ADDR (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)"
-                ))
-            })?;
-            let pid: u64 = pid.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| {
-                StartError::Usage(format!("--peers: `{pid}` is not a node id (1, 2, ...)"))
-            })?;
-            if map.insert(pid, addr.trim().to_string()).is_some() {
-                return Err(StartError::Usage(format!(
-                    "--peers: node {pid} is listed twice"
-                )));
-            }
-        }
-        if !map.contains_key(&id) {
-            return Err(StartError::Usage(format!(
-                "--peers does not include this node (--id {id}); list every member, this one too, as ID=ADDR"
-            )));
-        }
-        let client = match client {
-            Some(c) => c.to_string(),
-            None => {
-                let addr = listen
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        StartError::Usage(format!("--listen {listen} is not an address"))
-                    })?;
-                let port = addr
-                    .port()
-                    .checked_sub(1000)
-                    .filter(|&p| p > 0)
-                    .ok_or_else(|| {
-                        StartError::Usage(
-                            "--listen port below 1001: give --client explicitly".into(),
-                        )
-                    })?;
-                SocketAddr::new(addr.ip(), port).to_string()
-            }
-        };
-        Ok(NodeOptions {
-            id,
-            listen: listen.to_string(),
-            client,
-            peers: map,
-            data_dir: data_dir.to_path_buf(),
-            tick_ms: 50,
-            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
-            client_connections_max: CLIENT_CONNECTIONS_MAX,
-            client_idle_timeout_ms: CLIENT_IDLE_TIMEOUT.as_millis() as u64,
-            #[cfg(test)]
-            fault: None,
-        })
-    }
-
-    /// Sets the tick length (default 50 ms: heartbeats every 2 ticks, elections after 10 to 20 ticks, as etcd's 100 ms and 1 s).
-    #[must_use]
-    pub fn tick_ms(mut self, tick_ms: u64) -> NodeOptions {
-        self.tick_ms = tick_ms.max(1);
-        self
-    }
-
-    /// Sets how many entries are applied between snapshots (default
-    /// [`SNAPSHOT_ENTRIES_DEFAULT`]); each snapshot lets the log before it be deleted.
-    #[must_use]
-    pub fn snapshot_entries(mut self, entries: u64) -> NodeOptions {
-        self.snapshot_entries = entries.max(1);
-        self
-    }
-
-    /// Sets how many client connections may be open at once (default
-    /// [`CLIENT_CONNECTIONS_MAX`], at least 1).
-    #[must_use]
-    pub fn client_connections_max(mut self, connections: usize) -> NodeOptions {
-        self.client_connections_max = connections.max(1);
-        self
-    }
-
-    /// Sets how long a client connection may wait on its client before it is closed
-    /// (default [`CLIENT_IDLE_TIMEOUT`]); 0 never closes one.
-    #[must_use]
-    pub fn client_idle_timeout_ms(mut self, ms: u64) -> NodeOptions {
-        self.client_idle_timeout_ms = ms;
-        self
-    }
-
-    /// The RESP client address.
-    #[must_use]
-    pub fn client_addr(&self) -> &str {
-        &self.client
-    }
-
-    fn cluster_id(&self) -> u64 {
-        // FNV-1a over the members, ids and addresses: nodes configured with different
-        // clusters (even two clusters numbered 1, 2, 3, on other addresses) refuse each
-        // other at the transport handshake.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (id, addr) in &self.peers {
-            for b in id.to_le_bytes().iter().chain(addr.as_bytes()).chain(b"\n") {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        h
-    }
-
-    fn identity(&self) -> String {
-        let members: Vec<String> = self.peers.keys().map(u64::to_string).collect();
-        format!("node={}\nmembers={}\n", self.id, members.join(","))
-    }
-}
-
-fn data_err(dir: &Path, error: impl fmt::Display) -> StartError {
-    StartError::DataDir {
-        dir: dir.to_path_buf(),
-        error: error.to_string(),
-    }
-}
-
-fn check_identity(options: &NodeOptions) -> Result<(), StartError> {
-    let dir = &options.data_dir;
-    create_dir_durably(dir).map_err(|e| data_err(dir, e))?;
-    let storage = FileStorage::new(dir).map_err(|e| data_err(dir, e))?;
-    let want = options.identity();
-    match read_identity(&storage) {
-        Ok(Some(found)) if found == want => Ok(()),
-        Ok(Some(found)) => Err(StartError::ForeignDataDir(format!(
-            "data directory {} belongs to another node or cluster: it says `{}`, but this node is `{}`; use a fresh --data-dir or the matching --id/--peers",
-            dir.display(),
-            found.trim().replace('\n', " "),
-            want.trim().replace('\n', " ")
-        ))),
-        Ok(None) => {
-            let has_log = dir.join("log").exists();
-            if has_log {
-                return Err(StartError::ForeignDataDir(format!(
-                    "data directory {} holds a log but no {IDENTITY_FILE} file; refusing to guess whose it is",
-                    dir.display()
-                )));
-            }
-            write_identity(&storage, &want).map_err(|e| data_err(dir, e))
-        }
-        Err(e) => Err(data_err(dir, e)),
-    }
-}
-
-/// The longest identity file read: a node id and a few hundred members.
-const IDENTITY_BYTES_MAX: u64 = 64 << 10;
-
-/// The identity file's contents, or `None` if there is none.
-fn read_identity(storage: &impl Storage) -> io::Result<Option<String>> {
-    let file = match storage.open(IDENTITY_FILE) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let len = file.len()?;
-    if len > IDENTITY_BYTES_MAX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{IDENTITY_FILE} is {len} bytes long; an identity is a few lines"),
-        ));
-    }
-    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-    let mut at = 0;
-    while at < bytes.len() {
-        match file.read_at(&mut bytes[at..], at as u64)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => at += n,
-        }
-    }
-    String::from_utf8(bytes).map(Some).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{IDENTITY_FILE} is not text"),
-        )
-    })
-}
-
-/// Writes the identity file durably: under a temporary name, synced, renamed into place,
-/// and the directory synced. Without the last, a crash could lose the rename while the log
-/// written next survives, and the node would then refuse its own directory (a log but no
-/// identity) on every start. A crash at any point leaves the file whole or absent.
-fn write_identity(storage: &impl Storage, identity: &str) -> io::Result<()> {
-    let tmp = format!("{IDENTITY_FILE}.tmp");
-    let file = storage.create(&tmp)?;
-    let mut at = 0;
-    while at < identity.len() {
-        match file.write_at(&identity.as_bytes()[at..], at as u64)? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => at += n,
-        }
-    }
-    file.sync_data()?;
-    storage.rename(&tmp, IDENTITY_FILE)?;
-    storage.sync_dir()
-}
-
-/// Creates `dir` and its missing parents, and syncs each new directory's entry in its
-/// parent, so that a crash cannot lose the directory holding a log that was synced.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-        missing.push(path);
-        at = path.parent();
-    }
-    std::fs::create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
-        std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
-    }
-    Ok(())
 }
 
 type Store = WalLogStore<FileStorage>;
@@ -440,35 +154,25 @@ enum Event {
     Stop,
 }
 
-struct Worker {
+/// The node as the runtime's worker drives it.
+struct CoreMachine {
     node: CoreNode<Store>,
     transport: Arc<TcpTransport>,
     waiters: BTreeMap<Tag, Waiter>,
     next_tag: Tag,
+    /// The last store write the node's effects asked to be made durable.
     owed: Option<PersistToken>,
-    deferred: usize,
-    queued: Arc<AtomicUsize>,
     /// Forwarded requests not answered yet (see [`Shared::on_peer`]).
     forwarded: Arc<AtomicUsize>,
-    /// The node's time zero on the monotonic clock: every input is handed to the node
-    /// with the time since, read as the worker takes the input up (see [`Worker::now`]).
-    origin: Instant,
     #[cfg(test)]
     fault: Option<TestFault>,
 }
 
-impl Worker {
-    /// The node's time, read now: never earlier, since the node checks a lease against it
-    /// (a time read by the thread that queued an event would be stale by the wait in the
-    /// queue, and a tick count kept by the timer thread by every tick it could not queue).
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
+impl Machine for CoreMachine {
+    type Event = Event;
+    type Answer = Info;
 
-    fn handle(&mut self, event: Event) -> Info {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        let stop = matches!(event, Event::Stop);
-        let now = self.now();
+    fn step(&mut self, now: Duration, event: Event) {
         match event {
             Event::Peer(message) => self.node.step(now, Input::Peer(message)),
             Event::Client(request, waiter) => {
@@ -487,21 +191,36 @@ impl Worker {
             Event::Info | Event::Stop => {}
             Event::HandOver => self.node.step(now, Input::HandOver),
         }
-        // Request Batch: while more events wait, their effects pile up in the node, so
-        // that one append per follower carries the proposals of many clients and one
-        // sync covers the entries of many appends (group commit).
-        self.deferred += 1;
-        if stop
-            || self.queued.load(Ordering::Acquire) == 0
-            || self.deferred >= SYNC_DEFER_EVENTS_MAX
-        {
-            let effects = self.node.poll();
-            self.run(effects);
-            self.flush();
-        }
-        self.node.info()
     }
 
+    fn urgent(event: &Event) -> bool {
+        matches!(event, Event::Stop)
+    }
+
+    fn drain(&mut self, _now: Duration) -> Result<(), String> {
+        let effects = self.node.poll();
+        self.run(effects)
+    }
+
+    fn sync(&mut self, now: Duration) -> Result<bool, String> {
+        let Some(token) = self.owed.take() else {
+            return Ok(false);
+        };
+        self.node
+            .store_mut()
+            .sync()
+            .map_err(|e| format!("the write-ahead log failed: {e}"))?;
+        let effects = self.node.handle(now, Input::Persisted(token));
+        self.run(effects)?;
+        Ok(true)
+    }
+
+    fn answer(&mut self) -> Info {
+        self.node.info()
+    }
+}
+
+impl CoreMachine {
     #[cfg(test)]
     fn commit_fault(&mut self, tag: Tag) {
         match self.fault {
@@ -514,7 +233,7 @@ impl Worker {
     /// Carries out effects: answers first, so that a client is not kept waiting while the
     /// worker tells the followers of a new commit index (the answers depend only on what
     /// is committed or durable already, never on those messages), then messages to peers.
-    fn run(&mut self, effects: Vec<Effect>) {
+    fn run(&mut self, effects: Vec<Effect>) -> Result<(), String> {
         let mut sends = Vec::new();
         for effect in effects {
             match effect {
@@ -529,7 +248,7 @@ impl Worker {
                     }
                     None => {}
                 },
-                Effect::Fatal(why) => fail_stop(&why),
+                Effect::Fatal(why) => return Err(why),
             }
         }
         for m in sends {
@@ -537,74 +256,18 @@ impl Worker {
             // Lost messages are Raft's business: it resends.
             let _ = self.transport.send(to, Bytes::from(m.encode()));
         }
-    }
-
-    fn flush(&mut self) {
-        self.deferred = 0;
-        while let Some(token) = self.owed.take() {
-            if let Err(e) = self.node.store_mut().sync() {
-                fail_stop(&format!("the write-ahead log failed: {e}"));
-            }
-            let effects = self.node.handle(self.now(), Input::Persisted(token));
-            self.run(effects);
-        }
+        Ok(())
     }
 }
 
-/// The exit status of a node that stopped itself because it cannot go on safely.
-pub const EXIT_FAIL_STOP: i32 = 2;
-
-fn fail_stop(why: &str) -> ! {
-    eprintln!("synod node: stopping: {why}");
-    std::process::exit(EXIT_FAIL_STOP)
-}
-
-/// Every thread of a node is named with this prefix (the transport's and the update
-/// queue's too), which is how a panic is known to be the node's.
-const NODE_THREAD_PREFIX: &str = "synod-";
-
-/// The name of each client connection's thread: a panic there closes the connection (the
-/// thread catches it) and does not stop the process.
-const CLIENT_THREAD: &str = "synod-client";
-
-/// Makes a panic on any of the node's threads but a client connection's stop the process
-/// (once per process).
-///
-/// A node whose worker died would otherwise stay up as a zombie: holding its sockets, so
-/// clients and peers keep talking to it, answering nothing, its queue filling until every
-/// reader thread blocks. A node that lost its transport's accept thread or its ticker would
-/// run on half blind. A process that stops is restarted, or replaced, and the cluster goes on
-/// without it at once. A client connection's thread is the exception: what one client sends
-/// must not stop the node for every client, so the thread catches the panic and closes its
-/// connection (see `accept_clients`). Threads of the process that are not the node's (a test
-/// harness's, when a node runs in a test) keep the usual behaviour.
-fn stop_on_panic() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // The standard message first: the thread, the place and the payload.
-            previous(info);
-            let thread = std::thread::current();
-            let name = thread.name().unwrap_or("<unnamed>");
-            if name.starts_with(NODE_THREAD_PREFIX) && name != CLIENT_THREAD {
-                fail_stop(&format!("thread {name} panicked"));
-            }
-        }));
-    });
-}
-
-type Queue = SingularUpdateQueue<Worker, Event, Info>;
-
+/// What the node's other threads share: the queue to the worker, the transport, and the
+/// counts a shutdown waits on.
 struct Shared {
-    queue: Queue,
-    queued: Arc<AtomicUsize>,
+    queue: UpdateQueue<CoreMachine>,
     transport: Arc<TcpTransport>,
     id: u64,
     stopping: AtomicBool,
-    connections: Connections,
-    /// How long a connection may wait on its client; `None`: for ever.
-    client_idle_timeout: Option<Duration>,
+    connections: Arc<Connections>,
     /// Client requests being run (by [`Shared::call`]).
     calls: AtomicUsize,
     /// Requests forwarded by followers that the worker has not answered yet.
@@ -613,49 +276,7 @@ struct Shared {
     fault: Option<TestFault>,
 }
 
-/// Counts one in `counter` while it lives: released however its holder ends, a panic too.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicUsize) -> Counted<'a> {
-        // SeqCst pairs with `shutdown`, which reads the counters.
-        counter.fetch_add(1, Ordering::SeqCst);
-        Counted(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Polls `done` every few milliseconds until it holds or `deadline` passes; returns
-/// whether it held.
-fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-impl Shared {
-    fn submit(&self, event: Event) -> Option<synod_transport::UpdateHandle<Info>> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        match self.queue.submit(event) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                None
-            }
-        }
-    }
-
+impl PeerHandler for Shared {
     /// Queues a peer's message or forwarded request (on the transport's reader thread);
     /// returns an immediate answer only for a request that cannot be decoded, or that
     /// reaches a node shutting down. Raft's messages that cannot be decoded are dropped, as
@@ -674,6 +295,7 @@ impl Shared {
             self.forwarded.fetch_add(1, Ordering::SeqCst);
             if self.stopping.load(Ordering::SeqCst)
                 || self
+                    .queue
                     .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
                     .is_none()
             {
@@ -682,11 +304,71 @@ impl Shared {
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             }
         } else if let Ok(message) = Message::decode(incoming.payload()) {
-            let _ = self.submit(Event::Peer(message));
+            let _ = self.queue.submit(Event::Peer(message));
         }
         None
     }
+}
 
+impl ServeClient for Shared {
+    fn serve(&self, conn: &mut ClientConn) -> io::Result<()> {
+        resp::serve(self, conn)
+    }
+
+    fn node_name(&self) -> String {
+        format!("synod node {}", self.id)
+    }
+
+    fn refusal(&self) -> &'static [u8] {
+        resp::serve::TOO_MANY_CLIENTS
+    }
+}
+
+impl Commands for Shared {
+    type Conn = ConnState;
+
+    fn run(&self, conn: &mut ConnState, args: &[Vec<u8>]) -> Reply {
+        match execute(conn, args) {
+            Action::Reply(v) => Reply::open(v),
+            Action::Close(v) => Reply::close(v),
+            Action::Info => match self.info() {
+                Some(info) => Reply::open(Value::Bulk(
+                    super::commands::render_info(&info).into_bytes(),
+                )),
+                None => Reply::close(refusal(shutting_down(self.id))),
+            },
+            Action::Call(request) => {
+                // SeqCst pairs with `shutdown`: either it sees this call, or this call sees it.
+                let call = Counted::new(&self.calls);
+                #[cfg(test)]
+                if self.fault == Some(TestFault::PanicOnClientKey)
+                    && args.get(1).is_some_and(|key| key == b"panic")
+                {
+                    panic!("a test made a client's thread panic");
+                }
+                let response = if self.stopping.load(Ordering::SeqCst) {
+                    shutting_down(self.id)
+                } else {
+                    self.call(&request)
+                };
+                drop(call);
+                // A client of a node that is shutting down is sent on its way.
+                let close = self.stopping.load(Ordering::SeqCst);
+                Reply {
+                    value: conn.settle(&request, response),
+                    close,
+                }
+            }
+            Action::Shutdown => {
+                self.shutdown();
+                // Another client's shutdown is under way.
+                Reply::close(refusal(shutting_down(self.id)))
+            }
+        }
+    }
+}
+
+impl Shared {
     /// Stops the node gracefully (a client sent `SHUTDOWN`): new requests are refused
     /// with `TRYAGAIN`, those in flight finish, the leadership is handed over, clients
     /// still connected get up to [`SHUTDOWN_DRAIN`] to move on, everything is made durable,
@@ -702,7 +384,7 @@ impl Shared {
         });
         let leads = |info: Option<Info>| info.is_some_and(|i| i.role == Role::Leader);
         if leads(self.info()) {
-            if let Some(handle) = self.submit(Event::HandOver) {
+            if let Some(handle) = self.queue.submit(Event::HandOver) {
                 let _ = handle.wait();
             }
             // Handed over once another node leads; a node that lost its quorum meanwhile
@@ -731,7 +413,7 @@ impl Shared {
         poll_until(Instant::now() + SHUTDOWN_DRAIN, || {
             self.connections.len() <= 1
         });
-        if let Some(handle) = self.submit(Event::Stop) {
+        if let Some(handle) = self.queue.submit(Event::Stop) {
             let _ = handle.wait();
         }
         eprintln!("synod node {id}: stopped");
@@ -739,7 +421,7 @@ impl Shared {
     }
 
     fn info(&self) -> Option<Info> {
-        self.submit(Event::Info)?.wait().ok()
+        self.queue.submit(Event::Info)?.wait().ok()
     }
 
     /// Runs a request to its end: at this node, forwarded to the leader, retried while
@@ -753,6 +435,7 @@ impl Shared {
             }
             let (completer, done) = completion();
             if self
+                .queue
                 .submit(Event::Client(request.clone(), Waiter::Local(completer)))
                 .is_none()
             {
@@ -851,66 +534,43 @@ impl fmt::Debug for Shared {
 ///
 /// The node fails stop: a panic on any of its threads (all named `synod-…`) but a client
 /// connection's, or the end of one it cannot run without, stops the process with
-/// [`EXIT_FAIL_STOP`] and a message naming the thread, as a failed log write does. A panic
-/// while serving a client closes that client's connection only. (This installs a panic
-/// hook, once; a panic on another thread of the process keeps the usual behaviour.)
+/// [`EXIT_FAIL_STOP`](crate::runtime::EXIT_FAIL_STOP) and a message naming the thread, as
+/// a failed log write does. A panic while serving a client closes that client's connection
+/// only. (This installs a panic hook, once; a panic on another thread of the process keeps
+/// the usual behaviour.)
 ///
 /// # Errors
 ///
 /// A [`StartError`] a person can act on.
-pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
-    stop_on_panic();
-    let transport_config = transport_config(options.cluster_id(), options.id)
-        .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
-    let bind = |what, addr: &str, error| StartError::Bind {
-        what,
-        addr: addr.to_string(),
-        error,
-    };
+pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartError> {
+    runtime::stop_on_panic();
     // Peers' messages go straight from the transport's reader threads into the update
     // queue, once it exists; until then they are dropped, and Raft resends. A write a
     // follower forwards meanwhile (it still takes this restarting node for its leader) is
     // answered at once as not done, rather than left to time out with an unknown outcome.
-    let node_queue: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
-    let transport = Arc::new(
-        TcpTransport::bind_with_handler(transport_config, options.listen.as_str(), {
-            let node_queue = Arc::clone(&node_queue);
-            let id = options.id;
-            move |incoming| match node_queue.get() {
-                Some(shared) => shared.on_peer(incoming),
-                None if incoming.is_request() => {
-                    let reply = Response::Retry(format!("node {id} is starting"));
-                    Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")))
-                }
-                None => None,
-            }
-        })
-        .map_err(|e| bind("--listen", &options.listen, e))?,
-    );
-    let listener = TcpListener::bind(options.client.as_str())
-        .map_err(|e| bind("--client", &options.client, e))?;
+    let id = options.id();
+    let (transport, peer_slot) = peers::bind::<Shared>(options, PEER_FRAME_BYTES_MAX, move |_| {
+        let reply = Response::Retry(format!("node {id} is starting"));
+        Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")))
+    })?;
+    let listener = runtime::bind_clients(options)?;
     // Only once both addresses are ours does the data directory get touched.
-    check_identity(options)?;
-    let dir = &options.data_dir;
-    let voters = options.peers.keys().map(|&id| NodeId::new(id));
+    data_dir::claim(options, STATE)?;
+    let dir = options.data_dir();
+    let voters = options.peers().keys().map(|&id| NodeId::new(id));
     let membership =
         Membership::new(voters, []).map_err(|e| StartError::Usage(format!("--peers: {e}")))?;
-    let storage = |name: &str| {
-        let path = dir.join("log").join(name);
-        create_dir_durably(&path).map_err(|e| data_err(dir, e))?;
-        FileStorage::new(path).map_err(|e| data_err(dir, e))
-    };
     let store_options = WalStoreOptions::default()
         .segment_bytes_max(SEGMENT_BYTES)
         .entry_bytes_max(COMMAND_BYTES_MAX);
     let store = WalLogStore::open_with(
-        storage("entries")?,
-        storage("meta")?,
+        data_dir::storage(options, &Path::new("log").join("entries"))?,
+        data_dir::storage(options, &Path::new("log").join("meta"))?,
         membership,
         store_options,
     )
-    .map_err(|e| data_err(dir, e))?;
-    let config = Config::builder(NodeId::new(options.id))
+    .map_err(|e| data_dir::data_err(dir, e))?;
+    let config = Config::builder(NodeId::new(id))
         .election_timeout_ticks(ELECTION_TICKS)
         .heartbeat_interval_ticks(2)
         .append_bytes_max(256 << 10)
@@ -919,370 +579,73 @@ pub fn start(options: &NodeOptions) -> Result<Server, StartError> {
         // Lease reads (`CLIENT READMODE lease`) assume the nodes' tick rates drift apart
         // by less than 3 ticks (150 ms) over one election timeout.
         .lease_reads(3)
-        .seed(options.id ^ options.cluster_id())
+        .seed(id ^ options.cluster_id())
         .build()
         .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
     // Read ids must never repeat across restarts: start this incarnation's at the wall clock.
     let read_id_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
-    let origin = Instant::now();
-    let tick = Duration::from_millis(options.tick_ms);
-    let mut node = CoreNode::new(Node::new(config, store), tick, options.snapshot_entries)
-        .with_read_ids_from(read_id_base);
+    let mut node = CoreNode::new(
+        Node::new(config, store),
+        options.tick(),
+        core.snapshot_entries,
+    )
+    .with_read_ids_from(read_id_base);
+    peers::add_peers(options, &transport)?;
 
-    for (&id, addr) in &options.peers {
-        if id == options.id {
-            continue;
+    // Load the snapshot and replay the committed log before taking requests.
+    for effect in node.poll() {
+        if let Effect::Fatal(why) = effect {
+            return Err(data_dir::data_err(dir, why));
         }
-        let resolved = addr
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                StartError::Usage(format!(
-                    "--peers: node {id}'s address `{addr}` does not resolve"
-                ))
-            })?;
-        transport.add_peer(NodeId::new(id), resolved);
     }
-
-    let queued = Arc::new(AtomicUsize::new(0));
     let forwarded = Arc::new(AtomicUsize::new(0));
-    let mut worker = Worker {
-        node: {
-            // Load the snapshot and replay the committed log before taking requests.
-            let effects = node.poll();
-            for e in &effects {
-                if let Effect::Fatal(why) = e {
-                    return Err(data_err(dir, why));
-                }
-            }
-            node
-        },
+    let machine = CoreMachine {
+        node,
         transport: Arc::clone(&transport),
         waiters: BTreeMap::new(),
         next_tag: 0,
         owed: None,
-        deferred: 0,
-        queued: Arc::clone(&queued),
         forwarded: Arc::clone(&forwarded),
-        origin,
         #[cfg(test)]
-        fault: options.fault,
+        fault: core.fault,
     };
-    worker.flush();
-    let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)
+    let queue = UpdateQueue::spawn(machine)
         .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
     let shared = Arc::new(Shared {
         queue,
-        queued,
         transport: Arc::clone(&transport),
-        id: options.id,
+        id,
         stopping: AtomicBool::new(false),
-        connections: Connections::new(options.client_connections_max),
-        client_idle_timeout: (options.client_idle_timeout_ms > 0)
-            .then(|| Duration::from_millis(options.client_idle_timeout_ms)),
+        connections: Arc::new(Connections::new(options.client_limits())),
         calls: AtomicUsize::new(0),
         forwarded,
         #[cfg(test)]
-        fault: options.fault,
+        fault: core.fault,
     });
-    let _ = node_queue.set(Arc::clone(&shared));
-    let client_addr = listener
-        .local_addr()
-        .map_err(|e| bind("--client", &options.client, e))?;
+    peer_slot.set(Arc::clone(&shared));
+    let client_addr = listener.local_addr().map_err(|error| StartError::Bind {
+        what: "--client",
+        addr: options.client_addr().to_string(),
+        error,
+    })?;
     let peer_addr = transport.local_addr();
-
-    spawn_vital("synod-tick", {
+    runtime::spawn_ticker(options.tick(), {
         let shared = Arc::clone(&shared);
-        let tick = Duration::from_millis(options.tick_ms);
-        move || {
-            let mut next = Instant::now() + tick;
-            loop {
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                next += tick;
-                if Instant::now() > next + tick * 10 {
-                    next = Instant::now() + tick; // fell far behind (paused): do not burst
-                }
-                // A busy queue skips tick events, not time: every event the worker takes
-                // up hands the node the time, and the node runs the ticks it brings.
-                if shared.queued.load(Ordering::Acquire) < QUEUE_EVENTS_MAX / 2 {
-                    let _ = shared.submit(Event::Tick);
-                }
-            }
-        }
+        move || shared.queue.submit_unless_busy(Event::Tick)
     });
-    spawn_vital("synod-clients", {
-        let shared = Arc::clone(&shared);
-        move || accept_clients(&shared, &listener)
-    });
+    runtime::spawn_listener(
+        listener,
+        Arc::clone(&shared.connections),
+        Arc::clone(&shared),
+    );
     Ok(Server {
         client_addr,
         peer_addr,
         #[cfg(test)]
         shared,
     })
-}
-
-/// The peer transport's configuration: fail-fast, with frames for the largest peer message.
-fn transport_config(
-    cluster: u64,
-    id: u64,
-) -> Result<synod_transport::Config, synod_transport::ConfigError> {
-    synod_transport::Config::builder(ClusterId(cluster), NodeId::new(id))
-        // The node's one thread sends Raft messages: it must never wait on a slow or
-        // stopped peer (a SIGSTOPped follower would stall the leader until check-quorum
-        // deposed it). A message that does not fit is dropped, and Raft resends what matters.
-        .overflow(synod_transport::Overflow::FailFast)
-        // An append carrying the longest command must fit in one frame: one that does not
-        // is refused by the transport every time Raft resends it, and the log stalls there.
-        .frame_bytes_max(PEER_FRAME_BYTES_MAX)
-        .outbound_bytes_max(2 * PEER_FRAME_BYTES_MAX)
-        // A peer back from a partition or a restart is dialled again within half a second
-        // (the default backs off to 2 s), inside one election timeout.
-        .backoff_max_ms(500)
-        .build()
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    debug_assert!(name.starts_with(NODE_THREAD_PREFIX));
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .unwrap_or_else(|e| fail_stop(&format!("cannot start a thread: {e}")));
-}
-
-/// Starts a thread the node cannot run without (the ticker, the client acceptor): if it
-/// ever returns, the process stops, as when it panics.
-fn spawn_vital(name: &'static str, f: impl FnOnce() + Send + 'static) {
-    spawn(name, move || {
-        f();
-        fail_stop(&format!("thread {name} ended"));
-    });
-}
-
-fn accept_clients(shared: &Arc<Shared>, listener: &TcpListener) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else {
-            // Out of file descriptors (EMFILE), most likely: every accept fails at once
-            // until one is freed, so trying again without a pause spins a core (seen at
-            // 100% with `ulimit -n 40` and 60 clients).
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let Some(id) = shared.connections.admit(&stream) else {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            continue;
-        };
-        let shared = Arc::clone(shared);
-        spawn(CLIENT_THREAD, move || {
-            // A panic while serving one client (a bug a client's input reaches) closes its
-            // connection, as an error does; the process goes on serving the others. The
-            // counters it held are released on the way out (`Counted`), and the connection
-            // is dropped with the stack: nothing this thread shares is left half changed.
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve_client(&shared, id, stream)
-            }));
-            if served.is_err() {
-                eprintln!(
-                    "synod node {}: a client connection's thread panicked; that connection is closed",
-                    shared.id
-                );
-            }
-            shared.connections.close(id);
-        });
-    }
-}
-
-/// The client connections, with what each is doing, for [`CLIENT_CONNECTIONS_MAX`].
-///
-/// At the limit, a new connection closes the one that has waited longest for its client
-/// (for the next command, or for more of one), as nginx closes idle keep-alive connections
-/// when it runs out: so idle connections can never lock every other client out. Only
-/// connections with a request in progress are never closed for another; when all of them
-/// are, the new one is refused, as Redis refuses every client past `maxclients`.
-struct Connections {
-    max: usize,
-    open: std::sync::Mutex<ConnectionTable>,
-}
-
-#[derive(Default)]
-struct ConnectionTable {
-    next_id: u64,
-    /// Each open connection: a handle to close it by, and since when it has been waiting
-    /// on its client (`None` while the node works on its request).
-    by_id: BTreeMap<u64, (TcpStream, Option<Instant>)>,
-}
-
-impl Connections {
-    fn new(max: usize) -> Connections {
-        Connections {
-            max,
-            open: std::sync::Mutex::new(ConnectionTable::default()),
-        }
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, ConnectionTable> {
-        // The table is consistent after every statement, so a panic on a client's thread
-        // (caught there) leaves it usable; a panic elsewhere stops the process.
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Admits `stream`, closing the connection that has waited longest for its client if
-    /// the table is full: the new connection's id, or `None` if it is refused.
-    fn admit(&self, stream: &TcpStream) -> Option<u64> {
-        let handle = stream.try_clone().ok()?;
-        let mut table = self.table();
-        if table.by_id.len() >= self.max {
-            let idlest = table
-                .by_id
-                .iter()
-                .filter_map(|(&id, (_, since))| Some((since.as_ref()?, id)))
-                .min()
-                .map(|(_, id)| id)?;
-            if let Some((evicted, _)) = table.by_id.remove(&idlest) {
-                // Its thread's read fails, and the thread ends.
-                let _ = evicted.shutdown(std::net::Shutdown::Both);
-            }
-        }
-        table.next_id += 1;
-        let id = table.next_id;
-        table.by_id.insert(id, (handle, Some(Instant::now())));
-        Some(id)
-    }
-
-    /// Notes whether connection `id` is waiting on its client.
-    fn waiting(&self, id: u64, waiting: bool) {
-        if let Some((_, since)) = self.table().by_id.get_mut(&id) {
-            *since = waiting.then(Instant::now);
-        }
-    }
-
-    fn close(&self, id: u64) {
-        self.table().by_id.remove(&id);
-    }
-
-    fn len(&self) -> usize {
-        self.table().by_id.len()
-    }
-}
-
-fn serve_client(shared: &Shared, id: u64, mut stream: TcpStream) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    // A client that sends nothing, or takes none of its replies, for this long is gone.
-    stream.set_read_timeout(shared.client_idle_timeout)?;
-    stream.set_write_timeout(shared.client_idle_timeout)?;
-    let limits = Limits::default();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; 16 << 10];
-    let mut conn = ConnState::default();
-    let mut parser = CommandParser::default();
-    loop {
-        loop {
-            match parser.parse(&buf, &limits) {
-                Ok(Some((args, used))) => {
-                    buf.drain(..used);
-                    if args.is_empty() {
-                        continue;
-                    }
-                    let (value, close) = run_command(shared, &mut conn, &args);
-                    value.encode(&mut out);
-                    if close {
-                        send(shared, id, &mut stream, &out)?;
-                        return Ok(());
-                    }
-                    if out.len() >= CLIENT_BUFFER_BYTES {
-                        // A client that pipelines large reads without reading the replies
-                        // is held here, instead of making this node hold every reply.
-                        send(shared, id, &mut stream, &out)?;
-                        out.clear();
-                        out.shrink_to(CLIENT_BUFFER_BYTES);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    Value::Error(format!("ERR {e}")).encode(&mut out);
-                    send(shared, id, &mut stream, &out)?;
-                    return Ok(());
-                }
-            }
-        }
-        if !out.is_empty() {
-            send(shared, id, &mut stream, &out)?;
-            out.clear();
-            out.shrink_to(CLIENT_BUFFER_BYTES);
-        }
-        if buf.is_empty() {
-            // Not while a command is part-way in: it would be copied again at every read.
-            buf.shrink_to(CLIENT_BUFFER_BYTES);
-        }
-        shared.connections.waiting(id, true);
-        let n = loop {
-            match stream.read(&mut chunk) {
-                // A read with a timeout returns EINTR when the process is stopped and
-                // resumed (SIGSTOP, SIGCONT): the client is still there.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Past the idle timeout (`WouldBlock`), or the connection failed.
-                read => break read?,
-            }
-        };
-        shared.connections.waiting(id, false);
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Writes `bytes` to the client; meanwhile the connection counts as waiting on its client
-/// (one that takes none of its replies may be closed for a new connection).
-fn send(shared: &Shared, id: u64, stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
-    shared.connections.waiting(id, true);
-    let written = stream.write_all(bytes);
-    shared.connections.waiting(id, false);
-    written
-}
-
-fn run_command(shared: &Shared, conn: &mut ConnState, args: &[Vec<u8>]) -> (Value, bool) {
-    match execute(conn, args) {
-        Action::Reply(v) => (v, false),
-        Action::Close(v) => (v, true),
-        Action::Info => match shared.info() {
-            Some(info) => (
-                Value::Bulk(super::commands::render_info(&info).into_bytes()),
-                false,
-            ),
-            None => (refusal(shutting_down(shared.id)), true),
-        },
-        Action::Call(request) => {
-            // SeqCst pairs with `shutdown`: either it sees this call, or this call sees it.
-            let call = Counted::new(&shared.calls);
-            #[cfg(test)]
-            if shared.fault == Some(TestFault::PanicOnClientKey)
-                && args.get(1).is_some_and(|key| key == b"panic")
-            {
-                panic!("a test made a client's thread panic");
-            }
-            let response = if shared.stopping.load(Ordering::SeqCst) {
-                shutting_down(shared.id)
-            } else {
-                shared.call(&request)
-            };
-            drop(call);
-            // A client of a node that is shutting down is sent on its way.
-            let close = shared.stopping.load(Ordering::SeqCst);
-            (conn.settle(&request, response), close)
-        }
-        Action::Shutdown => {
-            shared.shutdown();
-            // Another client's shutdown is under way.
-            (refusal(shutting_down(shared.id)), true)
-        }
-    }
 }
 
 /// The answer to a request whose outcome is unknown: `Unknown` for a write (resending it
@@ -1305,9 +668,14 @@ fn shutting_down(id: u64) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
     use crate::consistent_core::kv::KvReply;
-    use crate::consistent_core::resp::Limits;
+    use crate::resp::Limits;
+    use crate::runtime::{EXIT_FAIL_STOP, peers::transport_config};
+    use synod_transport::TcpTransport;
 
     /// A one-node cluster running in this process on free ports, committing `fault`. The
     /// node outlives the test (nothing stops a node but the process's end); idle, it
@@ -1331,9 +699,12 @@ mod tests {
             dir.path(),
         )
         .expect("valid options");
-        let mut options = change(options);
-        options.fault = fault;
-        let server = start(&options).expect("the node starts");
+        let options = change(options);
+        let core = CoreOptions {
+            fault,
+            ..CoreOptions::default()
+        };
+        let server = start(&options, &core).expect("the node starts");
         (server, dir, options)
     }
 
@@ -1375,41 +746,11 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_file_survives_a_crash_once_written_and_a_crash_while_writing_leaves_it_whole_or_absent()
-     {
-        use synod_wal::testing::{CrashMode, FaultyStorage};
-        let identity = "node=1\nmembers=1,2,3\n";
-        for mode in CrashMode::ALL {
-            let disk = FaultyStorage::new(7);
-            write_identity(&disk, identity).expect("written");
-            disk.crash(mode);
-            let found = read_identity(&disk).expect("readable");
-            assert_eq!(found.as_deref(), Some(identity), "{mode:?}");
-        }
-        // The process dies after each of the writing's storage operations in turn.
-        for ops in 0..8 {
-            for mode in CrashMode::ALL {
-                let disk = FaultyStorage::new(ops);
-                disk.halt_after(Some(ops));
-                let written = write_identity(&disk, identity);
-                disk.crash(mode);
-                let found = read_identity(&disk).expect("readable");
-                match written {
-                    Ok(()) => assert_eq!(found.as_deref(), Some(identity), "{ops} {mode:?}"),
-                    Err(_) => assert!(
-                        found.is_none() || found.as_deref() == Some(identity),
-                        "{ops} {mode:?}: {found:?}"
-                    ),
-                }
-            }
-        }
-    }
-
-    #[test]
     fn a_node_shutting_down_refuses_writes_forwarded_by_followers() {
         let (server, _dir, options) = one_node_with(None, |o| o);
         // A follower, as the transport sees one: node 2 of the same cluster.
-        let config = transport_config(options.cluster_id(), 2).expect("valid");
+        let config =
+            transport_config(options.cluster_id(), 2, PEER_FRAME_BYTES_MAX).expect("valid");
         let follower = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
         follower.add_peer(NodeId::new(1), server.peer_addr());
         let forward = |key: &str| -> Option<Response> {
@@ -1641,7 +982,7 @@ mod tests {
 
     #[test]
     fn the_largest_command_fits_in_one_peer_message_both_as_an_append_and_forwarded() {
-        let config = transport_config(u64::MAX, u64::MAX).expect("valid");
+        let config = transport_config(u64::MAX, u64::MAX, PEER_FRAME_BYTES_MAX).expect("valid");
         let payload_max = config.payload_bytes_max();
         let command = largest_put();
         let session = Some(SessionSeq {

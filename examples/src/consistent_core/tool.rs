@@ -11,8 +11,9 @@ use std::process::ExitCode;
 
 use super::client::Client;
 use super::commands::WRITE_COMMANDS;
-use super::resp::Value;
-use super::server::{NodeOptions, start};
+use super::server::{CoreOptions, start};
+use crate::resp::Value;
+use crate::runtime::NodeOptions;
 
 /// Exit code for a usage error.
 pub const EXIT_USAGE: u8 = 2;
@@ -28,14 +29,15 @@ pub fn run_node(
     data_dir: &Path,
     snapshot_entries: u64,
 ) -> ExitCode {
+    let core = CoreOptions::default().snapshot_entries(snapshot_entries);
     let options = match NodeOptions::new(id, listen, client, peers, data_dir) {
-        Ok(o) => o.snapshot_entries(snapshot_entries),
+        Ok(o) => o,
         Err(e) => {
             eprintln!("synod node: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match start(&options) {
+    match start(&options, &core) {
         Ok(server) => {
             println!(
                 "synod node {id}: peers on {}, RESP clients on {}, data in {}",

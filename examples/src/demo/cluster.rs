@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::consistent_core::resp::{Limits, Value};
+use crate::resp::{Limits, Value};
 
 /// The watchdog's script: `$1` is the directory, `$2` is `keep` or `remove`.
 const WATCHDOG: &str = r#"trap '' INT HUP

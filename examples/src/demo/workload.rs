@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use synod_sim::{ClientId, History, KvInput, KvOutput, SimTime};
 
 use crate::consistent_core::client::Client;
-use crate::consistent_core::resp::Value;
+use crate::resp::Value;
 
 /// Keys the workload touches.
 pub(crate) const KEYS: u64 = 32;

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
-use synod_examples::consistent_core::resp::Value;
+use synod_examples::resp::Value;
 use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
@@ -426,7 +426,7 @@ fn raw(stream: &mut TcpStream, bytes: &[u8], replies: usize) -> (Vec<Value>, boo
     stream.write_all(bytes).expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let limits = synod_examples::consistent_core::resp::Limits::default();
+    let limits = synod_examples::resp::Limits::default();
     loop {
         let mut values = Vec::new();
         let mut at = 0;

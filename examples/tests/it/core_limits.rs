@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use synod_examples::consistent_core::client::Client;
-use synod_examples::consistent_core::resp::{Limits, Value};
+use synod_examples::resp::{Limits, Value};
 
 use super::core_cluster::{Cluster, number, wait_applied};
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
-use synod_examples::consistent_core::resp::Value;
+use synod_examples::resp::Value;
 use synod_sim::{
     ClientId, History, KvInput, KvModel, KvOutput, Linearizability, Outcome, SimTime, Verdict,
 };

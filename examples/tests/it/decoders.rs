@@ -2,7 +2,7 @@
 //! damaged valid encodings (bit flips, truncations, splices, length fields set to 0 or
 //! huge: `synod_sim::mutate`): client requests as the server reads them
 //! (`resp::parse_command`, in chunks), replies as the client library reads them
-//! (`Value::parse` under `client::reply_limits`), and what peers send: forwarded requests
+//! (`Value::parse` under `resp::client::reply_limits`), and what peers send: forwarded requests
 //! and their answers, committed log commands, snapshots of the state machine. Each answers
 //! with an error or a valid value, never panics, and holds at most [`ALLOC_FACTOR`] times
 //! its input plus [`ALLOC_SLACK_BYTES`] allocated at once, measured by the counting
@@ -12,12 +12,12 @@
 use proptest::prelude::*;
 use synod_consensus::LogIndex;
 use synod_consensus::session::{SessionEntry, SessionId};
-use synod_examples::consistent_core::client::reply_limits;
 use synod_examples::consistent_core::kv::{
     KvCommand, KvQuery, KvReply, KvStore, LogCommand, PutCondition,
 };
 use synod_examples::consistent_core::node::{ReadMode, Request, Response, SessionSeq};
-use synod_examples::consistent_core::resp::{Limits, Value, parse_command};
+use synod_examples::resp::client::reply_limits;
+use synod_examples::resp::{Limits, Value, parse_command};
 use synod_sim::SimRng;
 use synod_sim::mutate::mutate;
 

@@ -1,7 +1,6 @@
-//! RESP, the Redis serialization protocol: the client protocol of the Consistent Core.
+//! The RESP codec: commands parsed from a client's bytes, replies encoded and parsed.
 //!
-//! Speaking RESP means `redis-cli`, `redis-benchmark` and any language's Redis client
-//! work against the cluster unchanged. This module is the codec alone, with no I/O:
+//! This module is the codec alone, with no I/O:
 //! [`parse_command`] takes bytes received so far and returns a whole command (an array of
 //! bulk strings, as clients send, or an inline command line, as a person types into
 //! `telnet`), `None` if more bytes are needed, or a [`RespError`] for a stream that
@@ -15,14 +14,14 @@
 //! integers, bulk strings, nil, arrays).
 //!
 //! ```
-//! use synod_examples::consistent_core::resp::{parse_command, Limits};
+//! use synod_examples::resp::{parse_command, Limits};
 //!
 //! let wire = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n";
 //! let (args, used) = parse_command(wire, &Limits::default())?.expect("a whole command");
 //! assert_eq!(args, [b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]);
 //! let (args, _) = parse_command(&wire[used..], &Limits::default())?.expect("inline");
 //! assert_eq!(args, [b"PING".to_vec()]);
-//! # Ok::<(), synod_examples::consistent_core::resp::RespError>(())
+//! # Ok::<(), synod_examples::resp::RespError>(())
 //! ```
 
 use std::fmt;
@@ -131,7 +130,7 @@ pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
 /// error the connection cannot be resynchronised.
 ///
 /// ```
-/// use synod_examples::consistent_core::resp::{CommandParser, Limits};
+/// use synod_examples::resp::{CommandParser, Limits};
 ///
 /// let mut parser = CommandParser::default();
 /// let mut buf = b"SET k ".to_vec();
@@ -139,7 +138,7 @@ pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Parsed, RespError> {
 /// buf.extend_from_slice(b"v\r\n");
 /// let (args, used) = parser.parse(&buf, &Limits::default())?.expect("whole");
 /// assert_eq!((args.len(), used), (3, buf.len()));
-/// # Ok::<(), synod_examples::consistent_core::resp::RespError>(())
+/// # Ok::<(), synod_examples::resp::RespError>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandParser {

@@ -1,0 +1,127 @@
+//! The client side of RESP: one blocking connection to a server, commands sent and
+//! replies read under limits.
+// tidy: driver: opens sockets.
+//!
+//! [`Connection`] knows RESP and nothing of what the commands mean: a system's client
+//! (the Consistent Core's [`crate::consistent_core::client::Client`], with its sessions and
+//! retries) is built on it.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::{Limits, Value};
+
+/// How long [`Connection::open`] waits for the server to accept.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a read waits for a reply unless set otherwise
+/// ([`Connection::set_read_timeout`]).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The limits the client reads replies under ([`Value::parse`]): bulk strings of at most
+/// 1 MiB (as values are), and up to 2^20 elements in an array (a long `SCAN` or `MGET`).
+#[must_use]
+pub fn reply_limits() -> Limits {
+    Limits {
+        args_max: 1 << 20,
+        ..Limits::default()
+    }
+}
+
+/// Encodes a command as clients send it: an array of bulk strings.
+#[must_use]
+pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Value::Array(args.iter().map(|a| Value::Bulk(a.to_vec())).collect()).encode(&mut out);
+    out
+}
+
+/// One connection to a RESP server.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    /// Bytes received and not yet parsed into a reply.
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects to `addr` (waiting at most [`CONNECT_TIMEOUT`]); replies are waited for at
+    /// most [`READ_TIMEOUT`].
+    ///
+    /// # Errors
+    ///
+    /// If `addr` does not resolve or the connection fails.
+    pub fn open(addr: &str) -> io::Result<Connection> {
+        let sock = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{addr} does not resolve")))?;
+        let stream = TcpStream::connect_timeout(&sock, CONNECT_TIMEOUT)?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sets how long a read waits for a reply.
+    ///
+    /// # Errors
+    ///
+    /// The socket's.
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
+    /// Sends one command, whole or not at all as far as a server can tell (a server never
+    /// runs half a command).
+    ///
+    /// # Errors
+    ///
+    /// The write's.
+    pub fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
+        self.stream.write_all(&encode_command(args))
+    }
+
+    /// Reads the next reply.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` for bytes that are not RESP (or past [`reply_limits`]),
+    /// `UnexpectedEof` if the server closed the connection, or the read's error.
+    pub fn receive(&mut self) -> io::Result<Value> {
+        let limits = reply_limits();
+        // Large reads: a reply is checked for completeness after each one, so a large
+        // reply of many small values costs a walk over them per read.
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            match Value::parse(&self.buf, &limits) {
+                Ok(Some((value, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(value);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the node closed the connection",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`] and [`Connection::receive`].
+    pub fn roundtrip(&mut self, args: &[&[u8]]) -> io::Result<Value> {
+        self.send(args)?;
+        self.receive()
+    }
+}

@@ -1,0 +1,255 @@
+//! How to run one node of any system: [`NodeOptions`], and [`StartError`], why a node did
+//! not start.
+// tidy: driver: resolves the addresses it is given.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::clients::ClientLimits;
+
+/// Open client connections, unless configured otherwise
+/// ([`NodeOptions::client_connections_max`]). A connection past it closes the one that has
+/// waited longest for its client (to send a command, or to take a reply), as nginx closes
+/// idle keep-alive connections when it runs out, so idle connections never lock other
+/// clients out; it is refused only while every connection has a request in progress.
+pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// How long a client connection may sit without sending a byte, or without taking a byte
+/// of its replies, before the node closes it, unless configured otherwise
+/// ([`NodeOptions::client_idle_timeout_ms`]). Redis never closes an idle client by default
+/// (its `timeout` is 0) and probes it with TCP keep-alives every 300 s; a node here holds a
+/// thread per connection, so the idle one is closed after the same five minutes: long
+/// enough that no interactive user or pooled client in use is cut off (pools dial again),
+/// short enough that connections of clients gone without a word (a host that crashed,
+/// a pool that leaked) do not pile up.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The tick length unless configured otherwise ([`NodeOptions::tick_ms`]).
+pub const TICK_MS_DEFAULT: u64 = 50;
+
+/// Why a node did not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A command-line value is wrong; the text says which and how.
+    Usage(String),
+    /// The data directory belongs to another node or cluster.
+    ForeignDataDir(String),
+    /// An address could not be bound.
+    Bind {
+        /// What it was for (`--listen` or `--client`).
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// The data directory could not be read or written.
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        error: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Usage(m) | StartError::ForeignDataDir(m) => f.write_str(m),
+            StartError::Bind { what, addr, error } if error.kind() == io::ErrorKind::AddrInUse => {
+                write!(
+                    f,
+                    "{what} {addr}: the address is already in use (another synod node, or another program?); pick a free port"
+                )
+            }
+            StartError::Bind { what, addr, error } => write!(f, "{what} {addr}: {error}"),
+            StartError::DataDir { dir, error } => {
+                write!(f, "data directory {}: {error}", dir.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// How to run one node, whatever the system: its identity, addresses, cluster, data
+/// directory, tick and client limits. A system's own settings come alongside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeOptions {
+    id: u64,
+    listen: String,
+    client: String,
+    peers: BTreeMap<u64, String>,
+    data_dir: PathBuf,
+    tick_ms: u64,
+    client_connections_max: usize,
+    client_idle_timeout_ms: u64,
+}
+
+impl NodeOptions {
+    /// Checks and builds the options. `peers` is `ID=ADDR,...` naming every member,
+    /// this node included; `client` is where clients connect (default: the
+    /// `listen` host with the port minus 1000, so 7001 serves clients on 6001).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Usage`] with what to fix.
+    pub fn new(
+        id: u64,
+        listen: &str,
+        client: Option<&str>,
+        peers: &str,
+        data_dir: &Path,
+    ) -> Result<NodeOptions, StartError> {
+        if id == 0 {
+            return Err(StartError::Usage("--id must be at least 1".into()));
+        }
+        let mut map = BTreeMap::new();
+        for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (pid, addr) = part.split_once('=').ok_or_else(|| {
+                StartError::Usage(format!(
+                    "--peers: `{part}` is not ID=ADDR (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)"
+                ))
+            })?;
+            let pid: u64 = pid.trim().parse().ok().filter(|&p| p > 0).ok_or_else(|| {
+                StartError::Usage(format!("--peers: `{pid}` is not a node id (1, 2, ...)"))
+            })?;
+            if map.insert(pid, addr.trim().to_string()).is_some() {
+                return Err(StartError::Usage(format!(
+                    "--peers: node {pid} is listed twice"
+                )));
+            }
+        }
+        if !map.contains_key(&id) {
+            return Err(StartError::Usage(format!(
+                "--peers does not include this node (--id {id}); list every member, this one too, as ID=ADDR"
+            )));
+        }
+        let client = match client {
+            Some(c) => c.to_string(),
+            None => {
+                let addr = listen
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        StartError::Usage(format!("--listen {listen} is not an address"))
+                    })?;
+                let port = addr
+                    .port()
+                    .checked_sub(1000)
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| {
+                        StartError::Usage(
+                            "--listen port below 1001: give --client explicitly".into(),
+                        )
+                    })?;
+                SocketAddr::new(addr.ip(), port).to_string()
+            }
+        };
+        Ok(NodeOptions {
+            id,
+            listen: listen.to_string(),
+            client,
+            peers: map,
+            data_dir: data_dir.to_path_buf(),
+            tick_ms: TICK_MS_DEFAULT,
+            client_connections_max: CLIENT_CONNECTIONS_MAX,
+            client_idle_timeout_ms: CLIENT_IDLE_TIMEOUT.as_millis() as u64,
+        })
+    }
+
+    /// Sets the tick length (default [`TICK_MS_DEFAULT`], at least 1 ms).
+    #[must_use]
+    pub fn tick_ms(mut self, tick_ms: u64) -> NodeOptions {
+        self.tick_ms = tick_ms.max(1);
+        self
+    }
+
+    /// Sets how many client connections may be open at once (default
+    /// [`CLIENT_CONNECTIONS_MAX`], at least 1).
+    #[must_use]
+    pub fn client_connections_max(mut self, connections: usize) -> NodeOptions {
+        self.client_connections_max = connections.max(1);
+        self
+    }
+
+    /// Sets how long a client connection may wait on its client before it is closed
+    /// (default [`CLIENT_IDLE_TIMEOUT`]); 0 never closes one.
+    #[must_use]
+    pub fn client_idle_timeout_ms(mut self, ms: u64) -> NodeOptions {
+        self.client_idle_timeout_ms = ms;
+        self
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The client address.
+    #[must_use]
+    pub fn client_addr(&self) -> &str {
+        &self.client
+    }
+
+    /// The address peers connect to.
+    #[must_use]
+    pub fn listen_addr(&self) -> &str {
+        &self.listen
+    }
+
+    /// Every member, this node included, with its peer address.
+    #[must_use]
+    pub fn peers(&self) -> &BTreeMap<u64, String> {
+        &self.peers
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The tick length.
+    #[must_use]
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    /// The limits on client connections.
+    #[must_use]
+    pub fn client_limits(&self) -> ClientLimits {
+        ClientLimits {
+            connections_max: self.client_connections_max,
+            idle_timeout: (self.client_idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.client_idle_timeout_ms)),
+        }
+    }
+
+    /// A number naming the cluster: nodes configured with different clusters refuse each
+    /// other at the transport handshake.
+    #[must_use]
+    pub fn cluster_id(&self) -> u64 {
+        // FNV-1a over the members, ids and addresses: nodes configured with different
+        // clusters (even two clusters numbered 1, 2, 3, on other addresses) refuse each
+        // other at the transport handshake.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (id, addr) in &self.peers {
+            for b in id.to_le_bytes().iter().chain(addr.as_bytes()).chain(b"\n") {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// What the identity file of this node's data directory says.
+    pub(crate) fn identity(&self) -> String {
+        let members: Vec<String> = self.peers.keys().map(u64::to_string).collect();
+        format!("node={}\nmembers={}\n", self.id, members.join(","))
+    }
+}

@@ -1,0 +1,118 @@
+//! The transport to the other nodes: one `TcpTransport`, configured for a node's one
+//! worker thread, and the handler that hands what peers send to the system once it runs.
+// tidy: driver: binds the peer socket and resolves peer addresses.
+//!
+//! The transport is bound before the system's state machine exists (so that a node whose
+//! address is taken fails before it touches its data directory); until the system sets its
+//! [`PeerHandler`] in the [`PeerSlot`], what peers send is answered by the system's
+//! `starting` function (a request) or dropped (a one-way message, which the protocol
+//! resends if it matters).
+
+use std::net::ToSocketAddrs;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use synod_transport::{ClusterId, Incoming, NodeId, TcpTransport};
+
+use super::{NodeOptions, StartError};
+
+/// What a system does with what its peers send, on the transport's reader threads (it
+/// should only queue it to the worker): the response to a request, if it answers at once.
+pub trait PeerHandler: Send + Sync + 'static {
+    /// Handles one incoming message or request; `Some` answers a request at once.
+    fn on_peer(&self, incoming: &Incoming) -> Option<Bytes>;
+}
+
+/// Where a system puts its [`PeerHandler`] once it can take what peers send.
+#[derive(Debug)]
+pub struct PeerSlot<H>(Arc<OnceLock<Arc<H>>>);
+
+impl<H> PeerSlot<H> {
+    /// From now on, what peers send goes to `handler` (once; a second call is ignored).
+    pub fn set(&self, handler: Arc<H>) {
+        let _ = self.0.set(handler);
+    }
+}
+
+/// The peer transport's configuration for a node: fail-fast, with frames of at most
+/// `frame_bytes_max` (the system's largest peer message and its headers).
+///
+/// # Errors
+///
+/// The transport's, for values it refuses.
+pub fn transport_config(
+    cluster: u64,
+    id: u64,
+    frame_bytes_max: usize,
+) -> Result<synod_transport::Config, synod_transport::ConfigError> {
+    synod_transport::Config::builder(ClusterId(cluster), NodeId::new(id))
+        // The node's one thread sends the protocol's messages: it must never wait on a slow
+        // or stopped peer (a SIGSTOPped follower would stall a Raft leader until
+        // check-quorum deposed it). A message that does not fit is dropped, and the
+        // protocol resends what matters.
+        .overflow(synod_transport::Overflow::FailFast)
+        // The largest message must fit in one frame: one that does not is refused by the
+        // transport every time it is resent, and the protocol stalls there.
+        .frame_bytes_max(frame_bytes_max)
+        .outbound_bytes_max(2 * frame_bytes_max)
+        // A peer back from a partition or a restart is dialled again within half a second
+        // (the default backs off to 2 s), inside one election timeout.
+        .backoff_max_ms(500)
+        .build()
+}
+
+/// Binds the node's peer address and adds every other member as a peer; what peers send
+/// goes to the handler set in the returned slot, and until then requests are answered by
+/// `starting`.
+///
+/// # Errors
+///
+/// [`StartError::Bind`] if `--listen` cannot be bound, [`StartError::Usage`] for a peer
+/// address that does not resolve or a configuration the transport refuses.
+pub fn bind<H: PeerHandler>(
+    options: &NodeOptions,
+    frame_bytes_max: usize,
+    starting: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
+) -> Result<(Arc<TcpTransport>, PeerSlot<H>), StartError> {
+    let config = transport_config(options.cluster_id(), options.id(), frame_bytes_max)
+        .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
+    let slot: Arc<OnceLock<Arc<H>>> = Arc::new(OnceLock::new());
+    let transport = TcpTransport::bind_with_handler(config, options.listen_addr(), {
+        let slot = Arc::clone(&slot);
+        move |incoming| match slot.get() {
+            Some(handler) => handler.on_peer(incoming),
+            None if incoming.is_request() => starting(incoming),
+            None => None,
+        }
+    })
+    .map_err(|error| StartError::Bind {
+        what: "--listen",
+        addr: options.listen_addr().to_string(),
+        error,
+    })?;
+    Ok((Arc::new(transport), PeerSlot(slot)))
+}
+
+/// Tells `transport` where every other member listens.
+///
+/// # Errors
+///
+/// [`StartError::Usage`] for an address that does not resolve.
+pub fn add_peers(options: &NodeOptions, transport: &TcpTransport) -> Result<(), StartError> {
+    for (&id, addr) in options.peers() {
+        if id == options.id() {
+            continue;
+        }
+        let resolved = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                StartError::Usage(format!(
+                    "--peers: node {id}'s address `{addr}` does not resolve"
+                ))
+            })?;
+        transport.add_peer(NodeId::new(id), resolved);
+    }
+    Ok(())
+}
