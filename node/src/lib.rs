@@ -43,12 +43,14 @@
 //! use std::convert::Infallible;
 //! use synod_node::{Effect, EffectOf, Input, InputOf, NodeId, PersistToken, Protocol, RequestId, Time};
 //!
-//! /// Stores one number; acknowledges a write once it is durable.
+//! /// Stores one number; acknowledges a write once it is durable, and answers reads with
+//! /// the last durable value (a value still being written could be lost in a crash, and a
+//! /// read that had seen it would then have seen a write that never happened).
 //! struct Register {
 //!     id: NodeId,
-//!     value: u64,
+//!     durable: u64,
 //!     last_token: PersistToken,
-//!     waiting: Vec<(PersistToken, RequestId)>,
+//!     waiting: VecDeque<(PersistToken, RequestId, u64)>,
 //!     effects: VecDeque<EffectOf<Register>>,
 //! }
 //!
@@ -66,19 +68,19 @@
 //!     fn handle(&mut self, _now: Time, input: InputOf<Self>) {
 //!         match input {
 //!             Input::Request { id, request: Some(v) } => {
-//!                 self.value = v;
 //!                 self.last_token = self.last_token.next();
-//!                 self.waiting.push((self.last_token, id));
+//!                 self.waiting.push_back((self.last_token, id, v));
 //!                 self.effects.push_back(Effect::Persist { token: self.last_token, write: v });
 //!             }
 //!             Input::Request { id, request: None } => {
-//!                 self.effects.push_back(Effect::Reply { id, response: self.value });
+//!                 self.effects.push_back(Effect::Reply { id, response: self.durable });
 //!             }
 //!             Input::Persisted(token) => {
 //!                 // Everything up to `token` is durable: answer those writes, in order.
-//!                 let done = self.waiting.iter().take_while(|(t, _)| *t <= token).count();
-//!                 for (_, id) in self.waiting.drain(..done) {
-//!                     self.effects.push_back(Effect::Reply { id, response: self.value });
+//!                 while let Some(&(t, id, v)) = self.waiting.front() && t <= token {
+//!                     self.waiting.pop_front();
+//!                     self.durable = v;
+//!                     self.effects.push_back(Effect::Reply { id, response: v });
 //!                 }
 //!             }
 //!             Input::Message { message, .. } => match message {},
@@ -93,9 +95,9 @@
 //!
 //! let mut node = Register {
 //!     id: NodeId::new(1),
-//!     value: 0,
+//!     durable: 0,
 //!     last_token: PersistToken::default(),
-//!     waiting: Vec::new(),
+//!     waiting: VecDeque::new(),
 //!     effects: VecDeque::new(),
 //! };
 //! let mut disk = Vec::new();
@@ -103,7 +105,9 @@
 //! let now = Time::from_millis(5);
 //! node.handle(now, Input::Request { id: RequestId(1), request: Some(7) });
 //! node.handle(now, Input::Request { id: RequestId(2), request: Some(8) });
-//! // Drain: write both, then one "sync" acknowledges the last token, covering both.
+//! node.handle(now, Input::Request { id: RequestId(3), request: None });
+//! // Drain: the read is answered with what is durable; both writes are written, then one
+//! // "sync" acknowledges the last token, covering both.
 //! let mut last = None;
 //! while let Some(effect) = node.poll() {
 //!     match effect {
@@ -115,15 +119,16 @@
 //!         _ => unreachable!("this register only persists and replies"),
 //!     }
 //! }
-//! assert!(replies.is_empty(), "nothing is acknowledged before it is durable");
+//! assert_eq!(replies, [(RequestId(3), 0)], "a read sees no write that is not durable");
+//! assert_eq!(disk, [7, 8]);
+//! replies.clear();
 //! node.handle(now, Input::Persisted(last.unwrap()));
 //! while let Some(effect) = node.poll() {
 //!     if let Effect::Reply { id, response } = effect {
 //!         replies.push((id, response));
 //!     }
 //! }
-//! assert_eq!(disk, [7, 8]);
-//! assert_eq!(replies, [(RequestId(1), 8), (RequestId(2), 8)]);
+//! assert_eq!(replies, [(RequestId(1), 7), (RequestId(2), 8)]);
 //! ```
 //!
 //! # Sibling crates

@@ -115,12 +115,13 @@ pub struct Boot<'a> {
 ///     SimConfig, SimRng, Simulation, Workload,
 /// };
 ///
-/// /// Stores one number; acknowledges a write once it is durable.
+/// /// Stores one number; acknowledges a write once it is durable and answers reads with the
+/// /// last durable value (a read that saw a value a crash then lost would be a stale read).
 /// struct Register {
 ///     id: NodeId,
-///     value: Option<u64>,
+///     durable: Option<u64>,
 ///     last_token: PersistToken,
-///     waiting: Vec<(PersistToken, synod_node::RequestId)>,
+///     waiting: VecDeque<(PersistToken, synod_node::RequestId, u64)>,
 ///     effects: VecDeque<EffectOf<Register>>,
 /// }
 ///
@@ -138,18 +139,18 @@ pub struct Boot<'a> {
 ///     fn handle(&mut self, _now: Time, input: InputOf<Self>) {
 ///         match input {
 ///             Input::Request { id, request: Some(v) } => {
-///                 self.value = Some(v);
 ///                 self.last_token = self.last_token.next();
-///                 self.waiting.push((self.last_token, id));
+///                 self.waiting.push_back((self.last_token, id, v));
 ///                 self.effects.push_back(Effect::Persist { token: self.last_token, write: v });
 ///             }
 ///             Input::Request { id, request: None } => {
-///                 self.effects.push_back(Effect::Reply { id, response: self.value });
+///                 self.effects.push_back(Effect::Reply { id, response: self.durable });
 ///             }
 ///             Input::Persisted(token) => {
-///                 let done = self.waiting.iter().take_while(|(t, _)| *t <= token).count();
-///                 for (_, id) in self.waiting.drain(..done) {
-///                     self.effects.push_back(Effect::Reply { id, response: self.value });
+///                 while let Some(&(t, id, v)) = self.waiting.front() && t <= token {
+///                     self.waiting.pop_front();
+///                     self.durable = Some(v);
+///                     self.effects.push_back(Effect::Reply { id, response: Some(v) });
 ///                 }
 ///             }
 ///             Input::Message { message, .. } => match message {},
@@ -172,14 +173,14 @@ pub struct Boot<'a> {
 ///         let log = boot.disk.read("log").unwrap_or_default();
 ///         let whole = log.len() / 8 * 8; // a torn tail was never acknowledged: cut it off
 ///         boot.disk.set_len("log", whole as u64)?;
-///         let value = log[..whole].chunks_exact(8).last().map(|record| {
+///         let durable = log[..whole].chunks_exact(8).last().map(|record| {
 ///             u64::from_le_bytes(record.try_into().expect("8 bytes"))
 ///         });
 ///         Ok(Register {
 ///             id: boot.id,
-///             value,
+///             durable,
 ///             last_token: PersistToken::default(),
-///             waiting: Vec::new(),
+///             waiting: VecDeque::new(),
 ///             effects: VecDeque::new(),
 ///         })
 ///     }

@@ -4,6 +4,7 @@
 mod checker_model;
 mod checkers;
 mod determinism;
+mod durable_register;
 mod export;
 mod fault_log;
 mod faults;
