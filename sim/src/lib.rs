@@ -184,7 +184,7 @@
 //!
 //! For more nodes, send messages with [`Context::send`], keep timers with
 //! [`Context::set_timer`], and check an invariant over all nodes after every event with
-//! [`Simulation::invariant`]. `tests/it/register_impl.rs` is a three-node example.
+//! [`Simulation::invariant`].
 //!
 //! # The node interface
 //!

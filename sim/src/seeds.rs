@@ -24,6 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 #[derive(Debug, Clone)]
 pub struct SeedRunner {
     package: String,
+    target: String,
     test: String,
 }
 
@@ -52,14 +53,34 @@ fn parse_u64(v: &str) -> Option<u64> {
 }
 
 impl SeedRunner {
-    /// A runner for the test `test` (its full path in the `it` test binary, for example
-    /// `register::correct_register_is_linearizable`) of the package `package`.
+    /// A runner for the test `test` (its full path in its test target, for example
+    /// `register::correct_register_is_linearizable`) of the package `package`, in the
+    /// integration-test binary `it` (`tests/it/main.rs`, the layout Synod's crates use);
+    /// name another target with [`SeedRunner::target`].
     #[must_use]
     pub fn new(package: &str, test: &str) -> Self {
         SeedRunner {
             package: package.to_owned(),
+            target: "--test it".to_owned(),
             test: test.to_owned(),
         }
+    }
+
+    /// The cargo flags that select the test's target in the replay command: `"--lib"` for a
+    /// unit test, `"--test NAME"` for the integration test `tests/NAME.rs`.
+    ///
+    /// ```
+    /// use synod_sim::seeds::SeedRunner;
+    /// let runner = SeedRunner::new("my-crate", "cluster::survives_crashes").target("--test cluster");
+    /// assert_eq!(
+    ///     runner.replay_command(7),
+    ///     "SYNOD_SEED=7 cargo test -p my-crate --test cluster cluster::survives_crashes -- --exact --nocapture"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn target(mut self, cargo_flags: &str) -> Self {
+        cargo_flags.clone_into(&mut self.target);
+        self
     }
 
     /// The seeds to run: `SYNOD_SEED` alone if set, otherwise `SYNOD_SEEDS` (or
@@ -93,8 +114,8 @@ impl SeedRunner {
     #[must_use]
     pub fn replay_command(&self, seed: u64) -> String {
         format!(
-            "SYNOD_SEED={seed} cargo test -p {} --test it {} -- --exact --nocapture",
-            self.package, self.test
+            "SYNOD_SEED={seed} cargo test -p {} {} {} -- --exact --nocapture",
+            self.package, self.target, self.test
         )
     }
 
