@@ -1,7 +1,10 @@
 //! Argument parsing and dispatch for the `synod` program.
+// tidy: driver: runs what the command line asks for: nodes, clients, log inspection.
 //!
 //! Each subcommand lives in its own module (`demo`, `consistent_core::tool`, `simulate`);
-//! this file parses the command line, hands over, and owns the small ones (`wal`, `bench`).
+//! this file parses the command line, finds the system it names (`--system`, in
+//! [`crate::systems`]), hands over, and owns the small subcommands (`wal`, `bench`) and
+//! what `synod node` does for every system (start it, say where it listens, run).
 //! Exit codes: 0 success, 1 a failed check (a damaged log, a lost write, a violation), 2 a
 //! usage error or a command that could not run, 4 a checker that gave up (`synod sim`),
 //! 141 a closed output pipe.
@@ -9,7 +12,23 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::runtime::NodeOptions;
+use crate::systems::{self, NodeSettings, System};
+
+/// Which system a subcommand runs.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct SystemArg {
+    /// The system to run (`synod --help` lists them).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = systems::DEFAULT,
+        value_parser = systems::parser()
+    )]
+    pub system: String,
+}
 
 /// Synod: distributed-systems patterns you can run.
 #[derive(Debug, Parser)]
@@ -30,6 +49,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a three-node replicated key-value cluster on this machine, kill its leader, and check the history.
     Demo {
+        /// The system to run.
+        #[command(flatten)]
+        system: SystemArg,
         /// How long the workload runs, in seconds.
         #[arg(long, default_value_t = 10)]
         duration_s: u64,
@@ -55,6 +77,9 @@ pub enum Command {
     /// Then `redis-cli -p 6001 set k v`, or `synod kv --addr 127.0.0.1:6001 get k`.
     /// Restarting on the same --data-dir recovers the node's log and state.
     Node {
+        /// The system to run.
+        #[command(flatten)]
+        system: SystemArg,
         /// This node's id (1, 2, ...).
         #[arg(long)]
         id: u64,
@@ -73,10 +98,10 @@ pub enum Command {
         /// cluster it belongs to.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Entries applied between snapshots of the key-value state; each snapshot lets
-        /// the log before it be deleted.
-        #[arg(long, default_value_t = crate::consistent_core::node::SNAPSHOT_ENTRIES_DEFAULT)]
-        snapshot_entries: u64,
+        /// Entries applied between snapshots of the state; each snapshot lets the log
+        /// before it be deleted (default: the system's; the Consistent Core's is 10000).
+        #[arg(long, value_name = "N")]
+        snapshot_entries: Option<u64>,
     },
     /// A client for a running Consistent Core cluster.
     ///
@@ -85,6 +110,9 @@ pub enum Command {
     /// mget K..., info). Writes use a session, so a write retried after a lost reply is
     /// applied once.
     Kv {
+        /// The system to run.
+        #[command(flatten)]
+        system: SystemArg,
         /// RESP address of any node (comma-separated to try several).
         #[arg(long, default_value = "127.0.0.1:6001")]
         addr: String,
@@ -101,9 +129,12 @@ pub enum Command {
         group(clap::ArgGroup::new("which_seeds").required(true).args(["seed", "seeds"]))
     )]
     Sim {
-        /// The system to simulate.
-        #[arg(value_enum)]
-        system: crate::simulate::System,
+        /// The simulation to run (default: the one of the --system).
+        #[arg(value_enum, value_name = "SIMULATION", conflicts_with = "system")]
+        simulation: Option<crate::simulate::System>,
+        /// The system whose simulation runs.
+        #[command(flatten)]
+        system: SystemArg,
         /// The seed of one run, reported in full.
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
@@ -174,15 +205,69 @@ pub enum WalCommand {
     },
 }
 
+/// The command line's definition: [`Cli`]'s, with the list of systems at the end of
+/// `--help`.
+#[must_use]
+pub fn command() -> clap::Command {
+    Cli::command().after_help(systems::listing())
+}
+
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn main() -> ExitCode {
-    run(Cli::parse())
+    match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => run(cli),
+        Err(e) => e.exit(),
+    }
+}
+
+/// The system `arg` names, or the exit status of a usage error saying which part of it
+/// (`part`, from the system's entry) is missing.
+fn system_for<T>(
+    subcommand: &str,
+    arg: &SystemArg,
+    part: impl FnOnce(&'static System) -> Option<T>,
+) -> Result<T, ExitCode> {
+    let system = systems::find(&arg.system).map_err(|e| {
+        eprintln!("synod {subcommand}: {e}");
+        ExitCode::from(EXIT_ERROR)
+    })?;
+    part(system).ok_or_else(|| {
+        eprintln!(
+            "synod {subcommand}: the {} system has no `synod {subcommand}` yet",
+            system.name
+        );
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+/// Runs `synod node`: starts a node of the system and runs until the process is killed
+/// (or the node stops itself); returns only on a start-up error.
+fn node(start: systems::StartNode, options: &NodeOptions, settings: &NodeSettings) -> ExitCode {
+    match start(options, settings) {
+        Ok(at) => {
+            println!(
+                "synod node {}: peers on {}, RESP clients on {}, data in {}",
+                options.id(),
+                at.peers,
+                at.clients,
+                options.data_dir().display()
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("synod node: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Demo {
+            system,
             duration_s,
             clients,
             nodes,
@@ -196,27 +281,57 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(crate::demo::EXIT_USAGE);
                 }
             };
-            crate::demo::main(duration_s, clients, nodes, keep_data, history)
+            let demo = match system_for("demo", &system, |s| s.demo) {
+                Ok(demo) => demo,
+                Err(code) => return code,
+            };
+            let options =
+                crate::demo::Options::new(duration_s, clients, nodes, keep_data).map(|o| {
+                    match history {
+                        Some(file) => o.with_history(file),
+                        None => o,
+                    }
+                });
+            match options {
+                Ok(options) => demo(&options),
+                Err(e) => {
+                    eprintln!("synod demo: {e}");
+                    ExitCode::from(crate::demo::EXIT_USAGE)
+                }
+            }
         }
         Command::Node {
+            system,
             id,
             listen,
             client,
             peers,
             data_dir,
             snapshot_entries,
-        } => crate::consistent_core::tool::run_node(
-            id,
-            &listen,
-            client.as_deref(),
-            &peers,
-            &data_dir,
-            snapshot_entries,
-        ),
-        Command::Kv { addr, read, args } => {
-            crate::consistent_core::tool::run_kv(&addr, &read, &args)
+        } => {
+            let start = match system_for("node", &system, |s| s.node) {
+                Ok(start) => start,
+                Err(code) => return code,
+            };
+            match NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir) {
+                Ok(options) => node(start, &options, &NodeSettings { snapshot_entries }),
+                Err(e) => {
+                    eprintln!("synod node: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
         }
+        Command::Kv {
+            system,
+            addr,
+            read,
+            args,
+        } => match system_for("kv", &system, |s| s.kv) {
+            Ok(kv) => kv(&addr, &read, &args),
+            Err(code) => code,
+        },
         Command::Sim {
+            simulation,
             system,
             seed,
             seeds,
@@ -227,6 +342,11 @@ pub fn run(cli: Cli) -> ExitCode {
             history,
         } => {
             use crate::simulate::{EXIT_USAGE, Seeds, Settings, run};
+            let system = match simulation.map_or_else(|| system_for("sim", &system, |s| s.sim), Ok)
+            {
+                Ok(system) => system,
+                Err(code) => return code,
+            };
             let which = match (seed, seeds) {
                 (Some(seed), None) => Seeds::One(seed),
                 (None, Some(range)) => Seeds::Range(range),

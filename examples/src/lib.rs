@@ -13,6 +13,15 @@
 //! 3. A partitioned transactional store like CockroachDB or Spanner: not built yet.
 //! 4. A per-key Paxos register and a Multi-Paxos log as running systems: not built yet (the
 //!    protocols exist in `synod-consensus`).
+//!
+//! Shared by every system:
+//!
+//! - [`runtime`]: the process runtime that runs one node of a system as a process (data
+//!   directory, client listener, worker with group commit, ticker, peer transport,
+//!   fail-stop); a system plugs in its state machine through [`runtime::Machine`].
+//! - [`resp`]: the client protocol, RESP (codec, per-connection command loop, client
+//!   connection); a system supplies its command table.
+//! - [`systems`]: the table of systems the `synod` program runs (`--system NAME`).
 
 pub mod cli;
 pub mod consistent_core;
@@ -22,3 +31,4 @@ pub mod output;
 pub mod resp;
 pub mod runtime;
 pub mod simulate;
+pub mod systems;

@@ -1,59 +1,41 @@
-//! The `synod node` and `synod kv` subcommands: argument handling and output.
+//! The Consistent Core's parts of the `synod node` and `synod kv` subcommands.
 // tidy: driver: runs a node process and a command-line client.
 //!
-//! `synod node` checks its options, starts a [`super::server`] and runs until killed.
+//! `synod node` starts a [`super::server`] ([`start_node`], as the system table names it).
 //! `synod kv` is a client: `put`, `get`, `delete`, `cas`, `scan`, `incr`, or any raw
 //! RESP command, sent with a session (so a retried write is applied once) to any node,
 //! which forwards to the leader.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use super::client::Client;
 use super::commands::WRITE_COMMANDS;
 use super::server::{CoreOptions, start};
 use crate::resp::Value;
-use crate::runtime::NodeOptions;
+use crate::runtime::{NodeOptions, StartError};
+use crate::systems::{Listening, NodeSettings};
 
 /// Exit code for a usage error.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the cluster could not answer.
 pub const EXIT_UNAVAILABLE: u8 = 1;
 
-/// Runs `synod node`; returns only on a start-up error.
-pub fn run_node(
-    id: u64,
-    listen: &str,
-    client: Option<&str>,
-    peers: &str,
-    data_dir: &Path,
-    snapshot_entries: u64,
-) -> ExitCode {
-    let core = CoreOptions::default().snapshot_entries(snapshot_entries);
-    let options = match NodeOptions::new(id, listen, client, peers, data_dir) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("synod node: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+/// Starts a node of the Consistent Core for `synod node` (see
+/// [`crate::systems::StartNode`]).
+///
+/// # Errors
+///
+/// As [`start`].
+pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<Listening, StartError> {
+    let core = match settings.snapshot_entries {
+        Some(entries) => CoreOptions::default().snapshot_entries(entries),
+        None => CoreOptions::default(),
     };
-    match start(&options, &core) {
-        Ok(server) => {
-            println!(
-                "synod node {id}: peers on {}, RESP clients on {}, data in {}",
-                server.peer_addr(),
-                server.client_addr(),
-                data_dir.display()
-            );
-            loop {
-                std::thread::park();
-            }
-        }
-        Err(e) => {
-            eprintln!("synod node: {e}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+    let server = start(options, &core)?;
+    Ok(Listening {
+        peers: server.peer_addr(),
+        clients: server.client_addr(),
+    })
 }
 
 /// Runs `synod kv`: `addrs` is a comma-separated list of RESP addresses; `read` the read

@@ -156,27 +156,6 @@ impl Options {
     }
 }
 
-/// Runs `synod demo` with its command-line options.
-pub fn main(
-    duration_s: u64,
-    clients: u32,
-    nodes: u32,
-    keep_data: bool,
-    history: Option<HistoryFile>,
-) -> ExitCode {
-    let options = Options::new(duration_s, clients, nodes, keep_data).map(|o| match history {
-        Some(file) => o.with_history(file),
-        None => o,
-    });
-    match options {
-        Ok(options) => run(&options),
-        Err(e) => {
-            eprintln!("synod demo: {e}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
-}
-
 /// Runs the demo; see the module documentation. The nodes are this program run again
 /// (`std::env::current_exe()`) with the `node` subcommand.
 pub fn run(options: &Options) -> ExitCode {

@@ -1,7 +1,13 @@
-//! The program's help lists every subcommand, and `synod bench` lists exactly the
-//! benchmarks that exist.
+//! The program's help lists every subcommand and every system, each subcommand takes the
+//! system to run with `--system` and refuses an unknown one naming the known ones, and
+//! `synod bench` lists exactly the benchmarks that exist.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use synod_examples::systems::{DEFAULT, SYSTEMS};
 
 fn synod(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_synod"))
@@ -79,4 +85,125 @@ fn bench_lists_exactly_the_benchmarks_that_exist() {
         let command = format!("cargo bench -p {} --bench {}", b.package, b.name);
         assert!(text.contains(&command), "`{command}` missing from:\n{text}");
     }
+}
+
+#[test]
+fn help_lists_every_system_and_each_subcommand_takes_one() {
+    let out = synod(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for system in SYSTEMS {
+        assert!(
+            help.lines()
+                .any(|l| l.contains(system.name) && l.contains(system.about)),
+            "`{}` missing from:\n{help}",
+            system.name
+        );
+    }
+    for sub in ["demo", "node", "kv", "sim"] {
+        let out = synod(&[sub, "--help"]);
+        assert!(out.status.success(), "synod {sub} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--system <NAME>") && help.contains(&format!("[default: {DEFAULT}]")),
+            "synod {sub} takes no --system:\n{help}"
+        );
+    }
+}
+
+/// `synod node` for `system`: node 1 of a one-node cluster on free ports, its data in `data`.
+fn node_args<'a>(system: &'a str, data: &'a str) -> [&'a str; 13] {
+    [
+        "node",
+        "--system",
+        system,
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--client",
+        "127.0.0.1:0",
+        "--peers",
+        "1=127.0.0.1:0",
+        "--data-dir",
+        data,
+    ]
+}
+
+#[test]
+fn an_unknown_system_is_refused_with_the_names_of_the_known_ones() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("n1");
+    let node = node_args("etcd", data.to_str().expect("a UTF-8 path"));
+    let kv = ["kv", "--system", "etcd", "get", "k"];
+    let demo = ["demo", "--system", "etcd"];
+    let sim = ["sim", "--system", "etcd", "--seed", "1"];
+    for args in [&node[..], &kv, &demo, &sim] {
+        let out = synod(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("etcd"), "{args:?}: {stderr}");
+        for system in SYSTEMS {
+            assert!(stderr.contains(system.name), "{args:?}: {stderr}");
+        }
+    }
+    assert!(
+        !dir.path().join("n1").exists(),
+        "a refused node touched its data directory"
+    );
+}
+
+/// The trace hash `synod sim` prints for `args`.
+fn trace_hash(args: &[&str]) -> String {
+    let out = synod(args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}: {stdout}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace hash"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| panic!("{args:?} printed no trace hash:\n{stdout}"))
+}
+
+#[test]
+fn sim_runs_the_simulation_of_the_system_named_or_the_default_one() {
+    let by_simulation = trace_hash(&["sim", "raft-kv", "--seed", "5", "--events", "300"]);
+    let by_system = trace_hash(&["sim", "--system", DEFAULT, "--seed", "5", "--events", "300"]);
+    let by_default = trace_hash(&["sim", "--seed", "5", "--events", "300"]);
+    assert_eq!(by_system, by_simulation);
+    assert_eq!(by_default, by_simulation);
+    // The two ways of naming it are one too many at once.
+    let out = synod(&["sim", "register", "--system", DEFAULT, "--seed", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn node_starts_the_system_named() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("n1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(node_args(DEFAULT, data.to_str().expect("a UTF-8 path")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the synod binary runs");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the node said where it listens");
+    assert!(
+        line.starts_with("synod node 1: peers on 127.0.0.1:") && line.contains("RESP clients on"),
+        "{line}"
+    );
+    assert!(
+        data.join("synod-node").is_file(),
+        "the node claimed no data directory"
+    );
 }
