@@ -42,12 +42,17 @@
 //!
 //! A record is bad if its header checksum fails, its length is over [`RECORD_BYTES_MAX`],
 //! its body is cut short, fails its checksum or does not decode, its durable mark is behind
-//! an earlier record's or not before the record itself, or it appends entries that do not
-//! continue the log.
+//! an earlier record's or not before the record itself, or it does not fit the log as a
+//! node would have written it: entries that do not continue the log densely, a truncation
+//! into the snapshot, a snapshot or an entry past [`INDEX_MAX`], a term
+//! past [`TERM_MAX`], a snapshot whose membership is invalid. Such a
+//! record passed its checksums, so only a bug or forged bytes make one; replay treats it as
+//! any other bad record rather than panic in the store.
 
 use std::fmt;
 
 use crate::membership::Membership;
+use crate::raft::{INDEX_MAX, TERM_MAX};
 use crate::storage::{HardState, LogStore, MemLogStore, Snapshot};
 use crate::types::{Entry, LogIndex, Term};
 use serde::{Deserialize, Serialize};
@@ -258,12 +263,53 @@ fn record_at(
         return Err("a body that fails its checksum");
     }
     let write = postcard::from_bytes::<StoreWrite>(body).map_err(|_| "an undecodable body")?;
-    if let StoreWrite::Append(entries) = &write
-        && entries.first().map(|e| e.index) != Some(store.last_index().next())
-    {
-        return Err("entries that do not continue the log");
-    }
+    fits(&write, store)?;
     Ok((write, end, header.durable))
+}
+
+/// Whether `write` can be applied to `store` as the node would have made it: an append
+/// continues the log densely and stays within [`INDEX_MAX`], a truncation keeps the
+/// snapshot, a snapshot is within [`INDEX_MAX`] with a valid membership, a term within
+/// [`TERM_MAX`]. A record that passes its checksums but does not fit was never written by
+/// a node (a bug, or bytes forged to match their checksums): the replay ends before it,
+/// as before any other bad record, instead of panicking in the store.
+fn fits(write: &StoreWrite, store: &MemLogStore) -> Result<(), &'static str> {
+    let snapshot_fits = |snapshot: &Snapshot| {
+        if snapshot.meta.index > INDEX_MAX {
+            Err("a snapshot past the highest index")
+        } else if !snapshot.meta.membership.is_valid() {
+            Err("a snapshot with an invalid membership")
+        } else {
+            Ok(())
+        }
+    };
+    match write {
+        StoreWrite::Append(entries) => {
+            // The store's last index is at most `INDEX_MAX`: every write checked here
+            // keeps it there, so the next index exists.
+            let next = store.last_index().0 + 1;
+            if entries.first().map(|e| e.index.0) != Some(next) {
+                return Err("entries that do not continue the log");
+            }
+            let dense = entries
+                .iter()
+                .zip(next..)
+                .all(|(entry, index)| entry.index.0 == index && entry.index <= INDEX_MAX);
+            if dense {
+                Ok(())
+            } else {
+                Err("entries that do not follow each other")
+            }
+        }
+        StoreWrite::TruncateAfter(index) if *index < store.snapshot().meta.index => {
+            Err("a truncation into the snapshot")
+        }
+        StoreWrite::HardState(hard_state) if hard_state.term > TERM_MAX => {
+            Err("a term past the highest term")
+        }
+        StoreWrite::TruncateAfter(_) | StoreWrite::HardState(_) => Ok(()),
+        StoreWrite::Compact(snapshot) | StoreWrite::Install(snapshot) => snapshot_fits(snapshot),
+    }
 }
 
 /// The offset of the first header after `at` whose durable mark is past `at`: proof that

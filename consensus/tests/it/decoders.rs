@@ -10,8 +10,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use synod_consensus::journal::{self, JournalWriter, StoreWrite};
 use synod_consensus::{
-    AppendResult, Entry, HardState, LogIndex, LogStore, Membership, Message, MessageBody, NodeId,
-    Payload, ReadId, Snapshot, SnapshotMeta, Term,
+    AppendResult, Entry, HardState, INDEX_MAX, LogIndex, LogStore, Membership, Message,
+    MessageBody, NodeId, Payload, ReadId, Snapshot, SnapshotMeta, Term,
 };
 use synod_sim::SimRng;
 use synod_sim::mutate::mutate;
@@ -192,11 +192,11 @@ proptest! {
 }
 
 /// Records that pass their checksum but do not fit the log (a writer's bug, or damage made
-/// before the checksum was computed) must end the replay as a bad record does. Today each
-/// panics inside `MemLogStore` (`journal::replay` checks only that an append's first entry
-/// continues the log before applying a record), which the `journal` fuzz target found.
+/// before the checksum was computed) must end the replay as a bad record does. The first
+/// three panicked inside `MemLogStore` when `journal::replay` checked only that an append's
+/// first entry continues the log (the `journal` fuzz target found them); a term past
+/// `TERM_MAX` replayed, and made `Node::new` panic on the store.
 #[test]
-#[ignore = "journal::replay panics on checksummed records that do not fit the log"]
 fn journal_records_that_do_not_fit_the_log_end_the_replay() {
     let membership = Membership::new([NodeId::new(1)], []).expect("one voter");
     let entry = |index| Entry {
@@ -220,11 +220,19 @@ fn journal_records_that_do_not_fit_the_log_end_the_replay() {
             StoreWrite::Compact(snapshot(5)),
             StoreWrite::TruncateAfter(LogIndex(2)),
         ],
-        // A snapshot at the last index there is, then anything appended after it.
+        // A snapshot past the highest index a node can reach (an append after it would
+        // overflow the index).
+        vec![StoreWrite::Install(snapshot(u64::MAX))],
+        // A snapshot at the highest index, then an entry past it.
         vec![
-            StoreWrite::Install(snapshot(u64::MAX)),
-            StoreWrite::Append(vec![entry(1)]),
+            StoreWrite::Install(snapshot(INDEX_MAX.0)),
+            StoreWrite::Append(vec![entry(INDEX_MAX.0 + 1)]),
         ],
+        // A term no node can reach.
+        vec![StoreWrite::HardState(HardState {
+            term: Term::new(u64::MAX),
+            vote: None,
+        })],
     ];
     for writes in cases {
         // Nothing after the bad record was written once it was synced: a torn tail, so
