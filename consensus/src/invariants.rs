@@ -80,8 +80,11 @@
 //! # Memory
 //!
 //! The checker keeps, per node, a fixed-size summary; per term, the leader it saw (16 bytes
-//! and a map node: a run has as many terms as elections); and per committed index, 32 bytes
-//! (the entry's term, its payload's digest and the term it was committed in). Committed
+//! and a map node: a run has as many terms as elections); and per committed index it saw,
+//! 40 bytes and a map node (the index, the entry's term, its payload's digest and the term
+//! it was committed in). Only indexes a node showed committed are kept, never the indexes
+//! between them, so a commit index or snapshot far past the rest (a forged message)
+//! costs one entry. Committed
 //! indexes are forgotten once every node the checker knows, up or down, has compacted them
 //! into its snapshot: no node can commit, apply or lead without them again. So the
 //! committed indexes held span from the lowest snapshot in the cluster to the highest commit
@@ -142,8 +145,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as MapEntry;
-use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -524,7 +527,7 @@ impl SafetyChecker {
     /// "Memory"): from the lowest snapshot among the nodes to the highest commit index.
     #[must_use]
     pub fn retained_indexes(&self) -> usize {
-        self.committed.slots.len()
+        self.committed.len()
     }
 
     /// How many terms the checker has seen a leader for.
@@ -920,32 +923,32 @@ struct Committed {
     committed_in: Term,
 }
 
-/// The committed entries from `base` on, by index (`None`: not seen committed, or seen
-/// only in a snapshot).
+/// The committed entries seen, by index, none below `base` (forgotten: compacted
+/// everywhere). A map, not a vector from `base`: what it holds is what the nodes showed,
+/// so a snapshot or a commit index far past the others (a forged message, a corrupt store)
+/// costs one entry, not one per index in between.
 #[derive(Debug)]
 struct CommittedLog {
     base: LogIndex,
-    slots: VecDeque<Option<Committed>>,
+    entries: BTreeMap<LogIndex, Committed>,
 }
 
 impl Default for CommittedLog {
     fn default() -> Self {
         CommittedLog {
             base: LogIndex(1),
-            slots: VecDeque::new(),
+            entries: BTreeMap::new(),
         }
     }
 }
 
 impl CommittedLog {
     fn get(&self, index: LogIndex) -> Option<Committed> {
-        let at = usize::try_from(index.0.checked_sub(self.base.0)?).ok()?;
-        self.slots.get(at).copied().flatten()
+        self.entries.get(&index).copied()
     }
 
-    fn slot_mut(&mut self, index: LogIndex) -> Option<&mut Option<Committed>> {
-        let at = usize::try_from(index.0.checked_sub(self.base.0)?).ok()?;
-        self.slots.get_mut(at)
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Compares what `node` shows at `index` (a term, and the payload's digest if known)
@@ -989,42 +992,38 @@ impl CommittedLog {
         if self.get(index).is_some() {
             self.compare(node, index, term, digest, stage)?;
             if let Some(d) = digest
-                && let Some(Some(c)) = self.slot_mut(index)
+                && let Some(c) = self.entries.get_mut(&index)
             {
                 c.digest.get_or_insert(d);
             }
             return Ok(false);
         }
-        if self.slots.is_empty() {
-            // Start at the first index seen, not at 1: a checker attached to a running
-            // cluster holds nothing for what was compacted before.
-            self.base = self.base.max(index);
-        }
         if index < self.base {
             return Ok(false); // forgotten: compacted everywhere
         }
-        let Ok(at) = usize::try_from(index.0 - self.base.0) else {
-            return Ok(false);
-        };
-        while self.slots.len() <= at {
-            self.slots.push_back(None);
-        }
-        self.slots[at] = Some(Committed {
-            term,
-            digest,
-            committed_in,
-        });
+        self.entries.insert(
+            index,
+            Committed {
+                term,
+                digest,
+                committed_in,
+            },
+        );
         Ok(true)
     }
 
     /// Forgets every index below `floor`.
     fn forget_below(&mut self, floor: LogIndex) {
-        while self.base < floor {
-            if self.slots.pop_front().is_none() {
-                self.base = floor;
-                break;
-            }
-            self.base = self.base.next();
+        if floor <= self.base {
+            return;
+        }
+        self.base = floor;
+        if self
+            .entries
+            .first_key_value()
+            .is_some_and(|(first, _)| *first < floor)
+        {
+            self.entries = self.entries.split_off(&floor);
         }
     }
 
@@ -1037,13 +1036,10 @@ impl CommittedLog {
         term: Term,
     ) -> Result<(), Violation> {
         let from = leader.snapshot().0.max(self.base);
-        let skip = usize::try_from(from.0 - self.base.0).unwrap_or(usize::MAX);
-        for (offset, slot) in self.slots.iter().enumerate().skip(skip) {
-            let Some(c) = slot else { continue };
+        for (&index, c) in self.entries.range(from..) {
             if c.committed_in >= term {
                 continue;
             }
-            let index = self.base.plus(offset as u64);
             let found = leader.term_at(index);
             if found != Some(c.term) {
                 return Err(Violation::LeaderLacksCommitted {
@@ -1592,8 +1588,8 @@ mod tests {
     }
 
     #[test]
-    fn a_committed_index_costs_32_bytes_as_documented() {
-        assert_eq!(size_of::<Option<Committed>>(), 32);
+    fn a_committed_index_costs_40_bytes_and_its_map_node_as_documented() {
+        assert_eq!(size_of::<(LogIndex, Committed)>(), 40);
     }
 
     #[test]

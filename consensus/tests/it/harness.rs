@@ -39,8 +39,7 @@ pub struct Cluster {
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
     pub checker: SafetyChecker,
     /// Whether to run the checker after every event (on unless a test feeds the nodes
-    /// forged messages: a snapshot at an index near the bound would have it remember
-    /// every index below).
+    /// forged messages, whose consequences the checker may rightly call violations).
     pub checking: bool,
     /// The first violation the checker found.
     pub violation: Option<Violation>,
