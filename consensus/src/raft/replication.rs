@@ -316,7 +316,10 @@ impl<S: LogStore> Node<S> {
         round: u64,
         last_index: LogIndex,
     ) {
-        if self.role != Role::Leader {
+        // A round this leader has not sent yet (rounds are numbered across terms) comes from
+        // a forged or corrupted message: counted, it would confirm reads and the lease for
+        // every round up to it before the follower answered any of them.
+        if self.role != Role::Leader || round > self.reads.round() {
             return;
         }
         let Some(pr) = self.progress.get_mut(&from) else {

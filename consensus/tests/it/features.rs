@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use synod_consensus::{
-    CompactError, LogIndex, LogStore, Membership, MembershipError, MessageBody, NodeId,
+    CompactError, LogIndex, LogStore, Membership, MembershipError, Message, MessageBody, NodeId,
     ProposeError, ReadId, ReadWaitList, Role, TransferError,
 };
 
@@ -51,6 +51,42 @@ fn read_index_on_a_follower_is_forwarded_to_the_leader() {
     c.process(n(3));
     c.deliver_all();
     assert_eq!(c.reads[&n(3)][0].index, Some(index));
+}
+
+#[test]
+fn a_heartbeat_answer_for_a_round_never_sent_confirms_no_read() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.propose(n(1), "x");
+    c.deliver_all();
+    // n1 is cut off; its read waits for a round that nobody answers.
+    c.isolate(n(1));
+    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
+    c.process(n(1));
+    c.deliver_all();
+    // An answer naming a round far past any n1 sent, in n1's term.
+    let term = c.node(n(1)).term();
+    let last_index = c.node(n(1)).last_index();
+    for round in [1 << 40, u64::MAX] {
+        c.node_mut(n(1)).step(Message {
+            from: n(2),
+            to: n(1),
+            term,
+            body: MessageBody::HeartbeatResponse { round, last_index },
+        });
+        c.process(n(1));
+    }
+    assert!(
+        c.reads.get(&n(1)).is_none_or(Vec::is_empty),
+        "a forged round confirmed a read: {:?}",
+        c.reads.get(&n(1))
+    );
+    // Once healed, the next real round confirms the read.
+    c.heal();
+    c.drop_all();
+    settle(&mut c, 3);
+    assert_eq!(c.reads[&n(1)].len(), 1);
+    assert!(c.reads[&n(1)][0].index.is_some());
 }
 
 #[test]
@@ -118,7 +154,7 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     let mut c2 = Cluster::new(3, |b| b);
     c2.auto_sync = true;
     let term = c2.node(n(1)).term();
-    c2.node_mut(n(1)).step(synod_consensus::Message {
+    c2.node_mut(n(1)).step(Message {
         from: n(2),
         to: n(1),
         term,
@@ -232,7 +268,7 @@ fn a_forwarded_read_that_gets_no_answer_fails_and_frees_its_place() {
         "the lost read is failed: {reads:?}"
     );
     // A late answer to it is ignored.
-    c.deliver(synod_consensus::Message {
+    c.deliver(Message {
         from: n(1),
         to: n(2),
         term: c.node(n(2)).term(),
