@@ -1,5 +1,6 @@
 //! `--history FILE` of `synod sim` and `synod demo`: the history the checker decided,
 //! written for a checker Synod did not write.
+// tidy: driver: writes the history file.
 //!
 //! The format is Jepsen's EDN history (Knossos, Elle) or porcupine's operations as JSON
 //! (see [`synod_sim::HistoryFormat`]), chosen by `--history-format` or else by the file's

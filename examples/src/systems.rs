@@ -1,4 +1,5 @@
 //! The reference systems the `synod` program runs, registered in one table.
+// tidy: driver: names the drivers that start each system's nodes and clients.
 //!
 //! Each of `synod demo`, `synod node`, `synod kv` and `synod sim` takes the system to run
 //! with `--system NAME` (default [`DEFAULT`]), looks it up in [`SYSTEMS`] and runs what the

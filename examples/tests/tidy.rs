@@ -5,11 +5,16 @@
 //!
 //! 1. Every `.rs` file starts with a `//!` module doc.
 //! 2. Protocol code (`node`, `clocks`, `quorum`, `membership`, `partitioning`, `consensus`, under
-//!    `src/`) does no I/O and stays deterministic: no `SystemTime::now`, `Instant::now`,
-//!    `std::thread`, `std::net`, `std::fs`, and no `HashMap` or `HashSet` (their iteration
-//!    order changes from run to run; use `BTreeMap`, `BTreeSet` or a sorted `Vec`). A file
-//!    that is a driver says so with a line starting `// tidy: driver` followed by the reason;
-//!    `#[cfg(test)] mod ... { }` blocks are not protocol code and are skipped.
+//!    `src/`, and every file of `examples/src`) does no I/O and stays deterministic: no
+//!    `SystemTime::now`, `Instant::now`, `std::thread`, `std::net`, `std::fs`, and no `HashMap`
+//!    or `HashSet` (their iteration order changes from run to run; use `BTreeMap`, `BTreeSet`
+//!    or a sorted `Vec`). A file that is a driver says so with a line
+//!    `// tidy: driver: <why it does I/O>` (a marker without its reason is a violation);
+//!    `#[cfg(test)] mod ... { }` blocks are not protocol code and are skipped. In `examples`,
+//!    where the drivers of the reference systems live (the process runtime, servers, clients,
+//!    the `synod` program), a file is sans-I/O unless it is marked, so a new file is held to
+//!    the rule until it says why it may not be; the state machines
+//!    ([`EXAMPLES_STATE_MACHINES`]) may not be marked at all.
 //! 3. Dependencies follow ARCHITECTURE.md's code map: library crates use only the chosen external crates
 //!    (optional peer baselines aside), and Synod crates depend on each other only along the
 //!    allowed edges.
@@ -30,6 +35,23 @@ const PROTOCOL_CRATES: &[&str] = &[
     "partitioning",
     "consensus",
 ];
+
+/// Where the `examples` crate's code lives: every file here is sans-I/O unless it is marked a
+/// driver.
+const EXAMPLES_SRC: &str = "examples/src";
+
+/// The state machines of the reference systems, and the pure code they use: never drivers,
+/// so a driver marker in one is itself a violation. The same code runs under the simulator
+/// and as a process only while it does no I/O.
+const EXAMPLES_STATE_MACHINES: &[&str] = &[
+    "examples/src/consistent_core/node.rs",
+    "examples/src/consistent_core/kv.rs",
+    "examples/src/consistent_core/commands.rs",
+    "examples/src/resp/codec.rs",
+];
+
+/// The marker of a driver, followed by `: ` and why the file does I/O.
+const DRIVER_MARKER: &str = "// tidy: driver";
 
 /// Library crates: everything but `examples`.
 const LIBRARY_CRATES: &[&str] = &[
@@ -177,13 +199,47 @@ fn has_word(text: &str, word: &str) -> bool {
         .any(|w| w == word)
 }
 
+/// Whether `text` is marked a driver: `Ok(true)` for a `// tidy: driver: <reason>` line,
+/// `Err` with the violation for a marker that gives no reason.
+fn driver_marker(path: &str, text: &str) -> Result<bool, String> {
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix(DRIVER_MARKER) else {
+            continue;
+        };
+        let reason = rest.strip_prefix(':').map(str::trim).unwrap_or("");
+        if reason.is_empty() {
+            return Err(format!(
+                "{path}:{}: a driver marker says why the file does I/O: `{DRIVER_MARKER}: <reason>`",
+                i + 1
+            ));
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Rule 2 for a file of `examples/src`: sans-I/O unless marked a driver, and never a driver if
+/// it is one of the state machines.
+fn check_examples_code(path: &str, text: &str) -> Vec<String> {
+    if EXAMPLES_STATE_MACHINES.contains(&path) && !matches!(driver_marker(path, text), Ok(false)) {
+        return vec![format!(
+            "{path}: a state machine of a reference system is sans-I/O and may not be marked a driver; move the I/O to a driver"
+        )];
+    }
+    check_no_io(path, text, "sans-I/O code")
+}
+
 /// Rule 2: protocol code does no I/O and has no nondeterministic collections.
 fn check_protocol_code(path: &str, text: &str) -> Vec<String> {
-    if text
-        .lines()
-        .any(|l| l.trim_start().starts_with("// tidy: driver"))
-    {
-        return Vec::new();
+    check_no_io(path, text, "protocol code")
+}
+
+/// Rule 2 for `what` (protocol code, or sans-I/O code of `examples`).
+fn check_no_io(path: &str, text: &str, what: &str) -> Vec<String> {
+    match driver_marker(path, text) {
+        Ok(true) => return Vec::new(),
+        Ok(false) => {}
+        Err(violation) => return vec![violation],
     }
     let mut violations = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
@@ -221,10 +277,7 @@ fn check_protocol_code(path: &str, text: &str) -> Vec<String> {
         let code = code_of(lines[i]);
         for (pattern, why) in FORBIDDEN {
             if code.contains(pattern) {
-                violations.push(format!(
-                    "{path}:{}: `{pattern}` in protocol code: {why}",
-                    i + 1
-                ));
+                violations.push(format!("{path}:{}: `{pattern}` in {what}: {why}", i + 1));
             }
         }
         // Grouped imports such as `use std::{fs, net::TcpStream};`.
@@ -232,7 +285,7 @@ fn check_protocol_code(path: &str, text: &str) -> Vec<String> {
             for module in ["fs", "net", "thread"] {
                 if has_word(group, module) {
                     violations.push(format!(
-                        "{path}:{}: `std::{module}` imported in protocol code: protocol code does no I/O",
+                        "{path}:{}: `std::{module}` imported in {what}: it does no I/O",
                         i + 1
                     ));
                 }
@@ -370,6 +423,35 @@ fn protocol_code_does_no_io_and_is_deterministic() {
 }
 
 #[test]
+fn examples_code_does_no_io_unless_it_is_a_driver() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    rust_files(&root.join(EXAMPLES_SRC), &mut files);
+    let paths: Vec<String> = files.iter().map(|f| relative(f)).collect();
+    for machine in EXAMPLES_STATE_MACHINES {
+        assert!(
+            paths.iter().any(|p| p == machine),
+            "tidy: {machine} is listed as a state machine but does not exist"
+        );
+    }
+    let mut violations = Vec::new();
+    let mut sans_io = 0;
+    for (file, path) in files.iter().zip(&paths) {
+        let text = fs::read_to_string(file).expect("readable source file");
+        violations.extend(check_examples_code(path, &text));
+        sans_io += usize::from(driver_marker(path, &text) == Ok(false));
+    }
+    assert!(
+        sans_io >= EXAMPLES_STATE_MACHINES.len(),
+        "tidy checked only {sans_io} sans-I/O files in {EXAMPLES_SRC}"
+    );
+    report(
+        "rule 2 (examples code does no I/O unless a driver)",
+        &violations,
+    );
+}
+
+#[test]
 fn dependencies_follow_the_design() {
     let root = workspace_root();
     let mut violations = Vec::new();
@@ -434,6 +516,47 @@ fn protocol_check_ignores_comments_strings_tests_and_drivers() {
         check_protocol_code("x/src/driver.rs", driver),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn examples_check_flags_io_in_a_sans_io_file_and_a_marked_state_machine() {
+    // A file I/O slipped into the key-value state machine.
+    let kv = "//! The state machine.\nuse std::collections::BTreeMap;\n\nfn load() -> Vec<u8> {\n    std::fs::read(\"kv.snap\").unwrap_or_default()\n}\n";
+    let violations = check_examples_code("examples/src/consistent_core/kv.rs", kv);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].starts_with("examples/src/consistent_core/kv.rs:5: `std::fs`"),
+        "{violations:?}"
+    );
+    // A new file is held to the rule too, until it says why it is a driver.
+    let new = "//! A helper.\nuse std::net::TcpStream;\n";
+    assert_eq!(check_examples_code("examples/src/new.rs", new).len(), 1);
+    let driver = "//! A helper.\n// tidy: driver: dials the nodes.\nuse std::net::TcpStream;\n";
+    assert_eq!(
+        check_examples_code("examples/src/new.rs", driver),
+        Vec::<String>::new()
+    );
+    // A state machine cannot be let off by marking it.
+    let marked = kv.replacen('\n', "\n// tidy: driver: reads its snapshot.\n", 1);
+    let violations = check_examples_code("examples/src/consistent_core/kv.rs", &marked);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("may not be marked a driver"),
+        "{violations:?}"
+    );
+}
+
+#[test]
+fn a_driver_marker_without_a_reason_is_a_violation() {
+    let bare = "//! A driver.\n// tidy: driver\nuse std::net::TcpStream;\n";
+    let violations = check_protocol_code("x/src/driver.rs", bare);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].starts_with("x/src/driver.rs:2: a driver marker says why"),
+        "{violations:?}"
+    );
+    let empty = "//! A driver.\n// tidy: driver: \nuse std::net::TcpStream;\n";
+    assert_eq!(check_protocol_code("x/src/driver.rs", empty).len(), 1);
 }
 
 #[test]
