@@ -328,15 +328,15 @@ impl FaultSelection {
         Ok(FaultSelection::Kinds(kinds))
     }
 
-    /// The nemesis configuration this selection stands for.
+    /// The nemesis configuration this selection stands for, its clocks drifting at most
+    /// [`raft_kv::CLOCK_DRIFT_PPM_MAX`] (the bound the raft-kv leaders' lease assumes).
     #[must_use]
     pub fn nemesis(&self) -> NemesisConfig {
+        let nemesis = NemesisConfig::builder().drift_ppm_max(raft_kv::CLOCK_DRIFT_PPM_MAX);
         match self {
-            FaultSelection::Swarm => NemesisConfig::default(),
+            FaultSelection::Swarm => nemesis.build(),
             FaultSelection::None => NemesisConfig::disabled(),
-            FaultSelection::Kinds(kinds) => {
-                NemesisConfig::builder().swarm(false).kinds(kinds).build()
-            }
+            FaultSelection::Kinds(kinds) => nemesis.swarm(false).kinds(kinds).build(),
         }
     }
 }

@@ -16,17 +16,32 @@
 //!   everything after it was never synced, so never acknowledged. Damage to records that
 //!   had been synced (which the simulated disk never does) stops the node, with the
 //!   offset, and cuts nothing.
-//! - **Time.** A tick every 5 ms of the node's own clock (which the simulator may skew,
-//!   drift and jump) drives elections and heartbeats.
-//!
+//! - **Time.** Every input reaches the node with the node's simulated monotonic clock read
+//!   at that moment (as time since the node started): the clock the nemesis makes drift,
+//!   that clock jumps do not move (they step the wall reading only), and that runs on while
+//!   the node is paused. The node runs Raft's ticks (5 ms each) for the time passed before
+//!   it looks at the input, so a lease read is checked against the time it is taken at; a
+//!   timer every 5 ms of the same clock brings the ticks when no other input comes.
 //! - **Fail-stop.** A node whose disk fails, or that reports it cannot continue, stops
 //!   and answers nothing more; the simulator injects neither, so the invariant reports it.
 //!
-//! `synod sim raft-kv`'s clients ([`clients`]) write and read (linearizably, through Raft's
-//! read index) eight keys, holding unique values, each sent to the leader the client last
-//! heard of, or to a random node. "Not the leader" and "retry" mean the command was not and
-//! will not be applied, so the operation failed; "unknown" (a proposal the node lost track
-//! of in a leadership change) may still be applied, and no answer in time is unknown too.
+//! The nodes ([`NodeOptions`]; `synod sim raft-kv` runs the defaults) take lease reads,
+//! with the margin ([`lease_drift_ticks`]) that the simulation's clock-drift bound
+//! ([`CLOCK_DRIFT_PPM_MAX`], to which the nemesis's drift is set) requires; snapshot and
+//! compact their logs every 200 applied entries, so that a node that lags or restarts
+//! behind the leader's snapshot installs it; and, while they lead, hand their leadership
+//! over (Raft's leadership transfer, [`Input::HandOver`]) every 300 ms of their clock. A
+//! [`Tally`] counts what the nodes did ([`Activity`]): lease reads served under a lease and
+//! those that fell back to a read index, compactions, snapshot installs, hand-overs and
+//! transfers. Membership changes are not exercised: [`CoreNode`] takes none from its
+//! clients.
+//!
+//! `synod sim raft-kv`'s clients ([`clients`]) write and read eight keys, holding unique
+//! values, half of the reads through Raft's read index and half under the leader's lease,
+//! each request sent to the leader the client last heard of, or to a random node. "Not the
+//! leader" and "retry" mean the command was not and will not be applied, so the operation
+//! failed; "unknown" (a proposal the node lost track of in a leadership change) may still
+//! be applied, and no answer in time is unknown too.
 //!
 //! After every event an invariant checks that no node stopped, and hands every running
 //! node's Raft state to `synod-consensus`'s [`SafetyChecker`]: the five properties of the
@@ -35,21 +50,24 @@
 //! while a node is up. A crashed node is missing from the check, so the checker knows that
 //! the node it sees next is a restart. The checker only reads the nodes: it draws no
 //! randomness and changes no event, so runs and trace hashes are the same as without it. A
-//! violation fails the run with its event; with the vote-persistence bug of
-//! `synod-consensus` switched on (and pre-vote and check-quorum off), `core_sim` seed 2730
-//! ends with `invariant violated at 1.506138s (event 1885): election safety: n1 and n2
-//! both led g17`.
+//! violation fails the run with its event.
 //!
 //! The CI test `tests/it/core_sim.rs` runs the same cluster through [`simulation`], with
-//! its own timing, clients that also compare-and-set and read under the leader's lease
-//! (see [`KvClients`]), and [`NodeOptions`] of its own.
+//! its own timing, clients that also compare-and-set and send every request to a random
+//! node ([`KvClients`]), [`NodeOptions`] of its own, and scenarios that cut off a leader
+//! whose process is paused, or whose clock drifts, past its lease.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
+use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalStore, JournalWriter, replay};
-use synod_consensus::{Config, ConfigError, Membership, Message, Node, PersistToken, Role, Term};
+use synod_consensus::journal::{JournalStore, JournalWriter, StoreWrite, replay};
+use synod_consensus::{
+    Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
+};
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
     Simulation, SyncToken, TimerId, View,
@@ -66,12 +84,24 @@ pub const KEYS: u64 = 8;
 
 /// The file holding a node's journal.
 const JOURNAL: &str = "raft.journal";
-/// The node's one timer.
+/// The node's timer for Raft's ticks.
 const TICK: TimerId = TimerId(0);
 const TICK_EVERY: Duration = Duration::from_millis(5);
+/// The node's timer for handing its leadership over (see [`NodeOptions::with_hand_overs`]).
+const HAND_OVER: TimerId = TimerId(1);
+/// Raft's election timeout, in ticks: 50 to 100 ms.
+const ELECTION_TIMEOUT_TICKS: std::ops::Range<u64> = 10..20;
 /// Snapshot (and compact the log) every this many applied entries: a few times in a run
 /// of ten thousand events, so snapshots are exercised too.
 const SNAPSHOT_ENTRIES: u64 = 200;
+/// How often, on its own clock, a leader of `synod sim raft-kv` hands its leadership over
+/// (about 20 times in a run of ten thousand events).
+const HAND_OVER_EVERY: Duration = Duration::from_millis(300);
+/// The clock-drift bound of `synod sim raft-kv` and of the CI test: the nemesis drifts no
+/// node's clock further from true time than this, either way (10%, far beyond a real
+/// oscillator's tens of ppm), and the leader's lease keeps the margin it needs under it
+/// ([`lease_drift_ticks`]).
+pub const CLOCK_DRIFT_PPM_MAX: u32 = 100_000;
 /// Client requests a node remembers; a request whose client has long timed out is
 /// forgotten first.
 const REQUESTS_MAX: usize = 1024;
@@ -92,7 +122,8 @@ pub enum Request {
         /// The value to set.
         new: u64,
     },
-    /// Read a key under the leader's lease if it holds one, else as [`Request::Read`].
+    /// Read a key under the leader's lease if it holds one, else as [`Request::Read`]
+    /// (and as that on a node that does not lead).
     LeaseRead(u64),
     /// Read a key from the node's own applied state, possibly stale: not linearizable, for
     /// showing that the checker catches it.
@@ -133,25 +164,36 @@ pub enum Response {
 pub struct NodeOptions {
     snapshot_entries: u64,
     raft_limits: Option<(usize, u64)>,
+    lease_drift_ppm: Option<u32>,
+    hand_over_every: Option<Duration>,
 }
 
 impl Default for NodeOptions {
-    /// `synod sim raft-kv`'s: a snapshot every 200 applied entries, Raft's default limits.
+    /// `synod sim raft-kv`'s: a snapshot every 200 applied entries, Raft's default limits,
+    /// lease reads under the drift bound [`CLOCK_DRIFT_PPM_MAX`], and a leader that hands
+    /// its leadership over every 300 ms of its clock.
     fn default() -> Self {
         NodeOptions {
             snapshot_entries: SNAPSHOT_ENTRIES,
             raft_limits: None,
+            lease_drift_ppm: Some(CLOCK_DRIFT_PPM_MAX),
+            hand_over_every: Some(HAND_OVER_EVERY),
         }
     }
 }
 
 impl NodeOptions {
-    /// Never snapshots. The journal makes a snapshot durable at the next sync, not when
-    /// the store call returns as `synod-consensus`'s `LogStore` contract asks; the CI test
-    /// keeps to the contract (snapshots are tested in the Consistent Core's unit tests).
+    /// Never snapshots.
     #[must_use]
     pub fn without_snapshots(mut self) -> Self {
         self.snapshot_entries = u64::MAX;
+        self
+    }
+
+    /// Snapshots (and compacts the log) every `entries` applied entries (at least 1).
+    #[must_use]
+    pub fn with_snapshot_entries(mut self, entries: u64) -> Self {
+        self.snapshot_entries = entries.max(1);
         self
     }
 
@@ -173,6 +215,158 @@ impl NodeOptions {
             .build()?;
         self.raft_limits = Some((in_flight_max, append_bytes_max));
         Ok(self)
+    }
+
+    /// The leader takes lease reads, keeping the margin that a clock drift of up to
+    /// `drift_ppm` parts per million either way needs ([`lease_drift_ticks`]; clamped to
+    /// the simulator's largest drift, 500,000). The simulation must drift no clock further
+    /// than that: a smaller figure than the nemesis's drift is a known-bad setup, for
+    /// showing that the checker catches the stale reads it allows.
+    #[must_use]
+    pub fn with_lease_drift_ppm(mut self, drift_ppm: u32) -> Self {
+        self.lease_drift_ppm = Some(drift_ppm.min(DRIFT_PPM_LIMIT));
+        self
+    }
+
+    /// No lease: a lease read is a read index.
+    #[must_use]
+    pub fn without_lease(mut self) -> Self {
+        self.lease_drift_ppm = None;
+        self
+    }
+
+    /// A node that leads hands its leadership to the most up-to-date other voter
+    /// ([`Input::HandOver`]: Raft's leadership transfer) every `every` of its clock, from a
+    /// start drawn at random within the first `every`; `None` never hands over.
+    #[must_use]
+    pub fn with_hand_overs(mut self, every: Option<Duration>) -> Self {
+        self.hand_over_every = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The Raft configuration of node `id`, its elections seeded with `seed`.
+    fn raft_config(&self, id: NodeId, seed: u64) -> Config {
+        let mut config = Config::builder(id)
+            .election_timeout_ticks(ELECTION_TIMEOUT_TICKS)
+            .heartbeat_interval_ticks(2)
+            .seed(seed);
+        if let Some((in_flight_max, append_bytes_max)) = self.raft_limits {
+            config = config
+                .in_flight_max(in_flight_max)
+                .append_bytes_max(append_bytes_max);
+        }
+        if let Some(drift_ppm) = self.lease_drift_ppm {
+            config = config.lease_reads(lease_drift_ticks(ELECTION_TIMEOUT_TICKS.start, drift_ppm));
+        }
+        config.build().expect(
+            "a valid Raft configuration: the limits were checked in NodeOptions, and the \
+             lease's margin is below the election timeout for any drift up to the limit",
+        )
+    }
+}
+
+/// The largest drift a simulated clock can have, in parts per million (`synod-clocks`'s
+/// `DRIFT_PPM_MAX`).
+const DRIFT_PPM_LIMIT: u32 = 500_000;
+
+/// The margin, in ticks, that a leader's lease must keep when every node's clock runs
+/// within `drift_ppm` parts per million of true time (either way) and elections time out
+/// after at least `election_timeout_min` ticks: the `drift_ticks` of
+/// `synod_consensus::ConfigBuilder::lease_reads`.
+///
+/// A lease taken from a heartbeat round sent at tick `t` lasts until the leader's tick
+/// `t + election_timeout_min - margin`. A voter that answered the round heard it after it
+/// was sent, and votes for no one else until its election timer has counted
+/// `election_timeout_min` ticks since: more than `election_timeout_min - 1` ticks of its
+/// clock, since a tick can fall just after it heard. In the worst case the leader's clock
+/// runs slow and the voter's fast, so the lease is safe if
+/// `(election_timeout_min - margin) / (1 - drift) <= (election_timeout_min - 1) / (1 + drift)`;
+/// this is the smallest such margin (1 without drift).
+#[must_use]
+pub fn lease_drift_ticks(election_timeout_min: u64, drift_ppm: u32) -> u64 {
+    const MILLION: u128 = 1_000_000;
+    let drift = u128::from(drift_ppm).min(MILLION - 1);
+    let voter_ticks = u128::from(election_timeout_min.saturating_sub(1));
+    let lease_ticks = voter_ticks * (MILLION - drift) / (MILLION + drift);
+    election_timeout_min - u64::try_from(lease_ticks).expect("at most election_timeout_min")
+}
+
+/// What the nodes of a simulation did, summed over every node and every restart: how many
+/// lease reads the leaders served under their lease and how many fell back to a read index,
+/// how often a log was compacted or replaced by a snapshot from the leader, and how often
+/// a leader handed its leadership over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Lease reads taken by a leader holding a lease: no quorum round.
+    pub lease_reads: u64,
+    /// Lease reads taken by a leader holding no lease (it had not yet heard from a quorum
+    /// in its term, or tried to hand its leadership over in it): a read index instead.
+    pub lease_fallbacks: u64,
+    /// Lease reads sent to a node that did not lead: a read index, through the leader.
+    pub lease_reads_elsewhere: u64,
+    /// Snapshots taken, the log below them dropped.
+    pub compactions: u64,
+    /// Snapshots received from a leader in place of the log.
+    pub snapshot_installs: u64,
+    /// Hand-overs asked of a node that led.
+    pub hand_overs: u64,
+    /// `TimeoutNow` messages sent: a transfer's target told to campaign at once.
+    pub transfers: u64,
+}
+
+impl Activity {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Activity) {
+        self.lease_reads += other.lease_reads;
+        self.lease_fallbacks += other.lease_fallbacks;
+        self.lease_reads_elsewhere += other.lease_reads_elsewhere;
+        self.compactions += other.compactions;
+        self.snapshot_installs += other.snapshot_installs;
+        self.hand_overs += other.hand_overs;
+        self.transfers += other.transfers;
+    }
+}
+
+impl std::fmt::Display for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lease reads: {} at a leader under its lease, {} at a leader without one, {} at \
+             a follower; {} compactions, {} snapshot installs; {} hand-overs, {} transfers",
+            self.lease_reads,
+            self.lease_fallbacks,
+            self.lease_reads_elsewhere,
+            self.compactions,
+            self.snapshot_installs,
+            self.hand_overs,
+            self.transfers
+        )
+    }
+}
+
+/// A shared counter of a simulation's [`Activity`]: every node of the simulation holds a
+/// clone and adds to it; read it once the run is over. It only counts: the nodes behave,
+/// and the run's trace hash is, the same whoever holds one.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Rc<Cell<Activity>>);
+
+impl Tally {
+    /// A tally at zero.
+    #[must_use]
+    pub fn new() -> Self {
+        Tally::default()
+    }
+
+    /// The counts so far.
+    #[must_use]
+    pub fn get(&self) -> Activity {
+        self.0.get()
+    }
+
+    fn add(&self, count: impl FnOnce(&mut Activity)) {
+        let mut activity = self.0.get();
+        count(&mut activity);
+        self.0.set(activity);
     }
 }
 
@@ -201,17 +395,16 @@ pub struct RaftKvNode {
     syncs: BTreeMap<u64, (PersistToken, u64)>,
     next_sync: u64,
     journal: JournalWriter,
-    /// Timer expiries since the node (re)started: the node's monotonic clock is their
-    /// count times [`TICK_EVERY`], so it runs one Raft tick per expiry, as the simulator
-    /// schedules them (on this node's drifting clock). Its clock reading would not do: the
-    /// nemesis jumps it backwards, which would freeze the node's timers.
-    ticks: u64,
+    /// The node's monotonic clock when it (re)started: the node is handed the time since,
+    /// read from the simulated clock at each input (see [`RaftKvNode::now`]).
+    origin: Duration,
+    tally: Tally,
 }
 
 impl RaftKvNode {
-    /// Node `id` of a cluster of `nodes`.
+    /// Node `id` of a cluster of `nodes`, counting what it does in `tally`.
     #[must_use]
-    pub fn new(id: NodeId, nodes: usize, options: NodeOptions) -> Self {
+    pub fn new(id: NodeId, nodes: usize, options: NodeOptions, tally: Tally) -> Self {
         RaftKvNode {
             id,
             nodes,
@@ -223,7 +416,8 @@ impl RaftKvNode {
             syncs: BTreeMap::new(),
             next_sync: 0,
             journal: JournalWriter::new(0),
-            ticks: 0,
+            origin: Duration::ZERO,
+            tally,
         }
     }
 
@@ -254,13 +448,45 @@ impl RaftKvNode {
         self.stopped = Some(why);
     }
 
+    /// The time to hand the node: its simulated monotonic clock now, since the node
+    /// started. That clock drifts as the nemesis makes it (clock jumps step only the wall
+    /// reading), and keeps running while the node is paused, so a node resumed after a
+    /// pause or handed an input late runs every Raft tick that time brings before it
+    /// looks at the input, and a lease read is checked against the time it is taken at,
+    /// never against a count of the timer expiries that happened to be delivered.
+    fn now(&self, ctx: &Context<'_, Self>) -> Duration {
+        let monotonic = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
+        monotonic.saturating_sub(self.origin)
+    }
+
     /// Feeds `input` to the node and carries out what it asks.
     fn handle(&mut self, ctx: &mut Context<'_, Self>, input: Input) {
-        if let Some(core) = self.core.as_mut() {
-            let now = TICK_EVERY * u32::try_from(self.ticks).unwrap_or(u32::MAX);
-            let effects = core.handle(now, input);
-            self.carry_out(ctx, effects);
+        let now = self.now(ctx);
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        if let Input::Client {
+            request:
+                core_node::Request::Read {
+                    mode: ReadMode::Lease,
+                    ..
+                },
+            ..
+        } = &input
+        {
+            // Raft's ticks up to `now` first, so the lease looked at is the one the read
+            // is taken under (stepping the read at the same time runs no more ticks).
+            core.step(now, Input::Tick);
+            let leading = core.raft().role() == Role::Leader;
+            let leased = core.raft().read_lease().is_some();
+            self.tally.add(|a| match (leading, leased) {
+                (true, true) => a.lease_reads += 1,
+                (true, false) => a.lease_fallbacks += 1,
+                (false, _) => a.lease_reads_elsewhere += 1,
+            });
         }
+        let effects = core.handle(now, input);
+        self.carry_out(ctx, effects);
     }
 
     fn carry_out(&mut self, ctx: &mut Context<'_, Self>, effects: Vec<core_node::Effect>) {
@@ -270,6 +496,13 @@ impl RaftKvNode {
         // The log writes go to disk before anything the node asks next, so that the
         // sync of a persist request covers them.
         let written = core.store_mut().take_written();
+        for write in &written {
+            match write {
+                StoreWrite::Compact(_) => self.tally.add(|a| a.compactions += 1),
+                StoreWrite::Install(_) => self.tally.add(|a| a.snapshot_installs += 1),
+                _ => {}
+            }
+        }
         if !written.is_empty() {
             let mut bytes = Vec::new();
             self.journal.encode(&written, &mut bytes);
@@ -281,6 +514,9 @@ impl RaftKvNode {
         for effect in effects {
             match effect {
                 core_node::Effect::Send(message) => {
+                    if message.body == MessageBody::TimeoutNow {
+                        self.tally.add(|a| a.transfers += 1);
+                    }
                     ctx.send(message.to, message);
                 }
                 core_node::Effect::Persist(token) => {
@@ -373,20 +609,9 @@ impl synod_sim::Node for RaftKvNode {
             return self.stop(format!("cutting the journal's torn tail failed: {e}"));
         }
         self.journal = JournalWriter::new(good as u64);
-        let mut config = Config::builder(self.id)
-            .election_timeout_ticks(10..20)
-            .heartbeat_interval_ticks(2)
-            .seed(ctx.rng().next_u64());
-        if let Some((in_flight_max, append_bytes_max)) = self.options.raft_limits {
-            config = config
-                .in_flight_max(in_flight_max)
-                .append_bytes_max(append_bytes_max);
-        }
-        let config = config
-            .build()
-            .expect("a valid Raft configuration: the limits were checked in NodeOptions");
+        let config = self.options.raft_config(self.id, ctx.rng().next_u64());
         let store = JournalStore::new(mem);
-        self.ticks = 0;
+        self.origin = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
         let mut core = CoreNode::new(
             Node::new(config, store),
             TICK_EVERY,
@@ -397,14 +622,27 @@ impl synod_sim::Node for RaftKvNode {
         self.core = Some(core);
         self.carry_out(ctx, effects);
         ctx.set_timer(TICK_EVERY, TICK);
+        if let Some(every) = self.options.hand_over_every {
+            let first = ctx.rng().below(duration_nanos(every)) + 1;
+            ctx.set_timer(Duration::from_nanos(first), HAND_OVER);
+        }
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: NodeId, message: Message) {
         self.handle(ctx, Input::Peer(message));
     }
 
-    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
-        self.ticks += 1;
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: TimerId) {
+        if timer == HAND_OVER {
+            if self.leading().is_some() {
+                self.tally.add(|a| a.hand_overs += 1);
+                self.handle(ctx, Input::HandOver);
+            }
+            if let (Some(every), true) = (self.options.hand_over_every, self.core.is_some()) {
+                ctx.set_timer(every, HAND_OVER);
+            }
+            return;
+        }
         self.handle(ctx, Input::Tick);
         if self.core.is_some() {
             ctx.set_timer(TICK_EVERY, TICK);
@@ -465,11 +703,18 @@ impl KvService for RaftKvNode {
     }
 }
 
-/// `synod sim raft-kv`'s clients: linearizable reads and writes of [`KEYS`] keys, each
-/// sent to the leader the last answer named.
+/// `synod sim raft-kv`'s clients: reads (half through Raft's read index, half under the
+/// leader's lease) and writes of [`KEYS`] keys, each sent to the leader the last answer
+/// named.
 #[must_use]
 pub fn clients() -> KvClients<RaftKvNode> {
-    KvClients::new(KEYS).following_the_leader()
+    KvClients::new(KEYS)
+        .with_reads(&[Request::Read, Request::LeaseRead])
+        .following_the_leader()
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The invariant checked after every event: no node stopped, and Raft's safety properties
@@ -507,12 +752,14 @@ pub fn simulation(
     seed: u64,
     options: NodeOptions,
     clients: KvClients<RaftKvNode>,
+    tally: &Tally,
 ) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
     let nodes = config.nodes();
+    let tally = tally.clone();
     Simulation::new(
         config,
         seed,
-        move |id| RaftKvNode::new(id, nodes, options),
+        move |id| RaftKvNode::new(id, nodes, options, tally.clone()),
         clients,
     )
     .invariant(invariant(nodes))
@@ -521,7 +768,45 @@ pub fn simulation(
 
 /// Runs the cluster once with `seed`.
 pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
-    let report = simulation(config, seed, NodeOptions::default(), clients()).run();
+    let tally = Tally::new();
+    let report = simulation(config, seed, NodeOptions::default(), clients(), &tally).run();
     let verdict = report.verdict(&mut Linearizability::new(KvModel));
     RunSummary::new(report, verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_margin_grows_with_the_drift_bound_and_always_leaves_a_lease() {
+        let min = ELECTION_TIMEOUT_TICKS.start;
+        assert_eq!(
+            lease_drift_ticks(min, 0),
+            1,
+            "a tick's rounding, without drift"
+        );
+        assert_eq!(lease_drift_ticks(min, 100_000), 3);
+        assert_eq!(lease_drift_ticks(min, DRIFT_PPM_LIMIT), 7);
+        for ppm in [0, 1, 10_000, 100_000, 250_000, DRIFT_PPM_LIMIT] {
+            let margin = lease_drift_ticks(min, ppm);
+            // The lease, on a clock slow by the bound, ends before a voter's timer, on a
+            // clock fast by it, can have run out (in millionths of a tick).
+            let lease = u128::from(min - margin) * 1_000_000 * 1_000_000;
+            let slow = 1_000_000 - u128::from(ppm);
+            let fast = 1_000_000 + u128::from(ppm);
+            assert!(lease / slow <= u128::from(min - 1) * 1_000_000 * 1_000_000 / fast);
+            // One tick less would not do.
+            let longer = u128::from(min - margin + 1) * 1_000_000 * 1_000_000;
+            assert!(longer / slow > u128::from(min - 1) * 1_000_000 * 1_000_000 / fast);
+            let options = NodeOptions::default().with_lease_drift_ppm(ppm);
+            let config = options.raft_config(NodeId::new(1), 7);
+            assert_eq!(config.lease_drift_ticks(), Some(margin));
+        }
+        let clamped = NodeOptions::default().with_lease_drift_ppm(u32::MAX);
+        assert_eq!(
+            clamped,
+            NodeOptions::default().with_lease_drift_ppm(DRIFT_PPM_LIMIT)
+        );
+    }
 }
