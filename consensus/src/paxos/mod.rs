@@ -55,8 +55,15 @@ use synod_quorum::{MajorityConfig, Outcome, Quorum};
 
 use crate::types::NodeId;
 
+mod gate;
 pub mod multi;
+mod node;
 pub mod register;
+mod register_node;
+
+pub use gate::{NodeConfig, REQUESTS_MAX_DEFAULT, RETRY_TIMEOUT_MS_DEFAULT, RequestError};
+pub use node::PaxosNode;
+pub use register_node::{CasRegisterNode, CasReply, CasRequest, KeyWrite};
 
 /// A ballot: a round number and the proposer's id, compared in that order. Unique per
 /// proposer and totally ordered.
@@ -221,12 +228,15 @@ impl<V: Clone> Acceptor<V> {
 pub enum PaxosError {
     /// No acceptors, or the same acceptor twice.
     Acceptors,
+    /// A node's configuration names it, but not among the cluster's nodes.
+    NotMember(NodeId),
 }
 
 impl fmt::Display for PaxosError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PaxosError::Acceptors => write!(f, "acceptors must be a non-empty set"),
+            PaxosError::NotMember(id) => write!(f, "node {id} is not one of the cluster's nodes"),
         }
     }
 }
@@ -296,6 +306,13 @@ impl<V: Clone> Proposer<V> {
     #[must_use]
     pub fn ballot(&self) -> Ballot {
         self.ballot
+    }
+
+    /// Records that `ballot` exists, so that the next ballot this proposer picks is above
+    /// it. A restarted node calls it with the ballot its acceptor promised, which is at
+    /// least every ballot the node proposed before the crash.
+    pub fn observe(&mut self, ballot: Ballot) {
+        self.highest_seen = self.highest_seen.max(ballot.round);
     }
 
     /// Starts (or restarts) phase 1 with a ballot above every ballot seen, proposing

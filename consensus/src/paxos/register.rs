@@ -165,6 +165,13 @@ impl<K: Ord + Clone, V: Clone> RegisterAcceptor<K, V> {
             .and_then(|(_, v)| v.as_ref())
     }
 
+    /// Whether this replica would take part in a round on `key`: it holds the key, or has
+    /// room for one more.
+    #[must_use]
+    pub fn has_room_for(&self, key: &K) -> bool {
+        self.keys.contains_key(key) || self.keys.len() < self.keys_max
+    }
+
     /// Restores a key's persisted state after a restart.
     pub fn restore(&mut self, key: K, state: KeyState<V>) {
         self.keys.insert(key, state);
@@ -370,6 +377,20 @@ impl<K: Clone, V: Clone + PartialEq> CasCoordinator<K, V> {
                 )
             })
             .collect()
+    }
+
+    /// Whether this operation proposed its own write in its latest ballot: restarting it
+    /// then could misreport a write that was chosen, so a stalled one ends
+    /// [`CasStatus::Unknown`] instead.
+    #[must_use]
+    pub fn proposed_own_write(&self) -> bool {
+        self.step == Step::Proposing || self.outcome == CasStatus::Unknown
+    }
+
+    /// The key this operation works on.
+    #[must_use]
+    pub fn key(&self) -> &K {
+        &self.key
     }
 
     fn broadcast(&self, msg: &RegisterMessage<K, V>) -> Vec<(NodeId, RegisterMessage<K, V>)> {
