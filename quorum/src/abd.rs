@@ -20,17 +20,25 @@
 //! # Driving it
 //!
 //! [`AbdNode`] is both a replica (it stores one tagged value) and a coordinator (it runs
-//! reads and writes for its clients). Call [`AbdNode::read`] or [`AbdNode::write`] to
-//! start an operation, [`AbdNode::handle`] for every message, [`AbdNode::tick`]
-//! periodically for retransmission and timeouts, then drain [`AbdNode::poll_effect`] and
-//! carry the effects out **in order**. Messages addressed to the node itself must be
-//! delivered back to it like any other. A [`AbdEffect::Persist`] must be durable before any
-//! later effect is carried out: a replica must not acknowledge a value it could forget.
+//! reads and writes for its clients), and follows the node contract of `synod-node`
+//! ([`Protocol`]): hand it client requests ([`AbdRequest`]), messages from its peers,
+//! persistence acknowledgements and wake-ups with [`Protocol::handle`], and carry out what
+//! [`Protocol::poll`] returns. A replica that takes a newer value asks for it to be made
+//! durable with an `Effect::Persist` of an [`AbdWrite`], and holds every answer it gives
+//! after that (query replies and update acknowledgements) until `Input::Persisted`
+//! covers the write: a replica never acknowledges, nor shows, a value it could forget in a
+//! crash. Retransmissions to silent voters and timeouts run on the `now` handed in, with
+//! one `Effect::WakeAt` for the earliest. After a restart the node is built again with
+//! [`AbdNode::recover`] from the last write made durable and a new [`Incarnation`].
+//! `synod_sim::ProtocolNode` runs it under the simulator.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use synod_node::{Effect, EffectOf, Input, InputOf, PersistToken, Protocol, RequestId, Time};
 
 use crate::config::{ConfigError, FlexibleConfig, Quorum, Threshold};
 use crate::node::{Incarnation, NodeId};
@@ -89,8 +97,8 @@ pub struct AbdConfig {
     incarnation: Incarnation,
     quorums: FlexibleConfig,
     ops_in_flight_max: usize,
-    retry_ticks: u64,
-    timeout_ticks: u64,
+    retry_interval_ms: u64,
+    timeout_ms: u64,
     write_back: bool,
 }
 
@@ -98,7 +106,8 @@ impl AbdConfig {
     /// A register on this start of `node`, whose `incarnation` it has never used before
     /// (see [`Incarnation`]; there is no default, so that a restart cannot forget it),
     /// replicated over `voters` with majority quorums (tolerates `(n - 1) / 2` crashes).
-    /// Defaults: 64 operations in flight, retransmit every 2 ticks, give up after 20 ticks.
+    /// Defaults: 64 operations in flight, retransmit to silent voters every 10 ms, give up
+    /// on an operation after 100 ms.
     ///
     /// The incarnation cannot be left out:
     ///
@@ -148,14 +157,15 @@ impl AbdConfig {
             incarnation,
             quorums,
             ops_in_flight_max: 64,
-            retry_ticks: 2,
-            timeout_ticks: 20,
+            retry_interval_ms: 10,
+            timeout_ms: 100,
             write_back: true,
         })
     }
 
-    /// Sets the limits: operations in flight on this node, ticks between retransmissions
-    /// to silent voters, and ticks before an operation is given up.
+    /// Sets the limits: operations in flight on this node, milliseconds between
+    /// retransmissions to silent voters, and milliseconds before an operation is given up
+    /// (both on the node's monotonic clock, the `now` its driver hands in).
     ///
     /// # Errors
     ///
@@ -163,15 +173,15 @@ impl AbdConfig {
     pub fn limits(
         mut self,
         ops_in_flight_max: usize,
-        retry_ticks: u64,
-        timeout_ticks: u64,
+        retry_interval_ms: u64,
+        timeout_ms: u64,
     ) -> Result<Self, AbdConfigError> {
-        if ops_in_flight_max == 0 || retry_ticks == 0 || timeout_ticks == 0 {
+        if ops_in_flight_max == 0 || retry_interval_ms == 0 || timeout_ms == 0 {
             return Err(AbdConfigError::ZeroLimit);
         }
         self.ops_in_flight_max = ops_in_flight_max;
-        self.retry_ticks = retry_ticks;
-        self.timeout_ticks = timeout_ticks;
+        self.retry_interval_ms = retry_interval_ms;
+        self.timeout_ms = timeout_ms;
         Ok(self)
     }
 
@@ -274,7 +284,7 @@ pub enum AbdMessage<V> {
 }
 
 /// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AbdError {
     /// This node already has as many operations in flight as its limit allows.
@@ -321,43 +331,42 @@ impl fmt::Display for AbdError {
 
 impl std::error::Error for AbdError {}
 
-/// What an [`AbdNode`] wants done, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AbdEffect<V> {
-    /// Make this replica state durable before carrying out any later effect.
-    Persist {
-        /// The replica's new tag.
-        tag: Tag,
-        /// The replica's new value.
-        value: Option<V>,
-    },
-    /// Send `message` to `to` (possibly this node itself).
-    Send {
-        /// The destination.
-        to: NodeId,
-        /// The message.
-        message: AbdMessage<V>,
-    },
-    /// A read finished: the value (`None` if the register was never written).
-    ReadDone {
-        /// The operation.
-        op: AbdOpId,
-        /// The value read.
-        value: Option<V>,
-    },
-    /// A write finished: the value is stored on a write quorum.
-    WriteDone {
-        /// The operation.
-        op: AbdOpId,
-    },
-    /// An operation failed.
-    Failed {
-        /// The operation.
-        op: AbdOpId,
-        /// Why.
-        error: AbdError,
-    },
+/// What a client asks an [`AbdNode`]: the request type of its [`Protocol`] implementation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AbdRequest<V> {
+    /// Read the register.
+    Read,
+    /// Write this value.
+    Write(V),
 }
+
+/// What an [`AbdNode`] answers a client: the response type of its [`Protocol`]
+/// implementation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AbdResponse<V> {
+    /// A read finished: the value (`None` if the register was never written).
+    Read(Option<V>),
+    /// A write finished: the value is stored on a write quorum.
+    Written,
+    /// The operation failed; [`AbdError`] says whether it may still take effect.
+    Failed(AbdError),
+}
+
+/// What an [`AbdNode`] asks its driver to make durable (the [`Protocol`]'s write type):
+/// the replica's new tag and value. The last one written is the replica's state, what
+/// [`AbdNode::recover`] is built from after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AbdWrite<V> {
+    /// The replica's new tag.
+    pub tag: Tag,
+    /// The replica's new value.
+    pub value: Option<V>,
+}
+
+/// Replies a replica holds back while its state is not yet durable (answers to queries and
+/// updates that arrive while a write is being made durable). Past it, further replies are
+/// dropped, as a lost message would be: their senders retransmit.
+pub const ABD_HELD_REPLIES_MAX: usize = 4_096;
 
 #[derive(Debug, Clone)]
 enum Phase<V> {
@@ -374,40 +383,50 @@ enum Phase<V> {
     },
 }
 
+/// An effect of an [`AbdNode`] (`EffectOf<AbdNode<V>>`, spelled out so that it needs no
+/// bound on `V`).
+type AbdEffect<V> = Effect<AbdMessage<V>, AbdResponse<V>, AbdWrite<V>, Infallible>;
+
 #[derive(Debug, Clone)]
 struct Op<V> {
+    /// The client request the operation answers.
+    client: RequestId,
     is_write: bool,
     /// The value a write will store, until its update phase starts.
     write_value: Option<V>,
     phase: Phase<V>,
-    started_tick: u64,
-    last_sent_tick: u64,
+    started: Time,
+    last_sent: Time,
 }
 
-/// One node of an ABD register: a replica and a coordinator. See the [module
-/// documentation](self) for how to drive it.
+/// One node of an ABD register: a replica and a coordinator, on the node contract
+/// ([`Protocol`]). See the [module documentation](self) for how to drive it.
 ///
 /// ```
-/// use synod_quorum::{AbdConfig, AbdEffect, AbdNode, Incarnation, NodeId};
+/// use synod_node::{Effect, Input, Protocol, RequestId, Time};
+/// use synod_quorum::{AbdConfig, AbdNode, AbdRequest, AbdResponse, Incarnation, NodeId};
 ///
-/// // A single-node register, driven by hand: every message goes back to the node.
-/// fn run(node: &mut AbdNode<&'static str>) -> Vec<AbdEffect<&'static str>> {
-///     let mut done = Vec::new();
-///     while let Some(effect) = node.poll_effect() {
+/// // A single-node register, driven by hand: each write is "durable" at once.
+/// fn run(node: &mut AbdNode<&'static str>, id: u64, request: AbdRequest<&'static str>)
+///     -> Vec<AbdResponse<&'static str>>
+/// {
+///     let now = Time::from_millis(1);
+///     node.handle(now, Input::Request { id: RequestId(id), request });
+///     let mut replies = Vec::new();
+///     while let Some(effect) = node.poll() {
 ///         match effect {
-///             AbdEffect::Send { message, .. } => node.handle(node.config().node(), message),
-///             AbdEffect::Persist { .. } => {} // a real node writes and syncs here
-///             finished => done.push(finished),
+///             // A real driver writes and syncs here, and acknowledges after the sync.
+///             Effect::Persist { token, .. } => node.handle(now, Input::Persisted(token)),
+///             Effect::Reply { response, .. } => replies.push(response),
+///             _ => {}
 ///         }
 ///     }
-///     done
+///     replies
 /// }
 /// let me = NodeId::new(1);
 /// let mut node = AbdNode::new(AbdConfig::majority(me, Incarnation::new(1), [me])?);
-/// let write = node.write("hello")?;
-/// assert_eq!(run(&mut node), [AbdEffect::WriteDone { op: write }]);
-/// let read = node.read()?;
-/// assert_eq!(run(&mut node), [AbdEffect::ReadDone { op: read, value: Some("hello") }]);
+/// assert_eq!(run(&mut node, 1, AbdRequest::Write("hello")), [AbdResponse::Written]);
+/// assert_eq!(run(&mut node, 2, AbdRequest::Read), [AbdResponse::Read(Some("hello"))]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -417,7 +436,15 @@ pub struct AbdNode<V> {
     value: Option<V>,
     ops: BTreeMap<AbdOpId, Op<V>>,
     next_op: u64,
-    tick: u64,
+    /// The last persist token handed out, and the last acknowledged.
+    last_token: PersistToken,
+    durable: PersistToken,
+    /// Replies to peers waiting for the persist they depend on, in order.
+    held: VecDeque<(PersistToken, NodeId, AbdMessage<V>)>,
+    /// Messages this node sent itself, handled before the current input returns.
+    loopback: VecDeque<AbdMessage<V>>,
+    /// The wake-up last asked for.
+    wake_at: Option<Time>,
     effects: VecDeque<AbdEffect<V>>,
 }
 
@@ -429,7 +456,7 @@ impl<V: Clone> AbdNode<V> {
     }
 
     /// A node restarting with the durable replica state of a previous run (the last
-    /// [`AbdEffect::Persist`] carried out), configured with an incarnation it has never
+    /// [`AbdWrite`] its driver made durable), configured with an incarnation it has never
     /// used before ([`AbdConfig::incarnation`]). Reusing an incarnation can give two writes
     /// the same [`Tag`], and lets a reply delayed in the network from the earlier life be
     /// counted for a new operation with the same [`AbdOpId`] (a read could then miss a
@@ -442,64 +469,78 @@ impl<V: Clone> AbdNode<V> {
             value,
             ops: BTreeMap::new(),
             next_op: 0,
-            tick: 0,
+            last_token: PersistToken::default(),
+            durable: PersistToken::default(),
+            held: VecDeque::new(),
+            loopback: VecDeque::new(),
+            wake_at: None,
             effects: VecDeque::new(),
         }
     }
 
-    /// Starts a read. Its result arrives as [`AbdEffect::ReadDone`] or
-    /// [`AbdEffect::Failed`].
-    ///
-    /// # Errors
-    ///
-    /// [`AbdError::TooManyInFlight`] at the limit of operations in flight.
-    pub fn read(&mut self) -> Result<AbdOpId, AbdError> {
-        self.start(false, None)
-    }
-
-    /// Starts a write of `value`. Its result arrives as [`AbdEffect::WriteDone`] or
-    /// [`AbdEffect::Failed`].
-    ///
-    /// # Errors
-    ///
-    /// [`AbdError::TooManyInFlight`] at the limit of operations in flight.
-    pub fn write(&mut self, value: V) -> Result<AbdOpId, AbdError> {
-        self.start(true, Some(value))
-    }
-
-    fn start(&mut self, is_write: bool, write_value: Option<V>) -> Result<AbdOpId, AbdError> {
+    fn start(&mut self, now: Time, client: RequestId, request: AbdRequest<V>) {
         if self.ops.len() >= self.config.ops_in_flight_max {
-            return Err(AbdError::TooManyInFlight {
+            let error = AbdError::TooManyInFlight {
                 ops_in_flight_max: self.config.ops_in_flight_max,
-            });
+            };
+            self.reply(client, AbdResponse::Failed(error));
+            return;
         }
         let id = AbdOpId {
             incarnation: self.config.incarnation,
             number: self.next_op,
         };
         self.next_op += 1;
+        let (is_write, write_value) = match request {
+            AbdRequest::Read => (false, None),
+            AbdRequest::Write(value) => (true, Some(value)),
+        };
         let op = Op {
+            client,
             is_write,
             write_value,
             phase: Phase::Query {
                 tracker: ResponseTracker::new(self.config.quorums.read_quorum().clone()),
                 best: (Tag::default(), None),
             },
-            started_tick: self.tick,
-            last_sent_tick: self.tick,
+            started: now,
+            last_sent: now,
         };
         self.ops.insert(id, op);
-        self.send_phase(id, false);
-        Ok(id)
+        self.send_phase(now, id, false);
+    }
+
+    fn reply(&mut self, id: RequestId, response: AbdResponse<V>) {
+        self.effects.push_back(Effect::Reply { id, response });
+    }
+
+    /// Sends `message` to `to`; to this node itself, it is handled before the current
+    /// input returns (the contract sends nothing to the sender itself).
+    fn send(&mut self, to: NodeId, message: AbdMessage<V>) {
+        if to == self.config.node {
+            self.loopback.push_back(message);
+        } else {
+            self.effects.push_back(Effect::Send { to, message });
+        }
+    }
+
+    /// Sends a replica's answer to `to`, once every write made so far is durable: the
+    /// answer may reveal or acknowledge a state the replica could otherwise forget.
+    fn answer(&mut self, to: NodeId, message: AbdMessage<V>) {
+        if self.last_token <= self.durable {
+            self.send(to, message);
+        } else if self.held.len() < ABD_HELD_REPLIES_MAX {
+            self.held.push_back((self.last_token, to, message));
+        }
     }
 
     /// Sends the current phase's message of `id` to every voter that has not answered
     /// (all voters when the phase starts).
-    fn send_phase(&mut self, id: AbdOpId, retransmit: bool) {
+    fn send_phase(&mut self, now: Time, id: AbdOpId, retransmit: bool) {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
-        op.last_sent_tick = self.tick;
+        op.last_sent = now;
         let (targets, message): (Vec<NodeId>, AbdMessage<V>) = match &op.phase {
             Phase::Query { tracker, .. } => (
                 tracker.outstanding().collect(),
@@ -520,47 +561,46 @@ impl<V: Clone> AbdNode<V> {
         };
         debug_assert!(retransmit || !targets.is_empty());
         for to in targets {
-            self.effects.push_back(AbdEffect::Send {
-                to,
-                message: message.clone(),
-            });
+            self.send(to, message.clone());
         }
     }
 
     /// Handles a message from `from`. Replies, duplicates and replies to finished or
     /// unknown operations are handled safely: a voter is counted once per phase.
-    pub fn handle(&mut self, from: NodeId, message: AbdMessage<V>) {
+    fn on_message(&mut self, now: Time, from: NodeId, message: AbdMessage<V>) {
         match message {
             AbdMessage::Query { op } => {
-                self.effects.push_back(AbdEffect::Send {
-                    to: from,
-                    message: AbdMessage::QueryReply {
-                        op,
-                        tag: self.tag,
-                        value: self.value.clone(),
-                    },
-                });
+                let reply = AbdMessage::QueryReply {
+                    op,
+                    tag: self.tag,
+                    value: self.value.clone(),
+                };
+                self.answer(from, reply);
             }
             AbdMessage::Update { op, tag, value } => {
                 if tag > self.tag {
                     self.tag = tag;
                     self.value = value;
-                    self.effects.push_back(AbdEffect::Persist {
+                    self.last_token = self.last_token.next();
+                    let write = AbdWrite {
                         tag,
                         value: self.value.clone(),
+                    };
+                    self.effects.push_back(Effect::Persist {
+                        token: self.last_token,
+                        write,
                     });
                 }
-                self.effects.push_back(AbdEffect::Send {
-                    to: from,
-                    message: AbdMessage::UpdateAck { op },
-                });
+                self.answer(from, AbdMessage::UpdateAck { op });
             }
-            AbdMessage::QueryReply { op, tag, value } => self.on_query_reply(from, op, tag, value),
+            AbdMessage::QueryReply { op, tag, value } => {
+                self.on_query_reply(now, from, op, tag, value);
+            }
             AbdMessage::UpdateAck { op } => self.on_update_ack(from, op),
         }
     }
 
-    fn on_query_reply(&mut self, from: NodeId, id: AbdOpId, tag: Tag, value: Option<V>) {
+    fn on_query_reply(&mut self, now: Time, from: NodeId, id: AbdOpId, tag: Tag, value: Option<V>) {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
@@ -577,14 +617,13 @@ impl<V: Clone> AbdNode<V> {
             return;
         }
         let (best_tag, best_value) = std::mem::take(best);
+        let client = op.client;
         let (tag, value) = if op.is_write {
             // The sequence comes from the network: a buggy replica can send the largest.
             let Some(sequence) = best_tag.sequence.checked_add(1) else {
                 self.ops.remove(&id);
-                self.effects.push_back(AbdEffect::Failed {
-                    op: id,
-                    error: AbdError::SequenceExhausted { op: id },
-                });
+                let error = AbdError::SequenceExhausted { op: id };
+                self.reply(client, AbdResponse::Failed(error));
                 return;
             };
             let tag = Tag {
@@ -596,10 +635,7 @@ impl<V: Clone> AbdNode<V> {
             (tag, op.write_value.take())
         } else if !self.config.write_back {
             self.ops.remove(&id);
-            self.effects.push_back(AbdEffect::ReadDone {
-                op: id,
-                value: best_value,
-            });
+            self.reply(client, AbdResponse::Read(best_value));
             return;
         } else {
             (best_tag, best_value)
@@ -609,7 +645,7 @@ impl<V: Clone> AbdNode<V> {
             tag,
             value,
         };
-        self.send_phase(id, false);
+        self.send_phase(now, id, false);
     }
 
     fn on_update_ack(&mut self, from: NodeId, id: AbdOpId) {
@@ -625,40 +661,63 @@ impl<V: Clone> AbdNode<V> {
             return;
         }
         let value = value.take();
-        let is_write = op.is_write;
+        let (client, is_write) = (op.client, op.is_write);
         self.ops.remove(&id);
-        self.effects.push_back(if is_write {
-            AbdEffect::WriteDone { op: id }
+        let response = if is_write {
+            AbdResponse::Written
         } else {
-            AbdEffect::ReadDone { op: id, value }
-        });
+            AbdResponse::Read(value)
+        };
+        self.reply(client, response);
     }
 
-    /// Advances time by one tick: retransmits to silent voters every `retry_ticks` and
-    /// fails operations older than `timeout_ticks`.
-    pub fn tick(&mut self) {
-        self.tick += 1;
+    /// Every write up to `token` is durable: the answers that waited for it go out.
+    fn on_persisted(&mut self, token: PersistToken) {
+        self.durable = self.durable.max(token.min(self.last_token));
+        while let Some((waits_for, _, _)) = self.held.front()
+            && *waits_for <= self.durable
+        {
+            let (_, to, message) = self.held.pop_front().expect("front exists");
+            self.send(to, message);
+        }
+    }
+
+    /// Fails operations older than the timeout and retransmits to silent voters.
+    fn on_time(&mut self, now: Time) {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let retry = Duration::from_millis(self.config.retry_interval_ms);
         let ids: Vec<AbdOpId> = self.ops.keys().copied().collect();
         for id in ids {
             let op = &self.ops[&id];
-            if self.tick - op.started_tick >= self.config.timeout_ticks {
+            if op.started + timeout <= now {
+                let client = op.client;
                 self.ops.remove(&id);
-                self.effects.push_back(AbdEffect::Failed {
-                    op: id,
-                    error: AbdError::TimedOut { op: id },
-                });
-            } else if self.tick - op.last_sent_tick >= self.config.retry_ticks {
-                self.send_phase(id, true);
+                let error = AbdError::TimedOut { op: id };
+                self.reply(client, AbdResponse::Failed(error));
+            } else if op.last_sent + retry <= now {
+                self.send_phase(now, id, true);
             }
         }
     }
 
-    /// The next effect to carry out, in order.
-    pub fn poll_effect(&mut self) -> Option<AbdEffect<V>> {
-        self.effects.pop_front()
+    /// Asks to be woken at the earliest retransmission or timeout, if that changed.
+    fn ask_wake(&mut self) {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let retry = Duration::from_millis(self.config.retry_interval_ms);
+        let earliest = self
+            .ops
+            .values()
+            .map(|op| (op.started + timeout).min(op.last_sent + retry))
+            .min();
+        if let Some(at) = earliest
+            && self.wake_at != Some(at)
+        {
+            self.wake_at = Some(at);
+            self.effects.push_back(Effect::WakeAt(at));
+        }
     }
 
-    /// The replica's current tag and value.
+    /// The replica's current tag and value (not necessarily durable yet).
     #[must_use]
     pub fn replica_state(&self) -> (Tag, Option<&V>) {
         (self.tag, self.value.as_ref())
@@ -674,5 +733,39 @@ impl<V: Clone> AbdNode<V> {
     #[must_use]
     pub fn config(&self) -> &AbdConfig {
         &self.config
+    }
+}
+
+impl<V: Clone> Protocol for AbdNode<V> {
+    type Message = AbdMessage<V>;
+    type Request = AbdRequest<V>;
+    type Response = AbdResponse<V>;
+    type Write = AbdWrite<V>;
+    type Apply = Infallible;
+
+    fn id(&self) -> NodeId {
+        self.config.node
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        match input {
+            Input::Message { from, message } => self.on_message(now, from, message),
+            Input::Request { id, request } => self.start(now, id, request),
+            Input::Persisted(token) => self.on_persisted(token),
+            Input::Wake => self.wake_at = None,
+        }
+        // What this node sent itself (its own replica's answers, and what they start).
+        while let Some(message) = self.loopback.pop_front() {
+            self.on_message(now, self.config.node, message);
+        }
+        self.on_time(now);
+        while let Some(message) = self.loopback.pop_front() {
+            self.on_message(now, self.config.node, message);
+        }
+        self.ask_wake();
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        self.effects.pop_front()
     }
 }

@@ -7,7 +7,7 @@
 //! leaderless stores, and the linearizable [`AbdNode`] register.
 //!
 //! Everything here is logic without I/O: nothing reads a clock, opens a socket or touches a
-//! file. The protocols take messages and ticks as inputs and return what to send as
+//! file. The protocols take messages and the time as inputs and return what to send as
 //! effects, which the caller drains and carries out; the simulator (`synod-sim`) and real
 //! drivers run the same code.
 //!
@@ -21,7 +21,7 @@
 //! | [`VersionedStore`] | An ordered multi-version store: latest and as-of reads, scans at a version, GC |
 //! | [`Coordinator`] | One node of a leaderless store: consistency levels, read repair, hints |
 //! | [`LastWriteWins`], [`VersionVectors`] | How the coordinator resolves conflicting versions ([`Resolver`]) |
-//! | [`AbdNode`] | One node of a linearizable ABD register |
+//! | [`AbdNode`] | One node of a linearizable ABD register, a `synod_node::Protocol`: [`AbdRequest`] in, [`AbdResponse`] out, [`AbdWrite`] persisted |
 //! | [`NodeId`] | A node's identity (the same type as `synod_clocks::NodeId`) |
 //! | [`Incarnation`] | One start of a node, required by both protocols' configurations |
 //!
@@ -191,12 +191,16 @@
 //!
 //! The ABD register, by contrast, has a single value per register and runs each operation
 //! as two quorum phases; see [`AbdNode`] for a runnable example and the [`abd`] module for
-//! how to drive it (including the durability rule for [`AbdEffect::Persist`]).
+//! how to drive it. It follows the node contract of `synod-node` (`synod_node::Protocol`):
+//! requests, messages, persistence acknowledgements and wake-ups in with the time, effects
+//! out of one `poll`, its replica state persisted as an effect ([`AbdWrite`]) and every
+//! answer that depends on it held until the write is durable.
 //!
 //! # What it does not do
 //!
-//! - No I/O and no timers of its own: callers deliver messages, call `tick`, persist what
-//!   [`AbdEffect::Persist`] asks for, and decide which nodes are down. The [`Coordinator`]
+//! - No I/O and no timers of its own: callers deliver messages, persist what the
+//!   [`AbdNode`] asks to persist, wake it when it asks, call the [`Coordinator`]'s `tick`,
+//!   and decide which nodes are down. The [`Coordinator`]
 //!   is handed its node's wall-clock time with each input, and refuses last-write-wins
 //!   timestamps further ahead of it than a configured drift bound.
 //! - No durable storage for the [`Coordinator`]'s replica data: it lives in memory, and a
@@ -234,7 +238,9 @@
 //!   writes and versions, and the dotted version vectors behind [`VersionVectors`].
 //! - `synod-consensus` counts votes and commits with [`ResponseTracker`],
 //!   [`JointConfig`] and [`Quorum::committed_index`].
-//! - `synod-sim` runs this crate's register in its simulator (a dev-dependency only).
+//! - `synod-node` defines the contract the [`AbdNode`] follows.
+//! - `synod-sim` runs this crate's register in its simulator, through its generic adapter
+//!   for the contract (a dev-dependency only).
 
 pub mod abd;
 pub mod config;
@@ -244,7 +250,10 @@ pub mod resolve;
 pub mod tracker;
 pub mod versioned;
 
-pub use abd::{AbdConfig, AbdConfigError, AbdEffect, AbdError, AbdMessage, AbdNode, AbdOpId, Tag};
+pub use abd::{
+    ABD_HELD_REPLIES_MAX, AbdConfig, AbdConfigError, AbdError, AbdMessage, AbdNode, AbdOpId,
+    AbdRequest, AbdResponse, AbdWrite, Tag,
+};
 pub use config::{
     ConfigError, FlexibleConfig, JointConfig, MajorityConfig, Quorum, Threshold, majority_of,
 };

@@ -34,8 +34,9 @@
 //!
 //! Systems (see [`System`]):
 //!
-//! - `register` ([`register`]): the ABD register of `synod-quorum`, one per key, with a
-//!   small driver that persists its state on the simulated disk;
+//! - `register` ([`register`]): the ABD register of `synod-quorum`, one per key, as one
+//!   state machine on the node contract, run by `synod-sim`'s generic adapter with a store
+//!   that lays its writes out on the simulated disk;
 //! - `raft-kv` ([`raft_kv`]): the Consistent Core node ([`crate::consistent_core::node`]),
 //!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
 //!   as a process, with a journaling driver in place of the write-ahead log and sockets.

@@ -3,16 +3,16 @@
 //! Attiya, Bar-Noy and Dolev's register is linearizable without a leader: every read and
 //! write asks a majority for its newest tagged value, and then stores the newest on a
 //! majority (a read writes back what it read). [`synod_quorum::AbdNode`] is that protocol
-//! for one register, as a state machine without I/O. [`RegisterNode`] is the driver that
-//! runs [`KEYS`] of them (a tiny key-value store, one register per key) in the simulator,
-//! and is small enough to read in one sitting. It does what a real driver must, minus
-//! sockets:
+//! for one register, as a state machine on the node contract. [`Registers`] is [`KEYS`] of
+//! them (a tiny key-value store, one register per key) as one state machine on the same
+//! contract, and [`RegisterStore`] says how its writes are laid out on a simulated disk;
+//! `synod-sim`'s generic adapter, [`ProtocolNode`], does the rest (messages, timers, syncs,
+//! restarts). It is small enough to read in one sitting:
 //!
-//! - **Durability before acknowledgement.** An [`AbdEffect::Persist`] is appended to the
-//!   node's disk as a checksummed record, followed by a sync; every effect that comes after
-//!   it waits until the sync completes. A replica must never acknowledge a value it could
-//!   forget in a crash.
-//! - **Recovery.** On start the node reads its records up to the first one that is torn or
+//! - **Durability before acknowledgement** is the register's own: a replica asks for each
+//!   newer value to be persisted and answers nothing that depends on it until the adapter
+//!   says the write is synced. The store appends each write as a checksummed record.
+//! - **Recovery.** On start the store reads the records up to the first one that is torn or
 //!   corrupt, cuts the file there (a crash damages only writes that were never synced, and
 //!   nothing was acknowledged on their strength), and takes each key's newest record.
 //! - **A generation per start** (the book's *Generation Clock*). Tags must be unique per
@@ -28,12 +28,16 @@
 //! for a key hold the same value.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::convert::Infallible;
+use std::io;
 
-use synod_quorum::{AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, Incarnation, Tag};
+use synod_node::{Effect, EffectOf, Input, InputOf, PersistToken, Protocol, Time};
+use synod_quorum::{
+    AbdConfig, AbdError, AbdMessage, AbdNode, AbdRequest, AbdResponse, AbdWrite, Incarnation, Tag,
+};
 use synod_sim::{
-    Completion, Context, KvModel, KvOutput, Linearizability, Node, NodeId, RequestId, SimConfig,
-    Simulation, SyncToken, TimerId,
+    Boot, Completion, Disk, KvModel, KvOutput, Linearizability, NodeId, ProtocolNode,
+    ProtocolStore, SimConfig, Simulation,
 };
 
 use super::clients::{Answer, KvClients, KvService};
@@ -49,14 +53,11 @@ pub const CLIENTS: usize = 6;
 const STATE_FILE: &str = "register.state";
 /// The key of a start record, which carries only the generation.
 const START_RECORD: u64 = u64::MAX;
-/// The node's one timer: it drives retransmissions and timeouts.
-const TICK: TimerId = TimerId(0);
-const TICK_EVERY: Duration = Duration::from_millis(5);
-/// Operations in flight per register, ticks between retransmissions, ticks before giving
-/// up (80 ms: before the client's own 100 ms timeout, so the client hears "unknown").
+/// Operations in flight per register, milliseconds between retransmissions, milliseconds
+/// before giving up (before the client's own 100 ms timeout, so the client hears "unknown").
 const OPS_IN_FLIGHT_MAX: usize = 16;
-const RETRY_TICKS: u64 = 2;
-const TIMEOUT_TICKS: u64 = 16;
+const RETRY_INTERVAL_MS: u64 = 10;
+const TIMEOUT_MS: u64 = 80;
 
 /// What a client asks a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,10 +90,10 @@ pub struct Keyed {
     pub message: AbdMessage<u64>,
 }
 
-/// One durable record: a key's tagged value, or (key [`START_RECORD`]) a start; both
-/// carry the node's generation.
+/// One durable record, what [`Registers`] persists: a key's tagged value, or (key
+/// `u64::MAX`) a start; both carry the node's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Record {
+pub struct Record {
     generation: u64,
     key: u64,
     tag: Tag,
@@ -187,69 +188,63 @@ fn recover(file: Option<&[u8]>) -> (Recovered, u64) {
     (state, good)
 }
 
-/// Where a node is in its life.
+/// One node of the store: a replica and coordinator of every key's register, on the node
+/// contract.
+///
+/// It starts by persisting its generation and serves nothing until that is durable; then
+/// each key's [`AbdNode`] runs with the generation as its incarnation. The registers'
+/// persists become the store's, with tokens of its own; their wake-ups become one, the
+/// earliest.
 #[derive(Debug)]
-enum Phase {
-    /// Built; [`Node::on_start`] not called yet.
-    New,
-    /// Waiting for this start's generation record to be durable.
-    Starting {
-        recovered: Recovered,
-        sync: SyncToken,
-    },
-    /// Serving.
-    Running,
-    /// A disk operation failed: the node stops rather than risk acknowledging what it
-    /// could not store (fail-stop). The simulator injects no I/O errors today, so this is
-    /// not reached there.
-    Halted,
-}
-
-/// One simulated node: a replica and coordinator of every key's register, with their
-/// state on the simulated disk.
-#[derive(Debug)]
-pub struct RegisterNode {
+pub struct Registers {
     me: NodeId,
     nodes: usize,
-    phase: Phase,
     generation: u64,
+    /// The start record's token while it is not durable, and what the disk held.
+    starting: Option<(PersistToken, Recovered)>,
     /// One register per key, once running.
     registers: BTreeMap<u64, AbdNode<u64>>,
-    /// Which client request each running operation answers.
-    clients: BTreeMap<(u64, AbdOpId), RequestId>,
-    /// Effects waiting for a sync, in order, each with its key and the sync it waits for.
-    held: VecDeque<(SyncToken, u64, AbdEffect<u64>)>,
-    syncs_requested: u64,
-    syncs_done: u64,
+    /// The last token handed out; each persist not yet acknowledged, with the key and the
+    /// register's own token it carries.
+    last_token: PersistToken,
+    persisting: VecDeque<(PersistToken, u64, PersistToken)>,
+    /// Each register's wake-up, and the one asked of the driver.
+    wakes: BTreeMap<u64, Time>,
+    wake_at: Option<Time>,
+    effects: VecDeque<EffectOf<Registers>>,
 }
 
-impl RegisterNode {
-    /// Node `id` of a store replicated on nodes `1..=nodes` with majority quorums.
-    ///
-    /// # Panics
-    ///
-    /// If `id` is above `nodes`.
-    #[must_use]
-    pub fn new(id: NodeId, nodes: usize) -> Self {
-        assert!(id.get() <= nodes as u64, "node {id} of {nodes}");
-        RegisterNode {
+impl Registers {
+    /// Node `id` of a store on nodes `1..=nodes`, starting from what its disk held: its
+    /// first effect persists the next generation.
+    fn start(id: NodeId, nodes: usize, recovered: Recovered) -> Self {
+        let generation = recovered.generation + 1;
+        let mut node = Registers {
             me: id,
             nodes,
-            phase: Phase::New,
-            generation: 0,
+            generation,
+            starting: None,
             registers: BTreeMap::new(),
-            clients: BTreeMap::new(),
-            held: VecDeque::new(),
-            syncs_requested: 0,
-            syncs_done: 0,
-        }
+            last_token: PersistToken::default(),
+            persisting: VecDeque::new(),
+            wakes: BTreeMap::new(),
+            wake_at: None,
+            effects: VecDeque::new(),
+        };
+        let token = node.persist(Record {
+            generation,
+            key: START_RECORD,
+            ..Record::default()
+        });
+        node.starting = Some((token, recovered));
+        node
     }
 
     /// The registers' configuration for this start, whose generation is its incarnation.
     fn config(&self) -> AbdConfig {
         let voters = (1..=self.nodes as u64).map(NodeId::new);
         AbdConfig::majority(self.me, Incarnation::new(self.generation), voters)
-            .and_then(|c| c.limits(OPS_IN_FLIGHT_MAX, RETRY_TICKS, TIMEOUT_TICKS))
+            .and_then(|c| c.limits(OPS_IN_FLIGHT_MAX, RETRY_INTERVAL_MS, TIMEOUT_MS))
             .expect("the node is one of the voters, and the limits are above zero")
     }
 
@@ -261,150 +256,168 @@ impl RegisterNode {
         })
     }
 
-    /// Appends `record` and asks for a sync; returns the sync's token, or `None` (and
-    /// halts) if the disk failed.
-    fn persist(&mut self, ctx: &mut Context<'_, Self>, record: Record) -> Option<SyncToken> {
-        if ctx.disk().append(STATE_FILE, &record.encode()).is_err() {
-            self.phase = Phase::Halted;
-            self.registers.clear();
-            return None;
-        }
-        self.syncs_requested += 1;
-        let token = SyncToken(self.syncs_requested);
-        ctx.sync(token);
-        Some(token)
+    fn persist(&mut self, write: Record) -> PersistToken {
+        self.last_token = self.last_token.next();
+        self.effects.push_back(Effect::Persist {
+            token: self.last_token,
+            write,
+        });
+        self.last_token
     }
 
-    /// Carries out the effects of `key`'s register in order, holding back everything that
-    /// follows a persist until its sync completes.
-    fn drain(&mut self, ctx: &mut Context<'_, Self>, key: u64) {
-        while let Some(effect) = self.registers.get_mut(&key).and_then(AbdNode::poll_effect) {
-            if let AbdEffect::Persist { tag, value } = effect {
-                let generation = self.generation;
-                let record = Record {
-                    generation,
-                    key,
-                    tag,
-                    value,
-                };
-                self.persist(ctx, record);
-            } else if self.syncs_requested > self.syncs_done {
-                let sync = SyncToken(self.syncs_requested);
-                self.held.push_back((sync, key, effect));
-            } else {
-                self.apply(ctx, key, effect);
-            }
-        }
-    }
-
-    fn apply(&mut self, ctx: &mut Context<'_, Self>, key: u64, effect: AbdEffect<u64>) {
-        let (op, response) = match effect {
-            AbdEffect::Send { to, message } => {
-                ctx.send(to, Keyed { key, message });
-                return;
-            }
-            AbdEffect::Persist { .. } => unreachable!("persists are carried out by drain"),
-            AbdEffect::ReadDone { op, value } => (op, Response::Read(value)),
-            AbdEffect::WriteDone { op } => (op, Response::Written),
-            AbdEffect::Failed { op, .. } => (op, Response::GaveUp),
-        };
-        if let Some(request) = self.clients.remove(&(key, op)) {
-            ctx.reply(request, response);
-        }
-    }
-}
-
-impl Node for RegisterNode {
-    type Message = Keyed;
-    type Request = Request;
-    type Response = Response;
-
-    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        let file = ctx.disk().read(STATE_FILE);
-        let (recovered, good) = recover(file.as_deref());
-        if file.is_some_and(|f| f.len() as u64 != good)
-            && ctx.disk().set_len(STATE_FILE, good).is_err()
-        {
-            self.phase = Phase::Halted;
+    /// Hands `input` to `key`'s register and carries its effects over as this node's.
+    fn hand_register(&mut self, now: Time, key: u64, input: InputOf<AbdNode<u64>>) {
+        let Some(abd) = self.registers.get_mut(&key) else {
             return;
-        }
-        let start = Record {
-            generation: recovered.generation + 1,
-            key: START_RECORD,
-            ..Record::default()
         };
-        if let Some(sync) = self.persist(ctx, start) {
-            self.generation = start.generation;
-            self.phase = Phase::Starting { recovered, sync };
+        abd.handle(now, input);
+        let mut effects = Vec::new();
+        while let Some(effect) = abd.poll() {
+            effects.push(effect);
         }
-        ctx.set_timer(TICK_EVERY, TICK);
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => self.effects.push_back(Effect::Send {
+                    to,
+                    message: Keyed { key, message },
+                }),
+                Effect::Reply { id, response } => {
+                    let response = match response {
+                        AbdResponse::Read(value) => Response::Read(value),
+                        AbdResponse::Written => Response::Written,
+                        AbdResponse::Failed(AbdError::TimedOut { .. }) => Response::GaveUp,
+                        AbdResponse::Failed(_) => Response::Refused,
+                    };
+                    self.effects.push_back(Effect::Reply { id, response });
+                }
+                Effect::Persist { token, write } => {
+                    let AbdWrite { tag, value } = write;
+                    let generation = self.generation;
+                    let ours = self.persist(Record {
+                        generation,
+                        key,
+                        tag,
+                        value,
+                    });
+                    self.persisting.push_back((ours, key, token));
+                }
+                Effect::WakeAt(at) => {
+                    self.wakes.insert(key, at);
+                }
+                Effect::Apply(never) => match never {},
+            }
+        }
     }
 
-    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        // A sync covers every write issued before it, so later tokens cover earlier ones.
-        self.syncs_done = self.syncs_done.max(token.0);
-        if let Phase::Starting { recovered, sync } = &mut self.phase
-            && *sync <= token
+    /// Every persist up to `token` is durable: the start, and each register's writes.
+    fn on_persisted(&mut self, now: Time, token: PersistToken) {
+        if let Some((start, _)) = &self.starting
+            && *start <= token
         {
-            let recovered = std::mem::take(recovered);
+            let (_, recovered) = self.starting.take().expect("starting");
             let config = self.config();
             for key in 0..KEYS {
                 let (tag, value) = recovered.registers.get(&key).copied().unwrap_or_default();
                 let abd = AbdNode::recover(config.clone(), tag, value);
                 self.registers.insert(key, abd);
             }
-            self.phase = Phase::Running;
         }
-        while let Some((sync, _, _)) = self.held.front()
-            && *sync <= token
+        let mut durable: BTreeMap<u64, PersistToken> = BTreeMap::new();
+        while let Some(&(ours, key, theirs)) = self.persisting.front()
+            && ours <= token
         {
-            let (_, key, effect) = self.held.pop_front().expect("front exists");
-            self.apply(ctx, key, effect);
+            durable.insert(key, theirs);
+            self.persisting.pop_front();
         }
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, keyed: Keyed) {
-        // Before the node runs (and for keys it does not have) a message is dropped; its
-        // sender retransmits.
-        if let Some(abd) = self.registers.get_mut(&keyed.key) {
-            abd.handle(from, keyed.message);
-            self.drain(ctx, keyed.key);
-        }
-    }
-
-    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
-        for key in 0..KEYS {
-            if let Some(abd) = self.registers.get_mut(&key) {
-                abd.tick();
-                self.drain(ctx, key);
-            }
-        }
-        if !matches!(self.phase, Phase::Halted) {
-            ctx.set_timer(TICK_EVERY, TICK);
-        }
-    }
-
-    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: Request) {
-        let key = match request {
-            Request::Read(key) | Request::Write(key, _) => key,
-        };
-        let Some(abd) = self.registers.get_mut(&key) else {
-            ctx.reply(id, Response::Refused);
-            return;
-        };
-        let started = match request {
-            Request::Read(_) => abd.read(),
-            Request::Write(_, value) => abd.write(value),
-        };
-        match started {
-            Ok(op) => {
-                self.clients.insert((key, op), id);
-                self.drain(ctx, key);
-            }
-            Err(_) => ctx.reply(id, Response::Refused),
+        for (key, theirs) in durable {
+            self.hand_register(now, key, Input::Persisted(theirs));
         }
     }
 }
+
+impl Protocol for Registers {
+    type Message = Keyed;
+    type Request = Request;
+    type Response = Response;
+    type Write = Record;
+    type Apply = Infallible;
+
+    fn id(&self) -> NodeId {
+        self.me
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        match input {
+            // Before the node runs (and for keys it does not have) a message is dropped;
+            // its sender retransmits.
+            Input::Message { from, message } => {
+                let Keyed { key, message } = message;
+                self.hand_register(now, key, Input::Message { from, message });
+            }
+            Input::Request { id, request } => {
+                let (key, request) = match request {
+                    Request::Read(key) => (key, AbdRequest::Read),
+                    Request::Write(key, value) => (key, AbdRequest::Write(value)),
+                };
+                if self.registers.contains_key(&key) {
+                    self.hand_register(now, key, Input::Request { id, request });
+                } else {
+                    let response = Response::Refused;
+                    self.effects.push_back(Effect::Reply { id, response });
+                }
+            }
+            Input::Persisted(token) => self.on_persisted(now, token),
+            Input::Wake => {
+                self.wake_at = None;
+                let due: Vec<u64> = self
+                    .wakes
+                    .iter()
+                    .filter(|&(_, &at)| at <= now)
+                    .map(|(&key, _)| key)
+                    .collect();
+                for key in due {
+                    self.wakes.remove(&key);
+                    self.hand_register(now, key, Input::Wake);
+                }
+            }
+        }
+        let earliest = self.wakes.values().min().copied();
+        if let Some(at) = earliest
+            && self.wake_at != Some(at)
+        {
+            self.wake_at = Some(at);
+            self.effects.push_back(Effect::WakeAt(at));
+        }
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        self.effects.pop_front()
+    }
+}
+
+/// How a node of the store keeps its records on the simulated disk.
+#[derive(Debug, Default)]
+pub struct RegisterStore;
+
+impl ProtocolStore for RegisterStore {
+    type Protocol = Registers;
+
+    fn recover(&mut self, boot: Boot<'_>) -> io::Result<Registers> {
+        let file = boot.disk.read(STATE_FILE);
+        let (recovered, good) = recover(file.as_deref());
+        if file.is_some_and(|f| f.len() as u64 != good) {
+            boot.disk.set_len(STATE_FILE, good)?;
+        }
+        Ok(Registers::start(boot.id, boot.nodes, recovered))
+    }
+
+    fn write(&mut self, disk: &mut Disk, record: &Record) -> io::Result<()> {
+        disk.append(STATE_FILE, &record.encode())
+    }
+}
+
+/// One simulated node of the store.
+pub type RegisterNode = ProtocolNode<RegisterStore>;
 
 impl KvService for RegisterNode {
     fn read(key: u64) -> Request {
@@ -448,16 +461,16 @@ fn same_tag_same_value(
 
 /// Runs the store once with `seed`.
 pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
-    let nodes = config.nodes();
     let report = Simulation::new(
         config,
         seed,
-        move |id| RegisterNode::new(id, nodes),
+        |_| ProtocolNode::new(RegisterStore),
         KvClients::new(KEYS),
     )
     .invariant(move |view| {
         same_tag_same_value(
             view.nodes()
+                .filter_map(|(id, node)| Some((id, node.protocol()?)))
                 .flat_map(|(id, node)| node.stored().map(move |s| (id, s))),
         )
     })

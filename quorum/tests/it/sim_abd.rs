@@ -2,27 +2,27 @@
 //! reordering, partitions), process faults (crash with disk loss of unsynced writes, pause,
 //! restart), clock faults, swarm-tested from each seed, and its linearizability checker.
 //!
-//! Each simulated node wraps an [`AbdNode`] (one register, key 0 of the simulator's
-//! key-value model). The wrapper persists the replica state on the simulated disk and
-//! holds back every effect that follows an [`AbdEffect::Persist`] until the disk has synced,
-//! as a real driver must. After a restart it recovers the last valid record and starts a
-//! new incarnation (drawn from the node's seeded randomness here; a real node would
-//! persist a generation).
-//!
+//! Each simulated node is an [`AbdNode`] (one register, key 0 of the simulator's key-value
+//! model) run by the simulator's generic adapter, [`ProtocolNode`]: all this file adds is
+//! the store, which appends each [`AbdWrite`] to the simulated disk as a checksummed record
+//! and, at a start, builds the node from the newest valid record with a new incarnation
+//! (drawn from the node's seeded randomness here; a real node would persist a generation).
+
 //! Seeds: `SYNOD_SEEDS=<n>` runs more (the CI default is below), `SYNOD_SEED=<s>` replays
 //! one; a failure prints the replay command.
 
-use std::collections::BTreeMap;
+use std::io;
 use std::time::Duration;
 
 use synod_quorum::{
-    AbdConfig, AbdEffect, AbdMessage, AbdNode, AbdOpId, FlexibleConfig, Incarnation, Tag,
+    AbdConfig, AbdError, AbdNode, AbdRequest, AbdResponse, AbdWrite, FlexibleConfig, Incarnation,
+    Tag,
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    ClientId, Completion, Context, Counter, Coverage, DelayDistribution, Invocation, KvInput,
-    KvModel, KvOutput, Linearizability, LinkConfig, Node, NodeId, Probability, RequestId,
-    RunReport, SimConfig, SimRng, Simulation, SyncToken, TimerId, Verdict, Workload,
+    Boot, ClientId, Completion, Counter, Coverage, DelayDistribution, Disk, Invocation, KvInput,
+    KvModel, KvOutput, Linearizability, LinkConfig, NodeId, Probability, ProtocolNode,
+    ProtocolStore, RunReport, SimConfig, SimRng, Simulation, Verdict, Workload,
 };
 
 /// Seeds the correct register runs in CI.
@@ -39,24 +39,8 @@ pub enum Variant {
     NoWriteBack,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Request {
-    Read,
-    Write(u64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Response {
-    Read(Option<u64>),
-    Written,
-    /// Refused before doing anything (too many operations in flight).
-    Busy,
-}
-
 const STATE_FILE: &str = "abd.state";
 const RECORD_BYTES: usize = 8 * 4 + 1 + 8 + 8;
-const TICK: TimerId = TimerId(0);
-const TICK_EVERY: Duration = Duration::from_millis(5);
 
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -110,58 +94,20 @@ fn recover<B: AsRef<[u8]>>(log: Option<B>) -> (Tag, Option<u64>) {
     state
 }
 
-/// Accepts what a simulated disk write returns: nothing, or an `io::Result` (the disk
-/// injects no write errors; a failure would be a bug in the test).
-trait DiskOk {
-    fn ok(self);
-}
-
-impl DiskOk for () {
-    fn ok(self) {}
-}
-
-impl DiskOk for std::io::Result<()> {
-    fn ok(self) {
-        self.expect("simulated disk write");
-    }
-}
-
-fn disk_ok(result: impl DiskOk) {
-    result.ok();
-}
-
-/// One simulated node: an ABD replica and coordinator with a durable replica state.
+/// One simulated node's store: the register's replica state, appended to a file.
 #[derive(Debug)]
-pub struct SimAbd {
+pub struct AbdStore {
     variant: Variant,
-    me: NodeId,
     nodes: usize,
-    node: Option<AbdNode<u64>>,
-    clients: BTreeMap<AbdOpId, RequestId>,
-    /// Effects held back until a sync completes, in order, with the sync they wait for.
-    held: Vec<(u64, AbdEffect<u64>)>,
-    /// The last sync requested, and the last one completed.
-    next_sync: u64,
-    synced: u64,
 }
 
-impl SimAbd {
-    pub fn new(variant: Variant, id: NodeId, nodes: usize) -> Self {
-        Self {
-            variant,
-            me: id,
-            nodes,
-            node: None,
-            clients: BTreeMap::new(),
-            held: Vec::new(),
-            next_sync: 0,
-            synced: 0,
-        }
-    }
+/// A simulated ABD node.
+pub type SimAbd = ProtocolNode<AbdStore>;
 
-    /// The configuration of one start of this node.
-    fn config(&self, incarnation: Incarnation) -> AbdConfig {
-        let (me, nodes) = (self.me, self.nodes);
+impl AbdStore {
+    /// The configuration of one start of node `me`.
+    fn config(&self, me: NodeId, incarnation: Incarnation) -> AbdConfig {
+        let nodes = self.nodes;
         let voters = (1..=nodes as u64).map(NodeId::new);
         let config = match self.variant {
             Variant::NoOverlap => {
@@ -171,7 +117,7 @@ impl SimAbd {
             }
             _ => AbdConfig::majority(me, incarnation, voters).unwrap(),
         }
-        .limits(16, 2, 20)
+        .limits(16, 10, 100)
         .unwrap();
         if self.variant == Variant::NoWriteBack {
             config.without_write_back()
@@ -179,106 +125,31 @@ impl SimAbd {
             config
         }
     }
+}
 
-    /// The replica's tag and value (for the invariant).
-    pub fn stored(&self) -> Option<(Tag, Option<u64>)> {
-        self.node
-            .as_ref()
-            .map(|n| (n.replica_state().0, n.replica_state().1.copied()))
+impl ProtocolStore for AbdStore {
+    type Protocol = AbdNode<u64>;
+
+    fn recover(&mut self, boot: Boot<'_>) -> io::Result<AbdNode<u64>> {
+        let (tag, value) = recover(boot.disk.read(STATE_FILE));
+        // A fresh incarnation on every start (see the module documentation).
+        let incarnation = Incarnation::new(boot.rng.next_u64());
+        Ok(AbdNode::recover(
+            self.config(boot.id, incarnation),
+            tag,
+            value,
+        ))
     }
 
-    fn drain(&mut self, ctx: &mut Context<'_, Self>) {
-        while let Some(effect) = self.node.as_mut().and_then(AbdNode::poll_effect) {
-            if let AbdEffect::Persist { tag, value } = effect {
-                disk_ok(ctx.disk().append(STATE_FILE, &encode(tag, value)));
-                self.next_sync += 1;
-                ctx.sync(SyncToken(self.next_sync));
-                continue;
-            }
-            // Anything after a persist waits for its sync, so order is kept.
-            if self.next_sync > self.synced {
-                self.held.push((self.next_sync, effect));
-            } else {
-                self.apply(ctx, effect);
-            }
-        }
-    }
-
-    fn apply(&mut self, ctx: &mut Context<'_, Self>, effect: AbdEffect<u64>) {
-        match effect {
-            AbdEffect::Persist { .. } => unreachable!("handled in drain"),
-            AbdEffect::Send { to, message } => ctx.send(to, message),
-            AbdEffect::ReadDone { op, value } => {
-                if let Some(client) = self.clients.remove(&op) {
-                    ctx.reply(client, Response::Read(value));
-                }
-            }
-            AbdEffect::WriteDone { op } => {
-                if let Some(client) = self.clients.remove(&op) {
-                    ctx.reply(client, Response::Written);
-                }
-            }
-            // A timed-out operation gets no reply: the client records it as unknown.
-            AbdEffect::Failed { op, .. } => {
-                self.clients.remove(&op);
-            }
-        }
+    fn write(&mut self, disk: &mut Disk, write: &AbdWrite<u64>) -> io::Result<()> {
+        disk.append(STATE_FILE, &encode(write.tag, write.value))
     }
 }
 
-impl Node for SimAbd {
-    type Message = AbdMessage<u64>;
-    type Request = Request;
-    type Response = Response;
-
-    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        let state = recover(ctx.disk().read(STATE_FILE));
-        // A fresh incarnation on every start (see the module documentation).
-        let incarnation = Incarnation::new(ctx.rng().next_u64());
-        self.node = Some(AbdNode::recover(self.config(incarnation), state.0, state.1));
-        ctx.set_timer(TICK_EVERY, TICK);
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, message: AbdMessage<u64>) {
-        if let Some(node) = self.node.as_mut() {
-            node.handle(from, message);
-        }
-        self.drain(ctx);
-    }
-
-    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _timer: TimerId) {
-        if let Some(node) = self.node.as_mut() {
-            node.tick();
-        }
-        self.drain(ctx);
-        ctx.set_timer(TICK_EVERY, TICK);
-    }
-
-    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: Request) {
-        let Some(node) = self.node.as_mut() else {
-            return;
-        };
-        let started = match request {
-            Request::Read => node.read(),
-            Request::Write(value) => node.write(value),
-        };
-        match started {
-            Ok(op) => {
-                self.clients.insert(op, id);
-                self.drain(ctx);
-            }
-            Err(_) => ctx.reply(id, Response::Busy),
-        }
-    }
-
-    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        self.synced = self.synced.max(token.0);
-        let ready = self.held.partition_point(|(sync, _)| *sync <= self.synced);
-        let released: Vec<AbdEffect<u64>> = self.held.drain(..ready).map(|(_, e)| e).collect();
-        for effect in released {
-            self.apply(ctx, effect);
-        }
-    }
+/// The replica's tag and value, once the node runs (for the invariant).
+fn stored(node: &SimAbd) -> Option<(Tag, Option<u64>)> {
+    let (tag, value) = node.protocol()?.replica_state();
+    Some((tag, value.copied()))
 }
 
 /// Clients reading and writing unique values through random nodes.
@@ -296,19 +167,19 @@ impl Workload<SimAbd> for Clients {
         _client: ClientId,
         nodes: usize,
         rng: &mut SimRng,
-    ) -> Option<Invocation<Request, KvInput>> {
+    ) -> Option<Invocation<AbdRequest<u64>, KvInput>> {
         let node = NodeId::new(rng.below(nodes as u64) + 1);
         Some(if rng.below(2) == 0 {
             Invocation {
                 node,
-                request: Request::Read,
+                request: AbdRequest::Read,
                 input: KvInput::Read { key: 0 },
             }
         } else {
             self.next_value += 1;
             Invocation {
                 node,
-                request: Request::Write(self.next_value),
+                request: AbdRequest::Write(self.next_value),
                 input: KvInput::Write {
                     key: 0,
                     value: self.next_value,
@@ -317,11 +188,21 @@ impl Workload<SimAbd> for Clients {
         })
     }
 
-    fn complete(&mut self, _: ClientId, _: &KvInput, response: &Response) -> Completion<KvOutput> {
+    fn complete(
+        &mut self,
+        _: ClientId,
+        _: &KvInput,
+        response: &AbdResponse<u64>,
+    ) -> Completion<KvOutput> {
         match response {
-            Response::Read(v) => Completion::Ok(KvOutput::Read(*v)),
-            Response::Written => Completion::Ok(KvOutput::Written),
-            Response::Busy => Completion::Fail,
+            AbdResponse::Read(v) => Completion::Ok(KvOutput::Read(*v)),
+            AbdResponse::Written => Completion::Ok(KvOutput::Written),
+            // Refused before anything was done.
+            AbdResponse::Failed(
+                AbdError::TooManyInFlight { .. } | AbdError::SequenceExhausted { .. },
+            ) => Completion::Fail,
+            // A write may have reached some replicas.
+            AbdResponse::Failed(_) => Completion::Unknown,
         }
     }
 }
@@ -341,14 +222,14 @@ fn simulation(variant: Variant, nodes: usize, seed: u64) -> Simulation<SimAbd, C
     Simulation::new(
         config,
         seed,
-        move |id| SimAbd::new(variant, id, nodes),
+        move |_| ProtocolNode::new(AbdStore { variant, nodes }),
         Clients::default(),
     )
     .invariant(|view| {
         // Replicas holding the same tag hold the same value: tags are unique per write.
         let mut seen: Vec<(Tag, Option<u64>)> = Vec::new();
         for (id, node) in view.nodes() {
-            let Some((tag, value)) = node.stored() else {
+            let Some((tag, value)) = stored(node) else {
                 continue;
             };
             if let Some((_, other)) = seen.iter().find(|(t, _)| *t == tag)
