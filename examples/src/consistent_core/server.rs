@@ -52,7 +52,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -68,8 +68,8 @@ use super::node::{
 };
 use crate::resp::{self, Commands, Reply, Value};
 use crate::runtime::{
-    self, ClientConn, Connections, Counted, Machine, NodeOptions, PeerHandler, ServeClient,
-    StartError, UpdateQueue, data_dir, peers, poll_until,
+    self, ClientConn, Connections, Machine, NodeOptions, PeerHandler, ServeClient, StartError,
+    StopSteps, Stopping, UpdateQueue, data_dir, peers, poll_until,
 };
 
 /// How long a client request may take, forwarding and retries included.
@@ -266,10 +266,10 @@ struct Shared {
     queue: UpdateQueue<CoreMachine>,
     transport: Arc<TcpTransport>,
     id: u64,
-    stopping: AtomicBool,
+    /// Whether a graceful stop has begun, and the client requests being run (by
+    /// [`Shared::call`]).
+    stopping: Stopping,
     connections: Arc<Connections>,
-    /// Client requests being run (by [`Shared::call`]).
-    calls: AtomicUsize,
     /// Requests forwarded by followers that the worker has not answered yet.
     forwarded: Arc<AtomicUsize>,
     #[cfg(test)]
@@ -290,10 +290,10 @@ impl PeerHandler for Shared {
             // A node shutting down takes no new work from followers either: it might exit
             // before the write commits, and the follower could only call it unknown. Refused,
             // it is certainly not done, and the follower retries it at the next leader.
-            // SeqCst pairs with `shutdown`, as for `calls`: either it waits for this
+            // SeqCst pairs with `shutdown`, as for client calls: either it waits for this
             // request, or this request sees it stopping.
             self.forwarded.fetch_add(1, Ordering::SeqCst);
-            if self.stopping.load(Ordering::SeqCst)
+            if self.stopping.is_stopping()
                 || self
                     .queue
                     .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
@@ -338,22 +338,22 @@ impl Commands for Shared {
                 None => Reply::close(refusal(shutting_down(self.id))),
             },
             Action::Call(request) => {
-                // SeqCst pairs with `shutdown`: either it sees this call, or this call sees it.
-                let call = Counted::new(&self.calls);
+                // Either a shutdown sees this call, or this call sees the shutdown.
+                let call = self.stopping.call();
                 #[cfg(test)]
                 if self.fault == Some(TestFault::PanicOnClientKey)
                     && args.get(1).is_some_and(|key| key == b"panic")
                 {
                     panic!("a test made a client's thread panic");
                 }
-                let response = if self.stopping.load(Ordering::SeqCst) {
+                let response = if self.stopping.is_stopping() {
                     shutting_down(self.id)
                 } else {
                     self.call(&request)
                 };
                 drop(call);
                 // A client of a node that is shutting down is sent on its way.
-                let close = self.stopping.load(Ordering::SeqCst);
+                let close = self.stopping.is_stopping();
                 Reply {
                     value: conn.settle(&request, response),
                     close,
@@ -374,16 +374,12 @@ impl Shared {
     /// still connected get up to [`SHUTDOWN_DRAIN`] to move on, everything is made durable,
     /// and the process exits with status 0. Returns only if a shutdown is already under way.
     fn shutdown(&self) {
-        if self.stopping.swap(true, Ordering::SeqCst) {
-            return;
-        }
         let id = self.id;
-        eprintln!("synod node {id}: shutting down (a client asked): finishing requests in flight");
-        poll_until(Instant::now() + REQUEST_TIMEOUT, || {
-            self.calls.load(Ordering::SeqCst) == 0 && self.forwarded.load(Ordering::SeqCst) == 0
-        });
-        let leads = |info: Option<Info>| info.is_some_and(|i| i.role == Role::Leader);
-        if leads(self.info()) {
+        let hand_over = || {
+            let leads = |info: Option<Info>| info.is_some_and(|i| i.role == Role::Leader);
+            if !leads(self.info()) {
+                return;
+            }
             if let Some(handle) = self.queue.submit(Event::HandOver) {
                 let _ = handle.wait();
             }
@@ -408,16 +404,23 @@ impl Shared {
                     "synod node {id}: stepped down; no other node leads (is a majority up?)"
                 ),
             }
-        }
-        // The connection that asked is the one left when every other client has gone.
-        poll_until(Instant::now() + SHUTDOWN_DRAIN, || {
-            self.connections.len() <= 1
-        });
-        if let Some(handle) = self.queue.submit(Event::Stop) {
-            let _ = handle.wait();
-        }
-        eprintln!("synod node {id}: stopped");
-        std::process::exit(0)
+        };
+        let make_durable = || {
+            if let Some(handle) = self.queue.submit(Event::Stop) {
+                let _ = handle.wait();
+            }
+        };
+        self.stopping.stop(
+            &format!("synod node {id}"),
+            &self.connections,
+            StopSteps {
+                in_flight_wait: REQUEST_TIMEOUT,
+                idle: &|| self.forwarded.load(Ordering::SeqCst) == 0,
+                hand_over: &hand_over,
+                drain_wait: SHUTDOWN_DRAIN,
+                make_durable: &make_durable,
+            },
+        );
     }
 
     fn info(&self) -> Option<Info> {
@@ -430,7 +433,7 @@ impl Shared {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let mut last = String::from("no leader");
         loop {
-            if self.stopping.load(Ordering::SeqCst) {
+            if self.stopping.is_stopping() {
                 return shutting_down(self.id);
             }
             let (completer, done) = completion();
@@ -617,9 +620,8 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         queue,
         transport: Arc::clone(&transport),
         id,
-        stopping: AtomicBool::new(false),
+        stopping: Stopping::default(),
         connections: Arc::new(Connections::new(options.client_limits())),
-        calls: AtomicUsize::new(0),
         forwarded,
         #[cfg(test)]
         fault: core.fault,
@@ -776,7 +778,7 @@ mod tests {
         );
         // Shutting down (SHUTDOWN sets this, then waits for what is in flight, hands over
         // the leadership and lets clients leave), it takes none.
-        server.shared.stopping.store(true, Ordering::SeqCst);
+        server.shared.stopping.set_stopping();
         assert_eq!(forward("during"), Some(shutting_down(1)));
         let keys = server.shared.info().expect("the worker answers").keys;
         assert_eq!(keys, 1, "the refused write was applied");
@@ -928,12 +930,12 @@ mod tests {
         // wait for it, and it takes no room from other clients.
         let shared = &server.shared;
         let released = poll_until(Instant::now() + Duration::from_secs(10), || {
-            shared.calls.load(Ordering::SeqCst) == 0 && shared.connections.len() == 2
+            shared.stopping.calls() == 0 && shared.connections.len() == 2
         });
         assert!(
             released,
             "{} calls and {} connections held",
-            shared.calls.load(Ordering::SeqCst),
+            shared.stopping.calls(),
             shared.connections.len()
         );
         eprintln!("the node served its other clients after a client thread panicked");

@@ -32,6 +32,8 @@
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
 //!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but a client
 //!   connection's panics ([`stop_on_panic`]).
+//! - [`stop`]: the graceful stop ([`Stopping`]): new requests refused, those in flight
+//!   finished, the system's hand-over, clients given time to leave, a last sync, exit 0.
 //!
 //! A system's start function is then a short sequence: bind the transport
 //! ([`peers::bind`]) and the client address, [`data_dir::claim`] the directory, open the
@@ -45,6 +47,7 @@ pub mod data_dir;
 mod options;
 pub mod peers;
 pub mod process;
+pub mod stop;
 pub mod worker;
 
 pub use clients::{ClientConn, ClientLimits, Connections, ServeClient, spawn_listener};
@@ -56,6 +59,7 @@ pub use peers::{PeerHandler, PeerSlot};
 pub use process::{
     CLIENT_THREAD, Counted, EXIT_FAIL_STOP, fail_stop, poll_until, spawn_vital, stop_on_panic,
 };
+pub use stop::{StopSteps, Stopping};
 pub use worker::{Machine, QUEUE_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX, UpdateQueue, spawn_ticker};
 
 use std::net::TcpListener;

@@ -202,3 +202,116 @@ pub fn spawn_ticker(period: Duration, tick: impl Fn() + Send + 'static) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A machine with no leader and no log, as a leaderless store's might be: each event
+    /// is a write of one value, handed out as a reply once synced.
+    #[derive(Default)]
+    struct Counter {
+        /// Writes stepped in and not yet handed out.
+        pending: Vec<u64>,
+        /// Writes handed out, waiting for a sync.
+        unsynced: Vec<u64>,
+        /// Each sync, with the writes it covered.
+        syncs: Vec<Vec<u64>>,
+        /// Times given to `step`, in order.
+        times: Vec<Duration>,
+    }
+
+    impl Machine for Counter {
+        type Event = u64;
+        type Answer = usize;
+
+        fn step(&mut self, now: Duration, event: u64) {
+            self.times.push(now);
+            self.pending.push(event);
+        }
+
+        fn urgent(event: &u64) -> bool {
+            *event == u64::MAX
+        }
+
+        fn drain(&mut self, _now: Duration) -> Result<(), String> {
+            self.unsynced.append(&mut self.pending);
+            Ok(())
+        }
+
+        fn sync(&mut self, _now: Duration) -> Result<bool, String> {
+            if self.unsynced.is_empty() {
+                return Ok(false);
+            }
+            self.syncs.push(std::mem::take(&mut self.unsynced));
+            Ok(true)
+        }
+
+        fn answer(&mut self) -> usize {
+            self.syncs.len()
+        }
+    }
+
+    /// A worker whose queue holds `waiting` events (as the submitters counted them).
+    fn worker(waiting: usize) -> Worker<Counter> {
+        Worker {
+            machine: Counter::default(),
+            queued: Arc::new(AtomicUsize::new(waiting)),
+            deferred: 0,
+            origin: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn events_taken_up_while_others_wait_are_synced_together_once_the_queue_runs_dry() {
+        let mut w = worker(3);
+        assert_eq!(w.handle(1), 0);
+        assert_eq!(w.handle(2), 0);
+        // The queue has run dry: one sync covers all three.
+        assert_eq!(w.handle(3), 1);
+        assert_eq!(w.machine.syncs, [vec![1, 2, 3]]);
+        // Times never go back.
+        assert!(w.machine.times.windows(2).all(|t| t[0] <= t[1]));
+    }
+
+    #[test]
+    fn a_full_queue_is_synced_every_sync_defer_events_max_events() {
+        let events = SYNC_DEFER_EVENTS_MAX as u64 * 2 + 1;
+        let mut w = worker(events as usize + 10);
+        for event in 0..events {
+            w.handle(event);
+        }
+        let sizes: Vec<usize> = w.machine.syncs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [SYNC_DEFER_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX]);
+        assert_eq!(w.machine.pending.len(), 1);
+    }
+
+    #[test]
+    fn an_urgent_event_is_synced_at_once_however_many_wait() {
+        let mut w = worker(10);
+        w.handle(7);
+        assert_eq!(w.handle(u64::MAX), 1);
+        assert_eq!(w.machine.syncs, [vec![7, u64::MAX]]);
+    }
+
+    #[test]
+    fn the_queue_answers_each_event_once_the_worker_has_taken_it_up() {
+        let queue = UpdateQueue::spawn(Counter::default()).expect("the worker starts");
+        let handles: Vec<_> = (0..100)
+            .map(|event| queue.submit(event).expect("queued"))
+            .collect();
+        let answers: Vec<usize> = handles
+            .into_iter()
+            .map(|h| h.wait().expect("answered"))
+            .collect();
+        // Every event was synced by the time it was answered, in fewer syncs than events
+        // whenever events waited for each other.
+        assert!(answers.windows(2).all(|a| a[0] <= a[1]), "{answers:?}");
+        assert!(
+            answers
+                .last()
+                .is_some_and(|&syncs| (1..=100).contains(&syncs))
+        );
+        assert_eq!(queue.queued(), 0);
+    }
+}
