@@ -234,3 +234,145 @@ fn accept<S: ServeClient>(listener: &TcpListener, serve: &Arc<S>, connections: &
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::poll_until;
+
+    /// A service that is no system: it echoes what it reads, and panics on `panic`.
+    struct Echo;
+
+    impl ServeClient for Echo {
+        fn serve(&self, conn: &mut ClientConn) -> io::Result<()> {
+            let mut buf = [0u8; 64];
+            loop {
+                let n = conn.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                assert!(
+                    !buf[..n].starts_with(b"panic"),
+                    "a test made a client's thread panic"
+                );
+                conn.write_all(&buf[..n])?;
+            }
+        }
+
+        fn node_name(&self) -> String {
+            "echo".into()
+        }
+
+        fn refusal(&self) -> &'static [u8] {
+            b"full\n"
+        }
+    }
+
+    fn listen(limits: ClientLimits) -> (std::net::SocketAddr, Arc<Connections>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(Connections::new(limits));
+        spawn_listener(listener, Arc::clone(&connections), Arc::new(Echo));
+        (addr, connections)
+    }
+
+    fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+    }
+
+    /// Sends `b"hi"` and reads it back: whether the connection is served.
+    fn echoes(stream: &mut TcpStream) -> bool {
+        let mut back = [0u8; 2];
+        stream.write_all(b"hi").is_ok() && stream.read_exact(&mut back).is_ok() && &back == b"hi"
+    }
+
+    /// Whether the listener closed `stream` (a read returns its end or a reset, not a
+    /// timeout).
+    fn closed(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[test]
+    fn a_connection_waiting_on_its_client_past_the_idle_timeout_is_closed() {
+        let (addr, connections) = listen(ClientLimits {
+            connections_max: 4,
+            idle_timeout: Some(Duration::from_millis(50)),
+        });
+        let mut stream = connect(addr);
+        assert!(echoes(&mut stream));
+        assert!(closed(&mut stream), "the idle connection stayed open");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(poll_until(deadline, || connections.is_empty()));
+    }
+
+    #[test]
+    fn at_the_limit_a_new_connection_closes_the_one_that_waited_longest() {
+        // The table alone, so that which connection waits since when is the test's choice.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let table = Connections::new(ClientLimits {
+            connections_max: 2,
+            idle_timeout: None,
+        });
+        let mut clients = Vec::new();
+        let mut admit = || {
+            clients.push(connect(addr));
+            let (served, _) = listener.accept().expect("accept");
+            let id = table.admit(&served);
+            (served, id)
+        };
+        let (_a, a) = admit();
+        let (_b, b) = admit();
+        let (a, b) = (a.expect("room"), b.expect("room"));
+        // Both are at work on a request: nothing can be closed for a third.
+        table.waiting(a, false);
+        table.waiting(b, false);
+        assert_eq!(admit().1, None);
+        // `b` waits on its client, then `a`: `b` has waited longest and is closed.
+        table.waiting(b, true);
+        table.waiting(a, true);
+        let (_c, c) = admit();
+        assert!(c.is_some());
+        assert_eq!(table.len(), 2);
+        assert!(table.table().by_id.contains_key(&a));
+        assert!(!table.table().by_id.contains_key(&b));
+        assert!(
+            closed(&mut clients[1]),
+            "the closed connection's client was not told"
+        );
+    }
+
+    #[test]
+    fn a_panic_serving_one_client_closes_that_connection_only() {
+        let (addr, connections) = listen(ClientLimits {
+            connections_max: 4,
+            idle_timeout: None,
+        });
+        let mut other = connect(addr);
+        assert!(echoes(&mut other));
+        let mut panicking = connect(addr);
+        panicking.write_all(b"panic").expect("write");
+        assert!(closed(&mut panicking), "the connection stayed open");
+        assert!(echoes(&mut other), "the other connection was closed too");
+        let mut new = connect(addr);
+        assert!(echoes(&mut new), "a new connection was not served");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(
+            poll_until(deadline, || connections.len() == 2),
+            "{} connections held",
+            connections.len()
+        );
+    }
+}
