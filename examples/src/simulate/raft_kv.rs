@@ -777,6 +777,39 @@ pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::{EVENTS_DEFAULT, FaultSelection, Settings, System};
+
+    #[test]
+    fn synod_sim_raft_kv_serves_lease_reads_installs_snapshots_and_hands_leadership_over() {
+        let settings = Settings::new(System::RaftKv, 3, EVENTS_DEFAULT, FaultSelection::Swarm)
+            .expect("valid settings");
+        let tally = Tally::new();
+        for seed in 0..SEEDS {
+            let report = simulation(
+                settings.sim_config(),
+                seed,
+                NodeOptions::default(),
+                clients(),
+                &tally,
+            )
+            .run();
+            let verdict = report.verdict(&mut Linearizability::new(KvModel));
+            assert!(verdict.is_pass(), "seed {seed}: {verdict:?}");
+        }
+        let activity = tally.get();
+        println!("synod sim raft-kv, seeds 0..{SEEDS}: {activity}");
+        assert!(
+            activity.lease_reads > 2 * activity.lease_fallbacks,
+            "most lease reads a leader takes are served under its lease: {activity}"
+        );
+        assert!(
+            activity.compactions > 0 && activity.snapshot_installs > 0 && activity.transfers > 0,
+            "{activity}"
+        );
+    }
+
+    /// Seeds of `synod sim raft-kv`'s defaults the test above runs.
+    const SEEDS: u64 = 10;
 
     #[test]
     fn the_lease_margin_grows_with_the_drift_bound_and_always_leaves_a_lease() {
