@@ -154,7 +154,11 @@
 //! Paxos rounds per key; in [`paxos::multi`], a Multi-Paxos log whose stable leader runs
 //! phase one once for all slots, then one round trip per command, and fills gaps with
 //! no-ops. Chubby and Spanner (Multi-Paxos), Cassandra's lightweight transactions (the
-//! register's model), Megastore.
+//! register's model), Megastore. Each runs as a node on the `synod-node` contract
+//! ([`paxos::PaxosNode`], [`paxos::MultiPaxosNode`], [`paxos::CasRegisterNode`]: the roles a
+//! process runs together, acceptor state persisted as an effect and every answer held
+//! until it is durable, stalled rounds retried after a seeded delay, restart from what was
+//! persisted); the roles themselves stay the place to read the algorithm.
 //!
 //! **Idempotent Receiver.** [`session`]: client sessions registered through the log,
 //! per-session sequence numbers, saved responses returned for retries, expiry on time
@@ -179,9 +183,10 @@
 //! old-term entry by counting replicas; not persisting the vote) caught within a stated
 //! number of seeds on the crate's harness, and the vote bug also under `synod-sim` in a
 //! storm of quick crashes (its default faults keep a node down longer than an election
-//! timeout, which hides it); Paxos choosing at most one value with duelling proposers; the register
-//! linearizable with duelling coordinators; Multi-Paxos never choosing two values for a
-//! slot with competing leaders, and leaving no holes. Each of those checks also catches a
+//! timeout, which hides it); through the Paxos nodes, under loss, duplication,
+//! reordering and crashes that lose unsynced writes: Paxos choosing at most one value with
+//! duelling proposers, the register linearizable with duelling coordinators, Multi-Paxos
+//! never choosing two values for a slot with competing leaders, and leaving no holes. Each of those checks also catches a
 //! deliberately broken variant.
 //!
 //! Not implemented:
@@ -226,8 +231,8 @@
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
 //! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000) and
 //! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
-//! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 2000);
-//! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_MULTI_PAXOS_SEEDS` (default 300). The WAL-backed store's tests need
+//! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 400);
+//! `SYNOD_REGISTER_SEEDS` (default 300); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need
 //! `--features wal`.
 //!
 //! # Crate features

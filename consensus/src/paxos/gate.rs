@@ -15,7 +15,7 @@ pub const RETRY_TIMEOUT_MS_DEFAULT: u64 = 100;
 /// How many client requests a [`NodeConfig`] lets wait at once by default.
 pub const REQUESTS_MAX_DEFAULT: usize = 1024;
 
-/// The configuration of a Paxos node ([`super::PaxosNode`],
+/// The configuration of a Paxos node ([`super::PaxosNode`], [`super::MultiPaxosNode`],
 /// [`super::CasRegisterNode`]), validated when it is built.
 ///
 /// A stalled round (messages lost, a competing proposer) is retried with a higher ballot
@@ -237,6 +237,11 @@ impl<M, R, W, A> Gate<M, R, W, A> {
     /// The next message this node sent itself, once released.
     pub(crate) fn next_local(&mut self) -> Option<M> {
         self.local.pop_front()
+    }
+
+    /// Whether a message this node sent itself waits in [`Gate::next_local`].
+    pub(crate) fn has_local(&self) -> bool {
+        !self.local.is_empty()
     }
 
     pub(crate) fn poll(&mut self) -> Option<Effect<M, R, W, A>> {

@@ -1,5 +1,6 @@
 //! Paxos: single-decree consensus (proposer, acceptor, learner) with ballots of
-//! (round, node id), as I/O-free state machines.
+//! (round, node id), a Multi-Paxos log and a per-key compare-and-set register, as I/O-free
+//! roles and as nodes on the node contract.
 //!
 //! **Paxos** (Lamport, "Paxos Made Simple") chooses one value among those proposed, and
 //! never changes its mind, as long as a majority of acceptors is reachable; any number of
@@ -14,16 +15,94 @@
 //!    value accepted by a majority in one ballot is **chosen**; learners find out by
 //!    counting acceptances.
 //!
-//! An acceptor's promise and acceptance must be durable before it answers: the caller
-//! persists [`Acceptor::state`] (a few bytes) before sending the reply the acceptor
-//! returns. Ballots are `(round, node)`: unique per proposer, totally ordered, the same
-//! idea as Raft's term (a **Generation Clock**).
+//! Ballots are `(round, node)`: unique per proposer, totally ordered, the same idea as
+//! Raft's term (a **Generation Clock**). An acceptor's promise and acceptance must be
+//! durable before it answers.
 //!
 //! Where it is used: Chubby and Spanner (Multi-Paxos per shard), Cassandra's lightweight
 //! transactions (a Paxos round per key, for compare-and-set), Megastore, and as the
 //! theory behind Raft and Zab. [`register`] builds a per-key compare-and-set register on
 //! these rounds, like Cassandra's lightweight transactions; [`multi`] is a Multi-Paxos log
 //! with a stable leader that skips phase one and fills gaps with no-ops.
+//!
+//! # Running it: the nodes
+//!
+//! A real process runs the roles together, and that is how this module runs them: each
+//! variant has a node type that follows the `synod-node` contract ([`synod_node::Protocol`]:
+//! `handle(now, input)`, then `poll` for effects), so the driver that runs any Synod state
+//! machine runs it, in synod-sim or as a process.
+//!
+//! | Node | Roles | Client request → reply |
+//! |---|---|---|
+//! | [`PaxosNode`] | [`Acceptor`], [`Proposer`], [`Learner`] | a value to propose → the value chosen |
+//! | [`MultiPaxosNode`] | [`multi::MultiAcceptor`], [`multi::MultiLeader`] (which learns its own slots) | a command → the slot it was chosen in |
+//! | [`CasRegisterNode`] | [`register::RegisterAcceptor`] for every key, a [`register::CasCoordinator`] per operation | a [`CasRequest`] → a [`CasReply`] |
+//!
+//! What they share ([`NodeConfig`]): every node is an acceptor of the cluster; the
+//! acceptor's changes are [`synod_node::Effect::Persist`]ed and **nothing leaves a node
+//! after a persist until [`synod_node::Input::Persisted`] covers it**: not the acceptor's
+//! promises and acceptances, and not the node's own prepare, whose ballot its own acceptor
+//! promised first (so a restarted node, built from what it persisted, always starts above
+//! every ballot it used). A round that stalls is retried with a higher ballot at a
+//! [`synod_node::Effect::WakeAt`] drawn from the configuration's seed, so duelling
+//! proposers drift apart. A request the node cannot serve is answered with a
+//! [`RequestError`].
+//!
+//! The role types stay the building blocks: they are where the algorithm is written, each
+//! step a method that returns messages, and the place to read it. The nodes add only the
+//! wiring: persistence, timers, client requests, and messages to themselves.
+//!
+//! Three nodes driven by hand: each persist is "written" and acknowledged at once, each
+//! message delivered in order.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use synod_consensus::NodeId;
+//! use synod_consensus::paxos::{NodeConfig, PaxosNode};
+//! use synod_node::{Effect, Input, Protocol, RequestId, Time};
+//!
+//! let ids = [1, 2, 3].map(NodeId::new);
+//! let mut nodes: Vec<PaxosNode<&str>> = ids
+//!     .iter()
+//!     .map(|id| NodeConfig::new(*id, ids).map(PaxosNode::new))
+//!     .collect::<Result<_, _>>()?;
+//! let now = Time::from_millis(1);
+//! // A client of node 1 proposes "x".
+//! nodes[0].handle(now, Input::Request { id: RequestId(7), request: "x" });
+//! let mut disks = vec![Vec::new(); 3];
+//! let mut network = VecDeque::new();
+//! let mut answers = Vec::new();
+//! loop {
+//!     for (at, node) in nodes.iter_mut().enumerate() {
+//!         while let Some(effect) = node.poll() {
+//!             match effect {
+//!                 Effect::Persist { token, write } => {
+//!                     disks[at].push(write); // a real driver writes and syncs first
+//!                     node.handle(now, Input::Persisted(token));
+//!                 }
+//!                 Effect::Send { to, message } => network.push_back((node.id(), to, message)),
+//!                 Effect::Reply { id, response } => answers.push((node.id(), id, response)),
+//!                 Effect::Apply(_) | Effect::WakeAt(_) => {}
+//!             }
+//!         }
+//!     }
+//!     let Some((from, to, message)) = network.pop_front() else { break };
+//!     let at = ids.iter().position(|id| *id == to).expect("a node");
+//!     nodes[at].handle(now, Input::Message { from, message });
+//! }
+//! assert_eq!(answers, [(ids[0], RequestId(7), Ok("x"))]);
+//! assert!(nodes.iter().all(|node| node.chosen() == Some(&"x")));
+//! // After a crash, node 2 is rebuilt from the last state it persisted.
+//! let state = disks[1].last().cloned().expect("node 2 accepted");
+//! let node2 = PaxosNode::<&str>::restore(NodeConfig::new(ids[1], ids)?, state);
+//! assert_eq!(node2.acceptor_state().accepted.as_ref().map(|(_, v)| *v), Some("x"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The roles
+//!
+//! Driven directly, the roles return their messages; whoever runs an [`Acceptor`] this way
+//! persists [`Acceptor::state`] (a few bytes) before sending the reply it returns.
 //!
 //! ```
 //! use synod_consensus::paxos::{Acceptor, Proposer};
@@ -57,11 +136,13 @@ use crate::types::NodeId;
 
 mod gate;
 pub mod multi;
+mod multi_node;
 mod node;
 pub mod register;
 mod register_node;
 
 pub use gate::{NodeConfig, REQUESTS_MAX_DEFAULT, RETRY_TIMEOUT_MS_DEFAULT, RequestError};
+pub use multi_node::{MultiPaxosNode, MultiWrite};
 pub use node::PaxosNode;
 pub use register_node::{CasRegisterNode, CasReply, CasRequest, KeyWrite};
 

@@ -13,6 +13,7 @@
 //! This is the shape of Chubby's and Spanner's Paxos groups; Raft is, in effect, Multi-Paxos
 //! with the leader's log always complete. Acceptors persist their state
 //! ([`MultiAcceptor::promised`], [`MultiAcceptor::accepted`]) before answering.
+//! [`super::MultiPaxosNode`] runs these roles on the node contract, persistence included.
 //!
 //! ```
 //! use synod_consensus::paxos::multi::{MultiAcceptor, MultiLeader, SlotValue};
@@ -99,6 +100,13 @@ pub enum MultiMessage<V> {
         /// The highest ballot promised.
         promised: Ballot,
     },
+    /// The leader's news to the other nodes: `slot` is chosen with `value`.
+    Chosen {
+        /// The slot.
+        slot: u64,
+        /// Its value.
+        value: SlotValue<V>,
+    },
 }
 
 /// A Multi-Paxos acceptor: one promise for all slots, one accepted value per slot.
@@ -119,6 +127,23 @@ impl<V: Clone> MultiAcceptor<V> {
             accepted: BTreeMap::new(),
             slots_max,
         }
+    }
+
+    /// An acceptor rebuilt after a restart from what it persisted: its promise and its
+    /// accepted values (an acceptance also promises its ballot).
+    #[must_use]
+    pub fn restore(
+        slots_max: usize,
+        promised: Option<Ballot>,
+        accepted: impl IntoIterator<Item = (u64, Ballot, SlotValue<V>)>,
+    ) -> MultiAcceptor<V> {
+        let mut acceptor = MultiAcceptor::new(slots_max);
+        acceptor.promised = promised;
+        for (slot, ballot, value) in accepted {
+            acceptor.promised = acceptor.promised.max(Some(ballot));
+            acceptor.accepted.insert(slot, (ballot, value));
+        }
+        acceptor
     }
 
     /// The ballot promised (persist it before answering).
@@ -283,6 +308,18 @@ impl<V: Clone> MultiLeader<V> {
     #[must_use]
     pub fn chosen(&self, slot: u64) -> Option<&SlotValue<V>> {
         self.chosen.get(&slot)
+    }
+
+    /// The slot the next proposal takes.
+    #[must_use]
+    pub fn next_slot(&self) -> u64 {
+        self.next_slot
+    }
+
+    /// Whether a slot this leader proposed in its ballot is still undecided.
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Every slot this leader knows chosen.

@@ -19,6 +19,8 @@
 //! Replicas must persist their per-key state ([`RegisterAcceptor::key_state`]) before they
 //! answer. A coordinator pre-empted by a higher ballot reports
 //! [`CasStatus::Retry`]; the caller retries after a random delay (from a seed).
+//! [`super::CasRegisterNode`] runs these roles on the node contract, persistence and
+//! retries included.
 //!
 //! ```
 //! use synod_consensus::paxos::register::{CasCoordinator, CasStatus, RegisterAcceptor};

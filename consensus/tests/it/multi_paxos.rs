@@ -1,142 +1,119 @@
-//! Multi-Paxos with competing leaders over a lossy, duplicating, reordering network: no
-//! slot ever has two chosen values, no command is chosen twice, and a final leader fills
-//! every gap so the log has no holes.
+//! Multi-Paxos through `MultiPaxosNode`, with clients at two nodes that compete for
+//! leadership, under loss, duplication, reordering and crashes that lose unsynced writes:
+//! no slot is ever handed up with two values, no command is chosen twice, every answered
+//! request is in the log at its slot, and a final leader fills every gap so the log has
+//! no holes. A leader that ignores the values its promises report is caught.
 //!
-//! `SYNOD_MULTI_PAXOS_SEEDS` sets the seed count (default 300).
+//! `SYNOD_MULTI_PAXOS_SEEDS` sets the seed count (default 200).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use synod_consensus::paxos::multi::{
-    LeaderStatus, MultiAcceptor, MultiLeader, MultiMessage, SlotValue,
-};
-use synod_consensus::{NodeId, SplitMix64};
+use synod_consensus::NodeId;
+use synod_consensus::paxos::Ballot;
+use synod_consensus::paxos::multi::MultiMessage;
+use synod_consensus::paxos::multi::SlotValue;
+use synod_consensus::paxos::{MultiPaxosNode, MultiWrite, NodeConfig};
+use synod_node::{Effect, Input, Protocol, RequestId, Rng, Time};
+
+use crate::paxos::{Cluster, Faults};
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
 }
 
-type Net = Vec<(NodeId, NodeId, MultiMessage<u64>)>;
+type Node = MultiPaxosNode<u64>;
 
-fn deliver(
-    net: &mut Net,
-    at: usize,
-    acceptors: &mut [MultiAcceptor<u64>],
-    leaders: &mut [MultiLeader<u64>],
-) {
-    let (from, to, msg) = net.swap_remove(at);
-    let raw = to.get();
-    if raw <= acceptors.len() as u64 {
-        if let Some(reply) = acceptors[(raw - 1) as usize].handle(msg) {
-            net.push((to, from, reply));
+fn cluster(seed: u64, size: u64, broken: bool) -> Cluster<Node> {
+    Cluster::new(
+        seed,
+        size,
+        Faults::storm(),
+        Box::new(move |id, durable: &[MultiWrite<u64>]| {
+            let config = NodeConfig::new(id, (1..=size).map(n))
+                .unwrap()
+                .retry_timeout_ms(60)
+                .seed(seed ^ id.get());
+            let node = MultiPaxosNode::restore(config, 4096, 8, durable.iter().cloned());
+            if broken && id == n(2) {
+                node.broken_ignoring_reports()
+            } else {
+                node
+            }
+        }),
+    )
+}
+
+/// What the nodes handed up, checked as it comes: one value per slot, each command once.
+#[derive(Default)]
+struct Log {
+    slots: BTreeMap<u64, SlotValue<u64>>,
+    commands: BTreeSet<u64>,
+    /// How many of the cluster's applies are checked.
+    checked: usize,
+}
+
+impl Log {
+    fn check(&mut self, c: &Cluster<Node>, seed: u64) -> Result<(), String> {
+        for (node, _, (slot, value)) in &c.applied[self.checked..] {
+            match self.slots.get(slot) {
+                Some(v) if v != value => {
+                    return Err(format!(
+                        "seed {seed}: slot {slot} chosen as {v:?} and, at {node}, {value:?}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if let SlotValue::Command(command) = value
+                        && !self.commands.insert(*command)
+                    {
+                        return Err(format!("seed {seed}: command {command} chosen twice"));
+                    }
+                    self.slots.insert(*slot, value.clone());
+                }
+            }
         }
-    } else {
-        let l = (raw - 101) as usize;
-        for (dest, m) in leaders[l].handle(from, msg) {
-            net.push((to, dest, m));
-        }
+        self.checked = c.applied.len();
+        Ok(())
     }
 }
 
-fn run(seed: u64, broken: bool) -> Result<usize, String> {
-    let mut rng = SplitMix64::new(seed);
-    let count = if rng.range(0, 2) == 0 { 3 } else { 5 };
-    let ids: Vec<NodeId> = (1..=count).map(n).collect();
-    let mut acceptors: Vec<MultiAcceptor<u64>> =
-        ids.iter().map(|_| MultiAcceptor::new(4096)).collect();
-    let mut leaders: Vec<MultiLeader<u64>> = (0..2)
-        .map(|l| {
-            let leader = MultiLeader::new(n(101 + l), ids.clone(), 8).unwrap();
-            if broken && l == 1 {
-                leader.broken_ignoring_reports()
-            } else {
-                leader
-            }
-        })
-        .collect();
-    let mut net: Net = Vec::new();
-    let mut wake = [rng.range(0, 10), rng.range(0, 10)];
+/// One run; returns how many slots were chosen, and crashes.
+fn run(seed: u64, broken: bool) -> Result<(usize, u64), String> {
+    let mut rng = Rng::new(seed);
+    let size = if rng.below(2) == 0 { 3 } else { 5 };
+    let mut c = cluster(seed, size, broken);
+    // Commands are numbered from 1 and sent to node 1 or 2; request id = command.
     let mut next_command = 0u64;
-    // Every value anyone saw chosen, per slot.
-    let mut seen: BTreeMap<u64, SlotValue<u64>> = BTreeMap::new();
-    for step in 0..3000u64 {
-        for l in 0..2 {
-            let me = n(101 + l as u64);
-            match leaders[l].status() {
-                // Idle, deposed, or phase one stalled (messages lost): prepare again.
-                LeaderStatus::Idle | LeaderStatus::Deposed | LeaderStatus::Preparing
-                    if wake[l] <= step =>
-                {
-                    for (to, m) in leaders[l].prepare(0) {
-                        net.push((me, to, m));
-                    }
-                    wake[l] = step + rng.range(50, 200);
-                }
-                LeaderStatus::Leading if rng.range(0, 8) == 0 => {
-                    next_command += 1;
-                    if let Ok(out) = leaders[l].propose(next_command) {
-                        for (to, m) in out {
-                            net.push((me, to, m));
-                        }
-                    }
-                }
-                _ => {}
-            }
+    let mut log = Log::default();
+    for _ in 0..3000u64 {
+        if rng.below(8) == 0 {
+            next_command += 1;
+            let node = n(rng.between(1, 2));
+            c.request(node, RequestId(next_command), next_command);
         }
-        if !net.is_empty() {
-            let at = rng.range(0, net.len() as u64) as usize;
-            if rng.range(0, 10) == 0 {
-                net.swap_remove(at);
-            } else {
-                if rng.range(0, 20) == 0 {
-                    let copy = net[at].clone();
-                    net.push(copy);
-                }
-                deliver(&mut net, at, &mut acceptors, &mut leaders);
-            }
-        }
-        for leader in &leaders {
-            for (slot, value) in leader.chosen_slots() {
-                match seen.get(slot) {
-                    Some(v) if v != value => {
-                        return Err(format!(
-                            "seed {seed}: slot {slot} chosen as {v:?} and {value:?}"
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        seen.insert(*slot, value.clone());
-                    }
-                }
-            }
-        }
+        c.step();
+        log.check(&c, seed)?;
     }
-    let mut commands = BTreeSet::new();
-    for value in seen.values() {
-        if let SlotValue::Command(c) = value
-            && !commands.insert(*c)
-        {
-            return Err(format!("seed {seed}: command {c} chosen twice"));
-        }
+    // Calm: a last command at node 3, which leads and so fills every hole below it.
+    c.faults = Faults::calm();
+    let last = next_command + 1;
+    c.request(n(3), RequestId(last), last);
+    let answered = c.run_until(20_000, |c| {
+        c.replies.iter().any(|(_, id, _)| *id == RequestId(last))
+    });
+    if !answered {
+        return Err(format!("seed {seed}: the last command was not answered"));
     }
-    // A final leader, over a reliable network, fills every hole.
-    let mut last = MultiLeader::new(n(103), ids.clone(), 8).unwrap();
-    let mut leaders = vec![leaders.remove(0), leaders.remove(0), last.clone()];
-    let mut out: Net = leaders[2]
-        .prepare(1000)
-        .into_iter()
-        .map(|(to, m)| (n(103), to, m))
-        .collect();
-    while !out.is_empty() {
-        deliver(&mut out, 0, &mut acceptors, &mut leaders);
+    // Let the news of the last slots (and the other nodes' last commands) arrive.
+    if !c.run_until(20_000, |c| c.in_flight() == 0) {
+        return Err(format!("seed {seed}: the network never went quiet"));
     }
-    last = leaders.remove(2);
-    if last.status() != LeaderStatus::Leading {
-        return Err(format!("seed {seed}: the final leader did not take over"));
-    }
-    let max = seen.keys().next_back().copied();
-    if let Some(max) = max {
-        for slot in 0..=max {
-            match (last.chosen(slot), seen.get(&slot)) {
+    log.check(&c, seed)?;
+    let log = log.slots;
+    let node = c.node(n(3));
+    if let Some(max) = log.keys().next_back() {
+        for slot in 0..=*max {
+            match (node.chosen(slot), log.get(&slot)) {
                 (None, _) => return Err(format!("seed {seed}: hole at slot {slot}")),
                 (Some(v), Some(s)) if v != s => {
                     return Err(format!("seed {seed}: slot {slot} changed"));
@@ -145,7 +122,19 @@ fn run(seed: u64, broken: bool) -> Result<usize, String> {
             }
         }
     }
-    Ok(seen.len())
+    // Every request answered with a slot holds its command there.
+    for (_, id, response) in &c.replies {
+        if let Ok(slot) = response
+            && log.get(slot) != Some(&SlotValue::Command(id.0))
+        {
+            return Err(format!(
+                "seed {seed}: command {} answered at slot {slot}, which holds {:?}",
+                id.0,
+                log.get(slot)
+            ));
+        }
+    }
+    Ok((log.len(), c.crashes))
 }
 
 #[test]
@@ -153,12 +142,16 @@ fn competing_leaders_never_choose_two_values_for_a_slot() {
     let seeds: u64 = std::env::var("SYNOD_MULTI_PAXOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    let mut slots = 0;
+        .unwrap_or(200);
+    let (mut slots, mut crashes) = (0, 0);
     for seed in 0..seeds {
-        slots += run(seed, false).unwrap();
+        let (chosen, crashed) = run(seed, false).unwrap();
+        slots += chosen;
+        crashes += crashed;
     }
-    println!("multi-paxos: {seeds} seeds, {slots} slots chosen, 0 conflicts, 0 holes");
+    println!(
+        "multi-paxos nodes: {seeds} seeds, {slots} slots chosen, {crashes} crashes, 0 conflicts, 0 holes"
+    );
     assert!(slots > seeds as usize * 10, "the leaders made progress");
 }
 
@@ -169,5 +162,46 @@ fn a_leader_ignoring_promised_values_is_caught() {
     println!(
         "broken leader caught at seed {seed}: {}",
         run(seed, true).unwrap_err()
+    );
+}
+
+#[test]
+fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
+    let now = Time::from_millis(1);
+    let config = NodeConfig::new(n(2), [1, 2, 3].map(n)).unwrap();
+    let mut node: Node = MultiPaxosNode::new(config, 64, 8);
+    let ballot = Ballot {
+        round: 1,
+        node: n(1),
+    };
+    let prepare = MultiMessage::Prepare { ballot, from: 0 };
+    node.handle(
+        now,
+        Input::Message {
+            from: n(1),
+            message: prepare.clone(),
+        },
+    );
+    node.handle(
+        now,
+        Input::Message {
+            from: n(1),
+            message: prepare,
+        },
+    );
+    node.handle(now, Input::Wake);
+    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
+    let [Effect::Persist { token, write }] = out.as_slice() else {
+        panic!("a persist and nothing else: {out:?}");
+    };
+    assert_eq!(*write, MultiWrite::Promise(ballot));
+    node.handle(now, Input::Persisted(*token));
+    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
+    assert!(
+        out.iter().any(|e| matches!(
+            e,
+            Effect::Send { to, message: MultiMessage::Promise { ok: true, .. } } if *to == n(1)
+        )),
+        "the promise leaves once durable: {out:?}"
     );
 }

@@ -56,8 +56,8 @@ impl Faults {
 /// Builds node `id` from the writes its store made durable (oldest first).
 pub type Build<P> = Box<dyn FnMut(NodeId, &[<P as Protocol>::Write]) -> P>;
 
-/// A cluster of contract nodes stepped by hand from one seed: one message delivered per
-/// step (picked at random, so reordered), loss, duplication, wake-ups, syncs acknowledged
+/// A cluster of contract nodes stepped by hand from one seed: a third of the messages in
+/// flight delivered per step (picked at random, so reordered), loss, duplication, wake-ups, syncs acknowledged
 /// with the last token, crashes that drop unsynced writes and rebuild the node from its
 /// durable ones.
 pub struct Cluster<P: Protocol> {
@@ -102,6 +102,10 @@ where
         }
     }
 
+    pub fn node(&self, id: NodeId) -> &P {
+        &self.nodes[(id.get() - 1) as usize]
+    }
+
     pub fn in_flight(&self) -> usize {
         self.net.len()
     }
@@ -139,7 +143,7 @@ where
         );
     }
 
-    /// One step: time moves 1 ms; due wake-ups; maybe a sync, a crash; one message.
+    /// One step: time moves 1 ms; due wake-ups; maybe a sync, a crash; some messages.
     pub fn step(&mut self) {
         self.now = self.now.saturating_add(std::time::Duration::from_millis(1));
         for at in 0..self.nodes.len() {
@@ -157,18 +161,22 @@ where
             let at = self.rng.below(self.nodes.len() as u64) as usize;
             self.crash(at);
         }
-        if self.net.is_empty() {
-            return;
+        // About a third of the messages in flight arrive each step, in random order: a
+        // message takes a few steps, and a busy network does not slow every round down.
+        for _ in 0..self.net.len().div_ceil(3) {
+            if self.net.is_empty() {
+                break;
+            }
+            let at = self.rng.below(self.net.len() as u64) as usize;
+            let (from, to, message) = self.net.swap_remove(at);
+            if self.rng.chance(self.faults.loss) {
+                continue;
+            }
+            if self.rng.chance(self.faults.duplicate) {
+                self.net.push((from, to, message.clone()));
+            }
+            self.input(to, Input::Message { from, message });
         }
-        let at = self.rng.below(self.net.len() as u64) as usize;
-        let (from, to, message) = self.net.swap_remove(at);
-        if self.rng.chance(self.faults.loss) {
-            return;
-        }
-        if self.rng.chance(self.faults.duplicate) {
-            self.net.push((from, to, message.clone()));
-        }
-        self.input(to, Input::Message { from, message });
     }
 
     fn sync(&mut self, at: usize) {

@@ -6,10 +6,12 @@
 //! `SYNOD_REGISTER_SEEDS` sets the seed count (default 300).
 
 use synod_consensus::NodeId;
+use synod_consensus::paxos::Ballot;
+use synod_consensus::paxos::register::RegisterMessage;
 use synod_consensus::paxos::{
     CasRegisterNode, CasReply, CasRequest, KeyWrite, NodeConfig, RequestError,
 };
-use synod_node::{Probability, RequestId, Rng};
+use synod_node::{Effect, Input, Probability, Protocol, RequestId, Rng, Time};
 use synod_sim::{
     ClientId, History, KvInput, KvModel, KvOutput, Linearizability, OpId, SimTime, Verdict,
 };
@@ -166,4 +168,45 @@ fn a_replica_forgetting_its_promises_is_caught() {
     let caught = (0..2000).find(|&seed| matches!(run(seed, true).0, Verdict::Violation(_)));
     let seed = caught.expect("caught within 2000 seeds");
     println!("forgetful replica caught at seed {seed}");
+}
+
+#[test]
+fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
+    let now = Time::from_millis(1);
+    let config = NodeConfig::new(n(2), [1, 2, 3].map(n)).unwrap();
+    let mut node: Node = CasRegisterNode::new(config, KEYS_MAX);
+    let ballot = Ballot {
+        round: 1,
+        node: n(1),
+    };
+    let prepare = RegisterMessage::Prepare { key: 0, ballot };
+    node.handle(
+        now,
+        Input::Message {
+            from: n(1),
+            message: prepare.clone(),
+        },
+    );
+    node.handle(
+        now,
+        Input::Message {
+            from: n(1),
+            message: prepare,
+        },
+    );
+    node.handle(now, Input::Wake);
+    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
+    let [Effect::Persist { token, write }] = out.as_slice() else {
+        panic!("a persist and nothing else: {out:?}");
+    };
+    assert_eq!(write.state.promised, Some(ballot));
+    node.handle(now, Input::Persisted(*token));
+    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
+    assert!(
+        out.iter().any(|e| matches!(
+            e,
+            Effect::Send { to, message: RegisterMessage::Promise { ok: true, .. } } if *to == n(1)
+        )),
+        "the promise leaves once durable: {out:?}"
+    );
 }
