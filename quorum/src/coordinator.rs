@@ -21,7 +21,7 @@
 //!   after ([`ReadRepair::Background`]). See [Blocking read repair](#blocking-read-repair).
 //! - **Hinted writes**: a write for a replica believed down goes to a fallback node as a
 //!   *hint*, which the fallback hands off when the replica is back
-//!   ([`Coordinator::hand_off_hints`]). A hint is reported, never counted as an
+//!   ([`StoreRequest::HandOffHints`]). A hint is reported, never counted as an
 //!   acknowledgement: a write at `Quorum` needs a quorum of the real replicas.
 //! - **Idempotent retries**: a write retried with the same [`RequestId`] is applied once;
 //!   the retry gets the first attempt's outcome. Replicas merge states, so duplicated
@@ -57,7 +57,7 @@
 //! So a repair that is lost, or a repaired replica that fails, does not hold the read
 //! until its deadline when other replicas make up the level. The read fails with
 //! [`StoreError::QuorumUnreachable`] as soon as too many replicas have failed
-//! ([`Coordinator::node_failed`], or down in the [`Placement`]) for the level to be met,
+//! ([`StoreRequest::NodeFailed`], or down in the [`Placement`]) for the level to be met,
 //! and with [`StoreError::TimedOut`] at the read's deadline (counted from the read's start,
 //! not from the repair's). An acknowledgement from a replica that was sent no repair does
 //! not count it.
@@ -67,7 +67,7 @@
 //! - **Replica data**: one state per key, in memory. A key whose state is only a delete
 //!   (a *tombstone*, [`Resolver::tombstone`]) is forgotten once the delete is older than
 //!   [`CoordinatorConfig::tombstone_grace_ms`] (ten days by default, Cassandra's
-//!   `gc_grace_seconds`), at the next [`Coordinator::tick`]
+//!   `gc_grace_seconds`), at the wake-up it asks for then
 //!   ([`CoordinatorStats::tombstones_collected`]). Forgetting it is safe once every replica
 //!   has the delete, and the grace period is the bound on how long that may take: a
 //!   replica gets it from the write itself, from a hint (hints live no longer than the
@@ -89,23 +89,27 @@
 //!
 //! # Driving it
 //!
-//! Start operations with [`Coordinator::read`] and [`Coordinator::write`], feed every
-//! message with [`Coordinator::handle`], call [`Coordinator::tick`] periodically, tell it
-//! about failed nodes with [`Coordinator::node_failed`], and drain
-//! [`Coordinator::poll_effect`]. Operations and messages are handed in with `now`, this
-//! node's wall clock (the clock that stamps its clients' last-write-wins writes), read
-//! just before the call. Messages are never addressed to the coordinator itself:
-//! its own replica is read and written directly. Every start of a node is built with an
-//! [`Incarnation`] it has never used ([`CoordinatorConfig::new`] requires one), so that
-//! answers still in the network from before a restart are not counted for its new
-//! operations.
+//! A [`Coordinator`] follows the node contract of `synod-node` ([`Protocol`]): hand it
+//! client requests ([`StoreRequest`]: reads, writes, a failed node, a replica back for
+//! its hints), messages from its peers and wake-ups with [`Protocol::handle`], each with
+//! `now`, the node's monotonic clock; carry out what [`Protocol::poll`] returns: messages
+//! to send, one [`StoreResponse`] per request, and one `Effect::WakeAt` for the earliest
+//! timeout or collection. It persists nothing: its replica data lives in memory. Its wall
+//! clock, for timestamps and grace periods, is `now` offset by
+//! [`CoordinatorConfig::wall_clock_at_zero`]. Messages are never addressed to the
+//! coordinator itself: its own replica is read and written directly. Every start of a node
+//! is built with an [`Incarnation`] it has never used ([`CoordinatorConfig::new`] requires
+//! one), so that answers still in the network from before a restart are not counted for
+//! its new operations.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::convert::Infallible;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use synod_clocks::WallTime;
+use synod_node::{Effect, Input, InputOf, Protocol, Time};
 
 use crate::config::{ConfigError, Quorum, Threshold};
 use crate::node::{Incarnation, NodeId};
@@ -257,12 +261,13 @@ pub struct CoordinatorConfig {
     node: NodeId,
     incarnation: Incarnation,
     ops_in_flight_max: usize,
-    timeout_ticks: u64,
+    timeout_ms: u64,
     hints_max: usize,
     request_ids_remembered_max: usize,
     read_repair: ReadRepair,
     clock_drift_max_ms: u64,
     tombstone_grace_ms: u64,
+    wall_clock_at_zero: WallTime,
 }
 
 /// The default [`CoordinatorConfig::clock_drift_max_ms`]: 500 ms, CockroachDB's default
@@ -280,11 +285,12 @@ pub const CLOCK_DRIFT_MAX_LIMIT_MS: u64 = 24 * 60 * 60 * 1000;
 impl CoordinatorConfig {
     /// The configuration of this start of node `node`, whose `incarnation` it has never
     /// used before (see [`Incarnation`]; there is no default, so that a restart cannot
-    /// forget it). Defaults: 1024 operations in flight, time out after 10 ticks, at most
+    /// forget it). Defaults: 1024 operations in flight, time out after 1 s, at most
     /// 10 000 hints held for other nodes, the last 4096 write request ids remembered for
     /// retries, blocking read repair, timestamps refused more than
     /// [`CLOCK_DRIFT_MAX_MS`] ahead of this node's clock, tombstones and hints kept for
-    /// [`TOMBSTONE_GRACE_MS`].
+    /// [`TOMBSTONE_GRACE_MS`], and a wall clock that reads the driver's `Time` as time
+    /// since the Unix epoch (see [`CoordinatorConfig::wall_clock_at_zero`]).
     ///
     /// The incarnation cannot be left out:
     ///
@@ -299,16 +305,18 @@ impl CoordinatorConfig {
             node,
             incarnation,
             ops_in_flight_max: 1024,
-            timeout_ticks: 10,
+            timeout_ms: 1_000,
             hints_max: 10_000,
             request_ids_remembered_max: 4096,
             read_repair: ReadRepair::Blocking,
             clock_drift_max_ms: CLOCK_DRIFT_MAX_MS,
             tombstone_grace_ms: TOMBSTONE_GRACE_MS,
+            wall_clock_at_zero: WallTime::UNIX_EPOCH,
         }
     }
 
-    /// Sets the limits: operations in flight, ticks before an operation times out, hints
+    /// Sets the limits: operations in flight, milliseconds before an operation times out
+    /// (on the node's monotonic clock, the `now` its driver hands in), hints
     /// held for other nodes, and write request ids remembered to recognise retries.
     ///
     /// # Errors
@@ -317,19 +325,19 @@ impl CoordinatorConfig {
     pub fn limits(
         mut self,
         ops_in_flight_max: usize,
-        timeout_ticks: u64,
+        timeout_ms: u64,
         hints_max: usize,
         request_ids_remembered_max: usize,
     ) -> Result<Self, StoreConfigError> {
         if ops_in_flight_max == 0
-            || timeout_ticks == 0
+            || timeout_ms == 0
             || hints_max == 0
             || request_ids_remembered_max == 0
         {
             return Err(StoreConfigError::ZeroLimit);
         }
         self.ops_in_flight_max = ops_in_flight_max;
-        self.timeout_ticks = timeout_ticks;
+        self.timeout_ms = timeout_ms;
         self.hints_max = hints_max;
         self.request_ids_remembered_max = request_ids_remembered_max;
         Ok(self)
@@ -371,6 +379,23 @@ impl CoordinatorConfig {
         }
         self.tombstone_grace_ms = tombstone_grace_ms;
         Ok(self)
+    }
+
+    /// Sets this node's wall clock: the wall-clock time at the driver's [`Time::ZERO`].
+    ///
+    /// The coordinator needs wall-clock time for resolvers that order writes by it: to
+    /// refuse a timestamp too far ahead of its clock, and to age tombstones and hints from
+    /// their write's timestamp. A state machine reads no clock, and the only time it is
+    /// handed is `now`, the node's monotonic clock; so its wall clock is
+    /// `wall_clock_at_zero + now`. A driver sets this to the system clock's reading less
+    /// the monotonic reading, taken together when it builds the node. That wall clock never
+    /// goes back and does not follow steps of the system clock made after the node started
+    /// (a restart picks them up). The default, [`WallTime::UNIX_EPOCH`], is for drivers whose
+    /// `now` already counts from the Unix epoch (tests, simulations).
+    #[must_use]
+    pub fn wall_clock_at_zero(mut self, wall_clock_at_zero: WallTime) -> Self {
+        self.wall_clock_at_zero = wall_clock_at_zero;
+        self
     }
 
     /// Sets when reads repair stale replicas.
@@ -624,32 +649,68 @@ fn hint_since<R: Resolver>(resolver: &R, state: &R::State, now: WallTime) -> Wal
     resolver.wall_time(state).map_or(now, |at| at.min(now))
 }
 
-/// What a [`Coordinator`] wants done.
+/// What a [`Coordinator`] is asked: the request type of its [`Protocol`] implementation.
+/// Each is answered with one [`StoreResponse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreEffect<K, S> {
-    /// Send `message` to `to`.
-    Send {
-        /// The destination (never this node).
-        to: NodeId,
-        /// The message.
-        message: StoreMessage<K, S>,
-    },
-    /// A write finished.
-    WriteDone {
-        /// The client's request.
+pub enum StoreRequest<K, W> {
+    /// Write `write` to `key` at level `consistency`, answered with
+    /// [`StoreResponse::Written`]. A retry with the `request` of a write still in flight is
+    /// absorbed by it (both are answered with its outcome); a retry of a completed write
+    /// gets its outcome again, marked [`WriteReport::retried`]. Fails at once, having
+    /// applied and sent nothing, with [`StoreError::Unavailable`],
+    /// [`StoreError::TooManyInFlight`], [`StoreError::Resolve`] or
+    /// [`StoreError::TimestampTooFarAhead`].
+    Write {
+        /// The client's name for the write, which a retry reuses.
         request: RequestId,
-        /// Its outcome.
-        result: Result<WriteReport, StoreError>,
+        /// The key.
+        key: K,
+        /// What to write, in the resolver's terms.
+        write: W,
+        /// How many replicas must acknowledge.
+        consistency: Consistency,
+        /// Where the key lives.
+        placement: Placement,
     },
-    /// A read finished: the merged state of the replicas that answered (for version
-    /// vectors, every sibling, with the context to write back).
-    ReadDone {
-        /// The client's request.
-        request: RequestId,
-        /// Its outcome.
-        result: Result<S, StoreError>,
+    /// Read `key` at level `consistency`, answered with [`StoreResponse::Read`]: the merged
+    /// state of the replicas that answered (for version vectors, every sibling, with the
+    /// context to write back). This node's own replica counts as failed if its state is
+    /// stamped too far ahead of its clock (as any replica's answer does). Fails at once,
+    /// having sent nothing, with [`StoreError::Unavailable`] or
+    /// [`StoreError::TooManyInFlight`].
+    Read {
+        /// The key.
+        key: K,
+        /// How many replicas must answer.
+        consistency: Consistency,
+        /// Where the key lives.
+        placement: Placement,
     },
+    /// `node` failed (a failure detector's verdict, a refused connection): operations
+    /// waiting on it count it as failed, and fail at once if their level can no longer be
+    /// met. Answered with [`StoreResponse::Done`].
+    NodeFailed(NodeId),
+    /// `replica` is back: send it the hints held for it. Each hint is dropped once the
+    /// replica acknowledges it; unacknowledged hints stay for the next hand-off. Hints
+    /// older than the grace period are not sent (they are dropped). Answered with
+    /// [`StoreResponse::Done`] at once.
+    HandOffHints(NodeId),
 }
+
+/// What a [`Coordinator`] answers: the response type of its [`Protocol`] implementation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreResponse<S> {
+    /// The outcome of a [`StoreRequest::Write`].
+    Written(Result<WriteReport, StoreError>),
+    /// The outcome of a [`StoreRequest::Read`].
+    Read(Result<S, StoreError>),
+    /// A [`StoreRequest::NodeFailed`] or [`StoreRequest::HandOffHints`] was taken in.
+    Done,
+}
+
+/// An effect of a [`Coordinator`]: it persists nothing (its replica data lives in memory)
+/// and hands nothing up.
+type StoreEffect<K, S> = Effect<StoreMessage<K, S>, StoreResponse<S>, Infallible, Infallible>;
 
 #[derive(Debug)]
 enum OpKind<S> {
@@ -676,13 +737,15 @@ enum OpKind<S> {
 
 #[derive(Debug)]
 struct Op<K, S> {
-    /// The client's request (none for a hint hand-off).
-    request: RequestId,
+    /// A write's request id (none for a read or a hint hand-off).
+    request: Option<RequestId>,
+    /// The driver's requests the outcome answers (a write and its retries).
+    reply_to: Vec<synod_node::RequestId>,
     key: K,
     consistency: Consistency,
     tracker: ResponseTracker<Threshold>,
     kind: OpKind<S>,
-    started_tick: u64,
+    started: Time,
 }
 
 /// One node of a leaderless store: a replica of its keys and a coordinator of requests.
@@ -690,9 +753,10 @@ struct Op<K, S> {
 ///
 /// ```
 /// use synod_clocks::WallTime;
+/// use synod_node::{Effect, Input, Protocol, RequestId, Time};
 /// use synod_quorum::{
 ///     Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId,
-///     Placement, RequestId, StoreEffect,
+///     Placement, StoreRequest, StoreResponse,
 /// };
 ///
 /// // Three nodes; node 1 coordinates a QUORUM write and then a QUORUM read of "k".
@@ -705,19 +769,30 @@ struct Op<K, S> {
 ///     })
 ///     .collect();
 /// let placement = Placement::new(ids)?;
-/// let now = WallTime::from_secs(1_700_000_000); // this node's wall clock
-/// nodes[0].write(now, RequestId::new(1), "k", (now, Some("v1")), Consistency::Quorum, &placement)?;
-/// nodes[0].read(now, RequestId::new(2), "k", Consistency::Quorum, &placement)?;
+/// // Every node's clock: `now` counts from the Unix epoch (the default wall clock).
+/// let now = Time::from_secs(1_700_000_000);
+/// let stamp = WallTime::from_secs(1_700_000_000);
+/// let write = StoreRequest::Write {
+///     request: synod_quorum::RequestId::new(1), // the client's name, for retries
+///     key: "k",
+///     write: (stamp, Some("v1")),
+///     consistency: Consistency::Quorum,
+///     placement: placement.clone(),
+/// };
+/// nodes[0].handle(now, Input::Request { id: RequestId(1), request: write });
+/// let read = StoreRequest::Read { key: "k", consistency: Consistency::Quorum, placement };
+/// nodes[0].handle(now, Input::Request { id: RequestId(2), request: read });
 ///
 /// // A perfect network: deliver every message until nothing is left.
 /// let mut done = Vec::new();
 /// loop {
 ///     let mut sent = Vec::new();
 ///     for (i, node) in nodes.iter_mut().enumerate() {
-///         while let Some(effect) = node.poll_effect() {
+///         while let Some(effect) = node.poll() {
 ///             match effect {
-///                 StoreEffect::Send { to, message } => sent.push((ids[i], to, message)),
-///                 finished => done.push(finished),
+///                 Effect::Send { to, message } => sent.push((ids[i], to, message)),
+///                 Effect::Reply { response, .. } => done.push(response),
+///                 _ => {}
 ///             }
 ///         }
 ///     }
@@ -725,11 +800,11 @@ struct Op<K, S> {
 ///         break;
 ///     }
 ///     for (from, to, message) in sent {
-///         nodes[(to.get() - 1) as usize].handle(now, from, message);
+///         nodes[(to.get() - 1) as usize].handle(now, Input::Message { from, message });
 ///     }
 /// }
-/// assert!(matches!(&done[0], StoreEffect::WriteDone { result: Ok(_), .. }));
-/// assert!(matches!(&done[1], StoreEffect::ReadDone { result: Ok(Some((_, Some("v1")))), .. }));
+/// assert!(matches!(&done[0], StoreResponse::Written(Ok(_))));
+/// assert!(matches!(&done[1], StoreResponse::Read(Ok(Some((_, Some("v1")))))));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -751,7 +826,8 @@ pub struct Coordinator<K, R: Resolver> {
     write_outcomes: BTreeMap<RequestId, Result<WriteReport, StoreError>>,
     write_outcome_order: VecDeque<RequestId>,
     next_op: u64,
-    tick: u64,
+    /// The wake-up last asked for.
+    wake_at: Option<Time>,
     effects: VecDeque<StoreEffect<K, R::State>>,
     stats: CoordinatorStats,
 }
@@ -771,7 +847,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             write_outcomes: BTreeMap::new(),
             write_outcome_order: VecDeque::new(),
             next_op: 0,
-            tick: 0,
+            wake_at: None,
             effects: VecDeque::new(),
             stats: CoordinatorStats::default(),
         }
@@ -833,26 +909,24 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         id
     }
 
-    /// Starts a write of `write` to `key` at level `consistency`, at `now` on this node's
-    /// wall clock. The outcome arrives as [`StoreEffect::WriteDone`]. A retry with the
-    /// `request` of a write still in flight is absorbed by it (one outcome); a retry of a
-    /// completed write gets its outcome again.
-    ///
-    /// # Errors
-    ///
-    /// Fails at once, having applied and sent nothing, with [`StoreError::Unavailable`],
-    /// [`StoreError::TooManyInFlight`], [`StoreError::Resolve`] or
-    /// [`StoreError::TimestampTooFarAhead`].
-    pub fn write(
+    /// Starts a write (see [`StoreRequest::Write`]) answering the driver's request
+    /// `reply_to`, at `now` (`wall` on this node's wall clock).
+    #[allow(clippy::too_many_arguments)] // the fields of a write request, unpacked
+    fn write(
         &mut self,
-        now: WallTime,
+        now: Time,
+        wall: WallTime,
+        reply_to: synod_node::RequestId,
         request: RequestId,
         key: K,
         write: R::Write,
         consistency: Consistency,
         placement: &Placement,
     ) -> Result<(), StoreError> {
-        if self.writes_in_flight.contains_key(&request) {
+        if let Some(id) = self.writes_in_flight.get(&request) {
+            if let Some(op) = self.ops.get_mut(id) {
+                op.reply_to.push(reply_to);
+            }
             return Ok(());
         }
         if let Some(outcome) = self.write_outcomes.get(&request) {
@@ -860,8 +934,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 retried: true,
                 ..report
             });
-            self.effects
-                .push_back(StoreEffect::WriteDone { request, result });
+            self.reply(reply_to, StoreResponse::Written(result));
             return Ok(());
         }
         let mut tracker = self.admit(consistency, placement)?;
@@ -874,10 +947,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             .resolver
             .coordinate(me, local.as_mut(), write)
             .map_err(StoreError::Resolve)?;
-        if let Some(timestamp) = self.too_far_ahead(now, &state) {
+        if let Some(timestamp) = self.too_far_ahead(wall, &state) {
             return Err(StoreError::TimestampTooFarAhead {
                 timestamp,
-                now,
+                now: wall,
                 clock_drift_max_ms: self.config.clock_drift_max_ms,
             });
         }
@@ -887,14 +960,14 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
         let id = self.new_op();
         for to in placement.alive().filter(|&n| n != me) {
-            self.effects.push_back(StoreEffect::Send {
+            self.send(
                 to,
-                message: StoreMessage::Write {
+                StoreMessage::Write {
                     op: id,
                     key: key.clone(),
                     state: state.clone(),
                 },
-            });
+            );
         }
         // One fallback per down replica, in preference order.
         let mut fallbacks = placement.fallbacks.iter().copied().filter(|&n| n != me);
@@ -902,20 +975,21 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         for &replica in &placement.down {
             if let Some(to) = fallbacks.next() {
                 hint_holders.push(to);
-                self.effects.push_back(StoreEffect::Send {
+                self.send(
                     to,
-                    message: StoreMessage::Hint {
+                    StoreMessage::Hint {
                         op: id,
                         replica,
                         key: key.clone(),
                         state: state.clone(),
                     },
-                });
+                );
             }
         }
         self.writes_in_flight.insert(request, id);
         let op = Op {
-            request,
+            request: Some(request),
+            reply_to: vec![reply_to],
             key,
             consistency,
             tracker,
@@ -923,26 +997,20 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 hint_holders,
                 hinted: Vec::new(),
             },
-            started_tick: self.tick,
+            started: now,
         };
         self.ops.insert(id, op);
         self.check(id);
         Ok(())
     }
 
-    /// Starts a read of `key` at level `consistency`, at `now` on this node's wall clock.
-    /// The merged state arrives as [`StoreEffect::ReadDone`]. This node's own replica
-    /// counts as failed if its state is stamped too far ahead of `now` (as any replica's
-    /// answer does).
-    ///
-    /// # Errors
-    ///
-    /// Fails at once, having sent nothing, with [`StoreError::Unavailable`] or
-    /// [`StoreError::TooManyInFlight`].
-    pub fn read(
+    /// Starts a read (see [`StoreRequest::Read`]) answering the driver's request
+    /// `reply_to`, at `now` (`wall` on this node's wall clock).
+    fn read(
         &mut self,
-        now: WallTime,
-        request: RequestId,
+        now: Time,
+        wall: WallTime,
+        reply_to: synod_node::RequestId,
         key: K,
         consistency: Consistency,
         placement: &Placement,
@@ -952,7 +1020,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         let mut answers = BTreeMap::new();
         if placement.replicas.contains(me) && !placement.is_down(me) {
             let state = self.data.get(&key).cloned().unwrap_or_default();
-            let refused = self.too_far_ahead(now, &state).is_some();
+            let refused = self.too_far_ahead(wall, &state).is_some();
             tracker.record(me, !refused);
             if !refused {
                 answers.insert(me, state);
@@ -960,21 +1028,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
         let id = self.new_op();
         for to in placement.alive().filter(|&n| n != me) {
-            self.effects.push_back(StoreEffect::Send {
+            self.send(
                 to,
-                message: StoreMessage::Read {
+                StoreMessage::Read {
                     op: id,
                     key: key.clone(),
                 },
-            });
+            );
         }
         let op = Op {
-            request,
+            request: None,
+            reply_to: vec![reply_to],
             key,
             consistency,
             tracker,
             kind: OpKind::Read { answers },
-            started_tick: self.tick,
+            started: now,
         };
         self.ops.insert(id, op);
         self.check(id);
@@ -986,7 +1055,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     /// replica counts once. A state stamped too far ahead of `now` is refused and counted:
     /// a write or hint is not applied (a write is answered
     /// [`StoreMessage::WriteRefused`]), and a read answer counts its replica as failed.
-    pub fn handle(&mut self, now: WallTime, from: NodeId, message: StoreMessage<K, R::State>) {
+    fn on_message(&mut self, now: WallTime, from: NodeId, message: StoreMessage<K, R::State>) {
         match message {
             StoreMessage::Read { op, key } => {
                 let state = self.data.get(&key).cloned().unwrap_or_default();
@@ -1134,7 +1203,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     }
 
     fn send(&mut self, to: NodeId, message: StoreMessage<K, R::State>) {
-        self.effects.push_back(StoreEffect::Send { to, message });
+        self.effects.push_back(Effect::Send { to, message });
+    }
+
+    fn reply(&mut self, id: synod_node::RequestId, response: StoreResponse<R::State>) {
+        self.effects.push_back(Effect::Reply { id, response });
+    }
+
+    /// Answers every driver request `op` answers.
+    fn reply_all(
+        &mut self,
+        reply_to: Vec<synod_node::RequestId>,
+        response: StoreResponse<R::State>,
+    ) {
+        for id in reply_to {
+            self.reply(id, response.clone());
+        }
     }
 
     fn merge_local(&mut self, key: K, state: &R::State) {
@@ -1161,10 +1245,8 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
     }
 
-    /// Tells the coordinator that `node` failed (a failure detector's verdict, a refused
-    /// connection): operations waiting on it count it as failed, and fail at once if their
-    /// level can no longer be met.
-    pub fn node_failed(&mut self, node: NodeId) {
+    /// `node` failed: see [`StoreRequest::NodeFailed`].
+    fn node_failed(&mut self, node: NodeId) {
         let ids: Vec<StoreOpId> = self.ops.keys().copied().collect();
         for id in ids {
             self.replica_failed(id, node);
@@ -1253,12 +1335,9 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     op.kind = OpKind::Repair { merged, repairing };
                     return;
                 }
-                let request = op.request;
+                let reply_to = std::mem::take(&mut op.reply_to);
                 self.ops.remove(&id);
-                self.effects.push_back(StoreEffect::ReadDone {
-                    request,
-                    result: Ok(merged),
-                });
+                self.reply_all(reply_to, StoreResponse::Read(Ok(merged)));
             }
         }
     }
@@ -1273,25 +1352,18 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                     hinted,
                     retried: false,
                 });
-                self.writes_in_flight.remove(&op.request);
-                self.remember(op.request, result.clone());
-                self.effects.push_back(StoreEffect::WriteDone {
-                    request: op.request,
-                    result,
-                });
+                if let Some(request) = op.request {
+                    self.writes_in_flight.remove(&request);
+                    self.remember(request, result.clone());
+                }
+                self.reply_all(op.reply_to, StoreResponse::Written(result));
             }
             OpKind::Read { .. } => {
                 let result = result.map(|()| unreachable!("a won read is finished by `won`"));
-                self.effects.push_back(StoreEffect::ReadDone {
-                    request: op.request,
-                    result,
-                });
+                self.reply_all(op.reply_to, StoreResponse::Read(result));
             }
             OpKind::Repair { merged, .. } => {
-                self.effects.push_back(StoreEffect::ReadDone {
-                    request: op.request,
-                    result: result.map(|()| merged),
-                });
+                self.reply_all(op.reply_to, StoreResponse::Read(result.map(|()| merged)));
             }
             OpKind::HandOff { replica, sent } => {
                 // Drop the hint only if it did not grow since it was sent.
@@ -1336,30 +1408,30 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         since.saturating_add(Duration::from_millis(self.config.tombstone_grace_ms)) <= now
     }
 
-    /// Advances time by one tick, at `now` on this node's wall clock: operations older than
-    /// the timeout fail with [`StoreError::TimedOut`], and tombstones and hints older than
-    /// the grace period are collected (see [What is kept, and for how
+    /// Runs what time decides, at `now` (`wall` on this node's wall clock): operations
+    /// older than the timeout fail with [`StoreError::TimedOut`], and tombstones and hints
+    /// older than the grace period are collected (see [What is kept, and for how
     /// long](self#what-is-kept-and-for-how-long)).
-    pub fn tick(&mut self, now: WallTime) {
+    fn on_time(&mut self, now: Time, wall: WallTime) {
         while let Some((at, _)) = self.tombstones.first()
-            && self.past_grace(*at, now)
+            && self.past_grace(*at, wall)
         {
             let (_, key) = self.tombstones.pop_first().expect("the first exists");
             self.data.remove(&key);
             self.stats.tombstones_collected += 1;
         }
         while let Some((since, _, _)) = self.hints_by_age.first()
-            && self.past_grace(*since, now)
+            && self.past_grace(*since, wall)
         {
             let (_, replica, key) = self.hints_by_age.pop_first().expect("the first exists");
             self.drop_hint(replica, &key);
             self.stats.hints_expired += 1;
         }
-        self.tick += 1;
+        let timeout = Duration::from_millis(self.config.timeout_ms);
         let expired: Vec<StoreOpId> = self
             .ops
             .iter()
-            .filter(|(_, op)| self.tick - op.started_tick >= self.config.timeout_ticks)
+            .filter(|(_, op)| op.started + timeout <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
@@ -1373,18 +1445,48 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         }
     }
 
-    /// Sends the hints held for `replica` to it (call when it is back up), at `now` on this
-    /// node's wall clock. Each hint is dropped once the replica acknowledges it;
-    /// unacknowledged hints stay for the next hand-off. Hints older than the grace period
-    /// are not sent (the next [`Coordinator::tick`] drops them).
-    pub fn hand_off_hints(&mut self, now: WallTime, replica: NodeId) {
+    /// The earliest time something is due (an operation's deadline, a tombstone or hint
+    /// past its grace period); asks to be woken then if that changed.
+    fn ask_wake(&mut self) {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let grace = Duration::from_millis(self.config.tombstone_grace_ms);
+        let zero = self.config.wall_clock_at_zero;
+        // A wall-clock instant as this node's `Time` (never before its epoch).
+        let at = |wall: WallTime| {
+            Time::ZERO + wall.saturating_add(grace).saturating_duration_since(zero)
+        };
+        let earliest = [
+            self.ops.values().map(|op| op.started + timeout).min(),
+            self.tombstones.first().map(|(since, _)| at(*since)),
+            self.hints_by_age.first().map(|(since, _, _)| at(*since)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at) = earliest
+            && self.wake_at != Some(at)
+        {
+            self.wake_at = Some(at);
+            self.effects.push_back(Effect::WakeAt(at));
+        }
+    }
+
+    /// This node's wall clock at `now`.
+    fn wall(&self, now: Time) -> WallTime {
+        self.config
+            .wall_clock_at_zero
+            .saturating_add(now.since_epoch())
+    }
+
+    /// Sends the hints held for `replica` to it: see [`StoreRequest::HandOffHints`].
+    fn hand_off_hints(&mut self, now: Time, wall: WallTime, replica: NodeId) {
         let Some(for_replica) = self.hints.get(&replica) else {
             return;
         };
         let room = self.config.ops_in_flight_max.saturating_sub(self.ops.len());
         let batch: Vec<(K, R::State)> = for_replica
             .iter()
-            .filter(|(_, hint)| !self.past_grace(hint.since, now))
+            .filter(|(_, hint)| !self.past_grace(hint.since, wall))
             .take(room)
             .map(|(k, hint)| (k.clone(), hint.state.clone()))
             .collect();
@@ -1402,7 +1504,8 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             self.ops.insert(
                 id,
                 Op {
-                    request: RequestId(u64::MAX),
+                    request: None,
+                    reply_to: Vec::new(),
                     key,
                     consistency: Consistency::One,
                     tracker: ResponseTracker::new(quorum),
@@ -1410,15 +1513,10 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                         replica,
                         sent: state,
                     },
-                    started_tick: self.tick,
+                    started: now,
                 },
             );
         }
-    }
-
-    /// The next effect to carry out.
-    pub fn poll_effect(&mut self) -> Option<StoreEffect<K, R::State>> {
-        self.effects.pop_front()
     }
 
     /// This replica's state of `key`; `None` if it never stored anything for it.
@@ -1469,6 +1567,66 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     }
 }
 
+impl<K: Ord + Clone, R: Resolver> Protocol for Coordinator<K, R> {
+    type Message = StoreMessage<K, R::State>;
+    type Request = StoreRequest<K, R::Write>;
+    type Response = StoreResponse<R::State>;
+    type Write = Infallible;
+    type Apply = Infallible;
+
+    fn id(&self) -> NodeId {
+        self.config.node
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        let wall = self.wall(now);
+        match input {
+            Input::Message { from, message } => self.on_message(wall, from, message),
+            Input::Request { id, request } => match request {
+                StoreRequest::Write {
+                    request,
+                    key,
+                    write,
+                    consistency,
+                    placement,
+                } => {
+                    let started =
+                        self.write(now, wall, id, request, key, write, consistency, &placement);
+                    if let Err(error) = started {
+                        self.reply(id, StoreResponse::Written(Err(error)));
+                    }
+                }
+                StoreRequest::Read {
+                    key,
+                    consistency,
+                    placement,
+                } => {
+                    if let Err(error) = self.read(now, wall, id, key, consistency, &placement) {
+                        self.reply(id, StoreResponse::Read(Err(error)));
+                    }
+                }
+                StoreRequest::NodeFailed(node) => {
+                    self.reply(id, StoreResponse::Done);
+                    self.node_failed(node);
+                }
+                StoreRequest::HandOffHints(replica) => {
+                    self.reply(id, StoreResponse::Done);
+                    self.hand_off_hints(now, wall, replica);
+                }
+            },
+            // The coordinator persists nothing.
+            Input::Persisted(_) => {}
+            Input::Wake => self.wake_at = None,
+        }
+        self.on_time(now, wall);
+        self.ask_wake();
+    }
+
+    fn poll(&mut self) -> Option<StoreEffect<K, R::State>> {
+        self.effects.pop_front()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1489,13 +1647,26 @@ mod tests {
             key,
             state: Some((WallTime::from_nanos(1), Some(1))),
         };
-        let now = WallTime::from_secs(1);
-        node.handle(now, NodeId::new(2), hint(3, 0));
+        let now = Time::from_secs(1);
+        let from = NodeId::new(2);
+        node.handle(
+            now,
+            Input::Message {
+                from,
+                message: hint(3, 0),
+            },
+        );
         assert_eq!(node.hints_held(), 1);
         // Full: hints for other replicas, each a different node id from the network, are
         // refused and must not leave an empty entry per replica behind.
         for replica in 100..1100 {
-            node.handle(now, NodeId::new(2), hint(replica, 1));
+            node.handle(
+                now,
+                Input::Message {
+                    from,
+                    message: hint(replica, 1),
+                },
+            );
         }
         assert_eq!(node.hints_held(), 1);
         assert_eq!(node.hints.len(), 1, "an empty entry per refused replica");

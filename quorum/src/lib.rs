@@ -19,7 +19,7 @@
 //! | [`ResponseTracker`] | Counts one response per voter, decides [`Outcome::Won`] or [`Outcome::Lost`] as early as possible |
 //! | [`Quorum::committed_index`] | The largest index held by a quorum (Raft's commit index) |
 //! | [`VersionedStore`] | An ordered multi-version store: latest and as-of reads, scans at a version, GC |
-//! | [`Coordinator`] | One node of a leaderless store: consistency levels, read repair, hints |
+//! | [`Coordinator`] | One node of a leaderless store, a `synod_node::Protocol`: [`StoreRequest`] in, [`StoreResponse`] out; consistency levels, read repair, hints |
 //! | [`LastWriteWins`], [`VersionVectors`] | How the coordinator resolves conflicting versions ([`Resolver`]) |
 //! | [`AbdNode`] | One node of a linearizable ABD register, a `synod_node::Protocol`: [`AbdRequest`] in, [`AbdResponse`] out, [`AbdWrite`] persisted |
 //! | [`NodeId`] | A node's identity (the same type as `synod_clocks::NodeId`) |
@@ -133,15 +133,16 @@
 //! the write-back or with quorums that need not overlap.
 //!
 //! ```
-//! use synod_clocks::{VersionVector, WallTime};
+//! use synod_clocks::VersionVector;
+//! use synod_node::{Effect, Input, Protocol, Time};
 //! use synod_quorum::{
 //!     Consistency, Coordinator, CoordinatorConfig, Incarnation, NodeId, Placement, RequestId,
-//!     StoreEffect, VersionVectors,
+//!     StoreRequest, StoreResponse, VersionVectors,
 //! };
 //!
 //! // A three-replica leaderless store with version vectors; a perfect network, and one
 //! // clock reading for every node (version vectors do not look at it).
-//! let now = WallTime::from_secs(1_700_000_000);
+//! let now = Time::from_secs(1_700_000_000);
 //! let ids = [1, 2, 3].map(NodeId::new);
 //! let mut nodes: Vec<_> = ids
 //!     .iter()
@@ -156,10 +157,11 @@
 //!     loop {
 //!         let mut sent = Vec::new();
 //!         for (i, node) in nodes.iter_mut().enumerate() {
-//!             while let Some(effect) = node.poll_effect() {
+//!             while let Some(effect) = node.poll() {
 //!                 match effect {
-//!                     StoreEffect::Send { to, message } => sent.push((ids[i], to, message)),
-//!                     finished => done.push(finished),
+//!                     Effect::Send { to, message } => sent.push((ids[i], to, message)),
+//!                     Effect::Reply { response, .. } => done.push(response),
+//!                     _ => {}
 //!                 }
 //!             }
 //!         }
@@ -167,20 +169,26 @@
 //!             return done;
 //!         }
 //!         for (from, to, message) in sent {
-//!             nodes[to.get() as usize - 1].handle(now, from, message);
+//!             nodes[to.get() as usize - 1].handle(now, Input::Message { from, message });
 //!         }
 //!     }
 //! };
 //! let placement = Placement::new(ids)?;
 //! // Two clients write the same key without reading it first, through different nodes.
-//! let blind = VersionVector::new();
-//! let quorum = Consistency::Quorum;
-//! nodes[0].write(now, RequestId::new(1), "cart", (blind.clone(), "milk"), quorum, &placement)?;
-//! nodes[1].write(now, RequestId::new(2), "cart", (blind, "eggs"), quorum, &placement)?;
+//! let write = |request: u64, value| {
+//!     let request = RequestId::new(request);
+//!     let write = (VersionVector::new(), value); // blind: no context
+//!     let (key, consistency, placement) = ("cart", Consistency::Quorum, placement.clone());
+//!     StoreRequest::Write { request, key, write, consistency, placement }
+//! };
+//! let id = synod_node::RequestId;
+//! nodes[0].handle(now, Input::Request { id: id(1), request: write(1, "milk") });
+//! nodes[1].handle(now, Input::Request { id: id(2), request: write(2, "eggs") });
 //! run(&mut nodes);
 //! // A read returns both as siblings, with the context to resolve them.
-//! nodes[2].read(now, RequestId::new(3), "cart", quorum, &placement)?;
-//! let Some(StoreEffect::ReadDone { result: Ok(siblings), .. }) = run(&mut nodes).pop() else {
+//! let read = StoreRequest::Read { key: "cart", consistency: Consistency::Quorum, placement };
+//! nodes[2].handle(now, Input::Request { id: id(3), request: read });
+//! let Some(StoreResponse::Read(Ok(siblings))) = run(&mut nodes).pop() else {
 //!     unreachable!()
 //! };
 //! let mut values: Vec<_> = siblings.values().copied().collect();
@@ -198,11 +206,11 @@
 //!
 //! # What it does not do
 //!
-//! - No I/O and no timers of its own: callers deliver messages, persist what the
-//!   [`AbdNode`] asks to persist, wake it when it asks, call the [`Coordinator`]'s `tick`,
-//!   and decide which nodes are down. The [`Coordinator`]
-//!   is handed its node's wall-clock time with each input, and refuses last-write-wins
-//!   timestamps further ahead of it than a configured drift bound.
+//! - No I/O and no timers of its own: callers deliver messages and requests, persist what
+//!   the [`AbdNode`] asks to persist, wake both when they ask, and decide which nodes are
+//!   down (a [`StoreRequest::NodeFailed`]). The [`Coordinator`]'s wall clock is its `now`
+//!   offset by a configured epoch ([`CoordinatorConfig::wall_clock_at_zero`]), and it
+//!   refuses last-write-wins timestamps further ahead of it than a configured drift bound.
 //! - No durable storage for the [`Coordinator`]'s replica data: it lives in memory, and a
 //!   node that restarts starts empty (with a fresh [`Incarnation`], so that answers from
 //!   before the restart are not counted for its new operations).
@@ -259,8 +267,8 @@ pub use config::{
 };
 pub use coordinator::{
     CLOCK_DRIFT_MAX_LIMIT_MS, CLOCK_DRIFT_MAX_MS, Consistency, Coordinator, CoordinatorConfig,
-    CoordinatorStats, Placement, ReadRepair, RequestId, StoreConfigError, StoreEffect, StoreError,
-    StoreMessage, StoreOpId, WriteReport,
+    CoordinatorStats, Placement, ReadRepair, RequestId, StoreConfigError, StoreError, StoreMessage,
+    StoreOpId, StoreRequest, StoreResponse, WriteReport,
 };
 pub use node::{Incarnation, NodeId};
 pub use resolve::{LastWriteWins, ResolveError, Resolver, Timestamp, VersionVectors};

@@ -5,15 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use synod_clocks::WallTime;
-
+use synod_node::{Effect, Input, Protocol, Time};
 use synod_quorum::{
     Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, NodeId, Placement,
-    ReadRepair, RequestId, ResolveError, Resolver, StoreEffect, StoreError, StoreMessage,
-    WriteReport,
+    ReadRepair, RequestId, ResolveError, Resolver, StoreError, StoreMessage, StoreRequest,
+    StoreResponse, WriteReport,
 };
 
 /// The wall-clock time of every test's start.
 pub const START: WallTime = WallTime::from_secs(1_000);
+
+/// The time between two wake-ups in the tests that let time pass: a tenth of the
+/// coordinator's default timeout (1 s).
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// The incarnation of every node's first start in these tests.
 pub const FIRST: Incarnation = Incarnation::new(1);
@@ -25,18 +29,40 @@ pub fn n(id: u64) -> NodeId {
 /// A message on the test network: (from, to, message).
 pub type Envelope<S, K = &'static str> = (NodeId, NodeId, StoreMessage<K, S>);
 
+/// What a test sees a coordinator finish: the answer to a read or a write, under the
+/// test's name for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEffect<S> {
+    /// A write finished.
+    WriteDone {
+        request: RequestId,
+        result: Result<WriteReport, StoreError>,
+    },
+    /// A read finished.
+    ReadDone {
+        request: RequestId,
+        result: Result<S, StoreError>,
+    },
+}
+
 /// Nodes of one store, with keys of type `K`, and a network the test controls.
+///
+/// Every node's `now` is its wall clock as nanoseconds since the Unix epoch (the
+/// coordinator's default wall clock), so a test sets the time as a wall-clock reading.
 pub struct Cluster<R: Resolver, K = &'static str> {
     pub nodes: BTreeMap<NodeId, Coordinator<K, R>>,
     /// Messages sent and not yet delivered: (from, to, message).
     pub in_flight: Vec<Envelope<R::State, K>>,
-    pub done: Vec<(NodeId, StoreEffect<K, R::State>)>,
+    pub done: Vec<(NodeId, StoreEffect<R::State>)>,
     /// Nodes whose incoming messages are dropped.
     pub cut: BTreeSet<NodeId>,
     /// The true time, which every node's clock reads unless it runs ahead.
     pub now: WallTime,
     /// Nodes whose clocks run ahead of the true time, and by how much.
     pub ahead: BTreeMap<NodeId, Duration>,
+    /// The test's name for each request handed to a node.
+    requests: BTreeMap<synod_node::RequestId, RequestId>,
+    requests_started: u64,
 }
 
 impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
@@ -64,6 +90,8 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
             cut: BTreeSet::new(),
             now: START,
             ahead: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            requests_started: 0,
         }
     }
 
@@ -77,6 +105,55 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
             .saturating_add(self.ahead.get(&n(id)).copied().unwrap_or_default())
     }
 
+    /// Hands node `id` a request, at its clock; returns the test's error if the node
+    /// refused it at once (having applied and sent nothing).
+    fn request(
+        &mut self,
+        id: u64,
+        test_id: RequestId,
+        request: StoreRequest<K, R::Write>,
+    ) -> Result<(), StoreError> {
+        self.requests_started += 1;
+        let handle = synod_node::RequestId(self.requests_started);
+        self.requests.insert(handle, test_id);
+        let now = Time::from_nanos(self.clock(id).as_nanos());
+        self.node(id).handle(
+            now,
+            Input::Request {
+                id: handle,
+                request,
+            },
+        );
+        let before = self.done.len();
+        self.collect();
+        // An error that comes at once, before anything was sent, is the start's refusal.
+        if let Some((_, finished)) = self.done.get(before) {
+            let error = match finished {
+                StoreEffect::WriteDone {
+                    result: Err(e),
+                    request,
+                } if *request == test_id => e,
+                StoreEffect::ReadDone {
+                    result: Err(e),
+                    request,
+                } if *request == test_id => e,
+                _ => return Ok(()),
+            };
+            if matches!(
+                error,
+                StoreError::Unavailable { .. }
+                    | StoreError::TooManyInFlight { .. }
+                    | StoreError::Resolve(_)
+                    | StoreError::TimestampTooFarAhead { .. }
+            ) {
+                let error = error.clone();
+                self.done.remove(before);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a write through node `id`, at its clock.
     pub fn write(
         &mut self,
@@ -87,9 +164,15 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
         consistency: Consistency,
         placement: &Placement,
     ) -> Result<(), StoreError> {
-        let now = self.clock(id);
-        self.node(id)
-            .write(now, request, key, write, consistency, placement)
+        let placement = placement.clone();
+        let write = StoreRequest::Write {
+            request,
+            key,
+            write,
+            consistency,
+            placement,
+        };
+        self.request(id, request, write)
     }
 
     /// Starts a read through node `id`, at its clock.
@@ -101,9 +184,29 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
         consistency: Consistency,
         placement: &Placement,
     ) -> Result<(), StoreError> {
-        let now = self.clock(id);
-        self.node(id)
-            .read(now, request, key, consistency, placement)
+        let placement = placement.clone();
+        let read = StoreRequest::Read {
+            key,
+            consistency,
+            placement,
+        };
+        self.request(id, request, read)
+    }
+
+    /// Tells node `id` that `node` failed.
+    pub fn node_failed(&mut self, id: u64, node: NodeId) {
+        self.request(id, RequestId::new(u64::MAX), StoreRequest::NodeFailed(node))
+            .expect("taken in");
+    }
+
+    /// Asks node `id` to hand its hints for `replica` off.
+    pub fn hand_off_hints(&mut self, id: u64, replica: NodeId) {
+        self.request(
+            id,
+            RequestId::new(u64::MAX),
+            StoreRequest::HandOffHints(replica),
+        )
+        .expect("taken in");
     }
 
     /// Writes through node `id`, delivers everything, and returns the write's report;
@@ -128,30 +231,50 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
         }
     }
 
-    /// Ticks node `id`, at its clock.
+    /// Wakes node `id`, at its clock: what is due by then (timeouts, collection) is done.
     pub fn tick(&mut self, id: u64) {
-        let now = self.clock(id);
-        self.node(id).tick(now);
+        let now = Time::from_nanos(self.clock(id).as_nanos());
+        self.node(id).handle(now, Input::Wake);
     }
 
     /// Hands node `id` a message from `from`, at its clock.
     pub fn handle(&mut self, id: u64, from: NodeId, message: StoreMessage<K, R::State>) {
-        let now = self.clock(id);
-        self.node(id).handle(now, from, message);
+        let now = Time::from_nanos(self.clock(id).as_nanos());
+        self.node(id).handle(now, Input::Message { from, message });
     }
 
     /// Moves every node's effects into `in_flight` and `done`.
     pub fn collect(&mut self) {
         for (&id, node) in &mut self.nodes {
-            while let Some(effect) = node.poll_effect() {
+            while let Some(effect) = node.poll() {
                 match effect {
-                    StoreEffect::Send { to, message } => self.in_flight.push((id, to, message)),
-                    finished => self.done.push((id, finished)),
+                    Effect::Send { to, message } => self.in_flight.push((id, to, message)),
+                    Effect::Reply {
+                        id: handle,
+                        response,
+                    } => {
+                        let request = self
+                            .requests
+                            .remove(&handle)
+                            .expect("a request of the test");
+                        let finished = match response {
+                            StoreResponse::Written(result) => {
+                                StoreEffect::WriteDone { request, result }
+                            }
+                            StoreResponse::Read(result) => {
+                                StoreEffect::ReadDone { request, result }
+                            }
+                            StoreResponse::Done => continue,
+                        };
+                        self.done.push((id, finished));
+                    }
+                    Effect::WakeAt(_) => {}
+                    Effect::Persist { write, .. } => match write {},
+                    Effect::Apply(never) => match never {},
                 }
             }
         }
     }
-
     /// Delivers everything, including what the deliveries send, until the network is quiet.
     pub fn settle(&mut self) {
         loop {
@@ -188,7 +311,7 @@ impl<R: Resolver + Clone, K: Ord + Clone + std::fmt::Debug> Cluster<R, K> {
     }
 
     /// The outcome of the one finished operation; panics if there is not exactly one.
-    pub fn take_done(&mut self) -> StoreEffect<K, R::State> {
+    pub fn take_done(&mut self) -> StoreEffect<R::State> {
         self.collect();
         assert_eq!(
             self.done.len(),
@@ -229,7 +352,7 @@ pub fn stamp(at: u64) -> WallTime {
     WallTime::from_nanos(at * 1_000_000)
 }
 
-fn write_ok(effect: StoreEffect<&'static str, LwwState>) -> WriteReport {
+fn write_ok(effect: StoreEffect<LwwState>) -> WriteReport {
     match effect {
         StoreEffect::WriteDone {
             result: Ok(report), ..
@@ -307,7 +430,7 @@ fn failures_during_an_operation_explain_why_the_level_is_lost() {
         &placement,
     )
     .unwrap();
-    c.node(1).node_failed(n(3));
+    c.node_failed(1, n(3));
     let StoreEffect::WriteDone {
         result: Err(err), ..
     } = c.take_done()
@@ -331,6 +454,7 @@ fn a_silent_replica_times_out() {
     c.collect();
     c.in_flight.clear(); // every request lost
     for _ in 0..10 {
+        c.now = c.now.saturating_add(TICK);
         c.tick(1);
     }
     let err = c.take_read_err();
@@ -390,8 +514,7 @@ fn hinted_writes_are_reported_never_counted_and_handed_off() {
     );
     // n3 comes back: n4 hands the hint off.
     c.cut.clear();
-    let now = c.clock(4);
-    c.node(4).hand_off_hints(now, n(3));
+    c.hand_off_hints(4, n(3));
     c.settle();
     assert_eq!(c.node(4).hints_held(), 0);
     assert_eq!(c.node(3).local_state(&"k"), Some(&holds(7, "v")));
@@ -498,16 +621,24 @@ fn a_retried_write_is_applied_once() {
     let request = RequestId::new(42);
     c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
         .unwrap();
-    // Retried while in flight: absorbed.
+    // Retried while in flight: absorbed, and answered with the first attempt's outcome.
     c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
         .unwrap();
     c.settle();
+    let (_, retry) = c.done.pop().expect("the retry is answered");
     let StoreEffect::WriteDone {
         result: Ok(first), ..
     } = c.take_done()
     else {
         panic!("write failed");
     };
+    assert_eq!(
+        retry,
+        StoreEffect::WriteDone {
+            request,
+            result: Ok(first.clone())
+        }
+    );
     assert!(!first.retried);
     // Retried after completion (the client missed the answer): the same outcome, marked.
     c.write(1, request, "hits", 5, Consistency::Quorum, &placement)
@@ -684,8 +815,7 @@ fn a_hint_older_than_the_grace_period_is_dropped_not_handed_off() {
     // n3 is back after the grace period: the hint is not handed off, and is dropped.
     c.cut.clear();
     c.now = at.saturating_add(ms(1_000));
-    let now = c.clock(4);
-    c.node(4).hand_off_hints(now, n(3));
+    c.hand_off_hints(4, n(3));
     c.collect();
     assert!(c.in_flight.is_empty(), "an expired hint was handed off");
     c.tick(4);
@@ -968,7 +1098,7 @@ fn blocking_read_repair_completes_on_a_late_fresh_answer_when_the_repaired_repli
     let mut c = stale_n3(ReadRepair::Blocking);
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     let (read_to_n1, _lost_repair) = read_with_repair_to_n3(&mut c, &placement);
-    c.node(2).node_failed(n(3));
+    c.node_failed(2, n(3));
     c.collect();
     assert!(
         c.done.is_empty(),
@@ -1000,7 +1130,7 @@ fn blocking_read_repair_repairs_a_late_stale_answer_and_counts_its_acknowledgeme
     }
     c.cut.clear();
     let (read_to_n1, _lost_repair) = read_with_repair_to_n3(&mut c, &placement);
-    c.node(2).node_failed(n(3));
+    c.node_failed(2, n(3));
     // n1 answers late with the old state: the read needs it, so n1 is repaired too and
     // counts once it acknowledges.
     deliver_round_trip(&mut c, read_to_n1);
@@ -1020,6 +1150,7 @@ fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
     // Both the late read to n1 and the repair to n3 are lost.
     let _lost = read_with_repair_to_n3(&mut c, &placement);
     for _ in 0..9 {
+        c.now = c.now.saturating_add(TICK);
         c.tick(2);
     }
     c.collect();
@@ -1028,6 +1159,7 @@ fn blocking_read_repair_with_nothing_more_to_hear_times_out_at_the_deadline() {
         "failed before the deadline: {:?}",
         c.done
     );
+    c.now = c.now.saturating_add(TICK);
     c.tick(2);
     let err = c.take_read_err();
     assert_eq!(
@@ -1048,7 +1180,7 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
     let placement = Placement::new([1, 2, 3].map(n)).unwrap();
     c.read(2, RequestId::new(3), "k", Consistency::Quorum, &placement)
         .unwrap();
-    c.node(2).node_failed(n(1));
+    c.node_failed(2, n(1));
     c.collect();
     c.in_flight.retain(|(_, to, _)| *to == n(3));
     for _ in 0..2 {
@@ -1058,7 +1190,7 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
         c.collect();
     }
     assert!(c.done.is_empty(), "answered before the repair");
-    c.node(2).node_failed(n(3));
+    c.node_failed(2, n(3));
     let err = c.take_read_err();
     assert!(matches!(err, StoreError::QuorumUnreachable { .. }), "{err}");
     assert!(
@@ -1080,7 +1212,7 @@ fn blocking_read_repair_fails_at_once_when_no_quorum_can_hold_the_result() {
         c.collect();
     }
     assert!(c.done.is_empty(), "answered before the repair");
-    c.node(2).node_failed(n(3));
+    c.node_failed(2, n(3));
     assert!(matches!(
         c.take_done(),
         StoreEffect::ReadDone {
@@ -1210,6 +1342,7 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
                     let _ = c.write(node, request, "n", 1, Consistency::Quorum, &placement);
                 }
                 2 => {
+                    c.now = c.now.saturating_add(TICK);
                     for id in 1..=3 {
                         c.tick(id);
                     }
@@ -1330,4 +1463,78 @@ fn a_reply_to_an_operation_of_an_earlier_incarnation_is_not_counted() {
             "n{id} holds another key's value under \"b\""
         );
     }
+}
+
+/// The coordinator asks to be woken when its next operation times out and when its next
+/// tombstone is due for collection, and reads its wall clock as `now` past its epoch.
+#[test]
+fn the_coordinator_asks_to_be_woken_when_something_is_due() {
+    let grace_ms = 60_000;
+    // `now` counts from this node's start; its wall clock read START then.
+    let config = CoordinatorConfig::new(n(1), FIRST)
+        .tombstone_grace_ms(grace_ms)
+        .unwrap()
+        .wall_clock_at_zero(START);
+    let mut node = Coordinator::new(config, lww());
+    let placement = Placement::new([1, 2, 3].map(n)).unwrap();
+    let wakes = |node: &mut Coordinator<&'static str, Lww>| {
+        std::iter::from_fn(|| node.poll())
+            .filter_map(|effect| match effect {
+                Effect::WakeAt(at) => Some(at),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // A delete stamped 5 s after START, handed in 5 s after the start: its tombstone is
+    // collected a grace period after its timestamp; the write times out after 1 s.
+    let now = Time::from_secs(5);
+    let deleted = START.saturating_add(Duration::from_secs(5));
+    let write = StoreRequest::Write {
+        request: RequestId::new(1),
+        key: "k",
+        write: (deleted, None),
+        consistency: Consistency::Quorum,
+        placement: placement.clone(),
+    };
+    let id = synod_node::RequestId(1);
+    node.handle(now, Input::Request { id, request: write });
+    assert_eq!(wakes(&mut node), [now + Duration::from_secs(1)]);
+    node.handle(now + Duration::from_secs(1), Input::Wake);
+    let collect_at = now + Duration::from_millis(grace_ms);
+    assert_eq!(
+        wakes(&mut node),
+        [collect_at],
+        "the timeout passed; the tombstone waits"
+    );
+    assert_eq!(node.tombstones_held(), 1);
+    node.handle(collect_at, Input::Wake);
+    assert_eq!(node.tombstones_held(), 0);
+    // The wall clock is START + now: a write stamped 100 ms past it is taken, one 2 s past
+    // it is refused (the drift bound is 500 ms).
+    let wall = START.saturating_add(Duration::from_secs(65));
+    let mut refused = Vec::new();
+    for (number, ahead_ms) in [(2, 100), (3, 2_000)] {
+        let write = StoreRequest::Write {
+            request: RequestId::new(number),
+            key: "k",
+            write: (
+                wall.saturating_add(Duration::from_millis(ahead_ms)),
+                Some("v"),
+            ),
+            consistency: Consistency::One,
+            placement: placement.clone(),
+        };
+        let id = synod_node::RequestId(number);
+        node.handle(collect_at, Input::Request { id, request: write });
+        refused.push(std::iter::from_fn(|| node.poll()).any(|effect| {
+            matches!(
+                effect,
+                Effect::Reply {
+                    response: StoreResponse::Written(Err(StoreError::TimestampTooFarAhead { .. })),
+                    ..
+                }
+            )
+        }));
+    }
+    assert_eq!(refused, [false, true]);
 }

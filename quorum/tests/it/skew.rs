@@ -28,10 +28,10 @@ use std::time::Duration;
 use synod_clocks::{HybridTimestamp, VersionVector, WallTime};
 use synod_quorum::{
     CLOCK_DRIFT_MAX_LIMIT_MS, Consistency, CoordinatorConfig, Incarnation, LastWriteWins,
-    Placement, ReadRepair, RequestId, StoreConfigError, StoreEffect, StoreError, VersionVectors,
+    Placement, ReadRepair, RequestId, StoreConfigError, StoreError, VersionVectors,
 };
 
-use crate::coordinator::{Cluster, Lww, n};
+use crate::coordinator::{Cluster, Lww, StoreEffect, n};
 
 /// A timestamp from a node's wall clock, `millis` after the epoch.
 fn stamp(millis: u64, node: u64) -> HybridTimestamp {
