@@ -68,7 +68,7 @@ pub enum Command {
         #[command(flatten)]
         history: crate::history_file::HistoryArgs,
     },
-    /// Run one node of a Consistent Core cluster (a replicated key-value store speaking RESP).
+    /// Run one node of a cluster (of the Consistent Core by default: a replicated key-value store speaking RESP).
     ///
     /// Example, one of three nodes:
     /// synod node --id 1 --listen 127.0.0.1:7001 --client 127.0.0.1:6001
@@ -103,7 +103,7 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         snapshot_entries: Option<u64>,
     },
-    /// A client for a running Consistent Core cluster.
+    /// A client for a running cluster (by default of the Consistent Core).
     ///
     /// Commands: put K V, get K, delete K..., cas K EXPECTED NEW, scan PREFIX (LIMIT),
     /// shutdown (stops the one node --addr names, gracefully), or any RESP command (incr K,
