@@ -186,7 +186,8 @@
 //! timeout, which hides it); through the Paxos nodes, under loss, duplication,
 //! reordering and crashes that lose unsynced writes: Paxos choosing at most one value with
 //! duelling proposers, the register linearizable with duelling coordinators, Multi-Paxos
-//! never choosing two values for a slot with competing leaders, and leaving no holes. Each of those checks also catches a
+//! never choosing two values for a slot with competing leaders, and leaving no holes; the
+//! register's nodes linearizable under `synod-sim` too. Each of those checks also catches a
 //! deliberately broken variant.
 //!
 //! Not implemented:
@@ -232,7 +233,8 @@
 //! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000) and
 //! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
 //! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 400);
-//! `SYNOD_REGISTER_SEEDS` (default 300); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need
+//! `SYNOD_REGISTER_SEEDS` (default 300); `SYNOD_REGISTER_SIM_SEEDS` (the register's nodes
+//! under `synod-sim`, default 100); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need
 //! `--features wal`.
 //!
 //! # Crate features

@@ -2,8 +2,11 @@
 //! loss, duplication, reordering and crashes that lose unsynced writes: every history of
 //! reads and compare-and-sets is linearizable (synod-sim's checker with its key-value
 //! model); a replica that forgets its promises (restarts from an empty disk) is caught.
+//! The same nodes run under synod-sim too, through its generic `ProtocolNode` adapter, with
+//! its fault model and checker.
 //!
-//! `SYNOD_REGISTER_SEEDS` sets the seed count (default 300).
+//! `SYNOD_REGISTER_SEEDS` sets the seed count of the hand-stepped runs (default 300),
+//! `SYNOD_REGISTER_SIM_SEEDS` that of the simulated ones (default 100).
 
 use synod_consensus::NodeId;
 use synod_consensus::paxos::Ballot;
@@ -209,4 +212,187 @@ fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
         )),
         "the promise leaves once durable: {out:?}"
     );
+}
+
+// Under synod-sim: the register's nodes run by the simulator's generic adapter, with its
+// network faults (loss, duplication, delay, partitions), crashes that lose or tear
+// unsynced writes, pauses and clock faults, swarm-tested from each seed.
+
+/// The store of one simulated node: each `KeyWrite` appended to a log as a record of its
+/// length, its postcard bytes and a checksum; at a start, the valid prefix is replayed
+/// (a torn or damaged tail is cut off, so later appends follow whole records).
+struct RegisterLog {
+    nodes: usize,
+}
+
+const LOG_FILE: &str = "register.log";
+/// A record longer than this is damage, not a write.
+const RECORD_BYTES_MAX: usize = 1024;
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The whole, valid records at the start of `log`, and how many bytes they take.
+fn replay(log: &[u8]) -> (Vec<KeyWrite<u64, u64>>, usize) {
+    let mut writes = Vec::new();
+    let mut at = 0;
+    while let Some(header) = log.get(at..at + 4) {
+        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        let end = at + 4 + len + 8;
+        if len > RECORD_BYTES_MAX || end > log.len() {
+            break;
+        }
+        let body = &log[at + 4..at + 4 + len];
+        let sum = u64::from_le_bytes(log[end - 8..end].try_into().expect("8 bytes"));
+        let Ok(write) = postcard::from_bytes(body) else {
+            break;
+        };
+        if sum != checksum(body) {
+            break;
+        }
+        writes.push(write);
+        at = end;
+    }
+    (writes, at)
+}
+
+impl synod_sim::ProtocolStore for RegisterLog {
+    type Protocol = Node;
+
+    fn recover(&mut self, boot: synod_sim::Boot<'_>) -> std::io::Result<Node> {
+        let log = boot.disk.read(LOG_FILE).unwrap_or_default();
+        let (writes, valid) = replay(&log);
+        if valid < log.len() {
+            boot.disk.set_len(LOG_FILE, valid as u64)?;
+        }
+        let config = NodeConfig::new(boot.id, (1..=self.nodes as u64).map(n))
+            .expect("a member")
+            .retry_timeout_ms(10)
+            .seed(boot.rng.next_u64());
+        Ok(CasRegisterNode::restore(config, KEYS_MAX, writes))
+    }
+
+    fn write(
+        &mut self,
+        disk: &mut synod_sim::Disk,
+        write: &KeyWrite<u64, u64>,
+    ) -> std::io::Result<()> {
+        let body = postcard::to_stdvec(write).expect("a key write encodes");
+        let mut record = (body.len() as u32).to_le_bytes().to_vec();
+        record.extend_from_slice(&body);
+        record.extend_from_slice(&checksum(&body).to_le_bytes());
+        disk.append(LOG_FILE, &record)
+    }
+}
+
+type SimNode = synod_sim::ProtocolNode<RegisterLog>;
+
+/// Clients of the simulated register: reads and compare-and-sets of key 0 at random nodes.
+#[derive(Default)]
+struct SimClients {
+    next_value: u64,
+}
+
+impl synod_sim::Workload<SimNode> for SimClients {
+    type Input = KvInput;
+    type Output = KvOutput;
+
+    fn invoke(
+        &mut self,
+        _: ClientId,
+        nodes: usize,
+        rng: &mut synod_sim::SimRng,
+    ) -> Option<synod_sim::Invocation<CasRequest<u64, u64>, KvInput>> {
+        let node = n(rng.below(nodes as u64) + 1);
+        self.next_value += 1;
+        Some(if rng.below(3) == 0 {
+            synod_sim::Invocation {
+                node,
+                request: CasRequest::Read { key: 0 },
+                input: KvInput::Read { key: 0 },
+            }
+        } else {
+            let expect = match rng.below(3) {
+                0 => None,
+                _ => Some(self.next_value.saturating_sub(rng.below(3) + 1)),
+            };
+            let new = self.next_value;
+            synod_sim::Invocation {
+                node,
+                request: CasRequest::CompareAndSet {
+                    key: 0,
+                    expect,
+                    new,
+                },
+                input: KvInput::Cas {
+                    key: 0,
+                    expect,
+                    new,
+                },
+            }
+        })
+    }
+
+    fn complete(
+        &mut self,
+        _: ClientId,
+        input: &KvInput,
+        response: &Result<CasReply<u64>, RequestError>,
+    ) -> synod_sim::Completion<KvOutput> {
+        use synod_sim::Completion;
+        match response {
+            Ok(CasReply { applied, value }) => Completion::Ok(match input {
+                KvInput::Read { .. } => KvOutput::Read(*value),
+                _ => KvOutput::Cas(*applied),
+            }),
+            Err(RequestError::Unknown) => Completion::Unknown,
+            // Refused before anything was proposed.
+            Err(_) => Completion::Fail,
+        }
+    }
+}
+
+fn simulated(seed: u64, nodes: usize) -> synod_sim::RunReport<KvInput, KvOutput> {
+    let config = synod_sim::SimConfig::builder(nodes)
+        .clients(4)
+        .safety_time(std::time::Duration::from_millis(300))
+        .liveness_time_max(std::time::Duration::from_secs(2))
+        .client_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("a valid simulation config");
+    synod_sim::Simulation::new(
+        config,
+        seed,
+        move |_| synod_sim::ProtocolNode::new(RegisterLog { nodes }),
+        SimClients::default(),
+    )
+    .progress(|view| {
+        view.healed_at()
+            .is_some_and(|t| view.history().ok_invoked_since(t) > 0)
+    })
+    .run()
+}
+
+#[test]
+fn the_register_nodes_are_linearizable_under_the_simulator() {
+    let seeds: u64 = std::env::var("SYNOD_REGISTER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let mut ok = 0;
+    for seed in 0..seeds {
+        let nodes = if seed % 2 == 0 { 3 } else { 5 };
+        let report = simulated(seed, nodes);
+        assert_eq!(
+            report.check(&mut Linearizability::new(KvModel)),
+            Ok(()),
+            "seed {seed} ({nodes} nodes)"
+        );
+        ok += report.history.ok_count();
+    }
+    println!("paxos register under synod-sim: {seeds} seeds, {ok} operations ok, 0 violations");
+    assert!(ok as u64 > seeds * 10, "the register made progress: {ok}");
 }
