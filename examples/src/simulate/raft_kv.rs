@@ -53,9 +53,9 @@
 //! violation fails the run with its event.
 //!
 //! The CI test `tests/it/core_sim.rs` runs the same cluster through [`simulation`], with
-//! its own timing, clients that also compare-and-set and send every request to a random
-//! node ([`KvClients`]), [`NodeOptions`] of its own, and scenarios that cut off a leader
-//! whose process is paused, or whose clock drifts, past its lease.
+//! its own timing, clients that also compare-and-set and, in every other seed, send each
+//! request to a random node ([`KvClients`]), [`NodeOptions`] of its own, and scenarios that
+//! cut off a leader whose process is paused, or whose clock drifts, past its lease.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -12,7 +12,8 @@
 //! every write to the simulated disk and replays it on restart, a persistence request
 //! becomes a simulated sync, acknowledged only when the simulator reports it done, and the
 //! node is handed its simulated monotonic clock with every input. This test gives it its
-//! own timing, clients that also compare-and-set and read under the leader's lease, small
+//! own timing, clients that also compare-and-set and read under the leader's lease (to
+//! random nodes, or in every other seed to the leader they last heard of), small
 //! Raft batches, a snapshot every 32 applied entries (so that lagging and restarted nodes
 //! install snapshots) and a hand-over of the leadership every 400 ms of the leader's clock,
 //! and prints how many lease reads were served under a lease and how many snapshots,
@@ -44,7 +45,7 @@ const SNAPSHOT_ENTRIES: u64 = 32;
 const HAND_OVER_EVERY: Duration = Duration::from_millis(400);
 
 /// Reads (linearizable or under the lease), writes and compare-and-sets of [`KEYS`] keys,
-/// each to a random node.
+/// each to a random node (unless told to follow the leader).
 fn clients() -> KvClients<RaftKvNode> {
     KvClients::new(KEYS)
         .with_reads(&[Request::Read, Request::LeaseRead])
@@ -101,7 +102,14 @@ fn core_node_is_linearizable_and_live_under_every_fault() {
     let seeds = runner.run(SEEDS_CI, |seed| {
         let nodes = if seed % 4 == 3 { 5 } else { 3 };
         let tally = Tally::new();
-        let report = simulation(nodes, seed, clients(), &tally).run();
+        // Every other seed, clients send to the leader they last heard of: their lease
+        // reads reach a leader; the others' mostly reach followers, which forward them.
+        let clients = if seed % 2 == 1 {
+            clients().following_the_leader()
+        } else {
+            clients()
+        };
+        let report = simulation(nodes, seed, clients, &tally).run();
         coverage.merge(&report.coverage);
         activity.merge(&tally.get());
         events += report.events;
@@ -232,9 +240,9 @@ fn lease_scenario(
 }
 
 /// Runs `scenario` over [`SCENARIO_SEEDS`] seeds, cutting off each node in turn, and
-/// returns the runs that were not linearizable (or failed otherwise), with the lease
-/// reads served.
-fn lease_scenarios(scenario: Scenario) -> (Vec<(u64, u64, Verdict, bool)>, Activity) {
+/// returns the runs that were not linearizable or failed otherwise (seed, node cut off,
+/// verdict), with what the nodes did.
+fn lease_scenarios(scenario: Scenario) -> (Vec<(u64, u64, Verdict)>, Activity) {
     let tally = Tally::new();
     let mut failed = Vec::new();
     for seed in 0..SCENARIO_SEEDS {
@@ -242,7 +250,7 @@ fn lease_scenarios(scenario: Scenario) -> (Vec<(u64, u64, Verdict, bool)>, Activ
             let report = lease_scenario(seed, cut, scenario, &tally);
             let verdict = report.verdict(&mut Linearizability::new(KvModel));
             if !verdict.is_pass() {
-                failed.push((seed, cut, verdict, report.failure.is_none()));
+                failed.push((seed, cut, verdict));
             }
         }
     }
@@ -279,26 +287,29 @@ fn lease_reads_stay_linearizable_when_clocks_drift_at_the_bound() {
     assert!(failed.is_empty(), "{failed:?}");
 }
 
+/// Seeds the negative control below may run, three runs each; it stops at the first
+/// caught. When this was written, two of these 60 runs were caught: seed 4 cutting off
+/// node 3 (the 15th run) and seed 8 cutting off node 1.
+const NEGATIVE_SEEDS: u64 = 20;
+
 #[test]
 fn the_checker_catches_stale_lease_reads_when_clocks_drift_beyond_the_bound() {
     // Known-bad: the same scenario with the clocks drifting 50% each way, five times the
     // bound the lease is configured for. A slow leader's lease outlasts the fast
     // followers' election timeouts, and a read served under it misses a write the new
     // leader committed: stale, caught by the linearizability checker itself (not by an
-    // invariant, and not given up on), in 2 of the 30 runs when this was written.
-    let (failed, _) = lease_scenarios(Scenario::Drifting(500_000));
-    let caught: Vec<(u64, u64)> = failed
-        .iter()
-        .filter(|(_, _, verdict, by_checker)| {
-            *by_checker && matches!(verdict, Verdict::Violation(_))
+    // invariant, and not given up on).
+    let caught = (0..NEGATIVE_SEEDS).find_map(|seed| {
+        (1..=3).find_map(|cut| {
+            let report = lease_scenario(seed, cut, Scenario::Drifting(500_000), &Tally::new());
+            let verdict = report.verdict(&mut Linearizability::new(KvModel));
+            let by_checker = report.failure.is_none() && matches!(verdict, Verdict::Violation(_));
+            by_checker.then_some((seed, cut, verdict))
         })
-        .map(|&(seed, cut, _, _)| (seed, cut))
-        .collect();
-    println!(
-        "stale lease reads caught by the linearizability checker in (seed, node cut off) {caught:?}"
-    );
+    });
+    println!("stale lease reads caught by the linearizability checker: {caught:?}");
     assert!(
-        !caught.is_empty(),
-        "lease reads under a drift beyond the bound went unnoticed in {SCENARIO_SEEDS} seeds"
+        caught.is_some(),
+        "lease reads under a drift beyond the bound went unnoticed in {NEGATIVE_SEEDS} seeds"
     );
 }
