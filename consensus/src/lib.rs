@@ -232,9 +232,9 @@
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
 //! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000) and
 //! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
-//! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 400);
-//! `SYNOD_REGISTER_SEEDS` (default 300); `SYNOD_REGISTER_SIM_SEEDS` (the register's nodes
-//! under `synod-sim`, default 100); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need
+//! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 1000);
+//! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_REGISTER_SIM_SEEDS` (the register's nodes
+//! under `synod-sim`, default 200); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need
 //! `--features wal`.
 //!
 //! # Crate features

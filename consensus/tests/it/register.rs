@@ -5,8 +5,8 @@
 //! The same nodes run under synod-sim too, through its generic `ProtocolNode` adapter, with
 //! its fault model and checker.
 //!
-//! `SYNOD_REGISTER_SEEDS` sets the seed count of the hand-stepped runs (default 300),
-//! `SYNOD_REGISTER_SIM_SEEDS` that of the simulated ones (default 100).
+//! `SYNOD_REGISTER_SEEDS` sets the seed count of the hand-stepped runs (default 1000),
+//! `SYNOD_REGISTER_SIM_SEEDS` that of the simulated ones (default 200).
 
 use synod_consensus::NodeId;
 use synod_consensus::paxos::Ballot;
@@ -152,7 +152,7 @@ fn duelling_compare_and_sets_are_linearizable() {
     let seeds: u64 = std::env::var("SYNOD_REGISTER_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(1000);
     let (mut completed, mut crashes) = (0, 0);
     for seed in 0..seeds {
         let (verdict, done, crashed) = run(seed, false);
@@ -381,7 +381,7 @@ fn the_register_nodes_are_linearizable_under_the_simulator() {
     let seeds: u64 = std::env::var("SYNOD_REGISTER_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(200);
     let mut ok = 0;
     for seed in 0..seeds {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
