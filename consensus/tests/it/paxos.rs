@@ -70,6 +70,8 @@ pub struct Cluster<P: Protocol> {
     wakes: Vec<Option<Time>>,
     /// Every reply: (node, request id, response).
     pub replies: Vec<(NodeId, RequestId, P::Response)>,
+    /// The requests answered, to check that none is answered twice.
+    answered: BTreeSet<(NodeId, RequestId)>,
     /// Every apply, with the node and its incarnation count at the time.
     pub applied: Vec<(NodeId, u64, P::Apply)>,
     incarnations: Vec<u64>,
@@ -94,6 +96,7 @@ where
             net: Vec::new(),
             wakes: vec![None; count],
             replies: Vec::new(),
+            answered: BTreeSet::new(),
             applied: Vec::new(),
             incarnations: vec![0; count],
             crashes: 0,
@@ -129,6 +132,10 @@ where
                     id: request,
                     response,
                 } => {
+                    assert!(
+                        self.answered.insert((id, request)),
+                        "{id} answered request {request:?} twice"
+                    );
                     self.replies.push((id, request, response));
                 }
                 Effect::Persist { token, write } => self.unsynced[at].push((token, write)),
