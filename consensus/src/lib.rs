@@ -196,7 +196,9 @@
 //!   removed per change, thesis section 4.1), which needs no joint quorums; replacing
 //!   several voters takes several changes. See [`membership`].
 //! - **Multi-Paxos beyond the core**: the log has no snapshots, no leases and no
-//!   membership changes; Raft is the crate's production replicated log.
+//!   membership changes, and a node that missed the news of chosen slots learns them only
+//!   when it next leads (no catch-up, no request forwarding to the leader); Raft is the
+//!   crate's production replicated log.
 //! - **Flexible or weighted quorums** for Raft (majorities only), and **witnesses**.
 //! - The node keeps no metrics; the caller observes [`Node::role`], [`Node::term`],
 //!   [`Node::commit_index`], [`Node::match_index`] and friends.
