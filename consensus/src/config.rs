@@ -42,6 +42,16 @@ pub struct Bugs {
     pub commit_old_term_by_counting: bool,
     /// Grant votes without waiting for the vote to be persisted, and forget it on a crash.
     pub skip_vote_persistence: bool,
+    /// Accept a membership change while an earlier one is uncommitted (or before the
+    /// leader committed an entry of its term): two single-server changes in a row change
+    /// two voters at once, and the old and newest configurations' majorities may not meet.
+    pub skip_membership_change_wait: bool,
+    /// Hand leadership over without bringing the target up to date first, and grant a
+    /// transfer's vote whatever the candidate's log holds.
+    pub transfer_without_catch_up: bool,
+    /// Take a snapshot chunk at whatever offset it says, appended to what was received
+    /// (a duplicated or reordered chunk then corrupts the snapshot).
+    pub snapshot_chunks_at_any_offset: bool,
 }
 
 impl Config {

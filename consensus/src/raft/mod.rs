@@ -460,8 +460,8 @@ impl<S: LogStore> Node<S> {
             MessageBody::Vote {
                 last_index,
                 last_term,
-                ..
-            } => self.handle_vote(from, last_index, last_term),
+                transfer,
+            } => self.handle_vote(from, last_index, last_term, transfer),
             MessageBody::VoteResponse { granted } => self.handle_vote_response(from, granted),
             MessageBody::Append {
                 prev_index,

@@ -1,6 +1,7 @@
-//! A small deterministic cluster harness: nodes with in-memory stores, a message queue the
-//! test controls, explicit or automatic syncs, crashes that lose unsynced writes, and the
-//! crate's checker of Raft's safety properties ([`SafetyChecker`]) run after every event.
+//! A small deterministic cluster harness: nodes with in-memory stores (or any store that
+//! can be synced, crashed and recovered: [`TestStore`]), a message queue the test controls,
+//! explicit or automatic syncs, crashes that lose unsynced writes, and the crate's checker
+//! of Raft's safety properties ([`SafetyChecker`]) run after every event.
 
 // Helpers used by some test modules only.
 #![allow(dead_code)]
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use synod_consensus::invariants::{SafetyChecker, Violation};
 use synod_consensus::{
     Config, ConfigBuilder, Entry, LogIndex, LogStore, MemLogStore, Membership, Message,
-    MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role,
+    MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role, Snapshot,
 };
 
 /// The ids `1..=n`.
@@ -19,11 +20,65 @@ pub fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId::new).collect()
 }
 
+/// A store the harness can make durable, crash and recover from what a crash left.
+pub trait TestStore: LogStore + Sized {
+    /// What a crashed node leaves behind, until it restarts.
+    type Down;
+    /// Makes every write so far durable. `false` if the store failed: the node must not be
+    /// told its writes are durable, and is crashed (fail-stop).
+    fn make_durable(&mut self) -> bool;
+    /// What survives a crash of the node that holds this store.
+    fn after_crash(&self) -> Self::Down;
+    /// The store a restarted node recovers from what survived, or why it cannot.
+    fn recover(down: Self::Down) -> Result<Self, String>;
+}
+
+impl TestStore for MemLogStore {
+    type Down = MemLogStore;
+    fn make_durable(&mut self) -> bool {
+        self.sync();
+        true
+    }
+    fn after_crash(&self) -> MemLogStore {
+        let mut store = self.clone();
+        store.crash();
+        store
+    }
+    fn recover(down: MemLogStore) -> Result<MemLogStore, String> {
+        Ok(down)
+    }
+}
+
+/// What the harness saw of the paths that randomized runs must reach.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    /// Snapshots handed to a state machine, and those of them a restarted node loaded
+    /// from its own store (the rest came from a leader).
+    pub snapshots_loaded: u64,
+    pub snapshots_restored: u64,
+    /// Snapshot messages delivered, and those that were not a snapshot's first chunk.
+    pub snapshot_chunks: u64,
+    pub later_chunks: u64,
+    /// `TimeoutNow` messages delivered (a leader handing over).
+    pub timeout_nows: u64,
+    /// Stores that failed to sync, so that their node was crashed.
+    pub failed_syncs: u64,
+    /// Restarts.
+    pub restarts: u64,
+}
+
+impl Counters {
+    /// Snapshots installed from a leader.
+    pub fn installs(&self) -> u64 {
+        self.snapshots_loaded - self.snapshots_restored
+    }
+}
+
 /// A cluster of Raft nodes driven by the test.
-pub struct Cluster {
+pub struct Cluster<S: TestStore = MemLogStore> {
     pub ids: Vec<NodeId>,
-    pub nodes: BTreeMap<NodeId, Node<MemLogStore>>,
-    pub down: BTreeMap<NodeId, MemLogStore>,
+    pub nodes: BTreeMap<NodeId, Node<S>>,
+    pub down: BTreeMap<NodeId, S::Down>,
     configs: BTreeMap<NodeId, Config>,
     /// Messages in flight, oldest first.
     pub net: VecDeque<Message>,
@@ -46,7 +101,19 @@ pub struct Cluster {
     /// Every message delivered, for tests that look at traffic.
     pub delivered: Vec<Message>,
     pub record_delivered: bool,
+    pub counters: Counters,
+    /// The first store that could not be recovered after a crash.
+    pub store_error: Option<String>,
+    /// The indexes of the membership changes some node applied.
+    pub membership_applied: BTreeSet<LogIndex>,
+    /// Checks each snapshot handed to a state machine; the first complaint is kept in
+    /// `snapshot_error`.
+    pub snapshot_oracle: Option<SnapshotOracle>,
+    pub snapshot_error: Option<String>,
 }
+
+/// A check of a snapshot's data.
+pub type SnapshotOracle = Box<dyn Fn(&Snapshot) -> Result<(), String>>;
 
 impl Cluster {
     /// `n` voters with `tweak` applied to each node's config builder.
@@ -60,19 +127,42 @@ impl Cluster {
         learners: Vec<NodeId>,
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
     ) -> Cluster {
-        let membership = Membership::new(voters.clone(), learners.clone()).unwrap();
-        let mut all: Vec<NodeId> = voters.into_iter().chain(learners).collect();
+        let membership = Membership::new(voters, learners).unwrap();
+        Cluster::with_stores(membership, &[], tweak, |_, m| MemLogStore::new(m.clone()))
+    }
+
+    /// Adds a node that is not yet in any configuration (for membership changes), starting
+    /// from an empty store with `membership` as its initial view.
+    pub fn add_node(
+        &mut self,
+        id: NodeId,
+        membership: Membership,
+        tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
+    ) {
+        self.add_node_with(id, MemLogStore::new(membership), tweak);
+    }
+}
+
+impl<S: TestStore> Cluster<S> {
+    /// A node for every member of `membership` and every id of `others` (nodes outside the
+    /// configuration, for membership changes to add), each on the store `store` makes from
+    /// the initial membership.
+    pub fn with_stores(
+        membership: Membership,
+        others: &[NodeId],
+        tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
+        mut store: impl FnMut(NodeId, &Membership) -> S,
+    ) -> Cluster<S> {
+        let mut all: Vec<NodeId> = membership.members().chain(others.iter().copied()).collect();
         all.sort();
+        all.dedup();
         let mut nodes = BTreeMap::new();
         let mut configs = BTreeMap::new();
         for id in &all {
             let config = tweak(Config::builder(*id).seed(id.get() * 7919))
                 .build()
                 .unwrap();
-            nodes.insert(
-                *id,
-                Node::new(config.clone(), MemLogStore::new(membership.clone())),
-            );
+            nodes.insert(*id, Node::new(config.clone(), store(*id, &membership)));
             configs.insert(*id, config);
         }
         Cluster {
@@ -92,30 +182,33 @@ impl Cluster {
             violation: None,
             delivered: Vec::new(),
             record_delivered: false,
+            counters: Counters::default(),
+            store_error: None,
+            membership_applied: BTreeSet::new(),
+            snapshot_oracle: None,
+            snapshot_error: None,
         }
     }
 
-    pub fn node(&self, id: NodeId) -> &Node<MemLogStore> {
+    pub fn node(&self, id: NodeId) -> &Node<S> {
         &self.nodes[&id]
     }
 
-    pub fn node_mut(&mut self, id: NodeId) -> &mut Node<MemLogStore> {
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node<S> {
         self.nodes.get_mut(&id).unwrap()
     }
 
-    /// Adds a node that is not yet in any configuration (for membership changes), starting
-    /// from an empty store with `membership` as its initial view.
-    pub fn add_node(
+    /// Adds node `id` on `store`, outside any configuration until a change adds it.
+    pub fn add_node_with(
         &mut self,
         id: NodeId,
-        membership: Membership,
+        store: S,
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
     ) {
         let config = tweak(Config::builder(id).seed(id.get() * 7919))
             .build()
             .unwrap();
-        self.nodes
-            .insert(id, Node::new(config.clone(), MemLogStore::new(membership)));
+        self.nodes.insert(id, Node::new(config.clone(), store));
         self.configs.insert(id, config);
         self.ids.push(id);
         self.applied.insert(id, LogIndex::ZERO);
@@ -145,11 +238,15 @@ impl Cluster {
             assert!(guard < 10_000, "node {id} never runs out of work");
             let ready = node.ready();
             if let Some(token) = ready.persist {
-                if self.auto_sync {
-                    node.store_mut().sync();
+                if !self.auto_sync {
+                    self.pending_sync.insert(id, token);
+                } else if node.store_mut().make_durable() {
                     node.persisted(token);
                 } else {
-                    self.pending_sync.insert(id, token);
+                    // Fail-stop: the writes are never acknowledged.
+                    self.counters.failed_syncs += 1;
+                    self.crash(id);
+                    return;
                 }
             }
             self.check();
@@ -157,6 +254,13 @@ impl Cluster {
                 self.net.push_back(msg);
             }
             if let Some(snapshot) = ready.snapshot {
+                self.counters.snapshots_loaded += 1;
+                if let Some(oracle) = &self.snapshot_oracle
+                    && let Err(e) = oracle(&snapshot)
+                {
+                    self.snapshot_error
+                        .get_or_insert(format!("{id} loaded a bad snapshot: {e}"));
+                }
                 self.applied.insert(id, snapshot.meta.index);
                 self.applied_commands.insert(id, Vec::new());
             }
@@ -164,6 +268,9 @@ impl Cluster {
                 let applied = self.applied.get_mut(&id).unwrap();
                 assert_eq!(entry.index, applied.next(), "{id} applies in order");
                 *applied = entry.index;
+                if let Payload::Membership(_) = &entry.payload {
+                    self.membership_applied.insert(entry.index);
+                }
                 if let Payload::Command(data) = &entry.payload {
                     self.applied_commands
                         .get_mut(&id)
@@ -180,9 +287,13 @@ impl Cluster {
     pub fn sync(&mut self, id: NodeId) {
         if let Some(token) = self.pending_sync.remove(&id) {
             let node = self.nodes.get_mut(&id).unwrap();
-            node.store_mut().sync();
-            node.persisted(token);
-            self.process(id);
+            if node.store_mut().make_durable() {
+                node.persisted(token);
+                self.process(id);
+            } else {
+                self.counters.failed_syncs += 1;
+                self.crash(id);
+            }
         }
     }
 
@@ -222,6 +333,16 @@ impl Cluster {
         if let Some(node) = self.nodes.get_mut(&to) {
             if self.record_delivered {
                 self.delivered.push(msg.clone());
+            }
+            match &msg.body {
+                MessageBody::Snapshot { offset, .. } => {
+                    self.counters.snapshot_chunks += 1;
+                    if *offset > 0 {
+                        self.counters.later_chunks += 1;
+                    }
+                }
+                MessageBody::TimeoutNow => self.counters.timeout_nows += 1,
+                _ => {}
             }
             node.step(msg);
             self.process(to);
@@ -296,9 +417,9 @@ impl Cluster {
     /// Crashes `id`: it loses everything it did not sync; messages to it are dropped.
     pub fn crash(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.remove(&id) {
-            let mut store = node_into_store(node);
-            store.crash();
-            self.down.insert(id, store);
+            let down = node.store().after_crash();
+            drop(node);
+            self.down.insert(id, down);
             self.pending_sync.remove(&id);
             self.checker.crashed(id);
         }
@@ -306,8 +427,20 @@ impl Cluster {
 
     /// Restarts a crashed node from its durable state.
     pub fn restart(&mut self, id: NodeId) {
-        if let Some(store) = self.down.remove(&id) {
+        if let Some(down) = self.down.remove(&id) {
+            let store = match S::recover(down) {
+                Ok(store) => store,
+                Err(e) => {
+                    self.store_error
+                        .get_or_insert(format!("{id} cannot restart: {e}"));
+                    return;
+                }
+            };
+            self.counters.restarts += 1;
             let node = Node::new(self.configs[&id].clone(), store);
+            if node.applied_index() > LogIndex::ZERO {
+                self.counters.snapshots_restored += 1;
+            }
             self.applied.insert(id, node.applied_index());
             self.applied_commands.insert(id, Vec::new());
             self.nodes.insert(id, node);
@@ -353,8 +486,4 @@ impl Cluster {
             self.violation.get_or_insert(v);
         }
     }
-}
-
-fn node_into_store(node: Node<MemLogStore>) -> MemLogStore {
-    node.store().clone()
 }

@@ -162,7 +162,7 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
 /// shared budget: once it is spent, every further one fails, as if the process had died
 /// there. With `synod_wal::testing::FaultyStorage` underneath, a test crashes the store at
 /// any single write, sync, creation, rename or removal of either log.
-mod process {
+pub mod process {
     use std::io;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
