@@ -179,8 +179,13 @@
 //! paper (elections, log matching, commitment, Figure 8, persistence before response);
 //! randomized whole-cluster runs on the crate's own harness and under `synod-sim` (every
 //! fault kind, Raft's safety properties after every event, linearizability of a key-value
-//! store's history, progress after healing); two reintroduced bugs (committing an
-//! old-term entry by counting replicas; not persisting the vote) caught within a stated
+//! store's history, progress after healing), the harness runs also compacting the log,
+//! installing snapshots in chunks, changing membership and transferring leadership, on
+//! in-memory stores and on the WAL-backed store crashed at random storage operations;
+//! reintroduced bugs (committing an old-term entry by counting replicas; not persisting
+//! the vote; a compaction dropping later entries; acknowledging before the sync; snapshot
+//! chunks taken at any offset; membership changes before the last committed; transfers to
+//! a lagging node) caught within a stated
 //! number of seeds on the crate's harness, and the vote bug also under `synod-sim` in a
 //! storm of quick crashes (its default faults keep a node down longer than an election
 //! timeout, which hides it); through the Paxos nodes, under loss, duplication,
@@ -232,8 +237,8 @@
 //! # Tests and their knobs
 //!
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
-//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000) and
-//! `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
+//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000; the runs
+//! on the WAL-backed store take a tenth) and `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
 //! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 1000);
 //! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_REGISTER_SIM_SEEDS` (the register's nodes
 //! under `synod-sim`, default 200); `SYNOD_MULTI_PAXOS_SEEDS` (default 200). The WAL-backed store's tests need

@@ -3,7 +3,8 @@
 //! what the checker remembers of committed entries shrinks as the nodes compact.
 //!
 //! The checker's catches on real bugs are in `random.rs` (Figure 8's old-term commit, the
-//! vote not made durable) and `raft_paper.rs` (Figure 8 by hand).
+//! vote not made durable, and one bug for each of compaction, acknowledged syncs,
+//! membership changes and leadership transfer) and `raft_paper.rs` (Figure 8 by hand).
 //!
 //! [`SafetyChecker`]: synod_consensus::invariants::SafetyChecker
 
