@@ -4,7 +4,7 @@
 //! request is in the log at its slot, and a final leader fills every gap so the log has
 //! no holes. A leader that ignores the values its promises report is caught.
 //!
-//! `SYNOD_MULTI_PAXOS_SEEDS` sets the seed count (default 200).
+//! `SYNOD_MULTI_PAXOS_SEEDS` sets the seed count (default 300).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -142,7 +142,7 @@ fn competing_leaders_never_choose_two_values_for_a_slot() {
     let seeds: u64 = std::env::var("SYNOD_MULTI_PAXOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(300);
     let (mut slots, mut crashes) = (0, 0);
     for seed in 0..seeds {
         let (chosen, crashed) = run(seed, false).unwrap();

@@ -4,7 +4,7 @@
 //! no promise leaves a node before its persist is acknowledged.
 //!
 //! [`Cluster`] is the hand-stepped driver the Multi-Paxos and register tests use too.
-//! `SYNOD_PAXOS_SEEDS` sets the seed count (default 1000).
+//! `SYNOD_PAXOS_SEEDS` sets the seed count (default 2000).
 
 use std::collections::BTreeSet;
 
@@ -310,7 +310,7 @@ fn seeds(default: u64) -> u64 {
 
 #[test]
 fn duelling_proposers_choose_at_most_one_value() {
-    let seeds = seeds(1000);
+    let seeds = seeds(2000);
     let (mut decided, mut crashes, mut undecided) = (0, 0, Vec::new());
     for seed in 0..seeds {
         let (value, crashed) = run(seed, false).unwrap();
