@@ -21,9 +21,10 @@
 //!
 //! Everything in this crate except the [`driver`] module is pure logic: it never reads
 //! the operating system's clock, sleeps or touches files. Time arrives as a
-//! [`WallTime`] or [`MonoTime`] (nanosecond newtypes) through a [`PhysicalClock`], and
-//! waits come back as a [`Duration`](std::time::Duration) for the caller to arm a timer
-//! with. The drivers are the exceptions, each in its own file:
+//! [`WallTime`] or a monotonic [`Time`] (nanosecond newtypes; [`Time`] is `synod-node`'s,
+//! the instant every state machine is handed) through a [`PhysicalClock`], and waits come
+//! back as a [`Duration`](std::time::Duration) for the caller to arm a timer with. The
+//! drivers are the exceptions, each in its own file:
 //!
 //! - [`SystemClock`] and [`CachedSystemClock`] read the system clocks;
 //! - [`GenerationStore`] writes a generation durably (temporary file, fsync, atomic rename,
@@ -288,5 +289,5 @@ pub use hlc::{
 };
 pub use lamport::{AtomicLamportClock, LamportClock, LamportOverflow, LamportTimestamp};
 pub use physical::{ManualClock, PhysicalClock};
-pub use time::{MonoTime, NodeId, WallTime};
+pub use time::{NodeId, Time, WallTime};
 pub use version_vector::{Causality, CounterOverflow, Dot, VersionVector};

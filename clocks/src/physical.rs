@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::time::{MonoTime, WallTime, duration_nanos};
+use crate::time::{Time, WallTime, duration_nanos};
 
 /// A source of wall-clock and monotonic readings.
 ///
@@ -22,14 +22,14 @@ pub trait PhysicalClock {
     fn wall(&self) -> WallTime;
 
     /// The current monotonic time. Never smaller than an earlier reading from the same clock.
-    fn monotonic(&self) -> MonoTime;
+    fn monotonic(&self) -> Time;
 }
 
 impl<C: PhysicalClock + ?Sized> PhysicalClock for &C {
     fn wall(&self) -> WallTime {
         (**self).wall()
     }
-    fn monotonic(&self) -> MonoTime {
+    fn monotonic(&self) -> Time {
         (**self).monotonic()
     }
 }
@@ -38,7 +38,7 @@ impl<C: PhysicalClock + ?Sized> PhysicalClock for Arc<C> {
     fn wall(&self) -> WallTime {
         (**self).wall()
     }
-    fn monotonic(&self) -> MonoTime {
+    fn monotonic(&self) -> Time {
         (**self).monotonic()
     }
 }
@@ -47,7 +47,7 @@ impl<C: PhysicalClock + ?Sized> PhysicalClock for Box<C> {
     fn wall(&self) -> WallTime {
         (**self).wall()
     }
-    fn monotonic(&self) -> MonoTime {
+    fn monotonic(&self) -> Time {
         (**self).monotonic()
     }
 }
@@ -259,8 +259,8 @@ impl PhysicalClock for ManualClock {
         WallTime::from_nanos(self.state.lock().wall_ns())
     }
 
-    fn monotonic(&self) -> MonoTime {
-        MonoTime::from_nanos(self.state.lock().elapsed_ns())
+    fn monotonic(&self) -> Time {
+        Time::from_nanos(self.state.lock().elapsed_ns())
     }
 }
 
@@ -273,7 +273,7 @@ mod tests {
         let c = ManualClock::new(WallTime::from_secs(100));
         c.advance(Duration::from_millis(1500));
         assert_eq!(c.wall(), WallTime::from_nanos(101_500_000_000));
-        assert_eq!(c.monotonic(), MonoTime::from_nanos(1_500_000_000));
+        assert_eq!(c.monotonic(), Time::from_nanos(1_500_000_000));
         assert_eq!(c.offset_ns(), 0);
         c.set_true_time(WallTime::from_secs(200));
         assert_eq!(c.wall(), WallTime::from_secs(200));
@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(c.wall(), WallTime::UNIX_EPOCH, "readings stop at the epoch");
         c.jump_forward(Duration::from_secs(15));
         assert_eq!(c.wall(), WallTime::from_secs(5));
-        assert_eq!(c.monotonic(), MonoTime::ZERO);
+        assert_eq!(c.monotonic(), Time::ZERO);
         c.set_wall(WallTime::from_secs(42));
         assert_eq!(c.wall(), WallTime::from_secs(42));
         c.set_offset_ns(7);

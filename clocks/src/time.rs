@@ -1,7 +1,7 @@
 //! Time values: wall-clock and monotonic readings as nanosecond newtypes, and node ids.
 //!
-//! A reading is a value, not a call: protocol code receives a [`WallTime`] or a [`MonoTime`]
-//! as an argument and never asks the operating system for one. Durations are plain
+//! A reading is a value, not a call: protocol code receives a [`WallTime`] or a monotonic
+//! [`Time`] as an argument and never asks the operating system for one. Durations are plain
 //! [`std::time::Duration`]s.
 
 use core::fmt;
@@ -18,7 +18,7 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
 /// seconds ignored as in POSIX time.
 ///
 /// A `u64` of nanoseconds reaches the year 2554. Wall time can jump backwards and forwards
-/// when an administrator or NTP steps the clock; use [`MonoTime`] to measure intervals and a
+/// when an administrator or NTP steps the clock; use a monotonic [`Time`] to measure intervals and a
 /// [`HybridClock`](crate::HybridClock) when you need timestamps that never go back.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -88,57 +88,14 @@ impl fmt::Display for WallTime {
     }
 }
 
-/// A monotonic reading: nanoseconds since an unspecified origin fixed for the life of one
-/// clock (for [`SystemClock`](crate::SystemClock), the moment it was created).
+/// A monotonic reading: `synod-node`'s [`Time`], nanoseconds on one
+/// node's monotonic clock since an origin fixed for the clock's life (for
+/// [`SystemClock`](crate::SystemClock), the moment it was created).
 ///
 /// Monotonic time never goes backwards, so it is the right source for timeouts and leases
-/// measured on one node. Readings from different clocks or processes are not comparable.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct MonoTime(u64);
-
-impl MonoTime {
-    /// The origin of the clock.
-    pub const ZERO: MonoTime = MonoTime(0);
-
-    /// A monotonic time `nanos` nanoseconds after the origin.
-    pub const fn from_nanos(nanos: u64) -> Self {
-        MonoTime(nanos)
-    }
-
-    /// Nanoseconds since the origin.
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    /// `self + d`, saturating at `u64::MAX` nanoseconds.
-    pub fn saturating_add(self, d: Duration) -> Self {
-        MonoTime(self.0.saturating_add(duration_nanos(d)))
-    }
-
-    /// The time from `earlier` to `self`, or `None` if `earlier` is later than `self`.
-    pub fn duration_since(self, earlier: MonoTime) -> Option<Duration> {
-        self.0.checked_sub(earlier.0).map(Duration::from_nanos)
-    }
-
-    /// The time from `earlier` to `self`, or zero if `earlier` is later than `self`.
-    pub fn saturating_duration_since(self, earlier: MonoTime) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl fmt::Display for MonoTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:09}s",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
+/// measured on one node. Readings from different clocks or processes are not comparable, and a
+/// reading is never sent to another node or written to disk.
+pub use synod_node::Time;
 
 /// The identity of a node in clocks and version vectors: `synod-node`'s, the one every Synod
 /// crate uses (numbered from 1; zero cannot be built).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::ConfigError;
 use crate::physical::PhysicalClock;
-use crate::time::{MonoTime, WallTime, duration_nanos};
+use crate::time::{Time, WallTime, duration_nanos};
 
 /// Reads the operating system's wall clock in nanoseconds since the epoch.
 #[inline]
@@ -62,8 +62,8 @@ impl PhysicalClock for SystemClock {
     }
 
     #[inline]
-    fn monotonic(&self) -> MonoTime {
-        MonoTime::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    fn monotonic(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -170,7 +170,7 @@ impl PhysicalClock for CachedSystemClock {
     }
 
     #[inline]
-    fn monotonic(&self) -> MonoTime {
-        MonoTime::from_nanos(self.mono_ns())
+    fn monotonic(&self) -> Time {
+        Time::from_nanos(self.mono_ns())
     }
 }
