@@ -130,7 +130,11 @@ pub enum Command {
     )]
     Sim {
         /// The simulation to run (default: the one of the --system).
-        #[arg(value_enum, value_name = "SIMULATION", conflicts_with = "system")]
+        #[arg(
+            value_name = "SIMULATION",
+            conflicts_with = "system",
+            value_parser = crate::simulate::System::parser()
+        )]
         simulation: Option<crate::simulate::System>,
         /// The system whose simulation runs.
         #[command(flatten)]

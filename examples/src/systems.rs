@@ -74,7 +74,7 @@ pub const SYSTEMS: &[System] = &[System {
     node: Some(crate::consistent_core::tool::start_node),
     kv: Some(crate::consistent_core::tool::run_kv),
     demo: Some(crate::demo::run),
-    sim: Some(crate::simulate::System::RaftKv),
+    sim: Some(crate::simulate::System::RAFT_KV),
 }];
 
 /// A name that is no registered system.

@@ -32,7 +32,7 @@
 //! [`EXIT_GAVE_UP`] when the checker stopped at its effort bound without deciding, and 2
 //! for bad arguments.
 //!
-//! Systems (see [`System`]):
+//! Systems (see [`SYSTEMS`]):
 //!
 //! - `register` ([`register`]): the ABD register of `synod-quorum`, one per key, as one
 //!   state machine on the node contract, run by `synod-sim`'s generic adapter with a store
@@ -127,38 +127,85 @@ Examples:
 Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
 not be written), 4 the checker gave up undecided.";
 
-/// A system `synod sim` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum System {
-    /// The ABD quorum register of `synod-quorum`: linearizable reads and writes, no leader.
-    Register,
-    /// The Consistent Core node: Raft from `synod-consensus` and its key-value store.
-    RaftKv,
+/// A system `synod sim` can run: its name on the command line, what it runs, and the
+/// function that runs one seed. Every simulated system is one entry of [`SYSTEMS`]; the
+/// command line, `--help` and [`crate::systems`] read them from there.
+#[derive(Clone, Copy)]
+pub struct System {
+    name: &'static str,
+    describe: fn(nodes: usize) -> String,
+    run: fn(seed: u64, config: SimConfig) -> RunSummary,
 }
 
 impl System {
-    /// The name on the command line.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            System::Register => "register",
-            System::RaftKv => "raft-kv",
-        }
-    }
-
-    fn describe(self, nodes: usize) -> String {
-        match self {
-            System::Register => format!(
+    /// The ABD quorum register of `synod-quorum`: linearizable reads and writes, no leader.
+    pub const REGISTER: System = System {
+        name: "register",
+        describe: |nodes| {
+            format!(
                 "ABD registers (synod-quorum), {nodes} nodes, {} clients, {} keys",
                 register::CLIENTS,
                 register::KEYS
-            ),
-            System::RaftKv => format!(
+            )
+        },
+        run: register::run,
+    };
+
+    /// The Consistent Core node: Raft from `synod-consensus` and its key-value store.
+    pub const RAFT_KV: System = System {
+        name: "raft-kv",
+        describe: |nodes| {
+            format!(
                 "Consistent Core (Raft and a key-value store), {nodes} nodes, {} clients, {} keys",
                 register::CLIENTS,
                 raft_kv::KEYS
-            ),
-        }
+            )
+        },
+        run: raft_kv::run,
+    };
+
+    /// The name on the command line.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+
+    fn describe(self, nodes: usize) -> String {
+        (self.describe)(nodes)
+    }
+
+    /// The system named `name`, if there is one.
+    #[must_use]
+    pub fn find(name: &str) -> Option<System> {
+        SYSTEMS.iter().copied().find(|s| s.name == name)
+    }
+
+    /// The parser of a simulation's name on the command line: it accepts the names in
+    /// [`SYSTEMS`] and lists them in `--help` and in the error for any other.
+    #[must_use]
+    pub fn parser() -> impl clap::builder::TypedValueParser<Value = System> {
+        use clap::builder::TypedValueParser as _;
+        clap::builder::PossibleValuesParser::new(SYSTEMS.iter().map(|s| s.name)).map(|name| {
+            // The possible-values parser let only a listed name through.
+            System::find(&name).unwrap_or(System::RAFT_KV)
+        })
+    }
+}
+
+/// Every system `synod sim` can run. Adding a simulated system is adding it here.
+pub const SYSTEMS: &[System] = &[System::REGISTER, System::RAFT_KV];
+
+impl PartialEq for System {
+    fn eq(&self, other: &System) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for System {}
+
+impl fmt::Debug for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "System({})", self.name)
     }
 }
 
@@ -664,10 +711,7 @@ pub fn progress_after_healing<N: synod_sim::Node, I, O>(view: &View<'_, N, I, O>
 /// Runs `seed` once.
 #[must_use]
 pub fn run_seed(seed: u64, settings: &Settings) -> RunSummary {
-    match settings.system {
-        System::Register => register::run(seed, settings.sim_config()),
-        System::RaftKv => raft_kv::run(seed, settings.sim_config()),
-    }
+    (settings.system.run)(seed, settings.sim_config())
 }
 
 /// Which seeds to run.

@@ -781,7 +781,7 @@ mod tests {
 
     #[test]
     fn synod_sim_raft_kv_serves_lease_reads_installs_snapshots_and_hands_leadership_over() {
-        let settings = Settings::new(System::RaftKv, 3, EVENTS_DEFAULT, FaultSelection::Swarm)
+        let settings = Settings::new(System::RAFT_KV, 3, EVENTS_DEFAULT, FaultSelection::Swarm)
             .expect("valid settings");
         let tally = Tally::new();
         for seed in 0..SEEDS {
