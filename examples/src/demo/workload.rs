@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use synod_node::Rng;
 use synod_sim::{ClientId, History, KvInput, KvOutput, SimTime};
 
 use crate::consistent_core::client::Client;
@@ -25,6 +26,9 @@ pub(crate) const KEYS: u64 = 32;
 
 /// How long one call may take, retries on other nodes included, before it is unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The seed of the workload's choices; client `c` draws from `Rng::new(WORKLOAD_SEED ^ c)`.
+const WORKLOAD_SEED: u64 = 0x5eed;
 
 /// One operation as a client saw it.
 #[derive(Clone, Debug)]
@@ -46,16 +50,6 @@ pub(crate) struct Counters {
     pub(crate) ok: AtomicU64,
     /// Operations without an answer.
     pub(crate) unknown: AtomicU64,
-}
-
-/// A small seeded generator (splitmix64): the workload's choices.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        synod_sim::splitmix64(&mut self.0)
-    }
 }
 
 /// The RESP name of a key.
@@ -82,7 +76,8 @@ pub(crate) fn run_client(
     stop: &AtomicBool,
     counters: &Counters,
 ) -> Vec<Record> {
-    let mut rng = Rng(0x5eed ^ u64::from(client).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // The workload's choices: one seeded generator per client, each with its own stream.
+    let mut rng = Rng::new(WORKLOAD_SEED ^ u64::from(client));
     let mut records = Vec::new();
     let mut known: BTreeMap<u64, u64> = BTreeMap::new();
     let mut seq: u64 = 0;
@@ -100,8 +95,8 @@ pub(crate) fn run_client(
                 conn.insert(c)
             }
         };
-        let key = rng.next() % KEYS;
-        let roll = rng.next() % 10;
+        let key = rng.below(KEYS);
+        let roll = rng.below(10);
         seq += 1;
         let fresh = (u64::from(client) + 1) << 40 | seq;
         let input = match (roll, known.get(&key)) {

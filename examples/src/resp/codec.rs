@@ -673,15 +673,6 @@ mod tests {
         }
     }
 
-    /// A small deterministic PRNG (splitmix64) for the fuzz-style test below.
-    fn splitmix(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     #[test]
     fn random_bytes_and_mutated_commands_never_panic_and_stay_in_bounds() {
         let limits = Limits {
@@ -689,18 +680,18 @@ mod tests {
             bulk_bytes_max: 64,
             request_bytes_max: 256,
         };
-        let mut state = 7;
+        let mut rng = synod_node::Rng::new(7);
         let base = encode_command(&[b"MGET", b"a", b"bb", b"ccc"]);
         for _ in 0..20_000 {
             let mut input = base.clone();
-            let edits = splitmix(&mut state) % 4;
+            let edits = rng.below(4);
             for _ in 0..edits {
-                let at = (splitmix(&mut state) as usize) % input.len();
-                input[at] = splitmix(&mut state) as u8;
+                let at = rng.below(input.len() as u64) as usize;
+                input[at] = rng.next_u64() as u8;
             }
-            if splitmix(&mut state).is_multiple_of(3) {
-                let n = (splitmix(&mut state) % 300) as usize;
-                input = (0..n).map(|_| splitmix(&mut state) as u8).collect();
+            if rng.below(3) == 0 {
+                let n = rng.below(300) as usize;
+                input = (0..n).map(|_| rng.next_u64() as u8).collect();
             }
             let whole = parse_command(&input, &limits);
             if let Ok(Some((args, used))) = &whole {
@@ -715,7 +706,7 @@ mod tests {
             let mut first = Ok(None);
             let mut fed = 0;
             while fed < input.len() && first == Ok(None) {
-                fed = (fed + 1 + (splitmix(&mut state) % 8) as usize).min(input.len());
+                fed = (fed + 1 + rng.below(8) as usize).min(input.len());
                 first = parser.parse(&input[..fed], &limits);
             }
             match (&first, &whole) {
