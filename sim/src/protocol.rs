@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::io;
 use std::time::Duration;
 
+use synod_clocks::PhysicalClock;
 use synod_node::{Effect, Input, InputOf, PersistToken, Protocol, Time};
 
 use crate::disk::Disk;
@@ -91,11 +92,19 @@ pub struct Boot<'a> {
 /// | [`Node::on_sync_failed`] | the incarnation ends: the state machine is dropped and rebuilt from the disk |
 /// | `Effect::Apply` | [`ProtocolStore::apply`] |
 ///
-/// The time handed to the protocol is the node's simulated clock (offset, drift and jumps
-/// as the run decides, and moving while the node is paused) as a `synod_node::Time` in
-/// whole microseconds. The contract promises a state machine that the times it is handed
-/// never go backwards, so a clock stepped back reads as a clock that stands still until it
-/// catches up.
+/// The time handed to the protocol is the node's simulated *monotonic* clock, as a real
+/// process reads `Instant`: it drifts as the run decides and keeps moving while the node is
+/// paused, but a step of the node's wall clock (a clock jump) does not move it, as an NTP
+/// step does not move `CLOCK_MONOTONIC`. A state machine that needs wall-clock time (a
+/// last-write-wins timestamp) takes it in its own inputs or configuration. The times handed
+/// to one state machine never go backwards.
+///
+/// A failed sync ends the incarnation (the contract's rule 5), but the state machine is
+/// not rebuilt at once: writes issued after the failed sync are still in the page cache,
+/// readable but not durable, and a state machine built from them could answer from data a
+/// crash then loses. The adapter first asks for a sync of everything on the disk and
+/// rebuilds only once that sync has completed (asking again if it fails too). A node that
+/// stopped on a disk write error stays stopped until the simulator restarts it.
 ///
 /// # Example
 ///
@@ -255,6 +264,11 @@ pub struct ProtocolNode<S: ProtocolStore> {
     syncs_requested: u64,
     /// Incarnations ended by a failed sync.
     restarts: u64,
+    /// After a failed sync: the sync of everything on the disk that must complete before
+    /// the state machine is rebuilt.
+    rebuild_after: Option<SyncToken>,
+    /// Stopped by a disk error until the simulator restarts the node.
+    halted: bool,
 }
 
 impl<S: ProtocolStore> ProtocolNode<S> {
@@ -272,6 +286,8 @@ impl<S: ProtocolStore> ProtocolNode<S> {
             syncs: VecDeque::new(),
             syncs_requested: 0,
             restarts: 0,
+            rebuild_after: None,
+            halted: false,
         }
     }
 
@@ -305,7 +321,7 @@ where
 {
     /// The node's clock as the state machine sees it: never behind a time it was handed.
     fn read_clock(&mut self, ctx: &Context<'_, Self>) -> Time {
-        let reading = Time::from_micros(ctx.now().as_micros());
+        let reading = ctx.clock().monotonic();
         self.now = self.now.max(reading);
         self.now
     }
@@ -325,8 +341,16 @@ where
                 self.protocol = Some(protocol);
                 self.drain(ctx, now);
             }
-            Err(_) => self.protocol = None,
+            Err(_) => self.halt(),
         }
+    }
+
+    /// Fail-stop on a disk error: nothing more leaves this node until the simulator
+    /// restarts it (a fresh adapter from the node factory).
+    fn halt(&mut self) {
+        self.protocol = None;
+        self.halted = true;
+        self.rebuild_after = None;
     }
 
     /// Hands `input` to the state machine at the node's current time and carries out what
@@ -363,8 +387,7 @@ where
                 }
                 Effect::Persist { token, write } => {
                     if self.store.write(ctx.disk(), &write).is_err() {
-                        // Fail-stop: nothing more leaves this incarnation.
-                        self.protocol = None;
+                        self.halt();
                         return;
                     }
                     covered = Some(token);
@@ -456,6 +479,17 @@ where
     }
 
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        if self.halted {
+            return;
+        }
+        if let Some(rebuild) = self.rebuild_after {
+            // Between incarnations: only the sync of everything on the disk matters.
+            if token >= rebuild {
+                self.rebuild_after = None;
+                self.boot(ctx);
+            }
+            return;
+        }
         // A sync makes every write issued before it durable, so it covers earlier syncs too.
         let mut covered = None;
         while let Some(&(sync, persisted)) = self.syncs.front()
@@ -469,15 +503,31 @@ where
         }
     }
 
-    fn on_sync_failed(&mut self, ctx: &mut Context<'_, Self>, _: SyncToken) {
-        // The contract's rule: a failed sync ends the incarnation; never retry and carry on.
-        // Everything volatile goes (requests in flight end unknown), and the state machine
-        // is built again from what the disk holds.
-        self.restarts += 1;
-        self.protocol = None;
-        self.requests.clear();
-        self.syncs.clear();
-        self.wake_at = None;
-        self.boot(ctx);
+    fn on_sync_failed(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
+        if self.halted {
+            return;
+        }
+        match self.rebuild_after {
+            // A sync of the ended incarnation failing too: the pending rebuild sync,
+            // requested after it, still decides.
+            Some(rebuild) if token < rebuild => return,
+            // The rebuild sync failed: ask again below.
+            Some(_) => {}
+            // The contract's rule: a failed sync ends the incarnation; never retry and carry
+            // on. Everything volatile goes (requests in flight end unknown).
+            None => {
+                self.restarts += 1;
+                self.protocol = None;
+                self.requests.clear();
+                self.syncs.clear();
+                self.wake_at = None;
+            }
+        }
+        // Writes issued after the failed sync are readable but not durable: make what the
+        // disk holds durable before a state machine is built from it.
+        self.syncs_requested += 1;
+        let rebuild = SyncToken(self.syncs_requested);
+        ctx.sync(rebuild);
+        self.rebuild_after = Some(rebuild);
     }
 }

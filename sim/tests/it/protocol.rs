@@ -39,6 +39,8 @@ struct Seen {
     built: u64,
     /// Persists written to disk.
     written: u64,
+    /// The latest time handed to any state machine.
+    latest: Time,
 }
 
 struct Probe {
@@ -69,6 +71,7 @@ impl Protocol for Probe {
             seen.went_back.push((self.last_now, now));
         }
         self.last_now = now;
+        seen.latest = seen.latest.max(now);
         match input {
             Input::Request { id, .. } => {
                 seen.requests += 1;
@@ -254,4 +257,25 @@ fn a_failed_sync_ends_the_incarnation_and_rebuilds_the_state_machine_from_disk()
     // Three first starts, and one more state machine for node 1 after its failed sync.
     assert_eq!(unfailed_seen.borrow().built, 3);
     assert_eq!(seen.borrow().built, 4);
+}
+
+#[test]
+fn a_step_of_the_wall_clock_does_not_move_the_time_a_state_machine_is_handed() {
+    // `now` is the node's monotonic clock: a 60 s step of its wall clock (an NTP step) in a
+    // run of well under 10 s of virtual time must not make every timeout fire at once.
+    let (sim, seen) = simulation(3, NemesisConfig::disabled());
+    sim.schedule(
+        SimTime::from_micros(100_000),
+        Action::ClockJump(NodeId::new(1), 60_000_000),
+    )
+    .run();
+    let latest = seen.borrow().latest;
+    assert!(
+        latest > Time::ZERO,
+        "the state machine was never handed a time"
+    );
+    assert!(
+        latest < Time::from_secs(10),
+        "now leapt to {latest:?} with the wall clock"
+    );
 }
