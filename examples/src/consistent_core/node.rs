@@ -25,6 +25,10 @@
 //! caller keeps its own deadline: a message lost on the way to a leader leaves a
 //! forwarded read unanswered).
 //!
+//! The driver may also change the cluster's membership through the leader
+//! ([`CoreNode::propose_membership`]): one change at a time, each a single voter added or
+//! removed (or learners changed), the next refused until the last is committed.
+//!
 //! Reads come in three modes ([`ReadMode`]): linearizable (Raft's read index: the leader
 //! confirms with a quorum that it still leads, then the read is served once this replica
 //! has applied that far; a follower asks the leader for the index and serves the read
@@ -38,8 +42,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use synod_consensus::session::{ReplicatedClock, SessionEntry, SessionId};
 use synod_consensus::{
-    LogIndex, LogStore, Message, Node, NodeId, Payload, PersistToken, ProposeError, ReadId,
-    ReadWaitList, Role, Term,
+    LogIndex, LogStore, Membership, Message, Node, NodeId, Payload, PersistToken, ProposeError,
+    ReadId, ReadWaitList, Role, Term,
 };
 
 use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
@@ -246,6 +250,12 @@ pub struct CoreNode<S: LogStore> {
     /// [`SNAPSHOT_LOG_BYTES_MIN`], unless configured otherwise.
     snapshot_log_bytes_min: u64,
     effects: Vec<Effect>,
+    /// Membership changes this node proposed as leader and has not seen applied, by
+    /// index, with the term they were proposed in.
+    changes: BTreeMap<LogIndex, Term>,
+    /// Membership changes this node proposed and then applied from the log at the index
+    /// and term it proposed them with.
+    changes_committed: u64,
 }
 
 impl<S: LogStore> CoreNode<S> {
@@ -270,6 +280,8 @@ impl<S: LogStore> CoreNode<S> {
             applied_bytes: 0,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN,
             effects: Vec::new(),
+            changes: BTreeMap::new(),
+            changes_committed: 0,
         }
     }
 
@@ -354,6 +366,40 @@ impl<S: LogStore> CoreNode<S> {
             Input::Client { tag, request } => self.client(tag, request),
             Input::HandOver => self.hand_over(),
         }
+    }
+
+    /// Proposes the membership `next` at `now` (as [`step`](Self::step) takes it): at most
+    /// one voter added or removed, learners added, promoted and removed freely. On the
+    /// leader, the change is appended to the log and takes effect at once; it is done once
+    /// committed, which [`membership_changes_committed`](Self::membership_changes_committed)
+    /// counts. [`poll`](Self::poll) afterwards for the messages that replicate it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProposeError::NotLeader`] (with the leader this node knows of) on a node that does
+    /// not lead; [`ProposeError::MembershipChangePending`] while an earlier change is not
+    /// yet committed (or the leader has not yet committed an entry of its term);
+    /// [`ProposeError::Membership`] for a change of more than one voter; and, as for any
+    /// proposal, [`ProposeError::TransferInProgress`] or [`ProposeError::Backpressure`].
+    pub fn propose_membership(
+        &mut self,
+        now: Duration,
+        next: Membership,
+    ) -> Result<LogIndex, ProposeError> {
+        self.step(now, Input::Tick);
+        let index = self.raft.propose_membership(next)?;
+        self.changes.insert(index, self.raft.term());
+        Ok(index)
+    }
+
+    /// How many membership changes this node proposed (through
+    /// [`propose_membership`](Self::propose_membership)) and then applied as committed, in
+    /// this incarnation. A change the node lost track of (overwritten after a leadership
+    /// change, or below a snapshot installed from another leader) is not counted, even if
+    /// another leader's log committed it.
+    #[must_use]
+    pub fn membership_changes_committed(&self) -> u64 {
+        self.changes_committed
     }
 
     /// Whatever the node has to hand out without a new input (call once after
@@ -486,6 +532,7 @@ impl<S: LogStore> CoreNode<S> {
                 for (_, (_, tag)) in std::mem::replace(&mut self.proposals, rest) {
                     self.reply(tag, unknown_response());
                 }
+                self.changes = self.changes.split_off(&snapshot.meta.index.next());
             }
             let mut applied = None;
             for entry in ready.committed {
@@ -498,8 +545,16 @@ impl<S: LogStore> CoreNode<S> {
                             None => KvReply::Error("ERR undecodable log entry".into()),
                         }
                     }
-                    Payload::Noop | Payload::Membership(_) => KvReply::Ok,
+                    Payload::Membership(_) => {
+                        if self.changes.get(&entry.index) == Some(&entry.term) {
+                            self.changes_committed += 1;
+                        }
+                        KvReply::Ok
+                    }
+                    Payload::Noop => KvReply::Ok,
                 };
+                // Changes at or below this index are settled, committed or overwritten.
+                self.changes = self.changes.split_off(&entry.index.next());
                 // Proposals at or below this index are settled: ours if the term matches.
                 let rest = self.proposals.split_off(&entry.index.next());
                 for (index, (term, tag)) in std::mem::replace(&mut self.proposals, rest) {
@@ -794,6 +849,55 @@ mod tests {
         cluster.tick_all(40);
         let answer = cluster.client(old, 5, lease_get("k"));
         assert_eq!(answer, Some(Response::Kv(KvReply::Bulk(b"new".to_vec()))));
+    }
+
+    #[test]
+    fn a_membership_change_commits_and_a_second_one_waits_for_it() {
+        let mut cluster = Cluster::new(3, 1000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        let follower = (leader + 1) % 3;
+        let id = |i: usize| NodeId::new(u64::try_from(i).expect("small") + 1);
+        let voters = |skip: Option<usize>| (0..3).filter(move |&i| Some(i) != skip).map(id);
+        let demoted = Membership::new(voters(Some(follower)), [id(follower)]).expect("valid");
+        let now = cluster.now;
+        // Only the leader takes a change.
+        let refused = cluster.nodes[follower].propose_membership(now, demoted.clone());
+        assert_eq!(
+            refused,
+            Err(ProposeError::NotLeader {
+                leader: Some(id(leader))
+            })
+        );
+        cluster.nodes[leader]
+            .propose_membership(now, demoted.clone())
+            .expect("the leader proposes");
+        // A second change while the first is uncommitted is refused.
+        let restored = Membership::new(voters(None), []).expect("valid");
+        assert_eq!(
+            cluster.nodes[leader].propose_membership(now, restored.clone()),
+            Err(ProposeError::MembershipChangePending)
+        );
+        cluster.tick_all(4);
+        for node in &cluster.nodes {
+            assert_eq!(node.raft().membership(), &demoted);
+            assert!(node.raft().commit_index() >= node.raft().last_index());
+        }
+        assert_eq!(cluster.nodes[leader].membership_changes_committed(), 1);
+        // Once it committed, the next change is taken: the learner is promoted back.
+        cluster.nodes[leader]
+            .propose_membership(cluster.now, restored.clone())
+            .expect("the first change committed");
+        cluster.tick_all(4);
+        assert_eq!(cluster.nodes[leader].membership_changes_committed(), 2);
+        for node in &cluster.nodes {
+            assert_eq!(node.raft().membership(), &restored);
+        }
+        // The cluster still commits writes.
+        assert_eq!(
+            cluster.client(leader, 1, put("k", "v")),
+            Some(Response::Kv(KvReply::Ok))
+        );
     }
 
     #[test]
