@@ -32,9 +32,12 @@
 //! behind the leader's snapshot installs it; and, while they lead, hand their leadership
 //! over (Raft's leadership transfer, [`Input::HandOver`]) every 300 ms of their clock. A
 //! [`Tally`] counts what the nodes did ([`Activity`]): lease reads served under a lease and
-//! those that fell back to a read index, compactions, snapshot installs, hand-overs and
-//! transfers. Membership changes are not exercised: [`CoreNode`] takes none from its
-//! clients.
+//! those that fell back to a read index, compactions, snapshot installs, hand-overs,
+//! transfers, and membership changes proposed and committed. Membership changes
+//! ([`CoreNode::propose_membership`]) are off by default and on in the CI test
+//! ([`NodeOptions::with_membership_changes`]): a leader, every so often on its clock, proposes
+//! one drawn at random among the simulated nodes ([`membership_change`]). Clients reach
+//! learners and removed nodes as any other node that does not lead.
 //!
 //! `synod sim raft-kv`'s clients ([`clients`]) write and read eight keys, holding unique
 //! values, half of the reads through Raft's read index and half under the leader's lease,
@@ -70,7 +73,7 @@ use synod_consensus::{
 };
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
-    Simulation, SyncToken, TimerId, View,
+    SimRng, Simulation, SyncToken, TimerId, View,
 };
 
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
@@ -89,6 +92,9 @@ const TICK: TimerId = TimerId(0);
 const TICK_EVERY: Duration = Duration::from_millis(5);
 /// The node's timer for handing its leadership over (see [`NodeOptions::with_hand_overs`]).
 const HAND_OVER: TimerId = TimerId(1);
+/// The node's timer for proposing a membership change (see
+/// [`NodeOptions::with_membership_changes`]).
+const MEMBERSHIP_CHANGE: TimerId = TimerId(2);
 /// Raft's election timeout, in ticks: 50 to 100 ms.
 const ELECTION_TIMEOUT_TICKS: std::ops::Range<u64> = 10..20;
 /// Snapshot (and compact the log) every this many applied entries: a few times in a run
@@ -166,6 +172,7 @@ pub struct NodeOptions {
     raft_limits: Option<(usize, u64)>,
     lease_drift_ppm: Option<u32>,
     hand_over_every: Option<Duration>,
+    membership_change_every: Option<Duration>,
 }
 
 impl Default for NodeOptions {
@@ -178,6 +185,7 @@ impl Default for NodeOptions {
             raft_limits: None,
             lease_drift_ppm: Some(CLOCK_DRIFT_PPM_MAX),
             hand_over_every: Some(HAND_OVER_EVERY),
+            membership_change_every: None,
         }
     }
 }
@@ -241,6 +249,19 @@ impl NodeOptions {
     #[must_use]
     pub fn with_hand_overs(mut self, every: Option<Duration>) -> Self {
         self.hand_over_every = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// A node that leads proposes a membership change ([`CoreNode::propose_membership`])
+    /// every `every` of its clock, from a start drawn at random within the first `every`;
+    /// `None` (the default) never changes the membership. The change is drawn from the
+    /// simulation's generator among the simulated nodes ([`membership_change`]): in a
+    /// cluster of five or more, a node outside the configuration added as a learner, a
+    /// learner promoted or removed, a voter demoted or removed, keeping three voters or
+    /// more; in a smaller one, a voter demoted to learner or a learner promoted back.
+    #[must_use]
+    pub fn with_membership_changes(mut self, every: Option<Duration>) -> Self {
+        self.membership_change_every = every.filter(|d| !d.is_zero());
         self
     }
 
@@ -312,6 +333,12 @@ pub struct Activity {
     pub hand_overs: u64,
     /// `TimeoutNow` messages sent: a transfer's target told to campaign at once.
     pub transfers: u64,
+    /// Membership changes a leader proposed (and its Raft node took).
+    pub membership_proposed: u64,
+    /// Membership changes their proposer applied as committed (a proposer that crashed
+    /// or lost track of its change in a leadership change does not count it, even if
+    /// another leader committed it).
+    pub membership_committed: u64,
 }
 
 impl Activity {
@@ -324,6 +351,8 @@ impl Activity {
         self.snapshot_installs += other.snapshot_installs;
         self.hand_overs += other.hand_overs;
         self.transfers += other.transfers;
+        self.membership_proposed += other.membership_proposed;
+        self.membership_committed += other.membership_committed;
     }
 }
 
@@ -332,14 +361,17 @@ impl std::fmt::Display for Activity {
         write!(
             f,
             "lease reads: {} at a leader under its lease, {} at a leader without one, {} at \
-             a follower; {} compactions, {} snapshot installs; {} hand-overs, {} transfers",
+             a follower; {} compactions, {} snapshot installs; {} hand-overs, {} transfers; \
+             {} membership changes proposed, {} committed",
             self.lease_reads,
             self.lease_fallbacks,
             self.lease_reads_elsewhere,
             self.compactions,
             self.snapshot_installs,
             self.hand_overs,
-            self.transfers
+            self.transfers,
+            self.membership_proposed,
+            self.membership_committed
         )
     }
 }
@@ -399,6 +431,8 @@ pub struct RaftKvNode {
     /// read from the simulated clock at each input (see [`RaftKvNode::now`]).
     origin: Duration,
     tally: Tally,
+    /// The membership changes this incarnation's node had seen committed, as last tallied.
+    changes_committed: u64,
 }
 
 impl RaftKvNode {
@@ -418,6 +452,7 @@ impl RaftKvNode {
             journal: JournalWriter::new(0),
             origin: Duration::ZERO,
             tally,
+            changes_committed: 0,
         }
     }
 
@@ -459,6 +494,25 @@ impl RaftKvNode {
         monotonic.saturating_sub(self.origin)
     }
 
+    /// As leader, proposes a membership change drawn from the simulation's generator
+    /// ([`membership_change`]) and carries out what the node then asks. A refusal (a change
+    /// still uncommitted, a transfer under way) is no fault: the next timer tries again.
+    fn change_membership(&mut self, ctx: &mut Context<'_, Self>) {
+        let now = self.now(ctx);
+        let nodes = self.nodes as u64;
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
+            return;
+        };
+        if core.propose_membership(now, next).is_ok() {
+            self.tally.add(|a| a.membership_proposed += 1);
+        }
+        let effects = core.poll();
+        self.carry_out(ctx, effects);
+    }
+
     /// Feeds `input` to the node and carries out what it asks.
     fn handle(&mut self, ctx: &mut Context<'_, Self>, input: Input) {
         let now = self.now(ctx);
@@ -493,6 +547,12 @@ impl RaftKvNode {
         let Some(core) = self.core.as_mut() else {
             return;
         };
+        let committed = core.membership_changes_committed();
+        if committed > self.changes_committed {
+            let new = committed - self.changes_committed;
+            self.tally.add(|a| a.membership_committed += new);
+        }
+        self.changes_committed = committed;
         // The log writes go to disk before anything the node asks next, so that the
         // sync of a persist request covers them.
         let written = core.store_mut().take_written();
@@ -620,11 +680,16 @@ impl synod_sim::Node for RaftKvNode {
         .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
+        self.changes_committed = 0;
         self.carry_out(ctx, effects);
         ctx.set_timer(TICK_EVERY, TICK);
         if let Some(every) = self.options.hand_over_every {
             let first = ctx.rng().below(duration_nanos(every)) + 1;
             ctx.set_timer(Duration::from_nanos(first), HAND_OVER);
+        }
+        if let Some(every) = self.options.membership_change_every {
+            let first = ctx.rng().below(duration_nanos(every)) + 1;
+            ctx.set_timer(Duration::from_nanos(first), MEMBERSHIP_CHANGE);
         }
     }
 
@@ -640,6 +705,16 @@ impl synod_sim::Node for RaftKvNode {
             }
             if let (Some(every), true) = (self.options.hand_over_every, self.core.is_some()) {
                 ctx.set_timer(every, HAND_OVER);
+            }
+            return;
+        }
+        if timer == MEMBERSHIP_CHANGE {
+            if self.leading().is_some() {
+                self.change_membership(ctx);
+            }
+            if let (Some(every), true) = (self.options.membership_change_every, self.core.is_some())
+            {
+                ctx.set_timer(every, MEMBERSHIP_CHANGE);
             }
             return;
         }
@@ -711,6 +786,80 @@ pub fn clients() -> KvClients<RaftKvNode> {
     KvClients::new(KEYS)
         .with_reads(&[Request::Read, Request::LeaseRead])
         .following_the_leader()
+}
+
+/// The fewest voters [`membership_change`] leaves a cluster of five nodes or more with.
+pub const VOTERS_MIN: usize = 3;
+
+/// A membership change that `current` allows, drawn from `rng` among nodes `1..=nodes`:
+/// with five nodes or more, a node outside the configuration added as a learner, a
+/// learner promoted or removed, or a voter demoted or removed, keeping [`VOTERS_MIN`]
+/// voters or more; with fewer, a voter demoted to learner while every node votes, or a
+/// learner promoted back. `None` if there is no such change.
+#[must_use]
+pub fn membership_change(rng: &mut SimRng, current: &Membership, nodes: u64) -> Option<Membership> {
+    #[derive(Clone, Copy)]
+    enum Change {
+        Add,
+        Promote,
+        RemoveLearner,
+        Demote,
+        RemoveVoter,
+    }
+    let voters: Vec<NodeId> = current.voters().iter().copied().collect();
+    let learners: Vec<NodeId> = current.learners().iter().copied().collect();
+    let outside: Vec<NodeId> = (1..=nodes)
+        .map(NodeId::new)
+        .filter(|&id| !current.contains(id))
+        .collect();
+    let large = nodes >= 5;
+    let voters_min = if large {
+        VOTERS_MIN
+    } else {
+        usize::try_from(nodes)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1)
+            .max(1)
+    };
+    let mut changes = Vec::new();
+    if large && !outside.is_empty() {
+        changes.push(Change::Add);
+    }
+    if !learners.is_empty() {
+        changes.push(Change::Promote);
+        if large {
+            changes.push(Change::RemoveLearner);
+        }
+    }
+    if voters.len() > voters_min {
+        changes.push(Change::Demote);
+        if large {
+            changes.push(Change::RemoveVoter);
+        }
+    }
+    let pick = |rng: &mut SimRng, from: &[NodeId]| {
+        from[usize::try_from(rng.below(from.len() as u64)).unwrap_or(0)]
+    };
+    let change = *changes.get(usize::try_from(rng.below(changes.len() as u64)).ok()?)?;
+    let (mut v, mut l) = (voters.clone(), learners.clone());
+    match change {
+        Change::Add => l.push(pick(rng, &outside)),
+        Change::Promote | Change::RemoveLearner => {
+            let id = pick(rng, &learners);
+            l.retain(|&x| x != id);
+            if matches!(change, Change::Promote) {
+                v.push(id);
+            }
+        }
+        Change::Demote | Change::RemoveVoter => {
+            let id = pick(rng, &voters);
+            v.retain(|&x| x != id);
+            if matches!(change, Change::Demote) {
+                l.push(id);
+            }
+        }
+    }
+    Membership::new(v, l).ok()
 }
 
 fn duration_nanos(d: Duration) -> u64 {

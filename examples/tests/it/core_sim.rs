@@ -15,9 +15,11 @@
 //! own timing, clients that also compare-and-set and read under the leader's lease (to
 //! random nodes, or in every other seed to the leader they last heard of), small
 //! Raft batches, a snapshot every 32 applied entries (so that lagging and restarted nodes
-//! install snapshots) and a hand-over of the leadership every 400 ms of the leader's clock,
-//! and prints how many lease reads were served under a lease and how many snapshots,
-//! installs and transfers the seeds drove. Scenario tests cut off a leader: paused past its
+//! install snapshots), a hand-over of the leadership every 400 ms of the leader's clock and
+//! a membership change every 250 ms of it (of five nodes, learners added, promoted, demoted
+//! and removed, three to five voters; of three, a voter demoted to learner and promoted
+//! back), and prints how many lease reads were served under a lease and how many snapshots,
+//! installs, transfers and membership changes (proposed and committed) the seeds drove. Scenario tests cut off a leader: paused past its
 //! lease (its reads stay linearizable), its clock drifting at the bound (they stay
 //! linearizable) and beyond it (the checker catches a stale read).
 //!
@@ -43,6 +45,8 @@ const SEEDS_CI: u64 = 2000;
 const SNAPSHOT_ENTRIES: u64 = 32;
 /// How often a leader hands its leadership over, on its clock.
 const HAND_OVER_EVERY: Duration = Duration::from_millis(400);
+/// How often a leader proposes a membership change, on its clock.
+const MEMBERSHIP_CHANGE_EVERY: Duration = Duration::from_millis(250);
 
 /// Reads (linearizable or under the lease), writes and compare-and-sets of [`KEYS`] keys,
 /// each to a random node (unless told to follow the leader).
@@ -77,6 +81,7 @@ fn options() -> NodeOptions {
     NodeOptions::default()
         .with_snapshot_entries(SNAPSHOT_ENTRIES)
         .with_hand_overs(Some(HAND_OVER_EVERY))
+        .with_membership_changes(Some(MEMBERSHIP_CHANGE_EVERY))
         .with_raft_limits(8, 4096)
         .expect("limits above zero")
 }
@@ -147,6 +152,10 @@ fn core_node_is_linearizable_and_live_under_every_fault() {
             activity.compactions > 0 && activity.snapshot_installs > 0 && activity.transfers > 0,
             "snapshots are taken and installed, and leaderships handed over: {activity}"
         );
+        assert!(
+            activity.membership_committed > 0,
+            "membership changes are proposed and committed: {activity}"
+        );
     }
 }
 
@@ -215,7 +224,9 @@ fn lease_scenario(
         .nemesis(NemesisConfig::disabled())
         .build()
         .expect("valid config");
-    let options = options().with_hand_overs(None);
+    let options = options()
+        .with_hand_overs(None)
+        .with_membership_changes(None);
     let clients = KvClients::new(KEYS).with_reads(&[Request::LeaseRead]);
     let mut sim = raft_kv::simulation(config, seed, options, clients, tally)
         .schedule(
