@@ -13,9 +13,12 @@
 //! The write-back is what makes reads linearizable: without it a read can return a value
 //! that only a minority holds, and a later read that misses that minority returns the
 //! older value (a new-old inversion). The overlap `R + W > N` is what makes each query see
-//! the latest completed update. Both are checked by this crate's fault tests, which run
-//! broken variants ([`AbdConfig::without_write_back`], and a
-//! [`FlexibleConfig::without_overlap_check`] quorum) and show that the checker catches them.
+//! the latest completed update. A replica's acknowledgement means the update is durable:
+//! acknowledged earlier, a crash can make a quorum forget a completed write. All three are
+//! checked by this crate's fault tests, which run deliberately broken variants (behind the
+//! off-by-default `broken` feature: `AbdConfig::broken_without_write_back`,
+//! `AbdConfig::broken_ack_before_persist`, and a quorum built with
+//! `FlexibleConfig::broken_without_overlap_check`) and show that the checker catches them.
 //!
 //! # Driving it
 //!
@@ -99,7 +102,17 @@ pub struct AbdConfig {
     ops_in_flight_max: usize,
     retry_interval_ms: u64,
     timeout_ms: u64,
-    write_back: bool,
+    broken: Broken,
+}
+
+/// The deliberately broken behaviours an [`AbdConfig`] can be switched to, only with the
+/// `broken` feature (without it, every flag stays false and every check is `false`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Broken {
+    /// Reads return without writing back.
+    no_write_back: bool,
+    /// Replicas acknowledge updates before they are durable.
+    ack_before_persist: bool,
 }
 
 impl AbdConfig {
@@ -138,8 +151,8 @@ impl AbdConfig {
     /// [`AbdConfig::majority`]) with explicit read (query) and write (update) quorums.
     ///
     /// A [`FlexibleConfig`] built with [`FlexibleConfig::new`] has `R + W > N`; one built
-    /// with [`FlexibleConfig::without_overlap_check`] may not, and then the register is not
-    /// linearizable (the fault tests use this to show it).
+    /// with `FlexibleConfig::broken_without_overlap_check` (feature `broken`) may not, and
+    /// then the register is not linearizable (the fault tests use this to show it).
     ///
     /// # Errors
     ///
@@ -159,7 +172,7 @@ impl AbdConfig {
             ops_in_flight_max: 64,
             retry_interval_ms: 10,
             timeout_ms: 100,
-            write_back: true,
+            broken: Broken::default(),
         })
     }
 
@@ -185,13 +198,36 @@ impl AbdConfig {
         Ok(self)
     }
 
-    /// **Broken on purpose**: reads return the largest value they saw without writing it
-    /// back to a quorum. Reads are then not linearizable (a later read can return an older
-    /// value). Exists so the tests can show that the checker catches it.
+    /// **Broken on purpose** (feature `broken`): reads return the largest value they saw
+    /// without writing it back to a quorum. Reads are then not linearizable (a later read
+    /// can return an older value). Exists so the tests can show that the checker catches it.
+    #[cfg(feature = "broken")]
     #[must_use]
-    pub fn without_write_back(mut self) -> Self {
-        self.write_back = false;
+    pub fn broken_without_write_back(mut self) -> Self {
+        self.broken.no_write_back = true;
         self
+    }
+
+    /// **Broken on purpose** (feature `broken`): a replica acknowledges an update as soon as
+    /// it takes it, before the write is durable. A crash that loses unsynced writes on a
+    /// write quorum then forgets a completed write, and a later read returns an older value.
+    /// Exists so the tests can show that the checker catches it.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_ack_before_persist(mut self) -> Self {
+        self.broken.ack_before_persist = true;
+        self
+    }
+
+    /// Whether reads skip their write-back (only ever with the `broken` feature).
+    fn skips_write_back(&self) -> bool {
+        cfg!(feature = "broken") && self.broken.no_write_back
+    }
+
+    /// Whether updates are acknowledged before they are durable (only ever with the
+    /// `broken` feature).
+    fn acks_before_persist(&self) -> bool {
+        cfg!(feature = "broken") && self.broken.ack_before_persist
     }
 
     /// This node.
@@ -591,7 +627,11 @@ impl<V: Clone> AbdNode<V> {
                         write,
                     });
                 }
-                self.answer(from, AbdMessage::UpdateAck { op });
+                if self.config.acks_before_persist() {
+                    self.send(from, AbdMessage::UpdateAck { op });
+                } else {
+                    self.answer(from, AbdMessage::UpdateAck { op });
+                }
             }
             AbdMessage::QueryReply { op, tag, value } => {
                 self.on_query_reply(now, from, op, tag, value);
@@ -633,7 +673,7 @@ impl<V: Clone> AbdNode<V> {
                 op: id.number,
             };
             (tag, op.write_value.take())
-        } else if !self.config.write_back {
+        } else if self.config.skips_write_back() {
             self.ops.remove(&id);
             self.reply(client, AbdResponse::Read(best_value));
             return;

@@ -523,7 +523,7 @@ impl FlexibleConfig {
         read: usize,
         write: usize,
     ) -> Result<Self, ConfigError> {
-        let config = Self::without_overlap_check(voters, read, write)?;
+        let config = Self::unchecked(voters, read, write)?;
         let n = config.read.len();
         if read + write <= n {
             return Err(ConfigError::QuorumsDoNotOverlap {
@@ -535,15 +535,26 @@ impl FlexibleConfig {
         Ok(config)
     }
 
-    /// Like [`FlexibleConfig::new`] but accepting `R + W <= N`: reads may then miss
-    /// acknowledged writes. Exists to demonstrate that failure (the fault tests build a
-    /// broken register with it); never use it for data you care about.
+    /// **Broken on purpose** (feature `broken`): like [`FlexibleConfig::new`] but accepting
+    /// `R + W <= N`: reads may then miss acknowledged writes. Exists to demonstrate that
+    /// failure (the fault tests build a broken register with it); never use it for data you
+    /// care about.
     ///
     /// # Errors
     ///
     /// [`ConfigError::NoVoters`], [`ConfigError::DuplicateVoter`] or
     /// [`ConfigError::ThresholdOutOfRange`].
-    pub fn without_overlap_check(
+    #[cfg(feature = "broken")]
+    pub fn broken_without_overlap_check(
+        voters: impl IntoIterator<Item = NodeId>,
+        read: usize,
+        write: usize,
+    ) -> Result<Self, ConfigError> {
+        Self::unchecked(voters, read, write)
+    }
+
+    /// The thresholds over `voters`, each checked on its own but not against each other.
+    fn unchecked(
         voters: impl IntoIterator<Item = NodeId>,
         read: usize,
         write: usize,

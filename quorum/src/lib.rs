@@ -233,12 +233,16 @@
 //! run, the clock-skew
 //! demonstration (`tests/it/skew.rs`), and the ABD register under `synod-sim`
 //! (`SYNOD_SEEDS=<n>`, default 2000 seeds; `SYNOD_SEED=<s>` replays one and a failure prints
-//! the command), where the broken variants (R + W <= N, no read write-back) are caught on
-//! three and five nodes.
+//! the command), where the broken variants (R + W <= N and no read write-back, each on three
+//! and five nodes; a replica acknowledging an update before it is durable, on three nodes)
+//! are caught.
 //!
 //! # Crate features
 //!
-//! None.
+//! - `broken` (off by default): the deliberately broken variants, each named `broken_...`
+//!   (`FlexibleConfig::broken_without_overlap_check`, `AbdConfig::broken_without_write_back`,
+//!   `AbdConfig::broken_ack_before_persist`), which exist to show that the tests catch what
+//!   they break. The crate's own tests enable it; never enable it in a build that serves data.
 //!
 //! # Sibling crates
 //!

@@ -240,7 +240,7 @@ proptest! {
         }
         let built = FlexibleConfig::new(ids(voters), read as usize, write as usize);
         prop_assert_eq!(built.is_ok(), always_meet);
-        let unchecked = FlexibleConfig::without_overlap_check(ids(voters), read as usize, write as usize)
+        let unchecked = FlexibleConfig::broken_without_overlap_check(ids(voters), read as usize, write as usize)
             .expect("sizes in range");
         prop_assert_eq!(unchecked.overlaps(), always_meet);
     }
