@@ -69,7 +69,7 @@ use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalStore, JournalWriter, StoreWrite, replay};
 use synod_consensus::{
-    Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
+    Bugs, Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
 };
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
@@ -173,6 +173,7 @@ pub struct NodeOptions {
     lease_drift_ppm: Option<u32>,
     hand_over_every: Option<Duration>,
     membership_change_every: Option<Duration>,
+    bugs: Bugs,
 }
 
 impl Default for NodeOptions {
@@ -186,6 +187,7 @@ impl Default for NodeOptions {
             lease_drift_ppm: Some(CLOCK_DRIFT_PPM_MAX),
             hand_over_every: Some(HAND_OVER_EVERY),
             membership_change_every: None,
+            bugs: Bugs::default(),
         }
     }
 }
@@ -265,12 +267,23 @@ impl NodeOptions {
         self
     }
 
+    /// Reintroduces known Raft bugs, for tests that show the checkers catch them. With
+    /// `skip_membership_change_wait`, a leader's membership-change timer proposes two
+    /// changes in a row (a correct node refuses the second while the first is uncommitted).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
     /// The Raft configuration of node `id`, its elections seeded with `seed`.
     fn raft_config(&self, id: NodeId, seed: u64) -> Config {
         let mut config = Config::builder(id)
             .election_timeout_ticks(ELECTION_TIMEOUT_TICKS)
             .heartbeat_interval_ticks(2)
-            .seed(seed);
+            .seed(seed)
+            .bugs(self.bugs);
         if let Some((in_flight_max, append_bytes_max)) = self.raft_limits {
             config = config
                 .in_flight_max(in_flight_max)
@@ -503,11 +516,18 @@ impl RaftKvNode {
         let Some(core) = self.core.as_mut() else {
             return;
         };
-        let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
-            return;
+        let tries = if self.options.bugs.skip_membership_change_wait {
+            2
+        } else {
+            1
         };
-        if core.propose_membership(now, next).is_ok() {
-            self.tally.add(|a| a.membership_proposed += 1);
+        for _ in 0..tries {
+            let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
+                break;
+            };
+            if core.propose_membership(now, next).is_ok() {
+                self.tally.add(|a| a.membership_proposed += 1);
+            }
         }
         let effects = core.poll();
         self.carry_out(ctx, effects);
