@@ -30,14 +30,14 @@ pub struct Config {
     pub(crate) check_quorum: bool,
     pub(crate) lease_drift_ticks: Option<u64>,
     pub(crate) seed: u64,
-    pub(crate) bugs: Bugs,
+    pub(crate) broken: Broken,
 }
 
-/// Deliberately broken behaviour, for tests that must show the checkers catch it.
-/// Never enable outside such a test.
-#[doc(hidden)]
+/// Deliberately broken behaviour, for tests that must show the checkers catch it; set with
+/// [`ConfigBuilder::broken`], which exists only with the crate's `broken` feature (without
+/// it, none of these can be switched on and the checks compile away).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bugs {
+pub struct Broken {
     /// Commit an entry of an older term once a majority stores it (the Figure 8 bug).
     pub commit_old_term_by_counting: bool,
     /// Grant votes without waiting for the vote to be persisted, and forget it on a crash.
@@ -55,6 +55,16 @@ pub struct Bugs {
 }
 
 impl Config {
+    /// The deliberately broken behaviour switched on: always none without the `broken`
+    /// feature, so the checks compile away.
+    pub(crate) fn broken(&self) -> Broken {
+        if cfg!(feature = "broken") {
+            self.broken
+        } else {
+            Broken::default()
+        }
+    }
+
     /// A builder with the usual defaults for node `id`.
     #[must_use]
     pub fn builder(id: NodeId) -> ConfigBuilder {
@@ -75,7 +85,7 @@ impl Config {
                 check_quorum: true,
                 lease_drift_ticks: None,
                 seed: id.get(),
-                bugs: Bugs::default(),
+                broken: Broken::default(),
             },
         }
     }
@@ -251,11 +261,12 @@ impl ConfigBuilder {
         self
     }
 
-    /// Reintroduces known bugs, for tests that show the checkers catch them.
-    #[doc(hidden)]
+    /// Reintroduces known bugs, for tests that show the checkers catch them. Only with the
+    /// `broken` feature; never in a node that serves data.
+    #[cfg(feature = "broken")]
     #[must_use]
-    pub fn bugs(mut self, bugs: Bugs) -> Self {
-        self.config.bugs = bugs;
+    pub fn broken(mut self, broken: Broken) -> Self {
+        self.config.broken = broken;
         self
     }
 

@@ -251,6 +251,11 @@
 //!   each snapshot's data in a file of its own beside them, of any size), laid out by
 //!   `WalStoreOptions`
 //!   (segment size, longest entry: at least [`Config::entry_bytes_max`]).
+//! - `broken`: the deliberately broken variants the crate's tests run to show that the
+//!   checkers catch what they break: `ConfigBuilder::broken` (the Figure 8 commit, an
+//!   unpersisted vote, membership changes without waiting, transfers without catch-up,
+//!   snapshot chunks at any offset) and the Paxos family's `broken_*` constructors. Never
+//!   enable it in a build that serves data.
 //!
 //! # Sibling crates
 //!
@@ -275,7 +280,9 @@ mod types;
 #[cfg(feature = "wal")]
 pub mod wal_store;
 
-pub use config::{Bugs, Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAULT};
+#[cfg(feature = "broken")]
+pub use config::Broken;
+pub use config::{Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAULT};
 pub use membership::{Membership, MembershipError};
 pub use message::{AppendResult, DecodeError, Message, MessageBody, ReadId, WIRE_VERSION};
 pub use raft::{

@@ -249,7 +249,7 @@ impl<V: Clone> Acceptor<V> {
 
     /// A broken acceptor that leaves its accepted value out of promises, for tests that
     /// must show the checker catches two chosen values.
-    #[doc(hidden)]
+    #[cfg(feature = "broken")]
     #[must_use]
     pub fn broken_hiding_accepted() -> Acceptor<V> {
         Acceptor {
@@ -273,7 +273,7 @@ impl<V: Clone> Acceptor<V> {
                 if ok {
                     self.state.promised = Some(ballot);
                 }
-                let accepted = if self.hide_accepted {
+                let accepted = if cfg!(feature = "broken") && self.hide_accepted {
                     None
                 } else {
                     self.state.accepted.clone()

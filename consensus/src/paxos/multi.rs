@@ -291,7 +291,7 @@ impl<V: Clone> MultiLeader<V> {
 
     /// A broken leader that ignores the values its promises report, for tests that must
     /// show the checker catches a slot chosen twice.
-    #[doc(hidden)]
+    #[cfg(feature = "broken")]
     #[must_use]
     pub fn broken_ignoring_reports(mut self) -> MultiLeader<V> {
         self.ignore_reports = true;
@@ -416,7 +416,7 @@ impl<V: Clone> MultiLeader<V> {
                     return Vec::new();
                 }
                 self.promises.entry(from).or_insert(ok);
-                if ok && !self.ignore_reports {
+                if ok && !(cfg!(feature = "broken") && self.ignore_reports) {
                     for (slot, b, v) in accepted {
                         if slot >= self.from
                             && self.reported.get(&slot).is_none_or(|(best, _)| b > *best)

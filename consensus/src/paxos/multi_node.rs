@@ -116,7 +116,7 @@ impl<V: Clone + PartialEq> MultiPaxosNode<V> {
 
     /// Makes this node's leader ignore the values its promises report, for tests that
     /// must show the checker catches a slot chosen twice.
-    #[doc(hidden)]
+    #[cfg(feature = "broken")]
     #[must_use]
     pub fn broken_ignoring_reports(mut self) -> MultiPaxosNode<V> {
         self.leader = self.leader.broken_ignoring_reports();

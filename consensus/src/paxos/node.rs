@@ -85,7 +85,7 @@ impl<V: Clone + PartialEq> PaxosNode<V> {
 
     /// Makes this node's acceptor leave its accepted value out of its promises, for tests
     /// that must show the checker catches two chosen values.
-    #[doc(hidden)]
+    #[cfg(feature = "broken")]
     #[must_use]
     pub fn broken_hiding_accepted(mut self) -> PaxosNode<V> {
         self.acceptor.hide_accepted = true;

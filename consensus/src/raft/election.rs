@@ -142,7 +142,7 @@ impl<S: LogStore> Node<S> {
         // leave it leader of a term it has forgotten.
         let self_durable = self.role == Role::PreCandidate
             || self.durability.is_durable(self.election.self_vote_seq)
-            || self.config.bugs.skip_vote_persistence;
+            || self.config.broken().skip_vote_persistence;
         let id = self.config.id;
         let outcome = self.membership.voters().tally(|voter| {
             if voter == id {
@@ -188,7 +188,7 @@ impl<S: LogStore> Node<S> {
         transfer: bool,
     ) {
         let can_vote = self.vote.is_none_or(|v| v == from) && self.leader.is_none();
-        let trusted = transfer && self.config.bugs.transfer_without_catch_up;
+        let trusted = transfer && self.config.broken().transfer_without_catch_up;
         let granted = can_vote && (trusted || self.log_up_to_date(last_index, last_term));
         if granted {
             self.reset_election_timer();
@@ -196,7 +196,7 @@ impl<S: LogStore> Node<S> {
                 self.set_term(self.term, Some(from));
             }
         }
-        if self.config.bugs.skip_vote_persistence {
+        if self.config.broken().skip_vote_persistence {
             self.send_now(from, MessageBody::VoteResponse { granted });
         } else {
             self.send(from, MessageBody::VoteResponse { granted });
@@ -249,7 +249,7 @@ impl<S: LogStore> Node<S> {
     fn set_term(&mut self, term: Term, vote: Option<NodeId>) {
         self.term = term;
         self.vote = vote;
-        let stored_vote = if self.config.bugs.skip_vote_persistence {
+        let stored_vote = if self.config.broken().skip_vote_persistence {
             None
         } else {
             vote
@@ -333,7 +333,7 @@ impl<S: LogStore> Node<S> {
             .progress
             .get(&to)
             .is_some_and(|p| p.match_index == self.store.last_index())
-            || self.config.bugs.transfer_without_catch_up;
+            || self.config.broken().transfer_without_catch_up;
         if caught_up {
             self.transfer.tried_in_term = true;
             self.send_now(to, MessageBody::TimeoutNow);

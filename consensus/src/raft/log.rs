@@ -181,7 +181,7 @@ impl<S: LogStore> Node<S> {
     pub fn propose_membership(&mut self, next: Membership) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
         if (self.membership.index() > self.commit || self.term_of(self.commit) != Some(self.term))
-            && !self.config.bugs.skip_membership_change_wait
+            && !self.config.broken().skip_membership_change_wait
         {
             return Err(ProposeError::MembershipChangePending);
         }

@@ -250,7 +250,7 @@ impl<S: LogStore> Node<S> {
         // still be overwritten, so only an entry of the current term commits by counting;
         // earlier ones commit with it.
         let own_term = self.term_of(candidate) == Some(self.term);
-        if !own_term && !self.config.bugs.commit_old_term_by_counting {
+        if !own_term && !self.config.broken().commit_old_term_by_counting {
             return false;
         }
         self.commit = candidate;

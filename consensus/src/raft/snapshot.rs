@@ -199,7 +199,7 @@ impl<S: LogStore> Node<S> {
             self.incoming_snapshot = None;
             return None;
         }
-        if offset != have && !self.config.bugs.snapshot_chunks_at_any_offset {
+        if offset != have && !self.config.broken().snapshot_chunks_at_any_offset {
             self.send_snapshot_response(from, index, have, false);
             return None;
         }

@@ -426,7 +426,7 @@ fn figure_8(bug: bool) -> Option<Violation> {
         b.check_quorum(false)
             .pre_vote(false)
             .append_bytes_max(1)
-            .bugs(synod_consensus::Bugs {
+            .broken(synod_consensus::Broken {
                 commit_old_term_by_counting: bug,
                 ..Default::default()
             })

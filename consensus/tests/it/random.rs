@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use synod_consensus::{
-    Bugs, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, NodeId, Payload, Role,
+    Broken, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, NodeId, Payload, Role,
     Snapshot, SplitMix64, Term,
 };
 
@@ -199,7 +199,7 @@ impl RandomStore for BrokenMem {
 /// (compaction, membership changes, transfers) are drawn from the seed.
 #[derive(Clone, Copy, Debug, Default)]
 struct Setup {
-    bugs: Bugs,
+    bugs: Broken,
     store_bug: StoreBug,
     /// Leave out compaction, membership changes and transfers (the hunts for the two
     /// older bugs, whose setup was measured without them).
@@ -309,12 +309,12 @@ fn membership_change(
 }
 
 /// One run on in-memory stores. Returns the first safety or liveness violation.
-fn run(seed: u64, bugs: Bugs, events: u64) -> Result<Stats, String> {
+fn run(seed: u64, bugs: Broken, events: u64) -> Result<Stats, String> {
     let base_only = bugs.commit_old_term_by_counting || bugs.skip_vote_persistence;
     let setup = Setup {
         bugs,
         base_only,
-        all_paths: !base_only && bugs != Bugs::default(),
+        all_paths: !base_only && bugs != Broken::default(),
         ..Setup::default()
     };
     run_on::<MemLogStore>(seed, setup, events)
@@ -328,7 +328,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
     // measured hunts for the two older bugs) see the same events as before them.
     let mut extra = SplitMix64::new(seed ^ 0x0c0f_fee0);
     let paths = Paths::draw(&mut extra, setup);
-    let buggy = setup.base_only && bugs != Bugs::default();
+    let buggy = setup.base_only && bugs != Broken::default();
     // Bug hunts use a fixed, hostile setup (stated in each test): no pre-vote and no
     // check-quorum (both make elections rarer), short timeouts for contended elections,
     // one entry per message so that a new leader's old entries travel ahead of its no-op
@@ -369,7 +369,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
             .check_quorum(check_quorum)
             .snapshot_chunk_bytes_max(paths.chunk_bytes)
             .entry_bytes_max(4096)
-            .bugs(bugs)
+            .broken(bugs)
     };
     let membership = Membership::new((1..=nodes).map(NodeId::new), []).expect("voters");
     let spares: Vec<NodeId> = if paths.membership {
@@ -784,13 +784,13 @@ fn seeds_to_catch_on<S: RandomStore>(setup: Setup, seeds_max: u64) -> Option<(u6
 }
 
 /// Runs seeds with `bugs` until a violation; returns how many seeds it took.
-fn seeds_to_catch(bugs: Bugs, seeds_max: u64) -> Option<(u64, String)> {
+fn seeds_to_catch(bugs: Broken, seeds_max: u64) -> Option<(u64, String)> {
     seeds_to_catch_where(bugs, seeds_max, |_| true)
 }
 
 /// Runs seeds with `bugs` until a violation that `counts`; returns how many seeds it took.
 fn seeds_to_catch_where(
-    bugs: Bugs,
+    bugs: Broken,
     seeds_max: u64,
     counts: impl Fn(&str) -> bool,
 ) -> Option<(u64, String)> {
@@ -831,9 +831,9 @@ fn reintroduced_bug_compacting_away_the_entries_after_the_snapshot_is_caught() {
 
 #[test]
 fn reintroduced_bug_taking_snapshot_chunks_at_any_offset_is_caught() {
-    let bugs = Bugs {
+    let bugs = Broken {
         snapshot_chunks_at_any_offset: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     // Measured: first caught at seed 73 (a duplicated chunk appended to the snapshot).
     let (seeds, what) = seeds_to_catch(bugs, 200).expect("caught within 200 seeds");
@@ -849,9 +849,9 @@ fn reintroduced_bug_acknowledging_before_the_sync_is_caught() {
 
 #[test]
 fn reintroduced_bug_changing_membership_before_the_last_change_committed_is_caught() {
-    let bugs = Bugs {
+    let bugs = Broken {
         skip_membership_change_wait: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     // Measured: first caught at seed 24, as two leaders of one term (with changes asked
     // for six times as often as in the normal runs; at the normal rate, seed 763).
@@ -862,9 +862,9 @@ fn reintroduced_bug_changing_membership_before_the_last_change_committed_is_caug
 
 #[test]
 fn reintroduced_bug_transferring_leadership_to_a_lagging_node_is_caught() {
-    let bugs = Bugs {
+    let bugs = Broken {
         transfer_without_catch_up: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     // Measured: first caught at seed 10 (the new leader lacks a committed entry).
     let (seeds, what) = seeds_to_catch(bugs, 100).expect("caught within 100 seeds");
@@ -874,9 +874,9 @@ fn reintroduced_bug_transferring_leadership_to_a_lagging_node_is_caught() {
 
 #[test]
 fn reintroduced_bug_committing_an_old_term_entry_by_counting_is_caught() {
-    let bugs = Bugs {
+    let bugs = Broken {
         commit_old_term_by_counting: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     // Measured: first caught at seed 160 (3 nodes, the hostile setup above).
     let (seeds, what) = seeds_to_catch(bugs, 300).expect("caught within 300 seeds");
@@ -885,9 +885,9 @@ fn reintroduced_bug_committing_an_old_term_entry_by_counting_is_caught() {
 
 #[test]
 fn reintroduced_bug_not_persisting_the_vote_is_caught() {
-    let bugs = Bugs {
+    let bugs = Broken {
         skip_vote_persistence: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     let (seeds, what) = seeds_to_catch(bugs, 300).expect("caught within 300 seeds");
     println!("vote persistence bug caught after {seeds} seeds: {what}");

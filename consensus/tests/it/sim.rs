@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalStore, JournalWriter, replay};
 use synod_consensus::{
-    Bugs, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
+    Broken, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
     PersistToken, ReadId,
 };
 use synod_sim::seeds::SeedRunner;
@@ -214,7 +214,7 @@ impl synod_sim::Node for KvNode {
             .append_bytes_max(4096)
             .pre_vote(!self.setup.crash_storm)
             .check_quorum(!self.setup.crash_storm)
-            .bugs(self.setup.bugs)
+            .broken(self.setup.bugs)
             .build()
             .expect("valid config");
         self.raft = Some(Node::new(config, JournalStore::new(mem)));
@@ -330,7 +330,7 @@ impl Workload<KvNode> for KvWorkload {
 /// reintroduced bug.
 #[derive(Clone, Copy, Debug, Default)]
 struct Setup {
-    bugs: Bugs,
+    bugs: Broken,
     /// Crashes every few milliseconds with restarts faster than an election timeout, plus
     /// duplicated and reordered messages, and neither pre-vote nor check-quorum (both keep a
     /// restarted node from voting again in the term it forgot).
@@ -473,7 +473,7 @@ fn the_same_seed_replays_the_same_run() {
 
 /// One seed of the crash storm: `Err` if the invariants or the linearizability checker
 /// found a violation (a checker that gave up counts as no catch).
-fn storm_seed(seed: u64, bugs: Bugs) -> Result<(), String> {
+fn storm_seed(seed: u64, bugs: Broken) -> Result<(), String> {
     let setup = Setup {
         bugs,
         crash_storm: true,
@@ -493,7 +493,7 @@ fn the_crash_storm_finds_nothing_without_the_bug() {
         "synod-consensus",
         "sim::the_crash_storm_finds_nothing_without_the_bug",
     );
-    let seeds = runner.run(200, |seed| storm_seed(seed, Bugs::default()));
+    let seeds = runner.run(200, |seed| storm_seed(seed, Broken::default()));
     println!("synod-sim crash storm without the bug: {seeds} seeds, 0 violations");
 }
 
@@ -509,9 +509,9 @@ fn reintroduced_bug_not_persisting_the_vote_is_caught_under_synod_sim() {
         "synod-consensus",
         "sim::reintroduced_bug_not_persisting_the_vote_is_caught_under_synod_sim",
     );
-    let bugs = Bugs {
+    let bugs = Broken {
         skip_vote_persistence: true,
-        ..Bugs::default()
+        ..Broken::default()
     };
     let caught = runner.find_failure(200, |seed| storm_seed(seed, bugs));
     let (seed, why, tried) = caught.expect("the vote-persistence bug is caught within 200 seeds");

@@ -69,7 +69,7 @@ use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalStore, JournalWriter, StoreWrite, replay};
 use synod_consensus::{
-    Bugs, Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
+    Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
 };
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
@@ -173,7 +173,8 @@ pub struct NodeOptions {
     lease_drift_ppm: Option<u32>,
     hand_over_every: Option<Duration>,
     membership_change_every: Option<Duration>,
-    bugs: Bugs,
+    #[cfg(feature = "broken")]
+    broken: synod_consensus::Broken,
 }
 
 impl Default for NodeOptions {
@@ -187,7 +188,8 @@ impl Default for NodeOptions {
             lease_drift_ppm: Some(CLOCK_DRIFT_PPM_MAX),
             hand_over_every: Some(HAND_OVER_EVERY),
             membership_change_every: None,
-            bugs: Bugs::default(),
+            #[cfg(feature = "broken")]
+            broken: synod_consensus::Broken::default(),
         }
     }
 }
@@ -267,14 +269,23 @@ impl NodeOptions {
         self
     }
 
-    /// Reintroduces known Raft bugs, for tests that show the checkers catch them. With
-    /// `skip_membership_change_wait`, a leader's membership-change timer proposes two
-    /// changes in a row (a correct node refuses the second while the first is uncommitted).
-    #[doc(hidden)]
+    /// Reintroduces known Raft bugs, for tests that show the checkers catch them (only with
+    /// the `broken` feature). With `skip_membership_change_wait`, a leader's
+    /// membership-change timer proposes two changes in a row (a correct node refuses the
+    /// second while the first is uncommitted).
+    #[cfg(feature = "broken")]
     #[must_use]
-    pub fn with_bugs(mut self, bugs: Bugs) -> Self {
-        self.bugs = bugs;
+    pub fn broken(mut self, broken: synod_consensus::Broken) -> Self {
+        self.broken = broken;
         self
+    }
+
+    /// Whether the leader proposes two membership changes at a time (a broken variant).
+    fn changes_twice(&self) -> bool {
+        #[cfg(feature = "broken")]
+        return self.broken.skip_membership_change_wait;
+        #[cfg(not(feature = "broken"))]
+        false
     }
 
     /// The Raft configuration of node `id`, its elections seeded with `seed`.
@@ -282,8 +293,11 @@ impl NodeOptions {
         let mut config = Config::builder(id)
             .election_timeout_ticks(ELECTION_TIMEOUT_TICKS)
             .heartbeat_interval_ticks(2)
-            .seed(seed)
-            .bugs(self.bugs);
+            .seed(seed);
+        #[cfg(feature = "broken")]
+        {
+            config = config.broken(self.broken);
+        }
         if let Some((in_flight_max, append_bytes_max)) = self.raft_limits {
             config = config
                 .in_flight_max(in_flight_max)
@@ -516,11 +530,7 @@ impl RaftKvNode {
         let Some(core) = self.core.as_mut() else {
             return;
         };
-        let tries = if self.options.bugs.skip_membership_change_wait {
-            2
-        } else {
-            1
-        };
+        let tries = if self.options.changes_twice() { 2 } else { 1 };
         for _ in 0..tries {
             let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
                 break;

@@ -343,13 +343,13 @@ fn the_checkers_catch_membership_changes_made_before_the_last_one_committed() {
     // and its timer asks for two in a row. Two voters removed or demoted at once leave the
     // old and the newest configurations with majorities that need not meet: two leaders
     // of a term, or a leader without a committed entry (Raft's invariant fails the run).
-    let bugs = synod_consensus::Bugs {
+    let broken = synod_consensus::Broken {
         skip_membership_change_wait: true,
-        ..synod_consensus::Bugs::default()
+        ..synod_consensus::Broken::default()
     };
     let options = options()
         .with_membership_changes(Some(MEMBERSHIP_NEGATIVE_EVERY))
-        .with_bugs(bugs);
+        .broken(broken);
     let caught = (0..MEMBERSHIP_NEGATIVE_SEEDS).find_map(|seed| {
         let report = raft_kv::simulation(config(5), seed, options, clients(), &Tally::new()).run();
         match report.verdict(&mut Linearizability::new(KvModel)) {
