@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::process::{CLIENT_THREAD, spawn, spawn_vital};
+use super::process::{CLIENT_THREAD, spawn_vital};
 
 /// What serves one client connection: a system's protocol loop (RESP's is
 /// [`crate::resp::serve()`]). It returns when the connection is done, or with the I/O
@@ -176,7 +176,14 @@ pub struct ClientLimits {
     pub connections_max: usize,
     /// How long a connection may wait on its client; `None`: for ever.
     pub idle_timeout: Option<Duration>,
+    /// The stack of each connection's thread, in bytes: with `connections_max`, the
+    /// address space client threads may reserve.
+    pub thread_stack_bytes: usize,
 }
+
+/// The stack of a client connection's thread unless configured otherwise: Rust's default
+/// for spawned threads.
+pub const CLIENT_THREAD_STACK_BYTES: usize = 2 << 20;
 
 /// Starts the acceptor thread (`synod-clients`, vital) serving clients on `listener`
 /// with `serve`, under the limits of `connections`, which it keeps.
@@ -205,33 +212,43 @@ fn accept<S: ServeClient>(listener: &TcpListener, serve: &Arc<S>, connections: &
             continue;
         };
         let serve = Arc::clone(serve);
+        let table = Arc::clone(connections);
         let connections = Arc::clone(connections);
-        spawn(CLIENT_THREAD, move || {
-            // A panic while serving one client (a bug a client's input reaches) closes its
-            // connection, as an error does; the process goes on serving the others. The
-            // counters it held are released on the way out (`Counted`), and the connection
-            // is dropped with the stack: nothing this thread shares is left half changed.
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _ = stream.set_nodelay(true);
-                // A client that sends nothing, or takes none of its replies, for this
-                // long is gone.
-                stream.set_read_timeout(limits.idle_timeout)?;
-                stream.set_write_timeout(limits.idle_timeout)?;
-                let mut conn = ClientConn {
-                    id,
-                    stream,
-                    connections: Arc::clone(&connections),
-                };
-                serve.serve(&mut conn)
-            }));
-            if served.is_err() {
-                eprintln!(
-                    "{}: a client connection's thread panicked; that connection is closed",
-                    serve.node_name()
-                );
-            }
-            connections.close(id);
-        });
+        let started = std::thread::Builder::new()
+            .name(CLIENT_THREAD.into())
+            .stack_size(limits.thread_stack_bytes)
+            .spawn(move || {
+                // A panic while serving one client (a bug a client's input reaches) closes its
+                // connection, as an error does; the process goes on serving the others. The
+                // counters it held are released on the way out (`Counted`), and the connection
+                // is dropped with the stack: nothing this thread shares is left half changed.
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = stream.set_nodelay(true);
+                    // A client that sends nothing, or takes none of its replies, for this
+                    // long is gone.
+                    stream.set_read_timeout(limits.idle_timeout)?;
+                    stream.set_write_timeout(limits.idle_timeout)?;
+                    let mut conn = ClientConn {
+                        id,
+                        stream,
+                        connections: Arc::clone(&connections),
+                    };
+                    serve.serve(&mut conn)
+                }));
+                if served.is_err() {
+                    eprintln!(
+                        "{}: a client connection's thread panicked; that connection is closed",
+                        serve.node_name()
+                    );
+                }
+                connections.close(id);
+            });
+        if let Err(error) = started {
+            // Out of threads, or of memory for a stack: this client is refused (its socket
+            // closes with the thread's closure), the others are still served.
+            eprintln!("client connection refused: cannot start its thread: {error}");
+            table.close(id);
+        }
     }
 }
 
@@ -309,6 +326,7 @@ mod tests {
         let (addr, connections) = listen(ClientLimits {
             connections_max: 4,
             idle_timeout: Some(Duration::from_millis(50)),
+            thread_stack_bytes: CLIENT_THREAD_STACK_BYTES,
         });
         let mut stream = connect(addr);
         assert!(echoes(&mut stream));
@@ -325,6 +343,7 @@ mod tests {
         let table = Connections::new(ClientLimits {
             connections_max: 2,
             idle_timeout: None,
+            thread_stack_bytes: CLIENT_THREAD_STACK_BYTES,
         });
         let mut clients = Vec::new();
         let mut admit = || {
@@ -359,6 +378,7 @@ mod tests {
         let (addr, connections) = listen(ClientLimits {
             connections_max: 4,
             idle_timeout: None,
+            thread_stack_bytes: CLIENT_THREAD_STACK_BYTES,
         });
         let mut other = connect(addr);
         assert!(echoes(&mut other));
@@ -373,6 +393,29 @@ mod tests {
             poll_until(deadline, || connections.len() == 2),
             "{} connections held",
             connections.len()
+        );
+    }
+
+    #[test]
+    fn a_connection_whose_thread_cannot_start_is_refused_and_the_listener_goes_on() {
+        // No thread can have a stack this large: every spawn fails, as when the process is
+        // out of threads. Before, that stopped the whole node (fail-stop).
+        let (addr, connections) = listen(ClientLimits {
+            connections_max: 4,
+            idle_timeout: None,
+            thread_stack_bytes: usize::MAX,
+        });
+        for _ in 0..3 {
+            let mut stream = connect(addr);
+            assert!(
+                closed(&mut stream),
+                "a connection with no thread stayed open"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(
+            poll_until(deadline, || connections.is_empty()),
+            "a refused connection kept its place in the table"
         );
     }
 }

@@ -24,7 +24,8 @@
 //! - [`clients`]: the client listener ([`spawn_listener`]): a thread per connection, at
 //!   most [`CLIENT_CONNECTIONS_MAX`] (past it a new connection closes the one that has
 //!   waited longest for its client), each closed after [`CLIENT_IDLE_TIMEOUT`] waiting on
-//!   its client.
+//!   its client, each thread's stack [`clients::CLIENT_THREAD_STACK_BYTES`] (a connection
+//!   whose thread cannot start is refused; the node goes on).
 //! - [`worker`]: [`UpdateQueue`], the worker over a `synod_transport::SingularUpdateQueue`
 //!   with group commit ([`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the

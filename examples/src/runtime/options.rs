@@ -228,6 +228,7 @@ impl NodeOptions {
             connections_max: self.client_connections_max,
             idle_timeout: (self.client_idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.client_idle_timeout_ms)),
+            thread_stack_bytes: super::clients::CLIENT_THREAD_STACK_BYTES,
         }
     }
 
