@@ -273,7 +273,6 @@ pub mod paxos;
 mod progress;
 mod raft;
 pub mod reads;
-mod rng;
 pub mod session;
 mod storage;
 mod types;
@@ -290,7 +289,6 @@ pub use raft::{
     TERM_MAX, TransferError,
 };
 pub use reads::{ReadWaitError, ReadWaitList};
-pub use rng::SplitMix64;
 pub use storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
 pub use types::{Entry, LogIndex, NodeId, Payload, Term};
 #[cfg(feature = "wal")]

@@ -8,9 +8,9 @@ use synod_quorum::{Outcome, Quorum};
 use super::{Node, Role, TransferError};
 use crate::config::Config;
 use crate::message::{Message, MessageBody};
-use crate::rng::SplitMix64;
 use crate::storage::{HardState, LogStore};
 use crate::types::{LogIndex, NodeId, Payload, Term, next_term};
+use synod_node::Rng;
 
 /// The election timer, and the votes of an election this node runs.
 #[derive(Debug)]
@@ -29,13 +29,17 @@ pub(super) struct Election {
     self_vote_seq: u64,
 }
 
+/// An election timeout drawn from `config.election_timeout_ticks` (`start..end`; `start`
+/// if the range is empty).
+fn draw_timeout(rng: &mut Rng, config: &Config) -> u64 {
+    let ticks = &config.election_timeout_ticks;
+    ticks.start + rng.below(ticks.end.saturating_sub(ticks.start))
+}
+
 impl Election {
     /// The timer of a node that just started, its first timeout drawn from `rng`.
-    pub(super) fn new(config: &Config, rng: &mut SplitMix64) -> Election {
-        let timeout = rng.range(
-            config.election_timeout_ticks.start,
-            config.election_timeout_ticks.end,
-        );
+    pub(super) fn new(config: &Config, rng: &mut Rng) -> Election {
+        let timeout = draw_timeout(rng, config);
         let lease_guard_until_tick = if config.check_quorum {
             config.election_timeout_ticks.start
         } else {
@@ -81,10 +85,7 @@ impl<S: LogStore> Node<S> {
 
     fn reset_election_timer(&mut self) {
         self.election.elapsed = 0;
-        self.election.timeout = self.rng.range(
-            self.config.election_timeout_ticks.start,
-            self.config.election_timeout_ticks.end,
-        );
+        self.election.timeout = draw_timeout(&mut self.rng, &self.config);
     }
 
     pub(super) fn campaign(&mut self, transfer: bool) {

@@ -53,9 +53,9 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{AppendResult, Message, MessageBody};
 use crate::progress::Progress;
-use crate::rng::SplitMix64;
 use crate::storage::{LogStore, Snapshot};
 use crate::types::{Entry, LogIndex, NodeId, Term};
+use synod_node::Rng;
 
 use durability::Durability;
 pub use durability::PersistToken;
@@ -129,7 +129,7 @@ pub struct Node<S: LogStore> {
     /// The log, the hard state and the snapshot, as far as the node wrote them.
     store: S,
     /// Draws the election timeouts.
-    rng: SplitMix64,
+    rng: Rng,
 
     /// The current term and the vote cast in it (written to the store before use).
     term: Term,
@@ -195,8 +195,7 @@ impl<S: LogStore> Node<S> {
         let last = store.last_index();
         // The id is mixed in so that nodes given the same seed still draw different
         // timeouts (identical timeouts split every vote).
-        let mut rng =
-            SplitMix64::new(config.seed ^ config.id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Rng::new(config.seed ^ config.id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let election = Election::new(&config, &mut rng);
         let restore = (snapshot.meta.index > LogIndex::ZERO).then_some(snapshot.clone());
         Node {

@@ -23,10 +23,23 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use synod_consensus::{
     Broken, Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, NodeId, Payload, Role,
-    Snapshot, SplitMix64, Term,
+    Snapshot, Term,
 };
 
+use synod_node::Rng;
+
 use crate::harness::{Cluster, TestStore};
+
+/// Draws in `lo..hi` (`lo` if the range is empty), the shape these runs were written with.
+trait Range {
+    fn range(&mut self, lo: u64, hi: u64) -> u64;
+}
+
+impl Range for Rng {
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo))
+    }
+}
 
 /// Which faults a seed enables (swarm testing: each seed a random subset).
 #[derive(Clone, Copy, Debug)]
@@ -236,7 +249,7 @@ struct Paths {
 }
 
 impl Paths {
-    fn draw(rng: &mut SplitMix64, setup: Setup) -> Paths {
+    fn draw(rng: &mut Rng, setup: Setup) -> Paths {
         if setup.base_only {
             return Paths {
                 compact_every: None,
@@ -268,11 +281,7 @@ const SPARE_NODES: u64 = 2;
 /// outside added as a learner, a learner promoted or removed, a voter demoted or removed
 /// (down to three voters, up to five). With `double`, two voters at once (which a correct
 /// node refuses).
-fn membership_change(
-    rng: &mut SplitMix64,
-    current: &Membership,
-    ids: &[NodeId],
-) -> Option<Membership> {
+fn membership_change(rng: &mut Rng, current: &Membership, ids: &[NodeId]) -> Option<Membership> {
     let voters: Vec<NodeId> = current.voters().iter().copied().collect();
     let learners: Vec<NodeId> = current.learners().iter().copied().collect();
     let outside: Vec<NodeId> = ids
@@ -280,8 +289,7 @@ fn membership_change(
         .copied()
         .filter(|id| !current.contains(*id))
         .collect();
-    let pick =
-        |rng: &mut SplitMix64, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
+    let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
     let (mut v, mut l) = (voters.clone(), learners.clone());
     match rng.range(0, 5) {
         0 if !outside.is_empty() => l.push(pick(rng, &outside)),
@@ -323,10 +331,10 @@ fn run(seed: u64, bugs: Broken, events: u64) -> Result<Stats, String> {
 /// One run on stores of type `S`, set up as `setup` says.
 fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats, String> {
     let bugs = setup.bugs;
-    let mut rng = SplitMix64::new(seed ^ 0x5eed);
+    let mut rng = Rng::new(seed ^ 0x5eed);
     // The new paths draw from a generator of their own, so that the base runs (and the
     // measured hunts for the two older bugs) see the same events as before them.
-    let mut extra = SplitMix64::new(seed ^ 0x0c0f_fee0);
+    let mut extra = Rng::new(seed ^ 0x0c0f_fee0);
     let paths = Paths::draw(&mut extra, setup);
     let buggy = setup.base_only && bugs != Broken::default();
     // Bug hunts use a fixed, hostile setup (stated in each test): no pre-vote and no
@@ -624,7 +632,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
 /// a few storage operations on.
 fn drive_paths<S: RandomStore>(
     c: &mut Cluster<S>,
-    extra: &mut SplitMix64,
+    extra: &mut Rng,
     paths: Paths,
     setup: Setup,
     stats: &mut Stats,
@@ -825,7 +833,7 @@ fn store_bug_is_caught(store_bug: StoreBug, seeds_max: u64) -> (u64, String) {
 
 #[test]
 fn reintroduced_bug_compacting_away_the_entries_after_the_snapshot_is_caught() {
-    // Measured: first caught at seed 3 (a leader's log cut by its own compaction).
+    // Measured: caught after 3 seeds (a leader's log cut by its own compaction).
     store_bug_is_caught(StoreBug::CompactDropsLaterEntries, 50);
 }
 
@@ -835,7 +843,7 @@ fn reintroduced_bug_taking_snapshot_chunks_at_any_offset_is_caught() {
         snapshot_chunks_at_any_offset: true,
         ..Broken::default()
     };
-    // Measured: first caught at seed 73 (a duplicated chunk appended to the snapshot).
+    // Measured: caught after 127 seeds (a duplicated chunk appended to the snapshot).
     let (seeds, what) = seeds_to_catch(bugs, 200).expect("caught within 200 seeds");
     println!("snapshot chunk offset bug caught after {seeds} seeds: {what}");
     assert!(what.contains("bad snapshot"), "{what}");
@@ -843,7 +851,7 @@ fn reintroduced_bug_taking_snapshot_chunks_at_any_offset_is_caught() {
 
 #[test]
 fn reintroduced_bug_acknowledging_before_the_sync_is_caught() {
-    // Measured: first caught at seed 1 (a leader without an acknowledged, committed entry).
+    // Measured: caught after 1 seed (a leader without an acknowledged, committed entry).
     store_bug_is_caught(StoreBug::AckBeforeSync, 50);
 }
 
@@ -853,7 +861,7 @@ fn reintroduced_bug_changing_membership_before_the_last_change_committed_is_caug
         skip_membership_change_wait: true,
         ..Broken::default()
     };
-    // Measured: first caught at seed 24, as two leaders of one term (with changes asked
+    // Measured: caught after 49 seeds, as two leaders of one term (with changes asked
     // for six times as often as in the normal runs; at the normal rate, seed 763).
     let (seeds, what) = seeds_to_catch_where(bugs, 100, |e| e.contains("safety"))
         .expect("caught by a safety check within 100 seeds");
@@ -866,7 +874,7 @@ fn reintroduced_bug_transferring_leadership_to_a_lagging_node_is_caught() {
         transfer_without_catch_up: true,
         ..Broken::default()
     };
-    // Measured: first caught at seed 10 (the new leader lacks a committed entry).
+    // Measured: caught after 11 seeds (the new leader lacks a committed entry).
     let (seeds, what) = seeds_to_catch(bugs, 100).expect("caught within 100 seeds");
     println!("transfer catch-up bug caught after {seeds} seeds: {what}");
     assert!(!what.contains("panic"), "{what}");
@@ -878,7 +886,7 @@ fn reintroduced_bug_committing_an_old_term_entry_by_counting_is_caught() {
         commit_old_term_by_counting: true,
         ..Broken::default()
     };
-    // Measured: first caught at seed 160 (3 nodes, the hostile setup above).
+    // Measured: caught after 22 seeds (3 nodes, the hostile setup above).
     let (seeds, what) = seeds_to_catch(bugs, 300).expect("caught within 300 seeds");
     println!("old-term commit bug caught after {seeds} seeds: {what}");
 }
@@ -906,12 +914,14 @@ mod wal {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use synod_consensus::{
-        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Snapshot, SplitMix64, Term,
-        WalLogStore, WalStoreOptions,
+        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Snapshot, Term, WalLogStore,
+        WalStoreOptions,
     };
     use synod_wal::testing::{CrashMode, FaultyStorage};
 
-    use super::{RandomStore, Setup, Stats, StoreBug, run_seeds, seeds, seeds_to_catch_on};
+    use synod_node::Rng;
+
+    use super::{RandomStore, Range, Setup, Stats, StoreBug, run_seeds, seeds, seeds_to_catch_on};
     use crate::harness::TestStore;
     use crate::wal_store::process::{Halting, pair};
 
@@ -935,7 +945,7 @@ mod wal {
             disks: disks.clone(),
             left,
             membership: membership.clone(),
-            rng: SplitMix64::new(disks.0.stats().ops ^ 0x0d15_c0de),
+            rng: Rng::new(disks.0.stats().ops ^ 0x0d15_c0de),
             bug: StoreBug::None,
             armed: false,
         })
@@ -948,7 +958,7 @@ mod wal {
         disks: Disks,
         left: Arc<AtomicU64>,
         membership: Membership,
-        rng: SplitMix64,
+        rng: Rng,
         bug: StoreBug,
         /// Whether a crash point is set in `left`.
         armed: bool,
@@ -1021,7 +1031,7 @@ mod wal {
             self.op("sync", |s| s.sync().is_ok())
         }
         fn after_crash(&self) -> WalDown {
-            let mut rng = SplitMix64::new(self.rng.clone().next_u64());
+            let mut rng = Rng::new(self.rng.clone().next_u64());
             WalDown {
                 disks: self.disks.clone(),
                 mode: CrashMode::ALL[rng.range(0, CrashMode::ALL.len() as u64) as usize],
@@ -1050,7 +1060,7 @@ mod wal {
                 FaultyStorage::new(seed ^ id.get()),
             );
             let mut node = open(&disks, membership).expect("a new store opens");
-            node.rng = SplitMix64::new(seed);
+            node.rng = Rng::new(seed);
             node.bug = bug;
             node
         }
@@ -1120,7 +1130,7 @@ mod wal {
             all_paths: true,
             ..Setup::default()
         };
-        // Measured: first caught at seed 1.
+        // Measured: caught after 1 seed.
         let (seeds, what) =
             seeds_to_catch_on::<WalNode>(setup, 20).expect("caught within 20 seeds");
         println!("WalLogStore acknowledging before its sync caught after {seeds} seeds: {what}");

@@ -4,51 +4,53 @@
 use bytes::Bytes;
 use synod_consensus::{
     AppendResult, Entry, INDEX_MAX, LogIndex, Membership, Message, MessageBody, NodeId, Payload,
-    ReadId, Role, SnapshotMeta, SplitMix64, TERM_MAX, Term,
+    ReadId, Role, SnapshotMeta, TERM_MAX, Term,
 };
+
+use synod_node::Rng;
 
 use crate::harness::{Cluster, ids};
 
 /// A number for a term, an index or a round: often small enough to be taken seriously,
 /// often at or next to a bound the node must enforce (`TERM_MAX`, `INDEX_MAX`) or to
 /// `u64::MAX`.
-fn pick(rng: &mut SplitMix64) -> u64 {
+fn pick(rng: &mut Rng) -> u64 {
     let bounds = [TERM_MAX.get(), INDEX_MAX.0];
-    match rng.range(0, 8) {
+    match rng.below(8) {
         0 => 0,
         1 => 1,
         2 => u64::MAX,
         3 => u64::MAX - 1,
         4 | 5 => {
-            let bound = bounds[rng.range(0, 2) as usize];
-            bound - 1 + rng.range(0, 3)
+            let bound = bounds[rng.below(2) as usize];
+            bound - 1 + rng.below(3)
         }
-        6 => rng.range(0, 10),
+        6 => rng.below(10),
         _ => rng.next_u64(),
     }
 }
 
 /// A membership of some of the nodes 1 to 4 (a valid one: at least one voter).
-fn any_membership(rng: &mut SplitMix64) -> Membership {
+fn any_membership(rng: &mut Rng) -> Membership {
     let voters: Vec<NodeId> = (1..=4)
-        .filter(|_| rng.range(0, 3) != 0)
+        .filter(|_| rng.below(3) != 0)
         .map(NodeId::new)
         .collect();
     let voters = if voters.is_empty() { ids(1) } else { voters };
     let learners = (1..=4)
         .map(NodeId::new)
-        .filter(|id| !voters.contains(id) && rng.range(0, 2) == 0);
+        .filter(|id| !voters.contains(id) && rng.below(2) == 0);
     Membership::new(voters.clone(), learners).unwrap()
 }
 
 #[test]
 fn random_bytes_never_panic_the_decoder() {
-    let mut rng = SplitMix64::new(7);
+    let mut rng = Rng::new(7);
     let mut decoded = 0;
     for _ in 0..20_000 {
-        let len = rng.range(0, 64) as usize;
+        let len = rng.below(64) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        if !bytes.is_empty() && rng.range(0, 2) == 0 {
+        if !bytes.is_empty() && rng.below(2) == 0 {
             bytes[0] = synod_consensus::WIRE_VERSION;
         }
         if Message::decode(&bytes).is_ok() {
@@ -70,7 +72,7 @@ fn random_bytes_never_panic_the_decoder() {
 
 #[test]
 fn hostile_messages_never_panic_a_node() {
-    let mut rng = SplitMix64::new(11);
+    let mut rng = Rng::new(11);
     let mut c = Cluster::new(3, |b| b);
     let mut installed = 0_u64;
     for step in 0..20_000 {
@@ -83,21 +85,21 @@ fn hostile_messages_never_panic_a_node() {
             c.propose(NodeId::new(1), "x");
             c.deliver_all();
         }
-        let to = NodeId::new(rng.range(1, 4));
-        let from = NodeId::new(rng.range(1, 5));
+        let to = NodeId::new(rng.between(1, 3));
+        let from = NodeId::new(rng.between(1, 4));
         // Half the messages carry the recipient's term (or the next), so that they are
         // not dismissed as stale and reach the handling of every field.
-        let term = match rng.range(0, 4) {
+        let term = match rng.below(4) {
             0 => c.node(to).term(),
             1 => c.node(to).term().next().unwrap_or(Term::ZERO),
             _ => Term::new(pick(&mut rng)),
         };
-        let index = if rng.range(0, 4) == 0 {
-            LogIndex(c.node(to).last_index().0.saturating_add(rng.range(0, 3)))
+        let index = if rng.below(4) == 0 {
+            LogIndex(c.node(to).last_index().0.saturating_add(rng.below(3)))
         } else {
             LogIndex(pick(&mut rng))
         };
-        let body = match rng.range(0, 14) {
+        let body = match rng.below(14) {
             0 => MessageBody::PreVote {
                 last_index: index,
                 last_term: Term::new(pick(&mut rng)),
@@ -105,10 +107,10 @@ fn hostile_messages_never_panic_a_node() {
             1 => MessageBody::Vote {
                 last_index: index,
                 last_term: Term::new(pick(&mut rng)),
-                transfer: rng.range(0, 2) == 0,
+                transfer: rng.below(2) == 0,
             },
             2 => {
-                let entries = (0..rng.range(0, 3))
+                let entries = (0..rng.below(3))
                     .map(|i| Entry {
                         term: Term::new(pick(&mut rng)),
                         index: LogIndex(index.0.wrapping_add(1 + i)),
@@ -123,7 +125,7 @@ fn hostile_messages_never_panic_a_node() {
                 }
             }
             3 => MessageBody::AppendResponse {
-                result: if rng.range(0, 2) == 0 {
+                result: if rng.below(2) == 0 {
                     AppendResult::Accepted { match_index: index }
                 } else {
                     AppendResult::Rejected {
@@ -143,37 +145,33 @@ fn hostile_messages_never_panic_a_node() {
             },
             6 => MessageBody::ReadIndexResponse {
                 id: ReadId(pick(&mut rng)),
-                index: (rng.range(0, 4) != 0).then_some(index),
+                index: (rng.below(4) != 0).then_some(index),
             },
             7 => MessageBody::SnapshotResponse {
                 index,
                 next_offset: pick(&mut rng),
-                done: rng.range(0, 2) == 0,
+                done: rng.below(2) == 0,
             },
             8 => MessageBody::VoteResponse {
-                granted: rng.range(0, 2) == 0,
+                granted: rng.below(2) == 0,
             },
             9 => MessageBody::PreVoteResponse {
-                granted: rng.range(0, 2) == 0,
+                granted: rng.below(2) == 0,
             },
             10 => MessageBody::ReadIndex {
                 id: ReadId(pick(&mut rng)),
             },
             11 | 12 => {
-                let data: Vec<u8> = (0..rng.range(0, 8)).map(|_| rng.next_u64() as u8).collect();
+                let data: Vec<u8> = (0..rng.below(8)).map(|_| rng.next_u64() as u8).collect();
                 MessageBody::Snapshot {
                     meta: SnapshotMeta {
                         index,
                         term: Term::new(pick(&mut rng)),
                         membership: any_membership(&mut rng),
                     },
-                    offset: if rng.range(0, 2) == 0 {
-                        0
-                    } else {
-                        pick(&mut rng)
-                    },
+                    offset: if rng.below(2) == 0 { 0 } else { pick(&mut rng) },
                     data: Bytes::from(data),
-                    done: rng.range(0, 3) != 0,
+                    done: rng.below(3) != 0,
                 }
             }
             _ => MessageBody::TimeoutNow,
@@ -192,7 +190,7 @@ fn hostile_messages_never_panic_a_node() {
             installed += 1;
         }
         c.drop_all();
-        for _ in 0..rng.range(0, 2) {
+        for _ in 0..rng.below(2) {
             c.tick_all();
             c.drop_all();
         }
