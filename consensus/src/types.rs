@@ -34,6 +34,11 @@ pub(crate) fn next_term(term: Term) -> Term {
 }
 
 /// A position in the replicated log. The first entry has index 1.
+///
+/// Build one with [`LogIndex::new`] (or `LogIndex(n)`) and read it with [`LogIndex::get`]
+/// (or `.0`), the same names `synod_wal::LogIndex` uses. With the `wal` feature the two
+/// convert into each other with `From`: `WalLogStore` keeps the entry at Raft index `i` in
+/// the WAL record at index `i`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -42,6 +47,18 @@ pub struct LogIndex(pub u64);
 impl LogIndex {
     /// The position before the first entry.
     pub const ZERO: LogIndex = LogIndex(0);
+
+    /// The index with the given number.
+    #[must_use]
+    pub const fn new(index: u64) -> LogIndex {
+        LogIndex(index)
+    }
+
+    /// The number of this index.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
 
     /// The next position.
     ///
@@ -67,6 +84,20 @@ impl LogIndex {
     #[must_use]
     pub fn plus(self, count: u64) -> LogIndex {
         LogIndex(self.0.checked_add(count).expect("log index overflow"))
+    }
+}
+
+#[cfg(feature = "wal")]
+impl From<synod_wal::LogIndex> for LogIndex {
+    fn from(index: synod_wal::LogIndex) -> LogIndex {
+        LogIndex(index.get())
+    }
+}
+
+#[cfg(feature = "wal")]
+impl From<LogIndex> for synod_wal::LogIndex {
+    fn from(index: LogIndex) -> synod_wal::LogIndex {
+        synod_wal::LogIndex::new(index.0)
     }
 }
 

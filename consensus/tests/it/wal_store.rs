@@ -586,3 +586,17 @@ mod crash {
         assert_eq!(store.snapshot().data, state);
     }
 }
+
+#[test]
+fn a_raft_index_and_a_wal_index_convert_into_each_other_unchanged() {
+    let raft = LogIndex::new(42);
+    assert_eq!(raft.get(), 42);
+    assert_eq!(raft, LogIndex(42));
+    let wal: synod_wal::LogIndex = raft.into();
+    assert_eq!(wal, synod_wal::LogIndex::new(42));
+    assert_eq!(LogIndex::from(wal), raft);
+    assert_eq!(
+        LogIndex::from(synod_wal::LogIndex::new(u64::MAX)).get(),
+        u64::MAX
+    );
+}
