@@ -240,6 +240,10 @@ impl fmt::Display for MultiProposeError {
 impl std::error::Error for MultiProposeError {}
 
 /// A Multi-Paxos leader (distinguished proposer and learner of its own proposals).
+///
+/// It keeps every slot it learned chosen ([`MultiLeader::chosen_slots`]) for as long as it
+/// lives: the log has no snapshots or truncation yet, so its memory grows with the log
+/// (the acceptor's undecided slots are bounded by `slots_max`; the chosen ones are not).
 #[derive(Clone, Debug)]
 pub struct MultiLeader<V> {
     id: NodeId,

@@ -272,6 +272,13 @@ enum Op<V> {
 
 /// Coordinates one read or compare-and-set on one key. I/O-free: it returns messages to
 /// send and takes the replies.
+///
+/// Its ballot is its node's id with a round above the floor [`CasCoordinator::start`] is
+/// given, so two coordinators that one node runs at once on one key, started from the same
+/// floor, use the same ballot, and Paxos needs every ballot to belong to one proposer: run
+/// at most one operation per key per node at a time, as
+/// [`CasRegisterNode`](super::CasRegisterNode) does, or start each above every round the
+/// other used.
 #[derive(Clone, Debug)]
 pub struct CasCoordinator<K, V> {
     id: NodeId,
