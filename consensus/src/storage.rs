@@ -11,8 +11,11 @@
 //!
 //! A store that fails to write must remember the failure and report it when the caller
 //! next syncs; the caller must then stop the node (fail-stop) and never acknowledge the
-//! failed write. Snapshots ([`LogStore::compact`], [`LogStore::install_snapshot`]) are
-//! durable when the call returns.
+//! failed write. Snapshots ([`LogStore::compact`], [`LogStore::install_snapshot`]) may be
+//! made durable when the call returns (`WalLogStore` does) or by the next sync, like every
+//! other write: the node answers the leader for an installed snapshot only once the caller
+//! acknowledges the sync that follows it, and a compaction lost in a crash only means that
+//! the node replays its log from the earlier snapshot.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
