@@ -7,6 +7,12 @@
 //! `ratio clocks.hlc_now_vs_systemtime <value>`: HLC `now()` ns over `SystemTime::now()` ns,
 //! the median of the per-repetition ratios (goal: at most 1.5). `SYNOD_BENCH_QUICK=1` runs
 //! fewer, shorter repetitions.
+//!
+//! With `--features peers` it also measures `uhlc` (the hybrid logical clock Zenoh uses)
+//! in the same run and prints `ratio clocks.hlc_now_vs_uhlc` (Synod's `HybridClock::now`
+//! over uhlc's `new_timestamp`, goal: at most 1.0) and `ratio clocks.atomic_hlc_now_vs_uhlc`
+//! (the shared-handle clocks of both: `AtomicHybridClock` against uhlc's `HLC`, which is
+//! shared too).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +21,12 @@ use synod_clocks::{
     AtomicHybridClock, CachedSystemClock, HybridClock, HybridClockConfig, LamportClock, NodeId,
     PhysicalClock, SystemClock,
 };
+
+/// The peers measured beside Synod's clocks (with `--features peers`).
+#[cfg(feature = "peers")]
+const PEER_NAMES: &[&str] = &["uhlc HLC::new_timestamp()"];
+#[cfg(not(feature = "peers"))]
+const PEER_NAMES: &[&str] = &[];
 
 /// Nanoseconds per call of `f`, over `iterations` calls.
 fn per_call(iterations: u32, f: &mut dyn FnMut()) -> f64 {
@@ -56,14 +68,17 @@ fn main() {
     let system = SystemClock::new();
     let mut lamport = LamportClock::new();
 
-    let names = [
+    let names: Vec<&str> = [
         "SystemTime::now()",
         "SystemClock::wall()",
         "HybridClock::now()",
         "AtomicHybridClock::now()",
         "HybridClock<Cached>::now()",
         "LamportClock::tick()",
-    ];
+    ]
+    .into_iter()
+    .chain(PEER_NAMES.iter().copied())
+    .collect();
     let mut figures: Vec<&mut dyn FnMut()> = Vec::new();
     let mut f0 = || {
         black_box(SystemTime::now());
@@ -91,6 +106,14 @@ fn main() {
     figures.push(&mut f3);
     figures.push(&mut f5);
     figures.push(&mut f4);
+    #[cfg(feature = "peers")]
+    let uhlc = uhlc::HLCBuilder::new().build();
+    #[cfg(feature = "peers")]
+    let mut f6 = || {
+        black_box(uhlc.new_timestamp());
+    };
+    #[cfg(feature = "peers")]
+    figures.push(&mut f6);
 
     // Warm up.
     for f in figures.iter_mut() {
@@ -100,6 +123,8 @@ fn main() {
     let mut ratio_hlc = Vec::new();
     let mut ratio_atomic = Vec::new();
     let mut ratio_cached = Vec::new();
+    let mut ratio_uhlc = Vec::new();
+    let mut ratio_atomic_uhlc = Vec::new();
     for _ in 0..reps {
         let mut rep_samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         for _ in 0..samples {
@@ -114,6 +139,10 @@ fn main() {
         ratio_hlc.push(m[2] / m[0]);
         ratio_atomic.push(m[3] / m[0]);
         ratio_cached.push(m[4] / m[0]);
+        if let Some(peer) = m.get(6) {
+            ratio_uhlc.push(m[2] / peer);
+            ratio_atomic_uhlc.push(m[3] / peer);
+        }
     }
     println!(
         "synod-clocks headline benchmark ({}; {reps} reps of {samples} samples of {iterations} calls)",
@@ -137,4 +166,13 @@ fn main() {
         "ratio clocks.hlc_cached_clock_now_vs_systemtime {:.3}",
         median(&ratio_cached)
     );
+    if !ratio_uhlc.is_empty() {
+        print("HLC now / uhlc", &ratio_uhlc, "");
+        print("atomic HLC / uhlc", &ratio_atomic_uhlc, "");
+        println!("ratio clocks.hlc_now_vs_uhlc {:.3}", median(&ratio_uhlc));
+        println!(
+            "ratio clocks.atomic_hlc_now_vs_uhlc {:.3}",
+            median(&ratio_atomic_uhlc)
+        );
+    }
 }

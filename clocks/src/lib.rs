@@ -250,15 +250,19 @@
 //! histories, HLC message exchanges, clock-bound wait and read restarts, dotted version
 //! vector sets with and without the sibling limit reached).
 //! `cargo bench -p synod-clocks --bench clocks` prints
-//! `ratio clocks.hlc_now_vs_systemtime` (`SYNOD_BENCH_QUICK=1` for a short run) and
-//! `--bench micro` runs criterion micro-benchmarks.
+//! `ratio clocks.hlc_now_vs_systemtime` (`SYNOD_BENCH_QUICK=1` for a short run; with
+//! `--features peers` also `ratio clocks.hlc_now_vs_uhlc`, against Zenoh's `uhlc` in the
+//! same run) and `--bench micro` runs criterion micro-benchmarks.
+//!
+//! # Crate features
+//!
+//! - `peers` (off by default): the `uhlc` crate, a baseline for the benchmark only.
 //!
 //! # Status
 //!
-//! Not done yet: the benchmark against `uhlc` (`ratio clocks.hlc_now_vs_uhlc`, behind an
-//! off-by-default `peers` feature) is not written. And the clock-bound clock does not read
-//! the kernel's error bound itself (`adjtimex` needs `libc` and `unsafe`, which the crate
-//! does not take on): plug one in through [`ErrorBoundSource`].
+//! Not done yet: the clock-bound clock does not read the kernel's error bound itself
+//! (`adjtimex` needs `libc` and `unsafe`, which the crate does not take on): plug one in
+//! through [`ErrorBoundSource`].
 //!
 //! # Sibling crates
 //!

@@ -416,7 +416,7 @@ pub const BENCHES: &[BenchTarget] = &[
         package: "synod-clocks",
         name: "clocks",
         features: "",
-        measures: "hybrid clock now() vs SystemTime::now()",
+        measures: "hybrid clock now() vs SystemTime::now(), and vs uhlc with --features peers",
     },
     BenchTarget {
         package: "synod-clocks",
