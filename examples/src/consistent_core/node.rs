@@ -297,8 +297,11 @@ impl<S: LogStore> CoreNode<S> {
     /// Starts this incarnation's read ids at `base`. Raft requires read ids that never
     /// repeat, even across restarts (a late answer to a read of an earlier incarnation would
     /// otherwise be taken for a new read's), so a driver passes a value that grows from one
-    /// start to the next (the real process uses the wall clock in nanoseconds) or a random
-    /// one (the simulators draw it from the node's seeded generator).
+    /// start to the next or a random one. The real process counts its starts on the data
+    /// directory in a durable file and puts the count in the high bits (see
+    /// [`READ_ID_SEQUENCE_BITS`](super::server::READ_ID_SEQUENCE_BITS)), so no wall clock
+    /// stepped back can make it repeat; the simulators draw a base from the node's seeded
+    /// generator.
     #[must_use]
     pub fn with_read_ids_from(mut self, base: u64) -> CoreNode<S> {
         self.next_read = base;

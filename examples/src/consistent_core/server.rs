@@ -92,8 +92,15 @@ pub const COMMAND_BYTES_MAX: u64 = 2 << 20;
 /// the rest of this bound is room for their headers. Snapshot chunks are 256 KiB.
 pub const PEER_FRAME_BYTES_MAX: usize = COMMAND_BYTES_MAX as usize + (64 << 10);
 /// What the node keeps in its data directory besides the identity file: a directory
-/// holding either is never taken for a fresh one.
-const STATE: &[&str] = &["log"];
+/// holding any of them is never taken for a fresh one.
+const STATE: &[&str] = &["log", data_dir::INCARNATION_FILE];
+/// The low bits of a read id: the reads one incarnation of the node may number, 2^40
+/// (twelve days of a million reads a second). The bits above hold the incarnation, the
+/// count of the node's starts on its data directory ([`data_dir::next_incarnation`]).
+pub const READ_ID_SEQUENCE_BITS: u32 = 40;
+/// The most starts of a node on one data directory, each numbering its reads apart: the
+/// incarnation fills the read id's bits above [`READ_ID_SEQUENCE_BITS`] but the top one.
+pub const INCARNATIONS_MAX: u64 = (1 << (63 - READ_ID_SEQUENCE_BITS)) - 1;
 
 /// The Consistent Core's own settings for a node, beside the runtime's [`NodeOptions`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -508,6 +515,8 @@ pub struct Server {
     peer_addr: SocketAddr,
     #[cfg(test)]
     shared: Arc<Shared>,
+    #[cfg(test)]
+    read_id_base: u64,
 }
 
 impl Server {
@@ -585,10 +594,9 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         .seed(id ^ options.cluster_id())
         .build()
         .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
-    // Read ids must never repeat across restarts: start this incarnation's at the wall clock.
-    let read_id_base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
+    // Read ids must never repeat across restarts: this incarnation's count the starts on the
+    // directory in their high bits, durably, before the node serves.
+    let read_id_base = read_id_base(data_dir::next_incarnation(options, INCARNATIONS_MAX)?);
     let mut node = CoreNode::new(
         Node::new(config, store),
         options.tick(),
@@ -647,7 +655,15 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         peer_addr,
         #[cfg(test)]
         shared,
+        #[cfg(test)]
+        read_id_base,
     })
+}
+
+/// The first read id of the node's `incarnation`: the incarnation in the bits above
+/// [`READ_ID_SEQUENCE_BITS`], so that its reads are numbered above every earlier start's.
+fn read_id_base(incarnation: u64) -> u64 {
+    incarnation << READ_ID_SEQUENCE_BITS
 }
 
 /// The answer to a request whose outcome is unknown: `Unknown` for a write (resending it
@@ -745,6 +761,29 @@ mod tests {
             matches!(&reply, Some(Value::Error(e)) if e.starts_with("UNKNOWN ")),
             "{reply:?}"
         );
+    }
+
+    #[test]
+    fn a_restarted_node_numbers_its_reads_above_its_earlier_incarnations_without_the_clock() {
+        let (first, _dir, options) = one_node_with(None, |o| o);
+        // Once it leads and has written, the node is idle and writes nothing more to its
+        // directory, so a second start can open it.
+        let mut stream = connect(&first);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(
+            poll_until(deadline, || {
+                stream.write_all(b"SET k v\r\n").is_ok()
+                    && read_reply(&mut stream) == Some(Value::Simple("OK".into()))
+            }),
+            "the node never took a write"
+        );
+        let second = start(&options, &CoreOptions::default()).expect("the node starts again");
+        // Every read id of the first incarnation lies below the second's first: the
+        // incarnations are the starts counted on the directory (1 and 2 here), not times.
+        let span = 1u64 << READ_ID_SEQUENCE_BITS;
+        assert_eq!(first.read_id_base, read_id_base(1));
+        assert_eq!(second.read_id_base, read_id_base(2));
+        assert!(first.read_id_base.checked_add(span) <= Some(second.read_id_base));
     }
 
     #[test]

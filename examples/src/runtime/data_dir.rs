@@ -6,6 +6,10 @@
 //! of another cluster, is refused before it reads or writes anything there. The file is
 //! written durably (under a temporary name, synced, renamed into place, the directory synced):
 //! a crash leaves it whole or absent.
+//!
+//! An [`INCARNATION_FILE`] counts the node's starts on the directory: [`next_incarnation`]
+//! reads it, adds one and writes it back the same durable way before the node serves, so
+//! no two starts on a directory get the same number, whatever the wall clock says.
 
 use std::io;
 use std::path::Path;
@@ -17,8 +21,14 @@ use super::{NodeOptions, StartError};
 /// The file in the data directory naming the node and its cluster.
 pub const IDENTITY_FILE: &str = "synod-node";
 
+/// The file in the data directory counting the node's starts on it.
+pub const INCARNATION_FILE: &str = "incarnation";
+
 /// The longest identity file read: a node id and a few hundred members.
 const IDENTITY_BYTES_MAX: u64 = 64 << 10;
+
+/// The longest incarnation file read: one decimal number and a newline.
+const INCARNATION_BYTES_MAX: u64 = 32;
 
 pub(crate) fn data_err(dir: &Path, error: impl std::fmt::Display) -> StartError {
     StartError::DataDir {
@@ -63,16 +73,32 @@ pub fn claim(options: &NodeOptions, state: &[&str]) -> Result<(), StartError> {
 
 /// The identity file's contents, or `None` if there is none.
 pub(crate) fn read_identity(storage: &impl Storage) -> io::Result<Option<String>> {
-    let file = match storage.open(IDENTITY_FILE) {
+    read_small(
+        storage,
+        IDENTITY_FILE,
+        IDENTITY_BYTES_MAX,
+        "an identity is a few lines",
+    )
+}
+
+/// The text of the small file `name`, or `None` if there is none; a file longer than
+/// `bytes_max` (`expected` says what it should hold) or not text is an error.
+fn read_small(
+    storage: &impl Storage,
+    name: &str,
+    bytes_max: u64,
+    expected: &str,
+) -> io::Result<Option<String>> {
+    let file = match storage.open(name) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let len = file.len()?;
-    if len > IDENTITY_BYTES_MAX {
+    if len > bytes_max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{IDENTITY_FILE} is {len} bytes long; an identity is a few lines"),
+            format!("{name} is {len} bytes long; {expected}"),
         ));
     }
     let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
@@ -83,12 +109,9 @@ pub(crate) fn read_identity(storage: &impl Storage) -> io::Result<Option<String>
             n => at += n,
         }
     }
-    String::from_utf8(bytes).map(Some).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{IDENTITY_FILE} is not text"),
-        )
-    })
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{name} is not text")))
 }
 
 /// Writes the identity file durably: under a temporary name, synced, renamed into place,
@@ -96,18 +119,66 @@ pub(crate) fn read_identity(storage: &impl Storage) -> io::Result<Option<String>
 /// written next survives, and the node would then refuse its own directory (a log but no
 /// identity) on every start. A crash at any point leaves the file whole or absent.
 pub(crate) fn write_identity(storage: &impl Storage, identity: &str) -> io::Result<()> {
-    let tmp = format!("{IDENTITY_FILE}.tmp");
+    write_durably(storage, IDENTITY_FILE, identity)
+}
+
+/// Writes `text` to the file `name` durably, as [`write_identity`] does.
+fn write_durably(storage: &impl Storage, name: &str, text: &str) -> io::Result<()> {
+    let tmp = format!("{name}.tmp");
     let file = storage.create(&tmp)?;
     let mut at = 0;
-    while at < identity.len() {
-        match file.write_at(&identity.as_bytes()[at..], at as u64)? {
+    while at < text.len() {
+        match file.write_at(&text.as_bytes()[at..], at as u64)? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             n => at += n,
         }
     }
     file.sync_data()?;
-    storage.rename(&tmp, IDENTITY_FILE)?;
+    storage.rename(&tmp, name)?;
     storage.sync_dir()
+}
+
+/// Counts this start on the data directory: the number in its [`INCARNATION_FILE`] (0 if
+/// there is none) plus one, written back durably before it is returned. Each start on the
+/// directory gets a number above every earlier start's, the wall clock playing no part;
+/// a crash while writing leaves the old number or the new one, and a start that fails
+/// after this only skips a number.
+///
+/// # Errors
+///
+/// [`StartError::DataDir`] if the file cannot be read or written, does not hold a number,
+/// or holds `incarnations_max` already (the node would have to reuse a number).
+pub fn next_incarnation(options: &NodeOptions, incarnations_max: u64) -> Result<u64, StartError> {
+    let dir = options.data_dir();
+    let storage = FileStorage::new(dir).map_err(|e| data_err(dir, e))?;
+    let next = bump_incarnation(&storage, incarnations_max).map_err(|e| data_err(dir, e))?;
+    Ok(next)
+}
+
+/// [`next_incarnation`] on `storage`.
+fn bump_incarnation(storage: &impl Storage, incarnations_max: u64) -> io::Result<u64> {
+    let last = match read_small(
+        storage,
+        INCARNATION_FILE,
+        INCARNATION_BYTES_MAX,
+        "it holds one number",
+    )? {
+        None => 0,
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{INCARNATION_FILE} holds `{}`, not a number", text.trim()),
+            )
+        })?,
+    };
+    if last >= incarnations_max {
+        return Err(io::Error::other(format!(
+            "{INCARNATION_FILE} says this node started {last} times on this directory, the most it may ({incarnations_max}); start it on a fresh --data-dir"
+        )));
+    }
+    let next = last + 1;
+    write_durably(storage, INCARNATION_FILE, &format!("{next}\n"))?;
+    Ok(next)
 }
 
 /// Creates `dir` and its missing parents, and syncs each new directory's entry in its
@@ -146,6 +217,37 @@ pub fn storage(options: &NodeOptions, name: &Path) -> Result<FileStorage, StartE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_start_counts_one_incarnation_above_the_last_and_bad_counts_are_errors() {
+        use synod_wal::testing::{CrashMode, FaultyStorage};
+        let disk = FaultyStorage::new(3);
+        assert_eq!(bump_incarnation(&disk, 10).expect("counted"), 1);
+        assert_eq!(bump_incarnation(&disk, 10).expect("counted"), 2);
+        // A crash while counting leaves the last number or the next, never an earlier one.
+        for ops in 0..8 {
+            for mode in CrashMode::ALL {
+                let disk = FaultyStorage::new(ops);
+                bump_incarnation(&disk, 10).expect("counted");
+                disk.halt_after(Some(ops));
+                let counted = bump_incarnation(&disk, 10);
+                disk.crash(mode);
+                let next = bump_incarnation(&disk, 10).expect("counted after the crash");
+                match counted {
+                    Ok(n) => assert_eq!((n, next), (2, 3), "{ops} {mode:?}"),
+                    Err(_) => assert!(next == 2 || next == 3, "{ops} {mode:?}: {next}"),
+                }
+            }
+        }
+        // At the limit, or with something else in the file, the node does not start.
+        let disk = FaultyStorage::new(5);
+        assert_eq!(bump_incarnation(&disk, 1).expect("counted"), 1);
+        assert!(bump_incarnation(&disk, 1).is_err());
+        write_durably(&disk, INCARNATION_FILE, "seven\n").expect("written");
+        assert!(bump_incarnation(&disk, 10).is_err());
+        write_durably(&disk, INCARNATION_FILE, &"9".repeat(64)).expect("written");
+        assert!(bump_incarnation(&disk, 10).is_err());
+    }
 
     #[test]
     fn the_identity_file_survives_a_crash_once_written_and_a_crash_while_writing_leaves_it_whole_or_absent()
