@@ -69,6 +69,7 @@ pub type CasRequest<R> = fn(key: u64, expect: Option<u64>, new: u64) -> R;
 pub struct KvClients<N: KvService> {
     keys: u64,
     follow_leader: bool,
+    reads_to: Option<NodeId>,
     reads: Vec<ReadRequest<N::Request>>,
     cas: Option<CasRequest<N::Request>>,
     last_value: u64,
@@ -87,6 +88,7 @@ impl<N: KvService> KvClients<N> {
         KvClients {
             keys,
             follow_leader: false,
+            reads_to: None,
             reads: vec![N::read],
             cas: None,
             last_value: 0,
@@ -99,6 +101,14 @@ impl<N: KvService> KvClients<N> {
     #[must_use]
     pub fn following_the_leader(mut self) -> Self {
         self.follow_leader = true;
+        self
+    }
+
+    /// Sends every read to `node`, and every write and compare-and-set to another node,
+    /// chosen at random (for scenarios that cut `node` off and look at what it still reads).
+    #[must_use]
+    pub fn reading_from(mut self, node: NodeId) -> Self {
+        self.reads_to = Some(node);
         self
     }
 
@@ -161,6 +171,15 @@ impl<N: KvService> Workload<N> for KvClients<N> {
                 let value = self.next_value();
                 (N::write(key, value), KvInput::Write { key, value })
             }
+        };
+        let node = match (self.reads_to, &input) {
+            (Some(to), KvInput::Read { .. }) => to,
+            (Some(to), _) if node == to => {
+                let others = nodes as u64 - 1;
+                let other = rng.below(others.max(1)) + 1;
+                NodeId::new(if other >= to.get() { other + 1 } else { other })
+            }
+            _ => node,
         };
         Some(Invocation {
             node,
@@ -235,6 +254,24 @@ mod tests {
         values.sort_unstable();
         values.dedup();
         assert_eq!(values.len(), count, "a value written twice");
+    }
+
+    #[test]
+    fn clients_reading_from_a_node_send_it_every_read_and_no_write() {
+        let mut clients = KvClients::<RaftKvNode>::new(8).reading_from(NodeId::new(2));
+        let mut rng = SimRng::new(3);
+        let mut writes_to = Vec::new();
+        for _ in 0..200 {
+            let call = invoke(&mut clients, &mut rng);
+            match call.input {
+                KvInput::Read { .. } => assert_eq!(call.node, NodeId::new(2)),
+                _ => writes_to.push(call.node),
+            }
+        }
+        for node in [1, 3] {
+            assert!(writes_to.contains(&NodeId::new(node)), "{writes_to:?}");
+        }
+        assert!(!writes_to.contains(&NodeId::new(2)), "{writes_to:?}");
     }
 
     #[test]
