@@ -72,7 +72,7 @@ const ALLOWED_EXTERNAL: &[&str] = &["bytes", "crc32fast", "parking_lot", "serde"
 /// The Synod crates each library crate may depend on (`[dependencies]`, optional or not).
 const ALLOWED_SYNOD_EDGES: &[(&str, &[&str])] = &[
     ("node", &[]),
-    ("wal", &[]),
+    ("wal", &["node"]),
     ("clocks", &["node"]),
     ("transport", &["node"]),
     ("quorum", &["node", "clocks"]),

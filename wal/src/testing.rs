@@ -5,8 +5,9 @@
 //! the log handle to "kill the process", calls [`FaultyStorage::crash`] to apply what a power
 //! loss does to everything not yet synced, then reopens the log on the same storage.
 //!
-//! Everything is deterministic from the seed given to [`FaultyStorage::new`]: no OS
-//! randomness, no clock, no threads. Clones share one disk, so a clone kept by the test
+//! Everything is deterministic from the seed given to [`FaultyStorage::new`], which seeds a
+//! [`synod_node::Rng`] (the workspace's one seeded generator) that every random choice is drawn
+//! from: no OS randomness, no clock, no threads. Clones share one disk, so a clone kept by the test
 //! survives the log that used the other.
 //!
 //! What it models:
@@ -29,6 +30,7 @@ use std::io;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use synod_node::Rng;
 
 use crate::storage::{Storage, StorageFile};
 
@@ -140,29 +142,6 @@ pub struct CrashReport {
     pub dir_ops: u64,
     /// Unsynced directory changes lost.
     pub dir_ops_lost: u64,
-}
-
-/// A small, seeded pseudo-random generator (splitmix64).
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -347,7 +326,7 @@ impl Disk {
                     for op in &pending {
                         match op {
                             PendingOp::SetLen(_) => {
-                                if self.rng.coin() {
+                                if self.rng.below(2) == 1 {
                                     apply_op(&mut result, op);
                                 } else {
                                     report.ops_lost += 1;
@@ -362,7 +341,7 @@ impl Disk {
                                     let len = usize::try_from(block_end - abs)
                                         .unwrap_or(usize::MAX)
                                         .min(data.len() - at);
-                                    if self.rng.coin() {
+                                    if self.rng.below(2) == 1 {
                                         write_into(&mut result, abs, &data[at..at + len]);
                                         kept_any = true;
                                     }
@@ -437,7 +416,7 @@ impl FaultyStorage {
     pub fn new(seed: u64) -> FaultyStorage {
         FaultyStorage {
             disk: Arc::new(Mutex::new(Disk {
-                rng: Rng(seed),
+                rng: Rng::new(seed),
                 epoch: 0,
                 inodes: BTreeMap::new(),
                 next_inode: 1,

@@ -3,26 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use synod_node::Rng;
 use synod_wal::testing::{CrashMode, FaultyStorage};
 use synod_wal::{LogIndex, SyncPolicy, Wal, WalConfig};
 
 use crate::util::env_u64;
-
-/// splitmix64, for the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
 
 fn record(index: u64, epoch: u64, len: usize) -> Vec<u8> {
     let mut p = format!("{index}:{epoch}:").into_bytes();
@@ -148,7 +133,7 @@ fn recovered(wal: &Wal<FaultyStorage>) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn one_crash_point(seed: u64, mode: CrashMode, totals: &mut Totals) {
-    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed);
+    let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed);
     let disk = FaultyStorage::new(seed);
     let policy = if seed.is_multiple_of(3) {
         SyncPolicy::Always
