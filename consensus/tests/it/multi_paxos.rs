@@ -13,9 +13,9 @@ use synod_consensus::paxos::Ballot;
 use synod_consensus::paxos::multi::MultiMessage;
 use synod_consensus::paxos::multi::SlotValue;
 use synod_consensus::paxos::{MultiPaxosNode, MultiWrite, NodeConfig};
-use synod_node::{Effect, Input, Protocol, RequestId, Rng, Time};
+use synod_node::{RequestId, Rng};
 
-use crate::paxos::{Cluster, Faults};
+use crate::paxos::{Cluster, Faults, promise_waits_for_its_persist};
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -167,41 +167,17 @@ fn a_leader_ignoring_promised_values_is_caught() {
 
 #[test]
 fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
-    let now = Time::from_millis(1);
     let config = NodeConfig::new(n(2), [1, 2, 3].map(n)).unwrap();
     let mut node: Node = MultiPaxosNode::new(config, 64, 8);
     let ballot = Ballot {
         round: 1,
         node: n(1),
     };
-    let prepare = MultiMessage::Prepare { ballot, from: 0 };
-    node.handle(
-        now,
-        Input::Message {
-            from: n(1),
-            message: prepare.clone(),
-        },
+    let write = promise_waits_for_its_persist(
+        &mut node,
+        &MultiMessage::Prepare { ballot, from: 0 },
+        None,
+        |m| matches!(m, MultiMessage::Promise { ok: true, .. }),
     );
-    node.handle(
-        now,
-        Input::Message {
-            from: n(1),
-            message: prepare,
-        },
-    );
-    node.handle(now, Input::Wake);
-    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
-    let [Effect::Persist { token, write }] = out.as_slice() else {
-        panic!("a persist and nothing else: {out:?}");
-    };
-    assert_eq!(*write, MultiWrite::Promise(ballot));
-    node.handle(now, Input::Persisted(*token));
-    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
-    assert!(
-        out.iter().any(|e| matches!(
-            e,
-            Effect::Send { to, message: MultiMessage::Promise { ok: true, .. } } if *to == n(1)
-        )),
-        "the promise leaves once durable: {out:?}"
-    );
+    assert_eq!(write, MultiWrite::Promise(ballot));
 }

@@ -358,57 +358,86 @@ fn effects(node: &mut PaxosNode<u64>) -> Vec<synod_node::EffectOf<PaxosNode<u64>
     std::iter::from_fn(|| node.poll()).collect()
 }
 
-#[test]
-fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
+/// Hands `node` a `prepare` from node 1, twice, with a wake-up and (if given) a client
+/// request between, and checks the rule every Paxos node keeps: the promise's persist is
+/// all that leaves (with a wake-up) until it is acknowledged, and the promise to node 1
+/// leaves once it is. Returns the persisted write, for the caller to check.
+pub fn promise_waits_for_its_persist<P>(
+    node: &mut P,
+    prepare: &P::Message,
+    request: Option<P::Request>,
+    is_promise_ok: impl Fn(&P::Message) -> bool,
+) -> P::Write
+where
+    P: Protocol,
+    P::Message: Clone + std::fmt::Debug,
+    P::Request: std::fmt::Debug,
+    P::Response: std::fmt::Debug,
+    P::Write: Clone + std::fmt::Debug,
+    P::Apply: std::fmt::Debug,
+{
     let now = Time::from_millis(1);
-    let mut node = PaxosNode::<u64>::new(config(n(2), 3, 1));
-    let ballot = Ballot {
-        round: 1,
-        node: n(1),
-    };
+    let from = n(1);
+    let drain = |node: &mut P| std::iter::from_fn(|| node.poll()).collect::<Vec<_>>();
     node.handle(
         now,
         Input::Message {
-            from: n(1),
-            message: PaxosMessage::Prepare { ballot },
+            from,
+            message: prepare.clone(),
         },
     );
-    let out = effects(&mut node);
+    let out = drain(node);
     let [Effect::Persist { token, write }] = out.as_slice() else {
         panic!("a persist and nothing else: {out:?}");
     };
-    assert_eq!(write.promised, Some(ballot));
+    let (token, write) = (*token, write.clone());
     // Unacknowledged, nothing leaves: not after a wake-up, a retried prepare, or a request.
     node.handle(now, Input::Wake);
     node.handle(
         now,
         Input::Message {
-            from: n(1),
-            message: PaxosMessage::Prepare { ballot },
+            from,
+            message: prepare.clone(),
         },
     );
-    node.handle(
-        now,
-        Input::Request {
-            id: RequestId(1),
-            request: 7,
-        },
-    );
-    let out = effects(&mut node);
+    if let Some(request) = request {
+        node.handle(
+            now,
+            Input::Request {
+                id: RequestId(1),
+                request,
+            },
+        );
+    }
+    let out = drain(node);
     assert!(
         out.iter()
             .all(|e| matches!(e, Effect::Persist { .. } | Effect::WakeAt(_))),
         "{out:?}"
     );
-    node.handle(now, Input::Persisted(*token));
-    let out = effects(&mut node);
+    node.handle(now, Input::Persisted(token));
+    let out = drain(node);
     assert!(
-        out.iter().any(|e| matches!(
-            e,
-            Effect::Send { to, message: PaxosMessage::Promise { ok: true, .. } } if *to == n(1)
-        )),
+        out.iter().any(
+            |e| matches!(e, Effect::Send { to, message } if *to == from && is_promise_ok(message))
+        ),
         "the promise leaves once durable: {out:?}"
     );
+    write
+}
+
+#[test]
+fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
+    let mut node = PaxosNode::<u64>::new(config(n(2), 3, 1));
+    let ballot = Ballot {
+        round: 1,
+        node: n(1),
+    };
+    let write =
+        promise_waits_for_its_persist(&mut node, &PaxosMessage::Prepare { ballot }, Some(7), |m| {
+            matches!(m, PaxosMessage::Promise { ok: true, .. })
+        });
+    assert_eq!(write.promised, Some(ballot));
 }
 
 #[test]

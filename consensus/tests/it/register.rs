@@ -14,12 +14,12 @@ use synod_consensus::paxos::register::RegisterMessage;
 use synod_consensus::paxos::{
     CasRegisterNode, CasReply, CasRequest, KeyWrite, NodeConfig, RequestError,
 };
-use synod_node::{Effect, Input, Probability, Protocol, RequestId, Rng, Time};
+use synod_node::{Probability, RequestId, Rng};
 use synod_sim::{
     ClientId, History, KvInput, KvModel, KvOutput, Linearizability, OpId, SimTime, Verdict,
 };
 
-use crate::paxos::{Cluster, Faults};
+use crate::paxos::{Cluster, Faults, promise_waits_for_its_persist};
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -175,43 +175,19 @@ fn a_replica_forgetting_its_promises_is_caught() {
 
 #[test]
 fn a_promise_is_not_sent_before_its_persist_is_acknowledged() {
-    let now = Time::from_millis(1);
     let config = NodeConfig::new(n(2), [1, 2, 3].map(n)).unwrap();
     let mut node: Node = CasRegisterNode::new(config, KEYS_MAX);
     let ballot = Ballot {
         round: 1,
         node: n(1),
     };
-    let prepare = RegisterMessage::Prepare { key: 0, ballot };
-    node.handle(
-        now,
-        Input::Message {
-            from: n(1),
-            message: prepare.clone(),
-        },
+    let write = promise_waits_for_its_persist(
+        &mut node,
+        &RegisterMessage::Prepare { key: 0, ballot },
+        None,
+        |m| matches!(m, RegisterMessage::Promise { ok: true, .. }),
     );
-    node.handle(
-        now,
-        Input::Message {
-            from: n(1),
-            message: prepare,
-        },
-    );
-    node.handle(now, Input::Wake);
-    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
-    let [Effect::Persist { token, write }] = out.as_slice() else {
-        panic!("a persist and nothing else: {out:?}");
-    };
     assert_eq!(write.state.promised, Some(ballot));
-    node.handle(now, Input::Persisted(*token));
-    let out: Vec<_> = std::iter::from_fn(|| node.poll()).collect();
-    assert!(
-        out.iter().any(|e| matches!(
-            e,
-            Effect::Send { to, message: RegisterMessage::Promise { ok: true, .. } } if *to == n(1)
-        )),
-        "the promise leaves once durable: {out:?}"
-    );
 }
 
 // Under synod-sim: the register's nodes run by the simulator's generic adapter, with its
