@@ -348,7 +348,7 @@ pub(crate) struct Backoff {
     initial_ms: u64,
     max_ms: u64,
     current_ms: u64,
-    rng: SplitMix64,
+    rng: synod_node::Rng,
 }
 
 impl Backoff {
@@ -357,7 +357,7 @@ impl Backoff {
             initial_ms,
             max_ms,
             current_ms: initial_ms,
-            rng: SplitMix64(seed),
+            rng: synod_node::Rng::new(seed),
         }
     }
 
@@ -366,27 +366,13 @@ impl Backoff {
         let ceiling = self.current_ms;
         self.current_ms = (self.current_ms.saturating_mul(2)).min(self.max_ms);
         let half = ceiling / 2;
-        let jitter = self.rng.next() % (ceiling - half + 1);
+        let jitter = self.rng.between(0, ceiling - half);
         Duration::from_millis(half + jitter)
     }
 
     /// Back to the first delay, after a connection succeeded.
     pub(crate) fn reset(&mut self) {
         self.current_ms = self.initial_ms;
-    }
-}
-
-/// A tiny seeded generator (splitmix64): enough for jitter, and reproducible.
-#[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 

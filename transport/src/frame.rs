@@ -734,7 +734,7 @@ mod tests {
 
     #[test]
     fn hand_written_decoding_agrees_with_postcard_on_random_bytes() {
-        let mut rng = crate::config::SplitMix64(7);
+        let mut rng = synod_node::Rng::new(7);
         let mut agreed = 0;
         let mut edge_cases: Vec<Vec<u8>> = vec![
             [&[0xff; 9][..], &[0x01, 0, 0, 0, 0]].concat(),
@@ -752,13 +752,14 @@ mod tests {
             if let Some(edge) = edge_cases.pop() {
                 bytes = edge;
             } else if round % 4 == 0 {
-                let len = (rng.next() % 40) as usize;
-                bytes.extend((0..len).map(|_| rng.next() as u8));
+                let len = (rng.next_u64() % 40) as usize;
+                bytes.extend((0..len).map(|_| rng.next_u64() as u8));
             } else {
-                envelope(rng.next() % 300, (rng.next() % 20) as usize).encode_into(&mut bytes);
-                for _ in 0..(rng.next() % 3) {
-                    let i = (rng.next() as usize) % bytes.len();
-                    bytes[i] = rng.next() as u8;
+                envelope(rng.next_u64() % 300, (rng.next_u64() % 20) as usize)
+                    .encode_into(&mut bytes);
+                for _ in 0..(rng.next_u64() % 3) {
+                    let i = (rng.next_u64() as usize) % bytes.len();
+                    bytes[i] = rng.next_u64() as u8;
                 }
             }
             let ours = decode_envelope(&Bytes::from(bytes.clone()), 0);
