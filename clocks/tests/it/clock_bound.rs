@@ -7,7 +7,7 @@ use std::time::Duration;
 use synod_clocks::clock_bound::{ReadCheck, UncertaintyWindow};
 use synod_clocks::{FixedErrorBound, IntervalClock, ManualClock, PhysicalClock, WallTime};
 
-use crate::{Rng, seeds};
+use crate::{Rng, chance, seeds};
 
 const START: WallTime = WallTime::from_secs(1_700_000_000);
 
@@ -98,7 +98,7 @@ fn simulate(seed: u64, p: &Params) -> Vec<Txn> {
             "true time outside the interval"
         );
         let txn = Txn {
-            write: rng.chance(50),
+            write: chance(&mut rng, 50),
             ts: interval.latest(),
             start: now,
             end: now,
@@ -184,7 +184,7 @@ fn read_restart_run(seed: u64, skew: Duration, uncertainty: Duration) -> (u64, u
         }
         let n = rng.below(4) as usize;
         clocks[n].set_offset_ns(rng.below(2 * skew_ns + 1) as i64 - skew_ns as i64);
-        if rng.chance(50) {
+        if chance(&mut rng, 50) {
             committed.push(clocks[n].wall());
         } else {
             let mut window = UncertaintyWindow::new(clocks[n].wall(), uncertainty);

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use synod_clocks::dvv::{SIBLINGS_MAX, WriteError};
 use synod_clocks::{NodeId, Siblings, VersionVector};
 
-use crate::{Rng, seeds};
+use crate::{Rng, chance, seeds};
 
 /// One replica of one key, with the model's view: write ids it has seen and, per write,
 /// the write ids the writing client had seen (which that write supersedes).
@@ -153,7 +153,7 @@ fn run_crowded(seed: u64) -> (usize, usize, usize) {
             )),
             1..=6 => {
                 // Mostly blind writes; now and then one with a context read earlier.
-                let (ctx, saw) = if rng.chance(4) && !clients.is_empty() {
+                let (ctx, saw) = if chance(&mut rng, 4) && !clients.is_empty() {
                     clients.swap_remove(rng.below(clients.len() as u64) as usize)
                 } else {
                     (VersionVector::new(), BTreeSet::new())

@@ -10,7 +10,7 @@ use synod_clocks::{
     ManualClock, NodeId, PhysicalClock, SystemClock, WallTime,
 };
 
-use crate::{Rng, seeds};
+use crate::{Rng, chance, seeds};
 
 const START: WallTime = WallTime::from_secs(1_700_000_000);
 
@@ -77,7 +77,7 @@ fn monotonic_over_a_million_events_with_jumps_freezes_and_restarts() {
         }
         peer.advance(Duration::from_nanos(rng.below(20_000)));
         max_wall = max_wall.max(physical.wall());
-        let ts = if rng.chance(30) {
+        let ts = if chance(&mut rng, 30) {
             // A message from a peer whose clock is within ±1 s of true time.
             peer.set_offset_ns(rng.below(2_000_000_000) as i64 - 1_000_000_000);
             let sent = HybridTimestamp::new(peer.wall(), rng.below(4) as u16, NodeId::new(2));
@@ -208,7 +208,7 @@ fn every_receive_orders_after_its_send_in_a_randomized_exchange() {
             // Deliver due messages in a random order.
             let mut i = 0;
             while i < network.len() {
-                if network[i].0 <= step && rng.chance(50) {
+                if network[i].0 <= step && chance(&mut rng, 50) {
                     let (_, to, sent) = network.swap_remove(i);
                     let received = clocks[to]
                         .update(sent)

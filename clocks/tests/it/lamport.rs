@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use synod_clocks::{AtomicLamportClock, LamportClock, LamportTimestamp};
 
-use crate::Rng;
+use crate::{Rng, chance};
 
 #[test]
 fn every_receive_orders_after_its_send() {
@@ -14,7 +14,7 @@ fn every_receive_orders_after_its_send() {
     let mut delivered = 0;
     for _ in 0..20_000 {
         let n = rng.below(4) as usize;
-        if rng.chance(50) {
+        if chance(&mut rng, 50) {
             let sent = clocks[n].tick().unwrap();
             network.push((rng.below(4) as usize, sent));
         } else if !network.is_empty() {

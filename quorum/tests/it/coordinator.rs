@@ -1302,15 +1302,6 @@ fn stray_messages_are_not_counted() {
     assert_eq!(report.hinted, Vec::<NodeId>::new());
 }
 
-/// splitmix64, for the randomised schedule below.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Increments through random coordinators, retried with the same request id while in
 /// flight and after completion, over a network that reorders, duplicates and drops
 /// messages, with timeouts. Every replica's count stays at most the number of distinct
@@ -1322,22 +1313,22 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
     let seeds = 300;
     let (mut acked, mut retries, mut duplicates, mut dropped, mut failed) = (0, 0, 0, 0, 0);
     for seed in 0..seeds {
-        let mut rng = seed * 7 + 1;
+        let mut rng = synod_node::Rng::new(seed * 7 + 1);
         let mut c = Cluster::new(&[1, 2, 3], GCounter, ReadRepair::Background);
         let placement = Placement::new([1, 2, 3].map(n)).unwrap();
         let mut issued: Vec<(u64, RequestId)> = Vec::new();
         for step in 0..200u64 {
-            match next(&mut rng) % 10 {
+            match rng.next_u64() % 10 {
                 // A new increment, or a retry of an earlier one at the same coordinator.
                 0 | 1 => {
-                    let (node, request) = if issued.is_empty() || next(&mut rng).is_multiple_of(2) {
+                    let (node, request) = if issued.is_empty() || rng.next_u64().is_multiple_of(2) {
                         let request = RequestId::new(seed * 1000 + step);
-                        let node = 1 + next(&mut rng) % 3;
+                        let node = 1 + rng.next_u64() % 3;
                         issued.push((node, request));
                         (node, request)
                     } else {
                         retries += 1;
-                        issued[(next(&mut rng) % issued.len() as u64) as usize]
+                        issued[(rng.next_u64() % issued.len() as u64) as usize]
                     };
                     let _ = c.write(node, request, "n", 1, Consistency::Quorum, &placement);
                 }
@@ -1352,9 +1343,9 @@ fn retries_duplicates_and_reordering_never_apply_a_write_twice() {
                     if c.in_flight.is_empty() {
                         continue;
                     }
-                    let i = (next(&mut rng) % c.in_flight.len() as u64) as usize;
+                    let i = (rng.next_u64() % c.in_flight.len() as u64) as usize;
                     let (from, to, message) = c.in_flight.swap_remove(i);
-                    match next(&mut rng) % 10 {
+                    match rng.next_u64() % 10 {
                         0 => dropped += 1,
                         1 => {
                             duplicates += 1;
