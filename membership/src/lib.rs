@@ -4,21 +4,22 @@
 //!
 //! From *Patterns of Distributed Systems* (Unmesh Joshi):
 //!
-//! - **HeartBeat** (for failure detection): fixed-timeout and phi-accrual detectors.
-//! - **Gossip Dissemination**: versioned state exchanged with a few random peers.
-//! - **Emergent Leader**: the oldest live member coordinates, without an election.
-//! - **Lease**: a time-bound grant with fencing tokens.
-//! - **State Watch**: change notifications that resume from a log index.
+//! - **HeartBeat** (for failure detection): [`FixedTimeout`] and the phi accrual detector
+//!   [`PhiAccrual`], plain values fed with heartbeat times and asked about a time.
+//! - **Gossip Dissemination**: versioned state exchanged with a few random peers (not yet).
+//! - **Emergent Leader**: the oldest live member coordinates, without an election (not yet).
+//! - **Lease**: a time-bound grant with fencing tokens (not yet).
+//! - **State Watch**: change notifications that resume from a log index (not yet).
 //!
 //! # What it does not do
 //!
-//! No I/O: every protocol is a state machine that takes time and messages as values.
-//!
-//! # Status
-//!
-//! Not started: no issue has been planned for this crate yet. It holds no types, and the
-//! patterns above are not implemented. Nothing here pretends otherwise.
+//! No I/O: every detector and protocol takes time and messages as values, and reads no
+//! clock.
 //!
 //! # Sibling crates
 //!
-//! `synod-clocks` provides the generations and timestamps this crate will use.
+//! `synod-node` holds the contract (`Time`, `NodeId`, `Rng`) this crate is written on.
+
+mod detector;
+
+pub use detector::{FixedTimeout, PhiAccrual, PhiConfig, PhiConfigError, PhiModel};
