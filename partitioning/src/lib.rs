@@ -4,21 +4,29 @@
 //!
 //! From *Patterns of Distributed Systems* (Unmesh Joshi):
 //!
-//! - **Fixed Partitions**: many more partitions than nodes; key to partition never changes.
-//! - **Key-Range Partitions**: sorted, contiguous ranges that split as they grow.
-//! - **Two-Phase Commit**: a coordinator with a durable decision log, and participants
-//!   that lock and record pending writes.
+//! - **Fixed Partitions** (built): many more partitions than nodes; a key's partition never
+//!   changes ([`partition_of`], a stable hash), and a versioned [`PartitionTable`] maps each
+//!   partition to an ordered replica list, rebalanced on join and leave with as few copies
+//!   as possible; a request routed with a stale table gets a [`Redirect`].
+//! - **Key-Range Partitions** (not built yet): sorted, contiguous ranges that split as they
+//!   grow.
+//! - **Two-Phase Commit** (not built yet): a coordinator with a durable decision log, and
+//!   participants that lock and record pending writes.
 //!
 //! # What it does not do
 //!
-//! No I/O: the coordinator and participants are state machines; the caller persists and
-//! sends what they ask for.
-//!
-//! # Status
-//!
-//! Not started: no issue has been planned for this crate yet. It holds no types, and the
-//! patterns above are not implemented. Nothing here pretends otherwise.
+//! No I/O: tables are values, and the coordinator and participants will be state machines on
+//! `synod-node`'s contract; the caller persists and sends what they ask for.
 //!
 //! # Sibling crates
 //!
-//! `synod-clocks` provides hybrid timestamps for MVCC and clock-bound wait.
+//! `synod-node` holds the contract and [`NodeId`]; `synod-sim` runs state machines on it
+//! under deterministic simulation.
+
+mod fixed;
+
+pub use fixed::{
+    Lookup, Movement, NODES_MAX, NodeSpec, PARTITIONS_MAX, PartitionId, PartitionTable,
+    REPLICATION_MAX, Redirect, TableError, TableVersion, WEIGHT_MAX, Zone, key_hash, partition_of,
+};
+pub use synod_node::NodeId;

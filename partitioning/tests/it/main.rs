@@ -1,0 +1,3 @@
+//! Integration tests of synod-partitioning, one binary with a module per area.
+
+mod fixed;
