@@ -46,7 +46,8 @@
 //!   a [`Fault`] with its time and [`FaultSource`]: when each fault fired and what it did;
 //!   [`Action`]: a fault scheduled by hand. [`LinkConfig`], [`DelayDistribution`],
 //!   [`Cut`], [`PartitionShape`]: the network. [`Disk`], [`CrashMode`], [`CrashReport`]:
-//!   the disks.
+//!   the disks; [`DiskStorage`]: a disk as a `synod_wal::Storage`, so that a
+//!   `synod_wal::Wal` or a production log store runs on it.
 //! - [`History`], [`Linearizability`], [`Model`], [`KvModel`], [`OkInvariant`],
 //!   [`HistoryChecker`], [`Verdict`]: histories and their checkers; [`HistoryFormat`]:
 //!   a key-value history written for checkers Synod did not write (Jepsen's EDN history,
@@ -306,7 +307,8 @@
 //!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
 //! - **I/O errors** are scripted, not drawn by the nemesis: [`Action::FailNextSync`] makes
 //!   a node's next sync fail as a failed `fsync` can (the writes it covered are dropped
-//!   from the page cache, and the node gets [`Node::on_sync_failed`]), and
+//!   from the page cache, and the node gets [`Node::on_sync_failed`], or a synchronous
+//!   `sync_data` through [`Disk::storage`] returns an `io::Error`), and
 //!   [`Action::FillDisk`] makes writes that would grow its files fail with `StorageFull`
 //!   (`ENOSPC`, returned by the [`Disk`] call). They are opt-in because a node must be
 //!   written to handle them; they have no coverage counters, but the fault log records
@@ -393,7 +395,7 @@ pub use check::{
     HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_MEMO_BYTES_MAX,
     LINEARIZABILITY_STEPS_MAX, Linearizability, Model, OkInvariant, Verdict,
 };
-pub use disk::{CrashMode, Disk};
+pub use disk::{CrashMode, Disk, DiskFile, DiskStorage};
 pub use export::HistoryFormat;
 pub use fault_log::{
     CrashReport, FAULT_LOG_ENTRIES_DEFAULT, Fault, FaultEntry, FaultLog, FaultSource,

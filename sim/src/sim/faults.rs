@@ -46,9 +46,11 @@ pub enum Action {
     ClockJump(NodeId, i64),
     /// Set a node's clock drift, in parts per million.
     ClockDrift(NodeId, i32),
-    /// The node's next sync to complete fails, as a failed `fsync` can: the writes it
-    /// covered are dropped from the page cache and are not durable, and the node gets
-    /// [`Node::on_sync_failed`] instead of [`Node::on_synced`].
+    /// The node's next sync fails, as a failed `fsync` can: the writes it covered are
+    /// dropped from the page cache and are not durable. If it is a [`crate::Context::sync`]
+    /// completing, the node gets [`Node::on_sync_failed`] instead of [`Node::on_synced`];
+    /// if it is a synchronous sync through [`crate::Disk::storage`] (`sync_data`,
+    /// `sync_dir`), that call returns an `io::Error`.
     FailNextSync(NodeId),
     /// The node's disk is full from now on: its files may hold no more bytes than they
     /// hold now, and a write or length change that would grow them fails with
@@ -377,7 +379,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             }
             Action::FailNextSync(id) => {
                 if valid(id) {
-                    self.slots[slot_of(id)].failing_syncs += 1;
+                    self.slots[slot_of(id)].disk.fail_next_sync();
                     self.log(S, Fault::FailNextSync { node: id });
                 }
             }
@@ -404,7 +406,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.log(FaultSource::Heal, Fault::AllHealed);
         for i in 0..self.config.nodes {
             let id = node_at(i);
-            self.slots[i].failing_syncs = 0;
+            self.slots[i].disk.clear_failing_syncs();
             self.slots[i].disk.free();
             match self.slots[i].state {
                 NodeState::Crashed => self.restart(id, FaultSource::Heal),

@@ -64,8 +64,6 @@ struct Slot<N: Node> {
     disk: Disk,
     clock: NodeClock,
     incarnation: u32,
-    /// How many of the next sync completions fail ([`Action::FailNextSync`]).
-    failing_syncs: u32,
     state: NodeState,
     parked: Vec<Event<N>>,
 }
@@ -310,7 +308,6 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     disk: Disk::new(disk_seeds.next_u64()),
                     clock: NodeClock::new(offset),
                     incarnation: 0,
-                    failing_syncs: 0,
                     state: NodeState::Crashed,
                     parked: Vec::new(),
                 }
@@ -638,8 +635,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 }
                 // The disk's bookkeeping cannot fail: only a node's own writes meet a full
                 // disk, and its capacity is lifted for the sync's undo and redo steps.
-                if slot.failing_syncs > 0 {
-                    slot.failing_syncs -= 1;
+                if ctx.disk.take_failed_sync() {
                     ctx.disk
                         .fail_through(point)
                         .expect("simulated disk bookkeeping");

@@ -18,14 +18,30 @@
 //! at the completion: the disk keeps, for every write not yet covered by a sync, the bytes
 //! it overwrote; at the completion it undoes the later writes, syncs, and redoes them, so
 //! that they stay unsynced. (Directory changes are synced whole at the completion.)
+//!
+//! [`Disk::storage`] hands out the same disk as a `synod_wal::Storage` ([`DiskStorage`]):
+//! its writes go through the same bookkeeping, and its `sync_data` and `sync_dir` are
+//! synchronous (durable when they return), as they are to a real process.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 pub use synod_wal::testing::CrashMode;
 use synod_wal::testing::{FaultyFile, FaultyStorage};
 use synod_wal::{Storage, StorageFile};
+
+mod storage;
+#[cfg(test)]
+mod wal_tests;
+
+pub use storage::{DiskFile, DiskStorage};
+
+/// The disk's own name for a file (an inode), stable across renames and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FileId(u64);
 
 /// A write or length change not yet covered by a completed sync, with what it replaced.
 #[derive(Debug, Clone)]
@@ -60,25 +76,40 @@ pub(crate) struct CrashOutcome {
 ///
 /// Reads see every write, synced or not (as a real page cache does). Operations return
 /// `io::Result`: when the disk is full ([`crate::Action::FillDisk`]) a write or length
-/// change that would grow the files fails with `io::ErrorKind::StorageFull` and changes
+/// change that would grow the files fail with `io::ErrorKind::StorageFull` and changes
 /// nothing.
+///
+/// [`Disk::storage`] hands out the same disk as a [`synod_wal::Storage`], for code written
+/// against real files (a `synod_wal::Wal`, a production log store).
 pub struct Disk {
+    state: Arc<Mutex<State>>,
+}
+
+/// Everything a disk holds, shared by the [`Disk`] and every [`DiskStorage`] handle.
+struct State {
     storage: FaultyStorage,
-    /// Open handles, dropped at a crash (they stop working then).
-    files: BTreeMap<String, FaultyFile>,
+    /// The files this disk has a handle to, by name.
+    names: BTreeMap<String, FileId>,
+    /// A handle to every file in `names`, dropped at a crash (they stop working then).
+    handles: BTreeMap<FileId, FaultyFile>,
     /// Per file, the writes not yet covered by a completed sync, in issue order.
-    log: BTreeMap<String, Vec<Logged>>,
+    log: BTreeMap<FileId, Vec<Logged>>,
+    /// The id of the next file opened or created.
+    next_id: u64,
     /// The sequence number of the next write.
     next_seq: u64,
     /// The capacity set by [`Disk::fill`], if the disk is full.
     capacity_bytes: Option<u64>,
+    /// How many of the next syncs fail ([`crate::Action::FailNextSync`]).
+    failing_syncs: u32,
 }
 
 impl fmt::Debug for Disk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
         f.debug_struct("Disk")
-            .field("files", &self.storage.file_names())
-            .field("unsynced_ops", &self.storage.unsynced_ops())
+            .field("files", &state.storage.file_names())
+            .field("unsynced_ops", &state.storage.unsynced_ops())
             .finish_non_exhaustive()
     }
 }
@@ -88,24 +119,26 @@ impl Disk {
     #[must_use]
     pub fn new(seed: u64) -> Self {
         Disk {
-            storage: FaultyStorage::new(seed),
-            files: BTreeMap::new(),
-            log: BTreeMap::new(),
-            next_seq: 0,
-            capacity_bytes: None,
+            state: Arc::new(Mutex::new(State {
+                storage: FaultyStorage::new(seed),
+                names: BTreeMap::new(),
+                handles: BTreeMap::new(),
+                log: BTreeMap::new(),
+                next_id: 0,
+                next_seq: 0,
+                capacity_bytes: None,
+                failing_syncs: 0,
+            })),
         }
     }
 
-    fn handle(&mut self, file: &str) -> io::Result<&FaultyFile> {
-        if !self.files.contains_key(file) {
-            let handle = match self.storage.open(file) {
-                Ok(h) => h,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.storage.create(file)?,
-                Err(e) => return Err(e),
-            };
-            self.files.insert(file.to_owned(), handle);
-        }
-        Ok(&self.files[file])
+    /// This disk as a [`synod_wal::Storage`]: a handle (cheap to clone, `Send + Sync`) for
+    /// code that writes files through `synod-wal`'s storage traits, such as a
+    /// `synod_wal::Wal` or a production log store, so that it runs unchanged on the
+    /// simulated disk. See [`DiskStorage`] for what its syncs mean.
+    #[must_use]
+    pub fn storage(&self) -> DiskStorage {
+        DiskStorage::new(Arc::clone(&self.state))
     }
 
     /// A copy of the current contents of `file` (including unsynced writes), or `None` if
@@ -113,13 +146,13 @@ impl Disk {
     /// working state in memory.
     #[must_use]
     pub fn read(&self, file: &str) -> Option<Vec<u8>> {
-        self.storage.contents(file)
+        self.state.lock().storage.contents(file)
     }
 
     /// The length of `file`, or `None` if it does not exist.
     #[must_use]
     pub fn len(&self, file: &str) -> Option<u64> {
-        self.storage.contents(file).map(|c| c.len() as u64)
+        self.read(file).map(|c| c.len() as u64)
     }
 
     /// Writes `data` at `offset` in `file`, creating it and zero-filling any gap.
@@ -129,7 +162,218 @@ impl Disk {
     /// `StorageFull` if the disk is full and the write would grow the file (nothing is
     /// written then), or the storage's error.
     pub fn write(&mut self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
-        let handle = self.handle(file)?;
+        let mut state = self.state.lock();
+        let id = state.open_or_create(file)?;
+        state.write(id, None, offset, data)
+    }
+
+    /// Appends `data` to `file`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Disk::write`].
+    pub fn append(&mut self, file: &str, data: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let id = state.open_or_create(file)?;
+        let len = state.handles[&id].len()?;
+        state.write(id, None, len, data)
+    }
+
+    /// Sets the length of `file`, cutting it or extending it with zeros.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Disk::write`].
+    pub fn set_len(&mut self, file: &str, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let id = state.open_or_create(file)?;
+        state.set_len(id, None, len)
+    }
+
+    /// Renames `from` to `to` atomically, replacing `to`. Durable after the next sync.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `from` does not exist, or the storage's error.
+    pub fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.state.lock().rename(from, to)
+    }
+
+    /// Removes `file`. Until a later sync completes, a crash may bring it back.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if it does not exist, or the storage's error.
+    pub fn remove(&mut self, file: &str) -> io::Result<()> {
+        self.state.lock().remove(file)
+    }
+
+    /// The names of the existing files, sorted.
+    #[must_use]
+    pub fn file_names(&self) -> Vec<String> {
+        self.state.lock().storage.file_names()
+    }
+
+    /// The number of writes and directory changes not yet durable.
+    #[must_use]
+    pub fn unsynced_ops(&self) -> usize {
+        self.state.lock().storage.unsynced_ops()
+    }
+
+    /// The point a sync requested now covers: every write issued before it.
+    pub(crate) fn sync_point(&self) -> u64 {
+        self.state.lock().next_seq
+    }
+
+    /// Makes every write issued before `point` durable, and the directory; writes issued
+    /// since stay unsynced.
+    pub(crate) fn sync_through(&mut self, point: u64) -> io::Result<()> {
+        self.state
+            .lock()
+            .without_capacity(|s| s.sync_through(point))
+    }
+
+    /// Makes the next sync of this disk fail, whether it is a [`crate::Context::sync`]
+    /// completing or a synchronous sync through [`Disk::storage`].
+    pub(crate) fn fail_next_sync(&mut self) {
+        self.state.lock().failing_syncs += 1;
+    }
+
+    /// Whether the sync completing now must fail, as [`Disk::fail_next_sync`] asked; counts
+    /// it as the failed one if so.
+    pub(crate) fn take_failed_sync(&mut self) -> bool {
+        self.state.lock().take_failed_sync()
+    }
+
+    /// Cancels every failure [`Disk::fail_next_sync`] queued that has not happened.
+    pub(crate) fn clear_failing_syncs(&mut self) {
+        self.state.lock().failing_syncs = 0;
+    }
+
+    /// Fills the disk: from now on, a write or length change that would make the files
+    /// hold more bytes than they do now fails with `StorageFull`. [`Disk::free`] undoes it.
+    pub(crate) fn fill(&mut self) {
+        let mut state = self.state.lock();
+        let used: u64 = state
+            .storage
+            .file_names()
+            .iter()
+            .filter_map(|name| state.storage.contents(name))
+            .map(|c| c.len() as u64)
+            .sum();
+        state.capacity_bytes = Some(used);
+        state.storage.set_capacity_bytes(state.capacity_bytes);
+    }
+
+    /// Removes the limit set by [`Disk::fill`].
+    pub(crate) fn free(&mut self) {
+        let mut state = self.state.lock();
+        state.capacity_bytes = None;
+        state.storage.set_capacity_bytes(None);
+    }
+
+    /// Whether the disk is full ([`crate::Action::FillDisk`]): writes that would grow its
+    /// files fail with `StorageFull`.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.state.lock().capacity_bytes.is_some()
+    }
+
+    /// A failed sync of every write issued before `point`, as Linux may handle a failed
+    /// `fsync`: those writes are dropped from the page cache (the files read as if they had
+    /// never been made) and are not durable; writes issued since stay, unsynced, over the
+    /// older contents (a gap one leaves past the end of a file reads as zeros). Directory
+    /// changes are left unsynced.
+    pub(crate) fn fail_through(&mut self, point: u64) -> io::Result<()> {
+        self.state
+            .lock()
+            .without_capacity(|s| s.fail_through(point))
+    }
+
+    /// After `ops` more mutating operations, every further one fails, as if the process had
+    /// died part-way; the next crash lifts it.
+    #[cfg(test)]
+    pub(crate) fn halt_after(&mut self, ops: Option<u64>) {
+        self.state.lock().storage.halt_after(ops);
+    }
+
+    /// Crashes the disk: open handles are dropped and unsynced data treated as `mode` says.
+    pub(crate) fn crash(&mut self, mode: CrashMode) -> CrashOutcome {
+        let mut state = self.state.lock();
+        let before = state.storage.stats();
+        let unsynced = state.storage.unsynced_ops() > 0;
+        state.names.clear();
+        state.handles.clear();
+        state.log.clear();
+        let report = state.storage.crash(mode);
+        let after = state.storage.stats();
+        CrashOutcome {
+            unsynced,
+            torn: after.torn_writes > before.torn_writes,
+            bit_flipped: after.bits_flipped > before.bits_flipped,
+            report,
+        }
+    }
+}
+
+impl State {
+    fn new_id(&mut self) -> FileId {
+        let id = FileId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// The id of the existing file `name`, giving it one (and a handle) on first use.
+    fn open(&mut self, name: &str) -> io::Result<FileId> {
+        if let Some(&id) = self.names.get(name) {
+            return Ok(id);
+        }
+        let handle = self.storage.open(name)?;
+        let id = self.new_id();
+        self.names.insert(name.to_owned(), id);
+        self.handles.insert(id, handle);
+        Ok(id)
+    }
+
+    fn open_or_create(&mut self, name: &str) -> io::Result<FileId> {
+        match self.open(name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create(name),
+            other => other,
+        }
+    }
+
+    /// Creates an empty file `name`, replacing any file of that name.
+    fn create(&mut self, name: &str) -> io::Result<FileId> {
+        let handle = self.storage.create(name)?;
+        self.forget(name);
+        let id = self.new_id();
+        self.names.insert(name.to_owned(), id);
+        self.handles.insert(id, handle);
+        Ok(id)
+    }
+
+    /// Drops the name `name` and, with it, the bookkeeping of its file: an unlinked file's
+    /// writes no longer matter to a crash once the directory is synced, and every completed
+    /// sync syncs the directory. (An open [`DiskFile`] on it keeps working, unlogged.)
+    fn forget(&mut self, name: &str) {
+        if let Some(id) = self.names.remove(name) {
+            self.handles.remove(&id);
+            self.log.remove(&id);
+        }
+    }
+
+    /// Writes through the disk's bookkeeping: `handle` if given (a [`DiskFile`]'s own),
+    /// else the disk's handle to `id`. A file the disk no longer names is written as is.
+    fn write(
+        &mut self,
+        id: FileId,
+        handle: Option<&FaultyFile>,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let Some(handle) = handle.or_else(|| self.handles.get(&id)) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
         let old_len = handle.len()?;
         let old = read_range(
             handle,
@@ -138,7 +382,7 @@ impl Disk {
         )?;
         write_all(handle, offset, data)?;
         self.record(
-            file,
+            id,
             LoggedOp::Write {
                 offset,
                 data: data.to_vec(),
@@ -149,96 +393,54 @@ impl Disk {
         Ok(())
     }
 
-    fn record(&mut self, file: &str, op: LoggedOp, old_len: u64, old: Vec<u8>) {
+    /// Sets a file's length through the disk's bookkeeping, as [`State::write`] writes.
+    fn set_len(&mut self, id: FileId, handle: Option<&FaultyFile>, len: u64) -> io::Result<()> {
+        let Some(handle) = handle.or_else(|| self.handles.get(&id)) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        let old_len = handle.len()?;
+        let old = read_range(handle, len, old_len)?;
+        handle.set_len(len)?;
+        self.record(id, LoggedOp::SetLen { len }, old_len, old);
+        Ok(())
+    }
+
+    fn record(&mut self, id: FileId, op: LoggedOp, old_len: u64, old: Vec<u8>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Logged {
+        if !self.handles.contains_key(&id) {
+            return; // unlinked: nothing to set aside at a sync
+        }
+        self.log.entry(id).or_default().push(Logged {
             seq,
             op,
             old_len,
             old,
-        };
-        match self.log.get_mut(file) {
-            Some(ops) => ops.push(entry),
-            None => {
-                self.log.insert(file.to_owned(), vec![entry]);
-            }
-        }
+        });
     }
 
-    /// Appends `data` to `file`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Disk::write`].
-    pub fn append(&mut self, file: &str, data: &[u8]) -> io::Result<()> {
-        let len = self.handle(file)?.len()?;
-        self.write(file, len, data)
-    }
-
-    /// Sets the length of `file`, cutting it or extending it with zeros.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Disk::write`].
-    pub fn set_len(&mut self, file: &str, len: u64) -> io::Result<()> {
-        let handle = self.handle(file)?;
-        let old_len = handle.len()?;
-        let old = read_range(handle, len, old_len)?;
-        handle.set_len(len)?;
-        self.record(file, LoggedOp::SetLen { len }, old_len, old);
-        Ok(())
-    }
-
-    /// Renames `from` to `to` atomically, replacing `to`. Durable after the next sync.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound` if `from` does not exist, or the storage's error.
-    pub fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
         self.storage.rename(from, to)?;
-        self.files.remove(from);
-        self.files.remove(to);
-        self.log.remove(to);
-        if let Some(ops) = self.log.remove(from) {
-            self.log.insert(to.to_owned(), ops);
+        let moved = self.names.remove(from);
+        self.forget(to);
+        if let Some(id) = moved {
+            self.names.insert(to.to_owned(), id);
         }
         Ok(())
     }
 
-    /// Removes `file`. Until a later sync completes, a crash may bring it back.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound` if it does not exist, or the storage's error.
-    pub fn remove(&mut self, file: &str) -> io::Result<()> {
-        self.storage.remove(file)?;
-        self.files.remove(file);
-        self.log.remove(file);
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.storage.remove(name)?;
+        self.forget(name);
         Ok(())
     }
 
-    /// The names of the existing files, sorted.
-    #[must_use]
-    pub fn file_names(&self) -> Vec<String> {
-        self.storage.file_names()
-    }
-
-    /// The number of writes and directory changes not yet durable.
-    #[must_use]
-    pub fn unsynced_ops(&self) -> usize {
-        self.storage.unsynced_ops()
-    }
-
-    /// The point a sync requested now covers: every write issued before it.
-    pub(crate) fn sync_point(&self) -> u64 {
-        self.next_seq
-    }
-
-    /// Makes every write issued before `point` durable, and the directory; writes issued
-    /// since stay unsynced.
-    pub(crate) fn sync_through(&mut self, point: u64) -> io::Result<()> {
-        self.without_capacity(|d| d.sync_through_inner(point))
+    fn take_failed_sync(&mut self) -> bool {
+        if self.failing_syncs == 0 {
+            return false;
+        }
+        self.failing_syncs -= 1;
+        true
     }
 
     /// Runs `f` with the capacity limit lifted: the undo and redo steps of a sync are the
@@ -250,50 +452,37 @@ impl Disk {
         out
     }
 
-    /// Fills the disk: from now on, a write or length change that would make the files
-    /// hold more bytes than they do now fails with `StorageFull`. [`Disk::free`] undoes it.
-    pub(crate) fn fill(&mut self) {
-        let used: u64 = self
-            .storage
-            .file_names()
-            .iter()
-            .filter_map(|name| self.storage.contents(name))
-            .map(|c| c.len() as u64)
-            .sum();
-        self.capacity_bytes = Some(used);
-        self.storage.set_capacity_bytes(self.capacity_bytes);
-    }
-
-    /// Removes the limit set by [`Disk::fill`].
-    pub(crate) fn free(&mut self) {
-        self.capacity_bytes = None;
-        self.storage.set_capacity_bytes(None);
-    }
-
-    /// Whether the disk is full ([`crate::Action::FillDisk`]): writes that would grow its
-    /// files fail with `StorageFull`.
-    #[must_use]
-    pub fn is_full(&self) -> bool {
-        self.capacity_bytes.is_some()
-    }
-
-    /// A failed sync of every write issued before `point`, as Linux may handle a failed
-    /// `fsync`: those writes are dropped from the page cache (the files read as if they had
-    /// never been made) and are not durable; writes issued since stay, unsynced, over the
-    /// older contents (a gap one leaves past the end of a file reads as zeros). Directory
-    /// changes are left unsynced.
-    pub(crate) fn fail_through(&mut self, point: u64) -> io::Result<()> {
-        self.without_capacity(|d| d.fail_through_inner(point))
-    }
-
-    fn fail_through_inner(&mut self, point: u64) -> io::Result<()> {
-        let names: Vec<String> = self.log.keys().cloned().collect();
-        for name in names {
-            if !self.reopen(&name)? {
+    fn sync_through(&mut self, point: u64) -> io::Result<()> {
+        let ids: Vec<FileId> = self.log.keys().copied().collect();
+        for id in ids {
+            let handle = &self.handles[&id];
+            let ops = self.log.get_mut(&id).expect("listed above");
+            let covered = ops.iter().take_while(|o| o.seq < point).count();
+            if covered == 0 {
                 continue;
             }
-            let handle = &self.files[&name];
-            let ops = self.log.get_mut(&name).expect("listed above");
+            let late = ops.split_off(covered);
+            // Set the later writes aside, sync, and put them back: they stay unsynced.
+            for o in late.iter().rev() {
+                undo(handle, o)?;
+            }
+            handle.sync_data()?;
+            for o in &late {
+                redo(handle, &o.op)?;
+            }
+            *ops = late;
+            if ops.is_empty() {
+                self.log.remove(&id);
+            }
+        }
+        self.storage.sync_dir()
+    }
+
+    fn fail_through(&mut self, point: u64) -> io::Result<()> {
+        let ids: Vec<FileId> = self.log.keys().copied().collect();
+        for id in ids {
+            let handle = &self.handles[&id];
+            let ops = self.log.get_mut(&id).expect("listed above");
             let covered = ops.iter().take_while(|o| o.seq < point).count();
             if covered == 0 {
                 continue;
@@ -319,74 +508,39 @@ impl Disk {
             }
             *ops = late;
             if ops.is_empty() {
-                self.log.remove(&name);
+                self.log.remove(&id);
             }
         }
         Ok(())
     }
 
-    /// Makes sure `name` has a handle (a renamed file has none under its new name); false
-    /// if the file no longer exists, whose log entries are then dropped.
-    fn reopen(&mut self, name: &str) -> io::Result<bool> {
-        if self.files.contains_key(name) {
-            return Ok(true);
-        }
-        match self.storage.open(name) {
-            Ok(h) => {
-                self.files.insert(name.to_owned(), h);
-                Ok(true)
+    /// A synchronous sync of one file (`StorageFile::sync_data` through a [`DiskStorage`]):
+    /// every write to it so far is durable when it returns. If a failure is queued, it fails
+    /// instead, as [`Disk::fail_through`] fails a sync: the file's unsynced writes are
+    /// dropped from the page cache.
+    fn sync_file(&mut self, id: FileId, handle: &FaultyFile) -> io::Result<()> {
+        if self.take_failed_sync() {
+            if let Some(ops) = self.log.remove(&id) {
+                self.without_capacity(|_| ops.iter().rev().try_for_each(|o| undo(handle, o)))?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.log.remove(name);
-                Ok(false)
-            }
-            Err(e) => Err(e),
+            return Err(io::Error::other(
+                "simulated fsync failure: the file's unsynced writes are lost",
+            ));
         }
+        handle.sync_data()?;
+        self.log.remove(&id);
+        Ok(())
     }
 
-    fn sync_through_inner(&mut self, point: u64) -> io::Result<()> {
-        let names: Vec<String> = self.log.keys().cloned().collect();
-        for name in names {
-            if !self.reopen(&name)? {
-                continue;
-            }
-            let handle = &self.files[&name];
-            let ops = self.log.get_mut(&name).expect("listed above");
-            let covered = ops.iter().take_while(|o| o.seq < point).count();
-            if covered == 0 {
-                continue;
-            }
-            let late = ops.split_off(covered);
-            // Set the later writes aside, sync, and put them back: they stay unsynced.
-            for o in late.iter().rev() {
-                undo(handle, o)?;
-            }
-            handle.sync_data()?;
-            for o in &late {
-                redo(handle, &o.op)?;
-            }
-            *ops = late;
-            if ops.is_empty() {
-                self.log.remove(&name);
-            }
+    /// A synchronous sync of the directory (`Storage::sync_dir` through a
+    /// [`DiskStorage`]); a queued failure fails it, leaving the changes unsynced.
+    fn sync_dir(&mut self) -> io::Result<()> {
+        if self.take_failed_sync() {
+            return Err(io::Error::other(
+                "simulated fsync failure of the directory: its changes are not durable",
+            ));
         }
         self.storage.sync_dir()
-    }
-
-    /// Crashes the disk: open handles are dropped and unsynced data treated as `mode` says.
-    pub(crate) fn crash(&mut self, mode: CrashMode) -> CrashOutcome {
-        let before = self.storage.stats();
-        let unsynced = self.storage.unsynced_ops() > 0;
-        self.files.clear();
-        self.log.clear();
-        let report = self.storage.crash(mode);
-        let after = self.storage.stats();
-        CrashOutcome {
-            unsynced,
-            torn: after.torn_writes > before.torn_writes,
-            bit_flipped: after.bits_flipped > before.bits_flipped,
-            report,
-        }
     }
 }
 
@@ -629,5 +783,82 @@ mod tests {
         d.crash(CrashMode::DropUnsynced);
         assert_eq!(d.read("state").as_deref(), Some(&b"new"[..]));
         assert_eq!(d.file_names(), vec!["state".to_owned()]);
+    }
+
+    #[test]
+    fn writes_through_the_storage_are_set_aside_by_an_earlier_asynchronous_sync() {
+        let mut d = Disk::new(11);
+        let storage = d.storage();
+        let f = storage.create("f").expect("create");
+        synod_wal::storage::write_all_at(&f, b"early", 0).expect("write");
+        let p = d.sync_point();
+        synod_wal::storage::write_all_at(&f, b"-late", 5).expect("write");
+        d.append("g", b"named").expect("the named API too");
+        d.sync_through(p).expect("sync");
+        assert_eq!(d.read("f").as_deref(), Some(&b"early-late"[..]));
+        d.crash(CrashMode::DropUnsynced);
+        assert_eq!(d.read("f").as_deref(), Some(&b"early"[..]));
+        assert_eq!(d.read("g").as_deref(), Some(&b""[..]));
+        // A handle from before the crash stops working.
+        let mut buf = [0u8; 1];
+        assert!(f.read_at(&mut buf, 0).is_err() && f.write_at(b"x", 0).is_err());
+    }
+
+    #[test]
+    fn sync_data_and_sync_dir_make_data_durable_at_once() {
+        let d = Disk::new(12);
+        let storage = d.storage();
+        let f = storage.create("snap.tmp").expect("create");
+        synod_wal::storage::write_all_at(&f, b"snapshot", 0).expect("write");
+        f.sync_data().expect("sync");
+        storage.rename("snap.tmp", "snap").expect("rename");
+        // Still the same file under its new name, and still logged.
+        synod_wal::storage::write_all_at(&f, b"!", 8).expect("write after rename");
+        storage.sync_dir().expect("sync dir");
+        let mut d = d;
+        assert_eq!(d.unsynced_ops(), 1);
+        d.crash(CrashMode::DropUnsynced);
+        assert_eq!(d.read("snap").as_deref(), Some(&b"snapshot"[..]));
+        assert_eq!(d.file_names(), vec!["snap".to_owned()]);
+    }
+
+    #[test]
+    fn a_queued_sync_failure_reaches_sync_data_and_sync_dir_as_an_error() {
+        let mut d = Disk::new(13);
+        let storage = d.storage();
+        let f = storage.create("f").expect("create");
+        storage.sync_dir().expect("sync dir");
+        synod_wal::storage::write_all_at(&f, b"durable", 0).expect("write");
+        f.sync_data().expect("sync");
+        synod_wal::storage::write_all_at(&f, b"-lost", 7).expect("write");
+        d.fail_next_sync();
+        f.sync_data().expect_err("the queued failure");
+        // The failed sync dropped the file's unsynced writes from the page cache.
+        assert_eq!(d.read("f").as_deref(), Some(&b"durable"[..]));
+        storage.create("g").expect("create");
+        d.fail_next_sync();
+        storage.sync_dir().expect_err("the queued failure");
+        d.crash(CrashMode::DropUnsynced);
+        assert_eq!(d.read("f").as_deref(), Some(&b"durable"[..]));
+        assert_eq!(
+            d.read("g"),
+            None,
+            "a failed directory sync made nothing durable"
+        );
+        // One failure each: the next syncs succeed.
+        assert!(!d.take_failed_sync());
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_through_the_storage() {
+        let mut d = Disk::new(14);
+        let storage = d.storage();
+        let f = storage.create("f").expect("create");
+        synod_wal::storage::write_all_at(&f, b"1234", 0).expect("write");
+        d.fill();
+        let err = f.write_at(b"5", 4).expect_err("full");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        f.write_at(b"ab", 0).expect("an overwrite needs no space");
+        assert_eq!(d.read("f").as_deref(), Some(&b"ab34"[..]));
     }
 }

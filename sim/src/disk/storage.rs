@@ -1,0 +1,155 @@
+//! A simulated [`Disk`](super::Disk) as a `synod_wal::Storage`, so that code written for real
+//! files (a `synod_wal::Wal`, a production log store) runs on it unchanged.
+//!
+//! What its syncs mean is documented on [`DiskStorage`].
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use synod_wal::testing::FaultyFile;
+use synod_wal::{Storage, StorageFile};
+
+use super::{FileId, State};
+
+/// A simulated [`Disk`](crate::Disk) as a `synod_wal::Storage`, from
+/// [`Disk::storage`](crate::Disk::storage). Clones share the disk.
+///
+/// Every write through a [`DiskFile`] goes through the disk's bookkeeping, exactly as a
+/// write through [`Disk::write`](crate::Disk::write) does: it is readable at once, counts
+/// against a full disk's limit, and is set aside when an asynchronous
+/// [`Context::sync`](crate::Context::sync) requested before it completes. The two kinds of
+/// sync differ only in when they happen:
+///
+/// - [`StorageFile::sync_data`] and [`Storage::sync_dir`] are synchronous, as `fdatasync`
+///   and a directory `fsync` are to the thread that calls them: when they return `Ok`, the
+///   file's writes so far (or the directory's changes so far) are durable, and no crash can
+///   take them back. A store that syncs a snapshot file and its directory before writing
+///   the record that names it is tested on exactly that order.
+/// - [`Context::sync`](crate::Context::sync) is asynchronous: it covers every write issued
+///   before it, through either interface, and makes them durable when it completes.
+///
+/// A failure queued by [`Action::FailNextSync`](crate::Action::FailNextSync) fails the
+/// disk's next sync of either kind. A failed `sync_data` returns an `io::Error` and drops the
+/// file's unsynced writes from the page cache (the file reads as it was at its last sync);
+/// a failed `sync_dir` returns an `io::Error` and leaves the directory's changes unsynced.
+/// A crash stops every handle opened before it: their operations fail from then on.
+///
+/// ```
+/// use synod_sim::Disk;
+/// use synod_wal::{SyncPolicy, Wal, WalConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let disk = Disk::new(7);
+/// let config = WalConfig::builder().sync_policy(SyncPolicy::Manual).build()?;
+/// let (wal, _) = Wal::open(disk.storage(), config.clone())?;
+/// wal.append(b"hello".to_vec())?;
+/// wal.sync()?; // synchronous: durable now
+/// drop(wal);
+/// let (wal, _) = Wal::open(disk.storage(), config)?;
+/// assert_eq!(&wal.read(wal.last_index())?[..], b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DiskStorage {
+    state: Arc<Mutex<State>>,
+}
+
+impl DiskStorage {
+    pub(super) fn new(state: Arc<Mutex<State>>) -> Self {
+        DiskStorage { state }
+    }
+
+    fn file(&self, id: FileId, handle: FaultyFile) -> DiskFile {
+        DiskFile {
+            state: Arc::clone(&self.state),
+            id,
+            handle,
+        }
+    }
+}
+
+impl fmt::Debug for DiskStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskStorage")
+            .field("files", &self.state.lock().storage.file_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage for DiskStorage {
+    type File = DiskFile;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state.lock().storage.file_names())
+    }
+
+    fn open(&self, name: &str) -> io::Result<DiskFile> {
+        let mut state = self.state.lock();
+        let id = state.open(name)?;
+        let handle = state.storage.open(name)?;
+        Ok(self.file(id, handle))
+    }
+
+    fn create(&self, name: &str) -> io::Result<DiskFile> {
+        let mut state = self.state.lock();
+        let id = state.create(name)?;
+        let handle = state.storage.open(name)?;
+        Ok(self.file(id, handle))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.state.lock().rename(from, to)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.state.lock().remove(name)
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.state.lock().sync_dir()
+    }
+}
+
+/// A file of a [`DiskStorage`]. It keeps working after a rename or removal of its name, as
+/// an open file does, and stops at a crash.
+pub struct DiskFile {
+    state: Arc<Mutex<State>>,
+    id: FileId,
+    /// Its own handle to the file (the disk's follows the name, this one the file).
+    handle: FaultyFile,
+}
+
+impl fmt::Debug for DiskFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskFile")
+            .field("id", &self.id.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageFile for DiskFile {
+    fn len(&self) -> io::Result<u64> {
+        self.handle.len()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.handle.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.state
+            .lock()
+            .write(self.id, Some(&self.handle), offset, buf)?;
+        Ok(buf.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.state.lock().set_len(self.id, Some(&self.handle), len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.state.lock().sync_file(self.id, &self.handle)
+    }
+}
