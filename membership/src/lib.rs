@@ -1,25 +1,147 @@
-//! Cluster membership: failure detection, gossip, emergent leader, leases and watches.
+//! Cluster membership: failure detection and gossip dissemination, as I/O-free state
+//! machines.
+//!
+//! A cluster whose members come and go needs every member to know who else is up, without a
+//! central registry that could itself fail. This crate gives each member that knowledge:
+//! heartbeat failure detectors as plain values, and [`Member`], a SWIM member with
+//! Lifeguard's refinements that detects failures and spreads what it learns by gossip. It
+//! is written on `synod-node`'s contract, so the same member runs under `synod-sim`'s
+//! deterministic simulation and behind any transport a user brings, as foca is embedded.
 //!
 //! # Patterns
 //!
 //! From *Patterns of Distributed Systems* (Unmesh Joshi):
 //!
-//! - **HeartBeat** (for failure detection): [`FixedTimeout`] and the phi accrual detector
-//!   [`PhiAccrual`], plain values fed with heartbeat times and asked about a time.
-//! - **Gossip Dissemination**: versioned state exchanged with a few random peers (not yet).
-//! - **Emergent Leader**: the oldest live member coordinates, without an election (not yet).
-//! - **Lease**: a time-bound grant with fencing tokens (not yet).
-//! - **State Watch**: change notifications that resume from a log index (not yet).
+//! - **HeartBeat** (as failure detection): [`FixedTimeout`] and the phi accrual detector
+//!   [`PhiAccrual`], fed with heartbeat times and asked about a time; and SWIM's probes
+//!   inside [`Member`], where an acknowledged probe is the heartbeat.
+//! - **Gossip Dissemination**: every change a member learns rides, a bounded number of
+//!   times, on the probes it sends anyway, and a periodic push-pull sync exchanges whole
+//!   views, so that news reaches every member in `O(log n)` rounds and a healed partition
+//!   always merges.
+//! - **Emergent Leader**, **Lease**, **State Watch**: not built yet.
+//!
+//! # How a member works
+//!
+//! Every protocol period (`probe_interval_ms`) a member probes one other, in a round-robin
+//! order shuffled at every pass, so that every member is probed within two passes:
+//!
+//! 1. It sends a `Ping`; an `Ack` within `probe_timeout_ms` ends the probe.
+//! 2. Otherwise it asks `k` other members (`PingReq`) to probe the target for it; any
+//!    `IndirectAck` before the period ends is as good as an `Ack`. A relay that hears
+//!    nothing sends a `Nack`, which tells the asker its own messages are getting through.
+//! 3. A target that answered neither way is *suspected*: the suspicion is gossiped, and
+//!    every member that hears it starts a timer. A suspected member that hears of it
+//!    *refutes* by raising its incarnation number and gossiping itself alive; only the
+//!    member itself raises its incarnation, and between two updates about a member the
+//!    larger `(generation, incarnation, state)` wins ([`Update::precedence`]). A
+//!    suspicion that times out unrefuted makes the member *dead*.
+//!
+//! Lifeguard (Dadgar, Phillips and Currey, 2018) adds three things, each switched on with
+//! [`MemberConfigBuilder::lifeguard`]: a *local health* score that grows when this member
+//! misses acks and nacks (a sign that it is the slow one) and multiplies its own probe
+//! interval and timeout; a suspicion timeout that starts at `suspicion_max_mult` times the
+//! base and shrinks towards it as independent members confirm the suspicion; and the
+//! *buddy system*: a message to a suspected member tells it so, so it refutes at once.
+//!
+//! Gossip: each change is queued once per member and sent on the next messages, least
+//! sent first, as many as fit in `message_bytes_max`, each at most
+//! `retransmit_mult × ceil(log10(n + 1))` times. Every `push_pull_interval_ms` a member
+//! syncs its whole view with one other: a live member, or, half the time when there are
+//! any, a seed or a member it believes dead. That re-announce is what merges the two sides
+//! of a healed partition, which believe each other dead and so would never probe each
+//! other. Deaths in a sync count only as suspicions (the sender may have been cut off), and
+//! a member learns of another only from news that it is alive, so that stale gossip about
+//! a member already forgotten never brings its tombstone back.
+//!
+//! Restarts: a member's *generation* is the only thing it persists. Each start persists
+//! the last generation plus one (an `Effect::Persist` of a [`MemberWrite`]) and sends
+//! nothing until it is durable, so two starts never share a generation, and a restarted
+//! member's updates replace everything said about its earlier starts, dead or alive. Dead
+//! members are kept as tombstones for `dead_reap_ms`, then forgotten.
+//!
+//! Every limit is explicit in [`MemberConfig`]: members kept (`members_max`; a full view
+//! drops its oldest tombstone first), gossip updates queued, indirect probes relayed at
+//! once, and the bytes of a message and of a sync. A member reads no clock: its timers are
+//! one `Effect::WakeAt`.
+//!
+//! # Example
+//!
+//! Two members, stepped by hand: member 2 starts, makes its generation durable and joins
+//! through member 1; member 1 learns of it from the join.
+//!
+//! ```
+//! use synod_membership::{Member, MemberConfig, MemberState, Message};
+//! use synod_node::{Effect, Input, NodeId, PersistToken, Protocol, Time};
+//!
+//! let (one, two) = (NodeId::new(1), NodeId::new(2));
+//! let mut a = Member::start(MemberConfig::builder(one, 1).build()?, 0);
+//! let mut b = Member::start(MemberConfig::builder(two, 2).seeds([one]).build()?, 0);
+//! let now = Time::from_millis(10);
+//!
+//! // Deliver every message `from` sends to `to`, and drop everything else.
+//! fn deliver(from: &mut Member, to: &mut Member, now: Time) -> usize {
+//!     let sent: Vec<Message> = std::iter::from_fn(|| from.poll())
+//!         .filter_map(|e| match e {
+//!             Effect::Send { message, .. } => Some(message),
+//!             _ => None,
+//!         })
+//!         .collect();
+//!     for message in &sent {
+//!         // What a transport would do: bytes on the wire, checked on the way in.
+//!         let bytes = message.encode();
+//!         let message = Message::decode(&bytes, 65_536).expect("a valid message");
+//!         to.handle(now, Input::Message { from: from.config().id(), message });
+//!     }
+//!     sent.len()
+//! }
+//!
+//! // Each start persists its generation first and sends nothing until it is durable.
+//! for m in [&mut a, &mut b] {
+//!     assert!(matches!(m.poll(), Some(Effect::Persist { .. })));
+//!     m.handle(now, Input::Persisted(PersistToken(1)));
+//! }
+//! assert_eq!(deliver(&mut b, &mut a, now), 1); // b's join: a sync of its view
+//! assert_eq!(a.state_of(two), Some(MemberState::Alive));
+//! assert_eq!(deliver(&mut a, &mut b, now), 1); // a's answer: its own view
+//! assert_eq!(b.live_members(), [one, two]);
+//! # Ok::<(), synod_membership::ConfigError>(())
+//! ```
+//!
+//! Under `synod-sim`, `synod_sim::ProtocolNode` drives a member with a `ProtocolStore` that
+//! appends each [`MemberWrite`] to a file and starts the member from the largest one; this
+//! crate's tests run clusters of up to 128 members that way, with loss, slow links,
+//! pauses, crashes, restarts and partitions.
 //!
 //! # What it does not do
 //!
-//! No I/O: every detector and protocol takes time and messages as values, and reads no
-//! clock.
+//! - No I/O: a driver carries the messages (encoded with [`Message::encode`], checked with
+//!   [`Message::decode`]), makes the generation durable and delivers the wake-ups.
+//! - No authentication or encryption of messages: `from` is whoever the driver says.
+//! - A member identifies others by `NodeId` only; addresses are the transport's business.
+//! - No application state rides on the gossip yet (only membership), and no leader.
+//!
+//! # Crate features
+//!
+//! - `broken` (off by default): deliberately broken variants
+//!   (`MemberConfigBuilder::broken_without_refutation`,
+//!   `MemberConfigBuilder::broken_without_push_pull`), which this crate's tests run to show
+//!   that their checkers catch them. Never in a build that serves members.
 //!
 //! # Sibling crates
 //!
-//! `synod-node` holds the contract (`Time`, `NodeId`, `Rng`) this crate is written on.
+//! `synod-node` holds the contract (`Time`, `NodeId`, `Rng`, `Protocol`) this crate is
+//! written on; `synod-sim` runs a cluster of members deterministically; `synod-transport`
+//! can carry their messages between processes.
 
+mod config;
 mod detector;
+mod member;
+mod wire;
 
+pub use config::{ConfigError, MESSAGE_BYTES_MIN, MemberConfig, MemberConfigBuilder};
 pub use detector::{FixedTimeout, PhiAccrual, PhiConfig, PhiConfigError, PhiModel};
+pub use member::{
+    Member, MemberEvent, MemberInfo, MemberRequest, MemberResponse, MemberStats, MemberWrite,
+};
+pub use wire::{Body, DecodeError, MemberState, Message, Update, WIRE_VERSION};

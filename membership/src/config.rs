@@ -1,0 +1,343 @@
+//! The configuration of a [`Member`](crate::Member): timing, limits and seeds, validated once.
+
+use std::fmt;
+use std::time::Duration;
+
+use synod_node::NodeId;
+
+use crate::wire::UPDATE_BYTES_MAX;
+
+/// How a [`Member`](crate::Member) probes, suspects, gossips and syncs, and the limit on
+/// everything it keeps. Built with [`MemberConfig::builder`]; the defaults are
+/// hashicorp/memberlist's LAN settings where it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub(crate) id: NodeId,
+    pub(crate) seeds: Vec<NodeId>,
+    pub(crate) rng_seed: u64,
+    pub(crate) probe_interval_ms: u64,
+    pub(crate) probe_timeout_ms: u64,
+    pub(crate) indirect_probes: usize,
+    pub(crate) suspicion_mult: u32,
+    pub(crate) suspicion_max_mult: u32,
+    pub(crate) awareness_max: u32,
+    pub(crate) retransmit_mult: u32,
+    pub(crate) push_pull_interval_ms: u64,
+    pub(crate) dead_reap_ms: u64,
+    pub(crate) members_max: usize,
+    pub(crate) gossip_queue_max: usize,
+    pub(crate) relays_max: usize,
+    pub(crate) message_bytes_max: usize,
+    pub(crate) sync_bytes_max: usize,
+    pub(crate) lifeguard: bool,
+    pub(crate) broken: Broken,
+}
+
+/// The deliberately broken behaviours a [`MemberConfig`] can be switched to, only with the
+/// `broken` feature (without it every flag stays false).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Broken {
+    /// Never refute a suspicion or a death: a member that was paused stays dead.
+    pub(crate) no_refutation: bool,
+    /// No periodic push-pull sync and no re-announce: a healed partition never merges.
+    pub(crate) no_push_pull: bool,
+}
+
+/// A [`MemberConfig`] value out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration that must be above zero is zero.
+    ZeroDuration(&'static str),
+    /// The probe timeout is not shorter than the probe interval.
+    ProbeTimeout,
+    /// A count or limit that must be at least one is zero.
+    ZeroLimit(&'static str),
+    /// The suspicion multipliers: `suspicion_mult` at least 1 and `suspicion_max_mult` at
+    /// least 1.
+    Suspicion,
+    /// A message limit too small for a message with one update.
+    MessageBytes(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroDuration(what) => write!(f, "{what} must be above 0 ms"),
+            ConfigError::ProbeTimeout => {
+                f.write_str("probe_timeout_ms must be shorter than probe_interval_ms")
+            }
+            ConfigError::ZeroLimit(what) => write!(f, "{what} must be at least 1"),
+            ConfigError::Suspicion => {
+                f.write_str("suspicion_mult and suspicion_max_mult must be at least 1")
+            }
+            ConfigError::MessageBytes(what) => write!(
+                f,
+                "{what} must be at least {MESSAGE_BYTES_MIN} bytes (a message with one update)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The smallest message limit: a header and one update of the largest size.
+pub const MESSAGE_BYTES_MIN: usize = 64 + UPDATE_BYTES_MAX;
+
+impl MemberConfig {
+    /// The configuration of member `id`, whose random draws (probe order, indirect probe
+    /// relays, sync peers) come from `rng_seed`, with the defaults below; change them with
+    /// the builder's methods.
+    ///
+    /// | Setting | Default |
+    /// |---|---|
+    /// | probe interval / timeout | 1,000 ms / 500 ms |
+    /// | indirect probes (`k`) | 3 |
+    /// | suspicion timeout | `4 × max(1, log10 n) × probe interval`, up to 6 × that with Lifeguard |
+    /// | local health multiplier | up to 8 |
+    /// | gossip retransmissions | `4 × ceil(log10(n + 1))` |
+    /// | push-pull sync | every 10,000 ms |
+    /// | dead members forgotten after | 60,000 ms |
+    /// | members / gossip queue / relayed probes | 4,096 / 4,096 / 1,024 |
+    /// | message / sync bytes | 1,400 / 65,536 |
+    /// | Lifeguard | on |
+    #[must_use]
+    pub fn builder(id: NodeId, rng_seed: u64) -> MemberConfigBuilder {
+        MemberConfigBuilder {
+            config: MemberConfig {
+                id,
+                seeds: Vec::new(),
+                rng_seed,
+                probe_interval_ms: 1_000,
+                probe_timeout_ms: 500,
+                indirect_probes: 3,
+                suspicion_mult: 4,
+                suspicion_max_mult: 6,
+                awareness_max: 8,
+                retransmit_mult: 4,
+                push_pull_interval_ms: 10_000,
+                dead_reap_ms: 60_000,
+                members_max: 4_096,
+                gossip_queue_max: 4_096,
+                relays_max: 1_024,
+                message_bytes_max: 1_400,
+                sync_bytes_max: 65_536,
+                lifeguard: true,
+                broken: Broken::default(),
+            },
+        }
+    }
+
+    /// This member.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The members contacted to join, and re-announced to while they seem down.
+    #[must_use]
+    pub fn seeds(&self) -> &[NodeId] {
+        &self.seeds
+    }
+
+    /// The protocol period: how often a member probes one other.
+    #[must_use]
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+
+    /// The largest probe, acknowledgement or gossip message, in bytes.
+    #[must_use]
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_bytes_max
+    }
+
+    /// The largest push-pull sync message, in bytes.
+    #[must_use]
+    pub fn sync_bytes_max(&self) -> usize {
+        self.sync_bytes_max
+    }
+
+    /// The most members (alive, suspected or dead tombstones) a member keeps.
+    #[must_use]
+    pub fn members_max(&self) -> usize {
+        self.members_max
+    }
+
+    /// How long a dead member is kept (as a tombstone that stale gossip cannot revive)
+    /// before it is forgotten.
+    #[must_use]
+    pub fn dead_reap(&self) -> Duration {
+        Duration::from_millis(self.dead_reap_ms)
+    }
+
+    /// Whether Lifeguard's refinements are on.
+    #[must_use]
+    pub fn lifeguard(&self) -> bool {
+        self.lifeguard
+    }
+}
+
+/// Builds a [`MemberConfig`]; see [`MemberConfig::builder`] for the defaults.
+#[derive(Debug, Clone)]
+pub struct MemberConfigBuilder {
+    config: MemberConfig,
+}
+
+impl MemberConfigBuilder {
+    /// The members to join through (this member among them is ignored).
+    #[must_use]
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = NodeId>) -> Self {
+        let id = self.config.id;
+        let mut seeds: Vec<NodeId> = seeds.into_iter().filter(|&s| s != id).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        self.config.seeds = seeds;
+        self
+    }
+
+    /// The protocol period and the time a direct probe waits for its acknowledgement before
+    /// asking `k` others to probe indirectly.
+    #[must_use]
+    pub fn probe(mut self, interval_ms: u64, timeout_ms: u64) -> Self {
+        self.config.probe_interval_ms = interval_ms;
+        self.config.probe_timeout_ms = timeout_ms;
+        self
+    }
+
+    /// How many members are asked to probe a silent member indirectly (`k`).
+    #[must_use]
+    pub fn indirect_probes(mut self, k: usize) -> Self {
+        self.config.indirect_probes = k;
+        self
+    }
+
+    /// The suspicion timeout: `mult × max(1, log10 n)` protocol periods, and with
+    /// Lifeguard up to `max_mult` times that, shrinking as independent confirmations come.
+    #[must_use]
+    pub fn suspicion(mut self, mult: u32, max_mult: u32) -> Self {
+        self.config.suspicion_mult = mult;
+        self.config.suspicion_max_mult = max_mult;
+        self
+    }
+
+    /// How many times each gossip update is sent: `mult × ceil(log10(n + 1))` (lambda).
+    #[must_use]
+    pub fn retransmit_mult(mut self, mult: u32) -> Self {
+        self.config.retransmit_mult = mult;
+        self
+    }
+
+    /// How often a member syncs its whole view with one other (a live member, or a seed or
+    /// dead member to re-announce itself to), so that a healed partition always merges.
+    #[must_use]
+    pub fn push_pull_interval_ms(mut self, ms: u64) -> Self {
+        self.config.push_pull_interval_ms = ms;
+        self
+    }
+
+    /// How long a dead member is kept as a tombstone before it is forgotten.
+    #[must_use]
+    pub fn dead_reap_ms(mut self, ms: u64) -> Self {
+        self.config.dead_reap_ms = ms;
+        self
+    }
+
+    /// The limits: members kept, gossip updates queued, indirect probes relayed at once.
+    #[must_use]
+    pub fn limits(
+        mut self,
+        members_max: usize,
+        gossip_queue_max: usize,
+        relays_max: usize,
+    ) -> Self {
+        self.config.members_max = members_max;
+        self.config.gossip_queue_max = gossip_queue_max;
+        self.config.relays_max = relays_max;
+        self
+    }
+
+    /// The largest message (probes, acknowledgements and their gossip) and the largest
+    /// push-pull sync, in bytes.
+    #[must_use]
+    pub fn message_bytes_max(mut self, message_bytes_max: usize, sync_bytes_max: usize) -> Self {
+        self.config.message_bytes_max = message_bytes_max;
+        self.config.sync_bytes_max = sync_bytes_max;
+        self
+    }
+
+    /// Lifeguard (Dadgar, Phillips and Currey, 2018) on or off: the local health multiplier
+    /// (up to `awareness_max`) that slows a member's own probing when it misses acks and
+    /// nacks, the suspicion timeout that starts long and shrinks with independent
+    /// confirmations, and the buddy system (a probe of a suspected member tells it). Off,
+    /// the member is plain SWIM.
+    #[must_use]
+    pub fn lifeguard(mut self, on: bool, awareness_max: u32) -> Self {
+        self.config.lifeguard = on;
+        self.config.awareness_max = awareness_max;
+        self
+    }
+
+    /// Broken on purpose: the member never refutes a suspicion of itself, so a member that
+    /// was paused is declared dead and stays so. For tests that show a checker catches it.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_without_refutation(mut self) -> Self {
+        self.config.broken.no_refutation = true;
+        self
+    }
+
+    /// Broken on purpose: no push-pull sync and no re-announce to seeds and dead members,
+    /// so the two sides of a healed partition never find each other again.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_without_push_pull(mut self) -> Self {
+        self.config.broken.no_push_pull = true;
+        self
+    }
+
+    /// The configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a zero duration or limit, a probe timeout not shorter than the
+    /// interval, a suspicion multiplier of zero, or a message limit below
+    /// [`MESSAGE_BYTES_MIN`].
+    pub fn build(self) -> Result<MemberConfig, ConfigError> {
+        let c = self.config;
+        for (value, what) in [
+            (c.probe_interval_ms, "probe_interval_ms"),
+            (c.probe_timeout_ms, "probe_timeout_ms"),
+            (c.push_pull_interval_ms, "push_pull_interval_ms"),
+            (c.dead_reap_ms, "dead_reap_ms"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroDuration(what));
+            }
+        }
+        if c.probe_timeout_ms >= c.probe_interval_ms {
+            return Err(ConfigError::ProbeTimeout);
+        }
+        for (value, what) in [
+            (c.members_max, "members_max"),
+            (c.gossip_queue_max, "gossip_queue_max"),
+            (c.relays_max, "relays_max"),
+            (c.retransmit_mult as usize, "retransmit_mult"),
+            (c.awareness_max as usize, "awareness_max"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(what));
+            }
+        }
+        if c.suspicion_mult == 0 || c.suspicion_max_mult == 0 {
+            return Err(ConfigError::Suspicion);
+        }
+        if c.message_bytes_max < MESSAGE_BYTES_MIN {
+            return Err(ConfigError::MessageBytes("message_bytes_max"));
+        }
+        if c.sync_bytes_max < MESSAGE_BYTES_MIN {
+            return Err(ConfigError::MessageBytes("sync_bytes_max"));
+        }
+        Ok(c)
+    }
+}

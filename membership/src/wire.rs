@@ -1,0 +1,266 @@
+//! What members send each other, and its byte encoding.
+//!
+//! # Format, version 1
+//!
+//! A message on the wire is one byte, [`WIRE_VERSION`], followed by the [`Message`] in
+//! postcard's format (varint integers, length-prefixed sequences, enum variants by index).
+//! It is at most the configured `message_bytes_max` (probes and acknowledgements, with the
+//! gossip they carry) or `sync_bytes_max` (a push-pull sync); a driver hands the member
+//! only what [`Message::decode`] accepts, and a message that is too long, of another
+//! version, or malformed is an error, never a panic.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use synod_node::NodeId;
+
+/// The version byte every encoded message starts with.
+pub const WIRE_VERSION: u8 = 1;
+
+/// What a member believes of another: alive, suspected, or dead. Ordered by how much each
+/// overrides the others at the same incarnation (`Alive < Suspect < Dead`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering probes, as far as this member knows.
+    Alive,
+    /// Missed a probe; declared dead unless it refutes before the suspicion times out.
+    Suspect,
+    /// Declared dead (a tombstone until it is forgotten).
+    Dead,
+}
+
+/// One member's state as gossiped: who, which start of it (`generation`), which version of
+/// its liveness (`incarnation`), and what is believed of it.
+///
+/// Between two updates about the same member the one with the larger
+/// `(generation, incarnation, state)` wins: a restarted member (a new generation) replaces
+/// everything said about its earlier starts, and within one start only the member itself
+/// raises its incarnation, which is how it refutes a suspicion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Update {
+    /// The member the update is about.
+    pub id: NodeId,
+    /// Its start: raised, and made durable, every time it starts.
+    pub generation: u64,
+    /// Its liveness version within that start.
+    pub incarnation: u64,
+    /// What is believed.
+    pub state: MemberState,
+    /// Who said so: the member itself for `Alive`, the suspecting member for `Suspect`
+    /// (counted as an independent confirmation), the declaring member for `Dead`.
+    pub by: NodeId,
+}
+
+impl Update {
+    /// The order in which updates about one member override each other.
+    #[must_use]
+    pub fn precedence(&self) -> (u64, u64, MemberState) {
+        (self.generation, self.incarnation, self.state)
+    }
+}
+
+/// What a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Body {
+    /// A probe: answer with an [`Body::Ack`] of the same `seq`.
+    Ping {
+        /// The prober's probe number.
+        seq: u64,
+    },
+    /// The answer to a [`Body::Ping`].
+    Ack {
+        /// The probe number answered.
+        seq: u64,
+    },
+    /// Probe `target` for me and tell me if it answers: the indirect probe.
+    PingReq {
+        /// The asking member's probe number.
+        seq: u64,
+        /// The member to probe.
+        target: NodeId,
+    },
+    /// `target` answered the probe asked for with a [`Body::PingReq`].
+    IndirectAck {
+        /// The asking member's probe number.
+        seq: u64,
+        /// The member that answered.
+        target: NodeId,
+    },
+    /// `target` did not answer the relayed probe in time (Lifeguard): the relay is alive
+    /// and answering, so the asker's own messages are getting through.
+    Nack {
+        /// The asking member's probe number.
+        seq: u64,
+        /// The member that did not answer.
+        target: NodeId,
+    },
+    /// A push-pull sync: the updates are (a part of) the sender's whole view; with `reply`
+    /// the receiver answers with its own.
+    Sync {
+        /// Whether to answer with a sync of one's own.
+        reply: bool,
+    },
+}
+
+/// A message between members: the sender's own start and incarnation, what the message is
+/// for, and gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's generation (its start).
+    pub generation: u64,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// What the message is for.
+    pub body: Body,
+    /// Piggybacked gossip, or the view for a [`Body::Sync`].
+    pub updates: Vec<Update>,
+}
+
+/// Why bytes were not a [`Message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Longer than the limit the caller gave.
+    TooLong {
+        /// The length received.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Empty, or another format version.
+    Version(Option<u8>),
+    /// Not a valid message, or bytes left over after one.
+    Malformed,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLong { len, limit } => {
+                write!(
+                    f,
+                    "membership message of {len} bytes is over the {limit} byte limit"
+                )
+            }
+            DecodeError::Version(None) => f.write_str("empty membership message"),
+            DecodeError::Version(Some(v)) => {
+                write!(f, "membership message version {v}, expected {WIRE_VERSION}")
+            }
+            DecodeError::Malformed => f.write_str("malformed membership message"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Message {
+    /// The message's bytes: the version byte, then the message in postcard's format.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![WIRE_VERSION];
+        // Serializing these plain types into a growing vector cannot fail.
+        postcard::to_io(self, &mut out).expect("encoding to a vector");
+        out
+    }
+
+    /// The message in `bytes`, which may be at most `limit` bytes long.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for bytes over the limit, of another version, malformed or with
+    /// bytes left over.
+    pub fn decode(bytes: &[u8], limit: usize) -> Result<Message, DecodeError> {
+        if bytes.len() > limit {
+            return Err(DecodeError::TooLong {
+                len: bytes.len(),
+                limit,
+            });
+        }
+        match bytes.first() {
+            Some(&WIRE_VERSION) => {}
+            other => return Err(DecodeError::Version(other.copied())),
+        }
+        match postcard::take_from_bytes::<Message>(&bytes[1..]) {
+            Ok((message, [])) => Ok(message),
+            _ => Err(DecodeError::Malformed),
+        }
+    }
+}
+
+/// The encoded size of one update (at most [`UPDATE_BYTES_MAX`]).
+pub(crate) fn update_bytes(update: &Update) -> usize {
+    let mut buf = [0u8; UPDATE_BYTES_MAX];
+    postcard::to_slice(update, &mut buf).map_or(UPDATE_BYTES_MAX, |b| b.len())
+}
+
+/// An update's largest encoding: four varint `u64`s (10 bytes each) and a state byte.
+pub(crate) const UPDATE_BYTES_MAX: usize = 41;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        let id = NodeId::new(u64::MAX);
+        Message {
+            generation: 2,
+            incarnation: 7,
+            body: Body::PingReq {
+                seq: 99,
+                target: NodeId::new(u64::MAX),
+            },
+            updates: vec![Update {
+                id,
+                generation: u64::MAX,
+                incarnation: u64::MAX,
+                state: MemberState::Dead,
+                by: NodeId::new(u64::MAX),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_limits() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(Message::decode(&bytes, bytes.len()), Ok(m.clone()));
+        assert_eq!(
+            Message::decode(&bytes, bytes.len() - 1),
+            Err(DecodeError::TooLong {
+                len: bytes.len(),
+                limit: bytes.len() - 1
+            })
+        );
+        assert_eq!(Message::decode(&[], 10), Err(DecodeError::Version(None)));
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(
+            Message::decode(&other, 100),
+            Err(DecodeError::Version(Some(2)))
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Message::decode(&longer, 100), Err(DecodeError::Malformed));
+        assert_eq!(update_bytes(&m.updates[0]), UPDATE_BYTES_MAX);
+    }
+
+    #[test]
+    fn a_zero_node_id_is_malformed() {
+        let mut bytes = Message {
+            generation: 1,
+            incarnation: 0,
+            body: Body::Nack {
+                seq: 1,
+                target: NodeId::new(1),
+            },
+            updates: Vec::new(),
+        }
+        .encode();
+        // The target is the last byte before the empty update list.
+        let at = bytes.len() - 2;
+        assert_eq!(bytes[at], 1);
+        bytes[at] = 0;
+        assert_eq!(Message::decode(&bytes, 100), Err(DecodeError::Malformed));
+    }
+}

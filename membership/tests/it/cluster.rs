@@ -1,0 +1,283 @@
+//! A harness that runs a cluster of `Member`s under synod-sim through `ProtocolNode`, and
+//! records what each member handed up (its `MemberEvent`s) and its views at every round.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use synod_membership::{
+    Member, MemberConfig, MemberConfigBuilder, MemberEvent, MemberState, MemberWrite,
+};
+use synod_node::{NodeId, Time};
+use synod_sim::{
+    Action, Boot, DelayDistribution, Disk, LinkConfig, NemesisConfig, NoClients, ProtocolNode,
+    ProtocolStore, SimConfig, SimTime, Simulation,
+};
+
+/// The protocol period of the simulated clusters.
+pub const PERIOD_MS: u64 = 100;
+
+/// Builds each member's configuration from the default one for the test.
+pub type Configure = Rc<dyn Fn(MemberConfigBuilder) -> MemberConfigBuilder>;
+
+/// The durable generation: one 8-byte record per start; the largest whole record wins.
+pub struct Store {
+    id: NodeId,
+    configure: Configure,
+    events: Rc<RefCell<Vec<(NodeId, MemberEvent)>>>,
+}
+
+impl ProtocolStore for Store {
+    type Protocol = Member;
+
+    fn recover(&mut self, boot: Boot<'_>) -> io::Result<Member> {
+        let bytes = boot.disk.read("generation").unwrap_or_default();
+        let last = bytes
+            .chunks_exact(8)
+            .map(|r| u64::from_le_bytes(r.try_into().expect("8 bytes")))
+            .max()
+            .unwrap_or(0);
+        let seed = boot.rng.next_u64();
+        let builder = MemberConfig::builder(boot.id, seed)
+            .seeds([NodeId::new(1), NodeId::new(2)])
+            .probe(PERIOD_MS, PERIOD_MS / 2)
+            .push_pull_interval_ms(5 * PERIOD_MS)
+            .dead_reap_ms(300 * PERIOD_MS);
+        let config = (self.configure)(builder)
+            .build()
+            .expect("valid test config");
+        Ok(Member::start(config, last))
+    }
+
+    fn write(&mut self, disk: &mut Disk, write: &MemberWrite) -> io::Result<()> {
+        disk.append("generation", &write.generation.to_le_bytes())
+    }
+
+    fn apply(&mut self, event: MemberEvent) {
+        self.events.borrow_mut().push((self.id, event));
+    }
+}
+
+/// What a scenario is: its size, network, scripted faults and length.
+pub struct Scenario {
+    pub nodes: usize,
+    pub seed: u64,
+    pub configure: Configure,
+    pub link: LinkConfig,
+    pub links: Vec<(NodeId, NodeId, LinkConfig)>,
+    pub actions: Vec<(Duration, Action)>,
+    pub duration: Duration,
+}
+
+/// One member's view at a round: the members it believes live (alive or suspected).
+pub type Views = Vec<(NodeId, Vec<NodeId>)>;
+
+/// What a run left behind.
+pub struct Outcome {
+    /// Every event handed up, in order, with the member that handed it up.
+    pub events: Vec<(NodeId, MemberEvent)>,
+    /// At each round boundary (every `PERIOD_MS`): the time and every running member's view.
+    pub rounds: Vec<(Duration, Views)>,
+    /// Every running member's whole view (dead tombstones too) at the last round.
+    pub last_known: Views,
+    /// The largest number of entries and gossip updates any member held at any round.
+    pub known_max: usize,
+    pub gossip_max: usize,
+    /// Messages and bytes sent by members, summed over the members running at the end.
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+}
+
+impl Scenario {
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Scenario {
+            nodes,
+            seed,
+            configure: Rc::new(|b| b),
+            link: LinkConfig::new(DelayDistribution::uniform(
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+            )),
+            links: Vec::new(),
+            actions: Vec::new(),
+            duration: Duration::from_secs(10),
+        }
+    }
+
+    pub fn configure(
+        mut self,
+        f: impl Fn(MemberConfigBuilder) -> MemberConfigBuilder + 'static,
+    ) -> Self {
+        self.configure = Rc::new(f);
+        self
+    }
+
+    pub fn at(mut self, at: Duration, action: Action) -> Self {
+        self.actions.push((at, action));
+        self
+    }
+
+    pub fn run(self) -> Outcome {
+        let mut builder = SimConfig::builder(self.nodes)
+            .clients(0)
+            .safety_time(self.duration)
+            .nemesis(NemesisConfig::disabled())
+            .link(self.link);
+        for (from, to, link) in self.links {
+            builder = builder.link_between(from, to, link);
+        }
+        let config = builder.build().expect("valid sim config");
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let rounds = Rc::new(RefCell::new(Vec::new()));
+        let maxima = Rc::new(RefCell::new((0usize, 0usize, 0u64, 0u64)));
+        let last_known = Rc::new(RefCell::new(Vec::new()));
+        let observed_known = last_known.clone();
+        let configure = self.configure.clone();
+        let factory_events = events.clone();
+        let mut sim = Simulation::new(
+            config,
+            self.seed,
+            move |id| {
+                ProtocolNode::new(Store {
+                    id,
+                    configure: configure.clone(),
+                    events: factory_events.clone(),
+                })
+            },
+            NoClients,
+        );
+        for (at, action) in self.actions {
+            sim = sim.schedule(SimTime::from_micros(at.as_micros() as u64), action);
+        }
+        let observed_rounds = rounds.clone();
+        let observed_maxima = maxima.clone();
+        let mut next_round = 0u64;
+        let sim = sim.invariant(move |view| {
+            let now = view.now().as_micros();
+            if now < next_round {
+                return Ok(());
+            }
+            next_round = (now / 1_000 / PERIOD_MS + 1) * PERIOD_MS * 1_000;
+            let mut views = Vec::new();
+            let mut m = observed_maxima.borrow_mut();
+            let (mut messages, mut bytes) = (0, 0);
+            let mut known = Vec::new();
+            for (id, node) in view.nodes() {
+                if view.is_paused(id) {
+                    continue;
+                }
+                let Some(member) = node.protocol() else {
+                    continue;
+                };
+                m.0 = m.0.max(member.known());
+                m.1 = m.1.max(member.gossip_queued());
+                messages += member.stats().messages_sent;
+                bytes += member.stats().bytes_sent;
+                if member.is_ready() {
+                    views.push((id, member.live_members()));
+                    known.push((id, member.members().iter().map(|m| m.id).collect()));
+                }
+            }
+            *observed_known.borrow_mut() = known;
+            m.2 = messages;
+            m.3 = bytes;
+            observed_rounds
+                .borrow_mut()
+                .push((Duration::from_micros(now), views));
+            Ok(())
+        });
+        let report = sim.run();
+        assert!(report.failure.is_none(), "run failed: {:?}", report.failure);
+        let (known_max, gossip_max, messages_sent, bytes_sent) = *maxima.borrow();
+        Outcome {
+            events: events.take(),
+            last_known: last_known.take(),
+            rounds: rounds.take(),
+            known_max,
+            gossip_max,
+            messages_sent,
+            bytes_sent,
+        }
+    }
+}
+
+impl Outcome {
+    /// When member `observer` first handed up `state` for `id` at or after `after`.
+    pub fn first(
+        &self,
+        observer: NodeId,
+        id: NodeId,
+        state: MemberState,
+        after: Duration,
+    ) -> Option<Duration> {
+        self.events
+            .iter()
+            .filter(|(o, e)| *o == observer && e.id == id && e.state == Some(state))
+            .map(|(_, e)| e.at.since_epoch())
+            .find(|&at| at >= after)
+    }
+
+    /// Every time any member handed up `Dead` for a member in `live`, after `after`.
+    pub fn deaths_of(&self, live: &[NodeId], after: Duration) -> usize {
+        self.events
+            .iter()
+            .filter(|(_, e)| {
+                e.state == Some(MemberState::Dead)
+                    && live.contains(&e.id)
+                    && e.at.since_epoch() >= after
+            })
+            .count()
+    }
+
+    /// The first round at or after `after` from which every view equals `expected` (for
+    /// every member in it) until the end.
+    pub fn agreed_from(&self, expected: &[NodeId], after: Duration) -> Option<Duration> {
+        let mut since = None;
+        for (at, views) in &self.rounds {
+            if *at < after {
+                continue;
+            }
+            let agree = expected
+                .iter()
+                .all(|id| views.iter().any(|(v, live)| v == id && live == expected));
+            match (agree, since) {
+                (true, None) => since = Some(*at),
+                (false, _) => since = None,
+                _ => {}
+            }
+        }
+        since
+    }
+}
+
+/// Node `i` (from 1).
+pub fn n(i: u64) -> NodeId {
+    NodeId::new(i)
+}
+
+/// `ms` milliseconds.
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Protocol periods in `d`.
+pub fn periods(d: Duration) -> f64 {
+    d.as_secs_f64() * 1_000.0 / PERIOD_MS as f64
+}
+
+/// The mean and 99th percentile of `xs`.
+pub fn mean_p99(xs: &mut [f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    xs.sort_by(f64::total_cmp);
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let at = ((xs.len() as f64 * 0.99).ceil() as usize).clamp(1, xs.len()) - 1;
+    (mean, xs[at])
+}
+
+#[allow(dead_code)]
+pub fn time(d: Duration) -> Time {
+    Time::from_nanos(d.as_nanos() as u64)
+}

@@ -1,0 +1,5 @@
+//! The integration tests of synod-membership: `Member` clusters under synod-sim.
+
+mod cluster;
+mod member;
+mod sim;

@@ -1,0 +1,296 @@
+//! One `Member` stepped by hand: the contract's order, refutation, Lifeguard's suspicion
+//! timeout, limits, and bytes off the wire.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use synod_membership::{
+    Body, Member, MemberConfig, MemberEvent, MemberState, MemberWrite, Message, Update,
+};
+use synod_node::{Effect, EffectOf, Input, NodeId, PersistToken, Protocol, Time};
+use synod_sim::SimRng;
+
+use crate::cluster::n;
+
+fn drain(m: &mut Member) -> Vec<EffectOf<Member>> {
+    std::iter::from_fn(|| m.poll()).collect()
+}
+
+fn sends(effects: &[EffectOf<Member>]) -> Vec<(NodeId, Message)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(effects: &[EffectOf<Member>]) -> Vec<MemberEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Apply(event) => Some(*event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alive(id: NodeId, incarnation: u64) -> Update {
+    Update {
+        id,
+        generation: 1,
+        incarnation,
+        state: MemberState::Alive,
+        by: id,
+    }
+}
+
+fn message(body: Body, updates: Vec<Update>) -> Message {
+    Message {
+        generation: 1,
+        incarnation: 0,
+        body,
+        updates,
+    }
+}
+
+/// Member 1, ready, knowing members 2..=others+1 alive.
+fn ready(
+    others: u64,
+    config: impl FnOnce(synod_membership::MemberConfigBuilder) -> synod_membership::MemberConfigBuilder,
+) -> Member {
+    let config = config(MemberConfig::builder(n(1), 7).probe(100, 50))
+        .build()
+        .unwrap();
+    let mut m = Member::start(config, 0);
+    drain(&mut m);
+    m.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
+    drain(&mut m);
+    let updates = (2..=others + 1).map(|i| alive(n(i), 0)).collect();
+    m.handle(
+        Time::ZERO,
+        Input::Message {
+            from: n(2),
+            message: message(Body::Sync { reply: false }, updates),
+        },
+    );
+    drain(&mut m);
+    m
+}
+
+#[test]
+fn the_generation_is_durable_before_anything_is_sent() {
+    let config = MemberConfig::builder(n(1), 1)
+        .seeds([n(2)])
+        .build()
+        .unwrap();
+    let mut m = Member::start(config, 4);
+    assert_eq!(m.generation(), 5);
+    let first = drain(&mut m);
+    assert_eq!(
+        first,
+        [Effect::Persist {
+            token: PersistToken(1),
+            write: MemberWrite { generation: 5 }
+        }]
+    );
+    // Before the acknowledgement: a probe is dropped unanswered, a wake does nothing.
+    m.handle(
+        Time::from_millis(1),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Ping { seq: 1 }, vec![]),
+        },
+    );
+    m.handle(Time::from_millis(2), Input::Wake);
+    assert_eq!(drain(&mut m), []);
+    assert!(!m.is_ready());
+    // Once durable, it joins through its seed.
+    m.handle(Time::from_millis(3), Input::Persisted(PersistToken(1)));
+    let after = drain(&mut m);
+    let sent = sends(&after);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, n(2));
+    assert_eq!(sent[0].1.body, Body::Sync { reply: true });
+    assert_eq!(sent[0].1.generation, 5);
+    assert!(after.iter().any(|e| matches!(e, Effect::WakeAt(_))));
+}
+
+#[test]
+fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
+    let mut m = ready(3, |b| b);
+    let suspicion = Update {
+        id: n(1),
+        generation: 1,
+        incarnation: 0,
+        state: MemberState::Suspect,
+        by: n(3),
+    };
+    m.handle(
+        Time::from_millis(10),
+        Input::Message {
+            from: n(3),
+            message: message(Body::Ping { seq: 9 }, vec![suspicion]),
+        },
+    );
+    assert_eq!(m.incarnation(), 1);
+    let sent = sends(&drain(&mut m));
+    let (to, ack) = &sent[0];
+    assert_eq!(*to, n(3));
+    assert_eq!(ack.body, Body::Ack { seq: 9 });
+    assert_eq!(ack.incarnation, 1);
+    assert!(ack.updates.contains(&Update {
+        id: n(1),
+        generation: 1,
+        incarnation: 1,
+        state: MemberState::Alive,
+        by: n(1)
+    }));
+    // A suspicion of an older incarnation, or of an earlier start, changes nothing.
+    for old in [
+        suspicion,
+        Update {
+            generation: 0,
+            incarnation: 5,
+            ..suspicion
+        },
+    ] {
+        m.handle(
+            Time::from_millis(11),
+            Input::Message {
+                from: n(3),
+                message: message(Body::Sync { reply: false }, vec![old]),
+            },
+        );
+    }
+    assert_eq!(m.incarnation(), 1);
+    assert_eq!(m.stats().refutations, 1);
+}
+
+#[test]
+fn confirmations_shorten_the_suspicion_with_lifeguard() {
+    // Declared dead at the first wake at or after the deadline: find it by stepping.
+    fn declared_dead_after(confirmers: &[u64], lifeguard: bool) -> Duration {
+        let mut m = ready(9, |b| {
+            b.lifeguard(lifeguard, 8).push_pull_interval_ms(1_000_000)
+        });
+        let t0 = Time::from_millis(1);
+        for &by in confirmers {
+            let suspect = Update {
+                id: n(10),
+                generation: 1,
+                incarnation: 0,
+                state: MemberState::Suspect,
+                by: n(by),
+            };
+            m.handle(
+                t0,
+                Input::Message {
+                    from: n(by),
+                    message: message(Body::Sync { reply: false }, vec![suspect]),
+                },
+            );
+        }
+        drain(&mut m);
+        let mut now = t0;
+        while now < Time::from_secs(100) {
+            now += Duration::from_millis(10);
+            // Keep member 10 from being probed into something else: answer nothing.
+            m.handle(now, Input::Wake);
+            if events(&drain(&mut m))
+                .iter()
+                .any(|e| e.id == n(10) && e.state == Some(MemberState::Dead))
+            {
+                return now.saturating_duration_since(t0);
+            }
+        }
+        panic!("never declared dead");
+    }
+    // Ten members: min = 4 x log10(10) x 100 ms = 400 ms; max = 6 x min; k = 2.
+    let alone = declared_dead_after(&[2], true);
+    let one = declared_dead_after(&[2, 3], true);
+    let two = declared_dead_after(&[2, 3, 4], true);
+    let plain = declared_dead_after(&[2], false);
+    println!(
+        "suspicion timeouts: lifeguard {alone:?} / {one:?} / {two:?} with 0 / 1 / 2 confirmations; plain SWIM {plain:?}"
+    );
+    assert!(alone > one && one > two, "{alone:?} {one:?} {two:?}");
+    assert!((Duration::from_millis(2_400)..Duration::from_millis(2_420)).contains(&alone));
+    assert!((Duration::from_millis(400)..Duration::from_millis(420)).contains(&two));
+    assert!((Duration::from_millis(400)..Duration::from_millis(420)).contains(&plain));
+}
+
+#[test]
+fn the_view_and_every_message_stay_within_their_limits() {
+    let mut m = ready(0, |b| b.limits(50, 20, 4).message_bytes_max(200, 400));
+    // A flood of members: the view keeps at most 50.
+    let flood: Vec<Update> = (2..=5_000).map(|i| alive(n(i), 0)).collect();
+    m.handle(
+        Time::from_millis(1),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Sync { reply: true }, flood),
+        },
+    );
+    assert_eq!(m.known(), 50);
+    assert!(m.gossip_queued() <= 20);
+    assert!(m.stats().members_full > 0);
+    let mut now = Time::from_millis(1);
+    let mut checked = 0;
+    for step in 0..2_000u64 {
+        now += Duration::from_millis(7);
+        // Relay requests for many targets: at most 4 relayed at once.
+        m.handle(
+            now,
+            Input::Message {
+                from: n(2 + step % 40),
+                message: message(
+                    Body::PingReq {
+                        seq: step,
+                        target: n(100 + step),
+                    },
+                    vec![],
+                ),
+            },
+        );
+        m.handle(now, Input::Wake);
+        assert!(m.relays() <= 4);
+        for effect in drain(&mut m) {
+            if let Effect::Send { to, message } = effect {
+                assert_ne!(to, n(1));
+                let limit = if matches!(message.body, Body::Sync { .. }) {
+                    400
+                } else {
+                    200
+                };
+                let bytes = message.encode();
+                assert!(bytes.len() <= limit, "{} bytes: {message:?}", bytes.len());
+                assert_eq!(Message::decode(&bytes, limit).as_ref(), Ok(&message));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1_000);
+}
+
+proptest! {
+    /// Damaged bytes are an error or a message, never a panic; and whatever decodes, the
+    /// member takes without panicking.
+    #[test]
+    fn garbage_is_an_error_or_a_message_and_never_a_panic(seed in any::<u64>()) {
+        let mut rng = SimRng::new(seed);
+        let valid = message(
+            Body::PingReq { seq: 3, target: n(4) },
+            vec![alive(n(2), 1), Update { state: MemberState::Dead, ..alive(n(3), 2) }],
+        )
+        .encode();
+        let damaged = synod_sim::mutate::mutate(&valid, &mut rng);
+        let mut m = ready(3, |b| b);
+        if let Ok(decoded) = Message::decode(&damaged, 1_400) {
+            m.handle(Time::from_millis(5), Input::Message { from: n(2), message: decoded });
+            m.handle(Time::from_millis(500), Input::Wake);
+            drain(&mut m);
+        }
+    }
+}

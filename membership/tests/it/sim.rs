@@ -1,0 +1,290 @@
+//! Simulated clusters: join, failure detection, false positives, refutation, partitions,
+//! restarts and churn.
+
+use synod_membership::MemberState;
+use synod_sim::{Action, CrashMode};
+
+use crate::cluster::{Scenario, mean_p99, ms, n, periods};
+
+fn all(nodes: u64) -> Vec<synod_node::NodeId> {
+    (1..=nodes).map(n).collect()
+}
+
+#[test]
+fn members_join_through_seeds_and_agree() {
+    for seed in 0..5 {
+        let out = Scenario::new(8, seed).run();
+        let at = out.agreed_from(&all(8), ms(0));
+        assert!(
+            at.is_some_and(|t| t < ms(3_000)),
+            "seed {seed}: views agree from {at:?}"
+        );
+        assert_eq!(out.deaths_of(&all(8), ms(0)), 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn crashed_member_is_declared_dead_by_every_live_member_within_the_bound() {
+    let crash_at = ms(3_000);
+    let mut first = Vec::new();
+    let mut every = Vec::new();
+    for seed in 0..10 {
+        let victim = n(3 + seed % 5);
+        let out = Scenario::new(8, seed)
+            .at(crash_at, Action::Crash(victim, CrashMode::DropUnsynced))
+            .run();
+        let mut latest = ms(0);
+        let mut earliest = None::<std::time::Duration>;
+        for observer in all(8).into_iter().filter(|&o| o != victim) {
+            let dead = out.first(observer, victim, MemberState::Dead, crash_at);
+            let Some(dead) = dead else {
+                panic!("seed {seed}: {observer} never declared {victim} dead");
+            };
+            latest = latest.max(dead);
+            let suspect = out
+                .first(observer, victim, MemberState::Suspect, crash_at)
+                .unwrap_or(dead);
+            earliest = Some(earliest.map_or(suspect, |e| e.min(suspect)));
+        }
+        first.push(periods(earliest.unwrap() - crash_at));
+        every.push(periods(latest - crash_at));
+    }
+    let (mean, p99) = mean_p99(&mut first);
+    println!("first suspicion after the crash: mean {mean:.2} periods, p99 {p99:.2}");
+    let (mean, p99) = mean_p99(&mut every);
+    println!("declared dead by every live member: mean {mean:.2} periods, p99 {p99:.2}");
+}
+
+/// Counts the deaths of live members under 5% loss with one slow member.
+fn false_positives(lifeguard: bool, seed: u64) -> usize {
+    use synod_sim::{DelayDistribution, LinkConfig, Probability};
+    let nodes = 16u64;
+    let slow = n(nodes);
+    let lossy = |min: u64, max: u64| {
+        LinkConfig::new(DelayDistribution::uniform(ms(min), ms(max)))
+            .with_loss(Probability::from_percent(5))
+    };
+    let mut scenario =
+        Scenario::new(nodes as usize, seed).configure(move |b| b.lifeguard(lifeguard, 8));
+    scenario.link = lossy(1, 5);
+    for other in 1..nodes {
+        scenario.links.push((slow, n(other), lossy(20, 70)));
+        scenario.links.push((n(other), slow, lossy(20, 70)));
+    }
+    scenario.duration = ms(60_000);
+    let out = scenario.run();
+    for (o, e) in &out.events {
+        if e.state == Some(MemberState::Dead) && std::env::var_os("DEBUG_FP").is_some() {
+            eprintln!("lifeguard {lifeguard} seed {seed}: {o} declared {e:?}");
+        }
+    }
+    out.deaths_of(&all(nodes), ms(0))
+}
+
+#[test]
+fn lifeguard_lowers_false_positives_under_loss_and_a_slow_member() {
+    let (mut on, mut off) = (0, 0);
+    for seed in 0..3 {
+        on += false_positives(true, seed);
+        off += false_positives(false, seed);
+    }
+    println!(
+        "false positives over 3 x 600 periods, 16 members, 5% loss, one slow: lifeguard on {on}, off {off}"
+    );
+    assert!(on < off, "lifeguard on {on}, off {off}");
+}
+
+/// Pauses member 5 of 8 long enough to be declared dead, resumes it, and returns when
+/// every view agreed on all eight again (None if never), and whether anyone had declared
+/// it dead.
+fn pause_and_resume(seed: u64, broken: bool) -> (Option<std::time::Duration>, bool) {
+    let paused = n(5);
+    let (pause_at, resume_at) = (ms(3_000), ms(5_000));
+    let out = Scenario::new(8, seed)
+        .configure(move |b| {
+            if broken {
+                b.broken_without_refutation()
+            } else {
+                b
+            }
+        })
+        .at(pause_at, Action::Pause(paused))
+        .at(resume_at, Action::Resume(paused))
+        .run();
+    let declared = all(8)
+        .into_iter()
+        .any(|o| out.first(o, paused, MemberState::Dead, pause_at).is_some());
+    let agreed = out.agreed_from(&all(8), resume_at).map(|at| at - resume_at);
+    (agreed, declared)
+}
+
+#[test]
+fn paused_member_refutes_its_death_on_resume() {
+    let mut rounds = Vec::new();
+    for seed in 0..10 {
+        let (agreed, declared) = pause_and_resume(seed, false);
+        assert!(
+            declared,
+            "seed {seed}: the pause was not long enough to test anything"
+        );
+        let agreed = agreed.unwrap_or_else(|| panic!("seed {seed}: views never agreed again"));
+        rounds.push(periods(agreed));
+    }
+    let (mean, p99) = mean_p99(&mut rounds);
+    println!("paused member back in every view after resume: mean {mean:.1} periods, p99 {p99:.1}");
+    assert!(p99 <= 30.0, "p99 {p99}");
+}
+
+#[test]
+fn a_member_that_never_refutes_is_caught() {
+    let caught = (0..10)
+        .filter(|&seed| pause_and_resume(seed, true).0.is_none())
+        .count();
+    println!("without refutation: caught in {caught} of 10 seeds");
+    assert_eq!(caught, 10);
+}
+
+/// Cuts `nodes` into halves at 3 s for `cut`, heals, and returns the rounds from the heal
+/// until every view agreed on all members (None if never).
+fn partition_heal(nodes: u64, seed: u64, cut: std::time::Duration, broken: bool) -> Option<f64> {
+    use synod_sim::Cut;
+    let half: Vec<_> = (1..=nodes / 2).map(n).collect();
+    let rest: Vec<_> = (nodes / 2 + 1..=nodes).map(n).collect();
+    let (cut_at, heal_at) = (ms(3_000), ms(3_000) + cut);
+    let mut scenario = Scenario::new(nodes as usize, seed)
+        .configure(move |b| {
+            if broken {
+                b.broken_without_push_pull()
+            } else {
+                b
+            }
+        })
+        .at(
+            cut_at,
+            Action::Partition(Cut::groups(nodes as usize, &[&half, &rest])),
+        )
+        .at(heal_at, Action::HealPartition);
+    scenario.duration = heal_at + ms(20_000);
+    let out = scenario.run();
+    assert!(
+        out.deaths_of(&rest, cut_at) > 0,
+        "seed {seed}: the partition was not long enough to test anything"
+    );
+    out.agreed_from(&all(nodes), heal_at)
+        .map(|at| periods(at - heal_at))
+}
+
+#[test]
+fn views_agree_after_a_partition_heals_within_c_log2_n_rounds() {
+    let c = 3.0;
+    let sizes: &[u64] = if std::env::var_os("SYNOD_MEMBERSHIP_LARGE").is_some() {
+        &[8, 32, 128, 256]
+    } else {
+        &[8, 32, 128]
+    };
+    for &nodes in sizes {
+        let seeds = if nodes >= 128 { 1 } else { 4 };
+        for cut in [ms(5_000), ms(40_000)] {
+            let mut rounds = Vec::new();
+            for seed in 0..seeds {
+                let r = partition_heal(nodes, seed, cut, false)
+                    .unwrap_or_else(|| panic!("n {nodes} seed {seed}: views never agreed"));
+                rounds.push(r);
+            }
+            let (mean, p99) = mean_p99(&mut rounds);
+            let bound = c * (nodes as f64).log2();
+            println!(
+                "n {nodes:>3}, cut {:>2} s: views agree {mean:.1} rounds after the heal (max {p99:.1}); bound {c} x log2 n = {bound:.0}",
+                cut.as_secs()
+            );
+            assert!(p99 <= bound, "n {nodes}: {p99} rounds > {bound}");
+        }
+    }
+}
+
+#[test]
+fn without_push_pull_a_partition_never_heals() {
+    let caught = (0..3)
+        .filter(|&seed| partition_heal(8, seed, ms(5_000), true).is_none())
+        .count();
+    println!("without push-pull: caught in {caught} of 3 seeds");
+    assert_eq!(caught, 3);
+}
+
+#[test]
+fn a_restarted_member_replaces_its_old_entry() {
+    for seed in 0..5 {
+        let restarted = n(4);
+        // Once back before anyone noticed, once after it was declared dead.
+        for down in [ms(50), ms(3_000)] {
+            let crash_at = ms(3_000);
+            let out = Scenario::new(8, seed)
+                .at(crash_at, Action::Crash(restarted, CrashMode::DropUnsynced))
+                .at(crash_at + down, Action::Restart(restarted))
+                .run();
+            for observer in all(8).into_iter().filter(|&o| o != restarted) {
+                let last = out
+                    .events
+                    .iter()
+                    .rfind(|(o, e)| *o == observer && e.id == restarted)
+                    .map(|(_, e)| (e.generation, e.state));
+                assert_eq!(
+                    last,
+                    Some((2, Some(MemberState::Alive))),
+                    "seed {seed}, down {down:?}: {observer} last saw {restarted} as {last:?}"
+                );
+            }
+            let agreed = out.agreed_from(&all(8), crash_at + down);
+            assert!(agreed.is_some(), "seed {seed}, down {down:?}: never agreed");
+        }
+    }
+}
+
+#[test]
+fn state_stays_bounded_over_churn() {
+    use synod_sim::{DelayDistribution, LinkConfig, Probability};
+    let nodes = 16u64;
+    for seed in 0..3 {
+        let mut scenario = Scenario::new(nodes as usize, seed).configure(|b| b.dead_reap_ms(2_000));
+        scenario.link = LinkConfig::new(DelayDistribution::uniform(ms(1), ms(5)))
+            .with_loss(Probability::from_percent(2));
+        // Every 700 ms a member other than the seeds crashes, and comes back 1.5 s later.
+        let mut t = 2_000;
+        let mut victim = 3;
+        while t < 40_000 {
+            scenario = scenario
+                .at(ms(t), Action::Crash(n(victim), CrashMode::DropUnsynced))
+                .at(ms(t + 1_500), Action::Restart(n(victim)));
+            victim = if victim == nodes - 2 { 3 } else { victim + 1 };
+            t += 700;
+        }
+        // And two leave for good: they must be forgotten.
+        for gone in [nodes - 1, nodes] {
+            scenario = scenario.at(ms(20_000), Action::Crash(n(gone), CrashMode::DropUnsynced));
+        }
+        scenario.duration = ms(60_000);
+        let out = scenario.run();
+        println!(
+            "seed {seed}: churn: at most {} entries and {} gossip updates held by a member; {} messages, {} bytes sent",
+            out.known_max, out.gossip_max, out.messages_sent, out.bytes_sent
+        );
+        assert!(out.known_max < nodes as usize);
+        assert!(
+            out.gossip_max <= nodes as usize,
+            "one update per member at most"
+        );
+        let agreed = out.agreed_from(&all(nodes - 2), ms(40_000));
+        assert!(
+            agreed.is_some(),
+            "seed {seed}: views never agreed after the churn"
+        );
+        for (observer, known) in &out.last_known {
+            for gone in [n(nodes - 1), n(nodes)] {
+                assert!(
+                    !known.contains(&gone),
+                    "seed {seed}: {observer} did not forget {gone}"
+                );
+            }
+        }
+    }
+}
