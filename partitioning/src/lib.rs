@@ -8,8 +8,10 @@
 //!   changes ([`partition_of`], a stable hash), and a versioned [`PartitionTable`] maps each
 //!   partition to an ordered replica list, rebalanced on join and leave with as few copies
 //!   as possible; a request routed with a stale table gets a [`Redirect`].
-//! - **Key-Range Partitions** (not built yet): sorted, contiguous ranges that split as they
-//!   grow.
+//! - **Key-Range Partitions** (built): a [`RangeTable`] of sorted, contiguous ranges that
+//!   split and merge ([`SplitPolicy`] by size or load); each range has a [`Generation`], and
+//!   a request naming a stale one gets a [`RangeRedirect`] with the current range; scans
+//!   resume by key ([`RangeTable::scan`]), so a split between two pages misses nothing.
 //! - **Two-Phase Commit** (not built yet): a coordinator with a durable decision log, and
 //!   participants that lock and record pending writes.
 //!
@@ -24,9 +26,14 @@
 //! under deterministic simulation.
 
 mod fixed;
+mod range;
 
 pub use fixed::{
     Lookup, Movement, NODES_MAX, NodeSpec, PARTITIONS_MAX, PartitionId, PartitionTable,
     REPLICATION_MAX, Redirect, TableError, TableVersion, WEIGHT_MAX, Zone, key_hash, partition_of,
+};
+pub use range::{
+    Generation, KEY_BYTES_MAX, KeyRange, RANGES_MAX, RangeCache, RangeError, RangeId,
+    RangeRedirect, RangeTable, ScanPage, ScanRequest, SplitPolicy,
 };
 pub use synod_node::NodeId;
