@@ -22,6 +22,8 @@ pub struct MemberConfig {
     pub(crate) suspicion_max_mult: u32,
     pub(crate) awareness_max: u32,
     pub(crate) retransmit_mult: u32,
+    pub(crate) gossip_interval_ms: u64,
+    pub(crate) gossip_fanout: usize,
     pub(crate) push_pull_interval_ms: u64,
     pub(crate) dead_reap_ms: u64,
     pub(crate) members_max: usize,
@@ -96,6 +98,7 @@ impl MemberConfig {
     /// | suspicion timeout | `4 × max(1, log10 n) × probe interval`, up to 6 × that with Lifeguard |
     /// | local health multiplier | up to 8 |
     /// | gossip retransmissions | `4 × ceil(log10(n + 1))` |
+    /// | gossip rounds | every 200 ms, to 3 members |
     /// | push-pull sync | every 10,000 ms |
     /// | dead members forgotten after | 60,000 ms |
     /// | members / gossip queue / relayed probes | 4,096 / 4,096 / 1,024 |
@@ -115,6 +118,8 @@ impl MemberConfig {
                 suspicion_max_mult: 6,
                 awareness_max: 8,
                 retransmit_mult: 4,
+                gossip_interval_ms: 200,
+                gossip_fanout: 3,
                 push_pull_interval_ms: 10_000,
                 dead_reap_ms: 60_000,
                 members_max: 4_096,
@@ -228,6 +233,15 @@ impl MemberConfigBuilder {
         self
     }
 
+    /// How often a member sends the gossip it has queued to `fanout` random live members,
+    /// besides what rides on its probes (0 members: only on probes).
+    #[must_use]
+    pub fn gossip(mut self, interval_ms: u64, fanout: usize) -> Self {
+        self.config.gossip_interval_ms = interval_ms;
+        self.config.gossip_fanout = fanout;
+        self
+    }
+
     /// How often a member syncs its whole view with one other (a live member, or a seed or
     /// dead member to re-announce itself to), so that a healed partition always merges.
     #[must_use]
@@ -309,6 +323,7 @@ impl MemberConfigBuilder {
             (c.probe_interval_ms, "probe_interval_ms"),
             (c.probe_timeout_ms, "probe_timeout_ms"),
             (c.push_pull_interval_ms, "push_pull_interval_ms"),
+            (c.gossip_interval_ms, "gossip_interval_ms"),
             (c.dead_reap_ms, "dead_reap_ms"),
         ] {
             if value == 0 {

@@ -16,7 +16,8 @@
 //!   [`PhiAccrual`], fed with heartbeat times and asked about a time; and SWIM's probes
 //!   inside [`Member`], where an acknowledged probe is the heartbeat.
 //! - **Gossip Dissemination**: every change a member learns rides, a bounded number of
-//!   times, on the probes it sends anyway, and a periodic push-pull sync exchanges whole
+//!   times, on the probes it sends anyway and on short gossip rounds to a few random
+//!   members, and a periodic push-pull sync exchanges whole
 //!   views, so that news reaches every member in `O(log n)` rounds and a healed partition
 //!   always merges.
 //! - **Emergent Leader**, **Lease**, **State Watch**: not built yet.
@@ -44,9 +45,10 @@
 //! base and shrinks towards it as independent members confirm the suspicion; and the
 //! *buddy system*: a message to a suspected member tells it so, so it refutes at once.
 //!
-//! Gossip: each change is queued once per member and sent on the next messages, least
-//! sent first, as many as fit in `message_bytes_max`, each at most
-//! `retransmit_mult × ceil(log10(n + 1))` times. Every `push_pull_interval_ms` a member
+//! Gossip: each change is queued once per member and sent on the next messages (probes,
+//! acknowledgements, and a gossip round every `gossip_interval_ms` to `gossip_fanout`
+//! random live members), least sent first, as many as fit in `message_bytes_max`, each at
+//! most `retransmit_mult × ceil(log10(n + 1))` times. Every `push_pull_interval_ms` a member
 //! syncs its whole view with one other: a live member, or, half the time when there are
 //! any, a seed or a member it believes dead. That re-announce is what merges the two sides
 //! of a healed partition, which believe each other dead and so would never probe each

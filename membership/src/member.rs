@@ -154,6 +154,7 @@ pub struct Member {
     seq: u64,
     relays: BTreeMap<u64, Relay>,
     next_sync_at: Time,
+    next_gossip_at: Time,
     sync_cursor: usize,
     effects: VecDeque<EffectOf<Member>>,
     wake_at: Option<Time>,
@@ -190,6 +191,7 @@ impl Member {
             seq: 0,
             relays: BTreeMap::new(),
             next_sync_at: Time::MAX,
+            next_gossip_at: Time::MAX,
             sync_cursor: 0,
             effects,
             wake_at: None,
@@ -617,6 +619,7 @@ impl Member {
         self.enqueue(own);
         let interval = self.config.probe_interval_ms;
         self.next_probe_at = now + Duration::from_millis(self.rng.below(interval));
+        self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
         let push_pull = self.config.push_pull_interval_ms;
         self.next_sync_at = now + Duration::from_millis(push_pull / 2 + self.rng.below(push_pull));
         // Join: announce this start to every seed and take their views.
@@ -630,6 +633,9 @@ impl Member {
         if now >= self.next_probe_at {
             self.end_probe(now);
             self.start_probe(now);
+        }
+        if now >= self.next_gossip_at {
+            self.gossip_round(now);
         }
         self.expire_suspicions(now);
         self.expire_relays(now);
@@ -665,6 +671,32 @@ impl Member {
         if let Some(probe) = &mut self.probe {
             probe.indirect_sent = true;
             probe.nacks_expected = u32::try_from(k).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Sends the queued gossip to a few random live members (memberlist's gossip round),
+    /// so that news does not wait for the next probes.
+    fn gossip_round(&mut self, now: Time) {
+        self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
+        if self.gossip.is_empty() {
+            return;
+        }
+        let mut live: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.state != MemberState::Dead)
+            .map(|(&id, _)| id)
+            .collect();
+        let fanout = self.config.gossip_fanout.min(live.len());
+        for i in 0..fanout {
+            let j = i + self.rng.below((live.len() - i) as u64) as usize;
+            live.swap(i, j);
+        }
+        for &to in &live[..fanout] {
+            if self.gossip.is_empty() {
+                break;
+            }
+            self.send(to, Body::Gossip);
         }
     }
 
@@ -855,7 +887,10 @@ impl Member {
     }
 
     fn next_wake(&self) -> Time {
-        let mut at = self.next_probe_at.min(self.next_sync_at);
+        let mut at = self
+            .next_probe_at
+            .min(self.next_sync_at)
+            .min(self.next_gossip_at);
         if let Some(p) = &self.probe
             && !p.acked
             && !p.indirect_sent
@@ -972,6 +1007,7 @@ impl Member {
                     p.nacks = p.nacks.saturating_add(1);
                 }
             }
+            Body::Gossip => {}
             Body::Sync { reply } => {
                 if reply {
                     self.send_sync(from, false);

@@ -94,6 +94,8 @@ pub enum Body {
         /// The member that did not answer.
         target: NodeId,
     },
+    /// Gossip only: the updates are the news, nothing is answered.
+    Gossip,
     /// A push-pull sync: the updates are (a part of) the sender's whole view; with `reply`
     /// the receiver answers with its own.
     Sync {

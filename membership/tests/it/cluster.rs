@@ -42,6 +42,7 @@ impl ProtocolStore for Store {
         let builder = MemberConfig::builder(boot.id, seed)
             .seeds([NodeId::new(1), NodeId::new(2)])
             .probe(PERIOD_MS, PERIOD_MS / 2)
+            .gossip(PERIOD_MS / 5, 3)
             .push_pull_interval_ms(5 * PERIOD_MS)
             .dead_reap_ms(300 * PERIOD_MS);
         let config = (self.configure)(builder)
