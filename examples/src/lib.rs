@@ -9,7 +9,10 @@
 //!    etcd, speaking the Redis protocol; run a node with `synod node`, a client with `synod kv`,
 //!    the whole story with `synod demo` ([`demo`]) and seeded simulations with `synod sim`
 //!    ([`simulate`]).
-//! 2. A leaderless quorum store like Cassandra or Dynamo: not built yet.
+//! 2. A leaderless quorum store like Cassandra or Dynamo: not built yet. A first step is
+//!    the register store ([`register`]): one ABD register per key, on a majority of nodes,
+//!    speaking RESP; `synod node --system register` runs a node, `synod kv --system
+//!    register` a client, `synod sim register` a simulation.
 //! 3. A partitioned transactional store like CockroachDB or Spanner: not built yet.
 //! 4. A per-key Paxos register and a Multi-Paxos log as running systems: not built yet (the
 //!    protocols exist in `synod-consensus`).
@@ -28,6 +31,7 @@ pub mod consistent_core;
 pub mod demo;
 pub mod history_file;
 pub mod output;
+pub mod register;
 pub mod resp;
 pub mod runtime;
 pub mod simulate;

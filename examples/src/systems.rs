@@ -68,14 +68,24 @@ pub struct System {
 }
 
 /// Every system the `synod` program runs.
-pub const SYSTEMS: &[System] = &[System {
-    name: "consistent-core",
-    about: "a Raft-replicated key-value store speaking RESP, like etcd (Consistent Core)",
-    node: Some(crate::consistent_core::tool::start_node),
-    kv: Some(crate::consistent_core::tool::run_kv),
-    demo: Some(crate::demo::run),
-    sim: Some(crate::simulate::System::RAFT_KV),
-}];
+pub const SYSTEMS: &[System] = &[
+    System {
+        name: "consistent-core",
+        about: "a Raft-replicated key-value store speaking RESP, like etcd (Consistent Core)",
+        node: Some(crate::consistent_core::tool::start_node),
+        kv: Some(crate::consistent_core::tool::run_kv),
+        demo: Some(crate::demo::run),
+        sim: Some(crate::simulate::System::RAFT_KV),
+    },
+    System {
+        name: "register",
+        about: "a leaderless key-value store of ABD registers on a majority, speaking RESP",
+        node: Some(crate::register::node::start_node),
+        kv: Some(crate::register::client::run_kv),
+        demo: None,
+        sim: Some(crate::simulate::System::REGISTER),
+    },
+];
 
 /// A name that is no registered system.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,6 +28,17 @@ pub fn reply_limits() -> Limits {
     }
 }
 
+/// The addresses in `list`, comma-separated as `--addr` takes them (`HOST:PORT,...`),
+/// blanks dropped.
+#[must_use]
+pub fn address_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Encodes a command as clients send it: an array of bulk strings.
 #[must_use]
 pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {

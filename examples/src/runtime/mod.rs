@@ -15,6 +15,14 @@
 //!
 //! and, if it has peers, a [`PeerHandler`] that queues what they send to the worker.
 //!
+//! A system whose state machine follows the node contract (`synod_node::Protocol`) writes
+//! neither seam: [`host::ProtocolHost`] is the [`Machine`] of any protocol, given a
+//! [`host::HostStore`] (the state machine recovered from the data directory, each write
+//! laid out and synced), and [`host::start`] runs the whole node. Adding such a system is
+//! three things to write (its state machine with its store, its command table, its client
+//! adapter) and one entry in [`crate::systems::SYSTEMS`]; the ABD register store,
+//! [`crate::register`], is one.
+//!
 //! What the runtime provides around them:
 //!
 //! - [`NodeOptions`]: the node's id, addresses, members, data directory, tick and client
@@ -45,6 +53,7 @@
 
 pub mod clients;
 pub mod data_dir;
+pub mod host;
 mod options;
 pub mod peers;
 pub mod process;

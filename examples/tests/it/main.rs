@@ -13,5 +13,6 @@ mod core_redis;
 mod core_sim;
 mod decoders;
 mod demo_cli;
+mod register_cluster;
 mod sim_cli;
 mod wal_cli;

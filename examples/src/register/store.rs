@@ -1,0 +1,385 @@
+//! How a node of the register store keeps its records: one log of checksummed records,
+//! written against `synod_wal::Storage` (a directory of files on a real disk in a process).
+//!
+//! # Format (version 1)
+//!
+//! The file [`LOG_FILE`] is a sequence of records, each a 12-byte header and a body:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | the body's length, little-endian `u32`, at most [`RECORD_BYTES_MAX`] |
+//! | 4..8 | CRC-32 (IEEE) of the version byte and the body |
+//! | 8 | the format version, 1 |
+//! | 9..12 | zero |
+//! | 12.. | the body: a [`Record`] in postcard's format |
+//!
+//! # Recovery
+//!
+//! [`RegisterLog::open`] reads the records in order up to the first that is torn, fails
+//! its checksum or does not decode, cuts the file there (and syncs the cut), and folds what
+//! it read into a [`Recovered`]: the node's last generation and each key's newest value. A
+//! crash damages only writes that were never synced, and the register acknowledged
+//! nothing on their strength, so the cut loses nothing acknowledged. Damage to a record
+//! that was synced (a flipped bit on the disk) is cut off too: this replica then forgets
+//! what it held past that point, which a majority-replicated register survives only while
+//! it happens on a minority of nodes. A length past [`RECORD_BYTES_MAX`] is damage, read
+//! without allocating it.
+//!
+//! # Compaction
+//!
+//! Every write appends a record, so the log grows with the writes. At open, a log more than
+//! twice the size of what it holds (each key's newest record and a start record) and at
+//! least [`COMPACT_BYTES_MIN`] long is rewritten with only those: written under a temporary
+//! name, synced, renamed over the log, and the directory synced, so a crash leaves the old
+//! log or the new one, whole.
+
+use std::io;
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use synod_quorum::Tag;
+use synod_wal::storage::read_full_at;
+use synod_wal::{Storage, StorageFile};
+
+use super::machine::{Record, Recovered};
+
+/// The log's file name.
+pub const LOG_FILE: &str = "registers.log";
+/// The name the log is compacted under before it replaces the log.
+const COMPACT_FILE: &str = "registers.log.tmp";
+/// The longest record body: a key and a value of at most 1 MiB each, and their tag.
+pub const RECORD_BYTES_MAX: u32 = (2 << 20) + 1024;
+/// The shortest log that is compacted at open.
+pub const COMPACT_BYTES_MIN: u64 = 64 << 10;
+/// The record format's version.
+const VERSION: u8 = 1;
+/// A record's header.
+const HEADER_BYTES: usize = 12;
+
+/// Why a record cannot be written.
+fn too_long(len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("a record of {len} bytes is longer than {RECORD_BYTES_MAX}"),
+    )
+}
+
+/// A record's bytes: header and body.
+///
+/// # Errors
+///
+/// A record that does not encode, or whose body is longer than [`RECORD_BYTES_MAX`].
+pub fn encode<K: Serialize, V: Serialize>(record: &Record<K, V>) -> io::Result<Vec<u8>> {
+    let body =
+        postcard::to_stdvec(record).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&len| len <= RECORD_BYTES_MAX)
+        .ok_or_else(|| too_long(body.len()))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[VERSION]);
+    crc.update(&body);
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&[VERSION, 0, 0, 0]);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The record at `at` in `file` (whose length is `len`) and the offset after it, or `None`
+/// if what is there is torn, damaged or no record.
+fn read_record<F: StorageFile, K: DeserializeOwned, V: DeserializeOwned>(
+    file: &F,
+    at: u64,
+    len: u64,
+) -> io::Result<Option<(Record<K, V>, u64)>> {
+    let mut header = [0u8; HEADER_BYTES];
+    if len.saturating_sub(at) < HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    if read_full_at(file, &mut header, at)? < HEADER_BYTES {
+        return Ok(None);
+    }
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (body_len, sum) = (word(0), word(4));
+    if body_len > RECORD_BYTES_MAX || header[8..] != [VERSION, 0, 0, 0] {
+        return Ok(None);
+    }
+    let end = at + HEADER_BYTES as u64 + u64::from(body_len);
+    if end > len {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; body_len as usize];
+    if read_full_at(file, &mut body, at + HEADER_BYTES as u64)? < body.len() {
+        return Ok(None);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[VERSION]);
+    crc.update(&body);
+    if crc.finalize() != sum {
+        return Ok(None);
+    }
+    Ok(postcard::from_bytes(&body).ok().map(|record| (record, end)))
+}
+
+/// Writes all of `bytes` at `at`.
+fn write_all_at<F: StorageFile>(file: &F, bytes: &[u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write_at(&bytes[done..], at + done as u64)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
+/// A node's log of records on `S`, for keys `K` and values `V`.
+#[derive(Debug)]
+pub struct RegisterLog<S: Storage, K, V> {
+    storage: S,
+    file: S::File,
+    /// Where the next record goes.
+    len: u64,
+    records: PhantomData<fn(K, V)>,
+}
+
+impl<S, K, V> RegisterLog<S, K, V>
+where
+    S: Storage,
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    V: Clone + Serialize + DeserializeOwned,
+{
+    /// Opens the log in `storage` (an empty one if there is none), cuts off a damaged tail,
+    /// compacts it if it is mostly stale, and returns it with what it holds.
+    ///
+    /// # Errors
+    ///
+    /// The storage's.
+    pub fn open(storage: S) -> io::Result<(Self, Recovered<K, V>)> {
+        let file = match storage.open(LOG_FILE) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = storage.create(LOG_FILE)?;
+                storage.sync_dir()?;
+                file
+            }
+            Err(e) => return Err(e),
+        };
+        let len = file.len()?;
+        let mut recovered = Recovered::default();
+        let mut at = 0;
+        while let Some((record, end)) = read_record::<_, K, V>(&file, at, len)? {
+            recovered.take(record);
+            at = end;
+        }
+        if at < len {
+            // A torn or damaged tail: cut it, durably, so a record written next is not
+            // hidden behind it at the next start.
+            file.set_len(at)?;
+            file.sync_data()?;
+        }
+        let mut log = RegisterLog {
+            storage,
+            file,
+            len: at,
+            records: PhantomData,
+        };
+        log.compact(&recovered)?;
+        Ok((log, recovered))
+    }
+
+    /// The records that say what `recovered` says: a start record and each key's newest.
+    fn live(recovered: &Recovered<K, V>) -> io::Result<Vec<u8>> {
+        let start = Record {
+            generation: recovered.generation,
+            key: None,
+            tag: Tag::default(),
+            value: None,
+        };
+        let mut out = encode::<K, V>(&start)?;
+        for (key, (tag, value)) in &recovered.registers {
+            out.extend_from_slice(&encode(&Record {
+                generation: recovered.generation,
+                key: Some(key.clone()),
+                tag: *tag,
+                value: value.clone(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the log with only what it holds, if that is less than half of it.
+    fn compact(&mut self, recovered: &Recovered<K, V>) -> io::Result<()> {
+        if self.len < COMPACT_BYTES_MIN {
+            return Ok(());
+        }
+        let live = Self::live(recovered)?;
+        if live.len() as u64 * 2 > self.len {
+            return Ok(());
+        }
+        let file = self.storage.create(COMPACT_FILE)?;
+        write_all_at(&file, &live, 0)?;
+        file.sync_data()?;
+        self.storage.rename(COMPACT_FILE, LOG_FILE)?;
+        self.storage.sync_dir()?;
+        self.file = file;
+        self.len = live.len() as u64;
+        Ok(())
+    }
+
+    /// Appends `record` after every earlier one, without syncing it.
+    ///
+    /// # Errors
+    ///
+    /// The storage's, or a record longer than [`RECORD_BYTES_MAX`].
+    pub fn append(&mut self, record: &Record<K, V>) -> io::Result<()> {
+        let bytes = encode(record)?;
+        write_all_at(&self.file, &bytes, self.len)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable.
+    ///
+    /// # Errors
+    ///
+    /// The storage's: the records since the last sync must be taken as lost.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// The log's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synod_node::NodeId;
+    use synod_wal::testing::{CrashMode, FaultyStorage};
+
+    use super::*;
+
+    type Log = RegisterLog<FaultyStorage, Vec<u8>, Vec<u8>>;
+
+    fn record(generation: u64, key: &str, value: &str, sequence: u64) -> Record<Vec<u8>, Vec<u8>> {
+        Record {
+            generation,
+            key: Some(key.as_bytes().to_vec()),
+            tag: Tag {
+                sequence,
+                writer: Some(NodeId::new(2)),
+                incarnation: generation,
+                op: sequence,
+            },
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    fn value(recovered: &Recovered<Vec<u8>, Vec<u8>>, key: &str) -> Option<String> {
+        let (_, value) = recovered.registers.get(key.as_bytes())?;
+        value
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    #[test]
+    fn synced_records_survive_every_crash_and_a_torn_tail_is_cut() {
+        for mode in CrashMode::ALL {
+            let disk = FaultyStorage::new(1);
+            let (mut log, recovered) = Log::open(disk.clone()).expect("opens");
+            assert_eq!(recovered, Recovered::default());
+            log.append(&record(1, "a", "1", 1)).expect("appended");
+            log.append(&record(1, "a", "2", 2)).expect("appended");
+            log.append(&record(1, "b", "x", 3)).expect("appended");
+            log.sync().expect("synced");
+            // Not synced: a crash may keep it, tear it or drop it.
+            log.append(&record(2, "b", "y", 4)).expect("appended");
+            disk.crash(mode);
+            let (mut log, recovered) = Log::open(disk.clone()).expect("opens after the crash");
+            assert_eq!(value(&recovered, "a").as_deref(), Some("2"), "{mode:?}");
+            let b = value(&recovered, "b");
+            assert!(matches!(b.as_deref(), Some("x" | "y")), "{mode:?}: {b:?}");
+            // What is written after the cut is read at the next start.
+            log.append(&record(3, "c", "z", 5)).expect("appended");
+            log.sync().expect("synced");
+            disk.crash(mode);
+            let (_, recovered) = Log::open(disk).expect("opens again");
+            assert_eq!(value(&recovered, "c").as_deref(), Some("z"), "{mode:?}");
+            assert_eq!(recovered.generation, 3);
+        }
+    }
+
+    #[test]
+    fn damage_and_huge_lengths_end_the_log_without_a_panic() {
+        let disk = FaultyStorage::new(2);
+        let (mut log, _) = Log::open(disk.clone()).expect("opens");
+        log.append(&record(1, "a", "1", 1)).expect("appended");
+        let first = log.len();
+        log.append(&record(1, "b", "2", 2)).expect("appended");
+        log.sync().expect("synced");
+        drop(log);
+        let file = disk.open(LOG_FILE).expect("the log");
+        // A flipped bit in the second record's body.
+        let mut byte = [0u8; 1];
+        file.read_at(&mut byte, first + 14).expect("read");
+        file.write_at(&[byte[0] ^ 0x20], first + 14).expect("write");
+        let (_, recovered) = Log::open(disk.clone()).expect("opens");
+        assert_eq!(value(&recovered, "a").as_deref(), Some("1"));
+        assert_eq!(value(&recovered, "b"), None);
+        // A header claiming 4 GiB is read as the end of the log, not allocated.
+        let file = disk.open(LOG_FILE).expect("the log");
+        let len = file.len().expect("len");
+        write_all_at(
+            &file,
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 0, 0, 0],
+            len,
+        )
+        .expect("write");
+        let (log, recovered) = Log::open(disk).expect("opens");
+        assert_eq!(log.len(), first);
+        assert_eq!(value(&recovered, "a").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_stale_log_is_compacted_at_open_and_still_says_the_same() {
+        let disk = FaultyStorage::new(3);
+        let (mut log, _) = Log::open(disk.clone()).expect("opens");
+        let mut sequence = 0;
+        while log.len() < COMPACT_BYTES_MIN * 2 {
+            sequence += 1;
+            let key = ["a", "b", "c"][sequence as usize % 3];
+            log.append(&record(1, key, &sequence.to_string(), sequence))
+                .expect("appended");
+        }
+        log.sync().expect("synced");
+        let before = log.len();
+        drop(log);
+        let (log, recovered) = Log::open(disk.clone()).expect("opens");
+        assert!(
+            log.len() < before / 10,
+            "{} of {before} bytes kept",
+            log.len()
+        );
+        drop(log);
+        for mode in CrashMode::ALL {
+            disk.crash(mode);
+            let (_, again) = Log::open(disk.clone()).expect("opens");
+            assert_eq!(again, recovered, "{mode:?}");
+        }
+        assert_eq!(recovered.registers.len(), 3);
+        assert_eq!(recovered.generation, 1);
+    }
+}

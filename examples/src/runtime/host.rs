@@ -1,0 +1,870 @@
+//! Any `synod_node::Protocol` as a process: the runtime's generic adapter from the node
+//! contract to the worker, the peers and the clients.
+// tidy: driver: runs the wake-up thread, reads the monotonic clock and talks to peers.
+//!
+//! A system whose state machine follows the node contract (inputs in with the time, effects
+//! out through `poll`, persistence acknowledged by token) needs no [`Machine`] of its own:
+//! [`ProtocolHost`] is that machine for any protocol, given a [`HostStore`], the process
+//! twin of `synod_sim::ProtocolStore` (how the state machine is recovered from the data
+//! directory, how a write is laid out, how it is synced). [`start`] then runs the whole node:
+//! the peer transport, the data directory, the worker, the wake-up thread and the client
+//! listener, with the system's [`ServeClient`].
+//!
+//! | Process | Protocol |
+//! |---|---|
+//! | start ([`start`]) | [`HostStore::recover`] builds the state machine from the data directory (restart is construction) |
+//! | a peer's frame ([`PeerHandler`]) | `Input::Message`, decoded with postcard; bytes that do not decode are dropped, as a lost message is |
+//! | a client's call ([`Host::call`]) | `Input::Request`, with a `RequestId` of the host's; `Effect::Reply` completes that call's waiter, and only that one |
+//! | `Effect::Send` | encoded with postcard and sent on the peers' `TcpTransport` (fail-fast: a message that does not fit is lost, and the protocol resends) |
+//! | `Effect::Persist` | [`HostStore::write`]; once the worker's queue runs dry, one [`HostStore::sync`] covers every write since the last, then `Input::Persisted` with the last token (group commit) |
+//! | a failed write or sync | the process stops ([`EXIT_FAIL_STOP`](super::EXIT_FAIL_STOP)); it never retries a sync and carries on |
+//! | `Effect::WakeAt` | the node's one deadline: a later one replaces it; a thread wakes the worker at or after it, and `Input::Wake` is handed in only once the worker's clock has reached it, never before |
+//! | `Effect::Apply` | [`HostStore::apply`] |
+//!
+//! The time handed in is the worker's monotonic clock ([`Machine::step`]'s), never going
+//! back.
+//!
+//! Adding a system on the contract is then three things to write and one registration:
+//! its state machine (a `Protocol`) with its [`HostStore`], its command table (a
+//! [`crate::resp::Commands`] that turns a client's command into a request for
+//! [`Host::call`]), its client adapter (what `synod kv` sends), and one entry in
+//! [`crate::systems::SYSTEMS`]. The ABD register store ([`crate::register`]) is built so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use synod_node::{Effect, Input, InputOf, NodeId, PersistToken, Protocol, RequestId, Time};
+use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
+
+use super::process::spawn_vital;
+use super::{
+    Connections, Machine, NodeOptions, PeerHandler, ServeClient, StartError, UpdateQueue,
+    bind_clients, data_dir, peers, spawn_listener, stop_on_panic,
+};
+
+/// What a system tells [`ProtocolHost`] about its store: how the state machine is built from
+/// what the data directory holds, and how its writes are laid out and made durable. The
+/// process twin of `synod_sim::ProtocolStore`; a system writes its layout once, against
+/// `synod_wal::Storage`, and uses it in both.
+pub trait HostStore: Send + 'static {
+    /// The state machine this store persists.
+    type Protocol: Protocol + Send + 'static;
+
+    /// Builds the state machine from what the data directory holds, at the node's start.
+    /// Anything the state machine must make durable before it serves it asks for with its
+    /// first `Effect::Persist`, carried out (and synced) before the node takes any input.
+    ///
+    /// # Errors
+    ///
+    /// A disk error, or damage the store will not repair: the node does not start.
+    fn recover(&mut self, boot: HostBoot<'_>) -> io::Result<Self::Protocol>;
+
+    /// Writes `write` after every earlier write, without syncing it.
+    ///
+    /// # Errors
+    ///
+    /// A disk error: the process stops (fail-stop).
+    fn write(&mut self, write: &<Self::Protocol as Protocol>::Write) -> io::Result<()>;
+
+    /// Makes every write so far durable (one `fdatasync` for many writes).
+    ///
+    /// # Errors
+    ///
+    /// A failed sync: the process stops, as the contract's rule 5 says; it is never retried.
+    fn sync(&mut self) -> io::Result<()>;
+
+    /// Takes what the state machine hands up with `Effect::Apply`. The default drops it.
+    fn apply(&mut self, apply: <Self::Protocol as Protocol>::Apply) {
+        let _ = apply;
+    }
+}
+
+/// What [`HostStore::recover`] builds a state machine from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HostBoot<'a> {
+    /// How the node runs: its id, its members, its data directory.
+    pub options: &'a NodeOptions,
+    /// The node starting.
+    pub id: NodeId,
+    /// Every member, this node included, in increasing order.
+    pub members: Vec<NodeId>,
+}
+
+/// What the worker of a [`ProtocolHost`] is handed.
+pub enum HostEvent<P: Protocol> {
+    /// A message a peer sent (decoded by the host's [`PeerHandler`]).
+    Message {
+        /// The sender, as the transport authenticated it.
+        from: NodeId,
+        /// The message.
+        message: P::Message,
+    },
+    /// A client's request, and where its reply goes.
+    Request {
+        /// The request.
+        request: P::Request,
+        /// Completed with the state machine's reply.
+        reply: Completer<P::Response>,
+    },
+    /// The node's deadline has come, or may have: the worker checks it against its clock.
+    Wake,
+}
+
+impl<P: Protocol> fmt::Debug for HostEvent<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostEvent::Message { from, .. } => write!(f, "Message from {from}"),
+            HostEvent::Request { .. } => f.write_str("Request"),
+            HostEvent::Wake => f.write_str("Wake"),
+        }
+    }
+}
+
+/// Where a [`ProtocolHost`] sends a peer's bytes: the transport, in a process.
+pub type SendFn = Box<dyn FnMut(NodeId, Bytes) + Send>;
+
+/// The node's one deadline, shared between the worker (which sets it from `WakeAt`) and the
+/// wake-up thread (which waits for it).
+#[derive(Debug, Default)]
+pub struct Deadline {
+    at: Mutex<Option<Instant>>,
+    changed: Condvar,
+}
+
+impl Deadline {
+    fn set(&self, at: Instant) {
+        *self.at.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the deadline is set and has passed, then clears it.
+    fn wait(&self) {
+        let mut at = self.at.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match *at {
+                None => {
+                    at = self
+                        .changed
+                        .wait(at)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        *at = None;
+                        return;
+                    }
+                    at = self
+                        .changed
+                        .wait_timeout(at, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the wake-up thread (`synod-wake`, vital): each time `deadline` passes, `wake`
+/// runs (it queues [`HostEvent::Wake`] to the worker).
+pub fn spawn_waker(deadline: Arc<Deadline>, wake: impl Fn() + Send + 'static) {
+    spawn_vital("synod-wake", move || {
+        loop {
+            deadline.wait();
+            wake();
+        }
+    });
+}
+
+/// Any protocol on the node contract as the worker's [`Machine`]: see the
+/// [module documentation](self) for what it does with each input and effect.
+pub struct ProtocolHost<St: HostStore> {
+    store: St,
+    protocol: St::Protocol,
+    send: SendFn,
+    /// The client waiting for each request handed to the state machine.
+    waiters: BTreeMap<RequestId, Completer<<St::Protocol as Protocol>::Response>>,
+    requests_started: u64,
+    /// The last token written and not yet synced.
+    owed: Option<PersistToken>,
+    /// The latest `WakeAt`, until `Input::Wake` is handed in for it.
+    wake_at: Option<Time>,
+    /// Shared with the wake-up thread, if there is one.
+    deadline: Option<Arc<Deadline>>,
+    /// The latest time handed to the state machine.
+    now: Time,
+}
+
+impl<St: HostStore> fmt::Debug for ProtocolHost<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolHost")
+            .field("waiters", &self.waiters.len())
+            .field("owed", &self.owed)
+            .field("wake_at", &self.wake_at)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> ProtocolHost<St>
+where
+    St: HostStore,
+    <St::Protocol as Protocol>::Message: Serialize,
+{
+    /// A host for `protocol`, persisting through `store` and sending peers' bytes with
+    /// `send`. Its first effects (what the state machine asked for as it was built) are
+    /// carried out when the worker starts ([`UpdateQueue::spawn`]).
+    pub fn new(store: St, protocol: St::Protocol, send: SendFn) -> Self {
+        ProtocolHost {
+            store,
+            protocol,
+            send,
+            waiters: BTreeMap::new(),
+            requests_started: 0,
+            owed: None,
+            wake_at: None,
+            deadline: None,
+            now: Time::ZERO,
+        }
+    }
+
+    /// Tells `deadline` (a wake-up thread's) of every `WakeAt` from now on.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Arc<Deadline>) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The state machine.
+    pub fn protocol(&self) -> &St::Protocol {
+        &self.protocol
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// Client requests handed in and not answered yet.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// The worker's clock as the state machine sees it: never behind a time it was handed.
+    fn clock(&mut self, now: Duration) -> Time {
+        let reading = Time::from_nanos(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
+        self.now = self.now.max(reading);
+        self.now
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<St::Protocol>) {
+        self.protocol.handle(now, input);
+    }
+}
+
+impl<St> Machine for ProtocolHost<St>
+where
+    St: HostStore,
+    <St::Protocol as Protocol>::Message: Serialize + Send,
+    <St::Protocol as Protocol>::Request: Send,
+    <St::Protocol as Protocol>::Response: Send,
+{
+    type Event = HostEvent<St::Protocol>;
+    type Answer = ();
+
+    fn step(&mut self, now: Duration, event: Self::Event) {
+        let now = self.clock(now);
+        match event {
+            HostEvent::Message { from, message } => {
+                self.handle(now, Input::Message { from, message });
+            }
+            HostEvent::Request { request, reply } => {
+                self.requests_started += 1;
+                let id = RequestId(self.requests_started);
+                self.waiters.insert(id, reply);
+                self.handle(now, Input::Request { id, request });
+            }
+            HostEvent::Wake => {}
+        }
+        // Whatever woke the worker, the deadline is checked against its clock: a wake-up
+        // is handed in at or after its time, never before.
+        if self.wake_at.is_some_and(|at| at <= now) {
+            self.wake_at = None;
+            self.handle(now, Input::Wake);
+        }
+    }
+
+    fn drain(&mut self, now: Duration) -> Result<(), String> {
+        let now = self.clock(now);
+        while let Some(effect) = self.protocol.poll() {
+            match effect {
+                Effect::Send { to, message } => {
+                    // A message that does not encode is lost, as one the network drops.
+                    if let Ok(bytes) = postcard::to_stdvec(&message) {
+                        (self.send)(to, Bytes::from(bytes));
+                    }
+                }
+                Effect::Reply { id, response } => {
+                    if let Some(waiter) = self.waiters.remove(&id) {
+                        waiter.complete(response);
+                    }
+                }
+                Effect::Persist { token, write } => {
+                    self.store
+                        .write(&write)
+                        .map_err(|e| format!("the store's write failed: {e}"))?;
+                    self.owed = Some(token);
+                }
+                Effect::Apply(apply) => self.store.apply(apply),
+                Effect::WakeAt(at) => {
+                    self.wake_at = Some(at);
+                    if let Some(deadline) = &self.deadline {
+                        // `now` was read before this instant, so the thread wakes the
+                        // worker no earlier than the worker's clock reaches `at`.
+                        deadline.set(Instant::now() + at.saturating_duration_since(now));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, now: Duration) -> Result<bool, String> {
+        let Some(token) = self.owed.take() else {
+            return Ok(false);
+        };
+        self.store
+            .sync()
+            .map_err(|e| format!("the store's sync failed: {e}"))?;
+        let now = self.clock(now);
+        self.handle(now, Input::Persisted(token));
+        self.drain(Duration::from_nanos(now.as_nanos()))?;
+        Ok(true)
+    }
+
+    fn answer(&mut self) {}
+}
+
+/// Decodes a peer's bytes into a message of `P`: `None` for bytes that are not one (they
+/// are dropped, as a lost message is; the protocol resends what matters).
+#[must_use]
+pub fn decode_message<P: Protocol>(payload: &[u8]) -> Option<P::Message>
+where
+    P::Message: DeserializeOwned,
+{
+    postcard::from_bytes(payload).ok()
+}
+
+/// Why [`Host::call`] has no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The worker is gone (the node is stopping): the request was not handed in.
+    NotTaken,
+    /// The worker took the request up and will never answer (it stopped): the request
+    /// may or may not have taken effect.
+    Dropped,
+    /// No answer before the deadline: the request may or may not take effect.
+    TimedOut,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CallError::NotTaken => "the node is stopping",
+            CallError::Dropped => "the node's worker stopped",
+            CallError::TimedOut => "no answer in time",
+        })
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// A running node of a system on the contract, as its client connections and the peer
+/// transport see it: the queue to its worker.
+pub struct Host<St: HostStore>
+where
+    ProtocolHost<St>: Machine,
+{
+    queue: UpdateQueue<ProtocolHost<St>>,
+    id: NodeId,
+}
+
+impl<St: HostStore> fmt::Debug for Host<St>
+where
+    ProtocolHost<St>: Machine,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("id", &self.id)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl<St> Host<St>
+where
+    St: HostStore,
+    ProtocolHost<St>: Machine<Event = HostEvent<St::Protocol>, Answer = ()>,
+{
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands `request` to the state machine and waits, until `deadline` at most, for its
+    /// reply.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]: whether the request may have taken effect.
+    pub fn call(
+        &self,
+        request: <St::Protocol as Protocol>::Request,
+        deadline: Instant,
+    ) -> Result<<St::Protocol as Protocol>::Response, CallError> {
+        let (reply, done) = completion();
+        if self
+            .queue
+            .submit(HostEvent::Request { request, reply })
+            .is_none()
+        {
+            return Err(CallError::NotTaken);
+        }
+        match done.wait_until(deadline) {
+            WaitOutcome::Done(response) => Ok(response),
+            WaitOutcome::Canceled => Err(CallError::Dropped),
+            WaitOutcome::TimedOut => Err(CallError::TimedOut),
+        }
+    }
+}
+
+impl<St> PeerHandler for Host<St>
+where
+    St: HostStore,
+    <St::Protocol as Protocol>::Message: DeserializeOwned,
+    ProtocolHost<St>: Machine<Event = HostEvent<St::Protocol>, Answer = ()>,
+    Host<St>: Send + Sync,
+{
+    /// Queues a peer's message to the worker; a request (the contract has none between
+    /// peers) and bytes that do not decode are dropped.
+    fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
+        if incoming.is_request() {
+            return None;
+        }
+        let message = decode_message::<St::Protocol>(incoming.payload())?;
+        let from = incoming.from();
+        let _ = self.queue.submit(HostEvent::Message { from, message });
+        None
+    }
+}
+
+/// How [`start`] runs a system on the contract, beside the runtime's [`NodeOptions`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostSpec<'a> {
+    /// The names of what the system keeps in the data directory (for
+    /// [`data_dir::claim`]: a directory holding any of them but no identity is refused).
+    pub state: &'a [&'a str],
+    /// The longest frame a peer connection carries: the system's largest message and its
+    /// headers.
+    pub frame_bytes_max: usize,
+}
+
+/// A node started by [`start`].
+pub struct Started<St: HostStore>
+where
+    ProtocolHost<St>: Machine,
+{
+    /// Where peers connect.
+    pub peers: SocketAddr,
+    /// Where clients connect.
+    pub clients: SocketAddr,
+    /// The node, as its clients reach it.
+    pub host: Arc<Host<St>>,
+}
+
+impl<St: HostStore> fmt::Debug for Started<St>
+where
+    ProtocolHost<St>: Machine,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Started")
+            .field("peers", &self.peers)
+            .field("clients", &self.clients)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a node of a system on the contract in this process: binds the peer and client
+/// addresses, claims the data directory, recovers the state machine through `store`, makes
+/// what it asks for at start durable, and starts the worker, the wake-up thread and the
+/// client listener, whose connections `serve` (given the running node) serves. The node
+/// runs until the process exits; it fails stop, as every node of the runtime does.
+///
+/// # Errors
+///
+/// A [`StartError`] a person can act on.
+pub fn start<St, C>(
+    options: &NodeOptions,
+    spec: HostSpec<'_>,
+    mut store: St,
+    serve: impl FnOnce(Arc<Host<St>>) -> C,
+) -> Result<Started<St>, StartError>
+where
+    St: HostStore,
+    <St::Protocol as Protocol>::Message: Serialize + DeserializeOwned + Send,
+    <St::Protocol as Protocol>::Request: Send,
+    <St::Protocol as Protocol>::Response: Send,
+    C: ServeClient,
+{
+    stop_on_panic();
+    // Until the worker runs, what peers send is dropped; the protocol resends.
+    let (transport, peer_slot) = peers::bind::<Host<St>>(options, spec.frame_bytes_max, |_| None)?;
+    let listener = bind_clients(options)?;
+    // Only once both addresses are ours does the data directory get touched.
+    data_dir::claim(options, spec.state)?;
+    let id = NodeId::new(options.id());
+    let members = options.peers().keys().map(|&m| NodeId::new(m)).collect();
+    let boot = HostBoot {
+        options,
+        id,
+        members,
+    };
+    let protocol = store
+        .recover(boot)
+        .map_err(|e| data_dir::data_err(options.data_dir(), e))?;
+    peers::add_peers(options, &transport)?;
+    let deadline = Arc::new(Deadline::default());
+    let send: SendFn = {
+        let transport: Arc<TcpTransport> = Arc::clone(&transport);
+        // Lost messages are the protocol's business: it resends.
+        Box::new(move |to, bytes| drop(transport.send(to, bytes)))
+    };
+    let machine = ProtocolHost::new(store, protocol, send).with_deadline(Arc::clone(&deadline));
+    let queue = UpdateQueue::spawn(machine)
+        .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
+    let host = Arc::new(Host { queue, id });
+    peer_slot.set(Arc::clone(&host));
+    spawn_waker(deadline, {
+        let host = Arc::clone(&host);
+        move || host.queue.submit_unless_busy(HostEvent::Wake)
+    });
+    let clients = listener.local_addr().map_err(|error| StartError::Bind {
+        what: "--client",
+        addr: options.client_addr().to_string(),
+        error,
+    })?;
+    let connections = Arc::new(Connections::new(options.client_limits()));
+    spawn_listener(listener, connections, Arc::new(serve(Arc::clone(&host))));
+    Ok(Started {
+        peers: transport.local_addr(),
+        clients,
+        host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use serde::Deserialize;
+    use synod_node::EffectOf;
+
+    use super::*;
+    use crate::runtime::poll_until;
+
+    /// What the toy state machine is asked.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ask {
+        /// Persist this value and answer it once durable.
+        Write(u64),
+        /// Answer this at once.
+        Echo(u64),
+        /// Send this to node 2.
+        Send(u64),
+        /// Ask for a wake-up at this time (milliseconds).
+        WakeAt(u64),
+        /// How many wake-ups were handed in.
+        Woken,
+        /// How many wake-ups were handed in before the time asked for.
+        Early,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    struct Note(u64);
+
+    /// A toy state machine on the contract that records what it is handed.
+    #[derive(Debug, Default)]
+    struct Toy {
+        last_token: PersistToken,
+        waiting: VecDeque<(PersistToken, RequestId, u64)>,
+        effects: VecDeque<EffectOf<Toy>>,
+        /// Every `Persisted` handed in.
+        persisted: Vec<PersistToken>,
+        /// The time of every `Wake`, with the deadline it was asked for.
+        wakes: Vec<(Time, Option<Time>)>,
+        asked_wake: Option<Time>,
+        /// Messages received.
+        received: Vec<(NodeId, Note)>,
+    }
+
+    impl Protocol for Toy {
+        type Message = Note;
+        type Request = Ask;
+        type Response = u64;
+        type Write = u64;
+        type Apply = std::convert::Infallible;
+
+        fn id(&self) -> NodeId {
+            NodeId::new(1)
+        }
+
+        fn handle(&mut self, now: Time, input: InputOf<Self>) {
+            match input {
+                Input::Request { id, request } => match request {
+                    Ask::Write(v) => {
+                        self.last_token = self.last_token.next();
+                        self.waiting.push_back((self.last_token, id, v));
+                        let token = self.last_token;
+                        self.effects.push_back(Effect::Persist { token, write: v });
+                    }
+                    Ask::Echo(v) => self.effects.push_back(Effect::Reply { id, response: v }),
+                    Ask::Send(v) => {
+                        let to = NodeId::new(2);
+                        self.effects.push_back(Effect::Send {
+                            to,
+                            message: Note(v),
+                        });
+                        self.effects.push_back(Effect::Reply { id, response: v });
+                    }
+                    Ask::WakeAt(ms) => {
+                        self.asked_wake = Some(Time::from_millis(ms));
+                        self.effects
+                            .push_back(Effect::WakeAt(Time::from_millis(ms)));
+                        self.effects.push_back(Effect::Reply { id, response: ms });
+                    }
+                    Ask::Woken => {
+                        let response = self.wakes.len() as u64;
+                        self.effects.push_back(Effect::Reply { id, response });
+                    }
+                    Ask::Early => {
+                        let early = self.wakes.iter().filter(|(at, asked)| Some(*at) < *asked);
+                        let response = early.count() as u64;
+                        self.effects.push_back(Effect::Reply { id, response });
+                    }
+                },
+                Input::Persisted(token) => {
+                    self.persisted.push(token);
+                    while let Some(&(t, id, v)) = self.waiting.front()
+                        && t <= token
+                    {
+                        self.waiting.pop_front();
+                        self.effects.push_back(Effect::Reply { id, response: v });
+                    }
+                }
+                Input::Wake => self.wakes.push((now, self.asked_wake)),
+                Input::Message { from, message } => self.received.push((from, message)),
+            }
+        }
+
+        fn poll(&mut self) -> Option<EffectOf<Self>> {
+            self.effects.pop_front()
+        }
+    }
+
+    /// A store in memory that counts its syncs and can be told to fail them.
+    #[derive(Debug, Default)]
+    struct Memory {
+        written: Vec<u64>,
+        /// How many of `written` each sync covered.
+        synced: Vec<usize>,
+        fail_sync: bool,
+    }
+
+    impl HostStore for Memory {
+        type Protocol = Toy;
+
+        fn recover(&mut self, _boot: HostBoot<'_>) -> io::Result<Toy> {
+            Ok(Toy::default())
+        }
+
+        fn write(&mut self, write: &u64) -> io::Result<()> {
+            self.written.push(*write);
+            Ok(())
+        }
+
+        fn sync(&mut self) -> io::Result<()> {
+            if self.fail_sync {
+                return Err(io::Error::other("the disk is gone"));
+            }
+            self.synced.push(self.written.len());
+            Ok(())
+        }
+    }
+
+    type Sent = Arc<Mutex<Vec<(NodeId, Bytes)>>>;
+
+    fn host() -> (ProtocolHost<Memory>, Sent) {
+        let sent: Sent = Arc::default();
+        let send: SendFn = {
+            let sent = Arc::clone(&sent);
+            Box::new(move |to, bytes| sent.lock().expect("unpoisoned").push((to, bytes)))
+        };
+        (
+            ProtocolHost::new(Memory::default(), Toy::default(), send),
+            sent,
+        )
+    }
+
+    fn ask(
+        host: &mut ProtocolHost<Memory>,
+        at_ms: u64,
+        ask: Ask,
+    ) -> synod_transport::Completion<u64> {
+        let (reply, done) = completion();
+        host.step(
+            Duration::from_millis(at_ms),
+            HostEvent::Request {
+                request: ask,
+                reply,
+            },
+        );
+        done
+    }
+
+    fn answered(done: &synod_transport::Completion<u64>) -> Option<u64> {
+        match done.try_take() {
+            WaitOutcome::Done(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn persisted_is_handed_in_only_after_the_sync_with_the_last_token_it_covers() {
+        let (mut host, _) = host();
+        let a = ask(&mut host, 1, Ask::Write(10));
+        let b = ask(&mut host, 1, Ask::Write(11));
+        host.drain(Duration::from_millis(1)).expect("drained");
+        // Both are written, neither is synced: nothing is acknowledged, nothing answered.
+        assert_eq!(host.store().written, [10, 11]);
+        assert!(host.store().synced.is_empty());
+        assert!(host.protocol().persisted.is_empty());
+        assert_eq!((answered(&a), answered(&b)), (None, None));
+        // One sync covers both and acknowledges the last token.
+        assert_eq!(host.sync(Duration::from_millis(2)), Ok(true));
+        assert_eq!(host.store().synced, [2]);
+        assert_eq!(host.protocol().persisted, [PersistToken(2)]);
+        assert_eq!((answered(&a), answered(&b)), (Some(10), Some(11)));
+        // Nothing more is owed.
+        assert_eq!(host.sync(Duration::from_millis(3)), Ok(false));
+        assert_eq!(host.store().synced, [2]);
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_node_and_acknowledges_nothing() {
+        let (mut host, _) = host();
+        host.store.fail_sync = true;
+        let a = ask(&mut host, 1, Ask::Write(10));
+        host.drain(Duration::from_millis(1)).expect("drained");
+        let stopped = host.sync(Duration::from_millis(2));
+        assert!(stopped.is_err(), "{stopped:?}");
+        assert!(host.protocol().persisted.is_empty());
+        assert_eq!(answered(&a), None);
+    }
+
+    #[test]
+    fn each_reply_completes_the_call_it_answers() {
+        let (mut host, sent) = host();
+        let write = ask(&mut host, 1, Ask::Write(7));
+        let echo = ask(&mut host, 1, Ask::Echo(8));
+        let send = ask(&mut host, 1, Ask::Send(9));
+        host.drain(Duration::from_millis(1)).expect("drained");
+        // The echo and the send are answered at once, the write only after its sync.
+        assert_eq!(
+            (answered(&echo), answered(&send), answered(&write)),
+            (Some(8), Some(9), None)
+        );
+        assert_eq!(host.waiting(), 1);
+        host.sync(Duration::from_millis(1)).expect("synced");
+        assert_eq!(answered(&write), Some(7));
+        assert_eq!(host.waiting(), 0);
+        // The message went to node 2, encoded with postcard.
+        let sent = sent.lock().expect("unpoisoned");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, NodeId::new(2));
+        assert_eq!(decode_message::<Toy>(&sent[0].1), Some(Note(9)));
+    }
+
+    #[test]
+    fn a_wake_up_is_never_handed_in_before_its_time() {
+        let (mut host, _) = host();
+        let _ = ask(&mut host, 1, Ask::WakeAt(50));
+        host.drain(Duration::from_millis(1)).expect("drained");
+        // Events before the deadline (a wake-up thread early, or any other event) hand in
+        // no wake-up.
+        host.step(Duration::from_millis(10), HostEvent::Wake);
+        host.step(Duration::from_millis(49), HostEvent::Wake);
+        let _ = ask(&mut host, 49, Ask::Echo(1));
+        assert!(host.protocol().wakes.is_empty());
+        // At the deadline, one; and none again until the next is asked for.
+        host.step(Duration::from_millis(50), HostEvent::Wake);
+        host.step(Duration::from_millis(60), HostEvent::Wake);
+        assert_eq!(
+            host.protocol().wakes,
+            [(Time::from_millis(50), Some(Time::from_millis(50)))]
+        );
+        // A later WakeAt replaces an earlier one: only the last counts.
+        let _ = ask(&mut host, 61, Ask::WakeAt(70));
+        let _ = ask(&mut host, 61, Ask::WakeAt(90));
+        host.drain(Duration::from_millis(61)).expect("drained");
+        host.step(Duration::from_millis(80), HostEvent::Wake);
+        assert_eq!(host.protocol().wakes.len(), 1);
+        // A clock read that goes back is not handed in: the time never goes back.
+        host.step(Duration::from_millis(5), HostEvent::Wake);
+        host.step(Duration::from_millis(95), HostEvent::Wake);
+        assert_eq!(host.protocol().wakes.len(), 2);
+        assert_eq!(host.protocol().wakes[1].0, Time::from_millis(95));
+    }
+
+    #[test]
+    fn the_wake_up_thread_wakes_the_worker_at_or_after_the_deadline() {
+        let deadline = Arc::new(Deadline::default());
+        let (host, _) = host();
+        let host = host.with_deadline(Arc::clone(&deadline));
+        let queue = Arc::new(UpdateQueue::spawn(host).expect("the worker starts"));
+        spawn_waker(deadline, {
+            let queue = Arc::clone(&queue);
+            move || queue.submit_unless_busy(HostEvent::Wake)
+        });
+        let call = |request: Ask| {
+            let (reply, done) = completion();
+            let _ = queue.submit(HostEvent::Request { request, reply });
+            done.wait().ok()
+        };
+        // A wake-up 30 ms after the worker started, asked for with nothing else to come:
+        // only the wake-up thread can hand it in.
+        assert_eq!(call(Ask::WakeAt(30)), Some(30));
+        let woken = poll_until(Instant::now() + Duration::from_secs(10), || {
+            call(Ask::Woken) == Some(1)
+        });
+        assert!(woken, "the wake-up was never handed in");
+        assert_eq!(call(Ask::Early), Some(0), "a wake-up came before its time");
+    }
+
+    #[test]
+    fn bytes_that_are_no_message_are_dropped() {
+        assert_eq!(decode_message::<Toy>(&[]), None);
+        assert_eq!(decode_message::<Toy>(&[0xff; 12]), None);
+        let good = postcard::to_stdvec(&Note(3)).expect("encodes");
+        assert_eq!(decode_message::<Toy>(&good), Some(Note(3)));
+    }
+}

@@ -1,0 +1,307 @@
+//! The register store as real processes: three `synod node --system register` nodes on
+//! loopback, writes and reads over RESP through every node, nodes killed with SIGKILL and
+//! restarted on their data directories with every acknowledged write read back, and
+//! garbage on the peer and client ports refused without a panic. Every wait polls a
+//! condition against a deadline.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synod_examples::resp::Value;
+use synod_examples::resp::client::Connection;
+
+use crate::core_cluster::{DEADLINE, free_port_on};
+
+/// Three nodes of the register store, each on its own ports and data directory.
+struct Registers {
+    dir: tempfile::TempDir,
+    /// Each node's peer and client address.
+    addrs: Vec<(String, String)>,
+    children: Vec<Option<Child>>,
+}
+
+impl Registers {
+    /// A cluster of `nodes`, every node started and answering: the ports are picked free
+    /// and let go, so another program can take one first; such a cluster is thrown away
+    /// for a new one, up to three times.
+    fn up(nodes: usize) -> Registers {
+        for _ in 0..3 {
+            let addrs = (0..nodes)
+                .map(|_| {
+                    let peer = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
+                    let client = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
+                    (peer, client)
+                })
+                .collect();
+            let mut cluster = Registers {
+                dir: tempfile::tempdir().expect("tempdir"),
+                addrs,
+                children: (0..nodes).map(|_| None).collect(),
+            };
+            for id in 1..=nodes {
+                cluster.start(id);
+            }
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if (1..=nodes).all(|id| cluster.call(id, &["PING"]).is_ok()) {
+                    return cluster;
+                }
+                let logs = cluster.logs();
+                if logs.contains("already in use") {
+                    println!("a port was taken before its node bound it; starting afresh");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "not up in {DEADLINE:?}\n{logs}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("three clusters in a row lost a port to another program");
+    }
+
+    fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    fn start(&mut self, id: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .expect("log file");
+        let peers: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
+            .collect();
+        let (listen, client) = &self.addrs[id - 1];
+        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["node", "--system", "register", "--id", &id.to_string()])
+            .args([
+                "--listen",
+                listen,
+                "--client",
+                client,
+                "--peers",
+                &peers.join(","),
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("synod node starts");
+        self.children[id - 1] = Some(child);
+    }
+
+    /// Kills node `id` with SIGKILL and reaps it.
+    fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id - 1].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// Whether node `id`'s process is still running.
+    fn running(&mut self, id: usize) -> bool {
+        self.children[id - 1]
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("waitable").is_none())
+    }
+
+    /// Sends `command` to node `id` on a new connection: its reply, or the error.
+    fn call(&self, id: usize, command: &[&str]) -> std::io::Result<Value> {
+        let mut conn = Connection::open(&self.addrs[id - 1].1)?;
+        conn.set_read_timeout(Duration::from_secs(10))?;
+        let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
+        conn.roundtrip(&args)
+    }
+
+    /// Polls node `id` with `command` until it answers other than `TRYAGAIN` (or not at
+    /// all): that answer.
+    fn settle(&self, id: usize, command: &[&str]) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.call(id, command) {
+                Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") => {}
+                Ok(value) => return value,
+                Err(_) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not answer {command:?} in {DEADLINE:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.addrs.len())
+            .map(|id| {
+                let path = self.dir.path().join(format!("node{id}.log"));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                format!("--- node {id}\n{text}")
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registers {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() {
+            self.kill(id);
+        }
+    }
+}
+
+fn ok() -> Value {
+    Value::Simple("OK".into())
+}
+
+fn bulk(s: &str) -> Value {
+    Value::Bulk(s.as_bytes().to_vec())
+}
+
+#[test]
+fn register_writes_are_read_through_every_node_and_survive_sigkill_of_every_node() {
+    let mut cluster = Registers::up(3);
+    // Writes through every node, each acknowledged once a majority stored it.
+    let mut written = Vec::new();
+    for i in 0..12 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        let via = i % 3 + 1;
+        assert_eq!(
+            cluster.settle(via, &["SET", &key, &value]),
+            ok(),
+            "{key} via {via}"
+        );
+        written.push((key, value));
+    }
+    for id in 1..=3 {
+        for (key, value) in &written {
+            assert_eq!(
+                cluster.settle(id, &["GET", key]),
+                bulk(value),
+                "{key} at node {id}"
+            );
+        }
+        assert_eq!(cluster.settle(id, &["GET", "never-written"]), Value::Nil);
+    }
+    // One node killed: the other two are a majority and go on.
+    cluster.kill(1);
+    for i in 0..6 {
+        let (key, value) = ("k0".to_string(), format!("after-kill-{i}"));
+        assert_eq!(cluster.settle(2 + i % 2, &["SET", &key, &value]), ok());
+        written[0].1 = value;
+    }
+    cluster.start(1);
+    assert_eq!(cluster.settle(1, &["GET", "k0"]), bulk(&written[0].1));
+    // Every node killed at once, and restarted on its data directory: every acknowledged
+    // write is read back, through every node.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    for id in 1..=3 {
+        for (key, value) in &written {
+            assert_eq!(
+                cluster.settle(id, &["GET", key]),
+                bulk(value),
+                "{key} at node {id} after every node was killed"
+            );
+        }
+    }
+    // And the store takes writes again.
+    assert_eq!(cluster.settle(2, &["SET", "k1", "again"]), ok());
+    assert_eq!(cluster.settle(3, &["GET", "k1"]), bulk("again"));
+    let logs = cluster.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// Whether the other side closed `stream` (or reset it) before its read timeout.
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn garbage_on_the_register_peer_and_client_ports_is_refused_without_a_panic() {
+    let mut cluster = Registers::up(3);
+    assert_eq!(cluster.settle(1, &["SET", "k", "before"]), ok());
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (what, addr) in [
+        ("peer", &cluster.addrs[0].0),
+        ("client", &cluster.addrs[0].1),
+    ] {
+        let mut stream = TcpStream::connect(addr).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        // A RESP array header followed by bytes that are no RESP, and no Synod frame.
+        stream
+            .write_all(b"*2\r\n$3\r\nGET\r\n$-7\r\n")
+            .expect("written");
+        let _ = stream.write_all(&garbage);
+        assert!(
+            closed(&mut stream),
+            "the {what} port kept a connection sending garbage"
+        );
+    }
+    // The node is up, serving clients and its peers.
+    assert!(cluster.running(1), "{}", cluster.logs());
+    assert_eq!(cluster.settle(1, &["SET", "k", "after"]), ok());
+    assert_eq!(cluster.settle(2, &["GET", "k"]), bulk("after"));
+    let logs = cluster.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[test]
+fn synod_kv_reads_and_writes_the_register_store() {
+    let cluster = Registers::up(3);
+    let addrs = format!("{},{}", cluster.addrs[0].1, cluster.addrs[1].1);
+    let kv = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["kv", "--system", "register", "--addr", &addrs])
+            .args(args)
+            .output()
+            .expect("synod kv runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // The first write may find the nodes still starting (TRYAGAIN): poll it.
+    let deadline = Instant::now() + DEADLINE;
+    while kv(&["put", "greeting", "hello"]) != (Some(0), "OK\n".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "no write taken\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(kv(&["get", "greeting"]), (Some(0), "\"hello\"\n".into()));
+    assert_eq!(kv(&["get", "nothing"]), (Some(0), "(nil)\n".into()));
+    let (code, _) = kv(&["put", "only-a-key"]);
+    assert_eq!(code, Some(2));
+}
