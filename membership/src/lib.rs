@@ -20,7 +20,10 @@
 //!   members, and a periodic push-pull sync exchanges whole
 //!   views, so that news reaches every member in `O(log n)` rounds and a healed partition
 //!   always merges.
-//! - **Emergent Leader**, **Lease**, **State Watch**: not built yet.
+//! - **Emergent Leader**: [`Member::coordinator`], the oldest live member by join stamp
+//!   ([`Update::joined`]), which every member computes from its own view without an
+//!   election; a change is handed up as [`ViewChange::Coordinator`].
+//! - **Lease**, **State Watch**: not built yet.
 //!
 //! # How a member works
 //!
@@ -62,6 +65,16 @@
 //! member's updates replace everything said about its earlier starts, dead or alive. Dead
 //! members are kept as tombstones for `dead_reap_ms`, then forgotten.
 //!
+//! Emergent leader: each start takes a join stamp once, one more than the largest it knows
+//! when its first sync is answered (or at its first push-pull round, if none is), and
+//! gossips it with its liveness. Ordered by `(joined, id)`, the oldest live member is the
+//! coordinator: members that agree on who is live agree on it, a crashed coordinator is
+//! succeeded by the next oldest once it is declared dead, and a restarted one comes back as
+//! the youngest. During a partition each side names its own oldest; once the views merge
+//! after the heal, so do the coordinators, to the oldest member of the whole cluster
+//! (whichever side it was on: the merge does not favour the larger side), and every member
+//! whose coordinator changed is told with a [`ViewChange::Coordinator`].
+//!
 //! Every limit is explicit in [`MemberConfig`]: members kept (`members_max`; a full view
 //! drops its oldest tombstone first), gossip updates queued, indirect probes relayed at
 //! once, and the bytes of a message and of a sync. A member reads no clock: its timers are
@@ -70,7 +83,8 @@
 //! # Example
 //!
 //! Two members, stepped by hand: member 2 starts, makes its generation durable and joins
-//! through member 1; member 1 learns of it from the join.
+//! through member 1; member 1 learns of it from the join, and the answer gives member 2
+//! its join stamp.
 //!
 //! ```
 //! use synod_membership::{Member, MemberConfig, MemberState, Message};
@@ -107,6 +121,8 @@
 //! assert_eq!(a.state_of(two), Some(MemberState::Alive));
 //! assert_eq!(deliver(&mut a, &mut b, now), 1); // a's answer: its own view
 //! assert_eq!(b.live_members(), [one, two]);
+//! assert_eq!(b.joined(), 1); // the first start b knows of that took a stamp
+//! assert_eq!(b.coordinator(), two); // a has not taken one yet: b is the oldest ranked
 //! # Ok::<(), synod_membership::ConfigError>(())
 //! ```
 //!
@@ -121,7 +137,9 @@
 //!   [`Message::decode`]), makes the generation durable and delivers the wake-ups.
 //! - No authentication or encryption of messages: `from` is whoever the driver says.
 //! - A member identifies others by `NodeId` only; addresses are the transport's business.
-//! - No application state rides on the gossip yet (only membership), and no leader.
+//! - No application state rides on the gossip yet (only membership).
+//! - The coordinator is a view, not a lease: two members may name different coordinators
+//!   while their views differ (during a partition, or before news has spread).
 //!
 //! # Crate features
 //!
@@ -145,5 +163,6 @@ pub use config::{ConfigError, MESSAGE_BYTES_MIN, MemberConfig, MemberConfigBuild
 pub use detector::{FixedTimeout, PhiAccrual, PhiConfig, PhiConfigError, PhiModel};
 pub use member::{
     Member, MemberEvent, MemberInfo, MemberRequest, MemberResponse, MemberStats, MemberWrite,
+    ViewChange,
 };
 pub use wire::{Body, DecodeError, MemberState, Message, Update, WIRE_VERSION};

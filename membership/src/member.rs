@@ -62,6 +62,22 @@ pub struct MemberEvent {
     pub at: Time,
 }
 
+/// What a [`Member`] hands to the application with `Effect::Apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViewChange {
+    /// A member's state changed in this member's view.
+    Member(MemberEvent),
+    /// The coordinator (the oldest live member, the emergent leader) is now `id` in this
+    /// member's view: a member that coordinates learns it here, and so does every member
+    /// of a group that merged with another after a partition.
+    Coordinator {
+        /// The new coordinator.
+        id: NodeId,
+        /// When this member learnt it (its own `now`).
+        at: Time,
+    },
+}
+
 /// Counters of what a member did, for tests and figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -86,6 +102,7 @@ struct Entry {
     generation: u64,
     incarnation: u64,
     state: MemberState,
+    joined: u64,
     /// When this member's view of it last changed.
     changed_at: Time,
     /// With `state == Suspect`: the members that suspect it, the first included.
@@ -141,6 +158,8 @@ pub struct Member {
     config: MemberConfig,
     generation: u64,
     incarnation: u64,
+    joined: u64,
+    coordinator: Option<NodeId>,
     persist: PersistToken,
     ready: bool,
     rng: Rng,
@@ -179,6 +198,8 @@ impl Member {
             config,
             generation,
             incarnation: 0,
+            joined: 0,
+            coordinator: None,
             persist,
             ready: false,
             members: BTreeMap::new(),
@@ -277,6 +298,28 @@ impl Member {
         out
     }
 
+    /// This start's join stamp (0 until it has set it; see [`Update::joined`]).
+    #[must_use]
+    pub fn joined(&self) -> u64 {
+        self.joined
+    }
+
+    /// The coordinator in this member's view: the oldest live (not dead) member by
+    /// `(joined, id)`, a member that has not set its stamp yet counting as the youngest.
+    /// Every member computes it from its own view, without an election, so members that
+    /// agree on who is live agree on the coordinator.
+    #[must_use]
+    pub fn coordinator(&self) -> NodeId {
+        let rank = |joined: u64, id: NodeId| (if joined == 0 { u64::MAX } else { joined }, id);
+        let mut best = rank(self.joined, self.config.id);
+        for (&id, e) in &self.members {
+            if e.state != MemberState::Dead {
+                best = best.min(rank(e.joined, id));
+            }
+        }
+        best.1
+    }
+
     /// How many entries the view holds (dead tombstones included, itself not).
     #[must_use]
     pub fn known(&self) -> usize {
@@ -323,8 +366,8 @@ impl Member {
 
     /// How long a suspicion with `confirmations` independent confirmations (beyond the
     /// first suspecter) lasts before the member is declared dead.
-    fn suspicion_timeout(&self, confirmations: usize) -> Duration {
-        let n = self.live_count() as f64;
+    fn suspicion_timeout(&self, live: usize, confirmations: usize) -> Duration {
+        let n = live as f64;
         let periods = f64::from(self.config.suspicion_mult) * n.log10().max(1.0);
         let min = self.config.probe_interval_ms as f64 * periods;
         if !self.config.lifeguard {
@@ -332,7 +375,7 @@ impl Member {
         }
         let max = min * f64::from(self.config.suspicion_max_mult);
         let mut k = self.config.suspicion_mult.saturating_sub(2) as usize;
-        if self.live_count().saturating_sub(2) < k {
+        if live.saturating_sub(2) < k {
             k = 0;
         }
         if k == 0 {
@@ -343,9 +386,10 @@ impl Member {
         Duration::from_millis(timeout as u64)
     }
 
-    fn suspicion_deadline(&self, entry: &Entry) -> Time {
+    /// When the suspicion of `entry` times out, with `live` members not believed dead.
+    fn suspicion_deadline(&self, live: usize, entry: &Entry) -> Time {
         let confirmations = entry.confirmers.len().saturating_sub(1);
-        entry.changed_at + self.suspicion_timeout(confirmations)
+        entry.changed_at + self.suspicion_timeout(live, confirmations)
     }
 
     fn retransmit_limit(&self) -> u32 {
@@ -371,6 +415,7 @@ impl Member {
             generation: self.generation,
             incarnation: self.incarnation,
             state: MemberState::Alive,
+            joined: self.joined,
             by: self.config.id,
         }
     }
@@ -382,6 +427,7 @@ impl Member {
             generation: e.generation,
             incarnation: e.incarnation,
             state: e.state,
+            joined: e.joined,
             by: if e.state == MemberState::Suspect {
                 e.confirmers.iter().next().copied().unwrap_or(by)
             } else {
@@ -394,6 +440,7 @@ impl Member {
         Message {
             generation: self.generation,
             incarnation: self.incarnation,
+            joined: self.joined,
             body,
             updates: Vec::new(),
         }
@@ -484,12 +531,13 @@ impl Member {
     }
 
     fn event(&mut self, id: NodeId, generation: u64, state: Option<MemberState>, at: Time) {
-        self.effects.push_back(Effect::Apply(MemberEvent {
-            id,
-            generation,
-            state,
-            at,
-        }));
+        self.effects
+            .push_back(Effect::Apply(ViewChange::Member(MemberEvent {
+                id,
+                generation,
+                state,
+                at,
+            })));
     }
 
     fn enqueue(&mut self, update: Update) {
@@ -539,6 +587,7 @@ impl Member {
                     entry.generation = update.generation;
                     entry.incarnation = update.incarnation;
                     entry.state = update.state;
+                    entry.joined = update.joined;
                     entry.changed_at = now;
                     entry.confirmers.clear();
                     if update.state == MemberState::Suspect {
@@ -548,6 +597,13 @@ impl Member {
                         self.event(update.id, update.generation, Some(update.state), now);
                     }
                     self.enqueue(update);
+                    true
+                } else if update.precedence() == entry.precedence()
+                    && entry.joined == 0
+                    && update.joined != 0
+                {
+                    // The join stamp is fixed for one incarnation; 0 only means unknown.
+                    entry.joined = update.joined;
                     true
                 } else if update.precedence() == entry.precedence()
                     && update.state == MemberState::Suspect
@@ -582,6 +638,7 @@ impl Member {
                         generation: update.generation,
                         incarnation: update.incarnation,
                         state: update.state,
+                        joined: update.joined,
                         changed_at: now,
                         confirmers,
                     },
@@ -727,6 +784,7 @@ impl Member {
                 generation: e.generation,
                 incarnation: e.incarnation,
                 state: MemberState::Suspect,
+                joined: e.joined,
                 by: me,
             };
             self.merge(now, suspect);
@@ -787,10 +845,13 @@ impl Member {
     }
 
     fn expire_suspicions(&mut self, now: Time) {
+        let live = self.live_count();
         let expired: Vec<NodeId> = self
             .members
             .iter()
-            .filter(|(_, e)| e.state == MemberState::Suspect && self.suspicion_deadline(e) <= now)
+            .filter(|(_, e)| {
+                e.state == MemberState::Suspect && self.suspicion_deadline(live, e) <= now
+            })
             .map(|(&id, _)| id)
             .collect();
         let me = self.config.id;
@@ -801,6 +862,7 @@ impl Member {
                     generation: e.generation,
                     incarnation: e.incarnation,
                     state: MemberState::Dead,
+                    joined: e.joined,
                     by: me,
                 };
                 self.merge(now, dead);
@@ -833,7 +895,21 @@ impl Member {
     /// Syncs the whole view with one member: a live one, or (half the time, when there
     /// are any) a seed or a dead member, so that the sides of a healed partition, which
     /// believe each other dead, find each other again.
+    /// Sets this start's join stamp, once: one more than the largest this member knows.
+    fn rank(&mut self) {
+        if self.joined != 0 {
+            return;
+        }
+        let largest = self.members.values().map(|e| e.joined).max().unwrap_or(0);
+        self.joined = largest.saturating_add(1);
+        // A new incarnation, so that the stamp overrides what others heard before.
+        self.incarnation = self.incarnation.saturating_add(1);
+        let own = self.own_update();
+        self.enqueue(own);
+    }
+
     fn push_pull(&mut self, now: Time) {
+        self.rank();
         let interval = self.config.push_pull_interval_ms;
         self.next_sync_at = now + Duration::from_millis(interval / 2 + self.rng.below(interval));
         if self.config.broken.no_push_pull {
@@ -887,6 +963,7 @@ impl Member {
     }
 
     fn next_wake(&self) -> Time {
+        let live = self.live_count();
         let mut at = self
             .next_probe_at
             .min(self.next_sync_at)
@@ -900,7 +977,7 @@ impl Member {
         let reap = Duration::from_millis(self.config.dead_reap_ms);
         for e in self.members.values() {
             match e.state {
-                MemberState::Suspect => at = at.min(self.suspicion_deadline(e)),
+                MemberState::Suspect => at = at.min(self.suspicion_deadline(live, e)),
                 MemberState::Dead => at = at.min(e.changed_at + reap),
                 MemberState::Alive => {}
             }
@@ -935,6 +1012,7 @@ impl Member {
                 generation: message.generation,
                 incarnation: message.incarnation,
                 state: MemberState::Alive,
+                joined: message.joined,
                 by: from,
             },
         );
@@ -1011,6 +1089,10 @@ impl Member {
             Body::Sync { reply } => {
                 if reply {
                     self.send_sync(from, false);
+                } else {
+                    // The answer to a sync this member asked for: it knows the cluster's
+                    // stamps now, and takes the next one.
+                    self.rank();
                 }
             }
         }
@@ -1033,7 +1115,7 @@ impl Protocol for Member {
     type Request = MemberRequest;
     type Response = MemberResponse;
     type Write = MemberWrite;
-    type Apply = MemberEvent;
+    type Apply = ViewChange;
 
     fn id(&self) -> NodeId {
         self.config.id
@@ -1060,6 +1142,17 @@ impl Protocol for Member {
                 }
             }
             Input::Request { id, request } => self.answer(id, request),
+        }
+        if self.ready {
+            let coordinator = self.coordinator();
+            if self.coordinator != Some(coordinator) {
+                self.coordinator = Some(coordinator);
+                self.effects
+                    .push_back(Effect::Apply(ViewChange::Coordinator {
+                        id: coordinator,
+                        at: now,
+                    }));
+            }
         }
         self.schedule_wake();
     }

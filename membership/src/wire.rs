@@ -46,6 +46,10 @@ pub struct Update {
     pub incarnation: u64,
     /// What is believed.
     pub state: MemberState,
+    /// The member's join stamp, which it sets once per start: one more than the largest it
+    /// knew of then, so that a smaller stamp joined earlier; 0 until it has set it. The
+    /// oldest live member, by `(joined, id)`, coordinates (the emergent leader).
+    pub joined: u64,
     /// Who said so: the member itself for `Alive`, the suspecting member for `Suspect`
     /// (counted as an independent confirmation), the declaring member for `Dead`.
     pub by: NodeId,
@@ -112,6 +116,8 @@ pub struct Message {
     pub generation: u64,
     /// The sender's incarnation.
     pub incarnation: u64,
+    /// The sender's join stamp ([`Update::joined`]).
+    pub joined: u64,
     /// What the message is for.
     pub body: Body,
     /// Piggybacked gossip, or the view for a [`Body::Sync`].
@@ -195,8 +201,8 @@ pub(crate) fn update_bytes(update: &Update) -> usize {
     postcard::to_slice(update, &mut buf).map_or(UPDATE_BYTES_MAX, |b| b.len())
 }
 
-/// An update's largest encoding: four varint `u64`s (10 bytes each) and a state byte.
-pub(crate) const UPDATE_BYTES_MAX: usize = 41;
+/// An update's largest encoding: five varint `u64`s (10 bytes each) and a state byte.
+pub(crate) const UPDATE_BYTES_MAX: usize = 51;
 
 #[cfg(test)]
 mod tests {
@@ -207,6 +213,7 @@ mod tests {
         Message {
             generation: 2,
             incarnation: 7,
+            joined: 3,
             body: Body::PingReq {
                 seq: 99,
                 target: NodeId::new(u64::MAX),
@@ -216,6 +223,7 @@ mod tests {
                 generation: u64::MAX,
                 incarnation: u64::MAX,
                 state: MemberState::Dead,
+                joined: u64::MAX,
                 by: NodeId::new(u64::MAX),
             }],
         }
@@ -252,6 +260,7 @@ mod tests {
         let mut bytes = Message {
             generation: 1,
             incarnation: 0,
+            joined: 1,
             body: Body::Nack {
                 seq: 1,
                 target: NodeId::new(1),

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_membership::{
-    Member, MemberConfig, MemberConfigBuilder, MemberEvent, MemberState, MemberWrite,
+    Member, MemberConfig, MemberConfigBuilder, MemberEvent, MemberState, MemberWrite, ViewChange,
 };
 use synod_node::{NodeId, Time};
 use synod_sim::{
@@ -55,8 +55,11 @@ impl ProtocolStore for Store {
         disk.append("generation", &write.generation.to_le_bytes())
     }
 
-    fn apply(&mut self, event: MemberEvent) {
-        self.events.borrow_mut().push((self.id, event));
+    fn apply(&mut self, change: ViewChange) {
+        match change {
+            ViewChange::Member(event) => self.events.borrow_mut().push((self.id, event)),
+            ViewChange::Coordinator { .. } => {}
+        }
     }
 }
 
@@ -80,6 +83,8 @@ pub struct Outcome {
     pub events: Vec<(NodeId, MemberEvent)>,
     /// At each round boundary (every `PERIOD_MS`): the time and every running member's view.
     pub rounds: Vec<(Duration, Views)>,
+    /// At each round boundary: every running member's coordinator.
+    pub coordinators: Vec<(Duration, Vec<(NodeId, NodeId)>)>,
     /// Every running member's whole view (dead tombstones too) at the last round.
     pub last_known: Views,
     /// The largest number of entries and gossip updates any member held at any round.
@@ -133,6 +138,8 @@ impl Scenario {
         let rounds = Rc::new(RefCell::new(Vec::new()));
         let maxima = Rc::new(RefCell::new((0usize, 0usize, 0u64, 0u64)));
         let last_known = Rc::new(RefCell::new(Vec::new()));
+        let coordinators = Rc::new(RefCell::new(Vec::new()));
+        let observed_coordinators = coordinators.clone();
         let observed_known = last_known.clone();
         let configure = self.configure.clone();
         let factory_events = events.clone();
@@ -164,6 +171,7 @@ impl Scenario {
             let mut m = observed_maxima.borrow_mut();
             let (mut messages, mut bytes) = (0, 0);
             let mut known = Vec::new();
+            let mut leaders = Vec::new();
             for (id, node) in view.nodes() {
                 if view.is_paused(id) {
                     continue;
@@ -178,9 +186,13 @@ impl Scenario {
                 if member.is_ready() {
                     views.push((id, member.live_members()));
                     known.push((id, member.members().iter().map(|m| m.id).collect()));
+                    leaders.push((id, member.coordinator()));
                 }
             }
             *observed_known.borrow_mut() = known;
+            observed_coordinators
+                .borrow_mut()
+                .push((Duration::from_micros(now), leaders));
             m.2 = messages;
             m.3 = bytes;
             observed_rounds
@@ -194,6 +206,7 @@ impl Scenario {
         Outcome {
             events: events.take(),
             last_known: last_known.take(),
+            coordinators: coordinators.take(),
             rounds: rounds.take(),
             known_max,
             gossip_max,
@@ -229,6 +242,21 @@ impl Outcome {
                     && e.at.since_epoch() >= after
             })
             .count()
+    }
+
+    /// The coordinators the members of `group` name at the last round at or before `at`.
+    pub fn coordinators_of(&self, group: &[NodeId], at: Duration) -> Vec<NodeId> {
+        let Some((_, round)) = self.coordinators.iter().rev().find(|(t, _)| *t <= at) else {
+            return Vec::new();
+        };
+        let mut named: Vec<NodeId> = round
+            .iter()
+            .filter(|(member, _)| group.contains(member))
+            .map(|&(_, coordinator)| coordinator)
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        named
     }
 
     /// The first round at or after `after` from which every view equals `expected` (for

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use synod_membership::{
-    Body, Member, MemberConfig, MemberEvent, MemberState, MemberWrite, Message, Update,
+    Body, Member, MemberConfig, MemberEvent, MemberState, MemberWrite, Message, Update, ViewChange,
 };
 use synod_node::{Effect, EffectOf, Input, NodeId, PersistToken, Protocol, Time};
 use synod_sim::SimRng;
@@ -30,7 +30,7 @@ fn events(effects: &[EffectOf<Member>]) -> Vec<MemberEvent> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Apply(event) => Some(*event),
+            Effect::Apply(ViewChange::Member(event)) => Some(*event),
             _ => None,
         })
         .collect()
@@ -42,6 +42,7 @@ fn alive(id: NodeId, incarnation: u64) -> Update {
         generation: 1,
         incarnation,
         state: MemberState::Alive,
+        joined: 1,
         by: id,
     }
 }
@@ -50,6 +51,7 @@ fn message(body: Body, updates: Vec<Update>) -> Message {
     Message {
         generation: 1,
         incarnation: 0,
+        joined: 1,
         body,
         updates,
     }
@@ -72,7 +74,7 @@ fn ready(
         Time::ZERO,
         Input::Message {
             from: n(2),
-            message: message(Body::Sync { reply: false }, updates),
+            message: message(Body::Gossip, updates),
         },
     );
     drain(&mut m);
@@ -125,6 +127,7 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
         generation: 1,
         incarnation: 0,
         state: MemberState::Suspect,
+        joined: 1,
         by: n(3),
     };
     m.handle(
@@ -145,6 +148,7 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
         generation: 1,
         incarnation: 1,
         state: MemberState::Alive,
+        joined: 0,
         by: n(1)
     }));
     // A suspicion of an older incarnation, or of an earlier start, changes nothing.
@@ -160,7 +164,7 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
             Time::from_millis(11),
             Input::Message {
                 from: n(3),
-                message: message(Body::Sync { reply: false }, vec![old]),
+                message: message(Body::Gossip, vec![old]),
             },
         );
     }
@@ -182,6 +186,7 @@ fn confirmations_shorten_the_suspicion_with_lifeguard() {
                 generation: 1,
                 incarnation: 0,
                 state: MemberState::Suspect,
+                joined: 1,
                 by: n(by),
             };
             m.handle(

@@ -313,3 +313,76 @@ fn state_stays_bounded_over_churn() {
         }
     }
 }
+
+#[test]
+fn messages_and_bytes_per_member_per_period_stay_flat_as_the_cluster_grows() {
+    let mut per_member = Vec::new();
+    for nodes in [8u64, 32, 128] {
+        let out = Scenario::new(nodes as usize, 1).run();
+        let member_periods = nodes as f64 * periods(ms(10_000));
+        let messages = out.messages_sent as f64 / member_periods;
+        let bytes = out.bytes_sent as f64 / member_periods;
+        println!(
+            "n {nodes:>3}: {messages:.1} messages and {bytes:.0} bytes sent per member per period"
+        );
+        per_member.push(messages);
+    }
+    // A probe, its ack, a share of the sync, and gossip rounds only while there is news:
+    // the count does not grow with the cluster (joining costs more, once).
+    assert!(
+        per_member[2] < 2.0 * per_member[0],
+        "messages per member per period grew with n: {per_member:?}"
+    );
+}
+
+#[test]
+fn one_coordinator_per_connected_group_and_one_again_after_the_heal() {
+    use synod_sim::Cut;
+    let half: Vec<_> = (1..=4).map(n).collect();
+    let rest: Vec<_> = (5..=8).map(n).collect();
+    for seed in 0..5 {
+        let out = Scenario::new(8, seed)
+            .at(
+                ms(3_000),
+                Action::Partition(Cut::groups(8, &[&half, &rest])),
+            )
+            .at(ms(8_000), Action::HealPartition)
+            .run();
+        let before = out.coordinators_of(&all(8), ms(3_000));
+        assert_eq!(
+            before.len(),
+            1,
+            "seed {seed}: coordinators before the cut: {before:?}"
+        );
+        for group in [&half, &rest] {
+            let during = out.coordinators_of(group, ms(8_000));
+            assert_eq!(during.len(), 1, "seed {seed}: {group:?} names {during:?}");
+            assert!(
+                group.contains(&during[0]),
+                "seed {seed}: {group:?} follows {during:?}"
+            );
+        }
+        let after = out.coordinators_of(&all(8), ms(10_000));
+        assert_eq!(after, before, "seed {seed}: after the heal");
+    }
+    // The coordinator crashes: the next oldest takes over, without an election; back with
+    // a new generation, the old coordinator is the youngest member and does not take over.
+    for seed in 0..5 {
+        let first = Scenario::new(8, seed)
+            .run()
+            .coordinators_of(&all(8), ms(3_000))[0];
+        let out = Scenario::new(8, seed)
+            .at(ms(3_000), Action::Crash(first, CrashMode::DropUnsynced))
+            .at(ms(6_000), Action::Restart(first))
+            .run();
+        let rest: Vec<_> = all(8).into_iter().filter(|&m| m != first).collect();
+        let next = out.coordinators_of(&rest, ms(6_000));
+        assert_eq!(next.len(), 1, "seed {seed}: {next:?}");
+        assert_ne!(next[0], first, "seed {seed}");
+        assert_eq!(
+            out.coordinators_of(&all(8), ms(10_000)),
+            next,
+            "seed {seed}: after the restart"
+        );
+    }
+}
