@@ -11,8 +11,8 @@ use synod_membership::{
 };
 use synod_node::{NodeId, Time};
 use synod_sim::{
-    Action, Boot, DelayDistribution, Disk, LinkConfig, NemesisConfig, NoClients, ProtocolNode,
-    ProtocolStore, SimConfig, SimTime, Simulation,
+    Action, Boot, Counter, DelayDistribution, Disk, LinkConfig, NemesisConfig, NoClients,
+    ProtocolNode, ProtocolStore, SimConfig, SimTime, Simulation,
 };
 
 /// The protocol period of the simulated clusters.
@@ -72,6 +72,11 @@ pub struct Scenario {
     pub links: Vec<(NodeId, NodeId, LinkConfig)>,
     pub actions: Vec<(Duration, Action)>,
     pub duration: Duration,
+    /// The nemesis (off unless set).
+    pub nemesis: NemesisConfig,
+    /// With a bound: after the safety phase every fault is healed, and the run fails unless
+    /// every member is up and all views agree on all members within it.
+    pub liveness: Option<Duration>,
 }
 
 /// One member's view at a round: the members it believes live (alive or suspected).
@@ -93,6 +98,14 @@ pub struct Outcome {
     /// Messages and bytes sent by members, summed over the members running at the end.
     pub messages_sent: u64,
     pub bytes_sent: u64,
+    /// How many crashes, pauses and partitions the nemesis applied.
+    pub crashes: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    /// The run's trace hash (equal for equal seeds).
+    pub trace_hash: u64,
+    /// Why the run failed (an invariant, or no agreement within the liveness bound).
+    pub failure: Option<String>,
 }
 
 impl Scenario {
@@ -108,6 +121,8 @@ impl Scenario {
             links: Vec::new(),
             actions: Vec::new(),
             duration: Duration::from_secs(10),
+            nemesis: NemesisConfig::disabled(),
+            liveness: None,
         }
     }
 
@@ -128,8 +143,11 @@ impl Scenario {
         let mut builder = SimConfig::builder(self.nodes)
             .clients(0)
             .safety_time(self.duration)
-            .nemesis(NemesisConfig::disabled())
+            .nemesis(self.nemesis)
             .link(self.link);
+        if let Some(bound) = self.liveness {
+            builder = builder.liveness_time_max(bound);
+        }
         for (from, to, link) in self.links {
             builder = builder.link_between(from, to, link);
         }
@@ -161,7 +179,31 @@ impl Scenario {
         let observed_rounds = rounds.clone();
         let observed_maxima = maxima.clone();
         let mut next_round = 0u64;
+        let mut generations = vec![0u64; self.nodes + 1];
         let sim = sim.invariant(move |view| {
+            // Two starts of a member never share a generation, whatever a crash did to the
+            // unsynced write of the last one.
+            for (id, node) in view.nodes() {
+                if let Some(member) = node.protocol() {
+                    // The last generation a start of this member took part with: a start
+                    // not ready yet (a new one) must have a larger one.
+                    let used = &mut generations[id.get() as usize];
+                    let reused = if member.is_ready() {
+                        member.generation() < *used
+                    } else {
+                        member.generation() <= *used
+                    };
+                    if reused {
+                        return Err(format!(
+                            "{id} starts with generation {} after it used {used}",
+                            member.generation()
+                        ));
+                    }
+                    if member.is_ready() {
+                        *used = member.generation();
+                    }
+                }
+            }
             let now = view.now().as_micros();
             if now < next_round {
                 return Ok(());
@@ -200,8 +242,28 @@ impl Scenario {
                 .push((Duration::from_micros(now), views));
             Ok(())
         });
+        let liveness = self.liveness.is_some();
+        let sim = if liveness {
+            let everyone: Vec<NodeId> = (1..=self.nodes as u64).map(NodeId::new).collect();
+            sim.progress(move |view| {
+                everyone.iter().all(|&id| {
+                    !view.is_paused(id)
+                        && view
+                            .node(id)
+                            .and_then(|node| node.protocol())
+                            .is_some_and(|m| m.is_ready() && m.live_members() == everyone)
+                })
+            })
+        } else {
+            sim
+        };
         let report = sim.run();
-        assert!(report.failure.is_none(), "run failed: {:?}", report.failure);
+        let failure = report.failure.as_ref().map(|f| format!("{f:?}"));
+        assert!(
+            liveness || failure.is_none(),
+            "seed {}: run failed: {failure:?}",
+            self.seed
+        );
         let (known_max, gossip_max, messages_sent, bytes_sent) = *maxima.borrow();
         Outcome {
             events: events.take(),
@@ -212,6 +274,11 @@ impl Scenario {
             gossip_max,
             messages_sent,
             bytes_sent,
+            crashes: report.coverage.get(Counter::Crash),
+            pauses: report.coverage.get(Counter::Pause),
+            partitions: report.coverage.get(Counter::PartitionHealed),
+            trace_hash: report.trace_hash,
+            failure,
         }
     }
 }

@@ -3,3 +3,4 @@
 mod cluster;
 mod member;
 mod sim;
+mod swarm;
