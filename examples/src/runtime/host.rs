@@ -326,10 +326,12 @@ where
                 Effect::Apply(apply) => self.store.apply(apply),
                 Effect::WakeAt(at) => {
                     self.wake_at = Some(at);
-                    if let Some(deadline) = &self.deadline {
-                        // `now` was read before this instant, so the thread wakes the
-                        // worker no earlier than the worker's clock reaches `at`.
-                        deadline.set(Instant::now() + at.saturating_duration_since(now));
+                    // `now` was read before this instant, so the thread wakes the worker no
+                    // earlier than the worker's clock reaches `at` (a time too far off for
+                    // the clock to reach is never woken for).
+                    let wake = Instant::now().checked_add(at.saturating_duration_since(now));
+                    if let (Some(deadline), Some(wake)) = (&self.deadline, wake) {
+                        deadline.set(wake);
                     }
                 }
             }
@@ -806,7 +808,9 @@ mod tests {
 
     #[test]
     fn a_wake_up_is_never_handed_in_before_its_time() {
-        let (mut host, _) = host();
+        let (host, _) = host();
+        // With a wake-up thread's deadline, which nothing waits on here.
+        let mut host = host.with_deadline(Arc::new(Deadline::default()));
         let _ = ask(&mut host, 1, Ask::WakeAt(50));
         host.drain(Duration::from_millis(1)).expect("drained");
         // Events before the deadline (a wake-up thread early, or any other event) hand in
@@ -828,6 +832,14 @@ mod tests {
         host.drain(Duration::from_millis(61)).expect("drained");
         host.step(Duration::from_millis(80), HostEvent::Wake);
         assert_eq!(host.protocol().wakes.len(), 1);
+        // A wake-up too far off for any clock is asked for without a panic, and never comes.
+        let far = ask(&mut host, 61, Ask::WakeAt(u64::MAX));
+        host.drain(Duration::from_millis(61)).expect("drained");
+        assert_eq!(answered(&far), Some(u64::MAX));
+        host.step(Duration::from_millis(80), HostEvent::Wake);
+        assert_eq!(host.protocol().wakes.len(), 1);
+        let _ = ask(&mut host, 81, Ask::WakeAt(90));
+        host.drain(Duration::from_millis(81)).expect("drained");
         // A clock read that goes back is not handed in: the time never goes back.
         host.step(Duration::from_millis(5), HostEvent::Wake);
         host.step(Duration::from_millis(95), HostEvent::Wake);
