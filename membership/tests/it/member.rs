@@ -299,3 +299,83 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stale_news_never_revives_a_forgotten_member_nor_an_earlier_start() {
+    let mut m = ready(3, |b| b.dead_reap_ms(1_000));
+    let t = |ms: u64| Time::from_millis(ms);
+    let dead = Update {
+        state: MemberState::Dead,
+        ..alive(n(4), 0)
+    };
+    m.handle(
+        t(1),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![dead]),
+        },
+    );
+    assert_eq!(m.state_of(n(4)), Some(MemberState::Dead));
+    // A stale alive of the same incarnation does not override the tombstone.
+    m.handle(
+        t(2),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![alive(n(4), 0)]),
+        },
+    );
+    assert_eq!(m.state_of(n(4)), Some(MemberState::Dead));
+    // Forgotten after the grace period; then its suspicion or death is stale news.
+    let forgotten = (0..200u64)
+        .map(|i| t(10 + i * 10))
+        .find(|&now| {
+            m.handle(now, Input::Wake);
+            let changes = events(&drain(&mut m));
+            changes.iter().any(|e| e.id == n(4) && e.state.is_none())
+        })
+        .expect("forgotten");
+    assert!(forgotten >= t(1_001));
+    for stale in [
+        dead,
+        Update {
+            state: MemberState::Suspect,
+            ..alive(n(4), 0)
+        },
+    ] {
+        m.handle(
+            forgotten,
+            Input::Message {
+                from: n(2),
+                message: message(Body::Sync { reply: false }, vec![stale]),
+            },
+        );
+        assert_eq!(m.state_of(n(4)), None);
+    }
+    // An earlier start of member 3: its news loses to what the later start said, and a
+    // message from it is dropped whole.
+    m.handle(
+        forgotten,
+        Input::Message {
+            from: n(3),
+            message: Message {
+                generation: 2,
+                ..message(Body::Gossip, vec![])
+            },
+        },
+    );
+    let dropped = m.stats().messages_dropped;
+    m.handle(
+        forgotten,
+        Input::Message {
+            from: n(3),
+            message: message(Body::Ping { seq: 1 }, vec![]),
+        },
+    );
+    assert_eq!(m.stats().messages_dropped, dropped + 1);
+    assert!(
+        sends(&drain(&mut m)).is_empty(),
+        "no ack to an earlier start"
+    );
+    let info = m.members().into_iter().find(|i| i.id == n(3)).unwrap();
+    assert_eq!((info.generation, info.state), (2, MemberState::Alive));
+}
