@@ -143,3 +143,81 @@ pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<List
 pub fn store_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join(STORE_DIR)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use bytes::Bytes;
+    use synod_node::NodeId;
+    use synod_quorum::{AbdMessage, Tag};
+    use synod_transport::TcpTransport;
+
+    use super::*;
+    use crate::register::Keyed;
+    use crate::resp::client::Connection;
+    use crate::runtime::peers::transport_config;
+
+    type Message = Keyed<Vec<u8>, Vec<u8>>;
+
+    #[test]
+    fn a_peers_frame_that_is_no_message_is_dropped_and_the_node_goes_on() {
+        // Node 1 is real; node 2 is this test, on a transport of its own.
+        let fake_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers = format!("1=127.0.0.1:0,2={fake_addr}");
+        let options = NodeOptions::new(1, "127.0.0.1:0", Some("127.0.0.1:0"), &peers, dir.path())
+            .expect("valid options");
+        let config =
+            transport_config(options.cluster_id(), 2, PEER_FRAME_BYTES_MAX).expect("valid");
+        // Every message node 1 sends is answered with a frame whose payload is garbage, and
+        // then with the answer of a replica that holds nothing.
+        let fake: Arc<OnceLock<Arc<TcpTransport>>> = Arc::default();
+        let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handler = {
+            let (fake, queries) = (Arc::clone(&fake), Arc::clone(&queries));
+            move |incoming: &synod_transport::Incoming| {
+                let fake = fake.get()?;
+                let to = NodeId::new(1);
+                let _ = fake.send(to, Bytes::from_static(&[0xff; 40]));
+                let message: Message = postcard::from_bytes(incoming.payload()).ok()?;
+                let answer = match message.message {
+                    AbdMessage::Query { op } => {
+                        queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        AbdMessage::QueryReply {
+                            op,
+                            tag: Tag::default(),
+                            value: None,
+                        }
+                    }
+                    AbdMessage::Update { op, .. } => AbdMessage::UpdateAck { op },
+                    _ => return None,
+                };
+                let reply = Message {
+                    key: message.key,
+                    message: answer,
+                };
+                let bytes = postcard::to_stdvec(&reply).expect("encodes");
+                let _ = fake.send(to, Bytes::from(bytes));
+                None
+            }
+        };
+        let transport =
+            Arc::new(TcpTransport::bind_with_handler(config, fake_addr, handler).expect("bind"));
+        let _ = fake.set(Arc::clone(&transport));
+        let node = start_node(&options, &NodeSettings::default()).expect("the node starts");
+        transport.add_peer(NodeId::new(1), node.peers);
+        // A read needs both nodes (a majority of two): it is answered only if node 1 took
+        // the fake's answer in after the garbage before it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let read = crate::runtime::poll_until(deadline, || {
+            Connection::open(&node.clients.to_string())
+                .and_then(|mut c| c.roundtrip(&[b"GET", b"k"]))
+                .is_ok_and(|v| v == Value::Nil)
+        });
+        assert!(read, "no read was answered");
+        assert!(queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    }
+}
