@@ -29,6 +29,8 @@ pub enum SyncPolicy {
     /// Nothing is synced until the caller calls [`crate::Wal::sync`] (or
     /// [`crate::Wal::wait_durable`], which syncs in the caller's thread). No threads at all:
     /// the policy for a deterministic simulator and for callers that batch on their own.
+    /// Appended records wait in memory until then; [`crate::Wal::flush`] writes them to
+    /// the storage without syncing, for a caller that syncs the storage by other means.
     Manual,
 }
 

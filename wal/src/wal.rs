@@ -503,6 +503,33 @@ impl<S: Storage> Wal<S> {
         Ok(self.durable_index())
     }
 
+    /// Writes every queued record to its segment without syncing it, and returns the last
+    /// index written (the last index of the log).
+    ///
+    /// The records reach the storage (the page cache of real files) but are not durable, and
+    /// [`Wal::durable_index`] does not move: a crash may lose or tear them. This is for a
+    /// caller that makes the storage durable by other means, under [`SyncPolicy::Manual`]:
+    /// a deterministic simulator whose disk sync comes later as an event of its own covers
+    /// only what was written before it was asked for, and records still queued in memory
+    /// would not be among them. Such a caller must not count on recovery to tell damage
+    /// in those records from a torn tail: each record carries the last index the log itself
+    /// knew durable when it was written, and recovery cuts a damaged record after that
+    /// mark as a torn tail. A crash only damages what a sync did not cover, so this matters
+    /// only for damage to synced data (a bit flipped on the medium).
+    ///
+    /// A roll-over to a new segment during the flush syncs the full segment and creates the
+    /// next one durably, as an append's does.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`], or the I/O error of the failed write (which poisons the log).
+    pub fn flush(&self) -> Result<LogIndex, WalError> {
+        let inner = self.inner();
+        let mut st = inner.lock_idle()?;
+        inner.flush(&mut st, false)?;
+        Ok(LogIndex::new(st.written.saturating_sub(1)))
+    }
+
     /// Waits until every record up to `index` is durable. Under [`SyncPolicy::Always`] and
     /// [`SyncPolicy::Manual`] the calling thread does the sync if no other thread is doing
     /// one; under [`SyncPolicy::Group`] it asks the group-commit thread to sync now.

@@ -138,6 +138,39 @@ fn manual_policy_syncs_only_when_asked() {
 }
 
 #[test]
+fn flush_writes_queued_records_to_the_storage_without_making_them_durable() {
+    use synod_wal::testing::CrashMode;
+    for (mode, survives) in [(CrashMode::DropUnsynced, false), (CrashMode::KeepAll, true)] {
+        let disk = FaultyStorage::new(2);
+        let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Manual)).unwrap();
+        wal.append(b"synced".to_vec()).unwrap();
+        wal.sync().unwrap();
+        let queued = wal.append(b"flushed".to_vec()).unwrap();
+        let unsynced_before = disk.unsynced_ops();
+        assert_eq!(wal.flush().unwrap(), queued);
+        // The record is in the storage now, unsynced; the log does not call it durable.
+        assert!(disk.unsynced_ops() > unsynced_before, "{mode:?}");
+        assert_eq!(wal.durable_index(), LogIndex::new(1));
+        drop(wal);
+        disk.crash(mode);
+        let (wal, _) = Wal::open(disk, small_config(SyncPolicy::Manual)).unwrap();
+        assert_eq!(
+            wal.last_index(),
+            LogIndex::new(if survives { 2 } else { 1 })
+        );
+    }
+    // Without the flush, a queued record never reaches the storage: not even a crash that
+    // keeps every unsynced write brings it back.
+    let disk = FaultyStorage::new(3);
+    let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Manual)).unwrap();
+    wal.append(b"queued".to_vec()).unwrap();
+    drop(wal);
+    disk.crash(CrashMode::KeepAll);
+    let (wal, _) = Wal::open(disk, small_config(SyncPolicy::Manual)).unwrap();
+    assert_eq!(wal.last_index(), LogIndex::new(0));
+}
+
+#[test]
 fn truncate_suffix_then_append_replaces_the_tail() {
     let disk = FaultyStorage::new(2);
     let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Always)).unwrap();
