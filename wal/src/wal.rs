@@ -302,8 +302,24 @@ impl<S: Storage> Wal<S> {
                     .and_then(|n| format::parse_segment_name(n))
                     .unwrap_or(inner.config.first_index),
             };
-            let flags = if segments.is_empty() { FLAG_BASE } else { 0 };
-            let seg = inner.create_segment(first, flags, None)?;
+            // A last segment without a whole record (its only record torn) starts where the
+            // new one does, under the same name: the new one replaces it, keeping its flags.
+            // Listing both would leave a stale entry that a purge or truncation takes for an
+            // empty segment and discards, with the live file of that name.
+            let replace = segments
+                .back()
+                .filter(|last| last.next() == last.first.get())
+                .map(|last| (last.name.clone(), last.flags));
+            let flags = match &replace {
+                Some((_, flags)) => *flags,
+                None if segments.is_empty() => FLAG_BASE,
+                None => 0,
+            };
+            let seg =
+                inner.create_segment(first, flags, replace.as_ref().map(|(n, _)| n.as_str()))?;
+            if replace.is_some() {
+                segments.pop_back();
+            }
             segments.push_back(seg);
         } else {
             io("sync directory", "", inner.storage.sync_dir())?;
