@@ -21,8 +21,10 @@ use crate::resp::Value;
 
 /// The longest key.
 pub const KEY_BYTES_MAX: usize = 1 << 10;
-/// The longest value.
-pub const VALUE_BYTES_MAX: usize = 1 << 20;
+/// The longest value: 64 KiB, so that a node's values, at most
+/// [`RegisterLimits::keys_max`](super::RegisterLimits::keys_max) of them, stay under 640 MiB
+/// (each register keeps its value in memory).
+pub const VALUE_BYTES_MAX: usize = 64 << 10;
 
 /// A request to the store, as the node's state machine takes it.
 pub type StoreRequest = Request<Vec<u8>, Vec<u8>>;

@@ -22,7 +22,7 @@ use crate::systems::{Listening, NodeSettings};
 pub type StoreNode = Registers<Vec<u8>, Vec<u8>>;
 
 /// The limits of a node: at most 10,000 keys (so a node holds at most that many values of
-/// at most [`VALUE_BYTES_MAX`]), 64 operations in flight per key, retransmissions every
+/// at most [`VALUE_BYTES_MAX`], 640 MiB), 64 operations in flight per key, retransmissions every
 /// 100 ms, and an operation given up after 2 s without a majority.
 pub const LIMITS: RegisterLimits = RegisterLimits::new(10_000, 64, 100, 2_000);
 /// How long a client's request may wait for the node's answer (longer than an operation
@@ -159,6 +159,35 @@ mod tests {
     use crate::runtime::peers::transport_config;
 
     type Message = Keyed<Vec<u8>, Vec<u8>>;
+
+    #[test]
+    fn the_longest_key_and_value_fit_in_one_peer_frame() {
+        let config = transport_config(u64::MAX, u64::MAX, PEER_FRAME_BYTES_MAX).expect("valid");
+        let big = u64::MAX >> 1;
+        let tag = Tag {
+            sequence: big,
+            writer: Some(NodeId::new(big)),
+            incarnation: big,
+            op: big,
+        };
+        let op = postcard::from_bytes(&postcard::to_stdvec(&(big, big)).expect("encodes"))
+            .expect("an operation id is an incarnation and a number");
+        let update = Message {
+            key: vec![0xff; KEY_BYTES_MAX],
+            message: AbdMessage::Update {
+                op,
+                tag,
+                value: Some(vec![0xff; VALUE_BYTES_MAX]),
+            },
+        };
+        let bytes = postcard::to_stdvec(&update).expect("encodes");
+        assert!(
+            bytes.len() <= config.payload_bytes_max(),
+            "{} bytes; a frame carries {}",
+            bytes.len(),
+            config.payload_bytes_max()
+        );
+    }
 
     #[test]
     fn a_peers_frame_that_is_no_message_is_dropped_and_the_node_goes_on() {

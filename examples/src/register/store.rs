@@ -48,7 +48,8 @@ use super::machine::{Record, Recovered};
 pub const LOG_FILE: &str = "registers.log";
 /// The name the log is compacted under before it replaces the log.
 const COMPACT_FILE: &str = "registers.log.tmp";
-/// The longest record body: a key and a value of at most 1 MiB each, and their tag.
+/// The longest record body read or written: room for a key and a value of 1 MiB each, and
+/// their tag (the register store's commands take less).
 pub const RECORD_BYTES_MAX: u32 = (2 << 20) + 1024;
 /// The shortest log that is compacted at open.
 pub const COMPACT_BYTES_MIN: u64 = 64 << 10;
