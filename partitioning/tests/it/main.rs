@@ -2,3 +2,5 @@
 
 mod fixed;
 mod range;
+mod sim_twopc;
+mod twopc;

@@ -1,0 +1,345 @@
+//! Two-phase commit stepped by hand: what leaves a coordinator and a participant, and when,
+//! around their persists and restarts.
+
+use synod_node::{Effect, Input, NodeId, PersistToken, Protocol, RequestId, Time};
+use synod_partitioning::{
+    Coordinator, CoordinatorConfig, CoordinatorRecord, LockMode, Op, Participant,
+    ParticipantConfig, ParticipantRecord, TxnId, TxnMessage, TxnRequest, TxnResponse, TxnWrite,
+    Vote, participant_of,
+};
+
+type Effects<P> = Vec<synod_node::EffectOf<P>>;
+
+fn drain<P: Protocol>(p: &mut P) -> Effects<P> {
+    std::iter::from_fn(|| p.poll()).collect()
+}
+
+fn n(i: u64) -> NodeId {
+    NodeId::new(i)
+}
+
+fn txn(seq: u64) -> TxnId {
+    TxnId {
+        epoch: 1,
+        seq,
+        coordinator: n(1),
+    }
+}
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn sends<M: Clone, R, W, A>(effects: &[Effect<M, R, W, A>]) -> Vec<(NodeId, M)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn persists<M, R, W: Clone, A>(effects: &[Effect<M, R, W, A>]) -> Vec<(PersistToken, W)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist { token, write } => Some((*token, write.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepare(
+    p: &mut Participant,
+    now: Time,
+    id: TxnId,
+    priority: TxnId,
+    ops: Vec<Op>,
+) -> Effects<Participant> {
+    p.handle(
+        now,
+        Input::Message {
+            from: id.coordinator,
+            message: TxnMessage::Prepare {
+                txn: id,
+                priority,
+                ops,
+            },
+        },
+    );
+    drain(p)
+}
+
+#[test]
+fn a_yes_vote_leaves_only_once_the_prepare_is_durable_and_survives_a_restart_with_its_locks() {
+    let config = ParticipantConfig::new(n(2)).initial_value(100);
+    let mut p = Participant::new(config.clone());
+    let effects = prepare(
+        &mut p,
+        t(1),
+        txn(1),
+        txn(1),
+        vec![Op::Add(7, -30), Op::Read(8)],
+    );
+    let records = persists(&effects);
+    assert_eq!(records.len(), 1);
+    assert!(
+        sends(&effects).is_empty(),
+        "no vote before the record is durable: {effects:?}"
+    );
+    let TxnWrite::Participant(record @ ParticipantRecord::Prepared { .. }) = records[0].1.clone()
+    else {
+        panic!("a prepare record")
+    };
+    p.handle(t(2), Input::Persisted(records[0].0));
+    let votes = sends(&drain(&mut p));
+    assert_eq!(
+        votes,
+        [(
+            n(1),
+            TxnMessage::Vote {
+                txn: txn(1),
+                vote: Vote::Yes {
+                    reads: vec![(8, 100)]
+                }
+            }
+        )]
+    );
+
+    // Crash, and restart from the record: still prepared, holding both locks.
+    let mut p = Participant::restore(config, vec![record], t(10));
+    assert_eq!(p.in_doubt().collect::<Vec<_>>(), [txn(1)]);
+    assert_eq!(
+        p.locks_of(txn(1)),
+        [(7, LockMode::Exclusive), (8, LockMode::Shared)]
+    );
+    // It asks its coordinator at once, and never aborts on its own however long it waits.
+    let effects = drain(&mut p);
+    assert!(effects.contains(&Effect::WakeAt(t(10))), "{effects:?}");
+    for ms in [10, 500, 60_000] {
+        p.handle(t(ms), Input::Wake);
+        let effects = drain(&mut p);
+        assert!(
+            sends(&effects).contains(&(n(1), TxnMessage::Query { txn: txn(1) })),
+            "{effects:?}"
+        );
+        assert!(persists(&effects).is_empty());
+    }
+    // Another transaction on the key waits behind the lock; an older one wounds it through
+    // the coordinator (a prepared transaction is only aborted by its coordinator).
+    let younger = prepare(&mut p, t(60_001), txn(2), txn(2), vec![Op::Read(7)]);
+    assert!(sends(&younger).is_empty(), "{younger:?}");
+    let older = TxnId {
+        epoch: 0,
+        seq: 9,
+        coordinator: n(1),
+    };
+    let wounding = prepare(&mut p, t(60_001), older, older, vec![Op::Add(7, 1)]);
+    assert_eq!(
+        sends(&wounding),
+        [(n(1), TxnMessage::Wound { txn: txn(1) })]
+    );
+    assert_eq!(p.in_doubt().collect::<Vec<_>>(), [txn(1)]);
+
+    // The decision: committed once, idempotently; the waiting transactions go on.
+    p.handle(
+        t(60_002),
+        Input::Message {
+            from: n(1),
+            message: TxnMessage::Decision {
+                txn: txn(1),
+                commit: true,
+            },
+        },
+    );
+    let effects = drain(&mut p);
+    assert_eq!(
+        persists(&effects).len(),
+        2,
+        "the commit record, then the next prepare's: {effects:?}"
+    );
+    assert_eq!(p.value(7), 70);
+    for commit in [true, false] {
+        p.handle(
+            t(60_003),
+            Input::Message {
+                from: n(1),
+                message: TxnMessage::Decision {
+                    txn: txn(1),
+                    commit,
+                },
+            },
+        );
+        drain(&mut p);
+        assert_eq!(
+            p.outcome(txn(1)),
+            Some(true),
+            "a repeated or contrary decision changes nothing"
+        );
+        assert_eq!(p.value(7), 70);
+    }
+}
+
+#[test]
+fn the_decision_leaves_the_coordinator_only_once_durable() {
+    let participants = vec![n(2), n(3)];
+    let (a, b) = (0..)
+        .map(|k| (k, k + 1))
+        .find(|&(a, b)| participant_of(a, &participants) != participant_of(b, &participants))
+        .unwrap();
+    let mut c = Coordinator::new(CoordinatorConfig::new(n(1), participants.clone()));
+    c.handle(
+        t(0),
+        Input::Request {
+            id: RequestId(1),
+            request: TxnRequest {
+                ops: vec![Op::Add(a, -5), Op::Add(b, 5)],
+            },
+        },
+    );
+    let effects = drain(&mut c);
+    let epoch = persists(&effects);
+    assert_eq!(epoch.len(), 1);
+    assert!(matches!(
+        epoch[0].1,
+        TxnWrite::Coordinator(CoordinatorRecord::Epoch(1))
+    ));
+    assert!(
+        sends(&effects).is_empty(),
+        "no id leaves before its epoch is durable"
+    );
+    c.handle(t(1), Input::Persisted(epoch[0].0));
+    let prepares = sends(&drain(&mut c));
+    assert_eq!(prepares.len(), 2);
+    let TxnMessage::Prepare { txn: id, .. } = prepares[0].1.clone() else {
+        panic!()
+    };
+    for p in &participants {
+        c.handle(
+            t(2),
+            Input::Message {
+                from: *p,
+                message: TxnMessage::Vote {
+                    txn: id,
+                    vote: Vote::Yes { reads: vec![] },
+                },
+            },
+        );
+    }
+    let effects = drain(&mut c);
+    let decided = persists(&effects);
+    assert!(matches!(
+        decided[..],
+        [(
+            _,
+            TxnWrite::Coordinator(CoordinatorRecord::Decided { commit: true, .. })
+        )]
+    ));
+    assert!(
+        sends(&effects).is_empty(),
+        "the decision waits for its persist: {effects:?}"
+    );
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Reply { .. })),
+        "so does the client's answer"
+    );
+    c.handle(t(3), Input::Persisted(decided[0].0));
+    let effects = drain(&mut c);
+    assert_eq!(sends(&effects).len(), 2);
+    assert!(effects.contains(&Effect::Reply {
+        id: RequestId(1),
+        response: TxnResponse::Committed { reads: vec![] }
+    }));
+
+    // A restart before every acknowledgement came: the decision goes out again.
+    let TxnWrite::Coordinator(record) = decided[0].1.clone() else {
+        panic!()
+    };
+    let mut c = Coordinator::restore(
+        CoordinatorConfig::new(n(1), participants.clone()),
+        vec![CoordinatorRecord::Epoch(1), record],
+    );
+    assert_eq!(c.in_doubt().collect::<Vec<_>>(), [(id, true)]);
+    let effects = drain(&mut c);
+    c.handle(t(0), Input::Persisted(persists(&effects)[0].0));
+    let resent = sends(&drain(&mut c));
+    assert_eq!(resent.len(), 2);
+    assert!(resent.iter().all(|(_, m)| *m
+        == TxnMessage::Decision {
+            txn: id,
+            commit: true
+        }));
+    assert_eq!(
+        c.epoch(),
+        2,
+        "a restart starts a new epoch: no id is issued twice"
+    );
+    // A participant asking about a transaction the coordinator has no record of hears abort.
+    let unknown = TxnId {
+        epoch: 1,
+        seq: 99,
+        coordinator: n(1),
+    };
+    c.handle(
+        t(1),
+        Input::Message {
+            from: n(2),
+            message: TxnMessage::Query { txn: unknown },
+        },
+    );
+    assert_eq!(
+        sends(&drain(&mut c)),
+        [(
+            n(2),
+            TxnMessage::Decision {
+                txn: unknown,
+                commit: false
+            }
+        )]
+    );
+}
+
+/// The unit-level check of the rule above catches the deliberately broken coordinator.
+#[test]
+fn the_broken_coordinator_sends_its_decision_before_it_is_durable() {
+    let participants = vec![n(2)];
+    let config = CoordinatorConfig::new(n(1), participants).broken_send_before_durable();
+    let mut c = Coordinator::new(config);
+    c.handle(
+        t(0),
+        Input::Request {
+            id: RequestId(1),
+            request: TxnRequest {
+                ops: vec![Op::Add(1, 1)],
+            },
+        },
+    );
+    let token = persists(&drain(&mut c))[0].0;
+    c.handle(t(0), Input::Persisted(token));
+    let prepares = sends(&drain(&mut c));
+    let TxnMessage::Prepare { txn: id, .. } = prepares[0].1.clone() else {
+        panic!()
+    };
+    c.handle(
+        t(1),
+        Input::Message {
+            from: n(2),
+            message: TxnMessage::Vote {
+                txn: id,
+                vote: Vote::Yes { reads: vec![] },
+            },
+        },
+    );
+    let effects = drain(&mut c);
+    let first_send = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Send { .. }));
+    let first_persist = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist { .. }));
+    assert!(
+        first_send < first_persist,
+        "the broken one sends first: {effects:?}"
+    );
+}
