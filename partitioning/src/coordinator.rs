@@ -74,7 +74,8 @@ impl CoordinatorConfig {
         self
     }
 
-    /// Sets how many transactions may run at once (at least 1).
+    /// Sets how many transactions may run at once, counting those decided and waiting for
+    /// their participants' acknowledgements (at least 1); one more is refused.
     #[must_use]
     pub fn txns_max(mut self, n: usize) -> CoordinatorConfig {
         self.txns_max = n.max(1);
@@ -262,7 +263,9 @@ impl Coordinator {
     }
 
     fn request(&mut self, now: Time, id: RequestId, request: TxnRequest) {
-        let active = self.preparing.len() + self.retries.len();
+        // Decided transactions still waiting for acknowledgements count too: a participant
+        // that never answers holds the coordinator back rather than growing its memory.
+        let active = self.preparing.len() + self.retries.len() + self.decided.len();
         if request.ops.is_empty() || request.ops.len() > OPS_MAX || active >= self.config.txns_max {
             self.gate.reply(id, TxnResponse::Refused);
             return;
