@@ -405,7 +405,7 @@ impl Coordinator {
         if d.waiting.is_empty() {
             self.decided.remove(&txn);
             self.gate
-                .persist(TxnWrite::Coordinator(CoordinatorRecord::Ended(txn)));
+                .persist_lazily(TxnWrite::Coordinator(CoordinatorRecord::Ended(txn)));
         }
     }
 

@@ -418,7 +418,9 @@ impl Participant {
         if from != txn.coordinator {
             return;
         }
-        if self.finished.contains_key(&txn) {
+        let forgotten = self.forgotten.get(&from).is_some_and(|&f| txn <= f);
+        if self.finished.contains_key(&txn) || forgotten {
+            // Carried out already (and perhaps forgotten since): acknowledge again.
             self.gate.send(from, TxnMessage::Ack { txn });
             return;
         }

@@ -243,6 +243,8 @@ pub(crate) type TxnEffect = Effect<TxnMessage, TxnResponse, TxnWrite, TxnOutcome
 pub(crate) struct Gate {
     effects: VecDeque<TxnEffect>,
     issued: PersistToken,
+    /// The last persist that later effects wait for (a lazy one is not).
+    gating: PersistToken,
     durable: PersistToken,
     held: VecDeque<(PersistToken, TxnEffect)>,
     wake: Option<Time>,
@@ -250,6 +252,14 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn persist(&mut self, write: TxnWrite) {
+        self.persist_lazily(write);
+        self.gating = self.issued;
+    }
+
+    /// Asks for `write` to be made durable without holding later effects for it: for a
+    /// record nothing depends on (a coordinator's end of a transaction, which if lost only
+    /// makes a restarted coordinator resend a decision every participant has carried out).
+    pub(crate) fn persist_lazily(&mut self, write: TxnWrite) {
         self.issued = self.issued.next();
         self.effects.push_back(Effect::Persist {
             token: self.issued,
@@ -293,10 +303,10 @@ impl Gate {
     }
 
     fn emit(&mut self, effect: TxnEffect) {
-        if self.durable >= self.issued {
+        if self.durable >= self.gating {
             self.effects.push_back(effect);
         } else {
-            self.held.push_back((self.issued, effect));
+            self.held.push_back((self.gating, effect));
         }
     }
 

@@ -1,5 +1,6 @@
 //! Integration tests of synod-partitioning, one binary with a module per area.
 
+mod figures;
 mod fixed;
 mod range;
 mod sim_twopc;

@@ -343,3 +343,55 @@ fn the_broken_coordinator_sends_its_decision_before_it_is_durable() {
         "the broken one sends first: {effects:?}"
     );
 }
+
+/// A coordinator whose end record was lost resends a decision the participant carried out
+/// and has since forgotten: it is acknowledged, or the coordinator would resend it for ever.
+#[test]
+fn a_decision_carried_out_and_forgotten_is_acknowledged_again() {
+    let mut p = Participant::new(ParticipantConfig::new(n(2)).finished_max(1));
+    for seq in [1, 2] {
+        let effects = prepare(&mut p, t(seq), txn(seq), txn(seq), vec![Op::Add(seq, 1)]);
+        p.handle(t(seq), Input::Persisted(persists(&effects)[0].0));
+        p.handle(
+            t(seq),
+            Input::Message {
+                from: n(1),
+                message: TxnMessage::Decision {
+                    txn: txn(seq),
+                    commit: true,
+                },
+            },
+        );
+        let effects = drain(&mut p);
+        p.handle(t(seq), Input::Persisted(persists(&effects)[0].0));
+        drain(&mut p);
+    }
+    assert_eq!(p.outcome(txn(1)), None, "forgotten");
+    p.handle(
+        t(3),
+        Input::Message {
+            from: n(1),
+            message: TxnMessage::Decision {
+                txn: txn(1),
+                commit: true,
+            },
+        },
+    );
+    assert_eq!(
+        sends(&drain(&mut p)),
+        [(n(1), TxnMessage::Ack { txn: txn(1) })]
+    );
+    assert_eq!(p.value(1), 1, "and not applied twice");
+    // A prepare that old is refused.
+    let effects = prepare(&mut p, t(4), txn(1), txn(1), vec![Op::Add(1, 1)]);
+    assert!(matches!(
+        sends(&effects)[..],
+        [(
+            _,
+            TxnMessage::Vote {
+                vote: Vote::No(_),
+                ..
+            }
+        )]
+    ));
+}
