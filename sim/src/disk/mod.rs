@@ -138,7 +138,24 @@ impl Disk {
     /// simulated disk. See [`DiskStorage`] for what its syncs mean.
     #[must_use]
     pub fn storage(&self) -> DiskStorage {
-        DiskStorage::new(Arc::clone(&self.state))
+        DiskStorage::new(Arc::clone(&self.state), String::new())
+    }
+
+    /// Like [`Disk::storage`], for the files of one directory: the storage's file `name` is
+    /// the disk's file `{dir}/{name}`, and it lists only those. For code that keeps two
+    /// logs in directories of their own, such as a store with an entry log and a meta log.
+    /// [`Disk::storage`] does not list files in directories.
+    ///
+    /// # Panics
+    ///
+    /// If `dir` is empty or contains a `/`.
+    #[must_use]
+    pub fn storage_in(&self, dir: &str) -> DiskStorage {
+        assert!(
+            !dir.is_empty() && !dir.contains('/'),
+            "a directory name, not a path: {dir:?}"
+        );
+        DiskStorage::new(Arc::clone(&self.state), format!("{dir}/"))
     }
 
     /// A copy of the current contents of `file` (including unsynced writes), or `None` if
@@ -297,8 +314,17 @@ impl Disk {
         self.state.lock().storage.halt_after(ops);
     }
 
+    /// Crashes the disk as the simulator does when it crashes the node: every handle opened
+    /// before stops working, and the data no sync covered is treated as `mode` says.
+    /// Returns what the crash did. For tests that run code on [`Disk::storage`] outside a
+    /// [`crate::Simulation`] (a crash-point sweep of a store, say); a simulation crashes its
+    /// nodes' disks itself.
+    pub fn crash(&mut self, mode: CrashMode) -> crate::CrashReport {
+        self.crash_outcome(mode).report
+    }
+
     /// Crashes the disk: open handles are dropped and unsynced data treated as `mode` says.
-    pub(crate) fn crash(&mut self, mode: CrashMode) -> CrashOutcome {
+    pub(crate) fn crash_outcome(&mut self, mode: CrashMode) -> CrashOutcome {
         let mut state = self.state.lock();
         let before = state.storage.stats();
         let unsynced = state.storage.unsynced_ops() > 0;
@@ -618,7 +644,7 @@ mod tests {
         let p = d.sync_point();
         d.sync_through(p).expect("sync");
         assert_eq!(d.unsynced_ops(), 0);
-        let out = d.crash(CrashMode::DropUnsynced);
+        let out = d.crash_outcome(CrashMode::DropUnsynced);
         assert!(!out.unsynced);
         assert_eq!(
             d.read("log").as_deref(),
@@ -645,7 +671,7 @@ mod tests {
             assert_eq!(d.read("f").as_deref(), Some(&b"abbac"[..]));
             // Three on `f`, one on `g` (whose creation the directory sync made durable).
             assert_eq!(d.unsynced_ops(), 4);
-            d.crash(mode);
+            d.crash_outcome(mode);
             let f = d.read("f").expect("f survives");
             assert!(f.starts_with(b"a") && f.len() <= 6, "{mode:?}: {f:?}");
             if mode == CrashMode::DropUnsynced {
@@ -661,7 +687,7 @@ mod tests {
         let p2 = d.sync_point();
         d.sync_through(p1).expect("sync");
         d.sync_through(p2).expect("sync");
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         assert_eq!(d.read("f").as_deref(), Some(&b"abba"[..]));
     }
 
@@ -670,7 +696,7 @@ mod tests {
         for seed in 0..100 {
             for mode in CrashMode::ALL {
                 let mut d = disk_with_synced_and_unsynced(seed);
-                let out = d.crash(mode);
+                let out = d.crash_outcome(mode);
                 assert!(out.unsynced);
                 let got = d.read("log").expect("file exists");
                 assert!(got.starts_with(b"synced--"), "{mode:?} {seed}: {got:?}");
@@ -689,12 +715,12 @@ mod tests {
         for seed in 0..100 {
             torn += u32::from(
                 disk_with_synced_and_unsynced(seed)
-                    .crash(CrashMode::TearLast)
+                    .crash_outcome(CrashMode::TearLast)
                     .torn,
             );
             flipped += u32::from(
                 disk_with_synced_and_unsynced(seed)
-                    .crash(CrashMode::FlipBit)
+                    .crash_outcome(CrashMode::FlipBit)
                     .bit_flipped,
             );
         }
@@ -719,7 +745,7 @@ mod tests {
             // A later sync makes exactly the later writes durable.
             let p2 = d.sync_point();
             d.sync_through(p2).expect("sync");
-            d.crash(mode);
+            d.crash_outcome(mode);
             assert_eq!(
                 d.read("f").as_deref(),
                 Some(&b"dUrable-\0\0\0\0late"[..]),
@@ -732,7 +758,7 @@ mod tests {
         let p = d.sync_point();
         d.fail_through(p).expect("bookkeeping");
         assert_eq!(d.read("f").as_deref(), Some(&b""[..]));
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         // (Nor is the file's creation: the directory was not synced either.)
         assert_eq!(d.read("f"), None);
     }
@@ -771,7 +797,7 @@ mod tests {
             d.sync_through(p).expect("sync");
             d.remove("old").expect("remove");
             assert_eq!(d.read("old"), None);
-            d.crash(CrashMode::KeepPrefix);
+            d.crash_outcome(CrashMode::KeepPrefix);
             back += u32::from(d.read("old").is_some());
         }
         assert!(back > 0 && back < 50);
@@ -780,7 +806,7 @@ mod tests {
         d.rename("tmp", "state").expect("rename");
         let p = d.sync_point();
         d.sync_through(p).expect("sync");
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         assert_eq!(d.read("state").as_deref(), Some(&b"new"[..]));
         assert_eq!(d.file_names(), vec!["state".to_owned()]);
     }
@@ -796,7 +822,7 @@ mod tests {
         d.append("g", b"named").expect("the named API too");
         d.sync_through(p).expect("sync");
         assert_eq!(d.read("f").as_deref(), Some(&b"early-late"[..]));
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         assert_eq!(d.read("f").as_deref(), Some(&b"early"[..]));
         assert_eq!(d.read("g").as_deref(), Some(&b""[..]));
         // A handle from before the crash stops working.
@@ -817,7 +843,7 @@ mod tests {
         storage.sync_dir().expect("sync dir");
         let mut d = d;
         assert_eq!(d.unsynced_ops(), 1);
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         assert_eq!(d.read("snap").as_deref(), Some(&b"snapshot"[..]));
         assert_eq!(d.file_names(), vec!["snap".to_owned()]);
     }
@@ -838,7 +864,7 @@ mod tests {
         storage.create("g").expect("create");
         d.fail_next_sync();
         storage.sync_dir().expect_err("the queued failure");
-        d.crash(CrashMode::DropUnsynced);
+        d.crash_outcome(CrashMode::DropUnsynced);
         assert_eq!(d.read("f").as_deref(), Some(&b"durable"[..]));
         assert_eq!(
             d.read("g"),
@@ -860,5 +886,22 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
         f.write_at(b"ab", 0).expect("an overwrite needs no space");
         assert_eq!(d.read("f").as_deref(), Some(&b"ab34"[..]));
+    }
+
+    #[test]
+    fn a_storage_in_a_directory_sees_only_its_own_files() {
+        let d = Disk::new(15);
+        let (root, a, b) = (d.storage(), d.storage_in("a"), d.storage_in("b"));
+        for (storage, name) in [(&root, "top"), (&a, "x"), (&b, "x")] {
+            let f = storage.create(name).expect("create");
+            synod_wal::storage::write_all_at(&f, name.as_bytes(), 0).expect("write");
+        }
+        a.rename("x", "y").expect("rename inside a");
+        assert_eq!(root.list().expect("list"), vec!["top".to_owned()]);
+        assert_eq!(a.list().expect("list"), vec!["y".to_owned()]);
+        assert_eq!(b.list().expect("list"), vec!["x".to_owned()]);
+        assert_eq!(d.read("a/y").as_deref(), Some(&b"x"[..]));
+        b.remove("x").expect("remove");
+        assert_eq!(d.file_names(), vec!["a/y".to_owned(), "top".to_owned()]);
     }
 }

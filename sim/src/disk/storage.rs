@@ -54,11 +54,19 @@ use super::{FileId, State};
 #[derive(Clone)]
 pub struct DiskStorage {
     state: Arc<Mutex<State>>,
+    /// What the disk's names of this storage's files start with: empty, or a directory
+    /// and `/` ([`Disk::storage_in`](crate::Disk::storage_in)).
+    prefix: String,
 }
 
 impl DiskStorage {
-    pub(super) fn new(state: Arc<Mutex<State>>) -> Self {
-        DiskStorage { state }
+    pub(super) fn new(state: Arc<Mutex<State>>, prefix: String) -> Self {
+        DiskStorage { state, prefix }
+    }
+
+    /// The disk's name of this storage's file `name`.
+    fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     fn file(&self, id: FileId, handle: FaultyFile) -> DiskFile {
@@ -73,7 +81,7 @@ impl DiskStorage {
 impl fmt::Debug for DiskStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskStorage")
-            .field("files", &self.state.lock().storage.file_names())
+            .field("dir", &self.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -82,29 +90,36 @@ impl Storage for DiskStorage {
     type File = DiskFile;
 
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.state.lock().storage.file_names())
+        let names = self.state.lock().storage.file_names();
+        Ok(names
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_owned))
+            .filter(|n| !n.contains('/'))
+            .collect())
     }
 
     fn open(&self, name: &str) -> io::Result<DiskFile> {
+        let path = self.path(name);
         let mut state = self.state.lock();
-        let id = state.open(name)?;
-        let handle = state.storage.open(name)?;
+        let id = state.open(&path)?;
+        let handle = state.storage.open(&path)?;
         Ok(self.file(id, handle))
     }
 
     fn create(&self, name: &str) -> io::Result<DiskFile> {
+        let path = self.path(name);
         let mut state = self.state.lock();
-        let id = state.create(name)?;
-        let handle = state.storage.open(name)?;
+        let id = state.create(&path)?;
+        let handle = state.storage.open(&path)?;
         Ok(self.file(id, handle))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.state.lock().rename(from, to)
+        self.state.lock().rename(&self.path(from), &self.path(to))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.state.lock().remove(name)
+        self.state.lock().remove(&self.path(name))
     }
 
     fn sync_dir(&self) -> io::Result<()> {

@@ -411,7 +411,7 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
             }
         }
         drop(log);
-        let outcome = disk.crash(mode);
+        let outcome = disk.crash_outcome(mode);
         disk.clear_failing_syncs();
         seen[0] += u32::from(outcome.unsynced);
         seen[1] += u32::from(outcome.torn);

@@ -270,7 +270,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         slot.state = NodeState::Crashed;
         slot.incarnation += 1;
         slot.parked.clear();
-        let outcome = slot.disk.crash(mode);
+        let outcome = slot.disk.crash_outcome(mode);
         self.hasher.write_u8(TRACE_CRASH);
         id.hash(&mut self.hasher);
         mode.hash(&mut self.hasher);
