@@ -16,3 +16,5 @@ mod sessions;
 mod sim;
 #[cfg(feature = "wal")]
 mod wal_store;
+#[cfg(feature = "wal")]
+mod wal_store_sim;
