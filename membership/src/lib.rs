@@ -17,9 +17,8 @@
 //!   inside [`Member`], where an acknowledged probe is the heartbeat.
 //! - **Gossip Dissemination**: every change a member learns rides, a bounded number of
 //!   times, on the probes it sends anyway and on short gossip rounds to a few random
-//!   members, and a periodic push-pull sync exchanges whole
-//!   views, so that news reaches every member in `O(log n)` rounds and a healed partition
-//!   always merges.
+//!   members, and a periodic push-pull sync exchanges whole views, so that news reaches
+//!   every member in `O(log n)` rounds and a healed partition always merges.
 //! - **Emergent Leader**: [`Member::coordinator`], the oldest live member by join stamp
 //!   ([`Update::joined`]), which every member computes from its own view without an
 //!   election; a change is handed up as [`ViewChange::Coordinator`].
@@ -41,12 +40,15 @@
 //!    larger `(generation, incarnation, state)` wins ([`Update::precedence`]). A
 //!    suspicion that times out unrefuted makes the member *dead*.
 //!
-//! Lifeguard (Dadgar, Phillips and Currey, 2018) adds three things, each switched on with
-//! [`MemberConfigBuilder::lifeguard`]: a *local health* score that grows when this member
-//! misses acks and nacks (a sign that it is the slow one) and multiplies its own probe
-//! interval and timeout; a suspicion timeout that starts at `suspicion_max_mult` times the
-//! base and shrinks towards it as independent members confirm the suspicion; and the
-//! *buddy system*: a message to a suspected member tells it so, so it refutes at once.
+//! Lifeguard (Dadgar, Phillips and Currey, 2018) adds three things, switched on and off
+//! together with [`MemberConfigBuilder::lifeguard`]: a *local health* score (from 0 to
+//! `awareness_max - 1`) that grows when this member misses acks and nacks or has to refute
+//! a suspicion of itself (signs that it is the slow one), shrinks with every answered
+//! probe, and multiplies its own probe interval and timeout; a suspicion timeout that starts
+//! at `suspicion_max_mult` times the base (`suspicion_mult × max(1, log10 n)` periods) and
+//! shrinks towards the base, logarithmically, as independent members confirm the
+//! suspicion; and the *buddy system*: a message to a suspected member tells it so, so that
+//! it refutes at once. Without Lifeguard the suspicion timeout is the base.
 //!
 //! Gossip: each change is queued once per member and sent on the next messages (probes,
 //! acknowledgements, and a gossip round every `gossip_interval_ms` to `gossip_fanout`

@@ -379,3 +379,37 @@ fn stale_news_never_revives_a_forgotten_member_nor_an_earlier_start() {
     let info = m.members().into_iter().find(|i| i.id == n(3)).unwrap();
     assert_eq!((info.generation, info.state), (2, MemberState::Alive));
 }
+
+#[test]
+fn a_client_asking_for_the_view_gets_every_member_in_order() {
+    use synod_membership::{MemberInfo, MemberRequest, MemberResponse};
+    use synod_node::RequestId;
+    let mut m = ready(2, |b| b);
+    m.handle(
+        Time::from_millis(1),
+        Input::Request {
+            id: RequestId(7),
+            request: MemberRequest::Members,
+        },
+    );
+    let replies: Vec<_> = drain(&mut m)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Reply { id, response } => Some((id, response)),
+            _ => None,
+        })
+        .collect();
+    let info = |id: u64, incarnation: u64| MemberInfo {
+        id: n(id),
+        generation: 1,
+        incarnation,
+        state: MemberState::Alive,
+    };
+    assert_eq!(
+        replies,
+        [(
+            RequestId(7),
+            MemberResponse::Members(vec![info(1, 0), info(2, 0), info(3, 0)])
+        )]
+    );
+}

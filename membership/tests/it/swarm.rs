@@ -32,7 +32,12 @@ fn swarm(seed: u64) -> Scenario {
         .down_time_max(Duration::from_secs(5))
         .pause_time_max(Duration::from_secs(3))
         .build();
-    let mut scenario = Scenario::new(8, seed);
+    // More members for a longer hunt: SYNOD_MEMBERSHIP_NODES=<n>.
+    let nodes = std::env::var("SYNOD_MEMBERSHIP_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let mut scenario = Scenario::new(nodes, seed);
     scenario.nemesis = nemesis;
     scenario.duration = ms(20_000);
     // Within 50 protocol periods of the heal (crashed members restart then), long before
