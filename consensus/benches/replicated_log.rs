@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_consensus::{
-    Config, LogIndex, MemLogStore, Membership, Message, MessageBody, Node, NodeId, Payload,
+    Config, LogIndex, LogStore, MemLogStore, Membership, Message, MessageBody, Node, NodeId,
+    Payload,
 };
 
 struct Cluster {
-    nodes: Vec<Node<MemLogStore>>,
+    nodes: Vec<Node>,
+    /// Each node's "disk", that its writes are applied to and synced.
+    disks: Vec<MemLogStore>,
     net: VecDeque<Message>,
 }
 
@@ -27,6 +30,7 @@ impl Cluster {
     fn new() -> Cluster {
         let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
         let membership = Membership::new(ids.clone(), []).expect("valid membership");
+        let disks = vec![MemLogStore::new(membership.clone()); ids.len()];
         let nodes = ids
             .iter()
             .map(|id| {
@@ -41,6 +45,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes,
+            disks,
             net: VecDeque::new(),
         };
         let term = cluster.nodes[0].term();
@@ -65,8 +70,9 @@ impl Cluster {
                 while self.nodes[i].has_ready() {
                     busy = true;
                     let ready = self.nodes[i].ready();
-                    if let Some(token) = ready.persist {
-                        self.nodes[i].store_mut().sync();
+                    if let Some((token, write)) = ready.persist {
+                        self.disks[i].apply(&write);
+                        self.disks[i].sync();
                         self.nodes[i].persisted(token);
                     }
                     self.net.extend(ready.messages);

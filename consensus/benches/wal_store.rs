@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_consensus::{
-    Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Snapshot, SnapshotMeta,
-    Term, WalLogStore, WalStoreOptions,
+    Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, RaftWrite, Snapshot,
+    SnapshotMeta, StoreWrite, Term, WalLogStore, WalStoreOptions,
 };
 use synod_wal::FileStorage;
 
@@ -33,6 +33,12 @@ fn store(dir: &std::path::Path) -> WalLogStore<FileStorage> {
         options,
     )
     .expect("a new store opens")
+    .0
+}
+
+/// Applies one write to `store`.
+fn write(store: &mut WalLogStore<FileStorage>, op: StoreWrite) {
+    store.apply(&RaftWrite::from(vec![op]));
 }
 
 /// The time of each of `WRITES` synced hard-state writes after a snapshot of `bytes`.
@@ -47,24 +53,28 @@ fn run(bytes: usize) -> Vec<Duration> {
             payload: Payload::Command(Bytes::from_static(b"command")),
         })
         .collect();
-    store.append(&entries);
+    write(&mut store, StoreWrite::Append(entries));
     store.sync().expect("synced");
-    store.compact(Snapshot {
-        meta: SnapshotMeta {
-            index: LogIndex(10),
-            term: Term::new(1),
-            membership: Membership::new([NodeId::new(1)], []).expect("one voter"),
-        },
-        data: Bytes::from(vec![0x5a; bytes]),
-    });
+    write(
+        &mut store,
+        StoreWrite::Compact(Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(10),
+                term: Term::new(1),
+                membership: Membership::new([NodeId::new(1)], []).expect("one voter"),
+            },
+            data: Bytes::from(vec![0x5a; bytes]),
+        }),
+    );
     store.sync().expect("synced");
     (0..WRITES)
         .map(|i| {
             let start = Instant::now();
-            store.set_hard_state(HardState {
+            let hard_state = HardState {
                 term: Term::new(2 + i),
                 vote: Some(NodeId::new(1)),
-            });
+            };
+            write(&mut store, StoreWrite::HardState(hard_state));
             store.sync().expect("synced");
             start.elapsed()
         })

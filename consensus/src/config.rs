@@ -1,7 +1,9 @@
 //! The configuration of a Raft node, validated once when it is built.
 //!
-//! Times are in ticks: the caller calls [`Node::tick`](crate::Node::tick) at a fixed
-//! interval of its choosing (10 ms is usual) and every timeout is a number of those ticks.
+//! Times are in ticks, and every timeout is a number of them. A node driven through the
+//! node contract runs its ticks itself from the time handed in with each input, one every
+//! [`ConfigBuilder::tick_interval_us`] (10 ms by default); a node driven by hand is given
+//! [`Node::tick`](crate::Node::tick) at an interval of its caller's choosing.
 //! Every queue and in-flight count has a limit here, with its unit last in the name.
 
 use std::fmt;
@@ -11,6 +13,9 @@ use crate::types::NodeId;
 
 /// The default of [`ConfigBuilder::entry_bytes_max`]: 1 MiB.
 pub const ENTRY_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+
+/// The default of [`ConfigBuilder::tick_interval_us`]: 10 ms.
+pub const TICK_INTERVAL_US_DEFAULT: u64 = 10_000;
 
 /// A validated node configuration. Build one with [`Config::builder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +34,7 @@ pub struct Config {
     pub(crate) pre_vote: bool,
     pub(crate) check_quorum: bool,
     pub(crate) lease_drift_ticks: Option<u64>,
+    pub(crate) tick_interval_us: u64,
     pub(crate) seed: u64,
     pub(crate) broken: Broken,
 }
@@ -84,6 +90,7 @@ impl Config {
                 pre_vote: true,
                 check_quorum: true,
                 lease_drift_ticks: None,
+                tick_interval_us: TICK_INTERVAL_US_DEFAULT,
                 seed: id.get(),
                 broken: Broken::default(),
             },
@@ -94,6 +101,13 @@ impl Config {
     #[must_use]
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The length of one tick, in microseconds, when the node runs its own ticks from the
+    /// time handed to [`Protocol::handle`](synod_node::Protocol::handle).
+    #[must_use]
+    pub fn tick_interval_us(&self) -> u64 {
+        self.tick_interval_us
     }
 
     /// The range the randomized election timeout is drawn from, in ticks (`start`
@@ -270,6 +284,16 @@ impl ConfigBuilder {
         self
     }
 
+    /// The length of one tick, in microseconds (default [`TICK_INTERVAL_US_DEFAULT`], 10 ms),
+    /// for a node driven through the node contract: [`Protocol::handle`](synod_node::Protocol::handle)
+    /// runs the ticks that have passed by the time it is handed. A node driven by
+    /// [`Node::tick`](crate::Node::tick) ignores it.
+    #[must_use]
+    pub fn tick_interval_us(mut self, micros: u64) -> Self {
+        self.config.tick_interval_us = micros;
+        self
+    }
+
     /// Validates and returns the configuration.
     ///
     /// # Errors
@@ -298,6 +322,7 @@ impl ConfigBuilder {
             ("read_pending_max", c.read_pending_max as u64),
             ("snapshot_chunk_bytes_max", c.snapshot_chunk_bytes_max),
             ("snapshot_bytes_max", c.snapshot_bytes_max),
+            ("tick_interval_us", c.tick_interval_us),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -124,8 +124,8 @@
 //!     while node.role() != Role::Leader {
 //!         node.tick();
 //!         while node.has_ready() {
-//!             if let Some(token) = node.ready().persist {
-//!                 node.store_mut().sync();
+//!             if let Some((token, _write)) = node.ready().persist {
+//!                 // A real driver would apply the write to its store and sync it here.
 //!                 node.persisted(token);
 //!             }
 //!         }
@@ -151,7 +151,6 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use crate::raft::{Node, Role};
-use crate::storage::LogStore;
 use crate::types::{Entry, LogIndex, NodeId, Payload, Term};
 
 /// The property a [`Violation`] breaks.
@@ -498,10 +497,9 @@ impl SafetyChecker {
     /// # Errors
     ///
     /// The [`Violation`] found, if any.
-    pub fn check<'n, S, I>(&mut self, nodes: I) -> Result<(), Violation>
+    pub fn check<'n, I>(&mut self, nodes: I) -> Result<(), Violation>
     where
-        S: LogStore + 'n,
-        I: IntoIterator<Item = &'n Node<S>>,
+        I: IntoIterator<Item = &'n Node>,
         I::IntoIter: Clone,
     {
         self.check_views(nodes.into_iter())
@@ -1098,7 +1096,7 @@ trait NodeView {
     fn truncations(&self) -> (u64, Option<LogIndex>);
 }
 
-impl<S: LogStore> NodeView for Node<S> {
+impl NodeView for Node {
     fn id(&self) -> NodeId {
         Node::id(self)
     }
@@ -1115,17 +1113,17 @@ impl<S: LogStore> NodeView for Node<S> {
         self.applied_index()
     }
     fn snapshot(&self) -> (LogIndex, Term) {
-        let meta = &self.store().snapshot().meta;
+        let meta = &self.log().snapshot().meta;
         (meta.index, meta.term)
     }
     fn last_index(&self) -> LogIndex {
         Node::last_index(self)
     }
     fn term_at(&self, index: LogIndex) -> Option<Term> {
-        self.store().term(index)
+        self.log().term(index)
     }
     fn entries(&self, lo: LogIndex, hi: LogIndex, out: &mut Vec<Entry>) {
-        self.store().entries(lo, hi, u64::MAX, out);
+        self.log().entries(lo, hi, u64::MAX, out);
     }
     fn truncations(&self) -> (u64, Option<LogIndex>) {
         (Node::truncations(self), self.truncated_after())

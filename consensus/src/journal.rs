@@ -1,14 +1,14 @@
-//! A journal of log-store writes: an in-memory [`LogStore`] that records every write, and a
-//! checksummed byte encoding of those writes that replays up to a torn tail and reports
+//! A journal of the node's log writes: a checksummed byte encoding of the [`StoreWrite`]s
+//! of its [`RaftWrite`](crate::RaftWrite)s that replays up to a torn tail and reports
 //! damage anywhere else.
 //!
-//! This is the store to reach for when the node's "disk" is something the caller owns as
+//! This is the layout to reach for when the node's "disk" is something the caller owns as
 //! bytes: a simulator's disk, a test's buffer, a file the caller appends to. The driver
-//! takes the writes with [`JournalStore::take_written`] after each call into the node,
-//! appends them as [`JournalWriter::encode`] lays them out, tells the writer when a sync of
-//! them completes ([`JournalWriter::synced`]), and acknowledges persistence once its bytes
-//! are durable; at restart [`replay`] rebuilds the store from the bytes that survived. No
-//! I/O happens here.
+//! takes the write of each persist effect, appends its ops as [`JournalWriter::encode`]
+//! lays them out, tells the writer when a sync of them completes
+//! ([`JournalWriter::synced`]), and acknowledges persistence once its bytes are durable; at
+//! restart [`replay`] rebuilds the log the node is built from out of the bytes that
+//! survived. No I/O happens here.
 //!
 //! # Record format
 //!
@@ -53,9 +53,8 @@ use std::fmt;
 
 use crate::membership::Membership;
 use crate::raft::{INDEX_MAX, TERM_MAX};
-use crate::storage::{HardState, LogStore, MemLogStore, Snapshot};
-use crate::types::{Entry, LogIndex, Term};
-use serde::{Deserialize, Serialize};
+pub use crate::storage::StoreWrite;
+use crate::storage::{MemLogStore, Snapshot};
 
 /// The longest record body [`JournalWriter::encode`] writes and [`replay`] accepts (64 MiB):
 /// a bound on what one length field read back from damaged bytes can claim. A larger
@@ -65,89 +64,6 @@ pub const RECORD_BYTES_MAX: usize = 64 << 20;
 
 /// Bytes of a record's header: body length, durable mark, their CRC-32, the body's CRC-32.
 const HEADER_BYTES: usize = 20;
-
-/// One write to the log store, as journaled.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum StoreWrite {
-    /// Entries appended.
-    Append(Vec<Entry>),
-    /// The log cut after an index.
-    TruncateAfter(LogIndex),
-    /// The term and vote.
-    HardState(HardState),
-    /// A snapshot taken and the log below it dropped.
-    Compact(Snapshot),
-    /// A snapshot received from the leader.
-    Install(Snapshot),
-}
-
-/// A log store in memory that also records every write, for the driver to journal.
-#[derive(Debug)]
-pub struct JournalStore {
-    mem: MemLogStore,
-    written: Vec<StoreWrite>,
-}
-
-impl JournalStore {
-    /// A journaling store over `mem` (an empty store, or one rebuilt by [`replay`]).
-    #[must_use]
-    pub fn new(mem: MemLogStore) -> JournalStore {
-        JournalStore {
-            mem,
-            written: Vec::new(),
-        }
-    }
-
-    /// The in-memory store underneath, which holds everything written so far.
-    #[must_use]
-    pub fn mem(&self) -> &MemLogStore {
-        &self.mem
-    }
-
-    /// The writes made since the last call, for the driver to [`JournalWriter::encode`] onto
-    /// its disk.
-    pub fn take_written(&mut self) -> Vec<StoreWrite> {
-        std::mem::take(&mut self.written)
-    }
-}
-
-impl LogStore for JournalStore {
-    fn hard_state(&self) -> HardState {
-        self.mem.hard_state()
-    }
-    fn set_hard_state(&mut self, hard_state: HardState) {
-        self.written.push(StoreWrite::HardState(hard_state));
-        self.mem.set_hard_state(hard_state);
-    }
-    fn snapshot(&self) -> &Snapshot {
-        self.mem.snapshot()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.mem.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.mem.term(index)
-    }
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        self.mem.entries(lo, hi, bytes_max, out);
-    }
-    fn append(&mut self, entries: &[Entry]) {
-        self.written.push(StoreWrite::Append(entries.to_vec()));
-        self.mem.append(entries);
-    }
-    fn truncate_after(&mut self, index: LogIndex) {
-        self.written.push(StoreWrite::TruncateAfter(index));
-        self.mem.truncate_after(index);
-    }
-    fn compact(&mut self, snapshot: Snapshot) {
-        self.written.push(StoreWrite::Compact(snapshot.clone()));
-        self.mem.compact(snapshot);
-    }
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.written.push(StoreWrite::Install(snapshot.clone()));
-        self.mem.install_snapshot(snapshot);
-    }
-}
 
 /// The driver's account of its journal: how long it is, and how much of it is durable, so
 /// that every record it encodes carries its durable mark.
@@ -380,13 +296,7 @@ pub fn replay(
                 break;
             }
         };
-        match op {
-            StoreWrite::Append(entries) => store.append(&entries),
-            StoreWrite::TruncateAfter(index) => store.truncate_after(index),
-            StoreWrite::HardState(hard_state) => store.set_hard_state(hard_state),
-            StoreWrite::Compact(snapshot) => store.compact(snapshot),
-            StoreWrite::Install(snapshot) => store.install_snapshot(snapshot),
-        }
+        store.write(&op);
         durable_min = durable;
         at = end;
     }
@@ -399,6 +309,7 @@ pub fn replay(
 mod tests {
     use super::*;
     use crate::types::Payload;
+    use crate::types::{Entry, LogIndex, Term};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

@@ -8,31 +8,42 @@
 //! built on.
 //!
 //! Like every protocol crate in Synod, it does no I/O. A [`Node`] never opens a socket,
-//! touches a file, reads a clock or draws OS randomness: time arrives as calls to
-//! [`Node::tick`], messages as [`Node::step`], and the node hands out what it wants done
-//! (messages to send, entries to make durable, committed entries to apply) in a [`Ready`].
-//! The caller performs it and reports back with [`Node::persisted`]. The same node runs in
-//! a real process and in `synod-sim`'s deterministic simulation; this is the shape of
-//! raft-rs's `RawNode`/`Ready` and of quinn-proto.
+//! touches a file, reads a clock or draws OS randomness. It follows the `synod-node`
+//! contract ([`synod_node::Protocol`]): inputs arrive with the time they happened at
+//! ([`Protocol::handle`](synod_node::Protocol::handle): a message, a client [`Request`], a
+//! persistence acknowledgement, a wake-up), and what the node wants done comes out of
+//! [`Protocol::poll`](synod_node::Protocol::poll) as effects: messages to send, a
+//! [`RaftWrite`] to make durable with its token, replies, entries to [`Apply`], and when to
+//! wake it. The node keeps its log in memory; its durable store ([`LogStore`]) is the
+//! driver's, written from the node's [`RaftWrite`]s and read only when the node is built
+//! again after a restart. The same node runs in a real process and in `synod-sim`'s
+//! deterministic simulation; this is the shape of etcd's raft, raft-rs's `RawNode`/`Ready`
+//! and quinn-proto.
 //!
 //! # Driving a node
 //!
-//! The calls, in order:
+//! Through the contract, the calls are:
 //!
-//! 1. **Inputs**, any number, in any order: [`Node::tick`] at a fixed interval (every
-//!    timeout is a number of ticks), [`Node::step`] for each message received,
-//!    [`Node::propose`] for client commands (on the leader), [`Node::read_index`] for
-//!    linearizable reads.
-//! 2. **Drain**: while [`Node::has_ready`], take a [`Ready`] with [`Node::ready`] and
-//!    handle it:
-//!    - **persist**: if [`Ready::persist`] is set, make the store durable (for
-//!      [`MemLogStore`], [`MemLogStore::sync`]; for a WAL, one `fsync`, possibly covering
-//!      several readies), then **acknowledge** with [`Node::persisted`];
-//!    - **send** [`Ready::messages`]: the node holds back any message that depends on an
-//!      unpersisted write (a vote, an append acknowledgement) until that write is
-//!      acknowledged, so these are always safe to send at once;
-//!    - **apply**: load [`Ready::snapshot`] if set, then apply [`Ready::committed`] in
-//!      order; answer [`Ready::reads`] once their index is applied.
+//! 1. **Build** the node from its [`Config`] and the log its store recovered
+//!    ([`Node::new`]; a new node's log is [`MemLogStore::new`] with the initial membership,
+//!    a restarted one's what `WalLogStore::open` or [`journal::replay`] returns).
+//! 2. **Handle** inputs with the time: every input first runs the Raft ticks due at that
+//!    time (one per [`ConfigBuilder::tick_interval_us`]); [`Input::Wake`](synod_node::Input::Wake)
+//!    at the time the last [`Effect::WakeAt`](synod_node::Effect::WakeAt) asked for brings
+//!    them when nothing else arrives.
+//! 3. **Drain** [`Protocol::poll`](synod_node::Protocol::poll) until `None`, in order:
+//!    - **persist**: apply the [`RaftWrite`] to the store ([`LogStore::apply`]) and sync
+//!      (one sync may cover several), then hand back
+//!      [`Input::Persisted`](synod_node::Input::Persisted) with the token;
+//!    - **send**: the node holds back any message that depends on an unpersisted write (a
+//!      vote, an append acknowledgement) until that write is acknowledged, so these are
+//!      always safe to send at once;
+//!    - **reply** to requests, and **apply**: a snapshot to restore, committed entries in
+//!      order, then confirmed reads (serve one once its index is applied).
+//!
+//! The same node can also be driven by hand, raft-rs style: [`Node::tick`], [`Node::step`],
+//! [`Node::propose`], [`Node::read_index`], then [`Node::ready`] for a [`Ready`] holding the
+//! same things, and [`Node::persisted`]. The crate's own tests do, to control every tick.
 //!
 //! A three-node cluster in one process, from election to a command applied everywhere:
 //!
@@ -40,60 +51,87 @@
 //! use std::collections::VecDeque;
 //!
 //! use bytes::Bytes;
-//! use synod_consensus::{Config, Membership, MemLogStore, Message, Node, NodeId, Payload, Role};
+//! use synod_consensus::{
+//!     Apply, Config, LogStore, MemLogStore, Membership, Message, Node, NodeId, Payload,
+//!     Request, Response, Role,
+//! };
+//! use synod_node::{Effect, Input, Protocol, RequestId, Time};
 //!
-//! /// Handles everything `node` wants done: persist and acknowledge, send, apply.
-//! fn drain(node: &mut Node<MemLogStore>, network: &mut VecDeque<Message>, applied: &mut Vec<Bytes>) {
-//!     while node.has_ready() {
-//!         let ready = node.ready();
-//!         if let Some(token) = ready.persist {
-//!             node.store_mut().sync(); // a real store would fsync here
-//!             node.persisted(token);
-//!         }
-//!         network.extend(ready.messages);
-//!         for entry in ready.committed {
-//!             if let Payload::Command(data) = entry.payload {
-//!                 applied.push(data);
+//! /// Carries out everything `node` wants done: persist to its disk and acknowledge, send,
+//! /// apply; returns the replies.
+//! fn drain(
+//!     now: Time,
+//!     node: &mut Node,
+//!     disk: &mut MemLogStore,
+//!     network: &mut VecDeque<Message>,
+//!     applied: &mut Vec<Bytes>,
+//! ) -> Vec<Result<Response, synod_consensus::RequestError>> {
+//!     let mut replies = Vec::new();
+//!     while let Some(effect) = node.poll() {
+//!         match effect {
+//!             Effect::Persist { token, write } => {
+//!                 disk.apply(&write);
+//!                 disk.sync(); // a real store would fsync here, once for many writes
+//!                 node.handle(now, Input::Persisted(token));
 //!             }
+//!             Effect::Send { message, .. } => network.push_back(message),
+//!             Effect::Apply(Apply::Entry(entry)) => {
+//!                 if let Payload::Command(data) = entry.payload {
+//!                     applied.push(data);
+//!                 }
+//!             }
+//!             Effect::Reply { response, .. } => replies.push(response),
+//!             Effect::Apply(_) | Effect::WakeAt(_) => {}
 //!         }
 //!     }
+//!     replies
 //! }
 //!
 //! let ids = [1, 2, 3].map(NodeId::new);
 //! let membership = Membership::new(ids, [])?;
 //! let mut nodes = Vec::new();
+//! let mut disks = Vec::new();
 //! for id in ids {
 //!     let config = Config::builder(id)
 //!         .election_timeout_ticks(10..20)
 //!         .heartbeat_interval_ticks(2)
+//!         .tick_interval_us(10_000)
 //!         .build()?;
 //!     nodes.push(Node::new(config, MemLogStore::new(membership.clone())));
+//!     disks.push(MemLogStore::new(membership.clone()));
 //! }
 //! let mut network = VecDeque::new();
 //! let mut applied = vec![Vec::new(); 3];
-//! let mut run = |nodes: &mut Vec<Node<MemLogStore>>, ticks: usize| {
-//!     for _ in 0..ticks {
+//! let mut now = Time::ZERO;
+//! let mut run = |nodes: &mut Vec<Node>, now: &mut Time, ms: u64| {
+//!     for _ in 0..ms / 10 {
+//!         *now = *now + std::time::Duration::from_millis(10);
 //!         for (i, node) in nodes.iter_mut().enumerate() {
-//!             node.tick();
-//!             drain(node, &mut network, &mut applied[i]);
+//!             node.handle(*now, Input::Wake);
+//!             drain(*now, node, &mut disks[i], &mut network, &mut applied[i]);
 //!         }
-//!         while let Some(msg) = network.pop_front() {
-//!             let i = (msg.to.get() - 1) as usize;
-//!             nodes[i].step(msg);
-//!             drain(&mut nodes[i], &mut network, &mut applied[i]);
+//!         while let Some(message) = network.pop_front() {
+//!             let i = (message.to.get() - 1) as usize;
+//!             nodes[i].handle(*now, Input::Message { from: message.from, message });
+//!             drain(*now, &mut nodes[i], &mut disks[i], &mut network, &mut applied[i]);
 //!         }
 //!     }
 //! };
-//! run(&mut nodes, 50); // randomized election timeouts elect a leader
+//! run(&mut nodes, &mut now, 500); // randomized election timeouts elect a leader
 //! let leader = nodes.iter().position(|n| n.role() == Role::Leader).expect("a leader");
-//! nodes[leader].propose(Bytes::from_static(b"x = 1"))?;
-//! run(&mut nodes, 5);
+//! let propose = Request::Propose(Bytes::from_static(b"x = 1"));
+//! nodes[leader].handle(now, Input::Request { id: RequestId(1), request: propose });
+//! run(&mut nodes, &mut now, 50);
 //! for copy in &applied {
 //!     assert_eq!(copy, &[Bytes::from_static(b"x = 1")]);
 //! }
 //! // A follower refuses proposals, and says who leads.
 //! let follower = (leader + 1) % 3;
-//! let err = nodes[follower].propose(Bytes::from_static(b"y = 2")).unwrap_err();
+//! let request = Request::Propose(Bytes::from_static(b"y = 2"));
+//! nodes[follower].handle(now, Input::Request { id: RequestId(2), request });
+//! let mut sink = (VecDeque::new(), Vec::new());
+//! let replies = drain(now, &mut nodes[follower], &mut disks[follower], &mut sink.0, &mut sink.1);
+//! let err = replies[0].as_ref().unwrap_err();
 //! assert_eq!(err.to_string(), format!("not the leader; the leader is {}", ids[leader]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -145,8 +183,9 @@
 //! ([`ConfigBuilder::snapshot_chunk_bytes_max`], at most
 //! [`ConfigBuilder::snapshot_bytes_max`] in all); [`Node::compact`] takes a snapshot and
 //! moves the Low-Water Mark. Membership changes go through the log one voter at a time,
-//! with learners ([`membership`]). The store is a small trait, [`LogStore`], with
-//! [`MemLogStore`] and, behind the `wal` feature, a store on `synod-wal`. etcd, TiKV,
+//! with learners ([`membership`]). The durable store is a small trait on the driver's
+//! side, [`LogStore`], with [`MemLogStore`] and, behind the `wal` feature, a store on
+//! `synod-wal`. etcd, TiKV,
 //! Consul, RabbitMQ quorum queues, Kafka KRaft's metadata log.
 //!
 //! **Paxos.** [`paxos`]: single-decree Paxos (proposers, acceptors, learners, ballots of
@@ -216,13 +255,16 @@
 //!
 //! # Log stores
 //!
-//! [`MemLogStore`] keeps everything in memory; [`journal::JournalStore`] does too and also
-//! records every write, so a driver that owns its "disk" as bytes (a simulator, a test)
-//! appends them with [`journal::JournalWriter`] and rebuilds the store at restart with
-//! [`journal::replay`], which reports damage to records that a later record proves synced
-//! and cuts off a bad tail that none does (a torn tail, or damage to the last synced
-//! records when nothing was written after their sync);
-//! `WalLogStore` (feature `wal`) stores the log in `synod-wal`.
+//! The node keeps its log in memory (a [`MemLogStore`]) and hands its changes out as
+//! [`RaftWrite`]s: ordered lists of [`StoreWrite`]s (appends, truncations, term and vote,
+//! snapshots taken or installed). The durable side is the driver's, behind the small
+//! [`LogStore`] trait (apply a write, sync): [`MemLogStore`] is one, with a sync point and a
+//! crash that loses what was not synced, for tests; `WalLogStore` (feature `wal`) stores
+//! the log in `synod-wal` and recovers it at open; a driver that owns its "disk" as bytes
+//! (a simulator, a test) appends the writes with [`journal::JournalWriter`] and rebuilds the
+//! log at restart with [`journal::replay`], which reports damage to records that a later
+//! record proves synced and cuts off a bad tail that none does (a torn tail, or damage to
+//! the last synced records when nothing was written after their sync).
 //!
 //! # Checking a cluster
 //!
@@ -281,15 +323,20 @@ pub mod wal_store;
 
 #[cfg(feature = "broken")]
 pub use config::Broken;
-pub use config::{Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAULT};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, ENTRY_BYTES_MAX_DEFAULT, TICK_INTERVAL_US_DEFAULT,
+};
 pub use membership::{Membership, MembershipError};
 pub use message::{AppendResult, DecodeError, Message, MessageBody, ReadId, WIRE_VERSION};
 pub use raft::{
-    CompactError, INDEX_MAX, Node, PersistToken, ProposeError, ReadError, ReadState, Ready, Role,
-    TERM_MAX, TransferError,
+    Apply, CompactError, INDEX_MAX, Node, ProposeError, ReadError, ReadState, Ready, Request,
+    RequestError, Response, Role, TERM_MAX, TransferError,
 };
 pub use reads::{ReadWaitError, ReadWaitList};
-pub use storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
+pub use storage::{
+    HardState, LogStore, MemLogStore, RaftWrite, Snapshot, SnapshotMeta, StoreWrite,
+};
+pub use synod_node::PersistToken;
 pub use types::{Entry, LogIndex, NodeId, Payload, Term};
 #[cfg(feature = "wal")]
 pub use wal_store::{WalLogStore, WalStoreError, WalStoreOptions};

@@ -40,17 +40,20 @@
 //! log accepts (which must be at least the Raft [`Config`](crate::Config)'s
 //! `entry_bytes_max`: a command is refused before it reaches the log if it is longer).
 //!
-//! Both use [`SyncPolicy::Manual`]: writes made while the node handles an input are
-//! buffered, and [`WalLogStore::sync`] makes them durable, which is what a [`Ready`]'s
-//! persistence request asks for. The whole log is also kept in memory (a [`MemLogStore`]),
-//! so reads never touch the disk; compaction bounds it.
+//! The store is the driver's side of the node's log: the node keeps its log in memory and
+//! hands its changes out as [`RaftWrite`]s; [`LogStore::apply`] lays them out on the two
+//! logs and [`WalLogStore::sync`] makes them durable, which is what a persist effect asks
+//! for. Both logs use [`SyncPolicy::Manual`], so the entries and hard states of many writes
+//! are made durable by one sync. A snapshot in a write is the exception: its file and its
+//! record are synced within `apply` (before the entries it replaces are purged), in the
+//! driver's thread, never while the node handles an input. The store keeps no copy of the
+//! entries: [`WalLogStore::open`] reads them back once, into the [`MemLogStore`] the node is
+//! built from.
 //!
-//! Errors: the [`LogStore`] methods cannot fail, so a failed write is remembered and
-//! returned by the next [`WalLogStore::sync`]; the caller must then stop the node and never
-//! acknowledge the persistence request (the logs are poisoned and refuse more writes until
-//! reopened, as synod-wal documents).
-//!
-//! [`Ready`]: crate::Ready
+//! Errors: [`LogStore::apply`] cannot fail, so a failed write is remembered and returned by
+//! the next [`WalLogStore::sync`]; the caller must then stop the node and never acknowledge
+//! the persistence request (the logs are poisoned and refuse more writes until reopened, as
+//! synod-wal documents).
 
 use std::{fmt, io};
 
@@ -60,8 +63,10 @@ use synod_wal::storage::{read_full_at, write_all_at};
 use synod_wal::{LogIndex as WalIndex, Storage, StorageFile, SyncPolicy, Wal, WalConfig, WalError};
 
 use crate::membership::Membership;
-use crate::storage::{HardState, LogStore, MemLogStore, Snapshot, SnapshotMeta};
-use crate::types::{Entry, LogIndex, Term};
+use crate::storage::{
+    HardState, LogStore, MemLogStore, RaftWrite, Snapshot, SnapshotMeta, StoreWrite,
+};
+use crate::types::{Entry, LogIndex};
 
 const META_VERSION: u8 = 1;
 const META_RECORDS_MAX: u64 = 1024;
@@ -300,7 +305,11 @@ impl From<WalError> for WalStoreError {
 
 /// A [`LogStore`] backed by two `synod-wal` logs. See the module documentation.
 pub struct WalLogStore<S: Storage> {
-    mem: MemLogStore,
+    /// The hard state last written.
+    hard_state: HardState,
+    /// The snapshot in force (its data too, which a meta log rewrite may have to write to a
+    /// file of its own).
+    snapshot: Snapshot,
     entries: Wal<S>,
     meta: Wal<S>,
     /// The file holding the snapshot in force, if its data is in one: not when it has no
@@ -316,7 +325,8 @@ pub struct WalLogStore<S: Storage> {
 impl<S: Storage> fmt::Debug for WalLogStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WalLogStore")
-            .field("mem", &self.mem)
+            .field("hard_state", &self.hard_state)
+            .field("snapshot", &self.snapshot.meta)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -379,6 +389,9 @@ fn reset_entries<S: Storage>(entries: &Wal<S>, next: LogIndex) -> Result<(), Wal
 impl<S: Storage> WalLogStore<S> {
     /// Opens (or creates) the store: `entries` and `meta` are the storages of the two
     /// logs; `membership` is the initial configuration, used only if the store is new.
+    /// Returns the store and the log it holds (hard state, snapshot and entries), which the
+    /// node is built from ([`Node::new`](crate::Node::new)); the store keeps no copy of the
+    /// entries.
     ///
     /// # Errors
     ///
@@ -389,7 +402,7 @@ impl<S: Storage> WalLogStore<S> {
         entries: S,
         meta: S,
         membership: Membership,
-    ) -> Result<WalLogStore<S>, WalStoreError> {
+    ) -> Result<(WalLogStore<S>, MemLogStore), WalStoreError> {
         Self::open_with(entries, meta, membership, WalStoreOptions::default())
     }
 
@@ -404,7 +417,7 @@ impl<S: Storage> WalLogStore<S> {
         meta: S,
         membership: Membership,
         options: WalStoreOptions,
-    ) -> Result<WalLogStore<S>, WalStoreError> {
+    ) -> Result<(WalLogStore<S>, MemLogStore), WalStoreError> {
         let entry_record = usize::try_from(options.entry_bytes_max)
             .unwrap_or(usize::MAX)
             .saturating_add(ENTRY_ENCODING_BYTES_MAX);
@@ -519,14 +532,28 @@ impl<S: Storage> WalLogStore<S> {
         }
         mem.sync();
         let meta_rewritten = meta.next_index().get();
-        Ok(WalLogStore {
-            mem,
+        let store = WalLogStore {
+            hard_state: mem.hard_state(),
+            snapshot: mem.snapshot().clone(),
             entries,
             meta,
             snapshot_file,
             meta_rewritten,
             failed: None,
-        })
+        };
+        Ok((store, mem))
+    }
+
+    /// The hard state last written.
+    #[must_use]
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The snapshot in force: the last one written.
+    #[must_use]
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
     /// Makes every write so far durable. Call it when a [`Ready`](crate::Ready) asks for
@@ -546,7 +573,6 @@ impl<S: Storage> WalLogStore<S> {
         }
         let _entries_durable = self.entries.sync()?;
         let _meta_durable = self.meta.sync()?;
-        self.mem.sync();
         Ok(())
     }
 
@@ -580,7 +606,7 @@ impl<S: Storage> WalLogStore<S> {
     }
 
     fn try_rewrite_meta(&mut self) -> Result<(), WalStoreError> {
-        let snapshot = self.mem.snapshot();
+        let snapshot = &self.snapshot;
         let replaced = self.snapshot_file;
         if self.snapshot_file.is_none() && !snapshot.data.is_empty() {
             // The meta log's next index names the file: it only grows, and a file named by
@@ -603,7 +629,7 @@ impl<S: Storage> WalLogStore<S> {
         let first = self.meta.next_index();
         self.meta.submit(encode_meta(&record))?;
         self.meta
-            .submit(encode_meta(&MetaRecord::HardState(self.mem.hard_state())))?;
+            .submit(encode_meta(&MetaRecord::HardState(self.hard_state)))?;
         self.meta.sync()?;
         self.meta.purge_before(first)?;
         self.meta_rewritten = self.meta.next_index().get();
@@ -621,34 +647,13 @@ impl<S: Storage> WalLogStore<S> {
     }
 }
 
-impl<S: Storage> LogStore for WalLogStore<S> {
-    fn hard_state(&self) -> HardState {
-        self.mem.hard_state()
-    }
-
+impl<S: Storage> WalLogStore<S> {
     fn set_hard_state(&mut self, hard_state: HardState) {
-        self.mem.set_hard_state(hard_state);
+        self.hard_state = hard_state;
         self.write_meta(&MetaRecord::HardState(hard_state));
     }
 
-    fn snapshot(&self) -> &Snapshot {
-        self.mem.snapshot()
-    }
-
-    fn last_index(&self) -> LogIndex {
-        self.mem.last_index()
-    }
-
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.mem.term(index)
-    }
-
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        self.mem.entries(lo, hi, bytes_max, out);
-    }
-
     fn append(&mut self, entries: &[Entry]) {
-        self.mem.append(entries);
         let Some(last) = entries.last() else {
             return;
         };
@@ -666,19 +671,17 @@ impl<S: Storage> LogStore for WalLogStore<S> {
     }
 
     fn truncate_after(&mut self, index: LogIndex) {
-        self.mem.truncate_after(index);
         if let Err(e) = self.entries.truncate_after(WalIndex::new(index.0)) {
             self.fail(e);
         }
     }
 
-    fn compact(&mut self, snapshot: Snapshot) {
-        let mark = snapshot.meta.index.next();
-        let before = self.mem.snapshot().meta.index;
-        self.mem.compact(snapshot);
-        if self.mem.snapshot().meta.index == before {
-            return; // not past the snapshot in force: nothing changed
+    fn compact(&mut self, snapshot: &Snapshot) {
+        if snapshot.meta.index <= self.snapshot.meta.index {
+            return; // not past the snapshot in force: nothing changes
         }
+        let mark = snapshot.meta.index.next();
+        self.snapshot = snapshot.clone();
         self.snapshot_file = None;
         // The snapshot must be durable before the entries it replaces go.
         self.rewrite_meta();
@@ -689,9 +692,9 @@ impl<S: Storage> LogStore for WalLogStore<S> {
         }
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
+    fn install_snapshot(&mut self, snapshot: &Snapshot) {
         let mark = snapshot.meta.index.next();
-        self.mem.install_snapshot(snapshot);
+        self.snapshot = snapshot.clone();
         self.snapshot_file = None;
         self.rewrite_meta();
         if self.failed.is_some() {
@@ -705,10 +708,39 @@ impl<S: Storage> LogStore for WalLogStore<S> {
     }
 }
 
+impl<S: Storage> LogStore for WalLogStore<S> {
+    type Error = WalStoreError;
+
+    /// Lays the writes out on the two logs, in order: entries and truncations go to the
+    /// entry log, hard states to the meta log, and a snapshot (taken or installed) is
+    /// written to its file, synced and recorded in the meta log before the entries it
+    /// replaces are purged, all within this call. The rest is durable at the next
+    /// [`sync`](LogStore::sync). A failure is remembered and returned by the next sync.
+    fn apply(&mut self, write: &RaftWrite) {
+        for op in write.ops() {
+            if self.failed.is_some() {
+                return;
+            }
+            match op {
+                StoreWrite::Append(entries) => self.append(entries),
+                StoreWrite::TruncateAfter(index) => self.truncate_after(*index),
+                StoreWrite::HardState(hard_state) => self.set_hard_state(*hard_state),
+                StoreWrite::Compact(snapshot) => self.compact(snapshot),
+                StoreWrite::Install(snapshot) => self.install_snapshot(snapshot),
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), WalStoreError> {
+        WalLogStore::sync(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::NodeId;
+    use crate::types::Term;
     use synod_wal::FileStorage;
 
     fn meta_at(index: u64) -> SnapshotMeta {
@@ -733,6 +765,7 @@ mod tests {
         drop(meta);
         let membership = Membership::new([NodeId::new(1)], []).expect("one voter");
         WalLogStore::open_with(storage("entries"), storage("meta"), membership, options)
+            .map(|(store, _)| store)
     }
 
     fn start(index: u64, bytes: u64, chunks: u64) -> MetaRecord {
@@ -756,7 +789,7 @@ mod tests {
     /// A store in `dir` with a snapshot of `data` at 2, closed; and its snapshot file.
     fn with_snapshot_file(dir: &std::path::Path, data: &'static [u8]) -> String {
         let mut store = open_with_meta(dir, &[]).expect("opens");
-        store.compact(Snapshot {
+        store.compact(&Snapshot {
             meta: meta_at(2),
             data: Bytes::from_static(data),
         });

@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use synod_consensus::journal::replay;
-use synod_consensus::{LogIndex, LogStore, Membership, NodeId};
+use synod_consensus::{LogIndex, Membership, NodeId};
 
 /// Each body (a length byte, then that many bytes) as a journal record with a valid
 /// header; the length byte's top bit says whether the record's durable mark is its own

@@ -4,15 +4,11 @@
 
 use std::collections::VecDeque;
 
+use synod_node::PersistToken;
+
 use super::{Node, Role};
 use crate::message::{Message, MessageBody};
-use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId};
-
-/// Acknowledges a persistence request: hand it back to [`Node::persisted`] once everything
-/// written to the store before the [`Ready`](super::Ready) that carried it is durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PersistToken(u64);
 
 /// The writes made to the store, numbered in order, and what waits for them to be durable.
 #[derive(Debug)]
@@ -145,9 +141,9 @@ impl Durability {
     }
 }
 
-impl<S: LogStore> Node<S> {
-    /// Acknowledges that everything written to the store before the
-    /// [`Ready`](super::Ready) that carried `token` is durable. Releases the messages that
+impl Node {
+    /// Acknowledges that the writes handed out with `token` (in a
+    /// [`Ready`](super::Ready) or an `Effect::Persist`), and every earlier one, are durable. Releases the messages that
     /// waited for it and lets the leader count its own copy of those entries.
     ///
     /// # Panics

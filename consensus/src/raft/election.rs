@@ -8,7 +8,7 @@ use synod_quorum::{Outcome, Quorum};
 use super::{Node, Role, TransferError};
 use crate::config::Config;
 use crate::message::{Message, MessageBody};
-use crate::storage::{HardState, LogStore};
+use crate::storage::HardState;
 use crate::types::{LogIndex, NodeId, Payload, Term, next_term};
 use synod_node::Rng;
 
@@ -64,7 +64,7 @@ pub(super) struct Transfer {
     pub(super) tried_in_term: bool,
 }
 
-impl<S: LogStore> Node<S> {
+impl Node {
     pub(super) fn is_voter(&self) -> bool {
         self.membership.current().is_voter(self.config.id)
     }
@@ -255,7 +255,7 @@ impl<S: LogStore> Node<S> {
         } else {
             vote
         };
-        self.store.set_hard_state(HardState {
+        self.log.set_hard_state(HardState {
             term,
             vote: stored_vote,
         });
@@ -333,7 +333,7 @@ impl<S: LogStore> Node<S> {
         let caught_up = self
             .progress
             .get(&to)
-            .is_some_and(|p| p.match_index == self.store.last_index())
+            .is_some_and(|p| p.match_index == self.log.last_index())
             || self.config.broken().transfer_without_catch_up;
         if caught_up {
             self.transfer.tried_in_term = true;
@@ -349,7 +349,7 @@ impl<S: LogStore> Node<S> {
             let caught_up = self
                 .progress
                 .get(&peer)
-                .is_some_and(|p| p.match_index == self.store.last_index());
+                .is_some_and(|p| p.match_index == self.log.last_index());
             if to == peer && caught_up {
                 self.transfer.tried_in_term = true;
                 self.send_now(peer, MessageBody::TimeoutNow);

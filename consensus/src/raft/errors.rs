@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::membership::MembershipError;
+use crate::message::ReadId;
 use crate::types::{LogIndex, NodeId};
 
 /// Why a proposal was refused.
@@ -65,6 +66,9 @@ pub enum ReadError {
     NoLeader,
     /// Too many reads are waiting (`read_pending_max`).
     Backpressure,
+    /// A read with this id, asked through [`Request::ReadIndex`](crate::Request::ReadIndex),
+    /// is still waiting for its answer: read ids must not repeat.
+    IdInUse(ReadId),
 }
 
 impl fmt::Display for ReadError {
@@ -72,6 +76,7 @@ impl fmt::Display for ReadError {
         match self {
             ReadError::NoLeader => write!(f, "no leader known"),
             ReadError::Backpressure => write!(f, "too many reads waiting"),
+            ReadError::IdInUse(id) => write!(f, "read id {} is in use", id.0),
         }
     }
 }

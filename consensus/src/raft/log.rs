@@ -2,18 +2,76 @@
 //! (appends, truncation).
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 
 use bytes::Bytes;
 use synod_quorum::MajorityConfig;
 
 use super::{Node, ProposeError, Role};
 use crate::membership::Membership;
-use crate::storage::{LogStore, SnapshotMeta};
+use crate::storage::{HardState, MemLogStore, RaftWrite, Snapshot, SnapshotMeta, StoreWrite};
 use crate::types::{Entry, LogIndex, Payload, Term};
 
 /// How many bytes of entries a starting node reads from its store at a time, looking for
 /// memberships.
 const START_SCAN_BYTES_MAX: u64 = 1 << 20;
+
+/// The node's log in memory (everything since its snapshot, its term and vote), and the
+/// writes made to it since they were last handed out to be persisted. Every change goes
+/// through here, so the two cannot disagree; reads go to the log ([`Deref`]).
+#[derive(Debug)]
+pub(super) struct RaftLog {
+    mem: MemLogStore,
+    unpersisted: RaftWrite,
+}
+
+impl Deref for RaftLog {
+    type Target = MemLogStore;
+
+    fn deref(&self) -> &MemLogStore {
+        &self.mem
+    }
+}
+
+impl RaftLog {
+    /// The log `mem`, all of it durable.
+    pub(super) fn new(mem: MemLogStore) -> RaftLog {
+        RaftLog {
+            mem,
+            unpersisted: RaftWrite::new(),
+        }
+    }
+
+    pub(super) fn set_hard_state(&mut self, hard_state: HardState) {
+        self.mem.set_hard_state(hard_state);
+        self.unpersisted.push(StoreWrite::HardState(hard_state));
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        self.mem.append(entries);
+        self.unpersisted.push(StoreWrite::Append(entries.to_vec()));
+    }
+
+    fn truncate_after(&mut self, index: LogIndex) {
+        self.mem.truncate_after(index);
+        self.unpersisted.push(StoreWrite::TruncateAfter(index));
+    }
+
+    pub(super) fn compact(&mut self, snapshot: Snapshot) {
+        self.mem.compact(snapshot.clone());
+        self.unpersisted.push(StoreWrite::Compact(snapshot));
+    }
+
+    pub(super) fn install_snapshot(&mut self, snapshot: Snapshot) {
+        self.mem.install_snapshot(snapshot.clone());
+        self.unpersisted.push(StoreWrite::Install(snapshot));
+    }
+
+    /// The writes made since the last call.
+    pub(super) fn take_unpersisted(&mut self) -> RaftWrite {
+        std::mem::take(&mut self.unpersisted)
+    }
+}
 
 /// The memberships in the log: the one in effect (the newest, committed or not, in effect
 /// from the moment it is appended) and every one above the snapshot, so that the one in
@@ -32,7 +90,7 @@ pub(super) struct MembershipLog {
 
 impl MembershipLog {
     /// The memberships in `store`: its snapshot's, and any in its entries.
-    pub(super) fn from_store<S: LogStore>(store: &S) -> MembershipLog {
+    pub(super) fn from_store(store: &MemLogStore) -> MembershipLog {
         let mut above_snapshot = BTreeMap::new();
         let mut index = store.first_index();
         let last = store.last_index();
@@ -141,13 +199,13 @@ fn majority(membership: &Membership) -> MajorityConfig {
         .expect("a membership has at least one voter")
 }
 
-impl<S: LogStore> Node<S> {
+impl Node {
     pub(super) fn term_of(&self, index: LogIndex) -> Option<Term> {
-        self.store.term(index)
+        self.log.term(index)
     }
 
     pub(super) fn last_entry(&self) -> (LogIndex, Term) {
-        let last = self.store.last_index();
+        let last = self.log.last_index();
         (last, self.term_of(last).unwrap_or(Term::ZERO))
     }
 
@@ -201,14 +259,14 @@ impl<S: LogStore> Node<S> {
         if self.transfer.to.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        if self.store.last_index().0 - self.commit.0 >= self.config.uncommitted_entries_max {
+        if self.log.last_index().0 - self.commit.0 >= self.config.uncommitted_entries_max {
             return Err(ProposeError::Backpressure);
         }
         Ok(())
     }
 
     pub(super) fn append_local(&mut self, payload: Payload) -> LogIndex {
-        let index = self.store.last_index().next();
+        let index = self.log.last_index().next();
         let entry = Entry {
             term: self.term,
             index,
@@ -223,7 +281,7 @@ impl<S: LogStore> Node<S> {
         if entries.is_empty() {
             return;
         }
-        self.store.append(entries);
+        self.log.append(entries);
         self.durability.wrote();
         let mut changed = false;
         for entry in entries {
@@ -243,12 +301,11 @@ impl<S: LogStore> Node<S> {
             "truncating committed entries ({index} < commit {})",
             self.commit
         );
-        self.store.truncate_after(index);
+        self.log.truncate_after(index);
         self.durability.wrote();
         self.truncations += 1;
         self.truncated_after = Some(index);
         self.durability.cut_after(index);
-        self.membership
-            .cut_after(index, &self.store.snapshot().meta);
+        self.membership.cut_after(index, &self.log.snapshot().meta);
     }
 }

@@ -1,14 +1,16 @@
 //! The Raft node: a state machine that does no I/O.
 //!
 //! See the crate documentation for a guided tour. In short, a [`Node`] takes inputs
-//! ([`Node::tick`], [`Node::step`], [`Node::propose`], [`Node::read_index`]) and collects
-//! what it wants done; [`Node::ready`] hands that out as a [`Ready`]; the caller makes the
-//! store durable, acknowledges with [`Node::persisted`], sends the messages and applies the
-//! committed entries.
+//! ([`Node::tick`], [`Node::step`], [`Node::propose`], [`Node::read_index`], or all of them
+//! through [`synod_node::Protocol::handle`]) and collects what it wants done;
+//! [`Node::ready`] (or [`synod_node::Protocol::poll`]) hands that out; the caller applies
+//! the log's writes to its store and makes them durable, acknowledges with
+//! [`Node::persisted`], sends the messages and applies the committed entries.
 //!
 //! # Persistence before use
 //!
-//! Every write to the store gets a sequence number. A message whose truth depends on a
+//! The node keeps its log in memory and records every change to it in the [`RaftWrite`]
+//! it hands out next; every change also gets a sequence number. A message whose truth depends on a
 //! write (a vote grant, an append acknowledgement, anything carrying a newly raised term)
 //! is held inside the node until the caller has acknowledged a [`PersistToken`] covering
 //! that write, so it cannot leave too early whatever order the caller does things in. Only
@@ -27,8 +29,10 @@
 //!   [`Node::ready`];
 //! - `election`: terms and votes, pre-vote, check-quorum, becoming follower or leader,
 //!   leader transfer (`Election`, `Transfer`);
-//! - `log`: proposals and every change to the log, and the memberships it holds
-//!   (`MembershipLog`);
+//! - `contract`: [`synod_node::Protocol`] for the node: ticks from the time handed in,
+//!   requests and their replies, a ready handed out as effects;
+//! - `log`: proposals and every change to the log (`RaftLog`, which records each in the
+//!   pending write), and the memberships it holds (`MembershipLog`);
 //! - `replication`: log shipping, the leader's side (progress of each follower, appends,
 //!   heartbeats, the commit index) and the follower's (accepting or rejecting appends);
 //! - `reads`: read index and lease reads ([`Node::read_lease`]), and the heartbeat rounds
@@ -38,6 +42,7 @@
 //! - `validate`: what a message from the network must satisfy to be handled at all;
 //! - `errors`: why a request was refused.
 
+mod contract;
 mod durability;
 mod election;
 mod errors;
@@ -53,15 +58,15 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{AppendResult, Message, MessageBody};
 use crate::progress::Progress;
-use crate::storage::{LogStore, Snapshot};
+use crate::storage::{MemLogStore, RaftWrite, Snapshot};
 use crate::types::{Entry, LogIndex, NodeId, Term};
-use synod_node::Rng;
+use synod_node::{PersistToken, Rng};
 
+pub use contract::{Apply, Request, RequestError, Response};
 use durability::Durability;
-pub use durability::PersistToken;
 use election::{Election, Transfer};
 pub use errors::{CompactError, ProposeError, ReadError, TransferError};
-use log::MembershipLog;
+use log::{MembershipLog, RaftLog};
 pub use reads::ReadState;
 use reads::Reads;
 use snapshot::IncomingSnapshot;
@@ -89,8 +94,9 @@ pub enum Role {
 
 /// Everything the node wants done, handed out by [`Node::ready`].
 ///
-/// Handle it in this order: persist (if [`Ready::persist`] is set, make the store durable
-/// and call [`Node::persisted`]; this may be batched with later readies), send
+/// Handle it in this order: persist (if [`Ready::persist`] is set, apply its write to the
+/// durable store, sync and call [`Node::persisted`] with its token; the sync may be
+/// batched with later readies), send
 /// [`Ready::messages`] (they are safe to send at once), restore [`Ready::snapshot`] into the
 /// state machine if set, apply [`Ready::committed`] in order, and serve [`Ready::reads`]
 /// once their index is applied.
@@ -98,10 +104,11 @@ pub enum Role {
 pub struct Ready {
     /// Messages to send. Each carries its recipient.
     pub messages: Vec<Message>,
-    /// Set when the store has writes that are not yet acknowledged as durable.
-    pub persist: Option<PersistToken>,
+    /// The writes made to the log since the last ready, for the driver to make durable,
+    /// with the token to acknowledge once they are (and every earlier one).
+    pub persist: Option<(PersistToken, RaftWrite)>,
     /// A snapshot to load into the state machine before applying `committed`: one received
-    /// from the leader, or the store's snapshot when the node starts.
+    /// from the leader, or the recovered log's snapshot when the node starts.
     pub snapshot: Option<Snapshot>,
     /// Committed entries to apply, in log order, continuing exactly where the previous
     /// ready (or `snapshot`) left off.
@@ -122,12 +129,17 @@ impl Ready {
     }
 }
 
-/// A Raft node over the log store `S`. See the module and crate documentation.
+/// A Raft node. See the module and crate documentation.
 #[derive(Debug)]
-pub struct Node<S: LogStore> {
+pub struct Node {
     config: Config,
-    /// The log, the hard state and the snapshot, as far as the node wrote them.
-    store: S,
+    /// The log, the hard state and the snapshot, as far as the node wrote them, and the
+    /// writes not yet handed out to be persisted.
+    log: RaftLog,
+    /// Runs the ticks due at the time handed to [`Protocol::handle`](synod_node::Protocol::handle).
+    clock: contract::TickClock,
+    /// The contract's side: effects not yet polled, and reads asked for by requests.
+    contract: contract::Contract,
     /// Draws the election timeouts.
     rng: Rng,
 
@@ -177,17 +189,17 @@ pub struct Node<S: LogStore> {
     truncated_after: Option<LogIndex>,
 }
 
-impl<S: LogStore> Node<S> {
-    /// A node over `store`, which must hold only durable state (a new store, or one
-    /// recovered after a restart). The node starts as a follower; if the store has a
-    /// snapshot, the first [`Ready`] hands it out for the state machine to load.
+impl Node {
+    /// A node whose log is `store`: what its durable store recovered (for a new node, a
+    /// [`MemLogStore::new`] with the initial membership). The node keeps it in memory from
+    /// then on, and treats all of it as durable. The node starts as a follower; if the log
+    /// has a snapshot, the first [`Ready`] hands it out for the state machine to load.
     ///
     /// # Panics
     ///
-    /// Panics if the store's term is above [`TERM_MAX`]: the store is corrupt (a store
-    /// that reads from disk should refuse such a term when it opens, as
-    /// `WalLogStore` does).
-    pub fn new(config: Config, store: S) -> Node<S> {
+    /// Panics if the log's term is above [`TERM_MAX`]: the store is corrupt (a store that
+    /// reads from disk should refuse such a term when it opens, as `WalLogStore` does).
+    pub fn new(config: Config, store: MemLogStore) -> Node {
         let hard = store.hard_state();
         assert!(hard.term <= TERM_MAX, "corrupt store: term {}", hard.term);
         let snapshot = store.snapshot().clone();
@@ -220,7 +232,9 @@ impl<S: LogStore> Node<S> {
             truncations: 0,
             truncated_after: None,
             rng,
-            store,
+            log: RaftLog::new(store),
+            clock: contract::TickClock::default(),
+            contract: contract::Contract::default(),
             config,
         }
     }
@@ -276,7 +290,7 @@ impl<S: LogStore> Node<S> {
     /// The index of the last entry in the log (possibly not yet durable).
     #[must_use]
     pub fn last_index(&self) -> LogIndex {
-        self.store.last_index()
+        self.log.last_index()
     }
 
     /// The highest index known to be durable in this node's log.
@@ -332,17 +346,11 @@ impl<S: LogStore> Node<S> {
         self.truncated_after
     }
 
-    /// The log store.
+    /// The node's log as it holds it in memory (possibly not yet durable): the snapshot,
+    /// the entries since, the term and vote.
     #[must_use]
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    /// The log store, mutably: for making it durable (for example
-    /// [`MemLogStore::sync`](crate::MemLogStore::sync)) and nothing else. Writing entries
-    /// through it behind the node's back breaks the node.
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+    pub fn log(&self) -> &MemLogStore {
+        &self.log
     }
 
     /// Whether [`Node::ready`] has something to hand out.
@@ -515,7 +523,10 @@ impl<S: LogStore> Node<S> {
         if self.role == Role::Leader && self.reads.need_round() {
             self.start_read_round();
         }
-        let persist = self.durability.request(self.store.last_index());
+        let persist = self
+            .durability
+            .request(self.log.last_index())
+            .map(|token| (token, self.log.take_unpersisted()));
         let snapshot = self.restore.take();
         let hi = self
             .commit
@@ -527,7 +538,7 @@ impl<S: LogStore> Node<S> {
             ));
         let mut committed = Vec::new();
         if hi > self.applied {
-            self.store
+            self.log
                 .entries(self.applied.next(), hi, u64::MAX, &mut committed);
             assert_eq!(
                 committed.last().map(|e| e.index),

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::{Node, ReadError, Role};
 use crate::message::{MessageBody, ReadId};
-use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId};
 
 /// How many of its latest heartbeat rounds a leader remembers the send tick of: a round
@@ -170,7 +169,7 @@ impl Reads {
     }
 }
 
-impl<S: LogStore> Node<S> {
+impl Node {
     /// Asks for a linearizable read index. The answer arrives in
     /// [`Ready::reads`](super::Ready::reads) once the leader has confirmed, by a quorum
     /// round of heartbeats, that it was still the leader when the request arrived; the

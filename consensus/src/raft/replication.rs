@@ -7,12 +7,11 @@ use synod_quorum::Quorum;
 use super::{Node, Role};
 use crate::message::{AppendResult, MessageBody};
 use crate::progress::{Progress, ProgressState};
-use crate::storage::LogStore;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
-impl<S: LogStore> Node<S> {
+impl Node {
     pub(super) fn sync_progress(&mut self) {
-        let next = self.store.last_index().next();
+        let next = self.log.last_index().next();
         let ticks = self.ticks;
         let members: Vec<NodeId> = self.membership.current().members().collect();
         self.progress.retain(|id, _| members.contains(id));
@@ -27,7 +26,7 @@ impl<S: LogStore> Node<S> {
 
     /// Sends `peer` what it lacks, within flow control. Returns whether it sent anything.
     pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
-        let last = self.store.last_index();
+        let last = self.log.last_index();
         let commit = self.commit;
         let Some(pr) = self.progress.get(&peer) else {
             return false;
@@ -47,7 +46,7 @@ impl<S: LogStore> Node<S> {
         };
         let mut entries = Vec::new();
         if next <= last {
-            self.store
+            self.log
                 .entries(next, last, self.config.append_bytes_max, &mut entries);
             if entries.is_empty() {
                 // The entries were compacted between the term lookup and now.
@@ -154,7 +153,7 @@ impl<S: LogStore> Node<S> {
 
     /// `from` holds the leader's log up to `match_index`.
     fn append_accepted(&mut self, from: NodeId, match_index: LogIndex) {
-        if match_index > self.store.last_index() {
+        if match_index > self.log.last_index() {
             return;
         }
         let ticks = self.ticks;
@@ -204,9 +203,9 @@ impl<S: LogStore> Node<S> {
         // to the last index where the leader's term is no later than the follower's,
         // instead of one entry per round trip.
         let mut k = hint_index.min(rejected_prev.prev());
-        let floor = self.store.snapshot().meta.index;
+        let floor = self.log.snapshot().meta.index;
         while k > floor {
-            match self.store.term(k) {
+            match self.log.term(k) {
                 Some(t) if t > hint_term => k = k.prev(),
                 _ => break,
             }
@@ -334,7 +333,7 @@ impl<S: LogStore> Node<S> {
             // (it restarted, or the link dropped them): start again from what it has.
             pr.probe(last_index.next());
         }
-        let needs_more = pr.match_index < self.store.last_index();
+        let needs_more = pr.match_index < self.log.last_index();
         let id = self.config.id;
         let own = self.reads.round();
         let progress = &self.progress;
@@ -358,11 +357,11 @@ impl<S: LogStore> Node<S> {
     /// The leader's heartbeat: learns the commit index (no further than its log goes) and
     /// answers with how far its log goes.
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, round: u64) {
-        let commit = commit.min(self.store.last_index());
+        let commit = commit.min(self.log.last_index());
         if commit > self.commit {
             self.commit = commit;
         }
-        let last_index = self.store.last_index();
+        let last_index = self.log.last_index();
         self.send(from, MessageBody::HeartbeatResponse { round, last_index });
     }
 
@@ -418,7 +417,7 @@ impl<S: LogStore> Node<S> {
     /// `prev_term`, with a hint for fast backtracking: the last index at or below
     /// `prev_index` (and above the commit index) whose term is no later than `prev_term`.
     fn reject_append(&mut self, from: NodeId, prev_index: LogIndex, prev_term: Term) {
-        let last = self.store.last_index();
+        let last = self.log.last_index();
         let mut hint_index = prev_index.min(last);
         while hint_index > self.commit {
             match self.term_of(hint_index) {
@@ -443,7 +442,7 @@ impl<S: LogStore> Node<S> {
     /// off a suffix that conflicts with them. Returns `false`, appending nothing, if they
     /// contradict a committed entry: the leader is broken.
     fn append_new_entries(&mut self, entries: &[Entry]) -> bool {
-        let last = self.store.last_index();
+        let last = self.log.last_index();
         let mut start = entries.len();
         for (at, entry) in entries.iter().enumerate() {
             if entry.index > last {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::{CompactError, Node, Role};
 use crate::message::MessageBody;
 use crate::progress::ProgressState;
-use crate::storage::{LogStore, Snapshot, SnapshotMeta};
+use crate::storage::{Snapshot, SnapshotMeta};
 use crate::types::{LogIndex, NodeId};
 
 /// A snapshot being received in chunks.
@@ -15,7 +15,7 @@ pub(super) struct IncomingSnapshot {
     data: Vec<u8>,
 }
 
-impl<S: LogStore> Node<S> {
+impl Node {
     /// Takes a snapshot at `index` (at most the applied index) with the state machine's
     /// serialized state, and purges the log up to it (the Low-Water Mark moves).
     ///
@@ -30,15 +30,15 @@ impl<S: LogStore> Node<S> {
                 applied: self.applied,
             });
         }
-        let snapshot_index = self.store.snapshot().meta.index;
+        let snapshot_index = self.log.snapshot().meta.index;
         if index <= snapshot_index {
             return Err(CompactError::AlreadyCompacted(index));
         }
         let term = self
             .term_of(index)
             .ok_or(CompactError::AlreadyCompacted(index))?;
-        let membership = self.membership.at(index, &self.store.snapshot().meta);
-        self.store.compact(Snapshot {
+        let membership = self.membership.at(index, &self.log.snapshot().meta);
+        self.log.compact(Snapshot {
             meta: SnapshotMeta {
                 index,
                 term,
@@ -46,12 +46,15 @@ impl<S: LogStore> Node<S> {
             },
             data,
         });
+        // Counted as a write, so that it is handed out to be persisted; a compaction a
+        // crash loses only means replaying the log from the earlier snapshot.
+        self.durability.wrote();
         self.membership.compacted_to(index);
         Ok(())
     }
 
     pub(super) fn start_snapshot(&mut self, peer: NodeId) {
-        let index = self.store.snapshot().meta.index;
+        let index = self.log.snapshot().meta.index;
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.state = ProgressState::Snapshot {
                 index,
@@ -64,7 +67,7 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
-        let snapshot = self.store.snapshot();
+        let snapshot = self.log.snapshot();
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
@@ -227,14 +230,14 @@ impl<S: LogStore> Node<S> {
             // there: keep what follows (figure 13, step 6). Those entries may already have
             // been acknowledged, with the acknowledgement still on its way to the leader,
             // which will count them; throwing them away would lose committed entries.
-            self.store.compact(snapshot.clone());
+            self.log.compact(snapshot.clone());
             self.durability.wrote();
             self.commit = index;
             self.applied = index;
             self.durability.compacted_to(index);
             self.membership.compacted_to_snapshot(&snapshot.meta);
         } else {
-            self.store.install_snapshot(snapshot.clone());
+            self.log.install_snapshot(snapshot.clone());
             self.durability.wrote();
             self.truncations += 1;
             self.truncated_after = Some(index);

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use synod_consensus::journal::{self, JournalWriter, StoreWrite};
 use synod_consensus::{
-    AppendResult, Entry, HardState, INDEX_MAX, LogIndex, LogStore, Membership, Message,
-    MessageBody, NodeId, Payload, ReadId, Snapshot, SnapshotMeta, Term,
+    AppendResult, Entry, HardState, INDEX_MAX, LogIndex, Membership, Message, MessageBody, NodeId,
+    Payload, ReadId, Snapshot, SnapshotMeta, Term,
 };
 use synod_sim::SimRng;
 use synod_sim::mutate::mutate;
@@ -247,7 +247,7 @@ fn journal_records_that_do_not_fit_the_log_end_the_replay() {
 #[cfg(feature = "wal")]
 mod wal_store {
     use super::*;
-    use synod_consensus::{WalLogStore, WalStoreOptions};
+    use synod_consensus::{LogStore, RaftWrite, StoreWrite, WalLogStore, WalStoreOptions};
     use synod_wal::testing::FaultyStorage;
 
     /// The smallest segments the store accepts (a snapshot chunk must fit in one).
@@ -266,27 +266,29 @@ mod wal_store {
     /// The files of a store's two logs after a few writes: (log, name, bytes).
     fn written(rng: &mut SimRng) -> Vec<(usize, String, Vec<u8>)> {
         let disks = [FaultyStorage::new(1), FaultyStorage::new(2)];
-        let mut store =
+        let (mut store, _) =
             WalLogStore::open_with(disks[0].clone(), disks[1].clone(), voters(), options())
                 .expect("opens");
-        store.set_hard_state(HardState {
+        let mut write = RaftWrite::new();
+        write.push(StoreWrite::HardState(HardState {
             term: Term::new(2),
             vote: Some(NodeId::new(1)),
-        });
+        }));
         let first = entries(rng, 1);
         let last = first.len() as u64;
-        store.append(&first);
+        write.push(StoreWrite::Append(first.clone()));
         if last > 1 && rng.below(2) == 0 {
-            store.compact(Snapshot {
+            write.push(StoreWrite::Compact(Snapshot {
                 meta: SnapshotMeta {
                     index: LogIndex(last - 1),
                     term: first[last as usize - 2].term,
                     membership: voters(),
                 },
                 data: Bytes::from(vec![3; rng.below(100) as usize]),
-            });
+            }));
         }
-        store.append(&entries(rng, last + 1));
+        write.push(StoreWrite::Append(entries(rng, last + 1)));
+        store.apply(&write);
         store.sync().expect("syncs");
         drop(store);
         let mut files = Vec::new();
@@ -328,7 +330,7 @@ mod wal_store {
             };
             let (opened, held) = peak(open);
             prop_assert!(held <= alloc_bound(input), "{held} bytes for {input}");
-            if let Ok(store) = opened {
+            if let Ok((_, store)) = opened {
                 let mut all = Vec::new();
                 store.entries(store.first_index(), store.last_index(), u64::MAX, &mut all);
                 let expected = store.last_index().0 - store.snapshot().meta.index.0;

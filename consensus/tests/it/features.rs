@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use synod_consensus::{
-    CompactError, LogIndex, LogStore, Membership, MembershipError, Message, MessageBody, NodeId,
+    CompactError, LogIndex, Membership, MembershipError, Message, MessageBody, NodeId,
     ProposeError, ReadId, ReadWaitList, Role, TransferError,
 };
 
@@ -322,7 +322,7 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
     let applied = c.node(n(1)).applied_index();
     let state = Bytes::from(vec![7u8; 95]);
     c.node_mut(n(1)).compact(applied, state.clone()).unwrap();
-    assert_eq!(c.node(n(1)).store().snapshot().meta.index, applied);
+    assert_eq!(c.node(n(1)).log().snapshot().meta.index, applied);
     assert_eq!(
         c.node_mut(n(1)).compact(applied, state.clone()),
         Err(CompactError::AlreadyCompacted(applied))
@@ -339,8 +339,8 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
         .count();
     assert!(chunks >= 10, "95 bytes in chunks of 10: {chunks} chunks");
     let follower = c.node(n(3));
-    assert_eq!(follower.store().snapshot().meta.index, applied);
-    assert_eq!(follower.store().snapshot().data, state);
+    assert_eq!(follower.log().snapshot().meta.index, applied);
+    assert_eq!(follower.log().snapshot().data, state);
     assert_eq!(follower.last_index(), c.node(n(1)).last_index());
     let cmds: Vec<&[u8]> = c.applied_commands[&n(3)]
         .iter()
@@ -374,11 +374,10 @@ fn a_snapshot_older_than_the_log_keeps_the_entries_after_it() {
             payload: Payload::Command(Bytes::from(format!("e{i}"))),
         })
         .collect();
-    let drain = |node: &mut Node<MemLogStore>| -> Ready {
+    let drain = |node: &mut Node| -> Ready {
         let ready = node.ready();
-        if let Some(token) = ready.persist {
-            node.store_mut().sync();
-            node.persisted(token);
+        if let Some((token, _)) = &ready.persist {
+            node.persisted(*token);
         }
         ready
     };
@@ -417,13 +416,13 @@ fn a_snapshot_older_than_the_log_keeps_the_entries_after_it() {
         Some(LogIndex(18))
     );
     assert_eq!(node.commit_index(), LogIndex(18));
-    assert_eq!(node.store().snapshot().meta.index, LogIndex(18));
+    assert_eq!(node.log().snapshot().meta.index, LogIndex(18));
     assert_eq!(
         node.last_index(),
         LogIndex(20),
         "entries 19 and 20 are kept"
     );
-    assert_eq!(node.store().term(LogIndex(20)), Some(t1));
+    assert_eq!(node.log().term(LogIndex(20)), Some(t1));
 }
 
 /// Chunks past `snapshot_bytes_max` are dropped with what was received: a sender that
@@ -458,7 +457,7 @@ fn a_snapshot_larger_than_snapshot_bytes_max_is_dropped() {
     let ready = node.ready();
     assert!(ready.snapshot.is_none(), "nothing was installed");
     assert_eq!(node.commit_index(), LogIndex(0));
-    assert_eq!(node.store().snapshot().meta.index, LogIndex(0));
+    assert_eq!(node.log().snapshot().meta.index, LogIndex(0));
     // The same snapshot within the limit installs.
     let config = Config::builder(n(2))
         .snapshot_bytes_max(20)

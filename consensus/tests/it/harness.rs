@@ -1,5 +1,6 @@
-//! A small deterministic cluster harness: nodes with in-memory stores (or any store that
-//! can be synced, crashed and recovered: [`TestStore`]), a message queue the test controls,
+//! A small deterministic cluster harness: nodes, each with a "disk" that its writes are
+//! applied to (an in-memory store, or any store that can be synced, crashed and recovered:
+//! [`TestStore`]), a message queue the test controls,
 //! explicit or automatic syncs, crashes that lose unsynced writes, and the crate's checker
 //! of Raft's safety properties ([`SafetyChecker`]) run after every event.
 
@@ -20,7 +21,8 @@ pub fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId::new).collect()
 }
 
-/// A store the harness can make durable, crash and recover from what a crash left.
+/// A store the harness can apply a node's writes to, make durable, crash and recover from
+/// what a crash left.
 pub trait TestStore: LogStore + Sized {
     /// What a crashed node leaves behind, until it restarts.
     type Down;
@@ -29,8 +31,9 @@ pub trait TestStore: LogStore + Sized {
     fn make_durable(&mut self) -> bool;
     /// What survives a crash of the node that holds this store.
     fn after_crash(&self) -> Self::Down;
-    /// The store a restarted node recovers from what survived, or why it cannot.
-    fn recover(down: Self::Down) -> Result<Self, String>;
+    /// The store a restarted node recovers from what survived, with the log the node is
+    /// built from, or why it cannot.
+    fn recover(down: Self::Down) -> Result<(Self, MemLogStore), String>;
 }
 
 impl TestStore for MemLogStore {
@@ -44,8 +47,8 @@ impl TestStore for MemLogStore {
         store.crash();
         store
     }
-    fn recover(down: MemLogStore) -> Result<MemLogStore, String> {
-        Ok(down)
+    fn recover(down: MemLogStore) -> Result<(MemLogStore, MemLogStore), String> {
+        Ok((down.clone(), down))
     }
 }
 
@@ -77,7 +80,9 @@ impl Counters {
 /// A cluster of Raft nodes driven by the test.
 pub struct Cluster<S: TestStore = MemLogStore> {
     pub ids: Vec<NodeId>,
-    pub nodes: BTreeMap<NodeId, Node<S>>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// The disk of each running node: its writes are applied here, synced, crashed.
+    pub disks: BTreeMap<NodeId, S>,
     pub down: BTreeMap<NodeId, S::Down>,
     configs: BTreeMap<NodeId, Config>,
     /// Messages in flight, oldest first.
@@ -128,7 +133,9 @@ impl Cluster {
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
     ) -> Cluster {
         let membership = Membership::new(voters, learners).unwrap();
-        Cluster::with_stores(membership, &[], tweak, |_, m| MemLogStore::new(m.clone()))
+        Cluster::with_stores(membership, &[], tweak, |_, m| {
+            (MemLogStore::new(m.clone()), MemLogStore::new(m.clone()))
+        })
     }
 
     /// Adds a node that is not yet in any configuration (for membership changes), starting
@@ -139,35 +146,40 @@ impl Cluster {
         membership: Membership,
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
     ) {
-        self.add_node_with(id, MemLogStore::new(membership), tweak);
+        let store = MemLogStore::new(membership);
+        self.add_node_with(id, (store.clone(), store), tweak);
     }
 }
 
 impl<S: TestStore> Cluster<S> {
     /// A node for every member of `membership` and every id of `others` (nodes outside the
     /// configuration, for membership changes to add), each on the store `store` makes from
-    /// the initial membership.
+    /// the initial membership (with the log the node is built from).
     pub fn with_stores(
         membership: Membership,
         others: &[NodeId],
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
-        mut store: impl FnMut(NodeId, &Membership) -> S,
+        mut store: impl FnMut(NodeId, &Membership) -> (S, MemLogStore),
     ) -> Cluster<S> {
         let mut all: Vec<NodeId> = membership.members().chain(others.iter().copied()).collect();
         all.sort();
         all.dedup();
         let mut nodes = BTreeMap::new();
+        let mut disks = BTreeMap::new();
         let mut configs = BTreeMap::new();
         for id in &all {
             let config = tweak(Config::builder(*id).seed(id.get() * 7919))
                 .build()
                 .unwrap();
-            nodes.insert(*id, Node::new(config.clone(), store(*id, &membership)));
+            let (disk, log) = store(*id, &membership);
+            nodes.insert(*id, Node::new(config.clone(), log));
+            disks.insert(*id, disk);
             configs.insert(*id, config);
         }
         Cluster {
             ids: all.clone(),
             nodes,
+            disks,
             down: BTreeMap::new(),
             configs,
             net: VecDeque::new(),
@@ -190,11 +202,11 @@ impl<S: TestStore> Cluster<S> {
         }
     }
 
-    pub fn node(&self, id: NodeId) -> &Node<S> {
+    pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[&id]
     }
 
-    pub fn node_mut(&mut self, id: NodeId) -> &mut Node<S> {
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
         self.nodes.get_mut(&id).unwrap()
     }
 
@@ -202,13 +214,14 @@ impl<S: TestStore> Cluster<S> {
     pub fn add_node_with(
         &mut self,
         id: NodeId,
-        store: S,
+        (disk, log): (S, MemLogStore),
         tweak: impl Fn(ConfigBuilder) -> ConfigBuilder,
     ) {
         let config = tweak(Config::builder(id).seed(id.get() * 7919))
             .build()
             .unwrap();
-        self.nodes.insert(id, Node::new(config.clone(), store));
+        self.nodes.insert(id, Node::new(config.clone(), log));
+        self.disks.insert(id, disk);
         self.configs.insert(id, config);
         self.ids.push(id);
         self.applied.insert(id, LogIndex::ZERO);
@@ -237,10 +250,12 @@ impl<S: TestStore> Cluster<S> {
             guard += 1;
             assert!(guard < 10_000, "node {id} never runs out of work");
             let ready = node.ready();
-            if let Some(token) = ready.persist {
+            if let Some((token, write)) = ready.persist {
+                let disk = self.disks.get_mut(&id).expect("a running node has a disk");
+                disk.apply(&write);
                 if !self.auto_sync {
                     self.pending_sync.insert(id, token);
-                } else if node.store_mut().make_durable() {
+                } else if disk.make_durable() {
                     node.persisted(token);
                 } else {
                     // Fail-stop: the writes are never acknowledged.
@@ -287,7 +302,7 @@ impl<S: TestStore> Cluster<S> {
     pub fn sync(&mut self, id: NodeId) {
         if let Some(token) = self.pending_sync.remove(&id) {
             let node = self.nodes.get_mut(&id).unwrap();
-            if node.store_mut().make_durable() {
+            if self.disks.get_mut(&id).unwrap().make_durable() {
                 node.persisted(token);
                 self.process(id);
             } else {
@@ -417,8 +432,12 @@ impl<S: TestStore> Cluster<S> {
     /// Crashes `id`: it loses everything it did not sync; messages to it are dropped.
     pub fn crash(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.remove(&id) {
-            let down = node.store().after_crash();
             drop(node);
+            let down = self
+                .disks
+                .remove(&id)
+                .expect("a running node has a disk")
+                .after_crash();
             self.down.insert(id, down);
             self.pending_sync.remove(&id);
             self.checker.crashed(id);
@@ -428,8 +447,8 @@ impl<S: TestStore> Cluster<S> {
     /// Restarts a crashed node from its durable state.
     pub fn restart(&mut self, id: NodeId) {
         if let Some(down) = self.down.remove(&id) {
-            let store = match S::recover(down) {
-                Ok(store) => store,
+            let (disk, log) = match S::recover(down) {
+                Ok(recovered) => recovered,
                 Err(e) => {
                     self.store_error
                         .get_or_insert(format!("{id} cannot restart: {e}"));
@@ -437,7 +456,8 @@ impl<S: TestStore> Cluster<S> {
                 }
             };
             self.counters.restarts += 1;
-            let node = Node::new(self.configs[&id].clone(), store);
+            let node = Node::new(self.configs[&id].clone(), log);
+            self.disks.insert(id, disk);
             if node.applied_index() > LogIndex::ZERO {
                 self.counters.snapshots_restored += 1;
             }
@@ -463,7 +483,7 @@ impl<S: TestStore> Cluster<S> {
 
     /// The entries of `id`'s log.
     pub fn log(&self, id: NodeId) -> Vec<Entry> {
-        let store = self.node(id).store();
+        let store = self.node(id).log();
         let mut out = Vec::new();
         store.entries(store.first_index(), store.last_index(), u64::MAX, &mut out);
         out

@@ -9,7 +9,7 @@
 //! [`SafetyChecker`]: synod_consensus::invariants::SafetyChecker
 
 use bytes::Bytes;
-use synod_consensus::{LogStore, NodeId};
+use synod_consensus::NodeId;
 
 use crate::harness::Cluster;
 
@@ -37,7 +37,7 @@ fn compact_all(c: &mut Cluster) {
     for id in c.ids.clone() {
         if let Some(node) = c.nodes.get_mut(&id) {
             let applied = node.applied_index();
-            if applied > node.store().snapshot().meta.index {
+            if applied > node.log().snapshot().meta.index {
                 node.compact(applied, Bytes::from_static(b"state"))
                     .expect("applied and above the snapshot");
             }
@@ -63,9 +63,7 @@ fn snapshots_raise_no_alarm_and_the_checker_forgets_what_every_node_compacted() 
     // n3 comes back and installs n1's snapshot: now every node has compacted past 600.
     c.restart(n(3));
     settle(&mut c, 20);
-    assert!(
-        c.node(n(3)).store().snapshot().meta.index >= c.node(n(1)).store().snapshot().meta.index
-    );
+    assert!(c.node(n(3)).log().snapshot().meta.index >= c.node(n(1)).log().snapshot().meta.index);
     // n2 restarts from its snapshot; more writes, compacted everywhere.
     c.crash(n(2));
     c.restart(n(2));

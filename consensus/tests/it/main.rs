@@ -1,6 +1,7 @@
 //! Integration tests of synod-consensus: one binary, one module per area.
 
 mod alloc;
+mod contract;
 mod decoders;
 mod features;
 mod harness;

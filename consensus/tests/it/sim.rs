@@ -4,8 +4,8 @@
 //! event, linearizability of the client history checked at the end, and progress required
 //! after healing.
 //!
-//! Each node keeps its log in an in-memory store and journals every write to its simulated
-//! disk as checksummed records; a sync request follows each persistence request, and the
+//! Each node keeps its log in memory and journals the writes of every persistence request
+//! to its simulated disk as checksummed records; a sync request follows each persistence request, and the
 //! node acknowledges `persisted` only when the simulator reports the sync done. On a
 //! restart the journal is replayed up to its torn tail; damage to records a later record
 //! proves synced would stop the run (the simulated disk never corrupts synced data).
@@ -19,10 +19,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalStore, JournalWriter, replay};
+use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
-    Broken, Config, Entry, LogIndex, LogStore, Membership, Message, Node, NodeId, Payload,
-    PersistToken, ReadId,
+    Broken, Config, Entry, LogIndex, Membership, Message, Node, NodeId, Payload, PersistToken,
+    ReadId,
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
@@ -67,7 +67,7 @@ struct KvNode {
     id: NodeId,
     nodes: usize,
     setup: Setup,
-    raft: Option<Node<JournalStore>>,
+    raft: Option<Node>,
     kv: BTreeMap<u64, u64>,
     applied: LogIndex,
     /// Proposals waiting to apply: index to (request, the exact entry payload).
@@ -110,20 +110,17 @@ impl KvNode {
         Membership::new((1..=self.nodes as u64).map(NodeId::new), []).expect("valid")
     }
 
-    fn raft(&mut self) -> &mut Node<JournalStore> {
+    fn raft(&mut self) -> &mut Node {
         self.raft.as_mut().expect("started")
     }
 
     fn drive(&mut self, ctx: &mut Context<'_, Self>) {
         while self.raft().has_ready() {
             let ready = self.raft().ready();
-            let ops = self.raft().store_mut().take_written();
-            if !ops.is_empty() {
+            if let Some((token, write)) = ready.persist {
                 let mut bytes = Vec::new();
-                self.journal.encode(&ops, &mut bytes);
+                self.journal.encode(write.ops(), &mut bytes);
                 ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
-            }
-            if let Some(token) = ready.persist {
                 self.next_sync += 1;
                 self.syncs
                     .insert(self.next_sync, (token, self.journal.end()));
@@ -217,7 +214,7 @@ impl synod_sim::Node for KvNode {
             .broken(self.setup.bugs)
             .build()
             .expect("valid config");
-        self.raft = Some(Node::new(config, JournalStore::new(mem)));
+        self.raft = Some(Node::new(config, mem));
         ctx.set_timer(TICK, TimerId(0));
         self.drive(ctx);
     }
@@ -400,19 +397,18 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
             for (id, node) in view.nodes() {
                 if let Some(r) = node.raft.as_ref() {
                     let mut log = Vec::new();
-                    let st = r.store();
+                    let st = r.log();
                     st.entries(st.first_index(), st.last_index(), u64::MAX, &mut log);
                     let log: Vec<(u64, u64)> =
                         log.iter().map(|e| (e.index.0, e.term.get())).collect();
                     eprintln!(
-                        "{id}: {:?} {} vote {:?} commit {} durable {} hs {:?} durable hs {:?} log {log:?}",
+                        "{id}: {:?} {} vote {:?} commit {} durable {} hs {:?} log {log:?}",
                         r.role(),
                         r.term(),
                         r.vote(),
                         r.commit_index(),
                         r.durable_index(),
                         st.hard_state(),
-                        st.mem().durable_hard_state(),
                     );
                 } else {
                     eprintln!("{id}: down");

@@ -4,12 +4,14 @@
 
 use bytes::Bytes;
 use synod_consensus::{
-    Config, HardState, LogIndex, LogStore, Membership, Node, NodeId, ProposeError, Role,
-    WalLogStore, WalStoreOptions,
+    Config, HardState, LogIndex, LogStore, MemLogStore, Membership, Node, NodeId, ProposeError,
+    Role, WalLogStore, WalStoreOptions,
 };
+
+use process::StoreOps;
 use synod_wal::FileStorage;
 
-fn open(dir: &std::path::Path) -> WalLogStore<FileStorage> {
+fn open(dir: &std::path::Path) -> (WalLogStore<FileStorage>, MemLogStore) {
     let membership = Membership::new([NodeId::new(1)], []).unwrap();
     WalLogStore::open(
         FileStorage::new(dir.join("entries")).unwrap(),
@@ -19,12 +21,13 @@ fn open(dir: &std::path::Path) -> WalLogStore<FileStorage> {
     .unwrap()
 }
 
-fn drive(node: &mut Node<WalLogStore<FileStorage>>) -> Vec<LogIndex> {
+fn drive(node: &mut Node, store: &mut WalLogStore<FileStorage>) -> Vec<LogIndex> {
     let mut applied = Vec::new();
     while node.has_ready() {
         let ready = node.ready();
-        if let Some(token) = ready.persist {
-            node.store_mut().sync().unwrap();
+        if let Some((token, write)) = ready.persist {
+            store.apply(&write);
+            store.sync().unwrap();
             node.persisted(token);
         }
         applied.extend(ready.committed.iter().map(|e| e.index));
@@ -36,23 +39,25 @@ fn drive(node: &mut Node<WalLogStore<FileStorage>>) -> Vec<LogIndex> {
 fn a_single_node_recovers_its_log_hard_state_and_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::builder(NodeId::new(1)).build().unwrap();
-    let mut node = Node::new(config.clone(), open(dir.path()));
+    let (mut disk, log) = open(dir.path());
+    let mut node = Node::new(config.clone(), log);
     for _ in 0..40 {
         node.tick();
-        drive(&mut node);
+        drive(&mut node, &mut disk);
     }
     assert_eq!(node.role(), Role::Leader);
     for i in 0..20 {
         node.propose(Bytes::from(format!("v{i}"))).unwrap();
     }
-    drive(&mut node);
+    drive(&mut node, &mut disk);
     let (term, last) = (node.term(), node.last_index());
     assert_eq!(node.commit_index(), last);
     node.compact(LogIndex(10), Bytes::from_static(b"state at 10"))
         .unwrap();
-    drop(node);
+    drive(&mut node, &mut disk);
+    drop((node, disk));
 
-    let store = open(dir.path());
+    let (_, store) = open(dir.path());
     assert_eq!(
         store.hard_state(),
         HardState {
@@ -72,7 +77,7 @@ fn a_single_node_recovers_its_log_hard_state_and_snapshot() {
 #[test]
 fn a_truncated_suffix_stays_truncated_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(dir.path());
+    let (mut store, _) = open(dir.path());
     let entry = |i: u64, t: u64| synod_consensus::Entry {
         term: synod_consensus::Term::new(t),
         index: LogIndex(i),
@@ -84,7 +89,7 @@ fn a_truncated_suffix_stays_truncated_after_a_restart() {
     store.append(&[entry(2, 2)]);
     store.sync().unwrap();
     drop(store);
-    let store = open(dir.path());
+    let (_, store) = open(dir.path());
     assert_eq!(store.last_index(), LogIndex(2));
     assert_eq!(store.term(LogIndex(2)), Some(synod_consensus::Term::new(2)));
 }
@@ -108,10 +113,11 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
         .entry_bytes_max(64 << 10)
         .build()
         .unwrap();
-    let mut node = Node::new(config.clone(), open_small());
+    let (mut disk, log) = open_small();
+    let mut node = Node::new(config.clone(), log);
     for _ in 0..40 {
         node.tick();
-        drive(&mut node);
+        drive(&mut node, &mut disk);
     }
     assert_eq!(node.role(), Role::Leader);
     // A command at the limit is stored; one byte more is refused before the log.
@@ -126,16 +132,16 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
     for i in 0..20 {
         node.propose(Bytes::from(format!("v{i}"))).unwrap();
     }
-    drive(&mut node);
+    drive(&mut node, &mut disk);
     // 5 MiB of state: five segments, twenty snapshot chunks.
     let state: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
     node.compact(LogIndex(10), Bytes::from(state.clone()))
         .unwrap();
-    drive(&mut node);
+    drive(&mut node, &mut disk);
     let last = node.last_index();
-    drop(node);
+    drop((node, disk));
 
-    let store = open_small();
+    let (mut disk, store) = open_small();
     assert_eq!(store.snapshot().meta.index, LogIndex(10));
     assert!(
         store.snapshot().data == state,
@@ -146,14 +152,14 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
     let mut node = Node::new(config, store);
     for _ in 0..40 {
         node.tick();
-        drive(&mut node);
+        drive(&mut node, &mut disk);
     }
     assert!(node.applied_index() >= LogIndex(20));
     let smaller = Bytes::from(vec![1u8; 300 << 10]);
     node.compact(LogIndex(20), smaller.clone()).unwrap();
-    drive(&mut node);
-    drop(node);
-    let store = open_small();
+    drive(&mut node, &mut disk);
+    drop((node, disk));
+    let (_, store) = open_small();
     assert_eq!(store.snapshot().meta.index, LogIndex(20));
     assert_eq!(store.snapshot().data, smaller);
 }
@@ -164,6 +170,33 @@ fn a_snapshot_many_times_the_record_and_segment_size_survives_a_restart() {
 /// any single write, sync, creation, rename or removal of either log.
 pub mod process {
     use std::io;
+
+    use synod_consensus::{Entry, HardState, LogIndex, LogStore, RaftWrite, Snapshot, StoreWrite};
+
+    /// The writes a node makes, one at a time, on any store: for tests that write to a
+    /// store directly rather than through a node.
+    pub trait StoreOps: LogStore {
+        fn write_one(&mut self, op: StoreWrite) {
+            self.apply(&RaftWrite::from(vec![op]));
+        }
+        fn set_hard_state(&mut self, hard_state: HardState) {
+            self.write_one(StoreWrite::HardState(hard_state));
+        }
+        fn append(&mut self, entries: &[Entry]) {
+            self.write_one(StoreWrite::Append(entries.to_vec()));
+        }
+        fn truncate_after(&mut self, index: LogIndex) {
+            self.write_one(StoreWrite::TruncateAfter(index));
+        }
+        fn compact(&mut self, snapshot: Snapshot) {
+            self.write_one(StoreWrite::Compact(snapshot));
+        }
+        fn install_snapshot(&mut self, snapshot: Snapshot) {
+            self.write_one(StoreWrite::Install(snapshot));
+        }
+    }
+
+    impl<S: LogStore> StoreOps for S {}
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -261,29 +294,35 @@ mod crash {
 
     use bytes::Bytes;
     use synod_consensus::{
-        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Snapshot, SnapshotMeta,
-        Term, WalLogStore, WalStoreOptions,
+        Entry, HardState, LogIndex, MemLogStore, Membership, NodeId, Payload, Snapshot,
+        SnapshotMeta, Term, WalLogStore, WalStoreOptions,
     };
     use synod_wal::testing::{CrashMode, FaultyStorage};
 
-    use super::process::{Halting, pair};
+    use super::process::{Halting, StoreOps, pair};
 
     type Disks = (FaultyStorage, FaultyStorage);
 
     fn open_on(
         disks: &Disks,
         budget: u64,
-    ) -> Result<(WalLogStore<Halting>, Arc<AtomicU64>), synod_consensus::WalStoreError> {
+    ) -> Result<(WalLogStore<Halting>, MemLogStore, Arc<AtomicU64>), synod_consensus::WalStoreError>
+    {
         let (entries, meta, left) = pair(disks, budget);
         let options = WalStoreOptions::default()
             .segment_bytes_max(512 << 10)
             .entry_bytes_max(1 << 10);
         let membership = Membership::new([NodeId::new(1)], []).unwrap();
-        WalLogStore::open_with(entries, meta, membership, options).map(|s| (s, left))
+        WalLogStore::open_with(entries, meta, membership, options).map(|(s, log)| (s, log, left))
     }
 
     fn open(disks: &Disks) -> WalLogStore<Halting> {
         open_on(disks, u64::MAX).expect("the store opens").0
+    }
+
+    /// What the store on `disks` recovers when it opens.
+    fn recovered(disks: &Disks) -> MemLogStore {
+        open_on(disks, u64::MAX).expect("the store opens").1
     }
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -305,14 +344,14 @@ mod crash {
         }
     }
 
-    fn read(store: &WalLogStore<Halting>, index: u64) -> Option<Entry> {
+    fn read(store: &MemLogStore, index: u64) -> Option<Entry> {
         let mut out = Vec::new();
         store.entries(LogIndex(index), LogIndex(index), u64::MAX, &mut out);
         out.pop()
     }
 
     /// The entries `first..=last` of the store, all of them, in order.
-    fn contents(store: &WalLogStore<Halting>) -> Vec<Entry> {
+    fn contents(store: &MemLogStore) -> Vec<Entry> {
         let mut out = Vec::new();
         store.entries(store.first_index(), store.last_index(), u64::MAX, &mut out);
         out
@@ -348,13 +387,13 @@ mod crash {
     /// After reopening, the store can append the entry after its last, sync, and read it
     /// back from another reopening.
     fn appends_after_reopening(disks: &Disks) {
-        let mut store = open(disks);
-        let next = store.last_index().next();
+        let (mut store, log, _) = open_on(disks, u64::MAX).expect("the store opens");
+        let next = log.last_index().next();
         let new = entry(next.0, 7);
         store.append(std::slice::from_ref(&new));
         store.sync().expect("an append after the reopening syncs");
         drop(store);
-        let store = open(disks);
+        let store = recovered(disks);
         assert_eq!(store.last_index(), next);
         assert_eq!(read(&store, next.0), Some(new));
     }
@@ -373,7 +412,7 @@ mod crash {
             store.install_snapshot(snapshot(at, 2));
             drop(store);
             crash(&disks, CrashMode::DropUnsynced);
-            let store = open(&disks);
+            let store = recovered(&disks);
             assert_eq!(store.snapshot(), &snapshot(at, 2), "entries to {last}");
             assert_eq!(store.last_index(), LogIndex(at), "entries to {last}");
             drop(store);
@@ -391,7 +430,7 @@ mod crash {
         store.compact(snapshot(8, 1));
         drop(store);
         crash(&disks, CrashMode::DropUnsynced);
-        let store = open(&disks);
+        let store = recovered(&disks);
         assert_eq!(store.snapshot().meta.index, LogIndex(8));
         assert_eq!(
             contents(&store),
@@ -410,7 +449,7 @@ mod crash {
     fn sweep(
         prepare: impl Fn(u64) -> Prepared,
         act: impl Fn(&mut WalLogStore<Halting>),
-        check: impl Fn(&WalLogStore<Halting>, bool, &str),
+        check: impl Fn(&MemLogStore, bool, &str),
     ) -> u64 {
         // How many operations `act` takes.
         let (_, mut store, left) = prepare(0);
@@ -430,7 +469,7 @@ mod crash {
                 drop(store);
                 crash(&disks, mode);
                 let store = match open_on(&disks, u64::MAX) {
-                    Ok((store, _)) => store,
+                    Ok((_, log, _)) => log,
                     Err(e) => panic!("{why}: the store does not open: {e}"),
                 };
                 check(&store, done, &why);
@@ -454,7 +493,7 @@ mod crash {
             points += sweep(
                 |seed| {
                     let (disks, _) = durable_store(seed, last);
-                    let (store, left) = open_on(&disks, u64::MAX).unwrap();
+                    let (store, _, left) = open_on(&disks, u64::MAX).unwrap();
                     (disks, store, left)
                 },
                 |store| store.install_snapshot(snapshot(at, 2)),
@@ -484,7 +523,7 @@ mod crash {
         let points = sweep(
             |seed| {
                 let (disks, _) = durable_store(seed, 12);
-                let (store, left) = open_on(&disks, u64::MAX).unwrap();
+                let (store, _, left) = open_on(&disks, u64::MAX).unwrap();
                 (disks, store, left)
             },
             |store| store.compact(snapshot(8, 1)),
@@ -520,7 +559,7 @@ mod crash {
         let points = sweep(
             |seed| {
                 let (disks, _) = durable_store(seed, 12);
-                let (mut store, left) = open_on(&disks, u64::MAX).unwrap();
+                let (mut store, _, left) = open_on(&disks, u64::MAX).unwrap();
                 // Every 1,024th hard-state write after opening compacts the meta log: stop
                 // just before one, once the log spans two segments.
                 let mut term = 1;
@@ -581,7 +620,7 @@ mod crash {
         }
         assert!(most < 16 << 10, "a hard-state write wrote {most} bytes");
         drop(store);
-        let store = open(&disks);
+        let store = recovered(&disks);
         assert_eq!(store.hard_state(), hard_state(2100));
         assert_eq!(store.snapshot().data, state);
     }

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use synod_consensus::{
-    Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Snapshot, SnapshotMeta,
-    Term, WalLogStore, WalStoreOptions,
+    Entry, HardState, LogIndex, LogStore, MemLogStore, Membership, NodeId, Payload, RaftWrite,
+    Snapshot, SnapshotMeta, StoreWrite, Term, WalLogStore, WalStoreOptions,
 };
 use synod_node::Rng;
 use synod_sim::{CrashMode, Disk, DiskStorage};
@@ -122,7 +122,8 @@ fn membership() -> Membership {
     Membership::new([NodeId::new(1), NodeId::new(2), NodeId::new(3)], []).expect("voters")
 }
 
-fn open(disk: &Disk, left: &Arc<AtomicU64>) -> Result<WalLogStore<Halting>, String> {
+/// The store on `disk`, and the log it recovered.
+fn open(disk: &Disk, left: &Arc<AtomicU64>) -> Result<(WalLogStore<Halting>, MemLogStore), String> {
     let storage = |dir| Halting {
         inner: disk.storage_in(dir),
         left: Arc::clone(left),
@@ -142,7 +143,7 @@ struct State {
     entries: Vec<Entry>,
 }
 
-fn state(store: &WalLogStore<Halting>) -> State {
+fn state(store: &MemLogStore) -> State {
     let mut entries = Vec::new();
     let (first, last) = (store.first_index(), store.last_index());
     if first <= last {
@@ -234,20 +235,26 @@ fn run(
     let left = Arc::new(AtomicU64::new(u64::MAX));
     let used = |left: &AtomicU64| budget - left.load(Ordering::SeqCst);
     let mut rng = Rng::new(seed);
-    let mut store = open(&disk, &left)?;
+    // The log as a node holds it, in memory: the script reads it, and every write goes
+    // to it and to the store.
+    let (mut store, mut mem) = open(&disk, &left)?;
+    let write = |store: &mut WalLogStore<Halting>, mem: &mut MemLogStore, op: StoreWrite| {
+        mem.write(&op);
+        store.apply(&RaftWrite::from(vec![op]));
+    };
     left.store(budget, Ordering::SeqCst);
     let mut model = Model {
         hard_states: Vec::new(),
-        snapshots: vec![store.snapshot().clone()],
+        snapshots: vec![mem.snapshot().clone()],
         entries: BTreeMap::new(),
-        durable: state(&store),
+        durable: state(&mem),
         floor: u64::MAX,
     };
     let mut spans = Vec::new();
     let mut made = 0u64;
     for _ in 0..STEPS {
-        let (snap, last) = (store.snapshot().meta.index.0, store.last_index().0);
-        let hs = store.hard_state();
+        let (snap, last) = (mem.snapshot().meta.index.0, mem.last_index().0);
+        let hs = mem.hard_state();
         let term = hs.term.max(Term::new(1));
         made += 1;
         let data = |made: u64, rng: &mut Rng| {
@@ -267,13 +274,13 @@ fn run(
                 for e in &entries {
                     model.entries.entry(e.index.0).or_default().push(e.clone());
                 }
-                store.append(&entries);
+                write(&mut store, &mut mem, StoreWrite::Append(entries));
             }
             35..58 => {
                 if !ack_without_sync && store.sync().is_err() {
                     break;
                 }
-                model.durable = state(&store);
+                model.durable = state(&mem);
                 model.floor = u64::MAX;
             }
             58..66 => {
@@ -282,26 +289,30 @@ fn run(
                     vote: (rng.below(2) == 0).then(|| NodeId::new(1 + rng.below(3))),
                 };
                 model.hard_states.push(next);
-                store.set_hard_state(next);
+                write(&mut store, &mut mem, StoreWrite::HardState(next));
             }
             66..74 => {
                 let keep = snap + rng.below(last - snap + 1);
                 model.floor = model.floor.min(keep);
-                store.truncate_after(LogIndex(keep));
+                write(
+                    &mut store,
+                    &mut mem,
+                    StoreWrite::TruncateAfter(LogIndex(keep)),
+                );
             }
             74..88 if last > snap => {
                 let at = snap + 1 + rng.below(last - snap);
                 let snapshot = Snapshot {
                     meta: SnapshotMeta {
                         index: LogIndex(at),
-                        term: store.term(LogIndex(at)).expect("in the log"),
+                        term: mem.term(LogIndex(at)).expect("in the log"),
                         membership: membership(),
                     },
                     data: data(made, &mut rng),
                 };
                 model.snapshots.push(snapshot.clone());
                 let from = used(&left);
-                store.compact(snapshot);
+                write(&mut store, &mut mem, StoreWrite::Compact(snapshot));
                 spans.push((from, used(&left)));
             }
             _ => {
@@ -317,7 +328,7 @@ fn run(
                 model.snapshots.push(snapshot.clone());
                 model.floor = model.floor.min(at);
                 let from = used(&left);
-                store.install_snapshot(snapshot);
+                write(&mut store, &mut mem, StoreWrite::Install(snapshot));
                 spans.push((from, used(&left)));
             }
         }
@@ -326,11 +337,11 @@ fn run(
     drop(store);
     disk.crash(mode);
     left.store(u64::MAX, Ordering::SeqCst);
-    let reopened = open(&disk, &left)?;
-    let got = state(&reopened);
+    let (reopened, recovered) = open(&disk, &left)?;
+    let got = state(&recovered);
     model.check(&got)?;
     drop(reopened);
-    let again = state(&open(&disk, &left)?);
+    let again = state(&open(&disk, &left)?.1);
     if again != got {
         return Err("a second opening differs".into());
     }

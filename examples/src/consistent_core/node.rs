@@ -42,9 +42,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use synod_consensus::session::{ReplicatedClock, SessionEntry, SessionId};
 use synod_consensus::{
-    LogIndex, LogStore, Membership, Message, Node, NodeId, Payload, PersistToken, ProposeError,
+    LogIndex, Membership, Message, Node, NodeId, Payload, PersistToken, ProposeError, RaftWrite,
     ReadId, ReadWaitList, Role, Term,
 };
+use synod_node::Time;
 
 use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
 
@@ -151,8 +152,14 @@ pub enum Input {
 pub enum Effect {
     /// Send this message to `message.to`.
     Send(Message),
-    /// Make the store durable, then hand the token back as [`Input::Persisted`].
-    Persist(PersistToken),
+    /// Apply `write` to the log store and make it durable (one sync may cover several),
+    /// then hand the token back as [`Input::Persisted`].
+    Persist {
+        /// Acknowledges this write and every earlier one.
+        token: PersistToken,
+        /// The log's changes, in order.
+        write: RaftWrite,
+    },
     /// Answer the client request with this tag.
     Reply {
         /// The request's tag.
@@ -202,46 +209,15 @@ pub const SNAPSHOT_LOG_BYTES_MIN: u64 = 64 << 20;
 /// Reads that may wait for this replica to apply their index.
 pub const READS_WAITING_MAX: usize = 4096;
 
-/// Raft's logical clock, run from the time handed in with each input: every tick of
-/// `tick` that has passed on the caller's monotonic clock is run before the input is
-/// looked at, however few timer inputs arrived.
-#[derive(Debug)]
-struct TickClock {
-    /// The length of one Raft tick.
-    tick: Duration,
-    /// Whole ticks that had passed at the latest time handed in.
-    passed: u64,
-}
-
-impl TickClock {
-    /// How many ticks to run at `now` (time since the caller's origin): those passed since
-    /// the last call, at most `catch_up_max`. Time never runs backwards: an earlier `now`
-    /// runs none.
-    ///
-    /// The bound is for a process that was paused or starved for long: `catch_up_max`
-    /// ticks (twice the longest election timeout) expire every timer and lease the node
-    /// holds, without a burst of heartbeats and elections for every tick missed. The ticks
-    /// past it are dropped, never owed, so Raft's count stays behind real time after a
-    /// long pause and advances at the real rate from there.
-    fn due(&mut self, now: Duration, catch_up_max: u64) -> u64 {
-        let tick_ns = self.tick.as_nanos().max(1);
-        let passed = u64::try_from(now.as_nanos() / tick_ns).unwrap_or(u64::MAX);
-        let due = passed.saturating_sub(self.passed);
-        self.passed = self.passed.max(passed);
-        due.min(catch_up_max)
-    }
-}
-
 /// Raft plus the key-value store. See the module documentation.
 #[derive(Debug)]
-pub struct CoreNode<S: LogStore> {
-    raft: Node<S>,
+pub struct CoreNode {
+    raft: Node,
     kv: KvStore,
     proposals: BTreeMap<LogIndex, (Term, Tag)>,
     reads: BTreeMap<u64, (Tag, KvQuery)>,
     read_wait: ReadWaitList<(Tag, KvQuery)>,
     next_read: u64,
-    clock: TickClock,
     /// Replicated time to stamp on proposals, in milliseconds.
     replicated: ReplicatedClock,
     snapshot_entries: u64,
@@ -258,12 +234,12 @@ pub struct CoreNode<S: LogStore> {
     changes_committed: u64,
 }
 
-impl<S: LogStore> CoreNode<S> {
-    /// A node over `raft` (whose store may hold a snapshot and log from an earlier run:
-    /// the state machine is rebuilt from them), whose Raft ticks last `tick` (at least 1 ns)
-    /// on the caller's monotonic clock, whose origin (time zero) is now; snapshots every
-    /// `snapshot_entries` applied entries (at least 1).
-    pub fn new(raft: Node<S>, tick: Duration, snapshot_entries: u64) -> CoreNode<S> {
+impl CoreNode {
+    /// A node over `raft` (whose log may hold a snapshot and entries from an earlier run:
+    /// the state machine is rebuilt from them), whose Raft ticks last the configuration's
+    /// `tick_interval_us` on the caller's monotonic clock, counted from the first input;
+    /// snapshots every `snapshot_entries` applied entries (at least 1).
+    pub fn new(raft: Node, snapshot_entries: u64) -> CoreNode {
         CoreNode {
             raft,
             kv: KvStore::new(),
@@ -271,10 +247,6 @@ impl<S: LogStore> CoreNode<S> {
             reads: BTreeMap::new(),
             read_wait: ReadWaitList::new(READS_WAITING_MAX),
             next_read: 0,
-            clock: TickClock {
-                tick: tick.max(Duration::from_nanos(1)),
-                passed: 0,
-            },
             replicated: ReplicatedClock::new(),
             snapshot_entries: snapshot_entries.max(1),
             applied_bytes: 0,
@@ -289,7 +261,7 @@ impl<S: LogStore> CoreNode<S> {
     /// were applied since the last snapshot, whatever their count (default
     /// [`SNAPSHOT_LOG_BYTES_MIN`]).
     #[must_use]
-    pub fn with_snapshot_log_bytes(mut self, bytes: u64) -> CoreNode<S> {
+    pub fn with_snapshot_log_bytes(mut self, bytes: u64) -> CoreNode {
         self.snapshot_log_bytes_min = bytes.max(1);
         self
     }
@@ -303,19 +275,14 @@ impl<S: LogStore> CoreNode<S> {
     /// stepped back can make it repeat; the simulators draw a base from the node's seeded
     /// generator.
     #[must_use]
-    pub fn with_read_ids_from(mut self, base: u64) -> CoreNode<S> {
+    pub fn with_read_ids_from(mut self, base: u64) -> CoreNode {
         self.next_read = base;
         self
     }
 
     /// The Raft node.
-    pub fn raft(&self) -> &Node<S> {
+    pub fn raft(&self) -> &Node {
         &self.raft
-    }
-
-    /// The log store, to make it durable on an [`Effect::Persist`].
-    pub fn store_mut(&mut self) -> &mut S {
-        self.raft.store_mut()
     }
 
     /// The state machine.
@@ -333,7 +300,7 @@ impl<S: LogStore> CoreNode<S> {
             commit: self.raft.commit_index(),
             applied: self.raft.applied_index(),
             last: self.raft.last_index(),
-            first: self.raft.store().first_index(),
+            first: self.raft.log().first_index(),
             keys: self.kv.len(),
             sessions: self.kv.sessions(),
         }
@@ -356,10 +323,9 @@ impl<S: LogStore> CoreNode<S> {
     pub fn step(&mut self, now: Duration, input: Input) {
         // Raft's clock first: a lease is checked against the time of the read, never
         // against a count of the timer inputs that happened to arrive before it.
-        let catch_up_max = 2 * self.raft.config().election_timeout_ticks().end;
-        for _ in 0..self.clock.due(now, catch_up_max) {
-            self.raft.tick();
-        }
+        self.raft.advance(Time::from_nanos(
+            u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
+        ));
         self.replicated
             .tick(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
         match input {
@@ -515,8 +481,8 @@ impl<S: LogStore> CoreNode<S> {
     fn drain(&mut self) {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
-            if let Some(token) = ready.persist {
-                self.effects.push(Effect::Persist(token));
+            if let Some((token, write)) = ready.persist {
+                self.effects.push(Effect::Persist { token, write });
             }
             self.effects
                 .extend(ready.messages.into_iter().map(Effect::Send));
@@ -603,7 +569,7 @@ impl<S: LogStore> CoreNode<S> {
     }
 
     fn maybe_compact(&mut self, applied: LogIndex) {
-        let snapshot_index = self.raft.store().snapshot().meta.index;
+        let snapshot_index = self.raft.log().snapshot().meta.index;
         let entries = applied.0.saturating_sub(snapshot_index.0) >= self.snapshot_entries;
         let bytes = self.applied_bytes >= self.snapshot_log_bytes_min.max(self.kv.bytes());
         if (entries || bytes) && applied > snapshot_index {
@@ -626,15 +592,21 @@ fn unknown_response() -> Response {
 mod tests {
     use super::*;
     use crate::consistent_core::kv::PutCondition;
-    use synod_consensus::{Config, MemLogStore, Membership};
+    use synod_consensus::{Config, LogStore, MemLogStore, Membership};
 
     const TICK: Duration = Duration::from_millis(50);
+
+    fn tick_us() -> u64 {
+        u64::try_from(TICK.as_micros()).expect("small")
+    }
 
     /// A cluster in memory: messages delivered at once unless the sender or recipient is
     /// cut off, every persistence request synced at once; one clock for every node, which
     /// each node reads with its own offset.
     struct Cluster {
-        nodes: Vec<CoreNode<MemLogStore>>,
+        nodes: Vec<CoreNode>,
+        /// Each node's "disk": its writes are applied here and synced at once.
+        disks: Vec<MemLogStore>,
         cut: Option<usize>,
         replies: Vec<(Tag, Response)>,
         now: Duration,
@@ -654,15 +626,17 @@ mod tests {
             let membership = Membership::new((1..=n).map(NodeId::new), []).expect("valid");
             let nodes = (1..=n)
                 .map(|id| {
-                    let config = config(Config::builder(NodeId::new(id)))
-                        .build()
-                        .expect("valid");
+                    let config =
+                        config(Config::builder(NodeId::new(id)).tick_interval_us(tick_us()))
+                            .build()
+                            .expect("valid");
                     let raft = Node::new(config, MemLogStore::new(membership.clone()));
-                    CoreNode::new(raft, TICK, snapshot_entries)
+                    CoreNode::new(raft, snapshot_entries)
                 })
                 .collect();
             Cluster {
                 nodes,
+                disks: vec![MemLogStore::new(membership); usize::try_from(n).expect("small")],
                 cut: None,
                 replies: Vec::new(),
                 now: Duration::ZERO,
@@ -682,8 +656,9 @@ mod tests {
                                 queue.insert(0, (to, Input::Peer(m)));
                             }
                         }
-                        Effect::Persist(token) => {
-                            self.nodes[at].store_mut().sync();
+                        Effect::Persist { token, write } => {
+                            self.disks[at].apply(&write);
+                            self.disks[at].sync();
                             queue.push((at, Input::Persisted(token)));
                         }
                         Effect::Reply { tag, response } => self.replies.push((tag, response)),
@@ -904,26 +879,6 @@ mod tests {
     }
 
     #[test]
-    fn ticks_run_from_the_time_handed_in_not_from_timer_inputs() {
-        let mut clock = TickClock {
-            tick: Duration::from_millis(50),
-            passed: 0,
-        };
-        let ms = Duration::from_millis;
-        assert_eq!(clock.due(ms(49), 40), 0);
-        assert_eq!(clock.due(ms(120), 40), 2);
-        // Timer inputs lost or late lose no time.
-        assert_eq!(clock.due(ms(400), 40), 6);
-        assert_eq!(clock.due(ms(410), 40), 0);
-        // Time handed in out of order never runs backwards, nor twice.
-        assert_eq!(clock.due(ms(300), 40), 0);
-        assert_eq!(clock.due(ms(450), 40), 1);
-        // After a long pause: enough ticks to expire every timer and lease, not a burst.
-        assert_eq!(clock.due(ms(60_000), 40), 40);
-        assert_eq!(clock.due(ms(60_050), 40), 1);
-    }
-
-    #[test]
     fn a_follower_cut_off_during_compaction_catches_up_from_a_snapshot() {
         let mut cluster = Cluster::new(3, 10);
         cluster.tick_all(40);
@@ -1017,25 +972,39 @@ mod tests {
         }
         let old = cluster.nodes.remove(0);
         assert!(old.info().first.0 > 1, "compacted");
-        let store = old.raft.store().clone();
-        let config = Config::builder(NodeId::new(1)).build().expect("valid");
-        let mut restarted = CoreNode::new(Node::new(config, store), TICK, 10);
-        fn drive(node: &mut CoreNode<MemLogStore>, now: Duration, mut effects: Vec<Effect>) {
+        let mut disk = cluster.disks.remove(0);
+        disk.crash();
+        assert!(
+            disk.snapshot().meta.index.0 > 1,
+            "the disk holds the snapshot"
+        );
+        let config = Config::builder(NodeId::new(1))
+            .tick_interval_us(tick_us())
+            .build()
+            .expect("valid");
+        let mut restarted = CoreNode::new(Node::new(config, disk.clone()), 10);
+        fn drive(
+            node: &mut CoreNode,
+            disk: &mut MemLogStore,
+            now: Duration,
+            mut effects: Vec<Effect>,
+        ) {
             while let Some(effect) = effects.pop() {
-                if let Effect::Persist(token) = effect {
-                    node.store_mut().sync();
+                if let Effect::Persist { token, write } = effect {
+                    disk.apply(&write);
+                    disk.sync();
                     effects.extend(node.handle(now, Input::Persisted(token)));
                 }
             }
         }
         let effects = restarted.poll();
-        drive(&mut restarted, Duration::ZERO, effects);
+        drive(&mut restarted, &mut disk, Duration::ZERO, effects);
         // The snapshot is loaded at once; entries above it replay once committed again.
         assert!(restarted.kv().len() >= 10, "the snapshot is loaded");
         for t in 1..=40 {
             let now = TICK * t;
             let effects = restarted.handle(now, Input::Tick);
-            drive(&mut restarted, now, effects);
+            drive(&mut restarted, &mut disk, now, effects);
         }
         assert_eq!(restarted.kv().len(), 25);
     }

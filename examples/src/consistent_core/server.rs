@@ -57,7 +57,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_consensus::{
-    Config, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore, WalStoreOptions,
+    Config, LogStore, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore,
+    WalStoreOptions,
 };
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
 use synod_wal::FileStorage;
@@ -163,7 +164,10 @@ enum Event {
 
 /// The node as the runtime's worker drives it.
 struct CoreMachine {
-    node: CoreNode<Store>,
+    node: CoreNode,
+    /// The node's log on disk: each persist effect's write is applied here as it is
+    /// drained, and synced at the group commit.
+    store: Store,
     transport: Arc<TcpTransport>,
     waiters: BTreeMap<Tag, Waiter>,
     next_tag: Tag,
@@ -213,8 +217,7 @@ impl Machine for CoreMachine {
         let Some(token) = self.owed.take() else {
             return Ok(false);
         };
-        self.node
-            .store_mut()
+        self.store
             .sync()
             .map_err(|e| format!("the write-ahead log failed: {e}"))?;
         let effects = self.node.handle(now, Input::Persisted(token));
@@ -245,7 +248,12 @@ impl CoreMachine {
         for effect in effects {
             match effect {
                 Effect::Send(m) => sends.push(m),
-                Effect::Persist(token) => self.owed = Some(token),
+                Effect::Persist { token, write } => {
+                    // Laid out now (a snapshot's file is written and synced here), made
+                    // durable by the next group commit.
+                    self.store.apply(&write);
+                    self.owed = Some(token);
+                }
                 Effect::Reply { tag, response } => match self.waiters.remove(&tag) {
                     Some(Waiter::Local(c)) => c.complete(response),
                     Some(Waiter::Remote(incoming)) => {
@@ -575,7 +583,7 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
     let store_options = WalStoreOptions::default()
         .segment_bytes_max(SEGMENT_BYTES)
         .entry_bytes_max(COMMAND_BYTES_MAX);
-    let store = WalLogStore::open_with(
+    let (store, log) = WalLogStore::open_with(
         data_dir::storage(options, &Path::new("log").join("entries"))?,
         data_dir::storage(options, &Path::new("log").join("meta"))?,
         membership,
@@ -592,28 +600,20 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         // by less than 3 ticks (150 ms) over one election timeout.
         .lease_reads(3)
         .seed(id ^ options.cluster_id())
+        .tick_interval_us(u64::try_from(options.tick().as_micros()).unwrap_or(u64::MAX))
         .build()
         .map_err(|e| StartError::Usage(format!("raft configuration: {e}")))?;
     // Read ids must never repeat across restarts: this incarnation's count the starts on the
     // directory in their high bits, durably, before the node serves.
     let read_id_base = read_id_base(data_dir::next_incarnation(options, INCARNATIONS_MAX)?);
-    let mut node = CoreNode::new(
-        Node::new(config, store),
-        options.tick(),
-        core.snapshot_entries,
-    )
-    .with_read_ids_from(read_id_base);
+    let node = CoreNode::new(Node::new(config, log), core.snapshot_entries)
+        .with_read_ids_from(read_id_base);
     peers::add_peers(options, &transport)?;
 
-    // Load the snapshot and replay the committed log before taking requests.
-    for effect in node.poll() {
-        if let Effect::Fatal(why) = effect {
-            return Err(data_dir::data_err(dir, why));
-        }
-    }
     let forwarded = Arc::new(AtomicUsize::new(0));
-    let machine = CoreMachine {
+    let mut machine = CoreMachine {
         node,
+        store,
         transport: Arc::clone(&transport),
         waiters: BTreeMap::new(),
         next_tag: 0,
@@ -622,6 +622,10 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         #[cfg(test)]
         fault: core.fault,
     };
+    // Load the snapshot and replay the committed log before taking requests.
+    machine
+        .drain(Duration::ZERO)
+        .map_err(|why| data_dir::data_err(dir, why))?;
     let queue = UpdateQueue::spawn(machine)
         .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
     let shared = Arc::new(Shared {

@@ -6,12 +6,13 @@
 //! in the simulator; only the driver differs. [`RaftKvNode`] is that driver, and it shows
 //! what any driver of a Raft node owes it:
 //!
-//! - **A durable log.** Every write the node makes to its log store (appends, truncations,
-//!   the term and vote, snapshots) is recorded by [`JournalStore`] and appended to the
-//!   simulated disk as a checksummed, length-prefixed record that carries how much of the
-//!   journal was durable when it was written ([`JournalWriter`]). When the node asks for
-//!   persistence ([`core_node::Effect::Persist`]) the driver syncs the disk and hands the token back
-//!   only once the sync is done: Raft must not vote or acknowledge entries it could lose.
+//! - **A durable log.** The node keeps its log in memory and hands every change to it
+//!   (appends, truncations, the term and vote, snapshots) out with a persistence request
+//!   ([`core_node::Effect::Persist`]); the driver appends each change to the simulated disk
+//!   as a checksummed, length-prefixed record that carries how much of the journal was
+//!   durable when it was written ([`JournalWriter`]), syncs the disk and hands the token
+//!   back only once the sync is done: Raft must not vote or acknowledge entries it could
+//!   lose.
 //! - **Recovery.** On start the journal is replayed up to its torn tail and cut there;
 //!   everything after it was never synced, so never acknowledged. Damage to records that
 //!   had been synced (which the simulated disk never does) stops the node, with the
@@ -67,7 +68,7 @@ use std::time::Duration;
 
 use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalStore, JournalWriter, StoreWrite, replay};
+use synod_consensus::journal::{JournalWriter, StoreWrite, replay};
 use synod_consensus::{
     Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
 };
@@ -293,6 +294,7 @@ impl NodeOptions {
         let mut config = Config::builder(id)
             .election_timeout_ticks(ELECTION_TIMEOUT_TICKS)
             .heartbeat_interval_ticks(2)
+            .tick_interval_us(duration_nanos(TICK_EVERY) / 1_000)
             .seed(seed);
         #[cfg(feature = "broken")]
         {
@@ -443,7 +445,7 @@ pub struct RaftKvNode {
     id: NodeId,
     nodes: usize,
     options: NodeOptions,
-    core: Option<CoreNode<JournalStore>>,
+    core: Option<CoreNode>,
     /// Why the node stopped, if it did (see [`RaftKvNode::stopped`]).
     stopped: Option<String>,
     /// The simulator's request behind each of the node's client tags.
@@ -492,7 +494,7 @@ impl RaftKvNode {
 
     /// The node's Raft state machine, unless the node stopped.
     #[must_use]
-    pub fn raft(&self) -> Option<&Node<JournalStore>> {
+    pub fn raft(&self) -> Option<&Node> {
         Some(self.core.as_ref()?.raft())
     }
 
@@ -583,24 +585,6 @@ impl RaftKvNode {
             self.tally.add(|a| a.membership_committed += new);
         }
         self.changes_committed = committed;
-        // The log writes go to disk before anything the node asks next, so that the
-        // sync of a persist request covers them.
-        let written = core.store_mut().take_written();
-        for write in &written {
-            match write {
-                StoreWrite::Compact(_) => self.tally.add(|a| a.compactions += 1),
-                StoreWrite::Install(_) => self.tally.add(|a| a.snapshot_installs += 1),
-                _ => {}
-            }
-        }
-        if !written.is_empty() {
-            let mut bytes = Vec::new();
-            self.journal.encode(&written, &mut bytes);
-            if let Err(e) = ctx.disk().append(JOURNAL, &bytes) {
-                // Never acknowledge what could not be stored.
-                return self.stop(format!("journal append failed: {e}"));
-            }
-        }
         for effect in effects {
             match effect {
                 core_node::Effect::Send(message) => {
@@ -609,7 +593,20 @@ impl RaftKvNode {
                     }
                     ctx.send(message.to, message);
                 }
-                core_node::Effect::Persist(token) => {
+                core_node::Effect::Persist { token, write } => {
+                    for op in write.ops() {
+                        match op {
+                            StoreWrite::Compact(_) => self.tally.add(|a| a.compactions += 1),
+                            StoreWrite::Install(_) => self.tally.add(|a| a.snapshot_installs += 1),
+                            _ => {}
+                        }
+                    }
+                    let mut bytes = Vec::new();
+                    self.journal.encode(write.ops(), &mut bytes);
+                    if let Err(e) = ctx.disk().append(JOURNAL, &bytes) {
+                        // Never acknowledge what could not be stored.
+                        return self.stop(format!("journal append failed: {e}"));
+                    }
                     self.next_sync += 1;
                     self.syncs
                         .insert(self.next_sync, (token, self.journal.end()));
@@ -700,14 +697,9 @@ impl synod_sim::Node for RaftKvNode {
         }
         self.journal = JournalWriter::new(good as u64);
         let config = self.options.raft_config(self.id, ctx.rng().next_u64());
-        let store = JournalStore::new(mem);
         self.origin = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
-        let mut core = CoreNode::new(
-            Node::new(config, store),
-            TICK_EVERY,
-            self.options.snapshot_entries,
-        )
-        .with_read_ids_from(ctx.rng().next_u64() >> 1);
+        let mut core = CoreNode::new(Node::new(config, mem), self.options.snapshot_entries)
+            .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = core.poll();
         self.core = Some(core);
         self.changes_committed = 0;

@@ -572,8 +572,8 @@ fn start_up_errors_say_what_to_fix() {
 #[test]
 fn a_flipped_bit_in_the_middle_of_a_nodes_log_stops_its_start_with_the_location() {
     use synod_consensus::{
-        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, Term, WalLogStore,
-        WalStoreOptions,
+        Entry, HardState, LogIndex, LogStore, Membership, NodeId, Payload, RaftWrite, StoreWrite,
+        Term, WalLogStore, WalStoreOptions,
     };
     use synod_examples::consistent_core::server::{COMMAND_BYTES_MAX, SEGMENT_BYTES};
     use synod_wal::FileStorage;
@@ -589,13 +589,13 @@ fn a_flipped_bit_in_the_middle_of_a_nodes_log_stops_its_start_with_the_location(
         .segment_bytes_max(SEGMENT_BYTES)
         .entry_bytes_max(COMMAND_BYTES_MAX);
     let membership = Membership::new([NodeId::new(1)], []).expect("one voter");
-    let mut store =
+    let (mut store, _) =
         WalLogStore::open_with(storage("entries"), storage("meta"), membership, options)
             .expect("a new store");
-    store.set_hard_state(HardState {
+    let hard_state = HardState {
         term: Term::new(1),
         vote: Some(NodeId::new(1)),
-    });
+    };
     let entries: Vec<Entry> = (1..=20)
         .map(|i| Entry {
             index: LogIndex(i),
@@ -603,9 +603,14 @@ fn a_flipped_bit_in_the_middle_of_a_nodes_log_stops_its_start_with_the_location(
             payload: Payload::Command(bytes::Bytes::from(vec![b'x'; 200])),
         })
         .collect();
-    store.append(&entries[..10]);
+    store.apply(&RaftWrite::from(vec![
+        StoreWrite::HardState(hard_state),
+        StoreWrite::Append(entries[..10].to_vec()),
+    ]));
     store.sync().expect("synced");
-    store.append(&entries[10..]);
+    store.apply(&RaftWrite::from(vec![StoreWrite::Append(
+        entries[10..].to_vec(),
+    )]));
     store.sync().expect("synced");
     drop(store);
     let segment = std::fs::read_dir(data.join("log").join("entries"))
