@@ -26,6 +26,7 @@ pub struct Store {
     id: NodeId,
     configure: Configure,
     events: Rc<RefCell<Vec<(NodeId, MemberEvent)>>>,
+    told: Rc<RefCell<Vec<(NodeId, NodeId, Time)>>>,
 }
 
 impl ProtocolStore for Store {
@@ -58,7 +59,7 @@ impl ProtocolStore for Store {
     fn apply(&mut self, change: ViewChange) {
         match change {
             ViewChange::Member(event) => self.events.borrow_mut().push((self.id, event)),
-            ViewChange::Coordinator { .. } => {}
+            ViewChange::Coordinator { id, at } => self.told.borrow_mut().push((self.id, id, at)),
         }
     }
 }
@@ -88,6 +89,8 @@ pub struct Outcome {
     pub events: Vec<(NodeId, MemberEvent)>,
     /// At each round boundary (every `PERIOD_MS`): the time and every running member's view.
     pub rounds: Vec<(Duration, Views)>,
+    /// Every coordinator change a member was told of: (member, new coordinator, when).
+    pub told: Vec<(NodeId, NodeId, Time)>,
     /// At each round boundary: every running member's coordinator.
     pub coordinators: Vec<(Duration, Vec<(NodeId, NodeId)>)>,
     /// Every running member's whole view (dead tombstones too) at the last round.
@@ -161,6 +164,8 @@ impl Scenario {
         let observed_known = last_known.clone();
         let configure = self.configure.clone();
         let factory_events = events.clone();
+        let told = Rc::new(RefCell::new(Vec::new()));
+        let factory_told = told.clone();
         let mut sim = Simulation::new(
             config,
             self.seed,
@@ -169,6 +174,7 @@ impl Scenario {
                     id,
                     configure: configure.clone(),
                     events: factory_events.clone(),
+                    told: factory_told.clone(),
                 })
             },
             NoClients,
@@ -267,6 +273,7 @@ impl Scenario {
         let (known_max, gossip_max, messages_sent, bytes_sent) = *maxima.borrow();
         Outcome {
             events: events.take(),
+            told: told.take(),
             last_known: last_known.take(),
             coordinators: coordinators.take(),
             rounds: rounds.take(),
@@ -371,9 +378,4 @@ pub fn mean_p99(xs: &mut [f64]) -> (f64, f64) {
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
     let at = ((xs.len() as f64 * 0.99).ceil() as usize).clamp(1, xs.len()) - 1;
     (mean, xs[at])
-}
-
-#[allow(dead_code)]
-pub fn time(d: Duration) -> Time {
-    Time::from_nanos(d.as_nanos() as u64)
 }

@@ -364,6 +364,20 @@ fn one_coordinator_per_connected_group_and_one_again_after_the_heal() {
         }
         let after = out.coordinators_of(&all(8), ms(10_000));
         assert_eq!(after, before, "seed {seed}: after the heal");
+        // The side that followed another coordinator during the cut is told of the change.
+        let merged = after[0];
+        for group in [&half, &rest] {
+            if group.contains(&merged) {
+                continue;
+            }
+            for &member in group {
+                let told = out
+                    .told
+                    .iter()
+                    .any(|&(m, c, at)| m == member && c == merged && at.since_epoch() >= ms(8_000));
+                assert!(told, "seed {seed}: {member} was not told of {merged}");
+            }
+        }
     }
     // The coordinator crashes: the next oldest takes over, without an election; back with
     // a new generation, the old coordinator is the youngest member and does not take over.
