@@ -400,3 +400,31 @@ fn one_coordinator_per_connected_group_and_one_again_after_the_heal() {
         );
     }
 }
+
+#[test]
+fn an_isolated_member_rejoins_after_any_partition_length() {
+    use synod_sim::Cut;
+    // A member that is not a seed, and a seed; cut off for less than the suspicion timeout,
+    // long enough to be declared dead, and long enough to be forgotten on both sides.
+    for isolated in [n(5), n(1)] {
+        for cut in [ms(300), ms(3_000), ms(40_000)] {
+            for seed in 0..3 {
+                let others: Vec<_> = all(8).into_iter().filter(|&m| m != isolated).collect();
+                let heal_at = ms(3_000) + cut;
+                let mut scenario = Scenario::new(8, seed)
+                    .at(
+                        ms(3_000),
+                        Action::Partition(Cut::groups(8, &[&[isolated], &others])),
+                    )
+                    .at(heal_at, Action::HealPartition);
+                scenario.duration = heal_at + ms(5_000);
+                let out = scenario.run();
+                let agreed = out.agreed_from(&all(8), heal_at);
+                assert!(
+                    agreed.is_some_and(|at| at <= heal_at + ms(3_000)),
+                    "{isolated} cut off for {cut:?}, seed {seed}: views agree from {agreed:?}"
+                );
+            }
+        }
+    }
+}
