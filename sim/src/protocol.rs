@@ -21,6 +21,87 @@ use crate::rng::SimRng;
 ///
 /// A fresh store comes with every start of a node (the node factory builds one), so a store
 /// may keep volatile bookkeeping (where the next record goes) without it surviving a crash.
+///
+/// # A store on real storage code
+///
+/// A store may keep its data with code written for real files, such as a
+/// `synod_wal::Wal` or a production log store: it opens it at [`ProtocolStore::recover`] on
+/// `boot.disk.storage()` (a [`crate::DiskStorage`], or [`Disk::storage_in`] for one
+/// directory), and writes through it in [`ProtocolStore::write`]. Every write must reach the
+/// disk before `write` returns, because the adapter's sync covers only what was written
+/// before it was asked for: under `synod_wal::SyncPolicy::Manual` a `Wal` keeps appended
+/// records in memory until its own sync, so the store calls `Wal::flush`. The store's own
+/// syncs (a `Wal::sync`, a roll-over to a new segment) are synchronous and make the data
+/// durable at once; a failed one returns an error from `write` (fail-stop).
+///
+/// ```
+/// use std::io;
+/// use std::sync::Arc;
+/// use synod_sim::{
+///     Boot, CrashMode, Disk, DiskStorage, FaultKind, NemesisConfig, NoClients, NodeId,
+///     ProtocolNode, ProtocolStore, SimConfig, Simulation,
+/// };
+/// use synod_wal::{ManualClock, SyncPolicy, Wal, WalConfig};
+/// # use synod_node::{Effect, EffectOf, Input, InputOf, PersistToken, Protocol, Time};
+/// # /// Counts its durable records; persists one at its start.
+/// # struct Counter { id: NodeId, records: u64, effects: Vec<EffectOf<Counter>> }
+/// # impl Protocol for Counter {
+/// #     type Message = ();
+/// #     type Request = ();
+/// #     type Response = u64;
+/// #     type Write = u64;
+/// #     type Apply = ();
+/// #     fn id(&self) -> NodeId { self.id }
+/// #     fn handle(&mut self, _now: Time, input: InputOf<Self>) {
+/// #         if let Input::Persisted(_) = input { self.records += 1; }
+/// #     }
+/// #     fn poll(&mut self) -> Option<EffectOf<Self>> { self.effects.pop() }
+/// # }
+///
+/// /// Each write of the counter is a record of a write-ahead log on the node's disk.
+/// struct WalStore {
+///     wal: Option<Wal<DiskStorage>>,
+/// }
+///
+/// impl ProtocolStore for WalStore {
+///     type Protocol = Counter;
+///
+///     fn recover(&mut self, boot: Boot<'_>) -> io::Result<Counter> {
+///         let config = WalConfig::builder()
+///             .sync_policy(SyncPolicy::Manual) // the adapter syncs the disk
+///             .clock(Arc::new(ManualClock::new(0))) // segment stamps from no real clock
+///             .build()
+///             .map_err(io::Error::other)?;
+///         let (wal, report) = Wal::open(boot.disk.storage(), config).map_err(io::Error::other)?;
+///         self.wal = Some(wal);
+///         let first = Effect::Persist { token: PersistToken::default().next(), write: report.records };
+///         Ok(Counter { id: boot.id, records: report.records, effects: vec![first] })
+///     }
+///
+///     fn write(&mut self, _disk: &mut Disk, write: &u64) -> io::Result<()> {
+///         let wal = self.wal.as_ref().expect("recovered");
+///         wal.append(write.to_le_bytes().to_vec()).map_err(io::Error::other)?;
+///         // Onto the disk now, so that the adapter's sync covers it.
+///         wal.flush().map_err(io::Error::other)?;
+///         Ok(())
+///     }
+/// }
+///
+/// // Crashed and restarted (each crash in any mode), it counts every start it made durable.
+/// let nemesis = NemesisConfig::builder().kinds(&[FaultKind::Crash]).crash_modes(&CrashMode::ALL).build();
+/// let config = SimConfig::builder(1).nemesis(nemesis).build()?;
+/// for seed in 0..5 {
+///     let factory = |_| ProtocolNode::new(WalStore { wal: None });
+///     let report = Simulation::new(config.clone(), seed, factory, NoClients)
+///         .progress(|view| {
+///             let counter = view.node(NodeId::new(1)).and_then(|n| n.protocol());
+///             counter.is_some_and(|c| c.records >= 1)
+///         })
+///         .run();
+///     assert!(report.failure.is_none(), "seed {seed}: {:?}", report.failure);
+/// }
+/// # Ok::<(), synod_sim::ConfigError>(())
+/// ```
 pub trait ProtocolStore {
     /// The state machine this store persists.
     type Protocol: Protocol;
@@ -36,8 +117,9 @@ pub trait ProtocolStore {
     /// the simulator restarts it.
     fn recover(&mut self, boot: Boot<'_>) -> io::Result<Self::Protocol>;
 
-    /// Writes `write` to `disk`, after every earlier write. The adapter syncs; a store
-    /// never calls anything but the disk's write methods here.
+    /// Writes `write` to `disk` (or through a storage handle the store took from the disk at
+    /// [`ProtocolStore::recover`]), after every earlier write, and onto the disk before it
+    /// returns. The adapter syncs; a store's own syncs are synchronous.
     ///
     /// # Errors
     ///
