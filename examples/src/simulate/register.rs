@@ -35,6 +35,9 @@ pub const KEYS: u64 = 3;
 /// Clients of the simulated store.
 pub const CLIENTS: usize = 6;
 
+/// The shortest log compacted: a few dozen records, so that a run's crashes, torn writes and
+/// failed syncs meet the store's compactions.
+const COMPACT_BYTES_MIN: u64 = 4 << 10;
 /// Operations in flight per register, milliseconds between retransmissions, milliseconds
 /// before giving up (before the client's own 100 ms timeout, so the client hears "unknown").
 const LIMITS: RegisterLimits = RegisterLimits::new(KEYS as usize, 16, 10, 80);
@@ -58,7 +61,7 @@ impl ProtocolStore for RegisterStore {
     type Protocol = Registers;
 
     fn recover(&mut self, boot: Boot<'_>) -> io::Result<Registers> {
-        let (log, recovered) = RegisterLog::open(boot.disk.storage())?;
+        let (log, recovered) = RegisterLog::open_with(boot.disk.storage(), COMPACT_BYTES_MIN)?;
         self.log = Some(log);
         let voters = (1..=boot.nodes as u64).map(NodeId::new);
         Ok(Registers::start(boot.id, voters, LIMITS, recovered))
