@@ -764,7 +764,9 @@ impl<S: Storage> Wal<S> {
     /// Removes every record after `last_kept`, so that the next append gets `last_kept + 1`:
     /// a consensus follower discarding a conflicting suffix. Durable when it returns: a crash
     /// during it leaves the log with at least the records up to `last_kept` and nothing that
-    /// was not in the log before. Records up to `last_kept` are made durable as a side effect.
+    /// was not in the log before. A cut of records already written makes the records up to
+    /// `last_kept` durable as a side effect; a cut of records still queued (not yet written,
+    /// under [`SyncPolicy::Manual`]) touches no file and makes nothing durable.
     ///
     /// Appends made while it runs wait for it and get indexes after the cut. A blocking
     /// append whose record it removes fails with [`WalError::Truncated`]; a
