@@ -229,7 +229,7 @@ pub use fixed::{
     Lookup, Movement, NODES_MAX, NodeSpec, PARTITIONS_MAX, PartitionId, PartitionTable,
     REPLICATION_MAX, Redirect, TableError, TableVersion, WEIGHT_MAX, Zone, key_hash, partition_of,
 };
-pub use lock::{Acquire, DeadlockPolicy, LockManager, LockMode};
+pub use lock::{Acquire, DeadlockPolicy, LockManager, LockMode, Released};
 pub use participant::{
     FINISHED_MAX_DEFAULT, KEYS_LOCKED_MAX_DEFAULT, LOCK_WAIT_MS_DEFAULT, Participant,
     ParticipantConfig, QUERY_AFTER_MS_DEFAULT, WAITING_MAX_DEFAULT,

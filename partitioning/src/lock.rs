@@ -52,6 +52,16 @@ pub enum Acquire<T> {
     Busy,
 }
 
+/// What a [`LockManager::release`] let through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released<T> {
+    /// Waiting transactions now granted every lock they asked for, oldest first.
+    pub granted: Vec<T>,
+    /// Wait-die only: waiting transactions that would now wait for an older one, removed
+    /// from the line; they abort.
+    pub died: Vec<T>,
+}
+
 /// Locks per key for transactions of type `T`, whose order is their age (smaller is older,
 /// and older wins).
 ///
@@ -59,7 +69,7 @@ pub enum Acquire<T> {
 /// or the request waits in line, and later [`LockManager::release`]s grant it when nothing
 /// in its way remains. Waiting requests are granted oldest first, and a younger request is
 /// not granted a lock an older waiting one wants, so the oldest transaction is never
-/// starved. Limits: at most `keys_max` keys locked and `waiting_max` requests waiting.
+/// starved (under wait-die, such a younger request dies). Limits: at most `keys_max` keys locked and `waiting_max` requests waiting.
 #[derive(Clone, Debug)]
 pub struct LockManager<K, T> {
     policy: DeadlockPolicy,
@@ -114,7 +124,8 @@ impl<K: Ord + Clone + fmt::Debug, T: Ord + Copy + fmt::Debug> LockManager<K, T> 
     /// Asks for every lock of `locks` for `txn`.
     pub fn request(&mut self, txn: T, locks: Vec<(K, LockMode)>) -> Acquire<T> {
         let blockers = self.blockers(txn, &locks);
-        if blockers.is_empty() && !self.older_waiter_wants(txn, &locks) {
+        let behind_older = self.older_waiter_wants(txn, &locks);
+        if blockers.is_empty() && !behind_older {
             let new_keys = locks
                 .iter()
                 .filter(|(k, _)| !self.held.contains_key(k))
@@ -128,7 +139,10 @@ impl<K: Ord + Clone + fmt::Debug, T: Ord + Copy + fmt::Debug> LockManager<K, T> 
         let wound = match self.policy {
             DeadlockPolicy::WoundWait => blockers.into_iter().filter(|&b| b > txn).collect(),
             DeadlockPolicy::WaitDie => {
-                if blockers.iter().any(|&b| b < txn) {
+                // Waiting behind an older waiter is waiting for an older transaction too:
+                // wait-die lets only older transactions wait for younger ones, which is
+                // what keeps its waits free of cycles.
+                if behind_older || blockers.iter().any(|&b| b < txn) {
                     return Acquire::Die;
                 }
                 Vec::new()
@@ -159,8 +173,9 @@ impl<K: Ord + Clone + fmt::Debug, T: Ord + Copy + fmt::Debug> LockManager<K, T> 
     }
 
     /// Releases everything `txn` holds and withdraws its waiting request; returns the
-    /// waiting transactions granted as a result, oldest first.
-    pub fn release(&mut self, txn: T) -> Vec<T> {
+    /// waiting transactions granted as a result, oldest first, and (under wait-die) those
+    /// that must die because they would now wait for an older transaction.
+    pub fn release(&mut self, txn: T) -> Released<T> {
         self.waiting.remove(&txn);
         for (key, _) in self.holds.remove(&txn).unwrap_or_default() {
             if let Some((mode, holders)) = self.held.get_mut(&key) {
@@ -173,22 +188,34 @@ impl<K: Ord + Clone + fmt::Debug, T: Ord + Copy + fmt::Debug> LockManager<K, T> 
                 }
             }
         }
-        let mut granted = Vec::new();
+        let mut released = Released {
+            granted: Vec::new(),
+            died: Vec::new(),
+        };
         let waiting: Vec<T> = self.waiting.keys().copied().collect();
         for w in waiting {
             let locks = self.waiting[&w].clone();
-            if self.blockers(w, &locks).is_empty() && !self.older_waiter_wants(w, &locks) {
+            let blockers = self.blockers(w, &locks);
+            let behind_older = self.older_waiter_wants(w, &locks);
+            if blockers.is_empty() && !behind_older {
                 let new_keys = locks
                     .iter()
                     .filter(|(k, _)| !self.held.contains_key(k))
                     .count();
                 if self.held.len() + new_keys <= self.keys_max {
                     self.grant(w, locks);
-                    granted.push(w);
+                    released.granted.push(w);
                 }
+            } else if self.policy == DeadlockPolicy::WaitDie
+                && (behind_older || blockers.iter().any(|&b| b < w))
+            {
+                // An older transaction was granted ahead of it: under wait-die it may not
+                // wait for it.
+                self.waiting.remove(&w);
+                released.died.push(w);
             }
         }
-        granted
+        released
     }
 
     /// Whether `txn` holds any lock.
@@ -231,8 +258,8 @@ mod tests {
             m.request(3, vec![(7, Exclusive)]),
             Acquire::Wait { wound: vec![] }
         );
-        assert!(m.release(1).is_empty());
-        assert_eq!(m.release(2), vec![3]);
+        assert!(m.release(1).granted.is_empty());
+        assert_eq!(m.release(2).granted, vec![3]);
         assert_eq!(m.held_by(3), &[(7, Exclusive)]);
     }
 
@@ -249,7 +276,7 @@ mod tests {
             Acquire::Wait { wound: vec![] }
         );
         // The older waiter goes first, the younger one right after it (both shared).
-        assert_eq!(m.release(5), vec![2, 9]);
+        assert_eq!(m.release(5).granted, vec![2, 9]);
 
         let mut m: LockManager<u64, u64> = LockManager::new(DeadlockPolicy::WaitDie, 16, 16);
         assert_eq!(m.request(5, vec![(1, Exclusive)]), Acquire::Granted);
@@ -258,6 +285,22 @@ mod tests {
             m.request(2, vec![(1, Exclusive)]),
             Acquire::Wait { wound: vec![] }
         );
+        // Behind the older waiter 2, a younger request dies.
+        assert_eq!(m.request(7, vec![(1, Shared)]), Acquire::Die);
+        // 6 waits for 9 (older waits for younger) until 9 releases and 2, older than 6,
+        // takes the lock first: then 6 would wait for an older one, and dies.
+        let mut m: LockManager<u64, u64> = LockManager::new(DeadlockPolicy::WaitDie, 16, 16);
+        assert_eq!(m.request(9, vec![(1, Exclusive)]), Acquire::Granted);
+        assert_eq!(
+            m.request(6, vec![(1, Exclusive)]),
+            Acquire::Wait { wound: vec![] }
+        );
+        assert_eq!(
+            m.request(2, vec![(1, Exclusive)]),
+            Acquire::Wait { wound: vec![] }
+        );
+        let released = m.release(9);
+        assert_eq!((released.granted, released.died), (vec![2], vec![6]));
     }
 
     #[test]
@@ -279,6 +322,6 @@ mod tests {
             Acquire::Busy,
             "two keys at most"
         );
-        assert_eq!(m.release(3), vec![2]);
+        assert_eq!(m.release(3).granted, vec![2]);
     }
 }

@@ -385,8 +385,13 @@ impl Participant {
             .send(txn.coordinator, TxnMessage::Vote { txn, vote });
     }
 
-    /// Votes no for a transaction that has not prepared here, and lets it go.
+    /// Votes no for a transaction that has not prepared here, and lets it go. One that has
+    /// prepared meanwhile (a release earlier in the same step let it through) is left
+    /// alone: it voted yes, and only its coordinator may abort it now.
     fn refuse(&mut self, now: Time, txn: TxnId, refusal: Refusal) {
+        if matches!(self.pending.get(&txn), Some((_, Pending::Prepared { .. }))) {
+            return;
+        }
         let age = self.age(txn);
         self.pending.remove(&txn);
         self.finish(txn, false);
@@ -396,7 +401,11 @@ impl Participant {
 
     /// Releases the locks of `age` and prepares whatever that lets through.
     fn release(&mut self, now: Time, age: Age) {
-        for (_, granted) in self.locks.release(age) {
+        let released = self.locks.release(age);
+        for (_, died) in released.died {
+            self.refuse(now, died, Refusal::Conflict);
+        }
+        for (_, granted) in released.granted {
             self.prepare(now, granted);
         }
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use synod_partitioning::{
     Coordinator, CoordinatorConfig, CoordinatorRecord, DeadlockPolicy, Op, Participant,
     ParticipantConfig, ParticipantRecord, TxnId, TxnNode, TxnOutcome, TxnRequest, TxnResponse,
-    TxnWrite,
+    TxnWrite, participant_of,
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
@@ -89,8 +89,13 @@ enum Variant {
 #[derive(Clone, Copy, Debug)]
 struct Setup {
     nodes: usize,
+    /// Nodes `1..=coordinators` coordinate, the others are participants.
+    coordinators: u64,
     variant: Variant,
     policy: DeadlockPolicy,
+    /// Timeouts (the coordinator's prepare, the participants' lock wait) too long to ever
+    /// fire in a run: only the deadlock policy can break a deadlock.
+    patient: bool,
 }
 
 struct TxnStore {
@@ -98,8 +103,10 @@ struct TxnStore {
     shared: Rc<RefCell<Shared>>,
 }
 
-fn participants(nodes: usize) -> Vec<NodeId> {
-    (2..=nodes as u64).map(NodeId::new).collect()
+fn participants(setup: Setup) -> Vec<NodeId> {
+    (setup.coordinators + 1..=setup.nodes as u64)
+        .map(NodeId::new)
+        .collect()
 }
 
 impl ProtocolStore for TxnStore {
@@ -109,10 +116,10 @@ impl ProtocolStore for TxnStore {
         let log = boot.disk.read(LOG).unwrap_or_default();
         let (records, valid) = decode_all(&log);
         boot.disk.set_len(LOG, valid as u64)?;
-        Ok(if boot.id == NodeId::new(1) {
-            let config = CoordinatorConfig::new(boot.id, participants(self.setup.nodes))
+        Ok(if boot.id.get() <= self.setup.coordinators {
+            let config = CoordinatorConfig::new(boot.id, participants(self.setup))
                 .resend_ms(5)
-                .prepare_timeout_ms(30);
+                .prepare_timeout_ms(if self.setup.patient { 60_000 } else { 30 });
             let config = match self.setup.variant {
                 Variant::SendBeforeDurable => config.broken_send_before_durable(),
                 _ => config,
@@ -129,7 +136,7 @@ impl ProtocolStore for TxnStore {
             let config = ParticipantConfig::new(boot.id)
                 .policy(self.setup.policy)
                 .query_after_ms(5)
-                .lock_wait_ms(20)
+                .lock_wait_ms(if self.setup.patient { 60_000 } else { 20 })
                 .initial_value(OPENING);
             let config = match self.setup.variant {
                 Variant::AbortAfterYes => config.broken_abort_after_yes(),
@@ -168,6 +175,7 @@ enum BankOp {
 /// accounts on different participants, which deadlocks without avoidance), and audits of
 /// every account. `per_client` requests each, then done.
 struct Bank {
+    setup: Setup,
     per_client: u32,
     sent: BTreeMap<ClientId, u32>,
     hot: bool,
@@ -201,21 +209,23 @@ impl Workload<SimTxn> for Bank {
             ((0..ACCOUNTS).map(Op::Read).collect(), BankOp::Audit)
         } else {
             let (a, b) = if self.hot {
-                if rng.below(2) == 0 { (0, 1) } else { (1, 0) }
+                // Two accounts on the two participants, transferred both ways at once:
+                // each transaction locks one on each participant, and two of them wait
+                // for each other across the participants unless one is aborted.
+                let (x, y) = hot_pair(self.setup);
+                if rng.below(2) == 0 { (x, y) } else { (y, x) }
             } else {
                 let a = rng.below(ACCOUNTS);
                 (a, (a + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS)
             };
             let x = rng.below(10) as i64 + 1;
-            // Each side also reads the other's account first in the hot mix: both lock
-            // both accounts, in opposite orders on the two participants.
             (
                 vec![Op::Add(a, -x), Op::Add(b, x)],
                 BankOp::Transfer(a, b, x),
             )
         };
         Some(Invocation {
-            node: NodeId::new(1),
+            node: NodeId::new(1 + rng.below(self.setup.coordinators)),
             request: TxnRequest { ops },
             input,
         })
@@ -242,6 +252,15 @@ impl Workload<SimTxn> for Bank {
             }
         }
     }
+}
+
+/// The first two accounts that live on different participants.
+fn hot_pair(setup: Setup) -> (u64, u64) {
+    let parts = participants(setup);
+    (0..)
+        .map(|k| (k, k + 1))
+        .find(|&(a, b)| participant_of(a, &parts) != participant_of(b, &parts))
+        .expect("two participants")
 }
 
 /// No transaction with both outcomes.
@@ -336,9 +355,10 @@ fn simulation(
     (sim, shared)
 }
 
-fn bank(per_client: u32, hot: bool) -> (Bank, Rc<RefCell<Tally>>) {
+fn bank(setup: Setup, per_client: u32, hot: bool) -> (Bank, Rc<RefCell<Tally>>) {
     let tally = Rc::new(RefCell::new(Tally::default()));
     let b = Bank {
+        setup,
         per_client,
         sent: BTreeMap::new(),
         hot,
@@ -370,7 +390,7 @@ fn scripted(setup: Setup, seed: u64, per_client: u32, script: &[(SimTime, Action
         .trace_lines_max(100_000)
         .build()
         .expect("valid config");
-    let (bank, tally) = bank(per_client, false);
+    let (bank, tally) = bank(setup, per_client, false);
     let (sim, shared) = simulation(setup, seed, config, bank, script);
     let report = sim.run();
     Run {
@@ -438,8 +458,10 @@ fn crash_sweep(setup: Setup, nodes: &[u64], seed: u64) -> Result<(u64, u64), Str
 
 const CORRECT: Setup = Setup {
     nodes: 3,
+    coordinators: 1,
     variant: Variant::Correct,
     policy: DeadlockPolicy::WoundWait,
+    patient: false,
 };
 
 #[test]
@@ -489,7 +511,7 @@ fn random_run(setup: Setup, seed: u64) -> Run {
         .liveness_time_max(Duration::from_secs(3))
         .build()
         .expect("valid config");
-    let (bank, tally) = bank(20, false);
+    let (bank, tally) = bank(setup, 20, false);
     let (sim, shared) = simulation(setup, seed, config, bank, &[]);
     let report = sim.run();
     Run {
@@ -501,8 +523,10 @@ fn random_run(setup: Setup, seed: u64) -> Run {
 
 const RANDOM: Setup = Setup {
     nodes: 4,
+    coordinators: 1,
     variant: Variant::Correct,
     policy: DeadlockPolicy::WoundWait,
+    patient: false,
 };
 
 #[test]
@@ -530,23 +554,31 @@ fn bank_transfers_keep_their_total_under_every_fault() {
     }
 }
 
+/// Transfers both ways between two accounts on two participants, from two coordinators:
+/// two transactions each prepared on one participant wait for each other on the other.
+/// The timeouts are too long to fire in a run, so only the deadlock policy breaks these
+/// deadlocks (with wounding switched off, wound-wait stalls at the second seed; wait-die
+/// without its deaths at grant time stalled at seed 2, and 300 seeds of each pass).
 #[test]
 fn a_deadlock_prone_workload_progresses_under_wound_wait_and_wait_die() {
     for policy in [DeadlockPolicy::WoundWait, DeadlockPolicy::WaitDie] {
+        // Two coordinators: their prepares reach the two participants in either order.
         let setup = Setup {
-            nodes: 3,
+            nodes: 4,
+            coordinators: 2,
             variant: Variant::Correct,
             policy,
+            patient: true,
         };
-        for seed in 0..10 {
-            let config = fast_links(SimConfig::builder(3))
+        for seed in 0..30 {
+            let config = fast_links(SimConfig::builder(setup.nodes))
                 .clients(6)
                 .safety_time(Duration::from_millis(400))
                 .client_timeout(Duration::from_secs(2))
                 .nemesis(NemesisConfig::disabled())
                 .build()
                 .unwrap();
-            let (bank, tally) = bank(10, true);
+            let (bank, tally) = bank(setup, 10, true);
             let (sim, shared) = simulation(setup, seed, config, bank, &[]);
             let report = sim.run();
             assert!(

@@ -395,3 +395,40 @@ fn a_decision_carried_out_and_forgotten_is_acknowledged_again() {
         )]
     ));
 }
+
+/// Two prepares time out waiting for locks at the same wake-up; refusing the first lets the
+/// second through, which prepares and votes yes. It must not then be refused as well: that
+/// was a yes-voter aborting on its own (found by the bank simulation, seed 9, as a lost
+/// update).
+#[test]
+fn a_prepare_let_through_by_a_timed_out_one_is_not_refused_after_its_yes() {
+    let mut p = Participant::new(ParticipantConfig::new(n(2)).lock_wait_ms(10));
+    let effects = prepare(&mut p, t(0), txn(1), txn(1), vec![Op::Read(5)]);
+    p.handle(t(0), Input::Persisted(persists(&effects)[0].0));
+    drain(&mut p);
+    // txn 2 wants the key exclusively and waits for txn 1; txn 3 only reads it, but
+    // queues behind the older txn 2.
+    assert!(sends(&prepare(&mut p, t(1), txn(2), txn(2), vec![Op::Add(5, 1)])).is_empty());
+    assert!(sends(&prepare(&mut p, t(1), txn(3), txn(3), vec![Op::Read(5)])).is_empty());
+    p.handle(t(20), Input::Wake);
+    let effects = drain(&mut p);
+    let votes = sends(&effects);
+    assert!(
+        votes.contains(&(
+            n(1),
+            TxnMessage::Vote {
+                txn: txn(2),
+                vote: Vote::No(synod_partitioning::Refusal::Conflict)
+            }
+        )),
+        "{effects:?}"
+    );
+    assert!(
+        !votes.iter().any(
+            |(_, m)| matches!(m, TxnMessage::Vote { txn: t3, vote: Vote::No(_) } if *t3 == txn(3))
+        ),
+        "txn 3 prepared: it is never refused: {effects:?}"
+    );
+    assert_eq!(p.in_doubt().collect::<Vec<_>>(), [txn(1), txn(3)]);
+    assert_eq!(p.locks_of(txn(3)), [(5, LockMode::Shared)]);
+}
