@@ -115,6 +115,55 @@ impl Entry {
     }
 }
 
+/// What the view is searched by on every input, kept beside it so that no input costs a
+/// pass over every member: the dead count, the suspects (for their timeouts), the dead by
+/// when they died (for reaping and eviction), and the live by join order (the coordinator).
+#[derive(Debug, Default)]
+struct Index {
+    dead: usize,
+    suspects: BTreeSet<NodeId>,
+    tombstones: BTreeSet<(Time, NodeId)>,
+    ranks: BTreeSet<((u64, NodeId), NodeId)>,
+}
+
+/// The order of age among members: by join stamp, one not stamped yet counting as the
+/// youngest, then by id.
+fn rank(joined: u64, id: NodeId) -> (u64, NodeId) {
+    (if joined == 0 { u64::MAX } else { joined }, id)
+}
+
+impl Index {
+    fn add(&mut self, id: NodeId, e: &Entry) {
+        match e.state {
+            MemberState::Alive => {}
+            MemberState::Suspect => {
+                self.suspects.insert(id);
+            }
+            MemberState::Dead => {
+                self.dead += 1;
+                self.tombstones.insert((e.changed_at, id));
+                return;
+            }
+        }
+        self.ranks.insert((rank(e.joined, id), id));
+    }
+
+    fn remove(&mut self, id: NodeId, e: &Entry) {
+        match e.state {
+            MemberState::Alive => {}
+            MemberState::Suspect => {
+                self.suspects.remove(&id);
+            }
+            MemberState::Dead => {
+                self.dead -= 1;
+                self.tombstones.remove(&(e.changed_at, id));
+                return;
+            }
+        }
+        self.ranks.remove(&(rank(e.joined, id), id));
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Queued {
     update: Update,
@@ -164,6 +213,7 @@ pub struct Member {
     ready: bool,
     rng: Rng,
     members: BTreeMap<NodeId, Entry>,
+    index: Index,
     gossip: BTreeMap<NodeId, Queued>,
     awareness: u32,
     probe_order: Vec<NodeId>,
@@ -203,6 +253,7 @@ impl Member {
             persist,
             ready: false,
             members: BTreeMap::new(),
+            index: Index::default(),
             gossip: BTreeMap::new(),
             awareness: 0,
             probe_order: Vec::new(),
@@ -310,14 +361,11 @@ impl Member {
     /// agree on who is live agree on the coordinator.
     #[must_use]
     pub fn coordinator(&self) -> NodeId {
-        let rank = |joined: u64, id: NodeId| (if joined == 0 { u64::MAX } else { joined }, id);
-        let mut best = rank(self.joined, self.config.id);
-        for (&id, e) in &self.members {
-            if e.state != MemberState::Dead {
-                best = best.min(rank(e.joined, id));
-            }
+        let own = rank(self.joined, self.config.id);
+        match self.index.ranks.first() {
+            Some(&(oldest, id)) if oldest < own => id,
+            _ => self.config.id,
         }
-        best.1
     }
 
     /// How many entries the view holds (dead tombstones included, itself not).
@@ -357,11 +405,7 @@ impl Member {
 
     /// Members not believed dead, this one included.
     fn live_count(&self) -> usize {
-        1 + self
-            .members
-            .values()
-            .filter(|e| e.state != MemberState::Dead)
-            .count()
+        1 + self.members.len() - self.index.dead
     }
 
     /// How long a suspicion with `confirmations` independent confirmations (beyond the
@@ -584,6 +628,7 @@ impl Member {
                 if update.precedence() > entry.precedence() {
                     let new_generation = update.generation != entry.generation;
                     let state_changed = entry.state != update.state || new_generation;
+                    self.index.remove(update.id, entry);
                     entry.generation = update.generation;
                     entry.incarnation = update.incarnation;
                     entry.state = update.state;
@@ -593,6 +638,7 @@ impl Member {
                     if update.state == MemberState::Suspect {
                         entry.confirmers.insert(update.by);
                     }
+                    self.index.add(update.id, entry);
                     if state_changed {
                         self.event(update.id, update.generation, Some(update.state), now);
                     }
@@ -603,7 +649,9 @@ impl Member {
                     && update.joined != 0
                 {
                     // The join stamp is fixed for one incarnation; 0 only means unknown.
+                    self.index.remove(update.id, entry);
                     entry.joined = update.joined;
+                    self.index.add(update.id, entry);
                     true
                 } else if update.precedence() == entry.precedence()
                     && update.state == MemberState::Suspect
@@ -632,17 +680,16 @@ impl Member {
                 if update.state == MemberState::Suspect {
                     confirmers.insert(update.by);
                 }
-                self.members.insert(
-                    update.id,
-                    Entry {
-                        generation: update.generation,
-                        incarnation: update.incarnation,
-                        state: update.state,
-                        joined: update.joined,
-                        changed_at: now,
-                        confirmers,
-                    },
-                );
+                let entry = Entry {
+                    generation: update.generation,
+                    incarnation: update.incarnation,
+                    state: update.state,
+                    joined: update.joined,
+                    changed_at: now,
+                    confirmers,
+                };
+                self.index.add(update.id, &entry);
+                self.members.insert(update.id, entry);
                 self.event(update.id, update.generation, Some(update.state), now);
                 self.enqueue(update);
                 true
@@ -652,20 +699,21 @@ impl Member {
 
     /// Forgets the oldest dead member to make room; false if none is dead.
     fn evict_tombstone(&mut self) -> bool {
-        let oldest = self
-            .members
-            .iter()
-            .filter(|(_, e)| e.state == MemberState::Dead)
-            .min_by_key(|&(&id, e)| (e.changed_at, id))
-            .map(|(&id, _)| id);
-        match oldest {
-            Some(id) => {
-                self.members.remove(&id);
-                self.gossip.remove(&id);
+        match self.index.tombstones.first() {
+            Some(&(_, id)) => {
+                self.forget(id);
                 true
             }
             None => false,
         }
+    }
+
+    /// Removes `id` from the view and the gossip queue; returns its generation.
+    fn forget(&mut self, id: NodeId) -> Option<u64> {
+        let entry = self.members.remove(&id)?;
+        self.index.remove(id, &entry);
+        self.gossip.remove(&id);
+        Some(entry.generation)
     }
 
     // ---- the protocol period ----------------------------------------------------------
@@ -847,12 +895,15 @@ impl Member {
     fn expire_suspicions(&mut self, now: Time) {
         let live = self.live_count();
         let expired: Vec<NodeId> = self
-            .members
+            .index
+            .suspects
             .iter()
-            .filter(|(_, e)| {
-                e.state == MemberState::Suspect && self.suspicion_deadline(live, e) <= now
+            .filter(|id| {
+                self.members
+                    .get(id)
+                    .is_some_and(|e| self.suspicion_deadline(live, e) <= now)
             })
-            .map(|(&id, _)| id)
+            .copied()
             .collect();
         let me = self.config.id;
         for id in expired {
@@ -949,16 +1000,16 @@ impl Member {
 
     fn reap(&mut self, now: Time) {
         let reap = Duration::from_millis(self.config.dead_reap_ms);
-        let gone: Vec<(NodeId, u64)> = self
-            .members
-            .iter()
-            .filter(|(_, e)| e.state == MemberState::Dead && e.changed_at + reap <= now)
-            .map(|(&id, e)| (id, e.generation))
-            .collect();
-        for (id, generation) in gone {
-            self.members.remove(&id);
-            self.gossip.remove(&id);
-            self.event(id, generation, None, now);
+        while let Some(&(died, id)) = self.index.tombstones.first()
+            && died + reap <= now
+        {
+            match self.forget(id) {
+                Some(generation) => self.event(id, generation, None, now),
+                None => {
+                    debug_assert!(false, "a tombstone of a member not in the view");
+                    self.index.tombstones.remove(&(died, id));
+                }
+            }
         }
     }
 
@@ -974,13 +1025,13 @@ impl Member {
         {
             at = at.min(p.indirect_at);
         }
-        let reap = Duration::from_millis(self.config.dead_reap_ms);
-        for e in self.members.values() {
-            match e.state {
-                MemberState::Suspect => at = at.min(self.suspicion_deadline(live, e)),
-                MemberState::Dead => at = at.min(e.changed_at + reap),
-                MemberState::Alive => {}
+        for id in &self.index.suspects {
+            if let Some(e) = self.members.get(id) {
+                at = at.min(self.suspicion_deadline(live, e));
             }
+        }
+        if let Some(&(died, _)) = self.index.tombstones.first() {
+            at = at.min(died + Duration::from_millis(self.config.dead_reap_ms));
         }
         for r in self.relays.values() {
             at = at.min(r.nack_at);
@@ -1098,6 +1149,19 @@ impl Member {
         }
     }
 
+    /// Whether the index agrees with the view (checked after every input in debug builds,
+    /// in views of up to 32 members).
+    fn index_is_consistent(&self) -> bool {
+        let mut fresh = Index::default();
+        for (&id, e) in &self.members {
+            fresh.add(id, e);
+        }
+        fresh.dead == self.index.dead
+            && fresh.suspects == self.index.suspects
+            && fresh.tombstones == self.index.tombstones
+            && fresh.ranks == self.index.ranks
+    }
+
     fn schedule_wake(&mut self) {
         if !self.ready {
             return;
@@ -1143,6 +1207,11 @@ impl Protocol for Member {
             }
             Input::Request { id, request } => self.answer(id, request),
         }
+        // Rebuilding the index costs a pass over the view: checked in small views only.
+        debug_assert!(
+            self.members.len() > 32 || self.index_is_consistent(),
+            "the view's index drifted"
+        );
         if self.ready {
             let coordinator = self.coordinator();
             if self.coordinator != Some(coordinator) {
