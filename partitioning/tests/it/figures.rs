@@ -181,3 +181,84 @@ fn two_phase_commit_messages_and_persists_per_transaction_against_the_minimum() 
     // One more: the coordinator's end record, written lazily (nothing waits for it).
     assert_eq!(persists, persists_min + 1.0);
 }
+
+/// Timed figures, printed and never asserted (timings are the machine's business): a
+/// partition lookup (key to partition to owner) against the bare key hash, and a range
+/// lookup against `BTreeMap::range` over the same range starts. Run in release mode:
+/// `cargo test --release -p synod-partitioning --test it timed -- --ignored --nocapture`.
+#[test]
+#[ignore = "timed; run by hand in release mode"]
+fn timed_lookups_against_their_baselines() {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use synod_partitioning::RangeTable;
+
+    fn ns_per_op(ops: u64, mut f: impl FnMut(u64)) -> f64 {
+        let start = Instant::now();
+        for i in 0..ops {
+            f(i);
+        }
+        start.elapsed().as_nanos() as f64 / ops as f64
+    }
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let ops = 2_000_000;
+    let table = PartitionTable::new(
+        16_384,
+        3,
+        (1..=24).map(|i| (NodeId::new(i), NodeSpec::new())),
+    )
+    .unwrap();
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        ours.push(ns_per_op(ops, |i| {
+            black_box(table.owner(table.partition_of(&black_box(i).to_be_bytes())));
+        }));
+        bare.push(ns_per_op(ops, |i| {
+            black_box(key_hash(&black_box(i).to_be_bytes()));
+        }));
+    }
+    let (ours, bare) = (median(ours), median(bare));
+    println!("partition lookup {ours:.1} ns, bare hash {bare:.1} ns");
+    println!("ratio partitioning.lookup_vs_bare_hash {:.3}", ours / bare);
+
+    let mut ranges = RangeTable::new(NodeId::new(1));
+    let mut starts = BTreeMap::new();
+    starts.insert(Vec::new(), 0u64);
+    for i in 1..10_000u64 {
+        let at = (i * 1_000_003).to_be_bytes().to_vec();
+        let id = ranges.locate(&at).id;
+        if ranges.split(id, &at).is_ok() {
+            starts.insert(at, i);
+        }
+    }
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        ours.push(ns_per_op(ops, |i| {
+            black_box(ranges.locate(&black_box(i.wrapping_mul(7_919_000_003)).to_be_bytes()));
+        }));
+        base.push(ns_per_op(ops, |i| {
+            let key = black_box(i.wrapping_mul(7_919_000_003)).to_be_bytes();
+            black_box(
+                starts
+                    .range::<[u8], _>((
+                        std::ops::Bound::Unbounded,
+                        std::ops::Bound::Included(&key[..]),
+                    ))
+                    .next_back(),
+            );
+        }));
+    }
+    let (ours, base) = (median(ours), median(base));
+    println!(
+        "range lookup over {} ranges {ours:.1} ns, BTreeMap::range {base:.1} ns",
+        ranges.len()
+    );
+    println!(
+        "ratio partitioning.range_lookup_vs_btreemap {:.3}",
+        ours / base
+    );
+}

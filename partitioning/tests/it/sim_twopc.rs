@@ -25,9 +25,9 @@ use synod_partitioning::{
 };
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    Action, Boot, ClientId, Completion, CrashMode, DelayDistribution, Disk, Invocation, LinkConfig,
-    NemesisConfig, NodeId, ProtocolNode, ProtocolStore, RunReport, SimConfig, SimRng, SimTime,
-    Simulation, Workload,
+    Action, Boot, ClientId, Completion, Counter, Coverage, CrashMode, DelayDistribution, Disk,
+    Invocation, LinkConfig, NemesisConfig, NodeId, ProtocolNode, ProtocolStore, RunReport,
+    SimConfig, SimRng, SimTime, Simulation, Workload,
 };
 
 const LOG: &str = "2pc.log";
@@ -536,21 +536,31 @@ fn bank_transfers_keep_their_total_under_every_fault() {
         "sim_twopc::bank_transfers_keep_their_total_under_every_fault",
     );
     let (mut committed, mut aborted, mut events) = (0, 0, 0);
+    let mut coverage = Coverage::default();
     let seeds = runner.run(150, |seed| {
         let run = random_run(RANDOM, seed);
         committed += run.tally.borrow().committed;
         aborted += run.tally.borrow().aborted;
         events += run.report.events;
+        coverage.merge(&run.report.coverage);
         run.verdict()
     });
     println!(
         "2pc bank: {seeds} seeds, {events} events, {committed} committed, {aborted} aborted; 0 mixed outcomes, every audit saw the total"
     );
+    println!("coverage: {coverage}");
     if !runner.replaying() {
         assert!(
             committed > seeds * 10,
             "the bank made progress: {committed}"
         );
+        for counter in [
+            Counter::Crash,
+            Counter::Restart,
+            Counter::DiskUnsyncedAtCrash,
+        ] {
+            assert!(coverage.get(counter) > 0, "{counter:?} never fired");
+        }
     }
 }
 
