@@ -179,6 +179,14 @@ impl Node {
         }
     }
 
+    /// When the next tick is due, once [`Node::advance`] has started the count: the time a
+    /// driver that runs the node by [`Node::advance`] and [`Node::ready`] (rather than
+    /// [`Protocol::poll`], which asks with [`Effect::WakeAt`]) should next hand it the time.
+    #[must_use]
+    pub fn next_tick(&self) -> Option<Time> {
+        self.clock.next()
+    }
+
     fn request(&mut self, id: RequestId, request: Request) {
         let response = match request {
             Request::Propose(data) => self

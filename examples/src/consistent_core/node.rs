@@ -1,13 +1,14 @@
 //! The Consistent Core node as a sans-I/O state machine: Raft plus the key-value store.
 //!
 //! A [`CoreNode`] owns a `synod_consensus::Node` (Leader and Followers, Replicated Log,
-//! High-Water Mark) and the [`KvStore`] its committed entries drive. It takes [`Input`]s
-//! (a peer's message, a client's [`Request`], a timer's expiry, a persistence
-//! acknowledgement) through [`CoreNode::handle`], each with the time it is handed in at,
-//! and returns [`Effect`]s (messages to send, a request to make the log durable, replies to
-//! clients). It reads no clock, opens no socket and touches no file, so the same node runs
-//! under `synod-sim` and inside the real-process driver ([`super::server`]), which owns the
-//! threads, the sockets and the write-ahead log.
+//! High-Water Mark) and the [`KvStore`] its committed entries drive. It follows the node
+//! contract ([`synod_node::Protocol`]): inputs (a peer's message, a [`Command`], a wake-up,
+//! a persistence acknowledgement) are handed in with the time, and effects come out of
+//! `poll` (messages to send, the log's writes to make durable as a `RaftWrite`, replies,
+//! the time to wake it, and [`Fatal`] when it cannot go on). It reads no clock, opens no
+//! socket and touches no file, so the same node runs under `synod-sim` and inside the
+//! real-process driver ([`super::server`]), which owns the threads, the sockets and the
+//! write-ahead log.
 //!
 //! Time is a value: the caller's monotonic clock, read when it hands an input in. Before
 //! the node looks at an input it runs Raft's ticks for the time passed since the last one,
@@ -20,13 +21,12 @@
 //! clock enters the node, so a leader whose clock is set minutes ahead cannot expire every
 //! session on every replica, and a new leader carries on from where the log left off.
 //!
-//! Clients are identified by an opaque [`Tag`] the caller chooses; every request gets
-//! exactly one [`Effect::Reply`] with its tag unless the node is dropped first (the
-//! caller keeps its own deadline: a message lost on the way to a leader leaves a
-//! forwarded read unanswered).
+//! Requests are identified by the driver's `RequestId`; every request gets exactly one
+//! `Effect::Reply` with it unless the node is dropped first (the caller keeps its own
+//! deadline: a message lost on the way to a leader leaves a forwarded read unanswered).
 //!
 //! The driver may also change the cluster's membership through the leader
-//! ([`CoreNode::propose_membership`]): one change at a time, each a single voter added or
+//! ([`Command::ProposeMembership`]): one change at a time, each a single voter added or
 //! removed (or learners changed), the next refused until the last is committed.
 //!
 //! Reads come in three modes ([`ReadMode`]): linearizable (Raft's read index: the leader
@@ -35,22 +35,21 @@
 //! itself), lease (the leader's lease, falling back to a read index when it holds none),
 //! and follower reads (Follower Reads: this replica's state as applied, possibly stale).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use synod_consensus::session::{ReplicatedClock, SessionEntry, SessionId};
 use synod_consensus::{
-    LogIndex, Membership, Message, Node, NodeId, Payload, PersistToken, ProposeError, RaftWrite,
-    ReadId, ReadWaitList, Role, Term,
+    LogIndex, Membership, Message, Node, NodeId, Payload, ProposeError, RaftWrite, ReadId,
+    ReadWaitList, Role, Term,
 };
-use synod_node::Time;
+use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, RequestId, Time};
 
 use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
 
-/// The caller's id for a client request, echoed in its reply.
-pub type Tag = u64;
+/// The driver's id for a request, echoed in its reply.
+pub type Tag = RequestId;
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,52 +123,29 @@ pub enum Response {
     Unknown(String),
 }
 
-/// Something that happened to the node.
-#[derive(Debug)]
-pub enum Input {
-    /// A message from a peer.
-    Peer(Message),
+/// What a driver asks of the node: the [`synod_node::Protocol`] request type. Each is
+/// answered by one [`Effect::Reply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
     /// A client's request.
-    Client {
-        /// The caller's id for it.
-        tag: Tag,
-        /// The request.
-        request: Request,
-    },
-    /// The caller's timer went off: nothing arrived, but time passed. (Every input runs
-    /// the ticks its time brings; this one is for when no other input comes.)
-    Tick,
-    /// Everything written to the store before the effect that carried the token is
-    /// durable.
-    Persisted(PersistToken),
+    Client(Request),
     /// This node is about to stop: if it leads, hand the leadership to the most
     /// up-to-date other voter, so the cluster need not wait out an election timeout.
+    /// Answered `Kv(Ok)` at once.
     HandOver,
+    /// Propose the membership: at most one voter added or removed, learners added,
+    /// promoted and removed freely. On the leader, the change is appended to the log and
+    /// takes effect at once (answered `Kv(Ok)`); it is done once committed, which
+    /// [`CoreNode::membership_changes_committed`] counts. Refused (`NotLeader`, or `Retry`
+    /// with the reason: an earlier change not yet committed, a change of more than one
+    /// voter, a transfer under way, too much uncommitted) as a proposal is.
+    ProposeMembership(Membership),
 }
 
-/// Something the node wants done.
-#[derive(Debug)]
-pub enum Effect {
-    /// Send this message to `message.to`.
-    Send(Message),
-    /// Apply `write` to the log store and make it durable (one sync may cover several),
-    /// then hand the token back as [`Input::Persisted`].
-    Persist {
-        /// Acknowledges this write and every earlier one.
-        token: PersistToken,
-        /// The log's changes, in order.
-        write: RaftWrite,
-    },
-    /// Answer the client request with this tag.
-    Reply {
-        /// The request's tag.
-        tag: Tag,
-        /// The answer.
-        response: Response,
-    },
-    /// The node cannot continue (a snapshot that does not decode): stop it.
-    Fatal(String),
-}
+/// What the node hands up with [`Effect::Apply`]: it cannot continue (a snapshot that does
+/// not decode), and the driver must stop it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fatal(pub String);
 
 /// A summary of the node's state, for `INFO`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,7 +201,9 @@ pub struct CoreNode {
     applied_bytes: u64,
     /// [`SNAPSHOT_LOG_BYTES_MIN`], unless configured otherwise.
     snapshot_log_bytes_min: u64,
-    effects: Vec<Effect>,
+    effects: VecDeque<EffectOf<CoreNode>>,
+    /// The wake-up last asked for.
+    wake: Option<Time>,
     /// Membership changes this node proposed as leader and has not seen applied, by
     /// index, with the term they were proposed in.
     changes: BTreeMap<LogIndex, Term>,
@@ -251,7 +229,8 @@ impl CoreNode {
             snapshot_entries: snapshot_entries.max(1),
             applied_bytes: 0,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN,
-            effects: Vec::new(),
+            effects: VecDeque::new(),
+            wake: None,
             changes: BTreeMap::new(),
             changes_committed: 0,
         }
@@ -306,63 +285,8 @@ impl CoreNode {
         }
     }
 
-    /// Handles one input at `now` and returns what the caller must do, in order.
-    pub fn handle(&mut self, now: Duration, input: Input) -> Vec<Effect> {
-        self.step(now, input);
-        self.poll()
-    }
-
-    /// Takes one input in at `now` without handing anything out yet: a driver with several
-    /// inputs waiting steps them all and then [`poll`](Self::poll)s once, so that the
-    /// proposals of many clients leave in one append message per follower, and the entries
-    /// of many appends are made durable by one persistence request.
-    ///
-    /// `now` is the caller's monotonic clock read when it hands the input in, as time
-    /// since the node was created; it must not be read earlier (before a wait in a queue,
-    /// say), since a lease read is answered against it.
-    pub fn step(&mut self, now: Duration, input: Input) {
-        // Raft's clock first: a lease is checked against the time of the read, never
-        // against a count of the timer inputs that happened to arrive before it.
-        self.raft.advance(Time::from_nanos(
-            u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
-        ));
-        self.replicated
-            .tick(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
-        match input {
-            Input::Peer(message) => self.raft.step(message),
-            Input::Tick => {}
-            Input::Persisted(token) => self.raft.persisted(token),
-            Input::Client { tag, request } => self.client(tag, request),
-            Input::HandOver => self.hand_over(),
-        }
-    }
-
-    /// Proposes the membership `next` at `now` (as [`step`](Self::step) takes it): at most
-    /// one voter added or removed, learners added, promoted and removed freely. On the
-    /// leader, the change is appended to the log and takes effect at once; it is done once
-    /// committed, which [`membership_changes_committed`](Self::membership_changes_committed)
-    /// counts. [`poll`](Self::poll) afterwards for the messages that replicate it.
-    ///
-    /// # Errors
-    ///
-    /// [`ProposeError::NotLeader`] (with the leader this node knows of) on a node that does
-    /// not lead; [`ProposeError::MembershipChangePending`] while an earlier change is not
-    /// yet committed (or the leader has not yet committed an entry of its term);
-    /// [`ProposeError::Membership`] for a change of more than one voter; and, as for any
-    /// proposal, [`ProposeError::TransferInProgress`] or [`ProposeError::Backpressure`].
-    pub fn propose_membership(
-        &mut self,
-        now: Duration,
-        next: Membership,
-    ) -> Result<LogIndex, ProposeError> {
-        self.step(now, Input::Tick);
-        let index = self.raft.propose_membership(next)?;
-        self.changes.insert(index, self.raft.term());
-        Ok(index)
-    }
-
     /// How many membership changes this node proposed (through
-    /// [`propose_membership`](Self::propose_membership)) and then applied as committed, in
+    /// [`Command::ProposeMembership`]) and then applied as committed, in
     /// this incarnation. A change the node lost track of (overwritten after a leadership
     /// change, or below a snapshot installed from another leader) is not counted, even if
     /// another leader's log committed it.
@@ -371,11 +295,18 @@ impl CoreNode {
         self.changes_committed
     }
 
-    /// Whatever the node has to hand out without a new input (call once after
-    /// construction: it loads the store's snapshot and replays committed entries).
-    pub fn poll(&mut self) -> Vec<Effect> {
-        self.drain();
-        std::mem::take(&mut self.effects)
+    fn propose_membership(&mut self, id: Tag, next: Membership) {
+        let response = match self.raft.propose_membership(next) {
+            Ok(index) => {
+                self.changes.insert(index, self.raft.term());
+                Response::Kv(KvReply::Ok)
+            }
+            Err(ProposeError::NotLeader { leader }) => Response::NotLeader {
+                leader: leader.map(NodeId::get),
+            },
+            Err(e) => Response::Retry(e.to_string()),
+        };
+        self.reply(id, response);
     }
 
     fn hand_over(&mut self) {
@@ -394,8 +325,8 @@ impl CoreNode {
         }
     }
 
-    fn reply(&mut self, tag: Tag, response: Response) {
-        self.effects.push(Effect::Reply { tag, response });
+    fn reply(&mut self, id: Tag, response: Response) {
+        self.effects.push_back(Effect::Reply { id, response });
     }
 
     fn client(&mut self, tag: Tag, request: Request) {
@@ -482,18 +413,21 @@ impl CoreNode {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
             if let Some((token, write)) = ready.persist {
-                self.effects.push(Effect::Persist { token, write });
+                self.effects.push_back(Effect::Persist { token, write });
             }
             self.effects
-                .extend(ready.messages.into_iter().map(Effect::Send));
+                .extend(ready.messages.into_iter().map(|message| Effect::Send {
+                    to: message.to,
+                    message,
+                }));
             if let Some(snapshot) = ready.snapshot {
                 match KvStore::restore(&snapshot.data) {
                     Some(kv) => self.kv = kv,
                     None => {
-                        self.effects.push(Effect::Fatal(format!(
+                        self.effects.push_back(Effect::Apply(Fatal(format!(
                             "the snapshot at index {} does not decode",
                             snapshot.meta.index
-                        )));
+                        ))));
                         return;
                     }
                 }
@@ -568,6 +502,16 @@ impl CoreNode {
         }
     }
 
+    /// Asks to be woken for Raft's next tick, if that moved.
+    fn ask_wake(&mut self) {
+        if let Some(at) = self.raft.next_tick()
+            && self.wake != Some(at)
+        {
+            self.wake = Some(at);
+            self.effects.push_back(Effect::WakeAt(at));
+        }
+    }
+
     fn maybe_compact(&mut self, applied: LogIndex) {
         let snapshot_index = self.raft.log().snapshot().meta.index;
         let entries = applied.0.saturating_sub(snapshot_index.0) >= self.snapshot_entries;
@@ -577,6 +521,57 @@ impl CoreNode {
             let _ = self.raft.compact(applied, Bytes::from(self.kv.snapshot()));
             self.applied_bytes = 0;
         }
+    }
+}
+
+/// The Consistent Core node on the node contract.
+///
+/// Every input first runs Raft's ticks due at `now` (the caller's monotonic clock read when
+/// it hands the input in: a lease read is answered against it, so it must not be read
+/// earlier, before a wait in a queue, say). A driver with several inputs waiting may hand
+/// them all in and then drain once, so that the proposals of many clients leave in one
+/// append message per follower, and their entries are made durable by one persist effect.
+/// Drain once right after construction: it loads the log's snapshot and replays the
+/// committed entries.
+impl Protocol for CoreNode {
+    type Message = Message;
+    type Request = Command;
+    type Response = Response;
+    type Write = RaftWrite;
+    type Apply = Fatal;
+
+    fn id(&self) -> NodeId {
+        self.raft.id()
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        // Raft's clock first: a lease is checked against the time of the read, never
+        // against a count of the wake-ups that happened to arrive before it.
+        self.raft.advance(now);
+        self.replicated.tick(now.as_millis());
+        match input {
+            Input::Message { from, message } => {
+                self.raft.handle(now, Input::Message { from, message });
+            }
+            Input::Wake => {}
+            Input::Persisted(token) => self.raft.persisted(token),
+            Input::Request { id, request } => match request {
+                Command::Client(request) => self.client(id, request),
+                Command::HandOver => {
+                    self.hand_over();
+                    self.reply(id, Response::Kv(KvReply::Ok));
+                }
+                Command::ProposeMembership(next) => self.propose_membership(id, next),
+            },
+        }
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        if self.effects.is_empty() {
+            self.drain();
+            self.ask_wake();
+        }
+        self.effects.pop_front()
     }
 }
 
@@ -592,6 +587,8 @@ fn unknown_response() -> Response {
 mod tests {
     use super::*;
     use crate::consistent_core::kv::PutCondition;
+    use std::time::Duration;
+
     use synod_consensus::{Config, LogStore, MemLogStore, Membership};
 
     const TICK: Duration = Duration::from_millis(50);
@@ -644,16 +641,18 @@ mod tests {
             }
         }
 
-        fn run(&mut self, at: usize, input: Input) {
+        fn run(&mut self, at: usize, input: InputOf<CoreNode>) {
             let mut queue = vec![(at, input)];
             while let Some((at, input)) = queue.pop() {
-                let now = self.now + self.offsets[at];
-                for effect in self.nodes[at].handle(now, input) {
+                let now = time(self.now + self.offsets[at]);
+                self.nodes[at].handle(now, input);
+                let from = self.nodes[at].id();
+                for effect in drain(&mut self.nodes[at]) {
                     match effect {
-                        Effect::Send(m) => {
-                            let to = usize::try_from(m.to.get() - 1).expect("small");
+                        Effect::Send { to, message } => {
+                            let to = usize::try_from(to.get() - 1).expect("small");
                             if self.cut != Some(to) && self.cut != Some(at) {
-                                queue.insert(0, (to, Input::Peer(m)));
+                                queue.insert(0, (to, Input::Message { from, message }));
                             }
                         }
                         Effect::Persist { token, write } => {
@@ -661,11 +660,26 @@ mod tests {
                             self.disks[at].sync();
                             queue.push((at, Input::Persisted(token)));
                         }
-                        Effect::Reply { tag, response } => self.replies.push((tag, response)),
-                        Effect::Fatal(why) => panic!("{why}"),
+                        Effect::Reply { id, response } => self.replies.push((id, response)),
+                        Effect::Apply(Fatal(why)) => panic!("{why}"),
+                        Effect::WakeAt(_) => {}
                     }
                 }
             }
+        }
+
+        /// Asks node `at` for `command` as request `id`; its reply, if one came.
+        fn command(&mut self, at: usize, id: u64, command: Command) -> Option<Response> {
+            let id = RequestId(id);
+            self.run(
+                at,
+                Input::Request {
+                    id,
+                    request: command,
+                },
+            );
+            let i = self.replies.iter().position(|(t, _)| *t == id)?;
+            Some(self.replies.remove(i).1)
         }
 
         fn tick_all(&mut self, ticks: usize) {
@@ -678,15 +692,13 @@ mod tests {
             for _ in 0..ticks {
                 self.now += TICK;
                 for i in (0..self.nodes.len()).filter(|&i| Some(i) != withheld) {
-                    self.run(i, Input::Tick);
+                    self.run(i, Input::Wake);
                 }
             }
         }
 
-        fn client(&mut self, at: usize, tag: Tag, request: Request) -> Option<Response> {
-            self.run(at, Input::Client { tag, request });
-            let i = self.replies.iter().position(|(t, _)| *t == tag)?;
-            Some(self.replies.remove(i).1)
+        fn client(&mut self, at: usize, tag: u64, request: Request) -> Option<Response> {
+            self.command(at, tag, Command::Client(request))
         }
 
         fn leader(&self) -> usize {
@@ -701,6 +713,15 @@ mod tests {
                 .find(|&i| i != old && self.nodes[i].raft().role() == Role::Leader)
                 .expect("a new leader")
         }
+    }
+
+    /// Everything `node` hands out until it has nothing more.
+    fn drain(node: &mut CoreNode) -> Vec<EffectOf<CoreNode>> {
+        std::iter::from_fn(|| node.poll()).collect()
+    }
+
+    fn time(d: Duration) -> Time {
+        Time::from_nanos(u64::try_from(d.as_nanos()).expect("small"))
     }
 
     fn ms(time: Duration) -> u64 {
@@ -838,24 +859,28 @@ mod tests {
         let id = |i: usize| NodeId::new(u64::try_from(i).expect("small") + 1);
         let voters = |skip: Option<usize>| (0..3).filter(move |&i| Some(i) != skip).map(id);
         let demoted = Membership::new(voters(Some(follower)), [id(follower)]).expect("valid");
-        let now = cluster.now;
+        let change = |m: &Membership| Command::ProposeMembership(m.clone());
         // Only the leader takes a change.
-        let refused = cluster.nodes[follower].propose_membership(now, demoted.clone());
+        let refused = cluster.command(follower, 1, change(&demoted));
         assert_eq!(
             refused,
-            Err(ProposeError::NotLeader {
-                leader: Some(id(leader))
+            Some(Response::NotLeader {
+                leader: Some(id(leader).get())
             })
         );
-        cluster.nodes[leader]
-            .propose_membership(now, demoted.clone())
-            .expect("the leader proposes");
+        // Cut off, the leader keeps the change uncommitted until the cut heals.
+        cluster.cut = Some(leader);
+        let accepted = cluster.command(leader, 2, change(&demoted));
+        assert_eq!(accepted, Some(Response::Kv(KvReply::Ok)));
         // A second change while the first is uncommitted is refused.
         let restored = Membership::new(voters(None), []).expect("valid");
         assert_eq!(
-            cluster.nodes[leader].propose_membership(now, restored.clone()),
-            Err(ProposeError::MembershipChangePending)
+            cluster.command(leader, 3, change(&restored)),
+            Some(Response::Retry(
+                ProposeError::MembershipChangePending.to_string()
+            ))
         );
+        cluster.cut = None;
         cluster.tick_all(4);
         for node in &cluster.nodes {
             assert_eq!(node.raft().membership(), &demoted);
@@ -863,9 +888,12 @@ mod tests {
         }
         assert_eq!(cluster.nodes[leader].membership_changes_committed(), 1);
         // Once it committed, the next change is taken: the learner is promoted back.
-        cluster.nodes[leader]
-            .propose_membership(cluster.now, restored.clone())
-            .expect("the first change committed");
+        let accepted = cluster.command(leader, 4, change(&restored));
+        assert_eq!(
+            accepted,
+            Some(Response::Kv(KvReply::Ok)),
+            "the first change committed"
+        );
         cluster.tick_all(4);
         assert_eq!(cluster.nodes[leader].membership_changes_committed(), 2);
         for node in &cluster.nodes {
@@ -888,9 +916,9 @@ mod tests {
         for i in 0..50 {
             cluster.run(
                 leader,
-                Input::Client {
-                    tag: i,
-                    request: put(&format!("k{i}"), &format!("v{i}")),
+                Input::Request {
+                    id: RequestId(i),
+                    request: Command::Client(put(&format!("k{i}"), &format!("v{i}"))),
                 },
             );
             cluster.tick_all(1);
@@ -927,9 +955,9 @@ mod tests {
         let write = |cluster: &mut Cluster, tag: u64, key: String| {
             cluster.run(
                 0,
-                Input::Client {
-                    tag,
-                    request: put(&key, &value),
+                Input::Request {
+                    id: RequestId(tag),
+                    request: Command::Client(put(&key, &value)),
                 },
             );
         };
@@ -964,9 +992,9 @@ mod tests {
         for i in 0..25 {
             cluster.run(
                 0,
-                Input::Client {
-                    tag: i,
-                    request: put(&format!("k{i}"), "x"),
+                Input::Request {
+                    id: RequestId(i),
+                    request: Command::Client(put(&format!("k{i}"), "x")),
                 },
             );
         }
@@ -983,28 +1011,24 @@ mod tests {
             .build()
             .expect("valid");
         let mut restarted = CoreNode::new(Node::new(config, disk.clone()), 10);
-        fn drive(
-            node: &mut CoreNode,
-            disk: &mut MemLogStore,
-            now: Duration,
-            mut effects: Vec<Effect>,
-        ) {
+        fn drive(node: &mut CoreNode, disk: &mut MemLogStore, now: Duration) {
+            let mut effects = drain(node);
             while let Some(effect) = effects.pop() {
                 if let Effect::Persist { token, write } = effect {
                     disk.apply(&write);
                     disk.sync();
-                    effects.extend(node.handle(now, Input::Persisted(token)));
+                    node.handle(time(now), Input::Persisted(token));
+                    effects.extend(drain(node));
                 }
             }
         }
-        let effects = restarted.poll();
-        drive(&mut restarted, &mut disk, Duration::ZERO, effects);
+        drive(&mut restarted, &mut disk, Duration::ZERO);
         // The snapshot is loaded at once; entries above it replay once committed again.
         assert!(restarted.kv().len() >= 10, "the snapshot is loaded");
         for t in 1..=40 {
             let now = TICK * t;
-            let effects = restarted.handle(now, Input::Tick);
-            drive(&mut restarted, &mut disk, now, effects);
+            restarted.handle(time(now), Input::Wake);
+            drive(&mut restarted, &mut disk, now);
         }
         assert_eq!(restarted.kv().len(), 25);
     }

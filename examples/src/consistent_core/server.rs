@@ -60,12 +60,13 @@ use synod_consensus::{
     Config, LogStore, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore,
     WalStoreOptions,
 };
+use synod_node::{Effect, Input, Protocol, RequestId, Time};
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
 use synod_wal::FileStorage;
 
 use super::commands::{Action, ConnState, execute, refusal};
 use super::node::{
-    CoreNode, Effect, Info, Input, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
+    Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
 use crate::resp::{self, Commands, Reply, Value};
 use crate::runtime::{
@@ -152,7 +153,8 @@ enum Waiter {
 }
 
 enum Event {
-    Peer(Message),
+    /// A peer's message, with the peer the transport authenticated.
+    Peer(NodeId, Message),
     Client(Request, Waiter),
     Tick,
     Info,
@@ -184,23 +186,40 @@ impl Machine for CoreMachine {
     type Answer = Info;
 
     fn step(&mut self, now: Duration, event: Event) {
+        let now = Time::from_nanos(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
         match event {
-            Event::Peer(message) => self.node.step(now, Input::Peer(message)),
+            // The transport authenticated the peer by its handshake; a message is taken
+            // as from the node it names only if that is the peer it came from.
+            Event::Peer(from, message) => self.node.handle(now, Input::Message { from, message }),
             Event::Client(request, waiter) => {
                 #[cfg(test)]
                 let write = matches!(request, Request::Write { .. });
-                self.next_tag += 1;
-                let tag = self.next_tag;
+                let tag = self.next_tag();
                 self.waiters.insert(tag, waiter);
-                self.node.step(now, Input::Client { tag, request });
+                self.node.handle(
+                    now,
+                    Input::Request {
+                        id: tag,
+                        request: Command::Client(request),
+                    },
+                );
                 #[cfg(test)]
                 if write {
                     self.commit_fault(tag);
                 }
             }
-            Event::Tick => self.node.step(now, Input::Tick),
+            Event::Tick => self.node.handle(now, Input::Wake),
             Event::Info | Event::Stop => {}
-            Event::HandOver => self.node.step(now, Input::HandOver),
+            Event::HandOver => {
+                let id = self.next_tag();
+                self.node.handle(
+                    now,
+                    Input::Request {
+                        id,
+                        request: Command::HandOver,
+                    },
+                );
+            }
         }
     }
 
@@ -209,8 +228,7 @@ impl Machine for CoreMachine {
     }
 
     fn drain(&mut self, _now: Duration) -> Result<(), String> {
-        let effects = self.node.poll();
-        self.run(effects)
+        self.run()
     }
 
     fn sync(&mut self, now: Duration) -> Result<bool, String> {
@@ -220,8 +238,9 @@ impl Machine for CoreMachine {
         self.store
             .sync()
             .map_err(|e| format!("the write-ahead log failed: {e}"))?;
-        let effects = self.node.handle(now, Input::Persisted(token));
-        self.run(effects)?;
+        let now = Time::from_nanos(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
+        self.node.handle(now, Input::Persisted(token));
+        self.run()?;
         Ok(true)
     }
 
@@ -240,21 +259,27 @@ impl CoreMachine {
         }
     }
 
-    /// Carries out effects: answers first, so that a client is not kept waiting while the
-    /// worker tells the followers of a new commit index (the answers depend only on what
-    /// is committed or durable already, never on those messages), then messages to peers.
-    fn run(&mut self, effects: Vec<Effect>) -> Result<(), String> {
+    fn next_tag(&mut self) -> Tag {
+        self.next_tag = RequestId(self.next_tag.0 + 1);
+        self.next_tag
+    }
+
+    /// Carries out the node's effects: answers first, so that a client is not kept waiting
+    /// while the worker tells the followers of a new commit index (the answers depend only
+    /// on what is committed or durable already, never on those messages), then messages to
+    /// peers. Wake-ups are the ticker's business: it hands the node the time every tick.
+    fn run(&mut self) -> Result<(), String> {
         let mut sends = Vec::new();
-        for effect in effects {
+        while let Some(effect) = self.node.poll() {
             match effect {
-                Effect::Send(m) => sends.push(m),
+                Effect::Send { message, .. } => sends.push(message),
                 Effect::Persist { token, write } => {
                     // Laid out now (a snapshot's file is written and synced here), made
                     // durable by the next group commit.
                     self.store.apply(&write);
                     self.owed = Some(token);
                 }
-                Effect::Reply { tag, response } => match self.waiters.remove(&tag) {
+                Effect::Reply { id, response } => match self.waiters.remove(&id) {
                     Some(Waiter::Local(c)) => c.complete(response),
                     Some(Waiter::Remote(incoming)) => {
                         let bytes = postcard::to_stdvec(&response).expect("encodes");
@@ -263,7 +288,8 @@ impl CoreMachine {
                     }
                     None => {}
                 },
-                Effect::Fatal(why) => return Err(why),
+                Effect::Apply(Fatal(why)) => return Err(why),
+                Effect::WakeAt(_) => {}
             }
         }
         for m in sends {
@@ -319,7 +345,7 @@ impl PeerHandler for Shared {
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             }
         } else if let Ok(message) = Message::decode(incoming.payload()) {
-            let _ = self.queue.submit(Event::Peer(message));
+            let _ = self.queue.submit(Event::Peer(incoming.from(), message));
         }
         None
     }
@@ -616,7 +642,7 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         store,
         transport: Arc::clone(&transport),
         waiters: BTreeMap::new(),
-        next_tag: 0,
+        next_tag: RequestId(0),
         owed: None,
         forwarded: Arc::clone(&forwarded),
         #[cfg(test)]

@@ -31,7 +31,7 @@
 //! ([`CLOCK_DRIFT_PPM_MAX`], to which the nemesis's drift is set) requires; snapshot and
 //! compact their logs every 200 applied entries, so that a node that lags or restarts
 //! behind the leader's snapshot installs it; and, while they lead, hand their leadership
-//! over (Raft's leadership transfer, [`Input::HandOver`]) every 300 ms of their clock. A
+//! over (Raft's leadership transfer, [`Command::HandOver`]) every 300 ms of their clock. A
 //! [`Tally`] counts what the nodes did ([`Activity`]): lease reads served under a lease and
 //! those that fell back to a read index, compactions, snapshot installs, hand-overs,
 //! transfers, and membership changes proposed and committed. Membership changes
@@ -80,7 +80,8 @@ use synod_sim::{
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
 use super::{RunSummary, progress_after_healing};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
-use crate::consistent_core::node::{self as core_node, CoreNode, Input, ReadMode, Tag};
+use crate::consistent_core::node::{self as core_node, Command, CoreNode, Fatal, ReadMode, Tag};
+use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 
 /// Keys the clients use: enough that each key's history stays small for the checker,
 /// however many writes end unknown while the leader changes.
@@ -249,7 +250,7 @@ impl NodeOptions {
     }
 
     /// A node that leads hands its leadership to the most up-to-date other voter
-    /// ([`Input::HandOver`]: Raft's leadership transfer) every `every` of its clock, from a
+    /// ([`Command::HandOver`]: Raft's leadership transfer) every `every` of its clock, from a
     /// start drawn at random within the first `every`; `None` never hands over.
     #[must_use]
     pub fn with_hand_overs(mut self, every: Option<Duration>) -> Self {
@@ -475,7 +476,7 @@ impl RaftKvNode {
             core: None,
             stopped: None,
             requests: BTreeMap::new(),
-            next_tag: 0,
+            next_tag: synod_node::RequestId(0),
             syncs: BTreeMap::new(),
             next_sync: 0,
             journal: JournalWriter::new(0),
@@ -518,51 +519,76 @@ impl RaftKvNode {
     /// pause or handed an input late runs every Raft tick that time brings before it
     /// looks at the input, and a lease read is checked against the time it is taken at,
     /// never against a count of the timer expiries that happened to be delivered.
-    fn now(&self, ctx: &Context<'_, Self>) -> Duration {
+    fn now(&self, ctx: &Context<'_, Self>) -> Time {
         let monotonic = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
-        monotonic.saturating_sub(self.origin)
+        let since = monotonic.saturating_sub(self.origin);
+        Time::from_nanos(duration_nanos(since))
+    }
+
+    /// A fresh id for a request of the driver's own.
+    fn next_tag(&mut self) -> Tag {
+        self.next_tag = synod_node::RequestId(self.next_tag.0 + 1);
+        self.next_tag
     }
 
     /// As leader, proposes a membership change drawn from the simulation's generator
     /// ([`membership_change`]) and carries out what the node then asks. A refusal (a change
     /// still uncommitted, a transfer under way) is no fault: the next timer tries again.
     fn change_membership(&mut self, ctx: &mut Context<'_, Self>) {
-        let now = self.now(ctx);
         let nodes = self.nodes as u64;
-        let Some(core) = self.core.as_mut() else {
-            return;
-        };
         let tries = if self.options.changes_twice() { 2 } else { 1 };
         for _ in 0..tries {
+            let Some(core) = self.core.as_ref() else {
+                return;
+            };
             let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
                 break;
             };
-            if core.propose_membership(now, next).is_ok() {
+            let id = self.next_tag();
+            let request = Command::ProposeMembership(next);
+            let effects = self.feed(ctx, Input::Request { id, request });
+            let accepted = effects.iter().any(|e| {
+                matches!(e, Effect::Reply { id: r, response: core_node::Response::Kv(KvReply::Ok) } if *r == id)
+            });
+            if accepted {
                 self.tally.add(|a| a.membership_proposed += 1);
             }
+            self.carry_out(ctx, effects);
         }
-        let effects = core.poll();
-        self.carry_out(ctx, effects);
+    }
+
+    /// Hands `input` to the node at the current time and drains what it asks.
+    fn feed(
+        &mut self,
+        ctx: &Context<'_, Self>,
+        input: InputOf<CoreNode>,
+    ) -> Vec<EffectOf<CoreNode>> {
+        let now = self.now(ctx);
+        let Some(core) = self.core.as_mut() else {
+            return Vec::new();
+        };
+        core.handle(now, input);
+        std::iter::from_fn(|| core.poll()).collect()
     }
 
     /// Feeds `input` to the node and carries out what it asks.
-    fn handle(&mut self, ctx: &mut Context<'_, Self>, input: Input) {
+    fn handle(&mut self, ctx: &mut Context<'_, Self>, input: InputOf<CoreNode>) {
         let now = self.now(ctx);
         let Some(core) = self.core.as_mut() else {
             return;
         };
-        if let Input::Client {
+        if let Input::Request {
             request:
-                core_node::Request::Read {
+                Command::Client(core_node::Request::Read {
                     mode: ReadMode::Lease,
                     ..
-                },
+                }),
             ..
         } = &input
         {
             // Raft's ticks up to `now` first, so the lease looked at is the one the read
-            // is taken under (stepping the read at the same time runs no more ticks).
-            core.step(now, Input::Tick);
+            // is taken under (handing the read in at the same time runs no more ticks).
+            core.handle(now, Input::Wake);
             let leading = core.raft().role() == Role::Leader;
             let leased = core.raft().read_lease().is_some();
             self.tally.add(|a| match (leading, leased) {
@@ -571,11 +597,11 @@ impl RaftKvNode {
                 (false, _) => a.lease_reads_elsewhere += 1,
             });
         }
-        let effects = core.handle(now, input);
+        let effects = self.feed(ctx, input);
         self.carry_out(ctx, effects);
     }
 
-    fn carry_out(&mut self, ctx: &mut Context<'_, Self>, effects: Vec<core_node::Effect>) {
+    fn carry_out(&mut self, ctx: &mut Context<'_, Self>, effects: Vec<EffectOf<CoreNode>>) {
         let Some(core) = self.core.as_mut() else {
             return;
         };
@@ -587,13 +613,13 @@ impl RaftKvNode {
         self.changes_committed = committed;
         for effect in effects {
             match effect {
-                core_node::Effect::Send(message) => {
+                Effect::Send { to, message } => {
                     if message.body == MessageBody::TimeoutNow {
                         self.tally.add(|a| a.transfers += 1);
                     }
-                    ctx.send(message.to, message);
+                    ctx.send(to, message);
                 }
-                core_node::Effect::Persist { token, write } => {
+                Effect::Persist { token, write } => {
                     for op in write.ops() {
                         match op {
                             StoreWrite::Compact(_) => self.tally.add(|a| a.compactions += 1),
@@ -612,12 +638,14 @@ impl RaftKvNode {
                         .insert(self.next_sync, (token, self.journal.end()));
                     ctx.sync(SyncToken(self.next_sync));
                 }
-                core_node::Effect::Reply { tag, response } => {
-                    if let Some((id, request)) = self.requests.remove(&tag) {
+                Effect::Reply { id, response } => {
+                    if let Some((id, request)) = self.requests.remove(&id) {
                         ctx.reply(id, translate(request, response));
                     }
                 }
-                core_node::Effect::Fatal(why) => return self.stop(format!("fatal: {why}")),
+                Effect::Apply(Fatal(why)) => return self.stop(format!("fatal: {why}")),
+                // The node's timer runs every tick anyway.
+                Effect::WakeAt(_) => {}
             }
         }
     }
@@ -700,7 +728,7 @@ impl synod_sim::Node for RaftKvNode {
         self.origin = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
         let mut core = CoreNode::new(Node::new(config, mem), self.options.snapshot_entries)
             .with_read_ids_from(ctx.rng().next_u64() >> 1);
-        let effects = core.poll();
+        let effects = std::iter::from_fn(|| core.poll()).collect();
         self.core = Some(core);
         self.changes_committed = 0;
         self.carry_out(ctx, effects);
@@ -715,15 +743,22 @@ impl synod_sim::Node for RaftKvNode {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: NodeId, message: Message) {
-        self.handle(ctx, Input::Peer(message));
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, message: Message) {
+        self.handle(ctx, Input::Message { from, message });
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: TimerId) {
         if timer == HAND_OVER {
             if self.leading().is_some() {
                 self.tally.add(|a| a.hand_overs += 1);
-                self.handle(ctx, Input::HandOver);
+                let id = self.next_tag();
+                self.handle(
+                    ctx,
+                    Input::Request {
+                        id,
+                        request: Command::HandOver,
+                    },
+                );
             }
             if let (Some(every), true) = (self.options.hand_over_every, self.core.is_some()) {
                 ctx.set_timer(every, HAND_OVER);
@@ -740,7 +775,7 @@ impl synod_sim::Node for RaftKvNode {
             }
             return;
         }
-        self.handle(ctx, Input::Tick);
+        self.handle(ctx, Input::Wake);
         if self.core.is_some() {
             ctx.set_timer(TICK_EVERY, TICK);
         }
@@ -762,14 +797,13 @@ impl synod_sim::Node for RaftKvNode {
         if self.requests.len() >= REQUESTS_MAX {
             self.requests.pop_first();
         }
-        self.next_tag += 1;
-        self.requests.insert(self.next_tag, (id, request));
-        let tag = self.next_tag;
+        let tag = self.next_tag();
+        self.requests.insert(tag, (id, request));
         self.handle(
             ctx,
-            Input::Client {
-                tag,
-                request: core_request(request),
+            Input::Request {
+                id: tag,
+                request: Command::Client(core_request(request)),
             },
         );
     }
