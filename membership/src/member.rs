@@ -164,10 +164,73 @@ impl Index {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Queued {
-    update: Update,
-    transmits: u32,
+/// The updates waiting to be gossiped, one per member, each with how many times it was
+/// sent, ordered by that count so that a message takes the least sent first without
+/// sorting the queue.
+#[derive(Debug, Default)]
+struct GossipQueue {
+    entries: BTreeMap<NodeId, (Update, u32)>,
+    by_transmits: BTreeSet<(u32, NodeId)>,
+}
+
+impl GossipQueue {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn remove(&mut self, id: NodeId) {
+        if let Some((_, transmits)) = self.entries.remove(&id) {
+            self.by_transmits.remove(&(transmits, id));
+        }
+    }
+
+    /// Queues `update`, replacing any earlier one about the same member; when `max` are
+    /// queued, the update sent most often (it has done the most of its work) makes room.
+    fn push(&mut self, update: Update, max: usize) {
+        self.remove(update.id);
+        if self.entries.len() >= max
+            && let Some(&(_, worst)) = self.by_transmits.last()
+        {
+            self.remove(worst);
+        }
+        self.entries.insert(update.id, (update, 0));
+        self.by_transmits.insert((0, update.id));
+    }
+
+    /// Takes the least sent updates, in order, while they fit in `budget` bytes, counting
+    /// a send for each and dropping those sent `limit` times.
+    fn take(&mut self, mut budget: usize, limit: u32, out: &mut Vec<Update>) {
+        let mut taken = Vec::new();
+        for &(transmits, id) in &self.by_transmits {
+            let Some(&(update, _)) = self.entries.get(&id) else {
+                continue;
+            };
+            let bytes = update_bytes(&update);
+            if bytes > budget {
+                // The message is full: stop rather than look through the whole queue for
+                // a smaller update.
+                break;
+            }
+            budget -= bytes;
+            out.push(update);
+            taken.push((transmits, id));
+        }
+        for (transmits, id) in taken {
+            self.by_transmits.remove(&(transmits, id));
+            if transmits + 1 >= limit {
+                self.entries.remove(&id);
+            } else {
+                self.by_transmits.insert((transmits + 1, id));
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.1 = transmits + 1;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -214,7 +277,7 @@ pub struct Member {
     rng: Rng,
     members: BTreeMap<NodeId, Entry>,
     index: Index,
-    gossip: BTreeMap<NodeId, Queued>,
+    gossip: GossipQueue,
     awareness: u32,
     probe_order: Vec<NodeId>,
     probe_cursor: usize,
@@ -254,7 +317,7 @@ impl Member {
             ready: false,
             members: BTreeMap::new(),
             index: Index::default(),
-            gossip: BTreeMap::new(),
+            gossip: GossipQueue::default(),
             awareness: 0,
             probe_order: Vec::new(),
             probe_cursor: 0,
@@ -507,28 +570,8 @@ impl Member {
             budget = budget.saturating_sub(update_bytes(&update));
             message.updates.push(update);
         }
-        let mut order: Vec<(u32, NodeId)> = self
-            .gossip
-            .iter()
-            .map(|(&id, q)| (q.transmits, id))
-            .collect();
-        order.sort_unstable();
         let limit = self.retransmit_limit();
-        for (_, id) in order {
-            let Some(queued) = self.gossip.get_mut(&id) else {
-                continue;
-            };
-            let bytes = update_bytes(&queued.update);
-            if bytes > budget {
-                continue;
-            }
-            budget -= bytes;
-            message.updates.push(queued.update);
-            queued.transmits += 1;
-            if queued.transmits >= limit {
-                self.gossip.remove(&id);
-            }
-        }
+        self.gossip.take(budget, limit, &mut message.updates);
         self.emit(to, message);
     }
 
@@ -585,21 +628,7 @@ impl Member {
     }
 
     fn enqueue(&mut self, update: Update) {
-        if !self.gossip.contains_key(&update.id)
-            && self.gossip.len() >= self.config.gossip_queue_max
-        {
-            // Full: drop the update sent most often (it has done the most of its work).
-            if let Some((&worst, _)) = self.gossip.iter().max_by_key(|(_, q)| q.transmits) {
-                self.gossip.remove(&worst);
-            }
-        }
-        self.gossip.insert(
-            update.id,
-            Queued {
-                update,
-                transmits: 0,
-            },
-        );
+        self.gossip.push(update, self.config.gossip_queue_max);
     }
 
     // ---- merging what others say ------------------------------------------------------
@@ -712,7 +741,7 @@ impl Member {
     fn forget(&mut self, id: NodeId) -> Option<u64> {
         let entry = self.members.remove(&id)?;
         self.index.remove(id, &entry);
-        self.gossip.remove(&id);
+        self.gossip.remove(id);
         Some(entry.generation)
     }
 
