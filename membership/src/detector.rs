@@ -410,42 +410,31 @@ mod tests {
         );
     }
 
+    /// How long after the last of eleven heartbeats a second apart `config` suspects.
+    fn silence_before_suspicion(config: PhiConfig) -> Duration {
+        let mut d = PhiAccrual::new(config);
+        for beat in 0..=10u64 {
+            d.heartbeat(ms(beat * 1_000));
+        }
+        d.suspect_at()
+            .expect("heard from it")
+            .saturating_duration_since(ms(10_000))
+    }
+
     #[test]
     fn threshold_eight_in_mean_intervals_matches_the_table() {
         // Exponential: 8 * ln 10 = 18.42 mean intervals.
-        let config = PhiConfig::new(8.0, 100, 0, 0, 1_000)
+        let exponential = PhiConfig::new(8.0, 100, 0, 0, 1_000)
             .unwrap()
             .with_model(PhiModel::Exponential);
-        let mut d = PhiAccrual::new(config);
-        for beat in 0..=10u64 {
-            d.heartbeat(ms(beat * 1_000));
-        }
-        let after = d
-            .suspect_at()
-            .unwrap()
-            .saturating_duration_since(ms(10_000));
-        assert_eq!(after.as_millis(), 18_421);
+        assert_eq!(silence_before_suspicion(exponential).as_millis(), 18_421);
         // Normal, deviation 100 ms (the minimum), mean 1 s, no pause: about 1.52 s.
-        let config = PhiConfig::new(8.0, 100, 100, 0, 1_000).unwrap();
-        let mut d = PhiAccrual::new(config);
-        for beat in 0..=10u64 {
-            d.heartbeat(ms(beat * 1_000));
-        }
-        let after = d
-            .suspect_at()
-            .unwrap()
-            .saturating_duration_since(ms(10_000));
+        let normal = PhiConfig::new(8.0, 100, 100, 0, 1_000).unwrap();
+        let after = silence_before_suspicion(normal);
         assert!((1_515..1_530).contains(&after.as_millis()), "{after:?}");
         // The acceptable pause adds to the mean.
-        let config = PhiConfig::new(8.0, 100, 100, 3_000, 1_000).unwrap();
-        let mut d = PhiAccrual::new(config);
-        for beat in 0..=10u64 {
-            d.heartbeat(ms(beat * 1_000));
-        }
-        let after = d
-            .suspect_at()
-            .unwrap()
-            .saturating_duration_since(ms(10_000));
+        let paused = PhiConfig::new(8.0, 100, 100, 3_000, 1_000).unwrap();
+        let after = silence_before_suspicion(paused);
         assert!((4_515..4_530).contains(&after.as_millis()), "{after:?}");
     }
 

@@ -10,17 +10,7 @@ use crate::cluster::{Scenario, ms};
 
 fn swarm(seed: u64) -> Scenario {
     let nemesis = NemesisConfig::builder()
-        .kinds(&[
-            FaultKind::Partition,
-            FaultKind::Clog,
-            FaultKind::Loss,
-            FaultKind::Duplicate,
-            FaultKind::Reorder,
-            FaultKind::Crash,
-            FaultKind::Pause,
-            FaultKind::ClockJump,
-            FaultKind::ClockDrift,
-        ])
+        .kinds(&FaultKind::ALL)
         // The test's store keeps the generation in whole 8-byte records with no checksum:
         // only the crash modes that lose or tear bytes, none that flip them.
         .crash_modes(&[
