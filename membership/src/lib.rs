@@ -65,7 +65,10 @@
 //! the last generation plus one (an `Effect::Persist` of a [`MemberWrite`]) and sends
 //! nothing until it is durable, so two starts never share a generation, and a restarted
 //! member's updates replace everything said about its earlier starts, dead or alive. Dead
-//! members are kept as tombstones for `dead_reap_ms`, then forgotten.
+//! members are kept as tombstones for `dead_reap_ms`, then forgotten. A member that leaves
+//! on purpose ([`MemberRequest::Leave`]) declares itself dead at a new incarnation, tells
+//! every live member directly and stops, so the others mark it dead at once instead of
+//! suspecting it first.
 //!
 //! Emergent leader: each start takes a join stamp once, one more than the largest it knows
 //! when its first sync is answered (or at its first push-pull round, if none is), and

@@ -26,6 +26,10 @@ pub struct MemberWrite {
 pub enum MemberRequest {
     /// The member's view: every member it knows, itself included.
     Members,
+    /// Leave the cluster for good (this start): tell every live member, then take no
+    /// further part. The others mark it dead at once, without a suspicion, and forget it
+    /// after `dead_reap_ms`; a later start (a new generation) joins again.
+    Leave,
 }
 
 /// The answer to a [`MemberRequest`].
@@ -34,6 +38,8 @@ pub enum MemberRequest {
 pub enum MemberResponse {
     /// The view, ordered by id.
     Members(Vec<MemberInfo>),
+    /// The member has told the others it leaves, and takes no further part.
+    Left,
 }
 
 /// One member as another sees it.
@@ -274,6 +280,8 @@ pub struct Member {
     coordinator: Option<NodeId>,
     persist: PersistToken,
     ready: bool,
+    /// Left the cluster: inputs other than requests are dropped, nothing is sent.
+    left: bool,
     rng: Rng,
     members: BTreeMap<NodeId, Entry>,
     index: Index,
@@ -315,6 +323,7 @@ impl Member {
             coordinator: None,
             persist,
             ready: false,
+            left: false,
             members: BTreeMap::new(),
             index: Index::default(),
             gossip: GossipQueue::default(),
@@ -1192,7 +1201,7 @@ impl Member {
     }
 
     fn schedule_wake(&mut self) {
-        if !self.ready {
+        if !self.ready || self.left {
             return;
         }
         let at = self.next_wake();
@@ -1223,12 +1232,12 @@ impl Protocol for Member {
             }
             Input::Wake => {
                 self.wake_at = None;
-                if self.ready {
+                if self.ready && !self.left {
                     self.tick(now);
                 }
             }
             Input::Message { from, message } => {
-                if self.ready {
+                if self.ready && !self.left {
                     self.receive(now, from, message);
                 } else {
                     self.stats.messages_dropped += 1;
@@ -1241,7 +1250,7 @@ impl Protocol for Member {
             self.members.len() > 32 || self.index_is_consistent(),
             "the view's index drifted"
         );
-        if self.ready {
+        if self.ready && !self.left {
             let coordinator = self.coordinator();
             if self.coordinator != Some(coordinator) {
                 self.coordinator = Some(coordinator);
@@ -1264,7 +1273,42 @@ impl Member {
     fn answer(&mut self, id: RequestId, request: MemberRequest) {
         let response = match request {
             MemberRequest::Members => MemberResponse::Members(self.members()),
+            MemberRequest::Leave => {
+                self.leave();
+                MemberResponse::Left
+            }
         };
         self.effects.push_back(Effect::Reply { id, response });
+    }
+
+    /// Declares this start dead at a new incarnation, which outranks everything said of it
+    /// so far, tells every live member directly, and stops. Before it is ready it has
+    /// said nothing, so it only stops.
+    fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.probe = None;
+        self.relays.clear();
+        if !self.ready {
+            return;
+        }
+        self.incarnation = self.incarnation.saturating_add(1);
+        let farewell = Update {
+            state: MemberState::Dead,
+            ..self.own_update()
+        };
+        let live: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.state != MemberState::Dead)
+            .map(|(&id, _)| id)
+            .collect();
+        for to in live {
+            let mut message = self.header(Body::Gossip);
+            message.updates.push(farewell);
+            self.emit(to, message);
+        }
     }
 }

@@ -413,3 +413,82 @@ fn a_client_asking_for_the_view_gets_every_member_in_order() {
         )]
     );
 }
+
+#[test]
+fn a_member_that_leaves_is_dead_at_once_everywhere_and_answers_nothing() {
+    use synod_membership::{MemberRequest, MemberResponse};
+    use synod_node::RequestId;
+    // Members 1, 2 and 3, each knowing the others.
+    let start = |id: u64| {
+        let config = MemberConfig::builder(n(id), id).build().unwrap();
+        let mut m = Member::start(config, 0);
+        drain(&mut m);
+        m.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
+        drain(&mut m);
+        let others = (1..=3)
+            .filter(|&o| o != id)
+            .map(|o| alive(n(o), 0))
+            .collect();
+        m.handle(
+            Time::ZERO,
+            Input::Message {
+                from: n(if id == 1 { 2 } else { 1 }),
+                message: message(Body::Gossip, others),
+            },
+        );
+        drain(&mut m);
+        m
+    };
+    let mut members: Vec<Member> = (1..=3).map(start).collect();
+    let t = Time::from_millis(5);
+    members[0].handle(
+        t,
+        Input::Request {
+            id: RequestId(1),
+            request: MemberRequest::Leave,
+        },
+    );
+    let effects = drain(&mut members[0]);
+    assert!(effects.contains(&Effect::Reply {
+        id: RequestId(1),
+        response: MemberResponse::Left
+    }));
+    let farewells = sends(&effects);
+    assert_eq!(
+        farewells.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+        [n(2), n(3)]
+    );
+    for (to, farewell) in farewells {
+        let member = &mut members[to.get() as usize - 1];
+        member.handle(
+            t,
+            Input::Message {
+                from: n(1),
+                message: farewell,
+            },
+        );
+        let seen = events(&drain(member));
+        let about_one: Vec<_> = seen
+            .iter()
+            .filter(|e| e.id == n(1))
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(
+            about_one,
+            [Some(MemberState::Dead)],
+            "{to}: no suspicion first"
+        );
+        assert_eq!(member.state_of(n(1)), Some(MemberState::Dead));
+        assert_eq!(member.live_members(), [n(2), n(3)]);
+    }
+    // The member that left answers no probe and wakes for nothing.
+    members[0].handle(
+        t,
+        Input::Message {
+            from: n(2),
+            message: message(Body::Ping { seq: 4 }, vec![]),
+        },
+    );
+    members[0].handle(Time::from_secs(10), Input::Wake);
+    assert_eq!(drain(&mut members[0]), []);
+}
