@@ -248,13 +248,21 @@ pub struct Redirect {
 ///
 /// **Zones.** A replica is placed, where the nodes allow it, on a node of a zone the
 /// partition does not use yet; balance comes first, so zones are a preference.
+///
+/// **On the wire.** A table serializes with serde (its version, counts, nodes and the
+/// replica lists), and deserializing one checks it whole: the limits, every replica a
+/// node of the table, every partition with `replication` distinct replicas. A table that
+/// came from another node can be looked up without a panic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TableWire")]
 pub struct PartitionTable {
     version: TableVersion,
     partitions: u32,
     replication: usize,
     nodes: BTreeMap<NodeId, NodeSpec>,
-    replicas: Vec<Vec<NodeId>>,
+    /// Every partition's replicas, `replication` a partition, one after the other: one
+    /// allocation, so a lookup reads one cache line past the index.
+    replicas: Vec<NodeId>,
 }
 
 impl PartitionTable {
@@ -287,7 +295,7 @@ impl PartitionTable {
             partitions,
             replication,
             nodes: BTreeMap::new(),
-            replicas: vec![Vec::new(); partitions as usize],
+            replicas: Vec::new(),
         };
         Ok(empty.rebalance(specs).0)
     }
@@ -361,7 +369,8 @@ impl PartitionTable {
     /// If `partition` is not below [`PartitionTable::partitions`].
     #[must_use]
     pub fn replicas(&self, partition: PartitionId) -> &[NodeId] {
-        &self.replicas[partition.0 as usize]
+        let start = partition.0 as usize * self.replication;
+        &self.replicas[start..start + self.replication]
     }
 
     /// The owner (first replica) of `partition`.
@@ -377,13 +386,16 @@ impl PartitionTable {
     /// How many replicas `node` holds.
     #[must_use]
     pub fn load(&self, node: NodeId) -> usize {
-        self.replicas.iter().filter(|r| r.contains(&node)).count()
+        self.replicas.iter().filter(|&&r| r == node).count()
     }
 
     /// How many partitions `node` owns.
     #[must_use]
     pub fn owned(&self, node: NodeId) -> usize {
-        self.replicas.iter().filter(|r| r[0] == node).count()
+        self.replicas
+            .chunks_exact(self.replication)
+            .filter(|r| r[0] == node)
+            .count()
     }
 
     /// Where a request for `key` goes, for an asker whose table has version `known`: the
@@ -442,7 +454,8 @@ impl PartitionTable {
     fn rebalance(&self, specs: BTreeMap<NodeId, NodeSpec>) -> (PartitionTable, Movement) {
         let partitions = self.partitions as usize;
         let slots = partitions * self.replication;
-        let mut replicas = self.replicas.clone();
+        let old = self.lists();
+        let mut replicas = old.clone();
         // Departed nodes' replicas go first.
         for list in &mut replicas {
             list.retain(|n| specs.contains_key(n));
@@ -581,7 +594,7 @@ impl PartitionTable {
         balance_owners(&mut replicas, &specs, &weights);
         movement.owners_changed = replicas
             .iter()
-            .zip(&self.replicas)
+            .zip(&old)
             .filter(|(new, old)| old.first() != new.first())
             .count();
         let table = PartitionTable {
@@ -589,18 +602,107 @@ impl PartitionTable {
             partitions: self.partitions,
             replication: self.replication,
             nodes: specs,
-            replicas,
+            replicas: replicas.into_iter().flatten().collect(),
         };
         table.assert_valid();
         (table, movement)
     }
 
+    /// Every partition's replica list (empty lists for the table before the first).
+    fn lists(&self) -> Vec<Vec<NodeId>> {
+        if self.replicas.is_empty() {
+            return vec![Vec::new(); self.partitions as usize];
+        }
+        self.replicas
+            .chunks_exact(self.replication)
+            .map(<[NodeId]>::to_vec)
+            .collect()
+    }
+
     fn assert_valid(&self) {
-        for list in &self.replicas {
+        assert_eq!(
+            self.replicas.len(),
+            self.partitions as usize * self.replication
+        );
+        for list in self.replicas.chunks_exact(self.replication) {
             assert_eq!(list.len(), self.replication, "every partition is full");
             let distinct: BTreeSet<_> = list.iter().collect();
             assert_eq!(distinct.len(), list.len(), "replicas are distinct nodes");
         }
+    }
+}
+
+/// A [`PartitionTable`] as it arrives, before it is checked.
+#[derive(Deserialize)]
+struct TableWire {
+    version: TableVersion,
+    partitions: u32,
+    replication: usize,
+    nodes: BTreeMap<NodeId, NodeSpec>,
+    replicas: Vec<NodeId>,
+}
+
+/// Why a table that arrived was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TableWireError {
+    /// A count, factor, weight or node list out of bounds.
+    Table(TableError),
+    /// Not `partitions * replication` replicas.
+    Length,
+    /// A replica that is not a node of the table.
+    UnknownReplica(NodeId),
+    /// A partition that lists a node twice.
+    Repeated(PartitionId),
+}
+
+impl fmt::Display for TableWireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableWireError::Table(e) => write!(f, "{e}"),
+            TableWireError::Length => write!(f, "the replica lists do not fill the table"),
+            TableWireError::UnknownReplica(n) => write!(f, "replica {n} is not in the table"),
+            TableWireError::Repeated(p) => write!(f, "{p} lists a node twice"),
+        }
+    }
+}
+
+impl std::error::Error for TableWireError {}
+
+impl TryFrom<TableWire> for PartitionTable {
+    type Error = TableWireError;
+
+    fn try_from(w: TableWire) -> Result<PartitionTable, TableWireError> {
+        if w.partitions == 0 || w.partitions > PARTITIONS_MAX {
+            return Err(TableWireError::Table(TableError::Partitions(w.partitions)));
+        }
+        if w.replication == 0 || w.replication > REPLICATION_MAX {
+            return Err(TableWireError::Table(TableError::Replication(
+                w.replication,
+            )));
+        }
+        check_nodes(&w.nodes, w.replication).map_err(TableWireError::Table)?;
+        if w.replicas.len() != w.partitions as usize * w.replication {
+            return Err(TableWireError::Length);
+        }
+        for (p, list) in w.replicas.chunks_exact(w.replication).enumerate() {
+            for (i, n) in list.iter().enumerate() {
+                if !w.nodes.contains_key(n) {
+                    return Err(TableWireError::UnknownReplica(*n));
+                }
+                if list[..i].contains(n) {
+                    let p = u32::try_from(p).expect("below partitions");
+                    return Err(TableWireError::Repeated(PartitionId(p)));
+                }
+            }
+        }
+        Ok(PartitionTable {
+            version: w.version,
+            partitions: w.partitions,
+            replication: w.replication,
+            nodes: w.nodes,
+            replicas: w.replicas,
+        })
     }
 }
 

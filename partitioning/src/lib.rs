@@ -227,7 +227,8 @@ pub use coordinator::{
 };
 pub use fixed::{
     Lookup, Movement, NODES_MAX, NodeSpec, PARTITIONS_MAX, PartitionId, PartitionTable,
-    REPLICATION_MAX, Redirect, TableError, TableVersion, WEIGHT_MAX, Zone, key_hash, partition_of,
+    REPLICATION_MAX, Redirect, TableError, TableVersion, TableWireError, WEIGHT_MAX, Zone,
+    key_hash, partition_of,
 };
 pub use lock::{Acquire, DeadlockPolicy, LockManager, LockMode, Released};
 pub use participant::{
@@ -236,7 +237,7 @@ pub use participant::{
 };
 pub use range::{
     Generation, KEY_BYTES_MAX, KeyRange, RANGES_MAX, RangeCache, RangeError, RangeId,
-    RangeRedirect, RangeTable, ScanPage, ScanRequest, SplitPolicy,
+    RangeRedirect, RangeTable, RangeTableWireError, ScanPage, ScanRequest, SplitPolicy,
 };
 pub use synod_node::NodeId;
 pub use txn::{

@@ -108,7 +108,11 @@ pub struct RangeRedirect {
 ///
 /// Invariants, asserted after every change: the first range starts at the empty key, each
 /// range ends where the next starts, the last has no end, and no range is empty.
+///
+/// A table serializes with serde, and deserializing one checks these invariants (and the
+/// limits), so a table that came from another node can be used without a panic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RangeTableWire")]
 pub struct RangeTable {
     /// Ranges by their start key.
     ranges: BTreeMap<Vec<u8>, KeyRange>,
@@ -324,6 +328,59 @@ impl RangeTable {
         }
         assert_eq!(expect_start, None, "the last range has no end");
         assert_eq!(self.ids.len(), self.ranges.len());
+    }
+}
+
+/// A [`RangeTable`] as it arrives, before it is checked.
+#[derive(Deserialize)]
+struct RangeTableWire {
+    ranges: BTreeMap<Vec<u8>, KeyRange>,
+    ids: BTreeMap<RangeId, Vec<u8>>,
+    next_id: u64,
+}
+
+/// Why a range table that arrived was refused: its ranges do not cover every key exactly
+/// once, an index disagrees with them, or a limit is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeTableWireError;
+
+impl fmt::Display for RangeTableWireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a valid range table")
+    }
+}
+
+impl std::error::Error for RangeTableWireError {}
+
+impl TryFrom<RangeTableWire> for RangeTable {
+    type Error = RangeTableWireError;
+
+    fn try_from(w: RangeTableWire) -> Result<RangeTable, RangeTableWireError> {
+        let bad = RangeTableWireError;
+        if w.ranges.is_empty() || w.ranges.len() > RANGES_MAX || w.ids.len() != w.ranges.len() {
+            return Err(bad);
+        }
+        let mut expect_start: Option<&[u8]> = Some(&[]);
+        for (start, range) in &w.ranges {
+            if start != &range.start
+                || Some(start.as_slice()) != expect_start
+                || start.len() > KEY_BYTES_MAX
+                || range.end.as_ref().is_some_and(|end| end <= start)
+                || w.ids.get(&range.id) != Some(start)
+                || range.id.0 >= w.next_id
+            {
+                return Err(bad);
+            }
+            expect_start = range.end.as_deref();
+        }
+        if expect_start.is_some() {
+            return Err(bad);
+        }
+        Ok(RangeTable {
+            ranges: w.ranges,
+            ids: w.ids,
+            next_id: w.next_id,
+        })
     }
 }
 

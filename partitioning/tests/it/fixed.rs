@@ -399,3 +399,37 @@ fn replicas_spread_over_zones() {
         assert_eq!(zones.len(), 3, "partition {p} spans every zone");
     }
 }
+
+/// A table that arrives from another node is checked whole: a damaged one is refused,
+/// never looked up into a panic.
+#[test]
+fn a_damaged_table_from_the_wire_is_refused() {
+    let table = PartitionTable::new(16, 2, plain(1..=3)).unwrap();
+    let bytes = postcard::to_stdvec(&table).unwrap();
+    assert_eq!(
+        postcard::from_bytes::<PartitionTable>(&bytes).unwrap(),
+        table
+    );
+    let mut refused = 0;
+    for at in 0..bytes.len() {
+        for flip in [1u8, 0x80, 0xff] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= flip;
+            match postcard::from_bytes::<PartitionTable>(&damaged) {
+                Ok(t) => {
+                    // Whatever was accepted is a whole table: every lookup works.
+                    for p in 0..t.partitions() {
+                        assert_eq!(t.replicas(PartitionId(p)).len(), t.replication());
+                        let _ = t.owner(PartitionId(p));
+                    }
+                    let _ = t.lookup(b"k", TableVersion(0));
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(refused > 0);
+    for cut in 0..bytes.len() {
+        assert!(postcard::from_bytes::<PartitionTable>(&bytes[..cut]).is_err());
+    }
+}

@@ -263,3 +263,31 @@ fn split_policy_splits_by_size_or_load_at_the_middle() {
         None
     );
 }
+
+/// A range table that arrives from another node is checked whole: a damaged one is
+/// refused, never looked up into a panic.
+#[test]
+fn a_damaged_range_table_from_the_wire_is_refused() {
+    let mut table = RangeTable::new(NodeId::new(1));
+    let id = table.locate(b"m").id;
+    table.split(id, b"g").unwrap();
+    table.split(id, b"c").unwrap();
+    let bytes = postcard::to_stdvec(&table).unwrap();
+    assert_eq!(postcard::from_bytes::<RangeTable>(&bytes).unwrap(), table);
+    let mut refused = 0;
+    for at in 0..bytes.len() {
+        for flip in [1u8, 0x80, 0xff] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= flip;
+            match postcard::from_bytes::<RangeTable>(&damaged) {
+                Ok(t) => {
+                    for k in [&b""[..], b"a", b"d", b"h", b"zzz"] {
+                        assert!(t.locate(k).contains(k));
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(refused > 0);
+}
