@@ -47,7 +47,8 @@
 //! probe, and multiplies its own probe interval and timeout; a suspicion timeout that starts
 //! at `suspicion_max_mult` times the base (`suspicion_mult × max(1, log10 n)` periods) and
 //! shrinks towards the base, logarithmically, as independent members confirm the
-//! suspicion; and the *buddy system*: a message to a suspected member tells it so, so that
+//! suspicion (only members of the view count, and at most `suspicion_mult - 2`
+//! confirmations are kept: the timeout is at its base by then); and the *buddy system*: a message to a suspected member tells it so, so that
 //! it refutes at once. Without Lifeguard the suspicion timeout is the base.
 //!
 //! Gossip: each change is queued once per member and sent on the next messages (probes,
@@ -65,7 +66,9 @@
 //! the last generation plus one (an `Effect::Persist` of a [`MemberWrite`]) and sends
 //! nothing until it is durable, so two starts never share a generation, and a restarted
 //! member's updates replace everything said about its earlier starts, dead or alive. Dead
-//! members are kept as tombstones for `dead_reap_ms`, then forgotten. A member that leaves
+//! members are kept as tombstones for `dead_reap_ms`, then forgotten (or earlier, oldest
+//! first, when a new member needs room in a full view); either way the application gets a
+//! [`MemberEvent`] with `state: None`. A member that leaves
 //! on purpose ([`MemberRequest::Leave`]) declares itself dead at a new incarnation, tells
 //! every live member directly and stops, so the others mark it dead at once instead of
 //! suspecting it first.

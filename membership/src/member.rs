@@ -480,6 +480,25 @@ impl Member {
         1 + self.members.len() - self.index.dead
     }
 
+    /// How many independent confirmations (beyond the first suspecter) Lifeguard waits
+    /// for: the suspicion timeout shrinks to its minimum at this many, so a suspect keeps
+    /// at most one more confirmer than this.
+    fn confirmations_max(&self) -> usize {
+        self.config.suspicion_mult.saturating_sub(2) as usize
+    }
+
+    /// Whether `by` may count as a suspecter of `suspect`: this member, or another member
+    /// of its view not believed dead. Anyone else is a name a peer made up, which must
+    /// neither take memory nor shorten a suspicion.
+    fn may_confirm(&self, suspect: NodeId, by: NodeId) -> bool {
+        by != suspect
+            && (by == self.config.id
+                || self
+                    .members
+                    .get(&by)
+                    .is_some_and(|e| e.state != MemberState::Dead))
+    }
+
     /// How long a suspicion with `confirmations` independent confirmations (beyond the
     /// first suspecter) lasts before the member is declared dead.
     fn suspicion_timeout(&self, live: usize, confirmations: usize) -> Duration {
@@ -490,7 +509,7 @@ impl Member {
             return Duration::from_millis(min as u64);
         }
         let max = min * f64::from(self.config.suspicion_max_mult);
-        let mut k = self.config.suspicion_mult.saturating_sub(2) as usize;
+        let mut k = self.confirmations_max();
         if live.saturating_sub(2) < k {
             k = 0;
         }
@@ -661,6 +680,10 @@ impl Member {
             }
             return false;
         }
+        // Only a member of the view counts as a suspecter, and no more of them are kept
+        // than the suspicion timeout can use.
+        let counts = update.state == MemberState::Suspect && self.may_confirm(update.id, update.by);
+        let confirmers_max = self.confirmations_max() + 1;
         match self.members.get_mut(&update.id) {
             Some(entry) => {
                 if update.precedence() > entry.precedence() {
@@ -673,7 +696,7 @@ impl Member {
                     entry.joined = update.joined;
                     entry.changed_at = now;
                     entry.confirmers.clear();
-                    if update.state == MemberState::Suspect {
+                    if counts {
                         entry.confirmers.insert(update.by);
                     }
                     self.index.add(update.id, entry);
@@ -692,7 +715,8 @@ impl Member {
                     self.index.add(update.id, entry);
                     true
                 } else if update.precedence() == entry.precedence()
-                    && update.state == MemberState::Suspect
+                    && counts
+                    && entry.confirmers.len() < confirmers_max
                     && entry.confirmers.insert(update.by)
                 {
                     // An independent confirmation shortens the suspicion (Lifeguard), and
@@ -710,13 +734,9 @@ impl Member {
                 if update.state != MemberState::Alive {
                     return false;
                 }
-                if self.members.len() >= self.config.members_max && !self.evict_tombstone() {
+                if self.members.len() >= self.config.members_max && !self.evict_tombstone(now) {
                     self.stats.members_full += 1;
                     return false;
-                }
-                let mut confirmers = BTreeSet::new();
-                if update.state == MemberState::Suspect {
-                    confirmers.insert(update.by);
                 }
                 let entry = Entry {
                     generation: update.generation,
@@ -724,7 +744,7 @@ impl Member {
                     state: update.state,
                     joined: update.joined,
                     changed_at: now,
-                    confirmers,
+                    confirmers: BTreeSet::new(),
                 };
                 self.index.add(update.id, &entry);
                 self.members.insert(update.id, entry);
@@ -735,14 +755,24 @@ impl Member {
         }
     }
 
-    /// Forgets the oldest dead member to make room; false if none is dead.
-    fn evict_tombstone(&mut self) -> bool {
-        match self.index.tombstones.first() {
-            Some(&(_, id)) => {
-                self.forget(id);
-                true
+    /// Forgets the oldest dead member to make room, telling the application as a reap
+    /// does; false if none is dead.
+    fn evict_tombstone(&mut self, now: Time) -> bool {
+        let Some(&(died, id)) = self.index.tombstones.first() else {
+            return false;
+        };
+        self.forget_dead(died, id, now);
+        true
+    }
+
+    /// Forgets `id`, dead since `died`, and hands up that it is gone (`state: None`).
+    fn forget_dead(&mut self, died: Time, id: NodeId, now: Time) {
+        match self.forget(id) {
+            Some(generation) => self.event(id, generation, None, now),
+            None => {
+                debug_assert!(false, "a tombstone of a member not in the view");
+                self.index.tombstones.remove(&(died, id));
             }
-            None => false,
         }
     }
 
@@ -1041,13 +1071,7 @@ impl Member {
         while let Some(&(died, id)) = self.index.tombstones.first()
             && died + reap <= now
         {
-            match self.forget(id) {
-                Some(generation) => self.event(id, generation, None, now),
-                None => {
-                    debug_assert!(false, "a tombstone of a member not in the view");
-                    self.index.tombstones.remove(&(died, id));
-                }
-            }
+            self.forget_dead(died, id, now);
         }
     }
 

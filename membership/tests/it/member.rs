@@ -172,6 +172,35 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
     assert_eq!(m.stats().refutations, 1);
 }
 
+/// A suspicion of member 10 (generation 1, incarnation 0) by member `by`.
+fn suspect_10(by: u64) -> Update {
+    Update {
+        id: n(10),
+        generation: 1,
+        incarnation: 0,
+        state: MemberState::Suspect,
+        joined: 1,
+        by: n(by),
+    }
+}
+
+/// How long after `t0` member 10 is declared dead, found by waking `m` every 10 ms and
+/// answering nothing (so that member 10 is not probed into something else).
+fn member_10_dead_after(m: &mut Member, t0: Time) -> Duration {
+    let mut now = t0;
+    while now < Time::from_secs(100) {
+        now += Duration::from_millis(10);
+        m.handle(now, Input::Wake);
+        if events(&drain(m))
+            .iter()
+            .any(|e| e.id == n(10) && e.state == Some(MemberState::Dead))
+        {
+            return now.saturating_duration_since(t0);
+        }
+    }
+    panic!("never declared dead");
+}
+
 #[test]
 fn confirmations_shorten_the_suspicion_with_lifeguard() {
     // Declared dead at the first wake at or after the deadline: find it by stepping.
@@ -181,36 +210,16 @@ fn confirmations_shorten_the_suspicion_with_lifeguard() {
         });
         let t0 = Time::from_millis(1);
         for &by in confirmers {
-            let suspect = Update {
-                id: n(10),
-                generation: 1,
-                incarnation: 0,
-                state: MemberState::Suspect,
-                joined: 1,
-                by: n(by),
-            };
             m.handle(
                 t0,
                 Input::Message {
                     from: n(by),
-                    message: message(Body::Sync { reply: false }, vec![suspect]),
+                    message: message(Body::Sync { reply: false }, vec![suspect_10(by)]),
                 },
             );
         }
         drain(&mut m);
-        let mut now = t0;
-        while now < Time::from_secs(100) {
-            now += Duration::from_millis(10);
-            // Keep member 10 from being probed into something else: answer nothing.
-            m.handle(now, Input::Wake);
-            if events(&drain(&mut m))
-                .iter()
-                .any(|e| e.id == n(10) && e.state == Some(MemberState::Dead))
-            {
-                return now.saturating_duration_since(t0);
-            }
-        }
-        panic!("never declared dead");
+        member_10_dead_after(&mut m, t0)
     }
     // Ten members: min = 4 x log10(10) x 100 ms = 400 ms; max = 6 x min; k = 2.
     let alone = declared_dead_after(&[2], true);
@@ -224,6 +233,93 @@ fn confirmations_shorten_the_suspicion_with_lifeguard() {
     assert!((Duration::from_millis(2_400)..Duration::from_millis(2_420)).contains(&alone));
     assert!((Duration::from_millis(400)..Duration::from_millis(420)).contains(&two));
     assert!((Duration::from_millis(400)..Duration::from_millis(420)).contains(&plain));
+}
+
+/// A suspicion of member 10 from member 2 at `t0`, then `fakes` more naming suspecters
+/// that are not in the view, all sent by member 2.
+fn suspected_with_made_up_confirmers(m: &mut Member, t0: Time, fakes: u64) {
+    let mut updates = vec![suspect_10(2)];
+    updates.extend((0..fakes).map(|i| suspect_10(1_000 + i)));
+    for chunk in updates.chunks(20) {
+        m.handle(
+            t0,
+            Input::Message {
+                from: n(2),
+                message: message(Body::Gossip, chunk.to_vec()),
+            },
+        );
+        drain(m);
+    }
+}
+
+#[test]
+fn suspecters_outside_the_view_take_no_memory() {
+    let mut m = ready(9, |b| b.push_pull_interval_ms(1_000_000));
+    let t0 = Time::from_millis(1);
+    suspected_with_made_up_confirmers(&mut m, t0, 0);
+    let before = format!("{m:?}").len();
+    suspected_with_made_up_confirmers(&mut m, t0, 4_000);
+    let after = format!("{m:?}").len();
+    assert_eq!(m.known(), 9);
+    assert_eq!(m.state_of(n(10)), Some(MemberState::Suspect));
+    // The gossip queue holds one update per member, so nothing else may grow.
+    assert!(
+        after < before + 200,
+        "the member grew from {before} to {after} bytes of Debug for a view of 10"
+    );
+}
+
+#[test]
+fn suspecters_outside_the_view_do_not_shorten_a_suspicion() {
+    // Ten members with Lifeguard: 2.4 s with no confirmation, 400 ms with two (as in
+    // `confirmations_shorten_the_suspicion_with_lifeguard`).
+    let mut m = ready(9, |b| b.lifeguard(true, 8).push_pull_interval_ms(1_000_000));
+    let t0 = Time::from_millis(1);
+    suspected_with_made_up_confirmers(&mut m, t0, 50);
+    let dead_after = member_10_dead_after(&mut m, t0);
+    assert!(
+        dead_after >= Duration::from_millis(2_400),
+        "declared dead after {dead_after:?}: made-up suspecters counted as confirmations"
+    );
+}
+
+#[test]
+fn a_tombstone_evicted_to_make_room_is_handed_up_as_forgotten() {
+    // A view of at most 3: members 2, 3 and 4, then 4 dies and 5 arrives.
+    let mut m = ready(3, |b| b.limits(3, 64, 8));
+    let dead = Update {
+        state: MemberState::Dead,
+        by: n(2),
+        ..alive(n(4), 0)
+    };
+    m.handle(
+        Time::from_millis(1),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![dead]),
+        },
+    );
+    drain(&mut m);
+    assert_eq!(m.state_of(n(4)), Some(MemberState::Dead));
+    m.handle(
+        Time::from_millis(2),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![alive(n(5), 0)]),
+        },
+    );
+    let seen = events(&drain(&mut m));
+    assert_eq!(m.state_of(n(4)), None, "4 made room for 5");
+    assert_eq!(m.state_of(n(5)), Some(MemberState::Alive));
+    assert!(
+        seen.contains(&MemberEvent {
+            id: n(4),
+            generation: 1,
+            state: None,
+            at: Time::from_millis(2),
+        }),
+        "member 4 left the view with no event: {seen:?}"
+    );
 }
 
 #[test]
