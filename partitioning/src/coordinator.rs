@@ -236,6 +236,23 @@ impl Coordinator {
         coordinator
     }
 
+    /// What this coordinator's log can be replaced with: its epoch, and the decision of
+    /// every transaction not every participant has acknowledged. [`Coordinator::restore`]
+    /// from these builds the same coordinator as from the whole log (a store rewrites its
+    /// log with them once it grows: write aside, sync, rename).
+    #[must_use]
+    pub fn compacted(&self) -> Vec<CoordinatorRecord> {
+        let mut out = vec![CoordinatorRecord::Epoch(self.epoch)];
+        for (&txn, d) in &self.decided {
+            out.push(CoordinatorRecord::Decided {
+                txn,
+                commit: d.commit,
+                participants: d.waiting.iter().copied().collect(),
+            });
+        }
+        out
+    }
+
     /// The transactions being prepared.
     pub fn preparing(&self) -> impl Iterator<Item = TxnId> + '_ {
         self.preparing.keys().copied()

@@ -217,6 +217,10 @@ impl Participant {
                     p.pending.remove(&txn);
                     p.finish(txn, false);
                 }
+                ParticipantRecord::Snapshot { values, forgotten } => {
+                    p.store = values.into_iter().collect();
+                    p.forgotten = forgotten.into_iter().collect();
+                }
             }
         }
         // In-doubt transactions hold their locks again (they held them together before).
@@ -229,6 +233,40 @@ impl Participant {
         let wake = p.next_wake();
         p.gate.wake_at(wake);
         p
+    }
+
+    /// What this participant's log can be replaced with: a [`ParticipantRecord::Snapshot`]
+    /// of the committed values, then a record per finished transaction it remembers and per
+    /// prepared one (in doubt). [`Participant::restore`] from these builds the same
+    /// participant as from the whole log, so a store can rewrite its log with them (write
+    /// aside, sync, rename) once it grows, and keep it within about what it holds rather
+    /// than every transaction ever. Call it between inputs, with the log's every earlier
+    /// record written; transactions waiting for locks hold nothing durable and are left
+    /// out.
+    #[must_use]
+    pub fn compacted(&self) -> Vec<ParticipantRecord> {
+        let mut out = vec![ParticipantRecord::Snapshot {
+            values: self.store.iter().map(|(&k, &v)| (k, v)).collect(),
+            forgotten: self.forgotten.iter().map(|(&n, &t)| (n, t)).collect(),
+        }];
+        for (&txn, &committed) in &self.finished {
+            out.push(if committed {
+                ParticipantRecord::Committed(txn)
+            } else {
+                ParticipantRecord::Aborted(txn)
+            });
+        }
+        for (&txn, (priority, p)) in &self.pending {
+            if let Pending::Prepared { writes, reads, .. } = p {
+                out.push(ParticipantRecord::Prepared {
+                    txn,
+                    writes: writes.clone(),
+                    locks: self.locks.held_by((*priority, txn)).to_vec(),
+                    reads: reads.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// The committed value of `key`.

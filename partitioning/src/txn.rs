@@ -210,6 +210,15 @@ pub enum ParticipantRecord {
     Committed(TxnId),
     /// Aborted: the pending writes are dropped.
     Aborted(TxnId),
+    /// The start of a compacted log ([`crate::Participant::compacted`]): the committed
+    /// values, and per coordinator the newest transaction forgotten. The records after it
+    /// are the finished and in-doubt transactions it remembers.
+    Snapshot {
+        /// Every key's committed value.
+        values: Vec<(Key, Value)>,
+        /// Per coordinator, the newest finished transaction forgotten.
+        forgotten: Vec<(NodeId, TxnId)>,
+    },
 }
 
 /// What either side persists.

@@ -275,6 +275,16 @@ fn the_decision_leaves_the_coordinator_only_once_durable() {
         2,
         "a restart starts a new epoch: no id is issued twice"
     );
+    // Its compacted log restores the same coordinator (one epoch on).
+    let again = Coordinator::restore(
+        CoordinatorConfig::new(n(1), participants.clone()),
+        c.compacted(),
+    );
+    assert_eq!(
+        again.in_doubt().collect::<Vec<_>>(),
+        c.in_doubt().collect::<Vec<_>>()
+    );
+    assert_eq!(again.epoch(), 3);
     // A participant asking about a transaction the coordinator has no record of hears abort.
     let unknown = TxnId {
         epoch: 1,
@@ -431,4 +441,73 @@ fn a_prepare_let_through_by_a_timed_out_one_is_not_refused_after_its_yes() {
     );
     assert_eq!(p.in_doubt().collect::<Vec<_>>(), [txn(1), txn(3)]);
     assert_eq!(p.locks_of(txn(3)), [(5, LockMode::Shared)]);
+}
+
+/// A participant restored from its compacted records is the one restored from its whole
+/// log: the same values, the same in-doubt transactions with their locks, the same
+/// finished ones and the same refusals of stale prepares.
+#[test]
+fn a_participant_restored_from_its_compacted_records_is_the_same() {
+    let config = ParticipantConfig::new(n(2))
+        .finished_max(3)
+        .initial_value(50);
+    let mut p = Participant::new(config.clone());
+    let mut log = Vec::new();
+    let step = |p: &mut Participant, log: &mut Vec<ParticipantRecord>, input| {
+        p.handle(t(1), input);
+        for e in drain(p) {
+            if let Effect::Persist {
+                token,
+                write: TxnWrite::Participant(r),
+            } = e
+            {
+                log.push(r);
+                p.handle(t(1), Input::Persisted(token));
+                drain(p);
+            }
+        }
+    };
+    for seq in 1..=6 {
+        let ops = vec![Op::Add(seq % 3, seq as i64), Op::Read(9)];
+        step(
+            &mut p,
+            &mut log,
+            Input::Message {
+                from: n(1),
+                message: TxnMessage::Prepare {
+                    txn: txn(seq),
+                    priority: txn(seq),
+                    ops,
+                },
+            },
+        );
+        if seq < 6 {
+            step(
+                &mut p,
+                &mut log,
+                Input::Message {
+                    from: n(1),
+                    message: TxnMessage::Decision {
+                        txn: txn(seq),
+                        commit: seq % 2 == 0,
+                    },
+                },
+            );
+        }
+    }
+    let whole = Participant::restore(config.clone(), log, t(2));
+    let compact = Participant::restore(config, p.compacted(), t(2));
+    assert!(p.compacted().len() < 12);
+    for r in [&whole, &compact] {
+        assert_eq!(
+            (0..10).map(|k| r.value(k)).collect::<Vec<_>>(),
+            (0..10).map(|k| p.value(k)).collect::<Vec<_>>()
+        );
+        assert_eq!(r.in_doubt().collect::<Vec<_>>(), [txn(6)]);
+        assert_eq!(r.locks_of(txn(6)), p.locks_of(txn(6)));
+        for seq in 1..=5 {
+            assert_eq!(r.outcome(txn(seq)), p.outcome(txn(seq)), "{seq}");
+        }
+    }
+    assert_eq!(compact.compacted(), p.compacted());
 }
