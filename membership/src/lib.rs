@@ -65,7 +65,11 @@
 //! Restarts: a member's *generation* is the only thing it persists. Each start persists
 //! the last generation plus one (an `Effect::Persist` of a [`MemberWrite`]) and sends
 //! nothing until it is durable, so two starts never share a generation, and a restarted
-//! member's updates replace everything said about its earlier starts, dead or alive. Dead
+//! member's updates replace everything said about its earlier starts, dead or alive. A
+//! running member that hears something of itself that no incarnation of its generation can
+//! beat (a suspicion at the largest incarnation, or any claim at a generation it never
+//! had, which is a lie or damage) persists a larger generation the same way and then uses
+//! it, so nothing a peer says keeps a live member dead for the rest of its start. Dead
 //! members are kept as tombstones for `dead_reap_ms`, then forgotten (or earlier, oldest
 //! first, when a new member needs room in a full view); either way the application gets a
 //! [`MemberEvent`] with `state: None`. A member that leaves

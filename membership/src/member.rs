@@ -13,7 +13,10 @@ use crate::config::MemberConfig;
 use crate::wire::{Body, MemberState, Message, Update, update_bytes};
 
 /// What a [`Member`] makes durable: the generation of its current start, written once per
-/// start before it sends anything. Everything else it knows is volatile and relearnt.
+/// start before it sends anything, and again should the member have to take a new
+/// generation while it runs (see [`MemberStats::renewals`]). The driver keeps the largest
+/// written and hands it to the next [`Member::start`]. Everything else a member knows is
+/// volatile and relearnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberWrite {
     /// The generation this start uses.
@@ -96,6 +99,11 @@ pub struct MemberStats {
     pub probes_failed: u64,
     /// Times this member refuted a suspicion or death of itself.
     pub refutations: u64,
+    /// Times this member took a new generation while it ran, because a peer said something
+    /// of it that no incarnation of its current generation could beat: a suspicion at the
+    /// largest incarnation, or anything at a generation it never had (a lie or damage,
+    /// since each start persists its generation before using it).
+    pub renewals: u64,
     /// Updates about new members dropped because the view was full.
     pub members_full: u64,
     /// Messages dropped: from this member's own id, before it was ready, or from an
@@ -280,6 +288,8 @@ pub struct Member {
     coordinator: Option<NodeId>,
     persist: PersistToken,
     ready: bool,
+    /// A new generation being made durable while the member runs (see `renew`).
+    renewing: Option<u64>,
     /// Left the cluster: inputs other than requests are dropped, nothing is sent.
     left: bool,
     rng: Rng,
@@ -304,7 +314,14 @@ pub struct Member {
 impl Member {
     /// A new start of the member configured by `config`, after a start that made
     /// `last_generation` durable (0 if it never started). Its first effect asks to persist
-    /// `last_generation + 1`; until that is acknowledged it sends and answers nothing.
+    /// `last_generation + 1`; until that is acknowledged it sends nothing, and drops every
+    /// message and wake-up.
+    ///
+    /// A [`MemberRequest`] is answered at once, before the acknowledgement as after: the
+    /// view then holds only this member, and a `Leave` only stops it. That is safe because
+    /// an answer goes to the local client and never to a peer, so no other member can act
+    /// on a generation that a crash before the persist would let the next start reuse;
+    /// [`Member::is_ready`] tells a client whether the generation it sees is durable.
     #[must_use]
     pub fn start(config: MemberConfig, last_generation: u64) -> Member {
         let generation = last_generation.saturating_add(1);
@@ -323,6 +340,7 @@ impl Member {
             coordinator: None,
             persist,
             ready: false,
+            renewing: None,
             left: false,
             members: BTreeMap::new(),
             index: Index::default(),
@@ -665,13 +683,26 @@ impl Member {
     fn merge(&mut self, now: Time, update: Update) -> bool {
         let me = self.config.id;
         if update.id == me {
+            if self.config.broken.no_refutation {
+                return false;
+            }
+            if update.generation > self.generation {
+                // No start of this member used that generation: others may believe it all
+                // the same, and only a larger generation beats it.
+                self.renew(update.generation);
+                return false;
+            }
             if update.generation == self.generation
                 && update.state != MemberState::Alive
                 && update.incarnation >= self.incarnation
-                && !self.config.broken.no_refutation
             {
-                // Refute: only this member raises its own incarnation.
-                self.incarnation = update.incarnation.saturating_add(1);
+                // Refute: only this member raises its own incarnation, past any said of
+                // it; at the largest incarnation, only a new generation beats it.
+                let Some(incarnation) = update.incarnation.checked_add(1) else {
+                    self.renew(update.generation);
+                    return false;
+                };
+                self.incarnation = incarnation;
                 self.stats.refutations += 1;
                 self.adjust_awareness(1);
                 let own = self.own_update();
@@ -782,6 +813,35 @@ impl Member {
         self.index.remove(id, &entry);
         self.gossip.remove(id);
         Some(entry.generation)
+    }
+
+    /// Takes a generation above `past` while running, so that this member's updates beat
+    /// whatever was said of it up to `past`: like a start's, the generation is persisted
+    /// first and used only once `Input::Persisted` acknowledges it (`adopt`). Nothing beats
+    /// a claim at the largest generation, so that one is left as it is.
+    fn renew(&mut self, past: u64) {
+        let Some(generation) = past.checked_add(1) else {
+            return;
+        };
+        if self.renewing.is_some_and(|pending| pending >= generation) {
+            return;
+        }
+        self.persist = self.persist.next();
+        self.renewing = Some(generation);
+        self.effects.push_back(Effect::Persist {
+            token: self.persist,
+            write: MemberWrite { generation },
+        });
+    }
+
+    /// Uses the generation `renew` made durable: a fresh incarnation space, the same join
+    /// stamp (it is still the same running member), gossiped as alive.
+    fn adopt(&mut self, generation: u64) {
+        self.generation = generation;
+        self.incarnation = 0;
+        self.stats.renewals += 1;
+        let own = self.own_update();
+        self.enqueue(own);
     }
 
     // ---- the protocol period ----------------------------------------------------------
@@ -1250,8 +1310,12 @@ impl Protocol for Member {
     fn handle(&mut self, now: Time, input: InputOf<Self>) {
         match input {
             Input::Persisted(token) => {
-                if !self.ready && token >= self.persist {
-                    self.become_ready(now);
+                if token >= self.persist && !self.left {
+                    if !self.ready {
+                        self.become_ready(now);
+                    } else if let Some(generation) = self.renewing.take() {
+                        self.adopt(generation);
+                    }
                 }
             }
             Input::Wake => {

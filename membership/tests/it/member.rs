@@ -510,32 +510,33 @@ fn a_client_asking_for_the_view_gets_every_member_in_order() {
     );
 }
 
+/// Member `id` of members 1, 2 and 3, ready and knowing the others alive.
+fn one_of_three(id: u64) -> Member {
+    let config = MemberConfig::builder(n(id), id).build().unwrap();
+    let mut m = Member::start(config, 0);
+    drain(&mut m);
+    m.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
+    drain(&mut m);
+    let others = (1..=3)
+        .filter(|&o| o != id)
+        .map(|o| alive(n(o), 0))
+        .collect();
+    m.handle(
+        Time::ZERO,
+        Input::Message {
+            from: n(if id == 1 { 2 } else { 1 }),
+            message: message(Body::Gossip, others),
+        },
+    );
+    drain(&mut m);
+    m
+}
+
 #[test]
 fn a_member_that_leaves_is_dead_at_once_everywhere_and_answers_nothing() {
     use synod_membership::{MemberRequest, MemberResponse};
     use synod_node::RequestId;
-    // Members 1, 2 and 3, each knowing the others.
-    let start = |id: u64| {
-        let config = MemberConfig::builder(n(id), id).build().unwrap();
-        let mut m = Member::start(config, 0);
-        drain(&mut m);
-        m.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
-        drain(&mut m);
-        let others = (1..=3)
-            .filter(|&o| o != id)
-            .map(|o| alive(n(o), 0))
-            .collect();
-        m.handle(
-            Time::ZERO,
-            Input::Message {
-                from: n(if id == 1 { 2 } else { 1 }),
-                message: message(Body::Gossip, others),
-            },
-        );
-        drain(&mut m);
-        m
-    };
-    let mut members: Vec<Member> = (1..=3).map(start).collect();
+    let mut members: Vec<Member> = (1..=3).map(one_of_three).collect();
     let t = Time::from_millis(5);
     members[0].handle(
         t,
@@ -587,4 +588,103 @@ fn a_member_that_leaves_is_dead_at_once_everywhere_and_answers_nothing() {
     );
     members[0].handle(Time::from_secs(10), Input::Wake);
     assert_eq!(drain(&mut members[0]), []);
+}
+
+/// Member 1 hears `lie` about itself from member 2, and so does member 3, which cannot
+/// tell that it is a lie; member 1 must make member 3 take it as alive again, whatever the
+/// lie said. Returns members 1 and 3.
+fn outlive(lie: Update) -> (Member, Member) {
+    let [mut one, _, mut three] = [1, 2, 3].map(one_of_three);
+    for m in [&mut one, &mut three] {
+        m.handle(
+            Time::from_millis(1),
+            Input::Message {
+                from: n(2),
+                message: message(Body::Gossip, vec![lie]),
+            },
+        );
+    }
+    drain(&mut three);
+    assert_ne!(three.state_of(n(1)), Some(MemberState::Alive));
+    // Member 1 acknowledges whatever it persists, then talks to member 3.
+    for effect in drain(&mut one) {
+        if let Effect::Persist { token, write } = effect {
+            assert!(write.generation > one.generation());
+            one.handle(Time::from_millis(2), Input::Persisted(token));
+        }
+    }
+    let mut now = Time::from_millis(2);
+    let mut reached = false;
+    while !reached && now < Time::from_secs(10) {
+        now += Duration::from_millis(10);
+        one.handle(now, Input::Wake);
+        for (to, message) in sends(&drain(&mut one)) {
+            if to == n(3) {
+                three.handle(
+                    now,
+                    Input::Message {
+                        from: n(1),
+                        message,
+                    },
+                );
+                reached = true;
+            }
+        }
+    }
+    assert!(reached, "member 1 never sent to member 3");
+    drain(&mut three);
+    (one, three)
+}
+
+#[test]
+fn a_suspicion_at_the_largest_incarnation_is_outlived_with_a_new_generation() {
+    let lie = Update {
+        id: n(1),
+        generation: 1,
+        incarnation: u64::MAX,
+        state: MemberState::Dead,
+        joined: 1,
+        by: n(2),
+    };
+    let (one, three) = outlive(lie);
+    assert_eq!(one.generation(), 2);
+    assert_eq!(one.incarnation(), 0);
+    assert_eq!(one.stats().renewals, 1);
+    assert_eq!(three.state_of(n(1)), Some(MemberState::Alive));
+}
+
+#[test]
+fn a_generation_this_member_never_had_is_outlived_with_a_larger_one() {
+    let lie = Update {
+        id: n(1),
+        generation: 40,
+        incarnation: 0,
+        state: MemberState::Dead,
+        joined: 1,
+        by: n(2),
+    };
+    let (one, three) = outlive(lie);
+    assert_eq!(one.generation(), 41);
+    assert_eq!(three.state_of(n(1)), Some(MemberState::Alive));
+}
+
+#[test]
+fn a_member_that_leaves_before_its_generation_is_durable_never_joins() {
+    let config = MemberConfig::builder(n(1), 1)
+        .seeds([n(2)])
+        .build()
+        .unwrap();
+    let mut m = Member::start(config, 0);
+    drain(&mut m);
+    m.handle(
+        Time::ZERO,
+        Input::Request {
+            id: synod_node::RequestId(1),
+            request: synod_membership::MemberRequest::Leave,
+        },
+    );
+    drain(&mut m);
+    m.handle(Time::from_millis(1), Input::Persisted(PersistToken(1)));
+    m.handle(Time::from_secs(1), Input::Wake);
+    assert_eq!(sends(&drain(&mut m)), []);
 }
