@@ -121,11 +121,29 @@ impl<K: Ord + Clone + fmt::Debug, T: Ord + Copy + fmt::Debug> LockManager<K, T> 
         })
     }
 
+    /// Whether a younger waiting request wants a key of `locks` in a conflicting mode.
+    fn younger_waiter_wants(&self, txn: T, locks: &[(K, LockMode)]) -> bool {
+        use std::ops::Bound;
+        self.waiting
+            .range((Bound::Excluded(txn), Bound::Unbounded))
+            .any(|(_, theirs)| {
+                theirs.iter().any(|(k, m)| {
+                    locks
+                        .iter()
+                        .any(|(key, mode)| key == k && !mode.compatible(*m))
+                })
+            })
+    }
+
     /// Asks for every lock of `locks` for `txn`.
     pub fn request(&mut self, txn: T, locks: Vec<(K, LockMode)>) -> Acquire<T> {
         let blockers = self.blockers(txn, &locks);
         let behind_older = self.older_waiter_wants(txn, &locks);
-        if blockers.is_empty() && !behind_older {
+        // Under wait-die an older request queues behind a younger waiter rather than take
+        // a lock ahead of it, which would leave the younger one waiting for an older one.
+        let before_younger =
+            self.policy == DeadlockPolicy::WaitDie && self.younger_waiter_wants(txn, &locks);
+        if blockers.is_empty() && !behind_older && !before_younger {
             let new_keys = locks
                 .iter()
                 .filter(|(k, _)| !self.held.contains_key(k))

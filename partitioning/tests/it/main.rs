@@ -2,6 +2,7 @@
 
 mod figures;
 mod fixed;
+mod lock;
 mod range;
 mod sim_twopc;
 mod twopc;
