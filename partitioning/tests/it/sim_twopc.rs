@@ -538,7 +538,13 @@ fn bank_transfers_keep_their_total_under_every_fault() {
     let (mut committed, mut aborted, mut events) = (0, 0, 0);
     let mut coverage = Coverage::default();
     let seeds = runner.run(150, |seed| {
-        let run = random_run(RANDOM, seed);
+        // Wound-wait on even seeds, wait-die on odd ones.
+        let policy = if seed % 2 == 0 {
+            DeadlockPolicy::WoundWait
+        } else {
+            DeadlockPolicy::WaitDie
+        };
+        let run = random_run(Setup { policy, ..RANDOM }, seed);
         committed += run.tally.borrow().committed;
         aborted += run.tally.borrow().aborted;
         events += run.report.events;
