@@ -150,7 +150,9 @@ struct Retry {
 /// abort after its restart; one that crashes after finds the decision on its disk.
 ///
 /// **Phase two.** The decision is resent to each participant until it acknowledges; then
-/// the transaction is ended ([`CoordinatorRecord::Ended`]) and forgotten. A participant
+/// the transaction is ended ([`CoordinatorRecord::Ended`], persisted lazily: nothing waits
+/// for it, and if a crash loses it the restarted coordinator resends a decision the
+/// participants acknowledge again) and forgotten. A participant
 /// asking about a transaction the coordinator has no record of hears abort (*presumed
 /// abort*): it was never decided, or it ended after every participant acknowledged.
 ///
