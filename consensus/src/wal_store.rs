@@ -208,6 +208,7 @@ fn remove_snapshot_files<S: Storage>(
 pub struct WalStoreOptions {
     segment_bytes_max: u64,
     entry_bytes_max: u64,
+    segment_time_fixed: bool,
 }
 
 impl Default for WalStoreOptions {
@@ -215,6 +216,7 @@ impl Default for WalStoreOptions {
         WalStoreOptions {
             segment_bytes_max: 64 << 20,
             entry_bytes_max: crate::config::ENTRY_BYTES_MAX_DEFAULT,
+            segment_time_fixed: false,
         }
     }
 }
@@ -237,8 +239,23 @@ impl WalStoreOptions {
         self
     }
 
+    /// Stamps new segments with time zero instead of the system clock's reading. The store
+    /// never purges segments by age, so the stamp only informs someone inspecting the files;
+    /// a deterministic simulation turns it off so that the same seed writes the same
+    /// bytes. Default off.
+    #[must_use]
+    pub fn segment_time_fixed(mut self, fixed: bool) -> Self {
+        self.segment_time_fixed = fixed;
+        self
+    }
+
     fn wal_config(&self, record_bytes_max: usize) -> Result<WalConfig, WalError> {
-        WalConfig::builder()
+        let builder = if self.segment_time_fixed {
+            WalConfig::builder().clock(std::sync::Arc::new(synod_wal::ManualClock::new(0)))
+        } else {
+            WalConfig::builder()
+        };
+        builder
             .sync_policy(SyncPolicy::Manual)
             .first_index(WalIndex::new(1))
             .segment_bytes_max(self.segment_bytes_max)
@@ -556,14 +573,38 @@ impl<S: Storage> WalLogStore<S> {
         &self.snapshot
     }
 
-    /// Makes every write so far durable. Call it when a [`Ready`](crate::Ready) asks for
-    /// persistence, then acknowledge with [`Node::persisted`](crate::Node::persisted).
+    /// Makes every write so far durable. Call it when a persist effect's write has been
+    /// applied, then acknowledge its token.
     ///
     /// # Errors
     ///
     /// The first write or sync failure since the store was opened; after one, the node
     /// must be stopped.
     pub fn sync(&mut self) -> Result<(), WalStoreError> {
+        self.check_failed()?;
+        let _entries_durable = self.entries.sync()?;
+        let _meta_durable = self.meta.sync()?;
+        Ok(())
+    }
+
+    /// Writes every write applied so far to the storage without syncing it, for a driver
+    /// whose sync comes by other means: a simulated disk's sync of everything written
+    /// before it was asked for (synod-sim's `ProtocolNode` does this). The writes are
+    /// durable once that sync completes.
+    ///
+    /// # Errors
+    ///
+    /// As [`sync`](Self::sync), for the writes.
+    pub fn flush(&mut self) -> Result<(), WalStoreError> {
+        self.check_failed()?;
+        let _entries_written = self.entries.flush()?;
+        let _meta_written = self.meta.flush()?;
+        Ok(())
+    }
+
+    /// The write failure remembered since opening, if any (reported once as it is, then as
+    /// an earlier failure).
+    fn check_failed(&mut self) -> Result<(), WalStoreError> {
         if let Some(e) = self.failed.take() {
             let message = e.to_string();
             self.failed = Some(WalStoreError::Corrupt(format!(
@@ -571,8 +612,6 @@ impl<S: Storage> WalLogStore<S> {
             )));
             return Err(e);
         }
-        let _entries_durable = self.entries.sync()?;
-        let _meta_durable = self.meta.sync()?;
         Ok(())
     }
 

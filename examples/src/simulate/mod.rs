@@ -39,7 +39,8 @@
 //!   that lays its writes out on the simulated disk;
 //! - `raft-kv` ([`raft_kv`]): the Consistent Core node ([`crate::consistent_core::node`]),
 //!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
-//!   as a process, with a journaling driver in place of the write-ahead log and sockets.
+//!   as a process, on the same write-ahead log store (`WalLogStore`) on the simulated disk,
+//!   with the simulator in place of the sockets, threads and clock.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
 //! value; for `raft-kv`, no node stopped and Raft's safety properties hold (`synod-consensus`'s

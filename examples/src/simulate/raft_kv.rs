@@ -8,15 +8,16 @@
 //!
 //! - **A durable log.** The node keeps its log in memory and hands every change to it
 //!   (appends, truncations, the term and vote, snapshots) out with a persistence request
-//!   ([`core_node::Effect::Persist`]); the driver appends each change to the simulated disk
-//!   as a checksummed, length-prefixed record that carries how much of the journal was
-//!   durable when it was written ([`JournalWriter`]), syncs the disk and hands the token
-//!   back only once the sync is done: Raft must not vote or acknowledge entries it could
-//!   lose.
-//! - **Recovery.** On start the journal is replayed up to its torn tail and cut there;
-//!   everything after it was never synced, so never acknowledged. Damage to records that
-//!   had been synced (which the simulated disk never does) stops the node, with the
-//!   offset, and cuts nothing.
+//!   (`Effect::Persist`); the driver applies each write to the production log store,
+//!   `synod_consensus::WalLogStore`, on the simulated disk (its entry log and meta log in
+//!   directories of their own, through the disk's `synod_wal::Storage`; a snapshot's file
+//!   and record are written and synced as the write is applied), writes what it buffered
+//!   out ([`WalLogStore::flush`]), asks the disk for a sync and hands the token back only
+//!   once the sync is done: Raft must not vote or acknowledge entries it could lose.
+//! - **Recovery.** On start the store is opened on what survived on the disk, and its own
+//!   recovery runs: torn tails cut, a compaction or snapshot install that a crash cut short
+//!   reconciled. Damage it cannot repair (which the simulated disk never causes to synced
+//!   data) stops the node with the store's error.
 //! - **Time.** Every input reaches the node with the node's simulated monotonic clock read
 //!   at that moment (as time since the node started): the clock the nemesis makes drift,
 //!   that clock jumps do not move (they step the wall reading only), and that runs on while
@@ -35,7 +36,7 @@
 //! [`Tally`] counts what the nodes did ([`Activity`]): lease reads served under a lease and
 //! those that fell back to a read index, compactions, snapshot installs, hand-overs,
 //! transfers, and membership changes proposed and committed. Membership changes
-//! ([`CoreNode::propose_membership`]) are off by default and on in the CI test
+//! ([`Command::ProposeMembership`]) are off by default and on in the CI test
 //! ([`NodeOptions::with_membership_changes`]): a leader, every so often on its clock, proposes
 //! one drawn at random among the simulated nodes ([`membership_change`]). Clients reach
 //! learners and removed nodes as any other node that does not lead.
@@ -68,10 +69,11 @@ use std::time::Duration;
 
 use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
-use synod_consensus::journal::{JournalWriter, StoreWrite, replay};
 use synod_consensus::{
     Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
 };
+use synod_consensus::{LogStore, StoreWrite, WalLogStore, WalStoreOptions};
+use synod_sim::DiskStorage;
 use synod_sim::{
     Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
     SimRng, Simulation, SyncToken, TimerId, View,
@@ -87,8 +89,13 @@ use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 /// however many writes end unknown while the leader changes.
 pub const KEYS: u64 = 8;
 
-/// The file holding a node's journal.
-const JOURNAL: &str = "raft.journal";
+/// The longest command a node takes (Raft's `entry_bytes_max`), and so the longest entry
+/// its entry log holds.
+const COMMAND_BYTES_MAX: u64 = 64 << 10;
+
+/// The segment size of the node's two logs on its simulated disk: room for a snapshot chunk
+/// record (256 KiB) and the longest command, small enough that logs roll over and purge.
+const SEGMENT_BYTES: u64 = 320 << 10;
 /// The node's timer for Raft's ticks.
 const TICK: TimerId = TimerId(0);
 const TICK_EVERY: Duration = Duration::from_millis(5);
@@ -258,7 +265,7 @@ impl NodeOptions {
         self
     }
 
-    /// A node that leads proposes a membership change ([`CoreNode::propose_membership`])
+    /// A node that leads proposes a membership change ([`Command::ProposeMembership`])
     /// every `every` of its clock, from a start drawn at random within the first `every`;
     /// `None` (the default) never changes the membership. The change is drawn from the
     /// simulation's generator among the simulated nodes ([`membership_change`]): in a
@@ -296,6 +303,7 @@ impl NodeOptions {
             .election_timeout_ticks(ELECTION_TIMEOUT_TICKS)
             .heartbeat_interval_ticks(2)
             .tick_interval_us(duration_nanos(TICK_EVERY) / 1_000)
+            .entry_bytes_max(COMMAND_BYTES_MAX)
             .seed(seed);
         #[cfg(feature = "broken")]
         {
@@ -440,7 +448,7 @@ fn value_bytes(value: u64) -> Vec<u8> {
     value.to_string().into_bytes()
 }
 
-/// One simulated node: a [`CoreNode`] over a journaled log store.
+/// One simulated node: a [`CoreNode`] over a `WalLogStore` on its simulated disk.
 #[derive(Debug)]
 pub struct RaftKvNode {
     id: NodeId,
@@ -452,11 +460,12 @@ pub struct RaftKvNode {
     /// The simulator's request behind each of the node's client tags.
     requests: BTreeMap<Tag, (RequestId, Request)>,
     next_tag: Tag,
-    /// Persistence tokens waiting for a sync, by the sync's number, with the journal's
-    /// length when it was asked for.
-    syncs: BTreeMap<u64, (PersistToken, u64)>,
+    /// Persistence tokens waiting for a sync, by the sync's number.
+    syncs: BTreeMap<u64, PersistToken>,
     next_sync: u64,
-    journal: JournalWriter,
+    /// The node's log on its simulated disk: the production store, an entry log and a
+    /// meta log in directories of their own.
+    store: Option<WalLogStore<DiskStorage>>,
     /// The node's monotonic clock when it (re)started: the node is handed the time since,
     /// read from the simulated clock at each input (see [`RaftKvNode::now`]).
     origin: Duration,
@@ -479,7 +488,7 @@ impl RaftKvNode {
             next_tag: synod_node::RequestId(0),
             syncs: BTreeMap::new(),
             next_sync: 0,
-            journal: JournalWriter::new(0),
+            store: None,
             origin: Duration::ZERO,
             tally,
             changes_committed: 0,
@@ -510,6 +519,7 @@ impl RaftKvNode {
     /// Stops the node: it never acknowledges anything again.
     fn stop(&mut self, why: String) {
         self.core = None;
+        self.store = None;
         self.stopped = Some(why);
     }
 
@@ -627,15 +637,18 @@ impl RaftKvNode {
                             _ => {}
                         }
                     }
-                    let mut bytes = Vec::new();
-                    self.journal.encode(write.ops(), &mut bytes);
-                    if let Err(e) = ctx.disk().append(JOURNAL, &bytes) {
+                    // Laid out on the disk now (a snapshot's file and record synced here),
+                    // durable once the sync asked for next completes.
+                    let Some(store) = self.store.as_mut() else {
+                        return;
+                    };
+                    store.apply(&write);
+                    if let Err(e) = store.flush() {
                         // Never acknowledge what could not be stored.
-                        return self.stop(format!("journal append failed: {e}"));
+                        return self.stop(format!("the log store failed: {e}"));
                     }
                     self.next_sync += 1;
-                    self.syncs
-                        .insert(self.next_sync, (token, self.journal.end()));
+                    self.syncs.insert(self.next_sync, token);
                     ctx.sync(SyncToken(self.next_sync));
                 }
                 Effect::Reply { id, response } => {
@@ -713,20 +726,27 @@ impl synod_sim::Node for RaftKvNode {
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
         let voters = (1..=self.nodes as u64).map(NodeId::new);
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
-        let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
-        let (mem, good) = match replay(&journal, &membership) {
-            Ok(replayed) => replayed,
-            Err(e) => return self.stop(e.to_string()),
+        // The store reads back what survived on the disk: its own recovery (torn tails
+        // cut, a snapshot install or compaction a crash cut short reconciled) is what runs.
+        let disk = ctx.disk();
+        let opened = WalLogStore::open_with(
+            disk.storage_in("entries"),
+            disk.storage_in("meta"),
+            membership,
+            WalStoreOptions::default()
+                .segment_bytes_max(SEGMENT_BYTES)
+                .entry_bytes_max(COMMAND_BYTES_MAX)
+                // The same seed writes the same bytes.
+                .segment_time_fixed(true),
+        );
+        let (store, log) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return self.stop(format!("the log store does not open: {e}")),
         };
-        if good < journal.len()
-            && let Err(e) = ctx.disk().set_len(JOURNAL, good as u64)
-        {
-            return self.stop(format!("cutting the journal's torn tail failed: {e}"));
-        }
-        self.journal = JournalWriter::new(good as u64);
+        self.store = Some(store);
         let config = self.options.raft_config(self.id, ctx.rng().next_u64());
         self.origin = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
-        let mut core = CoreNode::new(Node::new(config, mem), self.options.snapshot_entries)
+        let mut core = CoreNode::new(Node::new(config, log), self.options.snapshot_entries)
             .with_read_ids_from(ctx.rng().next_u64() >> 1);
         let effects = std::iter::from_fn(|| core.poll()).collect();
         self.core = Some(core);
@@ -784,8 +804,7 @@ impl synod_sim::Node for RaftKvNode {
     fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
         // A sync covers every write issued before it, so it settles earlier syncs too.
         let later = self.syncs.split_off(&(token.0 + 1));
-        for (_, (persisted, len)) in std::mem::replace(&mut self.syncs, later) {
-            self.journal.synced(len);
+        for (_, persisted) in std::mem::replace(&mut self.syncs, later) {
             self.handle(ctx, Input::Persisted(persisted));
         }
     }
