@@ -327,20 +327,7 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
         for _ in 0..1 + rng.below(OPS_MAX) {
             let Some(l) = log.as_mut() else { break };
             let result = match rng.below(12) {
-                0..=5 => {
-                    made += 1;
-                    let mut payload = format!("{seed}/{cycle}/{made}:").into_bytes();
-                    let filler = rng.below(PAYLOAD_BYTES_MAX) as usize;
-                    payload.extend(std::iter::repeat_n(made as u8, filler));
-                    let index = l.next();
-                    model
-                        .versions
-                        .entry(index)
-                        .or_default()
-                        .push(payload.clone());
-                    model.current.insert(index, payload.clone());
-                    l.append(&payload)
-                }
+                0..=5 => append(l, &mut model, &mut rng, &mut made, (seed, cycle)),
                 6 => l.sync().map(|()| model.acked = l.next()),
                 7 => {
                     // Group commit as ProtocolNode does it: the queued records are written
@@ -382,8 +369,11 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
                     }
                 }
                 8 | 9 => {
-                    // A synchronous sync that fails: the writer must not call it durable.
-                    disk.fail_next_sync();
+                    // A synchronous sync, which fails one time in eight: the writer must not
+                    // call it durable.
+                    if rng.below(8) == 0 {
+                        disk.fail_next_sync();
+                    }
                     let result = l.sync().map(|()| model.acked = l.next());
                     disk.clear_failing_syncs(); // not used if there was nothing to sync
                     result
@@ -420,6 +410,15 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
                 break; // the writer is poisoned (or the disk halted): crash now
             }
         }
+        // The process writes a few more records out before it dies, so that the crash
+        // meets unsynced data. (A failed sync, which ends many cycles since it poisons the
+        // writer, leaves nothing unsynced: it dropped the unsynced writes.)
+        if let Some(l) = log.as_mut() {
+            let _poisoned_or_halted = (0..1 + rng.below(4)).try_for_each(|_| {
+                append(l, &mut model, &mut rng, &mut made, (seed, cycle))?;
+                l.flush()
+            });
+        }
         drop(log);
         let outcome = disk.crash_outcome(mode);
         disk.clear_failing_syncs();
@@ -443,6 +442,28 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
         log = Some(reopened);
     }
     Ok(seen)
+}
+
+/// Appends a record of random length, and notes it in the model.
+fn append(
+    l: &mut Log,
+    model: &mut Model,
+    rng: &mut Rng,
+    made: &mut u64,
+    (seed, cycle): (u64, u32),
+) -> io::Result<()> {
+    *made += 1;
+    let mut payload = format!("{seed}/{cycle}/{made}:").into_bytes();
+    let filler = rng.below(PAYLOAD_BYTES_MAX) as usize;
+    payload.extend(std::iter::repeat_n(*made as u8, filler));
+    let index = l.next();
+    model
+        .versions
+        .entry(index)
+        .or_default()
+        .push(payload.clone());
+    model.current.insert(index, payload.clone());
+    l.append(&payload)
 }
 
 /// A failed asynchronous sync of everything before `point`, and what ProtocolNode does
