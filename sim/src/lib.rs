@@ -307,7 +307,7 @@
 //!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
 //! - **I/O errors** are scripted, not drawn by the nemesis: [`Action::FailNextSync`] makes
 //!   a node's next sync fail as a failed `fsync` can (the writes it covered are dropped
-//!   from the page cache, and the node gets [`Node::on_sync_failed`], or a synchronous
+//!   from the page cache and never reach the disk, and the node gets [`Node::on_sync_failed`], or a synchronous
 //!   `sync_data` through [`Disk::storage`] returns an `io::Error`), and
 //!   [`Action::FillDisk`] makes writes that would grow its files fail with `StorageFull`
 //!   (`ENOSPC`, returned by the [`Disk`] call). They are opt-in because a node must be

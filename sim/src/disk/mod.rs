@@ -17,7 +17,9 @@
 //! Because the storage syncs whole files, writes issued *after* the request are set aside
 //! at the completion: the disk keeps, for every write not yet covered by a sync, the bytes
 //! it overwrote; at the completion it undoes the later writes, syncs, and redoes them, so
-//! that they stay unsynced. (Directory changes are synced whole at the completion.)
+//! that they stay unsynced. (Directory changes are synced whole at the completion.) A sync
+//! that fails ([`crate::Action::FailNextSync`]) drops the writes it covered from the page
+//! cache and the disk alike: reads and a later crash both find the files without them.
 //!
 //! [`Disk::storage`] hands out the same disk as a `synod_wal::Storage` ([`DiskStorage`]):
 //! its writes go through the same bookkeeping, and its `sync_data` and `sync_dir` are
@@ -30,9 +32,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 pub use synod_wal::testing::CrashMode;
-use synod_wal::testing::{FaultyFile, FaultyStorage};
+use synod_wal::testing::{Fault, FaultyFile, FaultyStorage};
 use synod_wal::{Storage, StorageFile};
 
+#[cfg(test)]
+mod fault_tests;
 mod storage;
 #[cfg(test)]
 mod wal_tests;
@@ -297,10 +301,10 @@ impl Disk {
     }
 
     /// A failed sync of every write issued before `point`, as Linux may handle a failed
-    /// `fsync`: those writes are dropped from the page cache (the files read as if they had
-    /// never been made) and are not durable; writes issued since stay, unsynced, over the
-    /// older contents (a gap one leaves past the end of a file reads as zeros). Directory
-    /// changes are left unsynced.
+    /// `fsync`: those writes are dropped from the page cache and never reach the disk (the
+    /// files read as if they had never been made, and a crash finds them so, in every mode);
+    /// writes issued since stay, unsynced, over the older contents (a gap one leaves past
+    /// the end of a file reads as zeros). Directory changes are left unsynced.
     pub(crate) fn fail_through(&mut self, point: u64) -> io::Result<()> {
         self.state
             .lock()
@@ -517,6 +521,11 @@ impl State {
             for o in late.iter().rev().chain(ops.iter().rev()) {
                 undo(handle, o)?;
             }
+            // The file now reads as it was at its last sync, and so must a crash find it:
+            // the kernel dropped the failed pages, so the disk holds nothing of them. Sync
+            // this state, or the storage would keep the failed writes, and their undoing,
+            // as unsynced operations that a crash may apply in part.
+            handle.sync_data()?;
             // Put the later writes back on what is left, noting afresh what each one
             // overwrites, so that a later sync sets them aside correctly.
             for o in &mut late {
@@ -548,6 +557,16 @@ impl State {
         if self.take_failed_sync() {
             if let Some(ops) = self.log.remove(&id) {
                 self.without_capacity(|_| ops.iter().rev().try_for_each(|o| undo(handle, o)))?;
+                // Durably, as in `fail_through`: a crash finds what reads now see.
+                handle.sync_data()?;
+            } else if !self.handles.contains_key(&id) {
+                // An unlinked file, whose writes the disk does not log: the storage's own
+                // failed sync drops them from its cache and its unsynced operations alike.
+                // (A handle that stopped working fails before the fault fires: clear it.)
+                self.storage.inject(Fault::SyncError);
+                let dropped = handle.sync_data();
+                self.storage.clear_faults();
+                debug_assert!(dropped.is_err(), "the injected failure fired");
             }
             return Err(io::Error::other(
                 "simulated fsync failure: the file's unsynced writes are lost",

@@ -32,7 +32,8 @@ use super::{FileId, State};
 ///
 /// A failure queued by [`Action::FailNextSync`](crate::Action::FailNextSync) fails the
 /// disk's next sync of either kind. A failed `sync_data` returns an `io::Error` and drops the
-/// file's unsynced writes from the page cache (the file reads as it was at its last sync);
+/// file's unsynced writes from the page cache (the file reads as it was at its last sync, and
+/// a crash finds it so);
 /// a failed `sync_dir` returns an `io::Error` and leaves the directory's changes unsynced.
 /// A crash stops every handle opened before it: their operations fail from then on.
 ///
