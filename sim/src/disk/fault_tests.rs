@@ -245,3 +245,42 @@ fn a_failed_sync_of_a_removed_file_drops_its_writes() {
         }
     }
 }
+
+/// The storage counts every file it keeps against a full disk, including one whose
+/// removal, replacement by a rename or re-creation is not yet durable: `Disk::fill` counts
+/// them too, so an overwrite still needs no space, and the space comes back once the
+/// directory sync lets the file go.
+#[test]
+fn a_full_disk_counts_the_unlinked_files_it_still_keeps() {
+    for how in ["remove", "rename over", "create over"] {
+        for crash_first in [false, true] {
+            let mut d = Disk::new(21);
+            let storage = d.storage();
+            d.append("old", &[7u8; 100]).unwrap();
+            d.append("f", b"12345678").unwrap();
+            let p = d.sync_point();
+            d.sync_through(p).unwrap();
+            if crash_first {
+                // The disk has no handle to "old" after a crash until something opens it.
+                d.crash_outcome(CrashMode::DropUnsynced);
+            }
+            match how {
+                "remove" => d.remove("old").unwrap(),
+                "rename over" => d.rename("f", "old").unwrap(),
+                _ => drop(storage.create("old").unwrap()),
+            }
+            let name = if how == "rename over" { "old" } else { "f" };
+            d.fill();
+            let ctx = format!("{how}, crash first {crash_first}");
+            d.write(name, 0, b"ab")
+                .unwrap_or_else(|e| panic!("{ctx}: an overwrite needs no space: {e}"));
+            let err = d.append(name, b"9").expect_err("full");
+            assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{ctx}");
+            let p = d.sync_point();
+            d.sync_through(p).unwrap();
+            d.append(name, &[1u8; 100])
+                .unwrap_or_else(|e| panic!("{ctx}: the unlinked file's space is free: {e}"));
+            assert_eq!(d.len(name), Some(108), "{ctx}");
+        }
+    }
+}

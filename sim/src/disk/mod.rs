@@ -96,6 +96,10 @@ struct State {
     names: BTreeMap<String, FileId>,
     /// A handle to every file in `names`, dropped at a crash (they stop working then).
     handles: BTreeMap<FileId, FaultyFile>,
+    /// A handle to every file unlinked (removed, renamed over or created over) since the
+    /// directory was last synced: the storage keeps such a file, since a crash may bring
+    /// its name back, and its bytes count against a full disk as the storage counts them.
+    unlinked: Vec<FaultyFile>,
     /// Per file, the writes not yet covered by a completed sync, in issue order.
     log: BTreeMap<FileId, Vec<Logged>>,
     /// The id of the next file opened or created.
@@ -127,6 +131,7 @@ impl Disk {
                 storage: FaultyStorage::new(seed),
                 names: BTreeMap::new(),
                 handles: BTreeMap::new(),
+                unlinked: Vec::new(),
                 log: BTreeMap::new(),
                 next_id: 0,
                 next_seq: 0,
@@ -273,15 +278,22 @@ impl Disk {
 
     /// Fills the disk: from now on, a write or length change that would make the files
     /// hold more bytes than they do now fails with `StorageFull`. [`Disk::free`] undoes it.
+    ///
+    /// The files include those unlinked since the directory was last synced, which the disk
+    /// still keeps (a crash may bring them back); the directory sync that lets them go
+    /// frees their space.
     pub(crate) fn fill(&mut self) {
         let mut state = self.state.lock();
-        let used: u64 = state
+        state.prune_unlinked();
+        let named: u64 = state
             .storage
             .file_names()
             .iter()
             .filter_map(|name| state.storage.contents(name))
             .map(|c| c.len() as u64)
             .sum();
+        let unlinked: u64 = state.unlinked.iter().filter_map(|h| h.len().ok()).sum();
+        let used = named + unlinked;
         state.capacity_bytes = Some(used);
         state.storage.set_capacity_bytes(state.capacity_bytes);
     }
@@ -334,6 +346,7 @@ impl Disk {
         let unsynced = state.storage.unsynced_ops() > 0;
         state.names.clear();
         state.handles.clear();
+        state.unlinked.clear();
         state.log.clear();
         let report = state.storage.crash(mode);
         let after = state.storage.stats();
@@ -374,6 +387,7 @@ impl State {
 
     /// Creates an empty file `name`, replacing any file of that name.
     fn create(&mut self, name: &str) -> io::Result<FileId> {
+        self.hold(name)?;
         let handle = self.storage.create(name)?;
         self.forget(name);
         let id = self.new_id();
@@ -382,14 +396,32 @@ impl State {
         Ok(id)
     }
 
+    /// Gives the existing file `name` a handle, if the disk has none yet, before an
+    /// operation unlinks it, so that [`State::forget`] can keep it in `unlinked`.
+    fn hold(&mut self, name: &str) -> io::Result<()> {
+        match self.open(name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Drops the name `name` and, with it, the bookkeeping of its file: an unlinked file's
     /// writes no longer matter to a crash once the directory is synced, and every completed
-    /// sync syncs the directory. (An open [`DiskFile`] on it keeps working, unlogged.)
+    /// sync syncs the directory. (An open [`DiskFile`] on it keeps working, unlogged.) The
+    /// disk keeps its handle in `unlinked` until that directory sync.
     fn forget(&mut self, name: &str) {
         if let Some(id) = self.names.remove(name) {
-            self.handles.remove(&id);
+            if let Some(handle) = self.handles.remove(&id) {
+                self.unlinked.push(handle);
+            }
             self.log.remove(&id);
         }
+    }
+
+    /// Lets go of the handles to unlinked files that the storage no longer keeps (a
+    /// directory sync made their unlinking durable).
+    fn prune_unlinked(&mut self) {
+        self.unlinked.retain(|h| h.len().is_ok());
     }
 
     /// Writes through the disk's bookkeeping: `handle` if given (a [`DiskFile`]'s own),
@@ -450,6 +482,7 @@ impl State {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.hold(to)?;
         self.storage.rename(from, to)?;
         let moved = self.names.remove(from);
         self.forget(to);
@@ -460,6 +493,7 @@ impl State {
     }
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.hold(name)?;
         self.storage.remove(name)?;
         self.forget(name);
         Ok(())
@@ -505,7 +539,9 @@ impl State {
                 self.log.remove(&id);
             }
         }
-        self.storage.sync_dir()
+        self.storage.sync_dir()?;
+        self.prune_unlinked();
+        Ok(())
     }
 
     fn fail_through(&mut self, point: u64) -> io::Result<()> {
@@ -585,7 +621,9 @@ impl State {
                 "simulated fsync failure of the directory: its changes are not durable",
             ));
         }
-        self.storage.sync_dir()
+        self.storage.sync_dir()?;
+        self.prune_unlinked();
+        Ok(())
     }
 }
 
