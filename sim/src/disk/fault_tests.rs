@@ -284,3 +284,45 @@ fn a_full_disk_counts_the_unlinked_files_it_still_keeps() {
         }
     }
 }
+
+/// A handle keeps working after its file is renamed, and after its name is removed until
+/// the directory sync that makes the removal durable; then every operation fails with the
+/// documented `Unsupported`, not with the error of a handle from before a crash. A crash
+/// stops it with the crash's error.
+#[test]
+fn a_handle_to_a_removed_file_works_until_the_removal_is_durable() {
+    let mut d = Disk::new(22);
+    let storage = d.storage();
+    let f = storage.create("f").unwrap();
+    synod_wal::storage::write_all_at(&f, b"data", 0).unwrap();
+    storage.rename("f", "g").unwrap();
+    storage.sync_dir().unwrap();
+    synod_wal::storage::write_all_at(&f, b"more", 4).expect("after a rename");
+    assert_eq!(d.read("g").as_deref(), Some(&b"datamore"[..]));
+    storage.remove("g").unwrap();
+    synod_wal::storage::write_all_at(&f, b"!", 8).expect("before the directory sync");
+    let mut buf = [0u8; 9];
+    assert_eq!(f.read_at(&mut buf, 0).unwrap(), 9);
+    storage.sync_dir().unwrap();
+    let mut buf = [0u8; 4];
+    let errors = [
+        f.len().map(drop),
+        f.read_at(&mut buf, 0).map(drop),
+        f.write_at(b"x", 0).map(drop),
+        f.set_len(0),
+        f.sync_data(),
+    ];
+    for e in errors {
+        let e = e.expect_err("the disk forgot the file");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+    }
+    // A handle from before a crash fails with the crash's error, whatever became of it.
+    let h = storage.create("h").unwrap();
+    storage.remove("h").unwrap();
+    storage.sync_dir().unwrap();
+    d.crash_outcome(CrashMode::KeepAll);
+    for stale in [&f, &h] {
+        let e = stale.len().expect_err("stopped at the crash");
+        assert_ne!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+    }
+}

@@ -110,6 +110,8 @@ struct State {
     capacity_bytes: Option<u64>,
     /// How many of the next syncs fail ([`crate::Action::FailNextSync`]).
     failing_syncs: u32,
+    /// Crashes so far: a [`DiskFile`] opened before the last one has stopped working.
+    crashes: u64,
 }
 
 impl fmt::Debug for Disk {
@@ -137,6 +139,7 @@ impl Disk {
                 next_seq: 0,
                 capacity_bytes: None,
                 failing_syncs: 0,
+                crashes: 0,
             })),
         }
     }
@@ -348,6 +351,7 @@ impl Disk {
         state.handles.clear();
         state.unlinked.clear();
         state.log.clear();
+        state.crashes += 1;
         let report = state.storage.crash(mode);
         let after = state.storage.stats();
         CrashOutcome {
@@ -407,8 +411,8 @@ impl State {
 
     /// Drops the name `name` and, with it, the bookkeeping of its file: an unlinked file's
     /// writes no longer matter to a crash once the directory is synced, and every completed
-    /// sync syncs the directory. (An open [`DiskFile`] on it keeps working, unlogged.) The
-    /// disk keeps its handle in `unlinked` until that directory sync.
+    /// sync syncs the directory. (An open [`DiskFile`] on it keeps working, unlogged, until
+    /// that directory sync.) The disk keeps its handle in `unlinked` until then.
     fn forget(&mut self, name: &str) {
         if let Some(id) = self.names.remove(name) {
             if let Some(handle) = self.handles.remove(&id) {

@@ -70,11 +70,12 @@ impl DiskStorage {
         format!("{}{name}", self.prefix)
     }
 
-    fn file(&self, id: FileId, handle: FaultyFile) -> DiskFile {
+    fn file(&self, id: FileId, handle: FaultyFile, crashes: u64) -> DiskFile {
         DiskFile {
             state: Arc::clone(&self.state),
             id,
             handle,
+            crashes,
         }
     }
 }
@@ -104,7 +105,7 @@ impl Storage for DiskStorage {
         let mut state = self.state.lock();
         let id = state.open(&path)?;
         let handle = state.storage.open(&path)?;
-        Ok(self.file(id, handle))
+        Ok(self.file(id, handle, state.crashes))
     }
 
     fn create(&self, name: &str) -> io::Result<DiskFile> {
@@ -112,7 +113,7 @@ impl Storage for DiskStorage {
         let mut state = self.state.lock();
         let id = state.create(&path)?;
         let handle = state.storage.open(&path)?;
-        Ok(self.file(id, handle))
+        Ok(self.file(id, handle, state.crashes))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -128,13 +129,38 @@ impl Storage for DiskStorage {
     }
 }
 
-/// A file of a [`DiskStorage`]. It keeps working after a rename or removal of its name, as
-/// an open file does, and stops at a crash.
+/// A file of a [`DiskStorage`]. It keeps working after a rename of its name, as an open
+/// file does, and stops at a crash: its operations fail from then on.
+///
+/// Once its name is gone (removed, or replaced by a rename or a creation), it keeps working
+/// only until the directory sync that makes that durable ([`Storage::sync_dir`], or the
+/// directory sync of a completed [`Context::sync`](crate::Context::sync)): the simulated
+/// disk forgets the file then, and every operation on the handle fails with
+/// `io::ErrorKind::Unsupported`. A real open file would keep working until closed; code
+/// that relies on that cannot be tested on this disk.
 pub struct DiskFile {
     state: Arc<Mutex<State>>,
     id: FileId,
     /// Its own handle to the file (the disk's follows the name, this one the file).
     handle: FaultyFile,
+    /// The disk's crash count when it was opened.
+    crashes: u64,
+}
+
+impl DiskFile {
+    /// Its handle, or the error that says why it stopped working: a crash (the storage's
+    /// own error), or the disk forgot the file after its unlinking became durable.
+    fn handle(&self) -> io::Result<&FaultyFile> {
+        match self.handle.len() {
+            Ok(_) => Ok(&self.handle),
+            Err(e) if self.state.lock().crashes != self.crashes => Err(e),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the file's name is gone and the directory was synced since: the simulated \
+                 disk has forgotten the file, though a real open file would keep working",
+            )),
+        }
+    }
 }
 
 impl fmt::Debug for DiskFile {
@@ -147,25 +173,28 @@ impl fmt::Debug for DiskFile {
 
 impl StorageFile for DiskFile {
     fn len(&self) -> io::Result<u64> {
-        self.handle.len()
+        self.handle()?.len()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.handle.read_at(buf, offset)
+        self.handle()?.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let handle = self.handle()?;
         self.state
             .lock()
-            .write(self.id, Some(&self.handle), offset, buf)?;
+            .write(self.id, Some(handle), offset, buf)?;
         Ok(buf.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.state.lock().set_len(self.id, Some(&self.handle), len)
+        let handle = self.handle()?;
+        self.state.lock().set_len(self.id, Some(handle), len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.state.lock().sync_file(self.id, &self.handle)
+        let handle = self.handle()?;
+        self.state.lock().sync_file(self.id, handle)
     }
 }
