@@ -2,28 +2,31 @@
 //! `synod-sim`.
 //!
 //! [`CoreNode`] is the node that `synod node` runs as a real process: `synod-consensus`'s
-//! Raft plus the key-value state machine, with no I/O of its own. Here the same code runs
-//! in the simulator; only the driver differs. [`RaftKvNode`] is that driver, and it shows
-//! what any driver of a Raft node owes it:
+//! Raft plus the key-value state machine, with no I/O of its own, on the node contract.
+//! Here the same code runs in the simulator through synod-sim's one adapter for every
+//! contract state machine, `ProtocolNode` ([`RaftKvNode`]), given what only this system
+//! knows ([`CoreStore`]) and wrapped in what the simulation does around it ([`SimCore`]).
+//! What the adapter and the store do is what any driver of a Raft node owes it:
 //!
 //! - **A durable log.** The node keeps its log in memory and hands every change to it
 //!   (appends, truncations, the term and vote, snapshots) out with a persistence request
-//!   (`Effect::Persist`); the driver applies each write to the production log store,
+//!   (`Effect::Persist`); the store applies each write to the production log store,
 //!   `synod_consensus::WalLogStore`, on the simulated disk (its entry log and meta log in
 //!   directories of their own, through the disk's `synod_wal::Storage`; a snapshot's file
-//!   and record are written and synced as the write is applied), writes what it buffered
-//!   out ([`WalLogStore::flush`]), asks the disk for a sync and hands the token back only
-//!   once the sync is done: Raft must not vote or acknowledge entries it could lose.
+//!   and record are written and synced as the write is applied) and writes out what the
+//!   logs buffered ([`WalLogStore::flush`]); the adapter asks the disk for a sync and hands
+//!   the token back only once the sync is done: Raft must not vote or acknowledge entries it
+//!   could lose.
 //! - **Recovery.** On start the store is opened on what survived on the disk, and its own
 //!   recovery runs: torn tails cut, a compaction or snapshot install that a crash cut short
 //!   reconciled. Damage it cannot repair (which the simulated disk never causes to synced
 //!   data) stops the node with the store's error.
 //! - **Time.** Every input reaches the node with the node's simulated monotonic clock read
-//!   at that moment (as time since the node started): the clock the nemesis makes drift,
-//!   that clock jumps do not move (they step the wall reading only), and that runs on while
-//!   the node is paused. The node runs Raft's ticks (5 ms each) for the time passed before
-//!   it looks at the input, so a lease read is checked against the time it is taken at; a
-//!   timer every 5 ms of the same clock brings the ticks when no other input comes.
+//!   at that moment: the clock the nemesis makes drift, that clock jumps do not move (they
+//!   step the wall reading only), and that runs on while the node is paused. The node runs
+//!   Raft's ticks (5 ms each) for the time passed before it looks at the input, so a lease
+//!   read is checked against the time it is taken at; it asks to be woken for the next tick
+//!   (and for its hand-over and membership-change times) when no other input comes.
 //! - **Fail-stop.** A node whose disk fails, or that reports it cannot continue, stops
 //!   and answers nothing more; the simulator injects neither, so the invariant reports it.
 //!
@@ -63,26 +66,25 @@
 //! cut off a leader whose process is paused, or whose clock drifts, past its lease.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use synod_clocks::PhysicalClock;
 use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::{
-    Config, ConfigError, Membership, Message, MessageBody, Node, PersistToken, Role, Term,
+    Config, ConfigError, LogStore, Membership, Message, MessageBody, Node, RaftWrite, Role,
+    StoreWrite, WalLogStore, WalStoreOptions,
 };
-use synod_consensus::{LogStore, StoreWrite, WalLogStore, WalStoreOptions};
-use synod_sim::DiskStorage;
 use synod_sim::{
-    Completion, Context, KvInput, KvModel, KvOutput, Linearizability, NodeId, RequestId, SimConfig,
-    SimRng, Simulation, SyncToken, TimerId, View,
+    Boot, Completion, Disk, DiskStorage, KvInput, KvModel, KvOutput, Linearizability, NodeId,
+    ProtocolNode, ProtocolStore, SimConfig, SimRng, Simulation, View,
 };
 
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
 use super::{RunSummary, progress_after_healing};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
-use crate::consistent_core::node::{self as core_node, Command, CoreNode, Fatal, ReadMode, Tag};
+use crate::consistent_core::node::{self as core_node, Command, CoreNode, Fatal, ReadMode};
 use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 
 /// Keys the clients use: enough that each key's history stays small for the checker,
@@ -96,14 +98,8 @@ const COMMAND_BYTES_MAX: u64 = 64 << 10;
 /// The segment size of the node's two logs on its simulated disk: room for a snapshot chunk
 /// record (256 KiB) and the longest command, small enough that logs roll over and purge.
 const SEGMENT_BYTES: u64 = 320 << 10;
-/// The node's timer for Raft's ticks.
-const TICK: TimerId = TimerId(0);
+/// The length of a Raft tick; the node asks to be woken for each.
 const TICK_EVERY: Duration = Duration::from_millis(5);
-/// The node's timer for handing its leadership over (see [`NodeOptions::with_hand_overs`]).
-const HAND_OVER: TimerId = TimerId(1);
-/// The node's timer for proposing a membership change (see
-/// [`NodeOptions::with_membership_changes`]).
-const MEMBERSHIP_CHANGE: TimerId = TimerId(2);
 /// Raft's election timeout, in ticks: 50 to 100 ms.
 const ELECTION_TIMEOUT_TICKS: std::ops::Range<u64> = 10..20;
 /// Snapshot (and compact the log) every this many applied entries: a few times in a run
@@ -448,186 +444,125 @@ fn value_bytes(value: u64) -> Vec<u8> {
     value.to_string().into_bytes()
 }
 
-/// One simulated node: a [`CoreNode`] over a `WalLogStore` on its simulated disk.
+/// One simulated node: synod-sim's generic adapter for any node-contract state machine,
+/// running [`SimCore`] (the [`CoreNode`]) over [`CoreStore`] (a `WalLogStore` on its
+/// simulated disk).
+pub type RaftKvNode = ProtocolNode<CoreStore>;
+
+/// A node's Raft state machine, unless the node is down or stopped.
+#[must_use]
+pub fn raft_of(node: &RaftKvNode) -> Option<&Node> {
+    node.protocol()
+        .filter(|core| core.stopped.is_none())
+        .map(|core| core.core.raft())
+}
+
+/// Why a node stopped (fail-stop), if it did: its log store failed or did not open, or the
+/// node reported it cannot continue. The simulator injects no I/O errors and every record
+/// is checksummed, so either is a bug, and the run's invariant reports it.
+#[must_use]
+pub fn stopped(node: &RaftKvNode) -> Option<&str> {
+    node.store()
+        .failed
+        .as_deref()
+        .or_else(|| node.protocol()?.stopped.as_deref())
+}
+
+/// What the node's own requests were for, to read their answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Own {
+    HandOver,
+    MembershipChange,
+}
+
+/// The first request id of the node's own requests (hand-overs, membership changes), far
+/// above the adapter's ids for the clients' requests.
+const OWN_REQUESTS_FROM: u64 = 1 << 62;
+
+/// The Consistent Core node as the simulation runs it: the [`CoreNode`], the simulation's
+/// requests and answers translated to and from it, and what the simulation does around it
+/// on the node's clock: a leader hands its leadership over and proposes membership changes
+/// every so often ([`NodeOptions`]); what it does is counted in the [`Tally`].
 #[derive(Debug)]
-pub struct RaftKvNode {
-    id: NodeId,
-    nodes: usize,
+pub struct SimCore {
+    core: CoreNode,
+    nodes: u64,
     options: NodeOptions,
-    core: Option<CoreNode>,
-    /// Why the node stopped, if it did (see [`RaftKvNode::stopped`]).
-    stopped: Option<String>,
-    /// The simulator's request behind each of the node's client tags.
-    requests: BTreeMap<Tag, (RequestId, Request)>,
-    next_tag: Tag,
-    /// Persistence tokens waiting for a sync, by the sync's number.
-    syncs: BTreeMap<u64, PersistToken>,
-    next_sync: u64,
-    /// The node's log on its simulated disk: the production store, an entry log and a
-    /// meta log in directories of their own.
-    store: Option<WalLogStore<DiskStorage>>,
-    /// The node's monotonic clock when it (re)started: the node is handed the time since,
-    /// read from the simulated clock at each input (see [`RaftKvNode::now`]).
-    origin: Duration,
     tally: Tally,
-    /// The membership changes this incarnation's node had seen committed, as last tallied.
+    rng: SimRng,
+    /// The simulation's request behind each client request id.
+    requests: BTreeMap<synod_node::RequestId, Request>,
+    own: BTreeMap<synod_node::RequestId, Own>,
+    next_own: u64,
+    hand_over_at: Option<Time>,
+    membership_at: Option<Time>,
+    /// The wake-up the core asked for last, and the one this node asked for last.
+    core_wake: Option<Time>,
+    wake: Option<Time>,
+    effects: VecDeque<EffectOf<SimCore>>,
+    /// Why the node stopped, if it did.
+    stopped: Option<String>,
+    /// The membership changes the core had seen committed, as last tallied.
     changes_committed: u64,
 }
 
-impl RaftKvNode {
-    /// Node `id` of a cluster of `nodes`, counting what it does in `tally`.
-    #[must_use]
-    pub fn new(id: NodeId, nodes: usize, options: NodeOptions, tally: Tally) -> Self {
-        RaftKvNode {
-            id,
-            nodes,
-            options,
-            core: None,
-            stopped: None,
-            requests: BTreeMap::new(),
-            next_tag: synod_node::RequestId(0),
-            syncs: BTreeMap::new(),
-            next_sync: 0,
-            store: None,
-            origin: Duration::ZERO,
-            tally,
-            changes_committed: 0,
-        }
+impl SimCore {
+    /// Whether the core leads.
+    fn leading(&self) -> bool {
+        self.core.raft().role() == Role::Leader
     }
 
-    /// The term this node leads in, if it leads.
-    #[must_use]
-    pub fn leading(&self) -> Option<Term> {
-        let raft = self.raft()?;
-        (raft.role() == Role::Leader).then(|| raft.term())
+    fn own(&mut self, now: Time, what: Own, request: Command) {
+        self.next_own += 1;
+        let id = synod_node::RequestId(OWN_REQUESTS_FROM + self.next_own);
+        self.own.insert(id, what);
+        self.core.handle(now, Input::Request { id, request });
+        self.collect();
     }
 
-    /// The node's Raft state machine, unless the node stopped.
-    #[must_use]
-    pub fn raft(&self) -> Option<&Node> {
-        Some(self.core.as_ref()?.raft())
-    }
-
-    /// Why the node stopped (fail-stop), if it did: a disk operation failed, or the node
-    /// reported it cannot continue. The simulator injects no I/O errors and every record
-    /// is checksummed, so either is a bug, and the run's invariant reports it.
-    #[must_use]
-    pub fn stopped(&self) -> Option<&str> {
-        self.stopped.as_deref()
-    }
-
-    /// Stops the node: it never acknowledges anything again.
-    fn stop(&mut self, why: String) {
-        self.core = None;
-        self.store = None;
-        self.stopped = Some(why);
-    }
-
-    /// The time to hand the node: its simulated monotonic clock now, since the node
-    /// started. That clock drifts as the nemesis makes it (clock jumps step only the wall
-    /// reading), and keeps running while the node is paused, so a node resumed after a
-    /// pause or handed an input late runs every Raft tick that time brings before it
-    /// looks at the input, and a lease read is checked against the time it is taken at,
-    /// never against a count of the timer expiries that happened to be delivered.
-    fn now(&self, ctx: &Context<'_, Self>) -> Time {
-        let monotonic = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
-        let since = monotonic.saturating_sub(self.origin);
-        Time::from_nanos(duration_nanos(since))
-    }
-
-    /// A fresh id for a request of the driver's own.
-    fn next_tag(&mut self) -> Tag {
-        self.next_tag = synod_node::RequestId(self.next_tag.0 + 1);
-        self.next_tag
-    }
-
-    /// As leader, proposes a membership change drawn from the simulation's generator
-    /// ([`membership_change`]) and carries out what the node then asks. A refusal (a change
-    /// still uncommitted, a transfer under way) is no fault: the next timer tries again.
-    fn change_membership(&mut self, ctx: &mut Context<'_, Self>) {
-        let nodes = self.nodes as u64;
-        let tries = if self.options.changes_twice() { 2 } else { 1 };
-        for _ in 0..tries {
-            let Some(core) = self.core.as_ref() else {
-                return;
-            };
-            let Some(next) = membership_change(ctx.rng(), core.raft().membership(), nodes) else {
-                break;
-            };
-            let id = self.next_tag();
-            let request = Command::ProposeMembership(next);
-            let effects = self.feed(ctx, Input::Request { id, request });
-            let accepted = effects.iter().any(|e| {
-                matches!(e, Effect::Reply { id: r, response: core_node::Response::Kv(KvReply::Ok) } if *r == id)
-            });
-            if accepted {
-                self.tally.add(|a| a.membership_proposed += 1);
-            }
-            self.carry_out(ctx, effects);
-        }
-    }
-
-    /// Hands `input` to the node at the current time and drains what it asks.
-    fn feed(
-        &mut self,
-        ctx: &Context<'_, Self>,
-        input: InputOf<CoreNode>,
-    ) -> Vec<EffectOf<CoreNode>> {
-        let now = self.now(ctx);
-        let Some(core) = self.core.as_mut() else {
-            return Vec::new();
-        };
-        core.handle(now, input);
-        std::iter::from_fn(|| core.poll()).collect()
-    }
-
-    /// Feeds `input` to the node and carries out what it asks.
-    fn handle(&mut self, ctx: &mut Context<'_, Self>, input: InputOf<CoreNode>) {
-        let now = self.now(ctx);
-        let Some(core) = self.core.as_mut() else {
-            return;
-        };
-        if let Input::Request {
-            request:
-                Command::Client(core_node::Request::Read {
-                    mode: ReadMode::Lease,
-                    ..
-                }),
-            ..
-        } = &input
+    /// Runs the hand-over and membership-change timers due at `now`.
+    fn timers(&mut self, now: Time) {
+        if let Some(at) = self.hand_over_at
+            && now >= at
         {
-            // Raft's ticks up to `now` first, so the lease looked at is the one the read
-            // is taken under (handing the read in at the same time runs no more ticks).
-            core.handle(now, Input::Wake);
-            let leading = core.raft().role() == Role::Leader;
-            let leased = core.raft().read_lease().is_some();
-            self.tally.add(|a| match (leading, leased) {
-                (true, true) => a.lease_reads += 1,
-                (true, false) => a.lease_fallbacks += 1,
-                (false, _) => a.lease_reads_elsewhere += 1,
-            });
+            if self.leading() {
+                self.tally.add(|a| a.hand_overs += 1);
+                self.own(now, Own::HandOver, Command::HandOver);
+            }
+            self.hand_over_at = self.options.hand_over_every.map(|every| now + every);
         }
-        let effects = self.feed(ctx, input);
-        self.carry_out(ctx, effects);
+        if let Some(at) = self.membership_at
+            && now >= at
+        {
+            if self.leading() {
+                let tries = if self.options.changes_twice() { 2 } else { 1 };
+                for _ in 0..tries {
+                    let current = self.core.raft().membership().clone();
+                    let Some(next) = membership_change(&mut self.rng, &current, self.nodes) else {
+                        break;
+                    };
+                    self.own(now, Own::MembershipChange, Command::ProposeMembership(next));
+                }
+            }
+            self.membership_at = self
+                .options
+                .membership_change_every
+                .map(|every| now + every);
+        }
     }
 
-    fn carry_out(&mut self, ctx: &mut Context<'_, Self>, effects: Vec<EffectOf<CoreNode>>) {
-        let Some(core) = self.core.as_mut() else {
-            return;
-        };
-        let committed = core.membership_changes_committed();
-        if committed > self.changes_committed {
-            let new = committed - self.changes_committed;
-            self.tally.add(|a| a.membership_committed += new);
-        }
-        self.changes_committed = committed;
-        for effect in effects {
+    /// Takes what the core hands out: the simulation's answers, the effects to pass on,
+    /// and the counts.
+    fn collect(&mut self) {
+        while self.stopped.is_none()
+            && let Some(effect) = self.core.poll()
+        {
             match effect {
                 Effect::Send { to, message } => {
                     if message.body == MessageBody::TimeoutNow {
                         self.tally.add(|a| a.transfers += 1);
                     }
-                    ctx.send(to, message);
+                    self.effects.push_back(Effect::Send { to, message });
                 }
                 Effect::Persist { token, write } => {
                     for op in write.ops() {
@@ -637,30 +572,205 @@ impl RaftKvNode {
                             _ => {}
                         }
                     }
-                    // Laid out on the disk now (a snapshot's file and record synced here),
-                    // durable once the sync asked for next completes.
-                    let Some(store) = self.store.as_mut() else {
-                        return;
-                    };
-                    store.apply(&write);
-                    if let Err(e) = store.flush() {
-                        // Never acknowledge what could not be stored.
-                        return self.stop(format!("the log store failed: {e}"));
-                    }
-                    self.next_sync += 1;
-                    self.syncs.insert(self.next_sync, token);
-                    ctx.sync(SyncToken(self.next_sync));
+                    self.effects.push_back(Effect::Persist { token, write });
                 }
                 Effect::Reply { id, response } => {
-                    if let Some((id, request)) = self.requests.remove(&id) {
-                        ctx.reply(id, translate(request, response));
+                    if let Some(own) = self.own.remove(&id) {
+                        let accepted = response == core_node::Response::Kv(KvReply::Ok);
+                        if own == Own::MembershipChange && accepted {
+                            self.tally.add(|a| a.membership_proposed += 1);
+                        }
+                    } else if let Some(request) = self.requests.remove(&id) {
+                        let response = translate(request, response);
+                        self.effects.push_back(Effect::Reply { id, response });
                     }
                 }
-                Effect::Apply(Fatal(why)) => return self.stop(format!("fatal: {why}")),
-                // The node's timer runs every tick anyway.
-                Effect::WakeAt(_) => {}
+                Effect::Apply(Fatal(why)) => {
+                    // The node stops: it never answers or acknowledges anything again.
+                    self.stopped = Some(format!("fatal: {why}"));
+                    self.effects.clear();
+                    return;
+                }
+                Effect::WakeAt(at) => self.core_wake = Some(at),
             }
         }
+        let committed = self.core.membership_changes_committed();
+        if committed > self.changes_committed {
+            let new = committed - self.changes_committed;
+            self.tally.add(|a| a.membership_committed += new);
+        }
+        self.changes_committed = committed;
+        let next = [self.core_wake, self.hand_over_at, self.membership_at]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next
+            && self.wake != Some(at)
+        {
+            self.wake = Some(at);
+            self.effects.push_back(Effect::WakeAt(at));
+        }
+    }
+}
+
+impl Protocol for SimCore {
+    type Message = Message;
+    type Request = Request;
+    type Response = Response;
+    type Write = RaftWrite;
+    type Apply = std::convert::Infallible;
+
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        if self.stopped.is_some() {
+            return;
+        }
+        match input {
+            Input::Request { id, request } => {
+                if self.requests.len() >= REQUESTS_MAX {
+                    self.requests.pop_first();
+                }
+                self.requests.insert(id, request);
+                if let Request::LeaseRead(_) = request {
+                    // Raft's ticks up to `now` first, so the lease looked at is the one the
+                    // read is taken under (handing the read in at the same time runs no
+                    // more ticks).
+                    self.core.handle(now, Input::Wake);
+                    let leading = self.leading();
+                    let leased = self.core.raft().read_lease().is_some();
+                    self.tally.add(|a| match (leading, leased) {
+                        (true, true) => a.lease_reads += 1,
+                        (true, false) => a.lease_fallbacks += 1,
+                        (false, _) => a.lease_reads_elsewhere += 1,
+                    });
+                }
+                let request = Command::Client(core_request(request));
+                self.core.handle(now, Input::Request { id, request });
+            }
+            Input::Message { from, message } => {
+                self.core.handle(now, Input::Message { from, message });
+            }
+            Input::Persisted(token) => self.core.handle(now, Input::Persisted(token)),
+            Input::Wake => {
+                self.core.handle(now, Input::Wake);
+                self.collect();
+                self.timers(now);
+            }
+        }
+        self.collect();
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        self.effects.pop_front()
+    }
+}
+
+/// The Consistent Core's store under the simulator: the production log store,
+/// `WalLogStore`, on the node's simulated disk (its entry log and meta log in directories of
+/// their own), and how a [`SimCore`] is built from what it recovers.
+#[derive(Debug)]
+pub struct CoreStore {
+    nodes: usize,
+    options: NodeOptions,
+    tally: Tally,
+    store: Option<WalLogStore<DiskStorage>>,
+    /// Why the store failed or did not open, if it did.
+    failed: Option<String>,
+}
+
+impl CoreStore {
+    /// The store of a node of a cluster of `nodes`, set up by `options`, counting what the
+    /// node does in `tally`.
+    #[must_use]
+    pub fn new(nodes: usize, options: NodeOptions, tally: Tally) -> CoreStore {
+        CoreStore {
+            nodes,
+            options,
+            tally,
+            store: None,
+            failed: None,
+        }
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        self.store = None;
+        self.failed = Some(why.clone());
+        io::Error::other(why)
+    }
+}
+
+impl ProtocolStore for CoreStore {
+    type Protocol = SimCore;
+
+    /// Opens the store on what survived on the disk (its own recovery runs: torn tails
+    /// cut, a compaction or snapshot install that a crash cut short reconciled) and builds
+    /// the node from the log it recovered, its clock started at the boot time.
+    fn recover(&mut self, boot: Boot<'_>) -> io::Result<SimCore> {
+        let voters = (1..=self.nodes as u64).map(NodeId::new);
+        let membership = Membership::new(voters, []).expect("at least one voter, no learners");
+        let opened = WalLogStore::open_with(
+            boot.disk.storage_in("entries"),
+            boot.disk.storage_in("meta"),
+            membership,
+            WalStoreOptions::default()
+                .segment_bytes_max(SEGMENT_BYTES)
+                .entry_bytes_max(COMMAND_BYTES_MAX)
+                // The same seed writes the same bytes.
+                .segment_time_fixed(true),
+        );
+        let (store, log) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return Err(self.fail(format!("the log store does not open: {e}"))),
+        };
+        self.store = Some(store);
+        let config = self.options.raft_config(boot.id, boot.rng.next_u64());
+        let core = CoreNode::new(Node::new(config, log), self.options.snapshot_entries)
+            .with_read_ids_from(boot.rng.next_u64() >> 1);
+        let mut rng = SimRng::new(boot.rng.next_u64());
+        let first = |every: Option<Duration>, rng: &mut SimRng| {
+            every.map(|every| boot.now + Duration::from_nanos(rng.below(duration_nanos(every)) + 1))
+        };
+        let hand_over_at = first(self.options.hand_over_every, &mut rng);
+        let membership_at = first(self.options.membership_change_every, &mut rng);
+        let mut node = SimCore {
+            core,
+            nodes: self.nodes as u64,
+            options: self.options,
+            tally: self.tally.clone(),
+            rng,
+            requests: BTreeMap::new(),
+            own: BTreeMap::new(),
+            next_own: 0,
+            hand_over_at,
+            membership_at,
+            core_wake: None,
+            wake: None,
+            effects: VecDeque::new(),
+            stopped: None,
+            changes_committed: 0,
+        };
+        // The boot time starts Raft's clock; the snapshot is loaded and the committed log
+        // replayed.
+        node.core.handle(boot.now, Input::Wake);
+        node.collect();
+        Ok(node)
+    }
+
+    /// Lays `write` out on the two logs (a snapshot's file and record written and synced
+    /// here) and writes out what the logs buffered, for the adapter's sync to cover.
+    fn write(&mut self, _disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
+        let Some(store) = self.store.as_mut() else {
+            return Err(io::Error::other("the log store failed earlier"));
+        };
+        store.apply(write);
+        if let Err(e) = store.flush() {
+            // Never acknowledge what could not be stored.
+            return Err(self.fail(format!("the log store failed: {e}")));
+        }
+        Ok(())
     }
 }
 
@@ -715,116 +825,6 @@ fn core_request(request: Request) -> core_node::Request {
             expected: expect.map(value_bytes),
             new: value_bytes(new),
         }),
-    }
-}
-
-impl synod_sim::Node for RaftKvNode {
-    type Message = Message;
-    type Request = Request;
-    type Response = Response;
-
-    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        let voters = (1..=self.nodes as u64).map(NodeId::new);
-        let membership = Membership::new(voters, []).expect("at least one voter, no learners");
-        // The store reads back what survived on the disk: its own recovery (torn tails
-        // cut, a snapshot install or compaction a crash cut short reconciled) is what runs.
-        let disk = ctx.disk();
-        let opened = WalLogStore::open_with(
-            disk.storage_in("entries"),
-            disk.storage_in("meta"),
-            membership,
-            WalStoreOptions::default()
-                .segment_bytes_max(SEGMENT_BYTES)
-                .entry_bytes_max(COMMAND_BYTES_MAX)
-                // The same seed writes the same bytes.
-                .segment_time_fixed(true),
-        );
-        let (store, log) = match opened {
-            Ok(opened) => opened,
-            Err(e) => return self.stop(format!("the log store does not open: {e}")),
-        };
-        self.store = Some(store);
-        let config = self.options.raft_config(self.id, ctx.rng().next_u64());
-        self.origin = Duration::from_nanos(ctx.clock().monotonic().as_nanos());
-        let mut core = CoreNode::new(Node::new(config, log), self.options.snapshot_entries)
-            .with_read_ids_from(ctx.rng().next_u64() >> 1);
-        let effects = std::iter::from_fn(|| core.poll()).collect();
-        self.core = Some(core);
-        self.changes_committed = 0;
-        self.carry_out(ctx, effects);
-        ctx.set_timer(TICK_EVERY, TICK);
-        if let Some(every) = self.options.hand_over_every {
-            let first = ctx.rng().below(duration_nanos(every)) + 1;
-            ctx.set_timer(Duration::from_nanos(first), HAND_OVER);
-        }
-        if let Some(every) = self.options.membership_change_every {
-            let first = ctx.rng().below(duration_nanos(every)) + 1;
-            ctx.set_timer(Duration::from_nanos(first), MEMBERSHIP_CHANGE);
-        }
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, message: Message) {
-        self.handle(ctx, Input::Message { from, message });
-    }
-
-    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: TimerId) {
-        if timer == HAND_OVER {
-            if self.leading().is_some() {
-                self.tally.add(|a| a.hand_overs += 1);
-                let id = self.next_tag();
-                self.handle(
-                    ctx,
-                    Input::Request {
-                        id,
-                        request: Command::HandOver,
-                    },
-                );
-            }
-            if let (Some(every), true) = (self.options.hand_over_every, self.core.is_some()) {
-                ctx.set_timer(every, HAND_OVER);
-            }
-            return;
-        }
-        if timer == MEMBERSHIP_CHANGE {
-            if self.leading().is_some() {
-                self.change_membership(ctx);
-            }
-            if let (Some(every), true) = (self.options.membership_change_every, self.core.is_some())
-            {
-                ctx.set_timer(every, MEMBERSHIP_CHANGE);
-            }
-            return;
-        }
-        self.handle(ctx, Input::Wake);
-        if self.core.is_some() {
-            ctx.set_timer(TICK_EVERY, TICK);
-        }
-    }
-
-    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        // A sync covers every write issued before it, so it settles earlier syncs too.
-        let later = self.syncs.split_off(&(token.0 + 1));
-        for (_, persisted) in std::mem::replace(&mut self.syncs, later) {
-            self.handle(ctx, Input::Persisted(persisted));
-        }
-    }
-
-    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: Request) {
-        if self.core.is_none() {
-            return; // a stopped node answers nothing
-        }
-        if self.requests.len() >= REQUESTS_MAX {
-            self.requests.pop_first();
-        }
-        let tag = self.next_tag();
-        self.requests.insert(tag, (id, request));
-        self.handle(
-            ctx,
-            Input::Request {
-                id: tag,
-                request: Command::Client(core_request(request)),
-            },
-        );
     }
 }
 
@@ -950,7 +950,7 @@ fn invariant(
     move |view| {
         if let Some((id, why)) = view
             .nodes()
-            .find_map(|(id, node)| node.stopped().map(|why| (id, why)))
+            .find_map(|(id, node)| stopped(node).map(|why| (id, why)))
         {
             return Err(format!("{id} stopped: {why}"));
         }
@@ -958,7 +958,7 @@ fn invariant(
         // clone (and this allocates nothing).
         let up = (1..=nodes as u64)
             .filter_map(|i| view.node(NodeId::new(i)))
-            .filter_map(RaftKvNode::raft);
+            .filter_map(raft_of);
         checker.check(up).map_err(|violation| violation.to_string())
     }
 }
@@ -983,7 +983,7 @@ pub fn simulation(
     Simulation::new(
         config,
         seed,
-        move |id| RaftKvNode::new(id, nodes, options, tally.clone()),
+        move |_| ProtocolNode::new(CoreStore::new(nodes, options, tally.clone())),
         clients,
     )
     .invariant(invariant(nodes))

@@ -255,7 +255,7 @@ fn leader_before_the_cut(seed: u64) -> NodeId {
     let _stopped = lease_simulation(seed, clients, &Tally::new())
         .invariant(move |view| {
             let leading = view.nodes().find_map(|(id, node)| {
-                let raft = node.raft()?;
+                let raft = raft_kv::raft_of(node)?;
                 (raft.role() == synod_consensus::Role::Leader).then_some(id)
             });
             seen.set(leading);
