@@ -1,4 +1,4 @@
-//! The on-disk format, version 1: file names, the segment header and the record frame.
+//! The on-disk format, version 2: file names, the segment header and the record frame.
 //!
 //! Everything here is pure: encoding into buffers and decoding from byte slices, with every
 //! length checked before it is used, so that nothing read from disk can panic or make the
@@ -6,8 +6,12 @@
 
 use crate::LogIndex;
 
-/// The format version written by this crate and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written by this crate.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this crate reads. Version 1 differs only in that it has no
+/// [`FLAG_CUT`]: a version-1 log reads as it always did.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SYNODWAL";
@@ -24,6 +28,13 @@ pub const RECORD_ALIGN: usize = 8;
 /// Segment header flag: this segment starts a new base for the log, and every segment with
 /// a smaller first index is obsolete (written by a purge past the end of the log).
 pub const FLAG_BASE: u32 = 1;
+
+/// Segment header flag (since version 2): this segment was made by a truncation that cut the
+/// log just before its first index, and every segment after it with a smaller generation is
+/// obsolete (one the truncation had not yet removed when it stopped). The cut is made durable
+/// by this segment's creation, before any segment after the cut is removed, so that the end
+/// of the segment before it is never left unrecorded.
+pub const FLAG_CUT: u32 = 2;
 
 /// The suffix of segment file names.
 pub const SEGMENT_SUFFIX: &str = ".wal";
@@ -98,7 +109,7 @@ impl SegmentHeader {
     ///
     /// # Errors
     ///
-    /// Returns why the bytes are not a valid version-1 header.
+    /// Returns why the bytes are not a valid header of a version this crate reads.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
         let b = bytes
             .get(..SEGMENT_HEADER_BYTES)
@@ -107,7 +118,7 @@ impl SegmentHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::UnsupportedVersion(version));
         }
         if crc32fast::hash(&b[0..40]) != u32_at(b, 40) {
@@ -257,13 +268,29 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(HeaderError::Short));
         b[20] ^= 1;
         assert_eq!(SegmentHeader::decode(&b), Err(HeaderError::BadChecksum));
-        b[8] = 2;
+        b[8] = 3;
         assert_eq!(
             SegmentHeader::decode(&b),
-            Err(HeaderError::UnsupportedVersion(2))
+            Err(HeaderError::UnsupportedVersion(3))
         );
         b[0] = b'X';
         assert_eq!(SegmentHeader::decode(&b), Err(HeaderError::BadMagic));
+    }
+
+    #[test]
+    fn a_version_1_header_still_reads() {
+        let h = SegmentHeader {
+            first: LogIndex::new(7),
+            generation: 3,
+            created_ms: 99,
+            flags: 0,
+        };
+        let mut b = h.encode();
+        assert_eq!(u32_at(&b, 8), FORMAT_VERSION);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..40]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
     }
 
     #[test]

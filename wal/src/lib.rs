@@ -182,6 +182,15 @@
 //! always holds its whole range; segment creation, renames and removals are followed by a
 //! sync of the directory.
 //!
+//! **A cut stays made.** [`Wal::truncate_after`] leaves the records after the cut in the bytes
+//! of the segment that held them; the segment's range ends where the next segment starts, and
+//! that next segment is the record of the cut. A truncation therefore creates its new segment
+//! at the cut (marked as a cut segment, synced, renamed, directory synced) before it removes any
+//! segment after the cut, and recovery treats a segment after a cut segment and older than
+//! it as one that truncation was removing. A crash at any point of a truncation leaves the
+//! log as it was before (with at least the records up to the cut) or as after it, and never
+//! brings back records that an earlier truncation, or a recovery cutting a torn tail, removed.
+//!
 //! # Recovery
 //!
 //! [`Wal::open`] scans the segments in order, checking each record's length, checksum, tag
@@ -204,7 +213,7 @@
 //! scan reads at most one 1 MiB window (or one maximum-size record) at a time, whatever a
 //! length field says, and nothing on disk can make it panic.
 //!
-//! # On-disk format, version 1
+//! # On-disk format, version 2
 //!
 //! All integers little-endian. A segment file `<first index, 20 digits>.wal` is
 //! `segment_bytes_max` bytes long:
@@ -212,8 +221,8 @@
 //! | Offset | Size | Segment header |
 //! |---|---|---|
 //! | 0 | 8 | magic `SYNODWAL` |
-//! | 8 | 4 | format version, 1 |
-//! | 12 | 4 | flags (bit 0: base segment; every segment before it is obsolete) |
+//! | 8 | 4 | format version, 2 (1 is read too) |
+//! | 12 | 4 | flags (bit 0: base segment, every segment before it is obsolete; bit 1: cut segment, every segment after it with a smaller generation is obsolete) |
 //! | 16 | 8 | first index (must match the file name) |
 //! | 24 | 8 | generation: never reused within a log directory |
 //! | 32 | 8 | creation time, milliseconds of the configured [`Clock`] |
@@ -231,8 +240,15 @@
 //! | 20 | 4 | lag: index minus the last index durable when written (saturating) |
 //! | 24 | len | payload, then zeros up to a multiple of 8 |
 //!
-//! The tag makes records left over in a recycled file, or in a segment whose suffix was
-//! truncated, invalid for the segment's new generation. Spare files are `<20 digits>.spare`,
+//! The tag makes records left over in a recycled file invalid for the segment's new
+//! generation. Records past a closed segment's range (left there by a truncation) keep their
+//! segment's tag; the next segment's first index ends the range.
+//!
+//! Version 2 adds the cut flag (bit 1), which a truncation sets on the segment it creates.
+//! A version-1 log (whose truncations removed the segments after the cut first, and could
+//! lose a cut to a crash part-way) is read as before, and its segments stay version 1; new
+//! segments are written as version 2, which a reader of version 1 only refuses
+//! ([`CorruptionKind::UnsupportedVersion`]). Spare files are `<20 digits>.spare`,
 //! files being prepared `<20 digits>.tmp` or `<20 digits>.spare.tmp` (removed at open);
 //! other names in the directory are left alone. The [`format`](mod@format) module has the
 //! constants and codecs.

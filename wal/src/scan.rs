@@ -10,8 +10,8 @@ use std::io;
 
 use crate::error::{Corruption, CorruptionKind};
 use crate::format::{
-    self, CORRUPT_SUFFIX, FLAG_BASE, HeaderError, RECORD_ALIGN, RECORD_HEADER_BYTES, RecordHeader,
-    SEGMENT_HEADER_BYTES, SPARE_SUFFIX, SegmentHeader, TMP_SUFFIX,
+    self, CORRUPT_SUFFIX, FLAG_BASE, FLAG_CUT, HeaderError, RECORD_ALIGN, RECORD_HEADER_BYTES,
+    RecordHeader, SEGMENT_HEADER_BYTES, SPARE_SUFFIX, SegmentHeader, TMP_SUFFIX,
 };
 use crate::storage::{Storage, StorageFile, read_full_at};
 use crate::{LogIndex, WalError};
@@ -98,7 +98,8 @@ pub(crate) struct Scan {
     pub(crate) tail: Option<(Tail, String, u64)>,
     /// Segments past a cut (by damage), in order.
     pub(crate) past_cut: Vec<String>,
-    /// Segments made obsolete by a later base segment.
+    /// Segments made obsolete by a later base segment, or by an earlier cut segment newer
+    /// than they are.
     pub(crate) obsolete: Vec<String>,
     /// Spare segment files.
     pub(crate) spares: Vec<String>,
@@ -402,6 +403,24 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
     {
         result.obsolete = opened.drain(..base).map(|(name, _, _)| name).collect();
     }
+    // A cut segment makes every later segment older than it obsolete: the truncation that
+    // made it was removing them when it stopped. Damaged headers are left for the range
+    // checks below to report.
+    let mut cut_generation: Option<u64> = None;
+    let mut kept = Vec::with_capacity(opened.len());
+    for (name, file, header) in opened {
+        if let Ok(h) = &header {
+            if cut_generation.is_some_and(|g| h.generation < g) {
+                result.obsolete.push(name);
+                continue;
+            }
+            if h.flags & FLAG_CUT != 0 {
+                cut_generation = cut_generation.max(Some(h.generation));
+            }
+        }
+        kept.push((name, file, header));
+    }
+    let opened = kept;
     let count = opened.len();
     let firsts: Vec<Option<LogIndex>> = opened
         .iter()

@@ -19,8 +19,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::config::{RecoveryMode, SyncPolicy, WalConfig};
 use crate::error::{Corruption, CorruptionKind};
 use crate::format::{
-    self, CORRUPT_SUFFIX, FLAG_BASE, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SPARE_SUFFIX,
-    SegmentHeader, TMP_SUFFIX,
+    self, CORRUPT_SUFFIX, FLAG_BASE, FLAG_CUT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    SPARE_SUFFIX, SegmentHeader, TMP_SUFFIX,
 };
 use crate::scan::{self, Tail};
 use crate::storage::{Storage, StorageFile, read_full_at, write_all_at};
@@ -762,11 +762,17 @@ impl<S: Storage> Wal<S> {
     }
 
     /// Removes every record after `last_kept`, so that the next append gets `last_kept + 1`:
-    /// a consensus follower discarding a conflicting suffix. Durable when it returns: a crash
-    /// during it leaves the log with at least the records up to `last_kept` and nothing that
-    /// was not in the log before. A cut of records already written makes the records up to
-    /// `last_kept` durable as a side effect; a cut of records still queued (not yet written,
-    /// under [`SyncPolicy::Manual`]) touches no file and makes nothing durable.
+    /// a consensus follower discarding a conflicting suffix. A cut of records already written
+    /// is durable when it returns: no crash afterwards brings the removed records back, not
+    /// even one in the middle of a later truncation. A crash during it leaves the log as it
+    /// was (less records not yet durable) or as the cut leaves it: the durable records up to
+    /// `last_kept` survive, and nothing comes back that was not in the log just before, in
+    /// particular no record that an earlier cut removed. Such a cut makes the records up to
+    /// `last_kept` durable as a side effect. A
+    /// cut of records still queued (not yet written, under [`SyncPolicy::Manual`]) touches no
+    /// file and makes nothing durable: a crash may lose records up to `last_kept` as it may
+    /// any unsynced record, and can bring back none of the dropped ones, which never reached
+    /// a file.
     ///
     /// Appends made while it runs wait for it and get indexes after the cut. A blocking
     /// append whose record it removes fails with [`WalError::Truncated`]; a
@@ -831,26 +837,32 @@ impl<S: Storage> Wal<S> {
             .rfind(|s| s.first.get() < keep_next)
             .map(|s| (Arc::clone(&s.file), s.name.clone()));
         let result = MutexGuard::unlocked(&mut st, || -> Result<Segment<S::File>, WalError> {
-            // Newest first, so that a crash part-way leaves a prefix of the log.
-            for name in doomed.iter().rev() {
-                io("remove", name, inner.storage.remove(name))?;
-            }
-            if !doomed.is_empty() {
-                io("sync directory", "", inner.storage.sync_dir())?;
-            }
-            match replace {
+            // The cut is recorded first, by a cut segment at it, and only then do the
+            // segments after it go: the segment before the cut may hold records an earlier
+            // cut removed, past its range, and its range ends where the next segment starts.
+            // Were that next segment removed first, a crash would leave it the last segment,
+            // read to its end.
+            let seg = match replace {
                 // A segment starts exactly at the cut: replace it with an empty one.
                 Some((name, flags)) => {
-                    inner.create_segment(LogIndex::new(keep_next), flags, Some(&name))
+                    inner.create_segment(LogIndex::new(keep_next), flags | FLAG_CUT, Some(&name))?
                 }
                 // The cut is inside a segment: it becomes closed, its range ending at the cut
                 // by the new segment's name, so its records up to the cut must be durable.
                 None => {
                     let (file, name) = keeper.expect("a segment holds the cut");
                     io("sync", &name, file.sync_data())?;
-                    inner.create_segment(LogIndex::new(keep_next), 0, None)
+                    inner.create_segment(LogIndex::new(keep_next), FLAG_CUT, None)?
                 }
+            };
+            // Newest first; until they are all gone the cut segment makes them obsolete.
+            for name in doomed.iter().rev() {
+                io("remove", name, inner.storage.remove(name))?;
             }
+            if !doomed.is_empty() {
+                io("sync directory", "", inner.storage.sync_dir())?;
+            }
+            Ok(seg)
         });
         inner.end_maintenance(&mut st);
         // Whatever happened, the records from the cut on are no longer the writers'.

@@ -8,6 +8,7 @@
 mod bad_input;
 mod basics;
 mod crash;
+mod cuts;
 mod damage;
 mod model;
 mod races;
