@@ -380,10 +380,11 @@ fn the_checker_catches_stale_lease_reads_when_clocks_drift_beyond_the_bound() {
 
 /// Seeds the membership negative control below may run, of five nodes each; it stops at
 /// the first caught. When this was written 35 of seeds 0..1000 were caught (none without the
-/// bug; the first was seed 102, seed 7 once the simulated disks' draws changed, and seed 30
+/// bug; the first was seed 102, seed 7 once the simulated disks' draws changed, seed 30
 /// once each of a leader's two changes was handed in and drained on its own, through the node
-/// contract), so three hundred seeds leave the test little chance of missing every one
-/// should the runs change.
+/// contract, and seed 21 once the nodes ran through synod-sim's ProtocolNode on the
+/// WAL-backed store), so three hundred seeds leave the test little chance of missing every
+/// one should the runs change.
 const MEMBERSHIP_NEGATIVE_SEEDS: u64 = 300;
 /// How often the negative control's leaders propose a change (twice in a row), on their
 /// clock: often enough that a fault falls between two changes now and then.
