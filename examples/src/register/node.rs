@@ -33,6 +33,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PEER_FRAME_BYTES_MAX: usize = VALUE_BYTES_MAX + KEY_BYTES_MAX + (64 << 10);
 /// The directory inside the data directory that holds the store's log.
 pub const STORE_DIR: &str = "registers";
+/// The most starts a node may make on one data directory (each takes a generation).
+pub const STARTS_MAX: u64 = u64::MAX - 1;
 
 /// The store of a node in a process: [`RegisterLog`] on the data directory's files.
 #[derive(Debug, Default)]
@@ -43,10 +45,19 @@ pub struct RegisterFiles {
 impl HostStore for RegisterFiles {
     type Protocol = StoreNode;
 
+    /// Opens the log, and takes this start's generation above both the log's last and the
+    /// data directory's count of starts ([`data_dir::next_incarnation`], written durably
+    /// before the node serves): the count is kept apart from the log, so damage the log
+    /// cannot tell from a crash (its last synced record flipped) never makes a start reuse
+    /// a generation an earlier one served with.
     fn recover(&mut self, boot: HostBoot<'_>) -> io::Result<StoreNode> {
         let dir = boot.options.data_dir().join(STORE_DIR);
         data_dir::create_dir_durably(&dir)?;
-        let (log, recovered) = RegisterLog::open(FileStorage::new(dir)?)?;
+        let (log, mut recovered) = RegisterLog::open(FileStorage::new(dir)?)?;
+        let start = data_dir::next_incarnation(boot.options, STARTS_MAX)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        // The machine starts at one past what it recovered.
+        recovered.generation = recovered.generation.max(start - 1);
         self.log = Some(log);
         Ok(Registers::start(boot.id, boot.members, LIMITS, recovered))
     }
@@ -111,7 +122,7 @@ impl Commands for Clients {
 }
 
 /// What the node keeps in its data directory besides the identity file.
-const STATE: &[&str] = &[STORE_DIR];
+const STATE: &[&str] = &[STORE_DIR, data_dir::INCARNATION_FILE];
 
 /// Starts a node of the register store in this process (for `synod node --system
 /// register`; see [`crate::systems::StartNode`]). It takes no system settings.
@@ -159,6 +170,53 @@ mod tests {
     use crate::runtime::peers::transport_config;
 
     type Message = Keyed<Vec<u8>, Vec<u8>>;
+
+    #[test]
+    fn a_start_never_reuses_a_generation_even_when_the_log_lost_its_start_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = NodeOptions::new(
+            1,
+            "127.0.0.1:0",
+            Some("127.0.0.1:0"),
+            "1=127.0.0.1:0",
+            dir.path(),
+        )
+        .expect("valid options");
+        let start = || {
+            let mut files = RegisterFiles::default();
+            let boot = HostBoot {
+                options: &options,
+                id: NodeId::new(1),
+                members: vec![NodeId::new(1)],
+            };
+            let node = files.recover(boot).expect("starts");
+            (files, node.generation())
+        };
+        // A first start writes its start record and syncs it.
+        let (mut files, first) = start();
+        assert_eq!(first, 1);
+        let record = crate::register::Record {
+            generation: first,
+            key: None,
+            tag: Tag::default(),
+            value: None,
+        };
+        files.write(&record).expect("written");
+        files.sync().expect("synced");
+        drop(files);
+        // The log then loses it (its last synced record, damaged, is cut as a torn tail
+        // would be): the next start still takes a generation above the first's.
+        let log = store_dir(dir.path()).join(crate::register::store::LOG_FILE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .and_then(|f| f.set_len(3))
+            .expect("cut");
+        let (_, second) = start();
+        assert!(second > first, "generation {second} after {first}");
+        let (_, third) = start();
+        assert!(third > second, "generation {third} after {second}");
+    }
 
     #[test]
     fn the_longest_key_and_value_fit_in_one_peer_frame() {
