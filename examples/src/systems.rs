@@ -85,6 +85,14 @@ pub const SYSTEMS: &[System] = &[
         demo: None,
         sim: Some(crate::simulate::System::REGISTER),
     },
+    System {
+        name: "membership",
+        about: "SWIM failure detection with Lifeguard, gossip and an emergent leader (simulated only)",
+        node: None,
+        kv: None,
+        demo: None,
+        sim: Some(crate::simulate::System::MEMBERSHIP),
+    },
 ];
 
 /// A name that is no registered system.

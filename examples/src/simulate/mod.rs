@@ -40,7 +40,11 @@
 //! - `raft-kv` ([`raft_kv`]): the Consistent Core node ([`crate::consistent_core::node`]),
 //!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
 //!   as a process, on the same write-ahead log store (`WalLogStore`) on the simulated disk,
-//!   with the simulator in place of the sockets, threads and clock.
+//!   with the simulator in place of the sockets, threads and clock;
+//! - `membership` ([`membership`]): `synod-membership`'s members (SWIM with Lifeguard), on
+//!   2 to 128 nodes and with no clients: it checks that no start reuses a generation and
+//!   that every view agrees after the heal, and prints how fast crashes were detected and
+//!   views converged instead of a history.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
 //! value; for `raft-kv`, no node stopped and Raft's safety properties hold (`synod-consensus`'s
@@ -68,6 +72,7 @@ use synod_sim::{
 use crate::history_file::{HistoryFile, HistoryWriter};
 
 pub mod clients;
+pub mod membership;
 pub mod raft_kv;
 pub mod register;
 
@@ -111,6 +116,7 @@ fault fired, the verdict and the trace hash.
 Systems:
   register   the ABD quorum register of synod-quorum (no leader)
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
+  membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
 
 With --seed, --history FILE also writes the history the checker decided, for a checker \
 Synod did not write: Jepsen's EDN history (FILE.edn: one :invoke and one :ok, :fail or \
@@ -124,6 +130,7 @@ Examples:
   synod sim register --seed 7 --faults crash,partition,loss
   synod sim raft-kv --seeds 0..20
   synod sim raft-kv --seed 7 --history run.edn
+  synod sim membership --nodes 16 --seed 7
 
 Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
 not be written), 4 the checker gave up undecided.";
@@ -134,6 +141,8 @@ not be written), 4 the checker gave up undecided.";
 #[derive(Clone, Copy)]
 pub struct System {
     name: &'static str,
+    /// The smallest and largest cluster it runs on; `None`: 3 or 5 nodes (a majority).
+    nodes: Option<(usize, usize)>,
     describe: fn(nodes: usize) -> String,
     run: fn(seed: u64, config: SimConfig) -> RunSummary,
 }
@@ -142,6 +151,7 @@ impl System {
     /// The ABD quorum register of `synod-quorum`: linearizable reads and writes, no leader.
     pub const REGISTER: System = System {
         name: "register",
+        nodes: None,
         describe: |nodes| {
             format!(
                 "ABD registers (synod-quorum), {nodes} nodes, {} clients, {} keys",
@@ -155,6 +165,7 @@ impl System {
     /// The Consistent Core node: Raft from `synod-consensus` and its key-value store.
     pub const RAFT_KV: System = System {
         name: "raft-kv",
+        nodes: None,
         describe: |nodes| {
             format!(
                 "Consistent Core (Raft and a key-value store), {nodes} nodes, {} clients, {} keys",
@@ -165,6 +176,19 @@ impl System {
         run: raft_kv::run,
     };
 
+    /// The members of `synod-membership`: SWIM with Lifeguard, gossip, the emergent leader.
+    pub const MEMBERSHIP: System = System {
+        name: "membership",
+        nodes: Some(membership::NODES),
+        describe: |nodes| {
+            format!(
+                "SWIM members with Lifeguard (synod-membership), {nodes} members, protocol period {} ms",
+                membership::PERIOD_MS
+            )
+        },
+        run: membership::run,
+    };
+
     /// The name on the command line.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -173,6 +197,19 @@ impl System {
 
     fn describe(self, nodes: usize) -> String {
         (self.describe)(nodes)
+    }
+
+    /// Checks that this system runs on `nodes` nodes.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Nodes`] or [`ArgError::NodesBetween`].
+    pub fn check_nodes(self, nodes: usize) -> Result<usize, ArgError> {
+        match self.nodes {
+            None => check_nodes(nodes),
+            Some((min, max)) if (min..=max).contains(&nodes) => Ok(nodes),
+            Some((min, max)) => Err(ArgError::NodesBetween(nodes, min, max)),
+        }
     }
 
     /// The system named `name`, if there is one.
@@ -194,7 +231,7 @@ impl System {
 }
 
 /// Every system `synod sim` can run. Adding a simulated system is adding it here.
-pub const SYSTEMS: &[System] = &[System::REGISTER, System::RAFT_KV];
+pub const SYSTEMS: &[System] = &[System::REGISTER, System::RAFT_KV, System::MEMBERSHIP];
 
 impl PartialEq for System {
     fn eq(&self, other: &System) -> bool {
@@ -222,6 +259,8 @@ pub enum ArgError {
     Events(u64),
     /// `--nodes` is neither 3 nor 5.
     Nodes(usize),
+    /// `--nodes` is not between the two counts (inclusive) the system runs on.
+    NodesBetween(usize, usize, usize),
     /// `--faults` names an unknown kind, or mixes `swarm`/`all`/`none` with kinds.
     Faults(String),
     /// `--trace` is above [`TRACE_LINES_MAX`].
@@ -246,6 +285,9 @@ impl fmt::Display for ArgError {
                 "{n} events: a run needs between 1 and {EVENTS_MAX} events"
             ),
             ArgError::Nodes(n) => write!(f, "{n} nodes: the cluster has 3 or 5 nodes"),
+            ArgError::NodesBetween(n, min, max) => {
+                write!(f, "{n} nodes: this cluster has {min} to {max} nodes")
+            }
             ArgError::Faults(why) => write!(f, "{why}"),
             ArgError::TraceLines(n) => {
                 write!(f, "{n} trace lines: at most {TRACE_LINES_MAX} can be kept")
@@ -440,13 +482,14 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, ArgError> {
         .map_err(|_| ArgError::NotANumber(text.to_owned()))
 }
 
-/// Parses `--nodes` (3 or 5).
+/// Parses `--nodes`: a number, which [`Settings::new`] checks against the system (3 or 5
+/// for most).
 ///
 /// # Errors
 ///
-/// [`ArgError::NotANumber`], or as [`check_nodes`].
+/// [`ArgError::NotANumber`].
 pub fn parse_nodes(text: &str) -> Result<usize, ArgError> {
-    check_nodes(number(text)?)
+    number(text)
 }
 
 /// Parses `--events` (1 to [`EVENTS_MAX`]; `_` separators allowed).
@@ -487,7 +530,7 @@ impl Settings {
     ///
     /// # Errors
     ///
-    /// As [`check_nodes`] and [`check_events`].
+    /// As [`System::check_nodes`] and [`check_events`].
     pub fn new(
         system: System,
         nodes: usize,
@@ -496,7 +539,7 @@ impl Settings {
     ) -> Result<Self, ArgError> {
         Ok(Settings {
             system,
-            nodes: check_nodes(nodes)?,
+            nodes: system.check_nodes(nodes)?,
             events: check_events(events)?,
             faults,
             trace_lines: 0,
@@ -584,11 +627,37 @@ pub struct RunSummary {
     pub trace: Vec<String>,
     /// The clients' history, as the checker decided it.
     pub history: History<KvInput, KvOutput>,
+    /// The system's own figures, one per line (none for a store checked by its history).
+    pub figures: Vec<String>,
+    /// What a pass means for this system.
+    pub passed: &'static str,
 }
 
 impl RunSummary {
-    fn new(report: RunReport<KvInput, KvOutput>, verdict: Verdict) -> Self {
-        let history = report.history;
+    fn new(mut report: RunReport<KvInput, KvOutput>, verdict: Verdict) -> Self {
+        let history = std::mem::take(&mut report.history);
+        RunSummary::of_report(report, verdict, history)
+    }
+
+    /// The summary of a run with no clients, judged by its invariant and progress
+    /// condition alone, with the system's own `figures`; `passed` says what a pass means.
+    fn of_figures(report: RunReport<(), ()>, figures: Vec<String>, passed: &'static str) -> Self {
+        let verdict = match &report.failure {
+            None => Verdict::Pass,
+            Some(failure) => Verdict::Violation(failure.to_string()),
+        };
+        RunSummary {
+            figures,
+            passed,
+            ..RunSummary::of_report(report, verdict, History::new())
+        }
+    }
+
+    fn of_report<I, O>(
+        report: RunReport<I, O>,
+        verdict: Verdict,
+        history: History<KvInput, KvOutput>,
+    ) -> Self {
         let (ok, unknown) = (history.ok_count(), history.unknown_count());
         RunSummary {
             seed: report.seed,
@@ -602,6 +671,8 @@ impl RunSummary {
             verdict,
             trace: report.trace,
             history,
+            figures: Vec::new(),
+            passed: "linearizable, invariant held, progress after healing",
         }
     }
 
@@ -624,9 +695,14 @@ impl RunSummary {
             Verdict::GaveUp(_) => "GAVE UP",
         };
         let [ops, _, _, unknown] = self.operations;
+        let work = if ops == 0 && !self.figures.is_empty() {
+            String::new()
+        } else {
+            format!(" {ops:>6} ops ({unknown} unknown)")
+        };
         format!(
-            "seed {:<6} {verdict:<9} {:>8} events {:>6} ops ({unknown} unknown)  trace hash {:#018x}",
-            self.seed, self.events, ops, self.trace_hash
+            "seed {:<6} {verdict:<9} {:>8} events{work}  trace hash {:#018x}",
+            self.seed, self.events, self.trace_hash
         )
     }
 }
@@ -678,15 +754,18 @@ impl fmt::Display for RunSummary {
             self.events, self.end_time
         )?;
         let [ops, ok, failed, unknown] = self.operations;
-        writeln!(
-            f,
-            "history     {ops} operations: {ok} ok, {failed} failed, {unknown} unknown"
-        )?;
-        match &self.verdict {
-            Verdict::Pass => writeln!(
+        if ops > 0 || self.figures.is_empty() {
+            writeln!(
                 f,
-                "verdict     pass: linearizable, invariant held, progress after healing"
-            )?,
+                "history     {ops} operations: {ok} ok, {failed} failed, {unknown} unknown"
+            )?;
+        }
+        for (i, line) in self.figures.iter().enumerate() {
+            let head = if i == 0 { "figures     " } else { INDENT };
+            writeln!(f, "{head}{line}")?;
+        }
+        match &self.verdict {
+            Verdict::Pass => writeln!(f, "verdict     pass: {}", self.passed)?,
             Verdict::Violation(why) => writeln!(f, "verdict     VIOLATION: {why}")?,
             Verdict::GaveUp(why) => writeln!(f, "verdict     GAVE UP (undecided): {why}")?,
         }
@@ -798,8 +877,13 @@ pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
         events += summary.events;
         operations += summary.operations[0];
     }
+    let operations = if operations > 0 {
+        format!(", {operations} operations")
+    } else {
+        String::new()
+    };
     crate::outln!(
-        "all {} seeds of {range} passed: {events} events, {operations} operations",
+        "all {} seeds of {range} passed: {events} events{operations}",
         range.len()
     );
     for (i, line) in coverage_lines(&coverage).iter().enumerate() {

@@ -94,6 +94,58 @@ fn raft_kv_passes_and_replays_to_the_same_trace_hash() {
     assert!(report.contains("all 4 seeds of 0..4 passed"), "{report}");
 }
 
+/// The number after `label` in `text` (`label 4.2` gives 4.2).
+fn number_after(text: &str, label: &str) -> f64 {
+    let (_, rest) = text
+        .split_once(label)
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"));
+    rest.split_whitespace()
+        .next()
+        .and_then(|w| w.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{label}` in:\n{text}"))
+}
+
+#[test]
+fn membership_passes_prints_its_figures_and_replays() {
+    let run = || {
+        synod(&[
+            "sim",
+            "membership",
+            "--nodes",
+            "8",
+            "--seed",
+            "2",
+            "--faults",
+            "crash",
+        ])
+    };
+    let (first, again) = (run(), run());
+    let report = stdout(&first);
+    assert_eq!(first.status.code(), Some(0), "{report}{}", stderr(&first));
+    assert!(field(&report, "verdict").starts_with("pass"), "{report}");
+    assert_eq!(stdout(&again), report);
+    // Crashes were detected, first by one member and then by all, and the views agreed
+    // after the heal.
+    let first_dead = field(&report, "figures");
+    let first_mean = number_after(&first_dead, "held dead: mean");
+    let all_mean = number_after(&report, "every live member: mean");
+    assert!(
+        first_mean > 0.0 && all_mean >= first_mean,
+        "{first_mean} {all_mean}:\n{report}"
+    );
+    assert!(number_after(&report, "views agreed:") >= 0.0, "{report}");
+
+    // More members, every fault kind the seed picks, a range of seeds.
+    let out = synod(&["sim", "membership", "--nodes", "32", "--seeds", "0..3"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+    assert!(report.contains("all 3 seeds of 0..3 passed"), "{report}");
+
+    let out = synod(&["sim", "membership", "--nodes", "1", "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_USAGE)));
+    assert!(stderr(&out).contains("2 to 128 nodes"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_range_of_seeds_passes_on_three_and_five_nodes() {
     for nodes in ["3", "5"] {
