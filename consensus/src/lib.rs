@@ -18,7 +18,10 @@
 //! driver's, written from the node's [`RaftWrite`]s and read only when the node is built
 //! again after a restart. The same node runs in a real process and in `synod-sim`'s
 //! deterministic simulation; this is the shape of etcd's raft, raft-rs's `RawNode`/`Ready`
-//! and quinn-proto.
+//! and quinn-proto. The crate's `simulated_cluster` example is a worked one: three nodes on
+//! the production `WalLogStore`, under the simulator's crashes and partitions through
+//! `synod-sim`'s generic `ProtocolNode`, checked for State Machine Safety
+//! (`cargo run -p synod-consensus --features wal --example simulated_cluster`).
 //!
 //! # Driving a node
 //!

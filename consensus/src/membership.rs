@@ -32,7 +32,7 @@ pub struct Membership {
 }
 
 /// Why a membership or a membership change is not acceptable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MembershipError {
     /// A configuration needs at least one voter.

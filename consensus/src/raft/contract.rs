@@ -17,7 +17,7 @@ use crate::types::{Entry, LogIndex, NodeId};
 
 /// What a client (the application above the node) asks of a Raft node through
 /// [`Input::Request`]. Each is answered by one [`Effect::Reply`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Request {
     /// [`Node::propose`]: answered with [`Response::Proposed`] and the entry's index at
     /// once (the entry is applied once committed, as an [`Apply::Entry`]).
@@ -44,7 +44,7 @@ pub enum Request {
 }
 
 /// The successful answer to a [`Request`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Response {
     /// The proposal was appended at this index (on the leader; it is not committed yet).
     Proposed(LogIndex),
@@ -58,7 +58,7 @@ pub enum Response {
 }
 
 /// Why a [`Request`] was refused: the error of the call it stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestError {
     /// A proposal (or membership proposal) was refused.

@@ -7,7 +7,7 @@ use crate::message::ReadId;
 use crate::types::{LogIndex, NodeId};
 
 /// Why a proposal was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProposeError {
     /// Only the leader accepts proposals; `leader` is the leader this node knows of, if any.
@@ -59,7 +59,7 @@ impl fmt::Display for ProposeError {
 impl std::error::Error for ProposeError {}
 
 /// Why a read request was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ReadError {
     /// No leader is known to forward the read to.
@@ -84,7 +84,7 @@ impl fmt::Display for ReadError {
 impl std::error::Error for ReadError {}
 
 /// Why a leadership transfer was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransferError {
     /// Only the leader can transfer leadership.
@@ -105,7 +105,7 @@ impl fmt::Display for TransferError {
 impl std::error::Error for TransferError {}
 
 /// Why the log could not be compacted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CompactError {
     /// The snapshot index is above what has been applied.

@@ -14,7 +14,7 @@ use crate::types::{LogIndex, NodeId};
 const ROUNDS_REMEMBERED_MAX: usize = 64;
 
 /// The answer to a read-index request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadState {
     /// The caller's id for the read.
     pub id: ReadId,
