@@ -71,7 +71,10 @@
 //! too large or too busy is split ([`SplitPolicy`] finds the key in the middle of its size
 //! or load), and small neighbours are merged. Every split, merge or move bumps the
 //! [`Generation`] of the ranges it changes, so a request that names a stale range is
-//! answered with a [`RangeRedirect`] carrying the range now (TiKV's region epoch). A scan
+//! answered with a [`RangeRedirect`] carrying the range now (TiKV's region epoch), and a
+//! request that names a newer generation than the node has is told the node is behind
+//! ([`RangeMiss::Behind`]) rather than taught an older range. A client's [`RangeCache`]
+//! never replaces a range by an older version of it. A scan
 //! resumes from a key, never from a range: a range that splits between two pages of a scan
 //! cannot make it miss or repeat a key. **When.** Range scans matter (ordered keys,
 //! prefixes, time series), or the key distribution is unknown up front. **Who.**
@@ -80,7 +83,7 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use synod_partitioning::{NodeId, RangeCache, RangeError, RangeTable, ScanRequest};
+//! use synod_partitioning::{NodeId, RangeCache, RangeError, RangeMiss, RangeTable, ScanRequest};
 //!
 //! let mut table = RangeTable::new(NodeId::new(1));
 //! let data: BTreeMap<Vec<u8>, u32> = (0u8..10).map(|i| (vec![b'a' + i], u32::from(i))).collect();
@@ -98,7 +101,9 @@
 //! // ...the range splits between two pages...
 //! table.split(first.id, b"e")?;
 //! let stale = client.locate(&next).unwrap().clone();
-//! let redirect = table.scan(&data, &request(&next, &stale), 3).unwrap_err();
+//! let Err(RangeMiss::Redirect(redirect)) = table.scan(&data, &request(&next, &stale), 3) else {
+//!     panic!("a stale range is redirected");
+//! };
 //! assert_eq!(redirect.current.end.as_deref(), Some(&b"e"[..]));
 //!
 //! // ...and the scan goes on from the key it reached, with the range it was told of.
@@ -236,7 +241,7 @@ pub use participant::{
     ParticipantConfig, QUERY_AFTER_MS_DEFAULT, WAITING_MAX_DEFAULT,
 };
 pub use range::{
-    Generation, KEY_BYTES_MAX, KeyRange, RANGES_MAX, RangeCache, RangeError, RangeId,
+    Generation, KEY_BYTES_MAX, KeyRange, RANGES_MAX, RangeCache, RangeError, RangeId, RangeMiss,
     RangeRedirect, RangeTable, RangeTableWireError, ScanPage, ScanRequest, SplitPolicy,
 };
 pub use synod_node::NodeId;

@@ -27,6 +27,13 @@ impl fmt::Display for RangeId {
 
 /// How many times a range has changed (split, merged, moved): a request that names an
 /// older generation was routed with a stale table, as TiKV's region epoch detects.
+///
+/// Every change gives the ranges it makes a generation above every range it replaces
+/// (a split: one above the range split; a merge: one above the larger of the two), so
+/// the generation of the range holding any one key only grows. Two versions of ranges
+/// from one table's history that overlap are therefore ordered by their generations: the
+/// higher is the newer, and equal generations are the same version. [`RangeTable::check`]
+/// and [`RangeCache::learn`] rely on this order.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -88,14 +95,52 @@ impl fmt::Display for RangeError {
 
 impl std::error::Error for RangeError {}
 
-/// The answer to a request that named a range the node no longer has as named (another
-/// generation, or the key is in another range): the range that holds the key now. The
-/// asker learns it ([`RangeCache::learn`]) and asks its owner.
+/// The answer to a request that named an older version of the range than the node has
+/// (an older generation, or the key is in another range now): the range that holds the
+/// key now. The asker learns it ([`RangeCache::learn`]) and asks its owner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRedirect {
     /// The range that holds the key now.
     pub current: KeyRange,
 }
+
+/// Why [`RangeTable::check`] refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RangeMiss {
+    /// The request was routed with an older version of the range than this node has:
+    /// here is the range that holds the key now.
+    Redirect(RangeRedirect),
+    /// The request names a newer generation than this node's range for the key: this
+    /// node is behind (it has not yet applied a split, merge or move). It teaches the
+    /// asker nothing; the asker keeps its range and tries again later, or refreshes its
+    /// table from a node that is not behind.
+    Behind {
+        /// The generation the request named.
+        asked: Generation,
+        /// The generation of this node's range for the key.
+        have: Generation,
+    },
+}
+
+impl fmt::Display for RangeMiss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeMiss::Redirect(r) => write!(
+                f,
+                "stale range: the key is in {} at generation {}",
+                r.current.id, r.current.generation.0
+            ),
+            RangeMiss::Behind { asked, have } => write!(
+                f,
+                "this node is behind: generation {} asked, {} here",
+                asked.0, have.0
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RangeMiss {}
 
 /// Sorted, contiguous ranges covering every key, each with an owner and a generation.
 ///
@@ -104,7 +149,7 @@ pub struct RangeRedirect {
 /// neighbour, [`RangeTable::move_range`] gives a range to another node; each bumps the
 /// generation of the ranges it changes. [`RangeTable::check`] is what a node runs on every
 /// request: the request names the range and generation its sender's table had, and gets a
-/// [`RangeRedirect`] unless both are current.
+/// [`RangeMiss`] unless both are current.
 ///
 /// Invariants, asserted after every change: the first range starts at the empty key, each
 /// range ends where the next starts, the last has no end, and no range is empty.
@@ -172,25 +217,34 @@ impl RangeTable {
     }
 
     /// What a node with this table answers a request for `key` that its sender routed to
-    /// range `id` at `generation`: the range, if both are current and it holds the key;
-    /// else a redirect to the range that holds the key now.
+    /// range `id` at `generation` (the sender's range for `key`): the range, if both are
+    /// current and it holds the key.
     ///
     /// # Errors
     ///
-    /// The [`RangeRedirect`] for a stale or wrong range.
+    /// [`RangeMiss::Behind`] if `generation` is above this table's range for `key`: the
+    /// sender's range is a newer version than this table has (the generation of the range
+    /// holding a key only grows, see [`Generation`]), so this node is behind and must not
+    /// teach its older range. Otherwise [`RangeMiss::Redirect`] with the range that holds
+    /// `key` now.
     pub fn check(
         &self,
         key: &[u8],
         id: RangeId,
         generation: Generation,
-    ) -> Result<&KeyRange, RangeRedirect> {
+    ) -> Result<&KeyRange, RangeMiss> {
         let range = self.locate(key);
         if range.id == id && range.generation == generation {
             Ok(range)
-        } else {
-            Err(RangeRedirect {
-                current: range.clone(),
+        } else if generation > range.generation {
+            Err(RangeMiss::Behind {
+                asked: generation,
+                have: range.generation,
             })
+        } else {
+            Err(RangeMiss::Redirect(RangeRedirect {
+                current: range.clone(),
+            }))
         }
     }
 
@@ -275,13 +329,14 @@ impl RangeTable {
     ///
     /// # Errors
     ///
-    /// A [`RangeRedirect`] if the request named a stale range (see [`RangeTable::check`]).
+    /// A [`RangeMiss`] if the request named a stale range, or a newer one than this table
+    /// has (see [`RangeTable::check`]).
     pub fn scan<V: Clone>(
         &self,
         data: &BTreeMap<Vec<u8>, V>,
         request: &ScanRequest,
         limit_max: usize,
-    ) -> Result<ScanPage<V>, RangeRedirect> {
+    ) -> Result<ScanPage<V>, RangeMiss> {
         let range = self.check(&request.from, request.range, request.generation)?;
         // The page stops at whichever comes first: the scan's end or the range's.
         let stop = match (&request.end, &range.end) {
@@ -432,9 +487,18 @@ impl RangeCache {
             .filter(|r| r.contains(key))
     }
 
-    /// Learns `range` (from a redirect): it replaces every cached range it overlaps.
-    pub fn learn(&mut self, range: KeyRange) {
-        let overlapping: Vec<Vec<u8>> = self
+    /// Learns `range` (from a redirect): it replaces every cached range it overlaps,
+    /// unless one of them is newer. Returns whether it was learned.
+    ///
+    /// Overlapping ranges are ordered by generation (see [`Generation`]): a cached range
+    /// with a higher generation than `range` that shares a key with it is a newer version,
+    /// so `range` came from a delayed redirect or from a node that is behind, and the cache
+    /// keeps what it has and learns nothing (not even the part of `range` that overlaps
+    /// only older ranges). Equal generations are the same version, and `range` replaces
+    /// it. A redirect from a node that is up to date is never refused: its range is at
+    /// least as new as every version of it.
+    pub fn learn(&mut self, range: KeyRange) -> bool {
+        let overlapping: Vec<&KeyRange> = self
             .ranges
             .values()
             .filter(|r| {
@@ -442,12 +506,16 @@ impl RangeCache {
                 let ends_after_start = r.end.as_ref().is_none_or(|e| e > &range.start);
                 starts_before_end && ends_after_start
             })
-            .map(|r| r.start.clone())
             .collect();
-        for start in overlapping {
+        if overlapping.iter().any(|r| r.generation > range.generation) {
+            return false;
+        }
+        let starts: Vec<Vec<u8>> = overlapping.iter().map(|r| r.start.clone()).collect();
+        for start in starts {
             self.ranges.remove(&start);
         }
         self.ranges.insert(range.start.clone(), range);
+        true
     }
 
     /// Forgets every range (after a redirect the cache cannot place, the client fetches a

@@ -3,12 +3,13 @@
 //! to a node that does not own the key; scans miss and repeat no key while ranges split
 //! and merge between their pages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use proptest::prelude::*;
 use synod_node::NodeId;
 use synod_partitioning::{
-    Generation, KeyRange, RangeCache, RangeError, RangeId, RangeTable, ScanRequest, SplitPolicy,
+    Generation, KeyRange, RangeCache, RangeError, RangeId, RangeMiss, RangeTable, ScanRequest,
+    SplitPolicy,
 };
 
 type Store = BTreeMap<Vec<u8>, u32>;
@@ -149,7 +150,13 @@ fn route(cluster: &Cluster, cache: &mut RangeCache, key: &[u8]) -> (NodeId, usiz
                 assert_eq!(current.owner, r.owner, "a current range names its owner");
                 return (r.owner, redirects);
             }
-            Err(redirect) => cache.learn(redirect.current),
+            Err(RangeMiss::Redirect(redirect)) => {
+                assert!(
+                    cache.learn(redirect.current),
+                    "the current range is learned"
+                );
+            }
+            Err(miss) => panic!("the current table is never behind: {miss}"),
         }
     }
     panic!("a redirect leads to the owner");
@@ -218,12 +225,19 @@ fn a_stale_generation_is_redirected_with_the_current_range() {
     let mut table = RangeTable::new(NodeId::new(1));
     let first = table.locate(b"m").clone();
     let right = table.split(first.id, b"k").unwrap();
-    let redirect = table.check(b"m", first.id, first.generation).unwrap_err();
+    let redirect = |r| match r {
+        Err(RangeMiss::Redirect(r)) => r,
+        other => panic!("not a redirect: {other:?}"),
+    };
+    let redirect = redirect(table.check(b"m", first.id, first.generation));
     assert_eq!(redirect.current.id, right);
     assert_eq!(redirect.current.start, b"k");
     assert_eq!(redirect.current.generation, Generation(2));
     // The left half kept its id, at a new generation.
-    let redirect = table.check(b"a", first.id, first.generation).unwrap_err();
+    let redirect = match table.check(b"a", first.id, first.generation) {
+        Err(RangeMiss::Redirect(r)) => r,
+        other => panic!("not a redirect: {other:?}"),
+    };
     assert_eq!(redirect.current.id, first.id);
     assert!(table.check(b"a", first.id, Generation(2)).is_ok());
     // A merge bumps the generation above both.
@@ -290,4 +304,113 @@ fn a_damaged_range_table_from_the_wire_is_refused() {
         }
     }
     assert!(refused > 0);
+}
+
+/// A redirect that arrives late (or from a node that is behind) names an older version of
+/// ranges the cache already knows newer: the cache keeps the newer ones.
+#[test]
+fn a_delayed_redirect_never_replaces_a_newer_cached_range() {
+    let mut table = RangeTable::new(NodeId::new(1));
+    let first = table.locate(b"m").clone();
+    let old = table.clone();
+    table.split(first.id, b"k").unwrap();
+    let mut cache = RangeCache::from_table(&table);
+    let newer = cache.locate(b"m").unwrap().clone();
+    // The redirect that names the range before the split arrives now.
+    cache.learn(old.locate(b"m").clone());
+    assert_eq!(cache.locate(b"m"), Some(&newer), "the newer range is kept");
+    assert_eq!(
+        cache.locate(b"a"),
+        table.get(first.id),
+        "and so is its left half"
+    );
+    // After a merge the merged range is newer than both halves and replaces them.
+    table.merge(first.id).unwrap();
+    cache.learn(table.locate(b"m").clone());
+    assert_eq!(cache.locate(b"a"), table.get(first.id));
+    assert_eq!(cache.locate(b"z"), table.get(first.id));
+}
+
+/// A node that is behind (the request names a newer generation than its table has for the
+/// key) says so, and does not redirect the client to its older range.
+#[test]
+fn a_node_that_is_behind_says_so_and_teaches_nothing() {
+    let mut ahead = RangeTable::new(NodeId::new(1));
+    let first = ahead.locate(b"m").clone();
+    let behind = ahead.clone();
+    let right = ahead.split(first.id, b"k").unwrap();
+    ahead.move_range(right, NodeId::new(2)).unwrap();
+    let cache = RangeCache::from_table(&ahead);
+    for key in [&b"a"[..], b"m"] {
+        let mine = cache.locate(key).unwrap();
+        assert_eq!(
+            behind.check(key, mine.id, mine.generation),
+            Err(RangeMiss::Behind {
+                asked: mine.generation,
+                have: first.generation
+            }),
+            "{key:?}"
+        );
+        assert!(ahead.check(key, mine.id, mine.generation).is_ok());
+    }
+    // A node that is ahead still redirects a client that is behind.
+    let stale = RangeCache::from_table(&behind);
+    let old = stale.locate(b"m").unwrap();
+    assert!(matches!(
+        ahead.check(b"m", old.id, old.generation),
+        Err(RangeMiss::Redirect(r)) if r.current.id == right
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Redirects from nodes at every point of a table's history, delivered in any order:
+    /// the cache never replaces a range by an older version of it (for every key, the
+    /// cached generation only grows while the key stays cached), a range from the current
+    /// table is always learned, and the cache never holds two ranges that overlap.
+    #[test]
+    fn a_cache_never_goes_back_to_an_older_range(
+        changes in prop::collection::vec(reshape(), 1..20),
+        deliveries in prop::collection::vec((any::<usize>(), key()), 1..40),
+    ) {
+        let mut cluster = Cluster::new(3);
+        let mut history = vec![cluster.table.clone()];
+        for c in &changes {
+            cluster.reshape(c);
+            history.push(cluster.table.clone());
+        }
+        let probes: Vec<Vec<u8>> = (0u8..4)
+            .flat_map(|a| (0u8..4).map(move |b| vec![a, b]))
+            .chain([vec![], vec![3, 3, 3, 3]])
+            .collect();
+        let mut cache = RangeCache::default();
+        for (at, key) in deliveries {
+            // The node at this point of the history answers with its range for the key.
+            let table = &history[at % history.len()];
+            let newest = at % history.len() == history.len() - 1;
+            let before: Vec<Option<Generation>> =
+                probes.iter().map(|p| cache.locate(p).map(|r| r.generation)).collect();
+            let range = table.locate(&key).clone();
+            let learned = cache.learn(range.clone());
+            if newest {
+                prop_assert!(learned, "a current range is always learned");
+            }
+            if learned {
+                prop_assert_eq!(cache.locate(&key), Some(&range));
+            }
+            for (p, was) in probes.iter().zip(before) {
+                let now = cache.locate(p).map(|r| r.generation);
+                if let (Some(was), Some(now)) = (was, now) {
+                    prop_assert!(now >= was, "{:?}: generation {:?} after {:?}", p, now, was);
+                }
+                // At most one cached range holds each key.
+                let holding: HashSet<&KeyRange> = history.iter().flat_map(RangeTable::ranges)
+                    .filter(|r| r.contains(p) && cache.locate(&r.start) == Some(*r))
+                    .collect();
+                let holding = holding.len();
+                prop_assert!(holding <= 1, "{:?} is in {} cached ranges", p, holding);
+            }
+        }
+    }
 }
