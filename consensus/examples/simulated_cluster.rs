@@ -5,11 +5,11 @@
 //! cargo run -p synod-consensus --features wal --example simulated_cluster -- 200
 //! ```
 //!
-//! runs 200 seeds (20 by default; add `--broken` to run the broken Raft of the tests
-//! below) and prints, for each, how many entries the cluster
-//! committed under crashes (in every crash mode the simulated disk has), pauses, partitions,
-//! lost, duplicated and reordered messages and clock faults. It is the whole recipe for
-//! putting a consensus node under the simulator:
+//! runs 200 seeds (20 by default; `--broken` runs a deliberately broken Raft, see the end
+//! of this comment) and prints, for each, how many entries the cluster committed under
+//! crashes (in every crash mode the simulated disk has), pauses, partitions, lost,
+//! duplicated and reordered messages and clock jumps. It is the whole recipe for putting a
+//! consensus node under the simulator:
 //!
 //! 1. **The state machine.** [`Node`] follows the node contract (`synod_node::Protocol`):
 //!    inputs in with the time, effects out through `poll`, every change to its log handed
@@ -22,7 +22,8 @@
 //!    a snapshot a crash interrupted, then [`Node::new`]); and how a write reaches the disk
 //!    ([`WalLogStore::apply`], then [`WalLogStore::flush`] so the simulator's asynchronous
 //!    sync covers it). The production store runs unchanged: the simulated disk is where its
-//!    crash handling meets every crash the run makes.
+//!    crash handling meets every crash the run makes. (This example never compacts its
+//!    log; the Consistent Core's simulation, `synod sim raft-kv`, does, on the same store.)
 //! 3. **The clients** ([`Workload`]): propose unique values at random nodes. A proposal's
 //!    reply only says where the entry was appended, not that it was committed, so its
 //!    outcome is recorded as unknown; what is checked is what the nodes apply.
@@ -198,6 +199,8 @@ fn run(seed: u64, broken: Broken) -> Outcome {
             FaultKind::Pause,
             FaultKind::Partition,
             FaultKind::Loss,
+            FaultKind::Duplicate,
+            FaultKind::Reorder,
             FaultKind::ClockJump,
         ])
         .crashed_nodes_max(1)
