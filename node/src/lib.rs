@@ -21,6 +21,7 @@
 //!   hands back [`Input::Persisted`] with the last token it covered. Nothing that depends on
 //!   a write (a vote, an acknowledgement, a reply) leaves the state machine before that
 //!   acknowledgement, so a driver can send every message the moment it is polled.
+//!   [`Gate`] is that rule as a value a state machine can keep its effects in.
 //! - **One identity**, [`NodeId`]: numbered from 1 in every crate, in the simulator and in a
 //!   real cluster; zero names no node and cannot be built.
 //! - **One seeded generator**, [`Rng`], for every draw a protocol or the simulator makes.
@@ -139,11 +140,13 @@
 //! wall-clock and hybrid timestamps that may cross the network, which a [`Time`] never does.
 
 mod contract;
+mod gate;
 mod id;
 mod rng;
 mod time;
 
 pub use contract::{Effect, EffectOf, Input, InputOf, PersistToken, Protocol};
+pub use gate::Gate;
 pub use id::{NodeId, RequestId};
 pub use rng::{Probability, Rng, splitmix64};
 pub use time::Time;

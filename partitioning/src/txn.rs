@@ -2,7 +2,6 @@
 //! coordinator and its participants, what each persists, and the gate that holds every
 //! effect behind the persists issued before it.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -246,53 +245,44 @@ pub struct TxnOutcome {
 /// The effects of the two-phase commit state machines.
 pub(crate) type TxnEffect = Effect<TxnMessage, TxnResponse, TxnWrite, TxnOutcome>;
 
-/// Effects in the order they were made, each held back until every persist issued before
-/// it is acknowledged: nothing that depends on a write leaves before it is durable.
+/// Effects in the order they were made, each held back until every gating persist issued
+/// before it is acknowledged (synod-node's [`synod_node::Gate`]), with the two-phase commit
+/// machines' rule for wake-ups.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Gate {
-    effects: VecDeque<TxnEffect>,
-    issued: PersistToken,
-    /// The last persist that later effects wait for (a lazy one is not).
-    gating: PersistToken,
-    durable: PersistToken,
-    held: VecDeque<(PersistToken, TxnEffect)>,
+    inner: synod_node::Gate<TxnMessage, TxnResponse, TxnWrite, TxnOutcome>,
     wake: Option<Time>,
 }
 
 impl Gate {
     pub(crate) fn persist(&mut self, write: TxnWrite) {
-        self.persist_lazily(write);
-        self.gating = self.issued;
+        self.inner.persist(write);
     }
 
     /// Asks for `write` to be made durable without holding later effects for it: for a
     /// record nothing depends on (a coordinator's end of a transaction, which if lost only
     /// makes a restarted coordinator resend a decision every participant has carried out).
     pub(crate) fn persist_lazily(&mut self, write: TxnWrite) {
-        self.issued = self.issued.next();
-        self.effects.push_back(Effect::Persist {
-            token: self.issued,
-            write,
-        });
+        self.inner.persist_lazily(write);
     }
 
     pub(crate) fn send(&mut self, to: NodeId, message: TxnMessage) {
-        self.emit(Effect::Send { to, message });
+        self.inner.send(to, message);
     }
 
     /// Sends at once, ahead of the persists not yet durable: only the deliberately broken
     /// coordinator does this.
     #[cfg(feature = "broken")]
     pub(crate) fn send_now(&mut self, to: NodeId, message: TxnMessage) {
-        self.effects.push_back(Effect::Send { to, message });
+        self.inner.push(Effect::Send { to, message });
     }
 
     pub(crate) fn reply(&mut self, id: RequestId, response: TxnResponse) {
-        self.emit(Effect::Reply { id, response });
+        self.inner.reply(id, response);
     }
 
     pub(crate) fn apply(&mut self, outcome: TxnOutcome) {
-        self.emit(Effect::Apply(outcome));
+        self.inner.apply(outcome);
     }
 
     /// Asks to be woken at `at` (the earliest thing the state machine waits for), unless
@@ -302,7 +292,7 @@ impl Gate {
             && at != self.wake
         {
             self.wake = at;
-            self.effects.push_back(Effect::WakeAt(time));
+            self.inner.push(Effect::WakeAt(time));
         }
     }
 
@@ -311,27 +301,13 @@ impl Gate {
         self.wake = None;
     }
 
-    fn emit(&mut self, effect: TxnEffect) {
-        if self.durable >= self.gating {
-            self.effects.push_back(effect);
-        } else {
-            self.held.push_back((self.gating, effect));
-        }
-    }
-
     /// Every persist up to `token` is durable; a token never issued counts as the last one
     /// issued.
     pub(crate) fn persisted(&mut self, token: PersistToken) {
-        self.durable = self.durable.max(token.min(self.issued));
-        while let Some((needs, _)) = self.held.front()
-            && *needs <= self.durable
-        {
-            let (_, effect) = self.held.pop_front().expect("checked above");
-            self.effects.push_back(effect);
-        }
+        self.inner.persisted(token);
     }
 
     pub(crate) fn poll(&mut self) -> Option<TxnEffect> {
-        self.effects.pop_front()
+        self.inner.poll()
     }
 }

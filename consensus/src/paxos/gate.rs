@@ -2,7 +2,6 @@
 //! and the gate that holds every outgoing effect until the writes issued before it are
 //! durable.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use synod_node::{Effect, NodeId, PersistToken, Rng, Time};
@@ -152,50 +151,38 @@ impl std::error::Error for RequestError {}
 /// durable, or a restarted node could use the ballot again for another value. Holding
 /// *every* effect behind *every* earlier write is the simple rule that covers both: a
 /// driver may send whatever [`Gate::poll`] hands it at once. Messages to the node itself
-/// pass through the gate too and come back out of [`Gate::next_local`].
+/// pass through the gate too and come back out of [`Gate::next_local`]. This is
+/// synod-node's [`synod_node::Gate`] (messages to itself looping back), with the Paxos
+/// nodes' rule for wake-ups.
 #[derive(Clone, Debug)]
 pub(crate) struct Gate<M, R, W, A> {
-    me: NodeId,
-    effects: VecDeque<Effect<M, R, W, A>>,
-    issued: PersistToken,
-    durable: PersistToken,
-    held: VecDeque<(PersistToken, Effect<M, R, W, A>)>,
-    local: VecDeque<M>,
+    inner: synod_node::Gate<M, R, W, A>,
     wake: Option<Time>,
 }
 
 impl<M, R, W, A> Gate<M, R, W, A> {
     pub(crate) fn new(me: NodeId) -> Gate<M, R, W, A> {
         Gate {
-            me,
-            effects: VecDeque::new(),
-            issued: PersistToken::default(),
-            durable: PersistToken::default(),
-            held: VecDeque::new(),
-            local: VecDeque::new(),
+            inner: synod_node::Gate::looping_back(me),
             wake: None,
         }
     }
 
     /// Asks for `write` to be made durable; everything emitted from now on waits for it.
     pub(crate) fn persist(&mut self, write: W) {
-        self.issued = self.issued.next();
-        self.effects.push_back(Effect::Persist {
-            token: self.issued,
-            write,
-        });
+        self.inner.persist(write);
     }
 
     pub(crate) fn send(&mut self, to: NodeId, message: M) {
-        self.emit(Effect::Send { to, message });
+        self.inner.send(to, message);
     }
 
     pub(crate) fn reply(&mut self, id: synod_node::RequestId, response: R) {
-        self.emit(Effect::Reply { id, response });
+        self.inner.reply(id, response);
     }
 
     pub(crate) fn apply(&mut self, apply: A) {
-        self.emit(Effect::Apply(apply));
+        self.inner.apply(apply);
     }
 
     /// Asks to be woken at `at` unless an earlier wake-up that has not passed is pending.
@@ -204,47 +191,26 @@ impl<M, R, W, A> Gate<M, R, W, A> {
             return;
         }
         self.wake = Some(at);
-        self.effects.push_back(Effect::WakeAt(at));
-    }
-
-    fn emit(&mut self, effect: Effect<M, R, W, A>) {
-        if self.durable >= self.issued {
-            self.release(effect);
-        } else {
-            self.held.push_back((self.issued, effect));
-        }
-    }
-
-    fn release(&mut self, effect: Effect<M, R, W, A>) {
-        match effect {
-            Effect::Send { to, message } if to == self.me => self.local.push_back(message),
-            effect => self.effects.push_back(effect),
-        }
+        self.inner.push(Effect::WakeAt(at));
     }
 
     /// Every persist up to `token` is durable: releases what waited for them. A token
     /// this node never issued counts as the last one it did.
     pub(crate) fn persisted(&mut self, token: PersistToken) {
-        self.durable = self.durable.max(token.min(self.issued));
-        while let Some((needs, _)) = self.held.front()
-            && *needs <= self.durable
-        {
-            let (_, effect) = self.held.pop_front().expect("checked above");
-            self.release(effect);
-        }
+        self.inner.persisted(token);
     }
 
     /// The next message this node sent itself, once released.
     pub(crate) fn next_local(&mut self) -> Option<M> {
-        self.local.pop_front()
+        self.inner.next_local()
     }
 
     /// Whether a message this node sent itself waits in [`Gate::next_local`].
     pub(crate) fn has_local(&self) -> bool {
-        !self.local.is_empty()
+        self.inner.has_local()
     }
 
     pub(crate) fn poll(&mut self) -> Option<Effect<M, R, W, A>> {
-        self.effects.pop_front()
+        self.inner.poll()
     }
 }
