@@ -14,7 +14,8 @@
 //! | `DEL k...`, `INCR k`, `INCRBY k n`, `DECR k` | writes |
 //! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
 //! | `SCAN prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
-//! | `INFO` | role, leader, term, commit and applied index |
+//! | `GETREV k` | `[value, create_revision, mod_revision, version, revision]`: the key's value (nil if absent) and revisions (0 if absent), and the store's revision, read together in the connection's read mode |
+//! | `INFO` | role, leader, term, commit and applied index, the store's revision |
 //! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (past [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) open sessions it closes the least recently active one that never applied a write, or is refused with a `SESSION` error if all have) |
 //! | `CLIENT SESSION id next_seq` | resumes a session on a new connection; resend the unanswered write with it |
 //! | `CLIENT UNREGISTER` | closes the session |
@@ -170,6 +171,7 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
             Action::Reply(Value::Simple("OK".into()))
         }
         ("GET", [k]) => read(KvQuery::Get(k.clone())),
+        ("GETREV", [k]) => read(KvQuery::GetRevisions(k.clone())),
         ("MGET", keys) if !keys.is_empty() => read(KvQuery::MGet(keys.to_vec())),
         ("EXISTS", keys) if !keys.is_empty() => read(KvQuery::Exists(keys.to_vec())),
         ("SCAN", [prefix]) => read(KvQuery::Scan {
@@ -250,8 +252,8 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
             rest,
         ),
         (
-            "PING" | "GET" | "MGET" | "EXISTS" | "SCAN" | "SET" | "DEL" | "INCR" | "DECR"
-            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
+            "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SET" | "DEL" | "INCR"
+            | "DECR" | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
             _,
         ) => arity(&name),
         _ => err(format!(
@@ -406,6 +408,20 @@ pub fn to_value(reply: KvReply) -> Value {
                 .flat_map(|(k, v)| [Value::Bulk(k), Value::Bulk(v)])
                 .collect(),
         ),
+        KvReply::Entry {
+            value,
+            revisions,
+            revision,
+        } => {
+            let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+            Value::Array(vec![
+                value.map_or(Value::Nil, Value::Bulk),
+                int(revisions.create),
+                int(revisions.modified),
+                int(revisions.version),
+                int(revision),
+            ])
+        }
         KvReply::Error(e) if e.starts_with("ERR") || e.starts_with("SESSION") => Value::Error(e),
         KvReply::Error(e) => Value::Error(format!("ERR {e}")),
     }
@@ -418,7 +434,7 @@ pub fn render_info(info: &Info) -> String {
         .leader
         .map_or_else(|| "none".to_string(), |l| l.to_string());
     format!(
-        "# Consistent Core\r\nnode_id:{}\r\nrole:{role}\r\nleader:{leader}\r\nterm:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_index:{}\r\nfirst_index:{}\r\nkeys:{}\r\nsessions:{}\r\n",
+        "# Consistent Core\r\nnode_id:{}\r\nrole:{role}\r\nleader:{leader}\r\nterm:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_index:{}\r\nfirst_index:{}\r\nkeys:{}\r\nrevision:{}\r\nsessions:{}\r\n",
         info.id,
         info.term.get(),
         info.commit.0,
@@ -426,6 +442,7 @@ pub fn render_info(info: &Info) -> String {
         info.last.0,
         info.first.0,
         info.keys,
+        info.revision,
         info.sessions
     )
 }

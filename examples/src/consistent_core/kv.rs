@@ -11,6 +11,19 @@
 //! number is applied once and its saved [`KvReply`] returned again. Both are serialized
 //! together into a snapshot ([`KvStore::snapshot`], [`KvStore::restore`]) when the node
 //! compacts its log (Low-Water Mark).
+//!
+//! # Revisions
+//!
+//! As in etcd, the store counts its changes: its *revision* (from 0, for an empty store)
+//! goes up by one with every applied log entry that changes at least one key, and every
+//! key carries the revision that created it (`create_revision`), the revision that last
+//! changed it (`mod_revision`) and how many times it was written since it was created
+//! (`version`, 1 on creation). A deleted key loses all three; written again, it starts
+//! over. An entry that changes nothing (a failed condition, a `DEL` of absent keys, a
+//! retried request answered from its session, a session operation) takes no revision, so
+//! revisions are dense: every revision from 1 to the current one names the changes of
+//! exactly one entry, which [`KvStore::changes`] hands out after each [`KvStore::apply`].
+//! Revisions are replicated state, the same on every replica, and kept in snapshots.
 
 use std::collections::BTreeMap;
 
@@ -85,6 +98,8 @@ pub enum KvQuery {
         /// Most pairs returned.
         limit: usize,
     },
+    /// A key with its revisions, and the store's revision: `Entry`.
+    GetRevisions(Bytes),
 }
 
 /// What a command or query answers.
@@ -105,6 +120,46 @@ pub enum KvReply {
     /// The command failed in a way every replica agrees on (not an integer, unknown
     /// session...).
     Error(String),
+    /// A key's value and revisions (all 0 and no value for an absent key), with the
+    /// store's revision when it was read.
+    Entry {
+        /// The value, `None` if the key is absent.
+        value: Option<Bytes>,
+        /// The key's revisions.
+        revisions: Revisions,
+        /// The store's revision.
+        revision: u64,
+    },
+}
+
+/// A key's revisions, as etcd keeps them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Revisions {
+    /// The revision that created the key (since it was last absent).
+    pub create: u64,
+    /// The revision that last changed it.
+    pub modified: u64,
+    /// Writes since it was created, 1 for the creating one.
+    pub version: u64,
+}
+
+/// A key's value and revisions, as the store holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    value: Bytes,
+    revisions: Revisions,
+}
+
+/// One key's change by an applied entry: what a watch reports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyChange {
+    /// The key.
+    pub key: Bytes,
+    /// Its new value, `None` if the entry deleted it.
+    pub value: Option<Bytes>,
+    /// Its revisions after the change (for a delete: `modified` is the deleting
+    /// revision, `create` and `version` are 0).
+    pub revisions: Revisions,
 }
 
 /// What the node proposes to the log: a session operation or a command in a session, or
@@ -173,24 +228,57 @@ pub fn session_config() -> SessionConfig {
 /// applied), so that filling the store cannot take every replica's memory at once.
 pub const STORE_BYTES_MAX: u64 = 2 << 30;
 
-/// The replicated map and session table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated map and session table. (Equal stores hold the same keys, revisions and
+/// sessions; the changes of the last entry applied are not compared.)
+#[derive(Clone, Debug)]
 pub struct KvStore {
     pairs: Pairs,
     sessions: Sessions<KvReply>,
 }
 
-/// The map, with its size against the quota. (Encoded as the map alone, the other two
-/// fields being derived and configured.)
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl PartialEq for KvStore {
+    fn eq(&self, other: &KvStore) -> bool {
+        self.pairs.map == other.pairs.map
+            && self.pairs.revision == other.pairs.revision
+            && self.sessions == other.sessions
+    }
+}
+
+impl Eq for KvStore {}
+
+/// The map, with its size against the quota.
+#[derive(Clone, Debug)]
 struct Pairs {
-    map: BTreeMap<Bytes, Bytes>,
+    map: BTreeMap<Bytes, Entry>,
+    /// The store's revision: applied entries that changed a key.
+    revision: u64,
+    /// The changes of the entry being applied, or of the last one applied (not in
+    /// snapshots).
+    changes: Vec<KeyChange>,
     /// Bytes of keys and values in `map` (not in snapshots: recounted on restore).
-    #[serde(skip)]
     bytes: u64,
     /// [`STORE_BYTES_MAX`], or less in tests.
-    #[serde(skip)]
     quota: u64,
+}
+
+/// What a snapshot begins with since keys carry revisions; a snapshot without it is of
+/// the earlier format (the map of values alone, then the sessions), whose keys are
+/// restored at revision 1.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"synodkv\x02";
+
+/// A snapshot's body, after [`SNAPSHOT_MAGIC`].
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2<M, S> {
+    revision: u64,
+    map: M,
+    sessions: S,
+}
+
+/// A snapshot of the earlier format.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    map: BTreeMap<Bytes, Bytes>,
+    sessions: Sessions<KvReply>,
 }
 
 /// Bytes a key and its value count for against the quota.
@@ -211,6 +299,8 @@ impl KvStore {
         KvStore {
             pairs: Pairs {
                 map: BTreeMap::new(),
+                revision: 0,
+                changes: Vec::new(),
                 bytes: 0,
                 quota: STORE_BYTES_MAX,
             },
@@ -258,9 +348,32 @@ impl KvStore {
         self.sessions.now()
     }
 
+    /// The store's revision: how many applied entries changed a key.
+    #[must_use]
+    pub fn revision(&self) -> u64 {
+        self.pairs.revision
+    }
+
+    /// The keys the last [`KvStore::apply`] changed, in the order it changed them (a key
+    /// changed twice by one entry appears twice), all at revision [`KvStore::revision`];
+    /// empty if it changed none (and then the revision did not move).
+    #[must_use]
+    pub fn changes(&self) -> &[KeyChange] {
+        &self.pairs.changes
+    }
+
     /// Applies a committed log command at `index`. Deterministic: every replica returns
     /// the same reply.
     pub fn apply(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
+        self.pairs.changes.clear();
+        let reply = self.apply_entry(index, command);
+        if !self.pairs.changes.is_empty() {
+            self.pairs.revision += 1;
+        }
+        reply
+    }
+
+    fn apply_entry(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
         match command {
             LogCommand::Plain { time, command } => {
                 self.sessions.advance(time);
@@ -301,23 +414,26 @@ impl KvStore {
         match query {
             KvQuery::Get(key) => self
                 .pairs
-                .map
-                .get(key)
+                .value(key)
                 .cloned()
                 .map_or(KvReply::Nil, KvReply::Bulk),
+            KvQuery::GetRevisions(key) => {
+                let entry = self.pairs.map.get(key);
+                KvReply::Entry {
+                    value: entry.map(|e| e.value.clone()),
+                    revisions: entry.map(|e| e.revisions).unwrap_or_default(),
+                    revision: self.pairs.revision,
+                }
+            }
             KvQuery::MGet(keys) => {
                 let bytes = keys.iter().fold(0usize, |sum, k| {
-                    let len = self.pairs.map.get(k).map_or(0, Vec::len);
+                    let len = self.pairs.value(k).map_or(0, Vec::len);
                     sum.saturating_add(len + REPLY_ELEMENT_BYTES)
                 });
                 if bytes > REPLY_BYTES_MAX {
                     return reply_too_large("ask for fewer keys at a time");
                 }
-                KvReply::Values(
-                    keys.iter()
-                        .map(|k| self.pairs.map.get(k).cloned())
-                        .collect(),
-                )
+                KvReply::Values(keys.iter().map(|k| self.pairs.value(k).cloned()).collect())
             }
             KvQuery::Exists(keys) => {
                 let n = keys
@@ -335,12 +451,12 @@ impl KvStore {
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .take(*limit);
-                for (k, v) in matching {
-                    bytes += k.len() + v.len() + REPLY_ELEMENT_BYTES;
+                for (k, entry) in matching {
+                    bytes += k.len() + entry.value.len() + REPLY_ELEMENT_BYTES;
                     if bytes > REPLY_BYTES_MAX {
                         return reply_too_large("give SCAN a lower limit or a longer prefix");
                     }
-                    pairs.push((k.clone(), v.clone()));
+                    pairs.push((k.clone(), entry.value.clone()));
                 }
                 KvReply::Pairs(pairs)
             }
@@ -353,41 +469,126 @@ impl KvStore {
         self.sessions.contains(session)
     }
 
-    /// Serializes the map and the session table.
+    /// Serializes the map with its revisions and the session table.
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("postcard encodes to a Vec")
+        let body = SnapshotV2 {
+            revision: self.pairs.revision,
+            map: &self.pairs.map,
+            sessions: &self.sessions,
+        };
+        postcard::to_extend(&body, SNAPSHOT_MAGIC.to_vec()).expect("postcard encodes to a Vec")
     }
 
-    /// Restores a snapshot made by [`KvStore::snapshot`]; `None` if the bytes are not one.
-    /// Empty bytes (the initial snapshot of a new log) restore an empty store.
+    /// Restores a snapshot made by [`KvStore::snapshot`] (or by the earlier format, whose
+    /// keys had no revisions: each is restored as created at revision 1, the store's
+    /// revision being 1 if it holds any); `None` if the bytes are not one. Empty bytes
+    /// (the initial snapshot of a new log) restore an empty store.
     #[must_use]
     pub fn restore(bytes: &[u8]) -> Option<KvStore> {
         if bytes.is_empty() {
             return Some(KvStore::new());
         }
-        let mut store: KvStore = postcard::from_bytes(bytes).ok()?;
-        store.sessions.set_config(session_config());
-        store.pairs.bytes = store.pairs.map.iter().map(|(k, v)| pair_bytes(k, v)).sum();
-        store.pairs.quota = STORE_BYTES_MAX;
-        Some(store)
+        let current = bytes
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .and_then(|body| {
+                postcard::from_bytes::<SnapshotV2<BTreeMap<Bytes, Entry>, Sessions<KvReply>>>(body)
+                    .ok()
+            });
+        let (revision, map, mut sessions) = match current {
+            Some(s) => (s.revision, s.map, s.sessions),
+            None => {
+                let earlier: SnapshotV1 = postcard::from_bytes(bytes).ok()?;
+                let first = Revisions {
+                    create: 1,
+                    modified: 1,
+                    version: 1,
+                };
+                let map: BTreeMap<Bytes, Entry> = earlier
+                    .map
+                    .into_iter()
+                    .map(|(k, value)| {
+                        let revisions = first;
+                        (k, Entry { value, revisions })
+                    })
+                    .collect();
+                (u64::from(!map.is_empty()), map, earlier.sessions)
+            }
+        };
+        if map.values().any(|e| e.revisions.modified > revision) {
+            return None;
+        }
+        sessions.set_config(session_config());
+        let bytes = map.iter().map(|(k, e)| pair_bytes(k, &e.value)).sum();
+        Some(KvStore {
+            pairs: Pairs {
+                map,
+                revision,
+                changes: Vec::new(),
+                bytes,
+                quota: STORE_BYTES_MAX,
+            },
+            sessions,
+        })
     }
 }
 
 impl Pairs {
-    /// Puts `value` at `key` if the store stays within its quota.
+    fn value(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key).map(|e| &e.value)
+    }
+
+    /// Puts `value` at `key` if the store stays within its quota, at the revision of the
+    /// entry being applied.
     fn insert(&mut self, key: Bytes, value: Bytes) -> Result<(), KvReply> {
-        let old = self.map.get(&key).map_or(0, |v| pair_bytes(&key, v));
-        let bytes = self.bytes - old + pair_bytes(&key, &value);
+        let old = self.map.get(&key);
+        let old_bytes = old.map_or(0, |e| pair_bytes(&key, &e.value));
+        let bytes = self.bytes - old_bytes + pair_bytes(&key, &value);
         if bytes > self.quota && bytes > self.bytes {
             return Err(KvReply::Error(format!(
                 "ERR the store is full: it holds at most {} bytes of keys and values; delete keys to make room",
                 self.quota
             )));
         }
+        let at = self.revision + 1;
+        let revisions = match old {
+            Some(e) => Revisions {
+                create: e.revisions.create,
+                modified: at,
+                version: e.revisions.version + 1,
+            },
+            None => Revisions {
+                create: at,
+                modified: at,
+                version: 1,
+            },
+        };
         self.bytes = bytes;
-        self.map.insert(key, value);
+        self.changes.push(KeyChange {
+            key: key.clone(),
+            value: Some(value.clone()),
+            revisions,
+        });
+        self.map.insert(key, Entry { value, revisions });
         Ok(())
+    }
+
+    /// Removes `key` at the revision of the entry being applied; whether it was there.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let Some(entry) = self.map.remove(key) else {
+            return false;
+        };
+        self.bytes -= pair_bytes(key, &entry.value);
+        self.changes.push(KeyChange {
+            key: key.to_vec(),
+            value: None,
+            revisions: Revisions {
+                create: 0,
+                modified: self.revision + 1,
+                version: 0,
+            },
+        });
+        true
     }
 
     fn apply_command(&mut self, command: KvCommand) -> KvReply {
@@ -414,15 +615,14 @@ impl Pairs {
             KvCommand::Delete { keys } => {
                 let mut n = 0i64;
                 for key in &keys {
-                    if let Some(value) = self.map.remove(key) {
-                        self.bytes -= pair_bytes(key, &value);
+                    if self.remove(key) {
                         n = n.saturating_add(1);
                     }
                 }
                 KvReply::Int(n)
             }
             KvCommand::Cas { key, expected, new } => {
-                if self.map.get(&key) != expected.as_ref() {
+                if self.value(&key) != expected.as_ref() {
                     return KvReply::Int(0);
                 }
                 match self.insert(key, new) {
@@ -431,7 +631,7 @@ impl Pairs {
                 }
             }
             KvCommand::Incr { key, by } => {
-                let current = match self.map.get(&key) {
+                let current = match self.value(&key) {
                     None => 0,
                     Some(v) => match std::str::from_utf8(v)
                         .ok()
@@ -481,6 +681,125 @@ mod tests {
                 condition: PutCondition::Always,
             },
         }
+    }
+
+    fn revisions_of(kv: &KvStore, key: &str) -> (Option<Bytes>, Revisions, u64) {
+        match kv.query(&KvQuery::GetRevisions(key.into())) {
+            KvReply::Entry {
+                value,
+                revisions,
+                revision,
+            } => (value, revisions, revision),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn revs(create: u64, modified: u64, version: u64) -> Revisions {
+        Revisions {
+            create,
+            modified,
+            version,
+        }
+    }
+
+    #[test]
+    fn every_entry_that_changes_a_key_takes_the_next_revision_and_nothing_else_does() {
+        let plain = |command| LogCommand::Plain { time: 1, command };
+        let mut kv = KvStore::new();
+        assert_eq!(kv.revision(), 0);
+        kv.apply(LogIndex(1), put("a", "1"));
+        assert_eq!(
+            revisions_of(&kv, "a"),
+            (Some(b"1".to_vec()), revs(1, 1, 1), 1)
+        );
+        kv.apply(LogIndex(2), put("b", "2"));
+        kv.apply(LogIndex(3), put("a", "3"));
+        assert_eq!(
+            revisions_of(&kv, "a"),
+            (Some(b"3".to_vec()), revs(1, 3, 2), 3)
+        );
+        assert_eq!(
+            kv.changes(),
+            [KeyChange {
+                key: b"a".to_vec(),
+                value: Some(b"3".to_vec()),
+                revisions: revs(1, 3, 2)
+            }]
+        );
+        // Entries that change nothing take no revision and report no change.
+        let unchanged = [
+            plain(KvCommand::Delete {
+                keys: vec![b"none".to_vec()],
+            }),
+            plain(KvCommand::Cas {
+                key: b"a".to_vec(),
+                expected: Some(b"x".to_vec()),
+                new: b"y".to_vec(),
+            }),
+            plain(KvCommand::Put {
+                key: b"a".to_vec(),
+                value: b"y".to_vec(),
+                condition: PutCondition::IfAbsent,
+            }),
+            plain(KvCommand::Incr {
+                key: b"a".to_vec(),
+                by: i64::MAX,
+            }),
+            LogCommand::Session(SessionEntry::Register { time: 1 }),
+        ];
+        for (i, command) in unchanged.into_iter().enumerate() {
+            kv.apply(LogIndex(4 + i as u64), command);
+            assert_eq!(kv.revision(), 3, "entry {i}");
+            assert!(kv.changes().is_empty(), "entry {i}");
+        }
+        // One entry deleting two keys: one revision, two changes.
+        kv.apply(
+            LogIndex(10),
+            plain(KvCommand::Delete {
+                keys: vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()],
+            }),
+        );
+        assert_eq!(kv.revision(), 4);
+        let deleted: Vec<_> = kv
+            .changes()
+            .iter()
+            .map(|c| (c.key.clone(), c.value.clone(), c.revisions))
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                (b"a".to_vec(), None, revs(0, 4, 0)),
+                (b"b".to_vec(), None, revs(0, 4, 0))
+            ]
+        );
+        assert_eq!(revisions_of(&kv, "a"), (None, revs(0, 0, 0), 4));
+        // Created again, a key starts over.
+        kv.apply(LogIndex(11), put("a", "5"));
+        assert_eq!(
+            revisions_of(&kv, "a"),
+            (Some(b"5".to_vec()), revs(5, 5, 1), 5)
+        );
+        // A retried request applies once, so it takes one revision (the session is the one
+        // registered at index 8 above).
+        let incr = LogCommand::Session(SessionEntry::Request {
+            session: SessionId(8),
+            seq: 1,
+            ack_below: 1,
+            time: 2,
+            command: KvCommand::Incr {
+                key: b"n".to_vec(),
+                by: 1,
+            },
+        });
+        kv.apply(LogIndex(12), incr.clone());
+        kv.apply(LogIndex(13), incr);
+        assert_eq!(kv.revision(), 6);
+        assert!(kv.changes().is_empty());
+        // Revisions survive a snapshot.
+        let restored = KvStore::restore(&kv.snapshot()).expect("restores");
+        assert_eq!(restored.revision(), 6);
+        assert_eq!(revisions_of(&restored, "a"), revisions_of(&kv, "a"));
+        assert_eq!(restored, kv);
     }
 
     #[test]
@@ -704,8 +1023,22 @@ mod tests {
             0x17, 0x01, 0x01, 0x01, 0x02, 0x0a, 0x02, 0xd0, 0x0f, 0x01, 0x00,
         ];
         let mut kv = KvStore::restore(&earlier).expect("restores");
-        assert_eq!(kv.snapshot(), earlier, "the encoding did not change");
         assert_eq!((kv.len(), kv.sessions(), kv.replicated_ms()), (2, 2, 4_000));
+        // Its keys had no revisions: each is taken as created at revision 1.
+        assert_eq!(kv.revision(), 1);
+        assert_eq!(
+            kv.query(&KvQuery::GetRevisions(b"k".to_vec())),
+            KvReply::Entry {
+                value: Some(b"v".to_vec()),
+                revisions: Revisions {
+                    create: 1,
+                    modified: 1,
+                    version: 1
+                },
+                revision: 1
+            }
+        );
+        assert_eq!(KvStore::restore(&kv.snapshot()), Some(kv.clone()));
         let retry = LogCommand::Session(SessionEntry::Request {
             session: SessionId(1),
             seq: 1,

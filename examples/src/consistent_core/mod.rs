@@ -13,7 +13,8 @@
 //! # The pieces, and the book's patterns they use
 //!
 //! - [`kv`]: the state machine: put, get, delete, compare-and-set, prefix scan, INCR,
-//!   MGET, EXISTS; with the client-session table (*Idempotent Receiver*), all serialized
+//!   MGET, EXISTS, with etcd's revisions (the store's, and each key's create and mod
+//!   revisions and version); with the client-session table (*Idempotent Receiver*), all serialized
 //!   into snapshots.
 //! - [`node`]: [`node::CoreNode`], Raft (*Replicated Log*, *Leader and Followers*,
 //!   *High-Water Mark*, *Follower Reads*) plus the state machine, as a sans-I/O state

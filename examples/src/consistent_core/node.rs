@@ -168,6 +168,8 @@ pub struct Info {
     pub first: LogIndex,
     /// Keys in the map.
     pub keys: usize,
+    /// The store's revision (see [`super::kv`]).
+    pub revision: u64,
     /// Open client sessions.
     pub sessions: usize,
 }
@@ -281,6 +283,7 @@ impl CoreNode {
             last: self.raft.last_index(),
             first: self.raft.log().first_index(),
             keys: self.kv.len(),
+            revision: self.kv.revision(),
             sessions: self.kv.sessions(),
         }
     }
