@@ -22,7 +22,10 @@
 //! - **Emergent Leader**: [`Member::coordinator`], the oldest live member by join stamp
 //!   ([`Update::joined`]), which every member computes from its own view without an
 //!   election; a change is handed up as [`ViewChange::Coordinator`].
-//! - **Lease**, **State Watch**: not built yet.
+//! - **Lease**: [`lease`], a lease table replicated through a log (grant, keep-alive,
+//!   revoke, checkpoint, expiry) and the leader's expirer, with keys deleted with their
+//!   lease and fencing by the lock key's create revision.
+//! - **State Watch**: not built yet.
 //!
 //! # How a member works
 //!
@@ -160,8 +163,10 @@
 //!
 //! - `broken` (off by default): deliberately broken variants
 //!   (`MemberConfigBuilder::broken_without_refutation`,
-//!   `MemberConfigBuilder::broken_without_push_pull`), which this crate's tests run to show
-//!   that their checkers catch them. Never in a build that serves members.
+//!   `MemberConfigBuilder::broken_without_push_pull`,
+//!   `lease::LeaseExpirer::broken_renew_on_election`,
+//!   `lease::LeaseExpirer::broken_expire_while_following`), which this crate's tests run to
+//!   show that their checkers catch them. Never in a build that serves members.
 //!
 //! # Sibling crates
 //!
@@ -171,6 +176,7 @@
 
 mod config;
 mod detector;
+pub mod lease;
 mod member;
 mod wire;
 

@@ -1,0 +1,496 @@
+//! Tests of the lease table and the leader's expirer, stepped by hand.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const ET_MS: u64 = 1_000;
+
+fn config() -> LeaseConfig {
+    LeaseConfig::builder(ET_MS)
+        .checkpoint_interval_ms(500)
+        .build()
+        .expect("valid")
+}
+
+fn ms(t: u64) -> Time {
+    Time::from_millis(t)
+}
+
+/// A table whose entries are applied at increasing indexes.
+struct Log {
+    table: LeaseTable<String>,
+    index: u64,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            table: LeaseTable::new(config().limits()),
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, time_ms: u64, command: &LeaseCommand) -> LeaseApplied<String> {
+        self.index += 1;
+        self.table.apply(self.index, time_ms, command)
+    }
+
+    fn grant(&mut self, expirer: &mut LeaseExpirer, now_ms: u64, ttl_ms: u64) -> LeaseId {
+        let applied = self.apply(now_ms, &LeaseCommand::Grant { ttl_ms });
+        expirer.applied(ms(now_ms), &applied);
+        match applied {
+            LeaseApplied::Granted { lease, .. } => lease,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_minimum_ttl_is_one_and_a_half_election_timeouts_and_shorter_grants_are_raised() {
+    let c = config();
+    assert_eq!(c.ttl_ms_min(), 1_500);
+    assert_eq!(c.grant_ttl_ms(10), Ok(1_500));
+    assert_eq!(c.grant_ttl_ms(60_000), Ok(60_000));
+    assert!(matches!(c.grant_ttl_ms(0), Err(LeaseError::Ttl { .. })));
+    assert!(matches!(
+        c.grant_ttl_ms(TTL_MS_MAX_DEFAULT + 1),
+        Err(LeaseError::Ttl { .. })
+    ));
+    assert_eq!(
+        LeaseConfig::builder(333)
+            .build()
+            .expect("valid")
+            .ttl_ms_min(),
+        500
+    );
+    assert_eq!(
+        LeaseConfig::builder(0).build(),
+        Err(LeaseConfigError::Zero("election_timeout_ms"))
+    );
+    let tiny = LeaseLimits {
+        ttl_ms_max: 1_000,
+        ..LeaseLimits::default()
+    };
+    assert!(matches!(
+        LeaseConfig::builder(ET_MS).limits(tiny).build(),
+        Err(LeaseConfigError::TtlMax { .. })
+    ));
+}
+
+#[test]
+fn an_expiry_of_an_older_renewal_does_nothing() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config());
+    expirer.promote(ms(0), &log.table);
+    let lease = log.grant(&mut expirer, 0, 2_000);
+    // The leader proposes the expiry at 2 s; before it is applied, a keep-alive that was
+    // already in the log ahead of it... no: behind it, applied first here.
+    let expire = expirer.expired(ms(2_000));
+    assert_eq!(
+        expire,
+        [LeaseCommand::Expire { lease, renewal: 1 }],
+        "due at its TTL"
+    );
+    let renewed = log.apply(1_900, &LeaseCommand::KeepAlive { lease });
+    expirer.applied(ms(2_000), &renewed);
+    assert_eq!(log.apply(2_000, &expire[0]), LeaseApplied::Stale);
+    assert!(log.table.get(lease).is_some(), "the renewed lease holds");
+    // Proposed again only for the new renewal, once that runs out.
+    assert!(expirer.expired(ms(3_990)).is_empty());
+    assert_eq!(
+        expirer.expired(ms(4_050)),
+        [LeaseCommand::Expire { lease, renewal: 2 }]
+    );
+}
+
+#[test]
+fn a_keep_alive_after_the_expiry_in_the_log_is_refused() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config());
+    expirer.promote(ms(0), &log.table);
+    let lease = log.grant(&mut expirer, 0, 2_000);
+    let expire = expirer.expired(ms(2_100));
+    assert!(matches!(
+        log.apply(2_100, &expire[0]),
+        LeaseApplied::Removed { expired: true, .. }
+    ));
+    assert_eq!(
+        log.apply(2_100, &LeaseCommand::KeepAlive { lease }),
+        LeaseApplied::Refused(LeaseError::NotFound(lease))
+    );
+}
+
+#[test]
+fn a_node_that_stops_leading_proposes_nothing() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config());
+    expirer.promote(ms(0), &log.table);
+    log.grant(&mut expirer, 0, 2_000);
+    expirer.demote();
+    assert!(expirer.expired(ms(60_000)).is_empty());
+    assert!(expirer.checkpoint(ms(60_000)).is_none());
+    assert_eq!(expirer.next_wake(), None);
+    // Nothing it hears while following is tracked either.
+    let lease = log.grant(&mut expirer, 100, 2_000);
+    assert_eq!(expirer.remaining(ms(100), lease), None);
+}
+
+#[test]
+fn broken_expiry_while_following_is_what_the_demote_test_catches() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config()).broken_expire_while_following();
+    expirer.promote(ms(0), &log.table);
+    log.grant(&mut expirer, 0, 2_000);
+    expirer.demote();
+    assert!(
+        !expirer.expired(ms(60_000)).is_empty(),
+        "the broken variant expires"
+    );
+}
+
+#[test]
+fn expiries_are_rate_limited_per_tick() {
+    let c = LeaseConfig::builder(ET_MS)
+        .expiries_per_tick_max(7)
+        .build()
+        .expect("valid");
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(c);
+    expirer.promote(ms(0), &log.table);
+    for _ in 0..20 {
+        log.grant(&mut expirer, 0, 1_500);
+    }
+    assert_eq!(expirer.expired(ms(1_500)).len(), 7);
+    assert!(
+        expirer.expired(ms(1_520)).is_empty(),
+        "within the same tick"
+    );
+    assert_eq!(expirer.expired(ms(1_550)).len(), 7);
+    assert_eq!(expirer.expired(ms(1_600)).len(), 6);
+    // Not applied (lost with a leader change, say): proposed again an election timeout on.
+    assert!(expirer.expired(ms(1_650)).is_empty());
+    assert_eq!(expirer.expired(ms(2_500)).len(), 7);
+}
+
+#[test]
+fn keys_go_with_their_lease_and_a_keys_own_lease_goes_with_its_key() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config());
+    let shared = log.grant(&mut expirer, 0, 5_000);
+    log.table.attach("a".into(), shared).expect("attached");
+    log.table.attach("b".into(), shared).expect("attached");
+    // A key of its own: `c` expires by itself.
+    let (granted, replaced) = log
+        .table
+        .grant_for_key(10, 0, "c".into(), 100)
+        .expect("granted");
+    assert_eq!(replaced, None);
+    let LeaseApplied::Granted { lease: own, .. } = granted else {
+        panic!("{granted:?}")
+    };
+    // Moving `c` to the shared lease drops its own lease (and lists no key to delete:
+    // `c` stays).
+    let dropped = log.table.attach("c".into(), shared).expect("attached");
+    assert_eq!(
+        dropped,
+        Some(LeaseApplied::Removed {
+            lease: own,
+            keys: vec![],
+            expired: false
+        })
+    );
+    assert!(log.table.get(own).is_none());
+    // A key's own lease cannot be shared.
+    let (granted, _) = log
+        .table
+        .grant_for_key(11, 0, "d".into(), 100)
+        .expect("granted");
+    let LeaseApplied::Granted { lease: own, .. } = granted else {
+        panic!()
+    };
+    assert_eq!(
+        log.table.attach("e".into(), own),
+        Err(LeaseError::NotFound(own))
+    );
+    // A detached key leaves a shared lease, which stays.
+    assert_eq!(log.table.detach(&"b".into()), None);
+    assert_eq!(log.table.lease_of(&"b".into()), None);
+    let revoked = log.apply(0, &LeaseCommand::Revoke { lease: shared });
+    assert_eq!(
+        revoked,
+        LeaseApplied::Removed {
+            lease: shared,
+            keys: vec!["a".into(), "c".into()],
+            expired: false
+        }
+    );
+    assert_eq!(log.table.len(), 1, "only d's own lease is left");
+}
+
+#[test]
+fn limits_are_refused_alike_and_change_nothing() {
+    let limits = LeaseLimits {
+        leases_max: 2,
+        keys_per_lease_max: 1,
+        ttl_ms_max: 10_000,
+    };
+    let mut table: LeaseTable<String> = LeaseTable::new(limits);
+    let LeaseApplied::Granted { lease, .. } =
+        table.apply(1, 0, &LeaseCommand::Grant { ttl_ms: 2_000 })
+    else {
+        panic!()
+    };
+    assert!(matches!(
+        table.apply(2, 0, &LeaseCommand::Grant { ttl_ms: 20_000 }),
+        LeaseApplied::Refused(LeaseError::Ttl { .. })
+    ));
+    table.attach("a".into(), lease).expect("attached");
+    assert_eq!(
+        table.attach("b".into(), lease),
+        Err(LeaseError::TooManyKeys { lease, max: 1 })
+    );
+    assert_eq!(table.lease_of(&"b".into()), None);
+    table
+        .grant_for_key(3, 0, "k".into(), 10)
+        .expect("the second lease");
+    // Full: a new key lease is refused, but replacing a key's own lease is not.
+    assert_eq!(
+        table.grant_for_key(4, 0, "x".into(), 10),
+        Err(LeaseError::TooMany { max: 2 })
+    );
+    assert!(table.grant_for_key(5, 0, "k".into(), 20).is_ok());
+    assert_eq!(table.len(), 2);
+}
+
+#[test]
+fn the_table_round_trips_through_its_encoding_with_its_key_index() {
+    let mut log = Log::new();
+    let mut expirer = LeaseExpirer::new(config());
+    let lease = log.grant(&mut expirer, 0, 5_000);
+    log.table.attach("a".into(), lease).expect("attached");
+    log.table
+        .grant_for_key(9, 0, "b".into(), 100)
+        .expect("granted");
+    let bytes = postcard::to_stdvec(&log.table).expect("encodes");
+    let mut back: LeaseTable<String> = postcard::from_bytes(&bytes).expect("decodes");
+    back.set_limits(config().limits());
+    assert_eq!(back, log.table);
+    assert_eq!(back.lease_of(&"a".into()), Some(lease));
+    // The next grant takes the next id, as on the replica that encoded it.
+    assert_eq!(
+        log.apply(0, &LeaseCommand::Grant { ttl_ms: 2_000 }),
+        back.apply(log.index, 0, &LeaseCommand::Grant { ttl_ms: 2_000 })
+    );
+}
+
+/// Changes leader every `period_ms` (each new leader promoted from the same table, as
+/// every replica applies the same log), checkpointing as the expirer asks, and returns
+/// when the lease granted at 0 was expired, if before `until_ms`.
+fn expiry_under_elections(broken: bool, period_ms: u64, until_ms: u64) -> Option<u64> {
+    let mut log = Log::new();
+    let make = || {
+        let e = LeaseExpirer::new(config());
+        if broken {
+            e.broken_renew_on_election()
+        } else {
+            e
+        }
+    };
+    let mut expirer = make();
+    expirer.promote(ms(0), &log.table);
+    let lease = log.grant(&mut expirer, 0, 10_000);
+    let mut now = 0;
+    while now < until_ms {
+        now += 50;
+        if now % period_ms == 0 {
+            expirer.demote();
+            expirer = make();
+            expirer.promote(ms(now), &log.table);
+        }
+        if let Some(checkpoint) = expirer.checkpoint(ms(now)) {
+            let applied = log.apply(now, &checkpoint);
+            expirer.applied(ms(now), &applied);
+        }
+        for expire in expirer.expired(ms(now)) {
+            let applied = log.apply(now, &expire);
+            expirer.applied(ms(now), &applied);
+        }
+        if log.table.get(lease).is_none() {
+            return Some(now);
+        }
+    }
+    None
+}
+
+#[test]
+fn repeated_elections_do_not_renew_a_lease_for_ever_and_without_checkpoints_they_would() {
+    // A leader every 2 s, a lease of 10 s never kept alive. Each change adds at most the
+    // checkpoint's age (two intervals of 500 ms), the last one an election timeout too.
+    let expired = expiry_under_elections(false, 2_000, 60_000).expect("expired");
+    assert!(
+        (10_000..=10_000 + 5 * 1_000 + ET_MS + 50).contains(&expired),
+        "{expired}"
+    );
+    // Restarted at its full TTL by every new leader, it never expires.
+    assert_eq!(expiry_under_elections(true, 2_000, 60_000), None);
+}
+
+#[test]
+fn a_checkpoint_carries_what_is_left_and_a_new_leader_starts_from_it_plus_an_election_timeout() {
+    let mut log = Log::new();
+    let mut old = LeaseExpirer::new(config());
+    old.promote(ms(0), &log.table);
+    let lease = log.grant(&mut old, 0, 10_000);
+    assert!(old.checkpoint(ms(400)).is_none(), "not due yet");
+    let checkpoint = old.checkpoint(ms(3_000)).expect("due");
+    assert_eq!(
+        checkpoint,
+        LeaseCommand::Checkpoint {
+            leases: vec![Checkpoint {
+                lease,
+                renewal: 1,
+                remaining_ms: 7_000
+            }]
+        }
+    );
+    assert_eq!(log.apply(3_000, &checkpoint), LeaseApplied::Checkpointed(1));
+    assert_eq!(log.table.remaining_ms(lease, 4_000), Some(6_000));
+    let mut new = LeaseExpirer::new(config());
+    new.promote(ms(5_000), &log.table);
+    assert_eq!(
+        new.remaining(ms(5_000), lease),
+        Some(Duration::from_millis(7_000 + ET_MS))
+    );
+    // Never earlier than the old leader's deadline (10 s).
+    assert!(new.expired(ms(12_999)).is_empty());
+    assert_eq!(new.expired(ms(13_050)).len(), 1);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Grant(u64),
+    KeepAlive(u64),
+    Revoke(u64),
+    Attach(u8, u64),
+    Own(u8, u64),
+    Detach(u8),
+    Elect,
+    Wait(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1_500u64..6_000).prop_map(Op::Grant),
+        (1u64..8).prop_map(Op::KeepAlive),
+        (1u64..8).prop_map(Op::Revoke),
+        (0u8..6, 1u64..8).prop_map(|(k, l)| Op::Attach(k, l)),
+        (0u8..6, 1u64..4_000).prop_map(|(k, t)| Op::Own(k, t)),
+        (0u8..6).prop_map(Op::Detach),
+        Just(Op::Elect),
+        (1u64..3_000).prop_map(Op::Wait),
+    ]
+}
+
+proptest! {
+    /// Against a model of deadlines on one clock: the key index always matches the
+    /// leases' keys; no lease is expired before its TTL from its last renewal; every lease
+    /// is gone within its TTL plus, for each leader change, a checkpoint's age, plus one
+    /// election timeout and the expiry tick, after its last renewal; a table round-trips
+    /// through its encoding.
+    #[test]
+    fn leases_expire_never_early_and_within_the_bound(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut log = Log::new();
+        let mut expirer = LeaseExpirer::new(config());
+        expirer.promote(ms(0), &log.table);
+        let mut now = 0u64;
+        // lease -> (renewed at, ttl, leader changes since)
+        let mut model: BTreeMap<LeaseId, (u64, u64, u64)> = BTreeMap::new();
+        let key = |k: u8| format!("k{k}");
+        let step = |log: &mut Log, expirer: &mut LeaseExpirer, model: &mut BTreeMap<LeaseId, (u64, u64, u64)>, now: u64| {
+            if let Some(c) = expirer.checkpoint(ms(now)) {
+                let a = log.apply(now, &c);
+                expirer.applied(ms(now), &a);
+            }
+            for e in expirer.expired(ms(now)) {
+                let a = log.apply(now, &e);
+                if let LeaseApplied::Removed { lease, .. } = &a {
+                    let (renewed, ttl, _) = model.remove(lease).expect("modelled");
+                    prop_assert!(now >= renewed + ttl, "expired at {} before {}", now, renewed + ttl);
+                }
+                expirer.applied(ms(now), &a);
+            }
+            Ok(())
+        };
+        for op in ops {
+            let applied = match op {
+                Op::Grant(ttl) => Some(log.apply(now, &LeaseCommand::Grant { ttl_ms: ttl })),
+                Op::KeepAlive(l) => Some(log.apply(now, &LeaseCommand::KeepAlive { lease: LeaseId(l) })),
+                Op::Revoke(l) => Some(log.apply(now, &LeaseCommand::Revoke { lease: LeaseId(l) })),
+                Op::Attach(k, l) => log.table.attach(key(k), LeaseId(l)).ok().flatten(),
+                Op::Own(k, ttl) => {
+                    log.index += 1;
+                    match log.table.grant_for_key(log.index, now, key(k), ttl) {
+                        Ok((granted, dropped)) => {
+                            if let Some(d) = dropped {
+                                if let LeaseApplied::Removed { lease, .. } = &d { model.remove(lease); }
+                                expirer.applied(ms(now), &d);
+                            }
+                            Some(granted)
+                        }
+                        Err(_) => None,
+                    }
+                }
+                Op::Detach(k) => log.table.detach(&key(k)),
+                Op::Elect => {
+                    expirer.demote();
+                    expirer = LeaseExpirer::new(config());
+                    expirer.promote(ms(now), &log.table);
+                    for entry in model.values_mut() { entry.2 += 1; }
+                    None
+                }
+                Op::Wait(d) => {
+                    let end = now + d;
+                    while now < end {
+                        now = (now + 25).min(end);
+                        step(&mut log, &mut expirer, &mut model, now)?;
+                    }
+                    None
+                }
+            };
+            if let Some(a) = applied {
+                match &a {
+                    LeaseApplied::Granted { lease, ttl_ms, .. } | LeaseApplied::Renewed { lease, ttl_ms, .. } => {
+                        model.insert(*lease, (now, *ttl_ms, 0));
+                    }
+                    LeaseApplied::Removed { lease, .. } => { model.remove(lease); }
+                    _ => {}
+                }
+                expirer.applied(ms(now), &a);
+            }
+            // The index matches the leases.
+            for (id, lease) in log.table.iter() {
+                for k in &lease.keys {
+                    prop_assert_eq!(log.table.lease_of(k), Some(id));
+                }
+            }
+            prop_assert_eq!(log.table.len(), model.len());
+        }
+        // Quiet: every lease goes within its bound.
+        let start = now;
+        while !model.is_empty() && now < start + 100_000 {
+            now += 25;
+            step(&mut log, &mut expirer, &mut model, now)?;
+            for (lease, (renewed, ttl, changes)) in &model {
+                // Each change: a checkpoint's age (at most two intervals, and a step); the
+                // last leader's grace; the expiry tick and a step.
+                let bound = renewed + ttl + changes * (2 * 500 + 25) + ET_MS + 50 + 25;
+                prop_assert!(now <= bound, "lease {} still held at {} past {}", lease, now, bound);
+            }
+        }
+        prop_assert!(model.is_empty());
+        let bytes = postcard::to_stdvec(&log.table).expect("encodes");
+        let back: LeaseTable<String> = postcard::from_bytes(&bytes).expect("decodes");
+        prop_assert_eq!(back.iter().count(), log.table.len());
+    }
+}
