@@ -25,7 +25,9 @@
 //! - **Lease**: [`lease`], a lease table replicated through a log (grant, keep-alive,
 //!   revoke, checkpoint, expiry) and the leader's expirer, with keys deleted with their
 //!   lease and fencing by the lock key's create revision.
-//! - **State Watch**: not built yet.
+//! - **State Watch**: [`watch::WatchHub`], fed a store's changes in revision order, with
+//!   etcd's six guarantees to every watcher, bounded buffers and history, and the
+//!   compacted error instead of a silent gap (see [`watch`]).
 //!
 //! # How a member works
 //!
@@ -165,7 +167,8 @@
 //!   (`MemberConfigBuilder::broken_without_refutation`,
 //!   `MemberConfigBuilder::broken_without_push_pull`,
 //!   `lease::LeaseExpirer::broken_renew_on_election`,
-//!   `lease::LeaseExpirer::broken_expire_while_following`), which this crate's tests run to
+//!   `lease::LeaseExpirer::broken_expire_while_following`,
+//!   `watch::WatchHub::broken_skipping_on_catch_up`), which this crate's tests run to
 //!   show that their checkers catch them. Never in a build that serves members.
 //!
 //! # Sibling crates
@@ -178,6 +181,7 @@ mod config;
 mod detector;
 pub mod lease;
 mod member;
+pub mod watch;
 mod wire;
 
 pub use config::{ConfigError, MESSAGE_BYTES_MIN, MemberConfig, MemberConfigBuilder};

@@ -51,7 +51,9 @@
 //! - [`History`], [`Linearizability`], [`Model`], [`KvModel`], [`OkInvariant`],
 //!   [`HistoryChecker`], [`Verdict`]: histories and their checkers; [`HistoryFormat`]:
 //!   a key-value history written for checkers Synod did not write (Jepsen's EDN history,
-//!   porcupine's operations as JSON).
+//!   porcupine's operations as JSON). [`WatchChecker`]: the six guarantees of watch
+//!   streams (ordered, unique, atomic, reliable, resumable, progress) across resumptions
+//!   on any replica.
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
 //! - [`mutate`]: bit flips, truncations, splices and length fields set to 0 or huge, for
 //!   testing decoders of bytes from disk or network.
@@ -390,6 +392,7 @@ pub mod seeds;
 mod sim;
 mod time;
 mod trace;
+mod watch_check;
 
 pub use check::{
     HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_MEMO_BYTES_MAX,
@@ -414,3 +417,4 @@ pub use sim::{
 };
 pub use time::SimTime;
 pub use trace::TraceHasher;
+pub use watch_check::{WatchChange, WatchChecker, WatchCounts, WatchFilter, WatchViolation};

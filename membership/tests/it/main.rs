@@ -4,3 +4,4 @@ mod cluster;
 mod member;
 mod sim;
 mod swarm;
+mod watch;
