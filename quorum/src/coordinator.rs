@@ -268,6 +268,7 @@ pub struct CoordinatorConfig {
     clock_drift_max_ms: u64,
     tombstone_grace_ms: u64,
     wall_clock_at_zero: WallTime,
+    track_changes: bool,
 }
 
 /// The default [`CoordinatorConfig::clock_drift_max_ms`]: 500 ms, CockroachDB's default
@@ -312,6 +313,7 @@ impl CoordinatorConfig {
             clock_drift_max_ms: CLOCK_DRIFT_MAX_MS,
             tombstone_grace_ms: TOMBSTONE_GRACE_MS,
             wall_clock_at_zero: WallTime::UNIX_EPOCH,
+            track_changes: false,
         }
     }
 
@@ -395,6 +397,15 @@ impl CoordinatorConfig {
     #[must_use]
     pub fn wall_clock_at_zero(mut self, wall_clock_at_zero: WallTime) -> Self {
         self.wall_clock_at_zero = wall_clock_at_zero;
+        self
+    }
+
+    /// Makes the coordinator note every key whose replica state changes, for
+    /// [`Coordinator::take_changed`]: what a driver that keeps the replica data durable
+    /// writes after each input (off by default, when nothing is noted).
+    #[must_use]
+    pub fn track_changes(mut self, on: bool) -> Self {
+        self.track_changes = on;
         self
     }
 
@@ -830,6 +841,9 @@ pub struct Coordinator<K, R: Resolver> {
     wake_at: Option<Time>,
     effects: VecDeque<StoreEffect<K, R::State>>,
     stats: CoordinatorStats,
+    /// Keys whose replica state changed since [`Coordinator::take_changed`] was last
+    /// called (only with [`CoordinatorConfig::track_changes`]): at most one entry a key.
+    changed: BTreeSet<K>,
 }
 
 impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
@@ -850,7 +864,50 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             wake_at: None,
             effects: VecDeque::new(),
             stats: CoordinatorStats::default(),
+            changed: BTreeSet::new(),
         }
+    }
+
+    /// A node whose replica holds `data`, what a driver kept durable for it (see
+    /// [`CoordinatorConfig::track_changes`]); a key's later state replaces an earlier one,
+    /// and a state that holds nothing is not kept. Restored keys are not noted as changed.
+    pub fn restore(
+        config: CoordinatorConfig,
+        resolver: R,
+        data: impl IntoIterator<Item = (K, R::State)>,
+    ) -> Self {
+        let mut node = Self::new(config, resolver);
+        for (key, state) in data {
+            node.update_local(key, |_, local| *local = state);
+        }
+        node.changed.clear();
+        node
+    }
+
+    /// Merges `state` into this replica's state of `key`, as a replicated write does:
+    /// for a driver's own repairs (anti-entropy, a partition streamed to a new replica).
+    /// Returns whether the replica's state changed. A state stamped too far ahead of this
+    /// node's clock at `now` is refused (and counted), as a replicated write is.
+    pub fn merge_replica(&mut self, now: Time, key: K, state: &R::State) -> bool {
+        let wall = self.wall(now);
+        if self.too_far_ahead(wall, state).is_some() {
+            return false;
+        }
+        let before = self.data.get(&key).cloned();
+        self.merge_local(key.clone(), state);
+        before.as_ref() != self.data.get(&key)
+    }
+
+    /// Every key this replica holds a state for (tombstones included), in key order.
+    pub fn replica_data(&self) -> impl Iterator<Item = (&K, &R::State)> + '_ {
+        self.data.iter()
+    }
+
+    /// The keys whose replica state changed (written, merged, repaired, collected) since
+    /// the last call, in key order; empty unless [`CoordinatorConfig::track_changes`] is
+    /// on. A key's state now is [`Coordinator::local_state`] (`None`: no longer held).
+    pub fn take_changed(&mut self) -> BTreeSet<K> {
+        std::mem::take(&mut self.changed)
     }
 
     /// The wall-clock time of `state` if it is further ahead of `now` than the drift bound
@@ -1230,6 +1287,7 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
     fn update_local(&mut self, key: K, update: impl FnOnce(&R, &mut R::State)) {
         let mut state = self.data.remove(&key).unwrap_or_default();
         let before = self.resolver.tombstone(&state);
+        let was = self.config.track_changes.then(|| state.clone());
         update(&self.resolver, &mut state);
         let after = self.resolver.tombstone(&state);
         if before != after {
@@ -1239,6 +1297,9 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
             if let Some(at) = after {
                 self.tombstones.insert((at, key.clone()));
             }
+        }
+        if was.is_some_and(|was| was != state) {
+            self.changed.insert(key.clone());
         }
         if state != R::State::default() {
             self.data.insert(key, state);
@@ -1418,6 +1479,9 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         {
             let (_, key) = self.tombstones.pop_first().expect("the first exists");
             self.data.remove(&key);
+            if self.config.track_changes {
+                self.changed.insert(key);
+            }
             self.stats.tombstones_collected += 1;
         }
         while let Some((since, _, _)) = self.hints_by_age.first()
@@ -1631,6 +1695,65 @@ impl<K: Ord + Clone, R: Resolver> Protocol for Coordinator<K, R> {
 mod tests {
     use super::*;
     use crate::resolve::LastWriteWins;
+
+    #[test]
+    fn changes_are_noted_once_per_key_and_a_restored_replica_holds_its_data() {
+        type Lww = LastWriteWins<WallTime, u64>;
+        let me = NodeId::new(1);
+        let config = CoordinatorConfig::new(me, Incarnation::new(1))
+            .tombstone_grace_ms(10_000)
+            .unwrap()
+            .track_changes(true);
+        let mut node = Coordinator::new(config.clone(), Lww::new());
+        let now = Time::from_secs(10);
+        let stamp = |s: u64| WallTime::from_secs(s);
+        let write = |key: u64, at: u64, value: Option<u64>| StoreRequest::Write {
+            request: RequestId::new(key * 100 + at),
+            key,
+            write: (stamp(at), value),
+            consistency: Consistency::One,
+            placement: Placement::new([me]).unwrap(),
+        };
+        node.handle(
+            now,
+            Input::Request {
+                id: synod_node::RequestId(1),
+                request: write(1, 5, Some(7)),
+            },
+        );
+        node.handle(
+            now,
+            Input::Request {
+                id: synod_node::RequestId(2),
+                request: write(2, 5, None),
+            },
+        );
+        assert_eq!(
+            node.take_changed().into_iter().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(node.take_changed().is_empty());
+        // Merging what the replica already holds changes nothing, and notes nothing.
+        assert!(!node.merge_replica(now, 1, &Some((stamp(5), Some(7)))));
+        assert!(node.take_changed().is_empty());
+        assert!(node.merge_replica(now, 1, &Some((stamp(6), Some(8)))));
+        assert_eq!(node.take_changed().into_iter().collect::<Vec<_>>(), vec![1]);
+        // A state stamped past the drift bound is refused.
+        assert!(!node.merge_replica(now, 3, &Some((stamp(3_600), Some(1)))));
+        // Restored: the same data, nothing noted; the tombstone is collected after its
+        // grace period, and that is noted.
+        let data: Vec<_> = node.replica_data().map(|(k, s)| (*k, *s)).collect();
+        let mut restored = Coordinator::restore(config, Lww::new(), data);
+        assert_eq!(restored.local_state(&1), Some(&Some((stamp(6), Some(8)))));
+        assert_eq!(restored.tombstones_held(), 1);
+        assert!(restored.take_changed().is_empty());
+        restored.handle(Time::from_secs(16), Input::Wake);
+        assert_eq!(
+            restored.take_changed().into_iter().collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(restored.local_state(&2), None);
+    }
 
     #[test]
     fn hints_refused_when_full_leave_nothing_behind() {
