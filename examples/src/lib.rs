@@ -30,6 +30,7 @@ pub mod cli;
 pub mod consistent_core;
 pub mod demo;
 pub mod history_file;
+pub mod leaderless;
 pub mod output;
 pub mod register;
 pub mod resp;

@@ -1,0 +1,1378 @@
+//! The leaderless store's state machine: one node of a Dynamo-style store on the node
+//! contract, made of Synod's protocol crates. The same code runs under `synod-sim` and as
+//! a process.
+//!
+//! A [`Leaderless`] node runs four state machines side by side and routes their inputs and
+//! effects, with one persist-token space and one wake-up:
+//!
+//! - a **member** ([`synod_membership::Member`]): SWIM with Lifeguard over the configured
+//!   seeds, which finds members, gossips and detects failures. Every member ever seen
+//!   takes a place in the partition table; a member held dead keeps its place (its
+//!   replicas are served by the others and written as hints), so data never moves because
+//!   a node is slow;
+//! - the **quorum store** ([`synod_quorum::Coordinator`]): every node coordinates any
+//!   request at the level the request names ([`Consistency`]: ONE, QUORUM, ALL of the
+//!   key's replicas), with read repair (blocking by default), hints held by a fallback for
+//!   a replica held dead (within [`Config::hint_window_ms`], at most
+//!   [`Config::hints_max`]) and handed off when it is back, and tombstones collected after
+//!   [`Config::tombstone_grace_ms`]. Keys are placed by `synod-partitioning`'s fixed
+//!   partitions ([`PartitionTable`], [`Config::replication`] replicas a partition);
+//!   conflicts are resolved by a [`Mode`]: version vectors with siblings ([`Vv`], the
+//!   default) or last-write-wins on the coordinator's wall clock ([`Lww`]);
+//! - **ABD registers** ([`crate::register::Registers`], synod-quorum's `AbdNode` per key):
+//!   the linearizable level, over the configured members;
+//! - **Paxos registers** ([`CasRegisterNode`], synod-consensus's per-key Paxos):
+//!   compare-and-set, linearizable per key, over the configured members.
+//!
+//! The three keep separate key spaces: a key written at QUORUM is not the key of the same
+//! name read at the linearizable level or by CAS (as in Cassandra, where mixing
+//! lightweight transactions with plain writes of one key loses their guarantee, here they
+//! simply do not meet).
+//!
+//! # Durability
+//!
+//! Every change of a replica's state is persisted ([`Record`]) and nothing that depends on
+//! it leaves the node before it is durable: the quorum store's effects of an input (its
+//! acknowledgements, read answers, the client's reply) wait behind the persists of the
+//! keys that input changed; the member, the ABD registers and the Paxos registers gate
+//! their own. Each start persists a [`Record::Start`] with a generation above every
+//! earlier one, and serves the quorum store only once that is durable: the generation is
+//! the coordinator's incarnation, so that answers from before a crash are never counted
+//! for a new operation. Hints are kept in memory only: a fallback that crashes loses them,
+//! and anti-entropy brings the replica up to date instead.
+//!
+//! # Anti-entropy
+//!
+//! Every [`Config::anti_entropy_interval_ms`] a node takes the next partition it
+//! replicates and sends a digest of its data of that partition to another live replica
+//! (at random). A replica whose digest differs answers with its states of the partition
+//! (in messages of at most [`Config::sync_bytes_max`]) and its own digest, so the first
+//! node, once it has merged them, sends back what the other lacks. States merge
+//! (commutative, idempotent), so exchanges in any order converge. When a member joins,
+//! every node that shares a partition with it starts with those partitions: that is how a
+//! partition is streamed to a new replica.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use synod_clocks::{VersionVector, WallTime};
+use synod_consensus::paxos::{
+    CasRegisterNode, CasReply, CasRequest, KeyWrite, NodeConfig as PaxosConfig, RequestError,
+};
+use synod_membership::{Member, MemberConfig, MemberEvent, MemberState, MemberWrite, ViewChange};
+use synod_node::{
+    Effect, EffectOf, Gate, Input, InputOf, NodeId, PersistToken, Protocol, RequestId, Rng, Time,
+};
+use synod_partitioning::{NodeSpec, PartitionId, PartitionTable};
+use synod_quorum::{
+    Consistency, Coordinator, CoordinatorConfig, Incarnation, LastWriteWins, Placement, ReadRepair,
+    Resolver, StoreError, StoreMessage, StoreRequest, StoreResponse, VersionVectors,
+};
+
+use crate::register::{self, RegisterLimits, Registers};
+
+/// A key of the store.
+pub type Key = Vec<u8>;
+/// A value of the store.
+pub type Value = Vec<u8>;
+
+/// How concurrent writes of one key are resolved: the store's conflict mode, a
+/// synod-quorum [`Resolver`] and how a client's write and read are put in its terms.
+pub trait Mode:
+    Resolver<State: Serialize + DeserializeOwned + Eq + std::hash::Hash> + Default + fmt::Debug
+{
+    /// The mode's name (`vv` or `lww`).
+    const NAME: &'static str;
+
+    /// A client's write of `value` (`None`: a delete) with the `context` of its last read,
+    /// coordinated at `wall` on the coordinator's wall clock.
+    fn write(wall: WallTime, context: &VersionVector, value: Option<Value>) -> Self::Write;
+
+    /// What a client reads in `state`.
+    fn read(state: &Self::State) -> Read;
+}
+
+/// Version vectors: a write replaces exactly the values its context covers; concurrent
+/// writes are kept side by side as siblings (dotted version vector sets, synod-clocks'
+/// `Siblings`). A delete is a sibling that holds no value: it is kept with the key's
+/// context (not collected), so it never lets an older value come back.
+pub type Vv = VersionVectors<Option<Value>>;
+
+/// Last-write-wins on the coordinator's wall clock, ties broken for the delete and then the
+/// larger value: one value per key, and a write stamped by a clock that runs behind loses
+/// to an older write stamped by one that runs ahead (an acknowledged write lost). Deletes
+/// are tombstones collected after the grace period.
+pub type Lww = LastWriteWins<WallTime, Value>;
+
+impl Mode for Vv {
+    const NAME: &'static str = "vv";
+
+    fn write(_wall: WallTime, context: &VersionVector, value: Option<Value>) -> Self::Write {
+        (context.clone(), value)
+    }
+
+    fn read(state: &Self::State) -> Read {
+        Read {
+            values: state.values().filter_map(Clone::clone).collect(),
+            context: state.context().clone(),
+        }
+    }
+}
+
+impl Mode for Lww {
+    const NAME: &'static str = "lww";
+
+    fn write(wall: WallTime, _context: &VersionVector, value: Option<Value>) -> Self::Write {
+        (wall, value)
+    }
+
+    fn read(state: &Self::State) -> Read {
+        Read {
+            values: state
+                .iter()
+                .filter_map(|(_, value)| value.clone())
+                .collect(),
+            context: VersionVector::default(),
+        }
+    }
+}
+
+/// What a read returns: the values (siblings: more than one when writes were concurrent;
+/// none when the key holds nothing or was deleted) and the context to write back with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Read {
+    /// The values, in the order of their versions.
+    pub values: Vec<Value>,
+    /// The causal context of the read (empty under last-write-wins): a write with it
+    /// replaces every value read.
+    pub context: VersionVector,
+}
+
+/// What a client asks a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Read `key` from `level` of its replicas.
+    Get {
+        /// The key.
+        key: Key,
+        /// How many replicas must answer.
+        level: Consistency,
+    },
+    /// Write `value` to `key` (`None`: delete it), acknowledged by `level` of its replicas.
+    Put {
+        /// The key.
+        key: Key,
+        /// The value, or `None` to delete.
+        value: Option<Value>,
+        /// How many replicas must acknowledge.
+        level: Consistency,
+        /// The context of the client's last read of the key (empty: a blind write, which
+        /// under version vectors replaces nothing and becomes a sibling).
+        context: VersionVector,
+    },
+    /// A linearizable read of `key` at the ABD level.
+    LinearGet(Key),
+    /// A linearizable write at the ABD level.
+    LinearSet(Key, Value),
+    /// A linearizable read of `key` in the compare-and-set key space.
+    CasGet(Key),
+    /// Sets `key` to `new` if it holds `expect` (`None`: absent), through Paxos.
+    Cas {
+        /// The key.
+        key: Key,
+        /// The value it must hold.
+        expect: Option<Value>,
+        /// The value to write.
+        new: Value,
+    },
+    /// What this node knows of the cluster.
+    Info,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// Not carried out, and it will not be: sending it again is safe.
+    Refused(String),
+    /// A write may or may not have taken effect.
+    Unknown(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused(why) => write!(f, "refused: {why}"),
+            Failure::Unknown(why) => write!(f, "outcome unknown: {why}"),
+        }
+    }
+}
+
+/// A member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberView {
+    /// The member.
+    pub id: NodeId,
+    /// `alive`, `suspect` or `dead`.
+    pub state: &'static str,
+    /// Partitions it replicates in this node's table.
+    pub replicas: usize,
+    /// Partitions it owns (first replica).
+    pub owned: usize,
+}
+
+/// What [`Request::Info`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Info {
+    /// This node.
+    pub id: NodeId,
+    /// The conflict mode's name.
+    pub mode: &'static str,
+    /// Whether the quorum store serves (its start is durable).
+    pub serving: bool,
+    /// The partition table's version, partitions and replication factor.
+    pub table_version: u64,
+    /// Partitions in the table.
+    pub partitions: u32,
+    /// Replicas a partition.
+    pub replication: usize,
+    /// Every member in the table, by id.
+    pub members: Vec<MemberView>,
+    /// Keys this replica holds.
+    pub keys: usize,
+    /// Hints held for other replicas.
+    pub hints: usize,
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Response {
+    /// A [`Request::Get`]'s values.
+    Read(Read),
+    /// A [`Request::Put`] is acknowledged by its level; `hinted` fallbacks hold a hint.
+    Written {
+        /// Hints stored for replicas held dead (never counted as acknowledgements).
+        hinted: usize,
+    },
+    /// A [`Request::LinearGet`]'s value.
+    LinearRead(Option<Value>),
+    /// A [`Request::LinearSet`] is stored on a majority.
+    LinearWritten,
+    /// A [`Request::CasGet`] or [`Request::Cas`] finished.
+    Cas(CasReply<Value>),
+    /// [`Request::Info`].
+    Info(Info),
+    /// The request failed.
+    Failed(Failure),
+}
+
+/// What nodes send each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Message<S> {
+    /// Membership.
+    Member(synod_membership::Message),
+    /// The quorum store's reads, writes, repairs and hints.
+    Store(StoreMessage<Key, S>),
+    /// The ABD registers'.
+    Abd(register::Keyed<Key, Value>),
+    /// The Paxos registers'.
+    Cas(synod_consensus::paxos::register::RegisterMessage<Key, Value>),
+    /// Anti-entropy: the digest of the sender's data of `partition`; a receiver whose
+    /// digest differs answers with [`Message::States`] and, if `answer`, its own digest.
+    Digest {
+        /// The partition.
+        partition: u32,
+        /// The digest of the sender's keys and states in it.
+        digest: u64,
+        /// Whether the receiver sends its digest back.
+        answer: bool,
+    },
+    /// Anti-entropy: (part of) the sender's states of the keys of `partition`, to merge.
+    States {
+        /// The partition.
+        partition: u32,
+        /// Keys and their states.
+        states: Vec<(Key, S)>,
+    },
+}
+
+/// One durable record of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record<S> {
+    /// A start of the node, with its generation.
+    Start {
+        /// The generation.
+        generation: u64,
+    },
+    /// The member's generation.
+    Member(MemberWrite),
+    /// A key's replica state in the quorum store (`None`: no longer held).
+    Store {
+        /// The key.
+        key: Key,
+        /// Its state.
+        state: Option<S>,
+    },
+    /// An ABD register's record.
+    Abd(register::Record<Key, Value>),
+    /// A Paxos register's replica state.
+    Cas(KeyWrite<Key, Value>),
+}
+
+/// What a node's records say, built record by record ([`Recovered::take`]).
+#[derive(Debug, Clone)]
+pub struct Recovered<S> {
+    /// The highest generation of any start (the member's and the registers' too).
+    pub generation: u64,
+    /// The quorum store's replica data.
+    pub store: BTreeMap<Key, S>,
+    /// The ABD registers'.
+    pub abd: register::Recovered<Key, Value>,
+    /// The Paxos registers' last state of each key.
+    pub cas: BTreeMap<Key, KeyWrite<Key, Value>>,
+}
+
+impl<S> Default for Recovered<S> {
+    fn default() -> Self {
+        Recovered {
+            generation: 0,
+            store: BTreeMap::new(),
+            abd: register::Recovered::default(),
+            cas: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S> Recovered<S> {
+    /// Takes in the next record read, in the order written: a later record of a key
+    /// replaces an earlier one.
+    pub fn take(&mut self, record: Record<S>) {
+        match record {
+            Record::Start { generation } => self.generation = self.generation.max(generation),
+            Record::Member(MemberWrite { generation }) => {
+                self.generation = self.generation.max(generation);
+            }
+            Record::Store { key, state } => match state {
+                Some(state) => {
+                    self.store.insert(key, state);
+                }
+                None => {
+                    self.store.remove(&key);
+                }
+            },
+            Record::Abd(record) => {
+                self.generation = self.generation.max(record.generation);
+                self.abd.take(record);
+            }
+            Record::Cas(write) => {
+                self.cas.insert(write.key.clone(), write);
+            }
+        }
+    }
+}
+
+/// The default partitions of the table.
+pub const PARTITIONS: u32 = 64;
+/// The default replicas a partition.
+pub const REPLICATION: usize = 3;
+/// The default hint window: three hours, Cassandra's `max_hint_window`.
+pub const HINT_WINDOW_MS: u64 = 3 * 60 * 60 * 1000;
+
+/// A node's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// The initial members: the seeds of membership, and the voters of the ABD and Paxos
+    /// registers (the same list on every node; the node itself among them).
+    pub members: Vec<NodeId>,
+    /// Partitions of the table ([`PARTITIONS`]).
+    pub partitions: u32,
+    /// Replicas a partition ([`REPLICATION`]; fewer while fewer members are known).
+    pub replication: usize,
+    /// Milliseconds before a read or write that has not met its level fails.
+    pub timeout_ms: u64,
+    /// Operations in flight in the quorum store.
+    pub ops_in_flight_max: usize,
+    /// Keys the quorum store holds at most: a client's write of another key is refused.
+    pub keys_max: usize,
+    /// Hints held for other replicas at most.
+    pub hints_max: usize,
+    /// How long a member may be held dead and still get hints ([`HINT_WINDOW_MS`]).
+    pub hint_window_ms: u64,
+    /// How long a delete's tombstone (last-write-wins) and a hint are kept.
+    pub tombstone_grace_ms: u64,
+    /// How far ahead of this node's clock a write's timestamp may be.
+    pub clock_drift_max_ms: u64,
+    /// When reads repair stale replicas.
+    pub read_repair: ReadRepair,
+    /// Milliseconds between anti-entropy exchanges (and hint hand-offs).
+    pub anti_entropy_interval_ms: u64,
+    /// The most bytes of states in one anti-entropy message.
+    pub sync_bytes_max: usize,
+    /// The ABD registers' limits.
+    pub abd: RegisterLimits,
+    /// Milliseconds before a stalled Paxos round is retried.
+    pub cas_retry_ms: u64,
+    /// Keys the Paxos registers hold at most.
+    pub cas_keys_max: usize,
+    /// Membership's protocol period and probe timeout, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// See `probe_interval_ms`.
+    pub probe_timeout_ms: u64,
+    /// The wall-clock time at the driver's `Time::ZERO` (see
+    /// [`CoordinatorConfig::wall_clock_at_zero`]).
+    pub wall_clock_at_zero: WallTime,
+    /// The seed of the node's random choices.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Node `id` of a cluster started with `members`, with the defaults: 64 partitions of
+    /// 3 replicas, operations given up after 1 s, 1,024 in flight, 10,000 keys, 10,000
+    /// hints within a 3-hour window, ten days' grace, 500 ms of clock drift, blocking read
+    /// repair, anti-entropy every second in messages of at most 1 MiB, Paxos retried after
+    /// 100 ms, a membership period of 1 s with 500 ms probes.
+    #[must_use]
+    pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
+        let mut members: Vec<NodeId> = members.into_iter().collect();
+        members.sort_unstable();
+        members.dedup();
+        Config {
+            id,
+            members,
+            partitions: PARTITIONS,
+            replication: REPLICATION,
+            timeout_ms: 1_000,
+            ops_in_flight_max: 1_024,
+            keys_max: 10_000,
+            hints_max: 10_000,
+            hint_window_ms: HINT_WINDOW_MS,
+            tombstone_grace_ms: synod_quorum::coordinator::TOMBSTONE_GRACE_MS,
+            clock_drift_max_ms: synod_quorum::coordinator::CLOCK_DRIFT_MAX_MS,
+            read_repair: ReadRepair::Blocking,
+            anti_entropy_interval_ms: 1_000,
+            sync_bytes_max: 1 << 20,
+            abd: RegisterLimits::new(10_000, 64, 100, 2_000),
+            cas_retry_ms: 100,
+            cas_keys_max: 10_000,
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 500,
+            wall_clock_at_zero: WallTime::UNIX_EPOCH,
+            seed: 0,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.members.contains(&self.id) {
+            return Err(format!("node {} is not among the members", self.id));
+        }
+        if self.partitions == 0 || self.replication == 0 {
+            return Err("partitions and replication must be at least 1".into());
+        }
+        let limits = [
+            self.timeout_ms,
+            self.ops_in_flight_max as u64,
+            self.keys_max as u64,
+            self.hints_max as u64,
+            self.tombstone_grace_ms,
+            self.anti_entropy_interval_ms,
+            self.sync_bytes_max as u64,
+            self.cas_keys_max as u64,
+            self.probe_interval_ms,
+            self.probe_timeout_ms,
+        ];
+        if limits.contains(&0) {
+            return Err("every limit must be at least 1".into());
+        }
+        self.coordinator(Incarnation::new(1))?;
+        self.member(0)?;
+        Ok(())
+    }
+
+    fn coordinator(&self, incarnation: Incarnation) -> Result<CoordinatorConfig, String> {
+        CoordinatorConfig::new(self.id, incarnation)
+            .limits(
+                self.ops_in_flight_max,
+                self.timeout_ms,
+                self.hints_max,
+                4_096,
+            )
+            .and_then(|c| c.clock_drift_max_ms(self.clock_drift_max_ms))
+            .and_then(|c| c.tombstone_grace_ms(self.tombstone_grace_ms))
+            .map(|c| {
+                c.read_repair(self.read_repair)
+                    .wall_clock_at_zero(self.wall_clock_at_zero)
+                    .track_changes(true)
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn member(&self, generation: u64) -> Result<MemberConfig, String> {
+        MemberConfig::builder(self.id, self.seed ^ generation.rotate_left(17))
+            .seeds(self.members.iter().copied().filter(|&m| m != self.id))
+            .probe(self.probe_interval_ms, self.probe_timeout_ms)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A state machine run inside the node: its inputs' persist tokens mapped to the node's.
+#[derive(Debug)]
+struct Part<P> {
+    protocol: P,
+    /// The node's token of each persist not yet acknowledged, with the part's own.
+    persisting: VecDeque<(PersistToken, PersistToken)>,
+    /// The part's wake-up.
+    wake: Option<Time>,
+}
+
+impl<P: Protocol> Part<P> {
+    fn new(protocol: P) -> Self {
+        Part {
+            protocol,
+            persisting: VecDeque::new(),
+            wake: None,
+        }
+    }
+
+    /// The part's token covered by the node's `token`, if any new one is.
+    fn covered(&mut self, token: PersistToken) -> Option<PersistToken> {
+        let mut last = None;
+        while let Some(&(ours, theirs)) = self.persisting.front()
+            && ours <= token
+        {
+            self.persisting.pop_front();
+            last = Some(theirs);
+        }
+        last
+    }
+}
+
+/// Who is waiting for the answer of a request handed to a part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// The client's request `RequestId`.
+    Client(RequestId),
+    /// The node's own (a failed node, a hand-off): the answer is dropped.
+    Node,
+}
+
+type NodeGate<S> = Gate<Message<S>, Response, Record<S>, Infallible>;
+
+/// Counters of what a node did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Anti-entropy digests sent.
+    pub digests_sent: u64,
+    /// Keys whose state changed when an anti-entropy exchange was merged.
+    pub keys_repaired: u64,
+    /// Times the partition table changed (a member joined).
+    pub table_changes: u64,
+}
+
+/// One node of the leaderless store. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Leaderless<M: Mode> {
+    config: Config,
+    generation: u64,
+    /// The start record's token while it is not durable, and the store's data.
+    starting: Option<(PersistToken, BTreeMap<Key, M::State>)>,
+    member: Part<Member>,
+    store: Option<Part<Coordinator<Key, M>>>,
+    abd: Part<Registers<Key, Value>>,
+    cas: Part<CasRegisterNode<Key, Value>>,
+    gate: NodeGate<M::State>,
+    /// Every member ever seen, and when each still held dead was first held so.
+    known: BTreeSet<NodeId>,
+    dead_since: BTreeMap<NodeId, Time>,
+    table: PartitionTable,
+    /// Requests handed to the parts, by the id they were handed with.
+    waiting: BTreeMap<RequestId, Waiting>,
+    next_request: u64,
+    /// Partitions to exchange digests of at the next anti-entropy round, first.
+    urgent: VecDeque<(PartitionId, NodeId)>,
+    anti_entropy_at: Time,
+    anti_entropy_cursor: u32,
+    wake_at: Option<Time>,
+    rng: Rng,
+    stats: Stats,
+}
+
+/// The partition table of `members`: version 1 over the first `replication` members by
+/// id, then each other member joined in id order, so that every node that knows the same
+/// members holds the same table, and a member that joins after the others (a larger id)
+/// moves only its share.
+fn table_of(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTable {
+    let replication = config.replication.min(members.len()).max(1);
+    let first = members
+        .iter()
+        .take(replication)
+        .map(|&id| (id, NodeSpec::default()));
+    let mut table = PartitionTable::new(config.partitions, replication, first)
+        .expect("partitions and replication checked, distinct members");
+    for &id in members.iter().skip(replication) {
+        table = table
+            .join(id, NodeSpec::default())
+            .expect("a new member, within the limits")
+            .0;
+    }
+    table
+}
+
+/// A digest of `states` (a key's bytes and its state's encoding), independent of order.
+fn digest<'a, S: Serialize + 'a>(states: impl Iterator<Item = (&'a Key, &'a S)>) -> u64 {
+    states.fold(0u64, |acc, (key, state)| {
+        let bytes = postcard::to_stdvec(&(key, state)).expect("a state encodes");
+        acc.wrapping_add(synod_partitioning::key_hash(&bytes))
+    })
+}
+
+impl<M: Mode> Leaderless<M> {
+    /// Starts node `config.id` from what its disk held: its first effect persists its
+    /// generation, and the quorum store serves once that is durable.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration does not pass [`Config::check`].
+    #[must_use]
+    pub fn start(config: Config, recovered: Recovered<M::State>) -> Self {
+        if let Err(why) = config.check() {
+            panic!("a leaderless node's configuration: {why}");
+        }
+        let Recovered {
+            generation: last,
+            store,
+            mut abd,
+            cas,
+        } = recovered;
+        let generation = last + 1;
+        let member = Member::start(config.member(generation).expect("checked"), last);
+        abd.generation = last;
+        let registers =
+            Registers::start(config.id, config.members.iter().copied(), config.abd, abd);
+        let paxos = PaxosConfig::new(config.id, config.members.iter().copied())
+            .expect("the node is among the members")
+            .retry_timeout_ms(config.cas_retry_ms)
+            .seed(config.seed ^ generation);
+        let cas = CasRegisterNode::restore(paxos, config.cas_keys_max, cas.into_values());
+        let known: BTreeSet<NodeId> = config.members.iter().copied().collect();
+        let table = table_of(&config, &known);
+        let mut node = Leaderless {
+            generation,
+            starting: None,
+            member: Part::new(member),
+            store: None,
+            abd: Part::new(registers),
+            cas: Part::new(cas),
+            gate: Gate::new(),
+            known,
+            dead_since: BTreeMap::new(),
+            table,
+            waiting: BTreeMap::new(),
+            next_request: 0,
+            urgent: VecDeque::new(),
+            anti_entropy_at: Time::ZERO,
+            anti_entropy_cursor: 0,
+            wake_at: None,
+            rng: Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get()),
+            stats: Stats::default(),
+            config,
+        };
+        let token = node.gate.persist(Record::Start { generation });
+        node.starting = Some((token, store));
+        node.drain_member(Time::ZERO);
+        node.drain_abd();
+        node.drain_cas();
+        node
+    }
+
+    /// This start's generation.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the quorum store serves.
+    #[must_use]
+    pub fn serving(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The quorum store's replica data, in key order (nothing before it serves).
+    pub fn replica_data(&self) -> impl Iterator<Item = (&Key, &M::State)> + '_ {
+        self.store.iter().flat_map(|s| s.protocol.replica_data())
+    }
+
+    /// The quorum store (once it serves).
+    #[must_use]
+    pub fn store(&self) -> Option<&Coordinator<Key, M>> {
+        self.store.as_ref().map(|s| &s.protocol)
+    }
+
+    /// The ABD registers.
+    #[must_use]
+    pub fn registers(&self) -> &Registers<Key, Value> {
+        &self.abd.protocol
+    }
+
+    /// The Paxos registers.
+    #[must_use]
+    pub fn paxos(&self) -> &CasRegisterNode<Key, Value> {
+        &self.cas.protocol
+    }
+
+    /// The member.
+    #[must_use]
+    pub fn member(&self) -> &Member {
+        &self.member.protocol
+    }
+
+    /// The partition table this node places keys with.
+    #[must_use]
+    pub fn table(&self) -> &PartitionTable {
+        &self.table
+    }
+
+    /// What the node counted.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The node's configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The replicas of `key`'s partition.
+    #[must_use]
+    pub fn replicas_of(&self, key: &[u8]) -> &[NodeId] {
+        self.table.replicas(self.table.partition_of(key))
+    }
+
+    fn is_dead(&self, node: NodeId) -> bool {
+        self.dead_since.contains_key(&node)
+    }
+
+    fn live(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.known.iter().copied().filter(|&n| !self.is_dead(n))
+    }
+
+    /// Where `key` lives: its replicas, those held dead, and fallbacks for hints when every
+    /// replica held dead has been so for less than the hint window.
+    fn placement(&self, now: Time, key: &[u8]) -> Placement {
+        let replicas = self.replicas_of(key).to_vec();
+        let down: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|&n| self.is_dead(n))
+            .collect();
+        let window = std::time::Duration::from_millis(self.config.hint_window_ms);
+        let within = down
+            .iter()
+            .all(|n| self.dead_since.get(n).is_some_and(|&at| at + window > now));
+        let placement = Placement::new(replicas.iter().copied())
+            .expect("a partition's replicas are distinct and not empty")
+            .with_down(down.iter().copied());
+        if down.is_empty() || !within {
+            return placement;
+        }
+        let fallbacks: Vec<NodeId> = self.live().filter(|n| !replicas.contains(n)).collect();
+        placement.with_fallbacks(fallbacks)
+    }
+
+    fn next_request(&mut self, waiting: Waiting) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.waiting.insert(id, waiting);
+        id
+    }
+
+    fn reply(&mut self, to: Waiting, response: Response) {
+        if let Waiting::Client(id) = to {
+            self.gate.push(Effect::Reply { id, response });
+        }
+    }
+
+    // ----- the parts' effects -----
+
+    fn drain_member(&mut self, now: Time) {
+        let mut events = Vec::new();
+        while let Some(effect) = self.member.protocol.poll() {
+            match effect {
+                Effect::Send { to, message } => self.gate.push(Effect::Send {
+                    to,
+                    message: Message::Member(message),
+                }),
+                Effect::Persist { token, write } => {
+                    let ours = self.gate.persist_lazily(Record::Member(write));
+                    self.member.persisting.push_back((ours, token));
+                }
+                Effect::WakeAt(at) => self.member.wake = Some(at),
+                Effect::Reply { .. } => {}
+                Effect::Apply(change) => events.push(change),
+            }
+        }
+        for change in events {
+            if let ViewChange::Member(event) = change {
+                self.on_member(now, event);
+            }
+        }
+    }
+
+    fn drain_abd(&mut self) {
+        while let Some(effect) = self.abd.protocol.poll() {
+            match effect {
+                Effect::Send { to, message } => self.gate.push(Effect::Send {
+                    to,
+                    message: Message::Abd(message),
+                }),
+                Effect::Persist { token, write } => {
+                    let ours = self.gate.persist_lazily(Record::Abd(write));
+                    self.abd.persisting.push_back((ours, token));
+                }
+                Effect::WakeAt(at) => self.abd.wake = Some(at),
+                Effect::Reply { id, response } => {
+                    let Some(to) = self.waiting.remove(&id) else {
+                        continue;
+                    };
+                    let response = match response {
+                        register::Response::Read(value) => Response::LinearRead(value),
+                        register::Response::Written => Response::LinearWritten,
+                        register::Response::Refused => Response::Failed(Failure::Refused(
+                            "the linearizable level is starting or busy".into(),
+                        )),
+                        register::Response::GaveUp => Response::Failed(Failure::Unknown(
+                            "no majority answered in time".into(),
+                        )),
+                    };
+                    self.reply(to, response);
+                }
+                Effect::Apply(never) => match never {},
+            }
+        }
+    }
+
+    fn drain_cas(&mut self) {
+        while let Some(effect) = self.cas.protocol.poll() {
+            match effect {
+                Effect::Send { to, message } => self.gate.push(Effect::Send {
+                    to,
+                    message: Message::Cas(message),
+                }),
+                Effect::Persist { token, write } => {
+                    let ours = self.gate.persist_lazily(Record::Cas(write));
+                    self.cas.persisting.push_back((ours, token));
+                }
+                Effect::WakeAt(at) => self.cas.wake = Some(at),
+                Effect::Reply { id, response } => {
+                    let Some(to) = self.waiting.remove(&id) else {
+                        continue;
+                    };
+                    let response = match response {
+                        Ok(reply) => Response::Cas(reply),
+                        Err(e @ RequestError::Unknown) => {
+                            Response::Failed(Failure::Unknown(e.to_string()))
+                        }
+                        Err(e) => Response::Failed(Failure::Refused(e.to_string())),
+                    };
+                    self.reply(to, response);
+                }
+                Effect::Apply(never) => match never {},
+            }
+        }
+    }
+
+    /// Persists the keys the quorum store changed (every effect it emits from now on
+    /// waits for them), then carries its effects out.
+    fn drain_store(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        for key in store.protocol.take_changed() {
+            let state = store.protocol.local_state(&key).cloned();
+            self.gate.persist(Record::Store { key, state });
+        }
+        let mut effects = Vec::new();
+        while let Some(effect) = store.protocol.poll() {
+            effects.push(effect);
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => self.gate.send(to, Message::Store(message)),
+                Effect::WakeAt(at) => {
+                    if let Some(store) = self.store.as_mut() {
+                        store.wake = Some(at);
+                    }
+                }
+                Effect::Reply { id, response } => {
+                    let Some(Waiting::Client(to)) = self.waiting.remove(&id) else {
+                        continue;
+                    };
+                    let response = match response {
+                        StoreResponse::Read(Ok(state)) => Response::Read(M::read(&state)),
+                        StoreResponse::Written(Ok(report)) => Response::Written {
+                            hinted: report.hinted.len(),
+                        },
+                        StoreResponse::Read(Err(e)) | StoreResponse::Written(Err(e)) => {
+                            Response::Failed(failure(&e))
+                        }
+                        StoreResponse::Done => continue,
+                    };
+                    self.gate.reply(to, response);
+                }
+                Effect::Persist { write, .. } => match write {},
+                Effect::Apply(never) => match never {},
+            }
+        }
+    }
+
+    fn hand_store(&mut self, now: Time, input: InputOf<Coordinator<Key, M>>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        store.protocol.handle(now, input);
+        self.drain_store();
+    }
+
+    fn store_request(&mut self, now: Time, to: Waiting, request: StoreRequest<Key, M::Write>) {
+        let id = self.next_request(to);
+        self.hand_store(now, Input::Request { id, request });
+    }
+
+    // ----- membership -----
+
+    fn on_member(&mut self, now: Time, event: MemberEvent) {
+        let id = event.id;
+        if id == self.config.id {
+            return;
+        }
+        match event.state {
+            Some(MemberState::Alive | MemberState::Suspect) => {
+                if self.known.insert(id) {
+                    self.joined(id);
+                }
+                if self.dead_since.remove(&id).is_some() {
+                    self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(id));
+                }
+            }
+            Some(MemberState::Dead) | None => {
+                if self.known.contains(&id) && !self.dead_since.contains_key(&id) {
+                    self.dead_since.insert(id, now);
+                    self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(id));
+                }
+            }
+        }
+    }
+
+    /// A member joined: the table gains it, and every partition this node shares with it
+    /// goes first at the next anti-entropy round (the partition is streamed to it).
+    fn joined(&mut self, id: NodeId) {
+        self.table = table_of(&self.config, &self.known);
+        self.stats.table_changes += 1;
+        let me = self.config.id;
+        for p in 0..self.table.partitions() {
+            let replicas = self.table.replicas(PartitionId(p));
+            if replicas.contains(&me) && replicas.contains(&id) {
+                self.urgent.push_back((PartitionId(p), id));
+            }
+        }
+        self.anti_entropy_at = Time::ZERO;
+    }
+
+    // ----- anti-entropy -----
+
+    fn partition_digest(&self, partition: PartitionId) -> u64 {
+        digest(
+            self.replica_data()
+                .filter(|(key, _)| self.table.partition_of(key) == partition),
+        )
+    }
+
+    fn anti_entropy(&mut self, now: Time) {
+        let interval = std::time::Duration::from_millis(self.config.anti_entropy_interval_ms);
+        self.anti_entropy_at = now + interval;
+        if self.store.is_none() {
+            return;
+        }
+        let me = self.config.id;
+        // Hints held for live members go to them.
+        let live: Vec<NodeId> = self.live().filter(|&n| n != me).collect();
+        for &n in &live {
+            self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(n));
+        }
+        let mut rounds: Vec<(PartitionId, NodeId)> = self.urgent.drain(..).collect();
+        // The next partition this node replicates, with another live replica at random.
+        let partitions = self.table.partitions();
+        for _ in 0..partitions {
+            let p = PartitionId(self.anti_entropy_cursor % partitions);
+            self.anti_entropy_cursor = (self.anti_entropy_cursor + 1) % partitions;
+            let replicas = self.table.replicas(p);
+            if !replicas.contains(&me) {
+                continue;
+            }
+            let others: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|&n| n != me && !self.is_dead(n))
+                .collect();
+            if let Some(&pick) = self.rng.pick(&others) {
+                rounds.push((p, pick));
+            }
+            break;
+        }
+        for (partition, to) in rounds {
+            let digest = self.partition_digest(partition);
+            self.stats.digests_sent += 1;
+            self.gate.send(
+                to,
+                Message::Digest {
+                    partition: partition.0,
+                    digest,
+                    answer: true,
+                },
+            );
+        }
+    }
+
+    fn on_digest(&mut self, from: NodeId, partition: u32, theirs: u64, answer: bool) {
+        if self.store.is_none() || partition >= self.table.partitions() {
+            return;
+        }
+        let p = PartitionId(partition);
+        let ours = self.partition_digest(p);
+        if ours == theirs {
+            return;
+        }
+        // Our states of the partition, in messages of at most `sync_bytes_max`.
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut batches = Vec::new();
+        for (key, state) in self.replica_data() {
+            if self.table.partition_of(key) != p {
+                continue;
+            }
+            let size = postcard::to_stdvec(&(key, state)).map_or(0, |b| b.len());
+            if !batch.is_empty() && bytes + size > self.config.sync_bytes_max {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push((key.clone(), state.clone()));
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        for states in batches {
+            self.gate.send(from, Message::States { partition, states });
+        }
+        if answer {
+            self.gate.send(
+                from,
+                Message::Digest {
+                    partition,
+                    digest: ours,
+                    answer: false,
+                },
+            );
+        }
+    }
+
+    fn on_states(&mut self, now: Time, partition: u32, states: Vec<(Key, M::State)>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let p = PartitionId(partition);
+        for (key, state) in states {
+            // Only keys of the partition named, which this node replicates.
+            if self.table.partition_of(&key) != p
+                || !self.table.replicas(p).contains(&self.config.id)
+            {
+                continue;
+            }
+            if store.protocol.merge_replica(now, key, &state) {
+                self.stats.keys_repaired += 1;
+            }
+        }
+        self.drain_store();
+    }
+
+    // ----- requests -----
+
+    fn request(&mut self, now: Time, id: RequestId, request: Request) {
+        let to = Waiting::Client(id);
+        match request {
+            Request::Get { key, level } => {
+                if self.store.is_none() {
+                    return self.reply(to, starting());
+                }
+                let placement = self.placement(now, &key);
+                let request = StoreRequest::Read {
+                    key,
+                    consistency: level,
+                    placement,
+                };
+                self.store_request(now, to, request);
+            }
+            Request::Put {
+                key,
+                value,
+                level,
+                context,
+            } => {
+                let Some(store) = self.store.as_ref() else {
+                    return self.reply(to, starting());
+                };
+                let store = &store.protocol;
+                if store.local_state(&key).is_none() && store.keys_held() >= self.config.keys_max {
+                    let why = format!("the node holds {} keys, its most", self.config.keys_max);
+                    return self.reply(to, Response::Failed(Failure::Refused(why)));
+                }
+                let wall = self
+                    .config
+                    .wall_clock_at_zero
+                    .saturating_add(now.since_epoch());
+                let placement = self.placement(now, &key);
+                self.next_request += 1;
+                let request = StoreRequest::Write {
+                    request: synod_quorum::RequestId::new(self.next_request),
+                    key,
+                    write: M::write(wall, &context, value),
+                    consistency: level,
+                    placement,
+                };
+                self.store_request(now, to, request);
+            }
+            Request::LinearGet(key) => {
+                let id = self.next_request(to);
+                let request = register::Request::Read(key);
+                self.abd
+                    .protocol
+                    .handle(now, Input::Request { id, request });
+                self.drain_abd();
+            }
+            Request::LinearSet(key, value) => {
+                let id = self.next_request(to);
+                let request = register::Request::Write(key, value);
+                self.abd
+                    .protocol
+                    .handle(now, Input::Request { id, request });
+                self.drain_abd();
+            }
+            Request::CasGet(key) => {
+                let id = self.next_request(to);
+                let request = CasRequest::Read { key };
+                self.cas
+                    .protocol
+                    .handle(now, Input::Request { id, request });
+                self.drain_cas();
+            }
+            Request::Cas { key, expect, new } => {
+                let id = self.next_request(to);
+                let request = CasRequest::CompareAndSet { key, expect, new };
+                self.cas
+                    .protocol
+                    .handle(now, Input::Request { id, request });
+                self.drain_cas();
+            }
+            Request::Info => {
+                let info = self.info();
+                self.reply(to, Response::Info(info));
+            }
+        }
+    }
+
+    /// What [`Request::Info`] answers.
+    #[must_use]
+    pub fn info(&self) -> Info {
+        let members = self
+            .known
+            .iter()
+            .map(|&id| {
+                let state = if id == self.config.id {
+                    "alive"
+                } else {
+                    match self.member.protocol.state_of(id) {
+                        _ if self.is_dead(id) => "dead",
+                        Some(MemberState::Suspect) => "suspect",
+                        _ => "alive",
+                    }
+                };
+                MemberView {
+                    id,
+                    state,
+                    replicas: self.table.load(id),
+                    owned: self.table.owned(id),
+                }
+            })
+            .collect();
+        Info {
+            id: self.config.id,
+            mode: M::NAME,
+            serving: self.serving(),
+            table_version: self.table.version().0,
+            partitions: self.table.partitions(),
+            replication: self.table.replication(),
+            members,
+            keys: self.store().map_or(0, Coordinator::keys_held),
+            hints: self.store().map_or(0, Coordinator::hints_held),
+        }
+    }
+
+    fn on_persisted(&mut self, now: Time, token: PersistToken) {
+        self.gate.persisted(token);
+        if let Some((start, _)) = &self.starting
+            && *start <= token
+        {
+            let (_, data) = self.starting.take().expect("starting");
+            let config = self
+                .config
+                .coordinator(Incarnation::new(self.generation))
+                .expect("checked");
+            let store = Coordinator::restore(config, M::default(), data);
+            self.store = Some(Part::new(store));
+            // What membership said before the store served.
+            let dead: Vec<NodeId> = self.dead_since.keys().copied().collect();
+            for n in dead {
+                self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
+            }
+        }
+        if let Some(theirs) = self.member.covered(token) {
+            self.member.protocol.handle(now, Input::Persisted(theirs));
+            self.drain_member(now);
+        }
+        if let Some(theirs) = self.abd.covered(token) {
+            self.abd.protocol.handle(now, Input::Persisted(theirs));
+            self.drain_abd();
+        }
+        if let Some(theirs) = self.cas.covered(token) {
+            self.cas.protocol.handle(now, Input::Persisted(theirs));
+            self.drain_cas();
+        }
+    }
+
+    fn on_wake(&mut self, now: Time) {
+        self.wake_at = None;
+        if self.member.wake.is_some_and(|at| at <= now) {
+            self.member.wake = None;
+            self.member.protocol.handle(now, Input::Wake);
+            self.drain_member(now);
+        }
+        if self.abd.wake.is_some_and(|at| at <= now) {
+            self.abd.wake = None;
+            self.abd.protocol.handle(now, Input::Wake);
+            self.drain_abd();
+        }
+        if self.cas.wake.is_some_and(|at| at <= now) {
+            self.cas.wake = None;
+            self.cas.protocol.handle(now, Input::Wake);
+            self.drain_cas();
+        }
+        if let Some(store) = self.store.as_mut()
+            && store.wake.is_some_and(|at| at <= now)
+        {
+            store.wake = None;
+            self.hand_store(now, Input::Wake);
+        }
+        if self.anti_entropy_at <= now {
+            self.anti_entropy(now);
+        }
+    }
+
+    fn ask_wake(&mut self) {
+        let earliest = [
+            self.member.wake,
+            self.abd.wake,
+            self.cas.wake,
+            self.store.as_ref().and_then(|s| s.wake),
+            Some(self.anti_entropy_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at) = earliest
+            && self.wake_at != Some(at)
+        {
+            self.wake_at = Some(at);
+            self.gate.push(Effect::WakeAt(at));
+        }
+    }
+}
+
+fn starting() -> Response {
+    Response::Failed(Failure::Refused(
+        "the node is starting (its generation is not durable yet)".into(),
+    ))
+}
+
+/// What a failed read or write of the quorum store means to its client.
+fn failure(error: &StoreError) -> Failure {
+    match error {
+        StoreError::QuorumUnreachable { .. } | StoreError::TimedOut { .. } => {
+            Failure::Unknown(error.to_string())
+        }
+        _ => Failure::Refused(error.to_string()),
+    }
+}
+
+impl<M: Mode> Protocol for Leaderless<M> {
+    type Message = Message<M::State>;
+    type Request = Request;
+    type Response = Response;
+    type Write = Record<M::State>;
+    type Apply = Infallible;
+
+    fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        match input {
+            Input::Message { from, message } => match message {
+                Message::Member(message) => {
+                    self.member
+                        .protocol
+                        .handle(now, Input::Message { from, message });
+                    self.drain_member(now);
+                }
+                Message::Store(message) => self.hand_store(now, Input::Message { from, message }),
+                Message::Abd(message) => {
+                    self.abd
+                        .protocol
+                        .handle(now, Input::Message { from, message });
+                    self.drain_abd();
+                }
+                Message::Cas(message) => {
+                    self.cas
+                        .protocol
+                        .handle(now, Input::Message { from, message });
+                    self.drain_cas();
+                }
+                Message::Digest {
+                    partition,
+                    digest,
+                    answer,
+                } => self.on_digest(from, partition, digest, answer),
+                Message::States { partition, states } => self.on_states(now, partition, states),
+            },
+            Input::Request { id, request } => self.request(now, id, request),
+            Input::Persisted(token) => self.on_persisted(now, token),
+            Input::Wake => self.on_wake(now),
+        }
+        self.ask_wake();
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        self.gate.poll()
+    }
+}

@@ -1,0 +1,526 @@
+//! Scenarios of the leaderless store's state machine, stepped by hand: a small network that
+//! delivers every message unless a link is cut, persists acknowledged at once, and time
+//! moved in steps.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use synod_clocks::{VersionVector, WallTime};
+use synod_node::{Effect, Input, NodeId, Protocol, RequestId, Time};
+use synod_quorum::Consistency;
+
+use super::machine::{
+    Config, Leaderless, Lww, Message, Mode, Read, Record, Recovered, Request, Response, Vv,
+};
+
+/// A cluster of `n` nodes stepped by hand.
+struct Cluster<M: Mode> {
+    nodes: Vec<Option<Leaderless<M>>>,
+    configs: Vec<Config>,
+    /// Each node's records, in the order persisted (all acknowledged at once).
+    disks: Vec<Vec<Record<M::State>>>,
+    wakes: Vec<Option<Time>>,
+    net: VecDeque<(NodeId, NodeId, Message<M::State>)>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    replies: BTreeMap<RequestId, Response>,
+    /// Effects held back (a node whose persists are not acknowledged yet): none here.
+    now: Time,
+    next_id: u64,
+}
+
+fn id(n: usize) -> NodeId {
+    NodeId::new(n as u64)
+}
+
+impl<M: Mode> Cluster<M> {
+    /// `n` nodes, node `i`'s wall clock `skew_ms[i]` ahead of true time (negative: behind).
+    fn new(n: usize, initial: usize, skew_ms: &[i64]) -> Self {
+        let members: Vec<NodeId> = (1..=initial).map(id).collect();
+        let mut configs = Vec::new();
+        for i in 1..=n {
+            let mut seeds = members.clone();
+            if !seeds.contains(&id(i)) {
+                seeds.push(id(i));
+            }
+            let mut config = Config::new(id(i), seeds);
+            let skew = skew_ms.get(i - 1).copied().unwrap_or(0);
+            let base = WallTime::from_secs(1_700_000_000);
+            config.wall_clock_at_zero = if skew >= 0 {
+                base.saturating_add(Duration::from_millis(skew as u64))
+            } else {
+                WallTime::from_nanos(base.as_nanos() - skew.unsigned_abs() * 1_000_000)
+            };
+            config.probe_interval_ms = 200;
+            config.probe_timeout_ms = 100;
+            config.anti_entropy_interval_ms = 100;
+            config.partitions = 8;
+            config.seed = i as u64;
+            configs.push(config);
+        }
+        let mut cluster = Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            configs,
+            disks: vec![Vec::new(); n],
+            wakes: vec![None; n],
+            net: VecDeque::new(),
+            cut: BTreeSet::new(),
+            replies: BTreeMap::new(),
+            now: Time::from_secs(1),
+            next_id: 0,
+        };
+        for i in 1..=initial {
+            cluster.start(i);
+        }
+        cluster.settle();
+        cluster
+    }
+
+    fn start(&mut self, n: usize) {
+        let mut recovered = Recovered::default();
+        for record in self.disks[n - 1].clone() {
+            recovered.take(record);
+        }
+        let node = Leaderless::start(self.configs[n - 1].clone(), recovered);
+        self.nodes[n - 1] = Some(node);
+        self.wakes[n - 1] = None;
+        self.drain(n);
+    }
+
+    fn crash(&mut self, n: usize) {
+        self.nodes[n - 1] = None;
+    }
+
+    fn node(&self, n: usize) -> &Leaderless<M> {
+        self.nodes[n - 1].as_ref().expect("running")
+    }
+
+    /// Carries out node `n`'s effects; persists are acknowledged at once.
+    fn drain(&mut self, n: usize) {
+        loop {
+            let Some(node) = self.nodes[n - 1].as_mut() else {
+                return;
+            };
+            let mut last = None;
+            while let Some(effect) = node.poll() {
+                match effect {
+                    Effect::Send { to, message } => self.net.push_back((id(n), to, message)),
+                    Effect::Reply { id, response } => {
+                        self.replies.insert(id, response);
+                    }
+                    Effect::Persist { token, write } => {
+                        self.disks[n - 1].push(write);
+                        last = Some(token);
+                    }
+                    Effect::WakeAt(at) => self.wakes[n - 1] = Some(at),
+                    Effect::Apply(never) => match never {},
+                }
+            }
+            match last {
+                Some(token) => node.handle(self.now, Input::Persisted(token)),
+                None => return,
+            }
+        }
+    }
+
+    /// Delivers every message in flight (and what they cause).
+    fn settle(&mut self) {
+        let mut budget = 100_000;
+        while let Some((from, to, message)) = self.net.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "the network never went quiet");
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            let n = to.get() as usize;
+            let Some(node) = self.nodes.get_mut(n - 1).and_then(Option::as_mut) else {
+                continue;
+            };
+            node.handle(self.now, Input::Message { from, message });
+            self.drain(n);
+        }
+    }
+
+    /// Moves time on by `ms` in 10 ms steps, waking nodes and delivering messages.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            for n in 1..=self.nodes.len() {
+                if self.wakes[n - 1].is_some_and(|at| at <= self.now)
+                    && let Some(node) = self.nodes[n - 1].as_mut()
+                {
+                    self.wakes[n - 1] = None;
+                    node.handle(self.now, Input::Wake);
+                    self.drain(n);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    /// Cuts `a` off from every other node, both ways.
+    fn isolate(&mut self, a: usize) {
+        for b in 1..=self.nodes.len() {
+            if b != a {
+                self.cut.insert((id(a), id(b)));
+                self.cut.insert((id(b), id(a)));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn call(&mut self, n: usize, request: Request) -> Response {
+        self.next_id += 1;
+        let rid = RequestId(self.next_id);
+        let node = self.nodes[n - 1].as_mut().expect("running");
+        node.handle(self.now, Input::Request { id: rid, request });
+        self.drain(n);
+        self.settle();
+        for _ in 0..300 {
+            if let Some(response) = self.replies.remove(&rid) {
+                return response;
+            }
+            self.run_for(10);
+        }
+        panic!("request {rid:?} to node {n} was never answered");
+    }
+
+    fn put(
+        &mut self,
+        n: usize,
+        key: &str,
+        value: &str,
+        level: Consistency,
+        context: VersionVector,
+    ) -> Response {
+        let request = Request::Put {
+            key: key.as_bytes().to_vec(),
+            value: Some(value.as_bytes().to_vec()),
+            level,
+            context,
+        };
+        self.call(n, request)
+    }
+
+    fn get(&mut self, n: usize, key: &str, level: Consistency) -> Read {
+        let request = Request::Get {
+            key: key.as_bytes().to_vec(),
+            level,
+        };
+        match self.call(n, request) {
+            Response::Read(read) => read,
+            other => panic!("a read answered {other:?}"),
+        }
+    }
+
+    /// Each running node's replica data of every key.
+    fn data(&self, n: usize) -> BTreeMap<Vec<u8>, M::State> {
+        self.node(n)
+            .replica_data()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+}
+
+fn values(read: &Read) -> Vec<String> {
+    read.values
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+fn written(response: &Response) -> bool {
+    matches!(response, Response::Written { .. })
+}
+
+const QUORUM: Consistency = Consistency::Quorum;
+const ONE: Consistency = Consistency::One;
+
+#[test]
+fn a_quorum_write_is_read_back_from_any_node_and_survives_a_restart() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    let w = c.put(1, "k", "v1", QUORUM, VersionVector::default());
+    assert!(written(&w), "{w:?}");
+    for n in 1..=3 {
+        assert_eq!(values(&c.get(n, "k", QUORUM)), ["v1"]);
+    }
+    // Every replica persisted it before acknowledging: a restart of all three keeps it.
+    for n in 1..=3 {
+        c.crash(n);
+    }
+    for n in 1..=3 {
+        c.start(n);
+    }
+    c.run_for(200);
+    assert_eq!(values(&c.get(2, "k", Consistency::All)), ["v1"]);
+}
+
+#[test]
+fn concurrent_blind_writes_are_siblings_and_a_write_with_their_context_resolves_them() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    assert!(written(&c.put(
+        1,
+        "k",
+        "a",
+        QUORUM,
+        VersionVector::default()
+    )));
+    assert!(written(&c.put(
+        2,
+        "k",
+        "b",
+        QUORUM,
+        VersionVector::default()
+    )));
+    let read = c.get(3, "k", QUORUM);
+    let mut seen = values(&read);
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+    assert!(written(&c.put(3, "k", "ab", QUORUM, read.context)));
+    assert_eq!(values(&c.get(1, "k", QUORUM)), ["ab"]);
+}
+
+#[test]
+fn a_reply_waits_until_the_coordinators_write_is_durable() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    let node = c.nodes[0].as_mut().expect("running");
+    let request = Request::Put {
+        key: b"k".to_vec(),
+        value: Some(b"v".to_vec()),
+        level: ONE,
+        context: VersionVector::default(),
+    };
+    node.handle(
+        c.now,
+        Input::Request {
+            id: RequestId(99),
+            request,
+        },
+    );
+    let mut persisted = None;
+    while let Some(effect) = node.poll() {
+        match effect {
+            Effect::Persist { token, .. } => persisted = Some(token),
+            Effect::Reply { .. } => panic!("answered before its write was durable"),
+            Effect::Send {
+                message: Message::Store(_),
+                ..
+            } => {
+                panic!("replicated before its write was durable")
+            }
+            _ => {}
+        }
+    }
+    let token = persisted.expect("the write is persisted");
+    node.handle(c.now, Input::Persisted(token));
+    let mut answered = false;
+    while let Some(effect) = node.poll() {
+        answered |= matches!(
+            effect,
+            Effect::Reply {
+                id: RequestId(99),
+                response: Response::Written { .. }
+            }
+        );
+    }
+    assert!(
+        answered,
+        "a write at ONE is answered once its own replica's copy is durable"
+    );
+}
+
+/// The lesson of last-write-wins: node 2's clock runs 200 ms behind (inside the drift
+/// bound, so nothing is refused). A client writes `first` through node 1, reads it, then
+/// writes `second` through node 2 with the read's context. Both are acknowledged at ALL.
+fn skewed_sequential_writes<M: Mode>() -> Vec<String> {
+    let mut c: Cluster<M> = Cluster::new(3, 3, &[0, -200, 0]);
+    let all = Consistency::All;
+    assert!(written(&c.put(
+        1,
+        "k",
+        "first",
+        all,
+        VersionVector::default()
+    )));
+    let read = c.get(1, "k", all);
+    assert_eq!(values(&read), ["first"]);
+    c.run_for(50);
+    assert!(written(&c.put(2, "k", "second", all, read.context)));
+    values(&c.get(3, "k", all))
+}
+
+#[test]
+fn under_clock_skew_last_write_wins_loses_an_acknowledged_write_and_version_vectors_do_not() {
+    assert_eq!(
+        skewed_sequential_writes::<Lww>(),
+        ["first"],
+        "LWW keeps the older write"
+    );
+    assert_eq!(skewed_sequential_writes::<Vv>(), ["second"]);
+}
+
+#[test]
+fn a_read_at_one_from_a_cut_off_replica_is_stale_and_quorum_is_not() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    assert!(written(&c.put(
+        1,
+        "k",
+        "old",
+        Consistency::All,
+        VersionVector::default()
+    )));
+    c.isolate(3);
+    let context = c.get(1, "k", QUORUM).context;
+    assert!(written(&c.put(1, "k", "new", QUORUM, context)));
+    assert_eq!(
+        values(&c.get(3, "k", ONE)),
+        ["old"],
+        "ONE reads the cut-off replica"
+    );
+    assert_eq!(values(&c.get(1, "k", QUORUM)), ["new"]);
+}
+
+#[test]
+fn after_a_partition_heals_anti_entropy_brings_every_replica_to_the_same_data() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    c.isolate(3);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        assert!(written(&c.put(
+            1 + i % 2,
+            &key,
+            "v",
+            ONE,
+            VersionVector::default()
+        )));
+    }
+    assert!(written(&c.put(
+        3,
+        "only-on-3",
+        "x",
+        ONE,
+        VersionVector::default()
+    )));
+    assert_ne!(c.data(1), c.data(3));
+    c.heal();
+    // Read repair is not involved: nothing reads.
+    c.run_for(3_000);
+    assert_eq!(c.data(1), c.data(2));
+    assert_eq!(c.data(1), c.data(3));
+    assert_eq!(c.data(1).len(), 21);
+    assert!(c.node(3).stats().keys_repaired > 0);
+}
+
+#[test]
+fn a_write_while_a_replica_is_dead_leaves_a_hint_delivered_after_it_comes_back() {
+    // Four nodes, three replicas a partition: a key's fourth node is its fallback.
+    let mut c: Cluster<Vv> = Cluster::new(4, 4, &[]);
+    c.run_for(1_000);
+    // A key one of whose replicas is node 3, coordinated by another replica.
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            let r = c.node(1).replicas_of(k.as_bytes());
+            r.contains(&id(3)) && r.contains(&id(1))
+        })
+        .expect("some key");
+    c.isolate(3);
+    // Long enough for the others to hold node 3 dead.
+    c.run_for(10_000);
+    assert!(
+        c.node(1)
+            .info()
+            .members
+            .iter()
+            .any(|m| m.id == id(3) && m.state == "dead")
+    );
+    let response = c.put(1, &key, "hinted", QUORUM, VersionVector::default());
+    assert!(written(&response), "{response:?}");
+    // The write finished on its quorum; the fallback's hint comes after.
+    c.run_for(100);
+    let hints = |c: &Cluster<Vv>| -> usize {
+        [1, 2, 4]
+            .iter()
+            .map(|&n| c.node(n).store().expect("serving").hints_held())
+            .sum()
+    };
+    assert_eq!(hints(&c), 1, "one fallback holds a hint for node 3");
+    c.heal();
+    c.run_for(10_000);
+    let on_3 = c.data(3).get(key.as_bytes()).cloned();
+    let read = on_3.map(|s| <Vv as Mode>::read(&s)).unwrap_or_default();
+    assert_eq!(values(&read), ["hinted"]);
+    assert_eq!(hints(&c), 0, "the hint was handed off and acknowledged");
+}
+
+#[test]
+fn a_fourth_node_joining_gets_its_share_of_the_partitions_streamed_to_it() {
+    let mut c: Cluster<Vv> = Cluster::new(4, 3, &[]);
+    for i in 0..40 {
+        assert!(written(&c.put(
+            1,
+            &format!("k{i}"),
+            "v",
+            QUORUM,
+            VersionVector::default()
+        )));
+    }
+    c.start(4);
+    c.run_for(5_000);
+    let table = c.node(1).table().clone();
+    assert_eq!(table, *c.node(4).table(), "every node holds the same table");
+    assert!(table.load(id(4)) > 0);
+    let data4 = c.data(4);
+    for i in 0..40 {
+        let key = format!("k{i}");
+        let on_4 = table
+            .replicas(table.partition_of(key.as_bytes()))
+            .contains(&id(4));
+        assert_eq!(data4.contains_key(key.as_bytes()), on_4, "{key}");
+    }
+    // And it coordinates: a QUORUM read through it sees a key it does not replicate.
+    assert_eq!(values(&c.get(4, "k0", QUORUM)), ["v"]);
+}
+
+#[test]
+fn cas_and_the_linearizable_level_run_on_their_own_key_spaces() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    let k = b"k".to_vec();
+    let set = |new: &str, expect: Option<&str>| Request::Cas {
+        key: k.clone(),
+        expect: expect.map(|e| e.as_bytes().to_vec()),
+        new: new.as_bytes().to_vec(),
+    };
+    let applied = |r: Response| match r {
+        Response::Cas(reply) => reply.applied,
+        other => panic!("{other:?}"),
+    };
+    assert!(applied(c.call(1, set("a", None))));
+    assert!(
+        !applied(c.call(2, set("b", None))),
+        "the key is no longer absent"
+    );
+    assert!(applied(c.call(3, set("b", Some("a")))));
+    assert_eq!(
+        c.call(1, Request::CasGet(k.clone())),
+        Response::Cas(synod_consensus::paxos::CasReply {
+            applied: false,
+            value: Some(b"b".to_vec())
+        })
+    );
+    assert_eq!(
+        c.call(2, Request::LinearSet(k.clone(), b"x".to_vec())),
+        Response::LinearWritten
+    );
+    assert_eq!(
+        c.call(3, Request::LinearGet(k.clone())),
+        Response::LinearRead(Some(b"x".to_vec()))
+    );
+    assert!(
+        c.get(1, "k", QUORUM).values.is_empty(),
+        "the quorum store's k is another key"
+    );
+}
