@@ -134,3 +134,4 @@ pub mod kv;
 pub mod node;
 pub mod server;
 pub mod tool;
+pub mod watch;

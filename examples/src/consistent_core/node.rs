@@ -46,7 +46,7 @@ use synod_consensus::{
 };
 use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, RequestId, Time};
 
-use super::kv::{KvCommand, KvQuery, KvReply, KvStore, LogCommand};
+use super::kv::{KeyChange, KvCommand, KvQuery, KvReply, KvStore, LogCommand};
 
 /// The driver's id for a request, echoed in its reply.
 pub type Tag = RequestId;
@@ -212,6 +212,27 @@ pub struct CoreNode {
     /// Membership changes this node proposed and then applied from the log at the index
     /// and term it proposed them with.
     changes_committed: u64,
+    /// What watches are fed, if a driver asked for it ([`CoreNode::with_watch_feed`]).
+    watch_feed: Option<Vec<WatchFeed>>,
+}
+
+/// What the node hands a driver's watch hub (`synod_membership::watch::WatchHub`), in the
+/// order the state machine changed: see [`CoreNode::take_watch_feed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchFeed {
+    /// An applied entry changed these keys, at this revision (one more than the last).
+    Changes {
+        /// The store's revision after the entry.
+        revision: u64,
+        /// The keys it changed, in order.
+        changes: Vec<KeyChange>,
+    },
+    /// A snapshot replaced the state, at this revision: the changes since the last one
+    /// fed are not known here.
+    Jump {
+        /// The snapshot's revision.
+        revision: u64,
+    },
 }
 
 impl CoreNode {
@@ -235,7 +256,25 @@ impl CoreNode {
             wake: None,
             changes: BTreeMap::new(),
             changes_committed: 0,
+            watch_feed: None,
         }
+    }
+
+    /// Keeps what the state machine changes for a watch hub, which the driver takes with
+    /// [`CoreNode::take_watch_feed`] after each input (until it does, the feed grows).
+    #[must_use]
+    pub fn with_watch_feed(mut self) -> CoreNode {
+        self.watch_feed = Some(Vec::new());
+        self
+    }
+
+    /// The changes since the last call, in order (empty unless
+    /// [`CoreNode::with_watch_feed`]).
+    pub fn take_watch_feed(&mut self) -> Vec<WatchFeed> {
+        self.watch_feed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Also snapshots once `bytes` of commands (or as many as the state holds, if more)
@@ -425,7 +464,14 @@ impl CoreNode {
                 }));
             if let Some(snapshot) = ready.snapshot {
                 match KvStore::restore(&snapshot.data) {
-                    Some(kv) => self.kv = kv,
+                    Some(kv) => {
+                        self.kv = kv;
+                        if let Some(feed) = &mut self.watch_feed {
+                            feed.push(WatchFeed::Jump {
+                                revision: self.kv.revision(),
+                            });
+                        }
+                    }
                     None => {
                         self.effects.push_back(Effect::Apply(Fatal(format!(
                             "the snapshot at index {} does not decode",
@@ -447,7 +493,7 @@ impl CoreNode {
                     Payload::Command(bytes) => {
                         self.applied_bytes += bytes.len() as u64;
                         match LogCommand::decode(&bytes) {
-                            Some(command) => self.kv.apply(entry.index, command),
+                            Some(command) => self.apply_command(entry.index, command),
                             None => KvReply::Error("ERR undecodable log entry".into()),
                         }
                     }
@@ -513,6 +559,20 @@ impl CoreNode {
             self.wake = Some(at);
             self.effects.push_back(Effect::WakeAt(at));
         }
+    }
+
+    /// Applies a committed command to the store, and feeds watches what it changed.
+    fn apply_command(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
+        let reply = self.kv.apply(index, command);
+        if let Some(feed) = &mut self.watch_feed
+            && !self.kv.changes().is_empty()
+        {
+            feed.push(WatchFeed::Changes {
+                revision: self.kv.revision(),
+                changes: self.kv.changes().to_vec(),
+            });
+        }
+        reply
     }
 
     fn maybe_compact(&mut self, applied: LogIndex) {

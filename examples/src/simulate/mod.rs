@@ -75,6 +75,7 @@ pub mod clients;
 pub mod membership;
 pub mod raft_kv;
 pub mod register;
+pub mod watchers;
 
 pub use clients::{Answer, KvClients, KvService, LeaderHint};
 

@@ -60,6 +60,10 @@
 //! randomness and changes no event, so runs and trace hashes are the same as without it. A
 //! violation fails the run with its event.
 //!
+//! [`simulation_watched`] also runs watchers ([`super::watchers`]): each node keeps a watch
+//! hub fed by what its core applied, and streams that move between nodes are checked
+//! against the six watch guarantees in the same invariant.
+//!
 //! The CI test `tests/it/core_sim.rs` runs the same cluster through [`simulation`], with
 //! its own timing, clients that also compare-and-set and, in every other seed, send each
 //! request to a random node ([`KvClients`]), [`NodeOptions`] of its own, and scenarios that
@@ -82,6 +86,7 @@ use synod_sim::{
 };
 
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
+use super::watchers::{NodeWatch, Watchers};
 use super::{RunSummary, progress_after_healing};
 use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
 use crate::consistent_core::node::{self as core_node, Command, CoreNode, Fatal, ReadMode};
@@ -504,6 +509,8 @@ pub struct SimCore {
     stopped: Option<String>,
     /// The membership changes the core had seen committed, as last tallied.
     changes_committed: u64,
+    /// Its watch hub and its part in the simulation's watchers, if they are on.
+    watch: Option<NodeWatch>,
 }
 
 impl SimCore {
@@ -613,6 +620,15 @@ impl SimCore {
     }
 }
 
+impl SimCore {
+    /// Hands the watchers what the core applied, and lets them poll.
+    fn watch(&mut self, now: Time) {
+        if let Some(watch) = &mut self.watch {
+            watch.step(now, self.core.take_watch_feed());
+        }
+    }
+}
+
 impl Protocol for SimCore {
     type Message = Message;
     type Request = Request;
@@ -661,6 +677,7 @@ impl Protocol for SimCore {
             }
         }
         self.collect();
+        self.watch(now);
     }
 
     fn poll(&mut self) -> Option<EffectOf<Self>> {
@@ -679,6 +696,7 @@ pub struct CoreStore {
     store: Option<WalLogStore<DiskStorage>>,
     /// Why the store failed or did not open, if it did.
     failed: Option<String>,
+    watchers: Watchers,
 }
 
 impl CoreStore {
@@ -692,7 +710,15 @@ impl CoreStore {
             tally,
             store: None,
             failed: None,
+            watchers: Watchers::off(),
         }
+    }
+
+    /// Also runs the simulation's watchers on the node (see [`super::watchers`]).
+    #[must_use]
+    pub fn with_watchers(mut self, watchers: Watchers) -> CoreStore {
+        self.watchers = watchers;
+        self
     }
 
     fn fail(&mut self, why: String) -> io::Error {
@@ -735,6 +761,18 @@ impl ProtocolStore for CoreStore {
         };
         let hand_over_at = first(self.options.hand_over_every, &mut rng);
         let membership_at = first(self.options.membership_change_every, &mut rng);
+        // Drawn last, and only with watchers on, so runs without them are unchanged.
+        let watch = if self.watchers.is_on() {
+            let seed = boot.rng.next_u64();
+            self.watchers.node(boot.id, seed)
+        } else {
+            None
+        };
+        let core = if watch.is_some() {
+            core.with_watch_feed()
+        } else {
+            core
+        };
         let mut node = SimCore {
             core,
             nodes: self.nodes as u64,
@@ -751,11 +789,13 @@ impl ProtocolStore for CoreStore {
             effects: VecDeque::new(),
             stopped: None,
             changes_committed: 0,
+            watch,
         };
         // The boot time starts Raft's clock; the snapshot is loaded and the committed log
         // replayed.
         node.core.handle(boot.now, Input::Wake);
         node.collect();
+        node.watch(boot.now);
         Ok(node)
     }
 
@@ -945,9 +985,13 @@ fn duration_nanos(d: Duration) -> u64 {
 /// hold over the nodes that are up (see the module documentation).
 fn invariant(
     nodes: usize,
+    watchers: Watchers,
 ) -> impl FnMut(&View<'_, RaftKvNode, KvInput, KvOutput>) -> Result<(), String> + 'static {
     let mut checker = SafetyChecker::new();
     move |view| {
+        if let Some(violation) = watchers.violation() {
+            return Err(format!("watch: {violation}"));
+        }
         if let Some((id, why)) = view
             .nodes()
             .find_map(|(id, node)| stopped(node).map(|why| (id, why)))
@@ -978,15 +1022,33 @@ pub fn simulation(
     clients: KvClients<RaftKvNode>,
     tally: &Tally,
 ) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
+    simulation_watched(config, seed, options, clients, tally, &Watchers::off())
+}
+
+/// [`simulation`] with the simulation's watchers on every node ([`super::watchers`]): a
+/// stream that breaks one of the six watch guarantees fails the run's invariant.
+#[must_use]
+pub fn simulation_watched(
+    config: SimConfig,
+    seed: u64,
+    options: NodeOptions,
+    clients: KvClients<RaftKvNode>,
+    tally: &Tally,
+    watchers: &Watchers,
+) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
     let nodes = config.nodes();
     let tally = tally.clone();
+    let node_watchers = watchers.clone();
     Simulation::new(
         config,
         seed,
-        move |_| ProtocolNode::new(CoreStore::new(nodes, options, tally.clone())),
+        move |_| {
+            let store = CoreStore::new(nodes, options, tally.clone());
+            ProtocolNode::new(store.with_watchers(node_watchers.clone()))
+        },
         clients,
     )
-    .invariant(invariant(nodes))
+    .invariant(invariant(nodes, watchers.clone()))
     .progress(progress_after_healing)
 }
 

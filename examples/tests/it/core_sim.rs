@@ -25,6 +25,12 @@
 //! catches a stale read). A negative control reintroduces a Raft bug, membership changes
 //! taken before the last one committed, and Raft's invariant catches it.
 //!
+//! Watchers (`simulate::watchers`): 300 seeds of the same cluster with streams that follow
+//! keys through each node's watch hub, move to another node (a crashed one's too) and
+//! resume from one past the last revision they were promised, or meet compaction and get
+//! the error; `synod_sim::WatchChecker` checks every stream against the six watch
+//! guarantees and every replica's revisions against the others'. A hub that skips a
+//! revision when a watcher catches up is caught.
 //! [`CoreNode`]: synod_examples::consistent_core::node::CoreNode
 //!
 //! `SYNOD_SEEDS=<count>` runs more seeds (CI default below), `SYNOD_SEED=<seed>` replays one.
@@ -35,10 +41,12 @@ use synod_examples::simulate::KvClients;
 use synod_examples::simulate::raft_kv::{
     self, Activity, CLOCK_DRIFT_PPM_MAX, NodeOptions, RaftKvNode, Request, Tally,
 };
+use synod_examples::simulate::watchers::{WatchOptions, Watchers};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
     Action, Counter, Coverage, Cut, DelayDistribution, KvInput, KvModel, KvOutput, Linearizability,
     LinkConfig, NemesisConfig, NodeId, RunReport, SimConfig, SimTime, Simulation, Verdict,
+    WatchCounts,
 };
 
 const KEYS: u64 = 3;
@@ -414,5 +422,87 @@ fn the_checkers_catch_membership_changes_made_before_the_last_one_committed() {
     assert!(
         caught.is_some(),
         "the change-wait bug went unnoticed in {MEMBERSHIP_NEGATIVE_SEEDS} seeds"
+    );
+}
+
+/// Seeds of the watch test (more with `SYNOD_SEEDS`).
+const WATCH_SEEDS_CI: u64 = 300;
+
+fn watched(
+    seed: u64,
+    nodes: usize,
+    watch: WatchOptions,
+) -> (RunReport<KvInput, KvOutput>, Watchers) {
+    let watchers = Watchers::new(watch);
+    let clients = if seed % 2 == 1 {
+        clients().following_the_leader()
+    } else {
+        clients()
+    };
+    let report = raft_kv::simulation_watched(
+        config(nodes),
+        seed,
+        options(),
+        clients,
+        &Tally::new(),
+        &watchers,
+    )
+    .run();
+    (report, watchers)
+}
+
+#[test]
+fn watchers_resuming_on_any_node_keep_the_six_guarantees_under_every_fault() {
+    let runner = SeedRunner::new(
+        "synod-examples",
+        "core_sim::watchers_resuming_on_any_node_keep_the_six_guarantees_under_every_fault",
+    );
+    let mut total = WatchCounts::default();
+    let seeds = runner.run(WATCH_SEEDS_CI, |seed| {
+        let nodes = if seed % 4 == 3 { 5 } else { 3 };
+        let (report, watchers) = watched(seed, nodes, WatchOptions::default());
+        let c = watchers.counts();
+        total.events += c.events;
+        total.batches += c.batches;
+        total.progress += c.progress;
+        total.compacted += c.compacted;
+        total.resumed += c.resumed;
+        match report.failure {
+            Some(why) => Err(why.to_string()),
+            None => Ok(()),
+        }
+    });
+    println!("watchers under synod-sim: {seeds} seeds, {total:?}, 0 violations");
+    if !runner.replaying() {
+        assert!(total.events > seeds * 10, "watchers were delivered events");
+        assert!(total.resumed > seeds, "watchers resumed on other nodes");
+        assert!(
+            total.compacted > 0,
+            "some starts met compaction and got the error"
+        );
+        assert!(
+            total.progress > seeds,
+            "progress notifications were checked"
+        );
+    }
+}
+
+#[test]
+fn the_watch_checker_catches_a_hub_that_skips_an_event() {
+    // Known-bad: a watcher catching up from a hub's history (it resumed in the past, or
+    // fell behind) skips the first revision it needs.
+    let broken = WatchOptions {
+        broken_skipping: true,
+        ..WatchOptions::default()
+    };
+    let caught = (0..100).find_map(|seed| {
+        let (report, _) = watched(seed, 3, broken);
+        let why = report.failure?.to_string();
+        why.contains("watch").then_some((seed, why))
+    });
+    println!("the skipping hub caught: {caught:?}");
+    assert!(
+        caught.is_some(),
+        "the skipping hub went unnoticed in 100 seeds"
     );
 }
