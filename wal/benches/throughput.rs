@@ -8,7 +8,7 @@
 //!   appending with group commit, over the ceiling 64 x the raw `pwrite` + `fdatasync` rate
 //!   at the size of a 64-record batch.
 //! - `wal.recovery_scan_vs_crc`: bytes per second of the recovery scan (`synod_wal::check`,
-//!   the scan `Wal::open` runs, without the syncs and the rewrite of the last, unproven
+//!   the scan `Wal::open` runs, without the syncs and the copy of the last, unproven
 //!   batch that open adds) over crc32fast bytes per second on the same bytes in memory. The
 //!   scan reads whole segments, pre-written zeros included, while the figure counts only
 //!   the records' bytes.

@@ -163,7 +163,8 @@ pub const fn record_bytes(payload_bytes: usize) -> usize {
 ///
 /// `lag` is the record's index minus the last index known durable when it was written
 /// (saturated): recovery uses it to tell a torn, never-synced tail from damage to records
-/// that had been synced.
+/// that had been synced. Records that recovery copies into a segment synced before it
+/// joins the log carry 0: each was durable as soon as it was part of the log.
 pub fn encode_record(out: &mut Vec<u8>, index: LogIndex, tag: u32, lag: u32, payload: &[u8]) {
     let start = out.len();
     let len =

@@ -174,9 +174,14 @@
 //! dropped the dirty pages, so retrying until a sync succeeds would acknowledge data that is
 //! gone. After reopening, the batch is all there or all gone. Linux file systems may keep
 //! the failed batch readable in the page cache, marked clean but never written, so that no
-//! later sync writes it; [`Wal::open`] therefore writes again the records of the last segment
-//! that no later record proves synced (at most the last batch or two) before its own sync.
-//! The fault-injecting storage models both kernels' behaviours (pages dropped, or kept clean).
+//! later sync writes it; [`Wal::open`] therefore copies the records of the last segment that
+//! no later record proves synced (at most the last batch or two) into a new segment, synced
+//! before it takes over their indexes (a rename, or a rename over the old segment when the
+//! copy is all of it). It never writes them again in place: some of them had been synced,
+//! and a crash during such a rewrite could tear or flip the only copy of a synced record.
+//! The copies carry lag 0 (each proves itself synced), so a restart with nothing new
+//! appended copies nothing. The fault-injecting storage models both kernels' behaviours
+//! (pages dropped, or kept clean).
 //!
 //! Segment roll-over syncs the full segment before the next one exists, so a closed segment
 //! always holds its whole range; segment creation, renames and removals are followed by a
@@ -208,7 +213,9 @@
 //! [`RecoveryMode::TolerateTornTail`] (the default) does exactly that; [`RecoveryMode::Strict`]
 //! refuses a torn tail too; [`RecoveryMode::SkipAndReport`] opens whatever valid prefix there
 //! is, reports the damage in the [`RecoveryReport`], and renames the segments past it to
-//! `*.corrupt`. One limit: damage inside the last synced batch, with nothing written after
+//! `*.corrupt`. A segment's range ends where the next segment's name says that one starts,
+//! even when the next one's header is damaged, so a salvage never reads on into records a
+//! truncation cut. One limit: damage inside the last synced batch, with nothing written after
 //! it, cannot be told from a torn write of that batch, and is cut off as a torn tail. The
 //! scan reads at most one 1 MiB window (or one maximum-size record) at a time, whatever a
 //! length field says, and nothing on disk can make it panic.
@@ -237,7 +244,7 @@
 //! | 4 | 4 | payload length |
 //! | 8 | 8 | index |
 //! | 16 | 4 | tag: the low 32 bits of the segment's generation |
-//! | 20 | 4 | lag: index minus the last index durable when written (saturating) |
+//! | 20 | 4 | lag: index minus the last index durable when written (saturating); 0 in a copy recovery made |
 //! | 24 | len | payload, then zeros up to a multiple of 8 |
 //!
 //! The tag makes records left over in a recycled file invalid for the segment's new

@@ -422,9 +422,13 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
     }
     let opened = kept;
     let count = opened.len();
+    // A segment's range ends where the next one starts, as the next one's name says: a
+    // damaged header does not make the name wrong (a segment file gets its name only once
+    // its header is synced), and reading on past it would bring back the records a
+    // truncation removed when it made that next segment.
     let firsts: Vec<Option<LogIndex>> = opened
         .iter()
-        .map(|(_, _, h)| h.as_ref().ok().map(|h| h.first))
+        .map(|(name, _, _)| format::parse_segment_name(name))
         .collect();
     for (i, (name, file, header)) in opened.into_iter().enumerate() {
         if result.corruption.is_some() {
@@ -454,13 +458,7 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
             }
         }
         let until = if i + 1 < count { firsts[i + 1] } else { None };
-        let (seg, corruption, tail) = if i + 1 < count && until.is_none() {
-            // The next header is damaged: this segment's range is unknown, so read it as
-            // the last one would be; the damage is reported at the next segment.
-            scan_records(&file, &name, &header, None, record_bytes_max)?
-        } else {
-            scan_records(&file, &name, &header, until, record_bytes_max)?
-        };
+        let (seg, corruption, tail) = scan_records(&file, &name, &header, until, record_bytes_max)?;
         if let Some(tail) = tail
             && tail != Tail::Clean
         {

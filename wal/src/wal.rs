@@ -285,14 +285,37 @@ impl<S: Storage> Wal<S> {
         // durable before reporting it durable or building on it. A sync alone is not enough:
         // after a failed fsync, Linux file systems keep the unwritten pages readable but mark
         // them clean, so no later sync writes them. The records no later record proves
-        // synced are therefore written again (dirtying their pages) before the sync.
-        if let (Some(last), Some(scanned)) = (segments.back(), scan.segments.last()) {
-            rewrite_unproven(&*last.file, scanned)?;
+        // synced are therefore copied into a new segment, synced before it takes over their
+        // indexes. They are never written again in place: some of them had been synced, and
+        // a crash during a rewrite could tear or flip the only copy.
+        let mut copied = false;
+        if let (Some(last), Some(scanned)) = (segments.back_mut(), scan.segments.last()) {
             io("sync", &last.name, last.file.sync_data())?;
+            if let Some(from) = first_unproven(scanned) {
+                let records = read_from(&*last.file, scanned, from)?;
+                let seg = if from == last.first {
+                    // Every record of the segment: the copy replaces it under its name.
+                    let seg = inner.create_segment(from, last.flags, Some(&last.name), &records)?;
+                    segments.pop_back();
+                    seg
+                } else {
+                    // The segment's range now ends where the copy starts.
+                    let keep = usize::try_from(from.get() - last.first.get())
+                        .expect("segment offsets fit in memory");
+                    last.end = u64::from(last.offsets[keep]);
+                    last.offsets.truncate(keep);
+                    last.offsets.shrink_to_fit();
+                    inner.create_segment(from, 0, None, &records)?
+                };
+                segments.push_back(seg);
+                copied = true;
+            }
         }
-        let needs_new_segment = segments.is_empty()
-            || scan.corruption.is_some()
-            || matches!(scan.tail, Some((Tail::Torn | Tail::StaleRecords, _, _)));
+        // A new segment for the appends after a torn tail or damage, unless the copy is one.
+        let needs_new_segment = !copied
+            && (segments.is_empty()
+                || scan.corruption.is_some()
+                || matches!(scan.tail, Some((Tail::Torn | Tail::StaleRecords, _, _))));
         if needs_new_segment {
             let first = match segments.back() {
                 Some(last) => LogIndex::new(last.next()),
@@ -315,8 +338,12 @@ impl<S: Storage> Wal<S> {
                 None if segments.is_empty() => FLAG_BASE,
                 None => 0,
             };
-            let seg =
-                inner.create_segment(first, flags, replace.as_ref().map(|(n, _)| n.as_str()))?;
+            let seg = inner.create_segment(
+                first,
+                flags,
+                replace.as_ref().map(|(n, _)| n.as_str()),
+                &[],
+            )?;
             if replace.is_some() {
                 segments.pop_back();
             }
@@ -728,26 +755,7 @@ impl<S: Storage> Wal<S> {
                 seg.tag,
             )
         };
-        let mut buf = vec![0u8; len];
-        // The file may end inside the zero padding after its last record (a write torn
-        // after the payload): the record is whole without it, and `check_record` refuses
-        // anything shorter.
-        let got = io("read", &name, read_full_at(&*file, &mut buf, offset))?;
-        buf.truncate(got);
-        let corrupt = || {
-            WalError::Corrupt(Corruption {
-                segment: name.clone(),
-                offset,
-                index: Some(index),
-                kind: CorruptionKind::BadRecord,
-            })
-        };
-        let header = format::check_record(&buf).ok_or_else(corrupt)?;
-        if header.index != index || header.tag != tag {
-            return Err(corrupt());
-        }
-        let payload_len = header.len as usize;
-        Ok(Bytes::from(buf).slice(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload_len))
+        read_record(&*file, &name, offset, len, index, tag)
     }
 
     /// Iterates over the records in `from..to` (indexes), reading each when it is reached.
@@ -844,15 +852,18 @@ impl<S: Storage> Wal<S> {
             // read to its end.
             let seg = match replace {
                 // A segment starts exactly at the cut: replace it with an empty one.
-                Some((name, flags)) => {
-                    inner.create_segment(LogIndex::new(keep_next), flags | FLAG_CUT, Some(&name))?
-                }
+                Some((name, flags)) => inner.create_segment(
+                    LogIndex::new(keep_next),
+                    flags | FLAG_CUT,
+                    Some(&name),
+                    &[],
+                )?,
                 // The cut is inside a segment: it becomes closed, its range ending at the cut
                 // by the new segment's name, so its records up to the cut must be durable.
                 None => {
                     let (file, name) = keeper.expect("a segment holds the cut");
                     io("sync", &name, file.sync_data())?;
-                    inner.create_segment(LogIndex::new(keep_next), FLAG_CUT, None)?
+                    inner.create_segment(LogIndex::new(keep_next), FLAG_CUT, None, &[])?
                 }
             };
             // Newest first; until they are all gone the cut segment makes them obsolete.
@@ -966,33 +977,74 @@ impl<S: Storage> Wal<S> {
     }
 }
 
-/// Writes again, byte for byte, the records of the last segment that no durable mark proves
-/// were synced: they may sit in clean, never-written pages after a failed sync.
-fn rewrite_unproven<F: StorageFile>(file: &F, seg: &scan::ScannedSegment) -> Result<(), WalError> {
+/// Reads and checks the record at `offset` of a segment file, `len` bytes at most (its
+/// frame and padding), which must be record `index` of the segment tagged `tag`.
+fn read_record<F: StorageFile>(
+    file: &F,
+    name: &str,
+    offset: u64,
+    len: usize,
+    index: LogIndex,
+    tag: u32,
+) -> Result<Bytes, WalError> {
+    let mut buf = vec![0u8; len];
+    // The file may end inside the zero padding after its last record (a write torn after
+    // the payload): the record is whole without it, and `check_record` refuses anything
+    // shorter.
+    let got = io("read", name, read_full_at(file, &mut buf, offset))?;
+    buf.truncate(got);
+    let corrupt = || {
+        WalError::Corrupt(Corruption {
+            segment: name.to_owned(),
+            offset,
+            index: Some(index),
+            kind: CorruptionKind::BadRecord,
+        })
+    };
+    let header = format::check_record(&buf).ok_or_else(corrupt)?;
+    if header.index != index || header.tag != tag {
+        return Err(corrupt());
+    }
+    let payload_len = header.len as usize;
+    Ok(Bytes::from(buf).slice(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload_len))
+}
+
+/// The first record of the last segment that no durable mark proves was synced, if any:
+/// it and the records after it may sit in clean, never-written pages after a failed sync.
+fn first_unproven(seg: &scan::ScannedSegment) -> Option<LogIndex> {
     let first = seg.header.first.get();
-    let from_index = seg
+    let next = first + seg.offsets.len() as u64;
+    let from = seg
         .proven
         .map_or(first, |p| p.get().saturating_add(1))
         .max(first);
-    let Some(&from) = usize::try_from(from_index - first)
-        .ok()
-        .and_then(|k| seg.offsets.get(k))
-    else {
-        return Ok(());
-    };
-    let mut buf = vec![0u8; ZERO_CHUNK_BYTES];
-    let mut at = u64::from(from);
-    while at < seg.end {
-        let n = usize::try_from((seg.end - at).min(ZERO_CHUNK_BYTES as u64)).expect("bounded");
-        // The file may end inside the zero padding after the last record.
-        let got = io("read", &seg.name, read_full_at(file, &mut buf[..n], at))?;
-        io("rewrite", &seg.name, write_all_at(file, &buf[..got], at))?;
-        if got < n {
-            break;
-        }
-        at += n as u64;
+    (from < next).then(|| LogIndex::new(from))
+}
+
+/// The payloads of the records `from..` of a scanned segment, read back and checked.
+fn read_from<F: StorageFile>(
+    file: &F,
+    seg: &scan::ScannedSegment,
+    from: LogIndex,
+) -> Result<Vec<Bytes>, WalError> {
+    let first = seg.header.first.get();
+    let tag = format::tag_of(seg.header.generation);
+    let skip = usize::try_from(from.get() - first).expect("segment offsets fit in memory");
+    let mut records = Vec::with_capacity(seg.offsets.len().saturating_sub(skip));
+    for (k, &offset) in seg.offsets.iter().enumerate().skip(skip) {
+        let end = seg.offsets.get(k + 1).map_or(seg.end, |&o| u64::from(o));
+        let len = usize::try_from(end - u64::from(offset)).expect("a record fits in memory");
+        let index = LogIndex::new(first + k as u64);
+        records.push(read_record(
+            file,
+            &seg.name,
+            u64::from(offset),
+            len,
+            index,
+            tag,
+        )?);
     }
-    Ok(())
+    Ok(records)
 }
 
 /// An iterator over records, from [`Wal::range`].
@@ -1170,7 +1222,7 @@ impl<S: Storage> Inner<S> {
                 buf.clear();
                 io("sync", &cur.name, cur.file.sync_data())?;
                 durable_last = index - 1;
-                let seg = self.create_segment(LogIndex::new(index), 0, None)?;
+                let seg = self.create_segment(LogIndex::new(index), 0, None, &[])?;
                 let next = Cursor {
                     file: Arc::clone(&seg.file),
                     name: seg.name.clone(),
@@ -1206,6 +1258,7 @@ impl<S: Storage> Inner<S> {
         first: LogIndex,
         flags: u32,
         replace: Option<&str>,
+        records: &[Bytes],
     ) -> Result<Segment<S::File>, WalError> {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
         let header = SegmentHeader {
@@ -1233,6 +1286,31 @@ impl<S: Storage> Inner<S> {
             &from,
             write_all_at(&file, &header.encode(), 0),
         )?;
+        // Records copied in are durable once the segment is part of the log, so each
+        // carries lag 0: it proves itself synced, and the next recovery leaves it alone.
+        let tag = format::tag_of(generation);
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut end = SEGMENT_HEADER_BYTES as u64;
+        if !records.is_empty() {
+            let mut buf = Vec::new();
+            for (k, payload) in records.iter().enumerate() {
+                // The copy of a record sits no later in its file than the record it copies.
+                offsets.push(u32::try_from(end).expect("segment offsets fit in u32"));
+                format::encode_record(
+                    &mut buf,
+                    LogIndex::new(first.get() + k as u64),
+                    tag,
+                    0,
+                    payload,
+                );
+                end = SEGMENT_HEADER_BYTES as u64 + buf.len() as u64;
+            }
+            io(
+                "write",
+                &from,
+                write_all_at(&file, &buf, SEGMENT_HEADER_BYTES as u64),
+            )?;
+        }
         io("sync", &from, file.sync_data())?;
         io(
             "rename",
@@ -1245,10 +1323,10 @@ impl<S: Storage> Inner<S> {
             first,
             created_ms: header.created_ms,
             flags,
-            tag: format::tag_of(generation),
+            tag,
             file: Arc::new(file),
-            offsets: Vec::new(),
-            end: SEGMENT_HEADER_BYTES as u64,
+            offsets,
+            end,
         })
     }
 
@@ -1332,7 +1410,7 @@ impl<S: Storage> Inner<S> {
                 .iter()
                 .find(|n| format::parse_segment_name(n) == Some(mark))
                 .cloned();
-            let seg = self.create_segment(mark, FLAG_BASE, replace.as_deref())?;
+            let seg = self.create_segment(mark, FLAG_BASE, replace.as_deref(), &[])?;
             let old: Vec<String> = names
                 .into_iter()
                 .filter(|n| Some(n) != replace.as_ref())

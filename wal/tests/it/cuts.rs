@@ -2,9 +2,9 @@
 //! earlier truncation removed, at any storage operation and under every crash mode.
 
 use synod_wal::testing::{CrashMode, FaultyStorage};
-use synod_wal::{LogIndex, SyncPolicy, Wal};
+use synod_wal::{LogIndex, RecoveryMode, SyncPolicy, Wal, WalConfig};
 
-use crate::util::{contents, small_config};
+use crate::util::contents;
 
 fn record(round: &str, index: u64) -> Vec<u8> {
     format!("{round} {index}: {}", "x".repeat(90)).into_bytes()
@@ -15,11 +15,32 @@ const HALT_OPS_MAX: u64 = 40;
 
 #[test]
 fn an_interrupted_truncation_never_brings_back_what_an_earlier_cut_removed() {
+    interrupted_truncations(RecoveryMode::TolerateTornTail);
+}
+
+/// The salvaging recovery, which opens whatever valid prefix there is, must not take
+/// records a cut removed for part of it.
+#[test]
+fn an_interrupted_truncation_never_brings_back_what_an_earlier_cut_removed_when_salvaging() {
+    interrupted_truncations(RecoveryMode::SkipAndReport);
+}
+
+fn config(recovery: RecoveryMode) -> WalConfig {
+    WalConfig::builder()
+        .segment_bytes_max(4096)
+        .record_bytes_max(1024)
+        .sync_policy(SyncPolicy::Manual)
+        .recovery_mode(recovery)
+        .build()
+        .expect("valid config")
+}
+
+fn interrupted_truncations(recovery: RecoveryMode) {
     let mut interrupted = 0;
     for mode in CrashMode::ALL {
         for halt in 0..=HALT_OPS_MAX {
             let disk = FaultyStorage::new(halt);
-            let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Manual)).expect("open");
+            let (wal, _) = Wal::open(disk.clone(), config(recovery)).expect("open");
             // Records 1..=10 in one segment, then a completed cut after 5: records 6..=10
             // stay in that segment's bytes.
             for i in 1..=10 {
@@ -38,7 +59,7 @@ fn an_interrupted_truncation_never_brings_back_what_an_earlier_cut_removed() {
             }
             drop(wal);
             disk.crash(mode);
-            let (wal, _) = Wal::open(disk.clone(), small_config(SyncPolicy::Manual))
+            let (wal, _) = Wal::open(disk.clone(), config(recovery))
                 .unwrap_or_else(|e| panic!("{mode:?}, halt {halt}: open: {e}"));
             let got = contents(&wal);
             // The log before the second cut, or a prefix of it down to the cut.

@@ -374,3 +374,36 @@ fn a_reopen_after_a_failed_sync_makes_what_it_reports_durable_really_durable() {
         assert!(after.len() >= owed.len(), "{policy:?}: lost records");
     }
 }
+
+/// Salvaging a log whose cut segment (the record of a truncation) has a damaged header: the
+/// segment before it must still end where the cut was made, whatever its bytes hold after
+/// that, so the records the truncation removed never come back.
+#[test]
+fn salvage_never_brings_back_what_a_cut_removed_when_the_cut_segments_header_is_damaged() {
+    for byte in [0u64, 9, 13, 17, 25, 33, 41] {
+        let disk = FaultyStorage::new(byte);
+        let (wal, _) = Wal::open(disk.clone(), config(RecoveryMode::TolerateTornTail)).unwrap();
+        wal.submit_batch((1..=20).map(|i| payload(i, 100))).unwrap();
+        wal.sync().unwrap();
+        wal.truncate_after(LogIndex::new(10)).unwrap();
+        wal.submit_batch((11..=12).map(|i| payload(i + 1000, 100)))
+            .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let cut = format!("{:020}.wal", 11);
+        assert!(disk.file_names().contains(&cut), "{:?}", disk.file_names());
+        disk.flip_bit(&cut, byte, 3).unwrap();
+        let (wal, report) = Wal::open(disk.clone(), config(RecoveryMode::SkipAndReport)).unwrap();
+        assert!(report.corruption.is_some(), "byte {byte}: {report}");
+        let got = contents(&wal);
+        let expected: Vec<(u64, Vec<u8>)> = (1..=10)
+            .map(|i| (i, payload(i, 100)))
+            .chain((11..=12).map(|i| (i, payload(i + 1000, 100))))
+            .collect();
+        assert!(
+            expected.starts_with(&got),
+            "byte {byte}: salvage returned records a cut removed: {:?}",
+            got.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+        );
+    }
+}
