@@ -2,7 +2,9 @@
 //! random appends, synchronous syncs (some made to fail), group commits as `ProtocolNode`
 //! makes them (`Wal::flush`, then an asynchronous sync of the disk that completes later or
 //! fails, after which the writer is rebuilt from the disk), truncations and purges, crashed
-//! (between operations or in the middle of one) under every crash mode, over many seeds.
+//! (between operations or in the middle of one) under every crash mode, over many seeds;
+//! half the recoveries are themselves crashed part-way, in the same mode, before the one
+//! that is checked.
 //! Every record acknowledged durable must come back unchanged, and nothing may come back
 //! that was never written (a torn or flipped record returned as valid) or that a truncation
 //! or a recovery removed, even when a crash interrupts a later truncation. Two deliberately
@@ -27,6 +29,8 @@ const CYCLES: u32 = 3;
 const OPS_MAX: u64 = 50;
 /// Payload bytes of a record, at most.
 const PAYLOAD_BYTES_MAX: u64 = 480;
+/// Storage operations a recovery makes before a crash stops it, at most.
+const RECOVERY_OPS_MAX: u64 = 12;
 
 fn seeds() -> u64 {
     std::env::var("SYNOD_SIM_WAL_SEEDS")
@@ -282,13 +286,13 @@ impl Model {
 }
 
 /// One run: `CYCLES` times, random operations then a crash in `mode`, and the check.
-/// Returns how many crashes left unsynced data, tore or flipped, and how many truncations
-/// a crash (or a failure) interrupted.
-fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
+/// Returns how many crashes left unsynced data, tore or flipped, how many truncations a
+/// crash (or a failure) interrupted, and how many recoveries a crash stopped part-way.
+fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 5]> {
     let mut disk = Disk::new(seed);
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ mode as u64);
     let mut made = 0u64;
-    let mut seen = [0u32; 4];
+    let mut seen = [0u32; 5];
     let (log, records) = Log::open(writer, &disk)?;
     let mut model = Model::from_recovered(&records, log.next());
     // `None` once a rebuild stopped part-way (a halted disk).
@@ -401,6 +405,17 @@ fn run(writer: Writer, seed: u64, mode: CrashMode) -> Outcome<[u32; 4]> {
         seen[0] += u32::from(outcome.unsynced);
         seen[1] += u32::from(outcome.torn);
         seen[2] += u32::from(outcome.bit_flipped);
+        if rng.below(2) == 0 {
+            // The recovery itself crashes part-way, in the same mode: whatever it writes to
+            // make the log safe must never put a synced record at risk.
+            disk.halt_after(Some(rng.below(RECOVERY_OPS_MAX)));
+            if Log::open(writer, &disk).is_err() {
+                seen[4] += 1;
+            }
+            let outcome = disk.crash_outcome(mode);
+            seen[1] += u32::from(outcome.torn);
+            seen[2] += u32::from(outcome.bit_flipped);
+        }
         let (reopened, records) = Log::open(writer, &disk)
             .map_err(|e| format!("seed {seed} {mode:?} cycle {cycle}: {e}"))?;
         model
@@ -455,7 +470,7 @@ fn rebuild(writer: Writer, disk: &mut Disk, point: u64, log: Log) -> Outcome<(Lo
 
 #[test]
 fn a_wal_on_the_simulated_disk_recovers_every_acknowledged_record_under_every_crash_mode() {
-    let mut seen = [0u32; 4];
+    let mut seen = [0u32; 5];
     for mode in CrashMode::ALL {
         for seed in 0..seeds() {
             let s = run(Writer::Wal, seed, mode).unwrap_or_else(|e| panic!("{e}"));
@@ -465,20 +480,21 @@ fn a_wal_on_the_simulated_disk_recovers_every_acknowledged_record_under_every_cr
         }
     }
     // The crashes really hit unsynced data, and tore and flipped it.
-    let [unsynced, torn, flipped, interrupted] = seen;
+    let [unsynced, torn, flipped, interrupted, recoveries] = seen;
     eprintln!(
         "{} crashes: {unsynced} with unsynced data, {torn} torn, {flipped} flipped; \
-         {interrupted} truncations interrupted",
+         {interrupted} truncations interrupted; {recoveries} recoveries stopped part-way",
         seeds() * CrashMode::ALL.len() as u64 * u64::from(CYCLES)
     );
-    // Per 300 seeds, more than 4,000 crashes with unsynced data, 400 tears and flips, and
-    // 25 interrupted truncations.
+    // Per 300 seeds, more than 4,000 crashes with unsynced data, 400 tears and flips,
+    // 25 interrupted truncations and 500 interrupted recoveries.
     let n = seeds();
     assert!(
         u64::from(unsynced) * 300 > 4000 * n
             && u64::from(torn) * 300 > 400 * n
             && u64::from(flipped) * 300 > 400 * n
-            && u64::from(interrupted) * 300 > 25 * n,
+            && u64::from(interrupted) * 300 > 25 * n
+            && u64::from(recoveries) * 300 > 500 * n,
         "{seen:?}"
     );
 }
