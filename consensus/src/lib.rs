@@ -219,9 +219,9 @@
 //!
 //! Implemented and tested: everything above, with one scenario test per rule of the Raft
 //! paper (elections, log matching, commitment, Figure 8, persistence before response);
-//! randomized whole-cluster runs on the crate's own harness and under `synod-sim` (every
-//! fault kind, Raft's safety properties after every event, linearizability of a key-value
-//! store's history, progress after healing), the harness runs also compacting the log,
+//! randomized whole-cluster runs on the crate's own harness and under `synod-sim`, driven
+//! by its generic `ProtocolNode` (every fault kind, Raft's safety properties after every
+//! event, linearizability of a key-value store's history, progress after healing), the harness runs also compacting the log,
 //! installing snapshots in chunks, changing membership and transferring leadership, on
 //! in-memory stores and on the WAL-backed store crashed at random storage operations;
 //! reintroduced bugs (committing an old-term entry by counting replicas; not persisting

@@ -4,16 +4,20 @@
 //! event, linearizability of the client history checked at the end, and progress required
 //! after healing.
 //!
-//! Each node keeps its log in memory and journals the writes of every persistence request
-//! to its simulated disk as checksummed records; a sync request follows each persistence request, and the
-//! node acknowledges `persisted` only when the simulator reports the sync done. On a
-//! restart the journal is replayed up to its torn tail; damage to records a later record
-//! proves synced would stop the run (the simulated disk never corrupts synced data).
+//! The node is Raft with a key-value state machine on top ([`KvRaft`], written on the node
+//! contract), driven by synod-sim's one generic adapter, [`ProtocolNode`]: nothing here
+//! delivers a message, runs a timer or orders a sync. Its store ([`JournalStore`]) keeps
+//! the log in memory and journals every `RaftWrite` to the simulated disk as checksummed
+//! records; the adapter syncs after the writes of each drain and acknowledges them to Raft
+//! once the sync is done. On a restart the journal is replayed up to its torn tail; damage
+//! to records a later record proves synced would stop the run (the simulated disk never
+//! corrupts synced data).
 //!
 //! `SYNOD_SEEDS` and `SYNOD_SEED` (synod-sim's seed runner) set the seed count or replay
 //! one seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,17 +25,19 @@ use serde::{Deserialize, Serialize};
 use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
-    Broken, Config, Entry, LogIndex, Membership, Message, Node, NodeId, Payload, PersistToken,
+    Apply, Broken, Config, Entry, LogIndex, Membership, Message, Node, NodeId, Payload, RaftWrite,
     ReadId,
 };
+use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    ClientId, Completion, Context, Coverage, FaultKind, Invocation, KvInput, KvModel, KvOutput,
-    Linearizability, NemesisConfig, RequestId, SimConfig, SimRng, Simulation, SyncToken, TimerId,
+    Boot, ClientId, Completion, Coverage, Disk, FaultKind, Invocation, KvInput, KvModel, KvOutput,
+    Linearizability, NemesisConfig, ProtocolNode, ProtocolStore, SimConfig, SimRng, Simulation,
     Verdict, Workload,
 };
 
 const JOURNAL: &str = "raft.journal";
+/// Raft's tick: elections after 10 to 20 ticks of silence, heartbeats every 2.
 const TICK: Duration = Duration::from_millis(5);
 const KEYS: u64 = 3;
 
@@ -62,102 +68,35 @@ enum Response {
     Refused,
 }
 
-/// A key-value store node: Raft plus the state machine.
-struct KvNode {
-    id: NodeId,
-    nodes: usize,
-    setup: Setup,
-    raft: Option<Node>,
+/// A key-value store node: Raft plus the state machine, on the node contract. Requests go
+/// to Raft as proposals and read indexes; Raft's effects pass through, except what it
+/// applies, which the key-value map takes and answers its clients from.
+struct KvRaft {
+    raft: Node,
     kv: BTreeMap<u64, u64>,
     applied: LogIndex,
     /// Proposals waiting to apply: index to (request, the exact entry payload).
-    proposals: BTreeMap<LogIndex, (RequestId, Bytes)>,
-    reads: BTreeMap<ReadId, (RequestId, u64)>,
+    proposals: BTreeMap<LogIndex, (synod_node::RequestId, Bytes)>,
+    reads: BTreeMap<ReadId, (synod_node::RequestId, u64)>,
     /// Reads confirmed at an index, waiting for the state machine.
-    waiting_reads: Vec<(LogIndex, RequestId, u64)>,
+    waiting_reads: Vec<(LogIndex, synod_node::RequestId, u64)>,
     next_read: u64,
-    /// Persistence tokens waiting for a sync, by the sync's number, with the journal's
-    /// length when it was asked for.
-    syncs: BTreeMap<u64, (PersistToken, u64)>,
-    next_sync: u64,
-    journal: JournalWriter,
     /// Drawn at each start, so that the invariant tells a restart from a node that stayed
-    /// up; also where this incarnation's read ids start.
+    /// up; also where this incarnation's read ids start; and where its proposals' unique
+    /// prefixes come from.
     incarnation: u64,
+    next_op: u64,
+    /// Replies decided here, handed out before Raft's next effects.
+    replies: VecDeque<EffectOf<KvRaft>>,
 }
 
-impl KvNode {
-    fn new(id: NodeId, nodes: usize, setup: Setup) -> KvNode {
-        KvNode {
-            id,
-            nodes,
-            setup,
-            raft: None,
-            kv: BTreeMap::new(),
-            applied: LogIndex::ZERO,
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            waiting_reads: Vec::new(),
-            next_read: 0,
-            syncs: BTreeMap::new(),
-            next_sync: 0,
-            journal: JournalWriter::new(0),
-            incarnation: 0,
-        }
-    }
-
-    fn membership(&self) -> Membership {
-        Membership::new((1..=self.nodes as u64).map(NodeId::new), []).expect("valid")
-    }
-
-    fn raft(&mut self) -> &mut Node {
-        self.raft.as_mut().expect("started")
-    }
-
-    fn drive(&mut self, ctx: &mut Context<'_, Self>) {
-        while self.raft().has_ready() {
-            let ready = self.raft().ready();
-            if let Some((token, write)) = ready.persist {
-                let mut bytes = Vec::new();
-                self.journal.encode(write.ops(), &mut bytes);
-                ctx.disk().append(JOURNAL, &bytes).expect("simulated disk");
-                self.next_sync += 1;
-                self.syncs
-                    .insert(self.next_sync, (token, self.journal.end()));
-                ctx.sync(SyncToken(self.next_sync));
-            }
-            for msg in ready.messages {
-                ctx.send(msg.to, msg);
-            }
-            for entry in ready.committed {
-                self.apply(ctx, &entry);
-            }
-            for read in ready.reads {
-                if let Some((req, key)) = self.reads.remove(&read.id) {
-                    match read.index {
-                        Some(index) => self.waiting_reads.push((index, req, key)),
-                        None => ctx.reply(req, Response::Refused),
-                    }
-                }
-            }
-            let applied = self.applied;
-            let (ready_reads, rest): (Vec<_>, Vec<_>) = self
-                .waiting_reads
-                .drain(..)
-                .partition(|(index, _, _)| *index <= applied);
-            self.waiting_reads = rest;
-            for (_, req, key) in ready_reads {
-                ctx.reply(req, Response::Read(self.kv.get(&key).copied()));
-            }
-        }
-    }
-
-    fn apply(&mut self, ctx: &mut Context<'_, Self>, entry: &Entry) {
+impl KvRaft {
+    fn apply(&mut self, entry: &Entry) {
         self.applied = entry.index;
         let Payload::Command(data) = &entry.payload else {
             return;
         };
-        let Ok((_, command)) = postcard::from_bytes::<(u64, Command)>(data) else {
+        let Ok((_, command)) = postcard::from_bytes::<((u64, u64), Command)>(data) else {
             return;
         };
         let response = match command {
@@ -173,38 +112,150 @@ impl KvNode {
                 Response::Cas(ok)
             }
         };
-        if let Some((req, payload)) = self.proposals.remove(&entry.index)
+        if let Some((id, payload)) = self.proposals.remove(&entry.index)
             && payload == *data
         {
-            ctx.reply(req, response);
+            self.replies.push_back(Effect::Reply { id, response });
+        }
+    }
+
+    /// Answers the confirmed reads whose index the state machine has reached.
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, rest): (Vec<_>, Vec<_>) = self
+            .waiting_reads
+            .drain(..)
+            .partition(|(index, _, _)| *index <= applied);
+        self.waiting_reads = rest;
+        for (_, id, key) in ready {
+            let response = Response::Read(self.kv.get(&key).copied());
+            self.replies.push_back(Effect::Reply { id, response });
+        }
+    }
+
+    fn refuse(&mut self, id: synod_node::RequestId) {
+        self.replies.push_back(Effect::Reply {
+            id,
+            response: Response::Refused,
+        });
+    }
+}
+
+impl Protocol for KvRaft {
+    type Message = Message;
+    type Request = Request;
+    type Response = Response;
+    type Write = RaftWrite;
+    type Apply = ();
+
+    fn id(&self) -> NodeId {
+        self.raft.id()
+    }
+
+    fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        match input {
+            Input::Message { from, message } => {
+                self.raft.handle(now, Input::Message { from, message });
+            }
+            Input::Persisted(token) => self.raft.handle(now, Input::Persisted(token)),
+            Input::Wake => self.raft.handle(now, Input::Wake),
+            Input::Request { id, request } => {
+                // Raft's clock first, then the call.
+                self.raft.handle(now, Input::Wake);
+                match request {
+                    Request::Read { key } => {
+                        self.next_read += 1;
+                        let read = ReadId(self.next_read);
+                        if self.raft.read_index(read).is_ok() {
+                            self.reads.insert(read, (id, key));
+                        } else {
+                            self.refuse(id);
+                        }
+                    }
+                    Request::Command(command) => {
+                        self.next_op += 1;
+                        let op = (self.incarnation, self.next_op);
+                        let payload =
+                            Bytes::from(postcard::to_stdvec(&(op, command)).expect("encodes"));
+                        match self.raft.propose(payload.clone()) {
+                            Ok(index) => {
+                                self.proposals.insert(index, (id, payload));
+                            }
+                            Err(_) => self.refuse(id),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Option<EffectOf<Self>> {
+        loop {
+            if let Some(reply) = self.replies.pop_front() {
+                return Some(reply);
+            }
+            match self.raft.poll()? {
+                Effect::Send { to, message } => return Some(Effect::Send { to, message }),
+                Effect::Persist { token, write } => return Some(Effect::Persist { token, write }),
+                Effect::WakeAt(at) => return Some(Effect::WakeAt(at)),
+                Effect::Apply(Apply::Entry(entry)) => {
+                    self.apply(&entry);
+                    self.serve_reads();
+                }
+                Effect::Apply(Apply::Read(read)) => {
+                    if let Some((id, key)) = self.reads.remove(&read.id) {
+                        match read.index {
+                            Some(index) => self.waiting_reads.push((index, id, key)),
+                            None => self.refuse(id),
+                        }
+                        self.serve_reads();
+                    }
+                }
+                Effect::Apply(Apply::Snapshot(_)) => {
+                    unreachable!("nothing in this test compacts, so no snapshot is handed out")
+                }
+                // Requests reach Raft through its calls, never as `Input::Request`.
+                Effect::Reply { .. } => {}
+            }
         }
     }
 }
 
-impl synod_sim::Node for KvNode {
-    type Message = Message;
-    type Request = Request;
-    type Response = Response;
+/// A node's store: Raft's log in memory (rebuilt from the journal at each start) and the
+/// journal of its writes on the simulated disk.
+struct JournalStore {
+    setup: Setup,
+    journal: JournalWriter,
+}
 
-    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        self.incarnation = ctx.rng().next_u64();
-        // Read ids must not repeat across restarts (`Node::read_index`): a late answer to
-        // the previous incarnation's read would be taken for a new one's, and serve it at
-        // an old index.
-        self.next_read = self.incarnation >> 1;
-        let membership = self.membership();
-        let journal = ctx.disk().read(JOURNAL).unwrap_or_default();
+impl JournalStore {
+    fn new(setup: Setup) -> JournalStore {
+        JournalStore {
+            setup,
+            journal: JournalWriter::new(0),
+        }
+    }
+}
+
+impl ProtocolStore for JournalStore {
+    type Protocol = KvRaft;
+
+    fn recover(&mut self, boot: Boot<'_>) -> io::Result<KvRaft> {
+        let id = boot.id;
+        let incarnation = boot.rng.next_u64();
+        let membership =
+            Membership::new((1..=boot.nodes as u64).map(NodeId::new), []).expect("valid");
+        let journal = boot.disk.read(JOURNAL).unwrap_or_default();
         let (mem, valid) =
-            replay(&journal, &membership).unwrap_or_else(|e| panic!("node {}: {e}", self.id));
+            replay(&journal, &membership).unwrap_or_else(|e| panic!("node {id}: {e}"));
         if valid < journal.len() {
-            ctx.disk()
-                .set_len(JOURNAL, valid as u64)
-                .expect("simulated disk");
+            boot.disk.set_len(JOURNAL, valid as u64)?;
         }
         self.journal = JournalWriter::new(valid as u64);
-        let seed = ctx.rng().next_u64();
-        let config = Config::builder(self.id)
-            .seed(seed)
+        let tick_us = u64::try_from(TICK.as_micros()).expect("small");
+        let config = Config::builder(id)
+            .seed(boot.rng.next_u64())
+            .tick_interval_us(tick_us)
             .election_timeout_ticks(10..20)
             .heartbeat_interval_ticks(2)
             .in_flight_max(8)
@@ -213,54 +264,34 @@ impl synod_sim::Node for KvNode {
             .check_quorum(!self.setup.crash_storm)
             .broken(self.setup.bugs)
             .build()
-            .expect("valid config");
-        self.raft = Some(Node::new(config, mem));
-        ctx.set_timer(TICK, TimerId(0));
-        self.drive(ctx);
+            .map_err(io::Error::other)?;
+        Ok(KvRaft {
+            raft: Node::new(config, mem),
+            kv: BTreeMap::new(),
+            applied: LogIndex::ZERO,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            waiting_reads: Vec::new(),
+            // Read ids must not repeat across restarts (`Node::read_index`): a late answer
+            // to the previous incarnation's read would be taken for a new one's, and serve
+            // it at an old index.
+            next_read: incarnation >> 1,
+            incarnation,
+            next_op: 0,
+            replies: VecDeque::new(),
+        })
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_, Self>, _: NodeId, msg: Message) {
-        self.raft().step(msg);
-        self.drive(ctx);
-    }
-
-    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, _: TimerId) {
-        self.raft().tick();
-        ctx.set_timer(TICK, TimerId(0));
-        self.drive(ctx);
-    }
-
-    fn on_request(&mut self, ctx: &mut Context<'_, Self>, id: RequestId, request: Request) {
-        match request {
-            Request::Read { key } => {
-                self.next_read += 1;
-                let read = ReadId(self.next_read);
-                if self.raft().read_index(read).is_ok() {
-                    self.reads.insert(read, (id, key));
-                } else {
-                    ctx.reply(id, Response::Refused);
-                }
-            }
-            Request::Command(command) => {
-                let op = ctx.rng().next_u64();
-                let payload = Bytes::from(postcard::to_stdvec(&(op, command)).expect("encodes"));
-                match self.raft().propose(payload.clone()) {
-                    Ok(index) => {
-                        self.proposals.insert(index, (id, payload));
-                    }
-                    Err(_) => ctx.reply(id, Response::Refused),
-                }
-            }
+    fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
+        // With nothing unsynced on the disk, the whole journal so far is durable: the
+        // records written from now on say so.
+        if disk.unsynced_ops() == 0 {
+            let end = self.journal.end();
+            self.journal.synced(end);
         }
-        self.drive(ctx);
-    }
-
-    fn on_synced(&mut self, ctx: &mut Context<'_, Self>, token: SyncToken) {
-        if let Some((persist, len)) = self.syncs.remove(&token.0) {
-            self.journal.synced(len);
-            self.raft().persisted(persist);
-            self.drive(ctx);
-        }
+        let mut bytes = Vec::new();
+        self.journal.encode(write.ops(), &mut bytes);
+        disk.append(JOURNAL, &bytes)
     }
 }
 
@@ -269,7 +300,7 @@ struct KvWorkload {
     next_value: u64,
 }
 
-impl Workload<KvNode> for KvWorkload {
+impl Workload<ProtocolNode<JournalStore>> for KvWorkload {
     type Input = KvInput;
     type Output = KvOutput;
 
@@ -366,6 +397,8 @@ fn config(nodes: usize, setup: Setup) -> SimConfig {
 /// Per node: the incarnation last seen.
 type Seen = BTreeMap<u64, u64>;
 
+type KvNode = ProtocolNode<JournalStore>;
+
 fn simulation(nodes: usize, seed: u64) -> Simulation<KvNode, KvWorkload> {
     simulation_with(nodes, seed, Setup::default())
 }
@@ -376,26 +409,26 @@ fn simulation_with(nodes: usize, seed: u64, setup: Setup) -> Simulation<KvNode, 
     Simulation::new(
         config(nodes, setup),
         seed,
-        move |id| KvNode::new(id, nodes, setup),
+        move |_| ProtocolNode::new(JournalStore::new(setup)),
         KvWorkload::default(),
     )
     .invariant(move |view| {
         for (id, node) in view.nodes() {
-            if let Some(raft) = node.raft.as_ref()
-                && seen.insert(id.get(), node.incarnation) != Some(node.incarnation)
+            if let Some(kv) = node.protocol()
+                && seen.insert(id.get(), kv.incarnation) != Some(kv.incarnation)
             {
-                checker.crashed(raft.id());
+                checker.crashed(kv.raft.id());
             }
         }
         // The checker walks the nodes more than once, so it takes an iterator it can clone.
         let result = checker.check(
             (1..=nodes as u64)
                 .filter_map(|i| view.node(NodeId::new(i)))
-                .filter_map(|node| node.raft.as_ref()),
+                .filter_map(|node| node.protocol().map(|kv| &kv.raft)),
         );
         if result.is_err() && std::env::var_os("SYNOD_DEBUG").is_some() {
             for (id, node) in view.nodes() {
-                if let Some(r) = node.raft.as_ref() {
+                if let Some(r) = node.protocol().map(|kv| &kv.raft) {
                     let mut log = Vec::new();
                     let st = r.log();
                     st.entries(st.first_index(), st.last_index(), u64::MAX, &mut log);
