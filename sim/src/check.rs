@@ -289,6 +289,15 @@ impl<M: Model> Linearizability<M> {
 
     /// Checks `history`.
     pub fn check(&self, history: &History<M::Input, M::Output>) -> Verdict {
+        self.check_explained(history).0
+    }
+
+    /// Checks `history`, and on a violation also names the operations behind it (for a
+    /// picture of the run, such as [`crate::timeline`]'s page): the [`Culprit`].
+    pub fn check_explained(
+        &self,
+        history: &History<M::Input, M::Output>,
+    ) -> (Verdict, Option<Culprit>) {
         let mut parts: BTreeMap<M::Partition, Vec<usize>> = BTreeMap::new();
         for (i, op) in history.operations().iter().enumerate() {
             let unanswered = matches!(op.outcome, Outcome::Unknown | Outcome::Pending);
@@ -314,7 +323,7 @@ impl<M: Model> Linearizability<M> {
                 Search::Linearizable => {}
                 Search::Illegal { blocking, deepest } => {
                     let op = &history.operations()[blocking];
-                    return Verdict::Violation(format!(
+                    let verdict = Verdict::Violation(format!(
                         "partition {part:?} ({} operations) is not linearizable: at most the \
                          first {deepest} operations to complete could be linearized; operation \
                          #{blocking} ({:?} -> {:?} by {} at {}) could not follow them",
@@ -324,6 +333,8 @@ impl<M: Model> Linearizability<M> {
                         op.client,
                         op.invoked_at,
                     ));
+                    let culprit = Culprit::around(history, blocking, &ops);
+                    return (verdict, Some(culprit));
                 }
                 Search::GaveUp(bound) => {
                     gave_up.get_or_insert_with(|| {
@@ -345,7 +356,48 @@ impl<M: Model> Linearizability<M> {
                 }
             }
         }
-        gave_up.unwrap_or(Verdict::Pass)
+        (gave_up.unwrap_or(Verdict::Pass), None)
+    }
+}
+
+/// The operations behind a linearizability violation, as history indexes
+/// ([`Linearizability::check_explained`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Culprit {
+    /// The operation that could not follow any order of the operations before it.
+    pub operation: usize,
+    /// The operations of its partition (its key) that bear on it, in history order: those
+    /// whose time overlaps the culprit's, and the last [`CULPRIT_BEFORE_MAX`] to complete
+    /// before it was invoked (the writes it should have seen).
+    pub involved: Vec<usize>,
+}
+
+/// How many operations completed before the culprit's invocation a [`Culprit`] names.
+pub const CULPRIT_BEFORE_MAX: usize = 3;
+
+impl Culprit {
+    fn around<I, O>(history: &History<I, O>, operation: usize, partition: &[usize]) -> Culprit {
+        let all = history.operations();
+        let culprit = &all[operation];
+        let end = |i: usize| all[i].completed_at.unwrap_or(crate::time::SimTime::MAX);
+        let culprit_end = end(operation);
+        let mut before: Vec<usize> = partition
+            .iter()
+            .copied()
+            .filter(|&i| i != operation && end(i) < culprit.invoked_at)
+            .collect();
+        before.sort_by_key(|&i| (end(i), i));
+        let first_kept = before.len().saturating_sub(CULPRIT_BEFORE_MAX);
+        let mut involved: Vec<usize> = before[first_kept..].to_vec();
+        involved.extend(partition.iter().copied().filter(|&i| {
+            i != operation && end(i) >= culprit.invoked_at && all[i].invoked_at <= culprit_end
+        }));
+        involved.sort_unstable();
+        involved.dedup();
+        Culprit {
+            operation,
+            involved,
+        }
     }
 }
 

@@ -54,6 +54,9 @@
 //!   porcupine's operations as JSON). [`WatchChecker`]: the six guarantees of watch
 //!   streams (ordered, unique, atomic, reliable, resumable, progress) across resumptions
 //!   on any replica.
+//! - [`timeline`]: a run drawn as one self-contained HTML page ([`timeline::Timeline`],
+//!   recorded by a [`timeline::Recorder`], described by [`timeline::Describe`]), and
+//!   [`Culprit`]: the operations behind a linearizability violation.
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
 //! - [`mutate`]: bit flips, truncations, splices and length fields set to 0 or huge, for
 //!   testing decoders of bytes from disk or network.
@@ -354,6 +357,21 @@
 //! [`HistoryFormat::write`]: Jepsen's EDN history (as Knossos and Elle read it) or
 //! porcupine's operations as JSON.
 //!
+//! # Drawing a run
+//!
+//! A run can be looked at as well as checked. Implement [`timeline::Describe`] for your
+//! state machine (the name of its role and its term, the kind of each message; optionally
+//! its commit and snapshot positions), record the simulation with
+//! [`Simulation::record`]`(`[`timeline::Recorder::protocol`]`())`, and turn the report into a
+//! page with [`timeline::Timeline::of_run`] and [`timeline::Timeline::write_html`]: a lane
+//! per node coloured by role, the fault log's partitions, loss, pauses and crashes as
+//! shaded regions, messages as arrows filterable by kind, client operations as bars
+//! coloured by outcome, a latency plot, and the verdict; with the culprit of
+//! [`Linearizability::check_explained`] the page opens on the violation, highlighted. The
+//! page is self-contained (nothing is fetched) and the same seed gives the same bytes. The
+//! [`timeline`] module has a runnable example; `synod sim raft-kv --seed 7 --html run.html`
+//! draws the Consistent Core's run.
+//!
 //! # Performance
 //!
 //! The event queue is a binary heap of small `(time, sequence, slot)` keys with payloads in
@@ -391,12 +409,14 @@ mod rng;
 pub mod seeds;
 mod sim;
 mod time;
+pub mod timeline;
 mod trace;
 mod watch_check;
 
 pub use check::{
-    HistoryChecker, KvInput, KvModel, KvOutput, LINEARIZABILITY_MEMO_BYTES_MAX,
-    LINEARIZABILITY_STEPS_MAX, Linearizability, Model, OkInvariant, Verdict,
+    CULPRIT_BEFORE_MAX, Culprit, HistoryChecker, KvInput, KvModel, KvOutput,
+    LINEARIZABILITY_MEMO_BYTES_MAX, LINEARIZABILITY_STEPS_MAX, Linearizability, Model, OkInvariant,
+    Verdict,
 };
 pub use disk::{CrashMode, Disk, DiskFile, DiskStorage};
 pub use export::HistoryFormat;

@@ -39,6 +39,7 @@ use crate::node::{
 };
 use crate::rng::{SimRng, splitmix64};
 use crate::time::SimTime;
+use crate::timeline::{Delivery, Recorder};
 use crate::trace::TraceHasher;
 
 mod config;
@@ -257,6 +258,7 @@ pub struct Simulation<N: Node, W: Workload<N>> {
     invariant: Option<Check<N, W::Input, W::Output>>,
     progress: Option<Progress<N, W::Input, W::Output>>,
     trace: VecDeque<String>,
+    recorder: Option<Recorder<N>>,
 }
 
 impl<N: Node, W: Workload<N>> fmt::Debug for Simulation<N, W> {
@@ -351,6 +353,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             invariant: None,
             progress: None,
             trace: VecDeque::new(),
+            recorder: None,
         }
     }
 
@@ -380,6 +383,15 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
     #[must_use]
     pub fn schedule(mut self, at: SimTime, action: Action) -> Self {
         self.push(at, Event::Scripted(action));
+        self
+    }
+
+    /// Records the run for a picture of it: each node's role and marks after every event,
+    /// and every message sent (see [`crate::timeline`]). The report carries the recording
+    /// ([`RunReport::recording`]). Recording changes nothing in the run.
+    #[must_use]
+    pub fn record(mut self, recorder: Recorder<N>) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -424,6 +436,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             history: self.history,
             failure,
             trace: self.trace.into_iter().collect(),
+            recording: self.recorder.map(Recorder::finish),
         }
     }
 
@@ -446,6 +459,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 .between(0, 2 * self.profile.interval_mean_us);
             self.push(SimTime::from_micros(t), Event::Nemesis);
         }
+        self.observe();
         let safety_end = SimTime::from_micros(self.config.safety_time_us);
         let mut deadline = SimTime::MAX;
         loop {
@@ -492,11 +506,24 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                 self.trace.push_back(format!("{} {event:?}", self.now));
             }
             self.dispatch(event);
+            self.observe();
             match self.check_after_event() {
                 After::Continue => {}
                 After::Done => return None,
                 After::Fail(f) => return Some(f),
             }
+        }
+    }
+
+    /// Hands every node, as it is now, to the recorder, if the run records.
+    fn observe(&mut self) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let nodes = self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| (node_at(i), slot.node.as_ref()));
+            recorder.observe(self.now, nodes);
         }
     }
 
@@ -694,7 +721,23 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     if slot_of(to) >= self.config.nodes {
                         continue;
                     }
-                    match self.net.route(self.now, from, to, &mut self.net_rng) {
+                    let fate = self.net.route(self.now, from, to, &mut self.net_rng);
+                    if let Some(recorder) = self.recorder.as_mut() {
+                        let delivery = match fate {
+                            Fate::Cut => Delivery::Cut,
+                            Fate::Lost => Delivery::Lost,
+                            Fate::Deliver { at, .. } => Delivery::At(at),
+                        };
+                        recorder.message(self.now, from, to, &message, delivery);
+                        if let Fate::Deliver {
+                            duplicate_at: Some(dup),
+                            ..
+                        } = fate
+                        {
+                            recorder.message(self.now, from, to, &message, Delivery::At(dup));
+                        }
+                    }
+                    match fate {
                         Fate::Cut => self.coverage.bump(Counter::MessageCut),
                         Fate::Lost => self.coverage.bump(Counter::MessageLost),
                         Fate::Deliver {

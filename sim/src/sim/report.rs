@@ -93,6 +93,9 @@ pub struct RunReport<I, O> {
     /// The last processed events as text, if [`SimConfigBuilder::trace_lines_max`](crate::SimConfigBuilder::trace_lines_max) asked
     /// for them.
     pub trace: Vec<String>,
+    /// What [`Simulation::record`](crate::Simulation::record) recorded, if the run was
+    /// recorded: the start of its [`Timeline`](crate::timeline::Timeline::of_run).
+    pub recording: Option<crate::timeline::Timeline>,
 }
 
 impl<I, O> RunReport<I, O> {
