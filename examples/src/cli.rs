@@ -177,6 +177,11 @@ pub enum Command {
         /// Where to write the checked history for other checkers.
         #[command(flatten)]
         history: crate::history_file::HistoryArgs,
+        /// Draw the run (with --seed) as one self-contained HTML page written to FILE: a
+        /// lane per node with its role and term, faults, messages, operations, latency and
+        /// the verdict.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Inspect a write-ahead log directory.
     Wal {
@@ -344,6 +349,7 @@ pub fn run(cli: Cli) -> ExitCode {
             faults,
             trace,
             history,
+            html,
         } => {
             use crate::simulate::{EXIT_USAGE, Seeds, Settings, run};
             let system = match simulation.map_or_else(|| system_for("sim", &system, |s| s.sim), Ok)
@@ -366,6 +372,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(Some(file)) => Ok(s.with_history(file)),
                     Ok(None) => Ok(s),
                     Err(e) => Err(e.to_string()),
+                })
+                .map(|s| match html {
+                    Some(path) => s.with_html(path),
+                    None => s,
                 });
             match settings {
                 Ok(settings) => run(which, &settings),

@@ -32,6 +32,7 @@ pub mod demo;
 pub mod history_file;
 pub mod leaderless;
 pub mod output;
+pub mod page_file;
 pub mod register;
 pub mod resp;
 pub mod runtime;

@@ -260,7 +260,7 @@ fn mean_p99(xs: &mut [f64]) -> String {
 }
 
 /// Runs the members once with `seed`.
-pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
+pub(super) fn run(seed: u64, config: SimConfig, _record: bool) -> RunSummary {
     let nodes = config.nodes();
     let watch = Rc::new(RefCell::new(Watch::new(nodes)));
     let watched = watch.clone();

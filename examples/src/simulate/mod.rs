@@ -25,7 +25,10 @@
 //! - **trace hash**: a digest of every event, to compare two runs of one seed.
 //!
 //! With `--history FILE` a run of one seed also writes its history for a checker Synod did
-//! not write ([`crate::history_file`]).
+//! not write ([`crate::history_file`]). With `--html FILE` it is also drawn as one
+//! self-contained page ([`synod_sim::timeline`], written by [`crate::page_file`]): each
+//! system's node says only what its roles and message kinds are called
+//! (`synod_sim::timeline::Describe`).
 //!
 //! Exit codes: 0 when every run passed, [`EXIT_VIOLATION`] for a violation (the history is
 //! not linearizable, the invariant broke, or there was no progress after healing),
@@ -64,12 +67,15 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use synod_sim::timeline::Timeline;
 use synod_sim::{
     Counter, Coverage, DelayDistribution, FaultKind, FaultLog, FaultProfile, History, KvInput,
-    KvOutput, LinkConfig, NemesisConfig, Probability, RunReport, SimConfig, SimTime, Verdict, View,
+    KvModel, KvOutput, Linearizability, LinkConfig, NemesisConfig, Probability, RunReport,
+    SimConfig, SimTime, Verdict, View,
 };
 
 use crate::history_file::{HistoryFile, HistoryWriter};
+use crate::page_file::PageFile;
 
 pub mod clients;
 pub mod membership;
@@ -125,12 +131,20 @@ Synod did not write: Jepsen's EDN history (FILE.edn: one :invoke and one :ok, :f
 porcupine's operations (FILE.json: ClientId, Input, Call, Output, Return), or the format \
 --history-format names. Times are in nanoseconds of virtual time.
 
+With --seed, --html FILE draws the run as one self-contained page (open it in a browser; \
+it fetches nothing): a lane per node with its role and term over time, crashes, restarts \
+and pauses, partitions, loss and other faults as shaded regions, messages as arrows \
+(filterable by kind), client operations as bars coloured by outcome, commits and \
+snapshots, a latency plot, and the verdict; on a violation it opens on the operations the \
+checker blames. The same seed draws the same page, byte for byte (register and raft-kv).
+
 Examples:
   synod sim register --seed 7
   synod sim register --seeds 0..100 --nodes 5
   synod sim register --seed 7 --faults crash,partition,loss
   synod sim raft-kv --seeds 0..20
   synod sim raft-kv --seed 7 --history run.edn
+  synod sim raft-kv --seed 7 --html run.html
   synod sim membership --nodes 16 --seed 7
 
 Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
@@ -145,7 +159,8 @@ pub struct System {
     /// The smallest and largest cluster it runs on; `None`: 3 or 5 nodes (a majority).
     nodes: Option<(usize, usize)>,
     describe: fn(nodes: usize) -> String,
-    run: fn(seed: u64, config: SimConfig) -> RunSummary,
+    /// Runs one seed; `record`: also draw the run ([`RunSummary::timeline`]).
+    run: fn(seed: u64, config: SimConfig, record: bool) -> RunSummary,
 }
 
 impl System {
@@ -524,6 +539,7 @@ pub struct Settings {
     faults: FaultSelection,
     trace_lines: usize,
     history: Option<HistoryFile>,
+    html: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -545,6 +561,7 @@ impl Settings {
             faults,
             trace_lines: 0,
             history: None,
+            html: None,
         })
     }
 
@@ -552,6 +569,13 @@ impl Settings {
     #[must_use]
     pub fn with_history(mut self, file: HistoryFile) -> Self {
         self.history = Some(file);
+        self
+    }
+
+    /// Also draw a run of one seed as a page ([`synod_sim::timeline`]) written to `path`.
+    #[must_use]
+    pub fn with_html(mut self, path: std::path::PathBuf) -> Self {
+        self.html = Some(path);
         self
     }
 
@@ -632,12 +656,39 @@ pub struct RunSummary {
     pub figures: Vec<String>,
     /// What a pass means for this system.
     pub passed: &'static str,
+    /// The run drawn ([`synod_sim::timeline`]), if it was recorded.
+    pub timeline: Option<Timeline>,
 }
 
 impl RunSummary {
-    fn new(mut report: RunReport<KvInput, KvOutput>, verdict: Verdict) -> Self {
+    /// The summary of a key-value store's run: its verdict (the run's own failure, or what
+    /// the linearizability checker says of its history) and, if the run was recorded, the
+    /// run drawn, with the checker's culprit of a violation.
+    #[must_use]
+    pub fn judged(mut report: RunReport<KvInput, KvOutput>) -> Self {
+        let checker = Linearizability::new(KvModel);
+        let (verdict, culprit) = match &report.failure {
+            Some(failure) => (Verdict::Violation(failure.to_string()), None),
+            None => match checker.check_explained(&report.history) {
+                (Verdict::Violation(why), culprit) => (
+                    Verdict::Violation(format!("linearizability: {why}")),
+                    culprit,
+                ),
+                (Verdict::GaveUp(why), _) => {
+                    (Verdict::GaveUp(format!("linearizability: {why}")), None)
+                }
+                (Verdict::Pass, _) => (Verdict::Pass, None),
+            },
+        };
+        let timeline = report
+            .recording
+            .is_some()
+            .then(|| Timeline::of_run(&report, &verdict, culprit.as_ref()));
         let history = std::mem::take(&mut report.history);
-        RunSummary::of_report(report, verdict, history)
+        RunSummary {
+            timeline,
+            ..RunSummary::of_report(report, verdict, history)
+        }
     }
 
     /// The summary of a run with no clients, judged by its invariant and progress
@@ -674,6 +725,7 @@ impl RunSummary {
             history,
             figures: Vec::new(),
             passed: "linearizable, invariant held, progress after healing",
+            timeline: None,
         }
     }
 
@@ -792,7 +844,28 @@ pub fn progress_after_healing<N: synod_sim::Node, I, O>(view: &View<'_, N, I, O>
 /// Runs `seed` once.
 #[must_use]
 pub fn run_seed(seed: u64, settings: &Settings) -> RunSummary {
-    (settings.system.run)(seed, settings.sim_config())
+    (settings.system.run)(seed, settings.sim_config(), false)
+}
+
+/// Runs `seed` once and draws it ([`RunSummary::timeline`], `None` for a system that draws
+/// nothing).
+#[must_use]
+pub fn run_seed_drawn(seed: u64, settings: &Settings) -> RunSummary {
+    let mut summary = (settings.system.run)(seed, settings.sim_config(), true);
+    if let Some(timeline) = summary.timeline.as_mut() {
+        timeline.set_title(
+            &format!("synod sim {} --seed {seed}", settings.system.name()),
+            &format!(
+                "{}; {} safety-phase events, faults {}; {} events in {} of virtual time",
+                settings.system.describe(settings.nodes),
+                settings.events,
+                settings.faults,
+                summary.events,
+                summary.end_time
+            ),
+        );
+    }
+    summary
 }
 
 /// Which seeds to run.
@@ -811,13 +884,36 @@ fn run_one(
     seed: u64,
     settings: &Settings,
     history: Option<(HistoryWriter, &HistoryFile)>,
+    page: Option<PageFile>,
 ) -> ExitCode {
-    let summary = run_seed(seed, settings);
+    let summary = if page.is_some() {
+        run_seed_drawn(seed, settings)
+    } else {
+        run_seed(seed, settings)
+    };
     crate::out!("{summary}");
     if !summary.verdict.is_pass() {
         crate::outln!("replay with: {}", settings.replay_command(seed));
     }
     let mut code = summary.exit_code();
+    if let Some(page) = page {
+        let written = match &summary.timeline {
+            Some(timeline) => page.write(timeline).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "--html: the {} simulation draws no page",
+                settings.system.name()
+            )),
+        };
+        match written {
+            Ok(line) => crate::outln!("{line}"),
+            Err(e) => {
+                eprintln!("synod sim: {e}");
+                if code == 0 {
+                    code = EXIT_USAGE;
+                }
+            }
+        }
+    }
     if let Some((writer, file)) = history {
         match writer.write(&summary.history) {
             Ok(()) => crate::outln!(
@@ -854,13 +950,27 @@ pub fn run(seeds: Seeds, settings: &Settings) -> ExitCode {
             }
         },
     };
+    let page = match (seeds, &settings.html) {
+        (_, None) => None,
+        (Seeds::Range(_), Some(_)) => {
+            eprintln!("synod sim: --html draws one run: give --seed N");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        (Seeds::One(_), Some(path)) => match PageFile::create(path) {
+            Ok(page) => Some(page),
+            Err(e) => {
+                eprintln!("synod sim: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
     crate::outln!(
         "synod sim {}: {}",
         settings.system.name(),
         settings.system.describe(settings.nodes)
     );
     let range = match seeds {
-        Seeds::One(seed) => return run_one(seed, settings, history),
+        Seeds::One(seed) => return run_one(seed, settings, history, page),
         Seeds::Range(range) => range,
     };
     let mut coverage = Coverage::default();

@@ -80,9 +80,10 @@ use synod_consensus::{
     Config, ConfigError, LogStore, Membership, Message, MessageBody, Node, RaftWrite, Role,
     StoreWrite, WalLogStore, WalStoreOptions,
 };
+use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole};
 use synod_sim::{
-    Boot, Completion, Disk, DiskStorage, KvInput, KvModel, KvOutput, Linearizability, NodeId,
-    ProtocolNode, ProtocolStore, SimConfig, SimRng, Simulation, View,
+    Boot, Completion, Disk, DiskStorage, KvInput, KvOutput, NodeId, ProtocolNode, ProtocolStore,
+    SimConfig, SimRng, Simulation, View,
 };
 
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
@@ -511,6 +512,8 @@ pub struct SimCore {
     changes_committed: u64,
     /// Its watch hub and its part in the simulation's watchers, if they are on.
     watch: Option<NodeWatch>,
+    /// The last index of the latest snapshot the core compacted to or installed.
+    snapshot: Option<u64>,
 }
 
 impl SimCore {
@@ -577,6 +580,9 @@ impl SimCore {
                             StoreWrite::Compact(_) => self.tally.add(|a| a.compactions += 1),
                             StoreWrite::Install(_) => self.tally.add(|a| a.snapshot_installs += 1),
                             _ => {}
+                        }
+                        if let StoreWrite::Compact(snapshot) | StoreWrite::Install(snapshot) = op {
+                            self.snapshot = Some(snapshot.meta.index.get());
                         }
                     }
                     self.effects.push_back(Effect::Persist { token, write });
@@ -685,6 +691,53 @@ impl Protocol for SimCore {
     }
 }
 
+/// What the timeline page draws of a node: Raft's role and term, its commit index, its
+/// latest snapshot, and its messages by kind.
+impl Describe for SimCore {
+    fn role(&self) -> Option<TimelineRole> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        let raft = self.core.raft();
+        let name = match raft.role() {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        };
+        Some(TimelineRole::new(name, raft.term().get()))
+    }
+
+    fn message_kind(message: &Message) -> &'static str {
+        match message.body {
+            MessageBody::PreVote { .. } => "pre-vote",
+            MessageBody::PreVoteResponse { .. } => "pre-vote-response",
+            MessageBody::Vote { .. } => "vote",
+            MessageBody::VoteResponse { .. } => "vote-response",
+            MessageBody::Append { .. } => "append",
+            MessageBody::AppendResponse { .. } => "append-response",
+            MessageBody::Heartbeat { .. } => "heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "heartbeat-response",
+            MessageBody::ReadIndex { .. } => "read-index",
+            MessageBody::ReadIndexResponse { .. } => "read-index-response",
+            MessageBody::Snapshot { .. } => "snapshot",
+            MessageBody::SnapshotResponse { .. } => "snapshot-response",
+            MessageBody::TimeoutNow => "timeout-now",
+            _ => "other",
+        }
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.stopped
+            .is_none()
+            .then(|| self.core.raft().commit_index().get())
+    }
+
+    fn snapshot(&self) -> Option<u64> {
+        self.snapshot
+    }
+}
+
 /// The Consistent Core's store under the simulator: the production log store,
 /// `WalLogStore`, on the node's simulated disk (its entry log and meta log in directories of
 /// their own), and how a [`SimCore`] is built from what it recovers.
@@ -790,6 +843,7 @@ impl ProtocolStore for CoreStore {
             stopped: None,
             changes_committed: 0,
             watch,
+            snapshot: None,
         };
         // The boot time starts Raft's clock; the snapshot is loaded and the committed log
         // replayed.
@@ -1013,7 +1067,7 @@ fn invariant(
 /// leader append-only, log matching, leader completeness, state-machine safety, commit and
 /// applied indexes that never go back), and requiring some operation invoked after healing
 /// to succeed. Check the run's history with
-/// [`Linearizability`]`::new(`[`KvModel`]`)`.
+/// [`Linearizability`](synod_sim::Linearizability)`::new(`[`KvModel`](synod_sim::KvModel)`)`.
 #[must_use]
 pub fn simulation(
     config: SimConfig,
@@ -1053,17 +1107,22 @@ pub fn simulation_watched(
 }
 
 /// Runs the cluster once with `seed`.
-pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
+pub(super) fn run(seed: u64, config: SimConfig, record: bool) -> RunSummary {
     let tally = Tally::new();
-    let report = simulation(config, seed, NodeOptions::default(), clients(), &tally).run();
-    let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    RunSummary::new(report, verdict)
+    let simulation = simulation(config, seed, NodeOptions::default(), clients(), &tally);
+    let simulation = if record {
+        simulation.record(Recorder::protocol())
+    } else {
+        simulation
+    };
+    RunSummary::judged(simulation.run())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::simulate::{EVENTS_DEFAULT, FaultSelection, Settings, System};
+    use synod_sim::{KvModel, Linearizability};
 
     #[test]
     fn synod_sim_raft_kv_serves_lease_reads_installs_snapshots_and_hands_leadership_over() {

@@ -18,16 +18,18 @@
 use std::collections::BTreeMap;
 use std::io;
 
+use synod_quorum::AbdMessage;
 use synod_quorum::Tag;
+use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole};
 use synod_sim::{
-    Boot, Completion, Disk, DiskStorage, KvModel, KvOutput, Linearizability, NodeId, ProtocolNode,
-    ProtocolStore, SimConfig, Simulation,
+    Boot, Completion, Disk, DiskStorage, KvOutput, NodeId, ProtocolNode, ProtocolStore, SimConfig,
+    Simulation,
 };
 
 use super::clients::{Answer, KvClients, KvService};
 use super::{RunSummary, progress_after_healing};
 use crate::register::store::RegisterLog;
-use crate::register::{self, RegisterLimits};
+use crate::register::{self, Keyed, RegisterLimits};
 
 /// Keys of the store, `0..KEYS`, each an independent register. More than one keeps the
 /// operations per register, and so the checker's search, small.
@@ -75,6 +77,23 @@ impl ProtocolStore for RegisterStore {
     }
 }
 
+/// What the timeline page draws of a node: every node is a replica (ABD has no leader),
+/// and its messages by kind.
+impl Describe for Registers {
+    fn role(&self) -> Option<TimelineRole> {
+        Some(TimelineRole::new("replica", 0))
+    }
+
+    fn message_kind(message: &Keyed<u64, u64>) -> &'static str {
+        match message.message {
+            AbdMessage::Query { .. } => "query",
+            AbdMessage::QueryReply { .. } => "query-reply",
+            AbdMessage::Update { .. } => "update",
+            AbdMessage::UpdateAck { .. } => "update-ack",
+        }
+    }
+}
+
 /// One simulated node of the store.
 pub type RegisterNode = ProtocolNode<RegisterStore>;
 
@@ -119,8 +138,8 @@ fn same_tag_same_value(
 }
 
 /// Runs the store once with `seed`.
-pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
-    let report = Simulation::new(
+pub(super) fn run(seed: u64, config: SimConfig, record: bool) -> RunSummary {
+    let simulation = Simulation::new(
         config,
         seed,
         |_| ProtocolNode::new(RegisterStore::default()),
@@ -136,10 +155,13 @@ pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
                 }),
         )
     })
-    .progress(progress_after_healing)
-    .run();
-    let verdict = report.verdict(&mut Linearizability::new(KvModel));
-    RunSummary::new(report, verdict)
+    .progress(progress_after_healing);
+    let simulation = if record {
+        simulation.record(Recorder::protocol())
+    } else {
+        simulation
+    };
+    RunSummary::judged(simulation.run())
 }
 
 #[cfg(test)]

@@ -66,7 +66,8 @@ fn clients() -> KvClients<RaftKvNode> {
         .with_cas(Request::cas)
 }
 
-fn config(nodes: usize) -> SimConfig {
+/// The cluster of `nodes` nodes under every fault (also the timeline page's broken run).
+pub(crate) fn config(nodes: usize) -> SimConfig {
     config_with(nodes, nemesis().build())
 }
 

@@ -15,4 +15,5 @@ mod decoders;
 mod demo_cli;
 mod register_cluster;
 mod sim_cli;
+mod timeline_page;
 mod wal_cli;
