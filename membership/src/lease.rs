@@ -825,21 +825,7 @@ impl<K: Ord + Clone> LeaseTable<K> {
         key: K,
         ttl_ms: u64,
     ) -> Result<(LeaseApplied<K>, Option<LeaseApplied<K>>), LeaseError> {
-        let replaces_own = self
-            .lease_of(&key)
-            .and_then(|id| self.leases.get(&id))
-            .is_some_and(|l| l.kind == LeaseKind::Key);
-        if ttl_ms == 0 || ttl_ms > self.limits.ttl_ms_max {
-            return Err(LeaseError::Ttl {
-                ttl_ms,
-                max: self.limits.ttl_ms_max,
-            });
-        }
-        if !replaces_own && self.leases.len() >= self.limits.leases_max {
-            return Err(LeaseError::TooMany {
-                max: self.limits.leases_max,
-            });
-        }
+        self.can_grant_for_key(&key, ttl_ms)?;
         let detached = self.detach(&key);
         let lease = self.grant(index, time_ms, ttl_ms, LeaseKind::Key)?;
         if let Some(l) = self.leases.get_mut(&lease) {
@@ -854,6 +840,31 @@ impl<K: Ord + Clone> LeaseTable<K> {
             },
             detached,
         ))
+    }
+
+    /// Whether [`LeaseTable::grant_for_key`] of `key` for `ttl_ms` would succeed (for an
+    /// application that must check before it changes anything else).
+    ///
+    /// # Errors
+    ///
+    /// What [`LeaseTable::grant_for_key`] would refuse with.
+    pub fn can_grant_for_key(&self, key: &K, ttl_ms: u64) -> Result<(), LeaseError> {
+        let replaces_own = self
+            .lease_of(key)
+            .and_then(|id| self.leases.get(&id))
+            .is_some_and(|l| l.kind == LeaseKind::Key);
+        if ttl_ms == 0 || ttl_ms > self.limits.ttl_ms_max {
+            return Err(LeaseError::Ttl {
+                ttl_ms,
+                max: self.limits.ttl_ms_max,
+            });
+        }
+        if !replaces_own && self.leases.len() >= self.limits.leases_max {
+            return Err(LeaseError::TooMany {
+                max: self.limits.leases_max,
+            });
+        }
+        Ok(())
     }
 
     /// Detaches `key` from its lease (the key was deleted or overwritten without its

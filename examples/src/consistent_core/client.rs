@@ -26,7 +26,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::commands::WRITE_COMMANDS;
+use super::commands::is_write_command;
 use super::server::{HAND_OVER_WAIT, REQUEST_TIMEOUT, SHUTDOWN_DRAIN};
 
 /// The longest a node takes to shut down: requests in flight, the hand-over, the drain,
@@ -379,11 +379,7 @@ fn same_command(sent: &[Vec<u8>], args: &[&[u8]]) -> bool {
 }
 
 fn is_write(args: &[&[u8]]) -> bool {
-    args.first().is_some_and(|name| {
-        WRITE_COMMANDS
-            .iter()
-            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
-    })
+    is_write_command(args)
 }
 
 #[cfg(test)]
@@ -579,7 +575,7 @@ mod tests {
         let refused = c.call(&[b"INCRBY", b"n", b"x"]).expect("answered");
         assert!(matches!(refused, Value::Error(_)), "{refused:?}");
         let refused = c
-            .call(&[b"SET", b"n", b"1", b"EX", b"10"])
+            .call(&[b"SET", b"n", b"1", b"EX", b"0"])
             .expect("answered");
         assert!(matches!(refused, Value::Error(_)), "{refused:?}");
         assert_eq!(c.call(&[b"INCR", b"n"]).expect("answered"), Value::Int(2));

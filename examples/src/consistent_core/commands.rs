@@ -10,7 +10,14 @@
 //! |---|---|
 //! | `PING [msg]` | `PONG` |
 //! | `GET k`, `MGET k...`, `EXISTS k...` | reads, in the connection's read mode |
-//! | `SET k v [NX\|XX]` | write; `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL` refused (no expiry until leases exist) |
+//! | `SET k v [NX\|XX] [EX s\|PX ms\|EXAT unix-s\|PXAT unix-ms\|KEEPTTL\|LEASE id] [FENCE lock token]` | write; the key expires after the time given (as Redis's), keeps its expiry (`KEEPTTL`), or is attached to a lease and deleted with it (`LEASE`, Synod's); without any, a `SET` clears the key's expiry. `EXAT`/`PXAT` are converted to a time to live on the wall clock of the node that receives the command. With `FENCE`, applied only if `lock` exists and was created at revision `token` (the lock's fencing token), else refused with a `FENCED` error |
+//! | `EXPIRE k s [NX\|XX\|GT\|LT]`, `PEXPIRE k ms [...]` | sets the key's expiry (`1`), or not (`0`: absent key, condition false; a key without expiry counts as infinite); zero or less deletes the key |
+//! | `TTL k`, `PTTL k` | the time left, in seconds (rounded) or milliseconds; `-2` absent key, `-1` no expiry |
+//! | `PERSIST k` | removes the key's expiry: `1` if it had one |
+//! | `LEASE GRANT ttl_ms` | grants a lease (through the log), answers its id; a TTL under the minimum (1.5 election timeouts) is raised to it |
+//! | `LEASE KEEPALIVE id` | restarts the lease's TTL (through the log), answers the TTL in ms; an error once it expired or was revoked |
+//! | `LEASE REVOKE id` | removes the lease and deletes its keys; answers how many |
+//! | `LEASE TTL id` | the time left on the lease in ms (an estimate from the last renewal or checkpoint), `-2` if there is none |
 //! | `DEL k...`, `INCR k`, `INCRBY k n`, `DECR k` | writes |
 //! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
 //! | `SCAN prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
@@ -36,7 +43,9 @@
 
 use synod_consensus::session::SessionId;
 
-use super::kv::{KvCommand, KvQuery, KvReply, PutCondition};
+use synod_membership::lease::{LeaseCommand, LeaseId};
+
+use super::kv::{ExpireCondition, Expiry, KvCommand, KvQuery, KvReply, PutCondition};
 use super::node::{Info, ReadMode, Request, Response, SessionSeq};
 use crate::resp::Value;
 
@@ -118,17 +127,43 @@ fn shutdown(modifiers: &[Vec<u8>]) -> Action {
     Action::Shutdown
 }
 
-/// The commands that change the store (numbered in a session).
-pub const WRITE_COMMANDS: [&str; 6] = ["SET", "DEL", "INCR", "DECR", "INCRBY", "CAS"];
+/// The commands that change the store (numbered in a session), besides `LEASE`'s writes
+/// (see [`is_write_command`]).
+pub const WRITE_COMMANDS: [&str; 9] = [
+    "SET", "DEL", "INCR", "DECR", "INCRBY", "CAS", "EXPIRE", "PEXPIRE", "PERSIST",
+];
 
-/// Decides what to do with one command.
+/// Whether a command changes the store, so that a session numbers it: one of
+/// [`WRITE_COMMANDS`], or `LEASE` with any subcommand but `TTL`.
+pub fn is_write_command<A: AsRef<[u8]>>(args: &[A]) -> bool {
+    let Some(name) = args.first().map(AsRef::as_ref) else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(b"LEASE") {
+        return args
+            .get(1)
+            .is_some_and(|sub| !sub.as_ref().eq_ignore_ascii_case(b"TTL"));
+    }
+    WRITE_COMMANDS
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Decides what to do with one command, without a wall clock (`SET ... EXAT|PXAT` is
+/// refused); see [`execute_at`].
 pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
-    let action = dispatch(conn, args);
-    if let (Action::Reply(Value::Error(_)), Some((session, seq)), Some(name)) =
-        (&action, conn.session, args.first())
-        && WRITE_COMMANDS
-            .iter()
-            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    execute_at(conn, args, None)
+}
+
+/// Decides what to do with one command. `wall_ms` is the wall clock of the node that
+/// received it, in milliseconds since the Unix epoch: `SET ... EXAT|PXAT` is converted to
+/// a time to live against it here, so the log carries only durations (a node whose wall
+/// clock is off converts wrongly, by as much as it is off; the leader's expiry runs on its
+/// monotonic clock).
+pub fn execute_at(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
+    let action = dispatch(conn, args, wall_ms);
+    if let (Action::Reply(Value::Error(_)), Some((session, seq))) = (&action, conn.session)
+        && is_write_command(args)
     {
         // A write refused here (syntax, arity) spends its sequence number, as one refused
         // by the state machine does: a client moves its count on after any answer but
@@ -143,7 +178,7 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
     action
 }
 
-fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
+fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
     let Some((name, rest)) = args.split_first() else {
         return err("ERR empty command");
     };
@@ -185,34 +220,80 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
             }),
             None => err("ERR SCAN limit must be a non-negative integer"),
         },
-        ("SET", [k, v, options @ ..]) => {
-            let mut condition = PutCondition::Always;
-            for option in options {
-                match String::from_utf8_lossy(option)
+        ("SET", [k, v, options @ ..]) => match set(k, v, options, wall_ms) {
+            Ok(command) => write(conn, command),
+            Err(e) => e,
+        },
+        ("EXPIRE" | "PEXPIRE", [k, n, options @ ..]) => {
+            let scale = if name == "EXPIRE" { 1000 } else { 1 };
+            let Some(ttl_ms) = parse_i64(n).and_then(|n| n.checked_mul(scale)) else {
+                return err(format!(
+                    "ERR invalid expire time in '{}' command",
+                    name.to_ascii_lowercase()
+                ));
+            };
+            let condition = match options {
+                [] => ExpireCondition::Always,
+                [option] => match String::from_utf8_lossy(option)
                     .to_ascii_uppercase()
                     .as_str()
                 {
-                    "NX" if condition == PutCondition::Always => condition = PutCondition::IfAbsent,
-                    "XX" if condition == PutCondition::Always => {
-                        condition = PutCondition::IfPresent;
-                    }
-                    "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
-                        return err(
-                            "ERR expiry (EX, PX, EXAT, PXAT, KEEPTTL) is not supported: keys cannot expire until leases exist",
-                        );
-                    }
-                    "GET" => return err("ERR SET ... GET is not supported"),
-                    _ => return err("ERR syntax error"),
+                    "NX" => ExpireCondition::IfNone,
+                    "XX" => ExpireCondition::IfSome,
+                    "GT" => ExpireCondition::IfGreater,
+                    "LT" => ExpireCondition::IfLess,
+                    other => return err(format!("ERR Unsupported option {other}")),
+                },
+                _ => {
+                    return err(
+                        "ERR NX and XX, GT or LT options at the same time are not compatible",
+                    );
                 }
-            }
+            };
             write(
                 conn,
-                KvCommand::Put {
+                KvCommand::Expire {
                     key: k.clone(),
-                    value: v.clone(),
+                    ttl_ms,
                     condition,
                 },
             )
+        }
+        ("TTL" | "PTTL", [k]) => read(KvQuery::Ttl {
+            key: k.clone(),
+            in_ms: name == "PTTL",
+        }),
+        ("PERSIST", [k]) => write(conn, KvCommand::Persist { key: k.clone() }),
+        ("LEASE", [sub, rest @ ..]) => {
+            let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
+            let number = |arg: &Vec<u8>| parse_i64(arg).and_then(|n| u64::try_from(n).ok());
+            match (sub.as_str(), rest) {
+                ("GRANT", [ttl]) => match number(ttl) {
+                    Some(ttl_ms) => write(conn, KvCommand::Lease(LeaseCommand::Grant { ttl_ms })),
+                    None => err("ERR LEASE GRANT takes a TTL in milliseconds"),
+                },
+                ("KEEPALIVE", [id]) => match number(id) {
+                    Some(id) => write(
+                        conn,
+                        KvCommand::Lease(LeaseCommand::KeepAlive { lease: LeaseId(id) }),
+                    ),
+                    None => err("ERR a lease id is a non-negative integer"),
+                },
+                ("REVOKE", [id]) => match number(id) {
+                    Some(id) => write(
+                        conn,
+                        KvCommand::Lease(LeaseCommand::Revoke { lease: LeaseId(id) }),
+                    ),
+                    None => err("ERR a lease id is a non-negative integer"),
+                },
+                ("TTL", [id]) => match number(id) {
+                    Some(id) => read(KvQuery::LeaseTtl(LeaseId(id))),
+                    None => err("ERR a lease id is a non-negative integer"),
+                },
+                _ => err(
+                    "ERR usage: LEASE GRANT <ttl ms> | LEASE KEEPALIVE <id> | LEASE REVOKE <id> | LEASE TTL <id>",
+                ),
+            }
         }
         ("DEL", keys) if !keys.is_empty() => write(
             conn,
@@ -253,7 +334,8 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
         ),
         (
             "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SET" | "DEL" | "INCR"
-            | "DECR" | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
+            | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL" | "PERSIST" | "LEASE" | "DECR" | "INCRBY"
+            | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
             _,
         ) => arity(&name),
         _ => err(format!(
@@ -266,6 +348,87 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
                 .join(" ")
         )),
     }
+}
+
+/// `SET k v [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL|LEASE id] [FENCE lock token]`.
+fn set(k: &[u8], v: &[u8], options: &[Vec<u8>], wall_ms: Option<u64>) -> Result<KvCommand, Action> {
+    let mut condition = PutCondition::Always;
+    let mut expiry = None;
+    let mut fence = None;
+    let mut options = options.iter();
+    let invalid = || err("ERR invalid expire time in 'set' command");
+    while let Some(option) = options.next() {
+        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        let mut number = || options.next().and_then(|n| parse_i64(n));
+        match option.as_str() {
+            "NX" if condition == PutCondition::Always => condition = PutCondition::IfAbsent,
+            "XX" if condition == PutCondition::Always => condition = PutCondition::IfPresent,
+            "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() => {
+                let n = number().ok_or_else(|| err("ERR syntax error"))?;
+                if n <= 0 {
+                    return Err(invalid());
+                }
+                let scale = if option.starts_with("EX") { 1000 } else { 1 };
+                let ms = n.checked_mul(scale).ok_or_else(invalid)?;
+                let ttl_ms = if option.ends_with("AT") {
+                    let Some(wall_ms) = wall_ms else {
+                        return Err(err("ERR EXAT and PXAT need the node's wall clock"));
+                    };
+                    // A time already past expires the key at once (after 1 ms).
+                    u64::try_from(ms)
+                        .unwrap_or(0)
+                        .saturating_sub(wall_ms)
+                        .max(1)
+                } else {
+                    u64::try_from(ms).map_err(|_| invalid())?
+                };
+                expiry = Some(Expiry::TtlMs(ttl_ms));
+            }
+            "KEEPTTL" if expiry.is_none() => expiry = Some(Expiry::Keep),
+            "LEASE" if expiry.is_none() => {
+                let id = number()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| err("ERR SET ... LEASE takes a lease id"))?;
+                expiry = Some(Expiry::Lease(LeaseId(id)));
+            }
+            "FENCE" if fence.is_none() => {
+                let lock = options
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| err("ERR SET ... FENCE takes a lock key and a token"))?;
+                let token = options
+                    .next()
+                    .and_then(|n| parse_i64(n))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| err("ERR SET ... FENCE takes a lock key and a token"))?;
+                fence = Some((lock, token));
+            }
+            "GET" => return Err(err("ERR SET ... GET is not supported")),
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    let (key, value) = (k.to_vec(), v.to_vec());
+    let command = match expiry {
+        None => KvCommand::Put {
+            key,
+            value,
+            condition,
+        },
+        Some(expiry) => KvCommand::PutExpiring {
+            key,
+            value,
+            condition,
+            expiry,
+        },
+    };
+    Ok(match fence {
+        None => command,
+        Some((lock, token)) => KvCommand::Fenced {
+            lock,
+            token,
+            command: Box::new(command),
+        },
+    })
 }
 
 /// A write, numbered in the connection's session if it has one.
@@ -497,8 +660,8 @@ mod tests {
             "ERR wrong number"
         ));
         assert!(is_error(
-            &execute(&mut conn, &args("SET k v EX 10")),
-            "ERR expiry"
+            &execute(&mut conn, &args("SET k v EX 0")),
+            "ERR invalid expire time"
         ));
         assert!(is_error(
             &execute(&mut conn, &args("SET k v NX XX")),
@@ -637,5 +800,116 @@ mod tests {
         assert_eq!(conn.session, Some((SessionId(7), 1)));
         conn.settle(&set, Response::Kv(KvReply::Ok));
         assert_eq!(conn.session, Some((SessionId(7), 2)));
+    }
+
+    fn call(action: Action) -> Request {
+        match action {
+            Action::Call(request) => request,
+            other => panic!("not a call: {other:?}"),
+        }
+    }
+
+    fn command(action: Action) -> KvCommand {
+        match call(action) {
+            Request::Write { command, .. } => command,
+            other => panic!("not a write: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn expiry_options_leases_and_fences_parse_to_their_commands() {
+        let mut conn = ConnState::default();
+        let put = |expiry| KvCommand::PutExpiring {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            condition: PutCondition::Always,
+            expiry,
+        };
+        let mut at = |line: &str, wall_ms| command(execute_at(&mut conn, &args(line), wall_ms));
+        assert_eq!(at("SET k v EX 10", None), put(Expiry::TtlMs(10_000)));
+        assert_eq!(at("set k v px 250", None), put(Expiry::TtlMs(250)));
+        // EXAT and PXAT become a time to live on the receiving node's wall clock.
+        assert_eq!(
+            at("SET k v EXAT 1000", Some(990_500)),
+            put(Expiry::TtlMs(9_500))
+        );
+        assert_eq!(
+            at("SET k v PXAT 990000", Some(990_500)),
+            put(Expiry::TtlMs(1)),
+            "a time already past expires the key at once"
+        );
+        assert_eq!(at("SET k v KEEPTTL", None), put(Expiry::Keep));
+        assert_eq!(at("SET k v LEASE 7", None), put(Expiry::Lease(LeaseId(7))));
+        assert_eq!(
+            at("SET k v NX LEASE 7 FENCE lock/a 12", None),
+            KvCommand::Fenced {
+                lock: b"lock/a".to_vec(),
+                token: 12,
+                command: Box::new(KvCommand::PutExpiring {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    condition: PutCondition::IfAbsent,
+                    expiry: Expiry::Lease(LeaseId(7)),
+                }),
+            }
+        );
+        assert_eq!(
+            at("PEXPIRE k 1500 GT", None),
+            KvCommand::Expire {
+                key: b"k".to_vec(),
+                ttl_ms: 1_500,
+                condition: ExpireCondition::IfGreater,
+            }
+        );
+        assert_eq!(
+            at("EXPIRE k -1", None),
+            KvCommand::Expire {
+                key: b"k".to_vec(),
+                ttl_ms: -1_000,
+                condition: ExpireCondition::Always,
+            }
+        );
+        assert_eq!(
+            at("PERSIST k", None),
+            KvCommand::Persist { key: b"k".to_vec() }
+        );
+        assert_eq!(
+            at("LEASE GRANT 5000", None),
+            KvCommand::Lease(LeaseCommand::Grant { ttl_ms: 5_000 })
+        );
+        assert_eq!(
+            at("lease keepalive 3", None),
+            KvCommand::Lease(LeaseCommand::KeepAlive { lease: LeaseId(3) })
+        );
+        assert_eq!(
+            call(execute(&mut conn, &args("PTTL k"))),
+            Request::Read {
+                query: KvQuery::Ttl {
+                    key: b"k".to_vec(),
+                    in_ms: true
+                },
+                mode: ReadMode::Linearizable
+            }
+        );
+        for (line, error) in [
+            ("SET k v EXAT 10", "ERR EXAT and PXAT need"),
+            ("SET k v EX 10 PX 10", "ERR syntax"),
+            ("SET k v EX -5", "ERR invalid expire time"),
+            ("SET k v EX", "ERR syntax"),
+            ("SET k v FENCE lock", "ERR SET ... FENCE"),
+            ("EXPIRE k 10 NX XX", "ERR NX and XX"),
+            ("EXPIRE k 10 SOON", "ERR Unsupported option"),
+            ("EXPIRE k x", "ERR invalid expire time"),
+            ("LEASE GRANT soon", "ERR LEASE GRANT"),
+            ("LEASE STEAL 1", "ERR usage: LEASE"),
+            ("TTL", "ERR wrong number"),
+        ] {
+            assert!(is_error(&execute(&mut conn, &args(line)), error), "{line}");
+        }
+        // Which commands a session numbers: LEASE's writes, not its TTL read.
+        assert!(is_write_command(&args("LEASE KEEPALIVE 3")));
+        assert!(is_write_command(&args("pexpire k 5")));
+        assert!(!is_write_command(&args("LEASE TTL 3")));
+        assert!(!is_write_command(&args("TTL k")));
     }
 }

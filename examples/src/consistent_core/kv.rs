@@ -30,6 +30,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use synod_consensus::LogIndex;
 use synod_consensus::session::{SessionConfig, SessionEntry, SessionError, SessionId, Sessions};
+use synod_membership::lease::{
+    LeaseApplied, LeaseCommand, LeaseError, LeaseId, LeaseLimits, LeaseTable,
+};
 
 /// Bytes, as keys and values are stored.
 pub type Bytes = Vec<u8>;
@@ -80,6 +83,77 @@ pub enum KvCommand {
         /// The increment.
         by: i64,
     },
+    /// A put that also sets the key's expiry (Redis `SET ... EX|PX|KEEPTTL`, or Synod's
+    /// `SET ... LEASE id`). Replies as [`KvCommand::Put`]. (A plain `Put` clears any
+    /// expiry, as Redis's `SET` does.)
+    PutExpiring {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// When to write.
+        condition: PutCondition,
+        /// The key's expiry after the write.
+        expiry: Expiry,
+    },
+    /// Sets or clears a key's expiry (Redis `EXPIRE`, `PEXPIRE`): `ttl_ms` at most 0
+    /// deletes the key. Replies `Int(1)` if done, `Int(0)` if the key is absent or the
+    /// condition failed.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The new time to live, in milliseconds.
+        ttl_ms: i64,
+        /// When to set it.
+        condition: ExpireCondition,
+    },
+    /// Removes a key's expiry (Redis `PERSIST`): `Int(1)` if it had one, else `Int(0)`.
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
+    /// A lease operation (see `synod_membership::lease`): a grant replies the lease id,
+    /// a keep-alive its TTL in milliseconds, a revoke the number of keys deleted with it;
+    /// an absent lease is an error.
+    Lease(LeaseCommand),
+    /// `command`, applied only if `lock` exists and was created at revision `token` (the
+    /// lock recipe's fencing token); otherwise refused with a `FENCED` error.
+    Fenced {
+        /// The lock key.
+        lock: Bytes,
+        /// The fencing token: the lock key's create revision when it was acquired.
+        token: u64,
+        /// The command.
+        command: Box<KvCommand>,
+    },
+}
+
+/// A key's expiry after a [`KvCommand::PutExpiring`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Expiry {
+    /// Keep what it had (`KEEPTTL`).
+    Keep,
+    /// Expire `ms` milliseconds after the write is applied, on the leader's clock
+    /// (`EX`, `PX`, and `EXAT`/`PXAT` once converted by the node that took the command).
+    TtlMs(u64),
+    /// Attached to a lease, deleted with it.
+    Lease(LeaseId),
+}
+
+/// When an [`KvCommand::Expire`] sets the expiry (Redis's `NX`, `XX`, `GT`, `LT`; a key
+/// without an expiry counts as an infinite TTL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpireCondition {
+    /// Always.
+    Always,
+    /// Only if the key has no expiry.
+    IfNone,
+    /// Only if it has one.
+    IfSome,
+    /// Only if the new one is later.
+    IfGreater,
+    /// Only if the new one is sooner.
+    IfLess,
 }
 
 /// A query: answered from a replica's applied state, never logged.
@@ -100,6 +174,17 @@ pub enum KvQuery {
     },
     /// A key with its revisions, and the store's revision: `Entry`.
     GetRevisions(Bytes),
+    /// A key's remaining time to live: `Int`, in milliseconds or rounded to seconds, -2 if
+    /// the key is absent, -1 if it does not expire.
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds (`PTTL`) rather than seconds (`TTL`).
+        in_ms: bool,
+    },
+    /// A lease's remaining time to live in milliseconds: `Int`, -2 if there is no such
+    /// lease.
+    LeaseTtl(LeaseId),
 }
 
 /// What a command or query answers.
@@ -240,6 +325,7 @@ impl PartialEq for KvStore {
     fn eq(&self, other: &KvStore) -> bool {
         self.pairs.map == other.pairs.map
             && self.pairs.revision == other.pairs.revision
+            && self.pairs.leases == other.pairs.leases
             && self.sessions == other.sessions
     }
 }
@@ -255,6 +341,12 @@ struct Pairs {
     /// The changes of the entry being applied, or of the last one applied (not in
     /// snapshots).
     changes: Vec<KeyChange>,
+    /// The leases, and the keys attached to them (a key with an expiry has a lease of
+    /// its own).
+    leases: LeaseTable<Bytes>,
+    /// What the entry being applied (or the last one) did to the leases, for the
+    /// leader's expirer (not in snapshots).
+    lease_events: Vec<LeaseApplied<Bytes>>,
     /// Bytes of keys and values in `map` (not in snapshots: recounted on restore).
     bytes: u64,
     /// [`STORE_BYTES_MAX`], or less in tests.
@@ -266,12 +358,32 @@ struct Pairs {
 /// restored at revision 1.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"synodkv\x02";
 
+/// What a snapshot begins with since it holds leases; one beginning with
+/// [`SNAPSHOT_MAGIC`] is restored with no lease.
+const SNAPSHOT_MAGIC_LEASES: &[u8; 8] = b"synodkv\x03";
+
 /// A snapshot's body, after [`SNAPSHOT_MAGIC`].
 #[derive(Serialize, Deserialize)]
 struct SnapshotV2<M, S> {
     revision: u64,
     map: M,
     sessions: S,
+}
+
+/// A snapshot's body, after [`SNAPSHOT_MAGIC_LEASES`].
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3<M, S, L> {
+    revision: u64,
+    map: M,
+    sessions: S,
+    leases: L,
+}
+
+/// The limits of the store's lease table: `synod_membership::lease`'s defaults (every
+/// replica applies the same).
+#[must_use]
+pub fn lease_limits() -> LeaseLimits {
+    LeaseLimits::default()
 }
 
 /// A snapshot of the earlier format.
@@ -301,6 +413,8 @@ impl KvStore {
                 map: BTreeMap::new(),
                 revision: 0,
                 changes: Vec::new(),
+                leases: LeaseTable::new(lease_limits()),
+                lease_events: Vec::new(),
                 bytes: 0,
                 quota: STORE_BYTES_MAX,
             },
@@ -366,6 +480,7 @@ impl KvStore {
     /// the same reply.
     pub fn apply(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
         self.pairs.changes.clear();
+        self.pairs.lease_events.clear();
         let reply = self.apply_entry(index, command);
         if !self.pairs.changes.is_empty() {
             self.pairs.revision += 1;
@@ -377,7 +492,7 @@ impl KvStore {
         match command {
             LogCommand::Plain { time, command } => {
                 self.sessions.advance(time);
-                self.pairs.apply_command(command)
+                self.pairs.apply_command(index.0, time, command)
             }
             LogCommand::Session(SessionEntry::Register { time }) => {
                 match self.sessions.register(index, time) {
@@ -398,7 +513,7 @@ impl KvStore {
             }) => {
                 let pairs = &mut self.pairs;
                 match self.sessions.apply(session, seq, ack_below, time, || {
-                    pairs.apply_command(command)
+                    pairs.apply_command(index.0, time, command)
                 }) {
                     Ok(outcome) => outcome.into_response(),
                     Err(e) => KvReply::Error(session_error(&e)),
@@ -407,11 +522,52 @@ impl KvStore {
         }
     }
 
-    /// Answers a query from the current state; a reply that would be larger than
-    /// [`REPLY_BYTES_MAX`] is an error.
+    /// The leases and the keys attached to them.
+    #[must_use]
+    pub fn leases(&self) -> &LeaseTable<Bytes> {
+        &self.pairs.leases
+    }
+
+    /// What the last [`KvStore::apply`] did to the leases (grants, renewals, removals),
+    /// for the leader's `LeaseExpirer`.
+    #[must_use]
+    pub fn lease_events(&self) -> &[LeaseApplied<Bytes>] {
+        &self.pairs.lease_events
+    }
+
+    /// Answers a query from the current state at the latest replicated time applied; see
+    /// [`KvStore::query_at`].
     #[must_use]
     pub fn query(&self, query: &KvQuery) -> KvReply {
+        self.query_at(query, self.replicated_ms())
+    }
+
+    /// Answers a query from the current state, with remaining TTLs counted to replicated
+    /// time `now_ms` (an estimate any replica gives from the last renewal or checkpoint;
+    /// the leader's clock decides when a lease ends); a reply that would be larger than
+    /// [`REPLY_BYTES_MAX`] is an error.
+    #[must_use]
+    pub fn query_at(&self, query: &KvQuery, now_ms: u64) -> KvReply {
+        let ms = |n: u64| KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX));
         match query {
+            KvQuery::Ttl { key, in_ms } => {
+                if !self.pairs.map.contains_key(key) {
+                    return KvReply::Int(-2);
+                }
+                let Some(lease) = self.pairs.leases.lease_of(key) else {
+                    return KvReply::Int(-1);
+                };
+                let left = self.pairs.leases.remaining_ms(lease, now_ms).unwrap_or(0);
+                ms(if *in_ms {
+                    left
+                } else {
+                    left.saturating_add(500) / 1000
+                })
+            }
+            KvQuery::LeaseTtl(lease) => match self.pairs.leases.remaining_ms(*lease, now_ms) {
+                Some(left) => ms(left),
+                None => KvReply::Int(-2),
+            },
             KvQuery::Get(key) => self
                 .pairs
                 .value(key)
@@ -472,12 +628,14 @@ impl KvStore {
     /// Serializes the map with its revisions and the session table.
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
-        let body = SnapshotV2 {
+        let body = SnapshotV3 {
             revision: self.pairs.revision,
             map: &self.pairs.map,
             sessions: &self.sessions,
+            leases: &self.pairs.leases,
         };
-        postcard::to_extend(&body, SNAPSHOT_MAGIC.to_vec()).expect("postcard encodes to a Vec")
+        postcard::to_extend(&body, SNAPSHOT_MAGIC_LEASES.to_vec())
+            .expect("postcard encodes to a Vec")
     }
 
     /// Restores a snapshot made by [`KvStore::snapshot`] (or by the earlier format, whose
@@ -489,15 +647,29 @@ impl KvStore {
         if bytes.is_empty() {
             return Some(KvStore::new());
         }
+        type Map = BTreeMap<Bytes, Entry>;
         let current = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .strip_prefix(SNAPSHOT_MAGIC_LEASES.as_slice())
             .and_then(|body| {
-                postcard::from_bytes::<SnapshotV2<BTreeMap<Bytes, Entry>, Sessions<KvReply>>>(body)
+                postcard::from_bytes::<SnapshotV3<Map, Sessions<KvReply>, LeaseTable<Bytes>>>(body)
                     .ok()
             });
-        let (revision, map, mut sessions) = match current {
-            Some(s) => (s.revision, s.map, s.sessions),
-            None => {
+        let v2 = || {
+            bytes
+                .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+                .and_then(|body| {
+                    postcard::from_bytes::<SnapshotV2<Map, Sessions<KvReply>>>(body).ok()
+                })
+        };
+        let (revision, map, mut sessions, mut leases) = match (current, v2()) {
+            (Some(s), _) => (s.revision, s.map, s.sessions, s.leases),
+            (None, Some(s)) => (
+                s.revision,
+                s.map,
+                s.sessions,
+                LeaseTable::new(lease_limits()),
+            ),
+            (None, None) => {
                 let earlier: SnapshotV1 = postcard::from_bytes(bytes).ok()?;
                 let first = Revisions {
                     create: 1,
@@ -512,9 +684,15 @@ impl KvStore {
                         (k, Entry { value, revisions })
                     })
                     .collect();
-                (u64::from(!map.is_empty()), map, earlier.sessions)
+                (
+                    u64::from(!map.is_empty()),
+                    map,
+                    earlier.sessions,
+                    LeaseTable::new(lease_limits()),
+                )
             }
         };
+        leases.set_limits(lease_limits());
         if map.values().any(|e| e.revisions.modified > revision) {
             return None;
         }
@@ -525,6 +703,8 @@ impl KvStore {
                 map,
                 revision,
                 changes: Vec::new(),
+                leases,
+                lease_events: Vec::new(),
                 bytes,
                 quota: STORE_BYTES_MAX,
             },
@@ -591,31 +771,186 @@ impl Pairs {
         true
     }
 
-    fn apply_command(&mut self, command: KvCommand) -> KvReply {
+    /// Removes `key` and its expiry; whether it was there.
+    fn delete(&mut self, key: &[u8]) -> bool {
+        if !self.remove(key) {
+            return false;
+        }
+        if let Some(dropped) = self.leases.detach(&key.to_vec()) {
+            self.lease_events.push(dropped);
+        }
+        true
+    }
+
+    /// Records what the lease table did, deleting the keys of a lease that went.
+    fn lease_event(&mut self, event: LeaseApplied<Bytes>) {
+        if let LeaseApplied::Removed { keys, .. } = &event {
+            for key in keys {
+                self.remove(key);
+            }
+        }
+        self.lease_events.push(event);
+    }
+
+    /// Puts `value` at `key` with `expiry` (`None`: no expiry), at entry `index` and
+    /// replicated time `time`, if `condition` holds and the expiry can be set.
+    fn put(
+        &mut self,
+        (index, time): (u64, u64),
+        key: Bytes,
+        value: Bytes,
+        condition: PutCondition,
+        expiry: Option<Expiry>,
+    ) -> KvReply {
+        let exists = self.map.contains_key(&key);
+        let write = match condition {
+            PutCondition::Always => true,
+            PutCondition::IfAbsent => !exists,
+            PutCondition::IfPresent => exists,
+        };
+        if !write {
+            return KvReply::Nil;
+        }
+        // Checked before anything changes: a refused expiry writes nothing.
+        let checked = match expiry {
+            Some(Expiry::TtlMs(ttl_ms)) => self.leases.can_grant_for_key(&key, ttl_ms),
+            Some(Expiry::Lease(lease)) => match self.leases.get(lease) {
+                Some(l) if l.kind == synod_membership::lease::LeaseKind::Shared => Ok(()),
+                _ => Err(LeaseError::NotFound(lease)),
+            },
+            Some(Expiry::Keep) | None => Ok(()),
+        };
+        if let Err(e) = checked {
+            return lease_error(&e);
+        }
+        if let Err(full) = self.insert(key.clone(), value) {
+            return full;
+        }
+        let events = match expiry {
+            None => self.leases.detach(&key).into_iter().collect(),
+            Some(Expiry::Keep) => Vec::new(),
+            Some(Expiry::TtlMs(ttl_ms)) => {
+                match self.leases.grant_for_key(index, time, key, ttl_ms) {
+                    Ok((granted, dropped)) => dropped.into_iter().chain([granted]).collect(),
+                    Err(e) => return lease_error(&e),
+                }
+            }
+            Some(Expiry::Lease(lease)) => match self.leases.attach(key, lease) {
+                Ok(dropped) => dropped.into_iter().collect(),
+                Err(e) => return lease_error(&e),
+            },
+        };
+        self.lease_events.extend(events);
+        KvReply::Ok
+    }
+
+    fn expire(
+        &mut self,
+        (index, time): (u64, u64),
+        key: Bytes,
+        ttl_ms: i64,
+        condition: ExpireCondition,
+    ) -> KvReply {
+        if !self.map.contains_key(&key) {
+            return KvReply::Int(0);
+        }
+        let current = self
+            .leases
+            .lease_of(&key)
+            .and_then(|lease| self.leases.remaining_ms(lease, time));
+        let new = u64::try_from(ttl_ms).unwrap_or(0);
+        let set = match condition {
+            ExpireCondition::Always => true,
+            ExpireCondition::IfNone => current.is_none(),
+            ExpireCondition::IfSome => current.is_some(),
+            ExpireCondition::IfGreater => current.is_some_and(|c| new > c),
+            ExpireCondition::IfLess => current.is_none_or(|c| new < c),
+        };
+        if !set {
+            return KvReply::Int(0);
+        }
+        if ttl_ms <= 0 {
+            self.delete(&key);
+            return KvReply::Int(1);
+        }
+        match self.leases.grant_for_key(index, time, key, new) {
+            Ok((granted, dropped)) => {
+                self.lease_events
+                    .extend(dropped.into_iter().chain([granted]));
+                KvReply::Int(1)
+            }
+            Err(e) => lease_error(&e),
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, time: u64, command: KvCommand) -> KvReply {
         match command {
             KvCommand::Put {
                 key,
                 value,
                 condition,
-            } => {
-                let exists = self.map.contains_key(&key);
-                let write = match condition {
-                    PutCondition::Always => true,
-                    PutCondition::IfAbsent => !exists,
-                    PutCondition::IfPresent => exists,
-                };
-                if !write {
-                    return KvReply::Nil;
+            } => self.put((index, time), key, value, condition, None),
+            KvCommand::PutExpiring {
+                key,
+                value,
+                condition,
+                expiry,
+            } => self.put((index, time), key, value, condition, Some(expiry)),
+            KvCommand::Expire {
+                key,
+                ttl_ms,
+                condition,
+            } => self.expire((index, time), key, ttl_ms, condition),
+            KvCommand::Persist { key } => {
+                if !self.map.contains_key(&key) || self.leases.lease_of(&key).is_none() {
+                    return KvReply::Int(0);
                 }
-                match self.insert(key, value) {
-                    Ok(()) => KvReply::Ok,
-                    Err(full) => full,
+                if let Some(dropped) = self.leases.detach(&key) {
+                    self.lease_events.push(dropped);
+                }
+                KvReply::Int(1)
+            }
+            KvCommand::Lease(command) => {
+                let applied = self.leases.apply(index, time, &command);
+                let reply = match &applied {
+                    LeaseApplied::Granted { lease, .. } => {
+                        KvReply::Int(i64::try_from(lease.0).unwrap_or(i64::MAX))
+                    }
+                    LeaseApplied::Renewed { ttl_ms, .. } => {
+                        KvReply::Int(i64::try_from(*ttl_ms).unwrap_or(i64::MAX))
+                    }
+                    LeaseApplied::Removed { keys, .. } => {
+                        KvReply::Int(i64::try_from(keys.len()).unwrap_or(i64::MAX))
+                    }
+                    LeaseApplied::Checkpointed(_) | LeaseApplied::Stale => KvReply::Ok,
+                    LeaseApplied::Refused(e) => lease_error(e),
+                };
+                self.lease_event(applied);
+                reply
+            }
+            KvCommand::Fenced {
+                lock,
+                token,
+                command,
+            } => {
+                let lock_name = String::from_utf8_lossy(&lock);
+                match self.map.get(&lock) {
+                    Some(entry) if entry.revisions.create == token => {
+                        self.apply_command(index, time, *command)
+                    }
+                    Some(entry) => KvReply::Error(format!(
+                        "FENCED the fencing token {token} is stale: lock '{lock_name}' is held with token {}",
+                        entry.revisions.create
+                    )),
+                    None => KvReply::Error(format!(
+                        "FENCED the fencing token {token} is stale: lock '{lock_name}' is not held"
+                    )),
                 }
             }
             KvCommand::Delete { keys } => {
                 let mut n = 0i64;
                 for key in &keys {
-                    if self.remove(key) {
+                    if self.delete(key) {
                         n = n.saturating_add(1);
                     }
                 }
@@ -655,6 +990,10 @@ impl Pairs {
             }
         }
     }
+}
+
+fn lease_error(e: &LeaseError) -> KvReply {
+    KvReply::Error(format!("ERR {e}"))
 }
 
 fn session_error(e: &SessionError) -> String {
@@ -1061,5 +1400,285 @@ mod tests {
         };
         kv.apply(LogIndex(6), later);
         assert!(kv.has_session(SessionId(1)) && !kv.has_session(SessionId(2)));
+    }
+
+    /// A store applying commands at increasing indexes, at replicated time `time`.
+    struct Applier {
+        kv: KvStore,
+        index: u64,
+        time: u64,
+    }
+
+    impl Applier {
+        fn new() -> Applier {
+            Applier {
+                kv: KvStore::new(),
+                index: 0,
+                time: 1,
+            }
+        }
+
+        fn apply(&mut self, command: KvCommand) -> KvReply {
+            self.index += 1;
+            let time = self.time;
+            self.kv
+                .apply(LogIndex(self.index), LogCommand::Plain { time, command })
+        }
+
+        fn ttl_ms(&self, key: &str) -> KvReply {
+            let query = KvQuery::Ttl {
+                key: key.into(),
+                in_ms: true,
+            };
+            self.kv.query_at(&query, self.time)
+        }
+
+        fn get(&self, key: &str) -> KvReply {
+            self.kv.query(&KvQuery::Get(key.into()))
+        }
+    }
+
+    fn put_expiring(key: &str, expiry: Expiry) -> KvCommand {
+        KvCommand::PutExpiring {
+            key: key.into(),
+            value: b"v".to_vec(),
+            condition: PutCondition::Always,
+            expiry,
+        }
+    }
+
+    fn expire(key: &str, ttl_ms: i64, condition: ExpireCondition) -> KvCommand {
+        KvCommand::Expire {
+            key: key.into(),
+            ttl_ms,
+            condition,
+        }
+    }
+
+    #[test]
+    fn a_keys_expiry_is_set_kept_cleared_and_reported_as_redis_does() {
+        let mut s = Applier::new();
+        assert_eq!(
+            s.apply(put_expiring("k", Expiry::TtlMs(10_000))),
+            KvReply::Ok
+        );
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(10_000));
+        s.time += 2_500;
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(7_500));
+        assert_eq!(
+            s.kv.query_at(
+                &KvQuery::Ttl {
+                    key: b"k".to_vec(),
+                    in_ms: false
+                },
+                s.time
+            ),
+            KvReply::Int(8),
+            "rounded to seconds"
+        );
+        assert_eq!(s.ttl_ms("absent"), KvReply::Int(-2));
+        // KEEPTTL keeps it, INCR keeps it, a plain SET clears it (and its lease goes).
+        assert_eq!(s.apply(put_expiring("k", Expiry::Keep)), KvReply::Ok);
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(7_500));
+        assert_eq!(s.kv.leases().len(), 1);
+        assert_eq!(
+            s.apply(KvCommand::Put {
+                key: b"k".to_vec(),
+                value: b"1".to_vec(),
+                condition: PutCondition::Always
+            }),
+            KvReply::Ok
+        );
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(-1));
+        assert!(s.kv.leases().is_empty());
+        // EXPIRE's conditions, a key without an expiry counting as infinite.
+        assert_eq!(
+            s.apply(expire("k", 5_000, ExpireCondition::IfSome)),
+            KvReply::Int(0)
+        );
+        assert_eq!(
+            s.apply(expire("k", 5_000, ExpireCondition::IfGreater)),
+            KvReply::Int(0)
+        );
+        assert_eq!(
+            s.apply(expire("k", 5_000, ExpireCondition::IfLess)),
+            KvReply::Int(1)
+        );
+        assert_eq!(
+            s.apply(expire("k", 9_000, ExpireCondition::IfNone)),
+            KvReply::Int(0)
+        );
+        assert_eq!(
+            s.apply(expire("k", 9_000, ExpireCondition::IfGreater)),
+            KvReply::Int(1)
+        );
+        assert_eq!(
+            s.apply(expire("k", 1_000, ExpireCondition::IfLess)),
+            KvReply::Int(1)
+        );
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(1_000));
+        assert_eq!(
+            s.kv.leases().len(),
+            1,
+            "one lease for the key, replaced each time"
+        );
+        assert_eq!(
+            s.apply(expire("absent", 1_000, ExpireCondition::Always)),
+            KvReply::Int(0)
+        );
+        // PERSIST clears it, once.
+        assert_eq!(
+            s.apply(KvCommand::Persist { key: b"k".to_vec() }),
+            KvReply::Int(1)
+        );
+        assert_eq!(
+            s.apply(KvCommand::Persist { key: b"k".to_vec() }),
+            KvReply::Int(0)
+        );
+        assert_eq!(s.ttl_ms("k"), KvReply::Int(-1));
+        // A TTL of zero or less deletes the key, as a delete does (a revision, a change).
+        let revision = s.kv.revision();
+        assert_eq!(
+            s.apply(expire("k", 0, ExpireCondition::Always)),
+            KvReply::Int(1)
+        );
+        assert_eq!(s.get("k"), KvReply::Nil);
+        assert_eq!(s.kv.revision(), revision + 1);
+        // DEL takes a key's expiry with it.
+        s.apply(put_expiring("d", Expiry::TtlMs(10_000)));
+        s.apply(KvCommand::Delete {
+            keys: vec![b"d".to_vec()],
+        });
+        assert!(s.kv.leases().is_empty());
+    }
+
+    #[test]
+    fn an_expiry_from_the_leader_deletes_the_key_and_a_stale_one_does_nothing() {
+        let mut s = Applier::new();
+        s.apply(put_expiring("k", Expiry::TtlMs(1_000)));
+        let (lease, l) = s.kv.leases().iter().next().expect("the key's lease");
+        let renewal = l.renewal;
+        // An expiry of another renewal (the key was given a new TTL since) does nothing.
+        let stale = KvCommand::Lease(LeaseCommand::Expire {
+            lease,
+            renewal: renewal + 7,
+        });
+        assert_eq!(s.apply(stale), KvReply::Ok);
+        assert_eq!(s.get("k"), KvReply::Bulk(b"v".to_vec()));
+        let revision = s.kv.revision();
+        let due = KvCommand::Lease(LeaseCommand::Expire { lease, renewal });
+        assert_eq!(s.apply(due), KvReply::Int(1));
+        assert_eq!(s.get("k"), KvReply::Nil);
+        assert_eq!(s.kv.revision(), revision + 1, "the deletion is a revision");
+        assert_eq!(s.kv.changes().len(), 1);
+        assert!(matches!(
+            s.kv.lease_events(),
+            [LeaseApplied::Removed { expired: true, .. }]
+        ));
+    }
+
+    #[test]
+    fn keys_on_a_lease_go_with_it_and_a_fenced_write_needs_the_locks_create_revision() {
+        let mut s = Applier::new();
+        let grant = |ttl_ms| KvCommand::Lease(LeaseCommand::Grant { ttl_ms });
+        assert_eq!(s.apply(grant(5_000)), KvReply::Int(1));
+        let lease = LeaseId(1);
+        // The lock: a key created under the lease; its create revision is the token.
+        let lock = KvCommand::PutExpiring {
+            key: b"lock/a".to_vec(),
+            value: b"me".to_vec(),
+            condition: PutCondition::IfAbsent,
+            expiry: Expiry::Lease(lease),
+        };
+        assert_eq!(s.apply(lock.clone()), KvReply::Ok);
+        let KvReply::Entry { revisions, .. } =
+            s.kv.query(&KvQuery::GetRevisions(b"lock/a".to_vec()))
+        else {
+            panic!("an entry")
+        };
+        let token = revisions.create;
+        assert_eq!(s.apply(lock.clone()), KvReply::Nil, "held: NX fails");
+        let fenced = |token| KvCommand::Fenced {
+            lock: b"lock/a".to_vec(),
+            token,
+            command: Box::new(KvCommand::Put {
+                key: b"data".to_vec(),
+                value: format!("by {token}").into_bytes(),
+                condition: PutCondition::Always,
+            }),
+        };
+        assert_eq!(s.apply(fenced(token)), KvReply::Ok);
+        assert!(matches!(s.apply(fenced(token + 1)), KvReply::Error(e) if e.starts_with("FENCED")));
+        // A keep-alive answers the TTL; a lease on a key's own lease or absent is refused.
+        assert_eq!(
+            s.apply(KvCommand::Lease(LeaseCommand::KeepAlive { lease })),
+            KvReply::Int(5_000)
+        );
+        assert!(
+            matches!(s.apply(put_expiring("x", Expiry::Lease(LeaseId(9)))), KvReply::Error(e) if e.contains("not found"))
+        );
+        assert_eq!(s.get("x"), KvReply::Nil, "a refused expiry writes nothing");
+        // The lease is revoked: its key goes, and the old token is refused from then on,
+        // even once the lock is taken again (at a new create revision).
+        assert_eq!(
+            s.apply(KvCommand::Lease(LeaseCommand::Revoke { lease })),
+            KvReply::Int(1)
+        );
+        assert_eq!(s.get("lock/a"), KvReply::Nil);
+        assert!(matches!(s.apply(fenced(token)), KvReply::Error(e) if e.contains("not held")));
+        assert_eq!(s.apply(grant(5_000)), KvReply::Int(2));
+        let relock = KvCommand::PutExpiring {
+            key: b"lock/a".to_vec(),
+            value: b"you".to_vec(),
+            condition: PutCondition::IfAbsent,
+            expiry: Expiry::Lease(LeaseId(2)),
+        };
+        assert_eq!(s.apply(relock), KvReply::Ok);
+        assert!(
+            matches!(s.apply(fenced(token)), KvReply::Error(e) if e.contains("is held with token"))
+        );
+        assert_eq!(
+            s.get("data"),
+            KvReply::Bulk(format!("by {token}").into_bytes())
+        );
+        assert!(matches!(
+            s.apply(KvCommand::Lease(LeaseCommand::KeepAlive { lease })),
+            KvReply::Error(e) if e.contains("not found")
+        ));
+    }
+
+    #[test]
+    fn leases_and_expiries_survive_a_snapshot_and_the_earlier_format_restores_without_them() {
+        let mut s = Applier::new();
+        s.apply(KvCommand::Lease(LeaseCommand::Grant { ttl_ms: 5_000 }));
+        s.apply(put_expiring("a", Expiry::Lease(LeaseId(1))));
+        s.apply(put_expiring("b", Expiry::TtlMs(3_000)));
+        let restored = KvStore::restore(&s.kv.snapshot()).expect("restores");
+        assert_eq!(restored, s.kv);
+        assert_eq!(restored.leases().lease_of(&b"a".to_vec()), Some(LeaseId(1)));
+        assert_eq!(
+            restored.query(&KvQuery::Ttl {
+                key: b"b".to_vec(),
+                in_ms: true
+            }),
+            KvReply::Int(3_000)
+        );
+        // A snapshot written before leases (revisions, no leases) restores with none.
+        let body = SnapshotV2 {
+            revision: s.kv.pairs.revision,
+            map: &s.kv.pairs.map,
+            sessions: &s.kv.sessions,
+        };
+        let earlier = postcard::to_extend(&body, SNAPSHOT_MAGIC.to_vec()).expect("encodes");
+        let restored = KvStore::restore(&earlier).expect("restores");
+        assert!(restored.leases().is_empty());
+        assert_eq!(restored.len(), 2);
+        assert_eq!(
+            restored.query(&KvQuery::Ttl {
+                key: b"b".to_vec(),
+                in_ms: true
+            }),
+            KvReply::Int(-1)
+        );
     }
 }

@@ -16,6 +16,12 @@
 //!   MGET, EXISTS, with etcd's revisions (the store's, and each key's create and mod
 //!   revisions and version); with the client-session table (*Idempotent Receiver*), all serialized
 //!   into snapshots.
+//! - Leases and key expiry (*Lease*): `synod_membership::lease`'s table in the store
+//!   (granted, kept alive, revoked, checkpointed and expired through the log, kept in
+//!   snapshots) and its expirer in [`node::CoreNode`] (acting only while the node leads);
+//!   `SET ... EX|PX|EXAT|PXAT|KEEPTTL|LEASE`, `EXPIRE`, `TTL`, `PERSIST`, `LEASE ...`, and
+//!   fenced writes (`SET ... FENCE lock token`, refused unless the lock key's create
+//!   revision is the token).
 //! - [`node`]: [`node::CoreNode`], Raft (*Replicated Log*, *Leader and Followers*,
 //!   *High-Water Mark*, *Follower Reads*) plus the state machine, as a sans-I/O state
 //!   machine: inputs in, effects out. It runs under `synod-sim` and as a process alike.
@@ -122,7 +128,7 @@
 //!
 //! # What it does not do (yet)
 //!
-//! No expiry (`SET ... EX` is refused until leases exist), no membership changes from the
+//! No membership changes from the
 //! client protocol, no authentication or TLS, no watches, no lock against two processes
 //! sharing a data directory. A write without a session whose outcome is unknown (answered
 //! `UNKNOWN`: see [`commands`]) is not resent by [`client::Client`], which cannot know

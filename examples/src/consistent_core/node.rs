@@ -29,6 +29,20 @@
 //! ([`Command::ProposeMembership`]): one change at a time, each a single voter added or
 //! removed (or learners changed), the next refused until the last is committed.
 //!
+//! Leases and key expiry (`synod_membership::lease`): the lease table lives in the
+//! [`KvStore`], changed only by applied entries; the node's `LeaseExpirer` acts only while
+//! this node leads. It is promoted when the node is leader in a term it was not promoted
+//! in (or after a snapshot replaced the table), starting each lease from its checkpointed
+//! remaining TTL plus an election timeout; it is demoted as soon as the node is not leader,
+//! before anything else is proposed; and it is fed the lease changes of every entry applied,
+//! at the time of the input that applied it. After each drain, the leader proposes the
+//! expiries and checkpoints it asks for as ordinary log entries. A deposed leader therefore
+//! never expires a lease: its proposals, in an old term, either do not commit (and are
+//! overwritten, applied nowhere) or commit behind exactly the entries that were before
+//! them in its log, and each expiry names the renewal it expires, so a keep-alive applied
+//! first makes it do nothing. A grant's TTL is raised to the minimum (1.5 times the
+//! longest election timeout, [`lease_config`]) by the node that takes the request.
+//!
 //! Reads come in three modes ([`ReadMode`]): linearizable (Raft's read index: the leader
 //! confirms with a quorum that it still leads, then the read is served once this replica
 //! has applied that far; a follower asks the leader for the index and serves the read
@@ -45,6 +59,8 @@ use synod_consensus::{
     ReadWaitList, Role, Term,
 };
 use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, RequestId, Time};
+
+use synod_membership::lease::{LeaseCommand, LeaseConfig, LeaseExpirer};
 
 use super::kv::{KeyChange, KvCommand, KvQuery, KvReply, KvStore, LogCommand};
 
@@ -214,6 +230,29 @@ pub struct CoreNode {
     changes_committed: u64,
     /// What watches are fed, if a driver asked for it ([`CoreNode::with_watch_feed`]).
     watch_feed: Option<Vec<WatchFeed>>,
+    /// The leader's lease timer: acts only while this node leads.
+    expirer: LeaseExpirer,
+    /// The term the expirer was promoted in (`None`: not promoted, or to promote again
+    /// after a snapshot replaced the leases).
+    expirer_term: Option<Term>,
+    /// The time of the input being handled.
+    now: Time,
+}
+
+/// The lease configuration of a node whose Raft configuration is `config`: the election
+/// timeout is the longest a node draws (the end of `election_timeout_ticks`, in ticks of
+/// `tick_interval_us`), so the minimum TTL is 1.5 times that.
+#[must_use]
+pub fn lease_config(config: &synod_consensus::Config) -> LeaseConfig {
+    let ticks = config.election_timeout_ticks().end.max(1);
+    let election_timeout_ms = ticks
+        .saturating_mul(config.tick_interval_us())
+        .div_ceil(1000)
+        .max(1);
+    LeaseConfig::builder(election_timeout_ms)
+        .limits(super::kv::lease_limits())
+        .build()
+        .expect("an election timeout above zero and the default limits are valid")
 }
 
 /// What the node hands a driver's watch hub (`synod_membership::watch::WatchHub`), in the
@@ -242,7 +281,6 @@ impl CoreNode {
     /// snapshots every `snapshot_entries` applied entries (at least 1).
     pub fn new(raft: Node, snapshot_entries: u64) -> CoreNode {
         CoreNode {
-            raft,
             kv: KvStore::new(),
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -257,6 +295,10 @@ impl CoreNode {
             changes: BTreeMap::new(),
             changes_committed: 0,
             watch_feed: None,
+            expirer: LeaseExpirer::new(lease_config(raft.config())),
+            expirer_term: None,
+            now: Time::ZERO,
+            raft,
         }
     }
 
@@ -367,6 +409,55 @@ impl CoreNode {
         }
     }
 
+    /// The lease configuration (from Raft's election timeout).
+    #[must_use]
+    pub fn lease_config(&self) -> &LeaseConfig {
+        self.expirer.config()
+    }
+
+    /// Whether this node's lease expirer acts (it leads).
+    #[must_use]
+    pub fn expires_leases(&self) -> bool {
+        self.expirer.is_leading()
+    }
+
+    /// Answers a query, remaining TTLs counted to this node's replicated time.
+    fn answer(&self, query: &KvQuery) -> KvReply {
+        self.kv.query_at(query, self.replicated.now())
+    }
+
+    /// Runs the lease expirer after the log was applied: promoted when this node starts
+    /// leading (a new term, or leases replaced by a snapshot), demoted as soon as it does
+    /// not, and while it leads, its expiries and checkpoints proposed. Returns whether it
+    /// proposed anything.
+    fn step_leases(&mut self) -> bool {
+        let now = self.now;
+        if self.raft.role() != Role::Leader {
+            if self.expirer.is_leading() {
+                self.expirer.demote();
+            }
+            self.expirer_term = None;
+            return false;
+        }
+        if self.expirer_term != Some(self.raft.term()) {
+            self.expirer.promote(now, self.kv.leases());
+            self.expirer_term = Some(self.raft.term());
+        }
+        let mut commands = self.expirer.expired(now);
+        commands.extend(self.expirer.checkpoint(now));
+        let proposed = !commands.is_empty();
+        for command in commands {
+            let entry = LogCommand::Plain {
+                time: self.replicated.now(),
+                command: KvCommand::Lease(command),
+            };
+            // Refused only when this node stops leading or its log is full: the expirer
+            // proposes again later, or its successor does.
+            let _ = self.raft.propose(Bytes::from(entry.encode()));
+        }
+        proposed
+    }
+
     fn reply(&mut self, id: Tag, response: Response) {
         self.effects.push_back(Effect::Reply { id, response });
     }
@@ -375,6 +466,31 @@ impl CoreNode {
         let time = self.replicated.now();
         let command = match request {
             Request::Read { query, mode } => return self.read(tag, query, mode),
+            Request::Write {
+                command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
+                ..
+            } if self.expirer.config().grant_ttl_ms(ttl_ms).is_err() => {
+                let why = self.expirer.config().grant_ttl_ms(ttl_ms).err();
+                let why = why.map(|e| format!("ERR {e}")).unwrap_or_default();
+                return self.reply(tag, Response::Kv(KvReply::Error(why)));
+            }
+            Request::Write {
+                command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
+                session,
+            } => {
+                let ttl_ms = self.expirer.config().grant_ttl_ms(ttl_ms).unwrap_or(ttl_ms);
+                let command = KvCommand::Lease(LeaseCommand::Grant { ttl_ms });
+                match session {
+                    None => LogCommand::Plain { time, command },
+                    Some(s) => LogCommand::Session(SessionEntry::Request {
+                        session: s.session,
+                        seq: s.seq,
+                        ack_below: s.ack_below,
+                        time,
+                        command,
+                    }),
+                }
+            }
             Request::Write { command, session } => match session {
                 None => LogCommand::Plain { time, command },
                 Some(s) => LogCommand::Session(SessionEntry::Request {
@@ -418,7 +534,7 @@ impl CoreNode {
     fn read(&mut self, tag: Tag, query: KvQuery, mode: ReadMode) {
         match mode {
             ReadMode::Follower => {
-                let reply = self.kv.query(&query);
+                let reply = self.answer(&query);
                 self.reply(tag, Response::Kv(reply));
             }
             ReadMode::Lease if self.raft.read_lease().is_some() => {
@@ -443,7 +559,7 @@ impl CoreNode {
             .wait(index, self.raft.applied_index(), (tag, query))
         {
             Ok(Some((tag, query))) => {
-                let reply = self.kv.query(&query);
+                let reply = self.answer(&query);
                 self.reply(tag, Response::Kv(reply));
             }
             Ok(None) => {}
@@ -471,6 +587,8 @@ impl CoreNode {
                                 revision: self.kv.revision(),
                             });
                         }
+                        // The leases were replaced: a leader's expirer starts again.
+                        self.expirer_term = None;
                     }
                     None => {
                         self.effects.push_back(Effect::Apply(Fatal(format!(
@@ -493,7 +611,13 @@ impl CoreNode {
                     Payload::Command(bytes) => {
                         self.applied_bytes += bytes.len() as u64;
                         match LogCommand::decode(&bytes) {
-                            Some(command) => self.apply_command(entry.index, command),
+                            Some(command) => {
+                                let reply = self.apply_command(entry.index, command);
+                                for event in self.kv.lease_events() {
+                                    self.expirer.applied(self.now, event);
+                                }
+                                reply
+                            }
                             None => KvReply::Error("ERR undecodable log entry".into()),
                         }
                     }
@@ -531,7 +655,7 @@ impl CoreNode {
             }
             let applied_now = self.raft.applied_index();
             for (tag, query) in self.read_wait.applied(applied_now) {
-                let reply = self.kv.query(&query);
+                let reply = self.answer(&query);
                 self.reply(tag, Response::Kv(reply));
             }
             if let Some(index) = applied {
@@ -612,6 +736,7 @@ impl Protocol for CoreNode {
         // against a count of the wake-ups that happened to arrive before it.
         self.raft.advance(now);
         self.replicated.tick(now.as_millis());
+        self.now = now;
         match input {
             Input::Message { from, message } => {
                 self.raft.handle(now, Input::Message { from, message });
@@ -632,6 +757,9 @@ impl Protocol for CoreNode {
     fn poll(&mut self) -> Option<EffectOf<Self>> {
         if self.effects.is_empty() {
             self.drain();
+            if self.step_leases() {
+                self.drain();
+            }
             self.ask_wake();
         }
         self.effects.pop_front()
@@ -1094,5 +1222,118 @@ mod tests {
             drive(&mut restarted, &mut disk, now);
         }
         assert_eq!(restarted.kv().len(), 25);
+    }
+
+    fn write(command: KvCommand) -> Request {
+        Request::Write {
+            command,
+            session: None,
+        }
+    }
+
+    fn present(node: &CoreNode, key: &str) -> bool {
+        node.kv().query(&KvQuery::Get(key.into())) != KvReply::Nil
+    }
+
+    #[test]
+    fn a_key_expires_through_the_leader_on_every_replica_and_never_before_its_ttl() {
+        use crate::consistent_core::kv::Expiry;
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        let set = write(KvCommand::PutExpiring {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            condition: PutCondition::Always,
+            expiry: Expiry::TtlMs(2_000),
+        });
+        assert_eq!(
+            cluster.client(leader, 1, set),
+            Some(Response::Kv(KvReply::Ok))
+        );
+        let start = cluster.now;
+        while cluster.nodes.iter().any(|n| present(n, "k")) {
+            assert!(
+                cluster.now - start < Duration::from_secs(2),
+                "gone on node {} before its TTL",
+                1 + cluster
+                    .nodes
+                    .iter()
+                    .position(|n| !present(n, "k"))
+                    .unwrap_or(9)
+            );
+            cluster.tick_all(1);
+            assert!(
+                cluster.now - start < Duration::from_secs(10),
+                "never expired"
+            );
+        }
+        // Within an expiry tick and a commit of the TTL.
+        let took = cluster.now - start;
+        assert!(took <= Duration::from_millis(2_200), "{took:?}");
+        // Only the leader's expirer acts.
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            assert_eq!(node.expires_leases(), i == leader);
+        }
+    }
+
+    #[test]
+    fn a_leader_paused_past_a_lease_revokes_nothing_when_it_wakes() {
+        use crate::consistent_core::kv::Expiry;
+        use synod_membership::lease::LeaseId;
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let old = cluster.leader();
+        let grant = write(KvCommand::Lease(LeaseCommand::Grant { ttl_ms: 10 }));
+        // Raised to the minimum TTL, 1.5 election timeouts (20 ticks of 50 ms).
+        assert_eq!(
+            cluster.client(old, 1, grant),
+            Some(Response::Kv(KvReply::Int(1)))
+        );
+        let keep_alive = || {
+            write(KvCommand::Lease(LeaseCommand::KeepAlive {
+                lease: LeaseId(1),
+            }))
+        };
+        assert_eq!(
+            cluster.client(old, 2, keep_alive()),
+            Some(Response::Kv(KvReply::Int(1_500)))
+        );
+        let lock = write(KvCommand::PutExpiring {
+            key: b"lock".to_vec(),
+            value: b"me".to_vec(),
+            condition: PutCondition::IfAbsent,
+            expiry: Expiry::Lease(LeaseId(1)),
+        });
+        assert_eq!(
+            cluster.client(old, 3, lock),
+            Some(Response::Kv(KvReply::Ok))
+        );
+        // The leader stops (a paused process: no inputs at all) for 6 s, four TTLs, while
+        // the others elect a leader and the holder keeps its lease alive there.
+        cluster.cut = Some(old);
+        for round in 0..12 {
+            cluster.tick_all_but(Some(old), 10);
+            if let Some(new) =
+                (0..3).find(|&i| i != old && cluster.nodes[i].raft().role() == Role::Leader)
+            {
+                let renewed = cluster.client(new, 10 + round, keep_alive());
+                assert_eq!(renewed, Some(Response::Kv(KvReply::Int(1_500))));
+            }
+        }
+        // It wakes still believing it leads, with every deadline it knew of long past.
+        cluster.cut = None;
+        assert_eq!(cluster.nodes[old].raft().role(), Role::Leader);
+        cluster.tick_all(1);
+        let new = cluster.leader_other_than(old);
+        for round in 0..4 {
+            cluster.tick_all(10);
+            cluster.client(new, 30 + round, keep_alive());
+        }
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            assert!(present(node, "lock"), "node {} lost the lock", i + 1);
+            assert!(node.kv().leases().get(LeaseId(1)).is_some());
+        }
+        assert!(!cluster.nodes[old].expires_leases());
     }
 }

@@ -53,7 +53,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use synod_consensus::{
@@ -64,7 +64,7 @@ use synod_node::{Effect, Input, Protocol, RequestId, Time};
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
 use synod_wal::FileStorage;
 
-use super::commands::{Action, ConnState, execute, refusal};
+use super::commands::{Action, ConnState, execute_at, refusal};
 use super::node::{
     Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
@@ -369,7 +369,12 @@ impl Commands for Shared {
     type Conn = ConnState;
 
     fn run(&self, conn: &mut ConnState, args: &[Vec<u8>]) -> Reply {
-        match execute(conn, args) {
+        // `SET ... EXAT|PXAT` is converted to a time to live on this node's wall clock.
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        match execute_at(conn, args, wall_ms) {
             Action::Reply(v) => Reply::open(v),
             Action::Close(v) => Reply::close(v),
             Action::Info => match self.info() {

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use super::client::Client;
-use super::commands::WRITE_COMMANDS;
+use super::commands::is_write_command;
 use super::server::{CoreOptions, start};
 use crate::resp::Value;
 use crate::runtime::{NodeOptions, StartError};
@@ -110,9 +110,7 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
             }
         }
     }
-    if WRITE_COMMANDS
-        .iter()
-        .any(|w| command[0].eq_ignore_ascii_case(w))
+    if is_write_command(&command)
         && let Err(e) = client.register()
     {
         eprintln!("synod kv: {e}");

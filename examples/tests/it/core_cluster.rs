@@ -457,16 +457,16 @@ fn bad_client_input_gets_errors_and_only_a_garbage_stream_is_closed() {
         s
     };
     let mut good = connect();
-    // Unknown command, wrong arity, refused expiry, then a working command: one connection.
+    // Unknown command, wrong arity, an invalid expiry, then a working command: one connection.
     let (replies, closed) = raw(
         &mut good,
-        b"*1\r\n$8\r\nFLUSHALL\r\n*1\r\n$3\r\nGET\r\n*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n10\r\nset k v\r\nget k\r\n",
+        b"*1\r\n$8\r\nFLUSHALL\r\n*1\r\n$3\r\nGET\r\n*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n-1\r\nset k v\r\nget k\r\n",
         5,
     );
     assert!(!closed);
     assert!(matches!(&replies[0], Value::Error(e) if e.starts_with("ERR unknown command")));
     assert!(matches!(&replies[1], Value::Error(e) if e.starts_with("ERR wrong number")));
-    assert!(matches!(&replies[2], Value::Error(e) if e.contains("expiry")));
+    assert!(matches!(&replies[2], Value::Error(e) if e.contains("invalid expire time")));
     assert_eq!(replies[3], Value::Simple("OK".into()));
     assert_eq!(replies[4], bulk("v"));
 

@@ -264,22 +264,43 @@ fn redis_cli_commands_through_every_node_and_errors_for_what_is_refused() {
         unknown.contains("ERR unknown command 'flushall'"),
         "{unknown}"
     );
-    let expiry = cli(&cluster, f2, &["SET", "k", "v", "EX", "10"]);
-    assert!(
-        expiry.contains("ERR expiry") && expiry.contains("not supported"),
-        "{expiry}"
-    );
+    let expiry = cli(&cluster, f2, &["SET", "k", "v", "EX", "0"]);
+    assert!(expiry.contains("ERR invalid expire time"), "{expiry}");
+
+    // Expiry: a key set with EX through a follower, its TTL read on every node; PERSIST
+    // clears it; a key set with PX goes by itself.
+    assert_eq!(cli(&cluster, f2, &["SET", "ttl", "v", "EX", "100"]), "OK");
+    for id in 1..=3 {
+        let ttl = cli(&cluster, id, &["TTL", "ttl"]);
+        let secs: i64 = ttl
+            .strip_prefix("(integer) ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("TTL answered {ttl}"));
+        assert!((1..=100).contains(&secs), "TTL {secs}");
+    }
+    assert_eq!(cli(&cluster, f1, &["TTL", "missing"]), "(integer) -2");
+    assert_eq!(cli(&cluster, f1, &["PERSIST", "ttl"]), "(integer) 1");
+    assert_eq!(cli(&cluster, f1, &["TTL", "ttl"]), "(integer) -1");
+    assert_eq!(cli(&cluster, f1, &["SET", "short", "v", "PX", "300"]), "OK");
+    let deadline = Instant::now() + DEADLINE;
+    while cli(&cluster, f2, &["EXISTS", "short"]) != "(integer) 0" {
+        assert!(
+            Instant::now() < deadline,
+            "a key set with PX 300 never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let session = redis_cli(
         &cluster,
         f1,
         &[],
-        "FLUSHALL\nSET k v EX 10\nGET\nSET k v2\nGET k\n",
+        "FLUSHALL\nSET k v EX 0\nGET\nSET k v2\nGET k\n",
     );
     let lines: Vec<&str> = session.lines().collect();
     assert_eq!(lines.len(), 5, "{session}");
     assert!(
         session.contains("ERR unknown command 'flushall'")
-            && session.contains("ERR expiry")
+            && session.contains("ERR invalid expire time")
             && session.contains("ERR wrong number of arguments for 'get' command"),
         "{session}"
     );
