@@ -462,35 +462,21 @@ impl CoreNode {
         self.effects.push_back(Effect::Reply { id, response });
     }
 
-    fn client(&mut self, tag: Tag, request: Request) {
+    fn client(&mut self, tag: Tag, mut request: Request) {
         let time = self.replicated.now();
+        if let Request::Write {
+            command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
+            ..
+        } = &mut request
+        {
+            // Raised to the minimum here, so the log holds what every replica applies.
+            match self.expirer.config().grant_ttl_ms(*ttl_ms) {
+                Ok(granted) => *ttl_ms = granted,
+                Err(e) => return self.reply(tag, Response::Kv(KvReply::Error(format!("ERR {e}")))),
+            }
+        }
         let command = match request {
             Request::Read { query, mode } => return self.read(tag, query, mode),
-            Request::Write {
-                command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
-                ..
-            } if self.expirer.config().grant_ttl_ms(ttl_ms).is_err() => {
-                let why = self.expirer.config().grant_ttl_ms(ttl_ms).err();
-                let why = why.map(|e| format!("ERR {e}")).unwrap_or_default();
-                return self.reply(tag, Response::Kv(KvReply::Error(why)));
-            }
-            Request::Write {
-                command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
-                session,
-            } => {
-                let ttl_ms = self.expirer.config().grant_ttl_ms(ttl_ms).unwrap_or(ttl_ms);
-                let command = KvCommand::Lease(LeaseCommand::Grant { ttl_ms });
-                match session {
-                    None => LogCommand::Plain { time, command },
-                    Some(s) => LogCommand::Session(SessionEntry::Request {
-                        session: s.session,
-                        seq: s.seq,
-                        ack_below: s.ack_below,
-                        time,
-                        command,
-                    }),
-                }
-            }
             Request::Write { command, session } => match session {
                 None => LogCommand::Plain { time, command },
                 Some(s) => LogCommand::Session(SessionEntry::Request {
