@@ -67,6 +67,11 @@ pub enum Command {
         /// Where to write the checked history for other checkers.
         #[command(flatten)]
         history: crate::history_file::HistoryArgs,
+        /// Draw the run as one self-contained HTML page written to FILE: a lane per node
+        /// with the leaders seen, the kill and the restart, operations, latency and the
+        /// verdict.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Run one node of a cluster (of the Consistent Core by default: a replicated key-value store speaking RESP).
     ///
@@ -282,6 +287,7 @@ pub fn run(cli: Cli) -> ExitCode {
             nodes,
             keep_data,
             history,
+            html,
         } => {
             let history = match history.file() {
                 Ok(history) => history,
@@ -296,8 +302,12 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let options =
                 crate::demo::Options::new(duration_s, clients, nodes, keep_data).map(|o| {
-                    match history {
+                    let o = match history {
                         Some(file) => o.with_history(file),
+                        None => o,
+                    };
+                    match html {
+                        Some(path) => o.with_html(path),
                         None => o,
                     }
                 });

@@ -21,7 +21,8 @@
 //!    never came is unknown (it may or may not have taken effect), counts acknowledged
 //!    writes the final values do not account for, and prints a summary table. With
 //!    `--history FILE` it writes the history it checked for other checkers
-//!    ([`crate::history_file`]).
+//!    ([`crate::history_file`]); with `--html FILE` it draws the run as synod-sim's
+//!    timeline page (`page.rs`: the operations, the kill and restart, the leaders seen).
 //!
 //! It exits 0 only if every step worked, no acknowledged write was lost and the checker
 //! passed; 1 otherwise; 2 for bad options.
@@ -44,6 +45,7 @@
 //! A node started by hand (`synod node`) is not watched: it runs until killed.
 
 mod cluster;
+mod page;
 mod workload;
 
 use std::fmt;
@@ -55,6 +57,7 @@ use std::time::{Duration, Instant};
 use synod_sim::{KvModel, Linearizability, Verdict};
 
 use crate::history_file::{HistoryFile, HistoryWriter};
+use crate::page_file::PageFile;
 
 use cluster::{Cluster, NodeInfo};
 use workload::{KEYS, Running};
@@ -116,6 +119,7 @@ pub struct Options {
     nodes: usize,
     keep_data: bool,
     history: Option<HistoryFile>,
+    html: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -145,6 +149,7 @@ impl Options {
             nodes: nodes as usize,
             keep_data,
             history: None,
+            html: None,
         })
     }
 
@@ -152,6 +157,13 @@ impl Options {
     #[must_use]
     pub fn with_history(mut self, file: HistoryFile) -> Options {
         self.history = Some(file);
+        self
+    }
+
+    /// Also draw the run as a page ([`synod_sim::timeline`]) written to `path`.
+    #[must_use]
+    pub fn with_html(mut self, path: std::path::PathBuf) -> Options {
+        self.html = Some(path);
         self
     }
 }
@@ -172,6 +184,13 @@ pub fn run(options: &Options) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let page = match options.html.as_deref().map(PageFile::create).transpose() {
+        Ok(page) => page,
+        Err(e) => {
+            eprintln!("synod demo: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let start = Instant::now();
     let mut out = Output::new(start);
     let mut cluster = match Cluster::new(options.nodes, options.keep_data) {
@@ -187,7 +206,7 @@ pub fn run(options: &Options) -> ExitCode {
         out: &mut out,
         start,
     }
-    .run(history);
+    .run(history, page);
     if let Err(e) = &result {
         out.clear();
         eprintln!("\nsynod demo: FAILED: {e}");
@@ -295,6 +314,8 @@ struct Failover {
     restarted: Option<(Instant, u64)>,
     /// The restarted node's applied index once it reached that commit index.
     caught_up: Option<u64>,
+    /// What the page draws: the leaders seen, the kill and the restart.
+    seen: page::Seen,
     /// Time no node said it leads, over the whole run.
     leaderless: Duration,
     /// How many times the cluster was without a leader.
@@ -344,7 +365,11 @@ impl Demo<'_> {
         Err("the cluster did not start".into())
     }
 
-    fn run(mut self, history_file: Option<HistoryWriter>) -> Result<bool, String> {
+    fn run(
+        mut self,
+        history_file: Option<HistoryWriter>,
+        page: Option<PageFile>,
+    ) -> Result<bool, String> {
         let opts = self.options;
         println!(
             "synod demo: a {}-node Consistent Core cluster (Raft, durable logs) on this machine;\n\
@@ -401,7 +426,7 @@ impl Demo<'_> {
             history.unknown_count()
         ));
         let check_start = Instant::now();
-        let verdict = Linearizability::new(KvModel).check(&history);
+        let (verdict, culprit) = Linearizability::new(KvModel).check_explained(&history);
         let check_time = check_start.elapsed();
         if let (Some(writer), Some(file)) = (history_file, &opts.history) {
             writer.write(&history).map_err(|e| e.to_string())?;
@@ -409,6 +434,29 @@ impl Demo<'_> {
                 "history written to {file}: {} operations",
                 history.len()
             ));
+        }
+
+        if let Some(page) = page {
+            let mut timeline = page::timeline(
+                opts.nodes,
+                self.elapsed(),
+                &failover.seen,
+                &history,
+                &verdict,
+                culprit.as_ref(),
+            );
+            timeline.set_title(
+                "synod demo",
+                &format!(
+                    "a {}-node Consistent Core on this machine, {} clients for {} s, its leader \
+                     killed with SIGKILL and restarted; roles as the demo's polls saw them",
+                    opts.nodes,
+                    opts.clients,
+                    opts.duration.as_secs()
+                ),
+            );
+            let line = page.write(&timeline).map_err(|e| e.to_string())?;
+            self.out.event(&line);
         }
 
         let mut latencies: Vec<Duration> = records
@@ -502,6 +550,9 @@ impl Demo<'_> {
         let kill_at = total.mul_f64(0.3);
         let restart_at = total.mul_f64(0.6);
         let mut f = Failover::default();
+        f.seen
+            .leaders
+            .push((self.elapsed(), Some((first_leader.0, first_leader.1.term))));
         // Who leads, as of the last poll; and since when nobody has.
         let mut leader: Option<(usize, NodeInfo)> = Some(first_leader);
         let mut leaderless_since: Option<Instant> = None;
@@ -537,6 +588,8 @@ impl Demo<'_> {
                 _ => true,
             };
             if changed {
+                let who = current.as_ref().map(|(id, info)| (*id, info.term));
+                f.seen.leaders.push((now.duration_since(self.start), who));
                 match (&current, leaderless_since.take()) {
                     (Some((id, info)), Some(since)) => {
                         let gap = now.duration_since(since);
@@ -579,6 +632,8 @@ impl Demo<'_> {
                     self.cluster.kill(id);
                     let at = Instant::now();
                     f.killed = Some(id);
+                    f.seen.killed = Some((id, at.duration_since(self.start)));
+                    f.seen.leaders.push((at.duration_since(self.start), None));
                     leaderless_since = Some(at);
                     self.out.event(&format!(
                         "SIGKILL node {id}, the leader (pid {pid}, term {}, commit index {})",
@@ -592,6 +647,7 @@ impl Demo<'_> {
                         .start(id)
                         .map_err(|e| format!("cannot restart node {id}: {e}"))?;
                     f.restarted = Some((Instant::now(), info.commit));
+                    f.seen.restarted = Some(self.elapsed());
                     self.out.event(&format!(
                         "restart node {id} on its data directory (the leader's commit index: {})",
                         info.commit

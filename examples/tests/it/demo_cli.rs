@@ -23,6 +23,7 @@ fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
     let files = tempfile::tempdir().expect("a temporary directory");
     let history = files.path().join("demo.edn");
+    let page = files.path().join("demo.html");
     let out = synod(&[
         "demo",
         "--duration-s",
@@ -31,6 +32,8 @@ fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
         "4",
         "--history",
         history.to_str().expect("a UTF-8 path"),
+        "--html",
+        page.to_str().expect("a UTF-8 path"),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -76,6 +79,28 @@ fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
     let edn = std::fs::read_to_string(&history).expect("the history was written");
     assert_eq!(edn.lines().count(), 2 * checked);
     assert_eq!(edn.matches(":type :invoke,").count(), checked);
+
+    // The page: its size printed, the kill and the restart listed, a leader's and the
+    // killed node's lanes, every operation checked, the verdict.
+    let html = std::fs::read_to_string(&page).expect("the page was written");
+    assert!(
+        stdout.contains(&format!(
+            "page written to {}: {} bytes",
+            page.display(),
+            html.len()
+        )),
+        "{both}"
+    );
+    for drawn in [
+        "SIGKILL node",
+        "restart node",
+        "\"leader\"",
+        "\"down\"",
+        &format!("\"opsTotal\":{checked},"),
+        "\"verdict\":{\"kind\":\"pass\"",
+    ] {
+        assert!(html.contains(drawn), "`{drawn}` missing from the page");
+    }
 
     // The temporary directory is gone.
     let dir = stdout
