@@ -124,7 +124,8 @@ pub enum Command {
         /// Read mode: linearizable, lease or follower.
         #[arg(long, default_value = "linearizable")]
         read: String,
-        /// The command, for example `get key` or `put key value`.
+        /// The command, for example `get key`, `put key value`, or `lock NAME [TTL_MS]` (takes
+        /// a lock on a lease, prints its fencing token, releases when stdin closes).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },

@@ -585,7 +585,11 @@ pub fn to_value(reply: KvReply) -> Value {
                 int(revision),
             ])
         }
-        KvReply::Error(e) if e.starts_with("ERR") || e.starts_with("SESSION") => Value::Error(e),
+        KvReply::Error(e)
+            if e.starts_with("ERR") || e.starts_with("SESSION") || e.starts_with("FENCED") =>
+        {
+            Value::Error(e)
+        }
         KvReply::Error(e) => Value::Error(format!("ERR {e}")),
     }
 }

@@ -120,6 +120,11 @@
 //!   up, a follower paused with SIGSTOP and resumed, a leader paused past its lease while
 //!   the others commit, then asked for a lease read (not stale); a client history recorded across a
 //!   leader kill checked for linearizability; bad client input; start-up errors.
+//! - `tests/it/core_lock.rs`: two `synod kv lock` processes against real nodes: the
+//!   first paused with SIGSTOP past its TTL loses the lock to the second, its fenced write
+//!   is refused, and resumed it exits with an error; the second releases on closing stdin.
+//!   `tests/it/core_redis.rs` also sets keys with `EX` and `PX` and reads `TTL` with
+//!   `redis-cli`, and watches a `PX` key go.
 //! - `tests/it/core_limits.rs`: the largest command (a 1 MiB value) replicated through the
 //!   leader and a follower and read back from every node, one over the limit refused alike
 //!   everywhere, and a client pipelining large reads costing a node about one reply of

@@ -4,7 +4,8 @@
 //! `synod node` starts a [`super::server`] ([`start_node`], as the system table names it).
 //! `synod kv` is a client: `put`, `get`, `delete`, `cas`, `scan`, `incr`, or any raw
 //! RESP command, sent with a session (so a retried write is applied once) to any node,
-//! which forwards to the leader.
+//! which forwards to the leader; and `lock NAME [TTL_MS]`, the lock recipe on a lease,
+//! which prints its fencing token.
 
 use std::process::ExitCode;
 
@@ -78,6 +79,20 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         }
         _ => args.to_vec(),
     };
+    if verb.eq_ignore_ascii_case("lock") {
+        let ttl_ms = match rest {
+            [_] => Ok(LOCK_TTL_MS_DEFAULT),
+            [_, ttl] => ttl.parse::<u64>().map_err(|_| ()),
+            _ => Err(()),
+        };
+        return match (rest.first(), ttl_ms) {
+            (Some(name), Ok(ttl_ms)) => lock(&addrs, name, ttl_ms),
+            _ => {
+                eprintln!("synod kv: usage: synod kv lock NAME [TTL_MS]");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
     let mut client = Client::new(&addrs);
     if command[0].eq_ignore_ascii_case("shutdown") {
         if addrs.len() != 1 || command.len() != 1 {
@@ -130,6 +145,128 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("synod kv: {e}");
             ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+/// The lock recipe's lease TTL unless given, in milliseconds.
+pub const LOCK_TTL_MS_DEFAULT: u64 = 5_000;
+
+/// The key a lock named `name` is held under.
+#[must_use]
+pub fn lock_key(name: &str) -> String {
+    format!("lock/{name}")
+}
+
+/// `synod kv lock NAME [TTL_MS]`: the lock recipe. Grants a lease of `ttl_ms` (raised to
+/// the cluster's minimum), creates `lock/NAME` under it with `SET ... NX LEASE id` (waiting,
+/// and keeping its lease alive, while another holds it), prints `token N` where N is the
+/// key's create revision (the fencing token: pass it as `SET k v FENCE lock/NAME N`), then
+/// keeps the lease alive every third of its TTL. It releases the lock (revokes the lease)
+/// when its standard input closes and exits 0; it exits 1 as soon as a keep-alive is
+/// refused (the lease expired: someone else may hold the lock now). Killed (Ctrl-C
+/// included), it does not release: the lock goes when its lease expires, within the TTL.
+fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
+    use std::io::{BufRead, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let key = lock_key(name);
+    let mut client = Client::new(addrs);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("synod kv lock: {what}: {e}");
+        ExitCode::from(EXIT_UNAVAILABLE)
+    };
+    if let Err(e) = client.register() {
+        return fail("no session", &e);
+    }
+    let lease = match client.call(&[b"LEASE", b"GRANT", ttl_ms.to_string().as_bytes()]) {
+        Ok(Value::Int(id)) => id.to_string(),
+        Ok(other) => return fail("LEASE GRANT", &format!("{other:?}")),
+        Err(e) => return fail("LEASE GRANT", &e),
+    };
+    let granted_ms = match client.call(&[b"LEASE", b"KEEPALIVE", lease.as_bytes()]) {
+        Ok(Value::Int(ttl)) => u64::try_from(ttl).unwrap_or(ttl_ms),
+        Ok(other) => return fail("LEASE KEEPALIVE", &format!("{other:?}")),
+        Err(e) => return fail("LEASE KEEPALIVE", &e),
+    };
+    let every = Duration::from_millis((granted_ms / 3).max(1));
+    let holder = format!("pid {}", std::process::id());
+    let keep_alive =
+        |client: &mut Client| match client.call(&[b"LEASE", b"KEEPALIVE", lease.as_bytes()]) {
+            Ok(Value::Int(_)) => Ok(()),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+    // Acquire: create the key under the lease, or wait for its holder's to go.
+    let mut waiting = false;
+    loop {
+        let set = [
+            b"SET".as_slice(),
+            key.as_bytes(),
+            holder.as_bytes(),
+            b"NX",
+            b"LEASE",
+            lease.as_bytes(),
+        ];
+        match client.call(&set) {
+            Ok(Value::Simple(ok)) if ok == "OK" => break,
+            Ok(Value::Nil) => {
+                if !waiting {
+                    eprintln!("synod kv lock: {key} is held; waiting");
+                    waiting = true;
+                }
+                std::thread::sleep(every);
+                if let Err(e) = keep_alive(&mut client) {
+                    return fail("lost the lease while waiting", &e);
+                }
+            }
+            Ok(other) => return fail("SET", &format!("{other:?}")),
+            Err(e) => return fail("SET", &e),
+        }
+    }
+    let token = match client.call(&[b"GETREV", key.as_bytes()]) {
+        Ok(Value::Array(items)) => match items.get(1) {
+            Some(Value::Int(create)) => *create,
+            _ => return fail("GETREV", &format!("{items:?}")),
+        },
+        Ok(other) => return fail("GETREV", &format!("{other:?}")),
+        Err(e) => return fail("GETREV", &e),
+    };
+    println!("token {token}");
+    println!(
+        "holding {key} with lease {lease} (TTL {granted_ms} ms); close standard input to release"
+    );
+    let _ = std::io::stdout().flush();
+    // Standard input closing (or failing) is the signal to release.
+    let (closed, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+        let _ = closed.send(());
+    });
+    loop {
+        match released.recv_timeout(every) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = keep_alive(&mut client) {
+                    eprintln!("synod kv lock: lost {key}: {e}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            }
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return match client.call(&[b"LEASE", b"REVOKE", lease.as_bytes()]) {
+                    Ok(Value::Int(_)) => {
+                        println!("released {key}");
+                        ExitCode::SUCCESS
+                    }
+                    Ok(other) => fail("LEASE REVOKE", &format!("{other:?}")),
+                    Err(e) => fail("LEASE REVOKE", &e),
+                };
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod alloc;
 mod cli;
 mod core_cluster;
 mod core_limits;
+mod core_lock;
 mod core_netns;
 mod core_redis;
 mod core_sim;

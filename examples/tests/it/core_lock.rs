@@ -1,0 +1,132 @@
+//! The lock recipe between real processes: `synod kv lock` holders against a three-node
+//! Consistent Core cluster. A holder paused with SIGSTOP past its lease's TTL loses the lock
+//! to a second holder, the paused holder's fenced write (its old token) is refused, and,
+//! resumed, it finds its lease gone and exits with an error; the second holder releases
+//! when its standard input closes. Every wait polls a condition against a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synod_examples::consistent_core::client::Client;
+use synod_examples::resp::Value;
+
+use crate::core_cluster::{Cluster, DEADLINE};
+
+/// A `synod kv lock` process and its output.
+struct Holder {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    fn start(addr: &str, name: &str, ttl_ms: u64) -> Holder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["kv", "--addr", addr, "lock", name, &ttl_ms.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("synod kv lock starts");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        Holder { child, out }
+    }
+
+    /// The fencing token it prints once it holds the lock.
+    fn token(&mut self) -> u64 {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("reads its output");
+        line.trim()
+            .strip_prefix("token ")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("not a token line: {line:?}"))
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for it to exit; its exit code.
+    fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waits") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the holder never exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fenced_set(client: &mut Client, token: u64, value: &str) -> Value {
+    let token = token.to_string();
+    client
+        .call(&[
+            b"SET",
+            b"data",
+            value.as_bytes(),
+            b"FENCE",
+            b"lock/job",
+            token.as_bytes(),
+        ])
+        .expect("answered")
+}
+
+#[test]
+fn a_holder_paused_past_its_ttl_loses_the_lock_and_its_fenced_write_is_refused() {
+    let (cluster, _leader) = Cluster::up(3);
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let mut client = Client::new(&addrs).with_timeout(Duration::from_secs(20));
+    // The shortest TTL the cluster grants: 1.5 election timeouts (20 ticks of 50 ms).
+    let mut first = Holder::start(&addrs[0], "job", 1_500);
+    let token = first.token();
+    assert_eq!(
+        fenced_set(&mut client, token, "one"),
+        Value::Simple("OK".into())
+    );
+
+    // Paused: it cannot keep its lease alive. A second holder waits for the lock.
+    first.signal("STOP");
+    let mut second = Holder::start(&addrs[1], "job", 1_500);
+    let newer = second.token();
+    assert!(newer > token, "token {newer} after {token}");
+
+    // The paused holder's write, with its old token, is refused; the new holder's is not.
+    let stale = fenced_set(&mut client, token, "stale");
+    assert!(
+        matches!(&stale, Value::Error(e) if e.starts_with("FENCED")),
+        "{stale:?}"
+    );
+    assert_eq!(
+        fenced_set(&mut client, newer, "two"),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        client.call(&[b"GET", b"data"]).expect("answered"),
+        Value::Bulk(b"two".to_vec())
+    );
+
+    // Resumed, the first holder finds its lease expired and exits with an error.
+    first.signal("CONT");
+    assert_eq!(first.wait(), Some(1), "{}", cluster.logs());
+
+    // The second releases when its standard input closes: the lock key goes at once.
+    drop(second.child.stdin.take());
+    assert_eq!(second.wait(), Some(0));
+    assert_eq!(
+        client.call(&[b"EXISTS", b"lock/job"]).expect("answered"),
+        Value::Int(0)
+    );
+}
