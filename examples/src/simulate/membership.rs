@@ -25,7 +25,9 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use synod_membership::{Member, MemberConfig, MemberState, MemberWrite};
+use synod_membership::{Body, Member, MemberConfig, MemberState, MemberWrite, Message};
+use synod_node::Protocol;
+use synod_sim::timeline::{Observation, Recorder, Role};
 use synod_sim::{
     Boot, Disk, NoClients, NodeId, ProtocolNode, ProtocolStore, SimConfig, SimTime, Simulation,
     View,
@@ -259,21 +261,65 @@ fn mean_p99(xs: &mut [f64]) -> String {
     )
 }
 
+/// What the timeline page draws of a member: the coordinator in its own view (the emergent
+/// leader), a member, or a start whose generation is not durable yet, with its generation
+/// as the term. `Member` is synod-membership's and `Describe` synod-sim's, so the recorder
+/// is given these by hand rather than through `Describe`.
+fn member_role(member: &Member) -> Role {
+    let name = if !member.is_ready() {
+        "joining"
+    } else if member.coordinator() == member.id() {
+        "coordinator"
+    } else {
+        "member"
+    };
+    Role::new(name, member.generation())
+}
+
+/// The kind of a member's message, for the timeline page.
+fn message_kind(message: &Message) -> &'static str {
+    match message.body {
+        Body::Ping { .. } => "ping",
+        Body::Ack { .. } => "ack",
+        Body::PingReq { .. } => "ping-req",
+        Body::IndirectAck { .. } => "indirect-ack",
+        Body::Nack { .. } => "nack",
+        Body::Gossip => "gossip",
+        Body::Sync { .. } => "sync",
+    }
+}
+
+/// The recorder of the members' runs for the timeline page.
+fn recorder() -> Recorder<MemberNode> {
+    Recorder::new(
+        |node: &MemberNode| Observation {
+            role: node.protocol().map(member_role),
+            ..Observation::default()
+        },
+        message_kind,
+    )
+}
+
 /// Runs the members once with `seed`.
-pub(super) fn run(seed: u64, config: SimConfig, _record: bool) -> RunSummary {
+pub(super) fn run(seed: u64, config: SimConfig, record: bool) -> RunSummary {
     let nodes = config.nodes();
     let watch = Rc::new(RefCell::new(Watch::new(nodes)));
     let watched = watch.clone();
     let everyone: Vec<NodeId> = (1..=nodes as u64).map(NodeId::new).collect();
-    let report = Simulation::new(
+    let simulation = Simulation::new(
         config,
         seed,
         |_| ProtocolNode::new(GenerationStore),
         NoClients,
     )
     .invariant(move |view| watched.borrow_mut().check(view))
-    .progress(move |view| views_agree(view, &everyone))
-    .run();
+    .progress(move |view| views_agree(view, &everyone));
+    let simulation = if record {
+        simulation.record(recorder())
+    } else {
+        simulation
+    };
+    let report = simulation.run();
     let mut watch = watch.take();
     let agreed = match (report.failure.is_none(), report.healed_at) {
         (true, Some(healed)) => format!(

@@ -136,7 +136,7 @@ it fetches nothing): a lane per node with its role and term over time, crashes, 
 and pauses, partitions, loss and other faults as shaded regions, messages as arrows \
 (filterable by kind), client operations as bars coloured by outcome, commits and \
 snapshots, a latency plot, and the verdict; on a violation it opens on the operations the \
-checker blames. The same seed draws the same page, byte for byte (register and raft-kv).
+checker blames. The same seed draws the same page, byte for byte.
 
 Examples:
   synod sim register --seed 7
@@ -698,9 +698,14 @@ impl RunSummary {
             None => Verdict::Pass,
             Some(failure) => Verdict::Violation(failure.to_string()),
         };
+        let timeline = report
+            .recording
+            .is_some()
+            .then(|| Timeline::of_run(&report, &verdict, None));
         RunSummary {
             figures,
             passed,
+            timeline,
             ..RunSummary::of_report(report, verdict, History::new())
         }
     }

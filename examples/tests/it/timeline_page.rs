@@ -4,7 +4,8 @@
 //! leader's band, every fault of the run's fault log and the verdict, and its screenshot is
 //! not blank; for a seed where reads served from a node's own state (a deliberately broken
 //! client path) violate linearizability, the page highlights the checker's culprit and
-//! opens on it. The same seed draws the same page, byte for byte.
+//! opens on it. The same seed draws the same page, byte for byte, and the register and the
+//! membership simulations draw theirs too.
 //!
 //! The browser is Debian's `chromium`. Without it on `PATH` the browser tests print a
 //! notice and pass, so that a fresh checkout's `cargo test` works; CI sets
@@ -312,4 +313,28 @@ fn a_violation_opens_on_the_culprit_highlighted_in_a_browser() {
         pixels_near(&shown.pixels, [0xe0, 0x00, 0x7a]) > 20,
         "the culprit's highlight is not visible in the screenshot"
     );
+}
+
+#[test]
+fn every_simulated_system_draws_its_run() {
+    for (system, nodes) in [(System::REGISTER, 3), (System::MEMBERSHIP, 4)] {
+        let settings =
+            Settings::new(system, nodes, 2_000, FaultSelection::Swarm).expect("valid settings");
+        let summary = run_seed_drawn(KNOWN_SEED, &settings);
+        let timeline = summary
+            .timeline
+            .unwrap_or_else(|| panic!("{} drew no page", system.name()));
+        assert_eq!(timeline.nodes(), nodes, "{}", system.name());
+        let page = timeline.to_html();
+        assert!(
+            page.contains(&format!("synod sim {} --seed {KNOWN_SEED}", system.name())),
+            "{}",
+            system.name()
+        );
+        assert!(
+            !page.contains("\"kinds\":[]"),
+            "{}: no messages",
+            system.name()
+        );
+    }
 }
