@@ -136,6 +136,8 @@
       if (o[5] !== 2) return;
       var e = o[3] < 0 ? end : o[3];
       s.push("<rect class=\"culprit-span\" x=\"" + clipX(o[2]) + "\" y=\"" + lanesTop + "\" width=\"" + Math.max(clipX(e) - clipX(o[2]), 3) + "\" height=\"" + (height - lanesTop) + "\"/>");
+      s.push("<line class=\"culprit-line\" x1=\"" + x(o[2]) + "\" x2=\"" + x(o[2]) + "\" y1=\"" + lanesTop + "\" y2=\"" + height + "\"/>");
+      s.push("<text class=\"culprit-label\" x=\"" + (x(o[2]) + 4) + "\" y=\"" + (opsTop - 3) + "\">culprit #" + o[0] + "</text>");
     });
     // Role bands.
     spans.forEach(function (sp) {
