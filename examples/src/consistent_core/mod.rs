@@ -143,6 +143,7 @@ pub mod client;
 pub mod commands;
 pub mod kv;
 pub mod node;
+pub mod pattern;
 pub mod server;
 pub mod tool;
 pub mod watch;

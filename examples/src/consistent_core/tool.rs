@@ -281,11 +281,20 @@ fn print_value(value: &Value, depth: usize) {
             print!("{}", String::from_utf8_lossy(b).replace('\r', ""));
         }
         Value::Bulk(b) => println!("{pad}\"{}\"", String::from_utf8_lossy(b)),
-        Value::Nil => println!("{pad}(nil)"),
-        Value::Array(items) if items.is_empty() => println!("{pad}(empty array)"),
-        Value::Array(items) => {
+        Value::Nil | Value::Null => println!("{pad}(nil)"),
+        Value::Boolean(b) => println!("{pad}({b})"),
+        Value::Array(items) | Value::Push(items) if items.is_empty() => {
+            println!("{pad}(empty array)");
+        }
+        Value::Array(items) | Value::Push(items) => {
             for item in items {
                 print_value(item, depth + 1);
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                print_value(k, depth + 1);
+                print_value(v, depth + 2);
             }
         }
     }

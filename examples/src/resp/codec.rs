@@ -10,8 +10,10 @@
 //! which remembers how far it got, so that a command arriving in many small reads is
 //! scanned once rather than once per read.
 //!
-//! [`Value`] and [`Value::encode`] write replies (RESP2: simple strings, errors,
-//! integers, bulk strings, nil, arrays).
+//! [`Value`] and [`Value::encode`] write replies: RESP2's simple strings, errors,
+//! integers, bulk strings, nil and arrays, and the RESP3 types the servers reply with
+//! after `HELLO 3` (null, booleans, maps and push frames). [`Value::into_resp2`] and
+//! [`Value::into_resp3`] turn a reply into what a connection of either protocol reads.
 //!
 //! ```
 //! use synod_examples::resp::{parse_command, Limits};
@@ -354,7 +356,7 @@ fn inline_command(buf: &[u8], end: usize, limits: &Limits) -> Result<Parsed, Res
     Ok(Some((words().map(<[u8]>::to_vec).collect(), end + 1)))
 }
 
-/// A RESP2 reply.
+/// A reply: RESP2's types, and the RESP3 types Synod replies with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     /// `+OK`
@@ -369,6 +371,14 @@ pub enum Value {
     Nil,
     /// `*N` followed by the elements.
     Array(Vec<Value>),
+    /// RESP3's `_`: null.
+    Null,
+    /// RESP3's `#t` / `#f`.
+    Boolean(bool),
+    /// RESP3's `%N` followed by N keys and values.
+    Map(Vec<(Value, Value)>),
+    /// RESP3's `>N`: a frame the server sends unasked (a message to a subscriber).
+    Push(Vec<Value>),
 }
 
 impl Value {
@@ -385,12 +395,65 @@ impl Value {
                 out.extend_from_slice(b"\r\n");
             }
             Value::Nil => out.extend_from_slice(b"$-1\r\n"),
-            Value::Array(items) => {
-                line(out, b'*', &items.len().to_string());
+            Value::Array(items) | Value::Push(items) => {
+                let kind = if matches!(self, Value::Push(_)) {
+                    b'>'
+                } else {
+                    b'*'
+                };
+                line(out, kind, &items.len().to_string());
                 for item in items {
                     item.encode(out);
                 }
             }
+            Value::Null => out.extend_from_slice(b"_\r\n"),
+            Value::Boolean(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Value::Map(pairs) => {
+                line(out, b'%', &pairs.len().to_string());
+                for (k, v) in pairs {
+                    k.encode(out);
+                    v.encode(out);
+                }
+            }
+        }
+    }
+
+    /// The reply as a RESP2 connection reads it: null as nil, a boolean as 1 or 0, a map
+    /// as a flat array of keys and values, a push frame as an array (what a RESP2
+    /// subscriber reads).
+    #[must_use]
+    pub fn into_resp2(self) -> Value {
+        match self {
+            Value::Null => Value::Nil,
+            Value::Boolean(b) => Value::Int(i64::from(b)),
+            Value::Map(pairs) => Value::Array(
+                pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()])
+                    .collect(),
+            ),
+            Value::Array(items) | Value::Push(items) => {
+                Value::Array(items.into_iter().map(Value::into_resp2).collect())
+            }
+            other => other,
+        }
+    }
+
+    /// The reply as a RESP3 connection reads it: nil as null (push frames, maps and
+    /// booleans stay as they are).
+    #[must_use]
+    pub fn into_resp3(self) -> Value {
+        match self {
+            Value::Nil => Value::Null,
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_resp3).collect()),
+            Value::Push(items) => Value::Push(items.into_iter().map(Value::into_resp3).collect()),
+            Value::Map(pairs) => Value::Map(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into_resp3(), v.into_resp3()))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -472,20 +535,27 @@ fn parse_value(
             };
             Ok(Some((value, next + len + 2)))
         }
-        b'*' => {
+        b'_' if text.is_empty() => Ok(Some((Value::Null, next))),
+        b'#' if text == b"t" || text == b"f" => Ok(Some((Value::Boolean(text == b"t"), next))),
+        b'*' | b'>' | b'%' => {
             let count = number()?;
-            if count < 0 {
+            if count < 0 && kind == b'*' {
                 return Ok(Some((Value::Nil, next)));
             }
-            if count as u64 > limits.args_max as u64 {
+            // A map's count is of pairs: twice as many values.
+            let per = if kind == b'%' { 2 } else { 1 };
+            let values = u64::try_from(count)
+                .map_err(|_| RespError::Malformed("negative count"))?
+                .saturating_mul(per);
+            if values > limits.args_max as u64 {
                 return Err(RespError::TooManyArgs {
-                    count: count as u64,
+                    count: values,
                     args_max: limits.args_max,
                 });
             }
             let mut items = Vec::new();
             let mut at = next;
-            for _ in 0..count {
+            for _ in 0..values {
                 match parse_value(buf, at, limits, depth + 1, build)? {
                     Some((v, used)) => {
                         if build {
@@ -496,7 +566,19 @@ fn parse_value(
                     None => return Ok(None),
                 }
             }
-            Ok(Some((Value::Array(items), at)))
+            let value = match kind {
+                b'>' => Value::Push(items),
+                b'%' => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut items = items.into_iter();
+                    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Map(pairs)
+                }
+                _ => Value::Array(items),
+            };
+            Ok(Some((value, at)))
         }
         _ => Err(RespError::Malformed("unknown reply type")),
     }
@@ -554,6 +636,58 @@ mod tests {
             parse_command(&long_line, &limits),
             Err(RespError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn resp3_replies_encode_parse_back_and_turn_into_resp2() {
+        let reply = Value::Push(vec![
+            Value::Bulk(b"message".to_vec()),
+            Value::Map(vec![
+                (Value::Simple("proto".into()), Value::Int(3)),
+                (Value::Bulk(b"ok".to_vec()), Value::Boolean(true)),
+            ]),
+            Value::Null,
+            Value::Boolean(false),
+        ]);
+        let mut wire = Vec::new();
+        reply.encode(&mut wire);
+        assert_eq!(
+            wire,
+            b">4\r\n$7\r\nmessage\r\n%2\r\n+proto\r\n:3\r\n$2\r\nok\r\n#t\r\n_\r\n#f\r\n"
+        );
+        for cut in 0..wire.len() {
+            assert_eq!(Value::parse(&wire[..cut], &Limits::default()), Ok(None));
+        }
+        assert_eq!(
+            Value::parse(&wire, &Limits::default()),
+            Ok(Some((reply.clone(), wire.len())))
+        );
+        assert_eq!(
+            reply.clone().into_resp2(),
+            Value::Array(vec![
+                Value::Bulk(b"message".to_vec()),
+                Value::Array(vec![
+                    Value::Simple("proto".into()),
+                    Value::Int(3),
+                    Value::Bulk(b"ok".to_vec()),
+                    Value::Int(1),
+                ]),
+                Value::Nil,
+                Value::Int(0),
+            ])
+        );
+        assert_eq!(
+            Value::Array(vec![Value::Nil]).into_resp3(),
+            Value::Array(vec![Value::Null])
+        );
+        // A map's count is of pairs, checked against the limit as values.
+        let limits = Limits {
+            args_max: 3,
+            ..Limits::default()
+        };
+        assert!(Value::parse(b"%2\r\n", &limits).is_err());
+        assert!(Value::parse(b">-1\r\n", &limits).is_err());
+        assert!(Value::parse(b"_x\r\n", &limits).is_err());
     }
 
     #[test]

@@ -47,12 +47,20 @@ fn word(rng: &mut SimRng) -> Vec<u8> {
 }
 
 fn value(rng: &mut SimRng, depth: u32) -> Value {
-    match rng.below(if depth > 2 { 5 } else { 6 }) {
+    match rng.below(if depth > 2 { 7 } else { 10 }) {
         0 => Value::Simple("OK".into()),
         1 => Value::Error("ERR no".into()),
         2 => Value::Int(rng.next_u64() as i64),
         3 => Value::Bulk(word(rng)),
         4 => Value::Nil,
+        5 => Value::Null,
+        6 => Value::Boolean(rng.below(2) == 0),
+        7 => Value::Push((0..rng.below(4)).map(|_| value(rng, depth + 1)).collect()),
+        8 => Value::Map(
+            (0..rng.below(3))
+                .map(|_| (value(rng, depth + 1), value(rng, depth + 1)))
+                .collect(),
+        ),
         _ => Value::Array((0..rng.below(4)).map(|_| value(rng, depth + 1)).collect()),
     }
 }
