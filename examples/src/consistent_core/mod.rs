@@ -64,9 +64,12 @@
 //! size, if larger); [`QUEUE_EVENTS_MAX`](crate::runtime::QUEUE_EVENTS_MAX) events
 //! queued for the node's thread;
 //! [`CLIENT_CONNECTIONS_MAX`](crate::runtime::CLIENT_CONNECTIONS_MAX) client connections
-//! (past it, a new one closes the connection that has waited longest for its client, so
-//! idle ones never lock others out), each closed after
-//! [`CLIENT_IDLE_TIMEOUT`](crate::runtime::CLIENT_IDLE_TIMEOUT) waiting on its client;
+//! (past it, a new one is refused with an error), each closed after
+//! [`CLIENT_IDLE_TIMEOUT`](crate::runtime::CLIENT_IDLE_TIMEOUT) waiting on its client,
+//! holding at most [`CLIENT_BUFFER_BYTES_MAX`](crate::runtime::CLIENT_BUFFER_BYTES_MAX) of
+//! replies before its requests stop being read and at most
+//! [`CLIENT_IN_FLIGHT_MAX`](crate::runtime::CLIENT_IN_FLIGHT_MAX) pipelined requests in
+//! flight ([`server::READS_IN_FLIGHT_MAX`] single-key reads);
 //! [`server::REQUEST_TIMEOUT`] per
 //! request; peer frames of [`server::PEER_FRAME_BYTES_MAX`]; log segments of
 //! [`server::SEGMENT_BYTES`].

@@ -8,9 +8,9 @@
 //!
 //! - **Singular Update Queue**: [`CoreNode`] and everything it owns are the worker's
 //!   [`Machine`]. Peer messages (queued by the transport's reader threads themselves,
-//!   through its handler), client requests (from one thread per client connection) and
-//!   ticks are queued to it and applied one at a time; nothing else touches the node, so
-//!   it needs no lock.
+//!   through its handler), client requests (in batches, from the runtime's client event
+//!   loop) and ticks are queued to it and applied one at a time; nothing else touches the
+//!   node, so it needs no lock.
 //! - **Single-Socket Channel, Request Pipeline, Request Batch**: peers talk over one
 //!   `TcpTransport` connection per pair. Raft messages are one-way sends, written by the
 //!   worker itself when the connection is idle (the transport's fail-fast mode never holds
@@ -18,10 +18,12 @@
 //!   writer thread when it is busy; a follower forwards a client's write to the leader as a
 //!   transport request and waits for its response (many in flight at once).
 //!
-//! A write thus crosses four threads: the client's connection thread, the leader's worker
-//! (which writes the entry to both followers), each follower's worker (reached from its
-//! transport reader), and the leader's worker again (reached from its reader), which
-//! answers the connection thread.
+//! A write thus crosses four threads: the client event loop (which hands it to the worker
+//! with every other request it read in the same wake-up), the leader's worker (which writes
+//! the entry to both followers), each follower's worker (reached from its transport
+//! reader), and the leader's worker again (reached from its reader), which answers the
+//! event loop. A client of a follower has its request forwarded to the leader by one of the
+//! node's forwarder threads ([`FORWARD_THREADS`]).
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
 //!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
 //!   snapshots of the key-value state are written to it when the log is compacted.
@@ -48,11 +50,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -65,13 +66,16 @@ use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion
 use synod_wal::FileStorage;
 
 use super::commands::{Action, ConnState, execute_at, refusal};
+use super::kv::KvQuery;
 use super::node::{
     Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
-use crate::resp::{self, Commands, Reply, Value};
+use crate::resp::{
+    Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
+};
 use crate::runtime::{
-    self, ClientConn, Connections, Machine, NodeOptions, PeerHandler, ServeClient, StartError,
-    StopSteps, Stopping, UpdateQueue, data_dir, peers, poll_until,
+    self, CallGuard, Connections, Machine, NodeOptions, PeerHandler, StartError, StopSteps,
+    Stopping, UpdateQueue, data_dir, peers, poll_until,
 };
 
 /// How long a client request may take, forwarding and retries included.
@@ -140,7 +144,7 @@ enum TestFault {
     DropWrites,
     /// Panic once a write is proposed.
     PanicOnWrite,
-    /// Panic on the client's connection thread when it runs a request on the key `panic`.
+    /// Panic while serving a client that runs a request on the key `panic`.
     PanicOnClientKey,
 }
 
@@ -148,7 +152,11 @@ type Store = WalLogStore<FileStorage>;
 
 /// Who waits for a reply.
 enum Waiter {
+    /// A thread of this node (a forwarder retrying a request).
     Local(Completer<Response>),
+    /// A client connection, through the client event loop.
+    Client(Answer<Response>),
+    /// A follower that forwarded the request.
     Remote(Incoming),
 }
 
@@ -281,6 +289,7 @@ impl CoreMachine {
                 }
                 Effect::Reply { id, response } => match self.waiters.remove(&id) {
                     Some(Waiter::Local(c)) => c.complete(response),
+                    Some(Waiter::Client(answer)) => answer.complete(response),
                     Some(Waiter::Remote(incoming)) => {
                         let bytes = postcard::to_stdvec(&response).expect("encodes");
                         let _ = self.transport.respond(&incoming, Bytes::from(bytes));
@@ -307,10 +316,11 @@ struct Shared {
     queue: UpdateQueue<CoreMachine>,
     transport: Arc<TcpTransport>,
     id: u64,
-    /// Whether a graceful stop has begun, and the client requests being run (by
-    /// [`Shared::call`]).
+    /// Whether a graceful stop has begun, and the client requests in flight.
     stopping: Stopping,
     connections: Arc<Connections>,
+    /// Requests for the forwarder threads.
+    forwards: mpsc::SyncSender<Forward>,
     /// Requests forwarded by followers that the worker has not answered yet.
     forwarded: Arc<AtomicUsize>,
     #[cfg(test)]
@@ -334,83 +344,208 @@ impl PeerHandler for Shared {
             // SeqCst pairs with `shutdown`, as for client calls: either it waits for this
             // request, or this request sees it stopping.
             self.forwarded.fetch_add(1, Ordering::SeqCst);
-            if self.stopping.is_stopping()
-                || self
-                    .queue
-                    .submit(Event::Client(request, Waiter::Remote(incoming.clone())))
-                    .is_none()
-            {
+            if self.stopping.is_stopping() {
                 self.forwarded.fetch_sub(1, Ordering::SeqCst);
                 let reply = shutting_down(self.id);
                 return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
             }
+            self.queue
+                .send(Event::Client(request, Waiter::Remote(incoming.clone())));
         } else if let Ok(message) = Message::decode(incoming.payload()) {
-            let _ = self.queue.submit(Event::Peer(incoming.from(), message));
+            self.queue.send(Event::Peer(incoming.from(), message));
         }
         None
     }
 }
 
-impl ServeClient for Shared {
-    fn serve(&self, conn: &mut ClientConn) -> io::Result<()> {
-        resp::serve(self, conn)
-    }
+/// What a client's request in flight keeps: the request (to settle its answer, or send it
+/// on), its deadline, and its place in the count a graceful stop waits on.
+struct CorePending {
+    request: Request,
+    deadline: Instant,
+    _call: CallGuard,
+}
 
-    fn node_name(&self) -> String {
-        format!("synod node {}", self.id)
-    }
+/// A request a client connection's node could not answer itself (it does not lead, or
+/// there is no leader yet): forwarded to the leader, or retried, on a forwarder thread.
+struct Forward {
+    request: Request,
+    first: Response,
+    deadline: Instant,
+    answer: Answer<Response>,
+}
 
-    fn refusal(&self) -> &'static [u8] {
-        resp::serve::TOO_MANY_CLIENTS
+/// Single-key reads (`GET`, `EXISTS`) of one connection in flight at once: their replies
+/// wait to be written in order, so this times the largest value bounds what a connection
+/// that pipelines reads without reading its replies makes the node hold.
+pub const READS_IN_FLIGHT_MAX: usize = 32;
+
+/// Threads that forward client requests to the leader (each waits for the leader's
+/// answer): at most this many forwarded requests are in flight from one node's clients.
+pub const FORWARD_THREADS: usize = 32;
+/// Requests waiting for a forwarder thread; past it a request is answered `TRYAGAIN`.
+pub const FORWARD_QUEUE_MAX: usize = 4096;
+
+/// The Consistent Core's client side: its command table, served as RESP by the runtime's
+/// event loop ([`Resp`]).
+struct CoreClients {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for CoreClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoreClients").finish_non_exhaustive()
     }
 }
 
-impl Commands for Shared {
+impl Commands for CoreClients {
     type Conn = ConnState;
+    type Pending = CorePending;
+    type Request = Request;
+    type Response = Response;
 
-    fn run(&self, conn: &mut ConnState, args: &[Vec<u8>]) -> Reply {
+    fn run(&self, conn: &mut ConnState, args: &[Vec<u8>], _ctx: &Context) -> Step<Self> {
+        let shared = &self.shared;
         // `SET ... EXAT|PXAT` is converted to a time to live on this node's wall clock.
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .ok()
             .and_then(|d| u64::try_from(d.as_millis()).ok());
         match execute_at(conn, args, wall_ms) {
-            Action::Reply(v) => Reply::open(v),
-            Action::Close(v) => Reply::close(v),
-            Action::Info => match self.info() {
-                Some(info) => Reply::open(Value::Bulk(
-                    super::commands::render_info(&info).into_bytes(),
-                )),
-                None => Reply::close(refusal(shutting_down(self.id))),
-            },
+            Action::Reply(v) => Step::Reply(Reply::open(v)),
+            Action::Close(v) => Step::Reply(Reply::close(v)),
+            Action::Info => {
+                let shared = Arc::clone(shared);
+                Step::Blocking(Box::new(move || match shared.info() {
+                    Some(info) => Reply::open(Value::Bulk(
+                        super::commands::render_info(&info).into_bytes(),
+                    )),
+                    None => Reply::close(refusal(shutting_down(shared.id))),
+                }))
+            }
             Action::Call(request) => {
                 // Either a shutdown sees this call, or this call sees the shutdown.
-                let call = self.stopping.call();
+                let call = shared.stopping.call();
                 #[cfg(test)]
-                if self.fault == Some(TestFault::PanicOnClientKey)
+                if shared.fault == Some(TestFault::PanicOnClientKey)
                     && args.get(1).is_some_and(|key| key == b"panic")
                 {
-                    panic!("a test made a client's thread panic");
+                    panic!("a test made serving a client panic");
                 }
-                let response = if self.stopping.is_stopping() {
-                    shutting_down(self.id)
-                } else {
-                    self.call(&request)
+                if shared.stopping.is_stopping() {
+                    // A client of a node that is shutting down is sent on its way.
+                    let value = conn.settle(&request, shutting_down(shared.id));
+                    return Step::Reply(Reply::close(value));
+                }
+                // Calls whose answers change what the connection's next command means (a
+                // session opened or closed, a write numbered in the session) go alone; reads
+                // go with reads and writes with writes, so that a read pipelined after a
+                // write of the same connection sees it. Replies of reads in flight are held
+                // until the replies before them are written: at most
+                // READS_IN_FLIGHT_MAX single-key reads, and one MGET or SCAN, at a time.
+                let order = match &request {
+                    Request::Write { session: None, .. } => Order::Group {
+                        group: 0,
+                        in_flight_max: usize::MAX,
+                    },
+                    Request::Read {
+                        query: KvQuery::Get(_) | KvQuery::Exists(_),
+                        ..
+                    } => Order::Group {
+                        group: 1,
+                        in_flight_max: READS_IN_FLIGHT_MAX,
+                    },
+                    // Sessions, session writes, and MGET and SCAN (replies of any size).
+                    Request::Register
+                    | Request::Unregister(_)
+                    | Request::Write { .. }
+                    | Request::Read { .. } => Order::Alone,
                 };
-                drop(call);
-                // A client of a node that is shutting down is sent on its way.
-                let close = self.stopping.is_stopping();
-                Reply {
-                    value: conn.settle(&request, response),
-                    close,
+                Step::Call {
+                    request: request.clone(),
+                    pending: CorePending {
+                        request,
+                        deadline: Instant::now() + REQUEST_TIMEOUT,
+                        _call: call,
+                    },
+                    order,
                 }
             }
             Action::Shutdown => {
-                self.shutdown();
-                // Another client's shutdown is under way.
-                Reply::close(refusal(shutting_down(self.id)))
+                let shared = Arc::clone(shared);
+                Step::Blocking(Box::new(move || {
+                    shared.shutdown();
+                    // Another client's shutdown is under way.
+                    Reply::close(refusal(shutting_down(shared.id)))
+                }))
             }
         }
+    }
+
+    fn submit(&self, calls: &mut Vec<(Request, Answer<Response>)>) {
+        self.shared.queue.submit_all(
+            calls
+                .drain(..)
+                .map(|(request, answer)| Event::Client(request, Waiter::Client(answer))),
+        );
+    }
+
+    fn settle(
+        &self,
+        conn: &mut ConnState,
+        pending: CorePending,
+        outcome: Outcome<Response>,
+        resend: Resend<'_, Response>,
+    ) -> Settled<CorePending> {
+        let shared = &self.shared;
+        let request = &pending.request;
+        let response = match outcome {
+            Outcome::Done(Response::Unknown(why)) => unknown(request, why),
+            Outcome::Done(response @ Response::Kv(_)) => response,
+            Outcome::Done(first) if shared.stopping.is_stopping() => {
+                let _ = first;
+                shutting_down(shared.id)
+            }
+            Outcome::Done(first) => {
+                // Not the leader, or no leader yet: forwarded or retried on a forwarder
+                // thread, which answers on the same slot.
+                let forward = Forward {
+                    request: request.clone(),
+                    first,
+                    deadline: pending.deadline,
+                    answer: resend.answer(),
+                };
+                match shared.forwards.try_send(forward) {
+                    Ok(()) => return Settled::Wait(pending),
+                    Err(mpsc::TrySendError::Full(f) | mpsc::TrySendError::Disconnected(f)) => {
+                        // Nothing was done with it: it is answered here.
+                        f.answer.discard();
+                        Response::Retry(
+                            "too many requests are being forwarded to the leader".into(),
+                        )
+                    }
+                }
+            }
+            Outcome::NotTaken => shutting_down(shared.id),
+            // The worker dropped the request: it took it up (it may have proposed it) and
+            // then died, or the process is going down.
+            Outcome::Dropped => unknown(request, "the node's worker stopped".into()),
+            Outcome::TimedOut => unknown(request, "timed out".into()),
+        };
+        let value = conn.settle(request, response);
+        // A client of a node that is shutting down is sent on its way.
+        Settled::Reply(Reply {
+            value,
+            close: shared.stopping.is_stopping(),
+        })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        REQUEST_TIMEOUT
+    }
+
+    fn node_name(&self) -> String {
+        format!("synod node {}", self.shared.id)
     }
 }
 
@@ -473,32 +608,33 @@ impl Shared {
         self.queue.submit(Event::Info)?.wait().ok()
     }
 
-    /// Runs a request to its end: at this node, forwarded to the leader, retried while
-    /// it is certain it was not applied, until [`REQUEST_TIMEOUT`].
-    fn call(&self, request: &Request) -> Response {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+    /// Runs a request to its end on a forwarder thread, from `first`, the node's answer
+    /// that it does not lead: forwarded to the leader, retried while it is certain it was
+    /// not applied, until `deadline`.
+    fn call_from(&self, request: &Request, deadline: Instant, first: Response) -> Response {
         let mut last = String::from("no leader");
+        let mut next = Some(first);
         loop {
             if self.stopping.is_stopping() {
                 return shutting_down(self.id);
             }
-            let (completer, done) = completion();
-            if self
-                .queue
-                .submit(Event::Client(request.clone(), Waiter::Local(completer)))
-                .is_none()
-            {
-                return shutting_down(self.id);
-            }
-            let response = match done.wait_until(deadline) {
-                WaitOutcome::Done(r) => r,
-                // The worker dropped the request: it took it up (it may have proposed
-                // it) and then died, or the process is going down.
-                WaitOutcome::Canceled => {
-                    return unknown(request, "the node's worker stopped".into());
-                }
-                WaitOutcome::TimedOut => {
-                    return unknown(request, format!("timed out ({last})"));
+            let response = match next.take() {
+                Some(response) => response,
+                None => {
+                    let (completer, done) = completion();
+                    self.queue
+                        .send(Event::Client(request.clone(), Waiter::Local(completer)));
+                    match done.wait_until(deadline) {
+                        WaitOutcome::Done(r) => r,
+                        // The worker dropped the request: it took it up (it may have
+                        // proposed it) and then died, or the process is going down.
+                        WaitOutcome::Canceled => {
+                            return unknown(request, "the node's worker stopped".into());
+                        }
+                        WaitOutcome::TimedOut => {
+                            return unknown(request, format!("timed out ({last})"));
+                        }
+                    }
                 }
             };
             match response {
@@ -659,16 +795,19 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         .map_err(|why| data_dir::data_err(dir, why))?;
     let queue = UpdateQueue::spawn(machine)
         .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
+    let (forwards, forward_queue) = mpsc::sync_channel(FORWARD_QUEUE_MAX);
     let shared = Arc::new(Shared {
         queue,
         transport: Arc::clone(&transport),
         id,
         stopping: Stopping::default(),
         connections: Arc::new(Connections::new(options.client_limits())),
+        forwards,
         forwarded,
         #[cfg(test)]
         fault: core.fault,
     });
+    spawn_forwarders(&shared, forward_queue);
     peer_slot.set(Arc::clone(&shared));
     let client_addr = listener.local_addr().map_err(|error| StartError::Bind {
         what: "--client",
@@ -683,8 +822,15 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
     runtime::spawn_listener(
         listener,
         Arc::clone(&shared.connections),
-        Arc::clone(&shared),
-    );
+        Arc::new(Resp::new(CoreClients {
+            shared: Arc::clone(&shared),
+        })),
+    )
+    .map_err(|error| StartError::Bind {
+        what: "--client",
+        addr: options.client_addr().to_string(),
+        error,
+    })?;
     Ok(Server {
         client_addr,
         peer_addr,
@@ -693,6 +839,29 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         #[cfg(test)]
         read_id_base,
     })
+}
+
+/// Starts the forwarder threads (`synod-forward`), which take requests from `queue`.
+fn spawn_forwarders(shared: &Arc<Shared>, queue: mpsc::Receiver<Forward>) {
+    let queue = Arc::new(parking_lot::Mutex::new(queue));
+    for _ in 0..FORWARD_THREADS {
+        let shared = Arc::clone(shared);
+        let queue = Arc::clone(&queue);
+        runtime::spawn_vital("synod-forward", move || {
+            loop {
+                let Ok(forward) = queue.lock().recv() else {
+                    return;
+                };
+                if !forward.answer.is_wanted() {
+                    // Its client has gone: the request is dropped, as it never was sent.
+                    forward.answer.discard();
+                    continue;
+                }
+                let response = shared.call_from(&forward.request, forward.deadline, forward.first);
+                forward.answer.complete(response);
+            }
+        });
+    }
 }
 
 /// The first read id of the node's `incarnation`: the incarnation in the bits above
@@ -721,7 +890,7 @@ fn shutting_down(id: u64) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::{self, Read, Write};
     use std::net::TcpStream;
 
     use super::*;
@@ -897,32 +1066,34 @@ mod tests {
     }
 
     #[test]
-    fn idle_connections_at_the_limit_make_room_for_a_new_client() {
+    fn a_connection_past_the_limit_is_refused_with_an_error_and_the_others_are_served() {
         let (server, _dir, _) = one_node_with(None, |o| o.client_connections_max(2));
-        let mut idle: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
-        for stream in &mut idle {
+        let mut open: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+        for stream in &mut open {
             assert_eq!(ping(stream), Some(Value::Simple("PONG".into())));
         }
-        // Both sit idle: a new client is served (once the node has seen them wait), and
-        // one of them is closed for it.
+        let mut refused = connect(&server);
+        assert_eq!(
+            read_reply(&mut refused),
+            Some(Value::Error("ERR max number of clients reached".into()))
+        );
+        assert!(
+            closed_by_node(&mut refused),
+            "the refused connection stayed open"
+        );
+        for stream in &mut open {
+            assert_eq!(ping(stream), Some(Value::Simple("PONG".into())));
+        }
+        // Once one leaves, a new client takes its place.
+        drop(open.pop());
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut new = None;
         assert!(
             poll_until(deadline, || {
                 let mut stream = connect(&server);
-                let served = ping(&mut stream) == Some(Value::Simple("PONG".into()));
-                new = served.then_some(stream);
-                served
+                ping(&mut stream) == Some(Value::Simple("PONG".into()))
             }),
-            "a new client was locked out by two idle ones"
+            "no room was made by a client that left"
         );
-        let answered: Vec<bool> = idle
-            .iter_mut()
-            .map(|s| ping(s) == Some(Value::Simple("PONG".into())))
-            .collect();
-        assert_eq!(answered.iter().filter(|&&a| a).count(), 1, "{answered:?}");
-        let mut new = new.expect("served");
-        assert_eq!(ping(&mut new), Some(Value::Simple("PONG".into())));
     }
 
     /// Set in the child process that [`a_panic_on_the_worker_stops_the_process`] runs.

@@ -6,16 +6,21 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use synod_wal::FileStorage;
 
-use super::commands::{Action, KEY_BYTES_MAX, VALUE_BYTES_MAX, execute, settle, unanswered};
-use super::machine::{RegisterLimits, Registers};
+use super::commands::{
+    Action, KEY_BYTES_MAX, StoreRequest, StoreResponse, VALUE_BYTES_MAX, execute, settle,
+    unanswered,
+};
+use super::machine::{RegisterLimits, Registers, Request};
 use super::store::RegisterLog;
-use crate::resp::{self, Commands, Reply, Value};
-use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore};
-use crate::runtime::{ClientConn, NodeOptions, ServeClient, StartError, data_dir};
+use crate::resp::{
+    Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
+};
+use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore, ReplyTo};
+use crate::runtime::{NodeOptions, StartError, data_dir};
 use crate::systems::{Listening, NodeSettings};
 
 /// The state machine of a node in a process: keys and values are bytes.
@@ -28,6 +33,10 @@ pub const LIMITS: RegisterLimits = RegisterLimits::new(10_000, 64, 100, 2_000);
 /// How long a client's request may wait for the node's answer (longer than an operation
 /// may take before the node gives it up, so a client hears the node's verdict).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads of one connection in flight at once: their replies wait to be written in order,
+/// so this times [`VALUE_BYTES_MAX`] bounds what a connection that pipelines reads without
+/// reading its replies makes the node hold (8 MiB).
+pub const READS_IN_FLIGHT_MAX: usize = 128;
 /// The longest frame between peers: a message carrying the longest key and value, and
 /// room for its tag and headers.
 pub const PEER_FRAME_BYTES_MAX: usize = VALUE_BYTES_MAX + KEY_BYTES_MAX + (64 << 10);
@@ -79,45 +88,79 @@ impl RegisterFiles {
     }
 }
 
-/// The client side of a running node: RESP with the register store's command table.
+/// The client side of a running node: the register store's command table, served as RESP
+/// by the runtime's event loop ([`Resp`]).
 #[derive(Debug)]
 pub struct Clients {
     host: Arc<Host<RegisterFiles>>,
 }
 
-impl ServeClient for Clients {
-    fn serve(&self, conn: &mut ClientConn) -> io::Result<()> {
-        resp::serve(self, conn)
+impl Commands for Clients {
+    type Conn = ();
+    type Pending = StoreRequest;
+    type Request = StoreRequest;
+    type Response = StoreResponse;
+
+    fn run(&self, (): &mut (), args: &[Vec<u8>], _ctx: &Context) -> Step<Self> {
+        match execute(args) {
+            Action::Reply(value) => Step::Reply(Reply::open(value)),
+            Action::Close(value) => Step::Reply(Reply::close(value)),
+            Action::Info => Step::Reply(Reply::open(Value::Bulk(
+                format!("node_id:{}\r\nsystem:register\r\n", self.host.id()).into_bytes(),
+            ))),
+            Action::Call(request) => {
+                // Reads in flight together, writes together: a read pipelined after a
+                // write of the same connection sees it.
+                let order = match request {
+                    Request::Read(_) => Order::Group {
+                        group: 0,
+                        in_flight_max: READS_IN_FLIGHT_MAX,
+                    },
+                    Request::Write(..) => Order::Group {
+                        group: 1,
+                        in_flight_max: usize::MAX,
+                    },
+                };
+                Step::Call {
+                    request: request.clone(),
+                    pending: request,
+                    order,
+                }
+            }
+        }
+    }
+
+    fn submit(&self, calls: &mut Vec<(StoreRequest, Answer<StoreResponse>)>) {
+        self.host
+            .submit_all(calls.drain(..).map(|(request, answer)| {
+                (
+                    request,
+                    ReplyTo::new(move |response| answer.complete(response)),
+                )
+            }));
+    }
+
+    fn settle(
+        &self,
+        (): &mut (),
+        request: StoreRequest,
+        outcome: Outcome<StoreResponse>,
+        _resend: Resend<'_, StoreResponse>,
+    ) -> Settled<StoreRequest> {
+        Settled::Reply(Reply::open(match outcome {
+            Outcome::Done(response) => settle(&request, response),
+            Outcome::NotTaken => unanswered(&request, false, &CallError::NotTaken.to_string()),
+            Outcome::Dropped => unanswered(&request, true, &CallError::Dropped.to_string()),
+            Outcome::TimedOut => unanswered(&request, true, &CallError::TimedOut.to_string()),
+        }))
+    }
+
+    fn request_timeout(&self) -> Duration {
+        REQUEST_TIMEOUT
     }
 
     fn node_name(&self) -> String {
         format!("synod node {} (register)", self.host.id())
-    }
-
-    fn refusal(&self) -> &'static [u8] {
-        resp::serve::TOO_MANY_CLIENTS
-    }
-}
-
-impl Commands for Clients {
-    type Conn = ();
-
-    fn run(&self, (): &mut (), args: &[Vec<u8>]) -> Reply {
-        match execute(args) {
-            Action::Reply(value) => Reply::open(value),
-            Action::Close(value) => Reply::close(value),
-            Action::Info => Reply::open(Value::Bulk(
-                format!("node_id:{}\r\nsystem:register\r\n", self.host.id()).into_bytes(),
-            )),
-            Action::Call(request) => {
-                let deadline = Instant::now() + REQUEST_TIMEOUT;
-                Reply::open(match self.host.call(request.clone(), deadline) {
-                    Ok(response) => settle(&request, response),
-                    Err(e @ CallError::NotTaken) => unanswered(&request, false, &e.to_string()),
-                    Err(e) => unanswered(&request, true, &e.to_string()),
-                })
-            }
-        }
     }
 }
 
@@ -140,8 +183,8 @@ pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<List
         state: STATE,
         frame_bytes_max: PEER_FRAME_BYTES_MAX,
     };
-    let started = host::start(options, spec, RegisterFiles::default(), |host| Clients {
-        host,
+    let started = host::start(options, spec, RegisterFiles::default(), |host| {
+        Resp::new(Clients { host })
     })?;
     Ok(Listening {
         peers: started.peers,
@@ -298,7 +341,7 @@ mod tests {
         transport.add_peer(NodeId::new(1), node.peers);
         // A read needs both nodes (a majority of two): it is answered only if node 1 took
         // the fake's answer in after the garbage before it.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let read = crate::runtime::poll_until(deadline, || {
             Connection::open(&node.clients.to_string())
                 .and_then(|mut c| c.roundtrip(&[b"GET", b"k"]))

@@ -6,9 +6,10 @@
 //!
 //! - [`codec`] (re-exported here): commands parsed from bytes, replies encoded and parsed,
 //!   every length checked against [`Limits`] first. No I/O.
-//! - [`mod@serve`]: the server's loop over one connection; a system supplies its command
-//!   table as a [`Commands`] (the Consistent Core's is
-//!   [`crate::consistent_core::commands`]).
+//! - [`mod@serve`]: the server side, [`Resp`], run by the process runtime's client event
+//!   loop: commands parsed, handed to the node in batches and answered in order, values
+//!   pushed; a system supplies its command table as a [`Commands`] (the Consistent Core's
+//!   is [`crate::consistent_core::commands`]).
 //! - [`client`]: one blocking [`client::Connection`] to a server, under
 //!   [`client::reply_limits`]; a system's client library is built on it.
 
@@ -17,4 +18,7 @@ pub mod codec;
 pub mod serve;
 
 pub use codec::{CommandParser, Limits, Parsed, RespError, Value, parse_command};
-pub use serve::{Commands, Reply, serve};
+pub use serve::{
+    Answer, Commands, Context, Delivery, Order, Outcome, PushError, Pusher, Reply, Resend, Resp,
+    Settled, Step,
+};

@@ -1,31 +1,154 @@
-//! The server side of a RESP connection: commands read, run through a system's command
-//! table, and their replies written, with bounded buffers.
-// tidy: driver: reads and writes a client's connection.
+//! The server side of RESP on the runtime's event loop: commands parsed, run through a
+//! system's command table, handed to the node in batches, and their replies written in
+//! order, with bounded buffers.
+// tidy: driver: spawns the threads a blocking command runs on.
 //!
-//! [`serve`] runs one connection for any system: the system supplies its [`Commands`]
-//! (a per-connection state and what each command does), and the runtime's [`ClientConn`]
-//! carries the bytes (with the idle timeout and the connection table). A command the codec
-//! refuses is answered with the error and closes the connection (a RESP stream cannot be
-//! resynchronised).
+//! [`Resp`] is the [`ServeClient`] of every system that speaks RESP: the system supplies its
+//! [`Commands`] (a per-connection state, what each command does, how a request is handed to
+//! its node and how the node's answer becomes a reply). On one connection:
+//!
+//! - commands are parsed as they arrive; one answered at once ([`Step::Reply`]) is written
+//!   as soon as every reply before it is;
+//! - a command that needs the node ([`Step::Call`]) takes a slot in the connection's line of
+//!   replies, and its request joins the loop's batch, handed to the node once per wake-up
+//!   of the loop ([`Commands::submit`]); the node answers through an [`Answer`], which
+//!   fills the slot;
+//! - calls are pipelined: the next command is parsed and run while earlier calls are in
+//!   flight, up to [`ClientLimits::in_flight_max`](crate::runtime::ClientLimits), as long
+//!   as they are in the same [`Order::Group`] (reads with reads, writes with writes); a call of another group, or
+//!   one that must be alone ([`Order::Alone`]: it changes what later commands mean, as
+//!   opening a session does), waits until those in flight are answered, and nothing after
+//!   an `Alone` call is parsed until it is answered. So a connection sees its commands take
+//!   effect in the order it sent them;
+//! - each call has [`Commands::request_timeout`] to be answered, after which it is settled
+//!   as [`Outcome::TimedOut`];
+//! - values can be pushed to a connection from any thread ([`Pusher`]), at most
+//!   [`PUSH_QUEUE_MAX`] waiting; past it the connection is sent an error and closed;
+//! - a command the codec refuses is answered with the error and closes the connection (a
+//!   RESP stream cannot be resynchronised).
 
-use std::io;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{CommandParser, Limits, Value};
-use crate::runtime::ClientConn;
+use crate::runtime::CLIENT_THREAD;
+use crate::runtime::clients::{ConnHandle, ConnIo, ServeClient};
 
-/// Replies to a client's pipelined commands are written once this many bytes wait, and a
-/// connection's buffers are shrunk back to it after a large request or reply, so that one
-/// connection holds about one command and one reply, whatever a client pipelines.
-pub const CLIENT_BUFFER_BYTES: usize = 64 << 10;
+/// Values pushed to one connection that may wait to be written; past it the connection is
+/// sent an error and closed.
+pub const PUSH_QUEUE_MAX: usize = 1024;
+
+/// What a connection refused at the connection limit is sent, as Redis words it.
+pub const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// What a connection whose pushed values overflowed its queue is sent before it is closed.
+pub const PUSH_OVERFLOW: &str =
+    "ERR too many pushed messages waiting for this client; the connection is closed";
 
 /// A system's command table, as a RESP connection runs it.
-pub trait Commands {
+pub trait Commands: Send + Sync + 'static {
     /// What a connection remembers between commands (its session, its read mode...).
-    type Conn: Default;
+    type Conn: Default + Send + 'static;
+    /// What a request in flight keeps for its settling (the request, a count it holds).
+    type Pending: Send + 'static;
+    /// A request to the node.
+    type Request: Send + 'static;
+    /// The node's answer to a request.
+    type Response: Send + 'static;
 
-    /// Runs one command (never empty): its reply, and whether to close the connection
-    /// after sending it.
-    fn run(&self, conn: &mut Self::Conn, args: &[Vec<u8>]) -> Reply;
+    /// Runs one command (never empty).
+    fn run(&self, conn: &mut Self::Conn, args: &[Vec<u8>], ctx: &Context) -> Step<Self>;
+
+    /// Hands `calls` to the node, all at once; each is answered through its [`Answer`]
+    /// (dropping one without answering settles it as [`Outcome::Dropped`]).
+    fn submit(&self, calls: &mut Vec<(Self::Request, Answer<Self::Response>)>);
+
+    /// Turns the outcome of a call into its reply, or sends it on again (to the leader,
+    /// say) and waits for its answer on `resend`'s [`Answer`].
+    fn settle(
+        &self,
+        conn: &mut Self::Conn,
+        pending: Self::Pending,
+        outcome: Outcome<Self::Response>,
+        resend: Resend<'_, Self::Response>,
+    ) -> Settled<Self::Pending>;
+
+    /// How long a call may take before it is settled as [`Outcome::TimedOut`].
+    fn request_timeout(&self) -> Duration;
+
+    /// How the node names itself in a message about a connection (`synod node 3`).
+    fn node_name(&self) -> String;
+}
+
+/// What to do with one command.
+pub enum Step<C: Commands + ?Sized> {
+    /// Reply at once (after the replies before it).
+    Reply(Reply),
+    /// Hand `request` to the node; settle its answer with `pending`.
+    Call {
+        /// What the node is handed.
+        request: C::Request,
+        /// What [`Commands::settle`] is given with the answer.
+        pending: C::Pending,
+        /// Which calls it may be in flight with.
+        order: Order,
+    },
+    /// Run this on a thread of its own (it may block: a graceful shutdown, say) and reply
+    /// with what it returns; nothing after it is parsed until then.
+    Blocking(Box<dyn FnOnce() -> Reply + Send>),
+}
+
+impl<C: Commands + ?Sized> fmt::Debug for Step<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Reply(reply) => f.debug_tuple("Reply").field(reply).finish(),
+            Step::Call { order, .. } => f.debug_struct("Call").field("order", order).finish(),
+            Step::Blocking(_) => f.write_str("Blocking"),
+        }
+    }
+}
+
+/// Which calls of a connection may be in flight together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// With the others of the same group, up to `in_flight_max` of them (and the
+    /// connection's limit): their effects are independent of each other's answers. The
+    /// replies of the calls in flight are held until every reply before them is written,
+    /// so `in_flight_max` times the largest reply bounds what one connection holds.
+    Group {
+        /// The group.
+        group: u8,
+        /// The most calls of the group in flight at once on one connection.
+        in_flight_max: usize,
+    },
+    /// Alone: it waits for every call before it, and nothing after it is run until it is
+    /// answered (its answer changes what later commands mean).
+    Alone,
+}
+
+/// How a call ended, as [`Commands::settle`] is told.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome<R> {
+    /// The node's answer.
+    Done(R),
+    /// The node did not take the request: certainly not carried out.
+    NotTaken,
+    /// The node took it up and dropped it unanswered: it may have been carried out.
+    Dropped,
+    /// No answer within [`Commands::request_timeout`]: it may be carried out.
+    TimedOut,
+}
+
+/// What [`Commands::settle`] decided.
+#[derive(Debug)]
+pub enum Settled<P> {
+    /// The call's reply.
+    Reply(Reply),
+    /// The call was sent on again (through [`Resend::answer`]): wait for that answer.
+    Wait(P),
 }
 
 /// The answer to one command.
@@ -54,66 +177,780 @@ impl Reply {
     }
 }
 
-/// Serves RESP on `conn` with `commands` until the client leaves, a reply closes the
-/// connection, or the stream is not RESP.
-///
-/// # Errors
-///
-/// The I/O error that ended the connection.
-pub fn serve<C: Commands>(commands: &C, conn: &mut ClientConn) -> io::Result<()> {
-    let limits = Limits::default();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; 16 << 10];
-    let mut state = C::Conn::default();
-    let mut parser = CommandParser::default();
-    loop {
-        loop {
-            match parser.parse(&buf, &limits) {
-                Ok(Some((args, used))) => {
-                    buf.drain(..used);
-                    if args.is_empty() {
-                        continue;
-                    }
-                    let reply = commands.run(&mut state, &args);
-                    reply.value.encode(&mut out);
-                    if reply.close {
-                        conn.write_all(&out)?;
-                        return Ok(());
-                    }
-                    if out.len() >= CLIENT_BUFFER_BYTES {
-                        // A client that pipelines large reads without reading the replies
-                        // is held here, instead of making this node hold every reply.
-                        conn.write_all(&out)?;
-                        out.clear();
-                        out.shrink_to(CLIENT_BUFFER_BYTES);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    Value::Error(format!("ERR {e}")).encode(&mut out);
-                    conn.write_all(&out)?;
-                    return Ok(());
-                }
-            }
-        }
-        if !out.is_empty() {
-            conn.write_all(&out)?;
-            out.clear();
-            out.shrink_to(CLIENT_BUFFER_BYTES);
-        }
-        if buf.is_empty() {
-            // Not while a command is part-way in: it would be copied again at every read.
-            buf.shrink_to(CLIENT_BUFFER_BYTES);
-        }
-        // Past the idle timeout (`WouldBlock`), or the connection failed: an error.
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// What is delivered to a RESP connection from other threads.
+#[derive(Debug)]
+pub enum Delivery<R> {
+    /// The outcome of the call in `slot`.
+    Answer {
+        /// The call's place in the connection's line of replies.
+        slot: u64,
+        /// How it ended.
+        outcome: Outcome<R>,
+    },
+    /// The reply of the blocking command in `slot`.
+    Reply {
+        /// The command's place in the connection's line of replies.
+        slot: u64,
+        /// Its reply.
+        reply: Reply,
+    },
+    /// A value pushed to the connection.
+    Push(Value),
+    /// Pushed values overflowed the connection's queue.
+    Overflow,
+}
+
+/// Where the node's answer to one call goes: back to the loop serving its connection.
+/// Dropped unanswered, it settles the call as [`Outcome::Dropped`].
+pub struct Answer<R: Send + 'static> {
+    handle: ConnHandle<Delivery<R>>,
+    slot: u64,
+    done: bool,
+}
+
+impl<R: Send + 'static> fmt::Debug for Answer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("conn", &self.handle.id())
+            .field("slot", &self.slot)
+            .finish()
     }
 }
 
-/// What a connection refused at the connection limit is sent, as Redis words it.
-pub const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+impl<R: Send + 'static> Answer<R> {
+    /// Answers the call.
+    pub fn complete(mut self, response: R) {
+        self.send(Outcome::Done(response));
+    }
+
+    /// Says the node did not take the call (certainly not carried out).
+    pub fn refuse(mut self) {
+        self.send(Outcome::NotTaken);
+    }
+
+    fn send(&mut self, outcome: Outcome<R>) {
+        self.done = true;
+        self.handle.deliver(Delivery::Answer {
+            slot: self.slot,
+            outcome,
+        });
+    }
+
+    /// Drops this answer without settling its call (the call was settled another way).
+    pub fn discard(mut self) {
+        self.done = true;
+    }
+
+    /// Whether the connection that waits for this answer is still open.
+    #[must_use]
+    pub fn is_wanted(&self) -> bool {
+        self.handle.is_open()
+    }
+}
+
+impl<R: Send + 'static> Drop for Answer<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.send(Outcome::Dropped);
+        }
+    }
+}
+
+/// A way for [`Commands::settle`] to send a call on again and wait for its new answer.
+#[derive(Debug)]
+pub struct Resend<'a, R: Send + 'static> {
+    handle: &'a ConnHandle<Delivery<R>>,
+    slot: u64,
+}
+
+impl<R: Send + 'static> Resend<'_, R> {
+    /// Where the call's new answer goes (then settle returns [`Settled::Wait`]).
+    #[must_use]
+    pub fn answer(self) -> Answer<R> {
+        Answer {
+            handle: self.handle.clone(),
+            slot: self.slot,
+            done: false,
+        }
+    }
+}
+
+/// What a command sees of its connection besides its state.
+#[derive(Debug)]
+pub struct Context {
+    pusher: Pusher,
+}
+
+impl Context {
+    /// A way to push values to this connection from any thread (a subscription's
+    /// messages, say).
+    #[must_use]
+    pub fn pusher(&self) -> Pusher {
+        self.pusher.clone()
+    }
+}
+
+/// Pushes values to one connection from any thread, at most [`PUSH_QUEUE_MAX`] waiting to
+/// be written.
+#[derive(Clone)]
+pub struct Pusher {
+    send: Arc<dyn Fn(PushItem) + Send + Sync>,
+    open: Arc<dyn Fn() -> bool + Send + Sync>,
+    queue: Arc<PushQueue>,
+}
+
+enum PushItem {
+    Value(Value),
+    Overflow,
+}
+
+impl fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pusher")
+            .field("queued", &self.queue.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct PushQueue {
+    /// Values pushed and not yet taken into the connection's output.
+    queued: AtomicUsize,
+    overflowed: AtomicBool,
+}
+
+/// Why a value could not be pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The connection is closed.
+    Closed,
+    /// [`PUSH_QUEUE_MAX`] values wait already: the connection is sent an error and closed.
+    Overflow,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PushError::Closed => "the connection is closed",
+            PushError::Overflow => "the connection's push queue is full; it is being closed",
+        })
+    }
+}
+
+impl std::error::Error for PushError {}
+
+impl Pusher {
+    /// Queues `value` to be written to the connection (between two replies).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Closed`] once the connection has closed; [`PushError::Overflow`] if
+    /// [`PUSH_QUEUE_MAX`] values wait already (the connection is then closed with an
+    /// error: a client that does not keep up loses its subscription, never the node its
+    /// memory).
+    pub fn push(&self, value: Value) -> Result<(), PushError> {
+        if !(self.open)() || self.queue.overflowed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        if self.queue.queued.fetch_add(1, Ordering::AcqRel) >= PUSH_QUEUE_MAX {
+            self.queue.queued.fetch_sub(1, Ordering::AcqRel);
+            if !self.queue.overflowed.swap(true, Ordering::AcqRel) {
+                (self.send)(PushItem::Overflow);
+            }
+            return Err(PushError::Overflow);
+        }
+        (self.send)(PushItem::Value(value));
+        Ok(())
+    }
+
+    /// Whether the connection is still open.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        (self.open)() && !self.queue.overflowed.load(Ordering::Acquire)
+    }
+}
+
+/// RESP served with a system's command table: the [`ServeClient`] of every RESP system.
+#[derive(Debug)]
+pub struct Resp<C> {
+    commands: C,
+    limits: Limits,
+}
+
+impl<C: Commands> Resp<C> {
+    /// RESP with `commands`, under the codec's default [`Limits`].
+    pub fn new(commands: C) -> Resp<C> {
+        Resp {
+            commands,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The command table.
+    pub fn commands(&self) -> &C {
+        &self.commands
+    }
+}
+
+/// One place in a connection's line of replies.
+enum Slot<P> {
+    /// A call in flight (`pending` is out while its settle runs).
+    Waiting {
+        pending: Option<P>,
+        deadline: Option<Instant>,
+    },
+    /// Its reply, to be written once every reply before it is.
+    Ready(Reply),
+}
+
+/// A RESP connection's state.
+pub struct RespConn<C: Commands> {
+    state: C::Conn,
+    parser: CommandParser,
+    handle: ConnHandle<Delivery<C::Response>>,
+    context: Context,
+    push_queue: Arc<PushQueue>,
+    /// The line of replies, oldest first; the first is number `first_slot`.
+    slots: VecDeque<Slot<C::Pending>>,
+    first_slot: u64,
+    /// Calls in flight, and their order.
+    in_flight: usize,
+    order: Option<Order>,
+    /// A call run but not yet handed to the node: it waits for those in flight.
+    held: Option<(C::Request, C::Pending, Order)>,
+    /// Values pushed, waiting for room in the output.
+    pushed: VecDeque<Value>,
+    /// A reply closes the connection: nothing more is parsed.
+    closing: bool,
+}
+
+impl<C: Commands> fmt::Debug for RespConn<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RespConn")
+            .field("slots", &self.slots.len())
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Commands> ServeClient for Resp<C> {
+    type Conn = RespConn<C>;
+    type Delivery = Delivery<C::Response>;
+    type Batch = Vec<(C::Request, Answer<C::Response>)>;
+
+    fn open(&self, handle: ConnHandle<Self::Delivery>) -> RespConn<C> {
+        let push_queue = Arc::new(PushQueue::default());
+        let pusher = {
+            let send_handle = handle.clone();
+            let open_handle = handle.clone();
+            Pusher {
+                send: Arc::new(move |item| {
+                    send_handle.deliver(match item {
+                        PushItem::Value(v) => Delivery::Push(v),
+                        PushItem::Overflow => Delivery::Overflow,
+                    });
+                }),
+                open: Arc::new(move || open_handle.is_open()),
+                queue: Arc::clone(&push_queue),
+            }
+        };
+        RespConn {
+            state: C::Conn::default(),
+            parser: CommandParser::default(),
+            handle,
+            context: Context { pusher },
+            push_queue,
+            slots: VecDeque::new(),
+            first_slot: 0,
+            in_flight: 0,
+            order: None,
+            held: None,
+            pushed: VecDeque::new(),
+            closing: false,
+        }
+    }
+
+    fn progress(&self, conn: &mut RespConn<C>, io: &mut ConnIo<'_>, batch: &mut Self::Batch) {
+        let mut used = 0;
+        loop {
+            conn.write_ready(io);
+            if conn.closing || io.close {
+                break;
+            }
+            if let Some((request, pending, order)) = conn.held.take() {
+                if !conn.may_start(order, io) {
+                    conn.held = Some((request, pending, order));
+                    break;
+                }
+                conn.start(&self.commands, request, pending, order, batch);
+            }
+            if conn.in_flight >= io.limits.in_flight_max
+                || io.output_full()
+                || (conn.order == Some(Order::Alone) && conn.in_flight > 0)
+            {
+                break;
+            }
+            let args = match conn.parser.parse(&io.input[used..], &self.limits) {
+                Ok(Some((args, n))) => {
+                    used += n;
+                    args
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    conn.push_reply(Reply::close(Value::Error(format!("ERR {e}"))));
+                    continue;
+                }
+            };
+            if args.is_empty() {
+                continue;
+            }
+            match self.commands.run(&mut conn.state, &args, &conn.context) {
+                Step::Reply(reply) => conn.push_reply(reply),
+                Step::Call {
+                    request,
+                    pending,
+                    order,
+                } => {
+                    if conn.may_start(order, io) {
+                        conn.start(&self.commands, request, pending, order, batch);
+                    } else {
+                        conn.held = Some((request, pending, order));
+                    }
+                }
+                Step::Blocking(work) => {
+                    let slot = conn.first_slot + conn.slots.len() as u64;
+                    conn.slots.push_back(Slot::Waiting {
+                        pending: None,
+                        deadline: None,
+                    });
+                    conn.in_flight += 1;
+                    conn.order = Some(Order::Alone);
+                    let handle = conn.handle.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(CLIENT_THREAD.into())
+                        .spawn(move || {
+                            // A panic here fails this command and closes its connection only.
+                            let reply =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                                    .unwrap_or_else(|_| {
+                                        Reply::close(Value::Error("ERR the command failed".into()))
+                                    });
+                            handle.deliver(Delivery::Reply { slot, reply });
+                        });
+                    if spawned.is_err() {
+                        conn.fill(
+                            slot,
+                            Reply::open(Value::Error(
+                                "TRYAGAIN the node cannot start a thread for this command".into(),
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+        io.input.drain(..used);
+        conn.write_pushed(io);
+        conn.report(io);
+    }
+
+    fn deliver(
+        &self,
+        conn: &mut RespConn<C>,
+        delivery: Self::Delivery,
+        io: &mut ConnIo<'_>,
+        _batch: &mut Self::Batch,
+    ) {
+        match delivery {
+            Delivery::Answer { slot, outcome } => conn.settle(&self.commands, slot, outcome),
+            Delivery::Reply { slot, reply } => conn.fill(slot, reply),
+            Delivery::Push(value) => conn.pushed.push_back(value),
+            Delivery::Overflow => {
+                // The client is not keeping up: it is told, and closed.
+                conn.closing = true;
+                conn.write_ready(io);
+                Value::Error(PUSH_OVERFLOW.into()).encode(io.output);
+                io.close = true;
+            }
+        }
+        conn.write_ready(io);
+        conn.write_pushed(io);
+        conn.report(io);
+    }
+
+    fn expire(&self, conn: &mut RespConn<C>, io: &mut ConnIo<'_>, _batch: &mut Self::Batch) {
+        let now = Instant::now();
+        let due: Vec<u64> = conn
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(s, Slot::Waiting { deadline: Some(d), pending: Some(_) } if *d <= now)
+            })
+            .map(|(i, _)| conn.first_slot + i as u64)
+            .collect();
+        for slot in due {
+            if let Some(Slot::Waiting { deadline, .. }) = conn.slot_mut(slot) {
+                *deadline = None;
+            }
+            conn.settle(&self.commands, slot, Outcome::TimedOut);
+        }
+        conn.write_ready(io);
+        conn.report(io);
+    }
+
+    fn submit(&self, batch: &mut Self::Batch) {
+        if !batch.is_empty() {
+            self.commands.submit(batch);
+            batch.clear();
+        }
+    }
+
+    fn node_name(&self) -> String {
+        self.commands.node_name()
+    }
+
+    fn refusal(&self) -> &'static [u8] {
+        TOO_MANY_CLIENTS
+    }
+}
+
+impl<C: Commands> RespConn<C> {
+    /// Whether a call in `order` may be handed to the node now.
+    fn may_start(&self, order: Order, io: &ConnIo<'_>) -> bool {
+        if self.in_flight == 0 {
+            return true;
+        }
+        match (order, self.order) {
+            (
+                Order::Group {
+                    group,
+                    in_flight_max,
+                },
+                Some(Order::Group { group: now, .. }),
+            ) => {
+                group == now
+                    && self.in_flight < in_flight_max
+                    && self.in_flight < io.limits.in_flight_max
+            }
+            _ => false,
+        }
+    }
+
+    fn slot_mut(&mut self, slot: u64) -> Option<&mut Slot<C::Pending>> {
+        let index = usize::try_from(slot.checked_sub(self.first_slot)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Hands a call to the node (through the loop's batch).
+    fn start(
+        &mut self,
+        commands: &C,
+        request: C::Request,
+        pending: C::Pending,
+        order: Order,
+        batch: &mut Vec<(C::Request, Answer<C::Response>)>,
+    ) {
+        let slot = self.first_slot + self.slots.len() as u64;
+        self.slots.push_back(Slot::Waiting {
+            pending: Some(pending),
+            deadline: Instant::now().checked_add(commands.request_timeout()),
+        });
+        self.in_flight += 1;
+        self.order = Some(order);
+        batch.push((
+            request,
+            Answer {
+                handle: self.handle.clone(),
+                slot,
+                done: false,
+            },
+        ));
+    }
+
+    /// Adds a reply to the line, after the replies before it.
+    fn push_reply(&mut self, reply: Reply) {
+        if reply.close {
+            self.closing = true;
+        }
+        self.slots.push_back(Slot::Ready(reply));
+    }
+
+    /// Settles the call in `slot` with `outcome`.
+    fn settle(&mut self, commands: &C, slot: u64, outcome: Outcome<C::Response>) {
+        let handle = self.handle.clone();
+        let Some(Slot::Waiting { pending, .. }) = self.slot_mut(slot) else {
+            // Settled already (it timed out, say): a late answer is dropped.
+            return;
+        };
+        let Some(taken) = pending.take() else {
+            return;
+        };
+        let resend = Resend {
+            handle: &handle,
+            slot,
+        };
+        match commands.settle(&mut self.state, taken, outcome, resend) {
+            Settled::Reply(reply) => self.fill(slot, reply),
+            Settled::Wait(again) => {
+                if let Some(Slot::Waiting { pending, .. }) = self.slot_mut(slot) {
+                    *pending = Some(again);
+                }
+            }
+        }
+    }
+
+    /// Fills the call in `slot` with its reply.
+    fn fill(&mut self, slot: u64, reply: Reply) {
+        let Some(place) = self.slot_mut(slot) else {
+            return;
+        };
+        if !matches!(place, Slot::Waiting { .. }) {
+            return;
+        }
+        let close = reply.close;
+        *place = Slot::Ready(reply);
+        if close {
+            self.closing = true;
+        }
+        self.in_flight -= 1;
+        if self.in_flight == 0 {
+            self.order = None;
+        }
+    }
+
+    /// Writes the replies at the front of the line that are ready.
+    fn write_ready(&mut self, io: &mut ConnIo<'_>) {
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            let Some(Slot::Ready(reply)) = self.slots.pop_front() else {
+                break;
+            };
+            self.first_slot += 1;
+            reply.value.encode(io.output);
+            if reply.close {
+                io.close = true;
+                self.closing = true;
+                self.slots.clear();
+                return;
+            }
+        }
+    }
+
+    /// Writes pushed values while there is room.
+    fn write_pushed(&mut self, io: &mut ConnIo<'_>) {
+        while !io.close && !io.output_full() {
+            let Some(value) = self.pushed.pop_front() else {
+                break;
+            };
+            self.push_queue.queued.fetch_sub(1, Ordering::AcqRel);
+            value.encode(io.output);
+        }
+    }
+
+    /// Tells the loop whether work is in progress and when the next call times out.
+    fn report(&self, io: &mut ConnIo<'_>) {
+        io.busy = !self.slots.is_empty() || self.held.is_some();
+        io.deadline = self.slots.iter().find_map(|s| match s {
+            Slot::Waiting {
+                deadline: Some(d),
+                pending: Some(_),
+            } => Some(*d),
+            _ => None,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::runtime::{ClientLimits, Connections, spawn_listener};
+
+    /// A toy node: `GET x` and `SET x` are calls answered with `X` (reads and writes in
+    /// two groups), `HOLD x` a call it never answers by itself, `SUB` hands the test a
+    /// pusher. Each batch is answered at once, in reverse order.
+    struct Toy {
+        batches: Mutex<Vec<Vec<String>>>,
+        held: Mutex<Vec<Answer<String>>>,
+        pushers: Mutex<Vec<Pusher>>,
+        timeout: Duration,
+    }
+
+    impl Commands for Toy {
+        type Conn = ();
+        type Pending = ();
+        type Request = String;
+        type Response = String;
+
+        fn run(&self, (): &mut (), args: &[Vec<u8>], ctx: &Context) -> Step<Self> {
+            let word = |i: usize| String::from_utf8_lossy(&args[i]).into_owned();
+            let call = |group| Step::Call {
+                request: word(1),
+                pending: (),
+                order: Order::Group {
+                    group,
+                    in_flight_max: 100,
+                },
+            };
+            match word(0).as_str() {
+                "GET" => call(0),
+                "SET" => call(1),
+                "HOLD" => Step::Call {
+                    request: format!("hold {}", word(1)),
+                    pending: (),
+                    order: Order::Alone,
+                },
+                "SUB" => {
+                    self.pushers.lock().expect("lock").push(ctx.pusher());
+                    Step::Reply(Reply::open(Value::Simple("OK".into())))
+                }
+                _ => Step::Reply(Reply::open(Value::Error("ERR unknown".into()))),
+            }
+        }
+
+        fn submit(&self, calls: &mut Vec<(String, Answer<String>)>) {
+            let names = calls.iter().map(|(r, _)| r.clone()).collect();
+            self.batches.lock().expect("lock").push(names);
+            for (request, answer) in calls.drain(..).rev() {
+                if request.starts_with("hold") {
+                    self.held.lock().expect("lock").push(answer);
+                } else {
+                    answer.complete(request.to_uppercase());
+                }
+            }
+        }
+
+        fn settle(
+            &self,
+            (): &mut (),
+            (): (),
+            outcome: Outcome<String>,
+            _resend: Resend<'_, String>,
+        ) -> Settled<()> {
+            Settled::Reply(Reply::open(match outcome {
+                Outcome::Done(r) => Value::Bulk(r.into_bytes()),
+                other => Value::Error(format!("ERR {other:?}")),
+            }))
+        }
+
+        fn request_timeout(&self) -> Duration {
+            self.timeout
+        }
+
+        fn node_name(&self) -> String {
+            "toy".into()
+        }
+    }
+
+    fn serve(timeout: Duration) -> (TcpStream, Arc<Resp<Toy>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let resp = Arc::new(Resp::new(Toy {
+            batches: Mutex::default(),
+            held: Mutex::default(),
+            pushers: Mutex::default(),
+            timeout,
+        }));
+        let limits = ClientLimits::with_connections(4, None);
+        spawn_listener(
+            listener,
+            Arc::new(Connections::new(limits)),
+            Arc::clone(&resp),
+        )
+        .expect("the loop starts");
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        (stream, resp)
+    }
+
+    /// The next reply, or `None` once the connection has closed.
+    fn reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value> {
+        let mut chunk = [0u8; 1 << 16];
+        loop {
+            if let Ok(Some((value, used))) = Value::parse(buf, &Limits::default()) {
+                buf.drain(..used);
+                return Some(value);
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn bulk(s: &str) -> Option<Value> {
+        Some(Value::Bulk(s.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn pipelined_calls_of_one_group_go_to_the_node_together_and_are_answered_in_order() {
+        let (mut stream, resp) = serve(Duration::from_secs(30));
+        stream
+            .write_all(b"GET a\r\nGET b\r\nGET c\r\nSET d\r\nGET e\r\n")
+            .expect("write");
+        let mut buf = Vec::new();
+        for expected in ["A", "B", "C", "D", "E"] {
+            assert_eq!(reply(&mut stream, &mut buf), bulk(expected));
+        }
+        // The node answered each batch in reverse: the replies are in order all the same.
+        // The write waited for the reads before it, and the read after it for the write.
+        let batches = resp.commands().batches.lock().expect("lock").clone();
+        assert_eq!(batches, [vec!["a", "b", "c"], vec!["d"], vec!["e"]]);
+    }
+
+    #[test]
+    fn a_call_not_answered_in_time_is_settled_as_timed_out_and_its_late_answer_dropped() {
+        let (mut stream, resp) = serve(Duration::from_millis(50));
+        let mut buf = Vec::new();
+        stream.write_all(b"HOLD x\r\n").expect("write");
+        assert_eq!(
+            reply(&mut stream, &mut buf),
+            Some(Value::Error("ERR TimedOut".into()))
+        );
+        // The node answers late: the answer is dropped, the connection goes on.
+        for answer in resp.commands().held.lock().expect("lock").drain(..) {
+            answer.complete("late".into());
+        }
+        stream.write_all(b"GET y\r\n").expect("write");
+        assert_eq!(reply(&mut stream, &mut buf), bulk("Y"));
+    }
+
+    #[test]
+    fn pushed_values_reach_the_connection_and_a_full_push_queue_closes_it_with_an_error() {
+        let (mut stream, resp) = serve(Duration::from_secs(30));
+        let mut buf = Vec::new();
+        stream.write_all(b"SUB\r\n").expect("write");
+        assert_eq!(
+            reply(&mut stream, &mut buf),
+            Some(Value::Simple("OK".into()))
+        );
+        let pusher = resp.commands().pushers.lock().expect("lock")[0].clone();
+        pusher.push(Value::Bulk(b"m1".to_vec())).expect("pushed");
+        pusher.push(Value::Bulk(b"m2".to_vec())).expect("pushed");
+        assert_eq!(reply(&mut stream, &mut buf), bulk("m1"));
+        assert_eq!(reply(&mut stream, &mut buf), bulk("m2"));
+        // The client stops reading: its buffers fill, then the push queue.
+        let value = Value::Bulk(vec![b'v'; 16 << 10]);
+        let mut pushed = 0;
+        let overflow = loop {
+            match pusher.push(value.clone()) {
+                Ok(()) => pushed += 1,
+                Err(e) => break e,
+            }
+            assert!(pushed < 100_000, "the push queue never filled");
+        };
+        assert_eq!(overflow, PushError::Overflow);
+        // The client gets what was written before, then the error, then the end.
+        let mut last = None;
+        while let Some(value) = reply(&mut stream, &mut buf) {
+            last = Some(value);
+        }
+        assert_eq!(last, Some(Value::Error(PUSH_OVERFLOW.into())));
+        assert_eq!(pusher.push(Value::Nil), Err(PushError::Closed));
+        assert!(!pusher.is_open());
+    }
+}

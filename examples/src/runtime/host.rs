@@ -100,6 +100,35 @@ pub struct HostBoot<'a> {
     pub members: Vec<NodeId>,
 }
 
+/// Where the reply to one client request goes: a thread waiting on a [`Completer`], or
+/// the client event loop's answer for the request's connection. Dropped without a reply
+/// (the worker stopped), it tells its waiter so (a dropped [`Completer`] is `Canceled`).
+pub struct ReplyTo<R>(Box<dyn FnOnce(R) + Send>);
+
+impl<R> ReplyTo<R> {
+    /// Replies with `f`.
+    pub fn new(f: impl FnOnce(R) + Send + 'static) -> ReplyTo<R> {
+        ReplyTo(Box::new(f))
+    }
+
+    /// Gives the reply.
+    pub fn send(self, response: R) {
+        (self.0)(response);
+    }
+}
+
+impl<R: Send + 'static> From<Completer<R>> for ReplyTo<R> {
+    fn from(completer: Completer<R>) -> ReplyTo<R> {
+        ReplyTo::new(move |response| completer.complete(response))
+    }
+}
+
+impl<R> fmt::Debug for ReplyTo<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplyTo")
+    }
+}
+
 /// What the worker of a [`ProtocolHost`] is handed.
 pub enum HostEvent<P: Protocol> {
     /// A message a peer sent (decoded by the host's [`PeerHandler`]).
@@ -113,8 +142,8 @@ pub enum HostEvent<P: Protocol> {
     Request {
         /// The request.
         request: P::Request,
-        /// Completed with the state machine's reply.
-        reply: Completer<P::Response>,
+        /// Given the state machine's reply.
+        reply: ReplyTo<P::Response>,
     },
     /// The node's deadline has come, or may have: the worker checks it against its clock.
     Wake,
@@ -193,7 +222,7 @@ pub struct ProtocolHost<St: HostStore> {
     protocol: St::Protocol,
     send: SendFn,
     /// The client waiting for each request handed to the state machine.
-    waiters: BTreeMap<RequestId, Completer<<St::Protocol as Protocol>::Response>>,
+    waiters: BTreeMap<RequestId, ReplyTo<<St::Protocol as Protocol>::Response>>,
     requests_started: u64,
     /// The last token written and not yet synced.
     owed: Option<PersistToken>,
@@ -351,7 +380,7 @@ where
                 }
                 Effect::Reply { id, response } => {
                     if let Some(waiter) = self.waiters.remove(&id) {
-                        waiter.complete(response);
+                        waiter.send(response);
                     }
                 }
                 Effect::Persist { token, write } => {
@@ -443,12 +472,31 @@ where
 impl<St> Host<St>
 where
     St: HostStore,
+    <St::Protocol as Protocol>::Response: Send,
     ProtocolHost<St>: Machine<Event = HostEvent<St::Protocol>, Answer = ()>,
 {
     /// This node's id.
     #[must_use]
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Hands `requests` to the state machine together (one wake-up of the worker for all),
+    /// each with where its reply goes.
+    pub fn submit_all(
+        &self,
+        requests: impl IntoIterator<
+            Item = (
+                <St::Protocol as Protocol>::Request,
+                ReplyTo<<St::Protocol as Protocol>::Response>,
+            ),
+        >,
+    ) {
+        self.queue.submit_all(
+            requests
+                .into_iter()
+                .map(|(request, reply)| HostEvent::Request { request, reply }),
+        );
     }
 
     /// Hands `request` to the state machine and waits, until `deadline` at most, for its
@@ -463,13 +511,10 @@ where
         deadline: Instant,
     ) -> Result<<St::Protocol as Protocol>::Response, CallError> {
         let (reply, done) = completion();
-        if self
-            .queue
-            .submit(HostEvent::Request { request, reply })
-            .is_none()
-        {
-            return Err(CallError::NotTaken);
-        }
+        self.queue.send(HostEvent::Request {
+            request,
+            reply: reply.into(),
+        });
         match done.wait_until(deadline) {
             WaitOutcome::Done(response) => Ok(response),
             WaitOutcome::Canceled => Err(CallError::Dropped),
@@ -493,7 +538,7 @@ where
         }
         let message = decode_message::<St::Protocol>(incoming.payload())?;
         let from = incoming.from();
-        let _ = self.queue.submit(HostEvent::Message { from, message });
+        self.queue.send(HostEvent::Message { from, message });
         None
     }
 }
@@ -596,7 +641,13 @@ where
         error,
     })?;
     let connections = Arc::new(Connections::new(options.client_limits()));
-    spawn_listener(listener, connections, Arc::new(serve(Arc::clone(&host))));
+    spawn_listener(listener, connections, Arc::new(serve(Arc::clone(&host)))).map_err(|error| {
+        StartError::Bind {
+            what: "--client",
+            addr: options.client_addr().to_string(),
+            error,
+        }
+    })?;
     Ok(Started {
         peers: transport.local_addr(),
         clients,
@@ -766,7 +817,7 @@ mod tests {
             Duration::from_millis(at_ms),
             HostEvent::Request {
                 request: ask,
-                reply,
+                reply: reply.into(),
             },
         );
         done
@@ -828,9 +879,9 @@ mod tests {
         host.store.fail_sync = true;
         let queue = UpdateQueue::spawn(host).expect("the worker starts");
         let (reply, done) = completion();
-        let _ = queue.submit(HostEvent::Request {
+        queue.send(HostEvent::Request {
             request: Ask::Write(10),
-            reply,
+            reply: reply.into(),
         });
         let acknowledged = poll_until(Instant::now() + Duration::from_secs(10), || {
             answered(&done).is_some()
@@ -969,7 +1020,10 @@ mod tests {
         });
         let call = |request: Ask| {
             let (reply, done) = completion();
-            let _ = queue.submit(HostEvent::Request { request, reply });
+            queue.send(HostEvent::Request {
+                request,
+                reply: reply.into(),
+            });
             done.wait().ok()
         };
         // A wake-up 30 ms after the worker started, asked for with nothing else to come:

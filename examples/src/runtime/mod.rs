@@ -8,10 +8,11 @@
 //!   group commit (the *Singular Update Queue*, [`UpdateQueue`]); the system owns what
 //!   its effects mean (sending to peers, answering clients) and its store (a Raft log, a
 //!   `synod-wal` log of its own, or any store that can sync).
-//! - [`ServeClient`]: how one client connection is served ([`crate::resp::serve()`] for
-//!   systems that speak RESP, with the system's command table). The runtime owns the
-//!   listener, the connection table and its limits, the idle timeout and the catching of a
-//!   panic on a connection's thread.
+//! - [`ServeClient`]: how the bytes of a client connection are served, without blocking,
+//!   on the runtime's event loop ([`crate::resp::Resp`] for systems that speak RESP, with
+//!   the system's command table). The runtime owns the listener, the event loop, the
+//!   connections and their limits, the idle timeout and the catching of a panic while
+//!   serving one connection.
 //!
 //! and, if it has peers, a [`PeerHandler`] that queues what they send to the worker.
 //!
@@ -29,18 +30,20 @@
 //!   limits, checked once; [`StartError`], why a node did not start.
 //! - [`data_dir`]: the data directory, claimed with an identity file written durably, so
 //!   a node started on another's directory is refused.
-//! - [`clients`]: the client listener ([`spawn_listener`]): a thread per connection, at
-//!   most [`CLIENT_CONNECTIONS_MAX`] (past it a new connection closes the one that has
-//!   waited longest for its client), each closed after [`CLIENT_IDLE_TIMEOUT`] waiting on
-//!   its client, each thread's stack [`clients::CLIENT_THREAD_STACK_BYTES`] (a connection
-//!   whose thread cannot start is refused; the node goes on).
-//! - [`worker`]: [`UpdateQueue`], the worker over a `synod_transport::SingularUpdateQueue`
-//!   with group commit ([`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
+//! - [`clients`]: the client event loop ([`spawn_listener`]): one thread serving every
+//!   connection, at most [`CLIENT_CONNECTIONS_MAX`] (past it a new connection is refused
+//!   with an error), each closed after [`CLIENT_IDLE_TIMEOUT`] waiting on its client, with
+//!   bounded buffers and requests in flight per connection; the worker's answers are
+//!   delivered back to it ([`ConnHandle`]) and written by it.
+//! - [`worker`]: [`UpdateQueue`], the worker thread, which takes every event waiting at
+//!   each wake-up and hands out their effects and syncs once for all of them (group
+//!   commit, [`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
 //!   state machine exists.
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
-//!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but a client
-//!   connection's panics ([`stop_on_panic`]).
+//!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but the client loop
+//!   panics ([`stop_on_panic`]; the loop catches a panic serving one connection and closes
+//!   that connection).
 //! - [`stop`]: the graceful stop ([`Stopping`]): new requests refused, those in flight
 //!   finished, the system's hand-over, clients given time to leave, a last sync, exit 0.
 //!
@@ -60,7 +63,10 @@ pub mod process;
 pub mod stop;
 pub mod worker;
 
-pub use clients::{ClientConn, ClientLimits, Connections, ServeClient, spawn_listener};
+pub use clients::{
+    CLIENT_BUFFER_BYTES_MAX, CLIENT_IN_FLIGHT_MAX, ClientLimits, ConnHandle, ConnIo, Connections,
+    ServeClient, spawn_listener,
+};
 pub use data_dir::IDENTITY_FILE;
 pub use options::{
     CLIENT_CONNECTIONS_MAX, CLIENT_IDLE_TIMEOUT, NodeOptions, StartError, TICK_MS_DEFAULT,
@@ -69,20 +75,31 @@ pub use peers::{PeerHandler, PeerSlot};
 pub use process::{
     CLIENT_THREAD, Counted, EXIT_FAIL_STOP, fail_stop, poll_until, spawn_vital, stop_on_panic,
 };
-pub use stop::{StopSteps, Stopping};
+pub use stop::{CallGuard, StopSteps, Stopping};
 pub use worker::{Machine, QUEUE_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX, UpdateQueue, spawn_ticker};
 
 use std::net::TcpListener;
 
-/// Binds the client address (`--client`).
+/// Connections the kernel completes and queues for the client listener before the node
+/// accepts them: past it a client's connection attempt is dropped and retried a second
+/// later, so a burst of new clients (a pool dialling at once) needs room (Redis's
+/// `tcp-backlog` is 511; the kernel caps it at `net.core.somaxconn`).
+pub const CLIENT_LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds the client address (`--client`), with a backlog of [`CLIENT_LISTEN_BACKLOG`].
 ///
 /// # Errors
 ///
 /// [`StartError::Bind`] if it cannot be bound.
 pub fn bind_clients(options: &NodeOptions) -> Result<TcpListener, StartError> {
-    TcpListener::bind(options.client_addr()).map_err(|error| StartError::Bind {
+    let failed = |error| StartError::Bind {
         what: "--client",
         addr: options.client_addr().to_string(),
         error,
-    })
+    };
+    let listener = TcpListener::bind(options.client_addr()).map_err(failed)?;
+    // Listening again on a listening socket sets its backlog (std's is 128).
+    let socket = socket2::Socket::from(listener);
+    socket.listen(CLIENT_LISTEN_BACKLOG).map_err(failed)?;
+    Ok(socket.into())
 }

@@ -12,19 +12,18 @@ use std::time::Duration;
 use super::clients::ClientLimits;
 
 /// Open client connections, unless configured otherwise
-/// ([`NodeOptions::client_connections_max`]). A connection past it closes the one that has
-/// waited longest for its client (to send a command, or to take a reply), as nginx closes
-/// idle keep-alive connections when it runs out, so idle connections never lock other
-/// clients out; it is refused only while every connection has a request in progress.
-pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// ([`NodeOptions::client_connections_max`]); past it a new connection is sent an error and
+/// closed, as Redis does past `maxclients` (whose default this is). Connections share one
+/// event loop: an idle one costs its socket and a few hundred bytes, no thread.
+pub const CLIENT_CONNECTIONS_MAX: usize = 10_000;
 /// How long a client connection may sit without sending a byte, or without taking a byte
 /// of its replies, before the node closes it, unless configured otherwise
 /// ([`NodeOptions::client_idle_timeout_ms`]). Redis never closes an idle client by default
-/// (its `timeout` is 0) and probes it with TCP keep-alives every 300 s; a node here holds a
-/// thread per connection, so the idle one is closed after the same five minutes: long
-/// enough that no interactive user or pooled client in use is cut off (pools dial again),
-/// short enough that connections of clients gone without a word (a host that crashed,
-/// a pool that leaked) do not pile up.
+/// (its `timeout` is 0) and probes it with TCP keep-alives every 300 s; here the idle one is
+/// closed after the same five minutes: long enough that no interactive user or pooled
+/// client in use is cut off (pools dial again), short enough that connections of clients
+/// gone without a word (a host that crashed, a pool that leaked) do not pile up against
+/// the connection limit.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The tick length unless configured otherwise ([`NodeOptions::tick_ms`]).
 pub const TICK_MS_DEFAULT: u64 = 50;
@@ -224,12 +223,11 @@ impl NodeOptions {
     /// The limits on client connections.
     #[must_use]
     pub fn client_limits(&self) -> ClientLimits {
-        ClientLimits {
-            connections_max: self.client_connections_max,
-            idle_timeout: (self.client_idle_timeout_ms > 0)
+        ClientLimits::with_connections(
+            self.client_connections_max,
+            (self.client_idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.client_idle_timeout_ms)),
-            thread_stack_bytes: super::clients::CLIENT_THREAD_STACK_BYTES,
-        }
+        )
     }
 
     /// A number naming the cluster: nodes configured with different clusters refuse each

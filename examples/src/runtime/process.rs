@@ -17,9 +17,10 @@ pub const EXIT_FAIL_STOP: i32 = 2;
 /// queue's too), which is how a panic is known to be the node's.
 pub const NODE_THREAD_PREFIX: &str = "synod-";
 
-/// The name of each client connection's thread: a panic there closes the connection (the
-/// thread catches it) and does not stop the process.
-pub const CLIENT_THREAD: &str = "synod-client";
+/// The name of the client event loop's thread (and of a thread a client's blocking command
+/// runs on): a panic serving one connection closes that connection (the loop catches it)
+/// and does not stop the process.
+pub const CLIENT_THREAD: &str = "synod-clients";
 
 /// Ends the process with [`EXIT_FAIL_STOP`], saying why on standard error.
 pub fn fail_stop(why: &str) -> ! {
@@ -27,16 +28,16 @@ pub fn fail_stop(why: &str) -> ! {
     std::process::exit(EXIT_FAIL_STOP)
 }
 
-/// Makes a panic on any of the node's threads but a client connection's stop the process
+/// Makes a panic on any of the node's threads but the client loop's stop the process
 /// (once per process).
 ///
 /// A node whose worker died would otherwise stay up as a zombie: holding its sockets, so
 /// clients and peers keep talking to it, answering nothing, its queue filling until every
 /// reader thread blocks. A node that lost its transport's accept thread or its ticker would
 /// run on half blind. A process that stops is restarted, or replaced, and the cluster goes on
-/// without it at once. A client connection's thread is the exception: what one client sends
-/// must not stop the node for every client, so the thread catches the panic and closes its
-/// connection (see [`super::clients`]). Threads of the process that are not the node's (a
+/// without it at once. The client loop is the exception: what one client sends must not stop
+/// the node for every client, so the loop catches a panic serving one connection and closes
+/// that connection (see [`super::clients`]); one anywhere else on the loop stops the process. Threads of the process that are not the node's (a
 /// test harness's, when a node runs in a test) keep the usual behaviour.
 pub fn stop_on_panic() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
@@ -64,7 +65,7 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
         .unwrap_or_else(|e| fail_stop(&format!("cannot start a thread: {e}")));
 }
 
-/// Starts a thread the node cannot run without (the ticker, the client acceptor): if it
+/// Starts a thread the node cannot run without (the ticker): if it
 /// ever returns, the process stops, as when it panics.
 pub fn spawn_vital(name: &'static str, f: impl FnOnce() + Send + 'static) {
     spawn(name, move || {

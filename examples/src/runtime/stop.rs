@@ -8,17 +8,29 @@
 //! system's in a stop (handing a leadership over, its own requests in flight, the worker's
 //! last sync) comes in as [`StopSteps`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::clients::Connections;
-use super::process::{Counted, poll_until};
+use super::process::poll_until;
 
 /// Whether a node is stopping, and the client calls it waits for.
 #[derive(Debug, Default)]
 pub struct Stopping {
     stopping: AtomicBool,
-    calls: AtomicUsize,
+    calls: Arc<AtomicUsize>,
+}
+
+/// One client call in flight, counted by its [`Stopping`] while the value lives (released
+/// however its holder ends: answered, or its connection closed).
+#[derive(Debug)]
+pub struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What a system does during [`Stopping::stop`], in this order.
@@ -48,8 +60,10 @@ impl std::fmt::Debug for StopSteps<'_> {
 impl Stopping {
     /// Counts a client call in flight while the value lives. Check [`Stopping::is_stopping`]
     /// after taking it: then either the stop waits for the call, or the call sees the stop.
-    pub fn call(&self) -> Counted<'_> {
-        Counted::new(&self.calls)
+    pub fn call(&self) -> CallGuard {
+        // SeqCst pairs with the stop, which waits for the count to fall to zero.
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        CallGuard(Arc::clone(&self.calls))
     }
 
     /// Whether a stop has begun.

@@ -11,11 +11,12 @@
 //! ([`Machine::sync`], until nothing is owed): one message per peer carrying many
 //! clients' requests, and one `fdatasync` covering the writes of many events.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use synod_transport::{SingularUpdateQueue, UpdateHandle};
+use parking_lot::{Condvar, Mutex};
+use synod_transport::{Completer, Completion, completion};
 
 use super::process::{fail_stop, spawn_vital};
 
@@ -70,12 +71,30 @@ pub trait Machine: Send + 'static {
     fn answer(&mut self) -> Self::Answer;
 }
 
+/// One event in the queue, and who waits for its answer (if anyone does).
+type Item<M> = (
+    <M as Machine>::Event,
+    Option<Completer<<M as Machine>::Answer>>,
+);
+
+/// The queue between the node's threads and the worker.
+struct Queue<M: Machine> {
+    events: Mutex<VecDeque<Item<M>>>,
+    /// Signalled when events arrive (the worker waits on it while the queue is empty).
+    arrived: Condvar,
+    /// Signalled when the worker takes events out (submitters wait on it while the queue
+    /// is full).
+    taken: Condvar,
+}
+
 /// The worker thread's state: the machine, and what group commit counts.
-struct Worker<M> {
+struct Worker<M: Machine> {
     machine: M,
-    queued: Arc<AtomicUsize>,
     /// Events stepped in since the effects were last handed out.
     deferred: usize,
+    /// Who waits for the answer of an event stepped in since the effects were last
+    /// handed out: answered once they are.
+    answers: Vec<Completer<M::Answer>>,
     /// The machine's time zero on the monotonic clock: every event is handed to the
     /// machine with the time since, read as the worker takes the event up (see
     /// [`Worker::now`]).
@@ -91,24 +110,34 @@ impl<M: Machine> Worker<M> {
         self.origin.elapsed()
     }
 
-    fn handle(&mut self, event: M::Event) -> M::Answer {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        let urgent = M::urgent(&event);
-        let now = self.now();
-        self.machine.step(now, event);
-        // Request Batch: while more events wait, their effects pile up in the machine, so
-        // that one message per peer carries the requests of many clients and one sync
-        // covers the writes of many events (group commit).
-        self.deferred += 1;
-        if urgent
-            || self.queued.load(Ordering::Acquire) == 0
-            || self.deferred >= SYNC_DEFER_EVENTS_MAX
-        {
-            self.flush();
+    /// Steps in every event of `batch`, taken out of the queue in one go; hands out their
+    /// effects and syncs every [`SYNC_DEFER_EVENTS_MAX`] events and after an urgent one.
+    fn handle(&mut self, batch: &mut VecDeque<Item<M>>) {
+        for (event, answer) in batch.drain(..) {
+            let urgent = M::urgent(&event);
+            let now = self.now();
+            self.machine.step(now, event);
+            self.answers.extend(answer);
+            // Request Batch: while more events wait, their effects pile up in the machine,
+            // so that one message per peer carries the requests of many clients and one
+            // sync covers the writes of many events (group commit).
+            self.deferred += 1;
+            if urgent || self.deferred >= SYNC_DEFER_EVENTS_MAX {
+                self.flush();
+            }
         }
-        self.machine.answer()
     }
 
+    /// The queue has run dry: hands out what the events stepped in since the last flush
+    /// asked for, and syncs it.
+    fn dry(&mut self) {
+        if self.deferred > 0 || !self.answers.is_empty() {
+            self.flush();
+        }
+    }
+
+    /// Hands out the effects piled up in the machine, syncs until nothing is owed, then
+    /// answers whoever waits on the events stepped in meanwhile.
     fn flush(&mut self) {
         self.deferred = 0;
         if let Err(why) = self.machine.drain(self.now()) {
@@ -121,13 +150,35 @@ impl<M: Machine> Worker<M> {
                 Err(why) => fail_stop(&why),
             }
         }
+        for answer in std::mem::take(&mut self.answers) {
+            answer.complete(self.machine.answer());
+        }
+    }
+
+    /// The worker thread: at each wake-up it takes every event waiting, steps them in, and
+    /// flushes once nothing more arrived meanwhile; until the process ends.
+    fn run(mut self, queue: &Queue<M>) {
+        let mut batch = VecDeque::new();
+        loop {
+            {
+                let mut events = queue.events.lock();
+                while events.is_empty() {
+                    queue.arrived.wait(&mut events);
+                }
+                std::mem::swap(&mut *events, &mut batch);
+                queue.taken.notify_all();
+            }
+            self.handle(&mut batch);
+            if queue.events.lock().is_empty() {
+                self.dry();
+            }
+        }
     }
 }
 
-/// The queue of events to a system's [`Machine`], and the count of those waiting.
+/// The queue of events to a system's [`Machine`], and its one worker thread.
 pub struct UpdateQueue<M: Machine> {
-    queue: SingularUpdateQueue<Worker<M>, M::Event, M::Answer>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue<M>>,
 }
 
 impl<M: Machine> std::fmt::Debug for UpdateQueue<M> {
@@ -146,29 +197,62 @@ impl<M: Machine> UpdateQueue<M> {
     ///
     /// If the thread cannot be started.
     pub fn spawn(machine: M) -> std::io::Result<UpdateQueue<M>> {
-        let queued = Arc::new(AtomicUsize::new(0));
         let mut worker = Worker {
             machine,
-            queued: Arc::clone(&queued),
             deferred: 0,
+            answers: Vec::new(),
             origin: Instant::now(),
         };
         worker.flush();
-        let queue = SingularUpdateQueue::spawn(QUEUE_EVENTS_MAX, worker, Worker::handle)?;
-        Ok(UpdateQueue { queue, queued })
+        let queue = Arc::new(Queue {
+            events: Mutex::new(VecDeque::new()),
+            arrived: Condvar::new(),
+            taken: Condvar::new(),
+        });
+        let shared = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name("synod-update-queue".into())
+            .spawn(move || {
+                worker.run(&shared);
+                fail_stop("thread synod-update-queue ended");
+            })?;
+        Ok(UpdateQueue { queue })
     }
 
-    /// Queues `event`, waiting while the queue is full: a handle to its answer, or `None`
-    /// if the worker is gone.
-    pub fn submit(&self, event: M::Event) -> Option<UpdateHandle<M::Answer>> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        match self.queue.submit(event) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                None
-            }
+    /// Queues `events`, waiting while the queue is full, with no one waiting for their
+    /// answers: one lock and at most one wake-up of the worker for all of them.
+    pub fn submit_all(&self, events: impl IntoIterator<Item = M::Event>) {
+        let mut queue = self.queue.events.lock();
+        while queue.len() >= QUEUE_EVENTS_MAX {
+            self.queue.taken.wait(&mut queue);
         }
+        let was_empty = queue.is_empty();
+        queue.extend(events.into_iter().map(|event| (event, None)));
+        if was_empty {
+            // The worker waits only on an empty queue.
+            self.queue.arrived.notify_one();
+        }
+    }
+
+    /// Queues `event`, waiting while the queue is full, with no one waiting for its answer.
+    pub fn send(&self, event: M::Event) {
+        self.submit_all(std::iter::once(event));
+    }
+
+    /// Queues `event`, waiting while the queue is full: a handle to its answer, given once
+    /// its effects have been handed out and synced, or `None` if the worker is gone.
+    pub fn submit(&self, event: M::Event) -> Option<Completion<M::Answer>> {
+        let (completer, completion) = completion();
+        let mut queue = self.queue.events.lock();
+        while queue.len() >= QUEUE_EVENTS_MAX {
+            self.queue.taken.wait(&mut queue);
+        }
+        let was_empty = queue.is_empty();
+        queue.push_back((event, Some(completer)));
+        if was_empty {
+            self.queue.arrived.notify_one();
+        }
+        Some(completion)
     }
 
     /// Queues `event` unless the queue is at least half full (a tick: a busy queue skips
@@ -176,14 +260,14 @@ impl<M: Machine> UpdateQueue<M> {
     /// the time).
     pub fn submit_unless_busy(&self, event: M::Event) {
         if self.queued() < QUEUE_EVENTS_MAX / 2 {
-            let _ = self.submit(event);
+            self.send(event);
         }
     }
 
     /// Events waiting.
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queue.events.lock().len()
     }
 }
 
@@ -252,23 +336,27 @@ mod tests {
         }
     }
 
-    /// A worker whose queue holds `waiting` events (as the submitters counted them).
-    fn worker(waiting: usize) -> Worker<Counter> {
+    fn worker() -> Worker<Counter> {
         Worker {
             machine: Counter::default(),
-            queued: Arc::new(AtomicUsize::new(waiting)),
             deferred: 0,
+            answers: Vec::new(),
             origin: Instant::now(),
         }
     }
 
+    fn batch(events: impl IntoIterator<Item = u64>) -> VecDeque<Item<Counter>> {
+        events.into_iter().map(|e| (e, None)).collect()
+    }
+
     #[test]
-    fn events_taken_up_while_others_wait_are_synced_together_once_the_queue_runs_dry() {
-        let mut w = worker(3);
-        assert_eq!(w.handle(1), 0);
-        assert_eq!(w.handle(2), 0);
-        // The queue has run dry: one sync covers all three.
-        assert_eq!(w.handle(3), 1);
+    fn events_taken_up_together_are_synced_together_once_the_queue_runs_dry() {
+        let mut w = worker();
+        w.handle(&mut batch([1, 2]));
+        // More arrived meanwhile: nothing is synced yet.
+        w.handle(&mut batch([3]));
+        assert!(w.machine.syncs.is_empty());
+        w.dry();
         assert_eq!(w.machine.syncs, [vec![1, 2, 3]]);
         // Times never go back.
         assert!(w.machine.times.windows(2).all(|t| t[0] <= t[1]));
@@ -277,10 +365,8 @@ mod tests {
     #[test]
     fn a_full_queue_is_synced_every_sync_defer_events_max_events() {
         let events = SYNC_DEFER_EVENTS_MAX as u64 * 2 + 1;
-        let mut w = worker(events as usize + 10);
-        for event in 0..events {
-            w.handle(event);
-        }
+        let mut w = worker();
+        w.handle(&mut batch(0..events));
         let sizes: Vec<usize> = w.machine.syncs.iter().map(Vec::len).collect();
         assert_eq!(sizes, [SYNC_DEFER_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX]);
         assert_eq!(w.machine.pending.len(), 1);
@@ -288,16 +374,28 @@ mod tests {
 
     #[test]
     fn an_urgent_event_is_synced_at_once_however_many_wait() {
-        let mut w = worker(10);
-        w.handle(7);
-        assert_eq!(w.handle(u64::MAX), 1);
+        let mut w = worker();
+        w.handle(&mut batch([7, u64::MAX, 8]));
         assert_eq!(w.machine.syncs, [vec![7, u64::MAX]]);
+    }
+
+    #[test]
+    fn an_answer_is_given_once_its_event_is_handed_out_and_synced() {
+        let mut w = worker();
+        let (completer, answer) = completion();
+        let mut events = batch([1]);
+        events.push_back((2, Some(completer)));
+        w.handle(&mut events);
+        assert!(!answer.is_ready(), "answered before its sync");
+        w.dry();
+        assert_eq!(answer.wait(), Ok(1));
     }
 
     #[test]
     fn the_queue_answers_each_event_once_the_worker_has_taken_it_up() {
         let queue = UpdateQueue::spawn(Counter::default()).expect("the worker starts");
-        let handles: Vec<_> = (0..100)
+        queue.submit_all(0..50);
+        let handles: Vec<_> = (50..100)
             .map(|event| queue.submit(event).expect("queued"))
             .collect();
         let answers: Vec<usize> = handles

@@ -76,12 +76,17 @@ fn a_value_as_large_as_the_client_protocol_takes_reaches_every_node() {
 
 /// The peak resident memory of process `pid`, in bytes (Linux's `VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
+    memory(pid, "VmHWM")
+}
+
+/// The memory figure `field` (`VmRSS`, `VmHWM`...) of process `pid`, in bytes.
+pub(crate) fn memory(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib << 10
 }
 

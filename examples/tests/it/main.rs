@@ -6,6 +6,7 @@
 #[path = "../../../consensus/tests/it/alloc.rs"]
 mod alloc;
 mod cli;
+mod core_clients;
 mod core_cluster;
 mod core_limits;
 mod core_lock;

@@ -1,0 +1,207 @@
+//! The client event loop under load, end to end through a real `synod node` process: ten
+//! thousand client connections served by one node and the next one refused with an error
+//! (the node's memory per idle connection printed and bounded); a client pipelining
+//! 100,000 requests gets every answer, in order; a client that takes none of its replies
+//! holds back no other client. No test asserts a time: read timeouts only turn a hang into
+//! a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use synod_examples::resp::{Limits, Value};
+use synod_examples::runtime::CLIENT_CONNECTIONS_MAX;
+
+use super::core_cluster::Cluster;
+use super::core_limits::memory;
+
+/// A read timeout that only a hung node reaches.
+const HUNG: Duration = Duration::from_secs(60);
+
+fn connect(cluster: &Cluster) -> TcpStream {
+    let stream = TcpStream::connect(cluster.addr(1)).expect("connect");
+    stream.set_read_timeout(Some(HUNG)).expect("timeout");
+    stream
+}
+
+/// The soft limit on this process's open files (`/proc/self/limits`).
+fn open_files_max() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Reads replies from `stream` into `buf` until one parses: the reply.
+fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value> {
+    let limits = Limits {
+        bulk_bytes_max: 8 << 20,
+        ..Limits::default()
+    };
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        if let Ok(Some((value, used))) = Value::parse(buf, &limits) {
+            buf.drain(..used);
+            return Some(value);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_error() {
+    let clients = CLIENT_CONNECTIONS_MAX;
+    // This process holds every client socket; the node, its own.
+    let needed = clients as u64 + 256;
+    if open_files_max() < needed {
+        println!(
+            "not run: this process may open {} files, the test needs {needed} (raise `ulimit -n`)",
+            open_files_max()
+        );
+        return;
+    }
+    let (cluster, _) = Cluster::up(1);
+    let pid = cluster.pid(1).expect("running");
+    let mut probe = connect(&cluster);
+    let mut buf = Vec::new();
+    probe.write_all(b"PING\r\n").expect("PING");
+    assert_eq!(
+        read_reply(&mut probe, &mut buf),
+        Some(Value::Simple("PONG".into()))
+    );
+    let before = memory(pid, "VmRSS");
+    // The probe is one of them.
+    let mut streams = vec![probe];
+    while streams.len() < clients {
+        streams.push(connect(&cluster));
+    }
+    // Every one is served: a PING each, all sent before any reply is read.
+    for stream in &mut streams {
+        stream.write_all(b"PING\r\n").expect("PING");
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut pong = [0u8; 7];
+        stream.read_exact(&mut pong).expect("PONG");
+        assert_eq!(&pong, b"+PONG\r\n", "connection {i}");
+    }
+    let after = memory(pid, "VmRSS");
+    let per_connection = after.saturating_sub(before) / clients as u64;
+    println!(
+        "{clients} open connections: the node's resident memory went from {} KiB to {} KiB, {per_connection} bytes per connection",
+        before >> 10,
+        after >> 10
+    );
+    // An idle connection keeps no buffers: its socket, its place in the loop's table, its
+    // RESP state. (The kernel's socket buffers are not in the process's memory.)
+    assert!(
+        per_connection < 8 << 10,
+        "{per_connection} bytes per idle connection"
+    );
+    // One more: refused with an error saying why, and closed.
+    let mut extra = connect(&cluster);
+    let mut said = Vec::new();
+    let _ = extra.read_to_end(&mut said);
+    assert_eq!(
+        String::from_utf8_lossy(&said),
+        "-ERR max number of clients reached\r\n"
+    );
+    // The others are still served; once one leaves, a new client is.
+    for stream in streams.iter_mut().step_by(97) {
+        stream.write_all(b"PING\r\n").expect("PING");
+        let mut pong = [0u8; 7];
+        stream.read_exact(&mut pong).expect("PONG");
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+    drop(streams.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let served = synod_examples::runtime::poll_until(deadline, || {
+        let mut stream = connect(&cluster);
+        let mut buf = Vec::new();
+        stream.write_all(b"PING\r\n").is_ok()
+            && read_reply(&mut stream, &mut buf) == Some(Value::Simple("PONG".into()))
+    });
+    assert!(served, "no client was served after one left");
+}
+
+#[test]
+fn a_client_pipelining_100_000_requests_gets_every_answer_in_order() {
+    const REQUESTS: i64 = 100_000;
+    let (cluster, _) = Cluster::up(1);
+    let mut stream = connect(&cluster);
+    let mut writer = stream.try_clone().expect("clone");
+    // Sent in writes of 1,000 commands, while the replies are read.
+    let sender = std::thread::spawn(move || {
+        let chunk = "INCR n\r\n".repeat(1000);
+        for _ in 0..REQUESTS / 1000 {
+            writer.write_all(chunk.as_bytes()).expect("pipelined");
+        }
+    });
+    let mut buf = Vec::new();
+    for expected in 1..=REQUESTS {
+        let reply = read_reply(&mut stream, &mut buf);
+        assert_eq!(reply, Some(Value::Int(expected)), "reply {expected}");
+    }
+    sender.join().expect("sent");
+    println!("{REQUESTS} pipelined INCRs answered 1 to {REQUESTS}, in order");
+}
+
+#[test]
+fn a_client_that_takes_none_of_its_replies_holds_back_no_other_client() {
+    const VALUE_BYTES: usize = 64 << 10;
+    const GETS: usize = 4_000;
+    let (cluster, _) = Cluster::up(1);
+    let mut setup = connect(&cluster);
+    let mut buf = Vec::new();
+    let set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE_BYTES}\r\n");
+    setup.write_all(set.as_bytes()).expect("SET");
+    setup.write_all(&vec![b'v'; VALUE_BYTES]).expect("SET");
+    setup.write_all(b"\r\n").expect("SET");
+    assert_eq!(
+        read_reply(&mut setup, &mut buf),
+        Some(Value::Simple("OK".into()))
+    );
+    // 4,000 GETs of 64 KiB (250 MiB of replies), sent and not read: the node stops reading
+    // them once its buffer for this client and the socket's are full.
+    let mut slow = connect(&cluster);
+    let mut slow_writer = slow.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        slow_writer
+            .write_all("GET big\r\n".repeat(GETS).as_bytes())
+            .expect("pipelined");
+    });
+    // Meanwhile other clients write and read.
+    for i in 0..200 {
+        let mut other = connect(&cluster);
+        let mut buf = Vec::new();
+        other
+            .write_all(format!("SET k{i} {i}\r\nGET k{i}\r\n").as_bytes())
+            .expect("write");
+        assert_eq!(
+            read_reply(&mut other, &mut buf),
+            Some(Value::Simple("OK".into()))
+        );
+        assert_eq!(
+            read_reply(&mut other, &mut buf),
+            Some(Value::Bulk(i.to_string().into_bytes()))
+        );
+    }
+    // The slow client then gets every reply, whole and in order.
+    let mut buf = Vec::new();
+    for i in 0..GETS {
+        let reply = read_reply(&mut slow, &mut buf);
+        assert!(
+            matches!(&reply, Some(Value::Bulk(v)) if v.len() == VALUE_BYTES),
+            "reply {i} of the slow client"
+        );
+    }
+    sender.join().expect("sent");
+    println!("200 clients served while one held {GETS} replies of {VALUE_BYTES} bytes unread");
+}
