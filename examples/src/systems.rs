@@ -86,6 +86,14 @@ pub const SYSTEMS: &[System] = &[
         sim: Some(crate::simulate::System::REGISTER),
     },
     System {
+        name: "leaderless",
+        about: "a leaderless store like Cassandra: ONE/QUORUM/ALL, version vectors, hints, anti-entropy, ABD and Paxos CAS (simulated only)",
+        node: None,
+        kv: None,
+        demo: None,
+        sim: Some(crate::simulate::System::LEADERLESS),
+    },
+    System {
         name: "membership",
         about: "SWIM failure detection with Lifeguard, gossip and an emergent leader (simulated only)",
         node: None,

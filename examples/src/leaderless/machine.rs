@@ -422,6 +422,11 @@ pub struct Config {
     pub probe_interval_ms: u64,
     /// See `probe_interval_ms`.
     pub probe_timeout_ms: u64,
+    /// Milliseconds between membership's gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Milliseconds between membership's push-pull syncs of whole views (what merges views
+    /// after a partition in which every member held the others dead).
+    pub push_pull_interval_ms: u64,
     /// The wall-clock time at the driver's `Time::ZERO` (see
     /// [`CoordinatorConfig::wall_clock_at_zero`]).
     pub wall_clock_at_zero: WallTime,
@@ -434,7 +439,8 @@ impl Config {
     /// 3 replicas, operations given up after 1 s, 1,024 in flight, 10,000 keys, 10,000
     /// hints within a 3-hour window, ten days' grace, 500 ms of clock drift, blocking read
     /// repair, anti-entropy every second in messages of at most 1 MiB, Paxos retried after
-    /// 100 ms, a membership period of 1 s with 500 ms probes.
+    /// 100 ms, a membership period of 1 s with 500 ms probes, gossip every 200 ms and a push-pull
+    /// sync every 10 s.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -460,6 +466,8 @@ impl Config {
             cas_keys_max: 10_000,
             probe_interval_ms: 1_000,
             probe_timeout_ms: 500,
+            gossip_interval_ms: 200,
+            push_pull_interval_ms: 10_000,
             wall_clock_at_zero: WallTime::UNIX_EPOCH,
             seed: 0,
         }
@@ -488,6 +496,8 @@ impl Config {
             self.cas_keys_max as u64,
             self.probe_interval_ms,
             self.probe_timeout_ms,
+            self.gossip_interval_ms,
+            self.push_pull_interval_ms,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -519,6 +529,8 @@ impl Config {
         MemberConfig::builder(self.id, self.seed ^ generation.rotate_left(17))
             .seeds(self.members.iter().copied().filter(|&m| m != self.id))
             .probe(self.probe_interval_ms, self.probe_timeout_ms)
+            .gossip(self.gossip_interval_ms, 3)
+            .push_pull_interval_ms(self.push_pull_interval_ms)
             .build()
             .map_err(|e| e.to_string())
     }

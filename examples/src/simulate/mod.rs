@@ -44,6 +44,8 @@
 //!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
 //!   as a process, on the same write-ahead log store (`WalLogStore`) on the simulated disk,
 //!   with the simulator in place of the sockets, threads and clock;
+//! - `leaderless` ([`leaderless`]): the leaderless store's node ([`crate::leaderless`]), each
+//!   of its levels checked against its promise in one run;
 //! - `membership` ([`membership`]): `synod-membership`'s members (SWIM with Lifeguard), on
 //!   2 to 128 nodes and with no clients: it checks that no start reuses a generation and
 //!   that every view agrees after the heal, and prints how fast crashes were detected and
@@ -78,6 +80,7 @@ use crate::history_file::{HistoryFile, HistoryWriter};
 use crate::page_file::PageFile;
 
 pub mod clients;
+pub mod leaderless;
 pub mod membership;
 pub mod raft_kv;
 pub mod register;
@@ -123,6 +126,7 @@ fault fired, the verdict and the trace hash.
 Systems:
   register   the ABD quorum register of synod-quorum (no leader)
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
+  leaderless the leaderless store: ABD and CAS checked linearizable, QUORUM with version vectors checked to lose no acknowledged write and read nothing stale, replicas checked to converge after the heal; stale reads at ONE counted
   membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
 
 With --seed, --history FILE also writes the history the checker decided, for a checker \
@@ -192,6 +196,20 @@ impl System {
         run: raft_kv::run,
     };
 
+    /// The leaderless store: every level of it at once, each checked against its promise.
+    pub const LEADERLESS: System = System {
+        name: "leaderless",
+        nodes: None,
+        describe: |nodes| {
+            format!(
+                "the leaderless store (version vectors), {nodes} nodes, {} clients, {} keys in each of ABD, CAS, QUORUM",
+                leaderless::CLIENTS,
+                leaderless::KEYS
+            )
+        },
+        run: leaderless::run,
+    };
+
     /// The members of `synod-membership`: SWIM with Lifeguard, gossip, the emergent leader.
     pub const MEMBERSHIP: System = System {
         name: "membership",
@@ -247,7 +265,12 @@ impl System {
 }
 
 /// Every system `synod sim` can run. Adding a simulated system is adding it here.
-pub const SYSTEMS: &[System] = &[System::REGISTER, System::RAFT_KV, System::MEMBERSHIP];
+pub const SYSTEMS: &[System] = &[
+    System::REGISTER,
+    System::RAFT_KV,
+    System::LEADERLESS,
+    System::MEMBERSHIP,
+];
 
 impl PartialEq for System {
     fn eq(&self, other: &System) -> bool {

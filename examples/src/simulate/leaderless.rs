@@ -1,0 +1,542 @@
+//! The `leaderless` system under `synod-sim`: the store's node
+//! ([`crate::leaderless::Leaderless`], version vectors) as nodes of the simulator, each
+//! level checked against what it promises.
+//!
+//! The state machine and its log are the ones a process runs: [`LeaderlessStore`] is the
+//! node's `synod_wal::Wal` on the simulated disk. Clients ([`LeaderlessClients`]) work on
+//! four key spaces at once, from random nodes, and the run is checked against each
+//! level's promise:
+//!
+//! - **the linearizable level** (ABD registers): reads and writes of its keys are checked
+//!   for linearizability;
+//! - **CAS** (per-key Paxos): reads and compare-and-sets of its keys, checked for
+//!   linearizability;
+//! - **QUORUM with version vectors**: clients read a key at QUORUM and write it with the
+//!   read's context, a fixed number of writes in all, so that the writes end and the
+//!   replicas can converge. After the heal, once every node serves and no such operation
+//!   is pending, the run waits until every replica of every key holds the same state
+//!   (anti-entropy must bring them together: that is the progress condition), and then
+//!   checks that **no acknowledged write is lost**: each is in that final state, or was
+//!   replaced by a write whose client had read it (and which itself survived so). A
+//!   QUORUM read is also checked never to miss a write acknowledged before it began (or a
+//!   write that replaced it): R + W > N;
+//! - **ONE**: reads of the same keys at ONE. Their stale reads (missing a write
+//!   acknowledged before the read began) are counted and printed, not failed: ONE
+//!   promises nothing more, and the count is the negative control that shows the check
+//!   finds stale reads where there are some.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::rc::Rc;
+
+use synod_clocks::VersionVector;
+use synod_quorum::{Consistency, Resolver};
+use synod_sim::{
+    ClientId, Completion, Disk, DiskStorage, History, HistoryChecker, Invocation, KvInput, KvModel,
+    KvOutput, Linearizability, NodeId, Outcome, ProtocolNode, ProtocolStore, SimConfig, SimRng,
+    Simulation, Verdict, View, Workload,
+};
+
+use super::RunSummary;
+use crate::leaderless::store::LeaderlessLog;
+use crate::leaderless::{Config, Failure, Leaderless, Mode, Request, Response, Vv};
+use crate::register::RegisterLimits;
+
+/// Keys of each key space.
+pub const KEYS: u64 = 3;
+/// Clients of the simulated store.
+pub const CLIENTS: usize = 6;
+/// Writes at QUORUM in a run, in all.
+pub const QUORUM_WRITES: u64 = 60;
+
+/// The history's keys: each space's keys start here.
+const ABD: u64 = 0;
+const CAS: u64 = 100;
+const QUORUM: u64 = 200;
+/// A read at ONE of the QUORUM space's key `k - ONE + QUORUM`.
+const ONE: u64 = 300;
+
+/// The records of a log compacted from this many (small, so runs meet compactions).
+const COMPACT_RECORDS_MIN: u64 = 64;
+
+/// The state machine of a simulated node in conflict mode `M`.
+pub type Node<M = Vv> = Leaderless<M>;
+
+/// A simulated node's configuration: fast timers for a simulation of a few seconds.
+fn config(id: NodeId, nodes: usize, seed: u64) -> Config {
+    let mut config = Config::new(id, (1..=nodes as u64).map(NodeId::new));
+    config.partitions = 8;
+    config.timeout_ms = 80;
+    config.anti_entropy_interval_ms = 20;
+    config.probe_interval_ms = 100;
+    config.probe_timeout_ms = 50;
+    config.gossip_interval_ms = 20;
+    config.push_pull_interval_ms = 500;
+    config.abd = RegisterLimits::new(64, 16, 10, 80);
+    config.cas_retry_ms = 10;
+    config.seed = seed;
+    config
+}
+
+/// How a node keeps its records on the simulated disk: the process's log,
+/// [`LeaderlessLog`], on the disk's `synod_wal::Storage`, written out at each write and made
+/// durable by the adapter's syncs.
+#[derive(Debug)]
+pub struct LeaderlessStore<M = Vv> {
+    log: Option<LeaderlessLog<DiskStorage>>,
+    _mode: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M> Default for LeaderlessStore<M> {
+    fn default() -> Self {
+        LeaderlessStore {
+            log: None,
+            _mode: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<M: Mode> ProtocolStore for LeaderlessStore<M> {
+    type Protocol = Node<M>;
+
+    fn recover(&mut self, boot: synod_sim::Boot<'_>) -> io::Result<Node<M>> {
+        let (log, recovered) =
+            LeaderlessLog::open_with(boot.disk.storage(), COMPACT_RECORDS_MIN, true)?;
+        self.log = Some(log);
+        let seed = boot.rng.next_u64();
+        Ok(Leaderless::start(
+            config(boot.id, boot.nodes, seed),
+            recovered,
+        ))
+    }
+
+    fn write(
+        &mut self,
+        _disk: &mut Disk,
+        record: &crate::leaderless::Record<<M as Resolver>::State>,
+    ) -> io::Result<()> {
+        let log = self
+            .log
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the store was never opened"))?;
+        log.append(record)?;
+        log.flush()
+    }
+}
+
+/// One simulated node.
+pub type LeaderlessNode<M = Vv> = ProtocolNode<LeaderlessStore<M>>;
+
+fn key_bytes(space: u64, key: u64) -> Vec<u8> {
+    let mut bytes = space.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&key.to_be_bytes());
+    bytes
+}
+
+fn value_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// What the clients saw beyond the history: the values of each read at QUORUM and ONE (the
+/// history holds one), and the values each QUORUM write's context had read.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// A client's `n`th operation's values read.
+    reads: BTreeMap<(ClientId, usize), Vec<u64>>,
+    /// Each QUORUM write's value, and the values its context had read.
+    saw: BTreeMap<u64, Vec<u64>>,
+    /// Each QUORUM key's state on every replica once they agreed after the heal.
+    final_values: Option<BTreeMap<u64, Vec<u64>>>,
+}
+
+/// The clients: linearizable reads and writes, CAS reads and compare-and-sets, QUORUM reads
+/// and writes with contexts, ONE reads, each a seventh of the operations (QUORUM writes up
+/// to [`QUORUM_WRITES`]).
+#[derive(Debug)]
+pub struct LeaderlessClients {
+    last_value: u64,
+    quorum_writes: u64,
+    /// Each client's operations so far.
+    ops: BTreeMap<ClientId, usize>,
+    /// Each client's last QUORUM read of a key: its context and values.
+    last_read: BTreeMap<(ClientId, u64), (VersionVector, Vec<u64>)>,
+    seen: Rc<RefCell<Seen>>,
+}
+
+impl LeaderlessClients {
+    fn new(seen: Rc<RefCell<Seen>>) -> Self {
+        LeaderlessClients {
+            last_value: 0,
+            quorum_writes: 0,
+            ops: BTreeMap::new(),
+            last_read: BTreeMap::new(),
+            seen,
+        }
+    }
+}
+
+impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
+    type Input = KvInput;
+    type Output = KvOutput;
+
+    fn invoke(
+        &mut self,
+        client: ClientId,
+        nodes: usize,
+        rng: &mut SimRng,
+    ) -> Option<Invocation<Request, KvInput>> {
+        let node = NodeId::new(rng.below(nodes as u64) + 1);
+        let key = rng.below(KEYS);
+        *self.ops.entry(client).or_default() += 1;
+        let mut kind = rng.below(7);
+        if kind == 5 && self.quorum_writes >= QUORUM_WRITES {
+            kind = 4;
+        }
+        let (request, input) = match kind {
+            0 => (
+                Request::LinearGet(key_bytes(ABD, key)),
+                KvInput::Read { key: ABD + key },
+            ),
+            1 => {
+                self.last_value += 1;
+                let value = self.last_value;
+                let request = Request::LinearSet(key_bytes(ABD, key), value.to_be_bytes().to_vec());
+                (
+                    request,
+                    KvInput::Write {
+                        key: ABD + key,
+                        value,
+                    },
+                )
+            }
+            2 => (
+                Request::CasGet(key_bytes(CAS, key)),
+                KvInput::Read { key: CAS + key },
+            ),
+            3 => {
+                self.last_value += 1;
+                let new = self.last_value;
+                let expect = (rng.below(2) == 0).then(|| new.saturating_sub(rng.below(4) + 1));
+                let request = Request::Cas {
+                    key: key_bytes(CAS, key),
+                    expect: expect.map(|e| e.to_be_bytes().to_vec()),
+                    new: new.to_be_bytes().to_vec(),
+                };
+                (
+                    request,
+                    KvInput::Cas {
+                        key: CAS + key,
+                        expect,
+                        new,
+                    },
+                )
+            }
+            4 => (
+                Request::Get {
+                    key: key_bytes(QUORUM, key),
+                    level: Consistency::Quorum,
+                },
+                KvInput::Read { key: QUORUM + key },
+            ),
+            5 => {
+                self.last_value += 1;
+                self.quorum_writes += 1;
+                let value = self.last_value;
+                let (context, saw) = self
+                    .last_read
+                    .get(&(client, key))
+                    .cloned()
+                    .unwrap_or_default();
+                self.seen.borrow_mut().saw.insert(value, saw);
+                let request = Request::Put {
+                    key: key_bytes(QUORUM, key),
+                    value: Some(value.to_be_bytes().to_vec()),
+                    level: Consistency::Quorum,
+                    context,
+                };
+                (
+                    request,
+                    KvInput::Write {
+                        key: QUORUM + key,
+                        value,
+                    },
+                )
+            }
+            _ => (
+                Request::Get {
+                    key: key_bytes(QUORUM, key),
+                    level: Consistency::One,
+                },
+                KvInput::Read { key: ONE + key },
+            ),
+        };
+        Some(Invocation {
+            node,
+            request,
+            input,
+        })
+    }
+
+    fn complete(
+        &mut self,
+        client: ClientId,
+        input: &KvInput,
+        response: &Response,
+    ) -> Completion<KvOutput> {
+        let n = self.ops.get(&client).copied().unwrap_or_default();
+        match (input, response) {
+            (_, Response::Failed(Failure::Unknown(_))) => Completion::Unknown,
+            (KvInput::Read { key }, Response::Read(read)) => {
+                let values: Vec<u64> = read.values.iter().filter_map(|v| value_of(v)).collect();
+                if (QUORUM..ONE).contains(key) {
+                    let entry = (read.context.clone(), values.clone());
+                    self.last_read.insert((client, key - QUORUM), entry);
+                }
+                let first = values.first().copied();
+                self.seen.borrow_mut().reads.insert((client, n), values);
+                Completion::Ok(KvOutput::Read(first))
+            }
+            (_, Response::LinearRead(value)) => {
+                Completion::Ok(KvOutput::Read(value.as_deref().and_then(value_of)))
+            }
+            (KvInput::Read { .. }, Response::Cas(reply)) => {
+                Completion::Ok(KvOutput::Read(reply.value.as_deref().and_then(value_of)))
+            }
+            (_, Response::Cas(reply)) => Completion::Ok(KvOutput::Cas(reply.applied)),
+            (_, Response::Written { .. } | Response::LinearWritten) => {
+                Completion::Ok(KvOutput::Written)
+            }
+            // Refused (certainly not carried out), or an answer of another kind.
+            _ => Completion::Fail,
+        }
+    }
+}
+
+/// Each QUORUM key's values on every replica, if all replicas of every key hold the same
+/// state and every node serves.
+fn agreed<M: Mode>(
+    view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
+) -> Option<BTreeMap<u64, Vec<u64>>> {
+    let mut nodes = BTreeMap::new();
+    for (id, node) in view.nodes() {
+        let protocol = node.protocol().filter(|p| p.serving())?;
+        nodes.insert(id, protocol);
+    }
+    let (_, first) = nodes.iter().next()?;
+    let mut values = BTreeMap::new();
+    for key in 0..KEYS {
+        let bytes = key_bytes(QUORUM, key);
+        let mut state: Option<Option<&<M as Resolver>::State>> = None;
+        for replica in first.replicas_of(&bytes) {
+            let held = nodes.get(replica)?.store()?.local_state(&bytes);
+            match state {
+                None => state = Some(held),
+                Some(s) if s != held => return None,
+                Some(_) => {}
+            }
+        }
+        let read = state.flatten().map(M::read);
+        let vals = read
+            .map(|r| r.values.iter().filter_map(|v| value_of(v)).collect())
+            .unwrap_or_default();
+        values.insert(key, vals);
+    }
+    Some(values)
+}
+
+/// The progress condition: after the heal, no QUORUM-space operation pending, and every
+/// replica in agreement (kept as the final state).
+fn converged<M: Mode>(
+    seen: &Rc<RefCell<Seen>>,
+    view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
+) -> bool {
+    if view.healed_at().is_none() {
+        return false;
+    }
+    let pending = view.history().operations().iter().any(|op| {
+        matches!(op.outcome, Outcome::Pending)
+            && matches!(op.input, KvInput::Read { key } | KvInput::Write { key, .. } if key >= QUORUM)
+    });
+    if pending {
+        return false;
+    }
+    match agreed(view) {
+        Some(values) => {
+            seen.borrow_mut().final_values = Some(values);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The checks of one run: see the [module documentation](self).
+#[derive(Debug)]
+pub struct Checks {
+    seen: Rc<RefCell<Seen>>,
+    /// Stale reads found at ONE and at QUORUM.
+    pub stale: [usize; 2],
+    /// Acknowledged QUORUM writes.
+    pub acknowledged: usize,
+}
+
+fn key_of(input: &KvInput) -> u64 {
+    match *input {
+        KvInput::Read { key } | KvInput::Write { key, .. } | KvInput::Cas { key, .. } => key,
+    }
+}
+
+impl Checks {
+    /// The linearizable levels' operations only.
+    fn linearizable_part(history: &History<KvInput, KvOutput>) -> History<KvInput, KvOutput> {
+        let mut part = History::new();
+        for op in history.operations() {
+            if key_of(&op.input) >= QUORUM {
+                continue;
+            }
+            let id = part.invoke(op.client, op.input, op.invoked_at);
+            let _ = match (&op.outcome, op.completed_at) {
+                (Outcome::Ok(output), Some(at)) => part.ok(id, *output, at),
+                (Outcome::Fail, Some(at)) => part.fail(id, at),
+                _ => part.unknown(id),
+            };
+        }
+        part.close();
+        part
+    }
+
+    fn quorum(&mut self, history: &History<KvInput, KvOutput>) -> Result<(), String> {
+        let seen = self.seen.borrow();
+        // Who read each value when it wrote: `children[v]` replaced `v`.
+        let mut children: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (&value, saw) in &seen.saw {
+            for &old in saw {
+                children.entry(old).or_default().push(value);
+            }
+        }
+        // `v` and every write that replaced it, transitively.
+        let descendants = |v: u64| -> BTreeSet<u64> {
+            let mut out = BTreeSet::from([v]);
+            let mut todo = vec![v];
+            while let Some(x) = todo.pop() {
+                for &c in children.get(&x).into_iter().flatten() {
+                    if out.insert(c) {
+                        todo.push(c);
+                    }
+                }
+            }
+            out
+        };
+        let mut acked: Vec<(u64, u64, synod_sim::SimTime)> = Vec::new();
+        for op in history.operations() {
+            if let (KvInput::Write { key, value }, Outcome::Ok(_), Some(at)) =
+                (op.input, &op.outcome, op.completed_at)
+                && (QUORUM..ONE).contains(&key)
+            {
+                acked.push((key - QUORUM, value, at));
+            }
+        }
+        self.acknowledged = acked.len();
+        // Every acknowledged write is in the final state, or was replaced by one that is
+        // (replacement by replacement).
+        if let Some(final_values) = &seen.final_values {
+            for &(key, value, _) in &acked {
+                let kept = final_values.get(&key).cloned().unwrap_or_default();
+                if descendants(value).is_disjoint(&kept.into_iter().collect()) {
+                    return Err(format!(
+                        "the acknowledged QUORUM write of {value} to key {key} is lost: the \
+                         replicas agree on {:?}, and no write that read it survived",
+                        final_values.get(&key)
+                    ));
+                }
+            }
+        }
+        // Stale reads: a read that misses a write acknowledged before it began, and every
+        // write that replaced it.
+        let mut nth: BTreeMap<ClientId, usize> = BTreeMap::new();
+        for op in history.operations() {
+            let n = nth.entry(op.client).or_default();
+            *n += 1;
+            let (KvInput::Read { key }, Outcome::Ok(_)) = (op.input, &op.outcome) else {
+                continue;
+            };
+            let (level, key) = match key {
+                k if (QUORUM..ONE).contains(&k) => (1, k - QUORUM),
+                k if k >= ONE => (0, k - ONE),
+                _ => continue,
+            };
+            let Some(values) = seen.reads.get(&(op.client, *n)) else {
+                continue;
+            };
+            let values: BTreeSet<u64> = values.iter().copied().collect();
+            let stale = acked.iter().any(|&(k, value, at)| {
+                k == key && at < op.invoked_at && descendants(value).is_disjoint(&values)
+            });
+            if stale {
+                self.stale[level] += 1;
+            }
+        }
+        if self.stale[1] > 0 {
+            return Err(format!(
+                "{} QUORUM reads missed a write acknowledged before they began",
+                self.stale[1]
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HistoryChecker<KvInput, KvOutput> for Checks {
+    fn name(&self) -> &str {
+        "leaderless levels"
+    }
+
+    fn check_history(&mut self, history: &History<KvInput, KvOutput>) -> Verdict {
+        let part = Self::linearizable_part(history);
+        match Linearizability::new(KvModel).check_history(&part) {
+            Verdict::Pass => {}
+            Verdict::Violation(why) => {
+                return Verdict::Violation(format!("the linearizable levels (ABD, CAS): {why}"));
+            }
+            gave_up => return gave_up,
+        }
+        match self.quorum(history) {
+            Ok(()) => Verdict::Pass,
+            Err(why) => Verdict::Violation(why),
+        }
+    }
+}
+
+/// Runs the store once with `seed`.
+pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
+    let (summary, _) = run_checked::<Vv>(seed, config);
+    summary
+}
+
+/// Runs the store in conflict mode `M` once with `seed`, and returns the checks' counts
+/// with the summary.
+pub fn run_checked<M: Mode>(seed: u64, config: SimConfig) -> (RunSummary, Checks) {
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let progress_seen = Rc::clone(&seen);
+    let report = Simulation::new(
+        config,
+        seed,
+        |_| ProtocolNode::new(LeaderlessStore::<M>::default()),
+        LeaderlessClients::new(Rc::clone(&seen)),
+    )
+    .progress(move |view| converged::<M>(&progress_seen, view))
+    .run();
+    let mut checks = Checks {
+        seen,
+        stale: [0, 0],
+        acknowledged: 0,
+    };
+    let verdict = report.verdict(&mut checks);
+    let mut summary = RunSummary::new(report, verdict);
+    summary.figures = vec![format!(
+        "QUORUM writes acknowledged: {}; stale reads at ONE: {} (allowed), at QUORUM: {}",
+        checks.acknowledged, checks.stale[0], checks.stale[1]
+    )];
+    summary.passed = "ABD and CAS linearizable, no acknowledged QUORUM write lost, no stale QUORUM read, replicas converged after healing";
+    (summary, checks)
+}
