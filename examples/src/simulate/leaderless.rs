@@ -38,6 +38,8 @@ use synod_sim::{
     Simulation, Verdict, View, Workload,
 };
 
+use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole, Timeline};
+
 use super::RunSummary;
 use crate::leaderless::store::LeaderlessLog;
 use crate::leaderless::{Config, Failure, Leaderless, Mode, Request, Response, Vv};
@@ -122,6 +124,24 @@ impl<M: Mode> ProtocolStore for LeaderlessStore<M> {
             .ok_or_else(|| io::Error::other("the store was never opened"))?;
         log.append(record)?;
         log.flush()
+    }
+}
+
+impl<M: Mode> Describe for Leaderless<M> {
+    fn role(&self) -> Option<TimelineRole> {
+        Some(TimelineRole::new("replica", 0))
+    }
+
+    fn message_kind(message: &crate::leaderless::Message<<M as Resolver>::State>) -> &'static str {
+        use crate::leaderless::Message;
+        match message {
+            Message::Member(_) => "membership",
+            Message::Store(_) => "store",
+            Message::Abd(_) => "abd",
+            Message::Cas(_) => "paxos",
+            Message::Digest { .. } => "digest",
+            Message::States { .. } => "states",
+        }
     }
 }
 
@@ -508,31 +528,47 @@ impl HistoryChecker<KvInput, KvOutput> for Checks {
 }
 
 /// Runs the store once with `seed`.
-pub(super) fn run(seed: u64, config: SimConfig) -> RunSummary {
-    let (summary, _) = run_checked::<Vv>(seed, config);
+pub(super) fn run(seed: u64, config: SimConfig, record: bool) -> RunSummary {
+    let (summary, _) = run_checked::<Vv>(seed, config, record);
     summary
 }
 
 /// Runs the store in conflict mode `M` once with `seed`, and returns the checks' counts
 /// with the summary.
-pub fn run_checked<M: Mode>(seed: u64, config: SimConfig) -> (RunSummary, Checks) {
+/// With `record`, the run is also drawn ([`RunSummary::timeline`]).
+pub fn run_checked<M: Mode + 'static>(
+    seed: u64,
+    config: SimConfig,
+    record: bool,
+) -> (RunSummary, Checks) {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let progress_seen = Rc::clone(&seen);
-    let report = Simulation::new(
+    let simulation = Simulation::new(
         config,
         seed,
         |_| ProtocolNode::new(LeaderlessStore::<M>::default()),
         LeaderlessClients::new(Rc::clone(&seen)),
     )
-    .progress(move |view| converged::<M>(&progress_seen, view))
-    .run();
+    .progress(move |view| converged::<M>(&progress_seen, view));
+    let simulation = if record {
+        simulation.record(Recorder::protocol())
+    } else {
+        simulation
+    };
+    let mut report = simulation.run();
     let mut checks = Checks {
         seen,
         stale: [0, 0],
         acknowledged: 0,
     };
     let verdict = report.verdict(&mut checks);
-    let mut summary = RunSummary::new(report, verdict);
+    let timeline = report
+        .recording
+        .is_some()
+        .then(|| Timeline::of_run(&report, &verdict, None));
+    let history = std::mem::take(&mut report.history);
+    let mut summary = RunSummary::of_report(report, verdict, history);
+    summary.timeline = timeline;
     summary.figures = vec![format!(
         "QUORUM writes acknowledged: {}; stale reads at ONE: {} (allowed), at QUORUM: {}",
         checks.acknowledged, checks.stale[0], checks.stale[1]

@@ -43,7 +43,7 @@ fn every_level_keeps_its_promise_under_faults() {
     let ran = runner.run(SEEDS_CI, |seed| {
         let nodes = if seed % 4 == 3 { 5 } else { 3 };
         let (summary, checks) =
-            run_checked::<Vv>(seed, config(nodes, 6_000, &FaultSelection::Swarm));
+            run_checked::<Vv>(seed, config(nodes, 6_000, &FaultSelection::Swarm), false);
         stale_at_one += checks.stale[0];
         match summary.verdict {
             Verdict::Pass => Ok(()),
@@ -65,8 +65,8 @@ fn last_write_wins_loses_acknowledged_writes_that_version_vectors_keep() {
     let (mut lww_lost, mut vv_lost) = (0, 0);
     for seed in 0..6 {
         let lost = |verdict: &Verdict| matches!(verdict, Verdict::Violation(why) if why.contains("is lost"));
-        let (lww, _) = run_checked::<Lww>(seed, config(3, 4_000, &faults));
-        let (vv, _) = run_checked::<Vv>(seed, config(3, 4_000, &faults));
+        let (lww, _) = run_checked::<Lww>(seed, config(3, 4_000, &faults), false);
+        let (vv, _) = run_checked::<Vv>(seed, config(3, 4_000, &faults), false);
         lww_lost += usize::from(lost(&lww.verdict));
         vv_lost += usize::from(lost(&vv.verdict));
         assert_eq!(vv.verdict, Verdict::Pass, "seed {seed}: version vectors");
