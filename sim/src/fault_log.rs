@@ -107,6 +107,15 @@ pub enum Fault {
         /// What the crash did to the disk's unsynced state.
         disk: CrashReport,
     },
+    /// A node's disk was armed to halt after `ops` more storage operations; the node crashes
+    /// at the end of the event in which it halts
+    /// ([`NemesisConfigBuilder::mid_write_crash_percent`](crate::NemesisConfigBuilder::mid_write_crash_percent)).
+    CrashArmed {
+        /// The node.
+        node: NodeId,
+        /// Storage operations it may still make.
+        ops: u64,
+    },
     /// A crashed node started again from its surviving disk.
     Restart {
         /// The node.
@@ -192,6 +201,9 @@ impl fmt::Display for Fault {
                 Ok(())
             }
             Fault::Restart { node } => write!(f, "restart {node}"),
+            Fault::CrashArmed { node, ops } => {
+                write!(f, "crash {node} after {ops} more storage operations")
+            }
             Fault::FailNextSync { node } => write!(f, "next sync fails {node}"),
             Fault::DiskFull { node } => write!(f, "disk full {node}"),
             Fault::DiskFreed { node } => write!(f, "disk freed {node}"),

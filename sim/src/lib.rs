@@ -425,7 +425,8 @@ pub use fault_log::{
 };
 pub use history::{History, HistoryError, OpId, Operation, Outcome};
 pub use nemesis::{
-    Counter, Coverage, FaultKind, FaultProfile, NemesisConfig, NemesisConfigBuilder,
+    Counter, Coverage, FaultKind, FaultProfile, MID_WRITE_OPS_MAX, NemesisConfig,
+    NemesisConfigBuilder,
 };
 pub use net::{Cut, DelayDistribution, LinkConfig, PartitionShape};
 pub use node::{ClientId, Context, Node, NodeId, RequestId, SyncToken, TimerId};

@@ -257,7 +257,13 @@ pub struct NemesisConfig {
     loss_max: Probability,
     duplicate_max: Probability,
     reorder_delay_max_us: u64,
+    mid_write_crash_percent: u8,
 }
+
+/// The most storage operations a crash part-way through a node's writes lets the node make
+/// first ([`NemesisConfigBuilder::mid_write_crash_percent`]): enough to land anywhere in a
+/// snapshot's or a compaction's sequence of writes, renames and syncs.
+pub const MID_WRITE_OPS_MAX: u64 = 24;
 
 impl Default for NemesisConfig {
     fn default() -> Self {
@@ -277,6 +283,7 @@ impl Default for NemesisConfig {
             loss_max: Probability::from_percent(20),
             duplicate_max: Probability::from_percent(20),
             reorder_delay_max_us: 20_000,
+            mid_write_crash_percent: 0,
         }
     }
 }
@@ -387,6 +394,7 @@ impl NemesisConfig {
             clock_offset_max_us: self.clock_offset_max_us,
             clock_jump_max_us: self.clock_jump_max_us,
             drift_ppm_max: self.drift_ppm_max,
+            mid_write_crash_percent: self.mid_write_crash_percent,
         }
     }
 }
@@ -496,6 +504,18 @@ impl NemesisConfigBuilder {
         self
     }
 
+    /// The share of the nemesis's crashes, in percent, made part-way through the node's
+    /// writes rather than between events (default 0): the node's disk halts after 0 to
+    /// [`MID_WRITE_OPS_MAX`] more storage operations, the operation that meets the halt
+    /// fails as in a process dying at that point, and the simulator crashes the node at the
+    /// end of that event (in a crash mode drawn as for any crash) and restarts it later.
+    /// Until then the node counts as down. Values above 100 are taken as 100.
+    #[must_use]
+    pub fn mid_write_crash_percent(mut self, percent: u8) -> Self {
+        self.config.mid_write_crash_percent = percent.min(100);
+        self
+    }
+
     /// The configuration. Empty lists mean "nothing of that kind", and the drift is
     /// clamped to 500,000 ppm here; durations are checked against
     /// [`crate::DURATION_MAX`] when the configuration is given to a simulation
@@ -521,6 +541,7 @@ pub struct FaultProfile {
     pub(crate) clock_offset_max_us: u64,
     pub(crate) clock_jump_max_us: u64,
     pub(crate) drift_ppm_max: u32,
+    pub(crate) mid_write_crash_percent: u8,
 }
 
 impl FaultProfile {

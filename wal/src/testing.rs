@@ -463,6 +463,13 @@ impl FaultyStorage {
         self.disk.lock().halt_after_ops = ops;
     }
 
+    /// The mutating operations left before the disk halts, as [`FaultyStorage::halt_after`]
+    /// set it (`Some(0)`: halted); `None` if it will not halt.
+    #[must_use]
+    pub fn halt_remaining(&self) -> Option<u64> {
+        self.disk.lock().halt_after_ops
+    }
+
     /// Flips bit `bit % 8` of the byte at `offset` of file `name`, in the synced and the
     /// current contents alike (media corruption).
     ///

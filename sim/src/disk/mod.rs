@@ -257,9 +257,7 @@ impl Disk {
     /// Makes every write issued before `point` durable, and the directory; writes issued
     /// since stay unsynced.
     pub(crate) fn sync_through(&mut self, point: u64) -> io::Result<()> {
-        self.state
-            .lock()
-            .without_capacity(|s| s.sync_through(point))
+        self.state.lock().without_limits(|s| s.sync_through(point))
     }
 
     /// Makes the next sync of this disk fail, whether it is a [`crate::Context::sync`]
@@ -321,16 +319,31 @@ impl Disk {
     /// writes issued since stay, unsynced, over the older contents (a gap one leaves past
     /// the end of a file reads as zeros). Directory changes are left unsynced.
     pub(crate) fn fail_through(&mut self, point: u64) -> io::Result<()> {
-        self.state
-            .lock()
-            .without_capacity(|s| s.fail_through(point))
+        self.state.lock().without_limits(|s| s.fail_through(point))
     }
 
-    /// After `ops` more mutating operations, every further one fails, as if the process had
-    /// died part-way; the next crash lifts it.
-    #[cfg(test)]
+    /// After `ops` more mutating operations of the node, every further one fails, as if the
+    /// process had died part-way; the next crash lifts it (`None` lifts it now). The
+    /// simulator's own bookkeeping of syncs is not counted and never fails.
     pub(crate) fn halt_after(&mut self, ops: Option<u64>) {
         self.state.lock().storage.halt_after(ops);
+    }
+
+    /// The node's process exits, as a process does on a disk error it cannot carry on from
+    /// (a failed `fsync` of its log): the disk halts now, and the simulator crashes the node
+    /// at the end of the event and restarts it after a down time, as a supervisor restarts a
+    /// process that exited.
+    pub fn exit(&mut self) {
+        self.halt_after(Some(0));
+    }
+
+    /// Whether the disk has halted (a crash part-way through the node's writes that the
+    /// nemesis armed ran out of operations, or [`Disk::exit`]): the node's next storage
+    /// operation fails, as it would in a process that died at that point. The simulator
+    /// crashes a node whose disk halted at the end of the event that made it halt.
+    #[must_use]
+    pub fn is_halted(&self) -> bool {
+        self.state.lock().storage.halt_remaining() == Some(0)
     }
 
     /// Crashes the disk as the simulator does when it crashes the node: every handle opened
@@ -517,6 +530,16 @@ impl State {
         self.storage.set_capacity_bytes(None);
         let out = f(self);
         self.storage.set_capacity_bytes(self.capacity_bytes);
+        out
+    }
+
+    /// As [`State::without_capacity`], and without counting towards a halt: the
+    /// simulator's sync bookkeeping is not an operation of the node.
+    fn without_limits<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let halt = self.storage.halt_remaining();
+        self.storage.halt_after(None);
+        let out = self.without_capacity(f);
+        self.storage.halt_after(halt);
         out
     }
 

@@ -8,7 +8,7 @@ use super::{Event, NodeState, Phase, Simulation, TRACE_CRASH, TRACE_NEMESIS, Wor
 use crate::clock::ClockModel;
 use crate::disk::CrashMode;
 use crate::fault_log::{Fault, FaultSource};
-use crate::nemesis::{Counter, FaultKind};
+use crate::nemesis::{Counter, FaultKind, MID_WRITE_OPS_MAX};
 use crate::net::{Cut, PartitionShape};
 use crate::node::{Node, NodeId, node_at, slot_of};
 use crate::rng::Probability;
@@ -62,19 +62,41 @@ pub enum Action {
 }
 
 impl<N: Node, W: Workload<N>> Simulation<N, W> {
+    /// Nodes crashed or paused, or armed to crash part-way through their writes.
     pub(super) fn down_nodes(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.state != NodeState::Up)
+            .filter(|s| s.state != NodeState::Up || s.crash_armed_down_us.is_some())
             .count()
     }
 
     pub(super) fn random_up_node(&mut self) -> Option<NodeId> {
         let up: Vec<NodeId> = (0..self.config.nodes)
-            .filter(|&i| self.slots[i].state == NodeState::Up)
+            .filter(|&i| {
+                self.slots[i].state == NodeState::Up && self.slots[i].crash_armed_down_us.is_none()
+            })
             .map(node_at)
             .collect();
         self.nemesis_rng.pick(&up).copied()
+    }
+
+    /// Crashes `id` if its disk halted part-way through its writes (a crash the nemesis
+    /// armed), and schedules its restart.
+    pub(super) fn crash_if_halted(&mut self, id: NodeId) {
+        let slot = &mut self.slots[slot_of(id)];
+        if slot.state == NodeState::Crashed || !slot.disk.is_halted() {
+            return;
+        }
+        let down = match slot.crash_armed_down_us {
+            Some(down) => down,
+            // The node exited by itself (`Disk::exit`): a supervisor restarts it.
+            None => self
+                .nemesis_rng
+                .between(1, self.profile.down_time_max_us.max(1)),
+        };
+        self.crash(id, FaultSource::Nemesis);
+        let at = self.after(down);
+        self.push(at, Event::Restart { node: id });
     }
 
     pub(super) fn nemesis(&mut self) {
@@ -174,12 +196,32 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     self.log(FaultSource::Nemesis, Fault::ReorderEnd);
                 }
             }
+            Some(FaultKind::Crash)
+                if self.down_nodes() < down_max
+                    && self.profile.mid_write_crash_percent > 0
+                    && self.nemesis_rng.below(100)
+                        < u64::from(self.profile.mid_write_crash_percent) =>
+            {
+                // Part-way through the node's writes: its disk halts after a few more
+                // storage operations, and the node crashes at the end of that event.
+                if let Some(id) = self.random_up_node() {
+                    let ops = self.nemesis_rng.below(MID_WRITE_OPS_MAX + 1);
+                    let down = self.nemesis_rng.between(1, self.profile.down_time_max_us);
+                    let slot = &mut self.slots[slot_of(id)];
+                    slot.disk.halt_after(Some(ops));
+                    slot.crash_armed_down_us = Some(down);
+                    self.log(FaultSource::Nemesis, Fault::CrashArmed { node: id, ops });
+                    // A halt after no operation has already happened.
+                    self.crash_if_halted(id);
+                }
+            }
             Some(FaultKind::Crash) if self.down_nodes() < down_max => {
                 // Half the time, aim at a node with unsynced writes: crashes matter most
                 // then, and a random instant often misses the short window.
                 let exposed: Vec<NodeId> = (0..n)
                     .filter(|&i| {
                         self.slots[i].state == NodeState::Up
+                            && self.slots[i].crash_armed_down_us.is_none()
                             && self.slots[i].disk.unsynced_ops() > 0
                     })
                     .map(node_at)
@@ -266,6 +308,8 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
 
     pub(super) fn crash_with(&mut self, id: NodeId, mode: CrashMode, source: FaultSource) {
         let slot = &mut self.slots[slot_of(id)];
+        // The crash lifts a halt armed on the disk.
+        slot.crash_armed_down_us = None;
         slot.node = None;
         slot.state = NodeState::Crashed;
         slot.incarnation += 1;
@@ -406,6 +450,8 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         self.log(FaultSource::Heal, Fault::AllHealed);
         for i in 0..self.config.nodes {
             let id = node_at(i);
+            self.slots[i].crash_armed_down_us = None;
+            self.slots[i].disk.halt_after(None);
             self.slots[i].disk.clear_failing_syncs();
             self.slots[i].disk.free();
             match self.slots[i].state {

@@ -67,6 +67,9 @@ struct Slot<N: Node> {
     incarnation: u32,
     state: NodeState,
     parked: Vec<Event<N>>,
+    /// A crash part-way through the node's writes is armed on its disk: the time the node
+    /// stays down once it fires, in microseconds.
+    crash_armed_down_us: Option<u64>,
 }
 
 enum Event<N: Node> {
@@ -312,6 +315,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
                     incarnation: 0,
                     state: NodeState::Crashed,
                     parked: Vec::new(),
+                    crash_armed_down_us: None,
                 }
             })
             .collect();
@@ -680,6 +684,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
             _ => unreachable!("only node events reach a node"),
         }
         self.apply_effects(id);
+        self.crash_if_halted(id);
     }
 
     fn start_node(&mut self, id: NodeId) {
@@ -711,6 +716,7 @@ impl<N: Node, W: Workload<N>> Simulation<N, W> {
         };
         node.on_start(&mut ctx);
         self.apply_effects(id);
+        self.crash_if_halted(id);
     }
 
     fn apply_effects(&mut self, from: NodeId) {

@@ -687,6 +687,7 @@ impl Timeline {
                     self.push_node_event(*node, at, NodeEventKind::Clock, &text);
                 }
                 Fault::FailNextSync { node }
+                | Fault::CrashArmed { node, .. }
                 | Fault::DiskFull { node }
                 | Fault::DiskFreed { node } => {
                     self.push_node_event(*node, at, NodeEventKind::Disk, &text);

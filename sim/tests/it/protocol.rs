@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use synod_node::{Effect, EffectOf, Input, InputOf, PersistToken, Protocol, Time};
 use synod_sim::{
-    Action, Boot, ClientId, Completion, Counter, Disk, FaultKind, Invocation, NemesisConfig,
+    Action, Boot, ClientId, Completion, Counter, Disk, Fault, FaultKind, Invocation, NemesisConfig,
     NodeId, ProtocolNode, ProtocolStore, SimConfig, SimRng, SimTime, Simulation, Workload,
 };
 
@@ -39,6 +39,8 @@ struct Seen {
     built: u64,
     /// Persists written to disk.
     written: u64,
+    /// Writes that failed because the disk had halted under them.
+    halted_writes: u64,
     /// The latest time handed to any state machine.
     latest: Time,
 }
@@ -146,7 +148,11 @@ impl ProtocolStore for ProbeStore {
 
     fn write(&mut self, disk: &mut Disk, write: &u64) -> io::Result<()> {
         self.0.borrow_mut().written += 1;
-        disk.append("log", &write.to_le_bytes())
+        let result = disk.append("log", &write.to_le_bytes());
+        if result.is_err() && disk.is_halted() {
+            self.0.borrow_mut().halted_writes += 1;
+        }
+        result
     }
 }
 
@@ -277,5 +283,56 @@ fn a_step_of_the_wall_clock_does_not_move_the_time_a_state_machine_is_handed() {
     assert!(
         latest < Time::from_secs(10),
         "now leapt to {latest:?} with the wall clock"
+    );
+}
+
+/// The nemesis's crashes part-way through a node's writes: the disk halts after a few more
+/// storage operations, the write that meets the halt fails, and the simulator crashes the
+/// node at the end of that event and restarts it later; the run goes on without a failure.
+#[test]
+fn a_crash_armed_part_way_through_the_writes_fires_inside_a_write_and_the_node_restarts() {
+    const SEEDS: u64 = 20;
+    let (mut armed, mut crashes, mut restarts, mut halted_writes) = (0, 0, 0, 0);
+    for seed in 0..SEEDS {
+        let nemesis = NemesisConfig::builder()
+            .swarm(false)
+            .kinds(&[FaultKind::Crash])
+            .crashed_nodes_max(1)
+            .mid_write_crash_percent(100)
+            .build();
+        let (sim, seen) = simulation(seed, nemesis);
+        let report = sim.run();
+        assert!(
+            report.failure.is_none(),
+            "seed {seed}: {:?}",
+            report.failure
+        );
+        for entry in report.faults.entries() {
+            match entry.fault {
+                Fault::CrashArmed { .. } => armed += 1,
+                Fault::Crash { .. } => crashes += 1,
+                Fault::Restart { .. } => restarts += 1,
+                _ => {}
+            }
+        }
+        halted_writes += seen.borrow().halted_writes;
+    }
+    println!(
+        "mid-write crashes: {armed} armed, {crashes} crashes, {restarts} restarts, \
+         {halted_writes} writes stopped by them"
+    );
+    assert!(
+        armed > 0 && halted_writes > 0,
+        "{armed} armed, {halted_writes} writes stopped"
+    );
+    // Only armed crashes are enabled; each that fired crashed its node, which restarted
+    // (but for the last crash of a run, which may end with its node still down).
+    assert!(
+        crashes > 0 && crashes <= armed,
+        "{crashes} crashes of {armed} armed"
+    );
+    assert!(
+        restarts <= crashes && restarts + SEEDS >= crashes,
+        "{restarts} restarts after {crashes} crashes"
     );
 }
