@@ -379,6 +379,21 @@ pub struct Activity {
     /// or lost track of its change in a leadership change does not count it, even if
     /// another leader committed it).
     pub membership_committed: u64,
+    /// Crashes part-way through a write to the log store (the disk halted under it, as
+    /// the nemesis's mid-write crashes make it), by the write's weightiest part: a snapshot
+    /// installed, a snapshot taken (compaction), a truncation, an append (or only a term
+    /// and vote).
+    pub crashes_in_install: u64,
+    /// See [`Activity::crashes_in_install`].
+    pub crashes_in_compaction: u64,
+    /// See [`Activity::crashes_in_install`].
+    pub crashes_in_truncation: u64,
+    /// See [`Activity::crashes_in_install`].
+    pub crashes_in_append: u64,
+    /// Crashes part-way through the store's recovery at a start.
+    pub crashes_in_recovery: u64,
+    /// Incarnations a failed sync ended, the node rebuilt from its disk.
+    pub rebuilds_after_failed_sync: u64,
 }
 
 impl Activity {
@@ -393,6 +408,12 @@ impl Activity {
         self.transfers += other.transfers;
         self.membership_proposed += other.membership_proposed;
         self.membership_committed += other.membership_committed;
+        self.crashes_in_install += other.crashes_in_install;
+        self.crashes_in_compaction += other.crashes_in_compaction;
+        self.crashes_in_truncation += other.crashes_in_truncation;
+        self.crashes_in_append += other.crashes_in_append;
+        self.crashes_in_recovery += other.crashes_in_recovery;
+        self.rebuilds_after_failed_sync += other.rebuilds_after_failed_sync;
     }
 }
 
@@ -402,7 +423,9 @@ impl std::fmt::Display for Activity {
             f,
             "lease reads: {} at a leader under its lease, {} at a leader without one, {} at \
              a follower; {} compactions, {} snapshot installs; {} hand-overs, {} transfers; \
-             {} membership changes proposed, {} committed",
+             {} membership changes proposed, {} committed; crashes part-way through {} \
+             snapshot installs, {} compactions, {} truncations, {} appends, {} recoveries; \
+             {} rebuilds after a failed sync",
             self.lease_reads,
             self.lease_fallbacks,
             self.lease_reads_elsewhere,
@@ -411,7 +434,13 @@ impl std::fmt::Display for Activity {
             self.hand_overs,
             self.transfers,
             self.membership_proposed,
-            self.membership_committed
+            self.membership_committed,
+            self.crashes_in_install,
+            self.crashes_in_compaction,
+            self.crashes_in_truncation,
+            self.crashes_in_append,
+            self.crashes_in_recovery,
+            self.rebuilds_after_failed_sync
         )
     }
 }
@@ -464,8 +493,10 @@ pub fn raft_of(node: &RaftKvNode) -> Option<&Node> {
 }
 
 /// Why a node stopped (fail-stop), if it did: its log store failed or did not open, or the
-/// node reported it cannot continue. The simulator injects no I/O errors and every record
-/// is checksummed, so either is a bug, and the run's invariant reports it.
+/// node reported it cannot continue. A store that fails (a failed synchronous sync, a crash
+/// part-way through its writes) makes the process exit ([`Disk::exit`]) and the simulator
+/// crashes and restarts it, as a supervisor restarts a real one; so a node still found
+/// stopped after an event is a bug, and the run's invariant reports it.
 #[must_use]
 pub fn stopped(node: &RaftKvNode) -> Option<&str> {
     node.store()
@@ -788,6 +819,11 @@ impl ProtocolStore for CoreStore {
     /// cut, a compaction or snapshot install that a crash cut short reconciled) and builds
     /// the node from the log it recovered, its clock started at the boot time.
     fn recover(&mut self, boot: Boot<'_>) -> io::Result<SimCore> {
+        // The store of a start recovers once; again only after a failed sync ended the
+        // node's incarnation (the adapter keeps its store for the rebuild).
+        if self.store.take().is_some() {
+            self.tally.add(|a| a.rebuilds_after_failed_sync += 1);
+        }
         let voters = (1..=self.nodes as u64).map(NodeId::new);
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
         let opened = WalLogStore::open_with(
@@ -802,7 +838,14 @@ impl ProtocolStore for CoreStore {
         );
         let (store, log) = match opened {
             Ok(opened) => opened,
-            Err(e) => return Err(self.fail(format!("the log store does not open: {e}"))),
+            Err(e) => {
+                if boot.disk.is_halted() {
+                    self.tally.add(|a| a.crashes_in_recovery += 1);
+                }
+                // The process exits, and is restarted, as the real one is by its supervisor.
+                boot.disk.exit();
+                return Err(self.fail(format!("the log store does not open: {e}")));
+            }
         };
         self.store = Some(store);
         let config = self.options.raft_config(boot.id, boot.rng.next_u64());
@@ -855,16 +898,35 @@ impl ProtocolStore for CoreStore {
 
     /// Lays `write` out on the two logs (a snapshot's file and record written and synced
     /// here) and writes out what the logs buffered, for the adapter's sync to cover.
-    fn write(&mut self, _disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
+    fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
         let Some(store) = self.store.as_mut() else {
             return Err(io::Error::other("the log store failed earlier"));
         };
         store.apply(write);
         if let Err(e) = store.flush() {
-            // Never acknowledge what could not be stored.
+            if disk.is_halted() {
+                self.tally.add(|a| count_crash_in(a, write));
+            }
+            // Never acknowledge what could not be stored: the process exits, and is
+            // restarted, as the real one is by its supervisor.
+            disk.exit();
             return Err(self.fail(format!("the log store failed: {e}")));
         }
         Ok(())
+    }
+}
+
+/// Counts a crash part-way through `write` by its weightiest part.
+fn count_crash_in(activity: &mut Activity, write: &RaftWrite) {
+    let has = |f: fn(&StoreWrite) -> bool| write.ops().iter().any(f);
+    if has(|op| matches!(op, StoreWrite::Install(_))) {
+        activity.crashes_in_install += 1;
+    } else if has(|op| matches!(op, StoreWrite::Compact(_))) {
+        activity.crashes_in_compaction += 1;
+    } else if has(|op| matches!(op, StoreWrite::TruncateAfter(_))) {
+        activity.crashes_in_truncation += 1;
+    } else {
+        activity.crashes_in_append += 1;
     }
 }
 

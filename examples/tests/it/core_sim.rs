@@ -8,10 +8,14 @@
 //! back); each run's client history must be decided linearizable (a history the checker
 //! gives up on fails the test), and progress is required after healing.
 //!
-//! The driver is `synod sim raft-kv`'s ([`raft_kv::simulation`]): the log store journals
-//! every write to the simulated disk and replays it on restart, a persistence request
-//! becomes a simulated sync, acknowledged only when the simulator reports it done, and the
-//! node is handed its simulated monotonic clock with every input. This test gives it its
+//! The driver is `synod sim raft-kv`'s ([`raft_kv::simulation`]): synod-sim's generic
+//! `ProtocolNode` over the production `WalLogStore` on the simulated disk, recovered from
+//! it at every restart; a persistence request becomes a simulated sync, acknowledged only
+//! when the simulator reports it done, and the node is handed its simulated monotonic
+//! clock with every input. In the main test half the nemesis's crashes land part-way
+//! through a node's writes (after a few more storage operations: inside appends,
+//! truncations, compactions, snapshot installs, or a restart's recovery), and one node per
+//! seed has scripted syncs fail (its incarnation ends and it is rebuilt from its disk). This test gives it its
 //! own timing, clients that also compare-and-set and read under the leader's lease (to
 //! random nodes, or in every other seed to the leader they last heard of), small
 //! Raft batches, a snapshot every 32 applied entries (so that lagging and restarted nodes
@@ -57,6 +61,11 @@ const SNAPSHOT_ENTRIES: u64 = 32;
 const HAND_OVER_EVERY: Duration = Duration::from_millis(400);
 /// How often a leader proposes a membership change, on its clock.
 const MEMBERSHIP_CHANGE_EVERY: Duration = Duration::from_millis(250);
+/// The share of the main test's crashes made part-way through a node's writes.
+const MID_WRITE_CRASH_PERCENT: u8 = 50;
+/// Scripted failed syncs per seed of the main test, all on one node, this far apart.
+const FAILED_SYNCS: u64 = 3;
+const FAILED_SYNC_EVERY_MS: u64 = 400;
 
 /// Reads (linearizable or under the lease), writes and compare-and-sets of [`KEYS`] keys,
 /// each to a random node (unless told to follow the leader).
@@ -106,6 +115,26 @@ fn simulation(
     raft_kv::simulation(config(nodes), seed, options(), clients, tally)
 }
 
+/// The main test's run: every fault, half the crashes part-way through a node's writes, and
+/// [`FAILED_SYNCS`] scripted failed syncs of one node.
+fn simulation_under_every_fault(
+    nodes: usize,
+    seed: u64,
+    clients: KvClients<RaftKvNode>,
+    tally: &Tally,
+) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
+    let nemesis = nemesis()
+        .mid_write_crash_percent(MID_WRITE_CRASH_PERCENT)
+        .build();
+    let mut sim = raft_kv::simulation(config_with(nodes, nemesis), seed, options(), clients, tally);
+    let node = NodeId::new(seed % nodes as u64 + 1);
+    for k in 0..FAILED_SYNCS {
+        let ms = 200 + k * FAILED_SYNC_EVERY_MS + seed % 97;
+        sim = sim.schedule(at(ms), Action::FailNextSync(node));
+    }
+    sim
+}
+
 #[test]
 fn core_node_is_linearizable_and_live_under_every_fault() {
     let runner = SeedRunner::new(
@@ -125,7 +154,7 @@ fn core_node_is_linearizable_and_live_under_every_fault() {
         } else {
             clients()
         };
-        let report = simulation(nodes, seed, clients, &tally).run();
+        let report = simulation_under_every_fault(nodes, seed, clients, &tally).run();
         coverage.merge(&report.coverage);
         activity.merge(&tally.get());
         events += report.events;
@@ -166,6 +195,18 @@ fn core_node_is_linearizable_and_live_under_every_fault() {
         assert!(
             activity.membership_committed > 0,
             "membership changes are proposed and committed: {activity}"
+        );
+        assert!(
+            activity.crashes_in_install > 0
+                && activity.crashes_in_compaction > 0
+                && activity.crashes_in_truncation > 0
+                && activity.crashes_in_append > 0
+                && activity.crashes_in_recovery > 0,
+            "crashes land inside every kind of write, and inside recoveries: {activity}"
+        );
+        assert!(
+            activity.rebuilds_after_failed_sync > 0,
+            "failed syncs end incarnations: {activity}"
         );
     }
 }
