@@ -52,6 +52,8 @@ const EXAMPLES_STATE_MACHINES: &[&str] = &[
     "examples/src/register/machine.rs",
     "examples/src/register/commands.rs",
     "examples/src/register/store.rs",
+    "examples/src/leaderless/machine.rs",
+    "examples/src/leaderless/store.rs",
     "examples/src/resp/codec.rs",
 ];
 

@@ -8,7 +8,7 @@ use synod_node::Rng;
 use synod_wal::testing::{CrashMode, FaultyStorage};
 use synod_wal::{LogIndex, RecoveryMode, SyncPolicy, Wal, WalConfig};
 
-use crate::util::env_u64;
+use crate::util::{env_u64, small_config};
 
 fn record(index: u64, epoch: u64, len: usize) -> Vec<u8> {
     let mut p = format!("{index}:{epoch}:").into_bytes();
@@ -370,12 +370,7 @@ fn group_commit_crashes_lose_nothing_acknowledged() {
 /// records.
 #[test]
 fn a_torn_tail_in_a_segment_without_a_whole_record_loses_nothing_at_a_later_purge() {
-    let config = WalConfig::builder()
-        .segment_bytes_max(4096)
-        .record_bytes_max(1024)
-        .sync_policy(SyncPolicy::Manual)
-        .build()
-        .expect("valid config");
+    let config = small_config(SyncPolicy::Manual);
     let mut hit = 0;
     for seed in 0..200 {
         let disk = FaultyStorage::new(seed);
@@ -432,12 +427,7 @@ fn a_torn_tail_in_a_segment_without_a_whole_record_loses_nothing_at_a_later_purg
 /// damage it.
 #[test]
 fn a_crash_while_recovery_secures_the_last_batch_never_loses_a_synced_record() {
-    let config = WalConfig::builder()
-        .segment_bytes_max(4096)
-        .record_bytes_max(1024)
-        .sync_policy(SyncPolicy::Manual)
-        .build()
-        .expect("valid config");
+    let config = small_config(SyncPolicy::Manual);
     let mut halted = 0;
     for seed in 0..40u64 {
         for mode in CrashMode::ALL {
