@@ -493,10 +493,10 @@ pub fn raft_of(node: &RaftKvNode) -> Option<&Node> {
 }
 
 /// Why a node stopped (fail-stop), if it did: its log store failed or did not open, or the
-/// node reported it cannot continue. A store that fails (a failed synchronous sync, a crash
-/// part-way through its writes) makes the process exit ([`Disk::exit`]) and the simulator
-/// crashes and restarts it, as a supervisor restarts a real one; so a node still found
-/// stopped after an event is a bug, and the run's invariant reports it.
+/// node reported it cannot continue. A store failing on a fault the simulator made (a
+/// failed sync, a crash part-way through its writes) makes the process exit
+/// ([`Disk::exit`]) and the simulator crashes and restarts it, as a supervisor restarts a
+/// real one; any other failure is a bug, and the run's invariant reports the node stopped.
 #[must_use]
 pub fn stopped(node: &RaftKvNode) -> Option<&str> {
     node.store()
@@ -826,6 +826,7 @@ impl ProtocolStore for CoreStore {
         }
         let voters = (1..=self.nodes as u64).map(NodeId::new);
         let membership = Membership::new(voters, []).expect("at least one voter, no learners");
+        let syncs_failed = boot.disk.syncs_failed();
         let opened = WalLogStore::open_with(
             boot.disk.storage_in("entries"),
             boot.disk.storage_in("meta"),
@@ -839,11 +840,16 @@ impl ProtocolStore for CoreStore {
         let (store, log) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                if boot.disk.is_halted() {
+                let halted = boot.disk.is_halted();
+                if halted {
                     self.tally.add(|a| a.crashes_in_recovery += 1);
                 }
-                // The process exits, and is restarted, as the real one is by its supervisor.
-                boot.disk.exit();
+                if halted || boot.disk.syncs_failed() > syncs_failed {
+                    // A crash or a failed sync the simulator made: the process exits, and is
+                    // restarted, as the real one is by its supervisor. Any other failure
+                    // stops the node, for the run's invariant to report.
+                    boot.disk.exit();
+                }
                 return Err(self.fail(format!("the log store does not open: {e}")));
             }
         };
@@ -902,14 +908,20 @@ impl ProtocolStore for CoreStore {
         let Some(store) = self.store.as_mut() else {
             return Err(io::Error::other("the log store failed earlier"));
         };
+        let syncs_failed = disk.syncs_failed();
         store.apply(write);
         if let Err(e) = store.flush() {
-            if disk.is_halted() {
+            let halted = disk.is_halted();
+            if halted {
                 self.tally.add(|a| count_crash_in(a, write));
             }
-            // Never acknowledge what could not be stored: the process exits, and is
-            // restarted, as the real one is by its supervisor.
-            disk.exit();
+            if halted || disk.syncs_failed() > syncs_failed {
+                // A crash or a failed sync the simulator made: never acknowledge what could
+                // not be stored; the process exits, and is restarted, as the real one is by
+                // its supervisor. Any other failure stops the node, for the run's invariant
+                // to report.
+                disk.exit();
+            }
             return Err(self.fail(format!("the log store failed: {e}")));
         }
         Ok(())

@@ -110,6 +110,8 @@ struct State {
     capacity_bytes: Option<u64>,
     /// How many of the next syncs fail ([`crate::Action::FailNextSync`]).
     failing_syncs: u32,
+    /// Syncs failed so far, as [`crate::Action::FailNextSync`] asked.
+    syncs_failed: u64,
     /// Crashes so far: a [`DiskFile`] opened before the last one has stopped working.
     crashes: u64,
 }
@@ -139,6 +141,7 @@ impl Disk {
                 next_seq: 0,
                 capacity_bytes: None,
                 failing_syncs: 0,
+                syncs_failed: 0,
                 crashes: 0,
             })),
         }
@@ -337,6 +340,14 @@ impl Disk {
         self.halt_after(Some(0));
     }
 
+    /// How many syncs of this disk have failed so far (asynchronous or synchronous), as
+    /// [`crate::Action::FailNextSync`] asked: a store tells a failure the simulator injected
+    /// from one of its own by this count.
+    #[must_use]
+    pub fn syncs_failed(&self) -> u64 {
+        self.state.lock().syncs_failed
+    }
+
     /// Whether the disk has halted (a crash part-way through the node's writes that the
     /// nemesis armed ran out of operations, or [`Disk::exit`]): the node's next storage
     /// operation fails, as it would in a process that died at that point. The simulator
@@ -520,6 +531,7 @@ impl State {
         if self.failing_syncs == 0 {
             return false;
         }
+        self.syncs_failed += 1;
         self.failing_syncs -= 1;
         true
     }
