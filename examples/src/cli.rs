@@ -495,6 +495,14 @@ pub const BENCHES: &[BenchTarget] = &[
         measures: "simulated events per second and seeds per second",
     },
     BenchTarget {
+        package: "synod-partitioning",
+        name: "partitioning",
+        features: "",
+        measures: "partitions moved on join and leave vs the least possible; load imbalance vs jump, \
+                   rendezvous and ring hashing (and hashring, mpchash with --features peers); lookup \
+                   vs the bare hash; range lookup vs BTreeMap::range; 2PC messages and syncs vs the minimum",
+    },
+    BenchTarget {
         package: "synod-examples",
         name: "consistent_core",
         features: "",
