@@ -15,11 +15,19 @@
 //!   group-commit ceiling: 64 x the raw `pwrite` + `fdatasync` rate at the size of a batch
 //!   of 64 such records, the method of synod-wal's `throughput` bench. Higher is better;
 //!   the goal is 0.3 at least.
+//! - `core.throughput_64c_p16_vs_ceiling`: the same with pipelining clients:
+//!   `redis-benchmark -c 64 -P 16 -t set -d 32` against the leader, over the same ceiling
+//!   (printed only when `redis-benchmark` is installed; the bench says so when it is not).
+//!   The goal is 0.5 at least.
 //!
-//! The disk baselines are measured while one thread per core spins: on an idle virtual
-//! machine of this project, a lone `fdatasync` waits for the guest's next timer tick to
-//! notice the completed write (about 4 ms instead of about 0.1 ms), which is the guest's
-//! wake-up latency, not the disk's. The bench prints the idle figure too, for information.
+//! Each ratio line carries its baseline's own figures after the ratio.
+//!
+//! The baselines are measured while one thread per core spins: on an idle virtual machine
+//! of this project, a lone `fdatasync` waits for the guest's next timer tick to notice the
+//! completed write (about 4 ms instead of about 0.1 ms), and a blocking ping-pong pays a
+//! sleeping core's wake-up on every message (up to about 100 us a round trip instead of
+//! 20 to 56 us): both are the guest's wake-up latency, not the disk's or the network's.
+//! The bench prints the idle figures too, for information.
 //!
 //! Baseline and cluster repetitions alternate, so that both see the same machine; each
 //! figure is printed as median and min-max over the repetitions, and each ratio is the
@@ -493,6 +501,62 @@ fn core_64c_rate(leader: &str, duration: Duration, failures: &mut u64) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `redis-benchmark -c 64 -P 16 -t set -d 32` against `leader`, alternating with the
+/// ceiling as the other figures do: the medians of its SETs per second and of the
+/// ceiling, or `None` if `redis-benchmark` is not installed.
+fn redis_benchmark_rate(leader: &str, plan: &Plan, raw: &File, batch: usize) -> Option<(f64, f64)> {
+    let (host, port) = leader.rsplit_once(':')?;
+    // A few seconds' worth of SETs at the rates seen here.
+    let requests = if plan.reps == 5 { 100_000 } else { 400_000 };
+    let (mut rates, mut ceilings) = (Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "-c",
+                &CLIENTS.to_string(),
+                "-P",
+                "16",
+            ])
+            .args([
+                "-t",
+                "set",
+                "-d",
+                &VALUE_BYTES.to_string(),
+                "-r",
+                "16384",
+                "-q",
+            ])
+            .args(["-n", &requests.to_string()])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `SET: 123456.79 requests per second, p50=...` (after carriage-return progress).
+        let rate: f64 = text
+            .rsplit("SET: ")
+            .next()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        rates.push(rate);
+        ceilings.push(awake(|| {
+            CLIENTS as f64 * raw_fdatasync_rate(raw, batch, plan.rep)
+        }));
+    }
+    let got = report(
+        "core committed SETs, redis-benchmark -c 64 -P 16",
+        "writes/s",
+        &rates,
+    );
+    let base = report("ceiling, measured beside it", "writes/s", &ceilings);
+    Some((got, base))
+}
+
 fn main() {
     let plan = plan();
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary directory");
@@ -521,13 +585,15 @@ fn main() {
     core_64c_rate(&leader, plan.rep / 2, &mut failures);
     failures = 0;
 
-    let (mut fsync, mut idle, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fsync, mut idle, mut rtt, mut rtt_idle) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut floor, mut lat, mut ceiling, mut rate) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.reps {
         let f = awake(|| raw_fdatasync_p50_us(&raw, record, plan.samples));
         idle.push(raw_fdatasync_p50_us(&raw, record, plan.samples / 4));
-        let r = tcp_rtt_p50_us(plan.samples);
+        let r = awake(|| tcp_rtt_p50_us(plan.samples));
+        rtt_idle.push(tcp_rtt_p50_us(plan.samples / 4));
         fsync.push(f);
         rtt.push(r);
         floor.push(f + 2.0 * r);
@@ -539,7 +605,7 @@ fn main() {
         cluster.check_running();
     }
 
-    report(
+    let fsync_p50 = report(
         &format!("baseline pwrite+fdatasync {record} B p50, every core kept awake"),
         "us",
         &fsync,
@@ -549,14 +615,22 @@ fn main() {
         "us",
         &idle,
     );
-    report(
-        &format!("baseline loopback TCP ping-pong {PING_BYTES} B RTT p50"),
+    let rtt_p50 = report(
+        &format!("baseline loopback TCP ping-pong {PING_BYTES} B RTT p50, every core kept awake"),
         "us",
         &rtt,
     );
+    report(
+        "(for information: the same with no core kept awake, p50)",
+        "us",
+        &rtt_idle,
+    );
     let base = report("floor = fdatasync + 2 RTT", "us", &floor);
     let got = report("core SET latency, 1 client, p50", "us", &lat);
-    println!("ratio core.latency_1c_vs_floor {:.3}", got / base);
+    println!(
+        "ratio core.latency_1c_vs_floor {:.3} (SET p50 {got:.1} us; floor {base:.1} us = fdatasync {fsync_p50:.1} + 2 x ping-pong {rtt_p50:.1})",
+        got / base
+    );
 
     let base = report(
         &format!("ceiling {CLIENTS} x pwrite+fdatasync of {batch} B, every core kept awake"),
@@ -568,7 +642,19 @@ fn main() {
         "writes/s",
         &rate,
     );
-    println!("ratio core.throughput_64c_vs_ceiling {:.3}", got / base);
+    println!(
+        "ratio core.throughput_64c_vs_ceiling {:.3} ({got:.0} SETs/s; ceiling {base:.0}/s = {CLIENTS} x fdatasync rate at {batch} B)",
+        got / base
+    );
+    match redis_benchmark_rate(&leader, &plan, &raw, batch) {
+        Some((got, base)) => println!(
+            "ratio core.throughput_64c_p16_vs_ceiling {:.3} ({got:.0} SETs/s by redis-benchmark -c {CLIENTS} -P 16; ceiling {base:.0}/s)",
+            got / base
+        ),
+        None => println!(
+            "redis-benchmark is not installed: core.throughput_64c_p16_vs_ceiling not measured"
+        ),
+    }
     if failures > 0 {
         println!("warning: {failures} SETs failed or were refused during the measurements");
     }
