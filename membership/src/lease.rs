@@ -61,13 +61,18 @@
 //! not compared across nodes), so it must be generous, never early: it gives each lease
 //! its *checkpointed* remaining TTL from the moment it takes over, plus one election
 //! timeout of grace (so that clients cut off by the election can get a keep-alive through
-//! to it) ([`LeaseExpirer::promote`]). The remaining TTL is checkpointed through the log:
+//! to it) ([`LeaseExpirer::promote`]), unless the checkpoint says nothing is left. The remaining TTL is checkpointed through the log:
 //! every [`LeaseConfig::checkpoint_interval_ms`], and at once when a node takes over, the
 //! leader proposes a [`LeaseCommand::Checkpoint`] of the leases whose last renewal or
 //! checkpoint is older than that interval (at most
 //! [`LeaseConfig::checkpoints_per_entry_max`] each time, oldest first). A checkpoint
-//! reports the time left *without* the grace, so the grace never carries over from one
-//! leader to the next. Without checkpoints every new leader would restart each lease at
+//! reports the time left *without* the grace (zero once that has run out), so the grace
+//! never carries over from one leader to the next, and a lease checkpointed at zero gets no
+//! grace from the next leader: however fast leaders change, the time left falls by the
+//! time each leader led minus the age of its last checkpoint, and once a checkpoint of
+//! zero commits the next leader expires the lease at once. (Leaders changing faster than
+//! checkpoints commit, which the default interval of half an election timeout makes
+//! unlikely, keep the time left from falling.) Without checkpoints every new leader would restart each lease at
 //! its full TTL, and a cluster electing leaders more often than a TTL would keep a dead
 //! client's lease for ever (etcd #9888, kubernetes #65497).
 //!
@@ -84,7 +89,8 @@
 //!   last checkpoint of the lease the new leader had applied (while leaders stay up long
 //!   enough to commit their checkpoints, at most twice `checkpoint_interval_ms` plus the
 //!   time the election took; with more than `checkpoints_per_entry_max` leases due, a
-//!   multiple of it), and the last leader adds its election timeout of grace.
+//!   multiple of it), and the last leader adds its election timeout of grace (none if it
+//!   took over with a checkpoint of zero).
 //!
 //! So a lease nobody keeps alive ends within `ttl + k × (2 × checkpoint_interval_ms +
 //! election time) + election timeout + expiry tick + commit` after its last renewal, with
@@ -262,7 +268,8 @@ impl std::error::Error for LeaseConfigError {}
 impl LeaseConfig {
     /// A configuration for a cluster whose election timeout is at most
     /// `election_timeout_ms` (the longest one a node may draw), with the defaults: a
-    /// checkpoint every two election timeouts, [`EXPIRIES_PER_TICK_MAX_DEFAULT`] expiries
+    /// checkpoint every half election timeout (so that leaders changing no faster than
+    /// elections do still lose time on every lease between changes), [`EXPIRIES_PER_TICK_MAX_DEFAULT`] expiries
     /// every [`EXPIRY_TICK_MS_DEFAULT`], [`CHECKPOINTS_PER_ENTRY_MAX_DEFAULT`] leases per
     /// checkpoint and [`LeaseLimits::default`].
     #[must_use]
@@ -273,7 +280,7 @@ impl LeaseConfig {
                 limits: LeaseLimits::default(),
                 expiries_per_tick_max: EXPIRIES_PER_TICK_MAX_DEFAULT,
                 expiry_tick_ms: EXPIRY_TICK_MS_DEFAULT,
-                checkpoint_interval_ms: election_timeout_ms.saturating_mul(2),
+                checkpoint_interval_ms: (election_timeout_ms / 2).max(1),
                 checkpoints_per_entry_max: CHECKPOINTS_PER_ENTRY_MAX_DEFAULT,
             },
         }
@@ -1011,8 +1018,9 @@ impl LeaseExpirer {
 
     /// Its node became leader at `now`, with `table` as applied so far: every lease runs
     /// out at its checkpointed remaining TTL from now, and is expired an election timeout
-    /// after that (the grace, which no checkpoint carries on to the next leader). Every
-    /// lease is due for a checkpoint at once.
+    /// after that (the grace, which no checkpoint carries on to the next leader, and which
+    /// a lease checkpointed with nothing left does not get). Every lease is due for a
+    /// checkpoint at once.
     pub fn promote<K: Ord + Clone>(&mut self, now: Time, table: &LeaseTable<K>) {
         self.clear();
         self.leading = true;
@@ -1024,7 +1032,14 @@ impl LeaseExpirer {
                 lease.remaining_ms
             };
             let deadline = after(now, left);
-            let expire_at = after(deadline, self.config.election_timeout_ms);
+            // No grace for a lease a checkpoint found run out: under leaders changing
+            // faster than an election timeout, a grace from each would renew it for ever.
+            let grace = if left == 0 {
+                0
+            } else {
+                self.config.election_timeout_ms
+            };
+            let expire_at = after(deadline, grace);
             self.track(id, lease.renewal, lease.ttl_ms, (deadline, expire_at), due);
         }
         self.next_tick = now;

@@ -123,6 +123,15 @@
 //!   up, a follower paused with SIGSTOP and resumed, a leader paused past its lease while
 //!   the others commit, then asked for a lease read (not stale); a client history recorded across a
 //!   leader kill checked for linearizability; bad client input; start-up errors.
+//! - The lease sweep (`node.rs`'s tests, `SYNOD_LEASE_SEEDS` seeds, 40 by default): three
+//!   nodes in memory on one clock, two lock holders and a key given an expiry every 2 s,
+//!   leaders paused for up to 3 s, leaders handed over (every 700 ms in a quarter of the
+//!   seeds), holders paused for up to 4 s (past their TTL); it checks that at most one
+//!   holder believes it holds the lock at any instant (until its last renewal's start plus
+//!   the TTL), that a fenced write is applied only with the newest token, and that a key
+//!   with an expiry goes no earlier than its TTL and no later than the bound
+//!   `synod_membership::lease` states. It catches holders that believe past their TTL and
+//!   the broken expirer that restarts leases at each election.
 //! - `tests/it/core_lock.rs`: two `synod kv lock` processes against real nodes: the
 //!   first paused with SIGSTOP past its TTL loses the lock to the second, its fenced write
 //!   is refused, and resumed it exits with an error; the second releases on closing stdin.

@@ -409,6 +409,17 @@ impl CoreNode {
         }
     }
 
+    /// Deliberately broken: a new leader restarts every lease at its full TTL instead of
+    /// its checkpointed remaining one (`LeaseExpirer::broken_renew_on_election`), so
+    /// elections renew leases for ever. Only for the test that shows its checker catches it.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_lease_renewal_on_election(mut self) -> CoreNode {
+        let config = self.expirer.config().clone();
+        self.expirer = LeaseExpirer::new(config).broken_renew_on_election();
+        self
+    }
+
     /// The lease configuration (from Raft's election timeout).
     #[must_use]
     pub fn lease_config(&self) -> &LeaseConfig {
@@ -1321,5 +1332,301 @@ mod tests {
             assert!(node.kv().leases().get(LeaseId(1)).is_some());
         }
         assert!(!cluster.nodes[old].expires_leases());
+    }
+
+    /// A lock holder of the lease sweep, on the cluster's one clock.
+    #[derive(Debug, Default)]
+    struct Holder {
+        lease: Option<u64>,
+        /// The token and the end of what it believes: the start of its last successful
+        /// renewal plus the TTL.
+        holding: Option<(u64, Duration)>,
+        /// Its last successful renewal's start.
+        renewed: Duration,
+        paused_until: Duration,
+        next_keep_alive: Duration,
+    }
+
+    /// What the sweep found wrong, if anything.
+    #[derive(Debug, Default)]
+    struct SweepFindings {
+        two_holders: Option<String>,
+        stale_write: Option<String>,
+        early_expiry: Option<String>,
+        late_expiry: Option<String>,
+    }
+
+    const SWEEP_TTL: Duration = Duration::from_millis(1_500);
+
+    /// One seed of the lease sweep: three nodes, two lock holders and a key given an expiry
+    /// every 2 s, with leaders paused (no inputs at all) for up to 3 s, leaders handed over,
+    /// holders paused for up to 4 s (longer than their lease), for 40 s of simulated time.
+    /// Checks that at most one holder believes it holds the lock at any instant (until its
+    /// last renewal's start plus the TTL), that a fenced write is applied only with the
+    /// newest token, and that a key with an expiry goes no earlier than its TTL and no
+    /// later than the stated bound.
+    fn lease_sweep(seed: u64, broken: bool, hand_overs_only: bool) -> SweepFindings {
+        lease_sweep_believing(seed, broken, hand_overs_only, SWEEP_TTL)
+    }
+
+    /// [`lease_sweep`] with holders that believe they hold the lock for `belief` after the
+    /// start of their last renewal (the TTL, unless a test breaks them).
+    fn lease_sweep_believing(
+        seed: u64,
+        broken: bool,
+        hand_overs_only: bool,
+        belief: Duration,
+    ) -> SweepFindings {
+        use crate::consistent_core::kv::Expiry;
+        use synod_node::{Probability, Rng};
+        let mut rng = Rng::new(seed);
+        let mut cluster = Cluster::new(3, 50);
+        if broken {
+            #[cfg(feature = "broken")]
+            {
+                cluster.nodes = std::mem::take(&mut cluster.nodes)
+                    .into_iter()
+                    .map(CoreNode::broken_lease_renewal_on_election)
+                    .collect();
+            }
+        }
+        cluster.tick_all(40);
+        let mut found = SweepFindings::default();
+        let mut holders: Vec<Holder> = (0..2).map(|_| Holder::default()).collect();
+        let mut max_token = 0u64;
+        let mut tag = 100u64;
+        let mut paused: Option<(usize, Duration)> = None;
+        // Keys with an expiry: (key, set at, TTL, term when set, seen on each node).
+        let mut ttl_keys: Vec<(String, Duration, Duration, u64, [bool; 3])> = Vec::new();
+        let et = Duration::from_millis(cluster.nodes[0].lease_config().election_timeout_ms());
+        let checkpoint =
+            Duration::from_millis(cluster.nodes[0].lease_config().checkpoint_interval_ms());
+        let end = cluster.now + Duration::from_secs(40);
+        while cluster.now < end {
+            // Faults: with `hand_overs_only`, a hand-over every 700 ms and nothing else.
+            if hand_overs_only {
+                if cluster.now.as_millis() % 700 < 50 {
+                    let leader = cluster.leader();
+                    let to = NodeId::new(u64::try_from((leader + 1) % 3).expect("small") + 1);
+                    let _ = cluster.nodes[leader].raft.transfer_leadership(to);
+                }
+            } else {
+                match paused {
+                    Some((node, until)) if cluster.now >= until => {
+                        cluster.cut = None;
+                        paused = None;
+                        let _ = node;
+                    }
+                    None if rng.chance(Probability::from_ppm(5_000)) => {
+                        if let Some(leader) =
+                            (0..3).find(|&i| cluster.nodes[i].raft().role() == Role::Leader)
+                        {
+                            let ms = 500 + rng.below(2_500);
+                            cluster.cut = Some(leader);
+                            paused = Some((leader, cluster.now + Duration::from_millis(ms)));
+                        }
+                    }
+                    None if rng.chance(Probability::from_ppm(5_000)) => {
+                        if let Some(leader) =
+                            (0..3).find(|&i| cluster.nodes[i].raft().role() == Role::Leader)
+                        {
+                            let to =
+                                (leader + 1 + usize::try_from(rng.below(2)).expect("small")) % 3;
+                            let to_id = NodeId::new(u64::try_from(to).expect("small") + 1);
+                            let _ = cluster.nodes[leader].raft.transfer_leadership(to_id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cluster.tick_all_but(paused.map(|(n, _)| n), 1);
+            let now = cluster.now;
+            let Some(leader) = (0..3).find(|&i| {
+                Some(i) != paused.map(|(n, _)| n) && cluster.nodes[i].raft().role() == Role::Leader
+            }) else {
+                continue;
+            };
+            let mut call = |cluster: &mut Cluster, command: KvCommand| {
+                tag += 1;
+                cluster.client(leader, tag, write(command))
+            };
+            // Holders.
+            for (h, holder) in holders.iter_mut().enumerate() {
+                if now < holder.paused_until {
+                    continue;
+                }
+                if rng.chance(Probability::from_ppm(3_000)) {
+                    holder.paused_until = now + Duration::from_millis(1_000 + rng.below(3_000));
+                    continue;
+                }
+                match (holder.lease, holder.holding) {
+                    (None, _) => {
+                        let grant = KvCommand::Lease(LeaseCommand::Grant { ttl_ms: 1_500 });
+                        if let Some(Response::Kv(KvReply::Int(id))) = call(&mut cluster, grant) {
+                            holder.lease = u64::try_from(id).ok();
+                            holder.renewed = now;
+                            holder.next_keep_alive = now + SWEEP_TTL / 3;
+                        }
+                    }
+                    (Some(lease), None) => {
+                        let set = KvCommand::PutExpiring {
+                            key: b"lock".to_vec(),
+                            value: format!("holder {h}").into_bytes(),
+                            condition: PutCondition::IfAbsent,
+                            expiry: Expiry::Lease(synod_membership::lease::LeaseId(lease)),
+                        };
+                        if call(&mut cluster, set) == Some(Response::Kv(KvReply::Ok)) {
+                            let KvReply::Entry { revisions, .. } = cluster.nodes[leader]
+                                .kv()
+                                .query(&KvQuery::GetRevisions(b"lock".to_vec()))
+                            else {
+                                unreachable!()
+                            };
+                            let token = revisions.create;
+                            max_token = max_token.max(token);
+                            holder.holding = Some((token, holder.renewed + belief));
+                        }
+                    }
+                    (Some(_), Some((token, _))) => {
+                        // A fenced write with its token (after a pause, a stale one).
+                        let fenced = KvCommand::Fenced {
+                            lock: b"lock".to_vec(),
+                            token,
+                            command: Box::new(KvCommand::Put {
+                                key: b"data".to_vec(),
+                                value: token.to_string().into_bytes(),
+                                condition: PutCondition::Always,
+                            }),
+                        };
+                        if call(&mut cluster, fenced) == Some(Response::Kv(KvReply::Ok))
+                            && token != max_token
+                            && found.stale_write.is_none()
+                        {
+                            found.stale_write = Some(format!(
+                                "at {now:?} a write with token {token} applied after token {max_token} was issued"
+                            ));
+                        }
+                    }
+                }
+                if let Some(lease) = holder.lease
+                    && now >= holder.next_keep_alive
+                {
+                    holder.next_keep_alive = now + SWEEP_TTL / 3;
+                    let keep = KvCommand::Lease(LeaseCommand::KeepAlive {
+                        lease: synod_membership::lease::LeaseId(lease),
+                    });
+                    match call(&mut cluster, keep) {
+                        Some(Response::Kv(KvReply::Int(_))) => {
+                            holder.renewed = now;
+                            if let Some((token, _)) = holder.holding {
+                                holder.holding = Some((token, now + belief));
+                            }
+                        }
+                        Some(Response::Kv(KvReply::Error(_))) => *holder = Holder::default(),
+                        _ => {}
+                    }
+                }
+                if holder.holding.is_some_and(|(_, until)| now >= until) {
+                    holder.holding = None; // it knows its belief has run out
+                    holder.lease = None;
+                }
+            }
+            let believing: Vec<String> = holders
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    h.holding
+                        .filter(|&(_, until)| now < until)
+                        .map(|(t, until)| format!("holder {i} (token {t}, until {until:?})"))
+                })
+                .collect();
+            if believing.len() > 1 && found.two_holders.is_none() {
+                found.two_holders = Some(format!("at {now:?}: {believing:?}"));
+            }
+            // Keys with an expiry, one every 2 s.
+            if ttl_keys.len() < 20 && now.as_millis() % 2_000 < 50 {
+                let key = format!("ttl/{}", ttl_keys.len());
+                let set = KvCommand::PutExpiring {
+                    key: key.clone().into_bytes(),
+                    value: b"v".to_vec(),
+                    condition: PutCondition::Always,
+                    expiry: Expiry::TtlMs(1_000),
+                };
+                if call(&mut cluster, set) == Some(Response::Kv(KvReply::Ok)) {
+                    let term = cluster.nodes[leader].raft().term().get();
+                    ttl_keys.push((key, now, Duration::from_millis(1_000), term, [false; 3]));
+                }
+            }
+            let term = cluster.nodes[leader].raft().term().get();
+            for (key, set_at, ttl, set_term, seen) in &mut ttl_keys {
+                for (i, node) in cluster.nodes.iter().enumerate() {
+                    let here = present(node, key);
+                    if seen[i] && !here && now < *set_at + *ttl && found.early_expiry.is_none() {
+                        found.early_expiry = Some(format!(
+                            "{key} gone on node {} at {now:?}, set at {set_at:?}",
+                            i + 1
+                        ));
+                    }
+                    seen[i] |= here;
+                }
+                // The bound: the TTL, an election timeout of grace, and for each change of
+                // leader the age of the last checkpoint the new leader had (a hand-over:
+                // an interval and a few ticks; else two intervals and an election); and
+                // the expiry tick and a commit.
+                let changes = u32::try_from(term - *set_term).unwrap_or(u32::MAX);
+                let per_change = if hand_overs_only {
+                    checkpoint + Duration::from_millis(150)
+                } else {
+                    checkpoint * 2 + et * 2
+                };
+                let bound = *ttl + et + per_change * changes + Duration::from_millis(200);
+                if now > *set_at + bound
+                    && present(&cluster.nodes[leader], key)
+                    && found.late_expiry.is_none()
+                {
+                    found.late_expiry = Some(format!(
+                        "{key} still there at {now:?}, set at {set_at:?}, bound {bound:?}"
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn lease_sweep_one_holder_no_stale_fenced_write_and_expiry_within_its_bound() {
+        let seeds: u64 = std::env::var("SYNOD_LEASE_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(40);
+        for seed in 0..seeds {
+            let found = lease_sweep(seed, false, seed % 4 == 3);
+            assert!(
+                found.two_holders.is_none()
+                    && found.stale_write.is_none()
+                    && found.early_expiry.is_none()
+                    && found.late_expiry.is_none(),
+                "seed {seed}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lease_sweep_catches_two_holders_when_a_holder_believes_past_its_ttl() {
+        let caught = (0..40).any(|seed| {
+            lease_sweep_believing(seed, false, false, SWEEP_TTL * 3)
+                .two_holders
+                .is_some()
+        });
+        assert!(caught, "holders believing three TTLs were never caught");
+    }
+
+    #[cfg(feature = "broken")]
+    #[test]
+    fn lease_sweep_catches_leases_renewed_by_elections() {
+        // Where leaders change every 700 ms, a lease restarted by each new leader outlives
+        // the bound; the correct expirer, checkpointing every 500 ms, stays within it.
+        let caught = (0..4).any(|seed| lease_sweep(seed, true, true).late_expiry.is_some());
+        assert!(caught, "the broken expirer was never caught");
     }
 }

@@ -337,6 +337,20 @@ fn repeated_elections_do_not_renew_a_lease_for_ever_and_without_checkpoints_they
 }
 
 #[test]
+fn leaders_changing_faster_than_the_grace_do_not_keep_a_lease_for_ever() {
+    // A leader every 700 ms, under the 1 s grace each new leader gives: the checkpoints
+    // (every 500 ms) wear the lease down, and once one says nothing is left the next
+    // leader gives no grace and expires it.
+    // Each change adds at most the age of the last checkpoint (an interval), and there
+    // are at most 30 changes in the 20 s this may take.
+    let expired = expiry_under_elections(false, 700, 60_000).expect("expired");
+    assert!(
+        (10_000..=10_000 + 30 * 500 + ET_MS).contains(&expired),
+        "{expired}"
+    );
+}
+
+#[test]
 fn a_checkpoint_carries_what_is_left_and_a_new_leader_starts_from_it_plus_an_election_timeout() {
     let mut log = Log::new();
     let mut old = LeaseExpirer::new(config());
