@@ -20,7 +20,13 @@
 //! | `LEASE TTL id` | the time left on the lease in ms (an estimate from the last renewal or checkpoint), `-2` if there is none |
 //! | `DEL k...`, `INCR k`, `INCRBY k n`, `DECR k` | writes |
 //! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
-//! | `SCAN prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
+//! | `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]` | Redis's cursor scan: `[next cursor, [keys...]]`, from cursor `0` until the next cursor is `0`; about `n` keys looked at per call (default 10, at most [`SCAN_COUNT_MAX`](super::kv::SCAN_COUNT_MAX)); a key present for the whole scan is returned at least once, on any node (see [`scan_hash`](super::kv::scan_hash)) |
+//! | `SCANPREFIX prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
+//! | `KEYS pattern` | every key matching the glob-style pattern ([`super::pattern`]), in key order |
+//! | `DBSIZE` | how many keys the store holds |
+//! | `MULTI`, `EXEC`, `DISCARD` | a transaction: commands after `MULTI` are queued (`+QUEUED`; one refused here makes `EXEC` answer `EXECABORT`), and `EXEC` applies them as one log entry, atomically at one revision on every replica, answering each one's reply; at most [`TRANSACTION_COMMANDS_MAX`] commands |
+//! | `WATCH k...`, `UNWATCH` | `EXEC` answers nil and applies nothing if a watched key was changed since `WATCH` (its mod revision moved; a key absent at `WATCH`, created and deleted again before `EXEC` counts as unchanged); `EXEC` and `DISCARD` unwatch; at most [`WATCHED_KEYS_MAX`] keys |
+//! | `HELLO [2\|3] [AUTH user pass] [SETNAME name]` | switches the connection to RESP2 or RESP3 (replies then use RESP3's null, maps and push frames) and answers the server's details (`NOPROTO` for another version; `AUTH` is refused: there is no authentication) |
 //! | `GETREV k` | `[value, create_revision, mod_revision, version, revision]`: the key's value (nil if absent) and revisions (0 if absent), and the store's revision, read together in the connection's read mode |
 //! | `INFO` | role, leader, term, commit and applied index, the store's revision |
 //! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (past [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) open sessions it closes the least recently active one that never applied a write, or is refused with a `SESSION` error if all have) |
@@ -45,12 +51,27 @@ use synod_consensus::session::SessionId;
 
 use synod_membership::lease::{LeaseCommand, LeaseId};
 
-use super::kv::{ExpireCondition, Expiry, KvCommand, KvQuery, KvReply, PutCondition};
+use super::kv::{ExpireCondition, Expiry, KvCommand, KvQuery, KvReply, PutCondition, TxOp};
 use super::node::{Info, ReadMode, Request, Response, SessionSeq};
 use crate::resp::Value;
 
-/// Most pairs `SCAN` returns unless told.
+/// Most pairs `SCANPREFIX` returns unless told.
 pub const SCAN_LIMIT_DEFAULT: usize = 1000;
+/// Keys `SCAN` looks at per call unless told (Redis's default).
+pub const SCAN_COUNT_DEFAULT: usize = 10;
+/// Commands one transaction may queue.
+pub const TRANSACTION_COMMANDS_MAX: usize = 10_000;
+/// Keys one connection may watch.
+pub const WATCHED_KEYS_MAX: usize = 10_000;
+
+/// A transaction being queued (after `MULTI`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Multi {
+    /// The commands queued.
+    pub ops: Vec<TxOp>,
+    /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
+    pub dirty: bool,
+}
 
 /// What a connection remembers between commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +84,12 @@ pub struct ConnState {
     /// it. The same command sent again reuses the number (and is applied at most once);
     /// any other write takes the next one.
     pub unanswered: Option<KvCommand>,
+    /// The transaction being queued, after `MULTI`.
+    pub multi: Option<Multi>,
+    /// Keys `WATCH`ed, with their mod revisions then.
+    pub watched: Vec<(Vec<u8>, u64)>,
+    /// The RESP version the client speaks: 2, or 3 after `HELLO 3`.
+    pub protocol: u8,
 }
 
 impl Default for ConnState {
@@ -71,6 +98,9 @@ impl Default for ConnState {
             session: None,
             read_mode: ReadMode::Linearizable,
             unanswered: None,
+            multi: None,
+            watched: Vec::new(),
+            protocol: 2,
         }
     }
 }
@@ -129,8 +159,8 @@ fn shutdown(modifiers: &[Vec<u8>]) -> Action {
 
 /// The commands that change the store (numbered in a session), besides `LEASE`'s writes
 /// (see [`is_write_command`]).
-pub const WRITE_COMMANDS: [&str; 9] = [
-    "SET", "DEL", "INCR", "DECR", "INCRBY", "CAS", "EXPIRE", "PEXPIRE", "PERSIST",
+pub const WRITE_COMMANDS: [&str; 10] = [
+    "SET", "DEL", "INCR", "DECR", "INCRBY", "CAS", "EXPIRE", "PEXPIRE", "PERSIST", "EXEC",
 ];
 
 /// Whether a command changes the store, so that a session numbers it: one of
@@ -161,21 +191,168 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
 /// clock is off converts wrongly, by as much as it is off; the leader's expiry runs on its
 /// monotonic clock).
 pub fn execute_at(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
-    let action = dispatch(conn, args, wall_ms);
-    if let (Action::Reply(Value::Error(_)), Some((session, seq))) = (&action, conn.session)
+    let action = match &conn.multi {
+        Some(_) if !is_transaction_command(args) => queue(conn, args, wall_ms),
+        _ => dispatch(conn, args, wall_ms),
+    };
+    if let (Action::Reply(_), Some((session, seq))) = (&action, conn.session)
         && is_write_command(args)
     {
-        // A write refused here (syntax, arity) spends its sequence number, as one refused
-        // by the state machine does: a client moves its count on after any answer but
-        // `TRYAGAIN`, `UNKNOWN` and `SESSION` errors, and cannot tell the two refusals apart
-        // (`INCRBY k x` and `INCR` of a non-number say the same). Were the two counts out
-        // of step, a write resent on a new connection (`CLIENT SESSION` with the client's
-        // count) would carry another number than the one it was applied under, and be
-        // applied twice.
+        // A write answered here (refused for its syntax or arity, or queued in a
+        // transaction) spends its sequence number, as one refused by the state machine
+        // does: a client moves its count on after any answer but `TRYAGAIN`, `UNKNOWN` and
+        // `SESSION` errors, and cannot tell the two refusals apart (`INCRBY k x` and
+        // `INCR` of a non-number say the same). Were the two counts out of step, a write
+        // resent on a new connection (`CLIENT SESSION` with the client's count) would
+        // carry another number than the one it was applied under, and be applied twice.
         conn.session = Some((session, seq + 1));
         conn.unanswered = None;
     }
     action
+}
+
+/// The commands a connection in `MULTI` runs at once rather than queues.
+fn is_transaction_command(args: &[Vec<u8>]) -> bool {
+    let name = args.first().map(Vec::as_slice).unwrap_or_default();
+    ["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "UNWATCH"]
+        .iter()
+        .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Queues a command of a transaction: `QUEUED`, or its error (which makes `EXEC` fail).
+fn queue(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
+    // Parsed on a connection of its own, so that nothing of this one's session moves.
+    let mut scratch = ConnState {
+        read_mode: conn.read_mode,
+        ..ConnState::default()
+    };
+    let op = match dispatch(&mut scratch, args, wall_ms) {
+        Action::Call(Request::Write { command, .. }) => Ok(TxOp::Write(command)),
+        Action::Call(Request::Read { query, .. }) => Ok(TxOp::Read(query)),
+        Action::Reply(Value::Error(e)) => Err(e),
+        _ => Err(format!(
+            "ERR Command not allowed inside a transaction: '{}'",
+            String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+        )),
+    };
+    let Some(multi) = conn.multi.as_mut() else {
+        return err("ERR not in a transaction");
+    };
+    match op {
+        Ok(_) if multi.ops.len() >= TRANSACTION_COMMANDS_MAX => {
+            multi.dirty = true;
+            err(format!(
+                "ERR a transaction holds at most {TRANSACTION_COMMANDS_MAX} commands"
+            ))
+        }
+        Ok(op) => {
+            multi.ops.push(op);
+            Action::Reply(Value::Simple("QUEUED".into()))
+        }
+        Err(e) => {
+            multi.dirty = true;
+            err(e)
+        }
+    }
+}
+
+/// `EXEC`: the queued commands as one write, unless one was refused.
+fn exec(conn: &mut ConnState) -> Action {
+    let Some(multi) = conn.multi.take() else {
+        return err("ERR EXEC without MULTI");
+    };
+    let watched = std::mem::take(&mut conn.watched);
+    if multi.dirty {
+        return err("EXECABORT Transaction discarded because of previous errors.");
+    }
+    write(
+        conn,
+        KvCommand::Transaction {
+            watched,
+            ops: multi.ops,
+        },
+    )
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
+fn scan(conn: &ConnState, cursor: &[u8], options: &[Vec<u8>]) -> Action {
+    let Some(cursor) = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return err("ERR invalid cursor");
+    };
+    let (mut pattern, mut count) = (None, SCAN_COUNT_DEFAULT);
+    let mut strings = true;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let Some(value) = options.next() else {
+            return err("ERR syntax error");
+        };
+        match String::from_utf8_lossy(option)
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "MATCH" => pattern = Some(value.clone()),
+            "COUNT" => match parse_i64(value).and_then(|n| usize::try_from(n).ok()) {
+                Some(n) if n > 0 => count = n,
+                _ => return err("ERR value is not an integer or out of range"),
+            },
+            // Every value is a string.
+            "TYPE" => strings = value.eq_ignore_ascii_case(b"string"),
+            _ => return err("ERR syntax error"),
+        }
+    }
+    if !strings {
+        return Action::Reply(Value::Array(vec![
+            Value::Bulk(b"0".to_vec()),
+            Value::Array(Vec::new()),
+        ]));
+    }
+    Action::Call(Request::Read {
+        query: KvQuery::ScanCursor {
+            cursor,
+            pattern,
+            count,
+        },
+        mode: conn.read_mode,
+    })
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+fn hello(conn: &mut ConnState, rest: &[Vec<u8>]) -> Action {
+    let protocol = match rest.first() {
+        None => conn.protocol,
+        Some(v) => match parse_i64(v) {
+            Some(2) => 2,
+            Some(3) => 3,
+            _ => return err("NOPROTO unsupported protocol version"),
+        },
+    };
+    let mut options = rest.iter().skip(1);
+    while let Some(option) = options.next() {
+        match String::from_utf8_lossy(option)
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "AUTH" => {
+                return err("ERR AUTH is not supported: Synod has no authentication");
+            }
+            "SETNAME" if options.next().is_some() => {}
+            _ => return err("ERR syntax error in HELLO option"),
+        }
+    }
+    conn.protocol = protocol;
+    let text = |s: &str| Value::Bulk(s.as_bytes().to_vec());
+    Action::Reply(Value::Map(vec![
+        (text("server"), text("synod")),
+        (text("version"), text(env!("CARGO_PKG_VERSION"))),
+        (text("proto"), Value::Int(i64::from(protocol))),
+        (text("id"), Value::Int(0)),
+        (text("mode"), text("standalone")),
+        (text("role"), text("master")),
+        (text("modules"), Value::Array(Vec::new())),
+    ]))
 }
 
 fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
@@ -209,17 +386,53 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Act
         ("GETREV", [k]) => read(KvQuery::GetRevisions(k.clone())),
         ("MGET", keys) if !keys.is_empty() => read(KvQuery::MGet(keys.to_vec())),
         ("EXISTS", keys) if !keys.is_empty() => read(KvQuery::Exists(keys.to_vec())),
-        ("SCAN", [prefix]) => read(KvQuery::Scan {
+        ("SCANPREFIX", [prefix]) => read(KvQuery::Scan {
             prefix: prefix.clone(),
             limit: SCAN_LIMIT_DEFAULT,
         }),
-        ("SCAN", [prefix, limit]) => match parse_i64(limit).and_then(|l| usize::try_from(l).ok()) {
-            Some(limit) => read(KvQuery::Scan {
-                prefix: prefix.clone(),
-                limit,
-            }),
-            None => err("ERR SCAN limit must be a non-negative integer"),
-        },
+        ("SCANPREFIX", [prefix, limit]) => {
+            match parse_i64(limit).and_then(|l| usize::try_from(l).ok()) {
+                Some(limit) => read(KvQuery::Scan {
+                    prefix: prefix.clone(),
+                    limit,
+                }),
+                None => err("ERR SCANPREFIX limit must be a non-negative integer"),
+            }
+        }
+        ("SCAN", [cursor, options @ ..]) => scan(conn, cursor, options),
+        ("KEYS", [pattern]) => read(KvQuery::Keys(pattern.clone())),
+        ("DBSIZE", []) => read(KvQuery::DbSize),
+        ("MULTI", []) => {
+            if conn.multi.is_some() {
+                return err("ERR MULTI calls can not be nested");
+            }
+            conn.multi = Some(Multi::default());
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("EXEC", []) => exec(conn),
+        ("DISCARD", []) => {
+            if conn.multi.take().is_none() {
+                return err("ERR DISCARD without MULTI");
+            }
+            conn.watched.clear();
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("WATCH", keys) if !keys.is_empty() => {
+            if conn.multi.is_some() {
+                return err("ERR WATCH inside MULTI is not allowed");
+            }
+            if conn.watched.len() + keys.len() > WATCHED_KEYS_MAX {
+                return err(format!(
+                    "ERR a connection watches at most {WATCHED_KEYS_MAX} keys"
+                ));
+            }
+            read(KvQuery::ModRevisions(keys.to_vec()))
+        }
+        ("UNWATCH", []) => {
+            conn.watched.clear();
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("HELLO", rest) => hello(conn, rest),
         ("SET", [k, v, options @ ..]) => match set(k, v, options, wall_ms) {
             Ok(command) => write(conn, command),
             Err(e) => e,
@@ -333,9 +546,10 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Act
             rest,
         ),
         (
-            "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SET" | "DEL" | "INCR"
-            | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL" | "PERSIST" | "LEASE" | "DECR" | "INCRBY"
-            | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
+            "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SCANPREFIX" | "KEYS"
+            | "DBSIZE" | "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "SET" | "DEL"
+            | "INCR" | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL" | "PERSIST" | "LEASE" | "DECR"
+            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
             _,
         ) => arity(&name),
         _ => err(format!(
@@ -533,9 +747,29 @@ impl ConnState {
                     self.unanswered = None;
                 }
             }
+            Request::Read {
+                query: KvQuery::ModRevisions(keys),
+                ..
+            } => {
+                if let KvReply::ModRevisions(revisions) = reply {
+                    self.watched
+                        .extend(keys.iter().cloned().zip(revisions.iter().copied()));
+                    return Value::Simple("OK".into());
+                }
+            }
             Request::Write { .. } | Request::Read { .. } => {}
         }
         to_value(reply)
+    }
+
+    /// A reply as this connection's protocol reads it (RESP3's types after `HELLO 3`).
+    #[must_use]
+    pub fn shape(&self, value: Value) -> Value {
+        if self.protocol == 3 {
+            value.into_resp3()
+        } else {
+            value.into_resp2()
+        }
     }
 }
 
@@ -585,6 +819,18 @@ pub fn to_value(reply: KvReply) -> Value {
                 int(revision),
             ])
         }
+        KvReply::Keys(keys) => Value::Array(keys.into_iter().map(Value::Bulk).collect()),
+        KvReply::Cursor { next, keys } => Value::Array(vec![
+            Value::Bulk(next.to_string().into_bytes()),
+            Value::Array(keys.into_iter().map(Value::Bulk).collect()),
+        ]),
+        KvReply::ModRevisions(revisions) => Value::Array(
+            revisions
+                .into_iter()
+                .map(|r| Value::Int(i64::try_from(r).unwrap_or(i64::MAX)))
+                .collect(),
+        ),
+        KvReply::Multi(replies) => Value::Array(replies.into_iter().map(to_value).collect()),
         KvReply::Error(e)
             if e.starts_with("ERR") || e.starts_with("SESSION") || e.starts_with("FENCED") =>
         {
@@ -648,6 +894,179 @@ mod tests {
         ));
     }
 
+    fn reply(action: &Action) -> &Value {
+        match action {
+            Action::Reply(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_queued_and_sent_as_one_write_with_its_watched_keys() {
+        let mut store = KvStore::new();
+        let mut conn = ConnState::default();
+        store.apply(LogIndex(1), logged(&request_of(&mut conn, "SET a 1")));
+        // WATCH reads the key's mod revision, and remembers it once answered.
+        let watch = request_of(&mut conn, "WATCH a");
+        let Request::Read { query, .. } = &watch else {
+            panic!("{watch:?}")
+        };
+        let answer = conn.settle(&watch, Response::Kv(store.query(query)));
+        assert_eq!(answer, Value::Simple("OK".into()));
+        assert_eq!(conn.watched, [(b"a".to_vec(), 1)]);
+        assert_eq!(
+            execute(&mut conn, &args("MULTI")),
+            Action::Reply(Value::Simple("OK".into()))
+        );
+        assert!(is_error(
+            &execute(&mut conn, &args("MULTI")),
+            "ERR MULTI calls can not be nested"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("WATCH b")),
+            "ERR WATCH inside MULTI"
+        ));
+        for line in ["INCR a", "GET a", "SET b x"] {
+            assert_eq!(
+                reply(&execute(&mut conn, &args(line))),
+                &Value::Simple("QUEUED".into())
+            );
+        }
+        let exec = request_of(&mut conn, "EXEC");
+        assert!(conn.multi.is_none() && conn.watched.is_empty());
+        let reply = store.apply(LogIndex(2), logged(&exec));
+        assert_eq!(
+            conn.settle(&exec, Response::Kv(reply)),
+            Value::Array(vec![
+                Value::Int(2),
+                Value::Bulk(b"2".to_vec()),
+                Value::Simple("OK".into())
+            ])
+        );
+        // The same transaction again, watching a key that changed since: a nil reply.
+        let watch = request_of(&mut conn, "WATCH a");
+        let Request::Read { query, .. } = &watch else {
+            panic!()
+        };
+        conn.settle(&watch, Response::Kv(store.query(query)));
+        store.apply(
+            LogIndex(3),
+            logged(&request_of(&mut ConnState::default(), "SET a 9")),
+        );
+        execute(&mut conn, &args("MULTI"));
+        execute(&mut conn, &args("INCR a"));
+        let exec = request_of(&mut conn, "EXEC");
+        let reply = store.apply(LogIndex(4), logged(&exec));
+        assert_eq!(conn.settle(&exec, Response::Kv(reply)), Value::Nil);
+        assert_eq!(
+            store.query(&KvQuery::Get(b"a".to_vec())),
+            KvReply::Bulk(b"9".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_transaction_with_a_refused_command_is_discarded_at_exec() {
+        let mut conn = ConnState::default();
+        assert!(is_error(
+            &execute(&mut conn, &args("EXEC")),
+            "ERR EXEC without MULTI"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("DISCARD")),
+            "ERR DISCARD without MULTI"
+        ));
+        execute(&mut conn, &args("MULTI"));
+        assert!(is_error(
+            &execute(&mut conn, &args("INCRBY k x")),
+            "ERR value"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SHUTDOWN")),
+            "ERR Command not allowed"
+        ));
+        assert!(is_error(&execute(&mut conn, &args("EXEC")), "EXECABORT"));
+        // DISCARD drops what was queued; the connection is as before.
+        execute(&mut conn, &args("MULTI"));
+        execute(&mut conn, &args("SET k v"));
+        assert_eq!(
+            reply(&execute(&mut conn, &args("DISCARD"))),
+            &Value::Simple("OK".into())
+        );
+        assert!(matches!(
+            execute(&mut conn, &args("GET k")),
+            Action::Call(_)
+        ));
+    }
+
+    #[test]
+    fn queued_writes_spend_their_session_numbers_as_the_client_counts_them() {
+        let mut conn = ConnState {
+            session: Some((SessionId(3), 5)),
+            ..ConnState::default()
+        };
+        execute(&mut conn, &args("MULTI"));
+        execute(&mut conn, &args("SET a 1"));
+        execute(&mut conn, &args("GET a"));
+        execute(&mut conn, &args("DEL a"));
+        // Two writes queued and answered: the transaction's write is the third number.
+        let Action::Call(Request::Write {
+            session: Some(s), ..
+        }) = execute(&mut conn, &args("EXEC"))
+        else {
+            panic!("a session write")
+        };
+        assert_eq!(s.seq, 7);
+    }
+
+    #[test]
+    fn hello_switches_the_protocol_and_scan_takes_redis_options() {
+        let mut conn = ConnState::default();
+        let hello = execute(&mut conn, &args("HELLO 3"));
+        let Value::Map(fields) = reply(&hello) else {
+            panic!("{hello:?}")
+        };
+        assert!(fields.contains(&(Value::Bulk(b"proto".to_vec()), Value::Int(3))));
+        assert_eq!(conn.protocol, 3);
+        assert_eq!(conn.shape(Value::Nil), Value::Null);
+        assert!(is_error(&execute(&mut conn, &args("HELLO 4")), "NOPROTO"));
+        assert!(is_error(
+            &execute(&mut conn, &args("HELLO 3 AUTH u p")),
+            "ERR AUTH"
+        ));
+        assert_eq!(conn.protocol, 3);
+        execute(&mut conn, &args("HELLO 2"));
+        assert_eq!(conn.shape(Value::Map(vec![])), Value::Array(vec![]));
+        let Action::Call(Request::Read { query, .. }) =
+            execute(&mut conn, &args("SCAN 42 MATCH a* COUNT 7"))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            query,
+            KvQuery::ScanCursor {
+                cursor: 42,
+                pattern: Some(b"a*".to_vec()),
+                count: 7
+            }
+        );
+        assert!(is_error(
+            &execute(&mut conn, &args("SCAN x")),
+            "ERR invalid cursor"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SCAN 0 COUNT 0")),
+            "ERR value"
+        ));
+        assert!(is_error(
+            &execute(&mut conn, &args("SCAN 0 MATCH")),
+            "ERR syntax"
+        ));
+        assert_eq!(
+            reply(&execute(&mut conn, &args("SCAN 0 TYPE hash"))),
+            &Value::Array(vec![Value::Bulk(b"0".to_vec()), Value::Array(vec![])])
+        );
+    }
+
     #[test]
     fn bad_commands_get_errors_and_leave_the_connection_usable() {
         let mut conn = ConnState::default();
@@ -683,6 +1102,14 @@ mod tests {
             execute(&mut conn, &args("PING")),
             Action::Reply(Value::Simple("PONG".into()))
         );
+    }
+
+    /// The request a command makes.
+    fn request_of(conn: &mut ConnState, line: &str) -> Request {
+        match execute(conn, &args(line)) {
+            Action::Call(request) => request,
+            other => panic!("{line}: {other:?}"),
+        }
     }
 
     /// What the node proposes for a write request (as `CoreNode` does).

@@ -25,8 +25,9 @@
 //! exactly one entry, which [`KvStore::changes`] hands out after each [`KvStore::apply`].
 //! Revisions are replicated state, the same on every replica, and kept in snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::pattern::Pattern;
 use serde::{Deserialize, Serialize};
 use synod_consensus::LogIndex;
 use synod_consensus::session::{SessionConfig, SessionEntry, SessionError, SessionId, Sessions};
@@ -126,6 +127,26 @@ pub enum KvCommand {
         /// The command.
         command: Box<KvCommand>,
     },
+    /// A Redis transaction (`MULTI` ... `EXEC`), applied as one entry, so atomically and
+    /// at one revision on every replica: if any `watched` key's mod revision is no longer
+    /// the one given (0: absent), nothing is done and the reply is `Nil` (`EXEC`'s null
+    /// reply); otherwise each operation runs in order and the reply is `Multi` with each
+    /// one's reply (an operation that fails does not undo the others, as in Redis).
+    Transaction {
+        /// Keys `WATCH`ed, with the mod revision each had then.
+        watched: Vec<(Bytes, u64)>,
+        /// The queued operations.
+        ops: Vec<TxOp>,
+    },
+}
+
+/// One operation of a [`KvCommand::Transaction`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TxOp {
+    /// A command (never a transaction).
+    Write(KvCommand),
+    /// A query, answered from the state the operations before it left.
+    Read(KvQuery),
 }
 
 /// A key's expiry after a [`KvCommand::PutExpiring`].
@@ -185,6 +206,23 @@ pub enum KvQuery {
     /// A lease's remaining time to live in milliseconds: `Int`, -2 if there is no such
     /// lease.
     LeaseTtl(LeaseId),
+    /// Every key matching a glob-style pattern ([`super::pattern`]), in key order: `Keys`.
+    Keys(Bytes),
+    /// How many keys the store holds: `Int`.
+    DbSize,
+    /// Redis's cursor scan: about `count` keys from `cursor` on (0: from the start), those
+    /// matching `pattern` if any: `Cursor`, whose `next` is 0 once the scan is over. See
+    /// [`scan_hash`].
+    ScanCursor {
+        /// Where to go on from.
+        cursor: u64,
+        /// The keys wanted.
+        pattern: Option<Bytes>,
+        /// How many keys to look at (a hint: keys of one cursor value all come together).
+        count: usize,
+    },
+    /// The mod revision of each key, 0 for an absent one (`WATCH`): `ModRevisions`.
+    ModRevisions(Vec<Bytes>),
 }
 
 /// What a command or query answers.
@@ -215,6 +253,32 @@ pub enum KvReply {
         /// The store's revision.
         revision: u64,
     },
+    /// Keys.
+    Keys(Vec<Bytes>),
+    /// A page of a cursor scan, and the cursor to go on from (0: the scan is over).
+    Cursor {
+        /// The next cursor.
+        next: u64,
+        /// The keys of this page.
+        keys: Vec<Bytes>,
+    },
+    /// Each key's mod revision.
+    ModRevisions(Vec<u64>),
+    /// A transaction's replies, one per operation.
+    Multi(Vec<KvReply>),
+}
+
+/// Most keys a cursor scan looks at in one call, whatever `COUNT` asks.
+pub const SCAN_COUNT_MAX: usize = 100_000;
+
+/// Where a key falls in a cursor scan: `synod_partitioning`'s stable key hash (which
+/// never changes), halved and plus one, so that it is never 0 (the cursor that starts and
+/// ends a scan) and one more than any is still a `u64`. A scan walks keys in this order and a cursor is the value to go on from, so
+/// a key present from the first call to the last is returned at least once however the
+/// store changes meanwhile, on any replica (keys sharing a value come in one page).
+#[must_use]
+pub fn scan_hash(key: &[u8]) -> u64 {
+    (synod_partitioning::key_hash(key) >> 1) + 1
 }
 
 /// A key's revisions, as etcd keeps them.
@@ -336,6 +400,9 @@ impl Eq for KvStore {}
 #[derive(Clone, Debug)]
 struct Pairs {
     map: BTreeMap<Bytes, Entry>,
+    /// The keys in [`scan_hash`] order, for cursor scans (not in snapshots: rebuilt on
+    /// restore).
+    by_hash: BTreeSet<(u64, Bytes)>,
     /// The store's revision: applied entries that changed a key.
     revision: u64,
     /// The changes of the entry being applied, or of the last one applied (not in
@@ -411,6 +478,7 @@ impl KvStore {
         KvStore {
             pairs: Pairs {
                 map: BTreeMap::new(),
+                by_hash: BTreeSet::new(),
                 revision: 0,
                 changes: Vec::new(),
                 leases: LeaseTable::new(lease_limits()),
@@ -548,75 +616,7 @@ impl KvStore {
     /// [`REPLY_BYTES_MAX`] is an error.
     #[must_use]
     pub fn query_at(&self, query: &KvQuery, now_ms: u64) -> KvReply {
-        let ms = |n: u64| KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX));
-        match query {
-            KvQuery::Ttl { key, in_ms } => {
-                if !self.pairs.map.contains_key(key) {
-                    return KvReply::Int(-2);
-                }
-                let Some(lease) = self.pairs.leases.lease_of(key) else {
-                    return KvReply::Int(-1);
-                };
-                let left = self.pairs.leases.remaining_ms(lease, now_ms).unwrap_or(0);
-                ms(if *in_ms {
-                    left
-                } else {
-                    left.saturating_add(500) / 1000
-                })
-            }
-            KvQuery::LeaseTtl(lease) => match self.pairs.leases.remaining_ms(*lease, now_ms) {
-                Some(left) => ms(left),
-                None => KvReply::Int(-2),
-            },
-            KvQuery::Get(key) => self
-                .pairs
-                .value(key)
-                .cloned()
-                .map_or(KvReply::Nil, KvReply::Bulk),
-            KvQuery::GetRevisions(key) => {
-                let entry = self.pairs.map.get(key);
-                KvReply::Entry {
-                    value: entry.map(|e| e.value.clone()),
-                    revisions: entry.map(|e| e.revisions).unwrap_or_default(),
-                    revision: self.pairs.revision,
-                }
-            }
-            KvQuery::MGet(keys) => {
-                let bytes = keys.iter().fold(0usize, |sum, k| {
-                    let len = self.pairs.value(k).map_or(0, Vec::len);
-                    sum.saturating_add(len + REPLY_ELEMENT_BYTES)
-                });
-                if bytes > REPLY_BYTES_MAX {
-                    return reply_too_large("ask for fewer keys at a time");
-                }
-                KvReply::Values(keys.iter().map(|k| self.pairs.value(k).cloned()).collect())
-            }
-            KvQuery::Exists(keys) => {
-                let n = keys
-                    .iter()
-                    .filter(|k| self.pairs.map.contains_key(*k))
-                    .count();
-                KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
-            }
-            KvQuery::Scan { prefix, limit } => {
-                let mut bytes = 0usize;
-                let mut pairs = Vec::new();
-                let matching = self
-                    .pairs
-                    .map
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .take(*limit);
-                for (k, entry) in matching {
-                    bytes += k.len() + entry.value.len() + REPLY_ELEMENT_BYTES;
-                    if bytes > REPLY_BYTES_MAX {
-                        return reply_too_large("give SCAN a lower limit or a longer prefix");
-                    }
-                    pairs.push((k.clone(), entry.value.clone()));
-                }
-                KvReply::Pairs(pairs)
-            }
-        }
+        self.pairs.query(query, now_ms)
     }
 
     /// Whether `session` is open.
@@ -698,9 +698,11 @@ impl KvStore {
         }
         sessions.set_config(session_config());
         let bytes = map.iter().map(|(k, e)| pair_bytes(k, &e.value)).sum();
+        let by_hash = map.keys().map(|k| (scan_hash(k), k.clone())).collect();
         Some(KvStore {
             pairs: Pairs {
                 map,
+                by_hash,
                 revision,
                 changes: Vec::new(),
                 leases,
@@ -714,6 +716,151 @@ impl KvStore {
 }
 
 impl Pairs {
+    /// Answers a query at replicated time `now_ms` (see [`KvStore::query_at`]).
+    fn query(&self, query: &KvQuery, now_ms: u64) -> KvReply {
+        let ms = |n: u64| KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        match query {
+            KvQuery::Ttl { key, in_ms } => {
+                if !self.map.contains_key(key) {
+                    return KvReply::Int(-2);
+                }
+                let Some(lease) = self.leases.lease_of(key) else {
+                    return KvReply::Int(-1);
+                };
+                let left = self.leases.remaining_ms(lease, now_ms).unwrap_or(0);
+                ms(if *in_ms {
+                    left
+                } else {
+                    left.saturating_add(500) / 1000
+                })
+            }
+            KvQuery::LeaseTtl(lease) => match self.leases.remaining_ms(*lease, now_ms) {
+                Some(left) => ms(left),
+                None => KvReply::Int(-2),
+            },
+            KvQuery::Get(key) => self.value(key).cloned().map_or(KvReply::Nil, KvReply::Bulk),
+            KvQuery::Keys(pattern) => {
+                let pattern = Pattern::new(pattern);
+                let prefix = pattern.literal_prefix().to_vec();
+                let mut bytes = 0usize;
+                let mut keys = Vec::new();
+                let matching = self
+                    .map
+                    .range(prefix.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&prefix))
+                    .filter(|k| pattern.matches(k));
+                for k in matching {
+                    bytes += k.len() + REPLY_ELEMENT_BYTES;
+                    if bytes > REPLY_BYTES_MAX {
+                        return reply_too_large("use SCAN with MATCH, a page at a time");
+                    }
+                    keys.push(k.clone());
+                }
+                KvReply::Keys(keys)
+            }
+            KvQuery::DbSize => KvReply::Int(i64::try_from(self.map.len()).unwrap_or(i64::MAX)),
+            KvQuery::ScanCursor {
+                cursor,
+                pattern,
+                count,
+            } => self.scan_page(*cursor, pattern.as_deref().map(Pattern::new), *count),
+            KvQuery::ModRevisions(keys) => KvReply::ModRevisions(
+                keys.iter()
+                    .map(|k| self.map.get(k).map_or(0, |e| e.revisions.modified))
+                    .collect(),
+            ),
+            KvQuery::GetRevisions(key) => {
+                let entry = self.map.get(key);
+                KvReply::Entry {
+                    value: entry.map(|e| e.value.clone()),
+                    revisions: entry.map(|e| e.revisions).unwrap_or_default(),
+                    revision: self.revision,
+                }
+            }
+            KvQuery::MGet(keys) => {
+                let bytes = keys.iter().fold(0usize, |sum, k| {
+                    let len = self.value(k).map_or(0, Vec::len);
+                    sum.saturating_add(len + REPLY_ELEMENT_BYTES)
+                });
+                if bytes > REPLY_BYTES_MAX {
+                    return reply_too_large("ask for fewer keys at a time");
+                }
+                KvReply::Values(keys.iter().map(|k| self.value(k).cloned()).collect())
+            }
+            KvQuery::Exists(keys) => {
+                let n = keys.iter().filter(|k| self.map.contains_key(*k)).count();
+                KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+            KvQuery::Scan { prefix, limit } => {
+                let mut bytes = 0usize;
+                let mut pairs = Vec::new();
+                let matching = self
+                    .map
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(*limit);
+                for (k, entry) in matching {
+                    bytes += k.len() + entry.value.len() + REPLY_ELEMENT_BYTES;
+                    if bytes > REPLY_BYTES_MAX {
+                        return reply_too_large("give SCAN a lower limit or a longer prefix");
+                    }
+                    pairs.push((k.clone(), entry.value.clone()));
+                }
+                KvReply::Pairs(pairs)
+            }
+        }
+    }
+
+    /// A page of a cursor scan (see [`scan_hash`]): whole runs of keys sharing a hash,
+    /// from `cursor` on, until `count` keys (at least one run) or [`REPLY_BYTES_MAX`] are
+    /// reached.
+    fn scan_page(&self, cursor: u64, pattern: Option<Pattern>, count: usize) -> KvReply {
+        let count = count.clamp(1, SCAN_COUNT_MAX);
+        let mut keys = Vec::new();
+        let (mut looked, mut bytes) = (0usize, 0usize);
+        let mut last: Option<u64> = None;
+        for (hash, key) in self.by_hash.range((cursor.max(1), Vec::new())..) {
+            if last != Some(*hash) && (looked >= count || bytes > REPLY_BYTES_MAX / 2) {
+                // The run of `last` is whole: go on from here next time.
+                return KvReply::Cursor { next: *hash, keys };
+            }
+            last = Some(*hash);
+            looked += 1;
+            if pattern.as_ref().is_none_or(|p| p.matches(key)) {
+                bytes += key.len() + REPLY_ELEMENT_BYTES;
+                keys.push(key.clone());
+            }
+        }
+        KvReply::Cursor { next: 0, keys }
+    }
+
+    /// Applies a transaction's operations if no watched key changed.
+    fn transaction(
+        &mut self,
+        (index, time): (u64, u64),
+        watched: Vec<(Bytes, u64)>,
+        ops: Vec<TxOp>,
+    ) -> KvReply {
+        let changed = watched
+            .iter()
+            .any(|(k, rev)| self.map.get(k).map_or(0, |e| e.revisions.modified) != *rev);
+        if changed {
+            return KvReply::Nil;
+        }
+        let replies = ops
+            .into_iter()
+            .map(|op| match op {
+                TxOp::Write(KvCommand::Transaction { .. }) => {
+                    KvReply::Error("ERR MULTI calls can not be nested".into())
+                }
+                TxOp::Write(command) => self.apply_command(index, time, command),
+                TxOp::Read(query) => self.query(&query, time),
+            })
+            .collect();
+        KvReply::Multi(replies)
+    }
+
     fn value(&self, key: &[u8]) -> Option<&Bytes> {
         self.map.get(key).map(|e| &e.value)
     }
@@ -749,6 +896,9 @@ impl Pairs {
             value: Some(value.clone()),
             revisions,
         });
+        if old.is_none() {
+            self.by_hash.insert((scan_hash(&key), key.clone()));
+        }
         self.map.insert(key, Entry { value, revisions });
         Ok(())
     }
@@ -758,6 +908,7 @@ impl Pairs {
         let Some(entry) = self.map.remove(key) else {
             return false;
         };
+        self.by_hash.remove(&(scan_hash(key), key.to_vec()));
         self.bytes -= pair_bytes(key, &entry.value);
         self.changes.push(KeyChange {
             key: key.to_vec(),
@@ -946,6 +1097,9 @@ impl Pairs {
                         "FENCED the fencing token {token} is stale: lock '{lock_name}' is not held"
                     )),
                 }
+            }
+            KvCommand::Transaction { watched, ops } => {
+                self.transaction((index, time), watched, ops)
             }
             KvCommand::Delete { keys } => {
                 let mut n = 0i64;
@@ -1139,6 +1293,151 @@ mod tests {
         assert_eq!(restored.revision(), 6);
         assert_eq!(revisions_of(&restored, "a"), revisions_of(&kv, "a"));
         assert_eq!(restored, kv);
+    }
+
+    fn plain(command: KvCommand) -> LogCommand {
+        LogCommand::Plain { time: 1, command }
+    }
+
+    #[test]
+    fn a_transaction_applies_as_one_revision_unless_a_watched_key_changed() {
+        let mut kv = KvStore::new();
+        kv.apply(LogIndex(1), put("a", "1"));
+        let watched_at =
+            |kv: &KvStore, key: &str| match kv.query(&KvQuery::ModRevisions(vec![key.into()])) {
+                KvReply::ModRevisions(r) => r[0],
+                other => panic!("{other:?}"),
+            };
+        let tx = |watched: Vec<(Bytes, u64)>| {
+            plain(KvCommand::Transaction {
+                watched,
+                ops: vec![
+                    TxOp::Write(KvCommand::Incr {
+                        key: b"a".to_vec(),
+                        by: 1,
+                    }),
+                    TxOp::Read(KvQuery::Get(b"a".to_vec())),
+                    TxOp::Write(KvCommand::Incr {
+                        key: b"b".to_vec(),
+                        by: 5,
+                    }),
+                    // Overflows: an error in its place, the others not undone.
+                    TxOp::Write(KvCommand::Incr {
+                        key: b"b".to_vec(),
+                        by: i64::MAX,
+                    }),
+                ],
+            })
+        };
+        let a = watched_at(&kv, "a");
+        assert_eq!((a, watched_at(&kv, "b")), (1, 0));
+        let reply = kv.apply(
+            LogIndex(2),
+            tx(vec![(b"a".to_vec(), a), (b"b".to_vec(), 0)]),
+        );
+        let KvReply::Multi(replies) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            replies[..3],
+            [
+                KvReply::Int(2),
+                KvReply::Bulk(b"2".to_vec()),
+                KvReply::Int(5)
+            ]
+        );
+        assert!(
+            matches!(&replies[3], KvReply::Error(e) if e.contains("overflow")),
+            "{replies:?}"
+        );
+        // Every change at one revision, one entry's worth.
+        assert_eq!(kv.revision(), 2);
+        assert_eq!(kv.changes().len(), 2);
+        assert!(kv.changes().iter().all(|c| c.revisions.modified == 2));
+        // A watched key changed since: nothing applied, a nil reply, no revision.
+        let stale = tx(vec![(b"a".to_vec(), a)]);
+        assert_eq!(kv.apply(LogIndex(3), stale), KvReply::Nil);
+        assert_eq!(kv.revision(), 2);
+        assert_eq!(
+            kv.query(&KvQuery::Get(b"a".to_vec())),
+            KvReply::Bulk(b"2".to_vec())
+        );
+        // A watched key that was absent and is now present has changed too.
+        kv.apply(LogIndex(4), put("c", "1"));
+        assert_eq!(
+            kv.apply(LogIndex(5), tx(vec![(b"c".to_vec(), 0)])),
+            KvReply::Nil
+        );
+        // A transaction survives a snapshot's round trip as any entry's effects do.
+        let restored = KvStore::restore(&kv.snapshot()).expect("restores");
+        assert_eq!(restored, kv);
+    }
+
+    #[test]
+    fn keys_and_dbsize() {
+        let mut kv = KvStore::new();
+        for (i, k) in ["user:1", "user:22", "uxer:3", "other"].iter().enumerate() {
+            kv.apply(LogIndex(i as u64 + 1), put(k, "v"));
+        }
+        assert_eq!(
+            kv.query(&KvQuery::Keys(b"user:*".to_vec())),
+            KvReply::Keys(vec![b"user:1".to_vec(), b"user:22".to_vec()])
+        );
+        assert_eq!(
+            kv.query(&KvQuery::Keys(b"u?er:[0-9]".to_vec())),
+            KvReply::Keys(vec![b"user:1".to_vec(), b"uxer:3".to_vec()])
+        );
+        assert_eq!(kv.query(&KvQuery::DbSize), KvReply::Int(4));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_cursor_scan_returns_every_key_present_throughout_while_the_store_changes(
+            initial in proptest::collection::btree_set(0u16..400, 0..120),
+            churn in proptest::collection::vec((0u16..400, proptest::bool::ANY), 0..200),
+            count in 1usize..20,
+        ) {
+            let mut kv = KvStore::new();
+            let mut index = 0;
+            let mut apply = |kv: &mut KvStore, command| {
+                index += 1;
+                kv.apply(LogIndex(index), plain(command));
+            };
+            for k in &initial {
+                apply(&mut kv, KvCommand::Put { key: format!("k{k}").into_bytes(), value: b"v".to_vec(), condition: PutCondition::Always });
+            }
+            let mut churn = churn.into_iter();
+            let mut touched = BTreeSet::new();
+            let mut seen = BTreeSet::new();
+            let mut cursor = 0;
+            for calls in 0.. {
+                proptest::prop_assert!(calls < 10_000, "the scan never ended");
+                let page = kv.query(&KvQuery::ScanCursor { cursor, pattern: None, count });
+                let KvReply::Cursor { next, keys } = page else { panic!("{page:?}") };
+                seen.extend(keys);
+                // Some keys come and go between calls.
+                for (k, add) in churn.by_ref().take(3) {
+                    let key = format!("k{k}").into_bytes();
+                    touched.insert(key.clone());
+                    let command = if add {
+                        KvCommand::Put { key, value: b"v".to_vec(), condition: PutCondition::Always }
+                    } else {
+                        KvCommand::Delete { keys: vec![key] }
+                    };
+                    apply(&mut kv, command);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            for k in &initial {
+                let key = format!("k{k}").into_bytes();
+                if !touched.contains(&key) {
+                    proptest::prop_assert!(seen.contains(&key), "{:?} was present throughout but not returned", String::from_utf8_lossy(&key));
+                }
+            }
+        }
     }
 
     #[test]

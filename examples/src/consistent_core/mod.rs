@@ -13,7 +13,8 @@
 //! # The pieces, and the book's patterns they use
 //!
 //! - [`kv`]: the state machine: put, get, delete, compare-and-set, prefix scan, INCR,
-//!   MGET, EXISTS, with etcd's revisions (the store's, and each key's create and mod
+//!   MGET, EXISTS, Redis's cursor scan, KEYS ([`pattern`]), DBSIZE and transactions
+//!   (MULTI/EXEC with WATCH, one log entry each), with etcd's revisions (the store's, and each key's create and mod
 //!   revisions and version); with the client-session table (*Idempotent Receiver*), all serialized
 //!   into snapshots.
 //! - Leases and key expiry (*Lease*): `synod_membership::lease`'s table in the store

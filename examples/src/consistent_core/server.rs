@@ -411,9 +411,10 @@ impl Commands for CoreClients {
             .duration_since(UNIX_EPOCH)
             .ok()
             .and_then(|d| u64::try_from(d.as_millis()).ok());
+        // Replies in the connection's protocol (RESP3's types after `HELLO 3`).
         match execute_at(conn, args, wall_ms) {
-            Action::Reply(v) => Step::Reply(Reply::open(v)),
-            Action::Close(v) => Step::Reply(Reply::close(v)),
+            Action::Reply(v) => Step::Reply(Reply::open(conn.shape(v))),
+            Action::Close(v) => Step::Reply(Reply::close(conn.shape(v))),
             Action::Info => {
                 let shared = Arc::clone(shared);
                 Step::Blocking(Box::new(move || match shared.info() {
@@ -435,14 +436,15 @@ impl Commands for CoreClients {
                 if shared.stopping.is_stopping() {
                     // A client of a node that is shutting down is sent on its way.
                     let value = conn.settle(&request, shutting_down(shared.id));
-                    return Step::Reply(Reply::close(value));
+                    return Step::Reply(Reply::close(conn.shape(value)));
                 }
                 // Calls whose answers change what the connection's next command means (a
                 // session opened or closed, a write numbered in the session) go alone; reads
                 // go with reads and writes with writes, so that a read pipelined after a
                 // write of the same connection sees it. Replies of reads in flight are held
                 // until the replies before them are written: at most
-                // READS_IN_FLIGHT_MAX single-key reads, and one MGET or SCAN, at a time.
+                // READS_IN_FLIGHT_MAX single-key reads, and one MGET, SCAN or KEYS at a
+                // time. WATCH goes alone too: the EXEC after it needs its answer.
                 let order = match &request {
                     Request::Write { session: None, .. } => Order::Group {
                         group: 0,
@@ -535,7 +537,7 @@ impl Commands for CoreClients {
         let value = conn.settle(request, response);
         // A client of a node that is shutting down is sent on its way.
         Settled::Reply(Reply {
-            value,
+            value: conn.shape(value),
             close: shared.stopping.is_stopping(),
         })
     }

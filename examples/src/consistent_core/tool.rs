@@ -70,7 +70,7 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
             rest[1].clone(),
             rest[2].clone(),
         ],
-        ("scan", 1 | 2) => std::iter::once("SCAN".to_string())
+        ("scan", 1 | 2) => std::iter::once("SCANPREFIX".to_string())
             .chain(rest.iter().cloned())
             .collect(),
         ("put" | "get" | "delete" | "cas" | "scan", _) => {

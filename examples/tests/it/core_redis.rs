@@ -229,7 +229,7 @@ fn redis_cli_commands_through_every_node_and_errors_for_what_is_refused() {
         "NX on a present key"
     );
     assert_eq!(cli(&cluster, f2, &["SET", "fresh", "y", "XX"]), "(nil)");
-    // SCAN by prefix, in key order, from every node.
+    // SCANPREFIX: by prefix, in key order, from every node.
     for (key, value) in [
         ("app/b", "2"),
         ("app/a", "1"),
@@ -240,9 +240,9 @@ fn redis_cli_commands_through_every_node_and_errors_for_what_is_refused() {
     }
     for id in 1..=3 {
         assert_eq!(
-            items(&cli(&cluster, id, &["SCAN", "app/"])),
+            items(&cli(&cluster, id, &["SCANPREFIX", "app/"])),
             ["app/a", "1", "app/b", "2"],
-            "SCAN app/ on node {id}"
+            "SCANPREFIX app/ on node {id}"
         );
     }
     // DEL through a follower; the keys are gone everywhere.
@@ -394,7 +394,7 @@ fn redis_benchmark_through_a_follower_and_every_node_reads_back_what_it_wrote() 
             &cluster,
             id,
             &[],
-            &format!("READONLY\nSCAN key: 1000\nSCAN counter: 1000\n{mget}\n"),
+            &format!("READONLY\nSCANPREFIX key: 1000\nSCANPREFIX counter: 1000\n{mget}\n"),
         );
         let values = items(&reply);
         let expected_len = 1 + 2 * BENCH_KEYS as usize;
@@ -408,7 +408,7 @@ fn redis_benchmark_through_a_follower_and_every_node_reads_back_what_it_wrote() 
         assert_eq!(
             pairs.iter().map(|(k, _)| (*k).clone()).collect::<Vec<_>>(),
             expected_keys,
-            "SCAN key: on node {id}"
+            "SCANPREFIX key: on node {id}"
         );
         let value = pairs[0].1;
         assert!(
