@@ -30,8 +30,9 @@
 //! lease no earlier than `s + ttl` in its own time.
 //!
 //! Replicated time (the milliseconds stamped on each log entry by its proposer, which
-//! every replica sees alike) is kept too, only to answer "how long is left" on any replica
-//! ([`LeaseTable::remaining_ms`]); no decision rests on it.
+//! every replica sees alike) is kept too: it answers "how long is left" on any replica
+//! ([`LeaseTable::remaining_ms`]), and it caps the time left a checkpoint may record (see
+//! below). It never shortens a lease on the leader that renewed it.
 //!
 //! # Only the leader expires, and a deposed leader never does
 //!
@@ -76,25 +77,53 @@
 //! its full TTL, and a cluster electing leaders more often than a TTL would keep a dead
 //! client's lease for ever (etcd #9888, kubernetes #65497).
 //!
-//! The bound. A lease last renewed at `r` (when the leader applied the renewal) and not
-//! renewed again:
+//! Checkpoints alone are not enough: a new leader counts the time left from its own
+//! takeover, so the time between the last checkpoint and the takeover would be lost at
+//! every change, and leaders that each lead for less than the checkpoint interval (whose
+//! only checkpoint is the one at takeover) would record the same time left for ever. So
+//! the table never lets a checkpoint record more than its *replicated estimate*: the time
+//! left at the lease's last renewal or checkpoint minus the replicated time between that
+//! entry's stamp and the checkpoint's. Every replica computes it alike, from the log
+//! alone. A lease's stamp never moves back: a checkpoint stamped behind it counts no time.
 //!
-//! - is never expired before `r + ttl` on the renewing leader's clock (a new leader's
-//!   deadline, `promotion + remaining`, is no earlier than the old one's, since the
-//!   remaining TTL was measured at a checkpoint before the promotion);
+//! The assumption. The estimate is as good as replicated time: it takes the replicated
+//! time between two of a lease's entries in the log to be no more than the true time
+//! between their proposals (clock drift aside). `synod_consensus::session::ReplicatedClock`
+//! never reads ahead of the time elapsed since the stamp it counts from, but a proposer
+//! that applied the log late (a node restarted or cut off, elected before it applied the
+//! newest entries) reads behind the others, and the time counted from its stamp to a later
+//! leader's is then too long by as much as it lagged. The election timeout of grace that
+//! a new leader adds absorbs such a lag, and the renewal's commit, up to its length; a
+//! lease recorded at zero gets no grace, so its end rests on the assumption alone.
+//!
+//! The bound. A lease last renewed at `r` (when the leader applied the renewal, proposed at
+//! `q <= r`) and not renewed again:
+//!
+//! - is never expired by the renewing leader before `r + ttl` on its clock, nor by a later
+//!   leader before `q + ttl` given the assumption (so never before a client that sent the
+//!   renewal at `s <= q` may believe it holds the lease), and while it has time left
+//!   recorded, not before `q + ttl` plus an election timeout (so not before `r + ttl`
+//!   while the renewal committed within an election timeout): a checkpoint
+//!   records at most what its leader had left (no less than the lease had), a new leader
+//!   counts what was recorded from its takeover, which comes after the checkpoint, and the
+//!   replicated estimate subtracts no more than the true time since the renewal;
 //! - with no change of leader, is expired at the first expiry tick at or after
 //!   `r + ttl` (its entry applied one commit later, and later still only when more than
 //!   [`LeaseConfig::expiries_per_tick_max`] leases are due at once);
-//! - each change of leader delays that by the age, when the new leader took over, of the
-//!   last checkpoint of the lease the new leader had applied (while leaders stay up long
-//!   enough to commit their checkpoints, at most twice `checkpoint_interval_ms` plus the
-//!   time the election took; with more than `checkpoints_per_entry_max` leases due, a
-//!   multiple of it), and the last leader adds its election timeout of grace (none if it
-//!   took over with a checkpoint of zero).
+//! - otherwise, is expired by the leader that ends it an election timeout of grace (none
+//!   if it took over with a checkpoint of zero), a tick and a commit after the later of its takeover and `r + ttl` plus the age, when it
+//!   took over, of the lease's last checkpoint it had applied: what a checkpoint records
+//!   never exceeds what replicated time leaves since the renewal, however many times the
+//!   leader changed before. That age is at most twice
+//!   `checkpoint_interval_ms` plus the time the election took while leaders stay up long
+//!   enough to commit a checkpoint (with more than `checkpoints_per_entry_max` leases due,
+//!   a multiple of it); replicated time falling behind true time (while no node runs)
+//!   delays the end by as much.
 //!
-//! So a lease nobody keeps alive ends within `ttl + k × (2 × checkpoint_interval_ms +
-//! election time) + election timeout + expiry tick + commit` after its last renewal, with
-//! `k` changes of leader in between.
+//! So a lease nobody keeps alive ends, whatever the number of changes of leader in
+//! between, by the later of the last takeover and `r + ttl + 2 × checkpoint_interval_ms +
+//! election time`, plus an election timeout, an expiry tick and a commit; once a
+//! checkpoint of zero has committed, the next leader expires it at once.
 //!
 //! # Minimum TTL
 //!
@@ -481,7 +510,8 @@ pub struct Lease<K: Ord> {
     pub renewal: u64,
     /// The remaining TTL at the last renewal (the TTL) or checkpoint, in milliseconds.
     pub remaining_ms: u64,
-    /// The replicated time of that renewal or checkpoint, in milliseconds.
+    /// The replicated time of that renewal or checkpoint, in milliseconds (a checkpoint
+    /// stamped earlier than the last keeps the later).
     pub stamped_ms: u64,
     /// Shared or a key's own.
     pub kind: LeaseKind,
@@ -519,7 +549,8 @@ pub enum LeaseCommand {
         /// The lease.
         lease: LeaseId,
     },
-    /// Records the leader's measure of remaining TTLs.
+    /// Records the leader's measure of remaining TTLs, each capped by the table's
+    /// replicated estimate ([`LeaseTable::remaining_ms`] at the entry's stamp).
     Checkpoint {
         /// One per lease.
         leases: Vec<Checkpoint>,
@@ -716,11 +747,17 @@ impl<K: Ord + Clone> LeaseTable<K> {
             LeaseCommand::Checkpoint { ref leases } => {
                 let mut n = 0;
                 for c in leases {
+                    // Never more than replicated time leaves since the last renewal or
+                    // checkpoint: a new leader measures from its own takeover, which
+                    // leaves out the time between that and the last checkpoint.
+                    let Some(left) = self.remaining_ms(c.lease, time_ms) else {
+                        continue;
+                    };
                     if let Some(l) = self.leases.get_mut(&c.lease)
                         && l.renewal == c.renewal
                     {
-                        l.remaining_ms = c.remaining_ms.min(l.ttl_ms);
-                        l.stamped_ms = time_ms;
+                        l.remaining_ms = c.remaining_ms.min(l.ttl_ms).min(left);
+                        l.stamped_ms = l.stamped_ms.max(time_ms);
                         n += 1;
                     }
                 }
@@ -798,17 +835,9 @@ impl<K: Ord + Clone> LeaseTable<K> {
         key: K,
         lease: LeaseId,
     ) -> Result<Option<LeaseApplied<K>>, LeaseError> {
-        let max = self.limits.keys_per_lease_max;
-        match self.leases.get(&lease) {
-            Some(l) if l.kind == LeaseKind::Shared => {
-                if l.keys.contains(&key) {
-                    return Ok(None);
-                }
-                if l.keys.len() >= max {
-                    return Err(LeaseError::TooManyKeys { lease, max });
-                }
-            }
-            _ => return Err(LeaseError::NotFound(lease)),
+        self.can_attach(&key, lease)?;
+        if self.lease_of(&key) == Some(lease) {
+            return Ok(None);
         }
         let detached = self.detach(&key);
         if let Some(l) = self.leases.get_mut(&lease) {
@@ -816,6 +845,25 @@ impl<K: Ord + Clone> LeaseTable<K> {
         }
         self.by_key.insert(key, lease);
         Ok(detached)
+    }
+
+    /// Whether [`LeaseTable::attach`] of `key` to `lease` would succeed (for an
+    /// application that must check before it changes anything else).
+    ///
+    /// # Errors
+    ///
+    /// What [`LeaseTable::attach`] would refuse with.
+    pub fn can_attach(&self, key: &K, lease: LeaseId) -> Result<(), LeaseError> {
+        let max = self.limits.keys_per_lease_max;
+        match self.leases.get(&lease) {
+            Some(l) if l.kind == LeaseKind::Shared => {
+                if l.keys.len() >= max && !l.keys.contains(key) {
+                    return Err(LeaseError::TooManyKeys { lease, max });
+                }
+                Ok(())
+            }
+            _ => Err(LeaseError::NotFound(lease)),
+        }
     }
 
     /// Gives `key` a lease of its own of `ttl_ms` (a Redis key's expiry), granted by the

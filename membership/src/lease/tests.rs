@@ -287,10 +287,15 @@ fn the_table_round_trips_through_its_encoding_with_its_key_index() {
 /// Changes leader every `period_ms` (each new leader promoted from the same table, as
 /// every replica applies the same log), checkpointing as the expirer asks, and returns
 /// when the lease granted at 0 was expired, if before `until_ms`.
-fn expiry_under_elections(broken: bool, period_ms: u64, until_ms: u64) -> Option<u64> {
+fn expiry_under_elections(
+    config: &LeaseConfig,
+    broken: bool,
+    period_ms: u64,
+    until_ms: u64,
+) -> Option<u64> {
     let mut log = Log::new();
     let make = || {
-        let e = LeaseExpirer::new(config());
+        let e = LeaseExpirer::new(config.clone());
         if broken {
             e.broken_renew_on_election()
         } else {
@@ -327,13 +332,13 @@ fn expiry_under_elections(broken: bool, period_ms: u64, until_ms: u64) -> Option
 fn repeated_elections_do_not_renew_a_lease_for_ever_and_without_checkpoints_they_would() {
     // A leader every 2 s, a lease of 10 s never kept alive. Each change adds at most the
     // checkpoint's age (two intervals of 500 ms), the last one an election timeout too.
-    let expired = expiry_under_elections(false, 2_000, 60_000).expect("expired");
+    let expired = expiry_under_elections(&config(), false, 2_000, 60_000).expect("expired");
     assert!(
         (10_000..=10_000 + 5 * 1_000 + ET_MS + 50).contains(&expired),
         "{expired}"
     );
     // Restarted at its full TTL by every new leader, it never expires.
-    assert_eq!(expiry_under_elections(true, 2_000, 60_000), None);
+    assert_eq!(expiry_under_elections(&config(), true, 2_000, 60_000), None);
 }
 
 #[test]
@@ -343,7 +348,7 @@ fn leaders_changing_faster_than_the_grace_do_not_keep_a_lease_for_ever() {
     // leader gives no grace and expires it.
     // Each change adds at most the age of the last checkpoint (an interval), and there
     // are at most 30 changes in the 20 s this may take.
-    let expired = expiry_under_elections(false, 700, 60_000).expect("expired");
+    let expired = expiry_under_elections(&config(), false, 700, 60_000).expect("expired");
     assert!(
         (10_000..=10_000 + 30 * 500 + ET_MS).contains(&expired),
         "{expired}"
@@ -408,16 +413,17 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     /// Against a model of deadlines on one clock: the key index always matches the
-    /// leases' keys; no lease is expired before its TTL from its last renewal; every lease
-    /// is gone within its TTL plus, for each leader change, a checkpoint's age, plus one
-    /// election timeout and the expiry tick, after its last renewal; a table round-trips
-    /// through its encoding.
+    /// leases' keys; no lease is expired before its TTL from its last renewal; once quiet,
+    /// every lease is gone within its TTL plus, after any number of leader changes, one
+    /// checkpoint's age, plus one election timeout and the expiry tick, after its last
+    /// renewal; a table round-trips through its encoding.
     #[test]
     fn leases_expire_never_early_and_within_the_bound(ops in proptest::collection::vec(op(), 1..60)) {
         let mut log = Log::new();
         let mut expirer = LeaseExpirer::new(config());
         expirer.promote(ms(0), &log.table);
         let mut now = 0u64;
+        let mut elected_at = 0u64;
         // lease -> (renewed at, ttl, leader changes since)
         let mut model: BTreeMap<LeaseId, (u64, u64, u64)> = BTreeMap::new();
         let key = |k: u8| format!("k{k}");
@@ -460,6 +466,7 @@ proptest! {
                     expirer.demote();
                     expirer = LeaseExpirer::new(config());
                     expirer.promote(ms(now), &log.table);
+                    elected_at = now;
                     for entry in model.values_mut() { entry.2 += 1; }
                     None
                 }
@@ -496,9 +503,16 @@ proptest! {
             now += 25;
             step(&mut log, &mut expirer, &mut model, now)?;
             for (lease, (renewed, ttl, changes)) in &model {
-                // Each change: a checkpoint's age (at most two intervals, and a step); the
-                // last leader's grace; the expiry tick and a step.
-                let bound = renewed + ttl + changes * (2 * 500 + 25) + ET_MS + 50 + 25;
+                // After any number of changes, once: the age of the last checkpoint when
+                // the last leader took over (at most two intervals, and a step); its
+                // grace; the expiry tick and a step.
+                // (A leader that took over later than that counts its grace from then.)
+                let from = if *changes > 0 {
+                    (renewed + ttl + 2 * 500 + 25).max(elected_at)
+                } else {
+                    renewed + ttl
+                };
+                let bound = from + ET_MS + 50 + 25;
                 prop_assert!(now <= bound, "lease {} still held at {} past {}", lease, now, bound);
             }
         }
@@ -507,4 +521,24 @@ proptest! {
         let back: LeaseTable<String> = postcard::from_bytes(&bytes).expect("decodes");
         prop_assert_eq!(back.iter().count(), log.table.len());
     }
+}
+
+/// Leaders that each lead for less than the checkpoint interval (here two election
+/// timeouts) checkpoint only when they take over; each takeover's checkpoint must still
+/// count the time since the last one, or a lease nobody keeps alive is never expired.
+#[test]
+fn review4_elections_faster_than_the_checkpoint_interval_keep_a_dead_lease_for_ever() {
+    let config = LeaseConfig::builder(ET_MS)
+        .checkpoint_interval_ms(2 * ET_MS)
+        .build()
+        .expect("valid");
+    // A new leader every 1.9 election timeouts, a lease of 10 s never kept alive: gone
+    // within the bound, after any number of changes (the last checkpoint's age at most a
+    // leader's time in office; its grace; a tick).
+    let expired = expiry_under_elections(&config, false, 1_900, 600_000);
+    let bound = 10_000 + 1_900 + ET_MS + 50;
+    assert!(
+        expired.is_some_and(|at| (10_000..=bound).contains(&at)),
+        "lease expired at {expired:?}, not within 10 s to {bound} ms"
+    );
 }
