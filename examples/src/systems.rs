@@ -87,9 +87,9 @@ pub const SYSTEMS: &[System] = &[
     },
     System {
         name: "leaderless",
-        about: "a leaderless store like Cassandra: ONE/QUORUM/ALL, version vectors, hints, anti-entropy, ABD and Paxos CAS (simulated only)",
-        node: None,
-        kv: None,
+        about: "a leaderless store like Cassandra: ONE/QUORUM/ALL, version vectors, hints, anti-entropy, ABD and Paxos CAS, speaking RESP",
+        node: Some(crate::leaderless::node::start_node),
+        kv: Some(crate::leaderless::node::run_kv),
         demo: None,
         sim: Some(crate::simulate::System::LEADERLESS),
     },

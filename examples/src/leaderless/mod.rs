@@ -11,6 +11,8 @@
 //! - its state machine, [`machine::Leaderless`] (on `synod_node::Protocol`), and its store
 //!   layout, [`store::LeaderlessLog`] (a `synod_wal::Wal`, written against
 //!   `synod_wal::Storage`);
+//! - its commands, [`commands`] (RESP), served by [`node`], which also holds its client
+//!   adapter (`synod kv --system leaderless`);
 //! - one entry in [`crate::systems::SYSTEMS`] (with the simulation, [`crate::simulate`]).
 //!
 //! # What each level promises
@@ -27,7 +29,9 @@
 //!   acknowledged write can be lost (version vectors keep it).
 //! - **The linearizable level** (ABD) and **CAS** (Paxos): linearizable per key.
 
+pub mod commands;
 pub mod machine;
+pub mod node;
 pub mod store;
 
 pub use machine::{

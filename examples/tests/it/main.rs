@@ -15,6 +15,7 @@ mod core_redis;
 mod core_sim;
 mod decoders;
 mod demo_cli;
+mod leaderless_cluster;
 mod leaderless_sim;
 mod register_cluster;
 mod sim_cli;

@@ -15,8 +15,10 @@ use synod_examples::resp::client::Connection;
 
 use crate::core_cluster::{DEADLINE, free_port_on};
 
-/// Three nodes of the register store, each on its own ports and data directory.
-struct Registers {
+/// Nodes of a leaderless system (the register store's, or another's: see
+/// [`Registers::up_system`]), each on its own ports and data directory.
+pub(crate) struct Registers {
+    system: &'static str,
     dir: tempfile::TempDir,
     /// Each node's peer and client address.
     addrs: Vec<(String, String)>,
@@ -28,6 +30,11 @@ impl Registers {
     /// and let go, so another program can take one first; such a cluster is thrown away
     /// for a new one, up to three times.
     fn up(nodes: usize) -> Registers {
+        Registers::up_system("register", nodes)
+    }
+
+    /// A cluster of `nodes` of `system` (`synod node --system NAME`), as [`Registers::up`].
+    pub(crate) fn up_system(system: &'static str, nodes: usize) -> Registers {
         for _ in 0..3 {
             let addrs = (0..nodes)
                 .map(|_| {
@@ -37,6 +44,7 @@ impl Registers {
                 })
                 .collect();
             let mut cluster = Registers {
+                system,
                 dir: tempfile::tempdir().expect("tempdir"),
                 addrs,
                 children: (0..nodes).map(|_| None).collect(),
@@ -65,7 +73,7 @@ impl Registers {
         self.dir.path().join(format!("node{id}"))
     }
 
-    fn start(&mut self, id: usize) {
+    pub(crate) fn start(&mut self, id: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -79,7 +87,7 @@ impl Registers {
             .collect();
         let (listen, client) = &self.addrs[id - 1];
         let child = Command::new(env!("CARGO_BIN_EXE_synod"))
-            .args(["node", "--system", "register", "--id", &id.to_string()])
+            .args(["node", "--system", self.system, "--id", &id.to_string()])
             .args([
                 "--listen",
                 listen,
@@ -98,7 +106,7 @@ impl Registers {
     }
 
     /// Kills node `id` with SIGKILL and reaps it.
-    fn kill(&mut self, id: usize) {
+    pub(crate) fn kill(&mut self, id: usize) {
         if let Some(mut child) = self.children[id - 1].take() {
             child.kill().expect("SIGKILL");
             child.wait().expect("reaped");
@@ -112,8 +120,13 @@ impl Registers {
             .is_some_and(|c| c.try_wait().expect("waitable").is_none())
     }
 
+    /// Node `id`'s client address.
+    pub(crate) fn addr(&self, id: usize) -> String {
+        self.addrs[id - 1].1.clone()
+    }
+
     /// Sends `command` to node `id` on a new connection: its reply, or the error.
-    fn call(&self, id: usize, command: &[&str]) -> std::io::Result<Value> {
+    pub(crate) fn call(&self, id: usize, command: &[&str]) -> std::io::Result<Value> {
         let mut conn = Connection::open(&self.addrs[id - 1].1)?;
         conn.set_read_timeout(Duration::from_secs(10))?;
         let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
@@ -122,7 +135,7 @@ impl Registers {
 
     /// Polls node `id` with `command` until it answers other than `TRYAGAIN` (or not at
     /// all): that answer.
-    fn settle(&self, id: usize, command: &[&str]) -> Value {
+    pub(crate) fn settle(&self, id: usize, command: &[&str]) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.call(id, command) {
@@ -139,7 +152,7 @@ impl Registers {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         (1..=self.addrs.len())
             .map(|id| {
                 let path = self.dir.path().join(format!("node{id}.log"));

@@ -1,0 +1,421 @@
+//! The leaderless store's command table: RESP commands in, [`Request`]s to the node and RESP
+//! replies out. Pure functions, tested without sockets.
+//!
+//! | Command | Meaning |
+//! |---|---|
+//! | `PING [msg]` | `PONG` (or `msg`) |
+//! | `CONSISTENCY [ONE\|QUORUM\|ALL\|LINEARIZABLE]` | sets (or shows) this connection's level; QUORUM at first |
+//! | `GET k` | the key's value at the connection's level: nil, one value, or an array of siblings |
+//! | `GETCTX k` | an array: the read's context (a token), then every sibling |
+//! | `SET k v [CONTEXT token]` | writes `v`; with a token from `GETCTX`, replaces the siblings it read (resolves them) |
+//! | `DEL k [CONTEXT token]` | deletes the key (the siblings the token read) |
+//! | `CAS k new` / `CAS k expected new` | Paxos compare-and-set (the key absent / holding `expected`): `[1\|0, value]` |
+//! | `CGET k` | a linearizable read of the compare-and-set key space |
+//! | `INFO` | the node, its membership view and partition ownership |
+//! | `QUIT` | closes the connection |
+//!
+//! At LINEARIZABLE, `GET` and `SET` go to the ABD registers (their own key space) and `DEL`
+//! is refused. Keys are at most [`KEY_BYTES_MAX`] bytes and values [`VALUE_BYTES_MAX`].
+//! `TRYAGAIN ...` says a request was certainly not carried out, `UNKNOWN ...` that a write
+//! may or may not have been stored.
+
+use synod_clocks::VersionVector;
+use synod_quorum::Consistency;
+
+use super::machine::{Failure, Info, Request, Response};
+use crate::resp::Value;
+
+/// The longest key.
+pub const KEY_BYTES_MAX: usize = 1 << 10;
+/// The longest value.
+pub const VALUE_BYTES_MAX: usize = 64 << 10;
+/// The longest context token.
+pub const CONTEXT_BYTES_MAX: usize = 16 << 10;
+
+/// A connection's level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Level {
+    /// A quorum-store level.
+    Store(Consistency),
+    /// The ABD registers.
+    Linearizable,
+    /// QUORUM, the default.
+    #[default]
+    Quorum,
+}
+
+impl Level {
+    fn consistency(self) -> Option<Consistency> {
+        match self {
+            Level::Store(c) => Some(c),
+            Level::Quorum => Some(Consistency::Quorum),
+            Level::Linearizable => None,
+        }
+    }
+
+    fn name(self) -> String {
+        match self.consistency() {
+            Some(c) => c.to_string(),
+            None => "LINEARIZABLE".into(),
+        }
+    }
+}
+
+/// What a call's answer is turned into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A value, nil or an array of siblings.
+    Get,
+    /// The context token, then the siblings.
+    GetContext,
+    /// `OK`.
+    Write,
+    /// `[applied, value]`.
+    Cas,
+    /// A value or nil.
+    CasGet,
+    /// The INFO text.
+    Info,
+}
+
+/// What to do with one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer this.
+    Reply(Value),
+    /// Answer this and close the connection.
+    Close(Value),
+    /// Hand this to the node and answer with [`settle`].
+    Call(Request, Shape),
+}
+
+fn error(text: String) -> Action {
+    Action::Reply(Value::Error(text))
+}
+
+fn wrong_args(name: &str) -> Action {
+    error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+fn check(key: &[u8], value: Option<&[u8]>) -> Option<Action> {
+    if key.len() > KEY_BYTES_MAX {
+        return Some(error(format!(
+            "ERR the key is {} bytes long; the most is {KEY_BYTES_MAX}",
+            key.len()
+        )));
+    }
+    match value {
+        Some(v) if v.len() > VALUE_BYTES_MAX => Some(error(format!(
+            "ERR the value is {} bytes long; the most is {VALUE_BYTES_MAX}",
+            v.len()
+        ))),
+        _ => None,
+    }
+}
+
+/// A context as a token: its postcard encoding in hex.
+#[must_use]
+pub fn context_token(context: &VersionVector) -> String {
+    let bytes = postcard::to_stdvec(context).unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The context a token stands for.
+///
+/// # Errors
+///
+/// A sentence, for a token that is not one.
+pub fn parse_context(token: &[u8]) -> Result<VersionVector, String> {
+    if token.len() > CONTEXT_BYTES_MAX || !token.len().is_multiple_of(2) {
+        return Err("ERR the context is not a token GETCTX gave".into());
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut bytes = Vec::with_capacity(token.len() / 2);
+    for pair in token.chunks(2) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => bytes.push(hi << 4 | lo),
+            _ => return Err("ERR the context is not a token GETCTX gave".into()),
+        }
+    }
+    postcard::from_bytes(&bytes).map_err(|_| "ERR the context is not a token GETCTX gave".into())
+}
+
+/// What to do with the command `args` (never empty) on a connection at `level`.
+#[must_use]
+pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+    let rest = &args[1..];
+    let context = |extra: &[Vec<u8>]| -> Result<VersionVector, String> {
+        match extra {
+            [] => Ok(VersionVector::default()),
+            [word, token] if word.eq_ignore_ascii_case(b"CONTEXT") => parse_context(token),
+            _ => Err("ERR syntax: CONTEXT token".into()),
+        }
+    };
+    match (name.as_str(), rest) {
+        ("PING", []) => Action::Reply(Value::Simple("PONG".into())),
+        ("PING", [message]) => Action::Reply(Value::Bulk(message.clone())),
+        ("QUIT", _) => Action::Close(Value::Simple("OK".into())),
+        ("INFO", _) => Action::Call(Request::Info, Shape::Info),
+        ("CONSISTENCY", []) => Action::Reply(Value::Simple(level.name())),
+        ("CONSISTENCY", [word]) => {
+            *level = match word.to_ascii_uppercase().as_slice() {
+                b"ONE" => Level::Store(Consistency::One),
+                b"QUORUM" => Level::Store(Consistency::Quorum),
+                b"ALL" => Level::Store(Consistency::All),
+                b"LINEARIZABLE" => Level::Linearizable,
+                _ => return error("ERR CONSISTENCY takes ONE, QUORUM, ALL or LINEARIZABLE".into()),
+            };
+            Action::Reply(Value::Simple("OK".into()))
+        }
+        ("GET" | "GETCTX", [key]) => {
+            if let Some(bad) = check(key, None) {
+                return bad;
+            }
+            let shape = if name == "GET" {
+                Shape::Get
+            } else {
+                Shape::GetContext
+            };
+            match level.consistency() {
+                Some(level) => Action::Call(
+                    Request::Get {
+                        key: key.clone(),
+                        level,
+                    },
+                    shape,
+                ),
+                None if shape == Shape::Get => Action::Call(Request::LinearGet(key.clone()), shape),
+                None => error("ERR GETCTX: the linearizable level has no siblings".into()),
+            }
+        }
+        ("SET", [key, value, extra @ ..]) => {
+            if let Some(bad) = check(key, Some(value)) {
+                return bad;
+            }
+            let context = match context(extra) {
+                Ok(context) => context,
+                Err(e) => return error(e),
+            };
+            match level.consistency() {
+                Some(level) => Action::Call(
+                    Request::Put {
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                        level,
+                        context,
+                    },
+                    Shape::Write,
+                ),
+                None => Action::Call(Request::LinearSet(key.clone(), value.clone()), Shape::Write),
+            }
+        }
+        ("DEL", [key, extra @ ..]) => {
+            if let Some(bad) = check(key, None) {
+                return bad;
+            }
+            let context = match context(extra) {
+                Ok(context) => context,
+                Err(e) => return error(e),
+            };
+            match level.consistency() {
+                Some(level) => Action::Call(
+                    Request::Put {
+                        key: key.clone(),
+                        value: None,
+                        level,
+                        context,
+                    },
+                    Shape::Write,
+                ),
+                None => error("ERR DEL: the linearizable level has no deletes".into()),
+            }
+        }
+        ("CAS", [key, rest @ ..]) if !rest.is_empty() && rest.len() <= 2 => {
+            let (expect, new) = match rest {
+                [new] => (None, new.clone()),
+                [expect, new] => (Some(expect.clone()), new.clone()),
+                _ => return wrong_args("cas"),
+            };
+            if let Some(bad) = check(key, Some(&new)) {
+                return bad;
+            }
+            let request = Request::Cas {
+                key: key.clone(),
+                expect,
+                new,
+            };
+            Action::Call(request, Shape::Cas)
+        }
+        ("CGET", [key]) => match check(key, None) {
+            Some(bad) => bad,
+            None => Action::Call(Request::CasGet(key.clone()), Shape::CasGet),
+        },
+        ("PING" | "GET" | "GETCTX" | "SET" | "DEL" | "CAS" | "CGET" | "CONSISTENCY", _) => {
+            wrong_args(&name.to_ascii_lowercase())
+        }
+        _ => error(format!(
+            "ERR unknown command '{}'; the leaderless store knows GET, GETCTX, SET, DEL, CAS, \
+             CGET, CONSISTENCY, PING, INFO and QUIT",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+fn info_text(info: &Info) -> String {
+    let mut out = format!(
+        "node_id:{}\r\nsystem:leaderless\r\nmode:{}\r\nserving:{}\r\ntable_version:{}\r\n\
+         partitions:{}\r\nreplication:{}\r\nkeys:{}\r\nhints:{}\r\n",
+        info.id,
+        info.mode,
+        info.serving,
+        info.table_version,
+        info.partitions,
+        info.replication,
+        info.keys,
+        info.hints
+    );
+    for m in &info.members {
+        out.push_str(&format!(
+            "member:{} state={} replicas={} owned={}\r\n",
+            m.id, m.state, m.replicas, m.owned
+        ));
+    }
+    out
+}
+
+/// The reply to a call of `shape`, given the node's `response`.
+#[must_use]
+pub fn settle(shape: Shape, response: Response) -> Value {
+    match (shape, response) {
+        (Shape::Write | Shape::Cas, Response::Failed(Failure::Unknown(why))) => {
+            Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
+        }
+        // Refused, or a read that may be sent again.
+        (_, Response::Failed(Failure::Refused(why) | Failure::Unknown(why))) => {
+            Value::Error(format!("TRYAGAIN {why}"))
+        }
+        (Shape::GetContext, Response::Read(read)) => {
+            let mut items = vec![Value::Bulk(context_token(&read.context).into_bytes())];
+            items.extend(read.values.into_iter().map(Value::Bulk));
+            Value::Array(items)
+        }
+        (_, Response::Read(mut read)) => match read.values.len() {
+            0 => Value::Nil,
+            1 => Value::Bulk(read.values.remove(0)),
+            _ => Value::Array(read.values.into_iter().map(Value::Bulk).collect()),
+        },
+        (_, Response::LinearRead(value)) => value.map_or(Value::Nil, Value::Bulk),
+        (_, Response::Written { .. } | Response::LinearWritten) => Value::Simple("OK".into()),
+        (Shape::Cas, Response::Cas(reply)) => Value::Array(vec![
+            Value::Int(i64::from(reply.applied)),
+            reply.value.map_or(Value::Nil, Value::Bulk),
+        ]),
+        (_, Response::Cas(reply)) => reply.value.map_or(Value::Nil, Value::Bulk),
+        (_, Response::Info(info)) => Value::Bulk(info_text(&info).into_bytes()),
+    }
+}
+
+/// The reply to a call the node did not answer: `taken` says whether it handed the
+/// request to its state machine (then a write may have taken effect).
+#[must_use]
+pub fn unanswered(shape: Shape, taken: bool, why: &str) -> Value {
+    match shape {
+        Shape::Write | Shape::Cas if taken => {
+            Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
+        }
+        _ => Value::Error(format!("TRYAGAIN {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leaderless::Read;
+
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_level_of_a_connection_decides_where_a_command_goes() {
+        let mut level = Level::default();
+        let get = |level: Consistency| Request::Get {
+            key: b"k".to_vec(),
+            level,
+        };
+        assert_eq!(
+            execute(&mut level, &args(&["get", "k"])),
+            Action::Call(get(Consistency::Quorum), Shape::Get)
+        );
+        assert_eq!(
+            execute(&mut level, &args(&["CONSISTENCY", "one"])),
+            Action::Reply(Value::Simple("OK".into()))
+        );
+        assert_eq!(
+            execute(&mut level, &args(&["GET", "k"])),
+            Action::Call(get(Consistency::One), Shape::Get)
+        );
+        let _ = execute(&mut level, &args(&["CONSISTENCY", "LINEARIZABLE"]));
+        assert_eq!(
+            execute(&mut level, &args(&["SET", "k", "v"])),
+            Action::Call(
+                Request::LinearSet(b"k".to_vec(), b"v".to_vec()),
+                Shape::Write
+            )
+        );
+        for bad in [
+            &["GET"][..],
+            &["SET", "k"],
+            &["SET", "k", "v", "CONTEXT", "zz"],
+            &["DEL", "k"],
+            &["CONSISTENCY", "TWO"],
+            &["CAS", "k"],
+            &["FLUSHALL"],
+        ] {
+            assert!(
+                matches!(
+                    execute(&mut level, &args(bad)),
+                    Action::Reply(Value::Error(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_context_token_comes_back_as_the_context_it_stands_for() {
+        let mut context = VersionVector::default();
+        context.increment(synod_node::NodeId::new(3)).expect("room");
+        context.increment(synod_node::NodeId::new(3)).expect("room");
+        let token = context_token(&context);
+        assert_eq!(parse_context(token.as_bytes()), Ok(context.clone()));
+        let mut level = Level::default();
+        let set = execute(&mut level, &args(&["SET", "k", "v", "context", &token]));
+        assert!(matches!(set, Action::Call(Request::Put { context: c, .. }, _) if c == context));
+        let read = Read {
+            values: vec![b"a".to_vec(), b"b".to_vec()],
+            context,
+        };
+        assert_eq!(
+            settle(Shape::GetContext, Response::Read(read.clone())),
+            Value::Array(vec![
+                Value::Bulk(token.into_bytes()),
+                Value::Bulk(b"a".to_vec()),
+                Value::Bulk(b"b".to_vec())
+            ])
+        );
+        assert!(
+            matches!(settle(Shape::Get, Response::Read(read)), Value::Array(v) if v.len() == 2)
+        );
+        let unknown = Response::Failed(Failure::Unknown("x".into()));
+        assert!(
+            matches!(settle(Shape::Write, unknown.clone()), Value::Error(e) if e.starts_with("UNKNOWN"))
+        );
+        assert!(
+            matches!(settle(Shape::Get, unknown), Value::Error(e) if e.starts_with("TRYAGAIN"))
+        );
+    }
+}
