@@ -125,6 +125,7 @@ pub enum KvCommand {
         /// The fencing token: the lock key's create revision when it was acquired.
         token: u64,
         /// The command.
+        #[serde(deserialize_with = "nesting::deserialize")]
         command: Box<KvCommand>,
     },
     /// A Redis transaction (`MULTI` ... `EXEC`), applied as one entry, so atomically and
@@ -144,9 +145,56 @@ pub enum KvCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxOp {
     /// A command (never a transaction).
-    Write(KvCommand),
+    Write(#[serde(deserialize_with = "nesting::deserialize")] KvCommand),
     /// A query, answered from the state the operations before it left.
     Read(KvQuery),
+}
+
+/// How deeply commands may nest inside one another when decoded ([`KvCommand::Fenced`]
+/// and [`KvCommand::Transaction`] hold commands): a fenced write inside a transaction is 2.
+pub const COMMAND_NESTING_MAX: u32 = 4;
+
+/// Decoding of the commands that hold commands, refused past [`COMMAND_NESTING_MAX`]: the
+/// types are recursive, and bytes from a peer or the log nesting them a hundred thousand
+/// deep would otherwise overflow the decoding thread's stack instead of failing to decode.
+mod nesting {
+    use std::cell::Cell;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    thread_local! {
+        /// How many nested commands this thread is decoding now.
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Leaves one level when dropped, also when decoding fails or unwinds.
+    struct Level;
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        }
+    }
+
+    /// Deserializes a nested command, or fails past the limit.
+    pub(super) fn deserialize<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        let depth = DEPTH.with(|depth| {
+            depth.set(depth.get() + 1);
+            depth.get()
+        });
+        let _level = Level;
+        if depth > super::COMMAND_NESTING_MAX {
+            return Err(D::Error::custom(format_args!(
+                "commands nested more than {} deep",
+                super::COMMAND_NESTING_MAX
+            )));
+        }
+        T::deserialize(deserializer)
+    }
 }
 
 /// A key's expiry after a [`KvCommand::PutExpiring`].
@@ -1193,6 +1241,37 @@ mod tests {
             modified,
             version,
         }
+    }
+
+    #[test]
+    fn commands_nested_past_the_limit_fail_to_decode_instead_of_overflowing_the_stack() {
+        let inner = KvCommand::Delete { keys: Vec::new() };
+        let fenced = KvCommand::Fenced {
+            lock: b"l".to_vec(),
+            token: 1,
+            command: Box::new(inner.clone()),
+        };
+        let plain = |command| LogCommand::Plain { time: 0, command }.encode();
+        // A fenced command's bytes are its own prefix followed by the command it holds.
+        let (flat, once) = (plain(inner), plain(fenced.clone()));
+        let head = &flat[..2];
+        let prefix = &once[2..once.len() - (flat.len() - 2)];
+        let mut deep = head.to_vec();
+        for _ in 0..200_000 {
+            deep.extend_from_slice(prefix);
+        }
+        deep.extend_from_slice(&flat[2..]);
+        assert_eq!(LogCommand::decode(&deep), None);
+
+        // Within the limit (a fenced write inside a transaction) decodes as it was.
+        let transaction = LogCommand::Plain {
+            time: 0,
+            command: KvCommand::Transaction {
+                watched: Vec::new(),
+                ops: vec![TxOp::Write(fenced)],
+            },
+        };
+        assert_eq!(LogCommand::decode(&transaction.encode()), Some(transaction));
     }
 
     #[test]
