@@ -1013,10 +1013,7 @@ impl Pairs {
         // Checked before anything changes: a refused expiry writes nothing.
         let checked = match expiry {
             Some(Expiry::TtlMs(ttl_ms)) => self.leases.can_grant_for_key(&key, ttl_ms),
-            Some(Expiry::Lease(lease)) => match self.leases.get(lease) {
-                Some(l) if l.kind == synod_membership::lease::LeaseKind::Shared => Ok(()),
-                _ => Err(LeaseError::NotFound(lease)),
-            },
+            Some(Expiry::Lease(lease)) => self.leases.can_attach(&key, lease),
             Some(Expiry::Keep) | None => Ok(()),
         };
         if let Err(e) = checked {
@@ -2058,5 +2055,27 @@ mod tests {
             }),
             KvReply::Int(-1)
         );
+    }
+
+    /// `SET k v LEASE id` on a lease that already holds its most keys is refused and
+    /// writes nothing: no value, no new revision (a refused expiry writes nothing).
+    #[test]
+    fn review4_a_set_refused_for_a_full_lease_still_writes_the_value() {
+        let mut s = Applier::new();
+        let granted = s.apply(KvCommand::Lease(LeaseCommand::Grant { ttl_ms: 60_000 }));
+        assert_eq!(granted, KvReply::Int(1));
+        let max = lease_limits().keys_per_lease_max;
+        for i in 0..max {
+            let key = format!("k{i}");
+            assert_eq!(
+                s.apply(put_expiring(&key, Expiry::Lease(LeaseId(1)))),
+                KvReply::Ok
+            );
+        }
+        let revision = s.kv.revision();
+        let reply = s.apply(put_expiring("extra", Expiry::Lease(LeaseId(1))));
+        assert!(matches!(reply, KvReply::Error(_)), "{reply:?}");
+        assert_eq!(s.get("extra"), KvReply::Nil, "refused, yet written");
+        assert_eq!(s.kv.revision(), revision, "refused, yet the revision moved");
     }
 }
