@@ -20,7 +20,7 @@ use super::store::LeaderlessLog;
 use crate::resp::{
     Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
 };
-use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore, ReplyTo};
+use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore};
 use crate::runtime::{NodeOptions, StartError, data_dir};
 use crate::systems::{Listening, NodeSettings};
 
@@ -129,13 +129,7 @@ impl Commands for Clients {
     }
 
     fn submit(&self, calls: &mut Vec<(Request, Answer<super::machine::Response>)>) {
-        self.host
-            .submit_all(calls.drain(..).map(|(request, answer)| {
-                (
-                    request,
-                    ReplyTo::new(move |response| answer.complete(response)),
-                )
-            }));
+        self.host.submit_answers(calls);
     }
 
     fn settle(

@@ -499,6 +499,20 @@ where
         );
     }
 
+    /// Hands a RESP connection's batch of calls ([`crate::resp::Commands::submit`]) to the
+    /// state machine together, each answered with its response.
+    pub fn submit_answers(&self, calls: &mut Vec<RespCall<St::Protocol>>)
+    where
+        <St::Protocol as Protocol>::Response: 'static,
+    {
+        self.submit_all(calls.drain(..).map(|(request, answer)| {
+            (
+                request,
+                ReplyTo::new(move |response| answer.complete(response)),
+            )
+        }));
+    }
+
     /// Hands `request` to the state machine and waits, until `deadline` at most, for its
     /// reply.
     ///
@@ -542,6 +556,13 @@ where
         None
     }
 }
+
+/// A RESP connection's call to a hosted state machine, with where its answer goes (what
+/// [`crate::resp::Commands::submit`] is handed).
+pub type RespCall<P> = (
+    <P as Protocol>::Request,
+    crate::resp::Answer<<P as Protocol>::Response>,
+);
 
 /// How [`start`] runs a system on the contract, beside the runtime's [`NodeOptions`].
 #[derive(Debug, Clone, Copy)]
