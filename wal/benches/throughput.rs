@@ -13,6 +13,9 @@
 //!   scan reads whole segments, pre-written zeros included, while the figure counts only
 //!   the records' bytes.
 //!
+//! A filter argument (`cargo bench -p synod-wal --bench throughput -- group`) runs only the
+//! figures whose name contains it.
+//!
 //! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 s). Files go to a
 //! temporary directory under Cargo's target directory, on the same file system as the
 //! workspace (not a tmpfs).
@@ -25,7 +28,91 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use synod_wal::format::record_bytes;
-use synod_wal::{FileStorage, SyncPolicy, Wal, WalConfig};
+use synod_wal::{FileStorage, Storage, StorageFile, SyncPolicy, Wal, WalConfig};
+
+/// Real files, counting the data syncs made on them: how many records share a sync is
+/// the figure behind group commit's rate, and it does not move with the machine's load.
+#[derive(Debug)]
+struct CountingStorage {
+    files: FileStorage,
+    syncs: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    file: <FileStorage as Storage>::File,
+    syncs: Arc<AtomicU64>,
+}
+
+impl Storage for CountingStorage {
+    type File = CountingFile;
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.files.list()
+    }
+    fn open(&self, name: &str) -> std::io::Result<CountingFile> {
+        let file = self.files.open(name)?;
+        Ok(CountingFile {
+            file,
+            syncs: Arc::clone(&self.syncs),
+        })
+    }
+    fn create(&self, name: &str) -> std::io::Result<CountingFile> {
+        let file = self.files.create(name)?;
+        Ok(CountingFile {
+            file,
+            syncs: Arc::clone(&self.syncs),
+        })
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.files.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.files.remove(name)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.files.sync_dir()
+    }
+}
+
+impl StorageFile for CountingFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        self.file.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data()
+    }
+}
+
+/// CPU time this process has used (all its threads, user and system), in seconds, from
+/// `/proc/self/stat` (clock ticks of 10 ms); 0 where that file cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
 
 struct Plan {
     reps: usize,
@@ -130,15 +217,34 @@ fn wal_single_rate(root: &Path, plan: &Plan) -> f64 {
     ops as f64 / start.elapsed().as_secs_f64()
 }
 
-/// 64 writers, each appending and waiting for durability: appends per second.
-fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> f64 {
+/// What one repetition of the group-commit figure measured.
+struct GroupRun {
+    appends_per_s: f64,
+    appends: u64,
+    syncs: u64,
+    cpu_s: f64,
+}
+
+/// 64 writers, each appending and waiting for durability.
+fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
     let writers = 64;
     let dir = tempfile::tempdir_in(root).unwrap();
     let policy = SyncPolicy::Group {
         batch_delay_us_max: 1000,
         batch_bytes_max: writers * record_bytes(payload_bytes),
     };
-    let wal = open_log(dir.path(), policy, plan.segment_bytes);
+    let config = WalConfig::builder()
+        .segment_bytes_max(plan.segment_bytes)
+        .record_bytes_max(64 * 1024)
+        .sync_policy(policy)
+        .build()
+        .unwrap();
+    let syncs = Arc::new(AtomicU64::new(0));
+    let storage = CountingStorage {
+        files: FileStorage::new(dir.path()).unwrap(),
+        syncs: Arc::clone(&syncs),
+    };
+    let wal = Wal::open(storage, config).unwrap().0;
     let barrier = Arc::new(Barrier::new(writers + 1));
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Arc::new(parking_lot::Mutex::new(None::<Instant>));
@@ -159,13 +265,21 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> f64 {
             })
         })
         .collect();
+    let syncs_before = syncs.load(Ordering::Relaxed);
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     *deadline.lock() = Some(start + plan.rep);
     barrier.wait();
     for t in threads {
         t.join().unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let appends = done.load(Ordering::Relaxed);
+    GroupRun {
+        appends_per_s: appends as f64 / start.elapsed().as_secs_f64(),
+        appends,
+        syncs: syncs.load(Ordering::Relaxed) - syncs_before,
+        cpu_s: cpu_seconds() - cpu_before,
+    }
 }
 
 /// Recovery: bytes per second of the recovery scan (`synod_wal::check`, the scan `Wal::open`
@@ -221,6 +335,9 @@ fn recovery_rates(root: &Path, plan: &Plan) -> (Vec<f64>, Vec<f64>) {
 
 fn main() {
     let plan = plan();
+    // `cargo bench` passes `--bench`; any other argument selects figures by name.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     println!(
         "synod-wal throughput benchmark; data in {}",
@@ -232,27 +349,40 @@ fn main() {
     // One writer, 4 KiB.
     let (mut raw, mut wal) = (Vec::new(), Vec::new());
     for _ in 0..plan.reps {
+        if !wanted("wal.append_1w_4k_vs_fdatasync") {
+            break;
+        }
         raw.push(raw_fdatasync_rate(&raw_file, 4096, plan.rep));
         wal.push(wal_single_rate(root.path(), &plan));
     }
-    let base = report("baseline pwrite+fdatasync 4 KiB", "writes/s", &raw);
-    let got = report(
-        "wal append 1 writer 4 KiB (SyncPolicy::Always)",
-        "appends/s",
-        &wal,
-    );
-    println!("ratio wal.append_1w_4k_vs_fdatasync {:.3}", got / base);
+    if !raw.is_empty() {
+        let base = report("baseline pwrite+fdatasync 4 KiB", "writes/s", &raw);
+        let got = report(
+            "wal append 1 writer 4 KiB (SyncPolicy::Always)",
+            "appends/s",
+            &wal,
+        );
+        println!("ratio wal.append_1w_4k_vs_fdatasync {:.3}", got / base);
+    }
 
     // 64 writers, group commit.
     for (name, payload) in [
         ("wal.group_64w_128b_vs_ceiling", 128usize),
         ("wal.group_64w_4k_vs_ceiling", 4096),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let batch = 64 * record_bytes(payload);
         let (mut ceiling, mut wal) = (Vec::new(), Vec::new());
+        let (mut appends, mut syncs, mut cpu_s) = (0u64, 0u64, 0.0);
         for _ in 0..plan.reps {
             ceiling.push(64.0 * raw_fdatasync_rate(&raw_file, batch, plan.rep));
-            wal.push(wal_group_rate(root.path(), &plan, payload));
+            let run = wal_group_rate(root.path(), &plan, payload);
+            wal.push(run.appends_per_s);
+            appends += run.appends;
+            syncs += run.syncs;
+            cpu_s += run.cpu_s;
         }
         let base = report(
             &format!("ceiling 64 x pwrite+fdatasync of {batch} B"),
@@ -264,10 +394,18 @@ fn main() {
             "appends/s",
             &wal,
         );
+        println!(
+            "  records per sync {:.1}, CPU per append {:.2} us (all repetitions)",
+            appends as f64 / syncs.max(1) as f64,
+            cpu_s * 1e6 / appends.max(1) as f64
+        );
         println!("ratio {name} {:.3}", got / base);
     }
 
     // Recovery scan.
+    if !wanted("wal.recovery_scan_vs_crc") {
+        return;
+    }
     let (scan, crc) = recovery_rates(root.path(), &plan);
     let base = report("baseline crc32fast over the log's bytes", "bytes/s", &crc);
     let got = report("wal recovery scan (check)", "bytes/s", &scan);

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -73,6 +73,11 @@ struct State<F> {
     shutdown: bool,
     /// A caller asked the group-commit thread to sync now.
     sync_requested: bool,
+    /// Writers parked until a record becomes durable under [`SyncPolicy::Group`], with the
+    /// index each waits for. A sync unparks those it covers, each directly: a condition
+    /// variable would wake them through the state's mutex one after the other, one thread
+    /// wake-up per record in a row, which on a small machine took longer than the sync.
+    parked: Vec<(u64, Thread)>,
 }
 
 type Listener = Box<dyn Fn(LogIndex) + Send + Sync>;
@@ -258,6 +263,7 @@ impl<S: Storage> Wal<S> {
                 poisoned: None,
                 shutdown: false,
                 sync_requested: false,
+                parked: Vec::new(),
             }),
             changed: Condvar::new(),
             flusher_wake: Condvar::new(),
@@ -594,6 +600,7 @@ impl<S: Storage> Wal<S> {
         if epoch.is_none() && index.get() >= st.next {
             return Err(inner.out_of_range(&st, index));
         }
+        let mut parked_before = false;
         loop {
             if let Some(epoch) = epoch
                 && st
@@ -621,7 +628,14 @@ impl<S: Storage> Wal<S> {
                         st.sync_requested = true;
                         inner.flusher_wake.notify_one();
                     }
-                    inner.changed.wait(&mut st);
+                    let me = std::thread::current();
+                    if parked_before {
+                        // Woken for another reason (or spuriously): not listed twice.
+                        st.parked.retain(|(_, t)| t.id() != me.id());
+                    }
+                    st.parked.push((index.get(), me));
+                    parked_before = true;
+                    MutexGuard::unlocked(&mut st, std::thread::park);
                 }
                 SyncPolicy::Always | SyncPolicy::Manual if !st.busy => {
                     inner.flush(&mut st, true)?;
@@ -819,7 +833,7 @@ impl<S: Storage> Wal<S> {
                 .sum::<usize>();
             st.next = keep_next;
             st.cuts.record(keep_next);
-            inner.changed.notify_all();
+            inner.notify_changed(&mut st);
             return Ok(());
         }
         st.pending.clear();
@@ -1088,7 +1102,7 @@ impl<S: Storage> Inner<S> {
     fn end_maintenance(&self, st: &mut State<S::File>) {
         st.busy = false;
         st.cutting = false;
-        self.changed.notify_all();
+        self.notify_changed(st);
         self.flusher_wake.notify_one();
     }
 
@@ -1096,8 +1110,16 @@ impl<S: Storage> Inner<S> {
         if st.poisoned.is_none() {
             st.poisoned = Some(e.to_string());
         }
-        self.changed.notify_all();
+        self.notify_changed(st);
         e
+    }
+
+    /// Wakes every thread waiting for a change: those on `changed`, and every parked writer.
+    fn notify_changed(&self, st: &mut State<S::File>) {
+        self.changed.notify_all();
+        for (_, thread) in st.parked.drain(..) {
+            thread.unpark();
+        }
     }
 
     /// Locks the state once no other thread is busy with I/O, and nothing is poisoned.
@@ -1176,9 +1198,22 @@ impl<S: Storage> Inner<S> {
         }
         self.changed.notify_all();
         if moved {
-            let durable = LogIndex::new(st.durable - 1);
+            let durable = st.durable;
+            let mut covered = Vec::new();
+            st.parked.retain(|(index, thread)| {
+                let keep = *index >= durable;
+                if !keep {
+                    covered.push(thread.clone());
+                }
+                keep
+            });
+            let durable = LogIndex::new(durable - 1);
             let epoch = st.cuts.epoch;
             MutexGuard::unlocked(st, || {
+                // Each writer the sync covered, woken directly, not through the lock.
+                for thread in covered {
+                    thread.unpark();
+                }
                 let mut slot = self.listener.lock();
                 // News from before a truncation the listener already heard past is stale.
                 if epoch > slot.2 || (epoch == slot.2 && durable.get() > slot.1) {
