@@ -74,7 +74,10 @@
 //! running member that hears something of itself that no incarnation of its generation can
 //! beat (a suspicion at the largest incarnation, or any claim at a generation it never
 //! had, which is a lie or damage) persists a larger generation the same way and then uses
-//! it, so nothing a peer says keeps a live member dead for the rest of its start. Dead
+//! it, so nothing a peer says keeps a live member dead for the rest of its start. A claim
+//! more than [`GENERATION_STEP_MAX`] generations ahead of what a member knows is not
+//! believed at all (no run of starts gets there, and a claim at `u64::MAX` could never be
+//! outlived), and a member's own messages replace such a claim taken in before. Dead
 //! members are kept as tombstones for `dead_reap_ms`, then forgotten (or earlier, oldest
 //! first, when a new member needs room in a full view); either way the application gets a
 //! [`MemberEvent`] with `state: None`. A member that leaves
@@ -190,4 +193,6 @@ pub use member::{
     Member, MemberEvent, MemberInfo, MemberRequest, MemberResponse, MemberStats, MemberWrite,
     ViewChange,
 };
-pub use wire::{Body, DecodeError, MemberState, Message, Update, WIRE_VERSION};
+pub use wire::{
+    Body, DecodeError, GENERATION_STEP_MAX, MemberState, Message, Update, WIRE_VERSION,
+};

@@ -10,7 +10,7 @@ use synod_node::{
 };
 
 use crate::config::MemberConfig;
-use crate::wire::{Body, MemberState, Message, Update, update_bytes};
+use crate::wire::{Body, MemberState, Message, Update, beyond_reach, update_bytes};
 
 /// What a [`Member`] makes durable: the generation of its current start, written once per
 /// start before it sends anything, and again should the member have to take a new
@@ -109,6 +109,11 @@ pub struct MemberStats {
     /// Messages dropped: from this member's own id, before it was ready, or from an
     /// earlier start of their sender.
     pub messages_dropped: u64,
+    /// Claims ignored because their generation was further ahead of the one this member
+    /// knows (for itself, its own) than [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX)
+    /// starts could take it, and entries replaced because their member's own message showed
+    /// such a claim had been taken in before this member knew better.
+    pub generations_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -686,6 +691,13 @@ impl Member {
             if self.config.broken.no_refutation {
                 return false;
             }
+            if beyond_reach(self.generation, update.generation) {
+                // Damage or a lie that no start could make true: the others ignore it too
+                // once they know this generation, so it is not worth outliving (and at
+                // `u64::MAX` nothing could).
+                self.stats.generations_refused += 1;
+                return false;
+            }
             if update.generation > self.generation {
                 // No start of this member used that generation: others may believe it all
                 // the same, and only a larger generation beats it.
@@ -716,6 +728,10 @@ impl Member {
         let counts = update.state == MemberState::Suspect && self.may_confirm(update.id, update.by);
         let confirmers_max = self.confirmations_max() + 1;
         match self.members.get_mut(&update.id) {
+            Some(entry) if beyond_reach(entry.generation, update.generation) => {
+                self.stats.generations_refused += 1;
+                false
+            }
             Some(entry) => {
                 if update.precedence() > entry.precedence() {
                     let new_generation = update.generation != entry.generation;
@@ -817,8 +833,10 @@ impl Member {
 
     /// Takes a generation above `past` while running, so that this member's updates beat
     /// whatever was said of it up to `past`: like a start's, the generation is persisted
-    /// first and used only once `Input::Persisted` acknowledges it (`adopt`). Nothing beats
-    /// a claim at the largest generation, so that one is left as it is.
+    /// first and used only once `Input::Persisted` acknowledges it (`adopt`). `past` is
+    /// within [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX) of this start's
+    /// generation (`merge` ignores claims further ahead), so it is `u64::MAX` only if this
+    /// start's own durable generation is that close to it; then nothing beats it.
     fn renew(&mut self, past: u64) {
         let Some(generation) = past.checked_add(1) else {
             return;
@@ -1168,14 +1186,21 @@ impl Member {
             self.stats.messages_dropped += 1;
             return;
         }
-        if self
-            .members
-            .get(&from)
-            .is_some_and(|e| e.generation > message.generation)
+        if let Some(known) = self.members.get(&from).map(|e| e.generation)
+            && known > message.generation
         {
-            // From an earlier start of the sender, delayed in the network.
-            self.stats.messages_dropped += 1;
-            return;
+            if !beyond_reach(message.generation, known) {
+                // From an earlier start of the sender, delayed in the network.
+                self.stats.messages_dropped += 1;
+                return;
+            }
+            // The generation held for the sender is further ahead of what it says of
+            // itself than its starts could have taken it: a claim taken in before this
+            // member knew any better. The sender's own word replaces it.
+            self.stats.generations_refused += 1;
+            if let Some(generation) = self.forget(from) {
+                self.event(from, generation, None, now);
+            }
         }
         // A message from a member is first-hand news that it is alive.
         self.merge(

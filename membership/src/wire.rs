@@ -17,6 +17,20 @@ use synod_node::NodeId;
 /// The version byte every encoded message starts with.
 pub const WIRE_VERSION: u8 = 1;
 
+/// The furthest a member's generation can move ahead between two things another member
+/// hears of it: a generation rises by one per start (or renewal, see
+/// [`MemberStats::renewals`](crate::MemberStats::renewals)), so this is 2^32 starts in a
+/// row that no member heard of. A claim further ahead of what a member knows (the member
+/// itself included) is damage or a lie, and is ignored: otherwise a claim at `u64::MAX`,
+/// which no larger generation can beat, would keep its member dead for ever.
+pub const GENERATION_STEP_MAX: u64 = 1 << 32;
+
+/// Whether `claimed` is further ahead of `known` than any run of starts could take a
+/// generation ([`GENERATION_STEP_MAX`]).
+pub(crate) fn beyond_reach(known: u64, claimed: u64) -> bool {
+    claimed > known.saturating_add(GENERATION_STEP_MAX)
+}
+
 /// What a member believes of another: alive, suspected, or dead. Ordered by how much each
 /// overrides the others at the same incarnation (`Alive < Suspect < Dead`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,7 +49,8 @@ pub enum MemberState {
 /// Between two updates about the same member the one with the larger
 /// `(generation, incarnation, state)` wins: a restarted member (a new generation) replaces
 /// everything said about its earlier starts, and within one start only the member itself
-/// raises its incarnation, which is how it refutes a suspicion.
+/// raises its incarnation, which is how it refutes a suspicion. A generation more than
+/// [`GENERATION_STEP_MAX`] ahead of the one known is ignored instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Update {
     /// The member the update is about.

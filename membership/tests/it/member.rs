@@ -688,3 +688,75 @@ fn a_member_that_leaves_before_its_generation_is_durable_never_joins() {
     m.handle(Time::from_secs(1), Input::Wake);
     assert_eq!(sends(&drain(&mut m)), []);
 }
+
+/// A claim at a generation no start could reach, however many times its member restarted
+/// (damage, or a lie): member 3 hears member 1 declared dead at `u64::MAX`, a member that
+/// never met member 1 hears of it first through a claim that it is alive at `u64::MAX`.
+/// Neither may keep member 1 dead for ever: once member 1 talks to them, both hold it alive
+/// at its real generation, and member 1 keeps that generation.
+#[test]
+fn a_claim_at_the_largest_generation_keeps_no_member_dead() {
+    let at_max = |state| Update {
+        id: n(1),
+        generation: u64::MAX,
+        incarnation: 0,
+        state,
+        joined: 1,
+        by: n(2),
+    };
+    let [mut one, _, mut three] = [1, 2, 3].map(one_of_three);
+    // Member 4 knows only member 2, and hears of member 1 from the lie.
+    let config = MemberConfig::builder(n(4), 4).build().unwrap();
+    let mut four = Member::start(config, 0);
+    drain(&mut four);
+    four.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
+    drain(&mut four);
+    let t = Time::from_millis(1);
+    for (m, lie) in [
+        (&mut one, at_max(MemberState::Dead)),
+        (&mut three, at_max(MemberState::Dead)),
+        (&mut four, at_max(MemberState::Alive)),
+    ] {
+        m.handle(
+            t,
+            Input::Message {
+                from: n(2),
+                message: message(Body::Gossip, vec![lie]),
+            },
+        );
+        drain(m);
+    }
+    // Whatever member 1 persists is acknowledged; it then talks to members 3 and 4.
+    for effect in drain(&mut one) {
+        if let Effect::Persist { token, .. } = effect {
+            one.handle(t, Input::Persisted(token));
+        }
+    }
+    drain(&mut one);
+    let from_one = |one: &Member| Message {
+        generation: one.generation(),
+        incarnation: one.incarnation(),
+        joined: one.joined(),
+        body: Body::Ping { seq: 1 },
+        updates: Vec::new(),
+    };
+    for m in [&mut three, &mut four] {
+        m.handle(
+            Time::from_millis(2),
+            Input::Message {
+                from: n(1),
+                message: from_one(&one),
+            },
+        );
+        drain(m);
+        let seen = m.members().into_iter().find(|i| i.id == n(1));
+        assert_eq!(
+            seen.map(|i| (i.generation, i.state)),
+            Some((1, MemberState::Alive)),
+            "member {} holds member 1 as {seen:?}",
+            m.config().id()
+        );
+    }
+    assert_eq!(one.generation(), 1);
+    assert_eq!(one.stats().renewals, 0);
+}
