@@ -19,6 +19,7 @@
 //! | `LEASE REVOKE id` | removes the lease and deletes its keys; answers how many |
 //! | `LEASE TTL id` | the time left on the lease in ms (an estimate from the last renewal or checkpoint), `-2` if there is none |
 //! | `DEL k...`, `INCR k`, `INCRBY k n`, `DECR k` | writes |
+//! | `FENCE lock token <write>` | any write (`DEL`, `INCR`, `SET`, `EXPIRE`, ...; not `EXEC`: queue `FENCE ...` inside `MULTI` instead), applied only if `lock` exists and was created at revision `token`, else refused with a `FENCED` error and nothing written |
 //! | `CAS k expected new` | compare-and-set: `1` if written, `0` if the value differed |
 //! | `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]` | Redis's cursor scan: `[next cursor, [keys...]]`, from cursor `0` until the next cursor is `0`; about `n` keys looked at per call (default 10, at most [`SCAN_COUNT_MAX`](super::kv::SCAN_COUNT_MAX)); a key present for the whole scan is returned at least once, on any node (see [`scan_hash`](super::kv::scan_hash)) |
 //! | `SCANPREFIX prefix [limit]` | key-value pairs whose key starts with `prefix`, flat, in key order (default limit 1000) |
@@ -164,11 +165,14 @@ pub const WRITE_COMMANDS: [&str; 10] = [
 ];
 
 /// Whether a command changes the store, so that a session numbers it: one of
-/// [`WRITE_COMMANDS`], or `LEASE` with any subcommand but `TTL`.
+/// [`WRITE_COMMANDS`], `LEASE` with any subcommand but `TTL`, or `FENCE` with a command.
 pub fn is_write_command<A: AsRef<[u8]>>(args: &[A]) -> bool {
     let Some(name) = args.first().map(AsRef::as_ref) else {
         return false;
     };
+    if name.eq_ignore_ascii_case(b"FENCE") {
+        return args.len() > 3;
+    }
     if name.eq_ignore_ascii_case(b"LEASE") {
         return args
             .get(1)
@@ -545,11 +549,14 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Act
             &String::from_utf8_lossy(sub).to_ascii_uppercase(),
             rest,
         ),
+        ("FENCE", [lock, token, inner @ ..]) if !inner.is_empty() => {
+            fence(conn, lock, token, inner, wall_ms)
+        }
         (
             "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SCANPREFIX" | "KEYS"
             | "DBSIZE" | "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "SET" | "DEL"
             | "INCR" | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL" | "PERSIST" | "LEASE" | "DECR"
-            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE",
+            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE" | "FENCE",
             _,
         ) => arity(&name),
         _ => err(format!(
@@ -643,6 +650,48 @@ fn set(k: &[u8], v: &[u8], options: &[Vec<u8>], wall_ms: Option<u64>) -> Result<
             command: Box::new(command),
         },
     })
+}
+
+/// `FENCE lock token <write...>`: the write, applied only if `lock` exists and was created
+/// at revision `token` (see [`KvCommand::Fenced`]). Any write but a transaction's `EXEC`
+/// (queue `FENCE ...` inside `MULTI` instead) and another `FENCE` may be fenced.
+fn fence(
+    conn: &mut ConnState,
+    lock: &[u8],
+    token: &[u8],
+    inner: &[Vec<u8>],
+    wall_ms: Option<u64>,
+) -> Action {
+    let Some(token) = parse_i64(token).and_then(|n| u64::try_from(n).ok()) else {
+        return err("ERR FENCE takes a lock key, a token (a non-negative integer) and a write");
+    };
+    let name = inner.first().map(Vec::as_slice).unwrap_or_default();
+    if !is_write_command(inner)
+        || name.eq_ignore_ascii_case(b"EXEC")
+        || name.eq_ignore_ascii_case(b"FENCE")
+    {
+        return err(format!(
+            "ERR FENCE fences a write (SET, DEL, INCR, DECR, INCRBY, CAS, EXPIRE, PEXPIRE, PERSIST, LEASE), not '{}'",
+            String::from_utf8_lossy(name).to_ascii_lowercase()
+        ));
+    }
+    // The write is parsed on a connection of its own, as a queued one is, so that only
+    // the fenced command takes a sequence number from this one's session.
+    let mut scratch = ConnState {
+        read_mode: conn.read_mode,
+        ..ConnState::default()
+    };
+    match dispatch(&mut scratch, inner, wall_ms) {
+        Action::Call(Request::Write { command, .. }) => write(
+            conn,
+            KvCommand::Fenced {
+                lock: lock.to_vec(),
+                token,
+                command: Box::new(command),
+            },
+        ),
+        other => other,
+    }
 }
 
 /// A write, numbered in the connection's session if it has one.
@@ -1342,5 +1391,91 @@ mod tests {
         assert!(is_write_command(&args("pexpire k 5")));
         assert!(!is_write_command(&args("LEASE TTL 3")));
         assert!(!is_write_command(&args("TTL k")));
+    }
+
+    #[test]
+    fn fence_guards_every_write_and_a_stale_token_changes_nothing() {
+        let mut store = KvStore::new();
+        let mut conn = ConnState::default();
+        let mut index = 0;
+        let mut run = |store: &mut KvStore, line: &str| {
+            index += 1;
+            store.apply(LogIndex(index), logged(&request_of(&mut conn, line)))
+        };
+        run(&mut store, "SET lock me"); // created at revision 1: the token
+        run(&mut store, "SET a 1");
+        run(&mut store, "SET n 5");
+        // The holder's token: its writes are applied.
+        assert_eq!(run(&mut store, "FENCE lock 1 INCR n"), KvReply::Int(6));
+        assert_eq!(run(&mut store, "fence lock 1 INCRBY n 4"), KvReply::Int(10));
+        // A stale token (the lock was created again at a later revision): refused, and
+        // neither the key nor the store's revision moves.
+        run(&mut store, "DEL lock");
+        run(&mut store, "SET lock you");
+        let before = store.query(&KvQuery::GetRevisions(b"n".to_vec()));
+        for line in [
+            "FENCE lock 1 DEL a n",
+            "FENCE lock 1 INCR n",
+            "FENCE lock 1 DECR n",
+            "FENCE lock 1 EXPIRE a 10",
+            "FENCE lock 1 PERSIST a",
+            "FENCE lock 1 CAS a 1 2",
+            "FENCE lock 1 SET a 2",
+        ] {
+            assert!(
+                matches!(run(&mut store, line), KvReply::Error(e) if e.starts_with("FENCED")),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            store.query(&KvQuery::GetRevisions(b"n".to_vec())),
+            before,
+            "a refused fenced write changes nothing"
+        );
+        assert_eq!(
+            store.query(&KvQuery::Get(b"a".to_vec())),
+            KvReply::Bulk(b"1".to_vec())
+        );
+        // The new holder's token (the lock's create revision now) deletes.
+        let KvReply::Entry { revisions, .. } =
+            store.query(&KvQuery::GetRevisions(b"lock".to_vec()))
+        else {
+            panic!("an entry")
+        };
+        let line = format!("FENCE lock {} DEL a n", revisions.create);
+        assert_eq!(run(&mut store, &line), KvReply::Int(2));
+        // What FENCE does not take: reads, transactions, itself, a missing write.
+        for (line, error) in [
+            ("FENCE lock 1 GET a", "ERR FENCE fences a write"),
+            ("FENCE lock 1 EXEC", "ERR FENCE fences a write"),
+            (
+                "FENCE lock 1 FENCE lock 1 DEL a",
+                "ERR FENCE fences a write",
+            ),
+            ("FENCE lock x DEL a", "ERR FENCE takes"),
+            ("FENCE lock 1", "ERR wrong number"),
+            ("FENCE lock 1 INCR", "ERR wrong number"),
+        ] {
+            assert!(is_error(&execute(&mut conn, &args(line)), error), "{line}");
+        }
+        // A session numbers a fenced write once, as the client library counts it.
+        assert!(is_write_command(&args("FENCE lock 1 DEL a")));
+        assert!(!is_write_command(&args("FENCE lock 1")));
+        // Inside MULTI, a fenced write is queued as one operation.
+        assert_eq!(
+            reply(&execute(&mut conn, &args("MULTI"))),
+            &Value::Simple("OK".into())
+        );
+        assert_eq!(
+            reply(&execute(&mut conn, &args("FENCE lock 1 INCR n"))),
+            &Value::Simple("QUEUED".into())
+        );
+        let KvCommand::Transaction { ops, .. } = command(execute(&mut conn, &args("EXEC"))) else {
+            panic!("a transaction")
+        };
+        assert!(matches!(
+            &ops[..],
+            [TxOp::Write(KvCommand::Fenced { token: 1, .. })]
+        ));
     }
 }

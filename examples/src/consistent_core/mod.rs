@@ -21,8 +21,8 @@
 //!   (granted, kept alive, revoked, checkpointed and expired through the log, kept in
 //!   snapshots) and its expirer in [`node::CoreNode`] (acting only while the node leads);
 //!   `SET ... EX|PX|EXAT|PXAT|KEEPTTL|LEASE`, `EXPIRE`, `TTL`, `PERSIST`, `LEASE ...`, and
-//!   fenced writes (`SET ... FENCE lock token`, refused unless the lock key's create
-//!   revision is the token).
+//!   fenced writes (`SET ... FENCE lock token`, or `FENCE lock token` before any other
+//!   write, refused unless the lock key's create revision is the token).
 //! - [`node`]: [`node::CoreNode`], Raft (*Replicated Log*, *Leader and Followers*,
 //!   *High-Water Mark*, *Follower Reads*) plus the state machine, as a sans-I/O state
 //!   machine: inputs in, effects out. It runs under `synod-sim` and as a process alike.

@@ -161,7 +161,8 @@ pub fn lock_key(name: &str) -> String {
 /// `synod kv lock NAME [TTL_MS]`: the lock recipe. Grants a lease of `ttl_ms` (raised to
 /// the cluster's minimum), creates `lock/NAME` under it with `SET ... NX LEASE id` (waiting,
 /// and keeping its lease alive, while another holds it), prints `token N` where N is the
-/// key's create revision (the fencing token: pass it as `SET k v FENCE lock/NAME N`), then
+/// key's create revision (the fencing token: pass it as `SET k v FENCE lock/NAME N`, or
+/// `FENCE lock/NAME N` before any other write), then
 /// keeps the lease alive every third of its TTL. It releases the lock (revokes the lease)
 /// when its standard input closes and exits 0; it exits 1 as soon as a keep-alive is
 /// refused (the lease expired: someone else may hold the lock now). Killed (Ctrl-C
