@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::frame::{ENVELOPE_OVERHEAD_BYTES_MAX, FRAME_BYTES_MAX_LIMIT};
+use crate::handshake::{Authenticator, PeerAuthenticator};
 use crate::ids::{ClusterId, NodeId};
 
 /// What a sender does when a channel's outbound queue (or its in-flight window) is full.
@@ -38,6 +39,11 @@ pub enum Overflow {
 /// | `backoff_initial_ms` / `backoff_max_ms` | 20 / 2000 | reconnect delays, doubled per failure, with jitter |
 /// | `connections_max` | 256 | accepted connections at once; more are refused at the handshake |
 /// | `idle_timeout_ms` | none | an accepted connection with no message either way for this long is closed |
+///
+/// Besides the limits, a configuration may hold a [`PeerAuthenticator`]
+/// ([`ConfigBuilder::authenticator`]): then every connection's handshake proves, both ways,
+/// that the two nodes hold the cluster's secret before any message is read. Without one
+/// (the default) the handshake is the open one, which names the cluster and nodes only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub(crate) cluster: ClusterId,
@@ -58,6 +64,7 @@ pub struct Config {
     pub(crate) connections_max: usize,
     pub(crate) idle_timeout_ms: Option<u64>,
     pub(crate) seed: u64,
+    pub(crate) authenticator: Option<Authenticator>,
 }
 
 impl Config {
@@ -83,6 +90,7 @@ impl Config {
                 connections_max: 256,
                 idle_timeout_ms: None,
                 seed: node.get() ^ 0x5EED_5EED_5EED_5EED,
+                authenticator: None,
             },
         }
     }
@@ -154,6 +162,14 @@ impl Config {
     /// Idle time after which an accepted connection is closed, if any.
     pub fn idle_timeout_ms(&self) -> Option<u64> {
         self.idle_timeout_ms
+    }
+    /// Whether peers must prove they hold the cluster's secret
+    /// ([`ConfigBuilder::authenticator`]).
+    pub fn authenticates(&self) -> bool {
+        self.authenticator.is_some()
+    }
+    pub(crate) fn peer_authenticator(&self) -> Option<&dyn PeerAuthenticator> {
+        self.authenticator.as_ref().map(|a| &*a.0)
     }
     /// The largest payload one message may carry: it must fit in one frame and in the
     /// outbound queue.
@@ -249,6 +265,14 @@ impl ConfigBuilder {
         /// Seed of the reconnect jitter.
         seed: u64
     );
+
+    /// Requires every peer to prove, at the handshake, that it holds the cluster's secret,
+    /// and proves it to them, with `authenticator` (keyed with the same secret on every
+    /// member); see [`crate::handshake`] for the exchange. Without it, the open handshake.
+    pub fn authenticator(mut self, authenticator: std::sync::Arc<dyn PeerAuthenticator>) -> Self {
+        self.config.authenticator = Some(Authenticator(authenticator));
+        self
+    }
 
     /// Close accepted connections idle (no message either way) for this long.
     pub fn idle_timeout_ms(mut self, value: u64) -> Self {

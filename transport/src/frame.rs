@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic: the bytes `S Y N D` (`0x53 0x59 0x4E 0x44`) |
 //! | 4 | 1 | format version: `1` |
-//! | 5 | 1 | frame kind: 1 hello, 2 welcome, 3 reject, 4 messages, 5 keep-alive |
+//! | 5 | 1 | frame kind: 1 hello, 2 welcome, 3 reject, 4 messages, 5 keep-alive, 6 auth |
 //! | 6 | 2 | reserved, must be zero |
 //! | 8 | 4 | payload length in bytes (`u32`), at most the decoder's `frame_bytes_max` |
 //! | 12 | 4 | CRC-32 (IEEE) of header bytes 4..12 followed by the payload |
@@ -54,6 +54,8 @@ pub enum FrameKind {
     Messages,
     /// Nothing: proves the sender is alive.
     KeepAlive,
+    /// A step of the authenticated handshake ([`crate::handshake::AuthStep`]).
+    Auth,
 }
 
 impl FrameKind {
@@ -64,6 +66,7 @@ impl FrameKind {
             FrameKind::Reject => 3,
             FrameKind::Messages => 4,
             FrameKind::KeepAlive => 5,
+            FrameKind::Auth => 6,
         }
     }
 
@@ -74,6 +77,7 @@ impl FrameKind {
             3 => FrameKind::Reject,
             4 => FrameKind::Messages,
             5 => FrameKind::KeepAlive,
+            6 => FrameKind::Auth,
             _ => return None,
         })
     }

@@ -65,7 +65,11 @@
 //! The handshake on every connection carries the cluster id and both node ids; a node of
 //! another cluster, or one that dialed the wrong address, is refused with a
 //! [`handshake::RejectReason`] that both sides see: the dialer's requests fail with it, and
-//! the acceptor lists it in [`TcpTransport::recent_events`].
+//! the acceptor lists it in [`TcpTransport::recent_events`]. Given a
+//! [`handshake::PeerAuthenticator`] ([`ConfigBuilder::authenticator`]), the handshake also
+//! has each side prove that it holds the cluster's secret, over fresh challenges from both
+//! sides, before any message is read; without one it is the open handshake, for a cluster
+//! whose network is trusted.
 //!
 //! ## Request Pipeline
 //!
@@ -248,7 +252,7 @@
 //!
 //! Version 1, documented field by field in [`frame`] (the 16-byte frame header with magic,
 //! version, kind, length and CRC-32; the postcard-encoded [`frame::Envelope`]) and in
-//! [`handshake`] (hello, welcome, reject). Every frame's length is checked against
+//! [`handshake`] (hello, welcome, reject, and the auth steps). Every frame's length is checked against
 //! `frame_bytes_max` before any room is reserved for it, and its checksum before it is
 //! used; garbage, an oversize frame or a bad checksum closes that one connection and is
 //! reported in [`TcpTransport::recent_events`], while the server goes on serving the rest.
@@ -279,8 +283,9 @@
 //!
 //! # What it does not do
 //!
-//! No async runtime, no TLS or authentication (the handshake's ids guard against
-//! misconfiguration, not attackers), no service discovery (peers' addresses are given with
+//! No async runtime, no TLS, and no cryptography of its own: peer authentication is a hook
+//! ([`handshake::PeerAuthenticator`]) that a program fills with its MAC and random source;
+//! without it the handshake's ids guard against misconfiguration, not attackers. No service discovery (peers' addresses are given with
 //! [`TcpTransport::add_peer`]), no retries of requests (a request whose connection dropped
 //! may or may not have been processed: retrying safely is the job of an idempotent
 //! receiver, in `synod-consensus`), and no delivery guarantee beyond "at most once, in

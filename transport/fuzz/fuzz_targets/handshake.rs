@@ -50,10 +50,11 @@ fuzz_target!(|data: &[u8]| {
         };
         let decision = handshake::check_hello(&hello, CLUSTER, ME, false, None);
         if decision.is_ok() {
-            assert_eq!(
-                (hello.protocol, hello.cluster, hello.to),
-                (PROTOCOL, CLUSTER, ME)
-            );
+            assert!(matches!(
+                hello.protocol,
+                PROTOCOL | handshake::PROTOCOL_AUTHENTICATED
+            ));
+            assert_eq!((hello.cluster, hello.to), (CLUSTER, ME));
             assert_ne!(hello.from, ME);
         }
         let payload = postcard::to_allocvec(&hello).expect("encodes");

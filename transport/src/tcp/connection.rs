@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use crate::config::Backoff;
 use crate::error::Disconnect;
 use crate::frame::{Envelope, Frame, FrameDecoder, FrameKind, MessageKind, decode_envelopes_into};
-use crate::handshake::{self, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, Welcome};
+use crate::handshake::{
+    self, AuthStep, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, PROTOCOL_AUTHENTICATED,
+    RejectReason, Welcome,
+};
 use crate::ids::NodeId;
 use crate::transport::Incoming;
 
@@ -321,6 +324,42 @@ pub(super) fn refuse(
     });
 }
 
+/// Refuses an accepted connection from `peer` for `reason`: tells the dialer why, closes,
+/// and records it (an authentication failure is also reported to the authenticator).
+fn reject(
+    sh: &Shared,
+    stream: &TcpStream,
+    remote: Option<SocketAddr>,
+    peer: NodeId,
+    reason: RejectReason,
+) {
+    let mut out = Vec::new();
+    handshake::encode(FrameKind::Reject, &reason, &mut out);
+    let _ = (&*stream).write_all(&out);
+    let _ = stream.shutdown(Shutdown::Write);
+    let error = HandshakeError::Refused(reason);
+    if let Some(auth) = sh.config.peer_authenticator()
+        && is_authentication(&error)
+    {
+        auth.refused(remote, peer, &error);
+    }
+    refuse(sh, remote, Some(peer), Disconnect::Handshake(error));
+}
+
+/// Whether a handshake failed because a side could not prove it holds the cluster's secret.
+fn is_authentication(error: &HandshakeError) -> bool {
+    match error {
+        HandshakeError::PeerNotAuthenticated => true,
+        HandshakeError::Refused(reason) | HandshakeError::RejectedByPeer(reason) => matches!(
+            reason,
+            RejectReason::AuthenticationRequired
+                | RejectReason::AuthenticationNotConfigured
+                | RejectReason::AuthenticationFailed
+        ),
+        _ => false,
+    }
+}
+
 /// Reads one handshake frame, leaving any bytes after it in the decoder.
 pub(super) fn read_handshake_frame(
     stream: &mut &TcpStream,
@@ -377,20 +416,40 @@ pub(super) fn serve_accepted(
     };
     let dials = sh.channel(hello.from).is_some_and(|c| c.dial.is_some());
     let at_limit = over_limit.then_some(sh.config.connections_max);
-    if let Err(reason) =
+    let auth = sh.config.peer_authenticator();
+    let checked =
         handshake::check_hello(&hello, sh.config.cluster, sh.config.node, dials, at_limit)
-    {
-        let mut out = Vec::new();
-        handshake::encode(FrameKind::Reject, &reason, &mut out);
-        let _ = (&stream).write_all(&out);
-        let _ = stream.shutdown(Shutdown::Write);
-        refuse(
-            sh,
-            remote,
-            Some(hello.from),
-            Disconnect::Handshake(HandshakeError::Refused(reason)),
-        );
+            .and_then(|()| handshake::check_mode(&hello, auth.is_some()));
+    if let Err(reason) = checked {
+        reject(sh, &stream, remote, hello.from, reason);
         return;
+    }
+    // With an authenticator, the dialer's challenge follows its hello: answer it with this
+    // side's challenge and proof.
+    let mut transcript = None;
+    let mut answer = None;
+    if let Some(auth) = auth {
+        let step = read_handshake_frame(&mut &stream, &mut decoder)
+            .and_then(|frame| handshake::decode_auth(&frame));
+        let Ok(AuthStep::Challenge(challenge)) = step else {
+            reject(
+                sh,
+                &stream,
+                remote,
+                hello.from,
+                RejectReason::AuthenticationFailed,
+            );
+            return;
+        };
+        let (t, a) = handshake::acceptor_answer(
+            auth,
+            sh.config.cluster,
+            hello.from,
+            sh.config.node,
+            challenge,
+        );
+        transcript = Some(t);
+        answer = Some(a);
     }
     let mut out = Vec::new();
     let welcome = Welcome {
@@ -398,9 +457,29 @@ pub(super) fn serve_accepted(
         node: sh.config.node,
     };
     handshake::encode(FrameKind::Welcome, &welcome, &mut out);
+    if let Some(answer) = answer {
+        handshake::encode(FrameKind::Auth, &answer, &mut out);
+    }
     if let Err(err) = (&stream).write_all(&out) {
         refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
         return;
+    }
+    if let (Some(auth), Some(transcript)) = (auth, transcript) {
+        // Nothing the dialer sends is read as a message before its proof holds.
+        let proved = read_handshake_frame(&mut &stream, &mut decoder)
+            .and_then(|frame| handshake::decode_auth(&frame))
+            .map_err(|_| RejectReason::AuthenticationFailed)
+            .and_then(|step| handshake::check_dialer_proof(auth, &transcript, step));
+        if let Err(reason) = proved {
+            reject(sh, &stream, remote, hello.from, reason);
+            return;
+        }
+        let mut out = Vec::new();
+        handshake::encode(FrameKind::Auth, &AuthStep::Accepted, &mut out);
+        if let Err(err) = (&stream).write_all(&out) {
+            refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
+            return;
+        }
     }
     let channel = sh.channel_for_accepted(hello.from);
     run_connection(sh, &channel, stream, decoder, true);
@@ -518,18 +597,58 @@ pub(super) fn dial(
     stream
         .set_write_timeout(Some(c.connect_timeout()))
         .map_err(|e| Disconnect::io(&e))?;
+    let auth = c.peer_authenticator();
     let hello = Hello {
-        protocol: PROTOCOL,
+        protocol: if auth.is_some() {
+            PROTOCOL_AUTHENTICATED
+        } else {
+            PROTOCOL
+        },
         cluster: c.cluster,
         from: c.node,
         to: peer,
     };
     let mut out = Vec::new();
     handshake::encode(FrameKind::Hello, &hello, &mut out);
+    let challenge = auth.map(|auth| {
+        let challenge = auth.challenge();
+        handshake::encode(FrameKind::Auth, &AuthStep::Challenge(challenge), &mut out);
+        challenge
+    });
     (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
     let mut decoder = handshake_decoder();
-    let frame = read_handshake_frame(&mut &stream, &mut decoder).map_err(Disconnect::Handshake)?;
-    handshake::decode_answer(&frame, c.cluster, peer).map_err(Disconnect::Handshake)?;
+    let answered = read_handshake_frame(&mut &stream, &mut decoder)
+        .and_then(|frame| handshake::decode_answer(&frame, c.cluster, peer).map(|_| ()));
+    let authenticated = match (auth, challenge) {
+        (Some(auth), Some(challenge)) => answered.and_then(|()| {
+            let step = read_handshake_frame(&mut &stream, &mut decoder)
+                .and_then(|frame| handshake::decode_auth(&frame))?;
+            let proof = handshake::dialer_proof(auth, c.cluster, c.node, peer, challenge, step)?;
+            let mut out = Vec::new();
+            handshake::encode(FrameKind::Auth, &proof, &mut out);
+            (&stream)
+                .write_all(&out)
+                .map_err(|_| HandshakeError::Incomplete)?;
+            match read_handshake_frame(&mut &stream, &mut decoder)
+                .and_then(|frame| handshake::decode_auth(&frame))?
+            {
+                AuthStep::Accepted => Ok(()),
+                _ => Err(HandshakeError::Malformed(
+                    crate::frame::FrameError::BadHandshake,
+                )),
+            }
+        }),
+        _ => answered,
+    };
+    if let Err(error) = authenticated {
+        if let Some(auth) = auth
+            && is_authentication(&error)
+        {
+            auth.refused(Some(addr), peer, &error);
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        return Err(Disconnect::Handshake(error));
+    }
     Ok((stream, decoder))
 }
 

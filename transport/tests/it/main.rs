@@ -6,6 +6,7 @@
 //! Nothing here sleeps in place of a condition: tests wait on conditions with deadlines
 //! (`support::wait_for`), and no test asserts a duration.
 
+mod auth;
 mod codec;
 mod decoders;
 mod faults;
