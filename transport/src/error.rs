@@ -38,6 +38,14 @@ pub enum Disconnect {
     Protocol(FrameError),
     /// The handshake failed.
     Handshake(HandshakeError),
+    /// The [`StreamLayer`](crate::StreamLayer) refused the connection (a TLS handshake
+    /// failed: a certificate from another authority, or bytes that are not TLS).
+    Layer {
+        /// The error kind.
+        kind: std::io::ErrorKind,
+        /// The layer's explanation.
+        message: String,
+    },
     /// A socket error.
     Io {
         /// The error kind.
@@ -52,6 +60,13 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    pub(crate) fn layer(err: &std::io::Error) -> Self {
+        Disconnect::Layer {
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+
     pub(crate) fn io(err: &std::io::Error) -> Self {
         Disconnect::Io {
             kind: err.kind(),
@@ -81,6 +96,9 @@ impl fmt::Display for Disconnect {
             }
             Disconnect::Protocol(err) => write!(f, "protocol error: {err}"),
             Disconnect::Handshake(err) => write!(f, "{err}"),
+            Disconnect::Layer { message, .. } => {
+                write!(f, "refused by the stream layer: {message}")
+            }
             Disconnect::Io { message, .. } => write!(f, "socket error: {message}"),
             Disconnect::Replaced => write!(f, "replaced by a newer connection from the same peer"),
             Disconnect::Shutdown => write!(f, "the transport is shutting down"),

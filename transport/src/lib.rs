@@ -283,7 +283,8 @@
 //!
 //! # What it does not do
 //!
-//! No async runtime, no TLS, and no cryptography of its own: peer authentication is a hook
+//! No async runtime, no TLS and no cryptography of its own: TLS plugs in underneath through
+//! a [`StreamLayer`] (see [`stream`]), and peer authentication is a hook
 //! ([`handshake::PeerAuthenticator`]) that a program fills with its MAC and random source;
 //! without it the handshake's ids guard against misconfiguration, not attackers. No service discovery (peers' addresses are given with
 //! [`TcpTransport::add_peer`]), no retries of requests (a request whose connection dropped
@@ -295,6 +296,9 @@
 //!
 //! - [`TcpTransport`], configured by [`Config`]: channels, pipeline, batching, server side;
 //!   [`ResponseHandle`] for a request in flight; [`Incoming`] for what arrived.
+//! - [`StreamLayer`] and [`Stream`] ([`stream`]): the hook that wraps each connection's
+//!   socket (in TLS, for example) before the handshake, set with
+//!   [`TcpTransport::bind_layered`].
 //! - [`frame`]: the I/O-free codec ([`frame::FrameDecoder`], [`frame::encode_frame`]).
 //! - [`SingularUpdateQueue`], [`WaitingList`], [`completion()`] handles.
 //! - Errors: [`SendError`], [`RequestError`], [`Disconnect`], [`handshake::HandshakeError`],
@@ -331,6 +335,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod ids;
+pub mod stream;
 mod tcp;
 mod transport;
 mod update_queue;
@@ -340,6 +345,7 @@ pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
 pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
 pub use error::{Disconnect, RequestError, SendError};
 pub use ids::{ClusterId, CorrelationId, NodeId};
+pub use stream::{Stream, StreamLayer};
 pub use tcp::{
     ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, ResponseHandle, Stats,
     TcpTransport,

@@ -3,7 +3,7 @@
 //! message itself; and what happens when a connection is installed or lost.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use crate::config::Overflow;
 use crate::error::{Disconnect, RequestError, SendError};
 use crate::frame::{Envelope, FrameKind, HEADER_BYTES, MessageKind, begin_frame, finish_frame};
 use crate::ids::{CorrelationId, NodeId};
+use crate::stream::Stream;
 
 use super::connection::write_some;
 use super::outbox::{Outbox, Queued, SPARE_BATCHES_MAX, Taken, Unfinished};
@@ -27,7 +28,7 @@ use super::{ConnectionEvent, INLINE_WRITE_WAIT};
 #[derive(Debug)]
 pub(super) struct Live {
     pub(super) id: u64,
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Arc<dyn Stream>,
     pub(super) remote: Option<SocketAddr>,
     pub(super) accepted: bool,
 }
@@ -259,7 +260,7 @@ impl Channel {
         // A slow reader must not hold the caller either: each write call waits at most
         // INLINE_WRITE_WAIT for room, and no new one starts after it has passed.
         let until = Instant::now() + INLINE_WRITE_WAIT;
-        match write_some(&conn.1, &buf, Some(until)) {
+        match write_some(&*conn.1, &buf, Some(until)) {
             Ok(written) if written < buf.len() => {
                 // The socket buffer is full: the writer thread finishes this write.
                 let mut st = self.state.lock();
@@ -476,7 +477,7 @@ impl Channel {
         self.space.notify_all();
         // Wake readers blocked on a full inbound queue so that they notice.
         sh.inbound_changed.notify_all();
-        let _ = live.stream.shutdown(Shutdown::Both);
+        let _ = live.stream.socket().shutdown(Shutdown::Both);
         if live.accepted {
             sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
         }
@@ -515,7 +516,7 @@ impl Channel {
     pub(super) fn install(
         &self,
         sh: &Shared,
-        stream: &Arc<TcpStream>,
+        stream: &Arc<dyn Stream>,
         accepted: bool,
     ) -> Option<u64> {
         let id = sh.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -535,7 +536,7 @@ impl Channel {
         st.conn = Some(Live {
             id,
             stream: Arc::clone(stream),
-            remote: stream.peer_addr().ok(),
+            remote: stream.socket().peer_addr().ok(),
             accepted,
         });
         st.last_error = None;

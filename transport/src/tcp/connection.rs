@@ -1,7 +1,7 @@
 //! A connection's threads: the acceptor and the handshake of an accepted socket, the dialer
 //! with its back-off, and each connection's writer and reader loops.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,7 @@ use crate::handshake::{
     RejectReason, Welcome,
 };
 use crate::ids::NodeId;
+use crate::stream::{Stream, write_all};
 use crate::transport::Incoming;
 
 use super::channel::{Channel, Origin};
@@ -25,7 +26,7 @@ use super::{ConnectionEvent, INLINE_WRITE_WAIT, READ_CHUNK_BYTES};
 impl Channel {
     /// The writer loop of connection `connection`: batches queued messages into frames and
     /// sends keep-alives on a quiet connection. Returns when the connection is gone.
-    pub(super) fn write_loop(&self, sh: &Shared, connection: u64, stream: &TcpStream) {
+    pub(super) fn write_loop(&self, sh: &Shared, connection: u64, stream: &dyn Stream) {
         let c = &sh.config;
         let batch_delay = Duration::from_micros(c.batch_delay_us_max);
         loop {
@@ -90,13 +91,16 @@ impl Channel {
         self: &Arc<Self>,
         sh: &Arc<Shared>,
         connection: u64,
-        mut stream: &TcpStream,
+        stream: &dyn Stream,
         mut decoder: FrameDecoder,
         accepted: bool,
     ) -> Disconnect {
         let c = &sh.config;
         // Wake at least every keep-alive interval to check the silence and idle bounds.
-        if let Err(err) = stream.set_read_timeout(Some(c.keepalive_interval())) {
+        if let Err(err) = stream
+            .socket()
+            .set_read_timeout(Some(c.keepalive_interval()))
+        {
             return Disconnect::io(&err);
         }
         let mut last_received = Instant::now();
@@ -328,15 +332,15 @@ pub(super) fn refuse(
 /// and records it (an authentication failure is also reported to the authenticator).
 fn reject(
     sh: &Shared,
-    stream: &TcpStream,
+    stream: &dyn Stream,
     remote: Option<SocketAddr>,
     peer: NodeId,
     reason: RejectReason,
 ) {
     let mut out = Vec::new();
     handshake::encode(FrameKind::Reject, &reason, &mut out);
-    let _ = (&*stream).write_all(&out);
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = write_all(stream, &out);
+    let _ = stream.socket().shutdown(Shutdown::Write);
     let error = HandshakeError::Refused(reason);
     if let Some(auth) = sh.config.peer_authenticator()
         && is_authentication(&error)
@@ -362,7 +366,7 @@ fn is_authentication(error: &HandshakeError) -> bool {
 
 /// Reads one handshake frame, leaving any bytes after it in the decoder.
 pub(super) fn read_handshake_frame(
-    stream: &mut &TcpStream,
+    stream: &dyn Stream,
     decoder: &mut FrameDecoder,
 ) -> Result<Frame, HandshakeError> {
     let mut chunk = [0; 512];
@@ -399,8 +403,19 @@ pub(super) fn serve_accepted(
         return;
     }
     let _ = stream.set_nodelay(true);
+    let stream: Arc<dyn Stream> = match &sh.layer {
+        None => Arc::new(stream),
+        Some(layer) => match layer.accepted(stream, remote) {
+            Ok(stream) => Arc::from(stream),
+            Err(err) => {
+                // The layer had the socket: dropping it closed the connection.
+                refuse(sh, remote, None, Disconnect::layer(&err));
+                return;
+            }
+        },
+    };
     let mut decoder = handshake_decoder();
-    let hello = read_handshake_frame(&mut &stream, &mut decoder)
+    let hello = read_handshake_frame(&*stream, &mut decoder)
         .and_then(|frame| handshake::decode_hello(&frame));
     let hello = match hello {
         Ok(hello) => hello,
@@ -409,7 +424,7 @@ pub(super) fn serve_accepted(
                 HandshakeError::Malformed(frame) => Disconnect::Protocol(frame),
                 other => Disconnect::Handshake(other),
             };
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.socket().shutdown(Shutdown::Both);
             refuse(sh, remote, None, reason);
             return;
         }
@@ -421,7 +436,7 @@ pub(super) fn serve_accepted(
         handshake::check_hello(&hello, sh.config.cluster, sh.config.node, dials, at_limit)
             .and_then(|()| handshake::check_mode(&hello, auth.is_some()));
     if let Err(reason) = checked {
-        reject(sh, &stream, remote, hello.from, reason);
+        reject(sh, &*stream, remote, hello.from, reason);
         return;
     }
     // With an authenticator, the dialer's challenge follows its hello: answer it with this
@@ -429,12 +444,12 @@ pub(super) fn serve_accepted(
     let mut transcript = None;
     let mut answer = None;
     if let Some(auth) = auth {
-        let step = read_handshake_frame(&mut &stream, &mut decoder)
+        let step = read_handshake_frame(&*stream, &mut decoder)
             .and_then(|frame| handshake::decode_auth(&frame));
         let Ok(AuthStep::Challenge(challenge)) = step else {
             reject(
                 sh,
-                &stream,
+                &*stream,
                 remote,
                 hello.from,
                 RejectReason::AuthenticationFailed,
@@ -460,23 +475,23 @@ pub(super) fn serve_accepted(
     if let Some(answer) = answer {
         handshake::encode(FrameKind::Auth, &answer, &mut out);
     }
-    if let Err(err) = (&stream).write_all(&out) {
+    if let Err(err) = write_all(&*stream, &out) {
         refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
         return;
     }
     if let (Some(auth), Some(transcript)) = (auth, transcript) {
         // Nothing the dialer sends is read as a message before its proof holds.
-        let proved = read_handshake_frame(&mut &stream, &mut decoder)
+        let proved = read_handshake_frame(&*stream, &mut decoder)
             .and_then(|frame| handshake::decode_auth(&frame))
             .map_err(|_| RejectReason::AuthenticationFailed)
             .and_then(|step| handshake::check_dialer_proof(auth, &transcript, step));
         if let Err(reason) = proved {
-            reject(sh, &stream, remote, hello.from, reason);
+            reject(sh, &*stream, remote, hello.from, reason);
             return;
         }
         let mut out = Vec::new();
         handshake::encode(FrameKind::Auth, &AuthStep::Accepted, &mut out);
-        if let Err(err) = (&stream).write_all(&out) {
+        if let Err(err) = write_all(&*stream, &out) {
             refuse(sh, remote, Some(hello.from), Disconnect::io(&err));
             return;
         }
@@ -490,7 +505,7 @@ pub(super) fn serve_accepted(
 pub(super) fn run_connection(
     sh: &Arc<Shared>,
     channel: &Arc<Channel>,
-    stream: TcpStream,
+    stream: Arc<dyn Stream>,
     mut decoder: FrameDecoder,
     accepted: bool,
 ) {
@@ -498,9 +513,9 @@ pub(super) fn run_connection(
     // One write call waits at most INLINE_WRITE_WAIT for room; the writer thread keeps
     // trying, and writes that make no progress for the keep-alive bound mean the peer
     // stopped reading.
-    let _ = stream.set_write_timeout(Some(INLINE_WRITE_WAIT.min(sh.config.keepalive_timeout())));
-    let _ = stream.set_nodelay(true);
-    let stream = Arc::new(stream);
+    let socket = stream.socket();
+    let _ = socket.set_write_timeout(Some(INLINE_WRITE_WAIT.min(sh.config.keepalive_timeout())));
+    let _ = socket.set_nodelay(true);
     let Some(id) = channel.install(sh, &stream, accepted) else {
         if accepted {
             sh.sockets_accepted.fetch_sub(1, Ordering::AcqRel);
@@ -511,7 +526,7 @@ pub(super) fn run_connection(
     let spawned = sh.spawn(
         format!("synod-read-{}-{}", sh.config.node.get(), channel.peer.get()),
         move || {
-            let reason = channel2.read_loop(&sh2, id, &stream2, decoder, accepted);
+            let reason = channel2.read_loop(&sh2, id, &*stream2, decoder, accepted);
             channel2.lost(&sh2, id, reason);
         },
     );
@@ -520,7 +535,7 @@ pub(super) fn run_connection(
         channel.lost(sh, id, Disconnect::io(&err));
         return;
     }
-    channel.write_loop(sh, id, &stream);
+    channel.write_loop(sh, id, &*stream);
 }
 
 /// Writes as much of `buf` as the socket takes before one write waits
@@ -528,7 +543,7 @@ pub(super) fn run_connection(
 /// bytes that was. Without `until`, a peer that reads slowly but steadily keeps the caller
 /// here until the whole buffer is written.
 pub(super) fn write_some(
-    mut stream: &TcpStream,
+    stream: &dyn Stream,
     buf: &[u8],
     until: Option<Instant>,
 ) -> io::Result<usize> {
@@ -560,7 +575,7 @@ pub(super) fn write_some(
 /// Writes `buf` from byte `from` on, failing with `TimedOut` once no byte has been taken
 /// for `stall`.
 pub(super) fn write_fully(
-    stream: &TcpStream,
+    stream: &dyn Stream,
     buf: &[u8],
     from: usize,
     stall: Duration,
@@ -587,7 +602,7 @@ pub(super) fn dial(
     sh: &Shared,
     peer: NodeId,
     addr: SocketAddr,
-) -> Result<(TcpStream, FrameDecoder), Disconnect> {
+) -> Result<(Arc<dyn Stream>, FrameDecoder), Disconnect> {
     let c = &sh.config;
     let stream =
         TcpStream::connect_timeout(&addr, c.connect_timeout()).map_err(|e| Disconnect::io(&e))?;
@@ -597,6 +612,14 @@ pub(super) fn dial(
     stream
         .set_write_timeout(Some(c.connect_timeout()))
         .map_err(|e| Disconnect::io(&e))?;
+    let stream: Arc<dyn Stream> = match &sh.layer {
+        None => Arc::new(stream),
+        Some(layer) => Arc::from(
+            layer
+                .dialed(stream, peer, addr)
+                .map_err(|e| Disconnect::layer(&e))?,
+        ),
+    };
     let auth = c.peer_authenticator();
     let hello = Hello {
         protocol: if auth.is_some() {
@@ -615,21 +638,19 @@ pub(super) fn dial(
         handshake::encode(FrameKind::Auth, &AuthStep::Challenge(challenge), &mut out);
         challenge
     });
-    (&stream).write_all(&out).map_err(|e| Disconnect::io(&e))?;
+    write_all(&*stream, &out).map_err(|e| Disconnect::io(&e))?;
     let mut decoder = handshake_decoder();
-    let answered = read_handshake_frame(&mut &stream, &mut decoder)
+    let answered = read_handshake_frame(&*stream, &mut decoder)
         .and_then(|frame| handshake::decode_answer(&frame, c.cluster, peer).map(|_| ()));
     let authenticated = match (auth, challenge) {
         (Some(auth), Some(challenge)) => answered.and_then(|()| {
-            let step = read_handshake_frame(&mut &stream, &mut decoder)
+            let step = read_handshake_frame(&*stream, &mut decoder)
                 .and_then(|frame| handshake::decode_auth(&frame))?;
             let proof = handshake::dialer_proof(auth, c.cluster, c.node, peer, challenge, step)?;
             let mut out = Vec::new();
             handshake::encode(FrameKind::Auth, &proof, &mut out);
-            (&stream)
-                .write_all(&out)
-                .map_err(|_| HandshakeError::Incomplete)?;
-            match read_handshake_frame(&mut &stream, &mut decoder)
+            write_all(&*stream, &out).map_err(|_| HandshakeError::Incomplete)?;
+            match read_handshake_frame(&*stream, &mut decoder)
                 .and_then(|frame| handshake::decode_auth(&frame))?
             {
                 AuthStep::Accepted => Ok(()),
@@ -646,7 +667,7 @@ pub(super) fn dial(
         {
             auth.refused(Some(addr), peer, &error);
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.socket().shutdown(Shutdown::Both);
         return Err(Disconnect::Handshake(error));
     }
     Ok((stream, decoder))
@@ -667,7 +688,7 @@ pub(super) fn dial_loop(sh: &Arc<Shared>, channel: &Arc<Channel>, addr: SocketAd
                 run_connection(sh, channel, stream, decoder, false);
             }
             Err(reason) => {
-                if matches!(reason, Disconnect::Handshake(_)) {
+                if matches!(reason, Disconnect::Handshake(_) | Disconnect::Layer { .. }) {
                     bump(&sh.counters.connections_refused, 1);
                 }
                 let mut st = channel.state.lock();

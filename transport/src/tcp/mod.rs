@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::error::{Disconnect, RequestError, SendError};
 use crate::frame::MessageKind;
 use crate::ids::{CorrelationId, NodeId};
+use crate::stream::StreamLayer;
 use crate::transport::{Incoming, Transport};
 
 mod channel;
@@ -145,7 +146,7 @@ impl TcpTransport {
     ///
     /// If the address cannot be bound.
     pub fn bind(config: Config, addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Self::start(config, addr, None)
+        Self::start(config, addr, None, None)
     }
 
     /// Like [`bind`](Self::bind), but requests and messages are handed to `handler` on the
@@ -161,13 +162,31 @@ impl TcpTransport {
         addr: impl ToSocketAddrs,
         handler: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        Self::start(config, addr, Some(Arc::new(handler)))
+        Self::start(config, addr, Some(Arc::new(handler)), None)
+    }
+
+    /// Like [`bind`](Self::bind) or (with a `handler`)
+    /// [`bind_with_handler`](Self::bind_with_handler), but every connection, accepted or
+    /// dialed, first passes through `layer` (a TLS session, for example), and the transport
+    /// speaks over the [`Stream`](crate::Stream) it returns. See [`crate::stream`].
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub fn bind_layered(
+        config: Config,
+        addr: impl ToSocketAddrs,
+        layer: Arc<dyn StreamLayer>,
+        handler: Option<Handler>,
+    ) -> io::Result<Self> {
+        Self::start(config, addr, handler, Some(layer))
     }
 
     fn start(
         config: Config,
         addr: impl ToSocketAddrs,
         handler: Option<Handler>,
+        layer: Option<Arc<dyn StreamLayer>>,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
@@ -183,6 +202,7 @@ impl TcpTransport {
             events: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
             handler,
+            layer,
             threads: Mutex::new(Vec::new()),
             next_connection: AtomicU64::new(1),
         });

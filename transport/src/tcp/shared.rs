@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::ids::NodeId;
+use crate::stream::StreamLayer;
 use crate::transport::Incoming;
 
 use super::channel::Channel;
@@ -72,6 +73,8 @@ pub(super) struct Shared {
     pub(super) events: Mutex<VecDeque<ConnectionEvent>>,
     pub(super) counters: Counters,
     pub(super) handler: Option<Handler>,
+    /// What every socket passes through before the handshake (TLS), if anything.
+    pub(super) layer: Option<Arc<dyn StreamLayer>>,
     pub(super) threads: Mutex<Vec<JoinHandle<()>>>,
     pub(super) next_connection: AtomicU64,
 }

@@ -10,6 +10,7 @@ mod auth;
 mod codec;
 mod decoders;
 mod faults;
+mod layer;
 mod server;
 mod support;
 mod tcp;
