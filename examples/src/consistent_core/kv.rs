@@ -1350,16 +1350,7 @@ mod tests {
         );
         // A retried request applies once, so it takes one revision (the session is the one
         // registered at index 8 above).
-        let incr = LogCommand::Session(SessionEntry::Request {
-            session: SessionId(8),
-            seq: 1,
-            ack_below: 1,
-            time: 2,
-            command: KvCommand::Incr {
-                key: b"n".to_vec(),
-                by: 1,
-            },
-        });
+        let incr = first_incr(SessionId(8), 2, 1);
         kv.apply(LogIndex(12), incr.clone());
         kv.apply(LogIndex(13), incr);
         assert_eq!(kv.revision(), 6);
@@ -1373,6 +1364,21 @@ mod tests {
 
     fn plain(command: KvCommand) -> LogCommand {
         LogCommand::Plain { time: 1, command }
+    }
+
+    /// A session's first request (sequence 1, nothing acknowledged below it): add `by` to
+    /// key `n`, at replicated time `time`.
+    fn first_incr(session: SessionId, time: u64, by: i64) -> LogCommand {
+        LogCommand::Session(SessionEntry::Request {
+            session,
+            seq: 1,
+            ack_below: 1,
+            time,
+            command: KvCommand::Incr {
+                key: b"n".to_vec(),
+                by,
+            },
+        })
     }
 
     #[test]
@@ -1667,16 +1673,7 @@ mod tests {
         let mut kv = KvStore::new();
         let reg = LogCommand::Session(SessionEntry::Register { time: 1 });
         assert_eq!(kv.apply(LogIndex(1), reg), KvReply::Int(1));
-        let incr = LogCommand::Session(SessionEntry::Request {
-            session: SessionId(1),
-            seq: 1,
-            ack_below: 1,
-            time: 2,
-            command: KvCommand::Incr {
-                key: b"n".to_vec(),
-                by: 1,
-            },
-        });
+        let incr = first_incr(SessionId(1), 2, 1);
         assert_eq!(kv.apply(LogIndex(2), incr.clone()), KvReply::Int(1));
         let mut restored = KvStore::restore(&kv.snapshot()).expect("snapshot decodes");
         assert_eq!(restored, kv);
@@ -1693,16 +1690,7 @@ mod tests {
         let mut kv = KvStore::new();
         let register = || LogCommand::Session(SessionEntry::Register { time: 1 });
         assert_eq!(kv.apply(LogIndex(1), register()), KvReply::Int(1));
-        let incr = LogCommand::Session(SessionEntry::Request {
-            session: SessionId(1),
-            seq: 1,
-            ack_below: 1,
-            time: 1,
-            command: KvCommand::Incr {
-                key: b"n".to_vec(),
-                by: 1,
-            },
-        });
+        let incr = first_incr(SessionId(1), 1, 1);
         assert_eq!(kv.apply(LogIndex(2), incr.clone()), KvReply::Int(1));
         // Another client registers in a loop, past the limit, and never uses a session.
         let flood = SESSIONS_MAX as i64 + 99;
@@ -1753,16 +1741,7 @@ mod tests {
             }
         );
         assert_eq!(KvStore::restore(&kv.snapshot()), Some(kv.clone()));
-        let retry = LogCommand::Session(SessionEntry::Request {
-            session: SessionId(1),
-            seq: 1,
-            ack_below: 1,
-            time: 5_000,
-            command: KvCommand::Incr {
-                key: b"n".to_vec(),
-                by: 5,
-            },
-        });
+        let retry = first_incr(SessionId(1), 5_000, 5);
         assert_eq!(kv.apply(LogIndex(5), retry), KvReply::Int(5));
         assert_eq!(
             kv.query(&KvQuery::Get(b"n".to_vec())),

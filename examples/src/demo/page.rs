@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use synod_sim::timeline::{NodeEventKind, OpOutcome, RegionKind, Timeline};
-use synod_sim::{Culprit, History, KvInput, KvOutput, NodeId, Outcome, SimTime, Verdict};
+use synod_sim::timeline::{NodeEventKind, RegionKind, Timeline};
+use synod_sim::{Culprit, History, KvInput, KvOutput, NodeId, SimTime, Verdict};
 
 /// What the demo saw happen to the cluster, in time since the demo began.
 #[derive(Debug, Default)]
@@ -82,20 +82,7 @@ pub(super) fn timeline(
             timeline.push_node_event(node(id), at(restarted), NodeEventKind::Restart, &text);
         }
     }
-    for op in history.operations() {
-        let (outcome, output) = match &op.outcome {
-            Outcome::Ok(out) => (OpOutcome::Ok, format!("{out:?}")),
-            Outcome::Fail => (OpOutcome::Fail, String::from("fail")),
-            Outcome::Unknown | Outcome::Pending => (OpOutcome::Unknown, String::from("?")),
-        };
-        timeline.push_operation(
-            op.client.get(),
-            op.invoked_at,
-            op.completed_at,
-            outcome,
-            format!("{:?} -> {output}", op.input),
-        );
-    }
+    timeline.push_history(history);
     timeline.extend_to(at(end));
     timeline.set_verdict(verdict, culprit);
     timeline

@@ -90,7 +90,7 @@ use synod_node::Protocol;
 
 use crate::check::{Culprit, Verdict};
 use crate::fault_log::{Fault, FaultLog};
-use crate::history::Outcome;
+use crate::history::{History, Outcome};
 use crate::node::{Node, NodeId};
 use crate::protocol::{ProtocolNode, ProtocolStore};
 use crate::sim::RunReport;
@@ -435,13 +435,23 @@ impl Timeline {
         let mut timeline = report.recording.clone().unwrap_or_else(|| Timeline::new(0));
         timeline.end = timeline.end.max(report.end_time);
         timeline.push_fault_log(&report.faults);
-        for op in report.history.operations() {
+        timeline.push_history(&report.history);
+        timeline.set_verdict(verdict, culprit);
+        timeline
+    }
+
+    /// Every operation of `history`, in its order, as [`Timeline::push_operation`] takes it:
+    /// labelled `input -> output` (`fail` for an operation that failed, `?` for one whose
+    /// outcome is unknown). For a history recorded outside the simulator (a real run's) as
+    /// well as a simulated run's.
+    pub fn push_history<I: Debug, O: Debug>(&mut self, history: &History<I, O>) {
+        for op in history.operations() {
             let (outcome, output) = match &op.outcome {
                 Outcome::Ok(out) => (OpOutcome::Ok, format!("{out:?}")),
                 Outcome::Fail => (OpOutcome::Fail, String::from("fail")),
                 Outcome::Unknown | Outcome::Pending => (OpOutcome::Unknown, String::from("?")),
             };
-            timeline.push_operation(
+            self.push_operation(
                 op.client.get(),
                 op.invoked_at,
                 op.completed_at,
@@ -449,8 +459,6 @@ impl Timeline {
                 format!("{:?} -> {output}", op.input),
             );
         }
-        timeline.set_verdict(verdict, culprit);
-        timeline
     }
 
     /// Sets the page's title and the line under it.
