@@ -218,7 +218,9 @@
 //! # What is implemented, and what is not
 //!
 //! Implemented and tested: everything above, with one scenario test per rule of the Raft
-//! paper (elections, log matching, commitment, Figure 8, persistence before response);
+//! paper (elections, log matching, commitment, Figure 8, persistence before response), each
+//! on nodes run by `synod-sim`'s `ProtocolNode` and stepped by hand (`synod_sim::Stepper`:
+//! the test picks every message, tick and sync);
 //! randomized whole-cluster runs on the crate's own harness and under `synod-sim`, driven
 //! by its generic `ProtocolNode` (every fault kind, Raft's safety properties after every
 //! event, linearizability of a key-value store's history, progress after healing), the harness runs also compacting the log,

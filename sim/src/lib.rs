@@ -57,6 +57,8 @@
 //! - [`timeline`]: a run drawn as one self-contained HTML page ([`timeline::Timeline`],
 //!   recorded by a [`timeline::Recorder`], described by [`timeline::Describe`]), and
 //!   [`Culprit`]: the operations behind a linearizability violation.
+//! - [`Stepper`]: the same nodes stepped by hand, each message, clock and sync moved by
+//!   the test ([`Envelope`]: a message in flight), to reproduce one schedule exactly.
 //! - [`seeds::SeedRunner`]: many seeds, and the replay command of a failing one.
 //! - [`mutate`]: bit flips, truncations, splices and length fields set to 0 or huge, for
 //!   testing decoders of bytes from disk or network.
@@ -306,7 +308,9 @@
 //!   the oldest entries are dropped and counted), and not part of the trace hash.
 //! - **Scripts**: [`Simulation::schedule`] runs an [`Action`] (a partition, a crash with a
 //!   given mode, a pause, a clock jump...) at a chosen time, for scenario tests; with the
-//!   nemesis disabled a run is a pure script.
+//!   nemesis disabled a run is a pure script. For a schedule finer than that (this message
+//!   delivered, that one lost, this node's clock moved, its sync completed), a
+//!   [`Stepper`] runs the same nodes with the test as the scheduler.
 //! - **Phases**: a safety phase with faults, the invariant checked after every event; then
 //!   a liveness phase in which every fault is healed (clocks keep their offset and drift)
 //!   and the progress condition must hold within [`SimConfigBuilder::liveness_time_max`].
@@ -408,6 +412,7 @@ mod protocol;
 mod rng;
 pub mod seeds;
 mod sim;
+mod stepper;
 mod time;
 pub mod timeline;
 mod trace;
@@ -436,6 +441,7 @@ pub use sim::{
     Action, CLIENTS_MAX, Completion, ConfigError, DURATION_MAX, Failure, Invocation, NODES_MAX,
     NoClients, Phase, RunReport, SimConfig, SimConfigBuilder, Simulation, View, Workload,
 };
+pub use stepper::{DELIVERIES_MAX, Envelope, Stepper};
 pub use time::SimTime;
 pub use trace::TraceHasher;
 pub use watch_check::{WatchChange, WatchChecker, WatchCounts, WatchFilter, WatchViolation};

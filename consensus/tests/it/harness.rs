@@ -16,6 +16,8 @@ use synod_consensus::{
     MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role, Snapshot,
 };
 
+use crate::stepped;
+
 /// The ids `1..=n`.
 pub fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId::new).collect()
@@ -469,12 +471,7 @@ impl<S: TestStore> Cluster<S> {
     }
 
     pub fn isolate(&mut self, id: NodeId) {
-        for other in self.ids.clone() {
-            if other != id {
-                self.blocked.insert((id, other));
-                self.blocked.insert((other, id));
-            }
-        }
+        stepped::isolate(&mut self.blocked, self.ids.iter().copied(), id);
     }
 
     pub fn heal(&mut self) {
@@ -483,18 +480,12 @@ impl<S: TestStore> Cluster<S> {
 
     /// The entries of `id`'s log.
     pub fn log(&self, id: NodeId) -> Vec<Entry> {
-        let store = self.node(id).log();
-        let mut out = Vec::new();
-        store.entries(store.first_index(), store.last_index(), u64::MAX, &mut out);
-        out
+        stepped::entries(self.node(id))
     }
 
     /// (index, term) of every entry of `id`'s log.
     pub fn log_terms(&self, id: NodeId) -> Vec<(u64, u64)> {
-        self.log(id)
-            .iter()
-            .map(|e| (e.index.0, e.term.get()))
-            .collect()
+        stepped::index_terms(&self.log(id))
     }
 
     /// Runs the safety checks; the first violation is kept in `violation`.

@@ -15,6 +15,7 @@ mod replication;
 mod robustness;
 mod sessions;
 mod sim;
+mod stepped;
 #[cfg(feature = "wal")]
 mod wal_store;
 #[cfg(feature = "wal")]

@@ -1,13 +1,14 @@
-//! Scenario tests, one per rule of the Raft paper (Ongaro and Ousterhout, 2014), on the
-//! deterministic harness. Each names the section it checks.
+//! Scenario tests, one per rule of the Raft paper (Ongaro and Ousterhout, 2014), on Raft
+//! nodes stepped by hand through synod-sim's `Stepper` and `ProtocolNode` (see
+//! [`crate::stepped`]). Each names the section it checks.
 
-use bytes::Bytes;
 use synod_consensus::invariants::{Invariant, Violation};
 use synod_consensus::{
-    AppendResult, LogIndex, Message, MessageBody, NodeId, Payload, ProposeError, Role, Term,
+    AppendResult, LogIndex, Message, MessageBody, NodeId, Payload, ProposeError, RequestError,
+    Role, Term,
 };
 
-use crate::harness::Cluster;
+use crate::stepped::Cluster;
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -24,7 +25,7 @@ fn s5_2_a_leader_is_elected_by_timeouts_and_others_follow() {
     let mut c = Cluster::new(3, quiet);
     let leader = c.run_until_leader(200).expect("a leader within 200 ticks");
     let term = c.node(leader).term();
-    for id in c.ids.clone() {
+    for id in c.ids() {
         assert_eq!(c.node(id).term(), term);
         if id != leader {
             assert_eq!(c.node(id).role(), Role::Follower);
@@ -59,13 +60,10 @@ fn s5_2_a_node_votes_at_most_once_per_term() {
             transfer: false,
         },
     };
-    c.node_mut(n(1)).step(vote(2));
-    c.process(n(1));
-    c.node_mut(n(1)).step(vote(3));
-    c.process(n(1));
+    c.deliver(vote(2));
+    c.deliver(vote(3));
     let grants: Vec<(NodeId, bool)> = c
-        .net
-        .iter()
+        .net()
         .filter_map(|m| match m.body {
             MessageBody::VoteResponse { granted } => Some((m.to, granted)),
             _ => None,
@@ -80,7 +78,7 @@ fn s5_2_a_higher_term_makes_a_leader_step_down() {
     let mut c = Cluster::new(3, |b| b.check_quorum(false));
     c.elect(n(1));
     let term = c.node(n(1)).term();
-    c.node_mut(n(1)).step(Message {
+    c.deliver(Message {
         from: n(2),
         to: n(1),
         term: Term::new(term.get() + 5),
@@ -89,7 +87,6 @@ fn s5_2_a_higher_term_makes_a_leader_step_down() {
             last_index: LogIndex::ZERO,
         },
     });
-    c.process(n(1));
     assert_eq!(c.node(n(1)).role(), Role::Follower);
     assert_eq!(c.node(n(1)).term(), Term::new(term.get() + 5));
 }
@@ -99,15 +96,14 @@ fn s5_2_a_split_vote_is_resolved_by_a_later_election() {
     let mut c = Cluster::new(4, |b| b.pre_vote(false).check_quorum(false));
     // Nodes 1 and 2 campaign in the same term; 3 votes for 1, 4 votes for 2: no majority.
     for id in [1, 2] {
-        c.node_mut(n(id)).step(Message {
+        c.deliver(Message {
             from: n(3),
             to: n(id),
             term: Term::ZERO,
             body: MessageBody::TimeoutNow,
         });
-        c.process(n(id));
     }
-    let mut msgs: Vec<Message> = c.net.drain(..).collect();
+    let mut msgs: Vec<Message> = c.take_all();
     msgs.retain(|m| !((m.from == n(1) && m.to == n(4)) || (m.from == n(2) && m.to == n(3))));
     for m in msgs {
         c.deliver(m);
@@ -125,7 +121,7 @@ fn pre_vote_a_partitioned_node_does_not_raise_its_term_or_depose_the_leader() {
     let mut c = Cluster::new(3, quiet);
     let leader = c.run_until_leader(200).unwrap();
     let term = c.node(leader).term();
-    let other = c.ids.iter().copied().find(|x| *x != leader).unwrap();
+    let other = c.ids().into_iter().find(|x| *x != leader).unwrap();
     c.isolate(other);
     for _ in 0..200 {
         c.tick_all();
@@ -160,8 +156,8 @@ fn check_quorum_followers_ignore_votes_while_they_hear_from_the_leader() {
     let mut c = Cluster::new(3, quiet);
     let leader = c.run_until_leader(200).unwrap();
     let term = c.node(leader).term();
-    let follower = c.ids.iter().copied().find(|x| *x != leader).unwrap();
-    c.node_mut(follower).step(Message {
+    let follower = c.ids().into_iter().find(|x| *x != leader).unwrap();
+    c.deliver(Message {
         from: n(99),
         to: follower,
         term: Term::new(term.get() + 1),
@@ -171,7 +167,6 @@ fn check_quorum_followers_ignore_votes_while_they_hear_from_the_leader() {
             transfer: false,
         },
     });
-    c.process(follower);
     assert_eq!(
         c.node(follower).term(),
         term,
@@ -193,13 +188,12 @@ fn s5_4_1_a_candidate_with_a_stale_log_cannot_win() {
     c.crash(n(1));
     // Node 3 campaigns: node 2 refuses, its log is more up to date.
     let term = c.node(n(3)).term();
-    c.node_mut(n(3)).step(Message {
+    c.deliver(Message {
         from: n(2),
         to: n(3),
         term,
         body: MessageBody::TimeoutNow,
     });
-    c.process(n(3));
     c.deliver_all();
     assert_ne!(c.node(n(3)).role(), Role::Leader);
     c.elect(n(2));
@@ -218,8 +212,9 @@ fn s5_3_entries_commit_on_a_majority_and_apply_in_order_everywhere() {
     c.deliver_all();
     c.tick_all();
     c.deliver_all();
-    for id in c.ids.clone() {
-        let cmds: Vec<String> = c.applied_commands[&id]
+    for id in c.ids() {
+        let cmds: Vec<String> = c
+            .applied_commands(id)
             .iter()
             .map(|(_, d)| String::from_utf8(d.to_vec()).unwrap())
             .collect();
@@ -244,11 +239,11 @@ fn s5_3_a_new_leader_appends_a_noop_of_its_term() {
 fn s5_3_proposals_to_a_follower_name_the_leader() {
     let mut c = Cluster::new(3, quiet);
     c.elect(n(1));
-    let err = c
-        .node_mut(n(2))
-        .propose(Bytes::from_static(b"x"))
-        .unwrap_err();
-    assert_eq!(err, ProposeError::NotLeader { leader: Some(n(1)) });
+    let err = c.try_propose(n(2), "x").unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::Propose(ProposeError::NotLeader { leader: Some(n(1)) })
+    );
     assert_eq!(err.to_string(), "not the leader; the leader is n1");
 }
 
@@ -257,7 +252,7 @@ fn s5_3_log_matching_a_follower_rejects_an_append_whose_prev_does_not_match() {
     let mut c = Cluster::new(3, quiet);
     c.elect(n(1));
     let term = c.node(n(1)).term();
-    c.node_mut(n(2)).step(Message {
+    c.deliver(Message {
         from: n(1),
         to: n(2),
         term,
@@ -268,8 +263,7 @@ fn s5_3_log_matching_a_follower_rejects_an_append_whose_prev_does_not_match() {
             commit: LogIndex::ZERO,
         },
     });
-    c.process(n(2));
-    let reply = c.net.pop_back().unwrap();
+    let reply = c.take_all().pop().unwrap();
     assert!(matches!(
         reply.body,
         MessageBody::AppendResponse {
@@ -300,10 +294,8 @@ fn s5_3_a_conflicting_follower_suffix_is_replaced_by_the_leaders() {
     c.tick_all();
     c.deliver_all();
     assert_eq!(c.log_terms(n(1)), c.log_terms(n(2)));
-    let cmds: Vec<&[u8]> = c.applied_commands[&n(1)]
-        .iter()
-        .map(|(_, d)| &d[..])
-        .collect();
+    let applied = c.applied_commands(n(1));
+    let cmds: Vec<&[u8]> = applied.iter().map(|(_, d)| &d[..]).collect();
     assert_eq!(cmds, vec![&b"kept0"[..], b"kept1", b"kept2"]);
     assert!(c.violation.is_none(), "{:?}", c.violation);
 }
@@ -358,8 +350,7 @@ fn s5_3_flow_control_bounds_messages_in_flight_and_bytes_per_message() {
         c.propose(n(1), &data);
     }
     let appends: Vec<&Message> = c
-        .net
-        .iter()
+        .net()
         .filter(|m| matches!(m.body, MessageBody::Append { .. }))
         .collect();
     assert!(appends.len() <= 3, "{} appends in flight", appends.len());
@@ -384,7 +375,7 @@ fn s5_3_flow_control_bounds_messages_in_flight_and_bytes_per_message() {
 /// Delivers the messages in flight between the listed (from, to) pairs, dropping the rest.
 fn keep(c: &mut Cluster, allowed: &[(u64, u64)], votes_only: bool) {
     for _ in 0..4 {
-        let msgs: Vec<Message> = c.net.drain(..).collect();
+        let msgs: Vec<Message> = c.take_all();
         for m in msgs {
             let is_vote = matches!(
                 m.body,
@@ -402,13 +393,12 @@ fn keep(c: &mut Cluster, allowed: &[(u64, u64)], votes_only: bool) {
 fn campaign_until_leader(c: &mut Cluster, id: u64, allowed: &[(u64, u64)]) {
     for _ in 0..4 {
         let term = c.node(n(id)).term();
-        c.node_mut(n(id)).step(Message {
+        c.deliver(Message {
             from: n(if id == 1 { 2 } else { 1 }),
             to: n(id),
             term,
             body: MessageBody::TimeoutNow,
         });
-        c.process(n(id));
         keep(c, allowed, true);
         if c.node(n(id)).role() == Role::Leader {
             c.drop_all();
@@ -422,7 +412,7 @@ fn campaign_until_leader(c: &mut Cluster, id: u64, allowed: &[(u64, u64)]) {
 /// the leader must commit an entry of its own term. With the rule broken on purpose, the
 /// checker sees a committed entry overwritten.
 fn figure_8(bug: bool) -> Option<Violation> {
-    let mut c = Cluster::new(5, |b| {
+    let mut c = Cluster::new(5, move |b| {
         b.check_quorum(false)
             .pre_vote(false)
             .append_bytes_max(1)
@@ -454,7 +444,7 @@ fn figure_8(bug: bool) -> Option<Violation> {
         c.tick(n(1));
     }
     for _ in 0..10 {
-        let msgs: Vec<Message> = c.net.drain(..).collect();
+        let msgs: Vec<Message> = c.take_all();
         for mut m in msgs {
             // Appends to S3 lose every entry past X on the way (as if sent one at a
             // time and the later ones lost).
@@ -519,16 +509,15 @@ fn s5_4_2_figure_8_the_reintroduced_bug_is_caught() {
 fn persistence_a_follower_answers_an_append_only_once_the_entries_are_durable() {
     let mut c = Cluster::new(3, quiet);
     c.elect(n(1));
-    c.auto_sync = false;
+    c.set_auto_sync(false);
     c.propose(n(1), "x");
     c.sync(n(1));
-    let appends: Vec<Message> = c.net.drain(..).collect();
+    let appends: Vec<Message> = c.take_all();
     for m in appends {
         c.deliver(m);
     }
     let early = c
-        .net
-        .iter()
+        .net()
         .filter(|m| matches!(m.body, MessageBody::AppendResponse { .. }))
         .count();
     assert_eq!(early, 0, "no acknowledgement before the sync");
@@ -538,8 +527,7 @@ fn persistence_a_follower_answers_an_append_only_once_the_entries_are_durable() 
     assert_eq!(c.node(n(2)).last_index(), LogIndex(1));
     c.sync(n(3));
     let acks = c
-        .net
-        .iter()
+        .net()
         .filter(|m| matches!(m.body, MessageBody::AppendResponse { .. }))
         .count();
     assert_eq!(acks, 1, "node 3 acknowledges after its sync");
@@ -550,10 +538,10 @@ fn persistence_the_leader_counts_its_own_entry_only_once_durable() {
     let mut c = Cluster::new(3, quiet);
     c.elect(n(1));
     c.blocked.insert((n(1), n(3)));
-    c.auto_sync = false;
+    c.set_auto_sync(false);
     let index = c.propose(n(1), "x");
     // Node 2 stores and acknowledges; the leader has not synced: 1 of 3 durable copies.
-    let msgs: Vec<Message> = c.net.drain(..).collect();
+    let msgs: Vec<Message> = c.take_all();
     for m in msgs {
         c.deliver(m);
     }
@@ -570,7 +558,7 @@ fn persistence_the_leader_counts_its_own_entry_only_once_durable() {
 #[test]
 fn persistence_a_vote_is_granted_only_once_durable_and_survives_a_crash() {
     let mut c = Cluster::new(3, |b| b.pre_vote(false).check_quorum(false));
-    c.auto_sync = false;
+    c.set_auto_sync(false);
     let vote = |from: u64, term: u64| Message {
         from: n(from),
         to: n(1),
@@ -581,21 +569,18 @@ fn persistence_a_vote_is_granted_only_once_durable_and_survives_a_crash() {
             transfer: false,
         },
     };
-    c.node_mut(n(1)).step(vote(2, 1));
-    c.process(n(1));
-    assert!(c.net.is_empty(), "the grant waits for the sync");
+    c.deliver(vote(2, 1));
+    assert!(c.net().next().is_none(), "the grant waits for the sync");
     c.sync(n(1));
-    assert_eq!(c.net.len(), 1);
+    assert_eq!(c.net().count(), 1);
     c.drop_all();
     c.crash(n(1));
     c.restart(n(1));
     assert_eq!(c.node(n(1)).vote(), Some(n(2)));
-    c.node_mut(n(1)).step(vote(3, 1));
-    c.process(n(1));
+    c.deliver(vote(3, 1));
     c.sync(n(1));
     let granted = c
-        .net
-        .iter()
+        .net()
         .any(|m| matches!(m.body, MessageBody::VoteResponse { granted: true }));
     assert!(!granted, "no second vote in term 1 after a restart");
 }
@@ -603,8 +588,8 @@ fn persistence_a_vote_is_granted_only_once_durable_and_survives_a_crash() {
 #[test]
 fn persistence_a_crash_before_the_sync_forgets_an_ungranted_vote() {
     let mut c = Cluster::new(3, |b| b.pre_vote(false).check_quorum(false));
-    c.auto_sync = false;
-    c.node_mut(n(1)).step(Message {
+    c.set_auto_sync(false);
+    c.deliver(Message {
         from: n(2),
         to: n(1),
         term: Term::new(1),
@@ -614,9 +599,8 @@ fn persistence_a_crash_before_the_sync_forgets_an_ungranted_vote() {
             transfer: false,
         },
     });
-    c.process(n(1));
     c.crash(n(1));
     c.restart(n(1));
     assert_eq!(c.node(n(1)).vote(), None);
-    assert!(c.net.is_empty(), "nothing was promised");
+    assert!(c.net().next().is_none(), "nothing was promised");
 }

@@ -36,7 +36,8 @@ use synod_sim::{
     Verdict, Workload,
 };
 
-const JOURNAL: &str = "raft.journal";
+/// The file of a node's disk that holds its journal.
+pub(crate) const JOURNAL: &str = "raft.journal";
 /// Raft's tick: elections after 10 to 20 ticks of silence, heartbeats every 2.
 const TICK: Duration = Duration::from_millis(5);
 const KEYS: u64 = 3;
@@ -283,16 +284,25 @@ impl ProtocolStore for JournalStore {
     }
 
     fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
-        // With nothing unsynced on the disk, the whole journal so far is durable: the
-        // records written from now on say so.
-        if disk.unsynced_ops() == 0 {
-            let end = self.journal.end();
-            self.journal.synced(end);
-        }
-        let mut bytes = Vec::new();
-        self.journal.encode(write.ops(), &mut bytes);
-        disk.append(JOURNAL, &bytes)
+        journal_append(&mut self.journal, disk, write)
     }
+}
+
+/// Appends `write` to the journal on `disk`, as records of `journal`.
+pub(crate) fn journal_append(
+    journal: &mut JournalWriter,
+    disk: &mut Disk,
+    write: &RaftWrite,
+) -> io::Result<()> {
+    // With nothing unsynced on the disk, the whole journal so far is durable: the records
+    // written from now on say so.
+    if disk.unsynced_ops() == 0 {
+        let end = journal.end();
+        journal.synced(end);
+    }
+    let mut bytes = Vec::new();
+    journal.encode(write.ops(), &mut bytes);
+    disk.append(JOURNAL, &bytes)
 }
 
 #[derive(Default)]
