@@ -208,8 +208,9 @@
 //! sessions, Kafka's idempotent producer, the Raft thesis's client sessions (section 6.3).
 //!
 //! **Follower Reads.** [`reads`]: linearizable reads through [`Node::read_index`] (a
-//! quorum round of heartbeats confirms leadership; followers forward the request and then
-//! read locally), lease reads ([`Node::read_lease`]) under a stated clock-drift bound, and
+//! quorum round of heartbeats confirms leadership, one round for every read waiting;
+//! followers forward the reads asked together as one request and then read locally),
+//! lease reads ([`Node::read_lease`]) under a stated clock-drift bound, and
 //! read-your-writes on any replica by waiting until it has applied the client's last index
 //! ([`ReadWaitList`]). etcd's and TiKV's read index and follower read, Consul's
 //! `consistent`/`default`/`stale` modes, ZooKeeper's `sync` then read, Spanner's and

@@ -96,9 +96,10 @@ pub enum MessageBody {
         /// goes back to probing.
         last_index: LogIndex,
     },
-    /// A follower asks the leader for a read index on behalf of a client.
+    /// A follower asks the leader for a read index on behalf of the reads its clients
+    /// asked since its last such request (one answer serves them all).
     ReadIndex {
-        /// The follower's id for the request.
+        /// The follower's id for the request: the id of the first of those reads.
         id: ReadId,
     },
     /// The leader's answer to [`MessageBody::ReadIndex`].

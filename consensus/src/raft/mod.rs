@@ -361,6 +361,7 @@ impl Node {
             || self.durability.has_unrequested()
             || self.restore.is_some()
             || self.reads.has_answers()
+            || self.reads.has_unsent()
             || self.reads.need_round()
             || self.applied < self.commit.min(self.durability.durable_index())
     }
@@ -523,6 +524,7 @@ impl Node {
         if self.role == Role::Leader && self.reads.need_round() {
             self.start_read_round();
         }
+        self.forward_reads();
         let persist = self
             .durability
             .request(self.log.last_index())

@@ -2,6 +2,12 @@
 //! heartbeats confirms the leadership) and lease reads (a recent round confirms it for a
 //! while), and reads forwarded by followers. The heartbeat rounds that confirm both are
 //! counted here.
+//!
+//! Reads are batched on both sides. A leader confirms every read that arrived before a
+//! round with that one round. A follower forwards the reads asked between two calls of
+//! [`Node::ready`] as one request, named by the first read's id, and the leader's one answer
+//! answers them all: the leader's index covers every write committed before the request
+//! left, so before any of the reads in it was asked.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -56,8 +62,13 @@ pub(super) struct Reads {
     waiting_commit: VecDeque<PendingRead>,
     /// Reads waiting for a quorum to answer a round sent after they arrived.
     pending: VecDeque<PendingRead>,
-    /// Reads forwarded to the leader, with the tick each was sent at.
-    forwarded: BTreeMap<ReadId, u64>,
+    /// Reads asked on a follower since the last batch was forwarded, oldest first.
+    unsent: Vec<ReadId>,
+    /// Batches of reads forwarded to the leader, by the id of the batch's first read (the
+    /// id of the request), with the tick each was sent at.
+    forwarded: BTreeMap<ReadId, (u64, Vec<ReadId>)>,
+    /// The reads in `unsent` and `forwarded`.
+    forwarded_reads: usize,
     /// Answers for this node's caller, handed out in `Ready::reads`.
     answered: Vec<ReadState>,
 }
@@ -76,6 +87,11 @@ impl Reads {
     /// Whether there are answers to hand out.
     pub(super) fn has_answers(&self) -> bool {
         !self.answered.is_empty()
+    }
+
+    /// Whether reads asked on a follower wait to be forwarded.
+    pub(super) fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
     }
 
     /// Takes the answers to hand out.
@@ -146,26 +162,26 @@ impl Reads {
         self.pending.drain(..confirmed).collect()
     }
 
-    /// Takes the answer to forwarded read `id`, if it is still waited for.
+    /// Answers every read of the forwarded batch `id`, if it is still waited for.
     fn answer_forwarded(&mut self, id: ReadId, index: Option<LogIndex>) {
-        if self.forwarded.remove(&id).is_some() {
-            self.answered.push(ReadState { id, index });
+        if let Some((_, reads)) = self.forwarded.remove(&id) {
+            self.forwarded_reads -= reads.len();
+            self.answered
+                .extend(reads.into_iter().map(|id| ReadState { id, index }));
         }
     }
 
-    /// Answers `None` to forwarded reads sent at least `timeout_ticks` before `tick`.
+    /// Answers `None` to the reads of batches sent at least `timeout_ticks` before `tick`.
     fn expire_forwarded(&mut self, tick: u64, timeout_ticks: u64) {
-        let answered = &mut self.answered;
-        self.forwarded.retain(|id, sent| {
-            let keep = tick - *sent < timeout_ticks;
-            if !keep {
-                answered.push(ReadState {
-                    id: *id,
-                    index: None,
-                });
-            }
-            keep
-        });
+        let expired: Vec<ReadId> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (sent, _))| tick - *sent >= timeout_ticks)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.answer_forwarded(id, None);
+        }
     }
 }
 
@@ -174,7 +190,8 @@ impl Node {
     /// [`Ready::reads`](super::Ready::reads) once the leader has confirmed, by a quorum
     /// round of heartbeats, that it was still the leader when the request arrived; the
     /// caller serves the read after applying up to the returned index. On a follower the
-    /// request is forwarded to the leader; if no answer comes within the longest election
+    /// request is forwarded to the leader, in one request with every other read asked
+    /// before the next [`Node::ready`]; if no answer comes within the longest election
     /// timeout (the request or the answer was lost, or the leader changed), it is answered
     /// with `index: None`. Read ids must not repeat, even across restarts: a late answer to
     /// an earlier read with the same id would be taken for this one's.
@@ -193,12 +210,15 @@ impl Node {
                 Ok(())
             }
             _ => {
-                let leader = self.leader.ok_or(ReadError::NoLeader)?;
-                if self.reads.forwarded.len() >= self.config.read_pending_max {
+                if self.leader.is_none() {
+                    return Err(ReadError::NoLeader);
+                }
+                if self.reads.forwarded_reads >= self.config.read_pending_max {
                     return Err(ReadError::Backpressure);
                 }
-                self.reads.forwarded.insert(id, self.ticks);
-                self.send_now(leader, MessageBody::ReadIndex { id });
+                // Forwarded with the others asked before the next `ready`.
+                self.reads.unsent.push(id);
+                self.reads.forwarded_reads += 1;
                 Ok(())
             }
         }
@@ -285,6 +305,26 @@ impl Node {
             return;
         }
         self.add_read(id, ReadOrigin::Remote(from));
+    }
+
+    /// Forwards the reads asked since the last call to the leader, as one request named by
+    /// the first read's id; answers them `None` if this node knows no leader to ask any
+    /// more (or has become the leader: it was not when they were asked).
+    pub(super) fn forward_reads(&mut self) {
+        if self.reads.unsent.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.reads.unsent);
+        let id = reads[0];
+        if self.reads.forwarded.contains_key(&id) {
+            // A caller reused a read id: the older batch is not left counted for ever.
+            self.reads.answer_forwarded(id, None);
+        }
+        self.reads.forwarded.insert(id, (self.ticks, reads));
+        match self.leader.filter(|_| self.role != Role::Leader) {
+            Some(leader) => self.send_now(leader, MessageBody::ReadIndex { id }),
+            None => self.reads.answer_forwarded(id, None),
+        }
     }
 
     /// Answers `None` to forwarded reads the leader has not answered within the longest

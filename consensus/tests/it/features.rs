@@ -53,6 +53,40 @@ fn read_index_on_a_follower_is_forwarded_to_the_leader() {
     assert_eq!(c.reads[&n(3)][0].index, Some(index));
 }
 
+/// Reads asked on a follower before it hands out its messages go to the leader as one
+/// request, and the leader's one answer answers each of them.
+#[test]
+fn reads_asked_together_on_a_follower_are_forwarded_as_one_request() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    let index = c.propose(n(1), "x");
+    c.deliver_all();
+    for id in 1..=5 {
+        c.node_mut(n(3)).read_index(ReadId(id)).unwrap();
+    }
+    let requests = c
+        .node_mut(n(3))
+        .ready()
+        .messages
+        .into_iter()
+        .filter(|m| matches!(m.body, MessageBody::ReadIndex { .. }))
+        .count();
+    assert_eq!(requests, 1, "one request for the five reads");
+    // The same again through the harness, which delivers what the follower sends.
+    for id in 6..=10 {
+        c.node_mut(n(3)).read_index(ReadId(id)).unwrap();
+    }
+    c.process(n(3));
+    c.deliver_all();
+    let mut answered: Vec<u64> = c.reads[&n(3)]
+        .iter()
+        .inspect(|r| assert_eq!(r.index, Some(index), "{r:?}"))
+        .map(|r| r.id.0)
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (6..=10).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_heartbeat_answer_for_a_round_never_sent_confirms_no_read() {
     let mut c = Cluster::new(3, |b| b);
