@@ -147,13 +147,6 @@ pub fn parse_context(token: &[u8]) -> Result<VersionVector, String> {
 pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
     let rest = &args[1..];
-    let context = |extra: &[Vec<u8>]| -> Result<VersionVector, String> {
-        match extra {
-            [] => Ok(VersionVector::default()),
-            [word, token] if word.eq_ignore_ascii_case(b"CONTEXT") => parse_context(token),
-            _ => Err("ERR syntax: CONTEXT token".into()),
-        }
-    };
     match (name.as_str(), rest) {
         ("PING", []) => Action::Reply(Value::Simple("PONG".into())),
         ("PING", [message]) => Action::Reply(Value::Bulk(message.clone())),
@@ -191,48 +184,8 @@ pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
                 None => error("ERR GETCTX: the linearizable level has no siblings".into()),
             }
         }
-        ("SET", [key, value, extra @ ..]) => {
-            if let Some(bad) = check(key, Some(value)) {
-                return bad;
-            }
-            let context = match context(extra) {
-                Ok(context) => context,
-                Err(e) => return error(e),
-            };
-            match level.consistency() {
-                Some(level) => Action::Call(
-                    Request::Put {
-                        key: key.clone(),
-                        value: Some(value.clone()),
-                        level,
-                        context,
-                    },
-                    Shape::Write,
-                ),
-                None => Action::Call(Request::LinearSet(key.clone(), value.clone()), Shape::Write),
-            }
-        }
-        ("DEL", [key, extra @ ..]) => {
-            if let Some(bad) = check(key, None) {
-                return bad;
-            }
-            let context = match context(extra) {
-                Ok(context) => context,
-                Err(e) => return error(e),
-            };
-            match level.consistency() {
-                Some(level) => Action::Call(
-                    Request::Put {
-                        key: key.clone(),
-                        value: None,
-                        level,
-                        context,
-                    },
-                    Shape::Write,
-                ),
-                None => error("ERR DEL: the linearizable level has no deletes".into()),
-            }
-        }
+        ("SET", [key, value, extra @ ..]) => write(level, key, Some(value.as_slice()), extra),
+        ("DEL", [key, extra @ ..]) => write(level, key, None, extra),
         ("CAS", [key, rest @ ..]) if !rest.is_empty() && rest.len() <= 2 => {
             let (expect, new) = match rest {
                 [new] => (None, new.clone()),
@@ -261,6 +214,38 @@ pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
              CGET, CONSISTENCY, PING, INFO and QUIT",
             String::from_utf8_lossy(&args[0])
         )),
+    }
+}
+
+/// A write of `key` (`SET` with its `value`, or `DEL`), with `extra` its optional
+/// `CONTEXT token`.
+fn write(level: &Level, key: &[u8], value: Option<&[u8]>, extra: &[Vec<u8>]) -> Action {
+    if let Some(bad) = check(key, value) {
+        return bad;
+    }
+    let context = match extra {
+        [] => VersionVector::default(),
+        [word, token] if word.eq_ignore_ascii_case(b"CONTEXT") => match parse_context(token) {
+            Ok(context) => context,
+            Err(e) => return error(e),
+        },
+        _ => return error("ERR syntax: CONTEXT token".into()),
+    };
+    match (level.consistency(), value) {
+        (Some(level), value) => Action::Call(
+            Request::Put {
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+                level,
+                context,
+            },
+            Shape::Write,
+        ),
+        (None, Some(value)) => Action::Call(
+            Request::LinearSet(key.to_vec(), value.to_vec()),
+            Shape::Write,
+        ),
+        (None, None) => error("ERR DEL: the linearizable level has no deletes".into()),
     }
 }
 
@@ -315,18 +300,6 @@ pub fn settle(shape: Shape, response: Response) -> Value {
         ]),
         (_, Response::Cas(reply)) => reply.value.map_or(Value::Nil, Value::Bulk),
         (_, Response::Info(info)) => Value::Bulk(info_text(&info).into_bytes()),
-    }
-}
-
-/// The reply to a call the node did not answer: `taken` says whether it handed the
-/// request to its state machine (then a write may have taken effect).
-#[must_use]
-pub fn unanswered(shape: Shape, taken: bool, why: &str) -> Value {
-    match shape {
-        Shape::Write | Shape::Cas if taken => {
-            Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
-        }
-        _ => Value::Error(format!("TRYAGAIN {why}")),
     }
 }
 

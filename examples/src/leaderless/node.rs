@@ -12,16 +12,12 @@ use std::time::{Duration, SystemTime};
 use synod_clocks::WallTime;
 use synod_wal::FileStorage;
 
-use super::commands::{
-    Action, KEY_BYTES_MAX, Level, Shape, VALUE_BYTES_MAX, execute, settle, unanswered,
-};
+use super::commands::{Action, KEY_BYTES_MAX, Level, Shape, VALUE_BYTES_MAX, execute, settle};
 use super::machine::{Config, Leaderless, Record, Request, Vv};
 use super::store::LeaderlessLog;
-use crate::resp::{
-    Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
-};
-use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore};
-use crate::runtime::{NodeOptions, StartError, data_dir};
+use crate::resp::{Answer, Commands, Context, Order, Outcome, Reply, Resend, Settled, Step, Value};
+use crate::runtime::host::{Host, HostBoot, HostSpec, HostStore};
+use crate::runtime::{NodeOptions, StartError, data_dir, served};
 use crate::systems::{Listening, NodeSettings};
 
 /// The state machine of a node in a process: version vectors.
@@ -91,7 +87,7 @@ impl LeaderlessFiles {
 }
 
 /// The client side of a running node: the command table, served as RESP by the runtime's
-/// event loop ([`Resp`]).
+/// event loop ([`crate::resp::Resp`]).
 #[derive(Debug)]
 pub struct Clients {
     host: Arc<Host<LeaderlessFiles>>,
@@ -139,12 +135,12 @@ impl Commands for Clients {
         outcome: Outcome<super::machine::Response>,
         _resend: Resend<'_, super::machine::Response>,
     ) -> Settled<Shape> {
-        Settled::Reply(Reply::open(match outcome {
-            Outcome::Done(response) => settle(shape, response),
-            Outcome::NotTaken => unanswered(shape, false, &CallError::NotTaken.to_string()),
-            Outcome::Dropped => unanswered(shape, true, &CallError::Dropped.to_string()),
-            Outcome::TimedOut => unanswered(shape, true, &CallError::TimedOut.to_string()),
-        }))
+        let writes = matches!(shape, Shape::Write | Shape::Cas);
+        Settled::Reply(Reply::open(served::outcome_reply(
+            outcome,
+            writes,
+            |response| settle(shape, response),
+        )))
     }
 
     fn request_timeout(&self) -> Duration {
@@ -166,22 +162,18 @@ const STATE: &[&str] = &[STORE_DIR, data_dir::INCARNATION_FILE];
 ///
 /// A [`StartError`] a person can act on.
 pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<Listening, StartError> {
-    if settings.snapshot_entries.is_some() {
-        return Err(StartError::Usage(
-            "--snapshot-entries: the leaderless store keeps no log to snapshot".into(),
-        ));
-    }
     let spec = HostSpec {
         state: STATE,
         frame_bytes_max: PEER_FRAME_BYTES_MAX,
     };
-    let started = host::start(options, spec, LeaderlessFiles::default(), |host| {
-        Resp::new(Clients { host })
-    })?;
-    Ok(Listening {
-        peers: started.peers,
-        clients: started.clients,
-    })
+    served::start_resp_node(
+        "leaderless",
+        options,
+        settings,
+        spec,
+        LeaderlessFiles::default(),
+        |host| Clients { host },
+    )
 }
 
 /// Runs `synod kv --system leaderless`: `put K V`, `get K`, or any RESP command, sent to
@@ -198,14 +190,12 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         }
     };
     let addrs = crate::resp::client::address_list(addrs);
-    let Some((verb, rest)) = args.split_first() else {
-        eprintln!("synod kv: give a command: put K V, get K, or any RESP command");
-        return ExitCode::from(crate::register::client::EXIT_USAGE);
-    };
-    let command: Vec<String> = match (verb.to_ascii_lowercase().as_str(), rest.len()) {
-        ("put", 2) => vec!["SET".into(), rest[0].clone(), rest[1].clone()],
-        ("get", 1) => vec!["GET".into(), rest[0].clone()],
-        _ => args.to_vec(),
+    let command = match served::kv_command(args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("synod kv: {e}");
+            return ExitCode::from(crate::register::client::EXIT_USAGE);
+        }
     };
     let mut last = String::from("no address given");
     for addr in &addrs {

@@ -47,18 +47,12 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         eprintln!("synod kv: --read {read}: the register store's reads are all linearizable");
         return ExitCode::from(EXIT_USAGE);
     }
-    let Some((verb, rest)) = args.split_first() else {
-        eprintln!("synod kv: give a command: put K V, get K, or any RESP command");
-        return ExitCode::from(EXIT_USAGE);
-    };
-    let command: Vec<String> = match (verb.to_ascii_lowercase().as_str(), rest.len()) {
-        ("put", 2) => vec!["SET".into(), rest[0].clone(), rest[1].clone()],
-        ("get", 1) => vec!["GET".into(), rest[0].clone()],
-        ("put" | "get", _) => {
-            eprintln!("synod kv: wrong arguments for `{verb}`: put K V, get K");
+    let command = match crate::runtime::served::kv_command(args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("synod kv: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
-        _ => args.to_vec(),
     };
     let bytes: Vec<&[u8]> = command.iter().map(String::as_bytes).collect();
     match call(&addrs, &bytes) {

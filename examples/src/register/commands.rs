@@ -111,18 +111,6 @@ pub fn settle(request: &StoreRequest, response: StoreResponse) -> Value {
     }
 }
 
-/// The reply to a request the node did not answer: `taken` says whether it handed the
-/// request to its state machine (then a write may have taken effect).
-#[must_use]
-pub fn unanswered(request: &StoreRequest, taken: bool, why: &str) -> Value {
-    match request {
-        Request::Write(..) if taken => {
-            Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
-        }
-        _ => Value::Error(format!("TRYAGAIN {why}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,14 +166,6 @@ mod tests {
         );
         assert_eq!(
             error(settle(&write, Response::Refused)).as_deref(),
-            Some("TRYAGAIN")
-        );
-        assert_eq!(
-            error(unanswered(&write, true, "x")).as_deref(),
-            Some("UNKNOWN")
-        );
-        assert_eq!(
-            error(unanswered(&write, false, "x")).as_deref(),
             Some("TRYAGAIN")
         );
         assert_eq!(settle(&read, Response::Read(None)), Value::Nil);

@@ -12,15 +12,12 @@ use synod_wal::FileStorage;
 
 use super::commands::{
     Action, KEY_BYTES_MAX, StoreRequest, StoreResponse, VALUE_BYTES_MAX, execute, settle,
-    unanswered,
 };
 use super::machine::{RegisterLimits, Registers, Request};
 use super::store::RegisterLog;
-use crate::resp::{
-    Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
-};
-use crate::runtime::host::{self, CallError, Host, HostBoot, HostSpec, HostStore};
-use crate::runtime::{NodeOptions, StartError, data_dir};
+use crate::resp::{Answer, Commands, Context, Order, Outcome, Reply, Resend, Settled, Step, Value};
+use crate::runtime::host::{Host, HostBoot, HostSpec, HostStore};
+use crate::runtime::{NodeOptions, StartError, data_dir, served};
 use crate::systems::{Listening, NodeSettings};
 
 /// The state machine of a node in a process: keys and values are bytes.
@@ -89,7 +86,7 @@ impl RegisterFiles {
 }
 
 /// The client side of a running node: the register store's command table, served as RESP
-/// by the runtime's event loop ([`Resp`]).
+/// by the runtime's event loop ([`crate::resp::Resp`]).
 #[derive(Debug)]
 pub struct Clients {
     host: Arc<Host<RegisterFiles>>,
@@ -141,12 +138,12 @@ impl Commands for Clients {
         outcome: Outcome<StoreResponse>,
         _resend: Resend<'_, StoreResponse>,
     ) -> Settled<StoreRequest> {
-        Settled::Reply(Reply::open(match outcome {
-            Outcome::Done(response) => settle(&request, response),
-            Outcome::NotTaken => unanswered(&request, false, &CallError::NotTaken.to_string()),
-            Outcome::Dropped => unanswered(&request, true, &CallError::Dropped.to_string()),
-            Outcome::TimedOut => unanswered(&request, true, &CallError::TimedOut.to_string()),
-        }))
+        let writes = matches!(request, Request::Write(..));
+        Settled::Reply(Reply::open(served::outcome_reply(
+            outcome,
+            writes,
+            |response| settle(&request, response),
+        )))
     }
 
     fn request_timeout(&self) -> Duration {
@@ -168,22 +165,18 @@ const STATE: &[&str] = &[STORE_DIR, data_dir::INCARNATION_FILE];
 ///
 /// A [`StartError`] a person can act on.
 pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<Listening, StartError> {
-    if settings.snapshot_entries.is_some() {
-        return Err(StartError::Usage(
-            "--snapshot-entries: the register store keeps no log to snapshot".into(),
-        ));
-    }
     let spec = HostSpec {
         state: STATE,
         frame_bytes_max: PEER_FRAME_BYTES_MAX,
     };
-    let started = host::start(options, spec, RegisterFiles::default(), |host| {
-        Resp::new(Clients { host })
-    })?;
-    Ok(Listening {
-        peers: started.peers,
-        clients: started.clients,
-    })
+    served::start_resp_node(
+        "register",
+        options,
+        settings,
+        spec,
+        RegisterFiles::default(),
+        |host| Clients { host },
+    )
 }
 
 /// The store's directory inside `data_dir`.

@@ -19,7 +19,8 @@
 //! A system whose state machine follows the node contract (`synod_node::Protocol`) writes
 //! neither seam: [`host::ProtocolHost`] is the [`Machine`] of any protocol, given a
 //! [`host::HostStore`] (the state machine recovered from the data directory, each write
-//! laid out and synced), and [`host::start`] runs the whole node. Adding such a system is
+//! laid out and synced), and [`host::start`] runs the whole node ([`served`] for one
+//! served as RESP: its start, its replies to unanswered calls, `synod kv`'s words). Adding such a system is
 //! three things to write (its state machine with its store, its command table, its client
 //! adapter) and one entry in [`crate::systems::SYSTEMS`]; the ABD register store,
 //! [`crate::register`], is one.
@@ -60,6 +61,7 @@ pub mod host;
 mod options;
 pub mod peers;
 pub mod process;
+pub mod served;
 pub mod stop;
 pub mod worker;
 
