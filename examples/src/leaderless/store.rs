@@ -12,8 +12,9 @@
 //! # Compaction
 //!
 //! Each record replaces the one before it of the same slot (the start, the member's
-//! generation, a key of each key space), so the log grows with the writes while what it
-//! holds does not. Once it holds more than twice its live records and at least
+//! generation, a key of each key space), and a key the quorum store no longer holds (a
+//! record of no state) empties its slot, so the log grows with the writes while what it
+//! holds follows the keys held. Once it holds more than twice its live records and at least
 //! [`COMPACT_RECORDS_MIN`], the live records are appended again at its end, synced, and
 //! every record before them purged (whole segments, crash-safe: a crash in between leaves
 //! both copies, and replaying both gives the same state). The log thus stays within about
@@ -55,6 +56,21 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Store { key, .. } => Slot::Store(key.clone()),
         Record::Abd(r) => r.key.clone().map_or(Slot::AbdStart, Slot::Abd),
         Record::Cas(w) => Slot::Cas(w.key.clone()),
+    }
+}
+
+/// Notes `record` (encoded as `bytes`) as its slot's last: a key no longer held leaves no
+/// slot, so what the log keeps follows the keys held, not every key ever held. Its earlier
+/// records are dropped with the rest of the log before the next compaction's copy (or, in
+/// the segment the purge keeps, are followed there by the record that emptied the slot).
+fn keep<S>(live: &mut BTreeMap<Slot, Vec<u8>>, record: &Record<S>, bytes: Vec<u8>) {
+    match record {
+        Record::Store { key, state: None } => {
+            live.remove(&Slot::Store(key.clone()));
+        }
+        _ => {
+            live.insert(slot(record), bytes);
+        }
     }
 }
 
@@ -125,7 +141,7 @@ impl<S: Storage> LeaderlessLog<S> {
                 let (index, bytes) = item.map_err(|e| io::Error::other(e.to_string()))?;
                 let record: Record<St> = decode(&bytes)
                     .map_err(|why| invalid(format!("record {}: {why}", index.get())))?;
-                live.insert(slot(&record), bytes.to_vec());
+                keep(&mut live, &record, bytes.to_vec());
                 recovered.take(record);
                 records += 1;
             }
@@ -153,7 +169,7 @@ impl<S: Storage> LeaderlessLog<S> {
         self.wal
             .submit(bytes.clone())
             .map_err(|e| io::Error::other(e.to_string()))?;
-        self.live.insert(slot(record), bytes);
+        keep(&mut self.live, record, bytes);
         self.records += 1;
         Ok(())
     }
@@ -257,6 +273,48 @@ mod tests {
         assert_eq!(
             recovered.store[&vec![0u8]],
             Some((synod_clocks::WallTime::from_nanos(39), Some(vec![39u8])))
+        );
+    }
+
+    #[test]
+    fn a_key_no_longer_held_leaves_no_slot_and_is_not_brought_back_by_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = || FileStorage::new(dir.path()).expect("storage");
+        let (mut log, _) = LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+        let held: State = Some((synod_clocks::WallTime::from_nanos(1), Some(vec![1])));
+        // Every key is written, and all but every hundredth one is then no longer held:
+        // the log and its memory follow the 20 keys held, not the 2,000 ever held.
+        for i in 0..2_000u32 {
+            let key = i.to_be_bytes().to_vec();
+            log.append(&Record::Store {
+                key: key.clone(),
+                state: Some(held.clone()),
+            })
+            .expect("appends");
+            if i % 100 != 0 {
+                log.append::<State>(&Record::Store { key, state: None })
+                    .expect("appends");
+            }
+            if i % 20 == 19 {
+                log.sync().expect("syncs");
+            }
+        }
+        let (records, live) = log.counts();
+        assert!(live <= 20, "{live} live slots for 20 keys held");
+        assert!(records <= 2 * 20 + 8, "{records} records for 20 keys held");
+        drop(log);
+        let (log, recovered) =
+            LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+        let kept: Vec<u32> = recovered
+            .store
+            .keys()
+            .map(|k| u32::from_be_bytes(k.as_slice().try_into().expect("4 bytes")))
+            .collect();
+        assert_eq!(kept, (0..2_000).step_by(100).collect::<Vec<u32>>());
+        assert!(
+            log.counts().1 <= 20,
+            "{} live slots after reopening",
+            log.counts().1
         );
     }
 }
