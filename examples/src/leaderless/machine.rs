@@ -18,7 +18,11 @@
 //!   [`Config::tombstone_grace_ms`]. Keys are placed by `synod-partitioning`'s fixed
 //!   partitions ([`PartitionTable`], [`Config::replication`] replicas a partition);
 //!   conflicts are resolved by a [`Mode`]: version vectors with siblings ([`Vv`], the
-//!   default) or last-write-wins on the coordinator's wall clock ([`Lww`]);
+//!   default) or last-write-wins on the coordinator's wall clock ([`Lww`]). A version
+//!   vector write takes its dot from the coordinator's own replica, so a node that does
+//!   not replicate the key forwards the write to a live replica ([`Message::Forward`]),
+//!   which coordinates it and answers back; no answer within twice the operation timeout
+//!   is an unknown outcome;
 //! - **ABD registers** ([`crate::register::Registers`], synod-quorum's `AbdNode` per key):
 //!   the linearizable level, over the configured members;
 //! - **Paxos registers** ([`CasRegisterNode`], synod-consensus's per-key Paxos):
@@ -87,6 +91,11 @@ pub trait Mode:
     /// The mode's name (`vv` or `lww`).
     const NAME: &'static str;
 
+    /// Whether a write's coordinator must be one of the key's replicas (a version vector's
+    /// dot is taken from the coordinator's own state): a node that is not forwards the
+    /// write to one that is.
+    const COORDINATOR_REPLICATES: bool;
+
     /// A client's write of `value` (`None`: a delete) with the `context` of its last read,
     /// coordinated at `wall` on the coordinator's wall clock.
     fn write(wall: WallTime, context: &VersionVector, value: Option<Value>) -> Self::Write;
@@ -109,6 +118,7 @@ pub type Lww = LastWriteWins<WallTime, Value>;
 
 impl Mode for Vv {
     const NAME: &'static str = "vv";
+    const COORDINATOR_REPLICATES: bool = true;
 
     fn write(_wall: WallTime, context: &VersionVector, value: Option<Value>) -> Self::Write {
         (context.clone(), value)
@@ -124,6 +134,7 @@ impl Mode for Vv {
 
 impl Mode for Lww {
     const NAME: &'static str = "lww";
+    const COORDINATOR_REPLICATES: bool = false;
 
     fn write(wall: WallTime, _context: &VersionVector, value: Option<Value>) -> Self::Write {
         (wall, value)
@@ -296,6 +307,52 @@ pub enum Message<S> {
         /// Keys and their states.
         states: Vec<(Key, S)>,
     },
+    /// A client's write, forwarded by a node that is not a replica of its key (and whose
+    /// mode needs the coordinator to be one) to one that is, which coordinates it.
+    Forward {
+        /// The forwarding node's name for the write, echoed in the answer.
+        forward: ForwardId,
+        /// The key.
+        key: Key,
+        /// The value, or `None` to delete.
+        value: Option<Value>,
+        /// How many replicas must acknowledge.
+        level: Consistency,
+        /// The context of the client's last read.
+        context: VersionVector,
+    },
+    /// The answer to a [`Message::Forward`].
+    Forwarded {
+        /// The forward answered.
+        forward: ForwardId,
+        /// How the write ended.
+        outcome: Forwarded,
+    },
+}
+
+/// A forwarded write's name on the node that forwarded it: that node's generation (so
+/// an answer to a forward of an earlier start never completes one of this start) and a
+/// number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ForwardId {
+    /// The forwarding node's generation.
+    pub generation: u64,
+    /// Its number within that generation.
+    pub number: u64,
+}
+
+/// How a forwarded write ended on the replica that coordinated it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// Acknowledged by its level; `hinted` fallbacks hold a hint.
+    Written {
+        /// Hints stored.
+        hinted: u64,
+    },
+    /// Not carried out: [`Failure::Refused`].
+    Refused(String),
+    /// It may or may not have taken effect: [`Failure::Unknown`].
+    Unknown(String),
 }
 
 /// One durable record of a node.
@@ -394,7 +451,7 @@ pub struct Config {
     pub replication: usize,
     /// Milliseconds before a read or write that has not met its level fails.
     pub timeout_ms: u64,
-    /// Operations in flight in the quorum store.
+    /// Operations in flight in the quorum store (and writes forwarded to a replica).
     pub ops_in_flight_max: usize,
     /// Keys the quorum store holds at most: a client's write of another key is refused.
     pub keys_max: usize,
@@ -575,6 +632,8 @@ enum Waiting {
     Client(RequestId),
     /// The node's own (a failed node, a hand-off): the answer is dropped.
     Node,
+    /// A write another node forwarded: the answer goes back to it.
+    Peer(NodeId, ForwardId),
 }
 
 type NodeGate<S> = Gate<Message<S>, Response, Record<S>, Infallible>;
@@ -610,6 +669,8 @@ pub struct Leaderless<M: Mode> {
     /// Requests handed to the parts, by the id they were handed with.
     waiting: BTreeMap<RequestId, Waiting>,
     next_request: u64,
+    /// Writes forwarded to a replica, with their client and when they are given up.
+    forwarded: BTreeMap<ForwardId, (RequestId, Time)>,
     /// Partitions to exchange digests of at the next anti-entropy round, first.
     urgent: VecDeque<(PartitionId, NodeId)>,
     anti_entropy_at: Time,
@@ -691,6 +752,7 @@ impl<M: Mode> Leaderless<M> {
             table,
             waiting: BTreeMap::new(),
             next_request: 0,
+            forwarded: BTreeMap::new(),
             urgent: VecDeque::new(),
             anti_entropy_at: Time::ZERO,
             anti_entropy_cursor: 0,
@@ -811,9 +873,25 @@ impl<M: Mode> Leaderless<M> {
     }
 
     fn reply(&mut self, to: Waiting, response: Response) {
-        if let Waiting::Client(id) = to {
-            self.gate.push(Effect::Reply { id, response });
+        match to {
+            Waiting::Client(id) => self.gate.push(Effect::Reply { id, response }),
+            Waiting::Node => {}
+            Waiting::Peer(from, forward) => self.answer_forward(from, forward, response),
         }
+    }
+
+    /// Sends the answer to a write `from` forwarded, once what it wrote is durable.
+    fn answer_forward(&mut self, from: NodeId, forward: ForwardId, response: Response) {
+        let outcome = match response {
+            Response::Written { hinted } => Forwarded::Written {
+                hinted: hinted as u64,
+            },
+            Response::Failed(Failure::Unknown(why)) => Forwarded::Unknown(why),
+            Response::Failed(Failure::Refused(why)) => Forwarded::Refused(why),
+            other => Forwarded::Refused(format!("not a write's answer: {other:?}")),
+        };
+        self.gate
+            .send(from, Message::Forwarded { forward, outcome });
     }
 
     // ----- the parts' effects -----
@@ -928,8 +1006,9 @@ impl<M: Mode> Leaderless<M> {
                     }
                 }
                 Effect::Reply { id, response } => {
-                    let Some(Waiting::Client(to)) = self.waiting.remove(&id) else {
-                        continue;
+                    let to = match self.waiting.remove(&id) {
+                        Some(Waiting::Node) | None => continue,
+                        Some(to) => to,
                     };
                     let response = match response {
                         StoreResponse::Read(Ok(state)) => Response::Read(M::read(&state)),
@@ -941,7 +1020,13 @@ impl<M: Mode> Leaderless<M> {
                         }
                         StoreResponse::Done => continue,
                     };
-                    self.gate.reply(to, response);
+                    match to {
+                        Waiting::Client(id) => self.gate.reply(id, response),
+                        Waiting::Peer(from, forward) => {
+                            self.answer_forward(from, forward, response);
+                        }
+                        Waiting::Node => {}
+                    }
                 }
                 Effect::Persist { write, .. } => match write {},
                 Effect::Apply(never) => match never {},
@@ -1142,28 +1227,10 @@ impl<M: Mode> Leaderless<M> {
                 level,
                 context,
             } => {
-                let Some(store) = self.store.as_ref() else {
-                    return self.reply(to, starting());
-                };
-                let store = &store.protocol;
-                if store.local_state(&key).is_none() && store.keys_held() >= self.config.keys_max {
-                    let why = format!("the node holds {} keys, its most", self.config.keys_max);
-                    return self.reply(to, Response::Failed(Failure::Refused(why)));
+                if M::COORDINATOR_REPLICATES && !self.replicas_of(&key).contains(&self.config.id) {
+                    return self.forward(now, id, key, value, level, context);
                 }
-                let wall = self
-                    .config
-                    .wall_clock_at_zero
-                    .saturating_add(now.since_epoch());
-                let placement = self.placement(now, &key);
-                self.next_request += 1;
-                let request = StoreRequest::Write {
-                    request: synod_quorum::RequestId::new(self.next_request),
-                    key,
-                    write: M::write(wall, &context, value),
-                    consistency: level,
-                    placement,
-                };
-                self.store_request(now, to, request);
+                self.put(now, to, key, value, level, context);
             }
             Request::LinearGet(key) => {
                 let id = self.next_request(to);
@@ -1201,6 +1268,132 @@ impl<M: Mode> Leaderless<M> {
                 let info = self.info();
                 self.reply(to, Response::Info(info));
             }
+        }
+    }
+
+    /// Coordinates a client's (or a forwarded) write.
+    fn put(
+        &mut self,
+        now: Time,
+        to: Waiting,
+        key: Key,
+        value: Option<Value>,
+        level: Consistency,
+        context: VersionVector,
+    ) {
+        let Some(store) = self.store.as_ref() else {
+            return self.reply(to, starting());
+        };
+        let store = &store.protocol;
+        if store.local_state(&key).is_none() && store.keys_held() >= self.config.keys_max {
+            let why = format!("the node holds {} keys, its most", self.config.keys_max);
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        let wall = self
+            .config
+            .wall_clock_at_zero
+            .saturating_add(now.since_epoch());
+        let placement = self.placement(now, &key);
+        self.next_request += 1;
+        let request = StoreRequest::Write {
+            request: synod_quorum::RequestId::new(self.next_request),
+            key,
+            write: M::write(wall, &context, value),
+            consistency: level,
+            placement,
+        };
+        self.store_request(now, to, request);
+    }
+
+    /// Forwards client request `id`'s write of `key`, which this node does not replicate,
+    /// to a live replica (the first in the table's order); its answer is the client's. No
+    /// answer within twice the operation timeout is an unknown outcome.
+    fn forward(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        key: Key,
+        value: Option<Value>,
+        level: Consistency,
+        context: VersionVector,
+    ) {
+        if self.store.is_none() {
+            return self.reply(Waiting::Client(id), starting());
+        }
+        if self.forwarded.len() >= self.config.ops_in_flight_max {
+            let why = format!(
+                "{} forwarded writes are in flight, the most",
+                self.config.ops_in_flight_max
+            );
+            return self.reply(Waiting::Client(id), Response::Failed(Failure::Refused(why)));
+        }
+        let Some(&replica) = self.replicas_of(&key).iter().find(|&&n| !self.is_dead(n)) else {
+            let why = "no replica of the key is alive to coordinate the write".to_string();
+            return self.reply(Waiting::Client(id), Response::Failed(Failure::Refused(why)));
+        };
+        self.next_request += 1;
+        let forward = ForwardId {
+            generation: self.generation,
+            number: self.next_request,
+        };
+        let timeout = std::time::Duration::from_millis(2 * self.config.timeout_ms);
+        self.forwarded.insert(forward, (id, now + timeout));
+        self.gate.push(Effect::Send {
+            to: replica,
+            message: Message::Forward {
+                forward,
+                key,
+                value,
+                level,
+                context,
+            },
+        });
+    }
+
+    /// A write another node forwarded: coordinated here if this node replicates its key
+    /// (a forward is never forwarded again).
+    fn on_forward(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        forward: ForwardId,
+        write: (Key, Option<Value>, Consistency, VersionVector),
+    ) {
+        let (key, value, level, context) = write;
+        let to = Waiting::Peer(from, forward);
+        if M::COORDINATOR_REPLICATES && !self.replicas_of(&key).contains(&self.config.id) {
+            let why = format!("node {} does not replicate the key", self.config.id);
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        self.put(now, to, key, value, level, context);
+    }
+
+    /// The answer to a write this node forwarded.
+    fn on_forwarded(&mut self, forward: ForwardId, outcome: Forwarded) {
+        let Some((id, _)) = self.forwarded.remove(&forward) else {
+            return;
+        };
+        let response = match outcome {
+            Forwarded::Written { hinted } => Response::Written {
+                hinted: usize::try_from(hinted).unwrap_or(usize::MAX),
+            },
+            Forwarded::Refused(why) => Response::Failed(Failure::Refused(why)),
+            Forwarded::Unknown(why) => Response::Failed(Failure::Unknown(why)),
+        };
+        self.reply(Waiting::Client(id), response);
+    }
+
+    /// Gives up forwarded writes unanswered by `now`: their outcome is unknown.
+    fn expire_forwards(&mut self, now: Time) {
+        let expired: Vec<ForwardId> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(&forward, _)| forward)
+            .collect();
+        for forward in expired {
+            let why = "the replica the write was forwarded to did not answer in time".into();
+            self.on_forwarded(forward, Forwarded::Unknown(why));
         }
     }
 
@@ -1299,6 +1492,7 @@ impl<M: Mode> Leaderless<M> {
         if self.anti_entropy_at <= now {
             self.anti_entropy(now);
         }
+        self.expire_forwards(now);
     }
 
     fn ask_wake(&mut self) {
@@ -1308,6 +1502,7 @@ impl<M: Mode> Leaderless<M> {
             self.cas.wake,
             self.store.as_ref().and_then(|s| s.wake),
             Some(self.anti_entropy_at),
+            self.forwarded.values().map(|&(_, at)| at).min(),
         ]
         .into_iter()
         .flatten()
@@ -1376,6 +1571,14 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     answer,
                 } => self.on_digest(from, partition, digest, answer),
                 Message::States { partition, states } => self.on_states(now, partition, states),
+                Message::Forward {
+                    forward,
+                    key,
+                    value,
+                    level,
+                    context,
+                } => self.on_forward(now, from, forward, (key, value, level, context)),
+                Message::Forwarded { forward, outcome } => self.on_forwarded(forward, outcome),
             },
             Input::Request { id, request } => self.request(now, id, request),
             Input::Persisted(token) => self.on_persisted(now, token),

@@ -524,3 +524,43 @@ fn cas_and_the_linearizable_level_run_on_their_own_key_spaces() {
         "the quorum store's k is another key"
     );
 }
+
+#[test]
+fn a_node_that_does_not_replicate_a_key_forwards_its_write_to_one_that_does() {
+    let mut c: Cluster<Vv> = Cluster::new(5, 5, &[]);
+    c.run_for(2_000);
+    // With five nodes each key has three replicas: two nodes coordinate none of its writes
+    // under version vectors, and forward them.
+    let table = c.node(1).table().clone();
+    let key = "forwarded";
+    let replicas = table.replicas(table.partition_of(key.as_bytes())).to_vec();
+    let outsiders: Vec<usize> = (1..=5).filter(|&n| !replicas.contains(&id(n))).collect();
+    assert_eq!(outsiders.len(), 2, "replicas {replicas:?}");
+    let first = c.put(outsiders[0], key, "a", QUORUM, VersionVector::default());
+    assert!(written(&first), "{first:?}");
+    let read = c.get(outsiders[1], key, QUORUM);
+    assert_eq!(values(&read), ["a"]);
+    // A write with the context of that read replaces the value, through the other node.
+    let second = c.put(outsiders[1], key, "b", QUORUM, read.context);
+    assert!(written(&second), "{second:?}");
+    assert_eq!(
+        values(&c.get(replicas[0].get() as usize, key, QUORUM)),
+        ["b"]
+    );
+    // The replica forwarded to crashes before anyone holds it dead: the forward is given
+    // up, its outcome unknown.
+    c.crash(replicas[0].get() as usize);
+    match c.put(outsiders[0], key, "c", ONE, VersionVector::default()) {
+        Response::Failed(crate::leaderless::machine::Failure::Unknown(_)) => {}
+        other => panic!("a forward to a crashed replica answered {other:?}"),
+    }
+    // No replica alive to forward to: refused.
+    for &r in &replicas {
+        c.crash(r.get() as usize);
+    }
+    c.run_for(10_000);
+    match c.put(outsiders[0], key, "d", ONE, VersionVector::default()) {
+        Response::Failed(crate::leaderless::machine::Failure::Refused(_)) => {}
+        other => panic!("a write with no replica alive answered {other:?}"),
+    }
+}

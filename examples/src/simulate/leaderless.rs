@@ -141,6 +141,7 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::Cas(_) => "paxos",
             Message::Digest { .. } => "digest",
             Message::States { .. } => "states",
+            Message::Forward { .. } | Message::Forwarded { .. } => "forward",
         }
     }
 }
