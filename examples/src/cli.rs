@@ -107,6 +107,29 @@ pub enum Command {
         /// before it be deleted (default: the system's; the Consistent Core's is 10000).
         #[arg(long, value_name = "N")]
         snapshot_entries: Option<u64>,
+        /// File holding the default user's password: clients must authenticate (`AUTH
+        /// password`, `redis-cli -a`). Secrets are read from files, never taken on the
+        /// command line, where `ps` shows them.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// File of named users, each read-write or read-only (`AUTH user password`, `redis-cli
+        /// --user U --pass P`): one `NAME read-write|read-only sha256:SALT:HEX` a line (the
+        /// README shows how to make one).
+        #[arg(long, value_name = "FILE")]
+        users_file: Option<PathBuf>,
+        /// File holding the cluster's secret (the same file on every member, at least 16
+        /// bytes): peers prove they hold it before anything they send is read.
+        #[arg(long, value_name = "FILE")]
+        peer_secret_file: Option<PathBuf>,
+        /// Listen without a client password or a peer secret on addresses that are not
+        /// loopback ones (refused otherwise): for a network where every process that can
+        /// reach the node is trusted.
+        #[arg(long)]
+        insecure_open: bool,
+        /// How long a new client connection has to authenticate before it is closed, when a
+        /// password is set.
+        #[arg(long, value_name = "MS", default_value_t = crate::runtime::auth::AUTH_TIMEOUT_MS)]
+        auth_timeout_ms: u64,
     },
     /// A client for a running cluster (by default of the Consistent Core).
     ///
@@ -124,6 +147,13 @@ pub enum Command {
         /// Read mode: linearizable, lease or follower.
         #[arg(long, default_value = "linearizable")]
         read: String,
+        /// The user to authenticate as (default: the default user, `AUTH password`).
+        #[arg(long)]
+        user: Option<String>,
+        /// File holding the password to authenticate with (or set SYNOD_PASSWORD; never on
+        /// the command line).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
         /// The command, for example `get key`, `put key value`, or `lock NAME [TTL_MS]` (takes
         /// a lock on a lease, prints its fencing token, releases when stdin closes).
         #[arg(trailing_var_arg = true)]
@@ -328,12 +358,25 @@ pub fn run(cli: Cli) -> ExitCode {
             peers,
             data_dir,
             snapshot_entries,
+            password_file,
+            users_file,
+            peer_secret_file,
+            insecure_open,
+            auth_timeout_ms,
         } => {
             let start = match system_for("node", &system, |s| s.node) {
                 Ok(start) => start,
                 Err(code) => return code,
             };
-            match NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir) {
+            let options =
+                NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir).map(|o| {
+                    o.password_file(password_file)
+                        .users_file(users_file)
+                        .peer_secret_file(peer_secret_file)
+                        .insecure_open(insecure_open)
+                        .auth_timeout_ms(auth_timeout_ms)
+                });
+            match options {
                 Ok(options) => node(start, &options, &NodeSettings { snapshot_entries }),
                 Err(e) => {
                     eprintln!("synod node: {e}");
@@ -345,11 +388,23 @@ pub fn run(cli: Cli) -> ExitCode {
             system,
             addr,
             read,
+            user,
+            password_file,
             args,
-        } => match system_for("kv", &system, |s| s.kv) {
-            Ok(kv) => kv(&addr, &read, &args),
-            Err(code) => code,
-        },
+        } => {
+            match kv_credentials(user, password_file.as_deref()) {
+                Ok(Some(credentials)) => crate::resp::client::set_program_credentials(credentials),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("synod kv: {e}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+            match system_for("kv", &system, |s| s.kv) {
+                Ok(kv) => kv(&addr, &read, &args),
+                Err(code) => code,
+            }
+        }
         Command::Sim {
             simulation,
             system,
@@ -401,6 +456,34 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::out!("{}", bench_listing());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// The environment variable `synod kv` takes a password from when no `--password-file` is
+/// given (as `redis-cli` takes `REDISCLI_AUTH`).
+pub const PASSWORD_ENV: &str = "SYNOD_PASSWORD";
+
+/// The credentials `synod kv` authenticates with: the password from `password_file` (its
+/// first line) or [`PASSWORD_ENV`], as `user` if given; `None` if there is no password.
+fn kv_credentials(
+    user: Option<String>,
+    password_file: Option<&std::path::Path>,
+) -> Result<Option<crate::resp::client::Credentials>, String> {
+    let password = match password_file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        }
+        None => std::env::var_os(PASSWORD_ENV).map(std::ffi::OsString::into_encoded_bytes),
+    };
+    match (password, user) {
+        (Some(password), user) => Ok(Some(crate::resp::client::Credentials { user, password })),
+        (None, Some(user)) => Err(format!(
+            "--user {user} needs a password: --password-file FILE or {PASSWORD_ENV}"
+        )),
+        (None, None) => Ok(None),
     }
 }
 

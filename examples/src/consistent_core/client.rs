@@ -34,7 +34,7 @@ use super::server::{HAND_OVER_WAIT, REQUEST_TIMEOUT, SHUTDOWN_DRAIN};
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(
     REQUEST_TIMEOUT.as_secs() + HAND_OVER_WAIT.as_secs() + SHUTDOWN_DRAIN.as_secs() + 5,
 );
-use crate::resp::client::Connection;
+use crate::resp::client::{Connection, Credentials, program_credentials};
 use crate::resp::{RespError, Value};
 
 /// Why a call failed.
@@ -84,6 +84,8 @@ pub struct Client {
     unanswered: Option<Vec<Vec<u8>>>,
     /// How long one call may take, retries included.
     timeout: Duration,
+    /// Who to authenticate as; `None`: the program's credentials, if any.
+    credentials: Option<Credentials>,
 }
 
 impl Client {
@@ -97,7 +99,16 @@ impl Client {
             session: None,
             unanswered: None,
             timeout: Duration::from_secs(10),
+            credentials: None,
         }
+    }
+
+    /// Authenticates every connection with `credentials` (instead of the program's,
+    /// [`crate::resp::client::set_program_credentials`]).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Client {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Sets how long one call may take, retries included.
@@ -122,7 +133,8 @@ impl Client {
             .get(self.current % self.addrs.len().max(1))
             .cloned();
         let addr = addr.ok_or_else(|| io::Error::other("no addresses"))?;
-        self.stream = Some(Connection::open(&addr)?);
+        let credentials = self.credentials.as_ref().or(program_credentials());
+        self.stream = Some(Connection::open_as(&addr, credentials)?);
         if let Some((id, seq)) = self.session {
             let reply = self.roundtrip(&[
                 b"CLIENT",

@@ -27,7 +27,8 @@
 //! | `DBSIZE` | how many keys the store holds |
 //! | `MULTI`, `EXEC`, `DISCARD` | a transaction: commands after `MULTI` are queued (`+QUEUED`; one refused here makes `EXEC` answer `EXECABORT`), and `EXEC` applies them as one log entry, atomically at one revision on every replica, answering each one's reply; at most [`TRANSACTION_COMMANDS_MAX`] commands |
 //! | `WATCH k...`, `UNWATCH` | `EXEC` answers nil and applies nothing if a watched key was changed since `WATCH` (its mod revision moved; a key absent at `WATCH`, created and deleted again before `EXEC` counts as unchanged); `EXEC` and `DISCARD` unwatch; at most [`WATCHED_KEYS_MAX`] keys |
-//! | `HELLO [2\|3] [AUTH user pass] [SETNAME name]` | switches the connection to RESP2 or RESP3 (replies then use RESP3's null, maps and push frames) and answers the server's details (`NOPROTO` for another version; `AUTH` is refused: there is no authentication) |
+//! | `HELLO [2\|3] [AUTH user pass] [SETNAME name]` | switches the connection to RESP2 or RESP3 (replies then use RESP3's null, maps and push frames) and answers the server's details (`NOPROTO` for another version; its `AUTH` is taken by the RESP server before the table sees it, see [`crate::resp::serve`]) |
+//! | `AUTH [user] password` | authenticates the connection (answered by the RESP server, for every system: [`crate::resp::serve`]) |
 //! | `GETREV k` | `[value, create_revision, mod_revision, version, revision]`: the key's value (nil if absent) and revisions (0 if absent), and the store's revision, read together in the connection's read mode |
 //! | `INFO` | role, leader, term, commit and applied index, the store's revision |
 //! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (past [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) open sessions it closes the least recently active one that never applied a write, or is refused with a `SESSION` error if all have) |
@@ -181,6 +182,16 @@ pub fn is_write_command<A: AsRef<[u8]>>(args: &[A]) -> bool {
     WRITE_COMMANDS
         .iter()
         .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether a read-only user is refused the command `args`: a write
+/// ([`is_write_command`]), or `SHUTDOWN`.
+#[must_use]
+pub fn writes(args: &[Vec<u8>]) -> bool {
+    is_write_command(args)
+        || args
+            .first()
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"SHUTDOWN"))
 }
 
 /// Decides what to do with one command, without a wall clock (`SET ... EXAT|PXAT` is
@@ -340,7 +351,8 @@ fn hello(conn: &mut ConnState, rest: &[Vec<u8>]) -> Action {
             .as_str()
         {
             "AUTH" => {
-                return err("ERR AUTH is not supported: Synod has no authentication");
+                // The RESP server takes HELLO's AUTH out before the table runs it.
+                return err("ERR HELLO's AUTH is checked by the RESP server, not here");
             }
             "SETNAME" if options.next().is_some() => {}
             _ => return err("ERR syntax error in HELLO option"),
@@ -1080,7 +1092,7 @@ mod tests {
         assert!(is_error(&execute(&mut conn, &args("HELLO 4")), "NOPROTO"));
         assert!(is_error(
             &execute(&mut conn, &args("HELLO 3 AUTH u p")),
-            "ERR AUTH"
+            "ERR HELLO's AUTH"
         ));
         assert_eq!(conn.protocol, 3);
         execute(&mut conn, &args("HELLO 2"));

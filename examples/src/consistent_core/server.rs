@@ -65,7 +65,7 @@ use synod_node::{Effect, Input, Protocol, RequestId, Time};
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
 use synod_wal::FileStorage;
 
-use super::commands::{Action, ConnState, execute_at, refusal};
+use super::commands::{self, Action, ConnState, execute_at, refusal};
 use super::kv::KvQuery;
 use super::node::{
     Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
@@ -418,9 +418,9 @@ impl Commands for CoreClients {
             Action::Info => {
                 let shared = Arc::clone(shared);
                 Step::Blocking(Box::new(move || match shared.info() {
-                    Some(info) => Reply::open(Value::Bulk(
-                        super::commands::render_info(&info).into_bytes(),
-                    )),
+                    Some(info) => {
+                        Reply::open(Value::Bulk(commands::render_info(&info).into_bytes()))
+                    }
                     None => Reply::close(refusal(shutting_down(shared.id))),
                 }))
             }
@@ -548,6 +548,10 @@ impl Commands for CoreClients {
 
     fn node_name(&self) -> String {
         format!("synod node {}", self.shared.id)
+    }
+
+    fn writes(&self, args: &[Vec<u8>]) -> bool {
+        commands::writes(args)
     }
 }
 
@@ -743,6 +747,7 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")))
     })?;
     let listener = runtime::bind_clients(options)?;
+    let connections = runtime::auth::client_connections(options)?;
     // Only once both addresses are ours does the data directory get touched.
     data_dir::claim(options, STATE)?;
     let dir = options.data_dir();
@@ -803,7 +808,7 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         transport: Arc::clone(&transport),
         id,
         stopping: Stopping::default(),
-        connections: Arc::new(Connections::new(options.client_limits())),
+        connections,
         forwards,
         forwarded,
         #[cfg(test)]

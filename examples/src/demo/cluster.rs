@@ -10,6 +10,11 @@
 //! when the demo exits, however it exits; unless the demo said first that it cleaned up
 //! itself, the watchdog then SIGKILLs the nodes listed in the directory's `pids` file and
 //! removes the directory (or keeps it, with `--keep-data`).
+//!
+//! The cluster runs secured, as a cluster off one machine must: [`Cluster::new`] draws a
+//! client password and a cluster secret from the operating system's random source into
+//! files in the directory (readable by the owner only), every node is started with
+//! `--password-file` and `--peer-secret-file`, and the demo's clients authenticate.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -51,6 +56,31 @@ pub(crate) struct Cluster {
     client_addrs: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
     watchdog: Option<(Child, ChildStdin)>,
+    /// The clients' password (in `password` in the directory).
+    password: Vec<u8>,
+}
+
+/// The files of the demo's secrets, in its directory.
+const PASSWORD_FILE: &str = "password";
+const PEER_SECRET_FILE: &str = "peer-secret";
+
+/// `bytes` fresh random bytes from the operating system, in hex.
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `text` to a new file at `path` that only its owner can read.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 fn free_addr() -> std::io::Result<SocketAddr> {
@@ -118,6 +148,14 @@ impl Cluster {
                 None
             }
         };
+        let password = random_hex(24)?;
+        write_secret(&dir.join(PASSWORD_FILE), &password)?;
+        write_secret(&dir.join(PEER_SECRET_FILE), &random_hex(32)?)?;
+        // The demo's own clients (the workload, the checks) authenticate with it.
+        crate::resp::client::set_program_credentials(crate::resp::client::Credentials {
+            user: None,
+            password: password.clone().into_bytes(),
+        });
         let mut cluster = Cluster {
             dir,
             keep_data,
@@ -126,6 +164,7 @@ impl Cluster {
             client_addrs: Vec::new(),
             children: (0..nodes).map(|_| None).collect(),
             watchdog,
+            password: password.into_bytes(),
         };
         cluster.pick_ports()?;
         Ok(cluster)
@@ -206,6 +245,10 @@ impl Cluster {
             .args(["--peers", &self.peers])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
+            .arg("--password-file")
+            .arg(self.dir.join(PASSWORD_FILE))
+            .arg("--peer-secret-file")
+            .arg(self.dir.join(PEER_SECRET_FILE))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -241,7 +284,7 @@ impl Cluster {
     /// Node `id`'s INFO, or `None` if it does not answer within a fraction of a second.
     pub(crate) fn info(&self, id: usize) -> Option<NodeInfo> {
         self.children[id - 1].as_ref()?;
-        let text = info_text(self.client_addr(id))?;
+        let text = info_text(self.client_addr(id), &self.password)?;
         let field = |name: &str| {
             text.lines()
                 .filter_map(|l| l.trim().split_once(':'))
@@ -316,18 +359,28 @@ impl Drop for Cluster {
 
 /// One INFO request on a fresh connection, with short timeouts: a dead node is reported
 /// at once, not after a client's retries.
-fn info_text(addr: SocketAddr) -> Option<String> {
+fn info_text(addr: SocketAddr, password: &[u8]) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_millis(500)))
         .ok()?;
-    stream.write_all(b"*1\r\n$4\r\nINFO\r\n").ok()?;
+    let mut request = crate::resp::client::encode_command(&[b"AUTH", password]);
+    request.extend(crate::resp::client::encode_command(&[b"INFO"]));
+    stream.write_all(&request).ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     let limits = Limits::default();
+    let mut authenticated = false;
     loop {
         match Value::parse(&buf, &limits) {
-            Ok(Some((Value::Bulk(text), _))) => return String::from_utf8(text).ok(),
+            Ok(Some((Value::Simple(_), used))) if !authenticated => {
+                authenticated = true;
+                buf.drain(..used);
+                continue;
+            }
+            Ok(Some((Value::Bulk(text), _))) if authenticated => {
+                return String::from_utf8(text).ok();
+            }
             Ok(Some(_)) | Err(_) => return None,
             Ok(None) => {}
         }

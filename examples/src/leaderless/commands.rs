@@ -142,6 +142,19 @@ pub fn parse_context(token: &[u8]) -> Result<VersionVector, String> {
     postcard::from_bytes(&bytes).map_err(|_| "ERR the context is not a token GETCTX gave".into())
 }
 
+/// The commands that change the store: a read-only user is refused them.
+pub const WRITE_COMMANDS: [&str; 3] = ["SET", "DEL", "CAS"];
+
+/// Whether the command `args` changes the store (one of [`WRITE_COMMANDS`]).
+#[must_use]
+pub fn writes(args: &[Vec<u8>]) -> bool {
+    args.first().is_some_and(|name| {
+        WRITE_COMMANDS
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    })
+}
+
 /// What to do with the command `args` (never empty) on a connection at `level`.
 #[must_use]
 pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use synod_clocks::WallTime;
 use synod_wal::FileStorage;
 
-use super::commands::{Action, KEY_BYTES_MAX, Level, Shape, VALUE_BYTES_MAX, execute, settle};
+use super::commands::{
+    self, Action, KEY_BYTES_MAX, Level, Shape, VALUE_BYTES_MAX, execute, settle,
+};
 use super::machine::{Config, Leaderless, Record, Request, Vv};
 use super::store::LeaderlessLog;
 use crate::resp::{Answer, Commands, Context, Order, Outcome, Reply, Resend, Settled, Step, Value};
@@ -149,6 +151,10 @@ impl Commands for Clients {
 
     fn node_name(&self) -> String {
         format!("synod node {} (leaderless)", self.host.id())
+    }
+
+    fn writes(&self, args: &[Vec<u8>]) -> bool {
+        commands::writes(args)
     }
 }
 

@@ -50,6 +50,19 @@ fn wrong_args(name: &str) -> Action {
     )))
 }
 
+/// The commands that change the store: a read-only user is refused them.
+pub const WRITE_COMMANDS: [&str; 1] = ["SET"];
+
+/// Whether the command `args` changes the store (one of [`WRITE_COMMANDS`]).
+#[must_use]
+pub fn writes(args: &[Vec<u8>]) -> bool {
+    args.first().is_some_and(|name| {
+        WRITE_COMMANDS
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    })
+}
+
 /// What to do with the command `args` (never empty).
 #[must_use]
 pub fn execute(args: &[Vec<u8>]) -> Action {

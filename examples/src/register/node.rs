@@ -11,7 +11,7 @@ use std::time::Duration;
 use synod_wal::FileStorage;
 
 use super::commands::{
-    Action, KEY_BYTES_MAX, StoreRequest, StoreResponse, VALUE_BYTES_MAX, execute, settle,
+    self, Action, KEY_BYTES_MAX, StoreRequest, StoreResponse, VALUE_BYTES_MAX, execute, settle,
 };
 use super::machine::{RegisterLimits, Registers, Request};
 use super::store::RegisterLog;
@@ -152,6 +152,10 @@ impl Commands for Clients {
 
     fn node_name(&self) -> String {
         format!("synod node {} (register)", self.host.id())
+    }
+
+    fn writes(&self, args: &[Vec<u8>]) -> bool {
+        commands::writes(args)
     }
 }
 

@@ -6,8 +6,10 @@
 //! (the Consistent Core's [`crate::consistent_core::client::Client`], with its sessions and
 //! retries) is built on it.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{Limits, Value};
@@ -47,6 +49,39 @@ pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Who a client authenticates as: a user (the default user if `None`) and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user; `None` for the default user (`AUTH password`).
+    pub user: Option<String>,
+    /// The password.
+    pub password: Vec<u8>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The credentials of this program, set once at start (by `synod kv --user
+/// --password-file`, or `synod demo`): every [`Connection::open`] authenticates with them.
+static PROGRAM_CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Sets the credentials every [`Connection::open`] of this program authenticates with
+/// (once; a second call is ignored).
+pub fn set_program_credentials(credentials: Credentials) {
+    let _ = PROGRAM_CREDENTIALS.set(credentials);
+}
+
+/// The credentials set with [`set_program_credentials`], if any.
+#[must_use]
+pub fn program_credentials() -> Option<&'static Credentials> {
+    PROGRAM_CREDENTIALS.get()
+}
+
 /// One connection to a RESP server.
 #[derive(Debug)]
 pub struct Connection {
@@ -56,13 +91,38 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (waiting at most [`CONNECT_TIMEOUT`]); replies are waited for at
-    /// most [`READ_TIMEOUT`].
+    /// Connects to `addr` (waiting at most [`CONNECT_TIMEOUT`]) and authenticates with the
+    /// program's credentials, if it has any ([`set_program_credentials`]); replies are
+    /// waited for at most [`READ_TIMEOUT`].
     ///
     /// # Errors
     ///
-    /// If `addr` does not resolve or the connection fails.
+    /// If `addr` does not resolve, the connection fails, or the credentials are refused.
     pub fn open(addr: &str) -> io::Result<Connection> {
+        Connection::open_as(addr, program_credentials())
+    }
+
+    /// Like [`Connection::open`], authenticating with `credentials` (if `Some`).
+    ///
+    /// # Errors
+    ///
+    /// If `addr` does not resolve, the connection fails, or the server refuses the
+    /// credentials (`PermissionDenied`, with its reply).
+    pub fn open_as(addr: &str, credentials: Option<&Credentials>) -> io::Result<Connection> {
+        let mut connection = Connection::connect(addr)?;
+        if let Some(c) = credentials {
+            let reply = match &c.user {
+                Some(user) => connection.roundtrip(&[b"AUTH", user.as_bytes(), &c.password])?,
+                None => connection.roundtrip(&[b"AUTH", &c.password])?,
+            };
+            if let Value::Error(e) = reply {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
+            }
+        }
+        Ok(connection)
+    }
+
+    fn connect(addr: &str) -> io::Result<Connection> {
         let sock = addr
             .to_socket_addrs()?
             .next()

@@ -26,6 +26,31 @@
 //!   [`PUSH_QUEUE_MAX`] waiting; past it the connection is sent an error and closed;
 //! - a command the codec refuses is answered with the error and closes the connection (a
 //!   RESP stream cannot be resynchronised).
+//!
+//! # Authentication
+//!
+//! When the node has users ([`ConnIo::auth`], from `--password-file` and `--users-file`),
+//! a connection speaks Redis's authentication, so `redis-cli -a`, `redis-cli --user U
+//! --pass P` and Redis client libraries work unchanged:
+//!
+//! - `AUTH password` (the default user), `AUTH user password`, and `HELLO 2|3 AUTH user
+//!   password` (which then runs as `HELLO 2|3`) authenticate; a wrong pair is answered
+//!   `-WRONGPASS invalid username-password pair or user is disabled.`;
+//! - before a connection has authenticated, every other command but `PING` and `QUIT` is
+//!   answered `-NOAUTH Authentication required.` (`HELLO` without `AUTH` with Redis's
+//!   `-NOAUTH` text), and the client loop closes the connection once it has been open
+//!   `auth_timeout_ms` or sent more than a few KiB;
+//! - the reply to a failed attempt is held back, [`AUTH_FAILURE_DELAY_MS`] for the first
+//!   and twice as long for each next one, on the event loop's timer (the loop never
+//!   sleeps), and nothing more of that connection is read meanwhile; the failure is
+//!   counted and logged, and the [`AUTH_FAILURES_MAX`]th closes the connection after its
+//!   reply;
+//! - a read-only user's command that writes ([`Commands::writes`], each system's table
+//!   says which) is answered `-NOPERM User NAME has no permissions to run the 'CMD'
+//!   command`, without reaching the table.
+//!
+//! Without users, `AUTH` is answered with Redis's error for a node without a password, and
+//! every command runs.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -35,6 +60,9 @@ use std::time::{Duration, Instant};
 
 use super::{CommandParser, Limits, Value};
 use crate::runtime::CLIENT_THREAD;
+use crate::runtime::auth::{
+    AUTH_FAILURE_DELAY_MS, AUTH_FAILURE_DELAY_MS_MAX, AUTH_FAILURES_MAX, Rights,
+};
 use crate::runtime::clients::{ConnHandle, ConnIo, ServeClient};
 
 /// Values pushed to one connection that may wait to be written; past it the connection is
@@ -43,6 +71,16 @@ pub const PUSH_QUEUE_MAX: usize = 1024;
 
 /// What a connection refused at the connection limit is sent, as Redis words it.
 pub const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// The reply to a command other than `AUTH`, `HELLO`, `PING` and `QUIT` on a connection
+/// that has not authenticated, as Redis words it.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+/// The reply to `HELLO` without `AUTH` on a connection that has not authenticated.
+pub const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+/// The reply to a wrong user name or password, as Redis words it.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// The reply to `AUTH` on a node without users, as Redis words it.
+pub const AUTH_NOT_CONFIGURED: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
 /// What a connection whose pushed values overflowed its queue is sent before it is closed.
 pub const PUSH_OVERFLOW: &str =
@@ -81,6 +119,11 @@ pub trait Commands: Send + Sync + 'static {
 
     /// How the node names itself in a message about a connection (`synod node 3`).
     fn node_name(&self) -> String;
+
+    /// Whether the command `args` (never empty) may change anything: a read-only user is
+    /// refused it. A table answers for every command it knows, so that no write reaches a
+    /// read-only user by being left out; a command it does not know may say `false`.
+    fn writes(&self, args: &[Vec<u8>]) -> bool;
 }
 
 /// What to do with one command.
@@ -401,6 +444,11 @@ enum Slot<P> {
     },
     /// Its reply, to be written once every reply before it is.
     Ready(Reply),
+    /// A reply held back until `until` (a failed authentication's).
+    Delayed {
+        reply: Option<Reply>,
+        until: Instant,
+    },
 }
 
 /// A RESP connection's state.
@@ -422,6 +470,10 @@ pub struct RespConn<C: Commands> {
     pushed: VecDeque<Value>,
     /// A reply closes the connection: nothing more is parsed.
     closing: bool,
+    /// Who the connection authenticated as, when the node has users.
+    user: Option<(String, Rights)>,
+    /// Failed authentications on this connection.
+    auth_failures: u32,
 }
 
 impl<C: Commands> fmt::Debug for RespConn<C> {
@@ -467,6 +519,8 @@ impl<C: Commands> ServeClient for Resp<C> {
             held: None,
             pushed: VecDeque::new(),
             closing: false,
+            user: None,
+            auth_failures: 0,
         }
     }
 
@@ -504,6 +558,9 @@ impl<C: Commands> ServeClient for Resp<C> {
             if args.is_empty() {
                 continue;
             }
+            let Some(args) = self.gate(conn, args, io) else {
+                continue;
+            };
             match self.commands.run(&mut conn.state, &args, &conn.context) {
                 Step::Reply(reply) => conn.push_reply(reply),
                 Step::Call {
@@ -579,6 +636,20 @@ impl<C: Commands> ServeClient for Resp<C> {
 
     fn expire(&self, conn: &mut RespConn<C>, io: &mut ConnIo<'_>, _batch: &mut Self::Batch) {
         let now = Instant::now();
+        let released: Vec<u64> = conn
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::Delayed { until, .. } if *until <= now))
+            .map(|(i, _)| conn.first_slot + i as u64)
+            .collect();
+        for slot in released {
+            if let Some(Slot::Delayed { reply, .. }) = conn.slot_mut(slot)
+                && let Some(reply) = reply.take()
+            {
+                conn.fill(slot, reply);
+            }
+        }
         let due: Vec<u64> = conn
             .slots
             .iter()
@@ -614,7 +685,139 @@ impl<C: Commands> ServeClient for Resp<C> {
     }
 }
 
+impl<C: Commands> Resp<C> {
+    /// Checks `args` against the connection's authentication: the command to run, or
+    /// `None` if it was answered here (`AUTH`, a refusal).
+    fn gate(
+        &self,
+        conn: &mut RespConn<C>,
+        mut args: Vec<Vec<u8>>,
+        io: &mut ConnIo<'_>,
+    ) -> Option<Vec<Vec<u8>>> {
+        let name = args[0].to_ascii_uppercase();
+        if name == b"AUTH" {
+            let (user, password) = match &args[1..] {
+                [password] => (None, password),
+                [user, password] => (Some(user.as_slice()), password),
+                _ => {
+                    conn.push_reply(error("ERR wrong number of arguments for 'auth' command"));
+                    return None;
+                }
+            };
+            if self.authenticate(conn, user, password, io) {
+                conn.push_reply(Reply::open(Value::Simple("OK".into())));
+            }
+            return None;
+        }
+        if name == b"HELLO" {
+            // `HELLO protover [AUTH user pass] [SETNAME name]`: the credentials are taken out
+            // here, and the rest is the table's.
+            let at = args
+                .iter()
+                .skip(2)
+                .position(|a| a.eq_ignore_ascii_case(b"AUTH"))
+                .map(|i| i + 2);
+            if let Some(at) = at {
+                let (Some(user), Some(password)) = (args.get(at + 1), args.get(at + 2)) else {
+                    conn.push_reply(error("ERR syntax error in HELLO option"));
+                    return None;
+                };
+                let (user, password) = (user.clone(), password.clone());
+                if !self.authenticate(conn, Some(&user), &password, io) {
+                    return None;
+                }
+                args.drain(at..at + 3);
+            }
+        }
+        if io.auth.is_none() {
+            return Some(args);
+        }
+        if !io.authenticated {
+            return match name.as_slice() {
+                b"PING" | b"QUIT" => Some(args),
+                b"HELLO" => {
+                    conn.push_reply(error(NOAUTH_HELLO));
+                    None
+                }
+                _ => {
+                    conn.push_reply(error(NOAUTH));
+                    None
+                }
+            };
+        }
+        if let Some((user, Rights::ReadOnly)) = &conn.user
+            && self.commands.writes(&args)
+        {
+            conn.push_reply(error(&format!(
+                "NOPERM User {user} has no permissions to run the '{}' command",
+                String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+            )));
+            return None;
+        }
+        Some(args)
+    }
+
+    /// Checks `user` (the default user if `None`) and `password`: whether they hold. A
+    /// refusal is answered here: at once on a node without users, held back on one with.
+    fn authenticate(
+        &self,
+        conn: &mut RespConn<C>,
+        user: Option<&[u8]>,
+        password: &[u8],
+        io: &mut ConnIo<'_>,
+    ) -> bool {
+        let Some(auth) = io.auth else {
+            conn.push_reply(error(AUTH_NOT_CONFIGURED));
+            return false;
+        };
+        if let Some(found) = auth.authenticate(user, password) {
+            conn.user = Some(found);
+            io.authenticated = true;
+            return true;
+        }
+        conn.auth_failures += 1;
+        let failures = conn.auth_failures;
+        let last = failures >= AUTH_FAILURES_MAX;
+        eprintln!(
+            "{}: client {}: wrong password for user '{}' (failed attempt {failures} of {AUTH_FAILURES_MAX} on this connection{})",
+            self.commands.node_name(),
+            conn.handle
+                .peer_addr()
+                .map_or_else(|| "?".to_string(), |a| a.to_string()),
+            String::from_utf8_lossy(user.unwrap_or(crate::runtime::auth::DEFAULT_USER.as_bytes())),
+            if last { "; closing it" } else { "" }
+        );
+        let delay_ms = AUTH_FAILURE_DELAY_MS
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(AUTH_FAILURE_DELAY_MS_MAX);
+        let value = Value::Error(WRONGPASS.into());
+        let reply = if last {
+            Reply::close(value)
+        } else {
+            Reply::open(value)
+        };
+        conn.hold(reply, Instant::now() + Duration::from_millis(delay_ms));
+        false
+    }
+}
+
+/// An error reply that leaves the connection open.
+fn error(text: &str) -> Reply {
+    Reply::open(Value::Error(text.into()))
+}
+
 impl<C: Commands> RespConn<C> {
+    /// Adds `reply` to the line, written no sooner than `until`; nothing after it is run
+    /// until then.
+    fn hold(&mut self, reply: Reply, until: Instant) {
+        self.slots.push_back(Slot::Delayed {
+            reply: Some(reply),
+            until,
+        });
+        self.in_flight += 1;
+        self.order = Some(Order::Alone);
+    }
+
     /// Whether a call in `order` may be handed to the node now.
     fn may_start(&self, order: Order, io: &ConnIo<'_>) -> bool {
         if self.in_flight == 0 {
@@ -704,7 +907,7 @@ impl<C: Commands> RespConn<C> {
         let Some(place) = self.slot_mut(slot) else {
             return;
         };
-        if !matches!(place, Slot::Waiting { .. }) {
+        if !matches!(place, Slot::Waiting { .. } | Slot::Delayed { .. }) {
             return;
         }
         let close = reply.close;
@@ -749,13 +952,21 @@ impl<C: Commands> RespConn<C> {
     /// Tells the loop whether work is in progress and when the next call times out.
     fn report(&self, io: &mut ConnIo<'_>) {
         io.busy = !self.slots.is_empty() || self.held.is_some();
-        io.deadline = self.slots.iter().find_map(|s| match s {
-            Slot::Waiting {
-                deadline: Some(d),
-                pending: Some(_),
-            } => Some(*d),
-            _ => None,
-        });
+        io.deadline = self
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Waiting {
+                    deadline: Some(d),
+                    pending: Some(_),
+                } => Some(*d),
+                Slot::Delayed {
+                    until,
+                    reply: Some(_),
+                } => Some(*until),
+                _ => None,
+            })
+            .min();
     }
 }
 
@@ -766,6 +977,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::runtime::auth::ClientAuth;
+    use crate::runtime::clients::detached_handle;
     use crate::runtime::{ClientLimits, Connections, spawn_listener};
 
     /// A toy node: `GET x` and `SET x` are calls answered with `X` (reads and writes in
@@ -842,6 +1055,10 @@ mod tests {
         fn node_name(&self) -> String {
             "toy".into()
         }
+
+        fn writes(&self, args: &[Vec<u8>]) -> bool {
+            args[0].eq_ignore_ascii_case(b"SET")
+        }
     }
 
     fn serve(timeout: Duration) -> (TcpStream, Arc<Resp<Toy>>) {
@@ -884,6 +1101,133 @@ mod tests {
 
     fn bulk(s: &str) -> Option<Value> {
         Some(Value::Bulk(s.as_bytes().to_vec()))
+    }
+
+    fn toy() -> Resp<Toy> {
+        Resp::new(Toy {
+            batches: Mutex::default(),
+            held: Mutex::default(),
+            pushers: Mutex::default(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// What the loop keeps of one connection between calls: bytes not used yet, whether it
+    /// authenticated, its timer.
+    #[derive(Default)]
+    struct Kept {
+        input: Vec<u8>,
+        authenticated: bool,
+        deadline: Option<Instant>,
+    }
+
+    /// Runs `bytes` through a connection by hand, as the loop would after a read (calling
+    /// the timer first if it is due): what it wrote, and the requests it handed on.
+    fn feed(
+        resp: &Resp<Toy>,
+        conn: &mut RespConn<Toy>,
+        kept: &mut Kept,
+        auth: &ClientAuth,
+        bytes: &[u8],
+    ) -> (String, Vec<String>) {
+        let limits = ClientLimits::with_connections(4, None);
+        kept.input.extend_from_slice(bytes);
+        let (mut output, mut batch) = (Vec::new(), Vec::new());
+        let mut io = ConnIo {
+            input: &mut kept.input,
+            output: &mut output,
+            limits: &limits,
+            close: false,
+            busy: false,
+            deadline: kept.deadline,
+            auth: Some(auth),
+            authenticated: kept.authenticated,
+        };
+        if io.deadline.is_some_and(|d| d <= Instant::now()) {
+            resp.expire(conn, &mut io, &mut batch);
+        }
+        resp.progress(conn, &mut io, &mut batch);
+        kept.authenticated = io.authenticated;
+        kept.deadline = io.deadline;
+        let requests = batch
+            .drain(..)
+            .map(|(request, answer)| {
+                answer.discard();
+                request
+            })
+            .collect();
+        (String::from_utf8_lossy(&output).into_owned(), requests)
+    }
+
+    #[test]
+    fn a_failed_auth_is_answered_only_when_its_timer_is_due_and_holds_back_what_follows() {
+        let resp = toy();
+        let auth = ClientAuth::new(Some(b"secret"), None).expect("users");
+        let mut conn = resp.open(detached_handle());
+        let mut kept = Kept::default();
+        let (out, calls) = feed(
+            &resp,
+            &mut conn,
+            &mut kept,
+            &auth,
+            b"AUTH wrong\r\nAUTH secret\r\nGET a\r\n",
+        );
+        // Nothing is written, and nothing after the failed AUTH runs: the reply waits for
+        // the loop's timer.
+        assert_eq!((out.as_str(), calls.len()), ("", 0));
+        assert!(!kept.authenticated);
+        let due = kept.deadline.expect("a timer is set for the reply");
+        // The loop calls back once the timer is due (here: the test waits for it).
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let (out, calls) = feed(&resp, &mut conn, &mut kept, &auth, b"");
+        assert_eq!(out, format!("-{WRONGPASS}\r\n+OK\r\n"));
+        assert_eq!(calls, ["a"]);
+        assert!(kept.authenticated, "authenticated by the second AUTH");
+    }
+
+    #[test]
+    fn before_authenticating_only_auth_ping_and_quit_run_and_a_reader_cannot_write() {
+        let resp = toy();
+        let hash = crate::runtime::auth::PasswordHash::new("s", b"ro").expect("a salt");
+        let auth = ClientAuth::new(Some(b"secret"), Some(&format!("bob read-only {hash}")))
+            .expect("users");
+        let mut conn = resp.open(detached_handle());
+        let mut kept = Kept::default();
+        let (out, calls) = feed(
+            &resp,
+            &mut conn,
+            &mut kept,
+            &auth,
+            b"GET a\r\nSET b\r\nHELLO 3\r\nPING\r\n",
+        );
+        let refused = format!("-{NOAUTH}\r\n-{NOAUTH}\r\n-{NOAUTH_HELLO}\r\n");
+        // The toy table answers PING as a command it does not know: it reached the table.
+        assert_eq!(out, format!("{refused}-ERR unknown\r\n"));
+        assert!(calls.is_empty());
+        let (out, calls) = feed(
+            &resp,
+            &mut conn,
+            &mut kept,
+            &auth,
+            b"AUTH bob ro\r\nSET b\r\nGET a\r\n",
+        );
+        assert_eq!(
+            out,
+            "+OK\r\n-NOPERM User bob has no permissions to run the 'set' command\r\n"
+        );
+        assert_eq!(calls, ["a"]);
+        // HELLO's AUTH is taken out before the table sees the rest.
+        let mut conn = resp.open(detached_handle());
+        let mut kept = Kept::default();
+        let (out, _) = feed(
+            &resp,
+            &mut conn,
+            &mut kept,
+            &auth,
+            b"HELLO 3 AUTH default secret\r\n",
+        );
+        assert_eq!(out, "-ERR unknown\r\n");
+        assert!(kept.authenticated);
     }
 
     #[test]

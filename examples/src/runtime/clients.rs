@@ -17,7 +17,14 @@
 //! client that does not read its replies is held back, and only it); requests in flight
 //! per connection are the [`ServeClient`]'s to bound, with [`ClientLimits::in_flight_max`].
 //! A connection that waits on its client (for a request, or for it to take its replies)
-//! longer than the idle timeout is closed. A panic while serving one connection closes that
+//! longer than the idle timeout is closed.
+//!
+//! When the node has users ([`Connections::with_auth`]), a new connection starts
+//! unauthenticated: the [`ServeClient`] checks its credentials (RESP's `AUTH`) against
+//! [`ConnIo::auth`] and sets [`ConnIo::authenticated`]; until then the loop closes it once
+//! it has been open [`ClientLimits::auth_timeout`] or has sent more than
+//! [`ClientLimits::auth_bytes_max`] bytes, whatever the protocol, so connections that never
+//! authenticate cannot pile up or make the node buffer for them. A panic while serving one connection closes that
 //! connection only; any other panic on the loop stops the process.
 //!
 //! Memory: a connection keeps no buffer while it is idle (reads go through one buffer of
@@ -25,8 +32,9 @@
 //! connection costs its socket, its entry in the table and the system's state.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +43,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use super::auth::{AUTH_BYTES_MAX, AUTH_TIMEOUT_MS, ClientAuth};
 use super::process::{CLIENT_THREAD, fail_stop};
 
 /// Bytes the loop reads from a connection at a time (one buffer for all connections).
@@ -123,6 +132,11 @@ pub struct ConnIo<'a> {
     pub busy: bool,
     /// When to call [`ServeClient::expire`] (a request's timeout).
     pub deadline: Option<Instant>,
+    /// The users clients authenticate as; `None`: the node asks for no authentication.
+    pub auth: Option<&'a ClientAuth>,
+    /// Whether the connection has authenticated (always, when the node has no users): set
+    /// by the [`ServeClient`] once the client's credentials hold.
+    pub authenticated: bool,
 }
 
 impl ConnIo<'_> {
@@ -159,6 +173,7 @@ pub struct ConnHandle<D> {
     inbox: Arc<Inbox<D>>,
     conn: u64,
     open: Arc<AtomicBool>,
+    peer: Option<SocketAddr>,
 }
 
 impl<D> Clone for ConnHandle<D> {
@@ -167,6 +182,7 @@ impl<D> Clone for ConnHandle<D> {
             inbox: Arc::clone(&self.inbox),
             conn: self.conn,
             open: Arc::clone(&self.open),
+            peer: self.peer,
         }
     }
 }
@@ -199,6 +215,30 @@ impl<D: Send> ConnHandle<D> {
     pub fn id(&self) -> u64 {
         self.conn
     }
+
+    /// The client's address, if the socket knew it.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// A handle that reaches no loop, for tests that drive a [`ServeClient`] by hand (what is
+/// delivered to it is never taken).
+#[cfg(test)]
+pub(crate) fn detached_handle<D>() -> ConnHandle<D> {
+    let poll = Poll::new().expect("an event queue");
+    let waker = Waker::new(poll.registry(), WAKER).expect("a waker");
+    ConnHandle {
+        inbox: Arc::new(Inbox {
+            queue: Mutex::new(Vec::new()),
+            woken: AtomicBool::new(false),
+            waker,
+        }),
+        conn: FIRST_CONN,
+        open: Arc::new(AtomicBool::new(true)),
+        peer: None,
+    }
 }
 
 /// How many client connections are open: what a graceful stop waits on.
@@ -206,6 +246,7 @@ impl<D: Send> ConnHandle<D> {
 pub struct Connections {
     limits: ClientLimits,
     open: AtomicUsize,
+    auth: Option<Arc<ClientAuth>>,
 }
 
 impl Connections {
@@ -215,7 +256,15 @@ impl Connections {
         Connections {
             limits,
             open: AtomicUsize::new(0),
+            auth: None,
         }
+    }
+
+    /// Clients must authenticate as one of `auth`'s users (if `Some`) before anything else.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<Arc<ClientAuth>>) -> Connections {
+        self.auth = auth;
+        self
     }
 
     /// How many connections are open.
@@ -249,6 +298,10 @@ pub struct ClientLimits {
     pub buffer_bytes_max: usize,
     /// Requests of one connection in flight at once.
     pub in_flight_max: usize,
+    /// How long a connection may stay open without authenticating, when the node has users.
+    pub auth_timeout: Duration,
+    /// Bytes a connection may send before it has authenticated, when the node has users.
+    pub auth_bytes_max: usize,
 }
 
 impl ClientLimits {
@@ -261,6 +314,8 @@ impl ClientLimits {
             idle_timeout,
             buffer_bytes_max: CLIENT_BUFFER_BYTES_MAX,
             in_flight_max: CLIENT_IN_FLIGHT_MAX,
+            auth_timeout: Duration::from_millis(AUTH_TIMEOUT_MS),
+            auth_bytes_max: AUTH_BYTES_MAX,
         }
     }
 }
@@ -286,6 +341,9 @@ struct Conn<S: ServeClient> {
     /// Since when the connection waits on its client.
     idle_since: Instant,
     open: Arc<AtomicBool>,
+    authenticated: bool,
+    /// Bytes read while the connection was not authenticated.
+    unauthenticated_bytes: usize,
 }
 
 /// The event loop's state.
@@ -306,6 +364,10 @@ struct Loop<S: ServeClient> {
     /// No accepting before this (out of file descriptors).
     accept_paused_until: Option<Instant>,
     next_idle_scan: Instant,
+    auth: Option<Arc<ClientAuth>>,
+    /// When each connection accepted unauthenticated must have authenticated, in the order
+    /// accepted (one timeout for all, so the earliest is first).
+    auth_deadlines: VecDeque<(Instant, u64)>,
 }
 
 /// Starts the client thread ([`CLIENT_THREAD`], vital), serving clients on `listener`
@@ -326,6 +388,7 @@ pub fn spawn_listener<S: ServeClient>(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     let limits = connections.limits;
+    let auth = connections.auth.clone();
     let mut event_loop = Loop {
         serve,
         listener,
@@ -344,6 +407,8 @@ pub fn spawn_listener<S: ServeClient>(
         deadlines: BinaryHeap::new(),
         accept_paused_until: None,
         next_idle_scan: Instant::now(),
+        auth,
+        auth_deadlines: VecDeque::new(),
     };
     std::thread::Builder::new()
         .name(CLIENT_THREAD.into())
@@ -405,6 +470,7 @@ impl<S: ServeClient> Loop<S> {
                 self.accept();
             }
             self.expire(&mut touched);
+            self.expire_unauthenticated();
             touched.sort_unstable();
             touched.dedup();
             for &id in &touched {
@@ -425,6 +491,9 @@ impl<S: ServeClient> Loop<S> {
         if let Some(t) = self.accept_paused_until {
             until = Some(until.map_or(t, |u| u.min(t)));
         }
+        if let Some(&(t, _)) = self.auth_deadlines.front() {
+            until = Some(until.map_or(t, |u| u.min(t)));
+        }
         until.map(|t| t.saturating_duration_since(now))
     }
 
@@ -433,7 +502,7 @@ impl<S: ServeClient> Loop<S> {
             return;
         }
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -469,6 +538,7 @@ impl<S: ServeClient> Loop<S> {
                 inbox: Arc::clone(&self.inbox),
                 conn: id,
                 open: Arc::clone(&open),
+                peer: Some(peer),
             };
             let serve = Arc::clone(&self.serve);
             let Ok(state) =
@@ -492,8 +562,14 @@ impl<S: ServeClient> Loop<S> {
                     deadline: None,
                     idle_since: Instant::now(),
                     open,
+                    authenticated: self.auth.is_none(),
+                    unauthenticated_bytes: 0,
                 },
             );
+            if self.auth.is_some() {
+                self.auth_deadlines
+                    .push_back((Instant::now() + self.limits.auth_timeout, id));
+            }
             self.connections.open.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -525,12 +601,15 @@ impl<S: ServeClient> Loop<S> {
             close: conn.close,
             busy: conn.busy,
             deadline: conn.deadline,
+            auth: self.auth.as_deref(),
+            authenticated: conn.authenticated,
         };
         let state = &mut conn.state;
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(state, &mut io, batch);
         }));
-        let (close, busy, deadline) = (io.close, io.busy, io.deadline);
+        let (close, busy, deadline, authenticated) =
+            (io.close, io.busy, io.deadline, io.authenticated);
         if served.is_err() {
             eprintln!(
                 "{}: serving a client connection panicked; that connection is closed",
@@ -540,6 +619,7 @@ impl<S: ServeClient> Loop<S> {
             return false;
         }
         conn.close = close;
+        conn.authenticated = authenticated;
         if conn.busy && !busy {
             conn.idle_since = Instant::now();
         }
@@ -630,6 +710,9 @@ impl<S: ServeClient> Loop<S> {
                     Ok(n) => {
                         conn.input.extend_from_slice(&self.chunk[..n]);
                         conn.idle_since = Instant::now();
+                        if !conn.authenticated {
+                            conn.unauthenticated_bytes += n;
+                        }
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
@@ -647,6 +730,15 @@ impl<S: ServeClient> Loop<S> {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
+            if !conn.authenticated
+                && conn.unauthenticated_bytes > self.limits.auth_bytes_max
+                && !conn.close
+            {
+                // Served what it sent (an AUTH among it counts), and still not
+                // authenticated: no more is read from it.
+                self.close(id);
+                return;
+            }
             if ((conn.input.len(), conn.output.len()), Some(conn.busy)) != before {
                 moved = true;
             }
@@ -679,6 +771,20 @@ impl<S: ServeClient> Loop<S> {
                 serve.closed(&mut conn.state);
             }));
             self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Closes every connection still unauthenticated at its authentication deadline.
+    fn expire_unauthenticated(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, id)) = self.auth_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.auth_deadlines.pop_front();
+            if self.conns.get(&id).is_some_and(|c| !c.authenticated) {
+                self.close(id);
+            }
         }
     }
 

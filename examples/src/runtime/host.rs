@@ -47,8 +47,8 @@ use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion
 
 use super::process::spawn_vital;
 use super::{
-    Connections, Machine, NodeOptions, PeerHandler, ServeClient, StartError, UpdateQueue,
-    bind_clients, data_dir, peers, spawn_listener, stop_on_panic,
+    Machine, NodeOptions, PeerHandler, ServeClient, StartError, UpdateQueue, bind_clients,
+    data_dir, peers, spawn_listener, stop_on_panic,
 };
 
 /// What a system tells [`ProtocolHost`] about its store: how the state machine is built from
@@ -628,6 +628,7 @@ where
     // Until the worker runs, what peers send is dropped; the protocol resends.
     let (transport, peer_slot) = peers::bind::<Host<St>>(options, spec.frame_bytes_max, |_| None)?;
     let listener = bind_clients(options)?;
+    let connections = super::auth::client_connections(options)?;
     // Only once both addresses are ours does the data directory get touched.
     data_dir::claim(options, spec.state)?;
     let id = NodeId::new(options.id());
@@ -661,7 +662,6 @@ where
         addr: options.client_addr().to_string(),
         error,
     })?;
-    let connections = Arc::new(Connections::new(options.client_limits()));
     spawn_listener(listener, connections, Arc::new(serve(Arc::clone(&host)))).map_err(|error| {
         StartError::Bind {
             what: "--client",

@@ -40,7 +40,12 @@
 //!   each wake-up and hands out their effects and syncs once for all of them (group
 //!   commit, [`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
-//!   state machine exists.
+//!   state machine exists; with `--peer-secret-file`, every peer proves it holds the
+//!   cluster's secret at the handshake.
+//! - [`auth`]: client users and passwords (`--password-file`, `--users-file`), read-only
+//!   or read-write, checked by the RESP side; the cluster's secret ([`auth::PeerSecret`]);
+//!   and the open default: a node with neither says so at start and listens open only on
+//!   loopback addresses unless given `--insecure-open`.
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
 //!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but the client loop
 //!   panics ([`stop_on_panic`]; the loop catches a panic serving one connection and closes
@@ -55,6 +60,7 @@
 //! [`crate::consistent_core::server::start`].
 // tidy: driver: the process runtime.
 
+pub mod auth;
 pub mod clients;
 pub mod data_dir;
 pub mod host;

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::auth::AUTH_TIMEOUT_MS;
 use super::clients::ClientLimits;
 
 /// Open client connections, unless configured otherwise
@@ -75,7 +76,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// How to run one node, whatever the system: its identity, addresses, cluster, data
-/// directory, tick and client limits. A system's own settings come alongside.
+/// directory, tick, client limits, and who may talk to it (passwords, the peer secret). A system's own settings come alongside.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOptions {
     id: u64,
@@ -86,6 +87,11 @@ pub struct NodeOptions {
     tick_ms: u64,
     client_connections_max: usize,
     client_idle_timeout_ms: u64,
+    password_file: Option<PathBuf>,
+    users_file: Option<PathBuf>,
+    peer_secret_file: Option<PathBuf>,
+    insecure_open: bool,
+    auth_timeout_ms: u64,
 }
 
 impl NodeOptions {
@@ -158,6 +164,11 @@ impl NodeOptions {
             tick_ms: TICK_MS_DEFAULT,
             client_connections_max: CLIENT_CONNECTIONS_MAX,
             client_idle_timeout_ms: CLIENT_IDLE_TIMEOUT.as_millis() as u64,
+            password_file: None,
+            users_file: None,
+            peer_secret_file: None,
+            insecure_open: false,
+            auth_timeout_ms: AUTH_TIMEOUT_MS,
         })
     }
 
@@ -182,6 +193,70 @@ impl NodeOptions {
     pub fn client_idle_timeout_ms(mut self, ms: u64) -> NodeOptions {
         self.client_idle_timeout_ms = ms;
         self
+    }
+
+    /// Sets the file holding the default user's password (`AUTH password`): clients must
+    /// authenticate ([`super::auth`]).
+    #[must_use]
+    pub fn password_file(mut self, path: Option<PathBuf>) -> NodeOptions {
+        self.password_file = path;
+        self
+    }
+
+    /// Sets the file of named users, read-write or read-only (`AUTH user password`); its
+    /// format is in [`super::auth`].
+    #[must_use]
+    pub fn users_file(mut self, path: Option<PathBuf>) -> NodeOptions {
+        self.users_file = path;
+        self
+    }
+
+    /// Sets the file holding the cluster's secret, the same on every member: peers prove
+    /// they hold it at the handshake ([`super::auth::PeerSecret`]).
+    #[must_use]
+    pub fn peer_secret_file(mut self, path: Option<PathBuf>) -> NodeOptions {
+        self.peer_secret_file = path;
+        self
+    }
+
+    /// Lets a node without a client password or a peer secret listen on an address that is
+    /// not a loopback one ([`super::auth::check_open`]).
+    #[must_use]
+    pub fn insecure_open(mut self, open: bool) -> NodeOptions {
+        self.insecure_open = open;
+        self
+    }
+
+    /// Sets how long a client connection has to authenticate before it is closed (default
+    /// [`AUTH_TIMEOUT_MS`], at least 1 ms).
+    #[must_use]
+    pub fn auth_timeout_ms(mut self, ms: u64) -> NodeOptions {
+        self.auth_timeout_ms = ms.max(1);
+        self
+    }
+
+    /// The default user's password file, if any.
+    #[must_use]
+    pub fn password_file_path(&self) -> Option<&Path> {
+        self.password_file.as_deref()
+    }
+
+    /// The users file, if any.
+    #[must_use]
+    pub fn users_file_path(&self) -> Option<&Path> {
+        self.users_file.as_deref()
+    }
+
+    /// The cluster's secret file, if any.
+    #[must_use]
+    pub fn peer_secret_file_path(&self) -> Option<&Path> {
+        self.peer_secret_file.as_deref()
+    }
+
+    /// Whether the node may listen open on an address that is not a loopback one.
+    #[must_use]
+    pub fn is_insecure_open(&self) -> bool {
+        self.insecure_open
     }
 
     /// This node's id.
@@ -223,11 +298,14 @@ impl NodeOptions {
     /// The limits on client connections.
     #[must_use]
     pub fn client_limits(&self) -> ClientLimits {
-        ClientLimits::with_connections(
-            self.client_connections_max,
-            (self.client_idle_timeout_ms > 0)
-                .then(|| Duration::from_millis(self.client_idle_timeout_ms)),
-        )
+        ClientLimits {
+            auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            ..ClientLimits::with_connections(
+                self.client_connections_max,
+                (self.client_idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(self.client_idle_timeout_ms)),
+            )
+        }
     }
 
     /// A number naming the cluster: nodes configured with different clusters refuse each

@@ -12,9 +12,9 @@ use std::net::ToSocketAddrs;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use synod_transport::{ClusterId, Incoming, NodeId, TcpTransport};
+use synod_transport::{ClusterId, ConfigBuilder, Incoming, NodeId, TcpTransport};
 
-use super::{NodeOptions, StartError};
+use super::{NodeOptions, StartError, auth};
 
 /// What a system does with what its peers send, on the transport's reader threads (it
 /// should only queue it to the worker): the response to a request, if it answers at once.
@@ -45,6 +45,11 @@ pub fn transport_config(
     id: u64,
     frame_bytes_max: usize,
 ) -> Result<synod_transport::Config, synod_transport::ConfigError> {
+    transport_builder(cluster, id, frame_bytes_max).build()
+}
+
+/// [`transport_config`] before it is built, to add to it (a peer authenticator).
+pub fn transport_builder(cluster: u64, id: u64, frame_bytes_max: usize) -> ConfigBuilder {
     synod_transport::Config::builder(ClusterId(cluster), NodeId::new(id))
         // The node's one thread sends the protocol's messages: it must never wait on a slow
         // or stopped peer (a SIGSTOPped follower would stall a Raft leader until
@@ -58,23 +63,32 @@ pub fn transport_config(
         // A peer back from a partition or a restart is dialled again within half a second
         // (the default backs off to 2 s), inside one election timeout.
         .backoff_max_ms(500)
-        .build()
 }
 
 /// Binds the node's peer address and adds every other member as a peer; what peers send
 /// goes to the handler set in the returned slot, and until then requests are answered by
-/// `starting`.
+/// `starting`. This is the first thing every system's start does, so it is also where a
+/// node checks what it leaves open ([`auth::check_open`]) and reads the cluster's secret:
+/// with `--peer-secret-file`, every connection's handshake has both peers prove they hold
+/// it ([`auth::PeerSecret`]) before anything a peer sends reaches the handler.
 ///
 /// # Errors
 ///
 /// [`StartError::Bind`] if `--listen` cannot be bound, [`StartError::Usage`] for a peer
-/// address that does not resolve or a configuration the transport refuses.
+/// address that does not resolve, a configuration the transport refuses, a secret file
+/// that cannot be used, or an open node on an address that is not a loopback one.
 pub fn bind<H: PeerHandler>(
     options: &NodeOptions,
     frame_bytes_max: usize,
     starting: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
 ) -> Result<(Arc<TcpTransport>, PeerSlot<H>), StartError> {
-    let config = transport_config(options.cluster_id(), options.id(), frame_bytes_max)
+    auth::check_open(options)?;
+    let mut builder = transport_builder(options.cluster_id(), options.id(), frame_bytes_max);
+    if let Some(secret) = auth::PeerSecret::load(options)? {
+        builder = builder.authenticator(secret);
+    }
+    let config = builder
+        .build()
         .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let slot: Arc<OnceLock<Arc<H>>> = Arc::new(OnceLock::new());
     let transport = TcpTransport::bind_with_handler(config, options.listen_addr(), {

@@ -13,9 +13,57 @@ use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
 use synod_examples::resp::Value;
+use synod_examples::resp::client::Credentials;
 use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The default user's password of the tests' secured clusters.
+pub(crate) const TEST_PASSWORD: &str = "synod-test-password";
+/// A read-write and a read-only user of the secured clusters, with their passwords.
+pub(crate) const TEST_WRITER: (&str, &str) = ("writer", "writer-password");
+pub(crate) const TEST_READER: (&str, &str) = ("reader", "reader-password");
+/// The cluster secret of the secured clusters.
+const TEST_PEER_SECRET: &str = "synod-test-cluster-secret-0123456789";
+
+/// Writes a secured cluster's password, users and peer secret files into `dir`, and
+/// returns the `synod node` options that use them.
+pub(crate) fn secure_args(dir: &Path) -> Vec<String> {
+    let user = |(name, password): (&str, &str), rights: &str| {
+        let hash =
+            synod_examples::runtime::auth::PasswordHash::new("testsalt", password.as_bytes())
+                .expect("a salt");
+        format!("{name} {rights} {hash}\n")
+    };
+    let files = [
+        ("password", TEST_PASSWORD.to_string()),
+        (
+            "users",
+            user(TEST_WRITER, "read-write") + &user(TEST_READER, "read-only"),
+        ),
+        ("peer-secret", TEST_PEER_SECRET.to_string()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).expect("secret file written");
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "--password-file".into(),
+        path("password"),
+        "--users-file".into(),
+        path("users"),
+        "--peer-secret-file".into(),
+        path("peer-secret"),
+    ]
+}
+
+/// The default user's credentials on a secured cluster.
+pub(crate) fn test_credentials() -> Credentials {
+    Credentials {
+        user: None,
+        password: TEST_PASSWORD.as_bytes().to_vec(),
+    }
+}
 
 fn free_port() -> u16 {
     free_port_on("127.0.0.1")
@@ -49,12 +97,15 @@ pub(crate) struct Cluster {
     children: Vec<Option<Child>>,
     /// More `synod node` options, for every node.
     args: Vec<String>,
+    /// What clients authenticate with, on a secured cluster.
+    credentials: Option<Credentials>,
 }
 
 impl Cluster {
     /// A cluster of `nodes` on loopback, every node started, with the `synod node` options
-    /// `args` besides the usual ones.
-    pub(crate) fn new_with(nodes: usize, args: &[&str]) -> Cluster {
+    /// `args` besides the usual ones; if `secured`, also with a client password, users and a
+    /// peer secret ([`secure_args`]), and clients that authenticate.
+    fn launch(nodes: usize, args: &[&str], secured: bool) -> Cluster {
         let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let specs = peer_ports
@@ -68,6 +119,10 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster::with_nodes(specs);
         cluster.args = args.iter().map(|a| (*a).to_string()).collect();
+        if secured {
+            cluster.args.extend(secure_args(cluster.dir.path()));
+            cluster.credentials = Some(test_credentials());
+        }
         for id in 1..=nodes {
             cluster.start(id);
         }
@@ -89,7 +144,14 @@ impl Cluster {
             children: nodes.iter().map(|_| None).collect(),
             nodes,
             args: Vec::new(),
+            credentials: None,
         }
+    }
+
+    /// Lets the nodes run open on addresses that are not loopback ones (`--insecure-open`).
+    pub(crate) fn insecure_open(mut self) -> Cluster {
+        self.args.push("--insecure-open".into());
+        self
     }
 
     /// A cluster of `nodes` whose every node is up on its own ports and knows a leader, with
@@ -102,9 +164,19 @@ impl Cluster {
 
     /// Like [`Cluster::up`], every node started with the `synod node` options `args` too.
     pub(crate) fn up_with(nodes: usize, args: &[&str]) -> (Cluster, usize) {
+        Cluster::up_launched(nodes, args, false)
+    }
+
+    /// Like [`Cluster::up_with`], secured: every node with a client password, users and a
+    /// peer secret ([`secure_args`]), and the harness's clients authenticating.
+    pub(crate) fn up_secured(nodes: usize, args: &[&str]) -> (Cluster, usize) {
+        Cluster::up_launched(nodes, args, true)
+    }
+
+    fn up_launched(nodes: usize, args: &[&str], secured: bool) -> (Cluster, usize) {
         let all: Vec<usize> = (1..=nodes).collect();
         for _ in 0..3 {
-            let cluster = Cluster::new_with(nodes, args);
+            let cluster = Cluster::launch(nodes, args, secured);
             let deadline = Instant::now() + DEADLINE;
             loop {
                 // Each node names itself: a port some other program holds does not pass.
@@ -200,13 +272,35 @@ impl Cluster {
         self.nodes[id - 1].client.clone()
     }
 
-    fn client(&self, id: usize) -> Client {
-        Client::new(&[self.addr(id)]).with_timeout(Duration::from_secs(20))
+    /// Node `id`'s peer address.
+    pub(crate) fn listen_addr(&self, id: usize) -> String {
+        self.nodes[id - 1].listen.clone()
+    }
+
+    /// The cluster's directory (data directories, logs, secret files).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client of the nodes at `addrs`, authenticating if the cluster is secured.
+    pub(crate) fn client_of(&self, addrs: &[String]) -> Client {
+        let client = Client::new(addrs);
+        match &self.credentials {
+            Some(c) => client.with_credentials(c.clone()),
+            None => client,
+        }
+    }
+
+    pub(crate) fn client(&self, id: usize) -> Client {
+        self.client_of(&[self.addr(id)])
+            .with_timeout(Duration::from_secs(20))
     }
 
     /// INFO of node `id` as `field -> value`, or `None` if it does not answer.
     fn info(&self, id: usize) -> Option<Vec<(String, String)>> {
-        let mut client = Client::new(&[self.addr(id)]).with_timeout(Duration::from_secs(1));
+        let mut client = self
+            .client_of(&[self.addr(id)])
+            .with_timeout(Duration::from_secs(1));
         let Ok(Value::Bulk(text)) = client.call(&[b"INFO"]) else {
             return None;
         };
@@ -276,7 +370,8 @@ fn bulk(s: &str) -> Value {
 
 #[test]
 fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catches_up() {
-    let (mut cluster, first) = Cluster::up(3);
+    // Secured: clients authenticate, and peers prove the cluster's secret.
+    let (mut cluster, first) = Cluster::up_secured(3, &[]);
 
     // Writes through every node, in a session: followers forward them to the leader.
     let mut acknowledged = Vec::new();
@@ -564,6 +659,56 @@ fn start_up_errors_say_what_to_fix() {
     );
     assert_eq!(code, Some(2));
     assert!(err.contains("belongs to another node or cluster"), "{err}");
+
+    // Open (no client password, no peer secret) on an address that is not a loopback one:
+    // refused, saying what to give.
+    let open = format!("0.0.0.0:{p}");
+    let (code, err) = synod(
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &open,
+            "--client",
+            "127.0.0.1:0",
+            "--peers",
+            &format!("1={open}"),
+        ],
+        &dir.path().join("d"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("not a loopback address") && err.contains("--peer-secret-file"),
+        "{err}"
+    );
+    // A secret too short to be one, and a password file that is not there.
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "abc\n").expect("write");
+    let missing = dir.path().join("no-such-file");
+    for (flag, file, says) in [
+        ("--peer-secret-file", &short, "at least 16"),
+        ("--password-file", &missing, "no-such-file"),
+    ] {
+        let (code, err) = synod(
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--client",
+                "127.0.0.1:0",
+                "--peers",
+                "1=127.0.0.1:0",
+                flag,
+                &file.display().to_string(),
+            ],
+            &dir.path().join("e"),
+        );
+        assert_eq!(code, Some(2), "{flag}");
+        assert!(err.contains(flag) && err.contains(says), "{err}");
+    }
 }
 
 /// A node whose log has a flipped bit in a record that had been synced, with synced records

@@ -19,7 +19,7 @@ fn on_one_connection(cluster: &Registers, id: usize, commands: &[&[&str]]) -> Va
     let deadline = std::time::Instant::now() + crate::core_cluster::DEADLINE;
     loop {
         let answer = (|| {
-            let mut conn = synod_examples::resp::client::Connection::open(&cluster.addr(id))?;
+            let mut conn = cluster.connect(id)?;
             let mut last = Value::Nil;
             for command in commands {
                 let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();

@@ -5,6 +5,7 @@
 // is not published, so the path outside it is never packaged).
 #[path = "../../../consensus/tests/it/alloc.rs"]
 mod alloc;
+mod auth;
 mod cli;
 mod core_clients;
 mod core_cluster;

@@ -1,8 +1,9 @@
 //! The register store as real processes: three `synod node --system register` nodes on
 //! loopback, writes and reads over RESP through every node, nodes killed with SIGKILL and
 //! restarted on their data directories with every acknowledged write read back, and
-//! garbage on the peer and client ports refused without a panic. Every wait polls a
-//! condition against a deadline.
+//! garbage on the peer and client ports refused without a panic. The nodes run secured
+//! (a client password and a peer secret), as a cluster off one machine must. Every wait
+//! polls a condition against a deadline.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,15 +14,18 @@ use std::time::{Duration, Instant};
 use synod_examples::resp::Value;
 use synod_examples::resp::client::Connection;
 
-use crate::core_cluster::{DEADLINE, free_port_on};
+use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args, test_credentials};
 
 /// Nodes of a leaderless system (the register store's, or another's: see
-/// [`Registers::up_system`]), each on its own ports and data directory.
+/// [`Registers::up_system`]), each on its own ports and data directory, secured with a
+/// client password and a peer secret ([`secure_args`]).
 pub(crate) struct Registers {
     system: &'static str,
     dir: tempfile::TempDir,
     /// Each node's peer and client address.
     addrs: Vec<(String, String)>,
+    /// The `synod node` options of the secret files, written once before any node starts.
+    secured: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
@@ -43,9 +47,12 @@ impl Registers {
                     (peer, client)
                 })
                 .collect();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let secured = secure_args(dir.path());
             let mut cluster = Registers {
                 system,
-                dir: tempfile::tempdir().expect("tempdir"),
+                dir,
+                secured,
                 addrs,
                 children: (0..nodes).map(|_| None).collect(),
             };
@@ -98,6 +105,7 @@ impl Registers {
             ])
             .arg("--data-dir")
             .arg(self.data_dir(id))
+            .args(&self.secured)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -120,14 +128,14 @@ impl Registers {
             .is_some_and(|c| c.try_wait().expect("waitable").is_none())
     }
 
-    /// Node `id`'s client address.
-    pub(crate) fn addr(&self, id: usize) -> String {
-        self.addrs[id - 1].1.clone()
+    /// A new connection to node `id`, authenticated.
+    pub(crate) fn connect(&self, id: usize) -> std::io::Result<Connection> {
+        Connection::open_as(&self.addrs[id - 1].1, Some(&test_credentials()))
     }
 
     /// Sends `command` to node `id` on a new connection: its reply, or the error.
     pub(crate) fn call(&self, id: usize, command: &[&str]) -> std::io::Result<Value> {
-        let mut conn = Connection::open(&self.addrs[id - 1].1)?;
+        let mut conn = self.connect(id)?;
         conn.set_read_timeout(Duration::from_secs(10))?;
         let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
         conn.roundtrip(&args)
@@ -296,6 +304,7 @@ fn synod_kv_reads_and_writes_the_register_store() {
         let out = Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["kv", "--system", "register", "--addr", &addrs])
             .args(args)
+            .env("SYNOD_PASSWORD", TEST_PASSWORD)
             .output()
             .expect("synod kv runs");
         (
