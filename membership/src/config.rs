@@ -43,6 +43,9 @@ pub(crate) struct Broken {
     pub(crate) no_refutation: bool,
     /// No periodic push-pull sync and no re-announce: a healed partition never merges.
     pub(crate) no_push_pull: bool,
+    /// Between groups of one size, each member keeps its own group's coordinator instead
+    /// of the older one: two groups of one size never merge.
+    pub(crate) own_side_wins_ties: bool,
 }
 
 /// A [`MemberConfig`] value out of range.
@@ -83,8 +86,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The smallest message limit: a header and one update of the largest size.
-pub const MESSAGE_BYTES_MIN: usize = 64 + UPDATE_BYTES_MAX;
+/// The smallest message limit: a header of the largest size (the version byte, the
+/// sender's fields and the largest body, under 96 bytes) and one update of the largest
+/// size.
+pub const MESSAGE_BYTES_MIN: usize = 96 + UPDATE_BYTES_MAX;
 
 impl MemberConfig {
     /// The configuration of member `id`, whose random draws (probe order, indirect probe
@@ -307,6 +312,16 @@ impl MemberConfigBuilder {
     #[must_use]
     pub fn broken_without_push_pull(mut self) -> Self {
         self.config.broken.no_push_pull = true;
+        self
+    }
+
+    /// Broken on purpose: when two groups of the same size meet, each member's own group
+    /// wins, where the rule says the group with the older coordinator wins; so neither
+    /// merges, and a healed cluster keeps two coordinators.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_own_side_wins_ties(mut self) -> Self {
+        self.config.broken.own_side_wins_ties = true;
         self
     }
 

@@ -19,9 +19,11 @@
 //!   times, on the probes it sends anyway and on short gossip rounds to a few random
 //!   members, and a periodic push-pull sync exchanges whole views, so that news reaches
 //!   every member in `O(log n)` rounds and a healed partition always merges.
-//! - **Emergent Leader**: [`Member::coordinator`], the oldest live member by join stamp
-//!   ([`Update::joined`]), which every member computes from its own view without an
-//!   election; a change is handed up as [`ViewChange::Coordinator`].
+//! - **Emergent Leader**: [`Member::coordinator`], the oldest member of the member's group
+//!   by join stamp ([`Update::joined`]), which every member computes from its own view
+//!   without an election; a change is handed up as [`ViewChange::Coordinator`]. Groups that
+//!   formed apart (the sides of a partition) merge when they meet, the smaller into the
+//!   larger, and both sides are told with a [`ViewChange::Merged`].
 //! - **Lease**: [`lease`], a lease table replicated through a log (grant, keep-alive,
 //!   revoke, checkpoint, expiry) and the leader's expirer, with keys deleted with their
 //!   lease and fencing by the lock key's create revision.
@@ -85,15 +87,30 @@
 //! every live member directly and stops, so the others mark it dead at once instead of
 //! suspecting it first.
 //!
-//! Emergent leader: each start takes a join stamp once, one more than the largest it knows
-//! when its first sync is answered (or at its first push-pull round, if none is), and
-//! gossips it with its liveness. Ordered by `(joined, id)`, the oldest live member is the
-//! coordinator: members that agree on who is live agree on it, a crashed coordinator is
-//! succeeded by the next oldest once it is declared dead, and a restarted one comes back as
-//! the youngest. During a partition each side names its own oldest; once the views merge
-//! after the heal, so do the coordinators, to the oldest member of the whole cluster
-//! (whichever side it was on: the merge does not favour the larger side), and every member
-//! whose coordinator changed is told with a [`ViewChange::Coordinator`].
+//! Emergent leader: each start takes a join stamp once, one more than the largest it knows,
+//! when a sync answer shows it a group to join (or at its first push-pull round, if none
+//! does), and gossips it with its liveness. Every member is in a *group*, named by the
+//! group's coordinator ([`Update::group`]), and gossips which group it is in; a new member
+//! joins the largest group it sees, or forms one of its own if it sees none. A group's
+//! coordinator is its oldest member by `(joined, id)`: a crashed coordinator is succeeded,
+//! once it is declared dead, by the oldest member left in the group, and a restarted one
+//! comes back as the youngest. No member is elected; each computes the coordinator from
+//! its own view, so members that agree on the view agree on it.
+//!
+//! Split groups: during a partition, each side declares the other dead and forms a group
+//! of its own under its oldest member. When the two meet again, each member that sees a
+//! live member coordinating another group (while its own coordinator is alive) compares the
+//! two groups by the size each coordinator last gossiped for its own group
+//! ([`Update::group_size`], which a coordinator gossips again whenever it changes): **the
+//! smaller group merges into the larger, and between groups of one size the group whose
+//! coordinator joined first (the smaller `(joined, id)`) wins**. A member of the losing
+//! group moves to the winner's, and says where it came from ([`Update::merged_from`]), so
+//! that members of its old group that never see the other coordinator themselves follow
+//! it. Every member, on both sides, hands up one [`ViewChange::Merged`] naming the group
+//! it was in, the other group and the winner, so an application can reconcile what the two
+//! groups did apart; a member whose coordinator changed is also told with a
+//! [`ViewChange::Coordinator`]. Members that start at the same moment may each form a
+//! group before they hear of the others; those groups merge the same way.
 //!
 //! Every limit is explicit in [`MemberConfig`]: members kept (`members_max`; a full view
 //! drops its oldest tombstone first), gossip updates queued, indirect probes relayed at
@@ -141,8 +158,11 @@
 //! assert_eq!(a.state_of(two), Some(MemberState::Alive));
 //! assert_eq!(deliver(&mut a, &mut b, now), 1); // a's answer: its own view
 //! assert_eq!(b.live_members(), [one, two]);
-//! assert_eq!(b.joined(), 1); // the first start b knows of that took a stamp
-//! assert_eq!(b.coordinator(), two); // a has not taken one yet: b is the oldest ranked
+//! // Neither has a join stamp yet, so neither is in a group: each takes one when a sync
+//! // answer shows it a group to join, or at its first push-pull round. Until then the
+//! // coordinator is the oldest ranked, an unstamped member counting by its id.
+//! assert_eq!(b.joined(), 0);
+//! assert_eq!(b.coordinator(), one);
 //! # Ok::<(), synod_membership::ConfigError>(())
 //! ```
 //!
@@ -162,13 +182,17 @@
 //! - A member identifies others by `NodeId` only; addresses are the transport's business.
 //! - No application state rides on the gossip yet (only membership).
 //! - The coordinator is a view, not a lease: two members may name different coordinators
-//!   while their views differ (during a partition, or before news has spread).
+//!   while their views differ (during a partition, or before news has spread). The merge
+//!   rule decides on the sizes the coordinators gossiped; members that hold different
+//!   sizes for a moment may decide differently, and the group they end in is settled by the
+//!   same rule once the sizes agree (each such change is handed up as a merge too).
 //!
 //! # Crate features
 //!
 //! - `broken` (off by default): deliberately broken variants
 //!   (`MemberConfigBuilder::broken_without_refutation`,
 //!   `MemberConfigBuilder::broken_without_push_pull`,
+//!   `MemberConfigBuilder::broken_own_side_wins_ties`,
 //!   `lease::LeaseExpirer::broken_renew_on_election`,
 //!   `lease::LeaseExpirer::broken_expire_while_following`,
 //!   `watch::WatchHub::broken_skipping_on_catch_up`), which this crate's tests run to

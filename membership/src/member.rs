@@ -73,15 +73,32 @@ pub struct MemberEvent {
 
 /// What a [`Member`] hands to the application with `Effect::Apply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ViewChange {
     /// A member's state changed in this member's view.
     Member(MemberEvent),
-    /// The coordinator (the oldest live member, the emergent leader) is now `id` in this
-    /// member's view: a member that coordinates learns it here, and so does every member
-    /// of a group that merged with another after a partition.
+    /// The coordinator (the emergent leader) is now `id` in this member's view: a member
+    /// that coordinates learns it here, and so does every member of a group that merged
+    /// into another after a partition.
     Coordinator {
         /// The new coordinator.
         id: NodeId,
+        /// When this member learnt it (its own `now`).
+        at: Time,
+    },
+    /// This member's group met another group, which had formed apart from it (during a
+    /// partition, or from members that started apart), and the two merged: the smaller
+    /// into the larger, a tie into the group whose coordinator joined first. Handed up
+    /// once on each side, to every member that learns of the merge, so that an application
+    /// can reconcile what the two groups did apart.
+    Merged {
+        /// The coordinator of the group this member was in.
+        group: NodeId,
+        /// The coordinator of the other group.
+        other: NodeId,
+        /// The coordinator of the merged group: `group` if this member's group won (it
+        /// keeps its coordinator), `other` if it merged into the other.
+        winner: NodeId,
         /// When this member learnt it (its own `now`).
         at: Time,
     },
@@ -109,6 +126,9 @@ pub struct MemberStats {
     /// Messages dropped: from this member's own id, before it was ready, or from an
     /// earlier start of their sender.
     pub messages_dropped: u64,
+    /// Times this member's group merged into another ([`ViewChange::Merged`] with
+    /// another winner).
+    pub merges_lost: u64,
     /// Claims ignored because their generation was further ahead of the one this member
     /// knows (for itself, its own) than [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX)
     /// starts could take it, and entries replaced because their member's own message showed
@@ -122,6 +142,10 @@ struct Entry {
     incarnation: u64,
     state: MemberState,
     joined: u64,
+    /// Its group, its count of it, and the group it merged from ([`Update::group`]).
+    group: NodeId,
+    group_size: u32,
+    merged_from: Option<NodeId>,
     /// When this member's view of it last changed.
     changed_at: Time,
     /// With `state == Suspect`: the members that suspect it, the first included.
@@ -137,13 +161,27 @@ impl Entry {
 /// What the view is searched by on every input, kept beside it so that no input costs a
 /// pass over every member: the dead count, the suspects (for their timeouts), the dead by
 /// when they died (for reaping and eviction), and the live by join order (the coordinator).
-#[derive(Debug, Default)]
+///
+/// For groups, over the members not dead that have a join stamp: how many are in each
+/// group, each group's members by age (for a succession), the members coordinating a group
+/// of their own and believed alive (rival coordinators after a partition), and the members
+/// that came from a merged group, by the group they left and by the group they joined.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Index {
     dead: usize,
     suspects: BTreeSet<NodeId>,
     tombstones: BTreeSet<(Time, NodeId)>,
     ranks: BTreeSet<((u64, NodeId), NodeId)>,
+    groups: BTreeMap<NodeId, u32>,
+    by_group: BTreeSet<(NodeId, (u64, NodeId), NodeId)>,
+    claimants: BTreeSet<NodeId>,
+    merged_out: BTreeSet<(NodeId, NodeId)>,
+    merged_in: BTreeSet<(NodeId, NodeId, NodeId)>,
 }
+
+/// What a group claims in a merge: its size as its coordinator said, and the coordinator's
+/// age ([`rank`]).
+type Claim = (u32, (u64, NodeId));
 
 /// The order of age among members: by join stamp, one not stamped yet counting as the
 /// youngest, then by id.
@@ -165,6 +203,17 @@ impl Index {
             }
         }
         self.ranks.insert((rank(e.joined, id), id));
+        if e.joined != 0 {
+            *self.groups.entry(e.group).or_default() += 1;
+            self.by_group.insert((e.group, rank(e.joined, id), id));
+            if e.group == id && e.state == MemberState::Alive {
+                self.claimants.insert(id);
+            }
+            if let Some(from) = e.merged_from {
+                self.merged_out.insert((from, id));
+                self.merged_in.insert((e.group, from, id));
+            }
+        }
     }
 
     fn remove(&mut self, id: NodeId, e: &Entry) {
@@ -180,6 +229,20 @@ impl Index {
             }
         }
         self.ranks.remove(&(rank(e.joined, id), id));
+        if e.joined != 0 {
+            if let Some(count) = self.groups.get_mut(&e.group) {
+                *count -= 1;
+                if *count == 0 {
+                    self.groups.remove(&e.group);
+                }
+            }
+            self.by_group.remove(&(e.group, rank(e.joined, id), id));
+            self.claimants.remove(&id);
+            if let Some(from) = e.merged_from {
+                self.merged_out.remove(&(from, id));
+                self.merged_in.remove(&(e.group, from, id));
+            }
+        }
     }
 }
 
@@ -290,6 +353,14 @@ pub struct Member {
     generation: u64,
     incarnation: u64,
     joined: u64,
+    /// The coordinator of the group this member is in (itself until it has a join stamp).
+    group: NodeId,
+    /// The group this member's group merged from, if it did since it joined it.
+    merged_from: Option<NodeId>,
+    /// The group size this member last gossiped while coordinating.
+    announced: u32,
+    /// The merges this member handed up, as `(group, other, winner)`, and when.
+    merges_told: BTreeMap<(NodeId, NodeId, NodeId), Time>,
     coordinator: Option<NodeId>,
     persist: PersistToken,
     ready: bool,
@@ -313,6 +384,8 @@ pub struct Member {
     sync_cursor: usize,
     effects: VecDeque<EffectOf<Member>>,
     wake_at: Option<Time>,
+    /// Inputs handled (for the debug builds' index check).
+    inputs: u64,
     stats: MemberStats,
 }
 
@@ -330,6 +403,7 @@ impl Member {
     #[must_use]
     pub fn start(config: MemberConfig, last_generation: u64) -> Member {
         let generation = last_generation.saturating_add(1);
+        let id = config.id;
         let persist = PersistToken::default().next();
         let mut effects = VecDeque::new();
         effects.push_back(Effect::Persist {
@@ -342,6 +416,10 @@ impl Member {
             generation,
             incarnation: 0,
             joined: 0,
+            group: id,
+            merged_from: None,
+            announced: 0,
+            merges_told: BTreeMap::new(),
             coordinator: None,
             persist,
             ready: false,
@@ -362,6 +440,7 @@ impl Member {
             sync_cursor: 0,
             effects,
             wake_at: None,
+            inputs: 0,
             stats: MemberStats::default(),
         }
     }
@@ -450,12 +529,19 @@ impl Member {
         self.joined
     }
 
-    /// The coordinator in this member's view: the oldest live (not dead) member by
-    /// `(joined, id)`, a member that has not set its stamp yet counting as the youngest.
-    /// Every member computes it from its own view, without an election, so members that
-    /// agree on who is live agree on the coordinator.
+    /// The coordinator in this member's view: the coordinator of its group (see the crate
+    /// documentation's emergent leader). Every member computes it from its own view,
+    /// without an election: a group's coordinator is its oldest live member by
+    /// `(joined, id)` when it forms, and is succeeded by the next oldest of the group when
+    /// it is declared dead; a group that merges into another takes the other's.
+    ///
+    /// Before this member has a join stamp, it is the oldest live member it knows by
+    /// `(joined, id)`, one that has not set its stamp yet counting as the youngest.
     #[must_use]
     pub fn coordinator(&self) -> NodeId {
+        if self.joined != 0 {
+            return self.group;
+        }
         let own = rank(self.joined, self.config.id);
         match self.index.ranks.first() {
             Some(&(oldest, id)) if oldest < own => id,
@@ -575,7 +661,19 @@ impl Member {
             state: MemberState::Alive,
             joined: self.joined,
             by: self.config.id,
+            group: self.group,
+            group_size: self.group_size(),
+            merged_from: self.merged_from,
         }
+    }
+
+    /// The members of this member's group in its view, itself included.
+    fn group_size(&self) -> u32 {
+        if self.joined == 0 {
+            return 1;
+        }
+        let others = self.index.groups.get(&self.group).copied().unwrap_or(0);
+        others.saturating_add(1)
     }
 
     fn update_of(&self, id: NodeId, by: NodeId) -> Option<Update> {
@@ -591,6 +689,9 @@ impl Member {
             } else {
                 by
             },
+            group: e.group,
+            group_size: e.group_size,
+            merged_from: e.merged_from,
         })
     }
 
@@ -599,6 +700,9 @@ impl Member {
             generation: self.generation,
             incarnation: self.incarnation,
             joined: self.joined,
+            group: self.group,
+            group_size: self.group_size(),
+            merged_from: self.merged_from,
             body,
             updates: Vec::new(),
         }
@@ -741,6 +845,9 @@ impl Member {
                     entry.incarnation = update.incarnation;
                     entry.state = update.state;
                     entry.joined = update.joined;
+                    entry.group = update.group;
+                    entry.group_size = update.group_size;
+                    entry.merged_from = update.merged_from;
                     entry.changed_at = now;
                     entry.confirmers.clear();
                     if counts {
@@ -751,6 +858,7 @@ impl Member {
                         self.event(update.id, update.generation, Some(update.state), now);
                     }
                     self.enqueue(update);
+                    self.news_of_group(now, update.id);
                     true
                 } else if update.precedence() == entry.precedence()
                     && entry.joined == 0
@@ -759,7 +867,11 @@ impl Member {
                     // The join stamp is fixed for one incarnation; 0 only means unknown.
                     self.index.remove(update.id, entry);
                     entry.joined = update.joined;
+                    entry.group = update.group;
+                    entry.group_size = update.group_size;
+                    entry.merged_from = update.merged_from;
                     self.index.add(update.id, entry);
+                    self.news_of_group(now, update.id);
                     true
                 } else if update.precedence() == entry.precedence()
                     && counts
@@ -790,6 +902,9 @@ impl Member {
                     incarnation: update.incarnation,
                     state: update.state,
                     joined: update.joined,
+                    group: update.group,
+                    group_size: update.group_size,
+                    merged_from: update.merged_from,
                     changed_at: now,
                     confirmers: BTreeSet::new(),
                 };
@@ -797,6 +912,7 @@ impl Member {
                 self.members.insert(update.id, entry);
                 self.event(update.id, update.generation, Some(update.state), now);
                 self.enqueue(update);
+                self.news_of_group(now, update.id);
                 true
             }
         }
@@ -972,14 +1088,12 @@ impl Member {
         if let Some(e) = self.members.get(&probe.target)
             && e.generation == probe.generation
             && e.state != MemberState::Dead
+            && let Some(known) = self.update_of(probe.target, me)
         {
             let suspect = Update {
-                id: probe.target,
-                generation: e.generation,
-                incarnation: e.incarnation,
                 state: MemberState::Suspect,
-                joined: e.joined,
                 by: me,
+                ..known
             };
             self.merge(now, suspect);
         }
@@ -1053,14 +1167,11 @@ impl Member {
             .collect();
         let me = self.config.id;
         for id in expired {
-            if let Some(e) = self.members.get(&id) {
+            if let Some(known) = self.update_of(id, me) {
                 let dead = Update {
-                    id,
-                    generation: e.generation,
-                    incarnation: e.incarnation,
                     state: MemberState::Dead,
-                    joined: e.joined,
                     by: me,
+                    ..known
                 };
                 self.merge(now, dead);
             }
@@ -1099,10 +1210,283 @@ impl Member {
         }
         let largest = self.members.values().map(|e| e.joined).max().unwrap_or(0);
         self.joined = largest.saturating_add(1);
+        // The largest group this member sees (a tie to the older coordinator), or a group
+        // of its own if it sees none.
+        let best = self
+            .index
+            .claimants
+            .iter()
+            .filter_map(|&id| self.claim(id).map(|claim| (claim, id)))
+            .reduce(|a, b| if self.beats(b.0, a.0) { b } else { a });
+        self.group = best.map_or(self.config.id, |(_, id)| id);
         // A new incarnation, so that the stamp overrides what others heard before.
-        self.incarnation = self.incarnation.saturating_add(1);
-        let own = self.own_update();
-        self.enqueue(own);
+        self.bump();
+    }
+
+    /// Raises this member's incarnation and gossips its update: it has something new to
+    /// say of itself (a join stamp, a group). At the largest incarnation it takes a new
+    /// generation instead, which gossips it once durable.
+    fn bump(&mut self) {
+        match self.incarnation.checked_add(1) {
+            Some(incarnation) => {
+                self.incarnation = incarnation;
+                let own = self.own_update();
+                self.enqueue(own);
+            }
+            None => self.renew(self.generation),
+        }
+    }
+
+    // ---- groups (the emergent leader) ---------------------------------------------------
+
+    /// What group `coordinator` claims in this member's view: its size as the coordinator
+    /// last said (this member's own count if it is this member) and the coordinator's age.
+    fn claim(&self, coordinator: NodeId) -> Option<Claim> {
+        if coordinator == self.config.id {
+            return Some((self.group_size(), rank(self.joined, coordinator)));
+        }
+        let e = self.members.get(&coordinator)?;
+        Some((e.group_size, rank(e.joined, coordinator)))
+    }
+
+    /// Whether group claim `a` wins a merge against `b`: the larger group, and between
+    /// groups of one size the one whose coordinator is older by `(joined, id)`.
+    fn beats(&self, a: Claim, b: Claim) -> bool {
+        if self.config.broken.own_side_wins_ties && a.0 == b.0 {
+            // Broken on purpose: each side keeps its own coordinator in a tie.
+            return b.1.1 != self.group && a.1.1 == self.group;
+        }
+        a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+    }
+
+    /// Brings this member's group up to date with its view, one change at a time: its
+    /// group merged into another (a member that was in it says so), its coordinator is
+    /// gone (the oldest member of the group succeeds it), or a rival coordinator's group
+    /// wins against it. Hands up each merge this member learns of, once.
+    fn settle_group(&mut self, now: Time) {
+        if self.joined == 0 {
+            return;
+        }
+        // Each change joins another group; a few are enough for any view, and the next
+        // input carries on.
+        for _ in 0..4 {
+            if !self.settle_step(now) {
+                break;
+            }
+        }
+        let me = self.config.id;
+        if self.group == me {
+            let size = self.group_size();
+            if size != self.announced {
+                // A coordinator tells how large its group is: that decides a merge.
+                self.announced = size;
+                self.bump();
+            }
+        }
+    }
+
+    /// One change of group, if the view calls for one; whether it made one.
+    fn settle_step(&mut self, now: Time) -> bool {
+        let me = self.config.id;
+        let g = self.group;
+        let first = NodeId::new(1);
+        let last = NodeId::new(u64::MAX);
+        // A member that was in this group moved to another because the group merged into
+        // it: so does this member, if that group is one it would merge into itself (a
+        // live coordinator whose group wins against this one), so that what members that
+        // moved long ago still say of the group they left moves nobody. A move into this
+        // member means its group and the one it merged into swapped (each side decided on
+        // claims the other had changed): the swap ends with this member coordinating.
+        let moved = self
+            .index
+            .merged_out
+            .range((g, first)..=(g, last))
+            .filter_map(|&(_, id)| self.members.get(&id).map(|e| e.group))
+            .find(|&into| {
+                into != g
+                    && (into == me
+                        || (self.coordinates(into)
+                            && matches!(
+                                (self.claim(into), self.claim(g)),
+                                (Some(theirs), Some(mine)) if self.beats(theirs, mine)
+                            )))
+            });
+        // Above all, the coordinator itself says its group merged into another (one not
+        // believed dead: what it said of an earlier merge is no news once that group's
+        // coordinator is gone).
+        let moved = self
+            .members
+            .get(&g)
+            .filter(|e| e.state != MemberState::Dead && e.merged_from == Some(g) && e.group != g)
+            .map(|e| e.group)
+            .filter(|&into| {
+                into == me
+                    || self
+                        .members
+                        .get(&into)
+                        .is_some_and(|e| e.state != MemberState::Dead)
+            })
+            .or(moved);
+        if let Some(into) = moved {
+            self.join_group(now, into, Some(g));
+            return true;
+        }
+        // The coordinator is dead, restarted, or moved to another group without a merge
+        // (a merge is the case above): the oldest member left in the group succeeds it.
+        if g != me
+            && self.members.get(&g).is_some_and(|e| {
+                e.state == MemberState::Dead
+                    || e.joined == 0
+                    || (e.group != g && e.merged_from != Some(g) && self.coordinates(e.group))
+            })
+        {
+            // Members that saw the coordinator gone first may have moved already: to the
+            // group of the oldest member left, which coordinates it now, and whose age is
+            // what this member compares as they did.
+            let oldest = self
+                .index
+                .by_group
+                .range((g, (0, first), first)..=(g, (u64::MAX, last), last))
+                .map(|&(_, age, id)| (age, id))
+                .find(|&(_, id)| id != g);
+            let successor = self
+                .index
+                .claimants
+                .iter()
+                .filter_map(|&c| self.members.get(&c).map(|e| (rank(e.joined, c), c)))
+                .min();
+            let own = (rank(self.joined, me), me);
+            let next = [oldest, successor]
+                .into_iter()
+                .flatten()
+                .fold(own, std::cmp::min)
+                .1;
+            self.join_group(now, next, None);
+            return true;
+        }
+        // Another live coordinator with a group of its own (the two formed apart): the
+        // smaller group merges into the larger. Only while this member's own coordinator
+        // is believed alive, so that a succession in progress is no merge.
+        let settled = g == me
+            || self
+                .members
+                .get(&g)
+                .is_some_and(|e| e.state == MemberState::Alive && e.group == g);
+        if settled && let Some(mine) = self.claim(g) {
+            let rivals: Vec<(NodeId, Claim)> = self
+                .index
+                .claimants
+                .iter()
+                .filter(|&&r| r != g)
+                .filter_map(|&r| self.claim(r).map(|claim| (r, claim)))
+                .collect();
+            for (r, theirs) in rivals {
+                if self.beats(theirs, mine) {
+                    self.join_group(now, r, Some(g));
+                    return true;
+                }
+                self.tell_merge(now, g, r, g);
+            }
+        }
+        false
+    }
+
+    /// Hands up a merge into this member's group that news of `id` shows: `id` came into
+    /// the group from another that merged into it, or `id` is the coordinator of a group
+    /// that members of this one came from, believed live again. Told once that coordinator
+    /// is believed live, as a merge is forgotten once it is not (`forget_merges`), so that
+    /// members keeping the group they came from tell nothing new. Looked at for the member
+    /// the news is about only, so that it costs no pass over the view.
+    fn news_of_group(&mut self, now: Time, id: NodeId) {
+        let g = self.group;
+        let Some(e) = self.members.get(&id) else {
+            return;
+        };
+        if e.state == MemberState::Dead || self.joined == 0 {
+            return;
+        }
+        let live = |m: &Member, x: NodeId| {
+            x != g
+                && m.merged_from != Some(x)
+                && m.members
+                    .get(&x)
+                    .is_some_and(|e| e.state != MemberState::Dead)
+        };
+        if e.group == g
+            && e.joined != 0
+            && let Some(from) = e.merged_from
+            && live(self, from)
+        {
+            self.tell_merge(now, g, from, g);
+        }
+        let (first, last) = (NodeId::new(1), NodeId::new(u64::MAX));
+        if live(self, id)
+            && self
+                .index
+                .merged_in
+                .range((g, id, first)..=(g, id, last))
+                .next()
+                .is_some()
+        {
+            self.tell_merge(now, g, id, g);
+        }
+    }
+
+    /// Whether `id` coordinates a group in this member's view: itself, or a member not
+    /// believed dead whose group is its own.
+    fn coordinates(&self, id: NodeId) -> bool {
+        id == self.config.id
+            || self
+                .members
+                .get(&id)
+                .is_some_and(|e| e.state != MemberState::Dead && e.joined != 0 && e.group == id)
+    }
+
+    /// Hands up the merge of this member's group `group` with `other`, unless it did.
+    fn tell_merge(&mut self, now: Time, group: NodeId, other: NodeId, winner: NodeId) {
+        let key = (group, other, winner);
+        if self.merges_told.contains_key(&key) {
+            return;
+        }
+        if self.merges_told.len() >= self.config.members_max
+            && let Some((&oldest, _)) = self.merges_told.iter().min_by_key(|(_, at)| **at)
+        {
+            self.merges_told.remove(&oldest);
+        }
+        self.merges_told.insert(key, now);
+        self.effects.push_back(Effect::Apply(ViewChange::Merged {
+            group,
+            other,
+            winner,
+            at: now,
+        }));
+    }
+
+    /// Moves this member to `group`: from a merge of `from` into it, or (with `None`) as
+    /// the succession of its coordinator.
+    fn join_group(&mut self, now: Time, group: NodeId, from: Option<NodeId>) {
+        self.group = group;
+        self.merged_from = from;
+        self.announced = 0;
+        if let Some(from) = from {
+            self.stats.merges_lost += 1;
+            self.tell_merge(now, from, group, group);
+        }
+        self.bump();
+    }
+
+    /// Forgets the merges handed up whose other group's coordinator this member no longer
+    /// believes live (cut off again, or gone): a later merge with it, after another
+    /// partition, is handed up again.
+    fn forget_merges(&mut self) {
+        let me = self.config.id;
+        let members = &self.members;
+        self.merges_told.retain(|&(_, other, _), _| {
+            other == me
+                || members
+                    .get(&other)
+                    .is_some_and(|e| e.state != MemberState::Dead)
+        });
     }
 
     fn push_pull(&mut self, now: Time) {
@@ -1145,6 +1529,7 @@ impl Member {
     }
 
     fn reap(&mut self, now: Time) {
+        self.forget_merges();
         let reap = Duration::from_millis(self.config.dead_reap_ms);
         while let Some(&(died, id)) = self.index.tombstones.first()
             && died + reap <= now
@@ -1212,6 +1597,9 @@ impl Member {
                 state: MemberState::Alive,
                 joined: message.joined,
                 by: from,
+                group: message.group,
+                group_size: message.group_size,
+                merged_from: message.merged_from,
             },
         );
         let limit = self.config.members_max.saturating_add(1);
@@ -1289,8 +1677,13 @@ impl Member {
                     self.send_sync(from, false);
                 } else {
                     // The answer to a sync this member asked for: it knows the cluster's
-                    // stamps now, and takes the next one.
-                    self.rank();
+                    // stamps now, and takes the next one, joining a group it sees. If it
+                    // sees none (the cluster is starting too), it waits for its first
+                    // push-pull round, by when one may have formed, rather than form
+                    // a group of its own at once and merge it later.
+                    if !self.index.claimants.is_empty() {
+                        self.rank();
+                    }
                 }
             }
         }
@@ -1303,10 +1696,7 @@ impl Member {
         for (&id, e) in &self.members {
             fresh.add(id, e);
         }
-        fresh.dead == self.index.dead
-            && fresh.suspects == self.index.suspects
-            && fresh.tombstones == self.index.tombstones
-            && fresh.ranks == self.index.ranks
+        fresh == self.index
     }
 
     fn schedule_wake(&mut self) {
@@ -1358,12 +1748,17 @@ impl Protocol for Member {
             }
             Input::Request { id, request } => self.answer(id, request),
         }
-        // Rebuilding the index costs a pass over the view: checked in small views only.
+        // Rebuilding the index costs a pass over the view: checked after every input in
+        // views of up to 8 members, and after every 32nd in views of up to 64.
+        self.inputs = self.inputs.wrapping_add(1);
+        let check =
+            self.members.len() <= 8 || (self.members.len() <= 64 && self.inputs.is_multiple_of(32));
         debug_assert!(
-            self.members.len() > 32 || self.index_is_consistent(),
+            !check || self.index_is_consistent(),
             "the view's index drifted"
         );
         if self.ready && !self.left {
+            self.settle_group(now);
             let coordinator = self.coordinator();
             if self.coordinator != Some(coordinator) {
                 self.coordinator = Some(coordinator);

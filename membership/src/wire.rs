@@ -1,6 +1,8 @@
 //! What members send each other, and its byte encoding.
 //!
-//! # Format, version 1
+//! # Format, version 2
+//!
+//! Version 2 adds the group fields to [`Update`] (`group`, `group_size`, `merged_from`).
 //!
 //! A message on the wire is one byte, [`WIRE_VERSION`], followed by the [`Message`] in
 //! postcard's format (varint integers, length-prefixed sequences, enum variants by index).
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use synod_node::NodeId;
 
 /// The version byte every encoded message starts with.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// The furthest a member's generation can move ahead between two things another member
 /// hears of it: a generation rises by one per start (or renewal, see
@@ -68,6 +70,15 @@ pub struct Update {
     /// Who said so: the member itself for `Alive`, the suspecting member for `Suspect`
     /// (counted as an independent confirmation), the declaring member for `Dead`.
     pub by: NodeId,
+    /// The coordinator of the group the member is in: itself while it coordinates, and
+    /// before it has a join stamp (when it is in no group yet).
+    pub group: NodeId,
+    /// How many members the member counted in its group (itself included) when it said
+    /// this. What a coordinator says of its own group decides which group wins a merge.
+    pub group_size: u32,
+    /// The group the member was in before that group merged into `group`; `None` if its
+    /// group has not merged since it joined it.
+    pub merged_from: Option<NodeId>,
 }
 
 impl Update {
@@ -133,6 +144,12 @@ pub struct Message {
     pub incarnation: u64,
     /// The sender's join stamp ([`Update::joined`]).
     pub joined: u64,
+    /// The sender's group ([`Update::group`]).
+    pub group: NodeId,
+    /// The size of the sender's group as it counts it ([`Update::group_size`]).
+    pub group_size: u32,
+    /// The group the sender's group merged from ([`Update::merged_from`]).
+    pub merged_from: Option<NodeId>,
     /// What the message is for.
     pub body: Body,
     /// Piggybacked gossip, or the view for a [`Body::Sync`].
@@ -216,8 +233,9 @@ pub(crate) fn update_bytes(update: &Update) -> usize {
     postcard::to_slice(update, &mut buf).map_or(UPDATE_BYTES_MAX, |b| b.len())
 }
 
-/// An update's largest encoding: five varint `u64`s (10 bytes each) and a state byte.
-pub(crate) const UPDATE_BYTES_MAX: usize = 51;
+/// An update's largest encoding: six varint `u64`s (10 bytes each), a state byte, a varint
+/// `u32` (5 bytes) and an optional `u64` (a tag byte and 10).
+pub(crate) const UPDATE_BYTES_MAX: usize = 77;
 
 #[cfg(test)]
 mod tests {
@@ -229,6 +247,9 @@ mod tests {
             generation: 2,
             incarnation: 7,
             joined: 3,
+            group: NodeId::new(3),
+            group_size: 4,
+            merged_from: None,
             body: Body::PingReq {
                 seq: 99,
                 target: NodeId::new(u64::MAX),
@@ -240,6 +261,9 @@ mod tests {
                 state: MemberState::Dead,
                 joined: u64::MAX,
                 by: NodeId::new(u64::MAX),
+                group: NodeId::new(u64::MAX),
+                group_size: u32::MAX,
+                merged_from: Some(NodeId::new(u64::MAX)),
             }],
         }
     }
@@ -259,14 +283,14 @@ mod tests {
         );
         assert_eq!(Message::decode(&[], 10), Err(DecodeError::Version(None)));
         let mut other = bytes.clone();
-        other[0] = 2;
+        other[0] = WIRE_VERSION + 1;
         assert_eq!(
-            Message::decode(&other, 100),
-            Err(DecodeError::Version(Some(2)))
+            Message::decode(&other, 1_000),
+            Err(DecodeError::Version(Some(WIRE_VERSION + 1)))
         );
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(Message::decode(&longer, 100), Err(DecodeError::Malformed));
+        assert_eq!(Message::decode(&longer, 1_000), Err(DecodeError::Malformed));
         assert_eq!(update_bytes(&m.updates[0]), UPDATE_BYTES_MAX);
     }
 
@@ -276,6 +300,9 @@ mod tests {
             generation: 1,
             incarnation: 0,
             joined: 1,
+            group: NodeId::new(1),
+            group_size: 1,
+            merged_from: None,
             body: Body::Nack {
                 seq: 1,
                 target: NodeId::new(1),

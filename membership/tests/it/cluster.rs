@@ -27,6 +27,16 @@ pub struct Store {
     configure: Configure,
     events: Rc<RefCell<Vec<(NodeId, MemberEvent)>>>,
     told: Rc<RefCell<Vec<(NodeId, NodeId, Time)>>>,
+    merges: Rc<RefCell<Vec<(NodeId, Merge)>>>,
+}
+
+/// A merge a member handed up ([`ViewChange::Merged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub group: NodeId,
+    pub other: NodeId,
+    pub winner: NodeId,
+    pub at: Time,
 }
 
 impl ProtocolStore for Store {
@@ -60,6 +70,21 @@ impl ProtocolStore for Store {
         match change {
             ViewChange::Member(event) => self.events.borrow_mut().push((self.id, event)),
             ViewChange::Coordinator { id, at } => self.told.borrow_mut().push((self.id, id, at)),
+            ViewChange::Merged {
+                group,
+                other,
+                winner,
+                at,
+            } => self.merges.borrow_mut().push((
+                self.id,
+                Merge {
+                    group,
+                    other,
+                    winner,
+                    at,
+                },
+            )),
+            _ => {}
         }
     }
 }
@@ -91,6 +116,8 @@ pub struct Outcome {
     pub rounds: Vec<(Duration, Views)>,
     /// Every coordinator change a member was told of: (member, new coordinator, when).
     pub told: Vec<(NodeId, NodeId, Time)>,
+    /// Every merge a member handed up, with the member.
+    pub merges: Vec<(NodeId, Merge)>,
     /// At each round boundary: every running member's coordinator.
     pub coordinators: Vec<(Duration, Vec<(NodeId, NodeId)>)>,
     /// Every running member's whole view (dead tombstones too) at the last round.
@@ -166,6 +193,8 @@ impl Scenario {
         let factory_events = events.clone();
         let told = Rc::new(RefCell::new(Vec::new()));
         let factory_told = told.clone();
+        let merges = Rc::new(RefCell::new(Vec::new()));
+        let factory_merges = merges.clone();
         let mut sim = Simulation::new(
             config,
             self.seed,
@@ -175,6 +204,7 @@ impl Scenario {
                     configure: configure.clone(),
                     events: factory_events.clone(),
                     told: factory_told.clone(),
+                    merges: factory_merges.clone(),
                 })
             },
             NoClients,
@@ -274,6 +304,7 @@ impl Scenario {
         Outcome {
             events: events.take(),
             told: told.take(),
+            merges: merges.take(),
             last_known: last_known.take(),
             coordinators: coordinators.take(),
             rounds: rounds.take(),

@@ -44,6 +44,9 @@ fn alive(id: NodeId, incarnation: u64) -> Update {
         state: MemberState::Alive,
         joined: 1,
         by: id,
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     }
 }
 
@@ -52,6 +55,9 @@ fn message(body: Body, updates: Vec<Update>) -> Message {
         generation: 1,
         incarnation: 0,
         joined: 1,
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
         body,
         updates,
     }
@@ -129,6 +135,9 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
         state: MemberState::Suspect,
         joined: 1,
         by: n(3),
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     };
     m.handle(
         Time::from_millis(10),
@@ -149,7 +158,10 @@ fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
         incarnation: 1,
         state: MemberState::Alive,
         joined: 0,
-        by: n(1)
+        by: n(1),
+        group: n(1),
+        group_size: 1,
+        merged_from: None,
     }));
     // A suspicion of an older incarnation, or of an earlier start, changes nothing.
     for old in [
@@ -181,6 +193,9 @@ fn suspect_10(by: u64) -> Update {
         state: MemberState::Suspect,
         joined: 1,
         by: n(by),
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     }
 }
 
@@ -645,6 +660,9 @@ fn a_suspicion_at_the_largest_incarnation_is_outlived_with_a_new_generation() {
         state: MemberState::Dead,
         joined: 1,
         by: n(2),
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     };
     let (one, three) = outlive(lie);
     assert_eq!(one.generation(), 2);
@@ -662,6 +680,9 @@ fn a_generation_this_member_never_had_is_outlived_with_a_larger_one() {
         state: MemberState::Dead,
         joined: 1,
         by: n(2),
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     };
     let (one, three) = outlive(lie);
     assert_eq!(one.generation(), 41);
@@ -703,6 +724,9 @@ fn a_claim_at_the_largest_generation_keeps_no_member_dead() {
         state,
         joined: 1,
         by: n(2),
+        group: n(2),
+        group_size: 1,
+        merged_from: None,
     };
     let [mut one, _, mut three] = [1, 2, 3].map(one_of_three);
     // Member 4 knows only member 2, and hears of member 1 from the lie.
@@ -737,6 +761,9 @@ fn a_claim_at_the_largest_generation_keeps_no_member_dead() {
         generation: one.generation(),
         incarnation: one.incarnation(),
         joined: one.joined(),
+        group: n(1),
+        group_size: 1,
+        merged_from: None,
         body: Body::Ping { seq: 1 },
         updates: Vec::new(),
     };

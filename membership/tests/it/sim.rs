@@ -398,6 +398,17 @@ fn one_coordinator_per_connected_group_and_one_again_after_the_heal() {
             next,
             "seed {seed}: after the restart"
         );
+        // A succession and a restart are no merge: nobody is told of one.
+        let merges: Vec<_> = out
+            .merges
+            .iter()
+            .filter(|(_, m)| m.at.since_epoch() >= ms(3_000))
+            .collect();
+        assert_eq!(
+            merges,
+            [] as [&(synod_node::NodeId, crate::cluster::Merge); 0],
+            "seed {seed}"
+        );
     }
 }
 
@@ -427,4 +438,149 @@ fn an_isolated_member_rejoins_after_any_partition_length() {
             }
         }
     }
+}
+
+/// What a split of `nodes` members into a side of `a` (drawn by the seed) and the rest
+/// showed: the coordinator each side named during the cut, the coordinators named once
+/// the views settled after the heal, and the merges each member handed up after the heal.
+struct Split {
+    sides: [Vec<synod_node::NodeId>; 2],
+    before: Vec<synod_node::NodeId>,
+    during: [Vec<synod_node::NodeId>; 2],
+    after: Vec<synod_node::NodeId>,
+    merges: Vec<(synod_node::NodeId, crate::cluster::Merge)>,
+}
+
+fn split_and_heal(nodes: u64, a: usize, seed: u64, broken: bool) -> Split {
+    use synod_sim::{Cut, SimRng};
+    let mut order = all(nodes);
+    let mut rng = SimRng::new(seed ^ 0x5eed);
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    let mut first: Vec<_> = order[..a].to_vec();
+    let mut second: Vec<_> = order[a..].to_vec();
+    first.sort_unstable();
+    second.sort_unstable();
+    // Long enough for a member cut off alone, whose Lifeguard slows its probing, to
+    // declare every other member dead and coordinate a group of its own.
+    let (cut_at, heal_at) = (ms(3_000), ms(15_000));
+    let mut scenario = Scenario::new(nodes as usize, seed)
+        .configure(move |b| {
+            if broken {
+                b.broken_own_side_wins_ties()
+            } else {
+                b
+            }
+        })
+        .at(
+            cut_at,
+            Action::Partition(Cut::groups(nodes as usize, &[&first, &second])),
+        )
+        .at(heal_at, Action::HealPartition);
+    scenario.duration = heal_at + ms(6_000);
+    let out = scenario.run();
+    let sides = [first, second];
+    Split {
+        before: out.coordinators_of(&all(nodes), cut_at),
+        during: [
+            out.coordinators_of(&sides[0], heal_at),
+            out.coordinators_of(&sides[1], heal_at),
+        ],
+        after: out.coordinators_of(&all(nodes), scenario_end(heal_at)),
+        merges: out
+            .merges
+            .iter()
+            .filter(|(_, m)| m.at.since_epoch() >= heal_at)
+            .copied()
+            .collect(),
+        sides,
+    }
+}
+
+fn scenario_end(heal_at: std::time::Duration) -> std::time::Duration {
+    heal_at + ms(6_000)
+}
+
+/// The coordinator the merged group must follow: the larger side's, or on a tie the side
+/// that kept the coordinator from before the cut (the oldest member: the other side's
+/// coordinator joined after it).
+fn expected_winner(s: &Split) -> synod_node::NodeId {
+    let [a, b] = &s.sides;
+    match a.len().cmp(&b.len()) {
+        std::cmp::Ordering::Greater => s.during[0][0],
+        std::cmp::Ordering::Less => s.during[1][0],
+        std::cmp::Ordering::Equal => s.before[0],
+    }
+}
+
+/// Checks one split: one coordinator per side during the cut and one after the heal, the
+/// winner by the rule, and every member of both sides told which group it was in and which
+/// won. Returns what was wrong, if anything.
+fn check_split(s: &Split) -> Result<(), String> {
+    if s.before.len() != 1 {
+        return Err(format!("before the cut: {:?}", s.before));
+    }
+    for (side, named) in s.sides.iter().zip(&s.during) {
+        if named.len() != 1 || !side.contains(&named[0]) {
+            return Err(format!("during the cut {side:?} names {named:?}"));
+        }
+    }
+    let winner = expected_winner(s);
+    if s.after != [winner] {
+        return Err(format!(
+            "after the heal: {:?}, expected {winner} (sides {:?}, coordinators {:?})",
+            s.after, s.sides, s.during
+        ));
+    }
+    for (i, side) in s.sides.iter().enumerate() {
+        let (group, other) = (s.during[i][0], s.during[1 - i][0]);
+        for &member in side {
+            let told = s.merges.iter().any(|&(m, merge)| {
+                m == member
+                    && merge.group == group
+                    && merge.other == other
+                    && merge.winner == winner
+            });
+            if !told {
+                let got: Vec<_> = s.merges.iter().filter(|(m, _)| *m == member).collect();
+                return Err(format!(
+                    "{member} (group {group}) was not told that {group} and {other} merged into {winner}: {got:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn split_groups_merge_into_the_larger_and_both_sides_are_told() {
+    let seeds: u64 = std::env::var("SYNOD_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let mut runs = 0;
+    for (nodes, a) in [(8, 5), (8, 3), (8, 4), (8, 1), (8, 7), (9, 4), (12, 6)] {
+        for seed in 0..seeds {
+            let s = split_and_heal(nodes, a, seed, false);
+            if let Err(e) = check_split(&s) {
+                panic!(
+                    "{nodes} members split {a}/{}, seed {seed}: {e}",
+                    nodes as usize - a
+                );
+            }
+            runs += 1;
+        }
+    }
+    println!("split groups merged into the larger in {runs} of {runs} runs, every member told");
+}
+
+#[test]
+fn a_tie_broken_by_each_side_for_itself_is_caught() {
+    let caught = (0..3)
+        .filter(|&seed| check_split(&split_and_heal(8, 4, seed, true)).is_err())
+        .count();
+    println!("each side winning its own ties: caught in {caught} of 3 seeds");
+    assert_eq!(caught, 3);
 }
