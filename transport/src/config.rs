@@ -35,9 +35,9 @@ pub enum Overflow {
 /// | `inbound_messages_max` | 4096 | received messages waiting for [`recv`](crate::TcpTransport::recv); when full, readers stop reading (TCP back-pressure) |
 /// | `keepalive_interval_ms` | 500 | a keep-alive frame is sent after this long without writing |
 /// | `keepalive_timeout_ms` | 3000 | a connection with nothing received for this long is closed as dead |
-/// | `connect_timeout_ms` | 1000 | bound on a TCP connect and on a handshake |
+/// | `connect_timeout_ms` | 1000 | bound on a TCP connect, and on a whole handshake however slowly the peer sends it |
 /// | `backoff_initial_ms` / `backoff_max_ms` | 20 / 2000 | reconnect delays, doubled per failure, with jitter |
-/// | `connections_max` | 256 | accepted connections at once; more are refused at the handshake |
+/// | `connections_max` | 256 | accepted connections at once, handshakes included; 16 more are told so at the handshake, and any beyond those closed at once |
 /// | `idle_timeout_ms` | none | an accepted connection with no message either way for this long is closed |
 ///
 /// Besides the limits, a configuration may hold a [`PeerAuthenticator`]

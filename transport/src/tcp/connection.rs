@@ -301,7 +301,15 @@ pub(super) fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
             continue;
         };
         let remote = stream.peer_addr().ok();
-        let over = sh.sockets_accepted.fetch_add(1, Ordering::AcqRel) >= sh.config.connections_max;
+        let accepted = sh.sockets_accepted.fetch_add(1, Ordering::AcqRel);
+        let over = accepted >= sh.config.connections_max;
+        if accepted >= sh.config.connections_max + REFUSALS_IN_FLIGHT_MAX {
+            // Enough threads are already telling dialers that this node is full: a flood of
+            // connections gets no thread each, only a close.
+            let _ = stream.shutdown(Shutdown::Both);
+            refuse(sh, remote, None, Disconnect::PeerClosed);
+            continue;
+        }
         let sh2 = Arc::clone(sh);
         let spawned = sh.spawn(format!("synod-conn-{}", sh.config.node.get()), move || {
             serve_accepted(&sh2, stream, remote, over);
@@ -364,10 +372,18 @@ fn is_authentication(error: &HandshakeError) -> bool {
     }
 }
 
-/// Reads one handshake frame, leaving any bytes after it in the decoder.
+/// Connections over `connections_max` that may wait at once to be told so in a
+/// [`RejectReason::ConnectionLimit`]; past that, accepted sockets are closed at once, with no
+/// thread each.
+pub(super) const REFUSALS_IN_FLIGHT_MAX: usize = 16;
+
+/// Reads one handshake frame by `deadline`, leaving any bytes after it in the decoder. The
+/// deadline bounds the whole handshake, not each read: a peer that sends a byte now and then
+/// cannot hold a connection (and its slot under `connections_max`) past it.
 pub(super) fn read_handshake_frame(
     stream: &dyn Stream,
     decoder: &mut FrameDecoder,
+    deadline: Instant,
 ) -> Result<Frame, HandshakeError> {
     let mut chunk = [0; 512];
     loop {
@@ -375,6 +391,10 @@ pub(super) fn read_handshake_frame(
             Ok(Some(frame)) => return Ok(frame),
             Ok(None) => {}
             Err(err) => return Err(HandshakeError::Malformed(err)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.socket().set_read_timeout(Some(left)).is_err() {
+            return Err(HandshakeError::Incomplete);
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Err(HandshakeError::Incomplete),
@@ -397,6 +417,8 @@ pub(super) fn serve_accepted(
     remote: Option<SocketAddr>,
     over_limit: bool,
 ) {
+    // The whole handshake, the layer's included, ends by this deadline.
+    let deadline = Instant::now() + sh.config.connect_timeout();
     let timeout = Some(sh.config.connect_timeout());
     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
         refuse(sh, remote, None, Disconnect::PeerClosed);
@@ -415,7 +437,7 @@ pub(super) fn serve_accepted(
         },
     };
     let mut decoder = handshake_decoder();
-    let hello = read_handshake_frame(&*stream, &mut decoder)
+    let hello = read_handshake_frame(&*stream, &mut decoder, deadline)
         .and_then(|frame| handshake::decode_hello(&frame));
     let hello = match hello {
         Ok(hello) => hello,
@@ -444,7 +466,7 @@ pub(super) fn serve_accepted(
     let mut transcript = None;
     let mut answer = None;
     if let Some(auth) = auth {
-        let step = read_handshake_frame(&*stream, &mut decoder)
+        let step = read_handshake_frame(&*stream, &mut decoder, deadline)
             .and_then(|frame| handshake::decode_auth(&frame));
         let Ok(AuthStep::Challenge(challenge)) = step else {
             reject(
@@ -481,7 +503,7 @@ pub(super) fn serve_accepted(
     }
     if let (Some(auth), Some(transcript)) = (auth, transcript) {
         // Nothing the dialer sends is read as a message before its proof holds.
-        let proved = read_handshake_frame(&*stream, &mut decoder)
+        let proved = read_handshake_frame(&*stream, &mut decoder, deadline)
             .and_then(|frame| handshake::decode_auth(&frame))
             .map_err(|_| RejectReason::AuthenticationFailed)
             .and_then(|step| handshake::check_dialer_proof(auth, &transcript, step));
@@ -606,6 +628,8 @@ pub(super) fn dial(
     let c = &sh.config;
     let stream =
         TcpStream::connect_timeout(&addr, c.connect_timeout()).map_err(|e| Disconnect::io(&e))?;
+    // The handshake after the connect ends by this deadline, however slowly the peer answers.
+    let deadline = Instant::now() + c.connect_timeout();
     stream
         .set_read_timeout(Some(c.connect_timeout()))
         .map_err(|e| Disconnect::io(&e))?;
@@ -640,17 +664,17 @@ pub(super) fn dial(
     });
     write_all(&*stream, &out).map_err(|e| Disconnect::io(&e))?;
     let mut decoder = handshake_decoder();
-    let answered = read_handshake_frame(&*stream, &mut decoder)
+    let answered = read_handshake_frame(&*stream, &mut decoder, deadline)
         .and_then(|frame| handshake::decode_answer(&frame, c.cluster, peer).map(|_| ()));
     let authenticated = match (auth, challenge) {
         (Some(auth), Some(challenge)) => answered.and_then(|()| {
-            let step = read_handshake_frame(&*stream, &mut decoder)
+            let step = read_handshake_frame(&*stream, &mut decoder, deadline)
                 .and_then(|frame| handshake::decode_auth(&frame))?;
             let proof = handshake::dialer_proof(auth, c.cluster, c.node, peer, challenge, step)?;
             let mut out = Vec::new();
             handshake::encode(FrameKind::Auth, &proof, &mut out);
             write_all(&*stream, &out).map_err(|_| HandshakeError::Incomplete)?;
-            match read_handshake_frame(&*stream, &mut decoder)
+            match read_handshake_frame(&*stream, &mut decoder, deadline)
                 .and_then(|frame| handshake::decode_auth(&frame))?
             {
                 AuthStep::Accepted => Ok(()),

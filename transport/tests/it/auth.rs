@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use synod_transport::frame::MessageKind;
+use synod_transport::frame::{FrameKind, MessageKind};
 use synod_transport::handshake::{
     Challenge, HandshakeError, PeerAuthenticator, Proof, RejectReason,
 };
@@ -234,4 +234,64 @@ fn a_recorded_handshake_replayed_is_refused_and_its_messages_are_not_delivered()
         .unwrap();
     let got = a.recv(PATIENCE).expect("the member is still served");
     assert_eq!(&got.payload()[..], b"set y=2");
+}
+
+/// A stranger that sends its hello a byte now and then, never finishing it, loses its
+/// connection (and its slot under `connections_max`) when the handshake's deadline passes,
+/// however often a byte arrives; a member that holds the secret then gets in.
+#[test]
+fn a_stranger_trickling_its_hello_is_closed_at_the_handshake_deadline_and_frees_its_slot() {
+    let a = start(
+        config(1)
+            .connections_max(1)
+            .connect_timeout_ms(500)
+            .authenticator(ToyAuth::new(42)),
+    );
+    // A hello frame that claims 240 payload bytes, sent one byte every 100 ms: it would take
+    // 24 s to finish, and each byte comes well within any per-read timeout.
+    let bytes = crate::support::frame(FrameKind::Hello, &[0u8; 240]);
+    let mut reader = TcpStream::connect(a.local_addr()).unwrap();
+    let mut writer = reader.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for byte in bytes {
+            if writer.write_all(&[byte]).is_err() {
+                return;
+            }
+            // The stranger's pace, not a wait for a condition.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    assert!(
+        closed_by_server(&mut reader),
+        "the acceptor keeps a handshake that never finishes"
+    );
+    trickle.join().unwrap();
+    let b = node(2, Some(ToyAuth::new(42)));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    let handle = b
+        .request(NodeId::new(1), Bytes::from_static(b"q"), PATIENCE)
+        .unwrap();
+    let request = a.recv(PATIENCE).expect("the member's request arrives");
+    a.respond(&request, Bytes::from_static(b"a")).unwrap();
+    assert_eq!(&handle.wait().unwrap()[..], b"a");
+}
+
+/// Connections beyond `connections_max` are told so by a bounded number of threads; a flood
+/// past that is closed at once instead of each connection holding a thread until its
+/// handshake times out.
+#[test]
+fn a_flood_of_connections_past_the_limit_is_closed_at_once() {
+    // A long handshake bound: before the flood is closed at once, each connection would sit
+    // in a thread of its own for a minute.
+    let a = start(config(1).connections_max(1).connect_timeout_ms(60_000));
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(TcpStream::connect(a.local_addr()).unwrap());
+    }
+    let last = held.last_mut().unwrap();
+    assert!(
+        closed_by_server(last),
+        "a connection far past the limit waits for its handshake"
+    );
+    assert!(a.stats().connections_refused >= 20);
 }
