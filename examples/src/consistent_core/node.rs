@@ -62,7 +62,7 @@ use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, RequestId, Time};
 
 use synod_membership::lease::{LeaseCommand, LeaseConfig, LeaseExpirer};
 
-use super::kv::{KeyChange, KvCommand, KvQuery, KvReply, KvStore, LogCommand};
+use super::kv::{KeyChange, KvCommand, KvQuery, KvReply, KvStore, LogCommand, TxOp};
 
 /// The driver's id for a request, echoed in its reply.
 pub type Tag = RequestId;
@@ -475,15 +475,11 @@ impl CoreNode {
 
     fn client(&mut self, tag: Tag, mut request: Request) {
         let time = self.replicated.now();
-        if let Request::Write {
-            command: KvCommand::Lease(LeaseCommand::Grant { ttl_ms }),
-            ..
-        } = &mut request
-        {
+        if let Request::Write { command, .. } = &mut request {
             // Raised to the minimum here, so the log holds what every replica applies.
-            match self.expirer.config().grant_ttl_ms(*ttl_ms) {
-                Ok(granted) => *ttl_ms = granted,
-                Err(e) => return self.reply(tag, Response::Kv(KvReply::Error(format!("ERR {e}")))),
+            let config = self.expirer.config();
+            if let Err(e) = raise_grants(command, &|ttl_ms| config.grant_ttl_ms(ttl_ms)) {
+                return self.reply(tag, Response::Kv(KvReply::Error(format!("ERR {e}"))));
             }
         }
         let command = match request {
@@ -769,6 +765,27 @@ fn lost_response() -> Response {
 
 fn unknown_response() -> Response {
     Response::Unknown("the proposal's fate is unknown after a leadership change".into())
+}
+
+/// Gives every lease grant in `command` the TTL `grant` allows (the minimum raised to),
+/// however the grant is wrapped: behind a `FENCE`, or among a transaction's operations.
+fn raise_grants<E>(
+    command: &mut KvCommand,
+    grant: &impl Fn(u64) -> Result<u64, E>,
+) -> Result<(), E> {
+    match command {
+        KvCommand::Lease(LeaseCommand::Grant { ttl_ms }) => *ttl_ms = grant(*ttl_ms)?,
+        KvCommand::Fenced { command, .. } => raise_grants(command, grant)?,
+        KvCommand::Transaction { ops, .. } => {
+            for op in ops {
+                if let TxOp::Write(command) = op {
+                    raise_grants(command, grant)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1628,5 +1645,98 @@ mod tests {
         // the bound; the correct expirer, checkpointing every 500 ms, stays within it.
         let caught = (0..4).any(|seed| lease_sweep(seed, true, true).late_expiry.is_some());
         assert!(caught, "the broken expirer was never caught");
+    }
+
+    /// A lease grant behind a `FENCE` is raised to the minimum TTL (1.5 election timeouts)
+    /// as a plain one is: only a top-level grant was, so `FENCE lock 1 LEASE GRANT 10`
+    /// granted a 10 ms lease.
+    #[test]
+    fn a_fenced_lease_grant_is_raised_to_the_minimum_ttl() {
+        use crate::consistent_core::commands::{Action, ConnState, execute};
+        use synod_membership::lease::LeaseId;
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        let parse = |line: &str| {
+            let args: Vec<Vec<u8>> = line.split(' ').map(|s| s.as_bytes().to_vec()).collect();
+            match execute(&mut ConnState::default(), &args) {
+                Action::Call(request) => request,
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        // The lock, created at revision 1: its token is 1.
+        assert_eq!(
+            cluster.client(leader, 1, parse("SET lock me")),
+            Some(Response::Kv(KvReply::Ok))
+        );
+        // A plain grant of 10 ms is raised to 1 500 ms (lease 1).
+        assert_eq!(
+            cluster.client(leader, 2, parse("LEASE GRANT 10")),
+            Some(Response::Kv(KvReply::Int(1)))
+        );
+        // The same grant behind a FENCE (lease 2).
+        assert_eq!(
+            cluster.client(leader, 3, parse("FENCE lock 1 LEASE GRANT 10")),
+            Some(Response::Kv(KvReply::Int(2)))
+        );
+        let keep_alive = |lease| {
+            write(KvCommand::Lease(LeaseCommand::KeepAlive {
+                lease: LeaseId(lease),
+            }))
+        };
+        assert_eq!(
+            cluster.client(leader, 4, keep_alive(1)),
+            Some(Response::Kv(KvReply::Int(1_500)))
+        );
+        assert_eq!(
+            cluster.client(leader, 5, keep_alive(2)),
+            Some(Response::Kv(KvReply::Int(1_500))),
+            "a fenced LEASE GRANT 10 was granted below the cluster's minimum TTL"
+        );
+    }
+
+    /// The grants among a transaction's operations, and behind a fence inside one, are
+    /// raised too; a TTL past the maximum refuses the whole command.
+    #[test]
+    fn grants_inside_a_transaction_are_raised_to_the_minimum_ttl() {
+        use synod_membership::lease::LeaseCommand::Grant;
+        let grant = |ttl_ms| KvCommand::Lease(Grant { ttl_ms });
+        let mut command = KvCommand::Transaction {
+            watched: Vec::new(),
+            ops: vec![
+                TxOp::Write(grant(10)),
+                TxOp::Write(KvCommand::Fenced {
+                    lock: b"lock".to_vec(),
+                    token: 1,
+                    command: Box::new(grant(20)),
+                }),
+            ],
+        };
+        let minimum = |ttl_ms: u64| {
+            if ttl_ms > 100 {
+                Err(ttl_ms)
+            } else {
+                Ok(ttl_ms.max(50))
+            }
+        };
+        assert_eq!(raise_grants(&mut command, &minimum), Ok(()));
+        let KvCommand::Transaction { ops, .. } = &command else {
+            unreachable!()
+        };
+        assert_eq!(ops[0], TxOp::Write(grant(50)));
+        assert_eq!(
+            ops[1],
+            TxOp::Write(KvCommand::Fenced {
+                lock: b"lock".to_vec(),
+                token: 1,
+                command: Box::new(grant(50)),
+            })
+        );
+        let mut too_long = KvCommand::Fenced {
+            lock: b"lock".to_vec(),
+            token: 1,
+            command: Box::new(grant(101)),
+        };
+        assert_eq!(raise_grants(&mut too_long, &minimum), Err(101));
     }
 }
