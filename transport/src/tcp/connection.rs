@@ -307,7 +307,15 @@ pub(super) fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
             // Enough threads are already telling dialers that this node is full: a flood of
             // connections gets no thread each, only a close.
             let _ = stream.shutdown(Shutdown::Both);
-            refuse(sh, remote, None, Disconnect::PeerClosed);
+            let full = RejectReason::ConnectionLimit {
+                max: sh.config.connections_max,
+            };
+            refuse(
+                sh,
+                remote,
+                None,
+                Disconnect::Handshake(HandshakeError::Refused(full)),
+            );
             continue;
         }
         let sh2 = Arc::clone(sh);

@@ -293,4 +293,11 @@ fn a_flood_of_connections_past_the_limit_is_closed_at_once() {
         "a connection far past the limit waits for its handshake"
     );
     assert!(a.stats().connections_refused >= 20);
+    let full = Disconnect::Handshake(HandshakeError::Refused(RejectReason::ConnectionLimit {
+        max: 1,
+    }));
+    assert!(
+        a.recent_events().iter().any(|e| e.reason == full),
+        "a connection closed at once is recorded as refused for the limit"
+    );
 }
