@@ -179,9 +179,7 @@ pub fn is_write_command<A: AsRef<[u8]>>(args: &[A]) -> bool {
             .get(1)
             .is_some_and(|sub| !sub.as_ref().eq_ignore_ascii_case(b"TTL"));
     }
-    WRITE_COMMANDS
-        .iter()
-        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    crate::resp::is_one_of(name, &WRITE_COMMANDS)
 }
 
 /// Whether a read-only user is refused the command `args`: a write
@@ -229,9 +227,10 @@ pub fn execute_at(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) 
 /// The commands a connection in `MULTI` runs at once rather than queues.
 fn is_transaction_command(args: &[Vec<u8>]) -> bool {
     let name = args.first().map(Vec::as_slice).unwrap_or_default();
-    ["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "UNWATCH"]
-        .iter()
-        .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
+    crate::resp::is_one_of(
+        name,
+        &["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "UNWATCH"],
+    )
 }
 
 /// Queues a command of a transaction: `QUEUED`, or its error (which makes `EXEC` fail).

@@ -56,11 +56,8 @@ pub const WRITE_COMMANDS: [&str; 1] = ["SET"];
 /// Whether the command `args` changes the store (one of [`WRITE_COMMANDS`]).
 #[must_use]
 pub fn writes(args: &[Vec<u8>]) -> bool {
-    args.first().is_some_and(|name| {
-        WRITE_COMMANDS
-            .iter()
-            .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
-    })
+    args.first()
+        .is_some_and(|name| crate::resp::is_one_of(name, &WRITE_COMMANDS))
 }
 
 /// What to do with the command `args` (never empty).

@@ -22,3 +22,11 @@ pub use serve::{
     Answer, Commands, Context, Delivery, Order, Outcome, PushError, Pusher, Reply, Resend, Resp,
     Settled, Step,
 };
+
+/// Whether `name` (a command's name as sent) is one of `names`, in any case.
+#[must_use]
+pub fn is_one_of(name: &[u8], names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
