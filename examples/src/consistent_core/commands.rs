@@ -29,6 +29,10 @@
 //! | `WATCH k...`, `UNWATCH` | `EXEC` answers nil and applies nothing if a watched key was changed since `WATCH` (its mod revision moved; a key absent at `WATCH`, created and deleted again before `EXEC` counts as unchanged); `EXEC` and `DISCARD` unwatch; at most [`WATCHED_KEYS_MAX`] keys |
 //! | `HELLO [2\|3] [AUTH user pass] [SETNAME name]` | switches the connection to RESP2 or RESP3 (replies then use RESP3's null, maps and push frames) and answers the server's details (`NOPROTO` for another version; its `AUTH` is taken by the RESP server before the table sees it, see [`crate::resp::serve`]) |
 //! | `AUTH [user] password` | authenticates the connection (answered by the RESP server, for every system: [`crate::resp::serve`]) |
+//! | `SUBSCRIBE __keyspace@0__:key...`, `PSUBSCRIBE __keyspace@0__:pattern...` | Redis pub/sub of key events ([`super::watch`]): each channel confirmed `[subscribe, channel, count]`; then `[message, channel, "set <revision>"\|"del <revision>"]` for every change of the key (`[pmessage, pattern, channel, payload]` for a glob-style pattern), as arrays in RESP2 and push frames after `HELLO 3`; from the node's next revision. Other channels are refused (there is no `PUBLISH`) |
+//! | `UNSUBSCRIBE [channel...]`, `PUNSUBSCRIBE [pattern...]` | `[unsubscribe, channel, count]` each (none given: every one) |
+//! | `WATCHSTREAM KEY k \| PREFIX p [FROM rev]` | the resumable watch: `[watching, id, start]`, then `[event, id, revision, [[set\|del, key, value, create_revision, version]...]]` per revision (never split, in order, none skipped or repeated, from `rev` inclusive), `[progress, id, revision]` (every event up to it delivered), `[cancelled, id, "COMPACTED ..."]`; refused with `COMPACTED <compacted> <current>: ...` if `rev` is no longer in the node's history |
+//! | `WATCHSTREAM PROGRESS [id]`, `WATCHSTREAM CANCEL id` | asks for a progress notification (of one stream or all the connection's); cancels a stream (`1`, or `0` if not the connection's) |
 //! | `GETREV k` | `[value, create_revision, mod_revision, version, revision]`: the key's value (nil if absent) and revisions (0 if absent), and the store's revision, read together in the connection's read mode |
 //! | `INFO` | role, leader, term, commit and applied index, the store's revision |
 //! | `CLIENT REGISTER` | opens a session for this connection; its writes are then applied once however often retried (past [`SESSIONS_MAX`](super::kv::SESSIONS_MAX) open sessions it closes the least recently active one that never applied a write, or is refused with a `SESSION` error if all have) |
@@ -55,7 +59,9 @@ use synod_membership::lease::{LeaseCommand, LeaseId};
 
 use super::kv::{ExpireCondition, Expiry, KvCommand, KvQuery, KvReply, PutCondition, TxOp};
 use super::node::{Info, ReadMode, Request, Response, SessionSeq};
+use super::watch::{WatchCall, WatchOwner, check_keyspace};
 use crate::resp::Value;
+use synod_membership::watch::Filter;
 
 /// Most pairs `SCANPREFIX` returns unless told.
 pub const SCAN_LIMIT_DEFAULT: usize = 1000;
@@ -92,6 +98,8 @@ pub struct ConnState {
     pub watched: Vec<(Vec<u8>, u64)>,
     /// The RESP version the client speaks: 2, or 3 after `HELLO 3`.
     pub protocol: u8,
+    /// The connection as an owner of watchers, once it has subscribed or watched.
+    pub watch: Option<WatchOwner>,
 }
 
 impl Default for ConnState {
@@ -103,6 +111,7 @@ impl Default for ConnState {
             multi: None,
             watched: Vec::new(),
             protocol: 2,
+            watch: None,
         }
     }
 }
@@ -118,6 +127,9 @@ pub enum Action {
     Call(Request),
     /// Reply with the node's [`Info`], rendered by [`render_info`].
     Info,
+    /// Run a watch command on the node's watches ([`super::watch::Watches::call`]), as
+    /// this connection (numbered with [`ConnState::watch_owner`]).
+    Watch(WatchCall),
     /// Stop the node gracefully: refuse new requests, finish those in flight, hand the
     /// leadership over, make the log durable, and exit (the connection closes without a
     /// reply, as Redis's `SHUTDOWN` does).
@@ -204,6 +216,11 @@ pub fn execute(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
 /// clock is off converts wrongly, by as much as it is off; the leader's expiry runs on its
 /// monotonic clock).
 pub fn execute_at(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Action {
+    if conn.subscribed() && conn.protocol == 2 {
+        // A RESP2 subscriber reads pushed messages as replies: as in Redis, it may only
+        // change its subscriptions until it has none.
+        return subscribed_context(conn, args);
+    }
     let action = match &conn.multi {
         Some(_) if !is_transaction_command(args) => queue(conn, args, wall_ms),
         _ => dispatch(conn, args, wall_ms),
@@ -222,6 +239,90 @@ pub fn execute_at(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) 
         conn.unanswered = None;
     }
     action
+}
+
+/// The commands a RESP2 connection with watchers may run.
+pub const SUBSCRIBED_COMMANDS: [&str; 7] = [
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "WATCHSTREAM",
+    "PING",
+    "QUIT",
+];
+
+/// A command of a RESP2 connection with watchers: one of [`SUBSCRIBED_COMMANDS`] (`PING`
+/// answered `[pong, message]`, as Redis does there), or an error.
+fn subscribed_context(conn: &mut ConnState, args: &[Vec<u8>]) -> Action {
+    let name = String::from_utf8_lossy(args.first().map(Vec::as_slice).unwrap_or_default())
+        .to_ascii_uppercase();
+    match (name.as_str(), &args[1..]) {
+        ("PING", [] | [_]) => Action::Reply(Value::Array(vec![
+            Value::Bulk(b"pong".to_vec()),
+            Value::Bulk(args.get(1).cloned().unwrap_or_default()),
+        ])),
+        (n, _) if SUBSCRIBED_COMMANDS.contains(&n) => dispatch(conn, args, None),
+        _ => err(format!(
+            "ERR Can't execute '{}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / WATCHSTREAM / PING / QUIT are allowed in this context",
+            name.to_ascii_lowercase()
+        )),
+    }
+}
+
+/// `WATCHSTREAM KEY|PREFIX bytes [FROM revision]`, `WATCHSTREAM PROGRESS [id]`,
+/// `WATCHSTREAM CANCEL id`.
+fn watch_stream(rest: &[Vec<u8>]) -> Action {
+    let usage = || {
+        err(
+            "ERR usage: WATCHSTREAM KEY|PREFIX <bytes> [FROM <revision>] | WATCHSTREAM PROGRESS [id] | WATCHSTREAM CANCEL <id>",
+        )
+    };
+    let number = |arg: &Vec<u8>| parse_i64(arg).and_then(|n| u64::try_from(n).ok());
+    let Some((sub, rest)) = rest.split_first() else {
+        return usage();
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
+    match (sub.as_str(), rest) {
+        ("KEY" | "PREFIX", [bytes, options @ ..]) => {
+            let filter = if sub == "KEY" {
+                Filter::Key(bytes.clone().into())
+            } else {
+                Filter::Prefix(bytes.clone().into())
+            };
+            let from = match options {
+                [] => None,
+                [from, revision] if from.eq_ignore_ascii_case(b"FROM") => match number(revision) {
+                    Some(r) if r >= 1 => Some(r),
+                    _ => return err("ERR FROM takes a revision, from 1"),
+                },
+                _ => return usage(),
+            };
+            Action::Watch(WatchCall::Stream { filter, from })
+        }
+        ("PROGRESS", []) => Action::Watch(WatchCall::Progress(None)),
+        ("PROGRESS", [id]) => match number(id) {
+            Some(id) => Action::Watch(WatchCall::Progress(Some(id))),
+            None => usage(),
+        },
+        ("CANCEL", [id]) => match number(id) {
+            Some(id) => Action::Watch(WatchCall::Cancel(id)),
+            None => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+/// `SUBSCRIBE`/`PSUBSCRIBE` of keyspace channels or patterns.
+fn subscribe(names: &[Vec<u8>], patterns: bool) -> Action {
+    if let Some(e) = names.iter().find_map(|n| check_keyspace(n).err()) {
+        return err(e);
+    }
+    Action::Watch(if patterns {
+        WatchCall::PSubscribe(names.to_vec())
+    } else {
+        WatchCall::Subscribe(names.to_vec())
+    })
 }
 
 /// The commands a connection in `MULTI` runs at once rather than queues.
@@ -335,6 +436,11 @@ fn scan(conn: &ConnState, cursor: &[u8], options: &[Vec<u8>]) -> Action {
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
 fn hello(conn: &mut ConnState, rest: &[Vec<u8>]) -> Action {
+    if conn.subscribed() {
+        return err(
+            "ERR HELLO is not allowed while the connection has watchers; unsubscribe first",
+        );
+    }
     let protocol = match rest.first() {
         None => conn.protocol,
         Some(v) => match parse_i64(v) {
@@ -448,6 +554,11 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Act
             Action::Reply(Value::Simple("OK".into()))
         }
         ("HELLO", rest) => hello(conn, rest),
+        ("SUBSCRIBE", names) if !names.is_empty() => subscribe(names, false),
+        ("PSUBSCRIBE", names) if !names.is_empty() => subscribe(names, true),
+        ("UNSUBSCRIBE", names) => Action::Watch(WatchCall::Unsubscribe(names.to_vec())),
+        ("PUNSUBSCRIBE", names) => Action::Watch(WatchCall::PUnsubscribe(names.to_vec())),
+        ("WATCHSTREAM", rest) => watch_stream(rest),
         ("SET", [k, v, options @ ..]) => match set(k, v, options, wall_ms) {
             Ok(command) => write(conn, command),
             Err(e) => e,
@@ -567,7 +678,8 @@ fn dispatch(conn: &mut ConnState, args: &[Vec<u8>], wall_ms: Option<u64>) -> Act
             "PING" | "GET" | "GETREV" | "MGET" | "EXISTS" | "SCAN" | "SCANPREFIX" | "KEYS"
             | "DBSIZE" | "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" | "SET" | "DEL"
             | "INCR" | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL" | "PERSIST" | "LEASE" | "DECR"
-            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE" | "FENCE",
+            | "INCRBY" | "CAS" | "CLIENT" | "READONLY" | "READWRITE" | "FENCE" | "SUBSCRIBE"
+            | "PSUBSCRIBE",
             _,
         ) => arity(&name),
         _ => err(format!(
@@ -769,6 +881,19 @@ fn client(conn: &mut ConnState, sub: &str, rest: &[Vec<u8>]) -> Action {
 }
 
 impl ConnState {
+    /// Whether the connection has watchers (channels, patterns or streams).
+    #[must_use]
+    pub fn subscribed(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.watchers() > 0)
+    }
+
+    /// The connection as an owner of watchers, numbered with `next` the first time.
+    pub fn watch_owner(&mut self, next: impl FnOnce() -> u64) -> WatchOwner {
+        self.watch
+            .get_or_insert_with(|| WatchOwner::new(next()))
+            .clone()
+    }
+
     /// Turns the node's answer to `request` into a reply, and moves the session on
     /// when the request took effect (or remembers a write whose outcome is unknown).
     pub fn settle(&mut self, request: &Request, response: Response) -> Value {

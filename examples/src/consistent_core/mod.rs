@@ -23,6 +23,9 @@
 //!   `SET ... EX|PX|EXAT|PXAT|KEEPTTL|LEASE`, `EXPIRE`, `TTL`, `PERSIST`, `LEASE ...`, and
 //!   fenced writes (`SET ... FENCE lock token`, or `FENCE lock token` before any other
 //!   write, refused unless the lock key's create revision is the token).
+//! - Watches (*State Watch*, [`watch`]): each node's `synod_membership::watch::WatchHub`
+//!   fed what the node applied, served as Redis pub/sub on keyspace channels and as the
+//!   resumable `WATCHSTREAM`, on any node.
 //! - [`node`]: [`node::CoreNode`], Raft (*Replicated Log*, *Leader and Followers*,
 //!   *High-Water Mark*, *Follower Reads*) plus the state machine, as a sans-I/O state
 //!   machine: inputs in, effects out. It runs under `synod-sim` and as a process alike.
@@ -138,6 +141,12 @@
 //!   is refused, and resumed it exits with an error; the second releases on closing stdin.
 //!   `tests/it/core_redis.rs` also sets keys with `EX` and `PX` and reads `TTL` with
 //!   `redis-cli`, and watches a `PX` key go.
+//! - [`watch`]'s unit tests: pub/sub messages and stream frames, resumption, progress, a
+//!   compacted start refused and a slow connection cancelled with the compacted revision
+//!   (never a gap), limits per connection. `tests/it/core_watch.rs`: two `synod kv watch`
+//!   processes, one first on the leader and one on a follower, across a SIGKILL of the
+//!   leader, each printing every change once, in order. `tests/it/core_redis.rs`:
+//!   `redis-cli` subscribing to a key on a follower and to a pattern in RESP3.
 //! - `tests/it/core_limits.rs`: the largest command (a 1 MiB value) replicated through the
 //!   leader and a follower and read back from every node, one over the limit refused alike
 //!   everywhere, and a client pipelining large reads costing a node about one reply of
@@ -148,7 +157,7 @@
 //!
 //! No membership changes from the
 //! client protocol, no TLS (authentication is the runtime's, for every system:
-//! [`crate::runtime::auth`]), no watches, no lock against two processes
+//! [`crate::runtime::auth`]), no lock against two processes
 //! sharing a data directory. A write without a session whose outcome is unknown (answered
 //! `UNKNOWN`: see [`commands`]) is not resent by [`client::Client`], which cannot know
 //! whether it was applied; register a session to have it resent safely.

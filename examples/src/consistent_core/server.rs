@@ -52,7 +52,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,8 +70,9 @@ use super::kv::KvQuery;
 use super::node::{
     Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
 };
+use super::watch::{WatchCall, WatchOwner, Watches, watch_config};
 use crate::resp::{
-    Answer, Commands, Context, Order, Outcome, Reply, Resend, Resp, Settled, Step, Value,
+    Answer, Commands, Context, Order, Outcome, Pusher, Reply, Resend, Resp, Settled, Step, Value,
 };
 use crate::runtime::{
     self, CallGuard, Connections, Machine, NodeOptions, PeerHandler, StartError, StopSteps,
@@ -164,6 +165,14 @@ enum Event {
     /// A peer's message, with the peer the transport authenticated.
     Peer(NodeId, Message),
     Client(Request, Waiter),
+    /// A connection's watch command, answered with its reply's values.
+    Watch {
+        owner: WatchOwner,
+        pusher: Pusher,
+        protocol: u8,
+        call: WatchCall,
+        done: Completer<Vec<Value>>,
+    },
     Tick,
     Info,
     /// Hand the leadership over (the node is shutting down).
@@ -185,6 +194,8 @@ struct CoreMachine {
     owed: Option<PersistToken>,
     /// Forwarded requests not answered yet (see [`Shared::on_peer`]).
     forwarded: Arc<AtomicUsize>,
+    /// The watchers of this node's clients, fed what the node applies.
+    watches: Watches<Pusher>,
     #[cfg(test)]
     fault: Option<TestFault>,
 }
@@ -216,7 +227,22 @@ impl Machine for CoreMachine {
                     self.commit_fault(tag);
                 }
             }
-            Event::Tick => self.node.handle(now, Input::Wake),
+            Event::Watch {
+                owner,
+                pusher,
+                protocol,
+                call,
+                done,
+            } => {
+                // Events the node applied before the call are fed first, so that a stream
+                // from "now" starts after them on every path.
+                self.watches.feed(self.node.take_watch_feed());
+                done.complete(self.watches.call(&owner, pusher, protocol, call));
+            }
+            Event::Tick => {
+                self.node.handle(now, Input::Wake);
+                self.watches.wake(now);
+            }
             Event::Info | Event::Stop => {}
             Event::HandOver => {
                 let id = self.next_tag();
@@ -306,6 +332,10 @@ impl CoreMachine {
             // Lost messages are Raft's business: it resends.
             let _ = self.transport.send(to, Bytes::from(m.encode()));
         }
+        // What was applied goes to the watchers: after the replies, so that a client
+        // that wrote reads its reply before another's event (no ordering is promised).
+        self.watches.feed(self.node.take_watch_feed());
+        self.watches.deliver();
         Ok(())
     }
 }
@@ -323,6 +353,8 @@ struct Shared {
     forwards: mpsc::SyncSender<Forward>,
     /// Requests forwarded by followers that the worker has not answered yet.
     forwarded: Arc<AtomicUsize>,
+    /// The number the next connection to watch takes as its owner.
+    next_watch_owner: AtomicU64,
     #[cfg(test)]
     fault: Option<TestFault>,
 }
@@ -404,7 +436,7 @@ impl Commands for CoreClients {
     type Request = Request;
     type Response = Response;
 
-    fn run(&self, conn: &mut ConnState, args: &[Vec<u8>], _ctx: &Context) -> Step<Self> {
+    fn run(&self, conn: &mut ConnState, args: &[Vec<u8>], ctx: &Context) -> Step<Self> {
         let shared = &self.shared;
         // `SET ... EXAT|PXAT` is converted to a time to live on this node's wall clock.
         let wall_ms = SystemTime::now()
@@ -473,6 +505,17 @@ impl Commands for CoreClients {
                     order,
                 }
             }
+            Action::Watch(call) => {
+                let owner =
+                    conn.watch_owner(|| shared.next_watch_owner.fetch_add(1, Ordering::Relaxed));
+                let (pusher, protocol) = (ctx.pusher(), conn.protocol);
+                let shared = Arc::clone(shared);
+                // Answered by the worker; nothing after it is read until then, and events
+                // pushed meanwhile are written after its reply.
+                Step::Blocking(Box::new(move || {
+                    shared.watch(owner, pusher, protocol, call)
+                }))
+            }
             Action::Shutdown => {
                 let shared = Arc::clone(shared);
                 Step::Blocking(Box::new(move || {
@@ -538,6 +581,7 @@ impl Commands for CoreClients {
         // A client of a node that is shutting down is sent on its way.
         Settled::Reply(Reply {
             value: conn.shape(value),
+            then: Vec::new(),
             close: shared.stopping.is_stopping(),
         })
     }
@@ -612,6 +656,24 @@ impl Shared {
 
     fn info(&self) -> Option<Info> {
         self.queue.submit(Event::Info)?.wait().ok()
+    }
+
+    /// Runs a connection's watch command on the worker and answers with its values.
+    fn watch(&self, owner: WatchOwner, pusher: Pusher, protocol: u8, call: WatchCall) -> Reply {
+        let (done, answer) = completion();
+        self.queue.send(Event::Watch {
+            owner,
+            pusher,
+            protocol,
+            call,
+            done,
+        });
+        match answer.wait_until(Instant::now() + REQUEST_TIMEOUT) {
+            WaitOutcome::Done(values) => Reply::several(values),
+            WaitOutcome::Canceled | WaitOutcome::TimedOut => Reply::open(Value::Error(
+                "TRYAGAIN the node did not take the watch command".into(),
+            )),
+        }
     }
 
     /// Runs a request to its end on a forwarder thread, from `first`, the node's answer
@@ -781,7 +843,8 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
     // directory in their high bits, durably, before the node serves.
     let read_id_base = read_id_base(data_dir::next_incarnation(options, INCARNATIONS_MAX)?);
     let node = CoreNode::new(Node::new(config, log), core.snapshot_entries)
-        .with_read_ids_from(read_id_base);
+        .with_read_ids_from(read_id_base)
+        .with_watch_feed();
     peers::add_peers(options, &transport)?;
 
     let forwarded = Arc::new(AtomicUsize::new(0));
@@ -793,6 +856,8 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         next_tag: RequestId(0),
         owed: None,
         forwarded: Arc::clone(&forwarded),
+        // Fed from the first revision the node applies (replayed entries included).
+        watches: Watches::new(watch_config(), 0),
         #[cfg(test)]
         fault: core.fault,
     };
@@ -811,6 +876,7 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         connections,
         forwards,
         forwarded,
+        next_watch_owner: AtomicU64::new(1),
         #[cfg(test)]
         fault: core.fault,
     });

@@ -5,14 +5,18 @@
 //! `synod kv` is a client: `put`, `get`, `delete`, `cas`, `scan`, `incr`, or any raw
 //! RESP command, sent with a session (so a retried write is applied once) to any node,
 //! which forwards to the leader; and `lock NAME [TTL_MS]`, the lock recipe on a lease,
-//! which prints its fencing token.
+//! which prints its fencing token; and `watch PREFIX [--from REV]`, the resumable watch,
+//! which prints every change and resumes on another node when its node dies.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::client::Client;
 use super::commands::is_write_command;
 use super::server::{CoreOptions, start};
+use super::watch::PROGRESS_INTERVAL_MS;
 use crate::resp::Value;
+use crate::resp::client::Connection;
 use crate::runtime::{NodeOptions, StartError};
 use crate::systems::{Listening, NodeSettings};
 
@@ -79,6 +83,23 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
         }
         _ => args.to_vec(),
     };
+    if verb.eq_ignore_ascii_case("watch") {
+        let from = match rest {
+            [_] => Ok(None),
+            [_, flag, rev] if flag == "--from" => match rev.parse::<u64>() {
+                Ok(r) if r >= 1 => Ok(Some(r)),
+                _ => Err(()),
+            },
+            _ => Err(()),
+        };
+        return match (rest.first(), from) {
+            (Some(prefix), Ok(from)) => watch(&addrs, prefix, from),
+            _ => {
+                eprintln!("synod kv: usage: synod kv watch PREFIX [--from REVISION]");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
     if verb.eq_ignore_ascii_case("lock") {
         let ttl_ms = match rest {
             [_] => Ok(LOCK_TTL_MS_DEFAULT),
@@ -170,7 +191,6 @@ pub fn lock_key(name: &str) -> String {
 fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
     use std::io::{BufRead, Write};
     use std::sync::mpsc;
-    use std::time::Duration;
 
     let key = lock_key(name);
     let mut client = Client::new(addrs);
@@ -267,6 +287,129 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
                     Ok(other) => fail("LEASE REVOKE", &format!("{other:?}")),
                     Err(e) => fail("LEASE REVOKE", &e),
                 };
+            }
+        }
+    }
+}
+
+/// How long `synod kv watch` waits for anything from its node (events, or the progress
+/// notification the node sends every [`PROGRESS_INTERVAL_MS`]) before it takes the node
+/// for lost and resumes on another.
+pub const WATCH_SILENCE_MAX: Duration = Duration::from_millis(3 * PROGRESS_INTERVAL_MS);
+/// How long `synod kv watch` tries the nodes, one after another, before it gives up.
+pub const WATCH_RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `synod kv watch PREFIX [--from REV]`: the resumable watch (`WATCHSTREAM PREFIX`). Prints
+/// `<revision> set <key> <value>` or `<revision> del <key>` for each change, in revision
+/// order; when its node dies (or falls silent), resumes on another from one past the last
+/// revision it was told of (an event's, or a progress notification's), so no event is
+/// missed or printed twice. Exits 1 if the revision it needs is compacted everywhere it
+/// tries, or no node answers for [`WATCH_RECONNECT_TIMEOUT`].
+fn watch(addrs: &[String], prefix: &str, from: Option<u64>) -> ExitCode {
+    use std::io::Write;
+    use std::time::Instant;
+
+    let mut next = from;
+    let mut which = 0;
+    let mut since = Instant::now();
+    loop {
+        if since.elapsed() > WATCH_RECONNECT_TIMEOUT {
+            eprintln!(
+                "synod kv watch: no node answered for {} s; giving up",
+                WATCH_RECONNECT_TIMEOUT.as_secs()
+            );
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+        let addr = &addrs[which % addrs.len()];
+        which += 1;
+        let Ok(mut conn) = Connection::open(addr) else {
+            if which % addrs.len() == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            continue;
+        };
+        let _ = conn.set_read_timeout(WATCH_SILENCE_MAX);
+        let from_text = next.map(|n| n.to_string());
+        let mut command: Vec<&[u8]> = vec![b"WATCHSTREAM", b"PREFIX", prefix.as_bytes()];
+        if let Some(f) = &from_text {
+            command.extend([b"FROM".as_slice(), f.as_bytes()]);
+        }
+        match conn.roundtrip(&command) {
+            Ok(Value::Array(items))
+                if items.first() == Some(&Value::Bulk(b"watching".to_vec())) =>
+            {
+                if let Some(Value::Int(start)) = items.get(2) {
+                    next = u64::try_from(*start).ok();
+                    eprintln!("# watching '{prefix}' from revision {start} on {addr}");
+                }
+            }
+            Ok(Value::Error(e)) if e.starts_with("COMPACTED") => {
+                eprintln!("synod kv watch: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            Ok(_) | Err(_) => {
+                if which % addrs.len() == 0 {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                continue;
+            }
+        }
+        since = Instant::now();
+        loop {
+            let frame = match conn.receive() {
+                Ok(Value::Array(items) | Value::Push(items)) => items,
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!(
+                        "# lost {addr} ({e}); resuming from revision {} on another node",
+                        next.unwrap_or(1)
+                    );
+                    break;
+                }
+            };
+            let kind = match frame.first() {
+                Some(Value::Bulk(k)) => k.as_slice(),
+                _ => continue,
+            };
+            let number = |i: usize| match frame.get(i) {
+                Some(Value::Int(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            match kind {
+                b"event" => {
+                    let Some(revision) = number(2) else { continue };
+                    if let Some(Value::Array(changes)) = frame.get(3) {
+                        let mut out = std::io::stdout().lock();
+                        for change in changes {
+                            let Value::Array(c) = change else { continue };
+                            let text = |i: usize| match c.get(i) {
+                                Some(Value::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
+                                _ => String::new(),
+                            };
+                            if text(0) == "set" {
+                                let _ = writeln!(out, "{revision} set {} {}", text(1), text(2));
+                            } else {
+                                let _ = writeln!(out, "{revision} del {}", text(1));
+                            }
+                        }
+                        let _ = out.flush();
+                    }
+                    next = Some(revision + 1);
+                }
+                b"progress" => {
+                    if let Some(revision) = number(2) {
+                        next = Some(next.unwrap_or(1).max(revision + 1));
+                    }
+                }
+                b"cancelled" => {
+                    let why = match frame.get(2) {
+                        Some(Value::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
+                        _ => String::new(),
+                    };
+                    eprintln!("synod kv watch: cancelled: {why}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+                _ => {}
             }
         }
     }

@@ -23,7 +23,10 @@
 //! - each call has [`Commands::request_timeout`] to be answered, after which it is settled
 //!   as [`Outcome::TimedOut`];
 //! - values can be pushed to a connection from any thread ([`Pusher`]), at most
-//!   [`PUSH_QUEUE_MAX`] waiting; past it the connection is sent an error and closed;
+//!   [`PUSH_QUEUE_MAX`] waiting; past it the connection is sent an error and closed. A
+//!   pushed value is written after the replies of every command read before it arrived
+//!   (never in the middle of their line), so a RESP2 client that subscribes reads its
+//!   confirmation before the first message;
 //! - a command the codec refuses is answered with the error and closes the connection (a
 //!   RESP stream cannot be resynchronised).
 //!
@@ -199,6 +202,9 @@ pub enum Settled<P> {
 pub struct Reply {
     /// What the client is sent.
     pub value: Value,
+    /// Values sent right after it, for a command that answers with several (Redis's
+    /// `SUBSCRIBE a b` confirms each channel on its own).
+    pub then: Vec<Value>,
     /// Whether the connection is closed once it is sent.
     pub close: bool,
 }
@@ -209,6 +215,7 @@ impl Reply {
     pub fn open(value: Value) -> Reply {
         Reply {
             value,
+            then: Vec::new(),
             close: false,
         }
     }
@@ -216,7 +223,23 @@ impl Reply {
     /// A reply after which the connection is closed.
     #[must_use]
     pub fn close(value: Value) -> Reply {
-        Reply { value, close: true }
+        Reply {
+            value,
+            then: Vec::new(),
+            close: true,
+        }
+    }
+
+    /// A reply of several values, in order (at least one: an empty list is answered with
+    /// an empty array), leaving the connection open.
+    #[must_use]
+    pub fn several(values: Vec<Value>) -> Reply {
+        let mut values = values.into_iter();
+        Reply {
+            value: values.next().unwrap_or(Value::Array(Vec::new())),
+            then: values.collect(),
+            close: false,
+        }
     }
 }
 
@@ -241,6 +264,8 @@ pub enum Delivery<R> {
     Push(Value),
     /// Pushed values overflowed the connection's queue.
     Overflow,
+    /// A last value pushed, after which the connection is closed.
+    Close(Value),
 }
 
 /// Where the node's answer to one call goes: back to the loop serving its connection.
@@ -345,6 +370,7 @@ pub struct Pusher {
 enum PushItem {
     Value(Value),
     Overflow,
+    Close(Value),
 }
 
 impl fmt::Debug for Pusher {
@@ -411,6 +437,21 @@ impl Pusher {
     pub fn is_open(&self) -> bool {
         (self.open)() && !self.queue.overflowed.load(Ordering::Acquire)
     }
+
+    /// Values pushed and not yet taken into the connection's output: a pusher that keeps
+    /// this well under [`PUSH_QUEUE_MAX`] never has its connection closed for overflow.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queue.queued.load(Ordering::Acquire)
+    }
+
+    /// Pushes `value` as the connection's last (after what was pushed before it) and
+    /// closes it: a subscriber that cannot be served any longer is told why.
+    pub fn close_with(&self, value: Value) {
+        if self.is_open() && !self.queue.overflowed.swap(true, Ordering::AcqRel) {
+            (self.send)(PushItem::Close(value));
+        }
+    }
 }
 
 /// RESP served with a system's command table: the [`ServeClient`] of every RESP system.
@@ -466,8 +507,13 @@ pub struct RespConn<C: Commands> {
     order: Option<Order>,
     /// A call run but not yet handed to the node: it waits for those in flight.
     held: Option<(C::Request, C::Pending, Order)>,
-    /// Values pushed, waiting for room in the output.
-    pushed: VecDeque<Value>,
+    /// Values pushed, waiting for room in the output, each with the number of the first
+    /// slot that was not yet in the line when it arrived: it is written once every reply
+    /// before that slot is.
+    pushed: VecDeque<(u64, Value)>,
+    /// A value pushed as the last: once the pushes before it are written, it is, and the
+    /// connection closes.
+    last_push: Option<(u64, Value)>,
     /// A reply closes the connection: nothing more is parsed.
     closing: bool,
     /// Who the connection authenticated as, when the node has users.
@@ -500,6 +546,7 @@ impl<C: Commands> ServeClient for Resp<C> {
                     send_handle.deliver(match item {
                         PushItem::Value(v) => Delivery::Push(v),
                         PushItem::Overflow => Delivery::Overflow,
+                        PushItem::Close(v) => Delivery::Close(v),
                     });
                 }),
                 open: Arc::new(move || open_handle.is_open()),
@@ -518,6 +565,7 @@ impl<C: Commands> ServeClient for Resp<C> {
             order: None,
             held: None,
             pushed: VecDeque::new(),
+            last_push: None,
             closing: false,
             user: None,
             auth_failures: 0,
@@ -620,7 +668,13 @@ impl<C: Commands> ServeClient for Resp<C> {
         match delivery {
             Delivery::Answer { slot, outcome } => conn.settle(&self.commands, slot, outcome),
             Delivery::Reply { slot, reply } => conn.fill(slot, reply),
-            Delivery::Push(value) => conn.pushed.push_back(value),
+            Delivery::Push(value) => {
+                let boundary = conn.next_slot();
+                conn.pushed.push_back((boundary, value));
+            }
+            Delivery::Close(value) => {
+                conn.last_push = Some((conn.next_slot(), value));
+            }
             Delivery::Overflow => {
                 // The client is not keeping up: it is told, and closed.
                 conn.closing = true;
@@ -921,14 +975,30 @@ impl<C: Commands> RespConn<C> {
         }
     }
 
-    /// Writes the replies at the front of the line that are ready.
+    /// The number the next slot in the line will take.
+    fn next_slot(&self) -> u64 {
+        self.first_slot + self.slots.len() as u64
+    }
+
+    /// Writes the replies at the front of the line that are ready, each after the pushed
+    /// values that arrived before its command was read.
     fn write_ready(&mut self, io: &mut ConnIo<'_>) {
-        while let Some(Slot::Ready(_)) = self.slots.front() {
+        loop {
+            self.write_pushed(io);
+            if io.close {
+                return;
+            }
+            let Some(Slot::Ready(_)) = self.slots.front() else {
+                return;
+            };
             let Some(Slot::Ready(reply)) = self.slots.pop_front() else {
-                break;
+                return;
             };
             self.first_slot += 1;
             reply.value.encode(io.output);
+            for value in reply.then {
+                value.encode(io.output);
+            }
             if reply.close {
                 io.close = true;
                 self.closing = true;
@@ -938,14 +1008,31 @@ impl<C: Commands> RespConn<C> {
         }
     }
 
-    /// Writes pushed values while there is room.
+    /// Writes, while there is room, the pushed values whose turn has come (every reply
+    /// before them written), then a last push once everything before it is out.
     fn write_pushed(&mut self, io: &mut ConnIo<'_>) {
         while !io.close && !io.output_full() {
-            let Some(value) = self.pushed.pop_front() else {
+            match self.pushed.front() {
+                Some((boundary, _)) if *boundary <= self.first_slot => {}
+                _ => break,
+            }
+            let Some((_, value)) = self.pushed.pop_front() else {
                 break;
             };
             self.push_queue.queued.fetch_sub(1, Ordering::AcqRel);
             value.encode(io.output);
+        }
+        if !io.close
+            && self.pushed.is_empty()
+            && self
+                .last_push
+                .as_ref()
+                .is_some_and(|(boundary, _)| *boundary <= self.first_slot)
+            && let Some((_, value)) = self.last_push.take()
+        {
+            value.encode(io.output);
+            io.close = true;
+            self.closing = true;
         }
     }
 

@@ -551,3 +551,121 @@ fn shutdown_hands_over_the_leadership_and_tells_connected_clients_to_go_elsewher
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `redis-cli` subscriber (`SUBSCRIBE` or `PSUBSCRIBE`, in RESP2 or RESP3) whose output
+/// lines (`--raw`: one value a line) arrive on a channel; killed when dropped.
+struct Subscriber {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Subscriber {
+    fn start(cluster: &Cluster, id: usize, args: &[&str]) -> Subscriber {
+        use std::io::BufRead;
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port(cluster, id), "--raw"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli starts");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Subscriber {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until its output ends with `tail`; everything it printed.
+    fn until(&mut self, tail: &[&str]) -> &[String] {
+        let deadline = Instant::now() + DEADLINE;
+        while !self
+            .seen
+            .ends_with(&tail.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "redis-cli never printed {tail:?}; it printed {:?}",
+                    self.seen
+                ),
+            }
+        }
+        &self.seen
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_cli_subscribes_to_key_events_on_any_node_in_resp2_and_resp3() {
+    if !redis_tools_present("redis_cli_subscribes_to_key_events_on_any_node_in_resp2_and_resp3") {
+        return;
+    }
+    let (cluster, leader) = cluster();
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    // A key subscriber on a follower (RESP2), a pattern subscriber on the leader (RESP3).
+    let mut key = Subscriber::start(&cluster, follower, &["SUBSCRIBE", "__keyspace@0__:job"]);
+    key.until(&["subscribe", "__keyspace@0__:job", "1"]);
+    let mut pattern =
+        Subscriber::start(&cluster, leader, &["-3", "PSUBSCRIBE", "__keyspace@0__:j*"]);
+    pattern.until(&["psubscribe", "__keyspace@0__:j*", "1"]);
+    assert_eq!(cli(&cluster, leader, &["SET", "job", "a"]), "OK");
+    assert_eq!(cli(&cluster, leader, &["SET", "other", "b"]), "OK");
+    assert_eq!(cli(&cluster, follower, &["DEL", "job"]), "(integer) 1");
+    // Each event carries the revision of its write: the DEL made the store's newest.
+    let now: u64 = cluster
+        .field(leader, "revision")
+        .and_then(|r| r.parse().ok())
+        .expect("the leader reports its revision");
+    let (set, del) = (format!("set {}", now - 2), format!("del {now}"));
+    // Every change of the key, in order, with its revision; nothing of the other key.
+    let seen = key.until(&["message", "__keyspace@0__:job", &del]).to_vec();
+    assert_eq!(
+        seen[3..],
+        [
+            "message",
+            "__keyspace@0__:job",
+            &set,
+            "message",
+            "__keyspace@0__:job",
+            &del
+        ]
+    );
+    let seen = pattern
+        .until(&["pmessage", "__keyspace@0__:j*", "__keyspace@0__:job", &del])
+        .to_vec();
+    assert_eq!(
+        seen[3..],
+        [
+            "pmessage",
+            "__keyspace@0__:j*",
+            "__keyspace@0__:job",
+            &set,
+            "pmessage",
+            "__keyspace@0__:j*",
+            "__keyspace@0__:job",
+            &del
+        ]
+    );
+    // A channel that is not a key's is refused: there is no PUBLISH.
+    let refused = cli(&cluster, leader, &["SUBSCRIBE", "news"]);
+    assert!(refused.contains("key events only"), "{refused}");
+}

@@ -14,6 +14,7 @@ mod core_lock;
 mod core_netns;
 mod core_redis;
 mod core_sim;
+mod core_watch;
 mod decoders;
 mod demo_cli;
 mod leaderless_cluster;
