@@ -669,3 +669,62 @@ fn redis_cli_subscribes_to_key_events_on_any_node_in_resp2_and_resp3() {
     let refused = cli(&cluster, leader, &["SUBSCRIBE", "news"]);
     assert!(refused.contains("key events only"), "{refused}");
 }
+
+/// Whether Python's `redis` library, version 5 or later, can be imported by `python3`.
+/// Missing, it is a failure when `SYNOD_REQUIRE_REDIS_PY=1` (CI installs it), and a printed
+/// notice otherwise.
+fn redis_py_present(test: &str) -> bool {
+    let check =
+        "import redis, sys; sys.exit(0 if int(redis.__version__.split('.')[0]) >= 5 else 1)";
+    let present = Command::new("python3")
+        .args(["-c", check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return true;
+    }
+    let required = std::env::var("SYNOD_REQUIRE_REDIS_PY").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "python3 with the `redis` library (5 or later) not found and SYNOD_REQUIRE_REDIS_PY=1: \
+         install it with `python3 -m pip install 'redis>=5'`"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOTICE: {test} skipped: python3 with the `redis` library (5 or later) not found; \
+         install it with `python3 -m pip install 'redis>=5'` to run it, or set \
+         SYNOD_REQUIRE_REDIS_PY=1 to make this a failure"
+    );
+    false
+}
+
+#[test]
+fn python_redis_library_consumes_watches_runs_transactions_and_scans() {
+    if !redis_py_present("python_redis_library_consumes_watches_runs_transactions_and_scans") {
+        return;
+    }
+    let (cluster, leader) = cluster();
+    // The library's main connection on the leader, its subscriber and the racing writer on
+    // the followers.
+    let ports: Vec<String> = std::iter::once(leader)
+        .chain((1..=3).filter(|&id| id != leader))
+        .map(|id| port(&cluster, id))
+        .collect();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/redis_py/client_library.py"
+    );
+    let mut command = Command::new("python3");
+    command.arg(script).arg(ports.join(","));
+    let out = run(command, "", &cluster);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "the redis library's script failed:\n{stdout}\n{stderr}"
+    );
+}
