@@ -79,7 +79,11 @@
 //! it, so nothing a peer says keeps a live member dead for the rest of its start. A claim
 //! more than [`GENERATION_STEP_MAX`] generations ahead of what a member knows is not
 //! believed at all (no run of starts gets there, and a claim at `u64::MAX` could never be
-//! outlived), and a member's own messages replace such a claim taken in before. Dead
+//! outlived), unless the member says it of itself: its own messages replace such a claim
+//! taken in before, and carry a renewal to members that still hold a start so old that
+//! the renewal is out of their reach. A renewal stays within reach of the renewing start
+//! when it can (at the edge, it takes the claimed generation at a larger incarnation), so
+//! that gossip alone carries it to every member that holds that start. Dead
 //! members are kept as tombstones for `dead_reap_ms`, then forgotten (or earlier, oldest
 //! first, when a new member needs room in a full view); either way the application gets a
 //! [`MemberEvent`] with `state: None`. A member that leaves

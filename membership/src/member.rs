@@ -131,8 +131,9 @@ pub struct MemberStats {
     pub merges_lost: u64,
     /// Claims ignored because their generation was further ahead of the one this member
     /// knows (for itself, its own) than [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX)
-    /// starts could take it, and entries replaced because their member's own message showed
-    /// such a claim had been taken in before this member knew better.
+    /// starts could take it (unless their member said it of itself), and entries replaced
+    /// because their member's own message showed such a claim had been taken in before this
+    /// member knew better.
     pub generations_refused: u64,
 }
 
@@ -364,8 +365,9 @@ pub struct Member {
     coordinator: Option<NodeId>,
     persist: PersistToken,
     ready: bool,
-    /// A new generation being made durable while the member runs (see `renew`).
-    renewing: Option<u64>,
+    /// A new `(generation, incarnation)` whose generation is being made durable while the
+    /// member runs (see `renew`).
+    renewing: Option<(u64, u64)>,
     /// Left the cluster: inputs other than requests are dropped, nothing is sent.
     left: bool,
     rng: Rng,
@@ -790,6 +792,21 @@ impl Member {
 
     /// Takes in one update; returns whether this member's view changed.
     fn merge(&mut self, now: Time, update: Update) -> bool {
+        self.merge_from(now, update, false)
+    }
+
+    /// Takes in one update, which is what its member says of itself when `first_hand` (a
+    /// message's header); returns whether this member's view changed.
+    ///
+    /// A member's own word about its generation is believed however far ahead of the one
+    /// held it is: a renewal may take a member further than [`GENERATION_STEP_MAX`] past a
+    /// generation that a member which heard nothing for a while still holds, and only the
+    /// member can vouch for it. Damage or a lie in a header is undone the same way, by the
+    /// member's next message (see `receive`), and what others repeat of it is judged from
+    /// the generation they hold.
+    ///
+    /// [`GENERATION_STEP_MAX`]: crate::GENERATION_STEP_MAX
+    fn merge_from(&mut self, now: Time, update: Update, first_hand: bool) -> bool {
         let me = self.config.id;
         if update.id == me {
             if self.config.broken.no_refutation {
@@ -804,8 +821,8 @@ impl Member {
             }
             if update.generation > self.generation {
                 // No start of this member used that generation: others may believe it all
-                // the same, and only a larger generation beats it.
-                self.renew(update.generation);
+                // the same, and only a later (generation, incarnation) beats it.
+                self.renew(update.generation, update.incarnation);
                 return false;
             }
             if update.generation == self.generation
@@ -815,7 +832,7 @@ impl Member {
                 // Refute: only this member raises its own incarnation, past any said of
                 // it; at the largest incarnation, only a new generation beats it.
                 let Some(incarnation) = update.incarnation.checked_add(1) else {
-                    self.renew(update.generation);
+                    self.renew(update.generation, update.incarnation);
                     return false;
                 };
                 self.incarnation = incarnation;
@@ -832,7 +849,7 @@ impl Member {
         let counts = update.state == MemberState::Suspect && self.may_confirm(update.id, update.by);
         let confirmers_max = self.confirmations_max() + 1;
         match self.members.get_mut(&update.id) {
-            Some(entry) if beyond_reach(entry.generation, update.generation) => {
+            Some(entry) if !first_hand && beyond_reach(entry.generation, update.generation) => {
                 self.stats.generations_refused += 1;
                 false
             }
@@ -947,32 +964,49 @@ impl Member {
         Some(entry.generation)
     }
 
-    /// Takes a generation above `past` while running, so that this member's updates beat
-    /// whatever was said of it up to `past`: like a start's, the generation is persisted
-    /// first and used only once `Input::Persisted` acknowledges it (`adopt`). `past` is
-    /// within [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX) of this start's
-    /// generation (`merge` ignores claims further ahead), so it is `u64::MAX` only if this
-    /// start's own durable generation is that close to it; then nothing beats it.
-    fn renew(&mut self, past: u64) {
-        let Some(generation) = past.checked_add(1) else {
+    /// Takes a new `(generation, incarnation)` while running, past a claim at
+    /// `(past, incarnation)` that no incarnation of this start's generation can beat: like a
+    /// start's, the generation is persisted first and used only once `Input::Persisted`
+    /// acknowledges it (`adopt`).
+    ///
+    /// The renewal stays within [`GENERATION_STEP_MAX`](crate::GENERATION_STEP_MAX) of this
+    /// start's generation when it can, so that a member holding this start believes what
+    /// is gossiped of the renewal, not only what this member tells it: `past + 1` if that is
+    /// within reach, otherwise (`past` is at the edge, since `merge` ignores claims further
+    /// ahead) `past` itself at one incarnation above the claim. Only a claim at the edge
+    /// and at the largest incarnation needs `past + 1` beyond reach; members holding this
+    /// start then take it from this member's own messages (`merge_from`). At `u64::MAX`
+    /// nothing beats the claim, which is possible only if this start's own durable
+    /// generation is that close to it.
+    fn renew(&mut self, past: u64, incarnation: u64) {
+        let edge = self.generation.saturating_add(crate::GENERATION_STEP_MAX);
+        let target = if past < edge {
+            (past + 1, 0)
+        } else if let Some(above) = incarnation.checked_add(1) {
+            (past, above)
+        } else if let Some(generation) = past.checked_add(1) {
+            (generation, 0)
+        } else {
             return;
         };
-        if self.renewing.is_some_and(|pending| pending >= generation) {
+        if self.renewing.is_some_and(|pending| pending >= target) {
             return;
         }
         self.persist = self.persist.next();
-        self.renewing = Some(generation);
+        self.renewing = Some(target);
         self.effects.push_back(Effect::Persist {
             token: self.persist,
-            write: MemberWrite { generation },
+            write: MemberWrite {
+                generation: target.0,
+            },
         });
     }
 
-    /// Uses the generation `renew` made durable: a fresh incarnation space, the same join
+    /// Uses the generation `renew` made durable, at the incarnation it chose: the same join
     /// stamp (it is still the same running member), gossiped as alive.
-    fn adopt(&mut self, generation: u64) {
+    fn adopt(&mut self, (generation, incarnation): (u64, u64)) {
         self.generation = generation;
-        self.incarnation = 0;
+        self.incarnation = incarnation;
         self.stats.renewals += 1;
         let own = self.own_update();
         self.enqueue(own);
@@ -1233,7 +1267,7 @@ impl Member {
                 let own = self.own_update();
                 self.enqueue(own);
             }
-            None => self.renew(self.generation),
+            None => self.renew(self.generation, self.incarnation),
         }
     }
 
@@ -1588,7 +1622,7 @@ impl Member {
             }
         }
         // A message from a member is first-hand news that it is alive.
-        self.merge(
+        self.merge_from(
             now,
             Update {
                 id: from,
@@ -1601,6 +1635,7 @@ impl Member {
                 group_size: message.group_size,
                 merged_from: message.merged_from,
             },
+            true,
         );
         let limit = self.config.members_max.saturating_add(1);
         let sync = matches!(message.body, Body::Sync { .. });

@@ -24,7 +24,10 @@ pub const WIRE_VERSION: u8 = 2;
 /// [`MemberStats::renewals`](crate::MemberStats::renewals)), so this is 2^32 starts in a
 /// row that no member heard of. A claim further ahead of what a member knows (the member
 /// itself included) is damage or a lie, and is ignored: otherwise a claim at `u64::MAX`,
-/// which no larger generation can beat, would keep its member dead for ever.
+/// which no larger generation can beat, would keep its member dead for ever. What a member
+/// says of itself in its own messages is believed however far ahead it is, and replaces
+/// whatever was held: a renewal past a lie may have taken it further than this from a
+/// start that another member still holds.
 pub const GENERATION_STEP_MAX: u64 = 1 << 32;
 
 /// Whether `claimed` is further ahead of `known` than any run of starts could take a

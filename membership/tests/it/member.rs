@@ -527,8 +527,14 @@ fn a_client_asking_for_the_view_gets_every_member_in_order() {
 
 /// Member `id` of members 1, 2 and 3, ready and knowing the others alive.
 fn one_of_three(id: u64) -> Member {
+    one_of_three_after(id, 0)
+}
+
+/// Member `id` of members 1, 2 and 3 (each known to the others at generation 1), started
+/// after a start that made `last_generation` durable.
+fn one_of_three_after(id: u64, last_generation: u64) -> Member {
     let config = MemberConfig::builder(n(id), id).build().unwrap();
-    let mut m = Member::start(config, 0);
+    let mut m = Member::start(config, last_generation);
     drain(&mut m);
     m.handle(Time::ZERO, Input::Persisted(PersistToken(1)));
     drain(&mut m);
@@ -786,4 +792,108 @@ fn a_claim_at_the_largest_generation_keeps_no_member_dead() {
     }
     assert_eq!(one.generation(), 1);
     assert_eq!(one.stats().renewals, 0);
+}
+
+/// A lie told to member 1 alone, that it is dead at the furthest generation a member
+/// believes (`1 + GENERATION_STEP_MAX`), makes it take a new generation; member 3, which
+/// never heard the lie and still holds generation 1 for member 1, must take member 1's new
+/// generation, so that a suspicion of member 1 at generation 1 (a probe lost at member 2)
+/// is outlived there instead of ending with the live member 1 dead. Member 1 is at
+/// generation `1 + restarts` (member 3 did not hear of its restarts) and returns the
+/// generation it renewed to.
+fn a_renewal_past_a_lie_reaches_a_member_that_never_heard_it(restarts: u64) -> u64 {
+    let step = synod_membership::GENERATION_STEP_MAX;
+    let lie = Update {
+        state: MemberState::Dead,
+        by: n(2),
+        generation: 1 + step,
+        ..alive(n(1), 0)
+    };
+    let mut one = one_of_three_after(1, restarts);
+    let mut three = one_of_three(3);
+    one.handle(
+        Time::from_millis(1),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![lie]),
+        },
+    );
+    for effect in drain(&mut one) {
+        if let Effect::Persist { token, .. } = effect {
+            one.handle(Time::from_millis(2), Input::Persisted(token));
+        }
+    }
+    drain(&mut one);
+    assert_eq!(one.stats().renewals, 1);
+    // Its updates beat the lie.
+    assert!((one.generation(), one.incarnation()) > (lie.generation, lie.incarnation));
+    // Member 2 suspects member 1 at the generation it knows (a probe lost), and says so.
+    let suspicion = Update {
+        state: MemberState::Suspect,
+        by: n(2),
+        ..alive(n(1), 0)
+    };
+    three.handle(
+        Time::from_millis(3),
+        Input::Message {
+            from: n(2),
+            message: message(Body::Gossip, vec![suspicion]),
+        },
+    );
+    drain(&mut three);
+    // Members 1 and 3 talk for 10 s.
+    let mut now = Time::from_millis(3);
+    while now < Time::from_secs(10) {
+        now += Duration::from_millis(10);
+        one.handle(now, Input::Wake);
+        for (to, message) in sends(&drain(&mut one)) {
+            if to == n(3) {
+                three.handle(
+                    now,
+                    Input::Message {
+                        from: n(1),
+                        message,
+                    },
+                );
+            }
+        }
+        three.handle(now, Input::Wake);
+        for (to, message) in sends(&drain(&mut three)) {
+            if to == n(1) {
+                one.handle(
+                    now,
+                    Input::Message {
+                        from: n(3),
+                        message,
+                    },
+                );
+            }
+        }
+    }
+    let seen = three.members().into_iter().find(|i| i.id == n(1));
+    assert_eq!(
+        seen.map(|i| (i.generation, i.incarnation, i.state)),
+        Some((one.generation(), one.incarnation(), MemberState::Alive)),
+        "member 3 holds the live member 1 as {seen:?} (refused: {})",
+        three.stats().generations_refused
+    );
+    one.generation()
+}
+
+#[test]
+fn a_renewal_past_a_lie_stays_within_reach_and_reaches_members_that_never_heard_it() {
+    let step = synod_membership::GENERATION_STEP_MAX;
+    // Member 1 at generation 1: the lie is at the edge of its reach, so it renews to the
+    // lie's generation at a larger incarnation, which everyone holding generation 1 believes
+    // whoever repeats it.
+    assert_eq!(
+        a_renewal_past_a_lie_reaches_a_member_that_never_heard_it(0),
+        1 + step
+    );
+    // Member 1 at generation 2, of which member 3 did not hear: the renewal is beyond the
+    // reach of what member 3 holds, which takes it from member 1's own messages.
+    assert_eq!(
+        a_renewal_past_a_lie_reaches_a_member_that_never_heard_it(1),
+        2 + step
+    );
 }
