@@ -33,7 +33,8 @@
 //! 2. **Handle** inputs with the time: every input first runs the Raft ticks due at that
 //!    time (one per [`ConfigBuilder::tick_interval_us`]); [`Input::Wake`](synod_node::Input::Wake)
 //!    at the time the last [`Effect::WakeAt`](synod_node::Effect::WakeAt) asked for brings
-//!    them when nothing else arrives.
+//!    them when nothing else arrives. A node just built asks to be woken at once, before any
+//!    input, so its clock starts when it starts even if no message reaches it.
 //! 3. **Drain** [`Protocol::poll`](synod_node::Protocol::poll) until `None`, in order:
 //!    - **persist**: apply the [`RaftWrite`] to the store ([`LogStore::apply`]) and sync
 //!      (one sync may cover several), then hand back

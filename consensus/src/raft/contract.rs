@@ -255,9 +255,11 @@ impl Node {
                 }
             }
         }
-        if let Some(wake) = self.clock.next()
-            && self.contract.wake != Some(wake)
-        {
+        // Before any input the clock has not started: ask to be woken at once, so that a
+        // node nothing reaches still starts its clock (and its election timer) when it
+        // starts, not at its first message.
+        let wake = self.clock.next().unwrap_or(Time::ZERO);
+        if self.contract.wake != Some(wake) {
             self.contract.wake = Some(wake);
             self.contract.effects.push_back(Effect::WakeAt(wake));
         }
@@ -280,6 +282,11 @@ impl Node {
 /// reads; a read's reply comes after the entries handed out with it), then
 /// [`Effect::WakeAt`] with the next tick's time when it changed. Replies to requests that
 /// are answered at once come before the effects of the next drain.
+///
+/// A node just built (or recovered) asks, at its first poll, for a wake-up at
+/// [`Time::ZERO`], that is at once: its clock starts at the first time handed in, so a
+/// driver that only hands inputs in when asked still starts its election timer when it
+/// starts, even if no message ever reaches it.
 impl Protocol for Node {
     type Message = Message;
     type Request = Request;

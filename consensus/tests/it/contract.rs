@@ -51,12 +51,12 @@ fn settle(node: &mut Node, disk: &mut MemLogStore, now: Time) -> Vec<EffectOf<No
     }
 }
 
-/// A single voter made leader through the contract alone: wake-ups at the times it asks.
+/// A single voter made leader through the contract alone: wake-ups at the times it asks,
+/// from the first one, which a node just built asks for before any input.
 fn single_leader() -> (Node, MemLogStore, Time) {
     let mut node = node(1, 1);
     let mut disk = MemLogStore::new(Membership::new([n(1)], []).unwrap());
     let mut now = Time::from_secs(3);
-    node.handle(now, Input::Wake);
     for _ in 0..100 {
         let wake = settle(&mut node, &mut disk, now)
             .into_iter()
@@ -68,10 +68,39 @@ fn single_leader() -> (Node, MemLogStore, Time) {
         if node.role() == Role::Leader {
             return (node, disk, now);
         }
-        now = wake.expect("a follower waiting for its election asks to be woken");
+        let wake = wake.expect("a follower waiting for its election asks to be woken");
+        // A wake-up asked for in the past (the first: at once) is handed in now.
+        now = now.max(wake);
         node.handle(now, Input::Wake);
     }
     panic!("no leader after 100 wake-ups");
+}
+
+#[test]
+fn a_node_just_built_asks_to_be_woken_at_once_before_any_input() {
+    let mut node = node(1, 3);
+    assert_eq!(effects(&mut node), vec![Effect::WakeAt(Time::ZERO)]);
+    assert_eq!(effects(&mut node), vec![], "asked once");
+    // Its first input starts the clock; from then on it asks for its next tick.
+    node.handle(Time::from_secs(3), Input::Wake);
+    let tick = Time::from_secs(3) + std::time::Duration::from_millis(TICK_MS);
+    assert_eq!(effects(&mut node), vec![Effect::WakeAt(tick)]);
+}
+
+/// A node no message reaches, on synod-sim's `Stepper` with a store that hands it nothing
+/// at its start: its clock alone must bring its election.
+#[test]
+fn a_node_nothing_reaches_still_campaigns_when_its_clock_runs() {
+    let mut c = crate::stepped::Cluster::new(3, |b| b.pre_vote(false));
+    for _ in 0..40 {
+        c.tick(n(1));
+    }
+    assert_eq!(c.node(n(1)).role(), Role::Candidate);
+    assert!(
+        c.net().any(|m| m.from == n(1)),
+        "node 1 asks the others for votes"
+    );
+    assert_eq!(c.violation, None);
 }
 
 #[test]

@@ -20,7 +20,6 @@ use synod_consensus::{
     Apply, Config, ConfigBuilder, Entry, LogIndex, Membership, Message, Node, NodeId, Payload,
     RaftWrite, Request, RequestError, Response, Role,
 };
-use synod_node::{Input, Protocol};
 use synod_sim::{Boot, CrashMode, Disk, Envelope, ProtocolNode, ProtocolStore, Stepper};
 
 use crate::sim::{JOURNAL, journal_append};
@@ -53,11 +52,8 @@ impl ProtocolStore for JournalStore {
         let config = (self.tweak)(Config::builder(boot.id).seed(boot.id.get() * 7919))
             .build()
             .map_err(io::Error::other)?;
-        let mut node = Node::new(config, log);
-        // Start Raft's clock at the node's start, so that its first tick is due a tick
-        // from now.
-        node.handle(boot.now, Input::Wake);
-        Ok(node)
+        // The node asks to be woken at once, which starts its clock at its start.
+        Ok(Node::new(config, log))
     }
 
     fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
