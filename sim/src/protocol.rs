@@ -408,6 +408,23 @@ where
         self.now
     }
 
+    /// Runs `f` on the running state machine and carries out the effects it left, at the
+    /// node's time: for a test that calls one of the state machine's own methods (outside
+    /// the node contract) between two steps, through [`Stepper::with_node`]. `None` if the
+    /// state machine is not running.
+    ///
+    /// [`Stepper::with_node`]: crate::Stepper::with_node
+    pub fn with_protocol<R>(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        f: impl FnOnce(&mut S::Protocol) -> R,
+    ) -> Option<R> {
+        let now = self.read_clock(ctx);
+        let out = f(self.protocol.as_mut()?);
+        self.drain(ctx, now);
+        Some(out)
+    }
+
     /// Builds the state machine from the disk and carries out its first effects.
     fn boot(&mut self, ctx: &mut Context<'_, Self>) {
         let now = self.read_clock(ctx);

@@ -117,6 +117,12 @@ struct Slot<N> {
 /// cluster.deliver_all();
 /// let heard = |c: &Stepper<_>, id| c.node(id).and_then(ProtocolNode::protocol).map(|g: &Greeter| g.heard);
 /// assert_eq!((heard(&cluster, n2), heard(&cluster, n3)), (Some(1), Some(0)));
+/// // Between two steps, a test may call into a state machine itself.
+/// let forgot = cluster.with_node(n2, |node, ctx| {
+///     node.with_protocol(ctx, |g| std::mem::take(&mut g.heard))
+/// });
+/// assert_eq!(forgot, Some(Some(1)));
+/// assert_eq!(heard(&cluster, n2), Some(0));
 /// ```
 pub struct Stepper<N: Node> {
     slots: Vec<Slot<N>>,
@@ -225,6 +231,12 @@ impl<N: Node> Stepper<N> {
     /// Takes the message at `at` off the network (to drop it, or deliver it changed).
     pub fn take(&mut self, at: usize) -> Option<Envelope<N::Message>> {
         self.in_flight.remove(at)
+    }
+
+    /// Puts `envelope` on the network, last in flight: a duplicate of one taken off it, or
+    /// one the test held back.
+    pub fn send(&mut self, envelope: Envelope<N::Message>) {
+        self.in_flight.push_back(envelope);
     }
 
     /// Takes every message in flight off the network.
@@ -382,16 +394,18 @@ impl<N: Node> Stepper<N> {
         self.call(id, N::on_start);
     }
 
-    /// Calls into node `id` at its time and carries out what it did; `false` if it is
-    /// down.
-    fn call(&mut self, id: NodeId, f: impl FnOnce(&mut N, &mut Context<'_, N>)) -> bool {
+    /// Calls `f` on node `id` at its time and carries out what it did (completing its syncs
+    /// first, with auto-sync on): a test reaching into a node between two steps, as
+    /// [`ProtocolNode::with_protocol`](crate::ProtocolNode::with_protocol) does to call a
+    /// state machine's own methods. `None` if the node is down.
+    pub fn with_node<R>(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut N, &mut Context<'_, N>) -> R,
+    ) -> Option<R> {
         let nodes = self.slots.len();
-        let Some(slot) = self.slots.get_mut(slot_of(id)) else {
-            return false;
-        };
-        let Some(node) = slot.node.as_mut() else {
-            return false;
-        };
+        let slot = self.slots.get_mut(slot_of(id))?;
+        let node = slot.node.as_mut()?;
         let clock = slot.clock.at(slot.now);
         let mut ctx = Context {
             id,
@@ -402,7 +416,7 @@ impl<N: Node> Stepper<N> {
             disk: &mut slot.disk,
             effects: &mut self.effects,
         };
-        f(node, &mut ctx);
+        let out = f(node, &mut ctx);
         self.apply_effects(id);
         if self.auto_sync {
             let mut rounds = 0;
@@ -414,7 +428,13 @@ impl<N: Node> Stepper<N> {
                 );
             }
         }
-        true
+        Some(out)
+    }
+
+    /// Calls into node `id` at its time and carries out what it did; `false` if it is
+    /// down.
+    fn call(&mut self, id: NodeId, f: impl FnOnce(&mut N, &mut Context<'_, N>)) -> bool {
+        self.with_node(id, f).is_some()
     }
 
     fn apply_effects(&mut self, from: NodeId) {
