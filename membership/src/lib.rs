@@ -172,8 +172,8 @@
 //!
 //! Under `synod-sim`, `synod_sim::ProtocolNode` drives a member with a `ProtocolStore` that
 //! appends each [`MemberWrite`] to a file and starts the member from the largest one; this
-//! crate's tests run clusters of up to 128 members that way, with loss, slow links,
-//! pauses, crashes, restarts and partitions. Over a real network the driver is a short
+//! crate's tests run clusters of up to 128 members (512 on request) that way, with loss,
+//! slow links, pauses, crashes, restarts and partitions. Over a real network the driver is a short
 //! loop: the crate's `loopback` example (`cargo run -p synod-membership --example
 //! loopback`) runs eight members on threads with `synod-transport`'s TCP channels on
 //! loopback, stops one and prints how long the others took to declare it dead.

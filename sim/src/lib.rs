@@ -273,6 +273,9 @@
 //!   link is cut when it is sent or when it would arrive. A clogged link holds messages
 //!   until the clog ends. Client links have their own delays and loss but are never cut
 //!   and never duplicate (a duplicated request is a retry, which is the workload's call).
+//!   A run holds up to [`NODES_MAX`] (512) nodes: a cut is one bit per link (32 KiB at 512
+//!   nodes, copied into each fault-log entry), a link's own configuration is kept only for
+//!   the links given one, and each link's clog and FIFO state takes 16 bytes.
 //! - **Disks** ([`Disk`]): `synod-wal`'s fault-injecting storage, one per node. At a
 //!   crash, unsynced writes are treated per a [`CrashMode`] drawn from the run's enabled
 //!   modes: all dropped, a prefix kept, the last one torn (at any byte, a 512-byte or a 4 KiB

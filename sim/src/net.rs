@@ -9,6 +9,7 @@
 //! duplicated message gets its own delay and may arrive out of order). A clogged link holds
 //! its messages until the clog ends, then delivers them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -206,11 +207,13 @@ impl fmt::Display for PartitionShape {
     }
 }
 
-/// Which ordered links are cut: `cut[from * n + to]`.
+/// Which ordered links are cut: one bit per link, `from * n + to`, so that a cut among the
+/// most nodes a simulation may have stays small enough to copy into each fault-log entry
+/// (32 KiB at 512 nodes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cut {
     n: usize,
-    cut: Vec<bool>,
+    bits: Vec<u64>,
 }
 
 impl Cut {
@@ -219,25 +222,32 @@ impl Cut {
     pub fn none(n: usize) -> Self {
         Cut {
             n,
-            cut: vec![false; n * n],
+            bits: vec![0; (n * n).div_ceil(64)],
         }
+    }
+
+    /// The bit of the link from `from` to `to`, if both are among the cut's nodes.
+    fn bit(&self, from: NodeId, to: NodeId) -> Option<(usize, u64)> {
+        let (a, b) = (slot_of(from), slot_of(to));
+        (a < self.n && b < self.n).then(|| {
+            let i = a * self.n + b;
+            (i / 64, 1 << (i % 64))
+        })
     }
 
     /// Whether messages from `from` to `to` are dropped.
     #[must_use]
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
-        self.cut
-            .get(slot_of(from) * self.n + slot_of(to))
-            .copied()
-            .unwrap_or(false)
+        self.bit(from, to)
+            .is_some_and(|(word, mask)| self.bits[word] & mask != 0)
     }
 
     /// Cuts the link from `from` to `to` (one way).
     pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
         if from != to
-            && let Some(c) = self.cut.get_mut(slot_of(from) * self.n + slot_of(to))
+            && let Some((word, mask)) = self.bit(from, to)
         {
-            *c = true;
+            self.bits[word] |= mask;
         }
     }
 
@@ -273,7 +283,7 @@ impl Cut {
     /// Whether any link is cut.
     #[must_use]
     pub fn any(&self) -> bool {
-        self.cut.iter().any(|&c| c)
+        self.bits.iter().any(|&w| w != 0)
     }
 
     /// A random partition of `shape` among `n` nodes.
@@ -368,10 +378,11 @@ impl fmt::Display for Cut {
     }
 }
 
-/// Per-link state: configuration, clog, and the last delivery time for FIFO order.
-#[derive(Debug, Clone)]
+/// Per-link state: the clog, and the last delivery time for FIFO order. Kept for every
+/// ordered pair (16 bytes each, 4 MiB at 512 nodes); a link's configuration is the
+/// network's, or its own override.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Link {
-    pub(crate) config: LinkConfig,
     pub(crate) clogged_until: SimTime,
     pub(crate) last_delivery: SimTime,
 }
@@ -380,6 +391,10 @@ pub(crate) struct Link {
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     pub(crate) n: usize,
+    /// How every link behaves, except those in `overrides`.
+    config: LinkConfig,
+    /// The links given a configuration of their own, by `(from, to)` slot.
+    overrides: BTreeMap<(usize, usize), LinkConfig>,
     pub(crate) links: Vec<Link>,
     pub(crate) cut: Cut,
     /// Extra loss applied to every link by the nemesis.
@@ -411,17 +426,18 @@ impl Network {
         overrides: &[(NodeId, NodeId, LinkConfig)],
     ) -> Self {
         let link = Link {
-            config,
             clogged_until: SimTime::ZERO,
             last_delivery: SimTime::ZERO,
         };
-        let mut links = vec![link; n * n];
-        for &(from, to, config) in overrides {
-            links[slot_of(from) * n + slot_of(to)].config = config;
-        }
+        let overrides = overrides
+            .iter()
+            .map(|&(from, to, config)| ((slot_of(from), slot_of(to)), config))
+            .collect();
         Network {
             n,
-            links,
+            config,
+            overrides,
+            links: vec![link; n * n],
             cut: Cut::none(n),
             extra_loss: Probability::NEVER,
             extra_duplicate: Probability::NEVER,
@@ -431,6 +447,14 @@ impl Network {
 
     pub(crate) fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut Link {
         &mut self.links[slot_of(from) * self.n + slot_of(to)]
+    }
+
+    /// How the link from `from` to `to` behaves.
+    fn config_of(&self, from: NodeId, to: NodeId) -> LinkConfig {
+        self.overrides
+            .get(&(slot_of(from), slot_of(to)))
+            .copied()
+            .unwrap_or(self.config)
     }
 
     /// Decides the fate of a message sent now from `from` to `to`.
@@ -447,12 +471,13 @@ impl Network {
         let extra_loss = self.extra_loss;
         let extra_dup = self.extra_duplicate;
         let reorder = self.reorder_extra_us;
+        let config = self.config_of(from, to);
         let link = self.link_mut(from, to);
-        if rng.chance(link.config.loss) || rng.chance(extra_loss) {
+        if rng.chance(config.loss) || rng.chance(extra_loss) {
             return Fate::Lost;
         }
         let sample = |rng: &mut SimRng| {
-            let mut d = link.config.delay.sample_us(rng);
+            let mut d = config.delay.sample_us(rng);
             if let Some(extra) = reorder {
                 d += rng.between(0, extra);
             }
@@ -463,7 +488,7 @@ impl Network {
             at
         };
         let mut at = sample(rng);
-        let duplicate = rng.chance(link.config.duplicate) || rng.chance(extra_dup);
+        let duplicate = rng.chance(config.duplicate) || rng.chance(extra_dup);
         let duplicate_at = duplicate.then(|| sample(rng));
         let mut reordered = false;
         if reorder.is_none() {
@@ -595,5 +620,40 @@ mod tests {
             net.route(SimTime::from_micros(3_000), a, b, &mut rng),
             Fate::Deliver { .. }
         ));
+    }
+
+    #[test]
+    fn a_cut_among_the_most_nodes_is_one_bit_a_link() {
+        let n = crate::NODES_MAX;
+        let ids: Vec<NodeId> = (0..n).map(node_at).collect();
+        let (left, right) = ids.split_at(n / 2);
+        let mut c = Cut::groups(n, &[left, right]);
+        assert_eq!(c.bits.len() * 64, n * n);
+        for (i, &a) in ids.iter().enumerate() {
+            for (j, &b) in ids.iter().enumerate() {
+                assert_eq!(c.is_cut(a, b), (i < n / 2) != (j < n / 2), "{a} -> {b}");
+            }
+        }
+        // Nodes outside the cut's range are never cut, and never panic.
+        assert!(!c.is_cut(node_at(n), ids[0]) && !c.is_cut(ids[0], node_at(n)));
+        c.cut_one_way(ids[0], node_at(n + 1));
+        c.cut_one_way(ids[0], ids[1]);
+        assert!(c.is_cut(ids[0], ids[1]) && !c.is_cut(ids[1], ids[0]));
+    }
+
+    #[test]
+    fn a_link_override_applies_to_its_own_link_only() {
+        let (a, b, c) = (NodeId::new(1), NodeId::new(2), NodeId::new(3));
+        let lossy = LinkConfig::default().with_loss(Probability::ALWAYS);
+        let mut net = Network::new(3, LinkConfig::default(), &[(a, b, lossy)]);
+        let mut rng = SimRng::new(7);
+        let now = SimTime::ZERO;
+        assert_eq!(net.route(now, a, b, &mut rng), Fate::Lost);
+        for (from, to) in [(b, a), (a, c), (c, b)] {
+            assert!(matches!(
+                net.route(now, from, to, &mut rng),
+                Fate::Deliver { .. }
+            ));
+        }
     }
 }

@@ -108,12 +108,25 @@ pub struct Scenario {
 /// One member's view at a round: the members it believes live (alive or suspected).
 pub type Views = Vec<(NodeId, Vec<NodeId>)>;
 
+/// Every member's view at a round, each as a hash of the members it believes live (as
+/// [`view_hash`] makes it), so that a run of hundreds of members over hundreds of rounds
+/// keeps a few bytes per member and round instead of the whole view.
+pub type ViewHashes = Vec<(NodeId, u64)>;
+
+/// The hash of a view (the members believed live, in order) that rounds keep.
+pub fn view_hash(live: &[NodeId]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    live.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// What a run left behind.
 pub struct Outcome {
     /// Every event handed up, in order, with the member that handed it up.
     pub events: Vec<(NodeId, MemberEvent)>,
     /// At each round boundary (every `PERIOD_MS`): the time and every running member's view.
-    pub rounds: Vec<(Duration, Views)>,
+    pub rounds: Vec<(Duration, ViewHashes)>,
     /// Every coordinator change a member was told of: (member, new coordinator, when).
     pub told: Vec<(NodeId, NodeId, Time)>,
     /// Every merge a member handed up, with the member.
@@ -262,7 +275,7 @@ impl Scenario {
                 messages += member.stats().messages_sent;
                 bytes += member.stats().bytes_sent;
                 if member.is_ready() {
-                    views.push((id, member.live_members()));
+                    views.push((id, view_hash(&member.live_members())));
                     known.push((id, member.members().iter().map(|m| m.id).collect()));
                     leaders.push((id, member.coordinator()));
                 }
@@ -368,13 +381,17 @@ impl Outcome {
     /// every member in it) until the end.
     pub fn agreed_from(&self, expected: &[NodeId], after: Duration) -> Option<Duration> {
         let mut since = None;
+        let hash = view_hash(expected);
         for (at, views) in &self.rounds {
             if *at < after {
                 continue;
             }
-            let agree = expected
-                .iter()
-                .all(|id| views.iter().any(|(v, live)| v == id && live == expected));
+            // Views are in id order (the simulator's node order).
+            let agree = expected.iter().all(|id| {
+                views
+                    .binary_search_by_key(id, |&(v, _)| v)
+                    .is_ok_and(|i| views[i].1 == hash)
+            });
             match (agree, since) {
                 (true, None) => since = Some(*at),
                 (false, _) => since = None,

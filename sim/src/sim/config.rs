@@ -51,7 +51,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The most nodes a simulation may have.
-pub const NODES_MAX: usize = 256;
+pub const NODES_MAX: usize = 512;
 /// The most clients a simulation may have.
 pub const CLIENTS_MAX: usize = 4096;
 /// The longest duration any setting of a simulation may have (a million seconds of virtual
@@ -233,8 +233,8 @@ impl SimConfigBuilder {
 
     /// Keep at most `entries` faults in [`RunReport::faults`](crate::RunReport::faults) (default
     /// [`FAULT_LOG_ENTRIES_DEFAULT`], 4096; 0 keeps none). Past the cap the oldest entries
-    /// are dropped and counted. An entry is a few dozen bytes, plus `nodes * nodes` bytes
-    /// for a partition's cut.
+    /// are dropped and counted. An entry is a few dozen bytes, plus `nodes * nodes / 8`
+    /// bytes for a partition's cut (one bit per link).
     #[must_use]
     pub fn fault_log_max(mut self, entries: usize) -> Self {
         self.config.fault_log_max = entries;
