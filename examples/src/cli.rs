@@ -130,6 +130,22 @@ pub enum Command {
         /// password is set.
         #[arg(long, value_name = "MS", default_value_t = crate::runtime::auth::AUTH_TIMEOUT_MS)]
         auth_timeout_ms: u64,
+        /// TLS on both ports: this node's PEM certificate chain. With --tls-key-file and
+        /// --tls-ca-file (all three or none), the client port speaks TLS only (plain-text
+        /// clients are refused) and peers authenticate each other with certificates the CA
+        /// signed, each naming the host of its --peers address. Without them, both ports are
+        /// plain TCP (for a trusted network).
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key_file", "tls_ca_file"])]
+        tls_cert_file: Option<PathBuf>,
+        /// TLS: this node's PEM private key.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert_file", "tls_ca_file"])]
+        tls_key_file: Option<PathBuf>,
+        /// TLS: the PEM certificate of the CA that signed every member's certificate.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert_file", "tls_key_file"])]
+        tls_ca_file: Option<PathBuf>,
+        /// TLS: clients must present a certificate the CA signed, too.
+        #[arg(long, requires = "tls_ca_file")]
+        tls_client_auth: bool,
     },
     /// A client for a running cluster (by default of the Consistent Core).
     ///
@@ -154,6 +170,12 @@ pub enum Command {
         /// the command line).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// Speak TLS to the node (whose certificate must name the host in --addr).
+        #[arg(long, requires = "cacert")]
+        tls: bool,
+        /// With --tls: the PEM certificate of the CA that signed the nodes' certificates.
+        #[arg(long, value_name = "FILE", requires = "tls")]
+        cacert: Option<PathBuf>,
         /// The command, for example `get key`, `put key value`, or `lock NAME [TTL_MS]` (takes
         /// a lock on a lease, prints its fencing token, releases when stdin closes).
         #[arg(trailing_var_arg = true)]
@@ -363,18 +385,35 @@ pub fn run(cli: Cli) -> ExitCode {
             peer_secret_file,
             insecure_open,
             auth_timeout_ms,
+            tls_cert_file,
+            tls_key_file,
+            tls_ca_file,
+            tls_client_auth,
         } => {
             let start = match system_for("node", &system, |s| s.node) {
                 Ok(start) => start,
                 Err(code) => return code,
             };
-            let options =
-                NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir).map(|o| {
+            let tls = match (tls_cert_file, tls_key_file, tls_ca_file) {
+                (Some(cert), Some(key), Some(ca)) => Some(crate::runtime::tls::TlsFiles {
+                    cert,
+                    key,
+                    ca,
+                    client_auth: tls_client_auth,
+                }),
+                _ => None,
+            };
+            let options = NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir)
+                .map(|o| {
                     o.password_file(password_file)
                         .users_file(users_file)
                         .peer_secret_file(peer_secret_file)
                         .insecure_open(insecure_open)
                         .auth_timeout_ms(auth_timeout_ms)
+                })
+                .and_then(|o| match tls {
+                    Some(files) => o.with_tls(files),
+                    None => Ok(o),
                 });
             match options {
                 Ok(options) => node(start, &options, &NodeSettings { snapshot_entries }),
@@ -390,6 +429,8 @@ pub fn run(cli: Cli) -> ExitCode {
             read,
             user,
             password_file,
+            tls,
+            cacert,
             args,
         } => {
             match kv_credentials(user, password_file.as_deref()) {
@@ -398,6 +439,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => {
                     eprintln!("synod kv: {e}");
                     return ExitCode::from(EXIT_ERROR);
+                }
+            }
+            if let (true, Some(ca)) = (tls, cacert) {
+                match crate::runtime::tls::client_config(&ca) {
+                    Ok(config) => crate::resp::client::use_tls(config),
+                    Err(e) => {
+                        eprintln!("synod kv: --cacert {e}");
+                        return ExitCode::from(EXIT_ERROR);
+                    }
                 }
             }
             match system_for("kv", &system, |s| s.kv) {

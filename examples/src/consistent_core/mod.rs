@@ -156,8 +156,8 @@
 //! # What it does not do (yet)
 //!
 //! No membership changes from the
-//! client protocol, no TLS (authentication is the runtime's, for every system:
-//! [`crate::runtime::auth`]), no lock against two processes
+//! client protocol (authentication and TLS are the runtime's, for every system:
+//! [`crate::runtime::auth`], [`crate::runtime::tls`]), no lock against two processes
 //! sharing a data directory. A write without a session whose outcome is unknown (answered
 //! `UNKNOWN`: see [`commands`]) is not resent by [`client::Client`], which cannot know
 //! whether it was applied; register a session to have it resent safely.

@@ -9,8 +9,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::{Limits, Value};
 
@@ -82,10 +85,61 @@ pub fn program_credentials() -> Option<&'static Credentials> {
     PROGRAM_CREDENTIALS.get()
 }
 
+/// The TLS every [`Connection`] of this process speaks, once set ([`use_tls`]).
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Makes every [`Connection`] opened from now on speak TLS with `config` (`synod kv
+/// --tls`); the server's certificate must name the host connected to. A second call is
+/// ignored.
+pub fn use_tls(config: Arc<ClientConfig>) {
+    let _ = TLS.set(config);
+}
+
+/// A connection's bytes: plain, or TLS.
+#[derive(Debug)]
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Wire {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One connection to a RESP server.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Wire,
     /// Bytes received and not yet parsed into a reply.
     buf: Vec<u8>,
 }
@@ -130,6 +184,17 @@ impl Connection {
         let stream = TcpStream::connect_timeout(&sock, CONNECT_TIMEOUT)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let _ = stream.set_nodelay(true);
+        let stream = match TLS.get() {
+            None => Wire::Plain(stream),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let session =
+                    ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+                Wire::Tls(Box::new(StreamOwned::new(session, stream)))
+            }
+        };
         Ok(Connection {
             stream,
             buf: Vec::new(),
@@ -142,7 +207,7 @@ impl Connection {
     ///
     /// The socket's.
     pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(timeout))
+        self.stream.socket().set_read_timeout(Some(timeout))
     }
 
     /// Sends one command, whole or not at all as far as a server can tell (a server never
@@ -152,7 +217,8 @@ impl Connection {
     ///
     /// The write's.
     pub fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
-        self.stream.write_all(&encode_command(args))
+        self.stream.write_all(&encode_command(args))?;
+        self.stream.flush()
     }
 
     /// Reads the next reply.

@@ -74,6 +74,10 @@ pub const PUSH_QUEUE_MAX: usize = 1024;
 
 /// What a connection refused at the connection limit is sent, as Redis words it.
 pub const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+/// What a client that speaks plain text to a node whose client port speaks TLS only is told
+/// before the connection is closed.
+pub const TLS_REQUIRED: &[u8] =
+    b"-ERR this port speaks TLS only: connect with TLS (redis-cli --tls --cacert CA_FILE)\r\n";
 
 /// The reply to a command other than `AUTH`, `HELLO`, `PING` and `QUIT` on a connection
 /// that has not authenticated, as Redis words it.
@@ -736,6 +740,10 @@ impl<C: Commands> ServeClient for Resp<C> {
 
     fn refusal(&self) -> &'static [u8] {
         TOO_MANY_CLIENTS
+    }
+
+    fn tls_required(&self) -> &'static [u8] {
+        TLS_REQUIRED
     }
 }
 

@@ -428,16 +428,19 @@ impl PeerAuthenticator for PeerSecret {
     }
 }
 
-/// The client connection table of a node started with `options`: its limits, and the
-/// users its clients authenticate as.
+/// The client connection table of a node started with `options`: its limits, the users its
+/// clients authenticate as, and TLS when on ([`NodeOptions::with_tls`]).
 ///
 /// # Errors
 ///
 /// [`StartError::Usage`] if the password or users file cannot be used.
 pub fn client_connections(options: &NodeOptions) -> Result<Arc<Connections>, StartError> {
-    Ok(Arc::new(
-        Connections::new(options.client_limits()).with_auth(ClientAuth::load(options)?),
-    ))
+    let connections =
+        Connections::new(options.client_limits()).with_auth(ClientAuth::load(options)?);
+    Ok(Arc::new(match options.tls() {
+        Some(tls) => connections.with_tls(tls.clients()),
+        None => connections,
+    }))
 }
 
 fn is_loopback(addr: &str) -> bool {

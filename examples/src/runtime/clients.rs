@@ -27,6 +27,13 @@
 //! authenticate cannot pile up or make the node buffer for them. A panic while serving one connection closes that
 //! connection only; any other panic on the loop stops the process.
 //!
+//! With TLS on ([`Connections::with_tls`]), every connection speaks TLS, driven without
+//! blocking: bytes read go through the session (`read_tls`, `process_new_packets`), replies
+//! are encrypted into it and its records written as the socket takes them. A connection
+//! whose first byte is not a TLS handshake record is sent [`ServeClient::tls_required`] in
+//! plain text and closed; one whose handshake does not finish within
+//! [`TLS_HANDSHAKE_TIMEOUT`] or [`TLS_HANDSHAKE_BYTES_MAX`] is closed.
+//!
 //! Memory: a connection keeps no buffer while it is idle (reads go through one buffer of
 //! the loop's, [`READ_CHUNK_BYTES`]; only a request split across reads is kept), so an idle
 //! connection costs its socket, its entry in the table and the system's state.
@@ -42,9 +49,11 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
+use rustls::{ServerConfig, ServerConnection};
 
 use super::auth::{AUTH_BYTES_MAX, AUTH_TIMEOUT_MS, ClientAuth};
 use super::process::{CLIENT_THREAD, fail_stop};
+use super::tls::{TLS_HANDSHAKE_BYTES_MAX, TLS_HANDSHAKE_TIMEOUT};
 
 /// Bytes the loop reads from a connection at a time (one buffer for all connections).
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -114,6 +123,10 @@ pub trait ServeClient: Send + Sync + 'static {
     /// What a connection refused at the limit is sent before it is closed (in the
     /// protocol's words: RESP's is an error reply).
     fn refusal(&self) -> &'static [u8];
+
+    /// What a connection that sends plain text to a TLS-only port is sent, in plain text,
+    /// before it is closed.
+    fn tls_required(&self) -> &'static [u8];
 }
 
 /// One connection's bytes and state, as a [`ServeClient`] sees them on each call.
@@ -242,11 +255,22 @@ pub(crate) fn detached_handle<D>() -> ConnHandle<D> {
 }
 
 /// How many client connections are open: what a graceful stop waits on.
-#[derive(Debug)]
 pub struct Connections {
     limits: ClientLimits,
     open: AtomicUsize,
     auth: Option<Arc<ClientAuth>>,
+    tls: Option<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("limits", &self.limits)
+            .field("open", &self.len())
+            .field("auth", &self.auth.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Connections {
@@ -257,6 +281,7 @@ impl Connections {
             limits,
             open: AtomicUsize::new(0),
             auth: None,
+            tls: None,
         }
     }
 
@@ -264,6 +289,13 @@ impl Connections {
     #[must_use]
     pub fn with_auth(mut self, auth: Option<Arc<ClientAuth>>) -> Connections {
         self.auth = auth;
+        self
+    }
+
+    /// Every connection speaks TLS with `config`, and only TLS.
+    #[must_use]
+    pub fn with_tls(mut self, config: Arc<ServerConfig>) -> Connections {
+        self.tls = Some(config);
         self
     }
 
@@ -323,6 +355,12 @@ impl ClientLimits {
 /// One connection as the loop keeps it.
 struct Conn<S: ServeClient> {
     stream: TcpStream,
+    /// The TLS session, when TLS is on.
+    tls: Option<Box<ServerConnection>>,
+    /// While the TLS handshake runs: when it must have finished, and the bytes received.
+    handshake: Option<(Instant, usize)>,
+    /// The connection sent plain text to a TLS port.
+    not_tls: bool,
     state: S::Conn,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -356,6 +394,7 @@ struct Loop<S: ServeClient> {
     next_id: u64,
     connections: Arc<Connections>,
     limits: ClientLimits,
+    tls: Option<Arc<ServerConfig>>,
     batch: S::Batch,
     chunk: Vec<u8>,
     /// Connection deadlines, earliest first (an entry whose connection has moved its
@@ -389,6 +428,7 @@ pub fn spawn_listener<S: ServeClient>(
     let waker = Waker::new(poll.registry(), WAKER)?;
     let limits = connections.limits;
     let auth = connections.auth.clone();
+    let tls = connections.tls.clone();
     let mut event_loop = Loop {
         serve,
         listener,
@@ -402,6 +442,7 @@ pub fn spawn_listener<S: ServeClient>(
         next_id: FIRST_CONN,
         connections,
         limits,
+        tls,
         batch: S::Batch::default(),
         chunk: vec![0; READ_CHUNK_BYTES],
         deadlines: BinaryHeap::new(),
@@ -540,6 +581,18 @@ impl<S: ServeClient> Loop<S> {
                 open: Arc::clone(&open),
                 peer: Some(peer),
             };
+            let tls = match &self.tls {
+                Some(config) => match ServerConnection::new(Arc::clone(config)) {
+                    Ok(session) => Some(Box::new(session)),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let handshake = tls.as_ref().map(|_| {
+                let until = Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+                self.deadlines.push(Reverse((until, id)));
+                (until, 0)
+            });
             let serve = Arc::clone(&self.serve);
             let Ok(state) =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve.open(handle)))
@@ -550,6 +603,9 @@ impl<S: ServeClient> Loop<S> {
                 id,
                 Conn {
                     stream,
+                    tls,
+                    handshake,
+                    not_tls: false,
                     state,
                     input: Vec::new(),
                     output: Vec::new(),
@@ -641,6 +697,14 @@ impl<S: ServeClient> Loop<S> {
                 break;
             }
             self.deadlines.pop();
+            let handshake_over = self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.handshake.is_some_and(|(d, _)| d <= now));
+            if handshake_over {
+                self.close(id);
+                continue;
+            }
             let due = self
                 .conns
                 .get(&id)
@@ -665,9 +729,21 @@ impl<S: ServeClient> Loop<S> {
                 return;
             };
             let mut moved = false;
+            // TLS records waiting go first (the handshake's, or replies already encrypted).
+            if conn.writable && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                match conn.flush_tls() {
+                    Ok(()) => moved = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                    Err(_) => {
+                        self.close(id);
+                        return;
+                    }
+                }
+            }
             // Write what is waiting first: it may free room to serve more.
             if conn.writable && conn.written < conn.output.len() {
-                match write_some(&mut conn.stream, &conn.output[conn.written..]) {
+                let at = conn.written;
+                match conn.write_plain(at) {
                     Ok(0) => {
                         self.close(id);
                         return;
@@ -689,7 +765,8 @@ impl<S: ServeClient> Loop<S> {
                     }
                 }
             }
-            if conn.written == conn.output.len() && conn.close {
+            let sent = !conn.tls.as_ref().is_some_and(|t| t.wants_write()) || !conn.writable;
+            if conn.written == conn.output.len() && conn.close && sent {
                 self.close(id);
                 return;
             }
@@ -702,7 +779,7 @@ impl<S: ServeClient> Loop<S> {
             let pending = conn.output.len() - conn.written;
             let room = pending < self.limits.buffer_bytes_max;
             if conn.readable && !conn.eof && room && conn.input.len() < READ_CHUNK_BYTES * 64 {
-                match conn.stream.read(&mut self.chunk) {
+                match conn.read_plain(&mut self.chunk) {
                     Ok(0) => {
                         conn.eof = true;
                         moved = true;
@@ -715,9 +792,22 @@ impl<S: ServeClient> Loop<S> {
                         }
                         moved = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        conn.readable = false;
+                        // What was read may have made TLS records to send (the handshake's):
+                        // go round again to write them.
+                        if conn.writable && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                            moved = true;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                     Err(_) => {
+                        if conn.not_tls {
+                            // Told why in words it reads (the socket is new: a failed write
+                            // only loses the explanation).
+                            let _ = conn.stream.write(serve.tls_required());
+                            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                        }
                         self.close(id);
                         return;
                     }
@@ -807,6 +897,87 @@ impl<S: ServeClient> Loop<S> {
             .collect();
         for id in idle {
             self.close(id);
+        }
+    }
+}
+
+impl<S: ServeClient> Conn<S> {
+    /// Writes the TLS records waiting until none is left (`Ok`) or the socket is full
+    /// (`WouldBlock`).
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes part of the replies from byte `at` on: to the socket, or encrypted into the
+    /// TLS session (whose records then go out as the socket takes them).
+    fn write_plain(&mut self, at: usize) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return write_some(&mut self.stream, &self.output[at..]);
+        };
+        // The session buffers a bounded amount (rustls's limit): past it, it takes nothing
+        // until its records are written.
+        let n = tls.writer().write(&self.output[at..])?;
+        match self.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => self.writable = false,
+            Err(e) => return Err(e),
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// Reads request bytes: from the socket, or decrypted from the TLS session (running
+    /// its handshake first, within its limits).
+    fn read_plain(&mut self, chunk: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return self.stream.read(chunk);
+        };
+        loop {
+            match tls.reader().read(chunk) {
+                // Ok(0): the client closed the session.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.handshake.is_some_and(|(_, received)| received == 0) {
+                // A TLS connection begins with a handshake record (content type 22).
+                let mut first = [0; 1];
+                if self.stream.peek(&mut first)? == 1 && first[0] != 0x16 {
+                    self.not_tls = true;
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+            }
+            let n = tls.read_tls(&mut self.stream)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            if let Some((_, received)) = &mut self.handshake {
+                *received += n;
+                if *received > TLS_HANDSHAKE_BYTES_MAX {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+            }
+            if tls.process_new_packets().is_err() {
+                // An alert says why, if the client still listens.
+                let _ = tls.write_tls(&mut self.stream);
+                return Err(io::ErrorKind::InvalidData.into());
+            }
+            if !tls.is_handshaking() {
+                self.handshake = None;
+            }
         }
     }
 }

@@ -46,6 +46,8 @@
 //!   or read-write, checked by the RESP side; the cluster's secret ([`auth::PeerSecret`]);
 //!   and the open default: a node with neither says so at start and listens open only on
 //!   loopback addresses unless given `--insecure-open`.
+//! - [`tls`]: TLS on both ports when a node is given certificates: the client port speaks
+//!   TLS only, and peers authenticate each other against the cluster's CA.
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
 //!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but the client loop
 //!   panics ([`stop_on_panic`]; the loop catches a panic serving one connection and closes
@@ -69,6 +71,7 @@ pub mod peers;
 pub mod process;
 pub mod served;
 pub mod stop;
+pub mod tls;
 pub mod worker;
 
 pub use clients::{

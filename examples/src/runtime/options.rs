@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::auth::AUTH_TIMEOUT_MS;
 use super::clients::ClientLimits;
+use super::tls::{NodeTls, TlsFiles};
 
 /// Open client connections, unless configured otherwise
 /// ([`NodeOptions::client_connections_max`]); past it a new connection is sent an error and
@@ -92,6 +93,7 @@ pub struct NodeOptions {
     peer_secret_file: Option<PathBuf>,
     insecure_open: bool,
     auth_timeout_ms: u64,
+    tls: Option<NodeTls>,
 }
 
 impl NodeOptions {
@@ -169,6 +171,7 @@ impl NodeOptions {
             peer_secret_file: None,
             insecure_open: false,
             auth_timeout_ms: AUTH_TIMEOUT_MS,
+            tls: None,
         })
     }
 
@@ -257,6 +260,26 @@ impl NodeOptions {
     #[must_use]
     pub fn is_insecure_open(&self) -> bool {
         self.insecure_open
+    }
+
+    /// Turns TLS on for both ports with the certificates in `files`: the client port speaks
+    /// TLS only, and peers authenticate each other with certificates of the CA in
+    /// `files.ca` (see [`super::tls`]). Every member must be given the same CA.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Usage`] naming the file that cannot be used, and why.
+    pub fn with_tls(mut self, files: TlsFiles) -> Result<NodeOptions, StartError> {
+        let tls = NodeTls::load(files, self.id, &self.peers)
+            .map_err(|e| StartError::Usage(format!("TLS: {e}")))?;
+        self.tls = Some(tls);
+        Ok(self)
+    }
+
+    /// The node's TLS, when on.
+    #[must_use]
+    pub fn tls(&self) -> Option<&NodeTls> {
+        self.tls.as_ref()
     }
 
     /// This node's id.

@@ -12,7 +12,7 @@ use std::net::ToSocketAddrs;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use synod_transport::{ClusterId, ConfigBuilder, Incoming, NodeId, TcpTransport};
+use synod_transport::{ClusterId, ConfigBuilder, Handler, Incoming, NodeId, TcpTransport};
 
 use super::{NodeOptions, StartError, auth};
 
@@ -91,15 +91,24 @@ pub fn bind<H: PeerHandler>(
         .build()
         .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let slot: Arc<OnceLock<Arc<H>>> = Arc::new(OnceLock::new());
-    let transport = TcpTransport::bind_with_handler(config, options.listen_addr(), {
+    let handler: Handler = Arc::new({
         let slot = Arc::clone(&slot);
-        move |incoming| match slot.get() {
+        move |incoming: &Incoming| match slot.get() {
             Some(handler) => handler.on_peer(incoming),
             None if incoming.is_request() => starting(incoming),
             None => None,
         }
-    })
-    .map_err(|error| StartError::Bind {
+    });
+    let bound = match options.tls() {
+        // Every peer connection is TLS, authenticated both ways, before the handshake.
+        Some(tls) => {
+            TcpTransport::bind_layered(config, options.listen_addr(), tls.peers(), Some(handler))
+        }
+        None => TcpTransport::bind_with_handler(config, options.listen_addr(), move |incoming| {
+            handler(incoming)
+        }),
+    };
+    let transport = bound.map_err(|error| StartError::Bind {
         what: "--listen",
         addr: options.listen_addr().to_string(),
         error,

@@ -22,4 +22,5 @@ mod leaderless_sim;
 mod register_cluster;
 mod sim_cli;
 mod timeline_page;
+mod tls_cluster;
 mod wal_cli;
