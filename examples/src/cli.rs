@@ -81,6 +81,11 @@ pub enum Command {
     ///
     /// Then `redis-cli -p 6001 set k v`, or `synod kv --addr 127.0.0.1:6001 get k`.
     /// Restarting on the same --data-dir recovers the node's log and state.
+    ///
+    /// Without secrets a node runs open (loopback addresses only, unless --insecure-open).
+    /// Secured: --password-file (clients authenticate), --peer-secret-file (peers prove the
+    /// cluster's secret), and --tls-cert-file, --tls-key-file and --tls-ca-file (TLS on
+    /// both ports); all of them together work.
     Node {
         /// The system to run.
         #[command(flatten)]

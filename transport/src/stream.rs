@@ -3,8 +3,8 @@
 //! [`StreamLayer`], which turns a freshly connected socket into a [`Stream`].
 //!
 //! This crate depends on no TLS library; a program that wants encrypted, mutually
-//! authenticated peer connections implements [`StreamLayer`] with one (such as rustls) and
-//! binds its transport with
+//! authenticated peer connections implements [`StreamLayer`] with one (Synod's `synod`
+//! program does, with rustls) and binds its transport with
 //! [`TcpTransport::bind_layered`](crate::TcpTransport::bind_layered).
 //!
 //! # When the layer runs

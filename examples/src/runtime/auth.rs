@@ -32,7 +32,8 @@
 //! the cluster id). A peer that cannot is refused at the handshake, before any message it
 //! sends is read, and logged with its address.
 //!
-//! **Open.** A node with neither says so in one line at start, and refuses to listen open
+//! **Open.** A node with neither (TLS counts for peers, and for clients with
+//! `--tls-client-auth`: [`super::tls`]) says so in one line at start, and refuses to listen open
 //! on an address that is not a loopback one unless started with `--insecure-open`
 //! ([`check_open`]): open is for trying Synod on one machine, or on a network where every
 //! process that can reach the node is trusted.
@@ -451,25 +452,28 @@ fn is_loopback(addr: &str) -> bool {
 
 /// Checks what `options` leave open: refuses to listen open (no client password, or no
 /// peer secret) on an address that is not a loopback one unless `--insecure-open` is given,
-/// and says in one line on standard error what runs open.
+/// and says in one line on standard error what runs open. TLS counts as authentication
+/// where it checks a certificate: always for peers, for clients with `--tls-client-auth`.
 ///
 /// # Errors
 ///
 /// [`StartError::Usage`] saying what to set.
 pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
-    let clients_open =
-        options.password_file_path().is_none() && options.users_file_path().is_none();
-    let peers_open = options.peer_secret_file_path().is_none();
+    let tls = options.tls().map(super::tls::NodeTls::files);
+    let clients_open = options.password_file_path().is_none()
+        && options.users_file_path().is_none()
+        && !tls.is_some_and(|f| f.client_auth);
+    let peers_open = options.peer_secret_file_path().is_none() && tls.is_none();
     if !options.is_insecure_open() {
         if clients_open && !is_loopback(options.client_addr()) {
             return Err(StartError::Usage(format!(
-                "--client {} is not a loopback address, and no client password is set: anyone who reaches it could read and write every key. Give --password-file or --users-file, or --insecure-open to run open on purpose",
+                "--client {} is not a loopback address, and no client password is set: anyone who reaches it could read and write every key. Give --password-file, --users-file or --tls-client-auth, or --insecure-open to run open on purpose",
                 options.client_addr()
             )));
         }
         if peers_open && !is_loopback(options.listen_addr()) {
             return Err(StartError::Usage(format!(
-                "--listen {} is not a loopback address, and no --peer-secret-file is set: anyone who reaches it could speak as a member. Give --peer-secret-file (the same file on every member), or --insecure-open to run open on purpose",
+                "--listen {} is not a loopback address, and neither --peer-secret-file nor TLS is set: anyone who reaches it could speak as a member. Give --peer-secret-file (the same file on every member) or the --tls-* files, or --insecure-open to run open on purpose",
                 options.listen_addr()
             )));
         }
@@ -479,7 +483,10 @@ pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
             clients_open,
             "clients need no password (--password-file, --users-file)",
         ),
-        (peers_open, "peers prove no secret (--peer-secret-file)"),
+        (
+            peers_open,
+            "peers prove no secret and show no certificate (--peer-secret-file, --tls-*)",
+        ),
     ]
     .into_iter()
     .filter_map(|(open, what)| open.then_some(what))

@@ -3,7 +3,9 @@
 //! told the port speaks TLS only and closed, garbage in place of a ClientHello closes that
 //! connection alone, a peer whose certificate another authority signed is refused and
 //! logged with its address while the cluster keeps serving, and each reference system
-//! (Consistent Core, register, leaderless) replicates a write over its TLS peer links.
+//! (Consistent Core, register, leaderless) replicates a write over its TLS peer links. Every
+//! node runs with a client password and the cluster's secret as well as TLS: all three
+//! together.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,7 +23,7 @@ use synod_examples::runtime::NodeOptions;
 use synod_examples::runtime::tls::{NodeTls, TlsFiles, client_config};
 use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
 
-use crate::core_cluster::{DEADLINE, free_port_on};
+use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args};
 
 /// A CA and one certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`
 /// (`NAME-ca.pem`, `NAME-cert.pem`, `NAME-key.pem`).
@@ -50,7 +52,8 @@ fn authority(dir: &Path, name: &str) -> TlsFiles {
     }
 }
 
-/// A cluster of three nodes of `system` with TLS on.
+/// A cluster of three nodes of `system` with TLS on, a client password and the cluster's
+/// secret.
 struct TlsCluster {
     dir: tempfile::TempDir,
     files: TlsFiles,
@@ -63,6 +66,7 @@ impl TlsCluster {
     fn up(system: &str) -> TlsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = authority(dir.path(), "cluster");
+        let secure = secure_args(dir.path());
         let addrs: Vec<(String, String)> = (0..3)
             .map(|_| {
                 (
@@ -93,6 +97,7 @@ impl TlsCluster {
                     .arg(&files.key)
                     .arg("--tls-ca-file")
                     .arg(&files.ca)
+                    .args(&secure)
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
@@ -129,10 +134,25 @@ impl TlsCluster {
     /// Sends `command` to node `id` until it answers `want` (a leader elected, a write
     /// replicated), failing the test with the logs past [`DEADLINE`].
     fn settle(&self, id: usize, command: &[&str], want: &Value) {
+        self.settle_on(id, command, want, |got| got == want);
+    }
+
+    /// Reads `key` from node `id` until it is `value`: one value, or siblings that are all
+    /// `value` (the leaderless store keeps a blind write resent after an unknown outcome as
+    /// a sibling of the first).
+    fn settle_value(&self, id: usize, key: &str, value: &str) {
+        let want = bulk(value);
+        self.settle_on(id, &["GET", key], &want, |got| match got {
+            Value::Array(siblings) => siblings.iter().all(|s| *s == want),
+            one => *one == want,
+        });
+    }
+
+    fn settle_on(&self, id: usize, command: &[&str], want: &Value, ok: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let got = self.call(id, command);
-            if got.as_ref().is_ok_and(|v| v == want) {
+            if got.as_ref().is_ok_and(&ok) {
                 return;
             }
             assert!(
@@ -154,8 +174,19 @@ impl Drop for TlsCluster {
     }
 }
 
-/// Sends one RESP command over TLS, trusting only the CA in `ca`; reads one reply.
+/// Sends one RESP command over TLS, trusting only the CA in `ca`, after authenticating with
+/// the test password; reads its reply (or the refused AUTH's).
 fn tls_call(addr: &str, ca: &Path, command: &[&str]) -> std::io::Result<Value> {
+    tls_call_as(addr, ca, Some(TEST_PASSWORD), command)
+}
+
+/// [`tls_call`], authenticating with `password` first if `Some`.
+fn tls_call_as(
+    addr: &str,
+    ca: &Path,
+    password: Option<&str>,
+    command: &[&str],
+) -> std::io::Result<Value> {
     let config = client_config(ca).map_err(std::io::Error::other)?;
     let socket = TcpStream::connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -163,15 +194,26 @@ fn tls_call(addr: &str, ca: &Path, command: &[&str]) -> std::io::Result<Value> {
     let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let mut stream = StreamOwned::new(session, socket);
     let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
-    stream.write_all(&encode_command(&args))?;
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        request = encode_command(&[b"AUTH", password.as_bytes()]);
+    }
+    request.extend_from_slice(&encode_command(&args));
+    stream.write_all(&request)?;
     stream.flush()?;
     let mut buf = Vec::new();
     let mut chunk = [0; 4096];
+    let mut authenticated = password.is_none();
     loop {
-        if let Some((value, _)) = Value::parse(&buf, &reply_limits())
+        if let Some((value, used)) = Value::parse(&buf, &reply_limits())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
         {
-            return Ok(value);
+            if authenticated || value != ok() {
+                return Ok(value);
+            }
+            authenticated = true;
+            buf.drain(..used);
+            continue;
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
@@ -207,12 +249,19 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
     for id in 2..=3 {
         cluster.settle(id, &["GET", "k"], &bulk("v1"));
     }
+    // Over TLS the password is still asked for.
+    let anonymous = tls_call_as(cluster.client(1), &cluster.files.ca, None, &["GET", "k"]);
+    assert_eq!(
+        anonymous.expect("a reply"),
+        Value::Error("NOAUTH Authentication required.".into())
+    );
 
     // redis-cli, when installed (Debian's is built with TLS).
     let port = |id: usize| cluster.client(id).rsplit_once(':').unwrap().1.to_string();
     let ca = cluster.files.ca.to_str().unwrap().to_string();
     let redis_cli = |id: usize, args: &[&str]| {
         Command::new("redis-cli")
+            .env("REDISCLI_AUTH", TEST_PASSWORD)
             .args(["--tls", "--cacert", &ca, "-h", "127.0.0.1", "-p", &port(id)])
             .args(args)
             .output()
@@ -231,6 +280,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
 
     // synod kv --tls --cacert.
     let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .env("SYNOD_PASSWORD", TEST_PASSWORD)
         .args([
             "kv",
             "--addr",
@@ -244,7 +294,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
         .output()
         .expect("synod kv");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"v1\"");
 
     // A plain-text client is told why, in plain RESP, and closed.
     let mut plain = TcpStream::connect(cluster.client(1)).expect("connect");
@@ -327,7 +377,7 @@ fn the_register_and_the_leaderless_store_replicate_over_tls() {
         let cluster = TlsCluster::up(system);
         cluster.settle(1, &["SET", "k", system], &ok());
         for id in 2..=3 {
-            cluster.settle(id, &["GET", "k"], &bulk(system));
+            cluster.settle_value(id, "k", system);
         }
         // Plain text is refused here too.
         let mut plain = TcpStream::connect(cluster.client(2)).expect("connect");
