@@ -187,39 +187,63 @@ fn tls_call_as(
     password: Option<&str>,
     command: &[&str],
 ) -> std::io::Result<Value> {
-    let config = client_config(ca).map_err(std::io::Error::other)?;
-    let socket = TcpStream::connect(addr)?;
-    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let name = ServerName::try_from("127.0.0.1").expect("name");
-    let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
-    let mut stream = StreamOwned::new(session, socket);
-    let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
-    let mut request = Vec::new();
+    let mut conn = TlsConn::open(addr, ca)?;
     if let Some(password) = password {
-        request = encode_command(&[b"AUTH", password.as_bytes()]);
+        let authenticated = conn.call(&["AUTH", password])?;
+        if authenticated != ok() {
+            return Ok(authenticated);
+        }
     }
-    request.extend_from_slice(&encode_command(&args));
-    stream.write_all(&request)?;
-    stream.flush()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0; 4096];
-    let mut authenticated = password.is_none();
-    loop {
-        if let Some((value, used)) = Value::parse(&buf, &reply_limits())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-        {
-            if authenticated || value != ok() {
+    conn.call(command)
+}
+
+/// A client connection over TLS, trusting only the CA it was opened with.
+struct TlsConn {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    /// Bytes read and not parsed yet.
+    buf: Vec<u8>,
+}
+
+impl TlsConn {
+    fn open(addr: &str, ca: &Path) -> std::io::Result<TlsConn> {
+        let config = client_config(ca).map_err(std::io::Error::other)?;
+        let socket = TcpStream::connect(addr)?;
+        socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        Ok(TlsConn {
+            stream: StreamOwned::new(session, socket),
+            buf: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, command: &[&str]) -> std::io::Result<()> {
+        let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
+        self.stream.write_all(&encode_command(&args))?;
+        self.stream.flush()
+    }
+
+    /// The next value the node sends: a reply, or a pushed message.
+    fn next(&mut self) -> std::io::Result<Value> {
+        let mut chunk = [0; 4096];
+        loop {
+            if let Some((value, used)) = Value::parse(&self.buf, &reply_limits())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            {
+                self.buf.drain(..used);
                 return Ok(value);
             }
-            authenticated = true;
-            buf.drain(..used);
-            continue;
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    }
+
+    fn call(&mut self, command: &[&str]) -> std::io::Result<Value> {
+        self.send(command)?;
+        self.next()
     }
 }
 
@@ -254,6 +278,27 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
     assert_eq!(
         anonymous.expect("a reply"),
         Value::Error("NOAUTH Authentication required.".into())
+    );
+
+    // A subscribed connection gets its pushed messages over TLS, as replies are.
+    let channel = "__keyspace@0__:watched";
+    let mut subscriber = TlsConn::open(cluster.client(2), &cluster.files.ca).expect("TLS");
+    assert_eq!(
+        subscriber.call(&["AUTH", TEST_PASSWORD]).expect("AUTH"),
+        ok()
+    );
+    assert_eq!(
+        subscriber.call(&["SUBSCRIBE", channel]).expect("SUBSCRIBE"),
+        Value::Array(vec![bulk("subscribe"), bulk(channel), Value::Int(1)])
+    );
+    cluster.settle(3, &["SET", "watched", "w"], &ok());
+    let Value::Array(message) = subscriber.next().expect("a pushed message") else {
+        panic!("not a pub/sub message")
+    };
+    assert_eq!(message[..2], [bulk("message"), bulk(channel)]);
+    assert!(
+        matches!(&message[2], Value::Bulk(b) if b.starts_with(b"set ")),
+        "{message:?}"
     );
 
     // redis-cli, when installed (Debian's is built with TLS).
