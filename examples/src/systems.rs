@@ -101,6 +101,14 @@ pub const SYSTEMS: &[System] = &[
         demo: None,
         sim: Some(crate::simulate::System::MEMBERSHIP),
     },
+    System {
+        name: "twopc",
+        about: "a bank on two-phase commit over partitioned accounts, with wound-wait or wait-die (simulated only)",
+        node: None,
+        kv: None,
+        demo: None,
+        sim: Some(crate::simulate::System::TWOPC),
+    },
 ];
 
 /// A name that is no registered system.

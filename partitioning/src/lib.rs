@@ -199,10 +199,10 @@
 //! assert_eq!((balance(a), balance(b)), (Some(70), Some(130)));
 //! ```
 //!
-//! `tests/it/sim_twopc.rs` runs the same state machines under `synod-sim`: the coordinator
-//! and prepared participants crashed at every point of a transaction, bank transfers with
-//! audits under every fault, a workload built to deadlock, and the two deliberately broken
-//! variants caught.
+//! The `synod` program of the `synod-examples` crate runs the same state machines under
+//! `synod-sim` (`synod sim twopc`: a bank with audits under every fault), and its tests
+//! crash the coordinator and prepared participants at every point of a transaction, run a
+//! workload built to deadlock, and catch the two deliberately broken variants.
 //!
 //! # Crate features
 //!

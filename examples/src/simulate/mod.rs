@@ -49,7 +49,11 @@
 //! - `membership` ([`membership`]): `synod-membership`'s members (SWIM with Lifeguard), on
 //!   2 to 128 nodes and with no clients: it checks that no start reuses a generation and
 //!   that every view agrees after the heal, and prints how fast crashes were detected and
-//!   views converged instead of a history.
+//!   views converged instead of a history;
+//! - `twopc` ([`twopc`]): a bank on `synod-partitioning`'s two-phase commit, a coordinator
+//!   and 2 to 7 participants: no transaction with both outcomes, every audit sees the
+//!   total, prepared participants hold their locks, nothing in doubt after the heal; it
+//!   prints the transactions committed and aborted instead of a history.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
 //! value; for `raft-kv`, no node stopped and Raft's safety properties hold (`synod-consensus`'s
@@ -84,6 +88,7 @@ pub mod leaderless;
 pub mod membership;
 pub mod raft_kv;
 pub mod register;
+pub mod twopc;
 pub mod watchers;
 
 pub use clients::{Answer, KvClients, KvService, LeaderHint};
@@ -128,6 +133,7 @@ Systems:
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
   leaderless the leaderless store: ABD and CAS checked linearizable, QUORUM with version vectors checked to lose no acknowledged write and read nothing stale, replicas checked to converge after the heal; stale reads at ONE counted
   membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
+  twopc      a bank on two-phase commit (synod-partitioning), 3 to 8 nodes (node 1 coordinates): it checks that no transaction both commits and aborts, that every audit sees the bank's total, that a prepared participant holds its locks, and that nothing is left in doubt after the heal; it prints the transactions committed and aborted
 
 With --seed, --history FILE also writes the history the checker decided, for a checker \
 Synod did not write: Jepsen's EDN history (FILE.edn: one :invoke and one :ok, :fail or \
@@ -150,6 +156,7 @@ Examples:
   synod sim raft-kv --seed 7 --history run.edn
   synod sim raft-kv --seed 7 --html run.html
   synod sim membership --nodes 16 --seed 7
+  synod sim twopc --seeds 0..20 --nodes 4
 
 Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
 not be written), 4 the checker gave up undecided.";
@@ -223,6 +230,21 @@ impl System {
         run: membership::run,
     };
 
+    /// A bank on two-phase commit (`synod-partitioning`): a coordinator and participants.
+    pub const TWOPC: System = System {
+        name: "twopc",
+        nodes: Some(twopc::NODES),
+        describe: |nodes| {
+            format!(
+                "a bank on two-phase commit (synod-partitioning): a coordinator and {} participants, {} clients, {} accounts",
+                nodes - 1,
+                register::CLIENTS,
+                twopc::ACCOUNTS
+            )
+        },
+        run: twopc::run,
+    };
+
     /// The name on the command line.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -270,6 +292,7 @@ pub const SYSTEMS: &[System] = &[
     System::RAFT_KV,
     System::LEADERLESS,
     System::MEMBERSHIP,
+    System::TWOPC,
 ];
 
 impl PartialEq for System {
@@ -716,7 +739,11 @@ impl RunSummary {
 
     /// The summary of a run with no clients, judged by its invariant and progress
     /// condition alone, with the system's own `figures`; `passed` says what a pass means.
-    fn of_figures(report: RunReport<(), ()>, figures: Vec<String>, passed: &'static str) -> Self {
+    fn of_figures<I: fmt::Debug, O: fmt::Debug>(
+        report: RunReport<I, O>,
+        figures: Vec<String>,
+        passed: &'static str,
+    ) -> Self {
         let verdict = match &report.failure {
             None => Verdict::Pass,
             Some(failure) => Verdict::Violation(failure.to_string()),

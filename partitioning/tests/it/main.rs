@@ -4,5 +4,4 @@ mod figures;
 mod fixed;
 mod lock;
 mod range;
-mod sim_twopc;
 mod twopc;
