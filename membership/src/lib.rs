@@ -10,7 +10,8 @@
 //!
 //! # Patterns
 //!
-//! From *Patterns of Distributed Systems* (Unmesh Joshi):
+//! From *Patterns of Distributed Systems* (Unmesh Joshi); [the tour
+//! below](#the-three-patterns-at-work) runs all three in one example:
 //!
 //! - **HeartBeat** (as failure detection): [`FixedTimeout`] and the phi accrual detector
 //!   [`PhiAccrual`], fed with heartbeat times and asked about a time; and SWIM's probes
@@ -168,6 +169,93 @@
 //! assert_eq!(b.joined(), 0);
 //! assert_eq!(b.coordinator(), one);
 //! # Ok::<(), synod_membership::ConfigError>(())
+//! ```
+//!
+//! # The three patterns at work
+//!
+//! Three members on a network that delivers every message within one 10 ms step, and
+//! drops those to or from a crashed member. The members join through member 1 and agree
+//! on the view and on a coordinator (the emergent leader, the member that joined first)
+//! with no election; the coordinator crashes; probes of it go unanswered (the heartbeat),
+//! the suspicion and then the death reach every member by gossip, and the oldest member
+//! left coordinates.
+//!
+//! ```
+//! use synod_membership::{ConfigError, Member, MemberConfig, MemberState};
+//! use synod_node::{Effect, Input, NodeId, Protocol, Time};
+//!
+//! /// One 10 ms step: every running member wakes and sends; each message reaches its
+//! /// destination at once if that member runs too.
+//! fn step(members: &mut [Member], up: &[bool], now: Time) {
+//!     let mut sent = Vec::new();
+//!     for (member, _) in members.iter_mut().zip(up).filter(|(_, up)| **up) {
+//!         member.handle(now, Input::Wake);
+//!         while let Some(effect) = member.poll() {
+//!             match effect {
+//!                 // A driver makes the generation durable, then says so.
+//!                 Effect::Persist { token, .. } => {
+//!                     member.handle(now, Input::Persisted(token));
+//!                 }
+//!                 Effect::Send { to, message } => {
+//!                     sent.push((member.config().id(), to, message));
+//!                 }
+//!                 _ => {} // wake-ups (this driver wakes everyone), events for the application
+//!             }
+//!         }
+//!     }
+//!     for (from, to, message) in sent {
+//!         let i = to.get() as usize - 1;
+//!         if up[i] {
+//!             members[i].handle(now, Input::Message { from, message });
+//!         }
+//!     }
+//! }
+//!
+//! let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+//! let mut members = ids
+//!     .iter()
+//!     .map(|&id| {
+//!         let config = MemberConfig::builder(id, id.get()) // the id seeds its random choices
+//!             .seeds([ids[0]])
+//!             .probe(100, 50) // a protocol period of 100 ms, a probe timeout of 50 ms
+//!             .build()?;
+//!         Ok(Member::start(config, 0))
+//!     })
+//!     .collect::<Result<Vec<_>, ConfigError>>()?;
+//! let mut up = [true; 3];
+//! let mut now = Time::ZERO;
+//! let mut run_until = |members: &mut [Member], up: &[bool], done: &dyn Fn(&[Member]) -> bool| {
+//!     while !done(members) {
+//!         now += std::time::Duration::from_millis(10);
+//!         assert!(now < Time::from_secs(30), "not done in 30 s");
+//!         step(members, up, now);
+//!     }
+//! };
+//!
+//! // Gossip: every member learns of every other, and each takes a join stamp.
+//! run_until(&mut members, &up, &|ms| {
+//!     ms.iter().all(|m| m.live_members() == ids && m.joined() != 0)
+//! });
+//! // Emergent leader: all name the same coordinator, the member that joined first (by join
+//! // stamp, then id).
+//! let oldest = |ms: &[&Member]| {
+//!     let m = ms.iter().min_by_key(|m| (m.joined(), m.config().id())).unwrap();
+//!     m.config().id()
+//! };
+//! let first = oldest(&members.iter().collect::<Vec<_>>());
+//! assert!(members.iter().all(|m| m.coordinator() == first));
+//!
+//! // HeartBeat: the coordinator crashes; the others stop hearing its acks.
+//! up[first.get() as usize - 1] = false;
+//! let live: Vec<usize> = (0..3).filter(|&i| up[i]).collect();
+//! run_until(&mut members, &up, &|ms| {
+//!     live.iter().all(|&i| ms[i].state_of(first) == Some(MemberState::Dead))
+//! });
+//! // Both survivors hold it dead and agree on its successor, the oldest member left.
+//! let (a, b) = (&members[live[0]], &members[live[1]]);
+//! assert_eq!(a.coordinator(), oldest(&[a, b]));
+//! assert_eq!(b.coordinator(), oldest(&[a, b]));
+//! # Ok::<(), ConfigError>(())
 //! ```
 //!
 //! Under `synod-sim`, `synod_sim::ProtocolNode` drives a member with a `ProtocolStore` that
