@@ -151,6 +151,13 @@ pub enum Command {
         /// TLS: clients must present a certificate the CA signed, too.
         #[arg(long, requires = "tls_ca_file")]
         tls_client_auth: bool,
+        /// A name for the cluster, the same on every member (as etcd's
+        /// `--initial-cluster-token`): nodes of clusters with other names refuse each other.
+        /// Without it the cluster is named by its --peers list, which every member must then
+        /// give alike; with it a new node can join a running cluster, listing the members and
+        /// itself as its --peers (leaderless store; it needs an id above theirs).
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
     },
     /// A client for a running cluster (by default of the Consistent Core).
     ///
@@ -394,6 +401,7 @@ pub fn run(cli: Cli) -> ExitCode {
             tls_key_file,
             tls_ca_file,
             tls_client_auth,
+            cluster,
         } => {
             let start = match system_for("node", &system, |s| s.node) {
                 Ok(start) => start,
@@ -409,12 +417,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 _ => None,
             };
             let options = NodeOptions::new(id, &listen, client.as_deref(), &peers, &data_dir)
-                .map(|o| {
+                .and_then(|o| {
                     o.password_file(password_file)
                         .users_file(users_file)
                         .peer_secret_file(peer_secret_file)
                         .insecure_open(insecure_open)
                         .auth_timeout_ms(auth_timeout_ms)
+                        .cluster_name(cluster)
                 })
                 .and_then(|o| match tls {
                     Some(files) => o.with_tls(files),

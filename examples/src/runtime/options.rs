@@ -30,6 +30,9 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The tick length unless configured otherwise ([`NodeOptions::tick_ms`]).
 pub const TICK_MS_DEFAULT: u64 = 50;
 
+/// The longest cluster name `--cluster` takes, in bytes.
+pub const CLUSTER_NAME_BYTES_MAX: usize = 255;
+
 /// Why a node did not start.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -94,6 +97,8 @@ pub struct NodeOptions {
     insecure_open: bool,
     auth_timeout_ms: u64,
     tls: Option<NodeTls>,
+    /// The cluster's name, if one was given (see [`NodeOptions::cluster_name`]).
+    cluster_name: Option<String>,
 }
 
 impl NodeOptions {
@@ -172,7 +177,29 @@ impl NodeOptions {
             insecure_open: false,
             auth_timeout_ms: AUTH_TIMEOUT_MS,
             tls: None,
+            cluster_name: None,
         })
+    }
+
+    /// Names the cluster, as etcd's `--initial-cluster-token` does: the cluster id
+    /// ([`NodeOptions::cluster_id`]) is then drawn from the name instead of from the
+    /// `--peers` list, so a node that joins a running cluster with one more peer than its
+    /// members were started with is one of them. `None` keeps the id drawn from the peers.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Usage`] if the name is empty or longer than [`CLUSTER_NAME_BYTES_MAX`].
+    pub fn cluster_name(mut self, name: Option<String>) -> Result<NodeOptions, StartError> {
+        if let Some(name) = &name
+            && (name.is_empty() || name.len() > CLUSTER_NAME_BYTES_MAX)
+        {
+            return Err(StartError::Usage(format!(
+                "--cluster must be 1 to {CLUSTER_NAME_BYTES_MAX} bytes, not {}",
+                name.len()
+            )));
+        }
+        self.cluster_name = name;
+        Ok(self)
     }
 
     /// Sets the tick length (default [`TICK_MS_DEFAULT`], at least 1 ms).
@@ -332,24 +359,79 @@ impl NodeOptions {
     }
 
     /// A number naming the cluster: nodes configured with different clusters refuse each
-    /// other at the transport handshake.
+    /// other at the transport handshake. Drawn from the cluster's name if it was given
+    /// ([`NodeOptions::cluster_name`]), else from the `--peers` list.
     #[must_use]
     pub fn cluster_id(&self) -> u64 {
-        // FNV-1a over the members, ids and addresses: nodes configured with different
-        // clusters (even two clusters numbered 1, 2, 3, on other addresses) refuse each
-        // other at the transport handshake.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (id, addr) in &self.peers {
-            for b in id.to_le_bytes().iter().chain(addr.as_bytes()).chain(b"\n") {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            }
+        // FNV-1a over the name, or over the members, ids and addresses: nodes configured
+        // with different clusters (even two clusters numbered 1, 2, 3, on other addresses)
+        // refuse each other at the transport handshake. A tag byte first keeps a name from
+        // ever hashing as a peer list does.
+        let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        let start: u64 = 0xcbf2_9ce4_8422_2325;
+        match &self.cluster_name {
+            Some(name) => std::iter::once(b'N').chain(name.bytes()).fold(start, fnv),
+            None => self.peers.iter().fold(start, |h, (id, addr)| {
+                id.to_le_bytes()
+                    .into_iter()
+                    .chain(addr.bytes())
+                    .chain(*b"\n")
+                    .fold(h, fnv)
+            }),
         }
-        h
     }
 
     /// What the identity file of this node's data directory says.
     pub(crate) fn identity(&self) -> String {
         let members: Vec<String> = self.peers.keys().map(u64::to_string).collect();
         format!("node={}\nmembers={}\n", self.id, members.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(id: u64, peers: &str) -> NodeOptions {
+        NodeOptions::new(id, "127.0.0.1:7001", None, peers, Path::new("/tmp/x")).expect("valid")
+    }
+
+    const THREE: &str = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003";
+    const FOUR: &str = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003,4=127.0.0.1:7004";
+
+    #[test]
+    fn without_a_name_the_peer_list_names_the_cluster() {
+        assert_eq!(
+            options(1, THREE).cluster_id(),
+            options(2, THREE).cluster_id()
+        );
+        // A node listing one more peer is of another cluster, and is refused.
+        assert_ne!(
+            options(1, THREE).cluster_id(),
+            options(4, FOUR).cluster_id()
+        );
+    }
+
+    #[test]
+    fn a_named_cluster_takes_a_joiner_with_a_longer_peer_list_and_no_other_name() {
+        let named = |id, peers, name: &str| {
+            options(id, peers)
+                .cluster_name(Some(name.to_string()))
+                .expect("a valid name")
+                .cluster_id()
+        };
+        assert_eq!(named(1, THREE, "ll"), named(4, FOUR, "ll"));
+        assert_ne!(named(1, THREE, "ll"), named(1, THREE, "other"));
+        assert_ne!(named(1, THREE, "ll"), options(1, THREE).cluster_id());
+    }
+
+    #[test]
+    fn an_empty_or_overlong_cluster_name_is_a_usage_error() {
+        for name in [String::new(), "x".repeat(CLUSTER_NAME_BYTES_MAX + 1)] {
+            match options(1, THREE).cluster_name(Some(name)) {
+                Err(StartError::Usage(why)) => assert!(why.contains("--cluster"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

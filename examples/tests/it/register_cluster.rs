@@ -26,6 +26,9 @@ pub(crate) struct Registers {
     addrs: Vec<(String, String)>,
     /// The `synod node` options of the secret files, written once before any node starts.
     secured: Vec<String>,
+    /// The nodes started first (`1..=members`), each other's peers; a later node has them
+    /// and itself as its peers, and joins.
+    members: usize,
     children: Vec<Option<Child>>,
 }
 
@@ -39,6 +42,12 @@ impl Registers {
 
     /// A cluster of `nodes` of `system` (`synod node --system NAME`), as [`Registers::up`].
     pub(crate) fn up_system(system: &'static str, nodes: usize) -> Registers {
+        Registers::up_joining(system, nodes, nodes)
+    }
+
+    /// Room for `nodes` of `system`, the first `members` started and answering (as
+    /// [`Registers::up`]); [`Registers::start`] starts a later one, which joins them.
+    pub(crate) fn up_joining(system: &'static str, nodes: usize, members: usize) -> Registers {
         for _ in 0..3 {
             let addrs = (0..nodes)
                 .map(|_| {
@@ -54,14 +63,15 @@ impl Registers {
                 dir,
                 secured,
                 addrs,
+                members,
                 children: (0..nodes).map(|_| None).collect(),
             };
-            for id in 1..=nodes {
+            for id in 1..=members {
                 cluster.start(id);
             }
             let deadline = Instant::now() + DEADLINE;
             loop {
-                if (1..=nodes).all(|id| cluster.call(id, &["PING"]).is_ok()) {
+                if (1..=members).all(|id| cluster.call(id, &["PING"]).is_ok()) {
                     return cluster;
                 }
                 let logs = cluster.logs();
@@ -86,8 +96,7 @@ impl Registers {
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .expect("log file");
-        let peers: Vec<String> = self
-            .addrs
+        let peers: Vec<String> = self.addrs[..self.members.max(id)]
             .iter()
             .enumerate()
             .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
@@ -105,6 +114,7 @@ impl Registers {
             ])
             .arg("--data-dir")
             .arg(self.data_dir(id))
+            .args(["--cluster", "synod-test"])
             .args(&self.secured)
             .stdout(Stdio::null())
             .stderr(log)
@@ -128,9 +138,14 @@ impl Registers {
             .is_some_and(|c| c.try_wait().expect("waitable").is_none())
     }
 
+    /// Where node `id` serves clients.
+    pub(crate) fn client_addr(&self, id: usize) -> String {
+        self.addrs[id - 1].1.clone()
+    }
+
     /// A new connection to node `id`, authenticated.
     pub(crate) fn connect(&self, id: usize) -> std::io::Result<Connection> {
-        Connection::open_as(&self.addrs[id - 1].1, Some(&test_credentials()))
+        Connection::open_as(&self.client_addr(id), Some(&test_credentials()))
     }
 
     /// Sends `command` to node `id` on a new connection: its reply, or the error.
