@@ -5,10 +5,13 @@
 //! and carries out what it asks: messages are encoded and sent, messages received are
 //! checked with `Message::decode` (garbage is dropped), the generation is "made durable" at
 //! once (a real member writes it to a file and syncs before acknowledging), and view
-//! changes are printed. After a few seconds one member stops; the example prints how long
-//! the others took to declare it dead, and their views.
+//! changes are printed (the loop is `support::drive`, shared with the `processes`
+//! example). After a few seconds one member stops; the example prints how long the others
+//! took to declare it dead, and their views.
 //!
 //! Run with `cargo run -p synod-membership --example loopback`.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,17 +20,17 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use synod_membership::{Member, MemberConfig, MemberState, Message, ViewChange};
-use synod_node::{Effect, Input, NodeId, Protocol, Time};
+use synod_membership::{Member, MemberConfig, MemberState, ViewChange};
+use synod_node::{NodeId, Protocol};
 use synod_transport::{ClusterId, Config, TcpTransport};
+
+use support::SYNC_BYTES_MAX;
 
 const MEMBERS: u64 = 8;
 const PROBE_MS: u64 = 200;
-const SYNC_BYTES_MAX: usize = 65_536;
 
 /// Runs one member until `stop` is set; returns the members it believes live.
-fn drive(
+fn run(
     mut member: Member,
     transport: TcpTransport,
     stop: Arc<AtomicBool>,
@@ -35,38 +38,10 @@ fn drive(
     changes: mpsc::Sender<(NodeId, ViewChange)>,
 ) -> Vec<NodeId> {
     let id = member.id();
-    let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut wake: Option<Time> = None;
-    while !stop.load(Ordering::Relaxed) {
-        while let Some(effect) = member.poll() {
-            match effect {
-                Effect::Send { to, message } => {
-                    // A full queue or a peer that is down loses the message: SWIM copes.
-                    let _ = transport.send(to, Bytes::from(message.encode()));
-                }
-                Effect::Persist { token, .. } => member.handle(now(), Input::Persisted(token)),
-                Effect::WakeAt(at) => wake = Some(at),
-                Effect::Apply(change) => {
-                    let _ = changes.send((id, change));
-                }
-                Effect::Reply { .. } => {}
-            }
-        }
-        let wait = wake.map_or(Duration::from_millis(50), |at| {
-            at.saturating_duration_since(now())
-        });
-        // Bytes that are not a message (another version, garbage) are dropped.
-        if let Some(incoming) = transport.recv(wait.min(Duration::from_millis(50)))
-            && let Ok(message) = Message::decode(incoming.payload(), SYNC_BYTES_MAX)
-        {
-            let from = incoming.from();
-            member.handle(now(), Input::Message { from, message });
-        }
-        if wake.is_some_and(|at| now() >= at) {
-            wake = None;
-            member.handle(now(), Input::Wake);
-        }
-    }
+    let apply = |change| {
+        let _ = changes.send((id, change));
+    };
+    support::drive(&mut member, &transport, &stop, epoch, apply, |_| {});
     transport.shutdown();
     member.live_members()
 }
@@ -100,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let member = Member::start(config, 0);
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, changes) = (stop.clone(), changes.clone());
-        let thread = thread::spawn(move || drive(member, transport, flag, epoch, changes));
+        let thread = thread::spawn(move || run(member, transport, flag, epoch, changes));
         running.insert(id, (stop, thread));
     }
     drop(changes);

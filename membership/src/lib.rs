@@ -264,7 +264,8 @@
 //! slow links, pauses, crashes, restarts and partitions. Over a real network the driver is a short
 //! loop: the crate's `loopback` example (`cargo run -p synod-membership --example
 //! loopback`) runs eight members on threads with `synod-transport`'s TCP channels on
-//! loopback, stops one and prints how long the others took to declare it dead.
+//! loopback, stops one and prints how long the others took to declare it dead; the
+//! `processes` example runs a few dozen members as separate processes and kills one.
 //!
 //! # What it does not do
 //!
