@@ -196,7 +196,7 @@ pub struct Movement {
 }
 
 /// Where a request for a key goes, as [`PartitionTable::lookup`] answers it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Lookup {
     /// The asker's table is current: the key's partition and its owner.
     Current {
@@ -212,7 +212,7 @@ pub enum Lookup {
 /// The answer to a request routed with a stale table: the partition's replicas now, and the
 /// version of the table that says so. The asker updates its table (or just this partition)
 /// and sends the request to `owner`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Redirect {
     /// The current table's version.
     pub version: TableVersion,

@@ -202,7 +202,10 @@
 //! The `synod` program of the `synod-examples` crate runs the same state machines under
 //! `synod-sim` (`synod sim twopc`: a bank with audits under every fault), and its tests
 //! crash the coordinator and prepared participants at every point of a transaction, run a
-//! workload built to deadlock, and catch the two deliberately broken variants.
+//! workload built to deadlock, and catch the two deliberately broken variants. `synod sim
+//! partitions` and `synod sim ranges` run clients with stale tables against these tables
+//! while they change: every write reaches its key's owner through redirects, and scans
+//! paged across splits, merges and moves miss and repeat no key.
 //!
 //! # Crate features
 //!

@@ -98,14 +98,14 @@ impl std::error::Error for RangeError {}
 /// The answer to a request that named an older version of the range than the node has
 /// (an older generation, or the key is in another range now): the range that holds the
 /// key now. The asker learns it ([`RangeCache::learn`]) and asks its owner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RangeRedirect {
     /// The range that holds the key now.
     pub current: KeyRange,
 }
 
 /// Why [`RangeTable::check`] refused a request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RangeMiss {
     /// The request was routed with an older version of the range than this node has:
@@ -441,7 +441,7 @@ impl TryFrom<RangeTableWire> for RangeTable {
 
 /// One page of a range scan, as a client sends it: from `from` to `end` (`None`: every key
 /// after), to the range and generation its table names for `from`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScanRequest {
     /// The range the client's table has for `from`.
     pub range: RangeId,
@@ -454,7 +454,7 @@ pub struct ScanRequest {
 }
 
 /// One page of a range scan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScanPage<V> {
     /// Keys and values in key order.
     pub entries: Vec<(Vec<u8>, V)>,

@@ -53,7 +53,13 @@
 //! - `twopc` ([`twopc`]): a bank on `synod-partitioning`'s two-phase commit, a coordinator
 //!   and 2 to 7 participants: no transaction with both outcomes, every audit sees the
 //!   total, prepared participants hold their locks, nothing in doubt after the heal; it
-//!   prints the transactions committed and aborted instead of a history.
+//!   prints the transactions committed and aborted instead of a history;
+//! - `partitions` ([`partitions`]): `synod-partitioning`'s fixed partitions, their table
+//!   changed as nodes leave and join, written to by clients whose tables are stale: every
+//!   write is taken by its key's owner (the others redirect);
+//! - `ranges` ([`ranges`]): `synod-partitioning`'s key ranges split, merged and moved while
+//!   clients with stale caches write and scan in pages: every write is taken by its range's
+//!   owner, and no scan misses an acknowledged key or repeats one.
 //!
 //! Each system's invariant: for `register`, replicas holding one tag for a key hold one
 //! value; for `raft-kv`, no node stopped and Raft's safety properties hold (`synod-consensus`'s
@@ -86,7 +92,9 @@ use crate::page_file::PageFile;
 pub mod clients;
 pub mod leaderless;
 pub mod membership;
+pub mod partitions;
 pub mod raft_kv;
+pub mod ranges;
 pub mod register;
 pub mod twopc;
 pub mod watchers;
@@ -134,6 +142,8 @@ Systems:
   leaderless the leaderless store: ABD and CAS checked linearizable, QUORUM with version vectors checked to lose no acknowledged write and read nothing stale, replicas checked to converge after the heal; stale reads at ONE counted
   membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
   twopc      a bank on two-phase commit (synod-partitioning), 3 to 8 nodes (node 1 coordinates): it checks that no transaction both commits and aborts, that every audit sees the bank's total, that a prepared participant holds its locks, and that nothing is left in doubt after the heal; it prints the transactions committed and aborted
+  partitions fixed partitions (synod-partitioning), 3 to 8 nodes, their table changed as nodes leave and join, written to by clients with stale tables: it checks that every write is taken by its key's owner (the others redirect to it)
+  ranges     key ranges (synod-partitioning), 3 to 8 nodes, split, merged and moved while clients with stale caches write and scan in pages: it checks that every write is taken by its range's owner and that no scan misses an acknowledged key or repeats one
 
 With --seed, --history FILE also writes the history the checker decided, for a checker \
 Synod did not write: Jepsen's EDN history (FILE.edn: one :invoke and one :ok, :fail or \
@@ -157,6 +167,7 @@ Examples:
   synod sim raft-kv --seed 7 --html run.html
   synod sim membership --nodes 16 --seed 7
   synod sim twopc --seeds 0..20 --nodes 4
+  synod sim ranges --seeds 0..20
 
 Exit status: 0 pass, 1 violation, 2 bad arguments (or a passing run whose --history could \
 not be written), 4 the checker gave up undecided.";
@@ -245,6 +256,37 @@ impl System {
         run: twopc::run,
     };
 
+    /// Fixed partitions (`synod-partitioning`) under clients with stale tables.
+    pub const PARTITIONS: System = System {
+        name: "partitions",
+        nodes: Some(twopc::NODES),
+        describe: |nodes| {
+            format!(
+                "fixed partitions (synod-partitioning): {} partitions of {} replicas on {nodes} nodes, the table changed every {} ms, {} clients with stale tables",
+                partitions::PARTITIONS,
+                partitions::REPLICATION,
+                partitions::CHANGE_MS,
+                register::CLIENTS
+            )
+        },
+        run: partitions::run,
+    };
+
+    /// Key ranges (`synod-partitioning`) split and moved under clients with stale caches.
+    pub const RANGES: System = System {
+        name: "ranges",
+        nodes: Some(twopc::NODES),
+        describe: |nodes| {
+            format!(
+                "key ranges (synod-partitioning) on {nodes} nodes, split, merged or moved every {} ms, {} clients writing and scanning in pages of {} with stale caches",
+                ranges::CHANGE_MS,
+                register::CLIENTS,
+                ranges::PAGE
+            )
+        },
+        run: ranges::run,
+    };
+
     /// The name on the command line.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -293,6 +335,8 @@ pub const SYSTEMS: &[System] = &[
     System::LEADERLESS,
     System::MEMBERSHIP,
     System::TWOPC,
+    System::PARTITIONS,
+    System::RANGES,
 ];
 
 impl PartialEq for System {

@@ -21,6 +21,7 @@ mod leaderless_cluster;
 mod leaderless_sim;
 mod register_cluster;
 mod sim_cli;
+mod sim_routing;
 mod sim_twopc;
 mod timeline_page;
 mod tls_cluster;

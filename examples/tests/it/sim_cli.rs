@@ -442,3 +442,25 @@ fn twopc_passes_prints_its_schedule_figures_and_replays() {
     assert_eq!(out.status.code(), Some(i32::from(EXIT_USAGE)));
     assert!(stderr(&out).contains("3 to 8 nodes"), "{}", stderr(&out));
 }
+
+/// Clients with stale partition tables and range caches: each run prints its schedule, its
+/// figures and a passing verdict, and `--help` lists both simulations.
+#[test]
+fn partitions_and_ranges_pass_and_print_their_schedule() {
+    for (system, figure) in [
+        ("partitions", "writes taken, each by its key's owner;"),
+        ("ranges", "keys returned, none missed or repeated"),
+    ] {
+        let out = synod(&["sim", system, "--seed", "1"]);
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+        assert!(field(&report, "verdict").starts_with("pass"), "{report}");
+        assert!(!schedule_lines(&report).is_empty(), "{report}");
+        assert!(report.contains(figure), "{report}");
+    }
+    let help = stdout(&synod(&["sim", "--help"]));
+    assert!(
+        help.contains("  partitions ") && help.contains("  ranges "),
+        "{help}"
+    );
+}
