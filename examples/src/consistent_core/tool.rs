@@ -185,19 +185,27 @@ pub fn lock_key(name: &str) -> String {
 /// key's create revision (the fencing token: pass it as `SET k v FENCE lock/NAME N`, or
 /// `FENCE lock/NAME N` before any other write), then
 /// keeps the lease alive every third of its TTL. It releases the lock (revokes the lease)
-/// when its standard input closes and exits 0; it exits 1 as soon as a keep-alive is
-/// refused (the lease expired: someone else may hold the lock now). Killed (Ctrl-C
-/// included), it does not release: the lock goes when its lease expires, within the TTL.
+/// when its standard input closes, or on SIGINT (Ctrl-C) or SIGTERM, and exits 0; a
+/// signal while it waits for the lock revokes its lease as well. A second signal before
+/// the release is done ends it at once (exit 130), leaving the lock to its lease's
+/// expiry. It exits 1 as soon as a keep-alive is refused (the lease expired: someone else
+/// may hold the lock now). Killed with SIGKILL, it does not release: the lock goes when
+/// its lease expires, within the TTL.
 fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
     use std::io::{BufRead, Write};
     use std::sync::mpsc;
 
     let key = lock_key(name);
-    let mut client = Client::new(addrs);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         eprintln!("synod kv lock: {what}: {e}");
         ExitCode::from(EXIT_UNAVAILABLE)
     };
+    // A signal, or standard input closing (later), is the request to release.
+    let (release, released) = mpsc::channel::<&'static str>();
+    if let Err(e) = release_on_signals(release.clone()) {
+        return fail("cannot take SIGINT and SIGTERM", &e);
+    }
+    let mut client = Client::new(addrs);
     if let Err(e) = client.register() {
         return fail("no session", &e);
     }
@@ -219,9 +227,25 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.to_string()),
         };
+    let revoke = |client: &mut Client, why: &str| match client.call(&[
+        b"LEASE",
+        b"REVOKE",
+        lease.as_bytes(),
+    ]) {
+        Ok(Value::Int(_)) => {
+            println!("released {key} ({why})");
+            let _ = std::io::stdout().flush();
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail("LEASE REVOKE", &format!("{other:?}")),
+        Err(e) => fail("LEASE REVOKE", &e),
+    };
     // Acquire: create the key under the lease, or wait for its holder's to go.
     let mut waiting = false;
     loop {
+        if let Ok(why) = released.try_recv() {
+            return revoke(&mut client, why);
+        }
         let set = [
             b"SET".as_slice(),
             key.as_bytes(),
@@ -237,7 +261,9 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
                     eprintln!("synod kv lock: {key} is held; waiting");
                     waiting = true;
                 }
-                std::thread::sleep(every);
+                if let Ok(why) = released.recv_timeout(every) {
+                    return revoke(&mut client, why);
+                }
                 if let Err(e) = keep_alive(&mut client) {
                     return fail("lost the lease while waiting", &e);
                 }
@@ -256,11 +282,10 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
     };
     println!("token {token}");
     println!(
-        "holding {key} with lease {lease} (TTL {granted_ms} ms); close standard input to release"
+        "holding {key} with lease {lease} (TTL {granted_ms} ms); close standard input or press Ctrl-C to release"
     );
     let _ = std::io::stdout().flush();
-    // Standard input closing (or failing) is the signal to release.
-    let (closed, released) = mpsc::channel::<()>();
+    // Standard input closing (or failing) asks for the release too.
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
@@ -268,7 +293,7 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
                 break;
             }
         }
-        let _ = closed.send(());
+        let _ = release.send("standard input closed");
     });
     loop {
         match released.recv_timeout(every) {
@@ -278,15 +303,9 @@ fn lock(addrs: &[String], name: &str, ttl_ms: u64) -> ExitCode {
                     return ExitCode::from(EXIT_UNAVAILABLE);
                 }
             }
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return match client.call(&[b"LEASE", b"REVOKE", lease.as_bytes()]) {
-                    Ok(Value::Int(_)) => {
-                        println!("released {key}");
-                        ExitCode::SUCCESS
-                    }
-                    Ok(other) => fail("LEASE REVOKE", &format!("{other:?}")),
-                    Err(e) => fail("LEASE REVOKE", &e),
-                };
+            Ok(why) => return revoke(&mut client, why),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return revoke(&mut client, "standard input closed");
             }
         }
     }
@@ -413,6 +432,35 @@ fn watch(addrs: &[String], prefix: &str, from: Option<u64>) -> ExitCode {
             }
         }
     }
+}
+
+/// Exit status of `synod kv lock` ended by a second signal before it could release.
+const EXIT_SECOND_SIGNAL: i32 = 130;
+
+/// Sends to `release` on the first SIGINT or SIGTERM (from a thread that waits for them);
+/// a second one ends the process at once with [`EXIT_SECOND_SIGNAL`], for a release stuck
+/// on a cluster that does not answer.
+fn release_on_signals(release: std::sync::mpsc::Sender<&'static str>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("lock-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("synod kv lock: a second signal; exiting without releasing");
+                    std::process::exit(EXIT_SECOND_SIGNAL);
+                }
+                let _ = release.send(if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                });
+            }
+        })?;
+    Ok(())
 }
 
 fn print_value(value: &Value, depth: usize) {

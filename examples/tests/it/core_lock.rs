@@ -2,7 +2,9 @@
 //! Consistent Core cluster. A holder paused with SIGSTOP past its lease's TTL loses the lock
 //! to a second holder, the paused holder's fenced write (its old token) is refused, and,
 //! resumed, it finds its lease gone and exits with an error; the second holder releases
-//! when its standard input closes. Every wait polls a condition against a deadline.
+//! when its standard input closes. Holders release on SIGINT (Ctrl-C) and SIGTERM: one
+//! holding the lock, and one waiting for it (its lease revoked, so the lock key never comes
+//! to it). Every wait polls a condition against a deadline.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -129,4 +131,51 @@ fn a_holder_paused_past_its_ttl_loses_the_lock_and_its_fenced_write_is_refused()
         client.call(&[b"EXISTS", b"lock/job"]).expect("answered"),
         Value::Int(0)
     );
+}
+
+/// The lease ids a `LEASE TTL` of each id up to `max` finds held.
+fn held_leases(client: &mut Client, max: i64) -> Vec<i64> {
+    (1..=max)
+        .filter(|id| {
+            let id = id.to_string();
+            let ttl = client.call(&[b"LEASE", b"TTL", id.as_bytes()]);
+            !matches!(ttl, Ok(Value::Int(-2)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_holder_releases_its_lock_on_sigint_and_a_waiter_its_lease_on_sigterm() {
+    let (cluster, _leader) = Cluster::up(3);
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let mut client = Client::new(&addrs).with_timeout(Duration::from_secs(20));
+    // A TTL of a minute: a lock that goes within the test went because it was released.
+    let mut holder = Holder::start(&addrs[0], "job", 60_000);
+    let token = holder.token();
+    // A second holder waits for the lock; its lease is granted before it first tries.
+    let mut waiter = Holder::start(&addrs[1], "job", 60_000);
+    let deadline = Instant::now() + DEADLINE;
+    while held_leases(&mut client, 4).len() < 2 {
+        assert!(Instant::now() < deadline, "the waiter never took a lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM to the waiter: it revokes its lease and exits 0, never holding the lock.
+    waiter.signal("TERM");
+    assert_eq!(waiter.wait(), Some(0), "{}", cluster.logs());
+    assert_eq!(
+        held_leases(&mut client, 4).len(),
+        1,
+        "the waiter's lease is gone"
+    );
+
+    // Ctrl-C to the holder: it revokes its lease, so the lock key goes before it exits 0.
+    holder.signal("INT");
+    assert_eq!(holder.wait(), Some(0), "{}", cluster.logs());
+    assert_eq!(
+        client.call(&[b"EXISTS", b"lock/job"]).expect("answered"),
+        Value::Int(0),
+        "the lock (token {token}) was not released"
+    );
+    assert!(held_leases(&mut client, 4).is_empty());
 }
