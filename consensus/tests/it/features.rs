@@ -1,5 +1,5 @@
 //! Reads (read index, lease, follower reads), snapshots with chunked transfer, membership
-//! changes and leader transfer, on the deterministic harness.
+//! changes and leader transfer, on nodes stepped by hand (`stepped.rs`).
 
 use bytes::Bytes;
 use synod_consensus::{
@@ -7,7 +7,7 @@ use synod_consensus::{
     ProposeError, ReadId, ReadWaitList, Role, TransferError,
 };
 
-use crate::harness::Cluster;
+use crate::stepped::Cluster;
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -28,14 +28,10 @@ fn read_index_is_confirmed_by_a_quorum_round_at_the_commit_index() {
     c.elect(n(1));
     let index = c.propose(n(1), "x");
     c.deliver_all();
-    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
-    c.process(n(1));
-    assert!(
-        c.reads.get(&n(1)).is_none_or(Vec::is_empty),
-        "not before the round"
-    );
+    c.call(n(1), |r| r.read_index(ReadId(7))).unwrap();
+    assert!(c.reads(n(1)).is_empty(), "not before the round");
     c.deliver_all();
-    let reads = &c.reads[&n(1)];
+    let reads = c.reads(n(1));
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].id, ReadId(7));
     assert_eq!(reads[0].index, Some(index));
@@ -47,10 +43,9 @@ fn read_index_on_a_follower_is_forwarded_to_the_leader() {
     c.elect(n(1));
     let index = c.propose(n(1), "x");
     c.deliver_all();
-    c.node_mut(n(3)).read_index(ReadId(1)).unwrap();
-    c.process(n(3));
+    c.call(n(3), |r| r.read_index(ReadId(1))).unwrap();
     c.deliver_all();
-    assert_eq!(c.reads[&n(3)][0].index, Some(index));
+    assert_eq!(c.reads(n(3))[0].index, Some(index));
 }
 
 /// Reads asked on a follower before it hands out its messages go to the leader as one
@@ -61,24 +56,26 @@ fn reads_asked_together_on_a_follower_are_forwarded_as_one_request() {
     c.elect(n(1));
     let index = c.propose(n(1), "x");
     c.deliver_all();
-    for id in 1..=5 {
-        c.node_mut(n(3)).read_index(ReadId(id)).unwrap();
-    }
-    let requests = c
-        .node_mut(n(3))
-        .ready()
-        .messages
-        .into_iter()
-        .filter(|m| matches!(m.body, MessageBody::ReadIndex { .. }))
-        .count();
+    let requests = c.call(n(3), |r| {
+        for id in 1..=5 {
+            r.read_index(ReadId(id)).unwrap();
+        }
+        r.ready()
+            .messages
+            .into_iter()
+            .filter(|m| matches!(m.body, MessageBody::ReadIndex { .. }))
+            .count()
+    });
     assert_eq!(requests, 1, "one request for the five reads");
-    // The same again through the harness, which delivers what the follower sends.
-    for id in 6..=10 {
-        c.node_mut(n(3)).read_index(ReadId(id)).unwrap();
-    }
-    c.process(n(3));
+    // The same again through the cluster, which delivers what the follower sends.
+    c.call(n(3), |r| {
+        for id in 6..=10 {
+            r.read_index(ReadId(id)).unwrap();
+        }
+    });
     c.deliver_all();
-    let mut answered: Vec<u64> = c.reads[&n(3)]
+    let mut answered: Vec<u64> = c
+        .reads(n(3))
         .iter()
         .inspect(|r| assert_eq!(r.index, Some(index), "{r:?}"))
         .map(|r| r.id.0)
@@ -95,32 +92,32 @@ fn a_heartbeat_answer_for_a_round_never_sent_confirms_no_read() {
     c.deliver_all();
     // n1 is cut off; its read waits for a round that nobody answers.
     c.isolate(n(1));
-    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.read_index(ReadId(7))).unwrap();
     c.deliver_all();
     // An answer naming a round far past any n1 sent, in n1's term.
     let term = c.node(n(1)).term();
     let last_index = c.node(n(1)).last_index();
     for round in [1 << 40, u64::MAX] {
-        c.node_mut(n(1)).step(Message {
-            from: n(2),
-            to: n(1),
-            term,
-            body: MessageBody::HeartbeatResponse { round, last_index },
+        c.call(n(1), |r| {
+            r.step(Message {
+                from: n(2),
+                to: n(1),
+                term,
+                body: MessageBody::HeartbeatResponse { round, last_index },
+            })
         });
-        c.process(n(1));
     }
     assert!(
-        c.reads.get(&n(1)).is_none_or(Vec::is_empty),
+        c.reads(n(1)).is_empty(),
         "a forged round confirmed a read: {:?}",
-        c.reads.get(&n(1))
+        c.reads(n(1))
     );
     // Once healed, the next real round confirms the read.
     c.heal();
     c.drop_all();
     settle(&mut c, 3);
-    assert_eq!(c.reads[&n(1)].len(), 1);
-    assert!(c.reads[&n(1)][0].index.is_some());
+    assert_eq!(c.reads(n(1)).len(), 1);
+    assert!(c.reads(n(1))[0].index.is_some());
 }
 
 #[test]
@@ -129,15 +126,14 @@ fn a_deposed_leader_serves_no_stale_read() {
     c.elect(n(1));
     c.deliver_all();
     c.isolate(n(1));
-    c.node_mut(n(1)).read_index(ReadId(1)).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.read_index(ReadId(1))).unwrap();
     c.deliver_all();
     // The majority elects node 2 and writes; node 1 cannot confirm its read.
     c.elect(n(2));
     c.propose(n(2), "newer");
     c.deliver_all();
     settle(&mut c, 40);
-    let reads = c.reads.get(&n(1)).cloned().unwrap_or_default();
+    let reads = c.reads(n(1));
     assert!(
         reads.iter().all(|r| r.index.is_none()),
         "the old leader answered a read: {reads:?}"
@@ -159,18 +155,17 @@ fn a_leader_removing_itself_confirms_no_read_alone() {
     c.deliver_all();
     settle(&mut c, 3);
     let only_2 = Membership::new(vec![n(2)], Vec::new()).unwrap();
-    c.node_mut(n(1)).propose_membership(only_2).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.propose_membership(only_2)).unwrap();
     // Node 2 takes the new configuration; its answers are lost from now on.
     c.blocked.insert((n(2), n(1)));
     c.deliver_all();
     assert_eq!(c.node(n(1)).role(), Role::Leader);
-    c.node_mut(n(1)).read_index(ReadId(7)).unwrap();
+    c.call(n(1), |r| r.read_index(ReadId(7))).unwrap();
     for _ in 0..4 {
         c.tick(n(1));
         c.deliver_all();
     }
-    let reads = c.reads.get(&n(1)).cloned().unwrap_or_default();
+    let reads = c.reads(n(1));
     assert!(
         reads.iter().all(|r| r.index.is_none()),
         "read confirmed without the one voter: {reads:?}"
@@ -186,18 +181,19 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     // Node 2's no-op is committed by the time the election settles; a read right after
     // the election but before the no-op commits waits for it.
     let mut c2 = Cluster::new(3, |b| b);
-    c2.auto_sync = true;
+    c2.set_auto_sync(true);
     let term = c2.node(n(1)).term();
-    c2.node_mut(n(1)).step(Message {
-        from: n(2),
-        to: n(1),
-        term,
-        body: MessageBody::TimeoutNow,
+    c2.call(n(1), |r| {
+        r.step(Message {
+            from: n(2),
+            to: n(1),
+            term,
+            body: MessageBody::TimeoutNow,
+        })
     });
-    c2.process(n(1));
     // Deliver the votes only, so node 1 is leader with its no-op uncommitted.
     for _ in 0..2 {
-        let msgs: Vec<_> = c2.net.drain(..).collect();
+        let msgs = c2.take_all();
         for m in msgs {
             if matches!(
                 m.body,
@@ -209,12 +205,11 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     }
     assert_eq!(c2.node(n(1)).role(), Role::Leader);
     c2.drop_all();
-    c2.node_mut(n(1)).read_index(ReadId(3)).unwrap();
-    c2.process(n(1));
-    assert!(c2.reads.get(&n(1)).is_none_or(Vec::is_empty));
+    c2.call(n(1), |r| r.read_index(ReadId(3))).unwrap();
+    assert!(c2.reads(n(1)).is_empty());
     settle(&mut c2, 4);
     let noop = c2.node(n(1)).commit_index();
-    assert_eq!(c2.reads[&n(1)][0].index, Some(noop));
+    assert_eq!(c2.reads(n(1))[0].index, Some(noop));
     assert!(c.violation.is_none());
 }
 
@@ -250,19 +245,18 @@ fn no_lease_reads_after_a_leadership_transfer_was_tried_in_the_term() {
     c.deliver_all();
     settle(&mut c, 3);
     assert!(c.node(n(1)).read_lease().is_some());
-    c.node_mut(n(1)).transfer_leadership(n(3)).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.transfer_leadership(n(3))).unwrap();
     let at = c
-        .net
-        .iter()
+        .net()
         .position(|m| m.to == n(3) && matches!(m.body, MessageBody::TimeoutNow))
         .expect("the target is caught up: TimeoutNow goes at once");
-    let delayed = c.net.remove(at).unwrap();
+    let delayed = c.take(at).unwrap();
     let min = c.node(n(1)).config().election_timeout_ticks().start;
     settle(&mut c, min + 2);
     assert_eq!(c.node(n(1)).role(), Role::Leader);
     assert!(
-        c.node_mut(n(1)).propose(Bytes::from_static(b"x")).is_ok(),
+        c.call(n(1), |r| r.propose(Bytes::from_static(b"x")))
+            .is_ok(),
         "the transfer was abandoned"
     );
     settle(&mut c, 3);
@@ -286,17 +280,16 @@ fn a_forwarded_read_that_gets_no_answer_fails_and_frees_its_place() {
     let mut c = Cluster::new(3, |b| b.read_pending_max(1).check_quorum(false));
     c.elect(n(1));
     c.deliver_all();
-    c.node_mut(n(2)).read_index(ReadId(1)).unwrap();
+    c.call(n(2), |r| r.read_index(ReadId(1))).unwrap();
     assert_eq!(
-        c.node_mut(n(2)).read_index(ReadId(2)),
+        c.call(n(2), |r| r.read_index(ReadId(2))),
         Err(synod_consensus::ReadError::Backpressure)
     );
-    c.process(n(2));
     c.drop_all();
     let end = c.node(n(2)).config().election_timeout_ticks().end;
     settle(&mut c, end);
     assert_eq!(c.node(n(2)).leader(), Some(n(1)));
-    let reads = c.reads.get(&n(2)).cloned().unwrap_or_default();
+    let reads = c.reads(n(2));
     assert!(
         reads.iter().any(|r| r.id == ReadId(1) && r.index.is_none()),
         "the lost read is failed: {reads:?}"
@@ -311,10 +304,10 @@ fn a_forwarded_read_that_gets_no_answer_fails_and_frees_its_place() {
             index: Some(LogIndex(1)),
         },
     });
-    let reads = c.reads.get(&n(2)).cloned().unwrap_or_default();
+    let reads = c.reads(n(2));
     assert!(!reads.iter().any(|r| r.index.is_some()), "{reads:?}");
     assert!(
-        c.node_mut(n(2)).read_index(ReadId(3)).is_ok(),
+        c.call(n(2), |r| r.read_index(ReadId(3))).is_ok(),
         "its place is free"
     );
 }
@@ -328,12 +321,12 @@ fn follower_read_your_writes_waits_for_the_clients_index() {
     let write = c.propose(n(1), "mine");
     c.deliver_all();
     let mut waiting = ReadWaitList::new(16);
-    let applied = c.applied[&n(3)];
+    let applied = c.applied(n(3));
     assert!(applied < write);
     assert_eq!(waiting.wait(write, applied, "read").unwrap(), None);
     c.heal();
     settle(&mut c, 4);
-    let applied = c.applied[&n(3)];
+    let applied = c.applied(n(3));
     assert!(applied >= write);
     assert_eq!(waiting.applied(applied), vec!["read"]);
     let mut full = ReadWaitList::new(1);
@@ -355,10 +348,10 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
     c.deliver_all();
     let applied = c.node(n(1)).applied_index();
     let state = Bytes::from(vec![7u8; 95]);
-    c.node_mut(n(1)).compact(applied, state.clone()).unwrap();
+    c.call(n(1), |r| r.compact(applied, state.clone())).unwrap();
     assert_eq!(c.node(n(1)).log().snapshot().meta.index, applied);
     assert_eq!(
-        c.node_mut(n(1)).compact(applied, state.clone()),
+        c.call(n(1), |r| r.compact(applied, state.clone())),
         Err(CompactError::AlreadyCompacted(applied))
     );
     c.propose(n(1), "after");
@@ -376,13 +369,14 @@ fn a_lagging_follower_catches_up_from_a_chunked_snapshot() {
     assert_eq!(follower.log().snapshot().meta.index, applied);
     assert_eq!(follower.log().snapshot().data, state);
     assert_eq!(follower.last_index(), c.node(n(1)).last_index());
-    let cmds: Vec<&[u8]> = c.applied_commands[&n(3)]
-        .iter()
-        .map(|(_, d)| &d[..])
+    let cmds: Vec<Bytes> = c
+        .applied_commands(n(3))
+        .into_iter()
+        .map(|(_, d)| d)
         .collect();
     assert_eq!(
         cmds,
-        vec![&b"after"[..]],
+        vec![Bytes::from_static(b"after")],
         "entries after the snapshot are applied"
     );
     assert!(c.violation.is_none(), "{:?}", c.violation);
@@ -513,8 +507,7 @@ fn compaction_above_the_applied_index_is_refused() {
     );
     let applied = c.node(n(1)).applied_index();
     let err = c
-        .node_mut(n(1))
-        .compact(applied.next(), Bytes::new())
+        .call(n(1), |r| r.compact(applied.next(), Bytes::new()))
         .unwrap_err();
     assert!(matches!(err, CompactError::NotApplied { .. }));
 }
@@ -523,7 +516,7 @@ fn compaction_above_the_applied_index_is_refused() {
 
 #[test]
 fn a_learner_receives_the_log_but_does_not_count() {
-    let mut c = Cluster::with_members(vec![n(1), n(2), n(3)], vec![n(4)], |b| b);
+    let mut c = Cluster::with_members(vec![n(1), n(2), n(3)], vec![n(4)], &[], |b| b);
     c.elect(n(1));
     // Node 3 is down: nodes 1 and 2 form the majority; the learner does not count.
     c.crash(n(3));
@@ -551,32 +544,31 @@ fn a_learner_receives_the_log_but_does_not_count() {
 
 #[test]
 fn single_server_changes_add_promote_and_remove() {
-    let mut c = Cluster::new(3, |b| b);
+    // Node 4 is outside the configuration, with it as its view, until a change adds it.
+    let mut c = Cluster::with_members(vec![n(1), n(2), n(3)], vec![], &[n(4)], |b| b);
     c.elect(n(1));
     c.deliver_all();
     let start = Membership::new([n(1), n(2), n(3)], [n(4)]).unwrap();
-    c.add_node(n(4), c.node(n(1)).membership().clone(), |b| b);
-    c.node_mut(n(1)).propose_membership(start).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.propose_membership(start)).unwrap();
     settle(&mut c, 4);
     assert!(c.node(n(4)).membership().learners().contains(&n(4)));
     // Two voters at once is refused.
     let two = Membership::new([n(1), n(2), n(3), n(4), n(5)], []).unwrap();
     assert_eq!(
-        c.node_mut(n(1)).propose_membership(two),
+        c.call(n(1), |r| r.propose_membership(two)),
         Err(ProposeError::Membership(
             MembershipError::MoreThanOneVoterChanged
         ))
     );
     // Promote the learner.
     let four = Membership::new([n(1), n(2), n(3), n(4)], []).unwrap();
-    c.node_mut(n(1)).propose_membership(four.clone()).unwrap();
+    c.call(n(1), |r| r.propose_membership(four.clone()))
+        .unwrap();
     // A second change before the first commits is refused.
     assert_eq!(
-        c.node_mut(n(1)).propose_membership(four.clone()),
+        c.call(n(1), |r| r.propose_membership(four.clone())),
         Err(ProposeError::MembershipChangePending)
     );
-    c.process(n(1));
     settle(&mut c, 4);
     for id in [1, 2, 3, 4] {
         assert_eq!(c.node(n(id)).membership(), &four, "on n{id}");
@@ -588,8 +580,8 @@ fn single_server_changes_add_promote_and_remove() {
     assert!(c.node(n(1)).commit_index() >= index);
     // Remove node 3 again.
     let three = Membership::new([n(1), n(2), n(4)], []).unwrap();
-    c.node_mut(n(1)).propose_membership(three.clone()).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.propose_membership(three.clone()))
+        .unwrap();
     settle(&mut c, 4);
     assert_eq!(c.node(n(2)).membership(), &three);
     assert!(c.violation.is_none(), "{:?}", c.violation);
@@ -601,8 +593,8 @@ fn a_leader_removed_from_the_voters_steps_down_once_the_change_commits() {
     c.elect(n(1));
     c.deliver_all();
     let without_leader = Membership::new([n(2), n(3)], []).unwrap();
-    c.node_mut(n(1)).propose_membership(without_leader).unwrap();
-    c.process(n(1));
+    c.call(n(1), |r| r.propose_membership(without_leader))
+        .unwrap();
     settle(&mut c, 2);
     assert_ne!(c.node(n(1)).role(), Role::Leader);
     let leader = c.run_until_leader(200).unwrap();
@@ -614,21 +606,20 @@ fn leader_transfer_hands_over_and_refuses_proposals_meanwhile() {
     let mut c = Cluster::new(3, |b| b);
     c.elect(n(1));
     c.deliver_all();
-    c.node_mut(n(1)).transfer_leadership(n(3)).unwrap();
+    c.call(n(1), |r| r.transfer_leadership(n(3))).unwrap();
     assert_eq!(
-        c.node_mut(n(1)).propose(Bytes::from_static(b"x")),
+        c.call(n(1), |r| r.propose(Bytes::from_static(b"x"))),
         Err(ProposeError::TransferInProgress)
     );
-    c.process(n(1));
     c.deliver_all();
     assert_eq!(c.leader(), Some(n(3)));
     assert_eq!(c.node(n(1)).role(), Role::Follower);
     assert_eq!(
-        c.node_mut(n(1)).transfer_leadership(n(2)),
+        c.call(n(1), |r| r.transfer_leadership(n(2))),
         Err(TransferError::NotLeader)
     );
     assert_eq!(
-        c.node_mut(n(3)).transfer_leadership(n(9)),
+        c.call(n(3), |r| r.transfer_leadership(n(9))),
         Err(TransferError::NotAVoter(n(9)))
     );
 }

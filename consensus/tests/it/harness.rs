@@ -16,8 +16,6 @@ use synod_consensus::{
     MessageBody, Node, NodeId, Payload, PersistToken, ReadState, Role, Snapshot,
 };
 
-use crate::stepped;
-
 /// The ids `1..=n`.
 pub fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId::new).collect()
@@ -471,7 +469,12 @@ impl<S: TestStore> Cluster<S> {
     }
 
     pub fn isolate(&mut self, id: NodeId) {
-        stepped::isolate(&mut self.blocked, self.ids.iter().copied(), id);
+        for other in self.ids.clone() {
+            if other != id {
+                self.blocked.insert((id, other));
+                self.blocked.insert((other, id));
+            }
+        }
     }
 
     pub fn heal(&mut self) {
@@ -480,12 +483,18 @@ impl<S: TestStore> Cluster<S> {
 
     /// The entries of `id`'s log.
     pub fn log(&self, id: NodeId) -> Vec<Entry> {
-        stepped::entries(self.node(id))
+        let store = self.node(id).log();
+        let mut out = Vec::new();
+        store.entries(store.first_index(), store.last_index(), u64::MAX, &mut out);
+        out
     }
 
     /// (index, term) of every entry of `id`'s log.
     pub fn log_terms(&self, id: NodeId) -> Vec<(u64, u64)> {
-        stepped::index_terms(&self.log(id))
+        self.log(id)
+            .iter()
+            .map(|e| (e.index.0, e.term.get()))
+            .collect()
     }
 
     /// Runs the safety checks; the first violation is kept in `violation`.

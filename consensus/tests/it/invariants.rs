@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use synod_consensus::NodeId;
 
-use crate::harness::Cluster;
+use crate::stepped::Cluster;
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -34,14 +34,17 @@ fn write(c: &mut Cluster, from: usize, count: usize) {
 
 /// Every node that is up compacts up to what it applied.
 fn compact_all(c: &mut Cluster) {
-    for id in c.ids.clone() {
-        if let Some(node) = c.nodes.get_mut(&id) {
+    for id in c.ids() {
+        if c.is_down(id) {
+            continue;
+        }
+        c.call(id, |node| {
             let applied = node.applied_index();
             if applied > node.log().snapshot().meta.index {
                 node.compact(applied, Bytes::from_static(b"state"))
                     .expect("applied and above the snapshot");
             }
-        }
+        });
     }
 }
 

@@ -1,11 +1,11 @@
-//! Log shipping under load, on the deterministic harness: a healthy follower is sent each
+//! Log shipping under load, on nodes stepped by hand (`stepped.rs`): a healthy follower is sent each
 //! entry once, and a follower that lost entries is still found and caught up.
 
 use std::collections::BTreeSet;
 
 use synod_consensus::{Message, MessageBody, NodeId};
 
-use crate::harness::Cluster;
+use crate::stepped::Cluster;
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -97,10 +97,9 @@ fn a_follower_that_missed_the_last_appends_is_caught_up_at_the_next_heartbeat() 
     for step in 0..5 {
         c.propose(n(1), &format!("w{step}"));
     }
-    let lost = c.net.len();
-    c.net
-        .retain(|m| !(m.to == n(2) && matches!(m.body, MessageBody::Append { .. })));
-    assert!(c.net.len() < lost, "the appends to n2 are in flight");
+    let lost = c.in_flight();
+    c.retain(|m| !(m.to == n(2) && matches!(m.body, MessageBody::Append { .. })));
+    assert!(c.in_flight() < lost, "the appends to n2 are in flight");
     c.deliver_all();
     assert_eq!(c.node(n(2)).last_index(), before, "n2 missed the entries");
     assert_eq!(c.node(n(1)).commit_index(), c.node(n(1)).last_index());
@@ -117,7 +116,7 @@ fn a_restarted_follower_that_lost_unsynced_entries_is_caught_up_at_the_next_hear
     c.elect(n(1));
     c.deliver_all();
     let durable = c.node(n(2)).last_index();
-    c.auto_sync = false;
+    c.set_auto_sync(false);
     for step in 0..5 {
         c.propose(n(1), &format!("w{step}"));
     }
@@ -129,7 +128,7 @@ fn a_restarted_follower_that_lost_unsynced_entries_is_caught_up_at_the_next_hear
     assert_eq!(c.node(n(1)).commit_index(), c.node(n(1)).last_index());
     c.crash(n(2));
     c.restart(n(2));
-    c.auto_sync = true;
+    c.set_auto_sync(true);
     assert_eq!(
         c.node(n(2)).last_index(),
         durable,

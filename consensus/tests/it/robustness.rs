@@ -9,7 +9,7 @@ use synod_consensus::{
 
 use synod_node::Rng;
 
-use crate::harness::{Cluster, ids};
+use crate::stepped::{Cluster, ids};
 
 /// A number for a term, an index or a round: often small enough to be taken seriously,
 /// often at or next to a bound the node must enforce (`TERM_MAX`, `INDEX_MAX`) or to
@@ -224,8 +224,7 @@ fn messages_with_an_index_past_the_bound_are_ignored() {
         c.propose(n1, "x");
         c.deliver_all();
         // A read forwarded by n2, so that an answer to it would be taken.
-        c.node_mut(n2).read_index(ReadId(7)).unwrap();
-        c.process(n2);
+        c.call(n2, |r| r.read_index(ReadId(7))).unwrap();
         c.drop_all();
         let term = c.node(n1).term();
         let last = c.node(n2).last_index();
@@ -313,9 +312,14 @@ fn messages_with_an_index_past_the_bound_are_ignored() {
                 body,
             });
             assert_eq!(state(&c, to), before, "{to} changed on {shown}");
-            assert!(c.net.is_empty(), "{to} answered {shown}: {:?}", c.net);
+            assert_eq!(
+                c.in_flight(),
+                0,
+                "{to} answered {shown}: {:?}",
+                c.take_all()
+            );
             assert!(
-                c.reads.get(&to).is_none_or(Vec::is_empty),
+                c.reads(to).is_empty(),
                 "{to} took a read index from {shown}"
             );
         }

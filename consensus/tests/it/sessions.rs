@@ -9,7 +9,7 @@ use synod_consensus::session::{
 };
 use synod_consensus::{LogIndex, NodeId};
 
-use crate::harness::Cluster;
+use crate::stepped::Cluster;
 
 fn n(id: u64) -> NodeId {
     NodeId::new(id)
@@ -20,11 +20,11 @@ fn replay(c: &Cluster, id: NodeId) -> (u64, Vec<Result<Outcome<u64>, SessionErro
     let mut sessions: Sessions<u64> = Sessions::new(SessionConfig::new(1_000, 8, 16).unwrap());
     let mut counter = 0;
     let mut outcomes = Vec::new();
-    for (index, data) in &c.applied_commands[&id] {
-        match SessionEntry::<u64>::decode(data).expect("valid entry") {
+    for (index, data) in c.applied_commands(id) {
+        match SessionEntry::<u64>::decode(&data).expect("valid entry") {
             SessionEntry::Register { time } => {
                 sessions
-                    .register(*index, time)
+                    .register(index, time)
                     .expect("room for the session");
             }
             SessionEntry::Request {
@@ -45,10 +45,8 @@ fn replay(c: &Cluster, id: NodeId) -> (u64, Vec<Result<Outcome<u64>, SessionErro
 
 fn propose(c: &mut Cluster, leader: NodeId, entry: &SessionEntry<u64>) -> LogIndex {
     let index = c
-        .node_mut(leader)
-        .propose(Bytes::from(entry.encode()))
+        .call(leader, |r| r.propose(Bytes::from(entry.encode())))
         .unwrap();
-    c.process(leader);
     index
 }
 
