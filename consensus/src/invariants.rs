@@ -61,8 +61,8 @@
 //! incarnation whose volatile state (role, commit and applied index, a term not yet
 //! durable) started again, and its whole log is read once. A driver that crashes and
 //! restarts a node between two checks says so with [`SafetyChecker::crashed`]. The
-//! crate's test harness (`tests/it/harness.rs`) and the Consistent Core's simulation
-//! (`synod-examples`' `simulate::raft_kv`) are two drivers to read.
+//! crate's stepped test cluster (`tests/it/stepped.rs`) and the Consistent Core's
+//! simulation (`synod-examples`' `simulate::raft_kv`) are two drivers to read.
 //!
 //! The checker reads only what changed. A node that shows the same term, role, commit and
 //! applied index, last index, snapshot and count of cuts as at the last check (most nodes

@@ -223,16 +223,17 @@
 //! paper (elections, log matching, commitment, Figure 8, persistence before response), each
 //! on nodes run by `synod-sim`'s `ProtocolNode` and stepped by hand (`synod_sim::Stepper`:
 //! the test picks every message, tick and sync);
-//! randomized whole-cluster runs on the crate's own harness and under `synod-sim`, driven
-//! by its generic `ProtocolNode` (every fault kind, Raft's safety properties after every
-//! event, linearizability of a key-value store's history, progress after healing), the harness runs also compacting the log,
-//! installing snapshots in chunks, changing membership and transferring leadership, on
-//! in-memory stores and on the WAL-backed store crashed at random storage operations;
+//! randomized whole-cluster runs on the same stepped nodes with every step drawn from a
+//! seed, and under `synod-sim`'s `Simulation` (every fault kind, Raft's safety properties
+//! after every event, linearizability of a key-value store's history, progress after
+//! healing), the stepped runs also compacting the log, installing snapshots in chunks,
+//! changing membership and transferring leadership, on journalled in-memory logs and on
+//! the WAL-backed store on the simulated disk, stopped at random storage operations;
 //! reintroduced bugs (committing an old-term entry by counting replicas; not persisting
 //! the vote; a compaction dropping later entries; acknowledging before the sync; snapshot
 //! chunks taken at any offset; membership changes before the last committed; transfers to
 //! a lagging node) caught within a stated
-//! number of seeds on the crate's harness, and the vote bug also under `synod-sim` in a
+//! number of seeds of the stepped runs, and the vote bug also under `synod-sim` in a
 //! storm of quick crashes (its default faults keep a node down longer than an election
 //! timeout, which hides it); through the Paxos nodes, under loss, duplication,
 //! reordering and crashes that lose unsynced writes: Paxos choosing at most one value with
@@ -286,7 +287,7 @@
 //! # Tests and their knobs
 //!
 //! `cargo test -p synod-consensus` runs a CI budget; larger runs through environment
-//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized harness runs, default 2000; the runs
+//! variables: `SYNOD_CONSENSUS_SEEDS` (randomized stepped runs, default 2000; the runs
 //! on the WAL-backed store take a tenth) and `SYNOD_CONSENSUS_SEED` (replay one); `SYNOD_SEEDS` / `SYNOD_SEED` (the `synod-sim`
 //! key-value runs, default 100); `SYNOD_PAXOS_SEEDS` (default 1000);
 //! `SYNOD_REGISTER_SEEDS` (default 1000); `SYNOD_REGISTER_SIM_SEEDS` (the register's nodes

@@ -104,7 +104,7 @@ fn a_heartbeat_answer_for_a_round_never_sent_confirms_no_read() {
                 to: n(1),
                 term,
                 body: MessageBody::HeartbeatResponse { round, last_index },
-            })
+            });
         });
     }
     assert!(
@@ -189,7 +189,7 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
             to: n(1),
             term,
             body: MessageBody::TimeoutNow,
-        })
+        });
     });
     // Deliver the votes only, so node 1 is leader with its no-op uncommitted.
     for _ in 0..2 {

@@ -4,7 +4,6 @@ mod alloc;
 mod contract;
 mod decoders;
 mod features;
-mod harness;
 mod invariants;
 mod multi_paxos;
 mod paxos;

@@ -1,34 +1,38 @@
-//! Randomized whole-cluster runs on the test harness: random ticks, message loss,
-//! duplication and reordering, partitions, delayed syncs, crashes that lose unsynced
-//! writes, and restarts; and, drawn from the seed, log compaction every few dozen to few
-//! hundred applied entries (so that lagging and restarted nodes are caught up by snapshots,
-//! sent in chunks), membership changes (learners added, promoted, demoted and removed,
-//! voters removed, and nodes outside the configuration added) and leadership transfers to
-//! random targets. Raft's safety properties are checked after every event and liveness is
-//! required after healing. The same runs go on nodes whose store is the WAL-backed
-//! `WalLogStore` on `FaultyStorage` (feature `wal`), crashed at random storage operations
-//! (during appends, truncations, compactions, snapshot installs and syncs) in random crash
-//! modes and reopened from what the disks kept. Reintroduced bugs must be caught: two of
-//! the node's, and one for each of those paths.
+//! Randomized whole-cluster runs on nodes stepped by hand (`stepped.rs`, synod-sim's
+//! `Stepper`), each step drawn from the seed: random ticks, message loss, duplication and
+//! reordering, partitions, delayed syncs, crashes that lose unsynced writes, and restarts;
+//! and, drawn from the seed, log compaction every few dozen to few hundred applied entries
+//! (so that lagging and restarted nodes are caught up by snapshots, sent in chunks),
+//! membership changes (learners added, promoted, demoted and removed, voters removed, and
+//! nodes outside the configuration added) and leadership transfers to random targets.
+//! Raft's safety properties are checked after every step and liveness is required after
+//! healing. The same runs go on nodes whose store is the production `WalLogStore` on the
+//! simulated disk (feature `wal`), stopped at random storage operations (during appends,
+//! truncations, compactions and snapshot installs) and crashed in random crash modes, then
+//! reopened from what the disk kept. Reintroduced bugs must be caught: two of the node's,
+//! and one for each of those paths.
 //!
 //! `SYNOD_CONSENSUS_SEEDS` sets the number of seeds (default 2000 for CI; the WAL-backed
 //! runs take a tenth of it); `SYNOD_CONSENSUS_SEED` replays one seed.
 //!
-//! These runs use the crate's own harness rather than synod-sim: they drive the node
-//! directly, message by message, which reaches states (a sync delayed past many messages,
-//! a duplicate delivered after a crash) with few events.
+//! These runs schedule every message, tick and sync themselves rather than leave it to
+//! synod-sim's `Simulation`: that reaches states (a sync delayed past many messages, a
+//! duplicate delivered after a crash) with few steps.
 
 use std::collections::BTreeMap;
+use std::io;
 
 use bytes::Bytes;
+use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
-    Broken, Entry, LogIndex, LogStore, MemLogStore, Membership, NodeId, Payload, RaftWrite, Role,
-    Snapshot, StoreWrite,
+    Broken, Entry, LogIndex, MemLogStore, Membership, NodeId, Payload, RaftWrite, Role, Snapshot,
+    StoreWrite,
 };
-
 use synod_node::Rng;
+use synod_sim::{CrashMode, Disk};
 
-use crate::harness::{Cluster, TestStore};
+use crate::sim::JOURNAL;
+use crate::stepped::{Cluster, Journal, RaftDisk};
 
 /// Draws in `lo..hi` (`lo` if the range is empty), the shape these runs were written with.
 trait Range {
@@ -67,8 +71,8 @@ struct Stats {
     membership_applied: u64,
     transfers: u64,
     timeout_nows: u64,
-    /// Stores that failed a sync after an armed crash, and so were crashed.
-    failed_syncs: u64,
+    /// Stores that failed a write after an armed crash, and so were crashed.
+    failed_stores: u64,
     restarts: u64,
 }
 
@@ -86,7 +90,7 @@ impl Stats {
         self.membership_applied += other.membership_applied;
         self.transfers += other.transfers;
         self.timeout_nows += other.timeout_nows;
-        self.failed_syncs += other.failed_syncs;
+        self.failed_stores += other.failed_stores;
         self.restarts += other.restarts;
     }
 
@@ -94,7 +98,7 @@ impl Stats {
         format!(
             "{} compactions, {} snapshot installs ({} later chunks), {} membership changes \
              proposed ({} applied), {} transfers requested ({} TimeoutNow delivered), \
-             {} restarts, {} failed syncs",
+             {} restarts, {} stores stopped by a failed write",
             self.compactions,
             self.installs,
             self.later_chunks,
@@ -103,7 +107,7 @@ impl Stats {
             self.transfers,
             self.timeout_nows,
             self.restarts,
-            self.failed_syncs
+            self.failed_stores
         )
     }
 }
@@ -119,88 +123,92 @@ enum StoreBug {
     AckBeforeSync,
 }
 
-/// A store the runs can put under a node: made from the initial membership, and (for one
-/// with a disk) crashed at a storage operation chosen in advance.
-trait RandomStore: TestStore {
-    /// The store, and the log a node on it is built from.
-    fn open(id: NodeId, membership: &Membership, seed: u64, bug: StoreBug) -> (Self, MemLogStore);
-    /// Makes the store fail `ops` storage operations from now, as if its process died
-    /// there (nothing for a store without a disk).
-    fn arm_crash(&mut self, _ops: u64) {}
+/// A disk layer the runs can put under a node: made for a node from the run's seed, and
+/// (for one on the production store) stopped at a storage operation chosen in advance.
+trait RandomDisk: RaftDisk {
+    /// The crash modes a crash of a node on this layer is drawn from.
+    const CRASH_MODES: &'static [CrashMode] = &[CrashMode::DropUnsynced];
+    /// The layer of node `id`.
+    fn open(id: NodeId, seed: u64, bug: StoreBug) -> Self;
+    /// Makes the store fail from `ops` storage operations on, as if its process died there
+    /// (nothing for a layer that does not count its operations).
+    fn arm_crash(&self, _ops: u64) {}
     /// Takes back an armed crash.
-    fn disarm(&mut self) {}
+    fn disarm(&self) {}
 }
 
-impl RandomStore for MemLogStore {
-    fn open(_: NodeId, membership: &Membership, _: u64, bug: StoreBug) -> (Self, MemLogStore) {
-        assert_eq!(bug, StoreBug::None, "use BrokenMem");
-        let store = MemLogStore::new(membership.clone());
-        (store.clone(), store)
+impl RandomDisk for Journal {
+    fn open(_: NodeId, _: u64, bug: StoreBug) -> Journal {
+        assert_eq!(bug, StoreBug::None, "use BrokenJournal");
+        Journal::default()
     }
 }
 
-/// A `MemLogStore` with a [`StoreBug`].
-#[derive(Clone, Debug)]
-struct BrokenMem {
-    mem: MemLogStore,
+/// A journal with a [`StoreBug`]: what reaches the disk is what a broken store would have
+/// kept, tracked in `kept` (the log a restart would rebuild).
+struct BrokenJournal {
+    journal: JournalWriter,
+    kept: MemLogStore,
     bug: StoreBug,
 }
 
-impl LogStore for BrokenMem {
-    type Error = std::convert::Infallible;
-    fn apply(&mut self, write: &RaftWrite) {
+impl RaftDisk for BrokenJournal {
+    fn recover(
+        &mut self,
+        _: NodeId,
+        disk: &mut Disk,
+        membership: &Membership,
+    ) -> io::Result<MemLogStore> {
+        let journal = disk.read(JOURNAL).unwrap_or_default();
+        let (log, valid) = replay(&journal, membership).map_err(io::Error::other)?;
+        disk.set_len(JOURNAL, valid as u64)?;
+        self.journal = JournalWriter::new(valid as u64);
+        self.kept = log.clone();
+        Ok(log)
+    }
+
+    fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
+        if self.bug == StoreBug::AckBeforeSync {
+            // Nothing reaches the disk, and yet the sync after it is reported done.
+            return Ok(());
+        }
+        let mut ops = Vec::new();
         for op in write.ops() {
-            match op {
+            let kept = match op {
                 StoreWrite::Compact(snapshot) if self.bug == StoreBug::CompactDropsLaterEntries => {
-                    self.mem.install_snapshot(snapshot.clone());
+                    StoreWrite::Install(snapshot.clone())
                 }
                 // Entries laid out at their positions: those after a hole the bug left
                 // are lost too, as in a log that refuses a write past its end.
                 StoreWrite::Append(entries) => {
-                    let next = self.mem.last_index().next();
-                    if let Some(at) = entries.iter().position(|e| e.index == next) {
-                        self.mem.append(&entries[at..]);
-                    }
+                    let next = self.kept.last_index().next();
+                    let Some(at) = entries.iter().position(|e| e.index == next) else {
+                        continue;
+                    };
+                    StoreWrite::Append(entries[at..].to_vec())
                 }
-                op => self.mem.write(op),
-            }
+                op => op.clone(),
+            };
+            self.kept.write(&kept);
+            ops.push(kept);
         }
-    }
-    fn sync(&mut self) -> Result<(), std::convert::Infallible> {
-        self.mem.sync();
-        Ok(())
+        if disk.unsynced_ops() == 0 {
+            let end = self.journal.end();
+            self.journal.synced(end);
+        }
+        let mut bytes = Vec::new();
+        self.journal.encode(&ops, &mut bytes);
+        disk.append(JOURNAL, &bytes)
     }
 }
 
-impl TestStore for BrokenMem {
-    type Down = BrokenMem;
-    fn make_durable(&mut self) -> bool {
-        if self.bug != StoreBug::AckBeforeSync {
-            self.mem.sync();
+impl RandomDisk for BrokenJournal {
+    fn open(_: NodeId, _: u64, bug: StoreBug) -> BrokenJournal {
+        BrokenJournal {
+            journal: JournalWriter::new(0),
+            kept: MemLogStore::new(Membership::new([NodeId::new(1)], []).expect("one voter")),
+            bug,
         }
-        true
-    }
-    fn after_crash(&self) -> BrokenMem {
-        let mut down = self.clone();
-        down.mem.crash();
-        down
-    }
-    fn recover(down: BrokenMem) -> Result<(BrokenMem, MemLogStore), String> {
-        let log = down.mem.clone();
-        Ok((down, log))
-    }
-}
-
-impl RandomStore for BrokenMem {
-    fn open(_: NodeId, membership: &Membership, _: u64, bug: StoreBug) -> (Self, MemLogStore) {
-        let mem = MemLogStore::new(membership.clone());
-        (
-            BrokenMem {
-                mem: mem.clone(),
-                bug,
-            },
-            mem,
-        )
     }
 }
 
@@ -312,7 +320,7 @@ fn membership_change(rng: &mut Rng, current: &Membership, ids: &[NodeId]) -> Opt
     Membership::new(v, l).ok()
 }
 
-/// One run on in-memory stores. Returns the first safety or liveness violation.
+/// One run on journaled in-memory logs. Returns the first safety or liveness violation.
 fn run(seed: u64, bugs: Broken, events: u64) -> Result<Stats, String> {
     let base_only = bugs.commit_old_term_by_counting || bugs.skip_vote_persistence;
     let setup = Setup {
@@ -321,11 +329,11 @@ fn run(seed: u64, bugs: Broken, events: u64) -> Result<Stats, String> {
         all_paths: !base_only && bugs != Broken::default(),
         ..Setup::default()
     };
-    run_on::<MemLogStore>(seed, setup, events)
+    run_on::<Journal>(seed, setup, events)
 }
 
-/// One run on stores of type `S`, set up as `setup` says.
-fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats, String> {
+/// One run on disk layers of type `D`, set up as `setup` says.
+fn run_on<D: RandomDisk>(seed: u64, setup: Setup, events: u64) -> Result<Stats, String> {
     let bugs = setup.bugs;
     let mut rng = Rng::new(seed ^ 0x5eed);
     // The new paths draw from a generator of their own, so that the base runs (and the
@@ -364,7 +372,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
     let pre_vote = !buggy && rng.range(0, 4) != 0;
     let check_quorum = !buggy && rng.range(0, 4) != 0;
     let timeouts = if buggy { 10..13 } else { 10..20 };
-    let tweak = |b: synod_consensus::ConfigBuilder| {
+    let tweak = move |b: synod_consensus::ConfigBuilder| {
         b.seed(seed.wrapping_mul(31))
             .election_timeout_ticks(timeouts.clone())
             .in_flight_max(in_flight)
@@ -381,12 +389,13 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
     } else {
         Vec::new()
     };
-    let mut c: Cluster<S> = Cluster::with_stores(membership, &spares, tweak, |id, m| {
-        S::open(id, m, seed ^ id.get().wrapping_mul(0x9e37), setup.store_bug)
+    let store_bug = setup.store_bug;
+    let mut c: Cluster<D> = Cluster::with_disks(membership, &spares, tweak, move |id| {
+        D::open(id, seed ^ id.get().wrapping_mul(0x9e37), store_bug)
     });
     // Every snapshot a state machine loads is the one taken at its index.
     let snapshot_bytes = paths.snapshot_bytes;
-    c.snapshot_oracle = Some(Box::new(move |snapshot: &Snapshot| {
+    c.observed().snapshot_oracle = Some(Box::new(move |snapshot: &Snapshot| {
         let want = snapshot_data(snapshot.meta.index, snapshot_bytes);
         if snapshot.data == want {
             Ok(())
@@ -399,9 +408,8 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
             ))
         }
     }));
-    // Each node gets its own seed, derived from the run's.
-    c.auto_sync = false;
-    let ids = c.ids.clone();
+    c.set_auto_sync(false);
+    let ids = c.ids();
     let f = (nodes as usize - 1) / 2;
     let mut stats = Stats::default();
     let mut proposed: BTreeMap<Bytes, (NodeId, LogIndex)> = BTreeMap::new();
@@ -413,21 +421,21 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
         match rng.range(0, 100) {
             0..=24 => c.tick(pick),
             25..=59 => {
-                if c.net.is_empty() {
+                if c.in_flight() == 0 {
                     c.tick(pick);
                     continue;
                 }
                 let at = if faults.reorder {
-                    rng.range(0, c.net.len() as u64) as usize
+                    rng.range(0, c.in_flight() as u64) as usize
                 } else {
                     0
                 };
-                let msg = c.net.remove(at).expect("index in range");
+                let msg = c.take(at).expect("index in range");
                 if faults.loss && rng.range(0, 10) == 0 {
                     continue;
                 }
                 if faults.duplicate && rng.range(0, 10) == 0 {
-                    c.net.push_back(msg.clone());
+                    c.send(msg.clone());
                 }
                 c.deliver(msg);
             }
@@ -440,8 +448,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
                     c.leader()
                 } else {
                     let leaders: Vec<NodeId> = c
-                        .nodes
-                        .values()
+                        .nodes()
                         .filter(|n| n.role() == Role::Leader)
                         .map(synod_consensus::Node::id)
                         .collect();
@@ -456,14 +463,15 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
                     } else {
                         1
                     };
-                    for _ in 0..batch {
-                        next_value += 1;
-                        let value = Bytes::from(format!("v{seed}-{next_value}"));
-                        if let Ok(index) = c.node_mut(leader).propose(value.clone()) {
-                            proposed.insert(value, (leader, index));
+                    c.call(leader, |node| {
+                        for _ in 0..batch {
+                            next_value += 1;
+                            let value = Bytes::from(format!("v{seed}-{next_value}"));
+                            if let Ok(index) = node.propose(value.clone()) {
+                                proposed.insert(value, (leader, index));
+                            }
                         }
-                    }
-                    c.process(leader);
+                    });
                 }
             }
             85..=87 if faults.crash => {
@@ -473,14 +481,15 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
                     Some(l) if buggy && rng.range(0, 2) == 0 => l,
                     _ => pick,
                 };
-                if c.down.len() < f && c.nodes.contains_key(&victim) {
-                    c.crash(victim);
+                if c.down().len() < f && !c.is_down(victim) {
+                    let mode = crash_mode::<D>(&mut extra);
+                    c.crash_in(victim, mode);
                     stats.crashes += 1;
                 }
             }
             88..=91 if faults.crash => {
-                if let Some(&id) = c.down.keys().next() {
-                    c.restart(id);
+                if let Some(&id) = c.down().first() {
+                    c.try_restart(id);
                 }
             }
             92..=93 if faults.partition => {
@@ -497,28 +506,33 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
             94..=95 => c.heal(),
             _ => c.tick_all(),
         }
+        stop_failed_stores(&mut c, &mut extra);
         if let Some(v) = &c.violation {
             return Err(format!("seed {seed}: {v}"));
         }
-        if let Some(e) = c.store_error.as_ref().or(c.snapshot_error.as_ref()) {
+        let observed = c.observed();
+        if let Some(e) = observed
+            .store_error
+            .as_ref()
+            .or(observed.snapshot_error.as_ref())
+        {
             return Err(format!("seed {seed}: {e}"));
         }
     }
     // Liveness: heal everything; a leader within 10 election timeouts, and a write commits.
-    for disk in c.disks.values_mut() {
-        disk.disarm();
+    for id in &ids {
+        if let Some(node) = c.stepper.node(*id) {
+            node.store().disk().disarm();
+        }
     }
     c.heal();
-    // A store whose armed crash already failed a write fails its sync: its node goes down
-    // here, and comes back below with the rest.
-    c.sync_all();
-    for id in c.down.keys().copied().collect::<Vec<_>>() {
-        c.restart(id);
+    for id in c.down() {
+        c.try_restart(id);
     }
-    if let Some(e) = &c.store_error {
+    if let Some(e) = &c.observed().store_error {
         return Err(format!("seed {seed}: {e}"));
     }
-    c.auto_sync = true;
+    c.set_auto_sync(true);
     c.sync_all();
     let election_ticks_max = 20 * 10;
     let mut leader = None;
@@ -534,8 +548,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
     }
     let Some(leader) = leader else {
         let states: Vec<String> = c
-            .nodes
-            .values()
+            .nodes()
             .map(|n| {
                 format!(
                     "{} {:?} {} vote {:?} leader {:?} last {} commit {} durable {}",
@@ -559,7 +572,7 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
     // proposals until it completes or is abandoned, within an election timeout) and may
     // hand leadership on.
     let mut leader = leader;
-    let mut outcome = c.node_mut(leader).propose(value.clone());
+    let mut outcome = c.call(leader, |node| node.propose(value.clone()));
     for _ in 0..election_ticks_max {
         if outcome.is_ok() {
             break;
@@ -568,11 +581,10 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
         c.deliver_all();
         if let Some(l) = c.leader() {
             leader = l;
-            outcome = c.node_mut(leader).propose(value.clone());
+            outcome = c.call(leader, |node| node.propose(value.clone()));
         }
     }
     let index = outcome.map_err(|e| format!("seed {seed}: {e}"))?;
-    c.process(leader);
     for _ in 0..20 {
         c.tick_all();
         c.deliver_all();
@@ -612,36 +624,61 @@ fn run_on<S: RandomStore>(seed: u64, setup: Setup, events: u64) -> Result<Stats,
         }
     }
     stats.committed = committed.len();
-    stats.elections = c.nodes.values().map(|n| n.term().get()).max().unwrap_or(0);
-    stats.installs = c.counters.installs();
-    stats.later_chunks = c.counters.later_chunks;
-    stats.timeout_nows = c.counters.timeout_nows;
-    stats.failed_syncs = c.counters.failed_syncs;
-    stats.restarts = c.counters.restarts;
-    stats.membership_applied = c.membership_applied.len() as u64;
+    stats.elections = c.nodes().map(|n| n.term().get()).max().unwrap_or(0);
+    let observed = c.observed();
+    let counters = observed.counters;
+    stats.installs = counters.installs();
+    stats.later_chunks = counters.later_chunks;
+    stats.timeout_nows = counters.timeout_nows;
+    stats.failed_stores = counters.failed_stores;
+    stats.restarts = counters.restarts;
+    stats.membership_applied = observed.membership_applied.len() as u64;
     Ok(stats)
+}
+
+/// A crash mode for a node on `D`, drawn when there is a choice.
+fn crash_mode<D: RandomDisk>(rng: &mut Rng) -> CrashMode {
+    match D::CRASH_MODES {
+        [one] => *one,
+        modes => modes[rng.range(0, modes.len() as u64) as usize],
+    }
+}
+
+/// Crashes every node whose store failed a write (which stopped it, fail-stop), in a crash
+/// mode drawn for its disk; it restarts with the others.
+fn stop_failed_stores<D: RandomDisk>(c: &mut Cluster<D>, rng: &mut Rng) {
+    for id in c.ids() {
+        if !c.is_down(id) && c.try_node(id).is_none() {
+            let mode = crash_mode::<D>(rng);
+            c.crash_in(id, mode);
+            c.observed().counters.failed_stores += 1;
+        }
+    }
 }
 
 /// The paths beyond the base faults, after each event: every node compacts once it has
 /// applied `compact_every` entries past its snapshot; now and then the leader is asked for
 /// a membership change or a transfer to a random node, and a node's store is armed to crash
 /// a few storage operations on.
-fn drive_paths<S: RandomStore>(
-    c: &mut Cluster<S>,
+fn drive_paths<D: RandomDisk>(
+    c: &mut Cluster<D>,
     extra: &mut Rng,
     paths: Paths,
     setup: Setup,
     stats: &mut Stats,
 ) {
     if let Some(every) = paths.compact_every {
-        for id in c.ids.clone() {
-            let Some(node) = c.nodes.get_mut(&id) else {
-                continue;
-            };
-            let applied = node.applied_index();
-            if applied.0 >= node.log().snapshot().meta.index.0 + every {
-                let data = snapshot_data(applied, paths.snapshot_bytes);
-                if node.compact(applied, data).is_ok() {
+        for id in c.ids() {
+            let due = c.try_node(id).is_some_and(|node| {
+                node.applied_index().0 >= node.log().snapshot().meta.index.0 + every
+            });
+            if due {
+                let compacted = c.call(id, |node| {
+                    let applied = node.applied_index();
+                    let data = snapshot_data(applied, paths.snapshot_bytes);
+                    node.compact(applied, data).is_ok()
+                });
+                if compacted {
                     stats.compactions += 1;
                 }
             }
@@ -656,35 +693,36 @@ fn drive_paths<S: RandomStore>(
     match roll {
         0..=9 if paths.membership && leader.is_some() => {
             let leader = leader.expect("checked");
-            let ids = c.ids.clone();
+            let ids = c.ids();
             // A hunt for the change-wait bug asks for two changes in a row.
             let tries = if setup.bugs.skip_membership_change_wait {
                 2
             } else {
                 1
             };
-            for _ in 0..tries {
-                let current = c.node(leader).membership().clone();
-                if let Some(next) = membership_change(extra, &current, &ids)
-                    && c.node_mut(leader).propose_membership(next).is_ok()
-                {
-                    stats.membership_proposed += 1;
+            c.call(leader, |node| {
+                for _ in 0..tries {
+                    let current = node.membership().clone();
+                    if let Some(next) = membership_change(extra, &current, &ids)
+                        && node.propose_membership(next).is_ok()
+                    {
+                        stats.membership_proposed += 1;
+                    }
                 }
-            }
-            c.process(leader);
+            });
         }
         10..=17 if paths.transfer && leader.is_some() => {
             let leader = leader.expect("checked");
-            let to = c.ids[extra.range(0, c.ids.len() as u64) as usize];
-            if c.node_mut(leader).transfer_leadership(to).is_ok() {
+            let ids = c.ids();
+            let to = ids[extra.range(0, ids.len() as u64) as usize];
+            if c.call(leader, |node| node.transfer_leadership(to).is_ok()) {
                 stats.transfers += 1;
             }
-            c.process(leader);
         }
         18..=22 if paths.partitions => {
             // Two groups that do not hear each other.
             c.heal();
-            let ids = c.ids.clone();
+            let ids = c.ids();
             let sides: Vec<bool> = ids.iter().map(|_| extra.range(0, 2) == 0).collect();
             for (a, side_a) in ids.iter().zip(&sides) {
                 for (b, side_b) in ids.iter().zip(&sides) {
@@ -695,10 +733,11 @@ fn drive_paths<S: RandomStore>(
             }
         }
         23..=29 if paths.store_crashes => {
-            let id = c.ids[extra.range(0, c.ids.len() as u64) as usize];
+            let ids = c.ids();
+            let id = ids[extra.range(0, ids.len() as u64) as usize];
             let ops = extra.range(0, 12);
-            if let Some(disk) = c.disks.get_mut(&id) {
-                disk.arm_crash(ops);
+            if let Some(node) = c.stepper.node(id) {
+                node.store().disk().arm_crash(ops);
             }
         }
         _ => {}
@@ -713,10 +752,10 @@ fn snapshot_data(index: LogIndex, bytes: u64) -> Bytes {
 
 /// Runs `seeds` with `setup` on stores `S`; panics at the first violation, with how to
 /// replay it. Returns the totals.
-fn run_seeds<S: RandomStore>(seeds: &[u64], setup: Setup, events: u64, test: &str) -> Stats {
+fn run_seeds<D: RandomDisk>(seeds: &[u64], setup: Setup, events: u64, test: &str) -> Stats {
     let mut totals = Stats::default();
     for &seed in seeds {
-        match run_on::<S>(seed, setup, events) {
+        match run_on::<D>(seed, setup, events) {
             Ok(stats) => totals.add(&stats),
             Err(e) => panic!(
                 "{e}\nreplay: SYNOD_CONSENSUS_SEED=<seed> cargo test -p synod-consensus \
@@ -747,7 +786,7 @@ fn assert_paths_driven(totals: &Stats) {
 #[test]
 fn random_runs_keep_every_safety_property_and_recover() {
     let seeds = seeds();
-    let totals = run_seeds::<MemLogStore>(&seeds, Setup::default(), 3000, "random_runs");
+    let totals = run_seeds::<Journal>(&seeds, Setup::default(), 3000, "random_runs");
     println!(
         "random runs: {} seeds, {} events, {} committed entries, {} acknowledged writes kept, \
          {} crashes, {} terms, 0 violations; {}",
@@ -768,9 +807,9 @@ fn random_runs_keep_every_safety_property_and_recover() {
 
 /// Runs seeds with `setup` on stores `S` until a violation; returns how many seeds it
 /// took and what caught it (a panic in the node counts, and says so).
-fn seeds_to_catch_on<S: RandomStore>(setup: Setup, seeds_max: u64) -> Option<(u64, String)> {
+fn seeds_to_catch_on<D: RandomDisk>(setup: Setup, seeds_max: u64) -> Option<(u64, String)> {
     for seed in 0..seeds_max {
-        let outcome = std::panic::catch_unwind(|| run_on::<S>(seed, setup, 3000));
+        let outcome = std::panic::catch_unwind(|| run_on::<D>(seed, setup, 3000));
         match outcome {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Some((seed + 1, e)),
@@ -817,7 +856,7 @@ fn store_bug_is_caught(store_bug: StoreBug, seeds_max: u64) -> (u64, String) {
         all_paths: true,
         ..Setup::default()
     };
-    let (seeds, what) = seeds_to_catch_on::<BrokenMem>(setup, seeds_max)
+    let (seeds, what) = seeds_to_catch_on::<BrokenJournal>(setup, seeds_max)
         .unwrap_or_else(|| panic!("{store_bug:?} caught within {seeds_max} seeds"));
     println!("{store_bug:?} caught after {seeds} seeds: {what}");
     assert!(
@@ -841,7 +880,7 @@ fn reintroduced_bug_taking_snapshot_chunks_at_any_offset_is_caught() {
         snapshot_chunks_at_any_offset: true,
         ..Broken::default()
     };
-    // Measured: caught after 127 seeds (a duplicated chunk appended to the snapshot).
+    // Measured: caught after 52 seeds (a duplicated chunk appended to the snapshot).
     let (seeds, what) = seeds_to_catch(bugs, 200).expect("caught within 200 seeds");
     println!("snapshot chunk offset bug caught after {seeds} seeds: {what}");
     assert!(what.contains("bad snapshot"), "{what}");
@@ -860,7 +899,7 @@ fn reintroduced_bug_changing_membership_before_the_last_change_committed_is_caug
         ..Broken::default()
     };
     // Measured: caught after 49 seeds, as two leaders of one term (with changes asked
-    // for six times as often as in the normal runs; at the normal rate, seed 763).
+    // for six times as often as in the normal runs).
     let (seeds, what) = seeds_to_catch_where(bugs, 100, |e| e.contains("safety"))
         .expect("caught by a safety check within 100 seeds");
     println!("membership change-wait bug broke a safety property after {seeds} seeds: {what}");
@@ -884,7 +923,7 @@ fn reintroduced_bug_committing_an_old_term_entry_by_counting_is_caught() {
         commit_old_term_by_counting: true,
         ..Broken::default()
     };
-    // Measured: caught after 22 seeds (3 nodes, the hostile setup above).
+    // Measured: caught after 90 seeds (3 nodes, the hostile setup above).
     let (seeds, what) = seeds_to_catch(bugs, 300).expect("caught within 300 seeds");
     println!("old-term commit bug caught after {seeds} seeds: {what}");
 }
@@ -895,35 +934,33 @@ fn reintroduced_bug_not_persisting_the_vote_is_caught() {
         skip_vote_persistence: true,
         ..Broken::default()
     };
+    // Measured: caught after 3 seeds.
     let (seeds, what) = seeds_to_catch(bugs, 300).expect("caught within 300 seeds");
     println!("vote persistence bug caught after {seeds} seeds: {what}");
 }
 
-/// The runs on `WalLogStore` over `FaultyStorage`: each node's two logs on disks of their
-/// own, crashed at a storage operation chosen at random (an armed crash: the disks fail
-/// every operation from there, so the store fails its next sync and its node is stopped),
-/// or whole at a crash event; either way the disks then lose what a power failure loses, in
-/// a crash mode drawn at random, and the node restarts on the store reopened from them.
+/// The runs on `WalLogStore` on the simulated disk: each node's two logs in directories of
+/// its disk, stopped at a storage operation chosen at random (an armed crash: the storage
+/// fails every operation from there, so the store fails the write, its node stops, and the
+/// run crashes it), or whole at a crash event; either way the disk then loses what a power
+/// failure loses, in a crash mode drawn at random, and the node restarts on the store
+/// reopened from it.
 #[cfg(feature = "wal")]
 mod wal {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
+    use std::io;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use synod_consensus::{
-        LogStore, MemLogStore, Membership, NodeId, RaftWrite, StoreWrite, WalLogStore,
-        WalStoreOptions,
+        MemLogStore, Membership, NodeId, RaftWrite, StoreWrite, WalLogStore, WalStoreOptions,
     };
-    use synod_wal::testing::{CrashMode, FaultyStorage};
+    use synod_sim::{CrashMode, Disk};
 
-    use synod_node::Rng;
-
-    use super::{RandomStore, Range, Setup, Stats, StoreBug, run_seeds, seeds, seeds_to_catch_on};
-    use crate::harness::TestStore;
-    use crate::wal_store::process::{Halting, pair};
-
-    type Disks = (FaultyStorage, FaultyStorage);
+    use super::{RandomDisk, Setup, Stats, StoreBug, run_seeds, seeds, seeds_to_catch_on};
+    use crate::stepped::RaftDisk;
+    use crate::wal_store_sim::Halting;
 
     thread_local! {
         /// Per kind of store operation, the armed crashes whose budget ran out in it.
@@ -931,66 +968,62 @@ mod wal {
             const { RefCell::new(BTreeMap::new()) };
     }
 
-    fn open(disks: &Disks, membership: &Membership) -> Result<(WalNode, MemLogStore), String> {
-        let (entries, meta, left) = pair(disks, u64::MAX);
-        let options = WalStoreOptions::default()
-            .segment_bytes_max(320 << 10)
-            .entry_bytes_max(4096);
-        let (store, log) = WalLogStore::open_with(entries, meta, membership.clone(), options)
-            .map_err(|e| e.to_string())?;
-        let node = WalNode {
-            store,
-            disks: disks.clone(),
-            left,
-            membership: membership.clone(),
-            rng: Rng::new(disks.0.stats().ops ^ 0x0d15_c0de),
-            bug: StoreBug::None,
-            armed: false,
-        };
-        Ok((node, log))
-    }
-
-    /// A node's `WalLogStore`, with the disks under it and the budget of storage
-    /// operations its process has left.
-    pub(super) struct WalNode {
-        store: WalLogStore<Halting>,
-        disks: Disks,
+    /// A node's `WalLogStore` on its simulated disk, with the budget of storage operations
+    /// its process has left.
+    pub(super) struct WalDisk {
+        store: Option<WalLogStore<Halting>>,
         left: Arc<AtomicU64>,
-        membership: Membership,
-        rng: Rng,
         bug: StoreBug,
         /// Whether a crash point is set in `left`.
-        armed: bool,
+        armed: Cell<bool>,
     }
 
-    /// What a crashed node leaves: its disks, and how the crash treats what was not synced.
-    pub(super) struct WalDown {
-        disks: Disks,
-        mode: CrashMode,
-        membership: Membership,
-        bug: StoreBug,
-    }
-
-    impl WalNode {
+    impl WalDisk {
         /// Runs a store operation, noting it as the crash point if an armed budget runs
         /// out in it.
         fn op<T>(
             &mut self,
             what: &'static str,
             f: impl FnOnce(&mut WalLogStore<Halting>) -> T,
-        ) -> T {
+        ) -> io::Result<T> {
+            let store = self
+                .store
+                .as_mut()
+                .ok_or_else(|| io::Error::other("the store is not open"))?;
             let before = self.left.load(Ordering::SeqCst);
-            let out = f(&mut self.store);
-            if self.armed && before > 0 && self.left.load(Ordering::SeqCst) == 0 {
+            let out = f(store);
+            if self.armed.get() && before > 0 && self.left.load(Ordering::SeqCst) == 0 {
                 CRASH_POINTS.with(|p| *p.borrow_mut().entry(what).or_default() += 1);
             }
-            out
+            Ok(out)
         }
     }
 
-    impl LogStore for WalNode {
-        type Error = synod_consensus::WalStoreError;
-        fn apply(&mut self, write: &RaftWrite) {
+    impl RaftDisk for WalDisk {
+        fn recover(
+            &mut self,
+            _: NodeId,
+            disk: &mut Disk,
+            membership: &Membership,
+        ) -> io::Result<MemLogStore> {
+            self.disarm();
+            let storage = |dir| Halting::new(disk.storage_in(dir), Arc::clone(&self.left));
+            let options = WalStoreOptions::default()
+                .segment_bytes_max(320 << 10)
+                .entry_bytes_max(4096)
+                .segment_time_fixed(true);
+            let (store, log) = WalLogStore::open_with(
+                storage("entries"),
+                storage("meta"),
+                membership.clone(),
+                options,
+            )
+            .map_err(|e| io::Error::other(format!("the store does not reopen: {e}")))?;
+            self.store = Some(store);
+            Ok(log)
+        }
+
+        fn write(&mut self, _: &mut Disk, write: &RaftWrite) -> io::Result<()> {
             // One op at a time, so that an armed crash is counted against the kind of
             // write it cut short.
             for op in write.ops() {
@@ -1002,71 +1035,42 @@ mod wal {
                     StoreWrite::Install(_) => "install",
                 };
                 let one = RaftWrite::from(vec![op.clone()]);
-                self.op(what, |s| s.apply(&one));
+                self.op(what, |s| synod_consensus::LogStore::apply(s, &one))?;
             }
-        }
-        fn sync(&mut self) -> Result<(), synod_consensus::WalStoreError> {
-            self.store.sync()
-        }
-    }
-
-    impl TestStore for WalNode {
-        type Down = WalDown;
-        fn make_durable(&mut self) -> bool {
             if self.bug == StoreBug::AckBeforeSync {
-                return true;
+                // The records stay in the store's buffers: the sync that follows covers
+                // none of them, and yet it is reported done.
+                return Ok(());
             }
-            self.op("sync", |s| s.sync().is_ok())
-        }
-        fn after_crash(&self) -> WalDown {
-            let mut rng = Rng::new(self.rng.clone().next_u64());
-            WalDown {
-                disks: self.disks.clone(),
-                mode: CrashMode::ALL[rng.range(0, CrashMode::ALL.len() as u64) as usize],
-                membership: self.membership.clone(),
-                bug: self.bug,
-            }
-        }
-        fn recover(down: WalDown) -> Result<(WalNode, MemLogStore), String> {
-            down.disks.0.crash(down.mode);
-            down.disks.1.crash(down.mode);
-            let (mut node, log) = open(&down.disks, &down.membership).map_err(|e| {
-                format!(
-                    "the store does not reopen after a {} crash: {e}",
-                    down.mode.name()
-                )
-            })?;
-            node.bug = down.bug;
-            Ok((node, log))
+            // Appends and hard states are buffered until here: a crash in their writes is
+            // one in this flush.
+            self.op("flush", WalLogStore::flush)?
+                .map_err(io::Error::other)
         }
     }
 
-    impl RandomStore for WalNode {
-        fn open(
-            id: NodeId,
-            membership: &Membership,
-            seed: u64,
-            bug: StoreBug,
-        ) -> (WalNode, MemLogStore) {
-            let disks = (
-                FaultyStorage::new(seed),
-                FaultyStorage::new(seed ^ id.get()),
-            );
-            let (mut node, log) = open(&disks, membership).expect("a new store opens");
-            node.rng = Rng::new(seed);
-            node.bug = bug;
-            (node, log)
+    impl RandomDisk for WalDisk {
+        const CRASH_MODES: &'static [CrashMode] = &CrashMode::ALL;
+
+        fn open(_: NodeId, _: u64, bug: StoreBug) -> WalDisk {
+            WalDisk {
+                store: None,
+                left: Arc::new(AtomicU64::new(u64::MAX)),
+                bug,
+                armed: Cell::new(false),
+            }
         }
-        fn arm_crash(&mut self, ops: u64) {
-            self.rng.next_u64();
+
+        fn arm_crash(&self, ops: u64) {
             // One at a time: a store already armed keeps its crash point.
-            if !self.armed {
-                self.armed = true;
+            if !self.armed.get() {
+                self.armed.set(true);
                 self.left.store(ops + 1, Ordering::SeqCst);
             }
         }
-        fn disarm(&mut self) {
-            self.armed = false;
+
+        fn disarm(&self) {
+            self.armed.set(false);
             self.left.store(u64::MAX, Ordering::SeqCst);
         }
     }
@@ -1084,7 +1088,7 @@ mod wal {
     fn random_runs_on_the_wal_store_crashed_anywhere_keep_every_safety_property() {
         let seeds = wal_seeds();
         CRASH_POINTS.with(|p| p.borrow_mut().clear());
-        let totals: Stats = run_seeds::<WalNode>(
+        let totals: Stats = run_seeds::<WalDisk>(
             &seeds,
             Setup {
                 all_paths: true,
@@ -1100,14 +1104,14 @@ mod wal {
             seeds.len(),
             totals.events,
             totals.committed,
-            totals.crashes + totals.failed_syncs,
+            totals.crashes + totals.failed_stores,
             totals.paths()
         );
         if seeds.len() > 20 {
             super::assert_paths_driven(&totals);
-            // Appends and hard-state records are buffered until the sync writes them, so a
-            // crash in an append's writes is one in the sync that follows it.
-            for what in ["truncation", "compaction", "install", "sync"] {
+            // Appends and hard-state records are buffered until the flush writes them, so a
+            // crash in an append's writes is one in the flush that follows it.
+            for what in ["truncation", "compaction", "install", "flush"] {
                 assert!(
                     points.get(what).is_some_and(|n| *n > 0),
                     "no crash in a {what}: {points:?}"
@@ -1125,7 +1129,7 @@ mod wal {
         };
         // Measured: caught after 1 seed.
         let (seeds, what) =
-            seeds_to_catch_on::<WalNode>(setup, 20).expect("caught within 20 seeds");
+            seeds_to_catch_on::<WalDisk>(setup, 20).expect("caught within 20 seeds");
         println!("WalLogStore acknowledging before its sync caught after {seeds} seeds: {what}");
         assert!(!what.contains("panic"), "{what}");
     }

@@ -44,10 +44,8 @@ fn replay(c: &Cluster, id: NodeId) -> (u64, Vec<Result<Outcome<u64>, SessionErro
 }
 
 fn propose(c: &mut Cluster, leader: NodeId, entry: &SessionEntry<u64>) -> LogIndex {
-    let index = c
-        .call(leader, |r| r.propose(Bytes::from(entry.encode())))
-        .unwrap();
-    index
+    c.call(leader, |r| r.propose(Bytes::from(entry.encode())))
+        .unwrap()
 }
 
 #[test]

@@ -35,14 +35,21 @@ const SEGMENT_BYTES: u64 = 288 << 10;
 /// A storage whose mutating operations fail once `left` runs out, as a process dying at
 /// that point stops writing; shared by the two logs of one store.
 #[derive(Debug, Clone)]
-struct Halting {
+pub(crate) struct Halting {
     inner: DiskStorage,
     left: Arc<AtomicU64>,
 }
 
+impl Halting {
+    /// `inner`, failing once `left` runs out.
+    pub(crate) fn new(inner: DiskStorage, left: Arc<AtomicU64>) -> Halting {
+        Halting { inner, left }
+    }
+}
+
 /// A file of [`Halting`].
 #[derive(Debug)]
-struct HaltingFile {
+pub(crate) struct HaltingFile {
     inner: <DiskStorage as Storage>::File,
     left: Arc<AtomicU64>,
 }
