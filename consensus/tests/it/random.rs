@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::io;
 
 use bytes::Bytes;
-use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
     Broken, Entry, LogIndex, MemLogStore, Membership, NodeId, Payload, RaftWrite, Role, Snapshot,
     StoreWrite,
@@ -31,7 +30,6 @@ use synod_consensus::{
 use synod_node::Rng;
 use synod_sim::{CrashMode, Disk};
 
-use crate::sim::JOURNAL;
 use crate::stepped::{Cluster, Journal, RaftDisk};
 
 /// Draws in `lo..hi` (`lo` if the range is empty), the shape these runs were written with.
@@ -147,7 +145,7 @@ impl RandomDisk for Journal {
 /// A journal with a [`StoreBug`]: what reaches the disk is what a broken store would have
 /// kept, tracked in `kept` (the log a restart would rebuild).
 struct BrokenJournal {
-    journal: JournalWriter,
+    journal: Journal,
     kept: MemLogStore,
     bug: StoreBug,
 }
@@ -155,14 +153,11 @@ struct BrokenJournal {
 impl RaftDisk for BrokenJournal {
     fn recover(
         &mut self,
-        _: NodeId,
+        id: NodeId,
         disk: &mut Disk,
         membership: &Membership,
     ) -> io::Result<MemLogStore> {
-        let journal = disk.read(JOURNAL).unwrap_or_default();
-        let (log, valid) = replay(&journal, membership).map_err(io::Error::other)?;
-        disk.set_len(JOURNAL, valid as u64)?;
-        self.journal = JournalWriter::new(valid as u64);
+        let log = self.journal.recover(id, disk, membership)?;
         self.kept = log.clone();
         Ok(log)
     }
@@ -192,20 +187,14 @@ impl RaftDisk for BrokenJournal {
             self.kept.write(&kept);
             ops.push(kept);
         }
-        if disk.unsynced_ops() == 0 {
-            let end = self.journal.end();
-            self.journal.synced(end);
-        }
-        let mut bytes = Vec::new();
-        self.journal.encode(&ops, &mut bytes);
-        disk.append(JOURNAL, &bytes)
+        self.journal.append(disk, &ops)
     }
 }
 
 impl RandomDisk for BrokenJournal {
     fn open(_: NodeId, _: u64, bug: StoreBug) -> BrokenJournal {
         BrokenJournal {
-            journal: JournalWriter::new(0),
+            journal: Journal::default(),
             kept: MemLogStore::new(Membership::new([NodeId::new(1)], []).expect("one voter")),
             bug,
         }

@@ -26,7 +26,7 @@ use synod_consensus::invariants::SafetyChecker;
 use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
     Apply, Broken, Config, Entry, LogIndex, Membership, Message, Node, NodeId, Payload, RaftWrite,
-    ReadId,
+    ReadId, StoreWrite,
 };
 use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 use synod_sim::seeds::SeedRunner;
@@ -284,15 +284,15 @@ impl ProtocolStore for JournalStore {
     }
 
     fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
-        journal_append(&mut self.journal, disk, write)
+        journal_append(&mut self.journal, disk, write.ops())
     }
 }
 
-/// Appends `write` to the journal on `disk`, as records of `journal`.
+/// Appends the store writes `ops` to the journal on `disk`, as records of `journal`.
 pub(crate) fn journal_append(
     journal: &mut JournalWriter,
     disk: &mut Disk,
-    write: &RaftWrite,
+    ops: &[StoreWrite],
 ) -> io::Result<()> {
     // With nothing unsynced on the disk, the whole journal so far is durable: the records
     // written from now on say so.
@@ -301,7 +301,7 @@ pub(crate) fn journal_append(
         journal.synced(end);
     }
     let mut bytes = Vec::new();
-    journal.encode(write.ops(), &mut bytes);
+    journal.encode(ops, &mut bytes);
     disk.append(JOURNAL, &bytes)
 }
 

@@ -24,6 +24,7 @@ use synod_consensus::journal::{JournalWriter, replay};
 use synod_consensus::{
     Apply, Config, ConfigBuilder, Entry, LogIndex, MemLogStore, Membership, Message, MessageBody,
     Node, NodeId, Payload, RaftWrite, ReadState, Request, RequestError, Response, Role, Snapshot,
+    StoreWrite,
 };
 use synod_sim::{Boot, CrashMode, Disk, Envelope, ProtocolNode, ProtocolStore, Stepper};
 
@@ -84,7 +85,14 @@ impl RaftDisk for Journal {
     }
 
     fn write(&mut self, disk: &mut Disk, write: &RaftWrite) -> io::Result<()> {
-        journal_append(&mut self.0, disk, write)
+        self.append(disk, write.ops())
+    }
+}
+
+impl Journal {
+    /// Appends the store writes `ops` to the journal on `disk`.
+    pub fn append(&mut self, disk: &mut Disk, ops: &[StoreWrite]) -> io::Result<()> {
+        journal_append(&mut self.0, disk, ops)
     }
 }
 
