@@ -58,6 +58,16 @@ pub(crate) fn secure_args(dir: &Path) -> Vec<String> {
 }
 
 /// The default user's credentials on a secured cluster.
+/// Sends a signal (`STOP`, `CONT`) to `child` with the system's `kill` command.
+pub(crate) fn signal(child: &Child, signal: &str) {
+    let pid = child.id();
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
 pub(crate) fn test_credentials() -> Credentials {
     Credentials {
         user: None,
@@ -245,14 +255,9 @@ impl Cluster {
         self.children[id - 1] = Some(child);
     }
 
-    /// Sends a signal (`STOP`, `CONT`) to node `id` with the system's `kill` command.
-    fn signal(&self, id: usize, signal: &str) {
-        let pid = self.children[id - 1].as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {pid}");
+    /// Sends a signal (`STOP`, `CONT`) to node `id` ([`signal`]).
+    fn signal(&self, id: usize, name: &str) {
+        signal(self.children[id - 1].as_ref().expect("running"), name);
     }
 
     /// Kills node `id` with SIGKILL, if it runs, and reaps it.

@@ -3,7 +3,10 @@
 //! every other, siblings from concurrent writes shown and resolved with their context, a
 //! node killed with SIGKILL while the others take writes at QUORUM, restarted on its data
 //! directory and reading them at ALL, CAS through Paxos, and INFO showing the membership
-//! view and the partitions each member owns. Every wait polls a condition against a deadline.
+//! view and the partitions each member owns; a fourth node joining during a workload, and a
+//! node paused with SIGSTOP held dead while its writes are hinted, the hints handed off when
+//! it resumes, with no acknowledged write lost in either. Every wait polls a condition
+//! against a deadline.
 
 use synod_examples::resp::Value;
 
@@ -150,16 +153,19 @@ fn read_with_context(
 /// acknowledged, and the values written after it with an unknown outcome.
 type Writes = std::collections::BTreeMap<String, (Option<String>, Vec<String>)>;
 
+/// Writes acknowledged through each node so far (index `id - 1`).
+type Acknowledged = [std::sync::atomic::AtomicUsize];
+
 /// Writes `keys` in turn, each a read of its context then a write replacing what it read,
-/// through `node()` (asked again for every operation), until `stop`; `through_4` counts
-/// the writes acknowledged through node 4.
+/// through `node()` (asked again for every operation), until `stop`, counting in
+/// `acknowledged` the writes acknowledged through each node.
 fn write_until(
     cluster_addrs: &[String],
     node: &dyn Fn() -> usize,
     writer: usize,
     keys: &[String],
     stop: &std::sync::atomic::AtomicBool,
-    through_4: &std::sync::atomic::AtomicUsize,
+    acknowledged: &Acknowledged,
 ) -> Writes {
     let mut writes: Writes = keys
         .iter()
@@ -190,9 +196,7 @@ fn write_until(
             match answer {
                 Ok(Some(Value::Simple(ok))) if ok == "OK" => {
                     *entry = (Some(value), Vec::new());
-                    if via == 4 {
-                        through_4.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
+                    acknowledged[via - 1].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 Ok(Some(Value::Error(e))) if e.starts_with("TRYAGAIN") => {}
                 Ok(None) => {}
@@ -204,88 +208,60 @@ fn write_until(
     writes
 }
 
-#[test]
-fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_no_acknowledged_write_is_lost() {
-    let mut cluster = Registers::up_joining("leaderless", 4, 3);
-    let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let joined = std::sync::atomic::AtomicBool::new(false);
-    let through_4 = std::sync::atomic::AtomicUsize::new(0);
-    let writers = 3;
-    /// Stops the writers when dropped, so that a failed assertion below ends the test
-    /// instead of leaving the scope waiting for writers that never stop.
+/// Runs `writers` writers of 8 keys each (writer `w` through node `route(w)`, asked before
+/// every write) while `during` runs, then stops them: what each learned. A failed
+/// assertion in `during` stops the writers too, so the test ends instead of hanging.
+fn with_writers(
+    addrs: &[String],
+    writers: usize,
+    route: &(dyn Fn(usize) -> usize + Sync),
+    during: impl FnOnce(&Acknowledged),
+) -> Vec<Writes> {
+    /// Stops the writers when dropped, on success or while a panic unwinds.
     struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
             self.0.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
-    let writes: Vec<Writes> = std::thread::scope(|s| {
-        let _stop_on_drop = StopOnDrop(&stop);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged: Vec<std::sync::atomic::AtomicUsize> = addrs
+        .iter()
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
+    std::thread::scope(|s| {
+        let stopping = StopOnDrop(&stop);
         let handles: Vec<_> = (0..writers)
             .map(|w| {
-                let (addrs, stop, joined, through_4) = (&addrs, &stop, &joined, &through_4);
+                let (stop, acknowledged) = (&stop, &acknowledged);
                 s.spawn(move || {
-                    let keys: Vec<String> = (0..8).map(|k| format!("j{w}-{k}")).collect();
-                    // Once node 4 has joined, the last writer goes through it: writes of
-                    // keys it does not replicate are forwarded.
-                    let node = move || {
-                        if w == writers - 1 && joined.load(std::sync::atomic::Ordering::SeqCst) {
-                            4
-                        } else {
-                            1 + w % 3
-                        }
-                    };
-                    write_until(addrs, &node, w, &keys, stop, through_4)
+                    let keys: Vec<String> = (0..8).map(|k| format!("w{w}-{k}")).collect();
+                    write_until(addrs, &|| route(w), w, &keys, stop, acknowledged)
                 })
             })
             .collect();
-        // Some writes first, then node 4 joins while they go on.
-        let written = poll(|| {
-            (0..writers).all(|w| {
-                let key = format!("j{w}-0");
-                matches!(cluster.call(1 + w % 3, &["GET", &key]), Ok(Value::Bulk(_)))
-            })
-        });
-        assert!(written, "no write acknowledged\n{}", cluster.logs());
-        cluster.start(4);
-        let info_of_4 = || match cluster.call(4, &["INFO"]) {
-            Ok(Value::Bulk(info)) => String::from_utf8_lossy(&info).into_owned(),
-            _ => String::new(),
-        };
-        // It takes its share of the partitions, and the keys of its partitions are
-        // streamed to it.
-        let holds_keys = poll(|| {
-            let info = info_of_4();
-            let keys = info
-                .lines()
-                .find_map(|l| l.strip_prefix("keys:")?.trim().parse::<usize>().ok());
-            info.lines()
-                .any(|l| l.starts_with("member:n4 ") && !l.contains("owned=0"))
-                && keys.is_some_and(|k| k > 0)
-        });
-        assert!(holds_keys, "node 4: {}\n{}", info_of_4(), cluster.logs());
-        joined.store(true, std::sync::atomic::Ordering::SeqCst);
-        // The workload goes on, one writer through node 4.
-        let went_on = poll(|| through_4.load(std::sync::atomic::Ordering::SeqCst) >= 24);
-        assert!(went_on, "node 4: {}\n{}", info_of_4(), cluster.logs());
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        during(&acknowledged);
+        drop(stopping);
         handles
             .into_iter()
             .map(|h| h.join().expect("a writer"))
             .collect()
-    });
-    // Every acknowledged write is still there, on every node's reads at ALL (or replaced
-    // by a write of the same writer sent after it whose outcome is unknown).
-    for writes in &writes {
+    })
+}
+
+/// Every acknowledged write is still there, read at ALL through each of `via` (or replaced
+/// by a write of the same writer sent after it whose outcome is unknown), and at least half
+/// the keys were written.
+fn assert_no_acknowledged_write_lost(cluster: &Registers, writes: &[Writes], via: &[usize]) {
+    for writes in writes {
         for (key, (last, after)) in writes {
             let Some(last) = last else {
                 continue;
             };
-            for via in [4, 1] {
+            for &id in via {
                 let kept = poll(|| {
                     let read = (|| {
-                        let mut c = open(&addrs[via - 1])?;
+                        let mut c = cluster.connect(id)?;
                         c.set_read_timeout(std::time::Duration::from_secs(10))?;
                         c.roundtrip(&[b"CONSISTENCY", b"ALL"])?;
                         read_with_context(&mut c, key)
@@ -296,18 +272,133 @@ fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_no_acknowledged
                 });
                 assert!(
                     kept,
-                    "{key}: the acknowledged {last} is lost (read via node {via})\n{}",
+                    "{key}: the acknowledged {last} is lost (read via node {id})\n{}",
                     cluster.logs()
                 );
             }
         }
     }
-    let acknowledged: usize = writes
+    let written: usize = writes
         .iter()
         .map(|w| w.values().filter(|(l, _)| l.is_some()).count())
         .sum();
+    assert!(written >= writes.len() * 8 / 2, "{written} keys written");
+}
+
+/// Node `id`'s INFO text (empty if it does not answer).
+fn info(cluster: &Registers, id: usize) -> String {
+    match cluster.call(id, &["INFO"]) {
+        Ok(Value::Bulk(info)) => String::from_utf8_lossy(&info).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// A number INFO shows on a line `name:N`.
+fn info_number(info: &str, name: &str) -> Option<usize> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// Waits until every writer has one write acknowledged.
+fn assert_writes_begin(cluster: &Registers, writers: usize, acknowledged: &Acknowledged) {
+    let total = || {
+        acknowledged
+            .iter()
+            .map(|a| a.load(std::sync::atomic::Ordering::SeqCst))
+            .sum::<usize>()
+    };
     assert!(
-        acknowledged >= writers * 8 / 2,
-        "{acknowledged} keys written"
+        poll(|| total() >= writers),
+        "no write acknowledged\n{}",
+        cluster.logs()
     );
+}
+
+#[test]
+fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_no_acknowledged_write_is_lost() {
+    let mut cluster = Registers::up_joining("leaderless", 4, 3);
+    let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let joined = std::sync::atomic::AtomicBool::new(false);
+    let writers = 3;
+    // Once node 4 has joined, the last writer goes through it: writes of keys it does not
+    // replicate are forwarded.
+    let route = |w: usize| {
+        if w == writers - 1 && joined.load(std::sync::atomic::Ordering::SeqCst) {
+            4
+        } else {
+            1 + w % 3
+        }
+    };
+    let writes = with_writers(&addrs, writers, &route, |acknowledged| {
+        // Some writes first, then node 4 joins while they go on.
+        assert_writes_begin(&cluster, writers, acknowledged);
+        cluster.start(4);
+        // It takes its share of the partitions, and the keys of its partitions are
+        // streamed to it.
+        let holds_keys = poll(|| {
+            let info = info(&cluster, 4);
+            info.lines()
+                .any(|l| l.starts_with("member:n4 ") && !l.contains("owned=0"))
+                && info_number(&info, "keys").is_some_and(|k| k > 0)
+        });
+        assert!(
+            holds_keys,
+            "node 4: {}\n{}",
+            info(&cluster, 4),
+            cluster.logs()
+        );
+        joined.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The workload goes on, one writer through node 4.
+        let went_on = poll(|| acknowledged[3].load(std::sync::atomic::Ordering::SeqCst) >= 24);
+        assert!(went_on, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
+    });
+    assert_no_acknowledged_write_lost(&cluster, &writes, &[4, 1]);
+}
+
+#[test]
+fn a_node_paused_with_sigstop_is_held_dead_its_writes_hinted_and_handed_off_when_it_resumes() {
+    // Four nodes, so that a key of the paused node has a fallback to hold its hints.
+    let cluster = Registers::up_system("leaderless", 4);
+    let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let writers = 3;
+    let paused = 3;
+    let route = |w: usize| [1, 2, 4][w % 3];
+    let hints = |cluster: &Registers| -> usize {
+        [1, 2, 4]
+            .iter()
+            .filter_map(|&id| info_number(&info(cluster, id), "hints"))
+            .sum()
+    };
+    let writes = with_writers(&addrs, writers, &route, |acknowledged| {
+        assert_writes_begin(&cluster, writers, acknowledged);
+        cluster.signal(paused, "STOP");
+        // The others hold it dead, and writes of its keys go on at QUORUM, hinted.
+        let dead = poll(|| info(&cluster, 1).contains("member:n3 state=dead"));
+        assert!(dead, "node 1: {}\n{}", info(&cluster, 1), cluster.logs());
+        let count = |a: &Acknowledged| {
+            a.iter()
+                .map(|a| a.load(std::sync::atomic::Ordering::SeqCst))
+                .sum::<usize>()
+        };
+        let before = count(acknowledged);
+        assert!(
+            poll(|| count(acknowledged) >= before + 24 && hints(&cluster) > 0),
+            "writes while node {paused} is paused: {} acknowledged, {} hints\n{}",
+            count(acknowledged) - before,
+            hints(&cluster),
+            cluster.logs()
+        );
+        // Resumed, it is alive again and every hint is handed off to it.
+        cluster.signal(paused, "CONT");
+        let back =
+            poll(|| info(&cluster, 1).contains("member:n3 state=alive") && hints(&cluster) == 0);
+        assert!(
+            back,
+            "node 1: {}\nhints {}\n{}",
+            info(&cluster, 1),
+            hints(&cluster),
+            cluster.logs()
+        );
+    });
+    assert_no_acknowledged_write_lost(&cluster, &writes, &[paused, 1]);
 }

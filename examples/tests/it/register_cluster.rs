@@ -131,6 +131,11 @@ impl Registers {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to node `id`.
+    pub(crate) fn signal(&self, id: usize, name: &str) {
+        crate::core_cluster::signal(self.children[id - 1].as_ref().expect("running"), name);
+    }
+
     /// Whether node `id`'s process is still running.
     fn running(&mut self, id: usize) -> bool {
         self.children[id - 1]
