@@ -32,8 +32,9 @@
 //! the cluster id). A peer that cannot is refused at the handshake, before any message it
 //! sends is read, and logged with its address.
 //!
-//! **Open.** A node with neither (TLS counts for peers, and for clients with
-//! `--tls-client-auth`: [`super::tls`]) says so in one line at start, and refuses to listen open
+//! **Open.** A node with neither (a client certificate checked by `--tls-client-auth`
+//! counts for clients, [`super::tls`]; for peers only the secret counts, since a
+//! certificate is not tied to a node id) says so in one line at start, and refuses to listen open
 //! on an address that is not a loopback one unless started with `--insecure-open`
 //! ([`check_open`]): open is for trying Synod on one machine, or on a network where every
 //! process that can reach the node is trusted.
@@ -452,8 +453,11 @@ fn is_loopback(addr: &str) -> bool {
 
 /// Checks what `options` leave open: refuses to listen open (no client password, or no
 /// peer secret) on an address that is not a loopback one unless `--insecure-open` is given,
-/// and says in one line on standard error what runs open. TLS counts as authentication
-/// where it checks a certificate: always for peers, for clients with `--tls-client-auth`.
+/// and says in one line on standard error what runs open. A client certificate checked by
+/// `--tls-client-auth` counts as a client's authentication; for peers only the secret
+/// counts: TLS checks that a peer's certificate was signed by the cluster's CA, not which
+/// member it is, so any holder of a certificate from that CA (a client's, say) could
+/// otherwise claim a member's id.
 ///
 /// # Errors
 ///
@@ -463,7 +467,7 @@ pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
     let clients_open = options.password_file_path().is_none()
         && options.users_file_path().is_none()
         && !tls.is_some_and(|f| f.client_auth);
-    let peers_open = options.peer_secret_file_path().is_none() && tls.is_none();
+    let peers_open = options.peer_secret_file_path().is_none();
     if !options.is_insecure_open() {
         if clients_open && !is_loopback(options.client_addr()) {
             return Err(StartError::Usage(format!(
@@ -473,7 +477,7 @@ pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
         }
         if peers_open && !is_loopback(options.listen_addr()) {
             return Err(StartError::Usage(format!(
-                "--listen {} is not a loopback address, and neither --peer-secret-file nor TLS is set: anyone who reaches it could speak as a member. Give --peer-secret-file (the same file on every member) or the --tls-* files, or --insecure-open to run open on purpose",
+                "--listen {} is not a loopback address, and no --peer-secret-file is set: anyone who reaches it (with TLS on, anyone holding a certificate the CA signed) could speak as a member. Give --peer-secret-file (the same file on every member), or --insecure-open to run open on purpose",
                 options.listen_addr()
             )));
         }
@@ -483,10 +487,7 @@ pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
             clients_open,
             "clients need no password (--password-file, --users-file)",
         ),
-        (
-            peers_open,
-            "peers prove no secret and show no certificate (--peer-secret-file, --tls-*)",
-        ),
+        (peers_open, "peers prove no secret (--peer-secret-file)"),
     ]
     .into_iter()
     .filter_map(|(open, what)| open.then_some(what))

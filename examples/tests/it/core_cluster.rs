@@ -589,7 +589,7 @@ fn bad_client_input_gets_errors_and_only_a_garbage_stream_is_closed() {
     assert_eq!(replies, [Value::Simple("PONG".into())]);
 }
 
-fn synod(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
+pub(crate) fn synod(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_synod"))
         .args(args)
         .arg("--data-dir")

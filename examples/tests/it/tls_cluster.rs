@@ -434,3 +434,41 @@ fn the_register_and_the_leaderless_store_replicate_over_tls() {
         );
     }
 }
+
+#[test]
+fn tls_without_the_peer_secret_does_not_let_a_node_listen_open_on_the_network() {
+    // A certificate is not tied to a node id: any holder of one the CA signed could claim
+    // a member's id, so TLS alone is not a member's proof and the secret is still asked for.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = authority(dir.path(), "only");
+    let password = dir.path().join("password");
+    std::fs::write(&password, format!("{TEST_PASSWORD}\n")).expect("write");
+    let open = format!("0.0.0.0:{}", free_port_on("127.0.0.1"));
+    let (code, err) = crate::core_cluster::synod(
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &open,
+            "--client",
+            "127.0.0.1:0",
+            "--peers",
+            &format!("1={open}"),
+            "--password-file",
+            password.to_str().expect("utf-8 path"),
+            "--tls-cert-file",
+            files.cert.to_str().expect("utf-8 path"),
+            "--tls-key-file",
+            files.key.to_str().expect("utf-8 path"),
+            "--tls-ca-file",
+            files.ca.to_str().expect("utf-8 path"),
+        ],
+        &dir.path().join("d"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--peer-secret-file"),
+        "{err}"
+    );
+}
