@@ -840,7 +840,7 @@ impl<C: Commands> Resp<C> {
         conn.auth_failures += 1;
         let failures = conn.auth_failures;
         let last = failures >= AUTH_FAILURES_MAX;
-        eprintln!(
+        crate::runtime::refusals::REFUSALS.log(&format!(
             "{}: client {}: wrong password for user '{}' (failed attempt {failures} of {AUTH_FAILURES_MAX} on this connection{})",
             self.commands.node_name(),
             conn.handle
@@ -848,7 +848,7 @@ impl<C: Commands> Resp<C> {
                 .map_or_else(|| "?".to_string(), |a| a.to_string()),
             String::from_utf8_lossy(user.unwrap_or(crate::runtime::auth::DEFAULT_USER.as_bytes())),
             if last { "; closing it" } else { "" }
-        );
+        ));
         let delay_ms = AUTH_FAILURE_DELAY_MS
             .saturating_mul(1 << (failures - 1).min(16))
             .min(AUTH_FAILURE_DELAY_MS_MAX);

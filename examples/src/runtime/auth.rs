@@ -5,7 +5,11 @@
 //! **Clients.** A node given `--password-file` has a *default* user, with that password and
 //! every right (Redis's `requirepass`: `AUTH password`); one given `--users-file` has named
 //! users, each read-write or read-only (Redis's ACL users: `AUTH user password`). Passwords
-//! are kept only as salted SHA-256 digests and compared in constant time. The RESP side of
+//! are kept only as salted SHA-256 digests (one round, as Redis's ACL keeps them) and
+//! compared in constant time. One round on purpose: the passwords are meant to be random
+//! (the README makes them from 18 random bytes), which a slow hash would not make safer,
+//! and a slow hash would cost the client event loop tens of milliseconds per `AUTH`, for
+//! anyone who connects to spend. The RESP side of
 //! this (the commands, the errors, the delays after a failure) is
 //! [`crate::resp::serve`]'s; the client loop ([`super::clients`]) closes a connection that
 //! has not authenticated within `auth_timeout_ms` or after [`AUTH_BYTES_MAX`] bytes.
@@ -90,12 +94,23 @@ pub enum Rights {
     ReadOnly,
 }
 
-/// A password kept as the SHA-256 digest of a salt followed by the password.
-#[derive(Clone, PartialEq, Eq)]
+/// A password kept as the SHA-256 digest of a salt followed by the password. Two compare
+/// equal in time that does not depend on where their digests differ.
+#[derive(Clone)]
 pub struct PasswordHash {
     salt: String,
     digest: [u8; 32],
 }
+
+impl PartialEq for PasswordHash {
+    fn eq(&self, other: &Self) -> bool {
+        // Both sides are looked at whole before either answer counts.
+        let digests = same(&self.digest, &other.digest);
+        digests & (self.salt == other.salt)
+    }
+}
+
+impl Eq for PasswordHash {}
 
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -422,11 +437,11 @@ impl PeerAuthenticator for PeerSecret {
 
     fn refused(&self, remote: Option<SocketAddr>, peer: NodeId, why: &HandshakeError) {
         let at = remote.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
-        eprintln!(
+        super::refusals::REFUSALS.log(&format!(
             "synod node {}: refused a connection from {at} claiming to be node {}: {why}",
             self.node,
             peer.get()
-        );
+        ));
     }
 }
 

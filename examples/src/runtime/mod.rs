@@ -48,6 +48,9 @@
 //!   loopback addresses unless given `--insecure-open`.
 //! - [`tls`]: TLS on both ports when a node is given certificates: the client port speaks
 //!   TLS only, and peers authenticate each other against the cluster's CA.
+//! - [`refusals`]: the log of refused peers and wrong passwords, at most
+//!   [`refusals::REFUSAL_LINES_PER_INTERVAL_MAX`] lines a second, the rest counted in the
+//!   next line written.
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
 //!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but the client loop
 //!   panics ([`stop_on_panic`]; the loop catches a panic serving one connection and closes
@@ -69,6 +72,7 @@ pub mod host;
 mod options;
 pub mod peers;
 pub mod process;
+pub mod refusals;
 pub mod served;
 pub mod stop;
 pub mod tls;

@@ -48,6 +48,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use synod_transport::{NodeId, Stream, StreamLayer};
 
+use super::refusals::REFUSALS;
+
 /// How long a TLS handshake may take, on the client port and between peers, before the
 /// connection is closed.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,8 +60,6 @@ pub const TLS_HANDSHAKE_BYTES_MAX: usize = 64 << 10;
 const WRITE_CHUNK_BYTES: usize = 64 << 10;
 /// Bytes read from a peer socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Refusals logged one by one; past this, only at powers of two.
-const REFUSALS_LOGGED: u64 = 16;
 
 /// The certificate files of a node: its certificate chain and key, and the CA that signed
 /// every member's certificate (and, with `client_auth`, every client's).
@@ -322,13 +322,11 @@ impl StreamLayer for PeerTls {
         let mut conn = Connection::Server(session);
         if let Err(e) = handshake(&mut conn, &socket) {
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if n <= REFUSALS_LOGGED || n.is_power_of_two() {
-                let from = remote.map_or_else(|| "an unknown address".into(), |a| a.to_string());
-                eprintln!(
-                    "synod node {}: refused a peer connection from {from} ({n} so far): TLS: {e}",
-                    self.node
-                );
-            }
+            let from = remote.map_or_else(|| "an unknown address".into(), |a| a.to_string());
+            REFUSALS.log(&format!(
+                "synod node {}: refused a peer connection from {from} ({n} so far): TLS: {e}",
+                self.node
+            ));
             return Err(e);
         }
         Ok(Box::new(PeerStream::new(socket, conn)))

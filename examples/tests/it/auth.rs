@@ -20,6 +20,7 @@ use synod_examples::resp::{Limits, Value};
 use synod_examples::runtime::CLIENT_CONNECTIONS_MAX;
 use synod_examples::runtime::auth::{AUTH_FAILURES_MAX, PeerSecret};
 use synod_examples::runtime::peers::transport_builder;
+use synod_examples::runtime::refusals::REFUSAL_LINES_PER_INTERVAL_MAX;
 use synod_transport::TcpTransport;
 
 use crate::core_cluster::{Cluster, DEADLINE, TEST_PASSWORD, TEST_READER, TEST_WRITER, number};
@@ -290,6 +291,7 @@ fn ten_thousand_unauthenticated_connections_are_all_refused_and_closed_while_a_c
     let mut pbuf = Vec::new();
     assert_eq!(call(&mut probe, &mut pbuf, &["AUTH", TEST_PASSWORD]), ok());
     // Every stranger sends a wrong password: each reply is held back on the node's timer.
+    let flood = Instant::now();
     let mut streams = Vec::with_capacity(strangers);
     let wrong = encode_command(&[b"AUTH", b"guess"]);
     while streams.len() < strangers {
@@ -322,11 +324,28 @@ fn ten_thousand_unauthenticated_connections_are_all_refused_and_closed_while_a_c
     let mut late = connect(&cluster);
     let mut lbuf = Vec::new();
     assert_eq!(call(&mut late, &mut lbuf, &["AUTH", TEST_PASSWORD]), ok());
+    // The failures are logged, at most REFUSAL_LINES_PER_INTERVAL_MAX lines a second, not a
+    // line each.
+    let seconds = flood.elapsed().as_secs() + 1;
     let logs = cluster.logs();
+    let lines = logs.matches("wrong password for user 'default'").count() as u64;
+    assert!(lines > 0, "failures are logged");
     assert!(
-        logs.contains("wrong password for user 'default'"),
-        "failures are logged"
+        lines <= u64::from(REFUSAL_LINES_PER_INTERVAL_MAX) * (seconds + 1),
+        "{lines} lines for {strangers} failures in {seconds} s"
     );
+    // The ones not logged are counted in a later line (a failure once the interval is over).
+    let deadline = Instant::now() + DEADLINE;
+    while !cluster.logs().contains("more refusals not logged") {
+        assert!(
+            Instant::now() < deadline,
+            "the held-back failures are never counted"
+        );
+        let mut again = connect(&cluster);
+        again.write_all(&wrong).expect("AUTH sent");
+        let mut buf = Vec::new();
+        assert_eq!(reply(&mut again, &mut buf), Some(error(WRONGPASS)));
+    }
     assert!(!logs.contains("panicked"), "{logs}");
 }
 
