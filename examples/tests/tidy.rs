@@ -20,6 +20,10 @@
 //!    allowed edges.
 //! 4. Every library crate has a `README.md` and the crates.io metadata a published crate
 //!    needs.
+//! 5. A type that holds a proof or a secret's digest ([`SECRET_TYPES`]) does not derive
+//!    `PartialEq`: the derived comparison stops at the first byte that differs, which tells
+//!    an attacker timing it how much of a guess was right. Such a type writes its own,
+//!    comparing every byte.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +59,13 @@ const EXAMPLES_STATE_MACHINES: &[&str] = &[
     "examples/src/leaderless/machine.rs",
     "examples/src/leaderless/store.rs",
     "examples/src/resp/codec.rs",
+];
+
+/// Types holding a proof or a secret's digest, with the file each is in: their equality must
+/// look at every byte (rule 5).
+const SECRET_TYPES: &[(&str, &str)] = &[
+    ("transport/src/handshake.rs", "Proof"),
+    ("examples/src/runtime/auth.rs", "PasswordHash"),
 ];
 
 /// The marker of a driver, followed by `: ` and why the file does I/O.
@@ -378,6 +389,38 @@ fn check_package_metadata(krate: &str, manifest: &str, root: &Path) -> Vec<Strin
     violations
 }
 
+/// Violations of rule 5 in `text` (the file at `path`): a `derive` naming `PartialEq` on the
+/// struct `name`, or no such struct at all (a renamed type must be renamed here too).
+fn check_secret_type(path: &str, text: &str, name: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let declared = |line: &str| {
+        let code = code_of(line);
+        let code = code.trim_start();
+        let code = code.strip_prefix("pub ").unwrap_or(code);
+        code.strip_prefix("struct ").is_some_and(|rest| {
+            rest.strip_prefix(name)
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+        })
+    };
+    let Some(at) = lines.iter().position(|l| declared(l)) else {
+        return vec![format!("{path}: no `struct {name}` (rule 5 names it)")];
+    };
+    let mut violations = Vec::new();
+    for (i, line) in lines[..at].iter().enumerate().rev() {
+        let trimmed = line.trim_start();
+        if !(trimmed.starts_with("#[") || trimmed.starts_with("///")) {
+            break;
+        }
+        if trimmed.starts_with("#[derive") && has_word(trimmed, "PartialEq") {
+            violations.push(format!(
+                "{path}:{}: {name} derives PartialEq, which stops at the first byte that differs; compare every byte instead",
+                i + 1
+            ));
+        }
+    }
+    violations
+}
+
 fn report(rule: &str, violations: &[String]) {
     if violations.is_empty() {
         return;
@@ -469,6 +512,31 @@ fn dependencies_follow_the_design() {
         violations.extend(check_package_metadata(krate, &manifest, &root));
     }
     report("rules 3 and 4 (dependencies and metadata)", &violations);
+}
+
+#[test]
+fn secrets_compare_every_byte() {
+    let root = workspace_root();
+    let mut violations = Vec::new();
+    for (path, name) in SECRET_TYPES {
+        let text = fs::read_to_string(root.join(path)).expect("readable source file");
+        violations.extend(check_secret_type(path, &text, name));
+    }
+    report("rule 5 (secrets compare every byte)", &violations);
+}
+
+#[test]
+fn secret_check_flags_a_derived_comparison_and_a_missing_type() {
+    let derived =
+        "/// A proof.\n#[derive(Clone, Copy, PartialEq, Eq)]\npub struct Proof(pub [u8; 32]);\n";
+    assert_eq!(check_secret_type("a.rs", derived, "Proof").len(), 1);
+    let written =
+        "#[derive(Clone, Copy)]\npub struct Proof(pub [u8; 32]);\nimpl PartialEq for Proof {}\n";
+    assert!(check_secret_type("a.rs", written, "Proof").is_empty());
+    // Another type deriving it, or a longer name, is not this one.
+    let other = "#[derive(PartialEq)]\nstruct ProofOfWork;\n#[derive(Clone)]\nstruct Proof;\n";
+    assert!(check_secret_type("a.rs", other, "Proof").is_empty());
+    assert_eq!(check_secret_type("a.rs", "struct Other;", "Proof").len(), 1);
 }
 
 #[test]

@@ -363,8 +363,27 @@ pub struct Challenge(pub [u8; CHALLENGE_BYTES]);
 
 /// A proof: what a [`PeerAuthenticator`] computes over a [`Transcript`] with the cluster's
 /// secret (a keyed MAC, such as HMAC-SHA256).
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Two proofs compare equal in time that does not depend on where they differ (every byte
+/// is looked at, with no early exit), so `==` on a proof tells an attacker nothing about how
+/// much of a guess was right.
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct Proof(pub [u8; PROOF_BYTES]);
+
+impl PartialEq for Proof {
+    fn eq(&self, other: &Self) -> bool {
+        let differ = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // Kept opaque so the compiler cannot turn the fold back into a comparison that stops
+        // at the first difference.
+        std::hint::black_box(differ) == 0
+    }
+}
+
+impl Eq for Proof {}
 
 impl fmt::Debug for Proof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -706,6 +725,17 @@ mod tests {
             check_mode(&h, false),
             Err(RejectReason::AuthenticationNotConfigured)
         );
+    }
+
+    #[test]
+    fn proofs_are_equal_only_when_every_byte_is() {
+        let proof = Proof([7; PROOF_BYTES]);
+        assert_eq!(proof, Proof([7; PROOF_BYTES]));
+        for at in [0, PROOF_BYTES / 2, PROOF_BYTES - 1] {
+            let mut other = proof;
+            other.0[at] ^= 1;
+            assert_ne!(proof, other, "a difference at byte {at}");
+        }
     }
 
     #[test]
