@@ -11,13 +11,19 @@
 //!
 //! On every socket, before the transport's own handshake: [`StreamLayer::accepted`] on the
 //! connection's own thread (never the accepting one, so a slow peer delays no other), and
-//! [`StreamLayer::dialed`] on the dialing thread. The socket's read and write timeouts are
-//! both set to the transport's `connect_timeout_ms` by then: a layer's own handshake (a TLS
-//! handshake) is bounded by them, and should also bound its total time and bytes. A layer
-//! that refuses a peer returns an error: the socket is closed, the transport's handshake
-//! never starts, and the refusal is counted and listed in
+//! [`StreamLayer::dialed`] on the dialing thread. Both are given the connection's handshake
+//! deadline (`connect_timeout_ms` from the accept or the connect), which bounds the layer's
+//! handshake and the transport's together: a layer must end its own (a TLS handshake) by it
+//! however slowly the peer sends, setting the socket's timeouts to the time left before each
+//! read and write rather than waiting a whole timeout per read, and should bound its bytes.
+//! A layer that refuses a peer returns an error: the socket is closed, the transport's
+//! handshake never starts, and the refusal is counted and listed in
 //! [`TcpTransport::recent_events`](crate::TcpTransport::recent_events) as
 //! [`Disconnect::Layer`](crate::Disconnect::Layer) with the peer's address.
+//!
+//! A layer that learns who its peer is (a TLS client certificate) ties that to the id the
+//! peer claims in its hello with [`Stream::check_peer`], which the accepting side calls
+//! before it answers the hello: a peer refused there is closed and listed the same way.
 //!
 //! # How the transport uses a stream
 //!
@@ -34,6 +40,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
 
 use crate::ids::NodeId;
 
@@ -59,6 +66,19 @@ pub trait Stream: fmt::Debug + Send + Sync + 'static {
 
     /// The socket under the stream.
     fn socket(&self) -> &TcpStream;
+
+    /// Whether the peer this stream authenticated may be node `claimed`, the id in its
+    /// hello; the accepting side asks before it answers the hello. The default, for a
+    /// stream that does not know who its peer is, lets any id in.
+    ///
+    /// # Errors
+    ///
+    /// Why not: the connection is closed, and listed as
+    /// [`Disconnect::Layer`](crate::Disconnect::Layer) with the peer's address.
+    fn check_peer(&self, claimed: NodeId) -> io::Result<()> {
+        let _ = claimed;
+        Ok(())
+    }
 }
 
 impl Stream for TcpStream {
@@ -79,7 +99,8 @@ impl Stream for TcpStream {
 /// session, for example, whose handshake runs here. Returning an error refuses the
 /// connection.
 pub trait StreamLayer: fmt::Debug + Send + Sync + 'static {
-    /// A peer connected to this node from `remote`.
+    /// A peer connected to this node from `remote`; the whole handshake, this layer's
+    /// included, must end by `deadline`.
     ///
     /// # Errors
     ///
@@ -88,9 +109,11 @@ pub trait StreamLayer: fmt::Debug + Send + Sync + 'static {
         &self,
         socket: TcpStream,
         remote: Option<SocketAddr>,
+        deadline: Instant,
     ) -> io::Result<Box<dyn Stream>>;
 
-    /// This node dialed `peer` at `addr`.
+    /// This node dialed `peer` at `addr`; the whole handshake, this layer's included, must
+    /// end by `deadline`.
     ///
     /// # Errors
     ///
@@ -100,6 +123,7 @@ pub trait StreamLayer: fmt::Debug + Send + Sync + 'static {
         socket: TcpStream,
         peer: NodeId,
         addr: SocketAddr,
+        deadline: Instant,
     ) -> io::Result<Box<dyn Stream>>;
 }
 

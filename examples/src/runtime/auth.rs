@@ -37,8 +37,9 @@
 //! sends is read, and logged with its address.
 //!
 //! **Open.** A node with neither (a client certificate checked by `--tls-client-auth`
-//! counts for clients, [`super::tls`]; for peers only the secret counts, since a
-//! certificate is not tied to a node id) says so in one line at start, and refuses to listen open
+//! counts for clients, [`super::tls`]; for peers only the secret counts, since any
+//! certificate the CA signed with a member's name would pass as that member) says so in one
+//! line at start, and refuses to listen open
 //! on an address that is not a loopback one unless started with `--insecure-open`
 //! ([`check_open`]): open is for trying Synod on one machine, or on a network where every
 //! process that can reach the node is trusted.
@@ -470,9 +471,9 @@ fn is_loopback(addr: &str) -> bool {
 /// peer secret) on an address that is not a loopback one unless `--insecure-open` is given,
 /// and says in one line on standard error what runs open. A client certificate checked by
 /// `--tls-client-auth` counts as a client's authentication; for peers only the secret
-/// counts: TLS checks that a peer's certificate was signed by the cluster's CA, not which
-/// member it is, so any holder of a certificate from that CA (a client's, say) could
-/// otherwise claim a member's id.
+/// counts: TLS checks that a peer's certificate was signed by the cluster's CA and names
+/// the member it claims to be, so any holder of a certificate from that CA with a member's
+/// name (one made by mistake, say) could otherwise speak as that member.
 ///
 /// # Errors
 ///
@@ -492,7 +493,7 @@ pub fn check_open(options: &NodeOptions) -> Result<(), StartError> {
         }
         if peers_open && !is_loopback(options.listen_addr()) {
             return Err(StartError::Usage(format!(
-                "--listen {} is not a loopback address, and no --peer-secret-file is set: anyone who reaches it (with TLS on, anyone holding a certificate the CA signed) could speak as a member. Give --peer-secret-file (the same file on every member), or --insecure-open to run open on purpose",
+                "--listen {} is not a loopback address, and no --peer-secret-file is set: anyone who reaches it (with TLS on, anyone holding a certificate the CA signed with a member's name) could speak as a member. Give --peer-secret-file (the same file on every member), or --insecure-open to run open on purpose",
                 options.listen_addr()
             )));
         }

@@ -13,15 +13,25 @@
 //!   names). A peer whose certificate another authority signed, or that speaks no TLS, is
 //!   refused before the transport's handshake: nothing it sends reaches a state machine.
 //!   The refusal is logged with the peer's address.
+//! - **Which member**: a member's certificate also names its node id, as the DNS name
+//!   `node-ID.synod` ([`node_name`]) among its subject alternative names, and each side
+//!   checks it: the dialer that the node it dialed answered, the acceptor that the id the
+//!   dialer claims in its hello is the one its certificate names ([`Stream::check_peer`]).
+//!   So a member cannot speak as another with its own certificate; a mismatch is refused
+//!   and logged with the address. A certificate valid for every node id (a wildcard
+//!   `*.synod`) is refused as naming none. A node checks at start that its own certificate
+//!   names it.
 //! - **Clients**: the client port speaks TLS only; a client that sends plain text is told so
 //!   in plain RESP and closed. With `--tls-client-auth`, a client must present a
 //!   certificate the CA signed as well.
 //!
 //! # Limits
 //!
-//! A handshake must finish within [`TLS_HANDSHAKE_TIMEOUT`] and within
-//! [`TLS_HANDSHAKE_BYTES_MAX`] bytes received, on either port; bytes that are not TLS end
-//! that connection only.
+//! A handshake must finish within [`TLS_HANDSHAKE_BYTES_MAX`] bytes received, on either
+//! port, and in time: on the client port within [`TLS_HANDSHAKE_TIMEOUT`]; between peers by
+//! the transport's one deadline for the whole handshake (`connect_timeout_ms` from the
+//! accept or the connect), however slowly the peer sends it. Bytes that are not TLS end that
+//! connection only.
 //!
 //! # Threads
 //!
@@ -44,14 +54,14 @@ use parking_lot::Mutex;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use synod_transport::{NodeId, Stream, StreamLayer};
 
 use super::refusals::REFUSALS;
 
-/// How long a TLS handshake may take, on the client port and between peers, before the
-/// connection is closed.
+/// How long a TLS handshake may take on the client port before the connection is closed
+/// (between peers, the transport's handshake deadline bounds it).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a connection may send during its TLS handshake (a hello and a certificate chain
 /// take a few KiB) before it is closed.
@@ -109,6 +119,7 @@ impl NodeTls {
     pub fn load(files: TlsFiles, id: u64, peers: &BTreeMap<u64, String>) -> Result<Self, String> {
         let provider = provider();
         let chain = certificates(&files.cert)?;
+        names_node(&chain[0], id).map_err(|e| format!("{}: {e}", files.cert.display()))?;
         let key = private_key(&files.key)?;
         let roots = Arc::new(root_store(&files.ca)?);
         let verifier = |what: &str| {
@@ -161,7 +172,7 @@ impl NodeTls {
                 accept,
                 dial: Arc::new(dial),
                 names,
-                refused: AtomicU64::new(0),
+                refused: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -183,6 +194,38 @@ impl NodeTls {
     pub fn files(&self) -> &TlsFiles {
         &self.files
     }
+}
+
+/// The name a member's certificate carries for its node id `id`, as a DNS name among its
+/// subject alternative names: `node-ID.synod`.
+#[must_use]
+pub fn node_name(id: u64) -> String {
+    format!("node-{id}.synod")
+}
+
+/// Whether `cert` names node `id` ([`node_name`]) and not every node (a wildcard).
+///
+/// # Errors
+///
+/// What it names instead, in words.
+fn names_node(cert: &CertificateDer<'_>, id: u64) -> Result<(), String> {
+    let parsed =
+        ParsedCertificate::try_from(cert).map_err(|e| format!("not a certificate: {e}"))?;
+    let valid_for = |name: String| {
+        ServerName::try_from(name)
+            .is_ok_and(|n| rustls::client::verify_server_name(&parsed, &n).is_ok())
+    };
+    if !valid_for(node_name(id)) {
+        return Err(format!(
+            "the certificate does not name node {id} (`DNS:{}` among its subject alternative names)",
+            node_name(id)
+        ));
+    }
+    // No node is called this: a certificate valid for it is valid for every node id.
+    if valid_for("node-any.synod".to_string()) {
+        return Err("the certificate names every node (a wildcard), not one".into());
+    }
+    Ok(())
 }
 
 /// The host part of `host:port` (brackets of an IPv6 address removed).
@@ -239,22 +282,39 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// Runs `conn`'s handshake on the blocking `socket` (whose timeouts bound each read and
-/// write), within [`TLS_HANDSHAKE_TIMEOUT`] and [`TLS_HANDSHAKE_BYTES_MAX`].
+/// Sets both of `socket`'s timeouts to the time left until `deadline`.
 ///
 /// # Errors
 ///
-/// The socket's, or `InvalidData` for what TLS refused (the reason in the text).
-pub fn handshake(conn: &mut Connection, mut socket: &TcpStream) -> io::Result<()> {
-    let deadline = Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+/// `TimedOut` once the deadline has passed.
+fn time_left(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the TLS handshake took too long",
+        ));
+    }
+    socket.set_read_timeout(Some(left))?;
+    socket.set_write_timeout(Some(left))
+}
+
+/// Runs `conn`'s handshake on the blocking `socket` by `deadline` (each read and write
+/// waits only for the time left, so a peer sending a byte now and then cannot stretch it)
+/// and within [`TLS_HANDSHAKE_BYTES_MAX`].
+///
+/// # Errors
+///
+/// The socket's, `TimedOut` past the deadline, or `InvalidData` for what TLS refused (the
+/// reason in the text).
+pub fn handshake(
+    conn: &mut Connection,
+    mut socket: &TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
     let mut received = 0;
     while conn.is_handshaking() {
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the TLS handshake took too long",
-            ));
-        }
+        time_left(socket, deadline)?;
         if conn.wants_write() {
             conn.write_tls(&mut socket)?;
             continue;
@@ -280,6 +340,7 @@ pub fn handshake(conn: &mut Connection, mut socket: &TcpStream) -> io::Result<()
         }
     }
     while conn.wants_write() {
+        time_left(socket, deadline)?;
         conn.write_tls(&mut socket)?;
     }
     Ok(())
@@ -292,7 +353,7 @@ pub struct PeerTls {
     dial: Arc<ClientConfig>,
     /// The name each member's certificate must carry.
     names: BTreeMap<u64, ServerName<'static>>,
-    refused: AtomicU64,
+    refused: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PeerTls {
@@ -316,27 +377,26 @@ impl StreamLayer for PeerTls {
         &self,
         socket: TcpStream,
         remote: Option<SocketAddr>,
+        deadline: Instant,
     ) -> io::Result<Box<dyn Stream>> {
         let session =
             rustls::ServerConnection::new(Arc::clone(&self.accept)).map_err(io::Error::other)?;
         let mut conn = Connection::Server(session);
-        if let Err(e) = handshake(&mut conn, &socket) {
-            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            let from = remote.map_or_else(|| "an unknown address".into(), |a| a.to_string());
-            REFUSALS.log(&format!(
-                "synod node {}: refused a peer connection from {from} ({n} so far): TLS: {e}",
-                self.node
-            ));
+        if let Err(e) = handshake(&mut conn, &socket, deadline) {
+            self.refuse(remote, &format!("TLS: {e}"));
             return Err(e);
         }
-        Ok(Box::new(PeerStream::new(socket, conn)))
+        let mut stream = PeerStream::new(socket, conn);
+        stream.checked_by = Some((Arc::clone(&self.refused), self.node, remote));
+        Ok(Box::new(stream))
     }
 
     fn dialed(
         &self,
         socket: TcpStream,
         peer: NodeId,
-        _addr: SocketAddr,
+        addr: SocketAddr,
+        deadline: Instant,
     ) -> io::Result<Box<dyn Stream>> {
         let name = self.names.get(&peer.get()).cloned().ok_or_else(|| {
             io::Error::new(
@@ -347,15 +407,46 @@ impl StreamLayer for PeerTls {
         let session =
             ClientConnection::new(Arc::clone(&self.dial), name).map_err(io::Error::other)?;
         let mut conn = Connection::Client(session);
-        handshake(&mut conn, &socket)?;
+        handshake(&mut conn, &socket, deadline)?;
+        // The host checked, the node too: another member's certificate is not this one's.
+        let named = conn
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .ok_or_else(|| "no certificate".to_string())
+            .and_then(|cert| names_node(cert, peer.get()));
+        if let Err(why) = named {
+            let why = format!("dialed node {}: {why}", peer.get());
+            self.refuse(Some(addr), &why);
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        }
         Ok(Box::new(PeerStream::new(socket, conn)))
     }
+}
+
+impl PeerTls {
+    /// Counts and logs a refused peer connection.
+    fn refuse(&self, remote: Option<SocketAddr>, why: &str) {
+        refused(&self.refused, self.node, remote, why);
+    }
+}
+
+/// Counts in `count` and logs (within the refusal log's rate) a peer connection node `node`
+/// refused.
+fn refused(count: &AtomicU64, node: u64, remote: Option<SocketAddr>, why: &str) {
+    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+    let from = remote.map_or_else(|| "an unknown address".into(), |a| a.to_string());
+    REFUSALS.log(&format!(
+        "synod node {node}: refused a peer connection from {from} ({n} so far): {why}"
+    ));
 }
 
 /// A peer connection's TLS session over its socket, read by one thread and written by
 /// others (see the module documentation).
 struct PeerStream {
     socket: TcpStream,
+    /// On the accepting side: where refusals are counted, this node, and the peer's address,
+    /// for [`Stream::check_peer`].
+    checked_by: Option<(Arc<AtomicU64>, u64, Option<SocketAddr>)>,
     session: Mutex<Session>,
     out: Mutex<Outgoing>,
     /// The reader's buffer for bytes from the socket.
@@ -388,6 +479,7 @@ impl PeerStream {
     fn new(socket: TcpStream, conn: Connection) -> Self {
         PeerStream {
             socket,
+            checked_by: None,
             session: Mutex::new(Session {
                 conn,
                 raw: Vec::new(),
@@ -475,5 +567,24 @@ impl Stream for PeerStream {
 
     fn socket(&self) -> &TcpStream {
         &self.socket
+    }
+
+    fn check_peer(&self, claimed: NodeId) -> io::Result<()> {
+        let Some((count, node, remote)) = &self.checked_by else {
+            return Ok(());
+        };
+        let session = self.session.lock();
+        let named = session
+            .conn
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .ok_or_else(|| "no certificate".to_string())
+            .and_then(|cert| names_node(cert, claimed.get()));
+        drop(session);
+        named.map_err(|why| {
+            let why = format!("it claims to be node {}, but {why}", claimed.get());
+            refused(count, *node, *remote, &why);
+            io::Error::new(io::ErrorKind::PermissionDenied, why)
+        })
     }
 }

@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,35 +21,69 @@ use rustls::{ClientConnection, StreamOwned};
 use synod_examples::resp::Value;
 use synod_examples::resp::client::{encode_command, reply_limits};
 use synod_examples::runtime::NodeOptions;
-use synod_examples::runtime::tls::{NodeTls, TlsFiles, client_config};
+use synod_examples::runtime::auth::PeerSecret;
+use synod_examples::runtime::tls::{
+    NodeTls, TLS_HANDSHAKE_TIMEOUT, TlsFiles, client_config, node_name,
+};
 use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
 
 use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args};
 
-/// A CA and one certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`
-/// (`NAME-ca.pem`, `NAME-cert.pem`, `NAME-key.pem`).
-fn authority(dir: &Path, name: &str) -> TlsFiles {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("{name} test CA"));
-    let ca = ca.self_signed(&ca_key).expect("CA");
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("certificate");
-    let write = |what: &str, pem: String| {
-        let path = dir.join(format!("{name}-{what}.pem"));
-        std::fs::write(&path, pem).expect("write PEM");
-        path
-    };
-    TlsFiles {
-        ca: write("ca", ca.pem()),
-        cert: write("cert", cert.pem()),
-        key: write("key", key.serialize_pem()),
-        client_auth: false,
+/// A CA made by the test, which signs node certificates.
+struct Authority {
+    dir: std::path::PathBuf,
+    name: String,
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    /// The CA's certificate, as a PEM file.
+    ca: std::path::PathBuf,
+}
+
+impl Authority {
+    /// A new CA called `name`, its files in `dir`.
+    fn new(dir: &Path, name: &str) -> Authority {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let cert = params.self_signed(&key).expect("CA");
+        let ca = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, cert.pem()).expect("write PEM");
+        Authority {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            cert,
+            key,
+            ca,
+        }
+    }
+
+    /// Node `id`'s certificate and key, for `localhost`, 127.0.0.1 and its node name
+    /// (`node-ID.synod`), as PEM files (`NAME-ID-cert.pem`, `NAME-ID-key.pem`).
+    fn node(&self, id: u64) -> TlsFiles {
+        let key = KeyPair::generate().expect("key");
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            node_name(id),
+        ];
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("certificate");
+        let write = |what: &str, pem: String| {
+            let path = self.dir.join(format!("{}-{id}-{what}.pem", self.name));
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: write("cert", cert.pem()),
+            key: write("key", key.serialize_pem()),
+            client_auth: false,
+        }
     }
 }
 
@@ -56,7 +91,7 @@ fn authority(dir: &Path, name: &str) -> TlsFiles {
 /// secret.
 struct TlsCluster {
     dir: tempfile::TempDir,
-    files: TlsFiles,
+    authority: Authority,
     /// Each node's peer and client address.
     addrs: Vec<(String, String)>,
     children: Vec<Child>,
@@ -65,7 +100,7 @@ struct TlsCluster {
 impl TlsCluster {
     fn up(system: &str) -> TlsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = authority(dir.path(), "cluster");
+        let authority = Authority::new(dir.path(), "cluster");
         let secure = secure_args(dir.path());
         let addrs: Vec<(String, String)> = (0..3)
             .map(|_| {
@@ -85,6 +120,7 @@ impl TlsCluster {
                 let log = std::fs::File::create(dir.path().join(format!("node{id}.log")))
                     .expect("log file");
                 let (listen, client) = &addrs[id - 1];
+                let files = authority.node(id as u64);
                 Command::new(env!("CARGO_BIN_EXE_synod"))
                     .args(["node", "--system", system, "--id", &id.to_string()])
                     .args(["--listen", listen, "--client", client])
@@ -106,7 +142,7 @@ impl TlsCluster {
             .collect();
         TlsCluster {
             dir,
-            files,
+            authority,
             addrs,
             children,
         }
@@ -128,7 +164,7 @@ impl TlsCluster {
 
     /// One command to node `id` over TLS on a new connection.
     fn call(&self, id: usize, command: &[&str]) -> std::io::Result<Value> {
-        tls_call(self.client(id), &self.files.ca, command)
+        tls_call(self.client(id), &self.authority.ca, command)
     }
 
     /// Sends `command` to node `id` until it answers `want` (a leader elected, a write
@@ -274,7 +310,12 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
         cluster.settle(id, &["GET", "k"], &bulk("v1"));
     }
     // Over TLS the password is still asked for.
-    let anonymous = tls_call_as(cluster.client(1), &cluster.files.ca, None, &["GET", "k"]);
+    let anonymous = tls_call_as(
+        cluster.client(1),
+        &cluster.authority.ca,
+        None,
+        &["GET", "k"],
+    );
     assert_eq!(
         anonymous.expect("a reply"),
         Value::Error("NOAUTH Authentication required.".into())
@@ -282,7 +323,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
 
     // A subscribed connection gets its pushed messages over TLS, as replies are.
     let channel = "__keyspace@0__:watched";
-    let mut subscriber = TlsConn::open(cluster.client(2), &cluster.files.ca).expect("TLS");
+    let mut subscriber = TlsConn::open(cluster.client(2), &cluster.authority.ca).expect("TLS");
     assert_eq!(
         subscriber.call(&["AUTH", TEST_PASSWORD]).expect("AUTH"),
         ok()
@@ -303,7 +344,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
 
     // redis-cli, when installed (Debian's is built with TLS).
     let port = |id: usize| cluster.client(id).rsplit_once(':').unwrap().1.to_string();
-    let ca = cluster.files.ca.to_str().unwrap().to_string();
+    let ca = cluster.authority.ca.to_str().unwrap().to_string();
     let redis_cli = |id: usize, args: &[&str]| {
         Command::new("redis-cli")
             .env("REDISCLI_AUTH", TEST_PASSWORD)
@@ -361,7 +402,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
     let _ = read_to_close(&mut garbage);
 
     // A peer whose certificate another authority signed, claiming to be node 3.
-    let foreign = authority(cluster.dir.path(), "foreign");
+    let foreign = Authority::new(cluster.dir.path(), "foreign").node(3);
     let peers = cluster
         .addrs
         .iter()
@@ -414,6 +455,127 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
     // The cluster keeps serving, and took nothing from the rogue.
     cluster.settle(2, &["SET", "k", "v2"], &ok());
     cluster.settle(1, &["GET", "k"], &bulk("v2"));
+}
+
+/// A member's certificate names its node id: a process holding node 3's certificate (from
+/// the cluster's own CA) and the cluster's secret, claiming to be node 2, is refused by node
+/// 1 before its hello is answered, and logged with its address; the cluster keeps serving.
+#[test]
+fn a_members_certificate_cannot_speak_as_another_member() {
+    let cluster = TlsCluster::up("consistent-core");
+    cluster.settle(1, &["SET", "k", "v1"], &ok());
+    let peers = cluster
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let options = NodeOptions::new(
+        2,
+        &cluster.addrs[1].0,
+        Some("127.0.0.1:0"),
+        &peers,
+        cluster.dir.path(),
+    )
+    .expect("options");
+    // Node 3's certificate, valid for node 3 alone.
+    let stolen = NodeTls::load(cluster.authority.node(3), 3, options.peers()).expect("TLS");
+    let secret = std::fs::read(cluster.dir.path().join("peer-secret")).expect("secret");
+    let secret = PeerSecret::new(&secret, 2).expect("secret");
+    let rogue = TcpTransport::bind_layered(
+        Config::builder(ClusterId(options.cluster_id()), NodeId::new(2))
+            .authenticator(Arc::new(secret))
+            .build()
+            .expect("config"),
+        "127.0.0.1:0",
+        stolen.peers(),
+        None,
+    )
+    .expect("bind");
+    let node1_peer: std::net::SocketAddr = cluster.addrs[0].0.parse().expect("addr");
+    rogue.add_peer(NodeId::new(1), node1_peer);
+    let _ = rogue.send(NodeId::new(1), Bytes::from_static(b"a vote, perhaps"));
+    let deadline = Instant::now() + DEADLINE;
+    let refusal = loop {
+        let logs = cluster.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains("it claims to be node 2")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged (established {})\n{logs}",
+            rogue.stats().connections_established
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        refusal.contains("refused a peer connection from 127.0.0.1:"),
+        "{refusal}"
+    );
+    assert!(refusal.contains(&node_name(2)), "{refusal}");
+    assert_eq!(rogue.stats().connections_established, 0);
+    cluster.settle(2, &["SET", "k", "v2"], &ok());
+    cluster.settle(1, &["GET", "k"], &bulk("v2"));
+}
+
+/// A stranger that sends a TLS ClientHello a byte now and then, never finishing it, is cut
+/// at the transport's handshake deadline (here 300 ms), as a plain hello is: long before
+/// the client port's own TLS bound, and however often a byte arrives.
+#[test]
+fn a_client_hello_trickled_to_the_peer_port_is_cut_at_the_transport_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = Authority::new(dir.path(), "cluster").node(1);
+    let peers = [(1, "127.0.0.1:1".to_string())].into_iter().collect();
+    let tls = NodeTls::load(files, 1, &peers).expect("TLS");
+    let node = TcpTransport::bind_layered(
+        Config::builder(ClusterId(7), NodeId::new(1))
+            .connect_timeout_ms(300)
+            .build()
+            .expect("config"),
+        "127.0.0.1:0",
+        tls.peers(),
+        None,
+    )
+    .expect("bind");
+    // A handshake record that claims 2,000 bytes, sent a byte every 50 ms: it would take
+    // 100 s to finish, and each byte comes well within any per-read timeout.
+    let mut bytes = vec![0x16, 0x03, 0x01, 0x07, 0xd0];
+    bytes.resize(2_005, 0x01);
+    let mut stranger = TcpStream::connect(node.local_addr()).expect("connect");
+    let mut writer = stranger.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for byte in bytes {
+            if writer.write_all(&[byte]).is_err() {
+                return;
+            }
+            // The stranger's pace, not a wait for a condition.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    stranger
+        .set_read_timeout(Some(TLS_HANDSHAKE_TIMEOUT / 2))
+        .expect("timeout");
+    let mut chunk = [0; 64];
+    let closed = loop {
+        match stranger.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    };
+    assert!(
+        closed,
+        "the peer port keeps a TLS handshake past the transport's deadline"
+    );
+    let _ = stranger.shutdown(std::net::Shutdown::Both);
+    trickle.join().expect("trickle");
 }
 
 #[test]

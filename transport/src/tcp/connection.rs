@@ -435,7 +435,7 @@ pub(super) fn serve_accepted(
     let _ = stream.set_nodelay(true);
     let stream: Arc<dyn Stream> = match &sh.layer {
         None => Arc::new(stream),
-        Some(layer) => match layer.accepted(stream, remote) {
+        Some(layer) => match layer.accepted(stream, remote, deadline) {
             Ok(stream) => Arc::from(stream),
             Err(err) => {
                 // The layer had the socket: dropping it closed the connection.
@@ -459,6 +459,12 @@ pub(super) fn serve_accepted(
             return;
         }
     };
+    // A layer that knows who the peer is (by its certificate) must agree with its hello.
+    if let Err(err) = stream.check_peer(hello.from) {
+        let _ = stream.socket().shutdown(Shutdown::Both);
+        refuse(sh, remote, Some(hello.from), Disconnect::layer(&err));
+        return;
+    }
     let dials = sh.channel(hello.from).is_some_and(|c| c.dial.is_some());
     let at_limit = over_limit.then_some(sh.config.connections_max);
     let auth = sh.config.peer_authenticator();
@@ -648,7 +654,7 @@ pub(super) fn dial(
         None => Arc::new(stream),
         Some(layer) => Arc::from(
             layer
-                .dialed(stream, peer, addr)
+                .dialed(stream, peer, addr, deadline)
                 .map_err(|e| Disconnect::layer(&e))?,
         ),
     };

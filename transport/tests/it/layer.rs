@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use synod_transport::{Disconnect, NodeId, RequestError, Stream, StreamLayer, TcpTransport};
@@ -60,7 +61,12 @@ impl Stream for XorStream {
 }
 
 impl StreamLayer for Xor {
-    fn accepted(&self, socket: TcpStream, _: Option<SocketAddr>) -> io::Result<Box<dyn Stream>> {
+    fn accepted(
+        &self,
+        socket: TcpStream,
+        _: Option<SocketAddr>,
+        _: Instant,
+    ) -> io::Result<Box<dyn Stream>> {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         if self.refuse {
             return Err(io::Error::new(
@@ -74,7 +80,13 @@ impl StreamLayer for Xor {
         }))
     }
 
-    fn dialed(&self, socket: TcpStream, _: NodeId, _: SocketAddr) -> io::Result<Box<dyn Stream>> {
+    fn dialed(
+        &self,
+        socket: TcpStream,
+        _: NodeId,
+        _: SocketAddr,
+        _: Instant,
+    ) -> io::Result<Box<dyn Stream>> {
         self.dialed.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(XorStream {
             socket,
