@@ -9,12 +9,15 @@
 use std::time::Duration;
 
 use synod_examples::consistent_core::client::Client;
+use synod_examples::resp::client::encode_command;
 use synod_examples::resp::{Limits, Value};
 
-use super::core_cluster::{Cluster, number, wait_applied};
+use super::core_cluster::{Cluster, TEST_PASSWORD, number, wait_applied};
 
 fn client(cluster: &Cluster, id: usize) -> Client {
-    Client::new(&[cluster.addr(id)]).with_timeout(Duration::from_secs(20))
+    cluster
+        .client_of(&[cluster.addr(id)])
+        .with_timeout(Duration::from_secs(20))
 }
 
 #[test]
@@ -27,7 +30,7 @@ fn a_value_as_large_as_the_client_protocol_takes_reaches_every_node() {
         v[0] = tag;
         v
     };
-    let (cluster, leader) = Cluster::up(3);
+    let (cluster, leader) = Cluster::up_secured(3, &[]);
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     for (through, key, tag) in [(leader, "big-1", b'1'), (follower, "big-2", b'2')] {
         let reply = client(&cluster, through)
@@ -96,7 +99,7 @@ fn a_client_pipelining_large_reads_without_reading_costs_the_node_about_one_repl
     const VALUE_BYTES: usize = 1 << 20;
     const KEYS_PER_MGET: usize = 24;
     const MGETS: usize = 24;
-    let (cluster, _) = Cluster::up(1);
+    let (cluster, _) = Cluster::up_secured(1, &[]);
     let pid = cluster.pid(1).expect("running");
     let reply = client(&cluster, 1)
         .call(&[b"SET", b"big", &vec![b'v'; VALUE_BYTES]])
@@ -113,12 +116,14 @@ fn a_client_pipelining_large_reads_without_reading_costs_the_node_about_one_repl
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
+    // Authenticated first, in the same write: its `+OK` comes before the replies.
+    let auth = encode_command(&[b"AUTH", TEST_PASSWORD.as_bytes()]);
     stream
-        .write_all(mget.repeat(MGETS).as_bytes())
+        .write_all(&[auth, mget.repeat(MGETS).into_bytes()].concat())
         .expect("pipelined");
     let one_reply = format!("*{KEYS_PER_MGET}\r\n").len()
         + KEYS_PER_MGET * (format!("${VALUE_BYTES}\r\n").len() + VALUE_BYTES + 2);
-    let mut left = one_reply * MGETS;
+    let mut left = "+OK\r\n".len() + one_reply * MGETS;
     let mut chunk = vec![0u8; 1 << 20];
     while left > 0 {
         let n = match stream.read(&mut chunk) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use synod_examples::consistent_core::client::Client;
 use synod_examples::resp::Value;
 
-use crate::core_cluster::{Cluster, DEADLINE};
+use crate::core_cluster::{Cluster, DEADLINE, TEST_PASSWORD};
 
 /// A `synod kv lock` process and its output.
 struct Holder {
@@ -24,6 +24,7 @@ struct Holder {
 impl Holder {
     fn start(addr: &str, name: &str, ttl_ms: u64) -> Holder {
         let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .env("SYNOD_PASSWORD", TEST_PASSWORD)
             .args(["kv", "--addr", addr, "lock", name, &ttl_ms.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,9 +89,11 @@ fn fenced_set(client: &mut Client, token: u64, value: &str) -> Value {
 
 #[test]
 fn a_holder_paused_past_its_ttl_loses_the_lock_and_its_fenced_write_is_refused() {
-    let (cluster, _leader) = Cluster::up(3);
+    let (cluster, _leader) = Cluster::up_secured(3, &[]);
     let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
-    let mut client = Client::new(&addrs).with_timeout(Duration::from_secs(20));
+    let mut client = cluster
+        .client_of(&addrs)
+        .with_timeout(Duration::from_secs(20));
     // The shortest TTL the cluster grants: 1.5 election timeouts (20 ticks of 50 ms).
     let mut first = Holder::start(&addrs[0], "job", 1_500);
     let token = first.token();
@@ -146,9 +149,11 @@ fn held_leases(client: &mut Client, max: i64) -> Vec<i64> {
 
 #[test]
 fn a_holder_releases_its_lock_on_sigint_and_a_waiter_its_lease_on_sigterm() {
-    let (cluster, _leader) = Cluster::up(3);
+    let (cluster, _leader) = Cluster::up_secured(3, &[]);
     let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
-    let mut client = Client::new(&addrs).with_timeout(Duration::from_secs(20));
+    let mut client = cluster
+        .client_of(&addrs)
+        .with_timeout(Duration::from_secs(20));
     // A TTL of a minute: a lock that goes within the test went because it was released.
     let mut holder = Holder::start(&addrs[0], "job", 60_000);
     let token = holder.token();
