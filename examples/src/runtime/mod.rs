@@ -84,7 +84,8 @@ pub use clients::{
 };
 pub use data_dir::IDENTITY_FILE;
 pub use options::{
-    CLIENT_CONNECTIONS_MAX, CLIENT_IDLE_TIMEOUT, NodeOptions, StartError, TICK_MS_DEFAULT,
+    CLIENT_CONNECTIONS_MAX, CLIENT_IDLE_TIMEOUT, CLUSTER_NAME_BYTES_MAX, NodeOptions, StartError,
+    TICK_MS_DEFAULT,
 };
 pub use peers::{PeerHandler, PeerSlot};
 pub use process::{
