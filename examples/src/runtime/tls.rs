@@ -319,7 +319,13 @@ pub fn handshake(
             conn.write_tls(&mut socket)?;
             continue;
         }
-        let n = conn.read_tls(&mut socket)?;
+        let n = conn.read_tls(&mut socket).map_err(|e| match e.kind() {
+            // The read waited for the time left: the deadline passed.
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake took too long")
+            }
+            _ => e,
+        })?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -599,10 +599,11 @@ fn the_register_and_the_leaderless_store_replicate_over_tls() {
 
 #[test]
 fn tls_without_the_peer_secret_does_not_let_a_node_listen_open_on_the_network() {
-    // A certificate is not tied to a node id: any holder of one the CA signed could claim
-    // a member's id, so TLS alone is not a member's proof and the secret is still asked for.
+    // A certificate names a member, but any holder of one the CA signed with that name (made
+    // by mistake, say) could claim it: TLS alone is not a member's proof, and the secret is
+    // still asked for.
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = authority(dir.path(), "only");
+    let files = Authority::new(dir.path(), "only").node(1);
     let password = dir.path().join("password");
     std::fs::write(&password, format!("{TEST_PASSWORD}\n")).expect("write");
     let open = format!("0.0.0.0:{}", free_port_on("127.0.0.1"));
