@@ -36,7 +36,10 @@
 //! remaining TTL plus an election timeout; it is demoted as soon as the node is not leader,
 //! before anything else is proposed; and it is fed the lease changes of every entry applied,
 //! at the time of the input that applied it. After each drain, the leader proposes the
-//! expiries and checkpoints it asks for as ordinary log entries. A deposed leader therefore
+//! expiries and checkpoints it asks for as ordinary log entries; one the log refuses while
+//! the leader hands its leadership over (or while too much is uncommitted) is proposed
+//! again at the next drain, so a hand-over that fails delays an expiry by no more than its
+//! attempt. A deposed leader therefore
 //! never expires a lease: its proposals, in an old term, either do not commit (and are
 //! overwritten, applied nowhere) or commit behind exactly the entries that were before
 //! them in its log, and each expiry names the renewal it expires, so a keep-alive applied
@@ -237,7 +240,18 @@ pub struct CoreNode {
     expirer_term: Option<Term>,
     /// The time of the input being handled.
     now: Time,
+    /// The expirer's expiries and checkpoints the log refused while this leader handed
+    /// over (or was backed up), proposed again at the next drain.
+    lease_proposals: Vec<LeaseCommand>,
+    /// Deliberately broken: fenced writes applied without their token checked.
+    #[cfg(feature = "broken")]
+    unchecked_fences: bool,
 }
+
+/// Expiries and checkpoints a leader keeps to propose again once its log takes them (see
+/// [`CoreNode`]'s lease handling); past it, the expirer's own retry, an election timeout
+/// later, is left to propose them.
+const LEASE_PROPOSALS_WAITING_MAX: usize = 1_024;
 
 /// The lease configuration of a node whose Raft configuration is `config`: the election
 /// timeout is the longest a node draws (the end of `election_timeout_ticks`, in ticks of
@@ -298,6 +312,9 @@ impl CoreNode {
             expirer: LeaseExpirer::new(lease_config(raft.config())),
             expirer_term: None,
             now: Time::ZERO,
+            lease_proposals: Vec::new(),
+            #[cfg(feature = "broken")]
+            unchecked_fences: false,
             raft,
         }
     }
@@ -448,23 +465,37 @@ impl CoreNode {
                 self.expirer.demote();
             }
             self.expirer_term = None;
+            self.lease_proposals.clear();
             return false;
         }
         if self.expirer_term != Some(self.raft.term()) {
             self.expirer.promote(now, self.kv.leases());
             self.expirer_term = Some(self.raft.term());
+            self.lease_proposals.clear();
         }
-        let mut commands = self.expirer.expired(now);
+        let mut commands = std::mem::take(&mut self.lease_proposals);
+        commands.extend(self.expirer.expired(now));
         commands.extend(self.expirer.checkpoint(now));
-        let proposed = !commands.is_empty();
+        let mut proposed = false;
         for command in commands {
             let entry = LogCommand::Plain {
                 time: self.replicated.now(),
-                command: KvCommand::Lease(command),
+                command: KvCommand::Lease(command.clone()),
             };
-            // Refused only when this node stops leading or its log is full: the expirer
-            // proposes again later, or its successor does.
-            let _ = self.raft.propose(Bytes::from(entry.encode()));
+            match self.raft.propose(Bytes::from(entry.encode())) {
+                Ok(_) => proposed = true,
+                // Refused while this leader hands over, or while too much is uncommitted:
+                // proposed again at the next drain (the expirer would retry an expiry only
+                // an election timeout later).
+                Err(ProposeError::TransferInProgress | ProposeError::Backpressure)
+                    if self.lease_proposals.len() < LEASE_PROPOSALS_WAITING_MAX =>
+                {
+                    self.lease_proposals.push(command);
+                }
+                // Not leading any more (the successor's expirer takes over), or a limit:
+                // the expirer proposes again later.
+                Err(_) => {}
+            }
         }
         proposed
     }
@@ -678,8 +709,25 @@ impl CoreNode {
         }
     }
 
+    /// Deliberately broken: every fenced write is applied as if its token were current
+    /// (the fence is taken off each command before the store applies it), so a paused
+    /// former lock holder's write goes through. Only for the test that shows its checker
+    /// catches it.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_unchecked_fences(mut self) -> CoreNode {
+        self.unchecked_fences = true;
+        self
+    }
+
     /// Applies a committed command to the store, and feeds watches what it changed.
     fn apply_command(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
+        #[cfg(feature = "broken")]
+        let command = if self.unchecked_fences {
+            unfenced(command)
+        } else {
+            command
+        };
         let reply = self.kv.apply(index, command);
         if let Some(feed) = &mut self.watch_feed
             && !self.kv.changes().is_empty()
@@ -765,6 +813,47 @@ fn lost_response() -> Response {
 
 fn unknown_response() -> Response {
     Response::Unknown("the proposal's fate is unknown after a leadership change".into())
+}
+
+/// `command` with every fence taken off (the broken variant that checks no token).
+#[cfg(feature = "broken")]
+fn unfenced(command: LogCommand) -> LogCommand {
+    fn strip(command: KvCommand) -> KvCommand {
+        match command {
+            KvCommand::Fenced { command, .. } => strip(*command),
+            KvCommand::Transaction { watched, ops } => KvCommand::Transaction {
+                watched,
+                ops: ops
+                    .into_iter()
+                    .map(|op| match op {
+                        TxOp::Write(command) => TxOp::Write(strip(command)),
+                        read @ TxOp::Read(_) => read,
+                    })
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+    match command {
+        LogCommand::Plain { time, command } => LogCommand::Plain {
+            time,
+            command: strip(command),
+        },
+        LogCommand::Session(SessionEntry::Request {
+            session,
+            seq,
+            ack_below,
+            time,
+            command,
+        }) => LogCommand::Session(SessionEntry::Request {
+            session,
+            seq,
+            ack_below,
+            time,
+            command: strip(command),
+        }),
+        other => other,
+    }
 }
 
 /// Gives every lease grant in `command` the TTL `grant` allows (the minimum raised to),

@@ -44,6 +44,10 @@
 //!   Raft from `synod-consensus` and the key-value store, the same code `synod node` runs
 //!   as a process, on the same write-ahead log store (`WalLogStore`) on the simulated disk,
 //!   with the simulator in place of the sockets, threads and clock;
+//! - `lease` ([`leases`]): the same node with lock holders and keys with an expiry in
+//!   place of the key-value clients, checked by simulated time: one lock holder at a time,
+//!   no stale fenced write applied, every lease and key ended neither before its TTL nor
+//!   after its leader's bound (figures in place of a history);
 //! - `leaderless` ([`leaderless`]): the leaderless store's node ([`crate::leaderless`]), each
 //!   of its levels checked against its promise in one run;
 //! - `membership` ([`membership`]): `synod-membership`'s members (SWIM with Lifeguard), on
@@ -91,6 +95,7 @@ use crate::page_file::PageFile;
 
 pub mod clients;
 pub mod leaderless;
+pub mod leases;
 pub mod membership;
 pub mod partitions;
 pub mod raft_kv;
@@ -139,6 +144,7 @@ fault fired, the verdict and the trace hash.
 Systems:
   register   the ABD quorum register of synod-quorum (no leader)
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
+  lease      the Consistent Core's leases: lock holders that pause past their lease and write fenced, and keys with an expiry; checked for one holder at a time, no stale fenced write applied, and every lease and key ended neither before its TTL nor after its leader's bound
   leaderless the leaderless store: ABD and CAS checked linearizable, QUORUM with version vectors checked to lose no acknowledged write and read nothing stale, replicas checked to converge after the heal; stale reads at ONE counted
   membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
   twopc      a bank on two-phase commit (synod-partitioning), 3 to 8 nodes (node 1 coordinates): it checks that no transaction both commits and aborts, that every audit sees the bank's total, that a prepared participant holds its locks, and that nothing is left in doubt after the heal; it prints the transactions committed and aborted
@@ -165,6 +171,7 @@ Examples:
   synod sim raft-kv --seeds 0..20
   synod sim raft-kv --seed 7 --history run.edn
   synod sim raft-kv --seed 7 --html run.html
+  synod sim lease --seeds 0..20
   synod sim membership --nodes 16 --seed 7
   synod sim twopc --seeds 0..20 --nodes 4
   synod sim ranges --seeds 0..20
@@ -226,6 +233,20 @@ impl System {
             )
         },
         run: leaderless::run,
+    };
+
+    /// The Consistent Core's leases: lock holders that pause past their lease and write
+    /// fenced, keys with an expiry, each checked by simulated time.
+    pub const LEASE: System = System {
+        name: "lease",
+        nodes: None,
+        describe: |nodes| {
+            format!(
+                "Consistent Core leases, {nodes} nodes, {} clients: lock holders (lease, lock, keep-alive, fenced writes, pauses past the TTL) and keys set with an expiry",
+                register::CLIENTS,
+            )
+        },
+        run: leases::run,
     };
 
     /// The members of `synod-membership`: SWIM with Lifeguard, gossip, the emergent leader.
@@ -332,6 +353,7 @@ impl System {
 pub const SYSTEMS: &[System] = &[
     System::REGISTER,
     System::RAFT_KV,
+    System::LEASE,
     System::LEADERLESS,
     System::MEMBERSHIP,
     System::TWOPC,

@@ -82,15 +82,16 @@ use synod_consensus::{
 };
 use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole};
 use synod_sim::{
-    Boot, Completion, Disk, DiskStorage, KvInput, KvOutput, NodeId, ProtocolNode, ProtocolStore,
-    SimConfig, SimRng, Simulation, View,
+    Boot, Completion, Disk, DiskStorage, KvOutput, NodeId, ProtocolNode, ProtocolStore, SimConfig,
+    SimRng, Simulation, View, Workload,
 };
 
 use super::clients::{Answer, KvClients, KvService, LeaderHint};
 use super::watchers::{NodeWatch, Watchers};
 use super::{RunSummary, progress_after_healing};
-use crate::consistent_core::kv::{KvCommand, KvQuery, KvReply, PutCondition};
+use crate::consistent_core::kv::{Expiry, KvCommand, KvQuery, KvReply, PutCondition, TxOp};
 use crate::consistent_core::node::{self as core_node, Command, CoreNode, Fatal, ReadMode};
+use synod_membership::lease::{LeaseCommand, LeaseId};
 use synod_node::{Effect, EffectOf, Input, InputOf, Protocol, Time};
 
 /// Keys the clients use: enough that each key's history stays small for the checker,
@@ -145,6 +146,38 @@ pub enum Request {
     /// Read a key from the node's own applied state, possibly stale: not linearizable, for
     /// showing that the checker catches it.
     FollowerRead(u64),
+    /// Grant a lease of this many milliseconds ([`super::leases`]' clients).
+    LeaseGrant(u64),
+    /// Keep this lease alive.
+    LeaseKeepAlive(u64),
+    /// Revoke this lease, deleting its keys.
+    LeaseRevoke(u64),
+    /// Take a lock under a lease: create the lock's key if it is absent, attached to the
+    /// lease with the lease's id as its value (`SET lock id NX LEASE id`), and read the key's
+    /// create revision, the fencing token, in the same entry (a transaction).
+    Acquire {
+        /// The lock.
+        lock: u64,
+        /// The lease.
+        lease: u64,
+    },
+    /// Write `value` to the lock's data key fenced by `token` (`SET data value FENCE lock
+    /// token`), and read the lock key's create revision in the same entry (a transaction).
+    FencedWrite {
+        /// The lock.
+        lock: u64,
+        /// The fencing token.
+        token: u64,
+        /// The value.
+        value: u64,
+    },
+    /// Set one of the keys with an expiry of their own (`SET ttl<key> v PX ttl_ms`).
+    SetExpiring {
+        /// The key's number.
+        key: u64,
+        /// Its time to live.
+        ttl_ms: u64,
+    },
 }
 
 impl Request {
@@ -173,6 +206,37 @@ pub enum Response {
     Unsure(String),
     /// The compare-and-set is committed and applied; whether it set the key.
     Cas(bool),
+    /// What a lease, lock or expiring-key request did.
+    Lease(LeaseReply),
+}
+
+/// What a node answers a lease, lock or expiring-key request ([`super::leases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseReply {
+    /// The lease granted, by id.
+    Granted(u64),
+    /// The lease was kept alive.
+    KeptAlive,
+    /// The lease was revoked.
+    Revoked,
+    /// There is no such lease (it expired or was revoked): nothing was done.
+    NoLease,
+    /// The lock is held under the lease asked for, with this fencing token.
+    Acquired(u64),
+    /// Another lease holds the lock, with this token.
+    Held(u64),
+    /// A fenced write: whether it was applied, and the lock key's create revision when it
+    /// was (0: the lock was not held).
+    Fenced {
+        /// Whether the write was applied.
+        applied: bool,
+        /// The lock's token at the write.
+        lock_token: u64,
+    },
+    /// The expiring key was set.
+    Set,
+    /// A paused holder's read was answered (it asks nothing else while paused).
+    Idle,
 }
 
 /// How each simulated node is set up, where `synod sim raft-kv` and the CI test
@@ -186,6 +250,10 @@ pub struct NodeOptions {
     membership_change_every: Option<Duration>,
     #[cfg(feature = "broken")]
     broken: synod_consensus::Broken,
+    #[cfg(feature = "broken")]
+    broken_lease_renewal: bool,
+    #[cfg(feature = "broken")]
+    broken_fences: bool,
 }
 
 impl Default for NodeOptions {
@@ -201,6 +269,10 @@ impl Default for NodeOptions {
             membership_change_every: None,
             #[cfg(feature = "broken")]
             broken: synod_consensus::Broken::default(),
+            #[cfg(feature = "broken")]
+            broken_lease_renewal: false,
+            #[cfg(feature = "broken")]
+            broken_fences: false,
         }
     }
 }
@@ -291,12 +363,56 @@ impl NodeOptions {
         self
     }
 
+    /// Deliberately broken (only with the `broken` feature): a new leader restarts every
+    /// lease at its full TTL instead of its checkpointed remaining one
+    /// (`CoreNode::broken_lease_renewal_on_election`), so elections renew leases.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_lease_renewal_on_election(mut self) -> Self {
+        self.broken_lease_renewal = true;
+        self
+    }
+
+    /// Deliberately broken (only with the `broken` feature): the store applies a fenced
+    /// write without checking its token (`CoreNode::broken_unchecked_fences`).
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_unchecked_fences(mut self) -> Self {
+        self.broken_fences = true;
+        self
+    }
+
+    /// The core with this node's deliberately broken lease variants, if any.
+    fn break_leases(&self, core: CoreNode) -> CoreNode {
+        #[cfg(feature = "broken")]
+        {
+            let core = if self.broken_lease_renewal {
+                core.broken_lease_renewal_on_election()
+            } else {
+                core
+            };
+            if self.broken_fences {
+                core.broken_unchecked_fences()
+            } else {
+                core
+            }
+        }
+        #[cfg(not(feature = "broken"))]
+        core
+    }
+
     /// Whether the leader proposes two membership changes at a time (a broken variant).
     fn changes_twice(&self) -> bool {
         #[cfg(feature = "broken")]
         return self.broken.skip_membership_change_wait;
         #[cfg(not(feature = "broken"))]
         false
+    }
+
+    /// The lease configuration of the nodes (from their election timeout).
+    #[must_use]
+    pub fn lease_config(&self) -> synod_membership::lease::LeaseConfig {
+        core_node::lease_config(&self.raft_config(NodeId::new(1), 0))
     }
 
     /// The Raft configuration of node `id`, its elections seeded with `seed`.
@@ -548,6 +664,12 @@ pub struct SimCore {
 }
 
 impl SimCore {
+    /// The Consistent Core node (for checkers that look at its state).
+    #[must_use]
+    pub fn core(&self) -> &CoreNode {
+        &self.core
+    }
+
     /// Whether the core leads.
     fn leading(&self) -> bool {
         self.core.raft().role() == Role::Leader
@@ -857,6 +979,7 @@ impl ProtocolStore for CoreStore {
         let config = self.options.raft_config(boot.id, boot.rng.next_u64());
         let core = CoreNode::new(Node::new(config, log), self.options.snapshot_entries)
             .with_read_ids_from(boot.rng.next_u64() >> 1);
+        let core = self.options.break_leases(core);
         let mut rng = SimRng::new(boot.rng.next_u64());
         let first = |every: Option<Duration>, rng: &mut SimRng| {
             every.map(|every| boot.now + Duration::from_nanos(rng.below(duration_nanos(every)) + 1))
@@ -959,6 +1082,15 @@ fn translate(request: Request, response: core_node::Response) -> Response {
             None => Response::Unsure(format!("unexpected value {bytes:?}")),
         },
         (Request::Write(..), Kv(KvReply::Ok)) => Response::Written,
+        (
+            Request::LeaseGrant(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseRevoke(_)
+            | Request::Acquire { .. }
+            | Request::FencedWrite { .. }
+            | Request::SetExpiring { .. },
+            Kv(reply),
+        ) => lease_reply(request, reply),
         (Request::Cas { .. }, Kv(KvReply::Int(n @ (0 | 1)))) => Response::Cas(n == 1),
         (_, core_node::Response::NotLeader { leader }) => {
             Response::NotLeader(leader.and_then(NodeId::try_new))
@@ -967,6 +1099,74 @@ fn translate(request: Request, response: core_node::Response) -> Response {
         (_, core_node::Response::Unknown(why)) => Response::Unsure(why),
         (_, other) => Response::Unsure(format!("unexpected answer {other:?}")),
     }
+}
+
+/// What a lease, lock or expiring-key request's reply from the store means.
+fn lease_reply(request: Request, reply: KvReply) -> Response {
+    let token = |reply: &KvReply| match reply {
+        KvReply::Entry {
+            value, revisions, ..
+        } => Some((value.clone(), revisions.create)),
+        _ => None,
+    };
+    let answer = match (request, &reply) {
+        (Request::LeaseGrant(_), KvReply::Int(id)) => {
+            u64::try_from(*id).ok().map(LeaseReply::Granted)
+        }
+        (Request::LeaseKeepAlive(_), KvReply::Int(_)) => Some(LeaseReply::KeptAlive),
+        (Request::LeaseRevoke(_), KvReply::Int(_)) => Some(LeaseReply::Revoked),
+        (Request::LeaseKeepAlive(_) | Request::LeaseRevoke(_), KvReply::Error(_)) => {
+            Some(LeaseReply::NoLease)
+        }
+        (Request::SetExpiring { .. }, KvReply::Ok) => Some(LeaseReply::Set),
+        (Request::Acquire { lease, .. }, KvReply::Multi(replies)) => match replies.as_slice() {
+            [KvReply::Ok, read] => token(read).map(|(_, t)| LeaseReply::Acquired(t)),
+            // Held already: by this lease (an earlier try that went through unanswered)
+            // or another.
+            [KvReply::Nil, read] => token(read).map(|(value, t)| {
+                if value == Some(value_bytes(lease)) {
+                    LeaseReply::Acquired(t)
+                } else {
+                    LeaseReply::Held(t)
+                }
+            }),
+            [KvReply::Error(_), _] => Some(LeaseReply::NoLease),
+            _ => None,
+        },
+        (Request::FencedWrite { .. }, KvReply::Multi(replies)) => match replies.as_slice() {
+            [done @ (KvReply::Ok | KvReply::Error(_)), read] => {
+                token(read).map(|(_, lock_token)| LeaseReply::Fenced {
+                    applied: *done == KvReply::Ok,
+                    lock_token,
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match answer {
+        Some(answer) => Response::Lease(answer),
+        // A grant or an expiring set the store refused (a limit) did nothing.
+        None if matches!(reply, KvReply::Error(_)) => Response::Refused(format!("{reply:?}")),
+        None => Response::Unsure(format!("unexpected answer {reply:?} to {request:?}")),
+    }
+}
+
+/// The key of lock `lock`, of its data, and of expiring key `key` ([`Request::Acquire`],
+/// [`Request::FencedWrite`], [`Request::SetExpiring`]).
+#[must_use]
+pub fn lock_key(lock: u64) -> Vec<u8> {
+    format!("lock{lock}").into_bytes()
+}
+
+fn data_key(lock: u64) -> Vec<u8> {
+    format!("data{lock}").into_bytes()
+}
+
+/// The key [`Request::SetExpiring`] sets for `key`.
+#[must_use]
+pub fn expiring_key(key: u64) -> Vec<u8> {
+    format!("ttl{key}").into_bytes()
 }
 
 /// The Consistent Core's request for `request`.
@@ -993,6 +1193,46 @@ fn core_request(request: Request) -> core_node::Request {
             expected: expect.map(value_bytes),
             new: value_bytes(new),
         }),
+        Request::LeaseGrant(ttl_ms) => write(KvCommand::Lease(LeaseCommand::Grant { ttl_ms })),
+        Request::LeaseKeepAlive(lease) => write(KvCommand::Lease(LeaseCommand::KeepAlive {
+            lease: LeaseId(lease),
+        })),
+        Request::LeaseRevoke(lease) => write(KvCommand::Lease(LeaseCommand::Revoke {
+            lease: LeaseId(lease),
+        })),
+        Request::Acquire { lock, lease } => write(KvCommand::Transaction {
+            watched: Vec::new(),
+            ops: vec![
+                TxOp::Write(KvCommand::PutExpiring {
+                    key: lock_key(lock),
+                    value: value_bytes(lease),
+                    condition: PutCondition::IfAbsent,
+                    expiry: Expiry::Lease(LeaseId(lease)),
+                }),
+                TxOp::Read(KvQuery::GetRevisions(lock_key(lock))),
+            ],
+        }),
+        Request::FencedWrite { lock, token, value } => write(KvCommand::Transaction {
+            watched: Vec::new(),
+            ops: vec![
+                TxOp::Write(KvCommand::Fenced {
+                    lock: lock_key(lock),
+                    token,
+                    command: Box::new(KvCommand::Put {
+                        key: data_key(lock),
+                        value: value_bytes(value),
+                        condition: PutCondition::Always,
+                    }),
+                }),
+                TxOp::Read(KvQuery::GetRevisions(lock_key(lock))),
+            ],
+        }),
+        Request::SetExpiring { key, ttl_ms } => write(KvCommand::PutExpiring {
+            key: expiring_key(key),
+            value: value_bytes(key),
+            condition: PutCondition::Always,
+            expiry: Expiry::TtlMs(ttl_ms),
+        }),
     }
 }
 
@@ -1015,7 +1255,7 @@ impl KvService for RaftKvNode {
                 leader.map_or(LeaderHint::Unknown, LeaderHint::Is),
             ),
             Response::Refused(_) => (Completion::Fail, LeaderHint::Unknown),
-            Response::Unsure(_) => (Completion::Unknown, LeaderHint::Unknown),
+            Response::Unsure(_) | Response::Lease(_) => (Completion::Unknown, LeaderHint::Unknown),
         };
         Answer { completion, leader }
     }
@@ -1110,16 +1350,18 @@ fn duration_nanos(d: Duration) -> u64 {
 }
 
 /// The invariant checked after every event: no node stopped, and Raft's safety properties
-/// hold over the nodes that are up (see the module documentation).
-fn invariant(
+/// hold over the nodes that are up (see the module documentation), and `also` holds.
+fn invariant<I, O>(
     nodes: usize,
     watchers: Watchers,
-) -> impl FnMut(&View<'_, RaftKvNode, KvInput, KvOutput>) -> Result<(), String> + 'static {
+    mut also: impl FnMut(&View<'_, RaftKvNode, I, O>) -> Result<(), String> + 'static,
+) -> impl FnMut(&View<'_, RaftKvNode, I, O>) -> Result<(), String> + 'static {
     let mut checker = SafetyChecker::new();
     move |view| {
         if let Some(violation) = watchers.violation() {
             return Err(format!("watch: {violation}"));
         }
+        also(view)?;
         if let Some((id, why)) = view
             .nodes()
             .find_map(|(id, node)| stopped(node).map(|why| (id, why)))
@@ -1164,6 +1406,40 @@ pub fn simulation_watched(
     tally: &Tally,
     watchers: &Watchers,
 ) -> Simulation<RaftKvNode, KvClients<RaftKvNode>> {
+    watched_with(config, seed, options, clients, tally, watchers, |_| Ok(()))
+}
+
+/// [`simulation`] with any clients, and `check` as well as the invariant after every event
+/// (the lease simulation's checker, [`super::leases`]).
+#[must_use]
+pub fn simulation_with<W: Workload<RaftKvNode> + 'static>(
+    config: SimConfig,
+    seed: u64,
+    options: NodeOptions,
+    clients: W,
+    tally: &Tally,
+    check: impl FnMut(&View<'_, RaftKvNode, W::Input, W::Output>) -> Result<(), String> + 'static,
+) -> Simulation<RaftKvNode, W> {
+    watched_with(
+        config,
+        seed,
+        options,
+        clients,
+        tally,
+        &Watchers::off(),
+        check,
+    )
+}
+
+fn watched_with<W: Workload<RaftKvNode> + 'static>(
+    config: SimConfig,
+    seed: u64,
+    options: NodeOptions,
+    clients: W,
+    tally: &Tally,
+    watchers: &Watchers,
+    check: impl FnMut(&View<'_, RaftKvNode, W::Input, W::Output>) -> Result<(), String> + 'static,
+) -> Simulation<RaftKvNode, W> {
     let nodes = config.nodes();
     let tally = tally.clone();
     let node_watchers = watchers.clone();
@@ -1176,7 +1452,7 @@ pub fn simulation_watched(
         },
         clients,
     )
-    .invariant(invariant(nodes, watchers.clone()))
+    .invariant(invariant(nodes, watchers.clone(), check))
     .progress(progress_after_healing)
 }
 
