@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use synod_examples::consistent_core::client::Client;
 use synod_examples::resp::Value;
 
-use crate::core_cluster::{Cluster, DEADLINE};
+use crate::core_cluster::{Cluster, DEADLINE, TEST_PASSWORD};
 
 /// A `synod kv watch` process, its output lines arriving on a channel.
 struct Watcher {
@@ -25,6 +25,7 @@ struct Watcher {
 impl Watcher {
     fn start(addrs: &[String], prefix: &str) -> Watcher {
         let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .env("SYNOD_PASSWORD", TEST_PASSWORD)
             .args([
                 "kv",
                 "--addr",
@@ -101,7 +102,7 @@ fn truth(client: &mut Client, key: &str) -> Option<(u64, String)> {
 
 #[test]
 fn watchers_resume_on_another_node_with_no_gap_and_no_duplicate_across_a_leader_kill() {
-    let (mut cluster, leader) = Cluster::up(3);
+    let (mut cluster, leader) = Cluster::up_secured(3, &[]);
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     let addrs = |first: usize| -> Vec<String> {
         std::iter::once(first)
@@ -112,7 +113,9 @@ fn watchers_resume_on_another_node_with_no_gap_and_no_duplicate_across_a_leader_
     // One stream starts on the leader, one on a follower; both resume elsewhere.
     let mut on_leader = Watcher::start(&addrs(leader), "w/");
     let mut on_follower = Watcher::start(&addrs(follower), "w/");
-    let mut client = Client::new(&addrs(follower)).with_timeout(Duration::from_secs(20));
+    let mut client = cluster
+        .client_of(&addrs(follower))
+        .with_timeout(Duration::from_secs(20));
     client.register().expect("a session");
     let keys: Vec<String> = (0..60).map(|i| format!("w/{i:02}")).collect();
     let write = |client: &mut Client, key: &str| {
