@@ -642,6 +642,14 @@ pub const BENCHES: &[BenchTarget] = &[
         measures: "simulated events per second and seeds per second",
     },
     BenchTarget {
+        package: "synod-membership",
+        name: "peers",
+        features: "peers",
+        measures: "SWIM with Lifeguard beside foca 2.0 under the same simulated network: detection \
+                   periods, false positives under loss, rounds to converge after a heal, messages and \
+                   bytes per member per period",
+    },
+    BenchTarget {
         package: "synod-partitioning",
         name: "partitioning",
         features: "",
