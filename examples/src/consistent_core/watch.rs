@@ -52,7 +52,7 @@
 //!
 //! [`CoreNode::take_watch_feed`]: super::node::CoreNode::take_watch_feed
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -262,6 +262,11 @@ pub struct Watches<S> {
     /// Which owner each watcher is.
     owner_of: BTreeMap<WatchId, u64>,
     owners: BTreeMap<u64, Owner<S>>,
+    /// A subscriber's messages of one revision that its connection's push queue had no
+    /// room for, pushed first at the next [`Watches::deliver`]: a revision that changes
+    /// more keys than the queue holds reaches a subscriber that keeps up in parts,
+    /// instead of overflowing its queue. At most one revision's messages per watcher.
+    unsent: BTreeMap<WatchId, VecDeque<Value>>,
 }
 
 /// A frame pushed to (or answered on) a connection: a RESP3 push frame, or the array a
@@ -322,6 +327,7 @@ impl<S: Sink> Watches<S> {
             hub: WatchHub::new(config, revision),
             owner_of: BTreeMap::new(),
             owners: BTreeMap::new(),
+            unsent: BTreeMap::new(),
         }
     }
 
@@ -410,6 +416,7 @@ impl<S: Sink> Watches<S> {
     fn remove(&mut self, owner: u64, id: WatchId) {
         self.hub.cancel(id);
         self.owner_of.remove(&id);
+        self.unsent.remove(&id);
         if let Some(o) = self.owners.get_mut(&owner) {
             o.watchers.remove(&id);
             o.publish_count();
@@ -433,6 +440,7 @@ impl<S: Sink> Watches<S> {
             for id in o.watchers.keys() {
                 self.hub.cancel(*id);
                 self.owner_of.remove(id);
+                self.unsent.remove(id);
             }
             o.count.store(0, Ordering::Release);
         }
@@ -558,11 +566,19 @@ impl<S: Sink> Watches<S> {
 
     /// Pushes every watcher's notifications to its connection, as far as the connection's
     /// push queue has room for a watcher's buffer; a watcher of a slow connection waits
-    /// (buffering, then falling behind) until the next call.
+    /// (buffering, then falling behind) until the next call. A subscriber's messages of a
+    /// revision too large for the room left wait beside the queue and go first next time.
     pub fn deliver(&mut self) {
-        for id in self.hub.ready() {
+        let ready: BTreeSet<WatchId> = self
+            .unsent
+            .keys()
+            .copied()
+            .chain(self.hub.ready())
+            .collect();
+        for id in ready {
             let Some(&owner) = self.owner_of.get(&id) else {
                 self.hub.cancel(id);
+                self.unsent.remove(&id);
                 continue;
             };
             if !self.owners.get(&owner).is_some_and(|o| o.sink.is_open()) {
@@ -570,6 +586,17 @@ impl<S: Sink> Watches<S> {
                 continue;
             }
             while let Some(o) = self.owners.get(&owner) {
+                if let Some(unsent) = self.unsent.get_mut(&id) {
+                    while o.sink.queued() < PUSH_QUEUE_MAX
+                        && let Some(value) = unsent.pop_front()
+                    {
+                        o.sink.push(value);
+                    }
+                    if !unsent.is_empty() {
+                        break;
+                    }
+                    self.unsent.remove(&id);
+                }
                 if o.sink.queued() + BUFFERED_EVENTS_MAX > PUSH_QUEUE_MAX {
                     break;
                 }
@@ -582,10 +609,17 @@ impl<S: Sink> Watches<S> {
                 let protocol = o.protocol;
                 match notification {
                     Notification::Events(events) => {
-                        for value in event_frames(protocol, id, &kind, &events) {
+                        let mut frames = event_frames(protocol, id, &kind, &events).into_iter();
+                        while o.sink.queued() < PUSH_QUEUE_MAX
+                            && let Some(value) = frames.next()
+                        {
                             if !o.sink.push(value) {
                                 break;
                             }
+                        }
+                        let rest: VecDeque<Value> = frames.collect();
+                        if !rest.is_empty() {
+                            self.unsent.insert(id, rest);
                         }
                     }
                     Notification::Progress(revision) => {
@@ -744,8 +778,10 @@ mod tests {
             l.0.push(value);
             l.1 = true;
         }
+        /// The values pushed and not yet taken, and as many more as [`List::stall`] says.
         fn queued(&self) -> usize {
-            self.0.lock().expect("lock").2
+            let l = self.0.lock().expect("lock");
+            l.0.len() + l.2
         }
         fn is_open(&self) -> bool {
             !self.0.lock().expect("lock").1
@@ -1056,5 +1092,57 @@ mod tests {
         // Only keyspace channels.
         assert!(check_keyspace(b"news").is_err());
         assert!(check_keyspace(b"__keyspace@0__:k").is_ok());
+    }
+    #[test]
+    fn a_revision_larger_than_the_push_queue_reaches_a_subscriber_that_keeps_up_in_parts() {
+        // One revision changing 1,100 keys (a MULTI of 1,100 SETs) is 1,100 messages for a
+        // pattern subscriber: more than its push queue holds, though it has nothing queued.
+        // It gets them all, once each, in parts no larger than the queue, and stays open.
+        let mut w: Watches<List> = Watches::new(watch_config(), 0);
+        let (conn, owner) = (List::default(), WatchOwner::new(1));
+        w.call(
+            &owner,
+            conn.clone(),
+            2,
+            WatchCall::PSubscribe(vec![b"__keyspace@0__:k*".to_vec()]),
+        );
+        conn.take();
+        let keys = 1_100;
+        let changes = (0..keys)
+            .map(|i| KeyChange {
+                key: format!("k{i}").into_bytes(),
+                value: Some(b"v".to_vec()),
+                revisions: Revisions {
+                    create: 1,
+                    modified: 1,
+                    version: 1,
+                },
+            })
+            .collect();
+        w.feed(vec![WatchFeed::Changes {
+            revision: 1,
+            changes,
+        }]);
+        let mut channels = Vec::new();
+        for _ in 0..3 {
+            w.deliver();
+            let pushed = conn.take();
+            assert!(pushed.len() <= PUSH_QUEUE_MAX, "{} at once", pushed.len());
+            channels.extend(pushed.iter().map(|v| match v {
+                Value::Array(items) | Value::Push(items) => match &items[2] {
+                    Value::Bulk(channel) => channel.clone(),
+                    other => panic!("not a channel: {other:?}"),
+                },
+                other => panic!("not a message: {other:?}"),
+            }));
+        }
+        assert!(!conn.closed(), "the subscriber was disconnected");
+        let distinct: BTreeSet<_> = channels.iter().cloned().collect();
+        assert_eq!(channels.len(), keys, "every key's message, once");
+        assert_eq!(distinct.len(), keys, "every key's message, once");
+        assert!(
+            distinct.contains(b"__keyspace@0__:k1099".as_slice()),
+            "{distinct:?}"
+        );
     }
 }
