@@ -71,25 +71,6 @@ fn ok() -> Value {
 const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-/// Whether the node closes `stream` (end of stream or reset) before [`HUNG`], reading
-/// whatever it still sends.
-fn closed_by_node(stream: &mut TcpStream) -> bool {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-            }
-        }
-    }
-}
-
 #[test]
 fn a_client_must_authenticate_a_wrong_password_is_refused_and_a_reader_cannot_write() {
     // Long enough for a guesser's five held-back failures (100 ms doubling: 3.1 s).
@@ -210,7 +191,7 @@ fn a_client_must_authenticate_a_wrong_password_is_refused_and_a_reader_cannot_wr
     );
     // A connection that never authenticates is closed after the deadline.
     assert!(
-        closed_by_node(&mut silent),
+        crate::register_cluster::closed(&mut silent),
         "left open without authenticating"
     );
     // The authenticated connections were not touched by any of it.
@@ -313,7 +294,10 @@ fn ten_thousand_unauthenticated_connections_are_all_refused_and_closed_while_a_c
             Some(error(WRONGPASS)),
             "stranger {i}"
         );
-        assert!(closed_by_node(stream), "stranger {i} left open");
+        assert!(
+            crate::register_cluster::closed(stream),
+            "stranger {i} left open"
+        );
     }
     drop(streams);
     // The probe is still served, and new clients get in: the strangers left nothing behind.

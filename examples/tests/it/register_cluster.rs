@@ -265,8 +265,9 @@ fn register_writes_are_read_through_every_node_and_survive_sigkill_of_every_node
     assert!(!logs.contains("panicked"), "{logs}");
 }
 
-/// Whether the other side closed `stream` (or reset it) before its read timeout.
-fn closed(stream: &mut TcpStream) -> bool {
+/// Whether the other side closed `stream` (end of stream or reset) before its read
+/// timeout, reading whatever it still sends.
+pub(crate) fn closed(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 256];
     loop {
         match stream.read(&mut buf) {

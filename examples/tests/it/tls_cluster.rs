@@ -98,6 +98,26 @@ struct TlsCluster {
 }
 
 impl TlsCluster {
+    /// The options of a process claiming to be node `id` of this cluster, listening at its
+    /// peer address.
+    fn options_as(&self, id: usize) -> NodeOptions {
+        let peers = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        NodeOptions::new(
+            id as u64,
+            &self.addrs[id - 1].0,
+            Some("127.0.0.1:0"),
+            &peers,
+            self.dir.path(),
+        )
+        .expect("options")
+    }
+
     fn up(system: &str) -> TlsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let authority = Authority::new(dir.path(), "cluster");
@@ -410,21 +430,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
 
     // A peer whose certificate another authority signed, claiming to be node 3.
     let foreign = Authority::new(cluster.dir.path(), "foreign").node(3);
-    let peers = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let options = NodeOptions::new(
-        3,
-        &cluster.addrs[2].0,
-        Some("127.0.0.1:0"),
-        &peers,
-        cluster.dir.path(),
-    )
-    .expect("options");
+    let options = cluster.options_as(3);
     let rogue_tls = NodeTls::load(foreign, 3, options.peers()).expect("foreign TLS");
     let rogue = TcpTransport::bind_layered(
         Config::builder(ClusterId(options.cluster_id()), NodeId::new(3))
@@ -471,21 +477,7 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
 fn a_members_certificate_cannot_speak_as_another_member() {
     let cluster = TlsCluster::up("consistent-core");
     cluster.settle(1, &["SET", "k", "v1"], &ok());
-    let peers = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let options = NodeOptions::new(
-        2,
-        &cluster.addrs[1].0,
-        Some("127.0.0.1:0"),
-        &peers,
-        cluster.dir.path(),
-    )
-    .expect("options");
+    let options = cluster.options_as(2);
     // Node 3's certificate, valid for node 3 alone.
     let stolen = NodeTls::load(cluster.authority.node(3), 3, options.peers()).expect("TLS");
     let secret = std::fs::read(cluster.dir.path().join("peer-secret")).expect("secret");
