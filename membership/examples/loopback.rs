@@ -5,9 +5,10 @@
 //! and carries out what it asks: messages are encoded and sent, messages received are
 //! checked with `Message::decode` (garbage is dropped), the generation is "made durable" at
 //! once (a real member writes it to a file and syncs before acknowledging), and view
-//! changes are printed (the loop is `support::drive`, shared with the `processes`
-//! example). After a few seconds one member stops; the example prints how long the others
-//! took to declare it dead, and their views.
+//! changes are printed (the loop is the library's `net::drive`, behind the `transport`
+//! feature, wrapped in `support::drive` with the `processes` example). After a few
+//! seconds one member stops; the example prints how long the others took to declare it
+//! dead, and their views.
 //!
 //! Run with `cargo run -p synod-membership --example loopback`.
 
@@ -34,14 +35,13 @@ fn run(
     mut member: Member,
     transport: TcpTransport,
     stop: Arc<AtomicBool>,
-    epoch: Instant,
     changes: mpsc::Sender<(NodeId, ViewChange)>,
 ) -> Vec<NodeId> {
     let id = member.id();
     let apply = |change| {
         let _ = changes.send((id, change));
     };
-    support::drive(&mut member, &transport, &stop, epoch, apply, |_| {});
+    support::drive(&mut member, &transport, &stop, apply, |_| {});
     transport.shutdown();
     member.live_members()
 }
@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let member = Member::start(config, 0);
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, changes) = (stop.clone(), changes.clone());
-        let thread = thread::spawn(move || run(member, transport, flag, epoch, changes));
+        let thread = thread::spawn(move || run(member, transport, flag, changes));
         running.insert(id, (stop, thread));
     }
     drop(changes);

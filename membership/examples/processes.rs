@@ -112,14 +112,7 @@ fn child(id: u64) -> Result<(), Error> {
         }
         let _ = std::io::stdout().flush();
     };
-    support::drive(
-        &mut member,
-        &transport,
-        &stop,
-        Instant::now(),
-        apply,
-        each_turn,
-    );
+    support::drive(&mut member, &transport, &stop, apply, each_turn);
     transport.shutdown();
     Ok(())
 }

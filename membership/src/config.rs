@@ -32,6 +32,14 @@ pub struct MemberConfig {
     pub(crate) message_bytes_max: usize,
     pub(crate) sync_bytes_max: usize,
     pub(crate) lifeguard: bool,
+    pub(crate) kv_interval_ms: u64,
+    pub(crate) kv_grace_ms: u64,
+    pub(crate) kv_keys_max: usize,
+    pub(crate) kv_key_bytes_max: usize,
+    pub(crate) kv_value_bytes_max: usize,
+    /// Whether the key-value limits were set (otherwise the value limit shrinks to fit a
+    /// small `sync_bytes_max`).
+    pub(crate) kv_limits_set: bool,
     pub(crate) broken: Broken,
 }
 
@@ -46,6 +54,9 @@ pub(crate) struct Broken {
     /// Between groups of one size, each member keeps its own group's coordinator instead
     /// of the older one: two groups of one size never merge.
     pub(crate) own_side_wins_ties: bool,
+    /// Tombstones of key-values are collected without moving the collection mark: a
+    /// holder that missed a delete is never reset and keeps the key for ever.
+    pub(crate) collect_without_mark: bool,
 }
 
 /// A [`MemberConfig`] value out of range.
@@ -63,6 +74,9 @@ pub enum ConfigError {
     Suspicion,
     /// A message limit too small for a message with one update.
     MessageBytes(&'static str),
+    /// The largest key and value do not fit in one sync message together
+    /// (`key_bytes_max + value_bytes_max + KEY_VALUE_OVERHEAD_BYTES` over `sync_bytes_max`).
+    KeyValueBytes,
 }
 
 impl fmt::Display for ConfigError {
@@ -80,6 +94,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "{what} must be at least {MESSAGE_BYTES_MIN} bytes (a message with one update)"
             ),
+            ConfigError::KeyValueBytes => write!(
+                f,
+                "key_bytes_max + value_bytes_max + {KEY_VALUE_OVERHEAD_BYTES} must fit in sync_bytes_max"
+            ),
         }
     }
 }
@@ -90,6 +108,10 @@ impl std::error::Error for ConfigError {}
 /// sender's fields and the largest body, under 96 bytes) and one update of the largest
 /// size.
 pub const MESSAGE_BYTES_MIN: usize = 96 + UPDATE_BYTES_MAX;
+
+/// What a key-value exchange message needs besides one key and its value: the message's
+/// header, a delta's fields and a digest, each at their largest.
+pub const KEY_VALUE_OVERHEAD_BYTES: usize = 320;
 
 impl MemberConfig {
     /// The configuration of member `id`, whose random draws (probe order, indirect probe
@@ -109,6 +131,9 @@ impl MemberConfig {
     /// | members / gossip queue / relayed probes | 4,096 / 4,096 / 1,024 |
     /// | message / sync bytes | 1,400 / 65,536 |
     /// | Lifeguard | on |
+    /// | key-value exchange | every 1,000 ms, with one member |
+    /// | deleted keys (tombstones) collected after | 60,000 ms |
+    /// | keys per member / key bytes / value bytes | 1,024 / 128 / 4,096 |
     #[must_use]
     pub fn builder(id: NodeId, rng_seed: u64) -> MemberConfigBuilder {
         MemberConfigBuilder {
@@ -133,6 +158,12 @@ impl MemberConfig {
                 message_bytes_max: 1_400,
                 sync_bytes_max: 65_536,
                 lifeguard: true,
+                kv_interval_ms: 1_000,
+                kv_grace_ms: 60_000,
+                kv_keys_max: 1_024,
+                kv_key_bytes_max: 128,
+                kv_value_bytes_max: 4_096,
+                kv_limits_set: false,
                 broken: Broken::default(),
             },
         }
@@ -185,6 +216,36 @@ impl MemberConfig {
     #[must_use]
     pub fn lifeguard(&self) -> bool {
         self.lifeguard
+    }
+
+    /// How often a member runs the key-value exchange with one other.
+    #[must_use]
+    pub fn key_value_interval(&self) -> Duration {
+        Duration::from_millis(self.kv_interval_ms)
+    }
+
+    /// How long a deleted key's tombstone is kept, by each member from when it learnt of
+    /// the delete, before it is collected.
+    #[must_use]
+    pub fn tombstone_grace(&self) -> Duration {
+        Duration::from_millis(self.kv_grace_ms)
+    }
+
+    /// The most keys a member owns (deleted ones not yet collected included), and so holds
+    /// of each other member.
+    #[must_use]
+    pub fn keys_max(&self) -> usize {
+        self.kv_keys_max
+    }
+
+    pub(crate) fn kv_limits(&self) -> crate::kv::KvLimits {
+        crate::kv::KvLimits {
+            keys_max: self.kv_keys_max,
+            key_bytes_max: self.kv_key_bytes_max,
+            value_bytes_max: self.kv_value_bytes_max,
+            grace_ms: self.kv_grace_ms,
+            collect_without_mark: self.broken.collect_without_mark,
+        }
     }
 }
 
@@ -297,6 +358,47 @@ impl MemberConfigBuilder {
         self
     }
 
+    /// How often a member runs the key-value exchange (a digest to one random live member,
+    /// which answers with what the member lacks and asks for what it lacks itself), and how
+    /// long each member keeps a deleted key's tombstone before collecting it. The grace
+    /// should be well above the time a member takes to declare a silent member dead: a
+    /// member cut off for longer drops its copies of the other side's key-values then, and
+    /// one that stays behind the collection mark is reset.
+    #[must_use]
+    pub fn key_values(mut self, interval_ms: u64, tombstone_grace_ms: u64) -> Self {
+        self.config.kv_interval_ms = interval_ms;
+        self.config.kv_grace_ms = tombstone_grace_ms;
+        self
+    }
+
+    /// The key-value limits: keys a member owns (and holds of each other member), and the
+    /// largest key and value, in bytes. Together with [`KEY_VALUE_OVERHEAD_BYTES`] the
+    /// largest key and value must fit in `sync_bytes_max`; left unset, the value limit
+    /// shrinks to fit.
+    #[must_use]
+    pub fn key_value_limits(
+        mut self,
+        keys_max: usize,
+        key_bytes_max: usize,
+        value_bytes_max: usize,
+    ) -> Self {
+        self.config.kv_keys_max = keys_max;
+        self.config.kv_key_bytes_max = key_bytes_max;
+        self.config.kv_value_bytes_max = value_bytes_max;
+        self.config.kv_limits_set = true;
+        self
+    }
+
+    /// Broken on purpose: deleted keys' tombstones are collected after the grace without
+    /// moving the collection mark, so a member that missed the delete is never reset and
+    /// keeps the key (and may hand it to others) for ever.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_collecting_without_mark(mut self) -> Self {
+        self.config.broken.collect_without_mark = true;
+        self
+    }
+
     /// Broken on purpose: the member never refutes a suspicion of itself, so a member that
     /// was paused is declared dead and stays so. For tests that show a checker catches it.
     #[cfg(feature = "broken")]
@@ -330,8 +432,8 @@ impl MemberConfigBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] for a zero duration or limit, a probe timeout not shorter than the
-    /// interval, a suspicion multiplier of zero, or a message limit below
-    /// [`MESSAGE_BYTES_MIN`].
+    /// interval, a suspicion multiplier of zero, a message limit below
+    /// [`MESSAGE_BYTES_MIN`], or a largest key and value that do not fit in a sync.
     pub fn build(self) -> Result<MemberConfig, ConfigError> {
         let c = self.config;
         for (value, what) in [
@@ -340,6 +442,8 @@ impl MemberConfigBuilder {
             (c.push_pull_interval_ms, "push_pull_interval_ms"),
             (c.gossip_interval_ms, "gossip_interval_ms"),
             (c.dead_reap_ms, "dead_reap_ms"),
+            (c.kv_interval_ms, "key_value_interval_ms"),
+            (c.kv_grace_ms, "tombstone_grace_ms"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroDuration(what));
@@ -354,6 +458,8 @@ impl MemberConfigBuilder {
             (c.relays_max, "relays_max"),
             (c.retransmit_mult as usize, "retransmit_mult"),
             (c.awareness_max as usize, "awareness_max"),
+            (c.kv_keys_max, "keys_max"),
+            (c.kv_key_bytes_max, "key_bytes_max"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(what));
@@ -367,6 +473,21 @@ impl MemberConfigBuilder {
         }
         if c.sync_bytes_max < MESSAGE_BYTES_MIN {
             return Err(ConfigError::MessageBytes("sync_bytes_max"));
+        }
+        let mut c = c;
+        if !c.kv_limits_set {
+            // The default value limit gives way to a small sync limit.
+            let room = c
+                .sync_bytes_max
+                .saturating_sub(c.kv_key_bytes_max + KEY_VALUE_OVERHEAD_BYTES);
+            c.kv_value_bytes_max = c.kv_value_bytes_max.min(room);
+        }
+        let kv_bytes = c
+            .kv_key_bytes_max
+            .saturating_add(c.kv_value_bytes_max)
+            .saturating_add(KEY_VALUE_OVERHEAD_BYTES);
+        if c.kv_limits_set && kv_bytes > c.sync_bytes_max {
+            return Err(ConfigError::KeyValueBytes);
         }
         Ok(c)
     }

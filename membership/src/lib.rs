@@ -19,7 +19,10 @@
 //! - **Gossip Dissemination**: every change a member learns rides, a bounded number of
 //!   times, on the probes it sends anyway and on short gossip rounds to a few random
 //!   members, and a periodic push-pull sync exchanges whole views, so that news reaches
-//!   every member in `O(log n)` rounds and a healed partition always merges.
+//!   every member in `O(log n)` rounds and a healed partition always merges. Beside its
+//!   heartbeat each member owns versioned key-values ([`MemberRequest::Set`],
+//!   [`Member::get`], [`ViewChange::Key`]), spread by scuttlebutt anti-entropy: digests,
+//!   then deltas of what the other lacks ([see below](#key-values-on-the-gossip)).
 //! - **Emergent Leader**: [`Member::coordinator`], the oldest member of the member's group
 //!   by join stamp ([`Update::joined`]), which every member computes from its own view
 //!   without an election; a change is handed up as [`ViewChange::Coordinator`]. Groups that
@@ -258,6 +261,72 @@
 //! # Ok::<(), ConfigError>(())
 //! ```
 //!
+//! # Key-values on the gossip
+//!
+//! Each member owns key-values that every other live member comes to hold a copy of: an
+//! application publishes what it serves, its load, its address for clients. Keys are set
+//! and deleted with [`MemberRequest::Set`] and [`MemberRequest::Delete`], read with
+//! [`Member::get`] and [`Member::key_values`] (for any owner, the member itself included),
+//! and every change to a copy is handed up as a [`ViewChange::Key`] ([`KeyChange`]).
+//!
+//! Every `key_value_interval` a member sends one random live member a digest (per owner:
+//! the owner's start, the version up to which it holds every change, and its collection
+//! mark); the other answers with the keys the first lacks, in version order, and with its
+//! own digest of the owners the first holds newer, which the first answers in turn. Every
+//! message is bounded by `sync_bytes_max`: a state that does not fit goes in parts, each
+//! taken only after the one before, so a copy is always the owner's state at some version.
+//! Key-values belong to one start of their owner: a new start (a new generation) replaces
+//! its old state everywhere. A deleted key is a tombstone until each member has held it
+//! for `tombstone_grace`; a member whose copy is behind a collection mark is sent the
+//! whole state to replace its copy (a *reset*) instead of the deltas, which could no
+//! longer carry the delete. A member drops its copy of a member it declares dead, and all
+//! its copies after a pause of half the grace or more, so that stale copies never bring a
+//! deleted key back. The limits: `keys_max` keys per member (tombstones included), and
+//! the largest key and value ([`MemberConfigBuilder::key_value_limits`]).
+//!
+//! ```
+//! use synod_membership::{Member, MemberConfig, MemberRequest, ViewChange};
+//! use synod_node::{Effect, Input, NodeId, Protocol, RequestId, Time};
+//!
+//! let (one, two) = (NodeId::new(1), NodeId::new(2));
+//! let config = |id: NodeId| {
+//!     MemberConfig::builder(id, id.get())
+//!         .seeds([one])
+//!         .key_values(100, 10_000) // an exchange every 100 ms
+//!         .build()
+//! };
+//! let mut members = [Member::start(config(one)?, 0), Member::start(config(two)?, 0)];
+//! // Member 2 publishes a key before it has even joined.
+//! let set = MemberRequest::Set {
+//!     key: "zone".into(),
+//!     value: b"eu-1".to_vec(),
+//! };
+//! members[1].handle(Time::ZERO, Input::Request { id: RequestId(1), request: set });
+//! // Every 10 ms each member wakes; what it sends arrives at once.
+//! let mut changes = Vec::new();
+//! for step in 1..=100 {
+//!     let now = Time::from_millis(10 * step);
+//!     let mut sent = Vec::new();
+//!     for m in &mut members {
+//!         m.handle(now, Input::Wake);
+//!         while let Some(effect) = m.poll() {
+//!             match effect {
+//!                 Effect::Persist { token, .. } => m.handle(now, Input::Persisted(token)),
+//!                 Effect::Send { to, message } => sent.push((m.id(), to, message)),
+//!                 Effect::Apply(ViewChange::Key(change)) => changes.push(change),
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//!     for (from, to, message) in sent {
+//!         members[to.get() as usize - 1].handle(now, Input::Message { from, message });
+//!     }
+//! }
+//! assert_eq!(members[0].get(two, "zone"), Some(b"eu-1".as_slice()));
+//! assert_eq!(changes[0].key, "zone"); // member 1 was told
+//! # Ok::<(), synod_membership::ConfigError>(())
+//! ```
+//!
 //! Under `synod-sim`, `synod_sim::ProtocolNode` drives a member with a `ProtocolStore` that
 //! appends each [`MemberWrite`] to a file and starts the member from the largest one; this
 //! crate's tests run clusters of up to 128 members (512 on request) that way, with loss,
@@ -265,15 +334,19 @@
 //! loop: the crate's `loopback` example (`cargo run -p synod-membership --example
 //! loopback`) runs eight members on threads with `synod-transport`'s TCP channels on
 //! loopback, stops one and prints how long the others took to declare it dead; the
-//! `processes` example runs a few dozen members as separate processes and kills one.
+//! `processes` example runs a few dozen members as separate processes and kills one. Both
+//! use `net` (the `transport` feature): `net::drive`, the loop, and
+//! `net::TcpMember`, a member on a thread of its own, in a few lines.
 //!
 //! # What it does not do
 //!
-//! - No I/O: a driver carries the messages (encoded with [`Message::encode`], checked with
-//!   [`Message::decode`]), makes the generation durable and delivers the wake-ups.
+//! - No I/O (outside the optional `net`): a driver carries the messages (encoded with
+//!   [`Message::encode`], checked with [`Message::decode`]), makes the generation durable
+//!   and delivers the wake-ups.
 //! - No authentication or encryption of messages: `from` is whoever the driver says.
 //! - A member identifies others by `NodeId` only; addresses are the transport's business.
-//! - No application state rides on the gossip yet (only membership).
+//! - Key-values are volatile: a member's own are lost with its start (the application
+//!   sets them again), and nothing is made durable but the generation.
 //! - The coordinator is a view, not a lease: two members may name different coordinators
 //!   while their views differ (during a partition, or before news has spread). The merge
 //!   rule decides on the sizes the coordinators gossiped; members that hold different
@@ -286,26 +359,36 @@
 //!   (`MemberConfigBuilder::broken_without_refutation`,
 //!   `MemberConfigBuilder::broken_without_push_pull`,
 //!   `MemberConfigBuilder::broken_own_side_wins_ties`,
+//!   `MemberConfigBuilder::broken_collecting_without_mark`,
 //!   `lease::LeaseExpirer::broken_renew_on_election`,
 //!   `lease::LeaseExpirer::broken_expire_while_following`,
 //!   `watch::WatchHub::broken_skipping_on_catch_up`), which this crate's tests run to
 //!   show that their checkers catch them. Never in a build that serves members.
+//! - `transport` (off by default): `net`, a member over `synod-transport`'s TCP: the
+//!   driver loop, a member on a thread of its own taking requests from any thread, and a
+//!   file for its generation.
 //!
 //! # Sibling crates
 //!
 //! `synod-node` holds the contract (`Time`, `NodeId`, `Rng`, `Protocol`) this crate is
 //! written on; `synod-sim` runs a cluster of members deterministically; `synod-transport`
-//! can carry their messages between processes.
+//! carries their messages between processes (see `net`).
 
 mod config;
 mod detector;
+mod kv;
 pub mod lease;
 mod member;
+#[cfg(feature = "transport")]
+pub mod net;
 pub mod watch;
 mod wire;
 
-pub use config::{ConfigError, MESSAGE_BYTES_MIN, MemberConfig, MemberConfigBuilder};
+pub use config::{
+    ConfigError, KEY_VALUE_OVERHEAD_BYTES, MESSAGE_BYTES_MIN, MemberConfig, MemberConfigBuilder,
+};
 pub use detector::{FixedTimeout, PhiAccrual, PhiConfig, PhiConfigError, PhiModel};
+pub use kv::{Delta, Digest, KeyChange, KeyUpdate, KvError};
 pub use member::{
     Member, MemberEvent, MemberInfo, MemberRequest, MemberResponse, MemberStats, MemberWrite,
     ViewChange,

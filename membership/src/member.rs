@@ -10,7 +10,10 @@ use synod_node::{
 };
 
 use crate::config::MemberConfig;
-use crate::wire::{Body, MemberState, Message, Update, beyond_reach, update_bytes};
+use crate::kv::{Digest, KeyChange, KvError, KvStore};
+use crate::wire::{
+    Body, MemberState, Message, UPDATE_BYTES_MAX, Update, beyond_reach, update_bytes,
+};
 
 /// What a [`Member`] makes durable: the generation of its current start, written once per
 /// start before it sends anything, and again should the member have to take a new
@@ -24,7 +27,7 @@ pub struct MemberWrite {
 }
 
 /// What a client may ask a [`Member`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MemberRequest {
     /// The member's view: every member it knows, itself included.
@@ -33,6 +36,21 @@ pub enum MemberRequest {
     /// further part. The others mark it dead at once, without a suspicion, and forget it
     /// after `dead_reap_ms`; a later start (a new generation) joins again.
     Leave,
+    /// Set one of this member's own keys, which every other live member comes to hold
+    /// (answered with [`MemberResponse::Written`], or [`MemberResponse::Refused`] past a
+    /// limit). Key-values belong to this start: the next start begins with none.
+    Set {
+        /// The key (1 to `key_bytes_max` bytes).
+        key: String,
+        /// The value (at most `value_bytes_max` bytes).
+        value: Vec<u8>,
+    },
+    /// Delete one of this member's own keys: a tombstone spreads as a value does, and is
+    /// collected after the grace period.
+    Delete {
+        /// The key.
+        key: String,
+    },
 }
 
 /// The answer to a [`MemberRequest`].
@@ -43,6 +61,14 @@ pub enum MemberResponse {
     Members(Vec<MemberInfo>),
     /// The member has told the others it leaves, and takes no further part.
     Left,
+    /// A `Set` or `Delete` took effect at this version of the member's key-values (a
+    /// `Delete` of a key that is not set changes nothing and names the current version).
+    Written {
+        /// The version.
+        version: u64,
+    },
+    /// A `Set` or `Delete` was refused; nothing changed.
+    Refused(KvError),
 }
 
 /// One member as another sees it.
@@ -72,7 +98,7 @@ pub struct MemberEvent {
 }
 
 /// What a [`Member`] hands to the application with `Effect::Apply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ViewChange {
     /// A member's state changed in this member's view.
@@ -102,6 +128,9 @@ pub enum ViewChange {
         /// When this member learnt it (its own `now`).
         at: Time,
     },
+    /// Another member's key changed in this member's copy: set, deleted, or gone with the
+    /// copy (the owner declared dead, forgotten or restarted, or the copy reset).
+    Key(KeyChange),
 }
 
 /// Counters of what a member did, for tests and figures.
@@ -135,6 +164,18 @@ pub struct MemberStats {
     /// because their member's own message showed such a claim had been taken in before this
     /// member knew better.
     pub generations_refused: u64,
+    /// Key-value resets sent: whole states sent to members behind a collection mark, on
+    /// another start of the owner, or holding none of it.
+    pub kv_resets_sent: u64,
+    /// Copies of key-values this member replaced with a reset.
+    pub kv_resets_taken: u64,
+    /// Keys of others refused because their owner's copy held `keys_max` keys.
+    pub kv_refused: u64,
+    /// Tombstones collected after the grace period.
+    pub kv_collected: u64,
+    /// Times this member dropped every copy of others' key-values because it had been
+    /// paused for half the tombstone grace or more.
+    pub kv_pauses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +425,11 @@ pub struct Member {
     next_sync_at: Time,
     next_gossip_at: Time,
     sync_cursor: usize,
+    /// The key-values this member owns and its copies of others'.
+    kv: KvStore,
+    next_kv_at: Time,
+    /// The time of the last input, to tell a pause.
+    last_input_at: Option<Time>,
     effects: VecDeque<EffectOf<Member>>,
     wake_at: Option<Time>,
     /// Inputs handled (for the debug builds' index check).
@@ -414,6 +460,9 @@ impl Member {
         });
         Member {
             rng: Rng::new(config.rng_seed ^ generation.rotate_left(32)),
+            kv: KvStore::new(id, generation, config.kv_limits()),
+            next_kv_at: Time::MAX,
+            last_input_at: None,
             config,
             generation,
             incarnation: 0,
@@ -572,7 +621,47 @@ impl Member {
     /// What this member did so far.
     #[must_use]
     pub fn stats(&self) -> MemberStats {
-        self.stats
+        let kv = self.kv.stats;
+        MemberStats {
+            kv_resets_sent: kv.resets_sent,
+            kv_resets_taken: kv.resets_taken,
+            kv_refused: kv.refused,
+            kv_collected: kv.collected,
+            ..self.stats
+        }
+    }
+
+    // ---- key-values ------------------------------------------------------------------
+
+    /// The value of `owner`'s `key` in this member's copy (its own, for itself); `None` if
+    /// the key is not set, deleted, or no copy of `owner`'s key-values is held.
+    #[must_use]
+    pub fn get(&self, owner: NodeId, key: &str) -> Option<&[u8]> {
+        self.kv.get(owner, key)
+    }
+
+    /// `owner`'s keys and values in this member's copy, by key (deleted keys left out).
+    pub fn key_values(&self, owner: NodeId) -> impl Iterator<Item = (&str, &[u8])> {
+        self.kv.iter(owner)
+    }
+
+    /// The members whose key-values this member holds a copy of, itself included, by id.
+    #[must_use]
+    pub fn key_value_owners(&self) -> Vec<NodeId> {
+        self.kv.owners().collect()
+    }
+
+    /// What this member holds of `owner`'s key-values: the owner's start, the version up
+    /// to which it holds every change, and its collection mark.
+    #[must_use]
+    pub fn key_value_digest(&self, owner: NodeId) -> Option<Digest> {
+        self.kv.digest_of(owner)
+    }
+
+    /// Keys held over every copy, its own included (deleted ones not yet collected too).
+    #[must_use]
+    pub fn keys_held(&self) -> usize {
+        self.kv.keys_held()
     }
 
     // ---- time ------------------------------------------------------------------------
@@ -874,6 +963,11 @@ impl Member {
                     if state_changed {
                         self.event(update.id, update.generation, Some(update.state), now);
                     }
+                    if update.state == MemberState::Dead {
+                        // Only live members' key-values are held: a dead member's copy
+                        // could be behind a collection mark by the time it comes back.
+                        self.drop_key_values(update.id, now);
+                    }
                     self.enqueue(update);
                     self.news_of_group(now, update.id);
                     true
@@ -947,7 +1041,7 @@ impl Member {
 
     /// Forgets `id`, dead since `died`, and hands up that it is gone (`state: None`).
     fn forget_dead(&mut self, died: Time, id: NodeId, now: Time) {
-        match self.forget(id) {
+        match self.forget(id, now) {
             Some(generation) => self.event(id, generation, None, now),
             None => {
                 debug_assert!(false, "a tombstone of a member not in the view");
@@ -956,12 +1050,28 @@ impl Member {
         }
     }
 
-    /// Removes `id` from the view and the gossip queue; returns its generation.
-    fn forget(&mut self, id: NodeId) -> Option<u64> {
+    /// Removes `id` from the view and the gossip queue, and drops its key-values; returns
+    /// its generation.
+    fn forget(&mut self, id: NodeId, now: Time) -> Option<u64> {
         let entry = self.members.remove(&id)?;
         self.index.remove(id, &entry);
         self.gossip.remove(id);
+        self.drop_key_values(id, now);
         Some(entry.generation)
+    }
+
+    /// Drops this member's copy of `owner`'s key-values, handing up each key as gone.
+    fn drop_key_values(&mut self, owner: NodeId, now: Time) {
+        let mut changes = Vec::new();
+        self.kv.drop_owner(owner, now, &mut changes);
+        self.key_changes(changes);
+    }
+
+    fn key_changes(&mut self, changes: Vec<KeyChange>) {
+        for change in changes {
+            self.effects
+                .push_back(Effect::Apply(ViewChange::Key(change)));
+        }
     }
 
     /// Takes a new `(generation, incarnation)` while running, past a claim at
@@ -1023,6 +1133,8 @@ impl Member {
         self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
         let push_pull = self.config.push_pull_interval_ms;
         self.next_sync_at = now + Duration::from_millis(push_pull / 2 + self.rng.below(push_pull));
+        let kv = self.config.kv_interval_ms;
+        self.next_kv_at = now + Duration::from_millis(self.rng.below(kv) + 1);
         // Join: announce this start to every seed and take their views.
         for seed in self.config.seeds.clone() {
             self.send_sync(seed, true);
@@ -1043,7 +1155,56 @@ impl Member {
         if now >= self.next_sync_at {
             self.push_pull(now);
         }
+        self.kv.collect(now);
+        if now >= self.next_kv_at {
+            self.key_value_round(now);
+        }
         self.reap(now);
+    }
+
+    /// The bytes a key-value message may fill besides its header, the update about the
+    /// receiver that the buddy system may add, and the body's own fields and lengths.
+    fn kv_budget(&self) -> usize {
+        let header = self.header(Body::Gossip).encode().len();
+        self.config
+            .sync_bytes_max
+            .saturating_sub(header + UPDATE_BYTES_MAX + 48)
+    }
+
+    /// Starts the key-value exchange with one random live member: a digest of what this
+    /// member holds, answered with what it lacks.
+    fn key_value_round(&mut self, now: Time) {
+        self.next_kv_at = now + Duration::from_millis(self.config.kv_interval_ms);
+        let live: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.state == MemberState::Alive)
+            .map(|(&id, _)| id)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let to = live[self.rng.below(live.len() as u64) as usize];
+        let budget = self.kv_budget();
+        let (lo, hi, digests) = self.kv.digest(budget);
+        self.send(to, Body::KvSyn { lo, hi, digests });
+    }
+
+    /// Whether this member keeps a copy of `owner`'s key-values: a member of its view not
+    /// believed dead.
+    fn holds_key_values(&self, owner: NodeId) -> bool {
+        self.members
+            .get(&owner)
+            .is_some_and(|e| e.state != MemberState::Dead)
+    }
+
+    fn take_deltas(&mut self, now: Time, deltas: Vec<crate::kv::Delta>) {
+        let mut changes = Vec::new();
+        for delta in deltas {
+            let holds = self.holds_key_values(delta.owner);
+            self.kv.apply(now, delta, holds, &mut changes);
+        }
+        self.key_changes(changes);
     }
 
     fn indirect_probe(&mut self, now: Time) {
@@ -1595,6 +1756,10 @@ impl Member {
         for r in self.relays.values() {
             at = at.min(r.nack_at);
         }
+        at = at.min(self.next_kv_at);
+        if let Some(collect) = self.kv.next_collection() {
+            at = at.min(collect);
+        }
         at
     }
 
@@ -1617,7 +1782,7 @@ impl Member {
             // itself than its starts could have taken it: a claim taken in before this
             // member knew any better. The sender's own word replaces it.
             self.stats.generations_refused += 1;
-            if let Some(generation) = self.forget(from) {
+            if let Some(generation) = self.forget(from, now) {
                 self.event(from, generation, None, now);
             }
         }
@@ -1639,6 +1804,7 @@ impl Member {
         );
         let limit = self.config.members_max.saturating_add(1);
         let sync = matches!(message.body, Body::Sync { .. });
+        let limit_kv = self.config.members_max.saturating_add(1);
         for &update in message.updates.iter().take(limit) {
             let mut update = update;
             if sync && update.state == MemberState::Dead && update.id != self.config.id {
@@ -1707,6 +1873,37 @@ impl Member {
                 }
             }
             Body::Gossip => {}
+            Body::KvSyn { lo, hi, digests } => {
+                let budget = self.kv_budget();
+                let holds: Vec<NodeId> = digests
+                    .iter()
+                    .take(limit_kv)
+                    .map(|d| d.owner)
+                    .filter(|&o| self.holds_key_values(o))
+                    .collect();
+                let (deltas, wants) = self.kv.answer(
+                    lo,
+                    hi,
+                    &digests[..digests.len().min(limit_kv)],
+                    budget,
+                    |o| holds.binary_search(&o).is_ok(),
+                );
+                if !deltas.is_empty() || !wants.is_empty() {
+                    self.send(from, Body::KvAck { deltas, wants });
+                }
+            }
+            Body::KvAck { deltas, wants } => {
+                self.take_deltas(now, deltas);
+                if !wants.is_empty() {
+                    let budget = self.kv_budget();
+                    let wants = &wants[..wants.len().min(limit_kv)];
+                    let deltas = self.kv.deltas(wants, budget);
+                    if !deltas.is_empty() {
+                        self.send(from, Body::KvDelta { deltas });
+                    }
+                }
+            }
+            Body::KvDelta { deltas } => self.take_deltas(now, deltas),
             Body::Sync { reply } => {
                 if reply {
                     self.send_sync(from, false);
@@ -1758,6 +1955,19 @@ impl Protocol for Member {
     }
 
     fn handle(&mut self, now: Time, input: InputOf<Self>) {
+        if self.ready && !self.left {
+            // A member that heard nothing, not even its own wake-ups, for half the grace
+            // may have slept through a collection of tombstones: its copies could bring
+            // deleted keys back, so it takes them again.
+            let half = Duration::from_millis(self.config.kv_grace_ms / 2);
+            if self.last_input_at.is_some_and(|last| last + half <= now) {
+                let mut changes = Vec::new();
+                self.kv.drop_others(now, &mut changes);
+                self.stats.kv_pauses += 1;
+                self.key_changes(changes);
+            }
+            self.last_input_at = Some(now);
+        }
         match input {
             Input::Persisted(token) => {
                 if token >= self.persist && !self.left {
@@ -1781,7 +1991,7 @@ impl Protocol for Member {
                     self.stats.messages_dropped += 1;
                 }
             }
-            Input::Request { id, request } => self.answer(id, request),
+            Input::Request { id, request } => self.answer(now, id, request),
         }
         // Rebuilding the index costs a pass over the view: checked after every input in
         // views of up to 8 members, and after every 32nd in views of up to 64.
@@ -1813,15 +2023,24 @@ impl Protocol for Member {
 }
 
 impl Member {
-    fn answer(&mut self, id: RequestId, request: MemberRequest) {
+    fn answer(&mut self, now: Time, id: RequestId, request: MemberRequest) {
         let response = match request {
             MemberRequest::Members => MemberResponse::Members(self.members()),
             MemberRequest::Leave => {
                 self.leave();
                 MemberResponse::Left
             }
+            MemberRequest::Set { key, value } => self.write_key(now, key, Some(value)),
+            MemberRequest::Delete { key } => self.write_key(now, key, None),
         };
         self.effects.push_back(Effect::Reply { id, response });
+    }
+
+    fn write_key(&mut self, now: Time, key: String, value: Option<Vec<u8>>) -> MemberResponse {
+        match self.kv.write(now, key, value) {
+            Ok(version) => MemberResponse::Written { version },
+            Err(e) => MemberResponse::Refused(e),
+        }
     }
 
     /// Declares this start dead at a new incarnation, which outranks everything said of it

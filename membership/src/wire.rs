@@ -1,8 +1,13 @@
 //! What members send each other, and its byte encoding.
 //!
-//! # Format, version 2
+//! # Format, version 3
 //!
-//! Version 2 adds the group fields to [`Update`] (`group`, `group_size`, `merged_from`).
+//! Version 2 added the group fields to [`Update`] (`group`, `group_size`, `merged_from`);
+//! version 3 adds the key-value exchange ([`Body::KvSyn`], [`Body::KvAck`],
+//! [`Body::KvDelta`]). A member of one version takes no message of another
+//! ([`DecodeError::Version`]), so old and new members tell each other apart instead of
+//! misreading each other: a cluster is upgraded by starting the new members as a cluster of
+//! their own, not mixed in.
 //!
 //! A message on the wire is one byte, [`WIRE_VERSION`], followed by the [`Message`] in
 //! postcard's format (varint integers, length-prefixed sequences, enum variants by index).
@@ -16,8 +21,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use synod_node::NodeId;
 
+use crate::kv::{Delta, Digest};
+
 /// The version byte every encoded message starts with.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// The furthest a member's generation can move ahead between two things another member
 /// hears of it: a generation rises by one per start (or renewal, see
@@ -93,7 +100,7 @@ impl Update {
 }
 
 /// What a message is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Body {
     /// A probe: answer with an [`Body::Ack`] of the same `seq`.
     Ping {
@@ -134,6 +141,31 @@ pub enum Body {
     Sync {
         /// Whether to answer with a sync of one's own.
         reply: bool,
+    },
+    /// The key-value exchange's first step: what the sender holds of the owners in
+    /// `lo..=hi` (an owner in the range that is not named, it holds nothing of). Answered
+    /// with a [`Body::KvAck`].
+    KvSyn {
+        /// The first owner the digest covers.
+        lo: NodeId,
+        /// The last owner the digest covers.
+        hi: NodeId,
+        /// One digest per owner held in the range, by owner.
+        digests: Vec<Digest>,
+    },
+    /// The answer to a [`Body::KvSyn`]: what the asker lacks, and what the answering
+    /// member holds of the owners the asker holds newer, to be answered with a
+    /// [`Body::KvDelta`].
+    KvAck {
+        /// What the asker lacks.
+        deltas: Vec<Delta>,
+        /// The answering member's digests of states the asker holds newer.
+        wants: Vec<Digest>,
+    },
+    /// The last step: what the answering member lacks.
+    KvDelta {
+        /// What the receiver lacks.
+        deltas: Vec<Delta>,
     },
 }
 

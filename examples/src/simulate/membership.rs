@@ -286,6 +286,9 @@ fn message_kind(message: &Message) -> &'static str {
         Body::Nack { .. } => "nack",
         Body::Gossip => "gossip",
         Body::Sync { .. } => "sync",
+        Body::KvSyn { .. } => "kv-digest",
+        Body::KvAck { .. } => "kv-answer",
+        Body::KvDelta { .. } => "kv-delta",
     }
 }
 

@@ -1,60 +1,48 @@
-//! The driver loop the examples share: what a user writes around a `Member` to run it over
-//! synod-transport on a real clock.
+//! What the examples share around `synod_membership::net::drive`, the driver loop that runs
+//! a `Member` over synod-transport on a real clock.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::io;
+use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
-use synod_membership::{Member, Message, ViewChange};
-use synod_node::{Effect, Input, Protocol, Time};
+use synod_membership::net::{self, Host};
+use synod_membership::{Member, MemberWrite, ViewChange};
+use synod_node::Time;
 use synod_transport::TcpTransport;
 
 /// The largest message a member takes from the wire (its push-pull syncs included).
 pub const SYNC_BYTES_MAX: usize = 65_536;
 
-/// Runs `member` over `transport` until `stop` is set: reads the monotonic clock (from
-/// `epoch`), hands the member what arrived and its wake-ups, and carries out what it asks.
-/// Messages are encoded and sent, messages received are checked with `Message::decode`
-/// (garbage is dropped), the generation is "made durable" at once (a real member writes it
-/// to a file and syncs before acknowledging), each view change goes to `apply`, and
-/// `each_turn` sees the member once per turn of the loop.
+/// A host that makes the generation "durable" at once (a real member writes it to a file
+/// and syncs before acknowledging, as `net::GenerationFile` does), hands each view change
+/// to `apply` and shows the member to `each_turn` once per turn of the loop.
+struct Callbacks<A, T> {
+    apply: A,
+    each_turn: T,
+}
+
+impl<A: FnMut(ViewChange), T: FnMut(&Member)> Host for Callbacks<A, T> {
+    fn persist(&mut self, _write: MemberWrite) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn apply(&mut self, change: ViewChange) {
+        (self.apply)(change);
+    }
+
+    fn each_turn(&mut self, member: &mut Member, _now: Time) {
+        (self.each_turn)(member);
+    }
+}
+
+/// Runs `member` over `transport` until `stop` is set.
 pub fn drive(
     member: &mut Member,
     transport: &TcpTransport,
     stop: &AtomicBool,
-    epoch: Instant,
-    mut apply: impl FnMut(ViewChange),
-    mut each_turn: impl FnMut(&Member),
+    apply: impl FnMut(ViewChange),
+    each_turn: impl FnMut(&Member),
 ) {
-    let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut wake: Option<Time> = None;
-    while !stop.load(Ordering::Relaxed) {
-        while let Some(effect) = member.poll() {
-            match effect {
-                Effect::Send { to, message } => {
-                    // A full queue or a peer that is down loses the message: SWIM copes.
-                    let _ = transport.send(to, Bytes::from(message.encode()));
-                }
-                Effect::Persist { token, .. } => member.handle(now(), Input::Persisted(token)),
-                Effect::WakeAt(at) => wake = Some(at),
-                Effect::Apply(change) => apply(change),
-                Effect::Reply { .. } => {}
-            }
-        }
-        each_turn(member);
-        let wait = wake.map_or(Duration::from_millis(50), |at| {
-            at.saturating_duration_since(now())
-        });
-        // Bytes that are not a message (another version, garbage) are dropped.
-        if let Some(incoming) = transport.recv(wait.min(Duration::from_millis(50)))
-            && let Ok(message) = Message::decode(incoming.payload(), SYNC_BYTES_MAX)
-        {
-            let from = incoming.from();
-            member.handle(now(), Input::Message { from, message });
-        }
-        if wake.is_some_and(|at| now() >= at) {
-            wake = None;
-            member.handle(now(), Input::Wake);
-        }
-    }
+    let mut host = Callbacks { apply, each_turn };
+    // Persisting never fails here, so neither does the loop.
+    let _ = net::drive(member, transport, stop, &mut host);
 }

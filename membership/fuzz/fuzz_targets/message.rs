@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     while let Some(effect) = member.poll() {
         if let Effect::Send { to, message } = effect {
             assert_ne!(to, NodeId::new(1));
-            let limit = if matches!(message.body, Body::Sync { .. }) {
+            let limit = if matches!(
+                message.body,
+                Body::Sync { .. } | Body::KvSyn { .. } | Body::KvAck { .. } | Body::KvDelta { .. }
+            ) {
                 SYNC_BYTES
             } else {
                 MESSAGE_BYTES

@@ -43,12 +43,7 @@ impl ProtocolStore for Store {
     type Protocol = Member;
 
     fn recover(&mut self, boot: Boot<'_>) -> io::Result<Member> {
-        let bytes = boot.disk.read("generation").unwrap_or_default();
-        let last = bytes
-            .chunks_exact(8)
-            .map(|r| u64::from_le_bytes(r.try_into().expect("8 bytes")))
-            .max()
-            .unwrap_or(0);
+        let last = last_generation(boot.disk);
         let seed = boot.rng.next_u64();
         let builder = MemberConfig::builder(boot.id, seed)
             .seeds([NodeId::new(1), NodeId::new(2)])
@@ -63,7 +58,7 @@ impl ProtocolStore for Store {
     }
 
     fn write(&mut self, disk: &mut Disk, write: &MemberWrite) -> io::Result<()> {
-        disk.append("generation", &write.generation.to_le_bytes())
+        write_generation(disk, write)
     }
 
     fn apply(&mut self, change: ViewChange) {
@@ -87,6 +82,21 @@ impl ProtocolStore for Store {
             _ => {}
         }
     }
+}
+
+/// The largest generation a member's disk holds whole: one 8-byte record per start.
+pub fn last_generation(disk: &mut Disk) -> u64 {
+    let bytes = disk.read("generation").unwrap_or_default();
+    bytes
+        .chunks_exact(8)
+        .map(|r| u64::from_le_bytes(r.try_into().expect("8 bytes")))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Appends a start's generation to the member's disk.
+pub fn write_generation(disk: &mut Disk, write: &MemberWrite) -> io::Result<()> {
+    disk.append("generation", &write.generation.to_le_bytes())
 }
 
 /// What a scenario is: its size, network, scripted faults and length.

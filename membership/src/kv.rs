@@ -1,0 +1,730 @@
+//! Application key-values on the gossip: each member owns versioned key-values that every
+//! other live member holds a copy of, spread by scuttlebutt anti-entropy (digests, then
+//! deltas of what the other lacks), bounded by the sync message limit.
+//!
+//! Each owner's key-values form one *state* per start of the owner: its generation (the
+//! member's start), the largest version it has handed out (`max_version`; every set or
+//! delete takes the next), and the *collection mark* (`gc_version`: tombstones up to it
+//! have been collected). A holder's copy of a state up to version `v` holds everything the
+//! owner did up to `v`, because a delta carries a state's keys in version order and the
+//! holder takes them only in that order, from the version it already has.
+//!
+//! A deleted key is a tombstone, carried like a value, until every holder has had it for
+//! the grace period; then each holder forgets it on its own clock and raises its mark. A
+//! holder whose copy is behind someone's mark (it might still hold a key whose tombstone is
+//! gone) is sent a *reset*: the whole state, which replaces its copy. A new generation of
+//! an owner replaces its old state the same way. A holder drops its copy of a member it
+//! declares dead (and so of one it forgets), and a holder that was paused for half the
+//! grace period or more drops every copy it holds, since it may have slept through a
+//! collection; a copy is taken again from the owner or any holder. That is what keeps
+//! stale gossip from bringing a deleted key back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use synod_node::{NodeId, Time};
+
+/// What a holder knows of one owner's key-values: which start of it, up to which version,
+/// and up to which version its tombstones are collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Digest {
+    /// The owner of the key-values.
+    pub owner: NodeId,
+    /// The owner's start the key-values belong to (0: none held).
+    pub generation: u64,
+    /// Every change the owner made up to this version is held.
+    pub max_version: u64,
+    /// Tombstones up to this version have been collected (the collection mark).
+    pub gc_version: u64,
+}
+
+/// One key at one version: its value, or `None` for a deleted key (a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyUpdate {
+    /// The key.
+    pub key: String,
+    /// The owner's version of this change.
+    pub version: u64,
+    /// The value, `None` if the key was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What one owner's state has that a holder lacks: its keys above `from`, in version
+/// order, complete up to `to`; or with `reset`, the whole state, replacing the holder's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Delta {
+    /// The owner.
+    pub owner: NodeId,
+    /// Its start.
+    pub generation: u64,
+    /// The whole state, to replace the holder's copy (a new generation, a holder that had
+    /// none, or one behind the collection mark).
+    pub reset: bool,
+    /// The sender's collection mark for the owner.
+    pub gc_version: u64,
+    /// The version the holder is known to have (0 with `reset`).
+    pub from: u64,
+    /// Everything up to this version is in the delta or superseded.
+    pub to: u64,
+    /// The keys, in version order.
+    pub keys: Vec<KeyUpdate>,
+}
+
+/// A change to another member's key-values in this member's copy, handed to the
+/// application with `Effect::Apply` ([`ViewChange::Key`](crate::ViewChange::Key)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyChange {
+    /// The member that owns the key.
+    pub owner: NodeId,
+    /// The owner's start the key belongs to.
+    pub generation: u64,
+    /// The key.
+    pub key: String,
+    /// The owner's version of the change; when the copy is dropped (`value` is `None`
+    /// because the owner is gone, restarted or was reset), the version last held.
+    pub version: u64,
+    /// The new value; `None` when the key was deleted or the copy dropped.
+    pub value: Option<Vec<u8>>,
+    /// When this member learnt it (its own `now`).
+    pub at: Time,
+}
+
+/// Why a key-value write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The key is longer than `key_bytes_max` (or empty).
+    Key {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The value is longer than `value_bytes_max`.
+    Value {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The member holds `keys_max` keys (tombstones included) and this one is new.
+    Full {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for KvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvError::Key { len, limit } => {
+                write!(f, "a key of {len} bytes, where 1 to {limit} are allowed")
+            }
+            KvError::Value { len, limit } => {
+                write!(f, "a value of {len} bytes is over the {limit} byte limit")
+            }
+            KvError::Full { limit } => {
+                write!(
+                    f,
+                    "the member already holds {limit} keys (deleted ones included)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// The limits and timing of the key-values, from the member's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KvLimits {
+    pub(crate) keys_max: usize,
+    pub(crate) key_bytes_max: usize,
+    pub(crate) value_bytes_max: usize,
+    pub(crate) grace_ms: u64,
+    /// Broken on purpose: tombstones are collected without moving the collection mark.
+    pub(crate) collect_without_mark: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Versioned {
+    version: u64,
+    value: Option<Vec<u8>>,
+    /// For a tombstone: when this holder learnt it (its collection starts from there).
+    since: Time,
+}
+
+/// One owner's state as a holder keeps it.
+#[derive(Debug, Clone, Default)]
+struct State {
+    generation: u64,
+    max_version: u64,
+    gc_version: u64,
+    keys: BTreeMap<String, Versioned>,
+    /// The keys by version, for deltas in version order.
+    by_version: BTreeMap<u64, String>,
+}
+
+impl State {
+    fn new(generation: u64, gc_version: u64) -> State {
+        State {
+            generation,
+            gc_version,
+            ..State::default()
+        }
+    }
+
+    fn digest(&self, owner: NodeId) -> Digest {
+        Digest {
+            owner,
+            generation: self.generation,
+            max_version: self.max_version,
+            gc_version: self.gc_version,
+        }
+    }
+
+    /// Sets `key` to `update`'s version and value; returns the tombstone time to index if
+    /// it became one, and the tombstone it replaced.
+    fn put(&mut self, update: KeyUpdate, now: Time) -> Option<(Time, u64)> {
+        let old = self.keys.insert(
+            update.key.clone(),
+            Versioned {
+                version: update.version,
+                value: update.value,
+                since: now,
+            },
+        );
+        self.by_version.insert(update.version, update.key);
+        let old = old?;
+        self.by_version.remove(&old.version);
+        old.value.is_none().then_some((old.since, old.version))
+    }
+
+    fn live(&self) -> impl Iterator<Item = (&String, u64, &Vec<u8>)> {
+        self.keys
+            .iter()
+            .filter_map(|(k, v)| v.value.as_ref().map(|value| (k, v.version, value)))
+    }
+}
+
+/// The key-values a member owns and the copies it holds of others'.
+#[derive(Debug)]
+pub(crate) struct KvStore {
+    me: NodeId,
+    limits: KvLimits,
+    states: BTreeMap<NodeId, State>,
+    /// Every tombstone held, by when it was learnt, for collection.
+    tombstones: BTreeSet<(Time, NodeId, u64)>,
+    /// Where the next digest starts, for views too large for one message.
+    cursor: NodeId,
+    /// Keys held, live or tombstones, over all states.
+    keys_held: usize,
+    pub(crate) stats: KvStats,
+}
+
+/// Counters of the key-value exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KvStats {
+    pub(crate) resets_sent: u64,
+    pub(crate) resets_taken: u64,
+    pub(crate) refused: u64,
+    pub(crate) collected: u64,
+}
+
+/// The encoded size of `value`.
+pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting bytes cannot fail.
+    let _ = postcard::to_io(value, &mut count);
+    count.0
+}
+
+impl KvStore {
+    pub(crate) fn new(me: NodeId, generation: u64, limits: KvLimits) -> KvStore {
+        let mut states = BTreeMap::new();
+        states.insert(me, State::new(generation, 0));
+        KvStore {
+            me,
+            limits,
+            states,
+            tombstones: BTreeSet::new(),
+            cursor: NodeId::new(1),
+            keys_held: 0,
+            stats: KvStats::default(),
+        }
+    }
+
+    pub(crate) fn keys_held(&self) -> usize {
+        self.keys_held
+    }
+
+    pub(crate) fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.states.keys().copied()
+    }
+
+    pub(crate) fn digest_of(&self, owner: NodeId) -> Option<Digest> {
+        self.states.get(&owner).map(|s| s.digest(owner))
+    }
+
+    pub(crate) fn get(&self, owner: NodeId, key: &str) -> Option<&[u8]> {
+        self.states.get(&owner)?.keys.get(key)?.value.as_deref()
+    }
+
+    pub(crate) fn iter(&self, owner: NodeId) -> impl Iterator<Item = (&str, &[u8])> {
+        self.states
+            .get(&owner)
+            .into_iter()
+            .flat_map(|s| s.live().map(|(k, _, v)| (k.as_str(), v.as_slice())))
+    }
+
+    // ---- the owner's writes -------------------------------------------------------------
+
+    /// Sets (`Some`) or deletes (`None`) one of this member's own keys; returns the new
+    /// version. Deleting a key that is not set does nothing and returns the current one.
+    pub(crate) fn write(
+        &mut self,
+        now: Time,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<u64, KvError> {
+        let l = self.limits;
+        if key.is_empty() || key.len() > l.key_bytes_max {
+            return Err(KvError::Key {
+                len: key.len(),
+                limit: l.key_bytes_max,
+            });
+        }
+        if let Some(v) = &value
+            && v.len() > l.value_bytes_max
+        {
+            return Err(KvError::Value {
+                len: v.len(),
+                limit: l.value_bytes_max,
+            });
+        }
+        let me = self.me;
+        let Some(state) = self.states.get_mut(&me) else {
+            return Err(KvError::Full { limit: 0 });
+        };
+        let held = state.keys.get(&key);
+        if value.is_none() && held.is_none_or(|v| v.value.is_none()) {
+            return Ok(state.max_version);
+        }
+        if held.is_none() && state.keys.len() >= l.keys_max {
+            return Err(KvError::Full { limit: l.keys_max });
+        }
+        state.max_version += 1;
+        let version = state.max_version;
+        let new = held.is_none();
+        let tombstone = value.is_none();
+        let replaced = state.put(
+            KeyUpdate {
+                key,
+                version,
+                value,
+            },
+            now,
+        );
+        if new {
+            self.keys_held += 1;
+        }
+        if let Some((since, old)) = replaced {
+            self.tombstones.remove(&(since, me, old));
+        }
+        if tombstone {
+            self.tombstones.insert((now, me, version));
+        }
+        Ok(version)
+    }
+
+    // ---- time ---------------------------------------------------------------------------
+
+    /// When the oldest tombstone is due for collection.
+    pub(crate) fn next_collection(&self) -> Option<Time> {
+        self.tombstones
+            .first()
+            .map(|&(since, _, _)| since + Duration::from_millis(self.limits.grace_ms))
+    }
+
+    /// Collects the tombstones held for the grace period.
+    pub(crate) fn collect(&mut self, now: Time) {
+        let grace = Duration::from_millis(self.limits.grace_ms);
+        while let Some(&(since, owner, version)) = self.tombstones.first()
+            && since + grace <= now
+        {
+            self.tombstones.remove(&(since, owner, version));
+            self.collect_one(owner, version);
+        }
+    }
+
+    fn collect_one(&mut self, owner: NodeId, version: u64) {
+        let Some(state) = self.states.get_mut(&owner) else {
+            return;
+        };
+        let Some(key) = state.by_version.remove(&version) else {
+            return;
+        };
+        state.keys.remove(&key);
+        self.keys_held -= 1;
+        self.stats.collected += 1;
+        if !self.limits.collect_without_mark {
+            state.gc_version = state.gc_version.max(version);
+        }
+    }
+
+    /// Drops the copy of `owner`'s key-values (never this member's own), handing up each
+    /// live key as gone.
+    pub(crate) fn drop_owner(&mut self, owner: NodeId, now: Time, out: &mut Vec<KeyChange>) {
+        if owner == self.me {
+            return;
+        }
+        let Some(state) = self.states.remove(&owner) else {
+            return;
+        };
+        self.forget_state(owner, &state, now, out);
+    }
+
+    /// Drops every copy of others' key-values (after a pause long enough to have slept
+    /// through a collection).
+    pub(crate) fn drop_others(&mut self, now: Time, out: &mut Vec<KeyChange>) {
+        let others: Vec<NodeId> = self
+            .states
+            .keys()
+            .copied()
+            .filter(|&o| o != self.me)
+            .collect();
+        for owner in others {
+            self.drop_owner(owner, now, out);
+        }
+    }
+
+    fn forget_state(&mut self, owner: NodeId, state: &State, now: Time, out: &mut Vec<KeyChange>) {
+        for (key, v) in &state.keys {
+            self.keys_held -= 1;
+            match &v.value {
+                Some(_) => out.push(KeyChange {
+                    owner,
+                    generation: state.generation,
+                    key: key.clone(),
+                    version: v.version,
+                    value: None,
+                    at: now,
+                }),
+                None => {
+                    self.tombstones.remove(&(v.since, owner, v.version));
+                }
+            }
+        }
+    }
+
+    // ---- the exchange ---------------------------------------------------------------------
+
+    /// The digest of the states held, from the cursor on, as many as fit in `budget` bytes:
+    /// `(lo, hi, digests)`, where owners in `lo..=hi` that are not named are not held.
+    pub(crate) fn digest(&mut self, budget: usize) -> (NodeId, NodeId, Vec<Digest>) {
+        let lo = self.cursor;
+        let mut hi = NodeId::new(u64::MAX);
+        let mut out = Vec::new();
+        let mut used = 0;
+        for (&owner, state) in self.states.range(lo..) {
+            let d = state.digest(owner);
+            let bytes = encoded_len(&d);
+            // At least one digest goes, so that the cursor always moves on.
+            if used + bytes > budget && !out.is_empty() {
+                hi = NodeId::new(owner.get() - 1);
+                break;
+            }
+            used += bytes;
+            out.push(d);
+        }
+        self.cursor = if hi.get() == u64::MAX {
+            NodeId::new(1)
+        } else {
+            NodeId::new(hi.get() + 1)
+        };
+        (lo, hi, out)
+    }
+
+    /// Whether a holder at `theirs` needs a reset from `mine`: another start, or behind
+    /// this copy's collection mark without having been reset past it.
+    fn needs_reset(mine: &State, theirs: &Digest) -> bool {
+        theirs.generation < mine.generation
+            || (theirs.max_version < mine.gc_version && theirs.gc_version < mine.gc_version)
+    }
+
+    /// Whether a copy at `theirs` has something this copy (`mine`, if any) lacks.
+    fn is_ahead(mine: Option<&State>, theirs: &Digest) -> bool {
+        match mine {
+            None => theirs.generation > 0,
+            Some(m) => {
+                theirs.generation > m.generation
+                    || (theirs.generation == m.generation
+                        && (theirs.max_version > m.max_version || Self::needs_reset_d(m, theirs)))
+            }
+        }
+    }
+
+    fn needs_reset_d(mine: &State, theirs: &Digest) -> bool {
+        mine.max_version < theirs.gc_version && mine.gc_version < theirs.gc_version
+    }
+
+    /// Answers a digest covering `lo..=hi` from a member: the deltas it lacks, as many as
+    /// fit in `budget` bytes, and the digests of the states it holds newer, for it to send
+    /// back. `holds` says which owners may be held (members of the view not believed dead).
+    pub(crate) fn answer(
+        &mut self,
+        lo: NodeId,
+        hi: NodeId,
+        theirs: &[Digest],
+        budget: usize,
+        holds: impl Fn(NodeId) -> bool,
+    ) -> (Vec<Delta>, Vec<Digest>) {
+        let mut wants = Vec::new();
+        let mut asked: BTreeMap<NodeId, Digest> = BTreeMap::new();
+        for d in theirs.iter().filter(|d| lo <= d.owner && d.owner <= hi) {
+            let mine = self.states.get(&d.owner);
+            if d.owner != self.me && holds(d.owner) && Self::is_ahead(mine, d) {
+                wants.push(mine.map_or(
+                    Digest {
+                        owner: d.owner,
+                        generation: 0,
+                        max_version: 0,
+                        gc_version: 0,
+                    },
+                    |m| m.digest(d.owner),
+                ));
+            }
+            asked.insert(d.owner, *d);
+        }
+        // Owners held in the range that the other did not name: it has none of them.
+        if lo <= hi {
+            for (&owner, _) in self.states.range(lo..=hi) {
+                asked.entry(owner).or_insert(Digest {
+                    owner,
+                    generation: 0,
+                    max_version: 0,
+                    gc_version: 0,
+                });
+            }
+        }
+        let asked: Vec<Digest> = asked.into_values().collect();
+        let wants_bytes: usize = wants.iter().map(encoded_len).sum();
+        let deltas = self.deltas(&asked, budget.saturating_sub(wants_bytes));
+        (deltas, wants)
+    }
+
+    /// The deltas for a holder at `theirs`, as many as fit in `budget` bytes.
+    pub(crate) fn deltas(&mut self, theirs: &[Digest], mut budget: usize) -> Vec<Delta> {
+        let mut out = Vec::new();
+        for d in theirs {
+            let Some(mine) = self.states.get(&d.owner) else {
+                continue;
+            };
+            if d.generation > mine.generation {
+                continue;
+            }
+            let reset = Self::needs_reset(mine, d);
+            if !reset && d.max_version >= mine.max_version {
+                continue;
+            }
+            let from = if reset { 0 } else { d.max_version };
+            let mut delta = Delta {
+                owner: d.owner,
+                generation: mine.generation,
+                reset,
+                gc_version: mine.gc_version,
+                from,
+                to: mine.max_version,
+                keys: Vec::new(),
+            };
+            let mut used = encoded_len(&delta);
+            if used > budget {
+                break;
+            }
+            for (&version, key) in mine.by_version.range(from + 1..) {
+                let Some(v) = mine.keys.get(key) else {
+                    continue;
+                };
+                let update = KeyUpdate {
+                    key: key.clone(),
+                    version,
+                    value: v.value.clone(),
+                };
+                let bytes = encoded_len(&update) + 2;
+                if used + bytes > budget {
+                    delta.to = version - 1;
+                    break;
+                }
+                used += bytes;
+                delta.keys.push(update);
+            }
+            if delta.keys.is_empty() && delta.to < mine.max_version && !reset {
+                // Not even one key fits.
+                break;
+            }
+            budget -= used.min(budget);
+            if reset {
+                self.stats.resets_sent += 1;
+            }
+            let full = delta.to < mine.max_version;
+            out.push(delta);
+            if full {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Takes in a delta from another member; `holds` says whether the owner may be held.
+    /// Hands up every change to a live key.
+    pub(crate) fn apply(&mut self, now: Time, delta: Delta, holds: bool, out: &mut Vec<KeyChange>) {
+        let owner = delta.owner;
+        if owner == self.me || !holds || delta.generation == 0 {
+            return;
+        }
+        let held = self.states.get(&owner);
+        let replace = match held {
+            None => true,
+            Some(h) if h.generation > delta.generation => return,
+            Some(h) if h.generation < delta.generation => true,
+            Some(h) => {
+                delta.reset && h.max_version < delta.gc_version && h.gc_version < delta.gc_version
+            }
+        };
+        if replace {
+            if !delta.reset || delta.from != 0 {
+                // A part of a state this member does not hold the start of.
+                return;
+            }
+            if held.is_some() {
+                self.stats.resets_taken += 1;
+            }
+            let old = self
+                .states
+                .insert(owner, State::new(delta.generation, delta.gc_version));
+            self.take_keys(now, owner, &delta, old.as_ref(), out);
+            if let Some(old) = old {
+                // What the old copy held that the new one does not: gone.
+                let mut gone = Vec::new();
+                let state = &self.states[&owner];
+                for (key, v) in &old.keys {
+                    if !state.keys.contains_key(key) {
+                        gone.push((key.clone(), v.clone()));
+                    }
+                }
+                for (key, v) in gone {
+                    self.keys_held -= 1;
+                    match v.value {
+                        Some(_) => out.push(KeyChange {
+                            owner,
+                            generation: old.generation,
+                            key,
+                            version: v.version,
+                            value: None,
+                            at: now,
+                        }),
+                        None => {
+                            self.tombstones.remove(&(v.since, owner, v.version));
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let Some(h) = held else { return };
+        if delta.reset || delta.from > h.max_version {
+            // A reset this copy needs no longer, or a part that would leave a gap.
+            return;
+        }
+        self.take_keys(now, owner, &delta, None, out);
+    }
+
+    /// Takes `delta`'s keys above the copy's version, in order, and moves the copy's version
+    /// to `delta.to` if every key fit. `old` is the copy being replaced (for its keys'
+    /// tombstones and the changes handed up).
+    fn take_keys(
+        &mut self,
+        now: Time,
+        owner: NodeId,
+        delta: &Delta,
+        old: Option<&State>,
+        out: &mut Vec<KeyChange>,
+    ) {
+        let keys_max = self.limits.keys_max;
+        let Some(state) = self.states.get_mut(&owner) else {
+            return;
+        };
+        let mut top = state.max_version;
+        let mut complete = true;
+        let mut last = 0;
+        for update in &delta.keys {
+            if update.version <= last || update.version > delta.to {
+                // Out of order: the sender is broken; take nothing more of it.
+                complete = false;
+                break;
+            }
+            last = update.version;
+            if update.version <= state.max_version {
+                continue;
+            }
+            let existing = state.keys.get(&update.key);
+            if existing.is_none() && state.keys.len() >= keys_max {
+                self.stats.refused += 1;
+                complete = false;
+                break;
+            }
+            if existing.is_some_and(|e| e.version >= update.version) {
+                top = update.version;
+                continue;
+            }
+            // Keys carried over by a reset were counted for the old copy.
+            let counted_before = old.is_some_and(|o| o.keys.contains_key(&update.key));
+            let unchanged = old
+                .and_then(|o| o.keys.get(&update.key))
+                .is_some_and(|o| o.version == update.version && o.value == update.value);
+            if let Some(o) = old.and_then(|o| o.keys.get(&update.key))
+                && o.value.is_none()
+            {
+                self.tombstones.remove(&(o.since, owner, o.version));
+            }
+            let was_live = existing.is_some_and(|e| e.value.is_some())
+                || old
+                    .and_then(|o| o.keys.get(&update.key))
+                    .is_some_and(|o| o.value.is_some());
+            let new_key = existing.is_none() && !counted_before;
+            let replaced = state.put(update.clone(), now);
+            if new_key {
+                self.keys_held += 1;
+            }
+            if let Some((since, version)) = replaced {
+                self.tombstones.remove(&(since, owner, version));
+            }
+            if update.value.is_none() {
+                self.tombstones.insert((now, owner, update.version));
+            }
+            if !unchanged && (update.value.is_some() || was_live) {
+                out.push(KeyChange {
+                    owner,
+                    generation: state.generation,
+                    key: update.key.clone(),
+                    version: update.version,
+                    value: update.value.clone(),
+                    at: now,
+                });
+            }
+            top = update.version;
+        }
+        state.max_version = if complete { top.max(delta.to) } else { top };
+    }
+}
