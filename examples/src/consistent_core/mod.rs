@@ -33,7 +33,8 @@
 //!   ([`crate::runtime`], which owns the threads, the client listener, the group commit,
 //!   the ticks and fail-stop): what is the Consistent Core's in it, the node as the
 //!   *Singular Update Queue*'s state machine, writes forwarded to the leader over
-//!   `synod-transport` (*Single-Socket Channel*, *Request Pipeline*), *Write-Ahead Log*,
+//!   `synod-transport` (*Single-Socket Channel*, *Request Pipeline*, *Request Batch*: a
+//!   drain's forwarded writes in one message, answered in one), *Write-Ahead Log*,
 //!   *Segmented Log* and *Low-Water Mark* via `synod_consensus::WalLogStore` on
 //!   `synod-wal`, and the graceful shutdown.
 //! - [`commands`]: the command table of the client protocol, RESP ([`crate::resp`],
@@ -164,6 +165,7 @@
 
 pub mod client;
 pub mod commands;
+mod forward;
 pub mod kv;
 pub mod node;
 pub mod pattern;

@@ -15,15 +15,18 @@
 //!   `TcpTransport` connection per pair. Raft messages are one-way sends, written by the
 //!   worker itself when the connection is idle (the transport's fail-fast mode never holds
 //!   it longer than `synod_transport::INLINE_WRITE_WAIT`) and batched by the transport's
-//!   writer thread when it is busy; a follower forwards a client's write to the leader as a
-//!   transport request and waits for its response (many in flight at once).
+//!   writer thread when it is busy. A follower forwards the writes it cannot take to the
+//!   leader as completions: the worker gathers those of one drain into one message, no
+//!   thread waits for the answer, and the transport reader that receives the leader's
+//!   answers completes each client's request (see `forward.rs`).
 //!
 //! A write thus crosses four threads: the client event loop (which hands it to the worker
 //! with every other request it read in the same wake-up), the leader's worker (which writes
 //! the entry to both followers), each follower's worker (reached from its transport
 //! reader), and the leader's worker again (reached from its reader), which answers the
-//! event loop. A client of a follower has its request forwarded to the leader by one of the
-//! node's forwarder threads ([`FORWARD_THREADS`]).
+//! event loop. A client's write to a follower goes from the event loop to the follower's
+//! worker, which sends it on to the leader with the other writes of its drain; the
+//! follower's transport reader takes the leader's answer and hands it to the event loop.
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
 //!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
 //!   snapshots of the key-value state are written to it when the log is compacted.
@@ -52,8 +55,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -63,9 +66,12 @@ use synod_consensus::{
 };
 use synod_node::{Effect, Input, Protocol, RequestId, Time};
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
+
+pub use super::forward::{FORWARD_BATCH_BYTES_MAX, FORWARDS_IN_FLIGHT_MAX};
 use synod_wal::FileStorage;
 
 use super::commands::{self, Action, ConnState, execute_at, refusal};
+use super::forward::{Batches, InFlight, PeerPayload, Sent};
 use super::kv::KvQuery;
 use super::node::{
     Command, CoreNode, Fatal, Info, Request, Response, SNAPSHOT_ENTRIES_DEFAULT, Tag,
@@ -153,18 +159,35 @@ type Store = WalLogStore<FileStorage>;
 
 /// Who waits for a reply.
 enum Waiter {
-    /// A thread of this node (a forwarder retrying a request).
-    Local(Completer<Response>),
     /// A client connection, through the client event loop.
     Client(Answer<Response>),
-    /// A follower that forwarded the request.
-    Remote(Incoming),
+    /// A follower that forwarded the request, under its number for it.
+    Peer { from: NodeId, id: u64 },
 }
+
+/// A client's request this node cannot take now, waiting to be sent to a leader or handed
+/// to the node again at the next tick.
+struct Parked {
+    request: Request,
+    answer: Answer<Response>,
+    /// When the node gives up and answers it certainly not done.
+    deadline: Instant,
+    /// Why it waits, for that answer.
+    last: String,
+}
+
+/// How much earlier than the client connection's own deadline the node gives up on a
+/// request it is forwarding or retrying, so that its answer (certainly not done, or
+/// unknown) reaches the connection before the connection times the request out itself.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 
 enum Event {
     /// A peer's message, with the peer the transport authenticated.
     Peer(NodeId, Message),
     Client(Request, Waiter),
+    /// Client requests to try again at the next tick (a forwarded request the leader did
+    /// not take, or one the node could not take and its connection sent back).
+    Retry(Vec<Parked>),
     /// A connection's watch command, answered with its reply's values.
     Watch {
         owner: WatchOwner,
@@ -192,8 +215,20 @@ struct CoreMachine {
     next_tag: Tag,
     /// The last store write the node's effects asked to be made durable.
     owed: Option<PersistToken>,
-    /// Forwarded requests not answered yet (see [`Shared::on_peer`]).
+    /// Requests followers forwarded to this node not answered yet (see [`Shared::on_peer`]).
     forwarded: Arc<AtomicUsize>,
+    /// Requests this node forwarded to a leader, waiting for its answer.
+    in_flight: Arc<InFlight>,
+    /// Requests to forward, gathered until the end of the drain.
+    forwards: Batches<Sent>,
+    /// Answers to followers' requests, gathered until the end of the drain.
+    answers: Batches<()>,
+    /// Requests waiting for the next tick.
+    parked: Vec<Parked>,
+    /// The number of the last request forwarded (numbered from the incarnation's base, so
+    /// that a leader's late answer to an earlier incarnation's request matches none).
+    last_forward: u64,
+    stopping: Arc<Stopping>,
     /// The watchers of this node's clients, fed what the node applies.
     watches: Watches<Pusher>,
     #[cfg(test)]
@@ -210,23 +245,21 @@ impl Machine for CoreMachine {
             // The transport authenticated the peer by its handshake; a message is taken
             // as from the node it names only if that is the peer it came from.
             Event::Peer(from, message) => self.node.handle(now, Input::Message { from, message }),
-            Event::Client(request, waiter) => {
-                #[cfg(test)]
-                let write = matches!(request, Request::Write { .. });
-                let tag = self.next_tag();
-                self.waiters.insert(tag, waiter);
-                self.node.handle(
-                    now,
-                    Input::Request {
-                        id: tag,
-                        request: Command::Client(request),
-                    },
-                );
-                #[cfg(test)]
-                if write {
-                    self.commit_fault(tag);
-                }
+            Event::Client(request, Waiter::Client(answer))
+                if request.needs_leader() && !self.leads() =>
+            {
+                // Sent on to the leader without a trip through the node (which would only
+                // say it does not lead).
+                let deadline = Instant::now() + REQUEST_TIMEOUT - ANSWER_MARGIN;
+                self.elsewhere(Parked {
+                    request,
+                    answer,
+                    deadline,
+                    last: String::new(),
+                });
             }
+            Event::Client(request, waiter) => self.take(now, request, waiter),
+            Event::Retry(parked) => self.parked.extend(parked),
             Event::Watch {
                 owner,
                 pusher,
@@ -242,6 +275,8 @@ impl Machine for CoreMachine {
             Event::Tick => {
                 self.node.handle(now, Input::Wake);
                 self.watches.wake(now);
+                self.retry_parked(now);
+                self.give_up_forwards();
             }
             Event::Info | Event::Stop => {}
             Event::HandOver => {
@@ -298,6 +333,138 @@ impl CoreMachine {
         self.next_tag
     }
 
+    fn leads(&self) -> bool {
+        self.node.raft().role() == Role::Leader
+    }
+
+    /// Hands a request to the node, which answers `waiter`.
+    fn take(&mut self, now: Time, request: Request, waiter: Waiter) {
+        #[cfg(test)]
+        let write = matches!(request, Request::Write { .. });
+        let tag = self.next_tag();
+        self.waiters.insert(tag, waiter);
+        self.node.handle(
+            now,
+            Input::Request {
+                id: tag,
+                request: Command::Client(request),
+            },
+        );
+        #[cfg(test)]
+        if write {
+            self.commit_fault(tag);
+        }
+    }
+
+    /// A request that needs the leader, on a node that does not lead: sent to the leader
+    /// it knows of with the rest of this drain's (see [`CoreMachine::run`]), or kept for the
+    /// next tick while it knows none.
+    fn elsewhere(&mut self, mut parked: Parked) {
+        let leader = self
+            .node
+            .raft()
+            .leader()
+            .filter(|&l| l != self.node.raft().id());
+        // Behind requests already waiting for the next tick (a connection's writes reach
+        // the leader in the order they came), or until a leader is known.
+        let leader = leader.filter(|_| self.parked.is_empty());
+        let Some(leader) = leader else {
+            if parked.last.is_empty() {
+                parked.last = "no leader known".into();
+            }
+            self.parked.push(parked);
+            return;
+        };
+        if self.in_flight.len() + self.forwards.len() >= FORWARDS_IN_FLIGHT_MAX {
+            parked.answer.complete(Response::Retry(format!(
+                "too many requests are being forwarded to the leader (at most {FORWARDS_IN_FLIGHT_MAX})"
+            )));
+            return;
+        }
+        self.last_forward += 1;
+        let sent = Sent {
+            leader,
+            request: parked.request,
+            answer: parked.answer,
+            deadline: parked.deadline,
+        };
+        self.forwards
+            .push_kept(leader, self.last_forward, sent, |s| &s.request);
+    }
+
+    /// At a tick, tries again the requests that waited for it: answered if the node is
+    /// stopping, their client has gone or their deadline has passed; otherwise handed to
+    /// the node if it now leads, or sent to the leader it now knows.
+    fn retry_parked(&mut self, now: Time) {
+        let at = Instant::now();
+        for parked in std::mem::take(&mut self.parked) {
+            if self.stopping.is_stopping() {
+                parked
+                    .answer
+                    .complete(shutting_down(self.node.raft().id().get()));
+            } else if !parked.answer.is_wanted() {
+                parked.answer.discard();
+            } else if at >= parked.deadline {
+                parked
+                    .answer
+                    .complete(Response::Retry(format!("timed out: {}", parked.last)));
+            } else if self.leads() || !parked.request.needs_leader() {
+                self.take(now, parked.request, Waiter::Client(parked.answer));
+            } else {
+                self.elsewhere(parked);
+            }
+        }
+    }
+
+    /// At a tick, answers the forwarded requests whose answer will not come: their leader's
+    /// connection is down (what was sent on it may or may not have arrived), or their
+    /// deadline has passed. Either way the outcome is unknown.
+    fn give_up_forwards(&mut self) {
+        let at = Instant::now();
+        let mut connected = BTreeMap::new();
+        let transport = &self.transport;
+        let lost = self.in_flight.take_if(|sent| {
+            at >= sent.deadline
+                || !*connected
+                    .entry(sent.leader)
+                    .or_insert_with(|| transport.is_connected(sent.leader))
+        });
+        for sent in lost {
+            let leader = sent.leader;
+            let why = if at >= sent.deadline {
+                format!("forwarded to the leader, node {leader}, which did not answer in time")
+            } else {
+                format!("forwarded to the leader, node {leader}, whose connection was lost")
+            };
+            sent.answer.complete(Response::Unknown(why));
+        }
+    }
+
+    /// Sends the requests and answers gathered in this drain, one message per peer (but for
+    /// those over [`FORWARD_BATCH_BYTES_MAX`]). Requests whose message the transport
+    /// refused were not sent: they wait for the next tick.
+    fn send_batches(&mut self) {
+        for (to, batch) in self.answers.take() {
+            // A lost answer leaves the follower to give up on the request: its business.
+            let _ = self.transport.send(to, Bytes::from(batch.bytes));
+        }
+        for (to, batch) in self.forwards.take() {
+            let ids: Vec<u64> = batch.kept.iter().map(|(id, _)| *id).collect();
+            // Recorded first: the answer may arrive before `send` returns.
+            self.in_flight.insert(batch.kept);
+            if let Err(e) = self.transport.send(to, Bytes::from(batch.bytes)) {
+                for sent in self.in_flight.remove(ids) {
+                    self.parked.push(Parked {
+                        request: sent.request,
+                        answer: sent.answer,
+                        deadline: sent.deadline,
+                        last: format!("forwarding to the leader, node {to}, failed: {e}"),
+                    });
+                }
+            }
+        }
+    }
+
     /// Carries out the node's effects: answers first, so that a client is not kept waiting
     /// while the worker tells the followers of a new commit index (the answers depend only
     /// on what is committed or durable already, never on those messages), then messages to
@@ -314,11 +481,9 @@ impl CoreMachine {
                     self.owed = Some(token);
                 }
                 Effect::Reply { id, response } => match self.waiters.remove(&id) {
-                    Some(Waiter::Local(c)) => c.complete(response),
                     Some(Waiter::Client(answer)) => answer.complete(response),
-                    Some(Waiter::Remote(incoming)) => {
-                        let bytes = postcard::to_stdvec(&response).expect("encodes");
-                        let _ = self.transport.respond(&incoming, Bytes::from(bytes));
+                    Some(Waiter::Peer { from, id }) => {
+                        self.answers.push(from, id, &response, ());
                         self.forwarded.fetch_sub(1, Ordering::SeqCst);
                     }
                     None => {}
@@ -327,6 +492,7 @@ impl CoreMachine {
                 Effect::WakeAt(_) => {}
             }
         }
+        self.send_batches();
         for m in sends {
             let to = m.to;
             // Lost messages are Raft's business: it resends.
@@ -347,12 +513,12 @@ struct Shared {
     transport: Arc<TcpTransport>,
     id: u64,
     /// Whether a graceful stop has begun, and the client requests in flight.
-    stopping: Stopping,
+    stopping: Arc<Stopping>,
     connections: Arc<Connections>,
-    /// Requests for the forwarder threads.
-    forwards: mpsc::SyncSender<Forward>,
     /// Requests forwarded by followers that the worker has not answered yet.
     forwarded: Arc<AtomicUsize>,
+    /// Requests this node forwarded, waiting for the leader's answer.
+    in_flight: Arc<InFlight>,
     /// The number the next connection to watch takes as its owner.
     next_watch_owner: AtomicU64,
     #[cfg(test)]
@@ -360,34 +526,79 @@ struct Shared {
 }
 
 impl PeerHandler for Shared {
-    /// Queues a peer's message or forwarded request (on the transport's reader thread);
-    /// returns an immediate answer only for a request that cannot be decoded, or that
-    /// reaches a node shutting down. Raft's messages that cannot be decoded are dropped, as
+    /// Queues a peer's message or forwarded requests (on the transport's reader thread),
+    /// and completes the requests a leader answered. Requests reaching a node shutting down
+    /// are answered at once, as not done. Messages that cannot be decoded are dropped, as
     /// lost ones are.
     fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
-        if incoming.is_request() {
-            let Ok(request) = postcard::from_bytes::<Request>(incoming.payload()) else {
-                let reply = Response::Retry("undecodable forwarded request".into());
-                return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
-            };
-            // A node shutting down takes no new work from followers either: it might exit
-            // before the write commits, and the follower could only call it unknown. Refused,
-            // it is certainly not done, and the follower retries it at the next leader.
-            // SeqCst pairs with `shutdown`, as for client calls: either it waits for this
-            // request, or this request sees it stopping.
-            self.forwarded.fetch_add(1, Ordering::SeqCst);
-            if self.stopping.is_stopping() {
-                self.forwarded.fetch_sub(1, Ordering::SeqCst);
-                let reply = shutting_down(self.id);
-                return Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")));
+        let from = incoming.from();
+        match PeerPayload::decode(incoming.payload()) {
+            PeerPayload::Forwards(requests) => {
+                // A node shutting down takes no new work from followers either: it might
+                // exit before the write commits, and the follower could only call it
+                // unknown. Refused, it is certainly not done, and the follower retries it at
+                // the next leader. SeqCst pairs with `shutdown`, as for client calls: either
+                // it waits for these requests, or they see it stopping.
+                self.forwarded.fetch_add(requests.len(), Ordering::SeqCst);
+                if self.stopping.is_stopping() {
+                    self.forwarded.fetch_sub(requests.len(), Ordering::SeqCst);
+                    let ids = requests.into_iter().map(|(id, _)| id);
+                    for refusal in refuse_all(ids, &shutting_down(self.id)) {
+                        let _ = self.transport.send(from, refusal);
+                    }
+                    return None;
+                }
+                self.queue.submit_all(
+                    requests
+                        .into_iter()
+                        .map(|(id, request)| Event::Client(request, Waiter::Peer { from, id })),
+                );
             }
-            self.queue
-                .send(Event::Client(request, Waiter::Remote(incoming.clone())));
-        } else if let Ok(message) = Message::decode(incoming.payload()) {
-            self.queue.send(Event::Peer(incoming.from(), message));
+            PeerPayload::Answers(answers) => {
+                let mut again = Vec::new();
+                for (sent, response) in self.in_flight.answered(from, answers) {
+                    let last = match response {
+                        Response::Kv(_) | Response::Unknown(_) => {
+                            sent.answer.complete(response);
+                            continue;
+                        }
+                        Response::NotLeader { .. } => format!("node {from} no longer leads"),
+                        Response::Retry(why) => why,
+                    };
+                    again.push(Parked {
+                        request: sent.request,
+                        answer: sent.answer,
+                        deadline: sent.deadline,
+                        last,
+                    });
+                }
+                if !again.is_empty() {
+                    self.queue.send(Event::Retry(again));
+                }
+            }
+            PeerPayload::Other => {
+                if let Ok(message) = Message::decode(incoming.payload()) {
+                    self.queue.send(Event::Peer(from, message));
+                }
+            }
         }
         None
     }
+}
+
+/// Messages of answers saying `response` to each of the requests numbered `ids`.
+fn refuse_all(ids: impl IntoIterator<Item = u64>, response: &Response) -> Vec<Bytes> {
+    let mut answers = Batches::<()>::answers();
+    // Any node id: the messages are taken whole.
+    let to = NodeId::new(1);
+    for id in ids {
+        answers.push(to, id, response, ());
+    }
+    answers
+        .take()
+        .into_iter()
+        .map(|(_, batch)| Bytes::from(batch.bytes))
+        .collect()
 }
 
 /// What a client's request in flight keeps: the request (to settle its answer, or send it
@@ -398,25 +609,10 @@ struct CorePending {
     _call: CallGuard,
 }
 
-/// A request a client connection's node could not answer itself (it does not lead, or
-/// there is no leader yet): forwarded to the leader, or retried, on a forwarder thread.
-struct Forward {
-    request: Request,
-    first: Response,
-    deadline: Instant,
-    answer: Answer<Response>,
-}
-
 /// Single-key reads (`GET`, `EXISTS`) of one connection in flight at once: their replies
 /// wait to be written in order, so this times the largest value bounds what a connection
 /// that pipelines reads without reading its replies makes the node hold.
 pub const READS_IN_FLIGHT_MAX: usize = 32;
-
-/// Threads that forward client requests to the leader (each waits for the leader's
-/// answer): at most this many forwarded requests are in flight from one node's clients.
-pub const FORWARD_THREADS: usize = 32;
-/// Requests waiting for a forwarder thread; past it a request is answered `TRYAGAIN`.
-pub const FORWARD_QUEUE_MAX: usize = 4096;
 
 /// The Consistent Core's client side: its command table, served as RESP by the runtime's
 /// event loop ([`Resp`]).
@@ -551,26 +747,27 @@ impl Commands for CoreClients {
                 let _ = first;
                 shutting_down(shared.id)
             }
-            Outcome::Done(first) => {
-                // Not the leader, or no leader yet: forwarded or retried on a forwarder
-                // thread, which answers on the same slot.
-                let forward = Forward {
-                    request: request.clone(),
-                    first,
-                    deadline: pending.deadline,
-                    answer: resend.answer(),
+            // Certainly not done, with time left: tried again by the worker at its next
+            // tick (handed to the node, or forwarded to the leader it then knows), which
+            // answers on the same slot. Within ANSWER_MARGIN of the deadline (the worker
+            // gives up then, saying so), the answer is final.
+            Outcome::Done(first) if Instant::now() + ANSWER_MARGIN < pending.deadline => {
+                let last = match first {
+                    Response::Retry(why) => why,
+                    _ => "no leader known".into(),
                 };
-                match shared.forwards.try_send(forward) {
-                    Ok(()) => return Settled::Wait(pending),
-                    Err(mpsc::TrySendError::Full(f) | mpsc::TrySendError::Disconnected(f)) => {
-                        // Nothing was done with it: it is answered here.
-                        f.answer.discard();
-                        Response::Retry(
-                            "too many requests are being forwarded to the leader".into(),
-                        )
-                    }
-                }
+                shared.queue.send(Event::Retry(vec![Parked {
+                    request: request.clone(),
+                    answer: resend.answer(),
+                    deadline: pending.deadline - ANSWER_MARGIN,
+                    last,
+                }]));
+                return Settled::Wait(pending);
             }
+            Outcome::Done(Response::NotLeader { .. }) => {
+                Response::Retry("timed out: no leader known".into())
+            }
+            Outcome::Done(last) => last,
             Outcome::NotTaken => shutting_down(shared.id),
             // The worker dropped the request: it took it up (it may have proposed it) and
             // then died, or the process is going down.
@@ -675,80 +872,6 @@ impl Shared {
             )),
         }
     }
-
-    /// Runs a request to its end on a forwarder thread, from `first`, the node's answer
-    /// that it does not lead: forwarded to the leader, retried while it is certain it was
-    /// not applied, until `deadline`.
-    fn call_from(&self, request: &Request, deadline: Instant, first: Response) -> Response {
-        let mut last = String::from("no leader");
-        let mut next = Some(first);
-        loop {
-            if self.stopping.is_stopping() {
-                return shutting_down(self.id);
-            }
-            let response = match next.take() {
-                Some(response) => response,
-                None => {
-                    let (completer, done) = completion();
-                    self.queue
-                        .send(Event::Client(request.clone(), Waiter::Local(completer)));
-                    match done.wait_until(deadline) {
-                        WaitOutcome::Done(r) => r,
-                        // The worker dropped the request: it took it up (it may have
-                        // proposed it) and then died, or the process is going down.
-                        WaitOutcome::Canceled => {
-                            return unknown(request, "the node's worker stopped".into());
-                        }
-                        WaitOutcome::TimedOut => {
-                            return unknown(request, format!("timed out ({last})"));
-                        }
-                    }
-                }
-            };
-            match response {
-                Response::Kv(_) => return response,
-                Response::Unknown(why) => return unknown(request, why),
-                Response::NotLeader { leader: Some(l) } if l != self.id => {
-                    match self.forward(l, request, deadline) {
-                        Response::Kv(r) => return Response::Kv(r),
-                        Response::NotLeader { .. } => {
-                            last = format!("node {l} no longer leads");
-                        }
-                        Response::Retry(why) => last = why,
-                        Response::Unknown(why) => return unknown(request, why),
-                    }
-                }
-                Response::NotLeader { .. } => last = "no leader known".into(),
-                Response::Retry(why) => last = why,
-            }
-            if Instant::now() >= deadline {
-                return Response::Retry(format!("timed out: {last}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `request` to the leader and waits for its answer: `Retry` if it could not be
-    /// sent (the transport refused it at once: not connected, queue full), `Unknown` if it
-    /// was sent and no answer came.
-    fn forward(&self, leader: u64, request: &Request, deadline: Instant) -> Response {
-        let bytes = postcard::to_stdvec(request).expect("encodes");
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let failed =
-            |e: &dyn fmt::Display| format!("forwarding to the leader, node {leader}, failed: {e}");
-        let handle = match self
-            .transport
-            .request(NodeId::new(leader), Bytes::from(bytes), timeout)
-        {
-            Ok(handle) => handle,
-            Err(e) => return Response::Retry(failed(&e)),
-        };
-        match handle.wait() {
-            Ok(reply) => postcard::from_bytes(&reply)
-                .unwrap_or_else(|e| Response::Unknown(failed(&format!("undecodable reply: {e}")))),
-            Err(e) => Response::Unknown(failed(&e)),
-        }
-    }
 }
 
 /// A running node.
@@ -804,10 +927,16 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
     // follower forwards meanwhile (it still takes this restarting node for its leader) is
     // answered at once as not done, rather than left to time out with an unknown outcome.
     let id = options.id();
-    let (transport, peer_slot) = peers::bind::<Shared>(options, PEER_FRAME_BYTES_MAX, move |_| {
-        let reply = Response::Retry(format!("node {id} is starting"));
-        Some(Bytes::from(postcard::to_stdvec(&reply).expect("encodes")))
-    })?;
+    let (transport, peer_slot) =
+        peers::bind::<Shared>(options, PEER_FRAME_BYTES_MAX, move |incoming| {
+            match PeerPayload::decode(incoming.payload()) {
+                PeerPayload::Forwards(requests) => refuse_all(
+                    requests.into_iter().map(|(id, _)| id),
+                    &Response::Retry(format!("node {id} is starting")),
+                ),
+                PeerPayload::Answers(_) | PeerPayload::Other => Vec::new(),
+            }
+        })?;
     let listener = runtime::bind_clients(options)?;
     let connections = runtime::auth::client_connections(options)?;
     // Only once both addresses are ours does the data directory get touched.
@@ -848,6 +977,8 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
     peers::add_peers(options, &transport)?;
 
     let forwarded = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(InFlight::default());
+    let stopping = Arc::new(Stopping::default());
     let mut machine = CoreMachine {
         node,
         store,
@@ -856,6 +987,12 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         next_tag: RequestId(0),
         owed: None,
         forwarded: Arc::clone(&forwarded),
+        in_flight: Arc::clone(&in_flight),
+        forwards: Batches::forwards(),
+        answers: Batches::answers(),
+        parked: Vec::new(),
+        last_forward: read_id_base,
+        stopping: Arc::clone(&stopping),
         // Fed from the first revision the node applies (replayed entries included).
         watches: Watches::new(watch_config(), 0),
         #[cfg(test)]
@@ -867,20 +1004,18 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         .map_err(|why| data_dir::data_err(dir, why))?;
     let queue = UpdateQueue::spawn(machine)
         .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
-    let (forwards, forward_queue) = mpsc::sync_channel(FORWARD_QUEUE_MAX);
     let shared = Arc::new(Shared {
         queue,
         transport: Arc::clone(&transport),
         id,
-        stopping: Stopping::default(),
+        stopping,
         connections,
-        forwards,
         forwarded,
+        in_flight,
         next_watch_owner: AtomicU64::new(1),
         #[cfg(test)]
         fault: core.fault,
     });
-    spawn_forwarders(&shared, forward_queue);
     peer_slot.set(Arc::clone(&shared));
     let client_addr = listener.local_addr().map_err(|error| StartError::Bind {
         what: "--client",
@@ -912,29 +1047,6 @@ pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartE
         #[cfg(test)]
         read_id_base,
     })
-}
-
-/// Starts the forwarder threads (`synod-forward`), which take requests from `queue`.
-fn spawn_forwarders(shared: &Arc<Shared>, queue: mpsc::Receiver<Forward>) {
-    let queue = Arc::new(parking_lot::Mutex::new(queue));
-    for _ in 0..FORWARD_THREADS {
-        let shared = Arc::clone(shared);
-        let queue = Arc::clone(&queue);
-        runtime::spawn_vital("synod-forward", move || {
-            loop {
-                let Ok(forward) = queue.lock().recv() else {
-                    return;
-                };
-                if !forward.answer.is_wanted() {
-                    // Its client has gone: the request is dropped, as it never was sent.
-                    forward.answer.discard();
-                    continue;
-                }
-                let response = shared.call_from(&forward.request, forward.deadline, forward.first);
-                forward.answer.complete(response);
-            }
-        });
-    }
 }
 
 /// The first read id of the node's `incarnation`: the incarnation in the bits above
@@ -1071,6 +1183,8 @@ mod tests {
             transport_config(options.cluster_id(), 2, PEER_FRAME_BYTES_MAX).expect("valid");
         let follower = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
         follower.add_peer(NodeId::new(1), server.peer_addr());
+        let numbered = AtomicU64::new(0);
+        // One forwarded write, as a follower sends it, and the node's answer to it.
         let forward = |key: &str| -> Option<Response> {
             let request = Request::Write {
                 command: KvCommand::Put {
@@ -1080,10 +1194,22 @@ mod tests {
                 },
                 session: None,
             };
-            let payload = Bytes::from(postcard::to_stdvec(&request).expect("encodes"));
-            let to = NodeId::new(1);
-            let reply = follower.request(to, payload, REQUEST_TIMEOUT).ok()?.wait();
-            postcard::from_bytes(&reply.ok()?).ok()
+            let id = numbered.fetch_add(1, Ordering::Relaxed);
+            let mut batch = Batches::forwards();
+            batch.push(NodeId::new(1), id, &request, ());
+            let (_, batch) = batch.take().pop()?;
+            follower
+                .send(NodeId::new(1), Bytes::from(batch.bytes))
+                .ok()?;
+            loop {
+                let incoming = follower.recv(REQUEST_TIMEOUT)?;
+                if let PeerPayload::Answers(answers) = PeerPayload::decode(incoming.payload()) {
+                    // The answer to this request (an earlier one's may come late).
+                    if let Some((_, response)) = answers.into_iter().find(|(i, _)| *i == id) {
+                        return Some(response);
+                    }
+                }
+            }
         };
         // Once it leads (and the follower is connected), the node takes forwarded writes.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1342,11 +1468,23 @@ mod tests {
             "an append of the longest command is {} bytes; the transport carries {payload_max}",
             append.len()
         );
-        let forwarded = postcard::to_stdvec(&Request::Write { command, session }).expect("encodes");
+        // Forwarded: it travels alone in its message, even behind a full batch.
+        let mut batches = Batches::forwards();
+        let to = NodeId::new(1);
+        let small = Request::Register;
+        for id in 0..(FORWARD_BATCH_BYTES_MAX as u64) / 4 {
+            batches.push(to, u64::MAX - id, &small, ());
+        }
+        batches.push(to, u64::MAX, &Request::Write { command, session }, ());
+        let messages = batches.take();
+        let forwarded = messages
+            .iter()
+            .map(|(_, b)| b.bytes.len())
+            .max()
+            .unwrap_or(0);
         assert!(
-            forwarded.len() <= payload_max,
-            "the longest forwarded write is {} bytes; the transport carries {payload_max}",
-            forwarded.len()
+            forwarded <= payload_max,
+            "the longest forwarded write's message is {forwarded} bytes; the transport carries {payload_max}"
         );
     }
 }

@@ -626,7 +626,8 @@ where
 {
     stop_on_panic();
     // Until the worker runs, what peers send is dropped; the protocol resends.
-    let (transport, peer_slot) = peers::bind::<Host<St>>(options, spec.frame_bytes_max, |_| None)?;
+    let (transport, peer_slot) =
+        peers::bind::<Host<St>>(options, spec.frame_bytes_max, |_| Vec::new())?;
     let listener = bind_clients(options)?;
     let connections = super::auth::client_connections(options)?;
     // Only once both addresses are ours does the data directory get touched.

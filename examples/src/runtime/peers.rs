@@ -4,12 +4,12 @@
 //!
 //! The transport is bound before the system's state machine exists (so that a node whose
 //! address is taken fails before it touches its data directory); until the system sets its
-//! [`PeerHandler`] in the [`PeerSlot`], what peers send is answered by the system's
-//! `starting` function (a request) or dropped (a one-way message, which the protocol
-//! resends if it matters).
+//! [`PeerHandler`] in the [`PeerSlot`], what peers send is given to the system's
+//! `starting` function, which may answer it (a request, or a one-way message the system
+//! answers with messages of its own) or drop it (the protocol resends what matters).
 
 use std::net::ToSocketAddrs;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use synod_transport::{ClusterId, ConfigBuilder, Handler, Incoming, NodeId, TcpTransport};
@@ -66,8 +66,9 @@ pub fn transport_builder(cluster: u64, id: u64, frame_bytes_max: usize) -> Confi
 }
 
 /// Binds the node's peer address and adds every other member as a peer; what peers send
-/// goes to the handler set in the returned slot, and until then requests are answered by
-/// `starting`. This is the first thing every system's start does, so it is also where a
+/// goes to the handler set in the returned slot, and until then to `starting`, which
+/// returns what to send back: a request's response (the first of them; none leaves the
+/// request to time out), or messages to the sender of a one-way message. This is the first thing every system's start does, so it is also where a
 /// node checks what it leaves open ([`auth::check_open`]) and reads the cluster's secret:
 /// with `--peer-secret-file`, every connection's handshake has both peers prove they hold
 /// it ([`auth::PeerSecret`]) before anything a peer sends reaches the handler.
@@ -80,7 +81,7 @@ pub fn transport_builder(cluster: u64, id: u64, frame_bytes_max: usize) -> Confi
 pub fn bind<H: PeerHandler>(
     options: &NodeOptions,
     frame_bytes_max: usize,
-    starting: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
+    starting: impl Fn(&Incoming) -> Vec<Bytes> + Send + Sync + 'static,
 ) -> Result<(Arc<TcpTransport>, PeerSlot<H>), StartError> {
     auth::check_open(options)?;
     let mut builder = transport_builder(options.cluster_id(), options.id(), frame_bytes_max);
@@ -91,15 +92,28 @@ pub fn bind<H: PeerHandler>(
         .build()
         .map_err(|e| StartError::Usage(format!("transport configuration: {e}")))?;
     let slot: Arc<OnceLock<Arc<H>>> = Arc::new(OnceLock::new());
+    // The transport, for the answers `starting` gives to one-way messages: set once bound
+    // (weak, as the transport holds this handler).
+    let bound: Arc<OnceLock<Weak<TcpTransport>>> = Arc::new(OnceLock::new());
     let handler: Handler = Arc::new({
-        let slot = Arc::clone(&slot);
-        move |incoming: &Incoming| match slot.get() {
-            Some(handler) => handler.on_peer(incoming),
-            None if incoming.is_request() => starting(incoming),
-            None => None,
+        let (slot, bound) = (Arc::clone(&slot), Arc::clone(&bound));
+        move |incoming: &Incoming| {
+            if let Some(handler) = slot.get() {
+                return handler.on_peer(incoming);
+            }
+            let answers = starting(incoming);
+            if incoming.is_request() {
+                return answers.into_iter().next();
+            }
+            if let Some(transport) = bound.get().and_then(Weak::upgrade) {
+                for answer in answers {
+                    let _ = transport.send(incoming.from(), answer);
+                }
+            }
+            None
         }
     });
-    let bound = match options.tls() {
+    let transport = match options.tls() {
         // Every peer connection is TLS, authenticated both ways, before the handshake.
         Some(tls) => {
             TcpTransport::bind_layered(config, options.listen_addr(), tls.peers(), Some(handler))
@@ -108,12 +122,13 @@ pub fn bind<H: PeerHandler>(
             handler(incoming)
         }),
     };
-    let transport = bound.map_err(|error| StartError::Bind {
+    let transport = Arc::new(transport.map_err(|error| StartError::Bind {
         what: "--listen",
         addr: options.listen_addr().to_string(),
         error,
-    })?;
-    Ok((Arc::new(transport), PeerSlot(slot)))
+    })?);
+    let _ = bound.set(Arc::downgrade(&transport));
+    Ok((transport, PeerSlot(slot)))
 }
 
 /// Tells `transport` where every other member listens.

@@ -1,0 +1,370 @@
+//! Requests a follower sends on to the leader, as completions: what travels between the
+//! two nodes, and the follower's table of requests waiting for the leader's answer.
+//!
+//! A follower's worker numbers each request it cannot take itself (a write, or opening or
+//! closing a session) and gathers those it meets in one drain into one one-way peer
+//! message per leader ([`Batches`]), at most [`FORWARD_BATCH_BYTES_MAX`] each, so that a
+//! pipelining client's writes cost one message, not one transport request each. The
+//! request waits in [`InFlight`] with its client's answer slot; no thread waits on it. The
+//! leader answers the requests of one drain the same way, in one message per follower, and
+//! the follower's transport reader that receives it completes each client's answer (the
+//! client event loop writes the reply). At most [`FORWARDS_IN_FLIGHT_MAX`] requests of one
+//! node wait for a leader at once; past that a client is told to try again.
+//!
+//! Delivery between two nodes is in order and at most once (one connection; what is queued
+//! when it drops is lost), so a request whose message was sent and whose answer never came
+//! may or may not have been carried out: the follower answers it unknown once the
+//! connection to that leader is down, or at the request's deadline. A message the
+//! transport refused (not connected, queue full) was not sent: its requests are certainly
+//! not done and are tried again.
+//!
+//! The payloads start with a tag byte that no Raft message starts with (those start with
+//! their format version, [`synod_consensus::WIRE_VERSION`]), followed by the requests or
+//! answers one after another, each the `postcard` encoding of its number and itself.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use synod_consensus::NodeId;
+
+use super::node::{Request, Response};
+use crate::resp::Answer;
+
+/// The first byte of a follower's batch of forwarded requests.
+const FORWARDS_TAG: u8 = 0xF0;
+/// The first byte of a leader's batch of answers to forwarded requests.
+const ANSWERS_TAG: u8 = 0xF1;
+
+/// A batch is sealed once it holds this many bytes; a request or answer larger than this
+/// travels alone (the largest, a command of
+/// [`COMMAND_BYTES_MAX`](super::server::COMMAND_BYTES_MAX), fits one peer frame).
+pub const FORWARD_BATCH_BYTES_MAX: usize = 256 << 10;
+
+/// Requests of one node waiting for a leader's answer at once, beyond which a client's
+/// request that needs the leader is answered `TRYAGAIN`.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 8192;
+
+/// What a peer sent, told apart by its first byte.
+#[derive(Debug)]
+pub(super) enum PeerPayload {
+    /// A follower's requests, each with the follower's number for it.
+    Forwards(Vec<(u64, Request)>),
+    /// A leader's answers, each with the number of the request it answers.
+    Answers(Vec<(u64, Response)>),
+    /// Anything else (a Raft message, or nothing this node understands).
+    Other,
+}
+
+impl PeerPayload {
+    /// Reads a payload. Of a batch whose bytes stop making sense part way, the requests or
+    /// answers before that point are kept and the rest dropped, as a lost message's are
+    /// (the follower answers them unknown at their deadline).
+    pub(super) fn decode(bytes: &[u8]) -> PeerPayload {
+        match bytes.split_first() {
+            Some((&FORWARDS_TAG, rest)) => PeerPayload::Forwards(decode_items(rest)),
+            Some((&ANSWERS_TAG, rest)) => PeerPayload::Answers(decode_items(rest)),
+            _ => PeerPayload::Other,
+        }
+    }
+}
+
+fn decode_items<T: DeserializeOwned>(mut rest: &[u8]) -> Vec<(u64, T)> {
+    let mut items = Vec::new();
+    while !rest.is_empty() {
+        match postcard::take_from_bytes::<(u64, T)>(rest) {
+            Ok((item, tail)) => {
+                items.push(item);
+                rest = tail;
+            }
+            Err(_) => break,
+        }
+    }
+    items
+}
+
+/// One message's worth of numbered items for one peer: the encoded payload, and what the
+/// sender keeps of each item (`E`) by its number.
+#[derive(Debug)]
+pub(super) struct Batch<E> {
+    pub(super) bytes: Vec<u8>,
+    pub(super) kept: Vec<(u64, E)>,
+}
+
+/// Items gathered for peers during one drain, encoded as they come, in messages of at most
+/// [`FORWARD_BATCH_BYTES_MAX`] (but for one item larger than that, alone).
+#[derive(Debug)]
+pub(super) struct Batches<E> {
+    tag: u8,
+    open: BTreeMap<NodeId, Batch<E>>,
+    sealed: Vec<(NodeId, Batch<E>)>,
+    items: usize,
+}
+
+impl<E> Batches<E> {
+    /// Batches of forwarded requests (from a follower to a leader).
+    pub(super) fn forwards() -> Batches<E> {
+        Batches::new(FORWARDS_TAG)
+    }
+
+    /// Batches of answers (from a leader to followers).
+    pub(super) fn answers() -> Batches<E> {
+        Batches::new(ANSWERS_TAG)
+    }
+
+    fn new(tag: u8) -> Batches<E> {
+        Batches {
+            tag,
+            open: BTreeMap::new(),
+            sealed: Vec::new(),
+            items: 0,
+        }
+    }
+
+    /// Items gathered and not taken yet.
+    pub(super) fn len(&self) -> usize {
+        self.items
+    }
+
+    /// Adds `item`, numbered `id`, to the message for `to`, keeping `kept` beside it.
+    pub(super) fn push<T: Serialize>(&mut self, to: NodeId, id: u64, item: &T, kept: E) {
+        self.add(to, id, kept, |_, bytes| encode_item(id, item, bytes));
+    }
+
+    /// Adds an item numbered `id` to the message for `to`: the part `item` picks of what is
+    /// kept of it.
+    pub(super) fn push_kept<T: Serialize>(
+        &mut self,
+        to: NodeId,
+        id: u64,
+        kept: E,
+        item: impl FnOnce(&E) -> &T,
+    ) {
+        self.add(to, id, kept, |kept, bytes| {
+            encode_item(id, item(kept), bytes)
+        });
+    }
+
+    fn add(&mut self, to: NodeId, id: u64, kept: E, encode: impl FnOnce(&E, Vec<u8>) -> Vec<u8>) {
+        let tag = self.tag;
+        let batch = self.open.entry(to).or_insert_with(|| Batch {
+            bytes: vec![tag],
+            kept: Vec::new(),
+        });
+        let start = batch.bytes.len();
+        batch.bytes = encode(&kept, std::mem::take(&mut batch.bytes));
+        batch.kept.push((id, kept));
+        self.items += 1;
+        if batch.bytes.len() <= FORWARD_BATCH_BYTES_MAX {
+            return;
+        }
+        // Too large with this item: what came before it goes as one message, and the item
+        // starts the next (or goes alone, if it is that large itself).
+        let Some(mut full) = self.open.remove(&to) else {
+            return;
+        };
+        if start > 1 {
+            let mut next = vec![tag];
+            next.extend_from_slice(&full.bytes[start..]);
+            full.bytes.truncate(start);
+            let last = full.kept.pop().into_iter().collect();
+            self.sealed.push((to, full));
+            full = Batch {
+                bytes: next,
+                kept: last,
+            };
+        }
+        if full.bytes.len() > FORWARD_BATCH_BYTES_MAX {
+            self.sealed.push((to, full));
+        } else {
+            self.open.insert(to, full);
+        }
+    }
+
+    /// Every message gathered, in the order each peer's items came, to send now.
+    pub(super) fn take(&mut self) -> Vec<(NodeId, Batch<E>)> {
+        self.items = 0;
+        let mut all = std::mem::take(&mut self.sealed);
+        all.extend(std::mem::take(&mut self.open));
+        all
+    }
+}
+
+/// Appends the encoding of `(id, item)` to `bytes`.
+fn encode_item<T: Serialize>(id: u64, item: &T, bytes: Vec<u8>) -> Vec<u8> {
+    // Encoding an in-memory value into a Vec cannot fail.
+    postcard::to_extend(&(id, item), bytes).expect("postcard encodes to a Vec")
+}
+
+/// A forwarded request waiting for its leader's answer.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The leader it was sent to: only that node's answer completes it.
+    pub(super) leader: NodeId,
+    pub(super) request: Request,
+    pub(super) answer: Answer<Response>,
+    /// When the node stops waiting and answers it itself.
+    pub(super) deadline: Instant,
+}
+
+/// The follower's forwarded requests waiting for an answer, by number: filled by the
+/// worker as it sends them, emptied by the transport reader that receives the answers (or
+/// by the worker, for those whose answer will not come).
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    sent: Mutex<BTreeMap<u64, Sent>>,
+}
+
+impl InFlight {
+    pub(super) fn len(&self) -> usize {
+        self.sent.lock().len()
+    }
+
+    /// Records requests about to be sent.
+    pub(super) fn insert(&self, sent: impl IntoIterator<Item = (u64, Sent)>) {
+        self.sent.lock().extend(sent);
+    }
+
+    /// Takes back the requests numbered `ids` (their message could not be sent).
+    pub(super) fn remove(&self, ids: impl IntoIterator<Item = u64>) -> Vec<Sent> {
+        let mut sent = self.sent.lock();
+        ids.into_iter().filter_map(|id| sent.remove(&id)).collect()
+    }
+
+    /// Takes the requests `answers` answer, each with its answer, if `from` is the leader
+    /// it was sent to (an answer from another node, or for a request no longer waiting, is
+    /// dropped).
+    pub(super) fn answered(
+        &self,
+        from: NodeId,
+        answers: Vec<(u64, Response)>,
+    ) -> Vec<(Sent, Response)> {
+        let mut sent = self.sent.lock();
+        answers
+            .into_iter()
+            .filter_map(|(id, response)| match sent.get(&id) {
+                Some(s) if s.leader == from => sent.remove(&id).map(|s| (s, response)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Takes every request `give_up` says will not be answered.
+    pub(super) fn take_if(&self, mut give_up: impl FnMut(&Sent) -> bool) -> Vec<Sent> {
+        let mut sent = self.sent.lock();
+        let ids: Vec<u64> = sent
+            .iter()
+            .filter(|(_, s)| give_up(s))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.into_iter().filter_map(|id| sent.remove(&id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consistent_core::kv::{KvCommand, KvReply, PutCondition};
+
+    fn put(key: &str, value_bytes: usize) -> Request {
+        Request::Write {
+            command: KvCommand::Put {
+                key: key.into(),
+                value: vec![7; value_bytes],
+                condition: PutCondition::Always,
+            },
+            session: None,
+        }
+    }
+
+    fn requests(bytes: &[u8]) -> Vec<(u64, Request)> {
+        match PeerPayload::decode(bytes) {
+            PeerPayload::Forwards(items) => items,
+            other => panic!("not a batch of requests: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_and_answers_round_trip_in_order_and_are_told_from_raft_messages() {
+        let mut batches = Batches::forwards();
+        let to = NodeId::new(2);
+        for i in 0..100 {
+            batches.push(to, i, &put(&format!("k{i}"), 10), ());
+        }
+        assert_eq!(batches.len(), 100);
+        let taken = batches.take();
+        assert_eq!(taken.len(), 1, "100 small requests make one message");
+        let (peer, batch) = &taken[0];
+        assert_eq!(*peer, to);
+        let decoded = requests(&batch.bytes);
+        let expected: Vec<(u64, Request)> =
+            (0..100).map(|i| (i, put(&format!("k{i}"), 10))).collect();
+        assert_eq!(decoded, expected);
+        assert_eq!(batches.len(), 0);
+        assert!(batches.take().is_empty());
+
+        let mut answers = Batches::answers();
+        answers.push(to, 9, &Response::Kv(KvReply::Ok), ());
+        answers.push(to, 3, &Response::Retry("no".into()), ());
+        let taken = answers.take();
+        match PeerPayload::decode(&taken[0].1.bytes) {
+            PeerPayload::Answers(items) => assert_eq!(
+                items,
+                vec![
+                    (9, Response::Kv(KvReply::Ok)),
+                    (3, Response::Retry("no".into()))
+                ]
+            ),
+            other => panic!("not answers: {other:?}"),
+        }
+        // A Raft message starts with its version byte: not taken for either.
+        let heartbeat = synod_consensus::WIRE_VERSION;
+        assert!(matches!(
+            PeerPayload::decode(&[heartbeat, 0, 0]),
+            PeerPayload::Other
+        ));
+        assert!(matches!(PeerPayload::decode(&[]), PeerPayload::Other));
+    }
+
+    #[test]
+    fn a_batch_is_sealed_at_its_byte_limit_and_a_larger_request_travels_alone() {
+        let mut batches = Batches::forwards();
+        let (a, b) = (NodeId::new(2), NodeId::new(3));
+        // 40 requests of 10 KiB: more than one message's worth.
+        for i in 0..40 {
+            batches.push(a, i, &put("k", 10 << 10), i);
+        }
+        batches.push(b, 100, &put("big", FORWARD_BATCH_BYTES_MAX * 2), 100);
+        batches.push(a, 40, &put("k", 1), 40);
+        let taken = batches.take();
+        let mut to_a = Vec::new();
+        for (peer, batch) in &taken {
+            let decoded = requests(&batch.bytes);
+            let ids: Vec<u64> = decoded.iter().map(|(id, _)| *id).collect();
+            let kept: Vec<u64> = batch.kept.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, kept, "what is kept matches what is sent");
+            if *peer == a {
+                assert!(batch.bytes.len() <= FORWARD_BATCH_BYTES_MAX);
+                to_a.extend(ids);
+            } else {
+                assert_eq!(ids, vec![100], "the large request goes alone");
+            }
+        }
+        assert_eq!(to_a, (0..=40).collect::<Vec<u64>>(), "in order, none lost");
+        assert!(taken.iter().filter(|(p, _)| *p == a).count() >= 2);
+    }
+
+    #[test]
+    fn a_batch_cut_short_keeps_the_requests_before_the_cut() {
+        let mut batches = Batches::forwards();
+        batches.push(NodeId::new(2), 1, &put("a", 3), ());
+        batches.push(NodeId::new(2), 2, &put("b", 3), ());
+        let bytes = batches.take().remove(0).1.bytes;
+        let cut = &bytes[..bytes.len() - 2];
+        assert_eq!(requests(cut), vec![(1, put("a", 3))]);
+        // Garbage after the tag decodes to nothing, without a panic.
+        assert!(requests(&[FORWARDS_TAG, 0xFF, 0xFF, 0xFF]).is_empty());
+    }
+}
