@@ -25,7 +25,7 @@
 //! exactly one entry, which [`KvStore::changes`] hands out after each [`KvStore::apply`].
 //! Revisions are replicated state, the same on every replica, and kept in snapshots.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 
 use super::pattern::Pattern;
 use serde::{Deserialize, Serialize};
@@ -916,16 +916,41 @@ impl Pairs {
     /// Puts `value` at `key` if the store stays within its quota, at the revision of the
     /// entry being applied.
     fn insert(&mut self, key: Bytes, value: Bytes) -> Result<(), KvReply> {
-        let old = self.map.get(&key);
-        let old_bytes = old.map_or(0, |e| pair_bytes(&key, &e.value));
-        let bytes = self.bytes - old_bytes + pair_bytes(&key, &value);
-        if bytes > self.quota && bytes > self.bytes {
+        self.insert_if(key, value, |_, _| Ok(()))
+    }
+
+    /// Sets `key` to `value` if `check` passes (told whether the key is there, and given
+    /// the leases to look at) and the quota has room, looking the key up once.
+    fn insert_if(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        check: impl FnOnce(bool, &LeaseTable<Bytes>) -> Result<(), KvReply>,
+    ) -> Result<(), KvReply> {
+        let Pairs {
+            map,
+            by_hash,
+            revision,
+            changes,
+            leases,
+            bytes: total,
+            quota,
+            ..
+        } = self;
+        let slot = map.entry(key);
+        let old = match &slot {
+            btree_map::Entry::Occupied(o) => Some(o.get()),
+            btree_map::Entry::Vacant(_) => None,
+        };
+        check(old.is_some(), leases)?;
+        let old_bytes = old.map_or(0, |e| pair_bytes(slot.key(), &e.value));
+        let bytes = *total - old_bytes + pair_bytes(slot.key(), &value);
+        if bytes > *quota && bytes > *total {
             return Err(KvReply::Error(format!(
-                "ERR the store is full: it holds at most {} bytes of keys and values; delete keys to make room",
-                self.quota
+                "ERR the store is full: it holds at most {quota} bytes of keys and values; delete keys to make room"
             )));
         }
-        let at = self.revision + 1;
+        let at = *revision + 1;
         let revisions = match old {
             Some(e) => Revisions {
                 create: e.revisions.create,
@@ -938,16 +963,19 @@ impl Pairs {
                 version: 1,
             },
         };
-        self.bytes = bytes;
-        self.changes.push(KeyChange {
-            key: key.clone(),
+        *total = bytes;
+        changes.push(KeyChange {
+            key: slot.key().clone(),
             value: Some(value.clone()),
             revisions,
         });
-        if old.is_none() {
-            self.by_hash.insert((scan_hash(&key), key.clone()));
+        match slot {
+            btree_map::Entry::Occupied(mut o) => *o.get_mut() = Entry { value, revisions },
+            btree_map::Entry::Vacant(v) => {
+                by_hash.insert((scan_hash(v.key()), v.key().clone()));
+                v.insert(Entry { value, revisions });
+            }
         }
-        self.map.insert(key, Entry { value, revisions });
         Ok(())
     }
 
@@ -1001,26 +1029,26 @@ impl Pairs {
         condition: PutCondition,
         expiry: Option<Expiry>,
     ) -> KvReply {
-        let exists = self.map.contains_key(&key);
-        let write = match condition {
-            PutCondition::Always => true,
-            PutCondition::IfAbsent => !exists,
-            PutCondition::IfPresent => exists,
+        // The key is looked up once, for the condition, the expiry and the write.
+        let check = |exists: bool, leases: &LeaseTable<Bytes>| {
+            let write = match condition {
+                PutCondition::Always => true,
+                PutCondition::IfAbsent => !exists,
+                PutCondition::IfPresent => exists,
+            };
+            if !write {
+                return Err(KvReply::Nil);
+            }
+            // Checked before anything changes: a refused expiry writes nothing.
+            match expiry {
+                Some(Expiry::TtlMs(ttl_ms)) => leases.can_grant_for_key(&key, ttl_ms),
+                Some(Expiry::Lease(lease)) => leases.can_attach(&key, lease),
+                Some(Expiry::Keep) | None => Ok(()),
+            }
+            .map_err(|e| lease_error(&e))
         };
-        if !write {
-            return KvReply::Nil;
-        }
-        // Checked before anything changes: a refused expiry writes nothing.
-        let checked = match expiry {
-            Some(Expiry::TtlMs(ttl_ms)) => self.leases.can_grant_for_key(&key, ttl_ms),
-            Some(Expiry::Lease(lease)) => self.leases.can_attach(&key, lease),
-            Some(Expiry::Keep) | None => Ok(()),
-        };
-        if let Err(e) = checked {
-            return lease_error(&e);
-        }
-        if let Err(full) = self.insert(key.clone(), value) {
-            return full;
+        if let Err(refused) = self.insert_if(key.clone(), value, check) {
+            return refused;
         }
         let events = match expiry {
             None => self.leases.detach(&key).into_iter().collect(),
