@@ -94,7 +94,8 @@ const ALLOWED_SYNOD_EDGES: &[(&str, &[&str])] = &[
     ("clocks", &["node"]),
     ("transport", &["node"]),
     ("quorum", &["node", "clocks"]),
-    ("membership", &["node", "clocks"]),
+    // transport only behind its optional `transport` feature: the driver over TCP (`net`).
+    ("membership", &["node", "clocks", "transport"]),
     ("partitioning", &["node", "clocks"]),
     ("consensus", &["node", "clocks", "quorum", "wal"]),
     ("sim", &["node", "wal", "clocks"]),

@@ -56,6 +56,8 @@
 //! # }
 //! ```
 
+// tidy: driver: the `transport` feature's driver reads the clock, runs the member on a thread and writes the generation file.
+
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
