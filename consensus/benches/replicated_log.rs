@@ -5,9 +5,23 @@
 //! Baseline, measured in the same run: the same workload over "naive replication", which
 //! copies each write into two follower vectors and counts a majority of copies, with no
 //! protocol at all. The ratio says what the Raft state machines cost over just moving the
-//! entries. The openraft peer comparison of the issue is not built (no `peers` feature).
+//! entries.
 //!
-//! `SYNOD_BENCH_QUICK=1` runs fewer and shorter repetitions (under 30 seconds).
+//! With `--features peers`, openraft 0.9 in the shape of its own cluster benchmark (three
+//! nodes in one process on a tokio runtime of 32 worker threads, in-memory log, empty
+//! writes, clients that are tasks each with one `client_write` outstanding) runs in the same
+//! run, its repetitions alternating with Synod's, and `consensus.raft_<n>c_vs_openraft`
+//! is Synod's committed writes per second over openraft's. The two are driven as each is
+//! meant to be: Synod's nodes are I/O-free state machines that this bench steps from one
+//! thread, where openraft's run as tasks on its runtime, so the ratio includes what
+//! openraft's runtime costs; it is the comparison a user choosing between them makes.
+//!
+//! `SYNOD_BENCH_QUICK=1` runs fewer and shorter repetitions (under 30 seconds; with
+//! `peers`, under a minute).
+
+#[cfg(feature = "peers")]
+#[path = "replicated_log/peer.rs"]
+mod peer;
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -189,7 +203,18 @@ fn main() {
     println!("machine: {}", machine());
     for clients in [1u64, 64, 4096] {
         let mut base: Vec<f64> = (0..reps).map(|_| naive(clients, duration)).collect();
-        let mut ours: Vec<f64> = (0..reps).map(|_| raft(clients, duration)).collect();
+        #[cfg(feature = "peers")]
+        let peer_cluster = peer::Cluster::new(32);
+        #[cfg(feature = "peers")]
+        let mut theirs = Vec::new();
+        let mut ours = Vec::new();
+        for _ in 0..reps {
+            ours.push(raft(clients, duration));
+            #[cfg(feature = "peers")]
+            theirs.push(peer_cluster.rate(clients, duration));
+        }
+        #[cfg(feature = "peers")]
+        peer_cluster.shutdown();
         let (bm, blo, bhi) = summarize(&mut base);
         let (om, olo, ohi) = summarize(&mut ours);
         println!(
@@ -201,6 +226,15 @@ fn main() {
             om / bm
         );
         println!("value consensus.raft_{clients}c_writes_per_s {om:.0}");
+        #[cfg(feature = "peers")]
+        {
+            let (pm, plo, phi) = summarize(&mut theirs);
+            println!(
+                "{clients:>5} clients: openraft {pm:>9.0} writes/s (min {plo:.0}, max {phi:.0}), \
+                 the same run"
+            );
+            println!("ratio consensus.raft_{clients}c_vs_openraft {:.3}", om / pm);
+        }
     }
     let _ = LogIndex::ZERO;
 }

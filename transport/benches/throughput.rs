@@ -353,7 +353,10 @@ fn transport_stream_rate(window: Duration) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments.
+    // `cargo bench` passes `--bench`; any other argument runs only the figures whose name
+    // contains it (`-- batch` for the one-way stream alone).
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let plan = plan();
     println!(
         "synod-transport throughput: {} repetitions of {:?} each, 64-byte messages over loopback",
@@ -377,46 +380,58 @@ fn main() {
     let mut stream = Vec::new();
     for _ in 0..plan.reps {
         // Interleave baseline and component so that load on the machine hits both alike.
-        raw_rtt.push(raw_rtt_us(echo, plan.window));
-        rtt.push(transport_rtt_us(&client, plan.window));
-        raw_pipe.push(raw_pipeline_rate(echo, plan.window));
-        pipe.push(transport_pipeline_batch_rate(&client, plan.window));
-        pipe_each.push(transport_pipeline_rate(&client, plan.window));
-        raw_stream.push(raw_stream_rate(plan.window));
-        stream.push(transport_stream_rate(plan.window));
+        if wanted("transport.rtt_depth1_vs_raw") {
+            raw_rtt.push(raw_rtt_us(echo, plan.window));
+            rtt.push(transport_rtt_us(&client, plan.window));
+        }
+        if wanted("transport.pipeline_depth64_64b") {
+            raw_pipe.push(raw_pipeline_rate(echo, plan.window));
+            pipe.push(transport_pipeline_batch_rate(&client, plan.window));
+            pipe_each.push(transport_pipeline_rate(&client, plan.window));
+        }
+        if wanted("transport.batch_64b_vs_raw_stream") {
+            raw_stream.push(raw_stream_rate(plan.window));
+            stream.push(transport_stream_rate(plan.window));
+        }
     }
-    let raw_rtt = report("raw ping-pong rtt", "us", &mut raw_rtt);
-    let rtt = report("transport request rtt (depth 1)", "us", &mut rtt);
-    let raw_pipe = report("raw pipelined echo (depth 64)", "msg/s", &mut raw_pipe);
-    let pipe = report(
-        "transport pipeline (depth 64, request_batch)",
-        "req/s",
-        &mut pipe,
-    );
-    let pipe_each = report(
-        "transport pipeline (depth 64, request each)",
-        "req/s",
-        &mut pipe_each,
-    );
-    let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
-    let stream = report("transport batched one-way", "msg/s", &mut stream);
+    if !stream.is_empty() {
+        let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
+        let stream = report("transport batched one-way", "msg/s", &mut stream);
+        println!(
+            "ratio transport.batch_64b_vs_raw_stream {:.3}",
+            stream / raw_stream
+        );
+    }
+    if !rtt.is_empty() {
+        let raw_rtt = report("raw ping-pong rtt", "us", &mut raw_rtt);
+        let rtt = report("transport request rtt (depth 1)", "us", &mut rtt);
+        println!("ratio transport.rtt_depth1_vs_raw {:.3}", rtt / raw_rtt);
+    }
+    if !pipe.is_empty() {
+        let raw_pipe = report("raw pipelined echo (depth 64)", "msg/s", &mut raw_pipe);
+        let pipe = report(
+            "transport pipeline (depth 64, request_batch)",
+            "req/s",
+            &mut pipe,
+        );
+        let pipe_each = report(
+            "transport pipeline (depth 64, request each)",
+            "req/s",
+            &mut pipe_each,
+        );
+        println!(
+            "ratio transport.pipeline_depth64_64b_vs_raw {:.3}",
+            pipe / raw_pipe
+        );
+        println!(
+            "ratio transport.pipeline_depth64_64b_request_each_vs_raw {:.3}",
+            pipe_each / raw_pipe
+        );
+    }
     let (c, s) = (client.stats(), _server.stats());
     println!(
         "request batches (rtt and pipeline runs): {:.1} requests per frame, {:.1} responses per frame",
         c.messages_sent as f64 / c.batches_sent.max(1) as f64,
         s.messages_sent as f64 / s.batches_sent.max(1) as f64
-    );
-    println!("ratio transport.rtt_depth1_vs_raw {:.3}", rtt / raw_rtt);
-    println!(
-        "ratio transport.pipeline_depth64_64b_vs_raw {:.3}",
-        pipe / raw_pipe
-    );
-    println!(
-        "ratio transport.pipeline_depth64_64b_request_each_vs_raw {:.3}",
-        pipe_each / raw_pipe
-    );
-    println!(
-        "ratio transport.batch_64b_vs_raw_stream {:.3}",
-        stream / raw_stream
     );
 }

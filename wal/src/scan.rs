@@ -18,6 +18,15 @@ use crate::{LogIndex, WalError};
 
 const WINDOW_BYTES: usize = 1 << 20;
 
+/// At most this many threads scan the segments of one log at once, each with its own read
+/// window: the copy out of the page cache is what a scan spends most of its time on, and
+/// it runs on as many cores as read.
+const SCAN_THREADS_MAX: usize = 4;
+
+/// A log whose segment files hold fewer bytes than this is scanned by the calling thread
+/// alone: starting threads costs more than they would save.
+const PARALLEL_SCAN_BYTES_MIN: u64 = 16 << 20;
+
 /// A read window over one file, so that a sequential scan makes few large reads.
 struct Window<'a, F: StorageFile> {
     file: &'a F,
@@ -332,6 +341,58 @@ fn classify_tail<F: StorageFile>(
     Ok((None, tail))
 }
 
+/// What scanning one segment's records gives.
+type SegmentScan = Result<(ScannedSegment, Option<Corruption>, Option<Tail>), WalError>;
+
+/// Scans the records of every segment whose header is valid, each from its header to
+/// `until(i)`, on up to [`SCAN_THREADS_MAX`] threads when the log is large enough to gain
+/// from it; returns a result per segment (`None` where the header was damaged, or where
+/// the log is small and nothing was scanned ahead). The results of segments after a
+/// damaged one are computed and then dropped by the caller, which never looks past the
+/// first damage: scanning ahead changes how long a scan takes, never what it finds.
+fn scan_all<F: StorageFile>(
+    opened: &[(String, F, Result<SegmentHeader, Corruption>)],
+    until: &(dyn Fn(usize) -> Option<LogIndex> + Sync),
+    record_bytes_max: usize,
+) -> Vec<Option<SegmentScan>> {
+    let mut results: Vec<Option<SegmentScan>> = opened.iter().map(|_| None).collect();
+    let bytes: u64 = opened
+        .iter()
+        .filter_map(|(_, file, _)| file.len().ok())
+        .sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(SCAN_THREADS_MAX)
+        .min(opened.len());
+    if threads < 2 || bytes < PARALLEL_SCAN_BYTES_MIN {
+        return results;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = parking_lot::Mutex::new(&mut results);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((name, file, header)) = opened.get(i) else {
+                return;
+            };
+            if let Ok(header) = header {
+                let result = scan_records(file, name, header, until(i), record_bytes_max);
+                done.lock()[i] = Some(result);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // A thread that cannot be started leaves its share to the others.
+            let _ = std::thread::Builder::new()
+                .name("synod-wal-scan".into())
+                .spawn_scoped(scope, work);
+        }
+        work();
+    });
+    results
+}
+
 /// Whether `stem` is the 20-digit number this crate puts in the names it makes.
 fn is_number(stem: &str) -> bool {
     stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())
@@ -430,6 +491,10 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
         .iter()
         .map(|(name, _, _)| format::parse_segment_name(name))
         .collect();
+    let until = |i: usize| if i + 1 < count { firsts[i + 1] } else { None };
+    // The records of every segment with a readable header, scanned ahead (in parallel on a
+    // large log); the loop below takes the results in order and stops at the first damage.
+    let mut scanned = scan_all(&opened, &until, record_bytes_max);
     for (i, (name, file, header)) in opened.into_iter().enumerate() {
         if result.corruption.is_some() {
             result.past_cut.push(name);
@@ -457,8 +522,10 @@ pub(crate) fn scan<S: Storage>(storage: &S, record_bytes_max: usize) -> Result<S
                 continue;
             }
         }
-        let until = if i + 1 < count { firsts[i + 1] } else { None };
-        let (seg, corruption, tail) = scan_records(&file, &name, &header, until, record_bytes_max)?;
+        let (seg, corruption, tail) = match scanned[i].take() {
+            Some(ahead) => ahead?,
+            None => scan_records(&file, &name, &header, until(i), record_bytes_max)?,
+        };
         if let Some(tail) = tail
             && tail != Tail::Clean
         {

@@ -407,3 +407,72 @@ fn salvage_never_brings_back_what_a_cut_removed_when_the_cut_segments_header_is_
         );
     }
 }
+
+/// A log large enough that recovery scans its segments on several threads: damage in two
+/// closed segments is reported where the first one is, as a scan in order finds it, and
+/// salvage keeps exactly the records before it.
+#[test]
+fn a_large_log_scanned_in_parallel_reports_the_first_damage() {
+    const SEGMENT: u64 = 4 << 20;
+    const RECORD: usize = 32 * 1024;
+    let config = |mode| {
+        WalConfig::builder()
+            .segment_bytes_max(SEGMENT)
+            .record_bytes_max(RECORD)
+            .spare_segments_max(0)
+            .sync_policy(SyncPolicy::Manual)
+            .recovery_mode(mode)
+            .build()
+            .unwrap()
+    };
+    let frame = synod_wal::format::record_bytes(RECORD) as u64;
+    let per_segment = (SEGMENT - 48) / frame;
+    let batches = 6 * per_segment / 4 + 1;
+    let disk = FaultyStorage::new(11);
+    {
+        let (wal, _) = Wal::open(disk.clone(), config(RecoveryMode::TolerateTornTail)).unwrap();
+        // Six full segments and a few records in a seventh: 24 MiB and more, which is
+        // scanned in parallel.
+        for batch in 0..batches {
+            wal.submit_batch((1..=4).map(|k| payload(batch * 4 + k, RECORD)))
+                .unwrap();
+            wal.sync().unwrap();
+        }
+    }
+    let segments: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    assert_eq!(segments.len(), 7, "{segments:?}");
+    let clean = synod_wal::check_storage(&disk).unwrap();
+    assert!(clean.is_ok(), "{clean}");
+    assert_eq!(clean.records, 4 * batches);
+    // Damage the third record of the third segment and the first of the fifth.
+    let (third, fifth) = (&segments[2], &segments[4]);
+    disk.flip_bit(third, 48 + 2 * frame + 100, 1).unwrap();
+    disk.flip_bit(fifth, 48 + 200, 4).unwrap();
+    let first_bad = 2 * per_segment + 3;
+    for _ in 0..3 {
+        match Wal::open(disk.clone(), config(RecoveryMode::TolerateTornTail)) {
+            Err(WalError::Corrupt(c)) => {
+                assert_eq!(&c.segment, third, "{c}");
+                assert_eq!(c.offset, 48 + 2 * frame, "{c}");
+                assert_eq!(c.index, Some(LogIndex::new(first_bad)), "{c}");
+            }
+            other => panic!("expected the damage in {third}, got {other:?}"),
+        }
+        let report = synod_wal::check_storage(&disk).unwrap();
+        assert_eq!(report.records, first_bad - 1, "{report}");
+        assert_eq!(report.unchecked, segments[3..].to_vec(), "{report}");
+    }
+    let (wal, recovery) = Wal::open(disk.clone(), config(RecoveryMode::SkipAndReport)).unwrap();
+    assert_eq!(wal.last_index(), LogIndex::new(first_bad - 1));
+    assert_eq!(recovery.corruption.map(|c| c.segment), Some(third.clone()));
+    let kept = contents(&wal);
+    assert_eq!(kept.len() as u64, first_bad - 1);
+    assert!(
+        kept.iter().all(|(i, bytes)| *bytes == payload(*i, RECORD)),
+        "every record before the damage reads back whole"
+    );
+}
