@@ -217,8 +217,11 @@
 //! even when the next one's header is damaged, so a salvage never reads on into records a
 //! truncation cut. One limit: damage inside the last synced batch, with nothing written after
 //! it, cannot be told from a torn write of that batch, and is cut off as a torn tail. The
-//! scan reads at most one 1 MiB window (or one maximum-size record) at a time, whatever a
-//! length field says, and nothing on disk can make it panic.
+//! scan reads at most one 1 MiB window (or one maximum-size record) at a time per segment it
+//! is reading, whatever a length field says, and nothing on disk can make it panic. A log
+//! of 16 MiB or more is scanned by up to four threads (no more than the machine has cores),
+//! a segment each at a time; what they find is taken in order, so the log is cut at the
+//! first damage exactly as a scan in order would cut it.
 //!
 //! # On-disk format, version 2
 //!

@@ -2,7 +2,8 @@
 //! [`crate::check`] and [`crate::dump`].
 //!
 //! The scan never allocates more than one read window (1 MiB, or one maximum-size record if
-//! that is larger), whatever lengths it finds on disk, and never panics on what it reads.
+//! that is larger) per scanning thread (at most [`SCAN_THREADS_MAX`]), whatever lengths it
+//! finds on disk, and never panics on what it reads.
 //! It cuts the log at the first damage and says why; the caller decides, by recovery mode,
 //! whether that is an error.
 
