@@ -1365,32 +1365,58 @@ impl<S: Storage> Inner<S> {
         })
     }
 
-    /// Pre-writes a spare segment file, unless one exists. Returns whether another is still
-    /// wanted: false once one is ready, and false after a failure (a full disk), which is
-    /// left for the next roll-over to report.
-    fn prepare_spare(&self) -> bool {
-        if !self.spares.lock().is_empty() {
-            return false;
-        }
-        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
-        let tmp = format!("{generation:020}{SPARE_SUFFIX}{TMP_SUFFIX}");
-        let spare = format!("{generation:020}{SPARE_SUFFIX}");
-        let result = (|| -> std::io::Result<()> {
-            let file = self.storage.create(&tmp)?;
-            self.zero_fill(&file)?;
-            file.sync_data()?;
-            self.storage.rename(&tmp, &spare)?;
-            self.storage.sync_dir()
+    /// One step of pre-writing a spare segment file: starts one if none is being prepared
+    /// and none is ready, writes and syncs the next [`ZERO_CHUNK_BYTES`] of zeros, or, once
+    /// the file is whole, makes it a spare. Returns the preparation to go on with, `None`
+    /// once a spare is ready or none is wanted, and `None` after a failure (a full disk),
+    /// which is left for the next roll-over to report (its file for open to remove).
+    ///
+    /// The group-commit thread takes one step at a time, and only while no records wait, so
+    /// that writers who arrive meanwhile wait for at most one chunk's write and sync, not
+    /// for a whole segment's worth of zeros.
+    fn prepare_spare_step(&self, prep: Option<SparePrep<S::File>>) -> Option<SparePrep<S::File>> {
+        let mut prep = match prep {
+            Some(prep) => prep,
+            None => {
+                if !self.spares.lock().is_empty() {
+                    return None;
+                }
+                let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+                let tmp = format!("{generation:020}{SPARE_SUFFIX}{TMP_SUFFIX}");
+                let file = self.storage.create(&tmp).ok()?;
+                SparePrep {
+                    spare: format!("{generation:020}{SPARE_SUFFIX}"),
+                    tmp,
+                    file,
+                    at: 0,
+                    zeros: vec![0u8; ZERO_CHUNK_BYTES],
+                }
+            }
+        };
+        let step = (|| -> std::io::Result<bool> {
+            let len = self.config.segment_bytes_max;
+            if prep.at < len {
+                let n = usize::try_from((len - prep.at).min(ZERO_CHUNK_BYTES as u64))
+                    .expect("bounded by the chunk size");
+                write_all_at(&prep.file, &prep.zeros[..n], prep.at)?;
+                prep.file.sync_data()?;
+                prep.at += n as u64;
+                return Ok(false);
+            }
+            self.storage.rename(&prep.tmp, &prep.spare)?;
+            self.storage.sync_dir()?;
+            Ok(true)
         })();
-        match result {
-            Ok(()) => {
-                self.spares.lock().push(spare);
-                false
+        match step {
+            Ok(false) => Some(prep),
+            Ok(true) => {
+                self.spares.lock().push(prep.spare);
+                None
             }
             Err(_) => {
                 // Best effort: leave the file for open to clean up.
-                let _ = self.storage.remove(&tmp);
-                false
+                let _ = self.storage.remove(&prep.tmp);
+                None
             }
         }
     }
@@ -1473,6 +1499,7 @@ impl<S: Storage> Inner<S> {
     /// then writes and syncs it.
     fn group_commit(&self, delay: Duration, batch_bytes_max: usize) {
         let mut spare_wanted = self.config.spare_segments_max > 0 && self.spares.lock().is_empty();
+        let mut prep = None;
         let mut st = self.state.lock();
         loop {
             if st.shutdown {
@@ -1480,9 +1507,11 @@ impl<S: Storage> Inner<S> {
             }
             if st.poisoned.is_some() || st.busy || (st.pending.is_empty() && !st.sync_requested) {
                 if st.poisoned.is_none() && spare_wanted {
-                    // Idle: get the next segment file ready, so that a roll-over does not
-                    // stall appenders while a whole segment is pre-written.
-                    spare_wanted = MutexGuard::unlocked(&mut st, || self.prepare_spare());
+                    // Idle: get the next segment file ready, a chunk at a time, so that a
+                    // roll-over does not stall appenders while a whole segment is
+                    // pre-written, and neither does the preparation itself.
+                    prep = MutexGuard::unlocked(&mut st, || self.prepare_spare_step(prep.take()));
+                    spare_wanted = prep.is_some();
                     continue;
                 }
                 self.flusher_wake.wait(&mut st);
@@ -1505,6 +1534,18 @@ impl<S: Storage> Inner<S> {
             let _ = self.flush(&mut st, true);
         }
     }
+}
+
+/// A spare segment file the group-commit thread is pre-writing, a chunk at a time.
+struct SparePrep<F> {
+    /// Its name while being prepared (removed at open if left over).
+    tmp: String,
+    /// Its name once whole and synced.
+    spare: String,
+    file: F,
+    /// Bytes of zeros written and synced so far.
+    at: u64,
+    zeros: Vec<u8>,
 }
 
 /// A segment being written by [`Inner::write_batch`].

@@ -386,3 +386,72 @@ fn the_recommended_group_policy_is_a_valid_configuration_and_a_missing_directory
     assert!(matches!(err, WalError::Io { .. }), "{err:?}");
     assert!(err.to_string().starts_with("wal: storage: "), "{err}");
 }
+
+/// The group-commit thread pre-writes a spare segment while it has nothing to sync, a chunk
+/// at a time between batches: the spare comes out whole (zeros, the segment's length),
+/// appends made meanwhile are all durable, and the next roll-over takes the spare.
+#[test]
+fn the_group_commit_thread_prepares_a_whole_spare_between_batches() {
+    const SEGMENT: u64 = 3 << 20;
+    let disk = FaultyStorage::new(21);
+    let config = WalConfig::builder()
+        .segment_bytes_max(SEGMENT)
+        .record_bytes_max(64 * 1024)
+        .spare_segments_max(1)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 100,
+            batch_bytes_max: 64 * 1024,
+        })
+        .build()
+        .unwrap();
+    let (wal, _) = Wal::open(disk.clone(), config.clone()).unwrap();
+    let spare = || {
+        disk.file_names()
+            .into_iter()
+            .find(|n| n.ends_with(".spare"))
+    };
+    // Appends while the spare is being prepared.
+    let mut next = 1u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let name = loop {
+        wal.append(payload(next, 1000)).unwrap();
+        next += 1;
+        if let Some(name) = spare() {
+            break name;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare after {next} appends"
+        );
+    };
+    let bytes = disk.contents(&name).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT, "{name}");
+    assert!(bytes.iter().all(|&b| b == 0), "{name} is all zeros");
+    assert!(
+        !disk.file_names().iter().any(|n| n.ends_with(".tmp")),
+        "nothing left half prepared"
+    );
+    // Roll over into it: 64 KiB records, more than a segment's worth.
+    let before = wal.segment_count();
+    let big = |i: u64| payload(i, 60 * 1024);
+    let first_big = next;
+    while wal.segment_count() == before {
+        wal.append(big(next)).unwrap();
+        next += 1;
+    }
+    assert!(
+        !disk.file_names().contains(&name),
+        "the roll-over took the spare {name}"
+    );
+    drop(wal);
+    let (wal, _) = Wal::open(disk.clone(), config).unwrap();
+    assert_eq!(wal.last_index(), LogIndex::new(next - 1));
+    for (i, bytes) in contents(&wal) {
+        let want = if i < first_big {
+            payload(i, 1000)
+        } else {
+            big(i)
+        };
+        assert_eq!(bytes, want, "record {i}");
+    }
+}
