@@ -13,11 +13,15 @@
 //!   raw reader; the transport's reader thread, which completes the requests). The server
 //!   is one thread that reads and answers in both. `..._request_each_vs_raw` is the same
 //!   window refilled with one `request` call per request, for comparison;
-//! - `transport.batch_64b_vs_raw_stream`: one-way 64-byte messages per second with
-//!   batching, against a raw stream of length-prefixed 64-byte messages written through a
-//!   buffer (higher is better; goal at least 0.5).
+//! - `transport.batch_64b_vs_raw_stream`: one-way 64-byte messages per second, sent 100
+//!   at a time with `send_batch` and taken by the receiver with `recv_batch`, against a raw
+//!   stream of length-prefixed 64-byte messages written through a buffer (higher is
+//!   better; goal at least 0.5). `transport.send_each_64b_vs_raw_stream` is the same with
+//!   one `send` call per message.
 //!
-//! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 seconds in all).
+//! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 seconds in all). A filter
+//! argument runs only the figures whose name contains it (`cargo bench -p synod-transport
+//! --bench throughput -- batch`).
 
 use std::collections::VecDeque;
 use std::io::{BufWriter, Read, Write};
@@ -31,6 +35,8 @@ use synod_transport::{ClusterId, Config, NodeId, ResponseHandle, TcpTransport};
 
 const MSG: usize = 64;
 const DEPTH: usize = 64;
+/// Messages per `send_batch` call in the one-way stream.
+const STREAM_BATCH: usize = 100;
 
 struct Plan {
     reps: usize,
@@ -48,6 +54,50 @@ fn plan() -> Plan {
             reps: 9,
             window: Duration::from_secs(2),
         }
+    }
+}
+
+/// CPU time this process has used (all its threads, user and system), in seconds, from
+/// `/proc/self/stat` (clock ticks of 10 ms); 0 where that file cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A rate measurement that also counts the CPU the whole process spent on it.
+#[derive(Default)]
+struct Cpu {
+    seconds: f64,
+    messages: f64,
+}
+
+impl Cpu {
+    /// Runs `f` (which returns messages per second over `window`), adding its CPU time and
+    /// messages; returns the rate.
+    fn measure(&mut self, window: Duration, f: impl FnOnce() -> f64) -> f64 {
+        let before = cpu_seconds();
+        let rate = f();
+        self.seconds += cpu_seconds() - before;
+        self.messages += rate * window.as_secs_f64();
+        rate
+    }
+
+    fn ns_per_message(&self) -> f64 {
+        self.seconds * 1e9 / self.messages.max(1.0)
     }
 }
 
@@ -304,7 +354,9 @@ fn transport_pipeline_batch_rate(client: &TcpTransport, window: Duration) -> f64
     per_sec
 }
 
-fn transport_stream_rate(window: Duration) -> f64 {
+/// One-way messages from one thread to another: `batch` payloads per `send_batch` call, or
+/// one `send` call per message when `batch` is 1. Messages per second delivered.
+fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
     let receiver = TcpTransport::bind(config(1).build().unwrap(), "127.0.0.1:0").unwrap();
     let sender = TcpTransport::bind(
         config(2).batch_delay_us_max(200).build().unwrap(),
@@ -337,10 +389,19 @@ fn transport_stream_rate(window: Duration) -> f64 {
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < window {
-        for _ in 0..1000 {
-            sender.send(NodeId::new(1), payload.clone()).unwrap();
+        if batch == 1 {
+            for _ in 0..1000 {
+                sender.send(NodeId::new(1), payload.clone()).unwrap();
+            }
+            sent += 1000;
+        } else {
+            for _ in 0..1000 / batch {
+                let n = sender
+                    .send_batch(NodeId::new(1), std::iter::repeat_n(payload.clone(), batch))
+                    .unwrap();
+                sent += n as u64;
+            }
         }
-        sent += 1000;
     }
     // Count what arrives: the rate is of messages delivered to the receiving application.
     while receiver.stats().messages_received < sent {
@@ -378,6 +439,8 @@ fn main() {
     let mut pipe_each = Vec::new();
     let mut raw_stream = Vec::new();
     let mut stream = Vec::new();
+    let mut stream_each = Vec::new();
+    let mut cpu = [Cpu::default(), Cpu::default(), Cpu::default()];
     for _ in 0..plan.reps {
         // Interleave baseline and component so that load on the machine hits both alike.
         if wanted("transport.rtt_depth1_vs_raw") {
@@ -390,16 +453,34 @@ fn main() {
             pipe_each.push(transport_pipeline_rate(&client, plan.window));
         }
         if wanted("transport.batch_64b_vs_raw_stream") {
-            raw_stream.push(raw_stream_rate(plan.window));
-            stream.push(transport_stream_rate(plan.window));
+            let w = plan.window;
+            raw_stream.push(cpu[0].measure(w, || raw_stream_rate(w)));
+            stream.push(cpu[1].measure(w, || transport_stream_rate(w, STREAM_BATCH)));
+            stream_each.push(cpu[2].measure(w, || transport_stream_rate(w, 1)));
         }
     }
     if !stream.is_empty() {
         let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
-        let stream = report("transport batched one-way", "msg/s", &mut stream);
+        let stream = report(
+            "transport one-way (send_batch of 100)",
+            "msg/s",
+            &mut stream,
+        );
+        let stream_each = report("transport one-way (send each)", "msg/s", &mut stream_each);
+        println!(
+            "  CPU per message, both ends (all threads; ticks of 10 ms): raw {:.0} ns, \
+             send_batch {:.0} ns, send each {:.0} ns",
+            cpu[0].ns_per_message(),
+            cpu[1].ns_per_message(),
+            cpu[2].ns_per_message()
+        );
         println!(
             "ratio transport.batch_64b_vs_raw_stream {:.3}",
             stream / raw_stream
+        );
+        println!(
+            "ratio transport.send_each_64b_vs_raw_stream {:.3}",
+            stream_each / raw_stream
         );
     }
     if !rtt.is_empty() {

@@ -120,7 +120,7 @@
 //! writer thread; the others just join the queue. While one frame is being written the
 //! next messages queue up, so batches grow with load. A caller can also form a batch
 //! itself: [`TcpTransport::request_batch`] queues many requests at once and writes them as
-//! one frame. The receiver unpacks the batch and handles each message; the responses
+//! one frame, and [`TcpTransport::send_batch`] does the same for one-way messages. The receiver unpacks the batch and handles each message; the responses
 //! it produces while handling one batch leave together too.
 //!
 //! **When.** Many small messages (heartbeats, votes, small writes) where per-message
@@ -314,7 +314,8 @@
 //! synod-transport --bench throughput` compares the transport with raw TCP measured in the
 //! same run, like with like (same message size, window and number of threads; the
 //! pipeline figure uses [`TcpTransport::request_batch`] from one thread, as the raw
-//! baseline refills its window with one write), and prints what it compares
+//! baseline refills its window with one write; the one-way figure sends with
+//! [`TcpTransport::send_batch`], and again with one `send` per message), and prints what it compares
 //! (`SYNOD_BENCH_QUICK=1` for a run under 30 seconds). No environment variable
 //! changes what the tests do.
 //!

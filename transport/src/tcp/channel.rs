@@ -382,6 +382,64 @@ impl Channel {
         Ok(())
     }
 
+    /// Queues one one-way message per payload, in order, under one lock, and gets them
+    /// written together: by the caller when the channel is idle and the queue fills a
+    /// frame (`batch_bytes_max`), otherwise by the writer thread. Returns how
+    /// many were queued: all of them, unless an error stopped the batch, in which case the
+    /// ones before it are queued and the error is returned.
+    pub(super) fn send_batch(
+        &self,
+        sh: &Shared,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> Result<usize, SendError> {
+        // Sizes are checked before anything is queued: a payload too large sends nothing.
+        // The payloads are taken before the lock, so that the caller's iterator never runs
+        // under it; they are encoded under it, one at a time (measured: encoding the whole
+        // batch into a vector of envelopes first cost about a tenth of the CPU a message
+        // takes from sender to receiver).
+        let batch: Vec<Bytes> = payloads.into_iter().collect();
+        let max = sh.config.payload_bytes_max();
+        if let Some(p) = batch.iter().find(|p| p.len() > max) {
+            return Err(SendError::TooLarge { len: p.len(), max });
+        }
+        let count = batch.len();
+        let mut st = self.state.lock();
+        let mut wake = false;
+        let mut result = Ok(count);
+        for payload in batch {
+            let queued = self
+                .encode(sh, MessageKind::OneWay, CorrelationId(0), payload)
+                .expect("the size was checked");
+            st = match self.admit(sh, st, queued.envelope_bytes(), false) {
+                Ok(admitted) => admitted,
+                Err(err) => {
+                    // The messages queued so far stay queued.
+                    result = Err(match err {
+                        RequestError::Send(err) => err,
+                        _ => SendError::Shutdown,
+                    });
+                    st = self.state.lock();
+                    break;
+                }
+            };
+            wake |= self.enqueue(sh, &mut st, queued);
+        }
+        if st.outbox.is_empty() {
+            return result;
+        }
+        // A batch that fills a frame is worth a write of its own; a smaller one joins the
+        // writer thread's batching, as single sends do (measured: batches of 100 64-byte
+        // messages written by the caller each cost more CPU per message than the writer
+        // thread's fuller writes).
+        let origin = if st.outbox.envelope_bytes >= sh.config.batch_bytes_max {
+            Origin::Formed
+        } else {
+            Origin::OneWay
+        };
+        self.flush(sh, st, origin, wake);
+        result
+    }
+
     pub(super) fn request(
         self: &Arc<Self>,
         sh: &Shared,

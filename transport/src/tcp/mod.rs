@@ -265,6 +265,32 @@ impl TcpTransport {
         channel.send(&self.shared, MessageKind::OneWay, CorrelationId(0), payload)
     }
 
+    /// Sends one one-way message to `to` per payload, in order, as [`send`](Self::send)
+    /// would one at a time, but under one lock: the messages are queued together and, if
+    /// they fill at least one frame (`batch_bytes_max`) and nothing else is being written
+    /// to `to`, written by the calling thread in one system call, without waking the
+    /// writer thread; a smaller batch joins the writer thread's batching as `send`'s
+    /// messages do. A sender with many messages for one peer at hand (the appends of one
+    /// round of a replicated log, say) pays one lock and one lookup for all of them, where
+    /// `send` in a loop pays them per message.
+    ///
+    /// Returns how many messages were queued (all of them).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send). A payload too large fails the whole call before anything is
+    /// queued. Any other error (the peer is not connected, the transport closes, or with
+    /// [`Overflow::FailFast`](crate::Overflow::FailFast) the queue is full) stops the
+    /// batch there: the messages before it are queued, the rest are not.
+    pub fn send_batch(
+        &self,
+        to: NodeId,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> Result<usize, SendError> {
+        let channel = self.channel_for(to)?;
+        channel.send_batch(&self.shared, payloads)
+    }
+
     /// Sends a request to `to` and returns a handle to wait on for the response, which must
     /// arrive within `timeout`. Many requests may be in flight at once (the Request
     /// Pipeline), up to `in_flight_max` per peer.

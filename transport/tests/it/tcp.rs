@@ -504,6 +504,53 @@ fn a_request_batch_is_one_frame_and_completes_in_order_with_its_own_responses() 
 }
 
 #[test]
+fn a_one_way_batch_arrives_whole_and_in_order_written_as_few_frames() {
+    let (a, b) = pair();
+    let payloads = (0u32..300).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
+    assert_eq!(b.send_batch(NodeId::new(1), payloads).unwrap(), 300);
+    // Interleaved with single sends, order still holds.
+    b.send(NodeId::new(1), Bytes::from_static(b"after"))
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 301 {
+        let n = a.recv_batch(&mut got, 1000, PATIENCE);
+        assert!(n > 0, "only {} of 301 messages arrived", got.len());
+    }
+    for (i, m) in got[..300].iter().enumerate() {
+        assert_eq!(m.from(), NodeId::new(2));
+        assert!(!m.is_request());
+        assert_eq!(&m.payload()[..], &(i as u32).to_le_bytes());
+    }
+    assert_eq!(&got[300].payload()[..], b"after");
+    let stats = b.stats();
+    assert_eq!(stats.messages_sent, 301);
+    assert!(
+        stats.batches_sent <= 3,
+        "300 small messages queued at once share frames: {} frames",
+        stats.batches_sent
+    );
+    // An empty batch sends nothing and succeeds.
+    assert_eq!(b.send_batch(NodeId::new(1), std::iter::empty()).unwrap(), 0);
+    assert_eq!(b.stats().messages_sent, 301);
+}
+
+#[test]
+fn a_one_way_batch_with_a_payload_too_large_or_to_no_peer_sends_nothing() {
+    let (_a, b) = pair();
+    let max = b.config().payload_bytes_max();
+    let payloads = vec![Bytes::from_static(b"fits"), Bytes::from(vec![0u8; max + 1])];
+    assert!(matches!(
+        b.send_batch(NodeId::new(1), payloads),
+        Err(synod_transport::SendError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        b.send_batch(NodeId::new(9), [Bytes::from_static(b"x")]),
+        Err(synod_transport::SendError::NotConnected { .. })
+    ));
+    assert_eq!(b.stats().messages_sent, 0);
+}
+
+#[test]
 fn a_request_batch_with_a_payload_too_large_sends_nothing() {
     let (_a, b) = pair();
     let max = b.config().payload_bytes_max();
