@@ -20,10 +20,10 @@
 //!    allowed edges.
 //! 4. Every library crate has a `README.md` and the crates.io metadata a published crate
 //!    needs.
-//! 5. A type that holds a proof or a secret's digest ([`SECRET_TYPES`]) does not derive
-//!    `PartialEq`: the derived comparison stops at the first byte that differs, which tells
-//!    an attacker timing it how much of a guess was right. Such a type writes its own,
-//!    comparing every byte.
+//! 5. A type that holds a proof, a secret's digest or a secret ([`SECRET_TYPES`]) does not
+//!    derive `PartialEq`: the derived comparison stops at the first byte that differs, which
+//!    tells an attacker timing it how much of a guess was right. Such a type writes its own,
+//!    comparing every byte, or has none.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,11 +61,13 @@ const EXAMPLES_STATE_MACHINES: &[&str] = &[
     "examples/src/resp/codec.rs",
 ];
 
-/// Types holding a proof or a secret's digest, with the file each is in: their equality must
-/// look at every byte (rule 5).
+/// Types holding a proof, a secret's digest or a secret (a client's password), with the file
+/// each is in: their equality, if any, must look at every byte (rule 5).
 const SECRET_TYPES: &[(&str, &str)] = &[
     ("transport/src/handshake.rs", "Proof"),
     ("examples/src/runtime/auth.rs", "PasswordHash"),
+    ("examples/src/runtime/auth.rs", "PeerSecret"),
+    ("examples/src/resp/client.rs", "Credentials"),
 ];
 
 /// The marker of a driver, followed by `: ` and why the file does I/O.
