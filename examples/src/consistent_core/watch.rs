@@ -45,10 +45,12 @@
 //! per connection, [`WATCHERS_MAX`] per node, [`BUFFERED_EVENTS_MAX`] events buffered per
 //! watcher, and a history of [`HISTORY_REVISIONS_MAX`] revisions or [`HISTORY_BYTES_MAX`]
 //! bytes. A watcher is given more only while its connection's push queue has room for a
-//! whole buffer; a connection that does not read makes its watchers buffer, then fall
-//! behind and catch up from the history, or, once the history has moved past them, be
-//! cancelled with the compacted revision: a stream gets `cancelled`, a subscriber the
-//! error and a closed connection (as Redis disconnects slow subscribers). Never a gap.
+//! whole buffer (and is at most half full in bytes); a connection that does not read makes
+//! its watchers buffer, then fall behind and catch up from the history, or, once the
+//! history has moved past them, be cancelled with the compacted revision: a stream gets
+//! `cancelled`, a subscriber the error and a closed connection (as Redis disconnects slow
+//! subscribers). Never a gap, and never more queued for a connection than its push queue's
+//! limits ([`PUSH_QUEUE_MAX`] values, [`PUSH_QUEUE_BYTES_MAX`] bytes).
 //!
 //! [`CoreNode::take_watch_feed`]: super::node::CoreNode::take_watch_feed
 
@@ -64,8 +66,8 @@ use synod_node::Time;
 use super::kv::KeyChange;
 use super::node::WatchFeed;
 use super::pattern::Pattern;
-use crate::resp::serve::PUSH_QUEUE_MAX;
-use crate::resp::{Pusher, Value};
+use crate::resp::serve::{PUSH_QUEUE_BYTES_MAX, PUSH_QUEUE_MAX};
+use crate::resp::{Pusher, Queued, Value};
 
 /// A key change as the hub's event at `revision`.
 #[must_use]
@@ -197,8 +199,8 @@ pub trait Sink: Send {
     fn push(&self, value: Value) -> bool;
     /// Queues `value` as the connection's last and closes it.
     fn close_with(&self, value: Value);
-    /// Values queued and not yet written.
-    fn queued(&self) -> usize;
+    /// Values queued and not yet written, and their bytes.
+    fn queued(&self) -> Queued;
     /// Whether the connection is open.
     fn is_open(&self) -> bool;
 }
@@ -212,7 +214,7 @@ impl Sink for Pusher {
         Pusher::close_with(self, value);
     }
 
-    fn queued(&self) -> usize {
+    fn queued(&self) -> Queued {
         Pusher::queued(self)
     }
 
@@ -267,6 +269,23 @@ pub struct Watches<S> {
     /// more keys than the queue holds reaches a subscriber that keeps up in parts,
     /// instead of overflowing its queue. At most one revision's messages per watcher.
     unsent: BTreeMap<WatchId, VecDeque<Value>>,
+}
+
+/// Whether a watcher may be given more from the hub: its connection's push queue has room
+/// for a whole buffer of messages ([`BUFFERED_EVENTS_MAX`]) and is at most half full in
+/// bytes.
+fn has_room(queued: Queued) -> bool {
+    queued.values + BUFFERED_EVENTS_MAX <= PUSH_QUEUE_MAX
+        && queued.bytes <= PUSH_QUEUE_BYTES_MAX / 2
+}
+
+/// Takes the front of `queue` if `take` says so.
+fn take_front_if(queue: &mut VecDeque<Value>, take: impl FnOnce(&Value) -> bool) -> Option<Value> {
+    if take(queue.front()?) {
+        queue.pop_front()
+    } else {
+        None
+    }
 }
 
 /// A frame pushed to (or answered on) a connection: a RESP3 push frame, or the array a
@@ -565,9 +584,11 @@ impl<S: Sink> Watches<S> {
     }
 
     /// Pushes every watcher's notifications to its connection, as far as the connection's
-    /// push queue has room for a watcher's buffer; a watcher of a slow connection waits
-    /// (buffering, then falling behind) until the next call. A subscriber's messages of a
-    /// revision too large for the room left wait beside the queue and go first next time.
+    /// push queue has room for a watcher's buffer (and is at most half full in bytes); a
+    /// watcher of a slow connection waits (buffering, then falling behind) until the next
+    /// call. Nothing is pushed that does not fit in the queue ([`Queued::fits`]), so a
+    /// connection that keeps up is never closed for overflow: the messages of a revision too
+    /// many or too large for the room left wait beside the queue and go first next time.
     pub fn deliver(&mut self) {
         let ready: BTreeSet<WatchId> = self
             .unsent
@@ -587,8 +608,8 @@ impl<S: Sink> Watches<S> {
             }
             while let Some(o) = self.owners.get(&owner) {
                 if let Some(unsent) = self.unsent.get_mut(&id) {
-                    while o.sink.queued() < PUSH_QUEUE_MAX
-                        && let Some(value) = unsent.pop_front()
+                    while let Some(value) =
+                        take_front_if(unsent, |v| o.sink.queued().fits(v.encoded_len()))
                     {
                         o.sink.push(value);
                     }
@@ -597,7 +618,7 @@ impl<S: Sink> Watches<S> {
                     }
                     self.unsent.remove(&id);
                 }
-                if o.sink.queued() + BUFFERED_EVENTS_MAX > PUSH_QUEUE_MAX {
+                if !has_room(o.sink.queued()) {
                     break;
                 }
                 let Some(notification) = self.hub.poll(id) else {
@@ -609,9 +630,11 @@ impl<S: Sink> Watches<S> {
                 let protocol = o.protocol;
                 match notification {
                     Notification::Events(events) => {
-                        let mut frames = event_frames(protocol, id, &kind, &events).into_iter();
-                        while o.sink.queued() < PUSH_QUEUE_MAX
-                            && let Some(value) = frames.next()
+                        let mut frames = event_frames(protocol, id, &kind, &events)
+                            .into_iter()
+                            .peekable();
+                        while let Some(value) =
+                            frames.next_if(|v| o.sink.queued().fits(v.encoded_len()))
                         {
                             if !o.sink.push(value) {
                                 break;
@@ -778,10 +801,14 @@ mod tests {
             l.0.push(value);
             l.1 = true;
         }
-        /// The values pushed and not yet taken, and as many more as [`List::stall`] says.
-        fn queued(&self) -> usize {
+        /// The values pushed and not yet taken (and their bytes), and as many more values as
+        /// [`List::stall`] says.
+        fn queued(&self) -> Queued {
             let l = self.0.lock().expect("lock");
-            l.0.len() + l.2
+            Queued {
+                values: l.0.len() + l.2,
+                bytes: l.0.iter().map(Value::encoded_len).sum(),
+            }
         }
         fn is_open(&self) -> bool {
             !self.0.lock().expect("lock").1
@@ -1144,5 +1171,55 @@ mod tests {
             distinct.contains(b"__keyspace@0__:k1099".as_slice()),
             "{distinct:?}"
         );
+    }
+
+    #[test]
+    fn a_stream_of_large_values_is_paced_by_the_push_queues_bytes_and_stays_open() {
+        // 40 revisions of a 512 KiB value each: 20 MiB of events, where the push queue
+        // holds 8 MiB. A client that reads now and then gets every revision, once, in
+        // order, with never more than the queue's bytes (and one frame) waiting for it, and
+        // is never disconnected for it.
+        let mut w: Watches<List> = Watches::new(watch_config(), 0);
+        let (conn, owner) = (List::default(), WatchOwner::new(1));
+        w.call(
+            &owner,
+            conn.clone(),
+            3,
+            WatchCall::Stream {
+                filter: Filter::Prefix("big".into()),
+                from: None,
+            },
+        );
+        conn.take();
+        let value = "v".repeat(512 << 10);
+        let revisions = 40;
+        for r in 1..=revisions {
+            w.feed(vec![set(r, "big", &value)]);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..revisions {
+            w.deliver();
+            let waiting = conn.queued();
+            assert!(
+                waiting.bytes <= PUSH_QUEUE_BYTES_MAX,
+                "{} bytes pushed and unread",
+                waiting.bytes
+            );
+            // The client reads what waits.
+            for frame in conn.take() {
+                match frame {
+                    Value::Push(items) if items[0] == b("event") => seen.push(items[2].clone()),
+                    other => panic!("not an event: {other:?}"),
+                }
+            }
+            assert!(!conn.closed(), "the stream's connection was closed");
+            if seen.len() == revisions as usize {
+                break;
+            }
+        }
+        let want: Vec<Value> = (1..=revisions)
+            .map(|r| Value::Int(i64::try_from(r).expect("small")))
+            .collect();
+        assert_eq!(seen, want, "every revision once, in order");
     }
 }

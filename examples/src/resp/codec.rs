@@ -418,6 +418,34 @@ impl Value {
         }
     }
 
+    /// The number of bytes [`Value::encode`] appends, counted without encoding: what a
+    /// value waiting to be written will take in a connection's output.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        // A type byte, the line, and its CRLF.
+        let line = |text: usize| 1 + text + 2;
+        let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+        match self {
+            Value::Simple(s) | Value::Error(s) => line(s.len()),
+            Value::Int(n) => line(usize::from(*n < 0) + digits(n.unsigned_abs())),
+            Value::Bulk(b) => line(digits(b.len() as u64)) + b.len() + 2,
+            Value::Nil => 5,
+            Value::Array(items) | Value::Push(items) => {
+                line(digits(items.len() as u64))
+                    + items.iter().map(Value::encoded_len).sum::<usize>()
+            }
+            Value::Null => 3,
+            Value::Boolean(_) => 4,
+            Value::Map(pairs) => {
+                line(digits(pairs.len() as u64))
+                    + pairs
+                        .iter()
+                        .map(|(k, v)| k.encoded_len() + v.encoded_len())
+                        .sum::<usize>()
+            }
+        }
+    }
+
     /// The reply as a RESP2 connection reads it: null as nil, a boolean as 1 or 0, a map
     /// as a flat array of keys and values, a push frame as an array (what a RESP2
     /// subscriber reads).
@@ -636,6 +664,25 @@ mod tests {
             parse_command(&long_line, &limits),
             Err(RespError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn encoded_len_counts_what_encode_writes_at_the_edges_of_each_length() {
+        let mut values: Vec<Value> = [0, 9, 10, 99, 100, -1, -10, i64::MAX, i64::MIN]
+            .into_iter()
+            .map(Value::Int)
+            .collect();
+        for len in [0, 9, 10, 100] {
+            values.push(Value::Bulk(vec![b'x'; len]));
+            values.push(Value::Simple("s\r\n".repeat(len)));
+            values.push(Value::Array(vec![Value::Nil; len]));
+        }
+        values.push(Value::Map(vec![(Value::Null, Value::Boolean(true)); 10]));
+        for value in values {
+            let mut wire = Vec::new();
+            value.encode(&mut wire);
+            assert_eq!(value.encoded_len(), wire.len(), "{value:?}");
+        }
     }
 
     #[test]

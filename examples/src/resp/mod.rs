@@ -19,8 +19,8 @@ pub mod serve;
 
 pub use codec::{CommandParser, Limits, Parsed, RespError, Value, parse_command};
 pub use serve::{
-    Answer, Commands, Context, Delivery, Order, Outcome, PushError, Pusher, Reply, Resend, Resp,
-    Settled, Step,
+    Answer, Commands, Context, Delivery, Order, Outcome, PushError, Pusher, Queued, Reply, Resend,
+    Resp, Settled, Step,
 };
 
 /// Whether `name` (a command's name as sent) is one of `names`, in any case.

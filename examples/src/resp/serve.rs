@@ -23,7 +23,8 @@
 //! - each call has [`Commands::request_timeout`] to be answered, after which it is settled
 //!   as [`Outcome::TimedOut`];
 //! - values can be pushed to a connection from any thread ([`Pusher`]), at most
-//!   [`PUSH_QUEUE_MAX`] waiting; past it the connection is sent an error and closed. A
+//!   [`PUSH_QUEUE_MAX`] values and [`PUSH_QUEUE_BYTES_MAX`] bytes waiting (a value alone may
+//!   be larger); past either the connection is sent an error and closed. A
 //!   pushed value is written after the replies of every command read before it arrived
 //!   (never in the middle of their line), so a RESP2 client that subscribes reads its
 //!   confirmation before the first message;
@@ -58,7 +59,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{CommandParser, Limits, Value};
@@ -71,6 +72,12 @@ use crate::runtime::clients::{ConnHandle, ConnIo, ServeClient};
 /// Values pushed to one connection that may wait to be written; past it the connection is
 /// sent an error and closed.
 pub const PUSH_QUEUE_MAX: usize = 1024;
+/// Bytes (as encoded) of the values pushed to one connection that may wait to be written;
+/// past it the connection is sent an error and closed, as past [`PUSH_QUEUE_MAX`] values.
+/// A value pushed while nothing waits is taken whatever its size, so one larger than this
+/// (a watch event of a revision that wrote several large values) is never refused for
+/// ever. Redis's `client-output-buffer-limit` for pub/sub clients is 8 MiB (soft) too.
+pub const PUSH_QUEUE_BYTES_MAX: usize = 8 << 20;
 
 /// What a connection refused at the connection limit is sent, as Redis words it.
 pub const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -362,8 +369,8 @@ impl Context {
     }
 }
 
-/// Pushes values to one connection from any thread, at most [`PUSH_QUEUE_MAX`] waiting to
-/// be written.
+/// Pushes values to one connection from any thread, at most [`PUSH_QUEUE_MAX`] values and
+/// [`PUSH_QUEUE_BYTES_MAX`] bytes waiting to be written.
 #[derive(Clone)]
 pub struct Pusher {
     send: Arc<dyn Fn(PushItem) + Send + Sync>,
@@ -380,7 +387,7 @@ enum PushItem {
 impl fmt::Debug for Pusher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pusher")
-            .field("queued", &self.queue.queued.load(Ordering::Relaxed))
+            .field("queued", &*self.queue.queued.lock())
             .finish_non_exhaustive()
     }
 }
@@ -388,8 +395,29 @@ impl fmt::Debug for Pusher {
 #[derive(Debug, Default)]
 struct PushQueue {
     /// Values pushed and not yet taken into the connection's output.
-    queued: AtomicUsize,
+    queued: parking_lot::Mutex<Queued>,
     overflowed: AtomicBool,
+}
+
+/// What waits in a connection's push queue: values pushed and not yet taken into its
+/// output, and their bytes as encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Values waiting.
+    pub values: usize,
+    /// Their bytes, as encoded ([`Value::encoded_len`]).
+    pub bytes: usize,
+}
+
+impl Queued {
+    /// Whether a value of `bytes` (encoded) may join these without overflowing the queue:
+    /// fewer than [`PUSH_QUEUE_MAX`] values wait, and its bytes fit under
+    /// [`PUSH_QUEUE_BYTES_MAX`] with theirs (or nothing waits).
+    #[must_use]
+    pub fn fits(self, bytes: usize) -> bool {
+        self.values < PUSH_QUEUE_MAX
+            && (self.values == 0 || self.bytes.saturating_add(bytes) <= PUSH_QUEUE_BYTES_MAX)
+    }
 }
 
 /// Why a value could not be pushed.
@@ -397,7 +425,8 @@ struct PushQueue {
 pub enum PushError {
     /// The connection is closed.
     Closed,
-    /// [`PUSH_QUEUE_MAX`] values wait already: the connection is sent an error and closed.
+    /// [`PUSH_QUEUE_MAX`] values wait already, or the value's bytes would take those waiting
+    /// past [`PUSH_QUEUE_BYTES_MAX`]: the connection is sent an error and closed.
     Overflow,
 }
 
@@ -418,15 +447,25 @@ impl Pusher {
     /// # Errors
     ///
     /// [`PushError::Closed`] once the connection has closed; [`PushError::Overflow`] if
-    /// [`PUSH_QUEUE_MAX`] values wait already (the connection is then closed with an
-    /// error: a client that does not keep up loses its subscription, never the node its
-    /// memory).
+    /// the value does not fit in the queue ([`Queued::fits`]: [`PUSH_QUEUE_MAX`] values, or
+    /// [`PUSH_QUEUE_BYTES_MAX`] bytes, wait already), and the connection is then closed with
+    /// an error: a client that does not keep up loses its subscription, never the node its
+    /// memory.
     pub fn push(&self, value: Value) -> Result<(), PushError> {
         if !(self.open)() || self.queue.overflowed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
-        if self.queue.queued.fetch_add(1, Ordering::AcqRel) >= PUSH_QUEUE_MAX {
-            self.queue.queued.fetch_sub(1, Ordering::AcqRel);
+        let bytes = value.encoded_len();
+        let taken = {
+            let mut queued = self.queue.queued.lock();
+            let fits = queued.fits(bytes);
+            if fits {
+                queued.values += 1;
+                queued.bytes += bytes;
+            }
+            fits
+        };
+        if !taken {
             if !self.queue.overflowed.swap(true, Ordering::AcqRel) {
                 (self.send)(PushItem::Overflow);
             }
@@ -442,11 +481,12 @@ impl Pusher {
         (self.open)() && !self.queue.overflowed.load(Ordering::Acquire)
     }
 
-    /// Values pushed and not yet taken into the connection's output: a pusher that keeps
-    /// this well under [`PUSH_QUEUE_MAX`] never has its connection closed for overflow.
+    /// Values pushed and not yet taken into the connection's output, and their bytes: a
+    /// pusher that pushes only what [`Queued::fits`] never has its connection closed for
+    /// overflow (the queue only shrinks meanwhile, unless another thread pushes too).
     #[must_use]
-    pub fn queued(&self) -> usize {
-        self.queue.queued.load(Ordering::Acquire)
+    pub fn queued(&self) -> Queued {
+        *self.queue.queued.lock()
     }
 
     /// Pushes `value` as the connection's last (after what was pushed before it) and
@@ -1027,8 +1067,11 @@ impl<C: Commands> RespConn<C> {
             let Some((_, value)) = self.pushed.pop_front() else {
                 break;
             };
-            self.push_queue.queued.fetch_sub(1, Ordering::AcqRel);
+            let before = io.output.len();
             value.encode(io.output);
+            let mut queued = self.push_queue.queued.lock();
+            queued.values = queued.values.saturating_sub(1);
+            queued.bytes = queued.bytes.saturating_sub(io.output.len() - before);
         }
         if !io.close
             && self.pushed.is_empty()
@@ -1391,5 +1434,34 @@ mod tests {
         assert_eq!(last, Some(Value::Error(PUSH_OVERFLOW.into())));
         assert_eq!(pusher.push(Value::Nil), Err(PushError::Closed));
         assert!(!pusher.is_open());
+    }
+
+    #[test]
+    fn a_connection_that_does_not_read_holds_at_most_the_push_queues_bytes() {
+        // Nothing is ever taken from this connection's queue (its loop does not run).
+        let resp = toy();
+        let conn = resp.open(detached_handle());
+        let pusher = conn.context.pusher();
+        let value = Value::Bulk(vec![b'v'; 64 << 10]);
+        let mut taken = 0;
+        let overflow = loop {
+            match pusher.push(value.clone()) {
+                Ok(()) => taken += 1,
+                Err(e) => break e,
+            }
+            assert!(taken <= PUSH_QUEUE_MAX, "the push queue never filled");
+        };
+        assert_eq!(overflow, PushError::Overflow);
+        assert_eq!(taken, PUSH_QUEUE_BYTES_MAX / value.encoded_len());
+        assert!(pusher.queued().bytes <= PUSH_QUEUE_BYTES_MAX);
+        assert_eq!(pusher.push(Value::Nil), Err(PushError::Closed));
+        assert!(!pusher.is_open());
+        // A value larger than the whole limit is taken when nothing waits, and then
+        // nothing more is.
+        let conn = resp.open(detached_handle());
+        let pusher = conn.context.pusher();
+        let huge = Value::Bulk(vec![b'v'; PUSH_QUEUE_BYTES_MAX]);
+        assert_eq!(pusher.push(huge), Ok(()));
+        assert_eq!(pusher.push(Value::Nil), Err(PushError::Overflow));
     }
 }

@@ -224,7 +224,10 @@ proptest! {
         let mut rng = SimRng::new(seed);
         let mut valid = Vec::new();
         for _ in 0..rng.between(1, 3) {
-            value(&mut rng, 0).encode(&mut valid);
+            let one = value(&mut rng, 0);
+            let before = valid.len();
+            one.encode(&mut valid);
+            prop_assert_eq!(valid.len() - before, one.encoded_len(), "{:?}", one);
         }
         for stream in [random_bytes(&mut rng), mutate(&valid, &mut rng), valid] {
             let chunk = rng.between(1, 16) as usize;
