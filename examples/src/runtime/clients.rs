@@ -17,7 +17,10 @@
 //! client that does not read its replies is held back, and only it); requests in flight
 //! per connection are the [`ServeClient`]'s to bound, with [`ClientLimits::in_flight_max`].
 //! A connection that waits on its client (for a request, or for it to take its replies)
-//! longer than the idle timeout is closed.
+//! longer than the idle timeout is closed. A connection being closed (an error that ends
+//! it, `QUIT`, its client gone) is closed once its last replies are written (with TLS,
+//! their records and the closing alert too), or [`CLOSE_FLUSH_TIMEOUT`] after it began
+//! closing if its client does not take them.
 //!
 //! When the node has users ([`Connections::with_auth`]), a new connection starts
 //! unauthenticated: the [`ServeClient`] checks its credentials (RESP's `AUTH`) against
@@ -68,6 +71,10 @@ pub const CLIENT_IN_FLIGHT_MAX: usize = 1024;
 const EVENTS_PER_POLL: usize = 1024;
 /// How long the loop stops accepting when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// How long a connection that is being closed has to take what is still to be written to it
+/// (its last replies, such as the error that closes it, and with TLS the encrypted records
+/// and the closing alert): past it the connection is closed with them unsent.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -376,6 +383,11 @@ struct Conn<S: ServeClient> {
     close: bool,
     busy: bool,
     deadline: Option<Instant>,
+    /// When a connection that is being closed is closed whatever is left to write (set when
+    /// it starts closing).
+    close_by: Option<Instant>,
+    /// The TLS closing alert (`close_notify`) has been queued.
+    close_notified: bool,
     /// Since when the connection waits on its client.
     idle_since: Instant,
     open: Arc<AtomicBool>,
@@ -614,6 +626,8 @@ impl<S: ServeClient> Loop<S> {
                     writable: true,
                     eof: false,
                     close: false,
+                    close_by: None,
+                    close_notified: false,
                     busy: false,
                     deadline: None,
                     idle_since: Instant::now(),
@@ -701,7 +715,11 @@ impl<S: ServeClient> Loop<S> {
                 .conns
                 .get(&id)
                 .is_some_and(|c| c.handshake.is_some_and(|(d, _)| d <= now));
-            if handshake_over {
+            let flush_over = self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.close_by.is_some_and(|d| d <= now));
+            if handshake_over || flush_over {
                 self.close(id);
                 continue;
             }
@@ -765,12 +783,27 @@ impl<S: ServeClient> Loop<S> {
                     }
                 }
             }
-            let sent = !conn.tls.as_ref().is_some_and(|t| t.wants_write()) || !conn.writable;
-            if conn.written == conn.output.len() && conn.close && sent {
-                self.close(id);
-                return;
-            }
             if conn.close {
+                if conn.close_by.is_none() {
+                    let by = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+                    conn.close_by = Some(by);
+                    self.deadlines.push(Reverse((by, id)));
+                }
+                if conn.written == conn.output.len() {
+                    if !conn.close_notified
+                        && let Some(tls) = conn.tls.as_mut()
+                    {
+                        // The client reads the end of the session, not a cut connection.
+                        tls.send_close_notify();
+                        conn.close_notified = true;
+                        moved = true;
+                    } else if !conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                        // Everything written, the TLS records too: only now is it closed
+                        // (the socket not taking them yet is no reason to drop them).
+                        self.close(id);
+                        return;
+                    }
+                }
                 if moved {
                     continue;
                 }
@@ -833,9 +866,10 @@ impl<S: ServeClient> Loop<S> {
                 moved = true;
             }
             if conn.eof && !conn.busy && conn.written == conn.output.len() {
-                // The client is gone and nothing is left to answer it.
-                self.close(id);
-                return;
+                // The client is gone and nothing is left to answer it: closed once what is
+                // written has gone out (TLS records may wait for the socket).
+                conn.close = true;
+                continue;
             }
             if !moved {
                 if conn.input.is_empty() {

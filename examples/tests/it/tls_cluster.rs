@@ -2,7 +2,8 @@
 //! `redis-cli --tls --cacert` and `synod kv --tls --cacert` work, a plain-text client is
 //! told the port speaks TLS only and closed, garbage in place of a ClientHello closes that
 //! connection alone, a peer whose certificate another authority signed is refused and
-//! logged with its address while the cluster keeps serving, and each reference system
+//! logged with its address while the cluster keeps serving, a TLS client reading late gets
+//! its last reply before its connection is closed, and each reference system
 //! (Consistent Core, register, leaderless) replicates a write over its TLS peer links. Every
 //! node runs with a client password and the cluster's secret as well as TLS: all three
 //! together.
@@ -262,8 +263,12 @@ struct TlsConn {
 
 impl TlsConn {
     fn open(addr: &str, ca: &Path) -> std::io::Result<TlsConn> {
+        TlsConn::over(TcpStream::connect(addr)?, ca)
+    }
+
+    /// A client connection over TLS on the connected `socket`.
+    fn over(socket: TcpStream, ca: &Path) -> std::io::Result<TlsConn> {
         let config = client_config(ca).map_err(std::io::Error::other)?;
-        let socket = TcpStream::connect(addr)?;
         socket.set_read_timeout(Some(Duration::from_secs(10)))?;
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
@@ -468,6 +473,51 @@ fn with_tls_redis_cli_and_synod_kv_work_plain_clients_and_foreign_peers_are_refu
     // The cluster keeps serving, and took nothing from the rogue.
     cluster.settle(2, &["SET", "k", "v2"], &ok());
     cluster.settle(1, &["GET", "k"], &bulk("v2"));
+}
+
+/// A TLS client that reads its replies late still gets every one, then the error that
+/// closes its connection, then the end: the node closes a TLS connection once its encrypted
+/// records have gone out, not while they wait for the socket to take them.
+#[test]
+fn a_tls_client_reading_late_gets_its_reply_and_the_error_that_closes_its_connection() {
+    let cluster = TlsCluster::up("consistent-core");
+    // Replies smaller and larger than what the node encrypts at a time (64 KiB, rustls's
+    // buffer), each on a connection whose small receive buffer makes its sockets hold less.
+    for size in [16 << 10, 80 << 10, 256 << 10, 768 << 10] {
+        cluster.settle(1, &["SET", "big", &"v".repeat(size)], &ok());
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4 << 10).expect("SO_RCVBUF");
+        let addr: std::net::SocketAddr = cluster.client(1).parse().expect("address");
+        socket.connect(&addr.into()).expect("connect");
+        let mut conn = TlsConn::over(socket.into(), &cluster.authority.ca).expect("TLS");
+        assert_eq!(conn.call(&["AUTH", TEST_PASSWORD]).expect("AUTH"), ok());
+        // A GET, then bytes that are no command: the node answers the GET, then a protocol
+        // error, and closes.
+        let mut pipelined = encode_command(&[b"GET", b"big"]);
+        pipelined.extend_from_slice(b"*1\r\n$x\r\n");
+        conn.stream.write_all(&pipelined).expect("sent");
+        conn.stream.flush().expect("sent");
+        // The client's pace: it reads only after a while, when the node has long written
+        // what the sockets hold.
+        std::thread::sleep(Duration::from_millis(300));
+        let reply = conn.next();
+        assert!(
+            matches!(&reply, Ok(Value::Bulk(v)) if v.len() == size),
+            "a reply of {size} bytes: {:?}",
+            reply.map(|v| match v {
+                Value::Bulk(b) => format!("{} bytes", b.len()),
+                other => format!("{other:?}"),
+            })
+        );
+        let end = conn.next();
+        assert!(
+            matches!(&end, Ok(Value::Error(e)) if e.contains("Protocol error")),
+            "after a reply of {size} bytes: {end:?}\n{}",
+            cluster.logs()
+        );
+        assert!(conn.next().is_err(), "the connection stays open");
+    }
 }
 
 /// A member's certificate names its node id: a process holding node 3's certificate (from
