@@ -471,9 +471,12 @@ fn is_loopback(addr: &str) -> bool {
 /// peer secret) on an address that is not a loopback one unless `--insecure-open` is given,
 /// and says in one line on standard error what runs open. A client certificate checked by
 /// `--tls-client-auth` counts as a client's authentication; for peers only the secret
-/// counts: TLS checks that a peer's certificate was signed by the cluster's CA and names
-/// the member it claims to be, so any holder of a certificate from that CA with a member's
-/// name (one made by mistake, say) could otherwise speak as that member.
+/// counts. TLS checks that a peer's certificate was signed by the CA given and names the
+/// member it claims to be (`node-ID.synod`), but a certificate names a node id, not a
+/// cluster: a CA that signs for more than one cluster (an organisation's, or one reused for
+/// a test cluster) makes node 2 of any of them pass as node 2 of this one, and so does a
+/// certificate signed by mistake. The secret is this cluster's alone, so mutual TLS without
+/// it still counts as open to peers.
 ///
 /// # Errors
 ///

@@ -648,9 +648,9 @@ fn the_register_and_the_leaderless_store_replicate_over_tls() {
 
 #[test]
 fn tls_without_the_peer_secret_does_not_let_a_node_listen_open_on_the_network() {
-    // A certificate names a member, but any holder of one the CA signed with that name (made
-    // by mistake, say) could claim it: TLS alone is not a member's proof, and the secret is
-    // still asked for.
+    // A certificate names a member of some cluster, not of this one: a CA that signs for
+    // several clusters (or by mistake) makes another's node 1 pass as this one's. TLS alone
+    // is not a member's proof, and the secret is still asked for.
     let dir = tempfile::tempdir().expect("tempdir");
     let files = Authority::new(dir.path(), "only").node(1);
     let password = dir.path().join("password");
