@@ -50,7 +50,8 @@
 //!   TLS only, and peers authenticate each other against the cluster's CA.
 //! - [`refusals`]: the log of refused peers and wrong passwords, at most
 //!   [`refusals::REFUSAL_LINES_PER_INTERVAL_MAX`] lines a second, the rest counted in the
-//!   next line written.
+//!   next line written (by the log's own thread once the second is over, if no refusal
+//!   comes to carry the count).
 //! - [`process`]: fail-stop: named threads ([`spawn_vital`]), a panic hook that ends the
 //!   process with [`EXIT_FAIL_STOP`] when any of the node's threads but the client loop
 //!   panics ([`stop_on_panic`]; the loop catches a panic serving one connection and closes

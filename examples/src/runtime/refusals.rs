@@ -5,12 +5,17 @@
 //!
 //! [`RefusalLog`] writes at most `lines_max` lines per interval; the refusals past that are
 //! counted, and the next line written says how many were not (`... [and 1234 more refusals
-//! not logged since the last line]`). One log serves a whole process ([`REFUSALS`]), so the
+//! not logged since the last line]`). A burst followed by silence is not left untold: once
+//! the interval of the refusals held is over, the last of them is written with the count of
+//! the others ([`RefusalLog::flush_at`]), by a thread of the process's log that waits for
+//! that moment ([`RefusalLog::log`]). One log serves a whole process ([`REFUSALS`]), so the
 //! limit holds whatever mix of refusals arrives. Time comes in as a value, so the limit is
 //! tested without waiting.
-// tidy: driver: writes its lines to standard error.
+// tidy: driver: writes its lines to standard error, from a thread of its own when a line is due.
 
 use std::io::Write;
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -30,6 +35,9 @@ pub struct RefusalLog {
     lines_max: u32,
     interval: Duration,
     state: Mutex<State>,
+    /// The thread that writes the held refusals' line once their interval is over (started
+    /// by the first [`RefusalLog::log`] that holds one; `None` if it could not be).
+    flusher: OnceLock<Option<Thread>>,
 }
 
 #[derive(Debug)]
@@ -40,6 +48,9 @@ struct State {
     written: u32,
     /// Refusals not written since the last line that was.
     held: u64,
+    /// The line of the last refusal held (written, with the count of the others, if no
+    /// refusal comes to carry the count once the interval is over).
+    last_held: String,
 }
 
 impl RefusalLog {
@@ -53,13 +64,16 @@ impl RefusalLog {
                 since: None,
                 written: 0,
                 held: 0,
+                last_held: String::new(),
             }),
+            flusher: OnceLock::new(),
         }
     }
 
-    /// Decides on one refusal at `now`: `Some(held)` to write its line, saying that `held`
-    /// refusals before it were not written; `None` to count it and write nothing.
-    pub fn admit(&self, now: Instant) -> Option<u64> {
+    /// Decides on one refusal at `now`, whose line is `line`: `Some(held)` to write its
+    /// line, saying that `held` refusals before it were not written; `None` to count it and
+    /// write nothing.
+    pub fn admit(&self, now: Instant, line: &str) -> Option<u64> {
         let mut state = self.state.lock();
         let fresh = state
             .since
@@ -70,33 +84,107 @@ impl RefusalLog {
         }
         if state.written >= self.lines_max {
             state.held += 1;
+            state.last_held.clear();
+            state.last_held.push_str(line);
             return None;
         }
         state.written += 1;
+        state.last_held.clear();
         Some(std::mem::take(&mut state.held))
     }
 
     /// Writes `line` (one line, without its newline) to `out` unless past the limit at
     /// `now`; returns whether it did.
     pub fn write_at(&self, now: Instant, out: &mut dyn Write, line: &str) -> bool {
-        let Some(held) = self.admit(now) else {
+        let Some(held) = self.admit(now, line) else {
             return false;
         };
-        let _ = if held == 0 {
-            writeln!(out, "{line}")
-        } else {
-            writeln!(
-                out,
-                "{line} [and {held} more refusals not logged since the last line]"
-            )
-        };
+        write_line(out, line, held);
         true
     }
 
-    /// Writes `line` to standard error unless past the limit now.
-    pub fn log(&self, line: &str) {
-        self.write_at(Instant::now(), &mut std::io::stderr().lock(), line);
+    /// When the refusals held since the last line written are to be told of (the end of
+    /// the interval they were held in); `None` while none is held.
+    #[must_use]
+    pub fn due(&self) -> Option<Instant> {
+        let state = self.state.lock();
+        let since = state.since.filter(|_| state.held > 0)?;
+        Some(since + self.interval)
     }
+
+    /// Once the interval of the refusals held is over at `now` ([`RefusalLog::due`]),
+    /// writes the last of them with the count of the others, as the line a refusal coming
+    /// then would have carried the count in; returns whether it wrote. The line counts
+    /// against a new interval.
+    pub fn flush_at(&self, now: Instant, out: &mut dyn Write) -> bool {
+        let (line, held) = {
+            let mut state = self.state.lock();
+            let due = state
+                .since
+                .filter(|_| state.held > 0)
+                .map(|s| s + self.interval);
+            if due.is_none_or(|due| now < due) {
+                return false;
+            }
+            state.since = Some(now);
+            state.written = 1;
+            let held = std::mem::take(&mut state.held);
+            (std::mem::take(&mut state.last_held), held - 1)
+        };
+        write_line(out, &line, held);
+        true
+    }
+
+    /// Writes `line` to standard error unless past the limit now. A line held is written
+    /// (or counted) once its interval is over, even if no other refusal comes: a thread of
+    /// the log waits for that moment.
+    pub fn log(&'static self, line: &str) {
+        if !self.write_at(Instant::now(), &mut std::io::stderr().lock(), line) {
+            self.wake_flusher();
+        }
+    }
+
+    /// Wakes the thread that writes the held refusals' line when due, starting it the first
+    /// time.
+    fn wake_flusher(&'static self) {
+        let flusher = self.flusher.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("synod-refusals".into())
+                .spawn(move || {
+                    loop {
+                        match self.due() {
+                            // Woken by the next refusal held.
+                            None => std::thread::park(),
+                            Some(due) => {
+                                let now = Instant::now();
+                                if due <= now {
+                                    self.flush_at(now, &mut std::io::stderr().lock());
+                                } else {
+                                    std::thread::park_timeout(due - now);
+                                }
+                            }
+                        }
+                    }
+                })
+                .ok()
+                .map(|handle| handle.thread().clone())
+        });
+        if let Some(thread) = flusher {
+            thread.unpark();
+        }
+    }
+}
+
+/// Writes a refusal's line, with the count of those not written before it.
+fn write_line(out: &mut dyn Write, line: &str, held: u64) {
+    let _ = if held == 0 {
+        writeln!(out, "{line}")
+    } else {
+        writeln!(
+            out,
+            "{line} [and {held} more refusals not logged since the last line]"
+        )
+    };
 }
 
 #[cfg(test)]
@@ -132,6 +220,40 @@ mod tests {
             .sum();
         assert_eq!(counted + lines.len() as u64, u64::from(flood) + 1);
         assert!(lines.last().unwrap().starts_with("refused last [and "));
+    }
+
+    #[test]
+    fn a_burst_then_silence_is_told_once_its_interval_is_over() {
+        let log = RefusalLog::new(3, Duration::from_secs(1));
+        let start = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..100u64 {
+            log.write_at(
+                start + Duration::from_millis(i),
+                &mut out,
+                &format!("refused {i}"),
+            );
+        }
+        assert_eq!(log.due(), Some(start + Duration::from_secs(1)));
+        // Not before the interval is over.
+        assert!(!log.flush_at(start + Duration::from_millis(999), &mut out));
+        assert!(log.flush_at(start + Duration::from_secs(1), &mut out));
+        let text = String::from_utf8(out).expect("text");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "refused 0",
+                "refused 1",
+                "refused 2",
+                "refused 99 [and 96 more refusals not logged since the last line]"
+            ]
+        );
+        // Nothing is held any more, and nothing more is written.
+        assert_eq!(log.due(), None);
+        let mut more = Vec::new();
+        assert!(!log.flush_at(start + Duration::from_secs(5), &mut more));
+        assert!(more.is_empty());
     }
 
     #[test]
