@@ -4,8 +4,9 @@
 //! 100,000 requests gets every answer, in order; a client that takes none of its replies
 //! holds back no other client. Through a follower, which forwards writes to the leader: a
 //! client pipelining writes gets every answer in order, and a leader killed while they are
-//! in flight loses none that was acknowledged. No test asserts a time: read timeouts only
-//! turn a hang into a failure.
+//! in flight loses none that was acknowledged. The nodes run secured (a client password and
+//! the cluster's secret) and every client authenticates first. No test asserts a time: read
+//! timeouts only turn a hang into a failure.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,17 +18,16 @@ use synod_examples::runtime::CLIENT_CONNECTIONS_MAX;
 use super::core_cluster::Cluster;
 use super::core_limits::memory;
 
-/// A read timeout that only a hung node reaches.
-const HUNG: Duration = Duration::from_secs(60);
-
+/// A connection to node 1, authenticated.
 fn connect(cluster: &Cluster) -> TcpStream {
     connect_to(cluster, 1)
 }
 
+/// A connection to node `id`, authenticated.
 fn connect_to(cluster: &Cluster, id: usize) -> TcpStream {
-    let stream = TcpStream::connect(cluster.addr(id)).expect("connect");
-    stream.set_read_timeout(Some(HUNG)).expect("timeout");
-    stream
+    cluster
+        .connect_raw(id)
+        .expect("connected and authenticated")
 }
 
 /// The soft limit on this process's open files (`/proc/self/limits`).
@@ -74,7 +74,7 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
         );
         return;
     }
-    let (cluster, _) = Cluster::up(1);
+    let (cluster, _) = Cluster::up_secured(1, &[]);
     let pid = cluster.pid(1).expect("running");
     let mut probe = connect(&cluster);
     let mut buf = Vec::new();
@@ -111,8 +111,11 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
         per_connection < 8 << 10,
         "{per_connection} bytes per idle connection"
     );
-    // One more: refused with an error saying why, and closed.
-    let mut extra = connect(&cluster);
+    // One more: refused with an error saying why (before it could authenticate), and closed.
+    let mut extra = TcpStream::connect(cluster.addr(1)).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     let mut said = Vec::new();
     let _ = extra.read_to_end(&mut said);
     assert_eq!(
@@ -129,7 +132,9 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
     drop(streams.pop());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let served = synod_examples::runtime::poll_until(deadline, || {
-        let mut stream = connect(&cluster);
+        let Some(mut stream) = cluster.connect_raw(1) else {
+            return false;
+        };
         let mut buf = Vec::new();
         stream.write_all(b"PING\r\n").is_ok()
             && read_reply(&mut stream, &mut buf) == Some(Value::Simple("PONG".into()))
@@ -140,7 +145,7 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
 #[test]
 fn a_client_pipelining_100_000_requests_gets_every_answer_in_order() {
     const REQUESTS: i64 = 100_000;
-    let (cluster, _) = Cluster::up(1);
+    let (cluster, _) = Cluster::up_secured(1, &[]);
     let mut stream = connect(&cluster);
     let mut writer = stream.try_clone().expect("clone");
     // Sent in writes of 1,000 commands, while the replies are read.
@@ -163,7 +168,7 @@ fn a_client_pipelining_100_000_requests_gets_every_answer_in_order() {
 fn a_client_that_takes_none_of_its_replies_holds_back_no_other_client() {
     const VALUE_BYTES: usize = 64 << 10;
     const GETS: usize = 4_000;
-    let (cluster, _) = Cluster::up(1);
+    let (cluster, _) = Cluster::up_secured(1, &[]);
     let mut setup = connect(&cluster);
     let mut buf = Vec::new();
     let set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE_BYTES}\r\n");
@@ -215,7 +220,7 @@ fn a_client_that_takes_none_of_its_replies_holds_back_no_other_client() {
 #[test]
 fn writes_pipelined_through_a_follower_are_forwarded_and_answered_in_order() {
     const REQUESTS: i64 = 20_000;
-    let (cluster, leader) = Cluster::up(3);
+    let (cluster, leader) = Cluster::up_secured(3, &[]);
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     let mut stream = connect_to(&cluster, follower);
     let mut writer = stream.try_clone().expect("clone");
@@ -256,7 +261,7 @@ fn set_window(stream: &mut TcpStream, first: usize, size: usize) {
 fn a_leader_killed_while_a_follower_forwards_pipelined_writes_loses_none_acknowledged() {
     const WINDOW: usize = 256;
     const AFTER_KILL: usize = 1000;
-    let (mut cluster, leader) = Cluster::up(3);
+    let (mut cluster, leader) = Cluster::up_secured(3, &[]);
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     let mut stream = connect_to(&cluster, follower);
     let mut buf = Vec::new();

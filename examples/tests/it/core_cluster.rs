@@ -1,4 +1,5 @@
-//! A three-node Consistent Core cluster of real `synod node` processes on loopback: writes
+//! A three-node Consistent Core cluster of real `synod node` processes on loopback, secured
+//! (a client password, users and the cluster's secret) as a cluster off one machine must: writes
 //! and reads over RESP through any node, the leader killed with SIGKILL, a new leader
 //! elected with every acknowledged write still readable, the killed node restarted on its
 //! data directory and caught up; a leader paused with SIGSTOP past its lease serving no
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
 use synod_examples::resp::Value;
-use synod_examples::resp::client::Credentials;
+use synod_examples::resp::client::{Credentials, encode_command};
 use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, SimTime, Verdict};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
@@ -113,9 +114,9 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// A cluster of `nodes` on loopback, every node started, with the `synod node` options
-    /// `args` besides the usual ones; if `secured`, also with a client password, users and a
-    /// peer secret ([`secure_args`]), and clients that authenticate.
-    fn launch(nodes: usize, args: &[&str], secured: bool) -> Cluster {
+    /// `args` besides the usual ones and a client password, users and a peer secret
+    /// ([`secure_args`]), and clients that authenticate.
+    fn launch(nodes: usize, args: &[&str]) -> Cluster {
         let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let specs = peer_ports
@@ -129,10 +130,8 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster::with_nodes(specs);
         cluster.args = args.iter().map(|a| (*a).to_string()).collect();
-        if secured {
-            cluster.args.extend(secure_args(cluster.dir.path()));
-            cluster.credentials = Some(test_credentials());
-        }
+        cluster.args.extend(secure_args(cluster.dir.path()));
+        cluster.credentials = Some(test_credentials());
         for id in 1..=nodes {
             cluster.start(id);
         }
@@ -165,28 +164,15 @@ impl Cluster {
     }
 
     /// A cluster of `nodes` whose every node is up on its own ports and knows a leader, with
-    /// the leader's id. The ports are picked free and then let go, so another program (or
-    /// another test) can take one before its node binds it; a cluster where that happened is
-    /// thrown away for a new one, up to three times.
-    pub(crate) fn up(nodes: usize) -> (Cluster, usize) {
-        Cluster::up_with(nodes, &[])
-    }
-
-    /// Like [`Cluster::up`], every node started with the `synod node` options `args` too.
-    pub(crate) fn up_with(nodes: usize, args: &[&str]) -> (Cluster, usize) {
-        Cluster::up_launched(nodes, args, false)
-    }
-
-    /// Like [`Cluster::up_with`], secured: every node with a client password, users and a
-    /// peer secret ([`secure_args`]), and the harness's clients authenticating.
+    /// the leader's id; every node started with the `synod node` options `args` too, and
+    /// secured: a client password, users and a peer secret ([`secure_args`]), the harness's
+    /// clients authenticating. The ports are picked free and then let go, so another program
+    /// (or another test) can take one before its node binds it; a cluster where that
+    /// happened is thrown away for a new one, up to three times.
     pub(crate) fn up_secured(nodes: usize, args: &[&str]) -> (Cluster, usize) {
-        Cluster::up_launched(nodes, args, true)
-    }
-
-    fn up_launched(nodes: usize, args: &[&str], secured: bool) -> (Cluster, usize) {
         let all: Vec<usize> = (1..=nodes).collect();
         for _ in 0..3 {
-            let cluster = Cluster::launch(nodes, args, secured);
+            let cluster = Cluster::launch(nodes, args);
             let deadline = Instant::now() + DEADLINE;
             loop {
                 // Each node names itself: a port some other program holds does not pass.
@@ -294,6 +280,26 @@ impl Cluster {
             Some(c) => client.with_credentials(c.clone()),
             None => client,
         }
+    }
+
+    /// A connection to node `id`'s client port for raw RESP, authenticated if the cluster
+    /// is secured (its `AUTH` sent and the `+OK` read), with a read timeout of
+    /// [`DEADLINE`]; `None` if the node refuses it (past its connection limit, say).
+    pub(crate) fn connect_raw(&self, id: usize) -> Option<TcpStream> {
+        let mut stream = TcpStream::connect(self.addr(id)).ok()?;
+        stream.set_read_timeout(Some(DEADLINE)).ok()?;
+        if let Some(c) = &self.credentials {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            auth.extend(c.user.as_deref().map(str::as_bytes));
+            auth.push(&c.password);
+            stream.write_all(&encode_command(&auth)).ok()?;
+            let mut ok = [0u8; 5];
+            stream.read_exact(&mut ok).ok()?;
+            if &ok != b"+OK\r\n" {
+                return None;
+            }
+        }
+        Some(stream)
     }
 
     pub(crate) fn client(&self, id: usize) -> Client {
@@ -488,15 +494,12 @@ fn leader_killed_new_leader_elected_no_acknowledged_write_lost_and_restart_catch
 /// `consistent_core::node`) is what proves it, stepping the node by hand.
 #[test]
 fn a_leader_paused_past_its_lease_serves_no_stale_lease_read_when_resumed() {
-    let (cluster, old) = Cluster::up(3);
+    let (cluster, old) = Cluster::up_secured(3, &[]);
     let mut client = cluster.client(old);
     let reply = client.call(&[b"SET", b"k", b"old"]).expect("SET");
     assert_eq!(reply, Value::Simple("OK".into()));
     // A client reading under the leader's lease, connected while the leader runs.
-    let mut reader = TcpStream::connect(cluster.addr(old)).expect("connect");
-    reader
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut reader = cluster.connect_raw(old).expect("connected");
     let (replies, _) = raw(&mut reader, b"CLIENT READMODE lease\r\nGET k\r\n", 2);
     assert_eq!(replies, [Value::Simple("OK".into()), bulk("old")]);
 
@@ -549,13 +552,8 @@ fn raw(stream: &mut TcpStream, bytes: &[u8], replies: usize) -> (Vec<Value>, boo
 
 #[test]
 fn bad_client_input_gets_errors_and_only_a_garbage_stream_is_closed() {
-    let (cluster, _) = Cluster::up(1);
-    let connect = || {
-        let s = TcpStream::connect(cluster.addr(1)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        s
-    };
+    let (cluster, _) = Cluster::up_secured(1, &[]);
+    let connect = || cluster.connect_raw(1).expect("connected");
     let mut good = connect();
     // Unknown command, wrong arity, an invalid expiry, then a working command: one connection.
     let (replies, closed) = raw(
@@ -818,9 +816,12 @@ fn a_flipped_bit_in_the_middle_of_a_nodes_log_stops_its_start_with_the_location(
 }
 
 /// One client thread's workload: random reads, writes and compare-and-sets on a few keys,
-/// through its own session, recorded into the shared history.
+/// through its own session (authenticating with `credentials`, if any), recorded into the
+/// shared history.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn client_thread(
     addrs: Vec<String>,
+    credentials: Option<Credentials>,
     client: u32,
     ops: usize,
     history: &std::sync::Mutex<History<KvInput, KvOutput>>,
@@ -832,6 +833,9 @@ pub(crate) fn client_thread(
     let now = || SimTime::from_micros(u64::try_from(start.elapsed().as_micros()).expect("small"));
     let connect = || {
         let mut c = Client::new(&addrs).with_timeout(Duration::from_secs(15));
+        if let Some(credentials) = &credentials {
+            c = c.with_credentials(credentials.clone());
+        }
         c.register().expect("session");
         c
     };
@@ -897,7 +901,7 @@ pub(crate) fn client_thread(
 fn a_history_recorded_across_a_leader_kill_is_linearizable() {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    let (mut cluster, leader) = Cluster::up(3);
+    let (mut cluster, leader) = Cluster::up_secured(3, &[]);
     let history = Arc::new(Mutex::new(History::new()));
     let values = Arc::new(AtomicU64::new(1));
     let ok_ops = Arc::new(AtomicUsize::new(0));
@@ -912,7 +916,16 @@ fn a_history_recorded_across_a_leader_kill_is_linearizable() {
                 Arc::clone(&ok_ops),
             );
             std::thread::spawn(move || {
-                client_thread(addrs, client, 80, &history, start, &values, &ok_ops);
+                client_thread(
+                    addrs,
+                    Some(test_credentials()),
+                    client,
+                    80,
+                    &history,
+                    start,
+                    &values,
+                    &ok_ops,
+                );
             })
         })
         .collect();
@@ -944,9 +957,10 @@ fn a_history_recorded_across_a_leader_kill_is_linearizable() {
 
 #[test]
 fn synod_kv_puts_gets_cas_and_scans() {
-    let (cluster, _) = Cluster::up(1);
+    let (cluster, _) = Cluster::up_secured(1, &[]);
     let kv = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .env("SYNOD_PASSWORD", TEST_PASSWORD)
             .args(["kv", "--addr", &cluster.addr(1)])
             .args(args)
             .output()
@@ -1025,13 +1039,15 @@ fn megabytes_of_state_survive_snapshots_a_snapshot_install_and_a_whole_cluster_r
     // a snapshot is sent in, and than the log's 1 MiB records.
     const KEYS: usize = 1500;
     let value = |i: usize| format!("{i:06}-{}", "v".repeat(4096));
-    let (mut cluster, leader) = Cluster::up_with(3, &["--snapshot-entries", "300"]);
+    let (mut cluster, leader) = Cluster::up_secured(3, &["--snapshot-entries", "300"]);
     let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
     cluster.kill(lagging);
     // A session, so that a write whose answer was lost in a leadership change (likely on a
     // loaded machine, with one node down) is resent safely instead of failing the test.
     let addrs: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
-    let mut client = Client::new(&addrs).with_timeout(Duration::from_secs(30));
+    let mut client = cluster
+        .client_of(&addrs)
+        .with_timeout(Duration::from_secs(30));
     client.register().expect("a session");
     for i in 0..KEYS {
         let reply = client
@@ -1065,7 +1081,7 @@ fn megabytes_of_state_survive_snapshots_a_snapshot_install_and_a_whole_cluster_r
     let leader = cluster.wait_leader(&[1, 2, 3]);
     for id in 1..=3 {
         wait_applied(&cluster, id, commit);
-        let mut reader = Client::new(&[cluster.addr(id)]).with_timeout(Duration::from_secs(20));
+        let mut reader = cluster.client(id);
         assert_eq!(
             reader.call(&[b"READONLY"]).expect("READONLY"),
             Value::Simple("OK".into())

@@ -492,6 +492,7 @@ fn a_leader_cut_off_in_a_network_namespace_is_replaced_and_rejoins_losing_no_ack
             std::thread::spawn(move || {
                 client_thread(
                     addrs,
+                    None,
                     client,
                     OPS_PER_CLIENT,
                     &history,

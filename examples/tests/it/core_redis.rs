@@ -3,7 +3,10 @@
 //! writes and linearizable reads to the leader) and gets errors for what the store refuses;
 //! `redis-benchmark` writes through a follower without an error; then what both wrote is
 //! read back from every node with follower reads, once each node has applied everything the
-//! leader committed, and every node answers the same.
+//! leader committed, and every node answers the same. The nodes run secured (a client
+//! password and the cluster's secret): each client authenticates, as a Redis client does
+//! against `requirepass` (`REDISCLI_AUTH` for `redis-cli`, `-a` for `redis-benchmark`, the
+//! library's `password`).
 //!
 //! The clients come from Debian's `redis-tools`. Without them on `PATH` the tests print a
 //! notice and pass, so that a fresh checkout's `cargo test` works; CI sets
@@ -13,7 +16,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::core_cluster::{Cluster, DEADLINE};
+use super::core_cluster::{Cluster, DEADLINE, TEST_PASSWORD};
 
 /// Whether `redis-cli` and `redis-benchmark` can be run. Missing tools are a failure when
 /// `SYNOD_REQUIRE_REDIS_TOOLS=1`, and a printed notice otherwise.
@@ -50,10 +53,18 @@ fn redis_tools_present(test: &str) -> bool {
     false
 }
 
-/// A three-node cluster whose every node is up and answering on its own ports, with the
-/// leader's id (see [`Cluster::up`] for the retry when a port is taken).
+/// A three-node cluster whose every node is up and answering on its own ports, secured, with
+/// the leader's id (see [`Cluster::up_secured`] for the retry when a port is taken).
 fn cluster() -> (Cluster, usize) {
-    Cluster::up(3)
+    Cluster::up_secured(3, &[])
+}
+
+/// `redis-cli`, authenticating with the test password (from the environment, where `ps`
+/// does not show it and `redis-cli` prints no warning about it).
+fn redis_cli_command() -> Command {
+    let mut command = Command::new("redis-cli");
+    command.env("REDISCLI_AUTH", TEST_PASSWORD);
+    command
 }
 
 /// Runs `command` with `input` on its standard input; kills it and fails the test if it
@@ -110,7 +121,7 @@ fn port(cluster: &Cluster, id: usize) -> String {
 /// with `script` on its standard input (one command a line, all on one connection).
 /// Returns its output, with error replies as `(error) ...` lines.
 fn redis_cli(cluster: &Cluster, id: usize, args: &[&str], script: &str) -> String {
-    let mut command = Command::new("redis-cli");
+    let mut command = redis_cli_command();
     command
         .args(["-h", "127.0.0.1", "-p", &port(cluster, id), "--no-raw"])
         .args(args);
@@ -350,6 +361,7 @@ fn redis_benchmark_through_a_follower_and_every_node_reads_back_what_it_wrote() 
     let mut command = Command::new("redis-benchmark");
     command
         .args(["-h", "127.0.0.1", "-p", &port(&cluster, follower)])
+        .args(["-a", TEST_PASSWORD])
         .args(["-t", "set,get,incr", "-c", "8", "-d", "3", "--csv"])
         .args(["-n", &BENCH_REQUESTS.to_string()])
         .args(["-r", &BENCH_KEYS.to_string()]);
@@ -457,10 +469,7 @@ fn shutdown_hands_over_the_leadership_and_tells_connected_clients_to_go_elsewher
     let (mut cluster, leader) = cluster();
     assert_eq!(cli(&cluster, leader, &["SET", "before", "1"]), "OK");
     // A client that stays connected to the leader while it shuts down.
-    let mut stays = std::net::TcpStream::connect(cluster.addr(leader)).expect("connect");
-    stays
-        .set_read_timeout(Some(DEADLINE))
-        .expect("read timeout");
+    let mut stays = cluster.connect_raw(leader).expect("connected");
     stays.write_all(b"PING\r\n").expect("ping");
     let mut buf = [0u8; 256];
     let n = stays.read(&mut buf).expect("pong");
@@ -470,7 +479,7 @@ fn shutdown_hands_over_the_leadership_and_tells_connected_clients_to_go_elsewher
     // node has handed over and the client above has gone: run it aside.
     let port = port(&cluster, leader);
     let shutdown = std::thread::spawn(move || {
-        Command::new("redis-cli")
+        redis_cli_command()
             .args(["-h", "127.0.0.1", "-p", &port, "SHUTDOWN"])
             .output()
             .expect("redis-cli runs")
@@ -563,7 +572,7 @@ struct Subscriber {
 impl Subscriber {
     fn start(cluster: &Cluster, id: usize, args: &[&str]) -> Subscriber {
         use std::io::BufRead;
-        let mut child = Command::new("redis-cli")
+        let mut child = redis_cli_command()
             .args(["-h", "127.0.0.1", "-p", &port(cluster, id), "--raw"])
             .args(args)
             .stdin(Stdio::null())
@@ -717,7 +726,10 @@ fn python_redis_library_consumes_watches_runs_transactions_and_scans() {
         "/tests/redis_py/client_library.py"
     );
     let mut command = Command::new("python3");
-    command.arg(script).arg(ports.join(","));
+    command
+        .env("SYNOD_PASSWORD", TEST_PASSWORD)
+        .arg(script)
+        .arg(ports.join(","));
     let out = run(command, "", &cluster);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),

@@ -2,15 +2,18 @@
 used as a new user would: expiring keys, a watch consumed through the library's pub/sub API
 in RESP2 and in RESP3, a transaction pipeline, a WATCH-guarded transaction that loses a race
 and is retried, and scan_iter. Run by examples/tests/it/core_redis.rs with the nodes' client
-ports; prints `ok` and exits 0 if every check holds, else fails with the first that did not.
+ports (and the password in SYNOD_PASSWORD, if the cluster asks for one); prints `ok` and exits
+0 if every check holds, else fails with the first that did not.
 """
 
+import os
 import sys
 import time
 
 import redis
 
 HOST = "127.0.0.1"
+PASSWORD = os.environ.get("SYNOD_PASSWORD")
 DEADLINE_S = 20
 
 
@@ -28,7 +31,7 @@ def messages(pubsub, kinds, count):
 
 def main():
     ports = [int(p) for p in sys.argv[1].split(",")]
-    r = redis.Redis(host=HOST, port=ports[0], decode_responses=True)
+    r = redis.Redis(host=HOST, port=ports[0], password=PASSWORD, decode_responses=True)
     assert int(redis.__version__.split(".")[0]) >= 5, redis.__version__
 
     # SET ... EX and TTL, as Redis answers them.
@@ -40,7 +43,11 @@ def main():
     # A watch consumed through the library's pub/sub API, on a follower, in both protocols.
     for protocol in (2, 3):
         subscriber = redis.Redis(
-            host=HOST, port=ports[1], protocol=protocol, decode_responses=True
+            host=HOST,
+            port=ports[1],
+            password=PASSWORD,
+            protocol=protocol,
+            decode_responses=True,
         )
         pubsub = subscriber.pubsub()
         key = f"py/k{protocol}"
@@ -69,7 +76,7 @@ def main():
 
     # A WATCH-guarded read-modify-write that loses a race to a writer on another node, and
     # is retried, as the library's documentation shows.
-    other = redis.Redis(host=HOST, port=ports[2], decode_responses=True)
+    other = redis.Redis(host=HOST, port=ports[2], password=PASSWORD, decode_responses=True)
     r.set("py/counter", 0)
     attempts = 0
     with r.pipeline() as pipe:
