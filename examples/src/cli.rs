@@ -58,7 +58,7 @@ pub enum Command {
         /// Concurrent clients.
         #[arg(long, default_value_t = 8)]
         clients: u32,
-        /// Nodes in the cluster (3 or 5; 2 to 128 for membership, 3 to 8 for twopc, partitions and ranges).
+        /// Nodes in the cluster (3 or 5; 2 to 512 for membership, 3 to 8 for twopc, partitions and ranges).
         #[arg(long, default_value_t = 3)]
         nodes: u32,
         /// Keep the data directory after the run.
@@ -223,7 +223,7 @@ pub enum Command {
             value_parser = crate::simulate::parse_events
         )]
         events: u64,
-        /// Nodes in the cluster (3 or 5; 2 to 128 for membership, 3 to 8 for twopc, partitions and ranges).
+        /// Nodes in the cluster (3 or 5; 2 to 512 for membership, 3 to 8 for twopc, partitions and ranges).
         #[arg(long, default_value_t = 3, value_parser = crate::simulate::parse_nodes)]
         nodes: usize,
         /// Fault kinds: `swarm` (each seed picks a random subset), `all`, `none`, or a list

@@ -347,6 +347,13 @@
 //! - A member identifies others by `NodeId` only; addresses are the transport's business.
 //! - Key-values are volatile: a member's own are lost with its start (the application
 //!   sets them again), and nothing is made durable but the generation.
+//! - A member that holds no copy of an owner's key-values takes the first whole state
+//!   offered. If it comes from a member that missed a delete and its collection without
+//!   declaring the owner dead or pausing (cut off for longer than the tombstone grace but
+//!   not long enough to declare the owner dead), the deleted key is back in that copy until
+//!   a member past the collection mark resets it. Keep `tombstone_grace` well above the time
+//!   the cluster takes to declare a silent member dead (the defaults: 60 s, against a
+//!   suspicion timeout of 8 to 48 s for 100 members).
 //! - The coordinator is a view, not a lease: two members may name different coordinators
 //!   while their views differ (during a partition, or before news has spread). The merge
 //!   rule decides on the sizes the coordinators gossiped; members that hold different

@@ -37,8 +37,10 @@ use super::RunSummary;
 
 /// The protocol period (probe interval) of the simulated members, in milliseconds.
 pub const PERIOD_MS: u64 = 20;
-/// The smallest and largest `--nodes` the membership simulation takes.
-pub const NODES: (usize, usize) = (2, 128);
+/// The smallest and largest `--nodes` the membership simulation takes. At 512 a run takes
+/// 20 to 40 s of CPU (seeds 1 and 2 on 2026-12-07, views agreed 7.7 to 7.9 periods after
+/// the heal, log2 n = 9).
+pub const NODES: (usize, usize) = (2, 512);
 
 /// The file of a node's disk that holds its generations.
 const FILE: &str = "generation";

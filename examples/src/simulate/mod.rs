@@ -51,7 +51,7 @@
 //! - `leaderless` ([`leaderless`]): the leaderless store's node ([`crate::leaderless`]), each
 //!   of its levels checked against its promise in one run;
 //! - `membership` ([`membership`]): `synod-membership`'s members (SWIM with Lifeguard), on
-//!   2 to 128 nodes and with no clients: it checks that no start reuses a generation and
+//!   2 to 512 nodes and with no clients: it checks that no start reuses a generation and
 //!   that every view agrees after the heal, and prints how fast crashes were detected and
 //!   views converged instead of a history;
 //! - `twopc` ([`twopc`]): a bank on `synod-partitioning`'s two-phase commit, a coordinator
@@ -146,7 +146,7 @@ Systems:
   raft-kv    the Consistent Core node: Raft (synod-consensus) and its key-value store
   lease      the Consistent Core's leases: lock holders that pause past their lease and write fenced, and keys with an expiry; checked for one holder at a time, no stale fenced write applied, and every lease and key ended neither before its TTL nor after its leader's bound
   leaderless the leaderless store: ABD and CAS checked linearizable, QUORUM with version vectors checked to lose no acknowledged write and read nothing stale, replicas checked to converge after the heal; stale reads at ONE counted
-  membership SWIM members with Lifeguard (synod-membership), 2 to 128 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
+  membership SWIM members with Lifeguard (synod-membership), 2 to 512 nodes, no clients: it checks that no start reuses a generation and that all views agree after the heal, and prints crash detection and convergence in protocol periods
   twopc      a bank on two-phase commit (synod-partitioning), 3 to 8 nodes (node 1 coordinates): it checks that no transaction both commits and aborts, that every audit sees the bank's total, that a prepared participant holds its locks, and that nothing is left in doubt after the heal; it prints the transactions committed and aborted
   partitions fixed partitions (synod-partitioning), 3 to 8 nodes, their table changed as nodes leave and join, written to by clients with stale tables: it checks that every write is taken by its key's owner (the others redirect to it)
   ranges     key ranges (synod-partitioning), 3 to 8 nodes, split, merged and moved while clients with stale caches write and scan in pages: it checks that every write is taken by its range's owner and that no scan misses an acknowledged key or repeats one

@@ -143,7 +143,7 @@ fn membership_passes_prints_its_figures_and_replays() {
 
     let out = synod(&["sim", "membership", "--nodes", "1", "--seed", "1"]);
     assert_eq!(out.status.code(), Some(i32::from(EXIT_USAGE)));
-    assert!(stderr(&out).contains("2 to 128 nodes"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 to 512 nodes"), "{}", stderr(&out));
 }
 
 #[test]

@@ -3,6 +3,9 @@
 mod cluster;
 mod kv;
 mod member;
+#[path = "../../examples/support/processes.rs"]
+mod member_processes;
+mod processes;
 mod sim;
 mod swarm;
 mod tcp;
