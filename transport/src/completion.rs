@@ -3,6 +3,13 @@
 //! Used by the [Singular Update Queue](crate::SingularUpdateQueue) and the [Request
 //! Pipeline](crate::TcpTransport::request). A [`Completer`] dropped without completing
 //! wakes its [`Completion`] with [`Canceled`], so a waiter never hangs on a lost producer.
+//!
+//! A waiter that answers its own caller when it stops waiting (a request refused with
+//! "try again" after a timeout) must not have the work done behind its back afterwards.
+//! For that the producer calls [`Completer::start`] before it acts, and the waiter waits
+//! with [`Completion::wait_or_give_up`]: at the deadline, work not started is given up
+//! (`start` then returns `false` and the producer does nothing), and work started is
+//! waited for to its end. Exactly one of the two happens, decided under one lock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +31,20 @@ impl std::error::Error for Canceled {}
 #[derive(Debug)]
 enum Slot<T> {
     Waiting,
+    /// The producer has begun the work ([`Completer::start`]): it will be completed.
+    Started,
     Done(T),
     Canceled,
     Taken,
+    /// The waiter gave up before the work started ([`Completion::wait_or_give_up`]).
+    GivenUp,
+}
+
+impl<T> Slot<T> {
+    /// No value or cancellation yet.
+    fn is_pending(&self) -> bool {
+        matches!(self, Slot::Waiting | Slot::Started)
+    }
 }
 
 #[derive(Debug)]
@@ -56,19 +74,54 @@ pub struct Completer<T> {
 }
 
 impl<T> Completer<T> {
-    /// Stores the value and wakes the waiter.
+    /// Stores the value and wakes the waiter (drops it if the waiter gave up).
     pub fn complete(mut self, value: T) {
         if let Some(inner) = self.inner.take() {
-            *inner.slot.lock() = Slot::Done(value);
+            let mut slot = inner.slot.lock();
+            if !matches!(*slot, Slot::GivenUp) {
+                *slot = Slot::Done(value);
+            }
             inner.ready.notify_all();
         }
+    }
+
+    /// Claims the work before doing it: `true` if the waiter still waits, and from then
+    /// on a [`Completion::wait_or_give_up`] waits for the value past its deadline (so
+    /// complete it promptly); `false` if the waiter gave up, and then the work must not be
+    /// done (nobody will hear of it).
+    #[must_use]
+    pub fn start(&self) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let mut slot = inner.slot.lock();
+        match *slot {
+            Slot::Waiting => {
+                *slot = Slot::Started;
+                true
+            }
+            Slot::Started => true,
+            Slot::GivenUp | Slot::Done(_) | Slot::Canceled | Slot::Taken => false,
+        }
+    }
+
+    /// Whether the waiter gave the work up ([`Completion::wait_or_give_up`] passed its
+    /// deadline before [`Completer::start`]).
+    #[must_use]
+    pub fn is_given_up(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|inner| matches!(*inner.slot.lock(), Slot::GivenUp))
     }
 }
 
 impl<T> Drop for Completer<T> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            *inner.slot.lock() = Slot::Canceled;
+            let mut slot = inner.slot.lock();
+            if !matches!(*slot, Slot::GivenUp) {
+                *slot = Slot::Canceled;
+            }
             inner.ready.notify_all();
         }
     }
@@ -102,9 +155,9 @@ impl<T> Completion<T> {
         loop {
             match std::mem::replace(&mut *slot, Slot::Taken) {
                 Slot::Done(v) => return Ok(v),
-                Slot::Canceled | Slot::Taken => return Err(Canceled),
-                Slot::Waiting => {
-                    *slot = Slot::Waiting;
+                Slot::Canceled | Slot::Taken | Slot::GivenUp => return Err(Canceled),
+                pending @ (Slot::Waiting | Slot::Started) => {
+                    *slot = pending;
                     self.inner.ready.wait(&mut slot);
                 }
             }
@@ -117,14 +170,41 @@ impl<T> Completion<T> {
         loop {
             match std::mem::replace(&mut *slot, Slot::Taken) {
                 Slot::Done(v) => return WaitOutcome::Done(v),
-                Slot::Canceled | Slot::Taken => return WaitOutcome::Canceled,
-                Slot::Waiting => {
-                    *slot = Slot::Waiting;
+                Slot::Canceled | Slot::Taken | Slot::GivenUp => return WaitOutcome::Canceled,
+                pending @ (Slot::Waiting | Slot::Started) => {
+                    *slot = pending;
                     if self.inner.ready.wait_until(&mut slot, deadline).timed_out()
-                        && matches!(*slot, Slot::Waiting)
+                        && slot.is_pending()
                     {
                         return WaitOutcome::TimedOut;
                     }
+                }
+            }
+        }
+    }
+
+    /// Blocks until the value is there or `deadline` passes; at the deadline, gives the
+    /// work up unless the producer has [started](Completer::start) it, and waits on for
+    /// the value if it has. `TimedOut` therefore means the work was not and will not be
+    /// done (its producer's `start` returns `false`), so the waiter may answer as if it
+    /// never asked; a later call returns `Canceled`.
+    pub fn wait_or_give_up(&self, deadline: Instant) -> WaitOutcome<T> {
+        let mut slot = self.inner.slot.lock();
+        loop {
+            match std::mem::replace(&mut *slot, Slot::Taken) {
+                Slot::Done(v) => return WaitOutcome::Done(v),
+                Slot::Canceled | Slot::Taken | Slot::GivenUp => return WaitOutcome::Canceled,
+                Slot::Waiting if Instant::now() >= deadline => {
+                    *slot = Slot::GivenUp;
+                    return WaitOutcome::TimedOut;
+                }
+                Slot::Waiting => {
+                    *slot = Slot::Waiting;
+                    let _ = self.inner.ready.wait_until(&mut slot, deadline);
+                }
+                Slot::Started => {
+                    *slot = Slot::Started;
+                    self.inner.ready.wait(&mut slot);
                 }
             }
         }
@@ -140,9 +220,9 @@ impl<T> Completion<T> {
         let mut slot = self.inner.slot.lock();
         match std::mem::replace(&mut *slot, Slot::Taken) {
             Slot::Done(v) => WaitOutcome::Done(v),
-            Slot::Canceled | Slot::Taken => WaitOutcome::Canceled,
-            Slot::Waiting => {
-                *slot = Slot::Waiting;
+            Slot::Canceled | Slot::Taken | Slot::GivenUp => WaitOutcome::Canceled,
+            pending @ (Slot::Waiting | Slot::Started) => {
+                *slot = pending;
                 WaitOutcome::TimedOut
             }
         }
@@ -150,7 +230,7 @@ impl<T> Completion<T> {
 
     /// Whether the value (or cancellation) has arrived.
     pub fn is_ready(&self) -> bool {
-        !matches!(*self.inner.slot.lock(), Slot::Waiting)
+        !self.inner.slot.lock().is_pending()
     }
 }
 
@@ -176,5 +256,45 @@ mod tests {
             WaitOutcome::TimedOut,
             "a passed deadline times out at once"
         );
+    }
+
+    #[test]
+    fn work_not_started_by_the_deadline_is_given_up_and_never_done() {
+        let (tx, rx) = completion::<u8>();
+        assert!(!tx.is_given_up());
+        assert_eq!(rx.wait_or_give_up(Instant::now()), WaitOutcome::TimedOut);
+        assert!(tx.is_given_up());
+        // The producer comes to it late: it must not do the work, and its value (were it
+        // to complete anyway) reaches nobody.
+        assert!(!tx.start(), "work given up was started");
+        tx.complete(1);
+        assert_eq!(rx.try_take(), WaitOutcome::Canceled);
+    }
+
+    #[test]
+    fn work_started_before_the_deadline_is_waited_for_past_it() {
+        let (tx, rx) = completion::<u8>();
+        assert!(tx.start());
+        assert!(tx.start(), "starting twice is still started");
+        let t = std::thread::spawn(move || {
+            // Completed only once the waiter's deadline has passed.
+            std::thread::sleep(Duration::from_millis(50));
+            tx.complete(7);
+        });
+        assert_eq!(rx.wait_or_give_up(Instant::now()), WaitOutcome::Done(7));
+        t.join().unwrap();
+
+        let (tx, rx) = completion::<u8>();
+        assert!(tx.start());
+        drop(tx);
+        assert_eq!(rx.wait_or_give_up(Instant::now()), WaitOutcome::Canceled);
+    }
+
+    #[test]
+    fn a_value_before_the_deadline_is_taken_whether_or_not_started() {
+        let (tx, rx) = completion::<u8>();
+        tx.complete(3);
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(rx.wait_or_give_up(far), WaitOutcome::Done(3));
     }
 }

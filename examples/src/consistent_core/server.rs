@@ -153,7 +153,15 @@ enum TestFault {
     PanicOnWrite,
     /// Panic while serving a client that runs a request on the key `panic`.
     PanicOnClientKey,
+    /// Take a watch command up only once the test says so ([`LATE_WATCHES_RELEASED`]),
+    /// as a worker stalled for longer than a connection waits does.
+    LateWatches,
 }
+
+/// Set by the test of [`TestFault::LateWatches`] once its connection has been answered.
+#[cfg(test)]
+static LATE_WATCHES_RELEASED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 type Store = WalLogStore<FileStorage>;
 
@@ -267,6 +275,14 @@ impl Machine for CoreMachine {
                 call,
                 done,
             } => {
+                #[cfg(test)]
+                self.watch_fault();
+                // A call its connection stopped waiting for (it was answered TRYAGAIN) is
+                // not run: a watcher registered now would push to a client that retried
+                // (two streams) or no longer reads.
+                if !done.start() {
+                    return;
+                }
                 // Events the node applied before the call are fed first, so that a stream
                 // from "now" starts after them on every path.
                 self.watches.feed(self.node.take_watch_feed());
@@ -324,7 +340,19 @@ impl CoreMachine {
         match self.fault {
             Some(TestFault::DropWrites) => drop(self.waiters.remove(&tag)),
             Some(TestFault::PanicOnWrite) => panic!("a test made the worker panic"),
-            Some(TestFault::PanicOnClientKey) | None => {}
+            Some(TestFault::PanicOnClientKey | TestFault::LateWatches) | None => {}
+        }
+    }
+
+    /// With [`TestFault::LateWatches`], holds the worker until the test releases it.
+    #[cfg(test)]
+    fn watch_fault(&self) {
+        if self.fault == Some(TestFault::LateWatches) {
+            let deadline = Instant::now() + REQUEST_TIMEOUT * 4;
+            assert!(
+                poll_until(deadline, || LATE_WATCHES_RELEASED.load(Ordering::SeqCst)),
+                "the test never released the worker"
+            );
         }
     }
 
@@ -865,7 +893,9 @@ impl Shared {
             call,
             done,
         });
-        match answer.wait_until(Instant::now() + REQUEST_TIMEOUT) {
+        // Given up at the deadline unless the worker has taken it up: TRYAGAIN then means
+        // the call was not and will not be run.
+        match answer.wait_or_give_up(Instant::now() + REQUEST_TIMEOUT) {
             WaitOutcome::Done(values) => Reply::several(values),
             WaitOutcome::Canceled | WaitOutcome::TimedOut => Reply::open(Value::Error(
                 "TRYAGAIN the node did not take the watch command".into(),
@@ -1123,6 +1153,20 @@ mod tests {
         stream
     }
 
+    /// A connection to `server` once it leads and has taken a write (`SET k v`).
+    fn connect_once_leading(server: &Server) -> TcpStream {
+        let mut stream = connect(server);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(
+            poll_until(deadline, || {
+                stream.write_all(b"SET k v\r\n").is_ok()
+                    && read_reply(&mut stream) == Some(Value::Simple("OK".into()))
+            }),
+            "the node never took a write"
+        );
+        stream
+    }
+
     /// Reads one reply, or `None` if the connection closed (or timed out) first.
     fn read_reply(stream: &mut TcpStream) -> Option<Value> {
         let mut buf = Vec::new();
@@ -1153,19 +1197,36 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_command_answered_tryagain_is_not_registered_when_the_worker_takes_it_up_late() {
+        let (server, _dir) = one_node(Some(TestFault::LateWatches));
+        let mut stream = connect_once_leading(&server);
+        // The worker holds the watch command past the connection's wait.
+        stream
+            .write_all(b"WATCHSTREAM PREFIX k\r\n")
+            .expect("write");
+        let reply = read_reply(&mut stream);
+        assert!(
+            matches!(&reply, Some(Value::Error(e)) if e.starts_with("TRYAGAIN ")),
+            "{reply:?}"
+        );
+        // Then it takes the command up; the worker answers what was queued after it once
+        // it has.
+        LATE_WATCHES_RELEASED.store(true, Ordering::SeqCst);
+        server.shared.info().expect("the worker answers");
+        // The connection watches nothing: a write on it is taken (a RESP2 connection with
+        // a watcher may only run the pub/sub commands) and no event comes before its reply.
+        stream.write_all(b"SET k w\r\n").expect("write");
+        assert_eq!(read_reply(&mut stream), Some(Value::Simple("OK".into())));
+        stream.write_all(b"GET k\r\n").expect("write");
+        assert_eq!(read_reply(&mut stream), Some(Value::Bulk(b"w".to_vec())));
+    }
+
+    #[test]
     fn a_restarted_node_numbers_its_reads_above_its_earlier_incarnations_without_the_clock() {
         let (first, _dir, options) = one_node_with(None, |o| o);
         // Once it leads and has written, the node is idle and writes nothing more to its
         // directory, so a second start can open it.
-        let mut stream = connect(&first);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        assert!(
-            poll_until(deadline, || {
-                stream.write_all(b"SET k v\r\n").is_ok()
-                    && read_reply(&mut stream) == Some(Value::Simple("OK".into()))
-            }),
-            "the node never took a write"
-        );
+        let _stream = connect_once_leading(&first);
         let second = start(&options, &CoreOptions::default()).expect("the node starts again");
         // Every read id of the first incarnation lies below the second's first: the
         // incarnations are the starts counted on the directory (1 and 2 here), not times.
