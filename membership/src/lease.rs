@@ -29,10 +29,17 @@
 //! the client's over one TTL: the leader applied the entry after `s`, so it expires the
 //! lease no earlier than `s + ttl` in its own time.
 //!
+//! Every node, leading or not, notes on its own monotonic clock when it applied each
+//! lease's last renewal or checkpoint ([`LeaseExpirer::applied`]); that is where a node
+//! that takes over counts the time left from. No two nodes' clocks are ever compared.
 //! Replicated time (the milliseconds stamped on each log entry by its proposer, which
-//! every replica sees alike) is kept too: it answers "how long is left" on any replica
-//! ([`LeaseTable::remaining_ms`]), and it caps the time left a checkpoint may record (see
-//! below). It never shortens a lease on the leader that renewed it.
+//! every replica sees alike) only answers "about how long is left" on any replica
+//! ([`LeaseTable::remaining_ms`]); it decides nothing, because stamps of different
+//! proposers are not comparable: a node that restarts carries its replicated clock on
+//! from the last entry it applied, so its stamps lag the others' by as long as it was down,
+//! and the replicated time between its stamp and a later leader's counts that lag as time
+//! passed. (Capping a checkpoint by it, as an earlier version did, ended leases seconds
+//! before their TTL once such a node had stamped a keep-alive.)
 //!
 //! # Only the leader expires, and a deposed leader never does
 //!
@@ -60,65 +67,47 @@
 //!
 //! A new leader does not know when the old one would have expired each lease (clocks are
 //! not compared across nodes), so it must be generous, never early: it gives each lease
-//! its *checkpointed* remaining TTL from the moment it takes over, plus one election
-//! timeout of grace (so that clients cut off by the election can get a keep-alive through
-//! to it) ([`LeaseExpirer::promote`]), unless the checkpoint says nothing is left. The remaining TTL is checkpointed through the log:
-//! every [`LeaseConfig::checkpoint_interval_ms`], and at once when a node takes over, the
-//! leader proposes a [`LeaseCommand::Checkpoint`] of the leases whose last renewal or
-//! checkpoint is older than that interval (at most
-//! [`LeaseConfig::checkpoints_per_entry_max`] each time, oldest first). A checkpoint
-//! reports the time left *without* the grace (zero once that has run out), so the grace
-//! never carries over from one leader to the next, and a lease checkpointed at zero gets no
-//! grace from the next leader: however fast leaders change, the time left falls by the
-//! time each leader led minus the age of its last checkpoint, and once a checkpoint of
-//! zero commits the next leader expires the lease at once. (Leaders changing faster than
-//! checkpoints commit, which the default interval of half an election timeout makes
-//! unlikely, keep the time left from falling.) Without checkpoints every new leader would restart each lease at
-//! its full TTL, and a cluster electing leaders more often than a TTL would keep a dead
-//! client's lease for ever (etcd #9888, kubernetes #65497).
+//! its *checkpointed* remaining TTL, counted from when it applied the entry that recorded
+//! it (the renewal, or the last checkpoint), plus one election timeout of grace from the
+//! later of that end and its takeover (so that clients cut off by the election can get a
+//! keep-alive through to it) ([`LeaseExpirer::promote`]), unless the checkpoint says
+//! nothing is left. The remaining TTL is checkpointed through the log: every
+//! [`LeaseConfig::checkpoint_interval_ms`], and at once when a node takes over, the leader
+//! proposes a [`LeaseCommand::Checkpoint`] of the leases whose last renewal or checkpoint
+//! is older than that interval (at most [`LeaseConfig::checkpoints_per_entry_max`] each
+//! time, oldest first). A checkpoint reports the time left *without* the grace (zero once
+//! that has run out), so the grace never carries over from one leader to the next, and a
+//! lease checkpointed at zero gets no grace from the next leader. Without checkpoints every
+//! new leader would restart each lease at its full TTL, and a cluster electing leaders more
+//! often than a TTL would keep a dead client's lease for ever (etcd #9888, kubernetes
+//! #65497).
 //!
-//! Checkpoints alone are not enough: a new leader counts the time left from its own
-//! takeover, so the time between the last checkpoint and the takeover would be lost at
-//! every change, and leaders that each lead for less than the checkpoint interval (whose
-//! only checkpoint is the one at takeover) would record the same time left for ever. So
-//! the table never lets a checkpoint record more than its *replicated estimate*: the time
-//! left at the lease's last renewal or checkpoint minus the replicated time between that
-//! entry's stamp and the checkpoint's. Every replica computes it alike, from the log
-//! alone. A lease's stamp never moves back: a checkpoint stamped behind it counts no time.
-//!
-//! The assumption. The estimate is as good as replicated time: it takes the replicated
-//! time between two of a lease's entries in the log to be no more than the true time
-//! between their proposals (clock drift aside). `synod_consensus::session::ReplicatedClock`
-//! never reads ahead of the time elapsed since the stamp it counts from, but a proposer
-//! that applied the log late (a node restarted or cut off, elected before it applied the
-//! newest entries) reads behind the others, and the time counted from its stamp to a later
-//! leader's is then too long by as much as it lagged. The election timeout of grace that
-//! a new leader adds absorbs such a lag, and the renewal's commit, up to its length; a
-//! lease recorded at zero gets no grace, so its end rests on the assumption alone.
+//! Counting from the apply, not from the takeover, is what makes checkpoints enough: a
+//! node that applied a checkpoint and later takes over has seen the time between the two
+//! pass on its own clock, so however often leaders change, the time left falls as true
+//! time passes (less the time each checkpoint took to reach the node that next takes
+//! over). The one exception is a node that restarted, or installed a snapshot: it cannot
+//! know when the entries it replayed were first applied, so it counts them from its
+//! restart ([`LeaseExpirer::restored`]), which is later, never earlier, than the truth.
 //!
 //! The bound. A lease last renewed at `r` (when the leader applied the renewal, proposed at
 //! `q <= r`) and not renewed again:
 //!
-//! - is never expired by the renewing leader before `r + ttl` on its clock, nor by a later
-//!   leader before `q + ttl` given the assumption (so never before a client that sent the
-//!   renewal at `s <= q` may believe it holds the lease), and while it has time left
-//!   recorded, not before `q + ttl` plus an election timeout (so not before `r + ttl`
-//!   while the renewal committed within an election timeout): a checkpoint
-//!   records at most what its leader had left (no less than the lease had), a new leader
-//!   counts what was recorded from its takeover, which comes after the checkpoint, and the
-//!   replicated estimate subtracts no more than the true time since the renewal;
+//! - is never expired before `q + ttl` on any leader's clock (so never before a client
+//!   that sent the renewal at `s <= q` may believe it holds the lease): a checkpoint
+//!   proposed at `p` records at most what its leader had left, `d - p` for a deadline `d`
+//!   that is at least `q + ttl` by induction, and a node that applies it does so after
+//!   `p`, so its deadline, the apply plus what was recorded, is at least `d`;
 //! - with no change of leader, is expired at the first expiry tick at or after
 //!   `r + ttl` (its entry applied one commit later, and later still only when more than
 //!   [`LeaseConfig::expiries_per_tick_max`] leases are due at once);
 //! - otherwise, is expired by the leader that ends it an election timeout of grace (none
-//!   if it took over with a checkpoint of zero), a tick and a commit after the later of its takeover and `r + ttl` plus the age, when it
-//!   took over, of the lease's last checkpoint it had applied: what a checkpoint records
-//!   never exceeds what replicated time leaves since the renewal, however many times the
-//!   leader changed before. That age is at most twice
-//!   `checkpoint_interval_ms` plus the time the election took while leaders stay up long
-//!   enough to commit a checkpoint (with more than `checkpoints_per_entry_max` leases due,
-//!   a multiple of it); replicated time falling behind true time (while no node runs)
-//!   delays the end by as much.
+//!   if it took over with a checkpoint of zero), a tick and a commit after the later of
+//!   its takeover and the deadline it took over with: `r + ttl` plus the time the lease's
+//!   last checkpoint it applied took to reach it, or, if it restarted since, the age of
+//!   that checkpoint at the restart (at most twice `checkpoint_interval_ms` and the time
+//!   the election took while leaders stay up long enough to commit a checkpoint; with more
+//!   than `checkpoints_per_entry_max` leases due, a multiple of it).
 //!
 //! So a lease nobody keeps alive ends, whatever the number of changes of leader in
 //! between, by the later of the last takeover and `r + ttl + 2 × checkpoint_interval_ms +
@@ -549,8 +538,7 @@ pub enum LeaseCommand {
         /// The lease.
         lease: LeaseId,
     },
-    /// Records the leader's measure of remaining TTLs, each capped by the table's
-    /// replicated estimate ([`LeaseTable::remaining_ms`] at the entry's stamp).
+    /// Records the leader's measure of remaining TTLs (each at most the lease's TTL).
     Checkpoint {
         /// One per lease.
         leases: Vec<Checkpoint>,
@@ -595,8 +583,8 @@ pub enum LeaseApplied<K> {
         /// Whether it expired (rather than being revoked or left by its key).
         expired: bool,
     },
-    /// Checkpoints recorded (how many matched their lease's renewal).
-    Checkpointed(usize),
+    /// Checkpoints recorded: the leases whose checkpoint matched their renewal.
+    Checkpointed(Vec<LeaseId>),
     /// An expiry of a renewal the lease is no longer at, or of a lease already gone:
     /// nothing done.
     Stale,
@@ -745,23 +733,20 @@ impl<K: Ord + Clone> LeaseTable<K> {
                 None => LeaseApplied::Refused(LeaseError::NotFound(lease)),
             },
             LeaseCommand::Checkpoint { ref leases } => {
-                let mut n = 0;
+                let mut recorded = Vec::new();
                 for c in leases {
-                    // Never more than replicated time leaves since the last renewal or
-                    // checkpoint: a new leader measures from its own takeover, which
-                    // leaves out the time between that and the last checkpoint.
-                    let Some(left) = self.remaining_ms(c.lease, time_ms) else {
-                        continue;
-                    };
+                    // What the leader measured on its own clock, never more than the TTL.
+                    // (Not capped by replicated time: stamps of different proposers are
+                    // not comparable, see the module documentation.)
                     if let Some(l) = self.leases.get_mut(&c.lease)
                         && l.renewal == c.renewal
                     {
-                        l.remaining_ms = c.remaining_ms.min(l.ttl_ms).min(left);
+                        l.remaining_ms = c.remaining_ms.min(l.ttl_ms);
                         l.stamped_ms = l.stamped_ms.max(time_ms);
-                        n += 1;
+                        recorded.push(c.lease);
                     }
                 }
-                LeaseApplied::Checkpointed(n)
+                LeaseApplied::Checkpointed(recorded)
             }
             LeaseCommand::Expire { lease, renewal } => {
                 if self
@@ -966,6 +951,10 @@ struct Tracked {
 pub struct LeaseExpirer {
     config: LeaseConfig,
     leading: bool,
+    /// Per lease, when this node applied the entry that last set its time left (its
+    /// renewal, or a checkpoint of it), on this node's clock, whether it led or not: the
+    /// time left counts from there when it takes over.
+    seen: BTreeMap<LeaseId, Time>,
     tracked: BTreeMap<LeaseId, Tracked>,
     /// `(next, lease)` for every tracked lease.
     queue: BTreeSet<(Time, LeaseId)>,
@@ -998,6 +987,7 @@ impl LeaseExpirer {
         LeaseExpirer {
             config,
             leading: false,
+            seen: BTreeMap::new(),
             tracked: BTreeMap::new(),
             queue: BTreeSet::new(),
             stamps: BTreeSet::new(),
@@ -1065,33 +1055,42 @@ impl LeaseExpirer {
     }
 
     /// Its node became leader at `now`, with `table` as applied so far: every lease runs
-    /// out at its checkpointed remaining TTL from now, and is expired an election timeout
-    /// after that (the grace, which no checkpoint carries on to the next leader, and which
-    /// a lease checkpointed with nothing left does not get). Every lease is due for a
-    /// checkpoint at once.
+    /// out at its checkpointed remaining TTL counted from when this node applied the
+    /// entry that recorded it ([`LeaseExpirer::applied`]; from `now` for one it never saw
+    /// applied, restored from a snapshot say), and is expired an election timeout after
+    /// that or after `now`, whichever is later (the grace, which no checkpoint carries on
+    /// to the next leader, and which a lease checkpointed with nothing left does not get).
+    /// Every lease is due for a checkpoint at once.
     pub fn promote<K: Ord + Clone>(&mut self, now: Time, table: &LeaseTable<K>) {
         self.clear();
         self.leading = true;
         let due = now.saturating_sub(Duration::from_millis(self.config.checkpoint_interval_ms));
         for (id, lease) in table.iter() {
-            let left = if self.renews_on_election() {
-                lease.ttl_ms
+            let (from, left) = if self.renews_on_election() {
+                (now, lease.ttl_ms)
             } else {
-                lease.remaining_ms
+                let seen = self.seen.get(&id).copied().unwrap_or(now);
+                (seen.min(now), lease.remaining_ms)
             };
-            let deadline = after(now, left);
+            let deadline = after(from, left);
             // No grace for a lease a checkpoint found run out: under leaders changing
             // faster than an election timeout, a grace from each would renew it for ever.
-            let grace = if left == 0 {
-                0
+            let expire_at = if left == 0 {
+                deadline
             } else {
-                self.config.election_timeout_ms
+                after(deadline.max(now), self.config.election_timeout_ms)
             };
-            let expire_at = after(deadline, grace);
             self.track(id, lease.renewal, lease.ttl_ms, (deadline, expire_at), due);
         }
         self.next_tick = now;
         self.next_checkpoint = now;
+    }
+
+    /// This node's leases were replaced at `now` by `table` (a snapshot installed, or
+    /// loaded at a restart): it counts each one's time left from `now`, as it does for an
+    /// entry it applies. A node that leads is promoted again after this.
+    pub fn restored<K: Ord + Clone>(&mut self, now: Time, table: &LeaseTable<K>) {
+        self.seen = table.iter().map(|(id, _)| (id, now)).collect();
     }
 
     /// Its node does not lead any more: forget every deadline, propose nothing.
@@ -1139,8 +1138,23 @@ impl LeaseExpirer {
     }
 
     /// The table applied `what` at `now` (the node's monotonic time when it applied the
-    /// entry). Ignored while not leading.
+    /// entry). Fed on every node, leading or not: a node that takes over counts each
+    /// lease's time left from when it applied the entry that recorded it.
     pub fn applied<K>(&mut self, now: Time, what: &LeaseApplied<K>) {
+        match what {
+            LeaseApplied::Granted { lease, .. } | LeaseApplied::Renewed { lease, .. } => {
+                self.seen.insert(*lease, now);
+            }
+            LeaseApplied::Checkpointed(leases) => {
+                for lease in leases {
+                    self.seen.insert(*lease, now);
+                }
+            }
+            LeaseApplied::Removed { lease, .. } => {
+                self.seen.remove(lease);
+            }
+            LeaseApplied::Stale | LeaseApplied::Refused(_) => {}
+        }
         if !self.leading {
             return;
         }

@@ -233,13 +233,18 @@ pub struct CoreNode {
     changes_committed: u64,
     /// What watches are fed, if a driver asked for it ([`CoreNode::with_watch_feed`]).
     watch_feed: Option<Vec<WatchFeed>>,
-    /// The leader's lease timer: acts only while this node leads.
+    /// The leader's lease timer: acts only while this node leads, but fed what every
+    /// entry applied does to the leases (on every node: a node that takes over counts
+    /// each lease's time left from when it applied the entry that recorded it).
     expirer: LeaseExpirer,
     /// The term the expirer was promoted in (`None`: not promoted, or to promote again
     /// after a snapshot replaced the leases).
     expirer_term: Option<Term>,
     /// The time of the input being handled.
     now: Time,
+    /// Whether an input has been handled: entries applied before the first (the log
+    /// replayed at construction) are taken as applied at its time, not at zero.
+    timed: bool,
     /// The expirer's expiries and checkpoints the log refused while this leader handed
     /// over (or was backed up), proposed again at the next drain.
     lease_proposals: Vec<LeaseCommand>,
@@ -312,6 +317,7 @@ impl CoreNode {
             expirer: LeaseExpirer::new(lease_config(raft.config())),
             expirer_term: None,
             now: Time::ZERO,
+            timed: false,
             lease_proposals: Vec::new(),
             #[cfg(feature = "broken")]
             unchecked_fences: false,
@@ -611,7 +617,9 @@ impl CoreNode {
                                 revision: self.kv.revision(),
                             });
                         }
-                        // The leases were replaced: a leader's expirer starts again.
+                        // The leases were replaced: their time left counts from now, and
+                        // a leader's expirer starts again.
+                        self.expirer.restored(self.now, self.kv.leases());
                         self.expirer_term = None;
                     }
                     None => {
@@ -778,6 +786,12 @@ impl Protocol for CoreNode {
         self.raft.advance(now);
         self.replicated.tick(now.as_millis());
         self.now = now;
+        if !self.timed {
+            // The leases replayed at construction were applied before the node knew the
+            // time: their time left counts from now.
+            self.timed = true;
+            self.expirer.restored(now, self.kv.leases());
+        }
         match input {
             Input::Message { from, message } => {
                 self.raft.handle(now, Input::Message { from, message });

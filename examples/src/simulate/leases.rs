@@ -386,9 +386,6 @@ pub struct LeaseCounts {
     /// The latest a lease or key ended after its TTL from its last answered renewal, in
     /// milliseconds.
     pub late_ms_max: u64,
-    /// Leases and keys ended before their TTL (shortened by the drift bound), when the
-    /// checker tolerates them ([`Leases::tolerating_early_ends`]).
-    pub early_ends: u64,
 }
 
 impl LeaseCounts {
@@ -401,7 +398,6 @@ impl LeaseCounts {
         self.ended += other.ended;
         self.ends_checked += other.ends_checked;
         self.late_ms_max = self.late_ms_max.max(other.late_ms_max);
-        self.early_ends += other.early_ends;
     }
 }
 
@@ -411,15 +407,14 @@ impl std::fmt::Display for LeaseCounts {
             f,
             "{} locks taken, {} fenced writes applied and {} refused, {} holder pauses; \
              {} leases and expiring keys ended, {} ends checked against a leader's bound, \
-             the latest {} ms after its TTL; {} ended before it",
+             the latest {} ms after its TTL",
             self.acquired,
             self.fenced_applied,
             self.fenced_refused,
             self.pauses,
             self.ended,
             self.ends_checked,
-            self.late_ms_max,
-            self.early_ends
+            self.late_ms_max
         )
     }
 }
@@ -440,8 +435,6 @@ struct LeaseWorld {
     keys: BTreeMap<u64, KnownKey>,
     tenures: BTreeMap<NodeId, Tenure>,
     counts: LeaseCounts,
-    /// Count leases and keys ended before their TTL instead of failing the run.
-    tolerate_early_ends: bool,
     violation: Option<String>,
 }
 
@@ -467,18 +460,8 @@ impl Leases {
             keys: BTreeMap::new(),
             tenures: BTreeMap::new(),
             counts: LeaseCounts::default(),
-            tolerate_early_ends: false,
             violation: None,
         })))
-    }
-
-    /// Counts leases and keys ended before their TTL ([`LeaseCounts::early_ends`]) instead
-    /// of failing the run with the first: for a known weakness of the replicated estimate
-    /// of a lease's time left (see the CI test), while every other check stays strict.
-    #[must_use]
-    pub fn tolerating_early_ends(self) -> Leases {
-        self.0.borrow_mut().tolerate_early_ends = true;
-        self
     }
 
     /// What the run did.
@@ -701,10 +684,6 @@ impl LeaseWorld {
                             .renewed
                             .saturating_add(shortest(drift_ppm, known.ttl_ms));
                         if now < earliest && known.revoked.is_none_or(|r| now < r) {
-                            if self.tolerate_early_ends {
-                                self.counts.early_ends += 1;
-                                continue;
-                            }
                             return Err(format!(
                                 "lease {id} removed at {now}, before its TTL of {} ms from \
                                  its last keep-alive sent at {} ran out (at {earliest})",
@@ -741,10 +720,6 @@ impl LeaseWorld {
                 self.counts.late_ms_max = self.counts.late_ms_max.max(late_ms(now, due));
                 let earliest = known.set.saturating_add(shortest(drift_ppm, known.ttl_ms));
                 if now < earliest {
-                    if self.tolerate_early_ends {
-                        self.counts.early_ends += 1;
-                        continue;
-                    }
                     return Err(format!(
                         "expiring key {key} deleted at {now}, before its TTL of {} ms from \
                          its set sent at {} ran out (at {earliest})",

@@ -46,9 +46,7 @@
 //! instant, no fenced write applied with a stale token, no lease or key ended before its
 //! TTL (shortened by the drift bound) and none outliving its leader's bound. A leader that
 //! renews every lease on taking over, and a store that does not check fencing tokens, are
-//! caught. Leases ended before their TTL are counted rather than failed in CI: the
-//! simulation found some (a known weakness of the replicated estimate of the time left,
-//! kept as an ignored strict test until fixed).
+//! caught.
 //!
 //! `SYNOD_SEEDS=<count>` runs more seeds (CI default below), `SYNOD_SEED=<seed>` replays one.
 
@@ -577,7 +575,6 @@ fn leased(
     seed: u64,
     nodes: usize,
     options: NodeOptions,
-    strict: bool,
 ) -> (RunReport<leases::LeaseOp, raft_kv::LeaseReply>, LeaseCounts) {
     let nemesis = nemesis().pause_time_max(LEASE_PAUSE_MAX).build();
     let config = SimConfig::builder(nodes)
@@ -592,11 +589,6 @@ fn leased(
         .expect("valid config");
     let lease_config = options.lease_config();
     let world = Leases::new(&lease_config, CLOCK_DRIFT_PPM_MAX);
-    let world = if strict {
-        world
-    } else {
-        world.tolerating_early_ends()
-    };
     let report = leases::simulation(
         config,
         seed,
@@ -609,32 +601,11 @@ fn leased(
     (report, world.counts())
 }
 
-/// Known to fail (seed 71 of this test's runs, and so left out of CI): a lease kept
-/// alive is removed about 50 ms before its TTL, shortened by the drift bound, has run out
-/// from its last answered keep-alive. The likely cause is the one `synod_membership::lease`
-/// names as its assumption: a checkpoint never records more than the replicated time left
-/// since the renewal, and a renewal stamped by a proposer whose replicated clock lagged
-/// (one that applied the log late) makes that time too long, so the lease is recorded with
-/// less left than it has. The main test above counts such ends (`early ends`) and checks
-/// everything else strictly.
-#[test]
-#[ignore = "known early lease ends from the replicated estimate; see its documentation"]
-fn leases_never_end_before_their_ttl() {
-    let seeds: u64 = std::env::var("SYNOD_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(LEASE_SEEDS_CI);
-    for seed in 0..seeds {
-        let nodes = if seed % 4 == 3 { 5 } else { 3 };
-        let (report, _) = leased(seed, nodes, options(), true);
-        assert!(
-            report.failure.is_none(),
-            "seed {seed}: {:?}",
-            report.failure
-        );
-    }
-}
-
+/// The lease simulation over its seeds. Its first strict run over 100 seeds found seed 71:
+/// a lease ended 50 ms before its TTL, because a checkpoint was capped by the replicated
+/// time since the grant, and the grant was stamped by a leader whose replicated clock
+/// lagged the next leader's by some 260 ms (it had just started); see
+/// `synod_membership::lease`'s Time.
 #[test]
 fn leases_keep_one_lock_holder_refuse_stale_tokens_and_end_within_their_bounds() {
     let runner = SeedRunner::new(
@@ -644,7 +615,7 @@ fn leases_keep_one_lock_holder_refuse_stale_tokens_and_end_within_their_bounds()
     let mut total = LeaseCounts::default();
     let seeds = runner.run(LEASE_SEEDS_CI, |seed| {
         let nodes = if seed % 4 == 3 { 5 } else { 3 };
-        let (report, counts) = leased(seed, nodes, options(), false);
+        let (report, counts) = leased(seed, nodes, options());
         total.merge(&counts);
         match report.failure {
             Some(why) => Err(why.to_string()),
@@ -673,7 +644,7 @@ const LEASE_NEGATIVE_SEEDS: u64 = 100;
 /// that mentions `what`, with the violation.
 fn lease_caught(options: NodeOptions, what: &str) -> Option<(u64, String)> {
     (0..LEASE_NEGATIVE_SEEDS).find_map(|seed| {
-        let (report, _) = leased(seed, 3, options, true);
+        let (report, _) = leased(seed, 3, options);
         let why = report.failure?.to_string();
         why.contains(what).then_some((seed, why))
     })

@@ -284,9 +284,46 @@ fn the_table_round_trips_through_its_encoding_with_its_key_index() {
     );
 }
 
-/// Changes leader every `period_ms` (each new leader promoted from the same table, as
-/// every replica applies the same log), checkpointing as the expirer asks, and returns
-/// when the lease granted at 0 was expired, if before `until_ms`.
+/// The expirers of three nodes, each fed every entry applied (as every replica applies
+/// the log), one of them leading.
+struct Nodes {
+    expirers: Vec<LeaseExpirer>,
+    leader: usize,
+}
+
+impl Nodes {
+    /// Three nodes made by `make`, the first leading from 0.
+    fn new<K: Ord + Clone>(make: impl Fn() -> LeaseExpirer, table: &LeaseTable<K>) -> Nodes {
+        let mut nodes = Nodes {
+            expirers: (0..3).map(|_| make()).collect(),
+            leader: 0,
+        };
+        nodes.expirers[0].promote(ms(0), table);
+        nodes
+    }
+
+    fn leader(&mut self) -> &mut LeaseExpirer {
+        &mut self.expirers[self.leader]
+    }
+
+    /// Every node applied `what` at `now_ms`.
+    fn applied(&mut self, now_ms: u64, what: &LeaseApplied<String>) {
+        for e in &mut self.expirers {
+            e.applied(ms(now_ms), what);
+        }
+    }
+
+    /// The next node takes over at `now_ms`.
+    fn elect<K: Ord + Clone>(&mut self, now_ms: u64, table: &LeaseTable<K>) {
+        self.leader().demote();
+        self.leader = (self.leader + 1) % self.expirers.len();
+        self.expirers[self.leader].promote(ms(now_ms), table);
+    }
+}
+
+/// Changes leader every `period_ms` among three nodes (each applying every entry as it is
+/// proposed), checkpointing as the expirer asks, and returns when the lease granted at 0
+/// was expired, if before `until_ms`.
 fn expiry_under_elections(
     config: &LeaseConfig,
     broken: bool,
@@ -302,24 +339,25 @@ fn expiry_under_elections(
             e
         }
     };
-    let mut expirer = make();
-    expirer.promote(ms(0), &log.table);
-    let lease = log.grant(&mut expirer, 0, 10_000);
+    let mut nodes = Nodes::new(make, &log.table);
+    let granted = log.apply(0, &LeaseCommand::Grant { ttl_ms: 10_000 });
+    nodes.applied(0, &granted);
+    let LeaseApplied::Granted { lease, .. } = granted else {
+        panic!("{granted:?}")
+    };
     let mut now = 0;
     while now < until_ms {
         now += 50;
         if now % period_ms == 0 {
-            expirer.demote();
-            expirer = make();
-            expirer.promote(ms(now), &log.table);
+            nodes.elect(now, &log.table);
         }
-        if let Some(checkpoint) = expirer.checkpoint(ms(now)) {
+        if let Some(checkpoint) = nodes.leader().checkpoint(ms(now)) {
             let applied = log.apply(now, &checkpoint);
-            expirer.applied(ms(now), &applied);
+            nodes.applied(now, &applied);
         }
-        for expire in expirer.expired(ms(now)) {
+        for expire in nodes.leader().expired(ms(now)) {
             let applied = log.apply(now, &expire);
-            expirer.applied(ms(now), &applied);
+            nodes.applied(now, &applied);
         }
         if log.table.get(lease).is_none() {
             return Some(now);
@@ -373,7 +411,10 @@ fn a_checkpoint_carries_what_is_left_and_a_new_leader_starts_from_it_plus_an_ele
             }]
         }
     );
-    assert_eq!(log.apply(3_000, &checkpoint), LeaseApplied::Checkpointed(1));
+    assert_eq!(
+        log.apply(3_000, &checkpoint),
+        LeaseApplied::Checkpointed(vec![lease])
+    );
     assert_eq!(log.table.remaining_ms(lease, 4_000), Some(6_000));
     let mut new = LeaseExpirer::new(config());
     new.promote(ms(5_000), &log.table);
@@ -386,6 +427,52 @@ fn a_checkpoint_carries_what_is_left_and_a_new_leader_starts_from_it_plus_an_ele
     assert_eq!(new.expired(ms(13_050)).len(), 1);
 }
 
+/// Seed 71 of the Consistent Core's lease simulation, by hand: a leader whose replicated
+/// clock lags the others' (it restarted, and counts from the last entry it had applied)
+/// stamps a keep-alive behind. The next leader's checkpoint used to be capped by the
+/// replicated time since that stamp, which counted the lag as time passed, and the leader
+/// after it expired the lease seconds before its TTL.
+#[test]
+fn a_keep_alive_stamped_by_a_lagging_proposer_is_not_ended_early_two_leaders_on() {
+    let mut log = Log::new();
+    let mut nodes = Nodes::new(|| LeaseExpirer::new(config()), &log.table);
+    let granted = log.apply(0, &LeaseCommand::Grant { ttl_ms: 10_000 });
+    nodes.applied(0, &granted);
+    let LeaseApplied::Granted { lease, .. } = granted else {
+        panic!("{granted:?}")
+    };
+    // At 5 s the keep-alive, stamped 1 s by its leader's lagging replicated clock.
+    let renewed = log.apply(1_000, &LeaseCommand::KeepAlive { lease });
+    nodes.applied(5_000, &renewed);
+    // The next leader takes over at 5.1 s and checkpoints at once (its clock reads 5.1 s).
+    nodes.elect(5_100, &log.table);
+    let checkpoint = nodes
+        .leader()
+        .checkpoint(ms(5_100))
+        .expect("due at takeover");
+    let applied = log.apply(5_100, &checkpoint);
+    nodes.applied(5_100, &applied);
+    assert_eq!(
+        log.table.get(lease).map(|l| l.remaining_ms),
+        Some(9_900),
+        "what the leader measured from the keep-alive it applied"
+    );
+    // The one after it, at 5.2 s: not before 15 s, the TTL from the keep-alive.
+    nodes.elect(5_200, &log.table);
+    let mut t = 5_200;
+    while t < 15_000 {
+        assert!(
+            nodes.leader().expired(ms(t)).is_empty(),
+            "expired at {t} ms, before 15 s"
+        );
+        t += 50;
+    }
+    let end = (15_000..=15_000 + ET_MS + 50)
+        .step_by(50)
+        .find(|&t| !nodes.leader().expired(ms(t)).is_empty());
+    assert!(end.is_some(), "not expired within its grace");
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Grant(u64),
@@ -395,6 +482,8 @@ enum Op {
     Own(u8, u64),
     Detach(u8),
     Elect,
+    /// The node next in line to lead restarts: it counts every lease from now.
+    Restart,
     Wait(u64),
 }
 
@@ -407,6 +496,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, 1u64..4_000).prop_map(|(k, t)| Op::Own(k, t)),
         (0u8..6).prop_map(Op::Detach),
         Just(Op::Elect),
+        Just(Op::Restart),
         (1u64..3_000).prop_map(Op::Wait),
     ]
 }
@@ -420,25 +510,24 @@ proptest! {
     #[test]
     fn leases_expire_never_early_and_within_the_bound(ops in proptest::collection::vec(op(), 1..60)) {
         let mut log = Log::new();
-        let mut expirer = LeaseExpirer::new(config());
-        expirer.promote(ms(0), &log.table);
+        let mut nodes = Nodes::new(|| LeaseExpirer::new(config()), &log.table);
         let mut now = 0u64;
         let mut elected_at = 0u64;
         // lease -> (renewed at, ttl, leader changes since)
         let mut model: BTreeMap<LeaseId, (u64, u64, u64)> = BTreeMap::new();
         let key = |k: u8| format!("k{k}");
-        let step = |log: &mut Log, expirer: &mut LeaseExpirer, model: &mut BTreeMap<LeaseId, (u64, u64, u64)>, now: u64| {
-            if let Some(c) = expirer.checkpoint(ms(now)) {
+        let step = |log: &mut Log, nodes: &mut Nodes, model: &mut BTreeMap<LeaseId, (u64, u64, u64)>, now: u64| {
+            if let Some(c) = nodes.leader().checkpoint(ms(now)) {
                 let a = log.apply(now, &c);
-                expirer.applied(ms(now), &a);
+                nodes.applied(now, &a);
             }
-            for e in expirer.expired(ms(now)) {
+            for e in nodes.leader().expired(ms(now)) {
                 let a = log.apply(now, &e);
                 if let LeaseApplied::Removed { lease, .. } = &a {
                     let (renewed, ttl, _) = model.remove(lease).expect("modelled");
                     prop_assert!(now >= renewed + ttl, "expired at {} before {}", now, renewed + ttl);
                 }
-                expirer.applied(ms(now), &a);
+                nodes.applied(now, &a);
             }
             Ok(())
         };
@@ -454,7 +543,7 @@ proptest! {
                         Ok((granted, dropped)) => {
                             if let Some(d) = dropped {
                                 if let LeaseApplied::Removed { lease, .. } = &d { model.remove(lease); }
-                                expirer.applied(ms(now), &d);
+                                nodes.applied(now, &d);
                             }
                             Some(granted)
                         }
@@ -462,10 +551,15 @@ proptest! {
                     }
                 }
                 Op::Detach(k) => log.table.detach(&key(k)),
+                Op::Restart => {
+                    let next = (nodes.leader + 1) % nodes.expirers.len();
+                    let mut restarted = LeaseExpirer::new(config());
+                    restarted.restored(ms(now), &log.table);
+                    nodes.expirers[next] = restarted;
+                    None
+                }
                 Op::Elect => {
-                    expirer.demote();
-                    expirer = LeaseExpirer::new(config());
-                    expirer.promote(ms(now), &log.table);
+                    nodes.elect(now, &log.table);
                     elected_at = now;
                     for entry in model.values_mut() { entry.2 += 1; }
                     None
@@ -474,7 +568,7 @@ proptest! {
                     let end = now + d;
                     while now < end {
                         now = (now + 25).min(end);
-                        step(&mut log, &mut expirer, &mut model, now)?;
+                        step(&mut log, &mut nodes, &mut model, now)?;
                     }
                     None
                 }
@@ -487,7 +581,7 @@ proptest! {
                     LeaseApplied::Removed { lease, .. } => { model.remove(lease); }
                     _ => {}
                 }
-                expirer.applied(ms(now), &a);
+                nodes.applied(now, &a);
             }
             // The index matches the leases.
             for (id, lease) in log.table.iter() {
@@ -501,7 +595,7 @@ proptest! {
         let start = now;
         while !model.is_empty() && now < start + 100_000 {
             now += 25;
-            step(&mut log, &mut expirer, &mut model, now)?;
+            step(&mut log, &mut nodes, &mut model, now)?;
             for (lease, (renewed, ttl, changes)) in &model {
                 // After any number of changes, once: the age of the last checkpoint when
                 // the last leader took over (at most two intervals, and a step); its
