@@ -434,6 +434,12 @@ struct LeaseWorld {
     holds: BTreeMap<u64, Vec<Hold>>,
     keys: BTreeMap<u64, KnownKey>,
     tenures: BTreeMap<NodeId, Tenure>,
+    /// Bumped whenever a lease or key becomes known, and per node the applied index and
+    /// this count when its replica was last checked: a replica that applied nothing since,
+    /// with nothing new known, holds nothing new to check (its state is a function of the
+    /// entries it applied), so it is skipped.
+    known: u64,
+    checked: BTreeMap<NodeId, (u64, u64)>,
     counts: LeaseCounts,
     violation: Option<String>,
 }
@@ -459,6 +465,8 @@ impl Leases {
             holds: BTreeMap::new(),
             keys: BTreeMap::new(),
             tenures: BTreeMap::new(),
+            known: 0,
+            checked: BTreeMap::new(),
             counts: LeaseCounts::default(),
             violation: None,
         })))
@@ -528,6 +536,7 @@ impl LeaseWorld {
                 l.revoked.get_or_insert(op.invoked_at);
             }
             if let LeaseOp::SetExpiring { key, ttl_ms } = op.input {
+                self.known += 1;
                 self.keys.entry(key).or_insert(KnownKey {
                     ttl_ms,
                     set: op.invoked_at,
@@ -563,6 +572,7 @@ impl LeaseWorld {
     ) -> Result<(), String> {
         match (op, reply) {
             (LeaseOp::Grant { ttl_ms }, LeaseReply::Granted(lease)) => {
+                self.known += 1;
                 self.leases.insert(
                     lease,
                     KnownLease {
@@ -658,11 +668,14 @@ impl LeaseWorld {
     fn replicas(&mut self, view: &View<'_, RaftKvNode, LeaseOp, LeaseReply>) -> Result<(), String> {
         let now = view.now();
         let drift_ppm = self.drift_ppm;
-        for (_, node) in view.nodes() {
+        for (id, node) in view.nodes() {
             let Some(core) = core_of(node) else {
                 continue;
             };
             let applied = core.raft().applied_index().get();
+            if self.checked.insert(id, (applied, self.known)) == Some((applied, self.known)) {
+                continue;
+            }
             let table = core.kv().leases();
             for (&id, known) in &mut self.leases {
                 if known.removed.is_some() {
