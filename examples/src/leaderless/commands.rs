@@ -11,7 +11,8 @@
 //! | `DEL k [CONTEXT token]` | deletes the key (the siblings the token read) |
 //! | `CAS k new` / `CAS k expected new` | Paxos compare-and-set (the key absent / holding `expected`): `[1\|0, value]` |
 //! | `CGET k` | a linearizable read of the compare-and-set key space |
-//! | `INFO` | the node, its membership view and partition ownership |
+//! | `INFO` | the node, its membership view and partition ownership, its voters, whether it was admitted and where its leave stands |
+//! | `LEAVE` | the node leaves the cluster for good: it tells the members, waits for the writes under the old table to end, hands each partition to its new replicas, then takes no further part (`OK` at once; INFO's `leave:` says `left` when done) |
 //! | `QUIT` | closes the connection |
 //!
 //! At LINEARIZABLE, `GET` and `SET` go to the ABD registers (their own key space) and `DEL`
@@ -76,6 +77,8 @@ pub enum Shape {
     CasGet,
     /// The INFO text.
     Info,
+    /// `OK` once a leave has begun.
+    Leave,
 }
 
 /// What to do with one command.
@@ -143,7 +146,7 @@ pub fn parse_context(token: &[u8]) -> Result<VersionVector, String> {
 }
 
 /// The commands that change the store: a read-only user is refused them.
-pub const WRITE_COMMANDS: [&str; 3] = ["SET", "DEL", "CAS"];
+pub const WRITE_COMMANDS: [&str; 4] = ["SET", "DEL", "CAS", "LEAVE"];
 
 /// Whether the command `args` changes the store (one of [`WRITE_COMMANDS`]).
 #[must_use]
@@ -162,6 +165,8 @@ pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
         ("PING", [message]) => Action::Reply(Value::Bulk(message.clone())),
         ("QUIT", _) => Action::Close(Value::Simple("OK".into())),
         ("INFO", _) => Action::Call(Request::Info, Shape::Info),
+        ("LEAVE", []) => Action::Call(Request::Leave, Shape::Leave),
+        ("LEAVE", _) => wrong_args("leave"),
         ("CONSISTENCY", []) => Action::Reply(Value::Simple(level.name())),
         ("CONSISTENCY", [word]) => {
             *level = match word.to_ascii_uppercase().as_slice() {
@@ -272,6 +277,13 @@ fn info_text(info: &Info) -> String {
         info.keys,
         info.hints
     );
+    let voters: Vec<String> = info.voters.iter().map(ToString::to_string).collect();
+    out.push_str(&format!(
+        "admitted:{}\r\nvoters:{}\r\nleave:{}\r\n",
+        info.admitted,
+        voters.join(","),
+        info.leave.unwrap_or("no")
+    ));
     for m in &info.members {
         out.push_str(&format!(
             "member:{} state={} replicas={} owned={}\r\n",
@@ -303,7 +315,9 @@ pub fn settle(shape: Shape, response: Response) -> Value {
             _ => Value::Array(read.values.into_iter().map(Value::Bulk).collect()),
         },
         (_, Response::LinearRead(value)) => value.map_or(Value::Nil, Value::Bulk),
-        (_, Response::Written { .. } | Response::LinearWritten) => Value::Simple("OK".into()),
+        (_, Response::Written { .. } | Response::LinearWritten | Response::Leaving) => {
+            Value::Simple("OK".into())
+        }
         (Shape::Cas, Response::Cas(reply)) => Value::Array(vec![
             Value::Int(i64::from(reply.applied)),
             reply.value.map_or(Value::Nil, Value::Bulk),

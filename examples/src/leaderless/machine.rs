@@ -55,9 +55,37 @@
 //! (commutative, idempotent), so exchanges in any order converge. When a member joins,
 //! every node that shares a partition with it starts with those partitions: that is how a
 //! partition is streamed to a new replica.
+//!
+//! # Joining
+//!
+//! A node on its first start (its log holds no [`Record::Admitted`]) runs nothing but
+//! admission until the members let it in: it asks every configured member
+//! ([`Message::Admit`]) until a majority of them, itself counted, found its id free.
+//! Refused ([`Notice::Refused`], which ends its process, the cluster unchanged) if any
+//! member's view of membership holds its id (a node running under it, or one held dead or
+//! forgotten since: a node that lost its data directory cannot come back under its old
+//! id, as Cassandra refuses a node whose address is in use), if it would join below a
+//! member's id (members dial only lower ids and do not know a joiner's address, so they
+//! would never reach it), or if the members disagree on the voters. Admitted, it records
+//! the cluster's voters of the ABD and Paxos registers (the first members), so that a
+//! joiner never counts itself in a quorum the others do not know of: a node that is not a
+//! voter refuses the linearizable level and CAS, naming the voters, and coordinates the
+//! quorum store as any member does.
+//!
+//! # Leaving
+//!
+//! [`Request::Leave`] records that the node leaves ([`Record::Left`]) and takes it out of
+//! its table, tells every live member ([`Message::Leaving`]: each records it, takes it out
+//! of its table and acknowledges once that is durable), waits twice the operation timeout
+//! so that writes coordinated under the old table have ended, then hands every key it
+//! holds to the key's replicas in the new table ([`Message::HandOff`], resent until each
+//! batch is acknowledged once durable; a replica held dead is left to anti-entropy), and
+//! only then tells membership it leaves and takes no further part (what the quorum store is
+//! sent is dropped, so a late write is never acknowledged by it). A member that was down
+//! meanwhile is told of the departures when it is seen alive again
+//! ([`Message::Departed`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::convert::Infallible;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
@@ -201,6 +229,10 @@ pub enum Request {
     },
     /// What this node knows of the cluster.
     Info,
+    /// Leave the cluster for good: tell the members, wait for the writes coordinated under
+    /// the old partition table to end, hand every partition to its new replicas, and
+    /// then take no further part. Answered at once; INFO shows the progress.
+    Leave,
 }
 
 /// Why a request failed.
@@ -226,7 +258,7 @@ impl fmt::Display for Failure {
 pub struct MemberView {
     /// The member.
     pub id: NodeId,
-    /// `alive`, `suspect` or `dead`.
+    /// `alive`, `suspect`, `dead` or `left`.
     pub state: &'static str,
     /// Partitions it replicates in this node's table.
     pub replicas: usize,
@@ -255,6 +287,13 @@ pub struct Info {
     pub keys: usize,
     /// Hints held for other replicas.
     pub hints: usize,
+    /// Whether the members admitted this node (false while a new node asks them).
+    pub admitted: bool,
+    /// The voters of the linearizable level and CAS: the cluster's first members.
+    pub voters: Vec<NodeId>,
+    /// Where this node's leave stands (`announcing`, `draining`, `handing-off`, `left`),
+    /// if it was asked to leave.
+    pub leave: Option<&'static str>,
 }
 
 /// What a node answers.
@@ -275,6 +314,8 @@ pub enum Response {
     Cas(CasReply<Value>),
     /// [`Request::Info`].
     Info(Info),
+    /// [`Request::Leave`] has begun.
+    Leaving,
     /// The request failed.
     Failed(Failure),
 }
@@ -320,6 +361,47 @@ pub enum Message<S> {
         level: Consistency,
         /// The context of the client's last read.
         context: VersionVector,
+    },
+    /// Admission: a node on its first start asks whether its id is free and who the
+    /// voters of the cluster's registers are ([`Message::Admission`] answers).
+    Admit,
+    /// The sender leaves the cluster for good: the receiver records it, takes it out of
+    /// its partition table and answers [`Message::LeaveNoted`] once that is durable.
+    Leaving,
+    /// The answer to [`Message::Leaving`].
+    LeaveNoted,
+    /// A leaving node's states of some keys of `partition`, for the receiver (one of the
+    /// partition's replicas in the table without the sender) to merge, acknowledged with
+    /// [`Message::HandedOff`] once durable.
+    HandOff {
+        /// The batch, named by the sender.
+        batch: u64,
+        /// The partition.
+        partition: u32,
+        /// Keys and their states.
+        states: Vec<(Key, S)>,
+    },
+    /// The answer to [`Message::HandOff`].
+    HandedOff {
+        /// The batch merged.
+        batch: u64,
+    },
+    /// The members that left the cluster, told to a member seen alive (again), which may
+    /// have missed their [`Message::Leaving`].
+    Departed {
+        /// The members that left.
+        left: Vec<NodeId>,
+    },
+    /// The answer to [`Message::Admit`].
+    Admission {
+        /// The asking node's id is already a member's: the answerer's view of membership
+        /// holds it (the asker must not start).
+        in_use: bool,
+        /// The voters of the ABD and Paxos registers as the answerer knows them (`None`:
+        /// the answerer is itself on its first start and not yet admitted).
+        voters: Option<Vec<NodeId>>,
+        /// The members the answerer knows, itself included.
+        members: Vec<NodeId>,
     },
     /// The answer to a [`Message::Forward`].
     Forwarded {
@@ -376,6 +458,17 @@ pub enum Record<S> {
     Abd(register::Record<Key, Value>),
     /// A Paxos register's replica state.
     Cas(KeyWrite<Key, Value>),
+    /// The node was admitted to the cluster on its first start, with the cluster's voters
+    /// of the ABD and Paxos registers.
+    Admitted {
+        /// The voters.
+        voters: Vec<NodeId>,
+    },
+    /// Member `id` left the cluster for good (this node itself, or another).
+    Left {
+        /// The member.
+        id: NodeId,
+    },
 }
 
 /// What a node's records say, built record by record ([`Recovered::take`]).
@@ -389,6 +482,14 @@ pub struct Recovered<S> {
     pub abd: register::Recovered<Key, Value>,
     /// The Paxos registers' last state of each key.
     pub cas: BTreeMap<Key, KeyWrite<Key, Value>>,
+    /// Whether the node was admitted to the cluster (a [`Record::Admitted`], or a
+    /// membership record of a start from before admission was recorded): `false` on a
+    /// node's first start, which asks the members first.
+    pub admitted: bool,
+    /// The voters of the registers it was admitted with (empty: the configured members).
+    pub voters: Vec<NodeId>,
+    /// The members that left the cluster.
+    pub left: BTreeSet<NodeId>,
 }
 
 impl<S> Default for Recovered<S> {
@@ -398,6 +499,9 @@ impl<S> Default for Recovered<S> {
             store: BTreeMap::new(),
             abd: register::Recovered::default(),
             cas: BTreeMap::new(),
+            admitted: false,
+            voters: Vec::new(),
+            left: BTreeSet::new(),
         }
     }
 }
@@ -410,6 +514,15 @@ impl<S> Recovered<S> {
             Record::Start { generation } => self.generation = self.generation.max(generation),
             Record::Member(MemberWrite { generation }) => {
                 self.generation = self.generation.max(generation);
+                // A member is written only once the node was admitted.
+                self.admitted = true;
+            }
+            Record::Admitted { voters } => {
+                self.admitted = true;
+                self.voters = voters;
+            }
+            Record::Left { id } => {
+                self.left.insert(id);
             }
             Record::Store { key, state } => match state {
                 Some(state) => {
@@ -489,6 +602,13 @@ pub struct Config {
     pub wall_clock_at_zero: WallTime,
     /// The seed of the node's random choices.
     pub seed: u64,
+    /// Milliseconds between a new node's requests to be admitted ([`Message::Admit`]).
+    pub admit_retry_ms: u64,
+    /// Milliseconds a new node waits for the members' answers before it says so
+    /// ([`Notice::Waiting`]; it goes on waiting).
+    pub admit_quiet_ms: u64,
+    /// Milliseconds between a leaving node's resends of what is not yet acknowledged.
+    pub leave_retry_ms: u64,
 }
 
 impl Config {
@@ -497,7 +617,8 @@ impl Config {
     /// hints within a 3-hour window, ten days' grace, 500 ms of clock drift, blocking read
     /// repair, anti-entropy every second in messages of at most 1 MiB, Paxos retried after
     /// 100 ms, a membership period of 1 s with 500 ms probes, gossip every 200 ms and a push-pull
-    /// sync every 10 s.
+    /// sync every 10 s; a new node asks to be admitted every 200 ms and says so after 10 s
+    /// without an answer; a leaving node resends every 500 ms.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -527,6 +648,9 @@ impl Config {
             push_pull_interval_ms: 10_000,
             wall_clock_at_zero: WallTime::UNIX_EPOCH,
             seed: 0,
+            admit_retry_ms: 200,
+            admit_quiet_ms: 10_000,
+            leave_retry_ms: 500,
         }
     }
 
@@ -555,6 +679,9 @@ impl Config {
             self.probe_timeout_ms,
             self.gossip_interval_ms,
             self.push_pull_interval_ms,
+            self.admit_retry_ms,
+            self.admit_quiet_ms,
+            self.leave_retry_ms,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -636,7 +763,81 @@ enum Waiting {
     Peer(NodeId, ForwardId),
 }
 
-type NodeGate<S> = Gate<Message<S>, Response, Record<S>, Infallible>;
+type NodeGate<S> = Gate<Message<S>, Response, Record<S>, Notice>;
+
+/// What a node hands up to its driver with `Effect::Apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Notice {
+    /// The cluster refused this node on its first start (its id is a member's already, or
+    /// the members would never reach it): it takes no part, and its process should stop
+    /// and say why.
+    Refused(String),
+    /// A new node has waited long for the members to answer it: why that may be (it goes
+    /// on waiting).
+    Waiting(String),
+}
+
+/// A batch of keys and their states.
+type States<S> = Vec<(Key, S)>;
+
+/// A leaving node's hand-off batches, by number: to whom, the partition and the states.
+type Batches<S> = BTreeMap<u64, (NodeId, u32, States<S>)>;
+
+/// Where this node's own leave stands.
+#[derive(Debug)]
+enum LeavePhase<S> {
+    /// Telling the live members, until each has acknowledged.
+    Announcing {
+        /// The members still to acknowledge.
+        waiting: BTreeSet<NodeId>,
+    },
+    /// Waiting until writes coordinated under the old table have ended (twice the
+    /// operation timeout after the last acknowledgement).
+    Draining {
+        /// When they have.
+        until: Time,
+    },
+    /// Handing partitions off: the batches not yet acknowledged, by number.
+    HandingOff {
+        /// Each batch: to whom, its partition and its states.
+        batches: Batches<S>,
+    },
+    /// Done: the node takes no further part.
+    Left,
+}
+
+/// This node's own leave.
+#[derive(Debug)]
+struct Leave<S> {
+    phase: LeavePhase<S>,
+    /// When to resend what is not yet acknowledged.
+    resend_at: Time,
+}
+
+impl<S> LeavePhase<S> {
+    fn name(&self) -> &'static str {
+        match self {
+            LeavePhase::Announcing { .. } => "announcing",
+            LeavePhase::Draining { .. } => "draining",
+            LeavePhase::HandingOff { .. } => "handing-off",
+            LeavePhase::Left => "left",
+        }
+    }
+}
+
+/// A node on its first start, asking the members to admit it.
+#[derive(Debug)]
+struct Admission {
+    /// What each member answered that found the id free: the voters it knows (`None`: it is
+    /// itself new) and the members it knows.
+    answers: BTreeMap<NodeId, (Option<Vec<NodeId>>, Vec<NodeId>)>,
+    /// When to ask again.
+    ask_at: Time,
+    /// When to say that nobody answers (once).
+    quiet_at: Option<Time>,
+    /// Refused: the node stays inert.
+    refused: bool,
+}
 
 /// Counters of what a node did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -657,11 +858,22 @@ pub struct Leaderless<M: Mode> {
     generation: u64,
     /// The start record's token while it is not durable, and the store's data.
     starting: Option<(PersistToken, BTreeMap<Key, M::State>)>,
+    /// Whether this start's record is durable.
+    start_durable: bool,
     member: Part<Member>,
     store: Option<Part<Coordinator<Key, M>>>,
     abd: Part<Registers<Key, Value>>,
     cas: Part<CasRegisterNode<Key, Value>>,
     gate: NodeGate<M::State>,
+    /// `Some` until the node is admitted on its first start: nothing but admission runs.
+    admission: Option<Admission>,
+    /// The voters of the ABD and Paxos registers: the cluster's first members. A node that
+    /// joined later is not one of them, and refuses the linearizable level and CAS.
+    voters: Vec<NodeId>,
+    /// The members that left the cluster for good (out of the table).
+    left: BTreeSet<NodeId>,
+    /// This node's own leave, once asked for.
+    leave: Option<Leave<M::State>>,
     /// Every member ever seen, and when each still held dead was first held so.
     known: BTreeSet<NodeId>,
     dead_since: BTreeMap<NodeId, Time>,
@@ -701,6 +913,29 @@ fn table_of(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTable {
     table
 }
 
+/// The ABD and Paxos registers of a node whose cluster's voters are `voters` (a node that
+/// is not one of them is given a place of its own, never asked by the others and never
+/// used: it refuses the requests that would use them).
+fn registers_of(
+    config: &Config,
+    voters: &[NodeId],
+    generation: u64,
+    abd: register::Recovered<Key, Value>,
+    cas: BTreeMap<Key, KeyWrite<Key, Value>>,
+) -> (Registers<Key, Value>, CasRegisterNode<Key, Value>) {
+    let mut voters = voters.to_vec();
+    if !voters.contains(&config.id) {
+        voters.push(config.id);
+    }
+    let registers = Registers::start(config.id, voters.iter().copied(), config.abd, abd);
+    let paxos = PaxosConfig::new(config.id, voters.iter().copied())
+        .expect("the node is among the voters")
+        .retry_timeout_ms(config.cas_retry_ms)
+        .seed(config.seed ^ generation);
+    let cas = CasRegisterNode::restore(paxos, config.cas_keys_max, cas.into_values());
+    (registers, cas)
+}
+
 /// A digest of `states` (a key's bytes and its state's encoding), independent of order.
 fn digest<'a, S: Serialize + 'a>(states: impl Iterator<Item = (&'a Key, &'a S)>) -> u64 {
     states.fold(0u64, |acc, (key, state)| {
@@ -726,27 +961,39 @@ impl<M: Mode> Leaderless<M> {
             store,
             mut abd,
             cas,
+            admitted,
+            voters,
+            left,
         } = recovered;
         let generation = last + 1;
+        let voters = if voters.is_empty() {
+            config.members.clone()
+        } else {
+            voters
+        };
         let member = Member::start(config.member(generation).expect("checked"), last);
         abd.generation = last;
-        let registers =
-            Registers::start(config.id, config.members.iter().copied(), config.abd, abd);
-        let paxos = PaxosConfig::new(config.id, config.members.iter().copied())
-            .expect("the node is among the members")
-            .retry_timeout_ms(config.cas_retry_ms)
-            .seed(config.seed ^ generation);
-        let cas = CasRegisterNode::restore(paxos, config.cas_keys_max, cas.into_values());
+        let (registers, cas) = registers_of(&config, &voters, generation, abd, cas);
         let known: BTreeSet<NodeId> = config.members.iter().copied().collect();
-        let table = table_of(&config, &known);
+        let table = table_of(&config, &known.difference(&left).copied().collect());
         let mut node = Leaderless {
             generation,
             starting: None,
+            start_durable: false,
             member: Part::new(member),
             store: None,
             abd: Part::new(registers),
             cas: Part::new(cas),
             gate: Gate::new(),
+            admission: (!admitted).then(|| Admission {
+                answers: BTreeMap::new(),
+                ask_at: Time::ZERO,
+                quiet_at: None,
+                refused: false,
+            }),
+            voters,
+            leave: None,
+            left: BTreeSet::new(),
             known,
             dead_since: BTreeMap::new(),
             table,
@@ -763,10 +1010,38 @@ impl<M: Mode> Leaderless<M> {
         };
         let token = node.gate.persist(Record::Start { generation });
         node.starting = Some((token, store));
-        node.drain_member(Time::ZERO);
-        node.drain_abd();
-        node.drain_cas();
+        let me = node.config.id;
+        if left.contains(&me) {
+            node.admission = Some(Admission {
+                answers: BTreeMap::new(),
+                ask_at: Time::ZERO,
+                quiet_at: None,
+                refused: true,
+            });
+            node.gate.apply(Notice::Refused(format!(
+                "node {me} left the cluster for good: it cannot come back under its id"
+            )));
+        }
+        node.left = left;
+        if node.admission.is_none() {
+            node.drain_member(Time::ZERO);
+            node.drain_abd();
+            node.drain_cas();
+        }
         node
+    }
+
+    /// Whether this node is a voter of the ABD and Paxos registers (one of the cluster's
+    /// first members).
+    #[must_use]
+    pub fn is_voter(&self) -> bool {
+        self.voters.contains(&self.config.id)
+    }
+
+    /// Whether the node is still asking the members to admit it (its first start).
+    #[must_use]
+    pub fn is_admitting(&self) -> bool {
+        self.admission.is_some()
     }
 
     /// This start's generation.
@@ -1056,11 +1331,18 @@ impl<M: Mode> Leaderless<M> {
         }
         match event.state {
             Some(MemberState::Alive | MemberState::Suspect) => {
-                if self.known.insert(id) {
+                let new = self.known.insert(id);
+                if new {
                     self.joined(id);
                 }
-                if self.dead_since.remove(&id).is_some() {
+                let back = self.dead_since.remove(&id).is_some();
+                if back {
                     self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(id));
+                }
+                // A member new or back may have missed a leave.
+                if (new || back) && !self.left.is_empty() && !self.left.contains(&id) {
+                    let left = self.left.iter().copied().collect();
+                    self.gate.send(id, Message::Departed { left });
                 }
             }
             Some(MemberState::Dead) | None => {
@@ -1075,7 +1357,7 @@ impl<M: Mode> Leaderless<M> {
     /// A member joined: the table gains it, and every partition this node shares with it
     /// goes first at the next anti-entropy round (the partition is streamed to it).
     fn joined(&mut self, id: NodeId) {
-        self.table = table_of(&self.config, &self.known);
+        self.rebuild_table();
         self.stats.table_changes += 1;
         let me = self.config.id;
         for p in 0..self.table.partitions() {
@@ -1085,6 +1367,211 @@ impl<M: Mode> Leaderless<M> {
             }
         }
         self.anti_entropy_at = Time::ZERO;
+    }
+
+    /// The partition table of the members known that have not left.
+    fn rebuild_table(&mut self) {
+        let members: BTreeSet<NodeId> = self.known.difference(&self.left).copied().collect();
+        self.table = table_of(&self.config, &members);
+        self.stats.table_changes += 1;
+    }
+
+    // ----- leaving -----
+
+    /// A client asked this node to leave the cluster.
+    fn start_leave(&mut self, now: Time, to: Waiting) {
+        let me = self.config.id;
+        if self.admission.is_some() || self.store.is_none() {
+            return self.reply(to, starting());
+        }
+        if self.leave.is_some() {
+            let why = format!("node {me} is already leaving");
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        let others: BTreeSet<NodeId> = self
+            .known
+            .iter()
+            .copied()
+            .filter(|&n| n != me && !self.left.contains(&n) && !self.is_dead(n))
+            .collect();
+        if others.is_empty() {
+            let why = format!("node {me} is the last live member: nobody would take its data");
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        self.gate.persist(Record::Left { id: me });
+        self.left.insert(me);
+        self.rebuild_table();
+        self.leave = Some(Leave {
+            phase: LeavePhase::Announcing { waiting: others },
+            resend_at: now,
+        });
+        self.reply(to, Response::Leaving);
+        self.step_leave(now);
+    }
+
+    /// Moves this node's leave on: sends (or resends) what its phase waits for, and goes
+    /// to the next phase once nothing is waited for.
+    fn step_leave(&mut self, now: Time) {
+        let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        let drain = std::time::Duration::from_millis(2 * self.config.timeout_ms);
+        loop {
+            let dead: BTreeSet<NodeId> = self.dead_since.keys().copied().collect();
+            let Some(leave) = self.leave.as_mut() else {
+                return;
+            };
+            let resend = leave.resend_at <= now;
+            if resend {
+                leave.resend_at = now + retry;
+            }
+            match &mut leave.phase {
+                LeavePhase::Announcing { waiting } => {
+                    // A member held dead is told when it is back ([`Message::Departed`]).
+                    waiting.retain(|n| !dead.contains(n));
+                    if waiting.is_empty() {
+                        leave.phase = LeavePhase::Draining { until: now + drain };
+                        continue;
+                    }
+                    if resend {
+                        for &n in waiting.iter() {
+                            self.gate.send(n, Message::Leaving);
+                        }
+                    }
+                }
+                LeavePhase::Draining { until } => {
+                    if *until > now {
+                        return;
+                    }
+                    let batches = self.hand_off_batches();
+                    if let Some(leave) = self.leave.as_mut() {
+                        leave.phase = LeavePhase::HandingOff { batches };
+                        leave.resend_at = now;
+                    }
+                    continue;
+                }
+                LeavePhase::HandingOff { batches } => {
+                    // A replica held dead is brought up to date by anti-entropy instead.
+                    batches.retain(|_, (to, _, _)| !dead.contains(to));
+                    if batches.is_empty() {
+                        leave.phase = LeavePhase::Left;
+                        // Membership tells the others, who hold it dead at once.
+                        let id = RequestId(u64::MAX);
+                        self.member.protocol.handle(
+                            now,
+                            Input::Request {
+                                id,
+                                request: synod_membership::MemberRequest::Leave,
+                            },
+                        );
+                        self.drain_member(now);
+                        return;
+                    }
+                    if resend {
+                        let sends: Vec<(NodeId, Message<M::State>)> = batches
+                            .iter()
+                            .map(|(&batch, (to, partition, states))| {
+                                let message = Message::HandOff {
+                                    batch,
+                                    partition: *partition,
+                                    states: states.clone(),
+                                };
+                                (*to, message)
+                            })
+                            .collect();
+                        for (to, message) in sends {
+                            self.gate.send(to, message);
+                        }
+                    }
+                }
+                LeavePhase::Left => {}
+            }
+            return;
+        }
+    }
+
+    /// What this node hands off as it leaves: its states of each partition, for each of
+    /// the partition's replicas in the table without it, in batches of at most
+    /// [`Config::sync_bytes_max`].
+    fn hand_off_batches(&self) -> Batches<M::State> {
+        let mut by_partition: BTreeMap<u32, Vec<States<M::State>>> = BTreeMap::new();
+        let mut bytes: BTreeMap<u32, usize> = BTreeMap::new();
+        for (key, state) in self.replica_data() {
+            let p = self.table.partition_of(key).0;
+            let size = postcard::to_stdvec(&(key, state)).map_or(0, |b| b.len());
+            let batches = by_partition.entry(p).or_default();
+            let used = bytes.entry(p).or_default();
+            if batches.is_empty() || *used + size > self.config.sync_bytes_max {
+                batches.push(Vec::new());
+                *used = 0;
+            }
+            *used += size;
+            batches
+                .last_mut()
+                .expect("pushed")
+                .push((key.clone(), state.clone()));
+        }
+        let mut out = BTreeMap::new();
+        let mut number = 0;
+        for (p, batches) in by_partition {
+            for &to in self.table.replicas(PartitionId(p)) {
+                for states in &batches {
+                    number += 1;
+                    out.insert(number, (to, p, states.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Member `id` leaves (or left) for good: out of the table, durably.
+    fn note_left(&mut self, id: NodeId) {
+        if id == self.config.id || !self.left.insert(id) {
+            return;
+        }
+        self.known.insert(id);
+        self.gate.persist(Record::Left { id });
+        self.rebuild_table();
+    }
+
+    /// A leaving node's states of `partition`: merged (the keys this node replicates) and
+    /// acknowledged once durable.
+    fn on_hand_off(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        batch: u64,
+        partition: u32,
+        states: Vec<(Key, M::State)>,
+    ) {
+        if self.store.is_none() {
+            return;
+        }
+        self.on_states(now, partition, states);
+        self.gate.send(from, Message::HandedOff { batch });
+    }
+
+    fn on_leave_ack(&mut self, now: Time, from: NodeId, batch: Option<u64>) {
+        let Some(leave) = self.leave.as_mut() else {
+            return;
+        };
+        match (&mut leave.phase, batch) {
+            (LeavePhase::Announcing { waiting }, None) => {
+                waiting.remove(&from);
+            }
+            (LeavePhase::HandingOff { batches }, Some(batch)) => {
+                if batches.get(&batch).is_some_and(|(to, _, _)| *to == from) {
+                    batches.remove(&batch);
+                }
+            }
+            _ => return,
+        }
+        self.step_leave(now);
+    }
+
+    /// Whether this node has left: it drops what the quorum store is sent.
+    fn has_left(&self) -> bool {
+        self.leave
+            .as_ref()
+            .is_some_and(|l| matches!(l.phase, LeavePhase::Left))
     }
 
     // ----- anti-entropy -----
@@ -1208,6 +1695,10 @@ impl<M: Mode> Leaderless<M> {
 
     fn request(&mut self, now: Time, id: RequestId, request: Request) {
         let to = Waiting::Client(id);
+        if self.has_left() && request != Request::Info {
+            let why = format!("node {} left the cluster", self.config.id);
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
         match request {
             Request::Get { key, level } => {
                 if self.store.is_none() {
@@ -1231,6 +1722,29 @@ impl<M: Mode> Leaderless<M> {
                     return self.forward(now, id, key, value, level, context);
                 }
                 self.put(now, to, key, value, level, context);
+            }
+            Request::LinearGet(_)
+            | Request::LinearSet(..)
+            | Request::CasGet(_)
+            | Request::Cas { .. }
+                if self.admission.is_some() =>
+            {
+                self.reply(to, starting());
+            }
+            Request::LinearGet(_)
+            | Request::LinearSet(..)
+            | Request::CasGet(_)
+            | Request::Cas { .. }
+                if !self.is_voter() =>
+            {
+                let voters: Vec<String> = self.voters.iter().map(ToString::to_string).collect();
+                let why = format!(
+                    "node {} joined after the cluster's first members and is not a voter of \
+                     the linearizable level and CAS: send these to one of nodes {}",
+                    self.config.id,
+                    voters.join(", ")
+                );
+                self.reply(to, Response::Failed(Failure::Refused(why)));
             }
             Request::LinearGet(key) => {
                 let id = self.next_request(to);
@@ -1268,6 +1782,7 @@ impl<M: Mode> Leaderless<M> {
                 let info = self.info();
                 self.reply(to, Response::Info(info));
             }
+            Request::Leave => self.start_leave(now, to),
         }
     }
 
@@ -1404,7 +1919,9 @@ impl<M: Mode> Leaderless<M> {
             .known
             .iter()
             .map(|&id| {
-                let state = if id == self.config.id {
+                let state = if self.left.contains(&id) {
+                    "left"
+                } else if id == self.config.id {
                     "alive"
                 } else {
                     match self.member.protocol.state_of(id) {
@@ -1431,6 +1948,9 @@ impl<M: Mode> Leaderless<M> {
             members,
             keys: self.store().map_or(0, Coordinator::keys_held),
             hints: self.store().map_or(0, Coordinator::hints_held),
+            admitted: self.admission.is_none(),
+            voters: self.voters.clone(),
+            leave: self.leave.as_ref().map(|l| l.phase.name()),
         }
     }
 
@@ -1439,19 +1959,9 @@ impl<M: Mode> Leaderless<M> {
         if let Some((start, _)) = &self.starting
             && *start <= token
         {
-            let (_, data) = self.starting.take().expect("starting");
-            let config = self
-                .config
-                .coordinator(Incarnation::new(self.generation))
-                .expect("checked");
-            let store = Coordinator::restore(config, M::default(), data);
-            self.store = Some(Part::new(store));
-            // What membership said before the store served.
-            let dead: Vec<NodeId> = self.dead_since.keys().copied().collect();
-            for n in dead {
-                self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
-            }
+            self.start_durable = true;
         }
+        self.serve_if_ready(now);
         if let Some(theirs) = self.member.covered(token) {
             self.member.protocol.handle(now, Input::Persisted(theirs));
             self.drain_member(now);
@@ -1466,8 +1976,204 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
+    /// Starts the quorum store once this start's generation is durable and the node is
+    /// admitted.
+    fn serve_if_ready(&mut self, now: Time) {
+        if self.start_durable && self.admission.is_none() && self.starting.is_some() {
+            let (_, data) = self.starting.take().expect("starting");
+            let config = self
+                .config
+                .coordinator(Incarnation::new(self.generation))
+                .expect("checked");
+            let store = Coordinator::restore(config, M::default(), data);
+            self.store = Some(Part::new(store));
+            // What membership said before the store served.
+            let dead: Vec<NodeId> = self.dead_since.keys().copied().collect();
+            for n in dead {
+                self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
+            }
+        }
+    }
+
+    // ----- admission -----
+
+    /// A node on its first start asks whether its id is free: it is not if this node's view
+    /// of membership holds a member of that id (a member seen running, even one held dead
+    /// or forgotten since). A node that is itself new answers with no voters; one refused
+    /// answers nothing.
+    fn on_admit(&mut self, from: NodeId) {
+        if self.admission.as_ref().is_some_and(|a| a.refused) {
+            return;
+        }
+        let admitted = self.admission.is_none();
+        let in_use =
+            admitted && (self.member.protocol.state_of(from).is_some() || self.is_dead(from));
+        let message = Message::Admission {
+            in_use,
+            voters: admitted.then(|| self.voters.clone()),
+            members: self.known.iter().copied().collect(),
+        };
+        self.gate.send(from, message);
+    }
+
+    /// A member's answer to this node's [`Message::Admit`]: refused at once if its id is in
+    /// use; admitted once a majority of the configured members (itself included) found it
+    /// free, with the voters they know.
+    fn on_admission(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        in_use: bool,
+        voters: Option<Vec<NodeId>>,
+        members: Vec<NodeId>,
+    ) {
+        let me = self.config.id;
+        let Some(admission) = self.admission.as_mut() else {
+            return;
+        };
+        if admission.refused || from == me {
+            return;
+        }
+        if in_use {
+            return self.refuse(format!(
+                "node id {me} is already in use: member {from} knows a running node {me} in \
+                 the cluster. A new node needs an id no member has had (a node that lost its \
+                 data directory cannot come back under its old id); the cluster is unchanged"
+            ));
+        }
+        admission.answers.insert(from, (voters, members));
+        if admission.answers.len() < self.config.members.len() / 2 {
+            return;
+        }
+        let told: Vec<(NodeId, &Vec<NodeId>)> = admission
+            .answers
+            .iter()
+            .filter_map(|(&n, (v, _))| v.as_ref().map(|v| (n, v)))
+            .collect();
+        let voters = match told.first() {
+            None => Ok(self.config.members.clone()),
+            Some(&(first, theirs)) => match told.iter().find(|(_, v)| *v != theirs) {
+                Some(&(other, different)) => Err(format!(
+                    "the members disagree on the cluster's voters: node {first} says {}, \
+                     node {other} says {}",
+                    list(theirs),
+                    list(different)
+                )),
+                None => Ok(theirs.clone()),
+            },
+        };
+        let voters = match voters {
+            Ok(voters) => voters,
+            Err(why) => return self.refuse(why),
+        };
+        if !voters.contains(&me) {
+            let above: BTreeSet<NodeId> = admission
+                .answers
+                .values()
+                .flat_map(|(_, m)| m.iter().copied())
+                .chain(voters.iter().copied())
+                .filter(|&n| n > me)
+                .collect();
+            if let Some(&top) = above.last() {
+                let above: Vec<NodeId> = above.into_iter().collect();
+                return self.refuse(format!(
+                    "node {me} would join below members {}: members dial only lower ids and \
+                     do not know a joining node's address, so they would never reach it. Give \
+                     a joining node an id above every member's (n{} or more); the cluster is \
+                     unchanged",
+                    list(&above),
+                    top.get() + 1
+                ));
+            }
+        }
+        self.admit(now, voters);
+    }
+
+    fn refuse(&mut self, why: String) {
+        if let Some(admission) = self.admission.as_mut() {
+            admission.refused = true;
+        }
+        self.gate.apply(Notice::Refused(why));
+    }
+
+    /// Admitted with the cluster's `voters`: records it, then starts the member and the
+    /// registers (which send nothing before their own writes, after this one, are durable)
+    /// and, once its start is durable, the quorum store.
+    fn admit(&mut self, now: Time, voters: Vec<NodeId>) {
+        self.admission = None;
+        self.voters = voters.clone();
+        self.gate.persist(Record::Admitted { voters });
+        let last = self.generation - 1;
+        let member = Member::start(self.config.member(self.generation).expect("checked"), last);
+        self.member = Part::new(member);
+        let abd = register::Recovered {
+            generation: last,
+            ..register::Recovered::default()
+        };
+        let (registers, cas) = registers_of(
+            &self.config,
+            &self.voters,
+            self.generation,
+            abd,
+            BTreeMap::new(),
+        );
+        self.abd = Part::new(registers);
+        self.cas = Part::new(cas);
+        self.drain_member(now);
+        self.drain_abd();
+        self.drain_cas();
+        self.serve_if_ready(now);
+    }
+
+    /// Asks every other configured member to admit this node, again every
+    /// [`Config::admit_retry_ms`]; says so once if none has answered in
+    /// [`Config::admit_quiet_ms`].
+    fn ask_admission(&mut self, now: Time) {
+        let me = self.config.id;
+        let retry = std::time::Duration::from_millis(self.config.admit_retry_ms);
+        let quiet = std::time::Duration::from_millis(self.config.admit_quiet_ms);
+        let Some(admission) = self.admission.as_mut() else {
+            return;
+        };
+        if admission.refused {
+            return;
+        }
+        let mut notice = None;
+        match admission.quiet_at {
+            None if admission.ask_at == Time::ZERO => admission.quiet_at = Some(now + quiet),
+            Some(at) if at <= now => {
+                admission.quiet_at = None;
+                if admission.answers.is_empty() {
+                    notice = Some(format!(
+                        "node {me} has had no answer from the members ({}) in {} ms; it goes \
+                         on asking. If it joins a running cluster, the members must reach it: \
+                         they dial only lower ids, so a joining node's id must be above every \
+                         member's",
+                        list(&self.config.members),
+                        self.config.admit_quiet_ms
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if admission.ask_at > now {
+            return;
+        }
+        admission.ask_at = now + retry;
+        for &n in &self.config.members {
+            if n != me {
+                self.gate.send(n, Message::Admit);
+            }
+        }
+        if let Some(why) = notice {
+            self.gate.apply(Notice::Waiting(why));
+        }
+    }
+
     fn on_wake(&mut self, now: Time) {
         self.wake_at = None;
+        self.ask_admission(now);
+        self.step_leave(now);
         if self.member.wake.is_some_and(|at| at <= now) {
             self.member.wake = None;
             self.member.protocol.handle(now, Input::Wake);
@@ -1503,6 +2209,16 @@ impl<M: Mode> Leaderless<M> {
             self.store.as_ref().and_then(|s| s.wake),
             Some(self.anti_entropy_at),
             self.forwarded.values().map(|&(_, at)| at).min(),
+            self.admission
+                .as_ref()
+                .filter(|a| !a.refused)
+                .map(|a| a.ask_at),
+            self.admission.as_ref().and_then(|a| a.quiet_at),
+            self.leave.as_ref().and_then(|l| match l.phase {
+                LeavePhase::Left => None,
+                LeavePhase::Draining { until } => Some(until),
+                _ => Some(l.resend_at),
+            }),
         ]
         .into_iter()
         .flatten()
@@ -1518,8 +2234,16 @@ impl<M: Mode> Leaderless<M> {
 
 fn starting() -> Response {
     Response::Failed(Failure::Refused(
-        "the node is starting (its generation is not durable yet)".into(),
+        "the node is starting (its generation is not durable yet, or the members have not \
+         admitted it yet)"
+            .into(),
     ))
+}
+
+/// `nodes` as `1, 2, 3`.
+fn list(nodes: &[NodeId]) -> String {
+    let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    names.join(", ")
 }
 
 /// What a failed read or write of the quorum store means to its client.
@@ -1537,7 +2261,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
     type Request = Request;
     type Response = Response;
     type Write = Record<M::State>;
-    type Apply = Infallible;
+    type Apply = Notice;
 
     fn id(&self) -> NodeId {
         self.config.id
@@ -1546,6 +2270,34 @@ impl<M: Mode> Protocol for Leaderless<M> {
     fn handle(&mut self, now: Time, input: InputOf<Self>) {
         match input {
             Input::Message { from, message } => match message {
+                Message::Member(_) | Message::Abd(_) | Message::Cas(_)
+                    if self.admission.is_some() => {}
+                Message::Admit => self.on_admit(from),
+                Message::Leaving => {
+                    self.note_left(from);
+                    self.gate.send(from, Message::LeaveNoted);
+                }
+                Message::LeaveNoted => self.on_leave_ack(now, from, None),
+                Message::HandOff {
+                    batch,
+                    partition,
+                    states,
+                } => self.on_hand_off(now, from, batch, partition, states),
+                Message::HandedOff { batch } => self.on_leave_ack(now, from, Some(batch)),
+                Message::Departed { left } => {
+                    // Only members this node knows: a list no longer than its view.
+                    for id in left {
+                        if self.known.contains(&id) {
+                            self.note_left(id);
+                        }
+                    }
+                }
+                Message::Store(_) if self.has_left() => {}
+                Message::Admission {
+                    in_use,
+                    voters,
+                    members,
+                } => self.on_admission(now, from, in_use, voters, members),
                 Message::Member(message) => {
                     self.member
                         .protocol

@@ -15,11 +15,11 @@ use synod_wal::FileStorage;
 use super::commands::{
     self, Action, KEY_BYTES_MAX, Level, Shape, VALUE_BYTES_MAX, execute, settle,
 };
-use super::machine::{Config, Leaderless, Record, Request, Vv};
+use super::machine::{Config, Leaderless, Notice, Record, Request, Vv};
 use super::store::LeaderlessLog;
 use crate::resp::{Answer, Commands, Context, Order, Outcome, Reply, Resend, Settled, Step, Value};
 use crate::runtime::host::{Host, HostBoot, HostSpec, HostStore};
-use crate::runtime::{NodeOptions, StartError, data_dir, served};
+use crate::runtime::{NodeOptions, StartError, data_dir, process, served};
 use crate::systems::{Listening, NodeSettings};
 
 /// The state machine of a node in a process: version vectors.
@@ -78,6 +78,14 @@ impl HostStore for LeaderlessFiles {
     fn sync(&mut self) -> io::Result<()> {
         self.log_mut()?.sync()
     }
+
+    /// A refusal ends the process ([`process::EXIT_REFUSED`]); a notice is logged.
+    fn apply(&mut self, notice: Notice) {
+        match notice {
+            Notice::Refused(why) => process::refused(&why),
+            Notice::Waiting(why) => eprintln!("synod node: {why}"),
+        }
+    }
 }
 
 impl LeaderlessFiles {
@@ -115,7 +123,7 @@ impl Commands for Clients {
                         group: 1,
                         in_flight_max: usize::MAX,
                     },
-                    Shape::Info => Order::Alone,
+                    Shape::Info | Shape::Leave => Order::Alone,
                 };
                 Step::Call {
                     request,

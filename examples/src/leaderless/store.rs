@@ -47,6 +47,8 @@ enum Slot {
     AbdStart,
     Abd(Key),
     Cas(Key),
+    Admitted,
+    Left(synod_node::NodeId),
 }
 
 fn slot<S>(record: &Record<S>) -> Slot {
@@ -56,6 +58,8 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Store { key, .. } => Slot::Store(key.clone()),
         Record::Abd(r) => r.key.clone().map_or(Slot::AbdStart, Slot::Abd),
         Record::Cas(w) => Slot::Cas(w.key.clone()),
+        Record::Admitted { .. } => Slot::Admitted,
+        Record::Left { id } => Slot::Left(*id),
     }
 }
 

@@ -10,7 +10,8 @@ use synod_node::{Effect, Input, NodeId, Protocol, RequestId, Time};
 use synod_quorum::Consistency;
 
 use super::machine::{
-    Config, Leaderless, Lww, Message, Mode, Read, Record, Recovered, Request, Response, Vv,
+    Config, Failure, Leaderless, Lww, Message, Mode, Notice, Read, Record, Recovered, Request,
+    Response, Vv,
 };
 
 /// A cluster of `n` nodes stepped by hand.
@@ -23,6 +24,8 @@ struct Cluster<M: Mode> {
     net: VecDeque<(NodeId, NodeId, Message<M::State>)>,
     cut: BTreeSet<(NodeId, NodeId)>,
     replies: BTreeMap<RequestId, Response>,
+    /// What each node handed up.
+    notices: Vec<Vec<Notice>>,
     /// Effects held back (a node whose persists are not acknowledged yet): none here.
     now: Time,
     next_id: u64,
@@ -35,7 +38,18 @@ fn id(n: usize) -> NodeId {
 impl<M: Mode> Cluster<M> {
     /// `n` nodes, node `i`'s wall clock `skew_ms[i]` ahead of true time (negative: behind).
     fn new(n: usize, initial: usize, skew_ms: &[i64]) -> Self {
-        let members: Vec<NodeId> = (1..=initial).map(id).collect();
+        Self::with_members(n, &(1..=initial).collect::<Vec<_>>(), skew_ms)
+    }
+
+    /// `n` nodes of which `initial` are the cluster's first members (started and settled);
+    /// the others are configured to join them.
+    fn with_members(n: usize, initial: &[usize], skew_ms: &[i64]) -> Self {
+        Self::build(n, initial, skew_ms, |_| {})
+    }
+
+    /// [`Cluster::with_members`], each node's configuration changed by `tweak`.
+    fn build(n: usize, initial: &[usize], skew_ms: &[i64], tweak: impl Fn(&mut Config)) -> Self {
+        let members: Vec<NodeId> = initial.iter().map(|&i| id(i)).collect();
         let mut configs = Vec::new();
         for i in 1..=n {
             let mut seeds = members.clone();
@@ -55,6 +69,7 @@ impl<M: Mode> Cluster<M> {
             config.anti_entropy_interval_ms = 100;
             config.partitions = 8;
             config.seed = i as u64;
+            tweak(&mut config);
             configs.push(config);
         }
         let mut cluster = Cluster {
@@ -65,13 +80,16 @@ impl<M: Mode> Cluster<M> {
             net: VecDeque::new(),
             cut: BTreeSet::new(),
             replies: BTreeMap::new(),
+            notices: vec![Vec::new(); n],
             now: Time::from_secs(1),
             next_id: 0,
         };
-        for i in 1..=initial {
+        for &i in initial {
             cluster.start(i);
         }
         cluster.settle();
+        // The first members admit each other.
+        cluster.run_for(500);
         cluster
     }
 
@@ -112,7 +130,7 @@ impl<M: Mode> Cluster<M> {
                         last = Some(token);
                     }
                     Effect::WakeAt(at) => self.wakes[n - 1] = Some(at),
-                    Effect::Apply(never) => match never {},
+                    Effect::Apply(notice) => self.notices[n - 1].push(notice),
                 }
             }
             match last {
@@ -551,7 +569,7 @@ fn a_node_that_does_not_replicate_a_key_forwards_its_write_to_one_that_does() {
     // up, its outcome unknown.
     c.crash(replicas[0].get() as usize);
     match c.put(outsiders[0], key, "c", ONE, VersionVector::default()) {
-        Response::Failed(crate::leaderless::machine::Failure::Unknown(_)) => {}
+        Response::Failed(Failure::Unknown(_)) => {}
         other => panic!("a forward to a crashed replica answered {other:?}"),
     }
     // No replica alive to forward to: refused.
@@ -560,7 +578,203 @@ fn a_node_that_does_not_replicate_a_key_forwards_its_write_to_one_that_does() {
     }
     c.run_for(10_000);
     match c.put(outsiders[0], key, "d", ONE, VersionVector::default()) {
-        Response::Failed(crate::leaderless::machine::Failure::Refused(_)) => {}
+        Response::Failed(Failure::Refused(_)) => {}
         other => panic!("a write with no replica alive answered {other:?}"),
+    }
+}
+
+/// The refusal node `n` handed up, if any.
+fn refusal<M: Mode>(c: &Cluster<M>, n: usize) -> Option<String> {
+    c.notices[n - 1].iter().find_map(|notice| match notice {
+        Notice::Refused(why) => Some(why.clone()),
+        Notice::Waiting(_) => None,
+    })
+}
+
+/// Each member's view of the others: id, generation, incarnation and state.
+fn views<M: Mode>(c: &Cluster<M>, nodes: &[usize]) -> Vec<Vec<(NodeId, u64, u64, String)>> {
+    nodes
+        .iter()
+        .map(|&n| {
+            c.node(n)
+                .member()
+                .members()
+                .into_iter()
+                .map(|m| (m.id, m.generation, m.incarnation, format!("{:?}", m.state)))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_node_under_an_id_in_use_is_refused_and_the_cluster_is_unchanged() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    for i in 0..10 {
+        let key = format!("k{i}");
+        assert!(written(&c.put(
+            1,
+            &key,
+            "v",
+            QUORUM,
+            VersionVector::default()
+        )));
+    }
+    // Node 2 loses its data directory and comes back under its old id: a new node whose id
+    // the members know.
+    c.crash(2);
+    c.disks[1].clear();
+    c.run_for(3_000);
+    assert_eq!(c.node(1).info().members[1].state, "dead");
+    let before = (
+        views(&c, &[1, 3]),
+        c.node(1).table().clone(),
+        c.data(1),
+        c.data(3),
+    );
+    c.start(2);
+    c.run_for(2_000);
+    let why = refusal(&c, 2).expect("node 2 is refused");
+    assert!(why.contains("already in use"), "{why}");
+    assert!(c.node(2).is_admitting(), "a refused node is never admitted");
+    assert!(!c.node(2).serving());
+    assert!(
+        !c.disks[1]
+            .iter()
+            .any(|r| matches!(r, Record::Admitted { .. } | Record::Member(_))),
+        "a refused node records no admission and starts no member"
+    );
+    // The members' views (generations and incarnations), table and data are as they were.
+    let after = (
+        views(&c, &[1, 3]),
+        c.node(1).table().clone(),
+        c.data(1),
+        c.data(3),
+    );
+    assert_eq!(before, after);
+    // And the refused node serves nothing.
+    let get = Request::Get {
+        key: b"k0".to_vec(),
+        level: QUORUM,
+    };
+    assert!(matches!(
+        c.call(2, get),
+        Response::Failed(Failure::Refused(_))
+    ));
+}
+
+#[test]
+fn a_node_joining_below_a_members_id_is_refused_with_the_ids_it_needs() {
+    let mut c: Cluster<Vv> = Cluster::with_members(4, &[2, 3, 4], &[]);
+    let table = c.node(2).table().clone();
+    c.start(1);
+    c.run_for(2_000);
+    let why = refusal(&c, 1).expect("node 1 is refused");
+    assert!(
+        why.contains("below members n2, n3, n4") && why.contains("n5 or more"),
+        "{why}"
+    );
+    for n in 2..=4 {
+        assert_eq!(c.node(n).table(), &table, "node {n}'s table");
+        let members: Vec<NodeId> = c.node(n).info().members.iter().map(|m| m.id).collect();
+        assert_eq!(members, [id(2), id(3), id(4)], "node {n} knows no node 1");
+    }
+}
+
+#[test]
+fn joiners_take_the_clusters_voters_and_send_cas_and_linearizable_requests_to_them() {
+    let mut c: Cluster<Vv> = Cluster::new(5, 3, &[]);
+    c.start(4);
+    c.run_for(2_000);
+    // Node 5 is told of node 4 as well (a longer list than the first members').
+    c.configs[4].members.push(id(4));
+    c.configs[4].members.sort_unstable();
+    c.start(5);
+    c.run_for(3_000);
+    let voters = vec![id(1), id(2), id(3)];
+    for n in 1..=5 {
+        let info = c.node(n).info();
+        assert!(info.admitted, "node {n}");
+        assert_eq!(info.voters, voters, "node {n}'s voters");
+        assert_eq!(c.node(n).is_voter(), n <= 3, "node {n}");
+        assert_eq!(c.node(n).table(), c.node(1).table(), "node {n}'s table");
+    }
+    let cas = |expect: Option<&str>, new: &str| Request::Cas {
+        key: b"c".to_vec(),
+        expect: expect.map(|e| e.as_bytes().to_vec()),
+        new: new.as_bytes().to_vec(),
+    };
+    for n in [4, 5] {
+        match c.call(n, cas(None, "x")) {
+            Response::Failed(Failure::Refused(why)) => {
+                assert!(
+                    why.contains("not a voter") && why.contains("n1, n2, n3"),
+                    "{why}"
+                );
+            }
+            other => panic!("CAS through joiner {n}: {other:?}"),
+        }
+        let linear = Request::LinearSet(b"l".to_vec(), b"v".to_vec());
+        assert!(matches!(
+            c.call(n, linear),
+            Response::Failed(Failure::Refused(_))
+        ));
+    }
+    assert!(matches!(c.call(1, cas(None, "x")), Response::Cas(_)));
+    // The joiners coordinate the quorum store as any member does.
+    assert!(written(&c.put(
+        5,
+        "q",
+        "v",
+        QUORUM,
+        VersionVector::default()
+    )));
+    assert_eq!(values(&c.get(4, "q", QUORUM)), ["v"]);
+}
+
+#[test]
+fn a_node_that_leaves_hands_its_partitions_to_their_new_replicas_first() {
+    // Anti-entropy is held off, so that a node that becomes a replica of a partition when
+    // node 4 leaves has its keys only if node 4 handed them to it.
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert!(written(&c.put(
+            1,
+            key,
+            "v",
+            QUORUM,
+            VersionVector::default()
+        )));
+    }
+    let before = c.node(1).table().clone();
+    assert!(before.load(id(4)) > 0);
+    let leave = c.call(4, Request::Leave);
+    assert_eq!(leave, Response::Leaving);
+    let mut left = false;
+    for _ in 0..100 {
+        c.run_for(100);
+        if c.node(4).info().leave == Some("left") {
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "node 4's leave: {:?}", c.node(4).info().leave);
+    c.crash(4);
+    // Every other node holds the table without node 4, and every key is on each of its new
+    // replicas.
+    let table = c.node(1).table().clone();
+    assert_eq!(table.load(id(4)), 0);
+    for n in 1..=3 {
+        assert_eq!(c.node(n).table(), &table, "node {n}'s table");
+        assert_eq!(c.node(n).info().members[3].state, "left");
+    }
+    for key in &keys {
+        for &r in table.replicas(table.partition_of(key.as_bytes())) {
+            let n = r.get() as usize;
+            assert!(c.data(n).contains_key(key.as_bytes()), "{key} on node {n}");
+        }
+        assert_eq!(values(&c.get(2, key, QUORUM)), ["v"], "{key}");
     }
 }

@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 /// The exit status of a node that stopped itself because it cannot go on safely.
 pub const EXIT_FAIL_STOP: i32 = 2;
 
+/// The exit status of a node the cluster refused at its first start (its id is a
+/// member's already, say): it took no part, and the cluster is unchanged.
+pub const EXIT_REFUSED: i32 = 3;
+
+/// Ends the process with [`EXIT_REFUSED`], saying why on standard error.
+pub fn refused(why: &str) -> ! {
+    eprintln!("synod node: refused by the cluster: {why}");
+    std::process::exit(EXIT_REFUSED)
+}
+
 /// Every thread of a node is named with this prefix (the transport's and the update
 /// queue's too), which is how a panic is known to be the node's.
 pub const NODE_THREAD_PREFIX: &str = "synod-";

@@ -253,6 +253,16 @@ fn with_writers(
 /// by a write of the same writer sent after it whose outcome is unknown), and at least half
 /// the keys were written.
 fn assert_no_acknowledged_write_lost(cluster: &Registers, writes: &[Writes], via: &[usize]) {
+    assert_no_acknowledged_write_lost_at(cluster, writes, via, "ALL");
+}
+
+/// [`assert_no_acknowledged_write_lost`], read at `level`.
+fn assert_no_acknowledged_write_lost_at(
+    cluster: &Registers,
+    writes: &[Writes],
+    via: &[usize],
+    level: &str,
+) {
     for writes in writes {
         for (key, (last, after)) in writes {
             let Some(last) = last else {
@@ -263,7 +273,7 @@ fn assert_no_acknowledged_write_lost(cluster: &Registers, writes: &[Writes], via
                     let read = (|| {
                         let mut c = cluster.connect(id)?;
                         c.set_read_timeout(std::time::Duration::from_secs(10))?;
-                        c.roundtrip(&[b"CONSISTENCY", b"ALL"])?;
+                        c.roundtrip(&[b"CONSISTENCY", level.as_bytes()])?;
                         read_with_context(&mut c, key)
                     })();
                     read.ok().flatten().is_some_and(|(_, values)| {
@@ -401,4 +411,122 @@ fn a_node_paused_with_sigstop_is_held_dead_its_writes_hinted_and_handed_off_when
         );
     });
     assert_no_acknowledged_write_lost(&cluster, &writes, &[paused, 1]);
+}
+
+/// INFO's `name:` line of node `id` (empty if it does not answer).
+fn info_line(cluster: &Registers, id: usize, name: &str) -> String {
+    info(cluster, id)
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_second_node_under_a_members_id_is_refused_and_a_joiner_takes_the_clusters_voters() {
+    let mut cluster = Registers::up_joining("leaderless", 5, 3);
+    let ok = Value::Simple("OK".into());
+    for i in 0..6 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        assert_eq!(cluster.settle(1 + i % 3, &["SET", &key, &value]), ok);
+    }
+    let table = info_line(&cluster, 1, "table_version");
+    // A second process claims node 2's id (on the fifth node's ports and a new data
+    // directory) while node 2 runs: the members refuse it, and it exits saying why.
+    cluster.start_as(5, 2);
+    let status = cluster.exited(5);
+    let logs = cluster.logs();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(synod_examples::runtime::process::EXIT_REFUSED),
+        "{logs}"
+    );
+    assert!(logs.contains("node id n2 is already in use"), "{logs}");
+    // The cluster is unchanged: the same three members, alive, the same table, every key.
+    let members = |id: usize| -> Vec<String> {
+        info(&cluster, id)
+            .lines()
+            .filter(|l| l.starts_with("member:"))
+            .map(|l| l.split(" replicas").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let three: Vec<String> = (1..=3)
+        .map(|n| format!("member:n{n} state=alive"))
+        .collect();
+    for id in 1..=3 {
+        assert!(
+            poll(|| members(id) == three),
+            "node {id}: {:?}\n{}",
+            members(id),
+            cluster.logs()
+        );
+        assert_eq!(info_line(&cluster, id, "table_version"), table);
+    }
+    for i in 0..6 {
+        let key = format!("k{i}");
+        let read = on_one_connection(&cluster, 2, &[&["CONSISTENCY", "ALL"], &["GET", &key]]);
+        assert_eq!(read, bulk(&format!("v{i}")), "{key}");
+    }
+    // Node 4 joins with a longer peer list than the members': admitted, it takes the
+    // cluster's voters, and sends CAS to them.
+    cluster.start(4);
+    assert!(
+        poll(|| info_line(&cluster, 4, "admitted") == "admitted:true"),
+        "node 4: {}\n{}",
+        info(&cluster, 4),
+        cluster.logs()
+    );
+    for id in 1..=4 {
+        assert_eq!(
+            info_line(&cluster, id, "voters"),
+            "voters:n1,n2,n3",
+            "node {id}"
+        );
+    }
+    let Ok(Value::Error(why)) = cluster.call(4, &["CAS", "c", "x"]) else {
+        panic!("CAS through a joiner answered");
+    };
+    assert!(why.contains("not a voter"), "{why}");
+    let cas = cluster.settle(1, &["CAS", "c", "x"]);
+    assert_eq!(cas, Value::Array(vec![Value::Int(1), bulk("x")]));
+}
+
+#[test]
+fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is_lost() {
+    let mut cluster = Registers::up_system("leaderless", 4);
+    let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let writers = 3;
+    let route = |w: usize| 1 + w % 3;
+    let count = |a: &Acknowledged| {
+        a.iter()
+            .map(|a| a.load(std::sync::atomic::Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    let writes = with_writers(&addrs, writers, &route, |acknowledged| {
+        assert_writes_begin(&cluster, writers, acknowledged);
+        // Node 4 leaves while the writes go on: it hands its partitions off, then has left.
+        assert_eq!(cluster.settle(4, &["LEAVE"]), Value::Simple("OK".into()));
+        let left = poll(|| info_line(&cluster, 4, "leave") == "leave:left");
+        assert!(left, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
+        cluster.kill(4);
+        // The writes go on through the other three.
+        let before = count(acknowledged);
+        assert!(
+            poll(|| count(acknowledged) >= before + 24),
+            "writes after the leave: {}\n{}",
+            count(acknowledged) - before,
+            cluster.logs()
+        );
+    });
+    for id in 1..=3 {
+        let gone = poll(|| info(&cluster, id).contains("member:n4 state=left replicas=0 owned=0"));
+        assert!(
+            gone,
+            "node {id}: {}\n{}",
+            info(&cluster, id),
+            cluster.logs()
+        );
+    }
+    // Every acknowledged write is found at QUORUM through each remaining node.
+    assert_no_acknowledged_write_lost_at(&cluster, &writes, &[1, 2, 3], "QUORUM");
 }

@@ -91,17 +91,25 @@ impl Registers {
     }
 
     pub(crate) fn start(&mut self, id: usize) {
+        self.start_as(id, id);
+    }
+
+    /// Starts a process in node `slot`'s place (its addresses, data directory and log)
+    /// that claims to be node `id`: its peers are the members and itself, with `slot`'s
+    /// address as `id`'s. With `slot != id`, a second node under a member's id.
+    pub(crate) fn start_as(&mut self, slot: usize, id: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("node{id}.log")))
+            .open(self.dir.path().join(format!("node{slot}.log")))
             .expect("log file");
-        let peers: Vec<String> = self.addrs[..self.members.max(id)]
-            .iter()
-            .enumerate()
-            .map(|(i, (peer, _))| format!("{}={peer}", i + 1))
+        let peers: Vec<String> = (1..=self.members.max(id))
+            .map(|i| {
+                let at = if i == id { slot } else { i };
+                format!("{i}={}", self.addrs[at - 1].0)
+            })
             .collect();
-        let (listen, client) = &self.addrs[id - 1];
+        let (listen, client) = &self.addrs[slot - 1];
         let child = Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["node", "--system", self.system, "--id", &id.to_string()])
             .args([
@@ -113,14 +121,27 @@ impl Registers {
                 &peers.join(","),
             ])
             .arg("--data-dir")
-            .arg(self.data_dir(id))
+            .arg(self.data_dir(slot))
             .args(["--cluster", "synod-test"])
             .args(&self.secured)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("synod node starts");
-        self.children[id - 1] = Some(child);
+        self.children[slot - 1] = Some(child);
+    }
+
+    /// Waits (until the tests' deadline) for node `slot`'s process to exit: its status,
+    /// or `None` if it still runs.
+    pub(crate) fn exited(&mut self, slot: usize) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + DEADLINE;
+        let child = self.children[slot - 1].as_mut()?;
+        let mut status = None;
+        synod_examples::runtime::poll_until(deadline, || {
+            status = child.try_wait().expect("waitable");
+            status.is_some()
+        });
+        status
     }
 
     /// Kills node `id` with SIGKILL and reaps it.
