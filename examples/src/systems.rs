@@ -90,7 +90,7 @@ pub const SYSTEMS: &[System] = &[
         about: "a leaderless store like Cassandra: ONE/QUORUM/ALL, version vectors, hints, anti-entropy, ABD and Paxos CAS, speaking RESP",
         node: Some(crate::leaderless::node::start_node),
         kv: Some(crate::leaderless::node::run_kv),
-        demo: None,
+        demo: Some(crate::demo::leaderless::run),
         sim: Some(crate::simulate::System::LEADERLESS),
     },
     System {

@@ -58,6 +58,10 @@ pub(crate) struct Cluster {
     watchdog: Option<(Child, ChildStdin)>,
     /// The clients' password (in `password` in the directory).
     password: Vec<u8>,
+    /// The system its nodes run (`synod node --system`), and the nodes started first: a
+    /// later node has them and itself as its peers, and joins (the cluster is named).
+    system: &'static str,
+    members: usize,
 }
 
 /// The files of the demo's secrets, in its directory.
@@ -137,6 +141,17 @@ impl Cluster {
     /// Creates the directory and the watchdog, and picks free loopback ports for `nodes`
     /// nodes; starts nothing yet.
     pub(crate) fn new(nodes: usize, keep_data: bool) -> std::io::Result<Cluster> {
+        Cluster::of_system("consistent-core", nodes, nodes, keep_data)
+    }
+
+    /// [`Cluster::new`] for `nodes` of `system`, the first `members` of them the cluster's
+    /// first members and each later one a node that joins them.
+    pub(crate) fn of_system(
+        system: &'static str,
+        nodes: usize,
+        members: usize,
+        keep_data: bool,
+    ) -> std::io::Result<Cluster> {
         let dir = fresh_dir()?;
         let watchdog = match start_watchdog(&dir, keep_data) {
             Ok(w) => Some(w),
@@ -165,6 +180,8 @@ impl Cluster {
             children: (0..nodes).map(|_| None).collect(),
             watchdog,
             password: password.into_bytes(),
+            system,
+            members,
         };
         cluster.pick_ports()?;
         Ok(cluster)
@@ -237,12 +254,30 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let child = Command::new(exe)
+        let peers = if self.members == self.children.len() {
+            self.peers.clone()
+        } else {
+            // The first members know each other; a later node knows them and itself.
+            let known = self.members.max(id);
+            self.peer_addrs[..known]
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{}={a}", i + 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut command = Command::new(exe);
+        command
             .arg("node")
+            .args(["--system", self.system])
             .args(["--id", &id.to_string()])
             .args(["--listen", &self.peer_addr(id).to_string()])
             .args(["--client", &self.client_addr(id).to_string()])
-            .args(["--peers", &self.peers])
+            .args(["--peers", &peers]);
+        if self.members != self.children.len() {
+            command.args(["--cluster", "synod-demo"]);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
             .arg("--password-file")
@@ -266,6 +301,23 @@ impl Cluster {
             let _ = child.wait();
         }
         self.write_pids();
+    }
+
+    /// Sends node `id` the signal `name` (`STOP`, `CONT`) with `kill`: whether it was sent.
+    pub(crate) fn signal(&self, id: usize, name: &str) -> bool {
+        let Some(pid) = self.pid(id) else {
+            return false;
+        };
+        Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Node `id`'s INFO text, or `None` if it does not answer within a fraction of a second.
+    pub(crate) fn info_text(&self, id: usize) -> Option<String> {
+        self.children[id - 1].as_ref()?;
+        info_text(self.client_addr(id), &self.password)
     }
 
     /// A node that exited on its own, with its exit status, if any did.

@@ -45,6 +45,7 @@
 //! A node started by hand (`synod node`) is not watched: it runs until killed.
 
 mod cluster;
+pub mod leaderless;
 mod page;
 mod workload;
 
@@ -207,7 +208,14 @@ pub fn run(options: &Options) -> ExitCode {
         start,
     }
     .run(history, page);
-    if let Err(e) = &result {
+    finish(&mut cluster, &mut out, &result)
+}
+
+/// Ends a demo that ran with `result` (whether it passed, or what stopped it): says why it
+/// failed with the nodes' last log lines, stops the nodes and removes the directory (unless
+/// kept), and gives the exit code.
+fn finish(cluster: &mut Cluster, out: &mut Output, result: &Result<bool, String>) -> ExitCode {
+    if let Err(e) = result {
         out.clear();
         eprintln!("\nsynod demo: FAILED: {e}");
         eprintln!("last lines of the nodes' logs:\n{}", cluster.log_tails(8));

@@ -19,6 +19,18 @@ fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         .and_then(|rest| rest.split_whitespace().next())
 }
 
+/// The temporary directory the demo named is gone.
+fn assert_directory_removed(stdout: &str) {
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("data directory "))
+        .expect("the directory is named");
+    assert!(
+        !std::path::Path::new(dir.trim()).exists(),
+        "{dir} left behind"
+    );
+}
+
 #[test]
 fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
     let files = tempfile::tempdir().expect("a temporary directory");
@@ -103,14 +115,7 @@ fn a_short_demo_kills_the_leader_loses_no_acknowledged_write_and_passes() {
     }
 
     // The temporary directory is gone.
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("data directory "))
-        .expect("the directory is named");
-    assert!(
-        !std::path::Path::new(dir.trim()).exists(),
-        "{dir} left behind"
-    );
+    assert_directory_removed(&stdout);
 }
 
 #[test]
@@ -141,4 +146,59 @@ fn even_node_counts_and_bad_options_are_refused() {
         assert!(err.contains(expected), "{path}: {err}");
         assert!(out.stdout.is_empty(), "{path}: started anyway");
     }
+}
+
+#[test]
+fn the_leaderless_demo_shows_a_stale_read_at_one_none_at_quorum_hints_and_a_join() {
+    let out = synod(&["demo", "--system", "leaderless"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let both = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{both}");
+    // The story, in order.
+    let mut at = 0;
+    for event in [
+        "partition: node 3 cut off (SIGSTOP)",
+        "hints for node 3",
+        "node 3 back alone",
+        "read at ONE through node 3:",
+        "read at QUORUM through node 3:",
+        "heal:",
+        "hints delivered after the heal",
+        "node 5 joined",
+        "PASS",
+    ] {
+        let found = stdout[at..].find(event);
+        assert!(
+            found.is_some(),
+            "`{event}` missing (or out of order):\n{both}"
+        );
+        at += found.unwrap_or(0);
+    }
+    // What each step showed, from its summary rows.
+    for check in [
+        "a read at ONE is stale",
+        "no read at QUORUM is stale",
+        "after the heal every read at QUORUM is v2",
+        "hints delivered after the heal",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(check))
+            .unwrap_or_default();
+        assert!(line.trim_end().ends_with("yes"), "{check}: {line}\n{both}");
+    }
+    let stale: usize = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("read at ONE through node 3: ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the stale count");
+    assert!(stale > 0, "{both}");
+    assert_directory_removed(&stdout);
 }
