@@ -122,13 +122,22 @@ impl Registers {
             ])
             .arg("--data-dir")
             .arg(self.data_dir(slot))
-            .args(["--cluster", "synod-test"])
+            // A name of this cluster's own: the tests' clusters share their secrets, and a
+            // node of one that dials a port another cluster's node took since must be
+            // refused, not let in.
+            .args(["--cluster", &self.cluster_name()])
             .args(&self.secured)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("synod node starts");
         self.children[slot - 1] = Some(child);
+    }
+
+    /// The cluster's name (`--cluster`): its directory's, unique among the tests'.
+    fn cluster_name(&self) -> String {
+        let dir = self.dir.path().file_name().unwrap_or_default();
+        format!("synod-test-{}", dir.to_string_lossy())
     }
 
     /// Waits (until the tests' deadline) for node `slot`'s process to exit: its status,
