@@ -9,13 +9,15 @@
 //!    etcd, speaking the Redis protocol; run a node with `synod node`, a client with `synod kv`,
 //!    the whole story with `synod demo` ([`demo`]) and seeded simulations with `synod sim`
 //!    ([`simulate`]).
-//! 2. A leaderless quorum store like Cassandra or Dynamo: not built yet. A first step is
-//!    the register store ([`register`]): one ABD register per key, on a majority of nodes,
-//!    speaking RESP; `synod node --system register` runs a node, `synod kv --system
-//!    register` a client, `synod sim register` a simulation.
+//! 2. A leaderless quorum store like Cassandra or Dynamo ([`leaderless`]): consistency
+//!    levels, version vectors and siblings, read repair, hints, anti-entropy, joins and
+//!    leaves, and compare-and-set through per-key Paxos; `synod node`, `synod kv`, `synod
+//!    demo` and `synod sim` with `--system leaderless`. Beside it, the register store
+//!    ([`register`]): one ABD register per key, on a majority of nodes, speaking RESP
+//!    (`--system register`).
 //! 3. A partitioned transactional store like CockroachDB or Spanner: not built yet.
-//! 4. A per-key Paxos register and a Multi-Paxos log as running systems: not built yet (the
-//!    protocols exist in `synod-consensus`).
+//! 4. A Multi-Paxos log as a running system: not built yet (the protocol exists in
+//!    `synod-consensus`; per-key Paxos runs as the leaderless store's CAS).
 //!
 //! Shared by every system:
 //!
