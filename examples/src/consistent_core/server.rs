@@ -266,7 +266,14 @@ impl Machine for CoreMachine {
                     last: String::new(),
                 });
             }
-            Event::Client(request, waiter) => self.take(now, request, waiter),
+            Event::Client(request, waiter) => {
+                // Requests kept for the next tick came first: a node that has just become
+                // the leader takes them before a later write of the same connection.
+                if request.needs_leader() && !self.parked.is_empty() {
+                    self.retry_parked(now);
+                }
+                self.take(now, request, waiter);
+            }
             Event::Retry(parked) => self.parked.extend(parked),
             Event::Watch {
                 owner,
@@ -481,13 +488,12 @@ impl CoreMachine {
             // Recorded first: the answer may arrive before `send` returns.
             self.in_flight.insert(batch.kept);
             if let Err(e) = self.transport.send(to, Bytes::from(batch.bytes)) {
+                // Certainly not sent: answered so (kept for another try, they could reach
+                // a leader after later writes of their connection).
                 for sent in self.in_flight.remove(ids) {
-                    self.parked.push(Parked {
-                        request: sent.request,
-                        answer: sent.answer,
-                        deadline: sent.deadline,
-                        last: format!("forwarding to the leader, node {to}, failed: {e}"),
-                    });
+                    sent.answer.complete(Response::Retry(format!(
+                        "forwarding to the leader, node {to}, failed: {e}"
+                    )));
                 }
             }
         }
@@ -583,25 +589,18 @@ impl PeerHandler for Shared {
                 );
             }
             PeerPayload::Answers(answers) => {
-                let mut again = Vec::new();
+                // A request the leader refused is answered to its client as certainly not
+                // done (TRYAGAIN), not tried again here: later writes of the same connection
+                // may have reached a leader already, and trying this one after them would
+                // apply a connection's writes out of order.
                 for (sent, response) in self.in_flight.answered(from, answers) {
-                    let last = match response {
-                        Response::Kv(_) | Response::Unknown(_) => {
-                            sent.answer.complete(response);
-                            continue;
+                    let response = match response {
+                        Response::Kv(_) | Response::Unknown(_) | Response::Retry(_) => response,
+                        Response::NotLeader { .. } => {
+                            Response::Retry(format!("node {from} no longer leads"))
                         }
-                        Response::NotLeader { .. } => format!("node {from} no longer leads"),
-                        Response::Retry(why) => why,
                     };
-                    again.push(Parked {
-                        request: sent.request,
-                        answer: sent.answer,
-                        deadline: sent.deadline,
-                        last,
-                    });
-                }
-                if !again.is_empty() {
-                    self.queue.send(Event::Retry(again));
+                    sent.answer.complete(response);
                 }
             }
             PeerPayload::Other => {
@@ -778,8 +777,13 @@ impl Commands for CoreClients {
             // Certainly not done, with time left: tried again by the worker at its next
             // tick (handed to the node, or forwarded to the leader it then knows), which
             // answers on the same slot. Within ANSWER_MARGIN of the deadline (the worker
-            // gives up then, saying so), the answer is final.
-            Outcome::Done(first) if Instant::now() + ANSWER_MARGIN < pending.deadline => {
+            // gives up then, saying so), the answer is final. So is a write of a connection
+            // with other calls in flight: tried again, it could take effect after a later
+            // write of the same connection, so its client is told it was not done.
+            Outcome::Done(first)
+                if Instant::now() + ANSWER_MARGIN < pending.deadline
+                    && !(request.needs_leader() && resend.others_in_flight()) =>
+            {
                 let last = match first {
                     Response::Retry(why) => why,
                     _ => "no leader known".into(),
@@ -791,6 +795,11 @@ impl Commands for CoreClients {
                     last,
                 }]));
                 return Settled::Wait(pending);
+            }
+            Outcome::Done(Response::NotLeader { .. }) if resend.others_in_flight() => {
+                Response::Retry(
+                    "no leader known, and later writes of this connection are in flight".into(),
+                )
             }
             Outcome::Done(Response::NotLeader { .. }) => {
                 Response::Retry("timed out: no leader known".into())

@@ -340,9 +340,17 @@ impl<R: Send + 'static> Drop for Answer<R> {
 pub struct Resend<'a, R: Send + 'static> {
     handle: &'a ConnHandle<Delivery<R>>,
     slot: u64,
+    others_in_flight: bool,
 }
 
 impl<R: Send + 'static> Resend<'_, R> {
+    /// Whether other calls of the connection are in flight beside this one (a pipelining
+    /// client): sent on again, this call could take effect after a later one.
+    #[must_use]
+    pub fn others_in_flight(&self) -> bool {
+        self.others_in_flight
+    }
+
     /// Where the call's new answer goes (then settle returns [`Settled::Wait`]).
     #[must_use]
     pub fn answer(self) -> Answer<R> {
@@ -993,6 +1001,7 @@ impl<C: Commands> RespConn<C> {
         let resend = Resend {
             handle: &handle,
             slot,
+            others_in_flight: self.in_flight > 1,
         };
         match commands.settle(&mut self.state, taken, outcome, resend) {
             Settled::Reply(reply) => self.fill(slot, reply),
