@@ -356,6 +356,62 @@ mod tests {
         assert!(taken.iter().filter(|(p, _)| *p == a).count() >= 2);
     }
 
+    proptest::proptest! {
+        /// Whatever a peer sends after either tag decodes without a panic, to no more items
+        /// than its bytes could hold (each takes two at least); undamaged, to what was sent.
+        #[test]
+        fn any_bytes_after_a_tag_decode_without_a_panic_to_a_bounded_batch(
+            answers in proptest::bool::ANY,
+            valid in proptest::collection::vec((proptest::num::u64::ANY, 0usize..40), 0..8),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 0..4),
+            cut in proptest::option::of(proptest::num::usize::ANY),
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let tag = if answers { ANSWERS_TAG } else { FORWARDS_TAG };
+            let mut batches = Batches::new(tag);
+            let retry = |bytes: usize| Response::Retry("x".repeat(bytes));
+            for &(id, bytes) in &valid {
+                if answers {
+                    batches.push(NodeId::new(1), id, &retry(bytes), ());
+                } else {
+                    batches.push(NodeId::new(1), id, &put("k", bytes), ());
+                }
+            }
+            let mut bytes = batches.take().pop().map_or_else(|| vec![tag], |(_, b)| b.bytes);
+            let damaged = !flips.is_empty() || cut.is_some() || !garbage.is_empty();
+            for (at, flip) in flips {
+                let at = at % bytes.len();
+                if at > 0 {
+                    bytes[at] ^= flip;
+                }
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(1 + cut % bytes.len());
+            }
+            bytes.extend(garbage);
+            let items = match PeerPayload::decode(&bytes) {
+                PeerPayload::Forwards(items) => {
+                    proptest::prop_assert!(!answers);
+                    if !damaged {
+                        let sent: Vec<_> = valid.iter().map(|&(id, b)| (id, put("k", b))).collect();
+                        proptest::prop_assert_eq!(&items, &sent);
+                    }
+                    items.len()
+                }
+                PeerPayload::Answers(items) => {
+                    proptest::prop_assert!(answers);
+                    if !damaged {
+                        let sent: Vec<_> = valid.iter().map(|&(id, b)| (id, retry(b))).collect();
+                        proptest::prop_assert_eq!(&items, &sent);
+                    }
+                    items.len()
+                }
+                PeerPayload::Other => panic!("a tagged payload is a batch"),
+            };
+            proptest::prop_assert!(items * 2 < bytes.len().max(2));
+        }
+    }
+
     #[test]
     fn a_batch_cut_short_keeps_the_requests_before_the_cut() {
         let mut batches = Batches::forwards();
