@@ -12,12 +12,17 @@
 //! A deleted key is a tombstone, carried like a value, until every holder has had it for
 //! the grace period; then each holder forgets it on its own clock and raises its mark. A
 //! holder whose copy is behind someone's mark (it might still hold a key whose tombstone is
-//! gone) is sent a *reset*: the whole state, which replaces its copy. A new generation of
-//! an owner replaces its old state the same way. A holder drops its copy of a member it
+//! gone) is sent a *reset*: the whole state, which replaces its copy. A reset in parts is
+//! taken into a staging copy (advertised in this member's digests so that the parts
+//! follow on) and swapped in whole once complete, handing up only what differs; until
+//! then the old copy is the one read and handed out. A new generation of an owner replaces
+//! its old state the same way; a member that renews its generation while running moves
+//! its own key-values to the new generation too. A holder drops its copy of a member it
 //! declares dead (and so of one it forgets), and a holder that was paused for half the
 //! grace period or more drops every copy it holds, since it may have slept through a
-//! collection; a copy is taken again from the owner or any holder. That is what keeps
-//! stale gossip from bringing a deleted key back.
+//! collection; a copy is taken again from the owner or any holder. Known gap: a holder cut
+//! off from the key-value exchange while alive keeps a copy behind the mark, and a member
+//! that holds no copy takes one from it, deleted key included.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -69,6 +74,8 @@ pub struct Delta {
     pub to: u64,
     /// The keys, in version order.
     pub keys: Vec<KeyUpdate>,
+    /// Whether `to` is the sender's whole state (the last part of a reset).
+    pub complete: bool,
 }
 
 /// A change to another member's key-values in this member's copy, handed to the
@@ -184,9 +191,8 @@ impl State {
         }
     }
 
-    /// Sets `key` to `update`'s version and value; returns the tombstone time to index if
-    /// it became one, and the tombstone it replaced.
-    fn put(&mut self, update: KeyUpdate, now: Time) -> Option<(Time, u64)> {
+    /// Sets `key` to `update`'s version and value; returns what it replaced.
+    fn put(&mut self, update: KeyUpdate, now: Time) -> Option<Versioned> {
         let old = self.keys.insert(
             update.key.clone(),
             Versioned {
@@ -198,7 +204,49 @@ impl State {
         self.by_version.insert(update.version, update.key);
         let old = old?;
         self.by_version.remove(&old.version);
-        old.value.is_none().then_some((old.since, old.version))
+        Some(old)
+    }
+
+    /// Takes `delta`'s keys above this copy's version, in order, and moves the version to
+    /// `delta.to` if every key fit (the returned flag). Returns each key taken with what it
+    /// replaced; `refused` counts keys refused for `keys_max`.
+    fn take(
+        &mut self,
+        now: Time,
+        delta: &Delta,
+        keys_max: usize,
+        refused: &mut u64,
+    ) -> (Vec<(KeyUpdate, Option<Versioned>)>, bool) {
+        let mut taken = Vec::new();
+        let mut top = self.max_version;
+        let mut complete = true;
+        let mut last = 0;
+        for update in &delta.keys {
+            if update.version <= last || update.version > delta.to {
+                // Out of order: the sender is broken; take nothing more of it.
+                complete = false;
+                break;
+            }
+            last = update.version;
+            if update.version <= self.max_version {
+                continue;
+            }
+            let existing = self.keys.get(&update.key);
+            if existing.is_none() && self.keys.len() >= keys_max {
+                *refused += 1;
+                complete = false;
+                break;
+            }
+            if existing.is_some_and(|e| e.version >= update.version) {
+                top = update.version;
+                continue;
+            }
+            let replaced = self.put(update.clone(), now);
+            taken.push((update.clone(), replaced));
+            top = update.version;
+        }
+        self.max_version = if complete { top.max(delta.to) } else { top };
+        (taken, complete)
     }
 
     fn live(&self) -> impl Iterator<Item = (&String, u64, &Vec<u8>)> {
@@ -214,6 +262,9 @@ pub(crate) struct KvStore {
     me: NodeId,
     limits: KvLimits,
     states: BTreeMap<NodeId, State>,
+    /// Resets being taken in parts, each replacing the copy in `states` only once complete
+    /// (until then the old copy is the one read and handed out).
+    staging: BTreeMap<NodeId, State>,
     /// Every tombstone held, by when it was learnt, for collection.
     tombstones: BTreeSet<(Time, NodeId, u64)>,
     /// Where the next digest starts, for views too large for one message.
@@ -258,10 +309,21 @@ impl KvStore {
             me,
             limits,
             states,
+            staging: BTreeMap::new(),
             tombstones: BTreeSet::new(),
             cursor: NodeId::new(1),
             keys_held: 0,
             stats: KvStats::default(),
+        }
+    }
+
+    /// Moves this member's own key-values to `generation` when the member renews its
+    /// generation while running: a start below an old one that others still hold takes a
+    /// generation above it, and its key-values must too, or the holders would keep the old
+    /// start's copy and refuse the new one. The keys are kept; holders take them as a reset.
+    pub(crate) fn renew(&mut self, generation: u64) {
+        if let Some(own) = self.states.get_mut(&self.me) {
+            own.generation = own.generation.max(generation);
         }
     }
 
@@ -339,8 +401,8 @@ impl KvStore {
         if new {
             self.keys_held += 1;
         }
-        if let Some((since, old)) = replaced {
-            self.tombstones.remove(&(since, me, old));
+        if let Some(old) = replaced.filter(|o| o.value.is_none()) {
+            self.tombstones.remove(&(old.since, me, old.version));
         }
         if tombstone {
             self.tombstones.insert((now, me, version));
@@ -389,6 +451,7 @@ impl KvStore {
         if owner == self.me {
             return;
         }
+        self.staging.remove(&owner);
         let Some(state) = self.states.remove(&owner) else {
             return;
         };
@@ -438,7 +501,7 @@ impl KvStore {
         let mut out = Vec::new();
         let mut used = 0;
         for (&owner, state) in self.states.range(lo..) {
-            let d = state.digest(owner);
+            let d = self.staging.get(&owner).unwrap_or(state).digest(owner);
             let bytes = encoded_len(&d);
             // At least one digest goes, so that the cursor always moves on.
             if used + bytes > budget && !out.is_empty() {
@@ -493,7 +556,7 @@ impl KvStore {
         let mut wants = Vec::new();
         let mut asked: BTreeMap<NodeId, Digest> = BTreeMap::new();
         for d in theirs.iter().filter(|d| lo <= d.owner && d.owner <= hi) {
-            let mine = self.states.get(&d.owner);
+            let mine = self.current(d.owner);
             if d.owner != self.me && holds(d.owner) && Self::is_ahead(mine, d) {
                 wants.push(mine.map_or(
                     Digest {
@@ -547,6 +610,7 @@ impl KvStore {
                 from,
                 to: mine.max_version,
                 keys: Vec::new(),
+                complete: false,
             };
             let mut used = encoded_len(&delta);
             if used > budget {
@@ -578,6 +642,7 @@ impl KvStore {
                 self.stats.resets_sent += 1;
             }
             let full = delta.to < mine.max_version;
+            delta.complete = !full;
             out.push(delta);
             if full {
                 break;
@@ -586,15 +651,22 @@ impl KvStore {
         out
     }
 
+    /// The copy of `owner`'s key-values the exchange works on: a reset being taken, or
+    /// the copy held.
+    fn current(&self, owner: NodeId) -> Option<&State> {
+        self.staging.get(&owner).or_else(|| self.states.get(&owner))
+    }
+
     /// Takes in a delta from another member; `holds` says whether the owner may be held.
-    /// Hands up every change to a live key.
+    /// Hands up every change to a live key. A reset replacing a copy held is taken into a
+    /// staging copy, which replaces the held one only once complete, so that a reset in
+    /// parts hands up only what differs, never a live key as gone on the way.
     pub(crate) fn apply(&mut self, now: Time, delta: Delta, holds: bool, out: &mut Vec<KeyChange>) {
         let owner = delta.owner;
         if owner == self.me || !holds || delta.generation == 0 {
             return;
         }
-        let held = self.states.get(&owner);
-        let replace = match held {
+        let replace = match self.current(owner) {
             None => true,
             Some(h) if h.generation > delta.generation => return,
             Some(h) if h.generation < delta.generation => true,
@@ -602,129 +674,121 @@ impl KvStore {
                 delta.reset && h.max_version < delta.gc_version && h.gc_version < delta.gc_version
             }
         };
+        let keys_max = self.limits.keys_max;
         if replace {
             if !delta.reset || delta.from != 0 {
                 // A part of a state this member does not hold the start of.
                 return;
             }
-            if held.is_some() {
-                self.stats.resets_taken += 1;
+            let fresh = State::new(delta.generation, delta.gc_version);
+            match self.states.entry(owner) {
+                // Nothing held to replace: the copy is taken in place, part by part.
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(fresh);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    self.staging.insert(owner, fresh);
+                }
             }
-            let old = self
-                .states
-                .insert(owner, State::new(delta.generation, delta.gc_version));
-            self.take_keys(now, owner, &delta, old.as_ref(), out);
-            if let Some(old) = old {
-                // What the old copy held that the new one does not: gone.
-                let mut gone = Vec::new();
-                let state = &self.states[&owner];
-                for (key, v) in &old.keys {
-                    if !state.keys.contains_key(key) {
-                        gone.push((key.clone(), v.clone()));
-                    }
-                }
-                for (key, v) in gone {
-                    self.keys_held -= 1;
-                    match v.value {
-                        Some(_) => out.push(KeyChange {
-                            owner,
-                            generation: old.generation,
-                            key,
-                            version: v.version,
-                            value: None,
-                            at: now,
-                        }),
-                        None => {
-                            self.tombstones.remove(&(v.since, owner, v.version));
-                        }
-                    }
-                }
+        } else if delta.reset {
+            // A reset this copy needs no longer.
+            return;
+        }
+        if let Some(staged) = self.staging.get_mut(&owner) {
+            if staged.generation != delta.generation || delta.from > staged.max_version {
+                return;
+            }
+            let (_, complete) = staged.take(now, &delta, keys_max, &mut self.stats.refused);
+            if complete && delta.complete {
+                self.swap(owner, now, out);
             }
             return;
         }
-        let Some(h) = held else { return };
-        if delta.reset || delta.from > h.max_version {
-            // A reset this copy needs no longer, or a part that would leave a gap.
-            return;
-        }
-        self.take_keys(now, owner, &delta, None, out);
-    }
-
-    /// Takes `delta`'s keys above the copy's version, in order, and moves the copy's version
-    /// to `delta.to` if every key fit. `old` is the copy being replaced (for its keys'
-    /// tombstones and the changes handed up).
-    fn take_keys(
-        &mut self,
-        now: Time,
-        owner: NodeId,
-        delta: &Delta,
-        old: Option<&State>,
-        out: &mut Vec<KeyChange>,
-    ) {
-        let keys_max = self.limits.keys_max;
         let Some(state) = self.states.get_mut(&owner) else {
             return;
         };
-        let mut top = state.max_version;
-        let mut complete = true;
-        let mut last = 0;
-        for update in &delta.keys {
-            if update.version <= last || update.version > delta.to {
-                // Out of order: the sender is broken; take nothing more of it.
-                complete = false;
-                break;
-            }
-            last = update.version;
-            if update.version <= state.max_version {
-                continue;
-            }
-            let existing = state.keys.get(&update.key);
-            if existing.is_none() && state.keys.len() >= keys_max {
-                self.stats.refused += 1;
-                complete = false;
-                break;
-            }
-            if existing.is_some_and(|e| e.version >= update.version) {
-                top = update.version;
-                continue;
-            }
-            // Keys carried over by a reset were counted for the old copy.
-            let counted_before = old.is_some_and(|o| o.keys.contains_key(&update.key));
-            let unchanged = old
-                .and_then(|o| o.keys.get(&update.key))
-                .is_some_and(|o| o.version == update.version && o.value == update.value);
-            if let Some(o) = old.and_then(|o| o.keys.get(&update.key))
-                && o.value.is_none()
-            {
-                self.tombstones.remove(&(o.since, owner, o.version));
-            }
-            let was_live = existing.is_some_and(|e| e.value.is_some())
-                || old
-                    .and_then(|o| o.keys.get(&update.key))
-                    .is_some_and(|o| o.value.is_some());
-            let new_key = existing.is_none() && !counted_before;
-            let replaced = state.put(update.clone(), now);
-            if new_key {
-                self.keys_held += 1;
-            }
-            if let Some((since, version)) = replaced {
-                self.tombstones.remove(&(since, owner, version));
-            }
+        if state.generation != delta.generation || delta.from > state.max_version {
+            // A part that would leave a gap.
+            return;
+        }
+        let generation = state.generation;
+        let (taken, _) = state.take(now, &delta, keys_max, &mut self.stats.refused);
+        for (update, replaced) in taken {
+            let was_live = match &replaced {
+                None => {
+                    self.keys_held += 1;
+                    false
+                }
+                Some(old) if old.value.is_none() => {
+                    self.tombstones.remove(&(old.since, owner, old.version));
+                    false
+                }
+                Some(_) => true,
+            };
             if update.value.is_none() {
                 self.tombstones.insert((now, owner, update.version));
             }
-            if !unchanged && (update.value.is_some() || was_live) {
+            if update.value.is_some() || was_live {
                 out.push(KeyChange {
                     owner,
-                    generation: state.generation,
-                    key: update.key.clone(),
+                    generation,
+                    key: update.key,
                     version: update.version,
-                    value: update.value.clone(),
+                    value: update.value,
                     at: now,
                 });
             }
-            top = update.version;
         }
-        state.max_version = if complete { top.max(delta.to) } else { top };
+    }
+
+    /// Replaces the copy of `owner`'s key-values with the complete staging copy, handing up
+    /// only what differs: keys changed or deleted, and live keys the new copy lacks.
+    fn swap(&mut self, owner: NodeId, now: Time, out: &mut Vec<KeyChange>) {
+        let Some(new) = self.staging.remove(&owner) else {
+            return;
+        };
+        let generation = new.generation;
+        let Some(old) = self.states.insert(owner, new) else {
+            return;
+        };
+        self.stats.resets_taken += 1;
+        for v in old.keys.values() {
+            self.keys_held -= 1;
+            if v.value.is_none() {
+                self.tombstones.remove(&(v.since, owner, v.version));
+            }
+        }
+        let new = &self.states[&owner];
+        for (key, v) in &new.keys {
+            self.keys_held += 1;
+            if v.value.is_none() {
+                self.tombstones.insert((v.since, owner, v.version));
+            }
+            let before = old.keys.get(key);
+            let unchanged = before.is_some_and(|b| b.version == v.version && b.value == v.value);
+            let was_live = before.is_some_and(|b| b.value.is_some());
+            if !unchanged && (v.value.is_some() || was_live) {
+                out.push(KeyChange {
+                    owner,
+                    generation,
+                    key: key.clone(),
+                    version: v.version,
+                    value: v.value.clone(),
+                    at: now,
+                });
+            }
+        }
+        for (key, v) in &old.keys {
+            if v.value.is_some() && !new.keys.contains_key(key) {
+                out.push(KeyChange {
+                    owner,
+                    generation: old.generation,
+                    key: key.clone(),
+                    version: v.version,
+                    value: None,
+                    at: now,
+                });
+            }
+        }
     }
 }

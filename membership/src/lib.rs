@@ -279,9 +279,14 @@
 //! its old state everywhere. A deleted key is a tombstone until each member has held it
 //! for `tombstone_grace`; a member whose copy is behind a collection mark is sent the
 //! whole state to replace its copy (a *reset*) instead of the deltas, which could no
-//! longer carry the delete. A member drops its copy of a member it declares dead, and all
-//! its copies after a pause of half the grace or more, so that stale copies never bring a
-//! deleted key back. The limits: `keys_max` keys per member (tombstones included), and
+//! longer carry the delete; a reset in parts is taken into a staging copy that replaces
+//! the held one only once complete, so only what differs is handed up. A member drops its
+//! copy of a member it declares dead, and all its copies after a pause of half the grace
+//! or more, so that a holder that slept through a collection does not bring a deleted key
+//! back. Known gap: a member that holds no copy of an owner takes one from any holder, and
+//! a holder cut off from the key-value exchange while staying alive keeps a copy behind
+//! the owner's collection mark; it can hand a deleted key to a fresh member until one of
+//! them is reset past the mark by a holder that is not behind. The limits: `keys_max` keys per member (tombstones included), and
 //! the largest key and value ([`MemberConfigBuilder::key_value_limits`]).
 //!
 //! ```

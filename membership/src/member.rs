@@ -1117,6 +1117,7 @@ impl Member {
     fn adopt(&mut self, (generation, incarnation): (u64, u64)) {
         self.generation = generation;
         self.incarnation = incarnation;
+        self.kv.renew(generation);
         self.stats.renewals += 1;
         let own = self.own_update();
         self.enqueue(own);

@@ -24,7 +24,7 @@ use synod_node::NodeId;
 use crate::kv::{Delta, Digest};
 
 /// The version byte every encoded message starts with.
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// The furthest a member's generation can move ahead between two things another member
 /// hears of it: a generation rises by one per start (or renewal, see

@@ -6,6 +6,7 @@ mod member;
 #[path = "../../examples/support/processes.rs"]
 mod member_processes;
 mod processes;
+mod review7;
 mod sim;
 mod swarm;
 mod tcp;
