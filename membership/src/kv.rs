@@ -12,10 +12,15 @@
 //! A deleted key is a tombstone, carried like a value, until every holder has had it for
 //! the grace period; then each holder forgets it on its own clock and raises its mark. A
 //! holder whose copy is behind someone's mark (it might still hold a key whose tombstone is
-//! gone) is sent a *reset*: the whole state, which replaces its copy. A reset in parts is
-//! taken into a staging copy (advertised in this member's digests so that the parts
-//! follow on) and swapped in whole once complete, handing up only what differs; until
-//! then the old copy is the one read and handed out. A new generation of an owner replaces
+//! gone) is sent a *reset*: the whole state, which replaces its copy. A reset goes newest
+//! first, in parts if it does not fit, into a staging copy that this member's digests
+//! advertise (how far down it has come), so that the next part follows on from any
+//! holder at least as new as the first part, however far the collection mark moved since:
+//! a key changed or deleted after the first part has its new version above the first
+//! part's, carried by the deltas that follow. The staging copy is swapped in whole once it
+//! holds every part and has been brought up to its sender's version (so that it is the
+//! owner's state at one version), handing up only what differs; until then the old copy
+//! is the one read and handed out. A new generation of an owner replaces
 //! its old state the same way; a member that renews its generation while running moves
 //! its own key-values to the new generation too. A holder drops its copy of a member it
 //! declares dead (and so of one it forgets), and a holder that was paused for half the
@@ -42,6 +47,9 @@ pub struct Digest {
     pub max_version: u64,
     /// Tombstones up to this version have been collected (the collection mark).
     pub gc_version: u64,
+    /// A reset being taken in parts (newest first): the versions above this one, up to
+    /// `max_version`, are held; the rest is still to come. 0 when none is.
+    pub reset_from: u64,
 }
 
 /// One key at one version: its value, or `None` for a deleted key (a tombstone).
@@ -56,7 +64,9 @@ pub struct KeyUpdate {
 }
 
 /// What one owner's state has that a holder lacks: its keys above `from`, in version
-/// order, complete up to `to`; or with `reset`, the whole state, replacing the holder's.
+/// order, complete up to `to`; or with `reset`, a part of the whole state, which replaces
+/// the holder's copy once every part is in: the keys in `from + 1..=to`, newest first, the
+/// first part starting at the sender's `max_version` and the last ending at `from` 0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Delta {
     /// The owner.
@@ -68,14 +78,16 @@ pub struct Delta {
     pub reset: bool,
     /// The sender's collection mark for the owner.
     pub gc_version: u64,
-    /// The version the holder is known to have (0 with `reset`).
+    /// The version the holder is known to have; with `reset`, where this part ends (0 for
+    /// the last).
     pub from: u64,
     /// Everything up to this version is in the delta or superseded.
     pub to: u64,
-    /// The keys, in version order.
+    /// The keys, in version order (newest first with `reset`).
     pub keys: Vec<KeyUpdate>,
-    /// Whether `to` is the sender's whole state (the last part of a reset).
-    pub complete: bool,
+    /// The sender's `max_version`: a reset's first part has `to` at it, and a copy built
+    /// from parts is the owner's state at one version once it reaches it.
+    pub top: u64,
 }
 
 /// A change to another member's key-values in this member's copy, handed to the
@@ -171,6 +183,8 @@ struct State {
     keys: BTreeMap<String, Versioned>,
     /// The keys by version, for deltas in version order.
     by_version: BTreeMap<u64, String>,
+    /// A staging copy: the versions above this one are held (see [`Digest::reset_from`]).
+    reset_from: u64,
 }
 
 impl State {
@@ -188,6 +202,7 @@ impl State {
             generation: self.generation,
             max_version: self.max_version,
             gc_version: self.gc_version,
+            reset_from: self.reset_from,
         }
     }
 
@@ -208,15 +223,15 @@ impl State {
     }
 
     /// Takes `delta`'s keys above this copy's version, in order, and moves the version to
-    /// `delta.to` if every key fit (the returned flag). Returns each key taken with what it
-    /// replaced; `refused` counts keys refused for `keys_max`.
+    /// `delta.to` if every key fit. Returns each key taken with what it replaced; `refused`
+    /// counts keys refused for `keys_max`.
     fn take(
         &mut self,
         now: Time,
         delta: &Delta,
         keys_max: usize,
         refused: &mut u64,
-    ) -> (Vec<(KeyUpdate, Option<Versioned>)>, bool) {
+    ) -> Vec<(KeyUpdate, Option<Versioned>)> {
         let mut taken = Vec::new();
         let mut top = self.max_version;
         let mut complete = true;
@@ -246,7 +261,35 @@ impl State {
             top = update.version;
         }
         self.max_version = if complete { top.max(delta.to) } else { top };
-        (taken, complete)
+        taken
+    }
+
+    /// Takes a part of a reset into this staging copy: `delta`'s keys, newest first, from
+    /// `reset_from` (which must be `delta.to`) down; moves `reset_from` down to what is
+    /// held, to `delta.from` if every key fit. `refused` counts keys refused for `keys_max`.
+    fn take_down(&mut self, now: Time, delta: &Delta, keys_max: usize, refused: &mut u64) {
+        let mut floor = self.reset_from;
+        let mut done = true;
+        for update in &delta.keys {
+            if update.version > floor || update.version <= delta.from {
+                // Out of order: the sender is broken; take nothing more of it.
+                done = false;
+                break;
+            }
+            let existing = self.keys.get(&update.key);
+            if existing.is_some_and(|e| e.version >= update.version) {
+                floor = update.version - 1;
+                continue;
+            }
+            if existing.is_none() && self.keys.len() >= keys_max {
+                *refused += 1;
+                done = false;
+                break;
+            }
+            self.put(update.clone(), now);
+            floor = update.version - 1;
+        }
+        self.reset_from = if done { delta.from } else { floor };
     }
 
     fn live(&self) -> impl Iterator<Item = (&String, u64, &Vec<u8>)> {
@@ -500,8 +543,17 @@ impl KvStore {
         let mut hi = NodeId::new(u64::MAX);
         let mut out = Vec::new();
         let mut used = 0;
-        for (&owner, state) in self.states.range(lo..) {
-            let d = self.staging.get(&owner).unwrap_or(state).digest(owner);
+        let owners: BTreeSet<NodeId> = self
+            .states
+            .range(lo..)
+            .chain(self.staging.range(lo..))
+            .map(|(&owner, _)| owner)
+            .collect();
+        for (owner, state) in owners
+            .into_iter()
+            .filter_map(|o| Some((o, self.current(o)?)))
+        {
+            let d = state.digest(owner);
             let bytes = encoded_len(&d);
             // At least one digest goes, so that the cursor always moves on.
             if used + bytes > budget && !out.is_empty() {
@@ -564,6 +616,7 @@ impl KvStore {
                         generation: 0,
                         max_version: 0,
                         gc_version: 0,
+                        reset_from: 0,
                     },
                     |m| m.digest(d.owner),
                 ));
@@ -578,6 +631,7 @@ impl KvStore {
                     generation: 0,
                     max_version: 0,
                     gc_version: 0,
+                    reset_from: 0,
                 });
             }
         }
@@ -587,7 +641,12 @@ impl KvStore {
         (deltas, wants)
     }
 
-    /// The deltas for a holder at `theirs`, as many as fit in `budget` bytes.
+    /// The deltas for a holder at `theirs`, as many as fit in `budget` bytes. A holder
+    /// that needs a reset is sent the state newest first; one taking a reset in parts is
+    /// sent the next part, from a copy at least as new as the reset's first part, whatever
+    /// the collection mark did since (a key deleted after the first part has its tombstone
+    /// above it, carried by the deltas that follow the reset, or the mark passes the first
+    /// part and the reset starts again). An owner of which not even one key fits is skipped.
     pub(crate) fn deltas(&mut self, theirs: &[Digest], mut budget: usize) -> Vec<Delta> {
         let mut out = Vec::new();
         for d in theirs {
@@ -597,26 +656,41 @@ impl KvStore {
             if d.generation > mine.generation {
                 continue;
             }
-            let reset = Self::needs_reset(mine, d);
-            if !reset && d.max_version >= mine.max_version {
+            let fresh = Self::needs_reset(mine, d);
+            let resume = !fresh && d.reset_from > 0;
+            if resume && d.max_version > mine.max_version {
+                // This copy is older than the reset's first part: it cannot go on with it.
                 continue;
             }
-            let from = if reset { 0 } else { d.max_version };
+            if !fresh && !resume && d.max_version >= mine.max_version {
+                continue;
+            }
+            let reset = fresh || resume;
             let mut delta = Delta {
                 owner: d.owner,
                 generation: mine.generation,
                 reset,
                 gc_version: mine.gc_version,
-                from,
-                to: mine.max_version,
+                from: if reset { 0 } else { d.max_version },
+                to: if resume {
+                    d.reset_from
+                } else {
+                    mine.max_version
+                },
                 keys: Vec::new(),
-                complete: false,
+                top: mine.max_version,
             };
             let mut used = encoded_len(&delta);
             if used > budget {
                 break;
             }
-            for (&version, key) in mine.by_version.range(from + 1..) {
+            let versions: Box<dyn Iterator<Item = (&u64, &String)>> = if reset {
+                Box::new(mine.by_version.range(..=delta.to).rev())
+            } else {
+                Box::new(mine.by_version.range(delta.from + 1..))
+            };
+            let mut full = false;
+            for (&version, key) in versions {
                 let Some(v) = mine.keys.get(key) else {
                     continue;
                 };
@@ -627,22 +701,25 @@ impl KvStore {
                 };
                 let bytes = encoded_len(&update) + 2;
                 if used + bytes > budget {
-                    delta.to = version - 1;
+                    if reset {
+                        delta.from = version;
+                    } else {
+                        delta.to = version - 1;
+                    }
+                    full = true;
                     break;
                 }
                 used += bytes;
                 delta.keys.push(update);
             }
-            if delta.keys.is_empty() && delta.to < mine.max_version && !reset {
-                // Not even one key fits.
-                break;
+            if delta.keys.is_empty() && full {
+                // Not even one key fits: others may.
+                continue;
             }
             budget -= used.min(budget);
-            if reset {
+            if fresh {
                 self.stats.resets_sent += 1;
             }
-            let full = delta.to < mine.max_version;
-            delta.complete = !full;
             out.push(delta);
             if full {
                 break;
@@ -666,40 +743,55 @@ impl KvStore {
         if owner == self.me || !holds || delta.generation == 0 {
             return;
         }
-        let replace = match self.current(owner) {
-            None => true,
-            Some(h) if h.generation > delta.generation => return,
-            Some(h) if h.generation < delta.generation => true,
-            Some(h) => {
-                delta.reset && h.max_version < delta.gc_version && h.gc_version < delta.gc_version
-            }
-        };
         let keys_max = self.limits.keys_max;
-        if replace {
-            if !delta.reset || delta.from != 0 {
-                // A part of a state this member does not hold the start of.
+        if delta.reset {
+            let resumes = self.staging.get(&owner).is_some_and(|s| {
+                s.generation == delta.generation && s.reset_from > 0 && delta.to == s.reset_from
+            });
+            if !resumes {
+                if delta.to != delta.top {
+                    // A later part of a reset not begun here.
+                    return;
+                }
+                let replace = match self.current(owner) {
+                    None => true,
+                    Some(h) => {
+                        h.generation < delta.generation
+                            || (h.generation == delta.generation
+                                && h.max_version < delta.gc_version
+                                && h.gc_version < delta.gc_version)
+                    }
+                };
+                if !replace {
+                    // A reset this copy does not need.
+                    return;
+                }
+                let mut fresh = State::new(delta.generation, delta.gc_version);
+                fresh.max_version = delta.to;
+                fresh.reset_from = delta.to;
+                self.staging.insert(owner, fresh);
+            }
+            let Some(staged) = self.staging.get_mut(&owner) else {
                 return;
+            };
+            staged.gc_version = staged.gc_version.max(delta.gc_version);
+            staged.take_down(now, &delta, keys_max, &mut self.stats.refused);
+            if staged.reset_from == 0 && staged.max_version >= delta.top {
+                self.swap(owner, now, out);
             }
-            let fresh = State::new(delta.generation, delta.gc_version);
-            match self.states.entry(owner) {
-                // Nothing held to replace: the copy is taken in place, part by part.
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(fresh);
-                }
-                std::collections::btree_map::Entry::Occupied(_) => {
-                    self.staging.insert(owner, fresh);
-                }
-            }
-        } else if delta.reset {
-            // A reset this copy needs no longer.
             return;
         }
-        if let Some(staged) = self.staging.get_mut(&owner) {
-            if staged.generation != delta.generation || delta.from > staged.max_version {
+        // The parts of a reset, taken at different times, make the owner's state at one
+        // version once a delta brings the staging copy up to its sender's version.
+        if let Some(staged) = self.staging.get_mut(&owner)
+            && staged.reset_from == 0
+            && staged.generation == delta.generation
+        {
+            if delta.from > staged.max_version {
                 return;
             }
-            let (_, complete) = staged.take(now, &delta, keys_max, &mut self.stats.refused);
-            if complete && delta.complete {
+            staged.take(now, &delta, keys_max, &mut self.stats.refused);
+            if staged.max_version >= delta.top {
                 self.swap(owner, now, out);
             }
             return;
@@ -712,7 +804,7 @@ impl KvStore {
             return;
         }
         let generation = state.generation;
-        let (taken, _) = state.take(now, &delta, keys_max, &mut self.stats.refused);
+        let taken = state.take(now, &delta, keys_max, &mut self.stats.refused);
         for (update, replaced) in taken {
             let was_live = match &replaced {
                 None => {
@@ -748,10 +840,10 @@ impl KvStore {
             return;
         };
         let generation = new.generation;
-        let Some(old) = self.states.insert(owner, new) else {
-            return;
-        };
-        self.stats.resets_taken += 1;
+        let old = self.states.insert(owner, new).unwrap_or_default();
+        if old.generation > 0 {
+            self.stats.resets_taken += 1;
+        }
         for v in old.keys.values() {
             self.keys_held -= 1;
             if v.value.is_none() {

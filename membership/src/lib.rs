@@ -279,8 +279,9 @@
 //! its old state everywhere. A deleted key is a tombstone until each member has held it
 //! for `tombstone_grace`; a member whose copy is behind a collection mark is sent the
 //! whole state to replace its copy (a *reset*) instead of the deltas, which could no
-//! longer carry the delete; a reset in parts is taken into a staging copy that replaces
-//! the held one only once complete, so only what differs is handed up. A member drops its
+//! longer carry the delete. A reset goes newest first, in parts if it is large, into a
+//! staging copy that replaces the held one only once complete, so only what differs is
+//! handed up, and each part follows on from the last however far the mark moved. A member drops its
 //! copy of a member it declares dead, and all its copies after a pause of half the grace
 //! or more, so that a holder that slept through a collection does not bring a deleted key
 //! back. Known gap: a member that holds no copy of an owner takes one from any holder, and
