@@ -673,6 +673,14 @@ pub const BENCHES: &[BenchTarget] = &[
         measures: "three-node cluster of real processes: 1-client SET p50 vs fdatasync + 2 RTT; \
                    64-client SETs/s vs the group-commit ceiling",
     },
+    BenchTarget {
+        package: "synod-examples",
+        name: "core_watch_lease",
+        features: "",
+        measures: "three-node cluster of real processes: watch delivery p50 and p99 (SET sent to \
+                   event read) with 1 and 1,000 watchers, and LEASE KEEPALIVE p50 and 64-client \
+                   rate, each vs a plain SET on the same cluster",
+    },
 ];
 
 /// The text `synod bench` prints.

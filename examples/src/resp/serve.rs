@@ -894,7 +894,7 @@ impl<C: Commands> Resp<C> {
             conn.handle
                 .peer_addr()
                 .map_or_else(|| "?".to_string(), |a| a.to_string()),
-            String::from_utf8_lossy(user.unwrap_or(crate::runtime::auth::DEFAULT_USER.as_bytes())),
+            loggable(user.unwrap_or(crate::runtime::auth::DEFAULT_USER.as_bytes())),
             if last { "; closing it" } else { "" }
         ));
         let delay_ms = AUTH_FAILURE_DELAY_MS
@@ -1117,6 +1117,21 @@ impl<C: Commands> RespConn<C> {
     }
 }
 
+/// The longest part of a client's user name a log line shows.
+const LOGGED_NAME_MAX: usize = 64;
+
+/// A name a client sent, as a log line may show it: bytes outside printable ASCII escaped
+/// (a name holding a line feed cannot forge a line of the log) and cut at
+/// [`LOGGED_NAME_MAX`] bytes.
+fn loggable(name: &[u8]) -> String {
+    let shown = &name[..name.len().min(LOGGED_NAME_MAX)];
+    let mut out = shown.escape_ascii().to_string();
+    if shown.len() < name.len() {
+        out.push_str(&format!("... ({} bytes)", name.len()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
@@ -1304,6 +1319,22 @@ mod tests {
             })
             .collect();
         (String::from_utf8_lossy(&output).into_owned(), requests)
+    }
+
+    #[test]
+    fn a_user_name_in_a_log_line_is_escaped_and_cut() {
+        assert_eq!(loggable(b"bob"), "bob");
+        // A line feed cannot start a forged line; nor can other control bytes or quotes.
+        assert_eq!(
+            loggable(b"x\nsynod node 1: accepted"),
+            "x\\nsynod node 1: accepted"
+        );
+        assert_eq!(loggable(b"a'\x1b[2J"), "a\\'\\x1b[2J");
+        let long = loggable(&[b'a'; 1_000]);
+        assert_eq!(
+            long,
+            format!("{}... (1000 bytes)", "a".repeat(LOGGED_NAME_MAX))
+        );
     }
 
     #[test]

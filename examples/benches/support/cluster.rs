@@ -1,0 +1,225 @@
+//! What the benchmarks of real `synod node` clusters share: a three-node cluster of
+//! processes on loopback, each under a watchdog that kills it when the bench ends however
+//! it ends, and the figures' medians. Included by each bench with `#[path]` (benches are
+//! separate crates).
+
+// Each bench uses part of it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synod_examples::consistent_core::client::Client;
+use synod_examples::resp::Value;
+
+/// How long the cluster may take to elect a leader.
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Whether `SYNOD_BENCH_QUICK=1` asks for a quick run.
+pub fn quick() -> bool {
+    std::env::var("SYNOD_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// Median, min and max.
+pub fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Prints median and min-max of per-repetition figures; returns the median.
+pub fn report(label: &str, unit: &str, v: &[f64]) -> f64 {
+    let (median, min, max) = stats(v);
+    println!(
+        "{label}: median {median:.1} {unit} (min {min:.1}, max {max:.1}, {} reps)",
+        v.len()
+    );
+    median
+}
+
+/// p50 of durations, in microseconds.
+pub fn p50_us(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
+}
+
+/// The file system `path` lives on, from `/proc/self/mounts` (the longest mount point
+/// that is a prefix of it), or `unknown`.
+pub fn file_system(path: &Path) -> String {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "unknown".into();
+    };
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, at, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(at).then(|| (at.len(), kind.to_string()))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster.
+
+/// Runs the node (`$0 "$@"`) in the background and, beside it, a watchdog reading the
+/// bench's pipe on fd 3: end of file (the bench closed it, or died) kills the node. The
+/// script exits with the node's status when the node exits by itself.
+pub const WATCHDOG: &str = r#"exec 3<&0
+"$0" "$@" &
+node=$!
+( read -r _ <&3; kill -9 "$node" 2>/dev/null ) &
+watchdog=$!
+wait "$node"
+status=$?
+kill "$watchdog" 2>/dev/null
+exit "$status""#;
+
+pub struct Process {
+    sh: Child,
+    /// Closing it kills the node.
+    pipe: Option<ChildStdin>,
+}
+
+/// A three-node cluster of `synod node` processes. Dropping it kills them and removes
+/// their data.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    client_addrs: Vec<String>,
+    processes: Vec<Process>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Cluster {
+    pub fn start(root: &Path, nodes: usize) -> Cluster {
+        let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let client_addrs: Vec<String> = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir_in(root).expect("cluster dir"),
+            client_addrs,
+            processes: Vec::new(),
+        };
+        for id in 1..=nodes {
+            let log = File::create(cluster.log_path(id)).expect("node log");
+            let mut sh = Command::new("sh")
+                .arg("-c")
+                .arg(WATCHDOG)
+                .arg(env!("CARGO_BIN_EXE_synod"))
+                .args([
+                    "node",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &format!("127.0.0.1:{}", peer_ports[id - 1]),
+                    "--client",
+                    &cluster.client_addrs[id - 1],
+                    "--peers",
+                    &peers,
+                    "--data-dir",
+                ])
+                .arg(cluster.dir.path().join(format!("node{id}")))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("sh starts");
+            let pipe = sh.stdin.take();
+            cluster.processes.push(Process { sh, pipe });
+        }
+        cluster
+    }
+
+    pub fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.log"))
+    }
+
+    /// What the nodes wrote to stderr, for a failure message.
+    pub fn logs(&self) -> String {
+        (1..=self.client_addrs.len())
+            .map(|id| {
+                let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+                format!("--- node {id}\n{text}")
+            })
+            .collect()
+    }
+
+    /// Panics with the nodes' logs if a node has exited.
+    pub fn check_running(&mut self) {
+        for (i, p) in self.processes.iter_mut().enumerate() {
+            if let Ok(Some(status)) = p.sh.try_wait() {
+                let logs = self.logs();
+                panic!("node {} exited ({status}):\n{logs}", i + 1);
+            }
+        }
+    }
+
+    pub fn role(&self, id: usize) -> Option<String> {
+        let mut client =
+            Client::new(&[self.client_addrs[id - 1].clone()]).with_timeout(Duration::from_secs(1));
+        let Ok(Value::Bulk(text)) = client.call(&[b"INFO"]) else {
+            return None;
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(k, _)| *k == "role")
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// Polls until a node says it leads; returns its RESP address.
+    pub fn wait_leader(&mut self) -> String {
+        let deadline = Instant::now() + ELECTION_DEADLINE;
+        while Instant::now() < deadline {
+            self.check_running();
+            for id in 1..=self.client_addrs.len() {
+                if self.role(id).as_deref() == Some("leader") {
+                    return self.client_addrs[id - 1].clone();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no leader in {ELECTION_DEADLINE:?}; node logs:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipes makes every watchdog kill its node, then its script exits.
+        for p in &mut self.processes {
+            p.pipe = None;
+        }
+        for p in &mut self.processes {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(p.sh.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A script that did not end (it should not happen): end it, and reap it.
+            let _ = p.sh.kill();
+            let _ = p.sh.wait();
+        }
+        // The TempDir removes the data directories after this.
+    }
+}
