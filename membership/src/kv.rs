@@ -166,6 +166,20 @@ pub(crate) struct KvLimits {
     pub(crate) collect_without_mark: bool,
 }
 
+impl KvLimits {
+    /// Whether a key taken from another member is over this member's own limits (a peer
+    /// with larger limits, or a broken one): it is refused like a write would be, and the
+    /// copy stops below it.
+    fn refuses(&self, update: &KeyUpdate) -> bool {
+        update.key.is_empty()
+            || update.key.len() > self.key_bytes_max
+            || update
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() > self.value_bytes_max)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Versioned {
     version: u64,
@@ -224,12 +238,12 @@ impl State {
 
     /// Takes `delta`'s keys above this copy's version, in order, and moves the version to
     /// `delta.to` if every key fit. Returns each key taken with what it replaced; `refused`
-    /// counts keys refused for `keys_max`.
+    /// counts keys refused for `limits` (see [`KvLimits::refuses`]).
     fn take(
         &mut self,
         now: Time,
         delta: &Delta,
-        keys_max: usize,
+        limits: &KvLimits,
         refused: &mut u64,
     ) -> Vec<(KeyUpdate, Option<Versioned>)> {
         let mut taken = Vec::new();
@@ -247,7 +261,8 @@ impl State {
                 continue;
             }
             let existing = self.keys.get(&update.key);
-            if existing.is_none() && self.keys.len() >= keys_max {
+            if limits.refuses(update) || (existing.is_none() && self.keys.len() >= limits.keys_max)
+            {
                 *refused += 1;
                 complete = false;
                 break;
@@ -266,8 +281,8 @@ impl State {
 
     /// Takes a part of a reset into this staging copy: `delta`'s keys, newest first, from
     /// `reset_from` (which must be `delta.to`) down; moves `reset_from` down to what is
-    /// held, to `delta.from` if every key fit. `refused` counts keys refused for `keys_max`.
-    fn take_down(&mut self, now: Time, delta: &Delta, keys_max: usize, refused: &mut u64) {
+    /// held, to `delta.from` if every key fit. `refused` counts keys refused for `limits`.
+    fn take_down(&mut self, now: Time, delta: &Delta, limits: &KvLimits, refused: &mut u64) {
         let mut floor = self.reset_from;
         let mut done = true;
         for update in &delta.keys {
@@ -281,7 +296,8 @@ impl State {
                 floor = update.version - 1;
                 continue;
             }
-            if existing.is_none() && self.keys.len() >= keys_max {
+            if limits.refuses(update) || (existing.is_none() && self.keys.len() >= limits.keys_max)
+            {
                 *refused += 1;
                 done = false;
                 break;
@@ -743,7 +759,7 @@ impl KvStore {
         if owner == self.me || !holds || delta.generation == 0 {
             return;
         }
-        let keys_max = self.limits.keys_max;
+        let limits = self.limits;
         if delta.reset {
             let resumes = self.staging.get(&owner).is_some_and(|s| {
                 s.generation == delta.generation && s.reset_from > 0 && delta.to == s.reset_from
@@ -775,7 +791,7 @@ impl KvStore {
                 return;
             };
             staged.gc_version = staged.gc_version.max(delta.gc_version);
-            staged.take_down(now, &delta, keys_max, &mut self.stats.refused);
+            staged.take_down(now, &delta, &limits, &mut self.stats.refused);
             if staged.reset_from == 0 && staged.max_version >= delta.top {
                 self.swap(owner, now, out);
             }
@@ -790,7 +806,7 @@ impl KvStore {
             if delta.from > staged.max_version {
                 return;
             }
-            staged.take(now, &delta, keys_max, &mut self.stats.refused);
+            staged.take(now, &delta, &limits, &mut self.stats.refused);
             if staged.max_version >= delta.top {
                 self.swap(owner, now, out);
             }
@@ -804,7 +820,7 @@ impl KvStore {
             return;
         }
         let generation = state.generation;
-        let taken = state.take(now, &delta, keys_max, &mut self.stats.refused);
+        let taken = state.take(now, &delta, &limits, &mut self.stats.refused);
         for (update, replaced) in taken {
             let was_live = match &replaced {
                 None => {

@@ -169,7 +169,8 @@ pub struct MemberStats {
     pub kv_resets_sent: u64,
     /// Copies of key-values this member replaced with a reset.
     pub kv_resets_taken: u64,
-    /// Keys of others refused because their owner's copy held `keys_max` keys.
+    /// Keys of others refused because their owner's copy held `keys_max` keys, or because
+    /// the key or its value is over this member's own limits (the copy stops below it).
     pub kv_refused: u64,
     /// Tombstones collected after the grace period.
     pub kv_collected: u64,
@@ -1876,12 +1877,14 @@ impl Member {
             Body::Gossip => {}
             Body::KvSyn { lo, hi, digests } => {
                 let budget = self.kv_budget();
-                let holds: Vec<NodeId> = digests
+                // Sorted for the lookup below: a peer's digests come in its own order.
+                let mut holds: Vec<NodeId> = digests
                     .iter()
                     .take(limit_kv)
                     .map(|d| d.owner)
                     .filter(|&o| self.holds_key_values(o))
                     .collect();
+                holds.sort_unstable();
                 let (deltas, wants) = self.kv.answer(
                     lo,
                     hi,

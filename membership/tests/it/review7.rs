@@ -452,3 +452,43 @@ fn a_member_restarted_below_its_old_generation_spreads_its_new_key_values() {
         );
     }
 }
+
+/// A member with smaller key-value limits than the owner's refuses, on receipt, a key over
+/// its own limits (counted in `kv_refused`) and never holds it, where before it took in
+/// whatever a peer sent.
+#[test]
+fn a_key_over_the_holders_limits_is_refused_on_receipt() {
+    let mut w = World {
+        // Member 2 takes keys of at most 16 bytes; member 1 of up to 128.
+        members: vec![start(1, None), start(2, Some(2_048))],
+        now: Time::ZERO,
+        changes: Vec::new(),
+    };
+    w.run(300, &deliver_all);
+    let long = "a-key-longer-than-sixteen-bytes";
+    for key in ["short", long] {
+        let set = MemberRequest::Set {
+            key: key.into(),
+            value: b"v".to_vec(),
+        };
+        assert!(matches!(
+            w.request(n(1), set),
+            MemberResponse::Written { .. }
+        ));
+    }
+    let mut steps = 0;
+    while w.member(n(2)).stats().kv_refused == 0 {
+        w.step(&deliver_all);
+        steps += 1;
+        assert!(steps < 2_000, "member 2 never refused the long key");
+    }
+    w.run(5 * PERIOD_MS, &deliver_all);
+    assert_eq!(w.member(n(2)).get(n(1), "short"), Some(b"v".as_slice()));
+    assert_eq!(w.member(n(2)).get(n(1), long), None);
+    assert!(
+        w.changes
+            .iter()
+            .all(|(at, c)| !(*at == n(2) && c.key == long)),
+        "member 2 handed up the long key"
+    );
+}
