@@ -1181,6 +1181,11 @@ mod tests {
                     self.pushers.lock().expect("lock").push(ctx.pusher());
                     Step::Reply(Reply::open(Value::Simple("OK".into())))
                 }
+                // A last reply of N bytes, after which the connection is closed.
+                "BYE" => Step::Reply(Reply::close(Value::Bulk(vec![
+                    b'v';
+                    word(1).parse().unwrap_or(0)
+                ]))),
                 _ => Step::Reply(Reply::open(Value::Error("ERR unknown".into()))),
             }
         }
@@ -1503,5 +1508,97 @@ mod tests {
         let huge = Value::Bulk(vec![b'v'; PUSH_QUEUE_BYTES_MAX]);
         assert_eq!(pusher.push(huge), Ok(()));
         assert_eq!(pusher.push(Value::Nil), Err(PushError::Overflow));
+    }
+
+    /// Node 1's TLS files, made with rcgen in `dir`: a CA and a certificate for 127.0.0.1 and
+    /// `node-1.synod` that it signed.
+    fn tls_files(dir: &std::path::Path) -> crate::runtime::tls::TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let names = vec!["127.0.0.1".to_string(), crate::runtime::tls::node_name(1)];
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("certificate");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("written");
+            path
+        };
+        crate::runtime::tls::TlsFiles {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            client_auth: false,
+        }
+    }
+
+    #[test]
+    fn a_tls_connection_is_closed_only_once_its_last_reply_has_gone_out() {
+        use rustls::pki_types::ServerName;
+        use socket2::{Domain, Socket, Type};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = tls_files(dir.path());
+        let peers = [(1, "127.0.0.1:1".to_string())].into_iter().collect();
+        let tls = crate::runtime::tls::NodeTls::load(files.clone(), 1, &peers).expect("TLS");
+        let client = crate::runtime::tls::client_config(&files.ca).expect("client TLS");
+        // A listener whose sockets (the accepted ones inherit it) have a small send buffer:
+        // the node's last records wait for room there, as they do for any slow client.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_send_buffer_size(4 << 10).expect("SO_SNDBUF");
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(16).expect("listen");
+        let listener: TcpListener = socket.into();
+        let addr = listener.local_addr().expect("address");
+        let resp = Arc::new(toy());
+        let limits = ClientLimits::with_connections(4, None);
+        spawn_listener(
+            listener,
+            Arc::new(Connections::new(limits).with_tls(tls.clients())),
+            resp,
+        )
+        .expect("the loop starts");
+        // Last replies smaller and larger than what the loop encrypts at a time (rustls
+        // holds 64 KiB), the socket of each full before the client reads anything.
+        for size in (1..=8).map(|i| i * (16 << 10)) {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            socket.set_recv_buffer_size(4 << 10).expect("SO_RCVBUF");
+            socket.connect(&addr.into()).expect("connect");
+            let stream: TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let name = ServerName::try_from("127.0.0.1").expect("name");
+            let session =
+                rustls::ClientConnection::new(Arc::clone(&client), name).expect("session");
+            let mut tls = rustls::StreamOwned::new(session, stream);
+            tls.write_all(format!("BYE {size}\r\n").as_bytes())
+                .expect("sent");
+            tls.flush().expect("sent");
+            // The client's pace: it reads only once the node has long filled the sockets.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 16 << 10];
+            loop {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let mut want = Vec::new();
+            Value::Bulk(vec![b'v'; size]).encode(&mut want);
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "a last reply of {size} bytes: {} bytes arrived",
+                got.len()
+            );
+            assert_eq!(got, want);
+        }
     }
 }
