@@ -215,7 +215,9 @@ pub trait Host {
 /// changes and replies to the host; the wake-up kept), calls [`Host::each_turn`], waits up
 /// to the wake-up (at most 20 ms) for a message, hands the member what arrived (bytes that
 /// are not a message of this version, or over the member's `sync_bytes_max`, are dropped)
-/// and, when due, its wake-up. Time is the monotonic clock since the call.
+/// and, when due, its wake-up. Time is the monotonic clock since the first call in this
+/// process, so that a member driven again (after `stop`) never sees time go backwards, and
+/// sees the time it was not driven as the pause it was.
 ///
 /// # Errors
 ///
@@ -226,7 +228,8 @@ pub fn drive(
     stop: &AtomicBool,
     host: &mut impl Host,
 ) -> io::Result<()> {
-    let epoch = Instant::now();
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
     let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
     let limit = member.config().sync_bytes_max();
     let mut wake: Option<Time> = None;

@@ -1,14 +1,17 @@
 //! Members over real sockets: each a `TcpMember` (the `transport` feature) on its own
-//! thread with its own synod-transport on loopback, one stopped dead mid-run.
+//! thread with its own synod-transport on loopback, one stopped dead mid-run; and one
+//! member driven twice by `net::drive`.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use synod_membership::net::{GenerationFile, TcpMember};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use synod_membership::net::{GenerationFile, Host, TcpMember, drive};
 use synod_membership::{
-    Member, MemberConfig, MemberRequest, MemberResponse, MemberState, ViewChange,
+    Member, MemberConfig, MemberRequest, MemberResponse, MemberState, MemberWrite, ViewChange,
 };
-use synod_node::NodeId;
+use synod_node::{NodeId, Time};
 use synod_transport::{ClusterId, Config, TcpTransport};
 
 const PERIOD_MS: u64 = 200;
@@ -146,4 +149,56 @@ fn members_on_real_sockets_hold_a_killed_member_dead_and_agree_on_one_coordinato
         member.stop().expect("stopped");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host that records the time of each turn and stops the driver after `turns` of them.
+struct Turns<'a> {
+    stop: &'a AtomicBool,
+    turns: usize,
+    seen: Vec<Time>,
+}
+
+impl Host for Turns<'_> {
+    fn persist(&mut self, _: MemberWrite) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn apply(&mut self, _: ViewChange) {}
+
+    fn each_turn(&mut self, _: &mut Member, now: Time) {
+        self.seen.push(now);
+        if self.seen.len() >= self.turns {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A member driven, stopped and driven again sees its time go on, never back (each call
+/// of `drive` used to start its clock at 0).
+#[test]
+fn a_member_driven_again_never_sees_time_go_backwards() {
+    let id = NodeId::new(1);
+    let config = Config::builder(ClusterId(17), id).build().expect("config");
+    let transport = TcpTransport::bind(config, "127.0.0.1:0").expect("bind");
+    let mut member = Member::start(MemberConfig::builder(id, 1).build().expect("config"), 0);
+    let stop = AtomicBool::new(false);
+    let mut first = Turns {
+        stop: &stop,
+        turns: 3,
+        seen: Vec::new(),
+    };
+    drive(&mut member, &transport, &stop, &mut first).expect("drive");
+    stop.store(false, Ordering::Relaxed);
+    let mut second = Turns {
+        stop: &stop,
+        turns: 1,
+        seen: Vec::new(),
+    };
+    drive(&mut member, &transport, &stop, &mut second).expect("drive");
+    let last = *first.seen.last().expect("turns");
+    let again = second.seen[0];
+    assert!(
+        again >= last,
+        "driven again at {again:?}, after {last:?} in the first call"
+    );
 }
