@@ -77,6 +77,10 @@ pub enum ConfigError {
     /// The largest key and value do not fit in one sync message together
     /// (`key_bytes_max + value_bytes_max + KEY_VALUE_OVERHEAD_BYTES` over `sync_bytes_max`).
     KeyValueBytes,
+    /// The tombstone grace is below twice the longer of the probe and key-value exchange
+    /// intervals: a member would take its own wake-ups for a pause and drop its copies, and
+    /// tombstones could be collected before the exchange spread them.
+    TombstoneGrace,
 }
 
 impl fmt::Display for ConfigError {
@@ -97,6 +101,10 @@ impl fmt::Display for ConfigError {
             ConfigError::KeyValueBytes => write!(
                 f,
                 "key_bytes_max + value_bytes_max + {KEY_VALUE_OVERHEAD_BYTES} must fit in sync_bytes_max"
+            ),
+            ConfigError::TombstoneGrace => f.write_str(
+                "tombstone_grace_ms must be at least twice the longer of probe_interval_ms and \
+                 key_value_interval_ms",
             ),
         }
     }
@@ -363,7 +371,8 @@ impl MemberConfigBuilder {
     /// long each member keeps a deleted key's tombstone before collecting it. The grace
     /// should be well above the time a member takes to declare a silent member dead: a
     /// member cut off for longer drops its copies of the other side's key-values then, and
-    /// one that stays behind the collection mark is reset.
+    /// one that stays behind the collection mark is reset. It must be at least twice the
+    /// longer of the probe interval and `interval_ms` ([`ConfigError::TombstoneGrace`]).
     #[must_use]
     pub fn key_values(mut self, interval_ms: u64, tombstone_grace_ms: u64) -> Self {
         self.config.kv_interval_ms = interval_ms;
@@ -432,7 +441,8 @@ impl MemberConfigBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] for a zero duration or limit, a probe timeout not shorter than the
-    /// interval, a suspicion multiplier of zero, a message limit below
+    /// interval, a tombstone grace below twice the longer of the probe and key-value
+    /// intervals, a suspicion multiplier of zero, a message limit below
     /// [`MESSAGE_BYTES_MIN`], or a largest key and value that do not fit in a sync.
     pub fn build(self) -> Result<MemberConfig, ConfigError> {
         let c = self.config;
@@ -451,6 +461,9 @@ impl MemberConfigBuilder {
         }
         if c.probe_timeout_ms >= c.probe_interval_ms {
             return Err(ConfigError::ProbeTimeout);
+        }
+        if c.kv_grace_ms / 2 < c.probe_interval_ms.max(c.kv_interval_ms) {
+            return Err(ConfigError::TombstoneGrace);
         }
         for (value, what) in [
             (c.members_max, "members_max"),

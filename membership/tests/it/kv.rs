@@ -10,8 +10,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_membership::{
-    KeyChange, Member, MemberConfig, MemberConfigBuilder, MemberRequest, MemberResponse,
-    MemberWrite, ViewChange,
+    ConfigError, KeyChange, Member, MemberConfig, MemberConfigBuilder, MemberRequest,
+    MemberResponse, MemberWrite, ViewChange,
 };
 use synod_node::NodeId;
 use synod_sim::{Boot, CrashMode, Disk, ProtocolNode, ProtocolStore, Stepper};
@@ -738,4 +738,24 @@ fn a_member_paused_for_half_the_grace_drops_its_copies_and_takes_them_again() {
         assert!(steps < 1_000, "never taken again");
     }
     assert_eq!(ms[1].stats().kv_pauses, 1);
+}
+
+#[test]
+fn a_tombstone_grace_below_twice_the_longer_interval_is_refused() {
+    let build = |probe_ms: u64, kv_ms: u64, grace_ms: u64| {
+        MemberConfig::builder(n(1), 1)
+            .probe(probe_ms, probe_ms / 2)
+            .key_values(kv_ms, grace_ms)
+            .build()
+    };
+    assert_eq!(
+        build(100, 300, 599).err(),
+        Some(ConfigError::TombstoneGrace)
+    );
+    assert_eq!(
+        build(400, 100, 799).err(),
+        Some(ConfigError::TombstoneGrace)
+    );
+    assert!(build(100, 300, 600).is_ok());
+    assert!(build(400, 100, 800).is_ok());
 }
