@@ -529,6 +529,8 @@ impl KvStore {
         for owner in others {
             self.drop_owner(owner, now, out);
         }
+        // Resets under way of owners of which no copy is held yet.
+        self.staging.clear();
     }
 
     fn forget_state(&mut self, owner: NodeId, state: &State, now: Time, out: &mut Vec<KeyChange>) {
@@ -898,5 +900,61 @@ impl KvStore {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> KvLimits {
+        KvLimits {
+            keys_max: 16,
+            key_bytes_max: 16,
+            value_bytes_max: 16,
+            grace_ms: 1_000,
+            collect_without_mark: false,
+        }
+    }
+
+    fn update(key: &str, version: u64) -> KeyUpdate {
+        KeyUpdate {
+            key: key.into(),
+            version,
+            value: Some(b"v".to_vec()),
+        }
+    }
+
+    /// The first part of a reset of an owner of which nothing is held yet: staged, not
+    /// readable, and advertised; dropping every copy drops it too.
+    #[test]
+    fn dropping_every_copy_drops_a_reset_under_way_of_an_owner_not_held_yet() {
+        let (me, owner) = (NodeId::new(1), NodeId::new(2));
+        let mut kv = KvStore::new(me, 1, limits());
+        let part = Delta {
+            owner,
+            generation: 1,
+            reset: true,
+            gc_version: 0,
+            from: 3,
+            to: 5,
+            keys: vec![update("e", 5), update("d", 4)],
+            top: 5,
+        };
+        let mut out = Vec::new();
+        kv.apply(Time::ZERO, part, true, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(kv.get(owner, "e"), None, "a staged part is not readable");
+        let staged = kv.digest(1_000).2;
+        assert_eq!(
+            staged
+                .iter()
+                .find(|d| d.owner == owner)
+                .map(|d| d.reset_from),
+            Some(3)
+        );
+        kv.drop_others(Time::ZERO, &mut out);
+        let (_, _, after) = kv.digest(1_000);
+        assert!(after.iter().all(|d| d.owner != owner), "{after:?}");
     }
 }
