@@ -130,8 +130,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster::with_nodes(specs);
         cluster.args = args.iter().map(|a| (*a).to_string()).collect();
-        cluster.args.extend(secure_args(cluster.dir.path()));
-        cluster.credentials = Some(test_credentials());
+        let mut cluster = cluster.secured();
         for id in 1..=nodes {
             cluster.start(id);
         }
@@ -158,8 +157,11 @@ impl Cluster {
     }
 
     /// Lets the nodes run open on addresses that are not loopback ones (`--insecure-open`).
-    pub(crate) fn insecure_open(mut self) -> Cluster {
-        self.args.push("--insecure-open".into());
+    /// Secured: a client password, users and a peer secret ([`secure_args`]) for every node
+    /// started after, the harness's clients authenticating.
+    pub(crate) fn secured(mut self) -> Cluster {
+        self.args.extend(secure_args(self.dir.path()));
+        self.credentials = Some(test_credentials());
         self
     }
 

@@ -40,7 +40,9 @@ use synod_sim::{
     ClientId, History, KvInput, KvModel, KvOutput, Linearizability, Outcome, SimTime, Verdict,
 };
 
-use super::core_cluster::{Cluster, DEADLINE, NodeSpec, client_thread, free_port_on};
+use super::core_cluster::{
+    Cluster, DEADLINE, NodeSpec, client_thread, free_port_on, test_credentials,
+};
 
 /// The node that runs in the namespace and is cut off.
 const ISOLATED: usize = 3;
@@ -310,8 +312,8 @@ fn cluster_led_from_the_namespace(net: &Netns) -> (Cluster, bool) {
             client: format!("{}:{}", net.ns_ip, 6001 + attempt),
             launcher: net.launcher(),
         });
-        // Open, on the veth pair's addresses: the test's network is its own.
-        let mut cluster = Cluster::with_nodes(specs).insecure_open();
+        // Secured (password, users, peer secret), on the veth pair's addresses.
+        let mut cluster = Cluster::with_nodes(specs).secured();
         cluster.start(ISOLATED);
         cluster.start(1);
         if !nodes_up(&cluster, &[1, ISOLATED]) {
@@ -321,7 +323,9 @@ fn cluster_led_from_the_namespace(net: &Netns) -> (Cluster, bool) {
         if first == 1 {
             // Node 3 gets everything node 1 committed, then node 1 goes and node 2 comes
             // with an empty log: node 2 votes for node 3, and node 3 never for node 2.
-            let mut client = Client::new(&[cluster.addr(1)]).with_timeout(DEADLINE);
+            let mut client = Client::new(&[cluster.addr(1)])
+                .with_credentials(test_credentials())
+                .with_timeout(DEADLINE);
             let reply = client.call(&[b"SET", b"netns-setup", b"1"]);
             assert!(
                 matches!(&reply, Ok(Value::Simple(ok)) if ok == "OK"),
@@ -443,7 +447,9 @@ impl Writes {
 fn unique_writer(addrs: &[String], stop: &AtomicBool, writes: &Mutex<Writes>) {
     let began = Instant::now();
     let running = || !stop.load(Ordering::Acquire) && began.elapsed() < DEADLINE;
-    let mut client = Client::new(addrs).with_timeout(Duration::from_secs(15));
+    let mut client = Client::new(addrs)
+        .with_credentials(test_credentials())
+        .with_timeout(Duration::from_secs(15));
     while client.register().is_err() {
         if !running() {
             return;
@@ -492,7 +498,7 @@ fn a_leader_cut_off_in_a_network_namespace_is_replaced_and_rejoins_losing_no_ack
             std::thread::spawn(move || {
                 client_thread(
                     addrs,
-                    None,
+                    Some(test_credentials()),
                     client,
                     OPS_PER_CLIENT,
                     &history,
@@ -621,7 +627,9 @@ fn a_leader_cut_off_in_a_network_namespace_is_replaced_and_rejoins_losing_no_ack
             &format!("node {id} to apply index {commit}"),
             || number(&cluster, id, "applied_index").is_some_and(|a| a >= commit),
         );
-        let mut reader = Client::new(&[cluster.addr(id)]).with_timeout(DEADLINE);
+        let mut reader = Client::new(&[cluster.addr(id)])
+            .with_credentials(test_credentials())
+            .with_timeout(DEADLINE);
         let mode = reader.call(&[b"CLIENT", b"READMODE", b"follower"]);
         assert_eq!(mode.ok(), Some(Value::Simple("OK".into())));
         for &(i, _) in &writes.acked {
@@ -638,7 +646,9 @@ fn a_leader_cut_off_in_a_network_namespace_is_replaced_and_rejoins_losing_no_ack
     // And linearizable reads of the workload's keys through every node, recorded in the
     // history, so the checker sees that the acknowledged writes survived.
     for (n, id) in [1, 2, ISOLATED].into_iter().enumerate() {
-        let mut reader = Client::new(&[cluster.addr(id)]).with_timeout(DEADLINE);
+        let mut reader = Client::new(&[cluster.addr(id)])
+            .with_credentials(test_credentials())
+            .with_timeout(DEADLINE);
         for key in 0..3u64 {
             let client = ClientId::new(200 + u32::try_from(n).expect("small"));
             let op =
