@@ -1001,7 +1001,8 @@ impl<C: Commands> RespConn<C> {
         let resend = Resend {
             handle: &handle,
             slot,
-            others_in_flight: self.in_flight > 1,
+            // A later call answered already was handed on too: it counts.
+            others_in_flight: self.in_flight > 1 || slot + 1 < self.next_slot(),
         };
         match commands.settle(&mut self.state, taken, outcome, resend) {
             Settled::Reply(reply) => self.fill(slot, reply),
@@ -1150,6 +1151,8 @@ mod tests {
         batches: Mutex<Vec<Vec<String>>>,
         held: Mutex<Vec<Answer<String>>>,
         pushers: Mutex<Vec<Pusher>>,
+        /// What each settle was told of the connection's other calls, in settle order.
+        others: Mutex<Vec<bool>>,
         timeout: Duration,
     }
 
@@ -1207,8 +1210,12 @@ mod tests {
             (): &mut (),
             (): (),
             outcome: Outcome<String>,
-            _resend: Resend<'_, String>,
+            resend: Resend<'_, String>,
         ) -> Settled<()> {
+            self.others
+                .lock()
+                .expect("lock")
+                .push(resend.others_in_flight());
             Settled::Reply(Reply::open(match outcome {
                 Outcome::Done(r) => Value::Bulk(r.into_bytes()),
                 other => Value::Error(format!("ERR {other:?}")),
@@ -1235,6 +1242,7 @@ mod tests {
             batches: Mutex::default(),
             held: Mutex::default(),
             pushers: Mutex::default(),
+            others: Mutex::default(),
             timeout,
         }));
         let limits = ClientLimits::with_connections(4, None);
@@ -1275,6 +1283,7 @@ mod tests {
             batches: Mutex::default(),
             held: Mutex::default(),
             pushers: Mutex::default(),
+            others: Mutex::default(),
             timeout: Duration::from_secs(30),
         })
     }
@@ -1324,6 +1333,27 @@ mod tests {
             })
             .collect();
         (String::from_utf8_lossy(&output).into_owned(), requests)
+    }
+
+    /// From the outside review (review8): a call settled after a later call of its
+    /// connection was answered is told another call is beside it: that later call was
+    /// handed to the node and may have taken effect, so this one, sent on again, could
+    /// take effect after it. The toy answers a batch in reverse order, so the second SET
+    /// is answered (and settled) before the first.
+    #[test]
+    fn a_call_answered_after_a_later_one_of_its_connection_sees_it_beside() {
+        let (mut stream, resp) = serve(Duration::from_secs(30));
+        stream.write_all(b"SET a\r\nSET b\r\n").expect("write");
+        let mut buf = Vec::new();
+        assert_eq!(reply(&mut stream, &mut buf), bulk("A"));
+        assert_eq!(reply(&mut stream, &mut buf), bulk("B"));
+        let batches = resp.commands.batches.lock().expect("lock").clone();
+        assert_eq!(batches, vec![vec!["a".to_string(), "b".to_string()]]);
+        // Settled b first (a in flight), then a (b handed on before it, answered already).
+        assert_eq!(
+            *resp.commands.others.lock().expect("lock"),
+            vec![true, true]
+        );
     }
 
     #[test]

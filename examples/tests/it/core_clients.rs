@@ -363,10 +363,12 @@ fn writes_pipelined_through_a_follower_stay_in_order_across_a_change_of_leader()
         let mut buf = Vec::new();
         let mut last = 0i64;
         let mut counted = 0;
+        let mut last_applied_at = 0;
         for i in 0..WRITES {
             match read_reply(&mut stream, &mut buf) {
                 Some(Value::Int(v)) => {
                     counted += 1;
+                    last_applied_at = i;
                     if v <= last {
                         out_of_order.push(format!(
                             "node {id}: write {i} answered {v} after a write answered {last}"
@@ -380,6 +382,13 @@ fn writes_pipelined_through_a_follower_stay_in_order_across_a_change_of_leader()
         }
         sender.join().expect("sent");
         println!("node {id}: {counted} INCRs answered, the last {last}");
+        // The writes went on under the new leader (the kill came about a fifth of the way
+        // in): an order checked only before the kill would check nothing.
+        assert!(
+            last_applied_at >= WRITES / 2,
+            "node {id}: no write after the {last_applied_at}th of {WRITES} was applied\n{}",
+            cluster.logs()
+        );
     }
     assert!(
         out_of_order.is_empty(),
