@@ -2006,8 +2006,10 @@ impl<M: Mode> Leaderless<M> {
             return;
         }
         let admitted = self.admission.is_none();
-        let in_use =
-            admitted && (self.member.protocol.state_of(from).is_some() || self.is_dead(from));
+        let in_use = admitted
+            && (self.member.protocol.state_of(from).is_some()
+                || self.is_dead(from)
+                || self.left.contains(&from));
         let message = Message::Admission {
             in_use,
             voters: admitted.then(|| self.voters.clone()),

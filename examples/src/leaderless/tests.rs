@@ -778,3 +778,41 @@ fn a_node_that_leaves_hands_its_partitions_to_their_new_replicas_first() {
         assert_eq!(values(&c.get(2, key, QUORUM)), ["v"], "{key}");
     }
 }
+
+/// From the outside review (review8): an id that left the cluster for good is not
+/// given to a new node, also after the members restarted (their `Record::Left` of it is
+/// durable). Before, admission looked only at membership's view and the dead held in
+/// memory, which a restart empties, so a new node under the departed id was admitted
+/// and served while every member kept it out of its table.
+#[test]
+fn a_new_node_under_an_id_that_left_is_refused_after_the_members_restart() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |_| {});
+    assert_eq!(c.call(4, Request::Leave), Response::Leaving);
+    let mut left = false;
+    for _ in 0..100 {
+        c.run_for(100);
+        if c.node(4).info().leave == Some("left") {
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "node 4's leave: {:?}", c.node(4).info().leave);
+    c.crash(4);
+    for n in 1..=3 {
+        c.crash(n);
+    }
+    for n in 1..=3 {
+        c.start(n);
+    }
+    c.run_for(2_000);
+    // A new node 4: its data directory is empty.
+    c.disks[3].clear();
+    c.start(4);
+    c.run_for(3_000);
+    assert!(
+        refusal(&c, 4).is_some_and(|why| why.contains("in use")),
+        "a new node under the departed id 4: admitted {}, notices {:?}",
+        c.node(4).info().admitted,
+        c.notices[3]
+    );
+}
