@@ -146,21 +146,7 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
 fn a_client_pipelining_100_000_requests_gets_every_answer_in_order() {
     const REQUESTS: i64 = 100_000;
     let (cluster, _) = Cluster::up_secured(1, &[]);
-    let mut stream = connect(&cluster);
-    let mut writer = stream.try_clone().expect("clone");
-    // Sent in writes of 1,000 commands, while the replies are read.
-    let sender = std::thread::spawn(move || {
-        let chunk = "INCR n\r\n".repeat(1000);
-        for _ in 0..REQUESTS / 1000 {
-            writer.write_all(chunk.as_bytes()).expect("pipelined");
-        }
-    });
-    let mut buf = Vec::new();
-    for expected in 1..=REQUESTS {
-        let reply = read_reply(&mut stream, &mut buf);
-        assert_eq!(reply, Some(Value::Int(expected)), "reply {expected}");
-    }
-    sender.join().expect("sent");
+    incr_pipelined_in_order(connect(&cluster), REQUESTS, &cluster);
     println!("{REQUESTS} pipelined INCRs answered 1 to {REQUESTS}, in order");
 }
 
@@ -222,18 +208,26 @@ fn writes_pipelined_through_a_follower_are_forwarded_and_answered_in_order() {
     const REQUESTS: i64 = 20_000;
     let (cluster, leader) = Cluster::up_secured(3, &[]);
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
-    let mut stream = connect_to(&cluster, follower);
+    // Each INCR answered with the count it made: the follower sent them on in the order
+    // they came, and the leader applied them in that order.
+    incr_pipelined_in_order(connect_to(&cluster, follower), REQUESTS, &cluster);
+    println!(
+        "{REQUESTS} INCRs pipelined through node {follower} (a follower of {leader}) answered 1 to {REQUESTS}, in order"
+    );
+}
+
+/// Sends `requests` `INCR n` on `stream` in writes of 1,000 commands while it reads the
+/// replies, and asserts they count 1 to `requests` in order.
+fn incr_pipelined_in_order(mut stream: TcpStream, requests: i64, cluster: &Cluster) {
     let mut writer = stream.try_clone().expect("clone");
     let sender = std::thread::spawn(move || {
         let chunk = "INCR n\r\n".repeat(1000);
-        for _ in 0..REQUESTS / 1000 {
+        for _ in 0..requests / 1000 {
             writer.write_all(chunk.as_bytes()).expect("pipelined");
         }
     });
-    // Each INCR answered with the count it made: the follower sent them on in the order
-    // they came, and the leader applied them in that order.
     let mut buf = Vec::new();
-    for expected in 1..=REQUESTS {
+    for expected in 1..=requests {
         let reply = read_reply(&mut stream, &mut buf);
         assert_eq!(
             reply,
@@ -243,9 +237,6 @@ fn writes_pipelined_through_a_follower_are_forwarded_and_answered_in_order() {
         );
     }
     sender.join().expect("sent");
-    println!(
-        "{REQUESTS} INCRs pipelined through node {follower} (a follower of {leader}) answered 1 to {REQUESTS}, in order"
-    );
 }
 
 /// One pipelined window of `SET KEY VALUE`s, each key `w-{first + i}`.
