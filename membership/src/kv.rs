@@ -25,9 +25,28 @@
 //! its own key-values to the new generation too. A holder drops its copy of a member it
 //! declares dead (and so of one it forgets), and a holder that was paused for half the
 //! grace period or more drops every copy it holds, since it may have slept through a
-//! collection; a copy is taken again from the owner or any holder. Known gap: a holder cut
-//! off from the key-value exchange while alive keeps a copy behind the mark, and a member
-//! that holds no copy takes one from it, deleted key included.
+//! collection; a copy is taken again from the owner or any holder.
+//!
+//! A holder cut off from the key-value exchange while alive (its probes still answered)
+//! keeps a copy behind the mark, deleted key included. So that it hands that key to no one,
+//! every owner tells its *deletion floor* (the version of its newest delete in its current
+//! generation) in the header of every message it sends, and every digest carries each
+//! owner's floor as its sender knows it. A member takes a whole state (a reset: a first
+//! copy, or one replacing the copy held) only if it is of the owner's latest start known
+//! and at or above the floor known, swaps a staging copy in only once it is, and hands out
+//! no reset from a copy below it. The guarantee: a member that has heard an owner's floor
+//! (from the owner, or from any member that has) never takes in, with a copy of that owner,
+//! a key the owner deleted at or below it. The owner collects a tombstone only a grace
+//! period after the delete, so a member that exchanges any message with the owner, or a
+//! digest with a member that heard the floor, within the grace of a delete is never handed
+//! the key by a stale holder. What cannot be closed without that news: a member that, for
+//! the grace after a delete, hears from neither the owner nor a member that heard its floor
+//! (the owner crashed or cut off from it, and every member it exchanges key-values with
+//! holding a copy from before the delete) can take such a copy. It drops it when it
+//! declares the owner dead, and it is replaced by a reset once a holder past the mark
+//! reaches it. The stale holder's own copy is likewise kept until a holder past the mark
+//! resets it, and may take plain deltas from another stale holder meanwhile: plain deltas
+//! move a copy on from its own version and are not checked against the floor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -50,6 +69,10 @@ pub struct Digest {
     /// A reset being taken in parts (newest first): the versions above this one, up to
     /// `max_version`, are held; the rest is still to come. 0 when none is.
     pub reset_from: u64,
+    /// The owner's *deletion floor* as the sender knows it, at this generation: the newest
+    /// version at which the owner deleted a key (or a collection mark, whichever is newer).
+    /// A copy below it may still hold a deleted key, so it is never taken as a new copy.
+    pub floor: u64,
 }
 
 /// One key at one version: its value, or `None` for a deleted key (a tombstone).
@@ -217,6 +240,7 @@ impl State {
             max_version: self.max_version,
             gc_version: self.gc_version,
             reset_from: self.reset_from,
+            floor: self.gc_version,
         }
     }
 
@@ -330,6 +354,11 @@ pub(crate) struct KvStore {
     cursor: NodeId,
     /// Keys held, live or tombstones, over all states.
     keys_held: usize,
+    /// The newest deletion floor known of each owner, with the generation it belongs to:
+    /// this member's own (its newest delete), and others' as their messages, digests and
+    /// deltas tell it. Only owners held (members of the view not believed dead) are learnt,
+    /// and an owner forgotten is removed, so this is bounded by the view.
+    floors: BTreeMap<NodeId, (u64, u64)>,
     pub(crate) stats: KvStats,
 }
 
@@ -340,6 +369,7 @@ pub(crate) struct KvStats {
     pub(crate) resets_taken: u64,
     pub(crate) refused: u64,
     pub(crate) collected: u64,
+    pub(crate) stale_refused: u64,
 }
 
 /// The encoded size of `value`.
@@ -372,6 +402,7 @@ impl KvStore {
             tombstones: BTreeSet::new(),
             cursor: NodeId::new(1),
             keys_held: 0,
+            floors: BTreeMap::new(),
             stats: KvStats::default(),
         }
     }
@@ -383,7 +414,65 @@ impl KvStore {
     pub(crate) fn renew(&mut self, generation: u64) {
         if let Some(own) = self.states.get_mut(&self.me) {
             own.generation = own.generation.max(generation);
+            let floor = self.floors.get(&self.me).map_or(0, |&(_, f)| f);
+            self.floors.insert(self.me, (own.generation, floor));
         }
+    }
+
+    // ---- deletion floors ----------------------------------------------------------------
+
+    /// This member's own deletion floor: the newest version at which it deleted a key in
+    /// its current generation (told in every message it sends).
+    pub(crate) fn own_floor(&self) -> u64 {
+        let generation = self.states.get(&self.me).map_or(0, |s| s.generation);
+        self.floor_of(self.me, generation)
+    }
+
+    /// The deletion floor known of `owner`'s start `generation` (0 if none is known).
+    fn floor_of(&self, owner: NodeId, generation: u64) -> u64 {
+        match self.floors.get(&owner) {
+            Some(&(g, floor)) if g == generation => floor,
+            _ => 0,
+        }
+    }
+
+    /// Takes in that `owner`'s start `generation` deleted a key at version `floor` (or
+    /// collected tombstones up to it). The caller learns only of owners it holds.
+    pub(crate) fn learn(&mut self, owner: NodeId, generation: u64, floor: u64) {
+        if owner == self.me || generation == 0 {
+            return;
+        }
+        let known = self.floors.entry(owner).or_insert((generation, floor));
+        if generation > known.0 {
+            *known = (generation, floor);
+        } else if generation == known.0 {
+            known.1 = known.1.max(floor);
+        }
+    }
+
+    /// Forgets what is known of `owner`'s deletions (the member is gone from the view).
+    pub(crate) fn forget_floor(&mut self, owner: NodeId) {
+        if owner != self.me {
+            self.floors.remove(&owner);
+        }
+    }
+
+    /// Whether a copy of `owner`'s start `generation` up to `version` is older than what
+    /// this member knows of the owner: of an earlier start, or below its deletion floor, so
+    /// that it may hold a key since deleted (its tombstone perhaps collected everywhere).
+    /// Such a copy is never taken as a new copy, nor handed out as one.
+    fn stale(&self, owner: NodeId, generation: u64, version: u64) -> bool {
+        self.floors
+            .get(&owner)
+            .is_some_and(|&(g, floor)| g > generation || (g == generation && version < floor))
+    }
+
+    /// The digest of the copy of `owner` this member works on, with the deletion floor it
+    /// knows.
+    fn digest_with_floor(&self, owner: NodeId, state: &State) -> Digest {
+        let mut d = state.digest(owner);
+        d.floor = d.floor.max(self.floor_of(owner, state.generation));
+        d
     }
 
     pub(crate) fn keys_held(&self) -> usize {
@@ -395,7 +484,9 @@ impl KvStore {
     }
 
     pub(crate) fn digest_of(&self, owner: NodeId) -> Option<Digest> {
-        self.states.get(&owner).map(|s| s.digest(owner))
+        self.states
+            .get(&owner)
+            .map(|s| self.digest_with_floor(owner, s))
     }
 
     pub(crate) fn get(&self, owner: NodeId, key: &str) -> Option<&[u8]> {
@@ -465,6 +556,8 @@ impl KvStore {
         }
         if tombstone {
             self.tombstones.insert((now, me, version));
+            let generation = state.generation;
+            self.floors.insert(me, (generation, version));
         }
         Ok(version)
     }
@@ -571,7 +664,7 @@ impl KvStore {
             .into_iter()
             .filter_map(|o| Some((o, self.current(o)?)))
         {
-            let d = state.digest(owner);
+            let d = self.digest_with_floor(owner, state);
             let bytes = encoded_len(&d);
             // At least one digest goes, so that the cursor always moves on.
             if used + bytes > budget && !out.is_empty() {
@@ -626,8 +719,14 @@ impl KvStore {
         let mut wants = Vec::new();
         let mut asked: BTreeMap<NodeId, Digest> = BTreeMap::new();
         for d in theirs.iter().filter(|d| lo <= d.owner && d.owner <= hi) {
+            if holds(d.owner) {
+                self.learn(d.owner, d.generation, d.floor.max(d.gc_version));
+            }
             let mine = self.current(d.owner);
-            if d.owner != self.me && holds(d.owner) && Self::is_ahead(mine, d) {
+            // A copy older than what is known of the owner is not asked for: it would
+            // be refused.
+            let stale = mine.is_none() && self.stale(d.owner, d.generation, d.max_version);
+            if d.owner != self.me && holds(d.owner) && !stale && Self::is_ahead(mine, d) {
                 wants.push(mine.map_or(
                     Digest {
                         owner: d.owner,
@@ -635,8 +734,9 @@ impl KvStore {
                         max_version: 0,
                         gc_version: 0,
                         reset_from: 0,
+                        floor: 0,
                     },
-                    |m| m.digest(d.owner),
+                    |m| self.digest_with_floor(d.owner, m),
                 ));
             }
             asked.insert(d.owner, *d);
@@ -650,6 +750,7 @@ impl KvStore {
                     max_version: 0,
                     gc_version: 0,
                     reset_from: 0,
+                    floor: 0,
                 });
             }
         }
@@ -665,9 +766,15 @@ impl KvStore {
     /// the collection mark did since (a key deleted after the first part has its tombstone
     /// above it, carried by the deltas that follow the reset, or the mark passes the first
     /// part and the reset starts again). An owner of which not even one key fits is skipped.
+    ///
+    /// A copy that this member knows to be older than its owner's deletion floor is never
+    /// sent as a reset: it may hold a deleted key (see [`KvStore::apply`]).
     pub(crate) fn deltas(&mut self, theirs: &[Digest], mut budget: usize) -> Vec<Delta> {
         let mut out = Vec::new();
         for d in theirs {
+            if self.states.contains_key(&d.owner) {
+                self.learn(d.owner, d.generation, d.floor.max(d.gc_version));
+            }
             let Some(mine) = self.states.get(&d.owner) else {
                 continue;
             };
@@ -684,6 +791,9 @@ impl KvStore {
                 continue;
             }
             let reset = fresh || resume;
+            if reset && self.stale(d.owner, mine.generation, mine.max_version) {
+                continue;
+            }
             let mut delta = Delta {
                 owner: d.owner,
                 generation: mine.generation,
@@ -756,11 +866,18 @@ impl KvStore {
     /// Hands up every change to a live key. A reset replacing a copy held is taken into a
     /// staging copy, which replaces the held one only once complete, so that a reset in
     /// parts hands up only what differs, never a live key as gone on the way.
+    ///
+    /// A reset (a new copy, or one replacing the copy held) older than the owner's newest
+    /// deletion floor this member knows is refused (`stale_refused`), and a staging copy
+    /// is swapped in only once it is at least as new as that floor: a holder cut off from
+    /// the exchange while its owner deleted a key and collected the tombstone still holds
+    /// the key, and a member taking its copy would bring the key back.
     pub(crate) fn apply(&mut self, now: Time, delta: Delta, holds: bool, out: &mut Vec<KeyChange>) {
         let owner = delta.owner;
         if owner == self.me || !holds || delta.generation == 0 {
             return;
         }
+        self.learn(owner, delta.generation, delta.gc_version);
         let limits = self.limits;
         if delta.reset {
             let resumes = self.staging.get(&owner).is_some_and(|s| {
@@ -784,6 +901,10 @@ impl KvStore {
                     // A reset this copy does not need.
                     return;
                 }
+                if self.stale(owner, delta.generation, delta.top) {
+                    self.stats.stale_refused += 1;
+                    return;
+                }
                 let mut fresh = State::new(delta.generation, delta.gc_version);
                 fresh.max_version = delta.to;
                 fresh.reset_from = delta.to;
@@ -794,7 +915,11 @@ impl KvStore {
             };
             staged.gc_version = staged.gc_version.max(delta.gc_version);
             staged.take_down(now, &delta, &limits, &mut self.stats.refused);
-            if staged.reset_from == 0 && staged.max_version >= delta.top {
+            let (generation, version) = (staged.generation, staged.max_version);
+            if staged.reset_from == 0
+                && version >= delta.top
+                && !self.stale(owner, generation, version)
+            {
                 self.swap(owner, now, out);
             }
             return;
@@ -809,7 +934,8 @@ impl KvStore {
                 return;
             }
             staged.take(now, &delta, &limits, &mut self.stats.refused);
-            if staged.max_version >= delta.top {
+            let (generation, version) = (staged.generation, staged.max_version);
+            if version >= delta.top && !self.stale(owner, generation, version) {
                 self.swap(owner, now, out);
             }
             return;
@@ -923,6 +1049,99 @@ mod tests {
             version,
             value: Some(b"v".to_vec()),
         }
+    }
+
+    fn reset(owner: NodeId, top: u64, keys: Vec<KeyUpdate>) -> Delta {
+        Delta {
+            owner,
+            generation: 1,
+            reset: true,
+            gc_version: 0,
+            from: 0,
+            to: top,
+            keys,
+            top,
+        }
+    }
+
+    fn zero(owner: NodeId) -> Digest {
+        Digest {
+            owner,
+            generation: 0,
+            max_version: 0,
+            gc_version: 0,
+            reset_from: 0,
+            floor: 0,
+        }
+    }
+
+    /// A member that knows the owner deleted a key at version 5 takes no copy up to
+    /// version 3 (which may still hold that key), and takes one up to version 5.
+    #[test]
+    fn a_copy_older_than_the_known_deletion_floor_is_refused() {
+        let (me, owner) = (NodeId::new(1), NodeId::new(2));
+        let mut kv = KvStore::new(me, 1, limits());
+        kv.learn(owner, 1, 5);
+        let mut out = Vec::new();
+        let stale = reset(owner, 3, vec![update("doomed", 3), update("a", 1)]);
+        kv.apply(Time::ZERO, stale, true, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(kv.digest_of(owner), None);
+        assert_eq!(kv.stats.stale_refused, 1);
+        let current = reset(owner, 5, vec![update("b", 4), update("a", 1)]);
+        kv.apply(Time::ZERO, current, true, &mut out);
+        assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
+        assert_eq!(kv.get(owner, "doomed"), None);
+        assert_eq!(
+            kv.digest_of(owner).map(|d| (d.max_version, d.floor)),
+            Some((5, 5))
+        );
+        // A copy of an earlier start than the one known is refused too.
+        let mut kv = KvStore::new(me, 1, limits());
+        kv.learn(owner, 2, 0);
+        kv.apply(
+            Time::ZERO,
+            reset(owner, 3, vec![update("a", 3)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.digest_of(owner), None);
+    }
+
+    /// A holder that learns its copy is older than the owner's deletion floor hands it out
+    /// to no member holding none, though it still answers with plain deltas, which carry
+    /// every change above the asker's version.
+    #[test]
+    fn a_holder_hands_out_no_copy_older_than_the_known_deletion_floor() {
+        let (me, owner) = (NodeId::new(1), NodeId::new(2));
+        let mut kv = KvStore::new(me, 1, limits());
+        let mut out = Vec::new();
+        kv.apply(
+            Time::ZERO,
+            reset(owner, 3, vec![update("doomed", 3), update("a", 1)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.get(owner, "doomed"), Some(b"v".as_slice()));
+        assert_eq!(
+            kv.deltas(&[zero(owner)], 1_000).len(),
+            1,
+            "handed out while current"
+        );
+        kv.learn(owner, 1, 5);
+        assert!(
+            kv.deltas(&[zero(owner)], 1_000).is_empty(),
+            "a stale copy handed out"
+        );
+        let behind = Digest {
+            generation: 1,
+            max_version: 1,
+            ..zero(owner)
+        };
+        let plain = kv.deltas(&[behind], 1_000);
+        assert_eq!(plain.len(), 1);
+        assert!(!plain[0].reset);
+        assert_eq!(plain[0].keys, vec![update("doomed", 3)]);
     }
 
     /// The first part of a reset of an owner of which nothing is held yet: staged, not

@@ -284,10 +284,15 @@
 //! handed up, and each part follows on from the last however far the mark moved. A member drops its
 //! copy of a member it declares dead, and all its copies after a pause of half the grace
 //! or more, so that a holder that slept through a collection does not bring a deleted key
-//! back. Known gap: a member that holds no copy of an owner takes one from any holder, and
-//! a holder cut off from the key-value exchange while staying alive keeps a copy behind
-//! the owner's collection mark; it can hand a deleted key to a fresh member until one of
-//! them is reset past the mark by a holder that is not behind. The limits: `keys_max` keys per member (tombstones included), and
+//! back. A holder cut off from the key-value exchange while staying alive keeps a copy
+//! behind the owner's collection mark until a holder past it resets it; so that it hands
+//! the deleted key to no one, every message tells its sender's *deletion floor* (the
+//! version of its newest delete) and every digest each owner's floor as far as its sender
+//! knows, and no member takes or hands out a whole state below the floor it knows
+//! ([`MemberStats::kv_stale_refused`]). A member that hears the floor within the tombstone
+//! grace of the delete (from the owner, or from any member that heard it) never takes the
+//! deleted key from a stale holder; one that hears from neither for the whole grace can,
+//! until it declares the owner dead or a holder past the mark resets it. The limits: `keys_max` keys per member (tombstones included), and
 //! the largest key and value ([`MemberConfigBuilder::key_value_limits`]).
 //!
 //! ```

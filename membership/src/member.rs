@@ -174,6 +174,10 @@ pub struct MemberStats {
     pub kv_refused: u64,
     /// Tombstones collected after the grace period.
     pub kv_collected: u64,
+    /// Copies of others' key-values refused because they were older than the owner's
+    /// deletion floor known here (they may hold a deleted key): see
+    /// [`MemberConfig`](crate::MemberConfig) and the crate's guide to key-values.
+    pub kv_stale_refused: u64,
     /// Times this member dropped every copy of others' key-values because it had been
     /// paused for half the tombstone grace or more.
     pub kv_pauses: u64,
@@ -628,6 +632,7 @@ impl Member {
             kv_resets_taken: kv.resets_taken,
             kv_refused: kv.refused,
             kv_collected: kv.collected,
+            kv_stale_refused: kv.stale_refused,
             ..self.stats
         }
     }
@@ -795,6 +800,7 @@ impl Member {
             group: self.group,
             group_size: self.group_size(),
             merged_from: self.merged_from,
+            kv_floor: self.kv.own_floor(),
             body,
             updates: Vec::new(),
         }
@@ -1058,6 +1064,7 @@ impl Member {
         self.index.remove(id, &entry);
         self.gossip.remove(id);
         self.drop_key_values(id, now);
+        self.kv.forget_floor(id);
         Some(entry.generation)
     }
 
@@ -1804,6 +1811,9 @@ impl Member {
             },
             true,
         );
+        if self.holds_key_values(from) {
+            self.kv.learn(from, message.generation, message.kv_floor);
+        }
         let limit = self.config.members_max.saturating_add(1);
         let sync = matches!(message.body, Body::Sync { .. });
         let limit_kv = self.config.members_max.saturating_add(1);

@@ -1,10 +1,11 @@
 //! What members send each other, and its byte encoding.
 //!
-//! # Format, version 3
+//! # Format, version 5
 //!
 //! Version 2 added the group fields to [`Update`] (`group`, `group_size`, `merged_from`);
-//! version 3 adds the key-value exchange ([`Body::KvSyn`], [`Body::KvAck`],
-//! [`Body::KvDelta`]). A member of one version takes no message of another
+//! version 3 the key-value exchange ([`Body::KvSyn`], [`Body::KvAck`], [`Body::KvDelta`]);
+//! version 4 the fields of a reset in parts ([`Digest::reset_from`], [`Delta::top`]);
+//! version 5 the owner's deletion floor ([`Message::kv_floor`], [`Digest::floor`]). A member of one version takes no message of another
 //! ([`DecodeError::Version`]), so old and new members tell each other apart instead of
 //! misreading each other: a cluster is upgraded by starting the new members as a cluster of
 //! their own, not mixed in.
@@ -24,7 +25,7 @@ use synod_node::NodeId;
 use crate::kv::{Delta, Digest};
 
 /// The version byte every encoded message starts with.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// The furthest a member's generation can move ahead between two things another member
 /// hears of it: a generation rises by one per start (or renewal, see
@@ -185,6 +186,10 @@ pub struct Message {
     pub group_size: u32,
     /// The group the sender's group merged from ([`Update::merged_from`]).
     pub merged_from: Option<NodeId>,
+    /// The sender's deletion floor: the newest version at which it deleted one of its own
+    /// key-values in this generation ([`Digest::floor`]), so that every member it talks to
+    /// learns it first-hand, whoever it takes key-values from.
+    pub kv_floor: u64,
     /// What the message is for.
     pub body: Body,
     /// Piggybacked gossip, or the view for a [`Body::Sync`].
@@ -285,6 +290,7 @@ mod tests {
             group: NodeId::new(3),
             group_size: 4,
             merged_from: None,
+            kv_floor: 5,
             body: Body::PingReq {
                 seq: 99,
                 target: NodeId::new(u64::MAX),
@@ -338,6 +344,7 @@ mod tests {
             group: NodeId::new(1),
             group_size: 1,
             merged_from: None,
+            kv_floor: 0,
             body: Body::Nack {
                 seq: 1,
                 target: NodeId::new(1),

@@ -58,6 +58,7 @@ fn message(body: Body, updates: Vec<Update>) -> Message {
         group: n(2),
         group_size: 1,
         merged_from: None,
+        kv_floor: 0,
         body,
         updates,
     }
@@ -770,6 +771,7 @@ fn a_claim_at_the_largest_generation_keeps_no_member_dead() {
         group: n(1),
         group_size: 1,
         merged_from: None,
+        kv_floor: 0,
         body: Body::Ping { seq: 1 },
         updates: Vec::new(),
     };
