@@ -47,6 +47,13 @@
 //! reaches it. The stale holder's own copy is likewise kept until a holder past the mark
 //! resets it, and may take plain deltas from another stale holder meanwhile: plain deltas
 //! move a copy on from its own version and are not checked against the floor.
+//!
+//! A key taken from another member that is over this member's own size limits (a peer
+//! configured with larger ones) is gone past, counted, and an older value of it dropped:
+//! the copy goes on, lacking that key, and is handed out neither as a reset nor in deltas
+//! reaching past the first such key, so a member with larger limits takes the key from
+//! the owner or a holder that has it. A key that would take a copy past `keys_max` stops
+//! the copy below it instead, until the owner's deletes make room.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -126,7 +133,10 @@ pub struct KeyChange {
     /// The owner's version of the change; when the copy is dropped (`value` is `None`
     /// because the owner is gone, restarted or was reset), the version last held.
     pub version: u64,
-    /// The new value; `None` when the key was deleted or the copy dropped.
+    /// The new value; `None` when the key was deleted, the copy dropped, or the key's new
+    /// value is over this member's limits (see [`MemberStats::kv_refused`]).
+    ///
+    /// [`MemberStats::kv_refused`]: crate::MemberStats::kv_refused
     pub value: Option<Vec<u8>>,
     /// When this member learnt it (its own `now`).
     pub at: Time,
@@ -192,7 +202,7 @@ pub(crate) struct KvLimits {
 impl KvLimits {
     /// Whether a key taken from another member is over this member's own limits (a peer
     /// with larger limits, or a broken one): it is refused like a write would be, and the
-    /// copy stops below it.
+    /// copy goes on past it without it (see [`State::skipped`]).
     fn refuses(&self, update: &KeyUpdate) -> bool {
         update.key.is_empty()
             || update.key.len() > self.key_bytes_max
@@ -222,6 +232,11 @@ struct State {
     by_version: BTreeMap<u64, String>,
     /// A staging copy: the versions above this one are held (see [`Digest::reset_from`]).
     reset_from: u64,
+    /// The lowest version of a key this copy went past without taking it, because the key
+    /// or its value is over this member's limits (0: none). Such a copy is this member's
+    /// own: above that version it lacks a change the owner made, so it is handed out
+    /// neither as a reset nor in deltas reaching past it.
+    skipped: u64,
 }
 
 impl State {
@@ -260,16 +275,32 @@ impl State {
         Some(old)
     }
 
+    /// Goes past `update`, over this member's limits: the copy holds no older version of
+    /// its key either (the owner replaced it), and is marked as lacking a change from
+    /// `update.version` on. Returns what was dropped.
+    fn skip(&mut self, update: &KeyUpdate) -> Option<Versioned> {
+        self.skipped = match self.skipped {
+            0 => update.version,
+            lowest => lowest.min(update.version),
+        };
+        let old = self.keys.remove(&update.key)?;
+        self.by_version.remove(&old.version);
+        Some(old)
+    }
+
     /// Takes `delta`'s keys above this copy's version, in order, and moves the version to
-    /// `delta.to` if every key fit. Returns each key taken with what it replaced; `refused`
-    /// counts keys refused for `limits` (see [`KvLimits::refuses`]).
+    /// `delta.to` if every key fit. Returns each key taken with what it replaced, and
+    /// whether it was taken (`false`: over this member's limits, it dropped the older
+    /// version held); `refused` counts keys refused for `limits` (see
+    /// [`KvLimits::refuses`]): a key over the size limits is gone past, one that would take
+    /// the copy past `keys_max` stops it below.
     fn take(
         &mut self,
         now: Time,
         delta: &Delta,
         limits: &KvLimits,
         refused: &mut u64,
-    ) -> Vec<(KeyUpdate, Option<Versioned>)> {
+    ) -> Vec<(KeyUpdate, Option<Versioned>, bool)> {
         let mut taken = Vec::new();
         let mut top = self.max_version;
         let mut complete = true;
@@ -285,18 +316,25 @@ impl State {
                 continue;
             }
             let existing = self.keys.get(&update.key);
-            if limits.refuses(update) || (existing.is_none() && self.keys.len() >= limits.keys_max)
-            {
-                *refused += 1;
-                complete = false;
-                break;
-            }
             if existing.is_some_and(|e| e.version >= update.version) {
                 top = update.version;
                 continue;
             }
+            if limits.refuses(update) {
+                *refused += 1;
+                if let Some(dropped) = self.skip(update) {
+                    taken.push((update.clone(), Some(dropped), false));
+                }
+                top = update.version;
+                continue;
+            }
+            if existing.is_none() && self.keys.len() >= limits.keys_max {
+                *refused += 1;
+                complete = false;
+                break;
+            }
             let replaced = self.put(update.clone(), now);
-            taken.push((update.clone(), replaced));
+            taken.push((update.clone(), replaced, true));
             top = update.version;
         }
         self.max_version = if complete { top.max(delta.to) } else { top };
@@ -320,8 +358,13 @@ impl State {
                 floor = update.version - 1;
                 continue;
             }
-            if limits.refuses(update) || (existing.is_none() && self.keys.len() >= limits.keys_max)
-            {
+            if limits.refuses(update) {
+                *refused += 1;
+                self.skip(update);
+                floor = update.version - 1;
+                continue;
+            }
+            if existing.is_none() && self.keys.len() >= limits.keys_max {
                 *refused += 1;
                 done = false;
                 break;
@@ -794,19 +837,23 @@ impl KvStore {
             if reset && self.stale(d.owner, mine.generation, mine.max_version) {
                 continue;
             }
+            // A copy that went past a key over this member's limits is whole only below it.
+            let whole = match mine.skipped {
+                0 => mine.max_version,
+                skipped => skipped - 1,
+            };
+            if (reset && mine.skipped > 0) || (!reset && d.max_version >= whole) {
+                continue;
+            }
             let mut delta = Delta {
                 owner: d.owner,
                 generation: mine.generation,
                 reset,
                 gc_version: mine.gc_version,
                 from: if reset { 0 } else { d.max_version },
-                to: if resume {
-                    d.reset_from
-                } else {
-                    mine.max_version
-                },
+                to: if resume { d.reset_from } else { whole },
                 keys: Vec::new(),
-                top: mine.max_version,
+                top: whole,
             };
             let mut used = encoded_len(&delta);
             if used > budget {
@@ -815,7 +862,7 @@ impl KvStore {
             let versions: Box<dyn Iterator<Item = (&u64, &String)>> = if reset {
                 Box::new(mine.by_version.range(..=delta.to).rev())
             } else {
-                Box::new(mine.by_version.range(delta.from + 1..))
+                Box::new(mine.by_version.range(delta.from + 1..=delta.to))
             };
             let mut full = false;
             for (&version, key) in versions {
@@ -949,7 +996,27 @@ impl KvStore {
         }
         let generation = state.generation;
         let taken = state.take(now, &delta, &limits, &mut self.stats.refused);
-        for (update, replaced) in taken {
+        for (update, replaced, took) in taken {
+            if !took {
+                // A key over this member's limits replaced the version held: it is gone.
+                if let Some(old) = replaced {
+                    self.keys_held -= 1;
+                    match old.value {
+                        None => {
+                            self.tombstones.remove(&(old.since, owner, old.version));
+                        }
+                        Some(_) => out.push(KeyChange {
+                            owner,
+                            generation,
+                            key: update.key,
+                            version: update.version,
+                            value: None,
+                            at: now,
+                        }),
+                    }
+                }
+                continue;
+            }
             let was_live = match &replaced {
                 None => {
                     self.keys_held += 1;

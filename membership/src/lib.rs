@@ -292,8 +292,11 @@
 //! ([`MemberStats::kv_stale_refused`]). A member that hears the floor within the tombstone
 //! grace of the delete (from the owner, or from any member that heard it) never takes the
 //! deleted key from a stale holder; one that hears from neither for the whole grace can,
-//! until it declares the owner dead or a holder past the mark resets it. The limits: `keys_max` keys per member (tombstones included), and
-//! the largest key and value ([`MemberConfigBuilder::key_value_limits`]).
+//! until it declares the owner dead or a holder past the mark resets it. The limits:
+//! `keys_max` keys per member (tombstones included), and the largest key and value
+//! ([`MemberConfigBuilder::key_value_limits`]). A key taken from another member that is
+//! over this member's own size limits is gone past and counted
+//! ([`MemberStats::kv_refused`]); the copy, lacking it, is never handed out from there on.
 //!
 //! ```
 //! use synod_membership::{Member, MemberConfig, MemberRequest, ViewChange};

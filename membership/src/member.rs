@@ -169,8 +169,10 @@ pub struct MemberStats {
     pub kv_resets_sent: u64,
     /// Copies of key-values this member replaced with a reset.
     pub kv_resets_taken: u64,
-    /// Keys of others refused because their owner's copy held `keys_max` keys, or because
-    /// the key or its value is over this member's own limits (the copy stops below it).
+    /// Keys of others refused: because the key or its value is over this member's own
+    /// limits (the copy goes on past it without it, dropping an older value of the key,
+    /// and is handed out to no one from that version on), or because their owner's copy
+    /// held `keys_max` keys (the copy stops below it until there is room).
     pub kv_refused: u64,
     /// Tombstones collected after the grace period.
     pub kv_collected: u64,

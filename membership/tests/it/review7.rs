@@ -520,3 +520,98 @@ fn a_key_over_the_holders_limits_is_refused_on_receipt() {
         "member 2 handed up the long key"
     );
 }
+
+/// A member with smaller key-value limits than the owner's used to stop its copy below
+/// the first key over its limits, for good: nothing the owner set after it ever arrived.
+/// Now the copy goes on past such keys (each counted in `kv_refused`, and a key whose new
+/// value is over the limits is dropped, handed up as gone), and the copy, lacking them, is
+/// handed out to no one: a member with the owner's limits that can reach the owner's
+/// key-values only through it takes nothing, then the whole state once the network heals.
+#[test]
+fn a_copy_goes_on_past_keys_over_the_holders_limits() {
+    let mut w = World {
+        // Member 2 takes keys of at most 16 bytes and values of at most 200.
+        members: vec![start(1, None), start(2, Some(2_048))],
+        now: Time::ZERO,
+        changes: Vec::new(),
+    };
+    w.run(300, &deliver_all);
+    let set = |w: &mut World, key: &str, value: Vec<u8>| {
+        let set = MemberRequest::Set {
+            key: key.into(),
+            value,
+        };
+        assert!(matches!(
+            w.request(n(1), set),
+            MemberResponse::Written { .. }
+        ));
+    };
+    set(&mut w, "grows", b"small".to_vec());
+    let mut steps = 0;
+    while w.member(n(2)).get(n(1), "grows").is_none() {
+        w.step(&deliver_all);
+        steps += 1;
+        assert!(steps < 1_000, "never spread");
+    }
+    let long = "a-key-longer-than-sixteen-bytes";
+    set(&mut w, "before", b"1".to_vec());
+    set(&mut w, long, b"v".to_vec());
+    set(&mut w, "big", vec![7; 300]);
+    set(&mut w, "grows", vec![8; 300]);
+    set(&mut w, "after", b"2".to_vec());
+    let top = w
+        .member(n(1))
+        .key_value_digest(n(1))
+        .expect("own")
+        .max_version;
+    let mut steps = 0;
+    while w
+        .member(n(2))
+        .key_value_digest(n(1))
+        .is_none_or(|d| d.max_version < top)
+    {
+        w.step(&deliver_all);
+        steps += 1;
+        assert!(
+            steps < 2_000,
+            "member 2's copy stopped at {:?} of {top}, {} keys refused",
+            w.member(n(2)).key_value_digest(n(1)),
+            w.member(n(2)).stats().kv_refused
+        );
+    }
+    let two = w.member(n(2));
+    assert_eq!(two.get(n(1), "before"), Some(b"1".as_slice()));
+    assert_eq!(two.get(n(1), "after"), Some(b"2".as_slice()));
+    for key in [long, "big", "grows"] {
+        assert_eq!(two.get(n(1), key), None, "{key}");
+    }
+    assert_eq!(two.stats().kv_refused, 3, "each refused key counted once");
+    assert!(
+        w.changes
+            .iter()
+            .any(|(at, c)| *at == n(2) && c.key == "grows" && c.value.is_none()),
+        "member 2 never handed up its old value of \"grows\" as gone"
+    );
+
+    // Member 3, with member 1's limits, reaches 1's key-values only through member 2.
+    w.members.push(start(3, None));
+    let only_through_2 =
+        |from: NodeId, to: NodeId, m: &Message| is_kv(m) && (from == n(1) || to == n(1));
+    w.run(2 * GRACE_MS, &only_through_2);
+    assert!(w.member(n(3)).live_members().contains(&n(2)));
+    assert_eq!(
+        w.member(n(3)).key_value_digest(n(1)),
+        None,
+        "member 3 took member 2's copy, which lacks keys"
+    );
+    let mut steps = 0;
+    while w.member(n(3)).get(n(1), long).is_none() {
+        w.step(&deliver_all);
+        steps += 1;
+        assert!(steps < 2_000, "member 3 never took 1's key-values");
+    }
+    let three = w.member(n(3));
+    assert_eq!(three.get(n(1), "big"), Some([7; 300].as_slice()));
+    assert_eq!(three.get(n(1), "grows"), Some([8; 300].as_slice()));
+    assert_eq!(three.get(n(1), "after"), Some(b"2".as_slice()));
+}
