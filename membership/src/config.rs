@@ -37,6 +37,7 @@ pub struct MemberConfig {
     pub(crate) kv_keys_max: usize,
     pub(crate) kv_key_bytes_max: usize,
     pub(crate) kv_value_bytes_max: usize,
+    pub(crate) kv_held_bytes_max: usize,
     /// Whether the key-value limits were set (otherwise the value limit shrinks to fit a
     /// small `sync_bytes_max`).
     pub(crate) kv_limits_set: bool,
@@ -81,6 +82,9 @@ pub enum ConfigError {
     /// intervals: a member would take its own wake-ups for a pause and drop its copies, and
     /// tombstones could be collected before the exchange spread them.
     TombstoneGrace,
+    /// The bytes held of others' key-values in all (`held_bytes_max`) are below one
+    /// largest key and value (`key_bytes_max + value_bytes_max`).
+    HeldBytes,
 }
 
 impl fmt::Display for ConfigError {
@@ -102,6 +106,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "key_bytes_max + value_bytes_max + {KEY_VALUE_OVERHEAD_BYTES} must fit in sync_bytes_max"
             ),
+            ConfigError::HeldBytes => {
+                f.write_str("held_bytes_max must be at least key_bytes_max + value_bytes_max")
+            }
             ConfigError::TombstoneGrace => f.write_str(
                 "tombstone_grace_ms must be at least twice the longer of probe_interval_ms and \
                  key_value_interval_ms",
@@ -142,6 +149,7 @@ impl MemberConfig {
     /// | key-value exchange | every 1,000 ms, with one member |
     /// | deleted keys (tombstones) collected after | 60,000 ms |
     /// | keys per member / key bytes / value bytes | 1,024 / 128 / 4,096 |
+    /// | bytes held of others' key-values, in all | 64 MiB |
     #[must_use]
     pub fn builder(id: NodeId, rng_seed: u64) -> MemberConfigBuilder {
         MemberConfigBuilder {
@@ -171,6 +179,7 @@ impl MemberConfig {
                 kv_keys_max: 1_024,
                 kv_key_bytes_max: 128,
                 kv_value_bytes_max: 4_096,
+                kv_held_bytes_max: 64 << 20,
                 kv_limits_set: false,
                 broken: Broken::default(),
             },
@@ -246,8 +255,17 @@ impl MemberConfig {
         self.kv_keys_max
     }
 
+    /// The most bytes (keys and values, tombstones' keys included) of other members'
+    /// key-values this member holds in all, copies being taken included: past it a copy
+    /// stops below the key that would cross it (see [`MemberConfigBuilder::held_bytes_max`]).
+    #[must_use]
+    pub fn held_bytes_max(&self) -> usize {
+        self.kv_held_bytes_max
+    }
+
     pub(crate) fn kv_limits(&self) -> crate::kv::KvLimits {
         crate::kv::KvLimits {
+            held_bytes_max: self.kv_held_bytes_max,
             keys_max: self.kv_keys_max,
             key_bytes_max: self.kv_key_bytes_max,
             value_bytes_max: self.kv_value_bytes_max,
@@ -398,6 +416,26 @@ impl MemberConfigBuilder {
         self
     }
 
+    /// The most bytes of other members' key-values this member holds in all: keys and
+    /// values (a deleted key's key until its tombstone is collected) of every copy, and of
+    /// every copy being taken (a reset replacing a copy needs room for both until it is
+    /// swapped in). Without it the per-owner limits alone would let a member of a large
+    /// cluster hold `members_max × keys_max × (key + value bytes)` (about 17.7 GB with the
+    /// defaults). A key that would take the member past it is not taken: the copy stops
+    /// below it (still the owner's state at some version, readable), a copy of an owner not
+    /// held yet is not started, and either goes on once deletes collected or owners gone
+    /// make room; each such key is counted ([`MemberStats::kv_over_bytes`]). This member's
+    /// own key-values are bounded by `keys_max` and the key and value limits instead.
+    /// Default 64 MiB; at least `key_bytes_max + value_bytes_max`
+    /// ([`ConfigError::HeldBytes`]).
+    ///
+    /// [`MemberStats::kv_over_bytes`]: crate::MemberStats::kv_over_bytes
+    #[must_use]
+    pub fn held_bytes_max(mut self, bytes: usize) -> Self {
+        self.config.kv_held_bytes_max = bytes;
+        self
+    }
+
     /// Broken on purpose: deleted keys' tombstones are collected after the grace without
     /// moving the collection mark, so a member that missed the delete is never reset and
     /// keeps the key (and may hand it to others) for ever.
@@ -443,7 +481,8 @@ impl MemberConfigBuilder {
     /// [`ConfigError`] for a zero duration or limit, a probe timeout not shorter than the
     /// interval, a tombstone grace below twice the longer of the probe and key-value
     /// intervals, a suspicion multiplier of zero, a message limit below
-    /// [`MESSAGE_BYTES_MIN`], or a largest key and value that do not fit in a sync.
+    /// [`MESSAGE_BYTES_MIN`], a largest key and value that do not fit in a sync, or a
+    /// `held_bytes_max` below one largest key and value.
     pub fn build(self) -> Result<MemberConfig, ConfigError> {
         let c = self.config;
         for (value, what) in [
@@ -501,6 +540,9 @@ impl MemberConfigBuilder {
             .saturating_add(KEY_VALUE_OVERHEAD_BYTES);
         if c.kv_limits_set && kv_bytes > c.sync_bytes_max {
             return Err(ConfigError::KeyValueBytes);
+        }
+        if c.kv_held_bytes_max < c.kv_key_bytes_max.saturating_add(c.kv_value_bytes_max) {
+            return Err(ConfigError::HeldBytes);
         }
         Ok(c)
     }

@@ -53,7 +53,9 @@
 //! the copy goes on, lacking that key, and is handed out neither as a reset nor in deltas
 //! reaching past the first such key, so a member with larger limits takes the key from
 //! the owner or a holder that has it. A key that would take a copy past `keys_max` stops
-//! the copy below it instead, until the owner's deletes make room.
+//! the copy below it instead, until the owner's deletes make room; so does a key that would
+//! take the bytes held of all others' key-values (copies being taken included) past
+//! `held_bytes_max`, until collections or owners gone make room.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -191,6 +193,8 @@ impl std::error::Error for KvError {}
 /// The limits and timing of the key-values, from the member's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KvLimits {
+    /// The most bytes of others' key-values held in all, copies being taken included.
+    pub(crate) held_bytes_max: usize,
     pub(crate) keys_max: usize,
     pub(crate) key_bytes_max: usize,
     pub(crate) value_bytes_max: usize,
@@ -237,6 +241,13 @@ struct State {
     /// own: above that version it lacks a change the owner made, so it is handed out
     /// neither as a reset nor in deltas reaching past it.
     skipped: u64,
+    /// The bytes of the keys and values held ([`entry_bytes`]).
+    bytes: usize,
+}
+
+/// The bytes a key held takes, as counted against `held_bytes_max`: its key and value.
+fn entry_bytes(key: &str, value: Option<&Vec<u8>>) -> usize {
+    key.len() + value.map_or(0, Vec::len)
 }
 
 impl State {
@@ -261,6 +272,8 @@ impl State {
 
     /// Sets `key` to `update`'s version and value; returns what it replaced.
     fn put(&mut self, update: KeyUpdate, now: Time) -> Option<Versioned> {
+        let key_len = update.key.len();
+        self.bytes += entry_bytes(&update.key, update.value.as_ref());
         let old = self.keys.insert(
             update.key.clone(),
             Versioned {
@@ -272,6 +285,7 @@ impl State {
         self.by_version.insert(update.version, update.key);
         let old = old?;
         self.by_version.remove(&old.version);
+        self.bytes -= key_len + old.value.as_ref().map_or(0, Vec::len);
         Some(old)
     }
 
@@ -285,21 +299,41 @@ impl State {
         };
         let old = self.keys.remove(&update.key)?;
         self.by_version.remove(&old.version);
+        self.bytes -= entry_bytes(&update.key, old.value.as_ref());
         Some(old)
+    }
+
+    /// Removes the key at `version`, if any (a tombstone collected).
+    fn remove_version(&mut self, version: u64) -> bool {
+        let Some(key) = self.by_version.remove(&version) else {
+            return false;
+        };
+        if let Some(old) = self.keys.remove(&key) {
+            self.bytes -= entry_bytes(&key, old.value.as_ref());
+        }
+        true
+    }
+
+    /// Whether taking `update` over `existing` would take this copy past `room` bytes.
+    fn over(&self, update: &KeyUpdate, existing: Option<&Versioned>, room: usize) -> bool {
+        let new = entry_bytes(&update.key, update.value.as_ref());
+        let old = existing.map_or(0, |e| entry_bytes(&update.key, e.value.as_ref()));
+        new > old && self.bytes - old + new > room
     }
 
     /// Takes `delta`'s keys above this copy's version, in order, and moves the version to
     /// `delta.to` if every key fit. Returns each key taken with what it replaced, and
     /// whether it was taken (`false`: over this member's limits, it dropped the older
-    /// version held); `refused` counts keys refused for `limits` (see
+    /// version held); `stats` counts keys refused for `limits` (see
     /// [`KvLimits::refuses`]): a key over the size limits is gone past, one that would take
-    /// the copy past `keys_max` stops it below.
+    /// the copy past `keys_max`, or past `room` bytes, stops it below.
     fn take(
         &mut self,
         now: Time,
         delta: &Delta,
         limits: &KvLimits,
-        refused: &mut u64,
+        room: usize,
+        stats: &mut KvStats,
     ) -> Vec<(KeyUpdate, Option<Versioned>, bool)> {
         let mut taken = Vec::new();
         let mut top = self.max_version;
@@ -321,7 +355,7 @@ impl State {
                 continue;
             }
             if limits.refuses(update) {
-                *refused += 1;
+                stats.refused += 1;
                 if let Some(dropped) = self.skip(update) {
                     taken.push((update.clone(), Some(dropped), false));
                 }
@@ -329,7 +363,12 @@ impl State {
                 continue;
             }
             if existing.is_none() && self.keys.len() >= limits.keys_max {
-                *refused += 1;
+                stats.refused += 1;
+                complete = false;
+                break;
+            }
+            if self.over(update, existing, room) {
+                stats.over_bytes += 1;
                 complete = false;
                 break;
             }
@@ -343,8 +382,16 @@ impl State {
 
     /// Takes a part of a reset into this staging copy: `delta`'s keys, newest first, from
     /// `reset_from` (which must be `delta.to`) down; moves `reset_from` down to what is
-    /// held, to `delta.from` if every key fit. `refused` counts keys refused for `limits`.
-    fn take_down(&mut self, now: Time, delta: &Delta, limits: &KvLimits, refused: &mut u64) {
+    /// held, to `delta.from` if every key fit. `stats` counts keys refused for `limits` or
+    /// `room`, as [`State::take`] does.
+    fn take_down(
+        &mut self,
+        now: Time,
+        delta: &Delta,
+        limits: &KvLimits,
+        room: usize,
+        stats: &mut KvStats,
+    ) {
         let mut floor = self.reset_from;
         let mut done = true;
         for update in &delta.keys {
@@ -359,13 +406,18 @@ impl State {
                 continue;
             }
             if limits.refuses(update) {
-                *refused += 1;
+                stats.refused += 1;
                 self.skip(update);
                 floor = update.version - 1;
                 continue;
             }
             if existing.is_none() && self.keys.len() >= limits.keys_max {
-                *refused += 1;
+                stats.refused += 1;
+                done = false;
+                break;
+            }
+            if self.over(update, existing, room) {
+                stats.over_bytes += 1;
                 done = false;
                 break;
             }
@@ -413,6 +465,7 @@ pub(crate) struct KvStats {
     pub(crate) refused: u64,
     pub(crate) collected: u64,
     pub(crate) stale_refused: u64,
+    pub(crate) over_bytes: u64,
 }
 
 /// The encoded size of `value`.
@@ -522,6 +575,18 @@ impl KvStore {
         self.keys_held
     }
 
+    /// The bytes of others' key-values held, copies being taken included (counted against
+    /// `held_bytes_max`).
+    pub(crate) fn held_bytes(&self) -> usize {
+        let held: usize = self
+            .states
+            .iter()
+            .filter(|&(&owner, _)| owner != self.me)
+            .map(|(_, s)| s.bytes)
+            .sum();
+        held + self.staging.values().map(|s| s.bytes).sum::<usize>()
+    }
+
     pub(crate) fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.states.keys().copied()
     }
@@ -629,10 +694,9 @@ impl KvStore {
         let Some(state) = self.states.get_mut(&owner) else {
             return;
         };
-        let Some(key) = state.by_version.remove(&version) else {
+        if !state.remove_version(version) {
             return;
-        };
-        state.keys.remove(&key);
+        }
         self.keys_held -= 1;
         self.stats.collected += 1;
         if !self.limits.collect_without_mark {
@@ -926,6 +990,13 @@ impl KvStore {
         }
         self.learn(owner, delta.generation, delta.gc_version);
         let limits = self.limits;
+        // What one copy may hold: the limit less what every other copy holds.
+        let held = self.held_bytes();
+        let room = |s: &State| {
+            limits
+                .held_bytes_max
+                .saturating_sub(held.saturating_sub(s.bytes))
+        };
         if delta.reset {
             let resumes = self.staging.get(&owner).is_some_and(|s| {
                 s.generation == delta.generation && s.reset_from > 0 && delta.to == s.reset_from
@@ -961,7 +1032,7 @@ impl KvStore {
                 return;
             };
             staged.gc_version = staged.gc_version.max(delta.gc_version);
-            staged.take_down(now, &delta, &limits, &mut self.stats.refused);
+            staged.take_down(now, &delta, &limits, room(staged), &mut self.stats);
             let (generation, version) = (staged.generation, staged.max_version);
             if staged.reset_from == 0
                 && version >= delta.top
@@ -980,7 +1051,7 @@ impl KvStore {
             if delta.from > staged.max_version {
                 return;
             }
-            staged.take(now, &delta, &limits, &mut self.stats.refused);
+            staged.take(now, &delta, &limits, room(staged), &mut self.stats);
             let (generation, version) = (staged.generation, staged.max_version);
             if version >= delta.top && !self.stale(owner, generation, version) {
                 self.swap(owner, now, out);
@@ -995,7 +1066,7 @@ impl KvStore {
             return;
         }
         let generation = state.generation;
-        let taken = state.take(now, &delta, &limits, &mut self.stats.refused);
+        let taken = state.take(now, &delta, &limits, room(state), &mut self.stats);
         for (update, replaced, took) in taken {
             if !took {
                 // A key over this member's limits replaced the version held: it is gone.
@@ -1102,6 +1173,7 @@ mod tests {
 
     fn limits() -> KvLimits {
         KvLimits {
+            held_bytes_max: 1 << 20,
             keys_max: 16,
             key_bytes_max: 16,
             value_bytes_max: 16,
@@ -1209,6 +1281,78 @@ mod tests {
         assert_eq!(plain.len(), 1);
         assert!(!plain[0].reset);
         assert_eq!(plain[0].keys, vec![update("doomed", 3)]);
+    }
+
+    /// The bytes counted for a copy follow every way a key enters or leaves it: taken,
+    /// replaced, deleted, gone past for being over the limits, collected, and the copy
+    /// swapped in or dropped.
+    #[test]
+    fn the_bytes_held_follow_every_change_to_a_copy() {
+        let (me, owner) = (NodeId::new(1), NodeId::new(2));
+        let mut kv = KvStore::new(me, 1, limits());
+        let recount = |kv: &KvStore| -> usize {
+            kv.states
+                .iter()
+                .filter(|&(&o, _)| o != me)
+                .chain(kv.staging.iter())
+                .flat_map(|(_, s)| s.keys.iter())
+                .map(|(k, v)| entry_bytes(k, v.value.as_ref()))
+                .sum()
+        };
+        let mut out = Vec::new();
+        let value = |key: &str, version, len: usize| KeyUpdate {
+            key: key.into(),
+            version,
+            value: Some(vec![1; len]),
+        };
+        kv.apply(
+            Time::ZERO,
+            reset(owner, 2, vec![value("b", 2, 5), value("a", 1, 3)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.held_bytes(), 2 + 5 + 3);
+        let delta = |from, to, keys| Delta {
+            owner,
+            generation: 1,
+            reset: false,
+            gc_version: 0,
+            from,
+            to,
+            keys,
+            top: to,
+        };
+        let gone = KeyUpdate {
+            key: "b".into(),
+            version: 4,
+            value: None,
+        };
+        // "a" grows, "b" is deleted, "c" is over the value limit (16) and gone past.
+        let changes = vec![
+            value("a", 3, 10),
+            gone,
+            value("c", 5, 17),
+            value("a", 6, 17),
+        ];
+        kv.apply(Time::ZERO, delta(2, 6, changes), true, &mut out);
+        assert_eq!(kv.held_bytes(), recount(&kv));
+        assert_eq!(
+            kv.held_bytes(),
+            1,
+            "a dropped for its new value, b a tombstone"
+        );
+        kv.collect(Time::ZERO + Duration::from_millis(5_000));
+        assert_eq!(kv.held_bytes(), 0);
+        assert_eq!(kv.held_bytes(), recount(&kv));
+        kv.apply(
+            Time::ZERO,
+            delta(6, 7, vec![value("d", 7, 4)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.held_bytes(), 5);
+        kv.drop_owner(owner, Time::ZERO, &mut out);
+        assert_eq!(kv.held_bytes(), 0);
     }
 
     /// The first part of a reset of an owner of which nothing is held yet: staged, not

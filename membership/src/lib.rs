@@ -293,8 +293,10 @@
 //! grace of the delete (from the owner, or from any member that heard it) never takes the
 //! deleted key from a stale holder; one that hears from neither for the whole grace can,
 //! until it declares the owner dead or a holder past the mark resets it. The limits:
-//! `keys_max` keys per member (tombstones included), and the largest key and value
-//! ([`MemberConfigBuilder::key_value_limits`]). A key taken from another member that is
+//! `keys_max` keys per member (tombstones included), the largest key and value
+//! ([`MemberConfigBuilder::key_value_limits`]), and the bytes held of all other members'
+//! key-values ([`MemberConfigBuilder::held_bytes_max`], 64 MiB by default: past it a copy
+//! stops below the key that would cross it, counted in [`MemberStats::kv_over_bytes`]). A key taken from another member that is
 //! over this member's own size limits is gone past and counted
 //! ([`MemberStats::kv_refused`]); the copy, lacking it, is never handed out from there on.
 //!

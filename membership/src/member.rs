@@ -180,6 +180,10 @@ pub struct MemberStats {
     /// deletion floor known here (they may hold a deleted key): see
     /// [`MemberConfig`](crate::MemberConfig) and the crate's guide to key-values.
     pub kv_stale_refused: u64,
+    /// Keys of others not taken because they would take the bytes held of others'
+    /// key-values past `held_bytes_max` (the copy stops below the key until there is
+    /// room; see [`MemberConfigBuilder::held_bytes_max`](crate::MemberConfigBuilder::held_bytes_max)).
+    pub kv_over_bytes: u64,
     /// Times this member dropped every copy of others' key-values because it had been
     /// paused for half the tombstone grace or more.
     pub kv_pauses: u64,
@@ -635,6 +639,7 @@ impl Member {
             kv_refused: kv.refused,
             kv_collected: kv.collected,
             kv_stale_refused: kv.stale_refused,
+            kv_over_bytes: kv.over_bytes,
             ..self.stats
         }
     }
@@ -670,6 +675,14 @@ impl Member {
     #[must_use]
     pub fn keys_held(&self) -> usize {
         self.kv.keys_held()
+    }
+
+    /// The bytes of other members' key-values this member holds (keys and values, copies
+    /// being taken included): at most
+    /// [`MemberConfig::held_bytes_max`](crate::MemberConfig::held_bytes_max).
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        self.kv.held_bytes()
     }
 
     // ---- time ------------------------------------------------------------------------

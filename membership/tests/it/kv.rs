@@ -769,3 +769,22 @@ fn a_tombstone_grace_below_twice_the_longer_interval_is_refused() {
     assert!(build(100, 300, 600).is_ok());
     assert!(build(400, 100, 800).is_ok());
 }
+
+#[test]
+fn a_held_bytes_limit_below_one_key_and_value_is_refused() {
+    let b = MemberConfig::builder(n(1), 1).key_value_limits(64, 16, 200);
+    assert_eq!(
+        b.clone().held_bytes_max(215).build().err(),
+        Some(ConfigError::HeldBytes)
+    );
+    assert_eq!(
+        b.held_bytes_max(216).build().map(|c| c.held_bytes_max()),
+        Ok(216)
+    );
+    assert_eq!(
+        MemberConfig::builder(n(1), 1)
+            .build()
+            .map(|c| c.held_bytes_max()),
+        Ok(64 << 20)
+    );
+}

@@ -615,3 +615,91 @@ fn a_copy_goes_on_past_keys_over_the_holders_limits() {
     assert_eq!(three.get(n(1), "grows"), Some([8; 300].as_slice()));
     assert_eq!(three.get(n(1), "after"), Some(b"2".as_slice()));
 }
+
+/// Member 3 may hold 1,000 bytes of others' key-values in all, and members 1 and 2 own 812
+/// each: it never holds more than the limit, counts the keys it could not take, and every
+/// copy it holds is still its owner's state at some version; once member 1 deletes its
+/// keys (collected after the grace), member 3 takes all of member 2's. Before, only the
+/// per-owner limits bounded a member (17.7 GB with the defaults).
+#[test]
+fn the_bytes_held_of_others_stay_within_the_limit() {
+    let small = {
+        let b = MemberConfig::builder(n(3), 3)
+            .seeds([n(1)])
+            .probe(PERIOD_MS, PERIOD_MS / 2)
+            .key_values(PERIOD_MS, GRACE_MS)
+            .key_value_limits(64, 16, 200)
+            .held_bytes_max(1_000);
+        Member::start(b.build().expect("config"), 0)
+    };
+    let mut w = World {
+        members: vec![start(1, None), start(2, None), small],
+        now: Time::ZERO,
+        changes: Vec::new(),
+    };
+    w.run(300, &deliver_all);
+    for owner in [1, 2] {
+        for k in 0..4 {
+            let set = MemberRequest::Set {
+                key: format!("{owner}-{k}"),
+                value: vec![k; 200],
+            };
+            assert!(matches!(
+                w.request(n(owner), set),
+                MemberResponse::Written { .. }
+            ));
+        }
+    }
+    let within = |w: &World| {
+        let held = w.member(n(3)).held_bytes();
+        assert!(held <= 1_000, "member 3 holds {held} bytes of others'");
+    };
+    // A copy is its owner's state at some version: every key it holds, the owner held
+    // at that version (here: never changed, so as the owner holds it now).
+    let consistent = |w: &World, owner: NodeId| {
+        let own: Vec<(&str, &[u8])> = w.member(owner).key_values(owner).collect();
+        w.member(n(3))
+            .key_values(owner)
+            .all(|held| own.contains(&held))
+    };
+    for _ in 0..3_000 / STEP_MS {
+        w.step(&deliver_all);
+        within(&w);
+    }
+    let three = w.member(n(3));
+    let held: usize = [n(1), n(2)]
+        .iter()
+        .map(|&o| three.key_values(o).count())
+        .sum();
+    assert!(
+        (4..8).contains(&held),
+        "member 3 holds {held} of the 8 keys"
+    );
+    assert!(three.stats().kv_over_bytes > 0);
+    assert!(consistent(&w, n(1)) && consistent(&w, n(2)));
+
+    for k in 0..4 {
+        let delete = MemberRequest::Delete {
+            key: format!("1-{k}"),
+        };
+        assert!(matches!(
+            w.request(n(1), delete),
+            MemberResponse::Written { .. }
+        ));
+    }
+    let mut steps = 0;
+    while w.member(n(3)).key_values(n(2)).count() < 4 || w.member(n(3)).key_values(n(1)).count() > 0
+    {
+        w.step(&deliver_all);
+        within(&w);
+        steps += 1;
+        assert!(
+            steps < 2_000,
+            "member 3 holds {} of 2's keys and {} of 1's after 20 s, {} bytes",
+            w.member(n(3)).key_values(n(2)).count(),
+            w.member(n(3)).key_values(n(1)).count(),
+            w.member(n(3)).held_bytes()
+        );
+    }
+    assert!(consistent(&w, n(2)));
+}
