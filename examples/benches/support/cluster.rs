@@ -6,10 +6,11 @@
 // Each bench uses part of it.
 #![allow(dead_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
@@ -86,12 +87,132 @@ pub struct Process {
     pipe: Option<ChildStdin>,
 }
 
+impl Process {
+    /// Starts `program args` under the watchdog, its stdout discarded and its stderr into
+    /// `log`. Dropping the `Process` kills it.
+    pub fn watched(program: &OsStr, args: &[OsString], log: File) -> Process {
+        let mut sh = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sh starts");
+        let pipe = sh.stdin.take();
+        Process { sh, pipe }
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.sh.try_wait().ok().flatten()
+    }
+
+    /// Closes the pipe: the watchdog kills the process.
+    fn signal_stop(&mut self) {
+        self.pipe = None;
+    }
+
+    /// Waits (up to 5 s) for the watchdog's script to end after [`Process::signal_stop`],
+    /// and reaps it.
+    fn reap(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.sh.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A script that did not end (it should not happen): end it, and reap it.
+        let _ = self.sh.kill();
+        let _ = self.sh.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.signal_stop();
+        self.reap();
+    }
+}
+
+/// Stops every process of `processes` at once (their watchdogs all kill at the same time),
+/// then reaps them.
+fn stop_all(processes: &mut [Process]) {
+    for p in processes.iter_mut() {
+        p.signal_stop();
+    }
+    for p in processes.iter_mut() {
+        p.reap();
+    }
+}
+
+/// The processes of one cluster, each under the watchdog, with their data and logs in one
+/// temporary directory. Dropping it kills them and removes the directory.
+pub struct Members {
+    dir: tempfile::TempDir,
+    /// What a member is called, in its log's name (`node1.log`) and in messages.
+    kind: &'static str,
+    processes: Vec<Process>,
+}
+
+impl Members {
+    pub fn new(root: &Path, kind: &'static str) -> Members {
+        Members {
+            dir: tempfile::tempdir_in(root).expect("cluster dir"),
+            kind,
+            processes: Vec::new(),
+        }
+    }
+
+    /// The directory of the members' data and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the next member (numbered from 1), its stderr into its log.
+    pub fn spawn(&mut self, program: &OsStr, args: &[OsString]) {
+        let log = File::create(self.log_path(self.processes.len() + 1)).expect("member log");
+        self.processes.push(Process::watched(program, args, log));
+    }
+
+    pub fn log_path(&self, member: usize) -> PathBuf {
+        self.dir.path().join(format!("{}{member}.log", self.kind))
+    }
+
+    /// What the members wrote to stderr, for a failure message.
+    pub fn logs(&self) -> String {
+        (1..=self.processes.len())
+            .map(|m| {
+                let text = std::fs::read_to_string(self.log_path(m)).unwrap_or_default();
+                format!("--- {} {m}\n{text}", self.kind)
+            })
+            .collect()
+    }
+
+    /// Panics with the members' logs if one has exited.
+    pub fn check_running(&mut self) {
+        for (i, p) in self.processes.iter_mut().enumerate() {
+            if let Some(status) = p.exited() {
+                let logs = self.logs();
+                panic!("{} {} exited ({status}):\n{logs}", self.kind, i + 1);
+            }
+        }
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        // Closing the pipes makes every watchdog kill its process, then its script exits.
+        stop_all(&mut self.processes);
+        // The TempDir removes the data directories after this.
+    }
+}
+
 /// A three-node cluster of `synod node` processes. Dropping it kills them and removes
 /// their data.
 pub struct Cluster {
-    dir: tempfile::TempDir,
+    members: Members,
     client_addrs: Vec<String>,
-    processes: Vec<Process>,
 }
 
 pub fn free_port() -> u16 {
@@ -104,6 +225,12 @@ pub fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(root: &Path, nodes: usize) -> Cluster {
+        Cluster::start_with(root, nodes, &[])
+    }
+
+    /// [`Cluster::start`], with `extra` added to every node's options (a secured
+    /// cluster's `--password-file` and `--peer-secret-file`, say).
+    pub fn start_with(root: &Path, nodes: usize, extra: &[OsString]) -> Cluster {
         let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let client_addrs: Vec<String> = (0..nodes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -114,63 +241,45 @@ impl Cluster {
             .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
-            dir: tempfile::tempdir_in(root).expect("cluster dir"),
-            client_addrs,
-            processes: Vec::new(),
-        };
+        let mut members = Members::new(root, "node");
         for id in 1..=nodes {
-            let log = File::create(cluster.log_path(id)).expect("node log");
-            let mut sh = Command::new("sh")
-                .arg("-c")
-                .arg(WATCHDOG)
-                .arg(env!("CARGO_BIN_EXE_synod"))
-                .args([
-                    "node",
-                    "--id",
-                    &id.to_string(),
-                    "--listen",
-                    &format!("127.0.0.1:{}", peer_ports[id - 1]),
-                    "--client",
-                    &cluster.client_addrs[id - 1],
-                    "--peers",
-                    &peers,
-                    "--data-dir",
-                ])
-                .arg(cluster.dir.path().join(format!("node{id}")))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("sh starts");
-            let pipe = sh.stdin.take();
-            cluster.processes.push(Process { sh, pipe });
+            let mut args: Vec<OsString> = [
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{}", peer_ports[id - 1]),
+                "--client",
+                &client_addrs[id - 1],
+                "--peers",
+                &peers,
+                "--data-dir",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            args.push(members.dir().join(format!("node{id}")).into());
+            args.extend(extra.iter().cloned());
+            members.spawn(OsStr::new(env!("CARGO_BIN_EXE_synod")), &args);
         }
-        cluster
+        Cluster {
+            members,
+            client_addrs,
+        }
     }
 
     pub fn log_path(&self, id: usize) -> PathBuf {
-        self.dir.path().join(format!("node{id}.log"))
+        self.members.log_path(id)
     }
 
     /// What the nodes wrote to stderr, for a failure message.
     pub fn logs(&self) -> String {
-        (1..=self.client_addrs.len())
-            .map(|id| {
-                let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
-                format!("--- node {id}\n{text}")
-            })
-            .collect()
+        self.members.logs()
     }
 
     /// Panics with the nodes' logs if a node has exited.
     pub fn check_running(&mut self) {
-        for (i, p) in self.processes.iter_mut().enumerate() {
-            if let Ok(Some(status)) = p.sh.try_wait() {
-                let logs = self.logs();
-                panic!("node {} exited ({status}):\n{logs}", i + 1);
-            }
-        }
+        self.members.check_running();
     }
 
     pub fn role(&self, id: usize) -> Option<String> {
@@ -202,24 +311,5 @@ impl Cluster {
             "no leader in {ELECTION_DEADLINE:?}; node logs:\n{}",
             self.logs()
         );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Closing the pipes makes every watchdog kill its node, then its script exits.
-        for p in &mut self.processes {
-            p.pipe = None;
-        }
-        for p in &mut self.processes {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(p.sh.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // A script that did not end (it should not happen): end it, and reap it.
-            let _ = p.sh.kill();
-            let _ = p.sh.wait();
-        }
-        // The TempDir removes the data directories after this.
     }
 }
