@@ -681,6 +681,14 @@ pub const BENCHES: &[BenchTarget] = &[
                    event read) with 1 and 1,000 watchers, and LEASE KEEPALIVE p50 and 64-client \
                    rate, each vs a plain SET on the same cluster",
     },
+    BenchTarget {
+        package: "synod-examples",
+        name: "core_vs_etcd",
+        features: "peers",
+        measures: "three-node cluster of real processes beside a three-member etcd 3.4 cluster \
+                   (Debian's etcd-server; skipped without it), one load generator for both: \
+                   writes/s and linearizable reads/s at 1, 16, 64 and 256 clients, Synod over etcd",
+    },
 ];
 
 /// The text `synod bench` prints.
