@@ -982,13 +982,26 @@ impl KvStore {
     /// deletion floor this member knows is refused (`stale_refused`), and a staging copy
     /// is swapped in only once it is at least as new as that floor: a holder cut off from
     /// the exchange while its owner deleted a key and collected the tombstone still holds
-    /// the key, and a member taking its copy would bring the key back.
-    pub(crate) fn apply(&mut self, now: Time, delta: Delta, holds: bool, out: &mut Vec<KeyChange>) {
+    /// the key, and a member taking its copy would bring the key back. The owner's own
+    /// state is never older than its floor, so what the owner sends (`sender`) is not
+    /// checked: a floor told too high by a broken member keeps this member from taking
+    /// copies from other holders, never from the owner.
+    pub(crate) fn apply(
+        &mut self,
+        now: Time,
+        sender: NodeId,
+        delta: Delta,
+        holds: bool,
+        out: &mut Vec<KeyChange>,
+    ) {
         let owner = delta.owner;
         if owner == self.me || !holds || delta.generation == 0 {
             return;
         }
         self.learn(owner, delta.generation, delta.gc_version);
+        let stale = |kv: &KvStore, generation, version| {
+            sender != owner && kv.stale(owner, generation, version)
+        };
         let limits = self.limits;
         // What one copy may hold: the limit less what every other copy holds.
         let held = self.held_bytes();
@@ -1019,7 +1032,7 @@ impl KvStore {
                     // A reset this copy does not need.
                     return;
                 }
-                if self.stale(owner, delta.generation, delta.top) {
+                if stale(self, delta.generation, delta.top) {
                     self.stats.stale_refused += 1;
                     return;
                 }
@@ -1034,10 +1047,7 @@ impl KvStore {
             staged.gc_version = staged.gc_version.max(delta.gc_version);
             staged.take_down(now, &delta, &limits, room(staged), &mut self.stats);
             let (generation, version) = (staged.generation, staged.max_version);
-            if staged.reset_from == 0
-                && version >= delta.top
-                && !self.stale(owner, generation, version)
-            {
+            if staged.reset_from == 0 && version >= delta.top && !stale(self, generation, version) {
                 self.swap(owner, now, out);
             }
             return;
@@ -1053,7 +1063,7 @@ impl KvStore {
             }
             staged.take(now, &delta, &limits, room(staged), &mut self.stats);
             let (generation, version) = (staged.generation, staged.max_version);
-            if version >= delta.top && !self.stale(owner, generation, version) {
+            if version >= delta.top && !stale(self, generation, version) {
                 self.swap(owner, now, out);
             }
             return;
@@ -1223,12 +1233,12 @@ mod tests {
         kv.learn(owner, 1, 5);
         let mut out = Vec::new();
         let stale = reset(owner, 3, vec![update("doomed", 3), update("a", 1)]);
-        kv.apply(Time::ZERO, stale, true, &mut out);
+        kv.apply(Time::ZERO, NodeId::new(9), stale, true, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(kv.digest_of(owner), None);
         assert_eq!(kv.stats.stale_refused, 1);
         let current = reset(owner, 5, vec![update("b", 4), update("a", 1)]);
-        kv.apply(Time::ZERO, current, true, &mut out);
+        kv.apply(Time::ZERO, NodeId::new(9), current, true, &mut out);
         assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
         assert_eq!(kv.get(owner, "doomed"), None);
         assert_eq!(
@@ -1240,11 +1250,38 @@ mod tests {
         kv.learn(owner, 2, 0);
         kv.apply(
             Time::ZERO,
+            NodeId::new(9),
             reset(owner, 3, vec![update("a", 3)]),
             true,
             &mut out,
         );
         assert_eq!(kv.digest_of(owner), None);
+    }
+
+    /// A floor told too high (a broken member's digest) keeps a member from taking the
+    /// owner's key-values from other holders, never from the owner itself.
+    #[test]
+    fn a_floor_told_too_high_keeps_no_copy_from_coming_from_the_owner() {
+        let (me, owner, other) = (NodeId::new(1), NodeId::new(2), NodeId::new(3));
+        let mut kv = KvStore::new(me, 1, limits());
+        kv.learn(owner, 1, u64::MAX);
+        let mut out = Vec::new();
+        kv.apply(
+            Time::ZERO,
+            other,
+            reset(owner, 3, vec![update("a", 3)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.get(owner, "a"), None);
+        kv.apply(
+            Time::ZERO,
+            owner,
+            reset(owner, 3, vec![update("a", 3)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
     }
 
     /// A holder that learns its copy is older than the owner's deletion floor hands it out
@@ -1257,6 +1294,7 @@ mod tests {
         let mut out = Vec::new();
         kv.apply(
             Time::ZERO,
+            NodeId::new(9),
             reset(owner, 3, vec![update("doomed", 3), update("a", 1)]),
             true,
             &mut out,
@@ -1307,6 +1345,7 @@ mod tests {
         };
         kv.apply(
             Time::ZERO,
+            NodeId::new(9),
             reset(owner, 2, vec![value("b", 2, 5), value("a", 1, 3)]),
             true,
             &mut out,
@@ -1334,7 +1373,13 @@ mod tests {
             value("c", 5, 17),
             value("a", 6, 17),
         ];
-        kv.apply(Time::ZERO, delta(2, 6, changes), true, &mut out);
+        kv.apply(
+            Time::ZERO,
+            NodeId::new(9),
+            delta(2, 6, changes),
+            true,
+            &mut out,
+        );
         assert_eq!(kv.held_bytes(), recount(&kv));
         assert_eq!(
             kv.held_bytes(),
@@ -1346,6 +1391,7 @@ mod tests {
         assert_eq!(kv.held_bytes(), recount(&kv));
         kv.apply(
             Time::ZERO,
+            NodeId::new(9),
             delta(6, 7, vec![value("d", 7, 4)]),
             true,
             &mut out,
@@ -1372,7 +1418,7 @@ mod tests {
             top: 5,
         };
         let mut out = Vec::new();
-        kv.apply(Time::ZERO, part, true, &mut out);
+        kv.apply(Time::ZERO, NodeId::new(9), part, true, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(kv.get(owner, "e"), None, "a staged part is not readable");
         let staged = kv.digest(1_000).2;

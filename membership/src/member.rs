@@ -1222,11 +1222,11 @@ impl Member {
             .is_some_and(|e| e.state != MemberState::Dead)
     }
 
-    fn take_deltas(&mut self, now: Time, deltas: Vec<crate::kv::Delta>) {
+    fn take_deltas(&mut self, now: Time, from: NodeId, deltas: Vec<crate::kv::Delta>) {
         let mut changes = Vec::new();
         for delta in deltas {
             let holds = self.holds_key_values(delta.owner);
-            self.kv.apply(now, delta, holds, &mut changes);
+            self.kv.apply(now, from, delta, holds, &mut changes);
         }
         self.key_changes(changes);
     }
@@ -1922,7 +1922,7 @@ impl Member {
                 }
             }
             Body::KvAck { deltas, wants } => {
-                self.take_deltas(now, deltas);
+                self.take_deltas(now, from, deltas);
                 if !wants.is_empty() {
                     let budget = self.kv_budget();
                     let wants = &wants[..wants.len().min(limit_kv)];
@@ -1932,7 +1932,7 @@ impl Member {
                     }
                 }
             }
-            Body::KvDelta { deltas } => self.take_deltas(now, deltas),
+            Body::KvDelta { deltas } => self.take_deltas(now, from, deltas),
             Body::Sync { reply } => {
                 if reply {
                     self.send_sync(from, false);
