@@ -58,6 +58,8 @@ pub(crate) struct Broken {
     /// Tombstones of key-values are collected without moving the collection mark: a
     /// holder that missed a delete is never reset and keeps the key for ever.
     pub(crate) collect_without_mark: bool,
+    /// Owners' deletion floors are ignored: a member takes a whole state from any holder.
+    pub(crate) ignore_floors: bool,
 }
 
 /// A [`MemberConfig`] value out of range.
@@ -271,6 +273,7 @@ impl MemberConfig {
             value_bytes_max: self.kv_value_bytes_max,
             grace_ms: self.kv_grace_ms,
             collect_without_mark: self.broken.collect_without_mark,
+            ignore_floors: self.broken.ignore_floors,
         }
     }
 }
@@ -443,6 +446,16 @@ impl MemberConfigBuilder {
     #[must_use]
     pub fn broken_collecting_without_mark(mut self) -> Self {
         self.config.broken.collect_without_mark = true;
+        self
+    }
+
+    /// Broken on purpose: owners' deletion floors are ignored, so a member takes a whole
+    /// state of an owner from any holder, and a holder cut off from the key-value exchange
+    /// through a collection hands a deleted key to a member holding no copy.
+    #[cfg(feature = "broken")]
+    #[must_use]
+    pub fn broken_ignoring_deletion_floors(mut self) -> Self {
+        self.config.broken.ignore_floors = true;
         self
     }
 

@@ -201,6 +201,8 @@ pub(crate) struct KvLimits {
     pub(crate) grace_ms: u64,
     /// Broken on purpose: tombstones are collected without moving the collection mark.
     pub(crate) collect_without_mark: bool,
+    /// Broken on purpose: deletion floors are ignored (no copy is ever stale).
+    pub(crate) ignore_floors: bool,
 }
 
 impl KvLimits {
@@ -558,9 +560,11 @@ impl KvStore {
     /// that it may hold a key since deleted (its tombstone perhaps collected everywhere).
     /// Such a copy is never taken as a new copy, nor handed out as one.
     fn stale(&self, owner: NodeId, generation: u64, version: u64) -> bool {
-        self.floors
-            .get(&owner)
-            .is_some_and(|&(g, floor)| g > generation || (g == generation && version < floor))
+        !self.limits.ignore_floors
+            && self
+                .floors
+                .get(&owner)
+                .is_some_and(|&(g, floor)| g > generation || (g == generation && version < floor))
     }
 
     /// The digest of the copy of `owner` this member works on, with the deletion floor it
@@ -1189,6 +1193,7 @@ mod tests {
             value_bytes_max: 16,
             grace_ms: 1_000,
             collect_without_mark: false,
+            ignore_floors: false,
         }
     }
 

@@ -383,6 +383,7 @@
 //!   `MemberConfigBuilder::broken_without_push_pull`,
 //!   `MemberConfigBuilder::broken_own_side_wins_ties`,
 //!   `MemberConfigBuilder::broken_collecting_without_mark`,
+//!   `MemberConfigBuilder::broken_ignoring_deletion_floors`,
 //!   `lease::LeaseExpirer::broken_renew_on_election`,
 //!   `lease::LeaseExpirer::broken_expire_while_following`,
 //!   `watch::WatchHub::broken_skipping_on_catch_up`), which this crate's tests run to

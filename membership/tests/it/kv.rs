@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use synod_membership::{
-    ConfigError, KeyChange, Member, MemberConfig, MemberConfigBuilder, MemberRequest,
+    Body, ConfigError, KeyChange, Member, MemberConfig, MemberConfigBuilder, MemberRequest,
     MemberResponse, MemberWrite, ViewChange,
 };
 use synod_node::NodeId;
@@ -80,6 +80,9 @@ struct Cluster {
     changes: Changes,
     /// Members on one side of a cut; messages between the sides are dropped.
     cut: Option<BTreeSet<NodeId>>,
+    /// Members whose key-value messages reach only each other (their probes and gossip go
+    /// everywhere).
+    kv_island: Option<BTreeSet<NodeId>>,
     /// Lost messages, per thousand.
     loss_permille: u64,
     rng: u64,
@@ -107,6 +110,7 @@ impl Cluster {
             nodes,
             changes,
             cut: None,
+            kv_island: None,
             loss_permille: 0,
             rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             now_ms: 0,
@@ -148,8 +152,16 @@ impl Cluster {
                 .cut
                 .as_ref()
                 .is_some_and(|side| side.contains(&envelope.from) != side.contains(&envelope.to));
+            let kv = matches!(
+                envelope.message.body,
+                Body::KvSyn { .. } | Body::KvAck { .. } | Body::KvDelta { .. }
+            );
+            let off_island = kv
+                && self.kv_island.as_ref().is_some_and(|island| {
+                    island.contains(&envelope.from) != island.contains(&envelope.to)
+                });
             let lost = self.loss_permille > 0 && self.random() % 1_000 < self.loss_permille;
-            if !across && !lost {
+            if !across && !off_island && !lost {
                 self.stepper.deliver(envelope);
             }
         }
@@ -410,6 +422,69 @@ fn a_deleted_key_is_never_revived_by_stale_gossip() {
     }
     println!("copies reset past the collection mark: {resets} in {seeds} seeds");
     assert!(resets > 0, "no run put a member behind the collection mark");
+}
+
+/// A member cut off from the key-value exchange alone (its probes and gossip go through)
+/// while its owner deletes a key and collects the tombstone, so it stays alive in every
+/// view with a copy behind the mark; a member started late then reaches others' key-values
+/// only through it, and later through everyone. Returns the copies refused as stale.
+fn fresh_member_behind_a_stale_holder(seed: u64, configure: Configure) -> Result<u64, String> {
+    let grace_ms = 4 * PERIOD_MS;
+    let mut c = Cluster::new(6, seed, configure, grace_ms);
+    let (owner, stale, late) = (n(1), n(5), n(6));
+    c.stepper.crash(late, CrashMode::DropUnsynced);
+    c.run_until(10_000, up_views_agree).ok_or("never joined")?;
+    c.set(owner, "doomed", b"x");
+    c.set(owner, "kept", b"y");
+    c.run_until(5_000, |c| c.converged().is_ok())
+        .ok_or("the keys never spread")?;
+    c.kv_island = Some([stale, late].into());
+    c.delete(owner, "doomed");
+    c.run(grace_ms + 3 * PERIOD_MS);
+    if c.member(stale)
+        .is_none_or(|m| m.get(owner, "doomed").is_none())
+    {
+        return Err("the stale holder lost its copy".into());
+    }
+    c.stepper.restart(late);
+    c.run_until(10_000, views_agree)
+        .ok_or("the late member never joined")?;
+    c.run(2 * grace_ms);
+    c.no_revival()?;
+    c.kv_island = None;
+    c.run_until(10_000, |c| c.converged().is_ok())
+        .ok_or_else(|| format!("no convergence: {:?}", c.converged()))?;
+    c.no_revival()?;
+    Ok(c.up()
+        .iter()
+        .filter_map(|&id| c.member(id))
+        .map(|m| m.stats().kv_stale_refused)
+        .sum())
+}
+
+#[test]
+fn a_fresh_member_takes_no_deleted_key_from_a_holder_cut_off_through_a_collection() {
+    let mut refused = 0;
+    let seeds = seeds(6);
+    for seed in 0..seeds {
+        refused += fresh_member_behind_a_stale_holder(seed, configure(|b| b))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    println!("stale copies refused: {refused} in {seeds} seeds");
+}
+
+#[test]
+fn ignoring_deletion_floors_is_caught() {
+    let mut caught = 0;
+    let seeds = seeds(6);
+    for seed in 0..seeds {
+        let broken = configure(MemberConfigBuilder::broken_ignoring_deletion_floors);
+        if let Err(e) = fresh_member_behind_a_stale_holder(seed, broken) {
+            println!("seed {seed}: caught: {e}");
+            caught += 1;
+        }
+    }
+    assert_eq!(caught, seeds, "the checker missed the broken member");
 }
 
 #[test]
