@@ -24,6 +24,10 @@
 //! blocking Consistent Core client reads and writes its own socket. Not through etcd's
 //! HTTP/JSON gateway, which adds a proxy hop inside etcd.
 //!
+//! Beside each rate the bench prints the CPU time each request cost, as medians: the three
+//! servers' together (user and system time from `/proc/PID/stat`), and the load
+//! generator's (this process's), so that a difference in the clients' cost shows.
+//!
 //! For each figure and repetition the two systems run one after the other (which one first
 //! alternates), so that both see the same machine; each figure is the median over the
 //! repetitions, printed with min and max.
@@ -47,7 +51,7 @@ mod etcd;
 #[path = "support/load.rs"]
 mod load;
 
-use cluster::{Cluster, file_system, report};
+use cluster::{Cluster, cpu_seconds, file_system, report, stats};
 use etcd::{Etcd, EtcdClient};
 use load::{Run, closed_loop};
 
@@ -129,24 +133,88 @@ fn etcd_request(client: &mut EtcdClient, op: Op, key: &str, value: &[u8]) -> boo
     }
 }
 
-fn core_run(leader: &str, clients: usize, op: Op, duration: Duration) -> Run {
+/// CPU time of the servers (`servers`, in seconds) and of this process, the load
+/// generator.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    servers: f64,
+    generator: f64,
+}
+
+fn cpu(servers: &dyn Fn() -> f64) -> Cpu {
+    Cpu {
+        servers: servers(),
+        generator: cpu_seconds("self"),
+    }
+}
+
+/// One run's rate, and what it cost per request answered, in microseconds of CPU: the
+/// three servers together, and the load generator.
+struct Measured {
+    run: Run,
+    servers_us: f64,
+    generator_us: f64,
+}
+
+fn measured(run: (Run, Cpu, Cpu)) -> Measured {
+    let (run, before, after) = run;
+    let per_op = |seconds: f64| seconds * 1e6 / run.done.max(1) as f64;
+    Measured {
+        servers_us: per_op(after.servers - before.servers),
+        generator_us: per_op(after.generator - before.generator),
+        run,
+    }
+}
+
+fn core_run(core: &Cluster, leader: &str, clients: usize, op: Op, duration: Duration) -> Measured {
     let value = value();
-    closed_loop(
+    measured(closed_loop(
         clients,
         duration,
         |_| core_connect(leader),
         |client, c, i| core_request(client, op, &key(c, i), &value),
-    )
+        || cpu(&|| core.cpu_seconds()),
+    ))
 }
 
-fn etcd_run(leader: &str, clients: usize, op: Op, duration: Duration) -> Run {
+fn etcd_run(etcd: &Etcd, leader: &str, clients: usize, op: Op, duration: Duration) -> Measured {
     let value = value();
-    closed_loop(
+    measured(closed_loop(
         clients,
         duration,
         |_| EtcdClient::connect(leader),
         |client, c, i| etcd_request(client, op, &key(c, i), &value),
-    )
+        || cpu(&|| etcd.cpu_seconds()),
+    ))
+}
+
+/// A figure's repetitions on one system.
+#[derive(Default)]
+struct Figure {
+    rates: Vec<f64>,
+    servers_us: Vec<f64>,
+    generator_us: Vec<f64>,
+    failures: u64,
+}
+
+impl Figure {
+    fn add(&mut self, m: &Measured) {
+        self.rates.push(m.run.rate);
+        self.servers_us.push(m.servers_us);
+        self.generator_us.push(m.generator_us);
+        self.failures += m.run.failures;
+    }
+
+    /// Prints the figure; returns its median rate.
+    fn report(&self, label: &str) -> f64 {
+        let rate = report(label, "ops/s", &self.rates);
+        let (servers, _, _) = stats(&self.servers_us);
+        let (generator, _, _) = stats(&self.generator_us);
+        println!(
+            "    CPU per request, medians: {servers:.1} us in the three servers, {generator:.1} us in the load generator"
+        );
+        rate
+    }
 }
 
 /// Writes every key once on both systems, with 16 clients each, so that every read finds
@@ -231,35 +299,33 @@ fn main() {
     load_keys(&core_leader, &etcd_leader);
     // Warm up: connections, server threads, the page cache, the logs' first segments.
     for op in [Op::Write, Op::Read] {
-        core_run(&core_leader, 64, op, plan.rep / 2);
-        etcd_run(&etcd_leader, 64, op, plan.rep / 2);
+        core_run(&core, &core_leader, 64, op, plan.rep / 2);
+        etcd_run(&etcd, &etcd_leader, 64, op, plan.rep / 2);
     }
 
     let mut failures = (0u64, 0u64);
     for op in [Op::Write, Op::Read] {
         for clients in CLIENT_COUNTS {
-            let (mut synod, mut peer) = (Vec::new(), Vec::new());
+            let (mut synod, mut peer) = (Figure::default(), Figure::default());
             for rep in 0..plan.reps {
-                let mut run_core = || {
-                    let run = core_run(&core_leader, clients, op, plan.rep);
-                    failures.0 += run.failures;
-                    synod.push(run.rate);
+                let run_core = |synod: &mut Figure| {
+                    synod.add(&core_run(&core, &core_leader, clients, op, plan.rep));
                 };
-                let mut run_etcd = || {
-                    let run = etcd_run(&etcd_leader, clients, op, plan.rep);
-                    failures.1 += run.failures;
-                    peer.push(run.rate);
+                let run_etcd = |peer: &mut Figure| {
+                    peer.add(&etcd_run(&etcd, &etcd_leader, clients, op, plan.rep));
                 };
                 if rep % 2 == 0 {
-                    run_core();
-                    run_etcd();
+                    run_core(&mut synod);
+                    run_etcd(&mut peer);
                 } else {
-                    run_etcd();
-                    run_core();
+                    run_etcd(&mut peer);
+                    run_core(&mut synod);
                 }
                 core.check_running();
                 etcd.check_running();
             }
+            failures.0 += synod.failures;
+            failures.1 += peer.failures;
             let (name, synod_op, etcd_op) = match op {
                 Op::Write => ("writes", "SETs", "Puts"),
                 Op::Read => ("reads", "linearizable GETs", "linearizable Ranges"),
@@ -269,8 +335,8 @@ fn main() {
             } else {
                 format!("{clients} clients")
             };
-            let got = report(&format!("synod {synod_op}, {by}"), "ops/s", &synod);
-            let base = report(&format!("etcd {etcd_op}, {by}"), "ops/s", &peer);
+            let got = synod.report(&format!("synod {synod_op}, {by}"));
+            let base = peer.report(&format!("etcd {etcd_op}, {by}"));
             println!(
                 "ratio core.{name}_{clients}c_vs_etcd {:.3} (synod {got:.0} {synod_op}/s; etcd {base:.0} {etcd_op}/s)",
                 got / base

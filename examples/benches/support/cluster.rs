@@ -85,6 +85,8 @@ pub struct Process {
     sh: Child,
     /// Closing it kills the node.
     pipe: Option<ChildStdin>,
+    /// What the script runs.
+    program: OsString,
 }
 
 impl Process {
@@ -102,7 +104,26 @@ impl Process {
             .spawn()
             .expect("sh starts");
         let pipe = sh.stdin.take();
-        Process { sh, pipe }
+        Process {
+            sh,
+            pipe,
+            program: program.to_os_string(),
+        }
+    }
+
+    /// The process id of the program the watchdog's script runs: the child of the script
+    /// whose command line starts with the program (the other child is the watchdog).
+    pub fn program_pid(&self) -> Option<u32> {
+        let sh = self.sh.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                    line.split(|&b| b == 0).next() == Some(self.program.as_encoded_bytes())
+                })
+            })
     }
 
     /// How the process ended, if it has.
@@ -133,6 +154,26 @@ impl Drop for Process {
         self.signal_stop();
         self.reap();
     }
+}
+
+/// CPU time (user and system) the process `pid` (`"self"` for this one) has used so far,
+/// in seconds, from `/proc/PID/stat`; 0 if it cannot be read.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command's closing parenthesis: the state is the first field, utime the
+    // 12th and stime the 13th, in clock ticks (USER_HZ, 100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Stops every process of `processes` at once (their watchdogs all kill at the same time),
@@ -187,6 +228,15 @@ impl Members {
                 format!("--- {} {m}\n{text}", self.kind)
             })
             .collect()
+    }
+
+    /// CPU time the members have used so far, in seconds ([`cpu_seconds`]).
+    pub fn cpu_seconds(&self) -> f64 {
+        self.processes
+            .iter()
+            .filter_map(Process::program_pid)
+            .map(|pid| cpu_seconds(&pid.to_string()))
+            .sum()
     }
 
     /// Panics with the members' logs if one has exited.
@@ -280,6 +330,11 @@ impl Cluster {
     /// Panics with the nodes' logs if a node has exited.
     pub fn check_running(&mut self) {
         self.members.check_running();
+    }
+
+    /// CPU time the nodes have used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.members.cpu_seconds()
     }
 
     pub fn role(&self, id: usize) -> Option<String> {

@@ -114,6 +114,11 @@ impl Etcd {
         self.members.check_running();
     }
 
+    /// CPU time the members have used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.members.cpu_seconds()
+    }
+
     /// Polls every member's `Status` until one says it is the leader (the leader's id it
     /// reports is its own); returns its client address.
     pub fn wait_leader(&mut self) -> String {

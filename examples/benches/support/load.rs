@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Run {
     /// Requests answered as asked, per second of the run.
     pub rate: f64,
+    /// Requests answered as asked.
+    pub done: u64,
     /// Requests that failed or were answered otherwise.
     pub failures: u64,
 }
@@ -22,19 +24,24 @@ pub struct Run {
 /// clock starts (if one cannot, the run panics with its error once the others are done:
 /// the bench cannot measure without it), then calls `request(&mut connection, client, i)` for i = 0, 1, 2, ... until the time is
 /// up, one at a time; `request` returns whether the answer was the one asked for.
-pub fn closed_loop<C>(
+///
+/// `probe` is called just before the clock starts (every client connected) and again once
+/// every client is done, and both its answers are returned with the run: the CPU time the
+/// servers have used, say, so that the difference is what the run cost them.
+pub fn closed_loop<C, T>(
     clients: usize,
     duration: Duration,
     connect: impl Fn(usize) -> Result<C, String> + Sync,
     request: impl Fn(&mut C, usize, u64) -> bool + Sync,
-) -> Run {
+    probe: impl Fn() -> T,
+) -> (Run, T, T) {
     // Every client connected; then the clock started.
     let (connected, go) = (Barrier::new(clients + 1), Barrier::new(clients + 1));
     let start_at = OnceLock::<Instant>::new();
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
     let refused = Mutex::new(None::<String>);
-    let start = std::thread::scope(|scope| {
+    let (start, before) = std::thread::scope(|scope| {
         for c in 0..clients {
             let (connected, go) = (&connected, &go);
             let (start_at, done, failed, refused) = (&start_at, &done, &failed, &refused);
@@ -67,15 +74,21 @@ pub fn closed_loop<C>(
                 .expect("client thread");
         }
         connected.wait();
+        let before = probe();
         let start = *start_at.get_or_init(Instant::now);
         go.wait();
-        start
+        (start, before)
     });
+    let elapsed = start.elapsed();
+    let after = probe();
     if let Some(e) = refused.into_inner().expect("lock") {
         panic!("a client could not connect: {e}");
     }
-    Run {
-        rate: done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+    let done = done.load(Ordering::Relaxed);
+    let run = Run {
+        rate: done as f64 / elapsed.as_secs_f64(),
+        done,
         failures: failed.load(Ordering::Relaxed),
-    }
+    };
+    (run, before, after)
 }
