@@ -456,6 +456,9 @@ pub(crate) struct KvStore {
     /// deltas tell it. Only owners held (members of the view not believed dead) are learnt,
     /// and an owner forgotten is removed, so this is bounded by the view.
     floors: BTreeMap<NodeId, (u64, u64)>,
+    /// The bytes of others' copies and of the staging copies ([`State::bytes`] summed),
+    /// kept as they change.
+    held_bytes: usize,
     pub(crate) stats: KvStats,
 }
 
@@ -501,6 +504,7 @@ impl KvStore {
             cursor: NodeId::new(1),
             keys_held: 0,
             floors: BTreeMap::new(),
+            held_bytes: 0,
             stats: KvStats::default(),
         }
     }
@@ -582,6 +586,11 @@ impl KvStore {
     /// The bytes of others' key-values held, copies being taken included (counted against
     /// `held_bytes_max`).
     pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// [`KvStore::held_bytes`] counted again from every copy, to check the running count.
+    fn recount_bytes(&self) -> usize {
         let held: usize = self
             .states
             .iter()
@@ -692,14 +701,19 @@ impl KvStore {
             self.tombstones.remove(&(since, owner, version));
             self.collect_one(owner, version);
         }
+        debug_assert_eq!(self.held_bytes, self.recount_bytes());
     }
 
     fn collect_one(&mut self, owner: NodeId, version: u64) {
         let Some(state) = self.states.get_mut(&owner) else {
             return;
         };
+        let before = state.bytes;
         if !state.remove_version(version) {
             return;
+        }
+        if owner != self.me {
+            self.held_bytes -= before - state.bytes;
         }
         self.keys_held -= 1;
         self.stats.collected += 1;
@@ -714,10 +728,13 @@ impl KvStore {
         if owner == self.me {
             return;
         }
-        self.staging.remove(&owner);
+        if let Some(staged) = self.staging.remove(&owner) {
+            self.held_bytes -= staged.bytes;
+        }
         let Some(state) = self.states.remove(&owner) else {
             return;
         };
+        self.held_bytes -= state.bytes;
         self.forget_state(owner, &state, now, out);
     }
 
@@ -734,7 +751,10 @@ impl KvStore {
             self.drop_owner(owner, now, out);
         }
         // Resets under way of owners of which no copy is held yet.
-        self.staging.clear();
+        for staged in std::mem::take(&mut self.staging).into_values() {
+            self.held_bytes -= staged.bytes;
+        }
+        debug_assert_eq!(self.held_bytes, self.recount_bytes());
     }
 
     fn forget_state(&mut self, owner: NodeId, state: &State, now: Time, out: &mut Vec<KeyChange>) {
@@ -998,6 +1018,18 @@ impl KvStore {
         holds: bool,
         out: &mut Vec<KeyChange>,
     ) {
+        self.take_delta(now, sender, delta, holds, out);
+        debug_assert_eq!(self.held_bytes, self.recount_bytes());
+    }
+
+    fn take_delta(
+        &mut self,
+        now: Time,
+        sender: NodeId,
+        delta: Delta,
+        holds: bool,
+        out: &mut Vec<KeyChange>,
+    ) {
         let owner = delta.owner;
         if owner == self.me || !holds || delta.generation == 0 {
             return;
@@ -1043,13 +1075,17 @@ impl KvStore {
                 let mut fresh = State::new(delta.generation, delta.gc_version);
                 fresh.max_version = delta.to;
                 fresh.reset_from = delta.to;
-                self.staging.insert(owner, fresh);
+                if let Some(old) = self.staging.insert(owner, fresh) {
+                    self.held_bytes -= old.bytes;
+                }
             }
             let Some(staged) = self.staging.get_mut(&owner) else {
                 return;
             };
             staged.gc_version = staged.gc_version.max(delta.gc_version);
+            let before = staged.bytes;
             staged.take_down(now, &delta, &limits, room(staged), &mut self.stats);
+            self.held_bytes = self.held_bytes - before + staged.bytes;
             let (generation, version) = (staged.generation, staged.max_version);
             if staged.reset_from == 0 && version >= delta.top && !stale(self, generation, version) {
                 self.swap(owner, now, out);
@@ -1065,7 +1101,9 @@ impl KvStore {
             if delta.from > staged.max_version {
                 return;
             }
+            let before = staged.bytes;
             staged.take(now, &delta, &limits, room(staged), &mut self.stats);
+            self.held_bytes = self.held_bytes - before + staged.bytes;
             let (generation, version) = (staged.generation, staged.max_version);
             if version >= delta.top && !stale(self, generation, version) {
                 self.swap(owner, now, out);
@@ -1080,7 +1118,9 @@ impl KvStore {
             return;
         }
         let generation = state.generation;
+        let before = state.bytes;
         let taken = state.take(now, &delta, &limits, room(state), &mut self.stats);
+        self.held_bytes = self.held_bytes - before + state.bytes;
         for (update, replaced, took) in taken {
             if !took {
                 // A key over this member's limits replaced the version held: it is gone.
@@ -1137,6 +1177,7 @@ impl KvStore {
         };
         let generation = new.generation;
         let old = self.states.insert(owner, new).unwrap_or_default();
+        self.held_bytes -= old.bytes;
         if old.generation > 0 {
             self.stats.resets_taken += 1;
         }
