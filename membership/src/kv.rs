@@ -1330,6 +1330,45 @@ mod tests {
         assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
     }
 
+    /// A reset in parts from another holder whose floor moves on meanwhile is swapped in
+    /// only once deltas have brought it up to the new floor.
+    #[test]
+    fn a_staging_copy_below_a_floor_that_moved_waits_for_deltas() {
+        let (me, owner, other) = (NodeId::new(1), NodeId::new(2), NodeId::new(3));
+        let mut kv = KvStore::new(me, 1, limits());
+        kv.learn(owner, 1, 5);
+        let mut out = Vec::new();
+        let mut first = reset(owner, 5, vec![update("e", 5)]);
+        first.from = 4;
+        kv.apply(Time::ZERO, other, first, true, &mut out);
+        kv.learn(owner, 1, 7);
+        let mut last = reset(owner, 5, vec![update("d", 4), update("a", 1)]);
+        last.to = 4;
+        kv.apply(Time::ZERO, other, last, true, &mut out);
+        assert_eq!(kv.get(owner, "a"), None, "swapped in below the floor");
+        let staged = kv.digest(1_000).2;
+        assert_eq!(
+            staged
+                .iter()
+                .find(|d| d.owner == owner)
+                .map(|d| (d.max_version, d.reset_from)),
+            Some((5, 0))
+        );
+        let on = Delta {
+            owner,
+            generation: 1,
+            reset: false,
+            gc_version: 0,
+            from: 5,
+            to: 7,
+            keys: vec![update("f", 6), update("g", 7)],
+            top: 7,
+        };
+        kv.apply(Time::ZERO, other, on, true, &mut out);
+        assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
+        assert_eq!(kv.get(owner, "g"), Some(b"v".as_slice()));
+    }
+
     /// A holder that learns its copy is older than the owner's deletion floor hands it out
     /// to no member holding none, though it still answers with plain deltas, which carry
     /// every change above the asker's version.
