@@ -1486,6 +1486,7 @@ impl Member {
         if self.joined == 0 {
             return;
         }
+        self.forget_merged_from();
         // Each change joins another group; a few are enough for any view, and the next
         // input carries on.
         for _ in 0..4 {
@@ -1501,6 +1502,26 @@ impl Member {
                 self.announced = size;
                 self.bump();
             }
+        }
+    }
+
+    /// Forgets the group this member's group merged from once that group's coordinator is
+    /// believed dead or is forgotten, as `forget_merges` forgets the merges handed up, and
+    /// gossips it (a new incarnation). Kept, it would hide the next merge with a group of
+    /// that coordinator (after a partition in which it formed one again) from this member:
+    /// `news_of_group` takes a member that came from the group this member came from for
+    /// old news, and this member would never be told.
+    fn forget_merged_from(&mut self) {
+        let me = self.config.id;
+        if let Some(from) = self.merged_from
+            && from != me
+            && self
+                .members
+                .get(&from)
+                .is_none_or(|e| e.state == MemberState::Dead)
+        {
+            self.merged_from = None;
+            self.bump();
         }
     }
 

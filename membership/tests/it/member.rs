@@ -126,6 +126,108 @@ fn the_generation_is_durable_before_anything_is_sent() {
     assert!(after.iter().any(|e| matches!(e, Effect::WakeAt(_))));
 }
 
+/// The merges `m` handed up, as `(group, other, winner)`.
+fn merges(effects: &[EffectOf<Member>]) -> Vec<(u64, u64, u64)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Apply(ViewChange::Merged {
+                group,
+                other,
+                winner,
+                ..
+            }) => Some((group.get(), other.get(), winner.get())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Member 1 first joins group 5, which then merges into the larger group 4; later member 5
+/// is declared dead (a partition), forms a group again and merges it into group 4 after the
+/// heal. Member 1, on group 4's side, is told of that merge although it once came from group
+/// 5 itself: that old merge ended with member 5's death. It was not told before (its
+/// `merged_from` kept naming 5, and a member from 5 looked like old news), which the split
+/// test hit in 9 members split 4/5.
+#[test]
+fn a_member_that_came_from_a_group_is_told_when_that_group_merges_in_again() {
+    let mut m = ready(0, |b| b);
+    let t = |ms| Time::from_millis(ms);
+    let coordinator = |id: u64, incarnation: u64, joined: u64, size: u32| Update {
+        id: n(id),
+        generation: 1,
+        incarnation,
+        state: MemberState::Alive,
+        joined,
+        by: n(id),
+        group: n(id),
+        group_size: size,
+        merged_from: None,
+    };
+    // Group 5 answers the join: member 1 takes a stamp and joins it.
+    let sync = |from: u64, updates| Input::Message {
+        from: n(from),
+        message: Message {
+            generation: 1,
+            incarnation: 0,
+            joined: 1,
+            group: n(from),
+            group_size: 2,
+            merged_from: None,
+            kv_floor: 0,
+            body: Body::Sync { reply: false },
+            updates,
+        },
+    };
+    m.handle(t(10), sync(5, vec![coordinator(5, 0, 1, 2)]));
+    drain(&mut m);
+    assert_eq!(m.coordinator(), n(5));
+    // Group 4, larger, and as old: member 1 moves into it from 5.
+    m.handle(
+        t(20),
+        Input::Message {
+            from: n(3),
+            message: message(Body::Gossip, vec![coordinator(4, 0, 1, 5)]),
+        },
+    );
+    let first = merges(&drain(&mut m));
+    assert!(first.contains(&(5, 4, 4)), "{first:?}");
+    assert_eq!(m.coordinator(), n(4));
+    // Member 5 is declared dead (cut off), then comes back, its group merged into 4.
+    let dead = Update {
+        state: MemberState::Dead,
+        by: n(4),
+        ..coordinator(5, 0, 1, 2)
+    };
+    m.handle(
+        t(30),
+        Input::Message {
+            from: n(4),
+            message: message(Body::Gossip, vec![dead]),
+        },
+    );
+    m.handle(t(35), Input::Wake);
+    drain(&mut m);
+    assert_eq!(m.state_of(n(5)), Some(MemberState::Dead));
+    let back = Update {
+        group: n(4),
+        merged_from: Some(n(5)),
+        ..coordinator(5, 3, 1, 1)
+    };
+    m.handle(
+        t(40),
+        Input::Message {
+            from: n(4),
+            message: message(Body::Gossip, vec![back]),
+        },
+    );
+    let told = merges(&drain(&mut m));
+    assert_eq!(m.state_of(n(5)), Some(MemberState::Alive));
+    assert!(
+        told.contains(&(4, 5, 4)),
+        "member 1 was not told that group 5 merged into 4 again: {told:?}"
+    );
+}
+
 #[test]
 fn a_suspicion_of_itself_is_refuted_with_a_higher_incarnation() {
     let mut m = ready(3, |b| b);
