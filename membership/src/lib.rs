@@ -67,7 +67,10 @@
 //! random live members), least sent first, as many as fit in `message_bytes_max`, each at
 //! most `retransmit_mult × ceil(log10(n + 1))` times. Every `push_pull_interval_ms` a member
 //! syncs its whole view with one other: a live member, or, half the time when there are
-//! any, a seed or a member it believes dead. That re-announce is what merges the two sides
+//! any, a seed or a member it believes dead. To a live member it first offers a hash of its
+//! view, and the views are sent only if the other's hashes differently, so that members
+//! whose views agree (a cluster at rest) pay a few bytes per push-pull and not two views;
+//! to a seed or a dead member the view goes at once. That re-announce is what merges the two sides
 //! of a healed partition, which believe each other dead and so would never probe each
 //! other. Deaths in a sync count only as suspicions (the sender may have been cut off), and
 //! a member learns of another only from news that it is alive, so that stale gossip about

@@ -12,7 +12,7 @@ use synod_node::{
 use crate::config::MemberConfig;
 use crate::kv::{Digest, KeyChange, KvError, KvStore};
 use crate::wire::{
-    Body, MemberState, Message, UPDATE_BYTES_MAX, Update, beyond_reach, update_bytes,
+    Body, MemberState, Message, UPDATE_BYTES_MAX, Update, beyond_reach, update_bytes, view_hash,
 };
 
 /// What a [`Member`] makes durable: the generation of its current start, written once per
@@ -187,6 +187,9 @@ pub struct MemberStats {
     /// Times this member dropped every copy of others' key-values because it had been
     /// paused for half the tombstone grace or more.
     pub kv_pauses: u64,
+    /// Push-pulls offered to this member ([`Body::SyncOffer`]) that it answered with
+    /// nothing, its view hashing the same as the offerer's.
+    pub syncs_matched: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -883,6 +886,20 @@ impl Member {
         }
         self.sync_cursor = start + sent;
         self.emit(to, message);
+    }
+
+    /// The hash of this member's whole view, itself included, as a [`Body::SyncOffer`]
+    /// carries it.
+    fn view_hash(&self) -> u64 {
+        let me = self.config.id;
+        let mut view: Vec<Update> = self
+            .members
+            .keys()
+            .filter_map(|&id| self.update_of(id, me))
+            .collect();
+        view.push(self.own_update());
+        view.sort_unstable_by_key(|u| u.id);
+        view_hash(&view)
     }
 
     fn event(&mut self, id: NodeId, generation: u64, state: Option<MemberState>, at: Time) {
@@ -1765,7 +1782,14 @@ impl Member {
             return;
         }
         let to = pool[self.rng.below(pool.len() as u64) as usize];
-        self.send_sync(to, true);
+        if from_away {
+            // Believed dead, or a seed not in the view: the views differ, so the whole
+            // view goes at once.
+            self.send_sync(to, true);
+        } else {
+            let hash = self.view_hash();
+            self.send(to, Body::SyncOffer { hash });
+        }
     }
 
     fn reap(&mut self, now: Time) {
@@ -1921,6 +1945,13 @@ impl Member {
                 }
             }
             Body::Gossip => {}
+            Body::SyncOffer { hash } => {
+                if hash == self.view_hash() {
+                    self.stats.syncs_matched += 1;
+                } else {
+                    self.send_sync(from, true);
+                }
+            }
             Body::KvSyn { lo, hi, digests } => {
                 let budget = self.kv_budget();
                 // Sorted for the lookup below: a peer's digests come in its own order.

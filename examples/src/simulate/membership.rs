@@ -287,6 +287,7 @@ fn message_kind(message: &Message) -> &'static str {
         Body::IndirectAck { .. } => "indirect-ack",
         Body::Nack { .. } => "nack",
         Body::Gossip => "gossip",
+        Body::SyncOffer { .. } => "sync-offer",
         Body::Sync { .. } => "sync",
         Body::KvSyn { .. } => "kv-digest",
         Body::KvAck { .. } => "kv-answer",

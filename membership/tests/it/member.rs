@@ -126,6 +126,71 @@ fn the_generation_is_durable_before_anything_is_sent() {
     assert!(after.iter().any(|e| matches!(e, Effect::WakeAt(_))));
 }
 
+/// Wakes `m` every 10 ms from `from` until it offers a push-pull; returns when and the hash.
+fn next_offer(m: &mut Member, from: Time) -> (Time, NodeId, u64) {
+    let mut t = from;
+    for _ in 0..1_000 {
+        t += Duration::from_millis(10);
+        m.handle(t, Input::Wake);
+        for (to, msg) in sends(&drain(m)) {
+            if let Body::SyncOffer { hash } = msg.body {
+                return (t, to, hash);
+            }
+            assert!(
+                !matches!(msg.body, Body::Sync { .. }),
+                "a whole view sent to live {to}, not an offer"
+            );
+        }
+    }
+    panic!("no push-pull offer in 10 s");
+}
+
+#[test]
+fn a_push_pull_offer_is_answered_with_the_view_only_when_the_views_differ() {
+    let mut m = ready(3, |b| b.push_pull_interval_ms(500));
+    // Its own offer carries the hash of its view; the same hash back is answered with
+    // nothing, the view unchanged by the offer's header (what it holds of member 2).
+    let (t, to, hash) = next_offer(&mut m, Time::ZERO);
+    assert!((2..=4).contains(&to.get()), "offered to {to}");
+    let offer = |hash| Input::Message {
+        from: n(2),
+        message: message(Body::SyncOffer { hash }, vec![]),
+    };
+    m.handle(t, offer(hash));
+    let answer = sends(&drain(&mut m));
+    assert!(
+        answer
+            .iter()
+            .all(|(_, msg)| !matches!(msg.body, Body::Sync { .. })),
+        "views that agree are exchanged: {answer:?}"
+    );
+    assert_eq!(m.stats().syncs_matched, 1);
+    // Another hash: the view goes back, asking for the offerer's in return.
+    m.handle(t, offer(hash ^ 1));
+    let answer = sends(&drain(&mut m));
+    let sync: Vec<_> = answer
+        .iter()
+        .filter(|(_, msg)| msg.body == Body::Sync { reply: true })
+        .collect();
+    assert_eq!(sync.len(), 1, "{answer:?}");
+    assert_eq!(sync[0].0, n(2));
+    let mut ids: Vec<u64> = sync[0].1.updates.iter().map(|u| u.id.get()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    assert_eq!(m.stats().syncs_matched, 1);
+    // A change of view changes the hash it offers.
+    m.handle(
+        t,
+        Input::Message {
+            from: n(3),
+            message: message(Body::Gossip, vec![alive(n(4), 5)]),
+        },
+    );
+    drain(&mut m);
+    let (_, _, changed) = next_offer(&mut m, t);
+    assert_ne!(changed, hash);
+}
+
 /// The merges `m` handed up, as `(group, other, winner)`.
 fn merges(effects: &[EffectOf<Member>]) -> Vec<(u64, u64, u64)> {
     effects
