@@ -2,6 +2,16 @@
 //! on the data directory, its command table on the client connections, and the runtime's
 //! generic host ([`crate::runtime::host`]) for everything else; and its client
 //! (`synod kv --system leaderless`).
+//!
+//! Its membership is not driven by `synod_membership::net::drive`, the driver for a member
+//! on its own: here the `Member` is one part of the node's state machine ([`Leaderless`]),
+//! driven by the same runtime host as every other system. Its messages travel on the node's
+//! one transport inside the store's (`Message::Member`), its generation is a record of the
+//! store's log (recovery reads it with the admission records), and its view changes reach
+//! the partition table, the hinted hand-off and the store within the same step, so the
+//! whole node, membership included, runs under synod-sim (`synod sim leaderless`).
+//! `net::drive` would need a second transport and port per node, a generation file beside
+//! the log, and the member's changes handed across threads, out of the simulator's reach.
 // tidy: driver: opens the store's files, reads the system clock once at start and serves client connections.
 
 use std::io;
