@@ -26,7 +26,8 @@
 //!
 //! Beside each rate the bench prints the CPU time each request cost, as medians: the three
 //! servers' together (user and system time from `/proc/PID/stat`), and the load
-//! generator's (this process's), so that a difference in the clients' cost shows.
+//! generator's (this process's), so that a difference in the clients' cost shows; and,
+//! once, what each cluster spends a second with no client at all.
 //!
 //! For each figure and repetition the two systems run one after the other (which one first
 //! alternates), so that both see the same machine; each figure is the median over the
@@ -302,6 +303,18 @@ fn main() {
         core_run(&core, &core_leader, 64, op, plan.rep / 2);
         etcd_run(&etcd, &etcd_leader, 64, op, plan.rep / 2);
     }
+
+    // What each cluster spends with no client, for the CPU per request at few clients.
+    let idle = |cpu: &dyn Fn() -> f64| {
+        let (before, start) = (cpu(), std::time::Instant::now());
+        std::thread::sleep(plan.rep);
+        (cpu() - before) / start.elapsed().as_secs_f64() * 1e3
+    };
+    println!(
+        "idle, no clients: the Consistent Core's three nodes used {:.1} ms of CPU a second, etcd's three members {:.1} ms",
+        idle(&|| core.cpu_seconds()),
+        idle(&|| etcd.cpu_seconds())
+    );
 
     let mut failures = (0u64, 0u64);
     for op in [Op::Write, Op::Read] {
