@@ -45,14 +45,8 @@
 //! `SYNOD_BENCH_QUICK=1` runs five short repetitions and finishes in well under 60
 //! seconds; without it, seven longer ones (about a minute and a half on a quiet machine).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::fs::File;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,9 +56,16 @@ use synod_examples::consistent_core::kv::{KvCommand, LogCommand, PutCondition};
 use synod_examples::resp::Value;
 use synod_wal::format::record_bytes;
 
+#[path = "support/baseline.rs"]
+mod baseline;
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{Cluster, file_system, p50_us, report};
+#[path = "support/load.rs"]
+mod load;
+use baseline::{
+    PING_BYTES, awake, prewritten, raw_fdatasync_rate, raw_fdatasync_times, tcp_rtt_times,
+};
+use cluster::{Cluster, Plan, file_system, p50_us, report};
 
 /// Clients of the throughput figure.
 const CLIENTS: usize = 64;
@@ -73,34 +74,6 @@ const VALUE_BYTES: usize = 32;
 /// Keys per client in the throughput figure (the key space is bounded, as with
 /// `redis-benchmark -r`, so that snapshots stay small).
 const KEYS_PER_CLIENT: usize = 256;
-/// Bytes of one message of the TCP ping-pong baseline.
-const PING_BYTES: usize = 64;
-/// Size of the pre-written file of the raw baseline.
-const RAW_FILE_BYTES: usize = 64 << 20;
-
-struct Plan {
-    reps: usize,
-    /// Samples per repetition of a latency figure (fdatasync, ping-pong, 1-client SET).
-    samples: usize,
-    /// How long one repetition of a rate figure runs.
-    rep: Duration,
-}
-
-fn plan() -> Plan {
-    if cluster::quick() {
-        Plan {
-            reps: 5,
-            samples: 200,
-            rep: Duration::from_millis(700),
-        }
-    } else {
-        Plan {
-            reps: 7,
-            samples: 2000,
-            rep: Duration::from_secs(3),
-        }
-    }
-}
 
 /// The WAL record of a `SET` as the leader logs it: a plain (sessionless) put of a key
 /// like the ones the clients write, in an entry with a realistic index and clock.
@@ -129,113 +102,6 @@ fn key(client: usize, i: usize) -> String {
 // ---------------------------------------------------------------------------------------
 // Baselines.
 
-/// A pre-written file (zeros, synced) for the raw baseline.
-fn prewritten(dir: &Path) -> File {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dir.join("raw.bin"))
-        .expect("raw baseline file");
-    let zeros = vec![0u8; 1 << 20];
-    for at in (0..RAW_FILE_BYTES).step_by(zeros.len()) {
-        file.write_all_at(&zeros, at as u64).expect("pre-write");
-    }
-    file.sync_all().expect("sync");
-    file
-}
-
-/// p50 latency of `pwrite` + `fdatasync` of `bytes`, written round and round the file.
-fn raw_fdatasync_p50_us(file: &File, bytes: usize, samples: usize) -> f64 {
-    let slots = RAW_FILE_BYTES / bytes;
-    let buf = vec![0x5au8; bytes];
-    let mut times = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let start = Instant::now();
-        file.write_all_at(&buf, ((i % slots) * bytes) as u64)
-            .expect("pwrite");
-        file.sync_data().expect("fdatasync");
-        times.push(start.elapsed());
-    }
-    p50_us(&mut times)
-}
-
-/// `pwrite` + `fdatasync` of `bytes` at a time, for `duration`: writes per second.
-fn raw_fdatasync_rate(file: &File, bytes: usize, duration: Duration) -> f64 {
-    let slots = RAW_FILE_BYTES / bytes;
-    let buf = vec![0x5au8; bytes];
-    let start = Instant::now();
-    let mut ops = 0usize;
-    while ops < 3 || start.elapsed() < duration {
-        file.write_all_at(&buf, ((ops % slots) * bytes) as u64)
-            .expect("pwrite");
-        file.sync_data().expect("fdatasync");
-        ops += 1;
-    }
-    ops as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Runs `f` while one thread per core spins, so that no core idles: on this project's
-/// virtual machines the disk's completion interrupt goes to one core, and if that core is
-/// idle the guest notices the completed write only at its next timer tick, so a lone
-/// `fdatasync` takes about 4 ms instead of about 0.1 ms. That is the guest's wake-up
-/// latency, not the disk's; the cluster, busy while it commits, mostly does not pay it.
-/// The disk baselines are measured this way (and the idle figure printed beside them).
-fn awake<T>(f: impl FnOnce() -> T) -> T {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let stop = Arc::new(AtomicBool::new(false));
-    let spinners: Vec<_> = (0..cores)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                // Plain work, not `spin_loop` (a PAUSE loop can make the hypervisor
-                // deschedule the virtual CPU, which is what this must prevent).
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            })
-        })
-        .collect();
-    let result = f();
-    stop.store(true, Ordering::Relaxed);
-    for s in spinners {
-        s.join().expect("spinner");
-    }
-    result
-}
-
-/// p50 round trip of a blocking 64-byte ping-pong over loopback TCP (a fresh echo thread
-/// and connection per repetition).
-fn tcp_rtt_p50_us(samples: usize) -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let echo = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.set_nodelay(true).expect("nodelay");
-        let mut buf = [0u8; PING_BYTES];
-        while s.read_exact(&mut buf).is_ok() {
-            if s.write_all(&buf).is_err() {
-                break;
-            }
-        }
-    });
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).expect("nodelay");
-    let mut buf = [0x5au8; PING_BYTES];
-    let mut times = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let start = Instant::now();
-        s.write_all(&buf).expect("ping");
-        s.read_exact(&mut buf).expect("pong");
-        times.push(start.elapsed());
-    }
-    drop(s);
-    echo.join().expect("echo thread");
-    p50_us(&mut times)
-}
-
 fn set(client: &mut Client, key: &str, value: &[u8]) -> bool {
     matches!(
         client.call(&[b"SET", key.as_bytes(), value]),
@@ -260,46 +126,16 @@ fn core_1c_p50_us(client: &mut Client, samples: usize, failures: &mut u64) -> f6
 /// `CLIENTS` clients, each with its own connection, SETting for `duration`: committed
 /// SETs per second.
 fn core_64c_rate(leader: &str, duration: Duration, failures: &mut u64) -> f64 {
-    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let start_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (barrier, done, failed) = (barrier.clone(), done.clone(), failed.clone());
-            let start_at = start_at.clone();
-            let leader = leader.to_string();
-            std::thread::spawn(move || {
-                let mut client = Client::new(&[leader]).with_timeout(Duration::from_secs(20));
-                let value = vec![b'v'; VALUE_BYTES];
-                // Connect (and warm the connection's server thread) before the clock runs.
-                let _ = client.call(&[b"PING"]);
-                barrier.wait();
-                let end = start_at
-                    .lock()
-                    .expect("lock")
-                    .expect("set before the start")
-                    + duration;
-                let mut i = 0;
-                while Instant::now() < end {
-                    if set(&mut client, &key(c, i), &value) {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    *start_at.lock().expect("lock") = Some(start);
-    barrier.wait();
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    *failures += failed.load(Ordering::Relaxed);
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let value = vec![b'v'; VALUE_BYTES];
+    let (run, (), ()) = load::closed_loop(
+        CLIENTS,
+        duration,
+        |_| cluster::connected(leader),
+        |client, c, i| set(client, &key(c, i as usize), &value),
+        || (),
+    );
+    *failures += run.failures;
+    run.rate
 }
 
 /// `redis-benchmark -c 64 -P 16 -t set -d 32` against `leader`, alternating with the
@@ -359,7 +195,7 @@ fn redis_benchmark_rate(leader: &str, plan: &Plan, raw: &File, batch: usize) -> 
 }
 
 fn main() {
-    let plan = plan();
+    let plan = Plan::new();
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary directory");
     let (payload, record) = set_record_bytes();
     let batch = CLIENTS * record;
@@ -391,10 +227,16 @@ fn main() {
     let (mut floor, mut lat, mut ceiling, mut rate) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.reps {
-        let f = awake(|| raw_fdatasync_p50_us(&raw, record, plan.samples));
-        idle.push(raw_fdatasync_p50_us(&raw, record, plan.samples / 4));
-        let r = awake(|| tcp_rtt_p50_us(plan.samples));
-        rtt_idle.push(tcp_rtt_p50_us(plan.samples / 4));
+        let f = p50_us(&mut awake(|| {
+            raw_fdatasync_times(&raw, record, plan.samples)
+        }));
+        idle.push(p50_us(&mut raw_fdatasync_times(
+            &raw,
+            record,
+            plan.samples / 4,
+        )));
+        let r = p50_us(&mut awake(|| tcp_rtt_times(plan.samples)));
+        rtt_idle.push(p50_us(&mut tcp_rtt_times(plan.samples / 4)));
         fsync.push(f);
         rtt.push(r);
         floor.push(f + 2.0 * r);

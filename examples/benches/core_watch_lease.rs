@@ -30,8 +30,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
@@ -39,7 +38,9 @@ use synod_examples::resp::{Limits, Value};
 
 #[path = "support/cluster.rs"]
 mod cluster;
-use cluster::{Cluster, file_system, report};
+#[path = "support/load.rs"]
+mod load;
+use cluster::{Cluster, file_system, quantile_us, report};
 
 /// Bytes of each value written.
 const VALUE_BYTES: usize = 32;
@@ -86,14 +87,6 @@ fn plan() -> Plan {
             rep: Duration::from_secs(3),
         }
     }
-}
-
-/// The `q` quantile (0 to 1) of `samples`, in microseconds.
-fn quantile_us(samples: &mut [Duration], q: f64) -> f64 {
-    samples.sort();
-    let last = samples.len().saturating_sub(1);
-    let at = ((last as f64) * q).round() as usize;
-    samples[at.min(last)].as_secs_f64() * 1e6
 }
 
 /// A client of `addr` (the leader).
@@ -277,51 +270,38 @@ enum Op {
 /// [`CLIENTS`] clients, each with its own connection (and, for keep-alives, its own
 /// lease), doing `op` for `duration`: operations per second.
 fn rate(leader: &str, op: Op, duration: Duration) -> f64 {
-    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
-    let done = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (barrier, done) = (Arc::clone(&barrier), Arc::clone(&done));
-            let leader = leader.to_string();
-            std::thread::spawn(move || {
-                let mut client = client(&leader);
-                let key = format!("bench:rate:{c:02}");
-                let value = vec![b'v'; VALUE_BYTES];
-                let lease = match op {
-                    Op::Set => {
-                        let _ = client.call(&[b"PING"]);
-                        Vec::new()
-                    }
-                    Op::KeepAlive => {
-                        let id = int(
-                            client.call(&[b"LEASE", b"GRANT", LEASE_TTL_MS.as_bytes()]),
-                            "LEASE GRANT",
-                        );
-                        id.to_string().into_bytes()
-                    }
-                };
-                barrier.wait();
-                let end = Instant::now() + duration;
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    match op {
-                        Op::Set => set(&mut client, &key, &value),
-                        Op::KeepAlive => {
-                            int(client.call(&[b"LEASE", b"KEEPALIVE", &lease]), "KEEPALIVE");
-                        }
-                    }
-                    n += 1;
+    let value = vec![b'v'; VALUE_BYTES];
+    // Each client connects, and takes its lease for keep-alives, before the clock runs.
+    let connect = |_c: usize| {
+        let mut client = cluster::connected(leader)?;
+        let lease = match op {
+            Op::Set => Vec::new(),
+            Op::KeepAlive => {
+                let id = int(
+                    client.call(&[b"LEASE", b"GRANT", LEASE_TTL_MS.as_bytes()]),
+                    "LEASE GRANT",
+                );
+                id.to_string().into_bytes()
+            }
+        };
+        Ok((client, lease))
+    };
+    let (run, (), ()) = load::closed_loop(
+        CLIENTS,
+        duration,
+        connect,
+        |(client, lease): &mut (Client, Vec<u8>), c, _i| {
+            match op {
+                Op::Set => set(client, &format!("bench:rate:{c:02}"), &value),
+                Op::KeepAlive => {
+                    int(client.call(&[b"LEASE", b"KEEPALIVE", lease]), "KEEPALIVE");
                 }
-                done.fetch_add(n, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+            }
+            true
+        },
+        || (),
+    );
+    run.rate
 }
 
 /// Prints `ratio name got/base` with both figures.

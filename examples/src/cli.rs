@@ -689,6 +689,15 @@ pub const BENCHES: &[BenchTarget] = &[
                    (Debian's etcd-server; skipped without it), one load generator for both: \
                    writes/s and linearizable reads/s at 1, 16, 64 and 256 clients, Synod over etcd",
     },
+    BenchTarget {
+        package: "synod-examples",
+        name: "leaderless",
+        features: "",
+        measures: "the leaderless store, three nodes of real processes: 64-client QUORUM SETs/s and \
+                   GETs/s vs the Consistent Core's beside it; 1-client QUORUM SET p50 and p99 vs \
+                   fdatasync + 1 RTT; partition replicas moved and keys streamed when a fourth node \
+                   joins vs the least",
+    },
 ];
 
 /// The text `synod bench` prints.

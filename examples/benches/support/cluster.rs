@@ -1,7 +1,8 @@
-//! What the benchmarks of real `synod node` clusters share: a three-node cluster of
-//! processes on loopback, each under a watchdog that kills it when the bench ends however
-//! it ends, and the figures' medians. Included by each bench with `#[path]` (benches are
-//! separate crates).
+//! What the benchmarks of real `synod node` clusters share: a cluster of processes on
+//! loopback (of any system; a later node may join the first ones), each under a watchdog
+//! that kills it when the bench ends however it ends, the CPU time its nodes spent, the run
+//! plan, and the figures' medians and quantiles. Included by each bench with `#[path]`
+//! (benches are separate crates).
 
 // Each bench uses part of it.
 #![allow(dead_code)]
@@ -24,6 +25,34 @@ pub fn quick() -> bool {
     std::env::var("SYNOD_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
+/// How many repetitions, and how long, the benches of a cluster run.
+pub struct Plan {
+    pub reps: usize,
+    /// Samples per repetition of a latency figure (fdatasync, ping-pong, 1-client SET).
+    pub samples: usize,
+    /// How long one repetition of a rate figure runs.
+    pub rep: Duration,
+}
+
+impl Plan {
+    /// Five short repetitions in a quick run ([`quick`]), seven longer ones otherwise.
+    pub fn new() -> Plan {
+        if quick() {
+            Plan {
+                reps: 5,
+                samples: 200,
+                rep: Duration::from_millis(700),
+            }
+        } else {
+            Plan {
+                reps: 7,
+                samples: 2000,
+                rep: Duration::from_secs(3),
+            }
+        }
+    }
+}
+
 /// Median, min and max.
 pub fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
@@ -41,10 +70,17 @@ pub fn report(label: &str, unit: &str, v: &[f64]) -> f64 {
     median
 }
 
+/// The `q` quantile (0 to 1) of `samples`, in microseconds.
+pub fn quantile_us(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort();
+    let last = samples.len().saturating_sub(1);
+    let at = ((last as f64) * q).round() as usize;
+    samples[at.min(last)].as_secs_f64() * 1e6
+}
+
 /// p50 of durations, in microseconds.
 pub fn p50_us(samples: &mut [Duration]) -> f64 {
-    samples.sort();
-    samples[samples.len() / 2].as_secs_f64() * 1e6
+    quantile_us(samples, 0.5)
 }
 
 /// The file system `path` lives on, from `/proc/self/mounts` (the longest mount point
@@ -239,6 +275,11 @@ impl Members {
             .sum()
     }
 
+    /// How many members were started.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
     /// Panics with the members' logs if one has exited.
     pub fn check_running(&mut self) {
         for (i, p) in self.processes.iter_mut().enumerate() {
@@ -258,11 +299,19 @@ impl Drop for Members {
     }
 }
 
-/// A three-node cluster of `synod node` processes. Dropping it kills them and removes
-/// their data.
+/// A cluster of `synod node` processes. Dropping it kills them and removes their data.
 pub struct Cluster {
     members: Members,
+    /// `--system`.
+    system: &'static str,
+    /// Each node's peer address.
+    peer_addrs: Vec<String>,
     client_addrs: Vec<String>,
+    /// The nodes started first (`1..=founders`), each other's peers; a later node has them
+    /// and itself as its peers, and joins.
+    founders: usize,
+    /// Options added to every node's.
+    extra: Vec<OsString>,
 }
 
 pub fn free_port() -> u16 {
@@ -274,6 +323,7 @@ pub fn free_port() -> u16 {
 }
 
 impl Cluster {
+    /// A Consistent Core cluster of `nodes`, every node started.
     pub fn start(root: &Path, nodes: usize) -> Cluster {
         Cluster::start_with(root, nodes, &[])
     }
@@ -281,41 +331,80 @@ impl Cluster {
     /// [`Cluster::start`], with `extra` added to every node's options (a secured
     /// cluster's `--password-file` and `--peer-secret-file`, say).
     pub fn start_with(root: &Path, nodes: usize, extra: &[OsString]) -> Cluster {
-        let peer_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let client_addrs: Vec<String> = (0..nodes)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let peers = peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        Cluster::start_system(root, "consistent-core", nodes, nodes, extra)
+    }
+
+    /// Room for `nodes` of `system` (`synod node --system NAME`), the first `founders`
+    /// started, with `extra` added to every node's options; [`Cluster::start_node`] starts
+    /// a later one, which joins them.
+    pub fn start_system(
+        root: &Path,
+        system: &'static str,
+        nodes: usize,
+        founders: usize,
+        extra: &[OsString],
+    ) -> Cluster {
+        let mut cluster = Cluster {
+            members: Members::new(root, "node"),
+            system,
+            peer_addrs: (0..nodes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            client_addrs: (0..nodes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            founders,
+            extra: extra.to_vec(),
+        };
+        for _ in 0..founders {
+            cluster.start_node();
+        }
+        cluster
+    }
+
+    /// Starts the next node (node 1 first): its peers are the first nodes and itself.
+    pub fn start_node(&mut self) {
+        let id = self.members.len() + 1;
+        let peers = (1..=self.founders.max(id))
+            .map(|i| format!("{i}={}", self.peer_addrs[i - 1]))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members = Members::new(root, "node");
-        for id in 1..=nodes {
-            let mut args: Vec<OsString> = [
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{}", peer_ports[id - 1]),
-                "--client",
-                &client_addrs[id - 1],
-                "--peers",
-                &peers,
-                "--data-dir",
-            ]
+        let mut args: Vec<OsString> = ["node", "--system", self.system, "--id", &id.to_string()]
             .iter()
             .map(OsString::from)
             .collect();
-            args.push(members.dir().join(format!("node{id}")).into());
-            args.extend(extra.iter().cloned());
-            members.spawn(OsStr::new(env!("CARGO_BIN_EXE_synod")), &args);
-        }
-        Cluster {
-            members,
-            client_addrs,
-        }
+        args.extend(
+            [
+                "--listen",
+                &self.peer_addrs[id - 1],
+                "--client",
+                &self.client_addrs[id - 1],
+                "--peers",
+                &peers,
+                // A name of its own (its directory's): the cluster's id is drawn from it,
+                // not from the peer list, so a later node, with one peer more, is one of them.
+                "--cluster",
+                &self.cluster_name(),
+                "--data-dir",
+            ]
+            .iter()
+            .map(OsString::from),
+        );
+        args.push(self.members.dir().join(format!("node{id}")).into());
+        args.extend(self.extra.iter().cloned());
+        self.members
+            .spawn(OsStr::new(env!("CARGO_BIN_EXE_synod")), &args);
+    }
+
+    /// The cluster's name (`--cluster`): its directory's, unique among the benches'.
+    fn cluster_name(&self) -> String {
+        let dir = self.members.dir().file_name().unwrap_or_default();
+        format!("synod-bench-{}", dir.to_string_lossy())
+    }
+
+    /// Where node `id` serves clients.
+    pub fn client_addr(&self, id: usize) -> String {
+        self.client_addrs[id - 1].clone()
     }
 
     pub fn log_path(&self, id: usize) -> PathBuf {
@@ -337,17 +426,18 @@ impl Cluster {
         self.members.cpu_seconds()
     }
 
-    pub fn role(&self, id: usize) -> Option<String> {
+    /// Node `id`'s INFO text, if it answers within a second.
+    pub fn info(&self, id: usize) -> Option<String> {
         let mut client =
             Client::new(&[self.client_addrs[id - 1].clone()]).with_timeout(Duration::from_secs(1));
-        let Ok(Value::Bulk(text)) = client.call(&[b"INFO"]) else {
-            return None;
-        };
-        String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| l.trim().split_once(':'))
-            .find(|(k, _)| *k == "role")
-            .map(|(_, v)| v.to_string())
+        match client.call(&[b"INFO"]) {
+            Ok(Value::Bulk(text)) => Some(String::from_utf8_lossy(&text).into_owned()),
+            _ => None,
+        }
+    }
+
+    pub fn role(&self, id: usize) -> Option<String> {
+        info_field(&self.info(id)?, "role").map(str::to_string)
     }
 
     /// Polls until a node says it leads; returns its RESP address.
@@ -355,7 +445,7 @@ impl Cluster {
         let deadline = Instant::now() + ELECTION_DEADLINE;
         while Instant::now() < deadline {
             self.check_running();
-            for id in 1..=self.client_addrs.len() {
+            for id in 1..=self.members.len() {
                 if self.role(id).as_deref() == Some("leader") {
                     return self.client_addrs[id - 1].clone();
                 }
@@ -367,4 +457,22 @@ impl Cluster {
             self.logs()
         );
     }
+}
+
+/// A client of the node at `addr` (20 s a call), connected: a `connect` of
+/// `support/load.rs`'s `closed_loop`.
+pub fn connected(addr: &str) -> Result<Client, String> {
+    let mut client = Client::new(&[addr.to_string()]).with_timeout(Duration::from_secs(20));
+    client
+        .call(&[b"PING"])
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(client)
+}
+
+/// The value of a `name:value` line of an INFO text.
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }

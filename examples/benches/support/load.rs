@@ -35,6 +35,20 @@ pub fn closed_loop<C, T>(
     request: impl Fn(&mut C, usize, u64) -> bool + Sync,
     probe: impl Fn() -> T,
 ) -> (Run, T, T) {
+    let request = |connection: &mut C, c, i| Some(request(connection, c, i));
+    closed_loop_until(clients, duration, connect, request, probe)
+}
+
+/// [`closed_loop`] in which a client may also end before the time is up: `request`
+/// returns `None` (no request made) when the client is done, for a run of a fixed number
+/// of requests (`duration` then bounds it).
+pub fn closed_loop_until<C, T>(
+    clients: usize,
+    duration: Duration,
+    connect: impl Fn(usize) -> Result<C, String> + Sync,
+    request: impl Fn(&mut C, usize, u64) -> Option<bool> + Sync,
+    probe: impl Fn() -> T,
+) -> (Run, T, T) {
     // Every client connected; then the clock started.
     let (connected, go) = (Barrier::new(clients + 1), Barrier::new(clients + 1));
     let start_at = OnceLock::<Instant>::new();
@@ -63,11 +77,11 @@ pub fn closed_loop<C, T>(
                     let end = *start_at.get().expect("set before the barrier") + duration;
                     let mut i = 0;
                     while Instant::now() < end {
-                        if request(&mut connection, c, i) {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                        match request(&mut connection, c, i) {
+                            Some(true) => done.fetch_add(1, Ordering::Relaxed),
+                            Some(false) => failed.fetch_add(1, Ordering::Relaxed),
+                            None => break,
+                        };
                         i += 1;
                     }
                 })
