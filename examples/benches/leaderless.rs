@@ -22,10 +22,10 @@
 //!   the write carries its context, so it replaces the value instead of adding a sibling),
 //!   sent to node 1, a replica of every key: it answers once the write is durable on itself
 //!   and then on one other replica (it sends the write on once it is durable on itself: the
-//!   write's version names it). p50 and p99, over the floor: one
-//!   loopback round trip (a blocking 64-byte ping-pong) plus one `pwrite` + `fdatasync` of
-//!   such a write's log record into a pre-written file, each floor sample one sync and one
-//!   round trip, at the same quantile. The coordinator's path is two syncs and two round
+//!   write's version names it). p50 and p99, over the floor: one loopback round trip (a
+//!   blocking 64-byte ping-pong) plus one `pwrite` + `fdatasync` of such a write's log
+//!   record into a pre-written file, each floor sample one sync and one round trip, at the
+//!   same quantile. The coordinator's path is two syncs and two round
 //!   trips one after the other, so 2.0 is the least this design can reach: the ratio says
 //!   what a write costs beyond the least a durable write over the network could (the bench
 //!   prints the p50 over twice the floor too).
@@ -51,7 +51,7 @@
 //! cluster of its own, after the others are stopped.
 //!
 //! The nodes run open (no client password, no peer secret), on loopback only, as the
-//! Consistent Core's benches run theirs. Their data directories and the raw baseline file
+//! `consistent_core` bench runs its own. Their data directories and the raw baseline file
 //! are in a temporary directory under `CARGO_TARGET_TMPDIR`; each node runs under the
 //! watchdog of `support/cluster.rs`, so that it is killed however the bench ends.
 //!
