@@ -38,6 +38,30 @@ pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// The longest record: a key and a value of the longest, with siblings and headers.
 pub const RECORD_BYTES_MAX: usize = 4 << 20;
 
+/// How a [`LeaderlessLog`] is opened: [`LogOptions::default`] is a process's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// The fewest records the log holds before it is compacted.
+    pub compact_records_min: u64,
+    /// The size of each segment file (each is written out whole when created).
+    pub segment_bytes: u64,
+    /// The longest record; it must fit in a segment with the segment's header.
+    pub record_bytes_max: usize,
+    /// Stamp segment files with a fixed time (so a simulation's seed writes the same bytes).
+    pub fixed_time: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            compact_records_min: COMPACT_RECORDS_MIN,
+            segment_bytes: SEGMENT_BYTES,
+            record_bytes_max: RECORD_BYTES_MAX,
+            fixed_time: false,
+        }
+    }
+}
+
 /// Which earlier record a record replaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Slot {
@@ -104,24 +128,26 @@ impl<S: Storage> LeaderlessLog<S> {
     where
         St: Serialize + DeserializeOwned,
     {
-        Self::open_with(storage, COMPACT_RECORDS_MIN, false)
+        Self::open_with(storage, LogOptions::default())
     }
 
-    /// [`LeaderlessLog::open`] compacting from `compact_records_min` records, with segment
-    /// files stamped with a fixed time if `fixed_time` (so a simulation's seed writes the
-    /// same bytes).
+    /// [`LeaderlessLog::open`] with `options` (a simulation's: small segments, compacted
+    /// early, stamped with a fixed time).
     ///
     /// # Errors
     ///
-    /// As [`LeaderlessLog::open`].
-    pub fn open_with<St>(
-        storage: S,
-        compact_records_min: u64,
-        fixed_time: bool,
-    ) -> io::Result<(Self, Recovered<St>)>
+    /// As [`LeaderlessLog::open`], and options the WAL refuses (a record that does not fit
+    /// in a segment).
+    pub fn open_with<St>(storage: S, options: LogOptions) -> io::Result<(Self, Recovered<St>)>
     where
         St: Serialize + DeserializeOwned,
     {
+        let LogOptions {
+            compact_records_min,
+            segment_bytes,
+            record_bytes_max,
+            fixed_time,
+        } = options;
         let builder = if fixed_time {
             WalConfig::builder().clock(std::sync::Arc::new(synod_wal::ManualClock::new(0)))
         } else {
@@ -130,9 +156,9 @@ impl<S: Storage> LeaderlessLog<S> {
         let config = builder
             .sync_policy(SyncPolicy::Manual)
             .first_index(LogIndex::new(1))
-            .segment_bytes_max(SEGMENT_BYTES)
-            .record_bytes_max(RECORD_BYTES_MAX)
-            .pending_bytes_max(RECORD_BYTES_MAX.max(4 << 20))
+            .segment_bytes_max(segment_bytes)
+            .record_bytes_max(record_bytes_max)
+            .pending_bytes_max(record_bytes_max.max(4 << 20))
             .build()
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (wal, _report) =
@@ -247,12 +273,20 @@ mod tests {
 
     type State = <Lww as synod_quorum::Resolver>::State;
 
+    fn options() -> LogOptions {
+        LogOptions {
+            compact_records_min: 8,
+            fixed_time: true,
+            ..LogOptions::default()
+        }
+    }
+
     #[test]
     fn records_come_back_and_compaction_keeps_the_last_of_each_slot() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = || FileStorage::new(dir.path()).expect("storage");
         let (mut log, recovered) =
-            LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+            LeaderlessLog::open_with::<State>(storage(), options()).expect("opens");
         assert_eq!(recovered.generation, 0);
         log.append::<State>(&Record::Start { generation: 1 })
             .expect("appends");
@@ -271,7 +305,8 @@ mod tests {
             "{records} records for {live} live"
         );
         drop(log);
-        let (_, recovered) = LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+        let (_, recovered) =
+            LeaderlessLog::open_with::<State>(storage(), options()).expect("opens");
         assert_eq!(recovered.generation, 1);
         assert_eq!(recovered.store.len(), 3);
         assert_eq!(
@@ -284,7 +319,7 @@ mod tests {
     fn a_key_no_longer_held_leaves_no_slot_and_is_not_brought_back_by_compaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = || FileStorage::new(dir.path()).expect("storage");
-        let (mut log, _) = LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+        let (mut log, _) = LeaderlessLog::open_with::<State>(storage(), options()).expect("opens");
         let held: State = Some((synod_clocks::WallTime::from_nanos(1), Some(vec![1])));
         // Every key is written, and all but every hundredth one is then no longer held:
         // the log and its memory follow the 20 keys held, not the 2,000 ever held.
@@ -308,7 +343,7 @@ mod tests {
         assert!(records <= 2 * 20 + 8, "{records} records for 20 keys held");
         drop(log);
         let (log, recovered) =
-            LeaderlessLog::open_with::<State>(storage(), 8, true).expect("opens");
+            LeaderlessLog::open_with::<State>(storage(), options()).expect("opens");
         let kept: Vec<u32> = recovered
             .store
             .keys()
