@@ -33,9 +33,9 @@ use std::rc::Rc;
 use synod_clocks::VersionVector;
 use synod_quorum::{Consistency, Resolver};
 use synod_sim::{
-    ClientId, Completion, Disk, DiskStorage, History, HistoryChecker, Invocation, KvInput, KvModel,
-    KvOutput, Linearizability, NodeId, Outcome, ProtocolNode, ProtocolStore, SimConfig, SimRng,
-    Simulation, Verdict, View, Workload,
+    ClientId, Completion, Disk, DiskStorage, History, HistoryChecker, HistoryError, Invocation,
+    KvInput, KvModel, KvOutput, Linearizability, NodeId, OpId, Outcome, ProtocolNode,
+    ProtocolStore, SimConfig, SimRng, SimTime, Simulation, Verdict, View, Workload,
 };
 
 use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole, Timeline};
@@ -52,12 +52,17 @@ pub const CLIENTS: usize = 6;
 /// Writes at QUORUM in a run, in all.
 pub const QUORUM_WRITES: u64 = 60;
 
-/// The history's keys: each space's keys start here.
-const ABD: u64 = 0;
-const CAS: u64 = 100;
-const QUORUM: u64 = 200;
-/// A read at ONE of the QUORUM space's key `k - ONE + QUORUM`.
-const ONE: u64 = 300;
+/// The history's keys: each level's keys start at its base, up to 100 of them (so
+/// [`KEYS`] here, and as many as a recorder of real processes' clients needs). The
+/// linearizable level's (ABD registers) start here.
+pub const ABD: u64 = 0;
+/// The compare-and-set keys' base (Paxos per key).
+pub const CAS: u64 = 100;
+/// The QUORUM keys' base: reads and writes at QUORUM with version vectors.
+pub const QUORUM: u64 = 200;
+/// The base of reads at ONE: history key `ONE + k` is a read at ONE of QUORUM key
+/// `QUORUM + k`.
+pub const ONE: u64 = 300;
 
 /// How a simulated node's log is kept: compacted from 64 records (so runs meet
 /// compactions), in segments of 64 KiB rather than a process's 8 MiB (each segment is
@@ -172,7 +177,7 @@ fn value_of(bytes: &[u8]) -> Option<u64> {
 
 /// What the clients saw beyond the history: the values of each read at QUORUM and ONE (the
 /// history holds one), and the values each QUORUM write's context had read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Seen {
     /// A client's `n`th operation's values read.
     reads: BTreeMap<(ClientId, usize), Vec<u64>>,
@@ -418,103 +423,130 @@ fn key_of(input: &KvInput) -> u64 {
     }
 }
 
-impl Checks {
-    /// The linearizable levels' operations only.
-    fn linearizable_part(history: &History<KvInput, KvOutput>) -> History<KvInput, KvOutput> {
-        let mut part = History::new();
-        for op in history.operations() {
-            if key_of(&op.input) >= QUORUM {
-                continue;
-            }
-            let id = part.invoke(op.client, op.input, op.invoked_at);
-            let _ = match (&op.outcome, op.completed_at) {
-                (Outcome::Ok(output), Some(at)) => part.ok(id, *output, at),
-                (Outcome::Fail, Some(at)) => part.fail(id, at),
-                _ => part.unknown(id),
-            };
+/// The linearizable levels' operations only.
+fn linearizable_part(history: &History<KvInput, KvOutput>) -> History<KvInput, KvOutput> {
+    let mut part = History::new();
+    for op in history.operations() {
+        if key_of(&op.input) >= QUORUM {
+            continue;
         }
-        part.close();
-        part
-    }
-
-    fn quorum(&mut self, history: &History<KvInput, KvOutput>) -> Result<(), String> {
-        let seen = self.seen.borrow();
-        // Who read each value when it wrote: `children[v]` replaced `v`.
-        let mut children: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for (&value, saw) in &seen.saw {
-            for &old in saw {
-                children.entry(old).or_default().push(value);
-            }
-        }
-        // `v` and every write that replaced it, transitively.
-        let descendants = |v: u64| -> BTreeSet<u64> {
-            let mut out = BTreeSet::from([v]);
-            let mut todo = vec![v];
-            while let Some(x) = todo.pop() {
-                for &c in children.get(&x).into_iter().flatten() {
-                    if out.insert(c) {
-                        todo.push(c);
-                    }
-                }
-            }
-            out
+        let id = part.invoke(op.client, op.input, op.invoked_at);
+        let _ = match (&op.outcome, op.completed_at) {
+            (Outcome::Ok(output), Some(at)) => part.ok(id, *output, at),
+            (Outcome::Fail, Some(at)) => part.fail(id, at),
+            _ => part.unknown(id),
         };
-        let mut acked: Vec<(u64, u64, synod_sim::SimTime)> = Vec::new();
-        for op in history.operations() {
-            if let (KvInput::Write { key, value }, Outcome::Ok(_), Some(at)) =
-                (op.input, &op.outcome, op.completed_at)
-                && (QUORUM..ONE).contains(&key)
-            {
-                acked.push((key - QUORUM, value, at));
-            }
-        }
-        self.acknowledged = acked.len();
-        // Every acknowledged write is in the final state, or was replaced by one that is
-        // (replacement by replacement).
-        if let Some(final_values) = &seen.final_values {
-            for &(key, value, _) in &acked {
-                let kept = final_values.get(&key).cloned().unwrap_or_default();
-                if descendants(value).is_disjoint(&kept.into_iter().collect()) {
-                    return Err(format!(
-                        "the acknowledged QUORUM write of {value} to key {key} is lost: the \
-                         replicas agree on {:?}, and no write that read it survived",
-                        final_values.get(&key)
-                    ));
+    }
+    part.close();
+    part
+}
+
+/// The QUORUM level's checks of `history`, with what the clients saw: no acknowledged write
+/// lost (if the final state is known), no QUORUM read stale. Counts into `stale` and
+/// `acknowledged`.
+fn check_quorum(
+    history: &History<KvInput, KvOutput>,
+    seen: &Seen,
+    stale: &mut [usize; 2],
+    acknowledged: &mut usize,
+) -> Result<(), String> {
+    // The values `values` hold, and every value they replaced: each write's context had
+    // read the values it replaced, transitively. A write is kept in `values` if it is
+    // among these (itself, or replaced by a write that is, replacement by replacement).
+    // One walk per set of values, never one per pair of write and read: histories of
+    // thousands of writes, each replacing the one before, stay linear per read.
+    let replaced = |values: &[u64]| -> BTreeSet<u64> {
+        let mut out: BTreeSet<u64> = values.iter().copied().collect();
+        let mut todo: Vec<u64> = values.to_vec();
+        while let Some(x) = todo.pop() {
+            for &old in seen.saw.get(&x).into_iter().flatten() {
+                if out.insert(old) {
+                    todo.push(old);
                 }
             }
         }
-        // Stale reads: a read that misses a write acknowledged before it began, and every
-        // write that replaced it.
-        let mut nth: BTreeMap<ClientId, usize> = BTreeMap::new();
-        for op in history.operations() {
-            let n = nth.entry(op.client).or_default();
-            *n += 1;
-            let (KvInput::Read { key }, Outcome::Ok(_)) = (op.input, &op.outcome) else {
-                continue;
-            };
-            let (level, key) = match key {
-                k if (QUORUM..ONE).contains(&k) => (1, k - QUORUM),
-                k if k >= ONE => (0, k - ONE),
-                _ => continue,
-            };
-            let Some(values) = seen.reads.get(&(op.client, *n)) else {
-                continue;
-            };
-            let values: BTreeSet<u64> = values.iter().copied().collect();
-            let stale = acked.iter().any(|&(k, value, at)| {
-                k == key && at < op.invoked_at && descendants(value).is_disjoint(&values)
-            });
-            if stale {
-                self.stale[level] += 1;
+        out
+    };
+    let mut acked: Vec<(u64, u64, SimTime)> = Vec::new();
+    for op in history.operations() {
+        if let (KvInput::Write { key, value }, Outcome::Ok(_), Some(at)) =
+            (op.input, &op.outcome, op.completed_at)
+            && (QUORUM..ONE).contains(&key)
+        {
+            acked.push((key - QUORUM, value, at));
+        }
+    }
+    *acknowledged = acked.len();
+    // Every acknowledged write is in the final state, or was replaced by one that is
+    // (replacement by replacement).
+    if let Some(final_values) = &seen.final_values {
+        let kept: BTreeMap<u64, BTreeSet<u64>> = final_values
+            .iter()
+            .map(|(&key, values)| (key, replaced(values)))
+            .collect();
+        for &(key, value, _) in &acked {
+            if !kept.get(&key).is_some_and(|kept| kept.contains(&value)) {
+                return Err(format!(
+                    "the acknowledged QUORUM write of {value} to key {key} is lost: the \
+                     replicas agree on {:?}, and no write that read it survived",
+                    final_values.get(&key)
+                ));
             }
         }
-        if self.stale[1] > 0 {
-            return Err(format!(
-                "{} QUORUM reads missed a write acknowledged before they began",
-                self.stale[1]
-            ));
+    }
+    // Stale reads: a read that misses a write acknowledged before it began, and every
+    // write that replaced it.
+    let mut nth: BTreeMap<ClientId, usize> = BTreeMap::new();
+    for op in history.operations() {
+        let n = nth.entry(op.client).or_default();
+        *n += 1;
+        let (KvInput::Read { key }, Outcome::Ok(_)) = (op.input, &op.outcome) else {
+            continue;
+        };
+        let (level, key) = match key {
+            k if (QUORUM..ONE).contains(&k) => (1, k - QUORUM),
+            k if k >= ONE => (0, k - ONE),
+            _ => continue,
+        };
+        let Some(values) = seen.reads.get(&(op.client, *n)) else {
+            continue;
+        };
+        let kept = replaced(values);
+        let is_stale = acked
+            .iter()
+            .any(|&(k, value, at)| k == key && at < op.invoked_at && !kept.contains(&value));
+        if is_stale {
+            stale[level] += 1;
         }
-        Ok(())
+    }
+    if stale[1] > 0 {
+        return Err(format!(
+            "{} QUORUM reads missed a write acknowledged before they began",
+            stale[1]
+        ));
+    }
+    Ok(())
+}
+
+/// Every level's check of `history` with what the clients saw (see the [module
+/// documentation](self)), counting into `stale` and `acknowledged`.
+fn check_levels(
+    history: &History<KvInput, KvOutput>,
+    seen: &Seen,
+    stale: &mut [usize; 2],
+    acknowledged: &mut usize,
+) -> Verdict {
+    let part = linearizable_part(history);
+    match Linearizability::new(KvModel).check_history(&part) {
+        Verdict::Pass => {}
+        Verdict::Violation(why) => {
+            return Verdict::Violation(format!("the linearizable levels (ABD, CAS): {why}"));
+        }
+        gave_up => return gave_up,
+    }
+    match check_quorum(history, seen, stale, acknowledged) {
+        Ok(()) => Verdict::Pass,
+        Err(why) => Verdict::Violation(why),
     }
 }
 
@@ -524,17 +556,131 @@ impl HistoryChecker<KvInput, KvOutput> for Checks {
     }
 
     fn check_history(&mut self, history: &History<KvInput, KvOutput>) -> Verdict {
-        let part = Self::linearizable_part(history);
-        match Linearizability::new(KvModel).check_history(&part) {
-            Verdict::Pass => {}
-            Verdict::Violation(why) => {
-                return Verdict::Violation(format!("the linearizable levels (ABD, CAS): {why}"));
-            }
-            gave_up => return gave_up,
-        }
-        match self.quorum(history) {
-            Ok(()) => Verdict::Pass,
-            Err(why) => Verdict::Violation(why),
+        let seen = self.seen.borrow();
+        check_levels(history, &seen, &mut self.stale, &mut self.acknowledged)
+    }
+}
+
+/// A history of the store's levels recorded outside the simulator, by clients of real
+/// processes, and checked by the simulation's checks ([`LevelHistory::check`]). Times are
+/// the recorder's own (say, microseconds since the test began on one monotonic clock): an
+/// operation is invoked before its request is sent, and completed after its answer came.
+///
+/// Keys are numbered per level from its base ([`ABD`], [`CAS`], [`QUORUM`], [`ONE`]),
+/// values are unique numbers. An ABD read or write at LINEARIZABLE, a CGET or CAS, is
+/// recorded as a read, write or compare-and-set of its key; a QUORUM read with all its
+/// siblings ([`LevelHistory::read`]), a QUORUM write with the values its context had read
+/// ([`LevelHistory::wrote`]); and once the clients are done, each QUORUM key's merged
+/// state ([`LevelHistory::final_values`]).
+#[derive(Debug, Default, Clone)]
+pub struct LevelHistory {
+    history: History<KvInput, KvOutput>,
+    seen: Seen,
+    /// Each client's operations so far, and each operation's number among its client's.
+    ops: BTreeMap<ClientId, usize>,
+    nth: Vec<usize>,
+}
+
+/// What [`LevelHistory::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelVerdict {
+    /// The verdict: the first level that broke its promise, or a pass.
+    pub verdict: Verdict,
+    /// Stale reads found at ONE (allowed) and at QUORUM.
+    pub stale: [usize; 2],
+    /// Acknowledged QUORUM writes.
+    pub acknowledged: usize,
+}
+
+impl LevelHistory {
+    /// An empty history.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `client` invoked `input` at `at`.
+    pub fn invoke(&mut self, client: ClientId, input: KvInput, at: SimTime) -> OpId {
+        let n = self.ops.entry(client).or_default();
+        *n += 1;
+        self.nth.push(*n);
+        self.history.invoke(client, input, at)
+    }
+
+    /// Records that `op` completed at `at` with `output`.
+    ///
+    /// # Errors
+    ///
+    /// The history's: `op` is not pending, or `at` is before its invocation.
+    pub fn ok(&mut self, op: OpId, output: KvOutput, at: SimTime) -> Result<(), HistoryError> {
+        self.history.ok(op, output, at)
+    }
+
+    /// Records that read `op` (at QUORUM or ONE) completed at `at` with `values`, every
+    /// sibling.
+    ///
+    /// # Errors
+    ///
+    /// As [`LevelHistory::ok`].
+    pub fn read(&mut self, op: OpId, values: Vec<u64>, at: SimTime) -> Result<(), HistoryError> {
+        let first = values.first().copied();
+        self.history.ok(op, KvOutput::Read(first), at)?;
+        let client = self.history.operations()[op.index()].client;
+        let n = self.nth[op.index()];
+        self.seen.reads.insert((client, n), values);
+        Ok(())
+    }
+
+    /// Records that the QUORUM write of `value` was sent with a context that had read
+    /// `saw` (whatever its outcome).
+    pub fn wrote(&mut self, value: u64, saw: Vec<u64>) {
+        self.seen.saw.insert(value, saw);
+    }
+
+    /// Records that `op` certainly did not take effect.
+    ///
+    /// # Errors
+    ///
+    /// As [`LevelHistory::ok`].
+    pub fn fail(&mut self, op: OpId, at: SimTime) -> Result<(), HistoryError> {
+        self.history.fail(op, at)
+    }
+
+    /// Records that `op`'s outcome is unknown.
+    ///
+    /// # Errors
+    ///
+    /// The history's: `op` is not pending.
+    pub fn unknown(&mut self, op: OpId) -> Result<(), HistoryError> {
+        self.history.unknown(op)
+    }
+
+    /// Records each QUORUM key's (numbered from 0) merged state once the clients are done:
+    /// the values every replica holds.
+    pub fn final_values(&mut self, values: BTreeMap<u64, Vec<u64>>) {
+        self.seen.final_values = Some(values);
+    }
+
+    /// The history so far.
+    #[must_use]
+    pub fn history(&self) -> &History<KvInput, KvOutput> {
+        &self.history
+    }
+
+    /// Checks the history as a simulation's run is checked (pending operations count as
+    /// unknown): ABD and CAS keys linearizable, no acknowledged QUORUM write lost (if
+    /// [`LevelHistory::final_values`] was given), no stale read at QUORUM; stale reads at
+    /// ONE counted.
+    #[must_use]
+    pub fn check(&self) -> LevelVerdict {
+        let mut history = self.history.clone();
+        history.close();
+        let (mut stale, mut acknowledged) = ([0, 0], 0);
+        let verdict = check_levels(&history, &self.seen, &mut stale, &mut acknowledged);
+        LevelVerdict {
+            verdict,
+            stale,
+            acknowledged,
         }
     }
 }

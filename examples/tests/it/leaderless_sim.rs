@@ -5,16 +5,24 @@
 //! control of the stale-read check); and last-write-wins, in the same runs, losing
 //! acknowledged writes that version vectors keep.
 //!
+//! The checks themselves are shown to catch broken histories: a read that misses a completed
+//! write at the linearizable levels, two compare-and-sets from nothing both applied, a lost
+//! QUORUM write, a stale QUORUM read (and the same read at ONE counted, not failed).
+//!
 //! `SYNOD_SEEDS=<count>` runs more seeds (CI default below), `SYNOD_SEED=<seed>` replays one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use synod_examples::leaderless::{Lww, Vv};
 use synod_examples::simulate::FaultSelection;
-use synod_examples::simulate::leaderless::{CLIENTS, run_checked};
+use synod_examples::simulate::leaderless::{
+    ABD, CAS, CLIENTS, LevelHistory, ONE, QUORUM, run_checked,
+};
 use synod_sim::seeds::SeedRunner;
 use synod_sim::{
-    Counter, Coverage, DelayDistribution, LinkConfig, Probability, SimConfig, Verdict,
+    ClientId, Counter, Coverage, DelayDistribution, KvInput, KvOutput, LinkConfig, Probability,
+    SimConfig, SimTime, Verdict,
 };
 
 /// Seeds in CI: each costs about 8 ms of CPU in the dev profile (2026-12-07, from 137 ms
@@ -100,4 +108,119 @@ fn last_write_wins_loses_acknowledged_writes_that_version_vectors_keep() {
         "last-write-wins lost no acknowledged write in 6 seeds"
     );
     assert_eq!(vv_lost, 0);
+}
+
+fn at(micros: u64) -> SimTime {
+    SimTime::from_micros(micros)
+}
+
+/// The verdict of `history` (with `ABD` or `CAS` as `base`): a write of 1 acknowledged,
+/// then, strictly after it, a read by another client answered `read`.
+fn read_after_write(base: u64, read: Option<u64>) -> Verdict {
+    let mut h = LevelHistory::new();
+    let (a, b) = (ClientId::new(0), ClientId::new(1));
+    let w = h.invoke(
+        a,
+        KvInput::Write {
+            key: base,
+            value: 1,
+        },
+        at(0),
+    );
+    h.ok(w, KvOutput::Written, at(10)).expect("recorded");
+    let r = h.invoke(b, KvInput::Read { key: base }, at(20));
+    h.ok(r, KvOutput::Read(read), at(30)).expect("recorded");
+    h.check().verdict
+}
+
+#[test]
+fn the_linearizable_levels_check_catches_a_read_that_misses_a_completed_write() {
+    for base in [ABD, CAS] {
+        assert_eq!(read_after_write(base, Some(1)), Verdict::Pass, "key {base}");
+        assert!(
+            matches!(read_after_write(base, None), Verdict::Violation(why) if why.contains("linearizable levels")),
+            "key {base}"
+        );
+    }
+    // Two compare-and-sets from an absent key, one after the other, both applied: only
+    // one can have been.
+    let mut h = LevelHistory::new();
+    for (client, value) in [(0, 1), (1, 2)] {
+        let input = KvInput::Cas {
+            key: CAS,
+            expect: None,
+            new: value,
+        };
+        let op = h.invoke(ClientId::new(client), input, at(value * 100));
+        h.ok(op, KvOutput::Cas(true), at(value * 100 + 10))
+            .expect("recorded");
+    }
+    assert!(matches!(h.check().verdict, Verdict::Violation(_)));
+}
+
+/// A QUORUM history: client 0 writes 1 (acknowledged), client 1 writes 2 with a context
+/// that read `saw` (acknowledged), and the replicas end holding `end`.
+fn quorum_writes(
+    saw: Vec<u64>,
+    end: Vec<u64>,
+) -> synod_examples::simulate::leaderless::LevelVerdict {
+    let mut h = LevelHistory::new();
+    for (client, value) in [(0u32, 1u64), (1, 2)] {
+        let op = h.invoke(
+            ClientId::new(client),
+            KvInput::Write { key: QUORUM, value },
+            at(value * 100),
+        );
+        h.ok(op, KvOutput::Written, at(value * 100 + 10))
+            .expect("recorded");
+    }
+    h.wrote(1, Vec::new());
+    h.wrote(2, saw);
+    h.final_values(BTreeMap::from([(0, end)]));
+    h.check()
+}
+
+#[test]
+fn the_quorum_check_catches_a_lost_write_and_not_one_replaced_by_a_write_that_read_it() {
+    // Both kept as siblings; or 1 replaced by 2, whose context had read it.
+    assert_eq!(quorum_writes(Vec::new(), vec![1, 2]).verdict, Verdict::Pass);
+    let replaced = quorum_writes(vec![1], vec![2]);
+    assert_eq!(replaced.verdict, Verdict::Pass);
+    assert_eq!(replaced.acknowledged, 2);
+    // 1 gone, and 2 had not read it: lost (last-write-wins does this).
+    let lost = quorum_writes(Vec::new(), vec![2]);
+    assert!(
+        matches!(&lost.verdict, Verdict::Violation(why) if why.contains("write of 1 to key 0 is lost")),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn a_stale_read_fails_at_quorum_and_is_counted_at_one() {
+    // A write of 1 acknowledged, then a read (at `base`) that found nothing, or found it.
+    let history = |base: u64, found: Vec<u64>| {
+        let mut h = LevelHistory::new();
+        let w = h.invoke(
+            ClientId::new(0),
+            KvInput::Write {
+                key: QUORUM,
+                value: 1,
+            },
+            at(0),
+        );
+        h.ok(w, KvOutput::Written, at(10)).expect("recorded");
+        h.wrote(1, Vec::new());
+        let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+        h.read(r, found, at(30)).expect("recorded");
+        h.check()
+    };
+    let fresh = history(QUORUM, vec![1]);
+    assert_eq!((fresh.verdict, fresh.stale), (Verdict::Pass, [0, 0]));
+    let stale = history(QUORUM, Vec::new());
+    assert!(
+        matches!(&stale.verdict, Verdict::Violation(why) if why.contains("QUORUM reads missed")),
+        "{stale:?}"
+    );
+    let at_one = history(ONE, Vec::new());
+    assert_eq!((at_one.verdict, at_one.stale), (Verdict::Pass, [1, 0]));
 }
