@@ -101,6 +101,21 @@ pub(crate) struct NodeSpec {
     pub(crate) launcher: Vec<String>,
 }
 
+impl NodeSpec {
+    /// The command that starts `synod` for this node, through its launcher if it has one;
+    /// the caller adds `synod`'s arguments.
+    pub(crate) fn command(&self) -> Command {
+        match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_synod"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_synod")),
+        }
+    }
+}
+
 pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
@@ -213,15 +228,8 @@ impl Cluster {
             .open(self.dir.path().join(format!("node{id}.log")))
             .expect("log file");
         let node = &self.nodes[id - 1];
-        let mut command = match node.launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_synod"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_synod")),
-        };
-        let child = command
+        let child = node
+            .command()
             .args([
                 "node",
                 "--id",

@@ -7,8 +7,17 @@
 //! node paused with SIGSTOP held dead while its writes are hinted, the hints handed off when
 //! it resumes, with no acknowledged write lost in either. Every wait polls a condition
 //! against a deadline.
+//!
+//! The tests of a node joining and of a node killed during a workload record their clients'
+//! history ([`Recorded`]: reads and writes at LINEARIZABLE, CGET and CAS, QUORUM reads with
+//! their context and the writes replacing what they read, reads at ONE) and check it with
+//! the simulation's checks (`synod_examples::simulate::leaderless::LevelHistory`): ABD and
+//! CAS linearizable per key, no acknowledged QUORUM write lost from the state read at ALL
+//! once the clients stopped, no stale read at QUORUM.
 
 use synod_examples::resp::Value;
+use synod_examples::simulate::leaderless::{ABD, CAS, LevelHistory, LevelVerdict, ONE, QUORUM};
+use synod_sim::{ClientId, KvInput, KvOutput, OpId, Outcome, SimTime, Verdict};
 
 use crate::register_cluster::Registers;
 
@@ -126,7 +135,7 @@ fn open(addr: &str) -> std::io::Result<synod_examples::resp::client::Connection>
 }
 
 /// Polls `done` until it holds or the tests' deadline passes: whether it held.
-fn poll(done: impl FnMut() -> bool) -> bool {
+pub(crate) fn poll(done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + crate::core_cluster::DEADLINE;
     synod_examples::runtime::poll_until(deadline, done)
 }
@@ -296,7 +305,7 @@ fn assert_no_acknowledged_write_lost_at(
 }
 
 /// Node `id`'s INFO text (empty if it does not answer).
-fn info(cluster: &Registers, id: usize) -> String {
+pub(crate) fn info(cluster: &Registers, id: usize) -> String {
     match cluster.call(id, &["INFO"]) {
         Ok(Value::Bulk(info)) => String::from_utf8_lossy(&info).into_owned(),
         _ => String::new(),
@@ -304,7 +313,7 @@ fn info(cluster: &Registers, id: usize) -> String {
 }
 
 /// A number INFO shows on a line `name:N`.
-fn info_number(info: &str, name: &str) -> Option<usize> {
+pub(crate) fn info_number(info: &str, name: &str) -> Option<usize> {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
 }
@@ -325,23 +334,29 @@ fn assert_writes_begin(cluster: &Registers, writers: usize, acknowledged: &Ackno
 }
 
 #[test]
-fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_no_acknowledged_write_is_lost() {
+fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_every_level_keeps_its_promise() {
     let mut cluster = Registers::up_joining("leaderless", 4, 3);
     let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
     let joined = std::sync::atomic::AtomicBool::new(false);
-    let writers = 3;
-    // Once node 4 has joined, the last writer goes through it: writes of keys it does not
-    // replicate are forwarded.
-    let route = |w: usize| {
-        if w == writers - 1 && joined.load(std::sync::atomic::Ordering::SeqCst) {
+    let recorded = Recorded::new(4);
+    // Once node 4 has joined, the last client's QUORUM and ONE operations go through it:
+    // those of keys it does not replicate are forwarded. The linearizable levels' voters
+    // stay nodes 1 to 3.
+    let route = |client: u32, kind: Kind| {
+        let joined = joined.load(std::sync::atomic::Ordering::SeqCst);
+        if client == LEVEL_CLIENTS - 1 && kind == Kind::Store && joined {
             4
         } else {
-            1 + w % 3
+            1 + client as usize % 3
         }
     };
-    let writes = with_writers(&addrs, writers, &route, |acknowledged| {
-        // Some writes first, then node 4 joins while they go on.
-        assert_writes_begin(&cluster, writers, acknowledged);
+    recorded.run(&addrs, &route, || {
+        // Some operations first, then node 4 joins while they go on.
+        assert!(
+            poll(|| recorded.ok_total() >= 24),
+            "no operations\n{}",
+            cluster.logs()
+        );
         cluster.start(4);
         // It takes its share of the partitions, and the keys of its partitions are
         // streamed to it.
@@ -358,11 +373,47 @@ fn a_fourth_node_joins_during_a_workload_gets_its_partitions_and_no_acknowledged
             cluster.logs()
         );
         joined.store(true, std::sync::atomic::Ordering::SeqCst);
-        // The workload goes on, one writer through node 4.
-        let went_on = poll(|| acknowledged[3].load(std::sync::atomic::Ordering::SeqCst) >= 24);
+        // The workload goes on, one client's QUORUM and ONE operations through node 4.
+        let went_on = poll(|| recorded.ok_through(4) >= 24);
         assert!(went_on, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
     });
-    assert_no_acknowledged_write_lost(&cluster, &writes, &[4, 1]);
+    recorded.assert_levels_kept(&cluster, &[4, 1]);
+}
+
+#[test]
+fn a_node_killed_with_sigkill_during_a_workload_and_restarted_leaves_every_level_its_promise() {
+    let mut cluster = Registers::up_system("leaderless", 3);
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.client_addr(id)).collect();
+    let recorded = Recorded::new(3);
+    let killed = 3;
+    // Every client through its own node, the killed one's too: its operations fail while
+    // it is down, and go on once it is back.
+    let route = |client: u32, _: Kind| 1 + client as usize % 3;
+    recorded.run(&addrs, &route, || {
+        assert!(
+            poll(|| recorded.ok_through(killed) >= 12),
+            "no operations through node {killed}\n{}",
+            cluster.logs()
+        );
+        cluster.kill(killed);
+        let before = recorded.ok_total();
+        assert!(
+            poll(|| recorded.ok_total() >= before + 48),
+            "operations while node {killed} is down: {}\n{}",
+            recorded.ok_total() - before,
+            cluster.logs()
+        );
+        // Restarted on its data directory, it serves again.
+        cluster.start(killed);
+        let before = recorded.ok_through(killed);
+        assert!(
+            poll(|| recorded.ok_through(killed) >= before + 24),
+            "operations through node {killed} after its restart: {}\n{}",
+            recorded.ok_through(killed) - before,
+            cluster.logs()
+        );
+    });
+    recorded.assert_levels_kept(&cluster, &[killed, 1]);
 }
 
 #[test]
@@ -531,4 +582,418 @@ fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is
     }
     // Every acknowledged write is found at QUORUM through each remaining node.
     assert_no_acknowledged_write_lost_at(&cluster, &writes, &[1, 2, 3], "QUORUM");
+}
+
+/// Keys of each level in the recorded workload.
+const LEVEL_KEYS: u64 = 3;
+/// Clients of the recorded workload.
+pub(crate) const LEVEL_CLIENTS: u32 = 4;
+
+/// The history of the recorded workload's clients, on one clock, checked with the
+/// simulation's checks ([`LevelHistory`]): the linearizable level (ABD registers) and CAS
+/// linearizable per key, no acknowledged QUORUM write lost, no stale read at QUORUM, stale
+/// reads at ONE counted.
+pub(crate) struct Recorded {
+    history: std::sync::Mutex<LevelHistory>,
+    start: std::time::Instant,
+    values: std::sync::atomic::AtomicU64,
+    /// Operations acknowledged through each node (index `id - 1`).
+    ok: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+/// The level of a workload operation, for its route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// ABD registers or CAS: through a voter.
+    Linearizable,
+    /// QUORUM or ONE.
+    Store,
+}
+
+/// How a reply settles an operation.
+enum Answer {
+    Ok(Value),
+    /// `TRYAGAIN`: certainly not carried out.
+    Refused,
+    /// No reply, or an error that does not say: a write may or may not be stored.
+    Unknown,
+}
+
+fn answer(reply: std::io::Result<Value>) -> Answer {
+    match reply {
+        Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") => Answer::Refused,
+        Ok(Value::Error(_)) | Err(_) => Answer::Unknown,
+        Ok(value) => Answer::Ok(value),
+    }
+}
+
+/// A bulk string's number (`None` for nil or anything else).
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Bulk(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A GETCTX answer's context token and values.
+fn context_and_values(value: &Value) -> Option<(Vec<u8>, Vec<u64>)> {
+    match value {
+        Value::Array(items) => match items.split_first() {
+            Some((Value::Bulk(token), values)) => {
+                Some((token.clone(), values.iter().filter_map(number).collect()))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Recorded {
+    /// An empty history for a cluster of `nodes`.
+    pub(crate) fn new(nodes: usize) -> Recorded {
+        Recorded {
+            history: std::sync::Mutex::new(LevelHistory::new()),
+            start: std::time::Instant::now(),
+            values: std::sync::atomic::AtomicU64::new(1),
+            ok: (0..nodes)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+        }
+    }
+
+    fn now(&self) -> SimTime {
+        SimTime::from_micros(u64::try_from(self.start.elapsed().as_micros()).expect("small"))
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, LevelHistory> {
+        self.history.lock().expect("not poisoned")
+    }
+
+    /// Operations acknowledged through node `id`.
+    pub(crate) fn ok_through(&self, id: usize) -> usize {
+        self.ok[id - 1].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Operations acknowledged through any node.
+    pub(crate) fn ok_total(&self) -> usize {
+        (1..=self.ok.len()).map(|id| self.ok_through(id)).sum()
+    }
+
+    /// Sends `command` on `conn` as `client`'s operation `input`, recorded: invoked just
+    /// before it is sent, completed by `settle` with the reply (`None`: not understood, an
+    /// unknown outcome) or failed (refused), or unknown.
+    fn call(
+        &self,
+        conn: &mut synod_examples::resp::client::Connection,
+        via: usize,
+        client: ClientId,
+        input: KvInput,
+        command: &[&[u8]],
+        settle: impl FnOnce(&mut LevelHistory, OpId, Value, SimTime) -> Option<()>,
+    ) -> Option<Value> {
+        let op = self.history().invoke(client, input, self.now());
+        let reply = answer(conn.roundtrip(command));
+        let at = self.now();
+        let mut history = self.history();
+        match reply {
+            Answer::Ok(value) => {
+                if settle(&mut history, op, value.clone(), at).is_some() {
+                    self.ok[via - 1].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Some(value);
+                }
+                history.unknown(op).expect("pending");
+            }
+            Answer::Refused => {
+                history.fail(op, at).expect("pending");
+                drop(history);
+                // The node is not ready (starting, or a quorum unreachable): a pause
+                // before the next operation, not a busy loop.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Answer::Unknown => history.unknown(op).expect("pending"),
+        }
+        None
+    }
+
+    /// `client`'s operation number `n` through node `via` (its level and key from `n`):
+    /// whether it could be sent.
+    fn operation(
+        &self,
+        addr: &str,
+        via: usize,
+        client: u32,
+        n: u64,
+        cas_seen: &mut std::collections::BTreeMap<u64, Option<u64>>,
+    ) -> bool {
+        let kind = n % 6;
+        let key = (n / 6 + u64::from(client)) % LEVEL_KEYS;
+        let Ok(mut conn) = open(addr) else {
+            return false;
+        };
+        if conn
+            .set_read_timeout(std::time::Duration::from_secs(10))
+            .is_err()
+        {
+            return false;
+        }
+        let level: &[u8] = match kind {
+            0 | 1 => b"LINEARIZABLE",
+            5 => b"ONE",
+            _ => b"QUORUM",
+        };
+        if !matches!(
+            conn.roundtrip(&[b"CONSISTENCY", level]),
+            Ok(Value::Simple(_))
+        ) {
+            return false;
+        }
+        let client = ClientId::new(client);
+        match kind {
+            // A read and a write of an ABD register.
+            0 | 2 => {
+                let (base, name, command) = if kind == 0 {
+                    (ABD, format!("lin-{key}"), b"GET".as_slice())
+                } else {
+                    (CAS, format!("cas-{key}"), b"CGET".as_slice())
+                };
+                let input = KvInput::Read { key: base + key };
+                let got = self.call(
+                    &mut conn,
+                    via,
+                    client,
+                    input,
+                    &[command, name.as_bytes()],
+                    |h, op, value, at| {
+                        let read = match value {
+                            Value::Nil => None,
+                            other => Some(number(&other)?),
+                        };
+                        h.ok(op, KvOutput::Read(read), at).ok()
+                    },
+                );
+                if kind == 2
+                    && let Some(value) = got
+                {
+                    cas_seen.insert(key, number(&value));
+                }
+            }
+            1 => {
+                let value = self
+                    .values
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let input = KvInput::Write {
+                    key: ABD + key,
+                    value,
+                };
+                let (name, text) = (format!("lin-{key}"), value.to_string());
+                self.call(
+                    &mut conn,
+                    via,
+                    client,
+                    input,
+                    &[b"SET", name.as_bytes(), text.as_bytes()],
+                    |h, op, reply, at| {
+                        matches!(reply, Value::Simple(ok) if ok == "OK").then_some(())?;
+                        h.ok(op, KvOutput::Written, at).ok()
+                    },
+                );
+            }
+            // A compare-and-set from the value this client last saw (absent at first).
+            3 => {
+                let new = self
+                    .values
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let expect = cas_seen.get(&key).copied().flatten();
+                let input = KvInput::Cas {
+                    key: CAS + key,
+                    expect,
+                    new,
+                };
+                let (name, new_text) = (format!("cas-{key}"), new.to_string());
+                let expect_text = expect.map(|e| e.to_string());
+                let mut command: Vec<&[u8]> = vec![b"CAS", name.as_bytes()];
+                if let Some(e) = &expect_text {
+                    command.push(e.as_bytes());
+                }
+                command.push(new_text.as_bytes());
+                let got = self.call(
+                    &mut conn,
+                    via,
+                    client,
+                    input,
+                    &command,
+                    |h, op, reply, at| {
+                        let Value::Array(items) = reply else {
+                            return None;
+                        };
+                        let applied = match items.first()? {
+                            Value::Int(1) => true,
+                            Value::Int(0) => false,
+                            _ => return None,
+                        };
+                        h.ok(op, KvOutput::Cas(applied), at).ok()
+                    },
+                );
+                if let Some(Value::Array(items)) = got {
+                    cas_seen.insert(key, items.get(1).and_then(number));
+                }
+            }
+            // A read of a QUORUM key with its context, then a write replacing what it read.
+            4 | 5 => {
+                let base = if kind == 4 { QUORUM } else { ONE };
+                let name = format!("q-{key}");
+                let mut context = None;
+                self.call(
+                    &mut conn,
+                    via,
+                    client,
+                    KvInput::Read { key: base + key },
+                    &[b"GETCTX", name.as_bytes()],
+                    |h, op, reply, at| {
+                        let (token, values) = context_and_values(&reply)?;
+                        context = Some((token, values.clone()));
+                        h.read(op, values, at).ok()
+                    },
+                );
+                let (true, Some((token, saw))) = (kind == 4, context) else {
+                    return true;
+                };
+                let value = self
+                    .values
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.history().wrote(value, saw);
+                let input = KvInput::Write {
+                    key: QUORUM + key,
+                    value,
+                };
+                let text = value.to_string();
+                self.call(
+                    &mut conn,
+                    via,
+                    client,
+                    input,
+                    &[b"SET", name.as_bytes(), text.as_bytes(), b"CONTEXT", &token],
+                    |h, op, reply, at| {
+                        matches!(reply, Value::Simple(ok) if ok == "OK").then_some(())?;
+                        h.ok(op, KvOutput::Written, at).ok()
+                    },
+                );
+            }
+            _ => unreachable!("n % 6"),
+        }
+        true
+    }
+
+    /// Runs [`LEVEL_CLIENTS`] clients (client `c`'s operations of `kind` through node
+    /// `route(c, kind)`, asked before each) while `during` runs, then stops them. A failed
+    /// assertion in `during` stops them too, so the test ends instead of hanging.
+    pub(crate) fn run(
+        &self,
+        addrs: &[String],
+        route: &(dyn Fn(u32, Kind) -> usize + Sync),
+        during: impl FnOnce(),
+    ) {
+        /// Stops the clients when dropped, on success or while a panic unwinds.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let stopping = StopOnDrop(&stop);
+            for client in 0..LEVEL_CLIENTS {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut cas_seen = std::collections::BTreeMap::new();
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let kind = if n % 6 < 4 {
+                            Kind::Linearizable
+                        } else {
+                            Kind::Store
+                        };
+                        let via = route(client, kind);
+                        if self.operation(&addrs[via - 1], via, client, n, &mut cas_seen) {
+                            n += 1;
+                        } else {
+                            // The node is down: a pause before the next try, not a busy loop.
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                    }
+                });
+            }
+            during();
+            drop(stopping);
+        });
+    }
+
+    /// Checks the history, the final state of each QUORUM key read at ALL through each of
+    /// `via` (the values it holds once the clients stopped), and asserts that every level
+    /// kept its promise and that each did work: what the check found.
+    pub(crate) fn assert_levels_kept(&self, cluster: &Registers, via: &[usize]) -> LevelVerdict {
+        let mut last = None;
+        for &id in via {
+            let mut finals = std::collections::BTreeMap::new();
+            for key in 0..LEVEL_KEYS {
+                let name = format!("q-{key}");
+                let mut values = None;
+                let read = poll(|| {
+                    let reply = cluster.connect(id).and_then(|mut c| {
+                        c.set_read_timeout(std::time::Duration::from_secs(10))?;
+                        c.roundtrip(&[b"CONSISTENCY", b"ALL"])?;
+                        c.roundtrip(&[b"GETCTX", name.as_bytes()])
+                    });
+                    values = reply.ok().as_ref().and_then(context_and_values);
+                    values.is_some()
+                });
+                assert!(read, "{name} at ALL through node {id}\n{}", cluster.logs());
+                finals.insert(key, values.map(|(_, v)| v).unwrap_or_default());
+            }
+            let mut history = self.history().clone();
+            history.final_values(finals);
+            let found = history.check();
+            assert_eq!(
+                found.verdict,
+                Verdict::Pass,
+                "final state read through node {id}; {found:?}\n{}\n{}",
+                history.history(),
+                cluster.logs()
+            );
+            last = Some(found);
+        }
+        let found = last.expect("a node to read through");
+        let history = self.history();
+        let ok_at = |range: std::ops::Range<u64>| {
+            history
+                .history()
+                .operations()
+                .iter()
+                .filter(|o| matches!(o.outcome, Outcome::Ok(_)))
+                .filter(|o| match o.input {
+                    KvInput::Read { key }
+                    | KvInput::Write { key, .. }
+                    | KvInput::Cas { key, .. } => range.contains(&key),
+                })
+                .count()
+        };
+        let (abd, cas) = (ok_at(ABD..CAS), ok_at(CAS..QUORUM));
+        println!(
+            "leaderless history: {} operations ({} ok, {} unknown): {abd} ABD and {cas} CAS ok, \
+             {} QUORUM writes acknowledged, stale reads at ONE {} (allowed), at QUORUM {}",
+            history.history().len(),
+            history.history().ok_count(),
+            history.history().unknown_count(),
+            found.acknowledged,
+            found.stale[0],
+            found.stale[1]
+        );
+        assert!(
+            abd > 0 && cas > 0 && found.acknowledged > 0,
+            "every level did work: {abd} ABD, {cas} CAS, {} QUORUM writes",
+            found.acknowledged
+        );
+        found
+    }
 }

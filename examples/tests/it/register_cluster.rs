@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use synod_examples::resp::Value;
 use synod_examples::resp::client::Connection;
 
-use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args, test_credentials};
+use crate::core_cluster::{
+    DEADLINE, NodeSpec, TEST_PASSWORD, free_port_on, secure_args, test_credentials,
+};
 
 /// Nodes of a leaderless system (the register store's, or another's: see
 /// [`Registers::up_system`]), each on its own ports and data directory, secured with a
@@ -22,8 +24,8 @@ use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args, te
 pub(crate) struct Registers {
     system: &'static str,
     dir: tempfile::TempDir,
-    /// Each node's peer and client address.
-    addrs: Vec<(String, String)>,
+    /// Each node's addresses and launcher.
+    nodes: Vec<NodeSpec>,
     /// The `synod node` options of the secret files, written once before any node starts.
     secured: Vec<String>,
     /// The nodes started first (`1..=members`), each other's peers; a later node has them
@@ -48,23 +50,36 @@ impl Registers {
     /// Room for `nodes` of `system`, the first `members` started and answering (as
     /// [`Registers::up`]); [`Registers::start`] starts a later one, which joins them.
     pub(crate) fn up_joining(system: &'static str, nodes: usize, members: usize) -> Registers {
+        let loopback = |_| {
+            let on = |port: u16| format!("127.0.0.1:{port}");
+            NodeSpec {
+                listen: on(free_port_on("127.0.0.1")),
+                client: on(free_port_on("127.0.0.1")),
+                launcher: Vec::new(),
+            }
+        };
+        Registers::up_on(system, members, || (0..nodes).map(loopback).collect())
+    }
+
+    /// Room for the nodes `nodes()` makes (node `i + 1` at its `i`th), the first `members`
+    /// started and answering, as [`Registers::up_joining`]; `nodes` is asked again for each
+    /// new attempt.
+    pub(crate) fn up_on(
+        system: &'static str,
+        members: usize,
+        nodes: impl Fn() -> Vec<NodeSpec>,
+    ) -> Registers {
         for _ in 0..3 {
-            let addrs = (0..nodes)
-                .map(|_| {
-                    let peer = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
-                    let client = format!("127.0.0.1:{}", free_port_on("127.0.0.1"));
-                    (peer, client)
-                })
-                .collect();
+            let nodes = nodes();
             let dir = tempfile::tempdir().expect("tempdir");
             let secured = secure_args(dir.path());
             let mut cluster = Registers {
                 system,
                 dir,
                 secured,
-                addrs,
                 members,
-                children: (0..nodes).map(|_| None).collect(),
+                children: nodes.iter().map(|_| None).collect(),
+                nodes,
             };
             for id in 1..=members {
                 cluster.start(id);
@@ -106,17 +121,18 @@ impl Registers {
         let peers: Vec<String> = (1..=self.members.max(id))
             .map(|i| {
                 let at = if i == id { slot } else { i };
-                format!("{i}={}", self.addrs[at - 1].0)
+                format!("{i}={}", self.nodes[at - 1].listen)
             })
             .collect();
-        let (listen, client) = &self.addrs[slot - 1];
-        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        let node = &self.nodes[slot - 1];
+        let child = node
+            .command()
             .args(["node", "--system", self.system, "--id", &id.to_string()])
             .args([
                 "--listen",
-                listen,
+                &node.listen,
                 "--client",
-                client,
+                &node.client,
                 "--peers",
                 &peers.join(","),
             ])
@@ -175,7 +191,7 @@ impl Registers {
 
     /// Where node `id` serves clients.
     pub(crate) fn client_addr(&self, id: usize) -> String {
-        self.addrs[id - 1].1.clone()
+        self.nodes[id - 1].client.clone()
     }
 
     /// A new connection to node `id`, authenticated.
@@ -211,7 +227,7 @@ impl Registers {
     }
 
     pub(crate) fn logs(&self) -> String {
-        (1..=self.addrs.len())
+        (1..=self.nodes.len())
             .map(|id| {
                 let path = self.dir.path().join(format!("node{id}.log"));
                 let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -322,8 +338,8 @@ fn garbage_on_the_register_peer_and_client_ports_is_refused_without_a_panic() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     for (what, addr) in [
-        ("peer", &cluster.addrs[0].0),
-        ("client", &cluster.addrs[0].1),
+        ("peer", &cluster.nodes[0].listen),
+        ("client", &cluster.nodes[0].client),
     ] {
         let mut stream = TcpStream::connect(addr).expect("connects");
         stream
@@ -350,7 +366,7 @@ fn garbage_on_the_register_peer_and_client_ports_is_refused_without_a_panic() {
 #[test]
 fn synod_kv_reads_and_writes_the_register_store() {
     let cluster = Registers::up(3);
-    let addrs = format!("{},{}", cluster.addrs[0].1, cluster.addrs[1].1);
+    let addrs = format!("{},{}", cluster.nodes[0].client, cluster.nodes[1].client);
     let kv = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["kv", "--system", "register", "--addr", &addrs])
