@@ -79,12 +79,15 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// A network namespace holding one end of a veth pair, the other end in the root
 /// namespace, with a /30 subnet between them. Dropping it deletes both.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    /// The namespace's name.
+    pub(crate) name: String,
     veth_root: String,
     veth_ns: String,
-    root_ip: String,
-    ns_ip: String,
+    /// The root end's address.
+    pub(crate) root_ip: String,
+    /// The namespace's end's address.
+    pub(crate) ns_ip: String,
 }
 
 impl Netns {
@@ -141,17 +144,17 @@ impl Netns {
 
     /// Takes the namespace's end of the link down: nothing passes either way, while each
     /// side keeps its own address (the namespaced node still answers clients inside).
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         ip(&["-n", &self.name, "link", "set", &self.veth_ns, "down"]).expect("cut");
     }
 
     /// Brings the namespace's end of the link back up.
-    fn heal(&self) {
+    pub(crate) fn heal(&self) {
         ip(&["-n", &self.name, "link", "set", &self.veth_ns, "up"]).expect("heal");
     }
 
     /// `ip netns exec NAME`: runs the program after it inside the namespace.
-    fn launcher(&self) -> Vec<String> {
+    pub(crate) fn launcher(&self) -> Vec<String> {
         ["ip", "netns", "exec", &self.name]
             .map(String::from)
             .to_vec()
@@ -196,7 +199,7 @@ fn kv_in_namespace(ns: &str, addr: &str, args: &[&str]) -> Output {
 
 /// The namespace, or `None` after printing why the test is skipped; a failure instead
 /// when `SYNOD_REQUIRE_NETNS=1`.
-fn netns_or_skip(test: &str) -> Option<Netns> {
+pub(crate) fn netns_or_skip(test: &str) -> Option<Netns> {
     match Netns::create() {
         Ok(net) => Some(net),
         Err(why) => {

@@ -18,6 +18,7 @@ mod core_watch;
 mod decoders;
 mod demo_cli;
 mod leaderless_cluster;
+mod leaderless_netns;
 mod leaderless_sim;
 mod register_cluster;
 mod sim_cli;
