@@ -8,10 +8,10 @@
 //! it resumes, with no acknowledged write lost in either. Every wait polls a condition
 //! against a deadline.
 //!
-//! The tests of a node joining and of a node killed during a workload record their clients'
-//! history ([`Recorded`]: reads and writes at LINEARIZABLE, CGET and CAS, QUORUM reads with
-//! their context and the writes replacing what they read, reads at ONE) and check it with
-//! the simulation's checks (`synod_examples::simulate::leaderless::LevelHistory`): ABD and
+//! The tests of a node joining, and of a node killed or paused during a workload, record
+//! their clients' history ([`Recorded`]: reads and writes at LINEARIZABLE, CGET and CAS,
+//! QUORUM reads with their context and the writes replacing what they read, reads at ONE)
+//! and check it with the simulation's checks (`synod_examples::simulate::leaderless::LevelHistory`): ABD and
 //! CAS linearizable per key, no acknowledged QUORUM write lost from the state read at ALL
 //! once the clients stopped, no stale read at QUORUM.
 
@@ -414,6 +414,43 @@ fn a_node_killed_with_sigkill_during_a_workload_and_restarted_leaves_every_level
         );
     });
     recorded.assert_levels_kept(&cluster, &[killed, 1]);
+}
+
+#[test]
+fn a_node_paused_with_sigstop_during_a_workload_and_resumed_leaves_every_level_its_promise() {
+    let cluster = Registers::up_system("leaderless", 3);
+    let addrs: Vec<String> = (1..=3).map(|id| cluster.client_addr(id)).collect();
+    let recorded = Recorded::new(3);
+    let paused = 3;
+    // Every client through its own node, the paused one's too: its operations wait
+    // while it is paused (or time out, outcome unknown), and go on once it resumes.
+    let route = |client: u32, _: Kind| 1 + client as usize % 3;
+    recorded.run(&addrs, &route, || {
+        assert!(
+            poll(|| recorded.ok_through(paused) >= 12),
+            "no operations through node {paused}\n{}",
+            cluster.logs()
+        );
+        cluster.signal(paused, "STOP");
+        let before = recorded.ok_total();
+        let went_on = poll(|| recorded.ok_total() >= before + 48);
+        // Resumed before asserting, so that a failure leaves no stopped process behind.
+        cluster.signal(paused, "CONT");
+        assert!(
+            went_on,
+            "operations while node {paused} is paused: {}\n{}",
+            recorded.ok_total() - before,
+            cluster.logs()
+        );
+        let before = recorded.ok_through(paused);
+        assert!(
+            poll(|| recorded.ok_through(paused) >= before + 24),
+            "operations through node {paused} after it resumed: {}\n{}",
+            recorded.ok_through(paused) - before,
+            cluster.logs()
+        );
+    });
+    recorded.assert_levels_kept(&cluster, &[paused, 1]);
 }
 
 #[test]
