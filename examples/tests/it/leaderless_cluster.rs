@@ -432,8 +432,9 @@ fn a_node_paused_with_sigstop_during_a_workload_and_resumed_leaves_every_level_i
             cluster.logs()
         );
         cluster.signal(paused, "STOP");
+        // Long enough for the writes of its keys to fill what its connections buffer.
         let before = recorded.ok_total();
-        let went_on = poll(|| recorded.ok_total() >= before + 48);
+        let went_on = poll(|| recorded.ok_total() >= before + 240);
         // Resumed before asserting, so that a failure leaves no stopped process behind.
         cluster.signal(paused, "CONT");
         assert!(
