@@ -24,6 +24,10 @@
 //!   acknowledged before the read began) are counted and printed, not failed: ONE
 //!   promises nothing more, and the count is the negative control that shows the check
 //!   finds stale reads where there are some.
+//!
+//! The same checks take a history recorded outside the simulator, by the clients of real
+//! processes ([`LevelHistory`]): the process tests of `tests/it/leaderless_cluster.rs` and
+//! `tests/it/leaderless_netns.rs` check theirs with them.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
