@@ -8,10 +8,11 @@
 //! it resumes, with no acknowledged write lost in either. Every wait polls a condition
 //! against a deadline.
 //!
-//! The tests of a node joining, and of a node killed or paused during a workload, record
-//! their clients' history ([`Recorded`]: reads and writes at LINEARIZABLE, CGET and CAS,
-//! QUORUM reads with their context and the writes replacing what they read, reads at ONE)
-//! and check it with the simulation's checks (`synod_examples::simulate::leaderless::LevelHistory`): ABD and
+//! The tests of a node joining, and of a node killed, paused or leaving (ignored: the bug it
+//! shows is in its attribute) during a workload, record their clients' history
+//! ([`Recorded`]: reads and writes at LINEARIZABLE, CGET and CAS, QUORUM reads with their
+//! context and the writes replacing what they read, reads at ONE) and check it with the
+//! simulation's checks (`synod_examples::simulate::leaderless::LevelHistory`): ABD and
 //! CAS linearizable per key, no acknowledged QUORUM write lost from the state read at ALL
 //! once the clients stopped, no stale read at QUORUM.
 
@@ -620,6 +621,52 @@ fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is
     }
     // Every acknowledged write is found at QUORUM through each remaining node.
     assert_no_acknowledged_write_lost_at(&cluster, &writes, &[1, 2, 3], "QUORUM");
+}
+
+/// The leave test's workload recorded and checked. It found stale QUORUM reads in 2 of 26
+/// runs on 2026-12-07: reads that missed a write acknowledged before they began, while node
+/// 4 was leaving (the final state kept every acknowledged write).
+#[test]
+#[ignore = "a QUORUM read during a leave can miss a write acknowledged before it began (2 runs in 26); suspected, not \
+            confirmed: each member takes the leaver out of its table as soon as it is told (note_left, \
+            examples/src/leaderless/machine.rs:1526), so a key's new replica answers QUORUM reads before the leaver's \
+            hand-off has given it the key; run with --ignored"]
+fn a_node_that_leaves_during_a_recorded_workload_leaves_every_level_its_promise() {
+    let mut cluster = Registers::up_system("leaderless", 4);
+    let addrs: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let recorded = Recorded::new(4);
+    let route = |client: u32, _: Kind| 1 + client as usize % 3;
+    recorded.run(&addrs, &route, || {
+        assert!(
+            poll(|| recorded.ok_total() >= 24),
+            "no operations\n{}",
+            cluster.logs()
+        );
+        // Node 4 leaves while the clients go on: it hands its partitions off, then has left.
+        assert_eq!(cluster.settle(4, &["LEAVE"]), Value::Simple("OK".into()));
+        let left = poll(|| info_line(&cluster, 4, "leave") == "leave:left");
+        assert!(left, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
+        cluster.kill(4);
+        // The operations go on through the other three.
+        let before = recorded.ok_total();
+        assert!(
+            poll(|| recorded.ok_total() >= before + 48),
+            "operations after the leave: {}\n{}",
+            recorded.ok_total() - before,
+            cluster.logs()
+        );
+    });
+    for id in 1..=3 {
+        let gone = poll(|| info(&cluster, id).contains("member:n4 state=left replicas=0 owned=0"));
+        assert!(
+            gone,
+            "node {id}: {}\n{}",
+            info(&cluster, id),
+            cluster.logs()
+        );
+    }
+    // The history checked, with the state read at ALL through each remaining node.
+    recorded.assert_levels_kept(&cluster, &[1, 2, 3]);
 }
 
 /// Keys of each level in the recorded workload.
