@@ -583,6 +583,29 @@ fn a_second_node_under_a_members_id_is_refused_and_a_joiner_takes_the_clusters_v
     assert_eq!(cas, Value::Array(vec![Value::Int(1), bulk("x")]));
 }
 
+/// Node `id` leaves (`LEAVE`): once it says it has left, having handed its partitions off,
+/// it is killed.
+fn leave_and_kill(cluster: &mut Registers, id: usize) {
+    assert_eq!(cluster.settle(id, &["LEAVE"]), Value::Simple("OK".into()));
+    let left = poll(|| info_line(cluster, id, "leave") == "leave:left");
+    assert!(left, "node {id}: {}\n{}", info(cluster, id), cluster.logs());
+    cluster.kill(id);
+}
+
+/// Each of `members` holds node `id` left, replicating nothing and owning no partition.
+fn assert_left(cluster: &Registers, id: usize, members: &[usize]) {
+    let line = format!("member:n{id} state=left replicas=0 owned=0");
+    for &member in members {
+        let gone = poll(|| info(cluster, member).contains(&line));
+        assert!(
+            gone,
+            "node {member}: {}\n{}",
+            info(cluster, member),
+            cluster.logs()
+        );
+    }
+}
+
 #[test]
 fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is_lost() {
     let mut cluster = Registers::up_system("leaderless", 4);
@@ -597,10 +620,7 @@ fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is
     let writes = with_writers(&addrs, writers, &route, |acknowledged| {
         assert_writes_begin(&cluster, writers, acknowledged);
         // Node 4 leaves while the writes go on: it hands its partitions off, then has left.
-        assert_eq!(cluster.settle(4, &["LEAVE"]), Value::Simple("OK".into()));
-        let left = poll(|| info_line(&cluster, 4, "leave") == "leave:left");
-        assert!(left, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
-        cluster.kill(4);
+        leave_and_kill(&mut cluster, 4);
         // The writes go on through the other three.
         let before = count(acknowledged);
         assert!(
@@ -610,15 +630,7 @@ fn a_node_that_leaves_during_a_workload_hands_off_its_partitions_and_no_write_is
             cluster.logs()
         );
     });
-    for id in 1..=3 {
-        let gone = poll(|| info(&cluster, id).contains("member:n4 state=left replicas=0 owned=0"));
-        assert!(
-            gone,
-            "node {id}: {}\n{}",
-            info(&cluster, id),
-            cluster.logs()
-        );
-    }
+    assert_left(&cluster, 4, &[1, 2, 3]);
     // Every acknowledged write is found at QUORUM through each remaining node.
     assert_no_acknowledged_write_lost_at(&cluster, &writes, &[1, 2, 3], "QUORUM");
 }
@@ -643,10 +655,7 @@ fn a_node_that_leaves_during_a_recorded_workload_leaves_every_level_its_promise(
             cluster.logs()
         );
         // Node 4 leaves while the clients go on: it hands its partitions off, then has left.
-        assert_eq!(cluster.settle(4, &["LEAVE"]), Value::Simple("OK".into()));
-        let left = poll(|| info_line(&cluster, 4, "leave") == "leave:left");
-        assert!(left, "node 4: {}\n{}", info(&cluster, 4), cluster.logs());
-        cluster.kill(4);
+        leave_and_kill(&mut cluster, 4);
         // The operations go on through the other three.
         let before = recorded.ok_total();
         assert!(
@@ -656,15 +665,7 @@ fn a_node_that_leaves_during_a_recorded_workload_leaves_every_level_its_promise(
             cluster.logs()
         );
     });
-    for id in 1..=3 {
-        let gone = poll(|| info(&cluster, id).contains("member:n4 state=left replicas=0 owned=0"));
-        assert!(
-            gone,
-            "node {id}: {}\n{}",
-            info(&cluster, id),
-            cluster.logs()
-        );
-    }
+    assert_left(&cluster, 4, &[1, 2, 3]);
     // The history checked, with the state read at ALL through each remaining node.
     recorded.assert_levels_kept(&cluster, &[1, 2, 3]);
 }
