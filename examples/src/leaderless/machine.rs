@@ -258,7 +258,8 @@ impl fmt::Display for Failure {
 pub struct MemberView {
     /// The member.
     pub id: NodeId,
-    /// `alive`, `suspect`, `dead` or `left`.
+    /// `alive`, `suspect`, `dead`, `left`, or `unseen` (a configured member membership has
+    /// not heard from yet: it has its place in the table, but is not known to run).
     pub state: &'static str,
     /// Partitions it replicates in this node's table.
     pub replicas: usize,
@@ -1927,7 +1928,11 @@ impl<M: Mode> Leaderless<M> {
                     match self.member.protocol.state_of(id) {
                         _ if self.is_dead(id) => "dead",
                         Some(MemberState::Suspect) => "suspect",
-                        _ => "alive",
+                        // A configured member membership has not heard from: it has a place
+                        // in the table, but nothing says it runs (its failure could not be
+                        // detected either: membership probes only members it knows).
+                        None => "unseen",
+                        Some(_) => "alive",
                     }
                 };
                 MemberView {

@@ -49,6 +49,23 @@ impl<M: Mode> Cluster<M> {
 
     /// [`Cluster::with_members`], each node's configuration changed by `tweak`.
     fn build(n: usize, initial: &[usize], skew_ms: &[i64], tweak: impl Fn(&mut Config)) -> Self {
+        let mut cluster = Self::configure(n, initial, skew_ms, tweak);
+        for &i in initial {
+            cluster.start(i);
+        }
+        cluster.settle();
+        // The first members admit each other.
+        cluster.run_for(500);
+        cluster
+    }
+
+    /// The cluster [`Cluster::build`] makes, with no node started.
+    fn configure(
+        n: usize,
+        initial: &[usize],
+        skew_ms: &[i64],
+        tweak: impl Fn(&mut Config),
+    ) -> Self {
         let members: Vec<NodeId> = initial.iter().map(|&i| id(i)).collect();
         let mut configs = Vec::new();
         for i in 1..=n {
@@ -72,7 +89,7 @@ impl<M: Mode> Cluster<M> {
             tweak(&mut config);
             configs.push(config);
         }
-        let mut cluster = Cluster {
+        Cluster {
             nodes: (0..n).map(|_| None).collect(),
             configs,
             disks: vec![Vec::new(); n],
@@ -83,14 +100,7 @@ impl<M: Mode> Cluster<M> {
             notices: vec![Vec::new(); n],
             now: Time::from_secs(1),
             next_id: 0,
-        };
-        for &i in initial {
-            cluster.start(i);
         }
-        cluster.settle();
-        // The first members admit each other.
-        cluster.run_for(500);
-        cluster
     }
 
     fn start(&mut self, n: usize) {
@@ -857,4 +867,30 @@ fn a_node_that_crashes_while_leaving_hands_its_partitions_off_after_its_restart(
             );
         }
     }
+}
+
+#[test]
+fn a_configured_member_that_never_ran_is_unseen_not_alive() {
+    // Three configured members, of which only two start: membership never hears of the
+    // third, so nothing could detect its failure, and INFO must not call it alive.
+    let mut c: Cluster<Vv> = Cluster::configure(3, &[1, 2, 3], &[], |_| {});
+    c.start(1);
+    c.start(2);
+    c.settle();
+    c.run_for(3_000);
+    let state = |c: &Cluster<Vv>, of: usize| {
+        let info = c.node(1).info();
+        info.members
+            .iter()
+            .find(|m| m.id == id(of))
+            .expect("in the table")
+            .state
+    };
+    assert!(!c.node(1).is_admitting(), "two of three admitted node 1");
+    assert_eq!(state(&c, 2), "alive");
+    assert_eq!(state(&c, 3), "unseen");
+    // Once it runs, membership hears of it.
+    c.start(3);
+    c.run_for(3_000);
+    assert_eq!(state(&c, 3), "alive");
 }
