@@ -24,9 +24,14 @@
 //! with every other request it read in the same wake-up), the leader's worker (which writes
 //! the entry to both followers), each follower's worker (reached from its transport
 //! reader), and the leader's worker again (reached from its reader), which answers the
-//! event loop. A client's write to a follower goes from the event loop to the follower's
-//! worker, which sends it on to the leader with the other writes of its drain; the
-//! follower's transport reader takes the leader's answer and hands it to the event loop.
+//! event loop. While the node serves one client at a time, two of those wake-ups are saved:
+//! the event loop, finding the worker idle, runs the worker's round itself (see
+//! [`crate::runtime::UpdateQueue::run_or_submit_all`]), and the worker writes the reply to
+//! the client's socket itself while the event loop sleeps. With more clients, the loop goes
+//! on reading and answering while the worker syncs. A client's write to a follower goes from
+//! the event loop to the follower's worker, which sends it on to the leader with the other
+//! writes of its drain; the follower's transport reader takes the leader's answer and hands
+//! it to the event loop.
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
 //!   in `synod_consensus::WalLogStore` (two `synod-wal` logs in the data directory);
 //!   snapshots of the key-value state are written to it when the log is compacted.
@@ -566,6 +571,7 @@ impl PeerHandler for Shared {
     /// lost ones are.
     fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
         let from = incoming.from();
+        let mut events = Vec::new();
         match PeerPayload::decode(incoming.payload()) {
             PeerPayload::Forwards(requests) => {
                 // A node shutting down takes no new work from followers either: it might
@@ -580,35 +586,39 @@ impl PeerHandler for Shared {
                     for refusal in refuse_all(ids, &shutting_down(self.id)) {
                         let _ = self.transport.send(from, refusal);
                     }
-                    return None;
+                } else {
+                    events.extend(
+                        requests
+                            .into_iter()
+                            .map(|(id, request)| Event::Client(request, Waiter::Peer { from, id })),
+                    );
                 }
-                self.queue.submit_all(
-                    requests
-                        .into_iter()
-                        .map(|(id, request)| Event::Client(request, Waiter::Peer { from, id })),
-                );
             }
             PeerPayload::Answers(answers) => {
                 // A request the leader refused is answered to its client as certainly not
                 // done (TRYAGAIN), not tried again here: later writes of the same connection
                 // may have reached a leader already, and trying this one after them would
                 // apply a connection's writes out of order.
-                for (sent, response) in self.in_flight.answered(from, answers) {
-                    let response = match response {
-                        Response::Kv(_) | Response::Unknown(_) | Response::Retry(_) => response,
-                        Response::NotLeader { .. } => {
-                            Response::Retry(format!("node {from} no longer leads"))
-                        }
-                    };
-                    sent.answer.complete(response);
-                }
+                // Written to their clients together, once all are given.
+                runtime::hold_deliveries(|| {
+                    for (sent, response) in self.in_flight.answered(from, answers) {
+                        let response = match response {
+                            Response::Kv(_) | Response::Unknown(_) | Response::Retry(_) => response,
+                            Response::NotLeader { .. } => {
+                                Response::Retry(format!("node {from} no longer leads"))
+                            }
+                        };
+                        sent.answer.complete(response);
+                    }
+                });
             }
             PeerPayload::Other => {
                 if let Ok(message) = Message::decode(incoming.payload()) {
-                    self.queue.send(Event::Peer(from, message));
+                    events.push(Event::Peer(from, message));
                 }
             }
         }
+        self.queue.submit_all(events);
         None
     }
 }
@@ -751,11 +761,20 @@ impl Commands for CoreClients {
     }
 
     fn submit(&self, calls: &mut Vec<(Request, Answer<Response>)>) {
-        self.shared.queue.submit_all(
-            calls
-                .drain(..)
-                .map(|(request, answer)| Event::Client(request, Waiter::Client(answer))),
-        );
+        let events = calls
+            .drain(..)
+            .map(|(request, answer)| Event::Client(request, Waiter::Client(answer)));
+        if self.shared.connections.busy() <= 1 {
+            // One client at a time: taken up on the event loop's thread if the worker is
+            // idle (no wake-up of the worker, and the answers come back to this loop
+            // without waking it either).
+            self.shared.queue.run_or_submit_all(events);
+        } else {
+            // Many: left to the worker, so that the loop goes on reading and answering
+            // the other clients while the worker syncs (a loop held for a sync would hold
+            // every client's replies).
+            self.shared.queue.submit_all(events);
+        }
     }
 
     fn settle(
@@ -1408,8 +1427,10 @@ mod tests {
     fn a_panic_on_the_worker_stops_the_process() {
         let (status, stderr) = run_child("child_node_whose_worker_panics", CHILD_ENV);
         assert_eq!(status, Some(EXIT_FAIL_STOP), "{stderr}");
+        // The worker thread, or the thread that found the worker idle and ran it.
         assert!(
-            stderr.contains("synod node: stopping: thread synod-update-queue panicked"),
+            stderr.contains("synod node: stopping: thread synod-update-queue panicked")
+                || stderr.contains("synod node: stopping: the worker panicked (on thread synod-"),
             "{stderr}"
         );
     }
