@@ -11,12 +11,19 @@
 //! client event loop writes the reply). At most [`FORWARDS_IN_FLIGHT_MAX`] requests of one
 //! node wait for a leader at once; past that a client is told to try again.
 //!
-//! Delivery between two nodes is in order and at most once (one connection; what is queued
+//! Delivery between two nodes is in order and at most once (what is queued on a connection
 //! when it drops is lost), so a request whose message was sent and whose answer never came
 //! may or may not have been carried out: the follower answers it unknown once the
-//! connection to that leader is down, or at the request's deadline. A message the
-//! transport refused (not connected, queue full) was not sent: its requests are certainly
-//! not done and are tried again.
+//! connection to that leader is down, or at the request's deadline. Unknown means exactly
+//! that, also later: a request may still be carried out after its client was told so. The
+//! leader may take it up late (a leader paused past the deadline reads it when it resumes),
+//! and on a connection this node dials, a message sent while the connection is down waits
+//! in the transport's queue and goes out once it is dialled again (`synod-transport`'s
+//! `admit` keeps it while a dialer exists), after the follower gave its requests up at a
+//! tick; since one connection keeps its order, it still reaches that leader before the
+//! client's later requests sent there. A message the transport refused (not connected and
+//! not dialling, queue full) was not sent: its requests are certainly not done and are
+//! tried again.
 //!
 //! The payloads start with a tag byte that no Raft message starts with (those start with
 //! their format version, [`synod_consensus::WIRE_VERSION`]), followed by the requests or
