@@ -922,6 +922,56 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         Some(at)
     }
 
+    /// Holds `state` of `key` as a hint for `replica` (merged into the hint held, if any),
+    /// at `now` on this node's wall clock: `false` if it is not held, because its timestamp
+    /// is too far ahead, it is already past the grace period, or `hints_max` are held.
+    fn hold(&mut self, now: WallTime, replica: NodeId, key: K, state: R::State) -> bool {
+        if self.too_far_ahead(now, &state).is_some() {
+            return false;
+        }
+        if self.past_grace(hint_since(&self.resolver, &state, now), now) {
+            self.stats.hints_expired += 1;
+            return false;
+        }
+        if let Some(held) = self.hints.get_mut(&replica).and_then(|h| h.get_mut(&key)) {
+            let before = held.state.clone();
+            self.resolver.merge(&mut held.state, &state);
+            let since = hint_since(&self.resolver, &held.state, now);
+            if held.state != before && since != held.since {
+                let old = std::mem::replace(&mut held.since, since);
+                self.hints_by_age.remove(&(old, replica, key.clone()));
+                self.hints_by_age.insert((since, replica, key));
+            }
+            true
+        } else if self.hints_by_age.len() < self.config.hints_max {
+            // The replica's entry is made only here, so a refused hint leaves none.
+            let since = hint_since(&self.resolver, &state, now);
+            self.hints_by_age.insert((since, replica, key.clone()));
+            let hint = Hint { state, since };
+            self.hints.entry(replica).or_default().insert(key, hint);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Holds `state` of `key` as a hint for `replica`, handed off when it is back as any
+    /// hint is (a driver's own transfer of hints, such as a node that leaves handing its
+    /// hints to another): `false` if it is not held, because its timestamp is too far
+    /// ahead of this node's clock, it is already past the grace period, or
+    /// `hints_max` hints are held.
+    pub fn hold_hint(&mut self, now: Time, replica: NodeId, key: K, state: R::State) -> bool {
+        let wall = self.wall(now);
+        self.hold(wall, replica, key, state)
+    }
+
+    /// The hints held for other replicas: each replica, key and state, by replica then key.
+    pub fn hints(&self) -> impl Iterator<Item = (NodeId, &K, &R::State)> + '_ {
+        self.hints
+            .iter()
+            .flat_map(|(&replica, held)| held.iter().map(move |(k, h)| (replica, k, &h.state)))
+    }
+
     fn me(&self) -> NodeId {
         self.config.node
     }
@@ -1132,35 +1182,11 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
                 key,
                 state,
             } => {
-                if self.too_far_ahead(now, &state).is_some() {
-                    // No acknowledgement, so the coordinator does not report a hint.
-                    return;
+                // Not held (too far ahead, too old, or full): no acknowledgement, so the
+                // coordinator does not report a hint.
+                if self.hold(now, replica, key, state) {
+                    self.send(from, StoreMessage::HintAck { op });
                 }
-                if self.past_grace(hint_since(&self.resolver, &state, now), now) {
-                    // Already too old to hand off: not stored, nor acknowledged.
-                    self.stats.hints_expired += 1;
-                    return;
-                }
-                if let Some(held) = self.hints.get_mut(&replica).and_then(|h| h.get_mut(&key)) {
-                    let before = held.state.clone();
-                    self.resolver.merge(&mut held.state, &state);
-                    let since = hint_since(&self.resolver, &held.state, now);
-                    if held.state != before && since != held.since {
-                        let old = std::mem::replace(&mut held.since, since);
-                        self.hints_by_age.remove(&(old, replica, key.clone()));
-                        self.hints_by_age.insert((since, replica, key));
-                    }
-                } else if self.hints_by_age.len() < self.config.hints_max {
-                    // The replica's entry is made only here, so a refused hint leaves none.
-                    let since = hint_since(&self.resolver, &state, now);
-                    self.hints_by_age.insert((since, replica, key.clone()));
-                    let hint = Hint { state, since };
-                    self.hints.entry(replica).or_default().insert(key, hint);
-                } else {
-                    // Full: no acknowledgement, so the coordinator does not report a hint.
-                    return;
-                }
-                self.send(from, StoreMessage::HintAck { op });
             }
             StoreMessage::ReadReply { op, state } => {
                 let reading = self

@@ -22,14 +22,16 @@
 //!    through it answer `v2`.
 //!
 //! It exits 0 only if each step showed what it should; 1 otherwise. The nodes and the
-//! directory are cleaned up as the Core's demo's are ([`super`]). `--nodes`, `--clients`,
-//! `--duration-s`, `--history` and `--html` are the Core's demo's and do not apply.
+//! directory are cleaned up as the Core's demo's are ([`super`]). `--keep-data` applies;
+//! `--nodes`, `--clients`, `--duration-s`, `--history` and `--html` are the Core's demo's
+//! (its workload and its history) and do not: given other than their defaults, the demo
+//! refuses to start and says so ([`refused_options`]).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
-use super::{EXIT_FAILED, Options, Output};
+use super::{EXIT_FAILED, EXIT_USAGE, Options, Output};
 use crate::resp::Value;
 use crate::resp::client::Connection;
 
@@ -50,8 +52,49 @@ fn key(i: usize) -> String {
     format!("demo-{i}")
 }
 
+/// The options given that this demo does not take (each with why), as `synod demo`
+/// parsed them: `--nodes`, `--clients` and `--duration-s` other than their defaults,
+/// `--history` and `--html`.
+#[must_use]
+pub fn refused_options(options: &Options) -> Vec<String> {
+    let mut refused = Vec::new();
+    if options.nodes != 3 {
+        refused.push(format!(
+            "--nodes {}: this demo runs {MEMBERS} nodes and a fifth that joins",
+            options.nodes
+        ));
+    }
+    if options.clients != 8 {
+        refused.push(format!(
+            "--clients {}: this demo's steps use one client each",
+            options.clients
+        ));
+    }
+    if options.duration != Duration::from_secs(10) {
+        refused.push(format!(
+            "--duration-s {}: this demo runs its steps, not a timed workload",
+            options.duration.as_secs()
+        ));
+    }
+    if options.history.is_some() {
+        refused.push("--history: this demo checks each step, it records no history".into());
+    }
+    if options.html.is_some() {
+        refused.push("--html: this demo draws no page".into());
+    }
+    refused
+}
+
 /// Runs the demo (see the module documentation).
 pub fn run(options: &Options) -> ExitCode {
+    let refused = refused_options(options);
+    if !refused.is_empty() {
+        for why in &refused {
+            eprintln!("synod demo --system leaderless: {why}");
+        }
+        eprintln!("synod demo --system leaderless takes only --keep-data");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let start = Instant::now();
     let mut out = Output::new(start);
     let mut cluster = match Cluster::of_system("leaderless", JOINER, MEMBERS, options.keep_data) {
@@ -347,4 +390,26 @@ fn steps(cluster: &mut Cluster, out: &mut Output) -> Result<bool, String> {
         if passed { "PASS" } else { "FAIL" }
     );
     Ok(passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_and_keep_data_are_taken_and_the_cores_options_refused() {
+        let defaults = Options::new(10, 8, 3, true).expect("valid");
+        assert!(refused_options(&defaults).is_empty());
+        let other = Options::new(20, 4, 5, false)
+            .expect("valid")
+            .with_html("run.html".into());
+        let refused = refused_options(&other);
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        for flag in ["--nodes 5", "--clients 4", "--duration-s 20", "--html"] {
+            assert!(
+                refused.iter().any(|r| r.starts_with(flag)),
+                "{flag}: {refused:?}"
+            );
+        }
+    }
 }

@@ -60,7 +60,14 @@
 //!
 //! A node on its first start (its log holds no [`Record::Admitted`]) runs nothing but
 //! admission until the members let it in: it asks every configured member
-//! ([`Message::Admit`]) until a majority of them, itself counted, found its id free.
+//! ([`Message::Admit`], with a random nonce of this start) until a majority of them,
+//! itself counted, found its id free and granted it to this start. A member grants a new
+//! id to the first start that asks for it for [`Config::admit_claim_ms`] and answers
+//! another start under the same id that it is claimed (that one waits): two majorities
+//! share a member, so two processes started at once under one id are never both
+//! admitted, and the second is refused once the first is seen running. A node whose id is
+//! below every other member's dials none of them; if it hears from none in
+//! [`Config::admit_unreachable_ms`], it gives up ([`Notice::Refused`]), saying why.
 //! Refused ([`Notice::Refused`], which ends its process, the cluster unchanged) if any
 //! member's view of membership holds its id (a node running under it, or one held dead or
 //! forgotten since: a node that lost its data directory cannot come back under its old
@@ -74,16 +81,31 @@
 //!
 //! # Leaving
 //!
-//! [`Request::Leave`] records that the node leaves ([`Record::Left`]) and takes it out of
-//! its table, tells every live member ([`Message::Leaving`]: each records it, takes it out
-//! of its table and acknowledges once that is durable), waits twice the operation timeout
-//! so that writes coordinated under the old table have ended, then hands every key it
-//! holds to the key's replicas in the new table ([`Message::HandOff`], resent until each
-//! batch is acknowledged once durable; a replica held dead is left to anti-entropy), and
-//! only then tells membership it leaves and takes no further part (what the quorum store is
-//! sent is dropped, so a late write is never acknowledged by it). A member that was down
-//! meanwhile is told of the departures when it is seen alive again
+//! [`Request::Leave`] records that the node is leaving ([`Record::Leaving`]) and takes it
+//! out of its table, tells every live member ([`Message::Leaving`]: each records it, takes
+//! it out of its table and acknowledges once that is durable), waits twice the operation
+//! timeout so that writes coordinated under the old table have ended, then hands every
+//! key it holds to the key's replicas in the new table ([`Message::HandOff`]), and only
+//! then records that it left ([`Record::Left`]), tells membership it leaves and takes no
+//! further part (what the quorum store is sent is dropped, so a late write is never
+//! acknowledged by it). A node that crashes while leaving resumes its leave when it
+//! restarts, from the announcement; once it has left, a restart is refused. A member that
+//! was down meanwhile is told of the departures when it is seen alive again
 //! ([`Message::Departed`]).
+//!
+//! The table without the leaver moves only the leaver's replicas (each to a node below
+//! its share: synod-partitioning's `leave`). The hand-off is a paced stream to each live
+//! replica of the new table: its partitions in order, each in batches of keys in key order
+//! of at most [`Config::hand_off_batch_bytes_max`] bytes, at most
+//! [`Config::hand_off_batches_in_flight_max`] unacknowledged, the next sent as one is
+//! acknowledged; a batch keeps only its keys, and one unacknowledged for
+//! [`Config::leave_retry_ms`] is read again and resent. A replica acknowledges
+//! ([`Message::HandedOff`]) once what it merged is durable, naming the keys it did not take
+//! (a partition it does not replicate in its table, a timestamp too far ahead of its
+//! clock): those are resent, and the leave ends only once every key is taken (a replica
+//! held dead is left to anti-entropy). The hints the leaver holds for a replica held dead
+//! go in the same batches to the first live replica of the key's partition, which holds
+//! them in its place and hands them off when that replica is back.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -364,16 +386,23 @@ pub enum Message<S> {
         context: VersionVector,
     },
     /// Admission: a node on its first start asks whether its id is free and who the
-    /// voters of the cluster's registers are ([`Message::Admission`] answers).
-    Admit,
+    /// voters of the cluster's registers are ([`Message::Admission`] answers). The
+    /// receiver grants the id to the first `nonce` that asks for it, for
+    /// [`Config::admit_claim_ms`]: two processes started under one new id are told apart by
+    /// their nonces, and a majority grants the id to at most one of them.
+    Admit {
+        /// The asking start's random number.
+        nonce: u64,
+    },
     /// The sender leaves the cluster for good: the receiver records it, takes it out of
     /// its partition table and answers [`Message::LeaveNoted`] once that is durable.
     Leaving,
     /// The answer to [`Message::Leaving`].
     LeaveNoted,
     /// A leaving node's states of some keys of `partition`, for the receiver (one of the
-    /// partition's replicas in the table without the sender) to merge, acknowledged with
-    /// [`Message::HandedOff`] once durable.
+    /// partition's replicas in the table without the sender) to merge, and the hints it
+    /// held for replicas of those keys that are down, for the receiver to hold in its
+    /// place; acknowledged with [`Message::HandedOff`] once what was taken is durable.
     HandOff {
         /// The batch, named by the sender.
         batch: u64,
@@ -381,11 +410,17 @@ pub enum Message<S> {
         partition: u32,
         /// Keys and their states.
         states: Vec<(Key, S)>,
+        /// Hints: the replica each is for, its key and its state.
+        hints: Vec<(NodeId, Key, S)>,
     },
-    /// The answer to [`Message::HandOff`].
+    /// The answer to [`Message::HandOff`], sent once what the receiver took is durable.
     HandedOff {
-        /// The batch merged.
+        /// The batch.
         batch: u64,
+        /// The keys of the batch the receiver did not take (not of the partition named, a
+        /// partition it does not replicate in its table, a timestamp too far ahead of its
+        /// clock, no room for a hint): the sender sends them again later.
+        skipped: Vec<Key>,
     },
     /// The members that left the cluster, told to a member seen alive (again), which may
     /// have missed their [`Message::Leaving`].
@@ -395,9 +430,14 @@ pub enum Message<S> {
     },
     /// The answer to [`Message::Admit`].
     Admission {
+        /// The nonce of the [`Message::Admit`] answered.
+        nonce: u64,
         /// The asking node's id is already a member's: the answerer's view of membership
         /// holds it (the asker must not start).
         in_use: bool,
+        /// The answerer granted the id to another start's nonce, which asked first and may
+        /// still be admitted: the asker waits (this answer is not counted).
+        claimed: bool,
         /// The voters of the ABD and Paxos registers as the answerer knows them (`None`:
         /// the answerer is itself on its first start and not yet admitted).
         voters: Option<Vec<NodeId>>,
@@ -465,11 +505,14 @@ pub enum Record<S> {
         /// The voters.
         voters: Vec<NodeId>,
     },
-    /// Member `id` left the cluster for good (this node itself, or another).
+    /// Member `id` left the cluster for good (this node itself once its hand-off is done,
+    /// or another).
     Left {
         /// The member.
         id: NodeId,
     },
+    /// This node began to leave the cluster: a restart resumes the leave.
+    Leaving,
 }
 
 /// What a node's records say, built record by record ([`Recovered::take`]).
@@ -491,6 +534,8 @@ pub struct Recovered<S> {
     pub voters: Vec<NodeId>,
     /// The members that left the cluster.
     pub left: BTreeSet<NodeId>,
+    /// Whether this node began to leave (its leave resumes unless it is in `left`).
+    pub leaving: bool,
 }
 
 impl<S> Default for Recovered<S> {
@@ -503,6 +548,7 @@ impl<S> Default for Recovered<S> {
             admitted: false,
             voters: Vec::new(),
             left: BTreeSet::new(),
+            leaving: false,
         }
     }
 }
@@ -525,6 +571,7 @@ impl<S> Recovered<S> {
             Record::Left { id } => {
                 self.left.insert(id);
             }
+            Record::Leaving => self.leaving = true,
             Record::Store { key, state } => match state {
                 Some(state) => {
                     self.store.insert(key, state);
@@ -608,8 +655,23 @@ pub struct Config {
     /// Milliseconds a new node waits for the members' answers before it says so
     /// ([`Notice::Waiting`]; it goes on waiting).
     pub admit_quiet_ms: u64,
-    /// Milliseconds between a leaving node's resends of what is not yet acknowledged.
+    /// Milliseconds after which a new node that has heard from no member, and whose id is
+    /// below every other member's (so that it dials none of them, and they do not know its
+    /// address), gives up ([`Notice::Refused`]). The first members of a cluster must start
+    /// within this time of each other.
+    pub admit_unreachable_ms: u64,
+    /// Milliseconds a member holds the grant of a new id to the start that asked for it
+    /// first ([`Message::Admit`]): another start under the same id waits meanwhile.
+    pub admit_claim_ms: u64,
+    /// Milliseconds between a leaving node's resends of what is not yet acknowledged (its
+    /// announcement, and each hand-off batch unacknowledged for as long).
     pub leave_retry_ms: u64,
+    /// The most bytes of states and hints in one hand-off batch of a leaving node (a batch
+    /// holds at least one key: a key whose states are larger goes alone).
+    pub hand_off_batch_bytes_max: usize,
+    /// Hand-off batches a leaving node has in flight to one replica at most: the next is
+    /// sent when one is acknowledged.
+    pub hand_off_batches_in_flight_max: usize,
 }
 
 impl Config {
@@ -618,8 +680,10 @@ impl Config {
     /// hints within a 3-hour window, ten days' grace, 500 ms of clock drift, blocking read
     /// repair, anti-entropy every second in messages of at most 1 MiB, Paxos retried after
     /// 100 ms, a membership period of 1 s with 500 ms probes, gossip every 200 ms and a push-pull
-    /// sync every 10 s; a new node asks to be admitted every 200 ms and says so after 10 s
-    /// without an answer; a leaving node resends every 500 ms.
+    /// sync every 10 s; a new node asks to be admitted every 200 ms, says so after 10 s
+    /// without an answer and gives up after 60 s if it can reach no member, and a member
+    /// holds its grant of a new id to one start for 30 s; a leaving node resends every 500 ms, and hands off in batches of
+    /// at most 256 KiB, at most 4 in flight to each replica.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -651,7 +715,11 @@ impl Config {
             seed: 0,
             admit_retry_ms: 200,
             admit_quiet_ms: 10_000,
+            admit_unreachable_ms: 60_000,
+            admit_claim_ms: 30_000,
             leave_retry_ms: 500,
+            hand_off_batch_bytes_max: 256 << 10,
+            hand_off_batches_in_flight_max: 4,
         }
     }
 
@@ -682,7 +750,11 @@ impl Config {
             self.push_pull_interval_ms,
             self.admit_retry_ms,
             self.admit_quiet_ms,
+            self.admit_unreachable_ms,
+            self.admit_claim_ms,
             self.leave_retry_ms,
+            self.hand_off_batch_bytes_max as u64,
+            self.hand_off_batches_in_flight_max as u64,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -778,15 +850,9 @@ pub enum Notice {
     Waiting(String),
 }
 
-/// A batch of keys and their states.
-type States<S> = Vec<(Key, S)>;
-
-/// A leaving node's hand-off batches, by number: to whom, the partition and the states.
-type Batches<S> = BTreeMap<u64, (NodeId, u32, States<S>)>;
-
 /// Where this node's own leave stands.
 #[derive(Debug)]
-enum LeavePhase<S> {
+enum LeavePhase {
     /// Telling the live members, until each has acknowledged.
     Announcing {
         /// The members still to acknowledge.
@@ -798,24 +864,68 @@ enum LeavePhase<S> {
         /// When they have.
         until: Time,
     },
-    /// Handing partitions off: the batches not yet acknowledged, by number.
+    /// Handing partitions off: a stream to each live replica of the new table.
     HandingOff {
-        /// Each batch: to whom, its partition and its states.
-        batches: Batches<S>,
+        /// Each replica's stream.
+        streams: BTreeMap<NodeId, Stream>,
     },
     /// Done: the node takes no further part.
     Left,
 }
 
-/// This node's own leave.
+/// What a leaving node hands one replica: the partitions it replicates in the new table,
+/// in order, each in batches of keys in key order, at most
+/// [`Config::hand_off_batches_in_flight_max`] batches unacknowledged. A batch keeps only
+/// its keys (not their states): a resend reads the states again.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The partitions still to start or finish, the first under way.
+    partitions: VecDeque<u32>,
+    /// The last key sent of the first partition (`None`: none yet).
+    after: Option<Key>,
+    /// The batches sent and not acknowledged (or with keys the replica skipped), by
+    /// number.
+    in_flight: BTreeMap<u64, Sent>,
+}
+
+impl Stream {
+    fn done(&self) -> bool {
+        self.partitions.is_empty() && self.in_flight.is_empty()
+    }
+}
+
+/// A hand-off batch in flight.
 #[derive(Debug)]
-struct Leave<S> {
-    phase: LeavePhase<S>,
-    /// When to resend what is not yet acknowledged.
+struct Sent {
+    partition: u32,
+    /// Its keys not yet taken by the replica.
+    keys: Vec<Key>,
+    /// When it is sent again if still unacknowledged.
     resend_at: Time,
 }
 
-impl<S> LeavePhase<S> {
+/// What a node holds of one key: its replica's state, and the hints held for other
+/// replicas (each replica and state).
+type HeldOf<'a, S> = (Option<&'a S>, Vec<(NodeId, &'a S)>);
+
+/// A batch of a hand-off: its keys, their states, the hints of them and its size.
+struct Batch<S> {
+    keys: Vec<Key>,
+    states: Vec<(Key, S)>,
+    hints: Vec<(NodeId, Key, S)>,
+}
+
+/// This node's own leave.
+#[derive(Debug)]
+struct Leave {
+    phase: LeavePhase,
+    /// When to resend the announcement to those that have not acknowledged it.
+    resend_at: Time,
+    /// The number of the last hand-off batch.
+    batches: u64,
+}
+
+impl LeavePhase {
     fn name(&self) -> &'static str {
         match self {
             LeavePhase::Announcing { .. } => "announcing",
@@ -838,7 +948,40 @@ struct Admission {
     quiet_at: Option<Time>,
     /// Refused: the node stays inert.
     refused: bool,
+    /// This start's random number, named in its requests ([`Message::Admit`]).
+    nonce: u64,
+    /// Whether any member has been heard from (an answer, or a new member's own request).
+    heard: bool,
+    /// When to give up if none has been heard from and none can be reached.
+    unreachable_at: Option<Time>,
 }
+
+/// A member's answer to [`Message::Admit`], as [`Message::Admission`] carries it.
+struct AdmissionAnswer {
+    nonce: u64,
+    in_use: bool,
+    claimed: bool,
+    voters: Option<Vec<NodeId>>,
+    members: Vec<NodeId>,
+}
+
+impl Admission {
+    fn new(nonce: u64, refused: bool) -> Admission {
+        Admission {
+            answers: BTreeMap::new(),
+            ask_at: Time::ZERO,
+            quiet_at: None,
+            refused,
+            nonce,
+            heard: false,
+            unreachable_at: None,
+        }
+    }
+}
+
+/// Grants of new ids a node holds at most ([`Message::Admit`]); past it, a new id is
+/// answered as claimed (its asker waits).
+const CLAIMS_MAX: usize = 1_024;
 
 /// Counters of what a node did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -874,7 +1017,9 @@ pub struct Leaderless<M: Mode> {
     /// The members that left the cluster for good (out of the table).
     left: BTreeSet<NodeId>,
     /// This node's own leave, once asked for.
-    leave: Option<Leave<M::State>>,
+    leave: Option<Leave>,
+    /// This node began to leave before it restarted: the leave resumes once it serves.
+    resume_leave: bool,
     /// Every member ever seen, and when each still held dead was first held so.
     known: BTreeSet<NodeId>,
     dead_since: BTreeMap<NodeId, Time>,
@@ -890,14 +1035,42 @@ pub struct Leaderless<M: Mode> {
     anti_entropy_cursor: u32,
     wake_at: Option<Time>,
     rng: Rng,
+    /// New ids this node granted to a start asking to be admitted: its nonce, and until
+    /// when the grant holds (at most [`CLAIMS_MAX`]).
+    claims: BTreeMap<NodeId, (u64, Time)>,
     stats: Stats,
 }
 
-/// The partition table of `members`: version 1 over the first `replication` members by
-/// id, then each other member joined in id order, so that every node that knows the same
-/// members holds the same table, and a member that joins after the others (a larger id)
-/// moves only its share.
-fn table_of(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTable {
+/// The partition table of the members `known` that have not `left`: the table of every
+/// member known, version 1 over the first `replication` by id and then each other joined
+/// in id order, then each member that left taken out in id order. So every node that knows
+/// the same members and departures holds the same table; a member that joins after the
+/// others (a larger id) moves only its share, and one that leaves only its own replicas
+/// (the least any balanced table could move: synod-partitioning's `leave`). When too few
+/// would be left for the replication factor, the table is built anew over those left with
+/// fewer replicas a partition.
+fn table_of(config: &Config, known: &BTreeSet<NodeId>, left: &BTreeSet<NodeId>) -> PartitionTable {
+    let staying: BTreeSet<NodeId> = known.difference(left).copied().collect();
+    // Nobody left: the known members (never empty, the node itself among them).
+    let staying = if staying.is_empty() {
+        known.clone()
+    } else {
+        staying
+    };
+    let every: BTreeSet<NodeId> = known.union(left).copied().collect();
+    let mut table = joined_in_order(config, &every);
+    for &id in left.iter().filter(|id| !staying.contains(id)) {
+        match table.leave(id) {
+            Ok((next, _)) => table = next,
+            Err(_) => return joined_in_order(config, &staying),
+        }
+    }
+    table
+}
+
+/// The table of `members`: version 1 over the first `replication` members by id, then
+/// each other member joined in id order.
+fn joined_in_order(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTable {
     let replication = config.replication.min(members.len()).max(1);
     let first = members
         .iter()
@@ -937,6 +1110,11 @@ fn registers_of(
     (registers, cas)
 }
 
+/// The length of `value`'s encoding.
+fn encoded_len(value: &impl Serialize) -> usize {
+    postcard::to_stdvec(value).map_or(0, |b| b.len())
+}
+
 /// A digest of `states` (a key's bytes and its state's encoding), independent of order.
 fn digest<'a, S: Serialize + 'a>(states: impl Iterator<Item = (&'a Key, &'a S)>) -> u64 {
     states.fold(0u64, |acc, (key, state)| {
@@ -964,8 +1142,16 @@ impl<M: Mode> Leaderless<M> {
             cas,
             admitted,
             voters,
-            left,
+            mut left,
+            leaving,
         } = recovered;
+        let me = config.id;
+        // Left for good: refused below. Leaving: out of its own table, the leave resumed.
+        let refused = left.contains(&me);
+        let resume_leave = leaving && !refused;
+        if resume_leave {
+            left.insert(me);
+        }
         let generation = last + 1;
         let voters = if voters.is_empty() {
             config.members.clone()
@@ -976,7 +1162,8 @@ impl<M: Mode> Leaderless<M> {
         abd.generation = last;
         let (registers, cas) = registers_of(&config, &voters, generation, abd, cas);
         let known: BTreeSet<NodeId> = config.members.iter().copied().collect();
-        let table = table_of(&config, &known.difference(&left).copied().collect());
+        let table = table_of(&config, &known, &left);
+        let mut rng = Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get());
         let mut node = Leaderless {
             generation,
             starting: None,
@@ -986,14 +1173,10 @@ impl<M: Mode> Leaderless<M> {
             abd: Part::new(registers),
             cas: Part::new(cas),
             gate: Gate::new(),
-            admission: (!admitted).then(|| Admission {
-                answers: BTreeMap::new(),
-                ask_at: Time::ZERO,
-                quiet_at: None,
-                refused: false,
-            }),
+            admission: (!admitted).then(|| Admission::new(rng.next_u64(), false)),
             voters,
             leave: None,
+            resume_leave,
             left: BTreeSet::new(),
             known,
             dead_since: BTreeMap::new(),
@@ -1005,20 +1188,15 @@ impl<M: Mode> Leaderless<M> {
             anti_entropy_at: Time::ZERO,
             anti_entropy_cursor: 0,
             wake_at: None,
-            rng: Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get()),
+            rng,
+            claims: BTreeMap::new(),
             stats: Stats::default(),
             config,
         };
         let token = node.gate.persist(Record::Start { generation });
         node.starting = Some((token, store));
-        let me = node.config.id;
-        if left.contains(&me) {
-            node.admission = Some(Admission {
-                answers: BTreeMap::new(),
-                ask_at: Time::ZERO,
-                quiet_at: None,
-                refused: true,
-            });
+        if refused {
+            node.admission = Some(Admission::new(0, true));
             node.gate.apply(Notice::Refused(format!(
                 "node {me} left the cluster for good: it cannot come back under its id"
             )));
@@ -1372,8 +1550,7 @@ impl<M: Mode> Leaderless<M> {
 
     /// The partition table of the members known that have not left.
     fn rebuild_table(&mut self) {
-        let members: BTreeSet<NodeId> = self.known.difference(&self.left).copied().collect();
-        self.table = table_of(&self.config, &members);
+        self.table = table_of(&self.config, &self.known, &self.left);
         self.stats.table_changes += 1;
     }
 
@@ -1389,24 +1566,38 @@ impl<M: Mode> Leaderless<M> {
             let why = format!("node {me} is already leaving");
             return self.reply(to, Response::Failed(Failure::Refused(why)));
         }
-        let others: BTreeSet<NodeId> = self
-            .known
-            .iter()
-            .copied()
-            .filter(|&n| n != me && !self.left.contains(&n) && !self.is_dead(n))
-            .collect();
-        if others.is_empty() {
+        if self.others_to_tell().is_empty() {
             let why = format!("node {me} is the last live member: nobody would take its data");
             return self.reply(to, Response::Failed(Failure::Refused(why)));
         }
-        self.gate.persist(Record::Left { id: me });
+        self.gate.persist(Record::Leaving);
         self.left.insert(me);
         self.rebuild_table();
-        self.leave = Some(Leave {
-            phase: LeavePhase::Announcing { waiting: others },
-            resend_at: now,
-        });
         self.reply(to, Response::Leaving);
+        self.begin_leave(now);
+    }
+
+    /// The live members other than this node that have not left.
+    fn others_to_tell(&self) -> BTreeSet<NodeId> {
+        let me = self.config.id;
+        self.known
+            .iter()
+            .copied()
+            .filter(|&n| n != me && !self.left.contains(&n) && !self.is_dead(n))
+            .collect()
+    }
+
+    /// Starts (or, after a restart, resumes) this node's leave, its [`Record::Leaving`]
+    /// written and itself out of its table: it tells the members again (they acknowledge a
+    /// departure they know at once), then drains and hands everything off.
+    fn begin_leave(&mut self, now: Time) {
+        self.leave = Some(Leave {
+            phase: LeavePhase::Announcing {
+                waiting: self.others_to_tell(),
+            },
+            resend_at: now,
+            batches: 0,
+        });
         self.step_leave(now);
     }
 
@@ -1420,10 +1611,6 @@ impl<M: Mode> Leaderless<M> {
             let Some(leave) = self.leave.as_mut() else {
                 return;
             };
-            let resend = leave.resend_at <= now;
-            if resend {
-                leave.resend_at = now + retry;
-            }
             match &mut leave.phase {
                 LeavePhase::Announcing { waiting } => {
                     // A member held dead is told when it is back ([`Message::Departed`]).
@@ -1432,7 +1619,8 @@ impl<M: Mode> Leaderless<M> {
                         leave.phase = LeavePhase::Draining { until: now + drain };
                         continue;
                     }
-                    if resend {
+                    if leave.resend_at <= now {
+                        leave.resend_at = now + retry;
                         for &n in waiting.iter() {
                             self.gate.send(n, Message::Leaving);
                         }
@@ -1442,45 +1630,27 @@ impl<M: Mode> Leaderless<M> {
                     if *until > now {
                         return;
                     }
-                    let batches = self.hand_off_batches();
+                    let streams = self.hand_off_streams();
                     if let Some(leave) = self.leave.as_mut() {
-                        leave.phase = LeavePhase::HandingOff { batches };
-                        leave.resend_at = now;
+                        leave.phase = LeavePhase::HandingOff { streams };
                     }
                     continue;
                 }
-                LeavePhase::HandingOff { batches } => {
+                LeavePhase::HandingOff { streams } => {
                     // A replica held dead is brought up to date by anti-entropy instead.
-                    batches.retain(|_, (to, _, _)| !dead.contains(to));
-                    if batches.is_empty() {
-                        leave.phase = LeavePhase::Left;
-                        // Membership tells the others, who hold it dead at once.
-                        let id = RequestId(u64::MAX);
-                        self.member.protocol.handle(
-                            now,
-                            Input::Request {
-                                id,
-                                request: synod_membership::MemberRequest::Leave,
-                            },
-                        );
-                        self.drain_member(now);
+                    streams.retain(|to, _| !dead.contains(to));
+                    if streams.values().all(Stream::done) {
+                        self.finish_leave(now);
                         return;
                     }
-                    if resend {
-                        let sends: Vec<(NodeId, Message<M::State>)> = batches
-                            .iter()
-                            .map(|(&batch, (to, partition, states))| {
-                                let message = Message::HandOff {
-                                    batch,
-                                    partition: *partition,
-                                    states: states.clone(),
-                                };
-                                (*to, message)
-                            })
-                            .collect();
-                        for (to, message) in sends {
-                            self.gate.send(to, message);
-                        }
+                    let mut streams = std::mem::take(streams);
+                    let mut batches = leave.batches;
+                    for (&to, stream) in &mut streams {
+                        self.pump(now, to, stream, &mut batches);
+                    }
+                    if let Some(leave) = self.leave.as_mut() {
+                        leave.batches = batches;
+                        leave.phase = LeavePhase::HandingOff { streams };
                     }
                 }
                 LeavePhase::Left => {}
@@ -1489,38 +1659,159 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
-    /// What this node hands off as it leaves: its states of each partition, for each of
-    /// the partition's replicas in the table without it, in batches of at most
-    /// [`Config::sync_bytes_max`].
-    fn hand_off_batches(&self) -> Batches<M::State> {
-        let mut by_partition: BTreeMap<u32, Vec<States<M::State>>> = BTreeMap::new();
-        let mut bytes: BTreeMap<u32, usize> = BTreeMap::new();
-        for (key, state) in self.replica_data() {
-            let p = self.table.partition_of(key).0;
-            let size = postcard::to_stdvec(&(key, state)).map_or(0, |b| b.len());
-            let batches = by_partition.entry(p).or_default();
-            let used = bytes.entry(p).or_default();
-            if batches.is_empty() || *used + size > self.config.sync_bytes_max {
-                batches.push(Vec::new());
-                *used = 0;
-            }
-            *used += size;
-            batches
-                .last_mut()
-                .expect("pushed")
-                .push((key.clone(), state.clone()));
+    /// The hand-off done: records that this node left (a restart is refused from now on),
+    /// and tells membership, whose members then hold it dead at once.
+    fn finish_leave(&mut self, now: Time) {
+        let me = self.config.id;
+        self.gate.persist(Record::Left { id: me });
+        if let Some(leave) = self.leave.as_mut() {
+            leave.phase = LeavePhase::Left;
         }
-        let mut out = BTreeMap::new();
-        let mut number = 0;
-        for (p, batches) in by_partition {
+        let id = RequestId(u64::MAX);
+        self.member.protocol.handle(
+            now,
+            Input::Request {
+                id,
+                request: synod_membership::MemberRequest::Leave,
+            },
+        );
+        self.drain_member(now);
+    }
+
+    /// What this node hands off as it leaves: to each live replica of the table without it,
+    /// the partitions it replicates.
+    fn hand_off_streams(&self) -> BTreeMap<NodeId, Stream> {
+        let me = self.config.id;
+        let mut streams: BTreeMap<NodeId, Stream> = BTreeMap::new();
+        for p in 0..self.table.partitions() {
             for &to in self.table.replicas(PartitionId(p)) {
-                for states in &batches {
-                    number += 1;
-                    out.insert(number, (to, p, states.clone()));
+                if to != me && !self.is_dead(to) {
+                    streams.entry(to).or_default().partitions.push_back(p);
                 }
             }
         }
-        out
+        streams
+    }
+
+    /// Sends `to` what its stream may have in flight: batches whose resend time has come
+    /// again, then new ones while fewer than the limit are unacknowledged.
+    fn pump(&mut self, now: Time, to: NodeId, stream: &mut Stream, batches: &mut u64) {
+        let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        let mut gone = Vec::new();
+        for (&number, sent) in &mut stream.in_flight {
+            if sent.resend_at > now {
+                continue;
+            }
+            let batch = self.hand_off_batch(to, sent.partition, None, Some(&sent.keys));
+            if batch.keys.is_empty() {
+                // No longer held (collected): nothing to hand off.
+                gone.push(number);
+                continue;
+            }
+            sent.keys = batch.keys;
+            sent.resend_at = now + retry;
+            let message = Message::HandOff {
+                batch: number,
+                partition: sent.partition,
+                states: batch.states,
+                hints: batch.hints,
+            };
+            self.gate.send(to, message);
+        }
+        for number in gone {
+            stream.in_flight.remove(&number);
+        }
+        while stream.in_flight.len() < self.config.hand_off_batches_in_flight_max {
+            let Some(&partition) = stream.partitions.front() else {
+                return;
+            };
+            let batch = self.hand_off_batch(to, partition, stream.after.as_ref(), None);
+            let Some(last) = batch.keys.last() else {
+                stream.partitions.pop_front();
+                stream.after = None;
+                continue;
+            };
+            stream.after = Some(last.clone());
+            *batches += 1;
+            stream.in_flight.insert(
+                *batches,
+                Sent {
+                    partition,
+                    keys: batch.keys,
+                    resend_at: now + retry,
+                },
+            );
+            let message = Message::HandOff {
+                batch: *batches,
+                partition,
+                states: batch.states,
+                hints: batch.hints,
+            };
+            self.gate.send(to, message);
+        }
+    }
+
+    /// The next batch of `partition` for `to`: the keys after `after` in key order (or just
+    /// `only`), with this node's state of each and the hints it holds of each that `to`
+    /// is to hold in its place (for a replica held dead or no longer one of the
+    /// partition's; the first live replica of the partition other than the hint's own
+    /// takes them), at most [`Config::hand_off_batch_bytes_max`] bytes (at least one key).
+    fn hand_off_batch(
+        &self,
+        to: NodeId,
+        partition: u32,
+        after: Option<&Key>,
+        only: Option<&[Key]>,
+    ) -> Batch<M::State> {
+        let p = PartitionId(partition);
+        let wanted = |key: &Key| {
+            self.table.partition_of(key) == p
+                && after.is_none_or(|a| key > a)
+                && only.is_none_or(|keys| keys.binary_search(key).is_ok())
+        };
+        let mut by_key: BTreeMap<&Key, HeldOf<'_, M::State>> = BTreeMap::new();
+        for (key, state) in self.replica_data().filter(|(k, _)| wanted(k)) {
+            by_key.entry(key).or_default().0 = Some(state);
+        }
+        if let Some(store) = self.store() {
+            let replicas = self.table.replicas(p);
+            let served = |n: NodeId| replicas.contains(&n) && !self.is_dead(n);
+            for (replica, key, state) in store.hints() {
+                let taker = replicas
+                    .iter()
+                    .copied()
+                    .find(|&n| n != self.config.id && n != replica && !self.is_dead(n));
+                if !served(replica) && taker == Some(to) && wanted(key) {
+                    by_key.entry(key).or_default().1.push((replica, state));
+                }
+            }
+        }
+        let limit = self.config.hand_off_batch_bytes_max;
+        let mut batch = Batch {
+            keys: Vec::new(),
+            states: Vec::new(),
+            hints: Vec::new(),
+        };
+        let mut bytes = 0;
+        for (key, (state, hints)) in by_key {
+            let size = state.map_or(0, |s| encoded_len(&(key, s)))
+                + hints
+                    .iter()
+                    .map(|&(r, s)| encoded_len(&(r, key, s)))
+                    .sum::<usize>();
+            if only.is_none() && !batch.keys.is_empty() && bytes + size > limit {
+                break;
+            }
+            bytes += size;
+            batch.keys.push(key.clone());
+            if let Some(state) = state {
+                batch.states.push((key.clone(), state.clone()));
+            }
+            for (replica, state) in hints {
+                batch.hints.push((replica, key.clone(), state.clone()));
+            }
+        }
+        batch
     }
 
     /// Member `id` leaves (or left) for good: out of the table, durably.
@@ -1533,8 +1824,8 @@ impl<M: Mode> Leaderless<M> {
         self.rebuild_table();
     }
 
-    /// A leaving node's states of `partition`: merged (the keys this node replicates) and
-    /// acknowledged once durable.
+    /// A leaving node's states of `partition` and hints: merged (the keys this node
+    /// replicates) and held, and acknowledged once durable, naming the keys not taken.
     fn on_hand_off(
         &mut self,
         now: Time,
@@ -1542,28 +1833,67 @@ impl<M: Mode> Leaderless<M> {
         batch: u64,
         partition: u32,
         states: Vec<(Key, M::State)>,
+        hints: Vec<(NodeId, Key, M::State)>,
     ) {
         if self.store.is_none() {
             return;
         }
-        self.on_states(now, partition, states);
-        self.gate.send(from, Message::HandedOff { batch });
+        let mut skipped = self.merge_states(now, partition, states);
+        let me = self.config.id;
+        let p = PartitionId(partition);
+        for (replica, key, state) in hints {
+            let taken = if self.table.partition_of(&key) != p {
+                false
+            } else if replica == me {
+                // A hint for this node: its own replica's state.
+                self.merge_states(now, partition, vec![(key.clone(), state)])
+                    .is_empty()
+            } else {
+                self.store
+                    .as_mut()
+                    .is_some_and(|s| s.protocol.hold_hint(now, replica, key.clone(), state))
+            };
+            if !taken {
+                skipped.push(key);
+            }
+        }
+        skipped.sort_unstable();
+        skipped.dedup();
+        self.drain_store();
+        // Sent once the merges before it are durable (the gate holds it).
+        self.gate.send(from, Message::HandedOff { batch, skipped });
     }
 
-    fn on_leave_ack(&mut self, now: Time, from: NodeId, batch: Option<u64>) {
-        let Some(leave) = self.leave.as_mut() else {
+    fn on_leave_ack(&mut self, now: Time, from: NodeId) {
+        if let Some(Leave {
+            phase: LeavePhase::Announcing { waiting },
+            ..
+        }) = self.leave.as_mut()
+        {
+            waiting.remove(&from);
+            self.step_leave(now);
+        }
+    }
+
+    /// A replica's answer to hand-off `batch`: the batch is done, or keeps the keys the
+    /// replica skipped, to be sent again when its resend time comes.
+    fn on_handed_off(&mut self, now: Time, from: NodeId, batch: u64, skipped: Vec<Key>) {
+        let Some(Leave {
+            phase: LeavePhase::HandingOff { streams },
+            ..
+        }) = self.leave.as_mut()
+        else {
             return;
         };
-        match (&mut leave.phase, batch) {
-            (LeavePhase::Announcing { waiting }, None) => {
-                waiting.remove(&from);
-            }
-            (LeavePhase::HandingOff { batches }, Some(batch)) => {
-                if batches.get(&batch).is_some_and(|(to, _, _)| *to == from) {
-                    batches.remove(&batch);
-                }
-            }
-            _ => return,
+        let Some(stream) = streams.get_mut(&from) else {
+            return;
+        };
+        let Some(sent) = stream.in_flight.get_mut(&batch) else {
+            return;
+        };
+        sent.keys.retain(|k| skipped.binary_search(k).is_ok());
+        if sent.keys.is_empty() {
+            stream.in_flight.remove(&batch);
         }
         self.step_leave(now);
     }
@@ -1674,22 +2004,40 @@ impl<M: Mode> Leaderless<M> {
     }
 
     fn on_states(&mut self, now: Time, partition: u32, states: Vec<(Key, M::State)>) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
+        self.merge_states(now, partition, states);
+        self.drain_store();
+    }
+
+    /// Merges `states` of `partition`: only keys of the partition named, which this node
+    /// replicates. The keys not taken (those, and states refused for a timestamp too far
+    /// ahead of this node's clock), in the order given.
+    fn merge_states(
+        &mut self,
+        now: Time,
+        partition: u32,
+        states: Vec<(Key, M::State)>,
+    ) -> Vec<Key> {
+        let mut skipped = Vec::new();
         let p = PartitionId(partition);
+        let replicates =
+            partition < self.table.partitions() && self.table.replicas(p).contains(&self.config.id);
+        let Some(store) = self.store.as_mut() else {
+            return states.into_iter().map(|(key, _)| key).collect();
+        };
         for (key, state) in states {
-            // Only keys of the partition named, which this node replicates.
-            if self.table.partition_of(&key) != p
-                || !self.table.replicas(p).contains(&self.config.id)
-            {
+            if !replicates || self.table.partition_of(&key) != p {
+                skipped.push(key);
                 continue;
             }
-            if store.protocol.merge_replica(now, key, &state) {
+            let refused = store.protocol.stats().timestamps_refused;
+            if store.protocol.merge_replica(now, key.clone(), &state) {
                 self.stats.keys_repaired += 1;
             }
+            if store.protocol.stats().timestamps_refused != refused {
+                skipped.push(key);
+            }
         }
-        self.drain_store();
+        skipped
     }
 
     // ----- requests -----
@@ -1997,6 +2345,9 @@ impl<M: Mode> Leaderless<M> {
             for n in dead {
                 self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
             }
+            if std::mem::take(&mut self.resume_leave) {
+                self.begin_leave(now);
+            }
         }
     }
 
@@ -2004,18 +2355,41 @@ impl<M: Mode> Leaderless<M> {
 
     /// A node on its first start asks whether its id is free: it is not if this node's view
     /// of membership holds a member of that id (a member seen running, even one held dead
-    /// or forgotten since). A node that is itself new answers with no voters; one refused
-    /// answers nothing.
-    fn on_admit(&mut self, from: NodeId) {
-        if self.admission.as_ref().is_some_and(|a| a.refused) {
-            return;
+    /// or forgotten since). Free, the id is granted to the first start that asks (its
+    /// `nonce`) for [`Config::admit_claim_ms`]; another start asking meanwhile is told it
+    /// is claimed. A node that is itself new answers with no voters; one refused answers
+    /// nothing.
+    fn on_admit(&mut self, now: Time, from: NodeId, nonce: u64) {
+        if let Some(admission) = self.admission.as_mut() {
+            if admission.refused {
+                return;
+            }
+            admission.heard = true;
         }
         let admitted = self.admission.is_none();
         let in_use = admitted
             && (self.member.protocol.state_of(from).is_some()
                 || self.is_dead(from)
                 || self.left.contains(&from));
+        self.claims.retain(|_, &mut (_, until)| until > now);
+        let until = now + std::time::Duration::from_millis(self.config.admit_claim_ms);
+        let full = self.claims.len() >= CLAIMS_MAX;
+        let claimed = !in_use
+            && match self.claims.get_mut(&from) {
+                Some((theirs, _)) if *theirs != nonce => true,
+                Some((_, at)) => {
+                    *at = until;
+                    false
+                }
+                None if full => true,
+                None => {
+                    self.claims.insert(from, (nonce, until));
+                    false
+                }
+            };
         let message = Message::Admission {
+            nonce,
+            claimed,
             in_use,
             voters: admitted.then(|| self.voters.clone()),
             members: self.known.iter().copied().collect(),
@@ -2026,19 +2400,26 @@ impl<M: Mode> Leaderless<M> {
     /// A member's answer to this node's [`Message::Admit`]: refused at once if its id is in
     /// use; admitted once a majority of the configured members (itself included) found it
     /// free, with the voters they know.
-    fn on_admission(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        in_use: bool,
-        voters: Option<Vec<NodeId>>,
-        members: Vec<NodeId>,
-    ) {
+    fn on_admission(&mut self, now: Time, from: NodeId, answer: AdmissionAnswer) {
+        let AdmissionAnswer {
+            nonce,
+            in_use,
+            claimed,
+            voters,
+            members,
+        } = answer;
         let me = self.config.id;
         let Some(admission) = self.admission.as_mut() else {
             return;
         };
-        if admission.refused || from == me {
+        // An answer to another start under this id (its nonce) is not this one's.
+        if admission.refused || from == me || nonce != admission.nonce {
+            return;
+        }
+        admission.heard = true;
+        if claimed && !in_use {
+            // Granted to another start under this id for now: ask again later.
+            admission.answers.remove(&from);
             return;
         }
         if in_use {
@@ -2139,11 +2520,33 @@ impl<M: Mode> Leaderless<M> {
         let me = self.config.id;
         let retry = std::time::Duration::from_millis(self.config.admit_retry_ms);
         let quiet = std::time::Duration::from_millis(self.config.admit_quiet_ms);
+        let unreachable = std::time::Duration::from_millis(self.config.admit_unreachable_ms);
+        let others: Vec<NodeId> = self
+            .config
+            .members
+            .iter()
+            .copied()
+            .filter(|&n| n != me)
+            .collect();
         let Some(admission) = self.admission.as_mut() else {
             return;
         };
         if admission.refused {
             return;
+        }
+        let nonce = admission.nonce;
+        let at = *admission.unreachable_at.get_or_insert(now + unreachable);
+        if at <= now && !admission.heard && others.iter().all(|&n| n > me) {
+            let top = others.iter().copied().max().map_or(me.get(), NodeId::get);
+            return self.refuse(format!(
+                "node {me} has heard from no member ({}) in {} ms, and its id is below every \
+                 member's: it dials only lower ids, and the members do not know a joining \
+                 node's address, so none of them will ever reach it. Give a joining node an \
+                 id above every member's (n{} or more); the cluster is unchanged",
+                list(&others),
+                self.config.admit_unreachable_ms,
+                top + 1
+            ));
         }
         let mut notice = None;
         match admission.quiet_at {
@@ -2169,7 +2572,7 @@ impl<M: Mode> Leaderless<M> {
         admission.ask_at = now + retry;
         for &n in &self.config.members {
             if n != me {
-                self.gate.send(n, Message::Admit);
+                self.gate.send(n, Message::Admit { nonce });
             }
         }
         if let Some(why) = notice {
@@ -2221,10 +2624,18 @@ impl<M: Mode> Leaderless<M> {
                 .filter(|a| !a.refused)
                 .map(|a| a.ask_at),
             self.admission.as_ref().and_then(|a| a.quiet_at),
-            self.leave.as_ref().and_then(|l| match l.phase {
+            self.admission
+                .as_ref()
+                .filter(|a| !a.refused && !a.heard)
+                .and_then(|a| a.unreachable_at),
+            self.leave.as_ref().and_then(|l| match &l.phase {
                 LeavePhase::Left => None,
-                LeavePhase::Draining { until } => Some(until),
-                _ => Some(l.resend_at),
+                LeavePhase::Draining { until } => Some(*until),
+                LeavePhase::Announcing { .. } => Some(l.resend_at),
+                LeavePhase::HandingOff { streams } => streams
+                    .values()
+                    .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
+                    .min(),
             }),
         ]
         .into_iter()
@@ -2279,18 +2690,21 @@ impl<M: Mode> Protocol for Leaderless<M> {
             Input::Message { from, message } => match message {
                 Message::Member(_) | Message::Abd(_) | Message::Cas(_)
                     if self.admission.is_some() => {}
-                Message::Admit => self.on_admit(from),
+                Message::Admit { nonce } => self.on_admit(now, from, nonce),
                 Message::Leaving => {
                     self.note_left(from);
                     self.gate.send(from, Message::LeaveNoted);
                 }
-                Message::LeaveNoted => self.on_leave_ack(now, from, None),
+                Message::LeaveNoted => self.on_leave_ack(now, from),
                 Message::HandOff {
                     batch,
                     partition,
                     states,
-                } => self.on_hand_off(now, from, batch, partition, states),
-                Message::HandedOff { batch } => self.on_leave_ack(now, from, Some(batch)),
+                    hints,
+                } => self.on_hand_off(now, from, batch, partition, states, hints),
+                Message::HandedOff { batch, skipped } => {
+                    self.on_handed_off(now, from, batch, skipped);
+                }
                 Message::Departed { left } => {
                     // Only members this node knows: a list no longer than its view.
                     for id in left {
@@ -2301,10 +2715,21 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 }
                 Message::Store(_) if self.has_left() => {}
                 Message::Admission {
+                    nonce,
                     in_use,
+                    claimed,
                     voters,
                     members,
-                } => self.on_admission(now, from, in_use, voters, members),
+                } => {
+                    let answer = AdmissionAnswer {
+                        nonce,
+                        in_use,
+                        claimed,
+                        voters,
+                        members,
+                    };
+                    self.on_admission(now, from, answer);
+                }
                 Message::Member(message) => {
                     self.member
                         .protocol

@@ -73,6 +73,7 @@ enum Slot {
     Cas(Key),
     Admitted,
     Left(synod_node::NodeId),
+    Leaving,
 }
 
 fn slot<S>(record: &Record<S>) -> Slot {
@@ -84,6 +85,7 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Cas(w) => Slot::Cas(w.key.clone()),
         Record::Admitted { .. } => Slot::Admitted,
         Record::Left { id } => Slot::Left(*id),
+        Record::Leaving => Slot::Leaving,
     }
 }
 

@@ -159,7 +159,7 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::Digest { .. } => "digest",
             Message::States { .. } => "states",
             Message::Forward { .. } | Message::Forwarded { .. } => "forward",
-            Message::Admit | Message::Admission { .. } => "admission",
+            Message::Admit { .. } | Message::Admission { .. } => "admission",
             Message::Leaving | Message::LeaveNoted | Message::Departed { .. } => "leave",
             Message::HandOff { .. } | Message::HandedOff { .. } => "hand-off",
         }
