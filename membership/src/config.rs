@@ -427,7 +427,9 @@ impl MemberConfigBuilder {
     /// defaults). A key that would take the member past it is not taken: the copy stops
     /// below it (still the owner's state at some version, readable), a copy of an owner not
     /// held yet is not started, and either goes on once deletes collected or owners gone
-    /// make room; each such key is counted ([`MemberStats::kv_over_bytes`]). This member's
+    /// make room; each such key is counted ([`MemberStats::kv_over_bytes`]). A reset
+    /// replacing a copy held (the owner's new start) is measured without that copy, so the
+    /// bytes held may pass the limit by at most that one copy while it is taken. This member's
     /// own key-values are bounded by `keys_max` and the key and value limits instead.
     /// Default 64 MiB; at least `key_bytes_max + value_bytes_max`
     /// ([`ConfigError::HeldBytes`]).

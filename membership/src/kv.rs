@@ -55,7 +55,10 @@
 //! the owner or a holder that has it. A key that would take a copy past `keys_max` stops
 //! the copy below it instead, until the owner's deletes make room; so does a key that would
 //! take the bytes held of all others' key-values (copies being taken included) past
-//! `held_bytes_max`, until collections or owners gone make room.
+//! `held_bytes_max`, until collections or owners gone make room. A reset that replaces a
+//! copy held is measured without that copy: the bytes held pass the limit by at most the
+//! copy being replaced while the reset is taken, and a new start that fits the limit
+//! always replaces the old one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -1046,6 +1049,15 @@ impl KvStore {
                 .held_bytes_max
                 .saturating_sub(held.saturating_sub(s.bytes))
         };
+        // What a staging copy may hold: as `room`, but the copy it will replace does not
+        // count (held bytes pass the limit by at most that copy while the reset is taken;
+        // counting it would keep a new start that fits from ever replacing the old one).
+        let replacing = self.states.get(&owner).map_or(0, |s| s.bytes);
+        let staging_room = |s: &State| {
+            limits
+                .held_bytes_max
+                .saturating_sub(held.saturating_sub(s.bytes).saturating_sub(replacing))
+        };
         if delta.reset {
             let resumes = self.staging.get(&owner).is_some_and(|s| {
                 s.generation == delta.generation && s.reset_from > 0 && delta.to == s.reset_from
@@ -1084,7 +1096,7 @@ impl KvStore {
             };
             staged.gc_version = staged.gc_version.max(delta.gc_version);
             let before = staged.bytes;
-            staged.take_down(now, &delta, &limits, room(staged), &mut self.stats);
+            staged.take_down(now, &delta, &limits, staging_room(staged), &mut self.stats);
             self.held_bytes = self.held_bytes - before + staged.bytes;
             let (generation, version) = (staged.generation, staged.max_version);
             if staged.reset_from == 0 && version >= delta.top && !stale(self, generation, version) {
@@ -1102,7 +1114,7 @@ impl KvStore {
                 return;
             }
             let before = staged.bytes;
-            staged.take(now, &delta, &limits, room(staged), &mut self.stats);
+            staged.take(now, &delta, &limits, staging_room(staged), &mut self.stats);
             self.held_bytes = self.held_bytes - before + staged.bytes;
             let (generation, version) = (staged.generation, staged.max_version);
             if version >= delta.top && !stale(self, generation, version) {
@@ -1404,6 +1416,63 @@ mod tests {
         assert_eq!(plain.len(), 1);
         assert!(!plain[0].reset);
         assert_eq!(plain[0].keys, vec![update("doomed", 3)]);
+    }
+
+    /// review9: a copy of an owner's new start (a restart or a renewal seen while the old
+    /// start's copy is still held) is taken into a staging copy. When the room given to it
+    /// counted the old copy it is to replace, with `held_bytes_max` above either copy but
+    /// below both, the new start's copy fitted the limit and yet was never swapped in: the
+    /// reset stopped below its first key over the room every round, and the member kept
+    /// handing up the old start's values for good (no collection nor owner gone made room).
+    #[test]
+    fn a_new_start_that_fits_the_held_bytes_limit_replaces_the_old_one() {
+        let (me, owner) = (NodeId::new(1), NodeId::new(2));
+        // One largest key and value (2 bytes) fits, as the builder requires.
+        let small = KvLimits {
+            held_bytes_max: 6,
+            key_bytes_max: 1,
+            value_bytes_max: 1,
+            ..limits()
+        };
+        let mut kv = KvStore::new(me, 1, small);
+        let mut out = Vec::new();
+        // The old start's copy: "a" and "b", 4 bytes of the 6.
+        kv.apply(
+            Time::ZERO,
+            owner,
+            reset(owner, 2, vec![update("b", 2), update("a", 1)]),
+            true,
+            &mut out,
+        );
+        assert_eq!(kv.get(owner, "a"), Some(b"v".as_slice()));
+        assert_eq!(kv.held_bytes(), 4);
+        // The owner starts again (generation 2) and sets "c" and "d": 4 bytes, within 6.
+        let mut theirs = KvStore::new(owner, 2, limits());
+        for key in ["c", "d"] {
+            theirs
+                .write(Time::ZERO, key.into(), Some(b"v".to_vec()))
+                .expect("within the limits");
+        }
+        // Many rounds of the exchange with the owner itself.
+        for _ in 0..50 {
+            let (lo, hi, digests) = kv.digest(1_000);
+            let (deltas, _) = theirs.answer(lo, hi, &digests, 1_000, |_| true);
+            for delta in deltas {
+                kv.apply(Time::ZERO, owner, delta, true, &mut out);
+            }
+        }
+        assert!(kv.held_bytes() <= 6);
+        assert_eq!(
+            kv.digest_of(owner).map(|d| d.generation),
+            Some(2),
+            "the new start's copy (4 bytes, limit 6) never replaced the old one: \
+             the member still hands up a={:?}, c={:?}, stats {:?}",
+            kv.get(owner, "a"),
+            kv.get(owner, "c"),
+            kv.stats,
+        );
+        assert_eq!(kv.get(owner, "a"), None);
+        assert_eq!(kv.get(owner, "c"), Some(b"v".as_slice()));
     }
 
     /// The bytes counted for a copy follow every way a key enters or leaves it: taken,
