@@ -472,15 +472,36 @@ fn check_quorum(
         out
     };
     let mut acked: Vec<(u64, u64, SimTime)> = Vec::new();
+    // Writes the store refused (certainly not carried out): their values must never be read
+    // nor kept, and so never count as replacing anything.
+    let mut refused: BTreeSet<u64> = BTreeSet::new();
     for op in history.operations() {
-        if let (KvInput::Write { key, value }, Outcome::Ok(_), Some(at)) =
-            (op.input, &op.outcome, op.completed_at)
-            && (QUORUM..ONE).contains(&key)
-        {
-            acked.push((key - QUORUM, value, at));
+        match (op.input, &op.outcome, op.completed_at) {
+            (KvInput::Write { key, value }, Outcome::Ok(_), Some(at))
+                if (QUORUM..ONE).contains(&key) =>
+            {
+                acked.push((key - QUORUM, value, at));
+            }
+            (KvInput::Write { key, value }, Outcome::Fail, _) if key >= QUORUM => {
+                refused.insert(value);
+            }
+            _ => {}
         }
     }
     *acknowledged = acked.len();
+    let took_effect = seen
+        .final_values
+        .iter()
+        .flat_map(|f| f.values())
+        .chain(seen.reads.values())
+        .flatten()
+        .find(|v| refused.contains(v));
+    if let Some(value) = took_effect {
+        return Err(format!(
+            "the write of {value} was refused (nothing done, its client was told), yet its \
+             value was read or kept"
+        ));
+    }
     // Every acknowledged write is in the final state, or was replaced by one that is
     // (replacement by replacement).
     if let Some(final_values) = &seen.final_values {
@@ -737,4 +758,53 @@ pub fn run_checked<M: Mode + 'static>(
     )];
     summary.passed = "ABD and CAS linearizable, no acknowledged QUORUM write lost, no stale QUORUM read, replicas converged after healing";
     (summary, checks)
+}
+
+#[cfg(test)]
+mod review9 {
+    use super::*;
+
+    fn at(micros: u64) -> SimTime {
+        SimTime::from_micros(micros)
+    }
+
+    /// review9: a QUORUM write the store refused (`TRYAGAIN`: certainly not carried out,
+    /// recorded with [`LevelHistory::fail`]) whose value the replicas end up holding, in
+    /// place of an acknowledged write its context had read. The acknowledged write of 1
+    /// is gone and the only write that "replaced" it never happened, so the history breaks
+    /// two promises (a refused write took effect; an acknowledged one was lost), yet the
+    /// check counts a refused write's context as a replacement like any other's, and passes.
+    #[test]
+    fn a_refused_quorum_write_cannot_replace_an_acknowledged_one() {
+        let mut h = LevelHistory::new();
+        let w1 = h.invoke(
+            ClientId::new(0),
+            KvInput::Write {
+                key: QUORUM,
+                value: 1,
+            },
+            at(0),
+        );
+        h.ok(w1, KvOutput::Written, at(10)).expect("recorded");
+        h.wrote(1, Vec::new());
+        let w2 = h.invoke(
+            ClientId::new(1),
+            KvInput::Write {
+                key: QUORUM,
+                value: 2,
+            },
+            at(20),
+        );
+        h.wrote(2, vec![1]);
+        h.fail(w2, at(30)).expect("recorded");
+        // A read after both sees only the refused write's value.
+        let r = h.invoke(ClientId::new(2), KvInput::Read { key: QUORUM }, at(40));
+        h.read(r, vec![2], at(50)).expect("recorded");
+        h.final_values(BTreeMap::from([(0, vec![2])]));
+        let found = h.check();
+        assert!(
+            matches!(found.verdict, Verdict::Violation(_)),
+            "a refused write's value read and kept in place of an acknowledged write: {found:?}"
+        );
+    }
 }
