@@ -8,11 +8,7 @@
 //! what it can at once and batches the rest for the worker), and its replies written by
 //! this same thread, in order. The worker answers through each connection's [`ConnHandle`]:
 //! its answers are queued to the loop, which the first of them wakes (one wake-up for all
-//! the answers of a drain that arrive before the loop runs). While the loop's thread
-//! sleeps and at most one connection has requests in flight, the thread delivering an
-//! answer serves it itself instead, under the loop's lock: it writes the reply to the
-//! client's socket (and hands on what that releases) without waking the loop's thread,
-//! which at low load costs more than the write.
+//! the answers of a drain that arrive before the loop runs).
 //!
 //! The loop knows nothing of the protocol spoken. It keeps the limits ([`ClientLimits`]):
 //! at most `connections_max` connections (past it a new one is sent the system's refusal
@@ -49,12 +45,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use rustls::{ServerConfig, ServerConnection};
 
@@ -174,163 +170,20 @@ impl ConnIo<'_> {
 
 /// What is delivered to the loop from other threads, with the connection it is for.
 struct Inbox<D> {
-    state: Mutex<InboxState<D>>,
-    waker: Waker,
-    /// How a delivering thread serves the loop itself. Set once the loop exists.
-    direct: OnceLock<Direct>,
-}
-
-/// How a thread that delivers to the loop serves it itself.
-struct Direct {
-    /// Whether it may: only while at most one connection has requests in flight. With more,
-    /// the loop's thread writes the replies beside the thread that delivers them (the
-    /// worker, going on to its next sync), on the other core, and starts on the first
-    /// while the worker still hands out the rest.
-    connections: Arc<Connections>,
-    /// Serves what waits in the inbox, if no thread holds the loop's state (the loop's
-    /// thread sleeps in `poll`): whether it did.
-    serve: Box<dyn Fn() -> bool + Send + Sync>,
-}
-
-impl Direct {
-    fn allowed(&self) -> bool {
-        self.connections.busy() <= 1
-    }
-}
-
-/// The inbox's queue, and who will take it.
-struct InboxState<D> {
-    queue: Vec<(u64, D)>,
-    /// Whether a thread holding the loop's state (the loop's own, awake, or one serving
-    /// the inbox) takes the queue before it lets go of that state.
-    taker: bool,
+    queue: Mutex<Vec<(u64, D)>>,
     /// Whether the loop has been woken and not yet taken the queue.
-    woken: bool,
+    woken: AtomicBool,
+    waker: Waker,
 }
 
 impl<D> Inbox<D> {
-    fn new(waker: Waker) -> Inbox<D> {
-        Inbox {
-            state: Mutex::new(InboxState {
-                queue: Vec::new(),
-                taker: false,
-                woken: false,
-            }),
-            waker,
-            direct: OnceLock::new(),
-        }
-    }
-
-    /// Queues `delivery`; if no one is to take it, serves it on this thread when the
-    /// loop's state is free, and wakes the loop otherwise; or, while this thread holds its
-    /// deliveries ([`hold_deliveries`]), once it stops holding them.
-    fn deliver(self: &Arc<Self>, conn: u64, delivery: D)
-    where
-        D: Send + 'static,
-    {
-        {
-            let mut state = self.state.lock();
-            state.queue.push((conn, delivery));
-            if state.taker || state.woken {
-                return;
-            }
-        }
-        if !self.direct.get().is_some_and(Direct::allowed) {
-            self.wake();
-            return;
-        }
-        let held = HELD.with_borrow_mut(|held| {
-            let Some(held) = held else {
-                return false;
-            };
-            let me: Arc<dyn Release> = self.clone();
-            if !held.iter().any(|other| Arc::ptr_eq(other, &me)) {
-                held.push(me);
-            }
-            true
-        });
-        if !held {
-            self.release();
-        }
-    }
-
-    /// Wakes the loop, unless it is awake or woken already.
-    fn wake(&self) {
-        let mut state = self.state.lock();
-        if !state.taker && !state.woken {
-            state.woken = true;
+    fn deliver(&self, conn: u64, delivery: D) {
+        self.queue.lock().push((conn, delivery));
+        if !self.woken.swap(true, Ordering::AcqRel) {
             // The loop runs on: it finds this when it next takes the queue.
             let _ = self.waker.wake();
         }
     }
-
-    /// Takes what waits, as a taker (one holding the loop's state); clears `taker` once
-    /// the queue is empty, which it then returns.
-    fn take(&self) -> Vec<(u64, D)> {
-        let mut state = self.state.lock();
-        state.taker = !state.queue.is_empty();
-        std::mem::take(&mut state.queue)
-    }
-}
-
-thread_local! {
-    /// The inboxes this thread delivered to while holding its deliveries, `None` while it
-    /// does not hold them (see [`hold_deliveries`]).
-    static HELD: std::cell::RefCell<Option<Vec<Arc<dyn Release>>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// An inbox whose deliveries wait for someone to take them.
-trait Release: Send + Sync {
-    /// Gets what waits taken: served on this thread if the loop's state is free (its
-    /// thread sleeps), or the loop woken; nothing if a taker or a wake-up is on its way.
-    fn release(&self);
-}
-
-impl<D: Send + 'static> Release for Inbox<D> {
-    fn release(&self) {
-        {
-            let state = self.state.lock();
-            if state.queue.is_empty() || state.taker || state.woken {
-                return;
-            }
-        }
-        // The loop sleeps: written from here, it costs no wake-up of its thread.
-        let direct = self.direct.get().filter(|direct| direct.allowed());
-        if direct.is_some_and(|direct| (direct.serve)()) {
-            return;
-        }
-        self.wake();
-    }
-}
-
-/// Runs `f`, holding what this thread delivers to connections ([`ConnHandle::deliver`])
-/// meanwhile until it returns, then gets it all taken at once: so that the answers of one
-/// drain of the worker go out together (one write per connection, one wake-up of the loop,
-/// or none if this thread serves them), not one by one as they are given. Nested calls
-/// hold until the outermost returns.
-///
-/// Deliveries are held only while a delivering thread may serve the loop's connections
-/// itself: while at most one connection has requests in flight ([`Connections::busy`]).
-/// With more, the first delivery wakes the loop at once, which writes the replies while
-/// the rest are given.
-pub fn hold_deliveries<R>(f: impl FnOnce() -> R) -> R {
-    if HELD.with_borrow(Option::is_some) {
-        return f();
-    }
-    /// Stops holding however `f` ends, and releases what was held.
-    struct Held;
-    impl Drop for Held {
-        fn drop(&mut self) {
-            let held = HELD.with_borrow_mut(Option::take).unwrap_or_default();
-            for inbox in held {
-                inbox.release();
-            }
-        }
-    }
-    HELD.with_borrow_mut(|held| *held = Some(Vec::new()));
-    let _held = Held;
-    f()
 }
 
 /// A way to reach one connection from another thread: what is delivered goes to the
@@ -354,7 +207,7 @@ impl<D> Clone for ConnHandle<D> {
     }
 }
 
-impl<D: Send + 'static> std::fmt::Debug for ConnHandle<D> {
+impl<D: Send> std::fmt::Debug for ConnHandle<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnHandle")
             .field("conn", &self.conn)
@@ -363,10 +216,8 @@ impl<D: Send + 'static> std::fmt::Debug for ConnHandle<D> {
     }
 }
 
-impl<D: Send + 'static> ConnHandle<D> {
-    /// Delivers `delivery` to the connection, waking the loop if it sleeps (or, while it
-    /// sleeps, serving the connection on this thread), unless this thread holds its
-    /// deliveries ([`hold_deliveries`]).
+impl<D: Send> ConnHandle<D> {
+    /// Delivers `delivery` to the connection, waking the loop if it sleeps.
     pub fn deliver(&self, delivery: D) {
         if self.is_open() {
             self.inbox.deliver(self.conn, delivery);
@@ -399,7 +250,11 @@ pub(crate) fn detached_handle<D>() -> ConnHandle<D> {
     let poll = Poll::new().expect("an event queue");
     let waker = Waker::new(poll.registry(), WAKER).expect("a waker");
     ConnHandle {
-        inbox: Arc::new(Inbox::new(waker)),
+        inbox: Arc::new(Inbox {
+            queue: Mutex::new(Vec::new()),
+            woken: AtomicBool::new(false),
+            waker,
+        }),
         conn: FIRST_CONN,
         open: Arc::new(AtomicBool::new(true)),
         peer: None,
@@ -410,8 +265,6 @@ pub(crate) fn detached_handle<D>() -> ConnHandle<D> {
 pub struct Connections {
     limits: ClientLimits,
     open: AtomicUsize,
-    /// Connections with requests in flight (busy: waiting on the node, not the client).
-    busy: AtomicUsize,
     auth: Option<Arc<ClientAuth>>,
     tls: Option<Arc<ServerConfig>>,
 }
@@ -434,7 +287,6 @@ impl Connections {
         Connections {
             limits,
             open: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
             auth: None,
             tls: None,
         }
@@ -458,14 +310,6 @@ impl Connections {
     #[must_use]
     pub fn len(&self) -> usize {
         self.open.load(Ordering::Acquire)
-    }
-
-    /// How many open connections have requests in flight (waiting on the node): one or
-    /// none means the node serves one client at a time, and a request may as well be taken
-    /// up on the loop's own thread ([`super::UpdateQueue::run_or_submit_all`]).
-    #[must_use]
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Acquire)
     }
 
     /// Whether no connection is open.
@@ -552,14 +396,11 @@ struct Conn<S: ServeClient> {
     unauthenticated_bytes: usize,
 }
 
-/// The event loop's state: held by the loop's thread while it is awake, and by a thread
-/// that delivers to a connection while the loop's thread sleeps (see [`Inbox::deliver`]).
+/// The event loop's state.
 struct Loop<S: ServeClient> {
     serve: Arc<S>,
     listener: TcpListener,
-    registry: Registry,
-    /// When the loop's thread, asleep, wakes by itself (`None`: only for an event).
-    sleep_until: Option<Instant>,
+    poll: Poll,
     inbox: Arc<Inbox<S::Delivery>>,
     conns: BTreeMap<u64, Conn<S>>,
     next_id: u64,
@@ -600,13 +441,15 @@ pub fn spawn_listener<S: ServeClient>(
     let limits = connections.limits;
     let auth = connections.auth.clone();
     let tls = connections.tls.clone();
-    let inbox = Arc::new(Inbox::new(waker));
-    let event_loop = Loop {
+    let mut event_loop = Loop {
         serve,
         listener,
-        registry: poll.registry().try_clone()?,
-        sleep_until: None,
-        inbox: Arc::clone(&inbox),
+        poll,
+        inbox: Arc::new(Inbox {
+            queue: Mutex::new(Vec::new()),
+            woken: AtomicBool::new(false),
+            waker,
+        }),
         conns: BTreeMap::new(),
         next_id: FIRST_CONN,
         connections,
@@ -620,22 +463,12 @@ pub fn spawn_listener<S: ServeClient>(
         auth,
         auth_deadlines: VecDeque::new(),
     };
-    let connections = Arc::clone(&event_loop.connections);
-    let event_loop = Arc::new(Mutex::new(event_loop));
-    let state = Arc::downgrade(&event_loop);
-    let _ = inbox.direct.set(Direct {
-        connections,
-        serve: Box::new(move || serve_directly(&state)),
-    });
-    let mut poll = poll;
     std::thread::Builder::new()
         .name(CLIENT_THREAD.into())
         .spawn(move || {
             // A panic serving one connection is caught where it is served; one elsewhere on
             // the loop leaves no client served: the process stops.
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&event_loop, &mut poll)
-            }));
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event_loop.run()));
             match run {
                 Ok(Err(e)) => fail_stop(&format!("the client event loop failed: {e}")),
                 _ => fail_stop(&format!("thread {CLIENT_THREAD} ended")),
@@ -644,74 +477,24 @@ pub fn spawn_listener<S: ServeClient>(
     Ok(())
 }
 
-/// Serves what waits in the inbox on a thread delivering to it, if the loop's state is
-/// free (its thread sleeps in `poll`): whether it did. Wakes the loop if what was served
-/// set a deadline before the loop's own wake-up.
-fn serve_directly<S: ServeClient>(state: &Weak<Mutex<Loop<S>>>) -> bool {
-    let Some(state) = state.upgrade() else {
-        return false;
-    };
-    let Some(mut guard) = state.try_lock() else {
-        return false;
-    };
-    // A panic serving one connection closes it (as on the loop's thread); one elsewhere
-    // leaves no client served, whichever thread it is on.
-    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let event_loop = &mut *guard;
-        event_loop.serve_inbox();
-        let wake_by = event_loop.next_wake();
-        let sleeps_past = match (wake_by, event_loop.sleep_until) {
-            (Some(by), Some(until)) => by < until,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if sleeps_past {
-            event_loop.inbox.wake();
-        }
-    }));
-    if served.is_err() {
-        fail_stop("the client event loop panicked, serving it from another thread");
-    }
-    true
-}
-
-/// The loop's thread: waits for events (and deliveries), and serves them holding the
-/// loop's state.
-fn run<S: ServeClient>(state: &Mutex<Loop<S>>, poll: &mut Poll) -> io::Result<()> {
-    let mut events = Events::with_capacity(EVENTS_PER_POLL);
-    let mut touched: Vec<u64> = Vec::new();
-    let mut timeout = state.lock().next_wake();
-    loop {
-        let wait = timeout.map(|t| t.saturating_duration_since(Instant::now()));
-        match poll.poll(&mut events, wait) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let mut guard = state.lock();
-        let event_loop = &mut *guard;
-        event_loop.inbox.state.lock().taker = true;
-        event_loop.serve_events(&events, &mut touched);
-        event_loop.serve_inbox();
-        timeout = event_loop.next_wake();
-        event_loop.sleep_until = timeout;
-    }
-}
-
 impl<S: ServeClient> Loop<S> {
-    /// Serves one wake-up's events.
-    fn serve_events(&mut self, events: &Events, touched: &mut Vec<u64>) {
-        {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let mut touched: Vec<u64> = Vec::new();
+        loop {
+            let timeout = self.timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
             touched.clear();
-            for event in events {
+            for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {
-                        let delivered = {
-                            let mut inbox = self.inbox.state.lock();
-                            inbox.woken = false;
-                            std::mem::take(&mut inbox.queue)
-                        };
+                        self.inbox.woken.store(false, Ordering::Release);
+                        let delivered = std::mem::take(&mut *self.inbox.queue.lock());
                         for (id, delivery) in delivered {
                             if self.deliver(id, delivery) {
                                 touched.push(id);
@@ -739,11 +522,11 @@ impl<S: ServeClient> Loop<S> {
                 self.accept_paused_until = None;
                 self.accept();
             }
-            self.expire(touched);
+            self.expire(&mut touched);
             self.expire_unauthenticated();
             touched.sort_unstable();
             touched.dedup();
-            for &id in touched.iter() {
+            for &id in &touched {
                 self.drive(id);
             }
             self.serve.submit(&mut self.batch);
@@ -751,33 +534,9 @@ impl<S: ServeClient> Loop<S> {
         }
     }
 
-    /// Takes what waits in the inbox until it is empty: delivers it, serves the
-    /// connections it went to, and hands what that collected to the worker. The caller
-    /// holds the loop's state; this leaves the inbox with no taker.
-    fn serve_inbox(&mut self) {
-        let mut touched = Vec::new();
-        loop {
-            let delivered = self.inbox.take();
-            if delivered.is_empty() {
-                return;
-            }
-            touched.clear();
-            for (id, delivery) in delivered {
-                if self.deliver(id, delivery) {
-                    touched.push(id);
-                }
-            }
-            touched.sort_unstable();
-            touched.dedup();
-            for &id in &touched {
-                self.drive(id);
-            }
-            self.serve.submit(&mut self.batch);
-        }
-    }
-
-    /// When the loop must wake by itself: the next deadline, idle scan or accept.
-    fn next_wake(&self) -> Option<Instant> {
+    /// How long the loop may sleep: until the next deadline, idle scan or accept.
+    fn timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
         let mut until = self.deadlines.peek().map(|Reverse((t, _))| *t);
         if self.limits.idle_timeout.is_some() && !self.conns.is_empty() {
             until = Some(until.map_or(self.next_idle_scan, |t| t.min(self.next_idle_scan)));
@@ -788,7 +547,7 @@ impl<S: ServeClient> Loop<S> {
         if let Some(&(t, _)) = self.auth_deadlines.front() {
             until = Some(until.map_or(t, |u| u.min(t)));
         }
-        until
+        until.map(|t| t.saturating_duration_since(now))
     }
 
     fn accept(&mut self) {
@@ -820,7 +579,8 @@ impl<S: ServeClient> Loop<S> {
             self.next_id += 1;
             let token = Token(usize::try_from(id).unwrap_or(usize::MAX));
             if self
-                .registry
+                .poll
+                .registry()
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 .is_err()
             {
@@ -932,13 +692,6 @@ impl<S: ServeClient> Loop<S> {
         conn.authenticated = authenticated;
         if conn.busy && !busy {
             conn.idle_since = Instant::now();
-        }
-        if conn.busy != busy {
-            if busy {
-                self.connections.busy.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.connections.busy.fetch_sub(1, Ordering::AcqRel);
-            }
         }
         conn.busy = busy;
         if deadline != conn.deadline {
@@ -1136,15 +889,12 @@ impl<S: ServeClient> Loop<S> {
     fn close(&mut self, id: u64) {
         if let Some(mut conn) = self.conns.remove(&id) {
             conn.open.store(false, Ordering::Release);
-            let _ = self.registry.deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
             let serve = Arc::clone(&self.serve);
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 serve.closed(&mut conn.state);
             }));
             self.connections.open.fetch_sub(1, Ordering::AcqRel);
-            if conn.busy {
-                self.connections.busy.fetch_sub(1, Ordering::AcqRel);
-            }
         }
     }
 

@@ -35,13 +35,10 @@
 //!   connection, at most [`CLIENT_CONNECTIONS_MAX`] (past it a new connection is refused
 //!   with an error), each closed after [`CLIENT_IDLE_TIMEOUT`] waiting on its client, with
 //!   bounded buffers and requests in flight per connection; the worker's answers are
-//!   delivered back to it ([`ConnHandle`]) and written by it (or, while it sleeps, by the
-//!   thread that delivers them, under its lock).
+//!   delivered back to it ([`ConnHandle`]) and written by it.
 //! - [`worker`]: [`UpdateQueue`], the worker thread, which takes every event waiting at
 //!   each wake-up and hands out their effects and syncs once for all of them (group
-//!   commit, [`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]); a thread that
-//!   queues events while no one runs the machine may run it itself
-//!   ([`UpdateQueue::run_or_submit_all`]).
+//!   commit, [`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
 //!   state machine exists; with `--peer-secret-file`, every peer proves it holds the
 //!   cluster's secret at the handshake.
@@ -84,7 +81,7 @@ pub mod worker;
 
 pub use clients::{
     CLIENT_BUFFER_BYTES_MAX, CLIENT_IN_FLIGHT_MAX, ClientLimits, ConnHandle, ConnIo, Connections,
-    ServeClient, hold_deliveries, spawn_listener,
+    ServeClient, spawn_listener,
 };
 pub use data_dir::IDENTITY_FILE;
 pub use options::{
@@ -96,9 +93,7 @@ pub use process::{
     CLIENT_THREAD, Counted, EXIT_FAIL_STOP, fail_stop, poll_until, spawn_vital, stop_on_panic,
 };
 pub use stop::{CallGuard, StopSteps, Stopping};
-pub use worker::{
-    INLINE_ROUNDS_MAX, Machine, QUEUE_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX, UpdateQueue, spawn_ticker,
-};
+pub use worker::{Machine, QUEUE_EVENTS_MAX, SYNC_DEFER_EVENTS_MAX, UpdateQueue, spawn_ticker};
 
 use std::net::TcpListener;
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use synod_transport::{Completer, Completion, completion};
 
-use super::clients::hold_deliveries;
 use super::process::{fail_stop, spawn_vital};
 
 /// Events the worker may step into the machine before it hands out their effects and syncs.
@@ -78,39 +77,17 @@ type Item<M> = (
     Option<Completer<<M as Machine>::Answer>>,
 );
 
-/// Rounds (events taken out of the queue together, stepped in, and flushed once the queue
-/// has run dry) a thread that queued events runs on the machine itself, when no one else
-/// was running it, before it hands what arrived meanwhile to the worker thread
-/// ([`UpdateQueue::run_or_submit_all`]).
-pub const INLINE_ROUNDS_MAX: usize = 2;
-
-thread_local! {
-    /// Whether this thread is running a machine (see [`Queue::queue`]).
-    static RUNNING_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The events waiting, and whether a thread is running the machine.
-struct Waiting<M: Machine> {
-    events: VecDeque<Item<M>>,
-    /// Whether a thread (the worker, or one that queued events while no one ran the
-    /// machine) holds the machine: it takes up whatever is queued meanwhile.
-    running: bool,
-}
-
-/// The queue between the node's threads and the machine.
+/// The queue between the node's threads and the worker.
 struct Queue<M: Machine> {
-    waiting: Mutex<Waiting<M>>,
-    /// Signalled when events arrive for the worker thread (it waits on it while the queue
-    /// is empty or another thread runs the machine).
+    events: Mutex<VecDeque<Item<M>>>,
+    /// Signalled when events arrive (the worker waits on it while the queue is empty).
     arrived: Condvar,
-    /// Signalled when events are taken out (submitters wait on it while the queue is full).
+    /// Signalled when the worker takes events out (submitters wait on it while the queue
+    /// is full).
     taken: Condvar,
-    /// The machine, held by whichever thread runs it (`Waiting::running` says which may:
-    /// this lock is never waited for).
-    worker: Mutex<Worker<M>>,
 }
 
-/// The worker's state: the machine, and what group commit counts.
+/// The worker thread's state: the machine, and what group commit counts.
 struct Worker<M: Machine> {
     machine: M,
     /// Events stepped in since the effects were last handed out.
@@ -163,13 +140,11 @@ impl<M: Machine> Worker<M> {
     /// answers whoever waits on the events stepped in meanwhile.
     fn flush(&mut self) {
         self.deferred = 0;
-        // The answers to clients that each step hands out go out together, once it is
-        // over (one write per connection).
-        if let Err(why) = hold_deliveries(|| self.machine.drain(self.now())) {
+        if let Err(why) = self.machine.drain(self.now()) {
             fail_stop(&why);
         }
         loop {
-            match hold_deliveries(|| self.machine.sync(self.now())) {
+            match self.machine.sync(self.now()) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(why) => fail_stop(&why),
@@ -179,144 +154,29 @@ impl<M: Machine> Worker<M> {
             answer.complete(self.machine.answer());
         }
     }
-}
 
-/// Why a thread running the machine stopped.
-enum Ran {
-    /// The queue ran dry and what was stepped in is flushed: no one runs the machine now.
-    Dry,
-    /// Events are waiting, and the thread gave up the machine with them (after
-    /// [`INLINE_ROUNDS_MAX`] rounds): the worker thread must be woken for them.
-    HandOver,
-}
-
-impl<M: Machine> Queue<M> {
-    /// Runs the machine on the calling thread, which has set `running` and taken `batch`
-    /// out of the queue: steps in every batch taken, and flushes whenever the queue has run
-    /// dry, for at most `rounds` batches; then gives up the machine (clears `running`).
-    fn run(&self, batch: &mut VecDeque<Item<M>>, rounds: usize) -> Ran {
-        let mut worker = self.worker.lock();
-        /// Clears [`RUNNING_HERE`] however the run ends.
-        struct Running;
-        impl Drop for Running {
-            fn drop(&mut self) {
-                RUNNING_HERE.set(false);
-            }
-        }
-        RUNNING_HERE.set(true);
-        let _running = Running;
-        let mut round = 1;
-        loop {
-            worker.handle(batch);
-            let mut waiting = self.waiting.lock();
-            if waiting.events.is_empty() {
-                drop(waiting);
-                worker.dry();
-                waiting = self.waiting.lock();
-                if waiting.events.is_empty() {
-                    waiting.running = false;
-                    return Ran::Dry;
-                }
-            }
-            // More arrived meanwhile (their effects pile up with the batch's, unless it was
-            // flushed already).
-            if round >= rounds {
-                waiting.running = false;
-                return Ran::HandOver;
-            }
-            round += 1;
-            std::mem::swap(&mut waiting.events, batch);
-            self.taken.notify_all();
-        }
-    }
-
-    /// The worker thread: whenever events wait and no other thread runs the machine, it
-    /// takes every event waiting, steps them in, and flushes once nothing more arrived
-    /// meanwhile; until the process ends.
-    fn serve(&self) {
+    /// The worker thread: at each wake-up it takes every event waiting, steps them in, and
+    /// flushes once nothing more arrived meanwhile; until the process ends.
+    fn run(mut self, queue: &Queue<M>) {
         let mut batch = VecDeque::new();
         loop {
             {
-                let mut waiting = self.waiting.lock();
-                while waiting.events.is_empty() || waiting.running {
-                    self.arrived.wait(&mut waiting);
+                let mut events = queue.events.lock();
+                while events.is_empty() {
+                    queue.arrived.wait(&mut events);
                 }
-                waiting.running = true;
-                std::mem::swap(&mut waiting.events, &mut batch);
-                self.taken.notify_all();
+                std::mem::swap(&mut *events, &mut batch);
+                queue.taken.notify_all();
             }
-            self.run(&mut batch, usize::MAX);
-        }
-    }
-
-    /// Queues `items`, waiting while the queue is full. With `inline`, if no thread runs
-    /// the machine, the calling thread runs it (see [`UpdateQueue::run_or_submit_all`]);
-    /// otherwise the worker thread is woken if it must take them up.
-    ///
-    /// A thread that runs the machine never waits for room, since only it would make room:
-    /// what it queues meanwhile (a client's pipelined requests, released by the answers it
-    /// delivers and served on its thread) goes past [`QUEUE_EVENTS_MAX`], by no more than
-    /// the client connections' own bounds on requests in flight.
-    fn queue(&self, items: impl IntoIterator<Item = Item<M>>, inline: Inline) {
-        let mut waiting = self.waiting.lock();
-        while waiting.events.len() >= QUEUE_EVENTS_MAX && !RUNNING_HERE.get() {
-            self.taken.wait(&mut waiting);
-        }
-        waiting.events.extend(items);
-        if waiting.running || waiting.events.is_empty() {
-            // Whoever runs the machine takes them up before giving it up.
-            return;
-        }
-        match inline {
-            Inline::No => {
-                self.arrived.notify_one();
-            }
-            Inline::Now => {
-                waiting.running = true;
-                let mut batch = std::mem::take(&mut waiting.events);
-                self.taken.notify_all();
-                drop(waiting);
-                // A panic here is the worker's, whichever thread it runs on: the process
-                // stops, as it does when the worker thread panics (no one would run the
-                // machine again).
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.run(&mut batch, INLINE_ROUNDS_MAX)
-                }));
-                match ran {
-                    Ok(Ran::Dry) => {}
-                    Ok(Ran::HandOver) => {
-                        // Taken under the lock, so that the worker cannot miss it.
-                        let _waiting = self.waiting.lock();
-                        self.arrived.notify_one();
-                    }
-                    Err(_) => {
-                        let thread = std::thread::current();
-                        fail_stop(&format!(
-                            "the worker panicked (on thread {})",
-                            thread.name().unwrap_or("<unnamed>")
-                        ));
-                    }
-                }
+            self.handle(&mut batch);
+            if queue.events.lock().is_empty() {
+                self.dry();
             }
         }
     }
-}
-
-/// Whether a thread queueing events runs the machine itself when no one else does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Inline {
-    /// No: the worker thread takes them up.
-    No,
-    /// Yes.
-    Now,
 }
 
 /// The queue of events to a system's [`Machine`], and its one worker thread.
-///
-/// Events are taken up in the order they were queued, one thread at a time: the worker
-/// thread, or (for events queued with [`UpdateQueue::run_or_submit_all`] while no one runs
-/// the machine) the thread that queued them, which saves the worker thread's wake-up when
-/// the node is idle.
 pub struct UpdateQueue<M: Machine> {
     queue: Arc<Queue<M>>,
 }
@@ -331,7 +191,7 @@ impl<M: Machine> std::fmt::Debug for UpdateQueue<M> {
 
 impl<M: Machine> UpdateQueue<M> {
     /// Hands out what `machine` holds already (what it recovered at start), syncs it, and
-    /// starts the worker thread (`synod-update-queue`).
+    /// starts the worker thread (`synod-update-queue`), which owns the machine from then on.
     ///
     /// # Errors
     ///
@@ -345,19 +205,15 @@ impl<M: Machine> UpdateQueue<M> {
         };
         worker.flush();
         let queue = Arc::new(Queue {
-            waiting: Mutex::new(Waiting {
-                events: VecDeque::new(),
-                running: false,
-            }),
+            events: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
             taken: Condvar::new(),
-            worker: Mutex::new(worker),
         });
         let shared = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("synod-update-queue".into())
             .spawn(move || {
-                shared.serve();
+                worker.run(&shared);
                 fail_stop("thread synod-update-queue ended");
             })?;
         Ok(UpdateQueue { queue })
@@ -366,23 +222,16 @@ impl<M: Machine> UpdateQueue<M> {
     /// Queues `events`, waiting while the queue is full, with no one waiting for their
     /// answers: one lock and at most one wake-up of the worker for all of them.
     pub fn submit_all(&self, events: impl IntoIterator<Item = M::Event>) {
-        self.queue
-            .queue(events.into_iter().map(|event| (event, None)), Inline::No);
-    }
-
-    /// Queues `events` as [`UpdateQueue::submit_all`] does, but if no thread is running the
-    /// machine, the calling thread runs it: it steps them (and whatever else is queued
-    /// meanwhile) in, hands out their effects and syncs, then returns; after
-    /// [`INLINE_ROUNDS_MAX`] rounds it hands what is still queued to the worker thread. So
-    /// an idle node takes a client's request or a peer's message up without waking its
-    /// worker (a thread wake-up costs more than the work at low load), and a busy one
-    /// leaves it to the worker, which takes it with the rest.
-    ///
-    /// The caller must not hold a lock the machine's effects take, and may be held for the
-    /// time of a sync.
-    pub fn run_or_submit_all(&self, events: impl IntoIterator<Item = M::Event>) {
-        self.queue
-            .queue(events.into_iter().map(|event| (event, None)), Inline::Now);
+        let mut queue = self.queue.events.lock();
+        while queue.len() >= QUEUE_EVENTS_MAX {
+            self.queue.taken.wait(&mut queue);
+        }
+        let was_empty = queue.is_empty();
+        queue.extend(events.into_iter().map(|event| (event, None)));
+        if was_empty {
+            // The worker waits only on an empty queue.
+            self.queue.arrived.notify_one();
+        }
     }
 
     /// Queues `event`, waiting while the queue is full, with no one waiting for its answer.
@@ -394,8 +243,15 @@ impl<M: Machine> UpdateQueue<M> {
     /// its effects have been handed out and synced, or `None` if the worker is gone.
     pub fn submit(&self, event: M::Event) -> Option<Completion<M::Answer>> {
         let (completer, completion) = completion();
-        self.queue
-            .queue(std::iter::once((event, Some(completer))), Inline::No);
+        let mut queue = self.queue.events.lock();
+        while queue.len() >= QUEUE_EVENTS_MAX {
+            self.queue.taken.wait(&mut queue);
+        }
+        let was_empty = queue.is_empty();
+        queue.push_back((event, Some(completer)));
+        if was_empty {
+            self.queue.arrived.notify_one();
+        }
         Some(completion)
     }
 
@@ -411,7 +267,7 @@ impl<M: Machine> UpdateQueue<M> {
     /// Events waiting.
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.queue.waiting.lock().events.len()
+        self.queue.events.lock().len()
     }
 }
 
@@ -533,114 +389,6 @@ mod tests {
         assert!(!answer.is_ready(), "answered before its sync");
         w.dry();
         assert_eq!(answer.wait(), Ok(1));
-    }
-
-    /// A machine that records, for each event, the thread that stepped it in; an event
-    /// `n > 0` queues `n - 1` (through the queue set once it exists), as a machine whose
-    /// effects make more work for it does.
-    struct Threads {
-        steps: Steps,
-        syncs: Syncs,
-        pending: usize,
-        queue: Arc<std::sync::OnceLock<std::sync::Weak<UpdateQueue<Threads>>>>,
-    }
-
-    impl Machine for Threads {
-        type Event = u64;
-        type Answer = ();
-
-        fn step(&mut self, _now: Duration, event: u64) {
-            let thread = std::thread::current().name().unwrap_or("").to_string();
-            self.steps.lock().push((event, thread));
-            self.pending += 1;
-            if event > 0
-                && let Some(queue) = self.queue.get().and_then(std::sync::Weak::upgrade)
-            {
-                queue.send(event - 1);
-            }
-        }
-
-        fn drain(&mut self, _now: Duration) -> Result<(), String> {
-            Ok(())
-        }
-
-        fn sync(&mut self, _now: Duration) -> Result<bool, String> {
-            if self.pending == 0 {
-                return Ok(false);
-            }
-            self.syncs.lock().push(std::mem::take(&mut self.pending));
-            Ok(true)
-        }
-
-        fn answer(&mut self) {}
-    }
-
-    /// Each event stepped in, with the thread that stepped it in.
-    type Steps = Arc<Mutex<Vec<(u64, String)>>>;
-
-    /// Each sync, with the events it covered.
-    type Syncs = Arc<Mutex<Vec<usize>>>;
-
-    fn threads_queue() -> (Arc<UpdateQueue<Threads>>, Steps, Syncs) {
-        let steps = Arc::new(Mutex::new(Vec::new()));
-        let syncs = Arc::new(Mutex::new(Vec::new()));
-        let slot = Arc::new(std::sync::OnceLock::new());
-        let machine = Threads {
-            steps: Arc::clone(&steps),
-            syncs: Arc::clone(&syncs),
-            pending: 0,
-            queue: Arc::clone(&slot),
-        };
-        let queue = Arc::new(UpdateQueue::spawn(machine).expect("the worker starts"));
-        slot.set(Arc::downgrade(&queue)).expect("set once");
-        (queue, steps, syncs)
-    }
-
-    #[test]
-    fn events_queued_on_an_idle_queue_are_run_by_the_thread_that_queued_them() {
-        let (queue, steps, syncs) = threads_queue();
-        let me = std::thread::current().name().unwrap_or("").to_string();
-        // Stepped in together, synced once, on this thread, before the call returns.
-        queue.run_or_submit_all([0, 0, 0]);
-        assert_eq!(*steps.lock(), vec![(0, me.clone()); 3]);
-        assert_eq!(*syncs.lock(), [3]);
-        assert_eq!(queue.queued(), 0);
-    }
-
-    #[test]
-    fn a_thread_running_the_machine_hands_what_keeps_arriving_to_the_worker_thread() {
-        let (queue, steps, syncs) = threads_queue();
-        let me = std::thread::current().name().unwrap_or("").to_string();
-        // Each event queues the next: one round each, until the calling thread has run
-        // INLINE_ROUNDS_MAX rounds and hands the rest to the worker thread.
-        const _: () = assert!(INLINE_ROUNDS_MAX >= 1);
-        let events = INLINE_ROUNDS_MAX as u64 + 3;
-        queue.run_or_submit_all([events - 1]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while steps.lock().len() < events as usize {
-            assert!(
-                Instant::now() < deadline,
-                "the worker never took the rest up"
-            );
-            std::thread::yield_now();
-        }
-        let steps = steps.lock().clone();
-        let order: Vec<u64> = steps.iter().map(|(e, _)| *e).collect();
-        let expected: Vec<u64> = (0..events).rev().collect();
-        assert_eq!(order, expected, "taken up in the order queued");
-        let (inline, rest) = steps.split_at(INLINE_ROUNDS_MAX);
-        assert!(inline.iter().all(|(_, t)| *t == me), "{steps:?}");
-        assert!(
-            rest.iter().all(|(_, t)| t == "synod-update-queue"),
-            "{steps:?}"
-        );
-        // The queue never ran dry meanwhile: what the calling thread stepped in was synced
-        // with the rest, once the worker thread ran dry.
-        while syncs.lock().iter().sum::<usize>() < events as usize {
-            assert!(Instant::now() < deadline, "never synced");
-            std::thread::yield_now();
-        }
-        assert_eq!(*syncs.lock(), [events as usize]);
     }
 
     #[test]
