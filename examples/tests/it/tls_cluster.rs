@@ -119,7 +119,30 @@ impl TlsCluster {
         .expect("options")
     }
 
+    /// Three nodes of `system`, each answering on its client port. A port picked free can be
+    /// taken by another test's process before its node binds it: such a cluster is stopped
+    /// and started afresh on new ports.
     fn up(system: &str) -> TlsCluster {
+        for _ in 0..3 {
+            let cluster = TlsCluster::start(system);
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if (1..=3).all(|id| cluster.call(id, &["PING"]).is_ok()) {
+                    return cluster;
+                }
+                let logs = cluster.logs();
+                if logs.contains("already in use") {
+                    println!("a port was taken before its node bound it; starting afresh");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "not up in {DEADLINE:?}\n{logs}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("three clusters in a row lost a port to another process");
+    }
+
+    fn start(system: &str) -> TlsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let authority = Authority::new(dir.path(), "cluster");
         let secure = secure_args(dir.path());
