@@ -19,6 +19,37 @@ use synod_sim::{ClientId, History, KvInput, KvModel, KvOutput, Linearizability, 
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Starts a cluster with `launch` until `up` holds of it, polling until [`DEADLINE`]. The
+/// nodes' ports are picked free and then let go, so another program (or another test) can
+/// take one before its node binds it: a cluster whose `logs` say a port was already in use
+/// is dropped (which stops its nodes) and a new one launched, up to three times.
+pub(crate) fn up_afresh<C>(
+    mut launch: impl FnMut() -> C,
+    mut up: impl FnMut(&C) -> bool,
+    logs: impl Fn(&C) -> String,
+) -> C {
+    for _ in 0..3 {
+        let cluster = launch();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if up(&cluster) {
+                return cluster;
+            }
+            let logs = logs(&cluster);
+            if logs.contains("already in use") {
+                println!("a port was taken before its node bound it; starting afresh:\n{logs}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not come up in {DEADLINE:?}\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("three clusters in a row lost a port to another program");
+}
+
 /// The default user's password of the tests' secured clusters.
 pub(crate) const TEST_PASSWORD: &str = "synod-test-password";
 /// A read-write and a read-only user of the secured clusters, with their passwords.
@@ -188,32 +219,19 @@ impl Cluster {
     /// happened is thrown away for a new one, up to three times.
     pub(crate) fn up_secured(nodes: usize, args: &[&str]) -> (Cluster, usize) {
         let all: Vec<usize> = (1..=nodes).collect();
-        for _ in 0..3 {
-            let cluster = Cluster::launch(nodes, args);
-            let deadline = Instant::now() + DEADLINE;
-            loop {
+        let cluster = up_afresh(
+            || Cluster::launch(nodes, args),
+            |cluster| {
                 // Each node names itself: a port some other program holds does not pass.
-                let up = all.iter().all(|&id| {
+                all.iter().all(|&id| {
                     cluster.field(id, "node_id") == Some(id.to_string())
                         && cluster.field(id, "leader").is_some_and(|l| l != "none")
-                });
-                if up {
-                    let leader = cluster.wait_leader(&all);
-                    return (cluster, leader);
-                }
-                let logs = cluster.logs();
-                if logs.contains("already in use") {
-                    println!("a port was taken before its node bound it; starting afresh:\n{logs}");
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the cluster did not come up in {DEADLINE:?}\n{logs}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("three clusters in a row lost a port to another program");
+                })
+            },
+            Cluster::logs,
+        );
+        let leader = cluster.wait_leader(&all);
+        (cluster, leader)
     }
 
     fn data_dir(&self, id: usize) -> PathBuf {

@@ -69,36 +69,27 @@ impl Registers {
         members: usize,
         nodes: impl Fn() -> Vec<NodeSpec>,
     ) -> Registers {
-        for _ in 0..3 {
-            let nodes = nodes();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let secured = secure_args(dir.path());
-            let mut cluster = Registers {
-                system,
-                dir,
-                secured,
-                members,
-                children: nodes.iter().map(|_| None).collect(),
-                nodes,
-            };
-            for id in 1..=members {
-                cluster.start(id);
-            }
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if (1..=members).all(|id| cluster.call(id, &["PING"]).is_ok()) {
-                    return cluster;
+        crate::core_cluster::up_afresh(
+            || {
+                let nodes = nodes();
+                let dir = tempfile::tempdir().expect("tempdir");
+                let secured = secure_args(dir.path());
+                let mut cluster = Registers {
+                    system,
+                    dir,
+                    secured,
+                    members,
+                    children: nodes.iter().map(|_| None).collect(),
+                    nodes,
+                };
+                for id in 1..=members {
+                    cluster.start(id);
                 }
-                let logs = cluster.logs();
-                if logs.contains("already in use") {
-                    println!("a port was taken before its node bound it; starting afresh");
-                    break;
-                }
-                assert!(Instant::now() < deadline, "not up in {DEADLINE:?}\n{logs}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("three clusters in a row lost a port to another program");
+                cluster
+            },
+            |cluster| (1..=members).all(|id| cluster.call(id, &["PING"]).is_ok()),
+            Registers::logs,
+        )
     }
 
     fn data_dir(&self, id: usize) -> PathBuf {

@@ -123,23 +123,11 @@ impl TlsCluster {
     /// taken by another test's process before its node binds it: such a cluster is stopped
     /// and started afresh on new ports.
     fn up(system: &str) -> TlsCluster {
-        for _ in 0..3 {
-            let cluster = TlsCluster::start(system);
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if (1..=3).all(|id| cluster.call(id, &["PING"]).is_ok()) {
-                    return cluster;
-                }
-                let logs = cluster.logs();
-                if logs.contains("already in use") {
-                    println!("a port was taken before its node bound it; starting afresh");
-                    break;
-                }
-                assert!(Instant::now() < deadline, "not up in {DEADLINE:?}\n{logs}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("three clusters in a row lost a port to another process");
+        crate::core_cluster::up_afresh(
+            || TlsCluster::start(system),
+            |cluster| (1..=3).all(|id| cluster.call(id, &["PING"]).is_ok()),
+            TlsCluster::logs,
+        )
     }
 
     fn start(system: &str) -> TlsCluster {
