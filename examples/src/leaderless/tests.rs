@@ -850,23 +850,32 @@ fn joiners_take_the_clusters_voters_and_send_cas_and_linearizable_requests_to_th
     assert_eq!(values(&c.get(4, "q", QUORUM)), ["v"]);
 }
 
-#[test]
-fn a_node_that_leaves_hands_its_partitions_to_their_new_replicas_first() {
-    // Anti-entropy is held off, so that a node that becomes a replica of a partition when
-    // node 4 leaves has its keys only if node 4 handed them to it.
+/// Four members with anti-entropy held off (a key reaches a new replica only if a leave's
+/// hand-off takes it there), and 40 keys written at QUORUM through node 1.
+fn four_holding_forty_keys() -> (Cluster<Vv>, Vec<String>) {
     let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
     });
     let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
-    for key in &keys {
-        assert!(written(&c.put(
-            1,
-            key,
-            "v",
-            QUORUM,
-            VersionVector::default()
-        )));
+    put_all(&mut c, &keys, "v");
+    (c, keys)
+}
+
+/// Writes `value` to each of `keys` at QUORUM through node 1, each acknowledged.
+fn put_all(c: &mut Cluster<Vv>, keys: &[String], value: &str) {
+    for key in keys {
+        assert!(
+            written(&c.put(1, key, value, QUORUM, VersionVector::default())),
+            "{key}"
+        );
     }
+}
+
+#[test]
+fn a_node_that_leaves_hands_its_partitions_to_their_new_replicas_first() {
+    // Anti-entropy is held off, so that a node that becomes a replica of a partition when
+    // node 4 leaves has its keys only if node 4 handed them to it.
+    let (mut c, keys) = four_holding_forty_keys();
     let before = c.node(1).table().clone();
     assert!(before.load(id(4)) > 0);
     let leave = c.call(4, Request::Leave);
@@ -943,19 +952,7 @@ fn a_new_node_under_an_id_that_left_is_refused_after_the_members_restart() {
 /// the replicas that took its place.
 #[test]
 fn a_node_that_crashes_while_leaving_hands_its_partitions_off_after_its_restart() {
-    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
-        config.anti_entropy_interval_ms = 600_000;
-    });
-    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
-    for key in &keys {
-        assert!(written(&c.put(
-            1,
-            key,
-            "v",
-            QUORUM,
-            VersionVector::default()
-        )));
-    }
+    let (mut c, keys) = four_holding_forty_keys();
     assert_eq!(c.call(4, Request::Leave), Response::Leaving);
     c.run_for(50);
     c.crash(4);
@@ -1013,15 +1010,7 @@ fn a_hand_off_larger_than_its_in_flight_limit_completes_within_the_limit() {
     });
     let keys: Vec<String> = (0..120).map(|i| format!("key-{i:03}")).collect();
     let value = "v".repeat(40);
-    for key in &keys {
-        assert!(written(&c.put(
-            1,
-            key,
-            &value,
-            QUORUM,
-            VersionVector::default()
-        )));
-    }
+    put_all(&mut c, &keys, &value);
     assert_eq!(c.call(4, Request::Leave), Response::Leaving);
     assert!(
         until_left(&mut c, 4, 20_000),
