@@ -245,13 +245,9 @@ fn a_fresh_member_never_takes_a_collected_key_from_a_stale_holder() {
     );
 }
 
-/// A holder behind the owner's collection mark is reset, and a state larger than one sync
-/// goes in parts. Taking the first part, the holder hands up every key of its old copy
-/// that is not in that part as gone (`value: None`) and stops holding it, though the owner
-/// never deleted it: here all but the first few of 58 live keys vanish at once, to come
-/// back over the next parts.
-#[test]
-fn a_reset_in_parts_never_hands_up_live_keys_as_deleted() {
+/// Two members whose syncs carry at most 2,048 bytes, run until they know each other, the
+/// first then owning `keys` keys of 200 bytes (`key-0` ...), each written.
+fn two_members_syncing_2k(keys: usize) -> World {
     let sync = Some(2_048);
     let mut w = World {
         members: vec![start(1, sync), start(2, sync)],
@@ -259,7 +255,7 @@ fn a_reset_in_parts_never_hands_up_live_keys_as_deleted() {
         changes: Vec::new(),
     };
     w.run(300, &deliver_all);
-    for k in 0..60 {
+    for k in 0..keys {
         let set = MemberRequest::Set {
             key: format!("key-{k}"),
             value: vec![k as u8; 200],
@@ -269,6 +265,17 @@ fn a_reset_in_parts_never_hands_up_live_keys_as_deleted() {
             MemberResponse::Written { .. }
         ));
     }
+    w
+}
+
+/// A holder behind the owner's collection mark is reset, and a state larger than one sync
+/// goes in parts. Taking the first part, the holder hands up every key of its old copy
+/// that is not in that part as gone (`value: None`) and stops holding it, though the owner
+/// never deleted it: here all but the first few of 58 live keys vanish at once, to come
+/// back over the next parts.
+#[test]
+fn a_reset_in_parts_never_hands_up_live_keys_as_deleted() {
+    let mut w = two_members_syncing_2k(60);
     let mut steps = 0;
     while w.member(n(2)).key_values(n(1)).count() < 60 {
         w.step(&deliver_all);
@@ -337,24 +344,8 @@ fn a_reset_in_parts_never_hands_up_live_keys_as_deleted() {
 /// hands up most of the owner's live keys as gone.
 #[test]
 fn a_holder_behind_the_mark_catches_up_while_its_owner_keeps_deleting() {
-    let sync = Some(2_048);
-    let mut w = World {
-        members: vec![start(1, sync), start(2, sync)],
-        now: Time::ZERO,
-        changes: Vec::new(),
-    };
-    w.run(300, &deliver_all);
     // 50 long-lived keys of 200 bytes: about six syncs' worth.
-    for k in 0..50 {
-        let set = MemberRequest::Set {
-            key: format!("key-{k}"),
-            value: vec![k as u8; 200],
-        };
-        assert!(matches!(
-            w.request(n(1), set),
-            MemberResponse::Written { .. }
-        ));
-    }
+    let mut w = two_members_syncing_2k(50);
     let mut churn = 0u64;
     // Each period the owner sets a small key and deletes the one before.
     let mut period = |w: &mut World, drop: &dyn Fn(NodeId, NodeId, &Message) -> bool| {
