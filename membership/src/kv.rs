@@ -250,6 +250,18 @@ struct State {
     bytes: usize,
 }
 
+/// What [`State::take_key`] did with a key.
+enum Took {
+    /// This version or a newer one is held.
+    Held,
+    /// Over the size limits: gone past, with the older version it dropped.
+    Skipped(Option<Versioned>),
+    /// Over `keys_max` or the bytes' room: the copy stops below it.
+    Full,
+    /// Taken, with the version it replaced.
+    Put(Option<Versioned>),
+}
+
 /// The bytes a key held takes, as counted against `held_bytes_max`: its key and value.
 fn entry_bytes(key: &str, value: Option<&Vec<u8>>) -> usize {
     key.len() + value.map_or(0, Vec::len)
@@ -320,6 +332,37 @@ impl State {
     }
 
     /// Whether taking `update` over `existing` would take this copy past `room` bytes.
+    /// Takes one key of a delta or a reset part, as [`State::take`] and [`State::take_down`]
+    /// do for each: held already at this version or newer, gone past (over the size limits,
+    /// an older version dropped), refused for `keys_max` or `room` (the copy stops below
+    /// it), or put. `stats` counts the refusals.
+    fn take_key(
+        &mut self,
+        now: Time,
+        update: &KeyUpdate,
+        limits: &KvLimits,
+        room: usize,
+        stats: &mut KvStats,
+    ) -> Took {
+        let existing = self.keys.get(&update.key);
+        if existing.is_some_and(|e| e.version >= update.version) {
+            return Took::Held;
+        }
+        if limits.refuses(update) {
+            stats.refused += 1;
+            return Took::Skipped(self.skip(update));
+        }
+        if existing.is_none() && self.keys.len() >= limits.keys_max {
+            stats.refused += 1;
+            return Took::Full;
+        }
+        if self.over(update, existing, room) {
+            stats.over_bytes += 1;
+            return Took::Full;
+        }
+        Took::Put(self.put(update.clone(), now))
+    }
+
     fn over(&self, update: &KeyUpdate, existing: Option<&Versioned>, room: usize) -> bool {
         let new = entry_bytes(&update.key, update.value.as_ref());
         let old = existing.map_or(0, |e| entry_bytes(&update.key, e.value.as_ref()));
@@ -354,31 +397,19 @@ impl State {
             if update.version <= self.max_version {
                 continue;
             }
-            let existing = self.keys.get(&update.key);
-            if existing.is_some_and(|e| e.version >= update.version) {
-                top = update.version;
-                continue;
-            }
-            if limits.refuses(update) {
-                stats.refused += 1;
-                if let Some(dropped) = self.skip(update) {
-                    taken.push((update.clone(), Some(dropped), false));
+            match self.take_key(now, update, limits, room, stats) {
+                Took::Held => {}
+                Took::Skipped(dropped) => {
+                    if let Some(dropped) = dropped {
+                        taken.push((update.clone(), Some(dropped), false));
+                    }
                 }
-                top = update.version;
-                continue;
+                Took::Full => {
+                    complete = false;
+                    break;
+                }
+                Took::Put(replaced) => taken.push((update.clone(), replaced, true)),
             }
-            if existing.is_none() && self.keys.len() >= limits.keys_max {
-                stats.refused += 1;
-                complete = false;
-                break;
-            }
-            if self.over(update, existing, room) {
-                stats.over_bytes += 1;
-                complete = false;
-                break;
-            }
-            let replaced = self.put(update.clone(), now);
-            taken.push((update.clone(), replaced, true));
             top = update.version;
         }
         self.max_version = if complete { top.max(delta.to) } else { top };
@@ -405,28 +436,10 @@ impl State {
                 done = false;
                 break;
             }
-            let existing = self.keys.get(&update.key);
-            if existing.is_some_and(|e| e.version >= update.version) {
-                floor = update.version - 1;
-                continue;
-            }
-            if limits.refuses(update) {
-                stats.refused += 1;
-                self.skip(update);
-                floor = update.version - 1;
-                continue;
-            }
-            if existing.is_none() && self.keys.len() >= limits.keys_max {
-                stats.refused += 1;
+            if let Took::Full = self.take_key(now, update, limits, room, stats) {
                 done = false;
                 break;
             }
-            if self.over(update, existing, room) {
-                stats.over_bytes += 1;
-                done = false;
-                break;
-            }
-            self.put(update.clone(), now);
             floor = update.version - 1;
         }
         self.reset_from = if done { delta.from } else { floor };
