@@ -50,6 +50,22 @@ pub(crate) fn up_afresh<C>(
     panic!("three clusters in a row lost a port to another program");
 }
 
+/// Whether `info`, a node's answer to INFO, says it is node `id` (`node_id:ID` from the
+/// Consistent Core, `node_id:nID` from the leaderless systems): a harness asks this of each
+/// node before it starts a test, so a port another test's node holds does not pass for one
+/// of its own.
+pub(crate) fn names_itself(info: &std::io::Result<Value>, id: usize) -> bool {
+    let Ok(Value::Bulk(info)) = info else {
+        return false;
+    };
+    let id = id.to_string();
+    String::from_utf8_lossy(info).lines().any(|line| {
+        line.trim_end()
+            .strip_prefix("node_id:")
+            .is_some_and(|named| named.strip_prefix('n').unwrap_or(named) == id)
+    })
+}
+
 /// The default user's password of the tests' secured clusters.
 pub(crate) const TEST_PASSWORD: &str = "synod-test-password";
 /// A read-write and a read-only user of the secured clusters, with their passwords.
@@ -111,13 +127,25 @@ fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
-/// A TCP port that was free on the local address `ip` a moment ago.
+/// A TCP port that was free on the local address `ip` a moment ago, and that this test
+/// process has not handed out before: the tests run in parallel, and two clusters given the
+/// same free port would race to bind it, the loser's client then reaching the winner's node.
+/// (Another program can still take the port before its node binds it; the harnesses start
+/// such a cluster afresh, see [`up_afresh`].)
 pub(crate) fn free_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Where one node listens, and how its program is started.

@@ -15,7 +15,7 @@ use synod_examples::resp::Value;
 use synod_examples::resp::client::Connection;
 
 use crate::core_cluster::{
-    DEADLINE, NodeSpec, TEST_PASSWORD, free_port_on, secure_args, test_credentials,
+    DEADLINE, NodeSpec, TEST_PASSWORD, free_port_on, names_itself, secure_args, test_credentials,
 };
 
 /// Nodes of a leaderless system (the register store's, or another's: see
@@ -87,7 +87,8 @@ impl Registers {
                 }
                 cluster
             },
-            |cluster| (1..=members).all(|id| cluster.call(id, &["PING"]).is_ok()),
+            // Each node names itself: a port another test's node holds does not pass.
+            |cluster| (1..=members).all(|id| names_itself(&cluster.call(id, &["INFO"]), id)),
             Registers::logs,
         )
     }

@@ -28,7 +28,7 @@ use synod_examples::runtime::tls::{
 };
 use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
 
-use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, secure_args};
+use crate::core_cluster::{DEADLINE, TEST_PASSWORD, free_port_on, names_itself, secure_args};
 
 /// A CA made by the test, which signs node certificates.
 struct Authority {
@@ -125,7 +125,7 @@ impl TlsCluster {
     fn up(system: &str) -> TlsCluster {
         crate::core_cluster::up_afresh(
             || TlsCluster::start(system),
-            |cluster| (1..=3).all(|id| cluster.call(id, &["PING"]).is_ok()),
+            |cluster| (1..=3).all(|id| names_itself(&cluster.call(id, &["INFO"]), id)),
             TlsCluster::logs,
         )
     }
