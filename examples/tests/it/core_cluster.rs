@@ -134,7 +134,9 @@ fn free_port() -> u16 {
 /// such a cluster afresh, see [`up_afresh`].)
 pub(crate) fn free_port_on(ip: &str) -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let port = TcpListener::bind((ip, 0))
             .expect("bind")
