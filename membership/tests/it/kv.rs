@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use synod_membership::{
     Body, ConfigError, KeyChange, Member, MemberConfig, MemberConfigBuilder, MemberRequest,
-    MemberResponse, MemberWrite, ViewChange,
+    MemberResponse, MemberStats, MemberWrite, ViewChange,
 };
 use synod_node::NodeId;
 use synod_sim::{Boot, CrashMode, Disk, ProtocolNode, ProtocolStore, Stepper};
@@ -275,12 +275,17 @@ impl Cluster {
         Ok(())
     }
 
-    fn bytes_sent(&self) -> u64 {
+    /// A counter of [`Member::stats`] summed over the members up.
+    fn total(&self, counter: impl Fn(&MemberStats) -> u64) -> u64 {
         self.up()
             .iter()
             .filter_map(|&id| self.member(id))
-            .map(|m| m.stats().bytes_sent)
+            .map(|m| counter(&m.stats()))
             .sum()
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.total(|s| s.bytes_sent)
     }
 }
 
@@ -405,11 +410,7 @@ fn stale_copy_after_collection(seed: u64, configure: Configure) -> Result<u64, S
     c.no_revival()?;
     converged.ok_or_else(|| format!("no convergence: {:?}", c.converged()))?;
     c.converged()?;
-    Ok(c.up()
-        .iter()
-        .filter_map(|&id| c.member(id))
-        .map(|m| m.stats().kv_resets_taken)
-        .sum())
+    Ok(c.total(|s| s.kv_resets_taken))
 }
 
 #[test]
@@ -455,11 +456,7 @@ fn fresh_member_behind_a_stale_holder(seed: u64, configure: Configure) -> Result
     c.run_until(10_000, |c| c.converged().is_ok())
         .ok_or_else(|| format!("no convergence: {:?}", c.converged()))?;
     c.no_revival()?;
-    Ok(c.up()
-        .iter()
-        .filter_map(|&id| c.member(id))
-        .map(|m| m.stats().kv_stale_refused)
-        .sum())
+    Ok(c.total(|s| s.kv_stale_refused))
 }
 
 #[test]
