@@ -8,9 +8,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -73,11 +73,12 @@ struct State<F> {
     shutdown: bool,
     /// A caller asked the group-commit thread to sync now.
     sync_requested: bool,
-    /// Writers parked until a record becomes durable under [`SyncPolicy::Group`], with the
-    /// index each waits for. A sync unparks those it covers, each directly: a condition
-    /// variable would wake them through the state's mutex one after the other, one thread
-    /// wake-up per record in a row, which on a small machine took longer than the sync.
-    parked: Vec<(u64, Thread)>,
+    /// Syncing writes begun so far ([`Inner::flush`] with `sync`): the records pending when
+    /// the next one begins are all durable when it ends. A writer waiting under
+    /// [`SyncPolicy::Group`] waits for the one that covers its record (see [`Gates`]).
+    syncs_begun: u64,
+    /// While a syncing write runs: the index it makes everything below durable.
+    syncing_to: Option<u64>,
 }
 
 type Listener = Box<dyn Fn(LogIndex) + Send + Sync>;
@@ -88,6 +89,8 @@ struct Inner<S: Storage> {
     state: Mutex<State<S::File>>,
     /// Signalled when `durable`, `busy` or `poisoned` change.
     changed: Condvar,
+    /// Where writers wait for the sync that covers their records under [`SyncPolicy::Group`].
+    gates: Gates,
     /// Wakes the group-commit thread.
     flusher_wake: Condvar,
     next_generation: AtomicU64,
@@ -263,9 +266,11 @@ impl<S: Storage> Wal<S> {
                 poisoned: None,
                 shutdown: false,
                 sync_requested: false,
-                parked: Vec::new(),
+                syncs_begun: 0,
+                syncing_to: None,
             }),
             changed: Condvar::new(),
+            gates: Gates::default(),
             flusher_wake: Condvar::new(),
             // A header or spare name may claim generation u64::MAX: wrap, as the counter would.
             next_generation: AtomicU64::new(scan.max_generation.wrapping_add(1)),
@@ -433,9 +438,11 @@ impl<S: Storage> Wal<S> {
         I: IntoIterator,
         I::Item: Into<Bytes>,
     {
-        let (last, epoch) = self.submit_inner(payloads)?;
+        let (st, last, epoch) = self.submit_locked(payloads)?;
         if self.inner().config.sync_policy != SyncPolicy::Manual {
-            self.wait_inner(last, Some(epoch))?;
+            // Under the same lock as the queueing: a writer takes the state's lock once
+            // before it waits, not twice.
+            self.wait_locked(st, last, Some(epoch))?;
         }
         Ok(last)
     }
@@ -464,11 +471,16 @@ impl<S: Storage> Wal<S> {
         I: IntoIterator,
         I::Item: Into<Bytes>,
     {
-        self.submit_inner(payloads).map(|(last, _)| last)
+        self.submit_locked(payloads).map(|(_, last, _)| last)
     }
 
-    /// Queues a batch; returns its last index and the truncation epoch it was queued in.
-    fn submit_inner<I>(&self, payloads: I) -> Result<(LogIndex, u64), WalError>
+    /// Queues a batch; returns the state's lock, still held, the batch's last index and the
+    /// truncation epoch it was queued in.
+    #[allow(clippy::type_complexity)]
+    fn submit_locked<I>(
+        &self,
+        payloads: I,
+    ) -> Result<(MutexGuard<'_, State<S::File>>, LogIndex, u64), WalError>
     where
         I: IntoIterator,
         I::Item: Into<Bytes>,
@@ -538,7 +550,8 @@ impl<S: Storage> Wal<S> {
         {
             inner.flusher_wake.notify_one();
         }
-        Ok((last, st.cuts.epoch))
+        let epoch = st.cuts.epoch;
+        Ok((st, last, epoch))
     }
 
     /// Makes every record appended so far durable, and returns the durable index.
@@ -596,11 +609,21 @@ impl<S: Storage> Wal<S> {
     /// removed that record, even if another record has taken its index since.
     fn wait_inner(&self, index: LogIndex, epoch: Option<u64>) -> Result<(), WalError> {
         let inner = self.inner();
-        let mut st = inner.state.lock();
+        let st = inner.state.lock();
         if epoch.is_none() && index.get() >= st.next {
             return Err(inner.out_of_range(&st, index));
         }
-        let mut parked_before = false;
+        self.wait_locked(st, index, epoch)
+    }
+
+    /// [`Wal::wait_inner`] with the state's lock already held.
+    fn wait_locked(
+        &self,
+        mut st: MutexGuard<'_, State<S::File>>,
+        index: LogIndex,
+        epoch: Option<u64>,
+    ) -> Result<(), WalError> {
+        let inner = self.inner();
         loop {
             if let Some(epoch) = epoch
                 && st
@@ -628,14 +651,14 @@ impl<S: Storage> Wal<S> {
                         st.sync_requested = true;
                         inner.flusher_wake.notify_one();
                     }
-                    let me = std::thread::current();
-                    if parked_before {
-                        // Woken for another reason (or spuriously): not listed twice.
-                        st.parked.retain(|(_, t)| t.id() != me.id());
-                    }
-                    st.parked.push((index.get(), me));
-                    parked_before = true;
-                    MutexGuard::unlocked(&mut st, std::thread::park);
+                    // The sync under way covers the record if it began after the record
+                    // was queued; otherwise the next one does.
+                    let sync = match st.syncing_to {
+                        Some(to) if index.get() < to => st.syncs_begun,
+                        _ => st.syncs_begun + 1,
+                    };
+                    let alerts = inner.gates.alerts.load(Ordering::Acquire);
+                    MutexGuard::unlocked(&mut st, || inner.gates.wait(sync, alerts));
                 }
                 SyncPolicy::Always | SyncPolicy::Manual if !st.busy => {
                     inner.flush(&mut st, true)?;
@@ -1114,12 +1137,12 @@ impl<S: Storage> Inner<S> {
         e
     }
 
-    /// Wakes every thread waiting for a change: those on `changed`, and every parked writer.
-    fn notify_changed(&self, st: &mut State<S::File>) {
+    /// Wakes every thread waiting for a change: those on `changed`, and every writer at a
+    /// gate. Called with the state's lock held (`_st`), so that a writer who read the alert
+    /// count under it before waiting cannot miss this alert.
+    fn notify_changed(&self, _st: &mut State<S::File>) {
         self.changed.notify_all();
-        for (_, thread) in st.parked.drain(..) {
-            thread.unpark();
-        }
+        self.gates.alert();
     }
 
     /// Locks the state once no other thread is busy with I/O, and nothing is poisoned.
@@ -1153,6 +1176,11 @@ impl<S: Storage> Inner<S> {
         }
         let start = st.written;
         let durable_before = st.durable;
+        if sync {
+            st.syncs_begun += 1;
+            st.syncing_to = Some(start + batch.len() as u64);
+        }
+        let this_sync = st.syncs_begun;
         let active = st.segments.back().expect("at least one segment");
         let cursor = Cursor {
             file: Arc::clone(&active.file),
@@ -1167,6 +1195,7 @@ impl<S: Storage> Inner<S> {
             self.write_batch(&batch, start, durable_before, cursor, sync)
         });
         st.busy = false;
+        st.syncing_to = None;
         let done = match result {
             Ok(done) => done,
             Err(e) => return Err(self.poison(st, e)),
@@ -1197,22 +1226,15 @@ impl<S: Storage> Inner<S> {
             st.durable = st.written;
         }
         self.changed.notify_all();
-        if moved {
-            let durable = st.durable;
-            let mut covered = Vec::new();
-            st.parked.retain(|(index, thread)| {
-                let keep = *index >= durable;
-                if !keep {
-                    covered.push(thread.clone());
-                }
-                keep
-            });
-            let durable = LogIndex::new(durable - 1);
+        if sync {
+            self.gates.done.store(this_sync, Ordering::Release);
+            let durable = LogIndex::new(st.durable.saturating_sub(1));
             let epoch = st.cuts.epoch;
             MutexGuard::unlocked(st, || {
-                // Each writer the sync covered, woken directly, not through the lock.
-                for thread in covered {
-                    thread.unpark();
+                // Every writer the sync covered, woken at once, not through the lock.
+                self.gates.open(this_sync);
+                if !moved {
+                    return;
                 }
                 let mut slot = self.listener.lock();
                 // News from before a truncation the listener already heard past is stale.
@@ -1557,6 +1579,74 @@ struct Cursor<F> {
     offsets: Vec<u32>,
     /// The segment, when it was created during this batch.
     fresh: Option<Segment<F>>,
+}
+
+/// Where writers wait, under [`SyncPolicy::Group`], for the sync that covers their records.
+///
+/// Every writer a sync covers waits on one condition variable, and the end of the sync wakes
+/// them all with one call. The standard library's condition variable does that with one
+/// system call that wakes every waiter at once; `parking_lot`'s (like a list of threads
+/// unparked one by one) hands them over one after the other, each wake-up waiting for the
+/// one before it, which with 64 writers on two cores took longer than the sync itself and
+/// kept the group-commit thread from starting the next one.
+///
+/// Syncs alternate between two gates: the writers who queue a record while a sync runs
+/// wait for the next sync, at the other gate, so the end of a sync wakes only the writers it
+/// covered. A change every waiter must look at (a failure, a truncation) counts an alert and
+/// opens both gates.
+#[derive(Debug, Default)]
+struct Gates {
+    /// The number of the last sync finished (syncs are numbered from 1, see
+    /// `State::syncs_begun`).
+    done: AtomicU64,
+    /// Alerts so far: a waiter that saw another count stops waiting and looks at the state.
+    alerts: AtomicU64,
+    gates: [Gate; 2],
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    lock: std::sync::Mutex<()>,
+    opened: std::sync::Condvar,
+}
+
+impl Gates {
+    fn gate(&self, sync: u64) -> &Gate {
+        &self.gates[usize::from(sync % 2 == 1)]
+    }
+
+    /// Waits until sync number `sync` has finished or an alert after `alerts` came. The
+    /// caller read `alerts` under the state's lock and computed `sync` there.
+    fn wait(&self, sync: u64, alerts: u64) {
+        let gate = self.gate(sync);
+        let mut held = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while self.done.load(Ordering::Acquire) < sync
+            && self.alerts.load(Ordering::Acquire) == alerts
+        {
+            held = gate
+                .opened
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Wakes the writers waiting for sync `sync` (already stored in `done`).
+    fn open(&self, sync: u64) {
+        let gate = self.gate(sync);
+        // Through the lock: a writer between its check and its wait holds it, so it either
+        // sees `done` or is waiting when the call below wakes the waiters.
+        drop(gate.lock.lock().unwrap_or_else(PoisonError::into_inner));
+        gate.opened.notify_all();
+    }
+
+    /// Wakes every waiter at both gates, to look at the state again.
+    fn alert(&self) {
+        self.alerts.fetch_add(1, Ordering::AcqRel);
+        for gate in &self.gates {
+            drop(gate.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            gate.opened.notify_all();
+        }
+    }
 }
 
 /// The truncations a log has made, so that a writer waiting on its own record can tell

@@ -10,6 +10,7 @@ mod basics;
 mod crash;
 mod cuts;
 mod damage;
+mod group;
 mod model;
 mod races;
 mod util;

@@ -1,0 +1,227 @@
+//! Group commit, made deterministic by a storage whose data syncs stop, once armed, until
+//! the test lets them go: which writers one sync serves, and that every waiting writer is
+//! served by the sync that covers its record, never left waiting for one that does not come.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use synod_wal::testing::{FaultyFile, FaultyStorage};
+use synod_wal::{LogIndex, Storage, StorageFile, SyncPolicy, Wal, WalConfig};
+
+use crate::util::payload;
+
+/// The log's side of the gate: where to say a data sync was reached, and where to wait.
+type Armed = (Sender<()>, Arc<Mutex<Receiver<()>>>);
+
+/// A storage whose data syncs, while armed, each report that they were reached and wait for
+/// the test to release them one by one.
+#[derive(Debug, Clone)]
+struct SyncGated {
+    disk: FaultyStorage,
+    gate: Arc<Mutex<Option<Armed>>>,
+}
+
+#[derive(Debug)]
+struct SyncGatedFile {
+    file: FaultyFile,
+    gate: Arc<Mutex<Option<Armed>>>,
+}
+
+/// The test's side of the gate.
+struct Syncs {
+    reached: Receiver<()>,
+    release: Sender<()>,
+}
+
+impl SyncGated {
+    fn new(seed: u64) -> SyncGated {
+        SyncGated {
+            disk: FaultyStorage::new(seed),
+            gate: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn arm(&self) -> Syncs {
+        let (reached_tx, reached) = channel();
+        let (release, release_rx) = channel();
+        *self.gate.lock() = Some((reached_tx, Arc::new(Mutex::new(release_rx))));
+        Syncs { reached, release }
+    }
+
+    fn disarm(&self) {
+        *self.gate.lock() = None;
+    }
+}
+
+impl Storage for SyncGated {
+    type File = SyncGatedFile;
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.disk.list()
+    }
+    fn open(&self, name: &str) -> io::Result<SyncGatedFile> {
+        Ok(SyncGatedFile {
+            file: self.disk.open(name)?,
+            gate: Arc::clone(&self.gate),
+        })
+    }
+    fn create(&self, name: &str) -> io::Result<SyncGatedFile> {
+        Ok(SyncGatedFile {
+            file: self.disk.create(name)?,
+            gate: Arc::clone(&self.gate),
+        })
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.disk.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.disk.remove(name)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.disk.sync_dir()
+    }
+}
+
+impl StorageFile for SyncGatedFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.file.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let armed = self.gate.lock().clone();
+        if let Some((reached, release)) = armed {
+            reached.send(()).expect("the test waits for the sync");
+            release.lock().recv().expect("the test releases the sync");
+        }
+        self.file.sync_data()
+    }
+}
+
+/// How long the test lets a racing thread run before it releases the sync.
+const RACE_WINDOW: Duration = Duration::from_millis(100);
+
+/// A bound on waits that only a bug makes long (a hang becomes a failure).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn group_log(disk: &SyncGated) -> Wal<SyncGated> {
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 100,
+            batch_bytes_max: 1 << 20,
+        })
+        .build()
+        .expect("valid config");
+    Wal::open(disk.clone(), config).expect("opens").0
+}
+
+/// Polls until `what` holds, failing the test after [`WAIT`].
+fn until(what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !holds() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One sync covers every writer that queued a record while the sync before it ran: 32
+/// writers who arrive during one sync are all answered by the next, which is one sync, and
+/// none of them is answered by the sync that was running when it arrived.
+#[test]
+fn one_sync_serves_every_writer_that_queued_during_the_one_before() {
+    let disk = SyncGated::new(20);
+    let wal = group_log(&disk);
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs.reached.recv_timeout(WAIT).expect("the first sync starts");
+    // The first sync is held; 32 writers queue their records behind it.
+    let (done_tx, done) = channel();
+    let writers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let wal = wal.clone();
+            let done_tx = done_tx.clone();
+            thread::spawn(move || {
+                let r = wal.append(payload(100 + w, 100));
+                done_tx.send(()).expect("the test listens");
+                r
+            })
+        })
+        .collect();
+    until("the 32 records are queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
+    syncs.release.send(()).expect("release the first sync");
+    assert_eq!(
+        first.join().expect("no panic").expect("append"),
+        LogIndex::new(1)
+    );
+    // The second sync, holding all 32 records, starts; none of its writers is answered
+    // before it ends.
+    syncs.reached.recv_timeout(WAIT).expect("the second sync starts");
+    assert_eq!(wal.durable_index(), LogIndex::new(1));
+    assert!(
+        done.try_recv().is_err(),
+        "a writer returned before the sync covering its record ended"
+    );
+    disk.disarm();
+    syncs.release.send(()).expect("release the second sync");
+    let mut indexes: Vec<u64> = writers
+        .into_iter()
+        .map(|w| w.join().expect("no panic").expect("append").get())
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (2..=33).collect::<Vec<_>>());
+    assert_eq!(wal.durable_index(), LogIndex::new(33));
+    // Exactly the two syncs: the second served all 32 writers.
+    assert!(
+        syncs.reached.try_recv().is_err(),
+        "a third sync was needed"
+    );
+}
+
+/// A writer that starts waiting for a record already inside a running sync is answered
+/// by that sync, without asking for another: after the sync ends nothing more is pending,
+/// so a writer waiting for a next sync would wait for a sync that never comes.
+#[test]
+fn a_wait_for_a_record_inside_the_running_sync_ends_with_it() {
+    let disk = SyncGated::new(21);
+    let wal = group_log(&disk);
+    let syncs = disk.arm();
+    let index = wal.submit(payload(1, 100)).expect("submit");
+    syncs.reached.recv_timeout(WAIT).expect("the sync of the submitted record starts");
+    let (done_tx, done) = channel();
+    let waiter = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            let r = wal.wait_durable(index);
+            done_tx.send(()).expect("the test listens");
+            r
+        })
+    };
+    // Let the waiter reach its wait (it cannot return while the sync is held). The outcome
+    // does not depend on this: a waiter that arrives after the sync ends returns at once.
+    thread::sleep(RACE_WINDOW);
+    assert!(done.try_recv().is_err(), "returned before the sync ended");
+    disk.disarm();
+    syncs.release.send(()).expect("release the sync");
+    done.recv_timeout(WAIT)
+        .expect("the waiter is answered by the sync that covered its record");
+    waiter.join().expect("no panic").expect("durable");
+    assert_eq!(wal.durable_index(), index);
+}
