@@ -149,7 +149,10 @@ fn one_sync_serves_every_writer_that_queued_during_the_one_before() {
         let wal = wal.clone();
         thread::spawn(move || wal.append(payload(1, 100)))
     };
-    syncs.reached.recv_timeout(WAIT).expect("the first sync starts");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
     // The first sync is held; 32 writers queue their records behind it.
     let (done_tx, done) = channel();
     let writers: Vec<_> = (0..32u64)
@@ -173,7 +176,10 @@ fn one_sync_serves_every_writer_that_queued_during_the_one_before() {
     );
     // The second sync, holding all 32 records, starts; none of its writers is answered
     // before it ends.
-    syncs.reached.recv_timeout(WAIT).expect("the second sync starts");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the second sync starts");
     assert_eq!(wal.durable_index(), LogIndex::new(1));
     assert!(
         done.try_recv().is_err(),
@@ -189,10 +195,7 @@ fn one_sync_serves_every_writer_that_queued_during_the_one_before() {
     assert_eq!(indexes, (2..=33).collect::<Vec<_>>());
     assert_eq!(wal.durable_index(), LogIndex::new(33));
     // Exactly the two syncs: the second served all 32 writers.
-    assert!(
-        syncs.reached.try_recv().is_err(),
-        "a third sync was needed"
-    );
+    assert!(syncs.reached.try_recv().is_err(), "a third sync was needed");
 }
 
 /// A writer that starts waiting for a record already inside a running sync is answered
@@ -204,7 +207,10 @@ fn a_wait_for_a_record_inside_the_running_sync_ends_with_it() {
     let wal = group_log(&disk);
     let syncs = disk.arm();
     let index = wal.submit(payload(1, 100)).expect("submit");
-    syncs.reached.recv_timeout(WAIT).expect("the sync of the submitted record starts");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the sync of the submitted record starts");
     let (done_tx, done) = channel();
     let waiter = {
         let wal = wal.clone();
