@@ -172,6 +172,42 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Why [`TcpTransport::send_batch`](crate::TcpTransport::send_batch) stopped part-way:
+/// the error, and how many of the batch's messages were queued before it. Those, the first
+/// `queued` payloads of the batch, go out in order as if the call had been made with them
+/// alone; the rest were not queued and will not be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSendError {
+    /// How many payloads, from the start of the batch, were queued (0 when a payload too
+    /// large, an unknown peer or a closed transport refused the whole batch).
+    pub queued: usize,
+    /// Why the payload after those was not queued.
+    pub error: SendError,
+}
+
+impl fmt::Display for BatchSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (the first {} messages of the batch were queued, the rest not)",
+            self.error, self.queued
+        )
+    }
+}
+
+impl std::error::Error for BatchSendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<SendError> for BatchSendError {
+    /// An error that refused the whole batch: nothing was queued.
+    fn from(error: SendError) -> Self {
+        BatchSendError { queued: 0, error }
+    }
+}
+
 /// Why a request got no response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

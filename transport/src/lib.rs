@@ -344,7 +344,7 @@ mod waiting_list;
 
 pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
 pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
-pub use error::{Disconnect, RequestError, SendError};
+pub use error::{BatchSendError, Disconnect, RequestError, SendError};
 pub use ids::{ClusterId, CorrelationId, NodeId};
 pub use stream::{Stream, StreamLayer};
 pub use tcp::{

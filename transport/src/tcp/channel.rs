@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::completion::{Completer, completion};
 use crate::config::Overflow;
-use crate::error::{Disconnect, RequestError, SendError};
+use crate::error::{BatchSendError, Disconnect, RequestError, SendError};
 use crate::frame::{Envelope, FrameKind, HEADER_BYTES, MessageKind, begin_frame, finish_frame};
 use crate::ids::{CorrelationId, NodeId};
 use crate::stream::Stream;
@@ -386,12 +386,12 @@ impl Channel {
     /// written together: by the caller when the channel is idle and the queue fills a
     /// frame (`batch_bytes_max`), otherwise by the writer thread. Returns how
     /// many were queued: all of them, unless an error stopped the batch, in which case the
-    /// ones before it are queued and the error is returned.
+    /// ones before it are queued and the error says how many they are.
     pub(super) fn send_batch(
         &self,
         sh: &Shared,
         payloads: impl IntoIterator<Item = Bytes>,
-    ) -> Result<usize, SendError> {
+    ) -> Result<usize, BatchSendError> {
         // Sizes are checked before anything is queued: a payload too large sends nothing.
         // The payloads are taken before the lock, so that the caller's iterator never runs
         // under it; they are encoded under it, one at a time (measured: encoding the whole
@@ -400,23 +400,26 @@ impl Channel {
         let batch: Vec<Bytes> = payloads.into_iter().collect();
         let max = sh.config.payload_bytes_max();
         if let Some(p) = batch.iter().find(|p| p.len() > max) {
-            return Err(SendError::TooLarge { len: p.len(), max });
+            return Err(SendError::TooLarge { len: p.len(), max }.into());
         }
         let count = batch.len();
         let mut st = self.state.lock();
         let mut wake = false;
         let mut result = Ok(count);
-        for payload in batch {
+        for (k, payload) in batch.into_iter().enumerate() {
             let queued = self
                 .encode(sh, MessageKind::OneWay, CorrelationId(0), payload)
                 .expect("the size was checked");
             st = match self.admit(sh, st, queued.envelope_bytes(), false) {
                 Ok(admitted) => admitted,
                 Err(err) => {
-                    // The messages queued so far stay queued.
-                    result = Err(match err {
-                        RequestError::Send(err) => err,
-                        _ => SendError::Shutdown,
+                    // The messages queued so far stay queued, and the error counts them.
+                    result = Err(BatchSendError {
+                        queued: k,
+                        error: match err {
+                            RequestError::Send(err) => err,
+                            _ => SendError::Shutdown,
+                        },
                     });
                     st = self.state.lock();
                     break;

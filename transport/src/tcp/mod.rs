@@ -38,7 +38,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
-use crate::error::{Disconnect, RequestError, SendError};
+use crate::error::{BatchSendError, Disconnect, RequestError, SendError};
 use crate::frame::MessageKind;
 use crate::ids::{CorrelationId, NodeId};
 use crate::stream::StreamLayer;
@@ -278,15 +278,17 @@ impl TcpTransport {
     ///
     /// # Errors
     ///
-    /// As [`send`](Self::send). A payload too large fails the whole call before anything is
-    /// queued. Any other error (the peer is not connected, the transport closes, or with
+    /// As [`send`](Self::send), with the number of messages queued before the error
+    /// ([`BatchSendError::queued`](crate::BatchSendError)). A payload too large fails the
+    /// whole call before anything is queued (`queued` 0). Any other error (the peer is not
+    /// connected, the transport closes, or with
     /// [`Overflow::FailFast`](crate::Overflow::FailFast) the queue is full) stops the
-    /// batch there: the messages before it are queued, the rest are not.
+    /// batch there: the first `queued` messages are queued and go out, the rest do not.
     pub fn send_batch(
         &self,
         to: NodeId,
         payloads: impl IntoIterator<Item = Bytes>,
-    ) -> Result<usize, SendError> {
+    ) -> Result<usize, BatchSendError> {
         let channel = self.channel_for(to)?;
         channel.send_batch(&self.shared, payloads)
     }

@@ -541,13 +541,58 @@ fn a_one_way_batch_with_a_payload_too_large_or_to_no_peer_sends_nothing() {
     let payloads = vec![Bytes::from_static(b"fits"), Bytes::from(vec![0u8; max + 1])];
     assert!(matches!(
         b.send_batch(NodeId::new(1), payloads),
-        Err(synod_transport::SendError::TooLarge { .. })
+        Err(synod_transport::BatchSendError {
+            queued: 0,
+            error: synod_transport::SendError::TooLarge { .. }
+        })
     ));
     assert!(matches!(
         b.send_batch(NodeId::new(9), [Bytes::from_static(b"x")]),
-        Err(synod_transport::SendError::NotConnected { .. })
+        Err(synod_transport::BatchSendError {
+            queued: 0,
+            error: synod_transport::SendError::NotConnected { .. }
+        })
     ));
     assert_eq!(b.stats().messages_sent, 0);
+}
+
+/// Regression: a one-way batch that a full queue stopped part-way said only that the queue
+/// was full, not how many of its messages had been queued (and were sent) before that, so
+/// its caller could not tell which to send again. The error now counts them, and exactly
+/// those arrive, in order.
+#[test]
+fn a_one_way_batch_stopped_by_a_full_queue_says_how_many_were_queued() {
+    let a = start(config(1));
+    let b = start(
+        config(2)
+            .overflow(synod_transport::Overflow::FailFast)
+            .outbound_messages_max(10),
+    );
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    // The whole batch is queued under one lock, so nothing is written before the queue
+    // fills: it takes 10 of the 25 and refuses the 11th.
+    let payloads = (0u32..25).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
+    let err = b.send_batch(NodeId::new(1), payloads).unwrap_err();
+    assert_eq!(err.queued, 10, "{err}");
+    assert!(
+        matches!(err.error, synod_transport::SendError::QueueFull { .. }),
+        "{err}"
+    );
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let n = a.recv_batch(&mut got, 100, PATIENCE);
+        assert!(n > 0, "only {} of 10 messages arrived", got.len());
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(&m.payload()[..], &(i as u32).to_le_bytes());
+    }
+    // Nothing past the ten: the next message to arrive is one sent after the batch.
+    b.send(NodeId::new(1), Bytes::from_static(b"after"))
+        .unwrap();
+    let next = a.recv(PATIENCE).expect("the message after the batch");
+    assert_eq!(&next.payload()[..], b"after");
+    assert_eq!(b.stats().messages_sent, 11);
 }
 
 #[test]
