@@ -32,6 +32,7 @@ pub struct MemberConfig {
     pub(crate) message_bytes_max: usize,
     pub(crate) sync_bytes_max: usize,
     pub(crate) lifeguard: bool,
+    pub(crate) unseen_seed_probes: u32,
     pub(crate) kv_interval_ms: u64,
     pub(crate) kv_grace_ms: u64,
     pub(crate) kv_keys_max: usize,
@@ -148,6 +149,7 @@ impl MemberConfig {
     /// | members / gossip queue / relayed probes | 4,096 / 4,096 / 1,024 |
     /// | message / sync bytes | 1,400 / 65,536 |
     /// | Lifeguard | on |
+    /// | a seed never heard from declared dead after | 5 unanswered pings, one a protocol period |
     /// | key-value exchange | every 1,000 ms, with one member |
     /// | deleted keys (tombstones) collected after | 60,000 ms |
     /// | keys per member / key bytes / value bytes | 1,024 / 128 / 4,096 |
@@ -176,6 +178,7 @@ impl MemberConfig {
                 message_bytes_max: 1_400,
                 sync_bytes_max: 65_536,
                 lifeguard: true,
+                unseen_seed_probes: 5,
                 kv_interval_ms: 1_000,
                 kv_grace_ms: 60_000,
                 kv_keys_max: 1_024,
@@ -235,6 +238,13 @@ impl MemberConfig {
     #[must_use]
     pub fn lifeguard(&self) -> bool {
         self.lifeguard
+    }
+
+    /// How many pings a seed this start never heard from goes unanswered before this
+    /// member declares it dead (see [`MemberConfigBuilder::unseen_seed_probes`]).
+    #[must_use]
+    pub fn unseen_seed_probes(&self) -> u32 {
+        self.unseen_seed_probes
     }
 
     /// How often a member runs the key-value exchange with one other.
@@ -387,6 +397,26 @@ impl MemberConfigBuilder {
         self
     }
 
+    /// How many unanswered pings declare dead a seed this start never heard from. A SWIM
+    /// member probes only members it has heard from, so a configured seed that stopped (or
+    /// never started) before any member heard of it would otherwise never be declared dead,
+    /// and an application waiting for a death (to hand its work to others) would wait for
+    /// ever. So a member pings every seed missing from its view once a protocol period; a
+    /// seed that answered none of `probes` pings (each given a whole period) is handed up
+    /// dead ([`MemberEvent`] with `state: Some(Dead)` and generation 0), within
+    /// `probes + 2` protocol periods of this member becoming ready (longer while the local
+    /// health multiplier stretches its periods). Nothing is gossiped of it: each member
+    /// judges its own seeds. A seed that starts later is taken in as any new member (its
+    /// first message is news that it is alive), and handed up alive. Default 5; at least 1
+    /// ([`ConfigError::ZeroLimit`]).
+    ///
+    /// [`MemberEvent`]: crate::MemberEvent
+    #[must_use]
+    pub fn unseen_seed_probes(mut self, probes: u32) -> Self {
+        self.config.unseen_seed_probes = probes;
+        self
+    }
+
     /// How often a member runs the key-value exchange (a digest to one random live member,
     /// which answers with what the member lacks and asks for what it lacks itself), and how
     /// long each member keeps a deleted key's tombstone before collecting it. The grace
@@ -525,6 +555,7 @@ impl MemberConfigBuilder {
             (c.relays_max, "relays_max"),
             (c.retransmit_mult as usize, "retransmit_mult"),
             (c.awareness_max as usize, "awareness_max"),
+            (c.unseen_seed_probes as usize, "unseen_seed_probes"),
             (c.kv_keys_max, "keys_max"),
             (c.kv_key_bytes_max, "key_bytes_max"),
         ] {

@@ -51,6 +51,13 @@
 //!    larger `(generation, incarnation, state)` wins ([`Update::precedence`]). A
 //!    suspicion that times out unrefuted makes the member *dead*.
 //!
+//! A member probes only members it has heard from, so a seed that stopped (or never
+//! started) before anyone heard of it could never be suspected. Each start therefore also
+//! pings, once a protocol period, every configured seed missing from its view, and hands up
+//! as dead a seed that answered none of
+//! [`unseen_seed_probes`](MemberConfigBuilder::unseen_seed_probes) pings (5 by default);
+//! a seed that comes up later is news that it is alive, as any new member.
+//!
 //! Lifeguard (Dadgar, Phillips and Currey, 2018) adds three things, switched on and off
 //! together with [`MemberConfigBuilder::lifeguard`]: a *local health* score (from 0 to
 //! `awareness_max - 1`) that grows when this member misses acks and nacks or has to refute

@@ -164,6 +164,10 @@ pub struct MemberStats {
     /// because their member's own message showed such a claim had been taken in before this
     /// member knew better.
     pub generations_refused: u64,
+    /// Seeds this start never heard from that it declared dead after
+    /// [`unseen_seed_probes`](crate::MemberConfigBuilder::unseen_seed_probes) unanswered
+    /// pings.
+    pub seeds_unseen_dead: u64,
     /// Key-value resets sent: whole states sent to members behind a collection mark, on
     /// another start of the owner, or holding none of it.
     pub kv_resets_sent: u64,
@@ -439,6 +443,10 @@ pub struct Member {
     next_sync_at: Time,
     next_gossip_at: Time,
     sync_cursor: usize,
+    /// The seeds this start has not heard from yet, each with the pings sent to it
+    /// unanswered (past `unseen_seed_probes`: declared dead, no more pings); a seed leaves
+    /// once it is in the view.
+    unseen: BTreeMap<NodeId, u32>,
     /// The key-values this member owns and its copies of others'.
     kv: KvStore,
     next_kv_at: Time,
@@ -466,6 +474,7 @@ impl Member {
     pub fn start(config: MemberConfig, last_generation: u64) -> Member {
         let generation = last_generation.saturating_add(1);
         let id = config.id;
+        let unseen = config.seeds.iter().map(|&s| (s, 0)).collect();
         let persist = PersistToken::default().next();
         let mut effects = VecDeque::new();
         effects.push_back(Effect::Persist {
@@ -503,6 +512,7 @@ impl Member {
             next_sync_at: Time::MAX,
             next_gossip_at: Time::MAX,
             sync_cursor: 0,
+            unseen,
             effects,
             wake_at: None,
             inputs: 0,
@@ -1187,6 +1197,7 @@ impl Member {
         if now >= self.next_probe_at {
             self.end_probe(now);
             self.start_probe(now);
+            self.ping_unseen_seeds(now);
         }
         if now >= self.next_gossip_at {
             self.gossip_round(now);
@@ -1356,6 +1367,37 @@ impl Member {
             nacks: 0,
         });
         self.send(target, Body::Ping { seq });
+    }
+
+    /// Pings each seed this start has not heard from, once a protocol period, and declares
+    /// dead one that answered none of `unseen_seed_probes` pings (see
+    /// [`MemberConfigBuilder::unseen_seed_probes`](crate::MemberConfigBuilder::unseen_seed_probes)).
+    /// Any message from a seed puts it in the view, which ends its count.
+    fn ping_unseen_seeds(&mut self, now: Time) {
+        let members = &self.members;
+        self.unseen.retain(|seed, _| !members.contains_key(seed));
+        let probes = self.config.unseen_seed_probes;
+        let seeds: Vec<NodeId> = self.unseen.keys().copied().collect();
+        for seed in seeds {
+            let Some(sent) = self.unseen.get_mut(&seed) else {
+                continue;
+            };
+            if *sent > probes {
+                continue;
+            }
+            if *sent == probes {
+                *sent += 1;
+                self.stats.seeds_unseen_dead += 1;
+                self.event(seed, 0, Some(MemberState::Dead), now);
+                continue;
+            }
+            *sent += 1;
+            self.seq += 1;
+            let seq = self.seq;
+            // Without gossip: a seed that may not run would waste its retransmissions.
+            let ping = self.header(Body::Ping { seq });
+            self.emit(seed, ping);
+        }
     }
 
     /// The next member to probe: round robin over the live members in an order shuffled

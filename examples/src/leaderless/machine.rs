@@ -281,7 +281,9 @@ pub struct MemberView {
     /// The member.
     pub id: NodeId,
     /// `alive`, `suspect`, `dead`, `left`, or `unseen` (a configured member membership has
-    /// not heard from yet: it has its place in the table, but is not known to run).
+    /// not heard from yet: it has its place in the table, but is not known to run; once it
+    /// leaves membership's pings to it unanswered for `unseen_seed_probes` protocol periods
+    /// (5 by default) it is held `dead`, and its replicas' writes are hinted).
     pub state: &'static str,
     /// Partitions it replicates in this node's table.
     pub replicas: usize,
@@ -1023,6 +1025,9 @@ pub struct Leaderless<M: Mode> {
     /// Every member ever seen, and when each still held dead was first held so.
     known: BTreeSet<NodeId>,
     dead_since: BTreeMap<NodeId, Time>,
+    /// The members held dead that membership never heard from (configured members that
+    /// did not answer its pings): not in use, so their first start is admitted.
+    never_seen: BTreeSet<NodeId>,
     table: PartitionTable,
     /// Requests handed to the parts, by the id they were handed with.
     waiting: BTreeMap<RequestId, Waiting>,
@@ -1180,6 +1185,7 @@ impl<M: Mode> Leaderless<M> {
             left: BTreeSet::new(),
             known,
             dead_since: BTreeMap::new(),
+            never_seen: BTreeSet::new(),
             table,
             waiting: BTreeMap::new(),
             next_request: 0,
@@ -1514,6 +1520,7 @@ impl<M: Mode> Leaderless<M> {
                 if new {
                     self.joined(id);
                 }
+                self.never_seen.remove(&id);
                 let back = self.dead_since.remove(&id).is_some();
                 if back {
                     self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(id));
@@ -1525,6 +1532,11 @@ impl<M: Mode> Leaderless<M> {
                 }
             }
             Some(MemberState::Dead) | None => {
+                // Generation 0, which no start takes: a configured member membership never
+                // heard from, declared dead after its pings went unanswered.
+                if event.generation == 0 && self.member.protocol.state_of(id).is_none() {
+                    self.never_seen.insert(id);
+                }
                 if self.known.contains(&id) && !self.dead_since.contains_key(&id) {
                     self.dead_since.insert(id, now);
                     self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(id));
@@ -2369,7 +2381,7 @@ impl<M: Mode> Leaderless<M> {
         let admitted = self.admission.is_none();
         let in_use = admitted
             && (self.member.protocol.state_of(from).is_some()
-                || self.is_dead(from)
+                || (self.is_dead(from) && !self.never_seen.contains(&from))
                 || self.left.contains(&from));
         self.claims.retain(|_, &mut (_, until)| until > now);
         let until = now + std::time::Duration::from_millis(self.config.admit_claim_ms);

@@ -1205,15 +1205,19 @@ fn a_joiner_below_every_members_id_that_reaches_none_gives_up_and_says_why() {
     );
 }
 
+/// Issue 19: a configured member that never ran was never declared dead (membership probed
+/// only members it had heard from), so the writes to its replicas were never hinted. Now
+/// membership declares a seed dead after its pings go unanswered; the member is held dead
+/// and its writes hinted, and once it starts it is admitted (never having been seen, its
+/// id is not in use), taken in alive and handed its hints.
 #[test]
-fn a_configured_member_that_never_ran_is_unseen_not_alive() {
-    // Three configured members, of which only two start: membership never hears of the
-    // third, so nothing could detect its failure, and INFO must not call it alive.
-    let mut c: Cluster<Vv> = Cluster::configure(3, &[1, 2, 3], &[], |_| {});
-    c.start(1);
-    c.start(2);
+fn a_configured_member_that_never_ran_is_held_dead_and_hinted_until_it_starts() {
+    // Four configured members, of which three start: a key's fourth node is its fallback.
+    let mut c: Cluster<Vv> = Cluster::configure(4, &[1, 2, 3, 4], &[], |_| {});
+    for n in [1, 2, 4] {
+        c.start(n);
+    }
     c.settle();
-    c.run_for(3_000);
     let state = |c: &Cluster<Vv>, of: usize| {
         let info = c.node(1).info();
         info.members
@@ -1222,11 +1226,42 @@ fn a_configured_member_that_never_ran_is_unseen_not_alive() {
             .expect("in the table")
             .state
     };
-    assert!(!c.node(1).is_admitting(), "two of three admitted node 1");
-    assert_eq!(state(&c, 2), "alive");
+    // Not heard from, and not yet past its pings (5 periods of 200 ms): unseen, never alive.
+    c.run_for(200);
     assert_eq!(state(&c, 3), "unseen");
-    // Once it runs, membership hears of it.
-    c.start(3);
     c.run_for(3_000);
+    assert!(!c.node(1).is_admitting(), "three of four admitted node 1");
+    assert_eq!(state(&c, 2), "alive");
+    assert_eq!(state(&c, 3), "dead");
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            let r = c.node(1).replicas_of(k.as_bytes());
+            r.contains(&id(3)) && r.contains(&id(1))
+        })
+        .expect("some key");
+    let response = c.put(1, &key, "hinted", QUORUM, VersionVector::default());
+    assert!(written(&response), "{response:?}");
+    c.run_for(100);
+    let hints = |c: &Cluster<Vv>| -> usize {
+        [1, 2, 4]
+            .iter()
+            .map(|&n| c.node(n).store().expect("serving").hints_held())
+            .sum()
+    };
+    assert_eq!(hints(&c), 1, "one fallback holds a hint for node 3");
+    // It starts late: admitted, alive, and handed its hint.
+    c.start(3);
+    c.run_for(5_000);
+    assert!(!c.node(3).is_admitting(), "node 3 admitted");
+    assert!(
+        !c.notices[2].iter().any(|n| matches!(n, Notice::Refused(_))),
+        "{:?}",
+        c.notices[2]
+    );
     assert_eq!(state(&c, 3), "alive");
+    let on_3 = c.data(3).get(key.as_bytes()).cloned();
+    let read = on_3.map(|s| <Vv as Mode>::read(&s)).unwrap_or_default();
+    assert_eq!(values(&read), ["hinted"]);
+    assert_eq!(hints(&c), 0, "the hint was handed off and acknowledged");
 }

@@ -631,3 +631,39 @@ fn a_tie_broken_by_each_side_for_itself_is_caught() {
     println!("each side winning its own ties: caught in {caught} of 3 seeds");
     assert_eq!(caught, 3);
 }
+
+/// Issue 19: a seed that stops before any member hears of it was never declared dead (SWIM
+/// probes only members it heard from), so an application waiting for its death waited for
+/// ever. Now each member pings its unseen seeds and declares one dead after
+/// `unseen_seed_probes` unanswered pings; once the seed starts, it is taken in alive.
+#[test]
+fn a_seed_that_never_started_is_declared_dead_and_taken_in_once_it_starts() {
+    let seed_down = n(2);
+    let probes = 5u64;
+    // Five pings, a period each, and up to one period before the first and one after the
+    // last: within seven periods of a member's start.
+    let bound = ms((probes + 2) * crate::cluster::PERIOD_MS);
+    for seed in 0..5 {
+        let out = Scenario::new(4, seed)
+            .at(ms(0), Action::Crash(seed_down, CrashMode::DropUnsynced))
+            .at(ms(3_000), Action::Restart(seed_down))
+            .run();
+        for observer in [n(1), n(3), n(4)] {
+            let dead = out.first(observer, seed_down, MemberState::Dead, ms(0));
+            assert!(
+                dead.is_some_and(|at| at <= bound),
+                "seed {seed}: {observer} declared {seed_down} dead at {dead:?}, bound {bound:?}"
+            );
+            let alive = out.first(observer, seed_down, MemberState::Alive, ms(3_000));
+            assert!(
+                alive.is_some(),
+                "seed {seed}: {observer} never took {seed_down} in after it started"
+            );
+        }
+        // Started, it is not held dead: every member agrees on all four, and nobody declares
+        // anyone dead again.
+        let at = out.agreed_from(&all(4), ms(3_000));
+        assert!(at.is_some(), "seed {seed}: views never agree on all four");
+        assert_eq!(out.deaths_of(&all(4), ms(3_000)), 0, "seed {seed}");
+    }
+}
