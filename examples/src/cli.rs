@@ -172,9 +172,13 @@ pub enum Command {
         /// RESP address of any node (comma-separated to try several).
         #[arg(long, default_value = "127.0.0.1:6001")]
         addr: String,
-        /// Read mode: linearizable, lease or follower.
-        #[arg(long, default_value = "linearizable")]
-        read: String,
+        /// The level of get and put, by system. Consistent Core: linearizable (the
+        /// default), lease or follower. Register store: linearizable, its only one.
+        /// Leaderless store: quorum (the default, the level a redis-cli connection starts
+        /// at), one or all, each the same key space as redis-cli's SET and GET; or
+        /// linearizable, the ABD registers, a key space of its own.
+        #[arg(long, value_name = "LEVEL")]
+        read: Option<String>,
         /// The user to authenticate as (default: the default user, `AUTH password`).
         #[arg(long)]
         user: Option<String>,
@@ -465,7 +469,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
             match system_for("kv", &system, |s| s.kv) {
-                Ok(kv) => kv(&addr, &read, &args),
+                // Empty: the system's own default level.
+                Ok(kv) => kv(&addr, read.as_deref().unwrap_or(""), &args),
                 Err(code) => code,
             }
         }

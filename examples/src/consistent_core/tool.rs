@@ -44,7 +44,7 @@ pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<List
 }
 
 /// Runs `synod kv`: `addrs` is a comma-separated list of RESP addresses; `read` the read
-/// mode; `args` the command.
+/// mode (empty: linearizable); `args` the command.
 pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
     let addrs: Vec<String> = addrs
         .split(',')
@@ -133,7 +133,7 @@ pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
             }
         };
     }
-    if !read.eq_ignore_ascii_case("linearizable") {
+    if !read.is_empty() && !read.eq_ignore_ascii_case("linearizable") {
         match client.call(&[b"CLIENT", b"READMODE", read.as_bytes()]) {
             Ok(Value::Error(e)) => {
                 eprintln!("synod kv: --read {read}: {e}");

@@ -44,6 +44,10 @@ pub const READS_IN_FLIGHT_MAX: usize = 128;
 /// The longest frame between peers: an anti-entropy message of at most its configured
 /// bytes of states, or a message carrying the longest key and value with their siblings.
 pub const PEER_FRAME_BYTES_MAX: usize = (2 << 20) + KEY_BYTES_MAX + 2 * VALUE_BYTES_MAX;
+/// The level of `synod kv --system leaderless` without `--read`: QUORUM, the level every
+/// RESP connection starts at (redis-cli's), so that `synod kv` and redis-cli read and write
+/// the same key space.
+pub const DEFAULT_KV_LEVEL: &str = "quorum";
 /// The directory inside the data directory that holds the store's log.
 pub const STORE_DIR: &str = "leaderless";
 /// The most starts a node may make on one data directory (each takes a generation).
@@ -202,8 +206,14 @@ pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<List
 
 /// Runs `synod kv --system leaderless`: `put K V`, `get K`, or any RESP command, sent to
 /// the first node of `addrs` that answers other than `TRYAGAIN`. `read` is the connection's
-/// consistency level for `get` and `put` (`one`, `quorum`, `all`, `linearizable`).
+/// consistency level for `get` and `put` (`one`, `quorum`, `all`, `linearizable`; empty:
+/// [`DEFAULT_KV_LEVEL`], as a RESP connection starts at).
 pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
+    let read = if read.is_empty() {
+        DEFAULT_KV_LEVEL
+    } else {
+        read
+    };
     let level = match read.to_ascii_lowercase().as_str() {
         "one" | "quorum" | "all" | "linearizable" => read.to_ascii_uppercase(),
         _ => {

@@ -36,14 +36,15 @@ pub fn call(addrs: &[String], command: &[&[u8]]) -> Result<Value, String> {
 }
 
 /// Runs `synod kv --system register`: `addrs` is a comma-separated list of RESP addresses;
-/// `read` must be `linearizable` (every read of the register is); `args` the command.
+/// `read` must be `linearizable` or empty (every read of the register is linearizable);
+/// `args` the command.
 pub fn run_kv(addrs: &str, read: &str, args: &[String]) -> ExitCode {
     let addrs = address_list(addrs);
     if addrs.is_empty() {
         eprintln!("synod kv: give the address of at least one node with --addr HOST:PORT[,...]");
         return ExitCode::from(EXIT_USAGE);
     }
-    if !read.eq_ignore_ascii_case("linearizable") {
+    if !read.is_empty() && !read.eq_ignore_ascii_case("linearizable") {
         eprintln!("synod kv: --read {read}: the register store's reads are all linearizable");
         return ExitCode::from(EXIT_USAGE);
     }

@@ -115,6 +115,30 @@ fn leaderless_writes_survive_sigkill_siblings_resolve_and_info_shows_ownership()
     let cas = cluster.settle(2, &["CAS", "c", "wrong", "y"]);
     assert_eq!(cas, Value::Array(vec![Value::Int(0), bulk("x")]));
     assert_eq!(cluster.settle(3, &["CGET", "c"]), bulk("x"));
+    // `synod kv` without --read works at QUORUM, the level a RESP connection starts at: the
+    // key space of redis-cli's SET and GET (it used to default to the linearizable
+    // registers, a key space of their own, and read nothing of it).
+    let kv = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args([
+                "kv",
+                "--system",
+                "leaderless",
+                "--addr",
+                &cluster.client_addr(1),
+            ])
+            .args(args)
+            .env("SYNOD_PASSWORD", crate::core_cluster::TEST_PASSWORD)
+            .output()
+            .expect("synod kv runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(kv(&["get", "s"]), (Some(0), "\"ab\"\n".into()));
+    assert_eq!(kv(&["put", "t", "via-kv"]), (Some(0), "OK\n".into()));
+    assert_eq!(cluster.settle(2, &["GET", "t"]), bulk("via-kv"));
     // INFO: the view and the ownership of the 64 partitions.
     let Value::Bulk(info) = cluster.settle(2, &["INFO"]) else {
         panic!("INFO");
