@@ -345,11 +345,26 @@ pub enum Response {
     Failed(Failure),
 }
 
+/// A membership message in membership's own wire format ([`synod_membership::Message::encode`]):
+/// its version byte ([`synod_membership::WIRE_VERSION`]) first, so that a node refuses,
+/// naming both versions, a message from a node whose membership speaks another version
+/// instead of misreading it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberBytes(pub Vec<u8>);
+
+impl MemberBytes {
+    /// `message`, encoded with its version byte.
+    #[must_use]
+    pub fn encode(message: &synod_membership::Message) -> MemberBytes {
+        MemberBytes(message.encode())
+    }
+}
+
 /// What nodes send each other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message<S> {
-    /// Membership.
-    Member(synod_membership::Message),
+    /// Membership, versioned ([`MemberBytes`]).
+    Member(MemberBytes),
     /// The quorum store's reads, writes, repairs and hints.
     Store(StoreMessage<Key, S>),
     /// The ABD registers'.
@@ -850,6 +865,9 @@ pub enum Notice {
     /// A new node has waited long for the members to answer it: why that may be (it goes
     /// on waiting).
     Waiting(String),
+    /// A peer's message was refused because this node cannot read it (another version of
+    /// the code): which, and why. The node goes on; the message is dropped.
+    Incompatible(String),
 }
 
 /// Where this node's own leave stands.
@@ -995,6 +1013,9 @@ pub struct Stats {
     pub keys_repaired: u64,
     /// Times the partition table changed (a member joined).
     pub table_changes: u64,
+    /// Membership messages refused: of another version (a node running other code), over
+    /// the sync limit, or malformed.
+    pub member_messages_refused: u64,
 }
 
 /// One node of the leaderless store. See the [module documentation](self).
@@ -1362,7 +1383,7 @@ impl<M: Mode> Leaderless<M> {
             match effect {
                 Effect::Send { to, message } => self.gate.push(Effect::Send {
                     to,
-                    message: Message::Member(message),
+                    message: Message::Member(MemberBytes::encode(&message)),
                 }),
                 Effect::Persist { token, write } => {
                     let ours = self.gate.persist_lazily(Record::Member(write));
@@ -1540,6 +1561,31 @@ impl<M: Mode> Leaderless<M> {
                 if self.known.contains(&id) && !self.dead_since.contains_key(&id) {
                     self.dead_since.insert(id, now);
                     self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(id));
+                }
+            }
+        }
+    }
+
+    /// A membership message from `from`: handed to the member if it decodes; refused
+    /// (counted, and said in a [`Notice::Incompatible`] at the 1st, 2nd, 4th, 8th... refusal)
+    /// if it is of another version, over the sync limit or malformed.
+    fn on_member_message(&mut self, now: Time, from: NodeId, bytes: &MemberBytes) {
+        let limit = self.member.protocol.config().sync_bytes_max();
+        match synod_membership::Message::decode(&bytes.0, limit) {
+            Ok(message) => {
+                self.member
+                    .protocol
+                    .handle(now, Input::Message { from, message });
+                self.drain_member(now);
+            }
+            Err(e) => {
+                self.stats.member_messages_refused += 1;
+                if self.stats.member_messages_refused.is_power_of_two() {
+                    self.gate.apply(Notice::Incompatible(format!(
+                        "refused a message from {from} ({} so far): {e}; nodes whose \
+                         membership speaks other versions do not run together",
+                        self.stats.member_messages_refused
+                    )));
                 }
             }
         }
@@ -2742,12 +2788,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     };
                     self.on_admission(now, from, answer);
                 }
-                Message::Member(message) => {
-                    self.member
-                        .protocol
-                        .handle(now, Input::Message { from, message });
-                    self.drain_member(now);
-                }
+                Message::Member(bytes) => self.on_member_message(now, from, &bytes),
                 Message::Store(message) => self.hand_store(now, Input::Message { from, message }),
                 Message::Abd(message) => {
                     self.abd

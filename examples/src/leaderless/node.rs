@@ -97,7 +97,7 @@ impl HostStore for LeaderlessFiles {
     fn apply(&mut self, notice: Notice) {
         match notice {
             Notice::Refused(why) => process::refused(&why),
-            Notice::Waiting(why) => eprintln!("synod node: {why}"),
+            Notice::Waiting(why) | Notice::Incompatible(why) => eprintln!("synod node: {why}"),
         }
     }
 }

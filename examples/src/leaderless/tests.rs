@@ -706,7 +706,7 @@ fn a_node_that_does_not_replicate_a_key_forwards_its_write_to_one_that_does() {
 fn refusal<M: Mode>(c: &Cluster<M>, n: usize) -> Option<String> {
     c.notices[n - 1].iter().find_map(|notice| match notice {
         Notice::Refused(why) => Some(why.clone()),
-        Notice::Waiting(_) => None,
+        Notice::Waiting(_) | Notice::Incompatible(_) => None,
     })
 }
 
@@ -1264,4 +1264,69 @@ fn a_configured_member_that_never_ran_is_held_dead_and_hinted_until_it_starts() 
     let read = on_3.map(|s| <Vv as Mode>::read(&s)).unwrap_or_default();
     assert_eq!(values(&read), ["hinted"]);
     assert_eq!(hints(&c), 0, "the hint was handed off and acknowledged");
+}
+
+/// Issue 19: membership's messages rode inside the store's without membership's version
+/// byte, so a node running another version would misread them. Now they carry it: a
+/// message of another version is refused, counted and said (naming both versions) without
+/// a panic, as are empty, oversized and malformed ones, and the node goes on serving.
+#[test]
+fn a_membership_message_of_another_version_is_refused_naming_both_versions() {
+    use super::machine::MemberBytes;
+    use synod_membership::{Body, WIRE_VERSION};
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    c.run_for(1_000);
+    let message = synod_membership::Message {
+        generation: 1,
+        incarnation: 0,
+        joined: 1,
+        group: id(2),
+        group_size: 3,
+        merged_from: None,
+        kv_floor: 0,
+        body: Body::Gossip,
+        updates: Vec::new(),
+    };
+    let mut other_version = message.encode();
+    other_version[0] = WIRE_VERSION.wrapping_add(1);
+    let mut malformed = message.encode();
+    malformed.truncate(3);
+    let oversized = vec![WIRE_VERSION; 1 << 20];
+    for bytes in [other_version, Vec::new(), malformed, oversized] {
+        let node = c.nodes[0].as_mut().expect("running");
+        let now = c.now;
+        node.handle(
+            now,
+            Input::Message {
+                from: id(2),
+                message: Message::Member(MemberBytes(bytes)),
+            },
+        );
+        c.drain(1);
+    }
+    assert_eq!(c.node(1).stats().member_messages_refused, 4);
+    let said: Vec<&String> = c.notices[0]
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Incompatible(why) => Some(why),
+            _ => None,
+        })
+        .collect();
+    // Said at the first, second and fourth refusal.
+    assert_eq!(said.len(), 3, "{said:?}");
+    let versions = format!(
+        "version {}, expected {WIRE_VERSION}",
+        WIRE_VERSION.wrapping_add(1)
+    );
+    assert!(
+        said[0].contains(&versions) && said[0].contains("n2"),
+        "{}",
+        said[0]
+    );
+    // The node goes on: a write through it is taken, and membership still works.
+    let response = c.put(1, "after", "v", QUORUM, VersionVector::default());
+    assert!(written(&response), "{response:?}");
+    c.run_for(1_000);
+    let info = c.node(1).info();
+    assert!(info.members.iter().all(|m| m.state == "alive"), "{info:?}");
 }
