@@ -445,6 +445,62 @@ fn linearizable_part(history: &History<KvInput, KvOutput>) -> History<KvInput, K
     part
 }
 
+/// Each operation of `history` with its number among its client's (from 1), the key of
+/// [`Seen::reads`].
+fn numbered(
+    history: &History<KvInput, KvOutput>,
+) -> impl Iterator<Item = (usize, &synod_sim::Operation<KvInput, KvOutput>)> {
+    let mut nth: BTreeMap<ClientId, usize> = BTreeMap::new();
+    history.operations().iter().map(move |op| {
+        let n = nth.entry(op.client).or_default();
+        *n += 1;
+        (*n, op)
+    })
+}
+
+/// The values of every completed read at QUORUM or ONE: the siblings recorded
+/// ([`LevelHistory::read`]), else the one value of its output ([`LevelHistory::ok`]).
+fn quorum_reads(
+    history: &History<KvInput, KvOutput>,
+    seen: &Seen,
+) -> BTreeMap<(ClientId, usize), Vec<u64>> {
+    let mut reads = BTreeMap::new();
+    for (n, op) in numbered(history) {
+        let (KvInput::Read { key }, Outcome::Ok(output)) = (op.input, &op.outcome) else {
+            continue;
+        };
+        if key < QUORUM {
+            continue;
+        }
+        let values = match (seen.reads.get(&(op.client, n)), output) {
+            (Some(values), _) => values.clone(),
+            (None, KvOutput::Read(value)) => value.iter().copied().collect(),
+            (None, _) => continue,
+        };
+        reads.insert((op.client, n), values);
+    }
+    reads
+}
+
+/// A linearizable level's read (ABD or CGET) recorded with more than one value: a register
+/// holds one, so siblings are a violation whatever the first of them is.
+fn linearizable_siblings(history: &History<KvInput, KvOutput>, seen: &Seen) -> Option<String> {
+    numbered(history).find_map(|(n, op)| {
+        let KvInput::Read { key } = op.input else {
+            return None;
+        };
+        let values = seen.reads.get(&(op.client, n))?;
+        (key < QUORUM && values.len() > 1).then(|| {
+            format!(
+                "a read of linearizable key {key} by {:?} answered {} values {values:?}: a \
+                 register holds one",
+                op.client,
+                values.len()
+            )
+        })
+    })
+}
+
 /// The QUORUM level's checks of `history`, with what the clients saw: no acknowledged write
 /// lost (if the final state is known), no QUORUM read stale. Counts into `stale` and
 /// `acknowledged`.
@@ -471,6 +527,10 @@ fn check_quorum(
         }
         out
     };
+    // Every QUORUM and ONE read's values: its siblings as recorded, or, for a read recorded
+    // with its output only (`LevelHistory::ok`), the one value the output names; a read
+    // recorded either way is checked.
+    let reads = quorum_reads(history, seen);
     let mut acked: Vec<(u64, u64, SimTime)> = Vec::new();
     // Writes the store refused (certainly not carried out): their values must never be read
     // nor kept, and so never count as replacing anything.
@@ -494,6 +554,7 @@ fn check_quorum(
         .iter()
         .flat_map(|f| f.values())
         .chain(seen.reads.values())
+        .chain(reads.values())
         .flatten()
         .find(|v| refused.contains(v));
     if let Some(value) = took_effect {
@@ -521,11 +582,8 @@ fn check_quorum(
     }
     // Stale reads: a read that misses a write acknowledged before it began, and every
     // write that replaced it.
-    let mut nth: BTreeMap<ClientId, usize> = BTreeMap::new();
-    for op in history.operations() {
-        let n = nth.entry(op.client).or_default();
-        *n += 1;
-        let (KvInput::Read { key }, Outcome::Ok(_)) = (op.input, &op.outcome) else {
+    for (n, op) in numbered(history) {
+        let KvInput::Read { key } = op.input else {
             continue;
         };
         let (level, key) = match key {
@@ -533,7 +591,7 @@ fn check_quorum(
             k if k >= ONE => (0, k - ONE),
             _ => continue,
         };
-        let Some(values) = seen.reads.get(&(op.client, *n)) else {
+        let Some(values) = reads.get(&(op.client, n)) else {
             continue;
         };
         let kept = replaced(values);
@@ -561,6 +619,9 @@ fn check_levels(
     stale: &mut [usize; 2],
     acknowledged: &mut usize,
 ) -> Verdict {
+    if let Some(why) = linearizable_siblings(history, seen) {
+        return Verdict::Violation(format!("the linearizable levels (ABD, CAS): {why}"));
+    }
     let part = linearizable_part(history);
     match Linearizability::new(KvModel).check_history(&part) {
         Verdict::Pass => {}
@@ -641,8 +702,10 @@ impl LevelHistory {
         self.history.ok(op, output, at)
     }
 
-    /// Records that read `op` (at QUORUM or ONE) completed at `at` with `values`, every
-    /// sibling.
+    /// Records that read `op` completed at `at` with `values`, every sibling: at QUORUM or
+    /// ONE, each is checked; at a linearizable level (ABD, CGET), more than one value is a
+    /// violation (a register holds one). A QUORUM or ONE read recorded with
+    /// [`LevelHistory::ok`] instead is checked with the one value its output names.
     ///
     /// # Errors
     ///

@@ -224,3 +224,65 @@ fn a_stale_read_fails_at_quorum_and_is_counted_at_one() {
     let at_one = history(ONE, Vec::new());
     assert_eq!((at_one.verdict, at_one.stale), (Verdict::Pass, [1, 0]));
 }
+
+/// Issue 19: the QUORUM check skipped a QUORUM or ONE read recorded with `ok` (its output
+/// only) instead of `read`, so a stale one passed. Now it is checked with the one value
+/// its output names.
+#[test]
+fn a_stale_read_recorded_with_its_output_only_is_caught() {
+    let history = |base: u64, found: Option<u64>| {
+        let mut h = LevelHistory::new();
+        let w = h.invoke(
+            ClientId::new(0),
+            KvInput::Write {
+                key: QUORUM,
+                value: 1,
+            },
+            at(0),
+        );
+        h.ok(w, KvOutput::Written, at(10)).expect("recorded");
+        h.wrote(1, Vec::new());
+        let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+        h.ok(r, KvOutput::Read(found), at(30)).expect("recorded");
+        h.check()
+    };
+    let fresh = history(QUORUM, Some(1));
+    assert_eq!((fresh.verdict, fresh.stale), (Verdict::Pass, [0, 0]));
+    let stale = history(QUORUM, None);
+    assert!(
+        matches!(&stale.verdict, Verdict::Violation(why) if why.contains("QUORUM reads missed")),
+        "{stale:?}"
+    );
+    let at_one = history(ONE, None);
+    assert_eq!((at_one.verdict, at_one.stale), (Verdict::Pass, [1, 0]));
+}
+
+/// Issue 19: a linearizable read recorded with its siblings was checked by its first value
+/// only, so a read answering the value written and one never written passed. A register
+/// holds one value: siblings are a violation.
+#[test]
+fn a_linearizable_read_with_siblings_is_a_violation() {
+    for base in [ABD, CAS] {
+        let read = |values: Vec<u64>| {
+            let mut h = LevelHistory::new();
+            let w = h.invoke(
+                ClientId::new(0),
+                KvInput::Write {
+                    key: base,
+                    value: 1,
+                },
+                at(0),
+            );
+            h.ok(w, KvOutput::Written, at(10)).expect("recorded");
+            let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+            h.read(r, values, at(30)).expect("recorded");
+            h.check().verdict
+        };
+        assert_eq!(read(vec![1]), Verdict::Pass, "key {base}");
+        let siblings = read(vec![1, 7]);
+        assert!(
+            matches!(&siblings, Verdict::Violation(why) if why.contains("2 values")),
+            "key {base}: {siblings:?}"
+        );
+    }
+}
