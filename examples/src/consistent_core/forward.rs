@@ -26,8 +26,12 @@
 //! tried again.
 //!
 //! The payloads start with a tag byte that no Raft message starts with (those start with
-//! their format version, [`synod_consensus::WIRE_VERSION`]), followed by the requests or
-//! answers one after another, each the `postcard` encoding of its number and itself.
+//! their format version, [`synod_consensus::WIRE_VERSION`]), then the number of items as
+//! four bytes (little-endian), then the requests or answers one after another, each the
+//! `postcard` encoding of its number and itself. A batch is taken whole or not at all
+//! ([`decode_peer_batch`]): one whose items do not decode, are fewer than its count says (a
+//! truncated batch) or are followed by more bytes is refused, none of its requests carried
+//! out, as if the message had been lost.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -44,6 +48,8 @@ use crate::resp::Answer;
 const FORWARDS_TAG: u8 = 0xF0;
 /// The first byte of a leader's batch of answers to forwarded requests.
 const ANSWERS_TAG: u8 = 0xF1;
+/// The tag and the item count before a batch's items.
+const HEADER_BYTES: usize = 5;
 
 /// A batch is sealed once it holds this many bytes; a request or answer larger than this
 /// travels alone (the largest, a command of
@@ -66,30 +72,159 @@ pub(super) enum PeerPayload {
 }
 
 impl PeerPayload {
-    /// Reads a payload. Of a batch whose bytes stop making sense part way, the requests or
-    /// answers before that point are kept and the rest dropped, as a lost message's are
-    /// (the follower answers them unknown at their deadline).
+    /// Reads a payload. A batch that [`decode_peer_batch`] refuses is `Other`: nothing
+    /// this node understands, dropped as a lost message is (the follower answers its
+    /// requests unknown at their deadline), none of its requests carried out.
     pub(super) fn decode(bytes: &[u8]) -> PeerPayload {
-        match bytes.split_first() {
-            Some((&FORWARDS_TAG, rest)) => PeerPayload::Forwards(decode_items(rest)),
-            Some((&ANSWERS_TAG, rest)) => PeerPayload::Answers(decode_items(rest)),
-            _ => PeerPayload::Other,
+        match decode_peer_batch(bytes) {
+            Some(Ok(PeerBatch::Forwards(items))) => PeerPayload::Forwards(items),
+            Some(Ok(PeerBatch::Answers(items))) => PeerPayload::Answers(items),
+            Some(Err(_)) | None => PeerPayload::Other,
         }
     }
 }
 
-fn decode_items<T: DeserializeOwned>(mut rest: &[u8]) -> Vec<(u64, T)> {
-    let mut items = Vec::new();
-    while !rest.is_empty() {
-        match postcard::take_from_bytes::<(u64, T)>(rest) {
-            Ok((item, tail)) => {
-                items.push(item);
-                rest = tail;
+/// A batch one Consistent Core node sends another: a follower's requests forwarded to the
+/// leader, or the leader's answers to them, each item with the follower's number for the
+/// request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerBatch {
+    /// A follower's requests.
+    Forwards(Vec<(u64, Request)>),
+    /// A leader's answers, each to the request of that number.
+    Answers(Vec<(u64, Response)>),
+}
+
+/// Why a batch was refused. Whatever the cause, none of its items is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchDecodeError {
+    /// The payload ends inside the header (the tag and the item count).
+    NoCount,
+    /// Item `item` (from 0) does not decode, at `offset` bytes into the payload.
+    BadItem {
+        /// Which item.
+        item: usize,
+        /// Where it starts.
+        offset: usize,
+    },
+    /// The header announces `announced` items and the payload holds `found`: a truncated
+    /// batch (fewer), or one with bytes after its last item (more).
+    WrongCount {
+        /// The item count in the header.
+        announced: u32,
+        /// Items found before the payload ended, or before bytes past the announced count.
+        found: usize,
+    },
+}
+
+impl std::fmt::Display for BatchDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchDecodeError::NoCount => write!(f, "batch shorter than its header"),
+            BatchDecodeError::BadItem { item, offset } => {
+                write!(f, "batch item {item} at byte {offset} does not decode")
             }
-            Err(_) => break,
+            BatchDecodeError::WrongCount { announced, found } => write!(
+                f,
+                "batch announces {announced} items and holds {found}{}",
+                if *found < *announced as usize {
+                    " (truncated)"
+                } else {
+                    " and more bytes"
+                }
+            ),
         }
     }
-    items
+}
+
+impl std::error::Error for BatchDecodeError {}
+
+/// Reads a batch a peer sent: `None` if `bytes` are not a batch (a Raft message, which
+/// starts with another byte), otherwise the whole batch or why it was refused. Never
+/// panics, and holds no more than a few times `bytes.len()` in memory, whatever the count
+/// in the header claims.
+///
+/// # Errors
+///
+/// [`BatchDecodeError`] for a tagged payload that is not a whole batch: garbage, a
+/// truncated batch (even one cut between two items), or a batch with bytes after its
+/// last item.
+#[must_use]
+pub fn decode_peer_batch(bytes: &[u8]) -> Option<Result<PeerBatch, BatchDecodeError>> {
+    match bytes.first() {
+        Some(&FORWARDS_TAG) => Some(decode_items(bytes).map(PeerBatch::Forwards)),
+        Some(&ANSWERS_TAG) => Some(decode_items(bytes).map(PeerBatch::Answers)),
+        _ => None,
+    }
+}
+
+/// Encodes `batch` as one message (however large: the node itself splits its batches at
+/// [`FORWARD_BATCH_BYTES_MAX`]), as [`decode_peer_batch`] reads it.
+#[must_use]
+pub fn encode_peer_batch(batch: &PeerBatch) -> Vec<u8> {
+    fn encode<T: Serialize>(tag: u8, items: &[(u64, T)]) -> Vec<u8> {
+        let mut bytes = header(tag);
+        for (id, item) in items {
+            bytes = encode_item(*id, item, bytes);
+        }
+        set_count(&mut bytes, items.len());
+        bytes
+    }
+    match batch {
+        PeerBatch::Forwards(items) => encode(FORWARDS_TAG, items),
+        PeerBatch::Answers(items) => encode(ANSWERS_TAG, items),
+    }
+}
+
+/// A batch's bytes before its first item, with a count of 0.
+fn header(tag: u8) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.push(tag);
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes
+}
+
+/// Writes `count` into a batch's header.
+fn set_count(bytes: &mut [u8], count: usize) {
+    // A batch holds at most FORWARD_BATCH_BYTES_MAX bytes of items, or one item: far fewer
+    // than u32::MAX items, each at least two bytes.
+    let count = u32::try_from(count).expect("a batch's items fit the count");
+    bytes[1..HEADER_BYTES].copy_from_slice(&count.to_le_bytes());
+}
+
+/// The items of a whole batch (`bytes` with its tag), all or none.
+fn decode_items<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(u64, T)>, BatchDecodeError> {
+    let count = bytes
+        .get(1..HEADER_BYTES)
+        .and_then(|c| <[u8; 4]>::try_from(c).ok())
+        .map(u32::from_le_bytes)
+        .ok_or(BatchDecodeError::NoCount)?;
+    let mut rest = &bytes[HEADER_BYTES..];
+    // Not reserved from the count, which a peer could set to anything: grown as items come.
+    let mut items = Vec::new();
+    while !rest.is_empty() {
+        if items.len() == count as usize {
+            return Err(BatchDecodeError::WrongCount {
+                announced: count,
+                found: items.len() + 1,
+            });
+        }
+        let offset = bytes.len() - rest.len();
+        let (item, tail) =
+            postcard::take_from_bytes::<(u64, T)>(rest).map_err(|_| BatchDecodeError::BadItem {
+                item: items.len(),
+                offset,
+            })?;
+        items.push(item);
+        rest = tail;
+    }
+    if items.len() != count as usize {
+        return Err(BatchDecodeError::WrongCount {
+            announced: count,
+            found: items.len(),
+        });
+    }
+    Ok(items)
 }
 
 /// One message's worth of numbered items for one peer: the encoded payload, and what the
@@ -157,7 +292,7 @@ impl<E> Batches<E> {
     fn add(&mut self, to: NodeId, id: u64, kept: E, encode: impl FnOnce(&E, Vec<u8>) -> Vec<u8>) {
         let tag = self.tag;
         let batch = self.open.entry(to).or_insert_with(|| Batch {
-            bytes: vec![tag],
+            bytes: header(tag),
             kept: Vec::new(),
         });
         let start = batch.bytes.len();
@@ -172,11 +307,12 @@ impl<E> Batches<E> {
         let Some(mut full) = self.open.remove(&to) else {
             return;
         };
-        if start > 1 {
-            let mut next = vec![tag];
+        if start > HEADER_BYTES {
+            let mut next = header(tag);
             next.extend_from_slice(&full.bytes[start..]);
             full.bytes.truncate(start);
             let last = full.kept.pop().into_iter().collect();
+            set_count(&mut full.bytes, full.kept.len());
             self.sealed.push((to, full));
             full = Batch {
                 bytes: next,
@@ -184,6 +320,7 @@ impl<E> Batches<E> {
             };
         }
         if full.bytes.len() > FORWARD_BATCH_BYTES_MAX {
+            set_count(&mut full.bytes, full.kept.len());
             self.sealed.push((to, full));
         } else {
             self.open.insert(to, full);
@@ -194,7 +331,14 @@ impl<E> Batches<E> {
     pub(super) fn take(&mut self) -> Vec<(NodeId, Batch<E>)> {
         self.items = 0;
         let mut all = std::mem::take(&mut self.sealed);
-        all.extend(std::mem::take(&mut self.open));
+        all.extend(
+            std::mem::take(&mut self.open)
+                .into_iter()
+                .map(|(to, mut batch)| {
+                    set_count(&mut batch.bytes, batch.kept.len());
+                    (to, batch)
+                }),
+        );
         all
     }
 }
@@ -363,6 +507,49 @@ mod tests {
         assert!(taken.iter().filter(|(p, _)| *p == a).count() >= 2);
     }
 
+    /// Regression: a batch cut short kept the requests before the cut, and the leader
+    /// carried them out; cut between two items it even decoded without complaint. Every
+    /// truncation of a batch is now refused whole, and so is a batch with bytes after its
+    /// last item.
+    #[test]
+    fn a_truncated_batch_is_refused_whole_and_keeps_no_prefix() {
+        let sent: Vec<(u64, Request)> = (0..3).map(|i| (i, put(&format!("k{i}"), 5))).collect();
+        let bytes = encode_peer_batch(&PeerBatch::Forwards(sent.clone()));
+        assert_eq!(
+            decode_peer_batch(&bytes),
+            Some(Ok(PeerBatch::Forwards(sent)))
+        );
+        for len in 1..bytes.len() {
+            let cut = &bytes[..len];
+            let decoded = decode_peer_batch(cut).expect("still tagged");
+            assert!(decoded.is_err(), "cut to {len} bytes: {decoded:?}");
+            assert!(
+                matches!(PeerPayload::decode(cut), PeerPayload::Other),
+                "cut to {len} bytes, the leader would take some requests"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode_peer_batch(&longer),
+            Some(Err(BatchDecodeError::WrongCount {
+                announced: 3,
+                found: 4
+            }))
+        ));
+        assert_eq!(
+            decode_peer_batch(&bytes[..3]),
+            Some(Err(BatchDecodeError::NoCount))
+        );
+        // A count far beyond what the bytes hold reserves nothing for it.
+        let mut lying = bytes;
+        lying[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_peer_batch(&lying),
+            Some(Err(BatchDecodeError::WrongCount { found: 3, .. }))
+        ));
+    }
+
     proptest::proptest! {
         /// Whatever a peer sends after either tag decodes without a panic, to no more items
         /// than its bytes could hold (each takes two at least); undamaged, to what was sent.
@@ -384,20 +571,30 @@ mod tests {
                     batches.push(NodeId::new(1), id, &put("k", bytes), ());
                 }
             }
-            let mut bytes = batches.take().pop().map_or_else(|| vec![tag], |(_, b)| b.bytes);
+            let mut bytes = batches.take().pop().map_or_else(|| header(tag), |(_, b)| b.bytes);
             let damaged = !flips.is_empty() || cut.is_some() || !garbage.is_empty();
+            let flipped = !flips.is_empty();
             for (at, flip) in flips {
                 let at = at % bytes.len();
                 if at > 0 {
                     bytes[at] ^= flip;
                 }
             }
+            let full = bytes.len();
+            let mut cut_short = false;
             if let Some(cut) = cut {
-                bytes.truncate(1 + cut % bytes.len());
+                bytes.truncate(1 + cut % full);
+                cut_short = bytes.len() < full;
             }
+            let garbage_after = !garbage.is_empty();
             bytes.extend(garbage);
-            let items = match PeerPayload::decode(&bytes) {
-                PeerPayload::Forwards(items) => {
+            let decoded = decode_peer_batch(&bytes).expect("a tagged payload is a batch");
+            if !flipped && cut_short != garbage_after {
+                // Cut short, or with bytes after its last item: refused whole, no prefix kept.
+                proptest::prop_assert!(decoded.is_err(), "{:?}", decoded);
+            }
+            let items = match decoded {
+                Ok(PeerBatch::Forwards(items)) => {
                     proptest::prop_assert!(!answers);
                     if !damaged {
                         let sent: Vec<_> = valid.iter().map(|&(id, b)| (id, put("k", b))).collect();
@@ -405,7 +602,7 @@ mod tests {
                     }
                     items.len()
                 }
-                PeerPayload::Answers(items) => {
+                Ok(PeerBatch::Answers(items)) => {
                     proptest::prop_assert!(answers);
                     if !damaged {
                         let sent: Vec<_> = valid.iter().map(|&(id, b)| (id, retry(b))).collect();
@@ -413,21 +610,12 @@ mod tests {
                     }
                     items.len()
                 }
-                PeerPayload::Other => panic!("a tagged payload is a batch"),
+                Err(e) => {
+                    proptest::prop_assert!(damaged, "an undamaged batch refused: {}", e);
+                    0
+                }
             };
             proptest::prop_assert!(items * 2 < bytes.len().max(2));
         }
-    }
-
-    #[test]
-    fn a_batch_cut_short_keeps_the_requests_before_the_cut() {
-        let mut batches = Batches::forwards();
-        batches.push(NodeId::new(2), 1, &put("a", 3), ());
-        batches.push(NodeId::new(2), 2, &put("b", 3), ());
-        let bytes = batches.take().remove(0).1.bytes;
-        let cut = &bytes[..bytes.len() - 2];
-        assert_eq!(requests(cut), vec![(1, put("a", 3))]);
-        // Garbage after the tag decodes to nothing, without a panic.
-        assert!(requests(&[FORWARDS_TAG, 0xFF, 0xFF, 0xFF]).is_empty());
     }
 }

@@ -166,6 +166,7 @@
 pub mod client;
 pub mod commands;
 mod forward;
+pub use forward::{BatchDecodeError, PeerBatch, decode_peer_batch, encode_peer_batch};
 pub mod kv;
 pub mod node;
 pub mod pattern;

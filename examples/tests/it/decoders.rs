@@ -3,7 +3,8 @@
 //! huge: `synod_sim::mutate`): client requests as the server reads them
 //! (`resp::parse_command`, in chunks), replies as the client library reads them
 //! (`Value::parse` under `resp::client::reply_limits`), and what peers send: forwarded requests
-//! and their answers, committed log commands, snapshots of the state machine. Each answers
+//! and their answers, alone and in the batches followers and leaders exchange
+//! (`decode_peer_batch`), committed log commands, snapshots of the state machine. Each answers
 //! with an error or a valid value, never panics, and holds at most [`ALLOC_FACTOR`] times
 //! its input plus [`ALLOC_SLACK_BYTES`] allocated at once, measured by the counting
 //! allocator of `alloc.rs`. The cargo-fuzz targets in `examples/fuzz` run the same
@@ -16,6 +17,7 @@ use synod_examples::consistent_core::kv::{
     KvCommand, KvQuery, KvReply, KvStore, LogCommand, PutCondition,
 };
 use synod_examples::consistent_core::node::{ReadMode, Request, Response, SessionSeq};
+use synod_examples::consistent_core::{PeerBatch, decode_peer_batch, encode_peer_batch};
 use synod_examples::resp::client::reply_limits;
 use synod_examples::resp::{Limits, Value, parse_command};
 use synod_sim::SimRng;
@@ -144,7 +146,7 @@ fn kv_command(rng: &mut SimRng) -> KvCommand {
 }
 
 /// A valid encoding of each thing a node decodes from its peers, and from its disk.
-fn peer_payloads(rng: &mut SimRng) -> [Vec<u8>; 4] {
+fn peer_payloads(rng: &mut SimRng) -> [Vec<u8>; 6] {
     let request = Request::Write {
         command: kv_command(rng),
         session: Some(SessionSeq {
@@ -187,6 +189,11 @@ fn peer_payloads(rng: &mut SimRng) -> [Vec<u8>; 4] {
         );
     }
     let encode = |r: &Request| postcard::to_stdvec(r).expect("encodes");
+    let forwards = PeerBatch::Forwards(vec![(rng.next_u64(), request.clone()), (7, read.clone())]);
+    let answers = PeerBatch::Answers(vec![
+        (rng.below(99), response.clone()),
+        (3, Response::Retry("again".into())),
+    ]);
     [
         if rng.below(2) == 0 {
             encode(&request)
@@ -196,6 +203,8 @@ fn peer_payloads(rng: &mut SimRng) -> [Vec<u8>; 4] {
         postcard::to_stdvec(&response).expect("encodes"),
         logged.encode(),
         store.snapshot(),
+        encode_peer_batch(&forwards),
+        encode_peer_batch(&answers),
     ]
 }
 
@@ -249,12 +258,23 @@ proptest! {
                     0 => postcard::from_bytes::<Request>(&bytes).is_ok(),
                     1 => postcard::from_bytes::<Response>(&bytes).is_ok(),
                     2 => LogCommand::decode(&bytes).is_some(),
-                    _ => KvStore::restore(&bytes).is_some(),
+                    3 => KvStore::restore(&bytes).is_some(),
+                    _ => matches!(decode_peer_batch(&bytes), Some(Ok(_))),
                 });
                 prop_assert!(held <= alloc_bound(bytes.len()), "{held} bytes for {}", bytes.len());
                 if &bytes == valid {
                     prop_assert!(ok, "a valid encoding of kind {kind} decodes");
                 }
+            }
+            if kind >= 4 {
+                // A batch cut short is refused whole, wherever the cut falls: none of its
+                // requests (or answers) is taken.
+                let cut = rng.below(valid.len() as u64) as usize;
+                let decoded = decode_peer_batch(&valid[..cut]);
+                prop_assert!(
+                    matches!(decoded, Some(Err(_)) | None),
+                    "a batch cut to {cut} of {} bytes: {decoded:?}", valid.len()
+                );
             }
         }
     }
