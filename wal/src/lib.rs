@@ -157,7 +157,10 @@
 //!   writes and syncs everything pending, the others wait for it. No background thread.
 //! - [`SyncPolicy::Group`]: group commit by one background thread, which syncs once
 //!   `batch_bytes_max` bytes are pending or the oldest pending record has waited
-//!   `batch_delay_us_max`. A writer is released only by a sync that covered its record.
+//!   `batch_delay_us_max`, and at once when a writer waits for a record (a blocking append,
+//!   [`Wal::wait_durable`]): the records queued while that sync runs make the next batch. A
+//!   writer is released only by a sync that covered its record, and the end of a sync
+//!   wakes every writer it covered at once (one system call), not one after another.
 //!   [`SyncPolicy::group()`] gives the values to start from (1 ms, 1 MiB) and why.
 //! - [`SyncPolicy::Manual`]: nothing is written or synced until [`Wal::sync`] (or
 //!   [`Wal::wait_durable`]). The log then does all its I/O in the caller's thread and never
