@@ -112,6 +112,11 @@ pub enum Command {
         /// before it be deleted (default: the system's; the Consistent Core's is 10000).
         #[arg(long, value_name = "N")]
         snapshot_entries: Option<u64>,
+        /// Leaderless store: the keys a node's quorum store holds at most (default 10000;
+        /// `INFO` shows it). A write of another key past it is refused with an `OOM` error,
+        /// not retried.
+        #[arg(long, value_name = "N")]
+        keys_max: Option<usize>,
         /// File holding the default user's password: clients must authenticate (`AUTH
         /// password`, `redis-cli -a`). Secrets are read from files, never taken on the
         /// command line, where `ps` shows them.
@@ -396,6 +401,7 @@ pub fn run(cli: Cli) -> ExitCode {
             peers,
             data_dir,
             snapshot_entries,
+            keys_max,
             password_file,
             users_file,
             peer_secret_file,
@@ -434,7 +440,14 @@ pub fn run(cli: Cli) -> ExitCode {
                     None => Ok(o),
                 });
             match options {
-                Ok(options) => node(start, &options, &NodeSettings { snapshot_entries }),
+                Ok(options) => node(
+                    start,
+                    &options,
+                    &NodeSettings {
+                        snapshot_entries,
+                        keys_max,
+                    },
+                ),
                 Err(e) => {
                     eprintln!("synod node: {e}");
                     ExitCode::from(EXIT_ERROR)

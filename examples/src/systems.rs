@@ -32,6 +32,8 @@ pub const DEFAULT: &str = "consistent-core";
 pub struct NodeSettings {
     /// `--snapshot-entries`: entries applied between snapshots of the state.
     pub snapshot_entries: Option<u64>,
+    /// `--keys-max`: the keys a leaderless node's quorum store holds at most.
+    pub keys_max: Option<usize>,
 }
 
 /// Where a started node listens.

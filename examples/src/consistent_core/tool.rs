@@ -32,6 +32,11 @@ pub const EXIT_UNAVAILABLE: u8 = 1;
 ///
 /// As [`start`].
 pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<Listening, StartError> {
+    if settings.keys_max.is_some() {
+        return Err(StartError::Usage(
+            "--keys-max: only the leaderless store takes it".into(),
+        ));
+    }
     let core = match settings.snapshot_entries {
         Some(entries) => CoreOptions::default().snapshot_entries(entries),
         None => CoreOptions::default(),

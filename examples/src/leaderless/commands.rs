@@ -267,7 +267,7 @@ fn write(level: &Level, key: &[u8], value: Option<&[u8]>, extra: &[Vec<u8>]) -> 
 fn info_text(info: &Info) -> String {
     let mut out = format!(
         "node_id:{}\r\nsystem:leaderless\r\nmode:{}\r\nserving:{}\r\ntable_version:{}\r\n\
-         partitions:{}\r\nreplication:{}\r\nkeys:{}\r\nhints:{}\r\n",
+         partitions:{}\r\nreplication:{}\r\nkeys:{}\r\nkeys_max:{}\r\nhints:{}\r\n",
         info.id,
         info.mode,
         info.serving,
@@ -275,6 +275,7 @@ fn info_text(info: &Info) -> String {
         info.partitions,
         info.replication,
         info.keys,
+        info.keys_max,
         info.hints
     );
     let voters: Vec<String> = info.voters.iter().map(ToString::to_string).collect();
@@ -300,6 +301,8 @@ pub fn settle(shape: Shape, response: Response) -> Value {
         (Shape::Write | Shape::Cas, Response::Failed(Failure::Unknown(why))) => {
             Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
         }
+        // At the key limit: sent again it would be refused again, so not `TRYAGAIN`.
+        (_, Response::Failed(Failure::Full(why))) => Value::Error(format!("OOM {why}")),
         // Refused, or a read that may be sent again.
         (_, Response::Failed(Failure::Refused(why) | Failure::Unknown(why))) => {
             Value::Error(format!("TRYAGAIN {why}"))

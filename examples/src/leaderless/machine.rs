@@ -262,6 +262,10 @@ pub enum Request {
 pub enum Failure {
     /// Not carried out, and it will not be: sending it again is safe.
     Refused(String),
+    /// A write of a new key not carried out because the coordinating replica holds
+    /// [`Config::keys_max`] keys: sent again it is refused again until keys are deleted or
+    /// the limit raised, so clients are told at once (RESP `OOM`), not asked to retry.
+    Full(String),
     /// A write may or may not have taken effect.
     Unknown(String),
 }
@@ -270,6 +274,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Refused(why) => write!(f, "refused: {why}"),
+            Failure::Full(why) => write!(f, "full: {why}"),
             Failure::Unknown(why) => write!(f, "outcome unknown: {why}"),
         }
     }
@@ -310,6 +315,8 @@ pub struct Info {
     pub members: Vec<MemberView>,
     /// Keys this replica holds.
     pub keys: usize,
+    /// Keys it holds at most ([`Config::keys_max`]).
+    pub keys_max: usize,
     /// Hints held for other replicas.
     pub hints: usize,
     /// Whether the members admitted this node (false while a new node asks them).
@@ -493,6 +500,8 @@ pub enum Forwarded {
     Refused(String),
     /// It may or may not have taken effect: [`Failure::Unknown`].
     Unknown(String),
+    /// Not carried out, the replica at its key limit: [`Failure::Full`].
+    Full(String),
 }
 
 /// One durable record of a node.
@@ -631,7 +640,10 @@ pub struct Config {
     pub timeout_ms: u64,
     /// Operations in flight in the quorum store (and writes forwarded to a replica).
     pub ops_in_flight_max: usize,
-    /// Keys the quorum store holds at most: a client's write of another key is refused.
+    /// Keys the quorum store holds at most (default 10,000; `synod node --keys-max`): a
+    /// client's write of another key, coordinated by this node, is refused with
+    /// [`Failure::Full`], which clients get at once (RESP `OOM`) rather than retry. Writes
+    /// other coordinators send it, hints, repairs and anti-entropy are not limited by it.
     pub keys_max: usize,
     /// Hints held for other replicas at most.
     pub hints_max: usize,
@@ -1369,6 +1381,7 @@ impl<M: Mode> Leaderless<M> {
             },
             Response::Failed(Failure::Unknown(why)) => Forwarded::Unknown(why),
             Response::Failed(Failure::Refused(why)) => Forwarded::Refused(why),
+            Response::Failed(Failure::Full(why)) => Forwarded::Full(why),
             other => Forwarded::Refused(format!("not a write's answer: {other:?}")),
         };
         self.gate
@@ -2208,8 +2221,12 @@ impl<M: Mode> Leaderless<M> {
         };
         let store = &store.protocol;
         if store.local_state(&key).is_none() && store.keys_held() >= self.config.keys_max {
-            let why = format!("the node holds {} keys, its most", self.config.keys_max);
-            return self.reply(to, Response::Failed(Failure::Refused(why)));
+            let why = format!(
+                "node {} holds {} keys, its most (keys_max; synod node --keys-max N raises \
+                 it): a write of a new key is refused until keys are deleted",
+                self.config.id, self.config.keys_max
+            );
+            return self.reply(to, Response::Failed(Failure::Full(why)));
         }
         let wall = self
             .config
@@ -2301,6 +2318,7 @@ impl<M: Mode> Leaderless<M> {
             },
             Forwarded::Refused(why) => Response::Failed(Failure::Refused(why)),
             Forwarded::Unknown(why) => Response::Failed(Failure::Unknown(why)),
+            Forwarded::Full(why) => Response::Failed(Failure::Full(why)),
         };
         self.reply(Waiting::Client(id), response);
     }
@@ -2358,6 +2376,7 @@ impl<M: Mode> Leaderless<M> {
             replication: self.table.replication(),
             members,
             keys: self.store().map_or(0, Coordinator::keys_held),
+            keys_max: self.config.keys_max,
             hints: self.store().map_or(0, Coordinator::hints_held),
             admitted: self.admission.is_none(),
             voters: self.voters.clone(),

@@ -57,6 +57,8 @@ pub const STARTS_MAX: u64 = u64::MAX - 1;
 #[derive(Debug, Default)]
 pub struct LeaderlessFiles {
     log: Option<LeaderlessLog<FileStorage>>,
+    /// `--keys-max`, if given ([`Config::keys_max`]).
+    keys_max: Option<usize>,
 }
 
 impl HostStore for LeaderlessFiles {
@@ -81,6 +83,9 @@ impl HostStore for LeaderlessFiles {
         config.wall_clock_at_zero = WallTime::from_nanos(since_epoch.as_nanos() as u64);
         config.seed = since_epoch.as_nanos() as u64 ^ boot.id.get();
         config.sync_bytes_max = 2 << 20;
+        if let Some(keys_max) = self.keys_max {
+            config.keys_max = keys_max;
+        }
         config.check().map_err(io::Error::other)?;
         Ok(Leaderless::start(config, recovered))
     }
@@ -184,7 +189,8 @@ impl Commands for Clients {
 const STATE: &[&str] = &[STORE_DIR, data_dir::INCARNATION_FILE];
 
 /// Starts a node of the leaderless store in this process (for `synod node --system
-/// leaderless`; see [`crate::systems::StartNode`]). It takes no system settings.
+/// leaderless`; see [`crate::systems::StartNode`]). It takes `--keys-max`
+/// ([`Config::keys_max`]).
 ///
 /// # Errors
 ///
@@ -199,7 +205,10 @@ pub fn start_node(options: &NodeOptions, settings: &NodeSettings) -> Result<List
         options,
         settings,
         spec,
-        LeaderlessFiles::default(),
+        LeaderlessFiles {
+            log: None,
+            keys_max: settings.keys_max,
+        },
         |host| Clients { host },
     )
 }

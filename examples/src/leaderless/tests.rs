@@ -1330,3 +1330,35 @@ fn a_membership_message_of_another_version_is_refused_naming_both_versions() {
     let info = c.node(1).info();
     assert!(info.members.iter().all(|m| m.state == "alive"), "{info:?}");
 }
+
+/// Issue 19: a write of a new key past the key limit was refused as a `Refused`, which
+/// RESP says as `TRYAGAIN`, so a client retried it until its timeout. Now it is
+/// [`Failure::Full`], naming the node and its limit, said as `OOM`, which no client
+/// retries; a key already held is still written.
+#[test]
+fn a_new_key_past_the_key_limit_is_refused_as_full_naming_the_limit() {
+    use crate::leaderless::commands::{Shape, settle};
+    use crate::resp::Value;
+    let mut c: Cluster<Vv> = Cluster::build(3, &[1, 2, 3], &[], |config| config.keys_max = 3);
+    c.run_for(1_000);
+    for k in ["a", "b", "c"] {
+        let response = c.put(1, k, "v", QUORUM, VersionVector::default());
+        assert!(written(&response), "{k}: {response:?}");
+    }
+    let refused = c.put(1, "d", "v", QUORUM, VersionVector::default());
+    let Response::Failed(Failure::Full(why)) = &refused else {
+        panic!("a fourth key answered {refused:?}");
+    };
+    assert!(
+        why.contains("n1 holds 3 keys") && why.contains("--keys-max"),
+        "{why}"
+    );
+    match settle(Shape::Write, refused.clone()) {
+        Value::Error(e) => assert!(e.starts_with("OOM ") && e.contains("keys_max"), "{e}"),
+        other => panic!("settled as {other:?}"),
+    }
+    // A key it holds is written as ever, and INFO shows the limit.
+    let again = c.put(1, "a", "w", QUORUM, VersionVector::default());
+    assert!(written(&again), "{again:?}");
+    assert_eq!(c.node(1).info().keys_max, 3);
+}

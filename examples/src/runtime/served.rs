@@ -44,6 +44,11 @@ where
             "--snapshot-entries: the {system} store keeps no log to snapshot"
         )));
     }
+    if settings.keys_max.is_some() && system != "leaderless" {
+        return Err(StartError::Usage(format!(
+            "--keys-max: only the leaderless store takes it, not the {system} store"
+        )));
+    }
     let started = host::start(options, spec, store, |host| Resp::new(commands(host)))?;
     Ok(Listening {
         peers: started.peers,
