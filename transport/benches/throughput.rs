@@ -21,7 +21,8 @@
 //!
 //! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 seconds in all). A filter
 //! argument runs only the figures whose name contains it (`cargo bench -p synod-transport
-//! --bench throughput -- batch`).
+//! --bench throughput -- batch` for the `send_batch` stream and its baseline, `-- stream` for
+//! both one-way streams).
 
 use std::collections::VecDeque;
 use std::io::{BufWriter, Read, Write};
@@ -415,7 +416,7 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument runs only the figures whose name
-    // contains it (`-- batch` for the one-way stream alone).
+    // contains it (`-- batch` for the batched one-way stream alone).
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let plan = plan();
@@ -452,36 +453,53 @@ fn main() {
             pipe.push(transport_pipeline_batch_rate(&client, plan.window));
             pipe_each.push(transport_pipeline_rate(&client, plan.window));
         }
-        if wanted("transport.batch_64b_vs_raw_stream") {
-            let w = plan.window;
+        let (batched, each) = (
+            wanted("transport.batch_64b_vs_raw_stream"),
+            wanted("transport.send_each_64b_vs_raw_stream"),
+        );
+        let w = plan.window;
+        if batched || each {
             raw_stream.push(cpu[0].measure(w, || raw_stream_rate(w)));
+        }
+        if batched {
             stream.push(cpu[1].measure(w, || transport_stream_rate(w, STREAM_BATCH)));
+        }
+        if each {
             stream_each.push(cpu[2].measure(w, || transport_stream_rate(w, 1)));
         }
     }
-    if !stream.is_empty() {
+    if !raw_stream.is_empty() {
         let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
-        let stream = report(
-            "transport one-way (send_batch of 100)",
-            "msg/s",
-            &mut stream,
-        );
-        let stream_each = report("transport one-way (send each)", "msg/s", &mut stream_each);
         println!(
-            "  CPU per message, both ends (all threads; ticks of 10 ms): raw {:.0} ns, \
-             send_batch {:.0} ns, send each {:.0} ns",
-            cpu[0].ns_per_message(),
-            cpu[1].ns_per_message(),
-            cpu[2].ns_per_message()
+            "  CPU per message, both ends (all threads; ticks of 10 ms): raw {:.0} ns",
+            cpu[0].ns_per_message()
         );
-        println!(
-            "ratio transport.batch_64b_vs_raw_stream {:.3}",
-            stream / raw_stream
-        );
-        println!(
-            "ratio transport.send_each_64b_vs_raw_stream {:.3}",
-            stream_each / raw_stream
-        );
+        if !stream.is_empty() {
+            let stream = report(
+                "transport one-way (send_batch of 100)",
+                "msg/s",
+                &mut stream,
+            );
+            println!(
+                "  CPU per message: send_batch {:.0} ns",
+                cpu[1].ns_per_message()
+            );
+            println!(
+                "ratio transport.batch_64b_vs_raw_stream {:.3}",
+                stream / raw_stream
+            );
+        }
+        if !stream_each.is_empty() {
+            let stream_each = report("transport one-way (send each)", "msg/s", &mut stream_each);
+            println!(
+                "  CPU per message: send each {:.0} ns",
+                cpu[2].ns_per_message()
+            );
+            println!(
+                "ratio transport.send_each_64b_vs_raw_stream {:.3}",
+                stream_each / raw_stream
+            );
+        }
     }
     if !rtt.is_empty() {
         let raw_rtt = report("raw ping-pong rtt", "us", &mut raw_rtt);

@@ -424,7 +424,9 @@ pub struct Envelope {
 }
 
 /// Bytes a postcard envelope adds to its payload, at most (five varints of up to ten bytes).
-pub const ENVELOPE_OVERHEAD_BYTES_MAX: usize = 50;
+pub const ENVELOPE_OVERHEAD_BYTES_MAX: usize = 5 * VARINT_BYTES_MAX;
+/// Bytes of one varint `u64`, at most.
+pub(crate) const VARINT_BYTES_MAX: usize = 10;
 
 impl Envelope {
     /// Appends this envelope's encoding to `out` (as inside a messages frame).
@@ -433,20 +435,38 @@ impl Envelope {
     /// writing the varints by hand is several times faster than going through serde.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.payload.len() + ENVELOPE_OVERHEAD_BYTES_MAX);
-        put_varint(out, self.correlation.0);
-        put_varint(
-            out,
-            match self.kind {
-                MessageKind::Request => 0,
-                MessageKind::Response => 1,
-                MessageKind::OneWay => 2,
-            },
-        );
-        put_varint(out, self.from.get());
-        put_varint(out, self.to.get());
-        put_varint(out, self.payload.len() as u64);
-        out.extend_from_slice(&self.payload);
+        put_envelope_head(out, self.correlation, self.kind, self.from, self.to);
+        put_payload(out, &self.payload);
     }
+}
+
+/// Appends the fields of an envelope that come before its payload (correlation, kind,
+/// sender, receiver). A sender of many envelopes with the same head encodes it once and
+/// follows each copy of it with [`put_payload`].
+pub(crate) fn put_envelope_head(
+    out: &mut Vec<u8>,
+    correlation: CorrelationId,
+    kind: MessageKind,
+    from: NodeId,
+    to: NodeId,
+) {
+    put_varint(out, correlation.0);
+    put_varint(
+        out,
+        match kind {
+            MessageKind::Request => 0,
+            MessageKind::Response => 1,
+            MessageKind::OneWay => 2,
+        },
+    );
+    put_varint(out, from.get());
+    put_varint(out, to.get());
+}
+
+/// Appends an envelope's payload after its head: its length, then its bytes.
+pub(crate) fn put_payload(out: &mut Vec<u8>, payload: &[u8]) {
+    put_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
 }
 
 impl Envelope {

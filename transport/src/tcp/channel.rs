@@ -14,7 +14,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::completion::{Completer, completion};
 use crate::config::Overflow;
 use crate::error::{BatchSendError, Disconnect, RequestError, SendError};
-use crate::frame::{Envelope, FrameKind, HEADER_BYTES, MessageKind, begin_frame, finish_frame};
+use crate::frame::{
+    ENVELOPE_OVERHEAD_BYTES_MAX, Envelope, FrameKind, HEADER_BYTES, MessageKind, VARINT_BYTES_MAX,
+    begin_frame, finish_frame, put_envelope_head, put_payload,
+};
 use crate::ids::{CorrelationId, NodeId};
 use crate::stream::Stream;
 
@@ -200,10 +203,23 @@ impl Channel {
     /// would only cost a context switch.
     pub(super) fn enqueue(&self, sh: &Shared, st: &mut ChannelState, queued: Queued) -> bool {
         let c = &sh.config;
+        self.enqueue_with(sh, st, |outbox| {
+            outbox.push(&queued, c.batch_bytes_max, c.frame_bytes_max);
+        })
+    }
+
+    /// Adds to the queue with `push`; returns whether the writer thread has news, as
+    /// [`enqueue`](Self::enqueue) says.
+    fn enqueue_with(
+        &self,
+        sh: &Shared,
+        st: &mut ChannelState,
+        push: impl FnOnce(&mut Outbox),
+    ) -> bool {
+        let c = &sh.config;
         let was_empty = st.outbox.is_empty();
         let was_full = st.outbox.envelope_bytes >= c.batch_bytes_max;
-        st.outbox
-            .push(&queued, c.batch_bytes_max, c.frame_bytes_max);
+        push(&mut st.outbox);
         if was_empty {
             st.batch_started = Some(Instant::now());
         }
@@ -383,49 +399,120 @@ impl Channel {
     }
 
     /// Queues one one-way message per payload, in order, under one lock, and gets them
-    /// written together: by the caller when the channel is idle and the queue fills a
-    /// frame (`batch_bytes_max`), otherwise by the writer thread. Returns how
-    /// many were queued: all of them, unless an error stopped the batch, in which case the
-    /// ones before it are queued and the error says how many they are.
+    /// written together: by the caller when the channel is idle and the queue fills a frame
+    /// (`batch_bytes_max`), otherwise by the writer thread. Returns how many were queued:
+    /// all of them, unless an error stopped the batch, in which case the ones before it are
+    /// queued and the error says how many they are.
+    ///
+    /// The envelopes are encoded before the lock is taken, each payload as the caller's
+    /// iterator yields it (so the iterator never runs under the lock), into one buffer as
+    /// large as the encoded batch; under the lock they are admitted as many at once as the
+    /// queue has room for and copied in one piece per frame: not a check and an encoding
+    /// per message under the lock. Every envelope of a batch has the same head, encoded
+    /// once.
     pub(super) fn send_batch(
         &self,
         sh: &Shared,
         payloads: impl IntoIterator<Item = Bytes>,
     ) -> Result<usize, BatchSendError> {
-        // Sizes are checked before anything is queued: a payload too large sends nothing.
-        // The payloads are taken before the lock, so that the caller's iterator never runs
-        // under it; they are encoded under it, one at a time (measured: encoding the whole
-        // batch into a vector of envelopes first cost about a tenth of the CPU a message
-        // takes from sender to receiver).
-        let batch: Vec<Bytes> = payloads.into_iter().collect();
-        let max = sh.config.payload_bytes_max();
-        if let Some(p) = batch.iter().find(|p| p.len() > max) {
-            return Err(SendError::TooLarge { len: p.len(), max }.into());
+        let c = &sh.config;
+        let max = c.payload_bytes_max();
+        let mut head = Vec::with_capacity(ENVELOPE_OVERHEAD_BYTES_MAX);
+        put_envelope_head(
+            &mut head,
+            CorrelationId(0),
+            MessageKind::OneWay,
+            c.node,
+            self.peer,
+        );
+        let payloads = payloads.into_iter();
+        let hint = payloads.size_hint().0.min(c.outbound_messages_max);
+        let mut encoded = Vec::new();
+        let mut ends = Vec::with_capacity(hint);
+        for payload in payloads {
+            // Sizes are checked before anything is queued: a payload too large sends
+            // nothing.
+            if payload.len() > max {
+                return Err(SendError::TooLarge {
+                    len: payload.len(),
+                    max,
+                }
+                .into());
+            }
+            if encoded.is_empty() {
+                // Room for as many more like the first as the iterator promises, up to
+                // what the queue holds.
+                let each = head.len() + VARINT_BYTES_MAX + payload.len();
+                encoded.reserve(hint.saturating_mul(each).min(c.outbound_bytes_max));
+            }
+            encoded.extend_from_slice(&head);
+            put_payload(&mut encoded, &payload);
+            ends.push(encoded.len());
         }
-        let count = batch.len();
+        self.queue_encoded(sh, &encoded, &ends)
+            .map(|()| ends.len())
+            .map_err(|(queued, error)| BatchSendError { queued, error })
+    }
+
+    /// Queues the envelopes encoded back to back in `encoded` (envelope `k` ends at
+    /// `ends[k]`) under one lock, admitting as many at once as the queue has room for, and
+    /// gets them written as [`send_batch`](Self::send_batch) says. On an error, the
+    /// envelopes before the one refused stay queued; returns how many those are.
+    fn queue_encoded(
+        &self,
+        sh: &Shared,
+        encoded: &[u8],
+        ends: &[usize],
+    ) -> Result<(), (usize, SendError)> {
+        let c = &sh.config;
         let mut st = self.state.lock();
         let mut wake = false;
-        let mut result = Ok(count);
-        for (k, payload) in batch.into_iter().enumerate() {
-            let queued = self
-                .encode(sh, MessageKind::OneWay, CorrelationId(0), payload)
-                .expect("the size was checked");
-            st = match self.admit(sh, st, queued.envelope_bytes(), false) {
-                Ok(admitted) => admitted,
-                Err(err) => {
-                    // The messages queued so far stay queued, and the error counts them.
-                    result = Err(BatchSendError {
-                        queued: k,
-                        error: match err {
+        let mut result = Ok(());
+        let (mut k, mut from) = (0, 0);
+        while k < ends.len() {
+            // How many of the rest fit in the queue now (none when the channel is closed
+            // or has no connection, for `admit` to say why).
+            let mut j = k;
+            let usable =
+                !st.closed && !sh.is_closing() && (st.conn.is_some() || self.dial.is_some());
+            if usable {
+                let last = ends
+                    .len()
+                    .min(k + c.outbound_messages_max.saturating_sub(st.outbox.messages));
+                let bytes_room = c
+                    .outbound_bytes_max
+                    .saturating_sub(st.outbox.envelope_bytes + st.writing_bytes);
+                while j < last && ends[j] - from <= bytes_room {
+                    j += 1;
+                }
+            }
+            if j == k {
+                // Full (or unusable): wait for room as `send` does, or fail.
+                st = match self.admit(sh, st, ends[k] - from, false) {
+                    Ok(admitted) => admitted,
+                    Err(err) => {
+                        let err = match err {
                             RequestError::Send(err) => err,
                             _ => SendError::Shutdown,
-                        },
-                    });
-                    st = self.state.lock();
-                    break;
-                }
-            };
-            wake |= self.enqueue(sh, &mut st, queued);
+                        };
+                        result = Err((k, err));
+                        st = self.state.lock();
+                        break;
+                    }
+                };
+                continue;
+            }
+            wake |= self.enqueue_with(sh, &mut st, |outbox| {
+                outbox.push_encoded(
+                    encoded,
+                    from,
+                    &ends[k..j],
+                    c.batch_bytes_max,
+                    c.frame_bytes_max,
+                );
+            });
+            from = ends[j - 1];
+            k = j;
         }
         if st.outbox.is_empty() {
             return result;
@@ -434,7 +521,7 @@ impl Channel {
         // writer thread's batching, as single sends do (measured: batches of 100 64-byte
         // messages written by the caller each cost more CPU per message than the writer
         // thread's fuller writes).
-        let origin = if st.outbox.envelope_bytes >= sh.config.batch_bytes_max {
+        let origin = if st.outbox.envelope_bytes >= c.batch_bytes_max {
             Origin::Formed
         } else {
             Origin::OneWay

@@ -272,7 +272,9 @@ impl TcpTransport {
     /// writer thread; a smaller batch joins the writer thread's batching as `send`'s
     /// messages do. A sender with many messages for one peer at hand (the appends of one
     /// round of a replicated log, say) pays one lock and one lookup for all of them, where
-    /// `send` in a loop pays them per message.
+    /// `send` in a loop pays them per message. The messages are encoded before the lock is
+    /// taken, into one buffer of the calling thread's as large as the encoded batch (about
+    /// the payloads' size), freed when the call returns.
     ///
     /// Returns how many messages were queued (all of them).
     ///

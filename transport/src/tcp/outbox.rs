@@ -54,23 +54,60 @@ impl Outbox {
     /// Appends `queued`, in the open frame if it fits within `batch_bytes_max` (or the
     /// frame is empty), else in a new one.
     pub(super) fn push(&mut self, queued: &Queued, batch_bytes_max: usize, frame_bytes_max: usize) {
-        let open = match self.open {
-            Some(start)
-                if self.bytes.len() - start - HEADER_BYTES + queued.len > batch_bytes_max =>
-            {
-                finish_frame(&mut self.bytes, start, FrameKind::Messages, frame_bytes_max)
-                    .expect("a frame holds at most batch_bytes_max, or one message");
-                None
-            }
-            open => open,
-        };
-        if open.is_none() {
-            self.open = Some(begin_frame(&mut self.bytes));
-            self.frames += 1;
-        }
+        self.open_frame_for(queued.len, batch_bytes_max, frame_bytes_max);
         queued.envelope.encode_into(&mut self.bytes);
         self.messages += 1;
         self.envelope_bytes += queued.len;
+    }
+
+    /// Appends envelopes already encoded back to back in `encoded`, from offset `from` on:
+    /// envelope `k` ends at `ends[k]`. Frames are split as [`push`](Self::push) splits
+    /// them, but each frame's share is copied in one piece.
+    pub(super) fn push_encoded(
+        &mut self,
+        encoded: &[u8],
+        mut from: usize,
+        ends: &[usize],
+        batch_bytes_max: usize,
+        frame_bytes_max: usize,
+    ) {
+        let mut k = 0;
+        while k < ends.len() {
+            let start = self.open_frame_for(ends[k] - from, batch_bytes_max, frame_bytes_max);
+            // Envelope k goes in this frame; so do those after it that end within its room.
+            let room = (start + HEADER_BYTES + batch_bytes_max).saturating_sub(self.bytes.len());
+            let mut j = k + 1;
+            while j < ends.len() && ends[j] - from <= room {
+                j += 1;
+            }
+            let end = ends[j - 1];
+            self.bytes.extend_from_slice(&encoded[from..end]);
+            self.messages += j - k;
+            self.envelope_bytes += end - from;
+            from = end;
+            k = j;
+        }
+    }
+
+    /// Makes sure a frame is open that an envelope of `len` bytes may join (the open one
+    /// if it stays within `batch_bytes_max`, or a new, empty one); returns where it begins.
+    fn open_frame_for(
+        &mut self,
+        len: usize,
+        batch_bytes_max: usize,
+        frame_bytes_max: usize,
+    ) -> usize {
+        if let Some(start) = self.open {
+            if self.bytes.len() - start - HEADER_BYTES + len <= batch_bytes_max {
+                return start;
+            }
+            finish_frame(&mut self.bytes, start, FrameKind::Messages, frame_bytes_max)
+                .expect("a frame holds at most batch_bytes_max, or one message");
+        }
+        let start = begin_frame(&mut self.bytes);
+        self.open = Some(start);
+        self.frames += 1;
+        start
     }
 
     /// Moves the queue into `out` (which must be empty), leaving this outbox empty; returns
@@ -182,5 +219,42 @@ mod tests {
         outbox.push(&queued(1, 10), batch_bytes_max, 1 << 20);
         outbox.clear();
         assert!(outbox.is_empty() && outbox.take(&mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn envelopes_queued_already_encoded_lay_out_exactly_as_one_at_a_time() {
+        // Small, one over the batch limit, then small again, across several frames; the
+        // encoded ones are queued in two pieces, the first ending mid-frame.
+        let lens = [10, 10, 10, 10, 10, 10, 10, 300, 10, 10, 0, 40, 40];
+        let (batch_bytes_max, frame_bytes_max) = (100, 1 << 20);
+        let mut one_at_a_time = Outbox::default();
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
+        for (n, &len) in lens.iter().enumerate() {
+            let q = queued(n as u64, len);
+            one_at_a_time.push(&q, batch_bytes_max, frame_bytes_max);
+            q.envelope.encode_into(&mut encoded);
+            ends.push(encoded.len());
+        }
+        let mut together = Outbox::default();
+        together.push_encoded(&encoded, 0, &ends[..4], batch_bytes_max, frame_bytes_max);
+        together.push_encoded(
+            &encoded,
+            ends[3],
+            &ends[4..],
+            batch_bytes_max,
+            frame_bytes_max,
+        );
+        assert_eq!(together.bytes, one_at_a_time.bytes);
+        assert_eq!(together.open, one_at_a_time.open);
+        assert_eq!(
+            (together.frames, together.messages, together.envelope_bytes),
+            (
+                one_at_a_time.frames,
+                one_at_a_time.messages,
+                one_at_a_time.envelope_bytes
+            )
+        );
+        assert_eq!(together.frames, 5);
     }
 }

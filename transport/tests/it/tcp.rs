@@ -595,6 +595,27 @@ fn a_one_way_batch_stopped_by_a_full_queue_says_how_many_were_queued() {
     assert_eq!(b.stats().messages_sent, 11);
 }
 
+/// A blocking sender's batch larger than the whole queue is queued as room frees up, as
+/// many at a time as fit, and arrives whole and in order.
+#[test]
+fn a_one_way_batch_larger_than_the_queue_waits_for_room_and_arrives_in_order() {
+    let a = start(config(1));
+    let b = start(config(2).outbound_messages_max(16));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    let payloads = (0u32..2000).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
+    assert_eq!(b.send_batch(NodeId::new(1), payloads).unwrap(), 2000);
+    let mut got = Vec::new();
+    while got.len() < 2000 {
+        let n = a.recv_batch(&mut got, 4096, PATIENCE);
+        assert!(n > 0, "only {} of 2000 messages arrived", got.len());
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(&m.payload()[..], &(i as u32).to_le_bytes());
+    }
+    assert_eq!(b.stats().messages_sent, 2000);
+}
+
 #[test]
 fn a_request_batch_with_a_payload_too_large_sends_nothing() {
     let (_a, b) = pair();
