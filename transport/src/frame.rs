@@ -385,10 +385,31 @@ impl FrameDecoder {
         // application's lowers for every message, a cache line bouncing between cores
         // (measured at about 7% of a one-way stream's CPU); copied, each frame has its
         // own, and the decoder's buffer stays unshared, so its space is reused in place.
+        //
+        // That count is also kept on a cache line of its own (see [`FramePayload`]).
         self.buf.advance(HEADER_BYTES);
-        let payload = Bytes::copy_from_slice(&self.buf[..len]);
+        let payload = Bytes::from_owner(FramePayload(self.buf[..len].to_vec()));
         self.buf.advance(len);
         Ok(Some(Frame { kind, payload }))
+    }
+}
+
+/// A decoded frame's payload, owned by the [`Bytes`] its messages are slices of.
+///
+/// Aligned to a cache line so that the reference count `Bytes::from_owner` keeps beside it
+/// is alone on its line. A plain `Bytes` of a vector keeps its count in a small allocation
+/// of its own, which can share a line with the previous frame's: the reader raising one
+/// frame's count for each message it decodes while the application lowers the previous
+/// frame's for each message it drops would then bounce that line between two cores.
+/// Measured on a one-way stream of 64-byte messages: 71 to 75 ns of CPU per message
+/// against 78 to 84 ns before, in alternating runs; the two atomic operations per message
+/// themselves remain (about 9% of the stream's CPU).
+#[repr(align(64))]
+struct FramePayload(Vec<u8>);
+
+impl AsRef<[u8]> for FramePayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
