@@ -432,7 +432,9 @@ impl TcpTransport {
 
     /// Moves up to `max` received requests and messages into `out`, waiting at most
     /// `timeout` for the first; returns how many were moved. Cheaper per message than
-    /// [`recv`](Self::recv) when many arrive.
+    /// [`recv`](Self::recv) when many arrive, and cheapest into an empty `out` with room
+    /// for all that waits (cleared and reused from call to call): the queue's buffer and
+    /// `out`'s then trade places rather than each message being moved.
     pub fn recv_batch(&self, out: &mut Vec<Incoming>, max: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         let sh = &self.shared;
@@ -447,7 +449,14 @@ impl TcpTransport {
             }
         }
         let n = inbound.len().min(max);
-        out.extend(inbound.drain(..n));
+        if n > 0 && n == inbound.len() && out.is_empty() && out.capacity() >= n {
+            // Everything waiting, into an empty vector with room for it: the queue and the
+            // vector trade buffers, rather than each message being moved.
+            let spare = VecDeque::from(std::mem::take(out));
+            *out = Vec::from(std::mem::replace(&mut *inbound, spare));
+        } else {
+            out.extend(inbound.drain(..n));
+        }
         drop(inbound);
         if n > 0 {
             sh.inbound_changed.notify_all();

@@ -616,6 +616,56 @@ fn a_one_way_batch_larger_than_the_queue_waits_for_room_and_arrives_in_order() {
     assert_eq!(b.stats().messages_sent, 2000);
 }
 
+/// `recv_batch` into an empty vector with room takes the queue's buffer whole (and leaves
+/// its own to the queue); into a vector that holds messages, or with a smaller `max`, it
+/// moves them. Either way every message arrives once, in order, after those taken before.
+#[test]
+fn recv_batch_takes_messages_in_order_whether_it_trades_buffers_or_moves_them() {
+    let (a, b) = pair();
+    let mut next = 0u32;
+    let mut send = |n: u32| {
+        let payloads = (next..next + n).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
+        assert_eq!(b.send_batch(NodeId::new(1), payloads).unwrap(), n as usize);
+        next += n;
+    };
+    let mut got: Vec<u32> = Vec::new();
+    let mut take = |out: &mut Vec<synod_transport::Incoming>, max: usize, want: usize| {
+        let mut moved = 0;
+        while moved < want {
+            let n = a.recv_batch(out, max, PATIENCE);
+            assert!(n > 0, "only {moved} of {want} messages arrived");
+            assert!(n <= max, "{n} messages taken with a max of {max}");
+            moved += n;
+        }
+        got.extend(
+            out.drain(..)
+                .map(|m| u32::from_le_bytes(m.payload()[..].try_into().unwrap())),
+        );
+    };
+    // Into empty vectors with room: the buffers are traded (each round, the vector the
+    // queue handed out comes back as the next one's).
+    let mut out = Vec::with_capacity(1024);
+    for _ in 0..3 {
+        send(200);
+        take(&mut out, 1024, 200);
+    }
+    // A smaller max, then a vector already holding a message: moved.
+    send(50);
+    take(&mut out, 7, 50);
+    send(30);
+    let mut held = vec![synod_transport::Incoming::message(
+        NodeId::new(9),
+        Bytes::from_static(b"held"),
+    )];
+    while held.len() < 31 {
+        assert!(a.recv_batch(&mut held, 1024, PATIENCE) > 0);
+    }
+    assert_eq!(&held[0].payload()[..], b"held");
+    held.remove(0);
+    take(&mut held, 1024, 0);
+    assert_eq!(got, (0..next).collect::<Vec<u32>>());
+}
+
 #[test]
 fn a_request_batch_with_a_payload_too_large_sends_nothing() {
     let (_a, b) = pair();
