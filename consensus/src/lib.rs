@@ -174,8 +174,10 @@
 //! durably on a majority. The leader advances it only through an entry of its own term
 //! (an older entry on a majority can still be overwritten: the paper's Figure 8), which is
 //! why each new leader appends a no-op ([`Payload::Noop`]); it counts its own copy only
-//! once its own store has acknowledged it. Followers learn the mark from the leader, and
-//! only entries below it are applied. Kafka's high watermark, Raft's commitIndex.
+//! once its own store has acknowledged it. Followers learn the mark from the leader, on its
+//! next append or heartbeat, or at its next tick if neither went out (not in a message of
+//! its own per commit), and at once when a read they forwarded waits for it; only entries
+//! below it are applied. Kafka's high watermark, Raft's commitIndex.
 //!
 //! **Replicated Log.** The leader appends entries and sends them with the index and term of
 //! the entry before them; a follower accepts only if its log has that entry (so logs that

@@ -45,6 +45,10 @@ pub(crate) struct Progress {
     pub(crate) acked_round: u64,
     /// The commit index the follower was last told (capped by what it held then).
     pub(crate) commit_sent: LogIndex,
+    /// The highest read index answered to a read this follower forwarded: it serves the
+    /// read once it has applied that far, so it is told a commit index up to there at once
+    /// (other commit indexes wait for the next append, heartbeat or tick).
+    pub(crate) commit_wanted: LogIndex,
     /// The first heartbeat round sent in `Replicate` since the last answer checked, with
     /// the last index streamed to the follower before it. Over a link that delivers in
     /// order, an answer to that round (or a later one) reporting a shorter log means
@@ -66,6 +70,7 @@ impl Progress {
             progress_tick: tick,
             acked_round: 0,
             commit_sent: LogIndex::ZERO,
+            commit_wanted: LogIndex::ZERO,
             heartbeat_check: None,
         }
     }

@@ -386,6 +386,11 @@ impl Node {
                 self.heartbeat_elapsed = 0;
                 self.broadcast_heartbeat();
             }
+            // A commit index no append carried since: followers apply it within a tick.
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for peer in peers {
+                self.send_commit(peer, true);
+            }
         } else if self.election.elapsed >= self.election.timeout && self.is_voter() {
             self.campaign(false);
         }

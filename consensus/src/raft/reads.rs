@@ -339,6 +339,14 @@ impl Node {
         match read.origin {
             ReadOrigin::Local => self.reads.answered.push(ReadState { id: read.id, index }),
             ReadOrigin::Remote(peer) => {
+                if let Some(at) = index {
+                    // The follower serves the read once it has applied `at`: it learns
+                    // the commit index that far before the answer, not at the next tick.
+                    if let Some(pr) = self.progress.get_mut(&peer) {
+                        pr.commit_wanted = pr.commit_wanted.max(at);
+                    }
+                    self.send_commit(peer, false);
+                }
                 self.send_now(peer, MessageBody::ReadIndexResponse { id: read.id, index });
             }
         }

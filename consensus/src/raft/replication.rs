@@ -86,7 +86,7 @@ impl Node {
     }
 
     /// Fills the follower's pipeline; if there was nothing to send, tells it about a
-    /// commit index it has not heard of yet.
+    /// commit index a read it forwarded waits for (see [`Node::send_commit`]).
     pub(super) fn send_appends(&mut self, peer: NodeId) {
         let mut sent = false;
         while self.send_append(peer, false) {
@@ -100,18 +100,25 @@ impl Node {
             }
         }
         if !sent {
-            self.send_commit(peer);
+            self.send_commit(peer, false);
         }
     }
 
     /// An empty append at the follower's match index, carrying the commit index: it
-    /// cannot be rejected, whatever else is in flight.
-    fn send_commit(&mut self, peer: NodeId) {
+    /// cannot be rejected, whatever else is in flight. Sent only if the follower was not
+    /// told that far yet, and, unless `due`, only as far as a read it forwarded waits for:
+    /// a commit index nothing waits for rides on the next append or heartbeat, or goes out
+    /// at the next tick (`due`), instead of costing each follower a message, a wake-up and
+    /// an answer per commit.
+    pub(super) fn send_commit(&mut self, peer: NodeId, due: bool) {
         let commit = self.commit;
         let Some(pr) = self.progress.get(&peer) else {
             return;
         };
-        let target = commit.min(pr.match_index);
+        let mut target = commit.min(pr.match_index);
+        if !due {
+            target = target.min(pr.commit_wanted);
+        }
         if pr.state != ProgressState::Replicate || pr.commit_sent >= target {
             return;
         }
@@ -120,7 +127,7 @@ impl Node {
             return;
         };
         if let Some(pr) = self.progress.get_mut(&peer) {
-            pr.commit_sent = target;
+            pr.commit_sent = commit.min(prev_index);
         }
         self.send_now(
             peer,
@@ -294,6 +301,7 @@ impl Node {
                 }
             }
             pr.heartbeat_sent(round);
+            pr.commit_sent = pr.commit_sent.max(commit);
             self.send_now(peer, MessageBody::Heartbeat { commit, round });
             if resend_snapshot {
                 self.send_snapshot_chunk(peer);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use synod_consensus::{Message, MessageBody, NodeId};
+use synod_consensus::{Message, MessageBody, NodeId, ReadId};
 
 use crate::stepped::Cluster;
 
@@ -44,6 +44,9 @@ fn steady_proposals_send_each_entry_once_to_a_healthy_follower() {
         c.deliver_hop();
     }
     c.deliver_all();
+    // The last commit index rides on no append: followers hear it at the next tick.
+    c.tick_all();
+    c.deliver_all();
     assert_eq!(c.leader(), Some(n(1)), "one leader throughout");
     let last = c.node(n(1)).last_index();
     for id in [n(1), n(2), n(3)] {
@@ -61,6 +64,86 @@ fn steady_proposals_send_each_entry_once_to_a_healthy_follower() {
     );
     assert!(heartbeats >= 1_000, "heartbeats interleaved: {heartbeats}");
     assert_eq!(twice, 0, "entries delivered to a follower twice");
+}
+
+/// Appends that carry no entries, delivered to a follower.
+fn empty_appends(delivered: &[Message]) -> usize {
+    delivered
+        .iter()
+        .filter(|m| matches!(&m.body, MessageBody::Append { entries, .. } if entries.is_empty()))
+        .count()
+}
+
+/// Each commit used to be announced to every follower in an empty append of its own, which
+/// each follower answered: two messages per follower per commit. The commit index now rides
+/// on the next append, and reaches an idle follower at the leader's next tick.
+#[test]
+fn a_commit_rides_on_the_next_append_and_reaches_an_idle_follower_within_a_tick() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    c.record_delivered = true;
+    let mut last = c.node(n(1)).last_index();
+    for step in 0..20 {
+        let before = last;
+        last = c.propose(n(1), &format!("w{step}"));
+        c.deliver_all();
+        assert_eq!(c.node(n(1)).commit_index(), last);
+        for id in [n(2), n(3)] {
+            // What the append of `last` said was committed when it left.
+            assert_eq!(c.node(id).commit_index(), before, "{id} at {step}");
+        }
+    }
+    assert_eq!(empty_appends(&c.delivered), 0, "commit-only appends sent");
+    c.tick(n(1));
+    c.deliver_all();
+    for id in [n(2), n(3)] {
+        assert_eq!(c.node(id).commit_index(), last, "{id} after a tick");
+        assert_eq!(c.applied(id), last, "{id} applied");
+    }
+    assert!(c.violation.is_none(), "{:?}", c.violation);
+}
+
+/// Delivers every message but those to `held_for`, until none is left; returns those, in
+/// the order they were sent (a link that delays, and keeps its order).
+fn deliver_all_but(c: &mut Cluster, held_for: NodeId) -> Vec<Message> {
+    let mut held = Vec::new();
+    while c.in_flight() > 0 {
+        for message in c.take_all() {
+            if message.to == held_for {
+                held.push(message);
+            } else {
+                c.deliver(message);
+            }
+        }
+    }
+    held
+}
+
+/// A follower serves a linearizable read once it has applied the leader's read index, so
+/// that index reaches it at once, not at the next tick, even when the entry behind it
+/// reaches the follower only after the leader confirmed the read.
+#[test]
+fn a_follower_read_has_its_index_committed_there_without_waiting_for_a_tick() {
+    let mut c = Cluster::new(3, |b| b);
+    c.elect(n(1));
+    c.deliver_all();
+    let index = c.propose(n(1), "x");
+    // n3's link is slow: n2's acknowledgement commits the entry, and then n2's answer to
+    // the heartbeat round confirms n3's read, while the append, the round and the answer
+    // are still on their way to n3.
+    let mut held = deliver_all_but(&mut c, n(3));
+    assert_eq!(c.node(n(1)).commit_index(), index);
+    c.call(n(3), |r| r.read_index(ReadId(1))).unwrap();
+    held.extend(deliver_all_but(&mut c, n(3)));
+    assert!(c.reads(n(3)).is_empty(), "the answer is held");
+    for message in held {
+        c.deliver(message);
+    }
+    c.deliver_all();
+    assert_eq!(c.reads(n(3))[0].index, Some(index));
+    assert_eq!(c.node(n(3)).commit_index(), index);
+    assert_eq!(c.applied(n(3)), index);
 }
 
 /// Runs the cluster a tick and a full delivery at a time until `id` holds the leader's
