@@ -61,8 +61,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use synod_consensus::{
-    Config, LogStore, Membership, Message, Node, NodeId, PersistToken, Role, WalLogStore,
-    WalStoreOptions,
+    Config, LogStore, Membership, Message, MessageBody, Node, NodeId, PersistToken, Role,
+    WalLogStore, WalStoreOptions,
 };
 use synod_node::{Effect, Input, Protocol, RequestId, Time};
 use synod_transport::{Completer, Incoming, TcpTransport, WaitOutcome, completion};
@@ -605,7 +605,13 @@ impl PeerHandler for Shared {
             }
             PeerPayload::Other => {
                 if let Ok(message) = Message::decode(incoming.payload()) {
-                    self.queue.send(Event::Peer(from, message));
+                    if owes_no_write(&message) {
+                        // Taken up on this thread if the worker is idle: at one client, a
+                        // leader's commit no longer waits for the worker thread to wake.
+                        self.queue.run_or_send(Event::Peer(from, message));
+                    } else {
+                        self.queue.send(Event::Peer(from, message));
+                    }
                 }
             }
         }
@@ -614,6 +620,25 @@ impl PeerHandler for Shared {
 }
 
 /// Messages of answers saying `response` to each of the requests numbered `ids`.
+/// Whether taking `message` up writes nothing to the log as a rule (answers, heartbeats
+/// and read requests, not entries, snapshots or votes), so that a transport reader may run
+/// the worker's round for it without holding up its peer for a sync. (A message of a later
+/// term still makes the node write its term, rarely.)
+fn owes_no_write(message: &Message) -> bool {
+    match &message.body {
+        MessageBody::Append { entries, .. } => entries.is_empty(),
+        MessageBody::AppendResponse { .. }
+        | MessageBody::Heartbeat { .. }
+        | MessageBody::HeartbeatResponse { .. }
+        | MessageBody::ReadIndex { .. }
+        | MessageBody::ReadIndexResponse { .. }
+        | MessageBody::SnapshotResponse { .. } => true,
+        // Entries, snapshots, votes and their answers (a vote won appends the leader's
+        // first entry), and whatever a later version adds.
+        _ => false,
+    }
+}
+
 fn refuse_all(ids: impl IntoIterator<Item = u64>, response: &Response) -> Vec<Bytes> {
     let mut answers = Batches::<()>::answers();
     // Any node id: the messages are taken whole.

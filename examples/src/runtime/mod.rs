@@ -38,7 +38,9 @@
 //!   delivered back to it ([`ConnHandle`]) and written by it.
 //! - [`worker`]: [`UpdateQueue`], the worker thread, which takes every event waiting at
 //!   each wake-up and hands out their effects and syncs once for all of them (group
-//!   commit, [`SYNC_DEFER_EVENTS_MAX`]), and the ticker ([`spawn_ticker`]).
+//!   commit, [`SYNC_DEFER_EVENTS_MAX`]; an event that writes nothing may be taken up by the
+//!   thread that has it while the worker is idle, [`UpdateQueue::run_or_send`]), and the
+//!   ticker ([`spawn_ticker`]).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
 //!   state machine exists; with `--peer-secret-file`, every peer proves it holds the
 //!   cluster's secret at the handshake.

@@ -10,6 +10,13 @@
 //! machine hand them out together ([`Machine::drain`]) and sync what they wrote
 //! ([`Machine::sync`], until nothing is owed): one message per peer carrying many
 //! clients' requests, and one `fdatasync` covering the writes of many events.
+//!
+//! One thread at a time holds the machine. A thread with an event that writes nothing as
+//! a rule (a peer's acknowledgement) may take it up itself when the machine is idle and
+//! no event waits ([`UpdateQueue::run_or_send`]): it steps the event in, hands out its
+//! effects and syncs on its own thread, saving the worker thread's wake-up, and leaves
+//! whatever arrived meanwhile to the worker thread. A panic there stops the process, as
+//! one on the worker thread does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,7 +33,8 @@ pub const SYNC_DEFER_EVENTS_MAX: usize = 256;
 pub const QUEUE_EVENTS_MAX: usize = 4096;
 
 /// A system's state machine as the worker drives it: the seam between the process runtime
-/// and a system. Everything it owns lives on the worker thread, so it needs no lock.
+/// and a system. One thread at a time runs it (the worker thread, or one that took an event
+/// up itself), so what it owns needs no lock of its own.
 ///
 /// The worker calls, for each event: [`Machine::step`], then (when the queue has run dry,
 /// after [`SYNC_DEFER_EVENTS_MAX`] events, or after an urgent one) [`Machine::drain`] and
@@ -77,14 +85,26 @@ type Item<M> = (
     Option<Completer<<M as Machine>::Answer>>,
 );
 
+/// The events waiting, and whether a thread is running the machine.
+struct Waiting<M: Machine> {
+    events: VecDeque<Item<M>>,
+    /// Whether a thread holds the machine (the worker thread, or one that ran an event
+    /// itself with [`UpdateQueue::run_or_send`]). While one does, the worker thread takes
+    /// no events out; the holder hands whatever arrived meanwhile to it when done.
+    running: bool,
+}
+
 /// The queue between the node's threads and the worker.
 struct Queue<M: Machine> {
-    events: Mutex<VecDeque<Item<M>>>,
-    /// Signalled when events arrive (the worker waits on it while the queue is empty).
+    waiting: Mutex<Waiting<M>>,
+    /// Signalled when events arrive for the worker thread (it waits on it while the queue
+    /// is empty or another thread holds the machine).
     arrived: Condvar,
     /// Signalled when the worker takes events out (submitters wait on it while the queue
     /// is full).
     taken: Condvar,
+    /// The machine, locked by the thread `Waiting::running` names: never waited for.
+    worker: Mutex<Worker<M>>,
 }
 
 /// The worker thread's state: the machine, and what group commit counts.
@@ -154,24 +174,69 @@ impl<M: Machine> Worker<M> {
             answer.complete(self.machine.answer());
         }
     }
+}
 
-    /// The worker thread: at each wake-up it takes every event waiting, steps them in, and
-    /// flushes once nothing more arrived meanwhile; until the process ends.
-    fn run(mut self, queue: &Queue<M>) {
+impl<M: Machine> Queue<M> {
+    /// The worker thread: whenever events wait and no other thread holds the machine, it
+    /// takes every event waiting, steps them in, and flushes once nothing more arrived
+    /// meanwhile; until the process ends.
+    fn serve(&self) {
         let mut batch = VecDeque::new();
+        let mut waiting = self.waiting.lock();
         loop {
-            {
-                let mut events = queue.events.lock();
-                while events.is_empty() {
-                    queue.arrived.wait(&mut events);
+            while waiting.events.is_empty() || waiting.running {
+                self.arrived.wait(&mut waiting);
+            }
+            waiting.running = true;
+            loop {
+                std::mem::swap(&mut waiting.events, &mut batch);
+                self.taken.notify_all();
+                drop(waiting);
+                let mut worker = self.worker.lock();
+                worker.handle(&mut batch);
+                waiting = self.waiting.lock();
+                if waiting.events.is_empty() {
+                    drop(waiting);
+                    worker.dry();
+                    waiting = self.waiting.lock();
+                    if waiting.events.is_empty() {
+                        break;
+                    }
                 }
-                std::mem::swap(&mut *events, &mut batch);
-                queue.taken.notify_all();
             }
-            self.handle(&mut batch);
-            if queue.events.lock().is_empty() {
-                self.dry();
+            waiting.running = false;
+        }
+    }
+
+    /// Steps `event` in on the calling thread, which has set `running`, and flushes if
+    /// nothing arrived meanwhile (what did is left to the worker thread, which flushes the
+    /// event's effects with its own); then gives the machine up.
+    fn run_here(&self, event: M::Event) {
+        // A panic here is the worker's, whichever thread it runs on: the process stops, as
+        // when the worker thread panics (no one would run the machine again).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut worker = self.worker.lock();
+            worker.handle(&mut VecDeque::from([(event, None)]));
+            if self.waiting.lock().events.is_empty() {
+                worker.dry();
             }
+        }));
+        if ran.is_err() {
+            let thread = std::thread::current();
+            fail_stop(&format!(
+                "the worker panicked (on thread {})",
+                thread.name().unwrap_or("<unnamed>")
+            ));
+        }
+        self.release();
+    }
+
+    /// Gives the machine up, and wakes the worker thread for what arrived meanwhile.
+    fn release(&self) {
+        let mut waiting = self.waiting.lock();
+        waiting.running = false;
+        if !waiting.events.is_empty() {
+            self.arrived.notify_one();
         }
     }
 }
@@ -191,7 +256,8 @@ impl<M: Machine> std::fmt::Debug for UpdateQueue<M> {
 
 impl<M: Machine> UpdateQueue<M> {
     /// Hands out what `machine` holds already (what it recovered at start), syncs it, and
-    /// starts the worker thread (`synod-update-queue`), which owns the machine from then on.
+    /// starts the worker thread (`synod-update-queue`), which runs the machine from then on
+    /// (but for the events other threads take up themselves, [`UpdateQueue::run_or_send`]).
     ///
     /// # Errors
     ///
@@ -205,15 +271,19 @@ impl<M: Machine> UpdateQueue<M> {
         };
         worker.flush();
         let queue = Arc::new(Queue {
-            events: Mutex::new(VecDeque::new()),
+            waiting: Mutex::new(Waiting {
+                events: VecDeque::new(),
+                running: false,
+            }),
             arrived: Condvar::new(),
             taken: Condvar::new(),
+            worker: Mutex::new(worker),
         });
         let shared = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("synod-update-queue".into())
             .spawn(move || {
-                worker.run(&shared);
+                shared.serve();
                 fail_stop("thread synod-update-queue ended");
             })?;
         Ok(UpdateQueue { queue })
@@ -222,16 +292,46 @@ impl<M: Machine> UpdateQueue<M> {
     /// Queues `events`, waiting while the queue is full, with no one waiting for their
     /// answers: one lock and at most one wake-up of the worker for all of them.
     pub fn submit_all(&self, events: impl IntoIterator<Item = M::Event>) {
-        let mut queue = self.queue.events.lock();
-        while queue.len() >= QUEUE_EVENTS_MAX {
-            self.queue.taken.wait(&mut queue);
+        self.queue_items(events.into_iter().map(|event| (event, None)));
+    }
+
+    /// Queues `items`, waiting while the queue is full, and wakes the worker thread if it
+    /// waits for them.
+    fn queue_items(&self, items: impl IntoIterator<Item = Item<M>>) {
+        let mut waiting = self.queue.waiting.lock();
+        while waiting.events.len() >= QUEUE_EVENTS_MAX {
+            self.queue.taken.wait(&mut waiting);
         }
-        let was_empty = queue.is_empty();
-        queue.extend(events.into_iter().map(|event| (event, None)));
-        if was_empty {
-            // The worker waits only on an empty queue.
+        let was_empty = waiting.events.is_empty();
+        waiting.events.extend(items);
+        // The worker waits only on an empty queue, or while another thread holds the
+        // machine (which wakes it, when done, for what arrived meanwhile).
+        if was_empty && !waiting.running && !waiting.events.is_empty() {
             self.queue.arrived.notify_one();
         }
+    }
+
+    /// Steps `event` in on the calling thread if no thread holds the machine and no event
+    /// waits, and hands out its effects and syncs what it owes there too, saving the worker
+    /// thread's wake-up; otherwise queues it as [`UpdateQueue::send`] does. Events that
+    /// arrive meanwhile are left to the worker thread (this thread runs one event, never
+    /// more).
+    ///
+    /// For events the caller knows are quick to take up and owe no sync as a rule (a
+    /// peer's acknowledgement, not its entries to write): the calling thread is busy for
+    /// the whole round, syncs included. A panic in the round stops the process, whichever
+    /// thread ran it.
+    pub fn run_or_send(&self, event: M::Event) {
+        {
+            let mut waiting = self.queue.waiting.lock();
+            if waiting.running || !waiting.events.is_empty() {
+                drop(waiting);
+                self.send(event);
+                return;
+            }
+            waiting.running = true;
+        }
+        self.queue.run_here(event);
     }
 
     /// Queues `event`, waiting while the queue is full, with no one waiting for its answer.
@@ -243,15 +343,7 @@ impl<M: Machine> UpdateQueue<M> {
     /// its effects have been handed out and synced, or `None` if the worker is gone.
     pub fn submit(&self, event: M::Event) -> Option<Completion<M::Answer>> {
         let (completer, completion) = completion();
-        let mut queue = self.queue.events.lock();
-        while queue.len() >= QUEUE_EVENTS_MAX {
-            self.queue.taken.wait(&mut queue);
-        }
-        let was_empty = queue.is_empty();
-        queue.push_back((event, Some(completer)));
-        if was_empty {
-            self.queue.arrived.notify_one();
-        }
+        self.queue_items([(event, Some(completer))]);
         Some(completion)
     }
 
@@ -267,7 +359,7 @@ impl<M: Machine> UpdateQueue<M> {
     /// Events waiting.
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.queue.events.lock().len()
+        self.queue.waiting.lock().events.len()
     }
 }
 
@@ -291,6 +383,9 @@ pub fn spawn_ticker(period: Duration, tick: impl Fn() + Send + 'static) {
 mod tests {
     use super::*;
 
+    /// The event on which a [`Counter`] panics.
+    const PANICS: u64 = u64::MAX - 1;
+
     /// A machine with no leader and no log, as a leaderless store's might be: each event
     /// is a write of one value, handed out as a reply once synced.
     #[derive(Default)]
@@ -303,6 +398,10 @@ mod tests {
         syncs: Vec<Vec<u64>>,
         /// Times given to `step`, in order.
         times: Vec<Duration>,
+        /// For tests of a running queue: each event stepped in, with the thread that did.
+        stepped_by: Arc<Mutex<Vec<(u64, std::thread::ThreadId)>>>,
+        /// The same: each event synced.
+        synced: Arc<Mutex<Vec<u64>>>,
     }
 
     impl Machine for Counter {
@@ -310,6 +409,10 @@ mod tests {
         type Answer = usize;
 
         fn step(&mut self, now: Duration, event: u64) {
+            assert_ne!(event, PANICS, "the machine panics on this event");
+            self.stepped_by
+                .lock()
+                .push((event, std::thread::current().id()));
             self.times.push(now);
             self.pending.push(event);
         }
@@ -327,6 +430,7 @@ mod tests {
             if self.unsynced.is_empty() {
                 return Ok(false);
             }
+            self.synced.lock().extend(&self.unsynced);
             self.syncs.push(std::mem::take(&mut self.unsynced));
             Ok(true)
         }
@@ -411,5 +515,105 @@ mod tests {
                 .is_some_and(|&syncs| (1..=100).contains(&syncs))
         );
         assert_eq!(queue.queued(), 0);
+    }
+
+    /// A queue of a [`Counter`], and what its machine steps in and syncs.
+    type Watched = (
+        UpdateQueue<Counter>,
+        Arc<Mutex<Vec<(u64, std::thread::ThreadId)>>>,
+        Arc<Mutex<Vec<u64>>>,
+    );
+
+    fn watched_queue() -> Watched {
+        let counter = Counter::default();
+        let (stepped_by, synced) = (Arc::clone(&counter.stepped_by), Arc::clone(&counter.synced));
+        let queue = UpdateQueue::spawn(counter).expect("the worker starts");
+        (queue, stepped_by, synced)
+    }
+
+    #[test]
+    fn an_event_run_or_sent_to_an_idle_queue_is_taken_up_and_synced_on_the_calling_thread() {
+        let (queue, stepped_by, synced) = watched_queue();
+        queue.run_or_send(7);
+        // Done before the call returned, on this thread: no wake-up of the worker.
+        assert_eq!(*stepped_by.lock(), [(7, std::thread::current().id())]);
+        assert_eq!(*synced.lock(), [7]);
+        // The worker thread still takes up what is queued.
+        let answer = queue.submit(8).expect("queued").wait().expect("answered");
+        assert_eq!(answer, 2, "two syncs");
+        let by = stepped_by.lock();
+        assert_eq!(by[1].0, 8);
+        assert_ne!(by[1].1, std::thread::current().id());
+    }
+
+    #[test]
+    fn an_event_run_or_sent_while_the_machine_is_held_is_left_to_the_worker_thread() {
+        let (queue, stepped_by, synced) = watched_queue();
+        // As if another thread held the machine.
+        queue.queue.waiting.lock().running = true;
+        queue.run_or_send(7);
+        queue.send(8);
+        assert!(
+            stepped_by.lock().is_empty(),
+            "taken up while the machine was held"
+        );
+        assert_eq!(queue.queued(), 2);
+        // The holder gives the machine up: the worker thread takes up both.
+        queue.queue.release();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(super::super::poll_until(deadline, || synced.lock().len() == 2));
+        let by = stepped_by.lock();
+        assert_eq!(by.iter().map(|(e, _)| *e).collect::<Vec<_>>(), [7, 8]);
+        assert!(by.iter().all(|(_, t)| *t != std::thread::current().id()));
+    }
+
+    /// Set in the child process of [`a_panic_taking_up_an_event_on_another_thread_stops_the_process`].
+    const CHILD_ENV: &str = "SYNOD_TEST_PANIC_RUN_HERE";
+
+    /// The child of [`a_panic_taking_up_an_event_on_another_thread_stops_the_process`].
+    #[test]
+    #[ignore = "run in a child process by a_panic_taking_up_an_event_on_another_thread_stops_the_process"]
+    fn child_queue_whose_machine_panics_on_another_thread() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        let (queue, _, _) = watched_queue();
+        // A thread the panic hook does not know (it is not installed here either).
+        std::thread::Builder::new()
+            .name("not-a-node-thread".into())
+            .spawn(move || queue.run_or_send(PANICS))
+            .expect("spawned")
+            .join()
+            .ok();
+        eprintln!("the process outlived its machine");
+    }
+
+    /// The machine may be left half-stepped by a panic: no thread may run it again, so the
+    /// process stops whichever thread was taking an event up.
+    #[test]
+    fn a_panic_taking_up_an_event_on_another_thread_stops_the_process() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "runtime::worker::tests::child_queue_whose_machine_panics_on_another_thread",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .expect("the child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(super::super::EXIT_FAIL_STOP),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(
+                "synod node: stopping: the worker panicked (on thread not-a-node-thread)"
+            ),
+            "{stderr}"
+        );
     }
 }
