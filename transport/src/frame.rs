@@ -587,16 +587,26 @@ fn decode_envelope(buf: &Bytes, mut at: usize) -> Option<(Envelope, usize)> {
 
 /// Reads a LEB128 varint `u64` as postcard writes it: at most ten bytes, and no bits
 /// beyond the 64th.
+#[inline]
 fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
     get_varint_bounded(buf, at, 10, 0x01)
 }
 
 /// Reads a varint `u32` (postcard's enum variant index): at most five bytes.
+#[inline]
 fn get_varint_u32(buf: &[u8], at: &mut usize) -> Option<u64> {
     get_varint_bounded(buf, at, 5, 0x0f)
 }
 
+#[inline]
 fn get_varint_bounded(buf: &[u8], at: &mut usize, bytes_max: usize, last_max: u8) -> Option<u64> {
+    // Most varints of an envelope (kind, node ids, a small payload's length) take one byte.
+    if let Some(&byte) = buf.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Some(u64::from(byte));
+    }
     let mut value = 0u64;
     for i in 0..bytes_max {
         let byte = *buf.get(*at)?;

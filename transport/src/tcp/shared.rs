@@ -169,9 +169,11 @@ impl Shared {
         connection: u64,
         incoming: impl Iterator<Item = Incoming>,
     ) {
+        let max = self.config.inbound_messages_max;
+        let mut incoming = incoming.peekable();
         let mut inbound = self.inbound.lock();
-        for incoming in incoming {
-            while inbound.len() >= self.config.inbound_messages_max {
+        while incoming.peek().is_some() {
+            while inbound.len() >= max {
                 if self.is_closing() || !channel.is_current(connection) {
                     return;
                 }
@@ -179,7 +181,9 @@ impl Shared {
                 self.inbound_changed
                     .wait_for(&mut inbound, self.config.keepalive_interval());
             }
-            inbound.push_back(incoming);
+            // As many as there is room for, in one go.
+            let room = max - inbound.len();
+            inbound.extend(incoming.by_ref().take(room));
         }
         drop(inbound);
         self.inbound_changed.notify_all();

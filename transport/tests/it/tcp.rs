@@ -666,6 +666,38 @@ fn recv_batch_takes_messages_in_order_whether_it_trades_buffers_or_moves_them() 
     assert_eq!(got, (0..next).collect::<Vec<u32>>());
 }
 
+/// The inbound queue holds at most `inbound_messages_max`: a reader with more stops and
+/// waits for room (the peer is held back by TCP), and nothing is lost or reordered.
+#[test]
+fn a_full_inbound_queue_holds_the_reader_back_and_loses_nothing() {
+    let a = start(config(1).inbound_messages_max(8));
+    let b = start(config(2));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    let payloads = (0u32..100).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
+    assert_eq!(b.send_batch(NodeId::new(1), payloads).unwrap(), 100);
+    // The reader has decoded all of them (it counts before it queues)...
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while a.stats().messages_received < 100 {
+        assert!(std::time::Instant::now() < deadline, "not all decoded");
+        std::thread::yield_now();
+    }
+    // ...but queued no more than 8.
+    let mut got = Vec::with_capacity(1000);
+    let first = a.recv_batch(&mut got, 1000, PATIENCE);
+    assert!((1..=8).contains(&first), "{first} messages queued at once");
+    while got.len() < 100 {
+        assert!(
+            a.recv_batch(&mut got, 1000, PATIENCE) > 0,
+            "only {} arrived",
+            got.len()
+        );
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(&m.payload()[..], &(i as u32).to_le_bytes());
+    }
+}
+
 #[test]
 fn a_request_batch_with_a_payload_too_large_sends_nothing() {
     let (_a, b) = pair();
