@@ -44,10 +44,14 @@ use synod_consensus::NodeId;
 use super::node::{Request, Response};
 use crate::resp::Answer;
 
-/// The first byte of a follower's batch of forwarded requests.
-const FORWARDS_TAG: u8 = 0xF0;
+/// The first byte of a follower's batch of forwarded requests. Batches without an item
+/// count were tagged 0xF0 and 0xF1: the tags changed with the format, so that a node of
+/// either format takes the other's batches for a message it cannot read and drops them
+/// (the requests in them end as unknown at their deadline) rather than misreading the count
+/// as an item, or an item as the count.
+const FORWARDS_TAG: u8 = 0xF2;
 /// The first byte of a leader's batch of answers to forwarded requests.
-const ANSWERS_TAG: u8 = 0xF1;
+const ANSWERS_TAG: u8 = 0xF3;
 /// The tag and the item count before a batch's items.
 const HEADER_BYTES: usize = 5;
 
