@@ -1226,6 +1226,10 @@ impl<S: Storage> Inner<S> {
             st.durable = st.written;
         }
         self.changed.notify_all();
+        // The group-commit thread sleeps while another thread is busy writing: a writer
+        // that asked for a sync meanwhile (`sync_requested`) waits for it to wake, whoever
+        // wrote (a `Wal::flush` writes without syncing).
+        self.flusher_wake.notify_one();
         if sync {
             self.gates.done.store(this_sync, Ordering::Release);
             let durable = LogIndex::new(st.durable.saturating_sub(1));

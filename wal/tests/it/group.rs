@@ -23,12 +23,15 @@ type Armed = (Sender<()>, Arc<Mutex<Receiver<()>>>);
 struct SyncGated {
     disk: FaultyStorage,
     gate: Arc<Mutex<Option<Armed>>>,
+    /// The same for data writes, armed on its own ([`SyncGated::arm_writes`]).
+    writes: Arc<Mutex<Option<Armed>>>,
 }
 
 #[derive(Debug)]
 struct SyncGatedFile {
     file: FaultyFile,
     gate: Arc<Mutex<Option<Armed>>>,
+    writes: Arc<Mutex<Option<Armed>>>,
 }
 
 /// The test's side of the gate.
@@ -42,7 +45,20 @@ impl SyncGated {
         SyncGated {
             disk: FaultyStorage::new(seed),
             gate: Arc::new(Mutex::new(None)),
+            writes: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Arms the gate on data writes: each reports that it was reached and waits.
+    fn arm_writes(&self) -> Syncs {
+        let (reached_tx, reached) = channel();
+        let (release, release_rx) = channel();
+        *self.writes.lock() = Some((reached_tx, Arc::new(Mutex::new(release_rx))));
+        Syncs { reached, release }
+    }
+
+    fn disarm_writes(&self) {
+        *self.writes.lock() = None;
     }
 
     fn arm(&self) -> Syncs {
@@ -66,12 +82,14 @@ impl Storage for SyncGated {
         Ok(SyncGatedFile {
             file: self.disk.open(name)?,
             gate: Arc::clone(&self.gate),
+            writes: Arc::clone(&self.writes),
         })
     }
     fn create(&self, name: &str) -> io::Result<SyncGatedFile> {
         Ok(SyncGatedFile {
             file: self.disk.create(name)?,
             gate: Arc::clone(&self.gate),
+            writes: Arc::clone(&self.writes),
         })
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -93,6 +111,11 @@ impl StorageFile for SyncGatedFile {
         self.file.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let armed = self.writes.lock().clone();
+        if let Some((reached, release)) = armed {
+            reached.send(()).expect("the test waits for the write");
+            release.lock().recv().expect("the test releases the write");
+        }
         self.file.write_at(buf, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -107,9 +130,6 @@ impl StorageFile for SyncGatedFile {
         self.file.sync_data()
     }
 }
-
-/// How long the test lets a racing thread run before it releases the sync.
-const RACE_WINDOW: Duration = Duration::from_millis(100);
 
 /// A bound on waits that only a bug makes long (a hang becomes a failure).
 const WAIT: Duration = Duration::from_secs(60);
@@ -212,17 +232,19 @@ fn a_wait_for_a_record_inside_the_running_sync_ends_with_it() {
         .recv_timeout(WAIT)
         .expect("the sync of the submitted record starts");
     let (done_tx, done) = channel();
+    let (tid_tx, tid) = channel();
     let waiter = {
         let wal = wal.clone();
         thread::spawn(move || {
+            tid_tx.send(current_tid()).expect("the test listens");
             let r = wal.wait_durable(index);
             done_tx.send(()).expect("the test listens");
             r
         })
     };
-    // Let the waiter reach its wait (it cannot return while the sync is held). The outcome
-    // does not depend on this: a waiter that arrives after the sync ends returns at once.
-    thread::sleep(RACE_WINDOW);
+    // The waiter reaches its wait (it cannot return while the sync is held) and sleeps there.
+    let tid = tid.recv_timeout(WAIT).expect("the waiter starts");
+    until("the waiter sleeps", || thread_state(&tid) == Some('S'));
     assert!(done.try_recv().is_err(), "returned before the sync ended");
     disk.disarm();
     syncs.release.send(()).expect("release the sync");
@@ -230,4 +252,95 @@ fn a_wait_for_a_record_inside_the_running_sync_ends_with_it() {
         .expect("the waiter is answered by the sync that covered its record");
     waiter.join().expect("no panic").expect("durable");
     assert_eq!(wal.durable_index(), index);
+}
+
+/// The calling thread's id in /proc/self/task.
+fn current_tid() -> String {
+    let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    me.file_name()
+        .and_then(|n| n.to_str())
+        .expect("a thread id")
+        .to_owned()
+}
+
+/// The state letter of thread `tid` of this process (`S` while it sleeps).
+fn thread_state(tid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Review (review11), a lost wake-up of the group-commit thread (older than 54ba5b6, in the
+/// same path): the thread sleeps on `flusher_wake` while another thread is busy
+/// (`group_commit`), and the end of a [`Wal::flush`] (`Inner::flush`) woke only `changed`,
+/// unlike the end of a truncation or purge
+/// (`end_maintenance`, which also wakes `flusher_wake`). A writer who asked for a sync
+/// (`sync_requested`, set once) while the flush wrote its record then waited for a sync
+/// that nobody started: for ever, on an idle log. The end of every write now wakes it. Made deterministic with the durable
+/// listener (which holds the group-commit thread while the flush starts) and a gate on
+/// data writes (which holds the flush until the group-commit thread sleeps).
+#[test]
+fn a_writer_waiting_while_a_flush_writes_its_record_is_synced() {
+    let disk = SyncGated::new(22);
+    let wal = group_log(&disk);
+    let (heard_tx, heard) = channel::<String>();
+    let (go, go_rx) = channel::<()>();
+    let (returning_tx, returning) = channel::<()>();
+    let hold = Arc::new(Mutex::new((heard_tx, go_rx, returning_tx, true)));
+    wal.set_durable_listener(move |_| {
+        let mut hold = hold.lock();
+        if !hold.3 {
+            return;
+        }
+        hold.3 = false;
+        // The group-commit thread's id, then wait for the test.
+        hold.0.send(current_tid()).expect("the test listens");
+        hold.1.recv().expect("the test lets the listener go");
+        hold.2.send(()).expect("the test listens");
+    });
+    // The first record's sync ends in the listener, which holds the group-commit thread.
+    wal.append(payload(1, 100)).expect("the first append");
+    let tid = heard.recv_timeout(WAIT).expect("the listener is called");
+    // A writer queues the second record and asks for a sync.
+    let (done_tx, done) = channel();
+    let writer = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            let r = wal.append(payload(2, 100));
+            done_tx.send(()).expect("the test listens");
+            r
+        })
+    };
+    until("the second record is queued", || {
+        wal.last_index() == LogIndex::new(2)
+    });
+    // A flush writes it, and is held in its write.
+    let writes = disk.arm_writes();
+    let flusher = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.flush())
+    };
+    writes
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the flush writes the second record");
+    // The group-commit thread goes on, finds the log busy and sleeps.
+    go.send(()).expect("the listener waits");
+    returning.recv_timeout(WAIT).expect("the listener returns");
+    until("the group-commit thread sleeps", || {
+        thread_state(&tid) == Some('S')
+    });
+    disk.disarm_writes();
+    writes.release.send(()).expect("release the write");
+    assert_eq!(
+        flusher.join().expect("no panic").expect("flush"),
+        LogIndex::new(2)
+    );
+    done.recv_timeout(WAIT)
+        .expect("the writer of the second record is answered: nothing syncs it");
+    assert_eq!(
+        writer.join().expect("no panic").expect("append"),
+        LogIndex::new(2)
+    );
+    assert_eq!(wal.durable_index(), LogIndex::new(2));
 }
