@@ -197,6 +197,8 @@ pub struct Placement {
     replicas: Threshold,
     down: Vec<NodeId>,
     fallbacks: Vec<NodeId>,
+    /// The answers the operation needs, if not its level's count of the replicas.
+    required: Option<usize>,
 }
 
 impl Placement {
@@ -210,7 +212,20 @@ impl Placement {
             replicas: Threshold::new(replicas, 1)?,
             down: Vec::new(),
             fallbacks: Vec::new(),
+            required: None,
         })
+    }
+
+    /// The replicas' answers the operation needs, in place of its consistency level's count
+    /// of them (clamped to between 1 and the replicas). A store that moves a partition to
+    /// new replicas writes to the old ones and the pending new ones together, with the
+    /// level's count raised by one for each pending replica, so that the write still meets
+    /// the level among the old replicas (and among the new ones): Cassandra's pending
+    /// ranges.
+    #[must_use]
+    pub fn with_required(mut self, required: usize) -> Self {
+        self.required = Some(required.clamp(1, self.replicas.voters().len()));
+        self
     }
 
     /// Marks replicas believed down (by a failure detector); other nodes are ignored.
@@ -898,6 +913,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         before.as_ref() != self.data.get(&key)
     }
 
+    /// Drops this replica's state of `key`, for a driver whose node no longer replicates it
+    /// (its partition moved to other replicas, which hold it): returns whether a state was
+    /// held. The key is noted as changed (see [`Coordinator::take_changed`]).
+    pub fn drop_replica(&mut self, key: &K) -> bool {
+        let Some(state) = self.data.remove(key) else {
+            return false;
+        };
+        if let Some(at) = self.resolver.tombstone(&state) {
+            self.tombstones.remove(&(at, key.clone()));
+        }
+        if self.config.track_changes {
+            self.changed.insert(key.clone());
+        }
+        true
+    }
+
     /// Every key this replica holds a state for (tombstones included), in key order.
     pub fn replica_data(&self) -> impl Iterator<Item = (&K, &R::State)> + '_ {
         self.data.iter()
@@ -984,7 +1015,9 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         placement: &Placement,
     ) -> Result<ResponseTracker<Threshold>, StoreError> {
         let n = placement.replicas().len();
-        let required = consistency.required(n);
+        let required = placement
+            .required
+            .unwrap_or_else(|| consistency.required(n));
         let alive = placement.alive().count();
         if alive < required {
             return Err(StoreError::Unavailable {

@@ -11,8 +11,8 @@
 //! | `DEL k [CONTEXT token]` | deletes the key (the siblings the token read) |
 //! | `CAS k new` / `CAS k expected new` | Paxos compare-and-set (the key absent / holding `expected`): `[1\|0, value]` |
 //! | `CGET k` | a linearizable read of the compare-and-set key space |
-//! | `INFO` | the node, its membership view and partition ownership, its voters, whether it was admitted and where its leave stands |
-//! | `LEAVE` | the node leaves the cluster for good: it tells the members, waits for the writes under the old table to end, hands each partition to its new replicas, then takes no further part (`OK` at once; INFO's `leave:` says `left` when done) |
+//! | `INFO` | the node, its membership view and partition ownership, its voters, whether it was admitted and where its join or leave stands |
+//! | `LEAVE` | the node leaves the cluster for good: it tells the members (writes then go to the old and the new replicas), waits for the writes under the old table to end, hands each partition to its new replicas, switches the members' reads to them, then takes no further part (`OK` at once; INFO's `leave:` says `left` when done) |
 //! | `QUIT` | closes the connection |
 //!
 //! At LINEARIZABLE, `GET` and `SET` go to the ABD registers (their own key space) and `DEL`
@@ -280,10 +280,11 @@ fn info_text(info: &Info) -> String {
     );
     let voters: Vec<String> = info.voters.iter().map(ToString::to_string).collect();
     out.push_str(&format!(
-        "admitted:{}\r\nvoters:{}\r\nleave:{}\r\n",
+        "admitted:{}\r\nvoters:{}\r\nleave:{}\r\njoin:{}\r\n",
         info.admitted,
         voters.join(","),
-        info.leave.unwrap_or("no")
+        info.leave.unwrap_or("no"),
+        info.join.unwrap_or("no")
     ));
     for m in &info.members {
         out.push_str(&format!(

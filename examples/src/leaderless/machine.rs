@@ -52,9 +52,9 @@
 //! (at random). A replica whose digest differs answers with its states of the partition
 //! (in messages of at most [`Config::sync_bytes_max`]) and its own digest, so the first
 //! node, once it has merged them, sends back what the other lacks. States merge
-//! (commutative, idempotent), so exchanges in any order converge. When a member joins,
-//! every node that shares a partition with it starts with those partitions: that is how a
-//! partition is streamed to a new replica.
+//! (commutative, idempotent), so exchanges in any order converge. A partition that moves
+//! to a new replica is streamed to it by the move itself ([Moving
+//! partitions](#moving-partitions)), not left to anti-entropy.
 //!
 //! # Joining
 //!
@@ -79,33 +79,65 @@
 //! voter refuses the linearizable level and CAS, naming the voters, and coordinates the
 //! quorum store as any member does.
 //!
-//! # Leaving
+//! # Moving partitions
 //!
-//! [`Request::Leave`] records that the node is leaving ([`Record::Leaving`]) and takes it
-//! out of its table, tells every live member ([`Message::Leaving`]: each records it, takes
-//! it out of its table and acknowledges once that is durable), waits twice the operation
-//! timeout so that writes coordinated under the old table have ended, then hands every
-//! key it holds to the key's replicas in the new table ([`Message::HandOff`]), and only
-//! then records that it left ([`Record::Left`]), tells membership it leaves and takes no
-//! further part (what the quorum store is sent is dropped, so a late write is never
-//! acknowledged by it). A node that crashes while leaving resumes its leave when it
-//! restarts, from the announcement; once it has left, a restart is refused. A member that
-//! was down meanwhile is told of the departures when it is seen alive again
-//! ([`Message::Departed`]).
+//! A node that joins (admitted, not one of the cluster's first members) or leaves
+//! ([`Request::Leave`]) moves partitions, as Cassandra's pending ranges do. The table with
+//! the move differs from the table without it only in the mover's share (a joiner takes
+//! its share from nodes above theirs, a leaver's replicas go to nodes below theirs:
+//! synod-partitioning's `join` and `leave`). The mover drives the move through three
+//! [`MovePhase`]s, each recorded durably by every member ([`Record::Move`]) before it
+//! acknowledges it ([`Message::Move`], [`Message::MoveNoted`]):
 //!
-//! The table without the leaver moves only the leaver's replicas (each to a node below
-//! its share: synod-partitioning's `leave`). The hand-off is a paced stream to each live
-//! replica of the new table: its partitions in order, each in batches of keys in key order
-//! of at most [`Config::hand_off_batch_bytes_max`] bytes, at most
+//! 1. **Pending**: reads use the table without the move; a write goes to the replicas of
+//!    both tables (the old ones and the pending new one) and needs, in each table, its
+//!    level's count of that table's replicas whichever others acknowledge: the level's
+//!    count raised by one for each replica not in the table (Cassandra's block-for plus the
+//!    pending replicas). Once every member has noted it, the mover waits twice the
+//!    operation timeout (writes coordinated by a member that had not noted it yet end),
+//!    then the keys move: a leaver hands its keys and hints to the new replicas
+//!    ([`Message::HandOff`]); a joiner asks every replica of each partition it takes, in
+//!    the table without it, to stream the partition to it ([`Message::StreamTo`], the same
+//!    paced batches, [`Message::Streamed`] once all are durable on it).
+//! 2. **Switched**: once the keys are on the new replicas, the mover tells every member
+//!    that reads now use the table with the move; writes still go to both tables' replicas.
+//! 3. **Done**: once every member has switched, writes go to the table with the move
+//!    alone; a leaver then records that it left ([`Record::Left`]) and takes no further
+//!    part; the members drop, durably, the keys of partitions they no longer replicate
+//!    (a join's), which no longer count against [`Config::keys_max`].
+//!
+//! Why a QUORUM read meets every QUORUM write acknowledged before it began, whatever
+//! phase the reader's and the writer's coordinators are in (each member learns the
+//! phases at its own time): a member is in a later phase only once every member has
+//! noted the earlier one, so at any time the members span at most two adjacent phases.
+//! Nobody reads with the table with the move (Switched) before its keys are on the new
+//! replicas, which hold every write acknowledged before Pending began everywhere (the
+//! stream follows the drain; a leaver's new replica holds the leaver's keys, a joiner
+//! those of every old replica of its partitions); a write in Pending or Switched meets its
+//! level in both tables, so readers of either table meet it; a Done write meets only the
+//! new table, but once one is coordinated every member reads with the new table. With
+//! several moves under way at once a write meets its level in the table of every
+//! combination of them made or not (up to four; further ones at the coordinator's phase).
+//!
+//! A move waits for every member, one held dead too, for at most
+//! [`Config::move_dead_wait_ms`] (a member held dead may be cut off from the mover only,
+//! and still serve clients with its table); past it, the move goes on without it, and it
+//! learns the moves when it is seen alive again ([`Message::Moves`]). A mover that
+//! crashes resumes its move at the phase it recorded; a leaver that has left is refused a
+//! restart.
+//!
+//! The hand-off (and a join's stream) is a paced stream to each replica: its partitions in
+//! order, each in batches of keys in key order of at most
+//! [`Config::hand_off_batch_bytes_max`] bytes, at most
 //! [`Config::hand_off_batches_in_flight_max`] unacknowledged, the next sent as one is
 //! acknowledged; a batch keeps only its keys, and one unacknowledged for
 //! [`Config::leave_retry_ms`] is read again and resent. A replica acknowledges
 //! ([`Message::HandedOff`]) once what it merged is durable, naming the keys it did not take
-//! (a partition it does not replicate in its table, a timestamp too far ahead of its
-//! clock): those are resent, and the leave ends only once every key is taken (a replica
-//! held dead is left to anti-entropy). The hints the leaver holds for a replica held dead
-//! go in the same batches to the first live replica of the key's partition, which holds
-//! them in its place and hands them off when that replica is back.
+//! (a partition it replicates in none of its tables, a timestamp too far ahead of its
+//! clock): those are resent, and the move goes on only once every key is taken. The hints
+//! a leaver holds for a replica held dead go in the same batches to the first live replica
+//! of the key's partition, which holds them in its place and hands them off when that
+//! replica is back.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -323,9 +355,13 @@ pub struct Info {
     pub admitted: bool,
     /// The voters of the linearizable level and CAS: the cluster's first members.
     pub voters: Vec<NodeId>,
-    /// Where this node's leave stands (`announcing`, `draining`, `handing-off`, `left`),
-    /// if it was asked to leave.
+    /// Where this node's leave stands (`announcing`, `draining`, `handing-off`,
+    /// `switching`, `finishing`, `left`), if it was asked to leave.
     pub leave: Option<&'static str>,
+    /// Where this node's join stands (`announcing`, `draining`, `streaming`, `switching`,
+    /// `finishing`, `joined`), if it joined the cluster's first members in this start or
+    /// resumed its join in it.
+    pub join: Option<&'static str>,
 }
 
 /// What a node answers.
@@ -418,11 +454,35 @@ pub enum Message<S> {
         /// The asking start's random number.
         nonce: u64,
     },
-    /// The sender leaves the cluster for good: the receiver records it, takes it out of
-    /// its partition table and answers [`Message::LeaveNoted`] once that is durable.
-    Leaving,
-    /// The answer to [`Message::Leaving`].
-    LeaveNoted,
+    /// Member `id`'s join or leave has reached `phase`: the receiver records it (a later
+    /// phase than the one it knows; never an earlier one), places keys accordingly and, if
+    /// the sender is `id`, answers [`Message::MoveNoted`] once that is durable.
+    Move {
+        /// The member joining or leaving.
+        id: NodeId,
+        /// Which.
+        kind: MoveKind,
+        /// The phase it reached.
+        phase: MovePhase,
+    },
+    /// The answer to [`Message::Move`]: the receiver holds member `id`'s move at `phase`
+    /// (or later), durably.
+    MoveNoted {
+        /// The member whose move it is.
+        id: NodeId,
+        /// The phase noted.
+        phase: MovePhase,
+    },
+    /// A joining node asks the sender, a replica of `partitions` in the table without it,
+    /// to stream its keys of them to it ([`Message::HandOff`] batches), and to say so once
+    /// every batch is acknowledged ([`Message::Streamed`]).
+    StreamTo {
+        /// The partitions.
+        partitions: Vec<u32>,
+    },
+    /// The stream a [`Message::StreamTo`] asked for is complete: every key the sender
+    /// held of its partitions is durable on the receiver.
+    Streamed,
     /// A leaving node's states of some keys of `partition`, for the receiver (one of the
     /// partition's replicas in the table without the sender) to merge, and the hints it
     /// held for replicas of those keys that are down, for the receiver to hold in its
@@ -446,11 +506,12 @@ pub enum Message<S> {
         /// clock, no room for a hint): the sender sends them again later.
         skipped: Vec<Key>,
     },
-    /// The members that left the cluster, told to a member seen alive (again), which may
-    /// have missed their [`Message::Leaving`].
-    Departed {
-        /// The members that left.
-        left: Vec<NodeId>,
+    /// The moves the sender knows (each member's join or leave, at its phase), told to a
+    /// member seen alive (again), which may have missed their [`Message::Move`]s (at most
+    /// [`MOVES_MAX`]).
+    Moves {
+        /// Each member's move and its phase.
+        moves: Vec<(NodeId, MoveKind, MovePhase)>,
     },
     /// The answer to [`Message::Admit`].
     Admission {
@@ -467,6 +528,9 @@ pub enum Message<S> {
         voters: Option<Vec<NodeId>>,
         /// The members the answerer knows, itself included.
         members: Vec<NodeId>,
+        /// The moves the answerer knows: the members that joined the cluster's first ones
+        /// or left it, each at its phase (at most [`MOVES_MAX`]).
+        moves: Vec<(NodeId, MoveKind, MovePhase)>,
     },
     /// The answer to a [`Message::Forward`].
     Forwarded {
@@ -537,9 +601,52 @@ pub enum Record<S> {
         /// The member.
         id: NodeId,
     },
-    /// This node began to leave the cluster: a restart resumes the leave.
+    /// This node began to leave the cluster: a restart resumes the leave (written by
+    /// earlier versions; a leave is now a [`Record::Move`] of the node itself).
     Leaving,
+    /// Member `id`'s join or leave (this node's own, or another's) reached `phase`.
+    Move {
+        /// The member.
+        id: NodeId,
+        /// Joining or leaving.
+        kind: MoveKind,
+        /// The phase.
+        phase: MovePhase,
+    },
 }
+
+/// Whether a move is a member joining the table or leaving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MoveKind {
+    /// A node that is not one of the cluster's first members takes its share of the
+    /// partitions.
+    Join,
+    /// A member hands its partitions to the others and leaves for good (after a join, if
+    /// it joined: a leave is the later move).
+    Leave,
+}
+
+/// How far a member's move has gone, on the node that holds it: see [Moving
+/// partitions](self#moving-partitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MovePhase {
+    /// The partitions are moving: reads use the table without the move, writes go to the
+    /// replicas of both tables and must meet their level in each.
+    Pending,
+    /// The moving partitions are on their new replicas: reads use the table with the
+    /// move, writes still go to the replicas of both tables.
+    Switched,
+    /// Every member reads with the table with the move: writes go to it alone.
+    Done,
+}
+
+/// The moves a [`Message::Moves`] or [`Message::Admission`] carries at most, and the
+/// members a node takes from them.
+pub const MOVES_MAX: usize = 1_024;
+
+/// The moves under way whose tables a write meets one by one, each at either phase; past
+/// them, a move under way counts at this node's own phase only.
+const MOVES_ENUMERATED_MAX: usize = 4;
 
 /// What a node's records say, built record by record ([`Recovered::take`]).
 #[derive(Debug, Clone)]
@@ -558,10 +665,13 @@ pub struct Recovered<S> {
     pub admitted: bool,
     /// The voters of the registers it was admitted with (empty: the configured members).
     pub voters: Vec<NodeId>,
-    /// The members that left the cluster.
+    /// The members that left the cluster ([`Record::Left`]: this node itself, once its
+    /// leave is done).
     pub left: BTreeSet<NodeId>,
     /// Whether this node began to leave (its leave resumes unless it is in `left`).
     pub leaving: bool,
+    /// Each member's join or leave, at the latest phase recorded.
+    pub moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
 }
 
 impl<S> Default for Recovered<S> {
@@ -575,6 +685,24 @@ impl<S> Default for Recovered<S> {
             voters: Vec::new(),
             left: BTreeSet::new(),
             leaving: false,
+            moves: BTreeMap::new(),
+        }
+    }
+}
+
+/// Takes in `(kind, phase)` for a member whose move is known at `known`: the later of the
+/// two (a leave is later than a join, a phase later than an earlier one). Whether it is new.
+fn later_move(
+    known: &mut BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    id: NodeId,
+    kind: MoveKind,
+    phase: MovePhase,
+) -> bool {
+    match known.get(&id) {
+        Some(&had) if had >= (kind, phase) => false,
+        _ => {
+            known.insert(id, (kind, phase));
+            true
         }
     }
 }
@@ -598,6 +726,9 @@ impl<S> Recovered<S> {
                 self.left.insert(id);
             }
             Record::Leaving => self.leaving = true,
+            Record::Move { id, kind, phase } => {
+                later_move(&mut self.moves, id, kind, phase);
+            }
             Record::Store { key, state } => match state {
                 Some(state) => {
                     self.store.insert(key, state);
@@ -701,6 +832,10 @@ pub struct Config {
     /// Hand-off batches a leaving node has in flight to one replica at most: the next is
     /// sent when one is acknowledged.
     pub hand_off_batches_in_flight_max: usize,
+    /// How long a join or a leave waits for a member held dead (to note a phase, to stream
+    /// or to be streamed to) before it goes on without it: a member held dead may be cut
+    /// off from the moving node only, and still serve clients with the table it knows.
+    pub move_dead_wait_ms: u64,
 }
 
 impl Config {
@@ -712,7 +847,8 @@ impl Config {
     /// sync every 10 s; a new node asks to be admitted every 200 ms, says so after 10 s
     /// without an answer and gives up after 60 s if it can reach no member, and a member
     /// holds its grant of a new id to one start for 30 s; a leaving node resends every 500 ms, and hands off in batches of
-    /// at most 256 KiB, at most 4 in flight to each replica.
+    /// at most 256 KiB, at most 4 in flight to each replica; a join or a leave waits a
+    /// minute for a member held dead.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -749,6 +885,7 @@ impl Config {
             leave_retry_ms: 500,
             hand_off_batch_bytes_max: 256 << 10,
             hand_off_batches_in_flight_max: 4,
+            move_dead_wait_ms: 60_000,
         }
     }
 
@@ -784,6 +921,7 @@ impl Config {
             self.leave_retry_ms,
             self.hand_off_batch_bytes_max as u64,
             self.hand_off_batches_in_flight_max as u64,
+            self.move_dead_wait_ms,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -882,35 +1020,49 @@ pub enum Notice {
     Incompatible(String),
 }
 
-/// Where this node's own leave stands.
+/// Where this node's own move (its join or its leave) stands.
 #[derive(Debug)]
-enum LeavePhase {
-    /// Telling the live members, until each has acknowledged.
-    Announcing {
-        /// The members still to acknowledge.
+enum Step {
+    /// Telling the live members that the move reached `phase`, until each has noted it.
+    Telling {
+        /// The phase told.
+        phase: MovePhase,
+        /// The members still to note it.
         waiting: BTreeSet<NodeId>,
     },
-    /// Waiting until writes coordinated under the old table have ended (twice the
-    /// operation timeout after the last acknowledgement).
+    /// Waiting until writes coordinated under the table without the move (by a member
+    /// that did not know it yet) have ended: twice the operation timeout after the last
+    /// member noted it.
     Draining {
         /// When they have.
         until: Time,
     },
-    /// Handing partitions off: a stream to each live replica of the new table.
+    /// A leave: handing partitions off, a stream to each live replica of the new table.
     HandingOff {
         /// Each replica's stream.
         streams: BTreeMap<NodeId, Stream>,
     },
-    /// Done: the node takes no further part.
-    Left,
+    /// A join: the replicas of the partitions this node takes, in the table without it,
+    /// streaming them to it; each with those partitions, until it says it is done.
+    Receiving {
+        /// The sources still streaming, and what each streams.
+        sources: BTreeMap<NodeId, Vec<u32>>,
+        /// When to ask them again.
+        ask_at: Time,
+    },
+    /// Done: a leaver takes no further part; a joiner is one of the members.
+    Done,
 }
 
-/// What a leaving node hands one replica: the partitions it replicates in the new table,
-/// in order, each in batches of keys in key order, at most
-/// [`Config::hand_off_batches_in_flight_max`] batches unacknowledged. A batch keeps only
-/// its keys (not their states): a resend reads the states again.
+/// What a node hands one replica: a leaver, the partitions the replica has in the new
+/// table; a replica of partitions a joiner takes, those; in order, each in batches of keys
+/// in key order, at most [`Config::hand_off_batches_in_flight_max`] batches
+/// unacknowledged. A batch keeps only its keys (not their states): a resend reads the
+/// states again.
 #[derive(Debug, Default)]
 struct Stream {
+    /// Whether the batches carry the hints this node holds (a leaver's do).
+    hints: bool,
     /// The partitions still to start or finish, the first under way.
     partitions: VecDeque<u32>,
     /// The last key sent of the first partition (`None`: none yet).
@@ -947,23 +1099,45 @@ struct Batch<S> {
     hints: Vec<(NodeId, Key, S)>,
 }
 
-/// This node's own leave.
+/// This node's own move.
 #[derive(Debug)]
-struct Leave {
-    phase: LeavePhase,
-    /// When to resend the announcement to those that have not acknowledged it.
+struct OwnMove {
+    kind: MoveKind,
+    step: Step,
+    /// When to resend what the step waits for to those that have not answered.
     resend_at: Time,
-    /// The number of the last hand-off batch.
-    batches: u64,
 }
 
-impl LeavePhase {
+impl OwnMove {
+    /// The step's name, as INFO shows it.
     fn name(&self) -> &'static str {
-        match self {
-            LeavePhase::Announcing { .. } => "announcing",
-            LeavePhase::Draining { .. } => "draining",
-            LeavePhase::HandingOff { .. } => "handing-off",
-            LeavePhase::Left => "left",
+        match (&self.step, self.kind) {
+            (
+                Step::Telling {
+                    phase: MovePhase::Pending,
+                    ..
+                },
+                _,
+            ) => "announcing",
+            (
+                Step::Telling {
+                    phase: MovePhase::Switched,
+                    ..
+                },
+                _,
+            ) => "switching",
+            (
+                Step::Telling {
+                    phase: MovePhase::Done,
+                    ..
+                },
+                _,
+            ) => "finishing",
+            (Step::Draining { .. }, _) => "draining",
+            (Step::HandingOff { .. }, _) => "handing-off",
+            (Step::Receiving { .. }, _) => "streaming",
+            (Step::Done, MoveKind::Leave) => "left",
+            (Step::Done, MoveKind::Join) => "joined",
         }
     }
 }
@@ -986,6 +1160,8 @@ struct Admission {
     heard: bool,
     /// When to give up if none has been heard from and none can be reached.
     unreachable_at: Option<Time>,
+    /// The moves the answers told (at most [`MOVES_MAX`] from each).
+    moves: Vec<(NodeId, MoveKind, MovePhase)>,
 }
 
 /// A member's answer to [`Message::Admit`], as [`Message::Admission`] carries it.
@@ -995,6 +1171,7 @@ struct AdmissionAnswer {
     claimed: bool,
     voters: Option<Vec<NodeId>>,
     members: Vec<NodeId>,
+    moves: Vec<(NodeId, MoveKind, MovePhase)>,
 }
 
 impl Admission {
@@ -1007,6 +1184,7 @@ impl Admission {
             nonce,
             heard: false,
             unreachable_at: None,
+            moves: Vec::new(),
         }
     }
 }
@@ -1023,11 +1201,13 @@ pub struct Stats {
     pub digests_sent: u64,
     /// Keys whose state changed when an anti-entropy exchange was merged.
     pub keys_repaired: u64,
-    /// Times the partition table changed (a member joined).
+    /// Times the partition tables changed (a move began or went on).
     pub table_changes: u64,
     /// Membership messages refused: of another version (a node running other code), over
     /// the sync limit, or malformed.
     pub member_messages_refused: u64,
+    /// Keys dropped because this node no longer replicates them (a join done).
+    pub keys_dropped: u64,
 }
 
 /// One node of the leaderless store. See the [module documentation](self).
@@ -1049,26 +1229,35 @@ pub struct Leaderless<M: Mode> {
     /// The voters of the ABD and Paxos registers: the cluster's first members. A node that
     /// joined later is not one of them, and refuses the linearizable level and CAS.
     voters: Vec<NodeId>,
-    /// The members that left the cluster for good (out of the table).
+    /// The members that leave or left the cluster for good (whose leave is under way or
+    /// done).
     left: BTreeSet<NodeId>,
-    /// This node's own leave, once asked for.
-    leave: Option<Leave>,
-    /// This node began to leave before it restarted: the leave resumes once it serves.
-    resume_leave: bool,
+    /// Each member's join or leave, at its phase as this node knows it (durable).
+    moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    /// This node's own move, once begun.
+    own: Option<OwnMove>,
+    /// This node's own move was under way before it restarted: it resumes once it serves.
+    resume_move: bool,
+    /// Streams to joining nodes of the partitions they take from this one, by joiner.
+    outgoing: BTreeMap<NodeId, Stream>,
+    /// The number of the last hand-off batch sent.
+    batches: u64,
     /// Every member ever seen, and when each still held dead was first held so.
     known: BTreeSet<NodeId>,
     dead_since: BTreeMap<NodeId, Time>,
     /// The members held dead that membership never heard from (configured members that
     /// did not answer its pings): not in use, so their first start is admitted.
     never_seen: BTreeSet<NodeId>,
+    /// The table this node reads with: every move at its phase here.
     table: PartitionTable,
+    /// The tables a write must meet its level in: every table a member may read with while
+    /// the moves under way are at one phase or the next (this node's `table` among them).
+    write_tables: Vec<PartitionTable>,
     /// Requests handed to the parts, by the id they were handed with.
     waiting: BTreeMap<RequestId, Waiting>,
     next_request: u64,
     /// Writes forwarded to a replica, with their client and when they are given up.
     forwarded: BTreeMap<ForwardId, (RequestId, Time)>,
-    /// Partitions to exchange digests of at the next anti-entropy round, first.
-    urgent: VecDeque<(PartitionId, NodeId)>,
     anti_entropy_at: Time,
     anti_entropy_cursor: u32,
     wake_at: Option<Time>,
@@ -1123,6 +1312,68 @@ fn joined_in_order(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTabl
             .0;
     }
     table
+}
+
+/// The table of the cluster's first members (`voters`) with the moves `applied` says are
+/// made: a join made adds its member, a leave made takes its member out (a member that
+/// leaves is in the table until its leave is made, whether it was a first member or
+/// joined).
+fn table_with(
+    config: &Config,
+    voters: &[NodeId],
+    moves: &BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    applied: impl Fn(NodeId, MovePhase) -> bool,
+) -> PartitionTable {
+    let mut members: BTreeSet<NodeId> = voters.iter().copied().collect();
+    let mut left = BTreeSet::new();
+    for (&id, &(kind, phase)) in moves {
+        let made = applied(id, phase);
+        match kind {
+            MoveKind::Join if made => {
+                members.insert(id);
+            }
+            MoveKind::Join => {}
+            MoveKind::Leave => {
+                members.insert(id);
+                if made {
+                    left.insert(id);
+                }
+            }
+        }
+    }
+    table_of(config, &members, &left)
+}
+
+/// The table a node reads with (each move made once it is switched: [`MovePhase`]), and
+/// the tables its writes must meet their level in: the table of every combination of the
+/// moves under way made or not, since each member reads with one of them while a move is
+/// switched on some members and not yet on others (the first [`MOVES_ENUMERATED_MAX`]
+/// moves under way; any further one at this node's phase only).
+fn tables_of(
+    config: &Config,
+    voters: &[NodeId],
+    moves: &BTreeMap<NodeId, (MoveKind, MovePhase)>,
+) -> (PartitionTable, Vec<PartitionTable>) {
+    let switched = |_: NodeId, phase: MovePhase| phase >= MovePhase::Switched;
+    let read = table_with(config, voters, moves, switched);
+    let under_way: Vec<NodeId> = moves
+        .iter()
+        .filter(|(_, (_, phase))| *phase != MovePhase::Done)
+        .map(|(&id, _)| id)
+        .take(MOVES_ENUMERATED_MAX)
+        .collect();
+    let mut writes = Vec::with_capacity(1 << under_way.len());
+    for mask in 0u32..(1 << under_way.len()) {
+        let applied = |id: NodeId, phase: MovePhase| match under_way.iter().position(|&m| m == id) {
+            Some(i) => mask & (1 << i) != 0,
+            None => switched(id, phase),
+        };
+        let table = table_with(config, voters, moves, applied);
+        if !writes.contains(&table) {
+            writes.push(table);
+        }
+    }
+    (read, writes)
 }
 
 /// The ABD and Paxos registers of a node whose cluster's voters are `voters` (a node that
@@ -1180,16 +1431,23 @@ impl<M: Mode> Leaderless<M> {
             cas,
             admitted,
             voters,
-            mut left,
+            left: gone,
             leaving,
+            mut moves,
         } = recovered;
         let me = config.id;
-        // Left for good: refused below. Leaving: out of its own table, the leave resumed.
-        let refused = left.contains(&me);
-        let resume_leave = leaving && !refused;
-        if resume_leave {
-            left.insert(me);
+        // Left for good: refused below. Leaving (or joining): the move resumes.
+        let refused = gone.contains(&me);
+        for &id in &gone {
+            later_move(&mut moves, id, MoveKind::Leave, MovePhase::Done);
         }
+        if leaving && !refused {
+            later_move(&mut moves, me, MoveKind::Leave, MovePhase::Pending);
+        }
+        let resume_move = !refused
+            && moves
+                .get(&me)
+                .is_some_and(|&(_, phase)| phase != MovePhase::Done);
         let generation = last + 1;
         let voters = if voters.is_empty() {
             config.members.clone()
@@ -1200,7 +1458,12 @@ impl<M: Mode> Leaderless<M> {
         abd.generation = last;
         let (registers, cas) = registers_of(&config, &voters, generation, abd, cas);
         let known: BTreeSet<NodeId> = config.members.iter().copied().collect();
-        let table = table_of(&config, &known, &left);
+        let (table, write_tables) = tables_of(&config, &voters, &moves);
+        let left = moves
+            .iter()
+            .filter(|(_, (kind, _))| *kind == MoveKind::Leave)
+            .map(|(&id, _)| id)
+            .collect();
         let mut rng = Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get());
         let mut node = Leaderless {
             generation,
@@ -1213,17 +1476,20 @@ impl<M: Mode> Leaderless<M> {
             gate: Gate::new(),
             admission: (!admitted).then(|| Admission::new(rng.next_u64(), false)),
             voters,
-            leave: None,
-            resume_leave,
-            left: BTreeSet::new(),
+            own: None,
+            resume_move,
+            left,
+            moves,
+            outgoing: BTreeMap::new(),
+            batches: 0,
             known,
             dead_since: BTreeMap::new(),
             never_seen: BTreeSet::new(),
             table,
+            write_tables,
             waiting: BTreeMap::new(),
             next_request: 0,
             forwarded: BTreeMap::new(),
-            urgent: VecDeque::new(),
             anti_entropy_at: Time::ZERO,
             anti_entropy_cursor: 0,
             wake_at: None,
@@ -1240,7 +1506,6 @@ impl<M: Mode> Leaderless<M> {
                 "node {me} left the cluster for good: it cannot come back under its id"
             )));
         }
-        node.left = left;
         if node.admission.is_none() {
             node.drain_member(Time::ZERO);
             node.drain_abd();
@@ -1260,6 +1525,13 @@ impl<M: Mode> Leaderless<M> {
     #[must_use]
     pub fn is_admitting(&self) -> bool {
         self.admission.is_some()
+    }
+
+    /// Whether the node takes no part in the cluster for good: it has left it, or the
+    /// cluster refused it (on its first start, or on a restart after it had left).
+    #[must_use]
+    pub fn is_gone(&self) -> bool {
+        self.has_left() || self.admission.as_ref().is_some_and(|a| a.refused)
     }
 
     /// This start's generation.
@@ -1335,10 +1607,42 @@ impl<M: Mode> Leaderless<M> {
         self.known.iter().copied().filter(|&n| !self.is_dead(n))
     }
 
-    /// Where `key` lives: its replicas, those held dead, and fallbacks for hints when every
-    /// replica held dead has been so for less than the hint window.
-    fn placement(&self, now: Time, key: &[u8]) -> Placement {
-        let replicas = self.replicas_of(key).to_vec();
+    /// Where a read of `key` goes: its replicas in the table this node reads with.
+    fn read_placement(&self, now: Time, key: &[u8]) -> Placement {
+        self.placement(now, self.replicas_of(key).to_vec())
+    }
+
+    /// Where a write of `key` at `level` goes: its replicas in every table a member may
+    /// read with while moves are under way (the old replicas and the pending new ones), and
+    /// how many must acknowledge: in each of those tables, the level's count of its
+    /// replicas, whichever of the others acknowledge (the level's count in the largest
+    /// table, raised by one for each replica not in it). With no move under way, the key's
+    /// replicas and the level's count of them.
+    fn write_placement(&self, now: Time, key: &[u8], level: Consistency) -> Placement {
+        let p = self.table.partition_of(key);
+        let mut union: Vec<NodeId> = Vec::new();
+        for table in &self.write_tables {
+            for &n in table.replicas(p) {
+                if !union.contains(&n) {
+                    union.push(n);
+                }
+            }
+        }
+        let required = self
+            .write_tables
+            .iter()
+            .map(|t| {
+                let n = t.replicas(p).len();
+                level.required(n) + (union.len() - n)
+            })
+            .max()
+            .unwrap_or(1);
+        self.placement(now, union).with_required(required)
+    }
+
+    /// `replicas`, those held dead, and fallbacks for hints when every replica held dead has
+    /// been so for less than the hint window.
+    fn placement(&self, now: Time, replicas: Vec<NodeId>) -> Placement {
         let down: Vec<NodeId> = replicas
             .iter()
             .copied()
@@ -1551,18 +1855,28 @@ impl<M: Mode> Leaderless<M> {
         match event.state {
             Some(MemberState::Alive | MemberState::Suspect) => {
                 let new = self.known.insert(id);
-                if new {
-                    self.joined(id);
-                }
                 self.never_seen.remove(&id);
                 let back = self.dead_since.remove(&id).is_some();
                 if back {
                     self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(id));
                 }
-                // A member new or back may have missed a leave.
-                if (new || back) && !self.left.is_empty() && !self.left.contains(&id) {
-                    let left = self.left.iter().copied().collect();
-                    self.gate.send(id, Message::Departed { left });
+                if new || back {
+                    // A member new or back may have missed moves, and this node's own move
+                    // under way is told to it too.
+                    if !self.moves.is_empty() && !self.is_gone_member(id) {
+                        let moves = self.moves_list();
+                        self.gate.send(id, Message::Moves { moves });
+                    }
+                    if let Some(OwnMove {
+                        step: Step::Telling { waiting, .. },
+                        resend_at,
+                        ..
+                    }) = self.own.as_mut()
+                        && !self.left.contains(&id)
+                    {
+                        waiting.insert(id);
+                        *resend_at = now;
+                    }
                 }
             }
             Some(MemberState::Dead) | None => {
@@ -1604,28 +1918,87 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
-    /// A member joined: the table gains it, and every partition this node shares with it
-    /// goes first at the next anti-entropy round (the partition is streamed to it).
-    fn joined(&mut self, id: NodeId) {
-        self.rebuild_table();
-        self.stats.table_changes += 1;
-        let me = self.config.id;
-        for p in 0..self.table.partitions() {
-            let replicas = self.table.replicas(PartitionId(p));
-            if replicas.contains(&me) && replicas.contains(&id) {
-                self.urgent.push_back((PartitionId(p), id));
-            }
-        }
-        self.anti_entropy_at = Time::ZERO;
-    }
-
-    /// The partition table of the members known that have not left.
+    /// The tables of the moves as this node knows them (see [`tables_of`]).
     fn rebuild_table(&mut self) {
-        self.table = table_of(&self.config, &self.known, &self.left);
+        (self.table, self.write_tables) = tables_of(&self.config, &self.voters, &self.moves);
         self.stats.table_changes += 1;
     }
 
-    // ----- leaving -----
+    /// The moves this node knows, at most [`MOVES_MAX`].
+    fn moves_list(&self) -> Vec<(NodeId, MoveKind, MovePhase)> {
+        self.moves
+            .iter()
+            .take(MOVES_MAX)
+            .map(|(&id, &(kind, phase))| (id, kind, phase))
+            .collect()
+    }
+
+    /// Whether member `id` has left for good (its leave done).
+    fn is_gone_member(&self, id: NodeId) -> bool {
+        self.moves.get(&id) == Some(&(MoveKind::Leave, MovePhase::Done))
+    }
+
+    // ----- moving partitions -----
+
+    /// Takes in that member `id`'s move reached `phase` (if later than what this node
+    /// knows): durably, with the tables of it; a join done drops the keys this node no
+    /// longer replicates. Whether it was new.
+    fn note_move(&mut self, id: NodeId, kind: MoveKind, phase: MovePhase) -> bool {
+        if !later_move(&mut self.moves, id, kind, phase) {
+            return false;
+        }
+        let (kind, phase) = self.moves[&id];
+        self.gate.persist(Record::Move { id, kind, phase });
+        if kind == MoveKind::Leave {
+            self.left.insert(id);
+        }
+        self.rebuild_table();
+        if phase == MovePhase::Done && self.own.as_ref().is_none_or(|o| o.kind == MoveKind::Join) {
+            self.drop_unreplicated();
+        }
+        true
+    }
+
+    /// Drops, durably, this node's keys of partitions it replicates in none of the tables a
+    /// write meets: a join moved them to the joiner, which holds them (its stream was
+    /// complete before any member switched), so they no longer count against
+    /// [`Config::keys_max`].
+    fn drop_unreplicated(&mut self) {
+        let me = self.config.id;
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let replicated = |p: PartitionId| {
+            self.write_tables
+                .iter()
+                .any(|t| t.replicas(p).contains(&me))
+        };
+        let gone: Vec<Key> = store
+            .protocol
+            .replica_data()
+            .map(|(key, _)| key)
+            .filter(|key| !replicated(self.table.partition_of(key)))
+            .cloned()
+            .collect();
+        for key in &gone {
+            store.protocol.drop_replica(key);
+        }
+        self.stats.keys_dropped += gone.len() as u64;
+        self.drain_store();
+    }
+
+    /// Member `from` told that member `id`'s move reached `phase`: noted, and answered once
+    /// durable if `from` is the mover.
+    fn on_move(&mut self, from: NodeId, id: NodeId, kind: MoveKind, phase: MovePhase) {
+        if id == self.config.id || self.admission.is_some() {
+            return;
+        }
+        self.note_move(id, kind, phase);
+        if from == id {
+            // Sent once the record is durable (the gate holds it).
+            self.gate.send(from, Message::MoveNoted { id, phase });
+        }
+    }
 
     /// A client asked this node to leave the cluster.
     fn start_leave(&mut self, now: Time, to: Waiting) {
@@ -1633,111 +2006,206 @@ impl<M: Mode> Leaderless<M> {
         if self.admission.is_some() || self.store.is_none() {
             return self.reply(to, starting());
         }
-        if self.leave.is_some() {
-            let why = format!("node {me} is already leaving");
-            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        match &self.own {
+            Some(own) if own.kind == MoveKind::Leave => {
+                let why = format!("node {me} is already leaving");
+                return self.reply(to, Response::Failed(Failure::Refused(why)));
+            }
+            Some(own) if !matches!(own.step, Step::Done) => {
+                let why = format!("node {me} is still joining: it can leave once it has joined");
+                return self.reply(to, Response::Failed(Failure::Refused(why)));
+            }
+            _ => {}
         }
         if self.others_to_tell().is_empty() {
             let why = format!("node {me} is the last live member: nobody would take its data");
             return self.reply(to, Response::Failed(Failure::Refused(why)));
         }
-        self.gate.persist(Record::Leaving);
-        self.left.insert(me);
-        self.rebuild_table();
+        self.note_move(me, MoveKind::Leave, MovePhase::Pending);
         self.reply(to, Response::Leaving);
-        self.begin_leave(now);
+        self.begin_move(now);
     }
 
-    /// The live members other than this node that have not left.
+    /// The members other than this node that have not left for good, those held dead
+    /// among them: a move waits for every member (a member held dead may be cut off from
+    /// this node only, and serve clients), but for one held dead for longer than
+    /// [`Config::move_dead_wait_ms`] ([`Leaderless::waited_for`]).
     fn others_to_tell(&self) -> BTreeSet<NodeId> {
         let me = self.config.id;
         self.known
             .iter()
             .copied()
-            .filter(|&n| n != me && !self.left.contains(&n) && !self.is_dead(n))
+            .filter(|&n| n != me && !self.is_gone_member(n))
             .collect()
     }
 
-    /// Starts (or, after a restart, resumes) this node's leave, its [`Record::Leaving`]
-    /// written and itself out of its table: it tells the members again (they acknowledge a
-    /// departure they know at once), then drains and hands everything off.
-    fn begin_leave(&mut self, now: Time) {
-        self.leave = Some(Leave {
-            phase: LeavePhase::Announcing {
-                waiting: self.others_to_tell(),
-            },
-            resend_at: now,
-            batches: 0,
-        });
-        self.step_leave(now);
+    /// Whether a move waits for member `n` at `now`: unless it has been held dead for
+    /// longer than [`Config::move_dead_wait_ms`].
+    fn waited_for(&self, now: Time, n: NodeId) -> bool {
+        let window = std::time::Duration::from_millis(self.config.move_dead_wait_ms);
+        self.dead_since.get(&n).is_none_or(|&at| at + window > now)
     }
 
-    /// Moves this node's leave on: sends (or resends) what its phase waits for, and goes
-    /// to the next phase once nothing is waited for.
-    fn step_leave(&mut self, now: Time) {
+    /// Starts (or, after a restart, resumes) this node's own move at the phase it recorded:
+    /// pending, it tells the members again (they answer a phase they know at once), then
+    /// drains and streams; switched, it tells them that again, then that it is done.
+    fn begin_move(&mut self, now: Time) {
+        let me = self.config.id;
+        let Some(&(kind, phase)) = self.moves.get(&me) else {
+            return;
+        };
+        let step = match phase {
+            MovePhase::Done => Step::Done,
+            phase => Step::Telling {
+                phase,
+                waiting: self.others_to_tell(),
+            },
+        };
+        self.own = Some(OwnMove {
+            kind,
+            step,
+            resend_at: now,
+        });
+        self.step_move(now);
+    }
+
+    /// Moves this node's own move on: sends (or resends) what its step waits for, and goes
+    /// to the next step once nothing is waited for.
+    fn step_move(&mut self, now: Time) {
         let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
         let drain = std::time::Duration::from_millis(2 * self.config.timeout_ms);
+        let me = self.config.id;
         loop {
-            let dead: BTreeSet<NodeId> = self.dead_since.keys().copied().collect();
-            let Some(leave) = self.leave.as_mut() else {
+            let dead: BTreeSet<NodeId> = self
+                .known
+                .iter()
+                .copied()
+                .filter(|&n| !self.waited_for(now, n))
+                .collect();
+            let Some(own) = self.own.as_mut() else {
                 return;
             };
-            match &mut leave.phase {
-                LeavePhase::Announcing { waiting } => {
-                    // A member held dead is told when it is back ([`Message::Departed`]).
+            let kind = own.kind;
+            match &mut own.step {
+                Step::Telling { phase, waiting } => {
+                    // A member held dead past the wait is told when it is back
+                    // ([`Message::Moves`]).
                     waiting.retain(|n| !dead.contains(n));
-                    if waiting.is_empty() {
-                        leave.phase = LeavePhase::Draining { until: now + drain };
-                        continue;
+                    let phase = *phase;
+                    if !waiting.is_empty() {
+                        if own.resend_at <= now {
+                            own.resend_at = now + retry;
+                            for &n in waiting.iter() {
+                                self.gate.send(
+                                    n,
+                                    Message::Move {
+                                        id: me,
+                                        kind,
+                                        phase,
+                                    },
+                                );
+                            }
+                        }
+                        return;
                     }
-                    if leave.resend_at <= now {
-                        leave.resend_at = now + retry;
-                        for &n in waiting.iter() {
-                            self.gate.send(n, Message::Leaving);
+                    own.resend_at = now;
+                    match phase {
+                        MovePhase::Pending => own.step = Step::Draining { until: now + drain },
+                        MovePhase::Switched => {
+                            // Every member reads with the new table: writes may go to it alone.
+                            self.note_move(me, kind, MovePhase::Done);
+                            self.tell(MovePhase::Done);
+                        }
+                        MovePhase::Done => {
+                            if kind == MoveKind::Leave {
+                                self.finish_leave(now);
+                            }
+                            if let Some(own) = self.own.as_mut() {
+                                own.step = Step::Done;
+                            }
+                            return;
                         }
                     }
                 }
-                LeavePhase::Draining { until } => {
+                Step::Draining { until } => {
                     if *until > now {
                         return;
                     }
-                    let streams = self.hand_off_streams();
-                    if let Some(leave) = self.leave.as_mut() {
-                        leave.phase = LeavePhase::HandingOff { streams };
+                    let step = match kind {
+                        MoveKind::Leave => Step::HandingOff {
+                            streams: self.hand_off_streams(),
+                        },
+                        MoveKind::Join => Step::Receiving {
+                            sources: self.stream_sources(),
+                            ask_at: now,
+                        },
+                    };
+                    if let Some(own) = self.own.as_mut() {
+                        own.step = step;
                     }
-                    continue;
                 }
-                LeavePhase::HandingOff { streams } => {
-                    // A replica held dead is brought up to date by anti-entropy instead.
+                Step::HandingOff { streams } => {
+                    // A replica held dead past the wait is brought up to date by
+                    // anti-entropy instead.
                     streams.retain(|to, _| !dead.contains(to));
                     if streams.values().all(Stream::done) {
-                        self.finish_leave(now);
-                        return;
+                        self.switch();
+                        continue;
                     }
                     let mut streams = std::mem::take(streams);
-                    let mut batches = leave.batches;
                     for (&to, stream) in &mut streams {
-                        self.pump(now, to, stream, &mut batches);
+                        self.pump(now, to, stream);
                     }
-                    if let Some(leave) = self.leave.as_mut() {
-                        leave.batches = batches;
-                        leave.phase = LeavePhase::HandingOff { streams };
+                    if let Some(own) = self.own.as_mut() {
+                        own.step = Step::HandingOff { streams };
                     }
+                    return;
                 }
-                LeavePhase::Left => {}
+                Step::Receiving { sources, ask_at } => {
+                    // A source held dead past the wait: the others hold what it held of
+                    // the writes a quorum acknowledged, unless too many are.
+                    sources.retain(|from, _| !dead.contains(from));
+                    if sources.is_empty() {
+                        self.switch();
+                        continue;
+                    }
+                    if *ask_at <= now {
+                        *ask_at = now + retry;
+                        let asks: Vec<(NodeId, Vec<u32>)> =
+                            sources.iter().map(|(&n, p)| (n, p.clone())).collect();
+                        for (n, partitions) in asks {
+                            self.gate.send(n, Message::StreamTo { partitions });
+                        }
+                    }
+                    return;
+                }
+                Step::Done => return,
             }
-            return;
         }
     }
 
-    /// The hand-off done: records that this node left (a restart is refused from now on),
+    /// This node's move is streamed: it switches (durably) and tells the members.
+    fn switch(&mut self) {
+        let me = self.config.id;
+        if let Some(&(kind, _)) = self.moves.get(&me) {
+            self.note_move(me, kind, MovePhase::Switched);
+        }
+        self.tell(MovePhase::Switched);
+    }
+
+    /// Tells the live members that this node's move reached `phase`, until each noted it.
+    fn tell(&mut self, phase: MovePhase) {
+        let waiting = self.others_to_tell();
+        if let Some(own) = self.own.as_mut() {
+            own.step = Step::Telling { phase, waiting };
+        }
+    }
+
+    /// The leave done: records that this node left (a restart is refused from now on),
     /// and tells membership, whose members then hold it dead at once.
     fn finish_leave(&mut self, now: Time) {
         let me = self.config.id;
         self.gate.persist(Record::Left { id: me });
-        if let Some(leave) = self.leave.as_mut() {
-            leave.phase = LeavePhase::Left;
-        }
         let id = RequestId(u64::MAX);
         self.member.protocol.handle(
             now,
@@ -1749,31 +2217,109 @@ impl<M: Mode> Leaderless<M> {
         self.drain_member(now);
     }
 
-    /// What this node hands off as it leaves: to each live replica of the table without it,
-    /// the partitions it replicates.
+    /// The table with this node's own move made.
+    fn table_after_own_move(&self) -> PartitionTable {
+        let mut moves = self.moves.clone();
+        if let Some((_, phase)) = moves.get_mut(&self.config.id) {
+            *phase = (*phase).max(MovePhase::Switched);
+        }
+        tables_of(&self.config, &self.voters, &moves).0
+    }
+
+    /// What this node hands off as it leaves: to each replica of the table without it, the
+    /// partitions it replicates there (with their keys this node holds, and its hints).
     fn hand_off_streams(&self) -> BTreeMap<NodeId, Stream> {
         let me = self.config.id;
+        let after = self.table_after_own_move();
         let mut streams: BTreeMap<NodeId, Stream> = BTreeMap::new();
-        for p in 0..self.table.partitions() {
-            for &to in self.table.replicas(PartitionId(p)) {
-                if to != me && !self.is_dead(to) {
-                    streams.entry(to).or_default().partitions.push_back(p);
+        // Every partition: those it replicates, and those it holds hints of.
+        for p in 0..after.partitions() {
+            for &to in after.replicas(PartitionId(p)) {
+                if to != me {
+                    let stream = streams.entry(to).or_default();
+                    stream.hints = true;
+                    stream.partitions.push_back(p);
                 }
             }
         }
         streams
     }
 
+    /// What a joining node asks to be streamed: each partition it replicates in the table
+    /// with it, from every live replica of the partition in the table without it (so that
+    /// it holds every write a quorum of the old replicas acknowledged).
+    fn stream_sources(&self) -> BTreeMap<NodeId, Vec<u32>> {
+        let me = self.config.id;
+        let after = self.table_after_own_move();
+        let mut sources: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for p in 0..after.partitions() {
+            if !after.replicas(PartitionId(p)).contains(&me) {
+                continue;
+            }
+            for &from in self.table.replicas(PartitionId(p)) {
+                if from != me {
+                    sources.entry(from).or_default().push(p);
+                }
+            }
+        }
+        sources
+    }
+
+    /// A joining node asks for `partitions`: a stream of them starts, unless one to it is
+    /// under way.
+    fn on_stream_to(&mut self, now: Time, from: NodeId, partitions: Vec<u32>) {
+        if self.store.is_none() || self.outgoing.contains_key(&from) {
+            return;
+        }
+        let count = self.table.partitions();
+        let mut partitions: Vec<u32> = partitions.into_iter().filter(|&p| p < count).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let stream = Stream {
+            partitions: partitions.into(),
+            ..Stream::default()
+        };
+        self.outgoing.insert(from, stream);
+        self.pump_outgoing(now);
+    }
+
+    /// Moves the streams to joining nodes on; a stream done says so to its joiner.
+    fn pump_outgoing(&mut self, now: Time) {
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        outgoing.retain(|&to, _| !self.is_dead(to));
+        for (&to, stream) in &mut outgoing {
+            self.pump(now, to, stream);
+            if stream.done() {
+                self.gate.send(to, Message::Streamed);
+            }
+        }
+        outgoing.retain(|_, stream| !stream.done());
+        self.outgoing = outgoing;
+    }
+
+    /// A source streamed what this joining node asked of it.
+    fn on_streamed(&mut self, now: Time, from: NodeId) {
+        if let Some(OwnMove {
+            step: Step::Receiving { sources, .. },
+            ..
+        }) = self.own.as_mut()
+        {
+            sources.remove(&from);
+            self.step_move(now);
+        }
+    }
+
     /// Sends `to` what its stream may have in flight: batches whose resend time has come
     /// again, then new ones while fewer than the limit are unacknowledged.
-    fn pump(&mut self, now: Time, to: NodeId, stream: &mut Stream, batches: &mut u64) {
+    fn pump(&mut self, now: Time, to: NodeId, stream: &mut Stream) {
         let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
         let mut gone = Vec::new();
         for (&number, sent) in &mut stream.in_flight {
             if sent.resend_at > now {
                 continue;
             }
-            let batch = self.hand_off_batch(to, sent.partition, None, Some(&sent.keys));
+            let batch =
+                self.hand_off_batch(to, sent.partition, None, Some(&sent.keys), stream.hints);
             if batch.keys.is_empty() {
                 // No longer held (collected): nothing to hand off.
                 gone.push(number);
@@ -1796,16 +2342,17 @@ impl<M: Mode> Leaderless<M> {
             let Some(&partition) = stream.partitions.front() else {
                 return;
             };
-            let batch = self.hand_off_batch(to, partition, stream.after.as_ref(), None);
+            let batch =
+                self.hand_off_batch(to, partition, stream.after.as_ref(), None, stream.hints);
             let Some(last) = batch.keys.last() else {
                 stream.partitions.pop_front();
                 stream.after = None;
                 continue;
             };
             stream.after = Some(last.clone());
-            *batches += 1;
+            self.batches += 1;
             stream.in_flight.insert(
-                *batches,
+                self.batches,
                 Sent {
                     partition,
                     keys: batch.keys,
@@ -1813,7 +2360,7 @@ impl<M: Mode> Leaderless<M> {
                 },
             );
             let message = Message::HandOff {
-                batch: *batches,
+                batch: self.batches,
                 partition,
                 states: batch.states,
                 hints: batch.hints,
@@ -1833,6 +2380,7 @@ impl<M: Mode> Leaderless<M> {
         partition: u32,
         after: Option<&Key>,
         only: Option<&[Key]>,
+        with_hints: bool,
     ) -> Batch<M::State> {
         let p = PartitionId(partition);
         let wanted = |key: &Key| {
@@ -1844,8 +2392,9 @@ impl<M: Mode> Leaderless<M> {
         for (key, state) in self.replica_data().filter(|(k, _)| wanted(k)) {
             by_key.entry(key).or_default().0 = Some(state);
         }
-        if let Some(store) = self.store() {
-            let replicas = self.table.replicas(p);
+        if let Some(store) = self.store().filter(|_| with_hints) {
+            let after = self.table_after_own_move();
+            let replicas = after.replicas(p);
             let served = |n: NodeId| replicas.contains(&n) && !self.is_dead(n);
             for (replica, key, state) in store.hints() {
                 let taker = replicas
@@ -1883,16 +2432,6 @@ impl<M: Mode> Leaderless<M> {
             }
         }
         batch
-    }
-
-    /// Member `id` leaves (or left) for good: out of the table, durably.
-    fn note_left(&mut self, id: NodeId) {
-        if id == self.config.id || !self.left.insert(id) {
-            return;
-        }
-        self.known.insert(id);
-        self.gate.persist(Record::Left { id });
-        self.rebuild_table();
     }
 
     /// A leaving node's states of `partition` and hints: merged (the keys this node
@@ -1935,28 +2474,18 @@ impl<M: Mode> Leaderless<M> {
         self.gate.send(from, Message::HandedOff { batch, skipped });
     }
 
-    fn on_leave_ack(&mut self, now: Time, from: NodeId) {
-        if let Some(Leave {
-            phase: LeavePhase::Announcing { waiting },
-            ..
-        }) = self.leave.as_mut()
-        {
-            waiting.remove(&from);
-            self.step_leave(now);
-        }
-    }
-
-    /// A replica's answer to hand-off `batch`: the batch is done, or keeps the keys the
-    /// replica skipped, to be sent again when its resend time comes.
+    /// A replica's answer to hand-off `batch` (of this node's leave, or of a stream to a
+    /// joining node): the batch is done, or keeps the keys the replica skipped, to be sent
+    /// again when its resend time comes.
     fn on_handed_off(&mut self, now: Time, from: NodeId, batch: u64, skipped: Vec<Key>) {
-        let Some(Leave {
-            phase: LeavePhase::HandingOff { streams },
-            ..
-        }) = self.leave.as_mut()
-        else {
-            return;
+        let stream = match self.own.as_mut() {
+            Some(OwnMove {
+                step: Step::HandingOff { streams },
+                ..
+            }) if streams.contains_key(&from) => streams.get_mut(&from),
+            _ => self.outgoing.get_mut(&from),
         };
-        let Some(stream) = streams.get_mut(&from) else {
+        let Some(stream) = stream else {
             return;
         };
         let Some(sent) = stream.in_flight.get_mut(&batch) else {
@@ -1966,14 +2495,35 @@ impl<M: Mode> Leaderless<M> {
         if sent.keys.is_empty() {
             stream.in_flight.remove(&batch);
         }
-        self.step_leave(now);
+        self.step_move(now);
+        self.pump_outgoing(now);
+    }
+
+    /// Member `from` noted that this node's move reached `phase`.
+    fn on_move_noted(&mut self, now: Time, from: NodeId, id: NodeId, phase: MovePhase) {
+        if id != self.config.id {
+            return;
+        }
+        if let Some(OwnMove {
+            step:
+                Step::Telling {
+                    phase: told,
+                    waiting,
+                },
+            ..
+        }) = self.own.as_mut()
+            && *told <= phase
+        {
+            waiting.remove(&from);
+            self.step_move(now);
+        }
     }
 
     /// Whether this node has left: it drops what the quorum store is sent.
     fn has_left(&self) -> bool {
-        self.leave
+        self.own
             .as_ref()
-            .is_some_and(|l| matches!(l.phase, LeavePhase::Left))
+            .is_some_and(|o| o.kind == MoveKind::Leave && matches!(o.step, Step::Done))
     }
 
     // ----- anti-entropy -----
@@ -1997,7 +2547,7 @@ impl<M: Mode> Leaderless<M> {
         for &n in &live {
             self.store_request(now, Waiting::Node, StoreRequest::HandOffHints(n));
         }
-        let mut rounds: Vec<(PartitionId, NodeId)> = self.urgent.drain(..).collect();
+        let mut rounds: Vec<(PartitionId, NodeId)> = Vec::new();
         // The next partition this node replicates, with another live replica at random.
         let partitions = self.table.partitions();
         for _ in 0..partitions {
@@ -2090,8 +2640,13 @@ impl<M: Mode> Leaderless<M> {
     ) -> Vec<Key> {
         let mut skipped = Vec::new();
         let p = PartitionId(partition);
-        let replicates =
-            partition < self.table.partitions() && self.table.replicas(p).contains(&self.config.id);
+        // A replica in any table a write meets: a pending one takes what is streamed to it.
+        let me = self.config.id;
+        let replicates = partition < self.table.partitions()
+            && self
+                .write_tables
+                .iter()
+                .any(|t| t.replicas(p).contains(&me));
         let Some(store) = self.store.as_mut() else {
             return states.into_iter().map(|(key, _)| key).collect();
         };
@@ -2124,7 +2679,7 @@ impl<M: Mode> Leaderless<M> {
                 if self.store.is_none() {
                     return self.reply(to, starting());
                 }
-                let placement = self.placement(now, &key);
+                let placement = self.read_placement(now, &key);
                 let request = StoreRequest::Read {
                     key,
                     consistency: level,
@@ -2232,7 +2787,7 @@ impl<M: Mode> Leaderless<M> {
             .config
             .wall_clock_at_zero
             .saturating_add(now.since_epoch());
-        let placement = self.placement(now, &key);
+        let placement = self.write_placement(now, &key, level);
         self.next_request += 1;
         let request = StoreRequest::Write {
             request: synod_quorum::RequestId::new(self.next_request),
@@ -2344,8 +2899,10 @@ impl<M: Mode> Leaderless<M> {
             .known
             .iter()
             .map(|&id| {
-                let state = if self.left.contains(&id) {
+                let state = if self.is_gone_member(id) {
                     "left"
+                } else if self.left.contains(&id) {
+                    "leaving"
                 } else if id == self.config.id {
                     "alive"
                 } else {
@@ -2380,7 +2937,16 @@ impl<M: Mode> Leaderless<M> {
             hints: self.store().map_or(0, Coordinator::hints_held),
             admitted: self.admission.is_none(),
             voters: self.voters.clone(),
-            leave: self.leave.as_ref().map(|l| l.phase.name()),
+            leave: self
+                .own
+                .as_ref()
+                .filter(|o| o.kind == MoveKind::Leave)
+                .map(OwnMove::name),
+            join: self
+                .own
+                .as_ref()
+                .filter(|o| o.kind == MoveKind::Join)
+                .map(OwnMove::name),
         }
     }
 
@@ -2422,8 +2988,13 @@ impl<M: Mode> Leaderless<M> {
             for n in dead {
                 self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
             }
-            if std::mem::take(&mut self.resume_leave) {
-                self.begin_leave(now);
+            let me = self.config.id;
+            if std::mem::take(&mut self.resume_move) {
+                self.begin_move(now);
+            } else if !self.is_voter() && !self.moves.contains_key(&me) {
+                // Admitted, not one of the first members: it joins.
+                self.note_move(me, MoveKind::Join, MovePhase::Pending);
+                self.begin_move(now);
             }
         }
     }
@@ -2470,6 +3041,11 @@ impl<M: Mode> Leaderless<M> {
             in_use,
             voters: admitted.then(|| self.voters.clone()),
             members: self.known.iter().copied().collect(),
+            moves: if admitted {
+                self.moves_list()
+            } else {
+                Vec::new()
+            },
         };
         self.gate.send(from, message);
     }
@@ -2484,6 +3060,7 @@ impl<M: Mode> Leaderless<M> {
             claimed,
             voters,
             members,
+            moves,
         } = answer;
         let me = self.config.id;
         let Some(admission) = self.admission.as_mut() else {
@@ -2507,6 +3084,12 @@ impl<M: Mode> Leaderless<M> {
             ));
         }
         admission.answers.insert(from, (voters, members));
+        // The members that joined or left, as the members answering know them.
+        for (id, kind, phase) in moves.into_iter().take(MOVES_MAX) {
+            if id != me {
+                admission.moves.push((id, kind, phase));
+            }
+        }
         if admission.answers.len() < self.config.members.len() / 2 {
             return;
         }
@@ -2515,6 +3098,16 @@ impl<M: Mode> Leaderless<M> {
             .iter()
             .filter_map(|(&n, (v, _))| v.as_ref().map(|v| (n, v)))
             .collect();
+        if told.is_empty()
+            && admission
+                .answers
+                .values()
+                .any(|(_, members)| !members.contains(&me))
+        {
+            // Started with the cluster's first members, which are not yet admitted and
+            // do not count it among them: it joins once they are (ask again).
+            return;
+        }
         let voters = match told.first() {
             None => Ok(self.config.members.clone()),
             Some(&(first, theirs)) => match told.iter().find(|(_, v)| *v != theirs) {
@@ -2565,9 +3158,13 @@ impl<M: Mode> Leaderless<M> {
     /// registers (which send nothing before their own writes, after this one, are durable)
     /// and, once its start is durable, the quorum store.
     fn admit(&mut self, now: Time, voters: Vec<NodeId>) {
-        self.admission = None;
+        let told = self.admission.take().map(|a| a.moves).unwrap_or_default();
         self.voters = voters.clone();
         self.gate.persist(Record::Admitted { voters });
+        self.rebuild_table();
+        for (id, kind, phase) in told {
+            self.note_move(id, kind, phase);
+        }
         let last = self.generation - 1;
         let member = Member::start(self.config.member(self.generation).expect("checked"), last);
         self.member = Part::new(member);
@@ -2660,7 +3257,8 @@ impl<M: Mode> Leaderless<M> {
     fn on_wake(&mut self, now: Time) {
         self.wake_at = None;
         self.ask_admission(now);
-        self.step_leave(now);
+        self.step_move(now);
+        self.pump_outgoing(now);
         if self.member.wake.is_some_and(|at| at <= now) {
             self.member.wake = None;
             self.member.protocol.handle(now, Input::Wake);
@@ -2705,15 +3303,20 @@ impl<M: Mode> Leaderless<M> {
                 .as_ref()
                 .filter(|a| !a.refused && !a.heard)
                 .and_then(|a| a.unreachable_at),
-            self.leave.as_ref().and_then(|l| match &l.phase {
-                LeavePhase::Left => None,
-                LeavePhase::Draining { until } => Some(*until),
-                LeavePhase::Announcing { .. } => Some(l.resend_at),
-                LeavePhase::HandingOff { streams } => streams
+            self.own.as_ref().and_then(|o| match &o.step {
+                Step::Done => None,
+                Step::Draining { until } => Some(*until),
+                Step::Telling { .. } => Some(o.resend_at),
+                Step::Receiving { ask_at, .. } => Some(*ask_at),
+                Step::HandingOff { streams } => streams
                     .values()
                     .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
                     .min(),
             }),
+            self.outgoing
+                .values()
+                .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -2768,11 +3371,10 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 Message::Member(_) | Message::Abd(_) | Message::Cas(_)
                     if self.admission.is_some() => {}
                 Message::Admit { nonce } => self.on_admit(now, from, nonce),
-                Message::Leaving => {
-                    self.note_left(from);
-                    self.gate.send(from, Message::LeaveNoted);
-                }
-                Message::LeaveNoted => self.on_leave_ack(now, from),
+                Message::Move { id, kind, phase } => self.on_move(from, id, kind, phase),
+                Message::MoveNoted { id, phase } => self.on_move_noted(now, from, id, phase),
+                Message::StreamTo { partitions } => self.on_stream_to(now, from, partitions),
+                Message::Streamed => self.on_streamed(now, from),
                 Message::HandOff {
                     batch,
                     partition,
@@ -2782,12 +3384,9 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 Message::HandedOff { batch, skipped } => {
                     self.on_handed_off(now, from, batch, skipped);
                 }
-                Message::Departed { left } => {
-                    // Only members this node knows: a list no longer than its view.
-                    for id in left {
-                        if self.known.contains(&id) {
-                            self.note_left(id);
-                        }
+                Message::Moves { moves } => {
+                    for (id, kind, phase) in moves.into_iter().take(MOVES_MAX) {
+                        self.on_move(from, id, kind, phase);
                     }
                 }
                 Message::Store(_) if self.has_left() => {}
@@ -2797,6 +3396,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     claimed,
                     voters,
                     members,
+                    moves,
                 } => {
                     let answer = AdmissionAnswer {
                         nonce,
@@ -2804,6 +3404,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                         claimed,
                         voters,
                         members,
+                        moves,
                     };
                     self.on_admission(now, from, answer);
                 }

@@ -35,8 +35,8 @@ pub mod node;
 pub mod store;
 
 pub use machine::{
-    Config, Failure, Info, Key, Leaderless, Lww, Message, Mode, Notice, Read, Record, Recovered,
-    Request, Response, Value, Vv,
+    Config, Failure, Info, Key, Leaderless, Lww, Message, Mode, MoveKind, MovePhase, Notice, Read,
+    Record, Recovered, Request, Response, Value, Vv,
 };
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ enum Slot {
     Admitted,
     Left(synod_node::NodeId),
     Leaving,
+    Move(synod_node::NodeId),
 }
 
 fn slot<S>(record: &Record<S>) -> Slot {
@@ -86,6 +87,7 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Admitted { .. } => Slot::Admitted,
         Record::Left { id } => Slot::Left(*id),
         Record::Leaving => Slot::Leaving,
+        Record::Move { id, .. } => Slot::Move(*id),
     }
 }
 

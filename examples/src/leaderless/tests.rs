@@ -622,6 +622,84 @@ fn a_fourth_node_joining_gets_its_share_of_the_partitions_streamed_to_it() {
     assert_eq!(values(&c.get(4, "k0", QUORUM)), ["v"]);
 }
 
+/// Once a join is done (every member switched to the table with the joiner), the members
+/// drop, durably, the keys of the partitions that moved to it: they no longer count against
+/// the key cap, and no member holds a key it does not replicate. Anti-entropy is held off:
+/// only the join's own stream brings the keys to the joiner.
+#[test]
+fn after_a_join_the_members_drop_the_keys_they_no_longer_replicate() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert!(written(&c.put(
+            1,
+            key,
+            "v",
+            QUORUM,
+            VersionVector::default()
+        )));
+    }
+    let before: usize = (1..=3).map(|n| c.data(n).len()).sum();
+    assert_eq!(before, 3 * keys.len(), "every key on its three replicas");
+    c.start(4);
+    let mut joined = false;
+    for _ in 0..100 {
+        c.run_for(100);
+        if c.nodes[3]
+            .as_ref()
+            .is_some_and(|n| n.info().join == Some("joined"))
+        {
+            joined = true;
+            break;
+        }
+    }
+    assert!(joined, "node 4's join: {:?}", c.node(4).info().join);
+    c.run_for(500);
+    let table = c.node(1).table().clone();
+    assert!(table.load(id(4)) > 0);
+    let mut dropped = 0;
+    for n in 1..=4 {
+        assert_eq!(c.node(n).table(), &table, "node {n}'s table");
+        let data = c.data(n);
+        for key in &keys {
+            let replicates = table
+                .replicas(table.partition_of(key.as_bytes()))
+                .contains(&id(n));
+            assert_eq!(
+                data.contains_key(key.as_bytes()),
+                replicates,
+                "node {n}, {key}"
+            );
+        }
+        let stats = c.node(n).stats();
+        dropped += stats.keys_dropped;
+        assert_eq!(c.node(n).info().keys, data.len());
+        // Durably: the drop is on the disk.
+        if n <= 3 && stats.keys_dropped > 0 {
+            assert!(
+                c.disks[n - 1]
+                    .iter()
+                    .any(|r| matches!(r, Record::Store { state: None, .. })),
+                "node {n} dropped keys without recording it"
+            );
+        }
+    }
+    let on_4 = c.data(4).len();
+    assert!(on_4 > 0);
+    assert_eq!(
+        dropped as usize, on_4,
+        "each key node 4 took, dropped by the member it replaced"
+    );
+    // Every key still reads back at QUORUM through every node.
+    for n in 1..=4 {
+        for key in &keys {
+            assert_eq!(values(&c.get(n, key, QUORUM)), ["v"], "node {n}, {key}");
+        }
+    }
+}
+
 #[test]
 fn cas_and_the_linearizable_level_run_on_their_own_key_spaces() {
     let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
@@ -1088,11 +1166,14 @@ fn a_key_a_replica_skips_is_not_acknowledged_and_the_leave_waits_until_it_is_tak
 /// The outside review (review8): the hints a leaving node held for a replica held dead
 /// were lost with it. Node 4 holds a hint for node 3 (cut off) as it leaves: it hands it
 /// to a live replica of the key, which delivers it when node 3 is back (anti-entropy is
-/// held off, so nothing else brings node 3 the write).
+/// held off, so nothing else brings node 3 the write). A leave waits for a member held
+/// dead for [`Config::move_dead_wait_ms`] (it may be cut off from the leaver only, and
+/// serve clients): 5 s here, so that node 4 leaves while node 3 is still cut off.
 #[test]
 fn a_leaving_nodes_hints_for_a_dead_replica_are_delivered_after_it_is_back() {
     let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
+        config.move_dead_wait_ms = 5_000;
     });
     let table = c.node(1).table().clone();
     let key = (0..200)

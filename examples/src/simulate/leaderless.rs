@@ -67,6 +67,32 @@ pub const QUORUM: u64 = 200;
 /// The base of reads at ONE: history key `ONE + k` is a read at ONE of QUORUM key
 /// `QUORUM + k`.
 pub const ONE: u64 = 300;
+/// The history key of a [`Request::Leave`] (a run with [`Moves::leave_after`]): no level's
+/// key, checked by none.
+pub const LEAVE: u64 = 400;
+
+/// The changes of membership of a run (none by default): a node joining at its first start,
+/// a node leaving while the clients work, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moves {
+    /// The last node is not one of the others' configured members: it asks them to admit
+    /// it on its first start, and joins the cluster (its share of the partitions streamed
+    /// to it) while the clients work.
+    pub join: bool,
+    /// The clients' `n`th operation in all is a [`Request::Leave`] to the last of the
+    /// cluster's first members, which hands its partitions off and leaves while the
+    /// clients go on.
+    pub leave_after: Option<usize>,
+}
+
+impl Moves {
+    /// The node that leaves, if one does, in a cluster of `nodes`.
+    #[must_use]
+    pub fn leaver(&self, nodes: usize) -> Option<NodeId> {
+        let first = if self.join { nodes - 1 } else { nodes };
+        self.leave_after.map(|_| NodeId::new(first as u64))
+    }
+}
 
 /// How a simulated node's log is kept: compacted from 64 records (so runs meet
 /// compactions), in segments of 64 KiB rather than a process's 8 MiB (each segment is
@@ -83,18 +109,29 @@ const LOG: LogOptions = LogOptions {
 /// The state machine of a simulated node in conflict mode `M`.
 pub type Node<M = Vv> = Leaderless<M>;
 
-/// A simulated node's configuration: fast timers for a simulation of a few seconds.
-fn config(id: NodeId, nodes: usize, seed: u64) -> Config {
-    let mut config = Config::new(id, (1..=nodes as u64).map(NodeId::new));
+/// A simulated node's configuration: fast timers for a simulation of a few seconds. With
+/// [`Moves::join`], the last node joins: the others are configured without it.
+fn config(id: NodeId, nodes: usize, seed: u64, moves: Moves) -> Config {
+    let first = if moves.join && id.get() < nodes as u64 {
+        nodes as u64 - 1
+    } else {
+        nodes as u64
+    };
+    let mut config = Config::new(id, (1..=first).map(NodeId::new));
     config.partitions = 8;
     config.timeout_ms = 80;
-    config.anti_entropy_interval_ms = 20;
+    // With a join or a leave, anti-entropy is slow, so that no replica is brought up to
+    // date by it before the move's own stream: a read the move leaves stale stays so.
+    config.anti_entropy_interval_ms = if moves == Moves::default() { 20 } else { 400 };
     config.probe_interval_ms = 100;
     config.probe_timeout_ms = 50;
     config.gossip_interval_ms = 20;
     config.push_pull_interval_ms = 500;
     config.abd = RegisterLimits::new(64, 16, 10, 80);
     config.cas_retry_ms = 10;
+    // A joiner restarted before it was admitted asks under a new nonce: the grant to the
+    // one before lapses within the run.
+    config.admit_claim_ms = 300;
     config.seed = seed;
     config
 }
@@ -105,13 +142,23 @@ fn config(id: NodeId, nodes: usize, seed: u64) -> Config {
 #[derive(Debug)]
 pub struct LeaderlessStore<M = Vv> {
     log: Option<LeaderlessLog<DiskStorage>>,
+    moves: Moves,
     _mode: std::marker::PhantomData<fn() -> M>,
 }
 
 impl<M> Default for LeaderlessStore<M> {
     fn default() -> Self {
+        LeaderlessStore::with_moves(Moves::default())
+    }
+}
+
+impl<M> LeaderlessStore<M> {
+    /// The store of a node of a run with `moves`.
+    #[must_use]
+    pub fn with_moves(moves: Moves) -> Self {
         LeaderlessStore {
             log: None,
+            moves,
             _mode: std::marker::PhantomData,
         }
     }
@@ -125,7 +172,7 @@ impl<M: Mode> ProtocolStore for LeaderlessStore<M> {
         self.log = Some(log);
         let seed = boot.rng.next_u64();
         Ok(Leaderless::start(
-            config(boot.id, boot.nodes, seed),
+            config(boot.id, boot.nodes, seed, self.moves),
             recovered,
         ))
     }
@@ -160,7 +207,8 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::States { .. } => "states",
             Message::Forward { .. } | Message::Forwarded { .. } => "forward",
             Message::Admit { .. } | Message::Admission { .. } => "admission",
-            Message::Leaving | Message::LeaveNoted | Message::Departed { .. } => "leave",
+            Message::Move { .. } | Message::MoveNoted { .. } | Message::Moves { .. } => "move",
+            Message::StreamTo { .. } | Message::Streamed => "stream",
             Message::HandOff { .. } | Message::HandedOff { .. } => "hand-off",
         }
     }
@@ -189,6 +237,8 @@ pub struct Seen {
     saw: BTreeMap<u64, Vec<u64>>,
     /// Each QUORUM key's state on every replica once they agreed after the heal.
     final_values: Option<BTreeMap<u64, Vec<u64>>>,
+    /// Once they agreed: whether the joiner was in the table and whether the leaver had left.
+    moved: (bool, bool),
 }
 
 /// The clients: linearizable reads and writes, CAS reads and compare-and-sets, QUORUM reads
@@ -198,6 +248,9 @@ pub struct Seen {
 pub struct LeaderlessClients {
     last_value: u64,
     quorum_writes: u64,
+    /// The run's changes of membership, and the clients' operations so far in all.
+    moves: Moves,
+    total: usize,
     /// Each client's operations so far.
     ops: BTreeMap<ClientId, usize>,
     /// Each client's last QUORUM read of a key: its context and values.
@@ -206,10 +259,12 @@ pub struct LeaderlessClients {
 }
 
 impl LeaderlessClients {
-    fn new(seen: Rc<RefCell<Seen>>) -> Self {
+    fn new(seen: Rc<RefCell<Seen>>, moves: Moves) -> Self {
         LeaderlessClients {
             last_value: 0,
             quorum_writes: 0,
+            moves,
+            total: 0,
             ops: BTreeMap::new(),
             last_read: BTreeMap::new(),
             seen,
@@ -230,6 +285,16 @@ impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
         let node = NodeId::new(rng.below(nodes as u64) + 1);
         let key = rng.below(KEYS);
         *self.ops.entry(client).or_default() += 1;
+        self.total += 1;
+        if let Some(leaver) = self.moves.leaver(nodes)
+            && self.moves.leave_after == Some(self.total)
+        {
+            return Some(Invocation {
+                node: leaver,
+                request: Request::Leave,
+                input: KvInput::Read { key: LEAVE },
+            });
+        }
         let mut kind = rng.below(7);
         if kind == 5 && self.quorum_writes >= QUORUM_WRITES {
             kind = 4;
@@ -348,6 +413,7 @@ impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
             (_, Response::Written { .. } | Response::LinearWritten) => {
                 Completion::Ok(KvOutput::Written)
             }
+            (_, Response::Leaving) => Completion::Ok(KvOutput::Read(None)),
             // Refused (certainly not carried out), or an answer of another kind.
             _ => Completion::Fail,
         }
@@ -355,12 +421,15 @@ impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
 }
 
 /// Each QUORUM key's values on every replica, if all replicas of every key hold the same
-/// state and every node serves.
+/// state and every node serves (but one that left the cluster or was refused by it).
 fn agreed<M: Mode>(
     view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
 ) -> Option<BTreeMap<u64, Vec<u64>>> {
     let mut nodes = BTreeMap::new();
     for (id, node) in view.nodes() {
+        if node.protocol().is_some_and(Leaderless::is_gone) {
+            continue;
+        }
         let protocol = node.protocol().filter(|p| p.serving())?;
         nodes.insert(id, protocol);
     }
@@ -390,6 +459,7 @@ fn agreed<M: Mode>(
 /// replica in agreement (kept as the final state).
 fn converged<M: Mode>(
     seen: &Rc<RefCell<Seen>>,
+    moves: Moves,
     view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
 ) -> bool {
     if view.healed_at().is_none() {
@@ -404,7 +474,18 @@ fn converged<M: Mode>(
     }
     match agreed(view) {
         Some(values) => {
-            seen.borrow_mut().final_values = Some(values);
+            let nodes = view.nodes().count();
+            let first = view.node(NodeId::new(1)).and_then(ProtocolNode::protocol);
+            let joined =
+                moves.join && first.is_some_and(|p| p.table().load(NodeId::new(nodes as u64)) > 0);
+            let left = moves.leaver(nodes).is_some_and(|leaver| {
+                view.node(leaver)
+                    .and_then(ProtocolNode::protocol)
+                    .is_some_and(Leaderless::is_gone)
+            });
+            let mut seen = seen.borrow_mut();
+            seen.final_values = Some(values);
+            seen.moved = (joined, left);
             true
         }
         None => false,
@@ -419,6 +500,15 @@ pub struct Checks {
     pub stale: [usize; 2],
     /// Acknowledged QUORUM writes.
     pub acknowledged: usize,
+}
+
+impl Checks {
+    /// Whether the run's joiner had joined the table and its leaver had left once the
+    /// replicas agreed (both false if they never did).
+    #[must_use]
+    pub fn moved(&self) -> (bool, bool) {
+        self.seen.borrow().moved
+    }
 }
 
 fn key_of(input: &KvInput) -> u64 {
@@ -588,7 +678,7 @@ fn check_quorum(
         };
         let (level, key) = match key {
             k if (QUORUM..ONE).contains(&k) => (1, k - QUORUM),
-            k if k >= ONE => (0, k - ONE),
+            k if (ONE..LEAVE).contains(&k) => (0, k - ONE),
             _ => continue,
         };
         let Some(values) = reads.get(&(op.client, n)) else {
@@ -779,12 +869,23 @@ pub(super) fn run(seed: u64, config: SimConfig, record: bool) -> RunSummary {
     summary
 }
 
-/// Runs the store in conflict mode `M` once with `seed`, and returns the checks' counts
-/// with the summary.
-/// With `record`, the run is also drawn ([`RunSummary::timeline`]).
+/// Runs the store in conflict mode `M` once with `seed`, as [`run_checked`] does, and no
+/// changes of membership.
 pub fn run_checked<M: Mode + 'static>(
     seed: u64,
     config: SimConfig,
+    record: bool,
+) -> (RunSummary, Checks) {
+    run_moving::<M>(seed, config, Moves::default(), record)
+}
+
+/// Runs the store in conflict mode `M` once with `seed` and the changes of membership
+/// `moves`, and returns the checks' counts with the summary.
+/// With `record`, the run is also drawn ([`RunSummary::timeline`]).
+pub fn run_moving<M: Mode + 'static>(
+    seed: u64,
+    config: SimConfig,
+    moves: Moves,
     record: bool,
 ) -> (RunSummary, Checks) {
     let seen = Rc::new(RefCell::new(Seen::default()));
@@ -792,10 +893,10 @@ pub fn run_checked<M: Mode + 'static>(
     let simulation = Simulation::new(
         config,
         seed,
-        |_| ProtocolNode::new(LeaderlessStore::<M>::default()),
-        LeaderlessClients::new(Rc::clone(&seen)),
+        move |_| ProtocolNode::new(LeaderlessStore::<M>::with_moves(moves)),
+        LeaderlessClients::new(Rc::clone(&seen), moves),
     )
-    .progress(move |view| converged::<M>(&progress_seen, view));
+    .progress(move |view| converged::<M>(&progress_seen, moves, view));
     let simulation = if record {
         simulation.record(Recorder::protocol())
     } else {
