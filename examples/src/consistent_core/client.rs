@@ -308,8 +308,9 @@ impl Client {
             }
             // Any answer to a write but a `SESSION` error spends its number, as the node
             // counts (`TRYAGAIN` and `UNKNOWN` never get here: the write is resent). An
-            // unanswered write is answered now, or was moved past.
-            (name, _, v) if is_write(&[name]) => {
+            // unanswered write is answered now, or was moved past. Whether it is a write
+            // is asked of the whole command: `LEASE GRANT` is one, `LEASE TTL` is not.
+            (_, _, v) if is_write(args) => {
                 self.unanswered = None;
                 if let Some((id, seq)) = self.session
                     && !matches!(v, Value::Error(e) if e.starts_with("SESSION"))
@@ -489,8 +490,8 @@ mod tests {
     }
 
     /// A one-node cluster in this process, made of the real command table and state
-    /// machine: each connection has its own [`ConnState`], every request is applied to one
-    /// [`KvStore`] at once. `script(n, command)` says how to serve the `n`th command.
+    /// machine: each connection has its own [`ConnState`], every request is applied to (a
+    /// read: answered from) one [`KvStore`] at once. `script(n, command)` says how to serve the `n`th command.
     fn mini_node(
         script: impl Fn(usize, &str) -> Serve + Send + Sync + 'static,
     ) -> (String, Arc<Mutex<KvStore>>) {
@@ -518,6 +519,13 @@ mod tests {
                 }
                 let reply = match execute(&mut conn, args) {
                     Action::Reply(v) | Action::Close(v) => v,
+                    Action::Call(request @ Request::Read { .. }) => {
+                        let Request::Read { query, .. } = &request else {
+                            unreachable!("matched above")
+                        };
+                        let reply = store.lock().expect("lock").query(query);
+                        conn.settle(&request, Response::Kv(reply))
+                    }
                     Action::Call(request) => {
                         let mut index = index.lock().expect("lock");
                         *index += 1;
@@ -598,6 +606,58 @@ mod tests {
                 .query(&KvQuery::Get(b"n".to_vec())),
             KvReply::Bulk(b"2".to_vec()),
             "the INCR whose answer was lost was applied once"
+        );
+    }
+
+    #[test]
+    fn lease_and_fenced_writes_are_counted_so_a_resumed_session_resends_with_the_right_number() {
+        use std::sync::atomic::Ordering;
+        // The SET's answer is lost with the connection: resent on a new connection under
+        // the session's count, which must include the LEASE and FENCE writes before it
+        // (counted short, the SET took the number of an acknowledged write and was refused
+        // with a SESSION error).
+        let dropped = std::sync::atomic::AtomicBool::new(false);
+        let (addr, store) = mini_node(move |_, command| {
+            if command == "SET k v LEASE 1" && !dropped.swap(true, Ordering::SeqCst) {
+                Serve::Drop
+            } else {
+                Serve::Answer
+            }
+        });
+        let mut c = client(&addr);
+        c.register().expect("registered");
+        assert_eq!(
+            c.call(&[b"LEASE", b"GRANT", b"60000"]).expect("answered"),
+            Value::Int(1)
+        );
+        let ttl = c.call(&[b"LEASE", b"KEEPALIVE", b"1"]).expect("answered");
+        assert!(matches!(ttl, Value::Int(_)), "{ttl:?}");
+        assert!(matches!(
+            c.call(&[b"LEASE", b"TTL", b"1"]).expect("answered"),
+            Value::Int(_)
+        ));
+        assert_eq!(
+            c.call(&[b"SET", b"lock", b"me", b"NX"]).expect("answered"),
+            Value::Simple("OK".into())
+        );
+        let fenced = c
+            .call(&[b"FENCE", b"lock", b"9", b"DEL", b"lock"])
+            .expect("answered");
+        assert!(
+            matches!(&fenced, Value::Error(e) if e.starts_with("FENCED")),
+            "{fenced:?}"
+        );
+        assert_eq!(
+            c.call(&[b"SET", b"k", b"v", b"LEASE", b"1"])
+                .expect("answered"),
+            Value::Simple("OK".into())
+        );
+        assert_eq!(
+            store
+                .lock()
+                .expect("lock")
+                .query(&KvQuery::Get(b"k".to_vec())),
+            KvReply::Bulk(b"v".to_vec())
         );
     }
 
