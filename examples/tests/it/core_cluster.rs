@@ -399,6 +399,23 @@ impl Cluster {
         )
     }
 
+    /// INFO of every node, one `node ID: field:value ...` line each, for a failure message.
+    pub(crate) fn infos(&self) -> String {
+        let mut out = String::new();
+        for id in 1..=self.children.len() {
+            let info = self.info(id).map_or_else(
+                || "does not answer".to_string(),
+                |fields| {
+                    let fields: Vec<String> =
+                        fields.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    fields.join(" ")
+                },
+            );
+            out += &format!("--- INFO of node {id}: {info}\n");
+        }
+        out
+    }
+
     pub(crate) fn field(&self, id: usize, name: &str) -> Option<String> {
         self.info(id)?
             .into_iter()

@@ -6,8 +6,9 @@
 //! holding the lock, and one waiting for it (its lease revoked, so the lock key never comes
 //! to it). Every wait polls a condition against a deadline.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_examples::consistent_core::client::Client;
@@ -19,6 +20,8 @@ use crate::core_cluster::{Cluster, DEADLINE, TEST_PASSWORD};
 struct Holder {
     child: Child,
     out: BufReader<ChildStdout>,
+    /// Its standard error so far (read by a thread, so a full pipe never blocks it).
+    err: Arc<Mutex<String>>,
 }
 
 impl Holder {
@@ -28,11 +31,26 @@ impl Holder {
             .args(["kv", "--addr", addr, "lock", name, &ttl_ms.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("synod kv lock starts");
         let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Holder { child, out }
+        let err = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&err);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                let text = String::from_utf8_lossy(&chunk[..n]);
+                sink.lock().expect("not poisoned").push_str(&text);
+            }
+        });
+        Holder { child, out, err }
+    }
+
+    /// What it wrote to its standard error so far.
+    fn stderr(&self) -> String {
+        self.err.lock().expect("not poisoned").clone()
     }
 
     /// The fencing token it prints once it holds the lock.
@@ -42,7 +60,12 @@ impl Holder {
         line.trim()
             .strip_prefix("token ")
             .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("not a token line: {line:?}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "not a token line: {line:?}; its standard error: {:?}",
+                    self.stderr()
+                )
+            })
     }
 
     fn signal(&self, signal: &str) {
@@ -60,9 +83,27 @@ impl Holder {
             if let Some(status) = self.child.try_wait().expect("waits") {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "the holder never exited");
+            assert!(
+                Instant::now() < deadline,
+                "the holder never exited; its standard error: {:?}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits for it to exit and fails unless its exit code is `code`, saying what it wrote
+    /// to its standard error and what each node reports.
+    fn exits_with(&mut self, code: i32, cluster: &Cluster) {
+        let exit = self.wait();
+        assert_eq!(
+            exit,
+            Some(code),
+            "exit {exit:?} (None: ended by a signal); its standard error: {:?}\n{}{}",
+            self.stderr(),
+            cluster.infos(),
+            cluster.logs()
+        );
     }
 }
 
@@ -125,24 +166,33 @@ fn a_holder_paused_past_its_ttl_loses_the_lock_and_its_fenced_write_is_refused()
 
     // Resumed, the first holder finds its lease expired and exits with an error.
     first.signal("CONT");
-    assert_eq!(first.wait(), Some(1), "{}", cluster.logs());
+    first.exits_with(1, &cluster);
 
     // The second releases when its standard input closes: the lock key goes at once.
     drop(second.child.stdin.take());
-    assert_eq!(second.wait(), Some(0));
+    second.exits_with(0, &cluster);
     assert_eq!(
         client.call(&[b"EXISTS", b"lock/job"]).expect("answered"),
         Value::Int(0)
     );
 }
 
-/// The lease ids a `LEASE TTL` of each id up to `max` finds held.
-fn held_leases(client: &mut Client, max: i64) -> Vec<i64> {
+/// The lease ids a `LEASE TTL` of each id up to `max` finds held (time left, `>= 0`), not
+/// those it finds gone (`-2`). Any other answer (an error, none) fails the test, so that
+/// it is never taken for a lease held, nor for one gone.
+fn held_leases(client: &mut Client, max: i64, cluster: &Cluster) -> Vec<i64> {
     (1..=max)
         .filter(|id| {
-            let id = id.to_string();
-            let ttl = client.call(&[b"LEASE", b"TTL", id.as_bytes()]);
-            !matches!(ttl, Ok(Value::Int(-2)))
+            let arg = id.to_string();
+            match client.call(&[b"LEASE", b"TTL", arg.as_bytes()]) {
+                Ok(Value::Int(-2)) => false,
+                Ok(Value::Int(ttl)) if ttl >= 0 => true,
+                other => panic!(
+                    "LEASE TTL {id} answered {other:?}\n{}{}",
+                    cluster.infos(),
+                    cluster.logs()
+                ),
+            }
         })
         .collect()
 }
@@ -160,27 +210,27 @@ fn a_holder_releases_its_lock_on_sigint_and_a_waiter_its_lease_on_sigterm() {
     // A second holder waits for the lock; its lease is granted before it first tries.
     let mut waiter = Holder::start(&addrs[1], "job", 60_000);
     let deadline = Instant::now() + DEADLINE;
-    while held_leases(&mut client, 4).len() < 2 {
+    while held_leases(&mut client, 4, &cluster).len() < 2 {
         assert!(Instant::now() < deadline, "the waiter never took a lease");
         std::thread::sleep(Duration::from_millis(20));
     }
 
     // SIGTERM to the waiter: it revokes its lease and exits 0, never holding the lock.
     waiter.signal("TERM");
-    assert_eq!(waiter.wait(), Some(0), "{}", cluster.logs());
+    waiter.exits_with(0, &cluster);
     assert_eq!(
-        held_leases(&mut client, 4).len(),
-        1,
-        "the waiter's lease is gone"
+        held_leases(&mut client, 4, &cluster),
+        [1],
+        "the waiter's lease is gone, the holder's is not"
     );
 
     // Ctrl-C to the holder: it revokes its lease, so the lock key goes before it exits 0.
     holder.signal("INT");
-    assert_eq!(holder.wait(), Some(0), "{}", cluster.logs());
+    holder.exits_with(0, &cluster);
     assert_eq!(
         client.call(&[b"EXISTS", b"lock/job"]).expect("answered"),
         Value::Int(0),
         "the lock (token {token}) was not released"
     );
-    assert!(held_leases(&mut client, 4).is_empty());
+    assert_eq!(held_leases(&mut client, 4, &cluster), [0_i64; 0]);
 }
