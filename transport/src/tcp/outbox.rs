@@ -257,4 +257,56 @@ mod tests {
         );
         assert_eq!(together.frames, 5);
     }
+
+    /// review12 probe: envelopes queued already encoded, in chunks split anywhere, lay out
+    /// byte for byte as one at a time, for batch limits from one byte (a frame per
+    /// message) to several envelopes, with empty and over-the-limit payloads mixed in.
+    #[test]
+    fn encoded_chunks_split_anywhere_lay_out_as_one_at_a_time_for_every_batch_limit() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % bound
+        };
+        for round in 0..400 {
+            let batch_bytes_max = [1, 5, 15, 64, 100, 257, 1000][round % 7];
+            let count = 1 + next(40) as usize;
+            let lens: Vec<usize> = (0..count)
+                .map(|_| match next(10) {
+                    0 => 0,
+                    1 => 200 + next(900) as usize,
+                    _ => next(40) as usize,
+                })
+                .collect();
+            let mut one_at_a_time = Outbox::default();
+            let mut encoded = Vec::new();
+            let mut ends = Vec::new();
+            for (n, &len) in lens.iter().enumerate() {
+                let q = queued(n as u64, len);
+                one_at_a_time.push(&q, batch_bytes_max, 1 << 20);
+                q.envelope.encode_into(&mut encoded);
+                ends.push(encoded.len());
+            }
+            let mut together = Outbox::default();
+            let (mut k, mut from) = (0, 0);
+            while k < ends.len() {
+                let j = k + 1 + next((ends.len() - k) as u64) as usize;
+                together.push_encoded(&encoded, from, &ends[k..j], batch_bytes_max, 1 << 20);
+                from = ends[j - 1];
+                k = j;
+            }
+            assert_eq!(together.bytes, one_at_a_time.bytes, "round {round}");
+            assert_eq!(together.open, one_at_a_time.open);
+            assert_eq!(
+                (together.frames, together.messages, together.envelope_bytes),
+                (
+                    one_at_a_time.frames,
+                    one_at_a_time.messages,
+                    one_at_a_time.envelope_bytes
+                )
+            );
+        }
+    }
 }
