@@ -809,3 +809,43 @@ fn a_lost_connection_fails_every_request_of_a_batch_at_once() {
         }
     }
 }
+
+/// review12 probe: a fail-fast batch stopped by the byte limit (not the message limit)
+/// queues exactly the envelopes that fit, in order, and none after the first refused, even
+/// one small enough to fit in what is left (it would overtake the refused one).
+#[test]
+fn a_fail_fast_batch_stopped_by_the_byte_limit_queues_exactly_those_before_the_refused_one() {
+    let a = start(config(1));
+    // A one-way envelope from 2 to 1 with a payload under 128 bytes takes 5 bytes more
+    // than its payload: nine of 100 bytes take 945 of the 1000, a tenth of 120 does not fit,
+    // and an eleventh of 10 would.
+    let b = start(
+        config(2)
+            .overflow(synod_transport::Overflow::FailFast)
+            .outbound_bytes_max(1000),
+    );
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    let mut payloads: Vec<Bytes> = (0u8..9).map(|i| Bytes::from(vec![i; 100])).collect();
+    payloads.push(Bytes::from(vec![9; 120]));
+    payloads.push(Bytes::from(vec![10; 10]));
+    let err = b.send_batch(NodeId::new(1), payloads).unwrap_err();
+    assert_eq!(err.queued, 9, "{err}");
+    assert!(
+        matches!(err.error, synod_transport::SendError::QueueFull { .. }),
+        "{err}"
+    );
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        let n = a.recv_batch(&mut got, 100, PATIENCE);
+        assert!(n > 0, "only {} of 9 messages arrived", got.len());
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(&m.payload()[..], &vec![i as u8; 100][..]);
+    }
+    b.send(NodeId::new(1), Bytes::from_static(b"after"))
+        .unwrap();
+    let next = a.recv(PATIENCE).expect("the message after the batch");
+    assert_eq!(&next.payload()[..], b"after");
+    assert_eq!(b.stats().messages_sent, 10);
+}
