@@ -272,7 +272,8 @@ mod tests {
                 value: Some(vec![0xff; VALUE_BYTES_MAX]),
             },
         };
-        let bytes = postcard::to_stdvec(&update).expect("encodes");
+        let bytes =
+            crate::runtime::host::encode_message::<RegisterFiles>(&update).expect("encodes");
         assert!(
             bytes.len() <= config.payload_bytes_max(),
             "{} bytes; a frame carries {}",
@@ -303,7 +304,9 @@ mod tests {
                 let fake = fake.get()?;
                 let to = NodeId::new(1);
                 let _ = fake.send(to, Bytes::from_static(&[0xff; 40]));
-                let message: Message = postcard::from_bytes(incoming.payload()).ok()?;
+                let message: Message =
+                    crate::runtime::host::decode_message::<RegisterFiles>(incoming.payload())
+                        .ok()?;
                 let answer = match message.message {
                     AbdMessage::Query { op } => {
                         queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -320,7 +323,8 @@ mod tests {
                     key: message.key,
                     message: answer,
                 };
-                let bytes = postcard::to_stdvec(&reply).expect("encodes");
+                let bytes =
+                    crate::runtime::host::encode_message::<RegisterFiles>(&reply).expect("encodes");
                 let _ = fake.send(to, Bytes::from(bytes));
                 None
             }

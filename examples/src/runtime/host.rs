@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,16 @@ use super::{
 pub trait HostStore: Send + 'static {
     /// The state machine this store persists.
     type Protocol: Protocol + Send + 'static;
+
+    /// The first byte of every message this system's nodes send each other, before the
+    /// message's postcard encoding. A node drops a message of another version and says so
+    /// (once, then at every power of two), so that nodes running two formats of a system's
+    /// messages refuse each other rather than misread one as the other: change it whenever
+    /// the message type's encoding changes. (Nodes of two versions do not work together:
+    /// upgrade a cluster whole.) Versions start high, at 0xC1: messages from before the
+    /// version byte began with their enum's variant index, a small number, so they are
+    /// refused as another version too.
+    const WIRE_VERSION: u8 = 0xC1;
 
     /// Builds the state machine from what the data directory holds, at the node's start.
     /// Anything the state machine must make durable before it serves it asks for with its
@@ -374,7 +385,7 @@ where
             match effect {
                 Effect::Send { to, message } => {
                     // A message that does not encode is lost, as one the network drops.
-                    if let Ok(bytes) = postcard::to_stdvec(&message) {
+                    if let Ok(bytes) = encode_message::<St>(&message) {
                         (self.send)(to, Bytes::from(bytes));
                     }
                 }
@@ -412,14 +423,74 @@ where
     fn answer(&mut self) {}
 }
 
-/// Decodes a peer's bytes into a message of `P`: `None` for bytes that are not one (they
-/// are dropped, as a lost message is; the protocol resends what matters).
-#[must_use]
-pub fn decode_message<P: Protocol>(payload: &[u8]) -> Option<P::Message>
+/// Encodes a message of `St`'s system as its nodes send it: [`HostStore::WIRE_VERSION`],
+/// then the message's postcard encoding.
+///
+/// # Errors
+///
+/// The message's type does not encode with postcard.
+pub fn encode_message<St: HostStore>(
+    message: &<St::Protocol as Protocol>::Message,
+) -> postcard::Result<Vec<u8>>
 where
-    P::Message: DeserializeOwned,
+    <St::Protocol as Protocol>::Message: Serialize,
 {
-    postcard::from_bytes(payload).ok()
+    postcard::to_extend(message, vec![St::WIRE_VERSION])
+}
+
+/// Why a peer's bytes are not a message of the system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageRefused {
+    /// The bytes start with another version of the system's messages (`theirs`) than this
+    /// node's (`ours`): the two nodes run different formats.
+    Version {
+        /// This node's [`HostStore::WIRE_VERSION`].
+        ours: u8,
+        /// The first byte of the peer's message.
+        theirs: u8,
+    },
+    /// The bytes are empty, or do not decode as a message of this version.
+    Malformed,
+}
+
+impl fmt::Display for MessageRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageRefused::Version { ours, theirs } => write!(
+                f,
+                "a peer sent messages of wire version {theirs}, and this node speaks version {ours}: \
+                 nodes of two versions do not work together (upgrade every node); its messages \
+                 are dropped"
+            ),
+            MessageRefused::Malformed => f.write_str("a peer's message did not decode; dropped"),
+        }
+    }
+}
+
+impl std::error::Error for MessageRefused {}
+
+/// Decodes a peer's bytes into a message of `St`'s system, as [`encode_message`] wrote it.
+/// Never panics: bytes that are not a message are refused (and dropped by the node, as a
+/// lost message is; the protocol resends what matters).
+///
+/// # Errors
+///
+/// [`MessageRefused`]: another version, or bytes that do not decode.
+pub fn decode_message<St: HostStore>(
+    payload: &[u8],
+) -> Result<<St::Protocol as Protocol>::Message, MessageRefused>
+where
+    <St::Protocol as Protocol>::Message: DeserializeOwned,
+{
+    let (&version, rest) = payload.split_first().ok_or(MessageRefused::Malformed)?;
+    if version != St::WIRE_VERSION {
+        return Err(MessageRefused::Version {
+            ours: St::WIRE_VERSION,
+            theirs: version,
+        });
+    }
+    postcard::from_bytes(rest).map_err(|_| MessageRefused::Malformed)
 }
 
 /// Why [`Host::call`] has no answer.
@@ -455,6 +526,8 @@ where
 {
     queue: UpdateQueue<ProtocolHost<St>>,
     id: NodeId,
+    /// Peer messages of another wire version dropped so far (said at each power of two).
+    other_versions: AtomicU64,
 }
 
 impl<St: HostStore> fmt::Debug for Host<St>
@@ -550,8 +623,21 @@ where
         if incoming.is_request() {
             return None;
         }
-        let message = decode_message::<St::Protocol>(incoming.payload())?;
         let from = incoming.from();
+        let message = match decode_message::<St>(incoming.payload()) {
+            Ok(message) => message,
+            Err(refused @ MessageRefused::Version { .. }) => {
+                let seen = self.other_versions.fetch_add(1, Ordering::Relaxed) + 1;
+                if seen.is_power_of_two() {
+                    eprintln!(
+                        "synod node {}: from {from}: {refused} ({seen} so far)",
+                        self.id
+                    );
+                }
+                return None;
+            }
+            Err(MessageRefused::Malformed) => return None,
+        };
         self.queue.send(HostEvent::Message { from, message });
         None
     }
@@ -652,7 +738,11 @@ where
     let machine = ProtocolHost::new(store, protocol, send).with_deadline(Arc::clone(&deadline));
     let queue = UpdateQueue::spawn(machine)
         .map_err(|e| StartError::Usage(format!("cannot start the node thread: {e}")))?;
-    let host = Arc::new(Host { queue, id });
+    let host = Arc::new(Host {
+        queue,
+        id,
+        other_versions: AtomicU64::new(0),
+    });
     peer_slot.set(Arc::clone(&host));
     spawn_waker(deadline, {
         let host = Arc::clone(&host);
@@ -956,7 +1046,7 @@ mod tests {
         let sent = sent.lock().expect("unpoisoned");
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, NodeId::new(2));
-        assert_eq!(decode_message::<Toy>(&sent[0].1), Some(Note(9)));
+        assert_eq!(decode_message::<Memory>(&sent[0].1), Ok(Note(9)));
     }
 
     #[test]
@@ -1059,10 +1149,37 @@ mod tests {
     }
 
     #[test]
-    fn bytes_that_are_no_message_are_dropped() {
-        assert_eq!(decode_message::<Toy>(&[]), None);
-        assert_eq!(decode_message::<Toy>(&[0xff; 12]), None);
-        let good = postcard::to_stdvec(&Note(3)).expect("encodes");
-        assert_eq!(decode_message::<Toy>(&good), Some(Note(3)));
+    fn bytes_that_are_no_message_are_refused() {
+        assert_eq!(
+            decode_message::<Memory>(&[]),
+            Err(MessageRefused::Malformed)
+        );
+        let version = Memory::WIRE_VERSION;
+        assert_eq!(
+            decode_message::<Memory>(&[version, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(MessageRefused::Malformed)
+        );
+        let good = encode_message::<Memory>(&Note(3)).expect("encodes");
+        assert_eq!(good[0], version);
+        assert_eq!(decode_message::<Memory>(&good), Ok(Note(3)));
+        // The same message without the version byte (as a node from before it sent them),
+        // or under another version, is refused naming both versions: never misread.
+        let unversioned = postcard::to_stdvec(&Note(3)).expect("encodes");
+        assert_eq!(
+            decode_message::<Memory>(&unversioned),
+            Err(MessageRefused::Version {
+                ours: version,
+                theirs: 3
+            })
+        );
+        let mut other = good.clone();
+        other[0] = version.wrapping_add(1);
+        let refused = decode_message::<Memory>(&other).expect_err("another version");
+        let said = refused.to_string();
+        assert!(
+            said.contains(&format!("wire version {}", version.wrapping_add(1)))
+                && said.contains(&format!("speaks version {version}")),
+            "{said}"
+        );
     }
 }
