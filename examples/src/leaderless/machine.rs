@@ -119,10 +119,13 @@
 //! several moves under way at once a write meets its level in the table of every
 //! combination of them made or not (up to four; further ones at the coordinator's phase).
 //!
-//! A move waits for every member, one held dead too, for at most
-//! [`Config::move_dead_wait_ms`] (a member held dead may be cut off from the mover only,
-//! and still serve clients with its table); past it, the move goes on without it, and it
-//! learns the moves when it is seen alive again ([`Message::Moves`]). A mover that
+//! A move waits for every member, one held dead too (a member held dead may be cut off
+//! from the mover only, and still serve clients with its table): by default for ever, as
+//! Cassandra's consistent range movement does, so a move needs every member up to end.
+//! [`Config::move_dead_wait_ms`] can bound the wait; past it, the move goes on without the
+//! member, which learns the moves only when it is seen alive again ([`Message::Moves`]),
+//! and until then coordinates with a table two phases behind: the argument above does
+//! not hold for it (its QUORUM reads can miss acknowledged writes). A mover that
 //! crashes resumes its move at the phase it recorded; a leaver that has left is refused a
 //! restart.
 //!
@@ -833,9 +836,13 @@ pub struct Config {
     /// sent when one is acknowledged.
     pub hand_off_batches_in_flight_max: usize,
     /// How long a join or a leave waits for a member held dead (to note a phase, to stream
-    /// or to be streamed to) before it goes on without it: a member held dead may be cut
-    /// off from the moving node only, and still serve clients with the table it knows.
-    pub move_dead_wait_ms: u64,
+    /// or to be streamed to) before it goes on without it; `None` (the default) waits for
+    /// it for ever, as Cassandra's consistent range movement does. A bound keeps a move
+    /// going past a member that is down for good, at a cost the store does not yet close: a
+    /// member held dead may be cut off from the moving node only, and still serve clients
+    /// with the table it knows, two phases behind the others (its QUORUM reads can miss
+    /// acknowledged writes, and its writes be missed, until it learns the moves).
+    pub move_dead_wait_ms: Option<u64>,
 }
 
 impl Config {
@@ -847,8 +854,8 @@ impl Config {
     /// sync every 10 s; a new node asks to be admitted every 200 ms, says so after 10 s
     /// without an answer and gives up after 60 s if it can reach no member, and a member
     /// holds its grant of a new id to one start for 30 s; a leaving node resends every 500 ms, and hands off in batches of
-    /// at most 256 KiB, at most 4 in flight to each replica; a join or a leave waits a
-    /// minute for a member held dead.
+    /// at most 256 KiB, at most 4 in flight to each replica; a join or a leave waits for
+    /// every member, one held dead too, for as long as it takes.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -885,7 +892,7 @@ impl Config {
             leave_retry_ms: 500,
             hand_off_batch_bytes_max: 256 << 10,
             hand_off_batches_in_flight_max: 4,
-            move_dead_wait_ms: 60_000,
+            move_dead_wait_ms: None,
         }
     }
 
@@ -921,7 +928,7 @@ impl Config {
             self.leave_retry_ms,
             self.hand_off_batch_bytes_max as u64,
             self.hand_off_batches_in_flight_max as u64,
-            self.move_dead_wait_ms,
+            self.move_dead_wait_ms.unwrap_or(1),
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -2042,7 +2049,10 @@ impl<M: Mode> Leaderless<M> {
     /// Whether a move waits for member `n` at `now`: unless it has been held dead for
     /// longer than [`Config::move_dead_wait_ms`].
     fn waited_for(&self, now: Time, n: NodeId) -> bool {
-        let window = std::time::Duration::from_millis(self.config.move_dead_wait_ms);
+        let Some(wait_ms) = self.config.move_dead_wait_ms else {
+            return true;
+        };
+        let window = std::time::Duration::from_millis(wait_ms);
         self.dead_since.get(&n).is_none_or(|&at| at + window > now)
     }
 
