@@ -117,7 +117,11 @@
 //! level in both tables, so readers of either table meet it; a Done write meets only the
 //! new table, but once one is coordinated every member reads with the new table. With
 //! several moves under way at once a write meets its level in the table of every
-//! combination of them made or not (up to four; further ones at the coordinator's phase).
+//! combination of them made or not, for up to four moves under way at once. A fifth and
+//! later ones count at the coordinator's phase only, and then the argument does not hold:
+//! a coordinator switched on one of them writes to its new table alone, so a member still
+//! pending on it can read without meeting the write. Nothing refuses a fifth move yet:
+//! move nodes a few at a time.
 //!
 //! A move waits for every member, one held dead too (a member held dead may be cut off
 //! from the mover only, and still serve clients with its table): by default for ever, as
