@@ -249,6 +249,22 @@ impl<M: Mode> Cluster<M> {
         }
     }
 
+    /// Starts node `n`, a joiner, and runs until its join is done (up to `ms_max`),
+    /// failing the test if it is not.
+    fn join(&mut self, n: usize, ms_max: u64) {
+        self.start(n);
+        for _ in 0..ms_max / 100 {
+            self.run_for(100);
+            if self.nodes[n - 1]
+                .as_ref()
+                .is_some_and(|node| node.info().join == Some("joined"))
+            {
+                return;
+            }
+        }
+        panic!("node {n}'s join: {:?}", self.node(n).info().join);
+    }
+
     /// Moves time on by `ms` in 10 ms steps, waking nodes and delivering messages.
     fn run_for(&mut self, ms: u64) {
         let end = self.now + Duration::from_millis(ms);
@@ -643,19 +659,7 @@ fn after_a_join_the_members_drop_the_keys_they_no_longer_replicate() {
     }
     let before: usize = (1..=3).map(|n| c.data(n).len()).sum();
     assert_eq!(before, 3 * keys.len(), "every key on its three replicas");
-    c.start(4);
-    let mut joined = false;
-    for _ in 0..100 {
-        c.run_for(100);
-        if c.nodes[3]
-            .as_ref()
-            .is_some_and(|n| n.info().join == Some("joined"))
-        {
-            joined = true;
-            break;
-        }
-    }
-    assert!(joined, "node 4's join: {:?}", c.node(4).info().join);
+    c.join(4, 10_000);
     c.run_for(500);
     let table = c.node(1).table().clone();
     assert!(table.load(id(4)) > 0);
@@ -1466,19 +1470,7 @@ fn a_join_past_a_member_held_dead() -> (Cluster<Vv>, String, usize) {
     c.isolate(3);
     c.run_for(5_000);
     assert_eq!(c.node(1).info().members[2].state, "dead");
-    c.start(4);
-    let mut joined = false;
-    for _ in 0..300 {
-        c.run_for(100);
-        if c.nodes[3]
-            .as_ref()
-            .is_some_and(|n| n.info().join == Some("joined"))
-        {
-            joined = true;
-            break;
-        }
-    }
-    assert!(joined, "node 4's join: {:?}", c.node(4).info().join);
+    c.join(4, 30_000);
     c.run_for(1_000);
     let table = c.node(1).table().clone();
     // A key whose new replicas are node 4, node 3 and one of nodes 1 and 2: the other

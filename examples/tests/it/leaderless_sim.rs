@@ -259,22 +259,29 @@ fn the_quorum_check_catches_a_lost_write_and_not_one_replaced_by_a_write_that_re
     );
 }
 
+/// A history in which a write of 1 (at QUORUM) is acknowledged, then a read of the key at
+/// level `base` is invoked: the history and the read's operation, to be completed.
+fn acknowledged_write_then_read(base: u64) -> (LevelHistory, synod_sim::OpId) {
+    let mut h = LevelHistory::new();
+    let w = h.invoke(
+        ClientId::new(0),
+        KvInput::Write {
+            key: QUORUM,
+            value: 1,
+        },
+        at(0),
+    );
+    h.ok(w, KvOutput::Written, at(10)).expect("recorded");
+    h.wrote(1, Vec::new());
+    let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+    (h, r)
+}
+
 #[test]
 fn a_stale_read_fails_at_quorum_and_is_counted_at_one() {
     // A write of 1 acknowledged, then a read (at `base`) that found nothing, or found it.
     let history = |base: u64, found: Vec<u64>| {
-        let mut h = LevelHistory::new();
-        let w = h.invoke(
-            ClientId::new(0),
-            KvInput::Write {
-                key: QUORUM,
-                value: 1,
-            },
-            at(0),
-        );
-        h.ok(w, KvOutput::Written, at(10)).expect("recorded");
-        h.wrote(1, Vec::new());
-        let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+        let (mut h, r) = acknowledged_write_then_read(base);
         h.read(r, found, at(30)).expect("recorded");
         h.check()
     };
@@ -295,18 +302,7 @@ fn a_stale_read_fails_at_quorum_and_is_counted_at_one() {
 #[test]
 fn a_stale_read_recorded_with_its_output_only_is_caught() {
     let history = |base: u64, found: Option<u64>| {
-        let mut h = LevelHistory::new();
-        let w = h.invoke(
-            ClientId::new(0),
-            KvInput::Write {
-                key: QUORUM,
-                value: 1,
-            },
-            at(0),
-        );
-        h.ok(w, KvOutput::Written, at(10)).expect("recorded");
-        h.wrote(1, Vec::new());
-        let r = h.invoke(ClientId::new(1), KvInput::Read { key: base }, at(20));
+        let (mut h, r) = acknowledged_write_then_read(base);
         h.ok(r, KvOutput::Read(found), at(30)).expect("recorded");
         h.check()
     };

@@ -245,17 +245,24 @@ mod tests {
             batch_bytes_max,
             frame_bytes_max,
         );
-        assert_eq!(together.bytes, one_at_a_time.bytes);
-        assert_eq!(together.open, one_at_a_time.open);
+        assert_same_layout(&together, &one_at_a_time, "one batch");
+        assert_eq!(together.frames, 5);
+    }
+
+    /// Asserts `together` holds byte for byte what `one_at_a_time` does, with the same open
+    /// frame and counts.
+    fn assert_same_layout(together: &Outbox, one_at_a_time: &Outbox, what: &str) {
+        assert_eq!(together.bytes, one_at_a_time.bytes, "{what}");
+        assert_eq!(together.open, one_at_a_time.open, "{what}");
         assert_eq!(
             (together.frames, together.messages, together.envelope_bytes),
             (
                 one_at_a_time.frames,
                 one_at_a_time.messages,
                 one_at_a_time.envelope_bytes
-            )
+            ),
+            "{what}"
         );
-        assert_eq!(together.frames, 5);
     }
 
     /// review12 probe: envelopes queued already encoded, in chunks split anywhere, lay out
@@ -297,16 +304,7 @@ mod tests {
                 from = ends[j - 1];
                 k = j;
             }
-            assert_eq!(together.bytes, one_at_a_time.bytes, "round {round}");
-            assert_eq!(together.open, one_at_a_time.open);
-            assert_eq!(
-                (together.frames, together.messages, together.envelope_bytes),
-                (
-                    one_at_a_time.frames,
-                    one_at_a_time.messages,
-                    one_at_a_time.envelope_bytes
-                )
-            );
+            assert_same_layout(&together, &one_at_a_time, &format!("round {round}"));
         }
     }
 }
