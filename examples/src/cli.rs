@@ -481,6 +481,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 }
             }
+            if read.as_deref().is_some_and(|level| level.trim().is_empty()) {
+                eprintln!("synod kv: --read needs a level (leave it out for the system's default)");
+                return ExitCode::from(crate::demo::EXIT_USAGE);
+            }
             match system_for("kv", &system, |s| s.kv) {
                 // Empty: the system's own default level.
                 Ok(kv) => kv(&addr, read.as_deref().unwrap_or(""), &args),

@@ -207,3 +207,25 @@ fn node_starts_the_system_named() {
         "the node claimed no data directory"
     );
 }
+
+#[test]
+fn kv_refuses_an_empty_read_level_before_dialing_any_node() {
+    // Port 9 (discard) on loopback: nothing listens, so a kv that dialed would fail with a
+    // connection error instead of naming the flag.
+    for system in ["consistent-core", "leaderless"] {
+        let out = synod(&[
+            "kv",
+            "--system",
+            system,
+            "--addr",
+            "127.0.0.1:9",
+            "--read",
+            "",
+            "get",
+            "k",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{system}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--read needs a level"), "{system}: {err}");
+    }
+}
