@@ -756,8 +756,8 @@ mod tests {
                 *applied = true;
                 return Serve::Drop;
             }
-            let name = command.split(' ').next().unwrap_or_default();
-            if *applied && !up.load(Ordering::SeqCst) && is_write(&[name.as_bytes()]) {
+            let words: Vec<&[u8]> = command.split(' ').map(str::as_bytes).collect();
+            if *applied && !up.load(Ordering::SeqCst) && is_write(&words) {
                 return Serve::Refuse(refusal(Response::Retry("no leader".into())));
             }
             Serve::Answer
