@@ -14,7 +14,7 @@
 //!   is one thread that reads and answers in both. `..._request_each_vs_raw` is the same
 //!   window refilled with one `request` call per request, for comparison;
 //! - `transport.batch_64b_vs_raw_stream`: one-way 64-byte messages per second, sent 100
-//!   at a time with `send_batch` and taken by the receiver with `recv_batch`, against a raw
+//!   at a time with `send_batch` and taken by the receiver with `recv_into`, against a raw
 //!   stream of length-prefixed 64-byte messages written through a buffer (higher is
 //!   better; goal at least 0.5). `transport.send_each_64b_vs_raw_stream` is the same with
 //!   one `send` call per message.
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use synod_transport::{ClusterId, Config, NodeId, ResponseHandle, TcpTransport};
+use synod_transport::{ClusterId, Config, NodeId, Received, ResponseHandle, TcpTransport};
 
 const MSG: usize = 64;
 const DEPTH: usize = 64;
@@ -372,10 +372,10 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
         let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut n = 0u64;
-            let mut batch = Vec::with_capacity(1024);
+            let mut batch = Received::new();
             loop {
                 batch.clear();
-                let got = receiver.recv_batch(&mut batch, 1024, Duration::from_millis(20));
+                let got = receiver.recv_into(&mut batch, 1024, Duration::from_millis(20));
                 for m in &batch {
                     std::hint::black_box(m.payload());
                 }

@@ -295,7 +295,9 @@
 //! # Main types
 //!
 //! - [`TcpTransport`], configured by [`Config`]: channels, pipeline, batching, server side;
-//!   [`ResponseHandle`] for a request in flight; [`Incoming`] for what arrived.
+//!   [`ResponseHandle`] for a request in flight; [`Incoming`] for what arrived, or
+//!   [`Received`] for many messages taken at once ([`TcpTransport::recv_into`]), each
+//!   payload lent from its frame rather than made into an object of its own.
 //! - [`StreamLayer`] and [`Stream`] ([`stream`]): the hook that wraps each connection's
 //!   socket (in TLS, for example) before the handshake, set with
 //!   [`TcpTransport::bind_layered`].
@@ -336,6 +338,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod ids;
+mod received;
 pub mod stream;
 mod tcp;
 mod transport;
@@ -346,6 +349,7 @@ pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
 pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
 pub use error::{BatchSendError, Disconnect, RequestError, SendError};
 pub use ids::{ClusterId, CorrelationId, NodeId};
+pub use received::{Iter as ReceivedIter, Received, ReceivedMessage};
 pub use stream::{Stream, StreamLayer};
 pub use tcp::{
     ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, ResponseHandle, Stats,

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::Backoff;
 use crate::error::Disconnect;
-use crate::frame::{Envelope, Frame, FrameDecoder, FrameKind, MessageKind, decode_envelopes_into};
+use bytes::Bytes;
+
+use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind, MessageKind, walk_envelopes};
 use crate::handshake::{
     self, AuthStep, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, PROTOCOL_AUTHENTICATED,
     RejectReason, Welcome,
 };
-use crate::ids::NodeId;
+use crate::ids::{CorrelationId, NodeId};
+use crate::received::Entry;
 use crate::stream::{Stream, write_all};
 use crate::transport::Incoming;
 
@@ -105,8 +108,8 @@ impl Channel {
         }
         let mut last_received = Instant::now();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
-        // Reused for every read: the envelopes of its frames.
-        let mut batch = Vec::new();
+        // Reused for every read: the messages of its frames.
+        let mut batch = ReadBatch::default();
         loop {
             // Every whole frame buffered (after a read, or right after the handshake) is
             // handled as one batch, so that responses to all of it leave together.
@@ -170,101 +173,125 @@ impl Channel {
         }
     }
 
-    /// Checks one frame and adds its envelopes to `batch`.
+    /// Checks one frame and adds its messages to `batch`.
     pub(super) fn on_frame(
         &self,
         sh: &Shared,
         frame: Frame,
-        batch: &mut Vec<Envelope>,
+        batch: &mut ReadBatch,
     ) -> Result<(), Disconnect> {
         match frame.kind {
             FrameKind::KeepAlive => Ok(()),
             FrameKind::Messages => {
-                let before = batch.len();
-                let n =
-                    decode_envelopes_into(&frame.payload, batch).map_err(Disconnect::Protocol)?;
+                let (entries, responses) = (batch.entries.len(), batch.responses.len());
+                let node = sh.config.node;
+                let payload = &frame.payload;
+                let walked = walk_envelopes(payload, |e| {
+                    if e.from != self.peer || e.to != node {
+                        return Err(FrameError::BadEnvelope);
+                    }
+                    match e.kind {
+                        MessageKind::Response => batch
+                            .responses
+                            .push((e.correlation, payload.slice(e.start..e.end))),
+                        kind => batch.entries.push(Entry {
+                            correlation: (kind == MessageKind::Request).then_some(e.correlation),
+                            // Within u32: frames are at most FRAME_BYTES_MAX_LIMIT (64 MiB).
+                            start: offset(e.start)?,
+                            end: offset(e.end)?,
+                        }),
+                    }
+                    Ok(())
+                });
+                let n = match walked {
+                    Ok(n) => n,
+                    Err(err) => {
+                        // A bad frame's messages are not handled; those before it are.
+                        batch.entries.truncate(entries);
+                        batch.responses.truncate(responses);
+                        return Err(Disconnect::Protocol(err));
+                    }
+                };
                 bump(&sh.counters.messages_received, n as u64);
                 self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
-                if batch[before..]
-                    .iter()
-                    .any(|e| e.from != self.peer || e.to != sh.config.node)
-                {
-                    // A bad frame's envelopes are not handled; those before it are.
-                    batch.truncate(before);
-                    return Err(Disconnect::Protocol(crate::frame::FrameError::BadEnvelope));
+                let count = batch.entries.len() - entries;
+                if count > 0 {
+                    batch.frames.push((frame.payload, count));
                 }
                 Ok(())
             }
             // Handshake frames after the handshake: the peer is confused.
-            _ => Err(Disconnect::Protocol(crate::frame::FrameError::BadHandshake)),
+            _ => Err(Disconnect::Protocol(FrameError::BadHandshake)),
         }
     }
 
-    /// Handles the envelopes of the frames of one read: responses complete their requests;
+    /// Handles the messages of the frames of one read: responses complete their requests;
     /// requests and messages go to the handler (whose responses leave together, as one
-    /// batch) or to the inbound queue (all at once).
-    /// Empties `envelopes`.
+    /// batch) or to the inbound queue (all under one lock, each frame's as one run, waking
+    /// receivers once). Empties `batch`.
     pub(super) fn on_envelopes(
         self: &Arc<Self>,
         sh: &Arc<Shared>,
         connection: u64,
-        envelopes: &mut Vec<Envelope>,
+        batch: &mut ReadBatch,
     ) {
-        let mut replies = Vec::new();
-        // Responses first take their requests out of the pending map, all under one lock;
-        // the waiters are woken after it is released.
-        let mut completed = Vec::new();
-        let responses = envelopes
-            .iter()
-            .filter(|e| e.kind == MessageKind::Response)
-            .count();
-        if responses > 0 {
+        if !batch.responses.is_empty() {
+            // Responses first take their requests out of the pending map, all under one
+            // lock; the waiters are woken after it is released.
+            let mut completed = Vec::with_capacity(batch.responses.len());
             let mut st = self.state.lock();
-            for envelope in envelopes.iter() {
-                if envelope.kind == MessageKind::Response {
-                    match st.pending.remove(&envelope.correlation) {
-                        Some(completer) => completed.push((completer, envelope.payload.clone())),
-                        None => bump(&sh.counters.late_responses, 1),
-                    }
+            for (correlation, payload) in batch.responses.drain(..) {
+                match st.pending.remove(&correlation) {
+                    Some(completer) => completed.push((completer, payload)),
+                    None => bump(&sh.counters.late_responses, 1),
                 }
             }
-        }
-        if !completed.is_empty() {
-            for (completer, payload) in completed {
-                completer.complete(Ok(payload));
+            drop(st);
+            if !completed.is_empty() {
+                for (completer, payload) in completed {
+                    completer.complete(Ok(payload));
+                }
+                self.space.notify_all();
             }
-            self.space.notify_all();
         }
-        if responses == envelopes.len() {
-            envelopes.clear();
-            return;
+        if !batch.entries.is_empty() {
+            match &sh.handler {
+                None => self.queue_inbound(sh, connection, batch),
+                Some(handler) => self.handle(sh, handler, batch),
+            }
         }
-        let Some(handler) = &sh.handler else {
-            // Everything but responses goes to the inbound queue, straight from the batch.
-            let incoming = envelopes
-                .drain(..)
-                .filter(|e| e.kind != MessageKind::Response)
-                .map(|e| {
-                    let correlation = (e.kind == MessageKind::Request).then_some(e.correlation);
-                    Incoming::new(e.from, e.payload, correlation)
-                });
-            sh.deliver(self, connection, incoming);
-            return;
-        };
-        for envelope in envelopes.drain(..) {
-            match envelope.kind {
-                MessageKind::Response => {}
-                MessageKind::Request | MessageKind::OneWay => {
-                    let correlation =
-                        (envelope.kind == MessageKind::Request).then_some(envelope.correlation);
-                    let incoming = Incoming::new(envelope.from, envelope.payload, correlation);
-                    let reply = handler(&incoming);
-                    if let (Some(correlation), Some(reply)) = (correlation, reply) {
-                        match self.encode(sh, MessageKind::Response, correlation, reply) {
-                            Ok(queued) => replies.push(queued),
-                            // A reply too large to send: the requester times out.
-                            Err(_) => bump(&sh.counters.messages_dropped, 1),
-                        }
+        batch.frames.clear();
+        batch.entries.clear();
+    }
+
+    /// Queues the requests and one-way messages of `batch` for `recv`: each frame's as one
+    /// run sharing the frame, all under one lock, and wakes receivers once.
+    fn queue_inbound(&self, sh: &Shared, connection: u64, batch: &ReadBatch) {
+        let mut inbound = sh.inbound.lock();
+        for (frame, entries) in batch.runs() {
+            let entries = entries.iter().copied();
+            if !sh.deliver(&mut inbound, self, connection, self.peer, frame, entries) {
+                break;
+            }
+        }
+        drop(inbound);
+        sh.inbound_changed.notify_all();
+    }
+
+    /// Hands the requests and one-way messages of `batch` to `handler`, one by one, and
+    /// sends the responses it gives together.
+    fn handle(&self, sh: &Shared, handler: &super::Handler, batch: &ReadBatch) {
+        let mut replies = Vec::new();
+        for (frame, entries) in batch.runs() {
+            for entry in entries {
+                let payload = frame.slice(entry.start as usize..entry.end as usize);
+                let incoming = Incoming::new(self.peer, payload, entry.correlation);
+                let reply = handler(&incoming);
+                if let (Some(correlation), Some(reply)) = (entry.correlation, reply) {
+                    match self.encode(sh, MessageKind::Response, correlation, reply) {
+                        Ok(queued) => replies.push(queued),
+                        // A reply too large to send: the requester times out.
+                        Err(_) => bump(&sh.counters.messages_dropped, 1),
                     }
                 }
             }
@@ -288,6 +315,42 @@ impl Channel {
         }
         self.flush(sh, st, Origin::Formed, wake);
     }
+}
+
+/// The messages of the frames of one read, checked and not yet handled: each frame's
+/// payload once, and each request's or one-way message's place in it (no `Bytes` per
+/// message); responses apart, each with its payload.
+#[derive(Debug, Default)]
+pub(super) struct ReadBatch {
+    /// Each frame that holds requests or one-way messages, and how many of `entries` (in
+    /// order) are its.
+    frames: Vec<(Bytes, usize)>,
+    entries: Vec<Entry>,
+    responses: Vec<(CorrelationId, Bytes)>,
+}
+
+impl ReadBatch {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.responses.is_empty()
+    }
+
+    /// Each frame with its requests and one-way messages, in order.
+    fn runs(&self) -> impl Iterator<Item = (&Bytes, &[Entry])> {
+        let mut rest = &self.entries[..];
+        self.frames.iter().map(move |(frame, count)| {
+            let (now, later) = rest.split_at((*count).min(rest.len()));
+            rest = later;
+            (frame, now)
+        })
+    }
+}
+
+/// An offset within a frame's payload, as a [`Entry`] keeps it.
+fn offset(at: usize) -> Result<u32, FrameError> {
+    u32::try_from(at).map_err(|_| FrameError::TooLarge {
+        len: at as u64,
+        max: u32::MAX as usize,
+    })
 }
 
 pub(super) fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
@@ -692,9 +755,7 @@ pub(super) fn dial(
                 .and_then(|frame| handshake::decode_auth(&frame))?
             {
                 AuthStep::Accepted => Ok(()),
-                _ => Err(HandshakeError::Malformed(
-                    crate::frame::FrameError::BadHandshake,
-                )),
+                _ => Err(HandshakeError::Malformed(FrameError::BadHandshake)),
             }
         }),
         _ => answered,

@@ -13,8 +13,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::ids::NodeId;
+use crate::received::{Entry, Received};
 use crate::stream::StreamLayer;
-use crate::transport::Incoming;
 
 use super::channel::Channel;
 use super::{ConnectionEvent, EVENTS_RECENT_MAX, Handler};
@@ -67,7 +67,7 @@ pub(super) struct Shared {
     pub(super) started: Instant,
     pub(super) closing: AtomicBool,
     pub(super) channels: Mutex<IdMap<NodeId, Arc<Channel>>>,
-    pub(super) inbound: Mutex<VecDeque<Incoming>>,
+    pub(super) inbound: Mutex<Received>,
     pub(super) inbound_changed: Condvar,
     pub(super) sockets_accepted: AtomicUsize,
     pub(super) events: Mutex<VecDeque<ConnectionEvent>>,
@@ -159,33 +159,35 @@ impl Shared {
         }
     }
 
-    /// Queues received messages for `recv`, waiting while the queue is full (so the reader
-    /// stops reading and TCP pushes back on the peer). Gives up if the connection
-    /// `connection` of `channel` is gone or the transport closes.
-    /// Takes every item of `incoming` either way (the rest are dropped if it gives up).
+    /// Queues the messages `entries` of `frame` (a messages frame's payload) from `from`
+    /// for `recv`, waiting while the queue is full (so the reader stops reading and TCP
+    /// pushes back on the peer). Gives up if the connection `connection` of `channel` is
+    /// gone or the transport closes: returns `false`, and the rest are dropped.
+    /// The caller holds the queue's lock (`inbound`) and wakes receivers when it lets go.
     pub(super) fn deliver(
         &self,
+        inbound: &mut parking_lot::MutexGuard<'_, Received>,
         channel: &Channel,
         connection: u64,
-        incoming: impl Iterator<Item = Incoming>,
-    ) {
+        from: NodeId,
+        frame: &bytes::Bytes,
+        entries: impl Iterator<Item = Entry>,
+    ) -> bool {
         let max = self.config.inbound_messages_max;
-        let mut incoming = incoming.peekable();
-        let mut inbound = self.inbound.lock();
-        while incoming.peek().is_some() {
+        let mut entries = entries.peekable();
+        while entries.peek().is_some() {
             while inbound.len() >= max {
                 if self.is_closing() || !channel.is_current(connection) {
-                    return;
+                    return false;
                 }
                 self.inbound_changed.notify_all();
                 self.inbound_changed
-                    .wait_for(&mut inbound, self.config.keepalive_interval());
+                    .wait_for(inbound, self.config.keepalive_interval());
             }
             // As many as there is room for, in one go.
             let room = max - inbound.len();
-            inbound.extend(incoming.by_ref().take(room));
+            inbound.push_run(from, frame, entries.by_ref().take(room));
         }
-        drop(inbound);
-        self.inbound_changed.notify_all();
+        true
     }
 }

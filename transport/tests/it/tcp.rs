@@ -849,3 +849,78 @@ fn a_fail_fast_batch_stopped_by_the_byte_limit_queues_exactly_those_before_the_r
     assert_eq!(&next.payload()[..], b"after");
     assert_eq!(b.stats().messages_sent, 10);
 }
+
+/// `recv_into` hands over requests and one-way messages from several peers in the order
+/// each peer sent them, whatever `max` splits the queue's runs at, mixed with `recv` and
+/// `try_recv`, never more than `inbound_messages_max` at once; a request taken this way is
+/// answered through `to_incoming`.
+#[test]
+fn recv_into_takes_every_message_of_several_peers_in_order_for_any_max() {
+    let a = start(config(1).inbound_messages_max(8));
+    let b = start(config(2));
+    let c = start(config(3));
+    for peer in [&b, &c] {
+        peer.add_peer(NodeId::new(1), a.local_addr());
+        assert!(peer.wait_connected(NodeId::new(1), PATIENCE));
+    }
+    let numbered =
+        |range: std::ops::Range<u32>| range.map(|i| Bytes::from(i.to_le_bytes().to_vec()));
+    assert_eq!(b.send_batch(NodeId::new(1), numbered(0..300)).unwrap(), 300);
+    let answer = b
+        .request(NodeId::new(1), Bytes::from_static(b"question"), PATIENCE)
+        .unwrap();
+    assert_eq!(
+        b.send_batch(NodeId::new(1), numbered(300..400)).unwrap(),
+        100
+    );
+    assert_eq!(c.send_batch(NodeId::new(1), numbered(0..250)).unwrap(), 250);
+
+    let mut from_b = Vec::new();
+    let mut from_c = Vec::new();
+    let mut question = None;
+    let mut received = synod_transport::Received::new();
+    let maxes = [1, 7, 3, 1024, 2];
+    let mut round = 0;
+    while from_b.len() + from_c.len() + usize::from(question.is_some()) < 651 {
+        let max = maxes[round % maxes.len()];
+        round += 1;
+        // Every few rounds, one message by `recv` or `try_recv` instead.
+        let taken: Vec<synod_transport::Incoming> = match round % 4 {
+            0 => a.recv(PATIENCE).into_iter().collect(),
+            2 => a.try_recv().into_iter().collect(),
+            _ => {
+                received.clear();
+                let n = a.recv_into(&mut received, max, PATIENCE);
+                assert!(n > 0, "nothing arrived in round {round}");
+                assert!(
+                    n <= max && n <= 8,
+                    "{n} taken with max {max} and a queue of 8"
+                );
+                assert_eq!(received.len(), n);
+                received.iter().map(|m| m.to_incoming()).collect()
+            }
+        };
+        for m in taken {
+            if m.is_request() {
+                assert!(question.is_none(), "the request came twice");
+                assert_eq!(&m.payload()[..], b"question");
+                // The messages b sent before it came before it.
+                assert_eq!(from_b.len(), 300);
+                question = Some(m);
+                continue;
+            }
+            let n = u32::from_le_bytes(m.payload()[..].try_into().expect("4 bytes"));
+            match m.from().get() {
+                2 => from_b.push(n),
+                3 => from_c.push(n),
+                other => panic!("a message from node {other}"),
+            }
+        }
+    }
+    assert_eq!(from_b, (0..400).collect::<Vec<u32>>());
+    assert_eq!(from_c, (0..250).collect::<Vec<u32>>());
+    let question = question.expect("the request arrived");
+    a.respond(&question, Bytes::from_static(b"answer")).unwrap();
+    assert_eq!(&answer.wait().unwrap()[..], b"answer");
+    assert!(a.try_recv().is_none());
+}
