@@ -64,12 +64,51 @@ struct Run {
     count: usize,
 }
 
-/// One message: its correlation id (for a request) and where its payload lies in its frame.
+/// One message: its correlation id (for a request) and where its payload lies in its frame,
+/// in 16 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) correlation: Option<CorrelationId>,
-    pub(crate) start: u32,
-    pub(crate) end: u32,
+    /// The correlation id of a request; zero for a one-way message.
+    correlation: u64,
+    /// Where the payload starts in the frame, below 2^31; [`REQUEST`] is set for a request.
+    start: u32,
+    end: u32,
+}
+
+/// The bit of [`Entry::start`] that marks a request.
+const REQUEST: u32 = 1 << 31;
+
+impl Entry {
+    /// A message whose payload is `start..end` of its frame; `None` if the frame is too
+    /// large for an entry (2 GiB, far above `FRAME_BYTES_MAX_LIMIT`).
+    pub(crate) fn new(
+        correlation: Option<CorrelationId>,
+        start: usize,
+        end: usize,
+    ) -> Option<Entry> {
+        let start = u32::try_from(start).ok().filter(|&s| s < REQUEST)?;
+        let end = u32::try_from(end).ok()?;
+        Some(match correlation {
+            Some(CorrelationId(id)) => Entry {
+                correlation: id,
+                start: start | REQUEST,
+                end,
+            },
+            None => Entry {
+                correlation: 0,
+                start,
+                end,
+            },
+        })
+    }
+
+    pub(crate) fn correlation(self) -> Option<CorrelationId> {
+        (self.start & REQUEST != 0).then_some(CorrelationId(self.correlation))
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        (self.start & !REQUEST) as usize..self.end as usize
+    }
 }
 
 impl Received {
@@ -106,22 +145,23 @@ impl Received {
     }
 
     /// Appends the messages `entries` of `frame` (a messages frame's payload; every entry's
-    /// range lies within it) from `from`; returns how many.
-    pub(crate) fn push_run(
-        &mut self,
-        from: NodeId,
-        frame: &Bytes,
-        entries: impl Iterator<Item = Entry>,
-    ) -> usize {
+    /// range lies within it) from `from`.
+    pub(crate) fn push_run(&mut self, from: NodeId, frame: &Bytes, entries: &[Entry]) {
+        self.make_room_at_front();
+        self.entries.extend_from_slice(entries);
+        self.add_run(from, frame, entries.len());
+    }
+
+    /// Takes back the room of messages taken one by one, once they are past the middle
+    /// (each message is moved at most once more than it is pushed, on average).
+    fn make_room_at_front(&mut self) {
         if self.head > 0 && self.head >= self.entries.len() / 2 {
-            // Taken one by one up to past the middle: make room at the front again (each
-            // message is moved at most once more than it is pushed, on average).
             self.entries.drain(..self.head);
             self.head = 0;
         }
-        let before = self.entries.len();
-        self.entries.extend(entries);
-        let count = self.entries.len() - before;
+    }
+
+    fn add_run(&mut self, from: NodeId, frame: &Bytes, count: usize) {
         if count > 0 {
             self.runs.push_back(Run {
                 from,
@@ -129,7 +169,39 @@ impl Received {
                 count,
             });
         }
-        count
+    }
+
+    /// Where the next message [`push_entry`](Self::push_entry) adds will be: the mark to
+    /// give [`end_run`](Self::end_run) or [`discard_from`](Self::discard_from).
+    pub(crate) fn mark(&mut self) -> usize {
+        self.make_room_at_front();
+        self.entries.len()
+    }
+
+    /// Appends a message of a frame not yet given; until [`end_run`](Self::end_run) gives
+    /// it, the batch must not be read.
+    pub(crate) fn push_entry(&mut self, entry: Entry) {
+        self.entries.push(entry);
+    }
+
+    /// The messages pushed since `mark` are those of `frame`, from `from`.
+    pub(crate) fn end_run(&mut self, from: NodeId, frame: &Bytes, mark: usize) {
+        self.add_run(from, frame, self.entries.len() - mark);
+    }
+
+    /// Drops the messages pushed since `mark` (a frame that turned out bad).
+    pub(crate) fn discard_from(&mut self, mark: usize) {
+        self.entries.truncate(mark);
+    }
+
+    /// Each run: its sender, its frame and its messages.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (NodeId, &Bytes, &[Entry])> {
+        let mut rest = &self.entries[self.head..];
+        self.runs.iter().map(move |run| {
+            let (now, later) = rest.split_at(run.count.min(rest.len()));
+            rest = later;
+            (run.from, &run.frame, now)
+        })
     }
 
     /// Takes the oldest message out as an [`Incoming`].
@@ -137,7 +209,7 @@ impl Received {
         let entry = *self.entries.get(self.head)?;
         self.head += 1;
         let run = self.runs.front_mut()?;
-        let incoming = Incoming::new(run.from, slice(&run.frame, entry), entry.correlation);
+        let incoming = Incoming::new(run.from, slice(&run.frame, entry), entry.correlation());
         run.count -= 1;
         if run.count == 0 {
             self.runs.pop_front();
@@ -182,8 +254,9 @@ impl Received {
     }
 }
 
-fn slice(frame: &Bytes, entry: Entry) -> Bytes {
-    frame.slice(entry.start as usize..entry.end as usize)
+/// The payload of `entry`, a message of `frame`.
+pub(crate) fn slice(frame: &Bytes, entry: Entry) -> Bytes {
+    frame.slice(entry.range())
 }
 
 impl<'a> IntoIterator for &'a Received {
@@ -224,9 +297,9 @@ impl<'a> Iterator for Iter<'a> {
         let run = self.run?;
         Some(ReceivedMessage {
             from: run.from,
-            correlation: entry.correlation,
+            correlation: entry.correlation(),
             frame: &run.frame,
-            payload: run.frame.get(entry.start as usize..entry.end as usize)?,
+            payload: run.frame.get(entry.range())?,
         })
     }
 
@@ -299,12 +372,8 @@ mod tests {
         Bytes::from((0..20).map(|i| n * 20 + i).collect::<Vec<u8>>())
     }
 
-    fn entry(start: u32, request: Option<u64>) -> Entry {
-        Entry {
-            correlation: request.map(CorrelationId),
-            start,
-            end: start + 2,
-        }
+    fn entry(start: usize, request: Option<u64>) -> Entry {
+        Entry::new(request.map(CorrelationId), start, start + 2).expect("small")
     }
 
     /// What a message says: sender, correlation id, payload.
@@ -314,22 +383,24 @@ mod tests {
     fn sample() -> (Received, Vec<Seen>) {
         let mut received = Received::new();
         let mut want = Vec::new();
-        for (n, from, count) in [(0u8, 2u64, 3u32), (1, 3, 2), (2, 2, 4)] {
+        for (n, from, count) in [(0u8, 2u64, 3usize), (1, 3, 2), (2, 2, 4)] {
             let f = frame(n);
             let entries: Vec<Entry> = (0..count)
-                .map(|i| entry(i * 4, (i % 2 == 1).then_some(u64::from(i))))
+                .map(|i| entry(i * 4, (i % 2 == 1).then_some(i as u64)))
                 .collect();
             for e in &entries {
-                want.push((
-                    NodeId::new(from),
-                    e.correlation,
-                    f[e.start as usize..e.end as usize].to_vec(),
-                ));
+                want.push((NodeId::new(from), e.correlation(), f[e.range()].to_vec()));
             }
-            assert_eq!(
-                received.push_run(NodeId::new(from), &f, entries.into_iter()),
-                count as usize
-            );
+            if n == 1 {
+                // Pushed one by one, as the reader does.
+                let mark = received.mark();
+                for &e in &entries {
+                    received.push_entry(e);
+                }
+                received.end_run(NodeId::new(from), &f, mark);
+            } else {
+                received.push_run(NodeId::new(from), &f, &entries);
+            }
         }
         (received, want)
     }
@@ -369,12 +440,17 @@ mod tests {
         }
         assert_eq!(popped, want);
         assert!(received.is_empty() && received.runs.is_empty());
-        // An empty run adds nothing.
-        assert_eq!(
-            received.push_run(NodeId::new(2), &frame(0), [].into_iter()),
-            0
-        );
-        assert!(received.runs.is_empty());
+        // An empty run adds nothing; a discarded one neither.
+        received.push_run(NodeId::new(2), &frame(0), &[]);
+        let mark = received.mark();
+        received.push_entry(entry(0, None));
+        received.discard_from(mark);
+        received.end_run(NodeId::new(2), &frame(0), mark);
+        assert!(received.runs.is_empty() && received.is_empty());
+        // Entries keep their fields: a request with id 0 is still a request.
+        let e = Entry::new(Some(CorrelationId(0)), 5, 9).unwrap();
+        assert_eq!((e.correlation(), e.range()), (Some(CorrelationId(0)), 5..9));
+        assert_eq!(Entry::new(None, 1 << 31, 1 << 31), None);
     }
 
     #[test]
@@ -386,7 +462,7 @@ mod tests {
                 let mut expected_out = Vec::new();
                 if !out_empty {
                     let f = frame(9);
-                    out.push_run(NodeId::new(7), &f, [entry(0, None)].into_iter());
+                    out.push_run(NodeId::new(7), &f, &[entry(0, None)]);
                     expected_out.push((NodeId::new(7), None, f[0..2].to_vec()));
                 }
                 queue.move_front_into(&mut out, n);

@@ -11,13 +11,15 @@ use crate::config::Backoff;
 use crate::error::Disconnect;
 use bytes::Bytes;
 
-use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind, MessageKind, walk_envelopes};
+use crate::frame::{
+    FRAME_BYTES_MAX_LIMIT, Frame, FrameDecoder, FrameError, FrameKind, MessageKind, walk_envelopes,
+};
 use crate::handshake::{
     self, AuthStep, HANDSHAKE_BYTES_MAX, HandshakeError, Hello, PROTOCOL, PROTOCOL_AUTHENTICATED,
     RejectReason, Welcome,
 };
 use crate::ids::{CorrelationId, NodeId};
-use crate::received::Entry;
+use crate::received::{Entry, Received, slice};
 use crate::stream::{Stream, write_all};
 use crate::transport::Incoming;
 
@@ -183,7 +185,7 @@ impl Channel {
         match frame.kind {
             FrameKind::KeepAlive => Ok(()),
             FrameKind::Messages => {
-                let (entries, responses) = (batch.entries.len(), batch.responses.len());
+                let (mark, responses) = (batch.staged.mark(), batch.responses.len());
                 let node = sh.config.node;
                 let payload = &frame.payload;
                 let walked = walk_envelopes(payload, |e| {
@@ -194,12 +196,18 @@ impl Channel {
                         MessageKind::Response => batch
                             .responses
                             .push((e.correlation, payload.slice(e.start..e.end))),
-                        kind => batch.entries.push(Entry {
-                            correlation: (kind == MessageKind::Request).then_some(e.correlation),
-                            // Within u32: frames are at most FRAME_BYTES_MAX_LIMIT (64 MiB).
-                            start: offset(e.start)?,
-                            end: offset(e.end)?,
-                        }),
+                        kind => {
+                            let correlation =
+                                (kind == MessageKind::Request).then_some(e.correlation);
+                            // Frames are at most FRAME_BYTES_MAX_LIMIT (64 MiB) long.
+                            let entry = Entry::new(correlation, e.start, e.end).ok_or(
+                                FrameError::TooLarge {
+                                    len: payload.len() as u64,
+                                    max: FRAME_BYTES_MAX_LIMIT,
+                                },
+                            )?;
+                            batch.staged.push_entry(entry);
+                        }
                     }
                     Ok(())
                 });
@@ -207,17 +215,14 @@ impl Channel {
                     Ok(n) => n,
                     Err(err) => {
                         // A bad frame's messages are not handled; those before it are.
-                        batch.entries.truncate(entries);
+                        batch.staged.discard_from(mark);
                         batch.responses.truncate(responses);
                         return Err(Disconnect::Protocol(err));
                     }
                 };
                 bump(&sh.counters.messages_received, n as u64);
                 self.last_activity_ms.store(sh.millis(), Ordering::Relaxed);
-                let count = batch.entries.len() - entries;
-                if count > 0 {
-                    batch.frames.push((frame.payload, count));
-                }
+                batch.staged.end_run(self.peer, &frame.payload, mark);
                 Ok(())
             }
             // Handshake frames after the handshake: the peer is confused.
@@ -254,40 +259,42 @@ impl Channel {
                 self.space.notify_all();
             }
         }
-        if !batch.entries.is_empty() {
+        if !batch.staged.is_empty() {
             match &sh.handler {
-                None => self.queue_inbound(sh, connection, batch),
-                Some(handler) => self.handle(sh, handler, batch),
+                None => self.queue_inbound(sh, connection, &mut batch.staged),
+                Some(handler) => self.handle(sh, handler, &batch.staged),
             }
+            batch.staged.clear();
         }
-        batch.frames.clear();
-        batch.entries.clear();
     }
 
-    /// Queues the requests and one-way messages of `batch` for `recv`: each frame's as one
-    /// run sharing the frame, all under one lock, and wakes receivers once.
-    fn queue_inbound(&self, sh: &Shared, connection: u64, batch: &ReadBatch) {
+    /// Queues the requests and one-way messages of `staged` for `recv`, all under one lock,
+    /// and wakes receivers once. Into an empty queue with room for all of them, `staged`
+    /// and the queue trade places; otherwise they are copied, each frame's as a run.
+    fn queue_inbound(&self, sh: &Shared, connection: u64, staged: &mut Received) {
         let mut inbound = sh.inbound.lock();
-        for (frame, entries) in batch.runs() {
-            let entries = entries.iter().copied();
-            if !sh.deliver(&mut inbound, self, connection, self.peer, frame, entries) {
-                break;
+        if inbound.is_empty() && staged.len() <= sh.config.inbound_messages_max {
+            std::mem::swap(&mut *inbound, staged);
+        } else {
+            for (from, frame, entries) in staged.runs() {
+                if !sh.deliver(&mut inbound, self, connection, from, frame, entries) {
+                    break;
+                }
             }
         }
         drop(inbound);
         sh.inbound_changed.notify_all();
     }
 
-    /// Hands the requests and one-way messages of `batch` to `handler`, one by one, and
+    /// Hands the requests and one-way messages of `staged` to `handler`, one by one, and
     /// sends the responses it gives together.
-    fn handle(&self, sh: &Shared, handler: &super::Handler, batch: &ReadBatch) {
+    fn handle(&self, sh: &Shared, handler: &super::Handler, staged: &Received) {
         let mut replies = Vec::new();
-        for (frame, entries) in batch.runs() {
-            for entry in entries {
-                let payload = frame.slice(entry.start as usize..entry.end as usize);
-                let incoming = Incoming::new(self.peer, payload, entry.correlation);
+        for (from, frame, entries) in staged.runs() {
+            for &entry in entries {
+                let incoming = Incoming::new(from, slice(frame, entry), entry.correlation());
                 let reply = handler(&incoming);
-                if let (Some(correlation), Some(reply)) = (entry.correlation, reply) {
+                if let (Some(correlation), Some(reply)) = (incoming.correlation(), reply) {
                     match self.encode(sh, MessageKind::Response, correlation, reply) {
                         Ok(queued) => replies.push(queued),
                         // A reply too large to send: the requester times out.
@@ -317,40 +324,19 @@ impl Channel {
     }
 }
 
-/// The messages of the frames of one read, checked and not yet handled: each frame's
-/// payload once, and each request's or one-way message's place in it (no `Bytes` per
-/// message); responses apart, each with its payload.
+/// The messages of the frames of one read, checked and not yet handled: the requests and
+/// one-way messages as the inbound queue keeps them (each frame's payload once, a record
+/// per message), the responses apart, each with its payload.
 #[derive(Debug, Default)]
 pub(super) struct ReadBatch {
-    /// Each frame that holds requests or one-way messages, and how many of `entries` (in
-    /// order) are its.
-    frames: Vec<(Bytes, usize)>,
-    entries: Vec<Entry>,
+    staged: Received,
     responses: Vec<(CorrelationId, Bytes)>,
 }
 
 impl ReadBatch {
     fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.responses.is_empty()
+        self.staged.is_empty() && self.responses.is_empty()
     }
-
-    /// Each frame with its requests and one-way messages, in order.
-    fn runs(&self) -> impl Iterator<Item = (&Bytes, &[Entry])> {
-        let mut rest = &self.entries[..];
-        self.frames.iter().map(move |(frame, count)| {
-            let (now, later) = rest.split_at((*count).min(rest.len()));
-            rest = later;
-            (frame, now)
-        })
-    }
-}
-
-/// An offset within a frame's payload, as a [`Entry`] keeps it.
-fn offset(at: usize) -> Result<u32, FrameError> {
-    u32::try_from(at).map_err(|_| FrameError::TooLarge {
-        len: at as u64,
-        max: u32::MAX as usize,
-    })
 }
 
 pub(super) fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {

@@ -171,11 +171,10 @@ impl Shared {
         connection: u64,
         from: NodeId,
         frame: &bytes::Bytes,
-        entries: impl Iterator<Item = Entry>,
+        mut entries: &[Entry],
     ) -> bool {
         let max = self.config.inbound_messages_max;
-        let mut entries = entries.peekable();
-        while entries.peek().is_some() {
+        while !entries.is_empty() {
             while inbound.len() >= max {
                 if self.is_closing() || !channel.is_current(connection) {
                     return false;
@@ -185,8 +184,9 @@ impl Shared {
                     .wait_for(inbound, self.config.keepalive_interval());
             }
             // As many as there is room for, in one go.
-            let room = max - inbound.len();
-            inbound.push_run(from, frame, entries.by_ref().take(room));
+            let (now, later) = entries.split_at((max - inbound.len()).min(entries.len()));
+            inbound.push_run(from, frame, now);
+            entries = later;
         }
         true
     }
