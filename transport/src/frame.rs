@@ -485,6 +485,7 @@ pub(crate) fn put_envelope_head(
 }
 
 /// Appends an envelope's payload after its head: its length, then its bytes.
+#[inline]
 pub(crate) fn put_payload(out: &mut Vec<u8>, payload: &[u8]) {
     put_varint(out, payload.len() as u64);
     out.extend_from_slice(payload);
@@ -508,6 +509,7 @@ fn varint_len(value: u64) -> usize {
 }
 
 /// Appends `value` as a LEB128 varint, as postcard encodes integers.
+#[inline]
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);

@@ -413,7 +413,7 @@ impl Channel {
     pub(super) fn send_batch(
         &self,
         sh: &Shared,
-        payloads: impl IntoIterator<Item = Bytes>,
+        payloads: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<usize, BatchSendError> {
         let c = &sh.config;
         let max = c.payload_bytes_max();
@@ -430,6 +430,7 @@ impl Channel {
         let mut encoded = Vec::new();
         let mut ends = Vec::with_capacity(hint);
         for payload in payloads {
+            let payload = payload.as_ref();
             // Sizes are checked before anything is queued: a payload too large sends
             // nothing.
             if payload.len() > max {
@@ -446,7 +447,7 @@ impl Channel {
                 encoded.reserve(hint.saturating_mul(each).min(c.outbound_bytes_max));
             }
             encoded.extend_from_slice(&head);
-            put_payload(&mut encoded, &payload);
+            put_payload(&mut encoded, payload);
             ends.push(encoded.len());
         }
         self.queue_encoded(sh, &encoded, &ends)

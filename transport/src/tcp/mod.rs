@@ -275,7 +275,8 @@ impl TcpTransport {
     /// round of a replicated log, say) pays one lock and one lookup for all of them, where
     /// `send` in a loop pays them per message. The messages are encoded before the lock is
     /// taken, into one buffer of the calling thread's as large as the encoded batch (about
-    /// the payloads' size), freed when the call returns.
+    /// the payloads' size), freed when the call returns. The payloads are copied, so any
+    /// bytes do (`Bytes`, `Vec<u8>`, slices of one buffer): nothing is kept of them.
     ///
     /// Returns how many messages were queued (all of them).
     ///
@@ -290,7 +291,7 @@ impl TcpTransport {
     pub fn send_batch(
         &self,
         to: NodeId,
-        payloads: impl IntoIterator<Item = Bytes>,
+        payloads: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<usize, BatchSendError> {
         let channel = self.channel_for(to)?;
         channel.send_batch(&self.shared, payloads)

@@ -530,7 +530,11 @@ fn a_one_way_batch_arrives_whole_and_in_order_written_as_few_frames() {
         stats.batches_sent
     );
     // An empty batch sends nothing and succeeds.
-    assert_eq!(b.send_batch(NodeId::new(1), std::iter::empty()).unwrap(), 0);
+    assert_eq!(
+        b.send_batch(NodeId::new(1), std::iter::empty::<Bytes>())
+            .unwrap(),
+        0
+    );
     assert_eq!(b.stats().messages_sent, 301);
 }
 
