@@ -20,7 +20,12 @@
 //! longer than the idle timeout is closed. A connection being closed (an error that ends
 //! it, `QUIT`, its client gone) is closed once its last replies are written (with TLS,
 //! their records and the closing alert too), or [`CLOSE_FLUSH_TIMEOUT`] after it began
-//! closing if its client does not take them.
+//! closing if its client does not take them. Once its replies are written, its sending side
+//! is shut and what the client still sends is read and dropped (at most
+//! [`CLOSE_DRAIN_BYTES_MAX`]) until the client closes too or that timeout passes: a socket
+//! closed with unread bytes resets the connection, and a reset can lose the replies the
+//! client has not read yet (requests pipelined after `QUIT`, or past an error that ends
+//! the connection).
 //!
 //! When the node has users ([`Connections::with_auth`]), a new connection starts
 //! unauthenticated: the [`ServeClient`] checks its credentials (RESP's `AUTH`) against
@@ -75,6 +80,11 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// (its last replies, such as the error that closes it, and with TLS the encrypted records
 /// and the closing alert): past it the connection is closed with them unsent.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most bytes read and dropped from a client after its connection's last replies were
+/// written, while waiting for it to close its side; past it the connection is closed at
+/// once (its client keeps sending to a connection that said it is closing).
+pub const CLOSE_DRAIN_BYTES_MAX: usize = 1 << 20;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -388,6 +398,8 @@ struct Conn<S: ServeClient> {
     close_by: Option<Instant>,
     /// The TLS closing alert (`close_notify`) has been queued.
     close_notified: bool,
+    /// Bytes read and dropped since the sending side was shut (`None`: not shut yet).
+    drained: Option<usize>,
     /// Since when the connection waits on its client.
     idle_since: Instant,
     open: Arc<AtomicBool>,
@@ -628,6 +640,7 @@ impl<S: ServeClient> Loop<S> {
                     close: false,
                     close_by: None,
                     close_notified: false,
+                    drained: None,
                     busy: false,
                     deadline: None,
                     idle_since: Instant::now(),
@@ -799,8 +812,11 @@ impl<S: ServeClient> Loop<S> {
                         moved = true;
                     } else if !conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
                         // Everything written, the TLS records too: only now is it closed
-                        // (the socket not taking them yet is no reason to drop them).
-                        self.close(id);
+                        // (the socket not taking them yet is no reason to drop them), once
+                        // its client has closed its side too.
+                        if conn.eof || !conn.drain(&mut self.chunk) {
+                            self.close(id);
+                        }
                         return;
                     }
                 }
@@ -975,6 +991,42 @@ impl<S: ServeClient> Conn<S> {
 
     /// Reads request bytes: from the socket, or decrypted from the TLS session (running
     /// its handshake first, within its limits).
+    /// Shuts the sending side (once) and reads and drops what the client sends until it
+    /// closes: `true` while it has not closed yet and may still (wait for it, up to the
+    /// connection's `close_by`), `false` once it has closed, or the socket failed, or it
+    /// sent more than [`CLOSE_DRAIN_BYTES_MAX`] since (close now).
+    fn drain(&mut self, chunk: &mut [u8]) -> bool {
+        let drained = match self.drained {
+            Some(drained) => drained,
+            None => {
+                if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                    return false;
+                }
+                0
+            }
+        };
+        let mut drained = drained;
+        let open = loop {
+            match self.stream.read(chunk) {
+                Ok(0) => break false,
+                Ok(n) => {
+                    drained += n;
+                    if drained > CLOSE_DRAIN_BYTES_MAX {
+                        break false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break false,
+            }
+        };
+        self.drained = Some(drained);
+        open
+    }
+
     fn read_plain(&mut self, chunk: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else {
             return self.stream.read(chunk);

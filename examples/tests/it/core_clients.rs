@@ -388,3 +388,41 @@ fn writes_pipelined_through_a_follower_stay_in_order_across_a_change_of_leader()
         &out_of_order[..out_of_order.len().min(5)]
     );
 }
+
+#[test]
+fn replies_before_quit_reach_a_client_that_pipelined_more_after_it() {
+    // A client pipelines PINGs with large messages, QUIT, and a megabyte of requests after
+    // it, and reads. The node answers up to QUIT and closes: were it to close with those
+    // last requests unread in its socket, the kernel would reset the connection, and the
+    // client would lose replies still queued to it, or at least see the reset instead of
+    // the end of the stream.
+    const MESSAGE_BYTES: usize = 256 << 10;
+    const PINGS: usize = 16;
+    let (cluster, _) = Cluster::up_secured(1, &[]);
+    let mut client = connect(&cluster);
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let message = "m".repeat(MESSAGE_BYTES);
+    let mut requests =
+        format!("*2\r\n$4\r\nPING\r\n${MESSAGE_BYTES}\r\n{message}\r\n").repeat(PINGS);
+    requests.push_str("QUIT\r\n");
+    requests.push_str(&"PING\r\n".repeat(170_000));
+    let mut writer = client.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        // The node stops reading at QUIT: the write may fail once it closes.
+        let _ = writer.write_all(requests.as_bytes());
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut received = Vec::new();
+    let outcome = client.read_to_end(&mut received);
+    sender.join().expect("sent");
+    let mut expected = format!("${MESSAGE_BYTES}\r\n{message}\r\n").repeat(PINGS);
+    expected.push_str("+OK\r\n");
+    assert!(
+        outcome.is_ok() && received == expected.as_bytes(),
+        "{} of {} reply bytes, then {outcome:?}",
+        received.len(),
+        expected.len()
+    );
+}
