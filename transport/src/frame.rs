@@ -587,6 +587,7 @@ impl EnvelopeParts {
 /// [`FrameError::BadEnvelope`] if the payload is not a sequence of whole envelopes (an
 /// empty payload is one too), or the first error `each` returns; `each` has then seen the
 /// envelopes before the bad one, which the caller should discard.
+#[inline]
 pub(crate) fn walk_envelopes(
     payload: &[u8],
     mut each: impl FnMut(EnvelopeParts) -> Result<(), FrameError>,
@@ -611,7 +612,7 @@ fn decode_envelope(buf: &Bytes, at: usize) -> Option<(Envelope, usize)> {
 }
 
 /// The parts of one envelope starting at `at`, and the offset after it.
-#[inline]
+#[inline(always)]
 fn decode_envelope_parts(buf: &[u8], at: usize) -> Option<(EnvelopeParts, usize)> {
     // Most often (one-way messages between nodes numbered below 128, payloads shorter than
     // 128 bytes) all five varints take one byte each: read them at once.
@@ -649,6 +650,7 @@ fn message_kind(index: u64) -> Option<MessageKind> {
 }
 
 /// [`decode_envelope_parts`] for any envelope.
+#[inline(never)]
 fn decode_envelope_parts_slow(buf: &[u8], mut at: usize) -> Option<(EnvelopeParts, usize)> {
     let correlation = CorrelationId(get_varint(buf, &mut at)?);
     let kind = message_kind(get_varint_u32(buf, &mut at)?)?;

@@ -72,6 +72,7 @@ pub(crate) struct Entry {
     correlation: u64,
     /// Where the payload starts in the frame, below 2^31; [`REQUEST`] is set for a request.
     start: u32,
+    /// Where it ends, below 2^31.
     end: u32,
 }
 
@@ -81,13 +82,17 @@ const REQUEST: u32 = 1 << 31;
 impl Entry {
     /// A message whose payload is `start..end` of its frame; `None` if the frame is too
     /// large for an entry (2 GiB, far above `FRAME_BYTES_MAX_LIMIT`).
+    #[inline]
     pub(crate) fn new(
         correlation: Option<CorrelationId>,
         start: usize,
         end: usize,
     ) -> Option<Entry> {
-        let start = u32::try_from(start).ok().filter(|&s| s < REQUEST)?;
-        let end = u32::try_from(end).ok()?;
+        if end >= REQUEST as usize {
+            return None;
+        }
+        // Both below 2^31 (start is at most end).
+        let (start, end) = (start as u32, end as u32);
         Some(match correlation {
             Some(CorrelationId(id)) => Entry {
                 correlation: id,
@@ -180,6 +185,7 @@ impl Received {
 
     /// Appends a message of a frame not yet given; until [`end_run`](Self::end_run) gives
     /// it, the batch must not be read.
+    #[inline]
     pub(crate) fn push_entry(&mut self, entry: Entry) {
         self.entries.push(entry);
     }

@@ -425,6 +425,13 @@ impl Channel {
             c.node,
             self.peer,
         );
+        // A head of up to 8 bytes (ids below 2^14) is copied as 8 fixed bytes and the
+        // buffer cut back: a copy the compiler inlines, not a call per message.
+        let head8 = (head.len() <= 8).then(|| {
+            let mut head8 = [0; 8];
+            head8[..head.len()].copy_from_slice(&head);
+            (head8, 8 - head.len())
+        });
         let payloads = payloads.into_iter();
         let hint = payloads.size_hint().0.min(c.outbound_messages_max);
         let mut encoded = Vec::new();
@@ -446,7 +453,13 @@ impl Channel {
                 let each = head.len() + VARINT_BYTES_MAX + payload.len();
                 encoded.reserve(hint.saturating_mul(each).min(c.outbound_bytes_max));
             }
-            encoded.extend_from_slice(&head);
+            match head8 {
+                Some((head8, cut)) => {
+                    encoded.extend_from_slice(&head8);
+                    encoded.truncate(encoded.len() - cut);
+                }
+                None => encoded.extend_from_slice(&head),
+            }
             put_payload(&mut encoded, payload);
             ends.push(encoded.len());
         }
