@@ -2,7 +2,8 @@
 //! bytes in arbitrary chunks.
 //!
 //! Checks: nothing panics; the decoder never buffers more than one maximal frame plus the
-//! last chunk; a decoder that failed stays failed; every frame it returns re-encodes to
+//! last chunk; reading straight into a decoder (`read_from`) gives what feeding it chunks
+//! gives; a decoder that failed stays failed; every frame it returns re-encodes to
 //! bytes that decode to the same frame; the hand-written envelope decoder agrees with
 //! postcard. Run from `transport/fuzz` with
 //! `cargo fuzz run decoder` (needs cargo-fuzz and a nightly toolchain).
@@ -38,11 +39,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let chunk = usize::from(chunk).max(1);
     let mut decoder = FrameDecoder::new(MAX);
+    // The same bytes read straight into a second decoder's buffer, as a connection does.
+    let mut direct = FrameDecoder::new(MAX);
     let mut failed = false;
     for piece in bytes.chunks(chunk) {
         decoder.extend(piece);
+        let read = direct.read_from(chunk, chunk, |room| {
+            let n = piece.len().min(room.len());
+            room[..n].copy_from_slice(&piece[..n]);
+            Ok(n)
+        });
+        assert_eq!(read.ok(), Some(piece.len()), "room for a whole piece");
         loop {
-            match decoder.next_frame() {
+            let next = decoder.next_frame();
+            assert_eq!(direct.next_frame(), next, "both ways of feeding agree");
+            match next {
                 Ok(Some(frame)) => {
                     assert!(!failed, "a failed decoder produced a frame");
                     assert!(frame.payload.len() <= MAX);
@@ -79,5 +90,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert!(decoder.buffered_bytes() <= HEADER_BYTES + MAX + chunk);
+        assert_eq!(direct.buffered_bytes(), decoder.buffered_bytes());
     }
 });

@@ -109,7 +109,6 @@ impl Channel {
             return Disconnect::io(&err);
         }
         let mut last_received = Instant::now();
-        let mut chunk = vec![0; READ_CHUNK_BYTES];
         // Reused for every read: the messages of its frames.
         let mut batch = ReadBatch::default();
         loop {
@@ -139,17 +138,17 @@ impl Channel {
                     return Disconnect::IdleTimeout { idle_ms };
                 }
             }
-            match stream.read(&mut chunk) {
+            // Straight into the decoder's buffer: at least READ_CHUNK_BYTES at a time, and
+            // as much more as its room holds (twice that once it has grown).
+            let read = |room: &mut [u8]| stream.read(room);
+            match decoder.read_from(READ_CHUNK_BYTES / 2, READ_CHUNK_BYTES, read) {
                 Ok(0) if decoder.is_mid_frame() => {
                     return Disconnect::TruncatedFrame {
                         bytes: decoder.buffered_bytes(),
                     };
                 }
                 Ok(0) => return Disconnect::PeerClosed,
-                Ok(n) => {
-                    last_received = Instant::now();
-                    decoder.extend(&chunk[..n]);
-                }
+                Ok(_) => last_received = Instant::now(),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err)
                     if matches!(
