@@ -6,7 +6,10 @@
 //!   over raw `pwrite` + `fdatasync` of 4 KiB into a pre-written file.
 //! - `wal.group_64w_128b_vs_ceiling`, `wal.group_64w_4k_vs_ceiling`: 64 writer threads
 //!   appending with group commit, over the ceiling 64 x the raw `pwrite` + `fdatasync` rate
-//!   at the size of a 64-record batch.
+//!   at the size of a 64-record batch. Beside each, the cost of the wake-ups alone: one
+//!   `notify_all` to 64 threads waiting at a gate (a `std` condition variable, as the log's),
+//!   in microseconds per round and of CPU per thread woken, and what the log spends per
+//!   append beyond one wake-up.
 //! - `wal.recovery_scan_vs_crc`: bytes per second of the recovery scan (`synod_wal::check`,
 //!   the scan `Wal::open` runs, without the syncs and the copy of the last, unproven
 //!   batch that open adds) over crc32fast bytes per second on the same bytes in memory.
@@ -285,6 +288,73 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
     }
 }
 
+/// What group commit's wake-ups cost alone: `waiters` threads wait at one gate, as the
+/// writers a sync covers do (a `std` mutex and condition variable, as the log's gates are),
+/// and one `notify_all` opens it; each woken thread counts itself in and waits at the gate
+/// again, and the last one in tells the opener, who opens the next round. Runs for `rep`;
+/// returns the rounds per second and the CPU seconds per thread woken (all threads, the
+/// opener's included).
+fn wake_baseline(waiters: u64, rep: Duration) -> (f64, f64) {
+    use std::sync::{Condvar, Mutex};
+    #[derive(Default)]
+    struct Gate {
+        /// The round now open (`u64::MAX` to stop), and how many are waiting for the next.
+        state: Mutex<(u64, u64)>,
+        opened: Condvar,
+        all_in: Condvar,
+    }
+    let gate = Arc::new(Gate::default());
+    let threads: Vec<_> = (0..waiters)
+        .map(|_| {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                let mut state = gate.state.lock().unwrap();
+                loop {
+                    let round = state.0;
+                    state.1 += 1;
+                    if state.1 == waiters {
+                        gate.all_in.notify_one();
+                    }
+                    while state.0 == round {
+                        state = gate.opened.wait(state).unwrap();
+                    }
+                    if state.0 == u64::MAX {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let open = |round: u64| {
+        let mut state = gate.state.lock().unwrap();
+        while state.1 < waiters {
+            state = gate.all_in.wait(state).unwrap();
+        }
+        *state = (round, 0);
+        drop(state);
+        gate.opened.notify_all();
+    };
+    // Everyone waits before the clock starts.
+    open(1);
+    let cpu_before = cpu_seconds();
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < rep {
+        rounds += 1;
+        open(rounds + 1);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    open(u64::MAX);
+    for t in threads {
+        t.join().unwrap();
+    }
+    (
+        rounds as f64 / elapsed,
+        cpu / (rounds * waiters).max(1) as f64,
+    )
+}
+
 /// Recovery: bytes per second of the recovery scan (`synod_wal::check`, the scan `Wal::open`
 /// runs, without the syncs that open adds) over a log of 4 KiB records, and crc32fast bytes
 /// per second over the same bytes in memory.
@@ -388,8 +458,12 @@ fn main() {
         let batch = 64 * record_bytes(payload);
         let (mut ceiling, mut wal) = (Vec::new(), Vec::new());
         let (mut appends, mut syncs, mut cpu_s) = (0u64, 0u64, 0.0);
+        let (mut wake_rounds, mut wake_cpu) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             ceiling.push(64.0 * raw_fdatasync_rate(&raw_file, batch, plan.rep));
+            let (rounds, cpu) = wake_baseline(64, plan.rep);
+            wake_rounds.push(rounds);
+            wake_cpu.push(cpu * 1e6);
             let run = wal_group_rate(root.path(), &plan, payload);
             wal.push(run.appends_per_s);
             appends += run.appends;
@@ -406,10 +480,24 @@ fn main() {
             "appends/s",
             &wal,
         );
+        let per_append = cpu_s * 1e6 / appends.max(1) as f64;
         println!(
-            "  records per sync {:.1}, CPU per append {:.2} us (all repetitions)",
+            "  records per sync {:.1}, CPU per append {per_append:.2} us (all repetitions)",
             appends as f64 / syncs.max(1) as f64,
-            cpu_s * 1e6 / appends.max(1) as f64
+        );
+        let rounds = stats(wake_rounds).0;
+        let per_wake = stats(wake_cpu).0;
+        println!(
+            "  baseline beside it: one notify_all to 64 waiting threads, {:.1} us a round \
+             ({rounds:.0} rounds/s), {per_wake:.2} us of CPU per thread woken; the log's own \
+             CPU per append beyond one wake-up: {:.2} us",
+            1e6 / rounds,
+            per_append - per_wake
+        );
+        println!(
+            "  64 appends per round of wake-ups alone would be {:.0} appends/s, {:.3} of the ceiling",
+            64.0 * rounds,
+            64.0 * rounds / base
         );
         println!("ratio {name} {:.3}", got / base);
     }
