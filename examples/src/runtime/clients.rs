@@ -835,6 +835,13 @@ impl<S: ServeClient> Loop<S> {
                     }
                     Ok(n) => {
                         conn.input.extend_from_slice(&self.chunk[..n]);
+                        if conn.tls.is_none() && n < self.chunk.len() {
+                            // A plain socket that filled less than the buffer has been
+                            // emptied: bytes arriving after this read raise a new
+                            // (edge-triggered) event, so reading again to hear it would
+                            // block only costs a system call per request.
+                            conn.readable = false;
+                        }
                         conn.idle_since = Instant::now();
                         if !conn.authenticated {
                             conn.unauthenticated_bytes += n;
