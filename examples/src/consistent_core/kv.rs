@@ -55,8 +55,10 @@ pub enum KvCommand {
     /// Sets `key` to `value` if `condition` holds. Replies `Ok` or `Nil` (condition failed).
     Put {
         /// The key.
+        #[serde(with = "byte_string")]
         key: Bytes,
         /// The new value.
+        #[serde(with = "byte_string")]
         value: Bytes,
         /// When to write.
         condition: PutCondition,
@@ -89,8 +91,10 @@ pub enum KvCommand {
     /// expiry, as Redis's `SET` does.)
     PutExpiring {
         /// The key.
+        #[serde(with = "byte_string")]
         key: Bytes,
         /// The new value.
+        #[serde(with = "byte_string")]
         value: Bytes,
         /// When to write.
         condition: PutCondition,
@@ -153,6 +157,62 @@ pub enum TxOp {
 /// How deeply commands may nest inside one another when decoded ([`KvCommand::Fenced`]
 /// and [`KvCommand::Transaction`] hold commands): a fenced write inside a transaction is 2.
 pub const COMMAND_NESTING_MAX: u32 = 4;
+
+/// Serde for a `Vec<u8>` as a byte string, for the fields every write carries (a key, a
+/// value). In postcard a byte string is laid out as serde's default for `Vec<u8>` (a
+/// sequence of `u8`: the length as a varint, then one byte each), so the bytes are the same
+/// either way, old logs and snapshots decode and old nodes read new entries; but the
+/// default goes through the serializer once per byte, and this copies the bytes at once.
+mod byte_string {
+    use std::fmt;
+
+    use serde::{Deserializer, Serialize, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Visitor)
+    }
+
+    /// A key of a map serialized as a byte string (see [`serialize`]).
+    pub(super) struct Key<'a>(pub(super) &'a [u8]);
+
+    impl Serialize for Key<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    struct Visitor;
+
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        /// What a format without byte strings (JSON: an array of numbers) gives.
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The hint comes from the input: trusted only up to a bound.
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+}
 
 /// Decoding of the commands that hold commands, refused past [`COMMAND_NESTING_MAX`]: the
 /// types are recursive, and bytes from a peer or the log nesting them a hundred thousand
@@ -343,6 +403,7 @@ pub struct Revisions {
 /// A key's value and revisions, as the store holds them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
+    #[serde(with = "byte_string")]
     value: Bytes,
     revisions: Revisions,
 }
@@ -375,11 +436,17 @@ pub enum LogCommand {
     },
 }
 
+/// Bytes reserved for a [`LogCommand::encode`] before it starts (a `SET` of a 16-byte key
+/// and a 32-byte value is about 60).
+const ENCODE_CAPACITY: usize = 128;
+
 impl LogCommand {
     /// The postcard encoding.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("postcard encodes to a Vec")
+        // Room for a small write's whole encoding at once, rather than growing to it.
+        postcard::to_extend(self, Vec::with_capacity(ENCODE_CAPACITY))
+            .expect("postcard encodes to a Vec")
     }
 
     /// Decodes [`LogCommand::encode`]'s output; `None` for anything else.
@@ -494,6 +561,16 @@ struct SnapshotV3<M, S, L> {
     leases: L,
 }
 
+/// The map as a snapshot holds it: laid out as serde's default for the `BTreeMap`, its keys
+/// written as byte strings at once instead of a byte at a time (see [`byte_string`]).
+struct ByteKeyed<'a>(&'a BTreeMap<Bytes, Entry>);
+
+impl Serialize for ByteKeyed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, e)| (byte_string::Key(k), e)))
+    }
+}
+
 /// The limits of the store's lease table: `synod_membership::lease`'s defaults (every
 /// replica applies the same).
 #[must_use]
@@ -592,6 +669,12 @@ impl KvStore {
         &self.pairs.changes
     }
 
+    /// Takes [`KvStore::changes`] out (moved, not copied: what a node feeds its watchers);
+    /// [`KvStore::changes`] is empty after it.
+    pub fn take_changes(&mut self) -> Vec<KeyChange> {
+        std::mem::take(&mut self.pairs.changes)
+    }
+
     /// Applies a committed log command at `index`. Deterministic: every replica returns
     /// the same reply.
     pub fn apply(&mut self, index: LogIndex, command: LogCommand) -> KvReply {
@@ -678,7 +761,7 @@ impl KvStore {
     pub fn snapshot(&self) -> Vec<u8> {
         let body = SnapshotV3 {
             revision: self.pairs.revision,
-            map: &self.pairs.map,
+            map: ByteKeyed(&self.pairs.map),
             sessions: &self.sessions,
             leases: &self.pairs.leases,
         };
@@ -2027,6 +2110,81 @@ mod tests {
             s.apply(KvCommand::Lease(LeaseCommand::KeepAlive { lease })),
             KvReply::Error(e) if e.contains("not found")
         ));
+    }
+
+    /// The byte strings of writes and snapshots are laid out byte for byte as serde's
+    /// default for `Vec<u8>` was (logs, snapshots and peers of before read them, and they
+    /// read ours), lengths of one and of two varint bytes alike.
+    #[test]
+    fn byte_strings_are_laid_out_as_the_default_for_vec_u8_was() {
+        /// Serde's default for `Vec<u8>`: what `KvCommand::Put` and `Entry` derived before.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        enum DefaultCommand {
+            Put {
+                key: Vec<u8>,
+                value: Vec<u8>,
+                condition: PutCondition,
+            },
+        }
+        #[derive(Serialize)]
+        struct DefaultEntry<'a> {
+            value: &'a Vec<u8>,
+            revisions: Revisions,
+        }
+        for len in [0, 1, 127, 128, 300] {
+            let (key, value) = (vec![b'k'; len], vec![0xA5; len + 3]);
+            let default = DefaultCommand::Put {
+                key: key.clone(),
+                value: value.clone(),
+                condition: PutCondition::IfAbsent,
+            };
+            let ours = KvCommand::Put {
+                key,
+                value,
+                condition: PutCondition::IfAbsent,
+            };
+            let bytes = postcard::to_stdvec(&default).expect("encodes");
+            assert_eq!(postcard::to_stdvec(&ours).expect("encodes"), bytes, "{len}");
+            assert_eq!(postcard::from_bytes::<KvCommand>(&bytes), Ok(ours.clone()));
+            let plain = LogCommand::Plain {
+                time: 9,
+                command: ours,
+            };
+            assert_eq!(LogCommand::decode(&plain.encode()), Some(plain));
+        }
+        let mut s = Applier::new();
+        for (k, v) in [
+            ("a", "x"),
+            ("bb", "yy"),
+            (&"k".repeat(200), &"v".repeat(300)),
+        ] {
+            s.apply(KvCommand::Put {
+                key: k.as_bytes().to_vec(),
+                value: v.as_bytes().to_vec(),
+                condition: PutCondition::Always,
+            });
+        }
+        let default: BTreeMap<&Vec<u8>, DefaultEntry<'_>> =
+            s.kv.pairs
+                .map
+                .iter()
+                .map(|(k, e)| {
+                    let entry = DefaultEntry {
+                        value: &e.value,
+                        revisions: e.revisions,
+                    };
+                    (k, entry)
+                })
+                .collect();
+        let body = SnapshotV3 {
+            revision: s.kv.pairs.revision,
+            map: default,
+            sessions: &s.kv.sessions,
+            leases: &s.kv.pairs.leases,
+        };
+        let earlier = postcard::to_extend(&body, SNAPSHOT_MAGIC_LEASES.to_vec()).expect("encodes");
+        assert_eq!(s.kv.snapshot(), earlier);
+        assert_eq!(KvStore::restore(&earlier).as_ref(), Some(&s.kv));
     }
 
     #[test]

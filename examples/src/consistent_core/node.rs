@@ -664,10 +664,20 @@ impl CoreNode {
                     Payload::Noop => KvReply::Ok,
                 };
                 // Changes at or below this index are settled, committed or overwritten.
-                self.changes = self.changes.split_off(&entry.index.next());
+                while self
+                    .changes
+                    .first_key_value()
+                    .is_some_and(|(&index, _)| index <= entry.index)
+                {
+                    self.changes.pop_first();
+                }
                 // Proposals at or below this index are settled: ours if the term matches.
-                let rest = self.proposals.split_off(&entry.index.next());
-                for (index, (term, tag)) in std::mem::replace(&mut self.proposals, rest) {
+                // (Taken from the front one at a time: a split per entry would build a new
+                // tree for the proposals still waiting, each time.)
+                while let Some(first) = self.proposals.first_entry()
+                    && *first.key() <= entry.index
+                {
+                    let (index, (term, tag)) = first.remove_entry();
                     if index == entry.index && term == entry.term {
                         self.reply(tag, Response::Kv(reply.clone()));
                     } else {
@@ -744,7 +754,7 @@ impl CoreNode {
         {
             feed.push(WatchFeed::Changes {
                 revision: self.kv.revision(),
-                changes: self.kv.changes().to_vec(),
+                changes: self.kv.take_changes(),
             });
         }
         reply

@@ -71,11 +71,11 @@ use crate::resp::{Pusher, Queued, Value};
 
 /// A key change as the hub's event at `revision`.
 #[must_use]
-pub fn event(revision: u64, change: &KeyChange) -> Event {
+pub fn event(revision: u64, change: KeyChange) -> Event {
     Event {
         revision,
-        key: change.key.clone().into(),
-        value: change.value.clone().map(Into::into),
+        key: change.key.into(),
+        value: change.value.map(Into::into),
         create_revision: change.revisions.create,
         version: change.revisions.version,
     }
@@ -88,7 +88,7 @@ pub fn feed(hub: &mut WatchHub, items: Vec<WatchFeed>) -> Result<(), FeedError> 
     for item in items {
         match item {
             WatchFeed::Changes { revision, changes } => {
-                let events = changes.iter().map(|c| event(revision, c)).collect();
+                let events = changes.into_iter().map(|c| event(revision, c)).collect();
                 hub.apply(revision, events)?;
             }
             WatchFeed::Jump { revision } => hub.reset(revision),
@@ -559,7 +559,7 @@ impl<S: Sink> Watches<S> {
                     if revision > self.hub.revision() + 1 {
                         self.hub.reset(revision - 1);
                     }
-                    let events = changes.iter().map(|c| event(revision, c)).collect();
+                    let events = changes.into_iter().map(|c| event(revision, c)).collect();
                     // In order, each event at its revision: the hub takes it.
                     let _ = self.hub.apply(revision, events);
                 }
