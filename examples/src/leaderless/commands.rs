@@ -21,6 +21,7 @@
 //! may or may not have been stored.
 
 use synod_clocks::VersionVector;
+use synod_node::NodeId;
 use synod_quorum::Consistency;
 
 use super::machine::{Failure, Info, Request, Response};
@@ -79,6 +80,8 @@ pub enum Shape {
     Info,
     /// `OK` once a leave has begun.
     Leave,
+    /// `OK` once a removal has begun; a refusal is an `ERR`.
+    Remove,
 }
 
 /// What to do with one command.
@@ -146,7 +149,7 @@ pub fn parse_context(token: &[u8]) -> Result<VersionVector, String> {
 }
 
 /// The commands that change the store: a read-only user is refused them.
-pub const WRITE_COMMANDS: [&str; 4] = ["SET", "DEL", "CAS", "LEAVE"];
+pub const WRITE_COMMANDS: [&str; 5] = ["SET", "DEL", "CAS", "LEAVE", "REMOVENODE"];
 
 /// Whether the command `args` changes the store (one of [`WRITE_COMMANDS`]).
 #[must_use]
@@ -167,6 +170,14 @@ pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
         ("INFO", _) => Action::Call(Request::Info, Shape::Info),
         ("LEAVE", []) => Action::Call(Request::Leave, Shape::Leave),
         ("LEAVE", _) => wrong_args("leave"),
+        ("REMOVENODE", [node]) => match parse_node(node) {
+            Some(id) => Action::Call(Request::Remove(id), Shape::Remove),
+            None => error(format!(
+                "ERR REMOVENODE takes a member's id (3 or n3), not '{}'",
+                String::from_utf8_lossy(node)
+            )),
+        },
+        ("REMOVENODE", _) => wrong_args("removenode"),
         ("CONSISTENCY", []) => Action::Reply(Value::Simple(level.name())),
         ("CONSISTENCY", [word]) => {
             *level = match word.to_ascii_uppercase().as_slice() {
@@ -226,10 +237,20 @@ pub fn execute(level: &mut Level, args: &[Vec<u8>]) -> Action {
         }
         _ => error(format!(
             "ERR unknown command '{}'; the leaderless store knows GET, GETCTX, SET, DEL, CAS, \
-             CGET, CONSISTENCY, PING, INFO and QUIT",
+             CGET, CONSISTENCY, PING, INFO, LEAVE, REMOVENODE and QUIT",
             String::from_utf8_lossy(&args[0])
         )),
     }
+}
+
+/// A node's id as a command names it: `3` or `n3` (never 0).
+fn parse_node(word: &[u8]) -> Option<NodeId> {
+    let digits = match word {
+        [b'n' | b'N', rest @ ..] => rest,
+        all => all,
+    };
+    let id: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (id > 0).then(|| NodeId::new(id))
 }
 
 /// A write of `key` (`SET` with its `value`, or `DEL`), with `extra` its optional
@@ -286,6 +307,11 @@ fn info_text(info: &Info) -> String {
         info.leave.unwrap_or("no"),
         info.join.unwrap_or("no")
     ));
+    for (id, step) in &info.removals {
+        out.push_str(&format!("removal:{id} {step}\r\n"));
+    }
+    let removed: Vec<String> = info.removed.iter().map(ToString::to_string).collect();
+    out.push_str(&format!("removed:{}\r\n", removed.join(",")));
     for m in &info.members {
         out.push_str(&format!(
             "member:{} state={} replicas={} owned={}\r\n",
@@ -301,6 +327,10 @@ pub fn settle(shape: Shape, response: Response) -> Value {
     match (shape, response) {
         (Shape::Write | Shape::Cas, Response::Failed(Failure::Unknown(why))) => {
             Value::Error(format!("UNKNOWN {why}; the write may or may not be stored"))
+        }
+        // A removal refused: sent again it is refused again until what it names changes.
+        (Shape::Remove, Response::Failed(Failure::Refused(why))) => {
+            Value::Error(format!("ERR {why}"))
         }
         // At the key limit: sent again it would be refused again, so not `TRYAGAIN`.
         (_, Response::Failed(Failure::Full(why))) => Value::Error(format!("OOM {why}")),
@@ -319,7 +349,13 @@ pub fn settle(shape: Shape, response: Response) -> Value {
             _ => Value::Array(read.values.into_iter().map(Value::Bulk).collect()),
         },
         (_, Response::LinearRead(value)) => value.map_or(Value::Nil, Value::Bulk),
-        (_, Response::Written { .. } | Response::LinearWritten | Response::Leaving) => {
+        (
+            _,
+            Response::Written { .. }
+            | Response::LinearWritten
+            | Response::Leaving
+            | Response::Removing,
+        ) => {
             Value::Simple("OK".into())
         }
         (Shape::Cas, Response::Cas(reply)) => Value::Array(vec![
@@ -387,10 +423,38 @@ mod tests {
     }
 
     #[test]
+    fn removenode_takes_a_members_id_and_its_refusal_is_an_error() {
+        let mut level = Level::default();
+        for word in ["3", "n3", "N3"] {
+            assert_eq!(
+                execute(&mut level, &args(&["removenode", word])),
+                Action::Call(Request::Remove(NodeId::new(3)), Shape::Remove),
+                "{word}"
+            );
+        }
+        for bad in [&["REMOVENODE"][..], &["REMOVENODE", "0"], &["REMOVENODE", "x3"]] {
+            assert!(
+                matches!(execute(&mut level, &args(bad)), Action::Reply(Value::Error(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(writes(&args(&["REMOVENODE", "3"])));
+        let refused = Response::Failed(Failure::Refused("node n1 holds node n3 alive".into()));
+        assert_eq!(
+            settle(Shape::Remove, refused),
+            Value::Error("ERR node n1 holds node n3 alive".into())
+        );
+        assert_eq!(
+            settle(Shape::Remove, Response::Removing),
+            Value::Simple("OK".into())
+        );
+    }
+
+    #[test]
     fn a_context_token_comes_back_as_the_context_it_stands_for() {
         let mut context = VersionVector::default();
-        context.increment(synod_node::NodeId::new(3)).expect("room");
-        context.increment(synod_node::NodeId::new(3)).expect("room");
+        context.increment(NodeId::new(3)).expect("room");
+        context.increment(NodeId::new(3)).expect("room");
         let token = context_token(&context);
         assert_eq!(parse_context(token.as_bytes()), Ok(context.clone()));
         let mut level = Level::default();

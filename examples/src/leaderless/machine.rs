@@ -294,6 +294,12 @@ pub enum Request {
     /// the old partition table to end, hand every partition to its new replicas, and
     /// then take no further part. Answered at once; INFO shows the progress.
     Leave,
+    /// Remove member `id`, down for good, from the cluster (an operator's command, as
+    /// Cassandra's `nodetool removenode`): refused unless every other member holds it dead;
+    /// then its partitions are streamed to their new replicas by the surviving ones, and
+    /// its id is never admitted again. Answered once the removal has begun; INFO shows the
+    /// progress. See [Removing a member](self#removing-a-member).
+    Remove(NodeId),
 }
 
 /// Why a request failed.
@@ -369,6 +375,12 @@ pub struct Info {
     /// `finishing`, `joined`), if it joined the cluster's first members in this start or
     /// resumed its join in it.
     pub join: Option<&'static str>,
+    /// The removals this node drives ([`Request::Remove`] taken here), each with where it
+    /// stands (`checking`, `announcing`, `draining`, `streaming`, `switching`,
+    /// `finishing`, `removed`).
+    pub removals: Vec<(NodeId, &'static str)>,
+    /// The members removed from the cluster for good (by any member's removal).
+    pub removed: Vec<NodeId>,
 }
 
 /// What a node answers.
@@ -391,6 +403,9 @@ pub enum Response {
     Info(Info),
     /// [`Request::Leave`] has begun.
     Leaving,
+    /// [`Request::Remove`] has begun: every other member held the member dead, and the
+    /// removal is recorded.
+    Removing,
     /// The request failed.
     Failed(Failure),
 }
@@ -546,6 +561,35 @@ pub enum Message<S> {
         /// How the write ended.
         outcome: Forwarded,
     },
+    /// A member asked to remove member `id` ([`Request::Remove`]) asks whether the
+    /// receiver holds it dead ([`Message::RemoveChecked`] answers; nothing is recorded).
+    RemoveCheck {
+        /// The member to remove.
+        id: NodeId,
+    },
+    /// The answer to [`Message::RemoveCheck`].
+    RemoveChecked {
+        /// The member to remove.
+        id: NodeId,
+        /// Whether the sender holds it dead (or knows nothing of it, or knows it removed).
+        dead: bool,
+    },
+    /// The member driving the removal of member `id` asks the receiver, a replica of some
+    /// of `id`'s partitions in the table without it, to be streamed them by their
+    /// surviving replicas (each source, with its partitions: [`Message::StreamTo`]), and to
+    /// say so once every stream is done ([`Message::Pulled`]).
+    Pull {
+        /// The member removed.
+        id: NodeId,
+        /// The sources, each with the partitions it streams.
+        sources: Vec<(NodeId, Vec<u32>)>,
+    },
+    /// The answer to [`Message::Pull`]: every source has streamed to the sender what it
+    /// held of its partitions, durably.
+    Pulled {
+        /// The member removed.
+        id: NodeId,
+    },
 }
 
 /// A forwarded write's name on the node that forwarded it: that node's generation (so
@@ -620,6 +664,12 @@ pub enum Record<S> {
         /// The phase.
         phase: MovePhase,
     },
+    /// This node drives the removal of member `id` ([`Request::Remove`]): a restart resumes
+    /// it at the phase recorded ([`Record::Move`]) until it is done.
+    Removing {
+        /// The member removed.
+        id: NodeId,
+    },
 }
 
 /// Whether a move is a member joining the table or leaving it.
@@ -631,6 +681,10 @@ pub enum MoveKind {
     /// A member hands its partitions to the others and leaves for good (after a join, if
     /// it joined: a leave is the later move).
     Leave,
+    /// A member down for good is taken out of the table by another member
+    /// ([`Request::Remove`]); it replaces any join or leave of its own under way (the later
+    /// move), and its id is never admitted again.
+    Remove,
 }
 
 /// How far a member's move has gone, on the node that holds it: see [Moving
@@ -679,6 +733,8 @@ pub struct Recovered<S> {
     pub leaving: bool,
     /// Each member's join or leave, at the latest phase recorded.
     pub moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    /// The removals this node drives ([`Record::Removing`]).
+    pub removing: BTreeSet<NodeId>,
 }
 
 impl<S> Default for Recovered<S> {
@@ -693,6 +749,7 @@ impl<S> Default for Recovered<S> {
             left: BTreeSet::new(),
             leaving: false,
             moves: BTreeMap::new(),
+            removing: BTreeSet::new(),
         }
     }
 }
@@ -735,6 +792,9 @@ impl<S> Recovered<S> {
             Record::Leaving => self.leaving = true,
             Record::Move { id, kind, phase } => {
                 later_move(&mut self.moves, id, kind, phase);
+            }
+            Record::Removing { id } => {
+                self.removing.insert(id);
             }
             Record::Store { key, state } => match state {
                 Some(state) => {
@@ -1147,10 +1207,102 @@ impl OwnMove {
             (Step::Draining { .. }, _) => "draining",
             (Step::HandingOff { .. }, _) => "handing-off",
             (Step::Receiving { .. }, _) => "streaming",
-            (Step::Done, MoveKind::Leave) => "left",
+            (Step::Done, MoveKind::Leave | MoveKind::Remove) => "left",
             (Step::Done, MoveKind::Join) => "joined",
         }
     }
+}
+
+/// A removal this node drives ([`Request::Remove`] taken here): see [Removing a
+/// member](self#removing-a-member).
+#[derive(Debug)]
+struct Removal {
+    step: RemovalStep,
+    /// When to resend what the step waits for to those that have not answered.
+    resend_at: Time,
+}
+
+/// Where a removal this node drives stands.
+#[derive(Debug)]
+enum RemovalStep {
+    /// Asking every other member whether it holds the member dead; the client waits.
+    Checking {
+        /// The members still to answer.
+        waiting: BTreeSet<NodeId>,
+        /// Who asked for the removal.
+        to: Waiting,
+        /// When the members that have not answered refuse it.
+        until: Time,
+    },
+    /// Telling the members that the removal reached `phase`, until each has noted it.
+    Telling {
+        /// The phase told.
+        phase: MovePhase,
+        /// The members still to note it.
+        waiting: BTreeSet<NodeId>,
+    },
+    /// Waiting until writes coordinated without the removal have ended.
+    Draining {
+        /// When they have.
+        until: Time,
+    },
+    /// The new replicas pulling the removed member's partitions from the surviving
+    /// replicas: the receivers still to say they have, and what each pulls from whom.
+    Pulling {
+        /// Each receiver's sources and their partitions.
+        receivers: BTreeMap<NodeId, Vec<(NodeId, Vec<u32>)>>,
+        /// When to ask them again.
+        ask_at: Time,
+    },
+    /// The member is removed.
+    Done,
+}
+
+impl Removal {
+    /// The step's name, as INFO shows it.
+    fn name(&self) -> &'static str {
+        match &self.step {
+            RemovalStep::Checking { .. } => "checking",
+            RemovalStep::Telling {
+                phase: MovePhase::Pending,
+                ..
+            } => "announcing",
+            RemovalStep::Telling {
+                phase: MovePhase::Switched,
+                ..
+            } => "switching",
+            RemovalStep::Telling {
+                phase: MovePhase::Done,
+                ..
+            } => "finishing",
+            RemovalStep::Draining { .. } => "draining",
+            RemovalStep::Pulling { .. } => "streaming",
+            RemovalStep::Done => "removed",
+        }
+    }
+
+    /// When the step is to be moved on again, if it waits for time.
+    fn due(&self) -> Option<Time> {
+        match &self.step {
+            RemovalStep::Checking { until, .. } => Some(self.resend_at.min(*until)),
+            RemovalStep::Telling { .. } => Some(self.resend_at),
+            RemovalStep::Draining { until } => Some(*until),
+            RemovalStep::Pulling { ask_at, .. } => Some(*ask_at),
+            RemovalStep::Done => None,
+        }
+    }
+}
+
+/// A replica of a removed member's partitions in the table without it, being streamed
+/// them by their surviving replicas ([`Message::Pull`]).
+#[derive(Debug)]
+struct Pull {
+    /// The member driving the removal, told once every source has streamed.
+    driver: NodeId,
+    /// The sources still streaming, and what each streams.
+    sources: BTreeMap<NodeId, Vec<u32>>,
+    /// When to ask them again.
+    ask_at: Time,
 }
 
 /// A node on its first start, asking the members to admit it.
@@ -1251,6 +1403,14 @@ pub struct Leaderless<M: Mode> {
     resume_move: bool,
     /// Streams to joining nodes of the partitions they take from this one, by joiner.
     outgoing: BTreeMap<NodeId, Stream>,
+    /// The removals this node drives, by the member removed.
+    removals: BTreeMap<NodeId, Removal>,
+    /// The removals this node drove before it restarted: each resumes once it serves.
+    resume_removals: BTreeSet<NodeId>,
+    /// The removed members' partitions this node is being streamed, by the member removed.
+    pulls: BTreeMap<NodeId, Pull>,
+    /// The removals whose partitions this node was streamed in this start.
+    pulled: BTreeSet<NodeId>,
     /// The number of the last hand-off batch sent.
     batches: u64,
     /// Every member ever seen, and when each still held dead was first held so.
@@ -1326,9 +1486,9 @@ fn joined_in_order(config: &Config, members: &BTreeSet<NodeId>) -> PartitionTabl
 }
 
 /// The table of the cluster's first members (`voters`) with the moves `applied` says are
-/// made: a join made adds its member, a leave made takes its member out (a member that
-/// leaves is in the table until its leave is made, whether it was a first member or
-/// joined).
+/// made: a join made adds its member, a leave or a removal made takes its member out (a
+/// member that leaves or is removed is in the table until that is made, whether it was a
+/// first member or joined, and whether its join was made or not).
 fn table_with(
     config: &Config,
     voters: &[NodeId],
@@ -1344,7 +1504,7 @@ fn table_with(
                 members.insert(id);
             }
             MoveKind::Join => {}
-            MoveKind::Leave => {
+            MoveKind::Leave | MoveKind::Remove => {
                 members.insert(id);
                 if made {
                     left.insert(id);
@@ -1445,10 +1605,14 @@ impl<M: Mode> Leaderless<M> {
             left: gone,
             leaving,
             mut moves,
+            removing,
         } = recovered;
         let me = config.id;
-        // Left for good: refused below. Leaving (or joining): the move resumes.
-        let refused = gone.contains(&me);
+        // Left for good or removed: refused below. Leaving (or joining): the move resumes.
+        let removed = moves
+            .get(&me)
+            .is_some_and(|&(kind, _)| kind == MoveKind::Remove);
+        let refused = gone.contains(&me) || removed;
         for &id in &gone {
             later_move(&mut moves, id, MoveKind::Leave, MovePhase::Done);
         }
@@ -1468,12 +1632,26 @@ impl<M: Mode> Leaderless<M> {
         let member = Member::start(config.member(generation).expect("checked"), last);
         abd.generation = last;
         let (registers, cas) = registers_of(&config, &voters, generation, abd, cas);
-        let known: BTreeSet<NodeId> = config.members.iter().copied().collect();
+        // A member removed for good is forgotten.
+        let known: BTreeSet<NodeId> = config
+            .members
+            .iter()
+            .copied()
+            .filter(|id| moves.get(id) != Some(&(MoveKind::Remove, MovePhase::Done)))
+            .collect();
         let (table, write_tables) = tables_of(&config, &voters, &moves);
         let left = moves
             .iter()
-            .filter(|(_, (kind, _))| *kind == MoveKind::Leave)
+            .filter(|(_, (kind, _))| *kind != MoveKind::Join)
             .map(|(&id, _)| id)
+            .collect();
+        let resume_removals = removing
+            .into_iter()
+            .filter(|id| {
+                moves
+                    .get(id)
+                    .is_some_and(|&(kind, phase)| kind == MoveKind::Remove && phase != MovePhase::Done)
+            })
             .collect();
         let mut rng = Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get());
         let mut node = Leaderless {
@@ -1492,6 +1670,10 @@ impl<M: Mode> Leaderless<M> {
             left,
             moves,
             outgoing: BTreeMap::new(),
+            removals: BTreeMap::new(),
+            resume_removals,
+            pulls: BTreeMap::new(),
+            pulled: BTreeSet::new(),
             batches: 0,
             known,
             dead_since: BTreeMap::new(),
@@ -1511,7 +1693,10 @@ impl<M: Mode> Leaderless<M> {
         };
         let token = node.gate.persist(Record::Start { generation });
         node.starting = Some((token, store));
-        if refused {
+        if removed {
+            node.admission = Some(Admission::new(0, true));
+            node.gate.apply(Notice::Refused(removed_why(me)));
+        } else if refused {
             node.admission = Some(Admission::new(0, true));
             node.gate.apply(Notice::Refused(format!(
                 "node {me} left the cluster for good: it cannot come back under its id"
@@ -1860,7 +2045,8 @@ impl<M: Mode> Leaderless<M> {
 
     fn on_member(&mut self, now: Time, event: MemberEvent) {
         let id = event.id;
-        if id == self.config.id {
+        // A member being removed is held dead whatever membership says of it.
+        if id == self.config.id || self.is_removal(id) {
             return;
         }
         match event.state {
@@ -1944,9 +2130,20 @@ impl<M: Mode> Leaderless<M> {
             .collect()
     }
 
-    /// Whether member `id` has left for good (its leave done).
+    /// Whether member `id` has left for good (its leave or its removal done).
     fn is_gone_member(&self, id: NodeId) -> bool {
-        self.moves.get(&id) == Some(&(MoveKind::Leave, MovePhase::Done))
+        matches!(
+            self.moves.get(&id),
+            Some(&(MoveKind::Leave | MoveKind::Remove, MovePhase::Done))
+        )
+    }
+
+    /// Whether member `id` is being removed or was removed ([`Request::Remove`]): this node
+    /// takes no message from it but to tell it so, and no move waits for it.
+    fn is_removal(&self, id: NodeId) -> bool {
+        self.moves
+            .get(&id)
+            .is_some_and(|&(kind, _)| kind == MoveKind::Remove)
     }
 
     // ----- moving partitions -----
@@ -1960,8 +2157,15 @@ impl<M: Mode> Leaderless<M> {
         }
         let (kind, phase) = self.moves[&id];
         self.gate.persist(Record::Move { id, kind, phase });
-        if kind == MoveKind::Leave {
+        if kind != MoveKind::Join {
             self.left.insert(id);
+        }
+        if kind == MoveKind::Remove && phase == MovePhase::Done {
+            // Removed for good: forgotten (it is in no table, and nothing waits for it).
+            self.known.remove(&id);
+            self.dead_since.remove(&id);
+            self.never_seen.remove(&id);
+            self.outgoing.remove(&id);
         }
         self.rebuild_table();
         if phase == MovePhase::Done && self.own.as_ref().is_none_or(|o| o.kind == MoveKind::Join) {
@@ -1999,13 +2203,23 @@ impl<M: Mode> Leaderless<M> {
     }
 
     /// Member `from` told that member `id`'s move reached `phase`: noted, and answered once
-    /// durable if `from` is the mover.
-    fn on_move(&mut self, from: NodeId, id: NodeId, kind: MoveKind, phase: MovePhase) {
-        if id == self.config.id || self.admission.is_some() {
+    /// durable if `from` is the mover (or drives the removal). A removal of this node
+    /// itself ends it for good.
+    fn on_move(&mut self, now: Time, from: NodeId, id: NodeId, kind: MoveKind, phase: MovePhase) {
+        if self.admission.is_some() {
+            return;
+        }
+        if id == self.config.id {
+            if kind == MoveKind::Remove {
+                self.removed_self();
+            }
             return;
         }
         self.note_move(id, kind, phase);
-        if from == id {
+        if kind == MoveKind::Remove {
+            self.hold_removed_dead(now, id);
+        }
+        if from == id || kind == MoveKind::Remove {
             // Sent once the record is durable (the gate holds it).
             self.gate.send(from, Message::MoveNoted { id, phase });
         }
@@ -2046,13 +2260,16 @@ impl<M: Mode> Leaderless<M> {
         self.known
             .iter()
             .copied()
-            .filter(|&n| n != me && !self.is_gone_member(n))
+            .filter(|&n| n != me && !self.is_gone_member(n) && !self.is_removal(n))
             .collect()
     }
 
-    /// Whether a move waits for member `n` at `now`: unless it has been held dead for
-    /// longer than [`Config::move_dead_wait_ms`].
+    /// Whether a move waits for member `n` at `now`: unless it is being removed, or has
+    /// been held dead for longer than [`Config::move_dead_wait_ms`].
     fn waited_for(&self, now: Time, n: NodeId) -> bool {
+        if self.is_removal(n) {
+            return false;
+        }
         let Some(wait_ms) = self.config.move_dead_wait_ms else {
             return true;
         };
@@ -2146,7 +2363,8 @@ impl<M: Mode> Leaderless<M> {
                         return;
                     }
                     let step = match kind {
-                        MoveKind::Leave => Step::HandingOff {
+                        // (A node's own move is never its removal: a removed node stops.)
+                        MoveKind::Leave | MoveKind::Remove => Step::HandingOff {
                             streams: self.hand_off_streams(),
                         },
                         MoveKind::Join => Step::Receiving {
@@ -2233,8 +2451,13 @@ impl<M: Mode> Leaderless<M> {
 
     /// The table with this node's own move made.
     fn table_after_own_move(&self) -> PartitionTable {
+        self.table_after(self.config.id)
+    }
+
+    /// The table with member `id`'s move made.
+    fn table_after(&self, id: NodeId) -> PartitionTable {
         let mut moves = self.moves.clone();
-        if let Some((_, phase)) = moves.get_mut(&self.config.id) {
+        if let Some((_, phase)) = moves.get_mut(&id) {
             *phase = (*phase).max(MovePhase::Switched);
         }
         tables_of(&self.config, &self.voters, &moves).0
@@ -2321,6 +2544,7 @@ impl<M: Mode> Leaderless<M> {
             sources.remove(&from);
             self.step_move(now);
         }
+        self.on_pull_streamed(now, from);
     }
 
     /// Sends `to` what its stream may have in flight: batches whose resend time has come
@@ -2513,10 +2737,10 @@ impl<M: Mode> Leaderless<M> {
         self.pump_outgoing(now);
     }
 
-    /// Member `from` noted that this node's move reached `phase`.
+    /// Member `from` noted that this node's move (or a removal it drives) reached `phase`.
     fn on_move_noted(&mut self, now: Time, from: NodeId, id: NodeId, phase: MovePhase) {
         if id != self.config.id {
-            return;
+            return self.on_removal_noted(now, from, id, phase);
         }
         if let Some(OwnMove {
             step:
@@ -2538,6 +2762,427 @@ impl<M: Mode> Leaderless<M> {
         self.own
             .as_ref()
             .is_some_and(|o| o.kind == MoveKind::Leave && matches!(o.step, Step::Done))
+    }
+
+    // ----- removing a member -----
+
+    /// A client asked this node to remove member `id`: refused at once if `id` is this
+    /// node, unknown, gone or being removed, or if this node holds it alive; otherwise every
+    /// other member is asked whether it holds `id` dead, and the client is answered once
+    /// they all have ([`Leaderless::on_remove_checked`]).
+    fn start_remove(&mut self, now: Time, to: Waiting, id: NodeId) {
+        let me = self.config.id;
+        if self.admission.is_some() || self.store.is_none() {
+            return self.reply(to, starting());
+        }
+        let refused = if id == me {
+            Some(format!(
+                "node {me} cannot remove itself: LEAVE hands its partitions off and leaves"
+            ))
+        } else if self.is_gone_member(id) {
+            Some(format!("node {id} has left the cluster already, or was removed"))
+        } else if self.is_removal(id) || self.removals.contains_key(&id) {
+            Some(format!("node {id} is being removed already"))
+        } else if !self.known.contains(&id) {
+            Some(format!(
+                "node {id} is not a member of the cluster (members: {})",
+                list(&self.known.iter().copied().collect::<Vec<_>>())
+            ))
+        } else if self.own.as_ref().is_some_and(|o| o.kind == MoveKind::Leave) {
+            Some(format!("node {me} is leaving: ask another member to remove node {id}"))
+        } else if !self.is_dead(id) {
+            Some(format!(
+                "node {me} holds node {id} alive: only a member every other member holds dead \
+                 can be removed (REMOVENODE is for a node down for good; a live one LEAVEs)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        // Every other member but those that never ran (they serve nobody).
+        let waiting: BTreeSet<NodeId> = self
+            .others_to_tell()
+            .into_iter()
+            .filter(|&n| n != id && !self.never_seen.contains(&n))
+            .collect();
+        let until = now + std::time::Duration::from_millis(2 * self.config.timeout_ms);
+        let removal = Removal {
+            step: RemovalStep::Checking { waiting, to, until },
+            resend_at: now,
+        };
+        self.removals.insert(id, removal);
+        self.step_removal(now, id);
+    }
+
+    /// Member `from` asks whether this node holds member `id` dead: it does if membership
+    /// holds it dead, if this node knows nothing of it, or if it is being removed already.
+    fn on_remove_check(&mut self, from: NodeId, id: NodeId) {
+        if self.admission.is_some() || self.store.is_none() {
+            return;
+        }
+        let dead = self.is_dead(id) || !self.known.contains(&id) || self.is_removal(id);
+        self.gate.send(from, Message::RemoveChecked { id, dead });
+    }
+
+    /// Member `from`'s answer to this node's [`Message::RemoveCheck`] of member `id`: one
+    /// that holds it alive refuses the removal.
+    fn on_remove_checked(&mut self, now: Time, from: NodeId, id: NodeId, dead: bool) {
+        let Some(Removal {
+            step: RemovalStep::Checking { waiting, to, .. },
+            ..
+        }) = self.removals.get_mut(&id)
+        else {
+            return;
+        };
+        if dead {
+            waiting.remove(&from);
+            return self.step_removal(now, id);
+        }
+        let to = *to;
+        self.removals.remove(&id);
+        let why = format!(
+            "member {from} holds node {id} alive (it hears from it): only a member every other \
+             member holds dead can be removed"
+        );
+        self.reply(to, Response::Failed(Failure::Refused(why)));
+    }
+
+    /// Resumes, after a restart, the removal of `id` this node drove: at the phase it
+    /// recorded, told to the members again.
+    fn resume_removal(&mut self, now: Time, id: NodeId) {
+        let Some(&(MoveKind::Remove, phase)) = self.moves.get(&id) else {
+            return;
+        };
+        let step = match phase {
+            MovePhase::Done => RemovalStep::Done,
+            phase => RemovalStep::Telling {
+                phase,
+                waiting: self.others_to_tell(),
+            },
+        };
+        let removal = Removal {
+            step,
+            resend_at: now,
+        };
+        self.removals.insert(id, removal);
+        self.step_removal(now, id);
+    }
+
+    /// Member `from` noted that the removal of `id` reached `phase`.
+    fn on_removal_noted(&mut self, now: Time, from: NodeId, id: NodeId, phase: MovePhase) {
+        if let Some(Removal {
+            step:
+                RemovalStep::Telling {
+                    phase: told,
+                    waiting,
+                },
+            ..
+        }) = self.removals.get_mut(&id)
+            && *told <= phase
+        {
+            waiting.remove(&from);
+            self.step_removal(now, id);
+        }
+    }
+
+    fn step_removals(&mut self, now: Time) {
+        let ids: Vec<NodeId> = self.removals.keys().copied().collect();
+        for id in ids {
+            self.step_removal(now, id);
+        }
+    }
+
+    /// Moves the removal of `id` on, as [`Leaderless::step_move`] does a node's own move:
+    /// checked by every member, then Pending, drained, pulled by the new replicas,
+    /// Switched and Done, each phase noted by every member but those being removed.
+    fn step_removal(&mut self, now: Time, id: NodeId) {
+        let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        let drain = std::time::Duration::from_millis(2 * self.config.timeout_ms);
+        let Some(mut removal) = self.removals.remove(&id) else {
+            return;
+        };
+        loop {
+            match &mut removal.step {
+                RemovalStep::Checking { waiting, to, until } => {
+                    if waiting.is_empty() {
+                        // Every other member holds it dead: the removal is recorded.
+                        let to = *to;
+                        self.gate.persist(Record::Removing { id });
+                        self.note_move(id, MoveKind::Remove, MovePhase::Pending);
+                        self.hold_removed_dead(now, id);
+                        // Answered once the removal is durable.
+                        match to {
+                            Waiting::Client(request) => {
+                                self.gate.reply(request, Response::Removing);
+                            }
+                            to => self.reply(to, Response::Removing),
+                        }
+                        removal.step = RemovalStep::Telling {
+                            phase: MovePhase::Pending,
+                            waiting: self.others_to_tell(),
+                        };
+                        removal.resend_at = now;
+                        continue;
+                    }
+                    if *until <= now {
+                        let why = format!(
+                            "members {} did not answer whether they hold node {id} dead: a \
+                             removal needs every member's word (one down too is removed first)",
+                            list(&waiting.iter().copied().collect::<Vec<_>>())
+                        );
+                        self.reply(*to, Response::Failed(Failure::Refused(why)));
+                        return;
+                    }
+                    if removal.resend_at <= now {
+                        removal.resend_at = now + retry;
+                        for &n in waiting.iter() {
+                            self.gate.send(n, Message::RemoveCheck { id });
+                        }
+                    }
+                    break;
+                }
+                RemovalStep::Telling { phase, waiting } => {
+                    let phase = *phase;
+                    waiting.retain(|&n| self.waited_for(now, n));
+                    if !waiting.is_empty() {
+                        if removal.resend_at <= now {
+                            removal.resend_at = now + retry;
+                            let kind = MoveKind::Remove;
+                            for &n in waiting.iter() {
+                                self.gate.send(n, Message::Move { id, kind, phase });
+                            }
+                        }
+                        break;
+                    }
+                    removal.resend_at = now;
+                    removal.step = match phase {
+                        MovePhase::Pending => RemovalStep::Draining { until: now + drain },
+                        MovePhase::Switched => {
+                            // Every member reads without it: writes may leave it out.
+                            self.note_move(id, MoveKind::Remove, MovePhase::Done);
+                            RemovalStep::Telling {
+                                phase: MovePhase::Done,
+                                waiting: self.others_to_tell(),
+                            }
+                        }
+                        MovePhase::Done => RemovalStep::Done,
+                    };
+                }
+                RemovalStep::Draining { until } => {
+                    if *until > now {
+                        break;
+                    }
+                    removal.step = RemovalStep::Pulling {
+                        receivers: self.removal_pulls(id),
+                        ask_at: now,
+                    };
+                }
+                RemovalStep::Pulling { receivers, ask_at } => {
+                    let me = self.config.id;
+                    if self.pulled.contains(&id) {
+                        receivers.remove(&me);
+                    }
+                    receivers.retain(|&n, _| self.waited_for(now, n));
+                    if receivers.is_empty() {
+                        self.note_move(id, MoveKind::Remove, MovePhase::Switched);
+                        removal.step = RemovalStep::Telling {
+                            phase: MovePhase::Switched,
+                            waiting: self.others_to_tell(),
+                        };
+                        removal.resend_at = now;
+                        continue;
+                    }
+                    if *ask_at <= now {
+                        *ask_at = now + retry;
+                        let asks: Vec<(NodeId, Vec<(NodeId, Vec<u32>)>)> =
+                            receivers.iter().map(|(&n, s)| (n, s.clone())).collect();
+                        for (n, sources) in asks {
+                            if n == me {
+                                self.on_pull(now, n, id, sources);
+                            } else {
+                                self.gate.send(n, Message::Pull { id, sources });
+                            }
+                        }
+                    }
+                    if self.pulled.contains(&id) && receivers.contains_key(&me) {
+                        // This node's own pull ended at once.
+                        continue;
+                    }
+                    break;
+                }
+                RemovalStep::Done => break,
+            }
+        }
+        self.removals.insert(id, removal);
+    }
+
+    /// Who is streamed what when member `id` is removed: each replica of each partition `id`
+    /// replicates in any table a write meets, in the table without `id`, from every other
+    /// replica of the partition in those tables (but `id` and members being removed), so
+    /// that each holds every write any of them acknowledged.
+    fn removal_pulls(&self, id: NodeId) -> BTreeMap<NodeId, Vec<(NodeId, Vec<u32>)>> {
+        let after = self.table_after(id);
+        let mut pulls: BTreeMap<NodeId, BTreeMap<NodeId, Vec<u32>>> = BTreeMap::new();
+        for p in 0..after.partitions() {
+            let partition = PartitionId(p);
+            let before: BTreeSet<NodeId> = self
+                .write_tables
+                .iter()
+                .flat_map(|t| t.replicas(partition).iter().copied())
+                .collect();
+            if !before.contains(&id) {
+                continue;
+            }
+            for &to in after.replicas(partition) {
+                for &from in &before {
+                    if from != to && !self.is_removal(from) {
+                        pulls.entry(to).or_default().entry(from).or_default().push(p);
+                    }
+                }
+            }
+        }
+        pulls
+            .into_iter()
+            .map(|(to, sources)| (to, sources.into_iter().collect()))
+            .collect()
+    }
+
+    /// The member driving the removal of `id` asks this node to be streamed `sources`'
+    /// partitions: asked of each source ([`Message::StreamTo`]); answered at once if this
+    /// node was streamed them in this start.
+    fn on_pull(&mut self, now: Time, from: NodeId, id: NodeId, sources: Vec<(NodeId, Vec<u32>)>) {
+        if self.store.is_none() {
+            return;
+        }
+        if self.pulled.contains(&id) {
+            return self.pulled_all(now, from, id);
+        }
+        if let Some(pull) = self.pulls.get_mut(&id) {
+            pull.driver = from;
+            return;
+        }
+        let me = self.config.id;
+        let count = self.table.partitions();
+        let sources: BTreeMap<NodeId, Vec<u32>> = sources
+            .into_iter()
+            .take(MOVES_MAX)
+            .filter(|&(n, _)| n != me && n != id)
+            .map(|(n, partitions)| {
+                let partitions = partitions.into_iter().filter(|&p| p < count).collect();
+                (n, partitions)
+            })
+            .collect();
+        let pull = Pull {
+            driver: from,
+            sources,
+            ask_at: now,
+        };
+        self.pulls.insert(id, pull);
+        self.step_pulls(now);
+    }
+
+    /// Asks the sources of the pulls under way again (once a retry interval has passed);
+    /// a pull whose sources have all streamed (or are no longer waited for) is done.
+    fn step_pulls(&mut self, now: Time) {
+        let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        let gone: BTreeSet<NodeId> = self
+            .known
+            .iter()
+            .chain(self.moves.keys())
+            .copied()
+            .filter(|&n| !self.waited_for(now, n))
+            .collect();
+        let mut done = Vec::new();
+        // One ask a source, with the partitions of every pull it streams.
+        let mut asks: BTreeMap<NodeId, BTreeSet<u32>> = BTreeMap::new();
+        for (&id, pull) in &mut self.pulls {
+            pull.sources.retain(|n, _| !gone.contains(n));
+            if pull.sources.is_empty() {
+                done.push((id, pull.driver));
+            } else if pull.ask_at <= now {
+                pull.ask_at = now + retry;
+                for (&n, partitions) in &pull.sources {
+                    asks.entry(n).or_default().extend(partitions);
+                }
+            }
+        }
+        for (n, partitions) in asks {
+            let partitions = partitions.into_iter().collect();
+            self.gate.send(n, Message::StreamTo { partitions });
+        }
+        for (id, driver) in done {
+            self.pulls.remove(&id);
+            self.pulled.insert(id);
+            self.pulled_all(now, driver, id);
+        }
+    }
+
+    /// Source `from` streamed what this node asked of it: the pulls under way take it.
+    fn on_pull_streamed(&mut self, now: Time, from: NodeId) {
+        if self.pulls.is_empty() {
+            return;
+        }
+        for pull in self.pulls.values_mut() {
+            pull.sources.remove(&from);
+        }
+        self.step_pulls(now);
+    }
+
+    /// Tells `driver` that this node was streamed the partitions of removed member `id`.
+    fn pulled_all(&mut self, now: Time, driver: NodeId, id: NodeId) {
+        if driver == self.config.id {
+            self.on_pulled(now, driver, id);
+        } else {
+            self.gate.send(driver, Message::Pulled { id });
+        }
+    }
+
+    /// Receiver `from` was streamed its partitions of removed member `id`.
+    fn on_pulled(&mut self, now: Time, from: NodeId, id: NodeId) {
+        if let Some(Removal {
+            step: RemovalStep::Pulling { receivers, .. },
+            ..
+        }) = self.removals.get_mut(&id)
+        {
+            receivers.remove(&from);
+            self.step_removal(now, id);
+        }
+    }
+
+    /// Member `id` is being removed: held dead from now on, whatever membership says.
+    fn hold_removed_dead(&mut self, now: Time, id: NodeId) {
+        if self.known.contains(&id) && !self.dead_since.contains_key(&id) {
+            self.dead_since.insert(id, now);
+            self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(id));
+        }
+    }
+
+    /// A message from member `id`, which is being removed: it is told so.
+    fn tell_removed(&mut self, id: NodeId) {
+        if let Some(&(kind, phase)) = self.moves.get(&id) {
+            let moves = vec![(id, kind, phase)];
+            self.gate.send(id, Message::Moves { moves });
+        }
+    }
+
+    /// The members removed this node: it records so (a restart is refused) and takes no
+    /// further part; its process ends.
+    fn removed_self(&mut self) {
+        let me = self.config.id;
+        if self.is_removal(me) {
+            return;
+        }
+        self.moves.insert(me, (MoveKind::Remove, MovePhase::Done));
+        self.gate.persist(Record::Move {
+            id: me,
+            kind: MoveKind::Remove,
+            phase: MovePhase::Done,
+        });
+        self.own = None;
+        self.admission = Some(Admission::new(0, true));
+        self.gate.apply(Notice::Refused(removed_why(me)));
     }
 
     // ----- anti-entropy -----
@@ -2688,6 +3333,10 @@ impl<M: Mode> Leaderless<M> {
             let why = format!("node {} left the cluster", self.config.id);
             return self.reply(to, Response::Failed(Failure::Refused(why)));
         }
+        if self.is_removal(self.config.id) && request != Request::Info {
+            let why = removed_why(self.config.id);
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
         match request {
             Request::Get { key, level } => {
                 if self.store.is_none() {
@@ -2772,6 +3421,7 @@ impl<M: Mode> Leaderless<M> {
                 self.reply(to, Response::Info(info));
             }
             Request::Leave => self.start_leave(now, to),
+            Request::Remove(id) => self.start_remove(now, to, id),
         }
     }
 
@@ -2913,7 +3563,9 @@ impl<M: Mode> Leaderless<M> {
             .known
             .iter()
             .map(|&id| {
-                let state = if self.is_gone_member(id) {
+                let state = if self.is_removal(id) {
+                    "removing"
+                } else if self.is_gone_member(id) {
                     "left"
                 } else if self.left.contains(&id) {
                     "leaving"
@@ -2961,6 +3613,17 @@ impl<M: Mode> Leaderless<M> {
                 .as_ref()
                 .filter(|o| o.kind == MoveKind::Join)
                 .map(OwnMove::name),
+            removals: self
+                .removals
+                .iter()
+                .map(|(&id, removal)| (id, removal.name()))
+                .collect(),
+            removed: self
+                .moves
+                .iter()
+                .filter(|(_, m)| **m == (MoveKind::Remove, MovePhase::Done))
+                .map(|(&id, _)| id)
+                .collect(),
         }
     }
 
@@ -2997,12 +3660,25 @@ impl<M: Mode> Leaderless<M> {
                 .expect("checked");
             let store = Coordinator::restore(config, M::default(), data);
             self.store = Some(Part::new(store));
-            // What membership said before the store served.
+            // Members being removed are held dead; what membership said before the store
+            // served.
+            let removing: Vec<NodeId> = self
+                .moves
+                .keys()
+                .copied()
+                .filter(|&n| self.is_removal(n) && self.known.contains(&n))
+                .collect();
+            for n in removing {
+                self.dead_since.entry(n).or_insert(now);
+            }
             let dead: Vec<NodeId> = self.dead_since.keys().copied().collect();
             for n in dead {
                 self.store_request(now, Waiting::Node, StoreRequest::NodeFailed(n));
             }
             let me = self.config.id;
+            for id in std::mem::take(&mut self.resume_removals) {
+                self.resume_removal(now, id);
+            }
             if std::mem::take(&mut self.resume_move) {
                 self.begin_move(now);
             } else if !self.is_voter() && !self.moves.contains_key(&me) {
@@ -3272,6 +3948,8 @@ impl<M: Mode> Leaderless<M> {
         self.wake_at = None;
         self.ask_admission(now);
         self.step_move(now);
+        self.step_removals(now);
+        self.step_pulls(now);
         self.pump_outgoing(now);
         if self.member.wake.is_some_and(|at| at <= now) {
             self.member.wake = None;
@@ -3331,6 +4009,8 @@ impl<M: Mode> Leaderless<M> {
                 .values()
                 .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
                 .min(),
+            self.removals.values().filter_map(Removal::due).min(),
+            self.pulls.values().map(|p| p.ask_at).min(),
         ]
         .into_iter()
         .flatten()
@@ -3342,6 +4022,15 @@ impl<M: Mode> Leaderless<M> {
             self.gate.push(Effect::WakeAt(at));
         }
     }
+}
+
+/// Why a removed node takes no part.
+fn removed_why(me: NodeId) -> String {
+    format!(
+        "node {me} was removed from the cluster (REMOVENODE {me}, while every other member \
+         held it dead): it cannot come back under its id; start a node with an empty data \
+         directory under a new id instead"
+    )
 }
 
 fn starting() -> Response {
@@ -3385,7 +4074,9 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 Message::Member(_) | Message::Abd(_) | Message::Cas(_)
                     if self.admission.is_some() => {}
                 Message::Admit { nonce } => self.on_admit(now, from, nonce),
-                Message::Move { id, kind, phase } => self.on_move(from, id, kind, phase),
+                // A member being removed (or removed) is told so, and heard no further.
+                _ if self.is_removal(from) => self.tell_removed(from),
+                Message::Move { id, kind, phase } => self.on_move(now, from, id, kind, phase),
                 Message::MoveNoted { id, phase } => self.on_move_noted(now, from, id, phase),
                 Message::StreamTo { partitions } => self.on_stream_to(now, from, partitions),
                 Message::Streamed => self.on_streamed(now, from),
@@ -3400,7 +4091,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 }
                 Message::Moves { moves } => {
                     for (id, kind, phase) in moves.into_iter().take(MOVES_MAX) {
-                        self.on_move(from, id, kind, phase);
+                        self.on_move(now, from, id, kind, phase);
                     }
                 }
                 Message::Store(_) if self.has_left() => {}
@@ -3450,6 +4141,12 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     context,
                 } => self.on_forward(now, from, forward, (key, value, level, context)),
                 Message::Forwarded { forward, outcome } => self.on_forwarded(forward, outcome),
+                Message::RemoveCheck { id } => self.on_remove_check(from, id),
+                Message::RemoveChecked { id, dead } => {
+                    self.on_remove_checked(now, from, id, dead);
+                }
+                Message::Pull { id, sources } => self.on_pull(now, from, id, sources),
+                Message::Pulled { id } => self.on_pulled(now, from, id),
             },
             Input::Request { id, request } => self.request(now, id, request),
             Input::Persisted(token) => self.on_persisted(now, token),

@@ -142,7 +142,7 @@ impl Commands for Clients {
                         group: 1,
                         in_flight_max: usize::MAX,
                     },
-                    Shape::Info | Shape::Leave => Order::Alone,
+                    Shape::Info | Shape::Leave | Shape::Remove => Order::Alone,
                 };
                 Step::Call {
                     request,

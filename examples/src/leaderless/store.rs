@@ -75,6 +75,7 @@ enum Slot {
     Left(synod_node::NodeId),
     Leaving,
     Move(synod_node::NodeId),
+    Removing(synod_node::NodeId),
 }
 
 fn slot<S>(record: &Record<S>) -> Slot {
@@ -88,6 +89,7 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Left { id } => Slot::Left(*id),
         Record::Leaving => Slot::Leaving,
         Record::Move { id, .. } => Slot::Move(*id),
+        Record::Removing { id } => Slot::Removing(*id),
     }
 }
 

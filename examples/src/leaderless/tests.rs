@@ -10,8 +10,8 @@ use synod_node::{Effect, Input, NodeId, Protocol, RequestId, Time};
 use synod_quorum::Consistency;
 
 use super::machine::{
-    Config, Failure, Leaderless, Lww, Message, Mode, Notice, Read, Record, Recovered, Request,
-    Response, Vv,
+    Config, Failure, Leaderless, Lww, Message, Mode, MovePhase, Notice, Read, Record, Recovered,
+    Request, Response, Vv,
 };
 
 /// A second process started under a node's id: it is sent a copy of every message to that
@@ -31,6 +31,8 @@ struct Cluster<M: Mode> {
     wakes: Vec<Option<Time>>,
     net: VecDeque<(NodeId, NodeId, Message<M::State>)>,
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Drops the messages it picks (from, to, message) as a cut link would.
+    dropped: fn(NodeId, NodeId, &Message<M::State>) -> bool,
     replies: BTreeMap<RequestId, Response>,
     /// What each node handed up.
     notices: Vec<Vec<Notice>>,
@@ -112,6 +114,7 @@ impl<M: Mode> Cluster<M> {
             wakes: vec![None; n],
             net: VecDeque::new(),
             cut: BTreeSet::new(),
+            dropped: |_, _, _| false,
             replies: BTreeMap::new(),
             notices: vec![Vec::new(); n],
             hand_off: BTreeMap::new(),
@@ -219,7 +222,7 @@ impl<M: Mode> Cluster<M> {
         while let Some((from, to, message)) = self.net.pop_front() {
             budget -= 1;
             assert!(budget > 0, "the network never went quiet");
-            if self.cut.contains(&(from, to)) {
+            if self.cut.contains(&(from, to)) || (self.dropped)(from, to, &message) {
                 continue;
             }
             let n = to.get() as usize;
@@ -1547,4 +1550,312 @@ fn a_member_held_dead_through_a_join_writes_with_the_old_table_and_a_quorum_read
         ["new"],
         "node 3 wrote {key} with the table without node 4; a QUORUM read missed it"
     );
+}
+
+// ----- removing a member down for good (REMOVENODE) -----
+
+const ALL: Consistency = Consistency::All;
+
+/// Runs the cluster until node `driver`'s removal of node `gone` is done (at most `ms`);
+/// whether it is.
+fn until_removed<M: Mode>(c: &mut Cluster<M>, driver: usize, gone: usize, ms: u64) -> bool {
+    let done = |c: &Cluster<M>| {
+        c.node(driver)
+            .info()
+            .removals
+            .contains(&(id(gone), "removed"))
+    };
+    for _ in 0..ms / 100 {
+        if done(c) {
+            return true;
+        }
+        c.run_for(100);
+    }
+    done(c)
+}
+
+/// Crashes node `n` for good and runs until every running node holds it dead.
+fn kill_for_good<M: Mode>(c: &mut Cluster<M>, n: usize) {
+    c.crash(n);
+    for _ in 0..100 {
+        c.run_for(100);
+        let held_dead = (1..=c.nodes.len())
+            .filter(|&m| m != n && c.nodes[m - 1].is_some())
+            .all(|m| {
+                let info = c.node(m).info();
+                info.members
+                    .iter()
+                    .find(|v| v.id == id(n))
+                    .is_none_or(|v| v.state == "dead")
+            });
+        if held_dead {
+            return;
+        }
+    }
+    panic!("node {n} was never held dead by every running node");
+}
+
+/// Every member `nodes` holds the same table, without `gone`, and each of `keys` is on
+/// every replica of its partition in it, with `value`.
+fn assert_on_every_replica_without(c: &Cluster<Vv>, nodes: &[usize], gone: usize, keys: &[String]) {
+    let table = c.node(nodes[0]).table().clone();
+    assert_eq!(table.load(id(gone)), 0, "node {gone} is out of the table");
+    for &n in nodes {
+        assert_eq!(c.node(n).table(), &table, "node {n}'s table");
+        let info = c.node(n).info();
+        assert!(
+            info.members.iter().all(|m| m.id != id(gone)),
+            "node {n} forgot node {gone}: {:?}",
+            info.members
+        );
+        assert_eq!(info.removed, [id(gone)], "node {n}");
+    }
+    for key in keys {
+        let replicas = table.replicas(table.partition_of(key.as_bytes()));
+        assert_eq!(replicas.len(), 3, "{key}: replication 3");
+        for &r in replicas {
+            let n = r.get() as usize;
+            assert!(c.data(n).contains_key(key.as_bytes()), "{key} on node {n}");
+        }
+    }
+}
+
+/// Issue 19: a member down for good is removed by an operator (REMOVENODE at another
+/// member): its partitions are streamed to their new replicas by the surviving ones (anti-
+/// entropy is held off, so only that stream brings them), every key is on three live
+/// replicas afterwards, every member forgets it, and a later join proceeds (it waits for
+/// every member, and before the removal waited for the dead one for ever: see
+/// `a_join_waits_for_a_member_down_for_good_until_it_is_removed`).
+#[test]
+fn a_member_down_for_good_is_removed_and_its_keys_reach_their_new_replicas() {
+    let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    put_all(&mut c, &keys, "v");
+    assert!(c.node(1).table().load(id(4)) > 0);
+    kill_for_good(&mut c, 4);
+    assert_eq!(c.call(2, Request::Remove(id(4))), Response::Removing);
+    assert!(
+        until_removed(&mut c, 2, 4, 30_000),
+        "{:?}",
+        c.node(2).info().removals
+    );
+    assert_on_every_replica_without(&c, &[1, 2, 3], 4, &keys);
+    for key in &keys {
+        assert_eq!(values(&c.get(3, key, QUORUM)), ["v"], "{key}");
+    }
+    // Removed for good: a second removal, and a new node under its id, are refused.
+    let again = c.call(1, Request::Remove(id(4)));
+    assert!(
+        matches!(&again, Response::Failed(Failure::Refused(why)) if why.contains("removed")),
+        "{again:?}"
+    );
+    c.join(5, 30_000);
+    assert!(c.node(1).table().load(id(5)) > 0);
+    for key in &keys {
+        assert_eq!(values(&c.get(5, key, QUORUM)), ["v"], "{key}");
+    }
+}
+
+/// Issue 19: a join waits for every member, a dead one too (Cassandra's consistent range
+/// movement), so with a member down for good it waits for ever; once the member is removed
+/// it goes on, both moves end, and every key is on its replicas of the final table.
+#[test]
+fn a_join_waits_for_a_member_down_for_good_until_it_is_removed() {
+    let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    put_all(&mut c, &keys, "v");
+    kill_for_good(&mut c, 4);
+    c.start(5);
+    c.run_for(10_000);
+    assert_eq!(
+        c.node(5).info().join,
+        Some("announcing"),
+        "the join waits for node 4"
+    );
+    assert_eq!(c.call(1, Request::Remove(id(4))), Response::Removing);
+    assert!(until_removed(&mut c, 1, 4, 30_000));
+    for _ in 0..300 {
+        if c.node(5).info().join == Some("joined") {
+            break;
+        }
+        c.run_for(100);
+    }
+    assert_eq!(c.node(5).info().join, Some("joined"));
+    c.run_for(2_000);
+    assert_on_every_replica_without(&c, &[1, 2, 3, 5], 4, &keys);
+}
+
+/// A joiner (node 4) crashes for good once its join reached `phase` at some member
+/// (`draining`: Pending everywhere, nothing streamed; `switching`: Switched at some
+/// members, which read with the table with it): writes at ALL fail (node 4 is a replica in
+/// some table a write meets), then REMOVENODE 4 takes every member to a table without it,
+/// and writes at ALL succeed again, every earlier QUORUM write still read.
+fn a_joiner_killed_for_good_is_removed(at: &str) {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    put_all(&mut c, &keys, "v");
+    c.start(4);
+    // Pending everywhere: draining. Switched on nodes 1 and 2 only: node 3 never hears of
+    // the switch.
+    c.dropped = |from, to, message| {
+        from == id(4)
+            && to == id(3)
+            && matches!(
+                message,
+                Message::Move {
+                    phase: MovePhase::Switched,
+                    ..
+                }
+            )
+    };
+    let mut reached = false;
+    for _ in 0..1_000 {
+        c.run_for(10);
+        if c.node(4).info().join == Some(at) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "node 4's join never reached {at}");
+    if at == "switching" {
+        assert!(c.node(1).table().load(id(4)) > 0, "node 1 reads with node 4");
+        assert_eq!(c.node(3).table().load(id(4)), 0, "node 3 does not");
+    }
+    c.crash(4);
+    kill_for_good(&mut c, 4);
+    // Node 4 is a replica, in some table a write meets, of most partitions.
+    let probes: Vec<String> = (0..16).map(|i| format!("probe{i}")).collect();
+    let stuck = probes
+        .iter()
+        .filter(|k| !written(&c.put(1, k, "all", ALL, VersionVector::default())))
+        .count();
+    assert!(stuck > 0, "a write at ALL meets node 4's table");
+    assert_eq!(c.call(2, Request::Remove(id(4))), Response::Removing);
+    assert!(until_removed(&mut c, 2, 4, 30_000));
+    assert_on_every_replica_without(&c, &[1, 2, 3], 4, &keys);
+    for key in keys.iter().chain(&probes) {
+        let w = c.put(3, key, "all", ALL, VersionVector::default());
+        assert!(written(&w), "{key} at ALL: {w:?}");
+    }
+    for key in &keys {
+        // A blind write: a sibling of the value written before.
+        assert_eq!(values(&c.get(1, key, QUORUM)), ["v", "all"], "{key}");
+    }
+}
+
+#[test]
+fn a_joiner_killed_for_good_while_pending_is_removed_and_writes_at_all_succeed_again() {
+    a_joiner_killed_for_good_is_removed("draining");
+}
+
+#[test]
+fn a_joiner_killed_for_good_while_switched_is_removed_and_writes_at_all_succeed_again() {
+    a_joiner_killed_for_good_is_removed("switching");
+}
+
+/// REMOVENODE is refused for a member some member holds alive (node 1 hears neither from
+/// node 3 nor, through membership, from node 2, so it holds both dead; node 2 still hears
+/// from node 3, which may serve clients with its table), for a member the node taking
+/// the command holds alive, for an unknown id, for the node itself, and by a node cut off
+/// from every other member (none answers it); nothing is recorded and the table is
+/// unchanged.
+#[test]
+fn a_removal_is_refused_unless_every_other_member_holds_the_member_dead() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    let table = c.node(1).table().clone();
+    let refused = |c: &mut Cluster<Vv>, n: usize, gone: u64, words: &str| {
+        let answer = c.call(n, Request::Remove(NodeId::new(gone)));
+        assert!(
+            matches!(&answer, Response::Failed(Failure::Refused(why)) if why.contains(words)),
+            "REMOVENODE {gone} at {n}: {answer:?}"
+        );
+    };
+    refused(&mut c, 1, 2, "holds node n2 alive");
+    refused(&mut c, 1, 9, "not a member");
+    refused(&mut c, 1, 1, "cannot remove itself");
+    c.dropped = |from, to, message| {
+        let (a, b) = (from.get().min(to.get()), from.get().max(to.get()));
+        (a, b) == (1, 3) || ((a, b) == (1, 2) && matches!(message, Message::Member(_)))
+    };
+    c.run_for(5_000);
+    let state = |c: &Cluster<Vv>, n: usize, of: usize| c.node(n).info().members[of - 1].state;
+    assert_eq!((state(&c, 1, 2), state(&c, 1, 3)), ("dead", "dead"));
+    assert_eq!(state(&c, 2, 3), "alive");
+    refused(&mut c, 1, 3, "member n2 holds node n3 alive");
+    // Node 1 cut off from both: nobody answers it.
+    c.isolate(1);
+    refused(&mut c, 1, 3, "did not answer");
+    assert_eq!(c.node(1).info().removals, []);
+    for n in 1..=3 {
+        assert_eq!(c.node(n).table(), &table, "node {n}");
+        assert!(
+            !c.disks[n - 1]
+                .iter()
+                .any(|r| matches!(r, Record::Removing { .. })),
+            "node {n} recorded nothing"
+        );
+    }
+}
+
+/// A removed member that comes back (its data directory intact) is told by the members
+/// that it was removed: its process is refused (it ends), its restart is refused from its
+/// own records, and the members take nothing from it meanwhile.
+#[test]
+fn a_removed_member_that_comes_back_is_refused() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    kill_for_good(&mut c, 4);
+    assert_eq!(c.call(1, Request::Remove(id(4))), Response::Removing);
+    assert!(until_removed(&mut c, 1, 4, 30_000));
+    c.start(4);
+    c.run_for(3_000);
+    assert!(
+        refusal(&c, 4).is_some_and(|why| why.contains("was removed")),
+        "{:?}",
+        c.notices[3]
+    );
+    assert!(c.node(4).is_gone());
+    let table = c.node(1).table().clone();
+    assert_eq!(table.load(id(4)), 0);
+    c.notices[3].clear();
+    c.crash(4);
+    c.start(4);
+    assert!(refusal(&c, 4).is_some_and(|why| why.contains("was removed")));
+    // A new process under the id, its data directory empty, is refused too.
+    c.crash(4);
+    c.disks[3].clear();
+    c.notices[3].clear();
+    c.start(4);
+    c.run_for(3_000);
+    assert!(refusal(&c, 4).is_some(), "{:?}", c.notices[3]);
+    assert_eq!(c.node(1).table(), &table);
+}
+
+/// The member driving a removal crashes once it is recorded, and resumes it after its
+/// restart, as a leaver resumes its leave.
+#[test]
+fn a_removal_resumes_after_its_driver_restarts() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    put_all(&mut c, &keys, "v");
+    kill_for_good(&mut c, 4);
+    assert_eq!(c.call(3, Request::Remove(id(4))), Response::Removing);
+    c.crash(3);
+    c.run_for(1_000);
+    c.start(3);
+    assert!(
+        until_removed(&mut c, 3, 4, 30_000),
+        "{:?}",
+        c.node(3).info().removals
+    );
+    assert_on_every_replica_without(&c, &[1, 2, 3], 4, &keys);
 }

@@ -209,6 +209,10 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::Admit { .. } | Message::Admission { .. } => "admission",
             Message::Move { .. } | Message::MoveNoted { .. } | Message::Moves { .. } => "move",
             Message::StreamTo { .. } | Message::Streamed => "stream",
+            Message::RemoveCheck { .. }
+            | Message::RemoveChecked { .. }
+            | Message::Pull { .. }
+            | Message::Pulled { .. } => "removal",
             Message::HandOff { .. } | Message::HandedOff { .. } => "hand-off",
         }
     }
