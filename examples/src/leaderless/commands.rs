@@ -355,9 +355,7 @@ pub fn settle(shape: Shape, response: Response) -> Value {
             | Response::LinearWritten
             | Response::Leaving
             | Response::Removing,
-        ) => {
-            Value::Simple("OK".into())
-        }
+        ) => Value::Simple("OK".into()),
         (Shape::Cas, Response::Cas(reply)) => Value::Array(vec![
             Value::Int(i64::from(reply.applied)),
             reply.value.map_or(Value::Nil, Value::Bulk),
@@ -432,9 +430,16 @@ mod tests {
                 "{word}"
             );
         }
-        for bad in [&["REMOVENODE"][..], &["REMOVENODE", "0"], &["REMOVENODE", "x3"]] {
+        for bad in [
+            &["REMOVENODE"][..],
+            &["REMOVENODE", "0"],
+            &["REMOVENODE", "x3"],
+        ] {
             assert!(
-                matches!(execute(&mut level, &args(bad)), Action::Reply(Value::Error(_))),
+                matches!(
+                    execute(&mut level, &args(bad)),
+                    Action::Reply(Value::Error(_))
+                ),
                 "{bad:?}"
             );
         }

@@ -145,6 +145,63 @@
 //! a leaver holds for a replica held dead go in the same batches to the first live replica
 //! of the key's partition, which holds them in its place and hands them off when that
 //! replica is back.
+//!
+//! # Removing a member
+//!
+//! A move waits for every member, so a member down for good would hold every later join
+//! and leave for ever, and a join or leave whose mover dies for good would stay under way
+//! on every member (writes of its partitions meet both tables, so ALL fails there for
+//! good). An operator removes such a member with [`Request::Remove`] (RESP `REMOVENODE
+//! <id>`, as Cassandra's `nodetool removenode`) sent to any other member, which drives the
+//! removal as a move of kind [`MoveKind::Remove`] of the member removed:
+//!
+//! 0. **Checked**: refused at once for the node itself, an unknown id, a member that left,
+//!    is removed or is being removed, and a member the node holds alive; then every other
+//!    member (but configured members that never ran) is asked whether it holds the member
+//!    dead ([`Message::RemoveCheck`]), and one that holds it alive, or none answering within
+//!    twice the operation timeout, refuses it, nothing recorded. Why every member's word: a
+//!    member cut off from some members only may serve clients with its table and the members
+//!    that still hear it; removed, its partitions would get new replicas on the other side,
+//!    and a quorum on each side (one with it, one with its replacement) would take writes the
+//!    other side's reads never meet. The cost: with two members down for good at once,
+//!    neither can be removed (each would need the other's word); one must be brought back
+//!    first (its data directory intact).
+//! 1. **Pending**: recorded by the driver ([`Record::Removing`]: after a restart it resumes
+//!    the removal at the phase recorded) and, as any move, by every member but the one
+//!    removed before it acknowledges. The removal is the member's later move: it replaces a
+//!    join or a leave of its own under way. From then on every member holds it dead whatever
+//!    membership says, takes no message from it (but tells it that it is removed), and no
+//!    move waits for it. Reads use the table with it, writes meet their level in the tables
+//!    with and without it. After the drain, each replica of each partition it replicates in
+//!    some table a write meets, in the table without it, is streamed the partition by every
+//!    other replica of it in those tables ([`Message::Pull`]: it asks each source with
+//!    [`Message::StreamTo`], and says [`Message::Pulled`] once each has streamed).
+//! 2. **Switched** once every such replica was streamed: reads use the table without it.
+//! 3. **Done** once every member switched: writes use the table without it, the members
+//!    forget it, and its id is never admitted again (as a departed one's). A process under it
+//!    that comes back is told by the first member it reaches ([`Message::Moves`]), records
+//!    that it was removed and ends ([`Notice::Refused`]); a restart is refused from its own
+//!    records.
+//!
+//! Why a QUORUM read still meets every acknowledged QUORUM write. Let `x` be the member
+//! removed. (a) Before anything is recorded every member held `x` dead, and from the
+//! moment a member notes the removal it neither hears nor counts `x`: an operation it
+//! coordinates in a table with `x` reaches its level among that table's other replicas.
+//! (b) synod-partitioning's `join` and `leave` put a member in one replica's place and move
+//! nothing else, so in each partition the table with `x` less `x` is part of every table
+//! without `x` in play (the one before `x`'s own join, and the one after the removal): a
+//! QUORUM of the table with `x`, `x` silent, is a QUORUM of each of them too, and meets any
+//! QUORUM of them. So members that read with the table with `x` (x's join switched, or the
+//! removal pending) and members that read without it (x's join pending, or the removal
+//! switched) meet each other's writes from then on, whichever phase of `x`'s own move a
+//! member still holds. (c) A write acknowledged before every member noted the removal (and
+//! the drain ended) met QUORUM in some table, at most one acknowledgement of it `x`'s: it is
+//! on a live replica of the partition in a table a write meets (replication 2 or more),
+//! which streams it to every replica of the table without `x` before any member reads with
+//! that table. (d) A write in Pending or Switched meets its level in the tables with and
+//! without `x` (the removal is enumerated as any move); a Done one only the table without
+//! `x`, which every member then reads with. A removal counts as a move toward the four
+//! under way at once.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -1222,6 +1279,9 @@ struct Removal {
     resend_at: Time,
 }
 
+/// The sources a replica is streamed from, each with its partitions ([`Message::Pull`]).
+type Sources = Vec<(NodeId, Vec<u32>)>;
+
 /// Where a removal this node drives stands.
 #[derive(Debug)]
 enum RemovalStep {
@@ -1250,7 +1310,7 @@ enum RemovalStep {
     /// replicas: the receivers still to say they have, and what each pulls from whom.
     Pulling {
         /// Each receiver's sources and their partitions.
-        receivers: BTreeMap<NodeId, Vec<(NodeId, Vec<u32>)>>,
+        receivers: BTreeMap<NodeId, Sources>,
         /// When to ask them again.
         ask_at: Time,
     },
@@ -1648,9 +1708,9 @@ impl<M: Mode> Leaderless<M> {
         let resume_removals = removing
             .into_iter()
             .filter(|id| {
-                moves
-                    .get(id)
-                    .is_some_and(|&(kind, phase)| kind == MoveKind::Remove && phase != MovePhase::Done)
+                moves.get(id).is_some_and(|&(kind, phase)| {
+                    kind == MoveKind::Remove && phase != MovePhase::Done
+                })
             })
             .collect();
         let mut rng = Rng::new(config.seed ^ generation.rotate_left(32) ^ config.id.get());
@@ -2780,7 +2840,9 @@ impl<M: Mode> Leaderless<M> {
                 "node {me} cannot remove itself: LEAVE hands its partitions off and leaves"
             ))
         } else if self.is_gone_member(id) {
-            Some(format!("node {id} has left the cluster already, or was removed"))
+            Some(format!(
+                "node {id} has left the cluster already, or was removed"
+            ))
         } else if self.is_removal(id) || self.removals.contains_key(&id) {
             Some(format!("node {id} is being removed already"))
         } else if !self.known.contains(&id) {
@@ -2789,7 +2851,9 @@ impl<M: Mode> Leaderless<M> {
                 list(&self.known.iter().copied().collect::<Vec<_>>())
             ))
         } else if self.own.as_ref().is_some_and(|o| o.kind == MoveKind::Leave) {
-            Some(format!("node {me} is leaving: ask another member to remove node {id}"))
+            Some(format!(
+                "node {me} is leaving: ask another member to remove node {id}"
+            ))
         } else if !self.is_dead(id) {
             Some(format!(
                 "node {me} holds node {id} alive: only a member every other member holds dead \
@@ -2996,7 +3060,7 @@ impl<M: Mode> Leaderless<M> {
                     }
                     if *ask_at <= now {
                         *ask_at = now + retry;
-                        let asks: Vec<(NodeId, Vec<(NodeId, Vec<u32>)>)> =
+                        let asks: Vec<(NodeId, Sources)> =
                             receivers.iter().map(|(&n, s)| (n, s.clone())).collect();
                         for (n, sources) in asks {
                             if n == me {
@@ -3022,7 +3086,7 @@ impl<M: Mode> Leaderless<M> {
     /// replicates in any table a write meets, in the table without `id`, from every other
     /// replica of the partition in those tables (but `id` and members being removed), so
     /// that each holds every write any of them acknowledged.
-    fn removal_pulls(&self, id: NodeId) -> BTreeMap<NodeId, Vec<(NodeId, Vec<u32>)>> {
+    fn removal_pulls(&self, id: NodeId) -> BTreeMap<NodeId, Sources> {
         let after = self.table_after(id);
         let mut pulls: BTreeMap<NodeId, BTreeMap<NodeId, Vec<u32>>> = BTreeMap::new();
         for p in 0..after.partitions() {
@@ -3038,7 +3102,12 @@ impl<M: Mode> Leaderless<M> {
             for &to in after.replicas(partition) {
                 for &from in &before {
                     if from != to && !self.is_removal(from) {
-                        pulls.entry(to).or_default().entry(from).or_default().push(p);
+                        pulls
+                            .entry(to)
+                            .or_default()
+                            .entry(from)
+                            .or_default()
+                            .push(p);
                     }
                 }
             }

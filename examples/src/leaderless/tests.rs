@@ -1724,7 +1724,10 @@ fn a_joiner_killed_for_good_is_removed(at: &str) {
     }
     assert!(reached, "node 4's join never reached {at}");
     if at == "switching" {
-        assert!(c.node(1).table().load(id(4)) > 0, "node 1 reads with node 4");
+        assert!(
+            c.node(1).table().load(id(4)) > 0,
+            "node 1 reads with node 4"
+        );
         assert_eq!(c.node(3).table().load(id(4)), 0, "node 3 does not");
     }
     c.crash(4);

@@ -570,14 +570,7 @@ fn a_second_node_under_a_members_id_is_refused_and_a_joiner_takes_the_clusters_v
     // A second process claims node 2's id (on the fifth node's ports and a new data
     // directory) while node 2 runs: the members refuse it, and it exits saying why.
     cluster.start_as(5, 2);
-    let status = cluster.exited(5);
-    let logs = cluster.logs();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(synod_examples::runtime::process::EXIT_REFUSED),
-        "{logs}"
-    );
-    assert!(logs.contains("node id n2 is already in use"), "{logs}");
+    assert_exits_refused(&mut cluster, 5, "node id n2 is already in use");
     // The cluster is unchanged: the same three members, alive, the same table, every key.
     let members = |id: usize| -> Vec<String> {
         info(&cluster, id)
@@ -709,6 +702,73 @@ fn a_node_that_leaves_during_a_recorded_workload_leaves_every_level_its_promise(
     assert_left(&cluster, 4, &[1, 2, 3]);
     // The history checked, with the state read at ALL through each remaining node.
     recorded.assert_levels_kept(&cluster, &[1, 2, 3]);
+}
+
+/// Issue 19: a node killed for good (SIGKILL) is removed with `REMOVENODE` at another node
+/// (refused while it is alive): INFO shows the removal done on the node that took it and
+/// the node removed on every member; every key is read at QUORUM with one more node
+/// killed (each partition's replicas re-made on live nodes: before the removal, a
+/// partition on both killed nodes has one live replica of three); and the removed node,
+/// restarted on its data directory, is told by the members and exits refused.
+#[test]
+fn a_node_killed_for_good_is_removed_and_every_key_is_read_at_quorum_with_one_more_down() {
+    let mut cluster = Registers::up_system("leaderless", 5);
+    assert_formed(&cluster, 5);
+    let ok = Value::Simple("OK".into());
+    let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(cluster.settle(1 + i % 4, &["SET", key, "v"]), ok, "{key}");
+    }
+    let Value::Error(alive) = cluster.settle(1, &["REMOVENODE", "5"]) else {
+        panic!("REMOVENODE of a live node was not refused");
+    };
+    assert!(alive.contains("holds node n5 alive"), "{alive}");
+    cluster.kill(5);
+    for id in 1..=4 {
+        let dead = poll(|| info(&cluster, id).contains("member:n5 state=dead"));
+        assert!(
+            dead,
+            "node {id}: {}\n{}",
+            info(&cluster, id),
+            cluster.logs()
+        );
+    }
+    assert_eq!(cluster.settle(2, &["REMOVENODE", "n5"]), ok);
+    let removed = poll(|| info(&cluster, 2).contains("removal:n5 removed"));
+    assert!(removed, "{}\n{}", info(&cluster, 2), cluster.logs());
+    for id in 1..=4 {
+        let forgotten = poll(|| {
+            let info = info(&cluster, id);
+            info.contains("removed:n5") && !info.contains("member:n5")
+        });
+        assert!(
+            forgotten,
+            "node {id}: {}\n{}",
+            info(&cluster, id),
+            cluster.logs()
+        );
+    }
+    // One more node down: every key still has two live replicas of three.
+    cluster.kill(4);
+    for key in &keys {
+        assert_eq!(cluster.settle(1, &["GET", key]), bulk("v"), "{key}");
+    }
+    // Node 5 back on its data directory: told it was removed, it exits refused.
+    cluster.start(5);
+    assert_exits_refused(&mut cluster, 5, "node n5 was removed from the cluster");
+}
+
+/// Waits for the process in node `slot`'s place to exit refused
+/// ([`EXIT_REFUSED`](synod_examples::runtime::process::EXIT_REFUSED)), its log saying `why`.
+fn assert_exits_refused(cluster: &mut Registers, slot: usize, why: &str) {
+    let status = cluster.exited(slot);
+    let logs = cluster.logs();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(synod_examples::runtime::process::EXIT_REFUSED),
+        "{logs}"
+    );
+    assert!(logs.contains(why), "{logs}");
 }
 
 /// Keys of each level in the recorded workload.
