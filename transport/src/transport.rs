@@ -42,6 +42,8 @@ pub struct Incoming {
     from: NodeId,
     payload: Bytes,
     correlation: Option<CorrelationId>,
+    /// Whether the handler is handed more messages of the same read right after this one.
+    more: bool,
 }
 
 impl Incoming {
@@ -51,6 +53,7 @@ impl Incoming {
             from,
             payload,
             correlation: None,
+            more: false,
         }
     }
 
@@ -59,7 +62,14 @@ impl Incoming {
             from,
             payload,
             correlation,
+            more: false,
         }
+    }
+
+    /// The same message, saying whether more of the same read follow it.
+    pub(crate) fn with_more(mut self, more: bool) -> Self {
+        self.more = more;
+        self
     }
 
     /// The sender.
@@ -85,6 +95,15 @@ impl Incoming {
     /// Whether the sender waits for a response.
     pub fn is_request(&self) -> bool {
         self.correlation.is_some()
+    }
+
+    /// Whether a handler ([`TcpTransport::bind_with_handler`](crate::TcpTransport)) is
+    /// handed more messages right after this one, from the same read of the same
+    /// connection, on the same thread: a handler may then hold work back until the last
+    /// (one sync for every entry of the read, say). `false` for the last message of a read,
+    /// and for every message taken from an inbound queue.
+    pub fn more_follow(&self) -> bool {
+        self.more
     }
 }
 

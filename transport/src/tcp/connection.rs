@@ -289,9 +289,13 @@ impl Channel {
     /// sends the responses it gives together.
     fn handle(&self, sh: &Shared, handler: &super::Handler, staged: &Received) {
         let mut replies = Vec::new();
+        // The handler learns which message is the read's last (`Incoming::more_follow`).
+        let mut left = staged.len();
         for (from, frame, entries) in staged.runs() {
             for &entry in entries {
-                let incoming = Incoming::new(from, slice(frame, entry), entry.correlation());
+                left = left.saturating_sub(1);
+                let incoming = Incoming::new(from, slice(frame, entry), entry.correlation())
+                    .with_more(left > 0);
                 let reply = handler(&incoming);
                 if let (Some(correlation), Some(reply)) = (incoming.correlation(), reply) {
                     match self.encode(sh, MessageKind::Response, correlation, reply) {

@@ -504,6 +504,41 @@ fn a_request_batch_is_one_frame_and_completes_in_order_with_its_own_responses() 
 }
 
 #[test]
+fn a_handler_is_told_which_message_of_a_read_is_the_last() {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let server = TcpTransport::bind_with_handler(
+        config(1).build().unwrap(),
+        "127.0.0.1:0",
+        move |incoming| {
+            recorded
+                .lock()
+                .push((incoming.payload().clone(), incoming.more_follow()));
+            None
+        },
+    )
+    .unwrap();
+    let client = start(config(2));
+    client.add_peer(NodeId::new(1), server.local_addr());
+    assert!(client.wait_connected(NodeId::new(1), PATIENCE));
+    // Five messages queued at once on an idle channel go out as one frame, read whole.
+    let payloads = (0u8..5).map(|i| Bytes::copy_from_slice(&[i]));
+    assert_eq!(client.send_batch(NodeId::new(1), payloads).unwrap(), 5);
+    assert!(wait_for(|| seen.lock().len() >= 5), "{:?}", seen.lock());
+    assert_eq!(client.stats().batches_sent, 1, "sent as one frame");
+    let seen = seen.lock();
+    let more: Vec<bool> = seen.iter().map(|(_, more)| *more).collect();
+    assert_eq!(more, [true, true, true, true, false]);
+    assert!(
+        seen.iter()
+            .enumerate()
+            .all(|(i, (p, _))| p[..] == [i as u8])
+    );
+    // A message taken from an inbound queue has none after it.
+    assert!(!synod_transport::Incoming::message(NodeId::new(2), Bytes::new()).more_follow());
+}
+
+#[test]
 fn a_one_way_batch_arrives_whole_and_in_order_written_as_few_frames() {
     let (a, b) = pair();
     let payloads = (0u32..300).map(|i| Bytes::copy_from_slice(&i.to_le_bytes()));
