@@ -22,9 +22,10 @@
 //!
 //! A write thus crosses four threads: the client event loop (which hands it to the worker
 //! with every other request it read in the same wake-up), the leader's worker (which writes
-//! the entry to both followers), each follower's worker (reached from its transport
-//! reader), and the leader's worker again (reached from its reader), which answers the
-//! event loop. A client's write to a follower goes from the event loop to the follower's
+//! the entry to both followers), each follower's transport reader (which takes the appends
+//! of one read up itself while the worker is idle and they are few, else hands them to its
+//! worker), and the leader's transport reader, which takes the acknowledgement up itself
+//! likewise, commits and answers the event loop. A client's write to a follower goes from the event loop to the follower's
 //! worker, which sends it on to the leader with the other writes of its drain; the
 //! follower's transport reader takes the leader's answer and hands it to the event loop.
 //! - **Write-Ahead Log, Segmented Log, Low-Water Mark**: the Raft log and hard state live
@@ -80,6 +81,7 @@ use super::watch::{WatchCall, WatchOwner, Watches, watch_config};
 use crate::resp::{
     Answer, Commands, Context, Order, Outcome, Pusher, Reply, Resend, Resp, Settled, Step, Value,
 };
+use crate::runtime::trace::{self, Step as At};
 use crate::runtime::{
     self, CallGuard, Connections, Machine, NodeOptions, PeerHandler, StartError, StopSteps,
     Stopping, UpdateQueue, data_dir, peers, poll_until,
@@ -327,9 +329,11 @@ impl Machine for CoreMachine {
         let Some(token) = self.owed.take() else {
             return Ok(false);
         };
+        trace::mark(At::SyncBegan);
         self.store
             .sync()
             .map_err(|e| format!("the write-ahead log failed: {e}"))?;
+        trace::mark(At::Synced);
         let now = Time::from_nanos(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
         self.node.handle(now, Input::Persisted(token));
         self.run()?;
@@ -515,7 +519,10 @@ impl CoreMachine {
                     self.owed = Some(token);
                 }
                 Effect::Reply { id, response } => match self.waiters.remove(&id) {
-                    Some(Waiter::Client(answer)) => answer.complete(response),
+                    Some(Waiter::Client(answer)) => {
+                        trace::mark(At::Answered);
+                        answer.complete(response);
+                    }
                     Some(Waiter::Peer { from, id }) => {
                         self.answers.push(from, id, &response, ());
                         self.forwarded.fetch_sub(1, Ordering::SeqCst);
@@ -529,6 +536,13 @@ impl CoreMachine {
         self.send_batches();
         for m in sends {
             let to = m.to;
+            match &m.body {
+                MessageBody::Append { entries, .. } if !entries.is_empty() => {
+                    trace::mark(At::AppendSent);
+                }
+                MessageBody::AppendResponse { .. } => trace::mark(At::AckSent),
+                _ => {}
+            }
             // Lost messages are Raft's business: it resends.
             let _ = self.transport.send(to, Bytes::from(m.encode()));
         }
@@ -566,7 +580,12 @@ impl PeerHandler for Shared {
     /// lost ones are.
     fn on_peer(&self, incoming: &Incoming) -> Option<Bytes> {
         let from = incoming.from();
-        match PeerPayload::decode(incoming.payload()) {
+        let payload = PeerPayload::decode(incoming.payload());
+        if !matches!(payload, PeerPayload::Other) {
+            // Raft's messages held before it are taken up first, in the order they came.
+            self.take_held();
+        }
+        match payload {
             PeerPayload::Forwards(requests) => {
                 // A node shutting down takes no new work from followers either: it might
                 // exit before the write commits, and the follower could only call it
@@ -605,40 +624,72 @@ impl PeerHandler for Shared {
             }
             PeerPayload::Other => {
                 if let Ok(message) = Message::decode(incoming.payload()) {
-                    if owes_no_write(&message) {
-                        // Taken up on this thread if the worker is idle: at one client, a
-                        // leader's commit no longer waits for the worker thread to wake.
-                        self.queue.run_or_send(Event::Peer(from, message));
-                    } else {
-                        self.queue.send(Event::Peer(from, message));
+                    match &message.body {
+                        MessageBody::Append { entries, .. } if !entries.is_empty() => {
+                            trace::mark(At::AppendRead);
+                        }
+                        MessageBody::AppendResponse { .. } => trace::mark(At::AckRead),
+                        _ => {}
                     }
+                    // Held until the read's last message, then taken up together.
+                    let entries = match &message.body {
+                        MessageBody::Append { entries, .. } => entries.len(),
+                        MessageBody::Snapshot { .. } => usize::MAX,
+                        _ => 0,
+                    };
+                    HELD.with_borrow_mut(|held| {
+                        held.entries = held.entries.saturating_add(entries);
+                        held.events.push(Event::Peer(from, message));
+                    });
                 }
             }
+        }
+        if !incoming.more_follow() {
+            self.take_held();
         }
         None
     }
 }
 
-/// Messages of answers saying `response` to each of the requests numbered `ids`.
-/// Whether taking `message` up writes nothing to the log as a rule (answers, heartbeats
-/// and read requests, not entries, snapshots or votes), so that a transport reader may run
-/// the worker's round for it without holding up its peer for a sync. (A message of a later
-/// term still makes the node write its term, rarely.)
-fn owes_no_write(message: &Message) -> bool {
-    match &message.body {
-        MessageBody::Append { entries, .. } => entries.is_empty(),
-        MessageBody::AppendResponse { .. }
-        | MessageBody::Heartbeat { .. }
-        | MessageBody::HeartbeatResponse { .. }
-        | MessageBody::ReadIndex { .. }
-        | MessageBody::ReadIndexResponse { .. }
-        | MessageBody::SnapshotResponse { .. } => true,
-        // Entries, snapshots, votes and their answers (a vote won appends the leader's
-        // first entry), and whatever a later version adds.
-        _ => false,
+/// Entries in the appends of one read past which a transport reader hands them to the
+/// worker thread rather than taking them up (and syncing them) itself. Below it (a few
+/// clients, one write each in flight) the worker thread's wake-up is a large share of a
+/// write's time; above it the worker thread syncing while the reader reads and decodes the
+/// next appends is worth more than the wake-up (pipelining clients).
+pub const INLINE_APPEND_ENTRIES_MAX: usize = 8;
+
+/// A transport reader's Raft messages of the read it is handling, held until the read's
+/// last message (see [`Shared::take_held`]), and their entries.
+#[derive(Default)]
+struct Held {
+    events: Vec<Event>,
+    /// Entries in the appends held (`usize::MAX` for a snapshot).
+    entries: usize,
+}
+
+thread_local! {
+    static HELD: std::cell::RefCell<Held> = std::cell::RefCell::new(Held::default());
+}
+
+impl Shared {
+    /// Takes up the Raft messages this transport reader holds (those of one read, in the
+    /// order they came). With at most [`INLINE_APPEND_ENTRIES_MAX`] entries among them, on
+    /// this thread if the worker is idle, stepped in together and synced once: at one
+    /// client, a follower's acknowledgement and a leader's commit no longer wait for the
+    /// worker thread to wake, and what arrives while this thread syncs waits in the socket
+    /// and is read, and synced, together next. Otherwise, or if the worker is busy, they are
+    /// queued to the worker thread.
+    fn take_held(&self) {
+        let held = HELD.with_borrow_mut(std::mem::take);
+        if held.entries <= INLINE_APPEND_ENTRIES_MAX {
+            self.queue.run_or_submit_all(held.events);
+        } else {
+            self.queue.submit_all(held.events);
+        }
     }
 }
 
+/// Messages of answers saying `response` to each of the requests numbered `ids`.
 fn refuse_all(ids: impl IntoIterator<Item = u64>, response: &Response) -> Vec<Bytes> {
     let mut answers = Batches::<()>::answers();
     // Any node id: the messages are taken whole.
@@ -986,6 +1037,7 @@ impl fmt::Debug for Shared {
 /// A [`StartError`] a person can act on.
 pub fn start(options: &NodeOptions, core: &CoreOptions) -> Result<Server, StartError> {
     runtime::stop_on_panic();
+    trace::init();
     // Peers' messages go straight from the transport's reader threads into the update
     // queue, once it exists; until then they are dropped, and Raft resends. A write a
     // follower forwards meanwhile (it still takes this restarting node for its leader) is

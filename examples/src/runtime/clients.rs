@@ -505,6 +505,7 @@ impl<S: ServeClient> Loop<S> {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {
+                        super::trace::mark(super::trace::Step::AnswerTaken);
                         self.inbox.woken.store(false, Ordering::Release);
                         let delivered = std::mem::take(&mut *self.inbox.queue.lock());
                         for (id, delivery) in delivered {
@@ -780,6 +781,7 @@ impl<S: ServeClient> Loop<S> {
                         return;
                     }
                     Ok(n) => {
+                        super::trace::mark(super::trace::Step::ReplyWritten);
                         conn.written += n;
                         moved = true;
                         conn.idle_since = Instant::now();
@@ -834,6 +836,7 @@ impl<S: ServeClient> Loop<S> {
                         moved = true;
                     }
                     Ok(n) => {
+                        super::trace::mark(super::trace::Step::RequestRead);
                         conn.input.extend_from_slice(&self.chunk[..n]);
                         if conn.tls.is_none() && n < self.chunk.len() {
                             // A plain socket that filled less than the buffer has been

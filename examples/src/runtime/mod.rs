@@ -38,9 +38,11 @@
 //!   delivered back to it ([`ConnHandle`]) and written by it.
 //! - [`worker`]: [`UpdateQueue`], the worker thread, which takes every event waiting at
 //!   each wake-up and hands out their effects and syncs once for all of them (group
-//!   commit, [`SYNC_DEFER_EVENTS_MAX`]; an event that writes nothing may be taken up by the
-//!   thread that has it while the worker is idle, [`UpdateQueue::run_or_send`]), and the
-//!   ticker ([`spawn_ticker`]).
+//!   commit, [`SYNC_DEFER_EVENTS_MAX`]; events may be taken up by the thread that has them
+//!   while the worker is idle, [`UpdateQueue::run_or_submit_all`]), and the ticker
+//!   ([`spawn_ticker`]).
+//! - [`trace`]: timestamps of the steps on a request's path, off unless
+//!   `SYNOD_TRACE_STEPS` is set (for measuring where a write's time goes).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
 //!   state machine exists; with `--peer-secret-file`, every peer proves it holds the
 //!   cluster's secret at the handshake.
@@ -79,6 +81,7 @@ pub mod refusals;
 pub mod served;
 pub mod stop;
 pub mod tls;
+pub mod trace;
 pub mod worker;
 
 pub use clients::{

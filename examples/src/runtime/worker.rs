@@ -11,12 +11,12 @@
 //! ([`Machine::sync`], until nothing is owed): one message per peer carrying many
 //! clients' requests, and one `fdatasync` covering the writes of many events.
 //!
-//! One thread at a time holds the machine. A thread with an event that writes nothing as
-//! a rule (a peer's acknowledgement) may take it up itself when the machine is idle and
-//! no event waits ([`UpdateQueue::run_or_send`]): it steps the event in, hands out its
-//! effects and syncs on its own thread, saving the worker thread's wake-up, and leaves
-//! whatever arrived meanwhile to the worker thread. A panic there stops the process, as
-//! one on the worker thread does.
+//! One thread at a time holds the machine. A thread with events at hand (a transport
+//! reader's messages of one read) may take them up itself when the machine is idle and no
+//! event waits ([`UpdateQueue::run_or_submit_all`]; one event: [`UpdateQueue::run_or_send`]):
+//! it steps them in, hands out their effects and syncs once for all of them on its own
+//! thread, saving the worker thread's wake-up, and leaves whatever arrived meanwhile to the
+//! worker thread. A panic there stops the process, as one on the worker thread does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -188,6 +188,7 @@ impl<M: Machine> Queue<M> {
                 self.arrived.wait(&mut waiting);
             }
             waiting.running = true;
+            super::trace::mark(super::trace::Step::WorkerWoke);
             loop {
                 std::mem::swap(&mut waiting.events, &mut batch);
                 self.taken.notify_all();
@@ -208,15 +209,15 @@ impl<M: Machine> Queue<M> {
         }
     }
 
-    /// Steps `event` in on the calling thread, which has set `running`, and flushes if
-    /// nothing arrived meanwhile (what did is left to the worker thread, which flushes the
-    /// event's effects with its own); then gives the machine up.
-    fn run_here(&self, event: M::Event) {
+    /// Steps `events` in on the calling thread, which has set `running`, and flushes once
+    /// for all of them if nothing arrived meanwhile (what did is left to the worker thread,
+    /// which flushes their effects with its own); then gives the machine up.
+    fn run_here(&self, events: Vec<M::Event>) {
         // A panic here is the worker's, whichever thread it runs on: the process stops, as
         // when the worker thread panics (no one would run the machine again).
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut worker = self.worker.lock();
-            worker.handle(&mut VecDeque::from([(event, None)]));
+            worker.handle(&mut events.into_iter().map(|event| (event, None)).collect());
             if self.waiting.lock().events.is_empty() {
                 worker.dry();
             }
@@ -304,6 +305,7 @@ impl<M: Machine> UpdateQueue<M> {
         }
         let was_empty = waiting.events.is_empty();
         waiting.events.extend(items);
+        super::trace::mark(super::trace::Step::Queued);
         // The worker waits only on an empty queue, or while another thread holds the
         // machine (which wakes it, when done, for what arrived meanwhile).
         if was_empty && !waiting.running && !waiting.events.is_empty() {
@@ -322,16 +324,30 @@ impl<M: Machine> UpdateQueue<M> {
     /// the whole round, syncs included. A panic in the round stops the process, whichever
     /// thread ran it.
     pub fn run_or_send(&self, event: M::Event) {
+        self.run_or_submit_all(vec![event]);
+    }
+
+    /// Steps `events` in on the calling thread, in order, if no thread holds the machine and
+    /// no event waits, and hands out their effects and syncs what they owe there, once for
+    /// all of them; otherwise queues them as [`UpdateQueue::submit_all`] does. As
+    /// [`UpdateQueue::run_or_send`], for a batch: a transport reader's messages of one read
+    /// (a follower's appends, synced together; what arrives during the sync waits in the
+    /// socket and is read, and synced, together next).
+    pub fn run_or_submit_all(&self, events: Vec<M::Event>) {
+        if events.is_empty() {
+            return;
+        }
         {
             let mut waiting = self.queue.waiting.lock();
             if waiting.running || !waiting.events.is_empty() {
                 drop(waiting);
-                self.send(event);
+                self.submit_all(events);
                 return;
             }
             waiting.running = true;
         }
-        self.queue.run_here(event);
+        super::trace::mark(super::trace::Step::Queued);
+        self.queue.run_here(events);
     }
 
     /// Queues `event`, waiting while the queue is full, with no one waiting for its answer.
@@ -544,6 +560,39 @@ mod tests {
         let by = stepped_by.lock();
         assert_eq!(by[1].0, 8);
         assert_ne!(by[1].1, std::thread::current().id());
+    }
+
+    #[test]
+    fn events_run_together_on_an_idle_queue_are_stepped_in_order_and_synced_once() {
+        let (queue, stepped_by, synced) = watched_queue();
+        queue.run_or_submit_all(vec![2, 3, 4]);
+        // Done before the call returned, on this thread, in order.
+        let me = std::thread::current().id();
+        assert_eq!(*stepped_by.lock(), [(2, me), (3, me), (4, me)]);
+        assert_eq!(*synced.lock(), [2, 3, 4]);
+        // One sync for the three: the worker thread's sync of the next event is the second.
+        let syncs = queue.submit(5).expect("queued").wait().expect("answered");
+        assert_eq!(syncs, 2);
+        assert_eq!(*synced.lock(), [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn events_run_together_while_the_machine_is_held_are_left_to_the_worker_thread() {
+        let (queue, stepped_by, synced) = watched_queue();
+        queue.queue.waiting.lock().running = true;
+        queue.run_or_submit_all(vec![7, 8]);
+        assert!(stepped_by.lock().is_empty(), "taken up while held");
+        assert_eq!(queue.queued(), 2);
+        queue.queue.release();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(super::super::poll_until(deadline, || synced.lock().len() == 2));
+        assert_eq!(*synced.lock(), [7, 8]);
+        assert!(
+            stepped_by
+                .lock()
+                .iter()
+                .all(|(_, t)| *t != std::thread::current().id())
+        );
     }
 
     #[test]
