@@ -37,9 +37,9 @@ use std::rc::Rc;
 use synod_clocks::VersionVector;
 use synod_quorum::{Consistency, Resolver};
 use synod_sim::{
-    ClientId, Completion, Disk, DiskStorage, History, HistoryChecker, HistoryError, Invocation,
-    KvInput, KvModel, KvOutput, Linearizability, NodeId, OpId, Outcome, ProtocolNode,
-    ProtocolStore, SimConfig, SimRng, SimTime, Simulation, Verdict, View, Workload,
+    Action, ClientId, Completion, CrashMode, Disk, DiskStorage, History, HistoryChecker,
+    HistoryError, Invocation, KvInput, KvModel, KvOutput, Linearizability, NodeId, OpId, Outcome,
+    ProtocolNode, ProtocolStore, SimConfig, SimRng, SimTime, Simulation, Verdict, View, Workload,
 };
 
 use synod_sim::timeline::{Describe, Recorder, Role as TimelineRole, Timeline};
@@ -83,6 +83,12 @@ pub struct Moves {
     /// cluster's first members, which hands its partitions off and leaves while the
     /// clients go on.
     pub leave_after: Option<usize>,
+    /// The last of the cluster's first members is crashed for good at
+    /// [`REMOVED_CRASH_MS`] (crashed again every [`REMOVED_RECRASH_MS`] should the
+    /// nemesis restart it, until the liveness phase restarts it), and from the clients'
+    /// `n`th operation in all every tenth is a [`Request::Remove`] of it to node 1, refused
+    /// until every other member holds it dead; the removal runs while the clients go on.
+    pub remove_after: Option<usize>,
 }
 
 impl Moves {
@@ -92,7 +98,21 @@ impl Moves {
         let first = if self.join { nodes - 1 } else { nodes };
         self.leave_after.map(|_| NodeId::new(first as u64))
     }
+
+    /// The node removed, if one is, in a cluster of `nodes`.
+    #[must_use]
+    pub fn removed(&self, nodes: usize) -> Option<NodeId> {
+        let first = if self.join { nodes - 1 } else { nodes };
+        self.remove_after.map(|_| NodeId::new(first as u64))
+    }
 }
+
+/// When the node a run removes ([`Moves::remove_after`]) is crashed, in milliseconds.
+pub const REMOVED_CRASH_MS: u64 = 200;
+/// How often it is crashed again, should the nemesis have restarted it.
+pub const REMOVED_RECRASH_MS: u64 = 50;
+/// Until when it is crashed again (past any run's safety phase).
+const REMOVED_UNTIL_MS: u64 = 30_000;
 
 /// How a simulated node's log is kept: compacted from 64 records (so runs meet
 /// compactions), in segments of 64 KiB rather than a process's 8 MiB (each segment is
@@ -243,6 +263,8 @@ pub struct Seen {
     final_values: Option<BTreeMap<u64, Vec<u64>>>,
     /// Once they agreed: whether the joiner was in the table and whether the leaver had left.
     moved: (bool, bool),
+    /// Once they agreed: whether node 1 held the node removed out of its table.
+    removed: bool,
 }
 
 /// The clients: linearizable reads and writes, CAS reads and compare-and-sets, QUORUM reads
@@ -296,6 +318,18 @@ impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
             return Some(Invocation {
                 node: leaver,
                 request: Request::Leave,
+                input: KvInput::Read { key: LEAVE },
+            });
+        }
+        if let Some(removed) = self.moves.removed(nodes)
+            && self
+                .moves
+                .remove_after
+                .is_some_and(|n| self.total >= n && (self.total - n).is_multiple_of(10))
+        {
+            return Some(Invocation {
+                node: NodeId::new(1),
+                request: Request::Remove(removed),
                 input: KvInput::Read { key: LEAVE },
             });
         }
@@ -417,7 +451,7 @@ impl<M: Mode> Workload<LeaderlessNode<M>> for LeaderlessClients {
             (_, Response::Written { .. } | Response::LinearWritten) => {
                 Completion::Ok(KvOutput::Written)
             }
-            (_, Response::Leaving) => Completion::Ok(KvOutput::Read(None)),
+            (_, Response::Leaving | Response::Removing) => Completion::Ok(KvOutput::Read(None)),
             // Refused (certainly not carried out), or an answer of another kind.
             _ => Completion::Fail,
         }
@@ -487,9 +521,13 @@ fn converged<M: Mode>(
                     .and_then(ProtocolNode::protocol)
                     .is_some_and(Leaderless::is_gone)
             });
+            let removed = moves
+                .removed(nodes)
+                .is_some_and(|r| first.is_some_and(|p| p.info().removed.contains(&r)));
             let mut seen = seen.borrow_mut();
             seen.final_values = Some(values);
             seen.moved = (joined, left);
+            seen.removed = removed;
             true
         }
         None => false,
@@ -512,6 +550,12 @@ impl Checks {
     #[must_use]
     pub fn moved(&self) -> (bool, bool) {
         self.seen.borrow().moved
+    }
+
+    /// Whether the run's removal was done at node 1 once the replicas agreed.
+    #[must_use]
+    pub fn removed(&self) -> bool {
+        self.seen.borrow().removed
     }
 }
 
@@ -892,6 +936,7 @@ pub fn run_moving<M: Mode + 'static>(
     moves: Moves,
     record: bool,
 ) -> (RunSummary, Checks) {
+    let nodes = config.nodes();
     let seen = Rc::new(RefCell::new(Seen::default()));
     let progress_seen = Rc::clone(&seen);
     let simulation = Simulation::new(
@@ -901,6 +946,18 @@ pub fn run_moving<M: Mode + 'static>(
         LeaderlessClients::new(Rc::clone(&seen), moves),
     )
     .progress(move |view| converged::<M>(&progress_seen, moves, view));
+    // The node removed is crashed for good (again whenever the nemesis restarted it) until
+    // the liveness phase.
+    let simulation = match moves.removed(nodes) {
+        Some(removed) => (0..)
+            .map(|i| REMOVED_CRASH_MS + i * REMOVED_RECRASH_MS)
+            .take_while(|&ms| ms < REMOVED_UNTIL_MS)
+            .fold(simulation, |simulation, ms| {
+                let at = SimTime::from_micros(ms * 1_000);
+                simulation.schedule(at, Action::Crash(removed, CrashMode::DropUnsynced))
+            }),
+        None => simulation,
+    };
     let simulation = if record {
         simulation.record(Recorder::protocol())
     } else {
