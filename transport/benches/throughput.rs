@@ -17,7 +17,9 @@
 //!   at a time with `send_batch` and taken by the receiver with `recv_into`, against a raw
 //!   stream of length-prefixed 64-byte messages written through a buffer (higher is
 //!   better; goal at least 0.5). `transport.send_each_64b_vs_raw_stream` is the same with
-//!   one `send` call per message.
+//!   one `send` call per message; `transport.batch_64b_on_reader_vs_raw_stream` the same
+//!   with the messages taken by a batch handler on the connection's reader thread
+//!   (`bind_with_batch_handler`) instead of a receiving thread.
 //!
 //! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 seconds in all). A filter
 //! argument runs only the figures whose name contains it (`cargo bench -p synod-transport
@@ -355,10 +357,8 @@ fn transport_pipeline_batch_rate(client: &TcpTransport, window: Duration) -> f64
     per_sec
 }
 
-/// One-way messages from one thread to another: `batch` payloads per `send_batch` call, or
-/// one `send` call per message when `batch` is 1. Messages per second delivered.
-fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
-    let receiver = TcpTransport::bind(config(1).build().unwrap(), "127.0.0.1:0").unwrap();
+/// A sender connected to `receiver` (node 1), batching for up to 200 us.
+fn stream_sender(receiver: &TcpTransport) -> TcpTransport {
     let sender = TcpTransport::bind(
         config(2).batch_delay_us_max(200).build().unwrap(),
         "127.0.0.1:0",
@@ -366,26 +366,12 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
     .unwrap();
     sender.add_peer(NodeId::new(1), receiver.local_addr());
     assert!(sender.wait_connected(NodeId::new(1), Duration::from_secs(10)));
-    let receiver = Arc::new(receiver);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let counter = {
-        let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            let mut batch = Received::new();
-            loop {
-                batch.clear();
-                let got = receiver.recv_into(&mut batch, 1024, Duration::from_millis(20));
-                for m in &batch {
-                    std::hint::black_box(m.payload());
-                }
-                n += got as u64;
-                if got == 0 && stop.load(Ordering::Acquire) {
-                    return n;
-                }
-            }
-        })
-    };
+    sender
+}
+
+/// Sends 64-byte one-way messages to node 1 for `window`: `batch` payloads per
+/// `send_batch` call, or one `send` call per message when `batch` is 1. Returns how many.
+fn send_stream(sender: &TcpTransport, window: Duration, batch: usize) -> u64 {
     let payload = Bytes::from_static(&[7u8; MSG]);
     let start = Instant::now();
     let mut sent = 0u64;
@@ -406,6 +392,36 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
             }
         }
     }
+    sent
+}
+
+/// One-way messages from one thread to another ([`send_stream`]), taken by a receiving
+/// thread with `recv_into`. Messages per second delivered.
+fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
+    let receiver = TcpTransport::bind(config(1).build().unwrap(), "127.0.0.1:0").unwrap();
+    let sender = stream_sender(&receiver);
+    let receiver = Arc::new(receiver);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = {
+        let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut batch = Received::new();
+            loop {
+                batch.clear();
+                let got = receiver.recv_into(&mut batch, 1024, Duration::from_millis(20));
+                for m in &batch {
+                    std::hint::black_box(m.payload());
+                }
+                n += got as u64;
+                if got == 0 && stop.load(Ordering::Acquire) {
+                    return n;
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let sent = send_stream(&sender, window, batch);
     // Count what arrives: the rate is of messages delivered to the receiving application.
     while receiver.stats().messages_received < sent {
         std::thread::yield_now();
@@ -414,6 +430,32 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
     let got = counter.join().unwrap();
     assert_eq!(got, sent, "every message delivered");
     got as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One-way messages sent as [`transport_stream_rate`] sends them, but taken by a batch
+/// handler on the connection's reader thread (no receiving thread, as the raw stream's
+/// receiver reads the socket itself). Messages per second delivered.
+fn transport_stream_on_reader_rate(window: Duration, batch: usize) -> f64 {
+    let got = Arc::new(AtomicU64::new(0));
+    let receiver =
+        TcpTransport::bind_with_batch_handler(config(1).build().unwrap(), "127.0.0.1:0", {
+            let got = Arc::clone(&got);
+            move |received, _| {
+                for m in received {
+                    std::hint::black_box(m.payload());
+                }
+                got.fetch_add(received.len() as u64, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    let sender = stream_sender(&receiver);
+    let start = Instant::now();
+    let sent = send_stream(&sender, window, batch);
+    while got.load(Ordering::Relaxed) < sent {
+        std::thread::yield_now();
+    }
+    assert_eq!(got.load(Ordering::Relaxed), sent, "every message delivered");
+    sent as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -443,7 +485,13 @@ fn main() {
     let mut raw_stream = Vec::new();
     let mut stream = Vec::new();
     let mut stream_each = Vec::new();
-    let mut cpu = [Cpu::default(), Cpu::default(), Cpu::default()];
+    let mut stream_reader = Vec::new();
+    let mut cpu = [
+        Cpu::default(),
+        Cpu::default(),
+        Cpu::default(),
+        Cpu::default(),
+    ];
     for _ in 0..plan.reps {
         // Interleave baseline and component so that load on the machine hits both alike.
         if wanted("transport.rtt_depth1_vs_raw") {
@@ -455,12 +503,13 @@ fn main() {
             pipe.push(transport_pipeline_batch_rate(&client, plan.window));
             pipe_each.push(transport_pipeline_rate(&client, plan.window));
         }
-        let (batched, each) = (
+        let (batched, each, on_reader) = (
             wanted("transport.batch_64b_vs_raw_stream"),
             wanted("transport.send_each_64b_vs_raw_stream"),
+            wanted("transport.batch_64b_on_reader_vs_raw_stream"),
         );
         let w = plan.window;
-        if batched || each {
+        if batched || each || on_reader {
             raw_stream.push(cpu[0].measure(w, || raw_stream_rate(w)));
         }
         if batched {
@@ -468,6 +517,10 @@ fn main() {
         }
         if each {
             stream_each.push(cpu[2].measure(w, || transport_stream_rate(w, 1)));
+        }
+        if on_reader {
+            stream_reader
+                .push(cpu[3].measure(w, || transport_stream_on_reader_rate(w, STREAM_BATCH)));
         }
     }
     if !raw_stream.is_empty() {
@@ -489,6 +542,21 @@ fn main() {
             println!(
                 "ratio transport.batch_64b_vs_raw_stream {:.3}",
                 stream / raw_stream
+            );
+        }
+        if !stream_reader.is_empty() {
+            let stream_reader = report(
+                "transport one-way (send_batch, batch handler)",
+                "msg/s",
+                &mut stream_reader,
+            );
+            println!(
+                "  CPU per message: batch handler {:.0} ns",
+                cpu[3].ns_per_message()
+            );
+            println!(
+                "ratio transport.batch_64b_on_reader_vs_raw_stream {:.3}",
+                stream_reader / raw_stream
             );
         }
         if !stream_each.is_empty() {

@@ -352,8 +352,8 @@ pub use ids::{ClusterId, CorrelationId, NodeId};
 pub use received::{Iter as ReceivedIter, Received, ReceivedMessage};
 pub use stream::{Stream, StreamLayer};
 pub use tcp::{
-    ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, ResponseHandle, Stats,
-    TcpTransport,
+    BatchHandler, ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, Replies,
+    ResponseHandle, Stats, TcpTransport,
 };
 pub use transport::{InProcessNetwork, InProcessTransport, Incoming, Transport};
 pub use update_queue::{

@@ -25,8 +25,8 @@ use crate::transport::Incoming;
 
 use super::channel::{Channel, Origin};
 use super::outbox::Queued;
-use super::shared::{Shared, bump};
-use super::{ConnectionEvent, INLINE_WRITE_WAIT, READ_CHUNK_BYTES};
+use super::shared::{Handling, Shared, bump};
+use super::{ConnectionEvent, INLINE_WRITE_WAIT, READ_CHUNK_BYTES, Replies};
 
 impl Channel {
     /// The writer loop of connection `connection`: batches queued messages into frames and
@@ -261,7 +261,12 @@ impl Channel {
         if !batch.staged.is_empty() {
             match &sh.handler {
                 None => self.queue_inbound(sh, connection, &mut batch.staged),
-                Some(handler) => self.handle(sh, handler, &batch.staged),
+                Some(Handling::Each(handler)) => self.handle(sh, handler, &batch.staged),
+                Some(Handling::Batch(handler)) => {
+                    let mut replies = Replies::default();
+                    handler(&batch.staged, &mut replies);
+                    self.reply(sh, replies.take());
+                }
             }
             batch.staged.clear();
         }
@@ -298,16 +303,25 @@ impl Channel {
                     .with_more(left > 0);
                 let reply = handler(&incoming);
                 if let (Some(correlation), Some(reply)) = (incoming.correlation(), reply) {
-                    match self.encode(sh, MessageKind::Response, correlation, reply) {
-                        Ok(queued) => replies.push(queued),
-                        // A reply too large to send: the requester times out.
-                        Err(_) => bump(&sh.counters.messages_dropped, 1),
-                    }
+                    replies.push((correlation, reply));
                 }
             }
         }
-        if !replies.is_empty() {
-            self.send_many(sh, replies);
+        self.reply(sh, replies);
+    }
+
+    /// Sends responses to this channel's peer, together.
+    fn reply(&self, sh: &Shared, replies: Vec<(CorrelationId, Bytes)>) {
+        let mut queued = Vec::with_capacity(replies.len());
+        for (correlation, reply) in replies {
+            match self.encode(sh, MessageKind::Response, correlation, reply) {
+                Ok(reply) => queued.push(reply),
+                // A reply too large to send: the requester times out.
+                Err(_) => bump(&sh.counters.messages_dropped, 1),
+            }
+        }
+        if !queued.is_empty() {
+            self.send_many(sh, queued);
         }
     }
 

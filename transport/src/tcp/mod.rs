@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::error::{BatchSendError, Disconnect, RequestError, SendError};
 use crate::frame::MessageKind;
 use crate::ids::{CorrelationId, NodeId};
-use crate::received::Received;
+use crate::received::{Received, ReceivedMessage};
 use crate::stream::StreamLayer;
 use crate::transport::{Incoming, Transport};
 
@@ -54,7 +54,7 @@ mod shared;
 use channel::Channel;
 use connection::{accept_loop, dial_loop};
 pub use response::ResponseHandle;
-use shared::{Counters, IdMap, Shared};
+use shared::{Counters, Handling, IdMap, Shared};
 
 /// How many connection events [`TcpTransport::recent_events`] keeps.
 pub const EVENTS_RECENT_MAX: usize = 64;
@@ -77,6 +77,58 @@ pub const INLINE_WRITE_WAIT: Duration = Duration::from_millis(1);
 /// (whose return value is ignored), or answer a request you refuse with bytes that say so
 /// in your protocol, so the caller learns at once.
 pub type Handler = Arc<dyn Fn(&Incoming) -> Option<Bytes> + Send + Sync>;
+
+/// Handles the requests and one-way messages of each read of a connection together, on its
+/// reader thread, instead of queueing them for [`TcpTransport::recv`]: no thread hand-off
+/// and no object per message (the [`Received`] lends each message's bytes, as
+/// [`TcpTransport::recv_into`]'s does). Requests are answered through the [`Replies`], which
+/// the transport sends together once the handler returns. Set with
+/// [`TcpTransport::bind_with_batch_handler`].
+///
+/// Every message of one call comes from the same peer, in the order it sent them. The
+/// handler must be quick, since the connection reads nothing else meanwhile; a request it
+/// does not answer waits until its deadline, as with a [`Handler`].
+pub type BatchHandler = Arc<dyn Fn(&Received, &mut Replies) + Send + Sync>;
+
+/// The responses a [`BatchHandler`] gives to requests of its batch, sent together to their
+/// peer once the handler returns.
+#[derive(Debug, Default)]
+pub struct Replies {
+    replies: Vec<(CorrelationId, Bytes)>,
+}
+
+impl Replies {
+    /// Answers `request`, a message of the batch being handled, with `payload`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotARequest`] for a one-way message. A response too large to send is
+    /// dropped when the batch's responses are queued (the requester then times out), and
+    /// counted in [`Stats::messages_dropped`].
+    pub fn respond(
+        &mut self,
+        request: &ReceivedMessage<'_>,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let correlation = request.correlation().ok_or(SendError::NotARequest)?;
+        self.replies.push((correlation, payload));
+        Ok(())
+    }
+
+    /// How many responses were given.
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Whether none was given.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    pub(super) fn take(&mut self) -> Vec<(CorrelationId, Bytes)> {
+        std::mem::take(&mut self.replies)
+    }
+}
 
 /// Something that happened to a connection: why it ended or was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,7 +216,58 @@ impl TcpTransport {
         addr: impl ToSocketAddrs,
         handler: impl Fn(&Incoming) -> Option<Bytes> + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        Self::start(config, addr, Some(Arc::new(handler)), None)
+        let handler: Handler = Arc::new(handler);
+        Self::start(config, addr, Some(Handling::Each(handler)), None)
+    }
+
+    /// Like [`bind`](Self::bind), but the requests and one-way messages of each read of a
+    /// connection are handed to `handler` together, on the connection's reader thread (see
+    /// [`BatchHandler`]): the cheapest way to take a stream of messages, with neither a
+    /// thread hand-off nor an object per message.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::sync::atomic::{AtomicU64, Ordering};
+    /// # use std::time::{Duration, Instant};
+    /// # use bytes::Bytes;
+    /// # use synod_transport::{ClusterId, Config, NodeId, TcpTransport};
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let node1 = TcpTransport::bind_with_batch_handler(
+    ///     Config::builder(ClusterId(1), NodeId::new(1)).build()?,
+    ///     "127.0.0.1:0",
+    ///     {
+    ///         let total = Arc::clone(&total);
+    ///         move |received, replies| {
+    ///             for message in received {
+    ///                 if message.is_request() {
+    ///                     let _ = replies.respond(&message, Bytes::from_static(b"ok"));
+    ///                 } else {
+    ///                     total.fetch_add(u64::from(message.payload()[0]), Ordering::Relaxed);
+    ///                 }
+    ///             }
+    ///         }
+    ///     },
+    /// )?;
+    /// let node2 = TcpTransport::bind(Config::builder(ClusterId(1), NodeId::new(2)).build()?, "127.0.0.1:0")?;
+    /// node2.add_peer(NodeId::new(1), node1.local_addr());
+    /// node2.send_batch(NodeId::new(1), (1..=10u8).map(|i| [i]))?;
+    /// let answer = node2.request(NodeId::new(1), Bytes::from_static(b"?"), Duration::from_secs(10))?;
+    /// assert_eq!(&answer.wait()?[..], b"ok");
+    /// // The request went after the ten messages, on the same connection.
+    /// assert_eq!(total.load(Ordering::Relaxed), 55);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub fn bind_with_batch_handler(
+        config: Config,
+        addr: impl ToSocketAddrs,
+        handler: impl Fn(&Received, &mut Replies) + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        let handler: BatchHandler = Arc::new(handler);
+        Self::start(config, addr, Some(Handling::Batch(handler)), None)
     }
 
     /// Like [`bind`](Self::bind) or (with a `handler`)
@@ -181,13 +284,13 @@ impl TcpTransport {
         layer: Arc<dyn StreamLayer>,
         handler: Option<Handler>,
     ) -> io::Result<Self> {
-        Self::start(config, addr, handler, Some(layer))
+        Self::start(config, addr, handler.map(Handling::Each), Some(layer))
     }
 
     fn start(
         config: Config,
         addr: impl ToSocketAddrs,
-        handler: Option<Handler>,
+        handler: Option<Handling>,
         layer: Option<Arc<dyn StreamLayer>>,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;

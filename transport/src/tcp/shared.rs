@@ -17,7 +17,16 @@ use crate::received::{Entry, Received};
 use crate::stream::StreamLayer;
 
 use super::channel::Channel;
-use super::{ConnectionEvent, EVENTS_RECENT_MAX, Handler};
+use super::{BatchHandler, ConnectionEvent, EVENTS_RECENT_MAX, Handler};
+
+/// What a transport does with the requests and one-way messages it receives, when it does
+/// not queue them for `recv`.
+pub(super) enum Handling {
+    /// Each to a [`Handler`], one by one.
+    Each(Handler),
+    /// Each read's together to a [`BatchHandler`].
+    Batch(BatchHandler),
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
@@ -72,7 +81,7 @@ pub(super) struct Shared {
     pub(super) sockets_accepted: AtomicUsize,
     pub(super) events: Mutex<VecDeque<ConnectionEvent>>,
     pub(super) counters: Counters,
-    pub(super) handler: Option<Handler>,
+    pub(super) handler: Option<Handling>,
     /// What every socket passes through before the handshake (TLS), if anything.
     pub(super) layer: Option<Arc<dyn StreamLayer>>,
     pub(super) threads: Mutex<Vec<JoinHandle<()>>>,

@@ -963,3 +963,74 @@ fn recv_into_takes_every_message_of_several_peers_in_order_for_any_max() {
     assert_eq!(&answer.wait().unwrap()[..], b"answer");
     assert!(a.try_recv().is_none());
 }
+
+/// A batch handler gets each read's requests and one-way messages together on the reader
+/// thread, every call from one peer and in the order it sent them; its replies reach their
+/// requesters, and a one-way message cannot be answered.
+#[test]
+fn a_batch_handler_takes_every_message_in_order_and_answers_requests() {
+    type Seen = Arc<parking_lot::Mutex<Vec<(u64, u32)>>>;
+    let seen: Seen = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let a = TcpTransport::bind_with_batch_handler(config(1).build().unwrap(), "127.0.0.1:0", {
+        let (seen, refused) = (Arc::clone(&seen), Arc::clone(&refused));
+        move |received, replies| {
+            let first = received.iter().next().map(|m| m.from());
+            let mut seen = seen.lock();
+            for m in received {
+                assert_eq!(Some(m.from()), first, "one peer per call");
+                if m.is_request() {
+                    let mut back = m.payload().to_vec();
+                    back.reverse();
+                    replies.respond(&m, Bytes::from(back)).unwrap();
+                } else {
+                    if replies.respond(&m, Bytes::new()).is_err() {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let n = u32::from_le_bytes(m.payload().try_into().expect("4 bytes"));
+                    seen.push((m.from().get(), n));
+                }
+            }
+        }
+    })
+    .unwrap();
+    let numbered = |range: std::ops::Range<u32>| range.map(u32::to_le_bytes);
+    let senders: Vec<TcpTransport> = (2..=3).map(|n| start(config(n))).collect();
+    let mut answers = Vec::new();
+    for peer in &senders {
+        peer.add_peer(NodeId::new(1), a.local_addr());
+        assert!(peer.wait_connected(NodeId::new(1), PATIENCE));
+        assert_eq!(
+            peer.send_batch(NodeId::new(1), numbered(0..700)).unwrap(),
+            700
+        );
+        answers.push(
+            peer.request(NodeId::new(1), Bytes::from_static(b"abc"), PATIENCE)
+                .unwrap(),
+        );
+        assert_eq!(
+            peer.send_batch(NodeId::new(1), numbered(700..1000))
+                .unwrap(),
+            300
+        );
+    }
+    for answer in answers {
+        assert_eq!(&answer.wait().unwrap()[..], b"cba");
+    }
+    assert!(
+        wait_for(|| seen.lock().len() == 2000),
+        "{} of 2000 arrived",
+        seen.lock().len()
+    );
+    for peer in [2, 3] {
+        let got: Vec<u32> = seen
+            .lock()
+            .iter()
+            .filter(|(p, _)| *p == peer)
+            .map(|&(_, n)| n)
+            .collect();
+        assert_eq!(got, (0..1000).collect::<Vec<u32>>(), "node {peer}");
+    }
+    assert_eq!(refused.load(Ordering::Relaxed), 2000);
+    assert!(a.try_recv().is_none(), "nothing is queued for recv");
+}
