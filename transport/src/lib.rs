@@ -297,7 +297,9 @@
 //! - [`TcpTransport`], configured by [`Config`]: channels, pipeline, batching, server side;
 //!   [`ResponseHandle`] for a request in flight; [`Incoming`] for what arrived, or
 //!   [`Received`] for many messages taken at once ([`TcpTransport::recv_into`]), each
-//!   payload lent from its frame rather than made into an object of its own.
+//!   payload lent from its frame rather than made into an object of its own; a
+//!   [`Handler`] or a [`BatchHandler`] (with [`Replies`]) to handle them on the
+//!   connection's reader thread instead.
 //! - [`StreamLayer`] and [`Stream`] ([`stream`]): the hook that wraps each connection's
 //!   socket (in TLS, for example) before the handshake, set with
 //!   [`TcpTransport::bind_layered`].
