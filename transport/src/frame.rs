@@ -40,6 +40,11 @@ pub const HEADER_BYTES: usize = 16;
 /// The largest `frame_bytes_max` a decoder accepts: 64 MiB.
 pub const FRAME_BYTES_MAX_LIMIT: usize = 64 << 20;
 
+/// The least room a [`FrameDecoder`] makes ahead of an unfinished frame's bytes; beyond it,
+/// at most as much again as the frame's bytes already buffered, so that what a peer makes
+/// a receiver hold grows with what it sends, not with the length its header announces.
+const ROOM_AHEAD_MIN: usize = 64 << 10;
+
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -423,10 +428,13 @@ impl FrameDecoder {
         }
         let total = HEADER_BYTES + len;
         if buffered.len() < total {
-            // Now that the length is known to be within the limit, make room for the rest
-            // of the frame at once rather than growing the buffer chunk by chunk.
+            // Room for more of the frame ahead of the reads, growing with what has arrived
+            // (at most as much again, and at least ROOM_AHEAD_MIN): a large frame is read
+            // in a few reads, and a header alone, which costs its sender 16 bytes, does not
+            // make the receiver hold the whole announced payload (zeroed, so resident).
             let missing = total - buffered.len();
-            self.room(missing, missing);
+            let ahead = missing.min(buffered.len().max(ROOM_AHEAD_MIN));
+            self.room(ahead, ahead);
             return Ok(None);
         }
         let expected = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);

@@ -999,8 +999,6 @@ impl<S: ServeClient> Conn<S> {
         Ok(n)
     }
 
-    /// Reads request bytes: from the socket, or decrypted from the TLS session (running
-    /// its handshake first, within its limits).
     /// Shuts the sending side (once) and reads and drops what the client sends until it
     /// closes: `true` while it has not closed yet and may still (wait for it, up to the
     /// connection's `close_by`), `false` once it has closed, or the socket failed, or it
@@ -1037,6 +1035,8 @@ impl<S: ServeClient> Conn<S> {
         open
     }
 
+    /// Reads request bytes: from the socket, or decrypted from the TLS session (running
+    /// its handshake first, within its limits).
     fn read_plain(&mut self, chunk: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else {
             return self.stream.read(chunk);

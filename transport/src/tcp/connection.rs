@@ -138,8 +138,9 @@ impl Channel {
                     return Disconnect::IdleTimeout { idle_ms };
                 }
             }
-            // Straight into the decoder's buffer: at least READ_CHUNK_BYTES at a time, and
-            // as much more as its room holds (twice that once it has grown).
+            // Straight into the decoder's buffer: at least half of READ_CHUNK_BYTES at a
+            // time (growing it to READ_CHUNK_BYTES of room when it has less), and as much
+            // more as its room holds.
             let read = |room: &mut [u8]| stream.read(room);
             match decoder.read_from(READ_CHUNK_BYTES / 2, READ_CHUNK_BYTES, read) {
                 Ok(0) if decoder.is_mid_frame() => {

@@ -60,8 +60,9 @@ use shared::{Counters, Handling, IdMap, Shared};
 pub const EVENTS_RECENT_MAX: usize = 64;
 /// How long [`ResponseHandle::wait`] looks for a response before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
-/// The least room each read of a connection is given in its frame decoder's buffer (which
-/// grows to twice that, plus any unfinished frame, so that most reads get more).
+/// The room a connection's frame decoder grows to for a read when it has less than half of
+/// it (so each read gets at least 32 KiB, most more, plus the room ahead of an unfinished
+/// frame).
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// The longest one write system call waits for room in a peer connection's socket buffer
 /// (its `SO_SNDTIMEO`): so the longest a sender writing on its own thread can be held by a
