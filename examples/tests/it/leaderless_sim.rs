@@ -167,7 +167,11 @@ const REMOVING_SEEDS_CI: u64 = 300;
 /// holds it alive), under every fault: its partitions are streamed to their new replicas
 /// by the surviving ones while the clients go on, and every level keeps its promise, a
 /// QUORUM read above all never missing a write acknowledged before it began, through
-/// every phase of the removal.
+/// every phase of the removal. A variant that skips the removal's streams (the new
+/// replicas switched to without the keys) passed this test's 300 seeds on 2026-12-07 (185
+/// removed): anti-entropy and read repair mended the replicas before a read met the gap.
+/// The machine's tests of a removal (`leaderless::tests`, every key on every replica of
+/// the table without the member, anti-entropy held off) fail on that variant.
 #[test]
 fn every_level_keeps_its_promise_while_a_member_down_for_good_is_removed() {
     let runner = SeedRunner::new(
