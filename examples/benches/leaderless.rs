@@ -36,9 +36,13 @@
 //!   least any balanced table could move: the new node's share, `partitions x replication
 //!   / 4` rounded down. The members' tables are checked against synod-partitioning's own
 //!   account of the change (`PartitionTable::join`'s `Movement`).
+//! - `leaderless.join_keys_sent_vs_moved`: the keys the members sent the new node in the
+//!   join's streams (INFO's `keys_streamed`, resends included; their bytes printed beside),
+//!   over the keys of the partitions it takes, the least a join could send: 1.0 when each
+//!   reaches it once (from the replica it replaces), 3.0 if every old replica sent it.
 //! - `leaderless.join_keys_streamed_vs_needed`: the keys the new node holds once the join
 //!   has settled (it starts empty and no client writes meanwhile, so each was streamed to
-//!   it by anti-entropy), over the keys of the partitions it replicates (the bench knows
+//!   it by the join, or brought by anti-entropy), over the keys of the partitions it replicates (the bench knows
 //!   every key it wrote). 1.0 when every key it needs has arrived; the time that took is
 //!   printed for information.
 //!
@@ -405,6 +409,22 @@ fn join(root: &std::path::Path) {
         "ratio leaderless.join_keys_streamed_vs_needed {:.3} ({streamed} keys streamed to the new node; {needed} of the {} keys are in its partitions)",
         streamed as f64 / needed as f64,
         keys.len()
+    );
+    // What the members sent the new node: each key it takes once, from the replica it
+    // replaces (every old replica would send it three times).
+    let sent: Vec<usize> = infos[..NODES]
+        .iter()
+        .map(|i| info_number(i, "keys_streamed").unwrap_or(0))
+        .collect();
+    let bytes: Vec<usize> = infos[..NODES]
+        .iter()
+        .map(|i| info_number(i, "bytes_streamed").unwrap_or(0))
+        .collect();
+    let (sent_all, bytes_all) = (sent.iter().sum::<usize>(), bytes.iter().sum::<usize>());
+    println!(
+        "ratio leaderless.join_keys_sent_vs_moved {:.3} ({sent_all} keys, {bytes_all} bytes, streamed by the members {sent:?} \
+         {bytes:?}; {needed} keys moved, the least)",
+        sent_all as f64 / needed as f64
     );
     // What the members still hold that is no longer theirs: not collected after a join.
     let held: Vec<usize> = infos[..NODES]

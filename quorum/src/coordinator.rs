@@ -913,6 +913,22 @@ impl<K: Ord + Clone, R: Resolver> Coordinator<K, R> {
         before.as_ref() != self.data.get(&key)
     }
 
+    /// Merges `state` into this replica's state of `key` as a partition moving to this
+    /// replica does (another replica's hand-off or stream of its data): as
+    /// [`Coordinator::merge_replica`], but whatever the state's timestamp. The drift bound
+    /// guards a write as it is coordinated, replicated or repaired; the state moved was taken
+    /// by the replica that sends it, under its own clock's bound, and refusing it here would
+    /// hold the move for as long as this node's clock runs behind. Held, a state stamped
+    /// ahead of this node's clock counts as this replica's failure in the reads this node
+    /// coordinates ([`StoreRequest::Read`]) until its clock catches up with the stamp, and
+    /// wins its key against the writes this node coordinates meanwhile, as it does on the
+    /// replica that sent it. Returns whether the replica's state changed.
+    pub fn merge_moved(&mut self, key: K, state: &R::State) -> bool {
+        let before = self.data.get(&key).cloned();
+        self.merge_local(key.clone(), state);
+        before.as_ref() != self.data.get(&key)
+    }
+
     /// Drops this replica's state of `key`, for a driver whose node no longer replicates it
     /// (its partition moved to other replicas, which hold it): returns whether a state was
     /// held. The key is noted as changed (see [`Coordinator::take_changed`]).

@@ -301,11 +301,14 @@ fn info_text(info: &Info) -> String {
     );
     let voters: Vec<String> = info.voters.iter().map(ToString::to_string).collect();
     out.push_str(&format!(
-        "admitted:{}\r\nvoters:{}\r\nleave:{}\r\njoin:{}\r\n",
+        "admitted:{}\r\nvoters:{}\r\nleave:{}\r\njoin:{}\r\nkeys_streamed:{}\r\n\
+         bytes_streamed:{}\r\n",
         info.admitted,
         voters.join(","),
         info.leave.unwrap_or("no"),
-        info.join.unwrap_or("no")
+        info.join.unwrap_or("no"),
+        info.keys_streamed,
+        info.bytes_streamed
     ));
     for (id, step) in &info.removals {
         out.push_str(&format!("removal:{id} {step}\r\n"));

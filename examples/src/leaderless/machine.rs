@@ -96,9 +96,12 @@
 //!    pending replicas). Once every member has noted it, the mover waits twice the
 //!    operation timeout (writes coordinated by a member that had not noted it yet end),
 //!    then the keys move: a leaver hands its keys and hints to the new replicas
-//!    ([`Message::HandOff`]); a joiner asks every replica of each partition it takes, in
-//!    the table without it, to stream the partition to it ([`Message::StreamTo`], the same
-//!    paced batches, [`Message::Streamed`] once all are durable on it).
+//!    ([`Message::HandOff`]); a joiner asks the replica it replaces in each partition it
+//!    takes (below) to stream the partition to it ([`Message::StreamTo`], under a name,
+//!    [`AskId`], new whenever what it asks of that replica changes; the same paced
+//!    batches; [`Message::Streamed`] naming the ask and its partitions once all are
+//!    durable on it: only an answer to the ask out now counts, and a new ask while a
+//!    stream runs changes what the stream sends).
 //! 2. **Switched**: once the keys are on the new replicas, the mover tells every member
 //!    that reads now use the table with the move; writes still go to both tables' replicas.
 //! 3. **Done**: once every member has switched, writes go to the table with the move
@@ -113,7 +116,7 @@
 //! Nobody reads with the table with the move (Switched) before its keys are on the new
 //! replicas, which hold every write acknowledged before Pending began everywhere (the
 //! stream follows the drain; a leaver's new replica holds the leaver's keys, a joiner
-//! those of every old replica of its partitions); a write in Pending or Switched meets its
+//! those of the replica it replaces, below); a write in Pending or Switched meets its
 //! level in both tables, so readers of either table meet it; a Done write meets only the
 //! new table, but once one is coordinated every member reads with the new table. With
 //! several moves under way at once a write meets its level in the table of every
@@ -133,6 +136,27 @@
 //! crashes resumes its move at the phase it recorded; a leaver that has left is refused a
 //! restart.
 //!
+//! **Why a joiner is streamed each partition by one replica.** In a partition whose
+//! replicas a move changes, the table with it adds as many replicas as it removes (the
+//! replication factor is fixed), and a joiner pairs them in list order: itself with one
+//! removed replica, the one it replaces. synod-partitioning's `join` keeps every replica
+//! it can, so a join adds no replica to a partition but the joiner (true of every table
+//! the store builds: 1 to 256 partitions, 1 to 5 replicas, up to 16 members joined in
+//! order); the pairing does not depend on it. Streamed the replaced replica's keys, the
+//! joiner holds what that replica held, so the new replicas stand for distinct old ones
+//! (each kept replica for itself, the joiner for the one it replaces): a QUORUM read of
+//! the new table reads the data of a quorum of the old one, and any two quorums of the
+//! old replicas share one, so it meets every QUORUM write acknowledged on the old table.
+//! With three replicas {K1, K2, C} and J replacing C: a QUORUM write is on two of K1, K2,
+//! C; a QUORUM read reads two of K1, K2, J; they miss each other only if the write was on
+//! C and the read on J, and J holds C's keys. If the replaced replica is held dead, or
+//! says nothing of its stream for [`Config::stream_silence_ms`] after it was asked, every
+//! other old replica of the partition streams it instead (counted,
+//! [`Stats::streams_widened`]): a QUORUM write is on at least one of them (a quorum of
+//! two or more replicas is never the replaced one alone), so the joiner holds every such
+//! write. This costs a joiner its share of the data once, not once per old replica
+//! ([`Stats::keys_streamed`] counts what a node sent).
+//!
 //! The hand-off (and a join's stream) is a paced stream to each replica: its partitions in
 //! order, each in batches of keys in key order of at most
 //! [`Config::hand_off_batch_bytes_max`] bytes, at most
@@ -140,8 +164,14 @@
 //! acknowledged; a batch keeps only its keys, and one unacknowledged for
 //! [`Config::leave_retry_ms`] is read again and resent. A replica acknowledges
 //! ([`Message::HandedOff`]) once what it merged is durable, naming the keys it did not take
-//! (a partition it replicates in none of its tables, a timestamp too far ahead of its
-//! clock): those are resent, and the move goes on only once every key is taken. The hints
+//! (a partition it replicates in none of its tables, a hint it has no room for): those are
+//! resent, and the move goes on only once every key is taken. A replica takes a moved
+//! state whatever its timestamp: one stamped further ahead of its clock than
+//! [`Config::clock_drift_max_ms`] (the sender's clock, or the writer's, runs ahead of its
+//! own) is taken as the sender held it, rather than holding the move for as long as the
+//! clocks disagree; until its clock catches up, the replica counts itself failed for that
+//! key in the reads it coordinates, and under last-write-wins the key wins against the
+//! writes it coordinates, as it does on the sender. The hints
 //! a leaver holds for a replica held dead go in the same batches to the first live replica
 //! of the key's partition, which holds them in its place and hands them off when that
 //! replica is back.
@@ -438,6 +468,11 @@ pub struct Info {
     pub removals: Vec<(NodeId, &'static str)>,
     /// The members removed from the cluster for good (by any member's removal).
     pub removed: Vec<NodeId>,
+    /// Keys this node sent in hand-off and stream batches in this start, resends included
+    /// ([`Stats::keys_streamed`]).
+    pub keys_streamed: u64,
+    /// Their bytes ([`Stats::bytes_streamed`]).
+    pub bytes_streamed: u64,
 }
 
 /// What a node answers.
@@ -554,14 +589,23 @@ pub enum Message<S> {
     },
     /// A joining node asks the sender, a replica of `partitions` in the table without it,
     /// to stream its keys of them to it ([`Message::HandOff`] batches), and to say so once
-    /// every batch is acknowledged ([`Message::Streamed`]).
+    /// every batch is acknowledged ([`Message::Streamed`]). A resend names the same `ask`;
+    /// an ask under a new name replaces the one before it (the sender goes on with the
+    /// partitions both name, and does not stream again those it has streamed whole).
     StreamTo {
+        /// The joining node's name for this ask, echoed in the answer.
+        ask: AskId,
         /// The partitions.
         partitions: Vec<u32>,
     },
-    /// The stream a [`Message::StreamTo`] asked for is complete: every key the sender
-    /// held of its partitions is durable on the receiver.
-    Streamed,
+    /// The stream that ask `ask` asked for is complete: every key the sender held of
+    /// `partitions` (the ask's) is durable on the receiver.
+    Streamed {
+        /// The ask answered.
+        ask: AskId,
+        /// The partitions it streamed whole.
+        partitions: Vec<u32>,
+    },
     /// A leaving node's states of some keys of `partition`, for the receiver (one of the
     /// partition's replicas in the table without the sender) to merge, and the hints it
     /// held for replicas of those keys that are down, for the receiver to hold in its
@@ -581,8 +625,9 @@ pub enum Message<S> {
         /// The batch.
         batch: u64,
         /// The keys of the batch the receiver did not take (not of the partition named, a
-        /// partition it does not replicate in its table, a timestamp too far ahead of its
-        /// clock, no room for a hint): the sender sends them again later.
+        /// partition it does not replicate in its table, a hint it has no room for or
+        /// stamped too far ahead of its clock): the sender sends them again later. A state
+        /// is taken whatever its timestamp (a clock running behind does not hold a move).
         skipped: Vec<Key>,
     },
     /// The moves the sender knows (each member's join or leave, at its phase), told to a
@@ -655,6 +700,17 @@ pub enum Message<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ForwardId {
     /// The forwarding node's generation.
+    pub generation: u64,
+    /// Its number within that generation.
+    pub number: u64,
+}
+
+/// A joining node's name for one ask of a stream ([`Message::StreamTo`]): its generation
+/// (so an answer to an ask of an earlier start never counts for this one) and a number
+/// (so an answer to an earlier ask of this start never counts for a later one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AskId {
+    /// The joining node's generation.
     pub generation: u64,
     /// Its number within that generation.
     pub number: u64,
@@ -964,6 +1020,10 @@ pub struct Config {
     /// with the table it knows, two phases behind the others (its QUORUM reads can miss
     /// acknowledged writes, and its writes be missed, until it learns the moves).
     pub move_dead_wait_ms: Option<u64>,
+    /// How long a joining node waits for a word (a batch, or that it is done) from the
+    /// replica it replaces in a partition, once asked to stream it, before it asks every
+    /// other replica of the partition in the table without it instead.
+    pub stream_silence_ms: u64,
 }
 
 impl Config {
@@ -976,7 +1036,8 @@ impl Config {
     /// without an answer and gives up after 60 s if it can reach no member, and a member
     /// holds its grant of a new id to one start for 30 s; a leaving node resends every 500 ms, and hands off in batches of
     /// at most 256 KiB, at most 4 in flight to each replica; a join or a leave waits for
-    /// every member, one held dead too, for as long as it takes.
+    /// every member, one held dead too, for as long as it takes; a joining node asks the
+    /// other replicas of a partition if the one it replaces says nothing for 5 s.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -1014,6 +1075,7 @@ impl Config {
             hand_off_batch_bytes_max: 256 << 10,
             hand_off_batches_in_flight_max: 4,
             move_dead_wait_ms: None,
+            stream_silence_ms: 5_000,
         }
     }
 
@@ -1050,6 +1112,7 @@ impl Config {
             self.hand_off_batch_bytes_max as u64,
             self.hand_off_batches_in_flight_max as u64,
             self.move_dead_wait_ms.unwrap_or(1),
+            self.stream_silence_ms,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -1170,16 +1233,49 @@ enum Step {
         /// Each replica's stream.
         streams: BTreeMap<NodeId, Stream>,
     },
-    /// A join: the replicas of the partitions this node takes, in the table without it,
-    /// streaming them to it; each with those partitions, until it says it is done.
+    /// A join: the partitions this node takes, each streamed to it by the replica it
+    /// replaces in the table without it (or by the others: see [`Taking`]).
     Receiving {
-        /// The sources still streaming, and what each streams.
-        sources: BTreeMap<NodeId, Vec<u32>>,
+        /// Each partition this node takes, and who is still to stream it.
+        taking: BTreeMap<u32, Taking>,
+        /// What each source is asked now.
+        asks: BTreeMap<NodeId, Ask>,
         /// When to ask them again.
         ask_at: Time,
     },
     /// Done: a leaver takes no further part; a joiner is one of the members.
     Done,
+}
+
+/// A partition a joining node takes, and who streams it to it.
+///
+/// One source is enough when it is the replica this node replaces (the partition's
+/// replicas in the table without the join that are not in the table with it, paired in
+/// order with those the join adds): see [Moving partitions](self#moving-partitions) for
+/// why. If that replica is held dead, or says nothing for [`Config::stream_silence_ms`]
+/// after it was asked, every other replica of the partition in the table without the
+/// join streams it instead.
+#[derive(Debug)]
+struct Taking {
+    /// The partition's replicas in the table without the join.
+    old: Vec<NodeId>,
+    /// The replica this node replaces, if the join pairs it with one.
+    replaced: Option<NodeId>,
+    /// Whether the partition is asked of every other old replica instead.
+    widened: bool,
+    /// The sources still to stream it.
+    from: BTreeSet<NodeId>,
+}
+
+/// What a joining node asks one source to stream to it now.
+#[derive(Debug)]
+struct Ask {
+    id: AskId,
+    partitions: Vec<u32>,
+    /// When this ask was first sent.
+    since: Time,
+    /// Whether the source has said anything of a stream since (a batch, or that it is done).
+    heard: bool,
 }
 
 /// What a node hands one replica: a leaver, the partitions the replica has in the new
@@ -1189,12 +1285,16 @@ enum Step {
 /// states again.
 #[derive(Debug, Default)]
 struct Stream {
-    /// Whether the batches carry the hints this node holds (a leaver's do).
-    hints: bool,
+    /// The table with this node's leave made, if the batches carry the hints this node
+    /// holds (a leaver's do): built once for the whole hand-off.
+    hints_after: Option<PartitionTable>,
     /// The partitions still to start or finish, the first under way.
     partitions: VecDeque<u32>,
     /// The last key sent of the first partition (`None`: none yet).
-    after: Option<Key>,
+    cursor: Option<Key>,
+    /// The partitions every batch of which was sent (streamed whole once none is in
+    /// flight): a later ask that names one again does not stream it again.
+    sent: BTreeSet<u32>,
     /// The batches sent and not acknowledged (or with keys the replica skipped), by
     /// number.
     in_flight: BTreeMap<u64, Sent>,
@@ -1204,6 +1304,17 @@ impl Stream {
     fn done(&self) -> bool {
         self.partitions.is_empty() && self.in_flight.is_empty()
     }
+}
+
+/// A stream to a joining node, and the ask it answers.
+#[derive(Debug)]
+struct Outgoing {
+    ask: AskId,
+    /// The partitions the ask names.
+    asked: Vec<u32>,
+    stream: Stream,
+    /// Whether [`Message::Streamed`] was sent for the ask (it is sent again if the ask is).
+    told: bool,
 }
 
 /// A hand-off batch in flight.
@@ -1431,6 +1542,17 @@ pub struct Stats {
     pub member_messages_refused: u64,
     /// Keys dropped because this node no longer replicates them (a join done).
     pub keys_dropped: u64,
+    /// Times this node computed the partition tables of the moves (each walks every
+    /// partition): once a phase, and a hand-off's or a join's table once a move (not once
+    /// a batch).
+    pub tables_built: u64,
+    /// Keys (states and hints) sent in hand-off and stream batches, resends included.
+    pub keys_streamed: u64,
+    /// Bytes of the states and hints counted in `keys_streamed`.
+    pub bytes_streamed: u64,
+    /// Partitions this node, joining, asked of every other old replica because the
+    /// replica it replaces was held dead or said nothing ([`Config::stream_silence_ms`]).
+    pub streams_widened: u64,
 }
 
 /// One node of the leaderless store. See the [module documentation](self).
@@ -1461,8 +1583,13 @@ pub struct Leaderless<M: Mode> {
     own: Option<OwnMove>,
     /// This node's own move was under way before it restarted: it resumes once it serves.
     resume_move: bool,
-    /// Streams to joining nodes of the partitions they take from this one, by joiner.
-    outgoing: BTreeMap<NodeId, Stream>,
+    /// Streams to joining nodes of the partitions they take from this one, by joiner (kept
+    /// once done, to answer a resent ask, until the joiner switched).
+    outgoing: BTreeMap<NodeId, Outgoing>,
+    /// The number of the last ask of a stream this node sent (its join's, or its pulls').
+    asks: u64,
+    /// The ask out to each source of the pulls under way, and its partitions.
+    pull_asks: BTreeMap<NodeId, (AskId, Vec<u32>)>,
     /// The removals this node drives, by the member removed.
     removals: BTreeMap<NodeId, Removal>,
     /// The removals this node drove before it restarted: each resumes once it serves.
@@ -1734,6 +1861,8 @@ impl<M: Mode> Leaderless<M> {
             resume_removals,
             pulls: BTreeMap::new(),
             pulled: BTreeSet::new(),
+            asks: 0,
+            pull_asks: BTreeMap::new(),
             batches: 0,
             known,
             dead_since: BTreeMap::new(),
@@ -2179,6 +2308,7 @@ impl<M: Mode> Leaderless<M> {
     fn rebuild_table(&mut self) {
         (self.table, self.write_tables) = tables_of(&self.config, &self.voters, &self.moves);
         self.stats.table_changes += 1;
+        self.stats.tables_built += 1;
     }
 
     /// The moves this node knows, at most [`MOVES_MAX`].
@@ -2225,6 +2355,9 @@ impl<M: Mode> Leaderless<M> {
             self.known.remove(&id);
             self.dead_since.remove(&id);
             self.never_seen.remove(&id);
+        }
+        if kind == MoveKind::Join && phase >= MovePhase::Switched {
+            // Its stream is done: no ask of it is answered any more.
             self.outgoing.remove(&id);
         }
         self.rebuild_table();
@@ -2428,7 +2561,8 @@ impl<M: Mode> Leaderless<M> {
                             streams: self.hand_off_streams(),
                         },
                         MoveKind::Join => Step::Receiving {
-                            sources: self.stream_sources(),
+                            taking: self.partitions_taken(),
+                            asks: BTreeMap::new(),
                             ask_at: now,
                         },
                     };
@@ -2453,20 +2587,80 @@ impl<M: Mode> Leaderless<M> {
                     }
                     return;
                 }
-                Step::Receiving { sources, ask_at } => {
-                    // A source held dead past the wait: the others hold what it held of
-                    // the writes a quorum acknowledged, unless too many are.
-                    sources.retain(|from, _| !dead.contains(from));
-                    if sources.is_empty() {
+                Step::Receiving {
+                    taking,
+                    asks,
+                    ask_at,
+                } => {
+                    let silence = std::time::Duration::from_millis(self.config.stream_silence_ms);
+                    let silent = |n: NodeId| {
+                        asks.get(&n)
+                            .is_some_and(|a| !a.heard && a.since + silence <= now)
+                    };
+                    for t in taking.values_mut() {
+                        // The replica this node replaces held dead, or silent: the others.
+                        if let Some(r) = t.replaced
+                            && !t.widened
+                            && t.from.contains(&r)
+                            && (self.dead_since.contains_key(&r) || silent(r))
+                        {
+                            let others: BTreeSet<NodeId> = t
+                                .old
+                                .iter()
+                                .copied()
+                                .filter(|&n| n != me && n != r)
+                                .collect();
+                            if !others.is_empty() {
+                                t.widened = true;
+                                t.from = others;
+                                self.stats.streams_widened += 1;
+                            }
+                        }
+                        // A source held dead past the wait: the others hold what it held
+                        // of the writes a quorum acknowledged, unless too many are.
+                        t.from.retain(|n| !dead.contains(n));
+                    }
+                    taking.retain(|_, t| !t.from.is_empty());
+                    if taking.is_empty() {
                         self.switch();
                         continue;
                     }
-                    if *ask_at <= now {
+                    // Each source asked for the partitions it is still to stream: under a new
+                    // name whenever they change, so that only an answer to this ask counts.
+                    let mut wanted: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+                    for (&p, t) in taking.iter() {
+                        for &n in &t.from {
+                            wanted.entry(n).or_default().push(p);
+                        }
+                    }
+                    asks.retain(|n, _| wanted.contains_key(n));
+                    let mut send_all = *ask_at <= now;
+                    for (n, partitions) in wanted {
+                        if asks.get(&n).is_some_and(|a| a.partitions == partitions) {
+                            continue;
+                        }
+                        self.asks += 1;
+                        let id = AskId {
+                            generation: self.generation,
+                            number: self.asks,
+                        };
+                        let ask = Ask {
+                            id,
+                            partitions,
+                            since: now,
+                            heard: false,
+                        };
+                        asks.insert(n, ask);
+                        send_all = true;
+                    }
+                    if send_all {
                         *ask_at = now + retry;
-                        let asks: Vec<(NodeId, Vec<u32>)> =
-                            sources.iter().map(|(&n, p)| (n, p.clone())).collect();
-                        for (n, partitions) in asks {
-                            self.gate.send(n, Message::StreamTo { partitions });
+                        let sends: Vec<(NodeId, AskId, Vec<u32>)> = asks
+                            .iter()
+                            .map(|(&n, a)| (n, a.id, a.partitions.clone()))
+                            .collect();
+                        for (n, ask, partitions) in sends {
+                            self.gate.send(n, Message::StreamTo { ask, partitions });
                         }
                     }
                     return;
@@ -2510,7 +2704,8 @@ impl<M: Mode> Leaderless<M> {
     }
 
     /// The table with this node's own move made.
-    fn table_after_own_move(&self) -> PartitionTable {
+    fn table_after_own_move(&mut self) -> PartitionTable {
+        self.stats.tables_built += 1;
         self.table_after(self.config.id)
     }
 
@@ -2525,7 +2720,7 @@ impl<M: Mode> Leaderless<M> {
 
     /// What this node hands off as it leaves: to each replica of the table without it, the
     /// partitions it replicates there (with their keys this node holds, and its hints).
-    fn hand_off_streams(&self) -> BTreeMap<NodeId, Stream> {
+    fn hand_off_streams(&mut self) -> BTreeMap<NodeId, Stream> {
         let me = self.config.id;
         let after = self.table_after_own_move();
         let mut streams: BTreeMap<NodeId, Stream> = BTreeMap::new();
@@ -2534,7 +2729,9 @@ impl<M: Mode> Leaderless<M> {
             for &to in after.replicas(PartitionId(p)) {
                 if to != me {
                     let stream = streams.entry(to).or_default();
-                    stream.hints = true;
+                    if stream.hints_after.is_none() {
+                        stream.hints_after = Some(after.clone());
+                    }
                     stream.partitions.push_back(p);
                 }
             }
@@ -2542,69 +2739,134 @@ impl<M: Mode> Leaderless<M> {
         streams
     }
 
-    /// What a joining node asks to be streamed: each partition it replicates in the table
-    /// with it, from every live replica of the partition in the table without it (so that
-    /// it holds every write a quorum of the old replicas acknowledged).
-    fn stream_sources(&self) -> BTreeMap<NodeId, Vec<u32>> {
+    /// The partitions a joining node takes: each it replicates in the table with it and
+    /// not in the table without it, with the replica it replaces there (the partition's
+    /// old replicas not in the new table, paired in order with the new replicas not in the
+    /// old one), which alone streams it to this node while it is alive.
+    fn partitions_taken(&mut self) -> BTreeMap<u32, Taking> {
         let me = self.config.id;
         let after = self.table_after_own_move();
-        let mut sources: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        let mut taking = BTreeMap::new();
         for p in 0..after.partitions() {
-            if !after.replicas(PartitionId(p)).contains(&me) {
+            let new = after.replicas(PartitionId(p));
+            let old = self.table.replicas(PartitionId(p));
+            if !new.contains(&me) || old.contains(&me) {
                 continue;
             }
-            for &from in self.table.replicas(PartitionId(p)) {
-                if from != me {
-                    sources.entry(from).or_default().push(p);
-                }
-            }
+            let added: Vec<NodeId> = new.iter().copied().filter(|n| !old.contains(n)).collect();
+            let removed: Vec<NodeId> = old.iter().copied().filter(|n| !new.contains(n)).collect();
+            let replaced = added
+                .iter()
+                .position(|&n| n == me)
+                .and_then(|i| removed.get(i).copied());
+            let from: BTreeSet<NodeId> = match replaced {
+                Some(r) => BTreeSet::from([r]),
+                None => old.iter().copied().filter(|&n| n != me).collect(),
+            };
+            let taken = Taking {
+                old: old.to_vec(),
+                replaced,
+                widened: replaced.is_none(),
+                from,
+            };
+            taking.insert(p, taken);
         }
-        sources
+        taking
     }
 
-    /// A joining node asks for `partitions`: a stream of them starts, unless one to it is
-    /// under way.
-    fn on_stream_to(&mut self, now: Time, from: NodeId, partitions: Vec<u32>) {
-        if self.store.is_none() || self.outgoing.contains_key(&from) {
+    /// A joining node asks for `partitions` under `ask`: a stream of them starts, or the
+    /// one to it under way goes on with them (a partition it streamed whole already is not
+    /// streamed again); the same ask again is answered at once if its stream is done, and
+    /// otherwise changes nothing.
+    fn on_stream_to(&mut self, now: Time, from: NodeId, ask: AskId, partitions: Vec<u32>) {
+        if self.store.is_none() {
             return;
         }
         let count = self.table.partitions();
-        let mut partitions: Vec<u32> = partitions.into_iter().filter(|&p| p < count).collect();
-        partitions.sort_unstable();
-        partitions.dedup();
-        let stream = Stream {
-            partitions: partitions.into(),
-            ..Stream::default()
-        };
-        self.outgoing.insert(from, stream);
+        let mut asked: Vec<u32> = partitions.into_iter().filter(|&p| p < count).collect();
+        asked.sort_unstable();
+        asked.dedup();
+        match self.outgoing.get_mut(&from) {
+            // A resend: answered again once done.
+            Some(out) if out.ask == ask => out.told = false,
+            Some(out) => {
+                let stream = &mut out.stream;
+                let front = stream.partitions.front().copied();
+                let keep = front.filter(|p| asked.binary_search(p).is_ok());
+                if keep.is_none() {
+                    stream.cursor = None;
+                }
+                stream.partitions = keep
+                    .into_iter()
+                    .chain(
+                        asked
+                            .iter()
+                            .copied()
+                            .filter(|p| Some(*p) != keep && !stream.sent.contains(p)),
+                    )
+                    .collect();
+                out.ask = ask;
+                out.asked = asked;
+                out.told = false;
+            }
+            None => {
+                let stream = Stream {
+                    partitions: asked.iter().copied().collect(),
+                    ..Stream::default()
+                };
+                let out = Outgoing {
+                    ask,
+                    asked,
+                    stream,
+                    told: false,
+                };
+                self.outgoing.insert(from, out);
+            }
+        }
         self.pump_outgoing(now);
     }
 
-    /// Moves the streams to joining nodes on; a stream done says so to its joiner.
+    /// Moves the streams to joining nodes on; a stream done says so to its joiner, naming
+    /// the ask and its partitions.
     fn pump_outgoing(&mut self, now: Time) {
         let mut outgoing = std::mem::take(&mut self.outgoing);
         outgoing.retain(|&to, _| !self.is_dead(to));
-        for (&to, stream) in &mut outgoing {
-            self.pump(now, to, stream);
-            if stream.done() {
-                self.gate.send(to, Message::Streamed);
+        for (&to, out) in &mut outgoing {
+            self.pump(now, to, &mut out.stream);
+            if out.stream.done() && !out.told {
+                out.told = true;
+                let message = Message::Streamed {
+                    ask: out.ask,
+                    partitions: out.asked.clone(),
+                };
+                self.gate.send(to, message);
             }
         }
-        outgoing.retain(|_, stream| !stream.done());
         self.outgoing = outgoing;
     }
 
-    /// A source streamed what this joining node asked of it.
-    fn on_streamed(&mut self, now: Time, from: NodeId) {
+    /// A source streamed `partitions` under `ask`: this node's join counts them only if
+    /// `ask` is the ask its join has out to that source now, and its pulls (a removal's)
+    /// only if it is theirs.
+    fn on_streamed(&mut self, now: Time, from: NodeId, ask: AskId, partitions: Vec<u32>) {
         if let Some(OwnMove {
-            step: Step::Receiving { sources, .. },
+            step: Step::Receiving { taking, asks, .. },
             ..
         }) = self.own.as_mut()
+            && let Some(current) = asks.get_mut(&from).filter(|a| a.id == ask)
         {
-            sources.remove(&from);
+            current.heard = true;
+            for p in &partitions {
+                if current.partitions.binary_search(p).is_err() {
+                    continue;
+                }
+                if let Some(t) = taking.get_mut(p) {
+                    t.from.remove(&from);
+                }
+            }
             self.step_move(now);
         }
-        self.on_pull_streamed(now, from);
+        self.on_pull_streamed(now, from, ask);
     }
 
     /// Sends `to` what its stream may have in flight: batches whose resend time has come
@@ -2616,8 +2878,8 @@ impl<M: Mode> Leaderless<M> {
             if sent.resend_at > now {
                 continue;
             }
-            let batch =
-                self.hand_off_batch(to, sent.partition, None, Some(&sent.keys), stream.hints);
+            let hints = stream.hints_after.as_ref();
+            let batch = self.hand_off_batch(to, sent.partition, None, Some(&sent.keys), hints);
             if batch.keys.is_empty() {
                 // No longer held (collected): nothing to hand off.
                 gone.push(number);
@@ -2625,6 +2887,7 @@ impl<M: Mode> Leaderless<M> {
             }
             sent.keys = batch.keys;
             sent.resend_at = now + retry;
+            self.count_sent(&batch.states, &batch.hints);
             let message = Message::HandOff {
                 batch: number,
                 partition: sent.partition,
@@ -2640,14 +2903,16 @@ impl<M: Mode> Leaderless<M> {
             let Some(&partition) = stream.partitions.front() else {
                 return;
             };
-            let batch =
-                self.hand_off_batch(to, partition, stream.after.as_ref(), None, stream.hints);
+            let hints = stream.hints_after.as_ref();
+            let batch = self.hand_off_batch(to, partition, stream.cursor.as_ref(), None, hints);
             let Some(last) = batch.keys.last() else {
                 stream.partitions.pop_front();
-                stream.after = None;
+                stream.sent.insert(partition);
+                stream.cursor = None;
                 continue;
             };
-            stream.after = Some(last.clone());
+            stream.cursor = Some(last.clone());
+            self.count_sent(&batch.states, &batch.hints);
             self.batches += 1;
             stream.in_flight.insert(
                 self.batches,
@@ -2667,18 +2932,27 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
+    /// Counts a batch's keys and bytes as sent ([`Stats::keys_streamed`]).
+    fn count_sent(&mut self, states: &[(Key, M::State)], hints: &[(NodeId, Key, M::State)]) {
+        self.stats.keys_streamed += (states.len() + hints.len()) as u64;
+        let bytes = states.iter().map(encoded_len).sum::<usize>()
+            + hints.iter().map(encoded_len).sum::<usize>();
+        self.stats.bytes_streamed += bytes as u64;
+    }
+
     /// The next batch of `partition` for `to`: the keys after `after` in key order (or just
-    /// `only`), with this node's state of each and the hints it holds of each that `to`
-    /// is to hold in its place (for a replica held dead or no longer one of the
-    /// partition's; the first live replica of the partition other than the hint's own
-    /// takes them), at most [`Config::hand_off_batch_bytes_max`] bytes (at least one key).
+    /// `only`), with this node's state of each and, given the table with this node's leave
+    /// made (`hints_after`), the hints it holds of each that `to` is to hold in its place
+    /// (for a replica held dead or no longer one of the partition's; the first live replica
+    /// of the partition other than the hint's own takes them), at most
+    /// [`Config::hand_off_batch_bytes_max`] bytes (at least one key).
     fn hand_off_batch(
         &self,
         to: NodeId,
         partition: u32,
         after: Option<&Key>,
         only: Option<&[Key]>,
-        with_hints: bool,
+        hints_after: Option<&PartitionTable>,
     ) -> Batch<M::State> {
         let p = PartitionId(partition);
         let wanted = |key: &Key| {
@@ -2690,8 +2964,7 @@ impl<M: Mode> Leaderless<M> {
         for (key, state) in self.replica_data().filter(|(k, _)| wanted(k)) {
             by_key.entry(key).or_default().0 = Some(state);
         }
-        if let Some(store) = self.store().filter(|_| with_hints) {
-            let after = self.table_after_own_move();
+        if let Some((store, after)) = self.store().zip(hints_after) {
             let replicas = after.replicas(p);
             let served = |n: NodeId| replicas.contains(&n) && !self.is_dead(n);
             for (replica, key, state) in store.hints() {
@@ -2746,7 +3019,15 @@ impl<M: Mode> Leaderless<M> {
         if self.store.is_none() {
             return;
         }
-        let mut skipped = self.merge_states(now, partition, states);
+        if let Some(OwnMove {
+            step: Step::Receiving { asks, .. },
+            ..
+        }) = self.own.as_mut()
+            && let Some(ask) = asks.get_mut(&from)
+        {
+            ask.heard = true;
+        }
+        let mut skipped = self.merge_states(now, partition, states, true);
         let me = self.config.id;
         let p = PartitionId(partition);
         for (replica, key, state) in hints {
@@ -2754,7 +3035,7 @@ impl<M: Mode> Leaderless<M> {
                 false
             } else if replica == me {
                 // A hint for this node: its own replica's state.
-                self.merge_states(now, partition, vec![(key.clone(), state)])
+                self.merge_states(now, partition, vec![(key.clone(), state)], true)
                     .is_empty()
             } else {
                 self.store
@@ -2781,7 +3062,7 @@ impl<M: Mode> Leaderless<M> {
                 step: Step::HandingOff { streams },
                 ..
             }) if streams.contains_key(&from) => streams.get_mut(&from),
-            _ => self.outgoing.get_mut(&from),
+            _ => self.outgoing.get_mut(&from).map(|out| &mut out.stream),
         };
         let Some(stream) = stream else {
             return;
@@ -3177,9 +3458,22 @@ impl<M: Mode> Leaderless<M> {
                 }
             }
         }
+        // Each source's ask keeps its name while it asks for the same partitions.
         for (n, partitions) in asks {
-            let partitions = partitions.into_iter().collect();
-            self.gate.send(n, Message::StreamTo { partitions });
+            let partitions: Vec<u32> = partitions.into_iter().collect();
+            let ask = match self.pull_asks.get(&n) {
+                Some((ask, asked)) if *asked == partitions => *ask,
+                _ => {
+                    self.asks += 1;
+                    let ask = AskId {
+                        generation: self.generation,
+                        number: self.asks,
+                    };
+                    self.pull_asks.insert(n, (ask, partitions.clone()));
+                    ask
+                }
+            };
+            self.gate.send(n, Message::StreamTo { ask, partitions });
         }
         for (id, driver) in done {
             self.pulls.remove(&id);
@@ -3188,11 +3482,13 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
-    /// Source `from` streamed what this node asked of it: the pulls under way take it.
-    fn on_pull_streamed(&mut self, now: Time, from: NodeId) {
-        if self.pulls.is_empty() {
+    /// Source `from` streamed what this node asked of it under `ask`: the pulls under way
+    /// take it (only an answer to the pulls' ask out to it now counts).
+    fn on_pull_streamed(&mut self, now: Time, from: NodeId, ask: AskId) {
+        if self.pulls.is_empty() || self.pull_asks.get(&from).is_none_or(|(a, _)| *a != ask) {
             return;
         }
+        self.pull_asks.remove(&from);
         for pull in self.pulls.values_mut() {
             pull.sources.remove(&from);
         }
@@ -3353,18 +3649,22 @@ impl<M: Mode> Leaderless<M> {
     }
 
     fn on_states(&mut self, now: Time, partition: u32, states: Vec<(Key, M::State)>) {
-        self.merge_states(now, partition, states);
+        self.merge_states(now, partition, states, false);
         self.drain_store();
     }
 
     /// Merges `states` of `partition`: only keys of the partition named, which this node
-    /// replicates. The keys not taken (those, and states refused for a timestamp too far
-    /// ahead of this node's clock), in the order given.
+    /// replicates. The keys not taken (those, and, unless the states are `moved` to this
+    /// replica by a hand-off or a join's stream, states refused for a timestamp too far
+    /// ahead of this node's clock), in the order given. A move takes a state whatever its
+    /// timestamp (synod-quorum's `Coordinator::merge_moved`), so that a clock running
+    /// behind does not hold it; anti-entropy refuses one, and brings it again later.
     fn merge_states(
         &mut self,
         now: Time,
         partition: u32,
         states: Vec<(Key, M::State)>,
+        moved: bool,
     ) -> Vec<Key> {
         let mut skipped = Vec::new();
         let p = PartitionId(partition);
@@ -3381,6 +3681,10 @@ impl<M: Mode> Leaderless<M> {
         for (key, state) in states {
             if !replicates || self.table.partition_of(&key) != p {
                 skipped.push(key);
+                continue;
+            }
+            if moved {
+                store.protocol.merge_moved(key, &state);
                 continue;
             }
             let refused = store.protocol.stats().timestamps_refused;
@@ -3693,6 +3997,8 @@ impl<M: Mode> Leaderless<M> {
                 .filter(|(_, m)| **m == (MoveKind::Remove, MovePhase::Done))
                 .map(|(&id, _)| id)
                 .collect(),
+            keys_streamed: self.stats.keys_streamed,
+            bytes_streamed: self.stats.bytes_streamed,
         }
     }
 
@@ -4076,7 +4382,7 @@ impl<M: Mode> Leaderless<M> {
             }),
             self.outgoing
                 .values()
-                .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
+                .flat_map(|out| out.stream.in_flight.values().map(|sent| sent.resend_at))
                 .min(),
             self.removals.values().filter_map(Removal::due).min(),
             self.pulls.values().map(|p| p.ask_at).min(),
@@ -4147,8 +4453,12 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 _ if self.is_removal(from) => self.tell_removed(from),
                 Message::Move { id, kind, phase } => self.on_move(now, from, id, kind, phase),
                 Message::MoveNoted { id, phase } => self.on_move_noted(now, from, id, phase),
-                Message::StreamTo { partitions } => self.on_stream_to(now, from, partitions),
-                Message::Streamed => self.on_streamed(now, from),
+                Message::StreamTo { ask, partitions } => {
+                    self.on_stream_to(now, from, ask, partitions);
+                }
+                Message::Streamed { ask, partitions } => {
+                    self.on_streamed(now, from, ask, partitions);
+                }
                 Message::HandOff {
                     batch,
                     partition,

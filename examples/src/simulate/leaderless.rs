@@ -228,7 +228,7 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::Forward { .. } | Message::Forwarded { .. } => "forward",
             Message::Admit { .. } | Message::Admission { .. } => "admission",
             Message::Move { .. } | Message::MoveNoted { .. } | Message::Moves { .. } => "move",
-            Message::StreamTo { .. } | Message::Streamed => "stream",
+            Message::StreamTo { .. } | Message::Streamed { .. } => "stream",
             Message::RemoveCheck { .. }
             | Message::RemoveChecked { .. }
             | Message::Pull { .. }
