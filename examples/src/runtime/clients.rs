@@ -390,6 +390,9 @@ struct Conn<S: ServeClient> {
     writable: bool,
     /// The client closed its side: nothing more to read.
     eof: bool,
+    /// An event said the client's side is closed or failed: read until a read returns 0 or
+    /// fails, a short read included (its end raises no further event).
+    read_closed: bool,
     close: bool,
     busy: bool,
     deadline: Option<Instant>,
@@ -520,6 +523,9 @@ impl<S: ServeClient> Loop<S> {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 conn.readable = true;
                             }
+                            if event.is_read_closed() || event.is_error() {
+                                conn.read_closed = true;
+                            }
                             if event.is_writable() || event.is_write_closed() || event.is_error() {
                                 conn.writable = true;
                             }
@@ -638,6 +644,7 @@ impl<S: ServeClient> Loop<S> {
                     readable: false,
                     writable: true,
                     eof: false,
+                    read_closed: false,
                     close: false,
                     close_by: None,
                     close_notified: false,
@@ -838,11 +845,14 @@ impl<S: ServeClient> Loop<S> {
                     Ok(n) => {
                         super::trace::mark(super::trace::Step::RequestRead);
                         conn.input.extend_from_slice(&self.chunk[..n]);
-                        if conn.tls.is_none() && n < self.chunk.len() {
+                        if conn.tls.is_none() && !conn.read_closed && n < self.chunk.len() {
                             // A plain socket that filled less than the buffer has been
                             // emptied: bytes arriving after this read raise a new
                             // (edge-triggered) event, so reading again to hear it would
-                            // block only costs a system call per request.
+                            // block only costs a system call per request. Not once the
+                            // client's end has come (the event said so): an end that
+                            // arrived with the last bytes raised its event with them, and
+                            // only a read that returns 0 finds it.
                             conn.readable = false;
                         }
                         conn.idle_since = Instant::now();

@@ -426,3 +426,37 @@ fn replies_before_quit_reach_a_client_that_pipelined_more_after_it() {
         expected.len()
     );
 }
+
+#[test]
+fn a_client_whose_request_and_end_arrive_together_is_answered_and_closed() {
+    // A client that sends its last request and then the end of its stream (`shutdown` of
+    // its sending side, as `printf ... | nc -N` does) waits for the node to answer and
+    // close. Sent with MSG_MORE, the request is held in the client's socket until the
+    // shutdown, so the request and the FIN leave as one segment: the node's socket is
+    // readable once, and one read returns the request with the FIN already queued behind
+    // it, which no later edge-triggered event will announce. A node that takes a read
+    // shorter than its buffer for an emptied socket never reads the end: it answers, but
+    // keeps the connection open until its idle timeout (five minutes).
+    /// Linux's `MSG_MORE`: more data follows, hold this in the socket.
+    const MSG_MORE: i32 = 0x8000;
+    let (cluster, _) = Cluster::up_secured(1, &[]);
+    let mut client = connect(&cluster);
+    // Well inside the node's idle timeout: the node closing for idleness does not pass.
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let sent = socket2::SockRef::from(&client)
+        .send_with_flags(b"PING\r\n", MSG_MORE)
+        .expect("sent");
+    assert_eq!(sent, 6);
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shut down");
+    let mut received = Vec::new();
+    let outcome = client.read_to_end(&mut received);
+    assert!(
+        outcome.is_ok() && received == b"+PONG\r\n",
+        "{:?}, then {outcome:?}",
+        String::from_utf8_lossy(&received)
+    );
+}
