@@ -333,6 +333,72 @@ impl PartitionTable {
         Ok(self.rebalance(specs))
     }
 
+    /// The table without `node`, in which only the partitions `node` held change: in each,
+    /// a node that does not hold the partition takes `node`'s place in its list (the node
+    /// holding the fewest replicas for its weight, one of a zone the partition does not use
+    /// yet first), and every other replica stays where it was. [`leave`](Self::leave) moves
+    /// as few replicas as any balanced table could, but may get there by moving a replica
+    /// between two nodes that stay; a system whose leaving node hands its own partitions to
+    /// their new replicas needs no other partition to change, and pays for it in balance
+    /// (a node may end above its share).
+    ///
+    /// # Errors
+    ///
+    /// [`TableError::Unknown`] if `node` is not in the table; what [`leave`](Self::leave)
+    /// returns if too few nodes would remain.
+    pub fn leave_in_place(&self, node: NodeId) -> Result<(PartitionTable, Movement), TableError> {
+        let mut specs = self.nodes.clone();
+        if specs.remove(&node).is_none() {
+            return Err(TableError::Unknown(node));
+        }
+        check_nodes(&specs, self.replication)?;
+        let mut replicas = self.lists();
+        let mut load: BTreeMap<NodeId, u64> = specs.keys().map(|&n| (n, 0)).collect();
+        for n in replicas.iter().flatten() {
+            if let Some(held) = load.get_mut(n) {
+                *held += 1;
+            }
+        }
+        let mut movement = Movement::default();
+        for (p, list) in replicas.iter_mut().enumerate() {
+            let Some(at) = list.iter().position(|&n| n == node) else {
+                continue;
+            };
+            let used: BTreeSet<Zone> = list
+                .iter()
+                .filter_map(|n| specs.get(n).and_then(|spec| spec.zone))
+                .collect();
+            // Fewest replicas for the weight: load / weight, compared as load * 2^32 /
+            // weight (a weight is at most u32::MAX, so the order is exact enough).
+            let best = specs
+                .iter()
+                .filter(|(n, _)| !list.contains(n))
+                .min_by_key(|&(n, spec)| {
+                    let new_zone = spec.zone.is_none_or(|z| !used.contains(&z));
+                    let share =
+                        u128::from(load[n]) * u128::from(u32::MAX) / u128::from(spec.weight.max(1));
+                    (!new_zone, share, std::cmp::Reverse(scatter(p, *n)))
+                })
+                .map(|(&n, _)| n)
+                .expect("more nodes than a partition's other replicas (checked above)");
+            if at == 0 {
+                movement.owners_changed += 1;
+            }
+            list[at] = best;
+            *load.get_mut(&best).expect("a node of the table") += 1;
+            movement.replicas_added += 1;
+        }
+        let table = PartitionTable {
+            version: TableVersion(self.version.0 + 1),
+            partitions: self.partitions,
+            replication: self.replication,
+            nodes: specs,
+            replicas: replicas.into_iter().flatten().collect(),
+        };
+        table.assert_valid();
+        Ok((table, movement))
+    }
+
     /// The table's version.
     #[must_use]
     pub fn version(&self) -> TableVersion {

@@ -1630,11 +1630,17 @@ pub struct Leaderless<M: Mode> {
 /// member known, version 1 over the first `replication` by id and then each other joined
 /// in id order, then each member that left taken out in id order. So every node that knows
 /// the same members and departures holds the same table; a member that joins after the
-/// others (a larger id) moves only its share, and one that leaves only its own replicas
-/// (the least any balanced table could move: synod-partitioning's `leave`). When too few
+/// others (a larger id) moves only its share, and one that leaves changes only the
+/// partitions it held, each taking one new replica in its place (synod-partitioning's
+/// `leave_in_place`: its `leave` may also move a replica between two members that stay,
+/// which the leaver's hand-off, sending only its own keys, would leave empty). When too few
 /// would be left for the replication factor, the table is built anew over those left with
 /// fewer replicas a partition.
-fn table_of(config: &Config, known: &BTreeSet<NodeId>, left: &BTreeSet<NodeId>) -> PartitionTable {
+pub(super) fn table_of(
+    config: &Config,
+    known: &BTreeSet<NodeId>,
+    left: &BTreeSet<NodeId>,
+) -> PartitionTable {
     let staying: BTreeSet<NodeId> = known.difference(left).copied().collect();
     // Nobody left: the known members (never empty, the node itself among them).
     let staying = if staying.is_empty() {
@@ -1645,7 +1651,7 @@ fn table_of(config: &Config, known: &BTreeSet<NodeId>, left: &BTreeSet<NodeId>) 
     let every: BTreeSet<NodeId> = known.union(left).copied().collect();
     let mut table = joined_in_order(config, &every);
     for &id in left.iter().filter(|id| !staying.contains(id)) {
-        match table.leave(id) {
+        match table.leave_in_place(id) {
             Ok((next, _)) => table = next,
             Err(_) => return joined_in_order(config, &staying),
         }

@@ -433,3 +433,30 @@ fn a_damaged_table_from_the_wire_is_refused() {
         assert!(postcard::from_bytes::<PartitionTable>(&bytes[..cut]).is_err());
     }
 }
+
+#[test]
+fn a_leave_in_place_changes_only_the_leavers_partitions() {
+    for nodes in 3u64..=12 {
+        for replication in 1..=3usize.min(nodes as usize - 1) {
+            let specs = (1..=nodes).map(|i| (n(i), NodeSpec::new().weight(1 + (i % 3) as u32)));
+            let table = PartitionTable::new(64, replication, specs).unwrap();
+            for leaving in 1..=nodes {
+                let (next, moved) = table.leave_in_place(n(leaving)).unwrap();
+                assert!(next.nodes().all(|(x, _)| x != n(leaving)));
+                assert_eq!(moved.replicas_added, table.load(n(leaving)));
+                assert_eq!(moved.replicas_removed, 0);
+                for p in (0..64).map(PartitionId) {
+                    let (old, new) = (table.replicas(p), next.replicas(p));
+                    let distinct: BTreeSet<_> = new.iter().collect();
+                    assert_eq!(distinct.len(), replication, "{p:?}: {new:?}");
+                    if old.contains(&n(leaving)) {
+                        let kept = old.iter().filter(|x| new.contains(x)).count();
+                        assert_eq!(kept, replication - 1, "{p:?}: {old:?} -> {new:?}");
+                    } else {
+                        assert_eq!(old, new, "{p:?} changed though n{leaving} did not hold it");
+                    }
+                }
+            }
+        }
+    }
+}
