@@ -315,6 +315,10 @@ fn info_text(info: &Info) -> String {
     }
     let removed: Vec<String> = info.removed.iter().map(ToString::to_string).collect();
     out.push_str(&format!("removed:{}\r\n", removed.join(",")));
+    out.push_str(&format!("moves_under_way:{}\r\n", info.moves_under_way));
+    if let Some(why) = &info.move_wait {
+        out.push_str(&format!("move_wait:{why}\r\n"));
+    }
     for m in &info.members {
         out.push_str(&format!(
             "member:{} state={} replicas={} owned={}\r\n",
@@ -337,6 +341,8 @@ pub fn settle(shape: Shape, response: Response) -> Value {
         }
         // At the key limit: sent again it would be refused again, so not `TRYAGAIN`.
         (_, Response::Failed(Failure::Full(why))) => Value::Error(format!("OOM {why}")),
+        // A leave while moves take every slot: sent again once one is done, it begins.
+        (_, Response::Failed(Failure::Busy(why))) => Value::Error(format!("BUSY {why}")),
         // Refused, or a read that may be sent again.
         (_, Response::Failed(Failure::Refused(why) | Failure::Unknown(why))) => {
             Value::Error(format!("TRYAGAIN {why}"))

@@ -85,9 +85,10 @@
 //! ([`Request::Leave`]) moves partitions, as Cassandra's pending ranges do. The table with
 //! the move differs from the table without it only in the mover's share (a joiner takes
 //! its share from nodes above theirs, a leaver's replicas go to nodes below theirs:
-//! synod-partitioning's `join` and `leave`). The mover drives the move through three
-//! [`MovePhase`]s, each recorded durably by every member ([`Record::Move`]) before it
-//! acknowledges it ([`Message::Move`], [`Message::MoveNoted`]):
+//! synod-partitioning's `join` and `leave`). The mover first holds a move slot at every
+//! member ([Move slots](#move-slots)), then drives the move through three [`MovePhase`]s,
+//! each recorded durably by every member ([`Record::Move`]) before it acknowledges it
+//! ([`Message::Move`], [`Message::MoveNoted`]):
 //!
 //! 1. **Pending**: reads use the table without the move; a write goes to the replicas of
 //!    both tables (the old ones and the pending new one) and needs, in each table, its
@@ -120,11 +121,62 @@
 //! level in both tables, so readers of either table meet it; a Done write meets only the
 //! new table, but once one is coordinated every member reads with the new table. With
 //! several moves under way at once a write meets its level in the table of every
-//! combination of them made or not, for up to four moves under way at once. A fifth and
-//! later ones count at the coordinator's phase only, and then the argument does not hold:
-//! a coordinator switched on one of them writes to its new table alone, so a member still
-//! pending on it can read without meeting the write. Nothing refuses a fifth move yet:
-//! move nodes a few at a time.
+//! combination of them made or not, for up to [`MOVES_ENUMERATED_MAX`] (four) moves under
+//! way at the coordinator. A fifth would count at the coordinator's phase only, and then
+//! the argument would not hold (a coordinator switched on it writes to its new table
+//! alone, so a member still pending on it reads without meeting the write): move slots
+//! keep every member at four at most, and a node that knows of more refuses to coordinate
+//! writes.
+//!
+//! # Move slots
+//!
+//! A move begins (its mover notes it pending) only once every member, the mover too, has
+//! granted it one of its [`MOVES_ENUMERATED_MAX`] move slots ([`Message::Permit`]). A
+//! member's slots are held by the moves under way there (noted pending or switched, not
+//! done) and by the slots it granted to moves it has not noted yet; it grants one if the
+//! mover holds one there already or fewer than four are held, records the grant
+//! ([`Record::Permit`]) and answers once that is durable ([`Message::Permitted`]), or
+//! refuses, naming the moves that hold its slots. A slot is given back when its move is
+//! noted (it then holds it as a move under way, until done) or withdrawn.
+//!
+//! Why no member ever has more than four moves under way: a member notes a move only after
+//! granting it a slot (the mover asks every member it knows, those it learns of while it
+//! asks too, and begins only with all their grants, its own first), and from the grant
+//! until the move is done there the move holds one of the member's four slots, the grant
+//! durable across restarts. Five movers that ask at once cannot all get in: each member
+//! grants four at most, so the fifth is refused by every member that heard the four first.
+//! A member can note a move it never granted a slot to only if it was not a member the
+//! mover knew when it asked (a node admitted meanwhile, which learns the moves from the
+//! members) or was held dead past [`Config::move_dead_wait_ms`] (opt-in): such a member may
+//! briefly know of five, and then refuses to coordinate writes (a client retries) until
+//! one is done, rather than place them by four. A removal ([`Request::Remove`]) takes no
+//! slot yet: it holds the slot of the removed member's own join or leave if one was under
+//! way, and otherwise counts above the others, so with four moves under way a removal
+//! makes the members refuse writes until one is done.
+//!
+//! A mover refused by any member withdraws every grant of its request
+//! ([`Message::Withdraw`]; its own slot stays, holding its intent across a restart) and asks
+//! again after a random wait ([`Config::permit_backoff_ms`], doubled after each refusal in
+//! a row, up to 8 times), so movers that each hold some of the slots never wait on each
+//! other: a refused one holds nothing elsewhere. A joiner waiting for a slot says so
+//! ([`Notice::Waiting`], on its process's stderr) and INFO shows its join
+//! `waiting-for-slot` with the reason ([`Info::move_wait`]). A [`Request::Leave`] at a node
+//! whose own slots are full is refused at once with the moves that hold them
+//! ([`Failure::Busy`], RESP `BUSY`); one it accepts is answered once its own slot is
+//! durable (a restart resumes it) and waits for the others' slots as a joiner does.
+//!
+//! A member drops a slot it granted on its own only when that can never leave a begun move
+//! uncounted: a move that has begun (noted pending by its mover) may reach a member at any
+//! later time (its [`Message::Move`] delayed, lost and resent), so no time bound alone is
+//! safe. A member that has held a slot for [`Config::permit_query_ms`] without its move
+//! beginning asks the mover ([`Message::PermitHeld`]): a mover whose move of that kind has
+//! begun answers with it (the member notes it, so it holds the slot as a move under way);
+//! one still asking with that request answers nothing; any other answers
+//! [`Message::Withdraw`], and it never begins a move with that request: a move begins only
+//! from the request its mover is asking with, a request of an earlier start never is (a
+//! request carries its start's generation: [`PermitRound`]), and a request is asked with
+//! only until it is replaced by a later one. A mover that is never heard from again keeps
+//! its slots held (as a move waits for every member).
 //!
 //! A move waits for every member, one held dead too (a member held dead may be cut off
 //! from the mover only, and still serve clients with its table): by default for ever, as
@@ -400,6 +452,9 @@ pub enum Failure {
     Full(String),
     /// A write may or may not have taken effect.
     Unknown(String),
+    /// A [`Request::Leave`] not begun because [`MOVES_ENUMERATED_MAX`] moves are under way
+    /// or starting (RESP `BUSY`, naming them): send it again once one is done.
+    Busy(String),
 }
 
 impl fmt::Display for Failure {
@@ -408,6 +463,7 @@ impl fmt::Display for Failure {
             Failure::Refused(why) => write!(f, "refused: {why}"),
             Failure::Full(why) => write!(f, "full: {why}"),
             Failure::Unknown(why) => write!(f, "outcome unknown: {why}"),
+            Failure::Busy(why) => write!(f, "busy: {why}"),
         }
     }
 }
@@ -455,12 +511,13 @@ pub struct Info {
     pub admitted: bool,
     /// The voters of the linearizable level and CAS: the cluster's first members.
     pub voters: Vec<NodeId>,
-    /// Where this node's leave stands (`announcing`, `draining`, `handing-off`,
-    /// `switching`, `finishing`, `left`), if it was asked to leave.
+    /// Where this node's leave stands (`asking-for-slot`, `waiting-for-slot`,
+    /// `announcing`, `draining`, `handing-off`, `switching`, `finishing`, `left`), if it
+    /// was asked to leave.
     pub leave: Option<&'static str>,
-    /// Where this node's join stands (`announcing`, `draining`, `streaming`, `switching`,
-    /// `finishing`, `joined`), if it joined the cluster's first members in this start or
-    /// resumed its join in it.
+    /// Where this node's join stands (`asking-for-slot`, `waiting-for-slot`, `announcing`,
+    /// `draining`, `streaming`, `switching`, `finishing`, `joined`), if it joined the
+    /// cluster's first members in this start or resumed its join in it.
     pub join: Option<&'static str>,
     /// The removals this node drives ([`Request::Remove`] taken here), each with where it
     /// stands (`checking`, `announcing`, `draining`, `streaming`, `switching`,
@@ -473,6 +530,13 @@ pub struct Info {
     pub keys_streamed: u64,
     /// Their bytes ([`Stats::bytes_streamed`]).
     pub bytes_streamed: u64,
+    /// Why this node's join or leave waits for a move slot (a member refused it one: the
+    /// moves that hold that member's slots), while it does.
+    pub move_wait: Option<String>,
+    /// The moves under way at this node (noted pending or switched, not done), at most
+    /// [`MOVES_ENUMERATED_MAX`] but for a node that learned of a move it never granted a
+    /// slot to.
+    pub moves_under_way: usize,
 }
 
 /// What a node answers.
@@ -692,6 +756,44 @@ pub enum Message<S> {
         /// The member removed.
         id: NodeId,
     },
+    /// The sender asks for a move slot for its `kind` move ([Move
+    /// slots](self#move-slots)): the receiver grants one, durably, if the sender holds one
+    /// there already or fewer than [`MOVES_ENUMERATED_MAX`] are held, and answers
+    /// [`Message::Permitted`] either way.
+    Permit {
+        /// The request, named by the sender.
+        round: PermitRound,
+        /// The move the slot is for.
+        kind: MoveKind,
+    },
+    /// The answer to [`Message::Permit`]: a slot granted (durable on the sender), or refused
+    /// with what holds the sender's slots.
+    Permitted {
+        /// The request answered.
+        round: PermitRound,
+        /// Whether the slot is granted.
+        granted: bool,
+        /// Refused: the members holding the sender's slots, each with its move and its phase
+        /// there (`None`: granted a slot, not begun).
+        busy: Vec<(NodeId, MoveKind, Option<MovePhase>)>,
+    },
+    /// The sender gives back the slots it was granted with `round` or an earlier request
+    /// (it was refused one elsewhere, or asks again under a later round): it never begins a
+    /// move with them.
+    Withdraw {
+        /// The latest request withdrawn.
+        round: PermitRound,
+    },
+    /// The sender has held the receiver's slot, granted with `round` for its `kind` move,
+    /// for [`Config::permit_query_ms`] without the move beginning: the receiver answers with
+    /// its move ([`Message::Move`]) if it began, [`Message::Withdraw`] if it never will
+    /// with that request, and nothing while it still asks with it.
+    PermitHeld {
+        /// The request the slot was granted to.
+        round: PermitRound,
+        /// The move it was for.
+        kind: MoveKind,
+    },
 }
 
 /// A forwarded write's name on the node that forwarded it: that node's generation (so
@@ -711,6 +813,17 @@ pub struct ForwardId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AskId {
     /// The joining node's generation.
+    pub generation: u64,
+    /// Its number within that generation.
+    pub number: u64,
+}
+
+/// A mover's request for move slots ([`Message::Permit`]): its generation (a request of an
+/// earlier start is never taken for one of this start) and a number. Later requests of a
+/// mover are larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PermitRound {
+    /// The mover's generation.
     pub generation: u64,
     /// Its number within that generation.
     pub number: u64,
@@ -783,6 +896,16 @@ pub enum Record<S> {
         /// The member removed.
         id: NodeId,
     },
+    /// This node granted member `id` a move slot for its `kind` move with request `round`
+    /// (`None`: the slot is given back: withdrawn, or its move noted).
+    Permit {
+        /// The mover (this node itself too).
+        id: NodeId,
+        /// Its move.
+        kind: MoveKind,
+        /// The request granted, or `None`.
+        round: Option<PermitRound>,
+    },
 }
 
 /// Whether a move is a member joining the table or leaving it.
@@ -818,9 +941,13 @@ pub enum MovePhase {
 /// members a node takes from them.
 pub const MOVES_MAX: usize = 1_024;
 
-/// The moves under way whose tables a write meets one by one, each at either phase; past
-/// them, a move under way counts at this node's own phase only.
-const MOVES_ENUMERATED_MAX: usize = 4;
+/// The moves under way whose tables a write meets one by one, each at either phase, and so
+/// the move slots of a member ([Move slots](self#move-slots)): at most this many moves are
+/// under way, or granted a slot, at any member. Past them, a move under way would count at
+/// the coordinator's own phase only, which breaks the QUORUM promise: a node that knows of
+/// more (one that learned of a move it never granted a slot to: see [Move
+/// slots](self#move-slots)) refuses to coordinate writes until it knows of fewer.
+pub const MOVES_ENUMERATED_MAX: usize = 4;
 
 /// What a node's records say, built record by record ([`Recovered::take`]).
 #[derive(Debug, Clone)]
@@ -848,6 +975,9 @@ pub struct Recovered<S> {
     pub moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
     /// The removals this node drives ([`Record::Removing`]).
     pub removing: BTreeSet<NodeId>,
+    /// The move slots this node granted whose moves it has not noted yet (this node's own
+    /// too): each mover's move and the request granted.
+    pub permits: BTreeMap<NodeId, (MoveKind, PermitRound)>,
 }
 
 impl<S> Default for Recovered<S> {
@@ -863,6 +993,7 @@ impl<S> Default for Recovered<S> {
             leaving: false,
             moves: BTreeMap::new(),
             removing: BTreeSet::new(),
+            permits: BTreeMap::new(),
         }
     }
 }
@@ -905,6 +1036,25 @@ impl<S> Recovered<S> {
             Record::Leaving => self.leaving = true,
             Record::Move { id, kind, phase } => {
                 later_move(&mut self.moves, id, kind, phase);
+                if self.permits.get(&id).is_some_and(|&(k, _)| k <= kind) {
+                    self.permits.remove(&id);
+                }
+            }
+            Record::Permit {
+                id,
+                kind,
+                round: Some(round),
+            } => {
+                // A slot for a move already noted (records replayed out of order by a
+                // compaction) is not held.
+                if self.moves.get(&id).is_none_or(|&(k, _)| k < kind) {
+                    self.permits.insert(id, (kind, round));
+                }
+            }
+            Record::Permit {
+                id, round: None, ..
+            } => {
+                self.permits.remove(&id);
             }
             Record::Removing { id } => {
                 self.removing.insert(id);
@@ -1024,6 +1174,20 @@ pub struct Config {
     /// replica it replaces in a partition, once asked to stream it, before it asks every
     /// other replica of the partition in the table without it instead.
     pub stream_silence_ms: u64,
+    /// Milliseconds a mover refused a move slot waits before it asks again: a random time
+    /// between half and one and a half times this, doubled after each refusal in a row (up
+    /// to 8 times), so that movers refused at once do not ask again at once.
+    pub permit_backoff_ms: u64,
+    /// Milliseconds a member holds a move slot it granted, the mover's move not begun,
+    /// before it asks the mover whether it still wants it ([`Message::PermitHeld`]; again
+    /// as long again after each unanswered asking).
+    pub permit_query_ms: u64,
+    /// The deliberately broken variant: a move begins at once, taking no slot, and a node
+    /// coordinates writes whatever the moves under way (a fifth counted at its own phase
+    /// only), as before move slots. Only for the test that shows the simulation's QUORUM
+    /// check catches what it breaks.
+    #[cfg(feature = "broken")]
+    pub broken_moves_without_slots: bool,
 }
 
 impl Config {
@@ -1037,7 +1201,9 @@ impl Config {
     /// holds its grant of a new id to one start for 30 s; a leaving node resends every 500 ms, and hands off in batches of
     /// at most 256 KiB, at most 4 in flight to each replica; a join or a leave waits for
     /// every member, one held dead too, for as long as it takes; a joining node asks the
-    /// other replicas of a partition if the one it replaces says nothing for 5 s.
+    /// other replicas of a partition if the one it replaces says nothing for 5 s; a mover
+    /// refused a move slot asks again after about 500 ms (longer after each refusal in a
+    /// row), and a member asks a mover whether it still wants a slot it has held for 5 s.
     #[must_use]
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> Config {
         let mut members: Vec<NodeId> = members.into_iter().collect();
@@ -1076,7 +1242,21 @@ impl Config {
             hand_off_batches_in_flight_max: 4,
             move_dead_wait_ms: None,
             stream_silence_ms: 5_000,
+            permit_backoff_ms: 500,
+            permit_query_ms: 5_000,
+            #[cfg(feature = "broken")]
+            broken_moves_without_slots: false,
         }
+    }
+
+    /// Whether moves take slots and a node refuses writes past [`MOVES_ENUMERATED_MAX`]
+    /// moves under way (always, but in the broken variant).
+    fn moves_take_slots(&self) -> bool {
+        #[cfg(feature = "broken")]
+        if self.broken_moves_without_slots {
+            return false;
+        }
+        true
     }
 
     /// Checks the configuration.
@@ -1113,6 +1293,8 @@ impl Config {
             self.hand_off_batches_in_flight_max as u64,
             self.move_dead_wait_ms.unwrap_or(1),
             self.stream_silence_ms,
+            self.permit_backoff_ms,
+            self.permit_query_ms,
         ];
         if limits.contains(&0) {
             return Err("every limit must be at least 1".into());
@@ -1214,6 +1396,23 @@ pub enum Notice {
 /// Where this node's own move (its join or its leave) stands.
 #[derive(Debug)]
 enum Step {
+    /// Asking every member for a move slot with `round`, until each has granted one (this
+    /// node's own granted first).
+    Asking {
+        /// The request.
+        round: PermitRound,
+        /// The members that have not answered.
+        waiting: BTreeSet<NodeId>,
+        /// The members that granted a slot.
+        granted: BTreeSet<NodeId>,
+    },
+    /// Refused a slot: the grants withdrawn, waiting until `until` to ask again.
+    Backoff {
+        /// When to ask again.
+        until: Time,
+        /// Why, as INFO shows it.
+        why: String,
+    },
     /// Telling the live members that the move reached `phase`, until each has noted it.
     Telling {
         /// The phase told.
@@ -1351,6 +1550,8 @@ impl OwnMove {
     /// The step's name, as INFO shows it.
     fn name(&self) -> &'static str {
         match (&self.step, self.kind) {
+            (Step::Asking { .. }, _) => "asking-for-slot",
+            (Step::Backoff { .. }, _) => "waiting-for-slot",
             (
                 Step::Telling {
                     phase: MovePhase::Pending,
@@ -1476,6 +1677,15 @@ struct Pull {
     ask_at: Time,
 }
 
+/// A move slot this node granted ([`Message::Permit`]).
+#[derive(Debug, Clone, Copy)]
+struct Granted {
+    kind: MoveKind,
+    round: PermitRound,
+    /// When to ask the mover whether it still wants it ([`Message::PermitHeld`]).
+    query_at: Time,
+}
+
 /// A node on its first start, asking the members to admit it.
 #[derive(Debug)]
 struct Admission {
@@ -1579,6 +1789,13 @@ pub struct Leaderless<M: Mode> {
     left: BTreeSet<NodeId>,
     /// Each member's join or leave, at its phase as this node knows it (durable).
     moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    /// The move slots this node granted whose moves it has not noted yet (its own too), and
+    /// when each was granted or its mover last asked about it.
+    permits: BTreeMap<NodeId, Granted>,
+    /// The number of this start's last slot request ([`PermitRound`]).
+    rounds: u64,
+    /// This node's own move's refusals of a slot in a row.
+    refusals: u32,
     /// This node's own move, once begun.
     own: Option<OwnMove>,
     /// This node's own move was under way before it restarted: it resumes once it serves.
@@ -1799,6 +2016,7 @@ impl<M: Mode> Leaderless<M> {
             leaving,
             mut moves,
             removing,
+            permits,
         } = recovered;
         let me = config.id;
         // Left for good or removed: refused below. Leaving (or joining): the move resumes.
@@ -1812,10 +2030,27 @@ impl<M: Mode> Leaderless<M> {
         if leaving && !refused {
             later_move(&mut moves, me, MoveKind::Leave, MovePhase::Pending);
         }
+        // A move under way, or one that was asking for slots (its own slot granted).
         let resume_move = !refused
-            && moves
+            && (moves
                 .get(&me)
-                .is_some_and(|&(_, phase)| phase != MovePhase::Done);
+                .is_some_and(|&(_, phase)| phase != MovePhase::Done)
+                || permits.contains_key(&me));
+        let query = std::time::Duration::from_millis(config.permit_query_ms);
+        let permits = permits
+            .into_iter()
+            .map(|(id, (kind, round))| {
+                let query_at = Time::ZERO + query;
+                (
+                    id,
+                    Granted {
+                        kind,
+                        round,
+                        query_at,
+                    },
+                )
+            })
+            .collect();
         let generation = last + 1;
         let voters = if voters.is_empty() {
             config.members.clone()
@@ -1858,6 +2093,9 @@ impl<M: Mode> Leaderless<M> {
             gate: Gate::new(),
             admission: (!admitted).then(|| Admission::new(rng.next_u64(), false)),
             voters,
+            permits,
+            rounds: 0,
+            refusals: 0,
             own: None,
             resume_move,
             left,
@@ -2260,7 +2498,7 @@ impl<M: Mode> Leaderless<M> {
                         self.gate.send(id, Message::Moves { moves });
                     }
                     if let Some(OwnMove {
-                        step: Step::Telling { waiting, .. },
+                        step: Step::Telling { waiting, .. } | Step::Asking { waiting, .. },
                         resend_at,
                         ..
                     }) = self.own.as_mut()
@@ -2353,6 +2591,18 @@ impl<M: Mode> Leaderless<M> {
         }
         let (kind, phase) = self.moves[&id];
         self.gate.persist(Record::Move { id, kind, phase });
+        // The move holds its slot here from now on as a move under way (until done).
+        if let Some(granted) = self.permits.get(&id)
+            && granted.kind <= kind
+        {
+            let kind = granted.kind;
+            self.permits.remove(&id);
+            self.gate.persist(Record::Permit {
+                id,
+                kind,
+                round: None,
+            });
+        }
         if kind != MoveKind::Join {
             self.left.insert(id);
         }
@@ -2445,9 +2695,285 @@ impl<M: Mode> Leaderless<M> {
             let why = format!("node {me} is the last live member: nobody would take its data");
             return self.reply(to, Response::Failed(Failure::Refused(why)));
         }
-        self.note_move(me, MoveKind::Leave, MovePhase::Pending);
-        self.reply(to, Response::Leaving);
-        self.begin_move(now);
+        if !self.config.moves_take_slots() {
+            self.note_move(me, MoveKind::Leave, MovePhase::Pending);
+            self.reply(to, Response::Leaving);
+            return self.begin_move(now);
+        }
+        let round = self.next_round();
+        if let Err(busy) = self.grant(now, me, MoveKind::Leave, round) {
+            let why = format!("{}; try LEAVE again when one is done", busy_text(me, &busy));
+            return self.reply(to, Response::Failed(Failure::Busy(why)));
+        }
+        // Answered once its own slot is durable: from then on a restart resumes the leave.
+        match to {
+            Waiting::Client(id) => self.gate.reply(id, Response::Leaving),
+            to => self.reply(to, Response::Leaving),
+        }
+        self.ask_others(now, MoveKind::Leave, round);
+    }
+
+    // ----- move slots -----
+
+    /// The members holding a move slot at this node: each move under way here (noted pending
+    /// or switched) at its phase, and each slot granted to a move not noted yet (`None`).
+    fn slots(&self) -> BTreeMap<NodeId, (MoveKind, Option<MovePhase>)> {
+        let mut slots: BTreeMap<NodeId, (MoveKind, Option<MovePhase>)> = self
+            .moves
+            .iter()
+            .filter(|(_, (_, phase))| *phase != MovePhase::Done)
+            .map(|(&id, &(kind, phase))| (id, (kind, Some(phase))))
+            .collect();
+        for (&id, granted) in &self.permits {
+            slots.entry(id).or_insert((granted.kind, None));
+        }
+        slots
+    }
+
+    /// The moves under way at this node: noted pending or switched, not done.
+    #[must_use]
+    pub fn moves_under_way(&self) -> usize {
+        self.moves
+            .values()
+            .filter(|(_, phase)| *phase != MovePhase::Done)
+            .count()
+    }
+
+    /// A new request for slots of this start.
+    fn next_round(&mut self) -> PermitRound {
+        self.rounds += 1;
+        PermitRound {
+            generation: self.generation,
+            number: self.rounds,
+        }
+    }
+
+    /// Member `id` (this node too) asks for a slot for its `kind` move with request `round`:
+    /// granted, durably (everything this node sends from now on waits for the record), if
+    /// `id` holds a slot here already (a move of its under way, or a slot granted) or fewer
+    /// than [`MOVES_ENUMERATED_MAX`] are held; otherwise refused, with the slots' holders.
+    fn grant(
+        &mut self,
+        now: Time,
+        id: NodeId,
+        kind: MoveKind,
+        round: PermitRound,
+    ) -> Result<(), Vec<(NodeId, MoveKind, Option<MovePhase>)>> {
+        // The move was noted here already: it holds its slot as a move under way.
+        if self.moves.get(&id).is_some_and(|&(k, _)| k >= kind) {
+            return Ok(());
+        }
+        // Granted already, with this request or a later one.
+        if self
+            .permits
+            .get(&id)
+            .is_some_and(|g| g.kind == kind && g.round >= round)
+        {
+            return Ok(());
+        }
+        let slots = self.slots();
+        if !slots.contains_key(&id) && slots.len() >= MOVES_ENUMERATED_MAX {
+            return Err(slots
+                .into_iter()
+                .map(|(id, (kind, phase))| (id, kind, phase))
+                .collect());
+        }
+        let query = std::time::Duration::from_millis(self.config.permit_query_ms);
+        self.permits.insert(
+            id,
+            Granted {
+                kind,
+                round,
+                query_at: now + query,
+            },
+        );
+        self.gate.persist(Record::Permit {
+            id,
+            kind,
+            round: Some(round),
+        });
+        Ok(())
+    }
+
+    /// Member `from` asks for a slot: answered once the grant is durable, or refused.
+    fn on_permit(&mut self, now: Time, from: NodeId, round: PermitRound, kind: MoveKind) {
+        if self.admission.is_some() || from == self.config.id || self.is_gone_member(from) {
+            return;
+        }
+        let (granted, busy) = match self.grant(now, from, kind, round) {
+            Ok(()) => (true, Vec::new()),
+            Err(busy) => (false, busy),
+        };
+        self.gate.send(
+            from,
+            Message::Permitted {
+                round,
+                granted,
+                busy,
+            },
+        );
+    }
+
+    /// Member `from` answered this node's request for a slot: granted, the move begins once
+    /// every member has; refused, every slot of the request is withdrawn (this node's own
+    /// kept: it still means to move) and it asks again after a random wait. A grant of a
+    /// request this node no longer asks with, while its move has not begun, is withdrawn.
+    fn on_permitted(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        round: PermitRound,
+        granted: bool,
+        busy: &[(NodeId, MoveKind, Option<MovePhase>)],
+    ) {
+        let me = self.config.id;
+        let Some(own) = self.own.as_mut() else {
+            return;
+        };
+        let kind = own.kind;
+        match &mut own.step {
+            Step::Asking {
+                round: asked,
+                waiting,
+                granted: grants,
+            } if *asked == round => {
+                waiting.remove(&from);
+                if granted {
+                    grants.insert(from);
+                    return self.step_move(now);
+                }
+                let asked: Vec<NodeId> = grants
+                    .iter()
+                    .chain(waiting.iter())
+                    .copied()
+                    .filter(|&n| n != me)
+                    .collect();
+                for n in asked {
+                    self.gate.send(n, Message::Withdraw { round });
+                }
+                let step = self.back_off(now, kind, busy_text(from, busy));
+                if let Some(own) = self.own.as_mut() {
+                    own.step = step;
+                }
+            }
+            Step::Asking { .. } | Step::Backoff { .. } if granted => {
+                self.gate.send(from, Message::Withdraw { round });
+            }
+            _ => {}
+        }
+    }
+
+    /// Refused a slot (`why`): the step that waits a random time, longer after each refusal
+    /// in a row; said (at the 1st, 2nd, 4th, 8th... refusal in a row).
+    fn back_off(&mut self, now: Time, kind: MoveKind, why: String) -> Step {
+        self.refusals = self.refusals.saturating_add(1);
+        let base = self.config.permit_backoff_ms << (self.refusals - 1).min(3);
+        let wait_ms = self.rng.between(base / 2, base + base / 2).max(1);
+        let word = match kind {
+            MoveKind::Join => "join",
+            MoveKind::Leave => "leave",
+            MoveKind::Remove => "remove",
+        };
+        if self.refusals.is_power_of_two() {
+            self.gate.apply(Notice::Waiting(format!(
+                "{word}: waiting for a move slot: {why}; asking again in {wait_ms} ms"
+            )));
+        }
+        Step::Backoff {
+            until: now + std::time::Duration::from_millis(wait_ms),
+            why,
+        }
+    }
+
+    /// Asks every member for a slot for this node's `kind` move with a new request, its own
+    /// slot granted first (refused here, it backs off).
+    fn ask_slots(&mut self, now: Time, kind: MoveKind) {
+        let me = self.config.id;
+        let round = self.next_round();
+        match self.grant(now, me, kind, round) {
+            Ok(()) => self.ask_others(now, kind, round),
+            Err(busy) => {
+                let step = self.back_off(now, kind, busy_text(me, &busy));
+                self.own = Some(OwnMove {
+                    kind,
+                    step,
+                    resend_at: now,
+                });
+            }
+        }
+    }
+
+    /// Asks the other members for a slot with `round`, this node's own granted.
+    fn ask_others(&mut self, now: Time, kind: MoveKind, round: PermitRound) {
+        self.own = Some(OwnMove {
+            kind,
+            step: Step::Asking {
+                round,
+                waiting: self.others_to_tell(),
+                granted: BTreeSet::from([self.config.id]),
+            },
+            resend_at: now,
+        });
+        self.step_move(now);
+    }
+
+    /// Member `from` gives back the slots granted to its requests up to `round`.
+    fn on_withdraw(&mut self, from: NodeId, round: PermitRound) {
+        if let Some(granted) = self.permits.get(&from)
+            && granted.round <= round
+        {
+            let kind = granted.kind;
+            self.permits.remove(&from);
+            self.gate.persist(Record::Permit {
+                id: from,
+                kind,
+                round: None,
+            });
+        }
+    }
+
+    /// Member `from` has held a slot for this node's `kind` move, granted with `round`, and
+    /// the move has not begun there: it is told the move if it began, nothing while this
+    /// node still asks with `round`, and otherwise that the slot is withdrawn (a move begins
+    /// only from the request it asks with, and a start never asks with an earlier start's).
+    fn on_permit_held(&mut self, from: NodeId, round: PermitRound, kind: MoveKind) {
+        let me = self.config.id;
+        if let Some(&(k, phase)) = self.moves.get(&me)
+            && k >= kind
+        {
+            let message = Message::Move {
+                id: me,
+                kind: k,
+                phase,
+            };
+            return self.gate.send(from, message);
+        }
+        if let Some(OwnMove {
+            step: Step::Asking { round: asked, .. },
+            ..
+        }) = &self.own
+            && *asked == round
+        {
+            return;
+        }
+        self.gate.send(from, Message::Withdraw { round });
+    }
+
+    /// Asks the movers whose slots this node has held for [`Config::permit_query_ms`], their
+    /// moves not begun, whether they still want them.
+    fn query_permits(&mut self, now: Time) {
+        let me = self.config.id;
+        let query = std::time::Duration::from_millis(self.config.permit_query_ms);
+        let mut asks = Vec::new();
+        for (&id, granted) in &mut self.permits {
+            if id != me && granted.query_at <= now {
+                granted.query_at = now + query;
+                asks.push((id, granted.round, granted.kind));
+            }
+        }
+        for (id, round, kind) in asks {
+            self.gate.send(id, Message::PermitHeld { round, kind });
+        }
     }
 
     /// The members other than this node that have not left for good, those held dead
@@ -2481,6 +3007,13 @@ impl<M: Mode> Leaderless<M> {
     /// drains and streams; switched, it tells them that again, then that it is done.
     fn begin_move(&mut self, now: Time) {
         let me = self.config.id;
+        // A move that was asking for slots (its own slot granted, not begun) asks again.
+        if let Some(granted) = self.permits.get(&me)
+            && self.moves.get(&me).is_none_or(|&(k, _)| k < granted.kind)
+        {
+            let kind = granted.kind;
+            return self.ask_slots(now, kind);
+        }
         let Some(&(kind, phase)) = self.moves.get(&me) else {
             return;
         };
@@ -2512,11 +3045,46 @@ impl<M: Mode> Leaderless<M> {
                 .copied()
                 .filter(|&n| !self.waited_for(now, n))
                 .collect();
+            let others = self.others_to_tell();
             let Some(own) = self.own.as_mut() else {
                 return;
             };
             let kind = own.kind;
             match &mut own.step {
+                Step::Asking {
+                    round,
+                    waiting,
+                    granted,
+                } => {
+                    // A member known since the request is asked too; one held dead past the
+                    // wait is not waited for (as for the phases).
+                    waiting.extend(others.difference(granted));
+                    waiting.retain(|n| !dead.contains(n));
+                    let round = *round;
+                    if !waiting.is_empty() {
+                        if own.resend_at <= now {
+                            own.resend_at = now + retry;
+                            for &n in waiting.iter() {
+                                self.gate.send(n, Message::Permit { round, kind });
+                            }
+                        }
+                        return;
+                    }
+                    // Every member holds a slot for it: the move begins.
+                    self.refusals = 0;
+                    self.note_move(me, kind, MovePhase::Pending);
+                    self.tell(MovePhase::Pending);
+                    if let Some(own) = self.own.as_mut() {
+                        own.resend_at = now;
+                    }
+                }
+                Step::Backoff { until, .. } => {
+                    if *until > now {
+                        return;
+                    }
+                    // Asks (or backs off again) and carries the step on itself.
+                    return self.ask_slots(now, kind);
+                }
                 Step::Telling { phase, waiting } => {
                     // A member held dead past the wait is told when it is back
                     // ([`Message::Moves`]).
@@ -3826,6 +4394,17 @@ impl<M: Mode> Leaderless<M> {
             );
             return self.reply(to, Response::Failed(Failure::Full(why)));
         }
+        let under_way = self.moves_under_way();
+        if under_way > MOVES_ENUMERATED_MAX && self.config.moves_take_slots() {
+            // Its write could not meet its level in the table of every combination of them
+            // (see Moves slots): refused, not placed by a partial enumeration.
+            let why = format!(
+                "node {} knows of {under_way} moves under way, more than the \
+                 {MOVES_ENUMERATED_MAX} a write meets its level among: try again once one is done",
+                self.config.id
+            );
+            return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
         let wall = self
             .config
             .wall_clock_at_zero
@@ -4005,6 +4584,11 @@ impl<M: Mode> Leaderless<M> {
                 .collect(),
             keys_streamed: self.stats.keys_streamed,
             bytes_streamed: self.stats.bytes_streamed,
+            move_wait: self.own.as_ref().and_then(|o| match &o.step {
+                Step::Backoff { why, .. } => Some(why.clone()),
+                _ => None,
+            }),
+            moves_under_way: self.moves_under_way(),
         }
     }
 
@@ -4063,9 +4647,14 @@ impl<M: Mode> Leaderless<M> {
             if std::mem::take(&mut self.resume_move) {
                 self.begin_move(now);
             } else if !self.is_voter() && !self.moves.contains_key(&me) {
-                // Admitted, not one of the first members: it joins.
-                self.note_move(me, MoveKind::Join, MovePhase::Pending);
-                self.begin_move(now);
+                // Admitted, not one of the first members: it joins, once it holds a move
+                // slot at every member.
+                if self.config.moves_take_slots() {
+                    self.ask_slots(now, MoveKind::Join);
+                } else {
+                    self.note_move(me, MoveKind::Join, MovePhase::Pending);
+                    self.begin_move(now);
+                }
             }
         }
     }
@@ -4331,6 +4920,7 @@ impl<M: Mode> Leaderless<M> {
         self.step_move(now);
         self.step_removals(now);
         self.step_pulls(now);
+        self.query_permits(now);
         self.pump_outgoing(now);
         if self.member.wake.is_some_and(|at| at <= now) {
             self.member.wake = None;
@@ -4376,10 +4966,15 @@ impl<M: Mode> Leaderless<M> {
                 .as_ref()
                 .filter(|a| !a.refused && !a.heard)
                 .and_then(|a| a.unreachable_at),
+            self.permits
+                .iter()
+                .filter(|&(&id, _)| id != self.config.id)
+                .map(|(_, granted)| granted.query_at)
+                .min(),
             self.own.as_ref().and_then(|o| match &o.step {
                 Step::Done => None,
-                Step::Draining { until } => Some(*until),
-                Step::Telling { .. } => Some(o.resend_at),
+                Step::Draining { until } | Step::Backoff { until, .. } => Some(*until),
+                Step::Telling { .. } | Step::Asking { .. } => Some(o.resend_at),
                 Step::Receiving { ask_at, .. } => Some(*ask_at),
                 Step::HandingOff { streams } => streams
                     .values()
@@ -4422,6 +5017,34 @@ fn starting() -> Response {
     ))
 }
 
+/// What holds node `at`'s move slots, as a refusal says it: `node n2 has 4 moves under way
+/// or starting (n5 join pending, n6 join starting, ...)`.
+fn busy_text(at: NodeId, busy: &[(NodeId, MoveKind, Option<MovePhase>)]) -> String {
+    let moves: Vec<String> = busy
+        .iter()
+        .take(MOVES_MAX)
+        .map(|&(id, kind, phase)| {
+            let kind = match kind {
+                MoveKind::Join => "join",
+                MoveKind::Leave => "leave",
+                MoveKind::Remove => "remove",
+            };
+            let phase = match phase {
+                None => "starting",
+                Some(MovePhase::Pending) => "pending",
+                Some(MovePhase::Switched) => "switched",
+                Some(MovePhase::Done) => "done",
+            };
+            format!("{id} {kind} {phase}")
+        })
+        .collect();
+    format!(
+        "node {at} has {} moves under way or starting ({})",
+        busy.len(),
+        moves.join(", ")
+    )
+}
+
 /// `nodes` as `1, 2, 3`.
 fn list(nodes: &[NodeId]) -> String {
     let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
@@ -4452,7 +5075,13 @@ impl<M: Mode> Protocol for Leaderless<M> {
     fn handle(&mut self, now: Time, input: InputOf<Self>) {
         match input {
             Input::Message { from, message } => match message {
-                Message::Member(_) | Message::Abd(_) | Message::Cas(_)
+                Message::Member(_)
+                | Message::Abd(_)
+                | Message::Cas(_)
+                | Message::Permit { .. }
+                | Message::Permitted { .. }
+                | Message::Withdraw { .. }
+                | Message::PermitHeld { .. }
                     if self.admission.is_some() => {}
                 Message::Admit { nonce } => self.on_admit(now, from, nonce),
                 // A member being removed (or removed) is told so, and heard no further.
@@ -4532,6 +5161,14 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 }
                 Message::Pull { id, sources } => self.on_pull(now, from, id, sources),
                 Message::Pulled { id } => self.on_pulled(now, from, id),
+                Message::Permit { round, kind } => self.on_permit(now, from, round, kind),
+                Message::Permitted {
+                    round,
+                    granted,
+                    busy,
+                } => self.on_permitted(now, from, round, granted, &busy),
+                Message::Withdraw { round } => self.on_withdraw(from, round),
+                Message::PermitHeld { round, kind } => self.on_permit_held(from, round, kind),
             },
             Input::Request { id, request } => self.request(now, id, request),
             Input::Persisted(token) => self.on_persisted(now, token),

@@ -76,6 +76,7 @@ enum Slot {
     Leaving,
     Move(synod_node::NodeId),
     Removing(synod_node::NodeId),
+    Permit(synod_node::NodeId),
 }
 
 fn slot<S>(record: &Record<S>) -> Slot {
@@ -90,6 +91,7 @@ fn slot<S>(record: &Record<S>) -> Slot {
         Record::Leaving => Slot::Leaving,
         Record::Move { id, .. } => Slot::Move(*id),
         Record::Removing { id } => Slot::Removing(*id),
+        Record::Permit { id, .. } => Slot::Permit(*id),
     }
 }
 
@@ -101,6 +103,12 @@ fn keep<S>(live: &mut BTreeMap<Slot, Vec<u8>>, record: &Record<S>, bytes: Vec<u8
     match record {
         Record::Store { key, state: None } => {
             live.remove(&Slot::Store(key.clone()));
+        }
+        // A move slot given back leaves no slot either.
+        Record::Permit {
+            id, round: None, ..
+        } => {
+            live.remove(&Slot::Permit(*id));
         }
         _ => {
             live.insert(slot(record), bytes);

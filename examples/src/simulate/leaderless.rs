@@ -75,10 +75,12 @@ pub const LEAVE: u64 = 400;
 /// a node leaving while the clients work, or both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moves {
-    /// The last node is not one of the others' configured members: it asks them to admit
-    /// it on its first start, and joins the cluster (its share of the partitions streamed
-    /// to it) while the clients work.
-    pub join: bool,
+    /// The last `joins` nodes are not the others' configured members: each asks them to
+    /// admit it on its first start, and joins the cluster (its share of the partitions
+    /// streamed to it) while the clients work; more than
+    /// [`MOVES_ENUMERATED_MAX`](crate::leaderless::machine::MOVES_ENUMERATED_MAX) at once
+    /// wait for move slots.
+    pub joins: usize,
     /// The clients' `n`th operation in all is a [`Request::Leave`] to the last of the
     /// cluster's first members, which hands its partitions off and leaves while the
     /// clients go on.
@@ -95,15 +97,21 @@ impl Moves {
     /// The node that leaves, if one does, in a cluster of `nodes`.
     #[must_use]
     pub fn leaver(&self, nodes: usize) -> Option<NodeId> {
-        let first = if self.join { nodes - 1 } else { nodes };
-        self.leave_after.map(|_| NodeId::new(first as u64))
+        self.leave_after
+            .map(|_| NodeId::new(self.first_members(nodes) as u64))
+    }
+
+    /// The cluster's first members in a cluster of `nodes`: nodes 1 to this.
+    #[must_use]
+    pub fn first_members(&self, nodes: usize) -> usize {
+        nodes.saturating_sub(self.joins).max(1)
     }
 
     /// The node removed, if one is, in a cluster of `nodes`.
     #[must_use]
     pub fn removed(&self, nodes: usize) -> Option<NodeId> {
-        let first = if self.join { nodes - 1 } else { nodes };
-        self.remove_after.map(|_| NodeId::new(first as u64))
+        self.remove_after
+            .map(|_| NodeId::new(self.first_members(nodes) as u64))
     }
 }
 
@@ -130,14 +138,12 @@ const LOG: LogOptions = LogOptions {
 pub type Node<M = Vv> = Leaderless<M>;
 
 /// A simulated node's configuration: fast timers for a simulation of a few seconds. With
-/// [`Moves::join`], the last node joins: the others are configured without it.
+/// [`Moves::joins`], the last nodes join: the first members are configured without them, and
+/// each joiner with the first members and itself.
 fn config(id: NodeId, nodes: usize, seed: u64, moves: Moves) -> Config {
-    let first = if moves.join && id.get() < nodes as u64 {
-        nodes as u64 - 1
-    } else {
-        nodes as u64
-    };
-    let mut config = Config::new(id, (1..=first).map(NodeId::new));
+    let first = moves.first_members(nodes) as u64;
+    let members = (1..=first).chain((id.get() > first).then_some(id.get()));
+    let mut config = Config::new(id, members.map(NodeId::new));
     config.partitions = 8;
     config.timeout_ms = 80;
     // With a join or a leave, anti-entropy is slow, so that no replica is brought up to
@@ -234,6 +240,10 @@ impl<M: Mode> Describe for Leaderless<M> {
             | Message::Pull { .. }
             | Message::Pulled { .. } => "removal",
             Message::HandOff { .. } | Message::HandedOff { .. } => "hand-off",
+            Message::Permit { .. }
+            | Message::Permitted { .. }
+            | Message::Withdraw { .. }
+            | Message::PermitHeld { .. } => "permit",
         }
     }
 }
@@ -261,10 +271,12 @@ pub struct Seen {
     saw: BTreeMap<u64, Vec<u64>>,
     /// Each QUORUM key's state on every replica once they agreed after the heal.
     final_values: Option<BTreeMap<u64, Vec<u64>>>,
-    /// Once they agreed: whether the joiner was in the table and whether the leaver had left.
+    /// Once they agreed: whether the joiners were in the table and whether the leaver had left.
     moved: (bool, bool),
     /// Once they agreed: whether node 1 held the node removed out of its table.
     removed: bool,
+    /// The most moves under way at any node after any event.
+    under_way_peak: usize,
 }
 
 /// The clients: linearizable reads and writes, CAS reads and compare-and-sets, QUORUM reads
@@ -514,8 +526,13 @@ fn converged<M: Mode>(
         Some(values) => {
             let nodes = view.nodes().count();
             let first = view.node(NodeId::new(1)).and_then(ProtocolNode::protocol);
-            let joined =
-                moves.join && first.is_some_and(|p| p.table().load(NodeId::new(nodes as u64)) > 0);
+            let joiners = moves.first_members(nodes) + 1..=nodes;
+            let joined = moves.joins > 0
+                && first.is_some_and(|p| {
+                    joiners
+                        .clone()
+                        .all(|j| p.table().load(NodeId::new(j as u64)) > 0)
+                });
             let left = moves.leaver(nodes).is_some_and(|leaver| {
                 view.node(leaver)
                     .and_then(ProtocolNode::protocol)
@@ -545,7 +562,7 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Whether the run's joiner had joined the table and its leaver had left once the
+    /// Whether the run's joiners had joined the table and its leaver had left once the
     /// replicas agreed (both false if they never did).
     #[must_use]
     pub fn moved(&self) -> (bool, bool) {
@@ -556,6 +573,15 @@ impl Checks {
     #[must_use]
     pub fn removed(&self) -> bool {
         self.seen.borrow().removed
+    }
+
+    /// The most moves under way at any node after any event of the run (at most
+    /// [`MOVES_ENUMERATED_MAX`](crate::leaderless::machine::MOVES_ENUMERATED_MAX) but at a
+    /// node that learned of a move it granted no slot
+    /// to, or in the broken variant).
+    #[must_use]
+    pub fn under_way_peak(&self) -> usize {
+        self.seen.borrow().under_way_peak
     }
 }
 
@@ -939,13 +965,24 @@ pub fn run_moving<M: Mode + 'static>(
     let nodes = config.nodes();
     let seen = Rc::new(RefCell::new(Seen::default()));
     let progress_seen = Rc::clone(&seen);
+    let peak_seen = Rc::clone(&seen);
     let simulation = Simulation::new(
         config,
         seed,
         move |_| ProtocolNode::new(LeaderlessStore::<M>::with_moves(moves)),
         LeaderlessClients::new(Rc::clone(&seen), moves),
     )
-    .progress(move |view| converged::<M>(&progress_seen, moves, view));
+    .progress(move |view| converged::<M>(&progress_seen, moves, view))
+    .invariant(move |view| {
+        let under_way = view
+            .nodes()
+            .filter_map(|(_, node)| node.protocol().map(Leaderless::moves_under_way))
+            .max()
+            .unwrap_or(0);
+        let mut seen = peak_seen.borrow_mut();
+        seen.under_way_peak = seen.under_way_peak.max(under_way);
+        Ok(())
+    });
     // The node removed is crashed for good (again whenever the nemesis restarted it) until
     // the liveness phase.
     let simulation = match moves.removed(nodes) {
