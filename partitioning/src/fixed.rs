@@ -388,15 +388,7 @@ impl PartitionTable {
             *load.get_mut(&best).expect("a node of the table") += 1;
             movement.replicas_added += 1;
         }
-        let table = PartitionTable {
-            version: TableVersion(self.version.0 + 1),
-            partitions: self.partitions,
-            replication: self.replication,
-            nodes: specs,
-            replicas: replicas.into_iter().flatten().collect(),
-        };
-        table.assert_valid();
-        Ok((table, movement))
+        Ok((self.next(specs, replicas), movement))
     }
 
     /// The table's version.
@@ -663,6 +655,16 @@ impl PartitionTable {
             .zip(&old)
             .filter(|(new, old)| old.first() != new.first())
             .count();
+        (self.next(specs, replicas), movement)
+    }
+
+    /// The next version of this table: `specs`' nodes holding `replicas` (a list per
+    /// partition), checked whole.
+    fn next(
+        &self,
+        specs: BTreeMap<NodeId, NodeSpec>,
+        replicas: Vec<Vec<NodeId>>,
+    ) -> PartitionTable {
         let table = PartitionTable {
             version: TableVersion(self.version.0 + 1),
             partitions: self.partitions,
@@ -671,7 +673,7 @@ impl PartitionTable {
             replicas: replicas.into_iter().flatten().collect(),
         };
         table.assert_valid();
-        (table, movement)
+        table
     }
 
     /// Every partition's replica list (empty lists for the table before the first).
