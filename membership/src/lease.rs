@@ -104,15 +104,22 @@
 //! - otherwise, is expired by the leader that ends it an election timeout of grace (none
 //!   if it took over with a checkpoint of zero), a tick and a commit after the later of
 //!   its takeover and the deadline it took over with: `r + ttl` plus the time the lease's
-//!   last checkpoint it applied took to reach it, or, if it restarted since, the age of
-//!   that checkpoint at the restart (at most twice `checkpoint_interval_ms` and the time
-//!   the election took while leaders stay up long enough to commit a checkpoint; with more
-//!   than `checkpoints_per_entry_max` leases due, a multiple of it).
+//!   last checkpoint it applied took to reach it, plus, for each node that restarted since
+//!   `r` and then led, the age at its restart of the last checkpoint it had applied (at
+//!   most twice `checkpoint_interval_ms` and the time the election took while leaders
+//!   stay up long enough to commit a checkpoint; with more than `checkpoints_per_entry_max`
+//!   leases due, a multiple of it). These add up: a restarted leader's checkpoints carry
+//!   what its restart added on to the next leader, which cannot tell it apart.
 //!
 //! So a lease nobody keeps alive ends, whatever the number of changes of leader in
-//! between, by the later of the last takeover and `r + ttl + 2 × checkpoint_interval_ms +
-//! election time`, plus an election timeout, an expiry tick and a commit; once a
-//! checkpoint of zero has committed, the next leader expires it at once.
+//! between, by the later of the last takeover and `r + ttl + k × (2 ×
+//! checkpoint_interval_ms + election time)` for `k` leaders that restarted before they
+//! led (`k = 1` at most for a single restart), plus an election timeout, an expiry tick
+//! and a commit; once a checkpoint of zero has committed, the next leader expires it at
+//! once. Restarted leaders cannot keep a lease for ever: a restarted node stands for
+//! election only after an election timeout without hearing from a leader, and time spent
+//! so is not added (its restart is what it counts from), so each such takeover still
+//! takes at least an election timeout off what the last checkpoint left.
 //!
 //! # Minimum TTL
 //!
