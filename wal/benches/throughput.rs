@@ -24,7 +24,12 @@
 //!
 //! `SYNOD_BENCH_QUICK=1` runs fewer, shorter repetitions (under 30 s). Files go to a
 //! temporary directory under Cargo's target directory, on the same file system as the
-//! workspace (not a tmpfs).
+//! workspace (not a tmpfs), or under `SYNOD_BENCH_DIR` if it is set: pointed at a tmpfs
+//! (`/dev/shm`), a sync costs nothing and what the group figures measure is the log's own
+//! CPU and hand-offs. With `SYNOD_BENCH_SYNC_US=N` as well, every data sync of the log and
+//! of the raw baseline sleeps N microseconds after the real one: a disk whose sync takes N
+//! us, the same for both, which no other program on the machine slows (a shared disk's
+//! syncs swing by 50x from run to run; the cores stay shared).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -38,16 +43,53 @@ use synod_wal::{FileStorage, Storage, StorageFile, SyncPolicy, Wal, WalConfig};
 
 /// Real files, counting the data syncs made on them: how many records share a sync is
 /// the figure behind group commit's rate, and it does not move with the machine's load.
+/// It also times them: how long a sync takes, and how long from the end of one to the
+/// start of the next (the group-commit thread's turn-around: publishing, waking, taking
+/// and writing the next batch).
 #[derive(Debug)]
 struct CountingStorage {
     files: FileStorage,
-    syncs: Arc<AtomicU64>,
+    syncs: Arc<SyncCounts>,
+}
+
+#[derive(Debug, Default)]
+struct SyncCounts {
+    syncs: AtomicU64,
+    /// Nanoseconds inside syncs, and between the end of one and the start of the next.
+    in_sync_ns: AtomicU64,
+    between_ns: AtomicU64,
+    /// When the last sync ended, in nanoseconds since `epoch` (0: none yet).
+    last_end_ns: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl SyncCounts {
+    fn now_ns(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn synced(&self, sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let start = self.now_ns();
+        let last = self.last_end_ns.load(Ordering::Relaxed);
+        if last != 0 {
+            self.between_ns
+                .fetch_add(start.saturating_sub(last), Ordering::Relaxed);
+        }
+        let result = sync();
+        let end = self.now_ns();
+        self.in_sync_ns
+            .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        self.last_end_ns.store(end, Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        result
+    }
 }
 
 #[derive(Debug)]
 struct CountingFile {
     file: <FileStorage as Storage>::File,
-    syncs: Arc<AtomicU64>,
+    syncs: Arc<SyncCounts>,
 }
 
 impl Storage for CountingStorage {
@@ -94,8 +136,29 @@ impl StorageFile for CountingFile {
         self.file.set_len(len)
     }
     fn sync_data(&self) -> std::io::Result<()> {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync_data()
+        self.syncs.synced(|| {
+            self.file.sync_data()?;
+            modelled_sync();
+            Ok(())
+        })
+    }
+}
+
+/// The modelled disk's sync time (`SYNOD_BENCH_SYNC_US`), if one is set.
+fn sync_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SYNOD_BENCH_SYNC_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+    })
+}
+
+/// Waits as long as the modelled disk's sync takes, after a real sync.
+fn modelled_sync() {
+    if let Some(delay) = sync_delay() {
+        std::thread::sleep(delay);
     }
 }
 
@@ -118,6 +181,36 @@ fn cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds the group-commit thread (named `synod-wal-group-commit`, `synod-wal-group`
+/// in `/proc`, which keeps 15 characters) has used, from `/proc/self/task/*/stat`; 0 if
+/// none runs or `/proc` cannot be read. With two or more logs open, their sum.
+fn group_commit_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(synod-wal-group") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (ticks(11) + ticks(12)) / 100.0;
+    }
+    total
 }
 
 struct Plan {
@@ -194,6 +287,7 @@ fn raw_fdatasync_rate(file: &std::fs::File, bytes: usize, duration: Duration) ->
         file.write_all_at(&buf, ((ops % slots) * bytes) as u64)
             .unwrap();
         file.sync_data().unwrap();
+        modelled_sync();
         ops += 1;
     }
     ops as f64 / start.elapsed().as_secs_f64()
@@ -212,7 +306,17 @@ fn open_log(dir: &Path, policy: SyncPolicy, segment_bytes: u64) -> Wal<FileStora
 /// One writer, synced 4 KiB appends: appends per second.
 fn wal_single_rate(root: &Path, plan: &Plan) -> f64 {
     let dir = tempfile::tempdir_in(root).unwrap();
-    let wal = open_log(dir.path(), SyncPolicy::Always, plan.segment_bytes);
+    let config = WalConfig::builder()
+        .segment_bytes_max(plan.segment_bytes)
+        .record_bytes_max(64 * 1024)
+        .sync_policy(SyncPolicy::Always)
+        .build()
+        .unwrap();
+    let storage = CountingStorage {
+        files: FileStorage::new(dir.path()).unwrap(),
+        syncs: Arc::default(),
+    };
+    let wal = Wal::open(storage, config).unwrap().0;
     let payload = bytes::Bytes::from(vec![0x5au8; 4096]);
     let start = Instant::now();
     let mut ops = 0usize;
@@ -229,6 +333,11 @@ struct GroupRun {
     appends: u64,
     syncs: u64,
     cpu_s: f64,
+    /// Seconds inside syncs, and between the end of one and the start of the next.
+    in_sync_s: f64,
+    between_s: f64,
+    /// CPU seconds of the group-commit thread.
+    committer_cpu_s: f64,
 }
 
 /// 64 writers, each appending and waiting for durability.
@@ -245,7 +354,7 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
         .sync_policy(policy)
         .build()
         .unwrap();
-    let syncs = Arc::new(AtomicU64::new(0));
+    let syncs = Arc::new(SyncCounts::default());
     let storage = CountingStorage {
         files: FileStorage::new(dir.path()).unwrap(),
         syncs: Arc::clone(&syncs),
@@ -271,8 +380,11 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
             })
         })
         .collect();
-    let syncs_before = syncs.load(Ordering::Relaxed);
+    let syncs_before = syncs.syncs.load(Ordering::Relaxed);
+    let in_sync_before = syncs.in_sync_ns.load(Ordering::Relaxed);
+    let between_before = syncs.between_ns.load(Ordering::Relaxed);
     let cpu_before = cpu_seconds();
+    let committer_before = group_commit_cpu_seconds();
     let start = Instant::now();
     *deadline.lock() = Some(start + plan.rep);
     barrier.wait();
@@ -283,8 +395,11 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
     GroupRun {
         appends_per_s: appends as f64 / start.elapsed().as_secs_f64(),
         appends,
-        syncs: syncs.load(Ordering::Relaxed) - syncs_before,
+        syncs: syncs.syncs.load(Ordering::Relaxed) - syncs_before,
         cpu_s: cpu_seconds() - cpu_before,
+        committer_cpu_s: group_commit_cpu_seconds() - committer_before,
+        in_sync_s: (syncs.in_sync_ns.load(Ordering::Relaxed) - in_sync_before) as f64 / 1e9,
+        between_s: (syncs.between_ns.load(Ordering::Relaxed) - between_before) as f64 / 1e9,
     }
 }
 
@@ -420,11 +535,20 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument selects figures by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let root = match std::env::var_os("SYNOD_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
+    };
     println!(
         "synod-wal throughput benchmark; data in {}",
         root.path().display()
     );
+    if let Some(delay) = sync_delay() {
+        println!(
+            "every data sync sleeps {} us after the real one (SYNOD_BENCH_SYNC_US)",
+            delay.as_micros()
+        );
+    }
     let raw_file = prewritten(root.path());
 
     // Baseline and component repetitions alternate, so that both see the same machine.
@@ -458,6 +582,7 @@ fn main() {
         let batch = 64 * record_bytes(payload);
         let (mut ceiling, mut wal) = (Vec::new(), Vec::new());
         let (mut appends, mut syncs, mut cpu_s) = (0u64, 0u64, 0.0);
+        let (mut in_sync_s, mut between_s, mut committer_s) = (0.0, 0.0, 0.0);
         let (mut wake_rounds, mut wake_cpu) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             ceiling.push(64.0 * raw_fdatasync_rate(&raw_file, batch, plan.rep));
@@ -469,6 +594,9 @@ fn main() {
             appends += run.appends;
             syncs += run.syncs;
             cpu_s += run.cpu_s;
+            in_sync_s += run.in_sync_s;
+            between_s += run.between_s;
+            committer_s += run.committer_cpu_s;
         }
         let base = report(
             &format!("ceiling 64 x pwrite+fdatasync of {batch} B"),
@@ -484,6 +612,13 @@ fn main() {
         println!(
             "  records per sync {:.1}, CPU per append {per_append:.2} us (all repetitions)",
             appends as f64 / syncs.max(1) as f64,
+        );
+        println!(
+            "  a sync takes {:.1} us on average; from the end of one to the start of the next, \
+             {:.1} us; the group-commit thread's CPU per sync {:.1} us",
+            in_sync_s * 1e6 / syncs.max(1) as f64,
+            between_s * 1e6 / syncs.max(1) as f64,
+            committer_s * 1e6 / syncs.max(1) as f64,
         );
         let rounds = stats(wake_rounds).0;
         let per_wake = stats(wake_cpu).0;
