@@ -66,7 +66,9 @@ struct SyncCounts {
 impl SyncCounts {
     fn now_ns(&self) -> u64 {
         let epoch = *self.epoch.get_or_init(Instant::now);
-        u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     fn synced(&self, sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {

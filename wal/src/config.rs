@@ -19,7 +19,10 @@ pub enum SyncPolicy {
     /// Group commit by a background thread: it writes and syncs what is pending once
     /// `batch_bytes_max` bytes are pending or the oldest pending record has waited
     /// `batch_delay_us_max` microseconds. [`crate::Wal::append`] waits for the sync that
-    /// covers its record; [`crate::Wal::submit`] does not.
+    /// covers its record; [`crate::Wal::submit`] does not. A writer waiting for its record
+    /// asks for a sync at once; the thread then begins it as soon as every writer the last
+    /// sync woke is waiting again (writers that block on each record come back together),
+    /// or `batch_delay_us_max` after the last sync ended, whichever is first.
     Group {
         /// The longest a record waits for others to share its sync, in microseconds.
         batch_delay_us_max: u64,

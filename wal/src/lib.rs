@@ -157,11 +157,15 @@
 //!   writes and syncs everything pending, the others wait for it. No background thread.
 //! - [`SyncPolicy::Group`]: group commit by one background thread, which syncs once
 //!   `batch_bytes_max` bytes are pending or the oldest pending record has waited
-//!   `batch_delay_us_max`, and at once when a writer waits for a record (a blocking append,
-//!   [`Wal::wait_durable`]): the records queued while that sync runs make the next batch. A
-//!   writer is released only by a sync that covered its record, and the end of a sync
-//!   wakes every writer it covered at once (one system call), not one after another.
-//!   [`SyncPolicy::group()`] gives the values to start from (1 ms, 1 MiB) and why.
+//!   `batch_delay_us_max`, and as soon as it can when a writer waits for a record (a
+//!   blocking append, [`Wal::wait_durable`]): the records queued while that sync runs make
+//!   the next batch. A writer is released only by a sync that covered its record. The end
+//!   of a sync wakes one of the writers it covered, who wakes the rest with one system
+//!   call, so the group-commit thread never spends its time waking threads; and the next
+//!   sync waits until every writer the last one woke has queued its next record (or
+//!   `batch_delay_us_max` from the end of the last sync), so that writers who each block
+//!   on every record share one sync rather than the first few back taking one of their
+//!   own. [`SyncPolicy::group()`] gives the values to start from (1 ms, 1 MiB) and why.
 //! - [`SyncPolicy::Manual`]: nothing is written or synced until [`Wal::sync`] (or
 //!   [`Wal::wait_durable`]). The log then does all its I/O in the caller's thread and never
 //!   starts one, which is what a deterministic simulator needs.

@@ -344,3 +344,100 @@ fn a_writer_waiting_while_a_flush_writes_its_record_is_synced() {
     );
     assert_eq!(wal.durable_index(), LogIndex::new(2));
 }
+
+/// The next sync waits for the writers the last one woke (issue 20): when a sync that
+/// covered 32 blocked writers ends, the first of them to queue its next record does not
+/// start a sync that the other 31 then wait behind; the sync begins once all 32 are
+/// waiting again (or `batch_delay_us_max` after the last sync ended), and carries all 32.
+/// Held deterministically: the test lets 31 writers queue, checks that no sync began while
+/// they sleep, then lets the 32nd go. Before, the group-commit thread synced whatever was
+/// pending as soon as one writer asked, so a third sync carried the first returners only
+/// and a fourth the rest.
+#[test]
+fn the_next_sync_waits_for_every_writer_the_last_one_woke() {
+    let disk = SyncGated::new(23);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            // The longest allowed: only the writers' return may start the third sync.
+            batch_delay_us_max: 10_000_000,
+            batch_bytes_max: 1 << 20,
+        })
+        .build()
+        .expect("valid config");
+    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
+    // 32 writers queue behind the first sync; each appends once, reports, waits for the
+    // test's word, and appends again.
+    let (returned_tx, returned) = channel::<String>();
+    let mut go = Vec::new();
+    let writers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let wal = wal.clone();
+            let returned_tx = returned_tx.clone();
+            let (go_tx, go_rx) = channel::<()>();
+            go.push(go_tx);
+            thread::spawn(move || {
+                let a = wal.append(payload(100 + w, 100))?;
+                returned_tx.send(current_tid()).expect("the test listens");
+                go_rx.recv().expect("the test lets the writer go");
+                let b = wal.append(payload(200 + w, 100))?;
+                Ok::<_, synod_wal::WalError>((a, b))
+            })
+        })
+        .collect();
+    until("the 32 records are queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
+    syncs.release.send(()).expect("release the first sync");
+    first.join().expect("no panic").expect("append");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the second sync, of the 32 records, starts");
+    syncs.release.send(()).expect("release the second sync");
+    let tids: Vec<String> = (0..32)
+        .map(|_| returned.recv_timeout(WAIT).expect("every writer returns"))
+        .collect();
+    // 31 of them queue their next record and sleep waiting for it.
+    for g in &go[..31] {
+        g.send(()).expect("the writer waits");
+    }
+    until("31 more records are queued", || {
+        wal.last_index() == LogIndex::new(64)
+    });
+    until("the 31 writers sleep", || {
+        tids[..31].iter().all(|t| thread_state(t) == Some('S'))
+    });
+    assert!(
+        syncs.reached.try_recv().is_err(),
+        "a sync began before every writer the last one woke was waiting again"
+    );
+    assert_eq!(wal.durable_index(), LogIndex::new(33));
+    // The last one comes back: the third sync starts and carries all 32.
+    go[31].send(()).expect("the writer waits");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the third sync starts");
+    disk.disarm();
+    syncs.release.send(()).expect("release the third sync");
+    for w in writers {
+        w.join().expect("no panic").expect("appends");
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(65));
+    assert!(
+        syncs.reached.try_recv().is_err(),
+        "a fourth sync was needed: the third did not carry every writer"
+    );
+}
