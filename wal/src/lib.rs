@@ -160,12 +160,13 @@
 //!   `batch_delay_us_max`, and as soon as it can when a writer waits for a record (a
 //!   blocking append, [`Wal::wait_durable`]): the records queued while that sync runs make
 //!   the next batch. A writer is released only by a sync that covered its record. The end
-//!   of a sync wakes one of the writers it covered, who wakes the rest with one system
-//!   call, so the group-commit thread never spends its time waking threads; and the next
-//!   sync waits until every writer the last one woke has queued its next record (or
-//!   `batch_delay_us_max` from the end of the last sync), so that writers who each block
-//!   on every record share one sync rather than the first few back taking one of their
-//!   own. [`SyncPolicy::group()`] gives the values to start from (1 ms, 1 MiB) and why.
+//!   of a sync wakes every writer it covered with one system call (or, when the next batch
+//!   is already waiting to be written, wakes one of them, who wakes the rest, so that the
+//!   write is not held up); and the next sync waits until every writer the last one woke
+//!   has queued its next record (or `batch_delay_us_max` from the end of the last sync),
+//!   so that writers who each block on every record share one sync rather than the first
+//!   few back taking one of their own. [`SyncPolicy::group()`] gives the values to start
+//!   from (1 ms, 1 MiB) and why.
 //! - [`SyncPolicy::Manual`]: nothing is written or synced until [`Wal::sync`] (or
 //!   [`Wal::wait_durable`]). The log then does all its I/O in the caller's thread and never
 //!   starts one, which is what a deterministic simulator needs.

@@ -1206,7 +1206,7 @@ impl<S: Storage> Inner<S> {
     fn flush(&self, st: &mut MutexGuard<'_, State<S::File>>, sync: bool) -> Result<(), WalError> {
         let owed = self.flush_deferring(st, sync, None)?;
         if let Some(owed) = owed {
-            MutexGuard::unlocked(st, || self.announce(owed));
+            MutexGuard::unlocked(st, || self.announce(owed, false));
         }
         Ok(())
     }
@@ -1227,7 +1227,7 @@ impl<S: Storage> Inner<S> {
         assert!(!st.busy, "flush while another thread is busy");
         let pay = |st: &mut MutexGuard<'_, State<S::File>>, earlier: Option<Owed>| {
             if let Some(earlier) = earlier {
-                MutexGuard::unlocked(st, || self.announce(earlier));
+                MutexGuard::unlocked(st, || self.announce(earlier, false));
             }
         };
         if let Some(cause) = &st.poisoned {
@@ -1260,7 +1260,8 @@ impl<S: Storage> Inner<S> {
         st.busy = true;
         let result = MutexGuard::unlocked(st, || {
             if let Some(earlier) = earlier {
-                self.announce(earlier);
+                // The next batch waits to be written: one wake-up here, the rest relayed.
+                self.announce(earlier, true);
             }
             self.write_batch(&batch, start, durable_before, cursor, sync)
         });
@@ -1318,9 +1319,11 @@ impl<S: Storage> Inner<S> {
     }
 
     /// Delivers what the end of a sync owes (called without the state's lock): wakes the
-    /// writers it covered, not through the lock, and tells the listener.
-    fn announce(&self, owed: Owed) {
-        self.gates.open(owed.sync);
+    /// writers it covered, not through the lock, and tells the listener. With `relay`, the
+    /// calling thread wakes one of them, who wakes the rest (see [`Gates`]); without, it
+    /// wakes them all itself, at once.
+    fn announce(&self, owed: Owed, relay: bool) {
+        self.gates.open(owed.sync, relay);
         if !owed.moved {
             return;
         }
@@ -1642,7 +1645,7 @@ impl<S: Storage> Inner<S> {
                 continue;
             }
             if let Some(owed) = owed.take() {
-                MutexGuard::unlocked(&mut st, || self.announce(owed));
+                MutexGuard::unlocked(&mut st, || self.announce(owed, false));
                 continue;
             }
             if st.shutdown {
@@ -1730,14 +1733,14 @@ struct Cursor<F> {
 /// whose `notify_all` wakes every waiter with one system call; `parking_lot`'s hands them
 /// over one after the other, each wake-up waiting for the one before it).
 ///
-/// The group-commit thread does not wake them itself: it wakes one (`notify_one`), and the
-/// first writer to find the sync finished wakes the rest (the relay, in [`Gates::wait`]).
-/// Waking 64 threads costs the waker about 0.7 us each in the kernel, and the group-commit
-/// thread is the one thread the whole log waits for: it paid for every wake-up (three
-/// quarters of its time in a profile with 64 writers, 70 to 80 us of its CPU per sync of
-/// 64 128-byte records; 18 to 29 us now). Now that cost falls on a writer that was woken
-/// anyway, and the group-commit thread is free to take the next batch as soon as the
-/// writers are back.
+/// When the group-commit thread has the next batch to write already (a full one), it does
+/// not wake them itself: it wakes one (`notify_one`), and the first writer to find the
+/// sync finished wakes the rest (the relay, in [`Gates::wait`]). Waking 64 threads costs
+/// the waker about 0.7 us each in the kernel (three quarters of the group-commit thread's
+/// time in a profile with 64 writers, 60 to 80 us of its CPU per sync of 64 128-byte
+/// records), which would hold up that write. Otherwise it has nothing to do but wait for
+/// those writers to come back, and wakes them all itself at once: a relay would add one
+/// thread's wake-up (a wait for a core, on a busy machine) before the others'.
 ///
 /// Syncs alternate between two gates: the writers who queue a record while a sync runs
 /// wait for the next sync, at the other gate, so the end of a sync wakes only the writers it
@@ -1807,14 +1810,22 @@ impl Gates {
         }
     }
 
-    /// Wakes the writers waiting for sync `sync` (already stored in `done`): one of them,
-    /// who wakes the others (see [`Gates::wait`]).
-    fn open(&self, sync: u64) {
+    /// Wakes the writers waiting for sync `sync` (already stored in `done`): all of them,
+    /// or with `relay` one of them, who wakes the others (see [`Gates::wait`]).
+    fn open(&self, sync: u64, relay: bool) {
         let gate = self.gate(sync);
         // Through the lock: a writer between its check and its wait holds it, so it either
-        // sees `done` or is waiting when the call below wakes one waiter.
-        drop(gate.lock.lock().unwrap_or_else(PoisonError::into_inner));
-        gate.opened.notify_one();
+        // sees `done` or is waiting when the call below wakes it (or the one who relays).
+        let mut woken = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if relay {
+            drop(woken);
+            gate.opened.notify_one();
+        } else {
+            // No waiter relays this one again.
+            *woken = (*woken).max(sync);
+            drop(woken);
+            gate.opened.notify_all();
+        }
     }
 
     /// Wakes every waiter at both gates, to look at the state again.

@@ -441,3 +441,85 @@ fn the_next_sync_waits_for_every_writer_the_last_one_woke() {
         "a fourth sync was needed: the third did not carry every writer"
     );
 }
+
+/// When a sync ends with a full batch already queued, the group-commit thread writes that
+/// batch at once and wakes one of the ended sync's writers, who wakes the others (the
+/// relay): all 32 writers of the second sync return while the third sync, holding the
+/// full batch queued meanwhile, is still held. Fails if the relay wakes only the one.
+#[test]
+fn a_sync_that_ends_with_a_full_batch_waiting_wakes_all_its_writers() {
+    let disk = SyncGated::new(24);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 10_000_000,
+            // 16 records of 100 bytes make a full batch.
+            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
+        })
+        .build()
+        .expect("valid config");
+    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
+    // 32 writers queue behind the first sync (a full batch and more).
+    let spawn_wave = |base: u64, done_tx: Sender<()>| -> Vec<_> {
+        (0..32u64)
+            .map(|w| {
+                let wal = wal.clone();
+                let done_tx = done_tx.clone();
+                thread::spawn(move || {
+                    let r = wal.append(payload(base + w, 100));
+                    done_tx.send(()).expect("the test listens");
+                    r
+                })
+            })
+            .collect()
+    };
+    let (first_done_tx, first_done) = channel();
+    let first_wave = spawn_wave(100, first_done_tx);
+    until("the first wave is queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
+    syncs.release.send(()).expect("release the first sync");
+    first.join().expect("no panic").expect("append");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the second sync, of the first wave, starts");
+    // A second wave queues a full batch while the second sync is held.
+    let (second_done_tx, second_done) = channel();
+    let second_wave = spawn_wave(200, second_done_tx);
+    until("the second wave is queued", || {
+        wal.last_index() == LogIndex::new(65)
+    });
+    syncs.release.send(()).expect("release the second sync");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the third sync, of the second wave, starts at once");
+    // The third sync is held: only the end of the second can have released these.
+    for _ in 0..32 {
+        first_done
+            .recv_timeout(WAIT)
+            .expect("every writer of the second sync returns");
+    }
+    assert!(
+        second_done.try_recv().is_err(),
+        "a writer of the held third sync returned"
+    );
+    disk.disarm();
+    syncs.release.send(()).expect("release the third sync");
+    for w in first_wave.into_iter().chain(second_wave) {
+        w.join().expect("no panic").expect("append");
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(65));
+}
