@@ -523,3 +523,76 @@ fn a_sync_that_ends_with_a_full_batch_waiting_wakes_all_its_writers() {
     }
     assert_eq!(wal.durable_index(), LogIndex::new(65));
 }
+
+/// A thread waiting for the log to be idle (here [`Wal::flush`]; truncations and purges
+/// wait the same way) gets its turn when the sync under way ends, before the
+/// group-commit thread begins the next one, even with a full batch waiting for it (which
+/// it otherwise begins at once): syncs begun back to back would never leave the log idle.
+#[test]
+fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
+    let disk = SyncGated::new(25);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 10_000_000,
+            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
+        })
+        .build()
+        .expect("valid config");
+    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
+    // A full batch queues behind it.
+    let writers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let wal = wal.clone();
+            thread::spawn(move || wal.append(payload(100 + w, 100)))
+        })
+        .collect();
+    until("the batch is queued", || wal.last_index() == LogIndex::new(33));
+    // A flush waits for the log to be idle.
+    let (tid_tx, tid) = channel();
+    let (flushed_tx, flushed) = channel();
+    let flusher = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            tid_tx.send(current_tid()).expect("the test listens");
+            flushed_tx.send(wal.flush()).expect("the test listens");
+        })
+    };
+    let tid = tid.recv_timeout(WAIT).expect("the flush starts");
+    until("the flush waits", || thread_state(&tid) == Some('S'));
+    syncs.release.send(()).expect("release the first sync");
+    // The flush writes the batch (without a sync) before any second sync begins.
+    let written = flushed
+        .recv_timeout(WAIT)
+        .expect("the flush gets its turn while the second sync is not begun")
+        .expect("flush");
+    assert_eq!(written, LogIndex::new(33));
+    assert!(
+        syncs.reached.try_recv().is_err(),
+        "a second sync began before the waiting flush"
+    );
+    // Then the group-commit thread syncs what the flush wrote.
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the second sync starts");
+    disk.disarm();
+    syncs.release.send(()).expect("release the second sync");
+    flusher.join().expect("no panic");
+    first.join().expect("no panic").expect("append");
+    for w in writers {
+        w.join().expect("no panic").expect("append");
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(33));
+}
