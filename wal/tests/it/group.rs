@@ -558,7 +558,9 @@ fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
             thread::spawn(move || wal.append(payload(100 + w, 100)))
         })
         .collect();
-    until("the batch is queued", || wal.last_index() == LogIndex::new(33));
+    until("the batch is queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
     // A flush waits for the log to be idle.
     let (tid_tx, tid) = channel();
     let (flushed_tx, flushed) = channel();
