@@ -237,8 +237,10 @@
 //! <id>`, as Cassandra's `nodetool removenode`) sent to any other member, which drives the
 //! removal as a move of kind [`MoveKind::Remove`] of the member removed:
 //!
-//! 0. **Checked**: refused at once for the node itself, an unknown id, a member that left,
-//!    is removed or is being removed, and a member the node holds alive; then every other
+//! 0. **Checked**: refused at once for the node itself, an unknown id, a member that left
+//!    or is removed, a removal this node drives already, and a member the node holds alive
+//!    (a removal under way that another member drives is taken over instead: below); then
+//!    every other
 //!    member (but configured members that never ran) is asked whether it holds the member
 //!    dead ([`Message::RemoveCheck`]), and one that holds it alive, or none answering within
 //!    twice the operation timeout, refuses it, nothing recorded. Why every member's word: a
@@ -257,13 +259,38 @@
 //!    with and without it. After the drain, each replica of each partition it replicates in
 //!    some table a write meets, in the table without it, is streamed the partition by every
 //!    other replica of it in those tables ([`Message::Pull`]: it asks each source with
-//!    [`Message::StreamTo`], and says [`Message::Pulled`] once each has streamed).
+//!    [`Message::StreamTo`], and says [`Message::Pulled`] once each has streamed). A
+//!    source holds one ask of a receiver at a time, so a receiver's ask names the
+//!    partitions of every pull it has from that source (two removals at once), and an
+//!    answer ends only the partitions it names; a source forgets a stream to a replica
+//!    once it said it was done, so that a later pull (a later removal's) is streamed what
+//!    the source holds then.
 //! 2. **Switched** once every such replica was streamed: reads use the table without it.
 //! 3. **Done** once every member switched: writes use the table without it, the members
 //!    forget it, and its id is never admitted again (as a departed one's). A process under it
 //!    that comes back is told by the first member it reaches ([`Message::Moves`]), records
 //!    that it was removed and ends ([`Notice::Refused`]); a restart is refused from its own
 //!    records.
+//!
+//! **A driver down for good.** Every member but the one removed holds the removal at its
+//! phase, so the driver is not the only one that can finish it: `REMOVENODE <id>` at
+//! another member that holds `id`'s removal under way takes it over (answered once it
+//! recorded [`Record::Removing`], so it too resumes after a restart) and drives it from the
+//! phase it holds, as a driver's restart does: told again, drained again, pulled again,
+//! switched and done. The old driver, as any member, is waited for; one down for good is
+//! removed too (its removal counts only the other members' word, the member being removed
+//! not among them), after which no step waits for it.
+//!
+//! Two drivers at once (the old one was only cut off or paused, and comes back) cannot
+//! disagree, so the steps need no fence: a phase is a member's alone to record, only ever
+//! forward ([`Record::Move`] of a later phase; an earlier one told is answered at once and
+//! changes nothing), and each driver moves a removal on only once what the next phase
+//! needs is true, whoever brought it about: Switched once every receiver it asked said it
+//! was streamed (a receiver answers every driver that asks, at once once streamed), Done
+//! once every member noted Switched (each member's acknowledgement says it holds that
+//! phase or a later one). The drain and the streams may run twice, which only costs time.
+//! A second driver that joins late (the removal done) finds no partition to stream and
+//! ends at once.
 //!
 //! Why a QUORUM read still meets every acknowledged QUORUM write. Let `x` be the member
 //! removed. (a) Before anything is recorded every member held `x` dead, and from the
@@ -2306,6 +2333,15 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
+    /// Answers `to` once everything persisted so far is durable (a client's reply waits
+    /// behind the records).
+    fn reply_once_durable(&mut self, to: Waiting, response: Response) {
+        match to {
+            Waiting::Client(id) => self.gate.reply(id, response),
+            to => self.reply(to, response),
+        }
+    }
+
     /// Sends the answer to a write `from` forwarded, once what it wrote is durable.
     fn answer_forward(&mut self, from: NodeId, forward: ForwardId, response: Response) {
         let outcome = match response {
@@ -2706,10 +2742,7 @@ impl<M: Mode> Leaderless<M> {
             return self.reply(to, Response::Failed(Failure::Busy(why)));
         }
         // Answered once its own slot is durable: from then on a restart resumes the leave.
-        match to {
-            Waiting::Client(id) => self.gate.reply(id, Response::Leaving),
-            to => self.reply(to, Response::Leaving),
-        }
+        self.reply_once_durable(to, Response::Leaving);
         self.ask_others(now, MoveKind::Leave, round);
     }
 
@@ -3400,8 +3433,11 @@ impl<M: Mode> Leaderless<M> {
         self.pump_outgoing(now);
     }
 
-    /// Moves the streams to joining nodes on; a stream done says so to its joiner, naming
-    /// the ask and its partitions.
+    /// Moves the streams to joining nodes (and to replicas pulling a removed member's
+    /// partitions) on; a stream done says so to its receiver, naming the ask and its
+    /// partitions. A done stream to a node that is not joining is forgotten once told: a
+    /// later ask of it (a later removal's pull, which needs what this node holds then) is
+    /// streamed anew, not answered from partitions streamed whole for an earlier one.
     fn pump_outgoing(&mut self, now: Time) {
         let mut outgoing = std::mem::take(&mut self.outgoing);
         outgoing.retain(|&to, _| !self.is_dead(to));
@@ -3416,6 +3452,10 @@ impl<M: Mode> Leaderless<M> {
                 self.gate.send(to, message);
             }
         }
+        outgoing.retain(|to, out| {
+            !(out.told && out.stream.done())
+                || self.moves.get(to) == Some(&(MoveKind::Join, MovePhase::Pending))
+        });
         self.outgoing = outgoing;
     }
 
@@ -3440,7 +3480,7 @@ impl<M: Mode> Leaderless<M> {
             }
             self.step_move(now);
         }
-        self.on_pull_streamed(now, from, ask);
+        self.on_pull_streamed(now, from, ask, &partitions);
     }
 
     /// Sends `to` what its stream may have in flight: batches whose resend time has come
@@ -3682,9 +3722,11 @@ impl<M: Mode> Leaderless<M> {
     // ----- removing a member -----
 
     /// A client asked this node to remove member `id`: refused at once if `id` is this
-    /// node, unknown, gone or being removed, or if this node holds it alive; otherwise every
-    /// other member is asked whether it holds `id` dead, and the client is answered once
-    /// they all have ([`Leaderless::on_remove_checked`]).
+    /// node, unknown or gone, if this node drives its removal already, or if this node holds
+    /// it alive; a removal under way that another member drives is taken over
+    /// ([`Leaderless::take_over_removal`]); otherwise every other member is asked whether it
+    /// holds `id` dead, and the client is answered once they all have
+    /// ([`Leaderless::on_remove_checked`]).
     fn start_remove(&mut self, now: Time, to: Waiting, id: NodeId) {
         let me = self.config.id;
         if self.admission.is_some() || self.store.is_none() {
@@ -3698,8 +3740,13 @@ impl<M: Mode> Leaderless<M> {
             Some(format!(
                 "node {id} has left the cluster already, or was removed"
             ))
-        } else if self.is_removal(id) || self.removals.contains_key(&id) {
-            Some(format!("node {id} is being removed already"))
+        } else if let Some(removal) = self.removals.get(&id) {
+            Some(format!(
+                "node {id} is being removed already, by node {me} ({})",
+                removal.name()
+            ))
+        } else if self.is_removal(id) {
+            None
         } else if !self.known.contains(&id) {
             Some(format!(
                 "node {id} is not a member of the cluster (members: {})",
@@ -3719,6 +3766,9 @@ impl<M: Mode> Leaderless<M> {
         };
         if let Some(why) = refused {
             return self.reply(to, Response::Failed(Failure::Refused(why)));
+        }
+        if self.is_removal(id) {
+            return self.take_over_removal(now, to, id);
         }
         // Every other member but those that never ran (they serve nobody).
         let waiting: BTreeSet<NodeId> = self
@@ -3766,6 +3816,18 @@ impl<M: Mode> Leaderless<M> {
              member holds dead can be removed"
         );
         self.reply(to, Response::Failed(Failure::Refused(why)));
+    }
+
+    /// Takes over the removal of `id`, under way (noted here) and driven by another member
+    /// (one that may be down for good): recorded as this node's ([`Record::Removing`], so a
+    /// restart resumes it), answered once that is durable, and driven from the phase this
+    /// node holds, as a driver's restart resumes it. The old driver may still be alive and
+    /// drive it too: see [Removing a member](self#removing-a-member) for why two drivers
+    /// cannot disagree.
+    fn take_over_removal(&mut self, now: Time, to: Waiting, id: NodeId) {
+        self.gate.persist(Record::Removing { id });
+        self.reply_once_durable(to, Response::Removing);
+        self.resume_removal(now, id);
     }
 
     /// Resumes, after a restart, the removal of `id` this node drove: at the phase it
@@ -3832,12 +3894,7 @@ impl<M: Mode> Leaderless<M> {
                         self.note_move(id, MoveKind::Remove, MovePhase::Pending);
                         self.hold_removed_dead(now, id);
                         // Answered once the removal is durable.
-                        match to {
-                            Waiting::Client(request) => {
-                                self.gate.reply(request, Response::Removing);
-                            }
-                            to => self.reply(to, Response::Removing),
-                        }
+                        self.reply_once_durable(to, Response::Removing);
                         removal.step = RemovalStep::Telling {
                             phase: MovePhase::Pending,
                             waiting: self.others_to_tell(),
@@ -4019,24 +4076,36 @@ impl<M: Mode> Leaderless<M> {
             .filter(|&n| !self.waited_for(now, n))
             .collect();
         let mut done = Vec::new();
-        // One ask a source, with the partitions of every pull it streams.
-        let mut asks: BTreeMap<NodeId, BTreeSet<u32>> = BTreeMap::new();
+        // One ask a source, naming the partitions of every pull it streams (a source holds
+        // one ask of this node at a time: a new one replaces it), asked again when a pull
+        // it streams for is due.
+        let mut asks: BTreeMap<NodeId, (BTreeSet<u32>, bool)> = BTreeMap::new();
         for (&id, pull) in &mut self.pulls {
             pull.sources.retain(|n, _| !gone.contains(n));
             if pull.sources.is_empty() {
                 done.push((id, pull.driver));
-            } else if pull.ask_at <= now {
+                continue;
+            }
+            let due = pull.ask_at <= now;
+            if due {
                 pull.ask_at = now + retry;
-                for (&n, partitions) in &pull.sources {
-                    asks.entry(n).or_default().extend(partitions);
-                }
+            }
+            for (&n, partitions) in &pull.sources {
+                let (all, resend) = asks.entry(n).or_default();
+                all.extend(partitions);
+                *resend |= due;
             }
         }
         // Each source's ask keeps its name while it asks for the same partitions.
-        for (n, partitions) in asks {
+        for (n, (partitions, resend)) in asks {
             let partitions: Vec<u32> = partitions.into_iter().collect();
             let ask = match self.pull_asks.get(&n) {
-                Some((ask, asked)) if *asked == partitions => *ask,
+                Some((ask, asked)) if *asked == partitions => {
+                    if !resend {
+                        continue;
+                    }
+                    *ask
+                }
                 _ => {
                     self.asks += 1;
                     let ask = AskId {
@@ -4056,15 +4125,26 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
-    /// Source `from` streamed what this node asked of it under `ask`: the pulls under way
-    /// take it (only an answer to the pulls' ask out to it now counts).
-    fn on_pull_streamed(&mut self, now: Time, from: NodeId, ask: AskId) {
-        if self.pulls.is_empty() || self.pull_asks.get(&from).is_none_or(|(a, _)| *a != ask) {
+    /// Source `from` streamed `partitions` of what this node asked of it under `ask`: each
+    /// pull under way takes those of its partitions from that source (only an answer to the
+    /// pulls' ask out to it now counts, and only for the partitions that ask named).
+    fn on_pull_streamed(&mut self, now: Time, from: NodeId, ask: AskId, partitions: &[u32]) {
+        let Some((_, asked)) = self.pull_asks.get(&from).filter(|(a, _)| *a == ask) else {
             return;
-        }
+        };
+        let streamed: BTreeSet<u32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| asked.binary_search(p).is_ok())
+            .collect();
         self.pull_asks.remove(&from);
         for pull in self.pulls.values_mut() {
-            pull.sources.remove(&from);
+            if let Some(left) = pull.sources.get_mut(&from) {
+                left.retain(|p| !streamed.contains(p));
+                if left.is_empty() {
+                    pull.sources.remove(&from);
+                }
+            }
         }
         self.step_pulls(now);
     }

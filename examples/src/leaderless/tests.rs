@@ -124,7 +124,10 @@ impl<M: Mode> Cluster<M> {
             config.probe_timeout_ms = 100;
             config.anti_entropy_interval_ms = 100;
             config.partitions = 8;
-            config.seed = i as u64;
+            // Node i's draws differ from every other node's: `Leaderless::start` seeds its
+            // generator with the seed, the generation and the id, so a seed of `i` would
+            // cancel the id (every node drawing the same back-offs).
+            config.seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             tweak(&mut config);
             configs.push(config);
         }
@@ -972,6 +975,151 @@ fn a_streamed_answering_another_ask_does_not_end_a_joiners_stream() {
     holds_its_keys(&c, &after, 4, &keys).unwrap();
 }
 
+/// The keys a played receiver got, and each `Streamed` it was sent (ask, partitions).
+type Received = (BTreeSet<Vec<u8>>, Vec<(AskId, Vec<u32>)>);
+
+/// Plays node `me`, whose messages `c` captures, receiving a stream: acknowledges every
+/// batch, until a source says a stream is done (at most 10 s); the keys of the batches, and
+/// each `Streamed` (its ask and partitions).
+fn receive_stream(c: &mut Cluster<Vv>, me: usize) -> Received {
+    let mut got: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut answered = Vec::new();
+    for _ in 0..1_000 {
+        for (from, message) in std::mem::take(&mut c.captured) {
+            match message {
+                Message::HandOff { batch, states, .. } => {
+                    got.extend(states.into_iter().map(|(k, _)| k));
+                    let ack = Message::HandedOff {
+                        batch,
+                        skipped: Vec::new(),
+                    };
+                    c.net.push_back((id(me), from, ack));
+                }
+                Message::Streamed { ask, partitions } => answered.push((ask, partitions)),
+                _ => {}
+            }
+        }
+        if !answered.is_empty() {
+            break;
+        }
+        c.run_for(10);
+    }
+    (got, answered)
+}
+
+/// A source kept what it had streamed whole to a node for ever and never streamed it to
+/// that node again: a second removal's pull of a partition (which needs what the source
+/// holds now) was answered at once, without the keys written since. The test plays node
+/// 5, pulling partition `p` from node 1 twice, a key of `p` written in between: the second
+/// stream carries it.
+#[test]
+fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
+    let (mut c, keys) = three_holding_forty_keys(|_| {});
+    let table = c.node(1).table().clone();
+    let p = table.partition_of(keys[0].as_bytes()).0;
+    c.capture = Some(id(5));
+    let ask = |number| AskId {
+        generation: 1,
+        number,
+    };
+    c.net.push_back((
+        id(5),
+        id(1),
+        Message::StreamTo {
+            ask: ask(1),
+            partitions: vec![p],
+        },
+    ));
+    c.settle();
+    let (got, answered) = receive_stream(&mut c, 5);
+    assert_eq!(answered, [(ask(1), vec![p])]);
+    assert!(got.contains(keys[0].as_bytes()));
+    let fresh = (0..)
+        .map(|i| format!("fresh{i}"))
+        .find(|k| table.partition_of(k.as_bytes()).0 == p)
+        .expect("a key of the partition");
+    assert!(written(&c.put(
+        2,
+        &fresh,
+        "w",
+        QUORUM,
+        VersionVector::default()
+    )));
+    assert!(c.data(1).contains_key(fresh.as_bytes()), "node 1 holds it");
+    c.net.push_back((
+        id(5),
+        id(1),
+        Message::StreamTo {
+            ask: ask(2),
+            partitions: vec![p],
+        },
+    ));
+    c.settle();
+    let (got, answered) = receive_stream(&mut c, 5);
+    assert_eq!(answered, [(ask(2), vec![p])]);
+    assert!(
+        got.contains(fresh.as_bytes()),
+        "the key written since streamed: {got:?}"
+    );
+}
+
+/// review15 (item 3): a replica pulling a removed member's partitions holds one ask of a
+/// source at a time; a second pull from that source (another removal) asked for its own
+/// partitions only, replacing the first pull's ask there, and the answer to it ended every
+/// pull from the source: the first was reported done without its partitions. The test
+/// plays node 9, the driver of both removals and their source: the ask out names both
+/// pulls' partitions, and a pull is reported done only once its partitions were streamed.
+#[test]
+fn a_pull_is_done_only_once_its_own_partitions_were_streamed() {
+    let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
+    c.capture = Some(id(9));
+    let pull = |gone: usize, p: u32| Message::Pull {
+        id: id(gone),
+        sources: vec![(id(9), vec![p])],
+    };
+    c.net.push_back((id(9), id(1), pull(7, 1)));
+    c.settle();
+    c.net.push_back((id(9), id(1), pull(8, 2)));
+    c.settle();
+    let asks: Vec<(AskId, Vec<u32>)> = c
+        .captured
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::StreamTo { ask, partitions } => Some((*ask, partitions.clone())),
+            _ => None,
+        })
+        .collect();
+    let (ask, partitions) = asks.last().cloned().expect("node 1 asked node 9");
+    c.captured.clear();
+    // Node 9 streamed what the ask out names.
+    let streamed = Message::Streamed {
+        ask,
+        partitions: partitions.clone(),
+    };
+    c.net.push_back((id(9), id(1), streamed));
+    c.settle();
+    let pulled: Vec<(NodeId, u32)> = c
+        .captured
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Pulled { id: gone } => Some((*gone, if *gone == id(7) { 1 } else { 2 })),
+            _ => None,
+        })
+        .collect();
+    for (gone, p) in &pulled {
+        assert!(
+            partitions.contains(p),
+            "node {gone}'s pull (partition {p}) reported done, only {partitions:?} streamed"
+        );
+    }
+    assert_eq!(
+        partitions,
+        [1, 2],
+        "the ask out names both pulls' partitions"
+    );
+    assert_eq!(pulled.len(), 2, "both pulls done: {pulled:?}");
+}
+
 /// The outside review of the pending-replica moves (issue 19): a source ignored a new ask
 /// while a stream to the same joiner ran, so the new ask's partitions were never sent.
 /// The test plays joiner 5: it asks node 1 for partition 0, then, with the first batch
@@ -998,28 +1146,7 @@ fn a_new_ask_while_a_stream_runs_is_streamed_and_answered() {
     assert_eq!(c.captured.len(), 1, "one batch in flight");
     c.net.push_back((id(5), id(1), ask(second, vec![1, 2])));
     c.settle();
-    let mut got: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut answered = Vec::new();
-    for _ in 0..1_000 {
-        for (from, message) in std::mem::take(&mut c.captured) {
-            match message {
-                Message::HandOff { batch, states, .. } => {
-                    got.extend(states.into_iter().map(|(k, _)| k));
-                    let ack = Message::HandedOff {
-                        batch,
-                        skipped: Vec::new(),
-                    };
-                    c.net.push_back((id(5), from, ack));
-                }
-                Message::Streamed { ask, partitions } => answered.push((ask, partitions)),
-                _ => {}
-            }
-        }
-        if !answered.is_empty() {
-            break;
-        }
-        c.run_for(10);
-    }
+    let (got, answered) = receive_stream(&mut c, 5);
     assert_eq!(answered, [(second, vec![1, 2])]);
     let table = c.node(1).table().clone();
     for key in &keys {
@@ -2242,15 +2369,14 @@ fn a_removal_resumes_after_its_driver_restarts() {
 }
 
 /// review15: the member driving a removal (node 2, removing node 5) dies for good once
-/// every member noted the removal Pending. Nobody else can finish it: REMOVENODE 5 at
-/// another member is refused ("being removed already"), and removing the driver itself
-/// (which the others then allow) leaves node 5's removal Pending on every member for ever:
-/// node 5 stays in the table every member reads with (its partitions on two live replicas
-/// each, a QUORUM there needing both), and every write keeps meeting two tables.
+/// every member noted the removal Pending. Nobody else could finish it: REMOVENODE 5 at
+/// another member was refused ("being removed already"), and removing the driver itself
+/// left node 5's removal Pending on every member for ever (node 5 in the table every member
+/// reads with, every write meeting two tables). Now REMOVENODE 5 at node 1 takes the
+/// removal over; it waits for node 2 (down for good too, and, as any member, waited for),
+/// so node 2 is removed as well, and both removals end on every member, every key still
+/// read at QUORUM (each was on a third replica).
 #[test]
-#[ignore = "review15's finding: a removal whose driver dies for good is never finished \
-            (machine.rs start_remove refuses a member is_removal, and only the driver's \
-            Removal steps it)"]
 fn a_removal_whose_driver_dies_for_good_is_finished_by_another_member() {
     let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4, 5], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
@@ -2275,23 +2401,60 @@ fn a_removal_whose_driver_dies_for_good_is_finished_by_another_member() {
     assert!(noted, "nodes 1, 3 and 4 noted node 5's removal");
     // The driver dies for good.
     kill_for_good(&mut c, 2);
+    assert_eq!(c.call(1, Request::Remove(id(5))), Response::Removing);
+    assert!(
+        c.disks[0]
+            .iter()
+            .any(|r| matches!(r, Record::Removing { id: gone } if *gone == id(5))),
+        "node 1 recorded that it drives node 5's removal"
+    );
+    // Node 1 drives it now, and refuses to take it over twice.
     let again = c.call(1, Request::Remove(id(5)));
-    // Either another member takes the removal over, or it is finished some other way: the
-    // driver itself removed.
-    if again != Response::Removing {
-        assert_eq!(c.call(1, Request::Remove(id(2))), Response::Removing);
-        assert!(until_removed(&mut c, 1, 2, 30_000), "node 2's removal");
-    }
-    c.run_for(30_000);
+    assert!(
+        matches!(&again, Response::Failed(Failure::Refused(why)) if why.contains("by node n1")),
+        "{again:?}"
+    );
+    assert_eq!(c.call(1, Request::Remove(id(2))), Response::Removing);
+    assert!(until_removed(&mut c, 1, 2, 30_000), "node 2's removal");
+    assert!(until_removed(&mut c, 1, 5, 30_000), "node 5's removal");
+    c.run_for(1_000);
     for n in [1, 3, 4] {
         let info = c.node(n).info();
-        assert!(
-            info.removed.contains(&id(5)),
-            "node {n}: node 5's removal finished (removed {:?}, REMOVENODE 5 at node 1: \
-             {again:?}, node 5's load in node {n}'s read table: {})",
-            info.removed,
-            c.node(n).table().load(id(5))
-        );
+        assert_eq!(info.removed, [id(2), id(5)], "node {n}");
+        assert_eq!(info.moves_under_way, 0, "node {n}");
+        assert_eq!(c.node(n).table(), c.node(1).table(), "node {n}'s table");
+    }
+    for key in &keys {
+        assert_eq!(values(&c.get(3, key, QUORUM)), ["v"], "{key}");
+    }
+}
+
+/// Two members drive one removal at once: node 2's removal of node 5 is taken over by
+/// node 1 while node 2 is only cut off (held dead), then node 2 is back and both drive it
+/// to the end. Each step is idempotent (a phase noted is never undone, each driver moves
+/// it on only once what that phase needs is true), so they end with one table, node 5
+/// removed everywhere and every key on each of its three replicas.
+#[test]
+fn a_removal_taken_over_while_its_driver_is_cut_off_ends_with_both_driving() {
+    let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4, 5], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    put_all(&mut c, &keys, "v");
+    kill_for_good(&mut c, 5);
+    assert_eq!(c.call(2, Request::Remove(id(5))), Response::Removing);
+    c.run_for(50);
+    c.isolate(2);
+    c.run_for(3_000);
+    assert_eq!(c.call(1, Request::Remove(id(5))), Response::Removing);
+    c.run_for(1_000);
+    c.heal();
+    assert!(until_removed(&mut c, 1, 5, 30_000), "node 1's drive");
+    assert!(until_removed(&mut c, 2, 5, 30_000), "node 2's drive");
+    c.run_for(1_000);
+    assert_on_every_replica_without(&c, &[1, 2, 3, 4], 5, &keys);
+    for key in &keys {
+        assert_eq!(values(&c.get(4, key, QUORUM)), ["v"], "{key}");
     }
 }
 
