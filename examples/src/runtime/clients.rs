@@ -46,8 +46,7 @@
 //! the loop's, [`READ_CHUNK_BYTES`]; only a request split across reads is kept), so an idle
 //! connection costs its socket, its entry in the table and the system's state.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +59,7 @@ use parking_lot::Mutex;
 use rustls::{ServerConfig, ServerConnection};
 
 use super::auth::{AUTH_BYTES_MAX, AUTH_TIMEOUT_MS, ClientAuth};
+use super::deadlines::Deadlines;
 use super::process::{CLIENT_THREAD, fail_stop};
 use super::tls::{TLS_HANDSHAKE_BYTES_MAX, TLS_HANDSHAKE_TIMEOUT};
 
@@ -424,9 +424,8 @@ struct Loop<S: ServeClient> {
     tls: Option<Arc<ServerConfig>>,
     batch: S::Batch,
     chunk: Vec<u8>,
-    /// Connection deadlines, earliest first (an entry whose connection has moved its
-    /// deadline on is skipped).
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Each connection's next deadline ([`Conn::next_deadline`]), earliest first.
+    deadlines: Deadlines<u64, Instant>,
     /// No accepting before this (out of file descriptors).
     accept_paused_until: Option<Instant>,
     next_idle_scan: Instant,
@@ -472,7 +471,7 @@ pub fn spawn_listener<S: ServeClient>(
         tls,
         batch: S::Batch::default(),
         chunk: vec![0; READ_CHUNK_BYTES],
-        deadlines: BinaryHeap::new(),
+        deadlines: Deadlines::default(),
         accept_paused_until: None,
         next_idle_scan: Instant::now(),
         auth,
@@ -554,9 +553,9 @@ impl<S: ServeClient> Loop<S> {
     }
 
     /// How long the loop may sleep: until the next deadline, idle scan or accept.
-    fn timeout(&self) -> Option<Duration> {
+    fn timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        let mut until = self.deadlines.peek().map(|Reverse((t, _))| *t);
+        let mut until = self.deadlines.earliest();
         if self.limits.idle_timeout.is_some() && !self.conns.is_empty() {
             until = Some(until.map_or(self.next_idle_scan, |t| t.min(self.next_idle_scan)));
         }
@@ -621,7 +620,7 @@ impl<S: ServeClient> Loop<S> {
             };
             let handshake = tls.as_ref().map(|_| {
                 let until = Instant::now() + TLS_HANDSHAKE_TIMEOUT;
-                self.deadlines.push(Reverse((until, id)));
+                self.deadlines.set(id, Some(until));
                 (until, 0)
             });
             let serve = Arc::clone(&self.serve);
@@ -717,9 +716,7 @@ impl<S: ServeClient> Loop<S> {
         conn.busy = busy;
         if deadline != conn.deadline {
             conn.deadline = deadline;
-            if let Some(t) = deadline {
-                self.deadlines.push(Reverse((t, id)));
-            }
+            self.deadlines.set(id, conn.next_deadline());
         }
         true
     }
@@ -727,11 +724,7 @@ impl<S: ServeClient> Loop<S> {
     /// Calls [`ServeClient::expire`] for every connection whose deadline has passed.
     fn expire(&mut self, touched: &mut Vec<u64>) {
         let now = Instant::now();
-        while let Some(&Reverse((t, id))) = self.deadlines.peek() {
-            if t > now {
-                break;
-            }
-            self.deadlines.pop();
+        while let Some(id) = self.deadlines.pop_due(now) {
             let handshake_over = self
                 .conns
                 .get(&id)
@@ -756,6 +749,11 @@ impl<S: ServeClient> Loop<S> {
                 if self.with_conn(id, |conn, io, batch| serve.expire(conn, io, batch)) {
                     touched.push(id);
                 }
+            }
+            // Its deadline fired (and was cleared): the next one, if any (a handshake
+            // that has finished, say, leaves its request's).
+            if let Some(conn) = self.conns.get(&id) {
+                self.deadlines.set(id, conn.next_deadline());
             }
         }
     }
@@ -807,9 +805,8 @@ impl<S: ServeClient> Loop<S> {
             }
             if conn.close {
                 if conn.close_by.is_none() {
-                    let by = Instant::now() + CLOSE_FLUSH_TIMEOUT;
-                    conn.close_by = Some(by);
-                    self.deadlines.push(Reverse((by, id)));
+                    conn.close_by = Some(Instant::now() + CLOSE_FLUSH_TIMEOUT);
+                    self.deadlines.set(id, conn.next_deadline());
                 }
                 if conn.written == conn.output.len() {
                     if !conn.close_notified
@@ -924,6 +921,7 @@ impl<S: ServeClient> Loop<S> {
 
     fn close(&mut self, id: u64) {
         if let Some(mut conn) = self.conns.remove(&id) {
+            self.deadlines.set(id, None);
             conn.open.store(false, Ordering::Release);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let serve = Arc::clone(&self.serve);
@@ -972,6 +970,15 @@ impl<S: ServeClient> Loop<S> {
 }
 
 impl<S: ServeClient> Conn<S> {
+    /// When the loop must next look at the connection: the earliest of its TLS
+    /// handshake's end, its close's and its [`ServeClient`]'s deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.handshake.map(|(t, _)| t), self.close_by, self.deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Writes the TLS records waiting until none is left (`Ok`) or the socket is full
     /// (`WouldBlock`).
     fn flush_tls(&mut self) -> io::Result<()> {

@@ -41,6 +41,7 @@
 //!   commit, [`SYNC_DEFER_EVENTS_MAX`]; events may be taken up by the thread that has them
 //!   while the worker is idle, [`UpdateQueue::run_or_submit_all`]), and the ticker
 //!   ([`spawn_ticker`]).
+//! - [`deadlines`]: each client connection's one deadline, for the loop.
 //! - [`trace`]: timestamps of the steps on a request's path, off unless
 //!   `SYNOD_TRACE_STEPS` is set (for measuring where a write's time goes).
 //! - [`peers`]: the `TcpTransport` to the other members, fail-fast, bound before the
@@ -73,6 +74,7 @@
 pub mod auth;
 pub mod clients;
 pub mod data_dir;
+pub mod deadlines;
 pub mod host;
 mod options;
 pub mod peers;
