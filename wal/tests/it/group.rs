@@ -598,3 +598,80 @@ fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
     }
     assert_eq!(wal.durable_index(), LogIndex::new(33));
 }
+
+/// Review (review18), a hang: the durable listener may do anything but append, sync or set
+/// a listener ([`Wal::set_durable_listener`]), so a listener that purges the log (a
+/// Low-Water Mark moved on durability news) or flushes it is allowed. Since 4b2df60 a sync
+/// that ends with a full batch already queued tells the listener from inside the next
+/// sync's write (`Inner::flush_deferring` delivers `earlier` through `announce` after it
+/// set `busy`, wal/src/wal.rs:1264): the listener's purge waits in `lock_idle` for the
+/// log to be idle, which it never is, for the thread that made it busy is the one waiting.
+/// The log hangs, and every writer with it. Before, the listener was told after the sync's
+/// `busy` was cleared. Deterministic: the first sync is held until a full batch waits
+/// behind it.
+#[test]
+#[ignore = "review18's finding: the listener runs inside the next sync's busy region (relay path), a purge there hangs the log, wal/src/wal.rs:1264"]
+fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
+    let disk = SyncGated::new(26);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 10_000_000,
+            // 16 records of 100 bytes make a full batch.
+            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
+        })
+        .build()
+        .expect("valid config");
+    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    // The listener purges below what it hears durable, through a handle of its own (taken
+    // away at the end, so that the log is not kept alive by its own listener).
+    let handle: Arc<Mutex<Option<Wal<SyncGated>>>> = Arc::new(Mutex::new(Some(wal.clone())));
+    let (purged_tx, purged) = channel::<Result<LogIndex, synod_wal::WalError>>();
+    let purged_tx = Mutex::new(purged_tx);
+    {
+        let handle = Arc::clone(&handle);
+        wal.set_durable_listener(move |durable| {
+            let Some(wal) = handle.lock().clone() else {
+                return;
+            };
+            let r = wal.purge_before(durable);
+            let _ = purged_tx.lock().send(r);
+        });
+    }
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
+    // A full batch queues behind it.
+    let writers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let wal = wal.clone();
+            thread::spawn(move || wal.append(payload(100 + w, 100)))
+        })
+        .collect();
+    until("the batch is queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
+    syncs.release.send(()).expect("release the first sync");
+    // The end of the first sync reaches the listener, whose purge returns.
+    purged
+        .recv_timeout(WAIT)
+        .expect("the listener's purge returns (it hangs waiting for an idle log)")
+        .expect("purge");
+    disk.disarm();
+    // The second sync may have begun gated: let it go.
+    let _ = syncs.release.send(());
+    first.join().expect("no panic").expect("append");
+    for w in writers {
+        w.join().expect("no panic").expect("append");
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(33));
+    handle.lock().take();
+}
