@@ -2863,3 +2863,183 @@ fn review17_two_joins_at_once_are_streamed_every_partition_they_take() {
          holders): {short:?}"
     );
 }
+
+/// review17: a node admitted with a stale view of the moves. Node 5 starts and asks to be
+/// admitted while node 4 has not begun its join; the members' answers to it are delayed in
+/// the network (held here). Node 5 runs nothing but admission meanwhile, so no member knows
+/// it and node 4's join asks it for no slot and waits for it in no phase: it ends (Done,
+/// writes to the table with node 4 alone, node 4's old replica dropping the keys it gave
+/// up). A key is written at QUORUM then, on node 4 and the other kept replica `a` (the link
+/// to `b` cut). The answers from before the join arrive: two (half of the four members node
+/// 5 is configured with, itself among them) admit node 5, with the moves they carried
+/// (none), and node 5 serves at once (machine.rs admit, 4820-4847). A client's QUORUM read reaches it before
+/// any member has told it the moves: placed with the table without node 4, cut from `a`, it
+/// meets `b` and the replica node 4 replaced, and misses the acknowledged write.
+#[test]
+#[ignore = "review17's finding: a node is admitted with the moves the answers carried, which may \
+            be older than moves that ended without it (machine.rs:4825 admit notes them, 4847 \
+            serves at once; a mover waits only for members it knows, machine.rs:2983 \
+            others_to_tell), so it reads with a table two phases behind: a QUORUM read misses an \
+            acknowledged write"]
+fn review17_a_node_admitted_with_a_stale_answer_reads_with_the_table_of_before_a_join() {
+    let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    let config = c.configs[0].clone();
+    let set = |nodes: &[usize]| -> BTreeSet<NodeId> { nodes.iter().map(|&n| id(n)).collect() };
+    let with_4 = table_of(&config, &set(&[1, 2, 3, 4]), &BTreeSet::new());
+    // A key node 4 takes: its other new replicas `a` and `b`.
+    let (key, a, b) = (0..1_000)
+        .find_map(|i| {
+            let key = format!("x{i}");
+            let r: Vec<usize> = with_4
+                .replicas(with_4.partition_of(key.as_bytes()))
+                .iter()
+                .map(|n| n.get() as usize)
+                .collect();
+            let kept: Vec<usize> = r.iter().copied().filter(|&n| n != 4).collect();
+            r.contains(&4).then(|| (key, kept[0], kept[1]))
+        })
+        .expect("node 4 takes some partition");
+    c.hold = Some(Box::new(|_, to, m| {
+        to == id(5) && matches!(m, Message::Admission { .. })
+    }));
+    c.start(5);
+    c.run_for(300);
+    // Node 5 counts itself among the configured members (four): two answers admit it.
+    let stale = c.held.len();
+    assert!(stale >= 2, "the members answered node 5");
+    assert!(c.node(5).is_admitting());
+    c.join(4, 30_000);
+    c.run_for(1_000);
+    for n in 1..=4 {
+        assert_eq!(c.node(n).table(), &with_4, "node {n}'s table");
+        assert_eq!(c.node(n).info().moves_under_way, 0, "node {n}");
+    }
+    c.cut.insert((id(4), id(b)));
+    let w = c.put(4, &key, "acked", QUORUM, VersionVector::default());
+    assert!(written(&w), "{w:?}");
+    c.heal();
+    // The answers from before the join arrive; the later ones are still delayed.
+    let answers: Vec<_> = c.held.drain(..).take(stale).collect();
+    c.hold = None;
+    c.cut.insert((id(5), id(a)));
+    c.cut.insert((id(a), id(5)));
+    for (from, to, answer) in answers {
+        assert_eq!(to, id(5));
+        let node = c.nodes[4].as_mut().expect("running");
+        node.handle(
+            c.now,
+            Input::Message {
+                from,
+                message: answer,
+            },
+        );
+        c.drain(5);
+    }
+    assert!(
+        !c.node(5).is_admitting(),
+        "admitted by the answers from before the join"
+    );
+    // A client's read, before anything else reaches node 5.
+    c.next_id += 1;
+    let rid = RequestId(c.next_id);
+    let request = Request::Get {
+        key: key.as_bytes().to_vec(),
+        level: QUORUM,
+    };
+    let node = c.nodes[4].as_mut().expect("running");
+    node.handle(c.now, Input::Request { id: rid, request });
+    c.drain(5);
+    c.settle();
+    c.run_for(1_000);
+    let Some(Response::Read(read)) = c.replies.remove(&rid) else {
+        panic!("the read was not answered");
+    };
+    assert_eq!(
+        values(&read),
+        ["acked"],
+        "node 5 read {key} with the table without node 4 (cut from node {a}) and missed a \
+         QUORUM write acknowledged by nodes 4 and {a}"
+    );
+}
+
+/// review17: a join (node 5) and a leave (node 3) under way at once, in a cluster of nodes
+/// 1 to 4 (anti-entropy held off). The leaver works out where each of its partitions goes
+/// once its drain ends (machine.rs hand_off_streams, with the table after its own move as
+/// it then holds the join: pending), so a partition in which node 5 takes node 3's place
+/// in the final table (leave_in_place from the table with node 5) is handed, among others,
+/// to `x`, which takes node 3's place in the table without node 5. The hand-off is delayed
+/// in the network until node 5's join is done. `x` then replicates that partition in none
+/// of its tables (node 5's join made, the leave made or not) and skips its keys
+/// (merge_states); the leaver resends them every `leave_retry_ms`, for ever: the leave
+/// never ends, and its move slot is held at every member.
+#[test]
+#[ignore = "review17's finding: a leave's hand-off is worked out once (machine.rs:3299 \
+            hand_off_streams, with a join under way at its phase then), and a replica that \
+            replicates a batch's partition in none of its tables once the join is done skips \
+            its keys (machine.rs:4251 merge_states), which the leaver resends for ever: the \
+            leave never ends"]
+fn review17_a_leave_whose_hand_off_outlives_a_join_under_way_ends() {
+    let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+        config.partitions = 64;
+    });
+    let config = c.configs[0].clone();
+    let set = |nodes: &[usize]| -> BTreeSet<NodeId> { nodes.iter().map(|&n| id(n)).collect() };
+    let joined = table_of(&config, &set(&[1, 2, 3, 4, 5]), &BTreeSet::new());
+    let last = table_of(&config, &set(&[1, 2, 3, 4, 5]), &set(&[3]));
+    let left = table_of(&config, &set(&[1, 2, 3, 4]), &set(&[3]));
+    // A partition node 5 takes in node 3's place in the final table, and `x` in the table
+    // without node 5.
+    let (key, x) = (0..1_000)
+        .find_map(|i| {
+            let key = format!("x{i}");
+            let p = last.partition_of(key.as_bytes());
+            let fits = last.replicas(p).contains(&id(5))
+                && joined.replicas(p).contains(&id(3))
+                && !joined.replicas(p).contains(&id(5));
+            let x = left
+                .replicas(p)
+                .iter()
+                .find(|n| !joined.replicas(p).contains(n))
+                .map(|n| n.get() as usize);
+            fits.then(|| (key, x.expect("some node takes node 3's place")))
+        })
+        .expect("node 5 takes node 3's place in some partition");
+    let w = c.put(3, &key, "acked", QUORUM, VersionVector::default());
+    assert!(written(&w), "{w:?}");
+    c.start(5);
+    run_until(&mut c, 10_000, |c| {
+        c.node(5).info().join == Some("draining")
+    });
+    // Node 3's hand-off is delayed until node 5 has joined.
+    c.hold = Some(Box::new(|from, _, m| {
+        from == id(3) && matches!(m, Message::HandOff { .. })
+    }));
+    assert_eq!(c.call(3, Request::Leave), Response::Leaving);
+    run_until(&mut c, 20_000, |c| c.node(5).info().join == Some("joined"));
+    assert_eq!(c.node(3).info().leave, Some("handing-off"));
+    assert!(
+        c.held.iter().any(|(_, to, _)| *to == id(x)),
+        "node 3 hands {key}'s partition to node {x}"
+    );
+    // From now on, count node `x`'s answers that skip keys.
+    let skips = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let counted = skips.clone();
+    c.hold = Some(Box::new(move |from, _, m| {
+        if from == id(x) && matches!(m, Message::HandedOff { skipped, .. } if !skipped.is_empty()) {
+            counted.set(counted.get() + 1);
+        }
+        false
+    }));
+    let held = std::mem::take(&mut c.held);
+    c.net.extend(held);
+    c.run_for(20_000);
+    assert_eq!(
+        c.node(3).info().leave,
+        Some("left"),
+        "node 3's leave after 20 s; node {x} skipped keys of its hand-off {} times",
+        skips.get()
+    );
+}
