@@ -148,6 +148,99 @@ fn group_log(disk: &SyncGated) -> Wal<SyncGated> {
     Wal::open(disk.clone(), config).expect("opens").0
 }
 
+/// A group-commit log on `disk` whose delay is the longest allowed (10 s, so that nothing
+/// in a test waits it out), with no spare segments (so that the group-commit thread does
+/// no I/O of its own), a sync beginning at `batch_bytes_max` bytes pending.
+fn held_group_log(disk: &SyncGated, batch_bytes_max: usize) -> Wal<SyncGated> {
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 10_000_000,
+            batch_bytes_max,
+        })
+        .build()
+        .expect("valid config");
+    Wal::open(disk.clone(), config).expect("opens").0
+}
+
+/// Arms `disk`'s gate and appends record 1 on a thread of its own: returns once the sync
+/// of that record has begun and is held, with the gate and the appending thread.
+fn first_sync_held(
+    disk: &SyncGated,
+    wal: &Wal<SyncGated>,
+) -> (
+    Syncs,
+    thread::JoinHandle<Result<LogIndex, synod_wal::WalError>>,
+) {
+    let syncs = disk.arm();
+    let first = {
+        let wal = wal.clone();
+        thread::spawn(move || wal.append(payload(1, 100)))
+    };
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the first sync starts");
+    (syncs, first)
+}
+
+/// What [`writers_that_come_back`] gives: the writers, their reports, each one's word.
+type ComingBack = (TwiceWriters, Receiver<String>, Vec<Sender<()>>);
+
+/// The handles of writers that append twice.
+type TwiceWriters = Vec<thread::JoinHandle<Result<(LogIndex, LogIndex), synod_wal::WalError>>>;
+
+/// `n` writers that each append once, report their thread id, wait for the test's word,
+/// and append again (writer `w` appends records `100 + w` and `200 + w`).
+fn writers_that_come_back(wal: &Wal<SyncGated>, n: u64) -> ComingBack {
+    let (returned_tx, returned) = channel::<String>();
+    let mut go = Vec::new();
+    let writers = (0..n)
+        .map(|w| {
+            let wal = wal.clone();
+            let returned_tx = returned_tx.clone();
+            let (go_tx, go_rx) = channel::<()>();
+            go.push(go_tx);
+            thread::spawn(move || {
+                let a = wal.append(payload(100 + w, 100))?;
+                returned_tx.send(current_tid()).expect("the test listens");
+                go_rx.recv().expect("the test lets the writer go");
+                let b = wal.append(payload(200 + w, 100))?;
+                Ok::<_, synod_wal::WalError>((a, b))
+            })
+        })
+        .collect();
+    (writers, returned, go)
+}
+
+/// Holds the first sync (of record 1) while `n` [`writers_that_come_back`] queue behind it,
+/// lets it and the second sync (of their `n` records, one sync) go, and returns once every
+/// writer is back: the gate, the writers, their thread ids and each one's word.
+fn writers_back_from_their_sync(
+    disk: &SyncGated,
+    wal: &Wal<SyncGated>,
+    n: u64,
+) -> (Syncs, TwiceWriters, Vec<String>, Vec<Sender<()>>) {
+    let (syncs, first) = first_sync_held(disk, wal);
+    let (writers, returned, go) = writers_that_come_back(wal, n);
+    until("the writers' records are queued", || {
+        wal.last_index() == LogIndex::new(n + 1)
+    });
+    syncs.release.send(()).expect("release the first sync");
+    first.join().expect("no panic").expect("append");
+    syncs
+        .reached
+        .recv_timeout(WAIT)
+        .expect("the second sync, of the writers' records, starts");
+    syncs.release.send(()).expect("release the second sync");
+    let tids = (0..n)
+        .map(|_| returned.recv_timeout(WAIT).expect("every writer returns"))
+        .collect();
+    (syncs, writers, tids, go)
+}
+
 /// Polls until `what` holds, failing the test after [`WAIT`].
 fn until(what: &str, mut holds: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -164,15 +257,7 @@ fn until(what: &str, mut holds: impl FnMut() -> bool) {
 fn one_sync_serves_every_writer_that_queued_during_the_one_before() {
     let disk = SyncGated::new(20);
     let wal = group_log(&disk);
-    let syncs = disk.arm();
-    let first = {
-        let wal = wal.clone();
-        thread::spawn(move || wal.append(payload(1, 100)))
-    };
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the first sync starts");
+    let (syncs, first) = first_sync_held(&disk, &wal);
     // The first sync is held; 32 writers queue their records behind it.
     let (done_tx, done) = channel();
     let writers: Vec<_> = (0..32u64)
@@ -356,59 +441,11 @@ fn a_writer_waiting_while_a_flush_writes_its_record_is_synced() {
 #[test]
 fn the_next_sync_waits_for_every_writer_the_last_one_woke() {
     let disk = SyncGated::new(23);
-    let config = WalConfig::builder()
-        .segment_bytes_max(1 << 20)
-        .record_bytes_max(1024)
-        .spare_segments_max(0)
-        .sync_policy(SyncPolicy::Group {
-            // The longest allowed: only the writers' return may start the third sync.
-            batch_delay_us_max: 10_000_000,
-            batch_bytes_max: 1 << 20,
-        })
-        .build()
-        .expect("valid config");
-    let wal = Wal::open(disk.clone(), config).expect("opens").0;
-    let syncs = disk.arm();
-    let first = {
-        let wal = wal.clone();
-        thread::spawn(move || wal.append(payload(1, 100)))
-    };
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the first sync starts");
+    // Its delay is the longest allowed: only the writers' return may start the third sync.
+    let wal = held_group_log(&disk, 1 << 20);
     // 32 writers queue behind the first sync; each appends once, reports, waits for the
     // test's word, and appends again.
-    let (returned_tx, returned) = channel::<String>();
-    let mut go = Vec::new();
-    let writers: Vec<_> = (0..32u64)
-        .map(|w| {
-            let wal = wal.clone();
-            let returned_tx = returned_tx.clone();
-            let (go_tx, go_rx) = channel::<()>();
-            go.push(go_tx);
-            thread::spawn(move || {
-                let a = wal.append(payload(100 + w, 100))?;
-                returned_tx.send(current_tid()).expect("the test listens");
-                go_rx.recv().expect("the test lets the writer go");
-                let b = wal.append(payload(200 + w, 100))?;
-                Ok::<_, synod_wal::WalError>((a, b))
-            })
-        })
-        .collect();
-    until("the 32 records are queued", || {
-        wal.last_index() == LogIndex::new(33)
-    });
-    syncs.release.send(()).expect("release the first sync");
-    first.join().expect("no panic").expect("append");
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the second sync, of the 32 records, starts");
-    syncs.release.send(()).expect("release the second sync");
-    let tids: Vec<String> = (0..32)
-        .map(|_| returned.recv_timeout(WAIT).expect("every writer returns"))
-        .collect();
+    let (syncs, writers, tids, go) = writers_back_from_their_sync(&disk, &wal, 32);
     // 31 of them queue their next record and sleep waiting for it.
     for g in &go[..31] {
         g.send(()).expect("the writer waits");
@@ -449,27 +486,9 @@ fn the_next_sync_waits_for_every_writer_the_last_one_woke() {
 #[test]
 fn a_sync_that_ends_with_a_full_batch_waiting_wakes_all_its_writers() {
     let disk = SyncGated::new(24);
-    let config = WalConfig::builder()
-        .segment_bytes_max(1 << 20)
-        .record_bytes_max(1024)
-        .spare_segments_max(0)
-        .sync_policy(SyncPolicy::Group {
-            batch_delay_us_max: 10_000_000,
-            // 16 records of 100 bytes make a full batch.
-            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
-        })
-        .build()
-        .expect("valid config");
-    let wal = Wal::open(disk.clone(), config).expect("opens").0;
-    let syncs = disk.arm();
-    let first = {
-        let wal = wal.clone();
-        thread::spawn(move || wal.append(payload(1, 100)))
-    };
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the first sync starts");
+    // 16 records of 100 bytes make a full batch.
+    let wal = held_group_log(&disk, 16 * synod_wal::format::record_bytes(100));
+    let (syncs, first) = first_sync_held(&disk, &wal);
     // 32 writers queue behind the first sync (a full batch and more).
     let spawn_wave = |base: u64, done_tx: Sender<()>| -> Vec<_> {
         (0..32u64)
@@ -531,26 +550,8 @@ fn a_sync_that_ends_with_a_full_batch_waiting_wakes_all_its_writers() {
 #[test]
 fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
     let disk = SyncGated::new(25);
-    let config = WalConfig::builder()
-        .segment_bytes_max(1 << 20)
-        .record_bytes_max(1024)
-        .spare_segments_max(0)
-        .sync_policy(SyncPolicy::Group {
-            batch_delay_us_max: 10_000_000,
-            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
-        })
-        .build()
-        .expect("valid config");
-    let wal = Wal::open(disk.clone(), config).expect("opens").0;
-    let syncs = disk.arm();
-    let first = {
-        let wal = wal.clone();
-        thread::spawn(move || wal.append(payload(1, 100)))
-    };
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the first sync starts");
+    let wal = held_group_log(&disk, 16 * synod_wal::format::record_bytes(100));
+    let (syncs, first) = first_sync_held(&disk, &wal);
     // A full batch queues behind it.
     let writers: Vec<_> = (0..32u64)
         .map(|w| {
@@ -613,18 +614,8 @@ fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
 #[ignore = "review18's finding: the listener runs inside the next sync's busy region (relay path), a purge there hangs the log, wal/src/wal.rs:1264"]
 fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
     let disk = SyncGated::new(26);
-    let config = WalConfig::builder()
-        .segment_bytes_max(1 << 20)
-        .record_bytes_max(1024)
-        .spare_segments_max(0)
-        .sync_policy(SyncPolicy::Group {
-            batch_delay_us_max: 10_000_000,
-            // 16 records of 100 bytes make a full batch.
-            batch_bytes_max: 16 * synod_wal::format::record_bytes(100),
-        })
-        .build()
-        .expect("valid config");
-    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    // 16 records of 100 bytes make a full batch.
+    let wal = held_group_log(&disk, 16 * synod_wal::format::record_bytes(100));
     // The listener purges below what it hears durable, through a handle of its own (taken
     // away at the end, so that the log is not kept alive by its own listener).
     let handle: Arc<Mutex<Option<Wal<SyncGated>>>> = Arc::new(Mutex::new(Some(wal.clone())));
@@ -640,15 +631,7 @@ fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
             let _ = purged_tx.lock().send(r);
         });
     }
-    let syncs = disk.arm();
-    let first = {
-        let wal = wal.clone();
-        thread::spawn(move || wal.append(payload(1, 100)))
-    };
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the first sync starts");
+    let (syncs, first) = first_sync_held(&disk, &wal);
     // A full batch queues behind it.
     let writers: Vec<_> = (0..32u64)
         .map(|w| {
@@ -674,4 +657,51 @@ fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
     }
     assert_eq!(wal.durable_index(), LogIndex::new(33));
     handle.lock().take();
+}
+
+/// Review (review18), a stall: a writer waiting for its record asks for a sync, and before
+/// 4b2df60 the group-commit thread began it at once. Now it begins it only once as many
+/// writers wait as the last sync covered (`waiting_next >= covered_last`,
+/// wal/src/wal.rs:1633) or `batch_delay_us_max` after the last sync ended: a writer alone
+/// after a sync that covered two (the other has finished, or is busy elsewhere) waits out
+/// the whole delay (up to 10 s) with the log idle. So does a submitter held by
+/// `pending_bytes_max`, a `Wal::sync` or `Wal::close`. Deterministic: the lone writer and
+/// the group-commit thread both asleep with no sync begun is the stall itself (before, the
+/// group-commit thread was woken by the writer's request before the writer slept, and
+/// slept next in the held sync).
+#[test]
+#[ignore = "review18's finding: a lone waiting writer's sync waits out batch_delay_us_max after a sync that covered more writers, wal/src/wal.rs:1633"]
+fn a_lone_writer_after_a_sync_of_two_is_synced_without_waiting_out_the_delay() {
+    let disk = SyncGated::new(27);
+    let wal = held_group_log(&disk, 1 << 20);
+    // The group-commit thread's id, from the listener it calls.
+    let group_tid: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    {
+        let group_tid = Arc::clone(&group_tid);
+        wal.set_durable_listener(move |_| {
+            group_tid.lock().get_or_insert_with(current_tid);
+        });
+    }
+    // Two writers queue behind the first sync, are covered by the second, and return.
+    let (syncs, writers, tids, go) = writers_back_from_their_sync(&disk, &wal, 2);
+    let group_tid = group_tid.lock().clone().expect("the listener heard a sync");
+    // One writer appends again and waits; the other stays away.
+    go[0].send(()).expect("the writer waits");
+    until("the lone writer's record is queued", || {
+        wal.last_index() == LogIndex::new(4)
+    });
+    until("the lone writer and the group-commit thread sleep", || {
+        thread_state(&tids[0]) == Some('S') && thread_state(&group_tid) == Some('S')
+    });
+    assert!(
+        syncs.reached.try_recv().is_ok(),
+        "no sync began for the lone writer: the group-commit thread sleeps out the delay"
+    );
+    disk.disarm();
+    syncs.release.send(()).expect("release the third sync");
+    go[1].send(()).expect("the other writer waits");
+    for w in writers {
+        w.join().expect("no panic").expect("appends");
+    }
+    assert_eq!(wal.durable_index(), LogIndex::new(5));
 }
