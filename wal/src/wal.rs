@@ -1259,9 +1259,11 @@ impl<S: Storage> Inner<S> {
         };
         st.busy = true;
         let result = MutexGuard::unlocked(st, || {
-            if let Some(earlier) = earlier {
+            if let Some(earlier) = &earlier {
                 // The next batch waits to be written: one wake-up here, the rest relayed.
-                self.announce(earlier, true);
+                // The listener hears of it only once this thread is no longer busy (below):
+                // it may purge or flush, which waits for an idle log.
+                self.gates.open(earlier.sync, true);
             }
             self.write_batch(&batch, start, durable_before, cursor, sync)
         });
@@ -1270,9 +1272,18 @@ impl<S: Storage> Inner<S> {
         if sync {
             st.covered_last = std::mem::take(&mut st.waiting_running);
         }
+        let tell = |st: &mut MutexGuard<'_, State<S::File>>, earlier: Option<Owed>| {
+            if let Some(earlier) = earlier {
+                MutexGuard::unlocked(st, || self.tell_listener(&earlier));
+            }
+        };
         let done = match result {
             Ok(done) => done,
-            Err(e) => return Err(self.poison(st, e)),
+            Err(e) => {
+                let e = self.poison(st, e);
+                tell(st, earlier);
+                return Err(e);
+            }
         };
         // Publish: the records are now in files; readers find them there.
         let mut done = done.into_iter();
@@ -1305,17 +1316,20 @@ impl<S: Storage> Inner<S> {
         // wrote (a `Wal::flush` writes without syncing).
         self.flusher_wake.notify_one();
         if !sync {
+            tell(st, earlier);
             return Ok(None);
         }
         // Writers that look from now on find their records durable; those already waiting
         // are woken by `announce`.
         self.gates.done.store(this_sync, Ordering::Release);
-        Ok(Some(Owed {
+        let owed = Owed {
             sync: this_sync,
             durable: LogIndex::new(st.durable.saturating_sub(1)),
             epoch: st.cuts.epoch,
             moved,
-        }))
+        };
+        tell(st, earlier);
+        Ok(Some(owed))
     }
 
     /// Delivers what the end of a sync owes (called without the state's lock): wakes the
@@ -1324,6 +1338,13 @@ impl<S: Storage> Inner<S> {
     /// wakes them all itself, at once.
     fn announce(&self, owed: Owed, relay: bool) {
         self.gates.open(owed.sync, relay);
+        self.tell_listener(&owed);
+    }
+
+    /// Tells the listener of a sync's end, unless it has heard of a later one (called
+    /// without the state's lock, and not while this thread holds the log busy: the listener
+    /// may purge or flush, which wait for an idle log).
+    fn tell_listener(&self, owed: &Owed) {
         if !owed.moved {
             return;
         }
@@ -1636,6 +1657,15 @@ impl<S: Storage> Inner<S> {
             if can && (full || requested || (delay.is_zero() && !st.pending.is_empty())) {
                 // A full batch, or writers waiting and all back: begin the next sync (and
                 // wake the last one's writers once its batch is taken).
+                if let Some(news) = owed.as_mut().filter(|o| o.moved) {
+                    // The listener first, while the log is idle: it may purge or flush,
+                    // which wait for an idle log, and so must not be told from inside the
+                    // next sync. Then look again: the log may be busy by now.
+                    let told = *news;
+                    news.moved = false;
+                    MutexGuard::unlocked(&mut st, || self.tell_listener(&told));
+                    continue;
+                }
                 st.sync_requested = false;
                 // A failure poisons the log and wakes every waiter; nothing else to do here.
                 owed = self
@@ -1697,6 +1727,7 @@ impl<S: Storage> Inner<S> {
 
 /// What the end of a sync owes: the wake-up of the writers it covered, and the listener's
 /// news (see [`Inner::announce`]).
+#[derive(Clone, Copy)]
 struct Owed {
     sync: u64,
     durable: LogIndex,
