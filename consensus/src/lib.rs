@@ -349,4 +349,4 @@ pub use storage::{
 pub use synod_node::PersistToken;
 pub use types::{Entry, LogIndex, NodeId, Payload, Term};
 #[cfg(feature = "wal")]
-pub use wal_store::{WalLogStore, WalStoreError, WalStoreOptions};
+pub use wal_store::{WalLogStore, WalStoreError, WalStoreOptions, WalSyncer};

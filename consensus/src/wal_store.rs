@@ -587,6 +587,28 @@ impl<S: Storage> WalLogStore<S> {
         Ok(())
     }
 
+    /// The write failure remembered since opening, if any, without syncing: what a driver
+    /// that syncs on another thread ([`WalLogStore::syncer`]) checks before it asks for a
+    /// sync of the writes applied so far (a failed write must not be acknowledged however
+    /// the sync that follows it ends).
+    ///
+    /// # Errors
+    ///
+    /// As [`sync`](Self::sync), for the writes.
+    pub fn written(&mut self) -> Result<(), WalStoreError> {
+        self.check_failed()
+    }
+
+    /// A handle that makes the writes applied to this store durable from another thread,
+    /// while this store takes more ([`WalSyncer`]).
+    #[must_use]
+    pub fn syncer(&self) -> WalSyncer<S> {
+        WalSyncer {
+            entries: self.entries.clone(),
+            meta: self.meta.clone(),
+        }
+    }
+
     /// Writes every write applied so far to the storage without syncing it, for a driver
     /// whose sync comes by other means: a simulated disk's sync of everything written
     /// before it was asked for (synod-sim's `ProtocolNode` does this). The writes are
@@ -683,6 +705,66 @@ impl<S: Storage> WalLogStore<S> {
                 .map_err(io_err("remove", &name))?;
         }
         Ok(())
+    }
+}
+
+/// Makes a [`WalLogStore`]'s writes durable from a thread that does not hold the store, so
+/// that the store takes more writes (the node goes on) while the disk syncs: the Raft
+/// thesis' leader writing its log in parallel with replication (section 10.2.1). Clones
+/// share the store's logs.
+///
+/// [`WalSyncer::sync`] makes durable every write the store applied before the call began:
+/// write the records still queued, then `fdatasync`, the entry log first and the meta log
+/// second, as [`WalLogStore::sync`] does (the store's logs serialize a sync with the
+/// store's own writes, truncations and purges). Before asking for a sync of a persist
+/// effect's write, check [`WalLogStore::written`]: a write the store failed to lay out is
+/// remembered there, not here. A failed sync poisons the logs: the driver must stop the
+/// node, as after a failed [`WalLogStore::sync`].
+pub struct WalSyncer<S: Storage> {
+    entries: Wal<S>,
+    meta: Wal<S>,
+}
+
+impl<S: Storage> Clone for WalSyncer<S> {
+    fn clone(&self) -> Self {
+        WalSyncer {
+            entries: self.entries.clone(),
+            meta: self.meta.clone(),
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for WalSyncer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalSyncer").finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> WalSyncer<S> {
+    /// Makes every write the store applied before this call durable.
+    ///
+    /// # Errors
+    ///
+    /// The write or sync failure of either log (the logs are poisoned from then on).
+    pub fn sync(&self) -> Result<(), WalStoreError> {
+        sync_to_end(&self.entries)?;
+        sync_to_end(&self.meta)?;
+        Ok(())
+    }
+}
+
+/// Syncs `wal` up to its last record. A truncation on the store's thread between the
+/// reading of that index and the wait (the node stepped down and cut its log) makes the
+/// wait find its index gone: that is no failure, and the sync is tried again to the new end
+/// (the records cut are not the node's any more; every record kept before the cut is
+/// covered).
+fn sync_to_end<S: Storage>(wal: &Wal<S>) -> Result<(), WalError> {
+    loop {
+        match wal.sync() {
+            Ok(_) => return Ok(()),
+            Err(WalError::OutOfRange { .. }) if wal.poisoned().is_none() => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub enum Request {
     ProposeMembership(Membership),
     /// [`Node::read_index`]: answered with [`Response::Read`] once the read index is
     /// confirmed (or known not to be), never before the entries up to that index that this
-    /// node has committed and made durable are handed out to be applied. The id must not
+    /// node has committed are handed out to be applied. The id must not
     /// repeat, even across restarts.
     ReadIndex(ReadId),
     /// [`Node::transfer_leadership`] to the node: answered with

@@ -17,7 +17,10 @@
 //! a leader's own replication messages (appends, heartbeats, snapshot chunks) leave at
 //! once: the leader's term is already durable (it could not have won otherwise), and it
 //! counts its own copy of an entry towards the commit only once that copy is durable, so
-//! the leader's sync runs in parallel with its followers'.
+//! the leader's sync runs in parallel with its followers'. A committed entry is handed out
+//! to be applied whether or not this node's own copy is durable yet (it is durable on a
+//! majority: the Raft thesis, section 10.2.1), so a leader whose followers' copies commit
+//! an entry before its own sync ends answers it then.
 //!
 //! # Where things are
 //!
@@ -363,7 +366,7 @@ impl Node {
             || self.reads.has_answers()
             || self.reads.has_unsent()
             || self.reads.need_round()
-            || self.applied < self.commit.min(self.durability.durable_index())
+            || self.applied < self.commit
     }
 
     /// Advances the node's logical clock by one tick: drives election timeouts, heartbeats
@@ -535,14 +538,16 @@ impl Node {
             .request(self.log.last_index())
             .map(|token| (token, self.log.take_unpersisted()));
         let snapshot = self.restore.take();
-        let hi = self
-            .commit
-            .min(self.durability.durable_index())
-            .min(LogIndex(
-                self.applied
-                    .0
-                    .saturating_add(self.config.apply_entries_max as u64),
-            ));
+        // Committed entries are applied whether or not this node's own copy is durable yet:
+        // a committed entry is durable on a majority, so no crash of this node can take it
+        // from the cluster (its state machine, in memory, goes with the crash). A leader
+        // whose followers' copies committed an entry before its own sync ended answers it
+        // at once.
+        let hi = self.commit.min(LogIndex(
+            self.applied
+                .0
+                .saturating_add(self.config.apply_entries_max as u64),
+        ));
         let mut committed = Vec::new();
         if hi > self.applied {
             self.log

@@ -398,6 +398,49 @@ mod crash {
         assert_eq!(read(&store, next.0), Some(new));
     }
 
+    /// A driver that syncs on a thread of its own (`WalSyncer`) while the store takes more
+    /// writes: every write applied before the sync began is durable after it (entries and
+    /// hard state), a write applied after it is not until the next, and a failed sync there
+    /// is an error, after which the store refuses to sync.
+    #[test]
+    fn a_syncer_on_another_thread_makes_durable_what_was_applied_before_it_began() {
+        let (disks, _) = durable_store(11, 6);
+        let mut store = open(&disks);
+        store.set_hard_state(hard_state(2));
+        store.append(&[entry(7, 2), entry(8, 2)]);
+        store.written().expect("laid out");
+        let syncer = store.syncer();
+        std::thread::spawn(move || syncer.sync())
+            .join()
+            .expect("the sync thread")
+            .expect("synced");
+        // Applied after the sync: not durable.
+        store.append(&[entry(9, 2)]);
+        drop(store);
+        crash(&disks, CrashMode::DropUnsynced);
+        let log = recovered(&disks);
+        assert_eq!(log.last_index(), LogIndex(8));
+        assert_eq!(read(&log, 8), Some(entry(8, 2)));
+        assert_eq!(log.hard_state(), hard_state(2));
+
+        let mut store = open(&disks);
+        store.append(&[entry(9, 2)]);
+        let syncer = store.syncer();
+        disks.0.halt_after(Some(0));
+        let failed = std::thread::spawn(move || syncer.sync())
+            .join()
+            .expect("the sync thread");
+        assert!(
+            failed.is_err(),
+            "a failed write and sync reported as synced"
+        );
+        disks.0.halt_after(None);
+        assert!(
+            store.sync().is_err(),
+            "the store syncs on after a failed sync"
+        );
+    }
+
     /// A crash after the meta log holds an installed snapshot but before the entry log was
     /// reset: the entry log ends before the snapshot (a gap) or holds a stale suffix of
     /// another term. Opening discards the entries and the log restarts after the snapshot.

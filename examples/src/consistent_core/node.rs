@@ -910,6 +910,7 @@ mod tests {
     use std::time::Duration;
 
     use synod_consensus::{Config, LogStore, MemLogStore, Membership};
+    use synod_node::PersistToken;
 
     const TICK: Duration = Duration::from_millis(50);
 
@@ -918,13 +919,19 @@ mod tests {
     }
 
     /// A cluster in memory: messages delivered at once unless the sender or recipient is
-    /// cut off, every persistence request synced at once; one clock for every node, which
-    /// each node reads with its own offset.
+    /// cut off, every persistence request synced at once unless the node's syncs are
+    /// stalled (then its writes are applied to its disk and synced only when the test
+    /// releases them, while its messages go on: a process whose sync thread is slow); one
+    /// clock for every node, which each node reads with its own offset.
     struct Cluster {
         nodes: Vec<CoreNode>,
         /// Each node's "disk": its writes are applied here and synced at once.
         disks: Vec<MemLogStore>,
         cut: Option<usize>,
+        /// Nodes whose syncs wait for [`Cluster::release_syncs`].
+        stalled: Vec<bool>,
+        /// For each node, the last token of the writes applied and not synced yet.
+        unsynced: Vec<Option<PersistToken>>,
         replies: Vec<(Tag, Response)>,
         now: Duration,
         offsets: Vec<Duration>,
@@ -955,6 +962,8 @@ mod tests {
                 nodes,
                 disks: vec![MemLogStore::new(membership); usize::try_from(n).expect("small")],
                 cut: None,
+                stalled: vec![false; usize::try_from(n).expect("small")],
+                unsynced: vec![None; usize::try_from(n).expect("small")],
                 replies: Vec::new(),
                 now: Duration::ZERO,
                 offsets: vec![Duration::ZERO; usize::try_from(n).expect("small")],
@@ -977,8 +986,13 @@ mod tests {
                         }
                         Effect::Persist { token, write } => {
                             self.disks[at].apply(&write);
-                            self.disks[at].sync();
-                            queue.push((at, Input::Persisted(token)));
+                            if self.stalled[at] {
+                                self.unsynced[at] = Some(token);
+                            } else {
+                                self.disks[at].sync();
+                                self.unsynced[at] = None;
+                                queue.push((at, Input::Persisted(token)));
+                            }
                         }
                         Effect::Reply { id, response } => self.replies.push((id, response)),
                         Effect::Apply(Fatal(why)) => panic!("{why}"),
@@ -986,6 +1000,31 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// Syncs what node `at` wrote while its syncs were stalled, acknowledges it, and
+        /// lets its syncs run at once again.
+        fn release_syncs(&mut self, at: usize) {
+            self.stalled[at] = false;
+            if let Some(token) = self.unsynced[at].take() {
+                self.disks[at].sync();
+                self.run(at, Input::Persisted(token));
+            }
+        }
+
+        /// Node `at` crashes (its disk loses what was not synced) and restarts from its
+        /// disk, cut off from the others until the test says otherwise.
+        fn crash_and_restart(&mut self, at: usize) {
+            self.disks[at].crash();
+            self.stalled[at] = false;
+            self.unsynced[at] = None;
+            let config = Config::builder(self.nodes[at].id())
+                .tick_interval_us(tick_us())
+                .build()
+                .expect("valid");
+            self.nodes[at] = CoreNode::new(Node::new(config, self.disks[at].clone()), 1_000_000);
+            self.cut = Some(at);
+            self.run(at, Input::Wake);
         }
 
         /// Asks node `at` for `command` as request `id`; its reply, if one came.
@@ -1351,6 +1390,95 @@ mod tests {
             drive(&mut restarted, &mut disk, now);
         }
         assert_eq!(restarted.kv().len(), 25);
+    }
+
+    fn linearizable_get(key: &str) -> Request {
+        Request::Read {
+            query: KvQuery::Get(key.into()),
+            mode: ReadMode::Linearizable,
+        }
+    }
+
+    /// The Raft thesis' leader writes its log in parallel with replication (10.2.1): a
+    /// commit needs a majority of durable copies, which both followers' are before the
+    /// leader's own sync ends. What the process driver relies on to sync on a thread of its
+    /// own while its node takes acknowledgements in.
+    #[test]
+    fn a_write_commits_on_both_followers_copies_while_the_leaders_own_sync_is_outstanding() {
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        cluster.stalled[leader] = true;
+        assert_eq!(
+            cluster.client(leader, 1, put("k", "v")),
+            Some(Response::Kv(KvReply::Ok))
+        );
+        // Answered with the leader's own copy not durable: a crash now would lose it there.
+        assert!(cluster.unsynced[leader].is_some(), "the leader synced");
+        let mut crashed = cluster.disks[leader].clone();
+        crashed.crash();
+        assert!(crashed.last_index() < cluster.nodes[leader].raft().last_index());
+        assert_eq!(
+            cluster.nodes[leader]
+                .kv()
+                .query(&KvQuery::Get(b"k".to_vec())),
+            KvReply::Bulk(b"v".to_vec())
+        );
+    }
+
+    /// The leader's copy counts only once durable: with one follower's copy and its own
+    /// unsynced, a write waits for the leader's sync.
+    #[test]
+    fn a_write_held_by_one_follower_waits_for_the_leaders_own_sync() {
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        cluster.cut = Some((leader + 1) % 3);
+        cluster.stalled[leader] = true;
+        assert_eq!(cluster.client(leader, 1, put("k", "v")), None);
+        cluster.release_syncs(leader);
+        let reply = cluster.replies.iter().find(|(tag, _)| *tag == RequestId(1));
+        assert_eq!(reply.map(|(_, r)| r), Some(&Response::Kv(KvReply::Ok)));
+    }
+
+    /// A leader that acknowledged writes on its followers' copies and crashed before its
+    /// own sync lost them from its disk, not from the cluster: the next leader serves them,
+    /// and the old one, restarted, gets them back.
+    #[test]
+    fn a_leader_that_crashes_before_its_own_sync_loses_no_acknowledged_write() {
+        let mut cluster = Cluster::new(3, 1_000_000);
+        cluster.tick_all(40);
+        let leader = cluster.leader();
+        cluster.stalled[leader] = true;
+        for (tag, key) in [(1, "a"), (2, "b")] {
+            assert_eq!(
+                cluster.client(leader, tag, put(key, "v")),
+                Some(Response::Kv(KvReply::Ok))
+            );
+        }
+        let acknowledged = cluster.nodes[leader].raft().commit_index();
+        cluster.crash_and_restart(leader);
+        assert!(
+            cluster.nodes[leader].raft().last_index() < acknowledged,
+            "the crash lost the leader's unsynced copy"
+        );
+        cluster.tick_all_but(Some(leader), 40);
+        let next = cluster.leader_other_than(leader);
+        for (tag, key) in [(3, "a"), (4, "b")] {
+            assert_eq!(
+                cluster.client(next, tag, linearizable_get(key)),
+                Some(Response::Kv(KvReply::Bulk(b"v".to_vec())))
+            );
+        }
+        cluster.cut = None;
+        cluster.tick_all(40);
+        for key in ["a", "b"] {
+            assert_eq!(
+                cluster.nodes[leader].kv().query(&KvQuery::Get(key.into())),
+                KvReply::Bulk(b"v".to_vec()),
+                "the restarted node caught up"
+            );
+        }
     }
 
     fn write(command: KvCommand) -> Request {
