@@ -544,7 +544,8 @@ pub struct Info {
     pub leave: Option<&'static str>,
     /// Where this node's join stands (`asking-for-slot`, `waiting-for-slot`, `announcing`,
     /// `draining`, `streaming`, `switching`, `finishing`, `joined`), if it joined the
-    /// cluster's first members in this start or resumed its join in it.
+    /// cluster's first members (after a restart its join resumes at the phase it recorded:
+    /// a join done is `finishing` until every member has noted it done again).
     pub join: Option<&'static str>,
     /// The removals this node drives ([`Request::Remove`] taken here), each with where it
     /// stands (`checking`, `announcing`, `draining`, `streaming`, `switching`,
@@ -2057,12 +2058,9 @@ impl<M: Mode> Leaderless<M> {
         if leaving && !refused {
             later_move(&mut moves, me, MoveKind::Leave, MovePhase::Pending);
         }
-        // A move under way, or one that was asking for slots (its own slot granted).
-        let resume_move = !refused
-            && (moves
-                .get(&me)
-                .is_some_and(|&(_, phase)| phase != MovePhase::Done)
-                || permits.contains_key(&me));
+        // A move under way, or one that was asking for slots (its own slot granted), or one
+        // done here that some member may not have noted done yet (it is told again).
+        let resume_move = !refused && (moves.contains_key(&me) || permits.contains_key(&me));
         let query = std::time::Duration::from_millis(config.permit_query_ms);
         let permits = permits
             .into_iter()
@@ -2772,6 +2770,23 @@ impl<M: Mode> Leaderless<M> {
             .count()
     }
 
+    /// Whether every move this node knows of has ended here: its own join or leave (if any)
+    /// done, no move under way (noted pending or switched), no slot granted to a move not
+    /// noted yet, and no removal it drives under way.
+    #[must_use]
+    pub fn moves_ended(&self) -> bool {
+        self.own
+            .as_ref()
+            .is_none_or(|o| matches!(o.step, Step::Done))
+            && !self.resume_move
+            && self.moves_under_way() == 0
+            && self.permits.is_empty()
+            && self
+                .removals
+                .values()
+                .all(|r| matches!(r.step, RemovalStep::Done))
+    }
+
     /// A new request for slots of this start.
     fn next_round(&mut self) -> PermitRound {
         self.rounds += 1;
@@ -3037,7 +3052,9 @@ impl<M: Mode> Leaderless<M> {
 
     /// Starts (or, after a restart, resumes) this node's own move at the phase it recorded:
     /// pending, it tells the members again (they answer a phase they know at once), then
-    /// drains and streams; switched, it tells them that again, then that it is done.
+    /// drains and streams; switched, it tells them that again, then that it is done; done,
+    /// it tells them that again (it may have crashed before every member noted it, and a
+    /// member that did not would hold the move under way for ever).
     fn begin_move(&mut self, now: Time) {
         let me = self.config.id;
         // A move that was asking for slots (its own slot granted, not begun) asks again.
@@ -3050,12 +3067,9 @@ impl<M: Mode> Leaderless<M> {
         let Some(&(kind, phase)) = self.moves.get(&me) else {
             return;
         };
-        let step = match phase {
-            MovePhase::Done => Step::Done,
-            phase => Step::Telling {
-                phase,
-                waiting: self.others_to_tell(),
-            },
+        let step = Step::Telling {
+            phase,
+            waiting: self.others_to_tell(),
         };
         self.own = Some(OwnMove {
             kind,

@@ -3079,3 +3079,58 @@ fn review17_slots_asked_by_nodes_no_member_knows_are_not_held_for_ever() {
         "node 1 holds its slots for nodes no member knows"
     );
 }
+
+/// Runs the cluster until `nodes` all say every move they know of has ended
+/// ([`Leaderless::moves_ended`]), for at most `ms`; whether they did.
+fn until_moves_ended<M: Mode>(c: &mut Cluster<M>, nodes: &[usize], ms: u64) -> bool {
+    for _ in 0..ms / 100 {
+        if nodes.iter().all(|&n| c.node(n).moves_ended()) {
+            return true;
+        }
+        c.run_for(100);
+    }
+    nodes.iter().all(|&n| c.node(n).moves_ended())
+}
+
+/// Issue 19 (live21, found by the simulation's wait for every move to end, seed 1 of five
+/// joiners and a leave): a mover that recorded its move done, and crashed before every
+/// member had noted it done, took its move as finished on its restart without telling the
+/// members again, so a member that had not heard kept the move switched, under way, for
+/// ever (holding one of its four move slots, and writing to both tables). Node 4's telling
+/// node 2 that its join is done is lost until node 4 has crashed; restarted, it tells node 2
+/// again, and every move ends everywhere.
+#[test]
+fn a_mover_that_crashes_after_recording_its_move_done_tells_the_members_again() {
+    let (mut c, _) = three_holding_forty_keys(|_| {});
+    c.dropped = |from, to, message| {
+        from == id(4)
+            && to == id(2)
+            && matches!(
+                message,
+                Message::Move {
+                    phase: MovePhase::Done,
+                    ..
+                }
+            )
+    };
+    c.start(4);
+    let done = Record::Move {
+        id: id(4),
+        kind: MoveKind::Join,
+        phase: MovePhase::Done,
+    };
+    run_until(&mut c, 20_000, |c| c.disks[3].contains(&done));
+    c.run_for(1_000);
+    assert_eq!(c.node(2).info().moves_under_way, 1, "node 2 never heard");
+    c.crash(4);
+    c.dropped = |_, _, _| false;
+    c.start(4);
+    assert!(
+        until_moves_ended(&mut c, &[1, 2, 3, 4], 10_000),
+        "node 2: {:?}; node 4: {:?}",
+        c.node(2).info(),
+        c.node(4).info()
+    );
+    assert_eq!(c.node(4).info().join, Some("joined"));
+    assert_eq!(c.node(2).table(), c.node(4).table());
+}

@@ -91,6 +91,13 @@ pub struct Moves {
     /// `n`th operation in all every tenth is a [`Request::Remove`] of it to node 1, refused
     /// until every other member holds it dead; the removal runs while the clients go on.
     pub remove_after: Option<usize>,
+    /// Whether the run ends only once every move has ended, besides the replicas agreeing
+    /// after the heal: every joiner admitted and joined, the leaver (if its leave was taken)
+    /// gone, no move under way or asking for a slot at any node, and no slot held. The
+    /// liveness phase (every fault healed, every crashed node restarted) must then reach it
+    /// within the configuration's `liveness_time_max`, or the run fails as making no
+    /// progress, naming what each node still waits for ([`Checks::unfinished`]).
+    pub finish: bool,
 }
 
 impl Moves {
@@ -277,7 +284,16 @@ pub struct Seen {
     removed: bool,
     /// The most moves under way at any node after any event.
     under_way_peak: usize,
+    /// In a run that waits for every move to end ([`Moves::finish`]): what each node still
+    /// waited for when last looked at (at most every [`UNFINISHED_EVERY_MS`] of the liveness
+    /// phase), and when that was; `None` once every move ended.
+    unfinished: Option<(SimTime, String)>,
+    /// How long after the heal every move had ended, in such a run.
+    finished_after: Option<std::time::Duration>,
 }
+
+/// How often a run that waits for every move to end says what is still under way.
+const UNFINISHED_EVERY_MS: u64 = 100;
 
 /// The clients: linearizable reads and writes, CAS reads and compare-and-sets, QUORUM reads
 /// and writes with contexts, ONE reads, each a seventh of the operations (QUORUM writes up
@@ -505,8 +521,90 @@ fn agreed<M: Mode>(
     Some(values)
 }
 
+/// The run's joiners that are neither in node 1's table nor refused by the cluster (a
+/// joiner is refused if one above it was admitted first: members dial only lower ids).
+fn joiners_outside<M: Mode>(
+    moves: Moves,
+    view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
+) -> Vec<NodeId> {
+    let nodes = view.nodes().count();
+    let first = view.node(NodeId::new(1)).and_then(ProtocolNode::protocol);
+    (moves.first_members(nodes) + 1..=nodes)
+        .map(|j| NodeId::new(j as u64))
+        .filter(|&j| {
+            let gone = view
+                .node(j)
+                .and_then(ProtocolNode::protocol)
+                .is_some_and(Leaderless::is_gone);
+            !gone && first.is_none_or(|p| p.table().load(j) == 0)
+        })
+        .collect()
+}
+
+/// Whether every move of the run has ended ([`Moves::finish`]): every joiner in node 1's
+/// table or refused, and at every node that takes part, its own move done, none under way
+/// and no slot held ([`Leaderless::moves_ended`]).
+fn moves_ended<M: Mode>(
+    moves: Moves,
+    view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
+) -> bool {
+    joiners_outside(moves, view).is_empty()
+        && view.nodes().all(|(_, node)| {
+            node.protocol()
+                .is_some_and(|p| p.is_gone() || (!p.is_admitting() && p.moves_ended()))
+        })
+}
+
+/// What each node still waits for in a run whose moves have not all ended.
+fn unfinished<M: Mode>(
+    moves: Moves,
+    view: &View<'_, LeaderlessNode<M>, KvInput, KvOutput>,
+) -> String {
+    let mut out = Vec::new();
+    let outside = joiners_outside(moves, view);
+    if !outside.is_empty() {
+        out.push(format!("not in node 1's table: {outside:?}"));
+    }
+    for (id, node) in view.nodes() {
+        let Some(p) = node.protocol() else {
+            out.push(format!("node {id}: down"));
+            continue;
+        };
+        if p.is_gone() {
+            if p.is_admitting() {
+                out.push(format!("node {id}: refused"));
+            }
+            continue;
+        }
+        if !p.is_admitting() && p.moves_ended() {
+            continue;
+        }
+        let info = p.info();
+        let mut line = format!("node {id}:");
+        if !info.admitted {
+            line.push_str(" admitting");
+        }
+        if let Some(join) = info.join {
+            line.push_str(&format!(" join {join}"));
+        }
+        if let Some(leave) = info.leave {
+            line.push_str(&format!(" leave {leave}"));
+        }
+        for (removed, step) in &info.removals {
+            line.push_str(&format!(" removal of {removed} {step}"));
+        }
+        line.push_str(&format!(" under way {}", info.moves_under_way));
+        if let Some(why) = info.move_wait {
+            line.push_str(&format!(" (waiting: {why})"));
+        }
+        out.push(line);
+    }
+    out.join("; ")
+}
+
 /// The progress condition: after the heal, no QUORUM-space operation pending, and every
-/// replica in agreement (kept as the final state).
+/// replica in agreement (kept as the final state); with [`Moves::finish`], every move ended
+/// too.
 fn converged<M: Mode>(
     seen: &Rc<RefCell<Seen>>,
     moves: Moves,
@@ -514,6 +612,24 @@ fn converged<M: Mode>(
 ) -> bool {
     if view.healed_at().is_none() {
         return false;
+    }
+    if moves.finish {
+        let mut s = seen.borrow_mut();
+        if s.finished_after.is_none() {
+            if !moves_ended(moves, view) {
+                let every = SimTime::from_micros(UNFINISHED_EVERY_MS * 1_000);
+                let due = s.unfinished.as_ref().is_none_or(|(at, _)| {
+                    view.now().as_micros() >= at.as_micros() + every.as_micros()
+                });
+                if due {
+                    s.unfinished = Some((view.now(), unfinished(moves, view)));
+                }
+                return false;
+            }
+            let healed = view.healed_at().unwrap_or(view.now());
+            s.finished_after = Some(view.now().saturating_duration_since(healed));
+            s.unfinished = None;
+        }
     }
     let pending = view.history().operations().iter().any(|op| {
         matches!(op.outcome, Outcome::Pending)
@@ -573,6 +689,24 @@ impl Checks {
     #[must_use]
     pub fn removed(&self) -> bool {
         self.seen.borrow().removed
+    }
+
+    /// In a run that waits for every move to end ([`Moves::finish`]): what each node still
+    /// waited for when last looked at, if some move had not ended when the run ended.
+    #[must_use]
+    pub fn unfinished(&self) -> Option<String> {
+        self.seen
+            .borrow()
+            .unfinished
+            .as_ref()
+            .map(|(at, why)| format!("at {at}: {why}"))
+    }
+
+    /// In a run that waits for every move to end: how long after the heal every move had
+    /// ended, if it did.
+    #[must_use]
+    pub fn moves_ended_after_heal(&self) -> Option<std::time::Duration> {
+        self.seen.borrow().finished_after
     }
 
     /// The most moves under way at any node after any event of the run (at most
