@@ -2848,7 +2848,15 @@ impl<M: Mode> Leaderless<M> {
         if self.admission.is_some() || from == self.config.id || self.is_gone_member(from) {
             return;
         }
-        let (granted, busy) = match self.grant(now, from, kind, round) {
+        // A slot is held until its holder lets it go, so only a member this node has heard
+        // of gets one: a node no member knows could otherwise hold every slot for good (a
+        // new member is refused until membership tells this node of it, and asks again).
+        let granted = if self.known.contains(&from) {
+            self.grant(now, from, kind, round)
+        } else {
+            Err(Vec::new())
+        };
+        let (granted, busy) = match granted {
             Ok(()) => (true, Vec::new()),
             Err(busy) => (false, busy),
         };
@@ -5114,6 +5122,9 @@ fn starting() -> Response {
 /// What holds node `at`'s move slots, as a refusal says it: `node n2 has 4 moves under way
 /// or starting (n5 join pending, n6 join starting, ...)`.
 fn busy_text(at: NodeId, busy: &[(NodeId, MoveKind, Option<MovePhase>)]) -> String {
+    if busy.is_empty() {
+        return format!("node {at} has not heard of this node yet");
+    }
     let moves: Vec<String> = busy
         .iter()
         .take(MOVES_MAX)

@@ -3046,17 +3046,14 @@ fn review17_a_leave_whose_hand_off_outlives_a_join_under_way_ends() {
     );
 }
 
-/// review17: a member grants a move slot to whoever asks (machine.rs on_permit checks only
-/// that the sender has not left), durably, and drops it only on the asker's word. Four
-/// requests from ids no member has ever seen (a misconfigured process, or one of another
-/// cluster) fill node 1's four slots: its questions to them go unanswered, REMOVENODE
-/// refuses an unknown id, and the grants are on its disk, so a minute later (and after
-/// any restart) node 1 still refuses every LEAVE as BUSY and every joiner a slot.
+/// Regression (review17): a member granted a move slot to whoever asked (on_permit checked
+/// only that the sender had not left), durably, and dropped it only on the asker's word.
+/// Four requests from ids no member has ever seen (a misconfigured process, or one of
+/// another cluster) filled node 1's four slots: its questions to them went unanswered,
+/// REMOVENODE refuses an unknown id, and the grants were on its disk, so a minute later
+/// (and after any restart) node 1 still refused every LEAVE as BUSY and every joiner a
+/// slot. A slot now goes only to a member the node has heard of.
 #[test]
-#[ignore = "review17's finding: a slot is granted to any sender, known member or not \
-            (machine.rs:2832 on_permit), and held until the sender withdraws it (2997 \
-            query_permits asks it for ever): a stranger's requests hold a member's four slots \
-            for good, durably"]
 fn review17_slots_asked_by_nodes_no_member_knows_are_not_held_for_ever() {
     let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
     for stranger in 9..=12 {
