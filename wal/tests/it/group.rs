@@ -242,6 +242,23 @@ fn writers_back_from_their_sync(
 }
 
 /// Polls until `what` holds, failing the test after [`WAIT`].
+/// 32 writers of 100 bytes each (two full batches of [`held_group_log`]'s 16), queued
+/// behind the first record's held sync: their threads, once every record is queued.
+fn full_batch_behind_the_first(
+    wal: &Wal<SyncGated>,
+) -> Vec<thread::JoinHandle<Result<LogIndex, synod_wal::WalError>>> {
+    let writers = (0..32u64)
+        .map(|w| {
+            let wal = wal.clone();
+            thread::spawn(move || wal.append(payload(100 + w, 100)))
+        })
+        .collect();
+    until("the batch is queued", || {
+        wal.last_index() == LogIndex::new(33)
+    });
+    writers
+}
+
 fn until(what: &str, mut holds: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !holds() {
@@ -553,15 +570,7 @@ fn a_flush_waiting_for_an_idle_log_goes_before_the_next_sync() {
     let wal = held_group_log(&disk, 16 * synod_wal::format::record_bytes(100));
     let (syncs, first) = first_sync_held(&disk, &wal);
     // A full batch queues behind it.
-    let writers: Vec<_> = (0..32u64)
-        .map(|w| {
-            let wal = wal.clone();
-            thread::spawn(move || wal.append(payload(100 + w, 100)))
-        })
-        .collect();
-    until("the batch is queued", || {
-        wal.last_index() == LogIndex::new(33)
-    });
+    let writers = full_batch_behind_the_first(&wal);
     // A flush waits for the log to be idle.
     let (tid_tx, tid) = channel();
     let (flushed_tx, flushed) = channel();
@@ -630,15 +639,7 @@ fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
     }
     let (syncs, first) = first_sync_held(&disk, &wal);
     // A full batch queues behind it.
-    let writers: Vec<_> = (0..32u64)
-        .map(|w| {
-            let wal = wal.clone();
-            thread::spawn(move || wal.append(payload(100 + w, 100)))
-        })
-        .collect();
-    until("the batch is queued", || {
-        wal.last_index() == LogIndex::new(33)
-    });
+    let writers = full_batch_behind_the_first(&wal);
     syncs.release.send(()).expect("release the first sync");
     // The end of the first sync reaches the listener, whose purge returns.
     purged
