@@ -1007,6 +1007,39 @@ fn receive_stream(c: &mut Cluster<Vv>, me: usize) -> Received {
     (got, answered)
 }
 
+/// Writes a new key of partition `p` at QUORUM through node 2 (node 1 holds it), then
+/// plays node 5 asking node 1 for `p` again under `ask`: the key, and what node 5 got.
+fn a_fresh_key_then_a_second_ask(
+    c: &mut Cluster<Vv>,
+    table: &PartitionTable,
+    p: u32,
+    ask: AskId,
+) -> (String, Received) {
+    let fresh = (0..)
+        .map(|i| format!("fresh{i}"))
+        .find(|k| table.partition_of(k.as_bytes()).0 == p)
+        .expect("a key of the partition");
+    assert!(written(&c.put(
+        2,
+        &fresh,
+        "w",
+        QUORUM,
+        VersionVector::default()
+    )));
+    assert!(c.data(1).contains_key(fresh.as_bytes()), "node 1 holds it");
+    c.net.push_back((
+        id(5),
+        id(1),
+        Message::StreamTo {
+            ask,
+            partitions: vec![p],
+        },
+    ));
+    c.settle();
+    let received = receive_stream(c, 5);
+    (fresh, received)
+}
+
 /// A source kept what it had streamed whole to a node for ever and never streamed it to
 /// that node again: a second removal's pull of a partition (which needs what the source
 /// holds now) was answered at once, without the keys written since. The test plays node
@@ -1034,28 +1067,7 @@ fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
     let (got, answered) = receive_stream(&mut c, 5);
     assert_eq!(answered, [(ask(1), vec![p])]);
     assert!(got.contains(keys[0].as_bytes()));
-    let fresh = (0..)
-        .map(|i| format!("fresh{i}"))
-        .find(|k| table.partition_of(k.as_bytes()).0 == p)
-        .expect("a key of the partition");
-    assert!(written(&c.put(
-        2,
-        &fresh,
-        "w",
-        QUORUM,
-        VersionVector::default()
-    )));
-    assert!(c.data(1).contains_key(fresh.as_bytes()), "node 1 holds it");
-    c.net.push_back((
-        id(5),
-        id(1),
-        Message::StreamTo {
-            ask: ask(2),
-            partitions: vec![p],
-        },
-    ));
-    c.settle();
-    let (got, answered) = receive_stream(&mut c, 5);
+    let (fresh, (got, answered)) = a_fresh_key_then_a_second_ask(&mut c, &table, p, ask(2));
     assert_eq!(answered, [(ask(2), vec![p])]);
     assert!(
         got.contains(fresh.as_bytes()),
@@ -3170,28 +3182,7 @@ fn review19_a_later_pull_while_the_first_stream_is_under_way_is_streamed_anew() 
         "node 1 streams partition {p}, its batch unacknowledged"
     );
     c.captured.clear();
-    let fresh = (0..)
-        .map(|i| format!("fresh{i}"))
-        .find(|k| table.partition_of(k.as_bytes()).0 == p)
-        .expect("a key of the partition");
-    assert!(written(&c.put(
-        2,
-        &fresh,
-        "w",
-        QUORUM,
-        VersionVector::default()
-    )));
-    assert!(c.data(1).contains_key(fresh.as_bytes()), "node 1 holds it");
-    c.net.push_back((
-        id(5),
-        id(1),
-        Message::StreamTo {
-            ask: ask(2),
-            partitions: vec![p],
-        },
-    ));
-    c.settle();
-    let (got, answered) = receive_stream(&mut c, 5);
+    let (fresh, (got, answered)) = a_fresh_key_then_a_second_ask(&mut c, &table, p, ask(2));
     assert_eq!(answered, [(ask(2), vec![p])]);
     assert!(
         got.contains(fresh.as_bytes()),
