@@ -167,13 +167,17 @@ fn modelled_sync() {
 /// CPU time this process has used (all its threads, user and system), in seconds, from
 /// `/proc/self/stat` (clock ticks of 10 ms); 0 where that file cannot be read.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu_seconds(&stat).map(|(_, seconds)| seconds))
+        .unwrap_or(0.0)
+}
+
+/// The command name (with its opening parenthesis) and the CPU seconds (user and system,
+/// clock ticks of 10 ms) of a `/proc/.../stat` line.
+fn stat_cpu_seconds(stat: &str) -> Option<(&str, f64)> {
     // The fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
+    let (head, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let ticks = |i: usize| {
@@ -182,7 +186,7 @@ fn cpu_seconds() -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    Some((head, (ticks(11) + ticks(12)) / 100.0))
 }
 
 /// CPU seconds the group-commit thread (named `synod-wal-group-commit`, `synod-wal-group`
@@ -197,20 +201,10 @@ fn group_commit_cpu_seconds() -> f64 {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.ends_with("(synod-wal-group") {
-            continue;
+        match stat_cpu_seconds(&stat) {
+            Some((head, seconds)) if head.ends_with("(synod-wal-group") => total += seconds,
+            _ => {}
         }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        total += (ticks(11) + ticks(12)) / 100.0;
     }
     total
 }
