@@ -18,7 +18,13 @@
 //! durable when they are applied (`WalLogStore`, [`MemLogStore`]) or by the next sync,
 //! like every other write: the node answers the leader for an installed snapshot only once
 //! the driver acknowledges it, and a compaction lost in a crash only means that the node
-//! replays its log from the earlier snapshot.
+//! replays its log from the earlier snapshot. A store that makes a snapshot durable when it
+//! is applied makes the hard state written before it durable with it: the node applies
+//! committed entries before its own copy of them is durable, so it may snapshot an entry of
+//! a term its durable hard state has not reached yet, and a node restarted with a term below
+//! its snapshot's would take an earlier leader's appends as current (and acknowledge
+//! entries it does not hold). The entries the snapshot covers need not be durable: they are
+//! committed, so on a majority.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -190,7 +196,8 @@ pub trait LogStore {
 /// for tests and simulation with an explicit durability point: [`MemLogStore::sync`] makes
 /// everything written so far durable, and [`MemLogStore::crash`] throws away what was not,
 /// as a power failure would. Snapshots (compacted or installed) are durable as soon as they
-/// are written.
+/// are written, and with them the hard state written before them (see the module
+/// documentation).
 ///
 /// The log is the entries `first_index()..=last_index()`, where `first_index()` is one past
 /// the snapshot's index; a new store has an empty snapshot at index 0 that carries the
@@ -360,6 +367,7 @@ impl MemLogStore {
         self.entries.drain(..drop);
         self.durable_len = self.durable_len.saturating_sub(drop);
         self.snapshot = snapshot;
+        self.durable_hard_state = self.hard_state;
     }
 
     /// Replaces the whole log by `snapshot`, received from the leader.
@@ -367,6 +375,7 @@ impl MemLogStore {
         self.entries.clear();
         self.durable_len = 0;
         self.snapshot = snapshot;
+        self.durable_hard_state = self.hard_state;
     }
 
     /// Makes one write, as [`LogStore::apply`] does for each op of a [`RaftWrite`].

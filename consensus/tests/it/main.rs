@@ -3,6 +3,7 @@
 mod alloc;
 mod contract;
 mod decoders;
+mod early_apply;
 mod features;
 mod invariants;
 mod multi_paxos;

@@ -113,7 +113,7 @@ impl Stats {
 
 /// A broken store, for the negative controls of the paths the runs drive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum StoreBug {
+pub(crate) enum StoreBug {
     #[default]
     None,
     /// A compaction drops the entries after the snapshot too (as an install does).
@@ -124,7 +124,7 @@ enum StoreBug {
 
 /// A disk layer the runs can put under a node: made for a node from the run's seed, and
 /// (for one on the production store) stopped at a storage operation chosen in advance.
-trait RandomDisk: RaftDisk {
+pub(crate) trait RandomDisk: RaftDisk {
     /// The crash modes a crash of a node on this layer is drawn from.
     const CRASH_MODES: &'static [CrashMode] = &[CrashMode::DropUnsynced];
     /// The layer of node `id`.
@@ -966,7 +966,7 @@ fn reintroduced_bug_not_persisting_the_vote_is_caught() {
 /// failure loses, in a crash mode drawn at random, and the node restarts on the store
 /// reopened from it.
 #[cfg(feature = "wal")]
-mod wal {
+pub(crate) mod wal {
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
     use std::io;
@@ -990,7 +990,7 @@ mod wal {
 
     /// A node's `WalLogStore` on its simulated disk, with the budget of storage operations
     /// its process has left.
-    pub(super) struct WalDisk {
+    pub(crate) struct WalDisk {
         store: Option<WalLogStore<Halting>>,
         left: Arc<AtomicU64>,
         bug: StoreBug,
