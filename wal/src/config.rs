@@ -21,8 +21,12 @@ pub enum SyncPolicy {
     /// `batch_delay_us_max` microseconds. [`crate::Wal::append`] waits for the sync that
     /// covers its record; [`crate::Wal::submit`] does not. A writer waiting for its record
     /// asks for a sync at once; the thread then begins it as soon as every writer the last
-    /// sync woke is waiting again (writers that block on each record come back together),
-    /// or `batch_delay_us_max` after the last sync ended, whichever is first.
+    /// sync woke is waiting again or has left the log without queueing again (writers that
+    /// block on each record come back together; one that left is busy elsewhere, and is not
+    /// waited for), or `batch_delay_us_max` after the last sync ended, whichever is first.
+    /// [`crate::Wal::sync`], [`crate::Wal::wait_durable`], [`crate::Wal::close`] and a
+    /// submitter waiting for room under `pending_bytes_max` begin a sync at once (after the
+    /// one under way, if any).
     Group {
         /// The longest a record waits for others to share its sync, in microseconds.
         batch_delay_us_max: u64,

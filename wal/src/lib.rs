@@ -162,11 +162,14 @@
 //!   the next batch. A writer is released only by a sync that covered its record. The end
 //!   of a sync wakes every writer it covered with one system call (or, when the next batch
 //!   is already waiting to be written, wakes one of them, who wakes the rest, so that the
-//!   write is not held up); and the next sync waits until every writer the last one woke
-//!   has queued its next record (or `batch_delay_us_max` from the end of the last sync),
-//!   so that writers who each block on every record share one sync rather than the first
-//!   few back taking one of their own. [`SyncPolicy::group()`] gives the values to start
-//!   from (1 ms, 1 MiB) and why.
+//!   write is not held up); and the next sync waits while writers the last one woke are
+//!   still on their way out of the log and have not queued their next record (at most
+//!   `batch_delay_us_max` from the end of the last sync), so that writers who each block
+//!   on every record share one sync rather than the first few back taking one of their
+//!   own. A writer that has left the log and not queued again is not waited for, and
+//!   [`Wal::sync`], [`Wal::wait_durable`], [`Wal::close`] and a submitter waiting for room
+//!   (`pending_bytes_max`) wait for no one. [`SyncPolicy::group()`] gives the values to
+//!   start from (1 ms, 1 MiB) and why.
 //! - [`SyncPolicy::Manual`]: nothing is written or synced until [`Wal::sync`] (or
 //!   [`Wal::wait_durable`]). The log then does all its I/O in the caller's thread and never
 //!   starts one, which is what a deterministic simulator needs.

@@ -447,55 +447,6 @@ fn a_writer_waiting_while_a_flush_writes_its_record_is_synced() {
     assert_eq!(wal.durable_index(), LogIndex::new(2));
 }
 
-/// The next sync waits for the writers the last one woke (issue 20): when a sync that
-/// covered 32 blocked writers ends, the first of them to queue its next record does not
-/// start a sync that the other 31 then wait behind; the sync begins once all 32 are
-/// waiting again (or `batch_delay_us_max` after the last sync ended), and carries all 32.
-/// Held deterministically: the test lets 31 writers queue, checks that no sync began while
-/// they sleep, then lets the 32nd go. Before, the group-commit thread synced whatever was
-/// pending as soon as one writer asked, so a third sync carried the first returners only
-/// and a fourth the rest.
-#[test]
-fn the_next_sync_waits_for_every_writer_the_last_one_woke() {
-    let disk = SyncGated::new(23);
-    // Its delay is the longest allowed: only the writers' return may start the third sync.
-    let wal = held_group_log(&disk, 1 << 20);
-    // 32 writers queue behind the first sync; each appends once, reports, waits for the
-    // test's word, and appends again.
-    let (syncs, writers, tids, go) = writers_back_from_their_sync(&disk, &wal, 32);
-    // 31 of them queue their next record and sleep waiting for it.
-    for g in &go[..31] {
-        g.send(()).expect("the writer waits");
-    }
-    until("31 more records are queued", || {
-        wal.last_index() == LogIndex::new(64)
-    });
-    until("the 31 writers sleep", || {
-        tids[..31].iter().all(|t| thread_state(t) == Some('S'))
-    });
-    assert!(
-        syncs.reached.try_recv().is_err(),
-        "a sync began before every writer the last one woke was waiting again"
-    );
-    assert_eq!(wal.durable_index(), LogIndex::new(33));
-    // The last one comes back: the third sync starts and carries all 32.
-    go[31].send(()).expect("the writer waits");
-    syncs
-        .reached
-        .recv_timeout(WAIT)
-        .expect("the third sync starts");
-    disk.disarm();
-    syncs.release.send(()).expect("release the third sync");
-    for w in writers {
-        w.join().expect("no panic").expect("appends");
-    }
-    assert_eq!(wal.durable_index(), LogIndex::new(65));
-    assert!(
-        syncs.reached.try_recv().is_err(),
-        "a fourth sync was needed: the third did not carry every writer"
-    );
-}
-
 /// When a sync ends with a full batch already queued, the group-commit thread writes that
 /// batch at once and wakes one of the ended sync's writers, who wakes the others (the
 /// relay): all 32 writers of the second sync return while the third sync, holding the
@@ -658,43 +609,25 @@ fn a_listener_that_purges_on_durable_news_does_not_hang_the_log() {
 }
 
 /// Review (review18), a stall: a writer waiting for its record asks for a sync, and before
-/// 4b2df60 the group-commit thread began it at once. Now it begins it only once as many
-/// writers wait as the last sync covered (`waiting_next >= covered_last`,
-/// wal/src/wal.rs:1633) or `batch_delay_us_max` after the last sync ended: a writer alone
-/// after a sync that covered two (the other has finished, or is busy elsewhere) waits out
-/// the whole delay (up to 10 s) with the log idle. So does a submitter held by
-/// `pending_bytes_max`, a `Wal::sync` or `Wal::close`. Deterministic: the lone writer and
-/// the group-commit thread both asleep with no sync begun is the stall itself (before, the
-/// group-commit thread was woken by the writer's request before the writer slept, and
-/// slept next in the held sync).
+/// 4b2df60 the group-commit thread began it at once. Then it began it only once as many
+/// writers waited as the last sync covered (`waiting_next >= covered_last`) or
+/// `batch_delay_us_max` after the last sync ended: a writer alone after a sync that covered
+/// two (the other has finished, or is busy elsewhere) waited out the whole delay (up to
+/// 10 s) with the log idle. So did a submitter held by `pending_bytes_max`, a `Wal::sync`,
+/// a `Wal::wait_durable` and a `Wal::close`. Now the thread gathers only the writers the
+/// last sync woke that are still in the log, and those explicit requests begin at once.
+/// Deterministic: the lone writer and the group-commit thread both asleep with no sync
+/// begun is the stall itself (before, the group-commit thread was woken by the writer's
+/// request before the writer slept, and slept next in the held sync). Failed before.
 #[test]
-#[ignore = "review18's finding: a lone waiting writer's sync waits out batch_delay_us_max after a sync that covered more writers, wal/src/wal.rs:1633"]
 fn a_lone_writer_after_a_sync_of_two_is_synced_without_waiting_out_the_delay() {
-    let disk = SyncGated::new(27);
-    let wal = held_group_log(&disk, 1 << 20);
-    // The group-commit thread's id, from the listener it calls.
-    let group_tid: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    {
-        let group_tid = Arc::clone(&group_tid);
-        wal.set_durable_listener(move |_| {
-            group_tid.lock().get_or_insert_with(current_tid);
-        });
-    }
+    let (disk, wal, group_tid) = held_group_log_telling_its_tid(27, 1 << 20);
     // Two writers queue behind the first sync, are covered by the second, and return.
     let (syncs, writers, tids, go) = writers_back_from_their_sync(&disk, &wal, 2);
     let group_tid = group_tid.lock().clone().expect("the listener heard a sync");
     // One writer appends again and waits; the other stays away.
     go[0].send(()).expect("the writer waits");
-    until("the lone writer's record is queued", || {
-        wal.last_index() == LogIndex::new(4)
-    });
-    until("the lone writer and the group-commit thread sleep", || {
-        thread_state(&tids[0]) == Some('S') && thread_state(&group_tid) == Some('S')
-    });
-    assert!(
-        syncs.reached.try_recv().is_ok(),
-        "no sync began for the lone writer: the group-commit thread sleeps out the delay"
-    );
+    a_sync_begins_for(&wal, &syncs, &tids[0], &group_tid, 4);
     disk.disarm();
     syncs.release.send(()).expect("release the third sync");
     go[1].send(()).expect("the other writer waits");
@@ -702,4 +635,203 @@ fn a_lone_writer_after_a_sync_of_two_is_synced_without_waiting_out_the_delay() {
         w.join().expect("no panic").expect("appends");
     }
     assert_eq!(wal.durable_index(), LogIndex::new(5));
+}
+
+/// The same stall for callers that ask for a sync outright (review18): after a sync that
+/// covered two writers who both left, a lone `Wal::wait_durable` on a record submitted
+/// meanwhile is synced at once, not after the 10 s delay. Failed before.
+#[test]
+fn a_wait_durable_after_a_sync_of_two_begins_at_once() {
+    a_lone_caller_after_a_sync_of_two_is_synced_at_once(28, 1 << 20, 4, |wal| {
+        let index = wal.submit(payload(300, 100))?;
+        wal.wait_durable(index).map(|()| index)
+    });
+}
+
+/// The same for a lone `Wal::sync`. Failed before.
+#[test]
+fn a_sync_after_a_sync_of_two_begins_at_once() {
+    a_lone_caller_after_a_sync_of_two_is_synced_at_once(29, 1 << 20, 4, |wal| {
+        wal.submit(payload(300, 100))?;
+        wal.sync()
+    });
+}
+
+/// The same for a lone `Wal::close`. Failed before.
+#[test]
+fn a_close_after_a_sync_of_two_syncs_at_once() {
+    a_lone_caller_after_a_sync_of_two_is_synced_at_once(30, 1 << 20, 4, |wal| {
+        let index = wal.submit(payload(300, 100))?;
+        wal.clone().close().map(|()| index)
+    });
+}
+
+/// The same for a submitter held by `pending_bytes_max` (1024 bytes here, below
+/// `batch_bytes_max`, so no batch is ever full): two records of 600 bytes do not fit, so
+/// the second waits for room, asking for a sync of the first. Failed before.
+#[test]
+fn a_submitter_waiting_for_room_after_a_sync_of_two_is_synced_at_once() {
+    a_lone_caller_after_a_sync_of_two_is_synced_at_once(31, 1024, 5, |wal| {
+        wal.submit(payload(300, 600))?;
+        wal.submit(payload(301, 600))
+    });
+}
+
+/// Two writers queue behind the first sync, are covered by the second and return, and the
+/// group-commit thread is held in the durable listener once it hears of that sync; then
+/// `lone`, on a thread of its own, submits record 4 and waits (for its durability, or for
+/// room). Once it sleeps the group-commit thread goes on, and finds the request already
+/// made (the case that stalled; a request made while the thread waited for the delay of
+/// the record alone was seen at once). A sync must begin for it while the writers stay
+/// away (see [`a_sync_begins_for`]); `lone` returns `returns`.
+fn a_lone_caller_after_a_sync_of_two_is_synced_at_once(
+    seed: u64,
+    pending_bytes_max: usize,
+    returns: u64,
+    lone: fn(&Wal<SyncGated>) -> Result<LogIndex, synod_wal::WalError>,
+) {
+    let disk = SyncGated::new(seed);
+    let config = WalConfig::builder()
+        .segment_bytes_max(1 << 20)
+        .record_bytes_max(1024)
+        .pending_bytes_max(pending_bytes_max)
+        .spare_segments_max(0)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 10_000_000,
+            batch_bytes_max: 1 << 20,
+        })
+        .build()
+        .expect("valid config");
+    let wal = Wal::open(disk.clone(), config).expect("opens").0;
+    // The listener holds the group-commit thread once it hears of the writers' sync (to 3).
+    let (held_tx, held) = channel::<String>();
+    let (go_on, go_on_rx) = channel::<()>();
+    let hold = Mutex::new((held_tx, go_on_rx));
+    wal.set_durable_listener(move |durable| {
+        if durable == LogIndex::new(3) {
+            let hold = hold.lock();
+            hold.0.send(current_tid()).expect("the test listens");
+            hold.1.recv().expect("the test lets the listener go");
+        }
+    });
+    let (syncs, writers, _, go) = writers_back_from_their_sync(&disk, &wal, 2);
+    let group_tid = held.recv_timeout(WAIT).expect("the listener holds");
+    let (tid_tx, tid) = channel();
+    let caller = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            tid_tx.send(current_tid()).expect("the test listens");
+            lone(&wal)
+        })
+    };
+    let tid = tid.recv_timeout(WAIT).expect("the caller starts");
+    until("the caller waits", || {
+        wal.last_index() == LogIndex::new(4) && thread_state(&tid) == Some('S')
+    });
+    go_on.send(()).expect("the listener waits");
+    a_sync_begins_for(&wal, &syncs, &tid, &group_tid, 4);
+    disk.disarm();
+    syncs.release.send(()).expect("release the third sync");
+    assert_eq!(
+        caller.join().expect("no panic").expect("the caller"),
+        LogIndex::new(returns)
+    );
+    for g in go {
+        g.send(()).expect("the writer waits");
+    }
+    for w in writers {
+        w.join().expect("no panic").expect("appends");
+    }
+    wal.sync().expect("sync");
+    assert_eq!(wal.durable_index(), LogIndex::new(returns + 2));
+}
+
+/// A [`held_group_log`] whose durable listener records the group-commit thread's id.
+fn held_group_log_telling_its_tid(
+    seed: u64,
+    batch_bytes_max: usize,
+) -> (SyncGated, Wal<SyncGated>, Arc<Mutex<Option<String>>>) {
+    let disk = SyncGated::new(seed);
+    let wal = held_group_log(&disk, batch_bytes_max);
+    let group_tid: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    {
+        let group_tid = Arc::clone(&group_tid);
+        wal.set_durable_listener(move |_| {
+            group_tid.lock().get_or_insert_with(current_tid);
+        });
+    }
+    (disk, wal, group_tid)
+}
+
+/// Waits until the log's last index is `last` and both the caller waiting for it (thread
+/// `waiter`) and the group-commit thread (`group`) sleep, then checks that a sync began:
+/// both asleep with none begun is the group-commit thread waiting out its delay.
+fn a_sync_begins_for(wal: &Wal<SyncGated>, syncs: &Syncs, waiter: &str, group: &str, last: u64) {
+    until("the lone caller's record is queued", || {
+        wal.last_index() == LogIndex::new(last)
+    });
+    until("the lone caller and the group-commit thread sleep", || {
+        thread_state(waiter) == Some('S') && thread_state(group) == Some('S')
+    });
+    assert!(
+        syncs.reached.try_recv().is_ok(),
+        "no sync began for the lone caller: the group-commit thread sleeps out the delay"
+    );
+}
+
+/// A [`Wal::sync`] overtaken by a truncation: it waits for everything appended when it was
+/// called, and a truncation then removes the records not yet written. It returned
+/// `OutOfRange` (the index it waited for was past the log's new end, `wait_locked`); it now
+/// makes durable what is left and returns that. Deterministic: the sync waits behind a held
+/// first sync, the truncation waits for the log to be idle (which keeps the group-commit
+/// thread from beginning the next sync), then the first sync is let go. Failed before.
+#[test]
+fn a_sync_that_a_truncation_overtakes_syncs_what_is_left() {
+    let disk = SyncGated::new(32);
+    let wal = held_group_log(&disk, 1 << 20);
+    let (syncs, first) = first_sync_held(&disk, &wal);
+    wal.submit(payload(2, 100)).expect("submit");
+    wal.submit(payload(3, 100)).expect("submit");
+    let (tid_tx, tid) = channel();
+    let syncer = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            tid_tx.send(current_tid()).expect("the test listens");
+            wal.sync()
+        })
+    };
+    let syncer_tid = tid.recv_timeout(WAIT).expect("the syncer starts");
+    until("the syncer waits", || {
+        thread_state(&syncer_tid) == Some('S')
+    });
+    let (tid_tx, tid) = channel();
+    let truncating = {
+        let wal = wal.clone();
+        thread::spawn(move || {
+            tid_tx.send(current_tid()).expect("the test listens");
+            wal.truncate_after(LogIndex::new(1))
+        })
+    };
+    let truncating_tid = tid.recv_timeout(WAIT).expect("the truncation starts");
+    until("the truncation waits for an idle log", || {
+        thread_state(&truncating_tid) == Some('S')
+    });
+    disk.disarm();
+    syncs.release.send(()).expect("release the first sync");
+    truncating
+        .join()
+        .expect("no panic")
+        .expect("the truncation");
+    assert_eq!(
+        syncer.join().expect("no panic").expect("the sync"),
+        LogIndex::new(1)
+    );
+    assert_eq!(
+        first.join().expect("no panic").expect("append"),
+        LogIndex::new(1)
+    );
+    assert_eq!(
+        wal.append(payload(4, 100)).expect("append"),
+        LogIndex::new(2)
+    );
 }
