@@ -260,6 +260,11 @@
 //!    some table a write meets, in the table without it, is streamed the partition by every
 //!    other replica of it in those tables ([`Message::Pull`]: it asks each source with
 //!    [`Message::StreamTo`], and says [`Message::Pulled`] once each has streamed). A
+//!    source whose leave is done holds nothing any more (it handed its keys off to the
+//!    replicas of the tables without it, and stops): the receiver asks its partitions of
+//!    every other replica of them in the tables a write meets instead, those that
+//!    streamed them already too (the hand-off may have reached them since); the driver
+//!    waits for no receiver that has left. A
 //!    source holds one ask of a receiver at a time, so a receiver's ask names the
 //!    partitions of every pull it has from that source (two removals at once), and an
 //!    answer ends only the partitions it names; a source forgets a stream to a replica
@@ -3982,7 +3987,8 @@ impl<M: Mode> Leaderless<M> {
                     if self.pulled.contains(&id) {
                         receivers.remove(&me);
                     }
-                    receivers.retain(|&n, _| self.waited_for(now, n));
+                    // A receiver whose leave is done is in no table any more.
+                    receivers.retain(|&n, _| self.waited_for(now, n) && !self.is_gone_member(n));
                     if receivers.is_empty() {
                         self.note_move(id, MoveKind::Remove, MovePhase::Switched);
                         removal.step = RemovalStep::Telling {
@@ -4073,7 +4079,10 @@ impl<M: Mode> Leaderless<M> {
             .take(MOVES_MAX)
             .filter(|&(n, _)| n != me && n != id)
             .map(|(n, partitions)| {
-                let partitions = partitions.into_iter().filter(|&p| p < count).collect();
+                let mut partitions: Vec<u32> =
+                    partitions.into_iter().filter(|&p| p < count).collect();
+                partitions.sort_unstable();
+                partitions.dedup();
                 (n, partitions)
             })
             .collect();
@@ -4090,6 +4099,7 @@ impl<M: Mode> Leaderless<M> {
     /// a pull whose sources have all streamed (or are no longer waited for) is done.
     fn step_pulls(&mut self, now: Time) {
         let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        self.pull_from_leavers_replacements();
         let gone: BTreeSet<NodeId> = self
             .known
             .iter()
@@ -4145,6 +4155,46 @@ impl<M: Mode> Leaderless<M> {
             self.pulled.insert(id);
             self.pulled_all(now, driver, id);
         }
+    }
+
+    /// A source of a pull under way whose leave is done holds nothing any more (it handed
+    /// its keys off to the replicas of its partitions in the tables without it, and has
+    /// stopped, or soon will): each partition it was still to stream is asked instead of
+    /// every replica of the partition in the tables a write meets here (but this node, the
+    /// member removed and members being removed or gone), those that streamed it already
+    /// too, since the leaver's hand-off may have reached them after they did.
+    fn pull_from_leavers_replacements(&mut self) {
+        let me = self.config.id;
+        let has_left = |n: NodeId| self.moves.get(&n) == Some(&(MoveKind::Leave, MovePhase::Done));
+        let mut pulls = std::mem::take(&mut self.pulls);
+        for (&id, pull) in &mut pulls {
+            let leavers: Vec<NodeId> = pull
+                .sources
+                .keys()
+                .copied()
+                .filter(|&n| has_left(n))
+                .collect();
+            for leaver in leavers {
+                for p in pull.sources.remove(&leaver).unwrap_or_default() {
+                    let partition = PartitionId(p);
+                    let others: BTreeSet<NodeId> = self
+                        .write_tables
+                        .iter()
+                        .flat_map(|t| t.replicas(partition).iter().copied())
+                        .filter(|&n| {
+                            n != me && n != id && !self.is_removal(n) && !self.is_gone_member(n)
+                        })
+                        .collect();
+                    for n in others {
+                        let asked = pull.sources.entry(n).or_default();
+                        if let Err(at) = asked.binary_search(&p) {
+                            asked.insert(at, p);
+                        }
+                    }
+                }
+            }
+        }
+        self.pulls = pulls;
     }
 
     /// Source `from` streamed `partitions` of what this node asked of it under `ask`: each

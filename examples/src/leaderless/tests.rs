@@ -3241,14 +3241,12 @@ fn a_removal_through_a_leave(asks_held: bool) -> (bool, usize) {
     (removed, asks_of_4)
 }
 
-/// review19: see [`a_removal_through_a_leave`]; the pull from the leaver waits for it for
-/// ever (`step_pulls` counts as gone only members being removed or held dead past the
-/// opt-in `move_dead_wait_ms`), and a member that left cannot be removed, so node 5's
-/// removal never ends.
+/// Regression (review19): see [`a_removal_through_a_leave`]; the pull from the leaver
+/// waited for it for ever (`step_pulls` counted as gone only members being removed or held
+/// dead past the opt-in `move_dead_wait_ms`, and a member that left cannot be removed), so
+/// node 5's removal never ended. A receiver now asks the leaver's part of its pull of the
+/// other replicas of those partitions once the leave is done.
 #[test]
-#[ignore = "review19's finding: a removal's pull from a leaver that left and stopped \
-            waits for ever (machine.rs:4093 step_pulls: a member that left is not gone; \
-            machine.rs:3761: it cannot be removed), so the removal never ends"]
 fn review19_a_removal_through_a_leave_ends_once_the_leaver_has_left() {
     let (removed, asks_of_4) = a_removal_through_a_leave(true);
     assert!(
