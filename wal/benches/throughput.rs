@@ -9,7 +9,11 @@
 //!   at the size of a 64-record batch. Beside each, the cost of the wake-ups alone: one
 //!   `notify_all` to 64 threads waiting at a gate (a `std` condition variable, as the log's),
 //!   in microseconds per round and of CPU per thread woken, and what the log spends per
-//!   append beyond one wake-up.
+//!   append beyond one wake-up; and how many segment roll-overs took a spare prepared ahead
+//!   and how many pre-wrote their segment while the writers waited, and the longest time
+//!   from the end of one sync to the start of the next (a roll-over that pre-writes its
+//!   segment shows there). The syncs of spares being pre-written (`*.spare.tmp`) are not
+//!   counted among the log's syncs.
 //! - `wal.recovery_scan_vs_crc`: bytes per second of the recovery scan (`synod_wal::check`,
 //!   the scan `Wal::open` runs, without the syncs and the copy of the last, unproven
 //!   batch that open adds) over crc32fast bytes per second on the same bytes in memory.
@@ -58,9 +62,15 @@ struct SyncCounts {
     /// Nanoseconds inside syncs, and between the end of one and the start of the next.
     in_sync_ns: AtomicU64,
     between_ns: AtomicU64,
+    /// The longest time between the end of one sync and the start of the next.
+    between_max_ns: AtomicU64,
     /// When the last sync ended, in nanoseconds since `epoch` (0: none yet).
     last_end_ns: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
+    /// Segments the log took over from a ready spare, and segments it had to pre-write
+    /// itself (a roll-over with no spare ready, which every writer waits for).
+    from_spare: AtomicU64,
+    inline: AtomicU64,
 }
 
 impl SyncCounts {
@@ -75,8 +85,9 @@ impl SyncCounts {
         let start = self.now_ns();
         let last = self.last_end_ns.load(Ordering::Relaxed);
         if last != 0 {
-            self.between_ns
-                .fetch_add(start.saturating_sub(last), Ordering::Relaxed);
+            let between = start.saturating_sub(last);
+            self.between_ns.fetch_add(between, Ordering::Relaxed);
+            self.between_max_ns.fetch_max(between, Ordering::Relaxed);
         }
         let result = sync();
         let end = self.now_ns();
@@ -92,6 +103,10 @@ impl SyncCounts {
 struct CountingFile {
     file: <FileStorage as Storage>::File,
     syncs: Arc<SyncCounts>,
+    /// Whether its syncs are counted: not those of a spare segment being pre-written
+    /// (`*.spare.tmp`), off the commit path, which would otherwise dilute the records a
+    /// sync carries. Their modelled time is spent all the same.
+    counted: bool,
 }
 
 impl Storage for CountingStorage {
@@ -104,6 +119,7 @@ impl Storage for CountingStorage {
         Ok(CountingFile {
             file,
             syncs: Arc::clone(&self.syncs),
+            counted: !name.ends_with(".spare.tmp"),
         })
     }
     fn create(&self, name: &str) -> std::io::Result<CountingFile> {
@@ -111,10 +127,20 @@ impl Storage for CountingStorage {
         Ok(CountingFile {
             file,
             syncs: Arc::clone(&self.syncs),
+            counted: !name.ends_with(".spare.tmp"),
         })
     }
     fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        self.files.rename(from, to)
+        self.files.rename(from, to)?;
+        if to.ends_with(".wal") {
+            let taken = if from.ends_with(".spare") {
+                &self.syncs.from_spare
+            } else {
+                &self.syncs.inline
+            };
+            taken.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
     fn remove(&self, name: &str) -> std::io::Result<()> {
         self.files.remove(name)
@@ -138,11 +164,16 @@ impl StorageFile for CountingFile {
         self.file.set_len(len)
     }
     fn sync_data(&self) -> std::io::Result<()> {
-        self.syncs.synced(|| {
+        let sync = || {
             self.file.sync_data()?;
             modelled_sync();
             Ok(())
-        })
+        };
+        if self.counted {
+            self.syncs.synced(sync)
+        } else {
+            sync()
+        }
     }
 }
 
@@ -334,6 +365,11 @@ struct GroupRun {
     between_s: f64,
     /// CPU seconds of the group-commit thread.
     committer_cpu_s: f64,
+    /// The longest time between two syncs, in seconds.
+    between_max_s: f64,
+    /// Roll-overs onto a ready spare, and onto a segment pre-written inline.
+    from_spare: u64,
+    inline: u64,
 }
 
 /// 64 writers, each appending and waiting for durability.
@@ -377,6 +413,8 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
         })
         .collect();
     let syncs_before = syncs.syncs.load(Ordering::Relaxed);
+    let from_spare_before = syncs.from_spare.load(Ordering::Relaxed);
+    let inline_before = syncs.inline.load(Ordering::Relaxed);
     let in_sync_before = syncs.in_sync_ns.load(Ordering::Relaxed);
     let between_before = syncs.between_ns.load(Ordering::Relaxed);
     let cpu_before = cpu_seconds();
@@ -396,6 +434,9 @@ fn wal_group_rate(root: &Path, plan: &Plan, payload_bytes: usize) -> GroupRun {
         committer_cpu_s: group_commit_cpu_seconds() - committer_before,
         in_sync_s: (syncs.in_sync_ns.load(Ordering::Relaxed) - in_sync_before) as f64 / 1e9,
         between_s: (syncs.between_ns.load(Ordering::Relaxed) - between_before) as f64 / 1e9,
+        between_max_s: syncs.between_max_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        from_spare: syncs.from_spare.load(Ordering::Relaxed) - from_spare_before,
+        inline: syncs.inline.load(Ordering::Relaxed) - inline_before,
     }
 }
 
@@ -579,6 +620,8 @@ fn main() {
         let (mut ceiling, mut wal) = (Vec::new(), Vec::new());
         let (mut appends, mut syncs, mut cpu_s) = (0u64, 0u64, 0.0);
         let (mut in_sync_s, mut between_s, mut committer_s) = (0.0, 0.0, 0.0);
+        let (mut from_spare, mut inline) = (0u64, 0u64);
+        let mut between_max = Vec::new();
         let (mut wake_rounds, mut wake_cpu) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             ceiling.push(64.0 * raw_fdatasync_rate(&raw_file, batch, plan.rep));
@@ -593,6 +636,9 @@ fn main() {
             in_sync_s += run.in_sync_s;
             between_s += run.between_s;
             committer_s += run.committer_cpu_s;
+            from_spare += run.from_spare;
+            between_max.push(run.between_max_s * 1e6);
+            inline += run.inline;
         }
         let base = report(
             &format!("ceiling 64 x pwrite+fdatasync of {batch} B"),
@@ -615,6 +661,13 @@ fn main() {
             in_sync_s * 1e6 / syncs.max(1) as f64,
             between_s * 1e6 / syncs.max(1) as f64,
             committer_s * 1e6 / syncs.max(1) as f64,
+        );
+        let (stall, stall_min, stall_max) = stats(between_max);
+        println!(
+            "  segment roll-overs: {from_spare} onto a spare prepared ahead, {inline} onto a \
+             segment pre-written while the writers waited (all repetitions); the longest \
+             time between two syncs, median of the repetitions {stall:.0} us (min \
+             {stall_min:.0}, max {stall_max:.0})"
         );
         let rounds = stats(wake_rounds).0;
         let per_wake = stats(wake_cpu).0;

@@ -242,7 +242,9 @@ impl WalConfigBuilder {
         self
     }
 
-    /// How many purged segment files to keep as spares for reuse (0 deletes them).
+    /// How many purged segment files to keep as spares for reuse (0 deletes them). Under
+    /// [`SyncPolicy::Group`] with at least 1, a thread of the log keeps one spare pre-written
+    /// whenever none is ready, so that roll-overs do not pre-write their segment inline.
     #[must_use]
     pub fn spare_segments_max(mut self, count: usize) -> Self {
         self.config.spare_segments_max = count;

@@ -76,8 +76,12 @@
 //! named `<first index, 20 digits>.wal`, and pre-written with zeros (or recycled from purged
 //! segments) before use, because syncing a write into an already-written file costs about
 //! half as much as syncing one that grows the file. Under [`SyncPolicy::Group`] the
-//! group-commit thread pre-writes the next segment while idle; under the other policies
-//! (which start no thread) a roll-over without a spare pre-writes it inline. Reads by index
+//! log keeps one spare pre-written ahead, on a thread of its own (`synod-wal-spares`), so
+//! that a roll-over under steady load takes it instead of pre-writing a segment while every
+//! writer waits; under the other policies (which start no thread) a roll-over without a
+//! spare (one a purge left) pre-writes it inline. A spare is written and synced a chunk at
+//! a time under a temporary name, then renamed and the directory synced: a crash leaves
+//! either a whole spare or a temporary file, which open removes. Reads by index
 //! and [`Wal::range`] cross segments transparently.
 //!
 //! ```

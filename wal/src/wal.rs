@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -215,6 +215,11 @@ struct Inner<S: Storage> {
     flusher_wake: Condvar,
     next_generation: AtomicU64,
     spares: Mutex<Vec<String>>,
+    /// Signalled (with `spares` held) when a segment is created, which may have taken the
+    /// spare, and when the log closes: wakes the thread that prepares spares.
+    spare_wanted: Condvar,
+    /// Set when the last handle is dropped: the spare-preparing thread stops.
+    closing: AtomicBool,
     /// Encoding buffer, used only by the busy thread.
     scratch: Mutex<Vec<u8>>,
     /// The durable-index listener, the last index it was told and the truncation epoch of
@@ -236,14 +241,25 @@ impl<S: Storage> fmt::Debug for Inner<S> {
 struct Shared<S: Storage> {
     inner: Arc<Inner<S>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that prepares spare segments (see [`Inner::prepare_spares`]).
+    preparer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<S: Storage> Drop for Shared<S> {
     fn drop(&mut self) {
         self.inner.state.lock().shutdown = true;
         self.inner.flusher_wake.notify_all();
+        {
+            // Under the lock it checks before it waits: the wake-up is not lost.
+            let _spares = self.inner.spares.lock();
+            self.inner.closing.store(true, Ordering::Release);
+            self.inner.spare_wanted.notify_all();
+        }
+        // A panicked thread has nothing left to clean up.
         if let Some(handle) = self.flusher.lock().take() {
-            // A panicked flusher has nothing left to clean up.
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.preparer.lock().take() {
             let _ = handle.join();
         }
     }
@@ -318,8 +334,9 @@ impl<S: Storage> Wal<S> {
     /// Opens the log in `storage`, creating it if the directory holds no segment, and
     /// recovers it as [`WalConfig::recovery_mode`] says.
     ///
-    /// Under [`SyncPolicy::Group`] this starts the group-commit thread; under the other
-    /// policies the log never starts a thread.
+    /// Under [`SyncPolicy::Group`] this starts the group-commit thread and, with spare
+    /// segments allowed ([`crate::WalConfigBuilder::spare_segments_max`] above 0), the thread that
+    /// pre-writes them; under the other policies the log never starts a thread.
     ///
     /// # Errors
     ///
@@ -380,6 +397,8 @@ impl<S: Storage> Wal<S> {
             // A header or spare name may claim generation u64::MAX: wrap, as the counter would.
             next_generation: AtomicU64::new(scan.max_generation.wrapping_add(1)),
             spares: Mutex::new(spares),
+            spare_wanted: Condvar::new(),
+            closing: AtomicBool::new(false),
             scratch: Mutex::new(Vec::new()),
             listener: Mutex::new((None, 0, 0)),
         });
@@ -507,10 +526,21 @@ impl<S: Storage> Wal<S> {
         };
         let wal = Wal {
             shared: Arc::new(Shared {
-                inner,
+                inner: Arc::clone(&inner),
                 flusher: Mutex::new(flusher),
+                preparer: Mutex::new(None),
             }),
         };
+        if matches!(inner.config.sync_policy, SyncPolicy::Group { .. })
+            && inner.config.spare_segments_max > 0
+        {
+            // Dropping `wal` on failure stops the group-commit thread.
+            let handle = std::thread::Builder::new()
+                .name("synod-wal-spares".into())
+                .spawn(move || inner.prepare_spares())
+                .map_err(|e| WalError::io("spawn the spare-preparing thread", "", e))?;
+            *wal.shared.preparer.lock() = Some(handle);
+        }
         Ok((wal, report))
     }
 
@@ -1526,7 +1556,13 @@ impl<S: Storage> Inner<S> {
             flags,
         };
         let name = format::segment_name(first);
-        let spare = self.spares.lock().pop();
+        let spare = {
+            let mut spares = self.spares.lock();
+            // Whether or not this takes the spare, the preparer looks again (after a
+            // failure it waits for this: the roll-over that could not use a spare).
+            self.spare_wanted.notify_all();
+            spares.pop()
+        };
         let (file, from) = match spare {
             Some(spare) => {
                 let file = io("open", &spare, self.storage.open(&spare))?;
@@ -1588,60 +1624,77 @@ impl<S: Storage> Inner<S> {
         })
     }
 
-    /// One step of pre-writing a spare segment file: starts one if none is being prepared
-    /// and none is ready, writes and syncs the next [`ZERO_CHUNK_BYTES`] of zeros, or, once
-    /// the file is whole, makes it a spare. Returns the preparation to go on with, `None`
-    /// once a spare is ready or none is wanted, and `None` after a failure (a full disk),
-    /// which is left for the next roll-over to report (its file for open to remove).
-    ///
-    /// The group-commit thread takes one step at a time, and only while no records wait, so
-    /// that writers who arrive meanwhile wait for at most one chunk's write and sync, not
-    /// for a whole segment's worth of zeros.
-    fn prepare_spare_step(&self, prep: Option<SparePrep<S::File>>) -> Option<SparePrep<S::File>> {
-        let mut prep = match prep {
-            Some(prep) => prep,
-            None => {
-                if !self.spares.lock().is_empty() {
-                    return None;
-                }
-                let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
-                let tmp = format!("{generation:020}{SPARE_SUFFIX}{TMP_SUFFIX}");
-                let file = self.storage.create(&tmp).ok()?;
-                SparePrep {
-                    spare: format!("{generation:020}{SPARE_SUFFIX}"),
-                    tmp,
-                    file,
-                    at: 0,
-                    zeros: vec![0u8; ZERO_CHUNK_BYTES],
+    /// The spare-preparing thread (under [`SyncPolicy::Group`] with spare segments): keeps
+    /// one spare segment file ready, pre-written, so that a roll-over under load takes it
+    /// instead of writing a whole segment of zeros while every writer waits. It prepares
+    /// one whenever none is ready (at open, and after each roll-over that took one), off
+    /// the commit path: the group-commit thread never waits for it. After a failure (a full
+    /// disk) it waits for the next segment creation before it tries again, which reports
+    /// the error if it recurs. Ends when the log closes or is poisoned.
+    fn prepare_spares(&self) {
+        let mut failed = false;
+        loop {
+            {
+                let mut spares = self.spares.lock();
+                loop {
+                    if self.closing.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if spares.is_empty() && !failed {
+                        break;
+                    }
+                    self.spare_wanted.wait(&mut spares);
+                    failed = false;
                 }
             }
-        };
-        let step = (|| -> std::io::Result<bool> {
-            let len = self.config.segment_bytes_max;
-            if prep.at < len {
-                let n = usize::try_from((len - prep.at).min(ZERO_CHUNK_BYTES as u64))
-                    .expect("bounded by the chunk size");
-                write_all_at(&prep.file, &prep.zeros[..n], prep.at)?;
-                prep.file.sync_data()?;
-                prep.at += n as u64;
-                return Ok(false);
+            if self.state.lock().poisoned.is_some() {
+                return;
             }
-            self.storage.rename(&prep.tmp, &prep.spare)?;
-            self.storage.sync_dir()?;
-            Ok(true)
-        })();
-        match step {
-            Ok(false) => Some(prep),
-            Ok(true) => {
-                self.spares.lock().push(prep.spare);
-                None
-            }
-            Err(_) => {
-                // Best effort: leave the file for open to clean up.
-                let _ = self.storage.remove(&prep.tmp);
-                None
-            }
+            failed = self.prepare_spare().is_err();
         }
+    }
+
+    /// Prepares one spare segment file: creates it under a temporary name (removed at open
+    /// if left over), writes and syncs zeros over the segment's length a chunk at a time
+    /// ([`ZERO_CHUNK_BYTES`], so that no more than a chunk is ever dirty, and a close waits
+    /// for at most one chunk), renames it to its spare name and syncs the directory. Then
+    /// it is a spare, unless purges filled the spares meanwhile (it is removed).
+    fn prepare_spare(&self) -> std::io::Result<()> {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let spare = format!("{generation:020}{SPARE_SUFFIX}");
+        let tmp = format!("{spare}{TMP_SUFFIX}");
+        let file = self.storage.create(&tmp)?;
+        let written = (|| {
+            let len = self.config.segment_bytes_max;
+            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+            let mut at = 0u64;
+            while at < len {
+                if self.closing.load(Ordering::Acquire) {
+                    return Err(std::io::Error::other("the log is closing"));
+                }
+                let n = usize::try_from((len - at).min(ZERO_CHUNK_BYTES as u64))
+                    .expect("bounded by the chunk size");
+                write_all_at(&file, &zeros[..n], at)?;
+                file.sync_data()?;
+                at += n as u64;
+            }
+            self.storage.rename(&tmp, &spare)?;
+            self.storage.sync_dir()
+        })();
+        if let Err(e) = written {
+            // Best effort: open removes what is left.
+            let _ = self.storage.remove(&tmp);
+            return Err(e);
+        }
+        let mut spares = self.spares.lock();
+        if spares.len() < self.config.spare_segments_max {
+            spares.push(spare);
+        } else {
+            drop(spares);
+            // Not one too many: a spare left behind by a crash here is trimmed at open.
+            let _ = self.storage.remove(&spare);
+        }
+        Ok(())
     }
 
     /// Writes zeros over the whole segment length of `file`.
@@ -1735,8 +1788,6 @@ impl<S: Storage> Inner<S> {
     /// writers of the last sync are woken after its batch is taken (see
     /// [`Inner::flush_deferring`]).
     fn group_commit(&self, delay: Duration, batch_bytes_max: usize) {
-        let mut spare_wanted = self.config.spare_segments_max > 0 && self.spares.lock().is_empty();
-        let mut prep = None;
         // What the last sync owes its writers, delivered once the next sync's batch is
         // taken, or before this thread waits for anything.
         let mut owed: Option<Owed> = None;
@@ -1791,16 +1842,7 @@ impl<S: Storage> Inner<S> {
                 || st.idle_waiters > 0
                 || (st.pending.is_empty() && !st.sync_requested)
             {
-                if st.poisoned.is_none() && spare_wanted {
-                    // Idle: get the next segment file ready, a chunk at a time, so that a
-                    // roll-over does not stall appenders while a whole segment is
-                    // pre-written, and neither does the preparation itself.
-                    prep = MutexGuard::unlocked(&mut st, || self.prepare_spare_step(prep.take()));
-                    spare_wanted = prep.is_some();
-                    continue;
-                }
                 self.flusher_wake.wait(&mut st);
-                spare_wanted = self.config.spare_segments_max > 0 && self.spares.lock().is_empty();
                 continue;
             }
             if !st.sync_requested && !delay.is_zero() {
@@ -1848,18 +1890,6 @@ struct Owed {
     durable: LogIndex,
     epoch: u64,
     moved: bool,
-}
-
-/// A spare segment file the group-commit thread is pre-writing, a chunk at a time.
-struct SparePrep<F> {
-    /// Its name while being prepared (removed at open if left over).
-    tmp: String,
-    /// Its name once whole and synced.
-    spare: String,
-    file: F,
-    /// Bytes of zeros written and synced so far.
-    at: u64,
-    zeros: Vec<u8>,
 }
 
 /// A segment being written by [`Inner::write_batch`].

@@ -387,11 +387,11 @@ fn the_recommended_group_policy_is_a_valid_configuration_and_a_missing_directory
     assert!(err.to_string().starts_with("wal: storage: "), "{err}");
 }
 
-/// The group-commit thread pre-writes a spare segment while it has nothing to sync, a chunk
-/// at a time between batches: the spare comes out whole (zeros, the segment's length),
-/// appends made meanwhile are all durable, and the next roll-over takes the spare.
+/// Under group commit a thread of its own pre-writes a spare segment, a chunk at a time,
+/// while appends go on: the spare comes out whole (zeros, the segment's length), appends
+/// made meanwhile are all durable, and the next roll-over takes the spare.
 #[test]
-fn the_group_commit_thread_prepares_a_whole_spare_between_batches() {
+fn a_whole_spare_is_prepared_while_appends_go_on() {
     const SEGMENT: u64 = 3 << 20;
     let disk = FaultyStorage::new(21);
     let config = WalConfig::builder()
@@ -454,4 +454,81 @@ fn the_group_commit_thread_prepares_a_whole_spare_between_batches() {
         };
         assert_eq!(bytes, want, "record {i}");
     }
+}
+
+/// Issue 20: under steady load the group-commit thread is never idle, and it prepared spare
+/// segments only when idle, so each roll-over pre-wrote its new segment inline while every
+/// writer waited. The spare is now prepared by a thread of its own: here the group-commit
+/// thread is held (in the durable listener) right after a roll-over took the spare made at
+/// open, and a new spare appears all the same; the next roll-over takes it. Failed before:
+/// no spare appeared while the group-commit thread was held.
+#[test]
+fn a_spare_is_prepared_while_the_group_commit_thread_is_busy() {
+    const SEGMENT: u64 = 64 * 1024;
+    let disk = FaultyStorage::new(22);
+    let config = WalConfig::builder()
+        .segment_bytes_max(SEGMENT)
+        .record_bytes_max(1024)
+        .spare_segments_max(1)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 100,
+            batch_bytes_max: 1 << 20,
+        })
+        .build()
+        .unwrap();
+    let (wal, _) = Wal::open(disk.clone(), config.clone()).unwrap();
+    let spare = || {
+        disk.file_names()
+            .into_iter()
+            .find(|n| n.ends_with(".spare"))
+    };
+    let wait = std::time::Duration::from_secs(60);
+    let until_spare = || {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(name) = spare() {
+                break name;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no spare prepared within {wait:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    let first_spare = until_spare();
+    // The listener holds the group-commit thread once the first roll-over's batch is
+    // durable, until the test lets it go.
+    let (held_tx, held) = std::sync::mpsc::channel::<()>();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let hold = parking_lot::Mutex::new(Some((held_tx, go_rx)));
+    wal.set_durable_listener(move |_| {
+        if let Some((held_tx, go_rx)) = hold.lock().take() {
+            held_tx.send(()).expect("the test listens");
+            go_rx.recv().expect("the test lets the listener go");
+        }
+    });
+    // 100 records of 1000 bytes (a segment holds 63): one batch rolls over once, and 40
+    // more once again.
+    let batch = |from: u64, n: u64| (from..from + n).map(|i| payload(i, 1000));
+    wal.submit_batch(batch(1, 100)).unwrap();
+    held.recv_timeout(wait).expect("the listener holds");
+    assert_eq!(wal.segment_count(), 2, "one roll-over");
+    assert!(
+        !disk.file_names().contains(&first_spare),
+        "the roll-over took the spare made at open"
+    );
+    // The group-commit thread is held: another thread prepares the next spare.
+    let second_spare = until_spare();
+    go.send(()).expect("the listener waits");
+    wal.append_batch(batch(101, 40)).unwrap();
+    assert_eq!(wal.segment_count(), 3, "a second roll-over");
+    assert!(
+        !disk.file_names().contains(&second_spare),
+        "the second roll-over took the spare prepared meanwhile"
+    );
+    drop(wal);
+    let (wal, _) = Wal::open(disk.clone(), config).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..=140).map(|i| (i, payload(i, 1000))).collect();
+    assert_eq!(contents(&wal), want);
 }
