@@ -1658,7 +1658,11 @@ impl<S: Storage> Inner<S> {
     /// if left over), writes and syncs zeros over the segment's length a chunk at a time
     /// ([`ZERO_CHUNK_BYTES`], so that no more than a chunk is ever dirty, and a close waits
     /// for at most one chunk), renames it to its spare name and syncs the directory. Then
-    /// it is a spare, unless purges filled the spares meanwhile (it is removed).
+    /// it is a spare, unless purges filled the spares meanwhile (it is removed instead).
+    /// The rename, the directory sync and the spare's listing happen under the spares'
+    /// lock: a roll-over that finds no spare while they run waits for this one (a
+    /// directory sync) rather than pre-write a segment of its own, and a file under a spare
+    /// name is always one the log can take.
     fn prepare_spare(&self) -> std::io::Result<()> {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
         let spare = format!("{generation:020}{SPARE_SUFFIX}");
@@ -1678,23 +1682,21 @@ impl<S: Storage> Inner<S> {
                 file.sync_data()?;
                 at += n as u64;
             }
+            let mut spares = self.spares.lock();
+            if spares.len() >= self.config.spare_segments_max {
+                // Purges filled the spares meanwhile: this one is not wanted.
+                return Err(std::io::Error::other("the spares are full"));
+            }
             self.storage.rename(&tmp, &spare)?;
-            self.storage.sync_dir()
+            self.storage.sync_dir()?;
+            spares.push(spare);
+            Ok(())
         })();
-        if let Err(e) = written {
+        if written.is_err() {
             // Best effort: open removes what is left.
             let _ = self.storage.remove(&tmp);
-            return Err(e);
         }
-        let mut spares = self.spares.lock();
-        if spares.len() < self.config.spare_segments_max {
-            spares.push(spare);
-        } else {
-            drop(spares);
-            // Not one too many: a spare left behind by a crash here is trimmed at open.
-            let _ = self.storage.remove(&spare);
-        }
-        Ok(())
+        written
     }
 
     /// Writes zeros over the whole segment length of `file`.
