@@ -136,33 +136,54 @@ impl<F> State<F> {
     /// A thread waits, under [`SyncPolicy::Group`], for record `index` (already queued) to
     /// become durable: asks for a sync (`urgent`, or one that may wait for the writers of
     /// the last sync to gather) and counts itself among the writers of the sync that covers
-    /// the record. Returns that sync's number, and whether to wake the group-commit thread.
-    fn wait_for_sync(&mut self, index: u64, urgent: bool) -> (u64, bool) {
+    /// the record, unless it is counted there already (`counted`: the sync it was counted
+    /// for on an earlier turn, before an alert woke it). Returns that sync's number, and
+    /// whether to wake the group-commit thread.
+    fn wait_for_sync(&mut self, index: u64, urgent: bool, counted: Option<u64>) -> (u64, bool) {
         let mut wake = !self.sync_requested || (urgent && !self.sync_urgent);
         self.sync_requested = true;
         self.sync_urgent |= urgent;
         // The sync under way covers the record if it began after the record was queued;
         // otherwise the next one does.
-        let sync = match self.syncing_to {
-            Some(to) if index < to => {
-                self.waiting_running += 1;
-                self.syncs_begun
-            }
-            _ => {
-                self.waiting_next += 1;
-                // The last of the writers the last sync woke.
-                wake |= self.waiting_next == self.covered_last;
-                self.syncs_begun + 1
-            }
+        let running = matches!(self.syncing_to, Some(to) if index < to);
+        let sync = if running {
+            self.syncs_begun
+        } else {
+            self.syncs_begun + 1
         };
+        if counted == Some(sync) {
+            // Counted once, its count moved with the sync (begun, or not yet).
+            return (sync, wake);
+        }
+        if let Some(old) = counted {
+            wake |= self.leave(old);
+        }
+        if running {
+            self.waiting_running += 1;
+        } else {
+            self.waiting_next += 1;
+            // The last of the writers the last sync woke.
+            wake |= self.waiting_next == self.covered_last;
+        }
         (sync, wake)
     }
 
-    /// A thread that waited at a gate for sync number `sync` leaves the log. Returns whether
-    /// to wake the group-commit thread: the last of the writers the last sync covered to
-    /// leave does, if a sync waits for them to gather (those who have not queued again are
-    /// not coming back at once, see `returning`).
+    /// A thread counted among the writers of sync number `sync` (by
+    /// [`State::wait_for_sync`]) stops waiting for it: it leaves the log, or its record now
+    /// waits for another sync. Uncounts it from that sync, whether it has not begun, is
+    /// under way or has ended. Returns whether to wake the group-commit thread: the last of
+    /// the writers the last sync covered to leave does, if a sync waits for them to gather
+    /// (those who have not queued again are not coming back at once, see `returning`).
     fn leave(&mut self, sync: u64) -> bool {
+        if sync > self.syncs_begun {
+            // Not begun: a writer whose record a truncation removed, say.
+            self.waiting_next = self.waiting_next.saturating_sub(1);
+            return false;
+        }
+        if sync == self.syncs_begun && self.syncing_to.is_some() {
+            self.waiting_running = self.waiting_running.saturating_sub(1);
+            return false;
+        }
         if sync != self.returning_sync || self.returning == 0 {
             return false;
         }
@@ -795,7 +816,7 @@ impl<S: Storage> Wal<S> {
             match inner.config.sync_policy {
                 SyncPolicy::Group { .. } => {
                     let urgent = !matches!(waiter, Waiter::Writer { .. });
-                    let (sync, wake) = st.wait_for_sync(index.get(), urgent);
+                    let (sync, wake) = st.wait_for_sync(index.get(), urgent, waited);
                     if wake {
                         inner.flusher_wake.notify_one();
                     }
@@ -825,7 +846,9 @@ impl<S: Storage> Wal<S> {
     /// itself). Indexes it hears only increase, except after a [`Wal::truncate_after`] or a
     /// purge past the end, which start it again from the records that become durable next;
     /// it may hear of an index after a waiter on that index has already returned. Replaces
-    /// any earlier listener.
+    /// any earlier listener. A listener that panics poisons the log, as a failed sync
+    /// does: later writes fail with [`WalError::Poisoned`] naming the panic, rather than
+    /// wait for a group-commit thread the panic would have ended.
     pub fn set_durable_listener(&self, listener: impl Fn(LogIndex) + Send + Sync + 'static) {
         self.inner().listener.lock().0 = Some(Box::new(listener));
     }
@@ -1476,7 +1499,25 @@ impl<S: Storage> Inner<S> {
             slot.1 = owed.durable.get();
             slot.2 = owed.epoch;
             if let Some(listener) = &slot.0 {
-                listener(owed.durable);
+                let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    listener(owed.durable);
+                }));
+                if let Err(panic) = told {
+                    drop(slot);
+                    // The listener missed news it cannot be told again, and it runs on the
+                    // group-commit thread, which a panic would end with every writer left
+                    // waiting: the log fails instead, loudly, as after a failed sync.
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    let mut st = self.state.lock();
+                    if st.poisoned.is_none() {
+                        st.poisoned = Some(format!("the durable listener panicked: {what}"));
+                    }
+                    self.notify_changed(&mut st);
+                }
             }
         }
     }
@@ -2068,7 +2109,7 @@ mod tests {
     fn three_writers_synced() -> State<()> {
         let mut st = State::<()>::new();
         for index in 1..=3 {
-            assert_eq!(st.wait_for_sync(index, false).0, 1);
+            assert_eq!(st.wait_for_sync(index, false, None).0, 1);
         }
         // Nobody to gather before the first sync.
         assert!(st.sync_due(false));
@@ -2087,11 +2128,11 @@ mod tests {
         let mut st = three_writers_synced();
         // Two come back (each left the log, then queued a record and waits).
         assert!(!st.leave(1));
-        let (sync, wake) = st.wait_for_sync(4, false);
+        let (sync, wake) = st.wait_for_sync(4, false, None);
         assert_eq!(sync, 2);
         assert!(wake, "the first request wakes the group-commit thread");
         assert!(!st.leave(1));
-        assert!(!st.wait_for_sync(5, false).1);
+        assert!(!st.wait_for_sync(5, false, None).1);
         // The third is woken but still running towards its return: gather.
         assert!(!st.sync_due(false));
         assert!(st.sync_due(true), "the delay bounds the gathering");
@@ -2106,11 +2147,11 @@ mod tests {
         let mut st = three_writers_synced();
         for index in 4..=5 {
             assert!(!st.leave(1));
-            st.wait_for_sync(index, false);
+            st.wait_for_sync(index, false, None);
         }
         assert!(!st.sync_due(false));
         assert!(
-            st.wait_for_sync(6, false).1,
+            st.wait_for_sync(6, false, None).1,
             "the third waiting wakes the thread"
         );
         assert!(st.sync_due(false));
@@ -2124,9 +2165,9 @@ mod tests {
     fn an_urgent_request_does_not_wait_for_writers_to_gather() {
         let mut st = three_writers_synced();
         assert!(!st.leave(1));
-        assert!(st.wait_for_sync(4, false).1);
+        assert!(st.wait_for_sync(4, false, None).1);
         assert!(!st.sync_due(false));
-        let (sync, wake) = st.wait_for_sync(5, true);
+        let (sync, wake) = st.wait_for_sync(5, true, None);
         assert_eq!(sync, 2);
         assert!(
             wake,
@@ -2137,6 +2178,39 @@ mod tests {
         let mut st = three_writers_synced();
         assert!(!st.leave(0));
         assert_eq!(st.returning, 3);
+    }
+
+    /// review20: a writer woken by an alert (a purge's or truncation's end) while it waits
+    /// counts itself once, not again on each turn; and a writer that leaves before its sync
+    /// ends (its record truncated away) is no longer counted among that sync's writers.
+    /// Either way, once the writers a sync covered have all left, nobody is waited for.
+    #[test]
+    fn a_writer_is_counted_once_and_uncounted_when_it_leaves_early() {
+        let mut st = State::<()>::new();
+        // Writer A waits for sync 1, is alerted, and waits again.
+        let (sync, _) = st.wait_for_sync(1, false, None);
+        let (again, _) = st.wait_for_sync(1, false, Some(sync));
+        assert_eq!((sync, again), (1, 1));
+        // Writer B waits for sync 1 too, then leaves before it begins (truncated).
+        let (b, _) = st.wait_for_sync(2, false, None);
+        assert!(!st.leave(b));
+        assert_eq!(st.begin_sync(2), 1);
+        // A, alerted again during the sync, is still counted once.
+        assert_eq!(st.wait_for_sync(1, false, Some(1)).0, 1);
+        st.end_sync();
+        st.sync_requested = false;
+        assert_eq!((st.covered_last, st.returning), (1, 1), "only A");
+        // A comes back alone: nobody else is in the log, so its sync is due.
+        st.leave(1);
+        st.wait_for_sync(2, false, None);
+        assert!(st.sync_due(false));
+        // A writer alerted while its sync runs and leaving then is uncounted from it.
+        assert_eq!(st.begin_sync(3), 2);
+        let (c, _) = st.wait_for_sync(2, false, None);
+        assert_eq!(c, 2);
+        assert!(!st.leave(c));
+        st.end_sync();
+        assert_eq!(st.covered_last, 1, "A only, C left");
     }
 
     #[test]

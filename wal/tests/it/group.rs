@@ -863,7 +863,6 @@ fn a_sync_that_a_truncation_overtakes_syncs_what_is_left() {
 /// below, without the purge, passes. Deterministic: the durable listener holds the
 /// group-commit thread while the writer waits for its second record and the test purges.
 #[test]
-#[ignore = "review20's finding: a writer woken by a purge's alert counts itself twice (wal/src/wal.rs:768), so `returning` stays above 0 (wal/src/wal.rs:165) and the next lone writer waits out batch_delay_us_max"]
 fn a_lone_writer_after_a_purge_during_its_wait_is_synced_without_waiting_out_the_delay() {
     a_lone_writer_after_a_wait_is_synced_at_once(33, Meanwhile::Purge);
 }
@@ -876,7 +875,6 @@ fn a_lone_writer_after_a_purge_during_its_wait_is_synced_without_waiting_out_the
 /// writer it did cover has left, `returning` is 1, and that writer's next record waits out
 /// the delay.
 #[test]
-#[ignore = "review20's finding: a writer that leaves with Truncated before its sync begins stays counted (wal/src/wal.rs:166, wal/src/wal.rs:191), so `returning` stays above 0 and the next lone writer waits out batch_delay_us_max"]
 fn a_lone_writer_after_another_writers_record_was_truncated_is_synced_at_once() {
     a_lone_writer_after_a_wait_is_synced_at_once(36, Meanwhile::AWriterTruncated);
 }
@@ -998,7 +996,6 @@ fn a_lone_writer_after_a_wait_is_synced_at_once(seed: u64, meanwhile: Meanwhile)
 /// listener's panic, or its record made durable), never a silent hang. Deterministic: the
 /// group-commit thread's task is seen gone and the next append asleep.
 #[test]
-#[ignore = "review20's finding: a durable listener that panics kills the group-commit thread (wal/src/wal.rs:1449, run from wal/src/wal.rs:1775) and every later append hangs for ever"]
 fn a_listener_that_panics_does_not_leave_later_appends_waiting_for_ever() {
     let disk = SyncGated::new(35);
     let wal = held_group_log(&disk, 1 << 20);
@@ -1038,5 +1035,10 @@ fn a_listener_that_panics_does_not_leave_later_appends_waiting_for_ever() {
         appender.is_finished(),
         "the group-commit thread died in the listener and the append waits for a sync nobody begins"
     );
-    let _ = appender.join();
+    let r = appender.join().expect("no panic");
+    assert!(
+        matches!(&r, Err(synod_wal::WalError::Poisoned { cause })
+            if cause.contains("the durable listener panicked: review20")),
+        "the append fails naming the listener's panic: {r:?}"
+    );
 }
