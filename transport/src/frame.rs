@@ -135,6 +135,10 @@ pub enum FrameError {
     },
     /// A messages frame whose envelopes do not decode.
     BadEnvelope,
+    /// A messages frame with an envelope whose varint (an id, a kind, a payload's length) is
+    /// written in more bytes than its value needs: each message has one encoding, and no
+    /// Synod sender writes another (postcard would read it).
+    NonCanonicalVarint,
     /// A handshake payload that does not decode.
     BadHandshake,
 }
@@ -161,6 +165,10 @@ impl std::fmt::Display for FrameError {
                 "frame checksum mismatch: header says {expected:#010x}, payload has {actual:#010x}"
             ),
             FrameError::BadEnvelope => write!(f, "messages frame holds an undecodable envelope"),
+            FrameError::NonCanonicalVarint => write!(
+                f,
+                "messages frame holds an envelope with a varint written in more bytes than its value needs"
+            ),
             FrameError::BadHandshake => write!(f, "handshake frame does not decode"),
         }
     }
@@ -582,13 +590,16 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 /// Decodes the envelopes of a messages frame's payload, in order. Payloads are slices of
 /// `payload`, not copies.
 ///
-/// Accepts exactly postcard's encoding of [`Envelope`] (a test compares the two on random
-/// input); hand-written because it is several times faster.
+/// Accepts exactly postcard's encoding of [`Envelope`] written in its fewest bytes, as
+/// postcard and this crate write it (a test compares the two on random input);
+/// hand-written because it is several times faster.
 ///
 /// # Errors
 ///
 /// [`FrameError::BadEnvelope`] if the payload is not a sequence of whole envelopes (an
-/// empty payload is one too: a messages frame carries at least one).
+/// empty payload is one too: a messages frame carries at least one);
+/// [`FrameError::NonCanonicalVarint`] if an envelope has a varint written in more bytes
+/// than its value needs (postcard reads one; refused so that a message has one encoding).
 pub fn decode_envelopes(payload: &Bytes) -> Result<Vec<Envelope>, FrameError> {
     let mut out = Vec::new();
     decode_envelopes_into(payload, &mut out)?;
@@ -645,8 +656,7 @@ impl EnvelopeParts {
 ///
 /// # Errors
 ///
-/// [`FrameError::BadEnvelope`] if the payload is not a sequence of whole envelopes (an
-/// empty payload is one too), or the first error `each` returns; `each` has then seen the
+/// As [`decode_envelopes`], or the first error `each` returns; `each` has then seen the
 /// envelopes before the bad one, which the caller should discard.
 #[inline]
 pub(crate) fn walk_envelopes(
@@ -658,7 +668,7 @@ pub(crate) fn walk_envelopes(
     }
     let (mut at, mut n) = (0, 0);
     while at < payload.len() {
-        let (parts, next) = decode_envelope_parts(payload, at).ok_or(FrameError::BadEnvelope)?;
+        let (parts, next) = decode_envelope_parts(payload, at)?;
         each(parts)?;
         n += 1;
         at = next;
@@ -668,33 +678,33 @@ pub(crate) fn walk_envelopes(
 
 /// One envelope starting at `at`; returns it and the offset after it.
 #[cfg(test)]
-fn decode_envelope(buf: &Bytes, at: usize) -> Option<(Envelope, usize)> {
+fn decode_envelope(buf: &Bytes, at: usize) -> Result<(Envelope, usize), FrameError> {
     decode_envelope_parts(buf, at).map(|(parts, next)| (parts.envelope(buf), next))
 }
 
 /// The parts of one envelope starting at `at`, and the offset after it.
 #[inline(always)]
-fn decode_envelope_parts(buf: &[u8], at: usize) -> Option<(EnvelopeParts, usize)> {
+fn decode_envelope_parts(buf: &[u8], at: usize) -> Result<(EnvelopeParts, usize), FrameError> {
     // Most often (one-way messages between nodes numbered below 128, payloads shorter than
     // 128 bytes) all five varints take one byte each: read them at once.
     if let Some(&[correlation, kind, from, to, len]) = buf.get(at..at + 5)
         && (correlation | kind | from | to | len) < 0x80
     {
-        let kind = message_kind(u64::from(kind))?;
+        let kind = message_kind(u64::from(kind)).ok_or(FrameError::BadEnvelope)?;
         let start = at + 5;
         let end = start + usize::from(len);
         if end > buf.len() {
-            return None;
+            return Err(FrameError::BadEnvelope);
         }
         let parts = EnvelopeParts {
             correlation: CorrelationId(u64::from(correlation)),
             kind,
-            from: NodeId::try_new(u64::from(from))?,
-            to: NodeId::try_new(u64::from(to))?,
+            from: NodeId::try_new(u64::from(from)).ok_or(FrameError::BadEnvelope)?,
+            to: NodeId::try_new(u64::from(to)).ok_or(FrameError::BadEnvelope)?,
             start,
             end,
         };
-        return Some((parts, end));
+        return Ok((parts, end));
     }
     decode_envelope_parts_slow(buf, at)
 }
@@ -712,15 +722,21 @@ fn message_kind(index: u64) -> Option<MessageKind> {
 
 /// [`decode_envelope_parts`] for any envelope.
 #[inline(never)]
-fn decode_envelope_parts_slow(buf: &[u8], mut at: usize) -> Option<(EnvelopeParts, usize)> {
+fn decode_envelope_parts_slow(
+    buf: &[u8],
+    mut at: usize,
+) -> Result<(EnvelopeParts, usize), FrameError> {
     let correlation = CorrelationId(get_varint(buf, &mut at)?);
-    let kind = message_kind(get_varint_u32(buf, &mut at)?)?;
+    let kind = message_kind(get_varint_u32(buf, &mut at)?).ok_or(FrameError::BadEnvelope)?;
     // Node ids start at 1: an envelope naming node 0 is malformed.
-    let from = NodeId::try_new(get_varint(buf, &mut at)?)?;
-    let to = NodeId::try_new(get_varint(buf, &mut at)?)?;
-    let len = usize::try_from(get_varint(buf, &mut at)?).ok()?;
-    let end = at.checked_add(len).filter(|&end| end <= buf.len())?;
-    Some((
+    let from = NodeId::try_new(get_varint(buf, &mut at)?).ok_or(FrameError::BadEnvelope)?;
+    let to = NodeId::try_new(get_varint(buf, &mut at)?).ok_or(FrameError::BadEnvelope)?;
+    let len = usize::try_from(get_varint(buf, &mut at)?).map_err(|_| FrameError::BadEnvelope)?;
+    let end = at
+        .checked_add(len)
+        .filter(|&end| end <= buf.len())
+        .ok_or(FrameError::BadEnvelope)?;
+    Ok((
         EnvelopeParts {
             correlation,
             kind,
@@ -733,41 +749,55 @@ fn decode_envelope_parts_slow(buf: &[u8], mut at: usize) -> Option<(EnvelopePart
     ))
 }
 
-/// Reads a LEB128 varint `u64` as postcard writes it: at most ten bytes, and no bits
-/// beyond the 64th.
+/// Reads a LEB128 varint `u64` as postcard writes it: at most ten bytes, no bits beyond
+/// the 64th, and in as few bytes as its value needs.
 #[inline]
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, FrameError> {
     get_varint_bounded(buf, at, 10, 0x01)
 }
 
 /// Reads a varint `u32` (postcard's enum variant index): at most five bytes.
 #[inline]
-fn get_varint_u32(buf: &[u8], at: &mut usize) -> Option<u64> {
+fn get_varint_u32(buf: &[u8], at: &mut usize) -> Result<u64, FrameError> {
     get_varint_bounded(buf, at, 5, 0x0f)
 }
 
+/// A varint of at most `bytes_max` bytes whose last may be at most `last_max` if it is the
+/// `bytes_max`th. [`FrameError::NonCanonicalVarint`] if it ends in a zero byte after the
+/// first: postcard reads such a varint (the value with high zero groups written out), but
+/// no encoder of this crate's writes one, and accepting it would give a message more than
+/// one encoding.
 #[inline(always)]
-fn get_varint_bounded(buf: &[u8], at: &mut usize, bytes_max: usize, last_max: u8) -> Option<u64> {
+fn get_varint_bounded(
+    buf: &[u8],
+    at: &mut usize,
+    bytes_max: usize,
+    last_max: u8,
+) -> Result<u64, FrameError> {
     // Most varints of an envelope (kind, node ids, a small payload's length) take one byte.
     if let Some(&byte) = buf.get(*at)
         && byte < 0x80
     {
         *at += 1;
-        return Some(u64::from(byte));
+        return Ok(u64::from(byte));
     }
     let mut value = 0u64;
     for i in 0..bytes_max {
-        let byte = *buf.get(*at)?;
+        let byte = *buf.get(*at).ok_or(FrameError::BadEnvelope)?;
         *at += 1;
         if i == bytes_max - 1 && byte > last_max {
-            return None;
+            return Err(FrameError::BadEnvelope);
         }
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some(value);
+            // A last byte of zero after the first adds nothing: the value fits in fewer.
+            if byte == 0 {
+                return Err(FrameError::NonCanonicalVarint);
+            }
+            return Ok(value);
         }
     }
-    None
+    Err(FrameError::BadEnvelope)
 }
 
 /// Serde for `Bytes` as a byte string (postcard: varint length, then the bytes).
@@ -1013,9 +1043,41 @@ mod tests {
     }
 
     #[test]
+    fn a_varint_written_in_more_bytes_than_it_needs_is_refused() {
+        // Correlation 0, one-way, from 1 to 2, a payload of 3 bytes.
+        let canonical = [0, 2, 1, 2, 3, 7, 7, 7];
+        let decoded = decode_envelopes(&Bytes::copy_from_slice(&canonical)).expect("decodes");
+        assert_eq!(&decoded[0].payload[..], &[7, 7, 7]);
+        // The same with each varint in turn written in two bytes (its value, then a zero
+        // group): postcard reads every one as the envelope above; this crate refuses them.
+        for field in 0..5 {
+            let mut long = canonical[..field].to_vec();
+            long.extend_from_slice(&[canonical[field] | 0x80, 0x00]);
+            long.extend_from_slice(&canonical[field + 1..]);
+            let theirs = postcard::from_bytes::<Envelope>(&long).expect("postcard reads it");
+            assert_eq!(theirs, decoded[0]);
+            assert_eq!(
+                decode_envelopes(&Bytes::from(long.clone())),
+                Err(FrameError::NonCanonicalVarint),
+                "field {field}: {long:?}"
+            );
+        }
+        // A value that needs its two bytes is read.
+        let mut two = vec![0x80, 0x01];
+        two.extend_from_slice(&canonical[1..]);
+        let decoded = decode_envelopes(&Bytes::from(two)).expect("decodes");
+        assert_eq!(decoded[0].correlation, CorrelationId(128));
+        assert!(
+            FrameError::NonCanonicalVarint
+                .to_string()
+                .contains("more bytes than its value needs")
+        );
+    }
+
+    #[test]
     fn hand_written_decoding_agrees_with_postcard_on_random_bytes() {
         let mut rng = synod_node::Rng::new(7);
-        let mut agreed = 0;
+        let (mut agreed, mut long) = (0, 0);
         let mut edge_cases: Vec<Vec<u8>> = vec![
             [&[0xff; 9][..], &[0x01, 0, 0, 0, 0]].concat(),
             [&[0xff; 9][..], &[0x02, 0, 0, 0, 0]].concat(),
@@ -1045,15 +1107,26 @@ mod tests {
             let ours = decode_envelope(&Bytes::from(bytes.clone()), 0);
             let theirs = postcard::take_from_bytes::<Envelope>(&bytes).ok();
             match (ours, theirs) {
-                (Some((e, end)), Some((p, rest))) => {
+                (Ok((e, end)), Some((p, rest))) => {
                     assert_eq!(e, p, "{bytes:?}");
                     assert_eq!(end, bytes.len() - rest.len());
                 }
-                (None, None) => {}
+                // Postcard reads a varint written long; ours refuses it, and only that:
+                // postcard's own encoding of what it read is shorter than what it took.
+                (Err(FrameError::NonCanonicalVarint), Some((p, rest))) => {
+                    let canonical = postcard::to_allocvec(&p).expect("encodes");
+                    assert!(
+                        canonical.len() < bytes.len() - rest.len(),
+                        "refused as not canonical, but it is: {bytes:?}"
+                    );
+                    long += 1;
+                }
+                (Err(_), None) => {}
                 (ours, theirs) => panic!("disagree on {bytes:?}: {ours:?} vs {theirs:?}"),
             }
             agreed += 1;
         }
+        assert!(long >= 3, "the long varints of the edge cases were seen");
         assert_eq!(agreed, 20_000);
     }
 }
