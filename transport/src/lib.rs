@@ -351,7 +351,7 @@ pub use completion::{Canceled, Completer, Completion, WaitOutcome, completion};
 pub use config::{Config, ConfigBuilder, ConfigError, Overflow};
 pub use error::{BatchSendError, Disconnect, RequestError, SendError};
 pub use ids::{ClusterId, CorrelationId, NodeId};
-pub use received::{Iter as ReceivedIter, Received, ReceivedMessage};
+pub use received::{Iter as ReceivedIter, Received, ReceivedMessage, SHARED_FRAME_BYTES_MAX};
 pub use stream::{Stream, StreamLayer};
 pub use tcp::{
     BatchHandler, ConnectionEvent, EVENTS_RECENT_MAX, Handler, INLINE_WRITE_WAIT, Replies,

@@ -260,9 +260,33 @@ impl Received {
     }
 }
 
-/// The payload of `entry`, a message of `frame`.
+/// The payload of `entry`, a message of `frame`, as [`payload_of`] makes it.
 pub(crate) fn slice(frame: &Bytes, entry: Entry) -> Bytes {
-    frame.slice(entry.range())
+    payload_of(frame, entry.range())
+}
+
+/// Bytes of a frame's payload up to which a received message's [`Bytes`] shares the frame
+/// whatever its own size.
+///
+/// A message handed out as a [`Bytes`] (an [`Incoming`]'s payload, a response,
+/// [`ReceivedMessage::payload_bytes`]) keeps alive what it is a slice of for as long as the
+/// application holds it. It shares its frame (no copy) when the frame is at most this long,
+/// or at most 8 times as long as the message; otherwise (a small message in a large frame)
+/// it is a copy of its own. So a message kept holds at most the larger of this and 8 times
+/// its own length, not up to `frame_bytes_max` (64 MiB at most) for a message of a few
+/// bytes. Frames a sender fills up to its default `batch_bytes_max` (64 KiB) are shared.
+pub const SHARED_FRAME_BYTES_MAX: usize = 64 << 10;
+
+/// The bytes `range` of `frame` as a [`Bytes`]: a slice sharing the frame, or a copy where
+/// sharing would keep a frame much larger than them alive ([`SHARED_FRAME_BYTES_MAX`]).
+#[inline]
+pub(crate) fn payload_of(frame: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+    // Frames are at most FRAME_BYTES_MAX_LIMIT (64 MiB): the product cannot overflow.
+    if frame.len() <= SHARED_FRAME_BYTES_MAX || range.len().saturating_mul(8) >= frame.len() {
+        frame.slice(range)
+    } else {
+        Bytes::copy_from_slice(&frame[range])
+    }
 }
 
 impl<'a> IntoIterator for &'a Received {
@@ -338,9 +362,11 @@ impl<'a> ReceivedMessage<'a> {
         self.payload
     }
 
-    /// The application's bytes as a [`Bytes`] sharing the frame they came in (no copy).
+    /// The application's bytes as a [`Bytes`]: sharing the frame they came in (no copy),
+    /// unless that frame is much larger than them ([`SHARED_FRAME_BYTES_MAX`]).
     pub fn payload_bytes(&self) -> Bytes {
-        self.frame.slice_ref(self.payload)
+        let start = self.payload.as_ptr() as usize - self.frame.as_ptr() as usize;
+        payload_of(self.frame, start..start + self.payload.len())
     }
 
     /// The correlation id to respond with, for a request; `None` for a one-way message.
@@ -353,7 +379,8 @@ impl<'a> ReceivedMessage<'a> {
         self.correlation.is_some()
     }
 
-    /// This message as an owned [`Incoming`] (its payload shares the frame), for example to
+    /// This message as an owned [`Incoming`] (its payload as
+    /// [`payload_bytes`](Self::payload_bytes) makes it), for example to
     /// answer it with [`TcpTransport::respond`](crate::TcpTransport::respond).
     pub fn to_incoming(&self) -> Incoming {
         Incoming::new(self.from, self.payload_bytes(), self.correlation)
@@ -380,6 +407,53 @@ mod tests {
 
     fn entry(start: usize, request: Option<u64>) -> Entry {
         Entry::new(request.map(CorrelationId), start, start + 2).expect("small")
+    }
+
+    /// Whether `payload` lies within `frame`'s bytes (shares it).
+    fn shares(payload: &Bytes, frame: &Bytes) -> bool {
+        let (p, f) = (payload.as_ptr() as usize, frame.as_ptr() as usize);
+        p >= f && p + payload.len() <= f + frame.len()
+    }
+
+    #[test]
+    fn a_payload_shares_its_frame_unless_the_frame_is_much_larger() {
+        let big = Bytes::from(vec![3u8; 8 * SHARED_FRAME_BYTES_MAX]);
+        let small = Bytes::from(vec![4u8; SHARED_FRAME_BYTES_MAX]);
+        // (frame, range, shared)
+        let cases = [
+            (&big, 10..74, false),
+            (&big, 0..SHARED_FRAME_BYTES_MAX - 1, false),
+            (&big, 0..SHARED_FRAME_BYTES_MAX, true),
+            (&big, 100..big.len(), true),
+            (&small, 10..11, true),
+            (&small, 0..small.len(), true),
+        ];
+        for (frame, range, shared) in cases {
+            let payload = payload_of(frame, range.clone());
+            assert_eq!(&payload[..], &frame[range.clone()]);
+            assert_eq!(
+                shares(&payload, frame),
+                shared,
+                "{range:?} of {}",
+                frame.len()
+            );
+        }
+        // Through a batch: each message as an Incoming, and lent then made a Bytes.
+        let mut batch = Received::new();
+        let entries = [
+            Entry::new(None, 10, 74).expect("small"),
+            Entry::new(None, 100, big.len()).expect("small"),
+        ];
+        batch.push_run(NodeId::new(2), &big, &entries);
+        let lent: Vec<bool> = batch
+            .iter()
+            .map(|m| shares(&m.payload_bytes(), &big))
+            .collect();
+        assert_eq!(lent, [false, true]);
+        let first = batch.pop_front().expect("first");
+        let second = batch.pop_front().expect("second");
+        assert!(!shares(first.payload(), &big));
+        assert!(shares(second.payload(), &big));
     }
 
     /// What a message says: sender, correlation id, payload.

@@ -19,7 +19,7 @@ use crate::handshake::{
     RejectReason, Welcome,
 };
 use crate::ids::{CorrelationId, NodeId};
-use crate::received::{Entry, Received, slice};
+use crate::received::{Entry, Received, payload_of, slice};
 use crate::stream::{Stream, write_all};
 use crate::transport::Incoming;
 
@@ -195,7 +195,7 @@ impl Channel {
                     match e.kind {
                         MessageKind::Response => batch
                             .responses
-                            .push((e.correlation, payload.slice(e.start..e.end))),
+                            .push((e.correlation, payload_of(payload, e.start..e.end))),
                         kind => {
                             let correlation =
                                 (kind == MessageKind::Request).then_some(e.correlation);

@@ -634,6 +634,45 @@ fn a_one_way_batch_stopped_by_a_full_queue_says_how_many_were_queued() {
     assert_eq!(b.stats().messages_sent, 11);
 }
 
+/// A small message received in a large frame is a copy of its own, so that keeping it does
+/// not keep the whole frame alive; in a frame of at most `SHARED_FRAME_BYTES_MAX` (what a
+/// sender's default batches fill) it shares the frame, as does a message that is most of
+/// its frame.
+#[test]
+fn a_small_message_kept_from_a_large_frame_does_not_keep_the_frame() {
+    let big_config = |id| config(id).frame_bytes_max(2 << 20).batch_bytes_max(2 << 20);
+    let a = start(big_config(1));
+    let b = start(big_config(2));
+    b.add_peer(NodeId::new(1), a.local_addr());
+    assert!(b.wait_connected(NodeId::new(1), PATIENCE));
+    let large = synod_transport::SHARED_FRAME_BYTES_MAX * 14;
+    for (big, shared) in [(large, false), (2 << 10, true)] {
+        let small = [1u8; 64];
+        let big_payload = vec![2u8; big];
+        // One call, one frame: the small message, then the big one.
+        let before = b.stats().batches_sent;
+        b.send_batch(NodeId::new(1), [&small[..], &big_payload[..]])
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            assert!(a.recv_batch(&mut got, 2, PATIENCE) > 0, "both arrive");
+        }
+        assert_eq!(b.stats().batches_sent, before + 1, "in one frame");
+        let (small_got, big_got) = (got[0].payload(), got[1].payload());
+        assert_eq!(&small_got[..], &small[..]);
+        assert_eq!(&big_got[..], &big_payload[..]);
+        // Sharing the frame, the small message's bytes end just before the big one's
+        // envelope head (a few bytes) in the same buffer.
+        let small_end = small_got.as_ptr() as usize + small_got.len();
+        let big_start = big_got.as_ptr() as usize;
+        let in_the_frame = small_end <= big_start && big_start - small_end <= 16;
+        assert_eq!(
+            in_the_frame, shared,
+            "a 64-byte message beside one of {big} bytes"
+        );
+    }
+}
+
 /// A blocking sender's batch larger than the whole queue is queued as room frees up, as
 /// many at a time as fit, and arrives whole and in order.
 #[test]
