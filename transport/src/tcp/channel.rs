@@ -463,6 +463,10 @@ impl Channel {
             put_payload(&mut encoded, payload);
             ends.push(encoded.len());
         }
+        if ends.is_empty() {
+            // Nothing to queue: no lock, no write, nobody woken.
+            return Ok(0);
+        }
         self.queue_encoded(sh, &encoded, &ends)
             .map(|()| ends.len())
             .map_err(|(queued, error)| BatchSendError { queued, error })

@@ -383,7 +383,9 @@ impl TcpTransport {
     /// the payloads' size), freed when the call returns. The payloads are copied, so any
     /// bytes do (`Bytes`, `Vec<u8>`, slices of one buffer): nothing is kept of them.
     ///
-    /// Returns how many messages were queued (all of them).
+    /// Returns how many messages were queued (all of them). An empty batch queues and
+    /// writes nothing and returns `Ok(0)` (to a node that is not a peer, or once the
+    /// transport is shutting down, it fails as `send` would).
     ///
     /// # Errors
     ///

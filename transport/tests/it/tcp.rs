@@ -634,6 +634,32 @@ fn a_one_way_batch_stopped_by_a_full_queue_says_how_many_were_queued() {
     assert_eq!(b.stats().messages_sent, 11);
 }
 
+/// An empty batch queues and writes nothing: `Ok(0)`, and the next message is the next to
+/// arrive. To a node that is not a peer it fails as a `send` would, having queued nothing.
+#[test]
+fn an_empty_one_way_batch_queues_nothing_and_says_so() {
+    let (a, b) = pair();
+    let sent_before = b.stats();
+    let none: [&[u8]; 0] = [];
+    assert_eq!(b.send_batch(NodeId::new(1), none).unwrap(), 0);
+    assert_eq!(
+        b.send_batch(NodeId::new(1), std::iter::empty::<Bytes>())
+            .unwrap(),
+        0
+    );
+    let sent_after = b.stats();
+    assert_eq!(sent_after.messages_sent, sent_before.messages_sent);
+    assert_eq!(sent_after.batches_sent, sent_before.batches_sent);
+    b.send_batch(NodeId::new(1), [&b"one"[..]]).unwrap();
+    assert_eq!(&a.recv(PATIENCE).expect("one").payload()[..], b"one");
+    let err = b.send_batch(NodeId::new(9), none).unwrap_err();
+    assert_eq!(err.queued, 0);
+    assert!(
+        matches!(err.error, synod_transport::SendError::NotConnected { .. }),
+        "{err}"
+    );
+}
+
 /// A small message received in a large frame is a copy of its own, so that keeping it does
 /// not keep the whole frame alive; in a frame of at most `SHARED_FRAME_BYTES_MAX` (what a
 /// sender's default batches fill) it shares the frame, as does a message that is most of
