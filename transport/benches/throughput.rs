@@ -81,26 +81,52 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A rate measurement that also counts the CPU the whole process spent on it.
+/// One run of a one-way stream, measured from the first message sent to the last one
+/// delivered: set-up (binding, connecting, starting threads) and tear-down are outside it.
+struct Sample {
+    messages: u64,
+    seconds: f64,
+    /// CPU time of the whole process (all threads, both ends) over the same span.
+    cpu_seconds: f64,
+}
+
+impl Sample {
+    /// Starts measuring: call right before the first message is sent.
+    fn start() -> (Instant, f64) {
+        (Instant::now(), cpu_seconds())
+    }
+
+    /// Ends measuring: call right after the last message is delivered.
+    fn end((start, cpu): (Instant, f64), messages: u64) -> Sample {
+        Sample {
+            seconds: start.elapsed().as_secs_f64(),
+            cpu_seconds: cpu_seconds() - cpu,
+            messages,
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+}
+
+/// The CPU a kind of stream spent over its runs, per message delivered.
 #[derive(Default)]
 struct Cpu {
     seconds: f64,
-    messages: f64,
+    messages: u64,
 }
 
 impl Cpu {
-    /// Runs `f` (which returns messages per second over `window`), adding its CPU time and
-    /// messages; returns the rate.
-    fn measure(&mut self, window: Duration, f: impl FnOnce() -> f64) -> f64 {
-        let before = cpu_seconds();
-        let rate = f();
-        self.seconds += cpu_seconds() - before;
-        self.messages += rate * window.as_secs_f64();
-        rate
+    /// Adds `sample`'s CPU and messages; returns its rate.
+    fn add(&mut self, sample: &Sample) -> f64 {
+        self.seconds += sample.cpu_seconds;
+        self.messages += sample.messages;
+        sample.rate()
     }
 
     fn ns_per_message(&self) -> f64 {
-        self.seconds * 1e9 / self.messages.max(1.0)
+        self.seconds * 1e9 / self.messages.max(1) as f64
     }
 }
 
@@ -218,9 +244,9 @@ fn raw_pipeline_rate(addr: std::net::SocketAddr, window: Duration) -> f64 {
     per_sec
 }
 
-/// One-way 64-byte messages per second, each prefixed with its length, written through a
-/// buffer and parsed by the receiver.
-fn raw_stream_rate(window: Duration) -> f64 {
+/// One-way 64-byte messages, each prefixed with its length, written through a buffer for
+/// `window` and parsed by the receiver.
+fn raw_stream_sample(window: Duration) -> Sample {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let counter = std::thread::spawn(move || {
@@ -254,6 +280,7 @@ fn raw_stream_rate(window: Duration) -> f64 {
     let mut msg = Vec::with_capacity(4 + MSG);
     msg.extend_from_slice(&(MSG as u32).to_le_bytes());
     msg.extend_from_slice(&[7u8; MSG]);
+    let measuring = Sample::start();
     let start = Instant::now();
     while start.elapsed() < window {
         for _ in 0..1000 {
@@ -262,8 +289,9 @@ fn raw_stream_rate(window: Duration) -> f64 {
     }
     w.flush().unwrap();
     drop(w);
+    // The receiver returns once it has parsed the last message and seen the end.
     let messages = counter.join().unwrap();
-    messages as f64 / start.elapsed().as_secs_f64()
+    Sample::end(measuring, messages)
 }
 
 // ---- the transport ---------------------------------------------------------------------
@@ -396,16 +424,20 @@ fn send_stream(sender: &TcpTransport, window: Duration, batch: usize) -> u64 {
 }
 
 /// One-way messages from one thread to another ([`send_stream`]), taken by a receiving
-/// thread with `recv_into`. Messages per second delivered.
-fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
+/// thread with `recv_into`.
+fn transport_stream_sample(window: Duration, batch: usize) -> Sample {
     let receiver = TcpTransport::bind(config(1).build().unwrap(), "127.0.0.1:0").unwrap();
     let sender = stream_sender(&receiver);
     let receiver = Arc::new(receiver);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
     let counter = {
-        let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
+        let (receiver, stop, delivered) = (
+            Arc::clone(&receiver),
+            Arc::clone(&stop),
+            Arc::clone(&delivered),
+        );
         std::thread::spawn(move || {
-            let mut n = 0u64;
             let mut batch = Received::new();
             loop {
                 batch.clear();
@@ -413,29 +445,35 @@ fn transport_stream_rate(window: Duration, batch: usize) -> f64 {
                 for m in &batch {
                     std::hint::black_box(m.payload());
                 }
-                n += got as u64;
+                delivered.fetch_add(got as u64, Ordering::Release);
                 if got == 0 && stop.load(Ordering::Acquire) {
-                    return n;
+                    return;
                 }
             }
         })
     };
-    let start = Instant::now();
+    let measuring = Sample::start();
     let sent = send_stream(&sender, window, batch);
-    // Count what arrives: the rate is of messages delivered to the receiving application.
-    while receiver.stats().messages_received < sent {
+    // Until the receiving application has taken the last message: the rate is of messages
+    // delivered to it.
+    while delivered.load(Ordering::Acquire) < sent {
         std::thread::yield_now();
     }
+    let sample = Sample::end(measuring, sent);
     stop.store(true, Ordering::Release);
-    let got = counter.join().unwrap();
-    assert_eq!(got, sent, "every message delivered");
-    got as f64 / start.elapsed().as_secs_f64()
+    counter.join().unwrap();
+    assert_eq!(
+        delivered.load(Ordering::Acquire),
+        sent,
+        "every message delivered"
+    );
+    sample
 }
 
-/// One-way messages sent as [`transport_stream_rate`] sends them, but taken by a batch
-/// handler on the connection's reader thread (no receiving thread, as the raw stream's
-/// receiver reads the socket itself). Messages per second delivered.
-fn transport_stream_on_reader_rate(window: Duration, batch: usize) -> f64 {
+/// One-way messages sent as [`transport_stream_sample`] sends them, but taken by a batch handler
+/// on the connection's reader thread (no receiving thread, as the raw stream's receiver
+/// reads the socket itself).
+fn transport_stream_on_reader_sample(window: Duration, batch: usize) -> Sample {
     let got = Arc::new(AtomicU64::new(0));
     let receiver =
         TcpTransport::bind_with_batch_handler(config(1).build().unwrap(), "127.0.0.1:0", {
@@ -444,18 +482,19 @@ fn transport_stream_on_reader_rate(window: Duration, batch: usize) -> f64 {
                 for m in received {
                     std::hint::black_box(m.payload());
                 }
-                got.fetch_add(received.len() as u64, Ordering::Relaxed);
+                got.fetch_add(received.len() as u64, Ordering::Release);
             }
         })
         .unwrap();
     let sender = stream_sender(&receiver);
-    let start = Instant::now();
+    let measuring = Sample::start();
     let sent = send_stream(&sender, window, batch);
-    while got.load(Ordering::Relaxed) < sent {
+    while got.load(Ordering::Acquire) < sent {
         std::thread::yield_now();
     }
-    assert_eq!(got.load(Ordering::Relaxed), sent, "every message delivered");
-    sent as f64 / start.elapsed().as_secs_f64()
+    let sample = Sample::end(measuring, sent);
+    assert_eq!(got.load(Ordering::Acquire), sent, "every message delivered");
+    sample
 }
 
 fn main() {
@@ -510,23 +549,23 @@ fn main() {
         );
         let w = plan.window;
         if batched || each || on_reader {
-            raw_stream.push(cpu[0].measure(w, || raw_stream_rate(w)));
+            raw_stream.push(cpu[0].add(&raw_stream_sample(w)));
         }
         if batched {
-            stream.push(cpu[1].measure(w, || transport_stream_rate(w, STREAM_BATCH)));
+            stream.push(cpu[1].add(&transport_stream_sample(w, STREAM_BATCH)));
         }
         if each {
-            stream_each.push(cpu[2].measure(w, || transport_stream_rate(w, 1)));
+            stream_each.push(cpu[2].add(&transport_stream_sample(w, 1)));
         }
         if on_reader {
-            stream_reader
-                .push(cpu[3].measure(w, || transport_stream_on_reader_rate(w, STREAM_BATCH)));
+            stream_reader.push(cpu[3].add(&transport_stream_on_reader_sample(w, STREAM_BATCH)));
         }
     }
     if !raw_stream.is_empty() {
         let raw_stream = report("raw buffered stream", "msg/s", &mut raw_stream);
         println!(
-            "  CPU per message, both ends (all threads; ticks of 10 ms): raw {:.0} ns",
+            "  CPU per message, both ends (all threads, from the first message sent to the last \
+             delivered; ticks of 10 ms): raw {:.0} ns",
             cpu[0].ns_per_message()
         );
         if !stream.is_empty() {
