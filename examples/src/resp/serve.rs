@@ -1567,6 +1567,94 @@ mod tests {
         }
     }
 
+    /// A client refused by the node (`words`, then the node's end) that sends a request
+    /// before it reads: once the refusal has arrived it sends more, which the node reads
+    /// and drops instead of resetting the connection, and reads the refusal whole.
+    fn refused_after_sending(stream: TcpStream, request: &[u8], words: &[u8]) {
+        let mut stream = stream;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        stream.write_all(request).expect("a request before reading");
+        // The refusal has arrived (and the node has, at the latest now, done with the
+        // socket what it does with a refused one).
+        let mut first = [0u8; 1];
+        assert_eq!(stream.peek(&mut first).expect("the refusal arrives"), 1);
+        // More requests: a socket closed with bytes unread was reset, and writing to it
+        // fails (or its reset reaches the client before the refusal was read).
+        let more = request.repeat((16 << 10) / request.len().max(1));
+        stream
+            .write_all(&more)
+            .expect("the node reads what is sent after the refusal");
+        let mut said = Vec::new();
+        stream
+            .read_to_end(&mut said)
+            .expect("the refusal, then the end, without a reset");
+        assert_eq!(
+            String::from_utf8_lossy(&said),
+            String::from_utf8_lossy(words)
+        );
+    }
+
+    #[test]
+    fn a_client_refused_past_the_connection_limit_reads_why_though_it_sent_requests_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        spawn_listener(
+            listener,
+            Arc::new(Connections::new(ClientLimits::with_connections(2, None))),
+            Arc::new(toy()),
+        )
+        .expect("the loop starts");
+        // Two connections served (a round trip each proves the loop took them).
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            stream.write_all(b"GET a\r\n").expect("GET");
+            let mut buf = Vec::new();
+            assert_eq!(reply(&mut stream, &mut buf), bulk("A"));
+            served.push(stream);
+        }
+        // Each next one is refused, though it sends requests before reading.
+        for _ in 0..3 {
+            let stream = TcpStream::connect(addr).expect("connect");
+            refused_after_sending(stream, b"GET a\r\n", TOO_MANY_CLIENTS);
+        }
+        // The two are still served.
+        for stream in &mut served {
+            stream.write_all(b"GET b\r\n").expect("GET");
+            let mut buf = Vec::new();
+            assert_eq!(reply(stream, &mut buf), bulk("B"));
+        }
+    }
+
+    #[test]
+    fn a_client_speaking_plain_text_to_a_tls_port_reads_why_though_it_sent_requests_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = tls_files(dir.path());
+        let peers = [(1, "127.0.0.1:1".to_string())].into_iter().collect();
+        let tls = crate::runtime::tls::NodeTls::load(files, 1, &peers).expect("TLS");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        spawn_listener(
+            listener,
+            Arc::new(
+                Connections::new(ClientLimits::with_connections(4, None)).with_tls(tls.clients()),
+            ),
+            Arc::new(toy()),
+        )
+        .expect("the loop starts");
+        // More than the connection limit, one after the other: a refused one holds no
+        // place among the connections.
+        for _ in 0..6 {
+            let stream = TcpStream::connect(addr).expect("connect");
+            refused_after_sending(stream, b"GET a\r\n", TLS_REQUIRED);
+        }
+    }
+
     #[test]
     fn a_tls_connection_is_closed_only_once_its_last_reply_has_gone_out() {
         use rustls::pki_types::ServerName;

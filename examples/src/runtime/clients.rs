@@ -12,7 +12,7 @@
 //!
 //! The loop knows nothing of the protocol spoken. It keeps the limits ([`ClientLimits`]):
 //! at most `connections_max` connections (past it a new one is sent the system's refusal
-//! and closed, as Redis does past `maxclients`); at most `buffer_bytes_max` of replies
+//! and closed, as Redis does past `maxclients`, gracefully: see below); at most `buffer_bytes_max` of replies
 //! waiting to be written on a connection, past which its requests are no longer read (a
 //! client that does not read its replies is held back, and only it); requests in flight
 //! per connection are the [`ServeClient`]'s to bound, with [`ClientLimits::in_flight_max`].
@@ -25,7 +25,12 @@
 //! [`CLOSE_DRAIN_BYTES_MAX`]) until the client closes too or that timeout passes: a socket
 //! closed with unread bytes resets the connection, and a reset can lose the replies the
 //! client has not read yet (requests pipelined after `QUIT`, or past an error that ends
-//! the connection).
+//! the connection). A refused connection (past `connections_max`, or plain text sent to a
+//! TLS port) is closed the same way, outside the table of connections: once its refusal is
+//! written its sending side is shut and what its client sends is dropped, at most
+//! [`REFUSED_DRAIN_BYTES_MAX`] and for at most [`REFUSED_LINGER`], at most
+//! [`REFUSED_LINGERING_MAX`] of them at once, so that a client that sent a request before
+//! reading still reads why it was refused rather than a reset.
 //!
 //! When the node has users ([`Connections::with_auth`]), a new connection starts
 //! unauthenticated: the [`ServeClient`] checks its credentials (RESP's `AUTH`) against
@@ -85,6 +90,20 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// written, while waiting for it to close its side; past it the connection is closed at
 /// once (its client keeps sending to a connection that said it is closing).
 pub const CLOSE_DRAIN_BYTES_MAX: usize = 1 << 20;
+
+/// How long a refused connection (past `connections_max`, or plain text sent to a TLS
+/// port) is kept once its refusal is written and its sending side shut, for its client to
+/// read the refusal and close: what the client sends meanwhile is read and dropped. Past
+/// it, the connection is closed.
+pub const REFUSED_LINGER: Duration = Duration::from_secs(2);
+
+/// The most bytes read and dropped from a refused connection while it lingers; past it,
+/// the connection is closed at once.
+pub const REFUSED_DRAIN_BYTES_MAX: usize = 64 << 10;
+
+/// Refused connections lingering at once ([`REFUSED_LINGER`]); a refusal past it closes
+/// the one refused longest ago (its client has had the most time to read why).
+pub const REFUSED_LINGERING_MAX: usize = 256;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -433,6 +452,18 @@ struct Loop<S: ServeClient> {
     /// When each connection accepted unauthenticated must have authenticated, in the order
     /// accepted (one timeout for all, so the earliest is first).
     auth_deadlines: VecDeque<(Instant, u64)>,
+    /// Refused connections lingering until their client closes ([`REFUSED_LINGER`]).
+    refused: BTreeMap<u64, Refused>,
+    /// When each lingering refused connection is closed, earliest (refused first) first.
+    refused_until: VecDeque<(Instant, u64)>,
+}
+
+/// A refused connection: its refusal written and its sending side shut, what its client
+/// still sends read and dropped until it closes.
+struct Refused {
+    stream: TcpStream,
+    /// Bytes read and dropped.
+    drained: usize,
 }
 
 /// Starts the client thread ([`CLIENT_THREAD`], vital), serving clients on `listener`
@@ -476,6 +507,8 @@ pub fn spawn_listener<S: ServeClient>(
         next_idle_scan: Instant::now(),
         auth,
         auth_deadlines: VecDeque::new(),
+        refused: BTreeMap::new(),
+        refused_until: VecDeque::new(),
     };
     std::thread::Builder::new()
         .name(CLIENT_THREAD.into())
@@ -529,6 +562,8 @@ impl<S: ServeClient> Loop<S> {
                                 conn.writable = true;
                             }
                             touched.push(id);
+                        } else if self.refused.contains_key(&id) {
+                            self.drain_refused(id);
                         }
                     }
                 }
@@ -542,6 +577,7 @@ impl<S: ServeClient> Loop<S> {
             }
             self.expire(&mut touched);
             self.expire_unauthenticated();
+            self.expire_refused();
             touched.sort_unstable();
             touched.dedup();
             for &id in &touched {
@@ -565,6 +601,9 @@ impl<S: ServeClient> Loop<S> {
         if let Some(&(t, _)) = self.auth_deadlines.front() {
             until = Some(until.map_or(t, |u| u.min(t)));
         }
+        if let Some(&(t, _)) = self.refused_until.front() {
+            until = Some(until.map_or(t, |u| u.min(t)));
+        }
         until.map(|t| t.saturating_duration_since(now))
     }
 
@@ -586,10 +625,8 @@ impl<S: ServeClient> Loop<S> {
                 }
             };
             if self.conns.len() >= self.limits.connections_max {
-                // Past the limit: told why, and closed (a full socket buffer on a brand-new
-                // connection cannot happen; a failed write only loses the explanation).
-                let _ = stream.write(self.serve.refusal());
-                let _ = stream.shutdown(std::net::Shutdown::Write);
+                // Past the limit: told why, and closed once its client has read it.
+                self.refuse(stream, self.serve.refusal());
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -869,12 +906,14 @@ impl<S: ServeClient> Loop<S> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                     Err(_) => {
                         if conn.not_tls {
-                            // Told why in words it reads (the socket is new: a failed write
-                            // only loses the explanation).
-                            let _ = conn.stream.write(serve.tls_required());
-                            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                            // Told why in words it reads, and closed once its client has
+                            // read it.
+                            if let Some(stream) = self.close_keeping_socket(id) {
+                                self.refuse(stream, serve.tls_required());
+                            }
+                        } else {
+                            self.close(id);
                         }
-                        self.close(id);
                         return;
                     }
                 }
@@ -920,15 +959,103 @@ impl<S: ServeClient> Loop<S> {
     }
 
     fn close(&mut self, id: u64) {
-        if let Some(mut conn) = self.conns.remove(&id) {
-            self.deadlines.set(id, None);
-            conn.open.store(false, Ordering::Release);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            let serve = Arc::clone(&self.serve);
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve.closed(&mut conn.state);
-            }));
-            self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        drop(self.close_keeping_socket(id));
+    }
+
+    /// Closes connection `id` as [`close`](Self::close) does, but returns its socket, no
+    /// longer registered, instead of closing it.
+    fn close_keeping_socket(&mut self, id: u64) -> Option<TcpStream> {
+        let mut conn = self.conns.remove(&id)?;
+        self.deadlines.set(id, None);
+        conn.open.store(false, Ordering::Release);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let serve = Arc::clone(&self.serve);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve.closed(&mut conn.state);
+        }));
+        self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        Some(conn.stream)
+    }
+
+    /// Writes `words` (the refusal) to a connection that is not served, shuts its sending
+    /// side and keeps it, outside the table of connections, until its client closes: what
+    /// the client sends meanwhile is read and dropped. Closing it at once with bytes unread
+    /// would make the kernel reset the connection, and a client that sent a request before
+    /// reading could get the reset instead of the refusal.
+    fn refuse(&mut self, mut stream: TcpStream, words: &[u8]) {
+        // The socket is new or has had nothing written: its buffer takes the few bytes of
+        // a refusal (a failed write only loses the explanation).
+        let _ = stream.write(words);
+        if stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let token = Token(usize::try_from(id).unwrap_or(usize::MAX));
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        // The queue holds every lingering connection (and some closed since): bounding it
+        // bounds them.
+        while self.refused_until.len() >= REFUSED_LINGERING_MAX {
+            let Some((_, oldest)) = self.refused_until.pop_front() else {
+                break;
+            };
+            self.close_refused(oldest);
+        }
+        self.refused.insert(id, Refused { stream, drained: 0 });
+        self.refused_until
+            .push_back((Instant::now() + REFUSED_LINGER, id));
+        // What arrived before the registration is read now.
+        self.drain_refused(id);
+    }
+
+    /// Reads and drops what refused connection `id`'s client sent; closes the connection
+    /// once the client has closed, the socket failed or it sent more than
+    /// [`REFUSED_DRAIN_BYTES_MAX`].
+    fn drain_refused(&mut self, id: u64) {
+        let Some(refused) = self.refused.get_mut(&id) else {
+            return;
+        };
+        let done = loop {
+            match refused.stream.read(&mut self.chunk) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    refused.drained += n;
+                    if refused.drained > REFUSED_DRAIN_BYTES_MAX {
+                        break true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        if done {
+            self.close_refused(id);
+        }
+    }
+
+    fn close_refused(&mut self, id: u64) {
+        if let Some(mut refused) = self.refused.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut refused.stream);
+        }
+    }
+
+    /// Closes every refused connection whose [`REFUSED_LINGER`] has passed.
+    fn expire_refused(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, id)) = self.refused_until.front() {
+            if t > now {
+                break;
+            }
+            self.refused_until.pop_front();
+            self.close_refused(id);
         }
     }
 
