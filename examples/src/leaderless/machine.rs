@@ -22,7 +22,8 @@
 //!   vector write takes its dot from the coordinator's own replica, so a node that does
 //!   not replicate the key forwards the write to a live replica ([`Message::Forward`]),
 //!   which coordinates it and answers back; no answer within twice the operation timeout
-//!   is an unknown outcome;
+//!   is an unknown outcome, and so is the replica's refusal (a duplicated forward may be
+//!   carried out by its second copy);
 //! - **ABD registers** ([`crate::register::Registers`], synod-quorum's `AbdNode` per key):
 //!   the linearizable level, over the configured members;
 //! - **Paxos registers** ([`CasRegisterNode`], synod-consensus's per-key Paxos):
@@ -1136,8 +1137,10 @@ pub struct Config {
     pub ops_in_flight_max: usize,
     /// Keys the quorum store holds at most (default 10,000; `synod node --keys-max`): a
     /// client's write of another key, coordinated by this node, is refused with
-    /// [`Failure::Full`], which clients get at once (RESP `OOM`) rather than retry. Writes
-    /// other coordinators send it, hints, repairs and anti-entropy are not limited by it.
+    /// [`Failure::Full`], which clients get at once (RESP `OOM`) rather than retry (a write
+    /// another node forwarded here is refused too, but its client is told the outcome is
+    /// unknown: a second copy of the forward may yet be carried out). Writes other
+    /// coordinators send it, hints, repairs and anti-entropy are not limited by it.
     pub keys_max: usize,
     /// Hints held for other replicas at most.
     pub hints_max: usize,
@@ -1419,7 +1422,8 @@ pub enum Notice {
     /// and say why.
     Refused(String),
     /// A new node has waited long for the members to answer it: why that may be (it goes
-    /// on waiting).
+    /// on waiting); or a node set aside a peer's request it cannot take now (a pull of a
+    /// removal it does not hold, or past its limit): why.
     Waiting(String),
     /// A peer's message was refused because this node cannot read it (another version of
     /// the code): which, and why. The node goes on; the message is dropped.
@@ -1766,6 +1770,10 @@ impl Admission {
     }
 }
 
+/// The removals whose partitions a node is being streamed at once ([`Message::Pull`]); a
+/// pull past it is not taken until one ends (its driver asks again).
+pub const PULLS_MAX: usize = 16;
+
 /// Grants of new ids a node holds at most ([`Message::Admit`]); past it, a new id is
 /// answered as claimed (its asker waits).
 const CLAIMS_MAX: usize = 1_024;
@@ -1796,6 +1804,9 @@ pub struct Stats {
     /// Partitions this node, joining, asked of every other old replica because the
     /// replica it replaces was held dead or said nothing ([`Config::stream_silence_ms`]).
     pub streams_widened: u64,
+    /// [`Message::Pull`]s not taken: of a member this node holds no removal of (or from a
+    /// node that is not a member), or past [`PULLS_MAX`] under way.
+    pub pulls_refused: u64,
 }
 
 /// One node of the leaderless store. See the [module documentation](self).
@@ -4060,16 +4071,52 @@ impl<M: Mode> Leaderless<M> {
 
     /// The member driving the removal of `id` asks this node to be streamed `sources`'
     /// partitions: asked of each source ([`Message::StreamTo`]); answered at once if this
-    /// node was streamed them in this start.
+    /// node was streamed them in this start, or holds the removal done (every receiver was
+    /// streamed before any member switched). Taken only from a member, for a removal this
+    /// node holds under way (the driver told every member of it before its pulls, and asks
+    /// again), and for at most [`PULLS_MAX`] removals at once: anything else is refused,
+    /// counted ([`Stats::pulls_refused`]) and said, so that a confused peer's ids never
+    /// grow what this node keeps.
     fn on_pull(&mut self, now: Time, from: NodeId, id: NodeId, sources: Vec<(NodeId, Vec<u32>)>) {
         if self.store.is_none() {
             return;
+        }
+        if self.moves.get(&id) == Some(&(MoveKind::Remove, MovePhase::Done)) {
+            self.pulled.remove(&id);
+            return self.pulled_all(now, from, id);
         }
         if self.pulled.contains(&id) {
             return self.pulled_all(now, from, id);
         }
         if let Some(pull) = self.pulls.get_mut(&id) {
             pull.driver = from;
+            return;
+        }
+        let member = from == self.config.id || self.known.contains(&from);
+        let refused = if !member || self.is_gone_member(from) {
+            Some(format!("node {from} is not a member this node knows"))
+        } else if !self.is_removal(id) {
+            Some(format!(
+                "this node holds no removal of node {id} (it takes the pull once it is told of \
+                 the removal)"
+            ))
+        } else if self.pulls.len() >= PULLS_MAX {
+            Some(format!(
+                "{PULLS_MAX} removals' pulls are under way here, the most (it takes the pull \
+                 once one ends)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.stats.pulls_refused += 1;
+            if self.stats.pulls_refused.is_power_of_two() {
+                self.gate.apply(Notice::Waiting(format!(
+                    "refused node {from}'s pull of the partitions of removed node {id} ({} \
+                     refused so far): {why}",
+                    self.stats.pulls_refused
+                )));
+            }
             return;
         }
         let me = self.config.id;
@@ -4099,6 +4146,13 @@ impl<M: Mode> Leaderless<M> {
     /// a pull whose sources have all streamed (or are no longer waited for) is done.
     fn step_pulls(&mut self, now: Time) {
         let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        // A removal done here needs no pull any more (each receiver was streamed before any
+        // member switched): what is kept of it is dropped.
+        let done = |moves: &BTreeMap<NodeId, (MoveKind, MovePhase)>, id: &NodeId| {
+            moves.get(id) == Some(&(MoveKind::Remove, MovePhase::Done))
+        };
+        self.pulls.retain(|id, _| !done(&self.moves, id));
+        self.pulled.retain(|id| !done(&self.moves, id));
         self.pull_from_leavers_replacements();
         let gone: BTreeSet<NodeId> = self
             .known
@@ -4636,7 +4690,11 @@ impl<M: Mode> Leaderless<M> {
         self.put(now, to, key, value, level, context);
     }
 
-    /// The answer to a write this node forwarded.
+    /// The answer to a write this node forwarded. A replica's refusal is the client's
+    /// unknown outcome, not a refusal: the network may deliver a [`Message::Forward`] twice,
+    /// and the replica, which keeps no record of the forwards it answered, coordinates a
+    /// second copy that arrives once what refused the first has passed (a move done, an
+    /// operation ended, a key freed), so a refused forward may yet be carried out.
     fn on_forwarded(&mut self, forward: ForwardId, outcome: Forwarded) {
         let Some((id, _)) = self.forwarded.remove(&forward) else {
             return;
@@ -4645,9 +4703,13 @@ impl<M: Mode> Leaderless<M> {
             Forwarded::Written { hinted } => Response::Written {
                 hinted: usize::try_from(hinted).unwrap_or(usize::MAX),
             },
-            Forwarded::Refused(why) => Response::Failed(Failure::Refused(why)),
+            Forwarded::Refused(why) | Forwarded::Full(why) => {
+                Response::Failed(Failure::Unknown(format!(
+                    "the replica this node forwarded the write to refused it ({why}), but a \
+                     copy of the forward still in the network could yet be carried out there"
+                )))
+            }
             Forwarded::Unknown(why) => Response::Failed(Failure::Unknown(why)),
-            Forwarded::Full(why) => Response::Failed(Failure::Full(why)),
         };
         self.reply(Waiting::Client(id), response);
     }

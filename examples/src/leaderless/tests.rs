@@ -1079,19 +1079,33 @@ fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
 /// source at a time; a second pull from that source (another removal) asked for its own
 /// partitions only, replacing the first pull's ask there, and the answer to it ended every
 /// pull from the source: the first was reported done without its partitions. The test
-/// plays node 9, the driver of both removals and their source: the ask out names both
+/// plays node 9, both removals' source (node 2 drives them): the ask out names both
 /// pulls' partitions, and a pull is reported done only once its partitions were streamed.
 #[test]
 fn a_pull_is_done_only_once_its_own_partitions_were_streamed() {
     let mut c: Cluster<Vv> = Cluster::new(3, 3, &[]);
     c.capture = Some(id(9));
+    // Node 1 holds the removals of nodes 7 and 8 under way (a node takes pulls only of
+    // removals it holds), driven by node 2, whose answers are held here.
+    for gone in [7, 8] {
+        let told = Message::Move {
+            id: id(gone),
+            kind: MoveKind::Remove,
+            phase: MovePhase::Pending,
+        };
+        c.net.push_back((id(2), id(1), told));
+    }
+    c.settle();
+    c.hold = Some(Box::new(|_, to, m| {
+        to == id(2) && matches!(m, Message::Pulled { .. })
+    }));
     let pull = |gone: usize, p: u32| Message::Pull {
         id: id(gone),
         sources: vec![(id(9), vec![p])],
     };
-    c.net.push_back((id(9), id(1), pull(7, 1)));
+    c.net.push_back((id(2), id(1), pull(7, 1)));
     c.settle();
-    c.net.push_back((id(9), id(1), pull(8, 2)));
+    c.net.push_back((id(2), id(1), pull(8, 2)));
     c.settle();
     let asks: Vec<(AskId, Vec<u32>)> = c
         .captured
@@ -1111,9 +1125,9 @@ fn a_pull_is_done_only_once_its_own_partitions_were_streamed() {
     c.net.push_back((id(9), id(1), streamed));
     c.settle();
     let pulled: Vec<(NodeId, u32)> = c
-        .captured
+        .held
         .iter()
-        .filter_map(|(_, m)| match m {
+        .filter_map(|(_, _, m)| match m {
             Message::Pulled { id: gone } => Some((*gone, if *gone == id(7) { 1 } else { 2 })),
             _ => None,
         })
@@ -3261,4 +3275,131 @@ fn review19_a_removal_through_a_leave_ends_once_the_leaver_has_left() {
 fn a_removal_through_a_leave_ends_when_the_leaver_streamed_before_it_left() {
     let (removed, asks_of_4) = a_removal_through_a_leave(false);
     assert!(removed, "{asks_of_4} asks of node 4 since it left");
+}
+
+/// Regression (pulls22): a node took a [`Message::Pull`] for any id from anyone, keeping a
+/// pull (and asking its sources to stream) for each, so a confused peer's ids grew what it
+/// keeps without bound. Node 1 is sent pulls of 40 ids no member is being removed under,
+/// from a member and from a node no member knows: it takes none (no source is asked to
+/// stream), counts each refusal and says why.
+#[test]
+fn pulls_of_removals_a_node_does_not_hold_are_refused() {
+    let (mut c, _) = three_holding_forty_keys(|_| {});
+    let asks_before = c.stream_log.len();
+    for i in 0..40 {
+        let from = if i % 2 == 0 { id(2) } else { id(9) };
+        let message = Message::Pull {
+            id: id(100 + i),
+            sources: vec![(id(3), vec![0, 1]), (id(2), vec![2])],
+        };
+        c.net.push_back((from, id(1), message));
+    }
+    c.settle();
+    c.run_for(3_000);
+    let asks: Vec<_> = c.stream_log[asks_before..]
+        .iter()
+        .filter(|(from, _, m)| *from == id(1) && matches!(m, Message::StreamTo { .. }))
+        .collect();
+    assert!(
+        asks.is_empty(),
+        "node 1 took pulls it holds no removal of: {asks:?}"
+    );
+    assert_eq!(c.node(1).stats().pulls_refused, 40);
+    let said = c.notices[0]
+        .iter()
+        .any(|n| matches!(n, Notice::Waiting(why) if why.contains("holds no removal of node")));
+    assert!(said, "node 1 said why: {:?}", c.notices[0]);
+}
+
+/// Regression (pulls22, from seed 371 of the `broken` variant, "the write of 50 was
+/// refused ..., yet its value was read or kept"): a write forwarded to a replica
+/// ([`Message::Forward`]) and refused there was told to its client as refused, though the
+/// network may deliver the forward twice and the replica coordinates the second copy once
+/// what refused the first has passed. Here node `r`, the key's first replica, has its one
+/// operation slot held by a write of its own (its messages held back), refuses the first
+/// copy, and carries out the second once its slot is free: the value is read back at
+/// QUORUM, so the client must not have been told the write was refused.
+#[test]
+fn a_forwarded_write_refused_by_its_replica_is_an_unknown_outcome() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+        config.ops_in_flight_max = 1;
+    });
+    let table = c.node(1).table().clone();
+    let replicas = |key: &str| table.replicas(table.partition_of(key.as_bytes())).to_vec();
+    let key = (0..1_000)
+        .map(|i| format!("f{i}"))
+        .find(|k| !replicas(k).contains(&id(1)))
+        .expect("a key node 1 does not replicate");
+    let r = replicas(&key)[0];
+    let busy = (0..1_000)
+        .map(|i| format!("b{i}"))
+        .find(|k| replicas(k).contains(&r))
+        .expect("a key r replicates");
+    // r's write of `busy` stays in flight: its messages to the other replicas are held.
+    c.hold = Some(Box::new(move |from, _, m| {
+        (from == r && matches!(m, Message::Store(_))) || matches!(m, Message::Forward { .. })
+    }));
+    let write = |key: &str| Request::Put {
+        key: key.as_bytes().to_vec(),
+        value: Some(b"v".to_vec()),
+        level: QUORUM,
+        context: VersionVector::default(),
+    };
+    let r_index = r.get() as usize;
+    c.next_id += 1;
+    let node = c.nodes[r_index - 1].as_mut().expect("running");
+    node.handle(
+        c.now,
+        Input::Request {
+            id: RequestId(c.next_id),
+            request: write(&busy),
+        },
+    );
+    c.drain(r_index);
+    c.settle();
+    // The client's write at node 1, forwarded to r; the forward is held, then delivered twice.
+    c.next_id += 1;
+    let client = RequestId(c.next_id);
+    let node = c.nodes[0].as_mut().expect("running");
+    node.handle(
+        c.now,
+        Input::Request {
+            id: client,
+            request: write(&key),
+        },
+    );
+    c.drain(1);
+    c.settle();
+    let forwards: Vec<_> = c
+        .held
+        .iter()
+        .filter(|(_, _, m)| matches!(m, Message::Forward { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(forwards.len(), 1, "node 1 forwarded the write once");
+    c.held
+        .retain(|(_, _, m)| !matches!(m, Message::Forward { .. }));
+    c.hold = Some(Box::new(move |from, _, m| {
+        from == r && matches!(m, Message::Store(_))
+    }));
+    c.net.push_back(forwards[0].clone());
+    c.settle();
+    let told = c
+        .replies
+        .remove(&client)
+        .expect("node 1 answered its client");
+    // r's slot is free again, and the network delivers the forward's second copy.
+    c.hold = None;
+    c.net.extend(std::mem::take(&mut c.held));
+    c.settle();
+    c.net.push_back(forwards[0].clone());
+    c.settle();
+    c.run_for(100);
+    let read = c.get(2, &key, QUORUM);
+    assert_eq!(values(&read), ["v"], "the second copy was carried out");
+    assert!(
+        matches!(&told, Response::Failed(Failure::Unknown(why)) if why.contains("refused it")),
+        "node 1's client was told {told:?} of a write that was carried out"
+    );
 }

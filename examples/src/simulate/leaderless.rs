@@ -831,7 +831,10 @@ fn check_quorum(
     let reads = quorum_reads(history, seen);
     let mut acked: Vec<(u64, u64, SimTime)> = Vec::new();
     // Writes the store refused (certainly not carried out): their values must never be read
-    // nor kept, and so never count as replacing anything.
+    // nor kept, and so never count as replacing anything. (A replica's refusal of a
+    // forwarded write reaches the client as an unknown outcome: the forward may have been
+    // duplicated and its second copy carried out, which seed 371 of the `broken` variant
+    // showed as a refused write read back.)
     let mut refused: BTreeSet<u64> = BTreeSet::new();
     for op in history.operations() {
         match (op.input, &op.outcome, op.completed_at) {
