@@ -268,9 +268,9 @@
 //!    waits for no receiver that has left. A
 //!    source holds one ask of a receiver at a time, so a receiver's ask names the
 //!    partitions of every pull it has from that source (two removals at once), and an
-//!    answer ends only the partitions it names; a source forgets a stream to a replica
-//!    once it said it was done, so that a later pull (a later removal's) is streamed what
-//!    the source holds then.
+//!    answer ends only the partitions it names; an ask under a new name (a later
+//!    removal's pull, while the stream of the first is done or still under way) is
+//!    streamed what the source holds then, every partition it names from its first key.
 //! 2. **Switched** once every such replica was streamed: reads use the table without it.
 //! 3. **Done** once every member switched: writes use the table without it, the members
 //!    forget it, and its id is never admitted again (as a departed one's). A process under it
@@ -688,8 +688,9 @@ pub enum Message<S> {
     /// A joining node asks the sender, a replica of `partitions` in the table without it,
     /// to stream its keys of them to it ([`Message::HandOff`] batches), and to say so once
     /// every batch is acknowledged ([`Message::Streamed`]). A resend names the same `ask`;
-    /// an ask under a new name replaces the one before it (the sender goes on with the
-    /// partitions both name, and does not stream again those it has streamed whole).
+    /// an ask under a new name replaces the one before it: the sender streams what it holds
+    /// then of every partition the new ask names, from the first key, and no longer waits
+    /// for batches of partitions it does not name.
     StreamTo {
         /// The joining node's name for this ask, echoed in the answer.
         ask: AskId,
@@ -1528,9 +1529,6 @@ struct Stream {
     partitions: VecDeque<u32>,
     /// The last key sent of the first partition (`None`: none yet).
     cursor: Option<Key>,
-    /// The partitions every batch of which was sent (streamed whole once none is in
-    /// flight): a later ask that names one again does not stream it again.
-    sent: BTreeSet<u32>,
     /// The batches sent and not acknowledged (or with keys the replica skipped), by
     /// number.
     in_flight: BTreeMap<u64, Sent>,
@@ -3419,9 +3417,9 @@ impl<M: Mode> Leaderless<M> {
         taking
     }
 
-    /// A joining node asks for `partitions` under `ask`: a stream of them starts, or the
-    /// one to it under way goes on with them (a partition it streamed whole already is not
-    /// streamed again); the same ask again is answered at once if its stream is done, and
+    /// A joining node (or a replica pulling a removed member's partitions) asks for
+    /// `partitions` under `ask`: a stream of them starts, or the one to it under way starts
+    /// over with them; the same ask again is answered at once if its stream is done, and
     /// otherwise changes nothing.
     fn on_stream_to(&mut self, now: Time, from: NodeId, ask: AskId, partitions: Vec<u32>) {
         if self.store.is_none() {
@@ -3434,22 +3432,16 @@ impl<M: Mode> Leaderless<M> {
         match self.outgoing.get_mut(&from) {
             // A resend: answered again once done.
             Some(out) if out.ask == ask => out.told = false,
+            // A new ask is streamed what this node holds now, every partition it names
+            // from its first key (one sent for an earlier ask may have had keys written
+            // since); batches of partitions it no longer names are not waited for.
             Some(out) => {
                 let stream = &mut out.stream;
-                let front = stream.partitions.front().copied();
-                let keep = front.filter(|p| asked.binary_search(p).is_ok());
-                if keep.is_none() {
-                    stream.cursor = None;
-                }
-                stream.partitions = keep
-                    .into_iter()
-                    .chain(
-                        asked
-                            .iter()
-                            .copied()
-                            .filter(|p| Some(*p) != keep && !stream.sent.contains(p)),
-                    )
-                    .collect();
+                stream
+                    .in_flight
+                    .retain(|_, sent| asked.binary_search(&sent.partition).is_ok());
+                stream.partitions = asked.iter().copied().collect();
+                stream.cursor = None;
                 out.ask = ask;
                 out.asked = asked;
                 out.told = false;
@@ -3473,9 +3465,8 @@ impl<M: Mode> Leaderless<M> {
 
     /// Moves the streams to joining nodes (and to replicas pulling a removed member's
     /// partitions) on; a stream done says so to its receiver, naming the ask and its
-    /// partitions. A done stream to a node that is not joining is forgotten once told: a
-    /// later ask of it (a later removal's pull, which needs what this node holds then) is
-    /// streamed anew, not answered from partitions streamed whole for an earlier one.
+    /// partitions. A done stream is kept (to answer the same ask resent) only while its
+    /// receiver is a pending joiner, and forgotten once told otherwise.
     fn pump_outgoing(&mut self, now: Time) {
         let mut outgoing = std::mem::take(&mut self.outgoing);
         outgoing.retain(|&to, _| !self.is_dead(to));
@@ -3559,7 +3550,6 @@ impl<M: Mode> Leaderless<M> {
             let batch = self.hand_off_batch(to, partition, stream.cursor.as_ref(), None, hints);
             let Some(last) = batch.keys.last() else {
                 stream.partitions.pop_front();
-                stream.sent.insert(partition);
                 stream.cursor = None;
                 continue;
             };

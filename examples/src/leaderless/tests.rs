@@ -3158,19 +3158,14 @@ fn a_mover_that_crashes_after_recording_its_move_done_tells_the_members_again() 
     assert_eq!(c.node(2).table(), c.node(4).table());
 }
 
-/// review19: a source forgets a stream to a puller only once the stream is done and told,
-/// so a later pull (another removal's) is streamed what the source holds then; but a
-/// second ask that arrives while the first stream is still under way (a batch not yet
-/// acknowledged) is answered from the partitions that stream sent already
-/// (`!stream.sent.contains(p)` in `on_stream_to`): a key written since is not streamed,
-/// and the receiver takes the answer as its second pull's. The test plays node 5: it asks
+/// Regression (review19): a second ask that arrived while the first stream to the same
+/// receiver was still under way (a batch not yet acknowledged) was answered from the
+/// partitions that stream had sent already (`on_stream_to` skipped them): a key written
+/// since was not streamed, and the receiver took the answer as its second pull's. A new
+/// ask now streams what the source holds then. The test plays node 5: it asks
 /// node 1 for partition `p`, leaves the batch unacknowledged, a key of `p` is written at
 /// QUORUM (node 1 holds it), then it asks again under a new ask (its second pull's).
 #[test]
-#[ignore = "review19's finding: a second ask while a stream to the same receiver is under \
-            way skips partitions the first ask sent (machine.rs:3434, on_stream_to), so a \
-            later removal's pull is answered without the keys written since \
-            (machine.rs:266 says it is streamed what the source holds then)"]
 fn review19_a_later_pull_while_the_first_stream_is_under_way_is_streamed_anew() {
     let (mut c, keys) = three_holding_forty_keys(|_| {});
     let table = c.node(1).table().clone();
