@@ -210,6 +210,36 @@
 //! write. This costs a joiner its share of the data once, not once per old replica
 //! ([`Stats::keys_streamed`] counts what a node sent).
 //!
+//! **Moves under way together.** What a move streams depends on the other moves: tables
+//! join members in id order and take leavers out by load, so the partitions a joiner takes
+//! in the table with another join made differ from those it takes without it, and a
+//! leaver's partitions go to other replicas. A move therefore works its streams out again
+//! whenever any move's phase changes (and after a restart), not once:
+//!
+//! - a joiner takes every partition it replicates in a table with its join made, each
+//!   combination of the other moves under way made or not (the tables a write meets).
+//!   Alone, the pairing above names one source; with another move under way, every replica
+//!   of the partition in the **base table** (every move done made, none under way; members
+//!   being removed left out) streams it. A partition taken now is asked; one no longer
+//!   taken is dropped from the asks (its source, told with a new ask, stops streaming it);
+//!   a source that streamed a partition is not asked for it again.
+//!
+//! Why every replica of every table a member may read with holds every acknowledged
+//! QUORUM write once the moves that table makes are switched (the reads then meet them;
+//! at most [`MOVES_ENUMERATED_MAX`] under way, so every combination is a table writes
+//! meet). The base table holds them: every move in it is done, so its streams were
+//! complete before any member read with it, and moves never drop a replica's keys before
+//! the move that took them elsewhere is done. A joiner `j` streamed by every base replica
+//! of a partition, each after `j`'s drain, holds every write a base replica held, so every
+//! write acknowledged before its drain ended (one acknowledged later met its level in
+//! every table with `j`). In a table `T` with `j` made, a quorum with `j` in it meets the
+//! write on `j`; one without `j` is a quorum of replicas that `T` shares with a table
+//! without `j` whose own moves were streamed by the same argument. A source that was not a
+//! base replica when asked (a joiner still pending) is never counted, so a partial stream
+//! from it cannot stand for the partition; a base replica that drops the partition later
+//! (a join done moved it) had streamed it first, or is no longer a base replica and the
+//! move's new replica, complete, is asked in its place.
+//!
 //! The hand-off (and a join's stream) is a paced stream to each replica: its partitions in
 //! order, each in batches of keys in key order of at most
 //! [`Config::hand_off_batch_bytes_max`] bytes, at most
@@ -1471,10 +1501,13 @@ enum Step {
         streams: BTreeMap<NodeId, Stream>,
     },
     /// A join: the partitions this node takes, each streamed to it by the replica it
-    /// replaces in the table without it (or by the others: see [`Taking`]).
+    /// replaces in the table without it (or by the others: see [`Taking`]), worked out
+    /// again whenever a move changes ([`Leaderless::retake`]).
     Receiving {
         /// Each partition this node takes, and who is still to stream it.
         taking: BTreeMap<u32, Taking>,
+        /// The moves `taking` was worked out with.
+        moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
         /// What each source is asked now.
         asks: BTreeMap<NodeId, Ask>,
         /// When to ask them again.
@@ -1486,22 +1519,27 @@ enum Step {
 
 /// A partition a joining node takes, and who streams it to it.
 ///
-/// One source is enough when it is the replica this node replaces (the partition's
-/// replicas in the table without the join that are not in the table with it, paired in
-/// order with those the join adds): see [Moving partitions](self#moving-partitions) for
-/// why. If that replica is held dead, or says nothing for [`Config::stream_silence_ms`]
-/// after it was asked, every other replica of the partition in the table without the
-/// join streams it instead.
+/// With no other move under way, one source is enough when it is the replica this node
+/// replaces (the partition's replicas in the table without the join that are not in the
+/// table with it, paired in order with those the join adds): see [Moving
+/// partitions](self#moving-partitions) for why. If that replica is held dead, or says
+/// nothing for [`Config::stream_silence_ms`] after it was asked, or another move is under
+/// way, every replica of the partition in the base table (every move done made, none
+/// under way) streams it instead.
 #[derive(Debug)]
 struct Taking {
-    /// The partition's replicas in the table without the join.
+    /// The partition's replicas in the base table, but this node and members being
+    /// removed.
     old: Vec<NodeId>,
-    /// The replica this node replaces, if the join pairs it with one.
+    /// The replica this node replaces, if the join alone pairs it with one.
     replaced: Option<NodeId>,
-    /// Whether the partition is asked of every other old replica instead.
+    /// Whether the partition is asked of every old replica instead.
     widened: bool,
     /// The sources still to stream it.
     from: BTreeSet<NodeId>,
+    /// The sources that have streamed it (each a replica of it in the base table when
+    /// asked): not asked again when the partitions taken are worked out again.
+    streamed: BTreeSet<NodeId>,
 }
 
 /// What a joining node asks one source to stream to it now.
@@ -3204,7 +3242,8 @@ impl<M: Mode> Leaderless<M> {
                             streams: self.hand_off_streams(),
                         },
                         MoveKind::Join => Step::Receiving {
-                            taking: self.partitions_taken(),
+                            taking: self.partitions_taken(BTreeMap::new()),
+                            moves: self.moves.clone(),
                             asks: BTreeMap::new(),
                             ask_at: now,
                         },
@@ -3230,10 +3269,15 @@ impl<M: Mode> Leaderless<M> {
                     }
                     return;
                 }
+                Step::Receiving { moves, .. } if *moves != self.moves => {
+                    // A move changed: the partitions taken and their sources worked out again.
+                    self.retake();
+                }
                 Step::Receiving {
                     taking,
                     asks,
                     ask_at,
+                    ..
                 } => {
                     let silence = std::time::Duration::from_millis(self.config.stream_silence_ms);
                     let silent = |n: NodeId| {
@@ -3251,7 +3295,7 @@ impl<M: Mode> Leaderless<M> {
                                 .old
                                 .iter()
                                 .copied()
-                                .filter(|&n| n != me && n != r)
+                                .filter(|&n| n != r && !t.streamed.contains(&n))
                                 .collect();
                             if !others.is_empty() {
                                 t.widened = true;
@@ -3263,8 +3307,7 @@ impl<M: Mode> Leaderless<M> {
                         // of the writes a quorum acknowledged, unless too many are.
                         t.from.retain(|n| !dead.contains(n));
                     }
-                    taking.retain(|_, t| !t.from.is_empty());
-                    if taking.is_empty() {
+                    if taking.values().all(|t| t.from.is_empty()) {
                         self.switch();
                         continue;
                     }
@@ -3276,7 +3319,12 @@ impl<M: Mode> Leaderless<M> {
                             wanted.entry(n).or_default().push(p);
                         }
                     }
-                    asks.retain(|n, _| wanted.contains_key(n));
+                    // A source no longer asked for anything is told so once (an empty ask),
+                    // so that it stops streaming partitions this node no longer takes.
+                    asks.retain(|n, a| wanted.contains_key(n) || !a.partitions.is_empty());
+                    for &n in asks.keys() {
+                        wanted.entry(n).or_default();
+                    }
                     let mut send_all = *ask_at <= now;
                     for (n, partitions) in wanted {
                         if asks.get(&n).is_some_and(|a| a.partitions == partitions) {
@@ -3382,39 +3430,92 @@ impl<M: Mode> Leaderless<M> {
         streams
     }
 
-    /// The partitions a joining node takes: each it replicates in the table with it and
-    /// not in the table without it, with the replica it replaces there (the partition's
-    /// old replicas not in the new table, paired in order with the new replicas not in the
-    /// old one), which alone streams it to this node while it is alive.
-    fn partitions_taken(&mut self) -> BTreeMap<u32, Taking> {
+    /// The partitions a joining node takes, given what it took before (`before`): each it
+    /// replicates in a table with its join made (any combination of the other moves under
+    /// way made or not), with who streams it. Alone (no other move under way), the replica
+    /// it replaces (the partition's old replicas not in the new table, paired in order with
+    /// the new replicas not in the old one) streams it while it is alive; with another move
+    /// under way, every replica of the partition in the base table (each move done made,
+    /// none under way) does. A source that streamed it already is not asked again.
+    fn partitions_taken(&mut self, mut before: BTreeMap<u32, Taking>) -> BTreeMap<u32, Taking> {
         let me = self.config.id;
-        let after = self.table_after_own_move();
+        let base = table_with(&self.config, &self.voters, &self.moves, |_, phase| {
+            phase == MovePhase::Done
+        });
+        let mut made = self.moves.clone();
+        made.insert(me, (MoveKind::Join, MovePhase::Done));
+        let (_, with) = tables_of(&self.config, &self.voters, &made);
+        self.stats.tables_built += 1 + with.len() as u64;
+        let alone = self
+            .moves
+            .iter()
+            .all(|(&n, &(_, phase))| n == me || phase == MovePhase::Done);
         let mut taking = BTreeMap::new();
-        for p in 0..after.partitions() {
-            let new = after.replicas(PartitionId(p));
-            let old = self.table.replicas(PartitionId(p));
-            if !new.contains(&me) || old.contains(&me) {
+        for p in 0..base.partitions() {
+            let partition = PartitionId(p);
+            let old = base.replicas(partition);
+            if old.contains(&me) || !with.iter().any(|t| t.replicas(partition).contains(&me)) {
                 continue;
             }
-            let added: Vec<NodeId> = new.iter().copied().filter(|n| !old.contains(n)).collect();
-            let removed: Vec<NodeId> = old.iter().copied().filter(|n| !new.contains(n)).collect();
-            let replaced = added
+            let replaced = with.first().filter(|_| alone).and_then(|new| {
+                let new = new.replicas(partition);
+                let added: Vec<NodeId> = new.iter().copied().filter(|n| !old.contains(n)).collect();
+                let removed: Vec<NodeId> =
+                    old.iter().copied().filter(|n| !new.contains(n)).collect();
+                added
+                    .iter()
+                    .position(|&n| n == me)
+                    .and_then(|i| removed.get(i).copied())
+            });
+            let old: Vec<NodeId> = old
                 .iter()
-                .position(|&n| n == me)
-                .and_then(|i| removed.get(i).copied());
-            let from: BTreeSet<NodeId> = match replaced {
-                Some(r) => BTreeSet::from([r]),
-                None => old.iter().copied().filter(|&n| n != me).collect(),
+                .copied()
+                .filter(|&n| n != me && !self.is_removal(n))
+                .collect();
+            let (streamed, widened) = match before.remove(&p) {
+                Some(t) => (t.streamed, t.widened || replaced.is_none()),
+                None => (BTreeSet::new(), replaced.is_none()),
             };
+            let from = match replaced {
+                Some(r) if !widened => BTreeSet::from([r]),
+                _ => old.iter().copied().collect(),
+            };
+            let from = from.difference(&streamed).copied().collect();
             let taken = Taking {
-                old: old.to_vec(),
+                old,
                 replaced,
-                widened: replaced.is_none(),
+                widened,
                 from,
+                streamed,
             };
             taking.insert(p, taken);
         }
         taking
+    }
+
+    /// A move changed while this node's join is streamed: the partitions it takes and
+    /// their sources worked out again (one taken now is asked, one no longer taken is not
+    /// waited for).
+    fn retake(&mut self) {
+        let before = match self.own.as_mut() {
+            Some(OwnMove {
+                step: Step::Receiving { taking, .. },
+                ..
+            }) => std::mem::take(taking),
+            _ => return,
+        };
+        let taken = self.partitions_taken(before);
+        let moves = self.moves.clone();
+        if let Some(OwnMove {
+            step: Step::Receiving {
+                taking, moves: at, ..
+            },
+            ..
+        }) = self.own.as_mut()
+        {
+            *taking = taken;
+            *at = moves;
+        }
     }
 
     /// A joining node (or a replica pulling a removed member's partitions) asks for
@@ -3505,6 +3606,7 @@ impl<M: Mode> Leaderless<M> {
                 }
                 if let Some(t) = taking.get_mut(p) {
                     t.from.remove(&from);
+                    t.streamed.insert(from);
                 }
             }
             self.step_move(now);

@@ -2512,17 +2512,16 @@ fn keys_short_of_their_replicas(
         .collect()
 }
 
-/// review15: a join (node 5) and the removal of a member down for good (node 4) under way
-/// at once. The removal's receivers are the replicas of the table the driver would read
-/// with once it switches, worked out when its streams begin, while node 5's join is still
-/// Pending there: node 5 is no receiver. Node 5 streams the partitions it takes in the
-/// table with node 4 (the removal Pending where it worked that out). Once both moves are
-/// made, node 4's leave of the table gave node 5 partitions nobody streamed to it: it
-/// serves them as a replica without their keys.
+/// Regression (review15): a join (node 5) and the removal of a member down for good (node
+/// 4) under way at once. The removal's receivers are the replicas of the tables the driver
+/// may read with once it switches, worked out when its streams begin, while node 5's join
+/// is still Pending there or not begun: node 5 is no receiver. Node 5 streamed only the
+/// partitions it took in the table with node 4 (the removal Pending where it worked that
+/// out), so once both moves were made, node 4's leave of the table gave node 5 partitions
+/// nobody streamed to it: it served them as a replica without their keys. A joiner now
+/// takes every partition it replicates in a table with its join made, the other moves made
+/// or not, streamed by every replica of the base table when another move is under way.
 #[test]
-#[ignore = "review15's finding: a removal's receivers are fixed before a join under way \
-            switches (machine.rs removal_pulls, stream_sources): the joiner is a replica \
-            of the removed member's partitions in the final table and never streamed them"]
 fn a_join_under_way_through_a_removal_is_streamed_every_partition_it_takes() {
     let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3, 4], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
@@ -2822,24 +2821,19 @@ fn without_move_slots_seven_movers_are_under_way_at_once() {
 
 // ----- review17: an outside review of move slots and join streams (issue 19) -----
 
-/// review17: two joins under way at once (nodes 4 and 5, both granted slots; 64
-/// partitions, the default), anti-entropy held off so that only the moves' streams bring
-/// keys to the joiners. A joiner works out the partitions it takes, and who streams them,
-/// once its drain ends (machine.rs partitions_taken, from step_move's Draining), with the
-/// other move at its phase there then: node 5 does so while node 4's join is still pending
-/// at it, so it is streamed its share of the table of nodes 1, 2, 3 and 5. Tables are built
-/// by joining members in id order (table_of), so in the final table (nodes 1 to 5) node 5's
-/// share is carved from the table with node 4 in it: 16 of its partitions are ones it was
-/// never streamed. A key written at QUORUM before the joins (on `x` and on the member that
-/// gives its replica up, one link cut) is then on one of its three final replicas: a
-/// QUORUM read through the other old replica `y`, cut from `x`, meets `y` and node 5 and
-/// misses the acknowledged write.
+/// Regression (review17): two joins under way at once (nodes 4 and 5, both granted slots;
+/// 64 partitions, the default), anti-entropy held off so that only the moves' streams bring
+/// keys to the joiners. A joiner worked out the partitions it takes, and who streams them,
+/// once, as its drain ended, with the other move at its phase there then: node 5 did so
+/// while node 4's join was still pending at it, so it was streamed its share of the table
+/// of nodes 1, 2, 3 and 5. Tables are built by joining members in id order (table_of), so
+/// in the final table (nodes 1 to 5) node 5's share is carved from the table with node 4 in
+/// it: 16 of its partitions were ones it was never streamed. A key written at QUORUM before
+/// the joins (on `x` and on the member that gives its replica up, one link cut) was then on
+/// one of its three final replicas: a QUORUM read through the other old replica `y`, cut
+/// from `x`, met `y` and node 5 and missed the acknowledged write. A joiner now works its
+/// streams out again whenever a move changes.
 #[test]
-#[ignore = "review17's finding: a joiner's streams are worked out once, with the other moves at \
-            their phase there then (machine.rs:3355-3359 partitions_taken, called at 3171 as the \
-            drain ends), and tables join members in id order (table_of), so with two joins under \
-            way the later joiner replicates, in the final table, partitions nobody streamed it: a \
-            QUORUM read misses an acknowledged write (the write left on one replica)"]
 fn review17_two_joins_at_once_are_streamed_every_partition_they_take() {
     let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
