@@ -463,6 +463,42 @@ mod crash {
         }
     }
 
+    /// Review (review20): a node that takes a new term from a leader's append writes the
+    /// term (a hard state, to the meta log) before the entries of that term (to the entry
+    /// log), and `WalLogStore::sync` (and `WalSyncer::sync`, through `sync_to_end`) makes
+    /// the entry log durable first and the meta log second (consensus/src/wal_store.rs:585,
+    /// wal_store.rs:750). A crash between the two fdatasyncs (here: the meta log's disk
+    /// refuses its sync, and then the machine crashes) keeps the entries of term 2 and the
+    /// hard state of term 1, and the node is rebuilt with a term below its last entry's
+    /// (`Node::new` takes the hard state's term as it is): the state the early-apply tests
+    /// (early_apply.rs) count as wrong for a snapshot, here by the plain order of a sync.
+    /// Syncing the meta log first would keep the term at least that of every durable entry
+    /// (for `WalSyncer`, whose store takes writes meanwhile, only if the entries it then
+    /// syncs stop at the last one applied before the meta log's sync began: a later entry
+    /// may be of a term whose hard state that sync did not take).
+    #[test]
+    #[ignore = "review20's finding: WalLogStore::sync makes the entry log durable before the meta log (consensus/src/wal_store.rs:585, 750): a crash between the two restarts the node in a term below its last entry's"]
+    fn a_crash_between_the_two_logs_syncs_keeps_no_entry_of_a_term_above_the_hard_states() {
+        let (disks, _) = durable_store(21, 6);
+        let mut store = open(&disks);
+        store.set_hard_state(hard_state(2));
+        store.append(&[entry(7, 2)]);
+        // The entry log's sync goes through; the meta log's disk refuses from now on.
+        disks.1.halt_after(Some(0));
+        assert!(store.sync().is_err(), "the meta log's sync fails");
+        drop(store);
+        disks.1.halt_after(None);
+        crash(&disks, CrashMode::DropUnsynced);
+        let log = recovered(&disks);
+        let last = log.last_index();
+        let last_term = log.term(last).expect("the last entry's term");
+        assert!(
+            log.hard_state().term >= last_term,
+            "restarted in {} with entry {last} of {last_term} durable",
+            log.hard_state().term
+        );
+    }
+
     /// A compaction whose purge of the entry log a crash cut short keeps every entry after
     /// the snapshot: they follow it (same term at its index).
     #[test]
