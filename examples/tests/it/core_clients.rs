@@ -1,6 +1,7 @@
 //! The client event loop under load, end to end through a real `synod node` process: ten
-//! thousand client connections served by one node and the next one refused with an error
-//! (the node's memory per idle connection printed and bounded); a client pipelining
+//! thousand client connections served by one node and the next one refused with an error,
+//! which it reads though it sent a request first (the node's memory per idle connection
+//! printed and bounded); a client pipelining
 //! 100,000 requests gets every answer, in order; a client that takes none of its replies
 //! holds back no other client. Through a follower, which forwards writes to the leader: a
 //! client pipelining writes gets every answer in order, and a leader killed while they are
@@ -111,13 +112,26 @@ fn ten_thousand_clients_are_served_by_one_node_and_the_next_is_refused_with_an_e
         per_connection < 8 << 10,
         "{per_connection} bytes per idle connection"
     );
-    // One more: refused with an error saying why (before it could authenticate), and closed.
+    // One more: refused with an error saying why (before it could authenticate), and closed,
+    // though it sends a request before it reads (the node reads and drops it rather than
+    // close with it unread, which would reset the connection).
     let mut extra = TcpStream::connect(cluster.addr(1)).expect("connect");
     extra
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
+    extra
+        .write_all(b"PING\r\n")
+        .expect("a request before reading");
+    // Once the refusal has arrived, another: a connection reset would fail it.
+    let mut first = [0u8; 1];
+    assert_eq!(extra.peek(&mut first).expect("the refusal arrives"), 1);
+    extra
+        .write_all(b"PING\r\n")
+        .expect("the node reads what is sent after the refusal");
     let mut said = Vec::new();
-    let _ = extra.read_to_end(&mut said);
+    extra
+        .read_to_end(&mut said)
+        .expect("the refusal, then the end, without a reset");
     assert_eq!(
         String::from_utf8_lossy(&said),
         "-ERR max number of clients reached\r\n"
