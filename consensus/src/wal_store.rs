@@ -337,6 +337,11 @@ pub struct WalLogStore<S: Storage> {
     /// then are what `META_RECORDS_MAX` bounds (a snapshot's chunks do not count).
     meta_rewritten: u64,
     failed: Option<WalStoreError>,
+    /// Where an entry is encoded before it is copied into a record of its exact length:
+    /// kept between appends (as long as the longest entry encoded), so that a record costs
+    /// one allocation, where a `Vec` of its own for each encoding and the shared header of
+    /// the `Bytes` made of it (a `Vec` with room to spare) cost two.
+    scratch: Vec<u8>,
 }
 
 impl<S: Storage> fmt::Debug for WalLogStore<S> {
@@ -557,6 +562,7 @@ impl<S: Storage> WalLogStore<S> {
             snapshot_file,
             meta_rewritten,
             failed: None,
+            scratch: Vec::new(),
         };
         Ok((store, mem))
     }
@@ -778,9 +784,15 @@ impl<S: Storage> WalLogStore<S> {
         let Some(last) = entries.last() else {
             return;
         };
-        let encoded = entries
-            .iter()
-            .map(|e| Bytes::from(postcard::to_stdvec(e).expect("postcard encodes to a Vec")));
+        let scratch = &mut self.scratch;
+        let encoded = entries.iter().map(|e| {
+            scratch.clear();
+            let buf =
+                postcard::to_extend(e, std::mem::take(scratch)).expect("postcard encodes to a Vec");
+            let record = Bytes::copy_from_slice(&buf);
+            *scratch = buf;
+            record
+        });
         match self.entries.submit_batch(encoded) {
             Ok(index) if index.get() == last.index.0 => {}
             Ok(index) => self.fail(WalStoreError::Corrupt(format!(

@@ -1,6 +1,7 @@
 //! A counting global allocator for this test binary: [`peak`] runs a closure and returns
-//! the most bytes it held allocated at once, counted on the calling thread only, so that
-//! tests running in parallel do not disturb each other's figures.
+//! the most bytes it held allocated at once, and [`allocations`] how many blocks it asked
+//! for, counted on the calling thread only, so that tests running in parallel do not
+//! disturb each other's figures.
 //!
 //! It forwards every call to the system allocator and only keeps two per-thread counters;
 //! the `unsafe` this needs is allowed in this file and nowhere else in the binary.
@@ -16,6 +17,12 @@ thread_local! {
     /// the one that allocated them move it below zero) and the most since the last reset.
     static HELD: Cell<i64> = const { Cell::new(0) };
     static PEAK: Cell<i64> = const { Cell::new(0) };
+    /// Blocks this thread asked for (allocations and reallocations).
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn call() {
+    let _ = CALLS.try_with(|calls| calls.set(calls.get() + 1));
 }
 
 fn count(delta: i64) {
@@ -33,12 +40,14 @@ fn count(delta: i64) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
+        call();
         // SAFETY: the caller's contract for `alloc` is passed on unchanged.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
+        call();
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -51,6 +60,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size as i64 - layout.size() as i64);
+        call();
         // SAFETY: as for `dealloc`; `new_size` is the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -67,4 +77,12 @@ pub fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let out = f();
     let top = PEAK.with(Cell::get);
     (out, usize::try_from(top - start).unwrap_or(0))
+}
+
+/// Runs `f` and returns its result and how many blocks it allocated or reallocated (on this
+/// thread).
+pub fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let start = CALLS.with(Cell::get);
+    let out = f();
+    (out, CALLS.with(Cell::get) - start)
 }
