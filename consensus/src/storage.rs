@@ -24,7 +24,11 @@
 //! a term its durable hard state has not reached yet, and a node restarted with a term below
 //! its snapshot's would take an earlier leader's appends as current (and acknowledge
 //! entries it does not hold). The entries the snapshot covers need not be durable: they are
-//! committed, so on a majority.
+//! committed, so on a majority. For the same reason, a store that makes its writes durable
+//! in more than one step (`WalLogStore` keeps the hard state and the entries in two logs)
+//! must never leave an entry durable whose term is above the durable hard state's:
+//! `WalLogStore` syncs a new term's hard state as it is applied, and its meta log before its
+//! entry log.
 
 use bytes::Bytes;
 use std::collections::VecDeque;

@@ -46,7 +46,11 @@
 //! for. Both logs use [`SyncPolicy::Manual`], so the entries and hard states of many writes
 //! are made durable by one sync. A snapshot in a write is the exception: its file and its
 //! record are synced within `apply` (before the entries it replaces are purged), in the
-//! driver's thread, never while the node handles an input. The store keeps no copy of the
+//! driver's thread, never while the node handles an input. So is a hard state of a new
+//! term (before the entries of that term are written: the kernel may write an entry's
+//! pages back before any sync, and a node must never restart in a term below its last
+//! entry's); an election or a new leader's first append pays one more `fdatasync` of the
+//! small meta log. The store keeps no copy of the
 //! entries: [`WalLogStore::open`] reads them back once, into the [`MemLogStore`] the node is
 //! built from.
 //!
@@ -588,8 +592,9 @@ impl<S: Storage> WalLogStore<S> {
     /// must be stopped.
     pub fn sync(&mut self) -> Result<(), WalStoreError> {
         self.check_failed()?;
-        let _entries_durable = self.entries.sync()?;
+        // The meta log first: a hard state is never behind the entries written after it.
         let _meta_durable = self.meta.sync()?;
+        let _entries_durable = self.entries.sync()?;
         Ok(())
     }
 
@@ -753,8 +758,10 @@ impl<S: Storage> WalSyncer<S> {
     ///
     /// The write or sync failure of either log (the logs are poisoned from then on).
     pub fn sync(&self) -> Result<(), WalStoreError> {
-        sync_to_end(&self.entries)?;
+        // The meta log first, as `WalLogStore::sync` does (a new term's hard state is
+        // durable already: `apply` syncs it before the entries that follow it).
         sync_to_end(&self.meta)?;
+        sync_to_end(&self.entries)?;
         Ok(())
     }
 }
@@ -775,9 +782,22 @@ fn sync_to_end<S: Storage>(wal: &Wal<S>) -> Result<(), WalError> {
 }
 
 impl<S: Storage> WalLogStore<S> {
+    /// A hard state of a new term is made durable here, before any entry written after it:
+    /// the two logs are synced one after the other, and a crash between their syncs must
+    /// not keep an entry of a term above the durable hard state's (the node would restart
+    /// in a term below its last entry's and could vote, or lead, in a term it has already
+    /// seen a leader of). A vote within the same term needs no such order: the sync that
+    /// precedes its acknowledgement covers it.
     fn set_hard_state(&mut self, hard_state: HardState) {
+        let new_term = hard_state.term > self.hard_state.term;
         self.hard_state = hard_state;
         self.write_meta(&MetaRecord::HardState(hard_state));
+        if new_term
+            && self.failed.is_none()
+            && let Err(e) = sync_to_end(&self.meta)
+        {
+            self.fail(e);
+        }
     }
 
     fn append(&mut self, entries: &[Entry]) {
@@ -847,7 +867,9 @@ impl<S: Storage> LogStore for WalLogStore<S> {
     /// Lays the writes out on the two logs, in order: entries and truncations go to the
     /// entry log, hard states to the meta log, and a snapshot (taken or installed) is
     /// written to its file, synced and recorded in the meta log before the entries it
-    /// replaces are purged, all within this call. The rest is durable at the next
+    /// replaces are purged, all within this call; so is a hard state of a new term synced
+    /// before the entries after it are written (a crash must not keep an entry of a term
+    /// the durable hard state has not reached). The rest is durable at the next
     /// [`sync`](LogStore::sync). A failure is remembered and returned by the next sync.
     fn apply(&mut self, write: &RaftWrite) {
         for op in write.ops() {
