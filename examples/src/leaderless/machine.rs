@@ -80,6 +80,31 @@
 //! voter refuses the linearizable level and CAS, naming the voters, and coordinates the
 //! quorum store as any member does.
 //!
+//! **Why a node admitted late learns every move that ended meanwhile.** A mover waits
+//! only for the members it knows, so a move may pass every phase while a new node is being
+//! admitted, and the admission answers carry the moves as they stood when each was sent.
+//! So a node admitted on its first start that is not a voter serves no quorum-store
+//! request (it answers that it is starting) until as many members as admitted it have
+//! told it their moves ([`Message::AskMoves`], answered with [`Message::Moves`]) since
+//! their membership knew it; and every acknowledgement of a move ([`Message::MoveNoted`])
+//! and every slot answer ([`Message::Permitted`]) names the members its sender knows,
+//! which the mover takes in (and waits for) as if membership had told it of them. Then no
+//! move is two phases ahead of the new node once it serves. Take a member M that told it
+//! the moves at time t, and a mover X that waits for M (X knows M, and M has not left). If
+//! M noted X's phase Q before t, M told Q or later; X may reach Q+1 without the new node
+//! (M's acknowledgement of Q named only the members it knew then), but not Q+2, since M's
+//! acknowledgement of Q+1, sent after t, names the new node and X then waits for it. If M
+//! acknowledged Q after t, X does not leave Q without the new node, and M told Q-1 or
+//! later (a member holds a move within one phase of its mover). A move that had not begun
+//! at t begins only with M's grant, which names the new node if sent after t, or else M
+//! told it the move. Either way the new node holds every move within one phase of its
+//! mover, as every member does ([Moving partitions](#moving-partitions)). Counting as many
+//! members as admitted it (a majority of the configured members), not one, keeps a member
+//! being removed without knowing it (whose acknowledgements no mover waits for) from
+//! being the only one heard. A voter needs none of this: every move waits for the
+//! configured members, one that never ran too; nor does a restart (the movers waited for
+//! the node before it stopped).
+//!
 //! # Moving partitions
 //!
 //! A node that joins (admitted, not one of the cluster's first members) or leaves
@@ -714,7 +739,14 @@ pub enum Message<S> {
         id: NodeId,
         /// The phase noted.
         phase: MovePhase,
+        /// The members the sender knows (at most [`MEMBERS_TOLD_MAX`]): the mover waits for
+        /// those it did not know too ([Joining](self#joining)).
+        members: Vec<NodeId>,
     },
+    /// A node admitted on its first start asks a member for the moves it knows, before it
+    /// serves ([Joining](self#joining)): the member answers [`Message::Moves`] once its
+    /// membership knows the asker (and so every move it drives from then on waits for it).
+    AskMoves,
     /// A joining node asks the sender, a replica of `partitions` in the table without it,
     /// to stream its keys of them to it ([`Message::HandOff`] batches), and to say so once
     /// every batch is acknowledged ([`Message::Streamed`]). A resend names the same `ask`;
@@ -841,6 +873,9 @@ pub enum Message<S> {
         /// Refused: the members holding the sender's slots, each with its move and its phase
         /// there (`None`: granted a slot, not begun).
         busy: Vec<(NodeId, MoveKind, Option<MovePhase>)>,
+        /// The members the sender knows (at most [`MEMBERS_TOLD_MAX`]): the mover asks
+        /// those it did not know too ([Joining](self#joining)).
+        members: Vec<NodeId>,
     },
     /// The sender gives back the slots it was granted with `round` or an earlier request
     /// (it was refused one elsewhere, or asks again under a later round): it never begins a
@@ -1806,6 +1841,9 @@ impl Admission {
     }
 }
 
+/// The members a [`Message::MoveNoted`] or [`Message::Permitted`] names at most.
+pub const MEMBERS_TOLD_MAX: usize = 1_024;
+
 /// The removals whose partitions a node is being streamed at once ([`Message::Pull`]); a
 /// pull past it is not taken until one ends (its driver asks again).
 pub const PULLS_MAX: usize = 16;
@@ -1861,6 +1899,10 @@ pub struct Leaderless<M: Mode> {
     gate: NodeGate<M::State>,
     /// `Some` until the node is admitted on its first start: nothing but admission runs.
     admission: Option<Admission>,
+    /// Admitted on its first start, not a voter: the members that have told it the moves
+    /// since they knew it, and when to ask again; it serves once enough have
+    /// ([Joining](self#joining)).
+    catching_up: Option<(BTreeSet<NodeId>, Time)>,
     /// The voters of the ABD and Paxos registers: the cluster's first members. A node that
     /// joined later is not one of them, and refuses the linearizable level and CAS.
     voters: Vec<NodeId>,
@@ -2169,6 +2211,7 @@ impl<M: Mode> Leaderless<M> {
             cas: Part::new(cas),
             gate: Gate::new(),
             admission: (!admitted).then(|| Admission::new(rng.next_u64(), false)),
+            catching_up: None,
             voters,
             permits,
             rounds: 0,
@@ -2578,21 +2621,8 @@ impl<M: Mode> Leaderless<M> {
                 }
                 if new || back {
                     // A member new or back may have missed moves, and this node's own move
-                    // under way is told to it too.
-                    if !self.moves.is_empty() && !self.is_gone_member(id) {
-                        let moves = self.moves_list();
-                        self.gate.send(id, Message::Moves { moves });
-                    }
-                    if let Some(OwnMove {
-                        step: Step::Telling { waiting, .. } | Step::Asking { waiting, .. },
-                        resend_at,
-                        ..
-                    }) = self.own.as_mut()
-                        && !self.left.contains(&id)
-                    {
-                        waiting.insert(id);
-                        *resend_at = now;
-                    }
+                    // and its removals under way are told to it too.
+                    self.wait_for_new_member(now, id);
                 }
             }
             Some(MemberState::Dead) | None => {
@@ -2756,7 +2786,9 @@ impl<M: Mode> Leaderless<M> {
         }
         if from == id || kind == MoveKind::Remove {
             // Sent once the record is durable (the gate holds it).
-            self.gate.send(from, Message::MoveNoted { id, phase });
+            let members = self.members_told();
+            self.gate
+                .send(from, Message::MoveNoted { id, phase, members });
         }
     }
 
@@ -2912,12 +2944,14 @@ impl<M: Mode> Leaderless<M> {
             Ok(()) => (true, Vec::new()),
             Err(busy) => (false, busy),
         };
+        let members = self.members_told();
         self.gate.send(
             from,
             Message::Permitted {
                 round,
                 granted,
                 busy,
+                members,
             },
         );
     }
@@ -2933,6 +2967,7 @@ impl<M: Mode> Leaderless<M> {
         round: PermitRound,
         granted: bool,
         busy: &[(NodeId, MoveKind, Option<MovePhase>)],
+        members: &[NodeId],
     ) {
         let me = self.config.id;
         let Some(own) = self.own.as_mut() else {
@@ -2948,6 +2983,8 @@ impl<M: Mode> Leaderless<M> {
                 waiting.remove(&from);
                 if granted {
                     grants.insert(from);
+                    // Members the granter knows and this node did not are asked too.
+                    self.learn_members(now, members);
                     return self.step_move(now);
                 }
                 let asked: Vec<NodeId> = grants
@@ -3823,9 +3860,16 @@ impl<M: Mode> Leaderless<M> {
     }
 
     /// Member `from` noted that this node's move (or a removal it drives) reached `phase`.
-    fn on_move_noted(&mut self, now: Time, from: NodeId, id: NodeId, phase: MovePhase) {
+    fn on_move_noted(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        id: NodeId,
+        phase: MovePhase,
+        members: &[NodeId],
+    ) {
         if id != self.config.id {
-            return self.on_removal_noted(now, from, id, phase);
+            return self.on_removal_noted(now, from, id, phase, members);
         }
         if let Some(OwnMove {
             step:
@@ -3837,7 +3881,10 @@ impl<M: Mode> Leaderless<M> {
         }) = self.own.as_mut()
             && *told <= phase
         {
-            waiting.remove(&from);
+            if waiting.remove(&from) {
+                // Members the acknowledging member knows and this node did not are told too.
+                self.learn_members(now, members);
+            }
             self.step_move(now);
         }
     }
@@ -3982,7 +4029,14 @@ impl<M: Mode> Leaderless<M> {
     }
 
     /// Member `from` noted that the removal of `id` reached `phase`.
-    fn on_removal_noted(&mut self, now: Time, from: NodeId, id: NodeId, phase: MovePhase) {
+    fn on_removal_noted(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        id: NodeId,
+        phase: MovePhase,
+        members: &[NodeId],
+    ) {
         if let Some(Removal {
             step:
                 RemovalStep::Telling {
@@ -3993,7 +4047,9 @@ impl<M: Mode> Leaderless<M> {
         }) = self.removals.get_mut(&id)
             && *told <= phase
         {
-            waiting.remove(&from);
+            if waiting.remove(&from) {
+                self.learn_members(now, members);
+            }
             self.step_removal(now, id);
         }
     }
@@ -4923,7 +4979,11 @@ impl<M: Mode> Leaderless<M> {
     /// Starts the quorum store once this start's generation is durable and the node is
     /// admitted.
     fn serve_if_ready(&mut self, now: Time) {
-        if self.start_durable && self.admission.is_none() && self.starting.is_some() {
+        if self.start_durable
+            && self.admission.is_none()
+            && self.catching_up.is_none()
+            && self.starting.is_some()
+        {
             let (_, data) = self.starting.take().expect("starting");
             let config = self
                 .config
@@ -5125,6 +5185,9 @@ impl<M: Mode> Leaderless<M> {
     /// and, once its start is durable, the quorum store.
     fn admit(&mut self, now: Time, voters: Vec<NodeId>) {
         let told = self.admission.take().map(|a| a.moves).unwrap_or_default();
+        if !voters.contains(&self.config.id) {
+            self.catching_up = Some((BTreeSet::new(), now));
+        }
         self.voters = voters.clone();
         self.gate.persist(Record::Admitted { voters });
         self.rebuild_table();
@@ -5150,7 +5213,121 @@ impl<M: Mode> Leaderless<M> {
         self.drain_member(now);
         self.drain_abd();
         self.drain_cas();
+        self.ask_moves(now);
         self.serve_if_ready(now);
+    }
+
+    /// Admitted on its first start, not a voter: asks every member it knows for the moves
+    /// (again every [`Config::admit_retry_ms`]) until enough have told them.
+    fn ask_moves(&mut self, now: Time) {
+        let me = self.config.id;
+        let retry = std::time::Duration::from_millis(self.config.admit_retry_ms);
+        let others: Vec<NodeId> = self
+            .known
+            .iter()
+            .copied()
+            .filter(|&n| n != me && !self.is_gone_member(n) && !self.is_removal(n))
+            .collect();
+        let Some((answered, ask_at)) = self.catching_up.as_mut() else {
+            return;
+        };
+        if *ask_at > now {
+            return;
+        }
+        *ask_at = now + retry;
+        for n in others {
+            if !answered.contains(&n) {
+                self.gate.send(n, Message::AskMoves);
+            }
+        }
+    }
+
+    /// A node catching up asks this one for the moves: told once this node's membership
+    /// knows it (every move this node drives from then on waits for it), if this node is
+    /// not catching up itself.
+    fn on_ask_moves(&mut self, from: NodeId) {
+        if self.admission.is_some()
+            || self.catching_up.is_some()
+            || self.store.is_none()
+            || self.has_left()
+            || !self.known.contains(&from)
+        {
+            return;
+        }
+        let moves = self.moves_list();
+        self.gate.send(from, Message::Moves { moves });
+    }
+
+    /// Member `from` told this node the moves it knows (it knew this node when it did): a
+    /// node catching up serves once as many members have as admitted it (a majority of
+    /// the configured members, itself counted).
+    fn caught_up(&mut self, now: Time, from: NodeId) {
+        let need = (self.config.members.len() / 2).max(1);
+        let Some((answered, _)) = self.catching_up.as_mut() else {
+            return;
+        };
+        if from != self.config.id {
+            answered.insert(from);
+        }
+        if answered.len() >= need {
+            self.catching_up = None;
+            self.serve_if_ready(now);
+        }
+    }
+
+    /// The members this node knows, as [`Message::MoveNoted`] and [`Message::Permitted`]
+    /// name them.
+    fn members_told(&self) -> Vec<NodeId> {
+        self.known
+            .iter()
+            .copied()
+            .filter(|&n| !self.is_gone_member(n) && !self.is_removal(n))
+            .take(MEMBERS_TOLD_MAX)
+            .collect()
+    }
+
+    /// A member this node waits for named `members` in its answer to one of this node's
+    /// moves (or its removals): each it did not know is known from now on, told the moves,
+    /// and waited for by the step under way, as if membership had told this node of it.
+    fn learn_members(&mut self, now: Time, members: &[NodeId]) {
+        let me = self.config.id;
+        for &n in members.iter().take(MEMBERS_TOLD_MAX) {
+            if n == me || self.known.contains(&n) || self.is_removal(n) || self.is_gone_member(n) {
+                continue;
+            }
+            self.known.insert(n);
+            self.wait_for_new_member(now, n);
+        }
+    }
+
+    /// Member `n`, new to this node (or back): told the moves this node knows, and waited
+    /// for by its own move's step and its removals' under way.
+    fn wait_for_new_member(&mut self, now: Time, n: NodeId) {
+        if self.is_gone_member(n) {
+            return;
+        }
+        if !self.moves.is_empty() && self.catching_up.is_none() {
+            let moves = self.moves_list();
+            self.gate.send(n, Message::Moves { moves });
+        }
+        if let Some(OwnMove {
+            step: Step::Telling { waiting, .. } | Step::Asking { waiting, .. },
+            resend_at,
+            ..
+        }) = self.own.as_mut()
+            && !self.left.contains(&n)
+        {
+            waiting.insert(n);
+            *resend_at = now;
+        }
+        for removal in self.removals.values_mut() {
+            if let RemovalStep::Telling { waiting, .. } = &mut removal.step
+                && !self.left.contains(&n)
+            {
+                waiting.insert(n);
+                removal.resend_at = now;
+            }
+        }
     }
 
     /// Asks every other configured member to admit this node, again every
@@ -5223,6 +5400,7 @@ impl<M: Mode> Leaderless<M> {
     fn on_wake(&mut self, now: Time) {
         self.wake_at = None;
         self.ask_admission(now);
+        self.ask_moves(now);
         self.step_move(now);
         self.step_removals(now);
         self.step_pulls(now);
@@ -5268,6 +5446,7 @@ impl<M: Mode> Leaderless<M> {
                 .filter(|a| !a.refused)
                 .map(|a| a.ask_at),
             self.admission.as_ref().and_then(|a| a.quiet_at),
+            self.catching_up.as_ref().map(|&(_, at)| at),
             self.admission
                 .as_ref()
                 .filter(|a| !a.refused && !a.heard)
@@ -5317,8 +5496,8 @@ fn removed_why(me: NodeId) -> String {
 
 fn starting() -> Response {
     Response::Failed(Failure::Refused(
-        "the node is starting (its generation is not durable yet, or the members have not \
-         admitted it yet)"
+        "the node is starting (its generation is not durable yet, the members have not \
+         admitted it yet, or, joining, it has not yet been told the moves)"
             .into(),
     ))
 }
@@ -5396,7 +5575,10 @@ impl<M: Mode> Protocol for Leaderless<M> {
                 // A member being removed (or removed) is told so, and heard no further.
                 _ if self.is_removal(from) => self.tell_removed(from),
                 Message::Move { id, kind, phase } => self.on_move(now, from, id, kind, phase),
-                Message::MoveNoted { id, phase } => self.on_move_noted(now, from, id, phase),
+                Message::MoveNoted { id, phase, members } => {
+                    self.on_move_noted(now, from, id, phase, &members);
+                }
+                Message::AskMoves => self.on_ask_moves(from),
                 Message::StreamTo { ask, partitions } => {
                     self.on_stream_to(now, from, ask, partitions);
                 }
@@ -5416,6 +5598,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     for (id, kind, phase) in moves.into_iter().take(MOVES_MAX) {
                         self.on_move(now, from, id, kind, phase);
                     }
+                    self.caught_up(now, from);
                 }
                 Message::Store(_) if self.has_left() => {}
                 Message::Admission {
@@ -5475,7 +5658,8 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     round,
                     granted,
                     busy,
-                } => self.on_permitted(now, from, round, granted, &busy),
+                    members,
+                } => self.on_permitted(now, from, round, granted, &busy, &members),
                 Message::Withdraw { round } => self.on_withdraw(from, round),
                 Message::PermitHeld { round, kind } => self.on_permit_held(from, round, kind),
             },

@@ -2896,13 +2896,11 @@ fn review17_two_joins_at_once_are_streamed_every_partition_they_take() {
 /// reaches it before any member has told it the moves: placed with the table without node
 /// 4, cut from `a`, it meets `b` and the replica node 4 replaced, and misses the
 /// acknowledged write. (Answers sent while the join was pending do the same: they say
-/// Pending, and the join ends without node 5.)
+/// Pending, and the join ends without node 5.) Regression: a node admitted on its first
+/// start that is not a voter now serves only once as many members as admitted it told it
+/// the moves since they knew it (until then it answers that it is starting, and the client
+/// asks again); it failed before (node 5 read without the acknowledged write).
 #[test]
-#[ignore = "review17's finding: a node is admitted with the moves the answers carried, which may \
-            be older than moves that ended without it (machine.rs:4905 admit notes them, 4927 \
-            serves at once; a mover waits only for members it knows, machine.rs:3016 \
-            others_to_tell), so it reads with a table two phases behind: a QUORUM read misses an \
-            acknowledged write"]
 fn review17_a_node_admitted_with_a_stale_answer_reads_with_the_table_of_before_a_join() {
     let mut c: Cluster<Vv> = Cluster::build(5, &[1, 2, 3], &[], |config| {
         config.anti_entropy_interval_ms = 600_000;
@@ -2963,21 +2961,31 @@ fn review17_a_node_admitted_with_a_stale_answer_reads_with_the_table_of_before_a
         !c.node(5).is_admitting(),
         "admitted by the answers from before the join"
     );
-    // A client's read, before anything else reaches node 5.
-    c.next_id += 1;
-    let rid = RequestId(c.next_id);
-    let request = Request::Get {
-        key: key.as_bytes().to_vec(),
-        level: QUORUM,
-    };
-    let node = c.nodes[4].as_mut().expect("running");
-    node.handle(c.now, Input::Request { id: rid, request });
-    c.drain(5);
-    c.settle();
-    c.run_for(1_000);
-    let Some(Response::Read(read)) = c.replies.remove(&rid) else {
-        panic!("the read was not answered");
-    };
+    // A client's read, before anything else reaches node 5; asked again while node 5 says
+    // it is starting.
+    let mut answered = None;
+    for _ in 0..30 {
+        c.next_id += 1;
+        let rid = RequestId(c.next_id);
+        let request = Request::Get {
+            key: key.as_bytes().to_vec(),
+            level: QUORUM,
+        };
+        let node = c.nodes[4].as_mut().expect("running");
+        node.handle(c.now, Input::Request { id: rid, request });
+        c.drain(5);
+        c.settle();
+        c.run_for(1_000);
+        match c.replies.remove(&rid) {
+            Some(Response::Read(read)) => {
+                answered = Some(read);
+                break;
+            }
+            Some(Response::Failed(Failure::Refused(why))) if why.contains("starting") => {}
+            other => panic!("node 5 answered the read {other:?}"),
+        }
+    }
+    let read = answered.expect("node 5 served a read within 30 s");
     assert_eq!(
         values(&read),
         ["acked"],

@@ -240,7 +240,10 @@ impl<M: Mode> Describe for Leaderless<M> {
             Message::States { .. } => "states",
             Message::Forward { .. } | Message::Forwarded { .. } => "forward",
             Message::Admit { .. } | Message::Admission { .. } => "admission",
-            Message::Move { .. } | Message::MoveNoted { .. } | Message::Moves { .. } => "move",
+            Message::Move { .. }
+            | Message::MoveNoted { .. }
+            | Message::Moves { .. }
+            | Message::AskMoves => "move",
             Message::StreamTo { .. } | Message::Streamed { .. } => "stream",
             Message::RemoveCheck { .. }
             | Message::RemoveChecked { .. }
