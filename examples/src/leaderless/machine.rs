@@ -1937,6 +1937,9 @@ pub struct Leaderless<M: Mode> {
     pulls: BTreeMap<NodeId, Pull>,
     /// The removals whose partitions this node was streamed in this start.
     pulled: BTreeSet<NodeId>,
+    /// When each member being removed (or removed) was last told so (one entry per removal
+    /// this node holds).
+    removed_told: BTreeMap<NodeId, Time>,
     /// The number of the last hand-off batch sent.
     batches: u64,
     /// Every member ever seen, and when each still held dead was first held so.
@@ -2225,6 +2228,7 @@ impl<M: Mode> Leaderless<M> {
             resume_removals,
             pulls: BTreeMap::new(),
             pulled: BTreeSet::new(),
+            removed_told: BTreeMap::new(),
             asks: 0,
             pull_asks: BTreeMap::new(),
             batches: 0,
@@ -4452,9 +4456,20 @@ impl<M: Mode> Leaderless<M> {
         }
     }
 
-    /// A message from member `id`, which is being removed: it is told so.
-    fn tell_removed(&mut self, id: NodeId) {
+    /// A message from member `id`, which is being removed: it is told so, at most once
+    /// every [`Config::leave_retry_ms`] (a removed node that goes on sending is not answered
+    /// message for message).
+    fn tell_removed(&mut self, now: Time, id: NodeId) {
+        let retry = std::time::Duration::from_millis(self.config.leave_retry_ms);
+        if self
+            .removed_told
+            .get(&id)
+            .is_some_and(|&at| at + retry > now)
+        {
+            return;
+        }
         if let Some(&(kind, phase)) = self.moves.get(&id) {
+            self.removed_told.insert(id, now);
             let moves = vec![(id, kind, phase)];
             self.gate.send(id, Message::Moves { moves });
         }
@@ -5573,7 +5588,7 @@ impl<M: Mode> Protocol for Leaderless<M> {
                     if self.admission.is_some() => {}
                 Message::Admit { nonce } => self.on_admit(now, from, nonce),
                 // A member being removed (or removed) is told so, and heard no further.
-                _ if self.is_removal(from) => self.tell_removed(from),
+                _ if self.is_removal(from) => self.tell_removed(now, from),
                 Message::Move { id, kind, phase } => self.on_move(now, from, id, kind, phase),
                 Message::MoveNoted { id, phase, members } => {
                     self.on_move_noted(now, from, id, phase, &members);

@@ -3400,3 +3400,44 @@ fn a_forwarded_write_refused_by_its_replica_is_an_unknown_outcome() {
         "node 1's client was told {told:?} of a write that was carried out"
     );
 }
+
+/// Regression (pulls22): a node told a removed member that it was removed once for every
+/// message it got from it, so a removed node still sending (its membership probing, its
+/// clients' writes) was answered message for message. Now at most once a retry interval:
+/// 50 messages at once from removed node 4 get one answer, and one more once the interval
+/// has passed.
+#[test]
+fn a_removed_member_is_told_so_at_most_once_a_retry_interval() {
+    let mut c: Cluster<Vv> = Cluster::build(4, &[1, 2, 3, 4], &[], |config| {
+        config.anti_entropy_interval_ms = 600_000;
+    });
+    kill_for_good(&mut c, 4);
+    assert_eq!(c.call(1, Request::Remove(id(4))), Response::Removing);
+    assert!(until_removed(&mut c, 1, 4, 30_000), "node 4 removed");
+    c.capture = Some(id(4));
+    let told = |c: &Cluster<Vv>| {
+        c.captured
+            .iter()
+            .filter(|(from, m)| *from == id(1) && matches!(m, Message::Moves { .. }))
+            .count()
+    };
+    let digest = Message::Digest {
+        partition: 0,
+        digest: 0,
+        answer: false,
+    };
+    for _ in 0..50 {
+        c.net.push_back((id(4), id(1), digest.clone()));
+    }
+    c.settle();
+    assert_eq!(
+        told(&c),
+        1,
+        "node 1 told removed node 4 once for 50 messages"
+    );
+    let retry = c.configs[0].leave_retry_ms;
+    c.run_for(retry + 10);
+    c.net.push_back((id(4), id(1), digest));
+    c.settle();
+    assert_eq!(told(&c), 2, "and again once the retry interval passed");
+}
