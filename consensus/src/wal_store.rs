@@ -342,7 +342,8 @@ pub struct WalLogStore<S: Storage> {
     meta_rewritten: u64,
     failed: Option<WalStoreError>,
     /// Where an entry is encoded before it is copied into a record of its exact length:
-    /// kept between appends (as long as the longest entry encoded), so that a record costs
+    /// kept between appends (its capacity up to about twice the longest entry encoded, so at
+    /// most about twice `entry_bytes_max`), so that a record costs
     /// one allocation, where a `Vec` of its own for each encoding and the shared header of
     /// the `Bytes` made of it (a `Vec` with room to spare) cost two.
     scratch: Vec<u8>,
@@ -725,7 +726,7 @@ impl<S: Storage> WalLogStore<S> {
 /// share the store's logs.
 ///
 /// [`WalSyncer::sync`] makes durable every write the store applied before the call began:
-/// write the records still queued, then `fdatasync`, the entry log first and the meta log
+/// write the records still queued, then `fdatasync`, the meta log first and the entry log
 /// second, as [`WalLogStore::sync`] does (the store's logs serialize a sync with the
 /// store's own writes, truncations and purges). Before asking for a sync of a persist
 /// effect's write, check [`WalLogStore::written`]: a write the store failed to lay out is

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 /// The allocator of every node process: a SET's key, value, log entry and messages are
 /// allocated on one thread (the client loop, a transport reader) and freed on another
-/// (the worker), which glibc's malloc does at about a fifth of a node's CPU per SET, and
-/// mimalloc at a fraction of that (BENCHMARKS.md, Consistent Core).
+/// (the worker), where glibc's malloc and free took about a third of the leader's CPU
+/// samples at 64 pipelining clients, and mimalloc a fraction of that (BENCHMARKS.md,
+/// Consistent Core).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
