@@ -247,7 +247,13 @@
 //!   of the partition in the **base table** (every move done made, none under way; members
 //!   being removed left out) streams it. A partition taken now is asked; one no longer
 //!   taken is dropped from the asks (its source, told with a new ask, stops streaming it);
-//!   a source that streamed a partition is not asked for it again.
+//!   a source that streamed a partition is not asked for it again;
+//! - a leaver hands each partition to every replica of it in each table with its leave
+//!   made (the other moves under way made or not). A receiver of a partition now is added;
+//!   one no longer a replica of it in any such table is dropped (it would skip the keys,
+//!   replicating the partition in none of its tables, and the leaver resend them for ever).
+//!   A leaver that also streams to a joiner tells each acknowledgement by its batch
+//!   number, which is its own in both.
 //!
 //! Why every replica of every table a member may read with holds every acknowledged
 //! QUORUM write once the moves that table makes are switched (the reads then meet them;
@@ -1530,10 +1536,13 @@ enum Step {
         /// When they have.
         until: Time,
     },
-    /// A leave: handing partitions off, a stream to each live replica of the new table.
+    /// A leave: handing partitions off, a stream to each live replica of the tables with
+    /// it made, worked out again whenever a move changes.
     HandingOff {
         /// Each replica's stream.
         streams: BTreeMap<NodeId, Stream>,
+        /// The moves `streams` was worked out with.
+        moves: BTreeMap<NodeId, (MoveKind, MovePhase)>,
     },
     /// A join: the partitions this node takes, each streamed to it by the replica it
     /// replaces in the table without it (or by the others: see [`Taking`]), worked out
@@ -3280,7 +3289,8 @@ impl<M: Mode> Leaderless<M> {
                     let step = match kind {
                         // (A node's own move is never its removal: a removed node stops.)
                         MoveKind::Leave | MoveKind::Remove => Step::HandingOff {
-                            streams: self.hand_off_streams(),
+                            streams: self.hand_off_streams(BTreeMap::new(), None),
+                            moves: self.moves.clone(),
                         },
                         MoveKind::Join => Step::Receiving {
                             taking: self.partitions_taken(BTreeMap::new()),
@@ -3293,7 +3303,16 @@ impl<M: Mode> Leaderless<M> {
                         own.step = step;
                     }
                 }
-                Step::HandingOff { streams } => {
+                Step::HandingOff { moves, streams } if *moves != self.moves => {
+                    // A move changed: the receivers and their partitions worked out again.
+                    let (before, was) = (std::mem::take(streams), std::mem::take(moves));
+                    let streams = self.hand_off_streams(before, Some(&was));
+                    let moves = self.moves.clone();
+                    if let Some(own) = self.own.as_mut() {
+                        own.step = Step::HandingOff { streams, moves };
+                    }
+                }
+                Step::HandingOff { streams, .. } => {
                     // A replica held dead past the wait is brought up to date by
                     // anti-entropy instead.
                     streams.retain(|to, _| !dead.contains(to));
@@ -3305,8 +3324,12 @@ impl<M: Mode> Leaderless<M> {
                     for (&to, stream) in &mut streams {
                         self.pump(now, to, stream);
                     }
-                    if let Some(own) = self.own.as_mut() {
-                        own.step = Step::HandingOff { streams };
+                    if let Some(OwnMove {
+                        step: Step::HandingOff { streams: at, .. },
+                        ..
+                    }) = self.own.as_mut()
+                    {
+                        *at = streams;
                     }
                     return;
                 }
@@ -3450,25 +3473,75 @@ impl<M: Mode> Leaderless<M> {
         tables_of(&self.config, &self.voters, &moves).0
     }
 
-    /// What this node hands off as it leaves: to each replica of the table without it, the
-    /// partitions it replicates there (with their keys this node holds, and its hints).
-    fn hand_off_streams(&mut self) -> BTreeMap<NodeId, Stream> {
-        let me = self.config.id;
+    /// What this node hands off as it leaves ([`Leaderless::hand_off_plan`]: each replica
+    /// of a table with its leave made, the partitions it replicates there), with the keys
+    /// this node holds of them and its hints.
+    ///
+    /// Given the streams under way (`before`, worked out with the moves `was`): a partition
+    /// a replica is to be handed now and was not then is added to its stream, one it is no
+    /// longer to be handed is dropped from it (its batches in flight no longer waited for),
+    /// and a replica no longer handed anything is dropped.
+    fn hand_off_streams(
+        &mut self,
+        mut before: BTreeMap<NodeId, Stream>,
+        was: Option<&BTreeMap<NodeId, (MoveKind, MovePhase)>>,
+    ) -> BTreeMap<NodeId, Stream> {
         let after = self.table_after_own_move();
+        let plan = self.hand_off_plan(&self.moves);
+        let planned = was
+            .map(|moves| self.hand_off_plan(moves))
+            .unwrap_or_default();
         let mut streams: BTreeMap<NodeId, Stream> = BTreeMap::new();
-        // Every partition: those it replicates, and those it holds hints of.
-        for p in 0..after.partitions() {
-            for &to in after.replicas(PartitionId(p)) {
-                if to != me {
-                    let stream = streams.entry(to).or_default();
-                    if stream.hints_after.is_none() {
-                        stream.hints_after = Some(after.clone());
-                    }
+        for (to, wanted) in plan {
+            let mut stream = before.remove(&to).unwrap_or_default();
+            stream.hints_after = Some(after.clone());
+            stream
+                .in_flight
+                .retain(|_, sent| wanted.contains(&sent.partition));
+            if stream
+                .partitions
+                .front()
+                .is_some_and(|p| !wanted.contains(p))
+            {
+                stream.cursor = None;
+            }
+            stream.partitions.retain(|p| wanted.contains(p));
+            let had = planned.get(&to);
+            for &p in &wanted {
+                if had.is_none_or(|had| !had.contains(&p)) {
                     stream.partitions.push_back(p);
                 }
             }
+            streams.insert(to, stream);
         }
         streams
+    }
+
+    /// What this node hands off as it leaves, with the other moves at their phase in
+    /// `moves`: to each replica of each table with its leave made (the other moves under way
+    /// made or not), every partition it replicates there (those this node replicates, and
+    /// those it holds hints of).
+    fn hand_off_plan(
+        &self,
+        moves: &BTreeMap<NodeId, (MoveKind, MovePhase)>,
+    ) -> BTreeMap<NodeId, BTreeSet<u32>> {
+        let me = self.config.id;
+        let mut made = moves.clone();
+        if let Some((_, phase)) = made.get_mut(&me) {
+            *phase = MovePhase::Done;
+        }
+        let (_, tables) = tables_of(&self.config, &self.voters, &made);
+        let mut plan: BTreeMap<NodeId, BTreeSet<u32>> = BTreeMap::new();
+        for table in &tables {
+            for p in 0..table.partitions() {
+                for &to in table.replicas(PartitionId(p)) {
+                    if to != me {
+                        plan.entry(to).or_default().insert(p);
+                    }
+                }
+            }
+        }
+        plan
     }
 
     /// The partitions a joining node takes, given what it took before (`before`): each it
@@ -3842,11 +3915,18 @@ impl<M: Mode> Leaderless<M> {
     /// joining node): the batch is done, or keeps the keys the replica skipped, to be sent
     /// again when its resend time comes.
     fn on_handed_off(&mut self, now: Time, from: NodeId, batch: u64, skipped: Vec<Key>) {
+        // Batch numbers are this node's alone: a leaver that streams to a joiner and hands
+        // off to it too finds the batch in the stream that sent it.
         let stream = match self.own.as_mut() {
             Some(OwnMove {
-                step: Step::HandingOff { streams },
+                step: Step::HandingOff { streams, .. },
                 ..
-            }) if streams.contains_key(&from) => streams.get_mut(&from),
+            }) if streams
+                .get(&from)
+                .is_some_and(|s| s.in_flight.contains_key(&batch)) =>
+            {
+                streams.get_mut(&from)
+            }
             _ => self.outgoing.get_mut(&from).map(|out| &mut out.stream),
         };
         let Some(stream) = stream else {
@@ -5476,7 +5556,7 @@ impl<M: Mode> Leaderless<M> {
                 Step::Draining { until } | Step::Backoff { until, .. } => Some(*until),
                 Step::Telling { .. } | Step::Asking { .. } => Some(o.resend_at),
                 Step::Receiving { ask_at, .. } => Some(*ask_at),
-                Step::HandingOff { streams } => streams
+                Step::HandingOff { streams, .. } => streams
                     .values()
                     .flat_map(|s| s.in_flight.values().map(|sent| sent.resend_at))
                     .min(),
