@@ -2787,6 +2787,13 @@ impl<M: Mode> Leaderless<M> {
         if self.admission.is_some() {
             return;
         }
+        // Only a member this node has heard of tells it of a move, and a join or a leave
+        // only of its own: a node no member knows could otherwise place partitions on an id
+        // nobody runs, or end a member by telling it that it is removed (review21). A new
+        // member not heard of yet is heard of once membership tells of it; its mover resends.
+        if !self.known.contains(&from) || (kind != MoveKind::Remove && from != id) {
+            return;
+        }
         if id == self.config.id {
             if kind == MoveKind::Remove {
                 self.removed_self();
@@ -2821,6 +2828,16 @@ impl<M: Mode> Leaderless<M> {
                 return self.reply(to, Response::Failed(Failure::Refused(why)));
             }
             _ => {}
+        }
+        // A removal this node drives would have nobody to drive it once this node has left
+        // and stopped (review21).
+        if !self.removals.is_empty() {
+            let ids: Vec<NodeId> = self.removals.keys().copied().collect();
+            let why = format!(
+                "node {me} is driving the removal of {}; try LEAVE again when it is done",
+                list(&ids)
+            );
+            return self.reply(to, Response::Failed(Failure::Busy(why)));
         }
         if self.others_to_tell().is_empty() {
             let why = format!("node {me} is the last live member: nobody would take its data");
@@ -4230,8 +4247,10 @@ impl<M: Mode> Leaderless<M> {
                     if self.pulled.contains(&id) {
                         receivers.remove(&me);
                     }
-                    // A receiver whose leave is done is in no table any more.
-                    receivers.retain(|&n, _| self.waited_for(now, n) && !self.is_gone_member(n));
+                    // A receiver whose leave is done is still waited for: what it was to
+                    // pull may have reached nobody else (review21), so the removal waits
+                    // rather than switch without it.
+                    receivers.retain(|&n, _| self.waited_for(now, n));
                     if receivers.is_empty() {
                         self.note_move(id, MoveKind::Remove, MovePhase::Switched);
                         removal.step = RemovalStep::Telling {
