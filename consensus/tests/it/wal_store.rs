@@ -493,6 +493,16 @@ mod crash {
         }
     }
 
+    /// A store of [`durable_store`] (seed `seed`, entries 1 to 6 of term 1) that has since
+    /// taken the hard state of term 2 and entry 7 of term 2, with no sync asked for.
+    fn term_two_and_its_entry(seed: u64) -> (Disks, WalLogStore<Halting>) {
+        let (disks, _) = durable_store(seed, 6);
+        let mut store = open(&disks);
+        store.set_hard_state(hard_state(2));
+        store.append(&[entry(7, 2)]);
+        (disks, store)
+    }
+
     /// Review (review20): a node that takes a new term from a leader's append writes the
     /// term (a hard state, to the meta log) before the entries of that term (to the entry
     /// log), and `WalLogStore::sync` (and `WalSyncer::sync`, through `sync_to_end`) makes
@@ -508,10 +518,7 @@ mod crash {
     /// may be of a term whose hard state that sync did not take).
     #[test]
     fn a_crash_between_the_two_logs_syncs_keeps_no_entry_of_a_term_above_the_hard_states() {
-        let (disks, _) = durable_store(21, 6);
-        let mut store = open(&disks);
-        store.set_hard_state(hard_state(2));
-        store.append(&[entry(7, 2)]);
+        let (disks, mut store) = term_two_and_its_entry(21);
         // The meta log's disk refuses every sync from now on (before the change, the entry
         // log's sync went through first and the meta log's failed; now the new term's hard
         // state was synced as it was applied, and this sync fails or finds nothing new).
@@ -539,10 +546,7 @@ mod crash {
     /// node in term 1).
     #[test]
     fn a_new_terms_hard_state_is_durable_as_soon_as_it_is_applied() {
-        let (disks, _) = durable_store(22, 6);
-        let mut store = open(&disks);
-        store.set_hard_state(hard_state(2));
-        store.append(&[entry(7, 2)]);
+        let (disks, store) = term_two_and_its_entry(22);
         drop(store);
         crash(&disks, CrashMode::DropUnsynced);
         let log = recovered(&disks);
