@@ -105,6 +105,20 @@ pub const REFUSED_DRAIN_BYTES_MAX: usize = 64 << 10;
 /// the one refused longest ago (its client has had the most time to read why).
 pub const REFUSED_LINGERING_MAX: usize = 256;
 
+/// Takes from the front of `queue`, kept in the order of its times, the id of every entry
+/// whose time has come by `now`.
+fn take_due(queue: &mut VecDeque<(Instant, u64)>, now: Instant) -> Vec<u64> {
+    let mut due = Vec::new();
+    while let Some(&(t, id)) = queue.front() {
+        if t > now {
+            break;
+        }
+        queue.pop_front();
+        due.push(id);
+    }
+    due
+}
+
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Connection ids start here (tokens below are the listener's and the waker's).
@@ -1049,24 +1063,14 @@ impl<S: ServeClient> Loop<S> {
 
     /// Closes every refused connection whose [`REFUSED_LINGER`] has passed.
     fn expire_refused(&mut self) {
-        let now = Instant::now();
-        while let Some(&(t, id)) = self.refused_until.front() {
-            if t > now {
-                break;
-            }
-            self.refused_until.pop_front();
+        for id in take_due(&mut self.refused_until, Instant::now()) {
             self.close_refused(id);
         }
     }
 
     /// Closes every connection still unauthenticated at its authentication deadline.
     fn expire_unauthenticated(&mut self) {
-        let now = Instant::now();
-        while let Some(&(t, id)) = self.auth_deadlines.front() {
-            if t > now {
-                break;
-            }
-            self.auth_deadlines.pop_front();
+        for id in take_due(&mut self.auth_deadlines, Instant::now()) {
             if self.conns.get(&id).is_some_and(|c| !c.authenticated) {
                 self.close(id);
             }
