@@ -271,6 +271,18 @@
 //! (a join done moved it) had streamed it first, or is no longer a base replica and the
 //! move's new replica, complete, is asked in its place.
 //!
+//! **A known gap in that argument** (found by the simulation with every move required to
+//! end, not yet fixed, so that check is not on in CI): it assumes a move changes the
+//! replicas of its own share only. It does not always: a leaver's replacement is chosen by
+//! load over a table that holds later joiners, and a join of an id below a member's
+//! already joined reshuffles others' partitions, so a join can move one to three
+//! partitions of a 3-to-8-member cluster to members other than the joiner, and nobody
+//! streams to them. With moves that include a leave, about 2% of simulated runs end with a
+//! QUORUM read missing an acknowledged write (anti-entropy mends it later). A removal's
+//! receivers, too, are still worked out once, from the driver's read table when its pulls
+//! begin. The fix is either a pull to every new replica of every table a move makes, or
+//! tables built so that a move changes only the mover's share.
+//!
 //! The hand-off (and a join's stream) is a paced stream to each replica: its partitions in
 //! order, each in batches of keys in key order of at most
 //! [`Config::hand_off_batch_bytes_max`] bytes, at most
