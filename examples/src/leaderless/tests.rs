@@ -1040,21 +1040,22 @@ fn a_fresh_key_then_a_second_ask(
     (fresh, received)
 }
 
-/// A source kept what it had streamed whole to a node for ever and never streamed it to
-/// that node again: a second removal's pull of a partition (which needs what the source
-/// holds now) was answered at once, without the keys written since. The test plays node
-/// 5, pulling partition `p` from node 1 twice, a key of `p` written in between: the second
-/// stream carries it.
-#[test]
-fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
+/// The ask numbered `number` of generation 1, as the tests that play a receiver send them.
+fn ask(number: u64) -> AskId {
+    AskId {
+        generation: 1,
+        number,
+    }
+}
+
+/// Three nodes holding forty keys, and node 5 (played by the test: its messages captured)
+/// having asked node 1, under `ask(1)`, for the partition of the first key: the cluster,
+/// the keys, node 1's table and that partition.
+fn node_5_asking_for_the_first_keys_partition() -> (Cluster<Vv>, Vec<String>, PartitionTable, u32) {
     let (mut c, keys) = three_holding_forty_keys(|_| {});
     let table = c.node(1).table().clone();
     let p = table.partition_of(keys[0].as_bytes()).0;
     c.capture = Some(id(5));
-    let ask = |number| AskId {
-        generation: 1,
-        number,
-    };
     c.net.push_back((
         id(5),
         id(1),
@@ -1064,6 +1065,17 @@ fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
         },
     ));
     c.settle();
+    (c, keys, table, p)
+}
+
+/// A source kept what it had streamed whole to a node for ever and never streamed it to
+/// that node again: a second removal's pull of a partition (which needs what the source
+/// holds now) was answered at once, without the keys written since. The test plays node
+/// 5, pulling partition `p` from node 1 twice, a key of `p` written in between: the second
+/// stream carries it.
+#[test]
+fn a_later_pull_of_a_partition_streamed_before_is_streamed_anew() {
+    let (mut c, keys, table, p) = node_5_asking_for_the_first_keys_partition();
     let (got, answered) = receive_stream(&mut c, 5);
     assert_eq!(answered, [(ask(1), vec![p])]);
     assert!(got.contains(keys[0].as_bytes()));
@@ -3166,23 +3178,7 @@ fn a_mover_that_crashes_after_recording_its_move_done_tells_the_members_again() 
 /// QUORUM (node 1 holds it), then it asks again under a new ask (its second pull's).
 #[test]
 fn review19_a_later_pull_while_the_first_stream_is_under_way_is_streamed_anew() {
-    let (mut c, keys) = three_holding_forty_keys(|_| {});
-    let table = c.node(1).table().clone();
-    let p = table.partition_of(keys[0].as_bytes()).0;
-    c.capture = Some(id(5));
-    let ask = |number| AskId {
-        generation: 1,
-        number,
-    };
-    c.net.push_back((
-        id(5),
-        id(1),
-        Message::StreamTo {
-            ask: ask(1),
-            partitions: vec![p],
-        },
-    ));
-    c.settle();
+    let (mut c, _, table, p) = node_5_asking_for_the_first_keys_partition();
     assert!(
         c.captured
             .iter()
