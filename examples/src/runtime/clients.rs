@@ -644,17 +644,10 @@ impl<S: ServeClient> Loop<S> {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let id = self.next_id;
-            self.next_id += 1;
-            let token = Token(usize::try_from(id).unwrap_or(usize::MAX));
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                .is_err()
-            {
+            let Some(id) = self.register_new(&mut stream, Interest::READABLE | Interest::WRITABLE)
+            else {
                 continue;
-            }
+            };
             let open = Arc::new(AtomicBool::new(true));
             let handle = ConnHandle {
                 inbox: Arc::clone(&self.inbox),
@@ -991,6 +984,20 @@ impl<S: ServeClient> Loop<S> {
         Some(conn.stream)
     }
 
+    /// Registers `stream` with the poll for `interest` under a new id (served connections
+    /// and refused ones draw from the one counter, so their tokens never collide): the id,
+    /// or `None` if the registration failed.
+    fn register_new(&mut self, stream: &mut TcpStream, interest: Interest) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let token = Token(usize::try_from(id).unwrap_or(usize::MAX));
+        self.poll
+            .registry()
+            .register(stream, token, interest)
+            .ok()
+            .map(|()| id)
+    }
+
     /// Writes `words` (the refusal) to a connection that is not served, shuts its sending
     /// side and keeps it, outside the table of connections, until its client closes: what
     /// the client sends meanwhile is read and dropped. Closing it at once with bytes unread
@@ -1003,17 +1010,9 @@ impl<S: ServeClient> Loop<S> {
         if stream.shutdown(std::net::Shutdown::Write).is_err() {
             return;
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let token = Token(usize::try_from(id).unwrap_or(usize::MAX));
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-            .is_err()
-        {
+        let Some(id) = self.register_new(&mut stream, Interest::READABLE) else {
             return;
-        }
+        };
         // The queue holds every lingering connection (and some closed since): bounding it
         // bounds them.
         while self.refused_until.len() >= REFUSED_LINGERING_MAX {
