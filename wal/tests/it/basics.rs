@@ -387,29 +387,44 @@ fn the_recommended_group_policy_is_a_valid_configuration_and_a_missing_directory
     assert!(err.to_string().starts_with("wal: storage: "), "{err}");
 }
 
+/// A log on a fresh faulty disk (`seed`) under group commit that keeps one spare segment:
+/// the disk, the configuration and the log.
+fn spare_log(
+    seed: u64,
+    segment_bytes_max: u64,
+    record_bytes_max: usize,
+    batch_bytes_max: usize,
+) -> (FaultyStorage, WalConfig, Wal<FaultyStorage>) {
+    let disk = FaultyStorage::new(seed);
+    let config = WalConfig::builder()
+        .segment_bytes_max(segment_bytes_max)
+        .record_bytes_max(record_bytes_max)
+        .spare_segments_max(1)
+        .sync_policy(SyncPolicy::Group {
+            batch_delay_us_max: 100,
+            batch_bytes_max,
+        })
+        .build()
+        .unwrap();
+    let (wal, _) = Wal::open(disk.clone(), config.clone()).unwrap();
+    (disk, config, wal)
+}
+
+/// The name of the spare segment on `disk`, if there is one.
+fn spare_of(disk: &FaultyStorage) -> Option<String> {
+    disk.file_names()
+        .into_iter()
+        .find(|n| n.ends_with(".spare"))
+}
+
 /// Under group commit a thread of its own pre-writes a spare segment, a chunk at a time,
 /// while appends go on: the spare comes out whole (zeros, the segment's length), appends
 /// made meanwhile are all durable, and the next roll-over takes the spare.
 #[test]
 fn a_whole_spare_is_prepared_while_appends_go_on() {
     const SEGMENT: u64 = 3 << 20;
-    let disk = FaultyStorage::new(21);
-    let config = WalConfig::builder()
-        .segment_bytes_max(SEGMENT)
-        .record_bytes_max(64 * 1024)
-        .spare_segments_max(1)
-        .sync_policy(SyncPolicy::Group {
-            batch_delay_us_max: 100,
-            batch_bytes_max: 64 * 1024,
-        })
-        .build()
-        .unwrap();
-    let (wal, _) = Wal::open(disk.clone(), config.clone()).unwrap();
-    let spare = || {
-        disk.file_names()
-            .into_iter()
-            .find(|n| n.ends_with(".spare"))
-    };
+    let (disk, config, wal) = spare_log(21, SEGMENT, 64 * 1024, 64 * 1024);
+    let spare = || spare_of(&disk);
     // Appends while the spare is being prepared.
     let mut next = 1u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -465,23 +480,8 @@ fn a_whole_spare_is_prepared_while_appends_go_on() {
 #[test]
 fn a_spare_is_prepared_while_the_group_commit_thread_is_busy() {
     const SEGMENT: u64 = 64 * 1024;
-    let disk = FaultyStorage::new(22);
-    let config = WalConfig::builder()
-        .segment_bytes_max(SEGMENT)
-        .record_bytes_max(1024)
-        .spare_segments_max(1)
-        .sync_policy(SyncPolicy::Group {
-            batch_delay_us_max: 100,
-            batch_bytes_max: 1 << 20,
-        })
-        .build()
-        .unwrap();
-    let (wal, _) = Wal::open(disk.clone(), config.clone()).unwrap();
-    let spare = || {
-        disk.file_names()
-            .into_iter()
-            .find(|n| n.ends_with(".spare"))
-    };
+    let (disk, config, wal) = spare_log(22, SEGMENT, 1024, 1 << 20);
+    let spare = || spare_of(&disk);
     let wait = std::time::Duration::from_secs(60);
     let until_spare = || {
         let deadline = std::time::Instant::now() + wait;
